@@ -1,0 +1,3 @@
+from ddm.cli.main import main
+
+raise SystemExit(main())

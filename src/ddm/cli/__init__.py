@@ -1,0 +1,1 @@
+"""The ``ddm`` command line."""

@@ -1,0 +1,380 @@
+"""``ddm``: the Distilled Datamodel from the shell.
+
+    ddm run        all offline stages, then attribute a few test samples and the Table 4 check
+    ddm train      train the target model and record its trajectory
+    ddm cluster    split the training data into groups
+    ddm distill    learn the synset by (reverse) gradient matching
+    ddm attribute  attribution matrix of an objective on test samples
+    ddm unlearn    fine-tune on chosen groups' synsets, save the unlearned checkpoint
+    ddm info       what a workspace holds; config fields; presets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ddm import __version__
+from ddm.exceptions import DDMError
+
+log = logging.getLogger("ddm")
+
+EPILOG = """examples:
+  ddm run -w runs/demo --preset demo
+  ddm run -w runs/fmnist --preset paper --set data.name=fashion-mnist --set data.train_size=10000
+  ddm attribute -w runs/demo --targets 0:20 --objective dist2 --top-k 3
+  ddm attribute -w runs/demo --targets 0:360 --objective accuracy
+  ddm unlearn -w runs/demo --groups 3,17
+  ddm info --config-help
+"""
+
+
+def _common(p: argparse.ArgumentParser, workspace_default: str | None = "runs/default") -> None:
+    p.add_argument("-w", "--workspace", default=workspace_default,
+                   help="run folder holding every artifact (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of the readable summary")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default=None,
+                   help="starting configuration: demo (default; minutes on a CPU), paper, tiny (seconds)")
+    p.add_argument("--config", default=None, help="JSON file of a RunConfig (as written to <workspace>/config.json)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE.FIELD=VALUE",
+                   help="override one field, e.g. --set train.epochs=5 (repeatable; see `ddm info --config-help`)")
+    p.add_argument("--dataset", default=None, help="shortcut for --set data.name=NAME")
+    p.add_argument("--data-dir", default=None, help="shortcut for --set data.data_dir=DIR")
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute stages stored with another configuration instead of stopping with an error")
+
+
+def _targets_args(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--targets", default=default,
+                   help="test samples: a range START:STOP or a comma list of indices (default: %(default)s)")
+    p.add_argument("--objective", default="dist1",
+                   help="dist1 (output change), dist2 (loss increase), dist3 (least influence), "
+                        "accuracy, precision, recall, f1 (over the targets as a set) (default: %(default)s)")
+    p.add_argument("--hierarchical", action="store_true",
+                   help="class-level attribution first, then groups inside the top classes (Sec. 3.3)")
+    p.add_argument("--top-k", type=int, default=3, help="groups listed per target (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddm", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ddm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="all stages on a dataset, then attribution of test samples and the Table 4 check",
+                       description="Train (recording the trajectory), group, distill, then attribute test samples "
+                                   "and report the Table 4 check. Finished stages are reused.")
+    _common(p)
+    _config_args(p)
+    _targets_args(p, "0:5")
+    p.set_defaults(func=cmd_run)
+
+    for name, until, text in (("train", "train", "train the target model and record theta_0..theta_tau"),
+                              ("cluster", "groups", "train if needed, then split the training data into K groups"),
+                              ("distill", "synset", "train and group if needed, then learn the synset")):
+        p = sub.add_parser(name, help=text, description=text.capitalize() + ". Finished stages are reused.")
+        _common(p)
+        _config_args(p)
+        p.set_defaults(func=cmd_stage, until=until)
+
+    p = sub.add_parser("attribute", help="attribution matrix of an objective on test samples",
+                       description="Emulate retraining without random sets of groups by fine-tuning on their "
+                                   "synsets, and regress the objective on the perturbations (Eq. 7-8). Sign: the "
+                                   "listed score is the objective's ranking (see 'score meaning' in the output).")
+    _common(p)
+    _targets_args(p, "0:5")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="emulate.FIELD=VALUE",
+                   help="override an emulate.* field for this attribution (repeatable)")
+    p.add_argument("--name", default=None, help="save under attributions/NAME (default: the objective)")
+    p.set_defaults(func=cmd_attribute)
+
+    p = sub.add_parser("unlearn", help="remove groups' influence by fine-tuning on their synsets",
+                       description="Fine-tune the trained model on the synsets of the given groups and save the "
+                                   "checkpoint under unlearned/NAME; reports accuracy before and after.")
+    _common(p)
+    p.add_argument("--groups", required=True, help="comma list or START:STOP range of group indices")
+    p.add_argument("--classes", action="store_true", help="the indices are classes (uses the class-level synset)")
+    p.add_argument("--name", default=None, help="folder name under unlearned/")
+    p.set_defaults(func=cmd_unlearn)
+
+    p = sub.add_parser("info", help="what a workspace holds; config fields; presets")
+    _common(p, workspace_default=None)
+    p.add_argument("--config-help", action="store_true", help="list every config field with its default and meaning")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def parse_indices(text: str, n: int, what: str) -> list[int]:
+    text = text.strip()
+    try:
+        if ":" in text:
+            a, b = text.split(":", 1)
+            idx = list(range(int(a or 0), int(b) if b else n))
+        else:
+            idx = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise DDMError(f"{what} {text!r}: give START:STOP or a comma list of integers") from None
+    bad = [i for i in idx if not 0 <= i < n]
+    if not idx or bad:
+        raise DDMError(f"{what} {text!r}: indices must lie in [0, {n - 1}]" + (f" (bad: {bad[:5]})" if bad else ""))
+    return idx
+
+
+def make_config(args: argparse.Namespace) -> Any:
+    from ddm import presets
+    from ddm.config import RunConfig
+
+    stored = Path(args.workspace, "config.json")
+    if args.config:
+        cfg = RunConfig.from_json(Path(args.config).read_text())
+    elif args.preset is None and stored.exists():
+        cfg = RunConfig.from_json(stored.read_text())
+    else:
+        cfg = presets.get(args.preset or "demo")
+    sets = list(args.sets)
+    if args.dataset:
+        sets.append(f"data.name={args.dataset}")
+    if args.data_dir:
+        sets.append(f"data.data_dir={args.data_dir}")
+    return cfg.with_overrides(sets)
+
+
+def _offline(args: argparse.Namespace, until: str) -> tuple[Any, Any, Any]:
+    from ddm import data as data_mod
+    from ddm import models
+    from ddm.pipeline import DistilledDatamodel
+
+    cfg = make_config(args)
+    data = data_mod.load(cfg.data)
+    log.info("%s", data.summary())
+    dm = DistilledDatamodel(args.workspace, cfg, overwrite=args.overwrite)
+    dm.fit(models.build(cfg.model, data), data.train, until=until)
+    return cfg, data, dm
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    from ddm import data as data_mod
+    from ddm.pipeline import DistilledDatamodel
+
+    dm = DistilledDatamodel(args.workspace).load()
+    return dm, data_mod.load(dm.config.data)
+
+
+def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
+    from ddm.train.loop import accuracy
+
+    out: dict[str, Any] = {"dataset": data.summary(), "workspace": str(dm.ws.root)}
+    info = dm.ws.stage_info("train") or {}
+    out["model"] = {"spec": dm.model.ddm_spec if hasattr(dm.model, "ddm_spec") else None,
+                    "test_accuracy": accuracy(dm.model, data.test), "train_seconds": info.get("seconds"),
+                    "checkpoints": len(dm.trajectory)}
+    if dm.groups is not None:
+        s = dm.groups.sizes()
+        out["groups"] = {"method": dm.groups.method, "K": dm.groups.num_groups, "min_size": int(s.min()),
+                         "max_size": int(s.max())}
+    for stage in ("synset", "synset-class"):
+        i = dm.ws.stage_info(stage)
+        if i and i.get("complete"):
+            out[stage] = {"matching": i["config"]["matching"], "steps": i["config"]["iterations"],
+                          "first_loss": i.get("first_loss"), "last_loss": i.get("last_loss"),
+                          "groups": i.get("num_groups"), "seconds": i.get("seconds")}
+    return out
+
+
+def _attribution_report(dm: Any, data: Any, idx: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    targets = data.test[idx]
+    t0 = time.perf_counter()
+    attr = dm.attribute(targets, args.objective, hierarchical=args.hierarchical, name=getattr(args, "name", None))
+    seconds = time.perf_counter() - t0
+    pred = dm.model(targets.x).argmax(1).tolist()
+    rows = []
+    for i, row in enumerate(attr.summary(args.top_k)):
+        if attr.weights.shape[0] == len(idx):
+            row.update(test_index=idx[i], label=int(targets.y[i]), predicted=pred[i])
+        rows.append(row)
+    return {"objective": attr.objective, "score_meaning": attr.score_meaning, "seconds": seconds,
+            "perturbations": (attr.meta or {}).get("perturbations"), "hierarchical": args.hierarchical,
+            "finetune": {"lr": dm.finetune_lr, "steps": dm.finetune_steps}, "targets": rows}
+
+
+def _print_offline(o: dict[str, Any]) -> None:
+    m = o["model"]
+    print(o["dataset"])
+    print(f"target model: test accuracy {100 * m['test_accuracy']:.1f}% ({m['checkpoints']} checkpoints recorded"
+          + (f", trained in {m['train_seconds']:.1f} s)" if m.get("train_seconds") else ")"))
+    if "groups" in o:
+        g = o["groups"]
+        print(f"groups: {g['method']}, K = {g['K']} (sizes {g['min_size']}..{g['max_size']})")
+    for stage in ("synset", "synset-class"):
+        if stage in o:
+            s = o[stage]
+            print(f"{stage}: {s['matching']} matching, {s['steps']} steps, {s['groups']} images x ipc; "
+                  f"matching loss per group {s['first_loss']:.3f} -> {s['last_loss']:.3f} ({s['seconds']:.1f} s)")
+
+
+def _print_attribution(r: dict[str, Any]) -> None:
+    print(f"\nattribution ({r['objective']}{', hierarchical' if r['hierarchical'] else ''}): "
+          f"{r['perturbations'] or '?'} perturbations, fine-tune lr {r['finetune']['lr']:g} x "
+          f"{r['finetune']['steps']} steps, {r['seconds']:.1f} s")
+    print(f"score: {r['score_meaning']}")
+    for row in r["targets"]:
+        if "test_index" in row:
+            print(f"  test #{row['test_index']} (label {row['label']}, predicted {row['predicted']}):")
+        else:
+            print("  the target set as a whole:")
+        for g in row["top"]:
+            mem = ", ".join(map(str, g["members"]))
+            print(f"    group {g['group']:>4}  class {g['label']:>3}  size {g['size']:>4}  "
+                  f"score {g['score']:+.4f}  samples {mem}{', ...' if g['size'] > len(g['members']) else ''}")
+
+
+# ---- commands --------------------------------------------------------------------------------
+def cmd_stage(args: argparse.Namespace) -> int:
+    _, data, dm = _offline(args, args.until)
+    out = _describe_offline(dm, data)
+    print(json.dumps(out, indent=2, default=str)) if args.json else _print_offline(out)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ddm.unlearning import table4
+
+    _, data, dm = _offline(args, "synset")
+    out = _describe_offline(dm, data)
+    idx = parse_indices(args.targets, len(data.test), "--targets")
+    out["attribution"] = _attribution_report(dm, data, idx, args)
+    t4 = table4(dm.model, dm.trajectory[0], dm.trajectory.final, dm.synset, data.test, dm.finetune_lr,
+                dm.finetune_steps, dm.config.emulate.group_reduction)
+    out["table4"] = t4
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    _print_offline(out)
+    _print_attribution(out["attribution"])
+    print("\nTable 4 check (fine-tune theta_tau on the whole synset; the paper sees accuracy fall near or "
+          "below chance):")
+    print(f"  acc(theta_0) {100 * t4['acc_theta0']:.1f}%   acc(theta_tau) {100 * t4['acc_theta_tau']:.1f}%   "
+          f"after the whole synset {100 * t4['acc_after_whole_synset']:.1f}%   (chance {100 * t4['chance']:.1f}%)")
+    print(f"\nartifacts in {dm.ws.root}/ ; next: ddm attribute -w {dm.ws.root} --targets 0:20 --objective dist2")
+    return 0
+
+
+def cmd_attribute(args: argparse.Namespace) -> int:
+    dm, data = _load(args)
+    bad = [s for s in args.sets if not s.strip().startswith("emulate.")]
+    if bad:
+        raise DDMError(f"attribute only takes emulate.* overrides (got {bad}); change other stages with `ddm run --set`")
+    dm.config = dm.config.with_overrides(args.sets)
+    idx = parse_indices(args.targets, len(data.test), "--targets")
+    r = _attribution_report(dm, data, idx, args)
+    print(json.dumps(r, indent=2, default=str)) if args.json else _print_attribution(r)
+    return 0
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    import torch
+
+    from ddm.train.loop import accuracy
+
+    dm, data = _load(args)
+    synset = "classes" if args.classes else "groups"
+    groups = dm.class_groups if args.classes else dm.groups
+    if groups is None:
+        raise DDMError(f"the workspace has no {synset} synset; run `ddm run` (hierarchical=true for classes)")
+    idx = parse_indices(args.groups, groups.num_groups, "--groups")
+    before_test = accuracy(dm.model, data.test)
+    rows = torch.cat([groups.members(k) for k in idx])
+    removed = data.train[rows]
+    before_removed = accuracy(dm.model, removed)
+    model = dm.unlearn(idx, name=args.name, synset=synset)
+    out = {"groups": idx, "synset": synset, "removed_samples": len(rows),
+           "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
+           "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
+           "saved": str(dm.ws.path("unlearned", args.name or f"{synset}-" + "-".join(map(str, idx))[:80]))}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"unlearned {synset} {idx} ({len(rows)} training samples) by fine-tuning on their synsets")
+        print(f"  test accuracy      {100 * out['test_accuracy']['before']:.1f}% -> {100 * out['test_accuracy']['after']:.1f}%")
+        print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
+              f"{100 * out['removed_accuracy']['after']:.1f}%")
+        print(f"  checkpoint: {out['saved']}/model.safetensors")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ddm import presets
+    from ddm.config import (
+        ClusterConfig,
+        DataConfig,
+        DistillConfig,
+        EmulateConfig,
+        ModelConfig,
+        TrainConfig,
+        describe,
+    )
+    from ddm.workspace import Workspace
+
+    if args.config_help or not args.workspace:
+        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "cluster": ClusterConfig,
+                    "distill": DistillConfig, "emulate": EmulateConfig}
+        if args.json:
+            print(json.dumps({s: {n: {"default": d, "help": h} for n, h, d in describe(c)}
+                              for s, c in sections.items()}, indent=2, default=str))
+            return 0
+        print("config fields (override with --set STAGE.FIELD=VALUE):")
+        for s, c in sections.items():
+            for n, h, d in describe(c):
+                print(f"  {s}.{n:<18} {str(d):<18} {h}")
+        print("\npresets: " + ", ".join(f"{n}" for n in presets.PRESETS.names()))
+        for n in presets.PRESETS.names():
+            print(f"  {n}: {(presets.PRESETS.get(n).__doc__ or '').split(chr(10))[0]}")
+        return 0
+    ws = Workspace(args.workspace)
+    if not ws.root.exists():
+        raise DDMError(f"workspace {ws.root} does not exist; create it with `ddm run -w {ws.root}`")
+    stages = ws.stages()
+    if args.json:
+        print(json.dumps(stages, indent=2, default=str))
+        return 0
+    print(f"workspace {ws.root}:")
+    for s in stages:
+        extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items()
+                          if k not in ("stage", "key", "config", "complete"))
+        print(f"  {s['stage']:<34} {'done' if s.get('complete') else 'partial':<8} {extra}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from ddm import progress
+
+    progress.set_enabled(not args.quiet and sys.stderr.isatty())
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        return int(args.func(args) or 0)
+    except DDMError as exc:
+        print(f"ddm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ddm: interrupted; finished work is saved in the workspace and a rerun resumes", file=sys.stderr)
+        return 130

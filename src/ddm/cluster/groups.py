@@ -1,0 +1,128 @@
+"""Split the training data into K groups D_1..D_K.
+
+* ``kmeans``: k-means within each class, ``c`` clusters per class (K = classes x c, the paper's default);
+* ``sequential``: consecutive index ranges (the paper's "DDM w/o cluster");
+* ``class``: one group per class (K = classes; the top level of the hierarchical datamodel).
+
+No group is empty. A class with fewer than ``c`` samples gets one group per sample (logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ddm.config import ClusterConfig
+from ddm.data.dataset import Split
+from ddm.exceptions import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Groups:
+    """``assignment[i]`` is the group of training sample ``i``; ``labels[k]`` the class of group ``k``.
+
+    For groups that mix classes (sequential split) ``labels[k]`` is the majority class.
+    """
+
+    assignment: torch.Tensor  # [N] long
+    labels: torch.Tensor  # [K] long
+    method: str = "kmeans"
+    sample_ids: torch.Tensor | None = None  # [N] id of each training row in its full split
+
+    def __post_init__(self) -> None:
+        if self.sample_ids is None:
+            self.sample_ids = torch.arange(len(self.assignment))
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.labels)
+
+    def sizes(self) -> torch.Tensor:
+        return torch.bincount(self.assignment, minlength=self.num_groups)
+
+    def members(self, k: int) -> torch.Tensor:
+        """Training-sample indices (rows of the train split) in group ``k``."""
+        return torch.nonzero(self.assignment == k).flatten()
+
+    def member_ids(self, k: int) -> torch.Tensor:
+        """Ids of group ``k``'s samples in the full training split (differs from rows for subsets)."""
+        assert self.sample_ids is not None
+        return self.sample_ids[self.members(k)]
+
+    def of_classes(self, classes: list[int] | torch.Tensor) -> torch.Tensor:
+        """Indices of the groups whose class is in ``classes``."""
+        cls = torch.as_tensor(classes)
+        return torch.nonzero(torch.isin(self.labels, cls)).flatten()
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        assert self.sample_ids is not None
+        return {"assignment": self.assignment, "labels": self.labels, "sample_ids": self.sample_ids}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], method: str) -> Groups:
+        return cls(t["assignment"].long(), t["labels"].long(), method, t.get("sample_ids"))
+
+
+def _finish(assignment: np.ndarray, train: Split, method: str) -> Groups:
+    y = train.y.numpy()
+    k = int(assignment.max()) + 1
+    labels = np.array([np.bincount(y[assignment == g]).argmax() for g in range(k)])
+    groups = Groups(torch.as_tensor(assignment, dtype=torch.long), torch.as_tensor(labels, dtype=torch.long), method,
+                    train.index.clone())
+    if (groups.sizes() == 0).any():  # pragma: no cover - guarded by construction
+        raise RuntimeError("empty group produced")
+    return groups
+
+
+def kmeans_groups(train: Split, per_class: int, seed: int = 0) -> Groups:
+    from sklearn.cluster import KMeans
+
+    x = train.x.flatten(1).numpy()
+    y = train.y.numpy()
+    assignment = np.empty(len(y), dtype=np.int64)
+    next_id = 0
+    for c in np.unique(y):
+        idx = np.nonzero(y == c)[0]
+        n_clusters = min(per_class, len(idx))
+        if n_clusters < per_class:
+            log.warning("class %d has %d samples (< %d clusters): one group per sample", c, len(idx), per_class)
+        if n_clusters == 1:
+            labels = np.zeros(len(idx), dtype=np.int64)
+        else:
+            km = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed).fit(x[idx])
+            labels = km.labels_
+            # k-means can (rarely) leave a cluster empty: renumber densely
+            _, labels = np.unique(labels, return_inverse=True)
+        assignment[idx] = labels + next_id
+        next_id += int(labels.max()) + 1
+    return _finish(assignment, train, "kmeans")
+
+
+def sequential_groups(train: Split, num_groups: int) -> Groups:
+    n = len(train)
+    if num_groups > n:
+        raise DataError(f"cannot split {n} samples into {num_groups} groups; lower cluster.num_groups")
+    assignment = (np.arange(n) * num_groups) // n
+    return _finish(assignment, train, "sequential")
+
+
+def class_groups(train: Split) -> Groups:
+    y = train.y.numpy()
+    _, assignment = np.unique(y, return_inverse=True)
+    return _finish(assignment.astype(np.int64), train, "class")
+
+
+def make_groups(train: Split, cfg: ClusterConfig, num_classes: int) -> Groups:
+    """Group the training split as configured."""
+    if len(train) == 0:
+        raise DataError("the training split is empty")
+    if cfg.method == "kmeans":
+        return kmeans_groups(train, cfg.per_class, cfg.seed)
+    if cfg.method == "sequential":
+        return sequential_groups(train, cfg.num_groups or num_classes * cfg.per_class)
+    return class_groups(train)

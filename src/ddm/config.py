@@ -1,0 +1,271 @@
+"""One validated dataclass per stage, gathered in :class:`RunConfig`.
+
+Every field carries ``help`` metadata (shown by ``ddm info --config-help``). Configs round-trip
+through JSON, and ``--set stage.field=value`` overrides are parsed against the field types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from ddm.exceptions import ConfigError
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _choice(value: str, name: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
+
+
+@dataclass
+class DataConfig:
+    name: str = _f("digits", "dataset name: digits, fashion-mnist, mnist, cifar10, cifar100")
+    data_dir: str | None = _f(None, "folder with the dataset files (IDX or CIFAR binary); default per dataset")
+    train_size: int | None = _f(None, "stratified subset of the training split (None: all)")
+    test_size: int | None = _f(None, "stratified subset of the test split (None: all)")
+    download: bool = _f(False, "let torchvision download missing files (needs the 'vision' extra)")
+    seed: int = _f(0, "seed of the subset selection")
+
+    def __post_init__(self) -> None:
+        for n in ("train_size", "test_size"):
+            v = getattr(self, n)
+            _check(v is None or v > 0, f"data.{n} must be positive or None, got {v}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f("convnet", "architecture: convnet (DC-style) or mlp")
+    width: int = _f(64, "convnet channels / mlp hidden units")
+    depth: int = _f(3, "convnet conv blocks / mlp hidden layers")
+    norm: str = _f("instancenorm", "convnet normalisation: instancenorm, groupnorm, layernorm, none")
+    seed: int = _f(0, "seed of the initial weights theta_0")
+
+    def __post_init__(self) -> None:
+        _check(self.width > 0 and self.depth > 0, "model.width and model.depth must be positive")
+        _choice(self.norm, "model.norm", ("instancenorm", "groupnorm", "layernorm", "none"))
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(20, "training epochs (tau)")
+    batch_size: int = _f(64, "minibatch size")
+    lr: float = _f(0.01, "SGD learning rate (eta_a; the paper's lr_net)")
+    momentum: float = _f(0.0, "SGD momentum (0: plain SGD as in the paper's Eq. 2)")
+    weight_decay: float = _f(0.0, "L2 weight decay")
+    save_every: int = _f(1, "record theta every this many epochs (theta_0 and theta_tau always)")
+    seed: int = _f(0, "seed of the data order")
+
+    def __post_init__(self) -> None:
+        _check(self.epochs > 0, f"train.epochs must be positive, got {self.epochs}")
+        _check(self.batch_size > 0, f"train.batch_size must be positive, got {self.batch_size}")
+        _check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
+        _check(0 <= self.momentum < 1, f"train.momentum must be in [0, 1), got {self.momentum}")
+        _check(self.weight_decay >= 0, "train.weight_decay must be >= 0")
+        _check(self.save_every > 0, "train.save_every must be positive")
+
+
+@dataclass
+class ClusterConfig:
+    method: str = _f("kmeans", "kmeans (within each class), sequential (by index), class (one per class)")
+    per_class: int = _f(10, "kmeans clusters per class (c); K = classes * c")
+    num_groups: int | None = _f(None, "sequential: number of groups (None: classes * per_class)")
+    seed: int = _f(0, "k-means seed")
+
+    def __post_init__(self) -> None:
+        _choice(self.method, "cluster.method", ("kmeans", "sequential", "class"))
+        _check(self.per_class > 0, "cluster.per_class must be positive")
+        _check(self.num_groups is None or self.num_groups > 0, "cluster.num_groups must be positive")
+
+
+@dataclass
+class DistillConfig:
+    matching: str = _f("reverse", "reverse (DDM, Eq. 6) or match (plain gradient matching, DDM-match)")
+    pairing: str = _f("reverse", "trajectory pairing: reverse (theta_t <-> theta_{tau-t}) or step (theta_t <-> theta_{t+s})")
+    step: int = _f(1, "s of the step pairing, in recorded checkpoints")
+    ipc: int = _f(1, "synthetic images per group")
+    iterations: int = _f(200, "distillation steps")
+    lr_img: float = _f(10.0, "learning rate of the synthetic images (paper: 10)")
+    momentum_img: float = _f(0.5, "SGD momentum of the synthetic images")
+    batch_real: int = _f(32, "real images sampled per group and step")
+    distance: str = _f("layerwise_cosine", "gradient distance: layerwise_cosine (DC), cosine (flat), mse")
+    augment: str = _f("crop_scale_rotate", "differentiable siamese augmentation: '_'-joined of color, crop, cutout, flip, scale, rotate; or none")
+    labels: str = _f("hard", "synthetic labels: hard (the group's class) or learned (soft, optimised too)")
+    lr_label: float = _f(1.0, "learning rate of learned label logits")
+    init: str = _f("real", "initialise synthetic images from real members (real) or noise")
+    group_chunk: int = _f(0, "groups per vmap chunk for real gradients (0: all at once)")
+    checkpoint_every: int = _f(50, "save the synset every this many steps (resume after a kill)")
+    seed: int = _f(0, "seed of initialisation, sampling and augmentation")
+
+    def __post_init__(self) -> None:
+        _choice(self.matching, "distill.matching", ("reverse", "match"))
+        _choice(self.pairing, "distill.pairing", ("reverse", "step"))
+        _choice(self.distance, "distill.distance", ("layerwise_cosine", "cosine", "mse"))
+        _choice(self.labels, "distill.labels", ("hard", "learned"))
+        _choice(self.init, "distill.init", ("real", "noise"))
+        _check(self.step > 0, "distill.step must be positive")
+        _check(self.ipc > 0, "distill.ipc must be positive")
+        _check(self.iterations >= 0, "distill.iterations must be >= 0")
+        _check(self.lr_img > 0, "distill.lr_img must be positive")
+        _check(self.batch_real > 0, "distill.batch_real must be positive")
+        _check(self.group_chunk >= 0, "distill.group_chunk must be >= 0")
+        _check(self.checkpoint_every > 0, "distill.checkpoint_every must be positive")
+        from ddm.distill.augment import parse_strategy
+
+        parse_strategy(self.augment)
+
+
+@dataclass
+class EmulateConfig:
+    num_perturbations: int | None = _f(None, "|P|, perturbations sampled (None: 2 K; must be >= K)")
+    keep_prob: float = _f(0.5, "probability that a group is kept in a perturbation")
+    finetune_lr: float | None = _f(None, "fine-tune learning rate eta_f (None: train.lr, as in Eq. 3)")
+    finetune_steps: int | None = _f(None, "fine-tune steps T (None: recorded epochs tau, as in Eq. 3)")
+    group_reduction: str = _f("sum", "loss over deleted groups: sum (Eq. 3-4) or mean")
+    weighting: str = _f("inverse_deletions", "beta(p) of Eq. 8: inverse_deletions (1/#deleted) or uniform")
+    ridge: float = _f(0.0, "ridge penalty on W (0: plain weighted least squares)")
+    chunk_size: int = _f(64, "perturbations fine-tuned at once under vmap (bounds memory)")
+    top_classes: int = _f(2, "hierarchical datamodel: classes refined at group level per target")
+    seed: int = _f(0, "seed of the perturbations")
+
+    def __post_init__(self) -> None:
+        _check(self.num_perturbations is None or self.num_perturbations > 0, "emulate.num_perturbations must be positive")
+        _check(0 < self.keep_prob < 1, f"emulate.keep_prob must be in (0, 1), got {self.keep_prob}")
+        _check(self.finetune_lr is None or self.finetune_lr > 0, "emulate.finetune_lr must be positive")
+        _check(self.finetune_steps is None or self.finetune_steps >= 0, "emulate.finetune_steps must be >= 0")
+        _choice(self.group_reduction, "emulate.group_reduction", ("sum", "mean"))
+        _choice(self.weighting, "emulate.weighting", ("inverse_deletions", "uniform"))
+        _check(self.ridge >= 0, "emulate.ridge must be >= 0")
+        _check(self.chunk_size > 0, "emulate.chunk_size must be positive")
+        _check(self.top_classes > 0, "emulate.top_classes must be positive")
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    emulate: EmulateConfig = field(default_factory=EmulateConfig)
+    hierarchical: bool = _f(True, "also distill a class-level synset (Sec. 3.3 hierarchical datamodel)")
+
+    # ---- JSON ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return _from_dict(cls, d, "")
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        return cls.from_dict(json.loads(text))
+
+    def with_overrides(self, overrides: list[str]) -> RunConfig:
+        """Apply ``["stage.field=value", ...]`` and return a new, validated config."""
+        d = self.to_dict()
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like stage.field=value (e.g. train.epochs=5)")
+            key, raw = item.split("=", 1)
+            parts = key.strip().split(".")
+            node: Any = self
+            target = d
+            for p in parts[:-1]:
+                if not dataclasses.is_dataclass(node) or p not in {f.name for f in dataclasses.fields(node)}:
+                    raise ConfigError(f"unknown config section {key!r}; sections: {', '.join(d)}")
+                node = getattr(node, p)
+                target = target[p]
+            name = parts[-1]
+            fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+            if name not in fields or dataclasses.is_dataclass(getattr(node, name)):
+                raise ConfigError(
+                    f"unknown config field {key!r}; fields here: {', '.join(sorted(fields))}"
+                )
+            target[name] = parse_value(raw.strip(), _field_type(type(node), name), key)
+        return RunConfig.from_dict(d)
+
+
+def _field_type(cls: type, name: str) -> Any:
+    return typing.get_type_hints(cls)[name]
+
+
+def parse_value(raw: str, tp: Any, key: str) -> Any:
+    """Parse the text of an override against a field type (int, float, bool, str, Optional)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if raw.lower() in ("none", "null"):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return parse_value(raw, inner[0], key)
+    try:
+        if tp is bool:
+            low = raw.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if tp is int:
+            return int(raw)
+        if tp is float:
+            return float(raw)
+        if tp is str:
+            return raw
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r}: expected a value of type {getattr(tp, '__name__', tp)}") from None
+    raise ConfigError(f"{key}: fields of type {tp} cannot be set from the command line")
+
+
+def _from_dict(cls: type, d: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"config section {prefix or 'root'!r} must be a JSON object")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(
+            f"unknown config field(s) {', '.join(sorted(prefix + u for u in unknown))}; "
+            f"valid: {', '.join(sorted(names))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in d.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _from_dict(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts; identifies a stage's inputs."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def describe(cls: type) -> list[tuple[str, str, Any]]:
+    """(field, help, default) rows of a config dataclass, for ``--help`` style listings."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else "(section)"
+        rows.append((f.name, f.metadata.get("help", ""), default))
+    return rows

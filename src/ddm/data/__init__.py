@@ -1,0 +1,71 @@
+"""Datasets: ``load(name)`` returns a :class:`Dataset` with normalised ``train`` and ``test`` splits.
+
+=============== ======================================================================
+name            source
+=============== ======================================================================
+digits          scikit-learn's embedded 8x8 digits (default; no download)
+fashion-mnist   IDX(.gz) files; default ``/usr/share/datasets/fashion-mnist`` (Debian)
+mnist           IDX(.gz) files in ``data_dir``; else torchvision when installed
+cifar10/100     official binary files in ``data_dir``; else torchvision when installed
+=============== ======================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ddm.config import DataConfig
+from ddm.data.dataset import Dataset, Split, stratified_subset
+from ddm.registry import Registry
+
+DATASETS: Registry[Callable[[DataConfig], Dataset]] = Registry("dataset")
+
+
+@DATASETS.register("digits")
+def _digits(cfg: DataConfig) -> Dataset:
+    from ddm.data.digits import load_digits_dataset
+
+    return load_digits_dataset()
+
+
+@DATASETS.register("fashion-mnist")
+def _fashion(cfg: DataConfig) -> Dataset:
+    from ddm.data.idx import load_idx_dataset
+
+    return load_idx_dataset("fashion-mnist", cfg.data_dir)
+
+
+@DATASETS.register("mnist")
+def _mnist(cfg: DataConfig) -> Dataset:
+    from ddm.data.idx import has_idx_files, load_idx_dataset
+    from ddm.data.vision import _load_torchvision
+
+    if has_idx_files(cfg.data_dir) or cfg.data_dir and not cfg.download:
+        return load_idx_dataset("mnist", cfg.data_dir)
+    return _load_torchvision("mnist", cfg.data_dir, cfg.download)
+
+
+@DATASETS.register("cifar10")
+def _cifar10(cfg: DataConfig) -> Dataset:
+    from ddm.data.vision import load_cifar
+
+    return load_cifar("cifar10", cfg.data_dir, cfg.download)
+
+
+@DATASETS.register("cifar100")
+def _cifar100(cfg: DataConfig) -> Dataset:
+    from ddm.data.vision import load_cifar
+
+    return load_cifar("cifar100", cfg.data_dir, cfg.download)
+
+
+def load(name: str | DataConfig = "digits", **overrides: object) -> Dataset:
+    """Load a dataset by name (or :class:`DataConfig`), applying the configured subsets."""
+    cfg = name if isinstance(name, DataConfig) else DataConfig(name=name, **overrides)  # type: ignore[arg-type]
+    ds = DATASETS.get(cfg.name)(cfg)
+    ds.train = stratified_subset(ds.train, cfg.train_size, cfg.seed)
+    ds.test = stratified_subset(ds.test, cfg.test_size, cfg.seed)
+    return ds
+
+
+__all__ = ["DATASETS", "Dataset", "Split", "load"]

@@ -1,0 +1,61 @@
+"""The distilled synset: ``ipc`` synthetic images per group, with their (hard or learned) labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Synset:
+    """Synthetic images for K groups.
+
+    ``images``: ``[K, ipc, C, H, W]``; ``labels``: ``[K, ipc]`` hard classes;
+    ``label_logits``: ``[K, ipc, classes]`` when labels are learned (soft targets = their softmax),
+    else None. ``losses``: the matching loss at every distillation step.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    label_logits: torch.Tensor | None = None
+    losses: torch.Tensor | None = None
+
+    @property
+    def num_groups(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def ipc(self) -> int:
+        return self.images.shape[1]
+
+    def targets(self) -> torch.Tensor:
+        """Target distributions ``[K, ipc, classes]`` (one-hot for hard labels)."""
+        if self.label_logits is not None:
+            return self.label_logits.softmax(-1)
+        return F.one_hot(self.labels, self.num_classes).float()
+
+    def flat(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images ``[K*ipc, C, H, W]``, targets ``[K*ipc, classes]``, group of each image ``[K*ipc]``)."""
+        k, ipc = self.images.shape[:2]
+        group = torch.arange(k).repeat_interleave(ipc)
+        return self.images.reshape(k * ipc, *self.images.shape[2:]), self.targets().reshape(k * ipc, -1), group
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        out = {"images": self.images, "labels": self.labels}
+        if self.label_logits is not None:
+            out["label_logits"] = self.label_logits
+        if self.losses is not None:
+            out["losses"] = self.losses
+        return out
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], num_classes: int) -> Synset:
+        return cls(t["images"], t["labels"].long(), num_classes, t.get("label_logits"), t.get("losses"))
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-row cross-entropy ``-sum_c t_c log softmax(z)_c``: ``[..., C], [..., C] -> [...]``."""
+    return -(targets * logits.log_softmax(-1)).sum(-1)

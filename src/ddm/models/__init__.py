@@ -1,0 +1,83 @@
+"""Model registry. ``build(name, data)`` sizes a model for a dataset and seeds theta_0.
+
+Every registered model must be a pure function of its parameters (no running statistics), so
+that ``torch.func.functional_call`` + ``vmap`` can fine-tune many copies at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ddm.config import ModelConfig
+from ddm.models.convnet import ConvNet
+from ddm.models.mlp import MLP
+from ddm.registry import Registry
+
+Shape = tuple[int, int, int]
+MODELS: Registry[Callable[[ModelConfig, Shape, int], nn.Module]] = Registry("model")
+
+
+@MODELS.register("convnet")
+def _convnet(cfg: ModelConfig, shape: Shape, num_classes: int) -> nn.Module:
+    return ConvNet(shape[0], (shape[1], shape[2]), num_classes, cfg.width, cfg.depth, cfg.norm)
+
+
+@MODELS.register("mlp")
+def _mlp(cfg: ModelConfig, shape: Shape, num_classes: int) -> nn.Module:
+    return MLP(shape[0] * shape[1] * shape[2], num_classes, cfg.width, cfg.depth)
+
+
+def build(
+    name: str | ModelConfig = "convnet",
+    data: Any = None,
+    *,
+    image_shape: Shape | None = None,
+    num_classes: int | None = None,
+    **options: Any,
+) -> nn.Module:
+    """Build a registered model for ``data`` (a Dataset) or an explicit shape and class count.
+
+    The returned module carries ``ddm_spec`` (its config, shape and classes) so a workspace can
+    rebuild it. The initial weights depend only on ``cfg.seed``.
+    """
+    cfg = name if isinstance(name, ModelConfig) else ModelConfig(name=name, **options)
+    if data is not None:
+        image_shape, num_classes = data.image_shape, data.num_classes
+    if image_shape is None or num_classes is None:
+        raise ValueError("build() needs a dataset or both image_shape and num_classes")
+    factory = MODELS.get(cfg.name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = factory(cfg, tuple(image_shape), int(num_classes))  # type: ignore[arg-type]
+    model.ddm_spec = {  # type: ignore[assignment]
+        "config": cfg.__dict__.copy(),
+        "image_shape": list(image_shape),
+        "num_classes": int(num_classes),
+    }
+    return model
+
+
+def from_spec(spec: dict[str, Any]) -> nn.Module:
+    """Rebuild a model from the ``ddm_spec`` stored in a workspace."""
+    return build(ModelConfig(**spec["config"]), image_shape=tuple(spec["image_shape"]),
+                 num_classes=spec["num_classes"])
+
+
+def spec_of(model: nn.Module) -> dict[str, Any]:
+    spec = getattr(model, "ddm_spec", None)
+    if spec is None:
+        return {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+                "parameters": {k: list(v.shape) for k, v in model.named_parameters()}}
+    return spec
+
+
+def params_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of the trainable parameters, by name."""
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+__all__ = ["MODELS", "ConvNet", "MLP", "build", "from_spec", "params_of", "spec_of"]

@@ -1,0 +1,313 @@
+"""The front object: :class:`DistilledDatamodel` composes the stages over one workspace.
+
+Offline (``fit``): train + record trajectory -> groups -> synset (and the class-level ones for the
+hierarchical datamodel). Online (``attribute``): perturb, emulate by batched fine-tuning, regress.
+Each stage is cached in the workspace under a key of its configuration and inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from ddm import models as model_registry
+from ddm import objectives as objective_registry
+from ddm.attribution.fit import fit_attribution
+from ddm.attribution.matrix import AttributionMatrix
+from ddm.cluster.groups import Groups, class_groups, make_groups
+from ddm.config import RunConfig, fingerprint
+from ddm.data.dataset import Split
+from ddm.distill.matching import distill
+from ddm.distill.synset import Synset
+from ddm.emulate.batched import emulate_logits
+from ddm.emulate.perturbations import sample_perturbations
+from ddm.exceptions import ConfigError, MissingArtifactError
+from ddm.objectives.base import Objective
+from ddm.train.loop import train_model
+from ddm.train.trajectory import Trajectory
+from ddm.workspace import Workspace, load_json, load_tensors, save_json, save_tensors
+
+log = logging.getLogger(__name__)
+
+
+class DistilledDatamodel:
+    """Distilled Datamodel over a workspace folder. Constructing it reads and writes nothing."""
+
+    def __init__(self, workspace: str | Workspace, config: RunConfig | None = None, overwrite: bool = False) -> None:
+        self.ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace, overwrite)
+        self.config = config or RunConfig()
+        self.model: nn.Module | None = None
+        self.trajectory: Trajectory | None = None
+        self.groups: Groups | None = None
+        self.class_groups: Groups | None = None
+        self.synset: Synset | None = None
+        self.class_synset: Synset | None = None
+        self.num_classes: int | None = None
+        self.keys: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+
+    # ---- offline ------------------------------------------------------------------------------
+    STAGES = ("train", "groups", "synset")
+
+    def fit(self, model: nn.Module | None, train: Split, trajectory: Trajectory | None = None,
+            num_classes: int | None = None, until: str = "synset") -> DistilledDatamodel:
+        """Run (or reuse) the offline stages: train + trajectory, groups, synset(s).
+
+        ``until``: stop after ``train``, ``groups`` or ``synset`` (the default: everything).
+
+        ``model`` is trained in place unless ``trajectory`` (from your own loop) is given; then its
+        final checkpoint is loaded into ``model``. ``num_classes`` defaults to the model's spec or
+        to ``max(label) + 1``.
+        """
+        if model is None:
+            raise ConfigError("fit() needs the model (e.g. ddm.models.build('convnet', data))")
+        self.num_classes = num_classes or model_registry.spec_of(model).get("num_classes") or int(train.y.max()) + 1
+        if until not in self.STAGES:
+            raise ConfigError(f"until={until!r}; choose one of {', '.join(self.STAGES)}")
+        save_json(self.ws.path("config.json"), self.config.to_dict())
+        self._train(model, train, trajectory)
+        if until == "train":
+            return self
+        self.groups = self._groups("groups", train, lambda: make_groups(train, self.config.cluster, self.num_classes))
+        if self.config.hierarchical:
+            self.class_groups = self._groups("groups-class", train, lambda: class_groups(train))
+        if until == "groups":
+            return self
+        self.synset = self._distill("synset", train, self.groups)
+        if self.class_groups is not None:
+            self.class_synset = self._distill("synset-class", train, self.class_groups)
+        return self
+
+    def _train(self, model: nn.Module, train: Split, trajectory: Trajectory | None) -> None:
+        spec = model_registry.spec_of(model)
+        data_fp = train.fingerprint()
+        if trajectory is not None:
+            key = fingerprint("external", spec, data_fp, float(sum(v.sum() for v in trajectory.final.values())))
+            cfg: Any = {"external_trajectory": True, "model": spec}
+        else:
+            cfg = {"model": spec, "train": self.config.train.__dict__}
+            key = fingerprint(cfg, data_fp)
+        self.keys["train"] = key
+        folder = self.ws.path("train")
+        if self.ws.is_done("train", key, cfg):
+            log.info("train: reusing %s", folder)
+            self.trajectory = Trajectory.load(folder / "trajectory")
+        else:
+            self.ws.begin("train", key, cfg)
+            t0 = time.perf_counter()
+            if trajectory is None:
+                trajectory = train_model(model, train, self.config.train, folder / "trajectory")
+            else:
+                trajectory.save(folder / "trajectory")
+            self.trajectory = trajectory
+            save_tensors(folder / "model.safetensors", trajectory.final)
+            save_json(folder / "model.json", spec)
+            self.ws.finish("train", key, cfg, seconds=time.perf_counter() - t0,
+                           data_fingerprint=data_fp, num_classes=self.num_classes)
+        _load_params(model, self.trajectory.final)
+        self.model = model
+        self.timings["train"] = self.ws.stage_info("train").get("seconds", 0.0)  # type: ignore[union-attr]
+
+    def _groups(self, stage: str, train: Split, make: Any) -> Groups:
+        cfg = self.config.cluster.__dict__ if stage == "groups" else {"method": "class"}
+        key = fingerprint(cfg, train.fingerprint())
+        self.keys[stage] = key
+        path = self.ws.path(stage, "groups.safetensors")
+        if self.ws.is_done(stage, key, cfg):
+            return Groups.from_tensors(load_tensors(path), cfg["method"])
+        self.ws.begin(stage, key, cfg)
+        t0 = time.perf_counter()
+        groups: Groups = make()
+        save_tensors(path, groups.to_tensors())
+        self.ws.finish(stage, key, cfg, seconds=time.perf_counter() - t0, num_groups=groups.num_groups,
+                       min_size=int(groups.sizes().min()), max_size=int(groups.sizes().max()))
+        return groups
+
+    def _distill(self, stage: str, train: Split, groups: Groups) -> Synset:
+        cfg = self.config.distill.__dict__
+        key = fingerprint(cfg, self.keys["train"], self.keys["groups" if stage == "synset" else "groups-class"])
+        self.keys[stage] = key
+        path = self.ws.path(stage, "synset.safetensors")
+        assert self.trajectory is not None and self.model is not None and self.num_classes is not None
+        if self.ws.is_done(stage, key, cfg):
+            return Synset.from_tensors(load_tensors(path), self.num_classes)
+        folder = self.ws.begin(stage, key, cfg)
+        t0 = time.perf_counter()
+        syn = distill(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder)
+        save_tensors(path, syn.to_tensors())
+        (folder / "checkpoint.safetensors").unlink(missing_ok=True)
+        losses = syn.losses if syn.losses is not None and len(syn.losses) else torch.zeros(1)
+        self.ws.finish(stage, key, cfg, seconds=time.perf_counter() - t0, num_groups=groups.num_groups,
+                       first_loss=float(losses[0]), last_loss=float(losses[-10:].mean()))
+        self.timings[stage] = time.perf_counter() - t0
+        return syn
+
+    def load(self, model: nn.Module | None = None) -> DistilledDatamodel:
+        """Load finished offline stages from the workspace (``model``: needed for non-registry models)."""
+        info = self.ws.require("train")
+        self.config = RunConfig.from_dict(load_json(self.ws.path("config.json")))
+        self.keys["train"] = info["key"]
+        self.num_classes = info.get("num_classes")
+        self.trajectory = Trajectory.load(self.ws.path("train", "trajectory"))
+        if model is None:
+            spec = load_json(self.ws.path("train", "model.json"))
+            if "config" not in spec:
+                raise MissingArtifactError("this workspace holds a user-defined model: pass it to load(model=...)")
+            model = model_registry.from_spec(spec)
+        _load_params(model, self.trajectory.final)
+        self.model = model
+        for stage, attr, method in (("groups", "groups", None), ("groups-class", "class_groups", "class")):
+            info = self.ws.stage_info(stage)
+            if info and info.get("complete"):
+                self.keys[stage] = info["key"]
+                setattr(self, attr, Groups.from_tensors(load_tensors(self.ws.path(stage, "groups.safetensors")),
+                                                        method or info["config"]["method"]))
+        for stage, attr in (("synset", "synset"), ("synset-class", "class_synset")):
+            info = self.ws.stage_info(stage)
+            if info and info.get("complete"):
+                self.keys[stage] = info["key"]
+                setattr(self, attr, Synset.from_tensors(load_tensors(self.ws.path(stage, "synset.safetensors")),
+                                                        int(self.num_classes or 0)))
+        return self
+
+    # ---- online -------------------------------------------------------------------------------
+    @property
+    def finetune_lr(self) -> float:
+        assert self.trajectory is not None
+        return self.config.emulate.finetune_lr or self.trajectory.lr or self.config.train.lr
+
+    @property
+    def finetune_steps(self) -> int:
+        assert self.trajectory is not None
+        s = self.config.emulate.finetune_steps
+        return self.trajectory.tau if s is None else s
+
+    def _emulate(self, synset: Synset, synset_key: str, deleted: torch.Tensor, targets: Split, tag: str) -> torch.Tensor:
+        """Logits ``[P, N, C]`` of the fine-tuned models on ``targets`` (cached, resumable)."""
+        assert self.model is not None and self.trajectory is not None
+        e = self.config.emulate
+        cfg = {"emulate": e.__dict__, "lr": self.finetune_lr, "steps": self.finetune_steps, "tag": tag}
+        key = fingerprint(cfg, synset_key, targets.fingerprint(), deleted.int().sum(0).tolist(),
+                          deleted.int().sum(1).tolist())
+        stage = f"emulation/{key}"
+        path = self.ws.path(stage, "logits.safetensors")
+        if self.ws.is_done(stage, key, cfg):
+            return load_tensors(path)["logits"]
+        folder = self.ws.begin(stage, key, cfg)
+        t0 = time.perf_counter()
+        logits = emulate_logits(self.model, self.trajectory.final, synset, deleted, targets.x, self.finetune_lr,
+                                self.finetune_steps, e.group_reduction, e.chunk_size, folder / "rows",
+                                desc=f"emulate {tag}")
+        save_tensors(path, {"logits": logits, "deleted": deleted})
+        self.ws.finish(stage, key, cfg, seconds=time.perf_counter() - t0, perturbations=len(deleted))
+        return logits
+
+    def _num_perturbations(self, k: int) -> int:
+        p = self.config.emulate.num_perturbations
+        if p is None:
+            return 2 * k
+        if p < k:
+            raise ConfigError(f"emulate.num_perturbations={p} is below the number of groups {k}; Eq. 8 needs |P| >= K")
+        return p
+
+    def attribute(self, targets: Split, objective: str | Objective | Any = "dist1", hierarchical: bool = False,
+                  name: str | None = None) -> AttributionMatrix:
+        """Attribution matrix of ``objective`` on ``targets`` over the groups (optionally hierarchical).
+
+        Saved under ``attributions/<name>`` (default: the objective's name).
+        """
+        if self.synset is None:
+            raise MissingArtifactError("no synset: call fit() or load() first")
+        obj = objective_registry.get(objective)
+        if len(targets) == 0:
+            raise ConfigError("no target samples given")
+        t0 = time.perf_counter()
+        if hierarchical:
+            attr = self._attribute_hierarchical(targets, obj)
+        else:
+            attr = self._attribute_flat(targets, obj, self.synset, self.keys["synset"], self.groups, "groups")
+        attr.meta = {**(attr.meta or {}), "seconds": time.perf_counter() - t0, "hierarchical": hierarchical,
+                     "finetune_lr": self.finetune_lr, "finetune_steps": self.finetune_steps}
+        attr.save(self.ws.path("attributions", name or obj.name))
+        return attr
+
+    def _attribute_flat(self, targets: Split, obj: Objective, synset: Synset, synset_key: str, groups: Any,
+                        tag: str) -> AttributionMatrix:
+        e = self.config.emulate
+        K = synset.num_groups
+        keep = sample_perturbations(K, self._num_perturbations(K), e.keep_prob, e.seed)
+        logits = self._emulate(synset, synset_key, ~keep, targets, tag)
+        outputs = obj.outputs(logits, targets.y)
+        ids = targets.index.tolist() if obj.per_target else [-1]
+        return fit_attribution(keep, outputs, obj, groups, ids, logits.shape[-1], e.weighting, e.ridge,
+                               {"perturbations": len(keep), "keep_prob": e.keep_prob})
+
+    def _attribute_hierarchical(self, targets: Split, obj: Objective) -> AttributionMatrix:
+        """Sec. 3.3: class-level W first, then group-level W within each target's top classes."""
+        if self.class_synset is None or self.class_groups is None or self.groups is None:
+            raise MissingArtifactError("hierarchical attribution needs the class-level synset: set hierarchical=true and fit")
+        e = self.config.emulate
+        top_c = min(e.top_classes, self.class_synset.num_groups)
+        cls_attr = self._attribute_flat(targets, obj, self.class_synset, self.keys["synset-class"],
+                                        self.class_groups, "classes")
+        class_of_group = self.class_groups.labels
+        K = self.groups.num_groups
+        T = cls_attr.weights.shape[0]
+        O = cls_attr.weights.shape[2]
+        weights = torch.zeros(T, K, O)
+        bias = torch.zeros(T, O)
+        evaluated = torch.zeros(T, K, dtype=torch.bool)
+        chosen = [tuple(sorted(class_of_group[cls_attr.ranking(i)[:top_c]].tolist())) for i in range(T)]
+        for classes in sorted(set(chosen)):
+            rows = [i for i, c in enumerate(chosen) if c == classes]
+            sub = self.groups.of_classes(list(classes))
+            keep_sub = sample_perturbations(len(sub), self._num_perturbations(len(sub)), e.keep_prob, e.seed)
+            deleted = torch.zeros(len(keep_sub), K, dtype=torch.bool)
+            deleted[:, sub] = ~keep_sub
+            tsub = targets[rows] if obj.per_target else targets
+            logits = self._emulate(self.synset, self.keys["synset"], deleted, tsub, f"classes {list(classes)}")
+            outputs = obj.outputs(logits, tsub.y)
+            part = fit_attribution(keep_sub, outputs, obj, self.groups, [], logits.shape[-1], e.weighting, e.ridge)
+            for j, i in enumerate(rows):
+                weights[i, sub] = part.weights[j]
+                bias[i] = part.bias[j]
+                evaluated[i, sub] = True
+        ids = targets.index.tolist() if obj.per_target else [-1]
+        return AttributionMatrix(weights, bias, obj.score(-weights), obj.name, obj.score_meaning,
+                                 obj.output_names(int(self.num_classes or 0)), ids, self.groups, evaluated,
+                                 {"class_level": {"weights": cls_attr.weights.tolist(), "top_classes": chosen}})
+
+    # ---- unlearning -----------------------------------------------------------------------------
+    def unlearn(self, groups: list[int] | torch.Tensor, name: str | None = None, synset: str = "groups") -> nn.Module:
+        """Fine-tune theta_tau on the synsets of ``groups`` and save the checkpoint
+        (``synset='classes'`` to remove whole classes with the class-level synset)."""
+        from ddm.unlearning import unlearn_groups
+
+        syn, grp = (self.synset, self.groups) if synset == "groups" else (self.class_synset, self.class_groups)
+        if syn is None or grp is None or self.model is None:
+            raise MissingArtifactError(f"no {synset} synset in the workspace: fit first")
+        idx = torch.as_tensor(groups, dtype=torch.long).flatten()
+        if len(idx) == 0 or idx.min() < 0 or idx.max() >= syn.num_groups:
+            raise ConfigError(f"group indices must be in [0, {syn.num_groups - 1}], got {idx.tolist()}")
+        model = unlearn_groups(self.model, self.trajectory.final, syn, idx, self.finetune_lr,  # type: ignore[union-attr]
+                               self.finetune_steps, self.config.emulate.group_reduction)
+        name = name or f"{synset}-" + "-".join(map(str, idx.tolist()))[:80]
+        folder = self.ws.path("unlearned", name)
+        save_tensors(folder / "model.safetensors", {k: v for k, v in model.state_dict().items()})
+        save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "lr": self.finetune_lr,
+                                            "steps": self.finetune_steps})
+        return model
+
+
+def _load_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
+    names = dict(model.named_parameters())
+    missing = set(names) - set(params)
+    if missing:
+        raise MissingArtifactError(f"stored parameters do not fit the model (missing {sorted(missing)[:3]}...)")
+    with torch.no_grad():
+        for k, p in names.items():
+            p.copy_(params[k])

@@ -1,0 +1,141 @@
+"""A run folder of named, resumable artifacts: safetensors for tensors, JSON for the rest.
+
+Layout (one sub-folder per stage)::
+
+    <root>/config.json                 the run configuration last used
+    <root>/<stage>/stage.json          {"stage", "key", "config", "complete", "seconds", ...}
+    <root>/<stage>/*.safetensors       the stage's tensors
+
+A stage is *done* when its ``stage.json`` says ``complete`` with the same ``key`` (a hash of its
+configuration and of its inputs). A different key raises :class:`ConfigMismatchError` unless the
+caller allows overwriting. Every write goes to a temporary file first and is moved in place with
+``os.replace``, so a killed job never leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ddm.exceptions import ConfigMismatchError, MissingArtifactError
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Atomically write tensors as safetensors (contiguous CPU copies)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.exists():
+        raise MissingArtifactError(f"{path} does not exist; run the stage that writes it first")
+    return load_file(str(path))
+
+
+def save_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def load_json(path: Path) -> Any:
+    if not path.exists():
+        raise MissingArtifactError(f"{path} does not exist; run the stage that writes it first")
+    return json.loads(path.read_text())
+
+
+class Workspace:
+    """A folder holding one run's artifacts. Constructing it touches nothing on disk."""
+
+    def __init__(self, root: str | os.PathLike[str], overwrite: bool = False) -> None:
+        self.root = Path(root)
+        self.overwrite = overwrite
+
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def stage_info(self, stage: str) -> dict[str, Any] | None:
+        p = self.path(stage, "stage.json")
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def is_done(self, stage: str, key: str, config: Any = None) -> bool:
+        """True when ``stage`` is complete with ``key``.
+
+        Raises :class:`ConfigMismatchError` when it is complete with another key, unless the
+        workspace allows overwriting (then the old stage is removed and False returned).
+        A stage started with another key but never finished is discarded.
+        """
+        info = self.stage_info(stage)
+        if info is None:
+            return False
+        if info.get("key") == key:
+            return bool(info.get("complete"))
+        if info.get("complete") and not self.overwrite:
+            raise ConfigMismatchError(
+                f"workspace {self.root} already holds stage '{stage}' computed with another configuration "
+                f"(stored key {info.get('key')}, requested {key}).\n"
+                f"Stored config: {json.dumps(info.get('config'), sort_keys=True)}\n"
+                f"Requested:     {json.dumps(config, sort_keys=True, default=str)}\n"
+                "Use a new workspace folder, or pass --overwrite (overwrite=True) to recompute it."
+            )
+        log.info("discarding stage %s computed with another configuration", stage)
+        shutil.rmtree(self.path(stage))
+        return False
+
+    def begin(self, stage: str, key: str, config: Any) -> Path:
+        """Mark ``stage`` as started with ``key`` (keeps partial rows of the same key) and return its folder."""
+        folder = self.path(stage)
+        info = self.stage_info(stage)
+        if info is not None and info.get("key") != key:
+            shutil.rmtree(folder)
+        if info is None or info.get("key") != key:
+            save_json(folder / "stage.json", {"stage": stage, "key": key, "config": config, "complete": False})
+        return folder
+
+    def finish(self, stage: str, key: str, config: Any, **extra: Any) -> None:
+        save_json(
+            self.path(stage, "stage.json"),
+            {"stage": stage, "key": key, "config": config, "complete": True, **extra},
+        )
+
+    def require(self, stage: str) -> dict[str, Any]:
+        info = self.stage_info(stage)
+        if info is None or not info.get("complete"):
+            raise MissingArtifactError(
+                f"stage '{stage}' is not in workspace {self.root} yet; run `ddm run -w {self.root}` "
+                f"(or the `{stage.split('/')[0]}` command) first"
+            )
+        return info
+
+    def stages(self) -> list[dict[str, Any]]:
+        out = []
+        for p in sorted(self.root.glob("**/stage.json")):
+            out.append(json.loads(p.read_text()))
+        return out
