@@ -93,7 +93,8 @@ class ClusterConfig:
 @dataclass
 class DistillConfig:
     matching: str = _f("reverse", "reverse (DDM, Eq. 6) or match (plain gradient matching, DDM-match)")
-    pairing: str = _f("reverse", "trajectory pairing: reverse (theta_t <-> theta_{tau-t}) or step (theta_t <-> theta_{t+s})")
+    pairing: str = _f("reverse", "trajectory pairing: reverse (theta_t <-> theta_{tau-t}) or step "
+                                            "(theta_t <-> theta_{t+s})")
     step: int = _f(1, "s of the step pairing, in recorded checkpoints")
     ipc: int = _f(1, "synthetic images per group")
     iterations: int = _f(200, "distillation steps")
@@ -101,7 +102,8 @@ class DistillConfig:
     momentum_img: float = _f(0.5, "SGD momentum of the synthetic images")
     batch_real: int = _f(32, "real images sampled per group and step")
     distance: str = _f("layerwise_cosine", "gradient distance: layerwise_cosine (DC), cosine (flat), mse")
-    augment: str = _f("crop_scale_rotate", "differentiable siamese augmentation: '_'-joined of color, crop, cutout, flip, scale, rotate; or none")
+    augment: str = _f("crop_scale_rotate", "differentiable siamese augmentation: '_'-joined of color, crop, "
+                                                  "cutout, flip, scale, rotate; or none")
     labels: str = _f("hard", "synthetic labels: hard (the group's class) or learned (soft, optimised too)")
     lr_label: float = _f(1.0, "learning rate of learned label logits")
     init: str = _f("real", "initialise synthetic images from real members (real) or noise")
@@ -141,7 +143,8 @@ class EmulateConfig:
     seed: int = _f(0, "seed of the perturbations")
 
     def __post_init__(self) -> None:
-        _check(self.num_perturbations is None or self.num_perturbations > 0, "emulate.num_perturbations must be positive")
+        _check(self.num_perturbations is None or self.num_perturbations > 0,
+               "emulate.num_perturbations must be positive")
         _check(0 < self.keep_prob < 1, f"emulate.keep_prob must be in (0, 1), got {self.keep_prob}")
         _check(self.finetune_lr is None or self.finetune_lr > 0, "emulate.finetune_lr must be positive")
         _check(self.finetune_steps is None or self.finetune_steps >= 0, "emulate.finetune_steps must be >= 0")

@@ -186,7 +186,8 @@ class DistilledDatamodel:
         s = self.config.emulate.finetune_steps
         return self.trajectory.tau if s is None else s
 
-    def _emulate(self, synset: Synset, synset_key: str, deleted: torch.Tensor, targets: Split, tag: str) -> torch.Tensor:
+    def _emulate(self, synset: Synset, synset_key: str, deleted: torch.Tensor, targets: Split,
+                 tag: str) -> torch.Tensor:
         """Logits ``[P, N, C]`` of the fine-tuned models on ``targets`` (cached, resumable)."""
         assert self.model is not None and self.trajectory is not None
         e = self.config.emulate
@@ -249,7 +250,8 @@ class DistilledDatamodel:
     def _attribute_hierarchical(self, targets: Split, obj: Objective) -> AttributionMatrix:
         """Sec. 3.3: class-level W first, then group-level W within each target's top classes."""
         if self.class_synset is None or self.class_groups is None or self.groups is None:
-            raise MissingArtifactError("hierarchical attribution needs the class-level synset: set hierarchical=true and fit")
+            raise MissingArtifactError("hierarchical attribution needs the class-level synset: "
+                                       "set hierarchical=true and fit")
         e = self.config.emulate
         top_c = min(e.top_classes, self.class_synset.num_groups)
         cls_attr = self._attribute_flat(targets, obj, self.class_synset, self.keys["synset-class"],

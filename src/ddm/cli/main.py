@@ -274,7 +274,8 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     dm, data = _load(args)
     bad = [s for s in args.sets if not s.strip().startswith("emulate.")]
     if bad:
-        raise DDMError(f"attribute only takes emulate.* overrides (got {bad}); change other stages with `ddm run --set`")
+        raise DDMError(f"attribute only takes emulate.* overrides (got {bad}); "
+                       "change other stages with `ddm run --set`")
     dm.config = dm.config.with_overrides(args.sets)
     idx = parse_indices(args.targets, len(data.test), "--targets")
     r = _attribution_report(dm, data, idx, args)
@@ -306,7 +307,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(f"unlearned {synset} {idx} ({len(rows)} training samples) by fine-tuning on their synsets")
-        print(f"  test accuracy      {100 * out['test_accuracy']['before']:.1f}% -> {100 * out['test_accuracy']['after']:.1f}%")
+        t = out["test_accuracy"]
+        print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
         print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
               f"{100 * out['removed_accuracy']['after']:.1f}%")
         print(f"  checkpoint: {out['saved']}/model.safetensors")

@@ -53,7 +53,10 @@ def sample_real(table: torch.Tensor, sizes: torch.Tensor, batch: int, g: torch.G
 
 
 def group_gradients(model: nn.Module, params: Params, x: torch.Tensor, t: torch.Tensor, chunk: int = 0) -> Params:
-    """Mean-loss gradient for each group: ``x [K, B, C, H, W]``, targets ``t [K, B, classes]`` -> ``{name: [K, ...]}``."""
+    """Mean-loss gradient of each group.
+
+    ``x [K, B, C, H, W]``, targets ``t [K, B, classes]`` -> ``{name: [K, ...]}``; ``chunk`` groups per vmap call.
+    """
 
     def loss(p: Params, xb: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
         return soft_cross_entropy(functional_call(model, p, (xb,)), tb).mean()

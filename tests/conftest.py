@@ -1,0 +1,32 @@
+"""Tiny reusable "testable tasks": a digits subset, a tiny ConvNet and its short trajectory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ddm
+from ddm import progress
+from ddm.config import ClusterConfig, TrainConfig
+from ddm.train import train_model
+
+progress.set_enabled(False)
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return ddm.data.load("digits", train_size=200, test_size=40)
+
+
+@pytest.fixture(scope="session")
+def trained(digits):
+    """(model, trajectory) of a tiny ConvNet trained 3 epochs on 200 digits."""
+    model = ddm.models.build("convnet", digits, width=8, depth=2)
+    traj = train_model(model, digits.train, TrainConfig(epochs=3, lr=0.1, batch_size=32))
+    return model, traj
+
+
+@pytest.fixture(scope="session")
+def groups(digits):
+    return ddm.cluster.make_groups(digits.train, ClusterConfig(per_class=2), 10)

@@ -1,0 +1,93 @@
+import pytest
+import torch
+from sklearn.metrics import f1_score, precision_score, recall_score
+
+from ddm.attribution import AttributionMatrix, WeightedLeastSquares, fit_attribution
+from ddm.cluster.groups import Groups
+from ddm.emulate import sample_perturbations
+from ddm.objectives import Dist1, Dist2, Dist3, Functionality, get, macro_prf
+
+
+def test_wls_recovers_a_known_linear_datamodel():
+    g = torch.Generator().manual_seed(0)
+    K, D = 30, 4
+    W = torch.randn(D, K, generator=g)
+    b = torch.randn(D, generator=g)
+    X = sample_perturbations(K, 100, 0.5, seed=2).float()
+    Y = X @ W.T + b
+    reg = WeightedLeastSquares().fit(X, Y, torch.rand(100, generator=g) + 0.1)
+    assert torch.allclose(reg.coef_, W, atol=1e-4) and torch.allclose(reg.intercept_, b, atol=1e-4)
+    assert torch.allclose(reg.predict(X), Y, atol=1e-4)
+
+
+def test_wls_weights_and_ridge():
+    X = torch.tensor([[0.0], [1.0], [1.0]])
+    Y = torch.tensor([[0.0], [1.0], [3.0]])
+    # weighted mean of the two x=1 points: (1*1 + 3*3)/(1+3) = 2.5
+    reg = WeightedLeastSquares().fit(X, Y, torch.tensor([1.0, 1.0, 3.0]))
+    assert reg.coef_.item() == pytest.approx(2.5, abs=1e-5) and reg.intercept_.item() == pytest.approx(0.0, abs=1e-5)
+    shrunk = WeightedLeastSquares(ridge=10.0).fit(X, Y)
+    assert abs(shrunk.coef_.item()) < abs(WeightedLeastSquares().fit(X, Y).coef_.item())
+
+
+def test_fit_attribution_axes_and_sign():
+    K, T = 6, 3
+    keep = sample_perturbations(K, 40, 0.5, seed=1)
+    true_w = torch.zeros(T, K, 1)
+    true_w[0, 2, 0] = -0.7  # keeping group 2 lowers target 0's loss: removing it raises the loss by 0.7
+    true_w[1, 4, 0] = 0.3
+    outputs = torch.einsum("pk,tko->pto", keep.float(), true_w) + 1.0
+    groups = Groups(torch.arange(K).repeat_interleave(2), torch.arange(K) % 2)
+    attr = fit_attribution(keep, outputs, Dist2(), groups, [10, 11, 12], num_classes=2)
+    assert attr.weights.shape == (T, K, 1) and attr.axes == ("target", "group", "output")
+    assert torch.allclose(attr.removal_effect, -true_w, atol=1e-4)
+    top = attr.top(0, k=1)[0]
+    assert top.group == 2 and top.score == pytest.approx(0.7, abs=1e-4) and top.members == [4, 5]
+    assert attr.top(1, k=1)[0].group != 4  # removing group 4 *lowers* target 1's loss: not a top dist2 group
+    assert torch.allclose(attr.predict(torch.ones(1, K)), outputs.new_tensor(1.0) + true_w.sum(1), atol=1e-4)
+
+
+def test_objective_outputs_and_scores():
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0]]])  # P=1, N=2, C=2
+    labels = torch.tensor([0, 0])
+    p = logits.softmax(-1)
+    assert torch.allclose(Dist1().outputs(logits, labels), p)
+    assert torch.allclose(Dist2().outputs(logits, labels)[0, :, 0], -p[0, [0, 1], [0, 0]].log())
+    effect = torch.tensor([[[0.3, -0.4], [0.0, 0.1]]])  # T=1, K=2, O=2
+    assert torch.allclose(Dist1().score(effect), torch.tensor([[0.5, 0.1]]))
+    assert torch.allclose(Dist3().score(effect), torch.tensor([[1 / 1.5, 1 / 1.1]]))
+    acc = Functionality("accuracy").outputs(logits, labels)
+    assert acc.shape == (1, 1, 1) and acc.item() == 0.5
+
+
+def test_macro_precision_recall_f1_match_scikit_learn():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (50,), generator=g)
+    pred = torch.randint(0, 4, (3, 50), generator=g)
+    pred[2, :] = 1  # degenerate predictor: zero division cases
+    prec, rec, f1 = macro_prf(pred, y, 5)
+    for i in range(3):
+        kw = dict(average="macro", zero_division=0)
+        assert prec[i].item() == pytest.approx(precision_score(y, pred[i], **kw), abs=1e-6)
+        assert rec[i].item() == pytest.approx(recall_score(y, pred[i], **kw), abs=1e-6)
+        assert f1[i].item() == pytest.approx(f1_score(y, pred[i], **kw), abs=1e-6)
+
+
+def test_callable_objective():
+    def margin(logits, labels):
+        return logits.gather(1, labels.view(-1, 1))[:, 0] - logits.logsumexp(1)
+
+    obj = get(margin)
+    out = obj.outputs(torch.randn(4, 3, 5), torch.tensor([0, 1, 2]))
+    assert out.shape == (4, 3, 1) and obj.name == "margin"
+
+
+def test_matrix_save_and_load(tmp_path):
+    groups = Groups(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 1]))
+    m = AttributionMatrix(torch.randn(2, 3, 4), torch.randn(2, 4), torch.randn(2, 3), "dist1", "m", ["a"] * 4,
+                          [5, 6], groups, torch.tensor([[True, False, True], [True, True, True]]), {"x": 1})
+    m.save(tmp_path)
+    again = AttributionMatrix.load(tmp_path)
+    assert torch.equal(again.weights, m.weights) and again.target_ids == [5, 6]
+    assert torch.equal(again.groups.assignment, groups.assignment)
+    assert [g.group for g in again.top(0, k=5)] == [int(i) for i in m.ranking(0)[:2]]  # unevaluated group 1 skipped

@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from ddm.cli.main import main
+
+
+def test_help_answers(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("run", "train", "cluster", "distill", "attribute", "unlearn", "info"):
+        assert cmd in out
+    for cmd in ("run", "attribute", "unlearn"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        assert "--workspace" in capsys.readouterr().out
+
+
+def test_run_attribute_unlearn_info(tmp_path, capsys):
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:3", "--json", "-q"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["attribution"]["targets"]) == 3
+    assert len(out["attribution"]["targets"][0]["top"]) == 3
+    assert set(out["table4"]) >= {"acc_theta0", "acc_theta_tau", "acc_after_whole_synset"}
+    assert out["synset"]["matching"] == "reverse"
+
+    assert main(["attribute", "-w", ws, "--targets", "1,2", "--objective", "dist2", "--top-k", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "test #1" in text and "test #2" in text and "increase of the test loss" in text
+
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json"]) == 0
+    un = json.loads(capsys.readouterr().out)
+    assert un["groups"] == [0, 1] and un["removed_samples"] > 0
+
+    assert main(["info", "-w", ws]) == 0
+    assert "synset" in capsys.readouterr().out
+
+    # a rerun with the stored config reuses every stage
+    assert main(["run", "-w", ws, "--targets", "0:3", "-q"]) == 0
+    assert "Table 4 check" in capsys.readouterr().out
+
+
+def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
+    assert main(["run", "-w", str(tmp_path), "--preset", "tiny", "--set", "train.epochs=zero"]) == 2
+    assert "expected a value of type int" in capsys.readouterr().err
+    assert main(["attribute", "-w", str(tmp_path / "missing")]) == 2
+    assert "ddm run" in capsys.readouterr().err
+    assert main(["info", "--config-help"]) == 0
+    assert "distill.lr_img" in capsys.readouterr().out

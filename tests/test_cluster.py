@@ -1,0 +1,38 @@
+import torch
+
+import ddm
+from ddm.cluster import class_groups, kmeans_groups, sequential_groups
+from ddm.data.dataset import Split
+
+
+def test_kmeans_within_each_class(digits, groups):
+    assert groups.num_groups == 20
+    sizes = groups.sizes()
+    assert sizes.min() > 0 and sizes.sum() == len(digits.train)
+    for k in range(groups.num_groups):
+        assert (digits.train.y[groups.members(k)] == groups.labels[k]).all()
+    assert torch.bincount(groups.labels).tolist() == [2] * 10
+
+
+def test_small_class_gets_one_group_per_sample(caplog):
+    x = torch.randn(13, 1, 4, 4)
+    y = torch.tensor([0] * 10 + [1] * 3)
+    g = kmeans_groups(Split(x, y), per_class=5)
+    assert g.num_groups == 5 + 3
+    assert (g.sizes() > 0).all()
+    assert "class 1 has 3 samples" in caplog.text
+
+
+def test_sequential_and_class_splits(digits):
+    s = sequential_groups(digits.train, 7)
+    assert s.num_groups == 7 and (s.sizes() > 0).all()
+    assert torch.all(s.assignment[1:] >= s.assignment[:-1])  # contiguous index ranges
+    c = class_groups(digits.train)
+    assert c.num_groups == 10 and torch.equal(c.assignment, digits.train.y)
+    assert torch.equal(c.labels, torch.arange(10))
+
+
+def test_member_ids_map_back_to_the_full_split(digits, groups):
+    full = ddm.data.load("digits")
+    ids = groups.member_ids(3)
+    assert torch.equal(full.train.x[ids], digits.train.x[groups.members(3)])

@@ -1,0 +1,135 @@
+import gzip
+import struct
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import ddm
+from ddm.data.idx import read_idx
+from ddm.data.vision import read_cifar_binary
+from ddm.exceptions import DataError, MissingDependencyError
+
+
+def write_idx(path, array, gz=False):
+    array = np.asarray(array, dtype=np.uint8)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+def make_idx_folder(folder, n_train=30, n_test=10, gz=True):
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if gz else ""
+    arrays = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        imgs = rng.integers(0, 256, size=(n, 28, 28))
+        labs = np.arange(n) % 10
+        write_idx(folder / f"{split}-images-idx3-ubyte{suffix}", imgs, gz)
+        write_idx(folder / f"{split}-labels-idx1-ubyte{suffix}", labs, gz)
+        arrays[split] = (imgs, labs)
+    return arrays
+
+
+def test_digits_is_the_fixed_stratified_split():
+    data = ddm.data.load("digits")
+    assert (len(data.train), len(data.test)) == (1437, 360)
+    assert data.image_shape == (1, 8, 8) and data.num_classes == 10
+    counts = torch.bincount(data.test.y, minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37  # stratified
+    again = ddm.data.load("digits")
+    assert torch.equal(again.train.x, data.train.x)
+
+
+def test_subsets_are_stratified_and_keep_ids():
+    data = ddm.data.load("digits", train_size=100, test_size=20)
+    assert len(data.train) == 100 and len(data.test) == 20
+    assert torch.bincount(data.train.y, minlength=10).min() >= 9
+    full = ddm.data.load("digits")
+    assert torch.equal(full.train.x[data.train.index], data.train.x)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_reader_round_trip(tmp_path, gz):
+    a = np.arange(2 * 3 * 4).reshape(2, 3, 4) % 256
+    p = tmp_path / ("x.idx" + (".gz" if gz else ""))
+    write_idx(p, a, gz)
+    assert np.array_equal(read_idx(p), a)
+
+
+def test_idx_reader_rejects_truncated_and_foreign_files(tmp_path):
+    p = tmp_path / "bad"
+    p.write_bytes(b"\x01\x02\x08\x01" + struct.pack(">I", 5) + b"\x00" * 5)
+    with pytest.raises(DataError, match="magic"):
+        read_idx(p)
+    write_idx(p, np.zeros((4,)))
+    p.write_bytes(p.read_bytes()[:-1])
+    with pytest.raises(DataError, match="expected 4 bytes"):
+        read_idx(p)
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "mnist"])
+def test_idx_datasets_load_from_a_folder(tmp_path, name):
+    arrays = make_idx_folder(tmp_path)
+    data = ddm.data.load(name, data_dir=str(tmp_path))
+    assert (len(data.train), len(data.test)) == (30, 10)
+    assert data.image_shape == (1, 28, 28)
+    mean, std = data.mean[0], data.std[0]
+    expect = (arrays["train"][0][3] / 255.0 - mean) / std
+    assert torch.allclose(data.train.x[3, 0], torch.as_tensor(expect, dtype=torch.float32), atol=1e-6)
+    assert data.train.y.tolist() == list(arrays["train"][1])
+
+
+def test_missing_idx_files_name_the_fix(tmp_path):
+    with pytest.raises(DataError, match="dataset-fashion-mnist"):
+        ddm.data.load("fashion-mnist", data_dir=str(tmp_path))
+
+
+def write_cifar(path, n, label_bytes, n_classes):
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
+    labels = (np.arange(n) % n_classes).astype(np.uint8)
+    rec = [np.concatenate([[labels[i] // 5] * (label_bytes - 1) + [labels[i]], imgs[i].ravel()]).astype(np.uint8)
+           for i in range(n)]
+    np.stack(rec).tofile(path)
+    return imgs, labels
+
+
+def test_cifar10_binary_files(tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    first = None
+    for i in range(1, 6):
+        out = write_cifar(folder / f"data_batch_{i}.bin", 4, 1, 10)
+        first = first or out
+    write_cifar(folder / "test_batch.bin", 3, 1, 10)
+    data = ddm.data.load("cifar10", data_dir=str(tmp_path))
+    assert (len(data.train), len(data.test)) == (20, 3)
+    assert data.image_shape == (3, 32, 32)
+    imgs, labels = first
+    expect = (imgs[1, 2] / 255.0 - data.mean[2]) / data.std[2]
+    assert torch.allclose(data.train.x[1, 2], torch.as_tensor(expect, dtype=torch.float32), atol=1e-5)
+    assert data.train.y[:4].tolist() == labels.tolist()
+
+
+def test_cifar100_binary_uses_the_fine_label(tmp_path):
+    folder = tmp_path / "cifar-100-binary"
+    folder.mkdir()
+    write_cifar(folder / "train.bin", 6, 2, 100)
+    write_cifar(folder / "test.bin", 2, 2, 100)
+    imgs, labels = read_cifar_binary(folder / "train.bin", 2)
+    assert labels.tolist() == list(range(6)) and imgs.shape == (6, 32, 32, 3)
+    assert ddm.data.load("cifar100", data_dir=str(tmp_path)).num_classes == 100
+
+
+def test_cifar_without_files_or_torchvision_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # makes any import of it fail
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'ddm\[vision\]'"):
+        ddm.data.load("cifar10", data_dir=str(tmp_path))
+
+
+def test_unknown_dataset_lists_the_choices():
+    with pytest.raises(ValueError, match="digits"):
+        ddm.data.load("imagenet")

@@ -1,0 +1,35 @@
+import pytest
+import torch
+from torch.func import functional_call, vmap
+
+import ddm
+from ddm.models import MODELS
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32)])
+def test_every_model_runs_under_functional_call_and_vmap(name, shape):
+    model = ddm.models.build(name, image_shape=shape, num_classes=5, width=8, depth=2)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    stacked = {k: torch.stack([v, v + 0.01 * torch.randn_like(v), v * 0.5]) for k, v in params.items()}
+    x = torch.randn(4, *shape)
+    out = vmap(lambda p: functional_call(model, p, (x,)))(stacked)
+    assert out.shape == (3, 4, 5)
+    for i in range(3):
+        one = functional_call(model, {k: v[i] for k, v in stacked.items()}, (x,))
+        assert torch.allclose(out[i], one, atol=1e-5)
+
+
+def test_build_is_seeded_and_carries_its_spec(digits):
+    a = ddm.models.build("convnet", digits, width=8, depth=2, seed=3)
+    b = ddm.models.from_spec(a.ddm_spec)
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+    c = ddm.models.build("convnet", digits, width=8, depth=2, seed=4)
+    assert not torch.equal(next(a.parameters()), next(c.parameters()))
+
+
+def test_models_have_no_running_statistics():
+    for name in MODELS.names():
+        model = ddm.models.build(name, image_shape=(1, 8, 8), num_classes=3)
+        assert not list(model.buffers()), f"{name} has buffers; emulation under vmap needs pure functions"

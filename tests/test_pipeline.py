@@ -1,0 +1,117 @@
+"""End to end on a small digits subset with the ``tiny`` preset."""
+
+import pytest
+import torch
+
+import ddm
+from ddm import presets
+from ddm.exceptions import ConfigError, ConfigMismatchError
+from ddm.train import TrajectoryRecorder
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    cfg = presets.tiny()
+    data = ddm.data.load(cfg.data)
+    ws = tmp_path_factory.mktemp("ws")
+    dm = ddm.DistilledDatamodel(ws, cfg)
+    dm.fit(ddm.models.build(cfg.model, data), data.train)
+    return cfg, data, ws, dm
+
+
+def test_fit_writes_every_artifact(run):
+    cfg, data, ws, dm = run
+    for stage in ("train", "groups", "synset", "groups-class", "synset-class"):
+        assert dm.ws.stage_info(stage)["complete"], stage
+    assert (ws / "train" / "trajectory" / "theta_0004.safetensors").exists()
+    assert dm.synset.images.shape == (20, 1, 1, 8, 8)
+    assert dm.class_synset.images.shape == (10, 1, 1, 8, 8)
+    assert len(dm.synset.losses) == cfg.distill.iterations
+
+
+def test_attribute_flat_and_hierarchical(run):
+    cfg, data, ws, dm = run
+    targets = data.test[:4]
+    attr = dm.attribute(targets, "dist1")
+    assert attr.weights.shape == (4, 20, 10) and attr.target_ids == targets.index.tolist()
+    assert (ws / "attributions" / "dist1" / "attribution.safetensors").exists()
+    top = attr.top(0, k=3)
+    assert len(top) == 3 and all(len(g.members) > 0 for g in top)
+    hier = dm.attribute(targets, "dist2", hierarchical=True, name="h")
+    assert hier.evaluated is not None
+    n_eval = hier.evaluated.sum(1)
+    assert (n_eval == 2 * cfg.emulate.top_classes).all()  # 2 groups per class in the tiny preset
+    assert all(hier.evaluated[0, g.group] for g in hier.top(0, k=10))
+    acc = dm.attribute(data.test, "accuracy")
+    assert acc.weights.shape == (1, 20, 1) and acc.target_ids == [-1]
+
+
+def test_emulation_is_shared_between_objectives(run, monkeypatch):
+    cfg, data, ws, dm = run
+    dm.attribute(data.test[:4], "dist1")
+    import ddm.pipeline as pipeline
+
+    def boom(*a, **k):
+        raise AssertionError("emulation recomputed")
+
+    monkeypatch.setattr(pipeline, "emulate_logits", boom)
+    dm.attribute(data.test[:4], "dist3")  # same perturbations and targets: cached logits
+
+
+def test_rerun_skips_finished_stages(run, monkeypatch):
+    cfg, data, ws, dm = run
+    import ddm.pipeline as pipeline
+
+    def boom(*a, **k):
+        raise AssertionError("stage recomputed")
+
+    monkeypatch.setattr(pipeline, "train_model", boom)
+    monkeypatch.setattr(pipeline, "distill", boom)
+    again = ddm.DistilledDatamodel(ws, cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    assert torch.equal(again.synset.images, dm.synset.images)
+
+
+def test_changed_config_is_an_error_that_says_what_to_do(run):
+    cfg, data, ws, dm = run
+    other = cfg.with_overrides(["distill.iterations=7"])
+    with pytest.raises(ConfigMismatchError, match="--overwrite"):
+        ddm.DistilledDatamodel(ws, other).fit(ddm.models.build(cfg.model, data), data.train)
+
+
+def test_too_few_perturbations_is_refused(run):
+    cfg, data, ws, dm = run
+    dm2 = ddm.DistilledDatamodel(ws).load()
+    dm2.config = dm2.config.with_overrides(["emulate.num_perturbations=5"])
+    with pytest.raises(ConfigError, match=r"needs \|P\| >= K"):
+        dm2.attribute(data.test[:2])
+
+
+def test_load_and_unlearn(run):
+    cfg, data, ws, dm = run
+    dm2 = ddm.DistilledDatamodel(ws).load()
+    assert dm2.groups.num_groups == 20 and torch.equal(dm2.synset.images, dm.synset.images)
+    model = dm2.unlearn([0, 3], name="two")
+    assert (ws / "unlearned" / "two" / "model.safetensors").exists()
+    changed = any(not torch.equal(p, q) for p, q in zip(model.parameters(), dm2.model.parameters(), strict=True))
+    assert changed
+    with pytest.raises(ConfigError, match="group indices"):
+        dm2.unlearn([99])
+
+
+def test_external_trajectory_from_a_users_loop(tmp_path):
+    cfg = presets.tiny().with_overrides(["hierarchical=false", "distill.iterations=2"])
+    data = ddm.data.load(cfg.data)
+    model = ddm.models.build(cfg.model, data)
+    rec = TrajectoryRecorder(model)
+    rec.record(0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch in range(1, 3):
+        loss = torch.nn.functional.cross_entropy(model(data.train.x), data.train.y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.record(epoch)
+    dm = ddm.DistilledDatamodel(tmp_path, cfg).fit(model, data.train, trajectory=rec.trajectory(lr=0.1))
+    assert dm.ws.stage_info("train")["config"]["external_trajectory"]
+    assert dm.finetune_lr == 0.1 and dm.finetune_steps == 2
+    assert dm.attribute(data.test[:2]).weights.shape == (2, 20, 10)

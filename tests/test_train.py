@@ -1,0 +1,53 @@
+import torch
+
+import ddm
+from ddm.config import TrainConfig
+from ddm.train import Trajectory, TrajectoryRecorder, accuracy, train_model
+
+
+def test_trajectory_records_theta0_and_every_epoch(trained, digits):
+    model, traj = trained
+    assert len(traj) == 4 and traj.epochs == [0.0, 1.0, 2.0, 3.0]
+    final = dict(model.named_parameters())
+    for k, v in traj.final.items():
+        assert torch.equal(v, final[k].detach())
+    assert not torch.equal(traj[0]["classifier.weight"], traj.final["classifier.weight"])
+    assert accuracy(model, digits.test) > 0.3  # it learned something in 3 epochs
+
+
+def test_save_every_keeps_first_and_last(digits):
+    model = ddm.models.build("mlp", digits, width=16, depth=1)
+    traj = train_model(model, digits.train, TrainConfig(epochs=5, save_every=2, lr=0.1))
+    assert traj.epochs == [0.0, 2.0, 4.0, 5.0]
+
+
+def test_interrupted_training_resumes_to_the_same_weights(digits, tmp_path):
+    cfg = TrainConfig(epochs=4, lr=0.1, momentum=0.9, batch_size=32)
+    full = train_model(ddm.models.build("mlp", digits, width=16, depth=1), digits.train, cfg)
+    # "kill" after 2 epochs: a 2-epoch run leaves the same checkpoints and progress a killed run would
+    first = TrainConfig(epochs=2, lr=0.1, momentum=0.9, batch_size=32)
+    train_model(ddm.models.build("mlp", digits, width=16, depth=1), digits.train, first, tmp_path)
+    resumed = train_model(ddm.models.build("mlp", digits, width=16, depth=1), digits.train, cfg, tmp_path)
+    assert resumed.epochs == full.epochs
+    for k in full.final:
+        assert torch.allclose(resumed.final[k], full.final[k], atol=1e-6)
+    loaded = Trajectory.load(tmp_path)
+    assert len(loaded) == 5 and torch.equal(loaded.final["net.1.weight"], resumed.final["net.1.weight"])
+
+
+def test_recorder_attaches_to_a_users_own_loop(digits, tmp_path):
+    model = ddm.models.build("mlp", digits, width=16, depth=1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rec = TrajectoryRecorder(model, tmp_path)
+    rec.attach(opt, every_steps=5, steps_per_epoch=10)
+    for i in range(20):
+        sl = slice(i * 8, (i + 1) * 8)
+        loss = torch.nn.functional.cross_entropy(model(digits.train.x[sl]), digits.train.y[sl])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rec.detach()
+    traj = rec.trajectory(lr=1e-3)
+    assert traj.epochs == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert torch.equal(traj.final["net.1.weight"], model.net[1].weight.detach())
+    assert len(Trajectory.load(tmp_path)) == 5

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from ddm.exceptions import ConfigMismatchError, MissingArtifactError
+from ddm.workspace import Workspace, load_tensors, save_json, save_tensors
+
+
+def test_construction_touches_nothing(tmp_path):
+    Workspace(tmp_path / "ws")
+    assert not (tmp_path / "ws").exists()
+
+
+def test_atomic_tensor_write_leaves_no_temporary_files(tmp_path):
+    save_tensors(tmp_path / "a.safetensors", {"x": torch.arange(3)})
+    save_tensors(tmp_path / "a.safetensors", {"x": torch.arange(4)})
+    assert load_tensors(tmp_path / "a.safetensors")["x"].tolist() == [0, 1, 2, 3]
+    assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]
+
+
+def test_stage_reuse_mismatch_and_overwrite(tmp_path):
+    ws = Workspace(tmp_path)
+    assert not ws.is_done("train", "k1", {})
+    ws.begin("train", "k1", {"lr": 1})
+    assert not ws.is_done("train", "k1", {"lr": 1})  # started, not finished
+    ws.finish("train", "k1", {"lr": 1})
+    assert ws.is_done("train", "k1", {"lr": 1})
+    with pytest.raises(ConfigMismatchError, match="new workspace folder, or pass --overwrite"):
+        ws.is_done("train", "k2", {"lr": 2})
+    ws2 = Workspace(tmp_path, overwrite=True)
+    assert not ws2.is_done("train", "k2", {"lr": 2})
+    assert not (tmp_path / "train").exists()
+
+
+def test_unfinished_stage_with_other_key_is_discarded(tmp_path):
+    ws = Workspace(tmp_path)
+    ws.begin("distill", "old", {})
+    save_json(tmp_path / "distill" / "junk.json", {})
+    assert not ws.is_done("distill", "new", {})
+    assert not (tmp_path / "distill").exists()
+
+
+def test_require_says_which_command_to_run(tmp_path):
+    with pytest.raises(MissingArtifactError, match="ddm run"):
+        Workspace(tmp_path).require("synset")
