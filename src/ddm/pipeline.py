@@ -264,10 +264,12 @@ class DistilledDatamodel:
         bias = torch.zeros(T, O)
         evaluated = torch.zeros(T, K, dtype=torch.bool)
         chosen = [tuple(sorted(class_of_group[cls_attr.ranking(i)[:top_c]].tolist())) for i in range(T)]
+        n_perturbations = int((cls_attr.meta or {}).get("perturbations", 0))
         for classes in sorted(set(chosen)):
             rows = [i for i, c in enumerate(chosen) if c == classes]
             sub = self.groups.of_classes(list(classes))
             keep_sub = sample_perturbations(len(sub), self._num_perturbations(len(sub)), e.keep_prob, e.seed)
+            n_perturbations += len(keep_sub)
             deleted = torch.zeros(len(keep_sub), K, dtype=torch.bool)
             deleted[:, sub] = ~keep_sub
             tsub = targets[rows] if obj.per_target else targets
@@ -281,7 +283,8 @@ class DistilledDatamodel:
         ids = targets.index.tolist() if obj.per_target else [-1]
         return AttributionMatrix(weights, bias, obj.score(-weights), obj.name, obj.score_meaning,
                                  obj.output_names(int(self.num_classes or 0)), ids, self.groups, evaluated,
-                                 {"class_level": {"weights": cls_attr.weights.tolist(), "top_classes": chosen}})
+                                 {"perturbations": n_perturbations,
+                                  "class_level": {"weights": cls_attr.weights.tolist(), "top_classes": chosen}})
 
     # ---- unlearning -----------------------------------------------------------------------------
     def unlearn(self, groups: list[int] | torch.Tensor, name: str | None = None, synset: str = "groups") -> nn.Module:
