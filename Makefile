@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first so pip takes the CPU wheel, never a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The benchmark suite behind BENCHMARKS.md (about 35 minutes on 2 CPU cores).
+bench: $(STAMP)
+	$(BIN)/ddm evaluate -q -w runs/bench-digits --preset demo --seeds 0,1,2 --num-targets 20 --lds-subsets 50
+	mkdir -p benchmarks/results && cp runs/bench-digits/evaluation.md benchmarks/results/digits.md && \
+	  cp runs/bench-digits/evaluation.json benchmarks/results/digits.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -58,10 +58,14 @@ class AttributionMatrix:
         return torch.einsum("pk,tko->pto", keep.float(), self.weights) + self.bias
 
     def ranking(self, target: int) -> torch.Tensor:
-        s = self.scores[target].clone()
+        return self.ranking_all()[target]
+
+    def ranking_all(self) -> torch.Tensor:
+        """Group indices ``[T, K]`` ordered by score for every target (unevaluated groups last)."""
+        s = self.scores.clone()
         if self.evaluated is not None:
-            s[~self.evaluated[target]] = float("-inf")
-        return torch.argsort(s, descending=True, stable=True)
+            s[~self.evaluated] = float("-inf")
+        return torch.argsort(s, dim=1, descending=True, stable=True)
 
     def top(self, target: int = 0, k: int = 5, members: int | None = 5) -> list[GroupInfluence]:
         """The ``k`` highest-scoring groups for the ``target``-th row, with up to ``members`` sample ids

@@ -1,0 +1,46 @@
+"""Metrics against exact retraining: the paper's Dist1-3 (Eq. 10), LDS and rank correlations."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+
+def dist_metrics(logits_removed: torch.Tensor, logits_full: torch.Tensor,
+                 labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Eq. 10 per target, from logits ``[T, C]`` of the retrained-without model and of the target model.
+
+    dist1 = ||softmax(y_u) - softmax(y)||_2 ; dist2 = CE(y_u, label) ; dist3 = 1 / (1 + dist1).
+    """
+    pu, pf = logits_removed.softmax(-1), logits_full.softmax(-1)
+    d1 = (pu - pf).norm(dim=-1)
+    d2 = torch.nn.functional.cross_entropy(logits_removed, labels, reduction="none")
+    return {"dist1": d1, "dist2": d2, "dist3": 1.0 / (1.0 + d1)}
+
+
+def spearman(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    """Spearman rank correlation; 0 where one side is constant (no ranking information)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    return float(spearmanr(a, b).statistic)
+
+
+def lds(predicted: torch.Tensor, actual: torch.Tensor) -> tuple[float, list[float]]:
+    """Linear datamodeling score: Spearman over subsets ``[M]`` per target, averaged over targets.
+
+    ``predicted``/``actual``: ``[M, T]``. Returns (mean, per-target values).
+    """
+    per = [spearman(predicted[:, t], actual[:, t]) for t in range(predicted.shape[1])]
+    return float(np.mean(per)), per
+
+
+def rank_agreement(scores: torch.Tensor, truth: torch.Tensor) -> float:
+    """Mean over targets of the Spearman correlation across groups: ``[T, K]`` each."""
+    return float(np.mean([spearman(scores[t], truth[t]) for t in range(scores.shape[0])]))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0

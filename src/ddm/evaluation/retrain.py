@@ -1,0 +1,100 @@
+"""Exact retraining without sets of groups: the ground truth every claim is measured against.
+
+Each retrain starts from the target's theta_0 and repeats its schedule (same :class:`TrainConfig`,
+same epochs) on the training data minus the removed groups, then records its logits on a fixed
+evaluation set. Results are cached one file per removed set (``<folder>/<hash>.safetensors`` with
+the removed groups and the seconds it took), written as each finishes, so a killed job resumes.
+Folder layout: one folder per (target training, grouping, evaluation set); any number of shards
+may fill it (``many(..., shard=i, num_shards=n)``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ddm.cluster.groups import Groups
+from ddm.config import TrainConfig
+from ddm.data.dataset import Split
+from ddm.progress import bar
+from ddm.train.loop import train_model
+from ddm.workspace import load_tensors, save_tensors
+
+log = logging.getLogger(__name__)
+
+
+def removal_key(removed: Iterable[int], seed: int | None = None) -> str:
+    ids = sorted({int(r) for r in removed})
+    text = ",".join(map(str, ids)) + (f"|seed={seed}" if seed is not None else "")
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+class RetrainCache:
+    """Retrain ``model`` from ``theta0`` on ``train`` without chosen groups; logits on ``eval_x``, cached."""
+
+    def __init__(self, folder: str | Path, model: nn.Module, theta0: dict[str, torch.Tensor], train: Split,
+                 groups: Groups, cfg: TrainConfig, eval_x: torch.Tensor) -> None:
+        self.folder = Path(folder)
+        self.model, self.theta0, self.train = model, theta0, train
+        self.groups, self.cfg, self.eval_x = groups, cfg, eval_x
+
+    def path(self, removed: Iterable[int], seed: int | None = None) -> Path:
+        return self.folder / f"{removal_key(removed, seed)}.safetensors"
+
+    def has(self, removed: Iterable[int], seed: int | None = None) -> bool:
+        return self.path(removed, seed).exists()
+
+    def seconds(self, removed: Iterable[int], seed: int | None = None) -> float:
+        return float(load_tensors(self.path(removed, seed))["seconds"])
+
+    def get(self, removed: Iterable[int], seed: int | None = None) -> torch.Tensor:
+        """Logits ``[N_eval, C]`` of the model retrained without ``removed`` (data-order ``seed``:
+        None = the target's own)."""
+        removed = sorted({int(r) for r in removed})
+        path = self.path(removed, seed)
+        if path.exists():
+            return load_tensors(path)["logits"]
+        keep = ~torch.isin(self.groups.assignment, torch.as_tensor(removed, dtype=torch.long))
+        if not keep.any():
+            raise ValueError("cannot retrain without every group")
+        net = copy.deepcopy(self.model)
+        with torch.no_grad():
+            for k, p in net.named_parameters():
+                p.copy_(self.theta0[k])
+        cfg = self.cfg if seed is None else TrainConfig(**{**self.cfg.__dict__, "seed": seed})
+        t0 = time.perf_counter()
+        from ddm import progress
+
+        was = progress.enabled()
+        progress.set_enabled(False)
+        try:
+            train_model(net, self.train[torch.nonzero(keep).flatten()], cfg)
+        finally:
+            progress.set_enabled(was)
+        seconds = time.perf_counter() - t0
+        net.eval()
+        with torch.no_grad():
+            logits = net(self.eval_x)
+        save_tensors(path, {"logits": logits, "removed": torch.as_tensor(removed, dtype=torch.long),
+                            "seconds": torch.tensor(seconds)})
+        return logits
+
+    def many(self, removed_sets: list[list[int]], desc: str = "retrain", shard: int = 0,
+             num_shards: int = 1) -> torch.Tensor | None:
+        """Retrain every set (this shard's share); returns ``[M, N_eval, C]`` once all are present."""
+        todo = [r for i, r in enumerate(removed_sets) if i % num_shards == shard and not self.has(r)]
+        pbar = bar(len(todo), desc)
+        for r in todo:
+            self.get(r)
+            pbar.update(1)
+        pbar.close()
+        if all(self.has(r) for r in removed_sets):
+            return torch.stack([self.get(r) for r in removed_sets])
+        return None
