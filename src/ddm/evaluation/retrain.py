@@ -75,7 +75,8 @@ class RetrainCache:
         was = progress.enabled()
         progress.set_enabled(False)
         try:
-            train_model(net, self.train[torch.nonzero(keep).flatten()], cfg)
+            with torch.enable_grad():
+                train_model(net, self.train[torch.nonzero(keep).flatten()], cfg)
         finally:
             progress.set_enabled(was)
         seconds = time.perf_counter() - t0

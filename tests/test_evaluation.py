@@ -1,0 +1,98 @@
+import json
+import math
+
+import pytest
+import torch
+
+import ddm
+from ddm.baselines import clustering_based, predict_based, random_choice
+from ddm.cli.main import main
+from ddm.cluster.groups import Groups
+from ddm.config import TrainConfig
+from ddm.data.dataset import Split
+from ddm.evaluation import RetrainCache, dist_metrics, lds, rank_agreement, spearman
+from ddm.evaluation.protocol import split_targets
+
+
+def test_dist_metrics_by_hand():
+    full = torch.tensor([[0.0, 0.0]])  # softmax (0.5, 0.5)
+    removed = torch.tensor([[math.log(3.0), 0.0]])  # softmax (0.75, 0.25)
+    m = dist_metrics(removed, full, torch.tensor([1]))
+    d1 = math.sqrt(2 * 0.25**2)
+    assert m["dist1"].item() == pytest.approx(d1, abs=1e-6)
+    assert m["dist2"].item() == pytest.approx(-math.log(0.25), abs=1e-6)
+    assert m["dist3"].item() == pytest.approx(1 / (1 + d1), abs=1e-6)
+
+
+def test_spearman_lds_and_rank_agreement_by_hand():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 1], [1, 2, 3]) == 0.0  # no ranking information
+    # rho = 1 - 6 sum d^2 / (n (n^2 - 1)); ranks (1,2,3,4) vs (2,1,3,4): sum d^2 = 2 -> 1 - 12/60 = 0.8
+    assert spearman([1, 2, 3, 4], [2, 1, 3, 4]) == pytest.approx(0.8)
+    pred = torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    actual = torch.tensor([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]])
+    mean, per = lds(pred, actual)
+    assert per == pytest.approx([1.0, -1.0]) and mean == pytest.approx(0.0)
+    assert rank_agreement(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[3.0, 5.0, 9.0]])) == pytest.approx(1.0)
+
+
+def test_reported_and_validation_targets_are_disjoint_and_fixed():
+    test = Split(torch.zeros(50, 1, 2, 2), torch.arange(50) % 5)
+    rep, val = split_targets(test, 10)
+    assert len(rep) == len(val) == 10
+    assert not set(rep.index.tolist()) & set(val.index.tolist())
+    assert torch.equal(split_targets(test, 10)[0].index, rep.index)
+
+
+def test_simple_baselines():
+    x = torch.tensor([[0.0], [0.1], [5.0], [5.1]]).view(4, 1, 1, 1)
+    train = Split(x, torch.tensor([0, 0, 1, 1]))
+    groups = Groups(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1]))
+    targets = Split(torch.tensor([[4.9], [0.2]]).view(2, 1, 1, 1), torch.tensor([1, 0]))
+    assert clustering_based(train, groups, targets).tolist() == [1, 0]
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(1, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[-1.0], [1.0]]))
+        model[1].bias.copy_(torch.tensor([2.5, -2.5]))
+    assert predict_based(model, train, groups, targets).tolist() == [1, 0]
+    r = random_choice(100, groups, seed=3)
+    assert r.min() >= 0 and r.max() <= 1 and torch.equal(r, random_choice(100, groups, seed=3))
+
+
+def test_retrain_reproduces_the_target_and_resumes(digits, groups, tmp_path):
+    cfg = TrainConfig(epochs=2, lr=0.1, batch_size=32)
+    model = ddm.models.build("convnet", digits, width=8, depth=2)
+    traj = ddm.train.train_model(model, digits.train, cfg)
+    x = digits.test.x[:6]
+    cache = RetrainCache(tmp_path, model, traj[0], digits.train, groups, cfg, x)
+    same = cache.get([])
+    with torch.no_grad():
+        assert torch.allclose(same, model(x), atol=1e-5)  # same seed, all data: the target itself
+    sets = [[0], [1, 2], [3]]
+    cache.get([1, 2])  # as if a killed job had finished one of three
+    calls = []
+    real_get = cache.get
+
+    def counting_get(removed, seed=None):
+        if not cache.has(removed, seed):
+            calls.append(sorted(removed))
+        return real_get(removed, seed)
+
+    cache.get = counting_get
+    out = cache.many(sets)
+    assert out.shape == (3, 6, 10) and calls == [[0], [3]]
+    assert not torch.allclose(out[0], cache.get([]))  # removing a group changes the retrained model
+    assert cache.many(sets, shard=1, num_shards=2) is not None
+
+
+def test_evaluate_command_on_the_tiny_preset(tmp_path, capsys):
+    ws = tmp_path / "ev"
+    assert main(["evaluate", "-q", "-w", str(ws), "--preset", "tiny", "--seeds", "0,1", "--num-targets", "4",
+                 "--lds-subsets", "5", "--noise-seeds", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    t1 = out["summary"]["table1"]
+    assert set(t1) == {"Random", "Predict-based", "Clustering-based", "DDM-full", "DDM-match", "DDM w/o cluster"}
+    assert out["summary"]["noise_floor"]["same_seed_dist1"][0] == pytest.approx(0.0, abs=1e-3)
+    assert set(out["summary"]["lds"]) == {"DDM-full", "DDM-match"}
+    assert (ws / "evaluation.md").read_text().startswith("Data: digits")
