@@ -12,6 +12,7 @@ from ddm.config import TrainConfig
 from ddm.data.dataset import Split
 from ddm.evaluation import RetrainCache, dist_metrics, lds, rank_agreement, spearman
 from ddm.evaluation.protocol import split_targets
+from ddm.exceptions import ConfigError
 
 
 def test_dist_metrics_by_hand():
@@ -38,11 +39,34 @@ def test_spearman_lds_and_rank_agreement_by_hand():
 
 
 def test_reported_and_validation_targets_are_disjoint_and_fixed():
-    test = Split(torch.zeros(50, 1, 2, 2), torch.arange(50) % 5)
-    rep, val = split_targets(test, 10)
+    rep, val = split_targets(50, 10)
     assert len(rep) == len(val) == 10
-    assert not set(rep.index.tolist()) & set(val.index.tolist())
-    assert torch.equal(split_targets(test, 10)[0].index, rep.index)
+    assert not set(rep.tolist()) & set(val.tolist())
+    assert torch.equal(split_targets(50, 10)[0], rep)
+    with pytest.raises(ConfigError, match="reported"):
+        split_targets(15, 10)
+
+
+def test_js_divergence_by_hand():
+    from ddm.evaluation.unlearn import compare, js_divergence
+
+    a = torch.tensor([[0.0, 0.0]])
+    b = torch.tensor([[math.log(3.0), 0.0]])  # (0.75, 0.25) vs (0.5, 0.5)
+    m = (0.625, 0.375)
+    expect = 0.5 * (0.5 * math.log(0.5 / m[0]) + 0.5 * math.log(0.5 / m[1])) + 0.5 * (
+        0.75 * math.log(0.75 / m[0]) + 0.25 * math.log(0.25 / m[1]))
+    assert js_divergence(a, b).item() == pytest.approx(expect, abs=1e-6)
+    assert js_divergence(a, a).item() == pytest.approx(0.0, abs=1e-7)
+    c = compare(b, a, torch.tensor([1]))
+    assert c["accuracy"] == 0.0 and c["agreement"] == 1.0  # argmax of (0.5, 0.5) is class 0, as is b's
+
+
+def test_nearest_similarity():
+    from ddm.evaluation.privacy import nearest_similarity
+
+    train = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).view(2, 1, 1, 2)
+    syn = torch.tensor([[2.0, 0.0], [1.0, 1.0]]).view(2, 1, 1, 2)
+    assert torch.allclose(nearest_similarity(syn, train, chunk=1), torch.tensor([1.0, 2 ** -0.5]), atol=1e-6)
 
 
 def test_simple_baselines():
@@ -89,10 +113,18 @@ def test_retrain_reproduces_the_target_and_resumes(digits, groups, tmp_path):
 def test_evaluate_command_on_the_tiny_preset(tmp_path, capsys):
     ws = tmp_path / "ev"
     assert main(["evaluate", "-q", "-w", str(ws), "--preset", "tiny", "--seeds", "0,1", "--num-targets", "4",
-                 "--lds-subsets", "5", "--noise-seeds", "1", "--json"]) == 0
+                 "--lds-subsets", "5", "--noise-seeds", "1", "--tune", "0.5,1", "--plots", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     t1 = out["summary"]["table1"]
     assert set(t1) == {"Random", "Predict-based", "Clustering-based", "DDM-full", "DDM-match", "DDM w/o cluster"}
     assert out["summary"]["noise_floor"]["same_seed_dist1"][0] == pytest.approx(0.0, abs=1e-3)
     assert set(out["summary"]["lds"]) == {"DDM-full", "DDM-match"}
-    assert (ws / "evaluation.md").read_text().startswith("Data: digits")
+    assert out["per_seed"]["0"]["tuning"]["chosen_multiplier"] in (0.5, 1.0)
+    assert set(out["summary"]["table4"]) == {"Normal", "DDM-match", "DDM"}
+    unl = out["summary"]["unlearning"]["1 groups"]["unlearners"]
+    assert unl["exact retrain"]["test"]["agreement"][0] == pytest.approx(1.0)
+    assert set(unl) >= {"DDM", "DDM-match", "fine-tune on remaining (1 epoch)", "gradient ascent on removed (1 epoch)"}
+    assert 0 < out["summary"]["privacy"]["DDM-full"][0] <= 1.0001
+    text = (ws / "evaluation.md").read_text()
+    assert text.startswith("Data: digits") and "Table 4 analog" in text and "Unlearning fidelity" in text
+    assert (ws / "plots" / "synsets_seed0.png").exists() and (ws / "plots" / "class_attribution_seed1.png").exists()

@@ -236,6 +236,13 @@ class DistilledDatamodel:
         attr.save(self.ws.path("attributions", name or obj.name))
         return attr
 
+    def attribute_classes(self, targets: Split, objective: str | Objective | Any = "dist1") -> AttributionMatrix:
+        """Class-level attribution (K = classes) with the class-level synset: the top of Sec. 3.3."""
+        if self.class_synset is None or self.class_groups is None:
+            raise MissingArtifactError("class-level attribution needs the class-level synset: set hierarchical=true")
+        return self._attribute_flat(targets, objective_registry.get(objective), self.class_synset,
+                                    self.keys["synset-class"], self.class_groups, "classes")
+
     def _attribute_flat(self, targets: Split, obj: Objective, synset: Synset, synset_key: str, groups: Any,
                         tag: str) -> AttributionMatrix:
         e = self.config.emulate

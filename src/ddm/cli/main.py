@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random subsets for LDS, 0 to skip (default: %(default)s)")
     p.add_argument("--logo", action="store_true", help="also retrain leave-one-group-out for all K groups")
     p.add_argument("--noise-seeds", type=int, default=2, help="other-seed retrains for the noise floor")
+    p.add_argument("--tune", default="", metavar="M1,M2,...",
+                   help="fine-tune lr multipliers to choose from on validation targets, e.g. 0.1,0.3,1 (default: none)")
+    p.add_argument("--plots", action="store_true", help="save synset grids and class heatmaps (needs ddm[plots])")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="what a workspace holds; config fields; presets")
@@ -339,7 +342,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise DDMError(f"--seeds {args.seeds!r}: give a comma list of integers") from None
-    ecfg = EvalConfig(seeds, args.num_targets, args.lds_subsets, 0.5, args.logo, args.noise_seeds)
+    try:
+        tune = tuple(float(t) for t in args.tune.split(",") if t.strip())
+    except ValueError:
+        raise DDMError(f"--tune {args.tune!r}: give a comma list of numbers") from None
+    ecfg = EvalConfig(seeds, args.num_targets, args.lds_subsets, 0.5, args.logo, args.noise_seeds, tune,
+                      plots=args.plots)
     if args.overwrite:
         raise DDMError("evaluate keeps its cached retrains; use a new workspace instead of --overwrite")
     result = evaluate(args.workspace, make_config(args), ecfg)

@@ -39,8 +39,3 @@ def lds(predicted: torch.Tensor, actual: torch.Tensor) -> tuple[float, list[floa
 def rank_agreement(scores: torch.Tensor, truth: torch.Tensor) -> float:
     """Mean over targets of the Spearman correlation across groups: ``[T, K]`` each."""
     return float(np.mean([spearman(scores[t], truth[t]) for t in range(scores.shape[0])]))
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    a = np.asarray(values, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0

@@ -1,10 +1,11 @@
-"""The paper's protocol against exact retraining (Table 1), group-level LDS, noise floor and cost.
+"""The paper's protocol against exact retraining, plus LDS, unlearning fidelity, Table 4, privacy, cost.
 
 For every seed: the target model, its groups and the DDM variants (DDM-full, DDM-match, DDM w/o
 cluster) are built in ``<root>/seed<S>/<variant>``; each method picks one group per target and
-objective; the model retrained without that group gives Avgdist (Eq. 10). The reported targets are
-a fixed random subset of the test split; the next ``num_targets`` of the same permutation are
-reserved as *validation* targets for choosing hyperparameters, never reported here.
+objective; the model retrained without that group gives Avgdist (Eq. 10). Reported targets are a
+fixed random subset of the test split; the next ``num_targets`` of the same permutation are the
+*validation* targets on which ``tune`` chooses the fine-tune learning rate (never on reported ones).
+Every retrain is cached in ``<root>/seed<S>/retrain/<key>/`` and resumes after a kill.
 """
 
 from __future__ import annotations
@@ -21,14 +22,17 @@ import torch
 from ddm import data as data_mod
 from ddm import models
 from ddm.baselines.simple import clustering_based, predict_based, random_choice
-from ddm.config import RunConfig
-from ddm.data.dataset import Split
+from ddm.config import RunConfig, fingerprint
 from ddm.emulate.perturbations import sample_perturbations
-from ddm.evaluation.metrics import dist_metrics, lds, mean_std, rank_agreement
+from ddm.evaluation.metrics import dist_metrics, lds, rank_agreement
+from ddm.evaluation.privacy import nearest_similarity
+from ddm.evaluation.report import markdown, summarise
 from ddm.evaluation.retrain import RetrainCache
+from ddm.evaluation.unlearn import compare, sgd_epoch
 from ddm.exceptions import ConfigError
 from ddm.pipeline import DistilledDatamodel
-from ddm.workspace import save_json
+from ddm.unlearning import unlearn_groups
+from ddm.workspace import atomic_write_text, save_json
 
 log = logging.getLogger(__name__)
 DISTS = ("dist1", "dist2", "dist3")
@@ -44,179 +48,228 @@ class EvalConfig:
     lds_keep: float = 0.5
     logo: bool = False
     noise_seeds: int = 2
+    tune: tuple[float, ...] = ()  # fine-tune lr multipliers tried on validation targets (empty: no tuning)
+    tune_subsets: int = 20
+    unlearn_sizes: tuple[int, ...] = (1, 5, 10)
+    plots: bool = False
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise ConfigError("give at least one seed")
-        if self.num_targets <= 0 or self.lds_subsets < 0 or self.noise_seeds < 0:
-            raise ConfigError("num_targets must be positive; lds_subsets and noise_seeds >= 0")
+        if self.num_targets <= 0 or self.lds_subsets < 0 or self.noise_seeds < 0 or self.tune_subsets < 3:
+            raise ConfigError("num_targets must be positive, lds_subsets and noise_seeds >= 0, tune_subsets >= 3")
         if not 0 < self.lds_keep < 1:
             raise ConfigError("lds_keep must be in (0, 1)")
+        if any(t <= 0 for t in self.tune):
+            raise ConfigError("tune multipliers must be positive")
 
 
-def split_targets(test: Split, n: int) -> tuple[Split, Split]:
-    """(reported, validation) targets: disjoint, fixed random subsets of the test split."""
-    if 2 * n > len(test):
-        raise ConfigError(f"need {2 * n} test samples for {n} reported + {n} validation targets; test has {len(test)}")
-    perm = torch.randperm(len(test), generator=torch.Generator().manual_seed(TARGET_SEED))
-    return test[perm[:n].sort().values], test[perm[n : 2 * n].sort().values]
+def split_targets(num_test: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reported, validation) row positions in the test split: disjoint, fixed, sorted."""
+    if 2 * n > num_test:
+        raise ConfigError(f"need {2 * n} test samples for {n} reported + {n} validation targets; test has {num_test}")
+    perm = torch.randperm(num_test, generator=torch.Generator().manual_seed(TARGET_SEED))
+    return perm[:n].sort().values, perm[n : 2 * n].sort().values
 
 
 def seeded(cfg: RunConfig, seed: int) -> RunConfig:
-    return cfg.with_overrides([f"{s}.seed={seed}" for s in ("model", "train", "cluster", "distill", "emulate")]
-                              + ["hierarchical=false"])
+    return cfg.with_overrides([f"{s}.seed={seed}" for s in ("model", "train", "cluster", "distill", "emulate")])
 
 
-def _evaluate_seed(root: Path, base: RunConfig, data: Any, targets: Split, ecfg: EvalConfig, seed: int) -> dict:
+class _Truth:
+    """Exact retraining for one grouping; logits on the test split then the training split."""
+
+    def __init__(self, root: Path, dm: DistilledDatamodel, data: Any) -> None:
+        self.n_test = len(data.test)
+        key = fingerprint(dm.keys["train"], dm.keys["groups"], data.test.fingerprint())
+        self.cache = RetrainCache(root / "retrain" / key, dm.model, dm.trajectory[0], data.train, dm.groups,
+                                  dm.config.train, torch.cat([data.test.x, data.train.x]))
+
+    def test(self, removed: list[int], seed: int | None = None) -> torch.Tensor:
+        return self.cache.get(removed, seed)[: self.n_test]
+
+    def train(self, removed: list[int]) -> torch.Tensor:
+        return self.cache.get(removed)[self.n_test :]
+
+    def many_test(self, sets: list[list[int]], desc: str) -> torch.Tensor:
+        out = self.cache.many(sets, desc)
+        assert out is not None
+        return out[:, : self.n_test]
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the true label: logits ``[M, T, C]`` -> ``[M, T]``."""
+    return torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels.expand(len(logits), -1), reduction="none")
+
+
+def _tune(dm: DistilledDatamodel, truth: _Truth, data: Any, val: torch.Tensor, ecfg: EvalConfig, seed: int) -> dict:
+    """Choose the fine-tune learning rate by LDS on validation targets and validation subsets."""
+    K = dm.groups.num_groups
+    keep = sample_perturbations(K, ecfg.tune_subsets, ecfg.lds_keep, seed=20_000 + seed)
+    actual = _loss(truth.many_test([torch.nonzero(~k).flatten().tolist() for k in keep], "validation retrains")[:, val],
+                   data.test.y[val])
+    base = dm.finetune_lr
+    scores = {}
+    for mult in ecfg.tune:
+        dm.config = dm.config.with_overrides([f"emulate.finetune_lr={base * mult}"])
+        attr = dm.attribute(data.test[val], "dist2", name=f"tune-{mult:g}")
+        scores[mult] = lds(attr.predict(keep)[..., 0], actual)[0]
+    best = max(scores, key=lambda m: scores[m])
+    dm.config = dm.config.with_overrides([f"emulate.finetune_lr={base * best}"])
+    return {"validation_lds": {f"{m:g}": s for m, s in scores.items()}, "chosen_multiplier": best,
+            "finetune_lr": base * best}
+
+
+def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, val: torch.Tensor,
+                   ecfg: EvalConfig, seed: int) -> dict:
     cfg = seeded(base, seed)
+    targets = data.test[rows]
     out: dict[str, Any] = {"table1": {}, "lds": {}, "cost": {}}
     dms: dict[str, DistilledDatamodel] = {}
-    attrs: dict[str, dict[str, Any]] = {}
     for name, sets in VARIANTS.items():
-        c = cfg.with_overrides(sets)
+        c = cfg.with_overrides(sets + [f"hierarchical={name == 'DDM-full'}"])
         dm = DistilledDatamodel(root / f"seed{seed}" / name.replace(" ", "_").replace("/", ""), c)
         dm.fit(models.build(c.model, data), data.train)
-        t0 = time.perf_counter()
-        attrs[name] = {d: dm.attribute(targets, d) for d in DISTS}
-        out["cost"][name] = {"distill_s": dm.ws.stage_info("synset")["seconds"],
-                             "train_s": dm.ws.stage_info("train")["seconds"],
-                             "attribute_s": time.perf_counter() - t0,
-                             "perturbations": attrs[name]["dist1"].meta["perturbations"]}
         dms[name] = dm
     full = dms["DDM-full"]
-    with torch.no_grad():
-        full_logits = full.model(targets.x)
-    caches = {}
+    truths: dict[str, _Truth] = {}
     for dm in dms.values():
-        gkey = dm.keys["groups"]
-        if gkey not in caches:
-            caches[gkey] = RetrainCache(root / f"seed{seed}" / "retrain" / gkey, dm.model, dm.trajectory[0],
-                                        data.train, dm.groups, dm.config.train, targets.x)
-    cache = caches[full.keys["groups"]]
+        if dm.keys["groups"] not in truths:
+            truths[dm.keys["groups"]] = _Truth(root / f"seed{seed}", dm, data)
+    truth = truths[full.keys["groups"]]
+    if ecfg.tune:
+        out["tuning"] = _tune(full, truth, data, val, ecfg, seed)
+        for dm in dms.values():
+            dm.config = dm.config.with_overrides([f"emulate.finetune_lr={out['tuning']['finetune_lr']}"])
+    attrs: dict[str, dict[str, Any]] = {}
+    for name, dm in dms.items():
+        t0 = time.perf_counter()
+        attrs[name] = {d: dm.attribute(targets, d) for d in DISTS}
+        out["cost"][name] = {"train_s": dm.ws.stage_info("train")["seconds"],
+                             "distill_s": dm.ws.stage_info("synset")["seconds"],
+                             "attribute_s": time.perf_counter() - t0,
+                             "perturbations": attrs[name]["dist1"].meta["perturbations"]}
+    full_test = full.model(data.test.x).detach()
+    full_logits = full_test[rows]
 
-    choices: dict[str, tuple[Any, dict[str, torch.Tensor]]] = {
-        "Random": (cache, dict.fromkeys(DISTS, random_choice(len(targets), full.groups, seed))),
-        "Predict-based": (cache, dict.fromkeys(DISTS, predict_based(full.model, data.train, full.groups, targets))),
-        "Clustering-based": (cache, dict.fromkeys(DISTS, clustering_based(data.train, full.groups, targets))),
+    # ---- Table 1 ----------------------------------------------------------------------------
+    picks: dict[str, tuple[_Truth, dict[str, torch.Tensor]]] = {
+        "Random": (truth, dict.fromkeys(DISTS, random_choice(len(rows), full.groups, seed))),
+        "Predict-based": (truth, dict.fromkeys(DISTS, predict_based(full.model, data.train, full.groups, targets))),
+        "Clustering-based": (truth, dict.fromkeys(DISTS, clustering_based(data.train, full.groups, targets))),
     }
     for name, dm in dms.items():
-        choices[name] = (caches[dm.keys["groups"]], {d: attrs[name][d].ranking_all()[:, 0] for d in DISTS})
+        picks[name] = (truths[dm.keys["groups"]], {d: attrs[name][d].ranking_all()[:, 0] for d in DISTS})
     if ecfg.logo:
-        logo = cache.many([[k] for k in range(full.groups.num_groups)], "leave-one-group-out")
-        assert logo is not None
-        truth = {d: torch.stack([dist_metrics(logo[k], full_logits, targets.y)[d] for k in range(len(logo))], 1)
-                 for d in DISTS}  # [T, K]
-        choices["Exact leave-one-group-out (oracle)"] = (cache, {d: truth[d].argmax(1) for d in DISTS})
-        out["logo_rank_agreement"] = {
-            name: {"dist1": rank_agreement(attrs[name]["dist1"].scores, truth["dist1"]),
-                   "dist2": rank_agreement(attrs[name]["dist2"].scores, truth["dist2"])}
-            for name in ("DDM-full", "DDM-match")}
-    for method, (c, picks) in choices.items():
-        row = {}
+        logo = truth.many_test([[k] for k in range(full.groups.num_groups)], "leave-one-group-out")[:, rows]
+        exact = {d: torch.stack([dist_metrics(lg, full_logits, targets.y)[d] for lg in logo], 1) for d in DISTS}
+        picks["Exact leave-one-group-out (oracle)"] = (truth, {d: exact[d].argmax(1) for d in DISTS})
+        out["logo_rank_agreement"] = {n: {d: rank_agreement(attrs[n][d].scores, exact[d]) for d in ("dist1", "dist2")}
+                                      for n in ("DDM-full", "DDM-match")}
+    for method, (tr, choice) in picks.items():
+        out["table1"][method] = {}
         for d in DISTS:
-            removed = torch.stack([c.get([int(g)])[t] for t, g in enumerate(picks[d])])
-            row[d] = 100 * float(dist_metrics(removed, full_logits, targets.y)[d].mean())
-        out["table1"][method] = row
+            pairs = zip(rows.tolist(), choice[d].tolist(), strict=True)
+            removed = torch.stack([tr.test([int(g)])[r] for r, g in pairs])
+            out["table1"][method][d] = 100 * float(dist_metrics(removed, full_logits, targets.y)[d].mean())
 
+    # ---- group-level LDS ----------------------------------------------------------------------
     if ecfg.lds_subsets:
         K = full.groups.num_groups
         keep = sample_perturbations(K, ecfg.lds_subsets, ecfg.lds_keep, seed=10_000 + seed)
-        sets = [torch.nonzero(~k).flatten().tolist() for k in keep]
-        retrained = cache.many(sets, "LDS retrains")
-        assert retrained is not None
-        actual = torch.nn.functional.cross_entropy(retrained.transpose(1, 2), targets.y.expand(len(sets), -1),
-                                                   reduction="none")  # [M, T]
+        actual = _loss(truth.many_test([torch.nonzero(~k).flatten().tolist() for k in keep], "LDS retrains")[:, rows],
+                       targets.y)
         for name in ("DDM-full", "DDM-match"):
-            pred = attrs[name]["dist2"].predict(keep)[..., 0]
-            out["lds"][name] = lds(pred, actual)[0]
-        out["lds_subsets_retrain_s"] = float(np.mean([cache.seconds(s) for s in sets]))
+            out["lds"][name] = lds(attrs[name]["dist2"].predict(keep)[..., 0], actual)[0]
 
-    # noise floor: the same retraining on all data, with the target's data order and with others
-    same = cache.get([])
-    noise = {"same_seed_dist1": 100 * float(dist_metrics(same, full_logits, targets.y)["dist1"].mean())}
-    others = [100 * float(dist_metrics(cache.get([], seed=1000 + i), full_logits, targets.y)["dist1"].mean())
+    # ---- unlearning fidelity and Table 4 --------------------------------------------------------
+    out["unlearning"] = _unlearning(full, dms["DDM-match"], truth, data, full_test, ecfg, seed)
+    out["table4"] = _table4(full, dms["DDM-match"], data)
+    out["privacy"] = {name: float(nearest_similarity(dms[name].synset.images.flatten(0, 1), data.train.x).mean())
+                      for name in ("DDM-full", "DDM-match")}
+
+    # ---- noise floor and cost -------------------------------------------------------------------
+    noise = {"same_seed_dist1": 100 * float(dist_metrics(truth.test([])[rows], full_logits, targets.y)["dist1"].mean())}
+    others = [100 * float(dist_metrics(truth.test([], seed=1000 + i)[rows], full_logits, targets.y)["dist1"].mean())
               for i in range(ecfg.noise_seeds)]
     if others:
         noise["other_seed_dist1"] = float(np.mean(others))
     out["noise_floor"] = noise
-    t_re = cache.seconds([])
-    for name in dms:
-        cst = out["cost"][name]
+    t_re = truth.cache.seconds([])
+    for cst in out["cost"].values():
         cst["retrain_one_s"] = t_re
         cst["retrain_equivalent_s"] = cst["perturbations"] * t_re
         cst["speedup_online"] = cst["retrain_equivalent_s"] / cst["attribute_s"]
         cst["speedup_with_offline"] = cst["retrain_equivalent_s"] / (cst["attribute_s"] + cst["distill_s"])
-    out["test_accuracy"] = float((full.model(data.test.x).argmax(1) == data.test.y).float().mean())
+    out["test_accuracy"] = float((full_test.argmax(1) == data.test.y).float().mean())
+    if ecfg.plots:
+        from ddm.reporting.plots import class_heatmap, synset_grid
+
+        folder = root / "plots"
+        synset_grid(full.synset, dms["DDM-match"].synset, full.groups, data, folder / f"synsets_seed{seed}.png")
+        if full.class_synset is not None:
+            cls = full.attribute_classes(data.test, "dist1")
+            class_heatmap(cls, data.test.y, data.num_classes, folder / f"class_attribution_seed{seed}.png")
     return out
+
+
+def _unlearning(full: DistilledDatamodel, match: DistilledDatamodel, truth: _Truth, data: Any,
+                full_test: torch.Tensor, ecfg: EvalConfig, seed: int) -> dict:
+    g = torch.Generator().manual_seed(30_000 + seed)
+    K = full.groups.num_groups
+    res: dict[str, Any] = {}
+    for size in ecfg.unlearn_sizes:
+        removed = torch.randperm(K, generator=g)[: min(size, K - 1)].sort().values.tolist()
+        rows = torch.nonzero(torch.isin(full.groups.assignment, torch.as_tensor(removed))).flatten()
+        forget, remain = data.train[rows], data.train[torch.nonzero(~torch.isin(
+            full.groups.assignment, torch.as_tensor(removed))).flatten()]
+        ref_test, ref_forget = truth.test(removed), truth.train(removed)[rows]
+        nets = {
+            "no unlearning (target)": full.model,
+            "DDM": unlearn_groups(full.model, full.trajectory.final, full.synset, torch.as_tensor(removed),
+                                  full.finetune_lr, full.finetune_steps, full.config.emulate.group_reduction),
+            "DDM-match": unlearn_groups(match.model, match.trajectory.final, match.synset, torch.as_tensor(removed),
+                                        match.finetune_lr, match.finetune_steps, match.config.emulate.group_reduction),
+            "fine-tune on remaining (1 epoch)": sgd_epoch(full.model, full.trajectory.final, remain, full.config.train),
+            "gradient ascent on removed (1 epoch)": sgd_epoch(full.model, full.trajectory.final, forget,
+                                                              full.config.train, ascent=True),
+        }
+        row: dict[str, Any] = {"exact retrain": {
+            "test": compare(ref_test, ref_test, data.test.y), "removed": compare(ref_forget, ref_forget, forget.y)}}
+        with torch.no_grad():
+            for name, net in nets.items():
+                row[name] = {"test": compare(net(data.test.x), ref_test, data.test.y),
+                             "removed": compare(net(forget.x), ref_forget, forget.y)}
+        res[f"{len(removed)} groups"] = {"samples": len(rows), "unlearners": row}
+    return res
+
+
+def _table4(full: DistilledDatamodel, match: DistilledDatamodel, data: Any) -> dict:
+    """Acc(theta_0)/Acc(theta_tau) as in the paper's Table 4: Normal training; DDM-match (train theta_0 on
+    the whole gradient-matching synset); DDM (fine-tune theta_tau on the whole reverse synset)."""
+    from ddm.train.loop import accuracy
+    from ddm.unlearning import table4
+
+    t = table4(full.model, full.trajectory[0], full.trajectory.final, full.synset, data.test, full.finetune_lr,
+               full.finetune_steps, full.config.emulate.group_reduction)
+    everything = torch.arange(match.synset.num_groups)
+    trained_on_match = unlearn_groups(match.model, match.trajectory[0], match.synset, everything,
+                                      match.finetune_lr, match.finetune_steps, match.config.emulate.group_reduction)
+    return {"Normal": {"acc_theta0": t["acc_theta0"], "acc_theta_tau": t["acc_theta_tau"]},
+            "DDM-match": {"acc_theta0": t["acc_theta0"], "acc_theta_tau": accuracy(trained_on_match, data.test)},
+            "DDM": {"acc_theta0": t["acc_after_whole_synset"], "acc_theta_tau": t["acc_theta_tau"]}}
 
 
 def evaluate(root: str | Path, base: RunConfig, ecfg: EvalConfig) -> dict[str, Any]:
     """Run the protocol for every seed; returns per-seed results and mean/std summaries (also saved)."""
     root = Path(root)
     data = data_mod.load(base.data)
-    targets, _validation = split_targets(data.test, ecfg.num_targets)
+    rows, val = split_targets(len(data.test), ecfg.num_targets)
     t0 = time.perf_counter()
-    per_seed = {s: _evaluate_seed(root, base, data, targets, ecfg, s) for s in ecfg.seeds}
+    per_seed = {s: _evaluate_seed(root, base, data, rows, val, ecfg, s) for s in ecfg.seeds}
     result = {"dataset": data.summary(), "config": base.to_dict(), "eval": ecfg.__dict__,
-              "targets": targets.index.tolist(), "seconds": time.perf_counter() - t0,
-              "per_seed": per_seed, "summary": summarise(per_seed)}
+              "targets": data.test.index[rows].tolist(), "validation_targets": data.test.index[val].tolist(),
+              "seconds": time.perf_counter() - t0, "per_seed": per_seed, "summary": summarise(per_seed)}
     save_json(root / "evaluation.json", result)
-    (root / "evaluation.md").write_text(markdown(result))
+    atomic_write_text(root / "evaluation.md", markdown(result))
     return result
-
-
-def summarise(per_seed: dict[int, dict]) -> dict[str, Any]:
-    runs = list(per_seed.values())
-    s: dict[str, Any] = {"table1": {}, "lds": {}, "cost": {}, "noise_floor": {}}
-    for m in runs[0]["table1"]:
-        s["table1"][m] = {d: mean_std([r["table1"][m][d] for r in runs]) for d in DISTS}
-    for m in runs[0]["lds"]:
-        s["lds"][m] = mean_std([r["lds"][m] for r in runs])
-    for m in runs[0]["cost"]:
-        s["cost"][m] = {k: mean_std([r["cost"][m][k] for r in runs]) for k in runs[0]["cost"][m]}
-    for k in runs[0]["noise_floor"]:
-        s["noise_floor"][k] = mean_std([r["noise_floor"][k] for r in runs])
-    if "logo_rank_agreement" in runs[0]:
-        s["logo_rank_agreement"] = {m: {d: mean_std([r["logo_rank_agreement"][m][d] for r in runs])
-                                        for d in ("dist1", "dist2")} for m in runs[0]["logo_rank_agreement"]}
-    s["test_accuracy"] = mean_std([r["test_accuracy"] for r in runs])
-    return s
-
-
-def _ms(v: tuple[float, float], fmt: str = "{:.2f}") -> str:
-    return f"{fmt.format(v[0])} ± {fmt.format(v[1])}"
-
-
-def markdown(result: dict[str, Any]) -> str:
-    s = result["summary"]
-    e = result["eval"]
-    lines = [f"Data: {result['dataset']}", f"Seeds: {e['seeds']}; {e['num_targets']} reported test targets; "
-             f"values are mean ± std over seeds; target-model test accuracy {_ms(s['test_accuracy'], '{:.3f}')}.", "",
-             "Table 1 analog (Avgdist x100 of the model retrained without the chosen group; larger is better "
-             "for all three, Dist3 picks the *least* influential group):", "",
-             "| method | Dist1 | Dist2 | Dist3 |", "|---|---|---|---|"]
-    for m, row in s["table1"].items():
-        lines.append(f"| {m} | " + " | ".join(_ms(row[d]) for d in DISTS) + " |")
-    nf = s["noise_floor"]
-    lines += ["", "Noise floor (Dist1 x100 between the target and a retrain on all data): same seed "
-              f"{_ms(nf['same_seed_dist1'])}" + (f", other data-order seeds {_ms(nf['other_seed_dist1'])}"
-                                                 if "other_seed_dist1" in nf else "") + "."]
-    if s["lds"]:
-        lines += ["", f"Group-level LDS ({e['lds_subsets']} random subsets keeping {e['lds_keep']:.0%} of the groups, "
-                  "exact retraining each; Spearman of predicted vs retrained test loss on the true label, "
-                  "averaged over targets):", "", "| method | LDS |", "|---|---|"]
-        lines += [f"| {m} | {_ms(v, '{:.3f}')} |" for m, v in s["lds"].items()]
-    if "logo_rank_agreement" in s:
-        lines += ["", "Spearman of each method's scores with exact leave-one-group-out effects (over groups, "
-                  "averaged over targets):", "", "| method | Dist1 | Dist2 |", "|---|---|---|"]
-        lines += [f"| {m} | {_ms(v['dist1'], '{:.3f}')} | {_ms(v['dist2'], '{:.3f}')} |"
-                  for m, v in s["logo_rank_agreement"].items()]
-    lines += ["", "Cost (seconds, same run):", "",
-              "| variant | distill (offline) | attribute (online) | one retrain | retraining replaced "
-              "(P retrains) | speedup online | speedup incl. offline |", "|---|---|---|---|---|---|---|"]
-    for m, c in s["cost"].items():
-        lines.append(f"| {m} | {_ms(c['distill_s'], '{:.1f}')} | {_ms(c['attribute_s'], '{:.1f}')} | "
-                     f"{_ms(c['retrain_one_s'], '{:.2f}')} | {_ms(c['retrain_equivalent_s'], '{:.0f}')} | "
-                     f"{_ms(c['speedup_online'], '{:.1f}')}x | {_ms(c['speedup_with_offline'], '{:.1f}')}x |")
-    lines += ["", f"Total evaluation time: {result['seconds']:.0f} s."]
-    return "\n".join(lines) + "\n"
