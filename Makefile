@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first so pip takes the CPU wheel, never a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-digits bench-fmnist clean
+.PHONY: install demo test lint bench bench-digits bench-fmnist bench-scaling clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ test: $(STAMP)
 EVAL   := -q --seeds 0,1,2 --num-targets 20 --lds-subsets 50 --tune 0.1,0.3,1 --plots
 FMNIST := --dataset fashion-mnist --set data.train_size=10000 --set data.test_size=2000 \
           --set model.width=16 --set train.epochs=5 --set train.lr=0.05
-bench: bench-digits bench-fmnist
+bench: bench-digits bench-fmnist bench-scaling
+
+bench-scaling: $(STAMP)
+	$(BIN)/ddm evaluate -q -w runs/bench-scaling --preset demo --scaling 400,800,all:2,5,10
+	mkdir -p benchmarks/results && cp runs/bench-scaling/scaling.md benchmarks/results/scaling-digits.md
 
 bench-digits: $(STAMP)
 	$(BIN)/ddm evaluate -w runs/bench-digits --preset demo $(EVAL) --logo

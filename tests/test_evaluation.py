@@ -128,3 +128,11 @@ def test_evaluate_command_on_the_tiny_preset(tmp_path, capsys):
     text = (ws / "evaluation.md").read_text()
     assert text.startswith("Data: digits") and "Table 4 analog" in text and "Unlearning fidelity" in text
     assert (ws / "plots" / "synsets_seed0.png").exists() and (ws / "plots" / "class_attribution_seed1.png").exists()
+
+
+def test_scaling_rows(tmp_path, capsys):
+    assert main(["evaluate", "-q", "-w", str(tmp_path), "--preset", "tiny", "--scaling", "100,all:1", "--json",
+                 "--num-targets", "3"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(r["train_size"], r["K"]) for r in rows] == [(100, 20), (300, 20), (300, 10)]
+    assert all(r["retrain_one_s"] > 0 and r["speedup_online"] > 0 for r in rows)

@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", default="", metavar="M1,M2,...",
                    help="fine-tune lr multipliers to choose from on validation targets, e.g. 0.1,0.3,1 (default: none)")
     p.add_argument("--plots", action="store_true", help="save synset grids and class heatmaps (needs ddm[plots])")
+    p.add_argument("--scaling", default=None, metavar="SIZES:C_LIST",
+                   help="instead of the protocol, measure cost vs training size and clusters per class, "
+                        "e.g. 400,800,all:2,5,10 (writes scaling.json/.md)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="what a workspace holds; config fields; presets")
@@ -342,6 +345,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise DDMError(f"--seeds {args.seeds!r}: give a comma list of integers") from None
+    if args.scaling:
+        from ddm.evaluation.scaling import measure_scaling, scaling_markdown
+
+        try:
+            sizes_text, cs_text = args.scaling.split(":")
+            sizes = [None if s.strip() == "all" else int(s) for s in sizes_text.split(",") if s.strip()]
+            cs = [int(c) for c in cs_text.split(",") if c.strip()]
+        except ValueError:
+            raise DDMError(f"--scaling {args.scaling!r}: give SIZES:C_LIST, e.g. 400,800,all:2,5,10") from None
+        res = measure_scaling(args.workspace, make_config(args), sizes, cs, args.num_targets)
+        print(json.dumps(res, indent=2, default=str) if args.json else scaling_markdown(res))
+        return 0
     try:
         tune = tuple(float(t) for t in args.tune.split(",") if t.strip())
     except ValueError:
