@@ -46,6 +46,7 @@ bench-fmnist: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf runs/demo

@@ -252,7 +252,7 @@ def _from_dict(cls: type, d: dict[str, Any], prefix: str) -> Any:
     kwargs: dict[str, Any] = {}
     for name, value in d.items():
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[name] = _from_dict(tp, value, f"{prefix}{name}.")
         else:
             kwargs[name] = value

@@ -8,7 +8,9 @@ Each stage is cached in the workspace under a key of its configuration and input
 from __future__ import annotations
 
 import logging
+import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,10 +36,21 @@ from ddm.workspace import Workspace, load_json, load_tensors, save_json, save_te
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Fitted:
+    """The offline artifacts every online stage needs, all present."""
+
+    model: nn.Module
+    trajectory: Trajectory
+    groups: Groups
+    synset: Synset
+
+
 class DistilledDatamodel:
     """Distilled Datamodel over a workspace folder. Constructing it reads and writes nothing."""
 
-    def __init__(self, workspace: str | Workspace, config: RunConfig | None = None, overwrite: bool = False) -> None:
+    def __init__(self, workspace: str | os.PathLike[str] | Workspace, config: RunConfig | None = None,
+                 overwrite: bool = False) -> None:
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace, overwrite)
         self.config = config or RunConfig()
         self.model: nn.Module | None = None
@@ -110,7 +123,7 @@ class DistilledDatamodel:
                            data_fingerprint=data_fp, num_classes=self.num_classes)
         _load_params(model, self.trajectory.final)
         self.model = model
-        self.timings["train"] = self.ws.stage_info("train").get("seconds", 0.0)  # type: ignore[union-attr]
+        self.timings["train"] = self.ws.require("train").get("seconds", 0.0)
 
     def _groups(self, stage: str, train: Split, make: Any) -> Groups:
         cfg = self.config.cluster.__dict__ if stage == "groups" else {"method": "class"}
@@ -161,18 +174,24 @@ class DistilledDatamodel:
         _load_params(model, self.trajectory.final)
         self.model = model
         for stage, attr, method in (("groups", "groups", None), ("groups-class", "class_groups", "class")):
-            info = self.ws.stage_info(stage)
-            if info and info.get("complete"):
-                self.keys[stage] = info["key"]
+            st = self.ws.stage_info(stage)
+            if st and st.get("complete"):
+                self.keys[stage] = st["key"]
                 setattr(self, attr, Groups.from_tensors(load_tensors(self.ws.path(stage, "groups.safetensors")),
-                                                        method or info["config"]["method"]))
+                                                        method or st["config"]["method"]))
         for stage, attr in (("synset", "synset"), ("synset-class", "class_synset")):
-            info = self.ws.stage_info(stage)
-            if info and info.get("complete"):
-                self.keys[stage] = info["key"]
+            st = self.ws.stage_info(stage)
+            if st and st.get("complete"):
+                self.keys[stage] = st["key"]
                 setattr(self, attr, Synset.from_tensors(load_tensors(self.ws.path(stage, "synset.safetensors")),
                                                         int(self.num_classes or 0)))
         return self
+
+    def fitted(self) -> Fitted:
+        """The model, trajectory, groups and synset, or an error saying to fit or load first."""
+        if self.model is None or self.trajectory is None or self.groups is None or self.synset is None:
+            raise MissingArtifactError("no synset yet: call fit() (or load() on a finished workspace) first")
+        return Fitted(self.model, self.trajectory, self.groups, self.synset)
 
     # ---- online -------------------------------------------------------------------------------
     @property
@@ -280,7 +299,8 @@ class DistilledDatamodel:
             deleted = torch.zeros(len(keep_sub), K, dtype=torch.bool)
             deleted[:, sub] = ~keep_sub
             tsub = targets[rows] if obj.per_target else targets
-            logits = self._emulate(self.synset, self.keys["synset"], deleted, tsub, f"classes {list(classes)}")
+            logits = self._emulate(self.fitted().synset, self.keys["synset"], deleted, tsub,
+                                   f"classes {list(classes)}")
             outputs = obj.outputs(logits, tsub.y)
             part = fit_attribution(keep_sub, outputs, obj, self.groups, [], logits.shape[-1], e.weighting, e.ridge)
             for j, i in enumerate(rows):

@@ -322,7 +322,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     removed = data.train[rows]
     before_removed = accuracy(dm.model, removed)
     model = dm.unlearn(idx, name=args.name, synset=synset)
-    out = {"groups": idx, "synset": synset, "removed_samples": len(rows),
+    out: dict[str, Any] = {"groups": idx, "synset": synset, "removed_samples": len(rows),
            "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
            "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
            "saved": str(dm.ws.path("unlearned", args.name or f"{synset}-" + "-".join(map(str, idx))[:80]))}
@@ -412,10 +412,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(stages, indent=2, default=str))
         return 0
     print(f"workspace {ws.root}:")
-    for s in stages:
-        extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items()
+    for st in stages:
+        extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in st.items()
                           if k not in ("stage", "key", "config", "complete"))
-        print(f"  {s['stage']:<34} {'done' if s.get('complete') else 'partial':<8} {extra}")
+        print(f"  {st['stage']:<34} {'done' if st.get('complete') else 'partial':<8} {extra}")
     return 0
 
 

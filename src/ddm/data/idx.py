@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ import torch
 from ddm.data.dataset import Dataset, Split, normalise
 from ddm.exceptions import DataError
 
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -65,7 +66,8 @@ def has_idx_files(folder: str | Path | None) -> bool:
 
 
 def load_idx_dataset(name: str, data_dir: str | Path | None) -> Dataset:
-    folder = Path(data_dir) if data_dir else (Path(DEFAULT_DIRS[name]) if DEFAULT_DIRS.get(name) else None)
+    default = DEFAULT_DIRS.get(name)
+    folder = Path(data_dir) if data_dir else (Path(default) if default else None)
     if folder is None or not has_idx_files(folder):
         hint = (
             "install Debian's package (apt-get install dataset-fashion-mnist) or pass --data-dir"

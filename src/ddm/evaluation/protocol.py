@@ -82,7 +82,8 @@ class _Truth:
     def __init__(self, root: Path, dm: DistilledDatamodel, data: Any) -> None:
         self.n_test = len(data.test)
         key = fingerprint(dm.keys["train"], dm.keys["groups"], data.test.fingerprint())
-        self.cache = RetrainCache(root / "retrain" / key, dm.model, dm.trajectory[0], data.train, dm.groups,
+        f = dm.fitted()
+        self.cache = RetrainCache(root / "retrain" / key, f.model, f.trajectory[0], data.train, f.groups,
                                   dm.config.train, torch.cat([data.test.x, data.train.x]))
 
     def test(self, removed: list[int], seed: int | None = None) -> torch.Tensor:
@@ -104,7 +105,7 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def _tune(dm: DistilledDatamodel, truth: _Truth, data: Any, val: torch.Tensor, ecfg: EvalConfig, seed: int) -> dict:
     """Choose the fine-tune learning rate by LDS on validation targets and validation subsets."""
-    K = dm.groups.num_groups
+    K = dm.fitted().groups.num_groups
     keep = sample_perturbations(K, ecfg.tune_subsets, ecfg.lds_keep, seed=20_000 + seed)
     actual = _loss(truth.many_test([torch.nonzero(~k).flatten().tolist() for k in keep], "validation retrains")[:, val],
                    data.test.y[val])
@@ -132,6 +133,7 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
         dm.fit(models.build(c.model, data), data.train)
         dms[name] = dm
     full = dms["DDM-full"]
+    F = full.fitted()
     truths: dict[str, _Truth] = {}
     for dm in dms.values():
         if dm.keys["groups"] not in truths:
@@ -145,23 +147,23 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
     for name, dm in dms.items():
         t0 = time.perf_counter()
         attrs[name] = {d: dm.attribute(targets, d) for d in DISTS}
-        out["cost"][name] = {"train_s": dm.ws.stage_info("train")["seconds"],
-                             "distill_s": dm.ws.stage_info("synset")["seconds"],
+        out["cost"][name] = {"train_s": dm.ws.require("train")["seconds"],
+                             "distill_s": dm.ws.require("synset")["seconds"],
                              "attribute_s": time.perf_counter() - t0,
-                             "perturbations": attrs[name]["dist1"].meta["perturbations"]}
-    full_test = full.model(data.test.x).detach()
+                             "perturbations": (attrs[name]["dist1"].meta or {})["perturbations"]}
+    full_test = F.model(data.test.x).detach()
     full_logits = full_test[rows]
 
     # ---- Table 1 ----------------------------------------------------------------------------
     picks: dict[str, tuple[_Truth, dict[str, torch.Tensor]]] = {
-        "Random": (truth, dict.fromkeys(DISTS, random_choice(len(rows), full.groups, seed))),
-        "Predict-based": (truth, dict.fromkeys(DISTS, predict_based(full.model, data.train, full.groups, targets))),
-        "Clustering-based": (truth, dict.fromkeys(DISTS, clustering_based(data.train, full.groups, targets))),
+        "Random": (truth, dict.fromkeys(DISTS, random_choice(len(rows), F.groups, seed))),
+        "Predict-based": (truth, dict.fromkeys(DISTS, predict_based(F.model, data.train, F.groups, targets))),
+        "Clustering-based": (truth, dict.fromkeys(DISTS, clustering_based(data.train, F.groups, targets))),
     }
     for name, dm in dms.items():
         picks[name] = (truths[dm.keys["groups"]], {d: attrs[name][d].ranking_all()[:, 0] for d in DISTS})
     if ecfg.logo:
-        logo = truth.many_test([[k] for k in range(full.groups.num_groups)], "leave-one-group-out")[:, rows]
+        logo = truth.many_test([[k] for k in range(F.groups.num_groups)], "leave-one-group-out")[:, rows]
         exact = {d: torch.stack([dist_metrics(lg, full_logits, targets.y)[d] for lg in logo], 1) for d in DISTS}
         picks["Exact leave-one-group-out (oracle)"] = (truth, {d: exact[d].argmax(1) for d in DISTS})
         out["logo_rank_agreement"] = {n: {d: rank_agreement(attrs[n][d].scores, exact[d]) for d in ("dist1", "dist2")}
@@ -175,7 +177,7 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
 
     # ---- group-level LDS ----------------------------------------------------------------------
     if ecfg.lds_subsets:
-        K = full.groups.num_groups
+        K = F.groups.num_groups
         keep = sample_perturbations(K, ecfg.lds_subsets, ecfg.lds_keep, seed=10_000 + seed)
         actual = _loss(truth.many_test([torch.nonzero(~k).flatten().tolist() for k in keep], "LDS retrains")[:, rows],
                        targets.y)
@@ -185,8 +187,8 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
     # ---- unlearning fidelity and Table 4 --------------------------------------------------------
     out["unlearning"] = _unlearning(full, dms["DDM-match"], truth, data, full_test, ecfg, seed)
     out["table4"] = _table4(full, dms["DDM-match"], data)
-    out["privacy"] = {name: float(nearest_similarity(dms[name].synset.images.flatten(0, 1), data.train.x).mean())
-                      for name in ("DDM-full", "DDM-match")}
+    out["privacy"] = {name: float(nearest_similarity(dms[name].fitted().synset.images.flatten(0, 1),
+                                                     data.train.x).mean()) for name in ("DDM-full", "DDM-match")}
 
     # ---- noise floor and cost -------------------------------------------------------------------
     noise = {"same_seed_dist1": 100 * float(dist_metrics(truth.test([])[rows], full_logits, targets.y)["dist1"].mean())}
@@ -206,7 +208,7 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
         from ddm.reporting.plots import class_heatmap, synset_grid
 
         folder = root / "plots"
-        synset_grid(full.synset, dms["DDM-match"].synset, full.groups, data, folder / f"synsets_seed{seed}.png")
+        synset_grid(F.synset, dms["DDM-match"].fitted().synset, F.groups, data, folder / f"synsets_seed{seed}.png")
         if full.class_synset is not None:
             cls = full.attribute_classes(data.test, "dist1")
             class_heatmap(cls, data.test.y, data.num_classes, folder / f"class_attribution_seed{seed}.png")
@@ -216,22 +218,23 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
 def _unlearning(full: DistilledDatamodel, match: DistilledDatamodel, truth: _Truth, data: Any,
                 full_test: torch.Tensor, ecfg: EvalConfig, seed: int) -> dict:
     g = torch.Generator().manual_seed(30_000 + seed)
-    K = full.groups.num_groups
+    F, M = full.fitted(), match.fitted()
+    K = F.groups.num_groups
     res: dict[str, Any] = {}
     for size in ecfg.unlearn_sizes:
         removed = torch.randperm(K, generator=g)[: min(size, K - 1)].sort().values.tolist()
-        rows = torch.nonzero(torch.isin(full.groups.assignment, torch.as_tensor(removed))).flatten()
+        rows = torch.nonzero(torch.isin(F.groups.assignment, torch.as_tensor(removed))).flatten()
         forget, remain = data.train[rows], data.train[torch.nonzero(~torch.isin(
-            full.groups.assignment, torch.as_tensor(removed))).flatten()]
+            F.groups.assignment, torch.as_tensor(removed))).flatten()]
         ref_test, ref_forget = truth.test(removed), truth.train(removed)[rows]
         nets = {
-            "no unlearning (target)": full.model,
-            "DDM": unlearn_groups(full.model, full.trajectory.final, full.synset, torch.as_tensor(removed),
+            "no unlearning (target)": F.model,
+            "DDM": unlearn_groups(F.model, F.trajectory.final, F.synset, torch.as_tensor(removed),
                                   full.finetune_lr, full.finetune_steps, full.config.emulate.group_reduction),
-            "DDM-match": unlearn_groups(match.model, match.trajectory.final, match.synset, torch.as_tensor(removed),
+            "DDM-match": unlearn_groups(M.model, M.trajectory.final, M.synset, torch.as_tensor(removed),
                                         match.finetune_lr, match.finetune_steps, match.config.emulate.group_reduction),
-            "fine-tune on remaining (1 epoch)": sgd_epoch(full.model, full.trajectory.final, remain, full.config.train),
-            "gradient ascent on removed (1 epoch)": sgd_epoch(full.model, full.trajectory.final, forget,
+            "fine-tune on remaining (1 epoch)": sgd_epoch(F.model, F.trajectory.final, remain, full.config.train),
+            "gradient ascent on removed (1 epoch)": sgd_epoch(F.model, F.trajectory.final, forget,
                                                               full.config.train, ascent=True),
         }
         row: dict[str, Any] = {"exact retrain": {
@@ -250,10 +253,11 @@ def _table4(full: DistilledDatamodel, match: DistilledDatamodel, data: Any) -> d
     from ddm.train.loop import accuracy
     from ddm.unlearning import table4
 
-    t = table4(full.model, full.trajectory[0], full.trajectory.final, full.synset, data.test, full.finetune_lr,
+    F, M = full.fitted(), match.fitted()
+    t = table4(F.model, F.trajectory[0], F.trajectory.final, F.synset, data.test, full.finetune_lr,
                full.finetune_steps, full.config.emulate.group_reduction)
-    everything = torch.arange(match.synset.num_groups)
-    trained_on_match = unlearn_groups(match.model, match.trajectory[0], match.synset, everything,
+    everything = torch.arange(M.synset.num_groups)
+    trained_on_match = unlearn_groups(M.model, M.trajectory[0], M.synset, everything,
                                       match.finetune_lr, match.finetune_steps, match.config.emulate.group_reduction)
     return {"Normal": {"acc_theta0": t["acc_theta0"], "acc_theta_tau": t["acc_theta_tau"]},
             "DDM-match": {"acc_theta0": t["acc_theta0"], "acc_theta_tau": accuracy(trained_on_match, data.test)},

@@ -38,17 +38,18 @@ def measure_scaling(root: str | Path, base: RunConfig, sizes: list[int | None], 
         t0 = time.perf_counter()
         attr = dm.attribute(targets, "dist1")
         online = time.perf_counter() - t0
-        cache = RetrainCache(root / name / "retrain", dm.model, dm.trajectory[0], train, dm.groups, cfg.train,
+        f = dm.fitted()
+        cache = RetrainCache(root / name / "retrain", f.model, f.trajectory[0], train, f.groups, cfg.train,
                              targets.x)
         cache.get([0])
         one = cache.seconds([0])
-        p = attr.meta["perturbations"]
-        rows.append({"train_size": len(train), "K": dm.groups.num_groups, "perturbations": p,
-                     "train_s": dm.ws.stage_info("train")["seconds"],
-                     "distill_s": dm.ws.stage_info("synset")["seconds"],
+        p = (attr.meta or {})["perturbations"]
+        distill_s = dm.ws.require("synset")["seconds"]
+        rows.append({"train_size": len(train), "K": f.groups.num_groups, "perturbations": p,
+                     "train_s": dm.ws.require("train")["seconds"], "distill_s": distill_s,
                      "attribute_s": online, "retrain_one_s": one, "retrain_equivalent_s": p * one,
                      "speedup_online": p * one / online,
-                     "speedup_with_offline": p * one / (online + dm.ws.stage_info("synset")["seconds"])})
+                     "speedup_with_offline": p * one / (online + distill_s)})
     result = {"dataset": data.summary(), "config": base.to_dict(), "rows": rows}
     save_json(root / "scaling.json", result)
     atomic_write_text(root / "scaling.md", scaling_markdown(result))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from ddm.objectives.base import Objective
 from ddm.objectives.classification import Functionality, macro_prf
@@ -15,7 +16,7 @@ OBJECTIVES.add("dist1", Dist1)
 OBJECTIVES.add("dist2", Dist2)
 OBJECTIVES.add("dist3", Dist3)
 for _m in ("accuracy", "precision", "recall", "f1"):
-    OBJECTIVES.add(_m, lambda m=_m: Functionality(m))
+    OBJECTIVES.add(_m, partial(Functionality, _m))
 
 
 def get(objective: str | Objective | Callable) -> Objective:  # type: ignore[type-arg]

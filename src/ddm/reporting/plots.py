@@ -25,8 +25,8 @@ def _plt() -> Any:
 
 def _show(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
     img = x * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
-    img = img.clamp(0, 1).permute(1, 2, 0).numpy()
-    return img[..., 0] if img.shape[-1] == 1 else img
+    arr = img.clamp(0, 1).permute(1, 2, 0).numpy()
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
 
 
 def synset_grid(reverse: Synset, match: Synset, groups: Groups, data: Any, path: str | Path,
