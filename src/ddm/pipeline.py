@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -314,6 +315,10 @@ class DistilledDatamodel:
                                   "class_level": {"weights": cls_attr.weights.tolist(), "top_classes": chosen}})
 
     # ---- unlearning -----------------------------------------------------------------------------
+    def unlearn_folder(self, groups: list[int], name: str | None = None, synset: str = "groups") -> Path:
+        """Where :meth:`unlearn` saves the checkpoint for these groups (``unlearned/<name>``)."""
+        return self.ws.path("unlearned", name or f"{synset}-" + "-".join(map(str, groups))[:80])
+
     def unlearn(self, groups: list[int] | torch.Tensor, name: str | None = None, synset: str = "groups") -> nn.Module:
         """Fine-tune theta_tau on the synsets of ``groups`` and save the checkpoint
         (``synset='classes'`` to remove whole classes with the class-level synset)."""
@@ -327,8 +332,7 @@ class DistilledDatamodel:
             raise ConfigError(f"group indices must be in [0, {syn.num_groups - 1}], got {idx.tolist()}")
         model = unlearn_groups(self.model, self.trajectory.final, syn, idx, self.finetune_lr,  # type: ignore[union-attr]
                                self.finetune_steps, self.config.emulate.group_reduction)
-        name = name or f"{synset}-" + "-".join(map(str, idx.tolist()))[:80]
-        folder = self.ws.path("unlearned", name)
+        folder = self.unlearn_folder(idx.tolist(), name, synset)
         save_tensors(folder / "model.safetensors", {k: v for k, v in model.state_dict().items()})
         save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "lr": self.finetune_lr,
                                             "steps": self.finetune_steps})

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from ddm.data.dataset import Split
 from ddm.distill.synset import Synset
 from ddm.emulate.finetune import finetune_reference
+from ddm.models import with_params
 from ddm.train.loop import accuracy
 
 
@@ -18,28 +17,16 @@ def unlearn_groups(model: nn.Module, params: dict[str, torch.Tensor], synset: Sy
     """A copy of ``model`` at ``params`` fine-tuned on the synsets of ``groups`` (indices)."""
     deleted = torch.zeros(synset.num_groups, dtype=torch.bool)
     deleted[groups] = True
-    tuned = finetune_reference(model, params, synset, deleted, lr, steps, reduction)
-    out = copy.deepcopy(model)
-    with torch.no_grad():
-        for k, p in out.named_parameters():
-            p.copy_(tuned[k])
-    return out
+    return with_params(model, finetune_reference(model, params, synset, deleted, lr, steps, reduction))
 
 
 def table4(model: nn.Module, trajectory_first: dict[str, torch.Tensor], trajectory_final: dict[str, torch.Tensor],
            synset: Synset, test: Split, lr: float, steps: int, reduction: str = "sum") -> dict[str, float]:
     """The paper's Table 4 check: accuracy of theta_0, of theta_tau, and of theta_tau fine-tuned on the
     whole synset (which should fall towards theta_0's accuracy if the synset unlearns the data)."""
-    net = copy.deepcopy(model)
-    with torch.no_grad():
-        for k, p in net.named_parameters():
-            p.copy_(trajectory_first[k])
-    acc0 = accuracy(net, test)
-    with torch.no_grad():
-        for k, p in net.named_parameters():
-            p.copy_(trajectory_final[k])
-    acc_tau = accuracy(net, test)
+    acc0 = accuracy(with_params(model, trajectory_first), test)
+    acc_tau = accuracy(with_params(model, trajectory_final), test)
     everything = torch.arange(synset.num_groups)
-    acc_unlearn = accuracy(unlearn_groups(net, trajectory_final, synset, everything, lr, steps, reduction), test)
+    acc_unlearn = accuracy(unlearn_groups(model, trajectory_final, synset, everything, lr, steps, reduction), test)
     return {"acc_theta0": acc0, "acc_theta_tau": acc_tau, "acc_after_whole_synset": acc_unlearn,
             "chance": 0.0 if synset.num_classes == 0 else 1.0 / synset.num_classes}

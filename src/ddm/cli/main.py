@@ -325,7 +325,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"groups": idx, "synset": synset, "removed_samples": len(rows),
            "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
            "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
-           "saved": str(dm.ws.path("unlearned", args.name or f"{synset}-" + "-".join(map(str, idx))[:80]))}
+           "saved": str(dm.unlearn_folder(idx, args.name, synset))}
     if args.json:
         print(json.dumps(out, indent=2))
     else:

@@ -9,12 +9,11 @@ loop; :mod:`ddm.emulate.batched` runs many perturbations at once and must agree 
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from ddm.distill.synset import Synset, soft_cross_entropy
+from ddm.models import with_params
 
 Params = dict[str, torch.Tensor]
 
@@ -33,10 +32,7 @@ def finetune_reference(
     reduction: str = "sum",
 ) -> Params:
     """Fine-tune a copy of ``model`` (starting at ``params``) for one deletion mask ``[K]``."""
-    net = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, p in net.named_parameters():
-            p.copy_(params[name])
+    net = with_params(model, params)
     x, t, _ = synset.flat()
     w = image_weights(deleted, synset.ipc, reduction)
     opt = torch.optim.SGD(net.parameters(), lr=lr)

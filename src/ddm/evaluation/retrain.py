@@ -10,7 +10,6 @@ may fill it (``many(..., shard=i, num_shards=n)``).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import time
@@ -23,6 +22,7 @@ from torch import nn
 from ddm.cluster.groups import Groups
 from ddm.config import TrainConfig
 from ddm.data.dataset import Split
+from ddm.models import with_params
 from ddm.progress import bar
 from ddm.train.loop import train_model
 from ddm.workspace import load_tensors, save_tensors
@@ -64,10 +64,7 @@ class RetrainCache:
         keep = ~torch.isin(self.groups.assignment, torch.as_tensor(removed, dtype=torch.long))
         if not keep.any():
             raise ValueError("cannot retrain without every group")
-        net = copy.deepcopy(self.model)
-        with torch.no_grad():
-            for k, p in net.named_parameters():
-                p.copy_(self.theta0[k])
+        net = with_params(self.model, self.theta0)
         cfg = self.cfg if seed is None else TrainConfig(**{**self.cfg.__dict__, "seed": seed})
         t0 = time.perf_counter()
         from ddm import progress

@@ -10,14 +10,13 @@ divergence of the softmax outputs to the retrained model's, and top-1 agreement 
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ddm.config import TrainConfig
 from ddm.data.dataset import Split
+from ddm.models import with_params
 from ddm.train.loop import epoch_order
 
 
@@ -42,10 +41,7 @@ def compare(logits: torch.Tensor, reference: torch.Tensor, labels: torch.Tensor)
 def sgd_epoch(model: nn.Module, params: dict[str, torch.Tensor], data: Split, cfg: TrainConfig,
               ascent: bool = False) -> nn.Module:
     """One epoch of plain SGD (or ascent) from ``params`` with the target's learning rate and batch size."""
-    net = copy.deepcopy(model)
-    with torch.no_grad():
-        for k, p in net.named_parameters():
-            p.copy_(params[k])
+    net = with_params(model, params)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr)
     order = epoch_order(len(data), cfg.seed, 10_000)
     sign = -1.0 if ascent else 1.0

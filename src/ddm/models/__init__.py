@@ -75,9 +75,20 @@ def spec_of(model: nn.Module) -> dict[str, Any]:
     return spec
 
 
+def with_params(model: nn.Module, params: dict[str, torch.Tensor]) -> nn.Module:
+    """A deep copy of ``model`` carrying ``params`` (name -> tensor) as its trainable parameters."""
+    import copy
+
+    net = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.copy_(params[name])
+    return net
+
+
 def params_of(model: nn.Module) -> dict[str, torch.Tensor]:
     """Detached copies of the trainable parameters, by name."""
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
-__all__ = ["MODELS", "ConvNet", "MLP", "build", "from_spec", "params_of", "spec_of"]
+__all__ = ["MODELS", "ConvNet", "MLP", "build", "from_spec", "params_of", "spec_of", "with_params"]
