@@ -65,3 +65,13 @@ def test_emulation_rows_are_written_and_reused(trained, digits, groups, tmp_path
     save_file({"logits": torch.zeros(3, 4, 10)}, str(tmp_path / "chunk_00000.safetensors"))
     again = emulate_logits(model, traj.final, syn, deleted, x, 0.05, 2, chunk_size=3, rows_dir=tmp_path)
     assert torch.equal(again[:3], torch.zeros(3, 4, 10)) and torch.equal(again[3:], first[3:])
+
+
+def test_loop_backend_matches_vmap(trained, digits, groups):
+    model, traj = trained
+    syn = synset_for(digits, groups)
+    deleted = ~sample_perturbations(groups.num_groups, 5, 0.5, seed=3)
+    x = digits.test.x[:4]
+    a = emulate_logits(model, traj.final, syn, deleted, x, 0.05, 3, chunk_size=2, backend="vmap")
+    b = emulate_logits(model, traj.final, syn, deleted, x, 0.05, 3, chunk_size=2, backend="loop")
+    assert torch.allclose(a, b, atol=1e-5)

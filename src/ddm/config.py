@@ -139,6 +139,7 @@ class EmulateConfig:
     weighting: str = _f("inverse_deletions", "beta(p) of Eq. 8: inverse_deletions (1/#deleted) or uniform")
     ridge: float = _f(0.0, "ridge penalty on W (0: plain weighted least squares)")
     chunk_size: int = _f(64, "perturbations fine-tuned at once under vmap (bounds memory)")
+    backend: str = _f("vmap", "vmap (batched; the fast path on GPUs) or loop (one model at a time; faster on CPUs)")
     top_classes: int = _f(2, "hierarchical datamodel: classes refined at group level per target")
     seed: int = _f(0, "seed of the perturbations")
 
@@ -150,6 +151,7 @@ class EmulateConfig:
         _check(self.finetune_steps is None or self.finetune_steps >= 0, "emulate.finetune_steps must be >= 0")
         _choice(self.group_reduction, "emulate.group_reduction", ("sum", "mean"))
         _choice(self.weighting, "emulate.weighting", ("inverse_deletions", "uniform"))
+        _choice(self.backend, "emulate.backend", ("vmap", "loop"))
         _check(self.ridge >= 0, "emulate.ridge must be >= 0")
         _check(self.chunk_size > 0, "emulate.chunk_size must be positive")
         _check(self.top_classes > 0, "emulate.top_classes must be positive")

@@ -222,7 +222,7 @@ class DistilledDatamodel:
         t0 = time.perf_counter()
         logits = emulate_logits(self.model, self.trajectory.final, synset, deleted, targets.x, self.finetune_lr,
                                 self.finetune_steps, e.group_reduction, e.chunk_size, folder / "rows",
-                                desc=f"emulate {tag}")
+                                desc=f"emulate {tag}", backend=e.backend)
         save_tensors(path, {"logits": logits, "deleted": deleted})
         self.ws.finish(stage, key, cfg, seconds=time.perf_counter() - t0, perturbations=len(deleted))
         return logits
