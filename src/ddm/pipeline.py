@@ -264,11 +264,15 @@ class DistilledDatamodel:
                                     self.keys["synset-class"], self.class_groups, "classes")
 
     def _attribute_flat(self, targets: Split, obj: Objective, synset: Synset, synset_key: str, groups: Any,
-                        tag: str) -> AttributionMatrix:
+                        tag: str, subset: torch.Tensor | None = None) -> AttributionMatrix:
+        """Perturb every group, or only ``subset`` (the rest always kept); W has one column per perturbed group."""
         e = self.config.emulate
         K = synset.num_groups
-        keep = sample_perturbations(K, self._num_perturbations(K), e.keep_prob, e.seed)
-        logits = self._emulate(synset, synset_key, ~keep, targets, tag)
+        perturbed = torch.arange(K) if subset is None else subset
+        keep = sample_perturbations(len(perturbed), self._num_perturbations(len(perturbed)), e.keep_prob, e.seed)
+        deleted = torch.zeros(len(keep), K, dtype=torch.bool)
+        deleted[:, perturbed] = ~keep
+        logits = self._emulate(synset, synset_key, deleted, targets, tag)
         outputs = obj.outputs(logits, targets.y)
         ids = targets.index.tolist() if obj.per_target else [-1]
         return fit_attribution(keep, outputs, obj, groups, ids, logits.shape[-1], e.weighting, e.ridge,
@@ -295,15 +299,10 @@ class DistilledDatamodel:
         for classes in sorted(set(chosen)):
             rows = [i for i, c in enumerate(chosen) if c == classes]
             sub = self.groups.of_classes(list(classes))
-            keep_sub = sample_perturbations(len(sub), self._num_perturbations(len(sub)), e.keep_prob, e.seed)
-            n_perturbations += len(keep_sub)
-            deleted = torch.zeros(len(keep_sub), K, dtype=torch.bool)
-            deleted[:, sub] = ~keep_sub
             tsub = targets[rows] if obj.per_target else targets
-            logits = self._emulate(self.fitted().synset, self.keys["synset"], deleted, tsub,
-                                   f"classes {list(classes)}")
-            outputs = obj.outputs(logits, tsub.y)
-            part = fit_attribution(keep_sub, outputs, obj, self.groups, [], logits.shape[-1], e.weighting, e.ridge)
+            part = self._attribute_flat(tsub, obj, self.fitted().synset, self.keys["synset"], self.groups,
+                                        f"classes {list(classes)}", subset=sub)
+            n_perturbations += int((part.meta or {})["perturbations"])
             for j, i in enumerate(rows):
                 weights[i, sub] = part.weights[j]
                 bias[i] = part.bias[j]
