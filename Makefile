@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,peers]"
 	touch $(STAMP)
 
 install: $(STAMP)

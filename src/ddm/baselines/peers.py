@@ -1,0 +1,311 @@
+"""Peer attribution methods behind one interface, computed by the maintained library dattri.
+
+``sample_scores(method, model, trajectory, train, targets)`` returns ``[N_train, T]`` scores and
+``group_scores`` sums them per group into ``[T, K]``. One sign convention for every method:
+
+    score > 0  <=>  the training sample *helps* the target: removing it is predicted to
+                    raise the target's loss (a "proponent").
+
+So a group's predicted loss change when it is removed is ``+score`` (first order), and the
+predicted loss of a model trained on the groups kept by ``keep`` is ``const - keep @ score``.
+
+======== ====================================================================================
+method   what dattri computes (model at theta_tau unless said otherwise)
+======== ====================================================================================
+if-explicit  Koh & Liang influence with the exact inverse Hessian, restricted to the last layer
+             (``last_layer``): the full Hessian of a ConvNet does not fit in memory.
+if-cg        influence with conjugate-gradient inverse-Hessian-vector products, all parameters.
+if-lissa     influence with LiSSA's stochastic recursion, all parameters.
+fastif       FastIF: influence (CG) scored only for the ``fastif_k`` training samples nearest to
+             the target in the model's penultimate features; all others score 0.
+arnoldi      "Scaling up influence functions": Arnoldi eigen-projection of the Hessian.
+tracin       TracIn-CP over the recorded trajectory: sum_t lr * g_train(theta_t) . g_target(theta_t).
+trak         TRAK with random projections, the last ``trak_checkpoints`` checkpoints as ensemble.
+======== ====================================================================================
+
+Library problems worked around here (each with a test in tests/test_peers.py):
+* LiSSA casts the labels of its Hessian batches to float: the loss casts them back to long.
+* Arnoldi keeps negative Hessian eigenvalues at small damping and divides by their square root
+  (NaN scores): the adapter drops non-positive eigenpairs after the projector is built.
+* TRAK's ``self_attribute`` returns ``[N, 1]`` rather than ``[N]``: flattened.
+* Inner-product attributors redo the inverse-Hessian transform of the targets for every training
+  batch: the adapter memoises it per checkpoint (same numbers, one transform per target chunk).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ddm.cluster.groups import Groups
+from ddm.data.dataset import Split
+from ddm.exceptions import ConfigError, require
+from ddm.train.trajectory import Trajectory
+
+PEERS = ("if-explicit", "if-cg", "if-lissa", "fastif", "arnoldi", "tracin", "trak")
+SELF_INFLUENCE = ("if-explicit", "arnoldi", "tracin", "trak")
+
+
+@dataclass
+class PeerConfig:
+    """Settings of the peer methods (defaults sized for the 2-core CPU benchmarks)."""
+
+    damping: float = 1e-2  # added to the Hessian (IF, Arnoldi) or the TRAK kernel
+    hessian_batch: int = 128  # training samples per Hessian-vector-product batch
+    train_batch: int = 512  # training samples per gradient batch
+    target_chunk: int = 5  # targets transformed together (memory of vmapped HVPs)
+    cg_iters: int = 10
+    lissa_depth: int = 100
+    lissa_batch: int = 32
+    lissa_scale: float = 50.0
+    arnoldi_dim: int = 50
+    arnoldi_iters: int = 60
+    arnoldi_samples: int = 256  # training samples the Arnoldi Hessian sees
+    fastif_k: int = 100
+    trak_dim: int = 512
+    trak_checkpoints: int = 3
+    last_layer: int = 2  # parameter tensors (from the end) if-explicit uses: weight and bias
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("hessian_batch", "train_batch", "target_chunk", "cg_iters", "lissa_depth", "lissa_batch",
+                     "arnoldi_dim", "arnoldi_iters", "arnoldi_samples", "fastif_k", "trak_dim",
+                     "trak_checkpoints", "last_layer"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"peer setting {name} must be positive, got {getattr(self, name)}")
+        if self.damping < 0:
+            raise ConfigError("peer setting damping must be >= 0")
+
+
+def _dattri() -> Any:
+    require("dattri", "peers")
+    import dattri.algorithm.base as base
+    import dattri.algorithm.influence_function as inf
+    import dattri.algorithm.tracin as tracin
+    import dattri.algorithm.trak as trak
+    import dattri.task as task
+
+    for mod in (base, inf, tracin, trak):  # dattri draws nested bars per batch: keep the console readable
+        if hasattr(mod, "tqdm"):
+            mod.tqdm = _quiet_tqdm
+    return inf, tracin, trak, task
+
+
+def _quiet_tqdm(iterable: Any = None, *args: Any, **kwargs: Any) -> Any:
+    return iterable
+
+
+class _Task:
+    """The model as dattri wants it: a loss of (flat params, data), batched or per sample."""
+
+    def __init__(self, model: nn.Module, sample_ndim: int) -> None:
+        self.model = model
+        self.sample_ndim = sample_ndim
+
+    def loss(self, params: dict[str, torch.Tensor], data: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, y = data
+        single = x.dim() == self.sample_ndim
+        if single:
+            x, y = x.unsqueeze(0), y.unsqueeze(0)
+        # LiSSA hands its Hessian batches over with float labels: cast back.
+        out = torch.func.functional_call(self.model, params, (x,))
+        return nn.functional.cross_entropy(out, y.long())
+
+    def correct_probability(self, params: dict[str, torch.Tensor], data: Any) -> torch.Tensor:
+        return torch.exp(-self.loss(params, data))
+
+
+def _loader(split: Split, batch: int) -> DataLoader:
+    return DataLoader(TensorDataset(split.x, split.y), batch_size=batch, shuffle=False)
+
+
+def _memoise_transform(attributor: Any) -> None:
+    """dattri transforms the same target representations once per training batch: compute them once."""
+    inner = attributor.transform_test_rep
+    memo: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+    def transform(ckpt_idx: int, test_rep: torch.Tensor) -> torch.Tensor:
+        for idx, rep, out in memo:
+            if idx == ckpt_idx and rep.shape == test_rep.shape and torch.equal(rep, test_rep):
+                return out
+        out = inner(ckpt_idx, test_rep)
+        memo.append((ckpt_idx, test_rep.detach().clone(), out))
+        return out
+
+    attributor.transform_test_rep = transform
+
+
+def _fix_arnoldi(attributor: Any) -> None:
+    """Drop the Arnoldi projector's non-positive eigenpairs (dattri divides by their square root)."""
+    for fn in attributor.arnoldi_projectors:
+        for cell in fn.__closure__ or ():
+            p = cell.cell_contents
+            if hasattr(p, "get_eigenspace") and hasattr(p, "eigvals"):
+                if p.eigvals is None:
+                    p.get_eigenspace()
+                keep = p.eigvals > 0
+                p.eigvals, p.eigvecs = p.eigvals[keep], p.eigvecs[keep]
+
+
+def _params(model: nn.Module, params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    src = params if params is not None else dict(model.named_parameters())
+    return {n: t.detach().clone() for n, t in src.items()}
+
+
+def _inner_product(method: str, model: nn.Module, train: Split, cfg: PeerConfig) -> Any:
+    inf, _, _, task_mod = _dattri()
+    t = _Task(model, train.x.dim() - 1)
+    task = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=_params(model))
+    names = [n for n, _ in model.named_parameters()]
+    if method == "if-explicit":
+        a = inf.IFAttributorExplicit(task, layer_name=names[-cfg.last_layer:], regularization=cfg.damping)
+    elif method in ("if-cg", "fastif"):
+        a = inf.IFAttributorCG(task, max_iter=cfg.cg_iters, regularization=cfg.damping)
+    elif method == "if-lissa":
+        a = inf.IFAttributorLiSSA(task, recursion_depth=cfg.lissa_depth, batch_size=cfg.lissa_batch,
+                                  damping=cfg.damping, scaling=cfg.lissa_scale)
+    elif method == "arnoldi":
+        n = len(train)
+        a = inf.IFAttributorArnoldi(task, proj_dim=cfg.arnoldi_dim, max_iter=cfg.arnoldi_iters,
+                                    regularization=cfg.damping, seed=cfg.seed,
+                                    precompute_data_ratio=min(1.0, cfg.arnoldi_samples / n))
+    else:  # pragma: no cover - guarded by the caller
+        raise ConfigError(method)
+    a.cache(_loader(train, cfg.hessian_batch))
+    if method == "arnoldi":
+        _fix_arnoldi(a)
+    _memoise_transform(a)
+    return a
+
+
+def _features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Penultimate features: everything before the last Linear layer."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    feats: list[torch.Tensor] = []
+    h = last.register_forward_hook(lambda m, i, o: feats.append(i[0].detach()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    return feats[0].flatten(1)
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def sample_scores(method: str, model: nn.Module, trajectory: Trajectory | None, train: Split, targets: Split,
+                  cfg: PeerConfig | None = None) -> torch.Tensor:
+    """Per-sample scores ``[N_train, T]`` of ``method`` (see the module doc for the sign)."""
+    cfg = cfg or PeerConfig()
+    if method not in PEERS:
+        raise ConfigError(f"unknown peer method {method!r}; choose one of: {', '.join(PEERS)}")
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method in ("tracin", "trak"):
+            if trajectory is None:
+                raise ConfigError(f"{method} needs the training trajectory (the recorded checkpoints)")
+            return _trajectory_scores(method, model, trajectory, train, targets, cfg)
+        if method == "fastif":
+            return _fastif(model, train, targets, cfg)
+        a = _inner_product(method, model, train, cfg)
+        tr = _loader(train, cfg.train_batch)
+        out = [a.attribute(tr, _loader(targets[s], s.stop - s.start)) for s in _chunks(len(targets), cfg.target_chunk)]
+    return torch.cat(out, 1).detach()
+
+
+def _fastif(model: nn.Module, train: Split, targets: Split, cfg: PeerConfig) -> torch.Tensor:
+    a = _inner_product("fastif", model, train, cfg)
+    k = min(cfg.fastif_k, len(train))
+    near = torch.cdist(_features(model, targets.x), _features(model, train.x)).topk(k, largest=False).indices
+    out = torch.zeros(len(train), len(targets))
+    for t in range(len(targets)):
+        cand = train[near[t]]
+        out[near[t], t] = a.attribute(_loader(cand, k), _loader(targets[[t]], 1))[:, 0]
+    return out
+
+
+def _trajectory_scores(method: str, model: nn.Module, trajectory: Trajectory, train: Split, targets: Split,
+                       cfg: PeerConfig) -> torch.Tensor:
+    _, tracin_mod, trak_mod, task_mod = _dattri()
+    t = _Task(model, train.x.dim() - 1)
+    tr = _loader(train, cfg.train_batch)
+    te = _loader(targets, max(1, len(targets)))
+    if method == "tracin":
+        ckpts = [_params(model, p) for p in trajectory.params[1:]]
+        task = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=ckpts)
+        lr = trajectory.lr if trajectory.lr is not None else 1.0
+        a = tracin_mod.TracInAttributor(task, weight_list=torch.full((len(ckpts),), float(lr)),
+                                        normalized_grad=False)
+        return a.attribute(tr, te).detach()
+    ckpts = [_params(model, p) for p in trajectory.params[-cfg.trak_checkpoints:]]
+    task = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=ckpts)
+    a = trak_mod.TRAKAttributor(task, correct_probability_func=t.correct_probability, device="cpu",
+                                projector_kwargs={"proj_dim": cfg.trak_dim, "device": "cpu", "proj_seed": cfg.seed},
+                                regularization=cfg.damping)
+    a.cache(tr)
+    return a.attribute(te).detach()
+
+
+def self_influence(method: str, model: nn.Module, trajectory: Trajectory | None, train: Split,
+                   cfg: PeerConfig | None = None) -> torch.Tensor:
+    """Each training sample's influence on its own loss ``[N]`` (large = unusual, often mislabeled)."""
+    cfg = cfg or PeerConfig()
+    if method not in SELF_INFLUENCE:
+        raise ConfigError(f"self-influence is offered for {', '.join(SELF_INFLUENCE)}; got {method!r}")
+    model.eval()
+    tr = _loader(train, cfg.train_batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method == "tracin":
+            assert trajectory is not None
+            _, tracin_mod, _, task_mod = _dattri()
+            t = _Task(model, train.x.dim() - 1)
+            ckpts = [_params(model, p) for p in trajectory.params[1:]]
+            task = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=ckpts)
+            a = tracin_mod.TracInAttributor(task, weight_list=torch.full((len(ckpts),), float(trajectory.lr or 1.0)),
+                                            normalized_grad=False)
+            return a.self_attribute(tr).detach().flatten()
+        if method == "trak":
+            assert trajectory is not None
+            _, _, trak_mod, task_mod = _dattri()
+            t = _Task(model, train.x.dim() - 1)
+            ckpts = [_params(model, p) for p in trajectory.params[-cfg.trak_checkpoints:]]
+            task = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=ckpts)
+            a = trak_mod.TRAKAttributor(task, correct_probability_func=t.correct_probability, device="cpu",
+                                        projector_kwargs={"proj_dim": cfg.trak_dim, "device": "cpu",
+                                                          "proj_seed": cfg.seed},
+                                        regularization=cfg.damping)
+            # Uncached on purpose (dattri refuses a loader after cache()); it returns [N, 1] here.
+            return a.self_attribute(tr).detach().flatten()
+        a = _inner_product(method, model, train, cfg)
+        return a.self_attribute(tr).detach().flatten()
+
+
+def group_scores(scores: torch.Tensor, groups: Groups) -> torch.Tensor:
+    """Sum per-sample scores ``[N, T]`` over each group's members: ``[T, K]``."""
+    if scores.shape[0] != len(groups.assignment):
+        raise ConfigError(f"scores cover {scores.shape[0]} training samples but the groups cover "
+                          f"{len(groups.assignment)}")
+    out = torch.zeros(groups.num_groups, scores.shape[1], dtype=scores.dtype)
+    return out.index_add_(0, groups.assignment, scores).T.contiguous()
+
+
+def predicted_loss(group_score: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """First-order predicted target loss (up to a constant) for each keep mask: ``[M, T]``."""
+    return -keep.to(group_score.dtype) @ group_score.T
+
+
+def timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0

@@ -1,0 +1,75 @@
+"""Peer adapters (dattri): per-sample -> group aggregation, one sign convention, library workarounds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ddm.baselines import peers
+from ddm.cluster.groups import Groups
+from ddm.exceptions import ConfigError
+
+pytest.importorskip("dattri")
+
+FAST = peers.PeerConfig(hessian_batch=100, cg_iters=5, lissa_depth=20, lissa_batch=16, arnoldi_dim=20,
+                        arnoldi_iters=30, arnoldi_samples=100, fastif_k=30, trak_dim=64, trak_checkpoints=2)
+
+
+def test_group_scores_sum_members_and_transpose():
+    s = torch.tensor([[1.0, 0.0], [2.0, 1.0], [4.0, -1.0], [8.0, 0.5]])  # [N=4, T=2]
+    g = Groups(assignment=torch.tensor([1, 0, 1, 2]), labels=torch.tensor([0, 0, 1]))
+    assert torch.equal(peers.group_scores(s, g), torch.tensor([[2.0, 5.0, 8.0], [1.0, -1.0, 0.5]]))
+    with pytest.raises(ConfigError, match="cover"):
+        peers.group_scores(s[:3], g)
+
+
+def test_predicted_loss_rises_when_helpful_groups_are_removed():
+    score = torch.tensor([[3.0, -1.0, 0.0]])  # group 0 helps the target, group 1 hurts it
+    keep = torch.tensor([[1, 1, 1], [0, 1, 1], [1, 0, 1]], dtype=torch.bool)
+    pred = peers.predicted_loss(score, keep)[:, 0]
+    assert pred[1] > pred[0] > pred[2]  # removing the helper raises the loss, removing the hurter lowers it
+
+
+@pytest.mark.parametrize("method", peers.PEERS)
+def test_a_training_sample_supports_itself(method, digits, trained):
+    """Sign convention: with a training sample as target, its own score is positive and in the top 10 %."""
+    model, traj = trained
+    rows = torch.tensor([0, 50, 120])
+    s = peers.sample_scores(method, model, traj, digits.train, digits.train[rows], FAST)
+    assert s.shape == (len(digits.train), 3)
+    assert torch.isfinite(s).all()
+    for t, r in enumerate(rows.tolist()):
+        assert s[r, t] > 0, f"{method}: own score {s[r, t]:.3g} is not positive"
+        assert (s[:, t] > s[r, t]).sum() < len(s) // 10, f"{method}: the sample ranks low for its own loss"
+
+
+def test_arnoldi_without_damping_gives_finite_scores(digits, trained):
+    """dattri divides by the square root of negative eigenvalues at small damping; the adapter drops them."""
+    model, traj = trained
+    cfg = peers.PeerConfig(damping=0.0, arnoldi_dim=20, arnoldi_iters=30, arnoldi_samples=100)
+    s = peers.sample_scores("arnoldi", model, traj, digits.train, digits.test[:2], cfg)
+    assert torch.isfinite(s).all()
+
+
+@pytest.mark.parametrize("method", peers.SELF_INFLUENCE)
+def test_self_influence_is_one_positive_number_per_sample(method, digits, trained):
+    model, traj = trained
+    s = peers.self_influence(method, model, traj, digits.train, FAST)
+    assert s.shape == (len(digits.train),)
+    assert torch.isfinite(s).all() and (s >= -1e-6).float().mean() > 0.95
+
+
+def test_fastif_scores_only_near_candidates(digits, trained):
+    model, traj = trained
+    s = peers.sample_scores("fastif", model, traj, digits.train, digits.test[:2], FAST)
+    assert ((s != 0).sum(0) <= FAST.fastif_k).all()
+
+
+def test_unknown_method_and_bad_settings_are_rejected(digits, trained):
+    model, traj = trained
+    with pytest.raises(ConfigError, match="unknown peer"):
+        peers.sample_scores("nope", model, traj, digits.train, digits.test[:1])
+    with pytest.raises(ConfigError, match="self-influence"):
+        peers.self_influence("if-cg", model, traj, digits.train)
+    with pytest.raises(ConfigError, match="positive"):
+        peers.PeerConfig(cg_iters=0)
