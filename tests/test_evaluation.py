@@ -136,3 +136,23 @@ def test_scaling_rows(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [(r["train_size"], r["K"]) for r in rows] == [(100, 20), (300, 20), (300, 10)]
     assert all(r["retrain_one_s"] > 0 and r["speedup_online"] > 0 for r in rows)
+
+
+def test_evaluate_with_peers_and_diagnosis(tmp_path, capsys):
+    pytest.importorskip("dattri")
+    pytest.importorskip("cleanlab")
+    ws = tmp_path / "ev"
+    assert main(["evaluate", "-q", "-w", str(ws), "--preset", "tiny", "--seeds", "0", "--num-targets", "3",
+                 "--lds-subsets", "4", "--noise-seeds", "0", "--logo", "--peers", "tracin,trak,if-explicit",
+                 "--diagnose", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)["summary"]
+    for m in ("tracin", "trak", "if-explicit"):
+        assert m in s["table1"] and m in s["lds"] and m in s["logo_rank_agreement"] and s["peer_cost"][m][0] > 0
+    d = s["diagnosis"]
+    assert set(d["clean"]["table3"]) == {"DDM", "Random", "tracin", "trak", "arnoldi", "if-explicit"}
+    assert set(d["clean"]["table3"]["DDM"]) == {"1%", "10%", "20%", "50%"}
+    det = d["noisy"]["detection"]
+    assert {"DDM (group quality)", "cleanlab (3-fold)", "tracin (self-influence)", "Random"} <= set(det)
+    assert all(0 <= r["auc"][0] <= 1 and 0 <= r["precision_at_k"][0] <= 1 for r in det.values())
+    text = (ws / "evaluation.md").read_text()
+    assert "Table 2 analog" in text and "Table 3 analog" in text and "Label-noise detection" in text

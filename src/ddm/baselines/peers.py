@@ -219,7 +219,9 @@ def sample_scores(method: str, model: nn.Module, trajectory: Trajectory | None, 
             return _fastif(model, train, targets, cfg)
         a = _inner_product(method, model, train, cfg)
         tr = _loader(train, cfg.train_batch)
-        out = [a.attribute(tr, _loader(targets[s], s.stop - s.start)) for s in _chunks(len(targets), cfg.target_chunk)]
+        # Only the Hessian-vector-product methods need small target chunks (their HVPs are vmapped over targets).
+        chunk = cfg.target_chunk if method in ("if-cg", "if-lissa") else len(targets)
+        out = [a.attribute(tr, _loader(targets[s], s.stop - s.start)) for s in _chunks(len(targets), chunk)]
     return torch.cat(out, 1).detach()
 
 
@@ -230,7 +232,7 @@ def _fastif(model: nn.Module, train: Split, targets: Split, cfg: PeerConfig) -> 
     out = torch.zeros(len(train), len(targets))
     for t in range(len(targets)):
         cand = train[near[t]]
-        out[near[t], t] = a.attribute(_loader(cand, k), _loader(targets[[t]], 1))[:, 0]
+        out[near[t], t] = a.attribute(_loader(cand, k), _loader(targets[[t]], 1))[:, 0].detach()
     return out
 
 

@@ -6,7 +6,8 @@
     ddm distill    learn the synset by (reverse) gradient matching
     ddm attribute  attribution matrix of an objective on test samples
     ddm unlearn    fine-tune on chosen groups' synsets, save the unlearned checkpoint
-    ddm evaluate   measure against exact retraining: Table 1, LDS, noise floor, cost
+    ddm diagnose   rank groups by usefulness for validation data: the low-quality ones first
+    ddm evaluate   measure against exact retraining: Table 1-4 analogs, LDS, noise floor, cost
     ddm info       what a workspace holds; config fields; presets
 """
 
@@ -108,6 +109,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="folder name under unlearned/")
     p.set_defaults(func=cmd_unlearn)
 
+    p = sub.add_parser("diagnose", help="rank training groups by usefulness for validation data (low quality first)",
+                       description="Predict, for every group, how much the validation objective would worsen if "
+                                   "the group were removed (quality; negative = removing it is predicted to help). "
+                                   "Lists the lowest-quality groups with their sample ids and flags those below "
+                                   "--threshold. Scores and flags are saved to diagnosis/METHOD-OBJECTIVE.json.")
+    _common(p)
+    p.add_argument("--validation", default=None, metavar="START:STOP|i,j,...",
+                   help="test samples that stand for the validation data (default: the first half of the test split)")
+    p.add_argument("--objective", default="loss", choices=["loss", "accuracy"],
+                   help="validation loss (sum of cross-entropy) or accuracy (default: %(default)s)")
+    p.add_argument("--method", default="ddm",
+                   help="ddm, or a peer method summed per group: if-explicit, if-cg, if-lissa, fastif, arnoldi, "
+                        "tracin, trak (needs ddm[peers]; objective loss only) (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=0.0,
+                   help="flag groups whose quality is below this (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=10, help="groups listed (default: %(default)s)")
+    p.set_defaults(func=cmd_diagnose)
+
     p = sub.add_parser("evaluate", help="measure DDM against exact retraining (Table 1, LDS, noise floor, cost)",
                        description="For each seed: build DDM-full, DDM-match and DDM w/o cluster, let every method "
                                    "pick a group per test target, retrain without it from theta_0 and report Avgdist "
@@ -125,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", default="", metavar="M1,M2,...",
                    help="fine-tune lr multipliers to choose from on validation targets, e.g. 0.1,0.3,1 (default: none)")
     p.add_argument("--plots", action="store_true", help="save synset grids and class heatmaps (needs ddm[plots])")
+    p.add_argument("--peers", default="", metavar="M1,M2,...|all",
+                   help="peer methods for the Table 2 analog (needs ddm[peers]): "
+                        "if-explicit, if-cg, if-lissa, fastif, arnoldi, tracin, trak, or all (default: none)")
+    p.add_argument("--diagnose", action="store_true",
+                   help="Table 3 analog (remove the least useful data, retrain) and label-noise detection "
+                        "against peers' self-influence and cleanlab (needs ddm[peers])")
     p.add_argument("--scaling", default=None, metavar="SIZES:C_LIST",
                    help="instead of the protocol, measure cost vs training size and clusters per class, "
                         "e.g. 400,800,all:2,5,10 (writes scaling.json/.md)")
@@ -338,6 +363,47 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from ddm.diagnosis import diagnose, from_group_scores
+    from ddm.workspace import save_json
+
+    dm, data = _load(args)
+    n = len(data.test)
+    idx = parse_indices(args.validation or f"0:{max(1, n // 2)}", n, "--validation")
+    val = data.test[idx]
+    if args.method == "ddm":
+        diag = diagnose(dm, val, args.objective)
+    else:
+        from ddm.baselines.peers import group_scores, sample_scores
+
+        if args.objective != "loss":
+            raise DDMError("peer methods diagnose the validation loss only: use --objective loss")
+        diag = from_group_scores(group_scores(sample_scores(args.method, dm.model, dm.trajectory, data.train, val),
+                                              dm.groups), dm.groups, args.method)
+    flagged = diag.issues(args.threshold)
+    path = dm.ws.path("diagnosis", f"{args.method}-{args.objective}.json")
+    diag.save(path)
+    save_json(path.with_name(path.stem + "-issues.json"), {"threshold": args.threshold, "issues": flagged})
+    rows = diag.table(args.top_k)
+    if args.json:
+        print(json.dumps({"method": args.method, "objective": args.objective, "validation": idx,
+                          "threshold": args.threshold, "issues": flagged, "lowest_quality": rows,
+                          "saved": str(path)}, indent=2))
+        return 0
+    what = "summed validation loss increase" if args.objective == "loss" else "validation accuracy drop"
+    print(f"{args.method}: quality = predicted {what} if the group is removed ({len(idx)} validation samples); "
+          "negative = removing it is predicted to help")
+    print(f"{len(flagged)} of {diag.groups.num_groups} groups below {args.threshold:g} "
+          f"({int(diag.groups.sizes()[flagged].sum()) if flagged else 0} training samples)")
+    for r in rows:
+        mark = "ISSUE" if r["group"] in flagged else "     "
+        mem = ", ".join(map(str, r["members"]))
+        print(f"  {mark} group {r['group']:>4}  class {r['label']:>3}  size {r['size']:>4}  "
+              f"quality {r['quality']:+.4f}  samples {mem}{', ...' if r['size'] > len(r['members']) else ''}")
+    print(f"saved: {path}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ddm.evaluation.protocol import EvalConfig, evaluate
 
@@ -361,8 +427,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         tune = tuple(float(t) for t in args.tune.split(",") if t.strip())
     except ValueError:
         raise DDMError(f"--tune {args.tune!r}: give a comma list of numbers") from None
+    from ddm.baselines.peers import PEERS
+
+    peers = PEERS if args.peers.strip() == "all" else tuple(p.strip() for p in args.peers.split(",") if p.strip())
     ecfg = EvalConfig(seeds, args.num_targets, args.lds_subsets, 0.5, args.logo, args.noise_seeds, tune,
-                      plots=args.plots)
+                      plots=args.plots, peers=peers, diagnose=args.diagnose)
     if args.overwrite:
         raise DDMError("evaluate keeps its cached retrains; use a new workspace instead of --overwrite")
     result = evaluate(args.workspace, make_config(args), ecfg)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import torch
 
 from ddm import data as data_mod
 from ddm import models
+from ddm.baselines.peers import PeerConfig, group_scores, predicted_loss, sample_scores, timed
 from ddm.baselines.simple import clustering_based, predict_based, random_choice
 from ddm.config import RunConfig, fingerprint
 from ddm.emulate.perturbations import sample_perturbations
@@ -32,12 +33,13 @@ from ddm.evaluation.unlearn import compare, sgd_epoch
 from ddm.exceptions import ConfigError
 from ddm.pipeline import DistilledDatamodel
 from ddm.unlearning import unlearn_groups
-from ddm.workspace import atomic_write_text, save_json
+from ddm.workspace import atomic_write_text, load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
 DISTS = ("dist1", "dist2", "dist3")
 VARIANTS = {"DDM-full": [], "DDM-match": ["distill.matching=match"], "DDM w/o cluster": ["cluster.method=sequential"]}
 TARGET_SEED = 12345
+DIAG_SEED = 54321
 
 
 @dataclass
@@ -52,6 +54,11 @@ class EvalConfig:
     tune_subsets: int = 20
     unlearn_sizes: tuple[int, ...] = (1, 5, 10)
     plots: bool = False
+    peers: tuple[str, ...] = ()  # peer methods (ddm.baselines.peers.PEERS) for the Table 2 analog
+    diagnose: bool = False  # Table 3 analog and label-noise detection
+    noise_fraction: float = 0.1
+    remove_fractions: tuple[float, ...] = (0.01, 0.1, 0.2, 0.5)
+    diagnose_methods: tuple[str, ...] = ("tracin", "trak", "arnoldi", "if-explicit")
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -62,6 +69,13 @@ class EvalConfig:
             raise ConfigError("lds_keep must be in (0, 1)")
         if any(t <= 0 for t in self.tune):
             raise ConfigError("tune multipliers must be positive")
+        from ddm.baselines.peers import PEERS
+
+        unknown = [p for p in (*self.peers, *self.diagnose_methods) if p not in PEERS]
+        if unknown:
+            raise ConfigError(f"unknown peer method(s) {unknown}; choose from: {', '.join(PEERS)}")
+        if not 0 < self.noise_fraction < 1 or not all(0 < f < 1 for f in self.remove_fractions):
+            raise ConfigError("noise_fraction and remove_fractions must lie in (0, 1)")
 
 
 def split_targets(num_test: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,6 +186,19 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
         picks["Exact leave-one-group-out (oracle)"] = (truth, {d: exact[d].argmax(1) for d in DISTS})
         out["logo_rank_agreement"] = {n: {d: rank_agreement(attrs[n][d].scores, exact[d]) for d in ("dist1", "dist2")}
                                       for n in ("DDM-full", "DDM-match")}
+    peer_groups: dict[str, torch.Tensor] = {}
+    if ecfg.peers:
+        out["peer_cost"] = {}
+        for method in ecfg.peers:
+            peer_groups[method], out["peer_cost"][method] = _peer_group_scores(root / f"seed{seed}", method, F,
+                                                                               data.train, targets, rows)
+            g = peer_groups[method]
+            # Dist1 rewards the largest change of the output either way; Dist2 the largest loss increase.
+            picks[method] = (truth, {"dist1": g.abs().argmax(1), "dist2": g.argmax(1), "dist3": g.abs().argmin(1)})
+        if ecfg.logo:
+            for method, g in peer_groups.items():
+                out["logo_rank_agreement"][method] = {"dist1": rank_agreement(g.abs(), exact["dist1"]),
+                                                      "dist2": rank_agreement(g, exact["dist2"])}
     for method, (tr, choice) in picks.items():
         out["table1"][method] = {}
         for d in DISTS:
@@ -187,10 +214,14 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
                        targets.y)
         for name in ("DDM-full", "DDM-match"):
             out["lds"][name] = lds(attrs[name]["dist2"].predict(keep)[..., 0], actual)[0]
+        for method, g in peer_groups.items():
+            out["lds"][method] = lds(predicted_loss(g, keep), actual)[0]
 
     # ---- unlearning fidelity and Table 4 --------------------------------------------------------
     out["unlearning"] = _unlearning(full, dms["DDM-match"], truth, data, full_test, ecfg, seed)
     out["table4"] = _table4(full, dms["DDM-match"], data)
+    if ecfg.diagnose:
+        out["diagnosis"] = _diagnosis(root / f"seed{seed}", cfg, data, full, ecfg, seed)
     out["privacy"] = {name: float(nearest_similarity(dms[name].fitted().synset.images.flatten(0, 1),
                                                      data.train.x).mean()) for name in ("DDM-full", "DDM-match")}
 
@@ -217,6 +248,87 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
             cls = full.attribute_classes(data.test, "dist1")
             class_heatmap(cls, data.test.y, data.num_classes, folder / f"class_attribution_seed{seed}.png")
     return out
+
+
+def _diagnosis(folder: Path, cfg: RunConfig, data: Any, full: DistilledDatamodel, ecfg: EvalConfig,
+               seed: int) -> dict[str, Any]:
+    """Table 3 analog (remove the least useful data, retrain) on clean and on label-flipped training data,
+    and label-noise detection on the latter. Validation = half the test split; accuracy on the other half."""
+    from ddm.diagnosis import flip_labels
+
+    perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(DIAG_SEED))
+    val_rows, acc_rows = perm[: len(perm) // 2], perm[len(perm) // 2:]
+    noisy_train, flipped = flip_labels(data.train, ecfg.noise_fraction, data.num_classes, seed=40_000 + seed)
+    noisy = replace(data, train=noisy_train)
+    c = cfg.with_overrides(["hierarchical=False", f"emulate.finetune_lr={full.finetune_lr}"])
+    noisy_dm = DistilledDatamodel(folder / "noisy-labels", c)
+    noisy_dm.fit(models.build(c.model, noisy), noisy.train)
+    return {"validation_size": len(val_rows),
+            "clean": _diagnose_setting(folder / "clean", full, data, val_rows, acc_rows, ecfg, seed),
+            "noisy": _diagnose_setting(folder / "noisy", noisy_dm, noisy, val_rows, acc_rows, ecfg, seed, flipped)}
+
+
+def _diagnose_setting(folder: Path, dm: DistilledDatamodel, d: Any, val_rows: torch.Tensor, acc_rows: torch.Tensor,
+                      ecfg: EvalConfig, seed: int, flipped: torch.Tensor | None = None) -> dict[str, Any]:
+    from ddm.baselines.peers import self_influence
+    from ddm.diagnosis import (
+        Diagnosis,
+        cleanlab_suspicion,
+        detection_metrics,
+        diagnose,
+        from_group_scores,
+        out_of_sample_probs,
+    )
+
+    F = dm.fitted()
+    truth = _Truth(folder.parent, dm, d)
+
+    def acc(logits: torch.Tensor) -> float:
+        return float((logits[acc_rows].argmax(1) == d.test.y[acc_rows]).float().mean())
+
+    g = torch.Generator().manual_seed(50_000 + seed)
+    t0 = time.perf_counter()
+    diags: dict[str, Diagnosis] = {"DDM": diagnose(dm, d.test[val_rows])}
+    ddm_seconds = time.perf_counter() - t0
+    diags["Random"] = Diagnosis(torch.rand(F.groups.num_groups, generator=g), F.groups, "loss", "random")
+    for m in ecfg.diagnose_methods:
+        scores, _ = _peer_group_scores(folder, m, F, d.train, d.test[val_rows], val_rows)
+        diags[m] = from_group_scores(scores, F.groups, m)
+    out: dict[str, Any] = {"accuracy_all": acc(truth.test([])), "table3": {
+        m: {f"{f:.0%}": acc(truth.test(dg.worst_fraction(f))) for f in ecfg.remove_fractions}
+        for m, dg in diags.items()}}
+    if flipped is None:
+        return out
+    det: dict[str, Any] = {"DDM (group quality)": {**detection_metrics(-diags["DDM"].sample_quality(), flipped),
+                                                   "seconds": ddm_seconds}}
+    for m in ecfg.diagnose_methods:
+        t0 = time.perf_counter()
+        s = self_influence(m, F.model, F.trajectory, d.train)
+        det[f"{m} (self-influence)"] = {**detection_metrics(s, flipped), "seconds": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    probs = out_of_sample_probs(models.with_params(F.model, F.trajectory[0]), d.train, dm.config.train, seed=seed)
+    susp, _ = cleanlab_suspicion(probs, d.train.y)
+    det["cleanlab (3-fold)"] = {**detection_metrics(susp, flipped), "seconds": time.perf_counter() - t0}
+    det["Random"] = {**detection_metrics(torch.rand(len(flipped), generator=g), flipped), "seconds": 0.0}
+    out["detection"] = det
+    return out
+
+
+def _peer_group_scores(folder: Path, method: str, F: Any, train: Any, targets: Any,
+                       rows: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Group scores ``[T, K]`` of a peer method on the targets, cached with their wall time."""
+    cfg = PeerConfig()
+    key = fingerprint(method, cfg.__dict__, train.fingerprint(), rows.tolist(), F.groups.assignment.tolist(),
+                      float(sum(p.double().sum() for p in F.trajectory.final.values())))
+    path = folder / "peers" / f"{method}-{key}.safetensors"
+    if path.exists():
+        t = load_tensors(path)
+        return t["group_scores"], float(t["seconds"])
+    scores, seconds = timed(lambda: sample_scores(method, F.model, F.trajectory, train, targets, cfg))
+    g = group_scores(scores, F.groups)
+    save_tensors(path, {"group_scores": g, "sample_scores": scores, "seconds": torch.tensor(seconds)})
+    log.info("%s: %.1f s", method, seconds)
+    return g, seconds
 
 
 def _unlearning(full: DistilledDatamodel, match: DistilledDatamodel, truth: _Truth, data: Any,

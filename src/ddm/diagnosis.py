@@ -1,0 +1,185 @@
+"""Finding the training data that hurts the model (the paper's Sec. 4.3, "diagnosis").
+
+:func:`diagnose` asks the datamodel how a validation objective would change if each group were
+removed and returns a :class:`Diagnosis`: one *quality* score per group (positive = the group helps
+the validation objective, negative = removing it is predicted to help), kept apart from the
+decision of what to flag (:meth:`Diagnosis.issues`), as cleanlab separates scores and thresholds.
+
+Also here, for measuring any detector against known label noise: :func:`flip_labels`,
+:func:`detection_metrics` (ROC AUC, precision at k) and :func:`cleanlab_suspicion`, the
+practitioners' reference (cleanlab on out-of-sample probabilities of the same model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ddm.cluster.groups import Groups
+from ddm.config import TrainConfig
+from ddm.data.dataset import Split
+from ddm.exceptions import ConfigError, require
+from ddm.workspace import load_json, save_json
+
+OBJECTIVES = {"loss": "dist2", "accuracy": "accuracy"}
+
+
+@dataclass
+class Diagnosis:
+    """``quality[k]``: predicted worsening of the validation objective when group ``k`` is removed.
+
+    For ``loss``: summed validation loss increase; for ``accuracy``: accuracy drop. Negative means
+    the group is predicted to hurt: removing it would improve the model on the validation data.
+    """
+
+    quality: torch.Tensor  # [K]
+    groups: Groups
+    objective: str
+    method: str = "ddm"
+
+    def ranking(self) -> torch.Tensor:
+        """Groups from the most harmful (lowest quality) to the most useful."""
+        return torch.argsort(self.quality, stable=True)
+
+    def issues(self, threshold: float = 0.0, max_fraction: float | None = None) -> list[int]:
+        """Groups whose quality is below ``threshold``, most harmful first; at most ``max_fraction`` of
+        the training samples when given."""
+        out: list[int] = []
+        budget = None if max_fraction is None else max_fraction * len(self.groups.assignment)
+        used, sizes = 0, self.groups.sizes()
+        for g in self.ranking().tolist():
+            if float(self.quality[g]) >= threshold:
+                break
+            if budget is not None and used + int(sizes[g]) > budget:
+                break
+            out.append(g)
+            used += int(sizes[g])
+        return out
+
+    def worst_fraction(self, fraction: float) -> list[int]:
+        """The lowest-quality groups covering ``fraction`` of the training samples (at least one group)."""
+        if not 0 < fraction < 1:
+            raise ConfigError(f"fraction must lie in (0, 1), got {fraction}")
+        sizes, budget = self.groups.sizes(), fraction * len(self.groups.assignment)
+        out: list[int] = []
+        used = 0
+        for g in self.ranking().tolist():
+            if out and used + int(sizes[g]) > budget:
+                break
+            out.append(g)
+            used += int(sizes[g])
+        return out
+
+    def sample_quality(self) -> torch.Tensor:
+        """Each training sample's group quality ``[N]`` (lower = more suspicious)."""
+        return self.quality[self.groups.assignment]
+
+    def table(self, k: int = 10, members: int | None = 10) -> list[dict[str, Any]]:
+        sizes = self.groups.sizes()
+        rows = []
+        for g in self.ranking()[:k].tolist():
+            ids = self.groups.member_ids(g).tolist()
+            rows.append({"group": g, "label": int(self.groups.labels[g]), "size": int(sizes[g]),
+                         "quality": float(self.quality[g]), "members": ids if members is None else ids[:members]})
+        return rows
+
+    def save(self, path: str | Path) -> None:
+        save_json(Path(path), {"objective": self.objective, "method": self.method,
+                               "quality": self.quality.tolist(), "group_method": self.groups.method,
+                               "assignment": self.groups.assignment.tolist(), "labels": self.groups.labels.tolist(),
+                               "sample_ids": (self.groups.sample_ids if self.groups.sample_ids is not None
+                                              else torch.arange(len(self.groups.assignment))).tolist()})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Diagnosis:
+        d = load_json(Path(path))
+        g = Groups(torch.tensor(d["assignment"]), torch.tensor(d["labels"]), d["group_method"],
+                   torch.tensor(d["sample_ids"]))
+        return cls(torch.tensor(d["quality"]), g, d["objective"], d["method"])
+
+
+def diagnose(dm: Any, validation: Split, objective: str = "loss", name: str | None = None) -> Diagnosis:
+    """Quality of every group of a fitted :class:`~ddm.pipeline.DistilledDatamodel` for ``validation``.
+
+    ``objective``: ``loss`` (sum of the validation samples' cross-entropy) or ``accuracy``.
+    """
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if len(validation) == 0:
+        raise ConfigError("the validation split is empty")
+    attr = dm.attribute(validation, OBJECTIVES[objective], name=name or f"diagnose-{objective}")
+    return Diagnosis(attr.scores.sum(0), attr.groups, objective)
+
+
+def from_group_scores(scores: torch.Tensor, groups: Groups, method: str) -> Diagnosis:
+    """A peer method's diagnosis from group scores ``[T, K]`` on validation targets (sign of
+    :mod:`ddm.baselines.peers`: positive = helps the target's loss)."""
+    return Diagnosis(scores.sum(0), groups, "loss", method)
+
+
+def flip_labels(split: Split, fraction: float, num_classes: int, seed: int = 0) -> tuple[Split, torch.Tensor]:
+    """Copy of ``split`` with ``fraction`` of its labels changed to another class (uniformly); also the mask."""
+    if not 0 < fraction < 1:
+        raise ConfigError(f"noise fraction must lie in (0, 1), got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    n = len(split)
+    rows = torch.randperm(n, generator=g)[: round(fraction * n)]
+    y = split.y.clone()
+    y[rows] = (y[rows] + torch.randint(1, num_classes, (len(rows),), generator=g)) % num_classes
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[rows] = True
+    return replace(split, y=y), mask
+
+
+def detection_metrics(suspicion: torch.Tensor, is_noisy: torch.Tensor) -> dict[str, float]:
+    """ROC AUC of ``suspicion`` (higher = more likely wrong) and precision among the top k = #noisy."""
+    from sklearn.metrics import roc_auc_score
+
+    s = np.asarray(suspicion, dtype=np.float64)
+    y = np.asarray(is_noisy, dtype=bool)
+    if y.all() or not y.any():
+        raise ConfigError("detection metrics need both noisy and clean samples")
+    k = int(y.sum())
+    top = np.argsort(-s, kind="stable")[:k]
+    return {"auc": float(roc_auc_score(y, s)), "precision_at_k": float(y[top].mean())}
+
+
+def out_of_sample_probs(model: torch.nn.Module, train: Split, cfg: TrainConfig, folds: int = 3,
+                        seed: int = 0) -> torch.Tensor:
+    """Class probabilities ``[N, C]`` of each training sample from a copy of ``model`` (at its current
+    initial weights) trained on the other folds with ``cfg``."""
+    from ddm.models import params_of, with_params
+    from ddm.train.loop import train_model
+
+    theta0 = params_of(model)
+    n = len(train)
+    fold = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) % folds
+    probs: torch.Tensor | None = None
+    for f in range(folds):
+        net = with_params(model, theta0)
+        train_model(net, train[torch.nonzero(fold != f).flatten()], cfg)
+        net.eval()
+        held = torch.nonzero(fold == f).flatten()
+        with torch.no_grad():
+            p = net(train.x[held]).softmax(-1)
+        if probs is None:
+            probs = torch.zeros(n, p.shape[1])
+        probs[held] = p
+    assert probs is not None
+    return probs
+
+
+def cleanlab_suspicion(pred_probs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cleanlab's view of the labels: suspicion = 1 - label quality ``[N]`` and its flagged issues ``[N]``."""
+    require("cleanlab", "peers")
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    p, y = pred_probs.double().numpy(), labels.numpy()
+    quality = get_label_quality_scores(y, p)
+    flagged = find_label_issues(y, p)
+    return torch.as_tensor(1.0 - quality), torch.as_tensor(flagged)

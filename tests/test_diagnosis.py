@@ -1,0 +1,81 @@
+"""Diagnosis: quality scores separate from the flagging rule; noisy-label metrics on hand-built cases."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ddm.cli.main import main
+from ddm.cluster.groups import Groups
+from ddm.data.dataset import Split
+from ddm.diagnosis import Diagnosis, cleanlab_suspicion, detection_metrics, flip_labels, from_group_scores
+from ddm.exceptions import ConfigError
+
+GROUPS = Groups(assignment=torch.tensor([0, 0, 1, 2, 2, 2, 3, 3, 3, 3]), labels=torch.tensor([0, 0, 1, 1]))
+
+
+def test_ranking_issues_and_worst_fraction():
+    d = Diagnosis(torch.tensor([0.5, -2.0, 1.0, -0.1]), GROUPS, "loss")
+    assert d.ranking().tolist() == [1, 3, 0, 2]
+    assert d.issues() == [1, 3]
+    assert d.issues(threshold=-1.0) == [1]
+    assert d.issues(max_fraction=0.3) == [1]  # group 3 has 4 of 10 samples: over the budget
+    assert d.worst_fraction(0.1) == [1]
+    assert d.worst_fraction(0.5) == [1, 3]
+    assert d.worst_fraction(0.01) == [1]  # at least one group
+    assert torch.allclose(d.sample_quality(), torch.tensor([0.5, 0.5, -2.0, 1.0, 1.0, 1.0, -0.1, -0.1, -0.1, -0.1]))
+    assert d.table(2, members=2)[0] == {"group": 1, "label": 0, "size": 1, "quality": -2.0, "members": [2]}
+    with pytest.raises(ConfigError):
+        d.worst_fraction(1.0)
+
+
+def test_peer_group_scores_sum_over_validation_targets(tmp_path):
+    d = from_group_scores(torch.tensor([[1.0, -1.0, 0.0, 2.0], [0.5, -0.5, 1.0, -3.0]]), GROUPS, "tracin")
+    assert d.quality.tolist() == [1.5, -1.5, 1.0, -1.0]
+    d.save(tmp_path / "d.json")
+    back = Diagnosis.load(tmp_path / "d.json")
+    assert torch.equal(back.quality, d.quality) and torch.equal(back.groups.assignment, GROUPS.assignment)
+
+
+def test_detection_metrics_by_hand():
+    noisy = torch.tensor([True, False, True, False, False])
+    perfect = detection_metrics(torch.tensor([0.9, 0.1, 0.8, 0.2, 0.3]), noisy)
+    assert perfect == {"auc": 1.0, "precision_at_k": 1.0}
+    # one of the two noisy samples outranked by one clean one: pairs ranked right = 5 of 6
+    half = detection_metrics(torch.tensor([0.9, 0.5, 0.4, 0.1, 0.2]), noisy)
+    assert half["auc"] == pytest.approx(5 / 6) and half["precision_at_k"] == 0.5
+    with pytest.raises(ConfigError):
+        detection_metrics(torch.ones(3), torch.zeros(3, dtype=torch.bool))
+
+
+def test_flip_labels_changes_exactly_the_fraction_to_other_classes():
+    s = Split(torch.zeros(50, 1, 2, 2), torch.arange(50) % 5)
+    noisy, mask = flip_labels(s, 0.2, 5, seed=3)
+    assert int(mask.sum()) == 10
+    assert (noisy.y[mask] != s.y[mask]).all() and torch.equal(noisy.y[~mask], s.y[~mask])
+    assert noisy.y.max() < 5 and torch.equal(noisy.x, s.x)
+
+
+def test_cleanlab_flags_an_obviously_wrong_label():
+    pytest.importorskip("cleanlab")
+    probs = torch.tensor([[0.9, 0.1]] * 10 + [[0.1, 0.9]] * 10)
+    labels = torch.tensor([0] * 10 + [1] * 10)
+    labels[3] = 1
+    susp, flagged = cleanlab_suspicion(probs, labels)
+    assert int(susp.argmax()) == 3 and flagged[3] and flagged.sum() == 1
+
+
+def test_diagnose_command(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert main(["run", "-q", "-w", str(ws), "--preset", "tiny", "--targets", "0:1", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10", "--top-k", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["lowest_quality"]) == 3 and out["validation"] == list(range(10))
+    q = [r["quality"] for r in out["lowest_quality"]]
+    assert q == sorted(q) and all(r["group"] in out["issues"] for r in out["lowest_quality"] if r["quality"] < 0)
+    saved = Diagnosis.load(out["saved"])
+    assert saved.groups.num_groups == 20 and saved.method == "ddm"
+    assert main(["diagnose", "-q", "-w", str(ws), "--objective", "accuracy", "--method", "tracin"]) == 2
