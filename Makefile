@@ -34,7 +34,7 @@ bench-scaling: $(STAMP)
 	mkdir -p benchmarks/results && cp runs/bench-scaling/scaling.md benchmarks/results/scaling-digits.md
 
 bench-digits: $(STAMP)
-	$(BIN)/ddm evaluate -w runs/bench-digits --preset demo $(EVAL) --logo
+	$(BIN)/ddm evaluate -w runs/bench-digits --preset demo $(EVAL) --logo --peers all --diagnose
 	mkdir -p benchmarks/results && cp runs/bench-digits/evaluation.md benchmarks/results/digits.md && \
 	  cp runs/bench-digits/evaluation.json benchmarks/results/digits.json && cp -r runs/bench-digits/plots benchmarks/results/digits-plots
 
