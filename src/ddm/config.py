@@ -92,7 +92,9 @@ class ClusterConfig:
 
 @dataclass
 class DistillConfig:
-    matching: str = _f("reverse", "reverse (DDM, Eq. 6) or match (plain gradient matching, DDM-match)")
+    matching: str = _f("reverse", "reverse (DDM, Eq. 6), match (plain gradient matching, DDM-match) or local "
+                                  "(not in the paper: match, near theta_tau, minus each group's accumulated "
+                                  "trajectory gradient with its magnitude; see ddm.distill.matching)")
     pairing: str = _f("reverse", "trajectory pairing: reverse (theta_t <-> theta_{tau-t}) or step "
                                             "(theta_t <-> theta_{t+s})")
     step: int = _f(1, "s of the step pairing, in recorded checkpoints")
@@ -101,7 +103,8 @@ class DistillConfig:
     lr_img: float = _f(10.0, "learning rate of the synthetic images (paper: 10)")
     momentum_img: float = _f(0.5, "SGD momentum of the synthetic images")
     batch_real: int = _f(32, "real images sampled per group and step")
-    distance: str = _f("layerwise_cosine", "gradient distance: layerwise_cosine (DC), cosine (flat), mse")
+    distance: str = _f("layerwise_cosine", "gradient distance: layerwise_cosine (DC), cosine (flat), mse, "
+                                           "relative_mse (mse / |target|^2, keeps magnitude)")
     augment: str = _f("crop_scale_rotate", "differentiable siamese augmentation: '_'-joined of color, crop, "
                                                   "cutout, flip, scale, rotate; or none")
     labels: str = _f("hard", "synthetic labels: hard (the group's class) or learned (soft, optimised too)")
@@ -112,9 +115,9 @@ class DistillConfig:
     seed: int = _f(0, "seed of initialisation, sampling and augmentation")
 
     def __post_init__(self) -> None:
-        _choice(self.matching, "distill.matching", ("reverse", "match"))
+        _choice(self.matching, "distill.matching", ("reverse", "match", "local"))
         _choice(self.pairing, "distill.pairing", ("reverse", "step"))
-        _choice(self.distance, "distill.distance", ("layerwise_cosine", "cosine", "mse"))
+        _choice(self.distance, "distill.distance", ("layerwise_cosine", "cosine", "mse", "relative_mse"))
         _choice(self.labels, "distill.labels", ("hard", "learned"))
         _choice(self.init, "distill.init", ("real", "noise"))
         _check(self.step > 0, "distill.step must be positive")

@@ -151,7 +151,8 @@ class DistilledDatamodel:
             return Synset.from_tensors(load_tensors(path), self.num_classes)
         folder = self.ws.begin(stage, key, cfg)
         t0 = time.perf_counter()
-        syn = distill(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder)
+        syn = distill(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
+                      train_batch=self.config.train.batch_size)
         save_tensors(path, syn.to_tensors())
         (folder / "checkpoint.safetensors").unlink(missing_ok=True)
         losses = syn.losses if syn.losses is not None and len(syn.losses) else torch.zeros(1)

@@ -34,6 +34,7 @@ Library problems worked around here (each with a test in tests/test_peers.py):
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable
@@ -135,7 +136,8 @@ def _memoise_transform(attributor: Any) -> None:
         for idx, rep, out in memo:
             if idx == ckpt_idx and rep.shape == test_rep.shape and torch.equal(rep, test_rep):
                 return out
-        out = inner(ckpt_idx, test_rep)
+        # A target representation that requires grad makes every CG/LiSSA iteration record a graph.
+        out = inner(ckpt_idx, test_rep.detach()).detach()
         memo.append((ckpt_idx, test_rep.detach().clone(), out))
         return out
 
@@ -178,7 +180,8 @@ def _inner_product(method: str, model: nn.Module, train: Split, cfg: PeerConfig)
                                     precompute_data_ratio=min(1.0, cfg.arnoldi_samples / n))
     else:  # pragma: no cover - guarded by the caller
         raise ConfigError(method)
-    a.cache(_loader(train, cfg.hessian_batch))
+    # The explicit Hessian is forward-over-reverse over every last-layer direction at once: small batches.
+    a.cache(_loader(train, min(cfg.hessian_batch, 32) if method == "if-explicit" else cfg.hessian_batch))
     if method == "arnoldi":
         _fix_arnoldi(a)
     _memoise_transform(a)
@@ -198,6 +201,13 @@ def _features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return feats[0].flatten(1)
 
 
+def _no_graph(method: str) -> Any:
+    """torch.func transforms still differentiate inside no_grad; outside it, dattri's outputs keep the graph
+    of every per-sample gradient alive (gigabytes per target chunk). The explicit Hessian (forward-over-reverse)
+    needs grad mode on, and computes all targets in one call."""
+    return contextlib.nullcontext() if method == "if-explicit" else torch.no_grad()
+
+
 def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
@@ -209,7 +219,7 @@ def sample_scores(method: str, model: nn.Module, trajectory: Trajectory | None, 
     if method not in PEERS:
         raise ConfigError(f"unknown peer method {method!r}; choose one of: {', '.join(PEERS)}")
     model.eval()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _no_graph(method):
         warnings.simplefilter("ignore")
         if method in ("tracin", "trak"):
             if trajectory is None:
@@ -221,7 +231,8 @@ def sample_scores(method: str, model: nn.Module, trajectory: Trajectory | None, 
         tr = _loader(train, cfg.train_batch)
         # Only the Hessian-vector-product methods need small target chunks (their HVPs are vmapped over targets).
         chunk = cfg.target_chunk if method in ("if-cg", "if-lissa") else len(targets)
-        out = [a.attribute(tr, _loader(targets[s], s.stop - s.start)) for s in _chunks(len(targets), chunk)]
+        out = [a.attribute(tr, _loader(targets[s], s.stop - s.start)).detach()
+               for s in _chunks(len(targets), chunk)]
     return torch.cat(out, 1).detach()
 
 
@@ -266,7 +277,7 @@ def self_influence(method: str, model: nn.Module, trajectory: Trajectory | None,
         raise ConfigError(f"self-influence is offered for {', '.join(SELF_INFLUENCE)}; got {method!r}")
     model.eval()
     tr = _loader(train, cfg.train_batch)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _no_graph(method):
         warnings.simplefilter("ignore")
         if method == "tracin":
             assert trajectory is not None

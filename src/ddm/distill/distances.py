@@ -3,7 +3,8 @@
 ``layerwise_cosine`` is Dataset Condensation's matching distance: each weight tensor is reshaped
 to ``[out, -1]`` and ``sum_rows (1 - cos(row_a, row_b))`` is summed over layers; 1-D tensors
 (biases, norm scales) are skipped, as in DC. ``cosine`` is one cosine over all parameters
-flattened together; ``mse`` the summed squared difference. All are differentiable and vmap-safe.
+flattened together; ``mse`` the summed squared difference; ``relative_mse`` that divided by the
+target's squared norm. All are differentiable and vmap-safe.
 """
 
 from __future__ import annotations
@@ -42,3 +43,11 @@ def flat_cosine(a: Grad, b: Grad) -> torch.Tensor:
 @DISTANCES.register("mse")
 def mse(a: Grad, b: Grad) -> torch.Tensor:
     return sum(((g - b[n]) ** 2).sum() for n, g in a.items())  # type: ignore[return-value]
+
+
+@DISTANCES.register("relative_mse")
+def relative_mse(a: Grad, b: Grad) -> torch.Tensor:
+    """Squared error relative to the target ``b``'s squared norm: scale-free across groups, keeps magnitude."""
+    num = sum(((g - b[n]) ** 2).sum() for n, g in a.items())
+    den = sum((b[n] ** 2).sum() for n in a)
+    return num / (den + EPS)  # type: ignore[operator,return-value]
