@@ -97,3 +97,39 @@ def test_siamese_augmentation_is_shared_and_differentiable():
     y.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert augment.apply(x, augment.sample("none", g)) is x
+
+
+def test_removal_displacements_by_hand(trained, digits, groups):
+    """Delta_k = lr / B * trapezoid sum over checkpoints of the group's summed loss gradient."""
+    from ddm.distill.matching import removal_displacements
+
+    model, traj = trained
+    delta = removal_displacements(model, traj, digits.train, groups, 10, train_batch=32, chunk=3)
+    k = 2
+    members = groups.members(k)
+
+    def summed(p):
+        return F.cross_entropy(functional_call(model, p, (digits.train.x[members],)), digits.train.y[members],
+                               reduction="sum")
+
+    ep = traj.epochs
+    w = [(ep[1] - ep[0]) / 2] + [(ep[t + 1] - ep[t - 1]) / 2 for t in range(1, traj.tau)] + [(ep[-1] - ep[-2]) / 2]
+    want = {n: sum(traj.lr * w[t] / 32 * grad(summed)(traj[t])[n] for t in range(traj.tau + 1)) for n in traj[0]}
+    for n, v in want.items():
+        assert torch.allclose(delta[n][k], v, atol=1e-5), n
+
+
+def test_relative_mse_by_hand():
+    from ddm.distill.distances import relative_mse
+
+    a = {"w": torch.tensor([[1.0, 2.0]]), "b": torch.tensor([0.0])}
+    b = {"w": torch.tensor([[1.0, 0.0]]), "b": torch.tensor([1.0])}
+    assert float(relative_mse(a, b)) == pytest.approx((0 + 4 + 1) / (1 + 0 + 1), rel=1e-5)
+
+
+def test_local_matching_loss_falls_with_learned_labels(trained, digits, groups):
+    model, traj = trained
+    cfg = DistillConfig(matching="local", labels="learned", distance="relative_mse", iterations=30, lr_img=1.0,
+                        lr_label=1.0, augment="none")
+    syn = distill(model, traj, digits.train, groups, cfg, 10, train_batch=32)
+    assert len(syn.losses) == 30 and syn.losses[-10:].mean() < syn.losses[:3].mean()
