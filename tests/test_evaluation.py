@@ -128,6 +128,14 @@ def test_evaluate_command_on_the_tiny_preset(tmp_path, capsys):
     text = (ws / "evaluation.md").read_text()
     assert text.startswith("Data: digits") and "Table 4 analog" in text and "Unlearning fidelity" in text
     assert (ws / "plots" / "synsets_seed0.png").exists() and (ws / "plots" / "class_attribution_seed1.png").exists()
+    # each seed's result is kept; a second call (e.g. gathering seeds run as separate processes) reuses them
+    (ws / "seed1" / "result.json").write_text((ws / "seed1" / "result.json").read_text().replace(
+        '"test_accuracy": ', '"test_accuracy": 0.123456, "was": '))
+    assert main(["evaluate", "-q", "-w", str(ws), "--preset", "tiny", "--seeds", "0,1", "--num-targets", "4",
+                 "--lds-subsets", "5", "--noise-seeds", "1", "--tune", "0.5,1", "--plots", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["per_seed"]["1"]["test_accuracy"] == 0.123456  # read back, not recomputed
+    assert again["per_seed"]["0"] == out["per_seed"]["0"]
 
 
 def test_scaling_rows(tmp_path, capsys):

@@ -33,7 +33,7 @@ from ddm.evaluation.unlearn import compare, sgd_epoch
 from ddm.exceptions import ConfigError
 from ddm.pipeline import DistilledDatamodel
 from ddm.unlearning import unlearn_groups
-from ddm.workspace import atomic_write_text, load_tensors, save_json, save_tensors
+from ddm.workspace import atomic_write_text, load_json, load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
 DISTS = ("dist1", "dist2", "dist3")
@@ -380,13 +380,30 @@ def _table4(full: DistilledDatamodel, match: DistilledDatamodel, data: Any) -> d
             "DDM": {"acc_theta0": t["acc_after_whole_synset"], "acc_theta_tau": t["acc_theta_tau"]}}
 
 
+def _seed_result(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, val: torch.Tensor, ecfg: EvalConfig,
+                 seed: int) -> dict[str, Any]:
+    """One seed's results, reused from ``seed<S>/result.json`` when that was made with the same settings
+    (so seeds can run as separate processes and a final call only gathers them)."""
+    settings = {k: v for k, v in ecfg.__dict__.items() if k != "seeds"}
+    key = fingerprint(base.to_dict(), settings, rows.tolist(), val.tolist(), seed)
+    path = root / f"seed{seed}" / "result.json"
+    if path.exists():
+        saved = load_json(path)
+        if saved.get("key") == key:
+            log.info("seed %d: reusing %s", seed, path)
+            return saved["result"]
+    result = _evaluate_seed(root, base, data, rows, val, ecfg, seed)
+    save_json(path, {"key": key, "result": result})
+    return load_json(path)["result"]  # the same JSON types whether fresh or reused
+
+
 def evaluate(root: str | Path, base: RunConfig, ecfg: EvalConfig) -> dict[str, Any]:
     """Run the protocol for every seed; returns per-seed results and mean/std summaries (also saved)."""
     root = Path(root)
     data = data_mod.load(base.data)
     rows, val = split_targets(len(data.test), ecfg.num_targets)
     t0 = time.perf_counter()
-    per_seed = {s: _evaluate_seed(root, base, data, rows, val, ecfg, s) for s in ecfg.seeds}
+    per_seed = {s: _seed_result(root, base, data, rows, val, ecfg, s) for s in ecfg.seeds}
     result = {"dataset": data.summary(), "config": base.to_dict(), "eval": ecfg.__dict__,
               "targets": data.test.index[rows].tolist(), "validation_targets": data.test.index[val].tolist(),
               "seconds": time.perf_counter() - t0, "per_seed": per_seed, "summary": summarise(per_seed)}
