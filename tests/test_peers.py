@@ -11,7 +11,7 @@ from ddm.exceptions import ConfigError
 
 pytest.importorskip("dattri")
 
-FAST = peers.PeerConfig(hessian_batch=100, cg_iters=5, lissa_depth=20, lissa_batch=16, arnoldi_dim=20,
+FAST = peers.PeerConfig(train_batch=64, hessian_batch=100, cg_iters=5, lissa_depth=20, lissa_batch=16, arnoldi_dim=20,
                         arnoldi_iters=30, arnoldi_samples=100, fastif_k=30, trak_dim=64, trak_checkpoints=2)
 
 

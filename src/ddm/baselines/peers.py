@@ -28,6 +28,7 @@ Library problems worked around here (each with a test in tests/test_peers.py):
 * Arnoldi keeps negative Hessian eigenvalues at small damping and divides by their square root
   (NaN scores): the adapter drops non-positive eigenpairs after the projector is built.
 * TRAK's ``self_attribute`` returns ``[N, 1]`` rather than ``[N]``: flattened.
+* The inner-product attributors' ``self_attribute`` fails beyond one training batch: called per batch.
 * Inner-product attributors redo the inverse-Hessian transform of the targets for every training
   batch: the adapter memoises it per checkpoint (same numbers, one transform per target chunk).
 """
@@ -301,7 +302,10 @@ def self_influence(method: str, model: nn.Module, trajectory: Trajectory | None,
             # Uncached on purpose (dattri refuses a loader after cache()); it returns [N, 1] here.
             return a.self_attribute(tr).detach().flatten()
         a = _inner_product(method, model, train, cfg)
-        return a.self_attribute(tr).detach().flatten()
+        # dattri's inner-product self_attribute adds every batch into one [N] buffer (shape error beyond one
+        # batch): call it once per batch.
+        return torch.cat([a.self_attribute(_loader(train[s], s.stop - s.start)).detach().flatten()
+                          for s in _chunks(len(train), cfg.train_batch)])
 
 
 def group_scores(scores: torch.Tensor, groups: Groups) -> torch.Tensor:
