@@ -223,8 +223,6 @@ def sample_scores(method: str, model: nn.Module, trajectory: Trajectory | None, 
     with warnings.catch_warnings(), _no_graph(method):
         warnings.simplefilter("ignore")
         if method in ("tracin", "trak"):
-            if trajectory is None:
-                raise ConfigError(f"{method} needs the training trajectory (the recorded checkpoints)")
             return _trajectory_scores(method, model, trajectory, train, targets, cfg)
         if method == "fastif":
             return _fastif(model, train, targets, cfg)
@@ -248,24 +246,33 @@ def _fastif(model: nn.Module, train: Split, targets: Split, cfg: PeerConfig) -> 
     return out
 
 
-def _trajectory_scores(method: str, model: nn.Module, trajectory: Trajectory, train: Split, targets: Split,
-                       cfg: PeerConfig) -> torch.Tensor:
+def _trajectory_attributor(method: str, model: nn.Module, trajectory: Trajectory | None, train: Split,
+                           cfg: PeerConfig) -> Any:
+    """dattri's TracIn (every recorded checkpoint after theta_0, weighted by lr) or TRAK (the last
+    ``trak_checkpoints`` checkpoints as its ensemble), uncached."""
+    if trajectory is None:
+        raise ConfigError(f"{method} needs the training trajectory (the recorded checkpoints)")
     _, tracin_mod, trak_mod, task_mod = _dattri()
     t = _Task(model, train.x.dim() - 1)
+    chosen = trajectory.params[1:] if method == "tracin" else trajectory.params[-cfg.trak_checkpoints:]
+    ckpts = [_params(model, p) for p in chosen]
+    task = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=ckpts)
+    if method == "tracin":
+        lr = trajectory.lr if trajectory.lr is not None else 1.0
+        return tracin_mod.TracInAttributor(task, weight_list=torch.full((len(ckpts),), float(lr)),
+                                           normalized_grad=False)
+    return trak_mod.TRAKAttributor(task, correct_probability_func=t.correct_probability, device="cpu",
+                                   projector_kwargs={"proj_dim": cfg.trak_dim, "device": "cpu", "proj_seed": cfg.seed},
+                                   regularization=cfg.damping)
+
+
+def _trajectory_scores(method: str, model: nn.Module, trajectory: Trajectory | None, train: Split, targets: Split,
+                       cfg: PeerConfig) -> torch.Tensor:
+    a = _trajectory_attributor(method, model, trajectory, train, cfg)
     tr = _loader(train, cfg.train_batch)
     te = _loader(targets, max(1, len(targets)))
     if method == "tracin":
-        ckpts = [_params(model, p) for p in trajectory.params[1:]]
-        task = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=ckpts)
-        lr = trajectory.lr if trajectory.lr is not None else 1.0
-        a = tracin_mod.TracInAttributor(task, weight_list=torch.full((len(ckpts),), float(lr)),
-                                        normalized_grad=False)
         return a.attribute(tr, te).detach()
-    ckpts = [_params(model, p) for p in trajectory.params[-cfg.trak_checkpoints:]]
-    task = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=ckpts)
-    a = trak_mod.TRAKAttributor(task, correct_probability_func=t.correct_probability, device="cpu",
-                                projector_kwargs={"proj_dim": cfg.trak_dim, "device": "cpu", "proj_seed": cfg.seed},
-                                regularization=cfg.damping)
     a.cache(tr)
     return a.attribute(te).detach()
 
@@ -280,27 +287,9 @@ def self_influence(method: str, model: nn.Module, trajectory: Trajectory | None,
     tr = _loader(train, cfg.train_batch)
     with warnings.catch_warnings(), _no_graph(method):
         warnings.simplefilter("ignore")
-        if method == "tracin":
-            assert trajectory is not None
-            _, tracin_mod, _, task_mod = _dattri()
-            t = _Task(model, train.x.dim() - 1)
-            ckpts = [_params(model, p) for p in trajectory.params[1:]]
-            task = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=ckpts)
-            a = tracin_mod.TracInAttributor(task, weight_list=torch.full((len(ckpts),), float(trajectory.lr or 1.0)),
-                                            normalized_grad=False)
-            return a.self_attribute(tr).detach().flatten()
-        if method == "trak":
-            assert trajectory is not None
-            _, _, trak_mod, task_mod = _dattri()
-            t = _Task(model, train.x.dim() - 1)
-            ckpts = [_params(model, p) for p in trajectory.params[-cfg.trak_checkpoints:]]
-            task = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=ckpts)
-            a = trak_mod.TRAKAttributor(task, correct_probability_func=t.correct_probability, device="cpu",
-                                        projector_kwargs={"proj_dim": cfg.trak_dim, "device": "cpu",
-                                                          "proj_seed": cfg.seed},
-                                        regularization=cfg.damping)
-            # Uncached on purpose (dattri refuses a loader after cache()); it returns [N, 1] here.
-            return a.self_attribute(tr).detach().flatten()
+        if method in ("tracin", "trak"):
+            # TRAK uncached on purpose (dattri refuses a loader after cache()); it returns [N, 1] here.
+            return _trajectory_attributor(method, model, trajectory, train, cfg).self_attribute(tr).detach().flatten()
         a = _inner_product(method, model, train, cfg)
         # dattri's inner-product self_attribute adds every batch into one [N] buffer (shape error beyond one
         # batch): call it once per batch.

@@ -224,26 +224,18 @@ def distill(
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
         s_targets = logits.softmax(-1) if logits is not None else F.one_hot(syn.labels, num_classes).float()
         if cfg.matching == "local":
-            point = _local_point(trajectory.final, delta, g)
-            synth = group_gradients(model, point, images, s_targets)
+            synth = group_gradients(model, _local_point(trajectory.final, delta, g), images, s_targets)
             loss = vdist(synth, local_target).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item() / groups.num_groups)
-            pbar.update(1)
-            pbar.set_postfix(loss=f"{losses[-1]:.4f}")
-            _checkpoint(ckpt, it, cfg.checkpoint_every, images, logits, losses, leaves, opt)
-            continue
-        a, b = pair(cfg, tau, g)
-        aug = augment.sample(cfg.augment, g)
-        idx = sample_real(table, sizes, cfg.batch_real, g)
-        with torch.no_grad():
-            real = group_gradients(model, trajectory[a], augment.apply(train.x[idx], aug), y_onehot[idx],
-                                   cfg.group_chunk)
-            target = {n: sign * v for n, v in real.items()}
-        synth = group_gradients(model, trajectory[b], augment.apply(images, aug), s_targets)
-        loss = vdist(synth, target).sum()
+        else:
+            a, b = pair(cfg, tau, g)
+            aug = augment.sample(cfg.augment, g)
+            idx = sample_real(table, sizes, cfg.batch_real, g)
+            with torch.no_grad():
+                real = group_gradients(model, trajectory[a], augment.apply(train.x[idx], aug), y_onehot[idx],
+                                       cfg.group_chunk)
+                target = {n: sign * v for n, v in real.items()}
+            synth = group_gradients(model, trajectory[b], augment.apply(images, aug), s_targets)
+            loss = vdist(synth, target).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
