@@ -58,6 +58,25 @@ def test_emulation_is_shared_between_objectives(run, monkeypatch):
     dm.attribute(data.test[:4], "dist3")  # same perturbations and targets: cached logits
 
 
+def test_online_cost_counts_cached_emulations_once_at_their_recorded_time(tmp_path):
+    from ddm.pipeline import online_seconds
+
+    cfg = presets.tiny()
+    data = ddm.data.load(cfg.data)
+    dm = ddm.DistilledDatamodel(tmp_path, cfg)
+    dm.fit(ddm.models.build(cfg.model, data), data.train)
+    fresh = dm.attribute(data.test[:4], "dist1")
+    (key, seconds), = fresh.meta["emulations"].items()
+    assert seconds > 0 and fresh.meta["compute_seconds"] == pytest.approx(fresh.meta["seconds"])
+    reused = dm.attribute(data.test[:4], "dist2")  # same emulation, read from the cache
+    assert reused.meta["emulations"] == {key: seconds}
+    assert reused.meta["seconds"] < seconds <= reused.meta["compute_seconds"]
+    both = online_seconds([fresh, reused])
+    assert both == pytest.approx(seconds + fresh.meta["overhead_seconds"] + reused.meta["overhead_seconds"])
+    with pytest.raises(ConfigError):
+        online_seconds([ddm.attribution.matrix.AttributionMatrix.__new__(ddm.attribution.matrix.AttributionMatrix)])
+
+
 def test_rerun_skips_finished_stages(run, monkeypatch):
     cfg, data, ws, dm = run
     import ddm.pipeline as pipeline
