@@ -51,3 +51,14 @@ def test_fingerprint_is_stable_and_sensitive():
     assert fingerprint(a) == fingerprint(json.loads(json.dumps(a)))
     b = RunConfig().with_overrides(["train.epochs=21"]).to_dict()
     assert fingerprint(a) != fingerprint(b)
+
+
+def test_options_added_later_keep_earlier_cache_keys():
+    from ddm.config import DistillConfig, RunConfig, keyed
+
+    d = DistillConfig()
+    assert "optimizer" not in keyed(d) and "lr_img" in keyed(d)  # at its default: as before it existed
+    assert keyed(DistillConfig(optimizer="adam"))["optimizer"] == "adam"
+    cfg = RunConfig()
+    assert "optimizer" not in cfg.key_dict()["distill"] and "optimizer" in cfg.to_dict()["distill"]
+    assert fingerprint(cfg.key_dict()) != fingerprint(cfg.with_overrides(["distill.optimizer=adam"]).key_dict())

@@ -75,16 +75,17 @@ def test_learned_labels_and_ipc(trained, digits, groups):
     assert torch.allclose(syn.targets().sum(-1), torch.ones(groups.num_groups, 2))
 
 
-def test_interrupted_distillation_resumes_identically(trained, digits, groups, tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"optimizer": "adam", "lr_img": 0.01, "labels": "free", "lr_label": 0.01}])
+def test_interrupted_distillation_resumes_identically(trained, digits, groups, tmp_path, extra):
     model, traj = trained
-    cfg = DistillConfig(iterations=6, checkpoint_every=2, batch_real=4)
+    cfg = DistillConfig(iterations=6, checkpoint_every=2, batch_real=4, **extra)
     full = distill(model, traj, digits.train, groups, cfg, 10)
     # a killed run leaves its last checkpoint: run 4 steps with checkpoints, then resume to 6
-    distill(model, traj, digits.train, groups, DistillConfig(iterations=4, checkpoint_every=2, batch_real=4), 10,
-            tmp_path)
+    distill(model, traj, digits.train, groups, DistillConfig(**{**cfg.__dict__, "iterations": 4}), 10, tmp_path)
     resumed = distill(model, traj, digits.train, groups, cfg, 10, tmp_path)
     assert torch.allclose(resumed.images, full.images, atol=1e-5)
     assert torch.allclose(resumed.losses, full.losses, atol=1e-5)
+    assert torch.allclose(resumed.targets(), full.targets(), atol=1e-5)
 
 
 def test_siamese_augmentation_is_shared_and_differentiable():
@@ -133,3 +134,19 @@ def test_local_matching_loss_falls_with_learned_labels(trained, digits, groups):
                         lr_label=1.0, augment="none")
     syn = distill(model, traj, digits.train, groups, cfg, 10, train_batch=32)
     assert len(syn.losses) == 30 and syn.losses[-10:].mean() < syn.losses[:3].mean()
+
+
+def test_free_targets_take_any_scale_and_sign_and_round_trip(trained, digits, groups):
+    from ddm.distill.synset import Synset
+
+    model, traj = trained
+    cfg = DistillConfig(matching="local", labels="free", distance="relative_mse", optimizer="adam", iterations=40,
+                        lr_img=0.01, lr_label=0.05, augment="none")
+    syn = distill(model, traj, digits.train, groups, cfg, 10, train_batch=32)
+    assert syn.label_logits is None and syn.free_targets is not None
+    t = syn.targets()
+    assert t is syn.free_targets and t.shape == (groups.num_groups, 1, 10)
+    assert not torch.allclose(t.sum(-1), torch.ones_like(t.sum(-1)))  # no longer distributions
+    assert syn.losses[-10:].mean() < syn.losses[:3].mean()
+    back = Synset.from_tensors(syn.to_tensors(), 10)
+    assert torch.equal(back.targets(), t) and back.label_logits is None

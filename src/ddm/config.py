@@ -107,8 +107,12 @@ class DistillConfig:
                                            "relative_mse (mse / |target|^2, keeps magnitude)")
     augment: str = _f("crop_scale_rotate", "differentiable siamese augmentation: '_'-joined of color, crop, "
                                                   "cutout, flip, scale, rotate; or none")
-    labels: str = _f("hard", "synthetic labels: hard (the group's class) or learned (soft, optimised too)")
-    lr_label: float = _f(1.0, "learning rate of learned label logits")
+    labels: str = _f("hard", "synthetic labels: hard (the group's class), learned (soft: softmax of optimised "
+                             "logits) or free (optimised real target vectors used as is, so each image's "
+                             "gradient can take any scale and sign; not in the paper)")
+    lr_label: float = _f(1.0, "learning rate of learned label logits or free targets")
+    optimizer: str = _f("sgd", "optimiser of the synthetic images and labels: sgd (with momentum_img; the paper) "
+                               "or adam (scale-free steps; use a small lr_img such as 0.01)", since="0.2")
     init: str = _f("real", "initialise synthetic images from real members (real) or noise")
     group_chunk: int = _f(0, "groups per vmap chunk for real gradients (0: all at once)")
     checkpoint_every: int = _f(50, "save the synset every this many steps (resume after a kill)")
@@ -118,8 +122,9 @@ class DistillConfig:
         _choice(self.matching, "distill.matching", ("reverse", "match", "local"))
         _choice(self.pairing, "distill.pairing", ("reverse", "step"))
         _choice(self.distance, "distill.distance", ("layerwise_cosine", "cosine", "mse", "relative_mse"))
-        _choice(self.labels, "distill.labels", ("hard", "learned"))
+        _choice(self.labels, "distill.labels", ("hard", "learned", "free"))
         _choice(self.init, "distill.init", ("real", "noise"))
+        _choice(self.optimizer, "distill.optimizer", ("sgd", "adam"))
         _check(self.step > 0, "distill.step must be positive")
         _check(self.ipc > 0, "distill.ipc must be positive")
         _check(self.iterations >= 0, "distill.iterations must be >= 0")
@@ -173,6 +178,11 @@ class RunConfig:
     # ---- JSON ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def key_dict(self) -> dict[str, Any]:
+        """What identifies results made with this config (see :func:`keyed`)."""
+        return {f.name: keyed(getattr(self, f.name)) if dataclasses.is_dataclass(getattr(self, f.name))
+                else getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -262,6 +272,15 @@ def _from_dict(cls: type, d: dict[str, Any], prefix: str) -> Any:
         else:
             kwargs[name] = value
     return cls(**kwargs)
+
+
+def keyed(section: Any) -> dict[str, Any]:
+    """The fields of a config section that identify a stage's inputs, for :func:`fingerprint`.
+
+    Options added after caches already existed carry ``since`` in their metadata and count only when
+    set away from their default, so adding an option keeps every earlier cache valid."""
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
+            if not ("since" in f.metadata and getattr(section, f.name) == f.default)}
 
 
 def fingerprint(*parts: Any) -> str:

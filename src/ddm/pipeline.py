@@ -22,7 +22,7 @@ from ddm import objectives as objective_registry
 from ddm.attribution.fit import fit_attribution
 from ddm.attribution.matrix import AttributionMatrix
 from ddm.cluster.groups import Groups, class_groups, make_groups
-from ddm.config import RunConfig, fingerprint
+from ddm.config import RunConfig, fingerprint, keyed
 from ddm.data.dataset import Split
 from ddm.distill.matching import distill
 from ddm.distill.synset import Synset
@@ -107,7 +107,7 @@ class DistilledDatamodel:
             key = fingerprint("external", spec, data_fp, float(sum(v.sum() for v in trajectory.final.values())))
             cfg: Any = {"external_trajectory": True, "model": spec}
         else:
-            cfg = {"model": spec, "train": self.config.train.__dict__}
+            cfg = {"model": spec, "train": keyed(self.config.train)}
             key = fingerprint(cfg, data_fp)
         self.keys["train"] = key
         folder = self.ws.path("train")
@@ -131,7 +131,7 @@ class DistilledDatamodel:
         self.timings["train"] = self.ws.require("train").get("seconds", 0.0)
 
     def _groups(self, stage: str, train: Split, make: Any) -> Groups:
-        cfg = self.config.cluster.__dict__ if stage == "groups" else {"method": "class"}
+        cfg = keyed(self.config.cluster) if stage == "groups" else {"method": "class"}
         key = fingerprint(cfg, train.fingerprint())
         self.keys[stage] = key
         path = self.ws.path(stage, "groups.safetensors")
@@ -146,7 +146,7 @@ class DistilledDatamodel:
         return groups
 
     def _distill(self, stage: str, train: Split, groups: Groups) -> Synset:
-        cfg = self.config.distill.__dict__
+        cfg = keyed(self.config.distill)
         key = fingerprint(cfg, self.keys["train"], self.keys["groups" if stage == "synset" else "groups-class"])
         self.keys[stage] = key
         path = self.ws.path(stage, "synset.safetensors")
@@ -216,7 +216,7 @@ class DistilledDatamodel:
         """Logits ``[P, N, C]`` of the fine-tuned models on ``targets`` (cached, resumable)."""
         assert self.model is not None and self.trajectory is not None
         e = self.config.emulate
-        cfg = {"emulate": e.__dict__, "lr": self.finetune_lr, "steps": self.finetune_steps, "tag": tag}
+        cfg = {"emulate": keyed(e), "lr": self.finetune_lr, "steps": self.finetune_steps, "tag": tag}
         key = fingerprint(cfg, synset_key, targets.fingerprint(), deleted.int().sum(0).tolist(),
                           deleted.int().sum(1).tolist())
         stage = f"emulation/{key}"

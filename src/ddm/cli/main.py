@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling", default=None, metavar="SIZES:C_LIST",
                    help="instead of the protocol, measure cost vs training size and clusters per class, "
                         "e.g. 400,800,all:2,5,10 (writes scaling.json/.md)")
+    p.add_argument("--ablation", default=None, metavar="V1,V2,...|all",
+                   help="instead of the protocol, score DDM design variants on the retrains the protocol "
+                        "cached in this workspace (run it first with the same settings): paper, match, soft, "
+                        "local-hard, local-soft, local-soft-ipc5, first-order, or all; --tune picks each "
+                        "variant's fine-tune rate on validation targets, --peers adds reference rows "
+                        "(writes ablation.json/.md)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="what a workspace holds; config fields; presets")
@@ -432,6 +438,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     peers = PEERS if args.peers.strip() == "all" else tuple(p.strip() for p in args.peers.split(",") if p.strip())
     ecfg = EvalConfig(seeds, args.num_targets, args.lds_subsets, 0.5, args.logo, args.noise_seeds, tune,
                       plots=args.plots, peers=peers, diagnose=args.diagnose)
+    if args.ablation:
+        from ddm.evaluation.ablation import VARIANTS, ablate, ablation_markdown
+
+        names = list(VARIANTS) if args.ablation.strip() == "all" else [
+            v.strip() for v in args.ablation.split(",") if v.strip()]
+        res = ablate(args.workspace, make_config(args), ecfg, names)
+        print(json.dumps(res, indent=2, default=str) if args.json else ablation_markdown(res))
+        return 0
     if args.overwrite:
         raise DDMError("evaluate keeps its cached retrains; use a new workspace instead of --overwrite")
     result = evaluate(args.workspace, make_config(args), ecfg)

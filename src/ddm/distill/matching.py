@@ -147,10 +147,12 @@ def init_synset(train: Split, groups: Groups, cfg: DistillConfig, num_classes: i
             images[k] = train.x[pick]
     else:
         images = torch.randn(groups.num_groups, cfg.ipc, *train.x.shape[1:], generator=g)
-    logits = None
+    logits = free = None
     if cfg.labels == "learned":
         logits = torch.log(0.9 * F.one_hot(labels, num_classes).float() + 0.1 / num_classes)
-    return Synset(images, labels, num_classes, logits)
+    elif cfg.labels == "free":
+        free = F.one_hot(labels, num_classes).float()
+    return Synset(images, labels, num_classes, logits, free_targets=free)
 
 
 def _checkpoint(ckpt: Path | None, it: int, every: int, images: torch.Tensor, logits: torch.Tensor | None,
@@ -160,10 +162,12 @@ def _checkpoint(ckpt: Path | None, it: int, every: int, images: torch.Tensor, lo
     state = {"images": images, "losses": torch.tensor(losses)}
     if logits is not None:
         state["label_logits"] = logits
-    for i, leaf in enumerate(leaves):
-        buf = opt.state.get(leaf, {}).get("momentum_buffer")
-        if buf is not None:
-            state[f"momentum/{i}"] = buf
+    for i, leaf in enumerate(leaves):  # the optimiser's per-leaf state (SGD momentum; Adam moments and step)
+        for name, value in opt.state.get(leaf, {}).items():
+            if name == "momentum_buffer":
+                state[f"momentum/{i}"] = value  # the key of earlier checkpoints
+            elif torch.is_tensor(value):
+                state[f"opt/{i}/{name}"] = value
     save_tensors(ckpt, state)
 
 
@@ -185,13 +189,16 @@ def distill(
     syn = init_synset(train, groups, cfg, num_classes)
     images = syn.images.clone().requires_grad_(True)
     leaves = [images]
-    logits = None
-    if syn.label_logits is not None:
-        logits = syn.label_logits.clone().requires_grad_(True)
+    logits = None  # the optimised label leaf: soft-label logits or free targets
+    label_leaf = syn.label_logits if syn.label_logits is not None else syn.free_targets
+    if label_leaf is not None:
+        logits = label_leaf.clone().requires_grad_(True)
         leaves.append(logits)
-    opt = torch.optim.SGD([{"params": [images], "lr": cfg.lr_img}] +
-                          ([{"params": [logits], "lr": cfg.lr_label}] if logits is not None else []),
-                          momentum=cfg.momentum_img)
+    free = syn.free_targets is not None
+    param_groups = [{"params": [images], "lr": cfg.lr_img}] + (
+        [{"params": [logits], "lr": cfg.lr_label}] if logits is not None else [])
+    opt: torch.optim.Optimizer = (torch.optim.Adam(param_groups) if cfg.optimizer == "adam" else
+                                  torch.optim.SGD(param_groups, momentum=cfg.momentum_img))
     losses: list[float] = []
     start = 0
     ckpt = folder / "checkpoint.safetensors" if folder is not None else None
@@ -204,6 +211,9 @@ def distill(
         for i, leaf in enumerate(leaves):
             if f"momentum/{i}" in state:
                 opt.state[leaf]["momentum_buffer"] = state[f"momentum/{i}"].clone()
+            for key, value in state.items():
+                if key.startswith(f"opt/{i}/"):
+                    opt.state[leaf][key.split("/", 2)[2]] = value.clone()
         losses = state["losses"].tolist()
         start = len(losses)
         log.info("resuming distillation at step %d of %d", start, cfg.iterations)
@@ -222,7 +232,10 @@ def distill(
     pbar = bar(cfg.iterations, f"distill ({cfg.matching})", initial=start)
     for it in range(start, cfg.iterations):
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it)
-        s_targets = logits.softmax(-1) if logits is not None else F.one_hot(syn.labels, num_classes).float()
+        if logits is None:
+            s_targets = F.one_hot(syn.labels, num_classes).float()
+        else:
+            s_targets = logits if free else logits.softmax(-1)
         if cfg.matching == "local":
             synth = group_gradients(model, _local_point(trajectory.final, delta, g), images, s_targets)
             loss = vdist(synth, local_target).sum()
@@ -246,10 +259,6 @@ def distill(
     pbar.close()
     if losses:
         log.info("matching loss per group: first %.4f, last %.4f", losses[0], losses[-1])
-    return Synset(
-        images.detach(),
-        syn.labels,
-        num_classes,
-        logits.detach() if logits is not None else None,
-        torch.tensor(losses),
-    )
+    learned = logits.detach() if logits is not None else None
+    return Synset(images.detach(), syn.labels, num_classes, None if free else learned, torch.tensor(losses),
+                  learned if free else None)

@@ -14,7 +14,9 @@ class Synset:
 
     ``images``: ``[K, ipc, C, H, W]``; ``labels``: ``[K, ipc]`` hard classes;
     ``label_logits``: ``[K, ipc, classes]`` when labels are learned (soft targets = their softmax),
-    else None. ``losses``: the matching loss at every distillation step.
+    else None. ``free_targets``: ``[K, ipc, classes]`` when labels are free (any real vector, used as is:
+    the loss ``-sum_c t_c log p_c`` can then take any scale and sign), else None. ``losses``: the
+    matching loss at every distillation step.
     """
 
     images: torch.Tensor
@@ -22,6 +24,7 @@ class Synset:
     num_classes: int
     label_logits: torch.Tensor | None = None
     losses: torch.Tensor | None = None
+    free_targets: torch.Tensor | None = None
 
     @property
     def num_groups(self) -> int:
@@ -32,7 +35,9 @@ class Synset:
         return self.images.shape[1]
 
     def targets(self) -> torch.Tensor:
-        """Target distributions ``[K, ipc, classes]`` (one-hot for hard labels)."""
+        """Targets ``[K, ipc, classes]``: one-hot (hard), softmax of the logits (learned) or free vectors."""
+        if self.free_targets is not None:
+            return self.free_targets
         if self.label_logits is not None:
             return self.label_logits.softmax(-1)
         return F.one_hot(self.labels, self.num_classes).float()
@@ -47,13 +52,16 @@ class Synset:
         out = {"images": self.images, "labels": self.labels}
         if self.label_logits is not None:
             out["label_logits"] = self.label_logits
+        if self.free_targets is not None:
+            out["free_targets"] = self.free_targets
         if self.losses is not None:
             out["losses"] = self.losses
         return out
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], num_classes: int) -> Synset:
-        return cls(t["images"], t["labels"].long(), num_classes, t.get("label_logits"), t.get("losses"))
+        return cls(t["images"], t["labels"].long(), num_classes, t.get("label_logits"), t.get("losses"),
+                   t.get("free_targets"))
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -97,8 +97,9 @@ class _Truth:
         self.n_test = len(data.test)
         self._test: dict[tuple[tuple[int, ...], int | None], torch.Tensor] = {}
         key = fingerprint(dm.keys["train"], dm.keys["groups"], data.test.fingerprint())
-        f = dm.fitted()
-        self.cache = RetrainCache(root / "retrain" / key, f.model, f.trajectory[0], data.train, f.groups,
+        if dm.model is None or dm.trajectory is None or dm.groups is None:
+            raise ConfigError("exact retraining needs the target model and its groups: fit up to 'groups' first")
+        self.cache = RetrainCache(root / "retrain" / key, dm.model, dm.trajectory[0], data.train, dm.groups,
                                   dm.config.train, torch.cat([data.test.x, data.train.x]))
 
     def test(self, removed: list[int], seed: int | None = None) -> torch.Tensor:
@@ -384,7 +385,7 @@ def _seed_result(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, val
     """One seed's results, reused from ``seed<S>/result.json`` when that was made with the same settings
     (so seeds can run as separate processes and a final call only gathers them)."""
     settings = {k: v for k, v in ecfg.__dict__.items() if k != "seeds"}
-    key = fingerprint(base.to_dict(), settings, rows.tolist(), val.tolist(), seed)
+    key = fingerprint(base.key_dict(), settings, rows.tolist(), val.tolist(), seed)
     path = root / f"seed{seed}" / "result.json"
     if path.exists():
         saved = load_json(path)

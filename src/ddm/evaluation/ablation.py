@@ -1,0 +1,207 @@
+"""Ablation of DDM's design choices against exact retraining (issue "make DDM's attributions faithful").
+
+Every variant is a flat DDM (no hierarchy) on the evaluation's own target model and groups, so it is
+scored on the retrains that ``ddm evaluate`` caches under ``<root>/seed<S>/retrain``. For each seed
+and variant: the fine-tune learning rate is chosen among ``tune`` by group-level LDS on the
+*validation* targets and subsets (the same procedure as the protocol); then the reported LDS (reported
+targets x ``lds_subsets`` half subsets) and Dist1 x100 of the retrain without the group ranked first.
+Costs: distillation seconds (offline), online seconds of one attribution of the reported targets, and
+what the method stores per group.
+
+``first-order`` is not a DDM: it emulates removal by moving theta_tau by the deleted groups'
+accumulated training updates (``ddm.distill.matching.removal_displacements``), with no synthetic data.
+A synset that fine-tunes theta_tau exactly along those updates would reach its score, so it bounds
+what better matching can buy; it stores a full parameter vector per group.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from ddm import data as data_mod
+from ddm import models
+from ddm import objectives as objective_registry
+from ddm.attribution.fit import fit_attribution
+from ddm.attribution.matrix import AttributionMatrix
+from ddm.baselines.peers import predicted_loss
+from ddm.baselines.simple import random_choice
+from ddm.config import RunConfig
+from ddm.data.dataset import Split
+from ddm.distill.matching import removal_displacements
+from ddm.emulate.perturbations import sample_perturbations
+from ddm.evaluation.metrics import dist_metrics, lds
+from ddm.evaluation.protocol import EvalConfig, _loss, _peer_group_scores, _Truth, _tune, seeded, split_targets
+from ddm.exceptions import ConfigError
+from ddm.pipeline import DistilledDatamodel, online_seconds
+from ddm.workspace import atomic_write_text, save_json
+
+#: name -> (overrides, description). ``first-order`` is special-cased (no synset).
+VARIANTS: dict[str, tuple[list[str], str]] = {
+    "paper": ([], "paper-faithful: reverse matching theta_t <-> theta_{tau-t}, hard labels, layer-wise cosine"),
+    "match": (["distill.matching=match"], "plain gradient matching (DDM-match)"),
+    "soft": (["distill.labels=learned"], "reverse matching with learned soft labels"),
+    "local-hard": (["distill.matching=local", "distill.distance=relative_mse"],
+                   "local matching (near theta_tau, magnitude kept), hard labels"),
+    "local-soft": (["distill.matching=local", "distill.distance=relative_mse", "distill.labels=learned"],
+                   "local matching, learned soft labels"),
+    "local-soft-ipc5": (["distill.matching=local", "distill.distance=relative_mse", "distill.labels=learned",
+                         "distill.ipc=5"], "local matching, soft labels, 5 images per group"),
+    "first-order": ([], "no synset: theta_tau moved by the deleted groups' accumulated updates (ceiling)"),
+}
+
+
+def _setup(root: Path, base: RunConfig, data: Any, ecfg: EvalConfig, rows: torch.Tensor, seed: int,
+           name: str) -> tuple[DistilledDatamodel, _Truth, torch.Tensor, torch.Tensor]:
+    """The variant's DDM (fitted; up to its groups for ``first-order``), its ground truth, LDS subsets
+    ``[M, K]`` (keep masks) and the retrained losses ``[M, T]`` of the reported targets."""
+    cfg = seeded(base, seed).with_overrides(["hierarchical=false", *VARIANTS[name][0]])
+    dm = DistilledDatamodel(root / f"seed{seed}" / "ablation" / name, cfg)
+    dm.fit(models.build(cfg.model, data), data.train, until="groups" if name == "first-order" else "synset")
+    truth = _Truth(root / f"seed{seed}", dm, data)
+    assert dm.groups is not None
+    keep = sample_perturbations(dm.groups.num_groups, ecfg.lds_subsets, ecfg.lds_keep, seed=10_000 + seed)
+    actual = _loss(truth.many_test([torch.nonzero(~k).flatten().tolist() for k in keep], "LDS retrains")[:, rows],
+                   data.test.y[rows])
+    return dm, truth, keep, actual
+
+
+def _first_order(dm: DistilledDatamodel, targets: Split, mult: float,
+                 delta: dict[str, torch.Tensor]) -> AttributionMatrix:
+    """Attribution with removal emulated as ``theta_tau + mult * sum_deleted Delta_k`` (same P, fit as DDM)."""
+    assert dm.model is not None and dm.trajectory is not None and dm.groups is not None
+    e = dm.config.emulate
+    K = dm.groups.num_groups
+    keep = sample_perturbations(K, e.num_perturbations or 2 * K, e.keep_prob, e.seed)
+    theta = dm.trajectory.final
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        logits = torch.stack([
+            functional_call(dm.model, {n: theta[n] + mult * torch.einsum("k,k...->...", (~k).float(), d)
+                                       for n, d in delta.items()}, (targets.x,)) for k in keep])
+    obj = objective_registry.get("dist2")
+    attr = fit_attribution(keep, obj.outputs(logits, targets.y), obj, dm.groups, targets.index.tolist(),
+                           logits.shape[-1], e.weighting, e.ridge, {"perturbations": len(keep)})
+    seconds = time.perf_counter() - t0
+    attr.meta = {**(attr.meta or {}), "seconds": seconds, "compute_seconds": seconds, "overhead_seconds": seconds,
+                 "emulations": {}}
+    return attr
+
+
+def _variant_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, val: torch.Tensor, ecfg: EvalConfig,
+                  seed: int, name: str) -> dict[str, Any]:
+    dm, truth, keep, actual = _setup(root, base, data, ecfg, rows, seed, name)
+    assert dm.model is not None and dm.trajectory is not None and dm.groups is not None
+    targets = data.test[rows]
+    out: dict[str, Any] = {}
+    if name == "first-order":
+        t0 = time.perf_counter()
+        delta = removal_displacements(dm.model, dm.trajectory, data.train, dm.groups, data.num_classes,
+                                      dm.config.train.batch_size)
+        out["offline_s"] = time.perf_counter() - t0
+        out["stored_floats_per_group"] = sum(d[0].numel() for d in delta.values())
+        vkeep = sample_perturbations(dm.groups.num_groups, ecfg.tune_subsets, ecfg.lds_keep, seed=20_000 + seed)
+        vactual = _loss(truth.many_test([torch.nonzero(~k).flatten().tolist() for k in vkeep],
+                                        "validation retrains")[:, val], data.test.y[val])
+        scores = {m: lds(_first_order(dm, data.test[val], m, delta).predict(vkeep)[..., 0], vactual)[0]
+                  for m in ecfg.tune}
+        best = max(scores, key=lambda m: scores[m])
+        out["tuning"] = {"validation_lds": {f"{m:g}": s for m, s in scores.items()}, "chosen_multiplier": best}
+        attr = pick_attr = _first_order(dm, targets, best, delta)
+        out["online_s"] = online_seconds([attr])
+    else:
+        out["tuning"] = _tune(dm, truth, data, val, ecfg, seed)
+        attr = dm.attribute(targets, "dist2", name="ablation-dist2")
+        pick_attr = dm.attribute(targets, "dist1", name="ablation-dist1")
+        out["offline_s"] = float(dm.ws.require("synset")["seconds"])
+        out["online_s"] = online_seconds([attr, pick_attr])
+        s = dm.fitted().synset
+        out["stored_floats_per_group"] = int(s.images[0].numel() + s.labels[0].numel())
+    out["lds"] = lds(attr.predict(keep)[..., 0], actual)[0]
+    out["dist1"] = _dist1(dm, truth, data, rows, pick_attr.ranking_all()[:, 0])
+    return out
+
+
+def _dist1(dm: DistilledDatamodel, truth: _Truth, data: Any, rows: torch.Tensor, picks: torch.Tensor) -> float:
+    """Mean Dist1 x100 between the target model and its retrain without each target's picked group."""
+    assert dm.model is not None
+    with torch.no_grad():
+        full = dm.model(data.test.x[rows])
+    removed = torch.stack([truth.test([int(g)])[r] for r, g in zip(rows.tolist(), picks.tolist(), strict=True)])
+    return 100 * float(dist_metrics(removed, full, data.test.y[rows])["dist1"].mean())
+
+
+def _references(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, ecfg: EvalConfig,
+                seed: int) -> dict[str, dict[str, Any]]:
+    """Random picks and the peers (cached by the protocol's ``--peers`` run when it exists)."""
+    dm, truth, keep, actual = _setup(root, base, data, ecfg, rows, seed, "first-order")
+    assert dm.model is not None and dm.trajectory is not None and dm.groups is not None
+    out: dict[str, dict[str, Any]] = {
+        "Random": {"dist1": _dist1(dm, truth, data, rows, random_choice(len(rows), dm.groups, seed))}}
+    fitted = SimpleNamespace(model=dm.model, trajectory=dm.trajectory, groups=dm.groups)  # peers need no synset
+    for method in ecfg.peers:
+        g, seconds = _peer_group_scores(root / f"seed{seed}", method, fitted, data.train, data.test[rows], rows)
+        out[method] = {"lds": lds(predicted_loss(g, keep), actual)[0],
+                       "dist1": _dist1(dm, truth, data, rows, g.abs().argmax(1)), "online_s": seconds,
+                       "offline_s": 0.0}
+    return out
+
+
+def ablate(root: str | Path, base: RunConfig, ecfg: EvalConfig, variants: list[str]) -> dict[str, Any]:
+    """Score every variant on every seed; writes ``ablation.json`` and ``ablation.md`` in ``root``."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown ablation variant(s) {unknown}; choose from: {', '.join(VARIANTS)}")
+    if not ecfg.tune:
+        raise ConfigError("the ablation chooses each variant's fine-tune rate on validation targets: give --tune")
+    root = Path(root)
+    data = data_mod.load(base.data)
+    rows, val = split_targets(len(data.test), ecfg.num_targets)
+    t0 = time.perf_counter()
+    per_seed: dict[int, dict[str, Any]] = {}
+    for seed in ecfg.seeds:
+        per_seed[seed] = _references(root, base, data, rows, ecfg, seed)
+        for v in variants:
+            per_seed[seed][v] = _variant_seed(root, base, data, rows, val, ecfg, seed, v)
+    result = {"dataset": data.summary(), "config": base.to_dict(), "eval": ecfg.__dict__, "variants": variants,
+              "seconds": time.perf_counter() - t0, "per_seed": per_seed}
+    save_json(root / "ablation.json", result)
+    atomic_write_text(root / "ablation.md", ablation_markdown(result))
+    return result
+
+
+def _ms(values: list[float], fmt: str) -> str:
+    if not values:
+        return "–"
+    m = fmt.format(float(np.mean(values)))
+    return m if len(values) == 1 else f"{m} ± {fmt.format(float(np.std(values)))}"
+
+
+def ablation_markdown(result: dict[str, Any]) -> str:
+    seeds = list(result["per_seed"])
+    names = list(next(iter(result["per_seed"].values())))
+    out = [f"Data: {result['dataset']}. Seeds {', '.join(map(str, seeds))} (mean ± std over seeds). LDS on "
+           f"{result['eval']['num_targets']} reported targets x {result['eval']['lds_subsets']} half subsets; "
+           "Dist1 x100 of the retrain without the group ranked first; fine-tune rate multiplier chosen per "
+           "seed on validation targets (shown as chosen values).", "",
+           "| method | what | LDS | Dist1 x100 | chosen lr x | offline s | online s | floats stored per group |",
+           "|---|---|---|---|---|---|---|---|"]
+    for n in names:
+        rs = [result["per_seed"][s][n] for s in seeds]
+        what = VARIANTS[n][1] if n in VARIANTS else ("peer (ddm.baselines.peers)" if n != "Random" else
+                                                     "uniformly random group")
+        chosen = ",".join(f"{r['tuning']['chosen_multiplier']:g}" for r in rs if "tuning" in r) or "–"
+        stored = rs[0].get("stored_floats_per_group")
+        out.append(f"| {n} | {what} | {_ms([r['lds'] for r in rs if 'lds' in r], '{:+.2f}')} | "
+                   f"{_ms([r['dist1'] for r in rs], '{:.1f}')} | {chosen} | "
+                   f"{_ms([r['offline_s'] for r in rs if 'offline_s' in r], '{:.0f}')} | "
+                   f"{_ms([r['online_s'] for r in rs if 'online_s' in r], '{:.0f}')} | "
+                   f"{stored if stored is not None else '–'} |")
+    out += ["", f"Total time: {result['seconds']:.0f} s."]
+    return "\n".join(out) + "\n"
