@@ -164,3 +164,47 @@ def test_evaluate_with_peers_and_diagnosis(tmp_path, capsys):
     assert all(0 <= r["auc"][0] <= 1 and 0 <= r["precision_at_k"][0] <= 1 for r in det.values())
     text = (ws / "evaluation.md").read_text()
     assert "Table 2 analog" in text and "Table 3 analog" in text and "Label-noise detection" in text
+
+
+def test_ablation_scores_variants_on_cached_retrains_and_reuses_results(tmp_path, capsys, monkeypatch):
+    ws = tmp_path / "ev"
+    args = ["evaluate", "-q", "-w", str(ws), "--preset", "tiny", "--seeds", "0", "--num-targets", "3",
+            "--lds-subsets", "4", "--tune", "0.5,1", "--ablation", "first-order,local-free", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = out["per_seed"]["0"]
+    assert set(rows) == {"Random", "first-order", "local-free"}
+    model = ddm.models.build(ddm.presets.tiny().model, ddm.data.load(ddm.presets.tiny().data))
+    assert rows["first-order"]["stored_floats_per_group"] == sum(p.numel() for p in model.parameters())
+    assert rows["local-free"]["stored_floats_per_group"] == 64 + 10  # one 8x8 image and its free target
+    for name in ("first-order", "local-free"):
+        r = rows[name]
+        assert -1 <= r["lds"] <= 1 and r["dist1"] >= 0 and r["online_s"] > 0
+        assert r["tuning"]["chosen_multiplier"] in (0.5, 1.0)
+    assert "| local-free |" in (ws / "ablation.md").read_text()
+    import ddm.evaluation.ablation as ablation
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr(ablation, "_variant_seed", boom)
+    assert main(args) == 0  # a second call gathers the stored results
+    assert json.loads(capsys.readouterr().out)["per_seed"]["0"] == rows
+    with pytest.raises(ConfigError, match="unknown ablation variant"):
+        main([*args[:-2], "--ablation", "nope"])
+
+
+def test_first_order_emulation_moves_theta_tau_by_the_deleted_displacements(trained, digits):
+    from torch.func import functional_call
+
+    from ddm.evaluation.ablation import first_order_logits
+
+    model, traj = trained
+    theta = traj.final
+    delta = {n: torch.randn(3, *p.shape, generator=torch.Generator().manual_seed(0)) * 0.1 for n, p in theta.items()}
+    keep = torch.tensor([[True, True, True], [False, True, False]])
+    x = digits.test.x[:4]
+    out = first_order_logits(model, theta, delta, keep, x, 0.5)
+    assert torch.allclose(out[0], functional_call(model, theta, (x,)), atol=1e-6)  # nothing deleted
+    moved = {n: theta[n] + 0.5 * (delta[n][0] + delta[n][2]) for n in theta}
+    assert torch.allclose(out[1], functional_call(model, moved, (x,)), atol=1e-5)

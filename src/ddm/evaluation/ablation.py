@@ -74,6 +74,15 @@ def _setup(root: Path, base: RunConfig, data: Any, ecfg: EvalConfig, rows: torch
     return dm, truth, keep, actual
 
 
+def first_order_logits(model: torch.nn.Module, theta: dict[str, torch.Tensor], delta: dict[str, torch.Tensor],
+                       keep: torch.Tensor, x: torch.Tensor, mult: float = 1.0) -> torch.Tensor:
+    """Logits ``[P, N, C]`` of ``theta + mult * sum_{k deleted} delta_k`` for every keep mask ``[P, K]``."""
+    with torch.no_grad():
+        return torch.stack([
+            functional_call(model, {n: theta[n] + mult * torch.einsum("k,k...->...", (~k).float(), d)
+                                    for n, d in delta.items()}, (x,)) for k in keep])
+
+
 def _first_order(dm: DistilledDatamodel, targets: Split, mult: float,
                  delta: dict[str, torch.Tensor]) -> AttributionMatrix:
     """Attribution with removal emulated as ``theta_tau + mult * sum_deleted Delta_k`` (same P, fit as DDM)."""
@@ -81,12 +90,8 @@ def _first_order(dm: DistilledDatamodel, targets: Split, mult: float,
     e = dm.config.emulate
     K = dm.groups.num_groups
     keep = sample_perturbations(K, e.num_perturbations or 2 * K, e.keep_prob, e.seed)
-    theta = dm.trajectory.final
     t0 = time.perf_counter()
-    with torch.no_grad():
-        logits = torch.stack([
-            functional_call(dm.model, {n: theta[n] + mult * torch.einsum("k,k...->...", (~k).float(), d)
-                                       for n, d in delta.items()}, (targets.x,)) for k in keep])
+    logits = first_order_logits(dm.model, dm.trajectory.final, delta, keep, targets.x, mult)
     obj = objective_registry.get("dist2")
     attr = fit_attribution(keep, obj.outputs(logits, targets.y), obj, dm.groups, targets.index.tolist(),
                            logits.shape[-1], e.weighting, e.ridge, {"perturbations": len(keep)})
