@@ -167,31 +167,34 @@ def test_evaluate_with_peers_and_diagnosis(tmp_path, capsys):
 
 
 def test_ablation_scores_variants_on_cached_retrains_and_reuses_results(tmp_path, capsys, monkeypatch):
-    ws = tmp_path / "ev"
-    args = ["evaluate", "-q", "-w", str(ws), "--preset", "tiny", "--seeds", "0", "--num-targets", "3",
-            "--lds-subsets", "4", "--tune", "0.5,1", "--ablation", "first-order,local-free", "--json"]
-    assert main(args) == 0
-    out = json.loads(capsys.readouterr().out)
-    rows = out["per_seed"]["0"]
+    import ddm.evaluation.ablation as ablation
+    from ddm.evaluation.protocol import EvalConfig
+
+    overrides, what = ablation.VARIANTS["local-free"]
+    monkeypatch.setitem(ablation.VARIANTS, "local-free", ([*overrides, "distill.iterations=20"], what))
+    ecfg = EvalConfig(seeds=[0], num_targets=3, lds_subsets=4, tune=(0.5, 1.0), tune_subsets=3)
+    cfg = ddm.presets.tiny()
+    out = ablation.ablate(tmp_path, cfg, ecfg, ["first-order", "local-free"])
+    rows = out["per_seed"][0]
     assert set(rows) == {"Random", "first-order", "local-free"}
-    model = ddm.models.build(ddm.presets.tiny().model, ddm.data.load(ddm.presets.tiny().data))
+    model = ddm.models.build(cfg.model, ddm.data.load(cfg.data))
     assert rows["first-order"]["stored_floats_per_group"] == sum(p.numel() for p in model.parameters())
     assert rows["local-free"]["stored_floats_per_group"] == 64 + 10  # one 8x8 image and its free target
     for name in ("first-order", "local-free"):
         r = rows[name]
         assert -1 <= r["lds"] <= 1 and r["dist1"] >= 0 and r["online_s"] > 0
         assert r["tuning"]["chosen_multiplier"] in (0.5, 1.0)
-    assert "| local-free |" in (ws / "ablation.md").read_text()
-    import ddm.evaluation.ablation as ablation
+    assert "| local-free |" in (tmp_path / "ablation.md").read_text()
 
     def boom(*a, **k):
         raise AssertionError("recomputed")
 
     monkeypatch.setattr(ablation, "_variant_seed", boom)
-    assert main(args) == 0  # a second call gathers the stored results
-    assert json.loads(capsys.readouterr().out)["per_seed"]["0"] == rows
-    with pytest.raises(ConfigError, match="unknown ablation variant"):
-        main([*args[:-2], "--ablation", "nope"])
+    again = ablation.ablate(tmp_path, cfg, ecfg, ["first-order", "local-free"])  # gathers the stored results
+    assert again["per_seed"][0] == rows
+    capsys.readouterr()
+    assert main(["evaluate", "-q", "-w", str(tmp_path), "--preset", "tiny", "--tune", "1", "--ablation", "nope"]) != 0
+    assert "unknown ablation variant" in capsys.readouterr().err
 
 
 def test_first_order_emulation_moves_theta_tau_by_the_deleted_displacements(trained, digits):

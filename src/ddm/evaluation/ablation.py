@@ -129,7 +129,9 @@ def _variant_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, va
         out["offline_s"] = float(dm.ws.require("synset")["seconds"])
         out["online_s"] = online_seconds([attr, pick_attr])
         s = dm.fitted().synset
-        out["stored_floats_per_group"] = int(s.images[0].numel() + s.labels[0].numel())
+        learned = s.label_logits is not None or s.free_targets is not None
+        # images plus learned label vectors (a hard label is the group's class: nothing to store)
+        out["stored_floats_per_group"] = int(s.images[0].numel() + (s.targets()[0].numel() if learned else 0))
     out["lds"] = lds(attr.predict(keep)[..., 0], actual)[0]
     out["dist1"] = _dist1(dm, truth, data, rows, pick_attr.ranking_all()[:, 0])
     return out
