@@ -73,3 +73,16 @@ def test_unknown_method_and_bad_settings_are_rejected(digits, trained):
         peers.self_influence("if-cg", model, traj, digits.train)
     with pytest.raises(ConfigError, match="positive"):
         peers.PeerConfig(cg_iters=0)
+
+
+def test_explicit_scores_without_graphs_equal_scores_in_grad_mode(digits, trained):
+    """if-explicit scores the training batches under no_grad once the targets' transform is memoised."""
+    model, traj = trained
+    targets = digits.test[:4]
+    fast = peers.sample_scores("if-explicit", model, traj, digits.train, targets, FAST)
+    a = peers._inner_product("if-explicit", model, digits.train, FAST)
+    with torch.enable_grad():
+        ref = a.attribute(peers._loader(digits.train, FAST.train_batch), peers._loader(targets, 4)).detach()
+    assert len(digits.train) > 2 * FAST.train_batch  # several training batches
+    assert torch.allclose(fast, ref, rtol=1e-4, atol=1e-6)
+    assert not fast.requires_grad
