@@ -212,7 +212,7 @@ def _ms(values: list[float], fmt: str) -> str:
     if not values:
         return "–"
     m = fmt.format(float(np.mean(values)))
-    return m if len(values) == 1 else f"{m} ± {fmt.format(float(np.std(values)))}"
+    return m if len(values) == 1 else f"{m} ± {fmt.replace('+', '').format(float(np.std(values)))}"
 
 
 def ablation_markdown(result: dict[str, Any]) -> str:
