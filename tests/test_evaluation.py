@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -192,6 +193,10 @@ def test_ablation_scores_variants_on_cached_retrains_and_reuses_results(tmp_path
     monkeypatch.setattr(ablation, "_variant_seed", boom)
     again = ablation.ablate(tmp_path, cfg, ecfg, ["first-order", "local-free"])  # gathers the stored results
     assert again["per_seed"][0] == rows
+    # a reference peer added later is computed; the variant rows are kept
+    with_peer = ablation.ablate(tmp_path, cfg, dataclasses.replace(ecfg, peers=("tracin",)), ["local-free"])
+    assert with_peer["per_seed"][0]["local-free"] == rows["local-free"]
+    assert -1 <= with_peer["per_seed"][0]["tracin"]["lds"] <= 1
     capsys.readouterr()
     assert main(["evaluate", "-q", "-w", str(tmp_path), "--preset", "tiny", "--tune", "1", "--ablation", "nope"]) != 0
     assert "unknown ablation variant" in capsys.readouterr().err

@@ -162,11 +162,13 @@ def _references(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, ecfg
     return out
 
 
-def _cached(path: Path, inputs: tuple, compute: Any) -> dict[str, Any]:
+def _cached(path: Path, inputs: tuple, compute: Any, ignore: tuple[str, ...] = ()) -> dict[str, Any]:
     """``compute()``, reused from ``path`` when made from the same inputs (seeds and variants can run as
-    separate processes; a final call gathers them)."""
+    separate processes; a final call gathers them). ``ignore``: evaluation settings the result does not
+    depend on."""
     base, ecfg, *rest = inputs
-    settings = {k: v for k, v in ecfg.__dict__.items() if k not in ("seeds", "plots", "diagnose", "logo")}
+    unused = ("seeds", "plots", "diagnose", "logo", *ignore)
+    settings = {k: v for k, v in ecfg.__dict__.items() if k not in unused}
     key = fingerprint(base.key_dict(), settings, rest)
     if path.exists():
         saved = load_json(path)
@@ -194,7 +196,8 @@ def ablate(root: str | Path, base: RunConfig, ecfg: EvalConfig, variants: list[s
         for v in variants:
             folder = root / f"seed{seed}" / "ablation" / v
             per_seed[seed][v] = _cached(folder / "result.json", (base, ecfg, seed, VARIANTS[v][0]),
-                                        lambda s=seed, v=v: _variant_seed(root, base, data, rows, val, ecfg, s, v))
+                                        lambda s=seed, v=v: _variant_seed(root, base, data, rows, val, ecfg, s, v),
+                                        ignore=("peers",))  # adding a reference peer keeps the variant rows
     result = {"dataset": data.summary(), "config": base.to_dict(), "eval": ecfg.__dict__, "variants": variants,
               "seconds": time.perf_counter() - t0, "per_seed": per_seed}
     save_json(root / "ablation.json", result)
