@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ddm.exceptions import ConfigMismatchError, MissingArtifactError
-from ddm.workspace import Workspace, load_tensors, save_json, save_tensors
+from ddm.workspace import Workspace, cached_json, load_tensors, save_json, save_tensors
 
 
 def test_construction_touches_nothing(tmp_path):
@@ -42,3 +42,18 @@ def test_unfinished_stage_with_other_key_is_discarded(tmp_path):
 def test_require_says_which_command_to_run(tmp_path):
     with pytest.raises(MissingArtifactError, match="ddm run"):
         Workspace(tmp_path).require("synset")
+
+
+def test_cached_json_reuses_only_a_result_stored_under_the_same_key(tmp_path):
+    calls = []
+
+    def compute(value):
+        calls.append(value)
+        return {"value": value, "pair": (1, 2)}
+
+    path = tmp_path / "seed0" / "result.json"
+    first = cached_json(path, "k1", lambda: compute(1))
+    assert first == {"value": 1, "pair": [1, 2]}  # JSON types even when freshly computed
+    assert cached_json(path, "k1", lambda: compute(2)) == first and calls == [1]
+    assert cached_json(path, "k2", lambda: compute(3))["value"] == 3 and calls == [1, 3]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["result.json"]  # no temporary files left

@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,19 @@ def load_json(path: Path) -> Any:
     if not path.exists():
         raise MissingArtifactError(f"{path} does not exist; run the stage that writes it first")
     return json.loads(path.read_text())
+
+
+def cached_json(path: Path, key: str, compute: Callable[[], Any]) -> Any:
+    """``compute()``'s JSON result, reused from ``path`` when it was stored under the same ``key`` (a
+    fingerprint of everything the result depends on); otherwise computed and stored atomically. Either
+    way the caller gets the same JSON types."""
+    if path.exists():
+        saved = load_json(path)
+        if saved.get("key") == key:
+            log.info("reusing %s", path)
+            return saved["result"]
+    save_json(path, {"key": key, "result": compute()})
+    return load_json(path)["result"]
 
 
 class Workspace:

@@ -37,10 +37,19 @@ from ddm.data.dataset import Split
 from ddm.distill.matching import removal_displacements
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import dist_metrics, lds
-from ddm.evaluation.protocol import EvalConfig, _loss, _peer_group_scores, _Truth, _tune, seeded, split_targets
+from ddm.evaluation.protocol import (
+    EvalConfig,
+    _peer_group_scores,
+    _Truth,
+    _tune,
+    choose_multiplier,
+    seeded,
+    split_targets,
+    subset_losses,
+)
 from ddm.exceptions import ConfigError
 from ddm.pipeline import DistilledDatamodel, online_seconds
-from ddm.workspace import atomic_write_text, load_json, save_json
+from ddm.workspace import atomic_write_text, cached_json, save_json
 
 #: Adam on the images and labels (SGD at lr 10 diverges or stalls once gradients keep their magnitude).
 _ADAM = ["distill.optimizer=adam", "distill.lr_img=0.01", "distill.lr_label=0.01", "distill.iterations=500"]
@@ -68,9 +77,8 @@ def _setup(root: Path, base: RunConfig, data: Any, ecfg: EvalConfig, rows: torch
     dm.fit(models.build(cfg.model, data), data.train, until="groups" if name == "first-order" else "synset")
     truth = _Truth(root / f"seed{seed}", dm, data)
     assert dm.groups is not None
-    keep = sample_perturbations(dm.groups.num_groups, ecfg.lds_subsets, ecfg.lds_keep, seed=10_000 + seed)
-    actual = _loss(truth.many_test([torch.nonzero(~k).flatten().tolist() for k in keep], "LDS retrains")[:, rows],
-                   data.test.y[rows])
+    keep, actual = subset_losses(truth, dm.groups.num_groups, ecfg.lds_subsets, ecfg.lds_keep, 10_000 + seed, rows,
+                                 data.test.y[rows], "LDS retrains")
     return dm, truth, keep, actual
 
 
@@ -113,14 +121,11 @@ def _variant_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, va
                                       dm.config.train.batch_size)
         out["offline_s"] = time.perf_counter() - t0
         out["stored_floats_per_group"] = sum(d[0].numel() for d in delta.values())
-        vkeep = sample_perturbations(dm.groups.num_groups, ecfg.tune_subsets, ecfg.lds_keep, seed=20_000 + seed)
-        vactual = _loss(truth.many_test([torch.nonzero(~k).flatten().tolist() for k in vkeep],
-                                        "validation retrains")[:, val], data.test.y[val])
-        scores = {m: lds(_first_order(dm, data.test[val], m, delta).predict(vkeep)[..., 0], vactual)[0]
-                  for m in ecfg.tune}
-        best = max(scores, key=lambda m: scores[m])
-        out["tuning"] = {"validation_lds": {f"{m:g}": s for m, s in scores.items()}, "chosen_multiplier": best}
-        attr = pick_attr = _first_order(dm, targets, best, delta)
+        vkeep, vactual = subset_losses(truth, dm.groups.num_groups, ecfg.tune_subsets, ecfg.lds_keep, 20_000 + seed,
+                                       val, data.test.y[val], "validation retrains")
+        out["tuning"] = choose_multiplier(ecfg.tune, lambda m: lds(
+            _first_order(dm, data.test[val], m, delta).predict(vkeep)[..., 0], vactual)[0])
+        attr = pick_attr = _first_order(dm, targets, out["tuning"]["chosen_multiplier"], delta)
         out["online_s"] = online_seconds([attr])
     else:
         out["tuning"] = _tune(dm, truth, data, val, ecfg, seed)
@@ -169,13 +174,7 @@ def _cached(path: Path, inputs: tuple, compute: Any, ignore: tuple[str, ...] = (
     base, ecfg, *rest = inputs
     unused = ("seeds", "plots", "diagnose", "logo", *ignore)
     settings = {k: v for k, v in ecfg.__dict__.items() if k not in unused}
-    key = fingerprint(base.key_dict(), settings, rest)
-    if path.exists():
-        saved = load_json(path)
-        if saved.get("key") == key:
-            return dict(saved["result"])
-    save_json(path, {"key": key, "result": compute()})
-    return dict(load_json(path)["result"])
+    return dict(cached_json(path, fingerprint(base.key_dict(), settings, rest), compute))
 
 
 def ablate(root: str | Path, base: RunConfig, ecfg: EvalConfig, variants: list[str]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from ddm.evaluation.unlearn import compare, sgd_epoch
 from ddm.exceptions import ConfigError
 from ddm.pipeline import DistilledDatamodel, online_seconds
 from ddm.unlearning import unlearn_groups
-from ddm.workspace import atomic_write_text, load_json, load_tensors, save_json, save_tensors
+from ddm.workspace import atomic_write_text, cached_json, load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
 DISTS = ("dist1", "dist2", "dist3")
@@ -122,22 +123,35 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels.expand(len(logits), -1), reduction="none")
 
 
+def subset_losses(truth: _Truth, num_groups: int, subsets: int, keep_prob: float, seed: int, rows: torch.Tensor,
+                  labels: torch.Tensor, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random group subsets (keep masks ``[M, K]``, drawn from ``seed``) and the exact-retrain losses
+    ``[M, T]`` of the test ``rows`` when each subset's removed groups are left out of training."""
+    keep = sample_perturbations(num_groups, subsets, keep_prob, seed=seed)
+    logits = truth.many_test([torch.nonzero(~k).flatten().tolist() for k in keep], desc)
+    return keep, _loss(logits[:, rows], labels)
+
+
+def choose_multiplier(multipliers: tuple[float, ...], score: Callable[[float], float]) -> dict[str, Any]:
+    """The multiplier with the highest validation ``score`` (ties: the first), with every score."""
+    scores = {m: score(m) for m in multipliers}
+    best = max(scores, key=lambda m: scores[m])
+    return {"validation_lds": {f"{m:g}": v for m, v in scores.items()}, "chosen_multiplier": best}
+
+
 def _tune(dm: DistilledDatamodel, truth: _Truth, data: Any, val: torch.Tensor, ecfg: EvalConfig, seed: int) -> dict:
     """Choose the fine-tune learning rate by LDS on validation targets and validation subsets."""
-    K = dm.fitted().groups.num_groups
-    keep = sample_perturbations(K, ecfg.tune_subsets, ecfg.lds_keep, seed=20_000 + seed)
-    actual = _loss(truth.many_test([torch.nonzero(~k).flatten().tolist() for k in keep], "validation retrains")[:, val],
-                   data.test.y[val])
+    keep, actual = subset_losses(truth, dm.fitted().groups.num_groups, ecfg.tune_subsets, ecfg.lds_keep,
+                                 20_000 + seed, val, data.test.y[val], "validation retrains")
     base = dm.finetune_lr
-    scores = {}
-    for mult in ecfg.tune:
+
+    def score(mult: float) -> float:
         dm.config = dm.config.with_overrides([f"emulate.finetune_lr={base * mult}"])
-        attr = dm.attribute(data.test[val], "dist2", name=f"tune-{mult:g}")
-        scores[mult] = lds(attr.predict(keep)[..., 0], actual)[0]
-    best = max(scores, key=lambda m: scores[m])
-    dm.config = dm.config.with_overrides([f"emulate.finetune_lr={base * best}"])
-    return {"validation_lds": {f"{m:g}": s for m, s in scores.items()}, "chosen_multiplier": best,
-            "finetune_lr": base * best}
+        return lds(dm.attribute(data.test[val], "dist2", name=f"tune-{mult:g}").predict(keep)[..., 0], actual)[0]
+
+    out = choose_multiplier(ecfg.tune, score)
+    dm.config = dm.config.with_overrides([f"emulate.finetune_lr={base * out['chosen_multiplier']}"])
+    return {**out, "finetune_lr": base * out["chosen_multiplier"]}
 
 
 def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, val: torch.Tensor,
@@ -208,10 +222,8 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
 
     # ---- group-level LDS ----------------------------------------------------------------------
     if ecfg.lds_subsets:
-        K = F.groups.num_groups
-        keep = sample_perturbations(K, ecfg.lds_subsets, ecfg.lds_keep, seed=10_000 + seed)
-        actual = _loss(truth.many_test([torch.nonzero(~k).flatten().tolist() for k in keep], "LDS retrains")[:, rows],
-                       targets.y)
+        keep, actual = subset_losses(truth, F.groups.num_groups, ecfg.lds_subsets, ecfg.lds_keep, 10_000 + seed,
+                                     rows, targets.y, "LDS retrains")
         for name in ("DDM-full", "DDM-match"):
             out["lds"][name] = lds(attrs[name]["dist2"].predict(keep)[..., 0], actual)[0]
         for method, g in peer_groups.items():
@@ -386,15 +398,8 @@ def _seed_result(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, val
     (so seeds can run as separate processes and a final call only gathers them)."""
     settings = {k: v for k, v in ecfg.__dict__.items() if k != "seeds"}
     key = fingerprint(base.key_dict(), settings, rows.tolist(), val.tolist(), seed)
-    path = root / f"seed{seed}" / "result.json"
-    if path.exists():
-        saved = load_json(path)
-        if saved.get("key") == key:
-            log.info("seed %d: reusing %s", seed, path)
-            return saved["result"]
-    result = _evaluate_seed(root, base, data, rows, val, ecfg, seed)
-    save_json(path, {"key": key, "result": result})
-    return load_json(path)["result"]  # the same JSON types whether fresh or reused
+    return dict(cached_json(root / f"seed{seed}" / "result.json", key,
+                            lambda: _evaluate_seed(root, base, data, rows, val, ecfg, seed)))
 
 
 def evaluate(root: str | Path, base: RunConfig, ecfg: EvalConfig) -> dict[str, Any]:
