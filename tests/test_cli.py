@@ -50,3 +50,30 @@ def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert "ddm run" in capsys.readouterr().err
     assert main(["info", "--config-help"]) == 0
     assert "distill.lr_img" in capsys.readouterr().out
+    assert main(["run", "-w", str(tmp_path), "--preset", "tiny", "--recipe", "nope"]) == 2
+    assert "unknown recipe 'nope'" in capsys.readouterr().err
+
+
+def test_recipe_applies_its_overrides_before_the_explicit_sets(tmp_path, capsys):
+    import argparse
+
+    from ddm.cli.main import make_config
+    from ddm.presets import RECIPES
+
+    def config(*extra):
+        args = argparse.Namespace(workspace=str(tmp_path), config=None, preset="tiny", dataset=None, data_dir=None,
+                                  sets=[], recipe=None)
+        for k, v in zip(extra[::2], extra[1::2], strict=True):
+            setattr(args, k, v)
+        return make_config(args)
+
+    paper, free = config(), config("recipe", "local-free")
+    assert (paper.distill.matching, paper.distill.labels, paper.distill.optimizer) == ("reverse", "hard", "sgd")
+    assert (free.distill.matching, free.distill.labels, free.distill.optimizer) == ("local", "free", "adam")
+    assert free.distill.distance == "relative_mse" and free.distill.iterations == 500
+    assert free.train == paper.train and free.model == paper.model  # a recipe touches distillation only
+    assert config("recipe", "local-free", "sets", ["distill.iterations=7"]).distill.iterations == 7  # --set wins
+    assert config("recipe", "paper") == paper and RECIPES["paper"][0] == []
+    assert all(o.startswith("distill.") for overrides, _ in RECIPES.values() for o in overrides)
+    assert main(["info"]) == 0
+    assert "local-free: local matching" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from ddm.config import (
     RunConfig,
     TrainConfig,
 )
+from ddm.exceptions import ConfigError
 from ddm.registry import Registry
 
 PRESETS: Registry[Callable[..., RunConfig]] = Registry("preset")
@@ -76,3 +77,26 @@ def tiny(data: Any = None) -> RunConfig:
 
 def get(name: str, data: Any = None) -> RunConfig:
     return PRESETS.get(name)(data)
+
+
+#: Distillation recipes: named bundles of overrides applied on top of any preset (``--recipe``).
+#: ``paper`` is the paper-faithful method (the defaults); the others are this project's variants, measured
+#: against exact retraining in BENCHMARKS.md ("Toward a faithful DDM").
+_ADAM = ["distill.optimizer=adam", "distill.lr_img=0.01", "distill.lr_label=0.01", "distill.iterations=500"]
+_LOCAL = ["distill.matching=local", "distill.distance=relative_mse", *_ADAM]
+RECIPES: dict[str, tuple[list[str], str]] = {
+    "paper": ([], "paper-faithful: reverse matching theta_t <-> theta_{tau-t}, hard labels, layer-wise cosine, SGD"),
+    "match": (["distill.matching=match"], "plain gradient matching (DDM-match)"),
+    "reverse-free": (["distill.labels=free", *_ADAM], "the paper's reverse matching with free labels and Adam"),
+    "local-hard": ([*_LOCAL], "local matching (near theta_tau, magnitude kept), hard labels, Adam"),
+    "local-soft": ([*_LOCAL, "distill.labels=learned"], "local matching, learned soft labels, Adam"),
+    "local-free": ([*_LOCAL, "distill.labels=free"], "local matching, free labels (any scale and sign), Adam"),
+    "local-free-ipc5": ([*_LOCAL, "distill.labels=free", "distill.ipc=5"], "local-free with 5 images per group"),
+}
+
+
+def recipe(name: str) -> list[str]:
+    """The ``--set`` overrides of a distillation recipe."""
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; choose from: {', '.join(RECIPES)} (see `ddm info`)")
+    return list(RECIPES[name][0])

@@ -49,21 +49,13 @@ from ddm.evaluation.protocol import (
 )
 from ddm.exceptions import ConfigError
 from ddm.pipeline import DistilledDatamodel, online_seconds
+from ddm.presets import RECIPES
 from ddm.workspace import atomic_write_text, cached_json, save_json
 
-#: Adam on the images and labels (SGD at lr 10 diverges or stalls once gradients keep their magnitude).
-_ADAM = ["distill.optimizer=adam", "distill.lr_img=0.01", "distill.lr_label=0.01", "distill.iterations=500"]
-_LOCAL = ["distill.matching=local", "distill.distance=relative_mse", *_ADAM]
-
-#: name -> (overrides, description). ``first-order`` is special-cased (no synset).
+#: name -> (overrides, description): the distillation recipes (``ddm.presets.RECIPES``) plus
+#: ``first-order``, which is special-cased (no synset).
 VARIANTS: dict[str, tuple[list[str], str]] = {
-    "paper": ([], "paper-faithful: reverse matching theta_t <-> theta_{tau-t}, hard labels, layer-wise cosine, SGD"),
-    "match": (["distill.matching=match"], "plain gradient matching (DDM-match)"),
-    "reverse-free": (["distill.labels=free", *_ADAM], "the paper's reverse matching with free labels and Adam"),
-    "local-hard": ([*_LOCAL], "local matching (near theta_tau, magnitude kept), hard labels, Adam"),
-    "local-soft": ([*_LOCAL, "distill.labels=learned"], "local matching, learned soft labels, Adam"),
-    "local-free": ([*_LOCAL, "distill.labels=free"], "local matching, free labels (any scale and sign), Adam"),
-    "local-free-ipc5": ([*_LOCAL, "distill.labels=free", "distill.ipc=5"], "local-free with 5 images per group"),
+    **RECIPES,
     "first-order": ([], "no synset: theta_tau moved by the deleted groups' accumulated updates (ceiling)"),
 }
 
@@ -242,7 +234,7 @@ def ablation_markdown(result: dict[str, Any]) -> str:
                    f"{_ms([r['online_s'] for r in rs if 'online_s' in r], '{:.0f}')} | "
                    f"{stored if stored is not None else '–'} |")
     if best is not None:
-        out += ["", f"Highest mean validation LDS among the DDM variants (the selection rule; reported columns "
-                    f"play no part): **{best}** ({best_val:+.2f})."]
+        out += ["", f"Highest mean validation LDS among the DDM variants on these seeds (validation targets "
+                    f"and subsets only; the reported columns play no part): **{best}** ({best_val:+.2f})."]
     out += ["", f"Total time: {result['seconds']:.0f} s."]
     return "\n".join(out) + "\n"
