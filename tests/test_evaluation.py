@@ -183,7 +183,7 @@ def test_ablation_scores_variants_on_cached_retrains_and_reuses_results(tmp_path
     assert rows["local-free"]["stored_floats_per_group"] == 64 + 10  # one 8x8 image and its free target
     for name in ("first-order", "local-free"):
         r = rows[name]
-        assert -1 <= r["lds"] <= 1 and r["dist1"] >= 0 and r["online_s"] > 0
+        assert -1 <= r["lds"] <= 1 and r["dist1"] >= 0 and r["dist1_loss"] >= 0 and r["online_s"] > 0
         assert r["tuning"]["chosen_multiplier"] in (0.5, 1.0)
     assert "| local-free |" in (tmp_path / "ablation.md").read_text()
 
