@@ -50,10 +50,10 @@ bench-fmnist: $(STAMP)
 ABLATION := paper,reverse-free,local-hard,local-soft,local-free,local-free-ipc5,first-order
 ABL      := -q --num-targets 20 --lds-subsets 50
 bench-ablation: bench-digits bench-fmnist
-	$(BIN)/ddm evaluate -w runs/bench-select --preset demo $(ABL) --seeds 3 --tune 0.03,0.1,0.3,1 --ablation $(ABLATION)
-	$(BIN)/ddm evaluate -w runs/bench-digits --preset demo $(ABL) --seeds 0,1,2 --tune 0.03,0.1,0.3,1 \
+	$(BIN)/ddm evaluate -w runs/bench-select --preset demo $(ABL) --seeds 3 --tune 0.01,0.03,0.1,0.3,1 --ablation $(ABLATION)
+	$(BIN)/ddm evaluate -w runs/bench-digits --preset demo $(ABL) --seeds 0,1,2 --tune 0.01,0.03,0.1,0.3,1 \
 	  --peers tracin,if-explicit --ablation $(ABLATION)
-	$(BIN)/ddm evaluate -w runs/bench-fmnist --preset demo $(FMNIST) $(ABL) --seeds 0,1,2 --tune 0.03,0.1,0.3 \
+	$(BIN)/ddm evaluate -w runs/bench-fmnist --preset demo $(FMNIST) $(ABL) --seeds 0,1,2 --tune 0.01,0.03,0.1,0.3 \
 	  --peers tracin,trak --ablation paper,local-free,first-order
 	mkdir -p benchmarks/results && cp runs/bench-select/ablation.md benchmarks/results/ablation-select-digits.md && \
 	  for d in digits fmnist; do cp runs/bench-$$d/ablation.md benchmarks/results/ablation-$$d.md && \
