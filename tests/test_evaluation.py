@@ -185,7 +185,9 @@ def test_ablation_scores_variants_on_cached_retrains_and_reuses_results(tmp_path
         r = rows[name]
         assert -1 <= r["lds"] <= 1 and r["dist1"] >= 0 and r["dist1_loss"] >= 0 and r["online_s"] > 0
         assert r["tuning"]["chosen_multiplier"] in (0.5, 1.0)
-    assert "| local-free |" in (tmp_path / "ablation.md").read_text()
+    md = (tmp_path / "ablation.md").read_text()
+    assert "| local-free |" in md and "1 image per group: **local-free**" in md  # first-order is not a candidate
+    assert ablation._images_per_group("local-free-ipc5") == 5 and ablation._images_per_group("paper") == 1
 
     def boom(*a, **k):
         raise AssertionError("recomputed")

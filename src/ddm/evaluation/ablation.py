@@ -219,6 +219,11 @@ def _ms(values: list[float], fmt: str) -> str:
     return m if len(values) == 1 else f"{m} ± {fmt.replace('+', '').format(float(np.std(values)))}"
 
 
+def _images_per_group(name: str) -> int:
+    ipc = [o.split("=", 1)[1] for o in VARIANTS.get(name, ([], ""))[0] if o.startswith("distill.ipc=")]
+    return int(ipc[-1]) if ipc else 1
+
+
 def ablation_markdown(result: dict[str, Any]) -> str:
     seeds = list(result["per_seed"])
     names = list(next(iter(result["per_seed"].values())))
@@ -229,7 +234,7 @@ def ablation_markdown(result: dict[str, Any]) -> str:
            "chosen per seed on validation targets (shown as chosen values).", "",
            "| method | what | validation LDS | LDS | Dist1 x100, Dist1-objective pick | Dist1 x100, abs(loss) pick | "
            "chosen lr x | offline s | online s | floats stored per group |", "|" + "---|" * 10]
-    best, best_val = None, -2.0
+    best: dict[int, tuple[str, float]] = {}  # images per group -> the best variant there, its validation LDS
     for n in names:
         rs = [result["per_seed"][s][n] for s in seeds]
         what = VARIANTS[n][1] if n in VARIANTS else ("peer (ddm.baselines.peers)" if n != "Random" else
@@ -237,16 +242,19 @@ def ablation_markdown(result: dict[str, Any]) -> str:
         chosen = ",".join(f"{r['tuning']['chosen_multiplier']:g}" for r in rs if "tuning" in r) or "–"
         stored = rs[0].get("stored_floats_per_group")
         val = [validation_lds(r) for r in rs if "tuning" in r]
-        if val and n in VARIANTS and n != "first-order" and float(np.mean(val)) > best_val:
-            best, best_val = n, float(np.mean(val))
+        ipc = _images_per_group(n)
+        if val and n in VARIANTS and n != "first-order" and float(np.mean(val)) > best.get(ipc, ("", -2.0))[1]:
+            best[ipc] = (n, float(np.mean(val)))
         out.append(f"| {n} | {what} | {_ms(val, '{:+.2f}')} | {_ms([r['lds'] for r in rs if 'lds' in r], '{:+.2f}')} | "
                    f"{_ms([r['dist1'] for r in rs if 'dist1' in r], '{:.1f}')} | "
                    f"{_ms([r['dist1_loss'] for r in rs if 'dist1_loss' in r], '{:.1f}')} | {chosen} | "
                    f"{_ms([r['offline_s'] for r in rs if 'offline_s' in r], '{:.0f}')} | "
                    f"{_ms([r['online_s'] for r in rs if 'online_s' in r], '{:.0f}')} | "
                    f"{stored if stored is not None else '–'} |")
-    if best is not None:
-        out += ["", f"Highest mean validation LDS among the DDM variants on these seeds (validation targets "
-                    f"and subsets only; the reported columns play no part): **{best}** ({best_val:+.2f})."]
+    if best:
+        out += ["", "Highest mean validation LDS among the DDM variants on these seeds, per synset budget "
+                    "(validation targets and subsets only; the reported columns play no part): "
+                    + "; ".join(f"{ipc} image{'s' if ipc > 1 else ''} per group: **{n}** ({v:+.2f})"
+                                for ipc, (n, v) in sorted(best.items())) + "."]
     out += ["", f"Total time: {result['seconds']:.0f} s."]
     return "\n".join(out) + "\n"
