@@ -51,7 +51,7 @@ ABLATION := paper,reverse-free,local-hard,local-soft,local-free,first-order
 ABL      := -q --num-targets 20 --lds-subsets 50
 bench-ablation: bench-digits bench-fmnist
 	$(BIN)/ddm evaluate -w runs/bench-select --preset demo $(ABL) --seeds 3 --tune 0.01,0.03,0.1,0.3,1 \
-	  --ablation $(ABLATION),local-free-ipc5
+	  --ablation paper,reverse-free,local-hard,local-soft,local-free,local-free-ipc5,first-order
 	$(BIN)/ddm evaluate -w runs/bench-digits --preset demo $(ABL) --seeds 0,1,2 --tune 0.01,0.03,0.1,0.3,1 \
 	  --peers tracin,if-explicit --ablation $(ABLATION)
 	$(BIN)/ddm evaluate -w runs/bench-fmnist --preset demo $(FMNIST) $(ABL) --seeds 0,1,2 --tune 0.01,0.03,0.1,0.3 \
