@@ -24,7 +24,7 @@ test: $(STAMP)
 
 # The benchmark suite behind BENCHMARKS.md: digits, then Fashion-MNIST (10k training images).
 # Each run caches every stage and retrain under runs/, so an interrupted `make bench` resumes.
-EVAL   := -q --seeds 0,1,2 --num-targets 20 --lds-subsets 50 --tune 0.1,0.3,1 --plots
+EVAL   := -q --seeds 0,1,2 --num-targets 20 --lds-subsets 50 --tune 0.01,0.03,0.1,0.3,1 --plots
 FMNIST := --dataset fashion-mnist --set data.train_size=10000 --set data.test_size=2000 \
           --set model.width=16 --set train.epochs=5 --set train.lr=0.05
 bench: bench-digits bench-fmnist bench-scaling bench-ablation
@@ -39,7 +39,7 @@ bench-digits: $(STAMP)
 	  cp runs/bench-digits/evaluation.json benchmarks/results/digits.json && cp -r runs/bench-digits/plots benchmarks/results/digits-plots
 
 bench-fmnist: $(STAMP)
-	$(BIN)/ddm evaluate -w runs/bench-fmnist --preset demo $(FMNIST) $(EVAL)
+	$(BIN)/ddm evaluate -w runs/bench-fmnist --preset demo $(FMNIST) $(EVAL) --peers tracin,trak,arnoldi
 	mkdir -p benchmarks/results && cp runs/bench-fmnist/evaluation.md benchmarks/results/fashion-mnist.md && \
 	  cp runs/bench-fmnist/evaluation.json benchmarks/results/fashion-mnist.json && \
 	  cp -r runs/bench-fmnist/plots benchmarks/results/fashion-mnist-plots

@@ -25,7 +25,7 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert len(out["attribution"]["targets"]) == 3
     assert len(out["attribution"]["targets"][0]["top"]) == 3
     assert set(out["table4"]) >= {"acc_theta0", "acc_theta_tau", "acc_after_whole_synset"}
-    assert out["synset"]["matching"] == "reverse"
+    assert out["synset"]["matching"] == "local"  # the default recipe
 
     assert main(["attribute", "-w", ws, "--targets", "1,2", "--objective", "dist2", "--top-k", "2"]) == 0
     text = capsys.readouterr().out
@@ -58,7 +58,7 @@ def test_recipe_applies_its_overrides_before_the_explicit_sets(tmp_path, capsys)
     import argparse
 
     from ddm.cli.main import make_config
-    from ddm.presets import RECIPES
+    from ddm.presets import RECIPES, recipe
 
     def config(*extra):
         args = argparse.Namespace(workspace=str(tmp_path), config=None, preset="tiny", dataset=None, data_dir=None,
@@ -67,13 +67,19 @@ def test_recipe_applies_its_overrides_before_the_explicit_sets(tmp_path, capsys)
             setattr(args, k, v)
         return make_config(args)
 
-    paper, free = config(), config("recipe", "local-free")
+    default, free, paper = config(), config("recipe", "local-free"), config("recipe", "paper")
     assert (paper.distill.matching, paper.distill.labels, paper.distill.optimizer) == ("reverse", "hard", "sgd")
+    assert (paper.distill.distance, paper.distill.lr_img) == ("layerwise_cosine", 10.0)
     assert (free.distill.matching, free.distill.labels, free.distill.optimizer) == ("local", "free", "adam")
     assert free.distill.distance == "relative_mse" and free.distill.iterations == 500
+    assert default.distill == free.distill.__class__(**{**free.distill.__dict__, "iterations": 6})  # tiny's budget
     assert free.train == paper.train and free.model == paper.model  # a recipe touches distillation only
     assert config("recipe", "local-free", "sets", ["distill.iterations=7"]).distill.iterations == 7  # --set wins
-    assert config("recipe", "paper") == paper and RECIPES["paper"][0] == []
+    # a recipe sets every option that tells the methods apart: the same method whatever came before it
+    for name in RECIPES:
+        once = config("recipe", name)
+        assert once.with_overrides(recipe("paper") + recipe(name)) == once
     assert all(o.startswith("distill.") for overrides, _ in RECIPES.values() for o in overrides)
     assert main(["info"]) == 0
-    assert "local-free: local matching" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "default: local-free" in out and "local-free: the default: local matching" in out

@@ -54,11 +54,20 @@ def test_fingerprint_is_stable_and_sensitive():
 
 
 def test_options_added_later_keep_earlier_cache_keys():
-    from ddm.config import DistillConfig, RunConfig, keyed
+    from ddm.config import DistillConfig, EmulateConfig, RunConfig, keyed
 
-    d = DistillConfig()
-    assert "optimizer" not in keyed(d) and "lr_img" in keyed(d)  # at its default: as before it existed
-    assert keyed(DistillConfig(optimizer="adam"))["optimizer"] == "adam"
-    cfg = RunConfig()
+    sgd = DistillConfig(optimizer="sgd")
+    assert "optimizer" not in keyed(sgd) and "lr_img" in keyed(sgd)  # as before the option existed
+    assert keyed(DistillConfig())["optimizer"] == "adam"  # the new default differs from that: it counts
+    cfg = RunConfig().with_overrides(["distill.optimizer=sgd"])
     assert "optimizer" not in cfg.key_dict()["distill"] and "optimizer" in cfg.to_dict()["distill"]
     assert fingerprint(cfg.key_dict()) != fingerprint(cfg.with_overrides(["distill.optimizer=adam"]).key_dict())
+    # a config file written before an option existed loads with the behaviour of that time
+    old = cfg.to_dict()
+    del old["distill"]["optimizer"], old["emulate"]["finetune_scale"]
+    loaded = RunConfig.from_dict(old)
+    assert (loaded.distill.optimizer, loaded.emulate.finetune_scale) == ("sgd", 1.0)
+    assert RunConfig().distill.optimizer == "adam" and RunConfig().emulate.finetune_scale == 0.1
+    # finetune_scale has no effect (and no say in keys) once finetune_lr is given
+    assert "finetune_scale" in keyed(EmulateConfig()) and "finetune_scale" not in keyed(EmulateConfig(finetune_lr=0.1))
+    assert "finetune_scale" not in keyed(EmulateConfig(finetune_scale=1.0))

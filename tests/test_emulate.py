@@ -7,8 +7,10 @@ from ddm.emulate import (
     finetune_batched,
     finetune_reference,
     image_weights,
+    linear_step,
     perturbation_weights,
     sample_perturbations,
+    synset_gradients,
 )
 
 
@@ -26,6 +28,29 @@ def test_batched_finetuning_equals_the_plain_loop(trained, digits, groups):
             ref = finetune_reference(model, traj.final, syn, deleted[i], lr=0.05, steps=4, reduction=reduction)
             for n in ref:
                 assert torch.allclose(batched[n][i], ref[n], atol=1e-5), (reduction, i, n)
+
+
+def test_linear_emulation_is_one_sgd_step_and_first_order_in_the_step(trained, digits, groups):
+    model, traj = trained
+    syn = synset_for(digits, groups, ipc=2)
+    deleted = ~sample_perturbations(groups.num_groups, 4, 0.6, seed=2)
+    grads = synset_gradients(model, traj.final, syn)
+    assert all(g.shape == (len(syn.flat()[0]), *traj.final[n].shape) for n, g in grads.items())
+    for reduction in ("sum", "mean"):  # one step of length lr: exactly one SGD step
+        one = finetune_batched(model, traj.final, syn, deleted, lr=0.05, steps=1, reduction=reduction)
+        lin = linear_step(traj.final, grads, deleted, syn.ipc, lr=0.05, steps=1, reduction=reduction)
+        assert all(torch.allclose(one[n], lin[n], atol=1e-6) for n in one)
+
+    def gap(lr):  # distance of 4 fine-tuning steps from the linear step of the same length, relative to the move
+        tuned = finetune_batched(model, traj.final, syn, deleted, lr=lr, steps=4)
+        lin = linear_step(traj.final, grads, deleted, syn.ipc, lr=lr, steps=4)
+        num = sum(float((tuned[n] - lin[n]).norm() ** 2) for n in tuned) ** 0.5
+        return num / sum(float((lin[n] - traj.final[n]).norm() ** 2) for n in lin) ** 0.5
+
+    assert gap(1e-4) < 0.1 * gap(1e-2)  # the gap shrinks with the step: agreement to first order
+    x = digits.test.x[:3]
+    logits = emulate_logits(model, traj.final, syn, deleted, x, 0.05, 1, chunk_size=3, method="linear")
+    assert torch.allclose(logits, emulate_logits(model, traj.final, syn, deleted, x, 0.05, 1), atol=1e-4)
 
 
 def test_no_deletion_leaves_the_model_unchanged(trained, digits, groups):

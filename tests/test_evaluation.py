@@ -199,6 +199,16 @@ def test_ablation_scores_variants_on_cached_retrains_and_reuses_results(tmp_path
     with_peer = ablation.ablate(tmp_path, cfg, dataclasses.replace(ecfg, peers=("tracin",)), ["local-free"])
     assert with_peer["per_seed"][0]["local-free"] == rows["local-free"]
     assert -1 <= with_peer["per_seed"][0]["tracin"]["lds"] <= 1
+    # the linear emulation reuses the local-free synset (its workspace): no distillation
+    monkeypatch.undo()
+    from ddm import pipeline
+
+    overrides, what = ablation.VARIANTS["local-free-linear"]
+    monkeypatch.setitem(ablation.VARIANTS, "local-free-linear", ([*overrides, "distill.iterations=20"], what))
+    monkeypatch.setattr(pipeline, "distill", boom)
+    linear = ablation.ablate(tmp_path, cfg, ecfg, ["local-free-linear"])["per_seed"][0]["local-free-linear"]
+    assert -1 <= linear["lds"] <= 1 and linear["offline_s"] == rows["local-free"]["offline_s"]
+    assert [p.name for p in (tmp_path / "seed0" / "ablation" / "local-free-linear").iterdir()] == ["result.json"]
     capsys.readouterr()
     assert main(["evaluate", "-q", "-w", str(tmp_path), "--preset", "tiny", "--tune", "1", "--ablation", "nope"]) != 0
     assert "unknown ablation variant" in capsys.readouterr().err

@@ -132,5 +132,6 @@ def test_external_trajectory_from_a_users_loop(tmp_path):
         rec.record(epoch)
     dm = ddm.DistilledDatamodel(tmp_path, cfg).fit(model, data.train, trajectory=rec.trajectory(lr=0.1))
     assert dm.ws.stage_info("train")["config"]["external_trajectory"]
-    assert dm.finetune_lr == 0.1 and dm.finetune_steps == 2
+    assert dm.train_lr == 0.1 and dm.finetune_steps == 2
+    assert dm.finetune_lr == pytest.approx(0.1 * cfg.emulate.finetune_scale)
     assert dm.attribute(data.test[:2]).weights.shape == (2, 20, 10)

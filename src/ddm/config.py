@@ -92,27 +92,31 @@ class ClusterConfig:
 
 @dataclass
 class DistillConfig:
-    matching: str = _f("reverse", "reverse (DDM, Eq. 6), match (plain gradient matching, DDM-match) or local "
-                                  "(not in the paper: match, near theta_tau, minus each group's accumulated "
-                                  "trajectory gradient with its magnitude; see ddm.distill.matching)")
-    pairing: str = _f("reverse", "trajectory pairing: reverse (theta_t <-> theta_{tau-t}) or step "
-                                            "(theta_t <-> theta_{t+s})")
+    """Defaults: the ``local-free`` recipe, chosen on a validation seed (BENCHMARKS.md, "Toward a faithful
+    DDM"); ``--recipe paper`` (``ddm.presets.recipe("paper")``) gives the paper-faithful method."""
+
+    matching: str = _f("local", "local (default; not in the paper: match, near theta_tau, minus each group's "
+                                "accumulated trajectory gradient with its magnitude; see ddm.distill.matching), "
+                                "reverse (the paper's DDM, Eq. 6) or match (plain gradient matching, DDM-match)")
+    pairing: str = _f("reverse", "trajectory pairing of reverse/match: reverse (theta_t <-> theta_{tau-t}) or "
+                                 "step (theta_t <-> theta_{t+s})")
     step: int = _f(1, "s of the step pairing, in recorded checkpoints")
     ipc: int = _f(1, "synthetic images per group")
-    iterations: int = _f(200, "distillation steps")
-    lr_img: float = _f(10.0, "learning rate of the synthetic images (paper: 10)")
-    momentum_img: float = _f(0.5, "SGD momentum of the synthetic images")
+    iterations: int = _f(500, "distillation steps (the paper recipe: 200)")
+    lr_img: float = _f(0.01, "learning rate of the synthetic images (adam: 0.01; the paper's sgd: 10)")
+    momentum_img: float = _f(0.5, "momentum of the sgd optimiser of the synthetic images")
     batch_real: int = _f(32, "real images sampled per group and step")
-    distance: str = _f("layerwise_cosine", "gradient distance: layerwise_cosine (DC), cosine (flat), mse, "
-                                           "relative_mse (mse / |target|^2, keeps magnitude)")
+    distance: str = _f("relative_mse", "gradient distance: relative_mse (mse / |target|^2, keeps magnitude; "
+                                       "default), layerwise_cosine (DC; the paper), cosine (flat), mse")
     augment: str = _f("crop_scale_rotate", "differentiable siamese augmentation: '_'-joined of color, crop, "
                                                   "cutout, flip, scale, rotate; or none")
-    labels: str = _f("hard", "synthetic labels: hard (the group's class), learned (soft: softmax of optimised "
-                             "logits) or free (optimised real target vectors used as is, so each image's "
-                             "gradient can take any scale and sign; not in the paper)")
-    lr_label: float = _f(1.0, "learning rate of learned label logits or free targets")
-    optimizer: str = _f("sgd", "optimiser of the synthetic images and labels: sgd (with momentum_img; the paper) "
-                               "or adam (scale-free steps; use a small lr_img such as 0.01)", since="0.2")
+    labels: str = _f("free", "synthetic labels: free (default; optimised real target vectors used as is, so each "
+                             "image's gradient can take any scale and sign; not in the paper), hard (the group's "
+                             "class; the paper) or learned (soft: softmax of optimised logits)")
+    lr_label: float = _f(0.01, "learning rate of learned label logits or free targets")
+    optimizer: str = _f("adam", "optimiser of the synthetic images and labels: adam (scale-free steps, with a small "
+                                "lr_img such as 0.01; default) or sgd (with momentum_img; the paper)",
+                        since="0.2", implicit="sgd")
     init: str = _f("real", "initialise synthetic images from real members (real) or noise")
     group_chunk: int = _f(0, "groups per vmap chunk for real gradients (0: all at once)")
     checkpoint_every: int = _f(50, "save the synset every this many steps (resume after a kill)")
@@ -141,13 +145,19 @@ class DistillConfig:
 class EmulateConfig:
     num_perturbations: int | None = _f(None, "|P|, perturbations sampled (None: 2 K; must be >= K)")
     keep_prob: float = _f(0.5, "probability that a group is kept in a perturbation")
-    finetune_lr: float | None = _f(None, "fine-tune learning rate eta_f (None: train.lr, as in Eq. 3)")
+    finetune_lr: float | None = _f(None, "fine-tune learning rate eta_f (None: finetune_scale x train.lr)")
+    finetune_scale: float = _f(0.1, "eta_f = finetune_scale x train.lr when finetune_lr is None (the paper's Eq. 3: "
+                                    "1; 0.1 was chosen on a validation seed; `ddm evaluate --tune` picks it per "
+                                    "run from exact retrains)", since="0.3", implicit=1.0, unused_if="finetune_lr")
     finetune_steps: int | None = _f(None, "fine-tune steps T (None: recorded epochs tau, as in Eq. 3)")
     group_reduction: str = _f("sum", "loss over deleted groups: sum (Eq. 3-4) or mean")
     weighting: str = _f("inverse_deletions", "beta(p) of Eq. 8: inverse_deletions (1/#deleted) or uniform")
     ridge: float = _f(0.0, "ridge penalty on W (0: plain weighted least squares)")
     chunk_size: int = _f(64, "perturbations fine-tuned at once under vmap (bounds memory)")
     backend: str = _f("vmap", "vmap (batched; the fast path on GPUs) or loop (one model at a time; faster on CPUs)")
+    method: str = _f("finetune", "finetune (Eq. 3: finetune_steps SGD steps on the deleted synsets) or linear "
+                                 "(one first-order step of the same length from theta_tau: one gradient per "
+                                 "synthetic image for all perturbations; not in the paper)", since="0.3")
     top_classes: int = _f(2, "hierarchical datamodel: classes refined at group level per target")
     seed: int = _f(0, "seed of the perturbations")
 
@@ -156,10 +166,12 @@ class EmulateConfig:
                "emulate.num_perturbations must be positive")
         _check(0 < self.keep_prob < 1, f"emulate.keep_prob must be in (0, 1), got {self.keep_prob}")
         _check(self.finetune_lr is None or self.finetune_lr > 0, "emulate.finetune_lr must be positive")
+        _check(self.finetune_scale > 0, "emulate.finetune_scale must be positive")
         _check(self.finetune_steps is None or self.finetune_steps >= 0, "emulate.finetune_steps must be >= 0")
         _choice(self.group_reduction, "emulate.group_reduction", ("sum", "mean"))
         _choice(self.weighting, "emulate.weighting", ("inverse_deletions", "uniform"))
         _choice(self.backend, "emulate.backend", ("vmap", "loop"))
+        _choice(self.method, "emulate.method", ("finetune", "linear"))
         _check(self.ridge >= 0, "emulate.ridge must be >= 0")
         _check(self.chunk_size > 0, "emulate.chunk_size must be positive")
         _check(self.top_classes > 0, "emulate.top_classes must be positive")
@@ -264,7 +276,9 @@ def _from_dict(cls: type, d: dict[str, Any], prefix: str) -> Any:
             f"unknown config field(s) {', '.join(sorted(prefix + u for u in unknown))}; "
             f"valid: {', '.join(sorted(names))}"
         )
-    kwargs: dict[str, Any] = {}
+    # a field missing from a file written before it existed takes the behaviour of that time
+    kwargs: dict[str, Any] = {f.name: f.metadata["implicit"] for f in dataclasses.fields(cls)
+                              if "implicit" in f.metadata and f.name not in d}
     for name, value in d.items():
         tp = hints[name]
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
@@ -278,9 +292,16 @@ def keyed(section: Any) -> dict[str, Any]:
     """The fields of a config section that identify a stage's inputs, for :func:`fingerprint`.
 
     Options added after caches already existed carry ``since`` in their metadata and count only when
-    set away from their default, so adding an option keeps every earlier cache valid."""
-    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
-            if not ("since" in f.metadata and getattr(section, f.name) == f.default)}
+    set away from the behaviour before they existed (``implicit``, else their default), so adding an option,
+    or changing its default, keeps every earlier cache valid. An option with ``unused_if`` does not count
+    while that other field is set (it has no effect then)."""
+    def counts(f: dataclasses.Field) -> bool:
+        value = getattr(section, f.name)
+        if "unused_if" in f.metadata and getattr(section, f.metadata["unused_if"]) is not None:
+            return False
+        return not ("since" in f.metadata and value == f.metadata.get("implicit", f.default))
+
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section) if counts(f)}
 
 
 def fingerprint(*parts: Any) -> str:

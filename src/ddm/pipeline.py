@@ -202,8 +202,14 @@ class DistilledDatamodel:
     # ---- online -------------------------------------------------------------------------------
     @property
     def finetune_lr(self) -> float:
+        e = self.config.emulate
+        return e.finetune_lr if e.finetune_lr is not None else e.finetune_scale * self.train_lr
+
+    @property
+    def train_lr(self) -> float:
+        """The learning rate the trajectory was recorded with (the unit of the fine-tune rate)."""
         assert self.trajectory is not None
-        return self.config.emulate.finetune_lr or self.trajectory.lr or self.config.train.lr
+        return self.trajectory.lr or self.config.train.lr
 
     @property
     def finetune_steps(self) -> int:
@@ -228,7 +234,7 @@ class DistilledDatamodel:
         t0 = time.perf_counter()
         logits = emulate_logits(self.model, self.trajectory.final, synset, deleted, targets.x, self.finetune_lr,
                                 self.finetune_steps, e.group_reduction, e.chunk_size, folder / "rows",
-                                desc=f"emulate {tag}", backend=e.backend)
+                                desc=f"emulate {tag}", backend=e.backend, method=e.method)
         save_tensors(path, {"logits": logits, "deleted": deleted})
         seconds = time.perf_counter() - t0
         self.ws.finish(stage, key, cfg, seconds=seconds, perturbations=len(deleted))

@@ -49,8 +49,9 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="starting configuration: demo (default; minutes on a CPU), paper, tiny (seconds)")
     p.add_argument("--config", default=None, help="JSON file of a RunConfig (as written to <workspace>/config.json)")
     p.add_argument("--recipe", default=None, metavar="NAME",
-                   help="distillation recipe applied on top of the preset, before any --set: paper (the defaults), "
-                        "local-free (measured most faithful in BENCHMARKS.md), ...; `ddm info` lists them all")
+                   help="distillation recipe applied on top of the preset, before any --set: local-free (the "
+                        "default, chosen on a validation seed in BENCHMARKS.md), paper (the paper-faithful "
+                        "reverse matching), ...; `ddm info` lists them all")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE.FIELD=VALUE",
                    help="override one field, e.g. --set train.epochs=5 (repeatable; see `ddm info --config-help`)")
     p.add_argument("--dataset", default=None, help="shortcut for --set data.name=NAME")
@@ -489,9 +490,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         print("\npresets: " + ", ".join(f"{n}" for n in presets.PRESETS.names()))
         for n in presets.PRESETS.names():
             print(f"  {n}: {(presets.PRESETS.get(n).__doc__ or '').split(chr(10))[0]}")
-        print("\nrecipes (--recipe NAME, applied on top of the preset):")
+        print(f"\nrecipes (--recipe NAME, applied on top of the preset; default: {presets.DEFAULT_RECIPE}):")
         for n, (overrides, what) in presets.RECIPES.items():
-            print(f"  {n}: {what}" + (f"\n      = {' '.join('--set ' + o for o in overrides)}" if overrides else ""))
+            print(f"  {n}: {what}\n      = {' '.join('--set ' + o for o in overrides)}")
         return 0
     ws = Workspace(args.workspace)
     if not ws.root.exists():

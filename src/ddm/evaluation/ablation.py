@@ -58,8 +58,12 @@ from ddm.workspace import atomic_write_text, cached_json, save_json
 #: ``first-order``, which is special-cased (no synset).
 VARIANTS: dict[str, tuple[list[str], str]] = {
     **RECIPES,
+    "local-free-linear": ([*RECIPES["local-free"][0], "emulate.method=linear"],
+                          "the local-free synset, emulated by one first-order step (no fine-tuning)"),
     "first-order": ([], "no synset: theta_tau moved by the deleted groups' accumulated updates (ceiling)"),
 }
+#: variants that only emulate differently share the workspace (and so the synset) of their recipe
+_WORKSPACE = {"local-free-linear": "local-free"}
 
 
 #: bumped when a result gains a field, so older stored results are recomputed (from the cached stages)
@@ -71,7 +75,7 @@ def _setup(root: Path, base: RunConfig, data: Any, ecfg: EvalConfig, rows: torch
     """The variant's DDM (fitted; up to its groups for ``first-order``), its ground truth, LDS subsets
     ``[M, K]`` (keep masks) and the retrained losses ``[M, T]`` of the reported targets."""
     cfg = seeded(base, seed).with_overrides(["hierarchical=false", *VARIANTS[name][0]])
-    dm = DistilledDatamodel(root / f"seed{seed}" / "ablation" / name, cfg)
+    dm = DistilledDatamodel(root / f"seed{seed}" / "ablation" / _WORKSPACE.get(name, name), cfg)
     dm.fit(models.build(cfg.model, data), data.train, until="groups" if name == "first-order" else "synset")
     truth = _Truth(root / f"seed{seed}", dm, data)
     assert dm.groups is not None
@@ -132,8 +136,8 @@ def _variant_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, va
         out["online_s"] = online_seconds([attr, pick_attr])
     else:
         out["tuning"] = _tune(dm, truth, data, val, ecfg, seed)
-        attr = dm.attribute(targets, "dist2", name="ablation-dist2")
-        pick_attr = dm.attribute(targets, "dist1", name="ablation-dist1")
+        attr = dm.attribute(targets, "dist2", name=f"ablation-{name}-dist2")
+        pick_attr = dm.attribute(targets, "dist1", name=f"ablation-{name}-dist1")
         out["offline_s"] = float(dm.ws.require("synset")["seconds"])
         out["online_s"] = online_seconds([attr, pick_attr])
         s = dm.fitted().synset

@@ -33,12 +33,14 @@ from ddm.evaluation.retrain import RetrainCache
 from ddm.evaluation.unlearn import compare, sgd_epoch
 from ddm.exceptions import ConfigError
 from ddm.pipeline import DistilledDatamodel, online_seconds
+from ddm.presets import recipe
 from ddm.unlearning import unlearn_groups
 from ddm.workspace import atomic_write_text, cached_json, load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
 DISTS = ("dist1", "dist2", "dist3")
-VARIANTS = {"DDM-full": [], "DDM-match": ["distill.matching=match"], "DDM w/o cluster": ["cluster.method=sequential"]}
+#: DDM-full: the configured recipe; DDM-match: the paper's plain gradient matching; w/o cluster: sequential groups
+VARIANTS = {"DDM-full": [], "DDM-match": recipe("match"), "DDM w/o cluster": ["cluster.method=sequential"]}
 TARGET_SEED = 12345
 DIAG_SEED = 54321
 
@@ -143,7 +145,7 @@ def _tune(dm: DistilledDatamodel, truth: _Truth, data: Any, val: torch.Tensor, e
     """Choose the fine-tune learning rate by LDS on validation targets and validation subsets."""
     keep, actual = subset_losses(truth, dm.fitted().groups.num_groups, ecfg.tune_subsets, ecfg.lds_keep,
                                  20_000 + seed, val, data.test.y[val], "validation retrains")
-    base = dm.finetune_lr
+    base = dm.train_lr  # multipliers of the training rate, whatever emulate.finetune_scale says
 
     def score(mult: float) -> float:
         dm.config = dm.config.with_overrides([f"emulate.finetune_lr={base * mult}"])
