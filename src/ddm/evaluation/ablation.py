@@ -227,6 +227,11 @@ def _ms(values: list[float], fmt: str) -> str:
     return m if len(values) == 1 else f"{m} ± {fmt.replace('+', '').format(float(np.std(values)))}"
 
 
+def _seconds(values: list[float]) -> str:
+    """Seconds, with a decimal while they are below 10 (a linear emulation takes a fraction of one)."""
+    return _ms(values, "{:.1f}" if values and max(values) < 10 else "{:.0f}")
+
+
 def _images_per_group(name: str) -> int:
     ipc = [o.split("=", 1)[1] for o in VARIANTS.get(name, ([], ""))[0] if o.startswith("distill.ipc=")]
     return int(ipc[-1]) if ipc else 1
@@ -256,8 +261,8 @@ def ablation_markdown(result: dict[str, Any]) -> str:
         out.append(f"| {n} | {what} | {_ms(val, '{:+.2f}')} | {_ms([r['lds'] for r in rs if 'lds' in r], '{:+.2f}')} | "
                    f"{_ms([r['dist1'] for r in rs if 'dist1' in r], '{:.1f}')} | "
                    f"{_ms([r['dist1_loss'] for r in rs if 'dist1_loss' in r], '{:.1f}')} | {chosen} | "
-                   f"{_ms([r['offline_s'] for r in rs if 'offline_s' in r], '{:.0f}')} | "
-                   f"{_ms([r['online_s'] for r in rs if 'online_s' in r], '{:.0f}')} | "
+                   f"{_seconds([r['offline_s'] for r in rs if 'offline_s' in r])} | "
+                   f"{_seconds([r['online_s'] for r in rs if 'online_s' in r])} | "
                    f"{stored if stored is not None else '–'} |")
     if best:
         out += ["", "Highest mean validation LDS among the DDM variants on these seeds, per synset budget "
