@@ -60,10 +60,12 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     **RECIPES,
     "local-free-linear": ([*RECIPES["local-free"][0], "emulate.method=linear"],
                           "the local-free synset, emulated by one first-order step (no fine-tuning)"),
+    "local-free-ipc5-linear": ([*RECIPES["local-free-ipc5"][0], "emulate.method=linear"],
+                               "the local-free-ipc5 synset, emulated by one first-order step"),
     "first-order": ([], "no synset: theta_tau moved by the deleted groups' accumulated updates (ceiling)"),
 }
 #: variants that only emulate differently share the workspace (and so the synset) of their recipe
-_WORKSPACE = {"local-free-linear": "local-free"}
+_WORKSPACE = {"local-free-linear": "local-free", "local-free-ipc5-linear": "local-free-ipc5"}
 
 
 #: bumped when a result gains a field, so older stored results are recomputed (from the cached stages)
