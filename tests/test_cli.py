@@ -80,6 +80,12 @@ def test_recipe_applies_its_overrides_before_the_explicit_sets(tmp_path, capsys)
         once = config("recipe", name)
         assert once.with_overrides(recipe("paper") + recipe(name)) == once
     assert all(o.startswith("distill.") for overrides, _ in RECIPES.values() for o in overrides)
+    from ddm.cli.main import build_parser
+    from ddm.evaluation.ablation import VARIANTS
+
+    evaluate = build_parser()._subparsers._group_actions[0].choices["evaluate"]  # type: ignore[attr-defined]
+    help_text = next(a.help for a in evaluate._actions if "--ablation" in a.option_strings)
+    assert all(name in help_text for name in VARIANTS)  # `--help` names every ablation variant
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "default: local-free" in out and "local-free: the default: local matching" in out

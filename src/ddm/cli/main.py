@@ -3,7 +3,7 @@
     ddm run        all offline stages, then attribute a few test samples and the Table 4 check
     ddm train      train the target model and record its trajectory
     ddm cluster    split the training data into groups
-    ddm distill    learn the synset by (reverse) gradient matching
+    ddm distill    learn the synset (local matching by default; --recipe paper: reverse gradient matching)
     ddm attribute  attribution matrix of an objective on test samples
     ddm unlearn    fine-tune on chosen groups' synsets, save the unlearned checkpoint
     ddm diagnose   rank groups by usefulness for validation data: the low-quality ones first
@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logo", action="store_true", help="also retrain leave-one-group-out for all K groups")
     p.add_argument("--noise-seeds", type=int, default=2, help="other-seed retrains for the noise floor")
     p.add_argument("--tune", default="", metavar="M1,M2,...",
-                   help="fine-tune lr multipliers to choose from on validation targets, e.g. 0.1,0.3,1 (default: none)")
+                   help="fine-tune lr multipliers (x the training rate) to choose from on validation targets, "
+                        "e.g. 0.01,0.03,0.1,0.3,1 (default: none: emulate.finetune_scale)")
     p.add_argument("--plots", action="store_true", help="save synset grids and class heatmaps (needs ddm[plots])")
     p.add_argument("--peers", default="", metavar="M1,M2,...|all",
                    help="peer methods for the Table 2 analog (needs ddm[peers]): "
@@ -159,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. 400,800,all:2,5,10 (writes scaling.json/.md)")
     p.add_argument("--ablation", default=None, metavar="V1,V2,...|all",
                    help="instead of the protocol, score DDM design variants on the retrains the protocol "
-                        "cached in this workspace (run it first with the same settings): paper, match, soft, "
-                        "local-hard, local-soft, local-soft-ipc5, first-order, or all; --tune picks each "
+                        "cached in this workspace (run it first with the same settings): the recipes (paper, "
+                        "match, reverse-free, local-hard, local-soft, local-free, local-free-ipc5), "
+                        "local-free-linear, local-free-ipc5-linear, first-order, or all; --tune picks each "
                         "variant's fine-tune rate on validation targets, --peers adds reference rows "
                         "(writes ablation.json/.md)")
     p.set_defaults(func=cmd_evaluate)
