@@ -187,6 +187,7 @@ def test_ablation_scores_variants_on_cached_retrains_and_reuses_results(tmp_path
         assert r["tuning"]["chosen_multiplier"] in (0.5, 1.0)
     md = (tmp_path / "ablation.md").read_text()
     assert "| local-free |" in md and "1 image per group: **local-free**" in md  # first-order is not a candidate
+    assert 0 < rows["local-free"]["nearest_cosine"] <= 1 + 1e-6 and "nearest_cosine" not in rows["first-order"]
     assert ablation._images_per_group("local-free-ipc5") == 5 and ablation._images_per_group("paper") == 1
     assert ablation._seconds([0.2, 0.4]) == "0.3 ± 0.1" and ablation._seconds([12.0, 14.0]) == "13 ± 1"
 

@@ -39,6 +39,7 @@ from ddm.data.dataset import Split
 from ddm.distill.matching import removal_displacements
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import dist_metrics, lds
+from ddm.evaluation.privacy import nearest_similarity
 from ddm.evaluation.protocol import (
     EvalConfig,
     _peer_group_scores,
@@ -60,6 +61,8 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
     **RECIPES,
     "local-free-linear": ([*RECIPES["local-free"][0], "emulate.method=linear"],
                           "the local-free synset, emulated by one first-order step (no fine-tuning)"),
+    "local-free-noise": ([*RECIPES["local-free"][0], "distill.init=noise"],
+                         "local-free with synthetic images initialised from noise, not from a member"),
     "local-free-ipc5-linear": ([*RECIPES["local-free-ipc5"][0], "emulate.method=linear"],
                                "the local-free-ipc5 synset, emulated by one first-order step"),
     "first-order": ([], "no synset: theta_tau moved by the deleted groups' accumulated updates (ceiling)"),
@@ -179,6 +182,16 @@ def _references(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, ecfg
     return out
 
 
+def _privacy(root: Path, base: RunConfig, data: Any, seed: int, name: str) -> dict[str, float]:
+    """How much the variant's synset reveals: mean cosine of each synthetic image to its nearest training
+    image (1 = a copy), from the cached synset."""
+    cfg = seeded(base, seed).with_overrides(["hierarchical=false", *VARIANTS[name][0]])
+    dm = DistilledDatamodel(root / f"seed{seed}" / "ablation" / _WORKSPACE.get(name, name), cfg)
+    dm.fit(models.build(cfg.model, data), data.train)
+    images = dm.fitted().synset.images.flatten(0, 1)
+    return {"nearest_cosine": float(nearest_similarity(images, data.train.x).mean())}
+
+
 def _cached(path: Path, inputs: tuple, compute: Any, ignore: tuple[str, ...] = ()) -> dict[str, Any]:
     """``compute()``, reused from ``path`` when made from the same inputs (seeds and variants can run as
     separate processes; a final call gathers them). ``ignore``: evaluation settings the result does not
@@ -209,6 +222,10 @@ def ablate(root: str | Path, base: RunConfig, ecfg: EvalConfig, variants: list[s
             per_seed[seed][v] = _cached(folder / "result.json", (base, ecfg, seed, VARIANTS[v][0]),
                                         lambda s=seed, v=v: _variant_seed(root, base, data, rows, val, ecfg, s, v),
                                         ignore=("peers",))  # adding a reference peer keeps the variant rows
+            if v != "first-order":  # stored apart, so results made before this column stay valid
+                per_seed[seed][v] = {**per_seed[seed][v], **_cached(
+                    folder / "privacy.json", (base, ecfg, seed, VARIANTS[v][0]),
+                    lambda s=seed, v=v: _privacy(root, base, data, s, v), ignore=("peers", "tune"))}
     result = {"dataset": data.summary(), "config": base.to_dict(), "eval": ecfg.__dict__, "variants": variants,
               "seconds": time.perf_counter() - t0, "per_seed": per_seed}
     save_json(root / "ablation.json", result)
@@ -246,9 +263,10 @@ def ablation_markdown(result: dict[str, Any]) -> str:
            f"{result['eval']['num_targets']} reported targets x {result['eval']['lds_subsets']} half subsets; "
            "Dist1 x100 of the retrain without the group ranked first by the Dist1 objective's attribution, or "
            "by the largest absolute weight on the target's loss (the peers' pick); fine-tune rate multiplier "
-           "chosen per seed on validation targets (shown as chosen values).", "",
+           "chosen per seed on validation targets (shown as chosen values); nearest-image cosine: mean "
+           "similarity of each synthetic image to its nearest training image (1 = a copy).", "",
            "| method | what | validation LDS | LDS | Dist1 x100, Dist1-objective pick | Dist1 x100, abs(loss) pick | "
-           "chosen lr x | offline s | online s | floats stored per group |", "|" + "---|" * 10]
+           "chosen lr x | offline s | online s | floats stored per group | nearest-image cosine |", "|" + "---|" * 11]
     best: dict[int, tuple[str, float]] = {}  # images per group -> the best variant there, its validation LDS
     for n in names:
         rs = [result["per_seed"][s][n] for s in seeds]
@@ -265,7 +283,8 @@ def ablation_markdown(result: dict[str, Any]) -> str:
                    f"{_ms([r['dist1_loss'] for r in rs if 'dist1_loss' in r], '{:.1f}')} | {chosen} | "
                    f"{_seconds([r['offline_s'] for r in rs if 'offline_s' in r])} | "
                    f"{_seconds([r['online_s'] for r in rs if 'online_s' in r])} | "
-                   f"{stored if stored is not None else '–'} |")
+                   f"{stored if stored is not None else '–'} | "
+                   f"{_ms([r['nearest_cosine'] for r in rs if 'nearest_cosine' in r], '{:.2f}')} |")
     if best:
         out += ["", "Highest mean validation LDS among the DDM variants on these seeds, per synset budget "
                     "(validation targets and subsets only; the reported columns play no part): "
