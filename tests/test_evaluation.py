@@ -210,7 +210,9 @@ def test_ablation_scores_variants_on_cached_retrains_and_reuses_results(tmp_path
     monkeypatch.setattr(pipeline, "distill", boom)
     linear = ablation.ablate(tmp_path, cfg, ecfg, ["local-free-linear"])["per_seed"][0]["local-free-linear"]
     assert -1 <= linear["lds"] <= 1 and linear["offline_s"] == rows["local-free"]["offline_s"]
-    assert [p.name for p in (tmp_path / "seed0" / "ablation" / "local-free-linear").iterdir()] == ["result.json"]
+    assert {p.name for p in (tmp_path / "seed0" / "ablation" / "local-free-linear").iterdir()} == {
+        "result.json", "privacy.json"}  # the synset is local-free's
+    assert linear["nearest_cosine"] == rows["local-free"]["nearest_cosine"]
     capsys.readouterr()
     assert main(["evaluate", "-q", "-w", str(tmp_path), "--preset", "tiny", "--tune", "1", "--ablation", "nope"]) != 0
     assert "unknown ablation variant" in capsys.readouterr().err
