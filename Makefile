@@ -47,11 +47,11 @@ bench-fmnist: $(STAMP)
 # DDM design variants (issue 5), each scored on the retrains the protocol cached, with its fine-tune rate
 # chosen per seed on validation targets and subsets. The default variant is selected on digits seed 3
 # (its own trajectory, groups, retrains and validation targets); seeds 0-2 are only reported.
-ABLATION := paper,reverse-free,local-hard,local-soft,local-free,local-free-linear,local-free-ipc5-linear,first-order
+ABLATION := paper,reverse-free,local-hard,local-soft,local-free,local-free-linear,local-free-noise,local-free-ipc5-linear,first-order
 ABL      := -q --num-targets 20 --lds-subsets 50
 bench-ablation: bench-digits bench-fmnist
 	$(BIN)/ddm evaluate -w runs/bench-select --preset demo $(ABL) --seeds 3 --tune 0.01,0.03,0.1,0.3,1 \
-	  --ablation paper,reverse-free,local-hard,local-soft,local-free,local-free-ipc5,local-free-linear,local-free-ipc5-linear,first-order
+	  --ablation paper,reverse-free,local-hard,local-soft,local-free,local-free-ipc5,local-free-linear,local-free-noise,local-free-ipc5-linear,first-order
 	$(BIN)/ddm evaluate -w runs/bench-digits --preset demo $(ABL) --seeds 0,1,2 --tune 0.01,0.03,0.1,0.3,1 \
 	  --peers tracin,if-explicit --ablation $(ABLATION)
 	$(BIN)/ddm evaluate -w runs/bench-fmnist --preset demo $(FMNIST) $(ABL) --seeds 0,1,2 --tune 0.01,0.03,0.1,0.3 \
