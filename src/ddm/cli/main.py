@@ -161,8 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", default=None, metavar="V1,V2,...|all",
                    help="instead of the protocol, score DDM design variants on the retrains the protocol "
                         "cached in this workspace (run it first with the same settings): the recipes (paper, "
-                        "match, reverse-free, local-hard, local-soft, local-free, local-free-ipc5), "
-                        "local-free-linear, local-free-ipc5-linear, first-order, or all; --tune picks each "
+                        "match, reverse-free, local-hard, local-soft, local-free, local-free-ipc5), local-free-linear, "
+                        "local-free-noise, local-free-ipc5-linear, first-order, or all; --tune picks each "
                         "variant's fine-tune rate on validation targets, --peers adds reference rows "
                         "(writes ablation.json/.md)")
     p.set_defaults(func=cmd_evaluate)
