@@ -84,8 +84,8 @@ def markdown(result: dict[str, Any]) -> str:
     t4 = s["table4"]
     out += ["**Table 4 analog** (test accuracy %): Normal = theta_0 and the target; DDM-match = theta_0 trained on "
             "the whole gradient-matching synset; DDM = the target fine-tuned on the whole synset of the "
-            "configured recipe, at the (tuned) fine-tune rate (should fall towards theta_0) and the target.", "", "| method | Acc(theta_0) | Acc(theta_tau) |",
-            "|---|---|---|"]
+            "configured recipe, at the (tuned) fine-tune rate (should fall towards theta_0) and the target.", "",
+            "| method | Acc(theta_0) | Acc(theta_tau) |", "|---|---|---|"]
     out += [f"| {m} | {_ms(_x100(v['acc_theta0']), pct)} | {_ms(_x100(v['acc_theta_tau']), pct)} |"
             for m, v in t4.items()]
     out += ["", "**Privacy.** Mean cosine similarity of each synthetic image to its nearest training image "
