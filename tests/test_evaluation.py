@@ -205,8 +205,11 @@ def test_ablation_scores_variants_on_cached_retrains_and_reuses_results(tmp_path
     monkeypatch.undo()
     from ddm import pipeline
 
-    overrides, what = ablation.VARIANTS["local-free-linear"]
-    monkeypatch.setitem(ablation.VARIANTS, "local-free-linear", ([*overrides, "distill.iterations=20"], what))
+    for name in ("local-free", "local-free-linear"):
+        overrides, what = ablation.VARIANTS[name]
+        distill = [o for o in overrides if o.startswith("distill.")]  # the budget goes with the synset's options
+        emulate = [o for o in overrides if not o.startswith("distill.")]
+        monkeypatch.setitem(ablation.VARIANTS, name, ([*distill, "distill.iterations=20", *emulate], what))
     monkeypatch.setattr(pipeline, "distill", boom)
     linear = ablation.ablate(tmp_path, cfg, ecfg, ["local-free-linear"])["per_seed"][0]["local-free-linear"]
     assert -1 <= linear["lds"] <= 1 and linear["offline_s"] == rows["local-free"]["offline_s"]

@@ -39,7 +39,7 @@ from ddm.data.dataset import Split
 from ddm.distill.matching import removal_displacements
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import dist_metrics, lds
-from ddm.evaluation.privacy import nearest_similarity
+from ddm.evaluation.privacy import synset_similarity
 from ddm.evaluation.protocol import (
     EvalConfig,
     _peer_group_scores,
@@ -67,21 +67,32 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
                                "the local-free-ipc5 synset, emulated by one first-order step"),
     "first-order": ([], "no synset: theta_tau moved by the deleted groups' accumulated updates (ceiling)"),
 }
-#: variants that only emulate differently share the workspace (and so the synset) of their recipe
-_WORKSPACE = {"local-free-linear": "local-free", "local-free-ipc5-linear": "local-free-ipc5"}
+
+
+def _workspace(name: str) -> str:
+    """The variant's workspace folder: a variant that only emulates differently (``emulate.*`` overrides on
+    top of another variant's) shares that variant's, and so its synset."""
+    distill = [o for o in VARIANTS[name][0] if not o.startswith("emulate.")]
+    return next((v for v, (o, _) in VARIANTS.items() if v != name and o == distill and o), name)
 
 
 #: bumped when a result gains a field, so older stored results are recomputed (from the cached stages)
 _RESULT_VERSION = 2
 
 
+def _variant_dm(root: Path, base: RunConfig, data: Any, seed: int, name: str) -> DistilledDatamodel:
+    """The variant's flat DDM in its workspace, fitted (from cache when done) up to its synset, or up to
+    its groups for ``first-order``."""
+    cfg = seeded(base, seed).with_overrides(["hierarchical=false", *VARIANTS[name][0]])
+    dm = DistilledDatamodel(root / f"seed{seed}" / "ablation" / _workspace(name), cfg)
+    return dm.fit(models.build(cfg.model, data), data.train, until="groups" if name == "first-order" else "synset")
+
+
 def _setup(root: Path, base: RunConfig, data: Any, ecfg: EvalConfig, rows: torch.Tensor, seed: int,
            name: str) -> tuple[DistilledDatamodel, _Truth, torch.Tensor, torch.Tensor]:
     """The variant's DDM (fitted; up to its groups for ``first-order``), its ground truth, LDS subsets
     ``[M, K]`` (keep masks) and the retrained losses ``[M, T]`` of the reported targets."""
-    cfg = seeded(base, seed).with_overrides(["hierarchical=false", *VARIANTS[name][0]])
-    dm = DistilledDatamodel(root / f"seed{seed}" / "ablation" / _WORKSPACE.get(name, name), cfg)
-    dm.fit(models.build(cfg.model, data), data.train, until="groups" if name == "first-order" else "synset")
+    dm = _variant_dm(root, base, data, seed, name)
     truth = _Truth(root / f"seed{seed}", dm, data)
     assert dm.groups is not None
     keep, actual = subset_losses(truth, dm.groups.num_groups, ecfg.lds_subsets, ecfg.lds_keep, 10_000 + seed, rows,
@@ -185,11 +196,8 @@ def _references(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, ecfg
 def _privacy(root: Path, base: RunConfig, data: Any, seed: int, name: str) -> dict[str, float]:
     """How much the variant's synset reveals: mean cosine of each synthetic image to its nearest training
     image (1 = a copy), from the cached synset."""
-    cfg = seeded(base, seed).with_overrides(["hierarchical=false", *VARIANTS[name][0]])
-    dm = DistilledDatamodel(root / f"seed{seed}" / "ablation" / _WORKSPACE.get(name, name), cfg)
-    dm.fit(models.build(cfg.model, data), data.train)
-    images = dm.fitted().synset.images.flatten(0, 1)
-    return {"nearest_cosine": float(nearest_similarity(images, data.train.x).mean())}
+    return {"nearest_cosine": synset_similarity(_variant_dm(root, base, data, seed, name).fitted().synset,
+                                                data.train.x)}
 
 
 def _cached(path: Path, inputs: tuple, compute: Any, ignore: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -3,6 +3,8 @@ training image (cosine of the normalised pixel vectors; 1 = a copy)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -14,3 +16,8 @@ def nearest_similarity(synthetic: torch.Tensor, train_x: torch.Tensor, chunk: in
         t = torch.nn.functional.normalize(train_x[i : i + chunk].flatten(1), dim=1)
         best = torch.maximum(best, (s @ t.T).max(1).values)
     return best
+
+
+def synset_similarity(synset: Any, train_x: torch.Tensor) -> float:
+    """Mean over a synset's images of :func:`nearest_similarity` (how much the synset reveals)."""
+    return float(nearest_similarity(synset.images.flatten(0, 1), train_x).mean())

@@ -27,7 +27,7 @@ from ddm.baselines.simple import clustering_based, predict_based, random_choice
 from ddm.config import RunConfig, fingerprint
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import dist_metrics, lds, rank_agreement
-from ddm.evaluation.privacy import nearest_similarity
+from ddm.evaluation.privacy import synset_similarity
 from ddm.evaluation.report import markdown, summarise
 from ddm.evaluation.retrain import RetrainCache
 from ddm.evaluation.unlearn import compare, sgd_epoch
@@ -236,8 +236,8 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
     out["table4"] = _table4(full, dms["DDM-match"], data)
     if ecfg.diagnose:
         out["diagnosis"] = _diagnosis(root / f"seed{seed}", cfg, data, full, ecfg, seed)
-    out["privacy"] = {name: float(nearest_similarity(dms[name].fitted().synset.images.flatten(0, 1),
-                                                     data.train.x).mean()) for name in ("DDM-full", "DDM-match")}
+    out["privacy"] = {name: synset_similarity(dms[name].fitted().synset, data.train.x)
+                      for name in ("DDM-full", "DDM-match")}
 
     # ---- noise floor and cost -------------------------------------------------------------------
     noise = {"same_seed_dist1": 100 * float(dist_metrics(truth.test([])[rows], full_logits, targets.y)["dist1"].mean())}
