@@ -39,7 +39,7 @@ bench-digits: $(STAMP)
 	  cp runs/bench-digits/evaluation.json benchmarks/results/digits.json && cp -r runs/bench-digits/plots benchmarks/results/digits-plots
 
 bench-fmnist: $(STAMP)
-	$(BIN)/ddm evaluate -w runs/bench-fmnist --preset demo $(FMNIST) $(EVAL) --peers tracin,trak,arnoldi
+	$(BIN)/ddm evaluate -w runs/bench-fmnist --preset demo $(FMNIST) $(EVAL) --peers all --diagnose
 	mkdir -p benchmarks/results && cp runs/bench-fmnist/evaluation.md benchmarks/results/fashion-mnist.md && \
 	  cp runs/bench-fmnist/evaluation.json benchmarks/results/fashion-mnist.json && \
 	  cp -r runs/bench-fmnist/plots benchmarks/results/fashion-mnist-plots
