@@ -75,11 +75,11 @@ def test_unknown_method_and_bad_settings_are_rejected(digits, trained):
         peers.PeerConfig(cg_iters=0)
 
 
-def _raw_explicit(monkeypatch, model, train):
-    """dattri's explicit attributor as it comes (no operator memo), for reference numbers."""
+def _raw_explicit(monkeypatch, head, train):
+    """dattri's explicit attributor on the last layer as it comes (no operator memo), for reference numbers."""
     with monkeypatch.context() as m:
         m.setattr(peers, "_explicit_operator", lambda a: None)
-        return peers._inner_product("if-explicit", model, train, FAST)
+        return peers._inner_product("if-explicit", head, train, FAST)
 
 
 def test_explicit_operator_gives_dattris_scores_without_graphs(monkeypatch, digits, trained):
@@ -87,9 +87,10 @@ def test_explicit_operator_gives_dattris_scores_without_graphs(monkeypatch, digi
     model, traj = trained
     targets = digits.test[:4]
     fast = peers.sample_scores("if-explicit", model, traj, digits.train, targets, FAST)
-    raw = _raw_explicit(monkeypatch, model, digits.train)
+    head, (train, tgt) = peers._head_view(model, digits.train, targets)
+    raw = _raw_explicit(monkeypatch, head, train)
     with torch.enable_grad():
-        ref = raw.attribute(peers._loader(digits.train, FAST.train_batch), peers._loader(targets, 4)).detach()
+        ref = raw.attribute(peers._loader(train, FAST.train_batch), peers._loader(tgt, 4)).detach()
     assert len(digits.train) > 2 * FAST.train_batch  # several training batches
     assert torch.allclose(fast, ref, rtol=1e-3, atol=1e-5 * float(ref.abs().max()))
     assert not fast.requires_grad
@@ -97,10 +98,35 @@ def test_explicit_operator_gives_dattris_scores_without_graphs(monkeypatch, digi
 
 def test_explicit_self_influence_matches_dattri(monkeypatch, digits, trained):
     model, traj = trained
-    train = digits.train[torch.arange(150)]
-    fast = peers.self_influence("if-explicit", model, traj, train, FAST)
-    raw = _raw_explicit(monkeypatch, model, train)
+    sub = digits.train[torch.arange(150)]
+    fast = peers.self_influence("if-explicit", model, traj, sub, FAST)
+    head, (train,) = peers._head_view(model, sub)
+    raw = _raw_explicit(monkeypatch, head, train)
     with torch.enable_grad():
         ref = torch.cat([raw.self_attribute(peers._loader(train[s], s.stop - s.start)).detach().flatten()
                          for s in peers._chunks(len(train), FAST.train_batch)])
     assert torch.allclose(fast, ref, rtol=1e-3, atol=1e-5 * float(ref.abs().max()))
+
+
+def test_explicit_on_the_head_equals_dattris_last_layer_influence(digits, trained):
+    """The head view (last layer fed with penultimate features) gives the numbers dattri computes on the whole
+    network restricted to the last layer's parameters (layer_name), one Hessian batch."""
+    from dattri.algorithm.influence_function import IFAttributorExplicit
+    from dattri.task import AttributionTask
+
+    model, traj = trained
+    sub, targets = digits.train[torch.arange(120)], digits.test[:3]
+    ours = peers.sample_scores("if-explicit", model, traj, sub, targets, FAST)
+    task = AttributionTask(loss_func=peers._Task(model, 3).loss, model=model, checkpoints=peers._params(model))
+    names = [n for n, _ in model.named_parameters()][-2:]
+    a = IFAttributorExplicit(task, layer_name=names, regularization=FAST.damping)
+    a.cache(peers._loader(sub, len(sub)))
+    ref = a.attribute(peers._loader(sub, len(sub)), peers._loader(targets, 3)).detach()
+    assert torch.allclose(ours, ref, rtol=1e-3, atol=1e-5 * float(ref.abs().max()))
+
+
+def test_head_view_keeps_the_logits(digits, trained):
+    model, _ = trained
+    head, (view,) = peers._head_view(model, digits.test[:10])
+    with torch.no_grad():
+        assert torch.allclose(head(view.x), model(digits.test.x[:10]), atol=1e-5)
