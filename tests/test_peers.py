@@ -130,3 +130,10 @@ def test_head_view_keeps_the_logits(digits, trained):
     head, (view,) = peers._head_view(model, digits.test[:10])
     with torch.no_grad():
         assert torch.allclose(head(view.x), model(digits.test.x[:10]), atol=1e-5)
+
+
+def test_hessian_subset_is_seeded_and_all_when_small(digits):
+    cfg = peers.PeerConfig(hessian_samples=100)
+    a, b = peers._hessian_subset(digits.train, cfg), peers._hessian_subset(digits.train, cfg)
+    assert len(a) == 100 and torch.equal(a.index, b.index) and len(set(a.index.tolist())) == 100
+    assert peers._hessian_subset(digits.train, peers.PeerConfig()) is digits.train  # 1437 <= 2048
