@@ -29,7 +29,7 @@ log = logging.getLogger("ddm")
 EPILOG = """examples:
   ddm run -w runs/demo --preset demo
   ddm run -w runs/fmnist --preset paper --set data.name=fashion-mnist --set data.train_size=10000
-  ddm attribute -w runs/demo --targets 0:20 --objective dist2 --top-k 3
+  ddm attribute -w runs/demo --targets 0:20 --objective dist1 --top-k 3
   ddm attribute -w runs/demo --targets 0:360 --objective accuracy
   ddm unlearn -w runs/demo --groups 3,17
   ddm info --config-help
@@ -63,9 +63,12 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 def _targets_args(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--targets", default=default,
                    help="test samples: a range START:STOP or a comma list of indices (default: %(default)s)")
-    p.add_argument("--objective", default="dist1",
-                   help="dist1 (output change), dist2 (loss increase), dist3 (least influence), "
-                        "accuracy, precision, recall, f1 (over the targets as a set) (default: %(default)s)")
+    p.add_argument("--objective", default="dist2",
+                   help="dist2 (loss increase: the groups that support each prediction), dist1 (output change), "
+                        "dist3 (least influence), accuracy, precision, recall, f1 (over the targets as a set) "
+                        "(default: %(default)s: on the benchmarks its top group raises the target's loss as much "
+                        "as the peers' picks, while dist1's top group moves the output no more than a random group "
+                        "on digits; see BENCHMARKS.md)")
     p.add_argument("--hierarchical", action="store_true",
                    help="class-level attribution first, then groups inside the top classes (Sec. 3.3)")
     p.add_argument("--top-k", type=int, default=3, help="groups listed per target (default: %(default)s)")
@@ -326,7 +329,7 @@ def cmd_run(args: argparse.Namespace) -> int:
           "below chance):")
     print(f"  acc(theta_0) {100 * t4['acc_theta0']:.1f}%   acc(theta_tau) {100 * t4['acc_theta_tau']:.1f}%   "
           f"after the whole synset {100 * t4['acc_after_whole_synset']:.1f}%   (chance {100 * t4['chance']:.1f}%)")
-    print(f"\nartifacts in {dm.ws.root}/ ; next: ddm attribute -w {dm.ws.root} --targets 0:20 --objective dist2")
+    print(f"\nartifacts in {dm.ws.root}/ ; next: ddm attribute -w {dm.ws.root} --targets 0:20 --top-k 5")
     return 0
 
 
