@@ -102,14 +102,15 @@ def emulate_logits(
     out = []
     n_chunks = (len(deleted) + chunk_size - 1) // chunk_size
     pbar = bar(len(deleted), desc)
-    grads = synset_gradients(model, params, synset) if method == "linear" else None
+    grads = None  # the linear method's synset gradients, computed once when a chunk is not cached
     for c in range(n_chunks):
         sl = slice(c * chunk_size, (c + 1) * chunk_size)
         path = rows_dir / f"chunk_{c:05d}.safetensors" if rows_dir is not None else None
         if path is not None and path.exists():
             logits = load_tensors(path)["logits"]
         else:
-            if grads is not None:
+            if method == "linear":
+                grads = grads if grads is not None else synset_gradients(model, params, synset)
                 tuned = linear_step(params, grads, deleted[sl], synset.ipc, lr, steps, reduction)
             elif backend == "loop":
                 rows = [finetune_reference(model, params, synset, d, lr, steps, reduction) for d in deleted[sl]]

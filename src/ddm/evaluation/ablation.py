@@ -260,8 +260,7 @@ def _seconds(values: list[float]) -> str:
 
 
 def _images_per_group(name: str) -> int:
-    ipc = [o.split("=", 1)[1] for o in VARIANTS.get(name, ([], ""))[0] if o.startswith("distill.ipc=")]
-    return int(ipc[-1]) if ipc else 1
+    return RunConfig().with_overrides(list(VARIANTS[name][0])).distill.ipc if name in VARIANTS else 1
 
 
 def ablation_markdown(result: dict[str, Any]) -> str:
