@@ -165,6 +165,14 @@ def test_evaluate_with_peers_and_diagnosis(tmp_path, capsys):
     assert all(0 <= r["auc"][0] <= 1 and 0 <= r["precision_at_k"][0] <= 1 for r in det.values())
     text = (ws / "evaluation.md").read_text()
     assert "Table 2 analog" in text and "Table 3 analog" in text and "Label-noise detection" in text
+    # DDM's diagnosis cost is reported from scratch, also when a rerun finds its emulations cached
+    first = det["DDM (group quality)"]["seconds"][0]
+    (ws / "seed0" / "result.json").unlink()
+    assert main(["evaluate", "-q", "-w", str(ws), "--preset", "tiny", "--seeds", "0", "--num-targets", "3",
+                 "--lds-subsets", "4", "--noise-seeds", "0", "--logo", "--peers", "tracin,trak,if-explicit",
+                 "--diagnose", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["summary"]["diagnosis"]["noisy"]["detection"]
+    assert first > 0 and again["DDM (group quality)"]["seconds"][0] > 0.5 * first
 
 
 def test_ablation_scores_variants_on_cached_retrains_and_reuses_results(tmp_path, capsys, monkeypatch):

@@ -40,6 +40,7 @@ class Diagnosis:
     groups: Groups
     objective: str
     method: str = "ddm"
+    seconds: float | None = None  # DDM: online cost from scratch (cached emulations at their recorded time)
 
     def ranking(self) -> torch.Tensor:
         """Groups from the most harmful (lowest quality) to the most useful."""
@@ -111,8 +112,10 @@ def diagnose(dm: Any, validation: Split, objective: str = "loss", name: str | No
         raise ConfigError(f"objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     if len(validation) == 0:
         raise ConfigError("the validation split is empty")
+    from ddm.pipeline import online_seconds
+
     attr = dm.attribute(validation, OBJECTIVES[objective], name=name or f"diagnose-{objective}")
-    return Diagnosis(attr.scores.sum(0), attr.groups, objective)
+    return Diagnosis(attr.scores.sum(0), attr.groups, objective, seconds=online_seconds([attr]))
 
 
 def from_group_scores(scores: torch.Tensor, groups: Groups, method: str) -> Diagnosis:
