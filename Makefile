@@ -36,7 +36,7 @@ bench-scaling: $(STAMP)
 bench-digits: $(STAMP)
 	$(BIN)/ddm evaluate -w runs/bench-digits --preset demo $(EVAL) --logo --peers all --diagnose
 	mkdir -p benchmarks/results && cp runs/bench-digits/evaluation.md benchmarks/results/digits.md && \
-	  cp runs/bench-digits/evaluation.json benchmarks/results/digits.json && cp -r runs/bench-digits/plots benchmarks/results/digits-plots
+	  cp runs/bench-digits/evaluation.json benchmarks/results/digits.json && mkdir -p benchmarks/results/digits-plots && cp runs/bench-digits/plots/* benchmarks/results/digits-plots/
 
 # Fashion-MNIST: the diagnosis (Table 3, label noise) on seed 0 only (about 1.5 h of retrains and peers per seed
 # here), then every peer on seeds 0-2. The second call reuses the first one's cached stages and retrains.
@@ -47,7 +47,7 @@ bench-fmnist: $(STAMP)
 	$(BIN)/ddm evaluate -w runs/bench-fmnist --preset demo $(FMNIST) $(EVAL) --peers all
 	cp runs/bench-fmnist/evaluation.md benchmarks/results/fashion-mnist.md && \
 	  cp runs/bench-fmnist/evaluation.json benchmarks/results/fashion-mnist.json && \
-	  cp -r runs/bench-fmnist/plots benchmarks/results/fashion-mnist-plots
+	  mkdir -p benchmarks/results/fashion-mnist-plots && cp runs/bench-fmnist/plots/* benchmarks/results/fashion-mnist-plots/
 
 # DDM design variants (issue 5), each scored on the retrains the protocol cached, with its fine-tune rate
 # chosen per seed on validation targets and subsets. The default variant is selected on digits seed 3
