@@ -60,7 +60,7 @@ bench-ablation: bench-digits bench-fmnist
 	$(BIN)/ddm evaluate -w runs/bench-digits --preset demo $(ABL) --seeds 0,1,2 --tune 0.01,0.03,0.1,0.3,1 \
 	  --peers tracin,if-explicit --ablation $(ABLATION)
 	$(BIN)/ddm evaluate -w runs/bench-fmnist --preset demo $(FMNIST) $(ABL) --seeds 0,1,2 --tune 0.01,0.03,0.1,0.3 \
-	  --peers tracin,trak --ablation paper,local-free,local-free-linear,local-free-ipc5-linear,first-order
+	  --peers tracin,trak --ablation paper,local-free,local-free-linear,local-free-noise,local-free-ipc5-linear,first-order
 	mkdir -p benchmarks/results && cp runs/bench-select/ablation.md benchmarks/results/ablation-select-digits.md && \
 	  cp runs/bench-select/ablation.json benchmarks/results/ablation-select-digits.json && \
 	  for d in digits fmnist; do cp runs/bench-$$d/ablation.md benchmarks/results/ablation-$$d.md && \
