@@ -204,32 +204,27 @@ def _inner_product(method: str, model: nn.Module, train: Split, cfg: PeerConfig)
     inf, _, _, task_mod = _dattri()
     t = _Task(model, train.x.dim() - 1)
     task = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=_params(model))
-    if method == "if-explicit":  # ``model`` is the last layer here (see _head_view)
+    if method == "if-explicit":  # ``model`` is the last layer here (see _head_view): one exact Hessian
         a = inf.IFAttributorExplicit(task, regularization=cfg.damping)
-    elif method in ("if-cg", "fastif"):
-        a = inf.IFAttributorCG(task, max_iter=cfg.cg_iters, regularization=cfg.damping)
-    elif method == "if-lissa":
-        a = inf.IFAttributorLiSSA(task, recursion_depth=cfg.lissa_depth, batch_size=cfg.lissa_batch,
-                                  damping=cfg.damping, scaling=cfg.lissa_scale)
-    elif method == "arnoldi":
-        n = len(train)
+        a.cache(_loader(train, cfg.explicit_batch))
+        _explicit_operator(a)
+        return a
+    if method == "arnoldi":
         a = inf.IFAttributorArnoldi(task, proj_dim=cfg.arnoldi_dim, max_iter=cfg.arnoldi_iters,
                                     regularization=cfg.damping, seed=cfg.seed,
-                                    precompute_data_ratio=min(1.0, cfg.arnoldi_samples / n))
-    else:  # pragma: no cover - guarded by the caller
-        raise ConfigError(method)
-    if method == "if-explicit":
-        a.cache(_loader(train, cfg.explicit_batch))
-    elif method == "arnoldi":
+                                    precompute_data_ratio=min(1.0, cfg.arnoldi_samples / len(train)))
         a.cache(_loader(train, cfg.hessian_batch))  # it subsamples by arnoldi_samples itself
-    else:
-        a.cache(_loader(_hessian_subset(train, cfg), cfg.hessian_batch))
-    if method == "arnoldi":
         _fix_arnoldi(a)
-    if method == "if-explicit":
-        _explicit_operator(a)
     else:
-        _memoise_transform(a)
+        if method in ("if-cg", "fastif"):
+            a = inf.IFAttributorCG(task, max_iter=cfg.cg_iters, regularization=cfg.damping)
+        elif method == "if-lissa":
+            a = inf.IFAttributorLiSSA(task, recursion_depth=cfg.lissa_depth, batch_size=cfg.lissa_batch,
+                                      damping=cfg.damping, scaling=cfg.lissa_scale)
+        else:  # pragma: no cover - guarded by the caller
+            raise ConfigError(method)
+        a.cache(_loader(_hessian_subset(train, cfg), cfg.hessian_batch))
+    _memoise_transform(a)
     return a
 
 
