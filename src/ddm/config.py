@@ -92,17 +92,22 @@ class ClusterConfig:
 
 @dataclass
 class DistillConfig:
-    """Defaults: the ``local-free`` recipe, chosen on a validation seed (BENCHMARKS.md, "Toward a faithful
-    DDM"); ``--recipe paper`` (``ddm.presets.recipe("paper")``) gives the paper-faithful method."""
+    """Defaults: the ``head`` recipe (head matching + Newton emulation), chosen on selection configurations
+    (BENCHMARKS.md, "Head-Newton DDM"); ``--recipe paper`` (``ddm.presets.recipe("paper")``) gives the
+    paper-faithful method, ``--recipe local-free`` the previous default."""
 
-    matching: str = _f("local", "local (default; not in the paper: match, near theta_tau, minus each group's "
-                                "accumulated trajectory gradient with its magnitude; see ddm.distill.matching), "
-                                "reverse (the paper's DDM, Eq. 6) or match (plain gradient matching, DDM-match)")
+    matching: str = _f("head", "head (default; not in the paper: each group's synthetic images, with its hard label "
+                               "and learned weights, reproduce its last-layer gradient at theta_tau in the metric "
+                               "of the damped Newton step; see ddm.distill.head), local (match minus each group's "
+                               "accumulated trajectory gradient near theta_tau), reverse (the paper's DDM, Eq. 6) "
+                               "or match (plain gradient matching, DDM-match)")
+    damping: float = _f(3e-3, "head matching: lambda of (H + lambda I) as a fraction of H's top eigenvalue "
+                              "(plus train.weight_decay)", since="0.4", implicit=3e-3)
     pairing: str = _f("reverse", "trajectory pairing of reverse/match: reverse (theta_t <-> theta_{tau-t}) or "
                                  "step (theta_t <-> theta_{t+s})")
     step: int = _f(1, "s of the step pairing, in recorded checkpoints")
-    ipc: int = _f(1, "synthetic images per group")
-    iterations: int = _f(500, "distillation steps (the paper recipe: 200)")
+    ipc: int = _f(4, "synthetic images per group (head matching: 4; one image's last-layer gradient is rank one)")
+    iterations: int = _f(1000, "distillation steps (the paper recipe: 200)")
     lr_img: float = _f(0.01, "learning rate of the synthetic images (adam: 0.01; the paper's sgd: 10)")
     momentum_img: float = _f(0.5, "momentum of the sgd optimiser of the synthetic images")
     batch_real: int = _f(32, "real images sampled per group and step")
@@ -110,10 +115,10 @@ class DistillConfig:
                                        "default), layerwise_cosine (DC; the paper), cosine (flat), mse")
     augment: str = _f("crop_scale_rotate", "differentiable siamese augmentation: '_'-joined of color, crop, "
                                                   "cutout, flip, scale, rotate; or none")
-    labels: str = _f("free", "synthetic labels: free (default; optimised real target vectors used as is, so each "
-                             "image's gradient can take any scale and sign; not in the paper), hard (the group's "
-                             "class; the paper) or learned (soft: softmax of optimised logits)")
-    lr_label: float = _f(0.01, "learning rate of learned label logits or free targets")
+    labels: str = _f("hard", "synthetic labels: hard (the group's class; the paper; required by head matching), "
+                             "free (optimised real target vectors used as is, so each image's gradient can take "
+                             "any scale and sign; not in the paper) or learned (soft: softmax of optimised logits)")
+    lr_label: float = _f(0.05, "learning rate of learned label logits, free targets or (head) log image weights")
     optimizer: str = _f("adam", "optimiser of the synthetic images and labels: adam (scale-free steps, with a small "
                                 "lr_img such as 0.01; default) or sgd (with momentum_img; the paper)",
                         since="0.2", implicit="sgd")
@@ -123,7 +128,11 @@ class DistillConfig:
     seed: int = _f(0, "seed of initialisation, sampling and augmentation")
 
     def __post_init__(self) -> None:
-        _choice(self.matching, "distill.matching", ("reverse", "match", "local"))
+        _choice(self.matching, "distill.matching", ("head", "reverse", "match", "local"))
+        _check(self.matching != "head" or self.labels == "hard",
+               "distill.matching=head uses the groups' hard labels: set distill.labels=hard")
+        _check(self.damping > 0, f"distill.damping must be positive, got {self.damping}")
+        _check(self.ipc <= 64, f"distill.ipc={self.ipc} is more than 64 images per group: a synset should be small")
         _choice(self.pairing, "distill.pairing", ("reverse", "step"))
         _choice(self.distance, "distill.distance", ("layerwise_cosine", "cosine", "mse", "relative_mse"))
         _choice(self.labels, "distill.labels", ("hard", "learned", "free"))
@@ -155,9 +164,11 @@ class EmulateConfig:
     ridge: float = _f(0.0, "ridge penalty on W (0: plain weighted least squares)")
     chunk_size: int = _f(64, "perturbations fine-tuned at once under vmap (bounds memory)")
     backend: str = _f("vmap", "vmap (batched; the fast path on GPUs) or loop (one model at a time; faster on CPUs)")
-    method: str = _f("finetune", "finetune (Eq. 3: finetune_steps SGD steps on the deleted synsets) or linear "
-                                 "(one first-order step of the same length from theta_tau: one gradient per "
-                                 "synthetic image for all perturbations; not in the paper)", since="0.3")
+    method: str = _f("auto", "auto (newton for head-matched synsets, else finetune), newton (one damped Newton step "
+                             "on the last layer from the synset's gradients and stored curvature; not in the "
+                             "paper), finetune (Eq. 3: finetune_steps SGD steps on the deleted synsets) or linear "
+                             "(one first-order step of the same length from theta_tau; not in the paper)",
+                     since="0.3", implicit="finetune")
     top_classes: int = _f(2, "hierarchical datamodel: classes refined at group level per target")
     seed: int = _f(0, "seed of the perturbations")
 
@@ -171,7 +182,7 @@ class EmulateConfig:
         _choice(self.group_reduction, "emulate.group_reduction", ("sum", "mean"))
         _choice(self.weighting, "emulate.weighting", ("inverse_deletions", "uniform"))
         _choice(self.backend, "emulate.backend", ("vmap", "loop"))
-        _choice(self.method, "emulate.method", ("finetune", "linear"))
+        _choice(self.method, "emulate.method", ("auto", "newton", "finetune", "linear"))
         _check(self.ridge >= 0, "emulate.ridge must be >= 0")
         _check(self.chunk_size > 0, "emulate.chunk_size must be positive")
         _check(self.top_classes > 0, "emulate.top_classes must be positive")

@@ -23,6 +23,10 @@ class MissingDependencyError(DDMError, ImportError):
     """An optional dependency is not installed."""
 
 
+class NumericalError(DDMError, ArithmeticError):
+    """A stage produced non-finite or exploding values; nothing was saved over earlier results."""
+
+
 class DataError(DDMError, ValueError):
     """Data files are missing or malformed."""
 

@@ -24,11 +24,14 @@ from ddm.attribution.matrix import AttributionMatrix
 from ddm.cluster.groups import Groups, class_groups, make_groups
 from ddm.config import RunConfig, fingerprint, keyed
 from ddm.data.dataset import Split
+from ddm import health
+from ddm.distill.head import distill_head
 from ddm.distill.matching import distill
 from ddm.distill.synset import Synset
 from ddm.emulate.batched import emulate_logits
+from ddm.emulate.newton import newton_logits
 from ddm.emulate.perturbations import sample_perturbations
-from ddm.exceptions import ConfigError, MissingArtifactError
+from ddm.exceptions import ConfigError, MissingArtifactError, NumericalError
 from ddm.objectives.base import Objective
 from ddm.train.loop import train_model
 from ddm.train.trajectory import Trajectory
@@ -155,13 +158,19 @@ class DistilledDatamodel:
             return Synset.from_tensors(load_tensors(path), self.num_classes)
         folder = self.ws.begin(stage, key, cfg)
         t0 = time.perf_counter()
-        syn = distill(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
-                      train_batch=self.config.train.batch_size)
+        if self.config.distill.matching == "head":
+            syn = distill_head(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes,
+                               folder, weight_decay=self.config.train.weight_decay)
+        else:
+            syn = distill(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
+                          train_batch=self.config.train.batch_size)
+        report = health.synset_health(self.model, self.trajectory, train, groups, syn, self.num_classes)
         save_tensors(path, syn.to_tensors())
         (folder / "checkpoint.safetensors").unlink(missing_ok=True)
         losses = syn.losses if syn.losses is not None and len(syn.losses) else torch.zeros(1)
         self.ws.finish(stage, key, cfg, seconds=time.perf_counter() - t0, num_groups=groups.num_groups,
-                       first_loss=float(losses[0]), last_loss=float(losses[-10:].mean()))
+                       first_loss=float(losses[0]), last_loss=float(losses[-10:].mean()), health=report)
+        health.log_report(stage, report)
         self.timings[stage] = time.perf_counter() - t0
         return syn
 
@@ -217,6 +226,14 @@ class DistilledDatamodel:
         s = self.config.emulate.finetune_steps
         return self.trajectory.tau if s is None else s
 
+    def emulation_method(self, synset: Synset | None = None) -> str:
+        """The emulator in use: ``emulate.method``, with ``auto`` resolved by the synset's kind."""
+        m = self.config.emulate.method
+        syn = synset or self.synset
+        if m == "auto":
+            return "newton" if syn is not None and syn.kind == "head" else "finetune"
+        return m
+
     def _emulate(self, synset: Synset, synset_key: str, deleted: torch.Tensor, targets: Split,
                  tag: str) -> torch.Tensor:
         """Logits ``[P, N, C]`` of the fine-tuned models on ``targets`` (cached, resumable)."""
@@ -232,9 +249,13 @@ class DistilledDatamodel:
             return load_tensors(path)["logits"]
         folder = self.ws.begin(stage, key, cfg)
         t0 = time.perf_counter()
-        logits = emulate_logits(self.model, self.trajectory.final, synset, deleted, targets.x, self.finetune_lr,
-                                self.finetune_steps, e.group_reduction, e.chunk_size, folder / "rows",
-                                desc=f"emulate {tag}", backend=e.backend, method=e.method)
+        if self.emulation_method(synset) == "newton":
+            logits = newton_logits(self.model, self.trajectory.final, synset, deleted, targets.x)
+        else:
+            logits = emulate_logits(self.model, self.trajectory.final, synset, deleted, targets.x, self.finetune_lr,
+                                    self.finetune_steps, e.group_reduction, e.chunk_size, folder / "rows",
+                                    desc=f"emulate {tag}", backend=e.backend, method=self.emulation_method(synset))
+        health.check_logits(logits, self.trajectory.final, self.model, targets.x)
         save_tensors(path, {"logits": logits, "deleted": deleted})
         seconds = time.perf_counter() - t0
         self.ws.finish(stage, key, cfg, seconds=seconds, perturbations=len(deleted))
@@ -275,7 +296,11 @@ class DistilledDatamodel:
                      "compute_seconds": wall - self._emulation_fresh + sum(self._emulations.values()),
                      "overhead_seconds": wall - self._emulation_fresh, "emulations": dict(self._emulations),
                      "hierarchical": hierarchical, "finetune_lr": self.finetune_lr,
-                     "finetune_steps": self.finetune_steps}
+                     "finetune_steps": self.finetune_steps, "emulation": self.emulation_method(),
+                     "flagged_groups": self.flagged_groups()}
+        if not (torch.isfinite(attr.weights).all() and torch.isfinite(attr.bias).all()):
+            raise NumericalError(f"the {obj.name} attribution is not finite (the emulated outputs or the objective "
+                                 "gave NaN/inf); nothing was saved")
         attr.save(self.ws.path("attributions", name or obj.name))
         return attr
 
@@ -336,6 +361,11 @@ class DistilledDatamodel:
                                  {"perturbations": n_perturbations,
                                   "class_level": {"weights": cls_attr.weights.tolist(), "top_classes": chosen}})
 
+    def flagged_groups(self) -> list[int]:
+        """Groups whose synset failed a health check (``ddm info``), marked in every ranking."""
+        st = self.ws.stage_info("synset") or {}
+        return list((st.get("health") or {}).get("flagged", []))
+
     # ---- unlearning -----------------------------------------------------------------------------
     def unlearn_folder(self, groups: list[int], name: str | None = None, synset: str = "groups") -> Path:
         """Where :meth:`unlearn` saves the checkpoint for these groups (``unlearned/<name>``)."""
@@ -352,12 +382,16 @@ class DistilledDatamodel:
         idx = torch.as_tensor(groups, dtype=torch.long).flatten()
         if len(idx) == 0 or idx.min() < 0 or idx.max() >= syn.num_groups:
             raise ConfigError(f"group indices must be in [0, {syn.num_groups - 1}], got {idx.tolist()}")
+        method = "newton" if self.emulation_method(syn) == "newton" else "finetune"
         model = unlearn_groups(self.model, self.trajectory.final, syn, idx, self.finetune_lr,  # type: ignore[union-attr]
-                               self.finetune_steps, self.config.emulate.group_reduction)
+                               self.finetune_steps, self.config.emulate.group_reduction, method=method)
+        state = {k: v for k, v in model.state_dict().items()}
+        if not all(torch.isfinite(v).all() for v in state.values()):
+            raise NumericalError("unlearning produced non-finite weights; nothing was saved")
         folder = self.unlearn_folder(idx.tolist(), name, synset)
-        save_tensors(folder / "model.safetensors", {k: v for k, v in model.state_dict().items()})
-        save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "lr": self.finetune_lr,
-                                            "steps": self.finetune_steps})
+        save_tensors(folder / "model.safetensors", state)
+        save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "method": method,
+                                            "lr": self.finetune_lr, "steps": self.finetune_steps})
         return model
 
 

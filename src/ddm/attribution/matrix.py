@@ -28,6 +28,7 @@ class GroupInfluence:
     size: int
     score: float
     members: list[int]
+    flagged: bool = False  # the group's synset failed a health check (see ddm.health)
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -71,12 +72,14 @@ class AttributionMatrix:
         """The ``k`` highest-scoring groups for the ``target``-th row, with up to ``members`` sample ids
         (ids in the full training split; ``None`` lists all)."""
         sizes = self.groups.sizes()
+        flagged = set((self.meta or {}).get("flagged_groups", []))
         n = k if self.evaluated is None else min(k, int(self.evaluated[target].sum()))
         out = []
         for g in self.ranking(target)[:n].tolist():
             ids = self.groups.member_ids(g).tolist()
             out.append(GroupInfluence(g, int(self.groups.labels[g]), int(sizes[g]),
-                                      float(self.scores[target, g]), ids if members is None else ids[:members]))
+                                      float(self.scores[target, g]), ids if members is None else ids[:members],
+                                      g in flagged))
         return out
 
     # ---- persistence ------------------------------------------------------------------------

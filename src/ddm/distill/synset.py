@@ -17,6 +17,10 @@ class Synset:
     else None. ``free_targets``: ``[K, ipc, classes]`` when labels are free (any real vector, used as is:
     the loss ``-sum_c t_c log p_c`` can then take any scale and sign), else None. ``losses``: the
     matching loss at every distillation step.
+
+    Head-matched synsets (:mod:`ddm.distill.head`) also carry ``weights`` ``[K, ipc]`` (each image's loss
+    weight, in training samples), ``hessian`` ``[D, D]`` (Gauss-Newton of the mean training loss w.r.t.
+    the last layer at theta_tau), ``damping`` (the absolute lambda added to it) and ``num_train`` (N).
     """
 
     images: torch.Tensor
@@ -25,6 +29,19 @@ class Synset:
     label_logits: torch.Tensor | None = None
     losses: torch.Tensor | None = None
     free_targets: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    hessian: torch.Tensor | None = None
+    damping: torch.Tensor | None = None
+    num_train: torch.Tensor | None = None
+
+    @property
+    def kind(self) -> str:
+        """``head`` for head-matched synsets (emulated by a Newton step), else ``finetune``."""
+        return "head" if self.hessian is not None else "finetune"
+
+    def image_weights(self) -> torch.Tensor:
+        """Loss weight of every image ``[K, ipc]`` (1 where the synset has none)."""
+        return self.weights if self.weights is not None else torch.ones(self.images.shape[:2])
 
     @property
     def num_groups(self) -> int:
@@ -54,14 +71,15 @@ class Synset:
             out["label_logits"] = self.label_logits
         if self.free_targets is not None:
             out["free_targets"] = self.free_targets
-        if self.losses is not None:
-            out["losses"] = self.losses
+        for name in ("losses", "weights", "hessian", "damping", "num_train"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], num_classes: int) -> Synset:
         return cls(t["images"], t["labels"].long(), num_classes, t.get("label_logits"), t.get("losses"),
-                   t.get("free_targets"))
+                   t.get("free_targets"), t.get("weights"), t.get("hessian"), t.get("damping"), t.get("num_train"))
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

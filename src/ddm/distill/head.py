@@ -1,0 +1,272 @@
+"""Head matching: synsets whose last-layer gradient at theta_tau is their group's, plus the curvature.
+
+Removing group k from a model trained to (near) a minimum of the mean loss moves its parameters, to
+first order, by the damped Newton step (influence functions)::
+
+    Delta_k = (H + lambda I)^-1 g_k / N,    g_k = sum_{i in D_k} grad l(theta_tau; z_i)
+
+and exact retraining measured on our benchmarks agrees with that step restricted to the last
+(Linear) layer about as well as with the full-network one (BENCHMARKS.md, "Head-Newton DDM").
+So the ``head`` matcher learns, for every group, ``ipc`` synthetic images with the group's hard label
+and a positive loss weight each (in units of training samples) such that their weighted head
+gradient reproduces ``g_k`` in the metric that matters, that of the displacement::
+
+    min_S  sum_k |P (g~_k - g_k)|^2 / |P g_k|^2,    P = (H + lambda I)^-1,
+    g~_k = sum_s w_s (softmax(z(x_s)) - e_{y_k}) (x) [h(x_s), 1]
+
+``H`` is the Gauss-Newton matrix of the mean training loss with respect to the head's weight and bias
+(exact, ``[C (d+1)]^2``), stored with the synset: the online stage (:mod:`ddm.emulate.newton`) needs it.
+Hard labels and positive weights make each synthetic image act like training data, so removing it
+(a Newton step *against* its gradient) removes by construction; the sign cannot flip.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddm.cluster.groups import Groups
+from ddm.config import DistillConfig
+from ddm.data.dataset import Split
+from ddm.distill.synset import Synset
+from ddm.exceptions import ConfigError, NumericalError
+from ddm.progress import bar
+from ddm.train.trajectory import Trajectory
+from ddm.workspace import load_tensors, save_tensors
+
+log = logging.getLogger(__name__)
+Params = dict[str, torch.Tensor]
+
+
+def last_linear_name(model: nn.Module) -> str:
+    """Module name of the model's last ``nn.Linear`` (its head), or an error saying what is needed."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ConfigError("head matching needs a model whose output comes from a final nn.Linear layer; "
+                          "use --recipe paper (or distill.matching=local) for other models")
+    return names[-1]
+
+
+@dataclass
+class Head:
+    """The model split at its last Linear layer: differentiable features and the head's parameters."""
+
+    model: nn.Module
+    name: str
+
+    @classmethod
+    def of(cls, model: nn.Module) -> Head:
+        return cls(model, last_linear_name(model))
+
+    @property
+    def linear(self) -> nn.Linear:
+        return dict(self.model.named_modules())[self.name]  # type: ignore[return-value]
+
+    @property
+    def param_names(self) -> tuple[str, str]:
+        return f"{self.name}.weight", f"{self.name}.bias"
+
+    def matrix(self, params: Params | None = None) -> torch.Tensor:
+        """The head as one ``[C, d+1]`` matrix (weight, then bias as the last column)."""
+        w, b = self.param_names
+        p = params if params is not None else dict(self.model.named_parameters())
+        return torch.cat([p[w], p[b][:, None]], 1).detach()
+
+    def features(self, x: torch.Tensor, params: Params | None = None, chunk: int = 1024) -> torch.Tensor:
+        """Augmented penultimate features ``[N, d+1]`` (the head's input, then a 1 for the bias).
+
+        Differentiable in ``x`` when called with grad enabled; ``params`` evaluates another checkpoint."""
+        got: list[torch.Tensor] = []
+        hook = self.linear.register_forward_hook(lambda m, i, o: got.append(i[0].flatten(1)))
+        try:
+            for s in range(0, len(x), chunk):
+                if params is None:
+                    self.model(x[s : s + chunk])
+                else:
+                    torch.func.functional_call(self.model, params, (x[s : s + chunk],))
+        finally:
+            hook.remove()
+        h = torch.cat(got)
+        return torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1)
+
+    def check(self, x: torch.Tensor) -> None:
+        """Refuse models whose logits are not the head applied to the features (e.g. a softmax after it)."""
+        with torch.no_grad():
+            h = self.features(x[:8])
+            if not torch.allclose(h @ self.matrix().T, self.model(x[:8]), rtol=1e-4, atol=1e-4):
+                raise ConfigError("head matching needs a model whose logits are its last nn.Linear layer's output; "
+                                  "use --recipe paper (or distill.matching=local) for this model")
+
+
+def head_gradients(h: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy gradients w.r.t. the head matrix: ``[N, d+1], [N, C], [N, C] -> [N, C*(d+1)]``."""
+    return torch.einsum("nc,nd->ncd", logits.softmax(-1) - targets, h).flatten(1)
+
+
+def gauss_newton(h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Summed Gauss-Newton matrix of cross-entropy w.r.t. the head: ``[C(d+1), C(d+1)]``."""
+    p = logits.softmax(-1).double()
+    a = torch.diag_embed(p) - torch.einsum("nc,ne->nce", p, p)
+    if weights is not None:
+        a = a * weights.double()[:, None, None]
+    hd = h.double()
+    c, d = p.shape[1], h.shape[1]
+    return torch.einsum("nce,nd,nf->cdef", a, hd, hd).reshape(c * d, c * d)
+
+
+@dataclass
+class HeadStatistics:
+    """What the head matcher and emulator need from the real data at theta_tau."""
+
+    hessian: torch.Tensor  # [D, D] float64, Gauss-Newton of the *mean* training loss (D = C (d+1))
+    group_grads: torch.Tensor  # [K, D] summed per group
+    num_train: int
+    top_eigenvalue: float
+
+
+def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, batch: int = 1024,
+                    params: Params | None = None) -> HeadStatistics:
+    """Stream the training set once (``batch`` rows at a time): Gauss-Newton matrix and group gradients."""
+    W = head.matrix(params)
+    D = W.numel()
+    H = torch.zeros(D, D, dtype=torch.float64)
+    G = torch.zeros(groups.num_groups, D, dtype=torch.float64)
+    with torch.no_grad():
+        for s in range(0, len(train), batch):
+            h = head.features(train.x[s : s + batch], params)
+            z = h @ W.T
+            y = F.one_hot(train.y[s : s + batch], num_classes).to(z.dtype)
+            H += gauss_newton(h, z)
+            G.index_add_(0, groups.assignment[s : s + batch], head_gradients(h, z, y).double())
+    H /= len(train)
+    top = float(torch.linalg.eigvalsh(H)[-1])
+    return HeadStatistics(H, G, len(train), top)
+
+
+def damped_inverse(hessian: torch.Tensor, damping: float) -> torch.Tensor:
+    """``(H + damping I)^-1`` in float64 (``H`` symmetric positive semi-definite, ``damping > 0``)."""
+    evals, evecs = torch.linalg.eigh(hessian.double())
+    return (evecs / (evals.clamp(min=0) + damping)) @ evecs.T
+
+
+def init_images(train: Split, groups: Groups, ipc: int, init: str, seed: int) -> torch.Tensor:
+    """``[K, ipc, C, H, W]``: distinct members of each group's class (``real``) or noise."""
+    g = torch.Generator().manual_seed(seed)
+    if init == "noise":
+        return torch.randn(groups.num_groups, ipc, *train.x.shape[1:], generator=g)
+    images = torch.empty(groups.num_groups, ipc, *train.x.shape[1:])
+    for k in range(groups.num_groups):
+        m = groups.members(k)
+        m = m[train.y[m] == groups.labels[k]]
+        pick = m[torch.randperm(len(m), generator=g)[:ipc]]
+        if len(pick) < ipc:
+            pick = torch.cat([pick, m[torch.randint(0, len(m), (ipc - len(pick),), generator=g)]])
+        images[k] = train.x[pick]
+    return images
+
+
+def synset_head_gradients(head: Head, synset: Synset, params: Params | None = None) -> torch.Tensor:
+    """Weighted head gradient of each group's synthetic images at ``params``: ``[K, D]`` (summed over ipc)."""
+    x, t, _ = synset.flat()
+    W = head.matrix(params)
+    h = head.features(x, params)
+    g = head_gradients(h, h @ W.T, t) * synset.image_weights().reshape(-1, 1)
+    return g.reshape(synset.num_groups, synset.ipc, -1).sum(1)
+
+
+def matching_quality(synthetic: torch.Tensor, real: torch.Tensor, precond: torch.Tensor | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """Per-group cosine and relative error ``|a - b|^2 / |b|^2`` (optionally after ``precond``): ``[K]`` each."""
+    a, b = synthetic.double(), real.double()
+    if precond is not None:
+        a, b = a @ precond, b @ precond
+    return {"cosine": F.cosine_similarity(a, b, dim=1),
+            "relative_error": ((a - b) ** 2).sum(1) / (b ** 2).sum(1).clamp(min=1e-30)}
+
+
+def distill_head(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
+                 num_classes: int, folder: str | Path | None = None, weight_decay: float = 0.0) -> Synset:
+    """Learn the head-matched synset (module doc) and attach the curvature and health checks.
+
+    With ``folder``, a checkpoint is kept there so a killed run resumes."""
+    head = Head.of(model)
+    head.check(train.x)
+    was_training = model.training
+    model.eval()
+    requires = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        return _distill_head(head, trajectory, train, groups, cfg, num_classes, folder, weight_decay)
+    finally:
+        for p, r in zip(model.parameters(), requires):
+            p.requires_grad_(r)
+        model.train(was_training)
+
+
+def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
+                  num_classes: int, folder: str | Path | None, weight_decay: float) -> Synset:
+    stats = head_statistics(head, train, groups, num_classes)
+    damping = cfg.damping * stats.top_eigenvalue + weight_decay  # weight decay is curvature the loss lacks
+    P = damped_inverse(stats.hessian, damping).float()
+    target = (stats.group_grads.float() @ P) / stats.num_train  # [K, D] removal displacements
+    norm2 = (target ** 2).sum(1).clamp(min=1e-30)
+    images = init_images(train, groups, cfg.ipc, cfg.init, cfg.seed).requires_grad_(True)
+    sizes = groups.sizes().float()
+    log_w = torch.log(sizes[:, None].expand(-1, cfg.ipc) / cfg.ipc).clone().requires_grad_(True)
+    labels = groups.labels.unsqueeze(1).expand(-1, cfg.ipc).clone()
+    onehot = F.one_hot(labels.reshape(-1), num_classes).float()
+    W = head.matrix()
+    opt = torch.optim.Adam([{"params": [images], "lr": cfg.lr_img}, {"params": [log_w], "lr": cfg.lr_label}])
+    losses: list[float] = []
+    start = 0
+    ckpt = Path(folder) / "checkpoint.safetensors" if folder is not None else None
+    if ckpt is not None and ckpt.exists():
+        state = load_tensors(ckpt)
+        with torch.no_grad():
+            images.copy_(state["images"])
+            log_w.copy_(state["log_weights"])
+        for i, leaf in enumerate((images, log_w)):
+            for key, value in state.items():
+                if key.startswith(f"opt/{i}/"):
+                    opt.state[leaf][key.split("/", 2)[2]] = value.clone()
+        losses = state["losses"].tolist()
+        start = len(losses)
+        log.info("resuming head distillation at step %d of %d", start, cfg.iterations)
+    K = groups.num_groups
+    pbar = bar(cfg.iterations, "distill (head)", initial=start)
+    for it in range(start, cfg.iterations):
+        h = head.features(images.reshape(K * cfg.ipc, *images.shape[2:]))
+        g = head_gradients(h, h @ W.T, onehot) * log_w.exp().reshape(-1, 1)
+        disp = (g.reshape(K, cfg.ipc, -1).sum(1) @ P) / stats.num_train
+        loss = (((disp - target) ** 2).sum(1) / norm2).sum()
+        if not torch.isfinite(loss):
+            raise NumericalError(f"head distillation diverged at step {it} (matching loss {loss.item()}); "
+                                 "lower distill.lr_img or distill.lr_label")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item() / K)
+        pbar.update(1)
+        pbar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if ckpt is not None and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iterations:
+            state = {"images": images.detach(), "log_weights": log_w.detach(), "losses": torch.tensor(losses)}
+            for i, leaf in enumerate((images, log_w)):
+                for name, value in opt.state.get(leaf, {}).items():
+                    if torch.is_tensor(value):
+                        state[f"opt/{i}/{name}"] = value
+            save_tensors(ckpt, state)
+    pbar.close()
+    syn = Synset(images.detach(), labels, num_classes, losses=torch.tensor(losses),
+                 weights=log_w.detach().exp(), hessian=stats.hessian.float(),
+                 damping=torch.tensor(damping),
+                 num_train=torch.tensor(stats.num_train))
+    if not all(torch.isfinite(t).all() for t in syn.to_tensors().values()):
+        raise NumericalError("head distillation produced non-finite synthetic images or weights; "
+                             "lower distill.lr_img or distill.lr_label")
+    return syn

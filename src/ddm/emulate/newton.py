@@ -1,0 +1,89 @@
+"""Newton emulation of retraining without groups, from head-matched synsets (:mod:`ddm.distill.head`).
+
+Attribution (``newton``): one damped Newton step on the last layer for every perturbation,
+``W_p = W_tau + sum_{k deleted} U_k`` with ``U_k = (H + lambda I)^-1 g~_k / N`` (``g~_k`` the weighted
+head gradient of group k's synthetic images), then the logits of the targets under ``W_p`` (read out
+nonlinearly, so Eq. 8's regression still has work to do). The rest of the network is theta_tau's, so a
+new target costs one forward pass to its features and a matrix product per perturbation.
+
+Unlearning (``newton_keep``): the step that minimises the quadratic model of the *kept* data's loss,
+``(H - H~_del + lambda I)^-1 g~_del / N``, where ``H~_del`` is the Gauss-Newton matrix of the deleted
+groups' synthetic images. With the full-data ``H`` a removed class keeps its curvature and barely moves
+(accuracy on it stays high); with the kept data's curvature the class is forgotten as retraining forgets
+it, while the other classes keep theirs (BENCHMARKS.md, "Head-Newton DDM").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ddm.distill.head import Head, damped_inverse, gauss_newton, synset_head_gradients
+from ddm.distill.synset import Synset
+from ddm.exceptions import ConfigError, NumericalError
+
+Params = dict[str, torch.Tensor]
+
+
+def _require_head(synset: Synset) -> tuple[torch.Tensor, float, int]:
+    if synset.hessian is None or synset.damping is None or synset.num_train is None:
+        raise ConfigError("the Newton emulation needs a head-matched synset (distill.matching=head, the default); "
+                          "this synset was made by another recipe: use emulate.method=finetune or linear")
+    return synset.hessian.double(), float(synset.damping), int(synset.num_train)
+
+
+def removal_displacements(model: nn.Module, params: Params, synset: Synset) -> torch.Tensor:
+    """``U [K, D]``: the head displacement (flattened ``[C, d+1]``) of removing each group alone."""
+    hessian, damping, n = _require_head(synset)
+    head = Head.of(model)
+    with torch.no_grad():
+        g = synset_head_gradients(head, synset, params).double()
+    return ((g @ damped_inverse(hessian, damping)) / n).float()
+
+
+def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: torch.Tensor, x: torch.Tensor,
+                  chunk_size: int = 256) -> torch.Tensor:
+    """Logits ``[P, N, C]`` on ``x`` after one Newton step removing each row of ``deleted [P, K]``."""
+    U = removal_displacements(model, params, synset)
+    head = Head.of(model)
+    with torch.no_grad():
+        h = head.features(x, params)
+        W = head.matrix(params)
+        z = h @ W.T
+        out = []
+        for s in range(0, len(deleted), chunk_size):
+            disp = (deleted[s : s + chunk_size].float() @ U).reshape(-1, *W.shape)  # [p, C, d+1]
+            out.append(z + torch.einsum("nd,pcd->pnc", h, disp))
+    logits = torch.cat(out)
+    _check_finite(logits, "Newton emulation")
+    return logits
+
+
+def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups: torch.Tensor) -> Params:
+    """theta_tau with its head moved to the kept data's quadratic optimum (module doc) for ``groups`` removed."""
+    hessian, damping, n = _require_head(synset)
+    head = Head.of(model)
+    sub = Synset(synset.images[groups], synset.labels[groups], synset.num_classes,
+                 weights=synset.image_weights()[groups])
+    with torch.no_grad():
+        g = synset_head_gradients(head, sub, params).double().sum(0)
+        x, t, _ = sub.flat()
+        h = head.features(x, params)
+        W = head.matrix(params)
+        h_del = gauss_newton(h, h @ W.T, sub.image_weights().reshape(-1))
+    evals, evecs = torch.linalg.eigh(hessian - h_del / n)
+    step = evecs @ ((evecs.T @ (g / n)) / (evals.clamp(min=0) + damping))
+    w_name, b_name = head.param_names
+    step = step.reshape(W.shape).float()
+    out = {k: v.detach().clone() for k, v in params.items()}
+    out[w_name] = out[w_name] + step[:, :-1].reshape(out[w_name].shape)
+    out[b_name] = out[b_name] + step[:, -1]
+    for k in (w_name, b_name):
+        _check_finite(out[k], "Newton unlearning")
+    return out
+
+
+def _check_finite(t: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(t).all():
+        raise NumericalError(f"{what} produced non-finite values; the synset or its curvature is broken "
+                             "(re-distill with --overwrite, or raise distill.damping)")

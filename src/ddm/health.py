@@ -1,0 +1,126 @@
+"""Health checks of the tool's own outputs, on by default.
+
+* :func:`synset_health` (after distillation): for every group, does one step of the emulation move the
+  last layer the way removing the group's real data would? The reference is the damped Newton
+  removal step from the real data, ``(H + lambda I)^-1 g_k / N``; the emulated step is the head-matched
+  synset's own (head synsets) or one fine-tuning step on the synset, ``-grad L(theta_tau; S_k)``
+  (fine-tune synsets). Reported: cosine at theta_tau, the relative error (head synsets, where the
+  magnitude is part of the design), the gradient cosine at the previous recorded checkpoint (not used
+  for fitting), and a dominance ratio (a group's step norm over the median). Groups with cosine below
+  0.5, dominance above 10 or non-finite values are *flagged*; rankings mark them.
+* :func:`check_logits` (after emulation): non-finite emulated outputs are an error; outputs far beyond
+  the trained model's range are logged as a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from ddm.cluster.groups import Groups
+from ddm.data.dataset import Split
+from ddm.distill.head import (
+    Head,
+    damped_inverse,
+    head_gradients,
+    head_statistics,
+    matching_quality,
+    synset_head_gradients,
+)
+from ddm.distill.synset import Synset
+from ddm.exceptions import ConfigError, NumericalError
+from ddm.train.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+MIN_COSINE = 0.5
+MAX_DOMINANCE = 10.0
+EXPLODED = 20.0
+
+
+def _plain_head_gradients(head: Head, synset: Synset, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    x, t, _ = synset.flat()
+    h = head.features(x, params)
+    g = head_gradients(h, h @ head.matrix(params).T, t) * synset.image_weights().reshape(-1, 1)
+    return g.reshape(synset.num_groups, synset.ipc, -1).sum(1)
+
+
+def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups, synset: Synset,
+                  num_classes: int, damping: float = 3e-3) -> dict[str, Any]:
+    """Per-group matching quality of ``synset`` (module doc); a JSON-able report with ``flagged`` groups."""
+    try:
+        head = Head.of(model)
+        head.check(train.x)
+    except ConfigError as exc:
+        return {"checked": False, "reason": str(exc), "flagged": []}
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            final = trajectory.final
+            stats = head_statistics(head, train, groups, num_classes, params=final)
+            lam = float(synset.damping) if synset.damping is not None else damping * stats.top_eigenvalue
+            P = damped_inverse(stats.hessian, lam)
+            real = stats.group_grads / stats.num_train
+            if synset.kind == "head":
+                emulated = synset_head_gradients(head, synset, final).double() / stats.num_train
+                q = matching_quality(emulated, real, P)
+            else:  # one fine-tuning step on S_k moves the head by -grad L(S_k)
+                emulated = -_plain_head_gradients(head, synset, final).double()
+                q = {"cosine": torch.nn.functional.cosine_similarity(emulated, real @ P, dim=1)}
+            prev: torch.Tensor | None = None
+            if trajectory.tau >= 1:
+                before = trajectory[trajectory.tau - 1]
+                real_prev = head_statistics(head, train, groups, num_classes, params=before).group_grads
+                sign = 1.0 if synset.kind == "head" else -1.0
+                syn_prev = sign * _plain_head_gradients(head, synset, before).double()
+                prev = torch.nn.functional.cosine_similarity(syn_prev, real_prev, dim=1)
+            step = emulated @ P if synset.kind == "head" else emulated
+            norms = step.norm(dim=1)
+            dominance = norms / norms.median().clamp(min=1e-30)
+    finally:
+        model.train(was)
+    cos = q["cosine"]
+    bad = (~torch.isfinite(cos)) | (cos < MIN_COSINE) | (dominance > MAX_DOMINANCE) | (~torch.isfinite(dominance))
+    report: dict[str, Any] = {
+        "checked": True, "reference": "damped Newton removal step of the real data, last layer",
+        "cosine": [round(float(c), 4) for c in cos],
+        "dominance": [round(float(d), 3) for d in dominance],
+        "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
+        "positive_fraction": float((cos > 0).double().mean()),
+        "flagged": torch.nonzero(bad).flatten().tolist(),
+    }
+    if "relative_error" in q:
+        report["relative_error"] = [round(float(e), 4) for e in q["relative_error"]]
+        report["relative_error_median"] = float(q["relative_error"].median())
+    if prev is not None:
+        report["previous_checkpoint_cosine"] = [round(float(c), 4) for c in prev]
+        report["previous_checkpoint_cosine_mean"] = float(prev.mean())
+    return report
+
+
+def log_report(stage: str, report: dict[str, Any]) -> None:
+    if not report.get("checked"):
+        log.info("%s health: not checked (%s)", stage, report.get("reason"))
+        return
+    log.info("%s health: step cosine mean %.3f (min %.3f), %.0f%% positive, %d flagged", stage,
+             report["cosine_mean"], report["cosine_min"], 100 * report["positive_fraction"], len(report["flagged"]))
+    if report["flagged"]:
+        log.warning("%s: %d group(s) failed the health check (cosine < %.1f with the real removal step, or a step "
+                    "%gx the median): %s; rankings mark them", stage, len(report["flagged"]), MIN_COSINE,
+                    MAX_DOMINANCE, report["flagged"][:20])
+
+
+def check_logits(logits: torch.Tensor, params: dict[str, torch.Tensor], model: nn.Module, x: torch.Tensor) -> None:
+    """Emulated logits ``[P, N, C]``: an error when non-finite, a warning when far beyond theta_tau's range."""
+    if not torch.isfinite(logits).all():
+        raise NumericalError("the emulation produced non-finite outputs (NaN/inf); nothing was saved. Try "
+                             "--set emulate.finetune_scale=0.01 (fine-tune) or re-distill with --overwrite")
+    with torch.no_grad():
+        ref = torch.func.functional_call(model, params, (x[:256],)).abs().max()
+    peak = logits.abs().max()
+    if peak > EXPLODED * (float(ref) + 1.0):
+        log.warning("emulated logits reach %.3g, %.0fx the trained model's %.3g: the emulation is far from the "
+                    "trained model; its attributions are unreliable", float(peak), float(peak / (ref + 1)), float(ref))
