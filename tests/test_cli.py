@@ -25,7 +25,7 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert len(out["attribution"]["targets"]) == 3
     assert len(out["attribution"]["targets"][0]["top"]) == 3
     assert set(out["table4"]) >= {"acc_theta0", "acc_theta_tau", "acc_after_whole_synset"}
-    assert out["synset"]["matching"] == "local"  # the default recipe
+    assert out["synset"]["matching"] == "head"  # the default recipe
 
     assert main(["attribute", "-w", ws, "--targets", "1,2", "--objective", "dist2", "--top-k", "2"]) == 0
     text = capsys.readouterr().out
@@ -67,12 +67,14 @@ def test_recipe_applies_its_overrides_before_the_explicit_sets(tmp_path, capsys)
             setattr(args, k, v)
         return make_config(args)
 
-    default, free, paper = config(), config("recipe", "local-free"), config("recipe", "paper")
+    default, head = config(), config("recipe", "head")
+    free, paper = config("recipe", "local-free"), config("recipe", "paper")
     assert (paper.distill.matching, paper.distill.labels, paper.distill.optimizer) == ("reverse", "hard", "sgd")
     assert (paper.distill.distance, paper.distill.lr_img) == ("layerwise_cosine", 10.0)
     assert (free.distill.matching, free.distill.labels, free.distill.optimizer) == ("local", "free", "adam")
     assert free.distill.distance == "relative_mse" and free.distill.iterations == 500
-    assert default.distill == free.distill.__class__(**{**free.distill.__dict__, "iterations": 6})  # tiny's budget
+    assert head.distill.matching == "head" and head.distill.ipc == 4
+    assert default.distill == head.distill.__class__(**{**head.distill.__dict__, "iterations": 6})  # tiny's budget
     assert free.train == paper.train and free.model == paper.model  # a recipe touches distillation only
     assert config("recipe", "local-free", "sets", ["distill.iterations=7"]).distill.iterations == 7  # --set wins
     # a recipe sets every option that tells the methods apart: the same method whatever came before it
@@ -88,4 +90,4 @@ def test_recipe_applies_its_overrides_before_the_explicit_sets(tmp_path, capsys)
     assert all(name in help_text for name in VARIANTS)  # `--help` names every ablation variant
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "default: local-free" in out and "local-free: the default: local matching" in out
+    assert "default: head" in out and "head: the default" in out

@@ -59,7 +59,7 @@ def test_trajectory_pairings(pairing, expect):
 @pytest.mark.parametrize("matching", ["reverse", "match"])
 def test_matching_loss_falls(trained, digits, groups, matching):
     model, traj = trained
-    cfg = DistillConfig(matching=matching, iterations=30, lr_img=1.0, batch_real=16, augment="none")
+    cfg = DistillConfig(matching=matching, iterations=30, lr_img=1.0, batch_real=16, augment="none", ipc=1)
     syn = distill(model, traj, digits.train, groups, cfg, 10)
     assert syn.images.shape == (groups.num_groups, 1, 1, 8, 8)
     assert len(syn.losses) == 30

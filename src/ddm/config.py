@@ -101,8 +101,8 @@ class DistillConfig:
                                "of the damped Newton step; see ddm.distill.head), local (match minus each group's "
                                "accumulated trajectory gradient near theta_tau), reverse (the paper's DDM, Eq. 6) "
                                "or match (plain gradient matching, DDM-match)")
-    damping: float = _f(3e-3, "head matching: lambda of (H + lambda I) as a fraction of H's top eigenvalue "
-                              "(plus train.weight_decay)", since="0.4", implicit=3e-3)
+    damping: float = _f(1e-2, "head matching: lambda of (H + lambda I) as a fraction of H's top eigenvalue "
+                              "(plus train.weight_decay)", since="0.4", implicit=1e-2)
     pairing: str = _f("reverse", "trajectory pairing of reverse/match: reverse (theta_t <-> theta_{tau-t}) or "
                                  "step (theta_t <-> theta_{t+s})")
     step: int = _f(1, "s of the step pairing, in recorded checkpoints")

@@ -163,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. 400,800,all:2,5,10 (writes scaling.json/.md)")
     p.add_argument("--ablation", default=None, metavar="V1,V2,...|all",
                    help="instead of the protocol, score DDM design variants on the retrains the protocol "
-                        "cached in this workspace (run it first with the same settings): the recipes (paper, "
-                        "match, reverse-free, local-hard, local-soft, local-free, local-free-ipc5), local-free-linear, "
+                        "cached in this workspace (run it first with the same settings): the recipes (head, "
+                        "head-noise, paper, match, reverse-free, local-hard, local-soft, local-free, local-free-ipc5), local-free-linear, "
                         "local-free-noise, local-free-ipc5-linear, first-order, or all; --tune picks each "
                         "variant's fine-tune rate on validation targets, --peers adds reference rows "
                         "(writes ablation.json/.md)")
@@ -249,9 +249,11 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
     for stage in ("synset", "synset-class"):
         i = dm.ws.stage_info(stage)
         if i and i.get("complete"):
+            h = i.get("health") or {}
             out[stage] = {"matching": i["config"]["matching"], "steps": i["config"]["iterations"],
                           "first_loss": i.get("first_loss"), "last_loss": i.get("last_loss"),
-                          "groups": i.get("num_groups"), "seconds": i.get("seconds")}
+                          "groups": i.get("num_groups"), "seconds": i.get("seconds"),
+                          "health": {k: v for k, v in h.items() if not isinstance(v, list) or k == "flagged"}}
     return out
 
 
@@ -268,7 +270,8 @@ def _attribution_report(dm: Any, data: Any, idx: list[int], args: argparse.Names
         rows.append(row)
     return {"objective": attr.objective, "score_meaning": attr.score_meaning, "seconds": seconds,
             "perturbations": (attr.meta or {}).get("perturbations"), "hierarchical": args.hierarchical,
-            "finetune": {"lr": dm.finetune_lr, "steps": dm.finetune_steps}, "targets": rows}
+            "emulation": dm.emulation_method(), "finetune": {"lr": dm.finetune_lr, "steps": dm.finetune_steps},
+            "flagged_groups": (attr.meta or {}).get("flagged_groups", []), "targets": rows}
 
 
 def _print_offline(o: dict[str, Any]) -> None:
@@ -282,14 +285,22 @@ def _print_offline(o: dict[str, Any]) -> None:
     for stage in ("synset", "synset-class"):
         if stage in o:
             s = o[stage]
-            print(f"{stage}: {s['matching']} matching, {s['steps']} steps, {s['groups']} images x ipc; "
+            print(f"{stage}: {s['matching']} matching, {s['steps']} steps, {s['groups']} groups; "
                   f"matching loss per group {s['first_loss']:.3f} -> {s['last_loss']:.3f} ({s['seconds']:.1f} s)")
+            h = s.get("health") or {}
+            if h.get("checked"):
+                print(f"  health: cosine with each group's real removal step mean {h['cosine_mean']:.2f} "
+                      f"(min {h['cosine_min']:.2f}, {100 * h['positive_fraction']:.0f}% positive); "
+                      f"{len(h['flagged'])} group(s) flagged" + (f": {h['flagged'][:10]}" if h["flagged"] else ""))
 
 
 def _print_attribution(r: dict[str, Any]) -> None:
+    how = ("one Newton step on the last layer each" if r.get("emulation") == "newton" else
+           f"{r.get('emulation', 'finetune')}: lr {r['finetune']['lr']:g} x {r['finetune']['steps']} steps")
     print(f"\nattribution ({r['objective']}{', hierarchical' if r['hierarchical'] else ''}): "
-          f"{r['perturbations'] or '?'} perturbations, fine-tune lr {r['finetune']['lr']:g} x "
-          f"{r['finetune']['steps']} steps, {r['seconds']:.1f} s")
+          f"{r['perturbations'] or '?'} perturbations ({how}), {r['seconds']:.1f} s")
+    if r.get("flagged_groups"):
+        print(f"  groups marked * failed the synset health check: {r['flagged_groups'][:20]}")
     print(f"score: {r['score_meaning']}")
     for row in r["targets"]:
         if "test_index" in row:
@@ -298,7 +309,7 @@ def _print_attribution(r: dict[str, Any]) -> None:
             print("  the target set as a whole:")
         for g in row["top"]:
             mem = ", ".join(map(str, g["members"]))
-            print(f"    group {g['group']:>4}  class {g['label']:>3}  size {g['size']:>4}  "
+            print(f"    group {g['group']:>4}{'*' if g.get('flagged') else ' '} class {g['label']:>3}  size {g['size']:>4}  "
                   f"score {g['score']:+.4f}  samples {mem}{', ...' if g['size'] > len(g['members']) else ''}")
 
 
@@ -325,7 +336,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     _print_offline(out)
     _print_attribution(out["attribution"])
-    print("\nTable 4 check (fine-tune theta_tau on the whole synset; the paper sees accuracy fall near or "
+    print("\nTable 4 check (unlearn every group with the synset; the paper sees accuracy fall near or "
           "below chance):")
     print(f"  acc(theta_0) {100 * t4['acc_theta0']:.1f}%   acc(theta_tau) {100 * t4['acc_theta_tau']:.1f}%   "
           f"after the whole synset {100 * t4['acc_after_whole_synset']:.1f}%   (chance {100 * t4['chance']:.1f}%)")
@@ -369,7 +380,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        print(f"unlearned {synset} {idx} ({len(rows)} training samples) by fine-tuning on their synsets")
+        how = ("a Newton step on the last layer (kept data's curvature)" if dm.emulation_method() == "newton"
+               else "fine-tuning on their synsets")
+        print(f"unlearned {synset} {idx} ({len(rows)} training samples) by {how}")
         t = out["test_accuracy"]
         print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
         print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "

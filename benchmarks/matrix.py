@@ -1,0 +1,245 @@
+"""Configuration matrix (issue "DDM that attributes on models and data it was not tuned on").
+
+For every configuration and seed: train the target, fit the default DDM (``ddm.DistilledDatamodel`` with the
+configured preset, nothing tuned here), and measure against exact retraining of the same schedule:
+
+* **LDS**: random half subsets of the groups (Spearman per target between predicted and retrained test loss);
+* **other-class LDS**: for each class, subsets that keep every group of that class and drop half of the others,
+  scored on that class's targets: a score that only marks the target's own class gets 0 here;
+* **unlearning** (seed 0): test accuracy after removing 4 random groups, and accuracy on a removed class.
+
+Peers in the same table: last-layer influence (dattri, exact last-layer Hessian), TracIn and TRAK (dattri), and
+the trivial "same class" score. ``--select`` runs the selection configurations on seed 3 with a grid of
+``distill.damping`` values and reports validation targets only (disjoint from the reported ones).
+
+    python benchmarks/matrix.py --out benchmarks/results/matrix            # report, seeds 0-2
+    python benchmarks/matrix.py --select --out benchmarks/results/matrix-select
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import ddm
+from ddm import progress
+from ddm.baselines.peers import group_scores, predicted_loss, sample_scores
+from ddm.config import RunConfig
+from ddm.emulate.perturbations import sample_perturbations
+from ddm.evaluation.metrics import lds
+from ddm.evaluation.retrain import RetrainCache
+from ddm.train.loop import accuracy
+
+FM = ["--dataset=fashion-mnist", "data.train_size=3000", "data.test_size=1000"]
+#: name -> (overrides on the demo preset, selection?)
+CONFIGS: dict[str, tuple[list[str], bool]] = {
+    "digits-convnet-K100-sgd": ([], True),
+    "fmnist-mlp-K40-sgd": ([*FM, "model.name=mlp", "model.width=64", "model.depth=2", "train.epochs=10",
+                            "train.lr=0.05", "train.batch_size=64", "cluster.per_class=4"], True),
+    "digits-convnet-K40-momentum-wd": (["train.lr=0.02", "train.momentum=0.9", "train.weight_decay=5e-4",
+                                        "cluster.per_class=4"], False),
+    "digits-mlp-K40-sgd": (["model.name=mlp", "model.width=64", "model.depth=2", "cluster.per_class=4"], False),
+    "digits-convnet-groupnorm-K100-momentum": (["model.norm=groupnorm", "train.lr=0.02", "train.momentum=0.9",
+                                                "cluster.per_class=10"], False),
+    "fmnist-convnet-K100-sgd": ([*FM, "model.width=16", "train.epochs=5", "train.lr=0.05"], False),
+    "fmnist-mlp-K100-momentum": ([*FM, "model.name=mlp", "model.width=128", "model.depth=2", "train.epochs=10",
+                                  "train.lr=0.01", "train.momentum=0.9", "train.batch_size=64",
+                                  "cluster.per_class=10"], False),
+}
+PEERS = ("if-explicit", "tracin", "trak")
+TARGET_SEED = 12345
+
+
+def make_config(overrides: list[str], seed: int, extra: list[str]) -> tuple[RunConfig, Any]:
+    dataset = next((o.split("=", 1)[1] for o in overrides if o.startswith("--dataset=")), "digits")
+    sets = [o for o in overrides if not o.startswith("--")]
+    cfg = ddm.presets.demo(dataset).with_overrides(
+        [*sets, *[f"{s}.seed={seed}" for s in ("model", "train", "cluster", "distill", "emulate")], *extra,
+         "hierarchical=false"])
+    return cfg, ddm.data.load(cfg.data)
+
+
+def losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.transpose(1, 2), labels.expand(len(logits), -1), reduction="none")
+
+
+def run_one(root: Path, name: str, seed: int, args: argparse.Namespace, dampings: list[float]) -> dict[str, Any]:
+    overrides, _ = CONFIGS[name]
+    cfg, data = make_config(overrides, seed, [])
+    perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(TARGET_SEED))
+    rows = perm[args.targets:2 * args.targets] if args.select else perm[:args.targets]
+    targets = data.test[rows]
+    folder = root / name / f"seed{seed}"
+    out: dict[str, Any] = {"config": name, "seed": seed, "overrides": overrides, "lds": {}, "other_class_lds": {},
+                           "seconds": {}}
+    dm = ddm.DistilledDatamodel(folder / "ddm", cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    K = dm.groups.num_groups
+    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
+                         data.test.x)
+    t0 = time.perf_counter()
+    keep = sample_perturbations(K, args.subsets, 0.5, seed=10_000 + seed)
+    actual = losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in keep], f"{name} LDS")[:, rows],
+                    targets.y)
+    # other-class subsets: keep every group of class c, drop half of the others
+    oc_keep, oc_actual = {}, {}
+    for c in targets.y.unique().tolist():
+        m = sample_perturbations(K, args.other_subsets, 0.5, seed=20_000 + 100 * seed + c)
+        m[:, dm.groups.labels == c] = True
+        oc_keep[c] = m
+        sel = targets.y == c
+        oc_actual[c] = losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in m], f"{name} class {c}")
+                              [:, rows[sel]], targets.y[sel])
+    out["seconds"]["retrain_each"] = (time.perf_counter() - t0) / max(1, args.subsets + args.other_subsets * 10)
+    out["seconds"]["train"] = dm.timings.get("train", 0.0)
+
+    def score(tag: str, predict: Any) -> None:
+        out["lds"][tag] = lds(predict(keep, torch.arange(len(rows))), actual)[0]
+        per = []
+        for c, m in oc_keep.items():
+            sel = torch.nonzero(targets.y == c).flatten()
+            per += lds(predict(m, sel), oc_actual[c])[1]
+        out["other_class_lds"][tag] = float(np.mean(per))
+
+    for lam in dampings:
+        tag = "DDM" if len(dampings) == 1 else f"DDM damping={lam:g}"
+        dml = dm if lam == cfg.distill.damping else ddm.DistilledDatamodel(
+            folder / f"ddm-{lam:g}", cfg.with_overrides([f"distill.damping={lam}"])).fit(
+            ddm.models.build(cfg.model, data), data.train)
+        t1 = time.perf_counter()
+        attr = dml.attribute(targets, "dist2", name="matrix")
+        out["seconds"][tag + " online"] = time.perf_counter() - t1
+        out["seconds"][tag + " distill"] = float(dml.ws.require("synset").get("seconds", 0.0))
+        out.setdefault("health", {})[tag] = {k: v for k, v in dml.ws.require("synset")["health"].items()
+                                             if not isinstance(v, list) or k == "flagged"}
+        score(tag, lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
+    same = (dm.groups.labels[None, :] == targets.y[:, None]).float()  # [T, K]
+    score("same class (trivial)", lambda k, sel: -(k.float() @ same[sel].T))
+    if not args.select:
+        for method in args.peers:
+            t1 = time.perf_counter()
+            s = group_scores(sample_scores(method, dm.model, dm.trajectory, data.train, targets), dm.groups)
+            out["seconds"][method] = time.perf_counter() - t1
+            score(method, lambda k, sel, g=s: predicted_loss(g[sel], k))
+        if seed == 0:
+            out["unlearning"] = unlearning(dm, cache, data)
+    return out
+
+
+def unlearning(dm: ddm.DistilledDatamodel, cache: RetrainCache, data: Any) -> dict[str, Any]:
+    """Test accuracy after removing 4 random groups (3 draws) and accuracy on a removed class (2 classes)."""
+    res: dict[str, Any] = {"target_test_acc": accuracy(dm.model, data.test), "groups4": [], "class": []}
+    g = torch.Generator().manual_seed(777)
+    for _ in range(3):
+        rem = torch.randperm(dm.groups.num_groups, generator=g)[:4].tolist()
+        exact = (cache.get(rem).argmax(1) == data.test.y).float().mean().item()
+        res["groups4"].append({"groups": rem, "exact": exact, "ddm": accuracy(dm.unlearn(rem, name="matrix"),
+                                                                               data.test)})
+    for c in (0, int(data.num_classes) // 2):
+        rem = torch.nonzero(dm.groups.labels == c).flatten().tolist()
+        on_c = data.test.y == c
+        ex = cache.get(rem).argmax(1)
+        model = dm.unlearn(rem, name="matrix")
+        with torch.no_grad():
+            pr = model(data.test.x).argmax(1)
+        res["class"].append({"class": c, "exact_class_acc": (ex[on_c] == c).float().mean().item(),
+                             "ddm_class_acc": (pr[on_c] == c).float().mean().item(),
+                             "exact_test_acc": (ex == data.test.y).float().mean().item(),
+                             "ddm_test_acc": (pr == data.test.y).float().mean().item()})
+    return res
+
+
+def table(results: list[dict[str, Any]], key: str) -> list[str]:
+    methods = list(dict.fromkeys(m for r in results for m in r[key]))
+    lines = [f"| configuration | seeds | {' | '.join(methods)} |", "|---|---|" + "---|" * len(methods)]
+    for name in dict.fromkeys(r["config"] for r in results):
+        rs = [r for r in results if r["config"] == name]
+        cells = []
+        for m in methods:
+            v = np.array([r[key][m] for r in rs if m in r[key]])
+            cells.append("–" if not len(v) else f"{v.mean():+.3f}" + (f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else ""))
+        sel = " (selection)" if CONFIGS[name][1] else ""
+        lines.append(f"| {name}{sel} | {','.join(str(r['seed']) for r in rs)} | {' | '.join(cells)} |")
+    return lines
+
+
+def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    out = ["# Configuration matrix", "", f"Command: `python benchmarks/matrix.py {' '.join(args.argv)}`", "",
+           f"{args.targets} {'validation' if args.select else 'reported'} targets per run, {args.subsets} half "
+           f"subsets (LDS), {args.other_subsets} other-class subsets per class; mean ± sample std over seeds.", "",
+           "## LDS (random half subsets of the groups)", "", *table(results, "lds"), "",
+           "## Other-class LDS (the target's class kept whole)", "", *table(results, "other_class_lds"), ""]
+    un = [r for r in results if "unlearning" in r]
+    if un:
+        out += ["## Unlearning (seed 0): DDM against exact retraining", "",
+                "| configuration | test acc | 4 groups removed: exact / DDM (3 draws) | removed class acc: exact / DDM "
+                "| test acc after class removal: exact / DDM |", "|---|---|---|---|---|"]
+        for r in un:
+            u = r["unlearning"]
+            g4 = ", ".join(f"{100 * d['exact']:.1f} / {100 * d['ddm']:.1f}" for d in u["groups4"])
+            cl = ", ".join(f"{100 * d['exact_class_acc']:.1f} / {100 * d['ddm_class_acc']:.1f}" for d in u["class"])
+            ct = ", ".join(f"{100 * d['exact_test_acc']:.1f} / {100 * d['ddm_test_acc']:.1f}" for d in u["class"])
+            out.append(f"| {r['config']} | {100 * u['target_test_acc']:.1f} | {g4} | {cl} | {ct} |")
+        out.append("")
+    out += ["## Synset health (step cosine with the real removal step, fraction positive, flagged groups)", "",
+            "| configuration | seed | variant | cosine mean | min | positive | flagged |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        for tag, h in r.get("health", {}).items():
+            out.append(f"| {r['config']} | {r['seed']} | {tag} | {h['cosine_mean']:.3f} | {h['cosine_min']:.3f} | "
+                       f"{100 * h['positive_fraction']:.0f}% | {len(h['flagged'])} |")
+    out += ["", "## Seconds (mean over seeds)", "", "| configuration | " + " | ".join(
+        dict.fromkeys(k for r in results for k in r["seconds"])) + " |"]
+    keys = list(dict.fromkeys(k for r in results for k in r["seconds"]))
+    out.append("|---|" + "---|" * len(keys))
+    for name in dict.fromkeys(r["config"] for r in results):
+        rs = [r for r in results if r["config"] == name]
+        out.append(f"| {name} | " + " | ".join(
+            f"{np.mean([r['seconds'][k] for r in rs if k in r['seconds']]):.2f}" for k in keys) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="benchmarks/results/matrix")
+    p.add_argument("--root", default="runs/matrix")
+    p.add_argument("--configs", default=",".join(CONFIGS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--targets", type=int, default=50)
+    p.add_argument("--subsets", type=int, default=40)
+    p.add_argument("--other-subsets", type=int, default=10)
+    p.add_argument("--peers", default=",".join(PEERS))
+    p.add_argument("--select", action="store_true", help="selection configurations, seed 3, damping grid")
+    p.add_argument("--dampings", default="1e-3,3e-3,1e-2")
+    args = p.parse_args()
+    import sys
+
+    args.argv = sys.argv[1:]
+    args.peers = [m for m in args.peers.split(",") if m]
+    torch.set_num_threads(1)
+    progress.set_enabled(False)
+    names = [n for n in args.configs.split(",") if n]
+    seeds = [3] if args.select else [int(s) for s in args.seeds.split(",")]
+    if args.select:
+        names = [n for n in names if CONFIGS[n][1]]
+    dampings = [float(d) for d in args.dampings.split(",")] if args.select else [ddm.config.DistillConfig().damping]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in names:
+        for seed in seeds:
+            t0 = time.perf_counter()
+            results.append(run_one(Path(args.root), name, seed, args, dampings))
+            print(f"{name} seed {seed}: {time.perf_counter() - t0:.0f} s  LDS {json.dumps(results[-1]['lds'])}",
+                  flush=True)
+            out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+            out.with_suffix(".md").write_text(markdown(results, args))
+
+
+if __name__ == "__main__":
+    main()

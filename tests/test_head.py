@@ -1,0 +1,154 @@
+"""Head matching, the Newton emulator, kept-curvature unlearning and the health checks."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+import ddm
+from ddm.config import DistillConfig, TrainConfig
+from ddm.distill.head import Head, damped_inverse, distill_head, head_statistics, synset_head_gradients
+from ddm.distill.synset import Synset
+from ddm.emulate.newton import newton_keep_params, newton_logits, removal_displacements
+from ddm.exceptions import ConfigError, NumericalError
+from ddm.health import check_logits, synset_health
+from ddm.train import train_model
+
+
+@pytest.fixture(scope="module")
+def head_synset(trained, digits, groups):
+    model, traj = trained
+    return distill_head(model, traj, digits.train, groups, DistillConfig(iterations=150), 10)
+
+
+def _head_loss(model, params, wb, x, y):
+    head = Head.of(model)
+    w, b = head.param_names
+    p = {**params, w: wb[:, :-1], b: wb[:, -1]}
+    return F.cross_entropy(functional_call(model, p, (x,)), y)
+
+
+def test_head_statistics_equal_autograd(trained, digits, groups):
+    model, traj = trained
+    head = Head.of(model)
+    assert head.name == "classifier"
+    stats = head_statistics(head, digits.train, groups, 10, batch=64)  # several batches
+    wb = head.matrix(traj.final).clone()
+    x, y = digits.train.x, digits.train.y
+    hess = torch.autograd.functional.hessian(lambda m: _head_loss(model, traj.final, m, x, y), wb)
+    D = wb.numel()
+    # cross-entropy is convex in the logits and the logits are linear in the head: Gauss-Newton == Hessian
+    assert torch.allclose(stats.hessian.float(), hess.reshape(D, D), atol=1e-5)
+    k = 3
+    m = groups.members(k)
+    g = torch.autograd.grad(_head_loss(model, traj.final, wb.requires_grad_(True), x[m], y[m]) * len(m), wb)[0]
+    assert torch.allclose(stats.group_grads[k].float(), g.flatten(), atol=1e-4)
+
+
+def test_newton_emulation_equals_an_explicit_step_on_the_full_model(trained, digits, groups, head_synset):
+    model, traj = trained
+    head = Head.of(model)
+    deleted = ~ddm.emulate.sample_perturbations(groups.num_groups, 3, 0.5, seed=4)
+    logits = newton_logits(model, traj.final, head_synset, deleted, digits.test.x)
+    g = synset_head_gradients(head, head_synset, traj.final).double()
+    P = torch.linalg.inv(head_synset.hessian.double() + float(head_synset.damping) * torch.eye(g.shape[1]))
+    w, b = head.param_names
+    for i in range(len(deleted)):
+        step = (P @ g[deleted[i]].sum(0) / int(head_synset.num_train)).float().reshape(head.matrix().shape)
+        p = {**traj.final, w: traj.final[w] + step[:, :-1], b: traj.final[b] + step[:, -1]}
+        ref = functional_call(model, p, (digits.test.x,))
+        assert torch.allclose(logits[i], ref, atol=1e-4)
+    nothing = newton_logits(model, traj.final, head_synset, torch.zeros(1, groups.num_groups, dtype=torch.bool),
+                            digits.test.x)
+    assert torch.allclose(nothing[0], functional_call(model, traj.final, (digits.test.x,)), atol=1e-5)
+
+
+def test_head_distillation_matches_the_group_removal_steps(trained, digits, groups, head_synset):
+    model, traj = trained
+    syn = head_synset
+    assert syn.images.shape == (groups.num_groups, 4, 1, 8, 8) and syn.kind == "head"
+    assert (syn.weights > 0).all() and (syn.labels == groups.labels[:, None]).all()  # data-like by construction
+    assert syn.losses[-10:].mean() < 0.2 * syn.losses[:3].mean()
+    report = synset_health(model, traj, digits.train, groups, syn, 10)
+    assert report["checked"] and report["positive_fraction"] == 1.0 and report["cosine_mean"] > 0.9
+    assert len(report["previous_checkpoint_cosine"]) == groups.num_groups
+    # the displacement of one group, recomputed from the real data, agrees with the synset's
+    stats = head_statistics(Head.of(model), digits.train, groups, 10)
+    real = stats.group_grads.double() @ damped_inverse(stats.hessian, float(syn.damping)) / stats.num_train
+    emulated = removal_displacements(model, traj.final, syn).double()
+    assert F.cosine_similarity(real, emulated, dim=1).mean() > 0.9
+
+
+def test_interrupted_head_distillation_resumes_identically(trained, digits, groups, tmp_path):
+    model, traj = trained
+    cfg = DistillConfig(iterations=8, checkpoint_every=3)
+    whole = distill_head(model, traj, digits.train, groups, cfg, 10)
+    part = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=8, checkpoint_every=3), 10,
+                        tmp_path)  # leaves checkpoints at steps 3 and 6
+    assert (tmp_path / "checkpoint.safetensors").exists()
+    resumed = distill_head(model, traj, digits.train, groups, cfg, 10, tmp_path)
+    assert torch.equal(whole.images, part.images) and torch.equal(whole.images, resumed.images)
+    assert torch.equal(whole.weights, resumed.weights)
+
+
+def test_removal_raises_the_loss_of_the_removed_data_and_unlearns_a_class(trained, digits, groups, head_synset):
+    model, traj = trained
+    x, y = digits.train.x, digits.train.y
+
+    def loss_on(params, rows):
+        with torch.no_grad():
+            return F.cross_entropy(functional_call(model, params, (x[rows],)), y[rows]).item()
+
+    k = torch.tensor([2])
+    rows = groups.members(2)
+    after = newton_keep_params(model, traj.final, head_synset, k)
+    assert loss_on(after, rows) > loss_on(traj.final, rows)  # the sign is right by construction
+    cls = torch.nonzero(groups.labels == 3).flatten()
+    forgot = newton_keep_params(model, traj.final, head_synset, cls)
+    on3, y_test = digits.test.y == 3, digits.test.y
+    with torch.no_grad():
+        pred = functional_call(model, forgot, (digits.test.x,)).argmax(1)
+        before = functional_call(model, traj.final, (digits.test.x,)).argmax(1)
+    assert (before[on3] == 3).float().mean() >= 0.5 and (pred[on3] == 3).float().mean() <= 0.2  # forgotten
+    others_before = (before[~on3] == y_test[~on3]).float().mean()
+    assert (pred[~on3] == y_test[~on3]).float().mean() >= others_before - 0.1  # the other classes are kept
+
+
+def test_non_finite_values_are_errors(trained, digits, groups, head_synset):
+    model, traj = trained
+    bad = Synset(head_synset.images.clone(), head_synset.labels, 10, weights=head_synset.weights,
+                 hessian=head_synset.hessian, damping=head_synset.damping, num_train=head_synset.num_train)
+    bad.images[0, 0, 0, 0, 0] = float("nan")
+    with pytest.raises(NumericalError, match="non-finite"):
+        newton_logits(model, traj.final, bad, torch.ones(1, groups.num_groups, dtype=torch.bool), digits.test.x)
+    with pytest.raises(NumericalError, match="non-finite"):
+        check_logits(torch.full((1, 2, 10), float("inf")), traj.final, model, digits.test.x)
+    plain = Synset(head_synset.images, head_synset.labels, 10)
+    with pytest.raises(ConfigError, match="head-matched synset"):
+        newton_logits(model, traj.final, plain, torch.ones(1, groups.num_groups, dtype=torch.bool), digits.test.x)
+
+
+def test_models_without_a_linear_head_are_refused(digits, groups):
+    class NoHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 10, 8)
+
+        def forward(self, x):
+            return self.conv(x).flatten(1)
+
+    model = NoHead()
+    traj = train_model(model, digits.train, TrainConfig(epochs=1, lr=0.1))
+    with pytest.raises(ConfigError, match="final nn.Linear"):
+        distill_head(model, traj, digits.train, groups, DistillConfig(iterations=2), 10)
+    assert synset_health(model, traj, digits.train, groups, Synset(torch.zeros(20, 1, 1, 8, 8),
+                                                                   groups.labels[:, None], 10), 10)["checked"] is False
+
+
+def test_weight_decay_and_momentum_trajectories_are_handled(digits, groups):
+    model = ddm.models.build("mlp", digits, width=16, depth=1)
+    traj = train_model(model, digits.train, TrainConfig(epochs=3, lr=0.05, momentum=0.9, weight_decay=1e-3))
+    syn = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=100), 10, weight_decay=1e-3)
+    stats = head_statistics(Head.of(model), digits.train, groups, 10)
+    assert float(syn.damping) == pytest.approx(3e-3 * stats.top_eigenvalue + 1e-3, rel=1e-4)
+    assert synset_health(model, traj, digits.train, groups, syn, 10)["cosine_mean"] > 0.8
