@@ -71,3 +71,10 @@ def test_options_added_later_keep_earlier_cache_keys():
     # finetune_scale has no effect (and no say in keys) once finetune_lr is given
     assert "finetune_scale" in keyed(EmulateConfig()) and "finetune_scale" not in keyed(EmulateConfig(finetune_lr=0.1))
     assert "finetune_scale" not in keyed(EmulateConfig(finetune_scale=1.0))
+
+
+@pytest.mark.parametrize("override", ["train.lr=inf", "train.lr=nan", "emulate.finetune_lr=inf",
+                                      "distill.damping=inf", "emulate.keep_prob=nan"])
+def test_non_finite_numbers_are_refused_with_the_field_named(override):
+    with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+        RunConfig().with_overrides([override])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,6 +27,14 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def _finite(section: Any, prefix: str) -> None:
+    """Every float field of a config section must be finite (``inf``/``nan`` silently poison a run)."""
+    for f in dataclasses.fields(section):
+        v = getattr(section, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{prefix}.{f.name}={v} is not a finite number")
+
+
 def _choice(value: str, name: str, choices: tuple[str, ...]) -> None:
     _check(value in choices, f"{name}={value!r} is not valid; choose one of {', '.join(choices)}")
 
@@ -40,6 +49,7 @@ class DataConfig:
     seed: int = _f(0, "seed of the subset selection")
 
     def __post_init__(self) -> None:
+        _finite(self, "data")
         for n in ("train_size", "test_size"):
             v = getattr(self, n)
             _check(v is None or v > 0, f"data.{n} must be positive or None, got {v}")
@@ -54,6 +64,7 @@ class ModelConfig:
     seed: int = _f(0, "seed of the initial weights theta_0")
 
     def __post_init__(self) -> None:
+        _finite(self, "model")
         _check(self.width > 0 and self.depth > 0, "model.width and model.depth must be positive")
         _choice(self.norm, "model.norm", ("instancenorm", "groupnorm", "layernorm", "none"))
 
@@ -69,6 +80,7 @@ class TrainConfig:
     seed: int = _f(0, "seed of the data order")
 
     def __post_init__(self) -> None:
+        _finite(self, "train")
         _check(self.epochs > 0, f"train.epochs must be positive, got {self.epochs}")
         _check(self.batch_size > 0, f"train.batch_size must be positive, got {self.batch_size}")
         _check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
@@ -85,6 +97,7 @@ class ClusterConfig:
     seed: int = _f(0, "k-means seed")
 
     def __post_init__(self) -> None:
+        _finite(self, "cluster")
         _choice(self.method, "cluster.method", ("kmeans", "sequential", "class"))
         _check(self.per_class > 0, "cluster.per_class must be positive")
         _check(self.num_groups is None or self.num_groups > 0, "cluster.num_groups must be positive")
@@ -128,6 +141,7 @@ class DistillConfig:
     seed: int = _f(0, "seed of initialisation, sampling and augmentation")
 
     def __post_init__(self) -> None:
+        _finite(self, "distill")
         _choice(self.matching, "distill.matching", ("head", "reverse", "match", "local"))
         _check(self.matching != "head" or self.labels == "hard",
                "distill.matching=head uses the groups' hard labels: set distill.labels=hard")
@@ -173,6 +187,7 @@ class EmulateConfig:
     seed: int = _f(0, "seed of the perturbations")
 
     def __post_init__(self) -> None:
+        _finite(self, "emulate")
         _check(self.num_perturbations is None or self.num_perturbations > 0,
                "emulate.num_perturbations must be positive")
         _check(0 < self.keep_prob < 1, f"emulate.keep_prob must be in (0, 1), got {self.keep_prob}")

@@ -48,7 +48,7 @@ def _plain_head_gradients(head: Head, synset: Synset, params: dict[str, torch.Te
 
 
 def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups, synset: Synset,
-                  num_classes: int, damping: float = 3e-3) -> dict[str, Any]:
+                  num_classes: int, damping: float = 1e-2) -> dict[str, Any]:
     """Per-group matching quality of ``synset`` (module doc); a JSON-able report with ``flagged`` groups."""
     try:
         head = Head.of(model)
