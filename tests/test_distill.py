@@ -68,14 +68,16 @@ def test_matching_loss_falls(trained, digits, groups, matching):
 
 def test_learned_labels_and_ipc(trained, digits, groups):
     model, traj = trained
-    cfg = DistillConfig(iterations=3, ipc=2, labels="learned", batch_real=4)
+    cfg = DistillConfig(matching="reverse", iterations=3, ipc=2, labels="learned", batch_real=4)
     syn = distill(model, traj, digits.train, groups, cfg, 10)
     assert syn.images.shape[:2] == (groups.num_groups, 2)
     assert syn.label_logits is not None and syn.targets().shape == (groups.num_groups, 2, 10)
     assert torch.allclose(syn.targets().sum(-1), torch.ones(groups.num_groups, 2))
 
 
-@pytest.mark.parametrize("extra", [{}, {"optimizer": "adam", "lr_img": 0.01, "labels": "free", "lr_label": 0.01}])
+@pytest.mark.parametrize("extra", [{"matching": "reverse", "ipc": 1},
+                                   {"matching": "local", "optimizer": "adam", "lr_img": 0.01, "labels": "free",
+                                    "lr_label": 0.01, "ipc": 1}])
 def test_interrupted_distillation_resumes_identically(trained, digits, groups, tmp_path, extra):
     model, traj = trained
     cfg = DistillConfig(iterations=6, checkpoint_every=2, batch_real=4, **extra)
@@ -141,7 +143,7 @@ def test_free_targets_take_any_scale_and_sign_and_round_trip(trained, digits, gr
 
     model, traj = trained
     cfg = DistillConfig(matching="local", labels="free", distance="relative_mse", optimizer="adam", iterations=40,
-                        lr_img=0.01, lr_label=0.05, augment="none")
+                        lr_img=0.01, lr_label=0.05, augment="none", ipc=1)
     syn = distill(model, traj, digits.train, groups, cfg, 10, train_batch=32)
     assert syn.label_logits is None and syn.free_targets is not None
     t = syn.targets()

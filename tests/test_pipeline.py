@@ -24,8 +24,9 @@ def test_fit_writes_every_artifact(run):
     for stage in ("train", "groups", "synset", "groups-class", "synset-class"):
         assert dm.ws.stage_info(stage)["complete"], stage
     assert (ws / "train" / "trajectory" / "theta_0004.safetensors").exists()
-    assert dm.synset.images.shape == (20, 1, 1, 8, 8)
-    assert dm.class_synset.images.shape == (10, 1, 1, 8, 8)
+    assert dm.synset.images.shape == (20, 4, 1, 8, 8) and dm.synset.kind == "head"  # the default recipe
+    assert dm.class_synset.images.shape == (10, 4, 1, 8, 8)
+    assert dm.ws.stage_info("synset")["health"]["checked"]
     assert len(dm.synset.losses) == cfg.distill.iterations
 
 
