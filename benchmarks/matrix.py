@@ -188,7 +188,8 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             out.append(f"| {r['config']} | {100 * u['target_test_acc']:.1f} | {g4} | {cl} | {ct} |")
         out.append("")
     out += ["## Synset health (step cosine with the real removal step, fraction positive, flagged groups)", "",
-            "| configuration | seed | variant | cosine mean | min | positive | flagged |", "|---|---|---|---|---|---|---|"]
+            "| configuration | seed | variant | cosine mean | min | positive | flagged |",
+            "|---|---|---|---|---|---|---|"]
     for r in results:
         for tag, h in r.get("health", {}).items():
             out.append(f"| {r['config']} | {r['seed']} | {tag} | {h['cosine_mean']:.3f} | {h['cosine_min']:.3f} | "

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 import ddm
@@ -51,3 +52,44 @@ def test_recorder_attaches_to_a_users_own_loop(digits, tmp_path):
     assert traj.epochs == [0.0, 0.5, 1.0, 1.5, 2.0]
     assert torch.equal(traj.final["net.1.weight"], model.net[1].weight.detach())
     assert len(Trajectory.load(tmp_path)) == 5
+
+
+class _Killed(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_kill_at_any_write_resumes_to_bit_identical_weights(digits, tmp_path, monkeypatch, optimizer):
+    """Kill the training at every file write in turn (between the checkpoint and the resume state of one
+    epoch included); the resumed run must equal the uninterrupted one bit for bit."""
+    import ddm.train.loop as loop
+
+    lr = 0.1 if optimizer == "sgd" else 0.01
+    cfg = TrainConfig(epochs=3, lr=lr, momentum=0.9 if optimizer == "sgd" else 0.0, batch_size=64,
+                      optimizer=optimizer)
+
+    def build():
+        return ddm.models.build("mlp", digits, width=8, depth=1)
+
+    full = train_model(build(), digits.train, cfg, tmp_path / "full")
+    assert full.optimizer["type"] == optimizer
+    real_save = loop.save_tensors
+    writes = 1 + 2 * cfg.epochs  # theta_0, then a checkpoint and the resume state per epoch
+    for kill_at in range(writes):
+        calls = {"n": 0}
+
+        def dying_save(*a, kill_at=kill_at, calls=calls, **k):
+            if calls["n"] == kill_at:
+                raise _Killed
+            calls["n"] += 1
+            return real_save(*a, **k)
+
+        folder = tmp_path / f"kill{kill_at}"
+        monkeypatch.setattr(loop, "save_tensors", dying_save)
+        with pytest.raises(_Killed):
+            train_model(build(), digits.train, cfg, folder)
+        monkeypatch.setattr(loop, "save_tensors", real_save)
+        resumed = train_model(build(), digits.train, cfg, folder)
+        assert resumed.epochs == full.epochs
+        for a, b in zip(resumed.params, full.params, strict=True):
+            assert all(torch.equal(a[k], b[k]) for k in a), kill_at

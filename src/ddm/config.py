@@ -73,7 +73,9 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = _f(20, "training epochs (tau)")
     batch_size: int = _f(64, "minibatch size")
-    lr: float = _f(0.01, "SGD learning rate (eta_a; the paper's lr_net)")
+    lr: float = _f(0.01, "learning rate (eta_a; the paper's lr_net)")
+    optimizer: str = _f("sgd", "sgd (with momentum and weight_decay) or adam (weight_decay as an L2 term)",
+                        since="0.4", implicit="sgd")
     momentum: float = _f(0.0, "SGD momentum (0: plain SGD as in the paper's Eq. 2)")
     weight_decay: float = _f(0.0, "L2 weight decay")
     save_every: int = _f(1, "record theta every this many epochs (theta_0 and theta_tau always)")
@@ -87,6 +89,12 @@ class TrainConfig:
         _check(0 <= self.momentum < 1, f"train.momentum must be in [0, 1), got {self.momentum}")
         _check(self.weight_decay >= 0, "train.weight_decay must be >= 0")
         _check(self.save_every > 0, "train.save_every must be positive")
+        _choice(self.optimizer, "train.optimizer", ("sgd", "adam"))
+
+    def optimizer_record(self) -> dict[str, Any]:
+        """What the optimizer did, stored with the trajectory (the fine-tune emulations' rate assumes plain SGD)."""
+        return {"type": self.optimizer, "lr": self.lr, "momentum": self.momentum,
+                "weight_decay": self.weight_decay, "batch_size": self.batch_size}
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ddm import health
 from ddm import models as model_registry
 from ddm import objectives as objective_registry
 from ddm.attribution.fit import fit_attribution
@@ -24,7 +25,6 @@ from ddm.attribution.matrix import AttributionMatrix
 from ddm.cluster.groups import Groups, class_groups, make_groups
 from ddm.config import RunConfig, fingerprint, keyed
 from ddm.data.dataset import Split
-from ddm import health
 from ddm.distill.head import distill_head
 from ddm.distill.matching import distill
 from ddm.distill.synset import Synset

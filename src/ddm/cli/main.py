@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", default=None, metavar="V1,V2,...|all",
                    help="instead of the protocol, score DDM design variants on the retrains the protocol "
                         "cached in this workspace (run it first with the same settings): the recipes (head, "
-                        "head-noise, paper, match, reverse-free, local-hard, local-soft, local-free, local-free-ipc5), local-free-linear, "
+                        "head-noise, paper, match, reverse-free, local-hard, local-soft, local-free, "
+                        "local-free-ipc5), local-free-linear, "
                         "local-free-noise, local-free-ipc5-linear, first-order, or all; --tune picks each "
                         "variant's fine-tune rate on validation targets, --peers adds reference rows "
                         "(writes ablation.json/.md)")
@@ -309,7 +310,8 @@ def _print_attribution(r: dict[str, Any]) -> None:
             print("  the target set as a whole:")
         for g in row["top"]:
             mem = ", ".join(map(str, g["members"]))
-            print(f"    group {g['group']:>4}{'*' if g.get('flagged') else ' '} class {g['label']:>3}  size {g['size']:>4}  "
+            mark = "*" if g.get("flagged") else " "
+            print(f"    group {g['group']:>4}{mark} class {g['label']:>3}  size {g['size']:>4}  "
                   f"score {g['score']:+.4f}  samples {mem}{', ...' if g['size'] > len(g['members']) else ''}")
 
 

@@ -204,7 +204,7 @@ def distill_head(model: nn.Module, trajectory: Trajectory, train: Split, groups:
     try:
         return _distill_head(head, trajectory, train, groups, cfg, num_classes, folder, weight_decay)
     finally:
-        for p, r in zip(model.parameters(), requires):
+        for p, r in zip(model.parameters(), requires, strict=True):
             p.requires_grad_(r)
         model.train(was_training)
 

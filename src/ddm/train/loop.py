@@ -6,6 +6,7 @@ each epoch is seeded by ``(seed, epoch)``, so the resumed run is the one that wo
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from ddm.config import TrainConfig
 from ddm.data.dataset import Split
 from ddm.progress import bar
 from ddm.train.trajectory import Trajectory
-from ddm.workspace import load_json, load_tensors, save_json, save_tensors
+from ddm.workspace import load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +38,57 @@ def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:
     return correct / max(1, len(split))
 
 
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` names: SGD (momentum, weight decay) or Adam (weight decay as L2)."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+RESUME = "resume.safetensors"
+
+
+def _save_resume(folder: Path, model: nn.Module, opt: torch.optim.Optimizer, done: int, epochs: list[float]) -> None:
+    """Model, optimizer state and progress in *one* atomic file: a kill leaves the old state or the new one."""
+    state = {f"model/{k}": v for k, v in model.state_dict().items()}
+    for name, p in model.named_parameters():
+        for key, value in opt.state.get(p, {}).items():
+            if torch.is_tensor(value):
+                state[f"opt/{name}/{key}"] = value
+    save_tensors(folder / RESUME, state, metadata={"progress": json.dumps({"done_epochs": done, "epochs": epochs})})
+
+
+def _load_resume(folder: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    from safetensors import safe_open
+
+    path = folder / RESUME
+    with safe_open(str(path), "pt") as fh:  # type: ignore[no-untyped-call]
+        prog = json.loads(fh.metadata()["progress"])
+    state = load_tensors(path)
+    model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model/")}, strict=False)
+    for name, p in model.named_parameters():
+        prefix = f"opt/{name}/"
+        for key, value in state.items():
+            if key.startswith(prefix):
+                opt.state[p][key[len(prefix):]] = value.clone()
+    return int(prog["done_epochs"]), list(prog["epochs"])
+
+
 def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | Path | None = None) -> Trajectory:
     """Train ``model`` in place on ``train`` and return its trajectory.
 
-    With ``folder``, checkpoints (``theta_XXXX.safetensors``), the optimizer state and
-    ``trajectory.json`` are written there as training goes, and an interrupted run resumes.
+    With ``folder``, checkpoints (``theta_XXXX.safetensors``) and the resume state (model, optimizer and
+    progress in one atomic ``resume.safetensors``) are written as training goes, so an interrupted run
+    resumes where the last finished epoch left it: a kill at any point gives the same trajectory.
     """
     folder = Path(folder) if folder is not None else None
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg)
     params: list[dict[str, torch.Tensor]] = []
     epochs: list[float] = []
     start = 0
-    if folder is not None and (folder / "progress.json").exists():
-        prog = load_json(folder / "progress.json")
-        epochs = prog["epochs"]
+    if folder is not None and (folder / RESUME).exists():
+        start, epochs = _load_resume(folder, model, opt)
         params = [load_tensors(folder / f"theta_{i:04d}.safetensors") for i in range(len(epochs))]
-        start = prog["done_epochs"]
-        model.load_state_dict(load_tensors(folder / "last_model.safetensors"), strict=False)
-        state = load_tensors(folder / "last_optimizer.safetensors")
-        for name, p in model.named_parameters():
-            if f"momentum/{name}" in state:
-                opt.state[p]["momentum_buffer"] = state[f"momentum/{name}"].clone()
         log.info("resuming training at epoch %d of %d", start, cfg.epochs)
 
     def snapshot(epoch: int) -> None:
@@ -87,19 +118,12 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
         if done % cfg.save_every == 0 or done == cfg.epochs:
             snapshot(done)
         if folder is not None:
-            save_tensors(folder / "last_model.safetensors", dict(model.state_dict()))
-            state = {
-                f"momentum/{name}": opt.state[p]["momentum_buffer"]
-                for name, p in model.named_parameters()
-                if opt.state.get(p, {}).get("momentum_buffer") is not None
-            }
-            save_tensors(folder / "last_optimizer.safetensors", state)
-            save_json(folder / "progress.json", {"done_epochs": done, "epochs": epochs})
+            _save_resume(folder, model, opt, done, epochs)
         pbar.update(1)
         pbar.set_postfix(loss=f"{total / n:.4f}")
         log.debug("epoch %d loss %.4f", done, total / n)
     pbar.close()
-    traj = Trajectory(params, epochs, cfg.lr)
+    traj = Trajectory(params, epochs, cfg.lr, optimizer=cfg.optimizer_record())
     if folder is not None:
-        save_json(folder / "trajectory.json", {"epochs": epochs, "lr": cfg.lr})
+        save_json(folder / "trajectory.json", {"epochs": epochs, "lr": cfg.lr, "optimizer": cfg.optimizer_record()})
     return traj

@@ -6,6 +6,7 @@ training goes) and ``trajectory.json`` (``{"epochs": [...], "lr": ...}``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,19 @@ from ddm.exceptions import ConfigError
 from ddm.workspace import load_json, load_tensors, save_json, save_tensors
 
 Params = dict[str, torch.Tensor]
+log = logging.getLogger(__name__)
 
 
 class Trajectory:
     """Checkpoints ``params[i]`` (name -> tensor) taken at ``epochs[i]``; ``[0]`` is theta_0, ``[-1]`` theta_tau.
 
-    ``lr`` is the learning rate the checkpoints were trained with (the default fine-tune rate).
+    ``lr`` is the learning rate the checkpoints were trained with (the default fine-tune rate);
+    ``optimizer`` what is known of the optimizer (``type``, ``lr``, ``momentum``, ``weight_decay``, ...).
+    The default head-Newton emulation needs neither; the fine-tuning emulations assume plain SGD at ``lr``.
     """
 
-    def __init__(self, params: list[Params], epochs: list[float], lr: float | None = None) -> None:
+    def __init__(self, params: list[Params], epochs: list[float], lr: float | None = None,
+                 optimizer: dict[str, Any] | None = None) -> None:
         if len(params) < 2:
             raise ConfigError("a trajectory needs at least two checkpoints (theta_0 and theta_tau)")
         if len(params) != len(epochs):
@@ -37,6 +42,7 @@ class Trajectory:
         self.params = params
         self.epochs = list(epochs)
         self.lr = lr
+        self.optimizer = optimizer
 
     def __len__(self) -> int:
         return len(self.params)
@@ -60,14 +66,14 @@ class Trajectory:
         folder = Path(folder)
         for i, p in enumerate(self.params):
             save_tensors(folder / f"theta_{i:04d}.safetensors", p)
-        save_json(folder / "trajectory.json", {"epochs": self.epochs, "lr": self.lr})
+        save_json(folder / "trajectory.json", {"epochs": self.epochs, "lr": self.lr, "optimizer": self.optimizer})
 
     @classmethod
     def load(cls, folder: str | Path) -> Trajectory:
         folder = Path(folder)
         meta = load_json(folder / "trajectory.json")
         params = [load_tensors(folder / f"theta_{i:04d}.safetensors") for i in range(len(meta["epochs"]))]
-        return cls(params, meta["epochs"], meta.get("lr"))
+        return cls(params, meta["epochs"], meta.get("lr"), meta.get("optimizer"))
 
 
 class TrajectoryRecorder:
@@ -91,6 +97,7 @@ class TrajectoryRecorder:
         self._epochs: list[float] = []
         self._handle: Any = None
         self._steps = 0
+        self._optimizer: dict[str, Any] | None = None
 
     def record(self, epoch: float) -> None:
         p = {k: v.detach().cpu().clone() for k, v in self.model.named_parameters()}
@@ -105,6 +112,9 @@ class TrajectoryRecorder:
             raise ConfigError("every_steps must be positive")
         if not self._params:
             self.record(0)
+        d = optimizer.defaults
+        self._optimizer = {"type": type(optimizer).__name__.lower(), **{k: d[k] for k in ("lr", "momentum",
+                           "weight_decay", "betas") if k in d and not torch.is_tensor(d[k])}}
 
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             self._steps += 1
@@ -119,9 +129,17 @@ class TrajectoryRecorder:
             self._handle = None
 
     def trajectory(self, lr: float | None = None) -> Trajectory:
-        traj = Trajectory(self._params, self._epochs, lr)
+        """The recorded trajectory. ``lr`` defaults to the attached optimizer's; with neither, a warning says
+        that the fine-tuning emulations (not the default head-Newton one) will guess the rate."""
+        if lr is None and self._optimizer is not None:
+            lr = self._optimizer.get("lr")
+        if lr is None:
+            log.warning("trajectory recorded without its learning rate or optimizer: the fine-tuning emulations "
+                        "(emulate.method=finetune/linear) will assume plain SGD at train.lr; pass lr= or attach() "
+                        "the optimizer")
+        traj = Trajectory(self._params, self._epochs, lr, self._optimizer)
         if self.folder is not None:
-            save_json(self.folder / "trajectory.json", {"epochs": self._epochs, "lr": lr})
+            save_json(self.folder / "trajectory.json", {"epochs": self._epochs, "lr": lr, "optimizer": self._optimizer})
         return traj
 
 
