@@ -34,6 +34,7 @@ from ddm.baselines.peers import group_scores, predicted_loss, sample_scores
 from ddm.config import RunConfig
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import lds
+from ddm.evaluation.privacy import synset_similarity
 from ddm.evaluation.retrain import RetrainCache
 from ddm.train.loop import accuracy
 
@@ -52,6 +53,16 @@ CONFIGS: dict[str, tuple[list[str], bool]] = {
     "fmnist-mlp-K100-momentum": ([*FM, "model.name=mlp", "model.width=128", "model.depth=2", "train.epochs=10",
                                   "train.lr=0.01", "train.momentum=0.9", "train.batch_size=64",
                                   "cluster.per_class=10"], False),
+    "fmnist-mlp-K40-adam": ([*FM, "model.name=mlp", "model.width=64", "model.depth=2", "train.epochs=10",
+                             "train.optimizer=adam", "train.lr=0.001", "train.batch_size=64", "cluster.per_class=4"],
+                            False),
+    "digits-resnet-K40-momentum": (["model.name=resnet", "model.width=16", "model.depth=2", "train.epochs=10",
+                                    "train.lr=0.05", "train.momentum=0.9", "cluster.per_class=4"], False),
+}
+#: design variants measured beside the default, by configuration ("*" = every configuration)
+VARIANT_ROWS: dict[str, list[tuple[str, list[str]]]] = {
+    "*": [("DDM head-noise", ["distill.init=noise"])],
+    "fmnist-mlp-K40-sgd": [("DDM local-free (previous default)", ddm.presets.recipe("local-free"))],
 }
 PEERS = ("if-explicit", "tracin", "trak")
 TARGET_SEED = 12345
@@ -119,6 +130,20 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace, dampings
         out.setdefault("health", {})[tag] = {k: v for k, v in dml.ws.require("synset")["health"].items()
                                              if not isinstance(v, list) or k == "flagged"}
         score(tag, lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
+    if not args.select:
+        out["nearest_image_cosine"] = {"DDM": synset_similarity(dm.synset, data.train.x)}
+        for tag, extra in VARIANT_ROWS["*"] + VARIANT_ROWS.get(name, []):
+            vdm = ddm.DistilledDatamodel(folder / tag.split()[1], cfg.with_overrides(extra)).fit(
+                ddm.models.build(cfg.model, data), data.train)
+            t1 = time.perf_counter()
+            try:
+                attr = vdm.attribute(targets, "dist2", name="matrix")
+            except ddm.exceptions.DDMError as exc:  # reported, not hidden
+                out.setdefault("errors", {})[tag] = str(exc)
+                continue
+            out["seconds"][tag + " online"] = time.perf_counter() - t1
+            out["nearest_image_cosine"][tag] = synset_similarity(vdm.synset, data.train.x)
+            score(tag, lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
     same = (dm.groups.labels[None, :] == targets.y[:, None]).float()  # [T, K]
     score("same class (trivial)", lambda k, sel: -(k.float() @ same[sel].T))
     if not args.select:
@@ -187,7 +212,19 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             ct = ", ".join(f"{100 * d['exact_test_acc']:.1f} / {100 * d['ddm_test_acc']:.1f}" for d in u["class"])
             out.append(f"| {r['config']} | {100 * u['target_test_acc']:.1f} | {g4} | {cl} | {ct} |")
         out.append("")
-    out += ["## Synset health (step cosine with the real removal step, fraction positive, flagged groups)", "",
+    ckeys = list(dict.fromkeys(k for r in results for k in r.get("nearest_image_cosine", {})))
+    out += ["## Nearest-training-image cosine of the synthetic images (1 = a copy; seed 0)", "",
+            "| configuration | " + " | ".join(ckeys) + " |"]
+    out.append("|---|" + "---|" * len(ckeys))
+    for r in results:
+        if r["seed"] == 0 and "nearest_image_cosine" in r:
+            out.append(f"| {r['config']} | " + " | ".join(f"{r['nearest_image_cosine'].get(k, float('nan')):.2f}"
+                                                         for k in ckeys) + " |")
+    errs = [(r["config"], r["seed"], t, e) for r in results for t, e in r.get("errors", {}).items()]
+    if errs:
+        out += ["", "Variants that stopped with an error (instead of returning NaN):", ""]
+        out += [f"* {c} seed {s}, {t}: `{e}`" for c, s, t, e in errs]
+    out += ["", "## Synset health (step cosine with the real removal step, fraction positive, flagged groups)", "",
             "| configuration | seed | variant | cosine mean | min | positive | flagged |",
             "|---|---|---|---|---|---|---|"]
     for r in results:

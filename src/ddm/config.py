@@ -57,7 +57,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = _f("convnet", "architecture: convnet (DC-style) or mlp")
+    name: str = _f("convnet", "architecture: convnet (DC-style), mlp or resnet (ResNet-18 layout, GroupNorm; width 64 "
+                              "and depth 4 give ResNet-18)")
     width: int = _f(64, "convnet channels / mlp hidden units")
     depth: int = _f(3, "convnet conv blocks / mlp hidden layers")
     norm: str = _f("instancenorm", "convnet normalisation: instancenorm, groupnorm, layernorm, none")
@@ -123,7 +124,7 @@ class DistillConfig:
                                "accumulated trajectory gradient near theta_tau), reverse (the paper's DDM, Eq. 6) "
                                "or match (plain gradient matching, DDM-match)")
     damping: float = _f(1e-2, "head matching: lambda of (H + lambda I) as a fraction of H's top eigenvalue "
-                              "(plus train.weight_decay)", since="0.4", implicit=1e-2)
+                              "(plus train.weight_decay)")
     pairing: str = _f("reverse", "trajectory pairing of reverse/match: reverse (theta_t <-> theta_{tau-t}) or "
                                  "step (theta_t <-> theta_{t+s})")
     step: int = _f(1, "s of the step pairing, in recorded checkpoints")
@@ -174,7 +175,8 @@ class DistillConfig:
 
 @dataclass
 class EmulateConfig:
-    num_perturbations: int | None = _f(None, "|P|, perturbations sampled (None: 2 K; must be >= K)")
+    num_perturbations: int | None = _f(None, "|P|, perturbations sampled (None: 2 K for fine-tuning emulations, "
+                                             "max(2000, 10 K) for the Newton one; must be >= K)")
     keep_prob: float = _f(0.5, "probability that a group is kept in a perturbation")
     finetune_lr: float | None = _f(None, "fine-tune learning rate eta_f (None: finetune_scale x train.lr)")
     finetune_scale: float = _f(0.1, "eta_f = finetune_scale x train.lr when finetune_lr is None (the paper's Eq. 3: "

@@ -263,10 +263,12 @@ class DistilledDatamodel:
         self._emulation_fresh += seconds
         return logits
 
-    def _num_perturbations(self, k: int) -> int:
+    def _num_perturbations(self, k: int, synset: Synset | None = None) -> int:
+        """``emulate.num_perturbations``, or by default 2 K for fine-tuning emulations and max(2000, 10 K) for the
+        Newton emulation (a matrix product each: more perturbations cost nothing and steady Eq. 8's fit)."""
         p = self.config.emulate.num_perturbations
         if p is None:
-            return 2 * k
+            return max(2000, 10 * k) if self.emulation_method(synset) == "newton" else 2 * k
         if p < k:
             raise ConfigError(f"emulate.num_perturbations={p} is below the number of groups {k}; Eq. 8 needs |P| >= K")
         return p
@@ -317,7 +319,8 @@ class DistilledDatamodel:
         e = self.config.emulate
         K = synset.num_groups
         perturbed = torch.arange(K) if subset is None else subset
-        keep = sample_perturbations(len(perturbed), self._num_perturbations(len(perturbed)), e.keep_prob, e.seed)
+        keep = sample_perturbations(len(perturbed), self._num_perturbations(len(perturbed), synset), e.keep_prob,
+                                    e.seed)
         deleted = torch.zeros(len(keep), K, dtype=torch.bool)
         deleted[:, perturbed] = ~keep
         logits = self._emulate(synset, synset_key, deleted, targets, tag)

@@ -15,6 +15,7 @@ from torch import nn
 from ddm.config import ModelConfig
 from ddm.models.convnet import ConvNet
 from ddm.models.mlp import MLP
+from ddm.models.resnet import ResNet
 from ddm.registry import Registry
 
 Shape = tuple[int, int, int]
@@ -29,6 +30,12 @@ def _convnet(cfg: ModelConfig, shape: Shape, num_classes: int) -> nn.Module:
 @MODELS.register("mlp")
 def _mlp(cfg: ModelConfig, shape: Shape, num_classes: int) -> nn.Module:
     return MLP(shape[0] * shape[1] * shape[2], num_classes, cfg.width, cfg.depth)
+
+
+@MODELS.register("resnet")
+def _resnet(cfg: ModelConfig, shape: Shape, num_classes: int) -> nn.Module:
+    """ResNet-18's layout with GroupNorm (``width`` 64 and ``depth`` 4 give ResNet-18)."""
+    return ResNet(shape[0], (shape[1], shape[2]), num_classes, cfg.width, cfg.depth)
 
 
 def build(
@@ -91,4 +98,4 @@ def params_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
-__all__ = ["MODELS", "ConvNet", "MLP", "build", "from_spec", "params_of", "spec_of", "with_params"]
+__all__ = ["MODELS", "ConvNet", "MLP", "ResNet", "build", "from_spec", "params_of", "spec_of", "with_params"]
