@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first so pip takes the CPU wheel, never a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-digits bench-fmnist bench-scaling bench-ablation clean
+.PHONY: install demo test lint bench bench-matrix bench-digits bench-fmnist bench-scaling bench-ablation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,17 @@ test: $(STAMP)
 EVAL   := -q --seeds 0,1,2 --num-targets 20 --lds-subsets 50 --tune 0.01,0.03,0.1,0.3,1 --plots
 FMNIST := --dataset fashion-mnist --set data.train_size=10000 --set data.test_size=2000 \
           --set model.width=16 --set train.epochs=5 --set train.lr=0.05
-bench: bench-digits bench-fmnist bench-scaling bench-ablation
+bench: bench-matrix bench-digits bench-fmnist bench-scaling bench-ablation
+
+# The configuration matrix (issue "DDM that attributes on models and data it was not tuned on"): the default's
+# damping chosen on the selection configurations (seed 3, validation targets), then every configuration on
+# seeds 0-2 with the peers, the trivial same-class score, other-class LDS and unlearning against exact retraining.
+MATRIX_A := digits-convnet-K100-sgd,fmnist-mlp-K40-sgd,digits-mlp-K40-sgd,fmnist-mlp-K40-adam
+MATRIX_B := digits-convnet-K40-momentum-wd,fmnist-mlp-K100-momentum,digits-convnet-groupnorm-K100-momentum,fmnist-convnet-K100-sgd,digits-resnet-K40-momentum
+bench-matrix: $(STAMP)
+	$(BIN)/python benchmarks/matrix.py --select --root runs/matrix --out benchmarks/results/matrix-select
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix --out benchmarks/results/matrix --configs $(MATRIX_A)
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix --out benchmarks/results/matrix-more --configs $(MATRIX_B)
 
 bench-scaling: $(STAMP)
 	$(BIN)/ddm evaluate -q -w runs/bench-scaling --preset demo --scaling 400,800,all:2,5,10

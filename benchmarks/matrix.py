@@ -213,9 +213,9 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             out.append(f"| {r['config']} | {100 * u['target_test_acc']:.1f} | {g4} | {cl} | {ct} |")
         out.append("")
     ckeys = list(dict.fromkeys(k for r in results for k in r.get("nearest_image_cosine", {})))
-    out += ["## Nearest-training-image cosine of the synthetic images (1 = a copy; seed 0)", "",
-            "| configuration | " + " | ".join(ckeys) + " |"]
-    out.append("|---|" + "---|" * len(ckeys))
+    if ckeys:
+        out += ["## Nearest-training-image cosine of the synthetic images (1 = a copy; seed 0)", "",
+                "| configuration | " + " | ".join(ckeys) + " |", "|---|" + "---|" * len(ckeys)]
     for r in results:
         if r["seed"] == 0 and "nearest_image_cosine" in r:
             out.append(f"| {r['config']} | " + " | ".join(f"{r['nearest_image_cosine'].get(k, float('nan')):.2f}"

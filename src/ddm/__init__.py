@@ -1,4 +1,4 @@
-"""ddm: training-data attribution with Distilled Datamodels (reverse gradient matching).
+"""ddm: training-data attribution with Distilled Datamodels.
 
 Quickstart::
 
@@ -6,19 +6,36 @@ Quickstart::
     data = ddm.data.load("digits")
     dm = ddm.DistilledDatamodel("runs/digits", ddm.presets.demo(data))
     dm.fit(ddm.models.build("convnet", data), data.train)
-    attr = dm.attribute(data.test[:20], objective="dist1")
+    attr = dm.attribute(data.test[:20], objective="dist2")
     print(attr.top(0, k=5))
+
+Submodules and the names below are imported on first use, so ``ddm --help`` does not load torch.
 """
 
-from ddm import attribution, cluster, data, distill, emulate, models, objectives, presets, train
-from ddm.attribution import AttributionMatrix
-from ddm.config import RunConfig
-from ddm.pipeline import DistilledDatamodel
-from ddm.train import Trajectory, TrajectoryRecorder
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AttributionMatrix", "DistilledDatamodel", "RunConfig", "Trajectory", "TrajectoryRecorder", "attribution",
-    "cluster", "data", "distill", "emulate", "models", "objectives", "presets", "train",
-]
+_SUBMODULES = ("attribution", "cluster", "data", "distill", "emulate", "exceptions", "health", "models",
+               "objectives", "presets", "train")
+_NAMES = {"AttributionMatrix": "ddm.attribution", "DistilledDatamodel": "ddm.pipeline", "RunConfig": "ddm.config",
+          "Trajectory": "ddm.train", "TrajectoryRecorder": "ddm.train"}
+
+__all__ = ["AttributionMatrix", "DistilledDatamodel", "RunConfig", "Trajectory", "TrajectoryRecorder",
+           *_SUBMODULES]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
+    if not name.startswith("_") and importlib.util.find_spec(f"ddm.{name}") is not None:
+        return importlib.import_module(f"ddm.{name}")
+    raise AttributeError(f"module 'ddm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

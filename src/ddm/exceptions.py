@@ -27,6 +27,10 @@ class NumericalError(DDMError, ArithmeticError):
     """A stage produced non-finite or exploding values; nothing was saved over earlier results."""
 
 
+class CorruptArtifactError(DDMError):
+    """A stored file is truncated, damaged or not what its name says."""
+
+
 class DataError(DDMError, ValueError):
     """Data files are missing or malformed."""
 

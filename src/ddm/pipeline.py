@@ -7,6 +7,7 @@ Each stage is cached in the workspace under a key of its configuration and input
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -89,19 +90,26 @@ class DistilledDatamodel:
         self.num_classes = num_classes or model_registry.spec_of(model).get("num_classes") or int(train.y.max()) + 1
         if until not in self.STAGES:
             raise ConfigError(f"until={until!r}; choose one of {', '.join(self.STAGES)}")
-        save_json(self.ws.path("config.json"), self.config.to_dict())
+        self._fit_stages(model, train, trajectory, until)
+        # written only once every stage asked for agrees with it: a rejected run leaves the workspace as it was
+        path = self.ws.path("config.json")
+        if not path.exists() or load_json(path) != json.loads(json.dumps(self.config.to_dict())):
+            save_json(path, self.config.to_dict())
+        return self
+
+    def _fit_stages(self, model: nn.Module, train: Split, trajectory: Trajectory | None, until: str) -> None:
         self._train(model, train, trajectory)
         if until == "train":
-            return self
-        self.groups = self._groups("groups", train, lambda: make_groups(train, self.config.cluster, self.num_classes))
+            return
+        num_classes = int(self.num_classes or 0)
+        self.groups = self._groups("groups", train, lambda: make_groups(train, self.config.cluster, num_classes))
         if self.config.hierarchical:
             self.class_groups = self._groups("groups-class", train, lambda: class_groups(train))
         if until == "groups":
-            return self
+            return
         self.synset = self._distill("synset", train, self.groups)
         if self.class_groups is not None:
             self.class_synset = self._distill("synset-class", train, self.class_groups)
-        return self
 
     def _train(self, model: nn.Module, train: Split, trajectory: Trajectory | None) -> None:
         spec = model_registry.spec_of(model)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ddm.exceptions import ConfigMismatchError, MissingArtifactError
+from ddm.exceptions import ConfigError, ConfigMismatchError, CorruptArtifactError, MissingArtifactError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,11 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise MissingArtifactError(f"{path} does not exist; run the stage that writes it first")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error type for truncated or foreign files
+        raise CorruptArtifactError(f"{path} is damaged or not a safetensors file ({exc}); delete it or rerun the "
+                                   "stage with --overwrite") from exc
 
 
 def save_json(path: Path, obj: Any) -> None:
@@ -69,7 +73,11 @@ def save_json(path: Path, obj: Any) -> None:
 def load_json(path: Path) -> Any:
     if not path.exists():
         raise MissingArtifactError(f"{path} does not exist; run the stage that writes it first")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptArtifactError(f"{path} is not valid JSON ({exc}); fix or delete it (a damaged stage is "
+                                   "recomputed with --overwrite)") from exc
 
 
 def cached_json(path: Path, key: str, compute: Callable[[], Any]) -> Any:
@@ -93,11 +101,25 @@ class Workspace:
         self.overwrite = overwrite
 
     def path(self, *parts: str) -> Path:
-        return self.root.joinpath(*parts)
+        """``root/parts...``: confined to the workspace (no absolute parts, no ``..``, no symlinks inside)."""
+        for part in parts:
+            pp = Path(part)
+            if pp.is_absolute() or ".." in pp.parts:
+                raise ConfigError(f"{part!r} would leave the workspace {self.root}: use a plain name")
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"the workspace {self.root} is a file, not a folder: choose another -w path")
+        p = self.root.joinpath(*parts)
+        q = self.root
+        for part in Path(*parts).parts if parts else ():
+            q = q / part
+            if q.is_symlink():
+                raise ConfigError(f"{q} is a symbolic link inside the workspace; ddm does not follow links there "
+                                  "(replace it with a real folder)")
+        return p
 
     def stage_info(self, stage: str) -> dict[str, Any] | None:
         p = self.path(stage, "stage.json")
-        return json.loads(p.read_text()) if p.exists() else None
+        return load_json(p) if p.exists() else None
 
     def is_done(self, stage: str, key: str, config: Any = None) -> bool:
         """True when ``stage`` is complete with ``key``.
@@ -151,5 +173,5 @@ class Workspace:
     def stages(self) -> list[dict[str, Any]]:
         out = []
         for p in sorted(self.root.glob("**/stage.json")):
-            out.append(json.loads(p.read_text()))
+            out.append(load_json(p))
         return out

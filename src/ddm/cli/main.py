@@ -189,8 +189,10 @@ def parse_indices(text: str, n: int, what: str) -> list[int]:
             idx = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise DDMError(f"{what} {text!r}: give START:STOP or a comma list of integers") from None
+    if not idx:
+        raise DDMError(f"{what} {text!r} is an empty range: give START:STOP with START < STOP")
     bad = [i for i in idx if not 0 <= i < n]
-    if not idx or bad:
+    if bad:
         raise DDMError(f"{what} {text!r}: indices must lie in [0, {n - 1}]" + (f" (bad: {bad[:5]})" if bad else ""))
     return idx
 
@@ -200,18 +202,26 @@ def make_config(args: argparse.Namespace) -> Any:
     from ddm.config import RunConfig
 
     stored = Path(args.workspace, "config.json")
+    if args.config and args.preset:
+        raise DDMError("--config and --preset both name a whole configuration: give one of them "
+                       "(add --set STAGE.FIELD=VALUE for changes)")
     if args.config:
-        cfg = RunConfig.from_json(Path(args.config).read_text())
+        try:
+            cfg = RunConfig.from_json(Path(args.config).read_text())
+        except OSError as exc:
+            raise DDMError(f"--config {args.config}: {exc.strerror or exc}") from None
+        except json.JSONDecodeError as exc:
+            raise DDMError(f"--config {args.config} is not valid JSON ({exc})") from None
     elif args.preset is None and stored.exists():
         cfg = RunConfig.from_json(stored.read_text())
     else:
         cfg = presets.get(args.preset or "demo")
-    sets = (presets.recipe(args.recipe) if getattr(args, "recipe", None) else []) + list(args.sets)
+    sets = presets.recipe(args.recipe) if getattr(args, "recipe", None) else []
     if args.dataset:
         sets.append(f"data.name={args.dataset}")
     if args.data_dir:
         sets.append(f"data.data_dir={args.data_dir}")
-    return cfg.with_overrides(sets)
+    return cfg.with_overrides(sets + list(args.sets))  # --set applies last
 
 
 def _offline(args: argparse.Namespace, until: str) -> tuple[Any, Any, Any]:
@@ -517,6 +527,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     ws = Workspace(args.workspace)
     if not ws.root.exists():
         raise DDMError(f"workspace {ws.root} does not exist; create it with `ddm run -w {ws.root}`")
+    if not ws.root.is_dir():
+        raise DDMError(f"{ws.root} is a file, not a workspace folder; pass the folder `ddm run` wrote")
     stages = ws.stages()
     if args.json:
         print(json.dumps(stages, indent=2, default=str))
@@ -546,8 +558,33 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(max(1, torch.get_num_threads()))
         return int(args.func(args) or 0)
     except DDMError as exc:
-        print(f"ddm: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, f"ddm: error: {exc}", 2)
+    except json.JSONDecodeError as exc:
+        return _fail(args, f"ddm: error: a JSON file is not valid JSON ({exc}); fix or delete it "
+                           "(a damaged stage is recomputed with --overwrite)", 2)
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+        return _fail(args, f"ddm: error: {exc.strerror or exc}: {exc.filename}; check the path and its permissions",
+                     2)
+    except OSError as exc:
+        return _fail(args, f"ddm: error: {exc}; check the file and the free disk space", 2)
     except KeyboardInterrupt:
         print("ddm: interrupted; finished work is saved in the workspace and a rerun resumes", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `ddm info --config-help | head`
+        sys.stderr.close()
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, and where to report
+        name = type(exc).__name__
+        if "SafetensorError" in name:
+            return _fail(args, f"ddm: error: a stored tensor file is damaged ({exc}); rerun with --overwrite", 2)
+        return _fail(args, f"ddm: internal error: {name}: {exc}. This is a bug in ddm: please report it with the "
+                           "command and the output of -v at https://github.com/ddm-project/ddm/issues", 1)
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    if getattr(args, "verbose", False):
+        import traceback
+
+        traceback.print_exc()
+    print(message, file=sys.stderr)
+    return code

@@ -81,9 +81,10 @@ def _load_torchvision(name: str, data_dir: str | Path | None, download: bool) ->
         datasets = require("torchvision.datasets", "vision")
     except Exception as exc:
         raise type(exc)(
-            f"{name}: no local binary files found in {data_dir!r} and torchvision is not installed. "
-            f"Either pass --data-dir with the official binary files, or install the extra: "
-            f"pip install 'ddm[vision]'"
+            (f"{name}: no local binary files found in {data_dir}" if data_dir else f"{name}: no --data-dir given")
+            + " and torchvision is not installed. "
+            "Either pass --data-dir with the official binary files, or install the extra: "
+            "pip install 'ddm[vision]'"
         ) from exc
     root = str(data_dir or Path.home() / ".cache" / "ddm")
     cls = {"mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}[name]

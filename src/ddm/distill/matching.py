@@ -41,6 +41,7 @@ from ddm.data.dataset import Split
 from ddm.distill import augment
 from ddm.distill.distances import DISTANCES
 from ddm.distill.synset import Synset, soft_cross_entropy
+from ddm.exceptions import NumericalError
 from ddm.progress import bar
 from ddm.train.trajectory import Trajectory
 from ddm.workspace import load_tensors, save_tensors
@@ -249,6 +250,9 @@ def distill(
                 target = {n: sign * v for n, v in real.items()}
             synth = group_gradients(model, trajectory[b], augment.apply(images, aug), s_targets)
             loss = vdist(synth, target).sum()
+        if not torch.isfinite(loss):
+            raise NumericalError(f"distillation diverged at step {it} (matching loss {loss.item()}); nothing was "
+                                 "saved. Lower distill.lr_img")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 
 from ddm.config import TrainConfig
 from ddm.data.dataset import Split
+from ddm.exceptions import NumericalError
 from ddm.progress import bar
 from ddm.train.trajectory import Trajectory
 from ddm.workspace import load_tensors, save_json, save_tensors
@@ -114,6 +116,9 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
+        if not math.isfinite(total):
+            raise NumericalError(f"training diverged in epoch {epoch + 1} (loss {total / n}); nothing of this epoch "
+                                 f"was saved. Lower train.lr (now {cfg.lr:g})")
         done = epoch + 1
         if done % cfg.save_every == 0 or done == cfg.epochs:
             snapshot(done)
