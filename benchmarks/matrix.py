@@ -37,6 +37,7 @@ from ddm.evaluation.metrics import lds
 from ddm.evaluation.privacy import synset_similarity
 from ddm.evaluation.retrain import RetrainCache
 from ddm.train.loop import accuracy
+from ddm.workspace import load_tensors, save_tensors
 
 FM = ["--dataset=fashion-mnist", "data.train_size=3000", "data.test_size=1000"]
 #: name -> (overrides on the demo preset, selection?)
@@ -148,9 +149,15 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace, dampings
     score("same class (trivial)", lambda k, sel: -(k.float() @ same[sel].T))
     if not args.select:
         for method in args.peers:
-            t1 = time.perf_counter()
-            s = group_scores(sample_scores(method, dm.model, dm.trajectory, data.train, targets), dm.groups)
-            out["seconds"][method] = time.perf_counter() - t1
+            cached = folder / "peers" / f"{method}-T{args.targets}.safetensors"  # peers do not change with DDM
+            if cached.exists():
+                got = load_tensors(cached)
+                s, out["seconds"][method] = got["scores"], float(got["seconds"])
+            else:
+                t1 = time.perf_counter()
+                s = group_scores(sample_scores(method, dm.model, dm.trajectory, data.train, targets), dm.groups)
+                out["seconds"][method] = time.perf_counter() - t1
+                save_tensors(cached, {"scores": s, "seconds": torch.tensor(out["seconds"][method])})
             score(method, lambda k, sel, g=s: predicted_loss(g[sel], k))
         if seed == 0:
             out["unlearning"] = unlearning(dm, cache, data)

@@ -154,3 +154,9 @@ def test_weight_decay_and_momentum_trajectories_are_handled(digits, groups):
     stats = head_statistics(Head.of(model), digits.train, groups, 10)
     assert float(syn.damping) == pytest.approx(1e-2 * stats.top_eigenvalue + 1e-3, rel=1e-4)
     assert synset_health(model, traj, digits.train, groups, syn, 10)["cosine_mean"] > 0.8
+
+
+def test_head_distillation_stops_once_matched(trained, digits, groups):
+    model, traj = trained
+    syn = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=500, tolerance=0.05), 10)
+    assert len(syn.losses) < 500 and syn.losses[-1] < 0.05 <= syn.losses[-2]

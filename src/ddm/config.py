@@ -125,6 +125,7 @@ class DistillConfig:
                                "or match (plain gradient matching, DDM-match)")
     damping: float = _f(1e-2, "head matching: lambda of (H + lambda I) as a fraction of H's top eigenvalue "
                               "(plus train.weight_decay)")
+    tolerance: float = _f(1e-4, "head matching: stop once the mean relative matching error falls below this")
     pairing: str = _f("reverse", "trajectory pairing of reverse/match: reverse (theta_t <-> theta_{tau-t}) or "
                                  "step (theta_t <-> theta_{t+s})")
     step: int = _f(1, "s of the step pairing, in recorded checkpoints")
@@ -155,6 +156,7 @@ class DistillConfig:
         _check(self.matching != "head" or self.labels == "hard",
                "distill.matching=head uses the groups' hard labels: set distill.labels=hard")
         _check(self.damping > 0, f"distill.damping must be positive, got {self.damping}")
+        _check(self.tolerance >= 0, f"distill.tolerance must be >= 0, got {self.tolerance}")
         _check(self.ipc <= 64, f"distill.ipc={self.ipc} is more than 64 images per group: a synset should be small")
         _choice(self.pairing, "distill.pairing", ("reverse", "step"))
         _choice(self.distance, "distill.distance", ("layerwise_cosine", "cosine", "mse", "relative_mse"))

@@ -240,6 +240,8 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         log.info("resuming head distillation at step %d of %d", start, cfg.iterations)
     K = groups.num_groups
     pbar = bar(cfg.iterations, "distill (head)", initial=start)
+    if losses and losses[-1] < cfg.tolerance:
+        start = cfg.iterations  # a resumed run that had already converged
     for it in range(start, cfg.iterations):
         h = head.features(images.reshape(K * cfg.ipc, *images.shape[2:]))
         g = head_gradients(h, h @ W.T, onehot) * log_w.exp().reshape(-1, 1)
@@ -254,6 +256,9 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         losses.append(loss.item() / K)
         pbar.update(1)
         pbar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if losses[-1] < cfg.tolerance:  # matched: more steps would not change the emulation
+            log.info("head distillation converged at step %d (mean relative error %.2g)", it + 1, losses[-1])
+            break
         if ckpt is not None and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iterations:
             state = {"images": images.detach(), "log_weights": log_w.detach(), "losses": torch.tensor(losses)}
             for i, leaf in enumerate((images, log_w)):
