@@ -50,19 +50,22 @@ def test_attribute_flat_and_hierarchical(run):
 def test_emulation_is_shared_between_objectives(run, monkeypatch):
     cfg, data, ws, dm = run
     dm.attribute(data.test[:4], "dist1")
-    import ddm.pipeline as pipeline
+    from ddm.emulate.emulators import EMULATORS
 
     def boom(*a, **k):
         raise AssertionError("emulation recomputed")
 
-    monkeypatch.setattr(pipeline, "emulate_logits", boom)
+    for name in ("newton", "finetune", "linear"):
+        monkeypatch.setitem(EMULATORS._items, name, boom)
     dm.attribute(data.test[:4], "dist3")  # same perturbations and targets: cached logits
+    with pytest.raises(AssertionError, match="recomputed"):
+        dm.attribute(data.test[:5], "dist3")  # other targets: the patched emulator is really the one called
 
 
 def test_online_cost_counts_cached_emulations_once_at_their_recorded_time(tmp_path):
     from ddm.pipeline import online_seconds
 
-    cfg = presets.tiny()
+    cfg = presets.tiny().with_overrides(presets.recipe("local-free"))  # fine-tuning: emulation dominates the time
     data = ddm.data.load(cfg.data)
     dm = ddm.DistilledDatamodel(tmp_path, cfg)
     dm.fit(ddm.models.build(cfg.model, data), data.train)
@@ -85,8 +88,11 @@ def test_rerun_skips_finished_stages(run, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("stage recomputed")
 
+    from ddm.distill.matchers import MATCHERS
+
     monkeypatch.setattr(pipeline, "train_model", boom)
-    monkeypatch.setattr(pipeline, "distill", boom)
+    for name in MATCHERS.names():
+        monkeypatch.setitem(MATCHERS._items, name, boom)
     again = ddm.DistilledDatamodel(ws, cfg).fit(ddm.models.build(cfg.model, data), data.train)
     assert torch.equal(again.synset.images, dm.synset.images)
 

@@ -26,11 +26,9 @@ from ddm.attribution.matrix import AttributionMatrix
 from ddm.cluster.groups import Groups, class_groups, make_groups
 from ddm.config import RunConfig, fingerprint, keyed
 from ddm.data.dataset import Split
-from ddm.distill.head import distill_head
-from ddm.distill.matching import distill
+from ddm.distill.matchers import MATCHERS, Matching
 from ddm.distill.synset import Synset
-from ddm.emulate.batched import emulate_logits
-from ddm.emulate.newton import newton_logits
+from ddm.emulate.emulators import EMULATORS, Emulation, resolve
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.exceptions import ConfigError, MissingArtifactError, NumericalError
 from ddm.objectives.base import Objective
@@ -166,12 +164,9 @@ class DistilledDatamodel:
             return Synset.from_tensors(load_tensors(path), self.num_classes)
         folder = self.ws.begin(stage, key, cfg)
         t0 = time.perf_counter()
-        if self.config.distill.matching == "head":
-            syn = distill_head(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes,
-                               folder, weight_decay=self.config.train.weight_decay)
-        else:
-            syn = distill(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
-                          train_batch=self.config.train.batch_size)
+        syn = MATCHERS.get(self.config.distill.matching)(Matching(
+            self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
+            self.config.train.batch_size, self.config.train.weight_decay))
         report = health.synset_health(self.model, self.trajectory, train, groups, syn, self.num_classes)
         save_tensors(path, syn.to_tensors())
         (folder / "checkpoint.safetensors").unlink(missing_ok=True)
@@ -236,11 +231,7 @@ class DistilledDatamodel:
 
     def emulation_method(self, synset: Synset | None = None) -> str:
         """The emulator in use: ``emulate.method``, with ``auto`` resolved by the synset's kind."""
-        m = self.config.emulate.method
-        syn = synset or self.synset
-        if m == "auto":
-            return "newton" if syn is not None and syn.kind == "head" else "finetune"
-        return m
+        return resolve(self.config.emulate.method, synset or self.synset)
 
     def _emulate(self, synset: Synset, synset_key: str, deleted: torch.Tensor, targets: Split,
                  tag: str) -> torch.Tensor:
@@ -257,12 +248,10 @@ class DistilledDatamodel:
             return load_tensors(path)["logits"]
         folder = self.ws.begin(stage, key, cfg)
         t0 = time.perf_counter()
-        if self.emulation_method(synset) == "newton":
-            logits = newton_logits(self.model, self.trajectory.final, synset, deleted, targets.x)
-        else:
-            logits = emulate_logits(self.model, self.trajectory.final, synset, deleted, targets.x, self.finetune_lr,
-                                    self.finetune_steps, e.group_reduction, e.chunk_size, folder / "rows",
-                                    desc=f"emulate {tag}", backend=e.backend, method=self.emulation_method(synset))
+        method = self.emulation_method(synset)
+        logits = EMULATORS.get(method)(Emulation(
+            self.model, self.trajectory.final, synset, deleted, targets.x, self.finetune_lr, self.finetune_steps,
+            e.group_reduction, e.chunk_size, folder / "rows", f"emulate {tag}", e.backend))
         health.check_logits(logits, self.trajectory.final, self.model, targets.x)
         save_tensors(path, {"logits": logits, "deleted": deleted})
         seconds = time.perf_counter() - t0

@@ -536,8 +536,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"workspace {ws.root}:")
     for st in stages:
         extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in st.items()
-                          if k not in ("stage", "key", "config", "complete"))
+                          if k not in ("stage", "key", "config", "complete", "health"))
         print(f"  {st['stage']:<34} {'done' if st.get('complete') else 'partial':<8} {extra}")
+        hh = st.get("health") or {}
+        if hh.get("checked"):
+            rel = f", relative error median {hh['relative_error_median']:.2g}" if "relative_error_median" in hh else ""
+            prev = (f", at the previous checkpoint {hh['previous_checkpoint_cosine_mean']:.2f}"
+                    if "previous_checkpoint_cosine_mean" in hh else "")
+            print(f"  {'':<34} {'':<8} health: step cosine mean {hh['cosine_mean']:.2f} (min {hh['cosine_min']:.2f}, "
+                  f"{100 * hh['positive_fraction']:.0f}% positive){rel}{prev}; flagged groups: {hh['flagged'] or 'none'}")
     return 0
 
 
