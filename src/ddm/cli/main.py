@@ -544,7 +544,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             prev = (f", at the previous checkpoint {hh['previous_checkpoint_cosine_mean']:.2f}"
                     if "previous_checkpoint_cosine_mean" in hh else "")
             print(f"  {'':<34} {'':<8} health: step cosine mean {hh['cosine_mean']:.2f} (min {hh['cosine_min']:.2f}, "
-                  f"{100 * hh['positive_fraction']:.0f}% positive){rel}{prev}; flagged groups: {hh['flagged'] or 'none'}")
+                  f"{100 * hh['positive_fraction']:.0f}% positive){rel}{prev}; "
+                  f"flagged groups: {hh['flagged'] or 'none'}")
     return 0
 
 
