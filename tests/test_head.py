@@ -7,7 +7,8 @@ from torch.func import functional_call
 
 import ddm
 from ddm.config import DistillConfig, TrainConfig
-from ddm.distill.head import Head, damped_inverse, distill_head, head_statistics, synset_head_gradients
+from ddm.distill.curvature import ExactCurvature, KroneckerCurvature
+from ddm.distill.head import Head, distill_head, head_statistics, synset_head_gradients
 from ddm.distill.synset import Synset
 from ddm.emulate.newton import newton_keep_params, newton_logits, removal_displacements
 from ddm.exceptions import ConfigError, NumericalError
@@ -38,7 +39,7 @@ def test_head_statistics_equal_autograd(trained, digits, groups):
     hess = torch.autograd.functional.hessian(lambda m: _head_loss(model, traj.final, m, x, y), wb)
     D = wb.numel()
     # cross-entropy is convex in the logits and the logits are linear in the head: Gauss-Newton == Hessian
-    assert torch.allclose(stats.hessian.float(), hess.reshape(D, D), atol=1e-5)
+    assert torch.allclose(stats.curvature.hessian.float(), hess.reshape(D, D), atol=1e-5)
     k = 3
     m = groups.members(k)
     g = torch.autograd.grad(_head_loss(model, traj.final, wb.requires_grad_(True), x[m], y[m]) * len(m), wb)[0]
@@ -51,7 +52,7 @@ def test_newton_emulation_equals_an_explicit_step_on_the_full_model(trained, dig
     deleted = ~ddm.emulate.sample_perturbations(groups.num_groups, 3, 0.5, seed=4)
     logits = newton_logits(model, traj.final, head_synset, deleted, digits.test.x)
     g = synset_head_gradients(head, head_synset, traj.final).double()
-    P = torch.linalg.inv(head_synset.hessian.double() + float(head_synset.damping) * torch.eye(g.shape[1]))
+    P = torch.linalg.inv(head_synset.curvature.hessian.double() + float(head_synset.damping) * torch.eye(g.shape[1]))
     w, b = head.param_names
     for i in range(len(deleted)):
         step = (P @ g[deleted[i]].sum(0) / int(head_synset.num_train)).float().reshape(head.matrix().shape)
@@ -74,7 +75,7 @@ def test_head_distillation_matches_the_group_removal_steps(trained, digits, grou
     assert len(report["previous_checkpoint_cosine"]) == groups.num_groups
     # the displacement of one group, recomputed from the real data, agrees with the synset's
     stats = head_statistics(Head.of(model), digits.train, groups, 10)
-    real = stats.group_grads.double() @ damped_inverse(stats.hessian, float(syn.damping)) / stats.num_train
+    real = stats.curvature.solve(stats.group_grads, float(syn.damping)) / stats.num_train
     emulated = removal_displacements(model, traj.final, syn).double()
     assert F.cosine_similarity(real, emulated, dim=1).mean() > 0.9
 
@@ -119,7 +120,7 @@ def test_removal_raises_the_loss_of_the_removed_data_and_unlearns_a_class(traine
 def test_non_finite_values_are_errors(trained, digits, groups, head_synset):
     model, traj = trained
     bad = Synset(head_synset.images.clone(), head_synset.labels, 10, weights=head_synset.weights,
-                 hessian=head_synset.hessian, damping=head_synset.damping, num_train=head_synset.num_train)
+                 curvature=head_synset.curvature, damping=head_synset.damping, num_train=head_synset.num_train)
     bad.images[0, 0, 0, 0, 0] = float("nan")
     with pytest.raises(NumericalError, match="non-finite"):
         newton_logits(model, traj.final, bad, torch.ones(1, groups.num_groups, dtype=torch.bool), digits.test.x)
@@ -160,3 +161,35 @@ def test_head_distillation_stops_once_matched(trained, digits, groups):
     model, traj = trained
     syn = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=500, tolerance=0.05), 10)
     assert len(syn.losses) < 500 and syn.losses[-1] < 0.05 <= syn.losses[-2]
+
+
+def test_kronecker_curvature_solves_its_own_kronecker_product(trained, digits, groups):
+    model, traj = trained
+    stats = head_statistics(Head.of(model), digits.train, groups, 10, curvature="kfac")
+    k = stats.curvature
+    assert isinstance(k, KroneckerCurvature)
+    full = torch.kron(k.a.double(), k.s.double())
+    v = torch.randn(3, full.shape[0], dtype=torch.float64)
+    ref = torch.linalg.solve(full + 0.05 * torch.eye(len(full), dtype=torch.float64), v.T).T
+    assert torch.allclose(k.solve(v, 0.05), ref, atol=1e-8)
+    assert k.top_eigenvalue() == pytest.approx(float(torch.linalg.eigvalsh(full)[-1]), rel=1e-6)
+    # removing nothing leaves it unchanged; the Kronecker factors approximate the exact matrix
+    exact = head_statistics(Head.of(model), digits.train, groups, 10, curvature="exact").curvature
+    assert isinstance(exact, ExactCurvature)
+    cos = torch.nn.functional.cosine_similarity(k.solve(stats.group_grads, 0.05), exact.solve(stats.group_grads, 0.05))
+    assert cos.mean() > 0.8
+    none = k.minus(torch.zeros(0, k.s.shape[0]), torch.zeros(0, 10), torch.zeros(0), stats.num_train)
+    assert torch.allclose(none.solve(v, 0.05), k.solve(v, 0.05))
+
+
+def test_the_kronecker_curvature_runs_the_whole_pipeline(trained, digits, groups):
+    model, traj = trained
+    syn = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=150, curvature="kfac"), 10)
+    assert syn.curvature.kind == "kfac"
+    back = Synset.from_tensors(syn.to_tensors(), 10)
+    assert back.curvature.kind == "kfac"
+    logits = newton_logits(model, traj.final, back, torch.ones(2, groups.num_groups, dtype=torch.bool), digits.test.x)
+    assert torch.isfinite(logits).all()
+    assert synset_health(model, traj, digits.train, groups, back, 10)["cosine_mean"] > 0.9
+    kept = newton_keep_params(model, traj.final, back, torch.tensor([0, 1]))
+    assert all(torch.isfinite(v).all() for v in kept.values())

@@ -125,6 +125,8 @@ class DistillConfig:
                                "or match (plain gradient matching, DDM-match)")
     damping: float = _f(1e-2, "head matching: lambda of (H + lambda I) as a fraction of H's top eigenvalue "
                               "(plus train.weight_decay)")
+    curvature: str = _f("auto", "head matching: last-layer curvature stored exact (D x D, D = classes x (features+1)), "
+                                "kfac (Kronecker factors, for large heads) or auto (exact up to D = 6000)")
     tolerance: float = _f(1e-4, "head matching: stop once the mean relative matching error falls below this")
     pairing: str = _f("reverse", "trajectory pairing of reverse/match: reverse (theta_t <-> theta_{tau-t}) or "
                                  "step (theta_t <-> theta_{t+s})")
@@ -156,6 +158,7 @@ class DistillConfig:
         _check(self.matching != "head" or self.labels == "hard",
                "distill.matching=head uses the groups' hard labels: set distill.labels=hard")
         _check(self.damping > 0, f"distill.damping must be positive, got {self.damping}")
+        _choice(self.curvature, "distill.curvature", ("auto", "exact", "kfac"))
         _check(self.tolerance >= 0, f"distill.tolerance must be >= 0, got {self.tolerance}")
         _check(self.ipc <= 64, f"distill.ipc={self.ipc} is more than 64 images per group: a synset should be small")
         _choice(self.pairing, "distill.pairing", ("reverse", "step"))

@@ -24,7 +24,6 @@ from ddm.cluster.groups import Groups
 from ddm.data.dataset import Split
 from ddm.distill.head import (
     Head,
-    damped_inverse,
     head_gradients,
     head_statistics,
     matching_quality,
@@ -60,24 +59,25 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
     try:
         with torch.no_grad():
             final = trajectory.final
-            stats = head_statistics(head, train, groups, num_classes, params=final)
+            kind = synset.curvature.kind if synset.curvature is not None else "auto"
+            stats = head_statistics(head, train, groups, num_classes, params=final, curvature=kind)
             lam = float(synset.damping) if synset.damping is not None else damping * stats.top_eigenvalue
-            P = damped_inverse(stats.hessian, lam)
-            real = stats.group_grads / stats.num_train
+            real = stats.curvature.solve(stats.group_grads / stats.num_train, lam)  # the real removal steps
             if synset.kind == "head":
                 emulated = synset_head_gradients(head, synset, final).double() / stats.num_train
-                q = matching_quality(emulated, real, P)
+                step = stats.curvature.solve(emulated, lam)
+                q = matching_quality(step, real)
             else:  # one fine-tuning step on S_k moves the head by -grad L(S_k)
-                emulated = -_plain_head_gradients(head, synset, final).double()
-                q = {"cosine": torch.nn.functional.cosine_similarity(emulated, real @ P, dim=1)}
+                step = -_plain_head_gradients(head, synset, final).double()
+                q = {"cosine": torch.nn.functional.cosine_similarity(step, real, dim=1)}
             prev: torch.Tensor | None = None
             if trajectory.tau >= 1:
                 before = trajectory[trajectory.tau - 1]
-                real_prev = head_statistics(head, train, groups, num_classes, params=before).group_grads
+                real_prev = head_statistics(head, train, groups, num_classes, params=before,
+                                            curvature="kfac").group_grads  # (kfac: cheap, its curvature unused)
                 sign = 1.0 if synset.kind == "head" else -1.0
                 syn_prev = sign * _plain_head_gradients(head, synset, before).double()
                 prev = torch.nn.functional.cosine_similarity(syn_prev, real_prev, dim=1)
-            step = emulated @ P if synset.kind == "head" else emulated
             norms = step.norm(dim=1)
             dominance = norms / norms.median().clamp(min=1e-30)
     finally:

@@ -14,8 +14,9 @@ gradient reproduces ``g_k`` in the metric that matters, that of the displacement
     min_S  sum_k |P (g~_k - g_k)|^2 / |P g_k|^2,    P = (H + lambda I)^-1,
     g~_k = sum_s w_s (softmax(z(x_s)) - e_{y_k}) (x) [h(x_s), 1]
 
-``H`` is the Gauss-Newton matrix of the mean training loss with respect to the head's weight and bias
-(exact, ``[C (d+1)]^2``), stored with the synset: the online stage (:mod:`ddm.emulate.newton`) needs it.
+``H`` is the Gauss-Newton matrix (= the Hessian) of the mean training loss with respect to the head's weight
+and bias (:mod:`ddm.distill.curvature`: exact, or Kronecker-factored for large heads), stored with the synset:
+the online stage (:mod:`ddm.emulate.newton`) needs it.
 Hard labels and positive weights make each synthetic image act like training data, so removing it
 (a Newton step *against* its gradient) removes by construction; the sign cannot flip.
 """
@@ -33,6 +34,13 @@ from torch import nn
 from ddm.cluster.groups import Groups
 from ddm.config import DistillConfig
 from ddm.data.dataset import Split
+from ddm.distill.curvature import (
+    EXACT_LIMIT,
+    Curvature,
+    ExactCurvature,
+    KroneckerCurvature,
+    accumulate_kronecker,
+)
 from ddm.distill.synset import Synset
 from ddm.exceptions import ConfigError, NumericalError
 from ddm.progress import bar
@@ -108,50 +116,46 @@ def head_gradients(h: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor)
     return torch.einsum("nc,nd->ncd", logits.softmax(-1) - targets, h).flatten(1)
 
 
-def gauss_newton(h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Summed Gauss-Newton matrix of cross-entropy w.r.t. the head: ``[C(d+1), C(d+1)]``."""
-    p = logits.softmax(-1).double()
-    a = torch.diag_embed(p) - torch.einsum("nc,ne->nce", p, p)
-    if weights is not None:
-        a = a * weights.double()[:, None, None]
-    hd = h.double()
-    c, d = p.shape[1], h.shape[1]
-    return torch.einsum("nce,nd,nf->cdef", a, hd, hd).reshape(c * d, c * d)
-
-
 @dataclass
 class HeadStatistics:
     """What the head matcher and emulator need from the real data at theta_tau."""
 
-    hessian: torch.Tensor  # [D, D] float64, Gauss-Newton of the *mean* training loss (D = C (d+1))
-    group_grads: torch.Tensor  # [K, D] summed per group
+    curvature: Curvature  # of the *mean* training loss (D = C (d+1) parameters)
+    group_grads: torch.Tensor  # [K, D] float64, summed per group
     num_train: int
-    top_eigenvalue: float
+
+    @property
+    def top_eigenvalue(self) -> float:
+        return self.curvature.top_eigenvalue()
 
 
-def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, batch: int = 1024,
-                    params: Params | None = None) -> HeadStatistics:
-    """Stream the training set once (``batch`` rows at a time): Gauss-Newton matrix and group gradients."""
+def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, batch: int = 256,
+                    params: Params | None = None, curvature: str = "auto") -> HeadStatistics:
+    """Stream the training set once (``batch`` rows at a time): curvature and group gradients.
+
+    ``curvature``: ``exact``, ``kfac`` or ``auto`` (exact up to :data:`EXACT_LIMIT` head parameters)."""
     W = head.matrix(params)
     D = W.numel()
-    H = torch.zeros(D, D, dtype=torch.float64)
+    exact = curvature == "exact" or (curvature == "auto" and D <= EXACT_LIMIT)
+    H = torch.zeros(D, D, dtype=torch.float64) if exact else None
+    A = torch.zeros(W.shape[0], W.shape[0], dtype=torch.float64)
+    S = torch.zeros(W.shape[1], W.shape[1], dtype=torch.float64)
     G = torch.zeros(groups.num_groups, D, dtype=torch.float64)
     with torch.no_grad():
         for s in range(0, len(train), batch):
             h = head.features(train.x[s : s + batch], params)
             z = h @ W.T
             y = F.one_hot(train.y[s : s + batch], num_classes).to(z.dtype)
-            H += gauss_newton(h, z)
+            if H is not None:
+                H += ExactCurvature.accumulate(h, z)
+            else:
+                a, hh = accumulate_kronecker(h, z)
+                A += a
+                S += hh
             G.index_add_(0, groups.assignment[s : s + batch], head_gradients(h, z, y).double())
-    H /= len(train)
-    top = float(torch.linalg.eigvalsh(H)[-1])
-    return HeadStatistics(H, G, len(train), top)
-
-
-def damped_inverse(hessian: torch.Tensor, damping: float) -> torch.Tensor:
-    """``(H + damping I)^-1`` in float64 (``H`` symmetric positive semi-definite, ``damping > 0``)."""
-    evals, evecs = torch.linalg.eigh(hessian.double())
-    return (evecs / (evals.clamp(min=0) + damping)) @ evecs.T
+    n = len(train)
+    curv: Curvature = ExactCurvature(H / n) if H is not None else KroneckerCurvature(A / n, S / n)
+    return HeadStatistics(curv, G, n)
 
 
 def init_images(train: Split, groups: Groups, ipc: int, init: str, seed: int) -> torch.Tensor:
@@ -179,12 +183,9 @@ def synset_head_gradients(head: Head, synset: Synset, params: Params | None = No
     return g.reshape(synset.num_groups, synset.ipc, -1).sum(1)
 
 
-def matching_quality(synthetic: torch.Tensor, real: torch.Tensor, precond: torch.Tensor | None = None
-                     ) -> dict[str, torch.Tensor]:
-    """Per-group cosine and relative error ``|a - b|^2 / |b|^2`` (optionally after ``precond``): ``[K]`` each."""
+def matching_quality(synthetic: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-group cosine and relative error ``|a - b|^2 / |b|^2`` of rows ``[K, D]``: ``[K]`` each."""
     a, b = synthetic.double(), real.double()
-    if precond is not None:
-        a, b = a @ precond, b @ precond
     return {"cosine": F.cosine_similarity(a, b, dim=1),
             "relative_error": ((a - b) ** 2).sum(1) / (b ** 2).sum(1).clamp(min=1e-30)}
 
@@ -211,10 +212,10 @@ def distill_head(model: nn.Module, trajectory: Trajectory, train: Split, groups:
 
 def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
                   num_classes: int, folder: str | Path | None, weight_decay: float) -> Synset:
-    stats = head_statistics(head, train, groups, num_classes)
+    stats = head_statistics(head, train, groups, num_classes, curvature=cfg.curvature)
     damping = cfg.damping * stats.top_eigenvalue + weight_decay  # weight decay is curvature the loss lacks
-    P = damped_inverse(stats.hessian, damping).float()
-    target = (stats.group_grads.float() @ P) / stats.num_train  # [K, D] removal displacements
+    curv = stats.curvature
+    target = (curv.solve(stats.group_grads, damping) / stats.num_train).float()  # [K, D] removal displacements
     norm2 = (target ** 2).sum(1).clamp(min=1e-30)
     images = init_images(train, groups, cfg.ipc, cfg.init, cfg.seed).requires_grad_(True)
     sizes = groups.sizes().float()
@@ -245,7 +246,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     for it in range(start, cfg.iterations):
         h = head.features(images.reshape(K * cfg.ipc, *images.shape[2:]))
         g = head_gradients(h, h @ W.T, onehot) * log_w.exp().reshape(-1, 1)
-        disp = (g.reshape(K, cfg.ipc, -1).sum(1) @ P) / stats.num_train
+        disp = curv.solve(g.reshape(K, cfg.ipc, -1).sum(1), damping).float() / stats.num_train
         loss = (((disp - target) ** 2).sum(1) / norm2).sum()
         if not torch.isfinite(loss):
             raise NumericalError(f"head distillation diverged at step {it} (matching loss {loss.item()}); "
@@ -268,7 +269,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
             save_tensors(ckpt, state)
     pbar.close()
     syn = Synset(images.detach(), labels, num_classes, losses=torch.tensor(losses),
-                 weights=log_w.detach().exp(), hessian=stats.hessian.float(),
+                 weights=log_w.detach().exp(), curvature=curv,
                  damping=torch.tensor(damping),
                  num_train=torch.tensor(stats.num_train))
     if not all(torch.isfinite(t).all() for t in syn.to_tensors().values()):

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ddm.distill.curvature import Curvature
+
 
 @dataclass
 class Synset:
@@ -19,8 +21,8 @@ class Synset:
     matching loss at every distillation step.
 
     Head-matched synsets (:mod:`ddm.distill.head`) also carry ``weights`` ``[K, ipc]`` (each image's loss
-    weight, in training samples), ``hessian`` ``[D, D]`` (Gauss-Newton of the mean training loss w.r.t.
-    the last layer at theta_tau), ``damping`` (the absolute lambda added to it) and ``num_train`` (N).
+    weight, in training samples), ``curvature`` (of the mean training loss w.r.t. the last layer at
+    theta_tau, :mod:`ddm.distill.curvature`), ``damping`` (the absolute lambda added to it) and ``num_train`` (N).
     """
 
     images: torch.Tensor
@@ -30,14 +32,14 @@ class Synset:
     losses: torch.Tensor | None = None
     free_targets: torch.Tensor | None = None
     weights: torch.Tensor | None = None
-    hessian: torch.Tensor | None = None
+    curvature: Curvature | None = None
     damping: torch.Tensor | None = None
     num_train: torch.Tensor | None = None
 
     @property
     def kind(self) -> str:
         """``head`` for head-matched synsets (emulated by a Newton step), else ``finetune``."""
-        return "head" if self.hessian is not None else "finetune"
+        return "head" if self.curvature is not None else "finetune"
 
     def image_weights(self) -> torch.Tensor:
         """Loss weight of every image ``[K, ipc]`` (1 where the synset has none)."""
@@ -71,15 +73,18 @@ class Synset:
             out["label_logits"] = self.label_logits
         if self.free_targets is not None:
             out["free_targets"] = self.free_targets
-        for name in ("losses", "weights", "hessian", "damping", "num_train"):
+        for name in ("losses", "weights", "damping", "num_train"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
+        if self.curvature is not None:
+            out.update(self.curvature.to_tensors())
         return out
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], num_classes: int) -> Synset:
         return cls(t["images"], t["labels"].long(), num_classes, t.get("label_logits"), t.get("losses"),
-                   t.get("free_targets"), t.get("weights"), t.get("hessian"), t.get("damping"), t.get("num_train"))
+                   t.get("free_targets"), t.get("weights"), Curvature.from_tensors(t), t.get("damping"),
+                   t.get("num_train"))
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

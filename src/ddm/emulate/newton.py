@@ -18,27 +18,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ddm.distill.head import Head, damped_inverse, gauss_newton, synset_head_gradients
+from ddm.distill.curvature import Curvature
+from ddm.distill.head import Head, synset_head_gradients
 from ddm.distill.synset import Synset
 from ddm.exceptions import ConfigError, NumericalError
 
 Params = dict[str, torch.Tensor]
 
 
-def _require_head(synset: Synset) -> tuple[torch.Tensor, float, int]:
-    if synset.hessian is None or synset.damping is None or synset.num_train is None:
+def _require_head(synset: Synset) -> tuple[Curvature, float, int]:
+    if synset.curvature is None or synset.damping is None or synset.num_train is None:
         raise ConfigError("the Newton emulation needs a head-matched synset (distill.matching=head, the default); "
                           "this synset was made by another recipe: use emulate.method=finetune or linear")
-    return synset.hessian.double(), float(synset.damping), int(synset.num_train)
+    return synset.curvature, float(synset.damping), int(synset.num_train)
 
 
 def removal_displacements(model: nn.Module, params: Params, synset: Synset) -> torch.Tensor:
     """``U [K, D]``: the head displacement (flattened ``[C, d+1]``) of removing each group alone."""
-    hessian, damping, n = _require_head(synset)
+    curvature, damping, n = _require_head(synset)
     head = Head.of(model)
     with torch.no_grad():
         g = synset_head_gradients(head, synset, params).double()
-    return ((g @ damped_inverse(hessian, damping)) / n).float()
+    return (curvature.solve(g, damping) / n).float()
 
 
 def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: torch.Tensor, x: torch.Tensor,
@@ -61,7 +62,7 @@ def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: tor
 
 def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups: torch.Tensor) -> Params:
     """theta_tau with its head moved to the kept data's quadratic optimum (module doc) for ``groups`` removed."""
-    hessian, damping, n = _require_head(synset)
+    curvature, damping, n = _require_head(synset)
     head = Head.of(model)
     sub = Synset(synset.images[groups], synset.labels[groups], synset.num_classes,
                  weights=synset.image_weights()[groups])
@@ -70,9 +71,8 @@ def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups:
         x, t, _ = sub.flat()
         h = head.features(x, params)
         W = head.matrix(params)
-        h_del = gauss_newton(h, h @ W.T, sub.image_weights().reshape(-1))
-    evals, evecs = torch.linalg.eigh(hessian - h_del / n)
-    step = evecs @ ((evecs.T @ (g / n)) / (evals.clamp(min=0) + damping))
+        kept = curvature.minus(h, h @ W.T, sub.image_weights().reshape(-1), n)
+    step = kept.solve((g / n)[None], damping)[0]
     w_name, b_name = head.param_names
     step = step.reshape(W.shape).float()
     out = {k: v.detach().clone() for k, v in params.items()}

@@ -1,0 +1,139 @@
+"""Curvature of the mean training loss with respect to the last layer, and its damped inverse.
+
+The head's parameters are one ``[C, d+1]`` matrix (weight, then bias), flattened to ``D = C (d+1)``.
+Cross-entropy is convex in the logits and the logits are linear in the head, so its Gauss-Newton matrix
+*is* its Hessian: ``H = mean_i (diag(p_i) - p_i p_i^T) (x) h_i h_i^T``.
+
+* :class:`ExactCurvature` stores ``H`` (``D x D``; 330^2 on the demo, 5130^2 for ResNet-18 on CIFAR-10);
+* :class:`KroneckerCurvature` stores ``H ~ A (x) S`` with ``A = mean_i (diag(p_i) - p_i p_i^T)`` (``C x C``)
+  and ``S = mean_i h_i h_i^T`` (``(d+1)^2``), the K-FAC factorisation, for heads too large to hold ``H``
+  (CIFAR-100 with ResNet-18: ``D = 51,300``, 21 GB in float64).
+
+Both solve ``(H + lambda I)^-1 V`` through an eigendecomposition computed once per object.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: heads with more parameters than this use the Kronecker factorisation under ``distill.curvature=auto``
+EXACT_LIMIT = 6000
+
+
+def _eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    evals, evecs = torch.linalg.eigh(m.double())
+    return evals.clamp(min=0), evecs
+
+
+class Curvature:
+    """``H`` of the mean training loss w.r.t. the head; subclasses store it exactly or factored."""
+
+    kind = "base"
+
+    def solve(self, v: torch.Tensor, damping: float) -> torch.Tensor:
+        """``(H + damping I)^-1 v`` for rows ``v [K, D]`` (float64)."""
+        raise NotImplementedError
+
+    def top_eigenvalue(self) -> float:
+        raise NotImplementedError
+
+    def minus(self, h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor, n: int) -> Curvature:
+        """The curvature of the data without weighted samples (features ``h [M, d+1]``, ``logits [M, C]``,
+        ``weights [M]``), where ``self`` is the mean over ``n`` samples; negative directions clipped to 0."""
+        raise NotImplementedError
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @staticmethod
+    def from_tensors(t: dict[str, torch.Tensor]) -> Curvature | None:
+        if "hessian" in t:
+            return ExactCurvature(t["hessian"])
+        if "curvature_a" in t:
+            return KroneckerCurvature(t["curvature_a"], t["curvature_s"])
+        return None
+
+
+def _output_curvature(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    p = logits.softmax(-1).double()
+    a = torch.diag_embed(p) - torch.einsum("nc,ne->nce", p, p)
+    return a if weights is None else a * weights.double()[:, None, None]
+
+
+class ExactCurvature(Curvature):
+    kind = "exact"
+
+    def __init__(self, hessian: torch.Tensor) -> None:
+        self.hessian = hessian
+        self._eig: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @staticmethod
+    def accumulate(h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Summed ``[D, D]`` contribution of a batch."""
+        a = _output_curvature(logits, weights)
+        hd = h.double()
+        c, d = logits.shape[1], h.shape[1]
+        return torch.einsum("nce,nd,nf->cdef", a, hd, hd).reshape(c * d, c * d)
+
+    def eig(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._eig is None:
+            self._eig = _eigh(self.hessian)
+        return self._eig
+
+    def solve(self, v: torch.Tensor, damping: float) -> torch.Tensor:
+        evals, evecs = self.eig()
+        return ((v.double() @ evecs) / (evals + damping)) @ evecs.T
+
+    def top_eigenvalue(self) -> float:
+        return float(self.eig()[0][-1])
+
+    def minus(self, h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor, n: int) -> Curvature:
+        return ExactCurvature(self.hessian.double() - self.accumulate(h, logits, weights) / n)
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {"hessian": self.hessian.float()}
+
+
+class KroneckerCurvature(Curvature):
+    kind = "kfac"
+
+    def __init__(self, a: torch.Tensor, s: torch.Tensor, scale: float = 1.0) -> None:
+        self.a, self.s, self.scale = a, s, scale
+        self._eig: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def eig(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self._eig is None:
+            ea, qa = _eigh(self.a)
+            es, qs = _eigh(self.s)
+            self._eig = (ea * self.scale, qa, es, qs)
+        return self._eig
+
+    def solve(self, v: torch.Tensor, damping: float) -> torch.Tensor:
+        ea, qa, es, qs = self.eig()
+        c, d = len(ea), len(es)
+        m = qa.T @ v.double().reshape(-1, c, d) @ qs
+        m = m / (ea[:, None] * es[None, :] + damping)
+        return (qa @ m @ qs.T).reshape(len(v), c * d)
+
+    def top_eigenvalue(self) -> float:
+        ea, _, es, _ = self.eig()
+        return float(ea[-1] * es[-1])
+
+    def minus(self, h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor, n: int) -> Curvature:
+        w = weights.double()
+        removed = float(w.sum())
+        keep = max(n - removed, 1e-12)
+        a = (self.a.double() * n - _output_curvature(logits, w).sum(0)) / keep
+        s = (self.s.double() * n - torch.einsum("m,md,mf->df", w, h.double(), h.double())) / keep
+        return KroneckerCurvature(a, s, scale=self.scale * keep / n)
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        if self.scale != 1.0:
+            raise ValueError("only a full-data Kronecker curvature is stored")
+        return {"curvature_a": self.a.float(), "curvature_s": self.s.float()}
+
+
+def accumulate_kronecker(h: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed K-FAC factors of a batch: ``(sum_i A_i [C, C], sum_i h_i h_i^T [d+1, d+1])``."""
+    hd = h.double()
+    return _output_curvature(logits).sum(0), hd.T @ hd
