@@ -211,14 +211,15 @@ def test_ablation_scores_variants_on_cached_retrains_and_reuses_results(tmp_path
     assert -1 <= with_peer["per_seed"][0]["tracin"]["lds"] <= 1
     # the linear emulation reuses the local-free synset (its workspace): no distillation
     monkeypatch.undo()
-    from ddm import pipeline
-
     for name in ("local-free", "local-free-linear"):
         overrides, what = ablation.VARIANTS[name]
         distill = [o for o in overrides if o.startswith("distill.")]  # the budget goes with the synset's options
         emulate = [o for o in overrides if not o.startswith("distill.")]
         monkeypatch.setitem(ablation.VARIANTS, name, ([*distill, "distill.iterations=20", *emulate], what))
-    monkeypatch.setattr(pipeline, "distill", boom)
+    from ddm.distill.matchers import MATCHERS
+
+    for matcher in MATCHERS.names():
+        monkeypatch.setitem(MATCHERS._items, matcher, boom)
     linear = ablation.ablate(tmp_path, cfg, ecfg, ["local-free-linear"])["per_seed"][0]["local-free-linear"]
     assert -1 <= linear["lds"] <= 1 and linear["offline_s"] == rows["local-free"]["offline_s"]
     assert {p.name for p in (tmp_path / "seed0" / "ablation" / "local-free-linear").iterdir()} == {
