@@ -142,3 +142,14 @@ def test_external_trajectory_from_a_users_loop(tmp_path):
     assert dm.train_lr == 0.1 and dm.finetune_steps == 2
     assert dm.finetune_lr == pytest.approx(0.1 * cfg.emulate.finetune_scale)
     assert dm.attribute(data.test[:2]).weights.shape == (2, 20, 10)
+
+
+@pytest.mark.parametrize("recipe", ["head", "local-free"])
+def test_stages_in_one_process_or_after_a_reload_give_bit_identical_synsets(tmp_path, recipe):
+    cfg = presets.tiny().with_overrides(["hierarchical=false", *presets.recipe(recipe), "distill.iterations=5"])
+    data = ddm.data.load(cfg.data)
+    together = ddm.DistilledDatamodel(tmp_path / "one", cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    ddm.DistilledDatamodel(tmp_path / "two", cfg).fit(ddm.models.build(cfg.model, data), data.train, until="train")
+    apart = ddm.DistilledDatamodel(tmp_path / "two", cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    assert list(apart.trajectory.final) == [n for n, _ in apart.model.named_parameters()]  # the model's order
+    assert torch.equal(together.synset.images, apart.synset.images)

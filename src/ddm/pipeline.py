@@ -120,9 +120,10 @@ class DistilledDatamodel:
             key = fingerprint(cfg, data_fp)
         self.keys["train"] = key
         folder = self.ws.path("train")
+        names = [n for n, _ in model.named_parameters()]
         if self.ws.is_done("train", key, cfg):
             log.info("train: reusing %s", folder)
-            self.trajectory = Trajectory.load(folder / "trajectory")
+            self.trajectory = Trajectory.load(folder / "trajectory").ordered(names)
         else:
             self.ws.begin("train", key, cfg)
             t0 = time.perf_counter()
@@ -130,7 +131,7 @@ class DistilledDatamodel:
                 trajectory = train_model(model, train, self.config.train, folder / "trajectory")
             else:
                 trajectory.save(folder / "trajectory")
-            self.trajectory = trajectory
+            self.trajectory = trajectory.ordered(names)
             save_tensors(folder / "model.safetensors", trajectory.final)
             save_json(folder / "model.json", spec)
             self.ws.finish("train", key, cfg, seconds=time.perf_counter() - t0,
@@ -183,12 +184,13 @@ class DistilledDatamodel:
         self.config = RunConfig.from_dict(load_json(self.ws.path("config.json")))
         self.keys["train"] = info["key"]
         self.num_classes = info.get("num_classes")
-        self.trajectory = Trajectory.load(self.ws.path("train", "trajectory"))
+        trajectory = Trajectory.load(self.ws.path("train", "trajectory"))
         if model is None:
             spec = load_json(self.ws.path("train", "model.json"))
             if "config" not in spec:
                 raise MissingArtifactError("this workspace holds a user-defined model: pass it to load(model=...)")
             model = model_registry.from_spec(spec)
+        self.trajectory = trajectory.ordered([n for n, _ in model.named_parameters()])
         _load_params(model, self.trajectory.final)
         self.model = model
         for stage, attr, method in (("groups", "groups", None), ("groups-class", "class_groups", "class")):

@@ -44,6 +44,16 @@ class Trajectory:
         self.lr = lr
         self.optimizer = optimizer
 
+    def ordered(self, names: list[str]) -> Trajectory:
+        """The same checkpoints with their parameters in ``names``' order (the model's ``named_parameters``).
+
+        Loaded checkpoints come in the file's (sorted) order, trained ones in the model's; sums over
+        parameters follow dict order, so one canonical order keeps results bit-identical after a reload."""
+        missing = [n for n in names if n not in self.params[0]]
+        if missing:
+            raise ConfigError(f"the trajectory lacks parameters of the model: {missing[:3]}")
+        return Trajectory([{n: p[n] for n in names} for p in self.params], self.epochs, self.lr, self.optimizer)
+
     def __len__(self) -> int:
         return len(self.params)
 
