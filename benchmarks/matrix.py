@@ -227,8 +227,8 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
                 "| configuration | " + " | ".join(ckeys) + " |", "|---|" + "---|" * len(ckeys)]
     for r in results:
         if r["seed"] == 0 and "nearest_image_cosine" in r:
-            out.append(f"| {r['config']} | " + " | ".join(f"{r['nearest_image_cosine'].get(k, float('nan')):.2f}"
-                                                         for k in ckeys) + " |")
+            cos = r["nearest_image_cosine"]
+            out.append(f"| {r['config']} | " + " | ".join(f"{cos[k]:.2f}" if k in cos else "–" for k in ckeys) + " |")
     errs = [(r["config"], r["seed"], t, e) for r in results for t, e in r.get("errors", {}).items()]
     if errs:
         out += ["", "Variants that stopped with an error (instead of returning NaN):", ""]
@@ -262,8 +262,11 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     out.append("|---|" + "---|" * len(keys))
     for name in dict.fromkeys(r["config"] for r in results):
         rs = [r for r in results if r["config"] == name]
-        out.append(f"| {name} | " + " | ".join(
-            f"{np.mean([r['seconds'][k] for r in rs if k in r['seconds']]):.2f}" for k in keys) + " |")
+        cells = []
+        for k in keys:
+            v = [r["seconds"][k] for r in rs if k in r["seconds"]]
+            cells.append(f"{np.mean(v):.2f}" if v else "–")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -279,6 +282,8 @@ def main() -> None:
     p.add_argument("--peers", default=",".join(PEERS))
     p.add_argument("--select", action="store_true", help="selection configurations, seed 3, damping grid")
     p.add_argument("--dampings", default="1e-3,3e-3,1e-2")
+    p.add_argument("--render", default=None, metavar="A.json,B.json",
+                   help="only write --out's markdown from stored results (several runs into one report)")
     args = p.parse_args()
     import sys
 
@@ -293,6 +298,11 @@ def main() -> None:
     dampings = [float(d) for d in args.dampings.split(",")] if args.select else [ddm.config.DistillConfig().damping]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        gathered = [r for f in args.render.split(",") for r in json.loads(Path(f).read_text())]
+        out.with_suffix(".json").write_text(json.dumps(gathered, indent=1))
+        out.with_suffix(".md").write_text(markdown(gathered, args))
+        return
     results = []
     for name in names:
         for seed in seeds:
