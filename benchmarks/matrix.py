@@ -147,6 +147,12 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace, dampings
             out["seconds"][tag + " online"] = time.perf_counter() - t1
             out["nearest_image_cosine"][tag] = synset_similarity(vdm.synset, data.train.x)
             score(tag, lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
+    if args.select:  # the unlearning damping, chosen on these configurations and this seed only
+        out["unlearning_select"] = {}
+        for lam_u in [float(v) for v in args.unlearn_dampings.split(",")]:
+            dm.config = cfg.with_overrides([f"emulate.unlearn_damping={lam_u}"])
+            out["unlearning_select"][f"{lam_u:g}"] = unlearning(dm, cache, data)
+        dm.config = cfg
     same = (dm.groups.labels[None, :] == targets.y[:, None]).float()  # [T, K]
     score("same class (trivial)", lambda k, sel: -(k.float() @ same[sel].T))
     if not args.select:
@@ -209,6 +215,20 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
            f"subsets (LDS), {args.other_subsets} other-class subsets per class; mean ± sample std over seeds.", "",
            "## LDS (random half subsets of the groups)", "", *table(results, "lds"), "",
            "## Other-class LDS (the target's class kept whole)", "", *table(results, "other_class_lds"), ""]
+    sel = [r for r in results if "unlearning_select" in r]
+    if sel:
+        out += ["## Unlearning damping (selection): mean absolute gap to exact retraining, points", "",
+                "Gap = |DDM - exact| of test accuracy after removing 4 random groups (3 draws), and of the removed "
+                "class's accuracy and the test accuracy after removing a whole class (2 classes).", "",
+                "| configuration | emulate.unlearn_damping | 4 groups: test acc gap | class: class acc gap "
+                "| class: test acc gap | mean |", "|---|---|---|---|---|---|"]
+        for r in sel:
+            for lam, u in r["unlearning_select"].items():
+                g4 = np.mean([abs(d["exact"] - d["ddm"]) for d in u["groups4"]]) * 100
+                gc = np.mean([abs(d["exact_class_acc"] - d["ddm_class_acc"]) for d in u["class"]]) * 100
+                gt = np.mean([abs(d["exact_test_acc"] - d["ddm_test_acc"]) for d in u["class"]]) * 100
+                out.append(f"| {r['config']} | {lam} | {g4:.1f} | {gc:.1f} | {gt:.1f} | {(g4 + gc + gt) / 3:.1f} |")
+        out.append("")
     un = [r for r in results if "unlearning" in r]
     if un:
         out += ["## Unlearning (seed 0): DDM against exact retraining", "",
@@ -282,6 +302,7 @@ def main() -> None:
     p.add_argument("--peers", default=",".join(PEERS))
     p.add_argument("--select", action="store_true", help="selection configurations, seed 3, damping grid")
     p.add_argument("--dampings", default="1e-3,3e-3,1e-2")
+    p.add_argument("--unlearn-dampings", default="1e-4,1e-3,1e-2")
     p.add_argument("--render", default=None, metavar="A.json,B.json",
                    help="only write --out's markdown from stored results (several runs into one report)")
     args = p.parse_args()

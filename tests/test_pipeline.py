@@ -153,3 +153,22 @@ def test_stages_in_one_process_or_after_a_reload_give_bit_identical_synsets(tmp_
     apart = ddm.DistilledDatamodel(tmp_path / "two", cfg).fit(ddm.models.build(cfg.model, data), data.train)
     assert list(apart.trajectory.final) == [n for n, _ in apart.model.named_parameters()]  # the model's order
     assert torch.equal(together.synset.images, apart.synset.images)
+
+
+def test_unlearning_uses_its_own_damping(run):
+    from ddm.emulate.newton import newton_keep_params
+
+    cfg, data, ws, dm = run
+    head = "classifier.weight"
+    dm.config = cfg.with_overrides(["emulate.unlearn_damping=none"])
+    synset_damping = dict(dm.unlearn([0, 1], name="a").named_parameters())[head]
+    ref = newton_keep_params(dm.model, dm.trajectory.final, dm.synset, torch.tensor([0, 1]))[head]
+    assert torch.allclose(synset_damping, ref)
+    dm.config = cfg.with_overrides(["emulate.unlearn_damping=1e-4"])
+    small = dict(dm.unlearn([0, 1], name="b").named_parameters())[head]
+    lam = 1e-4 * dm.synset.curvature.top_eigenvalue() + cfg.train.weight_decay
+    assert torch.allclose(small, newton_keep_params(dm.model, dm.trajectory.final, dm.synset, torch.tensor([0, 1]),
+                                                    lam)[head])
+    moved = (small - dm.trajectory.final[head]).norm()
+    assert moved > (synset_damping - dm.trajectory.final[head]).norm()  # less damping, a longer step
+    dm.config = cfg

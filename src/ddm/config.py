@@ -199,6 +199,10 @@ class EmulateConfig:
                              "(one first-order step of the same length from theta_tau; not in the paper)",
                      since="0.3", implicit="finetune")
     top_classes: int = _f(2, "hierarchical datamodel: classes refined at group level per target")
+    unlearn_damping: float | None = _f(1e-3, "Newton unlearning: lambda as a fraction of the curvature's top "
+                                             "eigenvalue (plus train.weight_decay; 1e-3 chosen on the selection "
+                                             "configurations); None: the synset's (distill.damping)",
+                                       since="0.4", implicit=None)
     seed: int = _f(0, "seed of the perturbations")
 
     def __post_init__(self) -> None:
@@ -216,6 +220,7 @@ class EmulateConfig:
         _check(self.ridge >= 0, "emulate.ridge must be >= 0")
         _check(self.chunk_size > 0, "emulate.chunk_size must be positive")
         _check(self.top_classes > 0, "emulate.top_classes must be positive")
+        _check(self.unlearn_damping is None or self.unlearn_damping > 0, "emulate.unlearn_damping must be positive")
 
 
 @dataclass

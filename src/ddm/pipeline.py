@@ -374,8 +374,9 @@ class DistilledDatamodel:
         return self.ws.path("unlearned", name or f"{synset}-" + "-".join(map(str, groups))[:80])
 
     def unlearn(self, groups: list[int] | torch.Tensor, name: str | None = None, synset: str = "groups") -> nn.Module:
-        """Fine-tune theta_tau on the synsets of ``groups`` and save the checkpoint
-        (``synset='classes'`` to remove whole classes with the class-level synset)."""
+        """Remove ``groups`` from theta_tau and save the checkpoint: the kept data's Newton step on the last layer
+        (head-matched synsets; ``emulate.unlearn_damping``), else fine-tuning on their synsets.
+        ``synset='classes'`` removes whole classes with the class-level synset."""
         from ddm.unlearning import unlearn_groups
 
         syn, grp = (self.synset, self.groups) if synset == "groups" else (self.class_synset, self.class_groups)
@@ -385,8 +386,12 @@ class DistilledDatamodel:
         if len(idx) == 0 or idx.min() < 0 or idx.max() >= syn.num_groups:
             raise ConfigError(f"group indices must be in [0, {syn.num_groups - 1}], got {idx.tolist()}")
         method = "newton" if self.emulation_method(syn) == "newton" else "finetune"
+        damping = None
+        if method == "newton" and self.config.emulate.unlearn_damping is not None and syn.curvature is not None:
+            damping = (self.config.emulate.unlearn_damping * syn.curvature.top_eigenvalue()
+                       + self.config.train.weight_decay)
         model = unlearn_groups(self.model, self.trajectory.final, syn, idx, self.finetune_lr,  # type: ignore[union-attr]
-                               self.finetune_steps, self.config.emulate.group_reduction, method=method)
+                               self.finetune_steps, self.config.emulate.group_reduction, method=method, damping=damping)
         state = {k: v for k, v in model.state_dict().items()}
         if not all(torch.isfinite(v).all() for v in state.values()):
             raise NumericalError("unlearning produced non-finite weights; nothing was saved")

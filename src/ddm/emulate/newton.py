@@ -60,9 +60,13 @@ def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: tor
     return logits
 
 
-def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups: torch.Tensor) -> Params:
-    """theta_tau with its head moved to the kept data's quadratic optimum (module doc) for ``groups`` removed."""
-    curvature, damping, n = _require_head(synset)
+def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups: torch.Tensor,
+                       damping: float | None = None) -> Params:
+    """theta_tau with its head moved to the kept data's quadratic optimum (module doc) for ``groups`` removed.
+
+    ``damping``: the absolute lambda (default: the synset's)."""
+    curvature, synset_damping, n = _require_head(synset)
+    damping = synset_damping if damping is None else damping
     head = Head.of(model)
     sub = Synset(synset.images[groups], synset.labels[groups], synset.num_classes,
                  weights=synset.image_weights()[groups])
