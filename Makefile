@@ -32,16 +32,14 @@ bench: bench-matrix bench-digits bench-fmnist bench-scaling bench-ablation
 # The configuration matrix (issue "DDM that attributes on models and data it was not tuned on"): the default's
 # damping chosen on the selection configurations (seed 3, validation targets), then every configuration on
 # seeds 0-2 with the peers, the trivial same-class score, other-class LDS and unlearning against exact retraining.
-MATRIX_A := digits-convnet-K100-sgd,fmnist-mlp-K40-sgd,digits-mlp-K40-sgd,fmnist-mlp-K40-adam
-MATRIX_B := digits-convnet-K40-momentum-wd,fmnist-mlp-K100-momentum,digits-convnet-groupnorm-K100-momentum,fmnist-convnet-K100-sgd,digits-resnet-K40-momentum
+MATRIX_A := digits-convnet-K100-sgd,fmnist-mlp-K40-sgd,digits-mlp-K40-sgd,fmnist-mlp-K40-adam,digits-convnet-K40-momentum-wd,fmnist-mlp-K100-momentum,digits-convnet-groupnorm-K100-momentum
+MATRIX_B := digits-resnet-K40-momentum,fmnist-convnet-K100-sgd
 bench-matrix: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --select --root runs/matrix --out benchmarks/results/matrix-select
-	$(BIN)/python benchmarks/matrix.py --root runs/matrix --out benchmarks/results/matrix --configs $(MATRIX_A)
-	$(BIN)/python benchmarks/matrix.py --root runs/matrix --out benchmarks/results/matrix-more --configs $(MATRIX_B)
-
-bench-scaling: $(STAMP)
-	$(BIN)/ddm evaluate -q -w runs/bench-scaling --preset demo --scaling 400,800,all:2,5,10
-	mkdir -p benchmarks/results && cp runs/bench-scaling/scaling.md benchmarks/results/scaling-digits.md
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix --out benchmarks/results/matrix-ab --configs $(MATRIX_A)
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix --out benchmarks/results/matrix-c --configs $(MATRIX_B)
+	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/matrix \
+	  --render benchmarks/results/matrix-ab.json,benchmarks/results/matrix-c.json
 
 bench-digits: $(STAMP)
 	$(BIN)/ddm evaluate -w runs/bench-digits --preset demo $(EVAL) --logo --peers all --diagnose
