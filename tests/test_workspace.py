@@ -57,3 +57,32 @@ def test_cached_json_reuses_only_a_result_stored_under_the_same_key(tmp_path):
     assert cached_json(path, "k1", lambda: compute(2)) == first and calls == [1]
     assert cached_json(path, "k2", lambda: compute(3))["value"] == 3 and calls == [1, 3]
     assert sorted(p.name for p in path.parent.iterdir()) == ["result.json"]  # no temporary files left
+
+
+def test_a_mismatch_names_only_the_differing_fields(tmp_path):
+    from ddm.exceptions import ConfigMismatchError
+    from ddm.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    ws.begin("train", "k1", {"train": {"epochs": 4, "lr": 0.1}, "model": {"width": 8}})
+    ws.finish("train", "k1", {"train": {"epochs": 4, "lr": 0.1}, "model": {"width": 8}})
+    with pytest.raises(ConfigMismatchError) as err:
+        ws.is_done("train", "k2", {"train": {"epochs": 5, "lr": 0.1}, "model": {"width": 8}})
+    assert "train.epochs: 4 -> 5" in str(err.value) and "width" not in str(err.value)
+
+
+def test_artifacts_follow_the_umask(tmp_path):
+    import os
+
+    import torch
+
+    from ddm.workspace import save_json, save_tensors
+
+    old = os.umask(0o022)
+    try:
+        save_json(tmp_path / "a.json", {"x": 1})
+        save_tensors(tmp_path / "t.safetensors", {"x": torch.zeros(2)})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "t.safetensors").stat().st_mode & 0o777 == 0o644

@@ -31,12 +31,20 @@ from ddm.exceptions import ConfigError, ConfigMismatchError, CorruptArtifactErro
 log = logging.getLogger(__name__)
 
 
+def _umask_mode() -> int:
+    """0666 minus the process umask: the mode a plain ``open(..., "w")`` would give (mkstemp gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -50,6 +58,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     os.close(fd)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -91,6 +100,19 @@ def cached_json(path: Path, key: str, compute: Callable[[], Any]) -> Any:
             return saved["result"]
     save_json(path, {"key": key, "result": compute()})
     return load_json(path)["result"]
+
+
+def _differing(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [row for k in sorted(set(a) | set(b))
+                for row in _differing(a.get(k, "(unset)"), b.get(k, "(unset)"), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a} -> {b}"]
+
+
+def _difference(stored: Any, requested: Any) -> str:
+    """The fields that differ between two stage configurations, ``field: stored -> requested``."""
+    rows = _differing(json.loads(json.dumps(stored, default=str)), json.loads(json.dumps(requested, default=str)))
+    return ", ".join(rows) if rows else "same settings; its inputs differ (the data or an earlier stage)"
 
 
 class Workspace:
@@ -136,9 +158,7 @@ class Workspace:
         if info.get("complete") and not self.overwrite:
             raise ConfigMismatchError(
                 f"workspace {self.root} already holds stage '{stage}' computed with another configuration "
-                f"(stored key {info.get('key')}, requested {key}).\n"
-                f"Stored config: {json.dumps(info.get('config'), sort_keys=True)}\n"
-                f"Requested:     {json.dumps(config, sort_keys=True, default=str)}\n"
+                f"({_difference(info.get('config'), config)}). "
                 "Use a new workspace folder, or pass --overwrite (overwrite=True) to recompute it."
             )
         log.info("discarding stage %s computed with another configuration", stage)
