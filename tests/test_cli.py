@@ -91,3 +91,12 @@ def test_recipe_applies_its_overrides_before_the_explicit_sets(tmp_path, capsys)
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "default: head" in out and "head: the default" in out
+
+
+def test_a_closed_pipe_is_not_an_error():
+    import subprocess
+    import sys
+
+    p = subprocess.run(f"{sys.executable} -m ddm info --config-help | head -1", shell=True, capture_output=True,
+                       text=True, timeout=120)
+    assert p.stdout.startswith("config fields") and "Traceback" not in p.stderr and "error" not in p.stderr

@@ -173,7 +173,8 @@ class DistilledDatamodel:
         (folder / "checkpoint.safetensors").unlink(missing_ok=True)
         losses = syn.losses if syn.losses is not None and len(syn.losses) else torch.zeros(1)
         self.ws.finish(stage, key, cfg, seconds=time.perf_counter() - t0, num_groups=groups.num_groups,
-                       first_loss=float(losses[0]), last_loss=float(losses[-10:].mean()), health=report)
+                       first_loss=float(losses[0]), last_loss=float(losses[-10:].mean()), health=report,
+                       steps=len(syn.losses) if syn.losses is not None else 0)
         health.log_report(stage, report)
         self.timings[stage] = time.perf_counter() - t0
         return syn

@@ -261,7 +261,7 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
         i = dm.ws.stage_info(stage)
         if i and i.get("complete"):
             h = i.get("health") or {}
-            out[stage] = {"matching": i["config"]["matching"], "steps": i["config"]["iterations"],
+            out[stage] = {"matching": i["config"]["matching"], "steps": i.get("steps", i["config"]["iterations"]),
                           "first_loss": i.get("first_loss"), "last_loss": i.get("last_loss"),
                           "groups": i.get("num_groups"), "seconds": i.get("seconds"),
                           "health": {k: v for k, v in h.items() if not isinstance(v, list) or k == "flagged"}}
@@ -573,14 +573,16 @@ def main(argv: list[str] | None = None) -> int:
     except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
         return _fail(args, f"ddm: error: {exc.strerror or exc}: {exc.filename}; check the path and its permissions",
                      2)
+    except BrokenPipeError:  # e.g. `ddm attribute ... | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except OSError as exc:
         return _fail(args, f"ddm: error: {exc}; check the file and the free disk space", 2)
     except KeyboardInterrupt:
         print("ddm: interrupted; finished work is saved in the workspace and a rerun resumes", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `ddm info --config-help | head`
-        sys.stderr.close()
-        return 0
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, and where to report
         name = type(exc).__name__
         if "SafetensorError" in name:
