@@ -24,7 +24,6 @@ from ddm.cluster.groups import Groups
 from ddm.data.dataset import Split
 from ddm.distill.head import (
     Head,
-    head_gradients,
     head_statistics,
     matching_quality,
     synset_head_gradients,
@@ -37,13 +36,6 @@ log = logging.getLogger(__name__)
 MIN_COSINE = 0.5
 MAX_DOMINANCE = 10.0
 EXPLODED = 20.0
-
-
-def _plain_head_gradients(head: Head, synset: Synset, params: dict[str, torch.Tensor]) -> torch.Tensor:
-    x, t, _ = synset.flat()
-    h = head.features(x, params)
-    g = head_gradients(h, h @ head.matrix(params).T, t) * synset.image_weights().reshape(-1, 1)
-    return g.reshape(synset.num_groups, synset.ipc, -1).sum(1)
 
 
 def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups, synset: Synset,
@@ -68,7 +60,7 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
                 step = stats.curvature.solve(emulated, lam)
                 q = matching_quality(step, real)
             else:  # one fine-tuning step on S_k moves the head by -grad L(S_k)
-                step = -_plain_head_gradients(head, synset, final).double()
+                step = -synset_head_gradients(head, synset, final).double()
                 q = {"cosine": torch.nn.functional.cosine_similarity(step, real, dim=1)}
             prev: torch.Tensor | None = None
             if trajectory.tau >= 1:
@@ -76,7 +68,7 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
                 real_prev = head_statistics(head, train, groups, num_classes, params=before,
                                             curvature="kfac").group_grads  # (kfac: cheap, its curvature unused)
                 sign = 1.0 if synset.kind == "head" else -1.0
-                syn_prev = sign * _plain_head_gradients(head, synset, before).double()
+                syn_prev = sign * synset_head_gradients(head, synset, before).double()
                 prev = torch.nn.functional.cosine_similarity(syn_prev, real_prev, dim=1)
             norms = step.norm(dim=1)
             dominance = norms / norms.median().clamp(min=1e-30)

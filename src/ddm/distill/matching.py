@@ -133,21 +133,10 @@ def pair(cfg: DistillConfig, tau: int, g: torch.Generator) -> tuple[int, int]:
 
 
 def init_synset(train: Split, groups: Groups, cfg: DistillConfig, num_classes: int) -> Synset:
-    g = torch.Generator().manual_seed(cfg.seed)
-    table, sizes = padded_members(groups)
+    from ddm.distill.head import init_images
+
     labels = groups.labels.unsqueeze(1).expand(-1, cfg.ipc).clone()
-    if cfg.init == "real":
-        # prefer members of the group's (majority) class, distinct when the group is big enough
-        images = torch.empty(groups.num_groups, cfg.ipc, *train.x.shape[1:])
-        for k in range(groups.num_groups):
-            m = groups.members(k)
-            m = m[train.y[m] == groups.labels[k]]
-            pick = m[torch.randperm(len(m), generator=g)[: cfg.ipc]]
-            if len(pick) < cfg.ipc:
-                pick = m[torch.randint(0, len(m), (cfg.ipc,), generator=g)]
-            images[k] = train.x[pick]
-    else:
-        images = torch.randn(groups.num_groups, cfg.ipc, *train.x.shape[1:], generator=g)
+    images = init_images(train, groups, cfg.ipc, cfg.init, cfg.seed)
     logits = free = None
     if cfg.labels == "learned":
         logits = torch.log(0.9 * F.one_hot(labels, num_classes).float() + 0.1 / num_classes)
