@@ -100,3 +100,15 @@ def test_loop_backend_matches_vmap(trained, digits, groups):
     a = emulate_logits(model, traj.final, syn, deleted, x, 0.05, 3, chunk_size=2, backend="vmap")
     b = emulate_logits(model, traj.final, syn, deleted, x, 0.05, 3, chunk_size=2, backend="loop")
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_auto_backend_is_the_loop_on_the_cpu(trained, digits, groups):
+    from ddm.emulate.emulators import EMULATORS, Emulation
+
+    model, traj = trained
+    syn = synset_for(digits, groups, ipc=2)
+    deleted = ~sample_perturbations(groups.num_groups, 3, 0.5, seed=5)
+    x = digits.test.x[:6]
+    auto = EMULATORS.get("finetune")(Emulation(model, traj.final, syn, deleted, x, 0.05, 2, backend="auto"))
+    loop = emulate_logits(model, traj.final, syn, deleted, x, 0.05, 2, backend="loop")
+    assert torch.equal(auto, loop)

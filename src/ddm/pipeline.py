@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddm import health
+from ddm import health, presets
 from ddm import models as model_registry
 from ddm import objectives as objective_registry
 from ddm.attribution.fit import fit_attribution
@@ -55,7 +55,7 @@ class DistilledDatamodel:
     def __init__(self, workspace: str | os.PathLike[str] | Workspace, config: RunConfig | None = None,
                  overwrite: bool = False) -> None:
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace, overwrite)
-        self.config = config or RunConfig()
+        self.config = config or presets.demo()  # the CLI's default preset; RunConfig() is the paper's schedule
         self.model: nn.Module | None = None
         self.trajectory: Trajectory | None = None
         self.groups: Groups | None = None

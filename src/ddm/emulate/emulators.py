@@ -8,6 +8,7 @@ resolves by the synset's kind) and does not orchestrate emulation itself. Each h
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from ddm.distill.synset import Synset
 from ddm.emulate.batched import emulate_logits
 from ddm.emulate.newton import newton_logits
 from ddm.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,18 +50,26 @@ def _newton(e: Emulation) -> torch.Tensor:
     return newton_logits(e.model, e.params, e.synset, e.deleted, e.x)
 
 
+def _backend(name: str) -> str:
+    """``auto``: the loop on the CPU (vmap turns convolutions into slow grouped ones there), vmap elsewhere."""
+    if name != "auto":
+        return name
+    log.info("fine-tuning backend: loop (CPU)")
+    return "loop"
+
+
 @EMULATORS.register("finetune")
 def _finetune(e: Emulation) -> torch.Tensor:
     """Eq. 3: ``steps`` SGD steps on the deleted groups' synsets (vmap or loop backend)."""
     return emulate_logits(e.model, e.params, e.synset, e.deleted, e.x, e.lr, e.steps, e.reduction, e.chunk_size,
-                          e.rows_dir, e.desc, e.backend, "finetune")
+                          e.rows_dir, e.desc, _backend(e.backend), "finetune")
 
 
 @EMULATORS.register("linear")
 def _linear(e: Emulation) -> torch.Tensor:
     """One first-order step of the fine-tuning's length from theta_tau."""
     return emulate_logits(e.model, e.params, e.synset, e.deleted, e.x, e.lr, e.steps, e.reduction, e.chunk_size,
-                          e.rows_dir, e.desc, e.backend, "linear")
+                          e.rows_dir, e.desc, _backend(e.backend), "linear")
 
 
 def resolve(method: str, synset: Synset | None) -> str:

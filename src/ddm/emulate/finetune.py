@@ -35,6 +35,8 @@ def finetune_reference(
     net = with_params(model, params)
     x, t, _ = synset.flat()
     w = image_weights(deleted, synset.ipc, reduction)
+    used = w > 0  # images of kept groups have weight 0: no forward or backward for them
+    x, t, w = x[used], t[used], w[used]
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     for _ in range(steps):
         loss = (w * soft_cross_entropy(net(x), t)).sum()
