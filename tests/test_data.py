@@ -1,4 +1,5 @@
 import gzip
+import re
 import struct
 import sys
 
@@ -133,3 +134,37 @@ def test_cifar_without_files_or_torchvision_names_the_extra(tmp_path, monkeypatc
 def test_unknown_dataset_lists_the_choices():
     with pytest.raises(ValueError, match="digits"):
         ddm.data.load("imagenet")
+
+
+def test_from_arrays_takes_numpy_features_and_runs_the_pipeline(tmp_path):
+    import numpy as np
+    from sklearn.datasets import make_classification
+
+    from ddm.data import from_arrays
+
+    X, y = make_classification(n_samples=300, n_features=12, n_informative=6, n_classes=3, random_state=0)
+    data = from_arrays(X, y, seed=0)
+    assert data.train.x.shape[1:] == (12, 1, 1) and len(data.train) == 240 and len(data.test) == 60
+    assert data.num_classes == 3 and abs(float(data.train.x.mean())) < 1e-5
+    assert torch.bincount(data.test.y).tolist() == [20, 20, 20]  # stratified
+    cfg = ddm.presets.tiny(data).with_overrides(["model.name=mlp", "hierarchical=false"])
+    dm = ddm.DistilledDatamodel(tmp_path, cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    attr = dm.attribute(data.test[:4], "dist2")
+    assert attr.weights.shape[:2] == (4, dm.groups.num_groups) and torch.isfinite(attr.weights).all()
+    gray = from_arrays(torch.rand(40, 5, 5), np.arange(40) % 2, torch.rand(10, 5, 5), np.arange(10) % 2)
+    assert gray.image_shape == (1, 5, 5) and len(gray.test) == 10
+
+
+@pytest.mark.parametrize("X,y,words", [
+    ("not an array", [0, 1], "numpy array or a torch tensor"),
+    (np.zeros((4, 3)), np.zeros(5), "shape [4]"),
+    (np.zeros((4, 3)), np.array([0.5, 1, 0, 1]), "non-integer"),
+    (np.zeros((4, 3)), np.array([-1, 1, 0, 1]), "negative"),
+    (np.zeros((4, 3, 2, 2, 2)), np.zeros(4), "[N, D]"),
+    (np.full((4, 3), np.nan), np.array([0, 1, 0, 1]), "NaN"),
+])
+def test_from_arrays_errors_say_what_to_pass(X, y, words):
+    from ddm.data import from_arrays
+
+    with pytest.raises(DataError, match=re.escape(words)):
+        from_arrays(X, y)

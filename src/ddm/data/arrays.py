@@ -1,0 +1,97 @@
+"""Your own data: :func:`from_arrays` turns arrays (numpy or torch, any feature shape) into a :class:`Dataset`.
+
+Features are standardised with the training split's mean and standard deviation (per channel for images,
+per feature otherwise) unless ``normalise=False``. Shapes: ``[N, D]`` features become ``[N, D, 1, 1]``
+(D channels of a 1x1 image: the MLP and ConvNet take them as they are), ``[N, H, W]`` gray images become
+``[N, 1, H, W]``, ``[N, C, H, W]`` stays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ddm.data.dataset import Dataset, Split
+from ddm.exceptions import DataError
+
+
+def _tensor(a: Any, what: str) -> torch.Tensor:
+    if isinstance(a, torch.Tensor):
+        return a.detach().cpu()
+    if isinstance(a, np.ndarray):
+        if a.dtype == object:
+            raise DataError(f"{what} is a numpy array of Python objects; pass a numeric array")
+        return torch.from_numpy(np.ascontiguousarray(a))
+    if isinstance(a, (list, tuple)):
+        try:
+            return torch.as_tensor(np.asarray(a))
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{what} could not be read as a numeric array ({exc})") from None
+    raise DataError(f"{what} must be a numpy array or a torch tensor, got {type(a).__name__}; for a torch "
+                    "Dataset or DataLoader, stack its samples first (X = torch.stack([x for x, _ in ds]))")
+
+
+def _images(x: torch.Tensor, what: str) -> torch.Tensor:
+    if x.ndim == 2:
+        return x[:, :, None, None]
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4:
+        return x
+    raise DataError(f"{what} must have shape [N, D], [N, H, W] or [N, C, H, W], got {tuple(x.shape)}")
+
+
+def _labels(y: torch.Tensor, n: int, what: str) -> torch.Tensor:
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"{what} must be one integer class per sample, shape [{n}], got {tuple(y.shape)}")
+    if y.dtype.is_floating_point and not torch.equal(y, y.round()):
+        raise DataError(f"{what} holds non-integer values; pass class indices 0..C-1")
+    y = y.long()
+    if len(y) and y.min() < 0:
+        raise DataError(f"{what} holds negative classes ({int(y.min())}); pass class indices 0..C-1")
+    return y
+
+
+def from_arrays(X: Any, y: Any, X_test: Any = None, y_test: Any = None, *, name: str = "arrays",
+                num_classes: int | None = None, test_fraction: float = 0.2, seed: int = 0,
+                normalise: bool = True, class_names: list[str] | None = None) -> Dataset:
+    """A :class:`Dataset` from arrays. Without ``X_test``, a stratified ``test_fraction`` of ``X`` is held out."""
+    x = _images(_tensor(X, "X").float(), "X")
+    yy = _labels(_tensor(y, "y"), len(x), "y")
+    if len(x) == 0:
+        raise DataError("X holds no samples")
+    if not torch.isfinite(x).all():
+        raise DataError("X holds NaN or infinite values")
+    if (X_test is None) != (y_test is None):
+        raise DataError("give both X_test and y_test, or neither")
+    if X_test is None:
+        if not 0 < test_fraction < 1:
+            raise DataError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+        from sklearn.model_selection import train_test_split
+
+        counts = torch.bincount(yy)
+        strat = yy.numpy() if counts[counts > 0].min() >= 2 else None
+        tr, te = train_test_split(np.arange(len(x)), test_size=test_fraction, random_state=seed, stratify=strat)
+        tr, te = torch.as_tensor(np.sort(tr)), torch.as_tensor(np.sort(te))
+        xt, yt = x[te], yy[te]
+        x, yy = x[tr], yy[tr]
+    else:
+        xt = _images(_tensor(X_test, "X_test").float(), "X_test")
+        yt = _labels(_tensor(y_test, "y_test"), len(xt), "y_test")
+        if xt.shape[1:] != x.shape[1:]:
+            raise DataError(f"X_test's samples have shape {tuple(xt.shape[1:])}, X's {tuple(x.shape[1:])}")
+    c = int(max(int(yy.max()), int(yt.max()) if len(yt) else 0)) + 1
+    if num_classes is not None:
+        if num_classes < c:
+            raise DataError(f"labels go up to {c - 1} but num_classes={num_classes}")
+        c = num_classes
+    mean, std = (0.0,), (1.0,)
+    if normalise:
+        dims = (0, 2, 3)
+        m = x.mean(dims, keepdim=True)
+        s = x.std(dims, keepdim=True).clamp(min=1e-8)
+        x, xt = (x - m) / s, (xt - m) / s
+        mean, std = tuple(m.flatten().tolist()), tuple(s.flatten().tolist())
+    return Dataset(name, Split(x, yy), Split(xt, yt), c, mean, std, class_names)
