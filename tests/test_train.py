@@ -93,3 +93,33 @@ def test_a_kill_at_any_write_resumes_to_bit_identical_weights(digits, tmp_path, 
         assert resumed.epochs == full.epochs
         for a, b in zip(resumed.params, full.params, strict=True):
             assert all(torch.equal(a[k], b[k]) for k in a), kill_at
+
+
+def test_a_resumed_training_counts_the_time_of_every_process(digits, tmp_path, monkeypatch):
+    import itertools
+    import json
+
+    from safetensors import safe_open
+
+    import ddm.train.loop as loop
+
+    clock = itertools.count(0.0, 1.0)  # one "second" per reading: deterministic
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: next(clock))
+    cfg = TrainConfig(epochs=3, lr=0.1, batch_size=64)
+    real_save = loop.save_tensors
+    calls = {"n": 0}
+
+    def dying_save(*a, **k):
+        if calls["n"] == 3:  # theta_0, theta_1, resume after epoch 1: die before theta_2
+            raise _Killed
+        calls["n"] += 1
+        return real_save(*a, **k)
+
+    monkeypatch.setattr(loop, "save_tensors", dying_save)
+    with pytest.raises(_Killed):
+        train_model(ddm.models.build("mlp", digits, width=8, depth=1), digits.train, cfg, tmp_path)
+    monkeypatch.setattr(loop, "save_tensors", real_save)
+    with safe_open(str(tmp_path / loop.RESUME), "pt") as fh:
+        first = json.loads(fh.metadata()["progress"])["seconds"]
+    resumed = train_model(ddm.models.build("mlp", digits, width=8, depth=1), digits.train, cfg, tmp_path)
+    assert first > 0 and resumed.seconds > first

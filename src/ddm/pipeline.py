@@ -134,7 +134,8 @@ class DistilledDatamodel:
             self.trajectory = trajectory.ordered(names)
             save_tensors(folder / "model.safetensors", trajectory.final)
             save_json(folder / "model.json", spec)
-            self.ws.finish("train", key, cfg, seconds=time.perf_counter() - t0,
+            seconds = trajectory.seconds if trajectory.seconds is not None else time.perf_counter() - t0
+            self.ws.finish("train", key, cfg, seconds=seconds,
                            data_fingerprint=data_fp, num_classes=self.num_classes)
         _load_params(model, self.trajectory.final)
         self.model = model
@@ -164,7 +165,9 @@ class DistilledDatamodel:
         if self.ws.is_done(stage, key, cfg):
             return Synset.from_tensors(load_tensors(path), self.num_classes)
         folder = self.ws.begin(stage, key, cfg)
-        t0 = time.perf_counter()
+        ckpt = folder / "checkpoint.safetensors"
+        before = float(load_tensors(ckpt).get("seconds", torch.zeros(()))) if ckpt.exists() else 0.0
+        t0 = time.perf_counter() - before  # a resumed distillation counts the killed processes' time too
         syn = MATCHERS.get(self.config.distill.matching)(Matching(
             self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
             self.config.train.batch_size, self.config.train.weight_decay))

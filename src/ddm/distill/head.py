@@ -24,6 +24,7 @@ Hard labels and positive weights make each synthetic image act like training dat
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,9 +227,11 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     opt = torch.optim.Adam([{"params": [images], "lr": cfg.lr_img}, {"params": [log_w], "lr": cfg.lr_label}])
     losses: list[float] = []
     start = 0
+    before, t0 = 0.0, time.perf_counter()
     ckpt = Path(folder) / "checkpoint.safetensors" if folder is not None else None
     if ckpt is not None and ckpt.exists():
         state = load_tensors(ckpt)
+        before = float(state.get("seconds", torch.zeros(())))
         with torch.no_grad():
             images.copy_(state["images"])
             log_w.copy_(state["log_weights"])
@@ -261,7 +264,8 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
             log.info("head distillation converged at step %d (mean relative error %.2g)", it + 1, losses[-1])
             break
         if ckpt is not None and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iterations:
-            state = {"images": images.detach(), "log_weights": log_w.detach(), "losses": torch.tensor(losses)}
+            state = {"images": images.detach(), "log_weights": log_w.detach(), "losses": torch.tensor(losses),
+                     "seconds": torch.tensor(before + time.perf_counter() - t0)}
             for i, leaf in enumerate((images, log_w)):
                 for name, value in opt.state.get(leaf, {}).items():
                     if torch.is_tensor(value):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -50,17 +51,19 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 RESUME = "resume.safetensors"
 
 
-def _save_resume(folder: Path, model: nn.Module, opt: torch.optim.Optimizer, done: int, epochs: list[float]) -> None:
+def _save_resume(folder: Path, model: nn.Module, opt: torch.optim.Optimizer, done: int, epochs: list[float],
+                 seconds: float) -> None:
     """Model, optimizer state and progress in *one* atomic file: a kill leaves the old state or the new one."""
     state = {f"model/{k}": v for k, v in model.state_dict().items()}
     for name, p in model.named_parameters():
         for key, value in opt.state.get(p, {}).items():
             if torch.is_tensor(value):
                 state[f"opt/{name}/{key}"] = value
-    save_tensors(folder / RESUME, state, metadata={"progress": json.dumps({"done_epochs": done, "epochs": epochs})})
+    save_tensors(folder / RESUME, state, metadata={"progress": json.dumps({"done_epochs": done, "epochs": epochs,
+                                                                          "seconds": seconds})})
 
 
-def _load_resume(folder: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[float]]:
+def _load_resume(folder: Path, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[float], float]:
     from safetensors import safe_open
 
     path = folder / RESUME
@@ -73,7 +76,7 @@ def _load_resume(folder: Path, model: nn.Module, opt: torch.optim.Optimizer) -> 
         for key, value in state.items():
             if key.startswith(prefix):
                 opt.state[p][key[len(prefix):]] = value.clone()
-    return int(prog["done_epochs"]), list(prog["epochs"])
+    return int(prog["done_epochs"]), list(prog["epochs"]), float(prog.get("seconds", 0.0))
 
 
 def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | Path | None = None) -> Trajectory:
@@ -88,8 +91,10 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
     params: list[dict[str, torch.Tensor]] = []
     epochs: list[float] = []
     start = 0
+    before = 0.0  # seconds spent by earlier (killed) processes on this training
+    t0 = time.perf_counter()
     if folder is not None and (folder / RESUME).exists():
-        start, epochs = _load_resume(folder, model, opt)
+        start, epochs, before = _load_resume(folder, model, opt)
         params = [load_tensors(folder / f"theta_{i:04d}.safetensors") for i in range(len(epochs))]
         log.info("resuming training at epoch %d of %d", start, cfg.epochs)
 
@@ -123,12 +128,13 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
         if done % cfg.save_every == 0 or done == cfg.epochs:
             snapshot(done)
         if folder is not None:
-            _save_resume(folder, model, opt, done, epochs)
+            _save_resume(folder, model, opt, done, epochs, before + time.perf_counter() - t0)
         pbar.update(1)
         pbar.set_postfix(loss=f"{total / n:.4f}")
         log.debug("epoch %d loss %.4f", done, total / n)
     pbar.close()
     traj = Trajectory(params, epochs, cfg.lr, optimizer=cfg.optimizer_record())
+    traj.seconds = before + time.perf_counter() - t0
     if folder is not None:
         save_json(folder / "trajectory.json", {"epochs": epochs, "lr": cfg.lr, "optimizer": cfg.optimizer_record()})
     return traj

@@ -43,6 +43,7 @@ class Trajectory:
         self.epochs = list(epochs)
         self.lr = lr
         self.optimizer = optimizer
+        self.seconds: float | None = None  # training time, every process of a resumed run counted (train_model)
 
     def ordered(self, names: list[str]) -> Trajectory:
         """The same checkpoints with their parameters in ``names``' order (the model's ``named_parameters``).
