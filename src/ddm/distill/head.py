@@ -35,6 +35,7 @@ from torch import nn
 from ddm.cluster.groups import Groups
 from ddm.config import DistillConfig
 from ddm.data.dataset import Split
+from ddm.distill.checkpoint import optimizer_state, restore_optimizer_state
 from ddm.distill.curvature import (
     EXACT_LIMIT,
     Curvature,
@@ -235,10 +236,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         with torch.no_grad():
             images.copy_(state["images"])
             log_w.copy_(state["log_weights"])
-        for i, leaf in enumerate((images, log_w)):
-            for key, value in state.items():
-                if key.startswith(f"opt/{i}/"):
-                    opt.state[leaf][key.split("/", 2)[2]] = value.clone()
+        restore_optimizer_state(opt, [images, log_w], state)
         losses = state["losses"].tolist()
         start = len(losses)
         log.info("resuming head distillation at step %d of %d", start, cfg.iterations)
@@ -264,13 +262,9 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
             log.info("head distillation converged at step %d (mean relative error %.2g)", it + 1, losses[-1])
             break
         if ckpt is not None and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iterations:
-            state = {"images": images.detach(), "log_weights": log_w.detach(), "losses": torch.tensor(losses),
-                     "seconds": torch.tensor(before + time.perf_counter() - t0)}
-            for i, leaf in enumerate((images, log_w)):
-                for name, value in opt.state.get(leaf, {}).items():
-                    if torch.is_tensor(value):
-                        state[f"opt/{i}/{name}"] = value
-            save_tensors(ckpt, state)
+            spent = torch.tensor(before + time.perf_counter() - t0)
+            save_tensors(ckpt, {"images": images.detach(), "log_weights": log_w.detach(),
+                                "losses": torch.tensor(losses), "seconds": spent, **optimizer_state(opt, [images, log_w])})
     pbar.close()
     syn = Synset(images.detach(), labels, num_classes, losses=torch.tensor(losses),
                  weights=log_w.detach().exp(), curvature=curv,

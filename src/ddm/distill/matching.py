@@ -39,6 +39,7 @@ from ddm.cluster.groups import Groups
 from ddm.config import DistillConfig
 from ddm.data.dataset import Split
 from ddm.distill import augment
+from ddm.distill.checkpoint import optimizer_state, restore_optimizer_state
 from ddm.distill.distances import DISTANCES
 from ddm.distill.synset import Synset, soft_cross_entropy
 from ddm.exceptions import NumericalError
@@ -149,15 +150,9 @@ def _checkpoint(ckpt: Path | None, it: int, every: int, images: torch.Tensor, lo
                 losses: list[float], leaves: list[torch.Tensor], opt: torch.optim.Optimizer) -> None:
     if ckpt is None or (it + 1) % every:
         return
-    state = {"images": images, "losses": torch.tensor(losses)}
+    state = {"images": images, "losses": torch.tensor(losses), **optimizer_state(opt, leaves)}
     if logits is not None:
         state["label_logits"] = logits
-    for i, leaf in enumerate(leaves):  # the optimiser's per-leaf state (SGD momentum; Adam moments and step)
-        for name, value in opt.state.get(leaf, {}).items():
-            if name == "momentum_buffer":
-                state[f"momentum/{i}"] = value  # the key of earlier checkpoints
-            elif torch.is_tensor(value):
-                state[f"opt/{i}/{name}"] = value
     save_tensors(ckpt, state)
 
 
@@ -198,12 +193,7 @@ def distill(
             images.copy_(state["images"])
             if logits is not None:
                 logits.copy_(state["label_logits"])
-        for i, leaf in enumerate(leaves):
-            if f"momentum/{i}" in state:
-                opt.state[leaf]["momentum_buffer"] = state[f"momentum/{i}"].clone()
-            for key, value in state.items():
-                if key.startswith(f"opt/{i}/"):
-                    opt.state[leaf][key.split("/", 2)[2]] = value.clone()
+        restore_optimizer_state(opt, leaves, state)
         losses = state["losses"].tolist()
         start = len(losses)
         log.info("resuming distillation at step %d of %d", start, cfg.iterations)
