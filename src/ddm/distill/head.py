@@ -263,8 +263,9 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
             break
         if ckpt is not None and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iterations:
             spent = torch.tensor(before + time.perf_counter() - t0)
-            save_tensors(ckpt, {"images": images.detach(), "log_weights": log_w.detach(),
-                                "losses": torch.tensor(losses), "seconds": spent, **optimizer_state(opt, [images, log_w])})
+            state = {"images": images.detach(), "log_weights": log_w.detach(), "losses": torch.tensor(losses),
+                     "seconds": spent, **optimizer_state(opt, [images, log_w])}
+            save_tensors(ckpt, state)
     pbar.close()
     syn = Synset(images.detach(), labels, num_classes, losses=torch.tensor(losses),
                  weights=log_w.detach().exp(), curvature=curv,
