@@ -91,3 +91,19 @@ def test_matrix_save_and_load(tmp_path):
     assert torch.equal(again.weights, m.weights) and again.target_ids == [5, 6]
     assert torch.equal(again.groups.assignment, groups.assignment)
     assert [g.group for g in again.top(0, k=5)] == [int(i) for i in m.ranking(0)[:2]]  # unevaluated group 1 skipped
+
+
+def test_to_frame_has_one_row_per_target_and_ranked_group(tmp_path):
+    pytest.importorskip("pandas")
+    import ddm
+
+    cfg = ddm.presets.tiny().with_overrides(["hierarchical=false"])
+    data = ddm.data.load(cfg.data)
+    dm = ddm.DistilledDatamodel(tmp_path, cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    attr = dm.attribute(data.test[:3], "dist2")
+    df = attr.to_frame()
+    assert len(df) == 3 * dm.groups.num_groups and list(df["target_id"].unique()) == data.test.index[:3].tolist()
+    first = df[df.target == 0].sort_values("rank")
+    assert first["group"].tolist() == attr.ranking(0).tolist() and first["score"].is_monotonic_decreasing
+    assert first["members"].iloc[0] == dm.groups.member_ids(int(first["group"].iloc[0])).tolist()
+    assert len(attr.to_frame(k=2)) == 6

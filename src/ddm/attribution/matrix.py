@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ddm.cluster.groups import Groups
+from ddm.exceptions import require
 from ddm.workspace import load_json, load_tensors, save_json, save_tensors
 
 AXES = ("target", "group", "output")
@@ -104,6 +105,21 @@ class AttributionMatrix:
         groups = Groups.from_tensors({k[7:]: v for k, v in t.items() if k.startswith("groups/")}, m["group_method"])
         return cls(t["weights"], t["bias"], t["scores"], m["objective"], m["score_meaning"], m["output_names"],
                    m["target_ids"], groups, t.get("evaluated"), m.get("meta"))
+
+    def to_frame(self, k: int | None = None) -> Any:
+        """A pandas DataFrame, one row per (target, ranked group): ``target`` (row of this matrix),
+        ``target_id`` (id in the test split; -1 for set objectives), ``rank`` (1 = highest score), ``group``,
+        ``label``, ``size``, ``score``, ``removal_effect`` (of the first output), ``flagged`` and ``members``
+        (ids in the training split). ``k``: only each target's top ``k`` groups. Needs pandas
+        (``pip install 'ddm[frames]'``)."""
+        pd = require("pandas", "frames")
+        rows = []
+        for t, tid in enumerate(self.target_ids):
+            for r, g in enumerate(self.top(t, k=k if k is not None else self.weights.shape[1], members=None)):
+                rows.append({"target": t, "target_id": tid, "rank": r + 1, "group": g.group, "label": g.label,
+                             "size": g.size, "score": g.score, "removal_effect": float(-self.weights[t, g.group, 0]),
+                             "flagged": g.flagged, "members": g.members})
+        return pd.DataFrame(rows)  # type: ignore[attr-defined]
 
     def summary(self, k: int = 5, members: int = 5) -> list[dict[str, Any]]:
         return [{"target": tid, "top": [g.to_dict() for g in self.top(i, k, members)]}
