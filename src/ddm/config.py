@@ -201,10 +201,13 @@ class EmulateConfig:
                              "(one first-order step of the same length from theta_tau; not in the paper)",
                      since="0.3", implicit="finetune")
     top_classes: int = _f(2, "hierarchical datamodel: classes refined at group level per target")
-    unlearn_damping: float | None = _f(1e-3, "Newton unlearning: lambda as a fraction of the curvature's top "
-                                             "eigenvalue (plus train.weight_decay; 1e-3 chosen on the selection "
+    unlearn_damping: float | None = _f(1e-4, "Newton unlearning: lambda as a fraction of the curvature's top "
+                                             "eigenvalue (plus train.weight_decay; chosen on the selection "
                                              "configurations); None: the synset's (distill.damping)",
                                        since="0.4", implicit=None)
+    unlearn_curvature_damping: float = _f(0.1, "Newton unlearning: epsilon of the trust region epsilon x H (the full "
+                                               "data's curvature) added to the kept data's (chosen with "
+                                               "unlearn_damping)", since="0.4", implicit=0.0)
     seed: int = _f(0, "seed of the perturbations")
 
     def __post_init__(self) -> None:
@@ -223,6 +226,7 @@ class EmulateConfig:
         _check(self.chunk_size > 0, "emulate.chunk_size must be positive")
         _check(self.top_classes > 0, "emulate.top_classes must be positive")
         _check(self.unlearn_damping is None or self.unlearn_damping > 0, "emulate.unlearn_damping must be positive")
+        _check(self.unlearn_curvature_damping >= 0, "emulate.unlearn_curvature_damping must be >= 0")
 
 
 @dataclass

@@ -395,7 +395,8 @@ class DistilledDatamodel:
             damping = (self.config.emulate.unlearn_damping * syn.curvature.top_eigenvalue()
                        + self.config.train.weight_decay)
         model = unlearn_groups(self.model, self.trajectory.final, syn, idx, self.finetune_lr,  # type: ignore[union-attr]
-                               self.finetune_steps, self.config.emulate.group_reduction, method=method, damping=damping)
+                               self.finetune_steps, self.config.emulate.group_reduction, method=method, damping=damping,
+                               curvature_damping=self.config.emulate.unlearn_curvature_damping)
         state = {k: v for k, v in model.state_dict().items()}
         if not all(torch.isfinite(v).all() for v in state.values()):
             raise NumericalError("unlearning produced non-finite weights; nothing was saved")

@@ -7,7 +7,7 @@ nonlinearly, so Eq. 8's regression still has work to do). The rest of the networ
 new target costs one forward pass to its features and a matrix product per perturbation.
 
 Unlearning (``newton_keep``): the step that minimises the quadratic model of the *kept* data's loss,
-``(H - H~_del + lambda I)^-1 g~_del / N``, where ``H~_del`` is the Gauss-Newton matrix of the deleted
+``(H - H~_del + epsilon H + lambda I)^-1 g~_del / N``, where ``H~_del`` is the Gauss-Newton matrix of the deleted
 groups' synthetic images. With the full-data ``H`` a removed class keeps its curvature and barely moves
 (accuracy on it stays high); with the kept data's curvature the class is forgotten as retraining forgets
 it, while the other classes keep theirs (BENCHMARKS.md, "Head-Newton DDM").
@@ -15,15 +15,18 @@ it, while the other classes keep theirs (BENCHMARKS.md, "Head-Newton DDM").
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
-from ddm.distill.curvature import Curvature
+from ddm.distill.curvature import Curvature, ExactCurvature
 from ddm.distill.head import Head, synset_head_gradients
 from ddm.distill.synset import Synset
 from ddm.exceptions import ConfigError, NumericalError
 
 Params = dict[str, torch.Tensor]
+log = logging.getLogger(__name__)
 
 
 def _require_head(synset: Synset) -> tuple[Curvature, float, int]:
@@ -61,10 +64,13 @@ def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: tor
 
 
 def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups: torch.Tensor,
-                       damping: float | None = None) -> Params:
+                       damping: float | None = None, curvature_damping: float = 0.0) -> Params:
     """theta_tau with its head moved to the kept data's quadratic optimum (module doc) for ``groups`` removed.
 
-    ``damping``: the absolute lambda (default: the synset's)."""
+    ``damping``: the absolute lambda (default: the synset's). ``curvature_damping`` (epsilon) adds
+    ``epsilon * H`` of the *full* data, a Levenberg-Marquardt trust region that follows the curvature: the
+    step stays long where the deletion removed the curvature (a forgotten class) and short along directions
+    the full data never constrained (exact curvature only; ignored, with a warning, under K-FAC)."""
     curvature, synset_damping, n = _require_head(synset)
     damping = synset_damping if damping is None else damping
     head = Head.of(model)
@@ -76,6 +82,11 @@ def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups:
         h = head.features(x, params)
         W = head.matrix(params)
         kept = curvature.minus(h, h @ W.T, sub.image_weights().reshape(-1), n)
+    if curvature_damping > 0:
+        if isinstance(kept, ExactCurvature) and isinstance(curvature, ExactCurvature):
+            kept = ExactCurvature(kept.hessian.double() + curvature_damping * curvature.hessian.double())
+        else:
+            log.warning("emulate.unlearn_curvature_damping needs the exact curvature; ignored under K-FAC")
     step = kept.solve((g / n)[None], damping)[0]
     w_name, b_name = head.param_names
     step = step.reshape(W.shape).float()
