@@ -159,16 +159,20 @@ def test_unlearning_uses_its_own_damping(run):
     from ddm.emulate.newton import newton_keep_params
 
     cfg, data, ws, dm = run
-    head = "classifier.weight"
-    dm.config = cfg.with_overrides(["emulate.unlearn_damping=none"])
-    synset_damping = dict(dm.unlearn([0, 1], name="a").named_parameters())[head]
-    ref = newton_keep_params(dm.model, dm.trajectory.final, dm.synset, torch.tensor([0, 1]))[head]
-    assert torch.allclose(synset_damping, ref)
-    dm.config = cfg.with_overrides(["emulate.unlearn_damping=1e-4"])
-    small = dict(dm.unlearn([0, 1], name="b").named_parameters())[head]
+    head, removed = "classifier.weight", torch.tensor([0, 1])
+    theta = dm.trajectory.final
+
+    def unlearned(*overrides):
+        dm.config = cfg.with_overrides(list(overrides))
+        return dict(dm.unlearn(removed.tolist(), name="u").named_parameters())[head]
+
+    synset_damping = unlearned("emulate.unlearn_damping=none", "emulate.unlearn_curvature_damping=0")
+    assert torch.allclose(synset_damping, newton_keep_params(dm.model, theta, dm.synset, removed)[head])
     lam = 1e-4 * dm.synset.curvature.top_eigenvalue() + cfg.train.weight_decay
-    assert torch.allclose(small, newton_keep_params(dm.model, dm.trajectory.final, dm.synset, torch.tensor([0, 1]),
-                                                    lam)[head])
-    moved = (small - dm.trajectory.final[head]).norm()
-    assert moved > (synset_damping - dm.trajectory.final[head]).norm()  # less damping, a longer step
+    small = unlearned("emulate.unlearn_damping=1e-4", "emulate.unlearn_curvature_damping=0")
+    assert torch.allclose(small, newton_keep_params(dm.model, theta, dm.synset, removed, lam)[head])
+    assert (small - theta[head]).norm() > (synset_damping - theta[head]).norm()  # less damping, a longer step
+    trust = unlearned("emulate.unlearn_damping=1e-4", "emulate.unlearn_curvature_damping=0.1")
+    assert torch.allclose(trust, newton_keep_params(dm.model, theta, dm.synset, removed, lam, 0.1)[head])
+    assert (trust - theta[head]).norm() < (small - theta[head]).norm()  # the trust region shortens it
     dm.config = cfg
