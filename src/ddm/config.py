@@ -201,13 +201,15 @@ class EmulateConfig:
                              "(one first-order step of the same length from theta_tau; not in the paper)",
                      since="0.3", implicit="finetune")
     top_classes: int = _f(2, "hierarchical datamodel: classes refined at group level per target")
-    unlearn_damping: float | None = _f(1e-4, "Newton unlearning: lambda as a fraction of the curvature's top "
+    unlearn_damping: float | None = _f(1e-3, "Newton unlearning: lambda as a fraction of the curvature's top "
                                              "eigenvalue (plus train.weight_decay; chosen on the selection "
                                              "configurations); None: the synset's (distill.damping)",
                                        since="0.4", implicit=None)
-    unlearn_curvature_damping: float = _f(0.1, "Newton unlearning: epsilon of the trust region epsilon x H (the full "
-                                               "data's curvature) added to the kept data's (chosen with "
-                                               "unlearn_damping)", since="0.4", implicit=0.0)
+    unlearn_curvature_damping: float = _f(0.0, "Newton unlearning: epsilon of a trust region epsilon x H (the full "
+                                               "data's curvature) added to the kept data's; 0.1 with "
+                                               "unlearn_damping=1e-4 won on the selection configurations but "
+                                               "wrecked models on others (BENCHMARKS.md), so it is off",
+                                          since="0.4", implicit=0.0)
     seed: int = _f(0, "seed of the perturbations")
 
     def __post_init__(self) -> None:
