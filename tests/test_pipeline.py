@@ -176,3 +176,18 @@ def test_unlearning_uses_its_own_damping(run):
     assert torch.allclose(trust, newton_keep_params(dm.model, theta, dm.synset, removed, lam, 0.1)[head])
     assert (trust - theta[head]).norm() < (small - theta[head]).norm()  # the trust region shortens it
     dm.config = cfg
+
+
+def test_unlearning_reports_damage_to_the_kept_groups(run, caplog):
+    cfg, data, ws, dm = run
+    dm.config = cfg.with_overrides(["emulate.unlearn_damping=100"])  # a step this damped barely moves anything
+    dm.unlearn([0, 1], name="still")
+    still = dm.last_unlearning_check
+    assert not still["damaged"] and still["kept_accuracy_after"] == pytest.approx(still["kept_accuracy_before"])
+    dm.config = cfg.with_overrides(["emulate.unlearn_damping=1e-9"])  # an undamped step on a tiny model
+    dm.unlearn(list(range(dm.groups.num_groups // 2)), name="wild")
+    wild = dm.last_unlearning_check
+    assert wild["damaged"] and wild["kept_accuracy_after"] < wild["kept_accuracy_before"] - 0.1
+    assert "may be damaged" in caplog.text
+    assert ddm.workspace.load_json(ws / "unlearned" / "wild" / "unlearn.json")["check"] == wild
+    dm.config = cfg

@@ -116,3 +116,29 @@ def check_logits(logits: torch.Tensor, params: dict[str, torch.Tensor], model: n
     if peak > EXPLODED * (float(ref) + 1.0):
         log.warning("emulated logits reach %.3g, %.0fx the trained model's %.3g: the emulation is far from the "
                     "trained model; its attributions are unreliable", float(peak), float(peak / (ref + 1)), float(ref))
+
+
+def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, removed: torch.Tensor,
+                     max_drop: float = 0.1) -> dict[str, Any]:
+    """Accuracy of the model before and after unlearning on the kept and on the removed groups' synthetic
+    images (their group's class as label): a proxy for "is the unlearned model still usable". A drop on the
+    kept groups above ``max_drop`` is logged as a warning and reported as ``damaged``."""
+    x, _, group = synset.flat()
+    labels = synset.labels.reshape(-1)
+    gone = torch.isin(group, removed)
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        for name, model in (("before", before), ("after", after)):
+            was = model.training
+            model.eval()
+            ok = (model(x).argmax(1) == labels).float()
+            model.train(was)
+            out[f"kept_accuracy_{name}"] = float(ok[~gone].mean()) if (~gone).any() else float("nan")
+            out[f"removed_accuracy_{name}"] = float(ok[gone].mean()) if gone.any() else float("nan")
+    drop = out["kept_accuracy_before"] - out["kept_accuracy_after"]
+    out["damaged"] = bool(drop > max_drop)
+    if out["damaged"]:
+        log.warning("unlearning cost %.0f points of accuracy on the kept groups' synthetic images (%.1f%% -> %.1f%%): "
+                    "the unlearned model may be damaged; a larger emulate.unlearn_damping (e.g. 1e-2) moves it less",
+                    100 * drop, 100 * out["kept_accuracy_before"], 100 * out["kept_accuracy_after"])
+    return out

@@ -69,6 +69,7 @@ class DistilledDatamodel:
         # counts the seconds it took when it was computed, so reported online cost survives reruns.
         self._emulations: dict[str, float] = {}
         self._emulation_fresh = 0.0
+        self.last_unlearning_check: dict[str, Any] | None = None  # health.unlearning_check of the last unlearn()
 
     # ---- offline ------------------------------------------------------------------------------
     STAGES = ("train", "groups", "synset")
@@ -400,10 +401,12 @@ class DistilledDatamodel:
         state = {k: v for k, v in model.state_dict().items()}
         if not all(torch.isfinite(v).all() for v in state.values()):
             raise NumericalError("unlearning produced non-finite weights; nothing was saved")
+        self.last_unlearning_check = health.unlearning_check(self.model, model, syn, idx)
         folder = self.unlearn_folder(idx.tolist(), name, synset)
         save_tensors(folder / "model.safetensors", state)
         save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "method": method,
-                                            "lr": self.finetune_lr, "steps": self.finetune_steps})
+                                            "lr": self.finetune_lr, "steps": self.finetune_steps,
+                                            "check": self.last_unlearning_check})
         return model
 
 

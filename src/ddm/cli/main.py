@@ -388,7 +388,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"groups": idx, "synset": synset, "removed_samples": len(rows),
            "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
            "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
-           "saved": str(dm.unlearn_folder(idx, args.name, synset))}
+           "saved": str(dm.unlearn_folder(idx, args.name, synset)), "check": dm.last_unlearning_check}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -399,6 +399,11 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
         print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
               f"{100 * out['removed_accuracy']['after']:.1f}%")
+        c = out["check"] or {}
+        if c:
+            flag = "   DAMAGED: see the warning above" if c["damaged"] else ""
+            print(f"  kept groups' synthetic images: accuracy {100 * c['kept_accuracy_before']:.1f}% -> "
+                  f"{100 * c['kept_accuracy_after']:.1f}%{flag}")
         print(f"  checkpoint: {out['saved']}/model.safetensors")
     return 0
 
