@@ -48,9 +48,9 @@ def paper(data: Any = None) -> RunConfig:
 
 @PRESETS.register("demo")
 def demo(data: Any = None) -> RunConfig:
-    """A few minutes on 2 CPU cores with the embedded digits: a narrower ConvNet (width 32) trained with
+    """Seconds on 2 CPU cores with the embedded digits: a narrower ConvNet (width 32) trained with
     plain SGD at lr 0.1 (lr 0.01 leaves this net under-trained in 20 epochs), K = 100 groups, 16 real
-    images per group and step; the default distillation recipe (``local-free``)."""
+    images per group and step; the default distillation recipe (``head``)."""
     return RunConfig(
         data=_data_cfg(data),
         model=ModelConfig(width=32, depth=3),

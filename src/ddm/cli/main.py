@@ -3,9 +3,9 @@
     ddm run        all offline stages, then attribute a few test samples and the Table 4 check
     ddm train      train the target model and record its trajectory
     ddm cluster    split the training data into groups
-    ddm distill    learn the synset (local matching by default; --recipe paper: reverse gradient matching)
+    ddm distill    learn the synset (head matching by default; --recipe paper: reverse gradient matching)
     ddm attribute  attribution matrix of an objective on test samples
-    ddm unlearn    fine-tune on chosen groups' synsets, save the unlearned checkpoint
+    ddm unlearn    remove chosen groups with their synsets (a Newton step by default), save the checkpoint
     ddm diagnose   rank groups by usefulness for validation data: the low-quality ones first
     ddm evaluate   measure against exact retraining: Table 1-4 analogs, LDS, noise floor, cost
     ddm info       what a workspace holds; config fields; presets
@@ -49,9 +49,10 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="starting configuration: demo (default; minutes on a CPU), paper, tiny (seconds)")
     p.add_argument("--config", default=None, help="JSON file of a RunConfig (as written to <workspace>/config.json)")
     p.add_argument("--recipe", default=None, metavar="NAME",
-                   help="distillation recipe applied on top of the preset, before any --set: local-free (the "
-                        "default, chosen on a validation seed in BENCHMARKS.md), paper (the paper-faithful "
-                        "reverse matching), ...; `ddm info` lists them all")
+                   help="distillation recipe applied on top of the preset, before any --set: head (the "
+                        "default, chosen on selection configurations in BENCHMARKS.md), head-noise, local-free "
+                        "(the previous default), paper (the paper-faithful reverse matching), ...; `ddm info` "
+                        "lists them all")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE.FIELD=VALUE",
                    help="override one field, e.g. --set train.epochs=5 (repeatable; see `ddm info --config-help`)")
     p.add_argument("--dataset", default=None, help="shortcut for --set data.name=NAME")
@@ -97,9 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=cmd_stage, until=until)
 
     p = sub.add_parser("attribute", help="attribution matrix of an objective on test samples",
-                       description="Emulate retraining without random sets of groups by fine-tuning on their "
-                                   "synsets, and regress the objective on the perturbations (Eq. 7-8). Sign: the "
-                                   "listed score is the objective's ranking (see 'score meaning' in the output).")
+                       description="Emulate retraining without random sets of groups with their synsets (head "
+                                   "synsets, the default: one Newton step on the last layer each, well under a "
+                                   "second; other recipes: fine-tuning), and regress the objective on the "
+                                   "perturbations (Eq. 7-8). Sign: the listed score is the objective's ranking "
+                                   "(see 'score meaning' in the output).")
     _common(p)
     _targets_args(p, "0:5")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="emulate.FIELD=VALUE",
@@ -107,9 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="save under attributions/NAME (default: the objective)")
     p.set_defaults(func=cmd_attribute)
 
-    p = sub.add_parser("unlearn", help="remove groups' influence by fine-tuning on their synsets",
-                       description="Fine-tune the trained model on the synsets of the given groups and save the "
-                                   "checkpoint under unlearned/NAME; reports accuracy before and after.")
+    p = sub.add_parser("unlearn", help="remove groups' influence with their synsets",
+                       description="Remove the given groups from the trained model with their synsets (head "
+                                   "synsets, the default: the kept data's Newton step on the last layer; other "
+                                   "recipes: fine-tuning on the groups' synsets) and save the checkpoint under "
+                                   "unlearned/NAME; reports accuracy before and after, and warns when the kept "
+                                   "groups' synthetic images lose accuracy (a damaged model).")
     _common(p)
     p.add_argument("--groups", required=True, help="comma list or START:STOP range of group indices")
     p.add_argument("--classes", action="store_true", help="the indices are classes (uses the class-level synset)")
