@@ -184,7 +184,8 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
         out["cost"][name] = {"train_s": dm.ws.require("train")["seconds"],
                              "distill_s": dm.ws.require("synset")["seconds"],
                              "attribute_s": online_seconds(list(attrs[name].values())),
-                             "perturbations": (attrs[name]["dist1"].meta or {})["perturbations"]}
+                             "perturbations": (attrs[name]["dist1"].meta or {})["perturbations"],
+                             "groups": dm.fitted().groups.num_groups}
     full_test = F.model(data.test.x).detach()
     full_logits = full_test[rows]
 
@@ -246,10 +247,15 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
     if others:
         noise["other_seed_dist1"] = float(np.mean(others))
     out["noise_floor"] = noise
+    # Honest accounting (issue "Fast where it counts"): a datamodel fitted from exact retrains needs about 2 K of
+    # them (more perturbations than that are cheap for the Newton emulation, not work it replaces), each on the
+    # data its perturbation keeps: priced at the recorded seconds of the LDS subsets' retrains when there are any.
     t_re = truth.cache.seconds([])
+    if ecfg.lds_subsets:
+        t_re = float(np.mean([truth.cache.seconds(torch.nonzero(~k).flatten().tolist()) for k in keep]))
     for cst in out["cost"].values():
         cst["retrain_one_s"] = t_re
-        cst["retrain_equivalent_s"] = cst["perturbations"] * t_re
+        cst["retrain_equivalent_s"] = min(cst["perturbations"], 2 * cst["groups"]) * t_re
         cst["speedup_online"] = cst["retrain_equivalent_s"] / cst["attribute_s"]
         cst["speedup_with_offline"] = cst["retrain_equivalent_s"] / (cst["attribute_s"] + cst["distill_s"])
     out["test_accuracy"] = float((full_test.argmax(1) == data.test.y).float().mean())
