@@ -42,6 +42,9 @@ DISTS = ("dist1", "dist2", "dist3")
 #: DDM-full: the configured recipe; DDM-match: the paper's plain gradient matching; w/o cluster: sequential groups
 VARIANTS = {"DDM-full": [], "DDM-match": recipe("match"), "DDM w/o cluster": ["cluster.method=sequential"]}
 TARGET_SEED = 12345
+#: bumped when what a seed's result holds or how it is computed changes (2: honest retraining cost), so stored
+#: results are recomputed from the cached stages and retrains
+_RESULT_VERSION = 2
 DIAG_SEED = 54321
 
 
@@ -404,7 +407,7 @@ def _seed_result(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, val
     """One seed's results, reused from ``seed<S>/result.json`` when that was made with the same settings
     (so seeds can run as separate processes and a final call only gathers them)."""
     settings = {k: v for k, v in ecfg.__dict__.items() if k != "seeds"}
-    key = fingerprint(base.key_dict(), settings, rows.tolist(), val.tolist(), seed)
+    key = fingerprint(base.key_dict(), settings, rows.tolist(), val.tolist(), seed, _RESULT_VERSION)
     return dict(cached_json(root / f"seed{seed}" / "result.json", key,
                             lambda: _evaluate_seed(root, base, data, rows, val, ecfg, seed)))
 
