@@ -119,7 +119,8 @@ def check_logits(logits: torch.Tensor, params: dict[str, torch.Tensor], model: n
 
 
 def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, removed: torch.Tensor,
-                     max_drop: float = 0.1) -> dict[str, Any]:
+                     max_drop: float = 0.1, hint: str = "a larger emulate.unlearn_damping (e.g. 1e-2) moves it less"
+                     ) -> dict[str, Any]:
     """Accuracy of the model before and after unlearning on the kept and on the removed groups' synthetic
     images (their group's class as label): a proxy for "is the unlearned model still usable". A drop on the
     kept groups above ``max_drop`` is logged as a warning and reported as ``damaged``."""
@@ -139,6 +140,6 @@ def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, remove
     out["damaged"] = bool(drop > max_drop)
     if out["damaged"]:
         log.warning("unlearning cost %.0f points of accuracy on the kept groups' synthetic images (%.1f%% -> %.1f%%): "
-                    "the unlearned model may be damaged; a larger emulate.unlearn_damping (e.g. 1e-2) moves it less",
-                    100 * drop, 100 * out["kept_accuracy_before"], 100 * out["kept_accuracy_after"])
+                    "the unlearned model may be damaged; %s",
+                    100 * drop, 100 * out["kept_accuracy_before"], 100 * out["kept_accuracy_after"], hint)
     return out

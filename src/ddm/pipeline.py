@@ -401,7 +401,9 @@ class DistilledDatamodel:
         state = {k: v for k, v in model.state_dict().items()}
         if not all(torch.isfinite(v).all() for v in state.values()):
             raise NumericalError("unlearning produced non-finite weights; nothing was saved")
-        self.last_unlearning_check = health.unlearning_check(self.model, model, syn, idx)
+        hint = ("a larger emulate.unlearn_damping (e.g. 1e-2) moves it less" if method == "newton" else
+                "a smaller emulate.finetune_scale moves it less")
+        self.last_unlearning_check = health.unlearning_check(self.model, model, syn, idx, hint=hint)
         folder = self.unlearn_folder(idx.tolist(), name, synset)
         save_tensors(folder / "model.safetensors", state)
         save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "method": method,
