@@ -8,6 +8,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 from ddm.cli.main import main
 
@@ -174,3 +175,29 @@ def test_a_rejected_run_leaves_the_workspace_as_it_was(finished, tmp_path, capsy
 def test_training_that_diverges_is_an_error_not_a_nan(tmp_path, capsys):
     assert main(["run", "-w", str(tmp_path / "ws"), *TINY, "-q", "--set", "train.lr=1e6"]) == 2
     assert "diverged" in capsys.readouterr().err
+
+
+def test_a_nan_objective_or_nan_weights_are_errors_and_save_nothing(finished, tmp_path, capsys):
+    import ddm
+    from ddm.exceptions import NumericalError
+    from ddm.objectives.custom import CallableObjective
+    from ddm.workspace import load_tensors, save_tensors
+
+    ws = _copy(finished, tmp_path)
+    dm = ddm.DistilledDatamodel(ws).load()
+    data = ddm.data.load(dm.config.data)
+    with pytest.raises(NumericalError, match="not finite"):
+        dm.attribute(data.test[:3], CallableObjective(lambda logits, labels: logits.sum(-1) * float("nan"),
+                                                      name="nanobj"), name="nanobj")
+    assert not (ws / "attributions" / "nanobj").exists()
+    assert main(["attribute", "-w", str(ws), "--targets", "0:2", "--name", "good"]) == 0
+    good = load_tensors(ws / "attributions" / "good" / "attribution.safetensors")
+    trajectory = ws / "train" / "trajectory"
+    last = sorted(trajectory.glob("theta_*.safetensors"))[-1]
+    weights = load_tensors(last)
+    save_tensors(last, {k: v * float("nan") for k, v in weights.items()})
+    capsys.readouterr()
+    assert main(["attribute", "-w", str(ws), "--targets", "0:2", "--name", "good", "--top-k", "2"]) == 2
+    assert "non-finite" in capsys.readouterr().err
+    kept = load_tensors(ws / "attributions" / "good" / "attribution.safetensors")
+    assert all(torch.equal(kept[k], good[k]) for k in good)  # the good attribution was not overwritten

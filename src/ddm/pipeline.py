@@ -417,6 +417,11 @@ def _load_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
     missing = set(names) - set(params)
     if missing:
         raise MissingArtifactError(f"stored parameters do not fit the model (missing {sorted(missing)[:3]}...)")
+    bad = [k for k in names if not torch.isfinite(params[k]).all()]
+    if bad:
+        raise NumericalError(f"the trained model's parameters hold non-finite values ({bad[:3]}); the train stage "
+                             "is damaged or diverged: rerun it with --overwrite (and a smaller train.lr if it "
+                             "diverged)")
     with torch.no_grad():
         for k, p in names.items():
             p.copy_(params[k])
