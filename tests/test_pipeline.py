@@ -191,3 +191,30 @@ def test_unlearning_reports_damage_to_the_kept_groups(run, caplog):
     assert "may be damaged" in caplog.text
     assert ddm.workspace.load_json(ws / "unlearned" / "wild" / "unlearn.json")["check"] == wild
     dm.config = cfg
+
+
+def test_a_resumed_distillation_stage_counts_the_killed_process_too(tmp_path, monkeypatch):
+    import ddm.distill.head as head_mod
+
+    class Killed(BaseException):
+        pass
+
+    cfg = presets.tiny().with_overrides(["hierarchical=false", "distill.iterations=6", "distill.checkpoint_every=2",
+                                         "distill.tolerance=0"])
+    data = ddm.data.load(cfg.data)
+    real_save, calls = head_mod.save_tensors, {"n": 0}
+
+    def slow_then_dead(*a, **k):  # the first process "spends" >= 500 s, then dies writing its second checkpoint
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Killed
+        return real_save(*a, **k)
+
+    clock = iter(range(0, 10**9, 500))
+    monkeypatch.setattr(head_mod, "save_tensors", slow_then_dead)
+    monkeypatch.setattr(head_mod.time, "perf_counter", lambda: float(next(clock)))
+    with pytest.raises(Killed):
+        ddm.DistilledDatamodel(tmp_path, cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    monkeypatch.undo()
+    dm = ddm.DistilledDatamodel(tmp_path, cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    assert dm.ws.require("synset")["seconds"] >= 500  # the killed process's (fake) seconds are included

@@ -28,6 +28,7 @@ with magnitude kept (use ``distance=relative_mse``) and labels free to be learne
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -147,10 +148,11 @@ def init_synset(train: Split, groups: Groups, cfg: DistillConfig, num_classes: i
 
 
 def _checkpoint(ckpt: Path | None, it: int, every: int, images: torch.Tensor, logits: torch.Tensor | None,
-                losses: list[float], leaves: list[torch.Tensor], opt: torch.optim.Optimizer) -> None:
+                losses: list[float], leaves: list[torch.Tensor], opt: torch.optim.Optimizer, seconds: float) -> None:
     if ckpt is None or (it + 1) % every:
         return
-    state = {"images": images, "losses": torch.tensor(losses), **optimizer_state(opt, leaves)}
+    state = {"images": images, "losses": torch.tensor(losses), "seconds": torch.tensor(seconds),
+             **optimizer_state(opt, leaves)}
     if logits is not None:
         state["label_logits"] = logits
     save_tensors(ckpt, state)
@@ -187,8 +189,10 @@ def distill(
     losses: list[float] = []
     start = 0
     ckpt = folder / "checkpoint.safetensors" if folder is not None else None
+    before, t0 = 0.0, time.perf_counter()  # seconds of earlier (killed) processes, and of this one
     if ckpt is not None and ckpt.exists():
         state = load_tensors(ckpt)
+        before = float(state.get("seconds", torch.zeros(())))
         with torch.no_grad():
             images.copy_(state["images"])
             if logits is not None:
@@ -238,7 +242,8 @@ def distill(
         losses.append(loss.item() / groups.num_groups)
         pbar.update(1)
         pbar.set_postfix(loss=f"{losses[-1]:.4f}")
-        _checkpoint(ckpt, it, cfg.checkpoint_every, images, logits, losses, leaves, opt)
+        _checkpoint(ckpt, it, cfg.checkpoint_every, images, logits, losses, leaves, opt,
+                    before + time.perf_counter() - t0)
     pbar.close()
     if losses:
         log.info("matching loss per group: first %.4f, last %.4f", losses[0], losses[-1])
