@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -25,6 +27,33 @@ def trained(digits):
     model = ddm.models.build("convnet", digits, width=8, depth=2)
     traj = train_model(model, digits.train, TrainConfig(epochs=3, lr=0.1, batch_size=32))
     return model, traj
+
+
+class Killed(BaseException):
+    """A simulated kill -9 (BaseException, so no ``except Exception`` in ddm can swallow it)."""
+
+
+@pytest.fixture
+def killed_at_write():
+    """``with killed_at_write(module, n): run()``: ``module.save_tensors`` dies on its ``n``-th call (0-based),
+    before writing; the block must end in that kill, and the real function is back afterwards."""
+
+    @contextmanager
+    def kill(module, kill_at):
+        real, calls = module.save_tensors, {"n": 0}
+
+        def dying(*a, **k):
+            if calls["n"] == kill_at:
+                raise Killed
+            calls["n"] += 1
+            return real(*a, **k)
+
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(module, "save_tensors", dying)
+            with pytest.raises(Killed):
+                yield
+
+    return kill
 
 
 @pytest.fixture(scope="session")

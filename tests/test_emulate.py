@@ -115,34 +115,18 @@ def test_auto_backend_is_the_loop_on_the_cpu(trained, digits, groups):
 
 
 def test_a_fine_tuning_emulation_killed_at_any_row_write_resumes_to_the_same_logits(trained, digits, groups,
-                                                                                    tmp_path, monkeypatch):
-    import pytest
-
+                                                                                    tmp_path, killed_at_write):
     import ddm.emulate.batched as batched
-
-    class Killed(BaseException):
-        pass
 
     model, traj = trained
     syn = synset_for(digits, groups)
     deleted = ~sample_perturbations(groups.num_groups, 7, 0.5, seed=3)
     x = digits.test.x[:5]
     whole = emulate_logits(model, traj.final, syn, deleted, x, 0.05, 2, chunk_size=2, backend="loop")
-    real_save = batched.save_tensors
     for kill_at in range(4):  # one write per chunk of 2 perturbations
-        calls = {"n": 0}
-
-        def dying_save(*a, kill_at=kill_at, calls=calls, **k):
-            if calls["n"] == kill_at:
-                raise Killed
-            calls["n"] += 1
-            return real_save(*a, **k)
-
-        monkeypatch.setattr(batched, "save_tensors", dying_save)
-        with pytest.raises(Killed):
-            emulate_logits(model, traj.final, syn, deleted, x, 0.05, 2, chunk_size=2, rows_dir=tmp_path / f"k{kill_at}",
-                           backend="loop")
-        monkeypatch.setattr(batched, "save_tensors", real_save)
-        again = emulate_logits(model, traj.final, syn, deleted, x, 0.05, 2, chunk_size=2,
-                               rows_dir=tmp_path / f"k{kill_at}", backend="loop")
+        rows = tmp_path / f"k{kill_at}"
+        with killed_at_write(batched, kill_at):
+            emulate_logits(model, traj.final, syn, deleted, x, 0.05, 2, chunk_size=2, rows_dir=rows, backend="loop")
+        again = emulate_logits(model, traj.final, syn, deleted, x, 0.05, 2, chunk_size=2, rows_dir=rows,
+                               backend="loop")
         assert torch.equal(again, whole), kill_at

@@ -195,30 +195,17 @@ def test_the_kronecker_curvature_runs_the_whole_pipeline(trained, digits, groups
     assert all(torch.isfinite(v).all() for v in kept.values())
 
 
-def test_a_kill_at_any_checkpoint_write_resumes_to_the_same_synset(trained, digits, groups, tmp_path, monkeypatch):
+def test_a_kill_at_any_checkpoint_write_resumes_to_the_same_synset(trained, digits, groups, tmp_path,
+                                                                    killed_at_write):
     import ddm.distill.head as head_mod
-
-    class Killed(BaseException):
-        pass
 
     model, traj = trained
     cfg = DistillConfig(iterations=9, checkpoint_every=2, tolerance=0.0)
     whole = distill_head(model, traj, digits.train, groups, cfg, 10)
-    real_save = head_mod.save_tensors
     for kill_at in range(4):  # checkpoints after steps 2, 4, 6 and 8
-        calls = {"n": 0}
-
-        def dying_save(*a, kill_at=kill_at, calls=calls, **k):
-            if calls["n"] == kill_at:
-                raise Killed
-            calls["n"] += 1
-            return real_save(*a, **k)
-
         folder = tmp_path / f"kill{kill_at}"
-        monkeypatch.setattr(head_mod, "save_tensors", dying_save)
-        with pytest.raises(Killed):
+        with killed_at_write(head_mod, kill_at):
             distill_head(model, traj, digits.train, groups, cfg, 10, folder)
-        monkeypatch.setattr(head_mod, "save_tensors", real_save)
         resumed = distill_head(model, traj, digits.train, groups, cfg, 10, folder)
         assert torch.equal(resumed.images, whole.images) and torch.equal(resumed.weights, whole.weights), kill_at
         assert torch.equal(resumed.losses, whole.losses)

@@ -193,27 +193,15 @@ def test_unlearning_reports_damage_to_the_kept_groups(run, caplog):
     dm.config = cfg
 
 
-def test_a_resumed_distillation_stage_counts_the_killed_process_too(tmp_path, monkeypatch):
+def test_a_resumed_distillation_stage_counts_the_killed_process_too(tmp_path, monkeypatch, killed_at_write):
     import ddm.distill.head as head_mod
-
-    class Killed(BaseException):
-        pass
 
     cfg = presets.tiny().with_overrides(["hierarchical=false", "distill.iterations=6", "distill.checkpoint_every=2",
                                          "distill.tolerance=0"])
     data = ddm.data.load(cfg.data)
-    real_save, calls = head_mod.save_tensors, {"n": 0}
-
-    def slow_then_dead(*a, **k):  # the first process "spends" >= 500 s, then dies writing its second checkpoint
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise Killed
-        return real_save(*a, **k)
-
-    clock = iter(range(0, 10**9, 500))
-    monkeypatch.setattr(head_mod, "save_tensors", slow_then_dead)
+    clock = iter(range(0, 10**9, 500))  # the first process "spends" >= 500 s ...
     monkeypatch.setattr(head_mod.time, "perf_counter", lambda: float(next(clock)))
-    with pytest.raises(Killed):
+    with killed_at_write(head_mod, 1):  # ... then dies writing its second checkpoint
         ddm.DistilledDatamodel(tmp_path, cfg).fit(ddm.models.build(cfg.model, data), data.train)
     monkeypatch.undo()
     dm = ddm.DistilledDatamodel(tmp_path, cfg).fit(ddm.models.build(cfg.model, data), data.train)

@@ -54,12 +54,8 @@ def test_recorder_attaches_to_a_users_own_loop(digits, tmp_path):
     assert len(Trajectory.load(tmp_path)) == 5
 
 
-class _Killed(BaseException):
-    pass
-
-
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_a_kill_at_any_write_resumes_to_bit_identical_weights(digits, tmp_path, monkeypatch, optimizer):
+def test_a_kill_at_any_write_resumes_to_bit_identical_weights(digits, tmp_path, killed_at_write, optimizer):
     """Kill the training at every file write in turn (between the checkpoint and the resume state of one
     epoch included); the resumed run must equal the uninterrupted one bit for bit."""
     import ddm.train.loop as loop
@@ -73,29 +69,18 @@ def test_a_kill_at_any_write_resumes_to_bit_identical_weights(digits, tmp_path, 
 
     full = train_model(build(), digits.train, cfg, tmp_path / "full")
     assert full.optimizer["type"] == optimizer
-    real_save = loop.save_tensors
     writes = 1 + 2 * cfg.epochs  # theta_0, then a checkpoint and the resume state per epoch
     for kill_at in range(writes):
-        calls = {"n": 0}
-
-        def dying_save(*a, kill_at=kill_at, calls=calls, **k):
-            if calls["n"] == kill_at:
-                raise _Killed
-            calls["n"] += 1
-            return real_save(*a, **k)
-
         folder = tmp_path / f"kill{kill_at}"
-        monkeypatch.setattr(loop, "save_tensors", dying_save)
-        with pytest.raises(_Killed):
+        with killed_at_write(loop, kill_at):
             train_model(build(), digits.train, cfg, folder)
-        monkeypatch.setattr(loop, "save_tensors", real_save)
         resumed = train_model(build(), digits.train, cfg, folder)
         assert resumed.epochs == full.epochs
         for a, b in zip(resumed.params, full.params, strict=True):
             assert all(torch.equal(a[k], b[k]) for k in a), kill_at
 
 
-def test_a_resumed_training_counts_the_time_of_every_process(digits, tmp_path, monkeypatch):
+def test_a_resumed_training_counts_the_time_of_every_process(digits, tmp_path, monkeypatch, killed_at_write):
     import itertools
     import json
 
@@ -106,19 +91,8 @@ def test_a_resumed_training_counts_the_time_of_every_process(digits, tmp_path, m
     clock = itertools.count(0.0, 1.0)  # one "second" per reading: deterministic
     monkeypatch.setattr(loop.time, "perf_counter", lambda: next(clock))
     cfg = TrainConfig(epochs=3, lr=0.1, batch_size=64)
-    real_save = loop.save_tensors
-    calls = {"n": 0}
-
-    def dying_save(*a, **k):
-        if calls["n"] == 3:  # theta_0, theta_1, resume after epoch 1: die before theta_2
-            raise _Killed
-        calls["n"] += 1
-        return real_save(*a, **k)
-
-    monkeypatch.setattr(loop, "save_tensors", dying_save)
-    with pytest.raises(_Killed):
+    with killed_at_write(loop, 3):  # theta_0, theta_1, resume after epoch 1: die before theta_2
         train_model(ddm.models.build("mlp", digits, width=8, depth=1), digits.train, cfg, tmp_path)
-    monkeypatch.setattr(loop, "save_tensors", real_save)
     with safe_open(str(tmp_path / loop.RESUME), "pt") as fh:
         first = json.loads(fh.metadata()["progress"])["seconds"]
     resumed = train_model(ddm.models.build("mlp", digits, width=8, depth=1), digits.train, cfg, tmp_path)
