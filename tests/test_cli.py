@@ -34,6 +34,14 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json"]) == 0
     un = json.loads(capsys.readouterr().out)
     assert un["groups"] == [0, 1] and un["removed_samples"] > 0
+    assert "synset-class" not in out  # not built until asked for
+
+    # class unlearning and hierarchical attribution build the class-level synset on first use
+    assert main(["unlearn", "-w", ws, "--groups", "3", "--classes", "--json"]) == 0
+    un = json.loads(capsys.readouterr().out)
+    assert un["synset"] == "classes" and un["removed_samples"] > 0
+    assert main(["attribute", "-w", ws, "--targets", "0:2", "--hierarchical", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["hierarchical"]
 
     assert main(["info", "-w", ws]) == 0
     assert "synset" in capsys.readouterr().out

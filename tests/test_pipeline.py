@@ -16,11 +16,19 @@ def run(tmp_path_factory):
     ws = tmp_path_factory.mktemp("ws")
     dm = ddm.DistilledDatamodel(ws, cfg)
     dm.fit(ddm.models.build(cfg.model, data), data.train)
+    # the class-level synset is built only when asked for (hierarchical=false by default)
+    assert dm.class_synset is None and dm.ws.stage_info("synset-class") is None
+    with pytest.raises(ddm.exceptions.MissingArtifactError, match="fit_classes"):
+        dm.attribute(data.test[:2], "dist2", hierarchical=True)
+    synset_info = dict(dm.ws.stage_info("synset"))
+    dm.fit_classes(data.train)
+    assert dm.ws.stage_info("synset") == synset_info  # the group stages are reused, not redone
     return cfg, data, ws, dm
 
 
 def test_fit_writes_every_artifact(run):
     cfg, data, ws, dm = run
+    assert dm.config.hierarchical and ddm.DistilledDatamodel(ws).load().class_synset is not None
     for stage in ("train", "groups", "synset", "groups-class", "synset-class"):
         assert dm.ws.stage_info(stage)["complete"], stage
     assert (ws / "train" / "trajectory" / "theta_0004.safetensors").exists()

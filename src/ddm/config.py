@@ -240,7 +240,9 @@ class RunConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     emulate: EmulateConfig = field(default_factory=EmulateConfig)
-    hierarchical: bool = _f(True, "also distill a class-level synset (Sec. 3.3 hierarchical datamodel)")
+    hierarchical: bool = _f(False, "also distill a class-level synset (Sec. 3.3 hierarchical datamodel); off by "
+                            "default (it costs a second distillation): `ddm attribute --hierarchical` and "
+                            "`ddm unlearn --classes` build it when first asked")
 
     # ---- JSON ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

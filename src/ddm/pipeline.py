@@ -96,6 +96,16 @@ class DistilledDatamodel:
             save_json(path, self.config.to_dict())
         return self
 
+    def fit_classes(self, train: Split) -> DistilledDatamodel:
+        """Build (or reuse) the class-level groups and synset on a fitted or loaded datamodel: what
+        hierarchical attribution and class unlearning need (``hierarchical=true`` builds them in ``fit``)."""
+        if self.model is None:
+            raise MissingArtifactError("fit_classes() needs a fitted or loaded datamodel: call fit() or load() first")
+        self.config = self.config.with_overrides(["hierarchical=true"])
+        external = (self.ws.stage_info("train") or {}).get("config", {}).get("external_trajectory")
+        return self.fit(self.model, train, trajectory=self.trajectory if external else None,
+                        num_classes=self.num_classes)
+
     def _fit_stages(self, model: nn.Module, train: Split, trajectory: Trajectory | None, until: str) -> None:
         self._train(model, train, trajectory)
         if until == "train":
@@ -313,7 +323,8 @@ class DistilledDatamodel:
     def attribute_classes(self, targets: Split, objective: str | Objective | Any = "dist1") -> AttributionMatrix:
         """Class-level attribution (K = classes) with the class-level synset: the top of Sec. 3.3."""
         if self.class_synset is None or self.class_groups is None:
-            raise MissingArtifactError("class-level attribution needs the class-level synset: set hierarchical=true")
+            raise MissingArtifactError("class-level attribution needs the class-level synset: call "
+                                       "fit_classes(train) first (or fit with hierarchical=true)")
         return self._attribute_flat(targets, objective_registry.get(objective), self.class_synset,
                                     self.keys["synset-class"], self.class_groups, "classes")
 
@@ -336,8 +347,8 @@ class DistilledDatamodel:
     def _attribute_hierarchical(self, targets: Split, obj: Objective) -> AttributionMatrix:
         """Sec. 3.3: class-level W first, then group-level W within each target's top classes."""
         if self.class_synset is None or self.class_groups is None or self.groups is None:
-            raise MissingArtifactError("hierarchical attribution needs the class-level synset: "
-                                       "set hierarchical=true and fit")
+            raise MissingArtifactError("hierarchical attribution needs the class-level synset: call "
+                                       "fit_classes(train) first (or fit with hierarchical=true)")
         e = self.config.emulate
         top_c = min(e.top_classes, self.class_synset.num_groups)
         cls_attr = self._attribute_flat(targets, obj, self.class_synset, self.keys["synset-class"],

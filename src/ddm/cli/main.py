@@ -274,8 +274,17 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
     return out
 
 
+def _ensure_classes(dm: Any, data: Any) -> None:
+    """Build the class-level synset on first use (hierarchical attribution, class unlearning)."""
+    if dm.class_synset is None:
+        print("building the class-level synset (first hierarchical use; reused afterwards) ...", file=sys.stderr)
+        dm.fit_classes(data.train)
+
+
 def _attribution_report(dm: Any, data: Any, idx: list[int], args: argparse.Namespace) -> dict[str, Any]:
     targets = data.test[idx]
+    if args.hierarchical:
+        _ensure_classes(dm, data)
     t0 = time.perf_counter()
     attr = dm.attribute(targets, args.objective, hierarchical=args.hierarchical, name=getattr(args, "name", None))
     seconds = time.perf_counter() - t0
@@ -382,9 +391,11 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
     dm, data = _load(args)
     synset = "classes" if args.classes else "groups"
+    if args.classes:
+        _ensure_classes(dm, data)
     groups = dm.class_groups if args.classes else dm.groups
     if groups is None:
-        raise DDMError(f"the workspace has no {synset} synset; run `ddm run` (hierarchical=true for classes)")
+        raise DDMError(f"the workspace has no {synset} synset; run `ddm run` first")
     idx = parse_indices(args.groups, groups.num_groups, "--groups")
     before_test = accuracy(dm.model, data.test)
     rows = torch.cat([groups.members(k) for k in idx])
