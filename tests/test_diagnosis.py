@@ -10,7 +10,7 @@ import torch
 from ddm.cli.main import main
 from ddm.cluster.groups import Groups
 from ddm.data.dataset import Split
-from ddm.diagnosis import Diagnosis, cleanlab_suspicion, detection_metrics, flip_labels, from_group_scores
+from ddm.diagnosis import DEFAULT_THRESHOLD, Diagnosis, cleanlab_suspicion, detection_metrics, flip_labels, from_group_scores
 from ddm.exceptions import ConfigError
 
 GROUPS = Groups(assignment=torch.tensor([0, 0, 1, 2, 2, 2, 3, 3, 3, 3]), labels=torch.tensor([0, 0, 1, 1]))
@@ -19,14 +19,27 @@ GROUPS = Groups(assignment=torch.tensor([0, 0, 1, 2, 2, 2, 3, 3, 3, 3]), labels=
 def test_ranking_issues_and_worst_fraction():
     d = Diagnosis(torch.tensor([0.5, -2.0, 1.0, -0.1]), GROUPS, "loss")
     assert d.ranking().tolist() == [1, 3, 0, 2]
-    assert d.issues() == [1, 3]
-    assert d.issues(threshold=-1.0) == [1]
-    assert d.issues(max_fraction=0.3) == [1]  # group 3 has 4 of 10 samples: over the budget
+    # bounded score: robust z among groups (median 0.2, 1.4826 MAD 0.815) through the normal CDF
+    score = d.score()
+    assert ((score > 0) & (score < 1)).all() and torch.argsort(score).tolist() == [1, 3, 0, 2]
+    assert abs(float(score[1]) - 0.00349) < 1e-4
+    assert d.issues() == []  # the default flags only a clear outlier
+    assert d.issues(0.01) == [1]
+    assert d.issues(0.5) == [1, 3]
+    assert d.issues(0.9) == [1, 3]  # group 0 scores 0.64 but helps (quality > 0): never an issue
+    assert d.issues(0.5, max_fraction=0.3) == [1]  # group 3 has 4 of 10 samples: over the budget
+    with pytest.raises(ConfigError, match="bounded score"):
+        d.issues(-1.0)
     assert d.worst_fraction(0.1) == [1]
     assert d.worst_fraction(0.5) == [1, 3]
     assert d.worst_fraction(0.01) == [1]  # at least one group
     assert torch.allclose(d.sample_quality(), torch.tensor([0.5, 0.5, -2.0, 1.0, 1.0, 1.0, -0.1, -0.1, -0.1, -0.1]))
-    assert d.table(2, members=2)[0] == {"group": 1, "label": 0, "size": 1, "quality": -2.0, "members": [2]}
+    row = d.table(2, members=2, threshold=0.01)[0]
+    assert row == {"group": 1, "label": 0, "size": 1, "quality": -2.0, "score": row["score"], "flagged": True,
+                   "members": [2]}
+    df = d.to_frame(threshold=0.5)
+    assert df["group"].tolist() == [1, 3, 0, 2] and df["flagged"].tolist() == [True, True, False, False]
+    assert df.loc[1, "members"] == [6, 7, 8, 9] and df["rank"].tolist() == [1, 2, 3, 4]
     with pytest.raises(ConfigError):
         d.worst_fraction(1.0)
 
@@ -75,7 +88,10 @@ def test_diagnose_command(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert len(out["lowest_quality"]) == 3 and out["validation"] == list(range(10))
     q = [r["quality"] for r in out["lowest_quality"]]
-    assert q == sorted(q) and all(r["group"] in out["issues"] for r in out["lowest_quality"] if r["quality"] < 0)
+    assert q == sorted(q) and out["threshold"] == DEFAULT_THRESHOLD
+    for r in out["lowest_quality"]:
+        assert 0 < r["score"] < 1 and r["flagged"] == (r["group"] in out["issues"])
+        assert r["flagged"] == (r["quality"] < 0 and r["score"] < DEFAULT_THRESHOLD)
     saved = Diagnosis.load(out["saved"])
     assert saved.groups.num_groups == 20 and saved.method == "ddm"
     assert main(["diagnose", "-q", "-w", str(ws), "--objective", "accuracy", "--method", "tracin"]) == 2

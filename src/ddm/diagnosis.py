@@ -26,6 +26,9 @@ from ddm.exceptions import ConfigError, require
 from ddm.workspace import load_json, save_json
 
 OBJECTIVES = {"loss": "dist2", "accuracy": "accuracy"}
+#: default of :meth:`Diagnosis.issues` and `ddm diagnose --threshold`: chosen on held-out seeds by
+#: benchmarks/diagnosis_threshold.py (results in benchmarks/results/diagnosis-threshold.md)
+DEFAULT_THRESHOLD = 1e-3
 
 
 @dataclass
@@ -42,18 +45,36 @@ class Diagnosis:
     method: str = "ddm"
     seconds: float | None = None  # DDM: online cost from scratch (cached emulations at their recorded time)
 
+    def score(self) -> torch.Tensor:
+        """Bounded quality ``[K]`` in (0, 1): the standard normal CDF of the group's robust z-score among all
+        groups, ``(quality - median) / (1.4826 MAD)``. 0.5 is a typical group; near 0, a group far below the
+        others (a likely issue); near 1, far above. Comparable across datasets and validation sizes, unlike
+        ``quality`` (in units of the objective, summed over the validation samples)."""
+        q = self.quality.double()
+        med = q.quantile(0.5)  # the midpoint median (torch's median() takes the lower middle value)
+        mad = 1.4826 * (q - med).abs().quantile(0.5)
+        if not mad > 0:
+            mad = q.std() if len(q) > 1 and q.std() > 0 else torch.tensor(1.0, dtype=torch.float64)
+        z = (q - med) / mad
+        return (0.5 * torch.special.erfc(-z / 2 ** 0.5)).float()
+
     def ranking(self) -> torch.Tensor:
         """Groups from the most harmful (lowest quality) to the most useful."""
         return torch.argsort(self.quality, stable=True)
 
-    def issues(self, threshold: float = 0.0, max_fraction: float | None = None) -> list[int]:
-        """Groups whose quality is below ``threshold``, most harmful first; at most ``max_fraction`` of
-        the training samples when given."""
+    def issues(self, threshold: float = DEFAULT_THRESHOLD, max_fraction: float | None = None) -> list[int]:
+        """Groups flagged as issues, most harmful first: bounded score (:meth:`score`) below ``threshold``
+        *and* negative quality (removing it is predicted to help); at most ``max_fraction`` of the training
+        samples when given. The default threshold was set on held-out seeds (``DEFAULT_THRESHOLD``)."""
+        if not 0 < threshold < 1:
+            raise ConfigError(f"threshold {threshold} is on the bounded score: give a value in (0, 1) "
+                              f"(default {DEFAULT_THRESHOLD:g})")
         out: list[int] = []
         budget = None if max_fraction is None else max_fraction * len(self.groups.assignment)
         used, sizes = 0, self.groups.sizes()
+        score = self.score()
         for g in self.ranking().tolist():
-            if float(self.quality[g]) >= threshold:
+            if float(self.quality[g]) >= 0 or float(score[g]) >= threshold:
                 break
             if budget is not None and used + int(sizes[g]) > budget:
                 break
@@ -79,14 +100,28 @@ class Diagnosis:
         """Each training sample's group quality ``[N]`` (lower = more suspicious)."""
         return self.quality[self.groups.assignment]
 
-    def table(self, k: int = 10, members: int | None = 10) -> list[dict[str, Any]]:
-        sizes = self.groups.sizes()
+    def table(self, k: int | None = 10, members: int | None = 10,
+              threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
+        """The ``k`` lowest-quality groups (all with ``None``), most harmful first: ``group``, ``label``,
+        ``size``, ``quality``, ``score`` (bounded), ``flagged`` (an issue at ``threshold``) and ``members``
+        (ids in the training split; the first ``members`` of them)."""
+        sizes, score = self.groups.sizes(), self.score()
+        flagged = set(self.issues(threshold))
         rows = []
         for g in self.ranking()[:k].tolist():
             ids = self.groups.member_ids(g).tolist()
             rows.append({"group": g, "label": int(self.groups.labels[g]), "size": int(sizes[g]),
-                         "quality": float(self.quality[g]), "members": ids if members is None else ids[:members]})
+                         "quality": float(self.quality[g]), "score": float(score[g]), "flagged": g in flagged,
+                         "members": ids if members is None else ids[:members]})
         return rows
+
+    def to_frame(self, threshold: float = DEFAULT_THRESHOLD) -> Any:
+        """A pandas DataFrame, one row per group from the most harmful: ``rank``, ``group``, ``label``,
+        ``size``, ``quality``, ``score``, ``flagged`` and ``members`` (ids in the training split, the same id
+        space as :meth:`AttributionMatrix.to_frame`). Needs pandas (``pip install 'ddm[frames]'``)."""
+        pd = require("pandas", "frames")
+        rows = [{"rank": r + 1, **row} for r, row in enumerate(self.table(None, None, threshold))]
+        return pd.DataFrame(rows)  # type: ignore[attr-defined]
 
     def save(self, path: str | Path) -> None:
         save_json(Path(path), {"objective": self.objective, "method": self.method,
@@ -158,9 +193,17 @@ def out_of_sample_probs(model: torch.nn.Module, train: Split, cfg: TrainConfig, 
     from ddm.models import params_of, with_params
     from ddm.train.loop import train_model
 
+    from sklearn.model_selection import StratifiedKFold
+
     theta0 = params_of(model)
     n = len(train)
-    fold = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) % folds
+    fold = torch.zeros(n, dtype=torch.long)
+    y = train.y.numpy()
+    # stratified: every fold holds each class in proportion (a class missing from a fold's training part
+    # would get near-zero probabilities there and look like label noise)
+    splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(n), y)
+    for f, (_, held) in enumerate(splits):
+        fold[torch.as_tensor(held)] = f
     probs: torch.Tensor | None = None
     for f in range(folds):
         net = with_params(model, theta0)

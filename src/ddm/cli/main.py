@@ -135,8 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default="ddm",
                    help="ddm, or a peer method summed per group: if-explicit, if-cg, if-lissa, fastif, arnoldi, "
                         "tracin, trak (needs ddm[peers]; objective loss only) (default: %(default)s)")
-    p.add_argument("--threshold", type=float, default=0.0,
-                   help="flag groups whose quality is below this (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="flag groups that hurt (quality < 0) and whose bounded score (0..1; 0.5 = a typical group, "
+                        "the normal CDF of its robust z-score among the groups) is below this. The default, "
+                        "1e-3, flags under 5%% of clean training data on the benchmarks "
+                        "(benchmarks/results/diagnosis-threshold.md); raise it (e.g. 0.05) to see more candidates")
     p.add_argument("--top-k", type=int, default=10, help="groups listed (default: %(default)s)")
     p.set_defaults(func=cmd_diagnose)
 
@@ -442,11 +445,15 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             raise DDMError("peer methods diagnose the validation loss only: use --objective loss")
         diag = from_group_scores(group_scores(sample_scores(args.method, dm.model, dm.trajectory, data.train, val),
                                               dm.groups), dm.groups, args.method)
+    from ddm.diagnosis import DEFAULT_THRESHOLD
+
+    if args.threshold is None:
+        args.threshold = DEFAULT_THRESHOLD
     flagged = diag.issues(args.threshold)
     path = dm.ws.path("diagnosis", f"{args.method}-{args.objective}.json")
     diag.save(path)
     save_json(path.with_name(path.stem + "-issues.json"), {"threshold": args.threshold, "issues": flagged})
-    rows = diag.table(args.top_k)
+    rows = diag.table(args.top_k, threshold=args.threshold)
     if args.json:
         print(json.dumps({"method": args.method, "objective": args.objective, "validation": idx,
                           "threshold": args.threshold, "issues": flagged, "lowest_quality": rows,
@@ -454,14 +461,14 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         return 0
     what = "summed validation loss increase" if args.objective == "loss" else "validation accuracy drop"
     print(f"{args.method}: quality = predicted {what} if the group is removed ({len(idx)} validation samples); "
-          "negative = removing it is predicted to help")
-    print(f"{len(flagged)} of {diag.groups.num_groups} groups below {args.threshold:g} "
+          "negative = removing it is predicted to help; score = bounded 0..1 (0.5 typical, near 0 an outlier)")
+    print(f"{len(flagged)} of {diag.groups.num_groups} groups flagged: quality < 0 and score < {args.threshold:g} "
           f"({int(diag.groups.sizes()[flagged].sum()) if flagged else 0} training samples)")
     for r in rows:
         mark = "ISSUE" if r["group"] in flagged else "     "
         mem = ", ".join(map(str, r["members"]))
         print(f"  {mark} group {r['group']:>4}  class {r['label']:>3}  size {r['size']:>4}  "
-              f"quality {r['quality']:+.4f}  samples {mem}{', ...' if r['size'] > len(r['members']) else ''}")
+              f"quality {r['quality']:+.4f}  score {r['score']:.4f}  samples {mem}{', ...' if r['size'] > len(r['members']) else ''}")
     print(f"saved: {path}")
     return 0
 
