@@ -108,3 +108,36 @@ def test_a_closed_pipe_is_not_an_error():
     p = subprocess.run(f"{sys.executable} -m ddm info --config-help | head -1", shell=True, capture_output=True,
                        text=True, timeout=120)
     assert p.stdout.startswith("config fields") and "Traceback" not in p.stderr and "error" not in p.stderr
+
+
+USER_MODELS = '''
+import math
+from torch import nn
+
+def small(num_classes, image_shape):
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(image_shape), 24), nn.ReLU(), nn.Linear(24, num_classes))
+
+def not_a_model():
+    return 3
+'''
+
+
+def test_a_user_model_by_import_path(tmp_path, capsys, monkeypatch):
+    (tmp_path / "user_models_cli.py").write_text(USER_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--model", "user_models_cli:small", "--targets", "0:2",
+                 "--json", "-q"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"]["spec"]["import"] == "user_models_cli:small"
+    # later commands rebuild the model from the stored import path: no flag needed
+    assert main(["attribute", "-w", ws, "--targets", "0:2", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["targets"]) == 2
+    assert main(["unlearn", "-w", ws, "--groups", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed_samples"] > 0
+    assert main(["run", "-w", ws, "--targets", "0:1", "-q"]) == 0  # a rerun reuses every stage
+    capsys.readouterr()
+    for bad, msg in (("user_models_cli", "MODULE:FACTORY"), ("no_such_module_xyz:f", "cannot import"),
+                     ("user_models_cli:missing", "no attribute"), ("user_models_cli:not_a_model", "nn.Module")):
+        assert main(["run", "-w", str(tmp_path / "ws2"), "--preset", "tiny", "--model", bad, "-q"]) == 2
+        assert msg in capsys.readouterr().err

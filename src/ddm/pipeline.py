@@ -202,8 +202,10 @@ class DistilledDatamodel:
         trajectory = Trajectory.load(self.ws.path("train", "trajectory"))
         if model is None:
             spec = load_json(self.ws.path("train", "model.json"))
-            if "config" not in spec:
-                raise MissingArtifactError("this workspace holds a user-defined model: pass it to load(model=...)")
+            if "config" not in spec and "import" not in spec:
+                raise MissingArtifactError("this workspace holds a user-defined model: pass it to load(model=...) "
+                                           "(or, from the command line, build the workspace with --model "
+                                           "MODULE:FACTORY so it can be rebuilt)")
             model = model_registry.from_spec(spec)
         self.trajectory = trajectory.ordered([n for n, _ in model.named_parameters()])
         _load_params(model, self.trajectory.final)

@@ -61,6 +61,14 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="recompute stages stored with another configuration instead of stopping with an error")
 
 
+def _model_arg(p: argparse.ArgumentParser, stored: bool) -> None:
+    p.add_argument("--model", default=None, metavar="MODULE:FACTORY",
+                   help="your own model: an import path whose factory returns a torch.nn.Module (called with "
+                        "num_classes and/or image_shape if it takes them); stored in the workspace" +
+                        (", so later commands need no flag; opening the workspace imports that module" if not stored
+                         else "; needed here only to rebuild a model the workspace cannot (given: it must match)"))
+
+
 def _targets_args(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--targets", default=default,
                    help="test samples: a range START:STOP or a comma list of indices (default: %(default)s)")
@@ -86,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and report the Table 4 check. Finished stages are reused.")
     _common(p)
     _config_args(p)
+    _model_arg(p, False)
     _targets_args(p, "0:5")
     p.set_defaults(func=cmd_run)
 
@@ -95,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text.capitalize() + ". Finished stages are reused.")
         _common(p)
         _config_args(p)
+        _model_arg(p, False)
         p.set_defaults(func=cmd_stage, until=until)
 
     p = sub.add_parser("attribute", help="attribution matrix of an objective on test samples",
@@ -104,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "perturbations (Eq. 7-8). Sign: the listed score is the objective's ranking "
                                    "(see 'score meaning' in the output).")
     _common(p)
+    _model_arg(p, True)
     _targets_args(p, "0:5")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="emulate.FIELD=VALUE",
                    help="override an emulate.* field for this attribution (repeatable)")
@@ -117,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "unlearned/NAME; reports accuracy before and after, and warns when the kept "
                                    "groups' synthetic images lose accuracy (a damaged model).")
     _common(p)
+    _model_arg(p, True)
     p.add_argument("--groups", required=True, help="comma list or START:STOP range of group indices")
     p.add_argument("--classes", action="store_true", help="the indices are classes (uses the class-level synset)")
     p.add_argument("--name", default=None, help="folder name under unlearned/")
@@ -128,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Lists the lowest-quality groups with their sample ids and flags those below "
                                    "--threshold. Scores and flags are saved to diagnosis/METHOD-OBJECTIVE.json.")
     _common(p)
+    _model_arg(p, True)
     p.add_argument("--validation", default=None, metavar="START:STOP|i,j,...",
                    help="test samples that stand for the validation data (default: the first half of the test split)")
     p.add_argument("--objective", default="loss", choices=["loss", "accuracy"],
@@ -242,7 +255,15 @@ def _offline(args: argparse.Namespace, until: str) -> tuple[Any, Any, Any]:
     data = data_mod.load(cfg.data)
     log.info("%s", data.summary())
     dm = DistilledDatamodel(args.workspace, cfg, overwrite=args.overwrite)
-    dm.fit(models.build(cfg.model, data), data.train, until=until)
+    if args.model:
+        model = models.from_import(args.model, data.num_classes, data.image_shape)
+    else:
+        stored = Path(args.workspace, "train", "model.json")
+        spec = json.loads(stored.read_text()) if stored.exists() else {}
+        # a workspace built from an import path keeps using it; otherwise the configured registry model
+        model = (models.from_import(spec["import"], data.num_classes, data.image_shape) if "import" in spec
+                 else models.build(cfg.model, data))
+    dm.fit(model, data.train, until=until)
     return cfg, data, dm
 
 
@@ -250,6 +271,16 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     from ddm import data as data_mod
     from ddm.pipeline import DistilledDatamodel
 
+    if getattr(args, "model", None):
+        from ddm import models
+        from ddm.config import RunConfig
+
+        stored = Path(args.workspace, "config.json")
+        if not stored.exists():
+            raise DDMError(f"{args.workspace} holds no finished run (no config.json): run `ddm run` first")
+        data = data_mod.load(RunConfig.from_json(stored.read_text()).data)
+        model = models.from_import(args.model, data.num_classes, data.image_shape)
+        return DistilledDatamodel(args.workspace).load(model=model), data
     dm = DistilledDatamodel(args.workspace).load()
     return dm, data_mod.load(dm.config.data)
 

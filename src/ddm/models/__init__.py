@@ -68,8 +68,60 @@ def build(
     return model
 
 
+def from_import(path: str, num_classes: int | None = None, image_shape: Shape | None = None) -> nn.Module:
+    """The user's model from an import path ``package.module:factory``.
+
+    ``factory`` is called with whichever of ``num_classes`` and ``image_shape`` (channels, height, width) it
+    takes as parameters (none is fine). The module carries ``ddm_spec`` with the path, so a workspace built
+    from it reopens without naming it again (opening such a workspace imports that module)."""
+    import importlib
+    import inspect
+
+    from ddm.exceptions import ConfigError
+
+    mod_name, _, attr = path.partition(":")
+    if not mod_name or not attr:
+        raise ConfigError(f"--model {path!r}: give an import path MODULE:FACTORY, e.g. mypackage.models:make_net "
+                          "(the module must be importable: installed, or on PYTHONPATH)")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ConfigError(f"--model {path!r}: cannot import {mod_name!r} ({exc}); install it or add its folder "
+                          "to PYTHONPATH") from None
+    factory: Any = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise ConfigError(f"--model {path!r}: {mod_name} has no attribute {attr!r}")
+    if not callable(factory):
+        raise ConfigError(f"--model {path!r} is not callable: name a function or class that returns an nn.Module")
+    offered = {"num_classes": num_classes, "image_shape": tuple(image_shape) if image_shape else None}
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}
+    kwargs = {k: v for k, v in offered.items() if k in params and v is not None}
+    model = factory(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"--model {path!r} returned {type(model).__name__}, not a torch.nn.Module")
+    model.ddm_spec = {"import": path, "num_classes": num_classes,  # type: ignore[assignment]
+                      "image_shape": list(image_shape) if image_shape else None,
+                      "class": f"{type(model).__module__}.{type(model).__qualname__}",
+                      "parameters": {k: list(v.shape) for k, v in model.named_parameters()}}
+    return model
+
+
 def from_spec(spec: dict[str, Any]) -> nn.Module:
-    """Rebuild a model from the ``ddm_spec`` stored in a workspace."""
+    """Rebuild a model from the ``ddm_spec`` stored in a workspace (registry models and import paths)."""
+    if "import" in spec:
+        model = from_import(spec["import"], spec.get("num_classes"), spec.get("image_shape"))
+        got = {k: list(v.shape) for k, v in model.named_parameters()}
+        if got != spec.get("parameters", got):
+            from ddm.exceptions import ConfigError
+
+            raise ConfigError(f"{spec['import']} now builds a model whose parameters differ from the stored ones; "
+                              "the factory changed since the workspace was made")
+        return model
     return build(ModelConfig(**spec["config"]), image_shape=tuple(spec["image_shape"]),
                  num_classes=spec["num_classes"])
 
