@@ -141,3 +141,49 @@ def test_a_user_model_by_import_path(tmp_path, capsys, monkeypatch):
                      ("user_models_cli:missing", "no attribute"), ("user_models_cli:not_a_model", "nn.Module")):
         assert main(["run", "-w", str(tmp_path / "ws2"), "--preset", "tiny", "--model", bad, "-q"]) == 2
         assert msg in capsys.readouterr().err
+
+
+def test_targets_from_files_and_a_folder_of_images(tmp_path, capsys):
+    import numpy as np
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    import ddm
+
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:1", "-q"]) == 0
+    capsys.readouterr()
+    data = ddm.data.load(ddm.presets.tiny().data)
+    np.save(tmp_path / "t.npy", data.test.x[:3].numpy())
+    assert main(["attribute", "-w", ws, "--targets-file", str(tmp_path / "t.npy"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["file_row"] for r in out["targets"]] == [0, 1, 2]
+    assert all(r["label"] == r["predicted"] for r in out["targets"])  # no labels: the predicted class
+    # the same inputs with labels, as safetensors, score like the same test rows
+    save_file({"x": data.test.x[:3].contiguous(), "y": data.test.y[:3].contiguous()}, str(tmp_path / "t.safetensors"))
+    assert main(["attribute", "-w", ws, "--targets-file", str(tmp_path / "t.safetensors"), "--json"]) == 0
+    f = json.loads(capsys.readouterr().out)
+    assert main(["attribute", "-w", ws, "--targets", "0:3", "--json"]) == 0
+    t = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in f["targets"]] == data.test.y[:3].tolist()
+    for a, b in zip(f["targets"], t["targets"]):
+        assert [g["group"] for g in a["top"]] == [g["group"] for g in b["top"]]
+    # a folder of raw-pixel images, converted to the model's input
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray((np.random.default_rng(i).random((20, 20)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    assert main(["attribute", "-w", ws, "--targets-file", str(folder)]) == 0
+    text = capsys.readouterr().out
+    assert "row 0" in text and "row 1" in text
+    # wrong inputs are messages
+    np.save(tmp_path / "bad.npy", np.zeros((2, 3, 5, 5), dtype=np.float32))
+    assert main(["attribute", "-w", ws, "--targets-file", str(tmp_path / "bad.npy")]) == 2
+    assert "the model takes" in capsys.readouterr().err
+    assert main(["attribute", "-w", ws, "--targets-file", str(tmp_path / "missing.npy")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    # Python: any tensor
+    dm = ddm.DistilledDatamodel(ws).load()
+    attr = dm.attribute(torch.as_tensor(data.test.x[:2]), "dist2", name="x")
+    assert attr.weights.shape[0] == 2 and attr.target_ids == [0, 1]

@@ -214,3 +214,25 @@ def test_a_resumed_distillation_stage_counts_the_killed_process_too(tmp_path, mo
     monkeypatch.undo()
     dm = ddm.DistilledDatamodel(tmp_path, cfg).fit(ddm.models.build(cfg.model, data), data.train)
     assert dm.ws.require("synset")["seconds"] >= 500  # the killed process's (fake) seconds are included
+
+
+def test_a_new_target_set_reuses_the_fine_tuned_models(tmp_path, monkeypatch):
+    import ddm.emulate.batched as batched
+
+    cfg = presets.tiny().with_overrides([*presets.recipe("local-free"), "distill.iterations=5",
+                                         "emulate.backend=loop"])
+    data = ddm.data.load(cfg.data)
+    dm = ddm.DistilledDatamodel(tmp_path, cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    first = dm.attribute(data.test[:3], "dist2")
+    assert first.meta["reused"] == []
+
+    def no_finetuning(*a, **k):
+        raise AssertionError("a new target set must not fine-tune again")
+
+    monkeypatch.setattr(batched, "finetune_reference", no_finetuning)
+    monkeypatch.setattr(batched, "finetune_batched", no_finetuning)
+    second = dm.attribute(data.test[:5], "dist2")  # other targets: forward passes through the stored models
+    assert second.meta["reused"] == ["models"]
+    assert torch.allclose(second.weights[:3], first.weights, atol=1e-5)  # same emulated models, same rows
+    third = dm.attribute(data.test[:5], "dist2")
+    assert third.meta["reused"] == ["logits"]

@@ -7,6 +7,7 @@ Each stage is cached in the workspace under a key of its configuration and input
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -69,6 +70,7 @@ class DistilledDatamodel:
         # counts the seconds it took when it was computed, so reported online cost survives reruns.
         self._emulations: dict[str, float] = {}
         self._emulation_fresh = 0.0
+        self._reused: list[str] = []  # what the current attribute() call took from the caches
         self.last_unlearning_check: dict[str, Any] | None = None  # health.unlearning_check of the last unlearn()
 
     # ---- offline ------------------------------------------------------------------------------
@@ -254,26 +256,42 @@ class DistilledDatamodel:
 
     def _emulate(self, synset: Synset, synset_key: str, deleted: torch.Tensor, targets: Split,
                  tag: str) -> torch.Tensor:
-        """Logits ``[P, N, C]`` of the fine-tuned models on ``targets`` (cached, resumable)."""
+        """Logits ``[P, N, C]`` of the emulated models on ``targets`` (cached, resumable).
+
+        Two caches: the logits per target set, and (fine-tuning emulations) the fine-tuned parameters per
+        synset and perturbation set, so a new target set costs forward passes only."""
         assert self.model is not None and self.trajectory is not None
         e = self.config.emulate
         cfg = {"emulate": keyed(e), "lr": self.finetune_lr, "steps": self.finetune_steps, "tag": tag}
-        key = fingerprint(cfg, synset_key, targets.fingerprint(), deleted.int().sum(0).tolist(),
-                          deleted.int().sum(1).tolist())
+        models_key = fingerprint(cfg, synset_key, deleted.int().sum(0).tolist(), deleted.int().sum(1).tolist(),
+                                 hashlib.sha256(deleted.numpy().tobytes()).hexdigest())
+        key = fingerprint(models_key, targets.fingerprint())
         stage = f"emulation/{key}"
         path = self.ws.path(stage, "logits.safetensors")
         if self.ws.is_done(stage, key, cfg):
             self._emulations[key] = float(self.ws.require(stage).get("seconds", 0.0))
+            self._reused.append("logits")
             return load_tensors(path)["logits"]
+        method = self.emulation_method(synset)
+        models_stage = f"emulation-models/{models_key}"
+        params_dir = None
+        if method != "newton":  # the Newton emulation needs no stored models: a matrix product per target set
+            if self.ws.is_done(models_stage, models_key, cfg):
+                self._reused.append("models")
+            else:
+                self.ws.begin(models_stage, models_key, cfg)
+            params_dir = self.ws.path(models_stage, "params")
+            params_dir.mkdir(parents=True, exist_ok=True)
         folder = self.ws.begin(stage, key, cfg)
         t0 = time.perf_counter()
-        method = self.emulation_method(synset)
         logits = EMULATORS.get(method)(Emulation(
             self.model, self.trajectory.final, synset, deleted, targets.x, self.finetune_lr, self.finetune_steps,
-            e.group_reduction, e.chunk_size, folder / "rows", f"emulate {tag}", e.backend))
+            e.group_reduction, e.chunk_size, folder / "rows", f"emulate {tag}", e.backend, params_dir))
         health.check_logits(logits, self.trajectory.final, self.model, targets.x)
         save_tensors(path, {"logits": logits, "deleted": deleted})
         seconds = time.perf_counter() - t0
+        if params_dir is not None and not self.ws.is_done(models_stage, models_key, cfg):
+            self.ws.finish(models_stage, models_key, cfg, seconds=seconds, perturbations=len(deleted))
         self.ws.finish(stage, key, cfg, seconds=seconds, perturbations=len(deleted))
         self._emulations[key] = seconds
         self._emulation_fresh += seconds
@@ -289,19 +307,26 @@ class DistilledDatamodel:
             raise ConfigError(f"emulate.num_perturbations={p} is below the number of groups {k}; Eq. 8 needs |P| >= K")
         return p
 
-    def attribute(self, targets: Split, objective: str | Objective | Any = "dist1", hierarchical: bool = False,
+    def attribute(self, targets: Split | Any, objective: str | Objective | Any = "dist1", hierarchical: bool = False,
                   name: str | None = None) -> AttributionMatrix:
         """Attribution matrix of ``objective`` on ``targets`` over the groups (optionally hierarchical).
 
-        Saved under ``attributions/<name>`` (default: the objective's name).
+        ``targets``: a :class:`Split`, or any inputs (tensor or numpy array, or an ``(x, y)`` pair) in the
+        model's input space; without labels each input is asked about the class the model predicts
+        (:func:`ddm.data.targets.as_split`). Saved under ``attributions/<name>`` (default: the objective's name).
         """
         if self.synset is None:
             raise MissingArtifactError("no synset: call fit() or load() first")
+        if not isinstance(targets, Split):
+            from ddm.data.targets import as_split
+
+            assert self.model is not None
+            targets = as_split(targets, model=self.model, image_shape=tuple(self.synset.images.shape[2:]))
         obj = objective_registry.get(objective)
         if len(targets) == 0:
             raise ConfigError("no target samples given")
         t0 = time.perf_counter()
-        self._emulations, self._emulation_fresh = {}, 0.0
+        self._emulations, self._emulation_fresh, self._reused = {}, 0.0, []
         if hierarchical:
             attr = self._attribute_hierarchical(targets, obj)
         else:
@@ -315,7 +340,8 @@ class DistilledDatamodel:
                      "overhead_seconds": wall - self._emulation_fresh, "emulations": dict(self._emulations),
                      "hierarchical": hierarchical, "finetune_lr": self.finetune_lr,
                      "finetune_steps": self.finetune_steps, "emulation": self.emulation_method(),
-                     "flagged_groups": self.flagged_groups()}
+                     "flagged_groups": self.flagged_groups(),
+                     "reused": sorted(set(self._reused))}
         if not (torch.isfinite(attr.weights).all() and torch.isfinite(attr.bias).all()):
             raise NumericalError(f"the {obj.name} attribution is not finite (the emulated outputs or the objective "
                                  "gave NaN/inf); nothing was saved")

@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     _targets_args(p, "0:5")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="emulate.FIELD=VALUE",
                    help="override an emulate.* field for this attribution (repeatable)")
+    p.add_argument("--targets-file", default=None, metavar="PATH",
+                   help="attribute these inputs instead of test rows: .npy (inputs), .npz or .safetensors ('x' and "
+                        "optional 'y'), an image, or a folder of images. Float arrays are model inputs (normalised "
+                        "like the training data); uint8 arrays and image files are raw pixels. Without labels each "
+                        "input is asked about its predicted class. Ids are the file's rows (a folder: sorted names)")
     p.add_argument("--name", default=None, help="save under attributions/NAME (default: the objective)")
     p.set_defaults(func=cmd_attribute)
 
@@ -315,23 +320,37 @@ def _ensure_classes(dm: Any, data: Any) -> None:
         dm.fit_classes(data.train)
 
 
-def _attribution_report(dm: Any, data: Any, idx: list[int], args: argparse.Namespace) -> dict[str, Any]:
-    targets = data.test[idx]
+def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argparse.Namespace,
+                        targets: Any = None, source: str = "test") -> dict[str, Any]:
+    """Attribute test rows ``idx``, or ``targets`` read from ``source`` (a file: ids are its rows)."""
+    if targets is None:
+        assert idx is not None
+        targets = data.test[idx]
     if args.hierarchical:
         _ensure_classes(dm, data)
     t0 = time.perf_counter()
     attr = dm.attribute(targets, args.objective, hierarchical=args.hierarchical, name=getattr(args, "name", None))
     seconds = time.perf_counter() - t0
-    pred = dm.model(targets.x).argmax(1).tolist()
+    with torch_no_grad():
+        pred = dm.model(targets.x).argmax(1).tolist()
     rows = []
+    key = "test_index" if source == "test" else "file_row"
     for i, row in enumerate(attr.summary(args.top_k)):
-        if attr.weights.shape[0] == len(idx):
-            row.update(test_index=idx[i], label=int(targets.y[i]), predicted=pred[i])
+        if attr.weights.shape[0] == len(targets):
+            row.update({key: idx[i] if idx is not None else i, "label": int(targets.y[i]), "predicted": pred[i]})
         rows.append(row)
+    meta = attr.meta or {}
     return {"objective": attr.objective, "score_meaning": attr.score_meaning, "seconds": seconds,
-            "perturbations": (attr.meta or {}).get("perturbations"), "hierarchical": args.hierarchical,
+            "perturbations": meta.get("perturbations"), "hierarchical": args.hierarchical,
             "emulation": dm.emulation_method(), "finetune": {"lr": dm.finetune_lr, "steps": dm.finetune_steps},
-            "flagged_groups": (attr.meta or {}).get("flagged_groups", []), "targets": rows}
+            "flagged_groups": meta.get("flagged_groups", []), "reused": meta.get("reused", []),
+            "source": source, "targets": rows}
+
+
+def torch_no_grad() -> Any:
+    import torch
+
+    return torch.no_grad()
 
 
 def _print_offline(o: dict[str, Any]) -> None:
@@ -357,14 +376,19 @@ def _print_offline(o: dict[str, Any]) -> None:
 def _print_attribution(r: dict[str, Any]) -> None:
     how = ("one Newton step on the last layer each" if r.get("emulation") == "newton" else
            f"{r.get('emulation', 'finetune')}: lr {r['finetune']['lr']:g} x {r['finetune']['steps']} steps")
+    reused = r.get("reused") or []
+    note = ("; reused the cached emulation" if "logits" in reused else
+            "; reused the stored emulated models: forward passes only" if "models" in reused else "")
     print(f"\nattribution ({r['objective']}{', hierarchical' if r['hierarchical'] else ''}): "
-          f"{r['perturbations'] or '?'} perturbations ({how}), {r['seconds']:.1f} s")
+          f"{r['perturbations'] or '?'} perturbations ({how}), {r['seconds']:.1f} s{note}")
     if r.get("flagged_groups"):
         print(f"  groups marked * failed the synset health check: {r['flagged_groups'][:20]}")
     print(f"score: {r['score_meaning']}")
     for row in r["targets"]:
         if "test_index" in row:
             print(f"  test #{row['test_index']} (label {row['label']}, predicted {row['predicted']}):")
+        elif "file_row" in row:
+            print(f"  {r['source']} row {row['file_row']} (label {row['label']}, predicted {row['predicted']}):")
         else:
             print("  the target set as a whole:")
         for g in row["top"]:
@@ -412,8 +436,15 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         raise DDMError(f"attribute only takes emulate.* overrides (got {bad}); "
                        "change other stages with `ddm run --set`")
     dm.config = dm.config.with_overrides(args.sets)
-    idx = parse_indices(args.targets, len(data.test), "--targets")
-    r = _attribution_report(dm, data, idx, args)
+    if args.targets_file:
+        from ddm.data.targets import as_split, read_targets_file
+
+        x, y = read_targets_file(args.targets_file, data.image_shape, data.mean, data.std)
+        targets = as_split(x, y, dm.model, data.image_shape)
+        r = _attribution_report(dm, data, None, args, targets, source=args.targets_file)
+    else:
+        idx = parse_indices(args.targets, len(data.test), "--targets")
+        r = _attribution_report(dm, data, idx, args)
     print(json.dumps(r, indent=2, default=str)) if args.json else _print_attribution(r)
     return 0
 

@@ -83,6 +83,7 @@ def emulate_logits(
     desc: str = "emulate",
     backend: str = "vmap",
     method: str = "finetune",
+    params_dir: str | Path | None = None,
 ) -> torch.Tensor:
     """Logits ``[P, N, classes]`` on ``x`` of theta_tau fine-tuned for each deletion mask.
 
@@ -91,7 +92,8 @@ def emulate_logits(
     instead of ``steps`` per perturbation. It agrees with fine-tuning while the steps stay small.
 
     With ``rows_dir``, each finished chunk is written there and reused on a rerun, so a killed
-    job resumes where it stopped. ``backend="loop"`` fine-tunes one model at a time with
+    job resumes where it stopped. With ``params_dir``, each chunk's fine-tuned parameters are kept there
+    too: they do not depend on ``x``, so a later call with other inputs costs forward passes only. ``backend="loop"`` fine-tunes one model at a time with
     :func:`finetune_reference`: the same computation in another floating-point order, faster on CPUs
     (vmap turns convolutions into grouped convolutions). The two agree to 1e-5 over a few steps, but
     the paper-faithful fine-tuning (T = tau steps with the loss summed over deleted groups) is chaotic:
@@ -99,6 +101,7 @@ def emulate_logits(
     so the backends' attributions differ visibly there.
     """
     rows_dir = Path(rows_dir) if rows_dir is not None else None
+    params_dir = Path(params_dir) if params_dir is not None else None
     out = []
     n_chunks = (len(deleted) + chunk_size - 1) // chunk_size
     pbar = bar(len(deleted), desc)
@@ -106,8 +109,13 @@ def emulate_logits(
     for c in range(n_chunks):
         sl = slice(c * chunk_size, (c + 1) * chunk_size)
         path = rows_dir / f"chunk_{c:05d}.safetensors" if rows_dir is not None else None
+        ppath = params_dir / f"chunk_{c:05d}.safetensors" if params_dir is not None else None
         if path is not None and path.exists():
             logits = load_tensors(path)["logits"]
+        elif ppath is not None and ppath.exists():
+            logits = batched_logits(model, load_tensors(ppath), x)
+            if path is not None:
+                save_tensors(path, {"logits": logits})
         else:
             if method == "linear":
                 grads = grads if grads is not None else synset_gradients(model, params, synset)
@@ -117,6 +125,8 @@ def emulate_logits(
                 tuned = {k: torch.stack([r[k] for r in rows]) for k in params}
             else:
                 tuned = finetune_batched(model, params, synset, deleted[sl], lr, steps, reduction)
+            if ppath is not None:
+                save_tensors(ppath, {k: v.contiguous() for k, v in tuned.items()})
             logits = batched_logits(model, tuned, x)
             if path is not None:
                 save_tensors(path, {"logits": logits})

@@ -1,0 +1,123 @@
+"""Questions about any input: turn what a user has into the :class:`Split` that ``attribute`` takes.
+
+* :func:`as_split`: a tensor or numpy array (``[N, C, H, W]``, ``[N, H, W]`` or ``[N, D]``), optionally with
+  labels; without labels each input is asked about the class the model predicts for it.
+* :func:`read_targets_file`: ``.npy`` (inputs), ``.npz`` / ``.safetensors`` (``x`` and optional ``y``), or a
+  folder of images (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``; needs Pillow).
+
+Id space: a target's id is its row in what was passed (the file's row, or the folder's sorted file order),
+as ``test_index`` is a row of the test split for ``--targets``.
+
+Value ranges: float arrays are taken as model inputs (normalised like the training data); ``uint8`` arrays
+and image files are raw pixels, scaled to [0, 1] and normalised with the dataset's mean and std.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ddm.data.arrays import _images, _labels, _tensor
+from ddm.data.dataset import Split
+from ddm.exceptions import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def as_split(x: Any, y: Any = None, model: nn.Module | None = None,
+             image_shape: tuple[int, int, int] | None = None) -> Split:
+    """A :class:`Split` of ``x`` (rows = target ids). Without ``y``, the labels are ``model``'s predictions."""
+    if isinstance(x, Split):
+        return x
+    if isinstance(x, tuple) and len(x) == 2 and y is None:
+        x, y = x
+    xt = _images(_tensor(x, "targets"), "targets").float()
+    if image_shape is not None and tuple(xt.shape[1:]) != tuple(image_shape):
+        raise DataError(f"targets have shape {tuple(xt.shape[1:])} per sample; the model takes {tuple(image_shape)} "
+                        "(same channels and size as the training data)")
+    if y is None:
+        if model is None:
+            raise DataError("targets without labels need the model to predict them")
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            yt = model(xt).argmax(1)
+        model.train(was)
+    else:
+        yt = _labels(_tensor(y, "target labels"), len(xt), "target labels")
+    return Split(xt, yt)
+
+
+def _raw_pixels(a: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    x = a.astype(np.float32) / 255.0
+    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # [N, H, W, C] -> [N, C, H, W]
+        x = x.transpose(0, 3, 1, 2)
+    if x.ndim == 3:
+        x = x[:, None]
+    m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def read_targets_file(path: str | Path, image_shape: tuple[int, int, int], mean: tuple[float, ...],
+                      std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Inputs ``[N, C, H, W]`` and labels (or None) from a file or a folder of images (module doc)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"--targets-file {path}: no such file or folder")
+    y: Any = None
+    if path.is_dir():
+        return _read_folder(path, image_shape, mean, std), None
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        x: Any = np.load(path, allow_pickle=False)
+    elif suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z:
+                raise DataError(f"{path}: an .npz of targets needs an array named 'x' (and optionally 'y'); "
+                                f"found {sorted(z.keys())}")
+            x, y = z["x"], (z["y"] if "y" in z else None)
+    elif suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        t = load_file(str(path))
+        if "x" not in t:
+            raise DataError(f"{path}: a .safetensors of targets needs a tensor named 'x' (and optionally 'y'); "
+                            f"found {sorted(t)}")
+        x, y = t["x"].numpy(), (t["y"].numpy() if "y" in t else None)
+    elif suffix in IMAGE_SUFFIXES:
+        return _read_images([path], image_shape, mean, std), None
+    else:
+        raise DataError(f"--targets-file {path}: use .npy, .npz, .safetensors, an image or a folder of images")
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        x = _raw_pixels(x, mean, std)
+    xt = _images(_tensor(x, str(path)), str(path)).float()
+    return xt, (torch.as_tensor(y) if y is not None else None)
+
+
+def _read_folder(folder: Path, image_shape: tuple[int, int, int], mean: tuple[float, ...],
+                 std: tuple[float, ...]) -> torch.Tensor:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return _read_images(files, image_shape, mean, std)
+
+
+def _read_images(files: list[Path], image_shape: tuple[int, int, int], mean: tuple[float, ...],
+                 std: tuple[float, ...]) -> torch.Tensor:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise DataError("reading image files needs Pillow: pip install 'ddm[plots]'") from None
+    c, h, w = image_shape
+    arrays = []
+    for f in files:
+        with Image.open(f) as im:
+            im = im.convert("L" if c == 1 else "RGB").resize((w, h))
+            arrays.append(np.asarray(im, dtype=np.uint8))
+    return torch.from_numpy(_raw_pixels(np.stack(arrays), mean, std))
