@@ -168,3 +168,23 @@ def test_from_arrays_errors_say_what_to_pass(X, y, words):
 
     with pytest.raises(DataError, match=re.escape(words)):
         from_arrays(X, y)
+
+
+def test_from_torch_takes_a_dataset_or_a_dataloader():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(60, 1, 6, 6, generator=g), torch.arange(60) % 3
+    x_test, y_test = torch.rand(12, 1, 6, 6, generator=g), torch.arange(12) % 3
+    a = ddm.data.from_torch(TensorDataset(x, y), TensorDataset(x_test, y_test))
+    b = ddm.data.from_torch(DataLoader(TensorDataset(x, y), batch_size=7),
+                            DataLoader(TensorDataset(x_test, y_test), batch_size=5))
+    c = ddm.data.from_arrays(x, y, x_test, y_test)
+    for d in (a, b):
+        assert torch.equal(d.train.x, c.train.x) and torch.equal(d.test.y, c.test.y) and d.num_classes == 3
+    held = ddm.data.from_torch(TensorDataset(x, y), test_fraction=0.25)  # no test set: stratified hold-out
+    assert len(held.test) == 15
+    with pytest.raises(DataError, match="Dataset or DataLoader"):
+        ddm.data.from_torch([1, 2, 3])
+    with pytest.raises(DataError, match=r"\(input, label\) pairs"):
+        ddm.data.from_torch(TensorDataset(x))

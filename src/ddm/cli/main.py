@@ -161,6 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=10, help="groups listed (default: %(default)s)")
     p.set_defaults(func=cmd_diagnose)
 
+    p = sub.add_parser("report", help="one self-contained HTML page of a workspace (images, heatmaps, diagnosis)",
+                       description="Write <workspace>/report.html (or --out): each target image beside the groups "
+                                   "that most support and oppose its prediction (member images, synthetic images, "
+                                   "class, size, score), a target x group heatmap, the class-level view, the "
+                                   "diagnosis list with images, the synset health checks and grid, and the run's "
+                                   "configuration and timings. Figures are embedded: the file opens anywhere. "
+                                   "Needs ddm[report] (matplotlib, jinja2).")
+    _common(p)
+    _model_arg(p, True)
+    p.add_argument("--targets", default="0:8", help="test samples shown: START:STOP or i,j,... (default: %(default)s)")
+    p.add_argument("--objective", default="dist2", help="objective of the attribution (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=3, help="supporting and opposing groups per target (default: %(default)s)")
+    p.add_argument("--out", default=None, help="output file (default: <workspace>/report.html)")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("evaluate", help="measure DDM against exact retraining (Table 1, LDS, noise floor, cost)",
                        description="For each seed: build DDM-full, DDM-match and DDM w/o cluster, let every method "
                                    "pick a group per test target, retrain without it from theta_0 and report Avgdist "
@@ -532,6 +547,19 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         print(f"  {mark} group {r['group']:>4}  class {r['label']:>3}  size {r['size']:>4}  "
               f"quality {r['quality']:+.4f}  score {r['score']:.4f}  samples {mem}{', ...' if r['size'] > len(r['members']) else ''}")
     print(f"saved: {path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ddm.reporting.report import build_report
+
+    dm, data = _load(args)
+    idx = parse_indices(args.targets, len(data.test), "--targets")
+    path = build_report(dm, data, idx, args.objective, args.top_k, args.out)
+    if args.json:
+        print(json.dumps({"report": str(path), "targets": idx}))
+    else:
+        print(f"report: {path}  (open it in a browser; figures are embedded)")
     return 0
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ddm.config import DataConfig
-from ddm.data.arrays import from_arrays
+from ddm.data.arrays import from_arrays, from_torch
 from ddm.data.dataset import Dataset, Split, stratified_subset
 from ddm.registry import Registry
 
@@ -69,4 +69,4 @@ def load(name: str | DataConfig = "digits", **overrides: object) -> Dataset:
     return ds
 
 
-__all__ = ["DATASETS", "Dataset", "Split", "from_arrays", "load"]
+__all__ = ["DATASETS", "Dataset", "Split", "from_arrays", "from_torch", "load"]

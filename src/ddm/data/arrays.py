@@ -30,7 +30,7 @@ def _tensor(a: Any, what: str) -> torch.Tensor:
         except (ValueError, TypeError) as exc:
             raise DataError(f"{what} could not be read as a numeric array ({exc})") from None
     raise DataError(f"{what} must be a numpy array or a torch tensor, got {type(a).__name__}; for a torch "
-                    "Dataset or DataLoader, stack its samples first (X = torch.stack([x for x, _ in ds]))")
+                    "Dataset or DataLoader, use ddm.data.from_torch(dataset_or_loader)")
 
 
 def _images(x: torch.Tensor, what: str) -> torch.Tensor:
@@ -95,3 +95,42 @@ def from_arrays(X: Any, y: Any, X_test: Any = None, y_test: Any = None, *, name:
         x, xt = (x - m) / s, (xt - m) / s
         mean, std = tuple(m.flatten().tolist()), tuple(s.flatten().tolist())
     return Dataset(name, Split(x, yy), Split(xt, yt), c, mean, std, class_names)
+
+
+def _stack(source: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` stacked from a torch ``Dataset`` (items ``(x, y)``) or a ``DataLoader`` (batches ``(x, y)``)."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data import Dataset as TorchDataset
+
+    if isinstance(source, DataLoader):
+        batches = list(source)
+    elif isinstance(source, TorchDataset):
+        try:
+            n = len(source)  # type: ignore[arg-type]
+        except TypeError:
+            raise DataError(f"{what} is a torch Dataset without len(); wrap it in a DataLoader") from None
+        batches = [source[i] for i in range(n)]
+    else:
+        raise DataError(f"{what} must be a torch Dataset or DataLoader, got {type(source).__name__}; "
+                        "for arrays use ddm.data.from_arrays(X, y)")
+    if not batches:
+        raise DataError(f"{what} is empty")
+    first = batches[0]
+    if not isinstance(first, (tuple, list)) or len(first) < 2:
+        raise DataError(f"{what} must yield (input, label) pairs, got {type(first).__name__}")
+    xs = [torch.as_tensor(b[0]) for b in batches]
+    ys = [torch.as_tensor(b[1]) for b in batches]
+    if isinstance(source, DataLoader):
+        return torch.cat(xs), torch.cat(ys).reshape(-1)
+    return torch.stack(xs), torch.stack(ys).reshape(-1)
+
+
+def from_torch(train: Any, test: Any = None, **options: Any) -> Dataset:
+    """A :class:`Dataset` from a torch ``Dataset`` or ``DataLoader`` of ``(input, label)`` (and optionally a
+    test one); the samples are stacked once here and then treated as :func:`from_arrays` treats arrays
+    (``options`` are its keywords). Transforms run once, at this point: what the model sees in every stage."""
+    x, y = _stack(train, "train")
+    if test is None:
+        return from_arrays(x, y, **options)
+    xt, yt = _stack(test, "test")
+    return from_arrays(x, y, xt, yt, **options)

@@ -266,7 +266,9 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
         from ddm.reporting.plots import class_heatmap, synset_grid
 
         folder = root / "plots"
-        synset_grid(F.synset, dms["DDM-match"].fitted().synset, F.groups, data, folder / f"synsets_seed{seed}.png")
+        synset_grid([(f"DDM ({cfg.distill.matching} matching)", F.synset),
+                     ("gradient matching (DDM-match)", dms["DDM-match"].fitted().synset)], F.groups, data,
+                    folder / f"synsets_seed{seed}.png")
         if full.class_synset is not None:
             cls = full.attribute_classes(data.test, "dist1")
             class_heatmap(cls, data.test.y, data.num_classes, folder / f"class_attribution_seed{seed}.png")

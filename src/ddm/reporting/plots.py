@@ -29,26 +29,43 @@ def _show(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> A
     return arr[..., 0] if arr.shape[-1] == 1 else arr
 
 
-def synset_grid(reverse: Synset, match: Synset, groups: Groups, data: Any, path: str | Path,
-                per_class: int = 4) -> None:
-    """Rows: classes; columns: ``per_class`` groups' first image, gradient matching | reverse matching."""
+def synset_grid(panels: list[tuple[str, Synset]], groups: Groups, data: Any, path: str | Path | None = None,
+                per_class: int | None = None, max_classes: int = 10) -> Any:
+    """Rows: classes; one panel per ``(title, synset)`` with the first synthetic image of up to ``per_class``
+    groups of each class (default: the most groups any class has, at most 8), each labelled with its group id.
+
+    Titles are the caller's (name the recipe that made each synset). Saved to ``path`` when given; the
+    figure is returned (closed) either way."""
     plt = _plt()
-    n_cls = data.num_classes if data.num_classes <= 10 else 10
-    fig, axes = plt.subplots(n_cls, 2 * per_class, figsize=(2 * per_class * 0.9, n_cls * 0.9))
+    n_cls = min(int(data.num_classes), max_classes)
+    counts = [len(groups.of_classes([c])) for c in range(n_cls)]
+    per_class = per_class or max(1, min(max(counts), 8))
+    cols = len(panels) * per_class
+    fig, axes = plt.subplots(n_cls, cols, figsize=(max(cols * 0.8, 3), n_cls * 0.9 + 0.4), squeeze=False)
+    names = data.class_names or [str(c) for c in range(data.num_classes)]
     for c in range(n_cls):
         gs = groups.of_classes([c])[:per_class].tolist()
-        for j in range(per_class):
-            for side, syn in enumerate((match, reverse)):
-                ax = axes[c, side * per_class + j]
-                ax.axis("off")
+        for p, (_, syn) in enumerate(panels):
+            for j in range(per_class):
+                ax = axes[c, p * per_class + j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for sp in ax.spines.values():
+                    sp.set_visible(False)
                 if j < len(gs):
                     ax.imshow(_show(syn.images[gs[j], 0], data.mean, data.std), cmap="gray", vmin=0, vmax=1)
-    axes[0, 0].set_title("gradient matching", loc="left", fontsize=8)
-    axes[0, per_class].set_title("reverse gradient matching", loc="left", fontsize=8)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+                    ax.set_title(f"g{gs[j]}", fontsize=6, pad=1)
+                if p == 0 and j == 0:
+                    ax.set_ylabel(names[c], fontsize=7, rotation=0, ha="right", va="center")
+    for p, (title, _) in enumerate(panels):
+        axes[0, p * per_class].annotate(title, (0, 1.45), xycoords="axes fraction", fontsize=8, ha="left")
+    fig.subplots_adjust(left=0.1, right=0.98, top=1 - 0.55 / (n_cls * 0.9 + 0.4), bottom=0.02, wspace=0.15,
+                        hspace=0.45)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def class_heatmap(attr: AttributionMatrix, labels: torch.Tensor, num_classes: int, path: str | Path) -> None:
