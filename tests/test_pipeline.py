@@ -236,3 +236,24 @@ def test_a_new_target_set_reuses_the_fine_tuned_models(tmp_path, monkeypatch):
     assert torch.allclose(second.weights[:3], first.weights, atol=1e-5)  # same emulated models, same rows
     third = dm.attribute(data.test[:5], "dist2")
     assert third.meta["reused"] == ["logits"]
+
+
+def test_results_do_not_depend_on_the_mode_the_model_was_left_in(tmp_path):
+    """A user model with dropout, handed over in train mode: every stage reads it in eval mode, and the
+    model goes back in the caller's mode."""
+    cfg = presets.tiny().with_overrides(["distill.iterations=5"])
+    data = ddm.data.load(cfg.data)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Dropout(0.5),
+                                torch.nn.Linear(32, 10))
+    model.train()
+    dm = ddm.DistilledDatamodel(tmp_path, cfg).fit(model, data.train)
+    assert model.training  # given back as it came
+    seen = []
+    model[3].register_forward_pre_hook(lambda mod, inp: seen.append(mod.training))
+    a = dm.attribute(data.test[:3], "dist2", name="a")
+    dm.unlearn([0, 1])
+    assert model.training and seen and not any(seen)  # read in eval mode, handed back in train mode
+    model.eval()
+    b = dm.attribute(data.test[:3], "dist2", name="b")
+    assert not model.training and torch.equal(a.weights, b.weights)

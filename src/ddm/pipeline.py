@@ -7,6 +7,7 @@ Each stage is cached in the workspace under a key of its configuration and input
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -50,6 +51,26 @@ class Fitted:
     synset: Synset
 
 
+def _restores_mode(method: Any) -> Any:
+    """Run a public method with the model in eval mode (training sets train mode itself) and give the model
+    back in the mode the caller left it: results never depend on it (dropout, batch statistics)."""
+
+    @functools.wraps(method)
+    def wrapper(self: DistilledDatamodel, *args: Any, **kwargs: Any) -> Any:
+        given = args[0] if args and isinstance(args[0], nn.Module) else kwargs.get("model")
+        models = [m for m in (self.model, given) if isinstance(m, nn.Module)]
+        modes = [(m, m.training) for m in models]
+        try:
+            for m in models:
+                m.eval()
+            return method(self, *args, **kwargs)
+        finally:
+            for m, was in modes:
+                m.train(was)
+
+    return wrapper
+
+
 class DistilledDatamodel:
     """Distilled Datamodel over a workspace folder. Constructing it reads and writes nothing."""
 
@@ -76,6 +97,7 @@ class DistilledDatamodel:
     # ---- offline ------------------------------------------------------------------------------
     STAGES = ("train", "groups", "synset")
 
+    @_restores_mode
     def fit(self, model: nn.Module | None, train: Split, trajectory: Trajectory | None = None,
             num_classes: int | None = None, until: str = "synset") -> DistilledDatamodel:
         """Run (or reuse) the offline stages: train + trajectory, groups, synset(s).
@@ -98,6 +120,7 @@ class DistilledDatamodel:
             save_json(path, self.config.to_dict())
         return self
 
+    @_restores_mode
     def fit_classes(self, train: Split) -> DistilledDatamodel:
         """Build (or reuse) the class-level groups and synset on a fitted or loaded datamodel: what
         hierarchical attribution and class unlearning need (``hierarchical=true`` builds them in ``fit``)."""
@@ -110,6 +133,7 @@ class DistilledDatamodel:
 
     def _fit_stages(self, model: nn.Module, train: Split, trajectory: Trajectory | None, until: str) -> None:
         self._train(model, train, trajectory)
+        model.eval()  # every later stage reads the trained model deterministically
         if until == "train":
             return
         num_classes = int(self.num_classes or 0)
@@ -307,6 +331,7 @@ class DistilledDatamodel:
             raise ConfigError(f"emulate.num_perturbations={p} is below the number of groups {k}; Eq. 8 needs |P| >= K")
         return p
 
+    @_restores_mode
     def attribute(self, targets: Split | Any, objective: str | Objective | Any = "dist1", hierarchical: bool = False,
                   name: str | None = None) -> AttributionMatrix:
         """Attribution matrix of ``objective`` on ``targets`` over the groups (optionally hierarchical).
@@ -348,6 +373,7 @@ class DistilledDatamodel:
         attr.save(self.ws.path("attributions", name or obj.name))
         return attr
 
+    @_restores_mode
     def attribute_classes(self, targets: Split, objective: str | Objective | Any = "dist1") -> AttributionMatrix:
         """Class-level attribution (K = classes) with the class-level synset: the top of Sec. 3.3."""
         if self.class_synset is None or self.class_groups is None:
@@ -417,6 +443,7 @@ class DistilledDatamodel:
         """Where :meth:`unlearn` saves the checkpoint for these groups (``unlearned/<name>``)."""
         return self.ws.path("unlearned", name or f"{synset}-" + "-".join(map(str, groups))[:80])
 
+    @_restores_mode
     def unlearn(self, groups: list[int] | torch.Tensor, name: str | None = None, synset: str = "groups") -> nn.Module:
         """Remove ``groups`` from theta_tau and save the checkpoint: the kept data's Newton step on the last layer
         (head-matched synsets; ``emulate.unlearn_damping``), else fine-tuning on their synsets.

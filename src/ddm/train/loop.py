@@ -33,11 +33,16 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:
-    """Top-1 accuracy of ``model`` on ``split`` (in [0, 1])."""
+    """Top-1 accuracy of ``model`` on ``split`` (in [0, 1]), in eval mode (the model's mode is restored)."""
+    was = model.training
     model.eval()
     correct = 0
-    for i in range(0, len(split), batch_size):
-        correct += (model(split.x[i : i + batch_size]).argmax(1) == split.y[i : i + batch_size]).sum().item()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(split), batch_size):
+                correct += (model(split.x[i : i + batch_size]).argmax(1) == split.y[i : i + batch_size]).sum().item()
+    finally:
+        model.train(was)
     return correct / max(1, len(split))
 
 
