@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 import ddm
+from ddm import progress
 from ddm.diagnosis import diagnose, flip_labels
 
 DATASETS: dict[str, list[str]] = {
@@ -65,6 +66,7 @@ def main() -> None:
     p.add_argument("--select-seed", type=int, default=3)
     p.add_argument("--seeds", default="0,1,2")
     args = p.parse_args()
+    progress.set_enabled(False)
     root = Path(args.root)
     results = [one(root, n, args.select_seed) for n in DATASETS]
     sel = {str(t): (np.mean([r["clean"][str(t)]["fraction"] for r in results]),
@@ -93,8 +95,9 @@ def main() -> None:
               "| dataset | seed | clean flagged at default | noisy precision / recall at default |", "|---|---|---|---|"]
     for r in report:
         n = r["noisy"][str(chosen)]
+        prec = "nothing flagged" if not n["groups"] else f"{100 * n['precision']:.1f}%"
         lines.append(f"| {r['dataset']} | {r['seed']} | {100 * r['clean'][str(chosen)]['fraction']:.1f}% | "
-                     f"{100 * n['precision']:.1f}% / {100 * n['recall']:.1f}% |")
+                     f"{prec} / {100 * n['recall']:.1f}% |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".md").write_text("\n".join(lines) + "\n")
     Path(args.out + ".json").write_text(json.dumps({"chosen": chosen, "selection": results, "report": report},

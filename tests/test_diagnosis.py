@@ -23,8 +23,8 @@ def test_ranking_issues_and_worst_fraction():
     score = d.score()
     assert ((score > 0) & (score < 1)).all() and torch.argsort(score).tolist() == [1, 3, 0, 2]
     assert abs(float(score[1]) - 0.00349) < 1e-4
-    assert d.issues() == []  # the default flags only a clear outlier
-    assert d.issues(0.01) == [1]
+    assert d.issues() == [1]  # the default flags only the clear outlier
+    assert d.issues(0.001) == []
     assert d.issues(0.5) == [1, 3]
     assert d.issues(0.9) == [1, 3]  # group 0 scores 0.64 but helps (quality > 0): never an issue
     assert d.issues(0.5, max_fraction=0.3) == [1]  # group 3 has 4 of 10 samples: over the budget
