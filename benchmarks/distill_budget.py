@@ -28,9 +28,13 @@ from ddm.emulate.perturbations import sample_perturbations  # noqa: E402
 from ddm.evaluation.metrics import lds  # noqa: E402
 from ddm.evaluation.retrain import RetrainCache  # noqa: E402
 
-SETTINGS = {"default (tol 1e-4, <=1000 its)": [], "tol 3e-4": ["distill.tolerance=3e-4"],
+SETTINGS = {"default": [], "tol 3e-4": ["distill.tolerance=3e-4"],
             "tol 1e-3": ["distill.tolerance=1e-3"], "tol 3e-3": ["distill.tolerance=3e-3"],
-            "200 its": ["distill.iterations=200"]}
+            "200 its": ["distill.iterations=200"],
+            "lr_img 0.03, 200 its": ["distill.lr_img=0.03", "distill.iterations=200"],
+            "lr_img 0.03, 300 its, tol 1e-3": ["distill.lr_img=0.03", "distill.iterations=300",
+                                               "distill.tolerance=1e-3"],
+            "lr_img 0.1, 200 its": ["distill.lr_img=0.1", "distill.iterations=200"]}
 
 
 def one(root: Path, name: str, seed: int, select: bool, targets_n: int = 50, subsets: int = 40,
@@ -57,7 +61,7 @@ def one(root: Path, name: str, seed: int, select: bool, targets_n: int = 50, sub
     out = {"config": name, "seed": seed, "train_s": t_train, "settings": {}}
     for tag, extra in SETTINGS.items():
         dm = base if not extra else ddm.DistilledDatamodel(
-            folder / ("budget-" + "-".join(e.split("=")[1] for e in extra)), cfg.with_overrides(extra)).fit(
+            folder / ("budget-" + "-".join(e.split(".")[1] for e in extra)), cfg.with_overrides(extra)).fit(
             ddm.models.build(cfg.model, data), data.train)
         info = dm.ws.require("synset")
         a = dm.attribute(targets, "dist2", name="budget")

@@ -23,9 +23,11 @@ __version__ = "0.1.0"
 _SUBMODULES = ("attribution", "cluster", "data", "distill", "emulate", "exceptions", "health", "models",
                "objectives", "presets", "train")
 _NAMES = {"AttributionMatrix": "ddm.attribution", "DistilledDatamodel": "ddm.pipeline", "RunConfig": "ddm.config",
-          "Trajectory": "ddm.train", "TrajectoryRecorder": "ddm.train"}
+          "Trajectory": "ddm.train", "TrajectoryRecorder": "ddm.train", "Task": "ddm.task", "Loss": "ddm.task",
+          "CrossEntropy": "ddm.task"}
 
-__all__ = ["AttributionMatrix", "DistilledDatamodel", "RunConfig", "Trajectory", "TrajectoryRecorder",
+__all__ = ["AttributionMatrix", "CrossEntropy", "DistilledDatamodel", "Loss", "RunConfig", "Task", "Trajectory",
+           "TrajectoryRecorder",
            *_SUBMODULES]
 
 

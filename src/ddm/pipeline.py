@@ -36,6 +36,8 @@ from ddm.exceptions import ConfigError, MissingArtifactError, NumericalError
 from ddm.objectives.base import Objective
 from ddm.train.loop import train_model
 from ddm.train.trajectory import Trajectory
+from ddm.task import Task
+from ddm.task import resolve as resolve_task
 from ddm.workspace import Workspace, load_json, load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
@@ -75,8 +77,11 @@ class DistilledDatamodel:
     """Distilled Datamodel over a workspace folder. Constructing it reads and writes nothing."""
 
     def __init__(self, workspace: str | os.PathLike[str] | Workspace, config: RunConfig | None = None,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, task: Task | None = None) -> None:
+        """``task``: the training loss (:mod:`ddm.task`; default cross-entropy): what training minimises and
+        what the head recipe differentiates. A custom task needs the head recipe (the default)."""
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace, overwrite)
+        self.task = resolve_task(task)
         self.config = config or presets.demo()  # the CLI's default preset; RunConfig() is the paper's schedule
         self.model: nn.Module | None = None
         self.trajectory: Trajectory | None = None
@@ -154,6 +159,8 @@ class DistilledDatamodel:
             cfg: Any = {"external_trajectory": True, "model": spec}
         else:
             cfg = {"model": spec, "train": keyed(self.config.train)}
+            if not self.task.is_default:  # default keys stay as they were
+                cfg["task"] = self.task.name
             key = fingerprint(cfg, data_fp)
         self.keys["train"] = key
         folder = self.ws.path("train")
@@ -165,15 +172,16 @@ class DistilledDatamodel:
             self.ws.begin("train", key, cfg)
             t0 = time.perf_counter()
             if trajectory is None:
-                trajectory = train_model(model, train, self.config.train, folder / "trajectory")
+                trajectory = train_model(model, train, self.config.train, folder / "trajectory",
+                                         task=None if self.task.is_default else self.task)
             else:
                 trajectory.save(folder / "trajectory")
             self.trajectory = trajectory.ordered(names)
             save_tensors(folder / "model.safetensors", trajectory.final)
             save_json(folder / "model.json", spec)
             seconds = trajectory.seconds if trajectory.seconds is not None else time.perf_counter() - t0
-            self.ws.finish("train", key, cfg, seconds=seconds,
-                           data_fingerprint=data_fp, num_classes=self.num_classes)
+            self.ws.finish("train", key, cfg, seconds=seconds, data_fingerprint=data_fp,
+                           num_classes=self.num_classes, task=self.task.name)
         _load_params(model, self.trajectory.final)
         self.model = model
         self.timings["train"] = self.ws.require("train").get("seconds", 0.0)
@@ -195,19 +203,25 @@ class DistilledDatamodel:
 
     def _distill(self, stage: str, train: Split, groups: Groups) -> Synset:
         cfg = keyed(self.config.distill)
+        if not self.task.is_default and self.config.distill.matching != "head":
+            raise ConfigError(f"the custom task {self.task.name!r} needs the head recipe (distill.matching=head, "
+                              f"the default); the trajectory matchers assume cross-entropy")
         key = fingerprint(cfg, self.keys["train"], self.keys["groups" if stage == "synset" else "groups-class"])
         self.keys[stage] = key
         path = self.ws.path(stage, "synset.safetensors")
         assert self.trajectory is not None and self.model is not None and self.num_classes is not None
         if self.ws.is_done(stage, key, cfg):
-            return Synset.from_tensors(load_tensors(path), self.num_classes)
+            syn = Synset.from_tensors(load_tensors(path), self.num_classes)
+            syn.task = None if self.task.is_default else self.task
+            return syn
         folder = self.ws.begin(stage, key, cfg)
         ckpt = folder / "checkpoint.safetensors"
         before = float(load_tensors(ckpt).get("seconds", torch.zeros(()))) if ckpt.exists() else 0.0
         t0 = time.perf_counter() - before  # a resumed distillation counts the killed processes' time too
         syn = MATCHERS.get(self.config.distill.matching)(Matching(
             self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
-            self.config.train.batch_size, self.config.train.weight_decay))
+            self.config.train.batch_size, self.config.train.weight_decay,
+            None if self.task.is_default else self.task))
         report = health.synset_health(self.model, self.trajectory, train, groups, syn, self.num_classes)
         save_tensors(path, syn.to_tensors())
         (folder / "checkpoint.safetensors").unlink(missing_ok=True)
@@ -222,6 +236,10 @@ class DistilledDatamodel:
     def load(self, model: nn.Module | None = None) -> DistilledDatamodel:
         """Load finished offline stages from the workspace (``model``: needed for non-registry models)."""
         info = self.ws.require("train")
+        stored_task = info.get("task", "cross-entropy")
+        if stored_task != self.task.name:
+            raise ConfigError(f"this workspace was trained with the task {stored_task!r}: pass that task "
+                              f"(DistilledDatamodel(ws, task=...)), not {self.task.name!r}")
         self.config = RunConfig.from_dict(load_json(self.ws.path("config.json")))
         self.keys["train"] = info["key"]
         self.num_classes = info.get("num_classes")
@@ -246,8 +264,10 @@ class DistilledDatamodel:
             st = self.ws.stage_info(stage)
             if st and st.get("complete"):
                 self.keys[stage] = st["key"]
-                setattr(self, attr, Synset.from_tensors(load_tensors(self.ws.path(stage, "synset.safetensors")),
-                                                        int(self.num_classes or 0)))
+                syn = Synset.from_tensors(load_tensors(self.ws.path(stage, "synset.safetensors")),
+                                          int(self.num_classes or 0))
+                syn.task = None if self.task.is_default else self.task
+                setattr(self, attr, syn)
         return self
 
     def fitted(self) -> Fitted:
@@ -297,6 +317,9 @@ class DistilledDatamodel:
             self._reused.append("logits")
             return load_tensors(path)["logits"]
         method = self.emulation_method(synset)
+        if method != "newton" and not self.task.is_default:
+            raise ConfigError(f"the {method} emulation assumes cross-entropy; the custom task {self.task.name!r} "
+                              "works with the Newton emulation (emulate.method=auto or newton)")
         models_stage = f"emulation-models/{models_key}"
         params_dir = None
         if method != "newton":  # the Newton emulation needs no stored models: a matrix product per target set

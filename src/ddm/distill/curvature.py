@@ -37,9 +37,11 @@ class Curvature:
     def top_eigenvalue(self) -> float:
         raise NotImplementedError
 
-    def minus(self, h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor, n: int) -> Curvature:
+    def minus(self, h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor, n: int,
+              out_curv: torch.Tensor | None = None) -> Curvature:
         """The curvature of the data without weighted samples (features ``h [M, d+1]``, ``logits [M, C]``,
-        ``weights [M]``), where ``self`` is the mean over ``n`` samples; negative directions clipped to 0."""
+        ``weights [M]``), where ``self`` is the mean over ``n`` samples; negative directions clipped to 0.
+        ``out_curv [M, C, C]``: the loss's curvature in the outputs (default: cross-entropy's)."""
         raise NotImplementedError
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
@@ -54,9 +56,13 @@ class Curvature:
         return None
 
 
-def _output_curvature(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    p = logits.softmax(-1).double()
-    a = torch.diag_embed(p) - torch.einsum("nc,ne->nce", p, p)
+def _output_curvature(logits: torch.Tensor, weights: torch.Tensor | None = None,
+                      out_curv: torch.Tensor | None = None) -> torch.Tensor:
+    if out_curv is None:  # cross-entropy's: diag(p) - p p^T
+        p = logits.softmax(-1).double()
+        a = torch.diag_embed(p) - torch.einsum("nc,ne->nce", p, p)
+    else:
+        a = out_curv.double()
     return a if weights is None else a * weights.double()[:, None, None]
 
 
@@ -68,9 +74,10 @@ class ExactCurvature(Curvature):
         self._eig: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @staticmethod
-    def accumulate(h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    def accumulate(h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor | None = None,
+                   out_curv: torch.Tensor | None = None) -> torch.Tensor:
         """Summed ``[D, D]`` contribution of a batch."""
-        a = _output_curvature(logits, weights)
+        a = _output_curvature(logits, weights, out_curv)
         hd = h.double()
         c, d = logits.shape[1], h.shape[1]
         return torch.einsum("nce,nd,nf->cdef", a, hd, hd).reshape(c * d, c * d)
@@ -87,8 +94,9 @@ class ExactCurvature(Curvature):
     def top_eigenvalue(self) -> float:
         return float(self.eig()[0][-1])
 
-    def minus(self, h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor, n: int) -> Curvature:
-        return ExactCurvature(self.hessian.double() - self.accumulate(h, logits, weights) / n)
+    def minus(self, h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor, n: int,
+              out_curv: torch.Tensor | None = None) -> Curvature:
+        return ExactCurvature(self.hessian.double() - self.accumulate(h, logits, weights, out_curv) / n)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         return {"hessian": self.hessian.float()}
@@ -119,11 +127,12 @@ class KroneckerCurvature(Curvature):
         ea, _, es, _ = self.eig()
         return float(ea[-1] * es[-1])
 
-    def minus(self, h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor, n: int) -> Curvature:
+    def minus(self, h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor, n: int,
+              out_curv: torch.Tensor | None = None) -> Curvature:
         w = weights.double()
         removed = float(w.sum())
         keep = max(n - removed, 1e-12)
-        a = (self.a.double() * n - _output_curvature(logits, w).sum(0)) / keep
+        a = (self.a.double() * n - _output_curvature(logits, w, out_curv).sum(0)) / keep
         s = (self.s.double() * n - torch.einsum("m,md,mf->df", w, h.double(), h.double())) / keep
         return KroneckerCurvature(a, s, scale=self.scale * keep / n)
 
@@ -133,7 +142,8 @@ class KroneckerCurvature(Curvature):
         return {"curvature_a": self.a.float(), "curvature_s": self.s.float()}
 
 
-def accumulate_kronecker(h: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def accumulate_kronecker(h: torch.Tensor, logits: torch.Tensor,
+                         out_curv: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed K-FAC factors of a batch: ``(sum_i A_i [C, C], sum_i h_i h_i^T [d+1, d+1])``."""
     hd = h.double()
-    return _output_curvature(logits).sum(0), hd.T @ hd
+    return _output_curvature(logits, None, out_curv).sum(0), hd.T @ hd

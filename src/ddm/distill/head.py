@@ -23,6 +23,8 @@ Hard labels and positive weights make each synthetic image act like training dat
 
 from __future__ import annotations
 
+from typing import Any
+
 import logging
 import time
 from dataclasses import dataclass
@@ -113,9 +115,21 @@ class Head:
                                   "use --recipe paper (or distill.matching=local) for this model")
 
 
-def head_gradients(h: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-sample cross-entropy gradients w.r.t. the head matrix: ``[N, d+1], [N, C], [N, C] -> [N, C*(d+1)]``."""
-    return torch.einsum("nc,nd->ncd", logits.softmax(-1) - targets, h).flatten(1)
+def head_gradients(h: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, task: Any = None) -> torch.Tensor:
+    """Per-sample loss gradients w.r.t. the head matrix: ``[N, d+1], [N, C], [N, C] -> [N, C*(d+1)]``.
+
+    ``targets``: one-hot (or soft) rows; ``task``: a :class:`ddm.task.Task` (default: cross-entropy, whose
+    output gradient is ``softmax - targets``)."""
+    if task is None or task.is_default:
+        delta = logits.softmax(-1) - targets
+    else:
+        delta = task.output_gradient(logits, targets.argmax(-1)).to(logits.dtype)
+    return torch.einsum("nc,nd->ncd", delta, h).flatten(1)
+
+
+def _out_curv(task: Any, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+    """The task's output curvature, or None for cross-entropy (the curvature classes' closed form)."""
+    return None if task is None or task.is_default else task.output_curvature(logits, labels)
 
 
 @dataclass
@@ -132,7 +146,7 @@ class HeadStatistics:
 
 
 def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, batch: int = 256,
-                    params: Params | None = None, curvature: str = "auto") -> HeadStatistics:
+                    params: Params | None = None, curvature: str = "auto", task: Any = None) -> HeadStatistics:
     """Stream the training set once (``batch`` rows at a time): curvature and group gradients.
 
     ``curvature``: ``exact``, ``kfac`` or ``auto`` (exact up to :data:`EXACT_LIMIT` head parameters)."""
@@ -148,13 +162,14 @@ def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, 
             h = head.features(train.x[s : s + batch], params)
             z = h @ W.T
             y = F.one_hot(train.y[s : s + batch], num_classes).to(z.dtype)
+            oc = _out_curv(task, z, train.y[s : s + batch])
             if H is not None:
-                H += ExactCurvature.accumulate(h, z)
+                H += ExactCurvature.accumulate(h, z, out_curv=oc)
             else:
-                a, hh = accumulate_kronecker(h, z)
+                a, hh = accumulate_kronecker(h, z, oc)
                 A += a
                 S += hh
-            G.index_add_(0, groups.assignment[s : s + batch], head_gradients(h, z, y).double())
+            G.index_add_(0, groups.assignment[s : s + batch], head_gradients(h, z, y, task).double())
     n = len(train)
     curv: Curvature = ExactCurvature(H / n) if H is not None else KroneckerCurvature(A / n, S / n)
     return HeadStatistics(curv, G, n)
@@ -181,7 +196,7 @@ def synset_head_gradients(head: Head, synset: Synset, params: Params | None = No
     x, t, _ = synset.flat()
     W = head.matrix(params)
     h = head.features(x, params)
-    g = head_gradients(h, h @ W.T, t) * synset.image_weights().reshape(-1, 1)
+    g = head_gradients(h, h @ W.T, t, synset.task) * synset.image_weights().reshape(-1, 1)
     return g.reshape(synset.num_groups, synset.ipc, -1).sum(1)
 
 
@@ -193,7 +208,8 @@ def matching_quality(synthetic: torch.Tensor, real: torch.Tensor) -> dict[str, t
 
 
 def distill_head(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
-                 num_classes: int, folder: str | Path | None = None, weight_decay: float = 0.0) -> Synset:
+                 num_classes: int, folder: str | Path | None = None, weight_decay: float = 0.0,
+                 task: Any = None) -> Synset:
     """Learn the head-matched synset (module doc) and attach the curvature and health checks.
 
     With ``folder``, a checkpoint is kept there so a killed run resumes."""
@@ -205,7 +221,7 @@ def distill_head(model: nn.Module, trajectory: Trajectory, train: Split, groups:
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        return _distill_head(head, trajectory, train, groups, cfg, num_classes, folder, weight_decay)
+        return _distill_head(head, trajectory, train, groups, cfg, num_classes, folder, weight_decay, task)
     finally:
         for p, r in zip(model.parameters(), requires, strict=True):
             p.requires_grad_(r)
@@ -213,8 +229,8 @@ def distill_head(model: nn.Module, trajectory: Trajectory, train: Split, groups:
 
 
 def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
-                  num_classes: int, folder: str | Path | None, weight_decay: float) -> Synset:
-    stats = head_statistics(head, train, groups, num_classes, curvature=cfg.curvature)
+                  num_classes: int, folder: str | Path | None, weight_decay: float, task: Any = None) -> Synset:
+    stats = head_statistics(head, train, groups, num_classes, curvature=cfg.curvature, task=task)
     damping = cfg.damping * stats.top_eigenvalue + weight_decay  # weight decay is curvature the loss lacks
     curv = stats.curvature
     target = (curv.solve(stats.group_grads, damping) / stats.num_train).float()  # [K, D] removal displacements
@@ -246,7 +262,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         start = cfg.iterations  # a resumed run that had already converged
     for it in range(start, cfg.iterations):
         h = head.features(images.reshape(K * cfg.ipc, *images.shape[2:]))
-        g = head_gradients(h, h @ W.T, onehot) * log_w.exp().reshape(-1, 1)
+        g = head_gradients(h, h @ W.T, onehot, task) * log_w.exp().reshape(-1, 1)
         disp = curv.solve(g.reshape(K, cfg.ipc, -1).sum(1), damping).float() / stats.num_train
         loss = (((disp - target) ** 2).sum(1) / norm2).sum()
         if not torch.isfinite(loss):
@@ -270,7 +286,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     syn = Synset(images.detach(), labels, num_classes, losses=torch.tensor(losses),
                  weights=log_w.detach().exp(), curvature=curv,
                  damping=torch.tensor(damping),
-                 num_train=torch.tensor(stats.num_train))
+                 num_train=torch.tensor(stats.num_train), task=task)
     if not all(torch.isfinite(t).all() for t in syn.to_tensors().values()):
         raise NumericalError("head distillation produced non-finite synthetic images or weights; "
                              "lower distill.lr_img or distill.lr_label")

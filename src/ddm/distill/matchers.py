@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -34,6 +35,7 @@ class Matching:
     folder: Path | None = None  # checkpoints, so a killed run resumes
     train_batch: int = 256  # the target's batch size (local matching's displacement scale)
     weight_decay: float = 0.0  # the target's weight decay (curvature the loss lacks; head matching)
+    task: Any = None  # the training loss (ddm.task.Task; head matching); None = cross-entropy
 
 
 Matcher = Callable[[Matching], Synset]
@@ -42,7 +44,8 @@ MATCHERS: Registry[Matcher] = Registry("matching")
 
 @MATCHERS.register("head")
 def _head(m: Matching) -> Synset:
-    return distill_head(m.model, m.trajectory, m.train, m.groups, m.cfg, m.num_classes, m.folder, m.weight_decay)
+    return distill_head(m.model, m.trajectory, m.train, m.groups, m.cfg, m.num_classes, m.folder, m.weight_decay,
+                        m.task)
 
 
 def _trajectory_matcher(m: Matching) -> Synset:

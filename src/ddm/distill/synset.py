@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,8 @@ class Synset:
     curvature: Curvature | None = None
     damping: torch.Tensor | None = None
     num_train: torch.Tensor | None = None
+    # the training loss (ddm.task.Task) the head statistics used; set at run time, never stored (None = CE)
+    task: Any = field(default=None, repr=False, compare=False)
 
     @property
     def kind(self) -> str:

@@ -75,13 +75,15 @@ def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups:
     damping = synset_damping if damping is None else damping
     head = Head.of(model)
     sub = Synset(synset.images[groups], synset.labels[groups], synset.num_classes,
-                 weights=synset.image_weights()[groups])
+                 weights=synset.image_weights()[groups], task=synset.task)
     with torch.no_grad():
         g = synset_head_gradients(head, sub, params).double().sum(0)
         x, t, _ = sub.flat()
         h = head.features(x, params)
         W = head.matrix(params)
-        kept = curvature.minus(h, h @ W.T, sub.image_weights().reshape(-1), n)
+        z = h @ W.T
+        oc = None if synset.task is None or synset.task.is_default else synset.task.output_curvature(z, t.argmax(-1))
+        kept = curvature.minus(h, z, sub.image_weights().reshape(-1), n, out_curv=oc)
     if curvature_damping > 0:
         if isinstance(kept, ExactCurvature) and isinstance(curvature, ExactCurvature):
             kept = ExactCurvature(kept.hessian.double() + curvature_damping * curvature.hessian.double())

@@ -6,6 +6,8 @@ each epoch is seeded by ``(seed, epoch)``, so the resumed run is the one that wo
 
 from __future__ import annotations
 
+from typing import Any
+
 import json
 import logging
 import math
@@ -84,12 +86,14 @@ def _load_resume(folder: Path, model: nn.Module, opt: torch.optim.Optimizer) -> 
     return int(prog["done_epochs"]), list(prog["epochs"]), float(prog.get("seconds", 0.0))
 
 
-def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | Path | None = None) -> Trajectory:
+def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | Path | None = None,
+                task: Any = None) -> Trajectory:
     """Train ``model`` in place on ``train`` and return its trajectory.
 
     With ``folder``, checkpoints (``theta_XXXX.safetensors``) and the resume state (model, optimizer and
     progress in one atomic ``resume.safetensors``) are written as training goes, so an interrupted run
     resumes where the last finished epoch left it: a kill at any point gives the same trajectory.
+    ``task``: the training loss (:class:`ddm.task.Task`; default cross-entropy).
     """
     folder = Path(folder) if folder is not None else None
     opt = make_optimizer(model, cfg)
@@ -121,7 +125,8 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
         total = 0.0
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            loss = F.cross_entropy(model(train.x[idx]), train.y[idx])
+            out = model(train.x[idx])
+            loss = F.cross_entropy(out, train.y[idx]) if task is None else task.loss(out, train.y[idx]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
