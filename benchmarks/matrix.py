@@ -91,7 +91,9 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace, dampings
     folder = root / name / f"seed{seed}"
     out: dict[str, Any] = {"config": name, "seed": seed, "overrides": overrides, "lds": {}, "other_class_lds": {},
                            "seconds": {}}
-    dm = ddm.DistilledDatamodel(folder / "ddm", cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    # overwrite: a changed default re-distils (the training and the cached retrains are reused)
+    dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
+                                                                         data.train)
     K = dm.groups.num_groups
     cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
                          data.test.x)
@@ -124,7 +126,7 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace, dampings
     for lam in dampings:
         tag = "DDM" if len(dampings) == 1 else f"DDM damping={lam:g}"
         dml = dm if lam == cfg.distill.damping else ddm.DistilledDatamodel(
-            folder / f"ddm-{lam:g}", cfg.with_overrides([f"distill.damping={lam}"])).fit(
+            folder / f"ddm-{lam:g}", cfg.with_overrides([f"distill.damping={lam}"]), overwrite=True).fit(
             ddm.models.build(cfg.model, data), data.train)
         t1 = time.perf_counter()
         attr = dml.attribute(targets, "dist2", name="matrix")
@@ -136,7 +138,7 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace, dampings
     if not args.select:
         out["nearest_image_cosine"] = {"DDM": synset_similarity(dm.synset, data.train.x)}
         for tag, extra in VARIANT_ROWS["*"] + VARIANT_ROWS.get(name, []):
-            vdm = ddm.DistilledDatamodel(folder / tag.split()[1], cfg.with_overrides(extra)).fit(
+            vdm = ddm.DistilledDatamodel(folder / tag.split()[1], cfg.with_overrides(extra), overwrite=True).fit(
                 ddm.models.build(cfg.model, data), data.train)
             t1 = time.perf_counter()
             try:

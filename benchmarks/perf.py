@@ -1,0 +1,166 @@
+"""`make bench-perf`: what each stage costs, in units of one training run (T), with peak memory, the
+throughput each stage reaches against training's own forward+backward, and how online and offline cost
+grow with the training-set size N and the number of groups K.
+
+Each stage runs in its own process (one thread), so its peak resident memory is its own. Stages:
+training (T), head distillation (statistics, matching and health check), a first attribution of 20 test
+targets and a second one of 20 others (the default Newton emulation), unlearning 4 groups, and one exact
+retrain without a random half of the groups (what one perturbation of the attribution replaces).
+
+    python benchmarks/perf.py --out benchmarks/results/perf          # both datasets + growth
+    python benchmarks/perf.py --quick --out /tmp/perf                 # a small run (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FMNIST = ["data.name=fashion-mnist", "data.train_size=10000", "data.test_size=2000", "model.width=16",
+          "train.epochs=5", "train.lr=0.05"]
+CONFIGS = {"digits (demo)": [], "fashion-mnist 10k": FMNIST}
+
+
+def _stage(q: Any, root: str, sets: list[str], stage: str) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    import ddm
+    from ddm import progress
+    from ddm.emulate.perturbations import sample_perturbations
+    from ddm.train.loop import train_model
+
+    progress.set_enabled(False)
+    cfg = ddm.presets.demo().with_overrides([*sets, "hierarchical=false"])
+    data = ddm.data.load(cfg.data)
+    dm = ddm.DistilledDatamodel(root, cfg)
+    t0 = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if stage in ("train", "distill"):
+        dm.fit(ddm.models.build(cfg.model, data), data.train, until="train" if stage == "train" else "synset")
+        seconds = dm.ws.require("train" if stage == "train" else "synset")["seconds"]
+        if stage == "distill":
+            info = dm.ws.require("synset")
+            extra = {"steps": info.get("steps"), "K": dm.groups.num_groups, "ipc": dm.synset.ipc,
+                     "N": len(data.train), "epochs": cfg.train.epochs}
+    else:
+        dm.load()
+        if stage.startswith("attribute"):
+            rows = slice(0, 20) if stage == "attribute" else slice(20, 40)
+            a = dm.attribute(data.test[rows], "dist2", name=stage)
+            seconds = time.perf_counter() - t0
+            extra = {"perturbations": a.meta["perturbations"], "K": dm.groups.num_groups}
+        elif stage == "unlearn":
+            dm.unlearn([0, 1, 2, 3], name="perf")
+            seconds = time.perf_counter() - t0
+        else:  # one exact retrain without a random half of the groups
+            keep = sample_perturbations(dm.groups.num_groups, 1, 0.5, seed=1)[0]
+            rows_kept = torch.cat([dm.groups.members(k) for k in torch.nonzero(keep).flatten().tolist()])
+            net = ddm.models.build(cfg.model, data)
+            # timed as the training stage is (the trajectory's own clock, after one-time set-up)
+            seconds = train_model(net, data.train[rows_kept], cfg.train).seconds
+            extra = {"kept_fraction": len(rows_kept) / len(data.train)}
+    q.put({"stage": stage, "seconds": float(seconds),
+           "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra})
+
+
+def run_stage(root: Path, sets: list[str], stage: str) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_stage, args=(q, str(root), sets, stage))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
+def profile(root: Path, name: str, sets: list[str]) -> dict[str, Any]:
+    res = {s: run_stage(root, sets, s) for s in ("train", "distill", "attribute", "attribute-again", "unlearn",
+                                                  "retrain-half")}
+    T = res["train"]["seconds"]
+    d = res["distill"]
+    # throughput against training's forward+backward: images through the network per second
+    train_rate = d["N"] * d["epochs"] / T
+    distill_passes = (d["steps"] or 0) * d["K"] * d["ipc"] + 3 * d["N"]  # matching steps + statistics + health
+    return {"config": name, "stages": res, "T": T,
+            "distill_T": d["seconds"] / T, "distill_throughput": distill_passes / d["seconds"] / train_rate,
+            "online_speedup": res["attribute"]["perturbations"] * res["retrain-half"]["seconds"]
+            / res["attribute"]["seconds"]}
+
+
+def growth(root: Path, sets: list[str], key: str, values: list[int]) -> dict[str, Any]:
+    pts = []
+    for v in values:
+        extra = [f"cluster.per_class={v}"] if key == "K" else [f"data.train_size={v}"]
+        folder = root / f"{key}{v}"
+        dist = run_stage(folder, sets + extra, "distill")
+        att = run_stage(folder, sets + extra, "attribute")
+        tr = run_stage(folder, sets + extra, "train")
+        pts.append({key: att["K"] if key == "K" else v, "train_s": tr["seconds"], "distill_s": dist["seconds"],
+                    "attribute_s": att["seconds"], "peak_mib": max(dist["peak_mib"], att["peak_mib"])})
+    x = np.log([p[key] for p in pts])
+    slope = {s: float(np.polyfit(x, np.log([p[s] for p in pts]), 1)[0]) for s in ("distill_s", "attribute_s",
+                                                                                   "train_s")}
+    return {"key": key, "points": pts, "exponent": slope}
+
+
+def markdown(results: list[dict[str, Any]], grow: list[dict[str, Any]], argv: list[str]) -> str:
+    lines = ["# Stage costs (`make bench-perf`)", "",
+             f"Command: `python benchmarks/perf.py {' '.join(argv)}`. One process and one thread per stage; "
+             "T = that configuration's training time; peak = the stage process's peak resident memory.", "",
+             "| stage | " + " | ".join(r["config"] for r in results) + " |", "|---|" + "---|" * len(results)]
+    for s in ("train", "distill", "attribute", "attribute-again", "unlearn", "retrain-half"):
+        cells = [f"{r['stages'][s]['seconds']:.2f} s = {r['stages'][s]['seconds'] / r['T']:.2f} T, "
+                 f"{r['stages'][s]['peak_mib']:.0f} MiB" for r in results]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    lines += ["", "| | " + " | ".join(r["config"] for r in results) + " |", "|---|" + "---|" * len(results),
+              "| distillation (T) | " + " | ".join(f"{r['distill_T']:.2f}" for r in results) + " |",
+              "| distillation throughput (images/s against training's) | "
+              + " | ".join(f"{100 * r['distill_throughput']:.0f}%" for r in results) + " |",
+              "| online speedup: perturbations x one half-data retrain / first attribution | "
+              + " | ".join(f"{r['online_speedup']:,.0f}x" for r in results) + " |"]
+    for g in grow:
+        lines += ["", f"Growth in {g['key']} (" + ", ".join(f"{k} ~ {g['key']}^{v:.2f}" for k, v in
+                                                         g["exponent"].items()) + "):", "",
+                  f"| {g['key']} | train s | distill s | attribute s | peak MiB |", "|---|---|---|---|---|"]
+        for p in g["points"]:
+            lines.append(f"| {p[g['key']]} | {p['train_s']:.2f} | {p['distill_s']:.2f} | {p['attribute_s']:.2f} | "
+                         f"{p['peak_mib']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="runs/perf")
+    p.add_argument("--out", default="benchmarks/results/perf")
+    p.add_argument("--quick", action="store_true", help="the tiny preset's sizes only (seconds; for tests)")
+    args = p.parse_args()
+    root = Path(args.root)
+    if args.quick:
+        configs = {"digits (tiny)": ["data.train_size=300", "data.test_size=60", "train.epochs=2",
+                                     "distill.iterations=20", "emulate.num_perturbations=200"]}
+        grows: list[tuple[str, list[int]]] = [("K", [1, 2])]
+    else:
+        configs = CONFIGS
+        grows = [("K", [2, 5, 10, 20, 40]), ("N", [1000, 2000, 5000, 10000, 20000])]
+    results = [profile(root / n.split()[0], n, s) for n, s in configs.items()]
+    base = next(iter(configs.values())) if args.quick else FMNIST
+    grow = [growth(root / f"growth-{k}", base, k, v) for k, v in grows]
+    text = markdown(results, grow, sys.argv[1:])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(text)
+    out.with_suffix(".json").write_text(json.dumps({"stages": results, "growth": grow}, indent=1))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
