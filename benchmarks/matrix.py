@@ -62,7 +62,7 @@ CONFIGS: dict[str, tuple[list[str], bool]] = {
 }
 #: design variants measured beside the default, by configuration ("*" = every configuration)
 VARIANT_ROWS: dict[str, list[tuple[str, list[str]]]] = {
-    "*": [("DDM head-noise", ["distill.init=noise"])],
+    "*": [("DDM head-noise", ddm.presets.recipe("head-noise"))],
     "fmnist-mlp-K40-sgd": [("DDM local-free (previous default)", ddm.presets.recipe("local-free"))],
 }
 PEERS = ("if-explicit", "tracin", "trak")
