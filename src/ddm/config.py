@@ -57,8 +57,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = _f("convnet", "architecture: convnet (DC-style), mlp or resnet (ResNet-18 layout, GroupNorm; width 64 "
-                              "and depth 4 give ResNet-18)")
+    name: str = _f("convnet", "architecture: convnet (DC-style), mlp, resnet (ResNet-18 layout, GroupNorm; width 64 "
+                              "and depth 4 give ResNet-18), alexnet (AlexNet's layout for small images) or vit "
+                              "(a small Vision Transformer; width = embedding size, depth = blocks)")
     width: int = _f(64, "convnet channels / mlp hidden units")
     depth: int = _f(3, "convnet conv blocks / mlp hidden layers")
     norm: str = _f("instancenorm", "convnet normalisation: instancenorm, groupnorm, layernorm, none")

@@ -53,6 +53,16 @@ class Fitted:
     synset: Synset
 
 
+def _refuse_batchnorm(model: nn.Module | None, what: str) -> None:
+    """The trajectory matchers and fine-tuning emulations differentiate the whole network through
+    ``functional_call``: BatchNorm's running statistics would stay frozen at theta_tau's (eval mode) or break
+    ``vmap`` (train mode). The head recipe reads the network in eval mode and moves only the last layer."""
+    if model is not None and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ConfigError(f"{what} cannot fine-tune a model with BatchNorm (its running statistics would not follow "
+                          "the emulated training): use the head recipe (the default; it moves only the last layer "
+                          "and reads BatchNorm in eval mode) or replace BatchNorm with GroupNorm (as ddm's resnet)")
+
+
 def _restores_mode(method: Any) -> Any:
     """Run a public method with the model in eval mode (training sets train mode itself) and give the model
     back in the mode the caller left it: results never depend on it (dropout, batch statistics)."""
@@ -203,6 +213,8 @@ class DistilledDatamodel:
 
     def _distill(self, stage: str, train: Split, groups: Groups) -> Synset:
         cfg = keyed(self.config.distill)
+        if self.config.distill.matching != "head":
+            _refuse_batchnorm(self.model, f"the {self.config.distill.matching} matching")
         if not self.task.is_default and self.config.distill.matching != "head":
             raise ConfigError(f"the custom task {self.task.name!r} needs the head recipe (distill.matching=head, "
                               f"the default); the trajectory matchers assume cross-entropy")
@@ -317,6 +329,8 @@ class DistilledDatamodel:
             self._reused.append("logits")
             return load_tensors(path)["logits"]
         method = self.emulation_method(synset)
+        if method != "newton":
+            _refuse_batchnorm(self.model, f"the {method} emulation")
         if method != "newton" and not self.task.is_default:
             raise ConfigError(f"the {method} emulation assumes cross-entropy; the custom task {self.task.name!r} "
                               "works with the Newton emulation (emulate.method=auto or newton)")

@@ -13,9 +13,11 @@ import torch
 from torch import nn
 
 from ddm.config import ModelConfig
+from ddm.models.alexnet import AlexNet
 from ddm.models.convnet import ConvNet
 from ddm.models.mlp import MLP
 from ddm.models.resnet import ResNet
+from ddm.models.vit import ViT
 from ddm.registry import Registry
 
 Shape = tuple[int, int, int]
@@ -36,6 +38,18 @@ def _mlp(cfg: ModelConfig, shape: Shape, num_classes: int) -> nn.Module:
 def _resnet(cfg: ModelConfig, shape: Shape, num_classes: int) -> nn.Module:
     """ResNet-18's layout with GroupNorm (``width`` 64 and ``depth`` 4 give ResNet-18)."""
     return ResNet(shape[0], (shape[1], shape[2]), num_classes, cfg.width, cfg.depth)
+
+
+@MODELS.register("alexnet")
+def _alexnet(cfg: ModelConfig, shape: Shape, num_classes: int) -> nn.Module:
+    """AlexNet's layout for small images (5 convolutions, 3 fully connected layers; no BatchNorm or dropout)."""
+    return AlexNet(shape[0], (shape[1], shape[2]), num_classes, cfg.width)
+
+
+@MODELS.register("vit")
+def _vit(cfg: ModelConfig, shape: Shape, num_classes: int) -> nn.Module:
+    """A small Vision Transformer (``width`` = embedding size, ``depth`` = blocks; LayerNorm)."""
+    return ViT(shape[0], (shape[1], shape[2]), num_classes, cfg.width, cfg.depth)
 
 
 def build(
