@@ -167,7 +167,9 @@ def test_unlearning_uses_its_own_damping(run):
     from ddm.emulate.newton import newton_keep_params
 
     cfg, data, ws, dm = run
-    head, removed = "classifier.weight", torch.tensor([0, 1])
+    # one group of each of two classes (removing every group of a class also removes the class: tested below)
+    removed = torch.stack([torch.nonzero(dm.groups.labels == c).flatten()[0] for c in (0, 1)])
+    head = "classifier.weight"
     theta = dm.trajectory.final
 
     def unlearned(*overrides):
@@ -257,3 +259,22 @@ def test_results_do_not_depend_on_the_mode_the_model_was_left_in(tmp_path):
     model.eval()
     b = dm.attribute(data.test[:3], "dist2", name="b")
     assert not model.training and torch.equal(a.weights, b.weights)
+
+
+def test_unlearning_every_group_of_a_class_removes_the_class(run):
+    cfg, data, ws, dm = run
+    dm.config = cfg
+    groups = torch.nonzero(dm.groups.labels == 3).flatten().tolist()
+    model = dm.unlearn(groups, name="class3")
+    assert dm.last_classes_without_data == [3]
+    with torch.no_grad():
+        before, after = dm.model(data.test.x).argmax(1), model(data.test.x).argmax(1)
+    assert not (after == 3).any()  # never predicted, as retraining without any of its data
+    others = data.test.y != 3
+    assert (after[others] == before[others]).float().mean() > 0.8
+    # a few of its groups only: the class stays
+    dm.unlearn(groups[:1], name="one-group")
+    assert dm.last_classes_without_data == []
+    # the class-level synset: the same rule
+    dm.unlearn([3], name="class3-cls", synset="classes")
+    assert dm.last_classes_without_data == [3]

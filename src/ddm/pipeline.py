@@ -53,6 +53,27 @@ class Fitted:
     synset: Synset
 
 
+#: the logit a class without training data gets after unlearning: never the argmax, softmax weight 0
+FORGOTTEN_LOGIT = -1e4
+
+
+def _forget_classes(model: nn.Module, classes: list[int]) -> None:
+    """Make ``model`` (in place) never predict ``classes``: their row of the last Linear layer is zeroed and
+    their bias set to :data:`FORGOTTEN_LOGIT`."""
+    from ddm.distill.head import Head
+
+    try:
+        lin = Head.of(model).linear
+    except ConfigError:
+        log.warning("classes %s have no training data left, but the model has no final Linear layer to remove "
+                    "them from; they stay predictable", classes)
+        return
+    with torch.no_grad():
+        lin.weight[classes] = 0.0
+        if lin.bias is not None:
+            lin.bias[classes] = FORGOTTEN_LOGIT
+
+
 def _refuse_batchnorm(model: nn.Module | None, what: str) -> None:
     """The trajectory matchers and fine-tuning emulations differentiate the whole network through
     ``functional_call``: BatchNorm's running statistics would stay frozen at theta_tau's (eval mode) or break
@@ -107,7 +128,8 @@ class DistilledDatamodel:
         self._emulations: dict[str, float] = {}
         self._emulation_fresh = 0.0
         self._reused: list[str] = []  # what the current attribute() call took from the caches
-        self.last_unlearning_check: dict[str, Any] | None = None  # health.unlearning_check of the last unlearn()
+        self.last_unlearning_check: dict[str, Any] | None = None
+        self.last_classes_without_data: list[int] = []  # classes the last unlearn() left without any group  # health.unlearning_check of the last unlearn()
 
     # ---- offline ------------------------------------------------------------------------------
     STAGES = ("train", "groups", "synset")
@@ -501,6 +523,14 @@ class DistilledDatamodel:
         model = unlearn_groups(self.model, self.trajectory.final, syn, idx, self.finetune_lr,  # type: ignore[union-attr]
                                self.finetune_steps, self.config.emulate.group_reduction, method=method, damping=damping,
                                curvature_damping=self.config.emulate.unlearn_curvature_damping)
+        # A class whose every group is removed has no training data left: retraining never predicts it (its
+        # logit only ever receives negative gradient; 0.0 % accuracy on the removed class in all 18 cases of
+        # the matrix). The Newton step cannot express this (the class's gradient and curvature at theta_tau are
+        # both near zero, so its step is a ratio of two small numbers), so the class leaves the head explicitly.
+        gone = [c for c in grp.labels.unique().tolist()
+                if bool(torch.isin(torch.nonzero(grp.labels == c).flatten(), idx).all())]
+        if gone:
+            _forget_classes(model, gone)
         state = {k: v for k, v in model.state_dict().items()}
         if not all(torch.isfinite(v).all() for v in state.values()):
             raise NumericalError("unlearning produced non-finite weights; nothing was saved")
@@ -511,7 +541,8 @@ class DistilledDatamodel:
         save_tensors(folder / "model.safetensors", state)
         save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "method": method,
                                             "lr": self.finetune_lr, "steps": self.finetune_steps,
-                                            "check": self.last_unlearning_check})
+                                            "classes_without_data": gone, "check": self.last_unlearning_check})
+        self.last_classes_without_data = gone
         return model
 
 

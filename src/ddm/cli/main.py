@@ -486,7 +486,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"groups": idx, "synset": synset, "removed_samples": len(rows),
            "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
            "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
-           "saved": str(dm.unlearn_folder(idx, args.name, synset)), "check": dm.last_unlearning_check}
+           "saved": str(dm.unlearn_folder(idx, args.name, synset)), "check": dm.last_unlearning_check,
+           "classes_without_data": dm.last_classes_without_data}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -497,6 +498,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
         print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
               f"{100 * out['removed_accuracy']['after']:.1f}%")
+        if out["classes_without_data"]:
+            print(f"  class(es) {out['classes_without_data']} have no training data left: the unlearned model no "
+                  "longer predicts them (as retraining without them would not)")
         c = out["check"] or {}
         if c:
             flag = "   DAMAGED: see the warning above" if c["damaged"] else ""
