@@ -97,14 +97,13 @@ def test_retrain_reproduces_the_target_and_resumes(digits, groups, tmp_path):
     sets = [[0], [1, 2], [3]]
     cache.get([1, 2])  # as if a killed job had finished one of three
     calls = []
-    real_get = cache.get
+    real_retrain = cache._retrain
 
-    def counting_get(removed, seed=None):
-        if not cache.has(removed, seed):
-            calls.append(sorted(removed))
-        return real_get(removed, seed)
+    def counting_retrain(removed, seed, path):
+        calls.append(sorted(removed))
+        return real_retrain(removed, seed, path)
 
-    cache.get = counting_get
+    cache._retrain = counting_retrain
     out = cache.many(sets)
     assert out.shape == (3, 6, 10) and calls == [[0], [3]]
     assert not torch.allclose(out[0], cache.get([]))  # removing a group changes the retrained model

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddm import health, presets
+from ddm import distributed, health, presets
 from ddm import models as model_registry
 from ddm import objectives as objective_registry
 from ddm.attribution.fit import fit_attribution
@@ -96,7 +96,9 @@ def _restores_mode(method: Any) -> Any:
         try:
             for m in models:
                 m.eval()
-            return method(self, *args, **kwargs)
+            # under torchrun rank 0 computes and stores, the other ranks then read the cached stages
+            with distributed.rank0_first():
+                return method(self, *args, **kwargs)
         finally:
             for m, was in modes:
                 m.train(was)

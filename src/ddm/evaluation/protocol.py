@@ -424,6 +424,9 @@ def evaluate(root: str | Path, base: RunConfig, ecfg: EvalConfig) -> dict[str, A
     result = {"dataset": data.summary(), "config": base.to_dict(), "eval": ecfg.__dict__,
               "targets": data.test.index[rows].tolist(), "validation_targets": data.test.index[val].tolist(),
               "seconds": time.perf_counter() - t0, "per_seed": per_seed, "summary": summarise(per_seed)}
-    save_json(root / "evaluation.json", result)
-    atomic_write_text(root / "evaluation.md", markdown(result))
+    from ddm import distributed
+
+    if distributed.is_main():  # under torchrun every rank holds the same result; one writes it
+        save_json(root / "evaluation.json", result)
+        atomic_write_text(root / "evaluation.md", markdown(result))
     return result

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ddm import distributed
 from ddm.cluster.groups import Groups
 from ddm.config import TrainConfig
 from ddm.data.dataset import Split
@@ -56,11 +57,19 @@ class RetrainCache:
 
     def get(self, removed: Iterable[int], seed: int | None = None) -> torch.Tensor:
         """Logits ``[N_eval, C]`` of the model retrained without ``removed`` (data-order ``seed``:
-        None = the target's own)."""
+        None = the target's own). Under torchrun, rank 0 retrains and the other ranks read its file."""
         removed = sorted({int(r) for r in removed})
         path = self.path(removed, seed)
-        if path.exists():
+        if distributed.agree_all([path.exists()])[0]:
             return load_tensors(path)["logits"]
+        if distributed.rank_world()[1] > 1:
+            with distributed.rank0_first():
+                if not path.exists():
+                    self._retrain(removed, seed, path)
+            return load_tensors(path)["logits"]
+        return self._retrain(removed, seed, path)
+
+    def _retrain(self, removed: list[int], seed: int | None, path: Path) -> torch.Tensor:
         keep = ~torch.isin(self.groups.assignment, torch.as_tensor(removed, dtype=torch.long))
         if not keep.any():
             raise ValueError("cannot retrain without every group")
@@ -84,15 +93,24 @@ class RetrainCache:
                             "seconds": torch.tensor(seconds)})
         return logits
 
-    def many(self, removed_sets: list[list[int]], desc: str = "retrain", shard: int = 0,
-             num_shards: int = 1) -> torch.Tensor | None:
-        """Retrain every set (this shard's share); returns ``[M, N_eval, C]`` once all are present."""
-        todo = [r for i, r in enumerate(removed_sets) if i % num_shards == shard and not self.has(r)]
+    def many(self, removed_sets: list[list[int]], desc: str = "retrain", shard: int | None = None,
+             num_shards: int | None = None) -> torch.Tensor | None:
+        """Retrain every set (this shard's share); returns ``[M, N_eval, C]`` once all are present.
+
+        Under torchrun the shard is the rank: each rank retrains its share, then (after a barrier) every
+        rank returns all of them."""
+        rank, world = distributed.rank_world()
+        shard, num_shards = (rank, world) if shard is None else (shard, num_shards or 1)
+        have = distributed.agree_all([self.has(r) for r in removed_sets])
+        missing = [r for r, h in zip(removed_sets, have) if not h]
+        todo = [r for i, r in enumerate(missing) if i % num_shards == shard and not self.has(r)]
         pbar = bar(len(todo), desc)
         for r in todo:
-            self.get(r)
+            self._retrain(sorted({int(x) for x in r}), None, self.path(r))
             pbar.update(1)
         pbar.close()
+        if world > 1:
+            distributed.barrier()
         if all(self.has(r) for r in removed_sets):
-            return torch.stack([self.get(r) for r in removed_sets])
+            return torch.stack([load_tensors(self.path(r))["logits"] for r in removed_sets])
         return None
