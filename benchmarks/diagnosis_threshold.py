@@ -74,7 +74,8 @@ def main() -> None:
     ok = [t for t in THRESHOLDS if sel[str(t)][0] < 0.05]
     chosen = max(ok, key=lambda t: (sel[str(t)][1], t)) if ok else min(THRESHOLDS)
     report = [one(root, n, int(s)) for s in args.seeds.split(",") for n in DATASETS]
-    lines = ["# Diagnosis threshold", "", "Command: `python benchmarks/diagnosis_threshold.py` (`make bench-diagnosis`).",
+    lines = ["# Diagnosis threshold", "",
+             "Command: `python benchmarks/diagnosis_threshold.py` (`make bench-diagnosis`).",
              "Validation: the first half of each test split; 10 % of the training labels flipped for the noisy rows.",
              f"Selection: seed {args.select_seed} (both datasets): the threshold with the highest recall on flipped "
              f"labels among those flagging under 5 % of clean data: **{chosen:g}**. Reported: seeds {args.seeds}.", "",
@@ -92,7 +93,8 @@ def main() -> None:
     raw = [r["clean"]["raw_negative_fraction"] for r in report]
     lines += ["", f"The raw sign (quality < 0, the previous default) flags {100 * np.mean(raw):.1f}% of clean "
               "training data on average.", "", "Per run:", "",
-              "| dataset | seed | clean flagged at default | noisy precision / recall at default |", "|---|---|---|---|"]
+              "| dataset | seed | clean flagged at default | noisy precision / recall at default |",
+              "|---|---|---|---|"]
     for r in report:
         n = r["noisy"][str(chosen)]
         prec = "nothing flagged" if not n["groups"] else f"{100 * n['precision']:.1f}%"

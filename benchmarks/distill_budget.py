@@ -61,7 +61,8 @@ def one(root: Path, name: str, seed: int, select: bool, targets_n: int = 50, sub
     out = {"config": name, "seed": seed, "train_s": t_train, "settings": {}}
     for tag, extra in SETTINGS.items():
         dm = base if not extra else ddm.DistilledDatamodel(
-            folder / ("budget-" + "-".join(e.split(".", 1)[1].replace("=", "") for e in extra)), cfg.with_overrides(extra)).fit(
+            folder / ("budget-" + "-".join(e.split(".", 1)[1].replace("=", "") for e in extra)),
+            cfg.with_overrides(extra)).fit(
             ddm.models.build(cfg.model, data), data.train)
         info = dm.ws.require("synset")
         a = dm.attribute(targets, "dist2", name="budget")

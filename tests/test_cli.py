@@ -167,7 +167,7 @@ def test_targets_from_files_and_a_folder_of_images(tmp_path, capsys):
     assert main(["attribute", "-w", ws, "--targets", "0:3", "--json"]) == 0
     t = json.loads(capsys.readouterr().out)
     assert [r["label"] for r in f["targets"]] == data.test.y[:3].tolist()
-    for a, b in zip(f["targets"], t["targets"]):
+    for a, b in zip(f["targets"], t["targets"], strict=True):
         assert [g["group"] for g in a["top"]] == [g["group"] for g in b["top"]]
     # a folder of raw-pixel images, converted to the model's input
     folder = tmp_path / "imgs"

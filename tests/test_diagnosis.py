@@ -10,7 +10,14 @@ import torch
 from ddm.cli.main import main
 from ddm.cluster.groups import Groups
 from ddm.data.dataset import Split
-from ddm.diagnosis import DEFAULT_THRESHOLD, Diagnosis, cleanlab_suspicion, detection_metrics, flip_labels, from_group_scores
+from ddm.diagnosis import (
+    DEFAULT_THRESHOLD,
+    Diagnosis,
+    cleanlab_suspicion,
+    detection_metrics,
+    flip_labels,
+    from_group_scores,
+)
 from ddm.exceptions import ConfigError
 
 GROUPS = Groups(assignment=torch.tensor([0, 0, 1, 2, 2, 2, 3, 3, 3, 3]), labels=torch.tensor([0, 0, 1, 1]))

@@ -52,7 +52,8 @@ def test_label_smoothing_trains_distills_attributes_and_unlearns(tmp_path):
     h = dm.ws.require("synset")["health"]
     assert h["checked"] and h["cosine_min"] > 0.5
     # label smoothing keeps the logits small: the trained model is less confident than with plain CE
-    plain = ddm.DistilledDatamodel(tmp_path / "plain", cfg).fit(ddm.models.build(cfg.model, data), data.train, until="train")
+    plain = ddm.DistilledDatamodel(tmp_path / "plain", cfg).fit(ddm.models.build(cfg.model, data), data.train,
+                                                                 until="train")
     with torch.no_grad():
         assert dm.model(data.test.x).abs().max() < plain.model(data.test.x).abs().max()
     attr = dm.attribute(data.test[:4], "dist2")

@@ -192,10 +192,10 @@ def out_of_sample_probs(model: torch.nn.Module, train: Split, cfg: TrainConfig, 
                         seed: int = 0) -> torch.Tensor:
     """Class probabilities ``[N, C]`` of each training sample from a copy of ``model`` (at its current
     initial weights) trained on the other folds with ``cfg``."""
+    from sklearn.model_selection import StratifiedKFold
+
     from ddm.models import params_of, with_params
     from ddm.train.loop import train_model
-
-    from sklearn.model_selection import StratifiedKFold
 
     theta0 = params_of(model)
     n = len(train)

@@ -66,7 +66,7 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
             if trajectory.tau >= 1:
                 before = trajectory[trajectory.tau - 1]
                 real_prev = head_statistics(head, train, groups, num_classes, params=before,
-                                            curvature="kfac", task=synset.task).group_grads  # (kfac: cheap, its curvature unused)
+                                            curvature="kfac", task=synset.task).group_grads  # kfac: cheap, unused
                 sign = 1.0 if synset.kind == "head" else -1.0
                 syn_prev = sign * synset_head_gradients(head, synset, before).double()
                 prev = torch.nn.functional.cosine_similarity(syn_prev, real_prev, dim=1)

@@ -34,10 +34,10 @@ from ddm.emulate.emulators import EMULATORS, Emulation, resolve
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.exceptions import ConfigError, MissingArtifactError, NumericalError
 from ddm.objectives.base import Objective
-from ddm.train.loop import train_model
-from ddm.train.trajectory import Trajectory
 from ddm.task import Task
 from ddm.task import resolve as resolve_task
+from ddm.train.loop import train_model
+from ddm.train.trajectory import Trajectory
 from ddm.workspace import Workspace, load_json, load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
@@ -130,8 +130,8 @@ class DistilledDatamodel:
         self._emulations: dict[str, float] = {}
         self._emulation_fresh = 0.0
         self._reused: list[str] = []  # what the current attribute() call took from the caches
-        self.last_unlearning_check: dict[str, Any] | None = None
-        self.last_classes_without_data: list[int] = []  # classes the last unlearn() left without any group  # health.unlearning_check of the last unlearn()
+        self.last_unlearning_check: dict[str, Any] | None = None  # health.unlearning_check of the last unlearn()
+        self.last_classes_without_data: list[int] = []  # classes the last unlearn() left without any group
 
     # ---- offline ------------------------------------------------------------------------------
     STAGES = ("train", "groups", "synset")
@@ -407,7 +407,8 @@ class DistilledDatamodel:
             from ddm.data.targets import as_split
 
             assert self.model is not None
-            targets = as_split(targets, model=self.model, image_shape=tuple(self.synset.images.shape[2:]))
+            c, h, w = self.synset.images.shape[2:]
+            targets = as_split(targets, model=self.model, image_shape=(int(c), int(h), int(w)))
         obj = objective_registry.get(objective)
         if len(targets) == 0:
             raise ConfigError("no target samples given")

@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_arg(p, True)
     p.add_argument("--targets", default="0:8", help="test samples shown: START:STOP or i,j,... (default: %(default)s)")
     p.add_argument("--objective", default="dist2", help="objective of the attribution (default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=3, help="supporting and opposing groups per target (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=3,
+                   help="supporting and opposing groups per target (default: %(default)s)")
     p.add_argument("--out", default=None, help="output file (default: <workspace>/report.html)")
     p.set_defaults(func=cmd_report)
 
@@ -550,7 +551,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         mark = "ISSUE" if r["group"] in flagged else "     "
         mem = ", ".join(map(str, r["members"]))
         print(f"  {mark} group {r['group']:>4}  class {r['label']:>3}  size {r['size']:>4}  "
-              f"quality {r['quality']:+.4f}  score {r['score']:.4f}  samples {mem}{', ...' if r['size'] > len(r['members']) else ''}")
+              f"quality {r['quality']:+.4f}  score {r['score']:.4f}  "
+              f"samples {mem}{', ...' if r['size'] > len(r['members']) else ''}")
     print(f"saved: {path}")
     return 0
 

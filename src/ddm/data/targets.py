@@ -117,7 +117,7 @@ def _read_images(files: list[Path], image_shape: tuple[int, int, int], mean: tup
     c, h, w = image_shape
     arrays = []
     for f in files:
-        with Image.open(f) as im:
-            im = im.convert("L" if c == 1 else "RGB").resize((w, h))
+        with Image.open(f) as opened:
+            im = opened.convert("L" if c == 1 else "RGB").resize((w, h))
             arrays.append(np.asarray(im, dtype=np.uint8))
     return torch.from_numpy(_raw_pixels(np.stack(arrays), mean, std))

@@ -1,8 +1,27 @@
-"""The optimizer state of a distillation checkpoint, per optimised leaf (so a killed run resumes identically)."""
+"""What every distillation loop shares: one checked optimisation step, and the optimizer state of a
+checkpoint per optimised leaf (so a killed run resumes identically)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+from ddm.exceptions import NumericalError
+
+
+def matching_step(opt: torch.optim.Optimizer, loss: torch.Tensor, it: int, per: int, losses: list[float],
+                  pbar: Any, what: str, hint: str) -> None:
+    """One step on the matching ``loss`` (an error naming ``what`` and ``hint`` if it is not finite); the
+    loss per group (``per`` groups) is appended to ``losses`` and shown on ``pbar``."""
+    if not torch.isfinite(loss):
+        raise NumericalError(f"{what} diverged at step {it} (matching loss {loss.item()}); nothing was saved. {hint}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    losses.append(loss.item() / per)
+    pbar.update(1)
+    pbar.set_postfix(loss=f"{losses[-1]:.4f}")
 
 
 def optimizer_state(opt: torch.optim.Optimizer, leaves: list[torch.Tensor]) -> dict[str, torch.Tensor]:

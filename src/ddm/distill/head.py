@@ -23,12 +23,11 @@ Hard labels and positive weights make each synthetic image act like training dat
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +36,7 @@ from torch import nn
 from ddm.cluster.groups import Groups
 from ddm.config import DistillConfig
 from ddm.data.dataset import Split
-from ddm.distill.checkpoint import optimizer_state, restore_optimizer_state
+from ddm.distill.checkpoint import matching_step, optimizer_state, restore_optimizer_state
 from ddm.distill.curvature import (
     EXACT_LIMIT,
     Curvature,
@@ -265,15 +264,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         g = head_gradients(h, h @ W.T, onehot, task) * log_w.exp().reshape(-1, 1)
         disp = curv.solve(g.reshape(K, cfg.ipc, -1).sum(1), damping).float() / stats.num_train
         loss = (((disp - target) ** 2).sum(1) / norm2).sum()
-        if not torch.isfinite(loss):
-            raise NumericalError(f"head distillation diverged at step {it} (matching loss {loss.item()}); "
-                                 "lower distill.lr_img or distill.lr_label")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item() / K)
-        pbar.update(1)
-        pbar.set_postfix(loss=f"{losses[-1]:.4f}")
+        matching_step(opt, loss, it, K, losses, pbar, "head distillation", "Lower distill.lr_img or distill.lr_label")
         if losses[-1] < cfg.tolerance:  # matched: more steps would not change the emulation
             log.info("head distillation converged at step %d (mean relative error %.2g)", it + 1, losses[-1])
             break

@@ -40,10 +40,9 @@ from ddm.cluster.groups import Groups
 from ddm.config import DistillConfig
 from ddm.data.dataset import Split
 from ddm.distill import augment
-from ddm.distill.checkpoint import optimizer_state, restore_optimizer_state
+from ddm.distill.checkpoint import matching_step, optimizer_state, restore_optimizer_state
 from ddm.distill.distances import DISTANCES
 from ddm.distill.synset import Synset, soft_cross_entropy
-from ddm.exceptions import NumericalError
 from ddm.progress import bar
 from ddm.train.trajectory import Trajectory
 from ddm.workspace import load_tensors, save_tensors
@@ -233,15 +232,7 @@ def distill(
                 target = {n: sign * v for n, v in real.items()}
             synth = group_gradients(model, trajectory[b], augment.apply(images, aug), s_targets)
             loss = vdist(synth, target).sum()
-        if not torch.isfinite(loss):
-            raise NumericalError(f"distillation diverged at step {it} (matching loss {loss.item()}); nothing was "
-                                 "saved. Lower distill.lr_img")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item() / groups.num_groups)
-        pbar.update(1)
-        pbar.set_postfix(loss=f"{losses[-1]:.4f}")
+        matching_step(opt, loss, it, groups.num_groups, losses, pbar, "distillation", "Lower distill.lr_img")
         _checkpoint(ckpt, it, cfg.checkpoint_every, images, logits, losses, leaves, opt,
                     before + time.perf_counter() - t0)
     pbar.close()

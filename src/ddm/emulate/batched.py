@@ -93,7 +93,8 @@ def emulate_logits(
 
     With ``rows_dir``, each finished chunk is written there and reused on a rerun, so a killed
     job resumes where it stopped. With ``params_dir``, each chunk's fine-tuned parameters are kept there
-    too: they do not depend on ``x``, so a later call with other inputs costs forward passes only. ``backend="loop"`` fine-tunes one model at a time with
+    too: they do not depend on ``x``, so a later call with other inputs costs forward passes only.
+    ``backend="loop"`` fine-tunes one model at a time with
     :func:`finetune_reference`: the same computation in another floating-point order, faster on CPUs
     (vmap turns convolutions into grouped convolutions). The two agree to 1e-5 over a few steps, but
     the paper-faithful fine-tuning (T = tau steps with the loss summed over deleted groups) is chaotic:

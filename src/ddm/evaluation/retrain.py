@@ -102,7 +102,7 @@ class RetrainCache:
         rank, world = distributed.rank_world()
         shard, num_shards = (rank, world) if shard is None else (shard, num_shards or 1)
         have = distributed.agree_all([self.has(r) for r in removed_sets])
-        missing = [r for r, h in zip(removed_sets, have) if not h]
+        missing = [r for r, h in zip(removed_sets, have, strict=True) if not h]
         todo = [r for i, r in enumerate(missing) if i % num_shards == shard and not self.has(r)]
         pbar = bar(len(todo), desc)
         for r in todo:

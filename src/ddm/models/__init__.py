@@ -111,7 +111,7 @@ def from_import(path: str, num_classes: int | None = None, image_shape: Shape | 
         raise ConfigError(f"--model {path!r} is not callable: name a function or class that returns an nn.Module")
     offered = {"num_classes": num_classes, "image_shape": tuple(image_shape) if image_shape else None}
     try:
-        params = inspect.signature(factory).parameters
+        params: Any = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         params = {}
     kwargs = {k: v for k, v in offered.items() if k in params and v is not None}

@@ -6,13 +6,12 @@ each epoch is seeded by ``(seed, epoch)``, so the resumed run is the one that wo
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
 import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
