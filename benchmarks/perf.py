@@ -101,11 +101,17 @@ def growth(root: Path, sets: list[str], key: str, values: list[int]) -> dict[str
     for v in values:
         extra = [f"cluster.per_class={v}"] if key == "K" else [f"data.train_size={v}"]
         folder = root / f"{key}{v}"
+        tr = run_stage(folder, sets + extra, "train")
         dist = run_stage(folder, sets + extra, "distill")
         att = run_stage(folder, sets + extra, "attribute")
-        tr = run_stage(folder, sets + extra, "train")
-        pts.append({key: att["K"] if key == "K" else v, "train_s": tr["seconds"], "distill_s": dist["seconds"],
-                    "attribute_s": att["seconds"], "peak_mib": max(dist["peak_mib"], att["peak_mib"])})
+        half = run_stage(folder, sets + extra, "retrain-half")
+        K = att["K"]
+        pts.append({key: K if key == "K" else v, "train_s": tr["seconds"], "distill_s": dist["seconds"],
+                    "attribute_s": att["seconds"], "retrain_half_s": half["seconds"],
+                    # what a datamodel fitted on exact retrains needs at least: 2 K half-data retrains
+                    "speedup_online": 2 * K * half["seconds"] / att["seconds"],
+                    "speedup_with_distill": 2 * K * half["seconds"] / (att["seconds"] + dist["seconds"]),
+                    "peak_mib": max(dist["peak_mib"], att["peak_mib"], tr["peak_mib"])})
     x = np.log([p[key] for p in pts])
     slope = {s: float(np.polyfit(x, np.log([p[s] for p in pts]), 1)[0]) for s in ("distill_s", "attribute_s",
                                                                                    "train_s")}
@@ -115,25 +121,28 @@ def growth(root: Path, sets: list[str], key: str, values: list[int]) -> dict[str
 def markdown(results: list[dict[str, Any]], grow: list[dict[str, Any]], argv: list[str]) -> str:
     lines = ["# Stage costs (`make bench-perf`)", "",
              f"Command: `python benchmarks/perf.py {' '.join(argv)}`. One process and one thread per stage; "
-             "T = that configuration's training time; peak = the stage process's peak resident memory.", "",
-             "| stage | " + " | ".join(r["config"] for r in results) + " |", "|---|" + "---|" * len(results)]
-    for s in ("train", "distill", "attribute", "attribute-again", "unlearn", "retrain-half"):
-        cells = [f"{r['stages'][s]['seconds']:.2f} s = {r['stages'][s]['seconds'] / r['T']:.2f} T, "
-                 f"{r['stages'][s]['peak_mib']:.0f} MiB" for r in results]
-        lines.append(f"| {s} | " + " | ".join(cells) + " |")
-    lines += ["", "| | " + " | ".join(r["config"] for r in results) + " |", "|---|" + "---|" * len(results),
-              "| distillation (T) | " + " | ".join(f"{r['distill_T']:.2f}" for r in results) + " |",
-              "| distillation throughput (images/s against training's) | "
-              + " | ".join(f"{100 * r['distill_throughput']:.0f}%" for r in results) + " |",
-              "| online speedup: perturbations x one half-data retrain / first attribution | "
-              + " | ".join(f"{r['online_speedup']:,.0f}x" for r in results) + " |"]
+             "T = that configuration's training time; peak = the stage process's peak resident memory."]
+    if results:
+        lines += ["", "| stage | " + " | ".join(r["config"] for r in results) + " |", "|---|" + "---|" * len(results)]
+        for s in ("train", "distill", "attribute", "attribute-again", "unlearn", "retrain-half"):
+            cells = [f"{r['stages'][s]['seconds']:.2f} s = {r['stages'][s]['seconds'] / r['T']:.2f} T, "
+                     f"{r['stages'][s]['peak_mib']:.0f} MiB" for r in results]
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        lines += ["", "| | " + " | ".join(r["config"] for r in results) + " |", "|---|" + "---|" * len(results),
+                  "| distillation (T) | " + " | ".join(f"{r['distill_T']:.2f}" for r in results) + " |",
+                  "| distillation throughput (images/s against training's) | "
+                  + " | ".join(f"{100 * r['distill_throughput']:.0f}%" for r in results) + " |",
+                  "| online speedup: perturbations x one half-data retrain / first attribution | "
+                  + " | ".join(f"{r['online_speedup']:,.0f}x" for r in results) + " |"]
     for g in grow:
         lines += ["", f"Growth in {g['key']} (" + ", ".join(f"{k} ~ {g['key']}^{v:.2f}" for k, v in
                                                          g["exponent"].items()) + "):", "",
-                  f"| {g['key']} | train s | distill s | attribute s | peak MiB |", "|---|---|---|---|---|"]
+                  f"| {g['key']} | train s | distill s | attribute s | one half-data retrain s | speedup online "
+                  "(2 K retrains) | speedup incl. distillation | peak MiB |", "|---|---|---|---|---|---|---|---|"]
         for p in g["points"]:
             lines.append(f"| {p[g['key']]} | {p['train_s']:.2f} | {p['distill_s']:.2f} | {p['attribute_s']:.2f} | "
-                         f"{p['peak_mib']:.0f} |")
+                         f"{p.get('retrain_half_s', float('nan')):.2f} | {p.get('speedup_online', float('nan')):,.0f}x"
+                         f" | {p.get('speedup_with_distill', float('nan')):,.1f}x | {p['peak_mib']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -142,6 +151,9 @@ def main() -> None:
     p.add_argument("--root", default="runs/perf")
     p.add_argument("--out", default="benchmarks/results/perf")
     p.add_argument("--quick", action="store_true", help="the tiny preset's sizes only (seconds; for tests)")
+    p.add_argument("--per-class", default="2,5,10,20,40", help="groups per class of the growth-in-K runs")
+    p.add_argument("--sizes", default="1000,2000,5000,10000,20000", help="training-set sizes of the growth-in-N runs")
+    p.add_argument("--growth-only", action="store_true", help="skip the per-stage table")
     args = p.parse_args()
     root = Path(args.root)
     if args.quick:
@@ -150,8 +162,8 @@ def main() -> None:
         grows: list[tuple[str, list[int]]] = [("K", [1, 2])]
     else:
         configs = CONFIGS
-        grows = [("K", [2, 5, 10, 20, 40]), ("N", [1000, 2000, 5000, 10000, 20000])]
-    results = [profile(root / n.split()[0], n, s) for n, s in configs.items()]
+        grows = [("K", [int(v) for v in args.per_class.split(",")]), ("N", [int(v) for v in args.sizes.split(",")])]
+    results = [] if args.growth_only else [profile(root / n.split()[0], n, s) for n, s in configs.items()]
     base = next(iter(configs.values())) if args.quick else FMNIST
     grow = [growth(root / f"growth-{k}", base, k, v) for k, v in grows]
     text = markdown(results, grow, sys.argv[1:])
