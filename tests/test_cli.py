@@ -183,7 +183,16 @@ def test_targets_from_files_and_a_folder_of_images(tmp_path, capsys):
     assert "the model takes" in capsys.readouterr().err
     assert main(["attribute", "-w", ws, "--targets-file", str(tmp_path / "missing.npy")]) == 2
     assert "no such file" in capsys.readouterr().err
-    # Python: any tensor
+    # .npz with labels, and a single image file
+    np.savez(tmp_path / "t.npz", x=data.test.x[:2].numpy(), y=data.test.y[:2].numpy())
+    assert main(["attribute", "-w", ws, "--targets-file", str(tmp_path / "t.npz"), "--json"]) == 0
+    assert [r["label"] for r in json.loads(capsys.readouterr().out)["targets"]] == data.test.y[:2].tolist()
+    assert main(["attribute", "-w", ws, "--targets-file", str(folder / "0.png"), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["targets"]) == 1
+    # Python: any tensor, numpy array or (x, y) pair
     dm = ddm.DistilledDatamodel(ws).load()
     attr = dm.attribute(torch.as_tensor(data.test.x[:2]), "dist2", name="x")
     assert attr.weights.shape[0] == 2 and attr.target_ids == [0, 1]
+    pair = dm.attribute((data.test.x[:2].numpy(), data.test.y[:2].numpy()), "dist2", name="pair")
+    same = dm.attribute(data.test[:2], "dist2", name="split")
+    assert torch.allclose(pair.weights, same.weights)
