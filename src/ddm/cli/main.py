@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -571,6 +572,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ddm import distributed
+
+    if not distributed.is_main():  # under torchrun every rank computes the same result; rank 0 prints it
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this process
     from ddm.evaluation.protocol import EvalConfig, evaluate
 
     try:
