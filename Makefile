@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first so pip takes the CPU wheel, never a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-diagnosis bench-perf bench-budget bench-matrix bench-protocol-head bench-digits bench-fmnist bench-scaling bench-ablation clean
+.PHONY: install demo test lint bench bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-protocol-head bench-digits bench-fmnist bench-scaling bench-ablation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ test: $(STAMP)
 EVAL   := -q --recipe local-free --seeds 0,1,2 --num-targets 20 --lds-subsets 50 --tune 0.01,0.03,0.1,0.3,1 --plots
 FMNIST := --dataset fashion-mnist --set data.train_size=10000 --set data.test_size=2000 \
           --set model.width=16 --set train.epochs=5 --set train.lr=0.05
-bench: bench-matrix bench-protocol-head bench-diagnosis bench-perf bench-digits bench-fmnist bench-scaling bench-ablation
+bench: bench-matrix bench-protocol-head bench-diagnosis bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
 
 # The paper's protocol (Table 1, 4 analogs, unlearning fidelity, cost) with the head default: digits, seed 0.
 bench-protocol-head: $(STAMP)
@@ -51,6 +51,11 @@ bench-matrix: $(STAMP)
 # Stage costs in units of one training run, peak memory, throughput, growth in N and K (issue "Fast where it counts").
 bench-perf: $(STAMP)
 	$(BIN)/python benchmarks/perf.py --root runs/perf --out benchmarks/results/perf
+
+# Cost against N (1k -> 60k Fashion-MNIST) and K (40 -> 1,000), with the retraining it replaces.
+bench-scaling-perf: $(STAMP)
+	$(BIN)/python benchmarks/perf.py --growth-only --per-class 4,10,20,40,100 \
+	  --sizes 1000,5000,10000,20000,60000 --root runs/scaling --out benchmarks/results/scaling
 
 # The head distillation's step budget, on the matrix's selection configurations (needs bench-matrix's retrains).
 bench-budget: $(STAMP)
