@@ -4,9 +4,9 @@ For each dataset and seed: a DDM fitted on the clean training split and one fitt
 its labels flipped (``ddm.diagnosis.flip_labels``); both diagnosed on the first half of the test split (the
 CLI's default validation set). For each threshold on the bounded score (``Diagnosis.score``), the fraction of
 training samples flagged on clean data, and on the noisy data the precision (flagged samples that are
-flipped) and recall (flipped samples flagged). The default threshold is chosen on the ``--select`` seed
-only (the largest threshold-free fraction of flips caught while flagging under 5 % of clean data); the
-other seeds report it.
+flipped) and recall (flipped samples flagged). A default threshold is chosen for each objective (loss and
+accuracy) on the ``--select-seed`` only (the highest recall of flipped labels while flagging under 5 % of
+clean data); the other seeds report it.
 
     python benchmarks/diagnosis_threshold.py --root runs/diagnosis --out benchmarks/results/diagnosis-threshold
 """
@@ -32,31 +32,74 @@ DATASETS: dict[str, list[str]] = {
 THRESHOLDS = [0.5, 0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5]
 
 
+OBJECTIVES = ("loss", "accuracy")
+
+
 def one(root: Path, name: str, seed: int) -> dict[str, Any]:
+    """Flag rates of both diagnosis objectives at every threshold, clean and with 10 % flipped labels."""
     base = ddm.presets.demo().with_overrides(
         [*DATASETS[name], *[f"{s}.seed={seed}" for s in ("model", "train", "cluster", "distill", "emulate")]])
     data = ddm.data.load(base.data)
     val = data.test[: max(1, len(data.test) // 2)]
     noisy_train, flipped = flip_labels(data.train, 0.1, data.num_classes, seed=50_000 + seed)
-    out: dict[str, Any] = {"dataset": name, "seed": seed, "clean": {}, "noisy": {}}
+    out: dict[str, Any] = {"dataset": name, "seed": seed, **{o: {"clean": {}, "noisy": {}} for o in OBJECTIVES}}
     for setting, train in (("clean", data.train), ("noisy", noisy_train)):
-        dm = ddm.DistilledDatamodel(root / name / f"seed{seed}" / setting, base)
+        # overwrite: a changed default re-distils (the trained model is reused)
+        dm = ddm.DistilledDatamodel(root / name / f"seed{seed}" / setting, base, overwrite=True)
         dm.fit(ddm.models.build(base.model, data), train)
-        diag = diagnose(dm, val, "loss")
-        sizes = diag.groups.sizes()
-        for t in THRESHOLDS:
-            flagged = diag.issues(t)
-            mask = np.zeros(len(train), dtype=bool)
-            for g in flagged:
-                mask[diag.groups.members(g).numpy()] = True
-            row: dict[str, float] = {"groups": len(flagged), "fraction": float(mask.mean())}
-            if setting == "noisy":
-                f = flipped.numpy()
-                row["precision"] = float(f[mask].mean()) if mask.any() else float("nan")
-                row["recall"] = float(f[mask].sum() / f.sum())
-            out[setting][str(t)] = row
-        out[setting]["raw_negative_fraction"] = float(sizes[diag.quality < 0].sum()) / len(train)
+        for objective in OBJECTIVES:
+            diag = diagnose(dm, val, objective)
+            sizes = diag.groups.sizes()
+            res = out[objective][setting]
+            for t in THRESHOLDS:
+                flagged = diag.issues(t)
+                mask = np.zeros(len(train), dtype=bool)
+                for g in flagged:
+                    mask[diag.groups.members(g).numpy()] = True
+                row: dict[str, float] = {"groups": len(flagged), "fraction": float(mask.mean())}
+                if setting == "noisy":
+                    f = flipped.numpy()
+                    row["precision"] = float(f[mask].mean()) if mask.any() else float("nan")
+                    row["recall"] = float(f[mask].sum() / f.sum())
+                res[str(t)] = row
+            res["raw_negative_fraction"] = float(sizes[diag.quality < 0].sum()) / len(train)
     return out
+
+
+def choose(results: list[dict[str, Any]], objective: str) -> tuple[float, dict[str, tuple[float, float]]]:
+    """The threshold with the highest recall of flipped labels among those flagging under 5 % of clean data."""
+    sel = {str(t): (float(np.mean([r[objective]["clean"][str(t)]["fraction"] for r in results])),
+                    float(np.mean([r[objective]["noisy"][str(t)]["recall"] for r in results]))) for t in THRESHOLDS}
+    ok = [t for t in THRESHOLDS if sel[str(t)][0] < 0.05]
+    return (max(ok, key=lambda t: (sel[str(t)][1], t)) if ok else min(THRESHOLDS)), sel
+
+
+def section(objective: str, chosen: float, sel: dict[str, tuple[float, float]], report: list[dict[str, Any]],
+            select_seed: int, seeds: str) -> list[str]:
+    lines = [f"## Objective `{objective}`", "",
+             f"Selection: seed {select_seed} (both datasets): the threshold with the highest recall on flipped "
+             f"labels among those flagging under 5 % of clean data: **{chosen:g}**. Reported: seeds {seeds}.", "",
+             "| threshold | selection: clean flagged / noisy recall | report: clean flagged (mean, max) "
+             "| report: noisy precision | report: noisy recall |", "|---|---|---|---|---|"]
+    for t in THRESHOLDS:
+        k = str(t)
+        cf = [r[objective]["clean"][k]["fraction"] for r in report]
+        pr = [r[objective]["noisy"][k]["precision"] for r in report if r[objective]["noisy"][k]["groups"]]
+        rc = [r[objective]["noisy"][k]["recall"] for r in report]
+        mark = " (default)" if t == chosen else ""
+        lines.append(f"| {t:g}{mark} | {100 * sel[k][0]:.1f}% / {100 * sel[k][1]:.1f}% | {100 * np.mean(cf):.1f}%, "
+                     f"{100 * np.max(cf):.1f}% | " + (f"{100 * np.mean(pr):.1f}% (of {len(pr)} runs flagging)" if pr
+                     else "nothing flagged") + f" | {100 * np.mean(rc):.1f}% |")
+    raw = [r[objective]["clean"]["raw_negative_fraction"] for r in report]
+    lines += ["", f"The raw sign (quality < 0) flags {100 * np.mean(raw):.1f}% of clean training data on average.",
+              "", "| dataset | seed | clean flagged at default | noisy precision / recall at default |",
+              "|---|---|---|---|"]
+    for r in report:
+        n = r[objective]["noisy"][str(chosen)]
+        prec = "nothing flagged" if not n["groups"] else f"{100 * n['precision']:.1f}%"
+        lines.append(f"| {r['dataset']} | {r['seed']} | {100 * r[objective]['clean'][str(chosen)]['fraction']:.1f}% "
+                     f"| {prec} / {100 * n['recall']:.1f}% |")
+    return lines + [""]
 
 
 def main() -> None:
@@ -69,39 +112,17 @@ def main() -> None:
     progress.set_enabled(False)
     root = Path(args.root)
     results = [one(root, n, args.select_seed) for n in DATASETS]
-    sel = {str(t): (np.mean([r["clean"][str(t)]["fraction"] for r in results]),
-                    np.mean([r["noisy"][str(t)]["recall"] for r in results])) for t in THRESHOLDS}
-    ok = [t for t in THRESHOLDS if sel[str(t)][0] < 0.05]
-    chosen = max(ok, key=lambda t: (sel[str(t)][1], t)) if ok else min(THRESHOLDS)
     report = [one(root, n, int(s)) for s in args.seeds.split(",") for n in DATASETS]
     lines = ["# Diagnosis threshold", "",
              "Command: `python benchmarks/diagnosis_threshold.py` (`make bench-diagnosis`).",
              "Validation: the first half of each test split; 10 % of the training labels flipped for the noisy rows.",
-             f"Selection: seed {args.select_seed} (both datasets): the threshold with the highest recall on flipped "
-             f"labels among those flagging under 5 % of clean data: **{chosen:g}**. Reported: seeds {args.seeds}.", "",
-             "| threshold | selection: clean flagged / noisy recall | report: clean flagged (mean, max) "
-             "| report: noisy precision | report: noisy recall |", "|---|---|---|---|---|"]
-    for t in THRESHOLDS:
-        k = str(t)
-        cf = [r["clean"][k]["fraction"] for r in report]
-        pr = [r["noisy"][k]["precision"] for r in report if r["noisy"][k]["groups"]]
-        rc = [r["noisy"][k]["recall"] for r in report]
-        mark = " (default)" if t == chosen else ""
-        lines.append(f"| {t:g}{mark} | {100 * sel[k][0]:.1f}% / {100 * sel[k][1]:.1f}% | {100 * np.mean(cf):.1f}%, "
-                     f"{100 * np.max(cf):.1f}% | " + (f"{100 * np.mean(pr):.1f}% (of {len(pr)} runs flagging)" if pr
-                     else "nothing flagged") + f" | {100 * np.mean(rc):.1f}% |")
-    raw = [r["clean"]["raw_negative_fraction"] for r in report]
-    lines += ["", f"The raw sign (quality < 0, the previous default) flags {100 * np.mean(raw):.1f}% of clean "
-              "training data on average.", "", "Per run:", "",
-              "| dataset | seed | clean flagged at default | noisy precision / recall at default |",
-              "|---|---|---|---|"]
-    for r in report:
-        n = r["noisy"][str(chosen)]
-        prec = "nothing flagged" if not n["groups"] else f"{100 * n['precision']:.1f}%"
-        lines.append(f"| {r['dataset']} | {r['seed']} | {100 * r['clean'][str(chosen)]['fraction']:.1f}% | "
-                     f"{prec} / {100 * n['recall']:.1f}% |")
+             ""]
+    chosen = {}
+    for objective in OBJECTIVES:
+        chosen[objective], sel = choose(results, objective)
+        lines += section(objective, chosen[objective], sel, report, args.select_seed, args.seeds)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
+    Path(args.out + ".md").write_text("\n".join(lines))
     Path(args.out + ".json").write_text(json.dumps({"chosen": chosen, "selection": results, "report": report},
                                                    indent=1))
     print("\n".join(lines))

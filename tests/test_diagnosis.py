@@ -102,3 +102,13 @@ def test_diagnose_command(tmp_path, capsys):
     saved = Diagnosis.load(out["saved"])
     assert saved.groups.num_groups == 20 and saved.method == "ddm"
     assert main(["diagnose", "-q", "-w", str(ws), "--objective", "accuracy", "--method", "tracin"]) == 2
+
+
+def test_the_default_threshold_follows_the_objective():
+    from ddm.diagnosis import DEFAULT_THRESHOLDS
+
+    q = torch.tensor([0.5, -2.0, 1.0, -0.1])
+    loss, acc = Diagnosis(q, GROUPS, "loss"), Diagnosis(q, GROUPS, "accuracy")
+    assert loss.default_threshold == DEFAULT_THRESHOLDS["loss"]
+    assert acc.default_threshold == DEFAULT_THRESHOLDS["accuracy"]
+    assert loss.issues() == [1] and acc.issues() == []  # group 1's score 0.0035 is above accuracy's 1e-5

@@ -29,7 +29,10 @@ OBJECTIVES = {"loss": "dist2", "accuracy": "accuracy"}
 #: default of :meth:`Diagnosis.issues` and `ddm diagnose --threshold`: the highest recall of flipped labels
 #: while flagging under 5 % of clean data, on seed 3 of benchmarks/diagnosis_threshold.py; seeds 0-2 are
 #: reported in benchmarks/results/diagnosis-threshold.md
-DEFAULT_THRESHOLD = 0.05
+#: (for accuracy no threshold flagged under 5 % of clean data on the selection seed: the rule then takes the
+#: smallest, and its flags find flipped labels at chance level; prefer the loss)
+DEFAULT_THRESHOLDS = {"loss": 0.05, "accuracy": 1e-5}
+DEFAULT_THRESHOLD = DEFAULT_THRESHOLDS["loss"]
 
 
 @dataclass
@@ -63,14 +66,20 @@ class Diagnosis:
         """Groups from the most harmful (lowest quality) to the most useful."""
         return torch.argsort(self.quality, stable=True)
 
-    def issues(self, threshold: float = DEFAULT_THRESHOLD, max_fraction: float | None = None) -> list[int]:
+    @property
+    def default_threshold(self) -> float:
+        """The default of :meth:`issues` for this diagnosis's objective (``DEFAULT_THRESHOLDS``)."""
+        return DEFAULT_THRESHOLDS.get(self.objective, DEFAULT_THRESHOLD)
+
+    def issues(self, threshold: float | None = None, max_fraction: float | None = None) -> list[int]:
         """Groups flagged as issues, most harmful first: bounded score (:meth:`score`) below ``threshold``
         *and* negative quality (removing it is predicted to help); at most ``max_fraction`` of the training
         samples when given. ``DEFAULT_THRESHOLD`` was chosen on a selection seed and reported on others
         (benchmarks/results/diagnosis-threshold.md)."""
+        threshold = self.default_threshold if threshold is None else threshold
         if not 0 < threshold < 1:
             raise ConfigError(f"threshold {threshold} is on the bounded score: give a value in (0, 1) "
-                              f"(default {DEFAULT_THRESHOLD:g})")
+                              f"(default {self.default_threshold:g})")
         out: list[int] = []
         budget = None if max_fraction is None else max_fraction * len(self.groups.assignment)
         used, sizes = 0, self.groups.sizes()
@@ -103,7 +112,7 @@ class Diagnosis:
         return self.quality[self.groups.assignment]
 
     def table(self, k: int | None = 10, members: int | None = 10,
-              threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
+              threshold: float | None = None) -> list[dict[str, Any]]:
         """The ``k`` lowest-quality groups (all with ``None``), most harmful first: ``group``, ``label``,
         ``size``, ``quality``, ``score`` (bounded), ``flagged`` (an issue at ``threshold``) and ``members``
         (ids in the training split; the first ``members`` of them)."""
@@ -117,7 +126,7 @@ class Diagnosis:
                          "members": ids if members is None else ids[:members]})
         return rows
 
-    def to_frame(self, threshold: float = DEFAULT_THRESHOLD) -> Any:
+    def to_frame(self, threshold: float | None = None) -> Any:
         """A pandas DataFrame, one row per group from the most harmful: ``rank``, ``group``, ``label``,
         ``size``, ``quality``, ``score``, ``flagged`` and ``members`` (ids in the training split, the same id
         space as :meth:`AttributionMatrix.to_frame`). Needs pandas (``pip install 'ddm[frames]'``)."""

@@ -97,7 +97,7 @@ def build_report(dm: Any, data: Any, targets: list[int], objective: str = "dist2
     require("jinja2", "report")
     import jinja2
 
-    from ddm.diagnosis import DEFAULT_THRESHOLD, Diagnosis, diagnose
+    from ddm.diagnosis import Diagnosis, diagnose
     from ddm.reporting.plots import synset_grid
     from ddm.train.loop import accuracy
 
@@ -139,11 +139,11 @@ def build_report(dm: Any, data: Any, targets: list[int], objective: str = "dist2
         diag_note = f"validation: the first {max(1, n // 2)} test samples (as `ddm diagnose` by default)"
     diagnosis = None
     if diag is not None:
-        flagged = set(diag.issues(DEFAULT_THRESHOLD))
-        diagnosis = {"note": diag_note, "threshold": DEFAULT_THRESHOLD, "flagged": len(flagged),
+        flagged = set(diag.issues())
+        diagnosis = {"note": diag_note, "threshold": diag.default_threshold, "flagged": len(flagged),
                      "rows": [{**_group_card(dm, data, r["group"], r["quality"], names, members),
                                "bounded": r["score"], "issue": r["group"] in flagged}
-                              for r in diag.table(10, threshold=DEFAULT_THRESHOLD)]}
+                              for r in diag.table(10)]}
     stages = []
     for st in ("train", "groups", "synset", "groups-class", "synset-class"):
         info = dm.ws.stage_info(st)
