@@ -31,6 +31,7 @@ from ddm.data.dataset import Split
 from ddm.distill.matchers import MATCHERS, Matching
 from ddm.distill.synset import Synset
 from ddm.emulate.emulators import EMULATORS, Emulation, resolve
+from ddm.emulate.emulators import backend as emulation_backend
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.exceptions import ConfigError, MissingArtifactError, NumericalError
 from ddm.objectives.base import Objective
@@ -427,6 +428,8 @@ class DistilledDatamodel:
                      "overhead_seconds": wall - self._emulation_fresh, "emulations": dict(self._emulations),
                      "hierarchical": hierarchical, "finetune_lr": self.finetune_lr,
                      "finetune_steps": self.finetune_steps, "emulation": self.emulation_method(),
+                     "backend": None if self.emulation_method() == "newton" else emulation_backend(
+                         self.config.emulate.backend),
                      "flagged_groups": self.flagged_groups(),
                      "reused": sorted(set(self._reused))}
         if not (torch.isfinite(attr.weights).all() and torch.isfinite(attr.bias).all()):

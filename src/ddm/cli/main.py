@@ -360,7 +360,8 @@ def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argpars
     meta = attr.meta or {}
     return {"objective": attr.objective, "score_meaning": attr.score_meaning, "seconds": seconds,
             "perturbations": meta.get("perturbations"), "hierarchical": args.hierarchical,
-            "emulation": dm.emulation_method(), "finetune": {"lr": dm.finetune_lr, "steps": dm.finetune_steps},
+            "emulation": dm.emulation_method(), "backend": meta.get("backend"),
+            "finetune": {"lr": dm.finetune_lr, "steps": dm.finetune_steps},
             "flagged_groups": meta.get("flagged_groups", []), "reused": meta.get("reused", []),
             "source": source, "targets": rows}
 
@@ -393,7 +394,8 @@ def _print_offline(o: dict[str, Any]) -> None:
 
 def _print_attribution(r: dict[str, Any]) -> None:
     how = ("one Newton step on the last layer each" if r.get("emulation") == "newton" else
-           f"{r.get('emulation', 'finetune')}: lr {r['finetune']['lr']:g} x {r['finetune']['steps']} steps")
+           f"{r.get('emulation', 'finetune')}: lr {r['finetune']['lr']:g} x {r['finetune']['steps']} steps, "
+           f"{r.get('backend') or '?'} backend")
     reused = r.get("reused") or []
     note = ("; reused the cached emulation" if "logits" in reused else
             "; reused the stored emulated models: forward passes only" if "models" in reused else "")
