@@ -60,21 +60,19 @@ def backend(name: str) -> str:
     return "loop"
 
 
-_backend = backend
-
 
 @EMULATORS.register("finetune")
 def _finetune(e: Emulation) -> torch.Tensor:
     """Eq. 3: ``steps`` SGD steps on the deleted groups' synsets (vmap or loop backend)."""
     return emulate_logits(e.model, e.params, e.synset, e.deleted, e.x, e.lr, e.steps, e.reduction, e.chunk_size,
-                          e.rows_dir, e.desc, _backend(e.backend), "finetune", e.params_dir)
+                          e.rows_dir, e.desc, backend(e.backend), "finetune", e.params_dir)
 
 
 @EMULATORS.register("linear")
 def _linear(e: Emulation) -> torch.Tensor:
     """One first-order step of the fine-tuning's length from theta_tau."""
     return emulate_logits(e.model, e.params, e.synset, e.deleted, e.x, e.lr, e.steps, e.reduction, e.chunk_size,
-                          e.rows_dir, e.desc, _backend(e.backend), "linear", e.params_dir)
+                          e.rows_dir, e.desc, backend(e.backend), "linear", e.params_dir)
 
 
 def resolve(method: str, synset: Synset | None) -> str:
