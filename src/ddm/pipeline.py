@@ -73,6 +73,9 @@ def _forget_classes(model: nn.Module, classes: list[int]) -> None:
         lin.weight[classes] = 0.0
         if lin.bias is not None:
             lin.bias[classes] = FORGOTTEN_LOGIT
+        else:
+            log.warning("classes %s have no training data left, but the last layer has no bias: their logit is "
+                        "set to 0, which other classes' logits may not exceed", classes)
 
 
 def _refuse_batchnorm(model: nn.Module | None, what: str) -> None:
