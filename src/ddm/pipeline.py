@@ -137,6 +137,11 @@ class DistilledDatamodel:
         self.last_unlearning_check: dict[str, Any] | None = None  # health.unlearning_check of the last unlearn()
         self.last_classes_without_data: list[int] = []  # classes the last unlearn() left without any group
 
+    @property
+    def _custom_task(self) -> Task | None:
+        """The task where stages take one (None for cross-entropy: their closed forms and unchanged keys)."""
+        return None if self.task.is_default else self.task
+
     # ---- offline ------------------------------------------------------------------------------
     STAGES = ("train", "groups", "synset")
 
@@ -211,7 +216,7 @@ class DistilledDatamodel:
             t0 = time.perf_counter()
             if trajectory is None:
                 trajectory = train_model(model, train, self.config.train, folder / "trajectory",
-                                         task=None if self.task.is_default else self.task)
+                                         task=self._custom_task)
             else:
                 trajectory.save(folder / "trajectory")
             self.trajectory = trajectory.ordered(names)
@@ -252,7 +257,7 @@ class DistilledDatamodel:
         assert self.trajectory is not None and self.model is not None and self.num_classes is not None
         if self.ws.is_done(stage, key, cfg):
             syn = Synset.from_tensors(load_tensors(path), self.num_classes)
-            syn.task = None if self.task.is_default else self.task
+            syn.task = self._custom_task
             return syn
         folder = self.ws.begin(stage, key, cfg)
         ckpt = folder / "checkpoint.safetensors"
@@ -261,7 +266,7 @@ class DistilledDatamodel:
         syn = MATCHERS.get(self.config.distill.matching)(Matching(
             self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
             self.config.train.batch_size, self.config.train.weight_decay,
-            None if self.task.is_default else self.task))
+            self._custom_task))
         report = health.synset_health(self.model, self.trajectory, train, groups, syn, self.num_classes)
         save_tensors(path, syn.to_tensors())
         (folder / "checkpoint.safetensors").unlink(missing_ok=True)
@@ -306,7 +311,7 @@ class DistilledDatamodel:
                 self.keys[stage] = st["key"]
                 syn = Synset.from_tensors(load_tensors(self.ws.path(stage, "synset.safetensors")),
                                           int(self.num_classes or 0))
-                syn.task = None if self.task.is_default else self.task
+                syn.task = self._custom_task
                 setattr(self, attr, syn)
         return self
 

@@ -349,7 +349,9 @@ def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argpars
     t0 = time.perf_counter()
     attr = dm.attribute(targets, args.objective, hierarchical=args.hierarchical, name=getattr(args, "name", None))
     seconds = time.perf_counter() - t0
-    with torch_no_grad():
+    import torch
+
+    with torch.no_grad():
         pred = dm.model(targets.x).argmax(1).tolist()
     rows = []
     key = "test_index" if source == "test" else "file_row"
@@ -364,12 +366,6 @@ def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argpars
             "finetune": {"lr": dm.finetune_lr, "steps": dm.finetune_steps},
             "flagged_groups": meta.get("flagged_groups", []), "reused": meta.get("reused", []),
             "source": source, "targets": rows}
-
-
-def torch_no_grad() -> Any:
-    import torch
-
-    return torch.no_grad()
 
 
 def _print_offline(o: dict[str, Any]) -> None:

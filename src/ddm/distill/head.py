@@ -126,8 +126,9 @@ def head_gradients(h: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
     return torch.einsum("nc,nd->ncd", delta, h).flatten(1)
 
 
-def _out_curv(task: Any, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
-    """The task's output curvature, or None for cross-entropy (the curvature classes' closed form)."""
+def output_curvature(task: Any, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+    """The task's output curvature ``[N, C, C]``, or None for cross-entropy (the curvature classes' closed
+    form); what :meth:`ddm.distill.curvature.Curvature.minus` and the accumulators take as ``out_curv``."""
     return None if task is None or task.is_default else task.output_curvature(logits, labels)
 
 
@@ -161,7 +162,7 @@ def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, 
             h = head.features(train.x[s : s + batch], params)
             z = h @ W.T
             y = F.one_hot(train.y[s : s + batch], num_classes).to(z.dtype)
-            oc = _out_curv(task, z, train.y[s : s + batch])
+            oc = output_curvature(task, z, train.y[s : s + batch])
             if H is not None:
                 H += ExactCurvature.accumulate(h, z, out_curv=oc)
             else:

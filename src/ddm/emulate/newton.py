@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ddm.distill.curvature import Curvature, ExactCurvature
-from ddm.distill.head import Head, synset_head_gradients
+from ddm.distill.head import Head, output_curvature, synset_head_gradients
 from ddm.distill.synset import Synset
 from ddm.exceptions import ConfigError, NumericalError
 
@@ -82,7 +82,7 @@ def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups:
         h = head.features(x, params)
         W = head.matrix(params)
         z = h @ W.T
-        oc = None if synset.task is None or synset.task.is_default else synset.task.output_curvature(z, t.argmax(-1))
+        oc = output_curvature(synset.task, z, t.argmax(-1))
         kept = curvature.minus(h, z, sub.image_weights().reshape(-1), n, out_curv=oc)
     if curvature_damping > 0:
         if isinstance(kept, ExactCurvature) and isinstance(curvature, ExactCurvature):

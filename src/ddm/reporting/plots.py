@@ -23,10 +23,13 @@ def _plt() -> Any:
     return plt
 
 
-def _show(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
-    img = x * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
+def pixels(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+    """A normalised image ``[C, H, W]`` back in [0, 1] for display: ``[H, W]`` (gray) or ``[H, W, 3]``."""
+    img = x.float() * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
     arr = img.clamp(0, 1).permute(1, 2, 0).numpy()
-    return arr[..., 0] if arr.shape[-1] == 1 else arr
+    if arr.shape[-1] == 1:
+        return arr[..., 0]
+    return arr[..., :3] if arr.shape[-1] >= 3 else arr.mean(-1)
 
 
 def synset_grid(panels: list[tuple[str, Synset]], groups: Groups, data: Any, path: str | Path | None = None,
@@ -53,7 +56,7 @@ def synset_grid(panels: list[tuple[str, Synset]], groups: Groups, data: Any, pat
                 for sp in ax.spines.values():
                     sp.set_visible(False)
                 if j < len(gs):
-                    ax.imshow(_show(syn.images[gs[j], 0], data.mean, data.std), cmap="gray", vmin=0, vmax=1)
+                    ax.imshow(pixels(syn.images[gs[j], 0], data.mean, data.std), cmap="gray", vmin=0, vmax=1)
                     ax.set_title(f"g{gs[j]}", fontsize=6, pad=1)
                 if p == 0 and j == 0:
                     ax.set_ylabel(names[c], fontsize=7, rotation=0, ha="right", va="center")

@@ -21,18 +21,10 @@ import numpy as np
 import torch
 
 from ddm.exceptions import require
+from ddm.reporting.plots import pixels
 from ddm.workspace import atomic_write_text
 
 TEMPLATE = "report.html"
-
-
-def _pixels(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    """``[C, H, W]`` normalised -> ``[H, W]`` or ``[H, W, 3]`` in [0, 1]."""
-    img = x.float() * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
-    arr = img.clamp(0, 1).permute(1, 2, 0).numpy()
-    if arr.shape[-1] == 1:
-        return arr[..., 0]
-    return arr[..., :3] if arr.shape[-1] >= 3 else arr.mean(-1)
 
 
 def _png(arr: np.ndarray) -> str:
@@ -45,7 +37,7 @@ def _png(arr: np.ndarray) -> str:
 
 def _montage(xs: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> str:
     """A row of images with a 1-pixel white gap, as a PNG data URI."""
-    tiles = [_pixels(x, mean, std) for x in xs]
+    tiles = [pixels(x, mean, std) for x in xs]
     gap = np.ones((tiles[0].shape[0], 1, *tiles[0].shape[2:]))
     row = [t for tile in tiles for t in (tile, gap)][:-1]
     return _png(np.concatenate(row, axis=1))
@@ -113,7 +105,7 @@ def build_report(dm: Any, data: Any, targets: list[int], objective: str = "dist2
         order = torch.argsort(attr.scores[i], descending=True).tolist()
         rows.append({"test_index": tid, "label": names[int(split.y[i])], "predicted": names[pred[i]],
                      "correct": int(split.y[i]) == pred[i],
-                     "img": _png(_pixels(split.x[i], data.mean, data.std)),
+                     "img": _png(pixels(split.x[i], data.mean, data.std)),
                      "support": [_group_card(dm, data, g, float(attr.scores[i, g]), names, members)
                                  for g in order[:top_k]],
                      "oppose": [_group_card(dm, data, g, float(attr.scores[i, g]), names, members)
