@@ -43,6 +43,8 @@ MATRIX_A := digits-convnet-K100-sgd,fmnist-mlp-K40-sgd,digits-mlp-K40-sgd,fmnist
 MATRIX_B := digits-resnet-K40-momentum,fmnist-convnet-K100-sgd
 bench-matrix: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --select --root runs/matrix --out benchmarks/results/matrix-select
+	$(BIN)/python benchmarks/matrix.py --select --grid distill.checkpoints=1,3,5,10 --unlearn-dampings= \
+	  --root runs/matrix --out benchmarks/results/matrix-select-checkpoints
 	$(BIN)/python benchmarks/matrix.py --root runs/matrix --out benchmarks/results/matrix-ab --configs $(MATRIX_A)
 	$(BIN)/python benchmarks/matrix.py --root runs/matrix --out benchmarks/results/matrix-c --configs $(MATRIX_B)
 	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/matrix \

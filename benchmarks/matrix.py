@@ -10,10 +10,13 @@ configured preset, nothing tuned here), and measure against exact retraining of 
 
 Peers in the same table: last-layer influence (dattri, exact last-layer Hessian), TracIn and TRAK (dattri), and
 the trivial "same class" score. ``--select`` runs the selection configurations on seed 3 with a grid of
-``distill.damping`` values and reports validation targets only (disjoint from the reported ones).
+one setting's values (``--grid``; ``distill.damping`` by default) and reports validation targets only (disjoint
+from the reported ones).
 
     python benchmarks/matrix.py --out benchmarks/results/matrix            # report, seeds 0-2
     python benchmarks/matrix.py --select --out benchmarks/results/matrix-select
+    python benchmarks/matrix.py --select --grid distill.checkpoints=1,3,5,10 --unlearn-dampings= \
+        --out benchmarks/results/matrix-select-checkpoints
 """
 
 from __future__ import annotations
@@ -82,7 +85,8 @@ def losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.transpose(1, 2), labels.expand(len(logits), -1), reduction="none")
 
 
-def run_one(root: Path, name: str, seed: int, args: argparse.Namespace, dampings: list[float]) -> dict[str, Any]:
+def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
+            grid: tuple[str, list[str]]) -> dict[str, Any]:
     overrides, _ = CONFIGS[name]
     cfg, data = make_config(overrides, seed, [])
     perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(TARGET_SEED))
@@ -123,10 +127,11 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace, dampings
             per += lds(predict(m, sel), oc_actual[c])[1]
         out["other_class_lds"][tag] = float(np.mean(per))
 
-    for lam in dampings:
-        tag = "DDM" if len(dampings) == 1 else f"DDM damping={lam:g}"
-        dml = dm if lam == cfg.distill.damping else ddm.DistilledDatamodel(
-            folder / f"ddm-{lam:g}", cfg.with_overrides([f"distill.damping={lam}"]), overwrite=True).fit(
+    key, values = grid
+    for v in values:
+        tag = "DDM" if len(values) == 1 else f"DDM {key.split('.')[-1]}={v}"
+        dml = dm if len(values) == 1 else ddm.DistilledDatamodel(
+            folder / f"ddm-{key.split('.')[-1]}-{v}", cfg.with_overrides([f"{key}={v}"]), overwrite=True).fit(
             ddm.models.build(cfg.model, data), data.train)
         t1 = time.perf_counter()
         attr = dml.attribute(targets, "dist2", name="matrix")
@@ -149,7 +154,7 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace, dampings
             out["seconds"][tag + " online"] = time.perf_counter() - t1
             out["nearest_image_cosine"][tag] = synset_similarity(vdm.synset, data.train.x)
             score(tag, lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
-    if args.select:  # the unlearning damping, chosen on these configurations and this seed only
+    if args.select and args.unlearn_dampings:  # the unlearning damping, chosen on these configurations and seed only
         out["unlearning_select"] = {}
         for eps in [float(v) for v in args.unlearn_curvature_dampings.split(",")]:
             for lam_u in [float(v) for v in args.unlearn_dampings.split(",")]:
@@ -305,8 +310,9 @@ def main() -> None:
     p.add_argument("--subsets", type=int, default=40)
     p.add_argument("--other-subsets", type=int, default=10)
     p.add_argument("--peers", default=",".join(PEERS))
-    p.add_argument("--select", action="store_true", help="selection configurations, seed 3, damping grid")
-    p.add_argument("--dampings", default="1e-3,3e-3,1e-2")
+    p.add_argument("--select", action="store_true", help="selection configurations, seed 3, the --grid of a setting")
+    p.add_argument("--grid", default="distill.damping=1e-3,3e-3,1e-2", metavar="KEY=V1,V2,...",
+                   help="with --select: the setting and values compared (each in its own workspace)")
     p.add_argument("--unlearn-dampings", default="1e-5,1e-4,1e-3,1e-2")
     p.add_argument("--unlearn-curvature-dampings", default="0,0.03,0.1,0.3")
     p.add_argument("--render", default=None, metavar="A.json,B.json",
@@ -322,7 +328,8 @@ def main() -> None:
     seeds = [3] if args.select else [int(s) for s in args.seeds.split(",")]
     if args.select:
         names = [n for n in names if CONFIGS[n][1]]
-    dampings = [float(d) for d in args.dampings.split(",")] if args.select else [ddm.config.DistillConfig().damping]
+    grid_key, grid_values = args.grid.split("=", 1)
+    grid = (grid_key, grid_values.split(",")) if args.select else (grid_key, ["default"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.render:
@@ -334,7 +341,7 @@ def main() -> None:
     for name in names:
         for seed in seeds:
             t0 = time.perf_counter()
-            results.append(run_one(Path(args.root), name, seed, args, dampings))
+            results.append(run_one(Path(args.root), name, seed, args, grid))
             print(f"{name} seed {seed}: {time.perf_counter() - t0:.0f} s  LDS {json.dumps(results[-1]['lds'])}",
                   flush=True)
             out.with_suffix(".json").write_text(json.dumps(results, indent=1))

@@ -62,7 +62,7 @@ def test_batchnorm_is_handled_by_the_head_recipe_and_refused_by_fine_tuning(rgb3
     nothing = torch.zeros(1, dm.synset.num_groups, dtype=torch.bool)
     from ddm.emulate.newton import newton_logits
 
-    same = newton_logits(model, dm.trajectory.final, dm.synset, nothing, rgb32.test.x[:4])[0]
+    same = newton_logits(model, dm.trajectory.final, dm.synset, nothing, rgb32.test.x[:4], trajectory=dm.trajectory)[0]
     assert torch.allclose(same, logits, atol=1e-4)
     un = dm.unlearn([0])
     assert all(torch.isfinite(p).all() for p in un.parameters())

@@ -50,18 +50,50 @@ def test_newton_emulation_equals_an_explicit_step_on_the_full_model(trained, dig
     model, traj = trained
     head = Head.of(model)
     deleted = ~ddm.emulate.sample_perturbations(groups.num_groups, 3, 0.5, seed=4)
-    logits = newton_logits(model, traj.final, head_synset, deleted, digits.test.x)
-    g = synset_head_gradients(head, head_synset, traj.final).double()
-    P = torch.linalg.inv(head_synset.curvature.hessian.double() + float(head_synset.damping) * torch.eye(g.shape[1]))
+    logits = newton_logits(model, traj.final, head_synset, deleted, digits.test.x, trajectory=traj)
+    # the step at theta_tau and at each earlier checkpoint, taken explicitly on the full model
+    members = [(traj.final, head_synset.curvature, float(head_synset.damping))]
+    members += [(traj.params[c.index], c.curvature, c.damping) for c in head_synset.checkpoints]
+    assert [c.index for c in head_synset.checkpoints] == [1, 2] and len(traj) == 4  # theta_0 never
     w, b = head.param_names
+    base = functional_call(model, traj.final, (digits.test.x,))
     for i in range(len(deleted)):
-        step = (P @ g[deleted[i]].sum(0) / int(head_synset.num_train)).float().reshape(head.matrix().shape)
-        p = {**traj.final, w: traj.final[w] + step[:, :-1], b: traj.final[b] + step[:, -1]}
-        ref = functional_call(model, p, (digits.test.x,))
-        assert torch.allclose(logits[i], ref, atol=1e-4)
+        shift = 0
+        for params, curv, lam in members:
+            g = synset_head_gradients(head, head_synset, params).double()
+            P = torch.linalg.inv(curv.hessian.double() + lam * torch.eye(g.shape[1]))
+            step = (P @ g[deleted[i]].sum(0) / int(head_synset.num_train)).float().reshape(head.matrix().shape)
+            moved = {**params, w: params[w] + step[:, :-1], b: params[b] + step[:, -1]}
+            shift = shift + functional_call(model, moved, (digits.test.x,)) - functional_call(model, params,
+                                                                                              (digits.test.x,))
+        assert torch.allclose(logits[i], base + shift / len(members), atol=1e-4)
     nothing = newton_logits(model, traj.final, head_synset, torch.zeros(1, groups.num_groups, dtype=torch.bool),
-                            digits.test.x)
-    assert torch.allclose(nothing[0], functional_call(model, traj.final, (digits.test.x,)), atol=1e-5)
+                            digits.test.x, trajectory=traj)
+    assert torch.allclose(nothing[0], base, atol=1e-5)
+
+
+def test_the_checkpoint_average_needs_its_trajectory(trained, digits, groups, head_synset):
+    from ddm.distill.head import checkpoint_indices
+    from ddm.train.trajectory import Trajectory
+
+    assert checkpoint_indices(7, 5) == [1, 2, 4, 5, 6] and checkpoint_indices(21, 5) == [1, 6, 10, 15, 20]
+    assert checkpoint_indices(2, 5) == [1] and checkpoint_indices(7, 1) == [6] and checkpoint_indices(3, 9) == [1, 2]
+    model, traj = trained
+    one = torch.ones(1, groups.num_groups, dtype=torch.bool)
+    with pytest.raises(ConfigError, match="pass the trajectory"):
+        newton_logits(model, traj.final, head_synset, one, digits.test.x)
+    other = Trajectory(traj.params[1:], traj.epochs[1:])  # another trajectory: its checkpoint 1 is epoch 2
+    with pytest.raises(ConfigError, match="does not hold the checkpoint"):
+        newton_logits(model, traj.final, head_synset, one, digits.test.x, trajectory=other)
+    back = Synset.from_tensors(head_synset.to_tensors(), 10)  # stored and read back: the same emulation
+    assert [(c.index, c.epoch, c.damping) for c in back.checkpoints] == \
+        [(c.index, c.epoch, pytest.approx(c.damping)) for c in head_synset.checkpoints]
+    assert torch.allclose(newton_logits(model, traj.final, back, one, digits.test.x, trajectory=traj),
+                          newton_logits(model, traj.final, head_synset, one, digits.test.x, trajectory=traj),
+                          atol=1e-4)  # the curvature is stored in float32
+    only_tau = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=5, checkpoints=1), 10)
+    assert only_tau.checkpoints == [] and torch.isfinite(newton_logits(model, traj.final, only_tau, one,
+                                                                       digits.test.x)).all()
 
 
 def test_head_distillation_matches_the_group_removal_steps(trained, digits, groups, head_synset):
@@ -188,7 +220,8 @@ def test_the_kronecker_curvature_runs_the_whole_pipeline(trained, digits, groups
     assert syn.curvature.kind == "kfac"
     back = Synset.from_tensors(syn.to_tensors(), 10)
     assert back.curvature.kind == "kfac"
-    logits = newton_logits(model, traj.final, back, torch.ones(2, groups.num_groups, dtype=torch.bool), digits.test.x)
+    logits = newton_logits(model, traj.final, back, torch.ones(2, groups.num_groups, dtype=torch.bool), digits.test.x,
+                           trajectory=traj)
     assert torch.isfinite(logits).all()
     assert synset_health(model, traj, digits.train, groups, back, 10)["cosine_mean"] > 0.9
     kept = newton_keep_params(model, traj.final, back, torch.tensor([0, 1]))

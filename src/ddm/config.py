@@ -127,6 +127,11 @@ class DistillConfig:
                                "or match (plain gradient matching, DDM-match)")
     damping: float = _f(1e-2, "head matching: lambda of (H + lambda I) as a fraction of H's top eigenvalue "
                               "(plus train.weight_decay)")
+    checkpoints: int = _f(5, "head matching: checkpoints of the trajectory (evenly spaced from theta_tau back to the "
+                             "first epoch; theta_0 never) at which the Newton attribution takes its step with the "
+                             "synsets, averaging the logit changes (1: theta_tau only). The trajectory is information "
+                             "influence functions lack: 5 raised LDS and other-class LDS on the selection "
+                             "configurations (BENCHMARKS.md)", since="0.5", implicit=1)
     curvature: str = _f("auto", "head matching: last-layer curvature stored exact (D x D, D = classes x (features+1)), "
                                 "kfac (Kronecker factors, for large heads) or auto (exact up to D = 6000)")
     tolerance: float = _f(1e-3, "head matching: stop once the mean relative matching error falls below this "
@@ -165,6 +170,7 @@ class DistillConfig:
                "distill.matching=head uses the groups' hard labels: set distill.labels=hard")
         _check(self.damping > 0, f"distill.damping must be positive, got {self.damping}")
         _choice(self.curvature, "distill.curvature", ("auto", "exact", "kfac"))
+        _check(self.checkpoints >= 1, f"distill.checkpoints must be at least 1 (theta_tau), got {self.checkpoints}")
         _check(self.tolerance >= 0, f"distill.tolerance must be >= 0, got {self.tolerance}")
         _check(self.ipc <= 64, f"distill.ipc={self.ipc} is more than 64 images per group: a synset should be small")
         _choice(self.pairing, "distill.pairing", ("reverse", "step"))

@@ -380,7 +380,8 @@ class DistilledDatamodel:
         t0 = time.perf_counter()
         logits = EMULATORS.get(method)(Emulation(
             self.model, self.trajectory.final, synset, deleted, targets.x, self.finetune_lr, self.finetune_steps,
-            e.group_reduction, e.chunk_size, folder / "rows", f"emulate {tag}", e.backend, params_dir))
+            e.group_reduction, e.chunk_size, folder / "rows", f"emulate {tag}", e.backend, params_dir,
+            self.trajectory))
         health.check_logits(logits, self.trajectory.final, self.model, targets.x)
         save_tensors(path, {"logits": logits, "deleted": deleted})
         seconds = time.perf_counter() - t0

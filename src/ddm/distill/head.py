@@ -16,7 +16,10 @@ gradient reproduces ``g_k`` in the metric that matters, that of the displacement
 
 ``H`` is the Gauss-Newton matrix (= the Hessian) of the mean training loss with respect to the head's weight
 and bias (:mod:`ddm.distill.curvature`: exact, or Kronecker-factored for large heads), stored with the synset:
-the online stage (:mod:`ddm.emulate.newton`) needs it.
+the online stage (:mod:`ddm.emulate.newton`) needs it. With ``distill.checkpoints`` > 1 the curvature is also
+stored at earlier checkpoints of the trajectory: the emulation takes the same synsets' Newton step at each and
+averages the predicted logit changes (information about how training got to theta_tau, which an influence
+function at theta_tau lacks; the synsets, matched at theta_tau only, transfer).
 Hard labels and positive weights make each synthetic image act like training data, so removing it
 (a Newton step *against* its gradient) removes by construction; the sign cannot flip.
 """
@@ -44,7 +47,7 @@ from ddm.distill.curvature import (
     KroneckerCurvature,
     accumulate_kronecker,
 )
-from ddm.distill.synset import Synset
+from ddm.distill.synset import CheckpointCurvature, Synset
 from ddm.exceptions import ConfigError, NumericalError
 from ddm.progress import bar
 from ddm.train.trajectory import Trajectory
@@ -175,6 +178,30 @@ def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, 
     return HeadStatistics(curv, G, n)
 
 
+def checkpoint_indices(num_checkpoints: int, wanted: int) -> list[int]:
+    """Trajectory indices of up to ``wanted`` checkpoints evenly spaced from theta_tau (the last) back to the first
+    after theta_0 (the random initialisation, never used), ascending; the last is always theta_tau."""
+    last = num_checkpoints - 1
+    if wanted <= 1 or last <= 1:
+        return [last]
+    return sorted({int(round(float(v))) for v in torch.linspace(last, 1, min(wanted, last))})
+
+
+def checkpoint_curvatures(head: Head, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
+                          num_classes: int, weight_decay: float, task: Any = None) -> list[CheckpointCurvature]:
+    """The head's curvature and damping at the earlier checkpoints the Newton emulation averages over."""
+    out = []
+    for i in checkpoint_indices(len(trajectory), cfg.checkpoints)[:-1]:
+        st = head_statistics(head, train, groups, num_classes, params=trajectory.params[i], curvature=cfg.curvature,
+                             task=task)
+        out.append(CheckpointCurvature(i, float(trajectory.epochs[i]), st.curvature,
+                                       cfg.damping * st.top_eigenvalue + weight_decay))
+    if cfg.checkpoints > 1 and not out:
+        log.info("the trajectory has no checkpoint between theta_0 and theta_tau: the Newton attribution uses "
+                 "theta_tau only")
+    return out
+
+
 def init_images(train: Split, groups: Groups, ipc: int, init: str, seed: int) -> torch.Tensor:
     """``[K, ipc, C, H, W]``: distinct members of each group's class (``real``) or noise."""
     g = torch.Generator().manual_seed(seed)
@@ -278,7 +305,9 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     syn = Synset(images.detach(), labels, num_classes, losses=torch.tensor(losses),
                  weights=log_w.detach().exp(), curvature=curv,
                  damping=torch.tensor(damping),
-                 num_train=torch.tensor(stats.num_train), task=task)
+                 num_train=torch.tensor(stats.num_train), task=task,
+                 checkpoints=checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay,
+                                                   task))
     if not all(torch.isfinite(t).all() for t in syn.to_tensors().values()):
         raise NumericalError("head distillation produced non-finite synthetic images or weights; "
                              "lower distill.lr_img or distill.lr_label")

@@ -12,6 +12,17 @@ from ddm.distill.curvature import Curvature
 
 
 @dataclass
+class CheckpointCurvature:
+    """The last layer's curvature at an earlier checkpoint of the trajectory (``index``, taken at ``epoch``)
+    and the absolute damping for it: what the Newton emulation needs to average its step over checkpoints."""
+
+    index: int
+    epoch: float
+    curvature: Curvature
+    damping: float
+
+
+@dataclass
 class Synset:
     """Synthetic images for K groups.
 
@@ -23,7 +34,9 @@ class Synset:
 
     Head-matched synsets (:mod:`ddm.distill.head`) also carry ``weights`` ``[K, ipc]`` (each image's loss
     weight, in training samples), ``curvature`` (of the mean training loss w.r.t. the last layer at
-    theta_tau, :mod:`ddm.distill.curvature`), ``damping`` (the absolute lambda added to it) and ``num_train`` (N).
+    theta_tau, :mod:`ddm.distill.curvature`), ``damping`` (the absolute lambda added to it) and ``num_train`` (N),
+    and ``checkpoints``: the same curvature at earlier checkpoints (``distill.checkpoints``), over which the
+    Newton emulation averages its step.
     """
 
     images: torch.Tensor
@@ -36,6 +49,7 @@ class Synset:
     curvature: Curvature | None = None
     damping: torch.Tensor | None = None
     num_train: torch.Tensor | None = None
+    checkpoints: list[CheckpointCurvature] = field(default_factory=list)
     # the training loss (ddm.task.Task) the head statistics used; set at run time, never stored (None = CE)
     task: Any = field(default=None, repr=False, compare=False)
 
@@ -81,13 +95,25 @@ class Synset:
                 out[name] = getattr(self, name)
         if self.curvature is not None:
             out.update(self.curvature.to_tensors())
+        for j, c in enumerate(self.checkpoints):
+            out.update({f"checkpoint{j}.{k}": v for k, v in c.curvature.to_tensors().items()})
+            out[f"checkpoint{j}.meta"] = torch.tensor([c.index, c.epoch, c.damping], dtype=torch.float64)
         return out
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], num_classes: int) -> Synset:
+        checkpoints = []
+        j = 0
+        while f"checkpoint{j}.meta" in t:
+            pre = f"checkpoint{j}."
+            curv = Curvature.from_tensors({k[len(pre):]: v for k, v in t.items() if k.startswith(pre)})
+            index, epoch, damping = t[f"{pre}meta"].tolist()
+            assert curv is not None
+            checkpoints.append(CheckpointCurvature(int(index), float(epoch), curv, float(damping)))
+            j += 1
         return cls(t["images"], t["labels"].long(), num_classes, t.get("label_logits"), t.get("losses"),
                    t.get("free_targets"), t.get("weights"), Curvature.from_tensors(t), t.get("damping"),
-                   t.get("num_train"))
+                   t.get("num_train"), checkpoints)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

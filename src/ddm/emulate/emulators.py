@@ -20,6 +20,7 @@ from ddm.distill.synset import Synset
 from ddm.emulate.batched import emulate_logits
 from ddm.emulate.newton import newton_logits
 from ddm.registry import Registry
+from ddm.train.trajectory import Trajectory
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Emulation:
     desc: str = "emulate"
     backend: str = "vmap"
     params_dir: Path | None = None  # fine-tuned parameters, independent of x (fine-tuning emulations)
+    trajectory: Trajectory | None = None  # the Newton emulation's earlier checkpoints (distill.checkpoints)
 
 
 Emulator = Callable[[Emulation], torch.Tensor]
@@ -48,7 +50,7 @@ EMULATORS: Registry[Emulator] = Registry("emulator")
 @EMULATORS.register("newton")
 def _newton(e: Emulation) -> torch.Tensor:
     """One damped Newton step on the last layer per perturbation (head-matched synsets)."""
-    return newton_logits(e.model, e.params, e.synset, e.deleted, e.x)
+    return newton_logits(e.model, e.params, e.synset, e.deleted, e.x, trajectory=e.trajectory)
 
 
 def backend(name: str) -> str:

@@ -6,6 +6,11 @@ head gradient of group k's synthetic images), then the logits of the targets und
 nonlinearly, so Eq. 8's regression still has work to do). The rest of the network is theta_tau's, so a
 new target costs one forward pass to its features and a matrix product per perturbation.
 
+When the synset carries curvatures at earlier checkpoints (``distill.checkpoints``), the same step is taken at
+each of them (their features, head, curvature and the synsets' gradients there) and the logit changes
+``h_t(x) U_t`` are averaged before they are added to theta_tau's logits: an ensemble over the trajectory that
+raised LDS on the selection configurations (BENCHMARKS.md).
+
 Unlearning (``newton_keep``): the step that minimises the quadratic model of the *kept* data's loss,
 ``(H - H~_del + epsilon H + lambda I)^-1 g~_del / N``, where ``H~_del`` is the Gauss-Newton matrix of the deleted
 groups' synthetic images. With the full-data ``H`` a removed class keeps its curvature and barely moves
@@ -24,6 +29,7 @@ from ddm.distill.curvature import Curvature, ExactCurvature
 from ddm.distill.head import Head, output_curvature, synset_head_gradients
 from ddm.distill.synset import Synset
 from ddm.exceptions import ConfigError, NumericalError
+from ddm.train.trajectory import Trajectory
 
 Params = dict[str, torch.Tensor]
 log = logging.getLogger(__name__)
@@ -36,9 +42,13 @@ def _require_head(synset: Synset) -> tuple[Curvature, float, int]:
     return synset.curvature, float(synset.damping), int(synset.num_train)
 
 
-def removal_displacements(model: nn.Module, params: Params, synset: Synset) -> torch.Tensor:
-    """``U [K, D]``: the head displacement (flattened ``[C, d+1]``) of removing each group alone."""
-    curvature, damping, n = _require_head(synset)
+def removal_displacements(model: nn.Module, params: Params, synset: Synset,
+                          curvature: Curvature | None = None, damping: float | None = None) -> torch.Tensor:
+    """``U [K, D]``: the head displacement (flattened ``[C, d+1]``) of removing each group alone, at ``params``
+    (theta_tau by default; another checkpoint with its own ``curvature`` and ``damping``)."""
+    stored, stored_damping, n = _require_head(synset)
+    curvature = stored if curvature is None else curvature
+    damping = stored_damping if damping is None else damping
     head = Head.of(model)
     with torch.no_grad():
         g = synset_head_gradients(head, synset, params).double()
@@ -46,18 +56,32 @@ def removal_displacements(model: nn.Module, params: Params, synset: Synset) -> t
 
 
 def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: torch.Tensor, x: torch.Tensor,
-                  chunk_size: int = 256) -> torch.Tensor:
-    """Logits ``[P, N, C]`` on ``x`` after one Newton step removing each row of ``deleted [P, K]``."""
-    U = removal_displacements(model, params, synset)
+                  chunk_size: int = 256, trajectory: Trajectory | None = None) -> torch.Tensor:
+    """Logits ``[P, N, C]`` on ``x`` after one Newton step removing each row of ``deleted [P, K]``.
+
+    ``params`` is theta_tau; ``trajectory`` (needed when the synset holds curvatures at earlier checkpoints)
+    gives those checkpoints' parameters, and the logit changes are averaged over them (module doc)."""
     head = Head.of(model)
+    members = [(params, removal_displacements(model, params, synset))]
+    if synset.checkpoints:
+        if trajectory is None:
+            raise ConfigError("this synset averages the Newton step over checkpoints of the trajectory "
+                              "(distill.checkpoints > 1): pass the trajectory it was distilled from")
+        for c in synset.checkpoints:
+            if c.index >= len(trajectory) or abs(float(trajectory.epochs[c.index]) - c.epoch) > 1e-6:
+                raise ConfigError(f"the trajectory does not hold the checkpoint the synset was distilled at (index "
+                                  f"{c.index}, epoch {c.epoch:g}): re-distill with --overwrite")
+            p = trajectory.params[c.index]
+            members.append((p, removal_displacements(model, p, synset, c.curvature, c.damping)))
     with torch.no_grad():
-        h = head.features(x, params)
         W = head.matrix(params)
-        z = h @ W.T
+        z = head.features(x, params) @ W.T
+        feats = [(head.features(x, p), U) for p, U in members]
         out = []
         for s in range(0, len(deleted), chunk_size):
-            disp = (deleted[s : s + chunk_size].float() @ U).reshape(-1, *W.shape)  # [p, C, d+1]
-            out.append(z + torch.einsum("nd,pcd->pnc", h, disp))
+            d = deleted[s : s + chunk_size].float()
+            shift = sum(torch.einsum("nd,pcd->pnc", h, (d @ U).reshape(-1, *W.shape)) for h, U in feats)
+            out.append(z + shift / len(feats))
     logits = torch.cat(out)
     _check_finite(logits, "Newton emulation")
     return logits
