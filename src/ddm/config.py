@@ -251,6 +251,11 @@ class RunConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     emulate: EmulateConfig = field(default_factory=EmulateConfig)
+    device: str = _f("auto", "where ddm computes: auto (CUDA when PyTorch sees one, else the CPU), cpu, cuda or "
+                             "cuda:N. "
+                             "Not part of any stage's key: results are stored on the CPU and a workspace made on a "
+                             "GPU opens anywhere. The head recipe (the default) runs on any of them; the fine-tuning "
+                             "and trajectory-matching recipes on the CPU only")
     hierarchical: bool = _f(False, "also distill a class-level synset (Sec. 3.3 hierarchical datamodel); off by "
                             "default (it costs a second distillation): `ddm attribute --hierarchical` and "
                             "`ddm unlearn --classes` build it when first asked")

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ddm import devices
 from ddm.cluster.groups import Groups
 from ddm.data.dataset import Split
 from ddm.distill.head import (
@@ -71,7 +72,9 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
                 syn_prev = sign * synset_head_gradients(head, synset, before).double()
                 prev = torch.nn.functional.cosine_similarity(syn_prev, real_prev, dim=1)
             norms = step.norm(dim=1)
-            dominance = norms / norms.median().clamp(min=1e-30)
+            dominance = (norms / norms.median().clamp(min=1e-30)).cpu()
+            q = {k: v.cpu() for k, v in q.items()}
+            prev = prev.cpu() if prev is not None else None
     finally:
         model.train(was)
     cos = q["cosine"]
@@ -111,7 +114,7 @@ def check_logits(logits: torch.Tensor, params: dict[str, torch.Tensor], model: n
         raise NumericalError("the emulation produced non-finite outputs (NaN/inf); nothing was saved. Try "
                              "--set emulate.finetune_scale=0.01 (fine-tune) or re-distill with --overwrite")
     with torch.no_grad():
-        ref = torch.func.functional_call(model, params, (x[:256],)).abs().max()
+        ref = devices.forward(model, x[:256], params).abs().max()
     peak = logits.abs().max()
     if peak > EXPLODED * (float(ref) + 1.0):
         log.warning("emulated logits reach %.3g, %.0fx the trained model's %.3g: the emulation is far from the "
@@ -132,7 +135,7 @@ def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, remove
         for name, model in (("before", before), ("after", after)):
             was = model.training
             model.eval()
-            ok = (model(x).argmax(1) == labels).float()
+            ok = (devices.forward(model, x).argmax(1) == labels).float()
             model.train(was)
             out[f"kept_accuracy_{name}"] = float(ok[~gone].mean()) if (~gone).any() else float("nan")
             out[f"removed_accuracy_{name}"] = float(ok[gone].mean()) if gone.any() else float("nan")

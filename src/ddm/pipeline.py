@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddm import distributed, health, presets
+from ddm import devices, distributed, health, presets
 from ddm import models as model_registry
 from ddm import objectives as objective_registry
 from ddm.attribution.fit import fit_attribution
@@ -89,21 +89,32 @@ def _refuse_batchnorm(model: nn.Module | None, what: str) -> None:
 
 
 def _restores_mode(method: Any) -> Any:
-    """Run a public method with the model in eval mode (training sets train mode itself) and give the model
-    back in the mode the caller left it: results never depend on it (dropout, batch statistics)."""
+    """Run a public method with the model in eval mode (training sets train mode itself) and on the configured
+    device, and give the model back in the mode and on the device the caller left it: results never depend on the
+    mode (dropout, batch statistics), and what is stored is on the CPU."""
 
     @functools.wraps(method)
     def wrapper(self: DistilledDatamodel, *args: Any, **kwargs: Any) -> Any:
         given = args[0] if args and isinstance(args[0], nn.Module) else kwargs.get("model")
         models = [m for m in (self.model, given) if isinstance(m, nn.Module)]
         modes = [(m, m.training) for m in models]
+        device = self.device()
+        home = devices.of(models[0]) if models else torch.device("cpu")
+        places = [devices.placed(m, device) for m in models]
         try:
             for m in models:
                 m.eval()
+            for pl in places:
+                pl.__enter__()
             # under torchrun rank 0 computes and stores, the other ranks then read the cached stages
             with distributed.rank0_first():
-                return method(self, *args, **kwargs)
+                out = method(self, *args, **kwargs)
+            if isinstance(out, nn.Module) and out is not self.model:
+                out.to(home)  # an unlearned model comes back where the caller keeps the target
+            return out
         finally:
+            for pl in reversed(places):
+                pl.__exit__(None, None, None)  # back where the caller had it
             for m, was in modes:
                 m.train(was)
 
@@ -163,9 +174,11 @@ class DistilledDatamodel:
             raise ConfigError(f"until={until!r}; choose one of {', '.join(self.STAGES)}")
         self._fit_stages(model, train, trajectory, until)
         # written only once every stage asked for agrees with it: a rejected run leaves the workspace as it was
+        # (the device is this session's, not the results': a workspace made on a GPU opens anywhere)
         path = self.ws.path("config.json")
-        if not path.exists() or load_json(path) != json.loads(json.dumps(self.config.to_dict())):
-            save_json(path, self.config.to_dict())
+        stored = self.config.with_overrides(["device=auto"]).to_dict()
+        if not path.exists() or load_json(path) != json.loads(json.dumps(stored)):
+            save_json(path, stored)
         return self
 
     @_restores_mode
@@ -285,7 +298,9 @@ class DistilledDatamodel:
         if stored_task != self.task.name:
             raise ConfigError(f"this workspace was trained with the task {stored_task!r}: pass that task "
                               f"(DistilledDatamodel(ws, task=...)), not {self.task.name!r}")
-        self.config = RunConfig.from_dict(load_json(self.ws.path("config.json")))
+        session_device = self.config.device  # where this session computes, whatever the workspace was made on
+        self.config = RunConfig.from_dict(load_json(self.ws.path("config.json"))).with_overrides(
+            [f"device={session_device}"])
         self.keys["train"] = info["key"]
         self.num_classes = info.get("num_classes")
         trajectory = Trajectory.load(self.ws.path("train", "trajectory"))
@@ -320,6 +335,15 @@ class DistilledDatamodel:
         if self.model is None or self.trajectory is None or self.groups is None or self.synset is None:
             raise MissingArtifactError("no synset yet: call fit() (or load() on a finished workspace) first")
         return Fitted(self.model, self.trajectory, self.groups, self.synset)
+
+    def device(self) -> torch.device:
+        """Where the stages compute (``device``; see :mod:`ddm.devices`), or an error for a recipe that cannot."""
+        dev = devices.resolve(self.config.device)
+        if dev.type != "cpu" and (self.config.distill.matching != "head"
+                                  or self.config.emulate.method in ("finetune", "linear")):
+            raise ConfigError(f"device={self.config.device!r}: the fine-tuning and trajectory-matching recipes run on "
+                              "the CPU only; use the head recipe (the default) or --device cpu")
+        return dev
 
     # ---- online -------------------------------------------------------------------------------
     @property

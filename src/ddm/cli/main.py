@@ -43,6 +43,10 @@ def _common(p: argparse.ArgumentParser, workspace_default: str | None = "runs/de
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the readable summary")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help="where to compute: auto (CUDA when PyTorch sees one, else the CPU; the default), cpu, cuda or "
+                        "cuda:N. Results are stored on the CPU, so a workspace made on a GPU opens anywhere; the "
+                        "head recipe (the default) runs on a GPU, the fine-tuning and paper recipes on the CPU only")
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -266,7 +270,13 @@ def make_config(args: argparse.Namespace) -> Any:
         sets.append(f"data.name={args.dataset}")
     if args.data_dir:
         sets.append(f"data.data_dir={args.data_dir}")
-    return cfg.with_overrides(sets + list(args.sets))  # --set applies last
+    if getattr(args, "device", None):
+        sets.append(f"device={args.device}")
+    cfg = cfg.with_overrides(sets + list(args.sets))  # --set applies last
+    from ddm import devices
+
+    devices.resolve(cfg.device)  # a device this machine lacks is an error now, not after the data is loaded
+    return cfg
 
 
 def _offline(args: argparse.Namespace, until: str) -> tuple[Any, Any, Any]:
@@ -303,9 +313,19 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
             raise DDMError(f"{args.workspace} holds no finished run (no config.json): run `ddm run` first")
         data = data_mod.load(RunConfig.from_json(stored.read_text()).data)
         model = models.from_import(args.model, data.num_classes, data.image_shape)
-        return DistilledDatamodel(args.workspace).load(model=model), data
-    dm = DistilledDatamodel(args.workspace).load()
+        return DistilledDatamodel(args.workspace, _session_config(args)).load(model=model), data
+    dm = DistilledDatamodel(args.workspace, _session_config(args)).load()
     return dm, data_mod.load(dm.config.data)
+
+
+def _session_config(args: argparse.Namespace) -> Any:
+    """The configuration a command opens a workspace with: only the device is this session's (``--device``)."""
+    from ddm import devices
+    from ddm.config import RunConfig
+
+    cfg = RunConfig().with_overrides([f"device={getattr(args, 'device', None) or 'auto'}"])
+    devices.resolve(cfg.device)
+    return cfg
 
 
 def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddm import devices
 from ddm.data.arrays import _images, _labels, _tensor
 from ddm.data.dataset import Split
 from ddm.exceptions import DataError
@@ -45,7 +46,7 @@ def as_split(x: Any, y: Any = None, model: nn.Module | None = None,
         was = model.training
         model.eval()
         with torch.no_grad():
-            yt = model(xt).argmax(1)
+            yt = devices.forward(model, xt).argmax(1)
         model.train(was)
     else:
         yt = _labels(_tensor(y, "target labels"), len(xt), "target labels")

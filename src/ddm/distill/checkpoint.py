@@ -41,7 +41,7 @@ def restore_optimizer_state(opt: torch.optim.Optimizer, leaves: list[torch.Tenso
     """Put what :func:`optimizer_state` saved back into ``opt``."""
     for i, leaf in enumerate(leaves):
         if f"momentum/{i}" in state:
-            opt.state[leaf]["momentum_buffer"] = state[f"momentum/{i}"].clone()
+            opt.state[leaf]["momentum_buffer"] = state[f"momentum/{i}"].clone().to(leaf.device)
         for key, value in state.items():
             if key.startswith(f"opt/{i}/"):
-                opt.state[leaf][key.split("/", 2)[2]] = value.clone()
+                opt.state[leaf][key.split("/", 2)[2]] = value.clone().to(leaf.device) if value.ndim else value.clone()

@@ -47,6 +47,10 @@ class Curvature:
     def to_tensors(self) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def to(self, device: torch.device | str) -> Curvature:
+        """The same curvature with its tensors on ``device``."""
+        raise NotImplementedError
+
     @staticmethod
     def from_tensors(t: dict[str, torch.Tensor]) -> Curvature | None:
         if "hessian" in t:
@@ -101,6 +105,9 @@ class ExactCurvature(Curvature):
     def to_tensors(self) -> dict[str, torch.Tensor]:
         return {"hessian": self.hessian.float()}
 
+    def to(self, device: torch.device | str) -> ExactCurvature:
+        return self if self.hessian.device == torch.device(device) else ExactCurvature(self.hessian.to(device))
+
 
 class KroneckerCurvature(Curvature):
     kind = "kfac"
@@ -135,6 +142,11 @@ class KroneckerCurvature(Curvature):
         a = (self.a.double() * n - _output_curvature(logits, w, out_curv).sum(0)) / keep
         s = (self.s.double() * n - torch.einsum("m,md,mf->df", w, h.double(), h.double())) / keep
         return KroneckerCurvature(a, s, scale=self.scale * keep / n)
+
+    def to(self, device: torch.device | str) -> KroneckerCurvature:
+        if self.a.device == torch.device(device):
+            return self
+        return KroneckerCurvature(self.a.to(device), self.s.to(device), self.scale)
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         if self.scale != 1.0:

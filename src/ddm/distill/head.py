@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddm import devices
 from ddm.cluster.groups import Groups
 from ddm.config import DistillConfig
 from ddm.data.dataset import Split
@@ -89,30 +90,35 @@ class Head:
         """The head as one ``[C, d+1]`` matrix (weight, then bias as the last column)."""
         w, b = self.param_names
         p = params if params is not None else dict(self.model.named_parameters())
-        return torch.cat([p[w], p[b][:, None]], 1).detach()
+        return torch.cat([p[w], p[b][:, None]], 1).detach().to(devices.of(self.model))
 
     def features(self, x: torch.Tensor, params: Params | None = None, chunk: int = 1024) -> torch.Tensor:
         """Augmented penultimate features ``[N, d+1]`` (the head's input, then a 1 for the bias).
 
-        Differentiable in ``x`` when called with grad enabled; ``params`` evaluates another checkpoint."""
+        Differentiable in ``x`` when called with grad enabled; ``params`` evaluates another checkpoint.
+        Computed on the model's device (``x`` and ``params`` are moved there in chunks)."""
+        dev = devices.of(self.model)
+        params = devices.to(params, dev) if params is not None else None
         got: list[torch.Tensor] = []
         hook = self.linear.register_forward_hook(lambda m, i, o: got.append(i[0].flatten(1)))
         try:
             for s in range(0, len(x), chunk):
+                xb = x[s : s + chunk].to(dev)
                 if params is None:
-                    self.model(x[s : s + chunk])
+                    self.model(xb)
                 else:
-                    torch.func.functional_call(self.model, params, (x[s : s + chunk],))
+                    torch.func.functional_call(self.model, params, (xb,))
         finally:
             hook.remove()
         h = torch.cat(got)
-        return torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype)], 1)
+        return torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype, device=h.device)], 1)
 
     def check(self, x: torch.Tensor) -> None:
         """Refuse models whose logits are not the head applied to the features (e.g. a softmax after it)."""
         with torch.no_grad():
             h = self.features(x[:8])
-            if not torch.allclose(h @ self.matrix().T, self.model(x[:8]), rtol=1e-4, atol=1e-4):
+            logits = devices.forward(self.model, x[:8])
+            if not torch.allclose((h @ self.matrix().T).cpu(), logits, rtol=1e-4, atol=1e-4):
                 raise ConfigError("head matching needs a model whose logits are its last nn.Linear layer's output; "
                                   "use --recipe paper (or distill.matching=local) for this model")
 
@@ -155,24 +161,27 @@ def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, 
     ``curvature``: ``exact``, ``kfac`` or ``auto`` (exact up to :data:`EXACT_LIMIT` head parameters)."""
     W = head.matrix(params)
     D = W.numel()
+    dev = W.device  # the model's: the training set streams there a batch at a time
     exact = curvature == "exact" or (curvature == "auto" and D <= EXACT_LIMIT)
-    H = torch.zeros(D, D, dtype=torch.float64) if exact else None
-    A = torch.zeros(W.shape[0], W.shape[0], dtype=torch.float64)
-    S = torch.zeros(W.shape[1], W.shape[1], dtype=torch.float64)
-    G = torch.zeros(groups.num_groups, D, dtype=torch.float64)
+    H = torch.zeros(D, D, dtype=torch.float64, device=dev) if exact else None
+    A = torch.zeros(W.shape[0], W.shape[0], dtype=torch.float64, device=dev)
+    S = torch.zeros(W.shape[1], W.shape[1], dtype=torch.float64, device=dev)
+    G = torch.zeros(groups.num_groups, D, dtype=torch.float64, device=dev)
+    assignment = groups.assignment.to(dev)
     with torch.no_grad():
         for s in range(0, len(train), batch):
             h = head.features(train.x[s : s + batch], params)
             z = h @ W.T
-            y = F.one_hot(train.y[s : s + batch], num_classes).to(z.dtype)
-            oc = output_curvature(task, z, train.y[s : s + batch])
+            yb = train.y[s : s + batch].to(dev)
+            y = F.one_hot(yb, num_classes).to(z.dtype)
+            oc = output_curvature(task, z, yb)
             if H is not None:
                 H += ExactCurvature.accumulate(h, z, out_curv=oc)
             else:
                 a, hh = accumulate_kronecker(h, z, oc)
                 A += a
                 S += hh
-            G.index_add_(0, groups.assignment[s : s + batch], head_gradients(h, z, y, task).double())
+            G.index_add_(0, assignment[s : s + batch], head_gradients(h, z, y, task).double())
     n = len(train)
     curv: Curvature = ExactCurvature(H / n) if H is not None else KroneckerCurvature(A / n, S / n)
     return HeadStatistics(curv, G, n)
@@ -194,7 +203,7 @@ def checkpoint_curvatures(head: Head, trajectory: Trajectory, train: Split, grou
     for i in checkpoint_indices(len(trajectory), cfg.checkpoints)[:-1]:
         st = head_statistics(head, train, groups, num_classes, params=trajectory.params[i], curvature=cfg.curvature,
                              task=task)
-        out.append(CheckpointCurvature(i, float(trajectory.epochs[i]), st.curvature,
+        out.append(CheckpointCurvature(i, float(trajectory.epochs[i]), st.curvature.to("cpu"),
                                        cfg.damping * st.top_eigenvalue + weight_decay))
     if cfg.checkpoints > 1 and not out:
         log.info("the trajectory has no checkpoint between theta_0 and theta_tau: the Newton attribution uses "
@@ -223,7 +232,7 @@ def synset_head_gradients(head: Head, synset: Synset, params: Params | None = No
     x, t, _ = synset.flat()
     W = head.matrix(params)
     h = head.features(x, params)
-    g = head_gradients(h, h @ W.T, t, synset.task) * synset.image_weights().reshape(-1, 1)
+    g = head_gradients(h, h @ W.T, t.to(h.device), synset.task) * synset.image_weights().to(h.device).reshape(-1, 1)
     return g.reshape(synset.num_groups, synset.ipc, -1).sum(1)
 
 
@@ -262,11 +271,12 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     curv = stats.curvature
     target = (curv.solve(stats.group_grads, damping) / stats.num_train).float()  # [K, D] removal displacements
     norm2 = (target ** 2).sum(1).clamp(min=1e-30)
-    images = init_images(train, groups, cfg.ipc, cfg.init, cfg.seed).requires_grad_(True)
+    dev = target.device  # the model's
+    images = init_images(train, groups, cfg.ipc, cfg.init, cfg.seed).to(dev).requires_grad_(True)
     sizes = groups.sizes().float()
-    log_w = torch.log(sizes[:, None].expand(-1, cfg.ipc) / cfg.ipc).clone().requires_grad_(True)
+    log_w = torch.log(sizes[:, None].expand(-1, cfg.ipc) / cfg.ipc).to(dev).clone().requires_grad_(True)
     labels = groups.labels.unsqueeze(1).expand(-1, cfg.ipc).clone()
-    onehot = F.one_hot(labels.reshape(-1), num_classes).float()
+    onehot = F.one_hot(labels.reshape(-1), num_classes).float().to(dev)
     W = head.matrix()
     opt = torch.optim.Adam([{"params": [images], "lr": cfg.lr_img}, {"params": [log_w], "lr": cfg.lr_label}])
     losses: list[float] = []
@@ -302,8 +312,8 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
                      "seconds": spent, **optimizer_state(opt, [images, log_w])}
             save_tensors(ckpt, state)
     pbar.close()
-    syn = Synset(images.detach(), labels, num_classes, losses=torch.tensor(losses),
-                 weights=log_w.detach().exp(), curvature=curv,
+    syn = Synset(images.detach().cpu(), labels, num_classes, losses=torch.tensor(losses),
+                 weights=log_w.detach().exp().cpu(), curvature=curv.to("cpu"),
                  damping=torch.tensor(damping),
                  num_train=torch.tensor(stats.num_train), task=task,
                  checkpoints=checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay,

@@ -51,8 +51,8 @@ def removal_displacements(model: nn.Module, params: Params, synset: Synset,
     damping = stored_damping if damping is None else damping
     head = Head.of(model)
     with torch.no_grad():
-        g = synset_head_gradients(head, synset, params).double()
-    return (curvature.solve(g, damping) / n).float()
+        g = synset_head_gradients(head, synset, params).double()  # on the model's device
+    return (curvature.to(g.device).solve(g, damping) / n).float()
 
 
 def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: torch.Tensor, x: torch.Tensor,
@@ -79,9 +79,9 @@ def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: tor
         feats = [(head.features(x, p), U) for p, U in members]
         out = []
         for s in range(0, len(deleted), chunk_size):
-            d = deleted[s : s + chunk_size].float()
+            d = deleted[s : s + chunk_size].float().to(W.device)
             shift = sum(torch.einsum("nd,pcd->pnc", h, (d @ U).reshape(-1, *W.shape)) for h, U in feats)
-            out.append(z + shift / len(feats))
+            out.append((z + shift / len(feats)).cpu())
     logits = torch.cat(out)
     _check_finite(logits, "Newton emulation")
     return logits
@@ -101,13 +101,15 @@ def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups:
     sub = Synset(synset.images[groups], synset.labels[groups], synset.num_classes,
                  weights=synset.image_weights()[groups], task=synset.task)
     with torch.no_grad():
-        g = synset_head_gradients(head, sub, params).double().sum(0)
+        g = synset_head_gradients(head, sub, params).double().sum(0)  # on the model's device
+        dev = g.device
         x, t, _ = sub.flat()
         h = head.features(x, params)
         W = head.matrix(params)
         z = h @ W.T
-        oc = output_curvature(synset.task, z, t.argmax(-1))
-        kept = curvature.minus(h, z, sub.image_weights().reshape(-1), n, out_curv=oc)
+        oc = output_curvature(synset.task, z, t.argmax(-1).to(dev))
+        curvature = curvature.to(dev)
+        kept = curvature.minus(h, z, sub.image_weights().reshape(-1).to(dev), n, out_curv=oc)
     if curvature_damping > 0:
         if isinstance(kept, ExactCurvature) and isinstance(curvature, ExactCurvature):
             kept = ExactCurvature(kept.hessian.double() + curvature_damping * curvature.hessian.double())
@@ -115,8 +117,8 @@ def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups:
             log.warning("emulate.unlearn_curvature_damping needs the exact curvature; ignored under K-FAC")
     step = kept.solve((g / n)[None], damping)[0]
     w_name, b_name = head.param_names
-    step = step.reshape(W.shape).float()
-    out = {k: v.detach().clone() for k, v in params.items()}
+    step = step.reshape(W.shape).float().cpu()
+    out = {k: v.detach().to("cpu", copy=True) for k, v in params.items()}
     out[w_name] = out[w_name] + step[:, :-1].reshape(out[w_name].shape)
     out[b_name] = out[b_name] + step[:, -1]
     for k in (w_name, b_name):

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ddm import distributed
+from ddm import devices, distributed
 from ddm.cluster.groups import Groups
 from ddm.config import TrainConfig
 from ddm.data.dataset import Split
@@ -41,8 +41,9 @@ class RetrainCache:
     """Retrain ``model`` from ``theta0`` on ``train`` without chosen groups; logits on ``eval_x``, cached."""
 
     def __init__(self, folder: str | Path, model: nn.Module, theta0: dict[str, torch.Tensor], train: Split,
-                 groups: Groups, cfg: TrainConfig, eval_x: torch.Tensor) -> None:
+                 groups: Groups, cfg: TrainConfig, eval_x: torch.Tensor, device: torch.device | str = "cpu") -> None:
         self.folder = Path(folder)
+        self.device = torch.device(device)  # where retrains run (ddm.devices); the logits are stored on the CPU
         self.model, self.theta0, self.train = model, theta0, train
         self.groups, self.cfg, self.eval_x = groups, cfg, eval_x
 
@@ -73,7 +74,7 @@ class RetrainCache:
         keep = ~torch.isin(self.groups.assignment, torch.as_tensor(removed, dtype=torch.long))
         if not keep.any():
             raise ValueError("cannot retrain without every group")
-        net = with_params(self.model, self.theta0)
+        net = with_params(self.model, self.theta0).to(self.device)
         cfg = self.cfg if seed is None else TrainConfig(**{**self.cfg.__dict__, "seed": seed})
         t0 = time.perf_counter()
         from ddm import progress
@@ -88,7 +89,8 @@ class RetrainCache:
         seconds = time.perf_counter() - t0
         net.eval()
         with torch.no_grad():
-            logits = net(self.eval_x)
+            logits = torch.cat([devices.forward(net, self.eval_x[s : s + 1024])
+                                for s in range(0, len(self.eval_x), 1024)])
         save_tensors(path, {"logits": logits, "removed": torch.as_tensor(removed, dtype=torch.long),
                             "seconds": torch.tensor(seconds)})
         return logits

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddm import devices
 from ddm.config import TrainConfig
 from ddm.data.dataset import Split
 from ddm.exceptions import NumericalError
@@ -37,11 +38,13 @@ def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``model`` on ``split`` (in [0, 1]), in eval mode (the model's mode is restored)."""
     was = model.training
     model.eval()
+    dev = devices.of(model)
     correct = 0
     try:
         with torch.no_grad():
             for i in range(0, len(split), batch_size):
-                correct += (model(split.x[i : i + batch_size]).argmax(1) == split.y[i : i + batch_size]).sum().item()
+                pred = model(split.x[i : i + batch_size].to(dev)).argmax(1).cpu()
+                correct += (pred == split.y[i : i + batch_size]).sum().item()
     finally:
         model.train(was)
     return correct / max(1, len(split))
@@ -81,7 +84,7 @@ def _load_resume(folder: Path, model: nn.Module, opt: torch.optim.Optimizer) -> 
         prefix = f"opt/{name}/"
         for key, value in state.items():
             if key.startswith(prefix):
-                opt.state[p][key[len(prefix):]] = value.clone()
+                opt.state[p][key[len(prefix):]] = value.clone().to(p.device)
     return int(prog["done_epochs"]), list(prog["epochs"]), float(prog.get("seconds", 0.0))
 
 
@@ -106,8 +109,10 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
         params = [load_tensors(folder / f"theta_{i:04d}.safetensors") for i in range(len(epochs))]
         log.info("resuming training at epoch %d of %d", start, cfg.epochs)
 
+    dev = devices.of(model)  # training runs where the model is; the checkpoints are kept on the CPU
+
     def snapshot(epoch: int) -> None:
-        p = {k: v.detach().clone() for k, v in model.named_parameters()}
+        p = devices.cpu(dict(model.named_parameters()))
         if folder is not None:
             save_tensors(folder / f"theta_{len(params):04d}.safetensors", p)
         params.append(p)
@@ -124,8 +129,9 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
         total = 0.0
         for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            out = model(train.x[idx])
-            loss = F.cross_entropy(out, train.y[idx]) if task is None else task.loss(out, train.y[idx]).mean()
+            xb, yb = train.x[idx].to(dev, non_blocking=True), train.y[idx].to(dev, non_blocking=True)
+            out = model(xb)
+            loss = F.cross_entropy(out, yb) if task is None else task.loss(out, yb).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

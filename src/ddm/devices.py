@@ -1,0 +1,91 @@
+"""Where ddm computes: ``device`` (``--device``): ``auto`` (CUDA when PyTorch sees one, else the CPU), ``cpu``,
+``cuda`` or ``cuda:N``. Apple's MPS is refused with a message: it has no float64, which the last layer's
+curvature (and its eigendecomposition) needs.
+
+The rule throughout: a stage computes where the model is, and everything a stage keeps (trajectory, synsets,
+curvature, logits, workspace files) comes back to the CPU, so a workspace made on a GPU opens on a machine
+without one. :func:`placed` moves a model to the device for one stage and back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from ddm.exceptions import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve(spec: str | torch.device | None = "auto") -> torch.device:
+    """The device ``spec`` names, or an error that says what this machine has."""
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"device={spec!r} is not a device; use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={spec!r}: this machine has no CUDA device that PyTorch can use (torch "
+                              f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use --device cpu "
+                              "or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={spec!r}: there are {torch.cuda.device_count()} CUDA devices "
+                              f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps":
+        raise ConfigError(f"device={spec!r}: Apple MPS has no float64, which the last layer's curvature needs; use "
+                          f"--device cpu{' (MPS is available here, but not supported)' if _mps_available() else ''}")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device={spec!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def of(model: nn.Module) -> torch.device:
+    """The device of a model's parameters (the CPU for a model without any)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def placed(model: nn.Module, device: torch.device | str | None) -> Iterator[torch.device]:
+    """Move ``model`` to ``device`` (None: leave it) for a block, and back to where it was afterwards."""
+    before = of(model)
+    dev = before if device is None else torch.device(device)
+    if dev != before:
+        model.to(dev)
+    try:
+        yield dev
+    finally:
+        if dev != before:
+            model.to(before)
+
+
+def forward(model: nn.Module, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """``model(x)`` (or with ``params``) computed on the model's device, returned on the CPU."""
+    dev = of(model)
+    if params is None:
+        return model(x.to(dev)).cpu()
+    return torch.func.functional_call(model, to(params, dev), (x.to(dev),)).cpu()
+
+
+def to(params: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A parameter dict on ``device`` (the same tensors where they already are)."""
+    return {k: v.to(device) for k, v in params.items()}
+
+
+def cpu(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a parameter dict (what is stored)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in params.items()}
