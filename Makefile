@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# --overwrite: a demo workspace left by an older version with other defaults is recomputed, not refused
 demo: $(STAMP)
-	$(BIN)/ddm run --workspace runs/demo --preset demo
+	$(BIN)/ddm run --workspace runs/demo --preset demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
