@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first so pip takes the CPU wheel, never a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-protocol-head bench-digits bench-fmnist bench-scaling bench-ablation clean
+.PHONY: install demo test lint bench bench-gpu bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-protocol-head bench-digits bench-fmnist bench-scaling bench-ablation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench-perf: $(STAMP)
 bench-scaling-perf: $(STAMP)
 	$(BIN)/python benchmarks/perf.py --growth-only --per-class 4,10,20,40,100 \
 	  --sizes 1000,5000,10000,20000,60000 --root runs/scaling --out benchmarks/results/scaling
+
+# ResNet-18 (GroupNorm) on Fashion-MNIST 60k (and CIFAR-10 when present) on a GPU; ARGS=--smoke runs the
+# reduced size on any machine (tests/test_bench_gpu.py covers it). Not part of `make bench` (it needs a GPU).
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu.py --out benchmarks/results/gpu$(if $(findstring --smoke,$(ARGS)),-smoke,) $(ARGS)
 
 # The head distillation's step budget, on the matrix's selection configurations (needs bench-matrix's retrains).
 bench-budget: $(STAMP)
