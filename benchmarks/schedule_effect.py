@@ -1,0 +1,145 @@
+"""Why DDM's other-class LDS is negative on the weight-decayed momentum ConvNet: a diagnostic, not a default.
+
+Exact retraining keeps the schedule in *epochs*, so a retrain without a fraction f of the data takes a fraction f
+fewer optimizer steps. Where training was still improving at the end, that alone raises every target's loss in
+proportion to the data removed, a change no last-layer step at theta_tau can express. This script measures, on
+seed 3 with the validation targets of ``matrix.py`` (its retrains are reused, or made):
+
+* ``removed size``: predicted loss = the number of training samples removed (the schedule effect alone);
+* ``DDM + steps x s``: DDM's emulated logits with theta_tau's replaced by the recorded trajectory's logits at
+  epoch tau (1 - s f), interpolated between checkpoints (the schedule effect, scaled by s);
+* ``centered``: the removal step from g_k - n_k g_bar (g_bar the mean training gradient), the exact first-order
+  step of a mean loss that is not at its minimum, e.g. under weight decay.
+
+    python benchmarks/schedule_effect.py --out benchmarks/results/schedule-effect
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import ddm
+from ddm import devices, progress
+from ddm.distill.head import Head, checkpoint_indices, head_gradients, head_statistics, synset_head_gradients
+from ddm.emulate.newton import newton_logits
+from ddm.emulate.perturbations import sample_perturbations
+from ddm.evaluation.metrics import lds
+from ddm.evaluation.retrain import RetrainCache
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import matrix as M  # noqa: E402
+
+SCALES = (0.05, 0.1, 0.25, 0.5)
+
+
+def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
+    cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
+    perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(M.TARGET_SEED))
+    rows = perm[50:100]  # the validation targets
+    targets = data.test[rows]
+    folder = root / name / f"seed{seed}"
+    dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
+                                                                         data.train)
+    K = dm.groups.num_groups
+    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
+                         data.test.x)
+    keep = sample_perturbations(K, 40, 0.5, seed=10_000 + seed)
+    actual = M.losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in keep], name)[:, rows], targets.y)
+    oc_keep, oc_actual = {}, {}
+    for c in targets.y.unique().tolist():
+        m = sample_perturbations(K, 10, 0.5, seed=20_000 + 100 * seed + c)
+        m[:, dm.groups.labels == c] = True
+        oc_keep[c] = m
+        sel = targets.y == c
+        oc_actual[c] = M.losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in m], name)[:, rows[sel]],
+                                targets.y[sel])
+
+    def score(predict: object) -> tuple[float, float]:
+        a = lds(predict(keep, torch.arange(len(rows))), actual)[0]  # type: ignore[operator]
+        per: list[float] = []
+        for c, m in oc_keep.items():
+            sel = torch.nonzero(targets.y == c).flatten()
+            per += lds(predict(m, sel), oc_actual[c])[1]  # type: ignore[operator]
+        return round(a, 3), round(float(np.mean(per)), 3)
+
+    res: dict[str, tuple[float, float]] = {}
+    attr = dm.attribute(targets, "dist2", name="schedule-effect")
+    res["DDM (the default)"] = score(lambda k, sel: attr.predict(k)[:, sel, 0])
+    same = (dm.groups.labels[None, :] == targets.y[:, None]).float()
+    res["same class (trivial)"] = score(lambda k, sel: -(k.float() @ same[sel].T))
+    sz = dm.groups.sizes().float()
+    res["removed size"] = score(lambda k, sel: ((~k).float() @ sz)[:, None].expand(-1, len(sel)) + 0.0)
+    traj = dm.trajectory
+    ep = torch.tensor(traj.epochs, dtype=torch.float64)
+    with torch.no_grad():
+        Z = torch.stack([devices.forward(dm.model, targets.x, p) for p in traj.params])  # [checkpoints, T, C]
+
+    def at_fraction(f: torch.Tensor) -> torch.Tensor:  # logits at epoch tau (1 - f), interpolated
+        e = (ep[-1] * (1 - f)).clamp(ep[0], ep[-1])
+        i = torch.searchsorted(ep, e).clamp(1, len(ep) - 1)
+        w = ((e - ep[i - 1]) / (ep[i] - ep[i - 1])).float()[:, None, None]
+        return Z[i - 1] * (1 - w) + Z[i] * w
+
+    def with_steps(k: torch.Tensor, sel: torch.Tensor, s: float) -> torch.Tensor:
+        shift = newton_logits(dm.model, traj.final, dm.synset, ~k, targets.x[sel], trajectory=traj) - Z[-1][sel]
+        base = at_fraction(s * ((~k).float() @ sz).double() / float(sz.sum()))[:, sel]
+        return M.losses(base + shift, targets.y[sel])
+
+    for s in SCALES:
+        res[f"DDM + steps x{s}"] = score(lambda k, sel, s=s: with_steps(k, sel, s))
+    head, C = Head.of(dm.model), data.num_classes
+    for centered in (False, True):  # with the groups' real gradients, the step averaged over 5 checkpoints
+        total = 0
+        idx = checkpoint_indices(len(traj), 5)
+        for i in idx:
+            p = traj.params[i]
+            st = head_statistics(head, data.train, dm.groups, C, params=p)
+            g = synset_head_gradients(head, dm.synset, p).double()
+            if centered:
+                g = g - dm.groups.sizes().double()[:, None] * (st.group_grads.sum(0) / st.num_train)[None]
+            U = st.curvature.solve(g, 1e-2 * st.top_eigenvalue + cfg.train.weight_decay) / st.num_train
+            with torch.no_grad():
+                h = head.features(targets.x, p)
+                z = h @ head.matrix(p).T
+                gt = head_gradients(h, z, F.one_hot(targets.y, C).to(z.dtype)).double()
+            total = total + (gt @ U.T).float()
+        s_lin = total / len(idx)
+        res[f"linear step, {'centered' if centered else 'uncentered'}"] = score(
+            lambda k, sel, s_lin=s_lin: (~k).float() @ s_lin[sel].T)
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="benchmarks/results/schedule-effect")
+    p.add_argument("--root", default="runs/matrix")
+    p.add_argument("--configs", default="digits-convnet-K100-sgd,fmnist-mlp-K40-sgd,digits-convnet-K40-momentum-wd")
+    p.add_argument("--seed", type=int, default=3)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    progress.set_enabled(False)
+    names = args.configs.split(",")
+    results = {n: run(n, args.seed, Path(args.root)) for n in names}
+    rows = list(next(iter(results.values())))
+    lines = ["# The schedule effect (diagnostic)", "", f"Command: `python benchmarks/schedule_effect.py "
+             f"{' '.join(sys.argv[1:])}`; seed {args.seed}, validation targets; LDS / other-class LDS.", "",
+             "| variant | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for r in rows:
+        lines.append(f"| {r} | " + " | ".join(f"{results[n][r][0]:+.3f} / {results[n][r][1]:+.3f}" for n in names)
+                     + " |")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
