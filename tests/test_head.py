@@ -242,3 +242,14 @@ def test_a_kill_at_any_checkpoint_write_resumes_to_the_same_synset(trained, digi
         resumed = distill_head(model, traj, digits.train, groups, cfg, 10, folder)
         assert torch.equal(resumed.images, whole.images) and torch.equal(resumed.weights, whole.weights), kill_at
         assert torch.equal(resumed.losses, whole.losses)
+
+
+def test_the_whitener_keeps_the_norms_of_the_damped_solve(trained, digits, groups):
+    model, traj = trained
+    stats = head_statistics(Head.of(model), digits.train, groups, 10)
+    kfac = head_statistics(Head.of(model), digits.train, groups, 10, curvature="kfac").curvature
+    v = stats.group_grads[:5] - stats.group_grads[5:10]
+    for curv in (stats.curvature, kfac):
+        for lam in (1e-3, 0.05):
+            assert torch.allclose(curv.whitener(lam)(v).double().norm(dim=1), curv.solve(v, lam).norm(dim=1),
+                                  rtol=1e-4)

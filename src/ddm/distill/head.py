@@ -135,6 +135,19 @@ def head_gradients(h: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
     return torch.einsum("nc,nd->ncd", delta, h).flatten(1)
 
 
+def summed_head_gradients(h: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+                          groups: int, task: Any = None) -> torch.Tensor:
+    """Weighted head gradients summed over consecutive equal-size blocks of rows (a group's images):
+    ``[G*m, d+1], [G*m, C], [G*m, C], [G*m] -> [G, C*(d+1)]``; the same as summing :func:`head_gradients`,
+    as one batched product instead of a per-sample outer product."""
+    if task is None or task.is_default:
+        delta = logits.softmax(-1) - targets
+    else:
+        delta = task.output_gradient(logits, targets.argmax(-1)).to(logits.dtype)
+    dw = (delta * weights[:, None]).reshape(groups, -1, delta.shape[1])
+    return torch.bmm(dw.transpose(1, 2), h.reshape(groups, -1, h.shape[1])).flatten(1)
+
+
 def output_curvature(task: Any, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
     """The task's output curvature ``[N, C, C]``, or None for cross-entropy (the curvature classes' closed
     form); what :meth:`ddm.distill.curvature.Curvature.minus` and the accumulators take as ``out_curv``."""
@@ -232,8 +245,8 @@ def synset_head_gradients(head: Head, synset: Synset, params: Params | None = No
     x, t, _ = synset.flat()
     W = head.matrix(params)
     h = head.features(x, params)
-    g = head_gradients(h, h @ W.T, t.to(h.device), synset.task) * synset.image_weights().to(h.device).reshape(-1, 1)
-    return g.reshape(synset.num_groups, synset.ipc, -1).sum(1)
+    return summed_head_gradients(h, h @ W.T, t.to(h.device), synset.image_weights().to(h.device).reshape(-1),
+                                 synset.num_groups, synset.task)
 
 
 def matching_quality(synthetic: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -269,7 +282,9 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     stats = head_statistics(head, train, groups, num_classes, curvature=cfg.curvature, task=task)
     damping = cfg.damping * stats.top_eigenvalue + weight_decay  # weight decay is curvature the loss lacks
     curv = stats.curvature
-    target = (curv.solve(stats.group_grads, damping) / stats.num_train).float()  # [K, D] removal displacements
+    # the matching loss |P (g~_k - g_k)|^2 / |P g_k|^2 (module doc), computed in the curvature's eigenbasis
+    whiten = curv.whitener(damping)
+    target = whiten(stats.group_grads)  # [K, D]: the removal displacements' coordinates, up to a rotation
     norm2 = (target ** 2).sum(1).clamp(min=1e-30)
     dev = target.device  # the model's
     images = init_images(train, groups, cfg.ipc, cfg.init, cfg.seed).to(dev).requires_grad_(True)
@@ -299,9 +314,8 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         start = cfg.iterations  # a resumed run that had already converged
     for it in range(start, cfg.iterations):
         h = head.features(images.reshape(K * cfg.ipc, *images.shape[2:]))
-        g = head_gradients(h, h @ W.T, onehot, task) * log_w.exp().reshape(-1, 1)
-        disp = curv.solve(g.reshape(K, cfg.ipc, -1).sum(1), damping).float() / stats.num_train
-        loss = (((disp - target) ** 2).sum(1) / norm2).sum()
+        g = summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), K, task)
+        loss = (((whiten(g) - target) ** 2).sum(1) / norm2).sum()
         matching_step(opt, loss, it, K, losses, pbar, "head distillation", "Lower distill.lr_img or distill.lr_label")
         if losses[-1] < cfg.tolerance:  # matched: more steps would not change the emulation
             log.info("head distillation converged at step %d (mean relative error %.2g)", it + 1, losses[-1])
