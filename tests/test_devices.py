@@ -39,6 +39,17 @@ def test_cuda_on_a_machine_without_it_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "ws" / "train").exists()
 
 
+def test_auto_gives_each_torchrun_process_its_own_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert devices.resolve("auto") == torch.device("cuda:0")
+    monkeypatch.setenv("LOCAL_RANK", "3")  # more processes than GPUs: round robin
+    assert devices.resolve("auto") == torch.device("cuda:1")
+    with pytest.raises(ConfigError, match="there are 2 CUDA devices"):
+        devices.resolve("cuda:2")
+
+
 def test_placed_moves_a_model_for_a_block_and_back():
     net = torch.nn.Linear(3, 2)
     with devices.placed(net, None) as dev:

@@ -1,4 +1,5 @@
-"""Where ddm computes: ``device`` (``--device``): ``auto`` (CUDA when PyTorch sees one, else the CPU), ``cpu``,
+"""Where ddm computes: ``device`` (``--device``): ``auto`` (CUDA when PyTorch sees one, else the CPU; under
+``torchrun``, ``cuda:LOCAL_RANK``), ``cpu``,
 ``cuda`` or ``cuda:N``. Apple's MPS is refused with a message: it has no float64, which the last layer's
 curvature (and its eigendecomposition) needs.
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 
 import torch
@@ -32,7 +34,11 @@ def resolve(spec: str | torch.device | None = "auto") -> torch.device:
         spec = str(spec)
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # under torchrun each process of a node takes its own GPU (wrapping round if there are fewer GPUs)
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device(f"cuda:{local % torch.cuda.device_count()}")
     try:
         dev = torch.device(spec)
     except (RuntimeError, ValueError) as exc:

@@ -1,7 +1,8 @@
 """Many processes on one engine: ``torchrun`` ranks share the embarrassingly parallel work.
 
 Under ``torchrun`` (``RANK`` and ``WORLD_SIZE`` in the environment) ddm joins the process group on first
-use (gloo on the CPU, NCCL when CUDA is available) and every rank runs the same program in lockstep:
+use (gloo: the collectives are a few flags on the CPU) and every rank runs the same program in lockstep, each on
+its own GPU when there are several (``--device auto`` gives rank r ``cuda:LOCAL_RANK``):
 
 * the exact retrains of many removed sets (:meth:`ddm.evaluation.retrain.RetrainCache.many`) are split by
   rank, each rank writing its own result files into the shared folder; after a barrier every rank reads
@@ -32,7 +33,9 @@ def rank_world() -> tuple[int, int]:
         return dist.get_rank(), dist.get_world_size()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and "RANK" in os.environ and dist.is_available():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        # gloo even on GPU machines: ddm's collectives are a few flags in CPU tensors (NCCL would need them on the
+        # GPU); the heavy work stays on each rank's own device (ddm.devices picks cuda:LOCAL_RANK)
+        dist.init_process_group(backend="gloo")
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
