@@ -50,7 +50,8 @@ def _stage(q: Any, root: str, sets: list[str], stage: str) -> None:
         if stage == "distill":
             info = dm.ws.require("synset")
             extra = {"steps": info.get("steps"), "K": dm.groups.num_groups, "ipc": dm.synset.ipc,
-                     "N": len(data.train), "epochs": cfg.train.epochs}
+                     "N": len(data.train), "epochs": cfg.train.epochs,
+                     "statistics_passes": 2 + len(dm.synset.checkpoints) + 1}  # tau, checkpoints, health (2)
     else:
         dm.load()
         if stage.startswith("attribute"):
@@ -89,7 +90,9 @@ def profile(root: Path, name: str, sets: list[str]) -> dict[str, Any]:
     d = res["distill"]
     # throughput against training's forward+backward: images through the network per second
     train_rate = d["N"] * d["epochs"] / T
-    distill_passes = (d["steps"] or 0) * d["K"] * d["ipc"] + 3 * d["N"]  # matching steps + statistics + health
+    # matching steps + forward passes over the training set (statistics at theta_tau and the earlier checkpoints,
+    # two for the health check)
+    distill_passes = (d["steps"] or 0) * d["K"] * d["ipc"] + d.get("statistics_passes", 3) * d["N"]
     return {"config": name, "stages": res, "T": T,
             "distill_T": d["seconds"] / T, "distill_throughput": distill_passes / d["seconds"] / train_rate,
             "online_speedup": res["attribute"]["perturbations"] * res["retrain-half"]["seconds"]

@@ -172,8 +172,8 @@ def test_unlearning_uses_its_own_damping(run):
     head = "classifier.weight"
     theta = dm.trajectory.final
 
-    def unlearned(*overrides):
-        dm.config = cfg.with_overrides(list(overrides))
+    def unlearned(*overrides):  # at theta_tau (the rewind along the trajectory is tested below)
+        dm.config = cfg.with_overrides([*overrides, "emulate.unlearn_rewind=0"])
         return dict(dm.unlearn(removed.tolist(), name="u").named_parameters())[head]
 
     synset_damping = unlearned("emulate.unlearn_damping=none", "emulate.unlearn_curvature_damping=0")
@@ -190,7 +190,8 @@ def test_unlearning_uses_its_own_damping(run):
 
 def test_unlearning_reports_damage_to_the_kept_groups(run, caplog):
     cfg, data, ws, dm = run
-    dm.config = cfg.with_overrides(["emulate.unlearn_damping=100"])  # a step this damped barely moves anything
+    # a step this damped barely moves anything (and the model stays at theta_tau)
+    dm.config = cfg.with_overrides(["emulate.unlearn_damping=100", "emulate.unlearn_rewind=0"])
     dm.unlearn([0, 1], name="still")
     still = dm.last_unlearning_check
     assert not still["damaged"] and still["kept_accuracy_after"] == pytest.approx(still["kept_accuracy_before"])
@@ -201,6 +202,29 @@ def test_unlearning_reports_damage_to_the_kept_groups(run, caplog):
     assert "may be damaged" in caplog.text
     assert ddm.workspace.load_json(ws / "unlearned" / "wild" / "unlearn.json")["check"] == wild
     dm.config = cfg
+
+
+def test_unlearning_moves_back_along_the_trajectory_by_the_data_removed(run):
+    cfg, data, ws, dm = run
+    traj = dm.trajectory
+    assert traj.at_epoch(traj.epochs[-1]) is not None and traj.at_epoch(0.5) is None  # never toward theta_0
+    mid = traj.at_epoch((traj.epochs[1] + traj.epochs[2]) / 2)
+    assert torch.allclose(mid["classifier.weight"], (traj[1]["classifier.weight"] + traj[2]["classifier.weight"]) / 2)
+    # one group of each of three classes (a class without groups also leaves the head: tested below)
+    groups = [int(torch.nonzero(dm.groups.labels == c).flatten()[0]) for c in (0, 1, 2)]
+    f = float(dm.groups.sizes()[groups].sum()) / len(data.train)
+    dm.config = cfg.with_overrides(["emulate.unlearn_rewind=0"])
+    still = dict(dm.unlearn(groups, name="no-rewind").named_parameters())
+    assert dm.last_rewind is None
+    dm.config = cfg
+    moved = dict(dm.unlearn(groups, name="rewind").named_parameters())
+    r = dm.last_rewind
+    assert r["fraction_removed"] == pytest.approx(f) and r["epoch"] == pytest.approx(traj.epochs[-1] * (1 - f))
+    base = traj.at_epoch(r["epoch"])
+    for name, p in moved.items():  # the same Newton step, from the parameters at that epoch
+        assert torch.allclose(p, still[name] - traj.final[name] + base[name], atol=1e-5)
+    assert not torch.allclose(moved["features.0.weight"], traj.final["features.0.weight"])
+    assert ddm.workspace.load_json(ws / "unlearned" / "rewind" / "unlearn.json")["rewind"] == r
 
 
 def test_a_resumed_distillation_stage_counts_the_killed_process_too(tmp_path, monkeypatch, killed_at_write):
@@ -263,7 +287,7 @@ def test_results_do_not_depend_on_the_mode_the_model_was_left_in(tmp_path):
 
 def test_unlearning_every_group_of_a_class_removes_the_class(run):
     cfg, data, ws, dm = run
-    dm.config = cfg
+    dm.config = cfg.with_overrides(["emulate.unlearn_rewind=0"])  # the other classes' predictions stay theta_tau's
     groups = torch.nonzero(dm.groups.labels == 3).flatten().tolist()
     model = dm.unlearn(groups, name="class3")
     assert dm.last_classes_without_data == [3]
@@ -278,3 +302,4 @@ def test_unlearning_every_group_of_a_class_removes_the_class(run):
     # the class-level synset: the same rule
     dm.unlearn([3], name="class3-cls", synset="classes")
     assert dm.last_classes_without_data == [3]
+    dm.config = cfg

@@ -147,6 +147,7 @@ class DistilledDatamodel:
         self._reused: list[str] = []  # what the current attribute() call took from the caches
         self.last_unlearning_check: dict[str, Any] | None = None  # health.unlearning_check of the last unlearn()
         self.last_classes_without_data: list[int] = []  # classes the last unlearn() left without any group
+        self.last_rewind: dict[str, Any] | None = None  # how far the last unlearn() moved back along the trajectory
 
     @property
     def _custom_task(self) -> Task | None:
@@ -566,6 +567,7 @@ class DistilledDatamodel:
         # logit only ever receives negative gradient; 0.0 % accuracy on the removed class in all 18 cases of
         # the matrix). The Newton step cannot express this (the class's gradient and curvature at theta_tau are
         # both near zero, so its step is a ratio of two small numbers), so the class leaves the head explicitly.
+        self.last_rewind = self._rewind(model, grp, idx, method)
         gone = [c for c in grp.labels.unique().tolist()
                 if bool(torch.isin(torch.nonzero(grp.labels == c).flatten(), idx).all())]
         if gone:
@@ -580,9 +582,34 @@ class DistilledDatamodel:
         save_tensors(folder / "model.safetensors", state)
         save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "method": method,
                                             "lr": self.finetune_lr, "steps": self.finetune_steps,
-                                            "classes_without_data": gone, "check": self.last_unlearning_check})
+                                            "classes_without_data": gone, "check": self.last_unlearning_check,
+                                            "rewind": self.last_rewind})
         self.last_classes_without_data = gone
         return model
+
+
+    def _rewind(self, model: nn.Module, grp: Groups, idx: torch.Tensor, method: str) -> dict[str, Any] | None:
+        """Move the unlearned model back along the recorded trajectory by the steps its retraining would not take
+        (``emulate.unlearn_rewind``): exact retraining keeps the number of epochs, so without a fraction f of the
+        data it takes f fewer optimizer steps; the Newton step is added to the parameters at epoch tau (1 - s f).
+        Returns what was done (stored in unlearn.json), or None."""
+        s = self.config.emulate.unlearn_rewind
+        if method != "newton" or s == 0 or self.trajectory is None:
+            return None
+        sizes = grp.sizes().double()
+        f = float(sizes[idx].sum() / sizes.sum())
+        last = float(self.trajectory.epochs[-1])
+        epoch = last * (1 - s * f)
+        base = self.trajectory.at_epoch(epoch)
+        if base is None:
+            log.warning("unlearning: no recorded checkpoint at or after the first epoch around epoch %.3g, so the "
+                        "model is not moved back for the retrain's shorter schedule (record more checkpoints: "
+                        "train.save_every=1; or set emulate.unlearn_rewind=0 to silence this)", epoch)
+            return None
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.add_(base[name].to(p.device) - self.trajectory.final[name].to(p.device))
+        return {"fraction_removed": f, "epoch": epoch, "of_epochs": last, "scale": s}
 
 
 def _load_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:

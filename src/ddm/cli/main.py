@@ -507,7 +507,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
            "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
            "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
            "saved": str(dm.unlearn_folder(idx, args.name, synset)), "check": dm.last_unlearning_check,
-           "classes_without_data": dm.last_classes_without_data}
+           "classes_without_data": dm.last_classes_without_data, "rewind": dm.last_rewind}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -518,6 +518,11 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
         print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
               f"{100 * out['removed_accuracy']['after']:.1f}%")
+        if out["rewind"]:
+            r = out["rewind"]
+            print(f"  moved back to epoch {r['epoch']:.3g} of {r['of_epochs']:g} of the recorded training: retraining "
+                  f"without {100 * r['fraction_removed']:.1f}% of the data takes that many fewer steps "
+                  "(emulate.unlearn_rewind=0 keeps theta_tau)")
         if out["classes_without_data"]:
             print(f"  class(es) {out['classes_without_data']} have no training data left: the unlearned model no "
                   "longer predicts them (as retraining without them would not)")

@@ -73,6 +73,19 @@ class Trajectory:
         """Number of recorded steps between theta_0 and theta_tau."""
         return len(self.params) - 1
 
+    def at_epoch(self, epoch: float) -> Params | None:
+        """Parameters at ``epoch``, linearly interpolated between the two recorded checkpoints around it; None
+        where that would interpolate from theta_0 (the random initialisation is no point of the training run)
+        or lies outside the recorded epochs."""
+        if not self.epochs[1] <= epoch <= self.epochs[-1]:
+            return None
+        i = next(j for j in range(1, len(self.epochs)) if self.epochs[j] >= epoch)
+        if i == 1 and epoch < self.epochs[1]:
+            return None
+        lo, hi = self.epochs[i - 1], self.epochs[i]
+        w = 1.0 if hi == lo else (epoch - lo) / (hi - lo)
+        return {k: self.params[i - 1][k] * (1 - w) + self.params[i][k] * w for k in self.params[i]}
+
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         for i, p in enumerate(self.params):
