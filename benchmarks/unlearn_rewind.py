@@ -1,0 +1,94 @@
+"""Selection of ``emulate.unlearn_rewind`` on the selection configurations (seed 3; retrains of matrix.py reused).
+
+Exact retraining keeps the number of epochs, so a retrain without a fraction f of the data takes f fewer optimizer
+steps. The unlearned model is the Newton step added to the recorded trajectory's parameters at epoch tau (1 - s f);
+this compares s = 0 (theta_tau), 0.5 and 1 by the gap in test accuracy to exact retraining (the target's data order,
+and the mean over three orders), over 3 draws of 4 random groups and 2 whole classes.
+
+    python benchmarks/unlearn_rewind.py --out benchmarks/results/unlearn-rewind-select
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import ddm
+from ddm import progress
+from ddm.evaluation.retrain import RetrainCache
+from ddm.train.loop import accuracy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import matrix as M  # noqa: E402
+
+SCALES = (0.0, 0.5, 1.0)
+
+
+def run(name: str, seed: int, root: Path) -> list[dict[str, float]]:
+    cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
+    folder = root / name / f"seed{seed}"
+    dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
+                                                                         data.train)
+    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
+                         data.test.x)
+    g = torch.Generator().manual_seed(777)  # the draws of matrix.py's unlearning()
+    draws = [torch.randperm(dm.groups.num_groups, generator=g)[:4].tolist() for _ in range(3)]
+    draws += [torch.nonzero(dm.groups.labels == c).flatten().tolist() for c in (0, data.num_classes // 2)]
+
+    def acc(logits: torch.Tensor) -> float:
+        return (logits.argmax(1) == data.test.y).float().mean().item()
+
+    rows = []
+    for rem in draws:
+        exact = [acc(cache.get(rem))] + [acc(cache.get(rem, seed=s)) for s in M.ORDER_SEEDS]
+        row = {"exact": exact[0], "exact_mean3": float(np.mean(exact))}
+        for s in SCALES:
+            dm.config = cfg.with_overrides([f"emulate.unlearn_rewind={s}"])
+            row[f"s={s:g}"] = accuracy(dm.unlearn(rem, name="rewind-select"), data.test)
+        rows.append(row)
+    dm.config = cfg
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="benchmarks/results/unlearn-rewind-select")
+    p.add_argument("--root", default="runs/matrix")
+    p.add_argument("--configs", default=",".join(n for n, (_, sel) in M.CONFIGS.items() if sel))
+    p.add_argument("--seed", type=int, default=3)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    progress.set_enabled(False)
+    results = {n: run(n, args.seed, Path(args.root)) for n in args.configs.split(",")}
+    keys = [f"s={s:g}" for s in SCALES]
+    lines = ["# emulate.unlearn_rewind (selection)", "", f"Command: `python benchmarks/unlearn_rewind.py "
+             f"{' '.join(sys.argv[1:])}`; seed {args.seed}; mean |DDM - exact| test accuracy in points over 3 "
+             "draws of 4 groups and 2 whole classes, and how many of the 5 are within 3 points.", "",
+             "| configuration | reference | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    mean = {k: [] for k in keys}
+    for name, rows in results.items():
+        for ref in ("exact", "exact_mean3"):
+            cells = []
+            for k in keys:
+                gaps = [100 * abs(r[k] - r[ref]) for r in rows]
+                if ref == "exact":
+                    mean[k].append(float(np.mean(gaps)))
+                cells.append(f"{np.mean(gaps):.2f} ({sum(v <= 3 for v in gaps)}/5)")
+            lines.append(f"| {name} | {'target order' if ref == 'exact' else 'mean of 3 orders'} | "
+                         + " | ".join(cells) + " |")
+    lines += ["", "Mean gap over the configurations (target order): "
+              + ", ".join(f"{k}: {np.mean(v):.2f}" for k, v in mean.items())]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
