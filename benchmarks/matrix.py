@@ -39,6 +39,7 @@ from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import lds
 from ddm.evaluation.privacy import synset_similarity
 from ddm.evaluation.retrain import RetrainCache
+from ddm.pipeline import online_seconds
 from ddm.train.loop import accuracy
 from ddm.workspace import load_tensors, save_tensors
 
@@ -136,7 +137,7 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
             ddm.models.build(cfg.model, data), data.train)
         t1 = time.perf_counter()
         attr = dml.attribute(targets, "dist2", name="matrix")
-        out["seconds"][tag + " online"] = time.perf_counter() - t1
+        out["seconds"][tag + " online"] = online_seconds([attr])  # from scratch, also when the emulation is cached
         out["seconds"][tag + " distill"] = float(dml.ws.require("synset").get("seconds", 0.0))
         out.setdefault("health", {})[tag] = {k: v for k, v in dml.ws.require("synset")["health"].items()
                                              if not isinstance(v, list) or k == "flagged"}
@@ -152,7 +153,7 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
             except ddm.exceptions.DDMError as exc:  # reported, not hidden
                 out.setdefault("errors", {})[tag] = str(exc)
                 continue
-            out["seconds"][tag + " online"] = time.perf_counter() - t1
+            out["seconds"][tag + " online"] = online_seconds([attr])  # from scratch, also when the emulation is cached
             out["nearest_image_cosine"][tag] = synset_similarity(vdm.synset, data.train.x)
             score(tag, lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
     if args.select and args.unlearn_dampings:  # the unlearning damping, chosen on these configurations and seed only

@@ -52,7 +52,7 @@ class Curvature:
         ``out_curv [M, C, C]``: the loss's curvature in the outputs (default: cross-entropy's)."""
         raise NotImplementedError
 
-    def to_tensors(self) -> dict[str, torch.Tensor]:
+    def to_tensors(self, as_eig: bool = False) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
     def to(self, device: torch.device | str) -> Curvature:
@@ -63,6 +63,8 @@ class Curvature:
     def from_tensors(t: dict[str, torch.Tensor]) -> Curvature | None:
         if "hessian" in t:
             return ExactCurvature(t["hessian"])
+        if "eigenvectors" in t:
+            return ExactCurvature(None, (t["eigenvalues"], t["eigenvectors"]))
         if "curvature_a" in t:
             return KroneckerCurvature(t["curvature_a"], t["curvature_s"])
         return None
@@ -81,9 +83,21 @@ def _output_curvature(logits: torch.Tensor, weights: torch.Tensor | None = None,
 class ExactCurvature(Curvature):
     kind = "exact"
 
-    def __init__(self, hessian: torch.Tensor) -> None:
-        self.hessian = hessian
+    def __init__(self, hessian: torch.Tensor | None, eig: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        if hessian is None and eig is None:
+            raise ValueError("an exact curvature needs its matrix or its eigendecomposition")
+        self._hessian = hessian
         self._eig: tuple[torch.Tensor, torch.Tensor] | None = None
+        if eig is not None:
+            self._eig = (eig[0].double().clamp(min=0), eig[1].double())
+
+    @property
+    def hessian(self) -> torch.Tensor:
+        """The ``[D, D]`` matrix (rebuilt from the eigendecomposition when only that was stored)."""
+        if self._hessian is None:
+            evals, evecs = self.eig()
+            self._hessian = (evecs * evals) @ evecs.T
+        return self._hessian
 
     @staticmethod
     def accumulate(h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor | None = None,
@@ -115,11 +129,21 @@ class ExactCurvature(Curvature):
               out_curv: torch.Tensor | None = None) -> Curvature:
         return ExactCurvature(self.hessian.double() - self.accumulate(h, logits, weights, out_curv) / n)
 
-    def to_tensors(self) -> dict[str, torch.Tensor]:
+    def to_tensors(self, as_eig: bool = False) -> dict[str, torch.Tensor]:
+        """The matrix, or (``as_eig``) its eigendecomposition: the same size, and a solve needs no eigh."""
+        if as_eig:
+            evals, evecs = self.eig()
+            return {"eigenvalues": evals.float(), "eigenvectors": evecs.float()}
         return {"hessian": self.hessian.float()}
 
     def to(self, device: torch.device | str) -> ExactCurvature:
-        return self if self.hessian.device == torch.device(device) else ExactCurvature(self.hessian.to(device))
+        dev = torch.device(device)
+        if self._eig is not None and self._eig[1].device != dev:
+            return ExactCurvature(None if self._hessian is None else self._hessian.to(dev),
+                                  (self._eig[0].to(dev), self._eig[1].to(dev)))
+        if self._hessian is not None and self._hessian.device != dev:
+            return ExactCurvature(self._hessian.to(dev))
+        return self
 
 
 class KroneckerCurvature(Curvature):
@@ -168,7 +192,7 @@ class KroneckerCurvature(Curvature):
             return self
         return KroneckerCurvature(self.a.to(device), self.s.to(device), self.scale)
 
-    def to_tensors(self) -> dict[str, torch.Tensor]:
+    def to_tensors(self, as_eig: bool = False) -> dict[str, torch.Tensor]:  # factors: small either way
         if self.scale != 1.0:
             raise ValueError("only a full-data Kronecker curvature is stored")
         return {"curvature_a": self.a.float(), "curvature_s": self.s.float()}

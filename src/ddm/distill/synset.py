@@ -96,7 +96,9 @@ class Synset:
         if self.curvature is not None:
             out.update(self.curvature.to_tensors())
         for j, c in enumerate(self.checkpoints):
-            out.update({f"checkpoint{j}.{k}": v for k, v in c.curvature.to_tensors().items()})
+            # an exact curvature is stored as its eigendecomposition: attribution only solves with it
+            stored = c.curvature.to_tensors(as_eig=True) if c.curvature.kind == "exact" else c.curvature.to_tensors()
+            out.update({f"checkpoint{j}.{k}": v for k, v in stored.items()})
             out[f"checkpoint{j}.meta"] = torch.tensor([c.index, c.epoch, c.damping], dtype=torch.float64)
         return out
 
