@@ -253,3 +253,19 @@ def test_the_whitener_keeps_the_norms_of_the_damped_solve(trained, digits, group
         for lam in (1e-3, 0.05):
             assert torch.allclose(curv.whitener(lam)(v).double().norm(dim=1), curv.solve(v, lam).norm(dim=1),
                                   rtol=1e-4)
+
+
+def test_the_transfer_to_earlier_checkpoints_is_measured_and_reported(trained, digits, groups, head_synset, caplog):
+    from ddm.health import log_report
+
+    model, traj = trained
+    assert all(0.5 < c.cosine_mean <= 1.0 and c.cosine_min <= c.cosine_mean for c in head_synset.checkpoints)
+    back = Synset.from_tensors(head_synset.to_tensors(), 10)
+    assert [c.cosine_mean for c in back.checkpoints] == pytest.approx([c.cosine_mean for c in head_synset.checkpoints])
+    report = synset_health(model, traj, digits.train, groups, head_synset, 10)
+    assert [c["epoch"] for c in report["checkpoints"]] == [c.epoch for c in head_synset.checkpoints]
+    log_report("synset", report)
+    assert "do not transfer" not in caplog.text
+    report["checkpoints"][0]["cosine_mean"] = 0.1  # a checkpoint the synsets do not fit
+    log_report("synset", report)
+    assert "do not transfer to the checkpoint(s) at epoch 1" in caplog.text

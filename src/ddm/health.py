@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import torch
@@ -36,6 +37,7 @@ from ddm.train.trajectory import Trajectory
 log = logging.getLogger(__name__)
 MIN_COSINE = 0.5
 MAX_DOMINANCE = 10.0
+MIN_TRANSFER = 0.5  # mean step cosine at an averaged checkpoint below which the checkpoint is reported
 EXPLODED = 20.0
 
 
@@ -93,6 +95,10 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
     if prev is not None:
         report["previous_checkpoint_cosine"] = [round(float(c), 4) for c in prev]
         report["previous_checkpoint_cosine_mean"] = float(prev.mean())
+    measured = [c for c in synset.checkpoints if math.isfinite(c.cosine_mean)]
+    if measured:  # how the steps transfer to the checkpoints the attribution averages over (ddm.distill.head)
+        report["checkpoints"] = [{"epoch": c.epoch, "cosine_mean": round(c.cosine_mean, 4),
+                                  "cosine_min": round(c.cosine_min, 4)} for c in measured]
     return report
 
 
@@ -102,6 +108,12 @@ def log_report(stage: str, report: dict[str, Any]) -> None:
         return
     log.info("%s health: step cosine mean %.3f (min %.3f), %.0f%% positive, %d flagged", stage,
              report["cosine_mean"], report["cosine_min"], 100 * report["positive_fraction"], len(report["flagged"]))
+    weak = [c for c in report.get("checkpoints", []) if c["cosine_mean"] < MIN_TRANSFER]
+    if weak:
+        log.warning("%s: the synsets' steps do not transfer to the checkpoint(s) at epoch %s (mean cosine with the "
+                    "real steps %s < %.1f): their share of the averaged attribution is unreliable; "
+                    "distill.checkpoints=1 uses theta_tau only", stage, ", ".join(f"{c['epoch']:g}" for c in weak),
+                    ", ".join(f"{c['cosine_mean']:.2f}" for c in weak), MIN_TRANSFER)
     if report["flagged"]:
         log.warning("%s: %d group(s) failed the health check (cosine < %.1f with the real removal step, or a step "
                     "%gx the median): %s; rankings mark them", stage, len(report["flagged"]), MIN_COSINE,

@@ -347,7 +347,8 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
             out[stage] = {"matching": i["config"]["matching"], "steps": i.get("steps", i["config"]["iterations"]),
                           "first_loss": i.get("first_loss"), "last_loss": i.get("last_loss"),
                           "groups": i.get("num_groups"), "seconds": i.get("seconds"),
-                          "health": {k: v for k, v in h.items() if not isinstance(v, list) or k == "flagged"}}
+                          "health": {k: v for k, v in h.items()
+                                     if not isinstance(v, list) or k in ("flagged", "checkpoints")}}
     return out
 
 
@@ -406,6 +407,9 @@ def _print_offline(o: dict[str, Any]) -> None:
                 print(f"  health: cosine with each group's real removal step mean {h['cosine_mean']:.2f} "
                       f"(min {h['cosine_min']:.2f}, {100 * h['positive_fraction']:.0f}% positive); "
                       f"{len(h['flagged'])} group(s) flagged" + (f": {h['flagged'][:10]}" if h["flagged"] else ""))
+                if h.get("checkpoints"):
+                    print("  attribution averaged with the checkpoints at epochs "
+                          + ", ".join(f"{c['epoch']:g} (step cosine {c['cosine_mean']:.2f})" for c in h["checkpoints"]))
 
 
 def _print_attribution(r: dict[str, Any]) -> None:
@@ -702,6 +706,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {'':<34} {'':<8} health: step cosine mean {hh['cosine_mean']:.2f} (min {hh['cosine_min']:.2f}, "
                   f"{100 * hh['positive_fraction']:.0f}% positive){rel}{prev}; "
                   f"flagged groups: {hh['flagged'] or 'none'}")
+            if hh.get("checkpoints"):
+                print(f"  {'':<34} {'':<8} averaged over checkpoints at epochs "
+                      + ", ".join(f"{c['epoch']:g} (cosine {c['cosine_mean']:.2f})" for c in hh["checkpoints"])
+                      + " and theta_tau")
     return 0
 
 

@@ -210,14 +210,23 @@ def checkpoint_indices(num_checkpoints: int, wanted: int) -> list[int]:
 
 
 def checkpoint_curvatures(head: Head, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
-                          num_classes: int, weight_decay: float, task: Any = None) -> list[CheckpointCurvature]:
-    """The head's curvature and damping at the earlier checkpoints the Newton emulation averages over."""
+                          num_classes: int, weight_decay: float, task: Any = None,
+                          synset: Synset | None = None) -> list[CheckpointCurvature]:
+    """The head's curvature and damping at the earlier checkpoints the Newton emulation averages over; with the
+    ``synset`` (matched at theta_tau), also how well its steps transfer there: the cosine between each group's
+    synset step and its real removal step at that checkpoint (mean and minimum over groups)."""
     out = []
     for i in checkpoint_indices(len(trajectory), cfg.checkpoints)[:-1]:
-        st = head_statistics(head, train, groups, num_classes, params=trajectory.params[i], curvature=cfg.curvature,
-                             task=task)
-        out.append(CheckpointCurvature(i, float(trajectory.epochs[i]), st.curvature.to("cpu"),
-                                       cfg.damping * st.top_eigenvalue + weight_decay))
+        p = trajectory.params[i]
+        st = head_statistics(head, train, groups, num_classes, params=p, curvature=cfg.curvature, task=task)
+        damping = cfg.damping * st.top_eigenvalue + weight_decay
+        c = CheckpointCurvature(i, float(trajectory.epochs[i]), st.curvature.to("cpu"), damping)
+        if synset is not None:
+            with torch.no_grad():
+                whiten = st.curvature.whitener(damping)
+                cos = F.cosine_similarity(whiten(synset_head_gradients(head, synset, p)), whiten(st.group_grads), dim=1)
+            c.cosine_mean, c.cosine_min = float(cos.mean()), float(cos.min())
+        out.append(c)
     if cfg.checkpoints > 1 and not out:
         log.info("the trajectory has no checkpoint between theta_0 and theta_tau: the Newton attribution uses "
                  "theta_tau only")
@@ -329,9 +338,8 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     syn = Synset(images.detach().cpu(), labels, num_classes, losses=torch.tensor(losses),
                  weights=log_w.detach().exp().cpu(), curvature=curv.to("cpu"),
                  damping=torch.tensor(damping),
-                 num_train=torch.tensor(stats.num_train), task=task,
-                 checkpoints=checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay,
-                                                   task))
+                 num_train=torch.tensor(stats.num_train), task=task)
+    syn.checkpoints = checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay, task, syn)
     if not all(torch.isfinite(t).all() for t in syn.to_tensors().values()):
         raise NumericalError("head distillation produced non-finite synthetic images or weights; "
                              "lower distill.lr_img or distill.lr_label")

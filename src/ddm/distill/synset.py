@@ -20,6 +20,8 @@ class CheckpointCurvature:
     epoch: float
     curvature: Curvature
     damping: float
+    cosine_mean: float = float("nan")  # how the synsets' steps transfer there (ddm.distill.head; nan: not measured)
+    cosine_min: float = float("nan")
 
 
 @dataclass
@@ -99,7 +101,8 @@ class Synset:
             # an exact curvature is stored as its eigendecomposition: attribution only solves with it
             stored = c.curvature.to_tensors(as_eig=True) if c.curvature.kind == "exact" else c.curvature.to_tensors()
             out.update({f"checkpoint{j}.{k}": v for k, v in stored.items()})
-            out[f"checkpoint{j}.meta"] = torch.tensor([c.index, c.epoch, c.damping], dtype=torch.float64)
+            out[f"checkpoint{j}.meta"] = torch.tensor([c.index, c.epoch, c.damping, c.cosine_mean, c.cosine_min],
+                                                      dtype=torch.float64)
         return out
 
     @classmethod
@@ -109,9 +112,9 @@ class Synset:
         while f"checkpoint{j}.meta" in t:
             pre = f"checkpoint{j}."
             curv = Curvature.from_tensors({k[len(pre):]: v for k, v in t.items() if k.startswith(pre)})
-            index, epoch, damping = t[f"{pre}meta"].tolist()
+            index, epoch, damping, *cos = t[f"{pre}meta"].tolist()
             assert curv is not None
-            checkpoints.append(CheckpointCurvature(int(index), float(epoch), curv, float(damping)))
+            checkpoints.append(CheckpointCurvature(int(index), float(epoch), curv, float(damping), *cos))
             j += 1
         return cls(t["images"], t["labels"].long(), num_classes, t.get("label_logits"), t.get("losses"),
                    t.get("free_targets"), t.get("weights"), Curvature.from_tensors(t), t.get("damping"),
