@@ -265,6 +265,29 @@ def matching_quality(synthetic: torch.Tensor, real: torch.Tensor) -> dict[str, t
             "relative_error": ((a - b) ** 2).sum(1) / (b ** 2).sum(1).clamp(min=1e-30)}
 
 
+def _nnls_weights(head: Head, images: torch.Tensor, onehot: torch.Tensor, whiten: Any, target: torch.Tensor,
+                  fallback: torch.Tensor, task: Any = None) -> torch.Tensor:
+    """Initial image weights ``[K, ipc]``: per group, the non-negative least-squares fit of its (whitened) removal
+    step by its images' gradients (with a 1e-3 ridge toward the even share ``fallback``); a weight below 1 % of the
+    even share gets that 1 %, so every image keeps a positive weight and stays trainable."""
+    from scipy.optimize import nnls
+
+    K, ipc = images.shape[:2]
+    with torch.no_grad():
+        h = head.features(images.reshape(K * ipc, *images.shape[2:]))
+        a = whiten(head_gradients(h, h @ head.matrix().T, onehot, task)).reshape(K, ipc, -1).double().cpu()
+    t = target.double().cpu()
+    out = []
+    for k in range(K):
+        # a small ridge toward the even share keeps the fit well posed when the images' gradients are nearly
+        # collinear (otherwise float rounding can flip which weights are zero)
+        rho = 1e-3 * float((a[k] ** 2).sum()) / ipc
+        m = torch.cat([a[k].T, rho ** 0.5 * torch.eye(ipc, dtype=torch.float64)])
+        v = torch.cat([t[k], rho ** 0.5 * fallback[k].double()])
+        out.append(torch.as_tensor(nnls(m.numpy(), v.numpy())[0]))
+    return torch.maximum(torch.stack(out).float(), 0.01 * fallback)
+
+
 def distill_head(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
                  num_classes: int, folder: str | Path | None = None, weight_decay: float = 0.0,
                  task: Any = None) -> Synset:
@@ -298,9 +321,12 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     dev = target.device  # the model's
     images = init_images(train, groups, cfg.ipc, cfg.init, cfg.seed).to(dev).requires_grad_(True)
     sizes = groups.sizes().float()
-    log_w = torch.log(sizes[:, None].expand(-1, cfg.ipc) / cfg.ipc).to(dev).clone().requires_grad_(True)
     labels = groups.labels.unsqueeze(1).expand(-1, cfg.ipc).clone()
     onehot = F.one_hot(labels.reshape(-1), num_classes).float().to(dev)
+    w0 = sizes[:, None].expand(-1, cfg.ipc) / cfg.ipc
+    if cfg.weight_init == "nnls":
+        w0 = _nnls_weights(head, images.detach(), onehot, whiten, target, w0, task)
+    log_w = torch.log(w0).to(dev).clone().requires_grad_(True)
     W = head.matrix()
     opt = torch.optim.Adam([{"params": [images], "lr": cfg.lr_img}, {"params": [log_w], "lr": cfg.lr_label}])
     losses: list[float] = []
