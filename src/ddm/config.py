@@ -159,9 +159,11 @@ class DistillConfig:
                                 "lr_img such as 0.01; default) or sgd (with momentum_img; the paper)",
                         since="0.2", implicit="sgd")
     init: str = _f("real", "initialise synthetic images from real members (real) or noise")
-    weight_init: str = _f("nnls", "head matching: initial image weights: nnls (the non-negative least-squares fit of "
-                                  "the group's step by its initial images; starts 10x closer on Fashion-MNIST) or "
-                                  "size (the group's size / ipc each)", since="0.5", implicit="size")
+    weight_init: str = _f("size", "head matching: initial image weights: size (the group's size / ipc each; default) "
+                                  "or nnls (the non-negative least-squares fit of the group's step by its initial "
+                                  "images: starts 10x closer on Fashion-MNIST and won the selection, but lost 0.11 "
+                                  "LDS on the digits MLP of the report matrix, so it is off: BENCHMARKS.md)",
+                          since="0.5", implicit="size")
     group_chunk: int = _f(0, "groups per vmap chunk for real gradients (0: all at once)")
     checkpoint_every: int = _f(50, "save the synset every this many steps (resume after a kill)")
     seed: int = _f(0, "seed of initialisation, sampling and augmentation")
