@@ -1,8 +1,10 @@
-"""Two torchrun processes (gloo, this 2-core machine) give the results of one process."""
+"""Two torchrun processes (gloo, this 2-core machine) give the results of one process (to float rounding where
+they share the head distillation's groups)."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -42,8 +44,14 @@ def test_two_ranks_equal_one_process(tmp_path):
     a = _flat(json.loads((tmp_path / "one" / "evaluation.json").read_text()))
     b = _flat(json.loads((tmp_path / "two" / "evaluation.json").read_text()))
     assert a.keys() == b.keys()
-    differ = [k for k in a if not _timing(k) and a[k] != b[k]]
-    assert not differ, differ[:10]
+    # the head distillation shares its groups among the ranks: its sums run over other batch shapes, so floats
+    # agree to rounding (about 1e-7 relative); everything else is exactly equal
+    differ = [k for k in a if not _timing(k) and not (
+        a[k] == b[k] or (isinstance(a[k], float) and isinstance(b[k], float)
+                         and math.isclose(a[k], b[k], rel_tol=1e-5, abs_tol=1e-7)))]
+    assert not differ, [(k, a[k], b[k]) for k in differ[:10]]
+    synset = json.loads((tmp_path / "two" / "seed0" / "DDM-full" / "synset" / "stage.json").read_text())
+    assert synset["ranks"] == 2  # both ranks distilled their share of the groups
     # both ranks wrote their share of the exact retrains into the one shared folder
     retrains = list((tmp_path / "two" / "seed0" / "retrain").rglob("*.safetensors"))
     assert len(retrains) == len(list((tmp_path / "one" / "seed0" / "retrain").rglob("*.safetensors")))

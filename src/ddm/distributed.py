@@ -7,7 +7,10 @@ its own GPU when there are several (``--device auto`` gives rank r ``cuda:LOCAL_
 * the exact retrains of many removed sets (:meth:`ddm.evaluation.retrain.RetrainCache.many`) are split by
   rank, each rank writing its own result files into the shared folder; after a barrier every rank reads
   them all, so every rank holds the same results as a one-process run;
-* a single retrain, a fitted stage or an emulation is computed by rank 0 while the others wait, then
+* the head distillation's groups are split by rank (:func:`owned`): each rank optimises its own groups'
+  synthetic images, with the other groups' gradients gathered as constants (:func:`gather_owned`) so that the
+  loss, its gradients and the stopping step are those of one process; rank 0 stores the whole synset;
+* a single retrain, any other fitted stage or an emulation is computed by rank 0 while the others wait, then
   read from the workspace by all (:func:`rank0_first`);
 * reports are written by rank 0 only (:func:`is_main`).
 
@@ -81,3 +84,28 @@ def rank0_first() -> Iterator[None]:
         _depth -= 1
         if outer and rank == 0:
             barrier()
+
+
+def owned(num: int) -> torch.Tensor:
+    """The items of ``num`` (e.g. groups) this rank works on: ``rank, rank + world, ...`` (all of them alone)."""
+    rank, world = rank_world()
+    return torch.arange(rank, num, world)
+
+
+def gather_owned(local: torch.Tensor, num: int) -> torch.Tensor:
+    """Every rank's :func:`owned` rows put back in order: ``[len(owned(num)), ...] -> [num, ...]`` on every rank."""
+    rank, world = rank_world()
+    if world == 1:
+        return local
+    import torch.distributed as dist
+
+    size = -(-num // world)
+    pad = torch.zeros(size, *local.shape[1:], dtype=local.dtype)
+    pad[: len(local)] = local.detach().cpu()
+    parts = [torch.empty_like(pad) for _ in range(world)]
+    dist.all_gather(parts, pad)
+    out = torch.empty(num, *local.shape[1:], dtype=local.dtype)
+    for r in range(world):
+        n = len(range(r, num, world))
+        out[r::world] = parts[r][:n]
+    return out.to(local.device)

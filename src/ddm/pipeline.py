@@ -7,6 +7,7 @@ Each stage is cached in the workspace under a key of its configuration and input
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -88,10 +89,12 @@ def _refuse_batchnorm(model: nn.Module | None, what: str) -> None:
                           "and reads BatchNorm in eval mode) or replace BatchNorm with GroupNorm (as ddm's resnet)")
 
 
-def _restores_mode(method: Any) -> Any:
+def _restores_mode(method: Any, stagewise: bool = False) -> Any:
     """Run a public method with the model in eval mode (training sets train mode itself) and on the configured
     device, and give the model back in the mode and on the device the caller left it: results never depend on the
-    mode (dropout, batch statistics), and what is stored is on the CPU."""
+    mode (dropout, batch statistics), and what is stored is on the CPU. Under torchrun rank 0 runs the method
+    first and the others then read its cached stages; ``stagewise`` methods (fit) coordinate stage by stage
+    instead, so that every rank can share the distillation."""
 
     @functools.wraps(method)
     def wrapper(self: DistilledDatamodel, *args: Any, **kwargs: Any) -> Any:
@@ -107,7 +110,7 @@ def _restores_mode(method: Any) -> Any:
             for pl in places:
                 pl.__enter__()
             # under torchrun rank 0 computes and stores, the other ranks then read the cached stages
-            with distributed.rank0_first():
+            with contextlib.nullcontext() if stagewise else distributed.rank0_first():
                 out = method(self, *args, **kwargs)
             if isinstance(out, nn.Module) and out is not self.model:
                 out.to(home)  # an unlearned model comes back where the caller keeps the target
@@ -119,6 +122,10 @@ def _restores_mode(method: Any) -> Any:
                 m.train(was)
 
     return wrapper
+
+
+def _fits(method: Any) -> Any:
+    return _restores_mode(method, stagewise=True)
 
 
 class DistilledDatamodel:
@@ -157,7 +164,7 @@ class DistilledDatamodel:
     # ---- offline ------------------------------------------------------------------------------
     STAGES = ("train", "groups", "synset")
 
-    @_restores_mode
+    @_fits
     def fit(self, model: nn.Module | None, train: Split, trajectory: Trajectory | None = None,
             num_classes: int | None = None, until: str = "synset") -> DistilledDatamodel:
         """Run (or reuse) the offline stages: train + trajectory, groups, synset(s).
@@ -178,11 +185,11 @@ class DistilledDatamodel:
         # (the device is this session's, not the results': a workspace made on a GPU opens anywhere)
         path = self.ws.path("config.json")
         stored = self.config.with_overrides(["device=auto"]).to_dict()
-        if not path.exists() or load_json(path) != json.loads(json.dumps(stored)):
+        if distributed.is_main() and (not path.exists() or load_json(path) != json.loads(json.dumps(stored))):
             save_json(path, stored)
         return self
 
-    @_restores_mode
+    @_fits
     def fit_classes(self, train: Split) -> DistilledDatamodel:
         """Build (or reuse) the class-level groups and synset on a fitted or loaded datamodel: what
         hierarchical attribution and class unlearning need (``hierarchical=true`` builds them in ``fit``)."""
@@ -194,14 +201,16 @@ class DistilledDatamodel:
                         num_classes=self.num_classes)
 
     def _fit_stages(self, model: nn.Module, train: Split, trajectory: Trajectory | None, until: str) -> None:
-        self._train(model, train, trajectory)
+        with distributed.rank0_first():  # under torchrun: rank 0 trains, the others then read its stage
+            self._train(model, train, trajectory)
         model.eval()  # every later stage reads the trained model deterministically
         if until == "train":
             return
         num_classes = int(self.num_classes or 0)
-        self.groups = self._groups("groups", train, lambda: make_groups(train, self.config.cluster, num_classes))
-        if self.config.hierarchical:
-            self.class_groups = self._groups("groups-class", train, lambda: class_groups(train))
+        with distributed.rank0_first():
+            self.groups = self._groups("groups", train, lambda: make_groups(train, self.config.cluster, num_classes))
+            if self.config.hierarchical:
+                self.class_groups = self._groups("groups-class", train, lambda: class_groups(train))
         if until == "groups":
             return
         self.synset = self._distill("synset", train, self.groups)
@@ -259,6 +268,14 @@ class DistilledDatamodel:
         return groups
 
     def _distill(self, stage: str, train: Split, groups: Groups) -> Synset:
+        """The synset stage. Under torchrun the head matcher shares its groups among the ranks (rank 0 stores the
+        result, the others then read it); the other matchers run on rank 0 while the others wait."""
+        if self.config.distill.matching == "head" and distributed.rank_world()[1] > 1:
+            return self._distill_stage(stage, train, groups, shared=True)
+        with distributed.rank0_first():
+            return self._distill_stage(stage, train, groups)
+
+    def _distill_stage(self, stage: str, train: Split, groups: Groups, shared: bool = False) -> Synset:
         cfg = keyed(self.config.distill)
         if self.config.distill.matching != "head":
             _refuse_batchnorm(self.model, f"the {self.config.distill.matching} matching")
@@ -269,11 +286,21 @@ class DistilledDatamodel:
         self.keys[stage] = key
         path = self.ws.path(stage, "synset.safetensors")
         assert self.trajectory is not None and self.model is not None and self.num_classes is not None
-        if self.ws.is_done(stage, key, cfg):
-            syn = Synset.from_tensors(load_tensors(path), self.num_classes)
+        num_classes = self.num_classes
+
+        def stored() -> Synset:
+            syn = Synset.from_tensors(load_tensors(path), num_classes)
             syn.task = self._custom_task
             return syn
-        folder = self.ws.begin(stage, key, cfg)
+
+        done = self.ws.is_done(stage, key, cfg)
+        if distributed.agree_all([done])[0] if shared else done:
+            return stored()
+        if shared:  # rank 0 marks the stage begun, then every rank distils its share of the groups
+            if distributed.is_main():
+                self.ws.begin(stage, key, cfg)
+            distributed.barrier()
+        folder = self.ws.begin(stage, key, cfg) if not shared else self.ws.path(stage)
         ckpt = folder / "checkpoint.safetensors"
         before = float(load_tensors(ckpt).get("seconds", torch.zeros(()))) if ckpt.exists() else 0.0
         t0 = time.perf_counter() - before  # a resumed distillation counts the killed processes' time too
@@ -281,15 +308,22 @@ class DistilledDatamodel:
             self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
             self.config.train.batch_size, self.config.train.weight_decay,
             self._custom_task))
+        if shared and not distributed.is_main():
+            distributed.barrier()  # rank 0 checks, stores and finishes the stage
+            return stored()
         report = health.synset_health(self.model, self.trajectory, train, groups, syn, self.num_classes)
         save_tensors(path, syn.to_tensors())
-        (folder / "checkpoint.safetensors").unlink(missing_ok=True)
+        for f in [folder / "checkpoint.safetensors", *folder.glob("checkpoint-*-of-*.safetensors")]:
+            f.unlink(missing_ok=True)
         losses = syn.losses if syn.losses is not None and len(syn.losses) else torch.zeros(1)
         self.ws.finish(stage, key, cfg, seconds=time.perf_counter() - t0, num_groups=groups.num_groups,
                        first_loss=float(losses[0]), last_loss=float(losses[-10:].mean()), health=report,
-                       steps=len(syn.losses) if syn.losses is not None else 0)
+                       steps=len(syn.losses) if syn.losses is not None else 0,
+                       ranks=distributed.rank_world()[1] if shared else 1)
         health.log_report(stage, report)
         self.timings[stage] = time.perf_counter() - t0
+        if shared:
+            distributed.barrier()
         return syn
 
     def load(self, model: nn.Module | None = None) -> DistilledDatamodel:

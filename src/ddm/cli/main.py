@@ -724,6 +724,10 @@ def main(argv: list[str] | None = None) -> int:
     from ddm import progress
 
     progress.set_enabled(not args.quiet and sys.stderr.isatty())
+    if os.environ.get("RANK", "0") != "0" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # under torchrun every rank holds the same results: rank 0 prints them (errors still go to stderr)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of this process
+        progress.set_enabled(False)
     try:
         import torch
 
@@ -738,8 +742,6 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, f"ddm: error: {exc.strerror or exc}: {exc.filename}; check the path and its permissions",
                      2)
     except BrokenPipeError:  # e.g. `ddm attribute ... | head`: the reader left; not an error
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
     except OSError as exc:

@@ -3,6 +3,7 @@ checkpoint per optimised leaf (so a killed run resumes identically)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -11,15 +12,17 @@ from ddm.exceptions import NumericalError
 
 
 def matching_step(opt: torch.optim.Optimizer, loss: torch.Tensor, it: int, per: int, losses: list[float],
-                  pbar: Any, what: str, hint: str) -> None:
+                  pbar: Any, what: str, hint: str, total: float | None = None) -> None:
     """One step on the matching ``loss`` (an error naming ``what`` and ``hint`` if it is not finite); the
-    loss per group (``per`` groups) is appended to ``losses`` and shown on ``pbar``."""
-    if not torch.isfinite(loss):
-        raise NumericalError(f"{what} diverged at step {it} (matching loss {loss.item()}); nothing was saved. {hint}")
+    loss per group (``per`` groups) is appended to ``losses`` and shown on ``pbar``. ``total``: the loss of all
+    groups when this process optimises only its share of them (``loss``; :mod:`ddm.distributed`)."""
+    value = loss.item() if total is None else total
+    if not math.isfinite(value):
+        raise NumericalError(f"{what} diverged at step {it} (matching loss {value}); nothing was saved. {hint}")
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    losses.append(loss.item() / per)
+    losses.append(value / per)
     pbar.update(1)
     pbar.set_postfix(loss=f"{losses[-1]:.4f}")
 

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddm import devices
+from ddm import devices, distributed
 from ddm.cluster.groups import Groups
 from ddm.config import DistillConfig
 from ddm.data.dataset import Split
@@ -319,20 +319,25 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     target = whiten(stats.group_grads)  # [K, D]: the removal displacements' coordinates, up to a rotation
     norm2 = (target ** 2).sum(1).clamp(min=1e-30)
     dev = target.device  # the model's
-    images = init_images(train, groups, cfg.ipc, cfg.init, cfg.seed).to(dev).requires_grad_(True)
+    K = groups.num_groups
+    # under torchrun each rank optimises its own groups (the groups' losses are independent, Adam is elementwise)
+    own = distributed.owned(K)
+    rank, world = distributed.rank_world()
+    images = init_images(train, groups, cfg.ipc, cfg.init, cfg.seed)[own].to(dev).requires_grad_(True)
     sizes = groups.sizes().float()
     labels = groups.labels.unsqueeze(1).expand(-1, cfg.ipc).clone()
-    onehot = F.one_hot(labels.reshape(-1), num_classes).float().to(dev)
-    w0 = sizes[:, None].expand(-1, cfg.ipc) / cfg.ipc
+    onehot = F.one_hot(labels[own].reshape(-1), num_classes).float().to(dev)
+    w0 = sizes[own][:, None].expand(-1, cfg.ipc) / cfg.ipc
     if cfg.weight_init == "nnls":
-        w0 = _nnls_weights(head, images.detach(), onehot, whiten, target, w0, task)
+        w0 = _nnls_weights(head, images.detach(), onehot, whiten, target[own], w0, task)
     log_w = torch.log(w0).to(dev).clone().requires_grad_(True)
     W = head.matrix()
     opt = torch.optim.Adam([{"params": [images], "lr": cfg.lr_img}, {"params": [log_w], "lr": cfg.lr_label}])
     losses: list[float] = []
     start = 0
     before, t0 = 0.0, time.perf_counter()
-    ckpt = Path(folder) / "checkpoint.safetensors" if folder is not None else None
+    name = "checkpoint.safetensors" if world == 1 else f"checkpoint-{rank}-of-{world}.safetensors"
+    ckpt = Path(folder) / name if folder is not None else None
     if ckpt is not None and ckpt.exists():
         state = load_tensors(ckpt)
         before = float(state.get("seconds", torch.zeros(())))
@@ -343,13 +348,14 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         losses = state["losses"].tolist()
         start = len(losses)
         log.info("resuming head distillation at step %d of %d", start, cfg.iterations)
-    K = groups.num_groups
     pbar = bar(cfg.iterations, "distill (head)", initial=start)
     if losses and losses[-1] < cfg.tolerance:
         start = cfg.iterations  # a resumed run that had already converged
     for it in range(start, cfg.iterations):
-        h = head.features(images.reshape(K * cfg.ipc, *images.shape[2:]))
-        g = summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), K, task)
+        h = head.features(images.reshape(len(own) * cfg.ipc, *images.shape[2:]))
+        g = summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), len(own), task)
+        if world > 1:  # the other ranks' group gradients as constants: the loss of all groups, as one process has it
+            g = distributed.gather_owned(g.detach(), K).index_put((own.to(g.device),), g)
         loss = (((whiten(g) - target) ** 2).sum(1) / norm2).sum()
         matching_step(opt, loss, it, K, losses, pbar, "head distillation", "Lower distill.lr_img or distill.lr_label")
         if losses[-1] < cfg.tolerance:  # matched: more steps would not change the emulation
@@ -361,8 +367,8 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
                      "seconds": spent, **optimizer_state(opt, [images, log_w])}
             save_tensors(ckpt, state)
     pbar.close()
-    syn = Synset(images.detach().cpu(), labels, num_classes, losses=torch.tensor(losses),
-                 weights=log_w.detach().exp().cpu(), curvature=curv.to("cpu"),
+    syn = Synset(distributed.gather_owned(images.detach().cpu(), K), labels, num_classes, losses=torch.tensor(losses),
+                 weights=distributed.gather_owned(log_w.detach().exp().cpu(), K), curvature=curv.to("cpu"),
                  damping=torch.tensor(damping),
                  num_train=torch.tensor(stats.num_train), task=task)
     syn.checkpoints = checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay, task, syn)
