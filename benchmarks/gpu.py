@@ -132,7 +132,8 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             lines.append(f"| {r['name']} | skipped: {r['skipped']} |" + " |" * 12)
             continue
         s, m = r["seconds"], r["memory"]
-        mem = f"{m['device_peak_gib']:.2f} GiB device" if "device_peak_gib" in m else f"{m['host_max_rss_gib']:.2f} GiB host"
+        mem = (f"{m['device_peak_gib']:.2f} GiB device" if "device_peak_gib" in m
+               else f"{m['host_max_rss_gib']:.2f} GiB host")
         lines.append(f"| {r['dataset'].split(':')[0]} ({r['dataset'].split(':')[1].split(' train')[0].strip()} "
                      f"train) | {r['device']} | {r['parameters']:,} | {r['K']} | {100 * r['test_accuracy']:.1f}% | "
                      f"{s['train']:.1f} | {s['distill']:.1f} | {s['attribute']:.2f} | {s['one half-data retrain']:.1f} "
@@ -162,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in [d for d in args.datasets.split(",") if d]:
         try:
             r = run_dataset(name, args, size)
-        except (ddm.exceptions.DataError, ddm.exceptions.MissingDependencyError) as exc:  # e.g. CIFAR-10's files are not here: said, not hidden
+        except (ddm.exceptions.DataError, ddm.exceptions.MissingDependencyError) as exc:
+            # e.g. CIFAR-10's files are not here: said, not hidden
             r = {"name": name, "skipped": str(exc).splitlines()[0]}
         results.append(r)
         print(json.dumps(r), flush=True)

@@ -17,7 +17,6 @@ seed 3 with the validation targets of ``matrix.py`` (its retrains are reused, or
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -134,11 +133,7 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r} | " + " | ".join(f"{results[n][r][0]:+.3f} / {results[n][r][1]:+.3f}" for n in names)
                      + " |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    print("\n".join(lines))
+    M.write_report(args.out, lines, results)
 
 
 if __name__ == "__main__":

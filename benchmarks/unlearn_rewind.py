@@ -11,7 +11,6 @@ and the mean over three orders), over 3 draws of 4 random groups and 2 whole cla
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -83,11 +82,7 @@ def main() -> None:
                          + " | ".join(cells) + " |")
     lines += ["", "Mean gap over the configurations (target order): "
               + ", ".join(f"{k}: {np.mean(v):.2f}" for k, v in mean.items())]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    print("\n".join(lines))
+    M.write_report(args.out, lines, results)
 
 
 if __name__ == "__main__":
