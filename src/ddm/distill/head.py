@@ -126,13 +126,15 @@ class Head:
 def head_gradients(h: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, task: Any = None) -> torch.Tensor:
     """Per-sample loss gradients w.r.t. the head matrix: ``[N, d+1], [N, C], [N, C] -> [N, C*(d+1)]``.
 
-    ``targets``: one-hot (or soft) rows; ``task``: a :class:`ddm.task.Task` (default: cross-entropy, whose
-    output gradient is ``softmax - targets``)."""
+    ``targets``: one-hot (or soft) rows; ``task``: a :class:`ddm.task.Task` (default: cross-entropy)."""
+    return torch.einsum("nc,nd->ncd", _output_gradient(logits, targets, task), h).flatten(1)
+
+
+def _output_gradient(logits: torch.Tensor, targets: torch.Tensor, task: Any = None) -> torch.Tensor:
+    """The loss's gradient in the logits ``[N, C]``: ``softmax - targets`` for cross-entropy, else the task's."""
     if task is None or task.is_default:
-        delta = logits.softmax(-1) - targets
-    else:
-        delta = task.output_gradient(logits, targets.argmax(-1)).to(logits.dtype)
-    return torch.einsum("nc,nd->ncd", delta, h).flatten(1)
+        return logits.softmax(-1) - targets
+    return task.output_gradient(logits, targets.argmax(-1)).to(logits.dtype)
 
 
 def summed_head_gradients(h: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
@@ -140,10 +142,7 @@ def summed_head_gradients(h: torch.Tensor, logits: torch.Tensor, targets: torch.
     """Weighted head gradients summed over consecutive equal-size blocks of rows (a group's images):
     ``[G*m, d+1], [G*m, C], [G*m, C], [G*m] -> [G, C*(d+1)]``; the same as summing :func:`head_gradients`,
     as one batched product instead of a per-sample outer product."""
-    if task is None or task.is_default:
-        delta = logits.softmax(-1) - targets
-    else:
-        delta = task.output_gradient(logits, targets.argmax(-1)).to(logits.dtype)
+    delta = _output_gradient(logits, targets, task)
     dw = (delta * weights[:, None]).reshape(groups, -1, delta.shape[1])
     return torch.bmm(dw.transpose(1, 2), h.reshape(groups, -1, h.shape[1])).flatten(1)
 
