@@ -103,21 +103,18 @@ def _restores_mode(method: Any, stagewise: bool = False) -> Any:
         modes = [(m, m.training) for m in models]
         device = self.device()
         home = devices.of(models[0]) if models else torch.device("cpu")
-        places = [devices.placed(m, device) for m in models]
         try:
-            for m in models:
-                m.eval()
-            for pl in places:
-                pl.__enter__()
-            # under torchrun rank 0 computes and stores, the other ranks then read the cached stages
-            with contextlib.nullcontext() if stagewise else distributed.rank0_first():
-                out = method(self, *args, **kwargs)
+            with contextlib.ExitStack() as placed:
+                for m in models:
+                    m.eval()
+                    placed.enter_context(devices.placed(m, device))  # and back where the caller had it
+                # under torchrun rank 0 computes and stores, the other ranks then read the cached stages
+                with contextlib.nullcontext() if stagewise else distributed.rank0_first():
+                    out = method(self, *args, **kwargs)
             if isinstance(out, nn.Module) and out is not self.model:
                 out.to(home)  # an unlearned model comes back where the caller keeps the target
             return out
         finally:
-            for pl in reversed(places):
-                pl.__exit__(None, None, None)  # back where the caller had it
             for m, was in modes:
                 m.train(was)
 
