@@ -90,13 +90,13 @@ _ADAM = ["distill.optimizer=adam", "distill.lr_img=0.01", "distill.lr_label=0.01
 _REVERSE = ["distill.matching=reverse", "distill.distance=layerwise_cosine"]
 _LOCAL = ["distill.matching=local", "distill.distance=relative_mse", *_ADAM]
 _HEAD = ["distill.matching=head", "distill.distance=relative_mse", "distill.labels=hard", "distill.optimizer=adam",
-         "distill.lr_img=0.03", "distill.lr_label=0.05", "distill.iterations=300", "distill.tolerance=1e-3",
+         "distill.lr_img=0.03", "distill.lr_label=0.05", "distill.iterations=100", "distill.tolerance=1e-3",
          "distill.ipc=4"]
 RECIPES: dict[str, tuple[list[str], str]] = {
     "head": ([*_HEAD, "distill.init=real"],
              "the default: 4 images per group reproduce its last-layer gradient (hard labels, learned weights); "
              "emulation by a damped Newton step with the stored last-layer curvature"),
-    # from noise, 300 steps leave many groups unmatched (the matrix's health checks): the previous budget
+    # from noise, 300 steps left many groups unmatched (the matrix's health checks): the earlier budget
     "head-noise": ([*_HEAD, "distill.init=noise", "distill.lr_img=0.01", "distill.iterations=1000",
                     "distill.tolerance=1e-4"], "head matching from noise-initialised images (reveals less; "
                                                "1000 steps)"),
