@@ -135,9 +135,8 @@ class DistillConfig:
     curvature: str = _f("auto", "head matching: last-layer curvature stored exact (D x D, D = classes x (features+1)), "
                                 "kfac (Kronecker factors, for large heads) or auto (exact up to D = 6000)")
     tolerance: float = _f(1e-3, "head matching: stop once the mean relative matching error falls below this "
-                                "(1e-3 with 300 steps at lr_img 0.03 gave the LDS of 1e-4 with 1000 steps at 0.01 "
-                                "on the selection configurations, in a third of the time or less: "
-                                "benchmarks/results/distill-budget.md)")
+                                "(1e-3 at lr_img 0.03 gave the LDS of 1e-4 with 1000 steps at 0.01 on the selection "
+                                "configurations: benchmarks/results/distill-budget.md)")
     pairing: str = _f("reverse", "trajectory pairing of reverse/match: reverse (theta_t <-> theta_{tau-t}) or "
                                  "step (theta_t <-> theta_{t+s})")
     step: int = _f(1, "s of the step pairing, in recorded checkpoints")
