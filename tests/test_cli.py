@@ -57,7 +57,8 @@ def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert main(["attribute", "-w", str(tmp_path / "missing")]) == 2
     assert "ddm run" in capsys.readouterr().err
     assert main(["info", "--config-help"]) == 0
-    assert "distill.lr_img" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert "distill.lr_img" in listed and "\n  device " in listed and "\n  hierarchical " in listed  # top-level too
     assert main(["run", "-w", str(tmp_path), "--preset", "tiny", "--recipe", "nope"]) == 2
     assert "unknown recipe 'nope'" in capsys.readouterr().err
 

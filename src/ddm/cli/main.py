@@ -661,6 +661,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         DistillConfig,
         EmulateConfig,
         ModelConfig,
+        RunConfig,
         TrainConfig,
         describe,
     )
@@ -669,14 +670,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.config_help or not args.workspace:
         sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "cluster": ClusterConfig,
                     "distill": DistillConfig, "emulate": EmulateConfig}
+        top = [(n, h, d) for n, h, d in describe(RunConfig) if d != "(section)"]  # e.g. device, hierarchical
         if args.json:
-            print(json.dumps({s: {n: {"default": d, "help": h} for n, h, d in describe(c)}
-                              for s, c in sections.items()}, indent=2, default=str))
+            out: dict[str, Any] = {s: {n: {"default": d, "help": h} for n, h, d in describe(c)}
+                                   for s, c in sections.items()}
+            out.update({n: {"default": d, "help": h} for n, h, d in top})
+            print(json.dumps(out, indent=2, default=str))
             return 0
-        print("config fields (override with --set STAGE.FIELD=VALUE):")
+        print("config fields (override with --set STAGE.FIELD=VALUE, or FIELD=VALUE for the top-level ones):")
         for s, c in sections.items():
             for n, h, d in describe(c):
                 print(f"  {s}.{n:<18} {str(d):<18} {h}")
+        for n, h, d in top:
+            print(f"  {n:<26} {str(d):<18} {h}")
         print("\npresets: " + ", ".join(f"{n}" for n in presets.PRESETS.names()))
         for n in presets.PRESETS.names():
             print(f"  {n}: {(presets.PRESETS.get(n).__doc__ or '').split(chr(10))[0]}")
