@@ -75,8 +75,8 @@ def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: tor
             members.append((p, removal_displacements(model, p, synset, c.curvature, c.damping)))
     with torch.no_grad():
         W = head.matrix(params)
-        z = head.features(x, params) @ W.T
         feats = [(head.features(x, p), U) for p, U in members]
+        z = feats[0][0] @ W.T  # theta_tau's logits (members[0] is theta_tau)
         out = []
         for s in range(0, len(deleted), chunk_size):
             d = deleted[s : s + chunk_size].float().to(W.device)

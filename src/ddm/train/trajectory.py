@@ -80,8 +80,6 @@ class Trajectory:
         if not self.epochs[1] <= epoch <= self.epochs[-1]:
             return None
         i = next(j for j in range(1, len(self.epochs)) if self.epochs[j] >= epoch)
-        if i == 1 and epoch < self.epochs[1]:
-            return None
         lo, hi = self.epochs[i - 1], self.epochs[i]
         w = 1.0 if hi == lo else (epoch - lo) / (hi - lo)
         return {k: self.params[i - 1][k] * (1 - w) + self.params[i][k] * w for k in self.params[i]}
