@@ -273,3 +273,40 @@ def test_the_transfer_to_earlier_checkpoints_is_measured_and_reported(trained, d
     report["checkpoints"][0]["cosine_mean"] = 0.1  # a checkpoint the synsets do not fit
     log_report("synset", report)
     assert "do not transfer to the checkpoint(s) at epoch 1" in caplog.text
+
+
+@pytest.mark.parametrize("temp", [1 << 23, 300])  # one product of all blocks; a few pairs per product
+def test_exact_curvature_accumulates_every_block_of_its_definition(monkeypatch, temp):
+    import ddm.distill.curvature as curvature
+
+    monkeypatch.setattr(curvature, "_TEMP_ELEMENTS", temp)
+    g = torch.Generator().manual_seed(0)
+    h, z, w = torch.randn(7, 5, generator=g), 3 * torch.randn(7, 4, generator=g), torch.rand(7, generator=g)
+    m = torch.randn(7, 4, 4, generator=g)
+    for a, kw in [(curvature._output_curvature(z, w), {"weights": w}), (m @ m.transpose(1, 2), {})]:
+        if not kw:
+            kw = {"out_curv": a}
+        want = torch.einsum("nce,nd,nf->cdef", a, h.double(), h.double()).reshape(20, 20)
+        got = ExactCurvature.accumulate(h, z, **kw)
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("failure", ["error", "nan"])
+def test_a_failed_single_precision_eigendecomposition_is_redone_in_double(monkeypatch, failure):
+    import ddm.distill.curvature as curvature
+
+    a = torch.randn(30, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    m = a @ a.T
+    real = torch.linalg.eigh
+
+    def flaky(x):
+        if x.dtype == torch.float32:
+            if failure == "error":
+                raise torch.linalg.LinAlgError("failed to converge")
+            return torch.full((30,), float("nan")), torch.full((30, 30), float("nan"))
+        return real(x)
+
+    monkeypatch.setattr(curvature.torch.linalg, "eigh", flaky)
+    evals, evecs = curvature._eigh(m, single=True)
+    torch.testing.assert_close((evecs * evals) @ evecs.T, m)

@@ -33,3 +33,14 @@ def test_models_have_no_running_statistics():
     for name in MODELS.names():
         model = ddm.models.build(name, image_shape=(1, 8, 8), num_classes=3)
         assert not list(model.buffers()), f"{name} has buffers; emulation under vmap needs pure functions"
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 28, 28), (2, 16, 7, 7), (3, 4, 9, 6)])
+def test_the_convnet_pooling_is_average_pooling(shape):
+    from ddm.models.convnet import AvgPool2x2
+
+    x = (10 * torch.randn(shape, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+    ours, ref = AvgPool2x2()(x), torch.nn.functional.avg_pool2d(x, 2)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
+    g = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(ref, x, g)[0], rtol=0, atol=1e-6)

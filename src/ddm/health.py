@@ -26,6 +26,7 @@ from ddm.cluster.groups import Groups
 from ddm.data.dataset import Split
 from ddm.distill.head import (
     Head,
+    HeadStatistics,
     head_statistics,
     matching_quality,
     synset_head_gradients,
@@ -42,8 +43,13 @@ EXPLODED = 20.0
 
 
 def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups, synset: Synset,
-                  num_classes: int, damping: float = 1e-2) -> dict[str, Any]:
-    """Per-group matching quality of ``synset`` (module doc); a JSON-able report with ``flagged`` groups."""
+                  num_classes: int, damping: float = 1e-2,
+                  statistics: dict[int, HeadStatistics] | None = None) -> dict[str, Any]:
+    """Per-group matching quality of ``synset`` (module doc); a JSON-able report with ``flagged`` groups.
+
+    ``statistics``: the last layer's statistics the distillation already computed, by trajectory index
+    (``ddm.distill.matchers.Matching.statistics``); the checkpoints found there are not streamed again."""
+    statistics = statistics or {}
     try:
         head = Head.of(model)
         head.check(train.x)
@@ -55,7 +61,10 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
         with torch.no_grad():
             final = trajectory.final
             kind = synset.curvature.kind if synset.curvature is not None else "auto"
-            stats = head_statistics(head, train, groups, num_classes, params=final, curvature=kind, task=synset.task)
+            stats = statistics.get(trajectory.tau)
+            if stats is None or stats.curvature.kind != kind:
+                stats = head_statistics(head, train, groups, num_classes, params=final, curvature=kind,
+                                        task=synset.task)
             lam = float(synset.damping) if synset.damping is not None else damping * stats.top_eigenvalue
             real = stats.curvature.solve(stats.group_grads / stats.num_train, lam)  # the real removal steps
             if synset.kind == "head":
@@ -68,8 +77,10 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
             prev: torch.Tensor | None = None
             if trajectory.tau >= 1:
                 before = trajectory[trajectory.tau - 1]
-                real_prev = head_statistics(head, train, groups, num_classes, params=before,
-                                            curvature="kfac", task=synset.task).group_grads  # kfac: cheap, unused
+                known = statistics.get(trajectory.tau - 1)
+                real_prev = known.group_grads if known is not None else head_statistics(
+                    head, train, groups, num_classes, params=before, curvature="kfac",  # kfac: cheap, unused
+                    task=synset.task).group_grads
                 sign = 1.0 if synset.kind == "head" else -1.0
                 syn_prev = sign * synset_head_gradients(head, synset, before).double()
                 prev = torch.nn.functional.cosine_similarity(syn_prev, real_prev, dim=1)

@@ -301,14 +301,14 @@ class DistilledDatamodel:
         ckpt = folder / "checkpoint.safetensors"
         before = float(load_tensors(ckpt).get("seconds", torch.zeros(()))) if ckpt.exists() else 0.0
         t0 = time.perf_counter() - before  # a resumed distillation counts the killed processes' time too
-        syn = MATCHERS.get(self.config.distill.matching)(Matching(
-            self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
-            self.config.train.batch_size, self.config.train.weight_decay,
-            self._custom_task))
+        matching = Matching(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
+                            self.config.train.batch_size, self.config.train.weight_decay, self._custom_task)
+        syn = MATCHERS.get(self.config.distill.matching)(matching)
         if shared and not distributed.is_main():
             distributed.barrier()  # rank 0 checks, stores and finishes the stage
             return stored()
-        report = health.synset_health(self.model, self.trajectory, train, groups, syn, self.num_classes)
+        report = health.synset_health(self.model, self.trajectory, train, groups, syn, self.num_classes,
+                                      statistics=matching.statistics)
         save_tensors(path, syn.to_tensors())
         for f in [folder / "checkpoint.safetensors", *folder.glob("checkpoint-*-of-*.safetensors")]:
             f.unlink(missing_ok=True)

@@ -20,9 +20,25 @@ import torch
 
 #: heads with more parameters than this use the Kronecker factorisation under ``distill.curvature=auto``
 EXACT_LIMIT = 6000
+_TEMP_ELEMENTS = 1 << 23  # the largest temporary of ExactCurvature.accumulate, in elements (32 MiB)
 
 
-def _eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _eigh(m: torch.Tensor, single: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (negative ones clipped to 0) and eigenvectors, in double precision.
+
+    ``single``: decomposed in single precision, 1.8x faster (0.24 s against 0.43 s for a 1,450-parameter head):
+    eigenvalues come out within about 1e-6 of the top one, far below the damping of 1e-2 of it that the
+    emulation adds, and the eigenvectors are stored in single precision anyway (``to_tensors(as_eig=True)``).
+    LAPACK's single-precision solver has failed (an error, or NaN) on rank-deficient heads with many repeated
+    eigenvalues (an AlexNet head of 387 parameters, whose double-precision decomposition is fine): such a
+    decomposition is redone in double precision."""
+    if single:
+        try:
+            evals, evecs = torch.linalg.eigh(m.float())
+        except torch.linalg.LinAlgError:
+            evals = evecs = torch.full((1,), float("nan"))
+        if bool(torch.isfinite(evals).all()) and bool(torch.isfinite(evecs).all()):
+            return evals.double().clamp(min=0), evecs.double()
     evals, evecs = torch.linalg.eigh(m.double())
     return evals.clamp(min=0), evecs
 
@@ -102,15 +118,29 @@ class ExactCurvature(Curvature):
     @staticmethod
     def accumulate(h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor | None = None,
                    out_curv: torch.Tensor | None = None) -> torch.Tensor:
-        """Summed ``[D, D]`` contribution of a batch."""
+        """Summed ``[D, D]`` contribution of a batch.
+
+        Block ``(c, e)`` is ``sum_i a_i[c, e] h_i h_i^T``; the output curvature ``a_i`` is symmetric, so only the
+        ``C (C + 1) / 2`` blocks with ``c <= e`` are computed, as single-precision products (the batch's sum is
+        rounded once to about 1e-7 of its size, far below the damping's 1e-2 of the top eigenvalue) that the caller
+        accumulates in double precision: 2.6x faster than the double-precision product of all ``C^2`` blocks."""
         a = _output_curvature(logits, weights, out_curv)
-        hd = h.double()
-        c, d = logits.shape[1], h.shape[1]
-        return torch.einsum("nce,nd,nf->cdef", a, hd, hd).reshape(c * d, c * d)
+        n, c, d = len(h), logits.shape[1], h.shape[1]
+        iu, ju = torch.triu_indices(c, c, device=h.device)
+        hf = h.float()
+        out = torch.empty(c, c, d, d, dtype=torch.float64, device=h.device)
+        step = max(1, _TEMP_ELEMENTS // max(1, n * d))  # pairs per product: the [n, pairs, d] operand stays small
+        for s in range(0, len(iu), step):
+            i, j = iu[s : s + step], ju[s : s + step]
+            x = a[:, i, j].float()  # [n, pairs]
+            blocks = ((x[:, :, None] * hf[:, None, :]).reshape(n, -1).T @ hf).reshape(len(i), d, d).double()
+            out[i, j] = blocks
+            out[j, i] = blocks.transpose(1, 2)
+        return out.transpose(1, 2).reshape(c * d, c * d)
 
     def eig(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._eig is None:
-            self._eig = _eigh(self.hessian)
+            self._eig = _eigh(self.hessian, single=True)  # D x D: the one decomposition that costs
         return self._eig
 
     def solve(self, v: torch.Tensor, damping: float) -> torch.Tensor:

@@ -210,14 +210,18 @@ def checkpoint_indices(num_checkpoints: int, wanted: int) -> list[int]:
 
 def checkpoint_curvatures(head: Head, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
                           num_classes: int, weight_decay: float, task: Any = None,
-                          synset: Synset | None = None) -> list[CheckpointCurvature]:
+                          synset: Synset | None = None,
+                          statistics: dict[int, HeadStatistics] | None = None) -> list[CheckpointCurvature]:
     """The head's curvature and damping at the earlier checkpoints the Newton emulation averages over; with the
     ``synset`` (matched at theta_tau), also how well its steps transfer there: the cosine between each group's
-    synset step and its real removal step at that checkpoint (mean and minimum over groups)."""
+    synset step and its real removal step at that checkpoint (mean and minimum over groups). ``statistics``, when
+    given, receives each checkpoint's :class:`HeadStatistics` by trajectory index (the health check reuses them)."""
     out = []
     for i in checkpoint_indices(len(trajectory), cfg.checkpoints)[:-1]:
         p = trajectory.params[i]
         st = head_statistics(head, train, groups, num_classes, params=p, curvature=cfg.curvature, task=task)
+        if statistics is not None:
+            statistics[i] = st
         damping = cfg.damping * st.top_eigenvalue + weight_decay
         c = CheckpointCurvature(i, float(trajectory.epochs[i]), st.curvature.to("cpu"), damping)
         if synset is not None:
@@ -287,12 +291,21 @@ def _nnls_weights(head: Head, images: torch.Tensor, onehot: torch.Tensor, whiten
     return torch.maximum(torch.stack(out).float(), 0.01 * fallback)
 
 
+def _holds(model: nn.Module, params: Params) -> bool:
+    """Whether ``model``'s parameters are exactly ``params``."""
+    own = dict(model.named_parameters())
+    return own.keys() == params.keys() and all(torch.equal(own[k].detach().cpu(), params[k].detach().cpu())
+                                                for k in own)
+
+
 def distill_head(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
                  num_classes: int, folder: str | Path | None = None, weight_decay: float = 0.0,
-                 task: Any = None) -> Synset:
+                 task: Any = None, statistics: dict[int, HeadStatistics] | None = None) -> Synset:
     """Learn the head-matched synset (module doc) and attach the curvature and health checks.
 
-    With ``folder``, a checkpoint is kept there so a killed run resumes."""
+    With ``folder``, a checkpoint is kept there so a killed run resumes. ``statistics``, when given, receives the
+    :class:`HeadStatistics` computed on the way, by trajectory index (theta_tau's only when the model holds
+    theta_tau's parameters), so that :func:`ddm.health.synset_health` need not stream the training set again."""
     head = Head.of(model)
     head.check(train.x)
     was_training = model.training
@@ -301,7 +314,8 @@ def distill_head(model: nn.Module, trajectory: Trajectory, train: Split, groups:
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        return _distill_head(head, trajectory, train, groups, cfg, num_classes, folder, weight_decay, task)
+        return _distill_head(head, trajectory, train, groups, cfg, num_classes, folder, weight_decay, task,
+                             statistics)
     finally:
         for p, r in zip(model.parameters(), requires, strict=True):
             p.requires_grad_(r)
@@ -309,8 +323,11 @@ def distill_head(model: nn.Module, trajectory: Trajectory, train: Split, groups:
 
 
 def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
-                  num_classes: int, folder: str | Path | None, weight_decay: float, task: Any = None) -> Synset:
+                  num_classes: int, folder: str | Path | None, weight_decay: float, task: Any = None,
+                  statistics: dict[int, HeadStatistics] | None = None) -> Synset:
     stats = head_statistics(head, train, groups, num_classes, curvature=cfg.curvature, task=task)
+    if statistics is not None and _holds(head.model, trajectory.final):
+        statistics[trajectory.tau] = stats
     damping = cfg.damping * stats.top_eigenvalue + weight_decay  # weight decay is curvature the loss lacks
     curv = stats.curvature
     # the matching loss |P (g~_k - g_k)|^2 / |P g_k|^2 (module doc), computed in the curvature's eigenbasis
@@ -370,7 +387,8 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
                  weights=distributed.gather_owned(log_w.detach().exp().cpu(), K), curvature=curv.to("cpu"),
                  damping=torch.tensor(damping),
                  num_train=torch.tensor(stats.num_train), task=task)
-    syn.checkpoints = checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay, task, syn)
+    syn.checkpoints = checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay, task, syn,
+                                            statistics)
     if not all(torch.isfinite(t).all() for t in syn.to_tensors().values()):
         raise NumericalError("head distillation produced non-finite synthetic images or weights; "
                              "lower distill.lr_img or distill.lr_label")

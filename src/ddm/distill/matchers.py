@@ -8,7 +8,7 @@ gradients along the trajectory for the fine-tuning emulations.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from torch import nn
 from ddm.cluster.groups import Groups
 from ddm.config import DistillConfig
 from ddm.data.dataset import Split
-from ddm.distill.head import distill_head
+from ddm.distill.head import HeadStatistics, distill_head
 from ddm.distill.matching import distill
 from ddm.distill.synset import Synset
 from ddm.registry import Registry
@@ -36,6 +36,9 @@ class Matching:
     train_batch: int = 256  # the target's batch size (local matching's displacement scale)
     weight_decay: float = 0.0  # the target's weight decay (curvature the loss lacks; head matching)
     task: Any = None  # the training loss (ddm.task.Task; head matching); None = cross-entropy
+    # filled by the head matcher: the last layer's statistics it computed, by trajectory index (the health check
+    # reuses them instead of streaming the training set again)
+    statistics: dict[int, HeadStatistics] = field(default_factory=dict)
 
 
 Matcher = Callable[[Matching], Synset]
@@ -45,7 +48,7 @@ MATCHERS: Registry[Matcher] = Registry("matching")
 @MATCHERS.register("head")
 def _head(m: Matching) -> Synset:
     return distill_head(m.model, m.trajectory, m.train, m.groups, m.cfg, m.num_classes, m.folder, m.weight_decay,
-                        m.task)
+                        m.task, m.statistics)
 
 
 def _trajectory_matcher(m: Matching) -> Synset:
