@@ -31,22 +31,18 @@ FMNIST = ["data.name=fashion-mnist", "data.train_size=10000", "data.test_size=20
 CONFIGS = {"digits (demo)": [], "fashion-mnist 10k": FMNIST}
 
 
-def _stage(q: Any, root: str, sets: list[str], stage: str) -> None:
+# what each stage writes to the workspace: removed from a scratch copy before the stage's FLOPs are counted there
+_OUTPUTS = {"train": ["train"], "distill": ["synset"], "attribute": ["emulation", "attributions/attribute"],
+            "attribute-again": ["emulation", "attributions/attribute-again"], "unlearn": ["unlearned"], "retrain-half": []}
+
+
+def _work(ddm: Any, dm: Any, cfg: Any, data: Any, stage: str) -> tuple[float, dict[str, Any]]:
+    """Run one stage on ``dm``'s workspace: (its seconds, what the tables need besides)."""
     import torch
 
-    torch.set_num_threads(1)
-    import ddm
-    from ddm import progress
     from ddm.emulate.perturbations import sample_perturbations
     from ddm.train.loop import train_model
 
-    progress.set_enabled(False)
-    # the first optimizer a process builds imports torch's compiler stack (about 1.3 s, once per process); training's
-    # clock starts after building its optimizer, so every stage here is timed after that one-time import too
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-    cfg = ddm.presets.demo().with_overrides([*sets, "hierarchical=false"])
-    data = ddm.data.load(cfg.data)
-    dm = ddm.DistilledDatamodel(root, cfg)
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
     if stage in ("train", "distill"):
@@ -55,36 +51,65 @@ def _stage(q: Any, root: str, sets: list[str], stage: str) -> None:
         if stage == "distill":
             info = dm.ws.require("synset")
             extra = {"steps": info.get("steps"), "K": dm.groups.num_groups, "ipc": dm.synset.ipc,
-                     "N": len(data.train), "epochs": cfg.train.epochs,
-                     # theta_tau's and each earlier checkpoint's; the health check reuses them, and streams the
-                     # checkpoint before theta_tau only when the average did not use it
-                     "statistics_passes": 1 + len(dm.synset.checkpoints)
-                     + int(dm.trajectory.tau - 1 not in [c.index for c in dm.synset.checkpoints])}
-    else:
-        dm.load()
-        if stage.startswith("attribute"):
-            rows = slice(0, 20) if stage == "attribute" else slice(20, 40)
-            a = dm.attribute(data.test[rows], "dist2", name=stage)
-            seconds = time.perf_counter() - t0
-            extra = {"perturbations": a.meta["perturbations"], "K": dm.groups.num_groups}
-        elif stage == "unlearn":
-            dm.unlearn([0, 1, 2, 3], name="perf")
-            seconds = time.perf_counter() - t0
-        else:  # one exact retrain without a random half of the groups
-            keep = sample_perturbations(dm.groups.num_groups, 1, 0.5, seed=1)[0]
-            rows_kept = torch.cat([dm.groups.members(k) for k in torch.nonzero(keep).flatten().tolist()])
-            net = ddm.models.build(cfg.model, data)
-            # timed as the training stage is (the trajectory's own clock, after one-time set-up)
-            seconds = train_model(net, data.train[rows_kept], cfg.train).seconds
-            extra = {"kept_fraction": len(rows_kept) / len(data.train)}
-    q.put({"stage": stage, "seconds": float(seconds),
-           "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra})
+                     "N": len(data.train), "epochs": cfg.train.epochs}
+        return seconds, extra
+    dm.load()
+    if stage.startswith("attribute"):
+        rows = slice(0, 20) if stage == "attribute" else slice(20, 40)
+        a = dm.attribute(data.test[rows], "dist2", name=stage)
+        return time.perf_counter() - t0, {"perturbations": a.meta["perturbations"], "K": dm.groups.num_groups}
+    if stage == "unlearn":
+        dm.unlearn([0, 1, 2, 3], name="perf")
+        return time.perf_counter() - t0, {}
+    # one exact retrain without a random half of the groups
+    keep = sample_perturbations(dm.groups.num_groups, 1, 0.5, seed=1)[0]
+    rows_kept = torch.cat([dm.groups.members(k) for k in torch.nonzero(keep).flatten().tolist()])
+    net = ddm.models.build(cfg.model, data)
+    # timed as the training stage is (the trajectory's own clock, after one-time set-up)
+    seconds = train_model(net, data.train[rows_kept], cfg.train).seconds
+    return seconds, {"kept_fraction": len(rows_kept) / len(data.train)}
 
 
-def run_stage(root: Path, sets: list[str], stage: str) -> dict[str, Any]:
+def _stage(q: Any, root: str, sets: list[str], stage: str, count: bool) -> None:
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(1)
+    import ddm
+    from ddm import progress
+
+    progress.set_enabled(False)
+    # the first optimizer a process builds imports torch's compiler stack (about 1.3 s, once per process); training's
+    # clock starts after building its optimizer, so every stage here is timed after that one-time import too
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    cfg = ddm.presets.demo().with_overrides([*sets, "hierarchical=false"])
+    data = ddm.data.load(cfg.data)
+    if not count:
+        seconds, extra = _work(ddm, ddm.DistilledDatamodel(root, cfg), cfg, data, stage)
+        q.put({"stage": stage, "seconds": float(seconds),
+               "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra})
+        return
+    # the stage's floating-point operations (torch's FlopCounterMode: matrix products and convolutions, forward
+    # and backward; eigendecompositions and elementwise work are not counted), on a scratch copy of the workspace
+    # without the stage's outputs, so that nothing is served from the cache
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp) / "ws"
+        shutil.copytree(root, scratch)
+        for out in _OUTPUTS[stage]:
+            shutil.rmtree(scratch / out, ignore_errors=True)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            _work(ddm, ddm.DistilledDatamodel(scratch, cfg), cfg, data, stage)
+    q.put({"stage": stage, "flops": float(counter.get_total_flops())})
+
+
+def run_stage(root: Path, sets: list[str], stage: str, count: bool = False) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_stage, args=(q, str(root), sets, stage))
+    p = ctx.Process(target=_stage, args=(q, str(root), sets, stage, count))
     p.start()
     out = q.get()
     p.join()
@@ -97,19 +122,28 @@ def _fresh(folder: Path) -> Path:
     return folder
 
 
-def profile(root: Path, name: str, sets: list[str]) -> dict[str, Any]:
-    root = _fresh(root)
-    res = {s: run_stage(root, sets, s) for s in ("train", "distill", "attribute", "attribute-again", "unlearn",
-                                                  "retrain-half")}
+STAGES = ("train", "distill", "attribute", "attribute-again", "unlearn", "retrain-half")
+
+
+def profile(root: Path, name: str, sets: list[str], repeats: int = 3) -> dict[str, Any]:
+    """Every stage ``repeats`` times, each repeat from an empty workspace (median and range of the seconds), then
+    each stage's FLOPs counted once, untimed; rate = FLOPs / median seconds, against training's rate."""
+    runs = []
+    for r in range(repeats):
+        folder = _fresh(root / f"repeat-{r}")
+        runs.append({s: run_stage(folder, sets, s) for s in STAGES})
+    res: dict[str, Any] = {}
+    for s in STAGES:
+        sec = [run[s]["seconds"] for run in runs]
+        res[s] = {**runs[0][s], "seconds": float(np.median(sec)), "seconds_all": sec,
+                  "peak_mib": max(run[s]["peak_mib"] for run in runs)}
+        res[s]["flops"] = run_stage(root / "repeat-0", sets, s, count=True)["flops"]
     T = res["train"]["seconds"]
-    d = res["distill"]
-    # throughput against training's forward+backward: images through the network per second
-    train_rate = d["N"] * d["epochs"] / T
-    # matching steps (forward+backward of the synthetic images) + forward-only passes over the training set
-    # (statistics at theta_tau and the earlier checkpoints), a forward counted as a third of a forward+backward
-    distill_passes = (d["steps"] or 0) * d["K"] * d["ipc"] + d.get("statistics_passes", 3) * d["N"] / 3
-    return {"config": name, "stages": res, "T": T,
-            "distill_T": d["seconds"] / T, "distill_throughput": distill_passes / d["seconds"] / train_rate,
+    train_rate = res["train"]["flops"] / T
+    ratio = [run["distill"]["seconds"] / run["train"]["seconds"] for run in runs]
+    return {"config": name, "stages": res, "T": T, "repeats": repeats,
+            "distill_T": float(np.median(ratio)), "distill_T_range": [min(ratio), max(ratio)],
+            "flop_rate": {s: res[s]["flops"] / res[s]["seconds"] / train_rate for s in STAGES},
             "online_speedup": res["attribute"]["perturbations"] * res["retrain-half"]["seconds"]
             / res["attribute"]["seconds"]}
 
@@ -141,15 +175,21 @@ def markdown(results: list[dict[str, Any]], grow: list[dict[str, Any]], argv: li
              f"Command: `python benchmarks/perf.py {' '.join(argv)}`. One process and one thread per stage; "
              "T = that configuration's training time; peak = the stage process's peak resident memory."]
     if results:
+        lines += ["", f"Each stage ran {results[0]['repeats']} times, each time from an empty workspace: the median "
+                  "seconds (range in the JSON); distillation in T is the median of the repeats' own ratios, with "
+                  "their range. FLOP rate: the stage's FLOPs (torch's FlopCounterMode: matrix products and "
+                  "convolutions, forward and backward; eigendecompositions and elementwise work uncounted) per "
+                  "second, against training's (a plain forward+backward of the same model and batch)."]
         lines += ["", "| stage | " + " | ".join(r["config"] for r in results) + " |", "|---|" + "---|" * len(results)]
-        for s in ("train", "distill", "attribute", "attribute-again", "unlearn", "retrain-half"):
+        for s in STAGES:
             cells = [f"{r['stages'][s]['seconds']:.2f} s = {r['stages'][s]['seconds'] / r['T']:.2f} T, "
-                     f"{r['stages'][s]['peak_mib']:.0f} MiB" for r in results]
+                     f"{r['stages'][s]['peak_mib']:.0f} MiB, {r['stages'][s]['flops'] / 1e9:.1f} GFLOP "
+                     f"({100 * r['flop_rate'][s]:.0f} % of training's rate)" for r in results]
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
         lines += ["", "| | " + " | ".join(r["config"] for r in results) + " |", "|---|" + "---|" * len(results),
-                  "| distillation (T) | " + " | ".join(f"{r['distill_T']:.2f}" for r in results) + " |",
-                  "| distillation throughput (forward+backward-equivalent images/s against training's; a forward = 1/3) | "
-                  + " | ".join(f"{100 * r['distill_throughput']:.0f}%" for r in results) + " |",
+                  "| distillation (T), median [range] | " + " | ".join(
+                      f"{r['distill_T']:.2f} [{r['distill_T_range'][0]:.2f}-{r['distill_T_range'][1]:.2f}]"
+                      for r in results) + " |",
                   "| online speedup: perturbations x one half-data retrain / first attribution | "
                   + " | ".join(f"{r['online_speedup']:,.0f}x" for r in results) + " |"]
     for g in grow:
@@ -172,6 +212,7 @@ def main() -> None:
     p.add_argument("--per-class", default="2,5,10,20,40", help="groups per class of the growth-in-K runs")
     p.add_argument("--sizes", default="1000,2000,5000,10000,20000", help="training-set sizes of the growth-in-N runs")
     p.add_argument("--growth-only", action="store_true", help="skip the per-stage table")
+    p.add_argument("--repeats", type=int, default=3, help="runs of every stage in the per-stage table")
     args = p.parse_args()
     root = Path(args.root)
     if args.quick:
@@ -181,7 +222,8 @@ def main() -> None:
     else:
         configs = CONFIGS
         grows = [("K", [int(v) for v in args.per_class.split(",")]), ("N", [int(v) for v in args.sizes.split(",")])]
-    results = [] if args.growth_only else [profile(root / n.split()[0], n, s) for n, s in configs.items()]
+    repeats = 1 if args.quick else args.repeats
+    results = [] if args.growth_only else [profile(root / n.split()[0], n, s, repeats) for n, s in configs.items()]
     base = next(iter(configs.values())) if args.quick else FMNIST
     grow = [growth(root / f"growth-{k}", base, k, v) for k, v in grows]
     text = markdown(results, grow, sys.argv[1:])

@@ -310,3 +310,14 @@ def test_a_failed_single_precision_eigendecomposition_is_redone_in_double(monkey
     monkeypatch.setattr(curvature.torch.linalg, "eigh", flaky)
     evals, evecs = curvature._eigh(m, single=True)
     torch.testing.assert_close((evecs * evals) @ evecs.T, m)
+
+
+def test_matching_at_the_checkpoints_transfers_there_better(trained, digits, groups, head_synset):
+    model, traj = trained
+    joint = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=150, match_at="checkpoints"), 10)
+    assert [c.index for c in joint.checkpoints] == [c.index for c in head_synset.checkpoints]
+    tau_only = [c.cosine_mean for c in head_synset.checkpoints]
+    assert all(j.cosine_mean > t for j, t in zip(joint.checkpoints, tau_only, strict=True))
+    # still matched at theta_tau
+    report = synset_health(model, traj, digits.train, groups, joint, 10)
+    assert report["cosine_mean"] > 0.9 and report["positive_fraction"] == 1.0

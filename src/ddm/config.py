@@ -132,6 +132,9 @@ class DistillConfig:
                              "synsets, averaging the logit changes (1: theta_tau only). The trajectory is information "
                              "influence functions lack: 5 raised LDS and other-class LDS on the selection "
                              "configurations (BENCHMARKS.md)", since="0.5", implicit=1)
+    match_at: str = _f("tau", "head matching: where the synsets are matched: tau (theta_tau only; default) or "
+                              "checkpoints (theta_tau and the distill.checkpoints averaged ones, one per step in "
+                              "turn: the same cost per step, and steps that transfer to the checkpoints)")
     curvature: str = _f("auto", "head matching: last-layer curvature stored exact (D x D, D = classes x (features+1)), "
                                 "kfac (Kronecker factors, for large heads) or auto (exact up to D = 6000)")
     tolerance: float = _f(1e-3, "head matching: stop once the mean relative matching error falls below this "
@@ -183,6 +186,7 @@ class DistillConfig:
         _choice(self.labels, "distill.labels", ("hard", "learned", "free"))
         _choice(self.init, "distill.init", ("real", "noise"))
         _choice(self.weight_init, "distill.weight_init", ("nnls", "size"))
+        _choice(self.match_at, "distill.match_at", ("tau", "checkpoints"))
         _choice(self.optimizer, "distill.optimizer", ("sgd", "adam"))
         _check(self.step > 0, "distill.step must be positive")
         _check(self.ipc > 0, "distill.ipc must be positive")
