@@ -129,6 +129,7 @@ def profile(root: Path, name: str, sets: list[str], repeats: int = 3) -> dict[st
     """Every stage ``repeats`` times, each repeat from an empty workspace (median and range of the seconds), then
     each stage's FLOPs counted once, untimed; rate = FLOPs / median seconds, against training's rate."""
     runs = []
+    _fresh(root)
     for r in range(repeats):
         folder = _fresh(root / f"repeat-{r}")
         runs.append({s: run_stage(folder, sets, s) for s in STAGES})

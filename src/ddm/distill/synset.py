@@ -95,10 +95,11 @@ class Synset:
         for name in ("losses", "weights", "damping", "num_train"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
+        # an exact curvature is stored as its eigendecomposition (the same size): attribution and unlearning solve
+        # with it and read its top eigenvalue, so a process that loads it needs no decomposition of its own
         if self.curvature is not None:
-            out.update(self.curvature.to_tensors())
+            out.update(self.curvature.to_tensors(as_eig=self.curvature.kind == "exact"))
         for j, c in enumerate(self.checkpoints):
-            # an exact curvature is stored as its eigendecomposition: attribution only solves with it
             stored = c.curvature.to_tensors(as_eig=True) if c.curvature.kind == "exact" else c.curvature.to_tensors()
             out.update({f"checkpoint{j}.{k}": v for k, v in stored.items()})
             out[f"checkpoint{j}.meta"] = torch.tensor([c.index, c.epoch, c.damping, c.cosine_mean, c.cosine_min],
