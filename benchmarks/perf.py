@@ -33,7 +33,8 @@ CONFIGS = {"digits (demo)": [], "fashion-mnist 10k": FMNIST}
 
 # what each stage writes to the workspace: removed from a scratch copy before the stage's FLOPs are counted there
 _OUTPUTS = {"train": ["train"], "distill": ["synset"], "attribute": ["emulation", "attributions/attribute"],
-            "attribute-again": ["emulation", "attributions/attribute-again"], "unlearn": ["unlearned"], "retrain-half": []}
+            "attribute-again": ["emulation", "attributions/attribute-again"], "unlearn": ["unlearned"],
+            "retrain-half": []}
 
 
 def _work(ddm: Any, dm: Any, cfg: Any, data: Any, stage: str) -> tuple[float, dict[str, Any]]:
