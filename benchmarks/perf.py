@@ -212,7 +212,8 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/perf")
     p.add_argument("--quick", action="store_true", help="the tiny preset's sizes only (seconds; for tests)")
     p.add_argument("--per-class", default="2,5,10,20,40", help="groups per class of the growth-in-K runs")
-    p.add_argument("--sizes", default="1000,2000,5000,10000,20000", help="training-set sizes of the growth-in-N runs")
+    p.add_argument("--sizes", default="1000,2000,5000,10000,20000",
+                   help="training-set sizes of the growth-in-N runs ('' skips them)")
     p.add_argument("--growth-only", action="store_true", help="skip the per-stage table")
     p.add_argument("--repeats", type=int, default=3, help="runs of every stage in the per-stage table")
     args = p.parse_args()
@@ -223,7 +224,9 @@ def main() -> None:
         grows: list[tuple[str, list[int]]] = [("K", [1, 2])]
     else:
         configs = CONFIGS
-        grows = [("K", [int(v) for v in args.per_class.split(",")]), ("N", [int(v) for v in args.sizes.split(",")])]
+        grows = [(k, [int(v) for v in values.split(",") if v]) for k, values in (("K", args.per_class),
+                                                                              ("N", args.sizes))]
+        grows = [(k, v) for k, v in grows if v]  # an empty list skips that growth
     repeats = 1 if args.quick else args.repeats
     results = [] if args.growth_only else [profile(root / n.split()[0], n, s, repeats) for n, s in configs.items()]
     base = next(iter(configs.values())) if args.quick else FMNIST

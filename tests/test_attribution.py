@@ -30,6 +30,19 @@ def test_wls_weights_and_ridge():
     assert abs(shrunk.coef_.item()) < abs(WeightedLeastSquares().fit(X, Y).coef_.item())
 
 
+def test_wls_gives_the_minimum_norm_solution_when_rank_deficient_and_nan_for_nan_outputs():
+    g = torch.Generator().manual_seed(0)
+    X = sample_perturbations(30, 12, 0.5, seed=3).float()  # fewer perturbations than groups
+    Y = torch.randn(12, 3, generator=g)
+    reg = WeightedLeastSquares().fit(X, Y)
+    A = torch.cat([X, torch.ones(12, 1)], 1).double()
+    want = torch.linalg.pinv(A) @ Y.double()
+    torch.testing.assert_close(reg.coef_, want[:30].T.float(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(reg.predict(X), Y, rtol=1e-4, atol=1e-4)  # interpolates
+    Y[0, 0] = float("nan")
+    assert torch.isnan(WeightedLeastSquares().fit(X, Y).coef_).all()
+
+
 def test_fit_attribution_axes_and_sign():
     K, T = 6, 3
     keep = sample_perturbations(K, 40, 0.5, seed=1)

@@ -321,3 +321,16 @@ def test_matching_at_the_checkpoints_transfers_there_better(trained, digits, gro
     # still matched at theta_tau
     report = synset_health(model, traj, digits.train, groups, joint, 10)
     assert report["cosine_mean"] > 0.9 and report["positive_fraction"] == 1.0
+
+
+def test_both_orders_of_the_newton_readout_give_the_same_logits(trained, digits, groups, head_synset):
+    model, traj = trained
+    deleted = ~ddm.emulate.sample_perturbations(groups.num_groups, 50, 0.5, seed=5)
+    x = digits.test.x[:7]
+    by_groups = newton_logits(model, traj.final, head_synset, deleted, x, chunk_size=16, trajectory=traj,
+                              order="groups")
+    by_steps = newton_logits(model, traj.final, head_synset, deleted, x, chunk_size=16, trajectory=traj,
+                             order="perturbations")
+    torch.testing.assert_close(by_groups, by_steps, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="order"):
+        newton_logits(model, traj.final, head_synset, deleted, x, trajectory=traj, order="fast")

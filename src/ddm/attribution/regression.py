@@ -34,7 +34,15 @@ class WeightedLeastSquares:
             reg[:, :K] = torch.eye(K, dtype=torch.float64) * self.ridge**0.5
             A = torch.cat([A, reg])
             B = torch.cat([B, torch.zeros(K, Y.shape[1], dtype=torch.float64)])
-        sol = torch.linalg.pinv(A) @ B  # [K+1, D]; pinv gives the minimum-norm solution when rank deficient
+        if not (bool(torch.isfinite(A).all()) and bool(torch.isfinite(B).all())):
+            # LAPACK refuses non-finite input with an internal error; a non-finite fit is the caller's to report
+            sol = torch.full((K + 1, Y.shape[1]), float("nan"), dtype=torch.float64)
+        elif A.device.type == "cpu":
+            # LAPACK's gelsy (QR with column pivoting, then a complete orthogonal factorisation): the minimum-norm
+            # solution, as pinv gives, at a third of its cost (10,000 x 1,001: 0.85 s against 2.7 s)
+            sol = torch.linalg.lstsq(A, B, driver="gelsy").solution  # [K+1, D]
+        else:  # other devices' lstsq has no rank-revealing driver
+            sol = torch.linalg.pinv(A) @ B  # [K+1, D]; the minimum-norm solution when rank deficient
         self.coef_ = sol[:K].T.float()
         self.intercept_ = sol[K].float()
         return self

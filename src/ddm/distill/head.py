@@ -92,12 +92,15 @@ class Head:
         p = params if params is not None else dict(self.model.named_parameters())
         return torch.cat([p[w], p[b][:, None]], 1).detach().to(devices.of(self.model))
 
-    def features(self, x: torch.Tensor, params: Params | None = None, chunk: int = 1024) -> torch.Tensor:
+    def features(self, x: torch.Tensor, params: Params | None = None, chunk: int | None = None) -> torch.Tensor:
         """Augmented penultimate features ``[N, d+1]`` (the head's input, then a 1 for the bias).
 
         Differentiable in ``x`` when called with grad enabled; ``params`` evaluates another checkpoint.
-        Computed on the model's device (``x`` and ``params`` are moved there in chunks)."""
+        Computed on the model's device (``x`` and ``params`` are moved there in chunks of ``chunk`` rows; by
+        default 64 on the CPU, where a ConvNet's forward is 3-5x faster per image than in chunks of 1,024 (the
+        activations stay in cache), and 1,024 elsewhere)."""
         dev = devices.of(self.model)
+        chunk = chunk or (64 if dev.type == "cpu" else 1024)
         params = devices.to(params, dev) if params is not None else None
         got: list[torch.Tensor] = []
         hook = self.linear.register_forward_hook(lambda m, i, o: got.append(i[0].flatten(1)))
@@ -182,9 +185,7 @@ def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, 
     assignment = groups.assignment.to(dev)
     with torch.no_grad():
         for s in range(0, len(train), batch):
-            # forward in chunks of 64: 25 % faster per image than 256 on the CPU (cache); the curvature's products
-            # want the whole batch
-            h = head.features(train.x[s : s + batch], params, chunk=64)
+            h = head.features(train.x[s : s + batch], params)
             z = h @ W.T
             yb = train.y[s : s + batch].to(dev)
             y = F.one_hot(yb, num_classes).to(z.dtype)
