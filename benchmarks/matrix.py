@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,11 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
     folder = root / name / f"seed{seed}"
     out: dict[str, Any] = {"config": name, "seed": seed, "overrides": overrides, "lds": {}, "other_class_lds": {},
                            "seconds": {}}
-    # overwrite: a changed default re-distils (the training and the cached retrains are reused)
+    # overwrite: a changed default re-distils (the training and the cached retrains are reused); a stage's key is
+    # its configuration's, not the code's, so after a code change --redistill drops the cached synset first
+    if args.redistill:
+        for stage in ("synset", "emulation"):
+            shutil.rmtree(folder / "ddm" / stage, ignore_errors=True)
     dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
                                                                          data.train)
     K = dm.groups.num_groups
@@ -351,6 +356,8 @@ def main() -> None:
     p.add_argument("--subsets", type=int, default=40)
     p.add_argument("--other-subsets", type=int, default=10)
     p.add_argument("--peers", default=",".join(PEERS))
+    p.add_argument("--redistill", action="store_true",
+                   help="drop the cached default synsets first (after a code change: stages are keyed by config)")
     p.add_argument("--select", action="store_true", help="selection configurations, seed 3, the --grid of a setting")
     p.add_argument("--grid", default="distill.damping=1e-3,3e-3,1e-2", metavar="KEY=V1,V2,...",
                    help="with --select: the setting and values compared (each in its own workspace)")
