@@ -39,6 +39,14 @@ def test_wls_gives_the_minimum_norm_solution_when_rank_deficient_and_nan_for_nan
     want = torch.linalg.pinv(A) @ Y.double()
     torch.testing.assert_close(reg.coef_, want[:30].T.float(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(reg.predict(X), Y, rtol=1e-4, atol=1e-4)  # interpolates
+    # more perturbations than groups but two groups always removed together: still rank deficient, repeatably
+    X2 = sample_perturbations(30, 80, 0.5, seed=4).float()
+    X2[:, 5] = X2[:, 4]
+    Y2 = torch.randn(80, 3, generator=g)
+    A2 = torch.cat([X2, torch.ones(80, 1)], 1).double()
+    want2 = (torch.linalg.pinv(A2) @ Y2.double())[:30].T.float()
+    for _ in range(20):
+        torch.testing.assert_close(WeightedLeastSquares().fit(X2, Y2).coef_, want2, rtol=1e-4, atol=1e-4)
     Y[0, 0] = float("nan")
     assert torch.isnan(WeightedLeastSquares().fit(X, Y).coef_).all()
 

@@ -36,9 +36,10 @@ def _eigh(m: torch.Tensor, single: bool = False) -> tuple[torch.Tensor, torch.Te
         try:
             evals, evecs = torch.linalg.eigh(m.float())
         except torch.linalg.LinAlgError:
-            evals = evecs = torch.full((1,), float("nan"))
-        if bool(torch.isfinite(evals).all()) and bool(torch.isfinite(evecs).all()):
-            return evals.double().clamp(min=0), evecs.double()
+            pass
+        else:
+            if bool(torch.isfinite(evals).all()) and bool(torch.isfinite(evecs).all()):
+                return evals.double().clamp(min=0), evecs.double()
     evals, evecs = torch.linalg.eigh(m.double())
     return evals.clamp(min=0), evecs
 

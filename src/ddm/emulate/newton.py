@@ -91,14 +91,15 @@ def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: tor
         if order == "groups" or (order == "auto" and cheaper):
             S = torch.stack([torch.einsum("nd,kcd->knc", h, U.reshape(K, *W.shape)) for h, U in feats]).mean(0)
             S = S.reshape(K, N * C)
-            for s in range(0, P, chunk_size):
-                d = deleted[s : s + chunk_size].float().to(W.device)
-                out.append((z + (d @ S).reshape(len(d), N, C)).cpu())
+
+            def shift(d: torch.Tensor) -> torch.Tensor:
+                return (d @ S).reshape(len(d), N, C)
         else:
-            for s in range(0, P, chunk_size):
-                d = deleted[s : s + chunk_size].float().to(W.device)
-                shift = sum(torch.einsum("nd,pcd->pnc", h, (d @ U).reshape(-1, *W.shape)) for h, U in feats)
-                out.append((z + shift / M).cpu())
+            def shift(d: torch.Tensor) -> torch.Tensor:
+                return torch.stack([torch.einsum("nd,pcd->pnc", h, (d @ U).reshape(-1, *W.shape))
+                                    for h, U in feats]).mean(0)
+        for s in range(0, P, chunk_size):
+            out.append((z + shift(deleted[s : s + chunk_size].float().to(W.device))).cpu())
     logits = torch.cat(out)
     _check_finite(logits, "Newton emulation")
     return logits
