@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
 SCALES = (0.05, 0.1, 0.25, 0.5)
+TREND_SCALES = (0.25, 0.5, 1.0)
 
 
 def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
@@ -93,6 +94,18 @@ def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
 
     for s in SCALES:
         res[f"DDM + steps x{s}"] = score(lambda k, sel, s=s: with_steps(k, sel, s))
+    late = ep >= ep[-1] / 2  # the trend of every target's logits over the second half of training
+    e = (ep[late] - ep[late].mean()).float()
+    slope = torch.einsum("e,etc->tc", e, Z[late] - Z[late].mean(0)) / (e * e).sum()  # logits per epoch
+
+    def with_trend(k: torch.Tensor, sel: torch.Tensor, s: float) -> torch.Tensor:
+        shift = newton_logits(dm.model, traj.final, dm.synset, ~k, targets.x[sel], trajectory=traj) - Z[-1][sel]
+        lost = s * float(ep[-1]) * ((~k).float() @ sz) / float(sz.sum())  # epochs' worth of steps not taken
+        base = Z[-1][sel][None] - lost[:, None, None] * slope[sel][None]
+        return M.losses(base + shift, targets.y[sel])
+
+    for s in TREND_SCALES:
+        res[f"DDM + trend x{s}"] = score(lambda k, sel, s=s: with_trend(k, sel, s))
     head, C = Head.of(dm.model), data.num_classes
     for centered in (False, True):  # with the groups' real gradients, the step averaged over 5 checkpoints
         total = 0

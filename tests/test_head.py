@@ -334,3 +334,44 @@ def test_both_orders_of_the_newton_readout_give_the_same_logits(trained, digits,
     torch.testing.assert_close(by_groups, by_steps, rtol=1e-5, atol=1e-5)
     with pytest.raises(ConfigError, match="order"):
         newton_logits(model, traj.final, head_synset, deleted, x, trajectory=traj, order="fast")
+
+
+def test_groups_that_mix_classes_get_an_image_of_every_class_they_hold(trained, digits):
+    from ddm.cluster import sequential_groups
+    from ddm.distill.head import slot_labels
+
+    model, traj = trained
+    seq = sequential_groups(digits.train, 8)  # 25 samples per group, most of the 10 classes in each
+    labels, shares = slot_labels(digits.train, seq, 4)
+    most = int((seq.class_counts > 0).sum(1).max())
+    assert labels.shape == (8, max(4, most))
+    for k in range(8):
+        held = set(torch.nonzero(seq.class_counts[k]).flatten().tolist())
+        assert set(labels[k].tolist()) == held  # every class the group holds, and no other
+        for c in held:  # the images of a class stand for its samples together
+            assert shares[k][labels[k] == c].sum().item() == pytest.approx(seq.class_counts[k, c].item())
+    # one-class groups keep ipc images of their class, each for size / ipc samples
+    one, w = slot_labels(digits.train, ddm.cluster.class_groups(digits.train), 4)
+    assert one.shape == (10, 4) and (one == torch.arange(10)[:, None]).all()
+    assert torch.allclose(w.sum(1), ddm.cluster.class_groups(digits.train).sizes().float())
+
+    syn = distill_head(model, traj, digits.train, seq, DistillConfig(iterations=150), 10)
+    assert torch.equal(syn.labels, labels) and syn.ipc == labels.shape[1]
+    report = synset_health(model, traj, digits.train, seq, syn, 10)  # (majority-class images only: 0.51)
+    assert report["positive_fraction"] == 1.0 and report["cosine_mean"] > 0.9, report["cosine_mean"]
+
+
+def test_a_class_is_gone_only_when_no_kept_group_holds_it(digits):
+    from ddm.cluster import Groups, sequential_groups
+
+    seq = sequential_groups(digits.train, 8)
+    removed, kept = seq.classes_left([0, 1])
+    assert removed and removed <= kept  # every class of two sequential groups is still in the other six
+    assert seq.classes_left(list(range(8)))[1] == set()
+    km = ddm.cluster.make_groups(digits.train, ddm.config.ClusterConfig(per_class=2), 10)
+    both = torch.nonzero(km.labels == 3).flatten().tolist()
+    assert km.classes_left(both) == ({3}, set(range(10)) - {3})
+    # a workspace grouped before class counts were stored: each group counts as its own class alone
+    old = Groups(km.assignment, km.labels, "kmeans", km.sample_ids)
+    assert old.classes_left(both) == km.classes_left(both)
+    assert Groups.from_tensors(km.to_tensors(), "kmeans").class_counts.equal(km.class_counts)

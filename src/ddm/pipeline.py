@@ -599,8 +599,8 @@ class DistilledDatamodel:
         # the matrix). The Newton step cannot express this (the class's gradient and curvature at theta_tau are
         # both near zero, so its step is a ratio of two small numbers), so the class leaves the head explicitly.
         self.last_rewind = self._rewind(model, grp, idx, method)
-        gone = [c for c in grp.labels.unique().tolist()
-                if bool(torch.isin(torch.nonzero(grp.labels == c).flatten(), idx).all())]
+        removed_classes, kept_classes = grp.classes_left(idx)
+        gone = sorted(removed_classes - kept_classes)
         if gone:
             _forget_classes(model, gone)
         state = {k: v for k, v in model.state_dict().items()}

@@ -26,13 +26,16 @@ log = logging.getLogger(__name__)
 class Groups:
     """``assignment[i]`` is the group of training sample ``i``; ``labels[k]`` the class of group ``k``.
 
-    For groups that mix classes (sequential split) ``labels[k]`` is the majority class.
+    For groups that mix classes (sequential split) ``labels[k]`` is the majority class, and ``class_counts[k, c]``
+    the number of group k's samples of class c (None in workspaces grouped before it was stored: then every group
+    is taken to be of its ``labels[k]`` alone).
     """
 
     assignment: torch.Tensor  # [N] long
     labels: torch.Tensor  # [K] long
     method: str = "kmeans"
     sample_ids: torch.Tensor | None = None  # [N] id of each training row in its full split
+    class_counts: torch.Tensor | None = None  # [K, classes] long
 
     def __post_init__(self) -> None:
         if self.sample_ids is None:
@@ -59,21 +62,42 @@ class Groups:
         cls = torch.as_tensor(classes)
         return torch.nonzero(torch.isin(self.labels, cls)).flatten()
 
+    def classes_left(self, removed: torch.Tensor | list[int]) -> tuple[set[int], set[int]]:
+        """(classes with samples in the removed groups, classes with samples in the kept groups)."""
+        gone = torch.zeros(self.num_groups, dtype=torch.bool)
+        gone[torch.as_tensor(removed, dtype=torch.long)] = True
+        counts = self.class_counts
+        if counts is None:  # every group of its own class alone
+            counts = torch.zeros(self.num_groups, int(self.labels.max()) + 1, dtype=torch.long)
+            counts[torch.arange(self.num_groups), self.labels] = 1
+        present = counts > 0
+
+        def classes(rows: torch.Tensor) -> set[int]:
+            return set(torch.nonzero(present[rows].any(0)).flatten().tolist())
+
+        return classes(gone), classes(~gone)
+
     def to_tensors(self) -> dict[str, torch.Tensor]:
         assert self.sample_ids is not None
-        return {"assignment": self.assignment, "labels": self.labels, "sample_ids": self.sample_ids}
+        out = {"assignment": self.assignment, "labels": self.labels, "sample_ids": self.sample_ids}
+        if self.class_counts is not None:
+            out["class_counts"] = self.class_counts
+        return out
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], method: str) -> Groups:
-        return cls(t["assignment"].long(), t["labels"].long(), method, t.get("sample_ids"))
+        counts = t.get("class_counts")
+        return cls(t["assignment"].long(), t["labels"].long(), method, t.get("sample_ids"),
+                   None if counts is None else counts.long())
 
 
 def _finish(assignment: np.ndarray, train: Split, method: str) -> Groups:
     y = train.y.numpy()
     k = int(assignment.max()) + 1
-    labels = np.array([np.bincount(y[assignment == g]).argmax() for g in range(k)])
-    groups = Groups(torch.as_tensor(assignment, dtype=torch.long), torch.as_tensor(labels, dtype=torch.long), method,
-                    train.index.clone())
+    counts = np.zeros((k, int(y.max()) + 1), dtype=np.int64)
+    np.add.at(counts, (assignment, y), 1)
+    groups = Groups(torch.as_tensor(assignment, dtype=torch.long), torch.as_tensor(counts.argmax(1), dtype=torch.long),
+                    method, train.index.clone(), torch.as_tensor(counts))
     if (groups.sizes() == 0).any():  # pragma: no cover - guarded by construction
         raise RuntimeError("empty group produced")
     return groups

@@ -242,19 +242,56 @@ def checkpoint_curvatures(head: Head, trajectory: Trajectory, train: Split, grou
     return out
 
 
-def init_images(train: Split, groups: Groups, ipc: int, init: str, seed: int) -> torch.Tensor:
-    """``[K, ipc, C, H, W]``: distinct members of each group's class (``real``) or noise."""
+def slot_labels(train: Split, groups: Groups, ipc: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each synthetic image's class and its share of the group's samples: ``labels [K, n]``, ``shares [K, n]``.
+
+    A group of one class (k-means within classes, the class split) gets ``ipc`` images of that class, each
+    standing for ``size / ipc`` samples. A group that mixes classes (the sequential split) needs an image of every
+    class it holds: a hard-labelled image's head gradient only moves the logits the way its class does, so a
+    class without an image is a part of the group's removal step no weight can reproduce. So ``n`` is
+    ``max(ipc, the most classes in one group)``; every class in a group gets one image, the rest go to its
+    classes in proportion to their counts (the largest count per image first), and each image stands for its
+    class's count divided by that class's images."""
+    y = train.y
+    K = groups.num_groups
+    C = int(y.max()) + 1 if len(y) else 1
+    counts = torch.zeros(K, C, dtype=torch.long)
+    counts.index_put_((groups.assignment, y.long()), torch.ones_like(y, dtype=torch.long), accumulate=True)
+    n = max(ipc, int((counts > 0).sum(1).max()))
+    labels = torch.empty(K, n, dtype=torch.long)
+    shares = torch.empty(K, n)
+    for k in range(K):
+        present = torch.nonzero(counts[k]).flatten()
+        present = present[torch.argsort(counts[k, present], descending=True, stable=True)]
+        slots = {int(c): 1 for c in present}
+        for _ in range(n - len(present)):  # the class with the most samples per image gets the next image
+            c = max(slots, key=lambda c: (float(counts[k, c]) / slots[c], -c))
+            slots[c] += 1
+        j = 0
+        for c, m in slots.items():
+            labels[k, j:j + m] = c
+            shares[k, j:j + m] = float(counts[k, c]) / m
+            j += m
+    return labels, shares
+
+
+def init_images(train: Split, groups: Groups, labels: torch.Tensor, init: str, seed: int) -> torch.Tensor:
+    """``[K, n, C, H, W]``: for image ``j`` of group ``k``, a member of the group of class ``labels[k, j]`` (``real``;
+    distinct members while the class has enough) or noise."""
     g = torch.Generator().manual_seed(seed)
+    K, n = labels.shape
     if init == "noise":
-        return torch.randn(groups.num_groups, ipc, *train.x.shape[1:], generator=g)
-    images = torch.empty(groups.num_groups, ipc, *train.x.shape[1:])
-    for k in range(groups.num_groups):
+        return torch.randn(K, n, *train.x.shape[1:], generator=g)
+    images = torch.empty(K, n, *train.x.shape[1:])
+    for k in range(K):
         m = groups.members(k)
-        m = m[train.y[m] == groups.labels[k]]
-        pick = m[torch.randperm(len(m), generator=g)[:ipc]]
-        if len(pick) < ipc:
-            pick = torch.cat([pick, m[torch.randint(0, len(m), (ipc - len(pick),), generator=g)]])
-        images[k] = train.x[pick]
+        for c in labels[k].unique().tolist():
+            slots = torch.nonzero(labels[k] == c).flatten()
+            mc = m[train.y[m] == c]
+            pick = mc[torch.randperm(len(mc), generator=g)[:len(slots)]]
+            if len(pick) < len(slots):
+                pick = torch.cat([pick, mc[torch.randint(0, len(mc), (len(slots) - len(pick),), generator=g)]])
+            images[k, slots] = train.x[pick]
     return images
 
 
@@ -356,11 +393,14 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     # under torchrun each rank optimises its own groups (the groups' losses are independent, Adam is elementwise)
     own = distributed.owned(K)
     rank, world = distributed.rank_world()
-    images = init_images(train, groups, cfg.ipc, cfg.init, cfg.seed)[own].to(dev).requires_grad_(True)
-    sizes = groups.sizes().float()
-    labels = groups.labels.unsqueeze(1).expand(-1, cfg.ipc).clone()
+    labels, shares = slot_labels(train, groups, cfg.ipc)
+    ipc = labels.shape[1]
+    if ipc > cfg.ipc:
+        log.info("groups mix up to %d classes: %d synthetic images per group (distill.ipc=%d), one per class at least",
+                 ipc, ipc, cfg.ipc)
+    images = init_images(train, groups, labels, cfg.init, cfg.seed)[own].to(dev).requires_grad_(True)
     onehot = F.one_hot(labels[own].reshape(-1), num_classes).float().to(dev)
-    w0 = sizes[own][:, None].expand(-1, cfg.ipc) / cfg.ipc
+    w0 = shares[own]
     if cfg.weight_init == "nnls":
         w0 = _nnls_weights(head, images.detach(), onehot, whiten, target[own], w0, task)
     log_w = torch.log(w0).to(dev).clone().requires_grad_(True)
@@ -385,7 +425,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         start = cfg.iterations  # a resumed run that had already converged
     for it in range(start, cfg.iterations):
         at, W, whiten_at, target_at, norm2_at = sites[it % len(sites)]
-        h = head.features(images.reshape(len(own) * cfg.ipc, *images.shape[2:]), at)
+        h = head.features(images.reshape(len(own) * ipc, *images.shape[2:]), at)
         g = summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), len(own), task)
         if world > 1:  # the other ranks' group gradients as constants: the loss of all groups, as one process has it
             g = distributed.gather_owned(g.detach(), K).index_put((own.to(g.device),), g)

@@ -137,7 +137,7 @@ def init_synset(train: Split, groups: Groups, cfg: DistillConfig, num_classes: i
     from ddm.distill.head import init_images
 
     labels = groups.labels.unsqueeze(1).expand(-1, cfg.ipc).clone()
-    images = init_images(train, groups, cfg.ipc, cfg.init, cfg.seed)
+    images = init_images(train, groups, labels, cfg.init, cfg.seed)
     logits = free = None
     if cfg.labels == "learned":
         logits = torch.log(0.9 * F.one_hot(labels, num_classes).float() + 0.1 / num_classes)
