@@ -31,15 +31,20 @@ def _eigh(m: torch.Tensor, single: bool = False) -> tuple[torch.Tensor, torch.Te
     emulation adds, and the eigenvectors are stored in single precision anyway (``to_tensors(as_eig=True)``).
     LAPACK's single-precision solver has failed (an error, or NaN) on rank-deficient heads with many repeated
     eigenvalues (an AlexNet head of 387 parameters, whose double-precision decomposition is fine): such a
-    decomposition is redone in double precision."""
+    decomposition is redone in double precision. Shifting the matrix by a tiny multiple of the identity (1e-6 of its
+    mean diagonal, subtracted from the eigenvalues again; it leaves the eigenvectors as they are) avoids most of
+    those failures: a 5,130-parameter AlexNet head at its first epoch (284 of 513 features dead) failed without it,
+    and 3 of its 5 decompositions were redone in double precision at twice the cost."""
     if single:
+        shift = 1e-6 * float(m.diagonal().abs().mean()) if m.numel() else 0.0
         try:
-            evals, evecs = torch.linalg.eigh(m.float())
+            evals, evecs = torch.linalg.eigh(m.float() + shift * torch.eye(len(m), dtype=torch.float32,
+                                                                             device=m.device))
         except torch.linalg.LinAlgError:
             pass
         else:
             if bool(torch.isfinite(evals).all()) and bool(torch.isfinite(evecs).all()):
-                return evals.double().clamp(min=0), evecs.double()
+                return (evals.double() - shift).clamp(min=0), evecs.double()
     evals, evecs = torch.linalg.eigh(m.double())
     return evals.clamp(min=0), evecs
 
