@@ -379,3 +379,26 @@ def test_a_class_is_gone_only_when_no_kept_group_holds_it(digits):
     old = Groups(km.assignment, km.labels, "kmeans", km.sample_ids)
     assert old.classes_left(both) == km.classes_left(both)
     assert Groups.from_tensors(km.to_tensors(), "kmeans").class_counts.equal(km.class_counts)
+
+
+def test_unlearning_that_forgets_a_class_with_kept_data_is_reported(trained, digits, groups, head_synset, caplog):
+    import copy
+
+    from ddm.health import unlearning_check
+
+    model, traj = trained
+    before = copy.deepcopy(model)
+    before.load_state_dict(traj.final)
+    after = copy.deepcopy(before)
+    head = Head.of(after)
+    c = int(groups.labels[0])
+    with torch.no_grad():
+        dict(after.named_parameters())[head.param_names[1]][c] -= 1e4  # class c is never predicted
+    one = torch.tensor([0])  # one of class c's two groups removed: the other keeps data of the class
+    check = unlearning_check(before, after, head_synset, one)
+    assert [d["class"] for d in check["collapsed_classes"]] == [c] and check["damaged"]
+    assert check["collapsed_classes"][0]["after"] == 0.0
+    assert f"class {c}'s kept synthetic images" in caplog.text
+    # removing every group of the class: nothing of it is kept, so nothing collapsed
+    both = torch.nonzero(groups.labels == c).flatten()
+    assert unlearning_check(before, after, head_synset, both)["collapsed_classes"] == []
