@@ -33,9 +33,9 @@ def _data_cfg(data: Any) -> DataConfig:
 @PRESETS.register("paper")
 def paper(data: Any = None) -> RunConfig:
     """The paper's scale: DC ConvNet (width 128, depth 3, instance norm), c = 10 clusters per class,
-    ipc = 1, lr_net = 0.01 (plain SGD), |P| >= K perturbations; distillation by the default recipe
-    (``local-free``). Add ``recipe("paper")`` (``--recipe paper``) for the paper's reverse matching
-    with lr_img = 10."""
+    lr_net = 0.01 (plain SGD); distillation by the default recipe (``head``, 4 images per group). Add
+    ``recipe("paper")`` (``--recipe paper``) for the paper's reverse matching (ipc = 1, lr_img = 10,
+    fine-tuning emulation)."""
     return RunConfig(
         data=_data_cfg(data),
         model=ModelConfig(width=128, depth=3),
