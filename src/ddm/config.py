@@ -143,7 +143,8 @@ class DistillConfig:
     pairing: str = _f("reverse", "trajectory pairing of reverse/match: reverse (theta_t <-> theta_{tau-t}) or "
                                  "step (theta_t <-> theta_{t+s})")
     step: int = _f(1, "s of the step pairing, in recorded checkpoints")
-    ipc: int = _f(4, "synthetic images per group (head matching: 4; one image's last-layer gradient is rank one)")
+    ipc: int = _f(4, "synthetic images per group (head matching: 4; one image's last-layer gradient is rank "
+                     "one; a group that mixes classes gets at least one image per class it holds)")
     iterations: int = _f(100, "distillation steps, at most (head matching stops earlier at distill.tolerance; 100 "
                               "gave the selection configurations' LDS of 300 in a third of the steps: "
                               "BENCHMARKS.md, 'Head distillation budget'; the paper recipe: 200)")
@@ -154,7 +155,8 @@ class DistillConfig:
                                        "default), layerwise_cosine (DC; the paper), cosine (flat), mse")
     augment: str = _f("crop_scale_rotate", "differentiable siamese augmentation: '_'-joined of color, crop, "
                                                   "cutout, flip, scale, rotate; or none")
-    labels: str = _f("hard", "synthetic labels: hard (the group's class; the paper; required by head matching), "
+    labels: str = _f("hard", "synthetic labels: hard (the group's class, or under head matching each image's own "
+                             "class where a group mixes classes; the paper; required by head matching), "
                              "free (optimised real target vectors used as is, so each image's gradient can take "
                              "any scale and sign; not in the paper) or learned (soft: softmax of optimised logits)")
     lr_label: float = _f(0.05, "learning rate of learned label logits, free targets or (head) log image weights")
