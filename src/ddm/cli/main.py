@@ -536,8 +536,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             print(f"  kept groups' synthetic images: accuracy {100 * c['kept_accuracy_before']:.1f}% -> "
                   f"{100 * c['kept_accuracy_after']:.1f}%{flag}")
             for cc in c.get("collapsed_classes", []):
-                print(f"    class {cc['class']} (kept, {cc['kept_images']} synthetic images): {100 * cc['before']:.0f}% "
-                      f"-> {100 * cc['after']:.0f}%   COLLAPSED: see the warning above")
+                print(f"    class {cc['class']} (kept, {cc['kept_images']} synthetic images): "
+                      f"{100 * cc['before']:.0f}% -> {100 * cc['after']:.0f}%   COLLAPSED: see the warning above")
         print(f"  checkpoint: {out['saved']}/model.safetensors")
     return 0
 
