@@ -245,6 +245,8 @@ def unlearning(dm: ddm.DistilledDatamodel, cache: RetrainCache, data: Any) -> di
 
 def table(results: list[dict[str, Any]], key: str) -> list[str]:
     methods = list(dict.fromkeys(m for r in results for m in r[key]))
+    if not methods:
+        return ["None: the groups of these configurations mix classes, so no subset of groups keeps one class whole."]
     lines = [f"| configuration | seeds | {' | '.join(methods)} |", "|---|---|" + "---|" * len(methods)]
     for name in dict.fromkeys(r["config"] for r in results):
         rs = [r for r in results if r["config"] == name]

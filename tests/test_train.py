@@ -97,3 +97,19 @@ def test_a_resumed_training_counts_the_time_of_every_process(digits, tmp_path, m
         first = json.loads(fh.metadata()["progress"])["seconds"]
     resumed = train_model(ddm.models.build("mlp", digits, width=8, depth=1), digits.train, cfg, tmp_path)
     assert first > 0 and resumed.seconds > first
+
+
+@pytest.mark.parametrize("last_batch, sizes", [("keep", [64, 64, 64, 8]), ("balanced", [50, 50, 50, 50])])
+def test_the_last_partial_batch_is_kept_or_balanced(digits, last_batch, sizes):
+    model = ddm.models.build("mlp", digits, width=16, depth=1)
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])) if m.training else None)
+    train_model(model, digits.train, TrainConfig(epochs=2, batch_size=64, last_batch=last_batch))
+    assert len(digits.train) == 200 and seen == sizes * 2  # every sample once per epoch either way
+
+
+def test_an_unknown_last_batch_rule_is_refused():
+    with pytest.raises(ddm.exceptions.ConfigError, match="train.last_batch"):
+        TrainConfig(last_batch="drop")
+    assert "last_batch" not in ddm.config.keyed(TrainConfig())  # caches made before the option stay valid
+    assert ddm.config.keyed(TrainConfig(last_batch="balanced"))["last_batch"] == "balanced"

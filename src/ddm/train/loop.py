@@ -127,8 +127,9 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
         model.train()
         order = epoch_order(n, cfg.seed, epoch)
         total = 0.0
-        for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        batches = (torch.tensor_split(order, steps_per_epoch) if cfg.last_batch == "balanced" else
+                   torch.split(order, cfg.batch_size))
+        for idx in batches:
             xb, yb = train.x[idx].to(dev, non_blocking=True), train.y[idx].to(dev, non_blocking=True)
             out = model(xb)
             loss = F.cross_entropy(out, yb) if task is None else task.loss(out, yb).mean()
