@@ -83,6 +83,11 @@ HELD_OUT: dict[str, list[str]] = {
     "fmnist-mlp-sequential-K50-sgd": [*FM, "model.name=mlp", "model.width=64", "model.depth=2", "train.epochs=10",
                                       "train.lr=0.05", "train.batch_size=64", "cluster.method=sequential",
                                       "cluster.num_groups=50"],
+    # the same with balanced minibatches: every 4-group removal above leaves a last minibatch of 8 samples
+    "fmnist-mlp-sequential-K50-sgd-balanced": [*FM, "model.name=mlp", "model.width=64", "model.depth=2",
+                                               "train.epochs=10", "train.lr=0.05", "train.batch_size=64",
+                                               "train.last_batch=balanced", "cluster.method=sequential",
+                                               "cluster.num_groups=50"],
 }
 CONFIGS.update({k: (v, False) for k, v in HELD_OUT.items()})
 #: design variants measured beside the default, by configuration ("*" = every configuration)

@@ -15,8 +15,10 @@ were measured after their first matrix run, so they are diagnostics, not a selec
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,19 +74,10 @@ def run(name: str, seed: int, root: Path, targets_n: int, subsets: int) -> dict[
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="benchmarks/results/mixed-groups")
-    p.add_argument("--root", default="runs/matrix")
-    p.add_argument("--configs", default="digits-convnet-sequential-K40,fmnist-mlp-sequential-K50-sgd")
-    p.add_argument("--seeds", default="0,1,2")
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    progress.set_enabled(False)
-    names, seeds = args.configs.split(","), [int(s) for s in args.seeds.split(",")]
-    results = {n: [run(n, s, Path(args.root), 50, 40) for s in seeds] for n in names}
+def render(results: dict[str, list[dict[str, Any]]], command: str, seeds: str) -> list[str]:
+    names = list(results)
     lines = ["# Synsets of groups that mix classes (diagnostic)", "",
-             f"Command: `python benchmarks/mixed_groups.py {' '.join(sys.argv[1:])}`; seeds {args.seeds}, the "
+             f"Command: `{command}`; seeds {seeds}, the "
              "reported targets and half subsets of `matrix.py`; LDS mean ± sample std over seeds, and the mean step "
              "cosine of the synsets with their groups' real removal steps at theta_tau and at the averaged "
              "checkpoints (earliest first), and the groups flagged in all seeds.", "",
@@ -100,7 +93,30 @@ def main() -> None:
             at = f"; at the checkpoints {' / '.join(f'{t:.2f}' for t in tr)}" if tr else ""
             cells.append(f"{v.mean():+.3f} ± {v.std(ddof=1):.3f} (cosine {cos:.2f}{at}; {fl} flagged)")
         lines.append(f"| {tag} | " + " | ".join(cells) + " |")
-    M.write_report(args.out, lines, results)
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="benchmarks/results/mixed-groups")
+    p.add_argument("--root", default="runs/matrix")
+    p.add_argument("--configs", default="digits-convnet-sequential-K40,fmnist-mlp-sequential-K50-sgd")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--render", default=None, metavar="A.json,B.json",
+                   help="only merge earlier runs' JSON files (e.g. one process per configuration) into --out")
+    args = p.parse_args()
+    command = f"python benchmarks/mixed_groups.py {' '.join(sys.argv[1:])}"
+    if args.render:
+        results = {}
+        for f in args.render.split(","):
+            results.update(json.loads(Path(f).read_text()))
+        M.write_report(args.out, render(results, command, args.seeds), results)
+        return
+    torch.set_num_threads(1)
+    progress.set_enabled(False)
+    names, seeds = args.configs.split(","), [int(s) for s in args.seeds.split(",")]
+    results = {n: [run(n, s, Path(args.root), 50, 40) for s in seeds] for n in names}
+    M.write_report(args.out, render(results, command, args.seeds), results)
 
 
 if __name__ == "__main__":
