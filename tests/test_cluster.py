@@ -30,6 +30,12 @@ def test_sequential_and_class_splits(digits):
     c = class_groups(digits.train)
     assert c.num_groups == 10 and torch.equal(c.assignment, digits.train.y)
     assert torch.equal(c.labels, torch.arange(10))
+    # mixed groups keep their class counts: the label is the most frequent class, rankings say "mixed"
+    for k in range(7):
+        y = digits.train.y[s.members(k)]
+        assert torch.equal(s.class_counts[k], torch.bincount(y, minlength=s.class_counts.shape[1]))
+        assert s.num_classes_of(k) == len(y.unique()) > 1 and s.class_counts[k, s.labels[k]] == s.class_counts[k].max()
+    assert all(c.num_classes_of(k) == 1 for k in range(10))
 
 
 def test_member_ids_map_back_to_the_full_split(digits, groups):

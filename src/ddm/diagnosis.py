@@ -123,7 +123,8 @@ class Diagnosis:
             ids = self.groups.member_ids(g).tolist()
             rows.append({"group": g, "label": int(self.groups.labels[g]), "size": int(sizes[g]),
                          "quality": float(self.quality[g]), "score": float(score[g]), "flagged": g in flagged,
-                         "members": ids if members is None else ids[:members]})
+                         "members": ids if members is None else ids[:members],
+                         "classes": self.groups.num_classes_of(g)})
         return rows
 
     def to_frame(self, threshold: float | None = None) -> Any:

@@ -30,6 +30,7 @@ class GroupInfluence:
     score: float
     members: list[int]
     flagged: bool = False  # the group's synset failed a health check (see ddm.health)
+    classes: int = 1  # classes the group holds (label is the most frequent where it holds several)
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -80,7 +81,7 @@ class AttributionMatrix:
             ids = self.groups.member_ids(g).tolist()
             out.append(GroupInfluence(g, int(self.groups.labels[g]), int(sizes[g]),
                                       float(self.scores[target, g]), ids if members is None else ids[:members],
-                                      g in flagged))
+                                      g in flagged, self.groups.num_classes_of(g)))
         return out
 
     # ---- persistence ------------------------------------------------------------------------

@@ -434,8 +434,14 @@ def _print_attribution(r: dict[str, Any]) -> None:
         for g in row["top"]:
             mem = ", ".join(map(str, g["members"]))
             mark = "*" if g.get("flagged") else " "
-            print(f"    group {g['group']:>4}{mark} class {g['label']:>3}  size {g['size']:>4}  "
+            print(f"    group {g['group']:>4}{mark} {_class_text(g)}  size {g['size']:>4}  "
                   f"score {g['score']:+.4f}  samples {mem}{', ...' if g['size'] > len(g['members']) else ''}")
+
+
+def _class_text(row: dict[str, Any]) -> str:
+    """``class   3``, or for a group that mixes classes ``mixed(10) 3`` (how many, and the most frequent)."""
+    n = row.get("classes", 1)
+    return f"class {row['label']:>3}" if n <= 1 else f"mixed({n}) {row['label']}"
 
 
 # ---- commands --------------------------------------------------------------------------------
@@ -583,7 +589,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     for r in rows:
         mark = "ISSUE" if r["group"] in flagged else "     "
         mem = ", ".join(map(str, r["members"]))
-        print(f"  {mark} group {r['group']:>4}  class {r['label']:>3}  size {r['size']:>4}  "
+        print(f"  {mark} group {r['group']:>4}  {_class_text(r)}  size {r['size']:>4}  "
               f"quality {r['quality']:+.4f}  score {r['score']:.4f}  "
               f"samples {mem}{', ...' if r['size'] > len(r['members']) else ''}")
     print(f"saved: {path}")

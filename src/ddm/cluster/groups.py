@@ -62,6 +62,10 @@ class Groups:
         cls = torch.as_tensor(classes)
         return torch.nonzero(torch.isin(self.labels, cls)).flatten()
 
+    def num_classes_of(self, k: int) -> int:
+        """How many classes group ``k`` holds (1 where the class counts were not stored)."""
+        return 1 if self.class_counts is None else int((self.class_counts[k] > 0).sum())
+
     def classes_left(self, removed: torch.Tensor | list[int]) -> tuple[set[int], set[int]]:
         """(classes with samples in the removed groups, classes with samples in the kept groups)."""
         gone = torch.zeros(self.num_groups, dtype=torch.bool)
