@@ -68,8 +68,8 @@ def main() -> None:
         lines.append(f"| {n} | {n % bs or bs} | {cells[0]} | {cells[1]} |")
     lines += ["", "In the report matrix's cached retrains (seeds 0-1; the 40 half subsets and 100 other-class "
               "subsets of a seed): Spearman correlation of the mean test loss with the number of training samples "
-              "kept and with the size of the last minibatch.", "", "| configuration | seed | retrains | loss vs samples | "
-              "loss vs last minibatch |", "|---|---|---|---|---|"]
+              "kept and with the size of the last minibatch.", "",
+              "| configuration | seed | retrains | loss vs samples | loss vs last minibatch |", "|---|---|---|---|---|"]
     for name in CORRELATE:
         for seed in (0, 1):
             row = correlate(name, seed, Path(args.root))
