@@ -43,7 +43,7 @@ def test_ranking_issues_and_worst_fraction():
     assert torch.allclose(d.sample_quality(), torch.tensor([0.5, 0.5, -2.0, 1.0, 1.0, 1.0, -0.1, -0.1, -0.1, -0.1]))
     row = d.table(2, members=2, threshold=0.01)[0]
     assert row == {"group": 1, "label": 0, "size": 1, "quality": -2.0, "score": row["score"], "flagged": True,
-                   "members": [2]}
+                   "members": [2], "classes": 1}
     df = d.to_frame(threshold=0.5)
     assert df["group"].tolist() == [1, 3, 0, 2] and df["flagged"].tolist() == [True, True, False, False]
     assert df.loc[1, "members"] == [6, 7, 8, 9] and df["rank"].tolist() == [1, 2, 3, 4]
