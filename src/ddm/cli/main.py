@@ -339,14 +339,17 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
     if dm.groups is not None:
         s = dm.groups.sizes()
         out["groups"] = {"method": dm.groups.method, "K": dm.groups.num_groups, "min_size": int(s.min()),
-                         "max_size": int(s.max())}
+                         "max_size": int(s.max()),
+                         "most_classes": max(dm.groups.num_classes_of(k) for k in range(dm.groups.num_groups))}
     for stage in ("synset", "synset-class"):
         i = dm.ws.stage_info(stage)
+        syn = dm.synset if stage == "synset" else dm.class_synset
         if i and i.get("complete"):
             h = i.get("health") or {}
             out[stage] = {"matching": i["config"]["matching"], "steps": i.get("steps", i["config"]["iterations"]),
                           "first_loss": i.get("first_loss"), "last_loss": i.get("last_loss"),
                           "groups": i.get("num_groups"), "seconds": i.get("seconds"),
+                          "images_per_group": getattr(syn, "ipc", None),
                           "health": {k: v for k, v in h.items()
                                      if not isinstance(v, list) or k in ("flagged", "checkpoints")}}
     return out
@@ -396,11 +399,13 @@ def _print_offline(o: dict[str, Any]) -> None:
           + (f", trained in {m['train_seconds']:.1f} s)" if m.get("train_seconds") else ")"))
     if "groups" in o:
         g = o["groups"]
-        print(f"groups: {g['method']}, K = {g['K']} (sizes {g['min_size']}..{g['max_size']})")
+        mixed = f"; up to {g['most_classes']} classes in a group" if g.get("most_classes", 1) > 1 else ""
+        print(f"groups: {g['method']}, K = {g['K']} (sizes {g['min_size']}..{g['max_size']}{mixed})")
     for stage in ("synset", "synset-class"):
         if stage in o:
             s = o[stage]
-            print(f"{stage}: {s['matching']} matching, {s['steps']} steps, {s['groups']} groups; "
+            ipc = f" x {s['images_per_group']} images" if s.get("images_per_group") else ""
+            print(f"{stage}: {s['matching']} matching, {s['steps']} steps, {s['groups']} groups{ipc}; "
                   f"matching loss per group {s['first_loss']:.3f} -> {s['last_loss']:.3f} ({s['seconds']:.1f} s)")
             h = s.get("health") or {}
             if h.get("checked"):
