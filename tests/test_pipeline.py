@@ -172,8 +172,8 @@ def test_unlearning_uses_its_own_damping(run):
     head = "classifier.weight"
     theta = dm.trajectory.final
 
-    def unlearned(*overrides):  # at theta_tau (the rewind along the trajectory is tested below)
-        dm.config = cfg.with_overrides([*overrides, "emulate.unlearn_rewind=0"])
+    def unlearned(*overrides):  # at theta_tau (the rewind along the trajectory and the back-off: tested below)
+        dm.config = cfg.with_overrides([*overrides, "emulate.unlearn_rewind=0", "emulate.unlearn_backoff=0"])
         return dict(dm.unlearn(removed.tolist(), name="u").named_parameters())[head]
 
     synset_damping = unlearned("emulate.unlearn_damping=none", "emulate.unlearn_curvature_damping=0")
@@ -195,12 +195,37 @@ def test_unlearning_reports_damage_to_the_kept_groups(run, caplog):
     dm.unlearn([0, 1], name="still")
     still = dm.last_unlearning_check
     assert not still["damaged"] and still["kept_accuracy_after"] == pytest.approx(still["kept_accuracy_before"])
-    dm.config = cfg.with_overrides(["emulate.unlearn_damping=1e-9"])  # an undamped step on a tiny model
+    dm.config = cfg.with_overrides(["emulate.unlearn_damping=1e-9",  # an undamped step on a tiny model
+                                    "emulate.unlearn_backoff=0"])
     dm.unlearn(list(range(dm.groups.num_groups // 2)), name="wild")
     wild = dm.last_unlearning_check
     assert wild["damaged"] and wild["kept_accuracy_after"] < wild["kept_accuracy_before"] - 0.1
     assert "may be damaged" in caplog.text
     assert ddm.workspace.load_json(ws / "unlearned" / "wild" / "unlearn.json")["check"] == wild
+    dm.config = cfg
+
+
+def test_a_step_that_collapses_a_kept_class_is_redone_with_more_damping(run, caplog):
+    from ddm.emulate.newton import newton_keep_params
+
+    cfg, data, ws, dm = run
+    removed = torch.stack([torch.nonzero(dm.groups.labels == c).flatten()[0] for c in (0, 1)])
+    base = ["emulate.unlearn_damping=1e-4", "emulate.unlearn_rewind=0"]
+    dm.config = cfg.with_overrides([*base, "emulate.unlearn_backoff=0"])
+    dm.unlearn(removed.tolist(), name="once")
+    once = dm.last_unlearning_check
+    assert once["collapsed_classes"] and once["damaged"] and once["damping_raised"] == []  # class 0 (kept) collapsed
+    dm.config = cfg.with_overrides([*base, "emulate.unlearn_backoff=4"])
+    caplog.clear()
+    model = dm.unlearn(removed.tolist(), name="backoff")
+    again = dm.last_unlearning_check
+    assert again["damping_raised"] and not again["collapsed_classes"]  # redone until no kept class collapsed
+    assert "overshoots" not in caplog.text  # the rejected step is not reported as the result
+    lam = again["damping_raised"][-1] * dm.synset.curvature.top_eigenvalue() + cfg.train.weight_decay
+    assert torch.allclose(dict(model.named_parameters())["classifier.weight"],
+                          newton_keep_params(dm.model, dm.trajectory.final, dm.synset, removed, lam)["classifier.weight"])
+    saved = ddm.workspace.load_json(ws / "unlearned" / "backoff" / "unlearn.json")["check"]
+    assert saved["damping_raised"] == again["damping_raised"]
     dm.config = cfg
 
 

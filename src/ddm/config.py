@@ -247,6 +247,10 @@ class EmulateConfig:
                                      "takes f fewer optimizer steps. 1 (the schedule's own rule) halved the gap to "
                                      "exact retraining on the selection configurations; 0 for retraining that "
                                      "keeps the number of steps", since="0.5", implicit=0.0)
+    unlearn_backoff: int = _f(2, "Newton unlearning: when the step takes a class that keeps training data below half "
+                                 "its kept synthetic images' accuracy (the unlearning check's 'collapsed' class; "
+                                 "retraining keeps such a class), the damping is raised tenfold and the step redone, "
+                                 "at most this many times; 0 keeps the first step", since="0.6", implicit=0)
     seed: int = _f(0, "seed of the perturbations")
 
     def __post_init__(self) -> None:
@@ -266,6 +270,7 @@ class EmulateConfig:
         _check(self.chunk_size > 0, "emulate.chunk_size must be positive")
         _check(self.top_classes > 0, "emulate.top_classes must be positive")
         _check(self.unlearn_damping is None or self.unlearn_damping > 0, "emulate.unlearn_damping must be positive")
+        _check(self.unlearn_backoff >= 0, "emulate.unlearn_backoff must be >= 0")
         _check(self.unlearn_curvature_damping >= 0, "emulate.unlearn_curvature_damping must be >= 0")
 
 

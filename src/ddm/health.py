@@ -146,13 +146,13 @@ def check_logits(logits: torch.Tensor, params: dict[str, torch.Tensor], model: n
 
 def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, removed: torch.Tensor,
                      max_drop: float = 0.1, hint: str = "a larger emulate.unlearn_damping (e.g. 1e-2) moves it less",
-                     max_class_drop: float = 0.5) -> dict[str, Any]:
+                     max_class_drop: float = 0.5, warn: bool = True) -> dict[str, Any]:
     """Accuracy of the model before and after unlearning on the kept and on the removed groups' synthetic
     images (each image's class as label): a proxy for "is the unlearned model still usable". A drop on the
     kept groups above ``max_drop`` is logged as a warning and reported as ``damaged``; so is a class that still
     has kept images but loses more than ``max_class_drop`` of their accuracy (``collapsed_classes``): its kept
     data is still there, so retraining would still predict it, while a small drop overall can hide it (one class
-    of ten forgotten costs about 10 points)."""
+    of ten forgotten costs about 10 points). ``warn=False``: report only (a step about to be redone)."""
     x, _, group = synset.flat()
     labels = synset.labels.reshape(-1)
     gone = torch.isin(group, removed)
@@ -176,11 +176,11 @@ def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, remove
             collapsed.append({"class": int(c), "kept_images": int(kept_c.sum()), "before": a, "after": b})
     out["collapsed_classes"] = collapsed
     out["damaged"] = bool(drop > max_drop) or bool(collapsed)
-    if drop > max_drop:
+    if drop > max_drop and warn:
         log.warning("unlearning cost %.0f points of accuracy on the kept groups' synthetic images (%.1f%% -> %.1f%%): "
                     "the unlearned model may be damaged; %s",
                     100 * drop, 100 * out["kept_accuracy_before"], 100 * out["kept_accuracy_after"], hint)
-    for c in collapsed:
+    for c in collapsed if warn else []:
         log.warning("unlearning took class %d's kept synthetic images (%d) from %.0f%% to %.0f%% accuracy although "
                     "the class keeps training data: the step overshoots on it, and the unlearned model may be "
                     "damaged; %s", c["class"], c["kept_images"], 100 * c["before"], 100 * c["after"], hint)

@@ -589,26 +589,42 @@ class DistilledDatamodel:
         method = "newton" if self.emulation_method(syn) == "newton" else "finetune"
         damping = None
         if method == "newton" and self.config.emulate.unlearn_damping is not None and syn.curvature is not None:
-            damping = (self.config.emulate.unlearn_damping * syn.curvature.top_eigenvalue()
-                       + self.config.train.weight_decay)
-        model = unlearn_groups(self.model, self.trajectory.final, syn, idx, self.finetune_lr,  # type: ignore[union-attr]
-                               self.finetune_steps, self.config.emulate.group_reduction, method=method, damping=damping,
-                               curvature_damping=self.config.emulate.unlearn_curvature_damping)
-        # A class whose every group is removed has no training data left: retraining never predicts it (its
-        # logit only ever receives negative gradient; 0.0 % accuracy on the removed class in all 18 cases of
-        # the matrix). The Newton step cannot express this (the class's gradient and curvature at theta_tau are
-        # both near zero, so its step is a ratio of two small numbers), so the class leaves the head explicitly.
-        self.last_rewind = self._rewind(model, grp, idx, method)
+            top, frac = syn.curvature.top_eigenvalue(), self.config.emulate.unlearn_damping
+            damping = frac * top + self.config.train.weight_decay
         removed_classes, kept_classes = grp.classes_left(idx)
         gone = sorted(removed_classes - kept_classes)
-        if gone:
-            _forget_classes(model, gone)
+        hint = ("a larger emulate.unlearn_damping (e.g. 1e-2) moves it less" if method == "newton" else
+                "a smaller emulate.finetune_scale moves it less")
+        backoffs = self.config.emulate.unlearn_backoff if method == "newton" and damping is not None else 0
+        raised: list[float] = []
+        for attempt in range(backoffs + 1):
+            model = unlearn_groups(self.model, self.trajectory.final, syn, idx,  # type: ignore[union-attr]
+                                   self.finetune_lr, self.finetune_steps, self.config.emulate.group_reduction,
+                                   method=method, damping=damping,
+                                   curvature_damping=self.config.emulate.unlearn_curvature_damping)
+            # A class whose every group is removed has no training data left: retraining never predicts it (its
+            # logit only ever receives negative gradient; 0.0 % accuracy on the removed class in all 18 cases of
+            # the matrix). The Newton step cannot express this (the class's gradient and curvature at theta_tau
+            # are both near zero, so its step is a ratio of two small numbers), so the class leaves the head.
+            self.last_rewind = self._rewind(model, grp, idx, method)
+            if gone:
+                _forget_classes(model, gone)
+            last = attempt == backoffs
+            check = health.unlearning_check(self.model, model, syn, idx, hint=hint, warn=last)
+            if not check["collapsed_classes"] or last:
+                break
+            # a class that keeps data collapsed, which retraining does not do: a Levenberg-Marquardt step back
+            frac *= 10
+            damping = frac * top + self.config.train.weight_decay
+            raised.append(frac)
+            log.info("unlearning took class(es) %s that keep training data below half their kept synthetic "
+                     "images' accuracy: the step is redone with unlearn_damping %.3g",
+                     [c["class"] for c in check["collapsed_classes"]], frac)
+        check["damping_raised"] = raised
+        self.last_unlearning_check = check
         state = {k: v for k, v in model.state_dict().items()}
         if not all(torch.isfinite(v).all() for v in state.values()):
             raise NumericalError("unlearning produced non-finite weights; nothing was saved")
-        hint = ("a larger emulate.unlearn_damping (e.g. 1e-2) moves it less" if method == "newton" else
-                "a smaller emulate.finetune_scale moves it less")
-        self.last_unlearning_check = health.unlearning_check(self.model, model, syn, idx, hint=hint)
         folder = self.unlearn_folder(idx.tolist(), name, synset)
         save_tensors(folder / "model.safetensors", state)
         save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "method": method,
