@@ -546,6 +546,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             flag = "   DAMAGED: see the warning above" if c["damaged"] else ""
             print(f"  kept groups' synthetic images: accuracy {100 * c['kept_accuracy_before']:.1f}% -> "
                   f"{100 * c['kept_accuracy_after']:.1f}%{flag}")
+            if c.get("damping_raised"):
+                print(f"  the first step collapsed a class that keeps data: redone with emulate.unlearn_damping "
+                      f"{c['damping_raised'][-1]:g}")
             for cc in c.get("collapsed_classes", []):
                 print(f"    class {cc['class']} (kept, {cc['kept_images']} synthetic images): "
                       f"{100 * cc['before']:.0f}% -> {100 * cc['after']:.0f}%   COLLAPSED: see the warning above")
