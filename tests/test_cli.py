@@ -35,6 +35,16 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     un = json.loads(capsys.readouterr().out)
     assert un["groups"] == [0, 1] and un["removed_samples"] > 0
     assert "synset-class" not in out  # not built until asked for
+    # unlearning settings for one call: a damped step moves the model less; other settings are refused
+    assert main(["unlearn", "-w", ws, "--groups", "0,2", "--json", "--name", "damped",  # classes 0 and 1 keep data
+                 "--set", "emulate.unlearn_damping=10", "--set", "emulate.unlearn_rewind=0"]) == 0
+    damped = json.loads(capsys.readouterr().out)
+    assert damped["rewind"] is None and damped["test_accuracy"]["after"] == pytest.approx(
+        damped["test_accuracy"]["before"], abs=0.02)
+    assert main(["unlearn", "-w", ws, "--groups", "0", "--set", "train.lr=1"]) == 2
+    assert "only emulate.unlearn_" in capsys.readouterr().err
+    assert main(["unlearn", "-w", ws, "--groups", "0,2", "--json"]) == 0  # the workspace's settings again
+    assert json.loads(capsys.readouterr().out)["rewind"] is not None
 
     # class unlearning and hierarchical attribution build the class-level synset on first use
     assert main(["unlearn", "-w", ws, "--groups", "3", "--classes", "--json"]) == 0

@@ -593,7 +593,8 @@ class DistilledDatamodel:
             damping = frac * top + self.config.train.weight_decay
         removed_classes, kept_classes = grp.classes_left(idx)
         gone = sorted(removed_classes - kept_classes)
-        hint = ("a larger emulate.unlearn_damping (e.g. 1e-2) moves it less" if method == "newton" else
+        hint = ("a larger emulate.unlearn_damping moves it less (ddm unlearn --set emulate.unlearn_damping=1e-2)"
+                if method == "newton" else
                 "a smaller emulate.finetune_scale moves it less")
         backoffs = self.config.emulate.unlearn_backoff if method == "newton" and damping is not None else 0
         raised: list[float] = []

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ddm import __version__
-from ddm.exceptions import DDMError
+from ddm.exceptions import ConfigError, DDMError
 
 log = logging.getLogger("ddm")
 
@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", required=True, help="comma list or START:STOP range of group indices")
     p.add_argument("--classes", action="store_true", help="the indices are classes (uses the class-level synset)")
     p.add_argument("--name", default=None, help="folder name under unlearned/")
+    p.add_argument("--set", action="append", default=[], metavar="emulate.unlearn_FIELD=VALUE",
+                   help="an unlearning setting for this call only (repeatable): emulate.unlearn_damping (larger: "
+                        "a shorter step), emulate.unlearn_rewind, emulate.unlearn_backoff, "
+                        "emulate.unlearn_curvature_damping; the workspace's other settings cannot change here")
     p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("diagnose", help="rank training groups by usefulness for validation data (low quality first)",
@@ -506,6 +510,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from ddm.train.loop import accuracy
 
     dm, data = _load(args)
+    bad = [o for o in args.set if not o.startswith("emulate.unlearn_")]
+    if bad:
+        raise ConfigError(f"ddm unlearn --set takes only emulate.unlearn_* settings, got {bad}; the others belong "
+                          "to the workspace's stages (ddm run --set ... --overwrite)")
+    if args.set:
+        dm.config = dm.config.with_overrides(args.set)
     synset = "classes" if args.classes else "groups"
     if args.classes:
         _ensure_classes(dm, data)
