@@ -222,8 +222,8 @@ def test_a_step_that_collapses_a_kept_class_is_redone_with_more_damping(run, cap
     assert again["damping_raised"] and not again["collapsed_classes"]  # redone until no kept class collapsed
     assert "overshoots" not in caplog.text  # the rejected step is not reported as the result
     lam = again["damping_raised"][-1] * dm.synset.curvature.top_eigenvalue() + cfg.train.weight_decay
-    assert torch.allclose(dict(model.named_parameters())["classifier.weight"],
-                          newton_keep_params(dm.model, dm.trajectory.final, dm.synset, removed, lam)["classifier.weight"])
+    expected = newton_keep_params(dm.model, dm.trajectory.final, dm.synset, removed, lam)["classifier.weight"]
+    assert torch.allclose(dict(model.named_parameters())["classifier.weight"], expected)
     saved = ddm.workspace.load_json(ws / "unlearned" / "backoff" / "unlearn.json")["check"]
     assert saved["damping_raised"] == again["damping_raised"]
     dm.config = cfg
