@@ -75,7 +75,9 @@ def _group_card(dm: Any, data: Any, g: int, score: float, names: list[str], memb
     groups = dm.groups
     rows = groups.members(g)
     ids = groups.member_ids(g).tolist()
-    return {"group": g, "label": names[int(groups.labels[g])], "size": len(rows), "score": score,
+    n = groups.num_classes_of(g)
+    label = names[int(groups.labels[g])] if n == 1 else f"mixed: {n} classes, most {names[int(groups.labels[g])]}"
+    return {"group": g, "label": label, "size": len(rows), "score": score,
             "members": ids[:members], "flagged": g in set(dm.flagged_groups()),
             "member_img": _montage(data.train.x[rows[:members]], data.mean, data.std),
             "synset_img": _montage(dm.synset.images[g], data.mean, data.std)}
