@@ -21,12 +21,13 @@ from torch import nn
 
 from ddm import devices, distributed
 from ddm.cluster.groups import Groups
-from ddm.config import TrainConfig
+from ddm.config import TrainConfig, fingerprint, keyed
 from ddm.data.dataset import Split
+from ddm.exceptions import ConfigMismatchError
 from ddm.models import with_params
 from ddm.progress import bar
 from ddm.train.loop import train_model
-from ddm.workspace import load_tensors, save_tensors
+from ddm.workspace import load_json, load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,23 @@ class RetrainCache:
         self.device = torch.device(device)  # where retrains run (ddm.devices); the logits are stored on the CPU
         self.model, self.theta0, self.train = model, theta0, train
         self.groups, self.cfg, self.eval_x = groups, cfg, eval_x
+        self._check_training()
+
+    def _check_training(self) -> None:
+        """The folder's retrains must come from this training configuration: its key (the data order's seed
+        aside, which each retrain may set) is stored on first use and compared afterwards, so a changed loop
+        (e.g. ``train.last_batch``) cannot silently mix with retrains of the old one. Folders made before the key
+        was stored take it on first use."""
+        key = fingerprint({k: v for k, v in keyed(self.cfg).items() if k != "seed"})
+        path = self.folder / "training.json"
+        if path.exists():
+            stored = load_json(path).get("train_key")
+            if stored != key:
+                raise ConfigMismatchError(f"the retrains in {self.folder} were made with another training "
+                                          f"configuration (key {stored}, this one {key}): use another folder, or "
+                                          "delete this one to redo them")
+        elif distributed.is_main():
+            save_json(path, {"train_key": key, "train": keyed(self.cfg)})
 
     def path(self, removed: Iterable[int], seed: int | None = None) -> Path:
         return self.folder / f"{removal_key(removed, seed)}.safetensors"
