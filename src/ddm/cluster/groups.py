@@ -95,13 +95,17 @@ class Groups:
                    None if counts is None else counts.long())
 
 
+def count_classes(assignment: torch.Tensor, y: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """``[K, classes]``: how many samples of each class each group holds."""
+    counts = torch.zeros(num_groups, int(y.max()) + 1 if len(y) else 1, dtype=torch.long)
+    counts.index_put_((assignment.long(), y.long()), torch.ones(len(y), dtype=torch.long), accumulate=True)
+    return counts
+
+
 def _finish(assignment: np.ndarray, train: Split, method: str) -> Groups:
-    y = train.y.numpy()
-    k = int(assignment.max()) + 1
-    counts = np.zeros((k, int(y.max()) + 1), dtype=np.int64)
-    np.add.at(counts, (assignment, y), 1)
-    groups = Groups(torch.as_tensor(assignment, dtype=torch.long), torch.as_tensor(counts.argmax(1), dtype=torch.long),
-                    method, train.index.clone(), torch.as_tensor(counts))
+    a = torch.as_tensor(assignment, dtype=torch.long)
+    counts = count_classes(a, train.y, int(a.max()) + 1)
+    groups = Groups(a, counts.argmax(1), method, train.index.clone(), counts)
     if (groups.sizes() == 0).any():  # pragma: no cover - guarded by construction
         raise RuntimeError("empty group produced")
     return groups

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddm import devices, distributed
-from ddm.cluster.groups import Groups
+from ddm.cluster.groups import Groups, count_classes
 from ddm.config import DistillConfig
 from ddm.data.dataset import Split
 from ddm.distill.checkpoint import matching_step, optimizer_state, restore_optimizer_state
@@ -252,11 +252,8 @@ def slot_labels(train: Split, groups: Groups, ipc: int) -> tuple[torch.Tensor, t
     ``max(ipc, the most classes in one group)``; every class in a group gets one image, the rest go to its
     classes in proportion to their counts (the largest count per image first), and each image stands for its
     class's count divided by that class's images."""
-    y = train.y
     K = groups.num_groups
-    C = int(y.max()) + 1 if len(y) else 1
-    counts = torch.zeros(K, C, dtype=torch.long)
-    counts.index_put_((groups.assignment, y.long()), torch.ones_like(y, dtype=torch.long), accumulate=True)
+    counts = count_classes(groups.assignment, train.y, K)  # also for groups stored before they kept their counts
     n = max(ipc, int((counts > 0).sum(1).max()))
     labels = torch.empty(K, n, dtype=torch.long)
     shares = torch.empty(K, n)
