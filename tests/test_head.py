@@ -402,3 +402,61 @@ def test_unlearning_that_forgets_a_class_with_kept_data_is_reported(trained, dig
     # removing every group of the class: nothing of it is kept, so nothing collapsed
     both = torch.nonzero(groups.labels == c).flatten()
     assert unlearning_check(before, after, head_synset, both)["collapsed_classes"] == []
+
+
+def test_the_weight_decay_share_moves_the_step_to_the_kept_optimum(trained, digits, groups):
+    """With weight decay, removing samples removes their share of it: the Newton step with that share lands near
+    the exact optimum of the kept data's regularised head objective, and without it far from it."""
+    from ddm.emulate.newton import decay_shares
+
+    model, traj = trained
+    head = Head.of(model)
+    wd, x, y = 0.05, digits.train.x, digits.train.y
+    with torch.no_grad():
+        h = head.features(x, traj.final).double()
+
+    def optimum(keep):  # mean cross-entropy plus wd / 2 |theta|^2, on the (fixed) features
+        wb = head.matrix(traj.final).double().clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([wb], max_iter=1000, tolerance_grad=1e-12, tolerance_change=1e-16,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = F.cross_entropy(h[keep] @ wb.T, y[keep]) + wd / 2 * (wb ** 2).sum()
+            loss.backward()
+            return loss
+
+        for _ in range(3):
+            opt.step(closure)
+        return wb.detach()
+
+    full = optimum(torch.ones(len(y), dtype=torch.bool))
+    w, b = head.param_names
+    params = {**traj.final, w: full[:, :-1].float(), b: full[:, -1].float()}
+    # a perfect synset: each group's own samples (padded with weight-0 images)
+    m = max(len(groups.members(k)) for k in range(groups.num_groups))
+    images = torch.zeros(groups.num_groups, m, *x.shape[1:])
+    labels = torch.zeros(groups.num_groups, m, dtype=torch.long)
+    weights = torch.zeros(groups.num_groups, m)
+    for k in range(groups.num_groups):
+        mk = groups.members(k)
+        images[k, :len(mk)], labels[k, :len(mk)], weights[k, :len(mk)] = x[mk], y[mk], 1
+    stats = head_statistics(head, digits.train, groups, 10, params=params)
+    syn = Synset(images, labels, 10, weights=weights, curvature=stats.curvature, damping=torch.tensor(wd),
+                 num_train=torch.tensor(len(y)))
+    decay = decay_shares(groups.sizes(), wd)
+    assert decay_shares(groups.sizes(), 0.0) is None
+    removed = [0, 5, 12]
+    keep = torch.ones(len(y), dtype=torch.bool)
+    keep[torch.cat([groups.members(k) for k in removed])] = False
+    truth = (optimum(keep) - full).flatten()
+    with_share = removal_displacements(model, params, syn, decay=decay)[removed].sum(0).double()
+    without = removal_displacements(model, params, syn)[removed].sum(0).double()
+    err = lambda u: float((u - truth).norm() / truth.norm())  # noqa: E731
+    cos = lambda u: float(F.cosine_similarity(u, truth, dim=0))  # noqa: E731
+    assert err(with_share) < err(without) and cos(with_share) > 0.95 > cos(without) + 0.03
+    # unlearning takes the same share
+    moved = newton_keep_params(model, params, syn, torch.tensor(removed), damping=wd, decay=decay)
+    plain = newton_keep_params(model, params, syn, torch.tensor(removed), damping=wd)
+    step = lambda p: (head.matrix(p).double() - full).flatten()  # noqa: E731
+    assert err(step(moved)) < 0.25 < err(step(plain))  # measured: 0.16 and 0.39

@@ -251,6 +251,10 @@ class EmulateConfig:
                                  "its kept synthetic images' accuracy (the unlearning check's 'collapsed' class; "
                                  "retraining keeps such a class), the damping is raised tenfold and the step redone, "
                                  "at most this many times; 0 keeps the first step", since="0.6", implicit=0)
+    decay_share: bool = _f(True, "Newton emulation and unlearning: removing a group also removes its samples' share "
+                                 "of the weight decay (training averages the loss, so the kept samples weigh more "
+                                 "against train.weight_decay); no effect without weight decay",
+                           since="0.7", implicit=False)
     seed: int = _f(0, "seed of the perturbations")
 
     def __post_init__(self) -> None:

@@ -399,8 +399,17 @@ class DistilledDatamodel:
         """The emulator in use: ``emulate.method``, with ``auto`` resolved by the synset's kind."""
         return resolve(self.config.emulate.method, synset or self.synset)
 
+    def decay(self, groups: Groups) -> torch.Tensor | None:
+        """``[K]``: the groups' shares of the weight decay the Newton emulation and unlearning add to their
+        gradients (``emulate.decay_share``; None without weight decay)."""
+        from ddm.emulate.newton import decay_shares
+
+        if not self.config.emulate.decay_share:
+            return None
+        return decay_shares(groups.sizes(), self.config.train.weight_decay)
+
     def _emulate(self, synset: Synset, synset_key: str, deleted: torch.Tensor, targets: Split,
-                 tag: str) -> torch.Tensor:
+                 tag: str, groups: Groups) -> torch.Tensor:
         """Logits ``[P, N, C]`` of the emulated models on ``targets`` (cached, resumable).
 
         Two caches: the logits per target set, and (fine-tuning emulations) the fine-tuned parameters per
@@ -437,7 +446,7 @@ class DistilledDatamodel:
         logits = EMULATORS.get(method)(Emulation(
             self.model, self.trajectory.final, synset, deleted, targets.x, self.finetune_lr, self.finetune_steps,
             e.group_reduction, e.chunk_size, folder / "rows", f"emulate {tag}", e.backend, params_dir,
-            self.trajectory))
+            self.trajectory, self.decay(groups) if method == "newton" else None))
         health.check_logits(logits, self.trajectory.final, self.model, targets.x)
         save_tensors(path, {"logits": logits, "deleted": deleted})
         seconds = time.perf_counter() - t0
@@ -522,7 +531,7 @@ class DistilledDatamodel:
                                     e.seed)
         deleted = torch.zeros(len(keep), K, dtype=torch.bool)
         deleted[:, perturbed] = ~keep
-        logits = self._emulate(synset, synset_key, deleted, targets, tag)
+        logits = self._emulate(synset, synset_key, deleted, targets, tag, groups)
         outputs = obj.outputs(logits, targets.y)
         ids = targets.index.tolist() if obj.per_target else [-1]
         return fit_attribution(keep, outputs, obj, groups, ids, logits.shape[-1], e.weighting, e.ridge,
@@ -602,7 +611,8 @@ class DistilledDatamodel:
             model = unlearn_groups(self.model, self.trajectory.final, syn, idx,  # type: ignore[union-attr]
                                    self.finetune_lr, self.finetune_steps, self.config.emulate.group_reduction,
                                    method=method, damping=damping,
-                                   curvature_damping=self.config.emulate.unlearn_curvature_damping)
+                                   curvature_damping=self.config.emulate.unlearn_curvature_damping,
+                                   decay=self.decay(grp) if method == "newton" else None)
             # A class whose every group is removed has no training data left: retraining never predicts it (its
             # logit only ever receives negative gradient; 0.0 % accuracy on the removed class in all 18 cases of
             # the matrix). The Newton step cannot express this (the class's gradient and curvature at theta_tau

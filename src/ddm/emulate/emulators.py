@@ -41,6 +41,7 @@ class Emulation:
     backend: str = "vmap"
     params_dir: Path | None = None  # fine-tuned parameters, independent of x (fine-tuning emulations)
     trajectory: Trajectory | None = None  # the Newton emulation's earlier checkpoints (distill.checkpoints)
+    decay: torch.Tensor | None = None  # [K] the groups' shares of the weight decay (Newton emulation)
 
 
 Emulator = Callable[[Emulation], torch.Tensor]
@@ -50,7 +51,7 @@ EMULATORS: Registry[Emulator] = Registry("emulator")
 @EMULATORS.register("newton")
 def _newton(e: Emulation) -> torch.Tensor:
     """One damped Newton step on the last layer per perturbation (head-matched synsets)."""
-    return newton_logits(e.model, e.params, e.synset, e.deleted, e.x, trajectory=e.trajectory)
+    return newton_logits(e.model, e.params, e.synset, e.deleted, e.x, trajectory=e.trajectory, decay=e.decay)
 
 
 def backend(name: str) -> str:

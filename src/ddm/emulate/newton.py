@@ -42,31 +42,57 @@ def _require_head(synset: Synset) -> tuple[Curvature, float, int]:
     return synset.curvature, float(synset.damping), int(synset.num_train)
 
 
+def decay_shares(sizes: torch.Tensor, weight_decay: float) -> torch.Tensor | None:
+    """``[K]``: each group's share of the L2 term's gradient, ``n_k * weight_decay`` (None without decay).
+
+    Training minimises the *mean* loss plus ``weight_decay / 2 |theta|^2``. In sum form that is
+    ``sum_i l_i + N weight_decay / 2 |theta|^2``: every sample carries ``weight_decay / 2 |theta|^2`` of the
+    penalty, and removing ``n_k`` samples removes their share with them. At theta_tau the gradient of the kept
+    objective is then ``-(G_k + n_k weight_decay theta)`` (plus the full objective's own residual, the same for
+    every deletion), so the removal step is ``(H + lambda I)^-1 (g_k + n_k weight_decay theta) / N``: the kept
+    samples weigh more against the decay, and the weights grow back. Without decay the term is zero."""
+    if weight_decay <= 0:
+        return None
+    return sizes.double() * weight_decay
+
+
+def _with_decay(g: torch.Tensor, head: Head, params: Params, decay: torch.Tensor | None) -> torch.Tensor:
+    """Rows of head gradients ``g [K, D]`` plus each group's decay share times the head's parameters there."""
+    if decay is None:
+        return g
+    theta = head.matrix(params).reshape(-1).to(g.device, torch.float64)
+    return (g.double() + decay.to(g.device)[:, None] * theta[None]).to(g.dtype)
+
+
 def removal_displacements(model: nn.Module, params: Params, synset: Synset,
-                          curvature: Curvature | None = None, damping: float | None = None) -> torch.Tensor:
+                          curvature: Curvature | None = None, damping: float | None = None,
+                          decay: torch.Tensor | None = None) -> torch.Tensor:
     """``U [K, D]``: the head displacement (flattened ``[C, d+1]``) of removing each group alone, at ``params``
-    (theta_tau by default; another checkpoint with its own ``curvature`` and ``damping``)."""
+    (theta_tau by default; another checkpoint with its own ``curvature`` and ``damping``). ``decay`` ``[K]``:
+    the groups' shares of the weight decay (:func:`decay_shares`), added to their gradients."""
     stored, stored_damping, n = _require_head(synset)
     curvature = stored if curvature is None else curvature
     damping = stored_damping if damping is None else damping
     head = Head.of(model)
     with torch.no_grad():
-        g = synset_head_gradients(head, synset, params)  # on the model's device
+        g = _with_decay(synset_head_gradients(head, synset, params), head, params, decay)  # on the model's device
     return curvature.to(g.device).solve(g, damping, single=True) / n
 
 
 def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: torch.Tensor, x: torch.Tensor,
-                  chunk_size: int = 256, trajectory: Trajectory | None = None, order: str = "auto") -> torch.Tensor:
+                  chunk_size: int = 256, trajectory: Trajectory | None = None, order: str = "auto",
+                  decay: torch.Tensor | None = None) -> torch.Tensor:
     """Logits ``[P, N, C]`` on ``x`` after one Newton step removing each row of ``deleted [P, K]``.
 
     ``params`` is theta_tau; ``trajectory`` (needed when the synset holds curvatures at earlier checkpoints)
     gives those checkpoints' parameters, and the logit changes are averaged over them (module doc).
     ``order``: ``groups`` (each group's logit shift first), ``perturbations`` (each perturbation's head step
-    first) or ``auto`` (the one with fewer multiply-adds); the same numbers up to rounding."""
+    first) or ``auto`` (the one with fewer multiply-adds); the same numbers up to rounding. ``decay`` ``[K]``: the
+    groups' shares of the weight decay (:func:`decay_shares`; None: not modelled)."""
     if order not in ("auto", "groups", "perturbations"):
         raise ConfigError(f"order must be auto, groups or perturbations, got {order!r}")
     head = Head.of(model)
-    members = [(params, removal_displacements(model, params, synset))]
+    members = [(params, removal_displacements(model, params, synset, decay=decay))]
     if synset.checkpoints:
         if trajectory is None:
             raise ConfigError("this synset averages the Newton step over checkpoints of the trajectory "
@@ -76,7 +102,7 @@ def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: tor
                 raise ConfigError(f"the trajectory does not hold the checkpoint the synset was distilled at (index "
                                   f"{c.index}, epoch {c.epoch:g}): re-distill with --overwrite")
             p = trajectory.params[c.index]
-            members.append((p, removal_displacements(model, p, synset, c.curvature, c.damping)))
+            members.append((p, removal_displacements(model, p, synset, c.curvature, c.damping, decay)))
     with torch.no_grad():
         W = head.matrix(params)
         feats = [(head.features(x, p), U) for p, U in members]
@@ -106,13 +132,15 @@ def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: tor
 
 
 def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups: torch.Tensor,
-                       damping: float | None = None, curvature_damping: float = 0.0) -> Params:
+                       damping: float | None = None, curvature_damping: float = 0.0,
+                       decay: torch.Tensor | None = None) -> Params:
     """theta_tau with its head moved to the kept data's quadratic optimum (module doc) for ``groups`` removed.
 
     ``damping``: the absolute lambda (default: the synset's). ``curvature_damping`` (epsilon) adds
     ``epsilon * H`` of the *full* data, a Levenberg-Marquardt trust region that follows the curvature: the
     step stays long where the deletion removed the curvature (a forgotten class) and short along directions
-    the full data never constrained (exact curvature only; ignored, with a warning, under K-FAC)."""
+    the full data never constrained (exact curvature only; ignored, with a warning, under K-FAC). ``decay`` ``[K]``:
+    every group's share of the weight decay (:func:`decay_shares`), the removed ones' added to their gradient."""
     curvature, synset_damping, n = _require_head(synset)
     damping = synset_damping if damping is None else damping
     head = Head.of(model)
@@ -120,6 +148,8 @@ def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups:
                  weights=synset.image_weights()[groups], task=synset.task)
     with torch.no_grad():
         g = synset_head_gradients(head, sub, params).double().sum(0)  # on the model's device
+        if decay is not None:
+            g = _with_decay(g[None], head, params, decay[groups].sum()[None])[0]
         dev = g.device
         x, t, _ = sub.flat()
         h = head.features(x, params)
