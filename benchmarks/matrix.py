@@ -201,10 +201,12 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
                 out["unlearning_select"][f"{eps:g} / {lam_u:g}"] = unlearning(dm, cache, data)
         dm.config = cfg
     same = (dm.groups.labels[None, :] == targets.y[:, None]).float()  # [T, K]
+    train_key = str(dm.ws.require("train").get("key", ""))[:12]
     score("same class (trivial)", lambda k, sel: -(k.float() @ same[sel].T))
     if not args.select:
         for method in args.peers:
-            cached = folder / "peers" / f"{method}-T{args.targets}.safetensors"  # peers do not change with DDM
+            # peers do not change with DDM, only with the trained model (its stage key)
+            cached = folder / "peers" / f"{method}-T{args.targets}-{train_key}.safetensors"
             if cached.exists():
                 got = load_tensors(cached)
                 s, out["seconds"][method] = got["scores"], float(got["seconds"])

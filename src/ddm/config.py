@@ -83,11 +83,12 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "L2 weight decay")
     save_every: int = _f(1, "record theta every this many epochs (theta_0 and theta_tau always)")
     seed: int = _f(0, "seed of the data order")
-    last_batch: str = _f("keep", "the epoch's last, partial minibatch: keep (default; PyTorch's DataLoader default) or "
-                                 "balanced (ceil(n / batch_size) minibatches of sizes that differ by at most one). A "
-                                 "tiny last batch at a high rate is a large step on a few samples: on a Fashion-MNIST "
-                                 "MLP at lr 0.05 it cost exact retrains 5-7 points of test accuracy (BENCHMARKS.md), "
-                                 "an effect of the loop, not of the data, that no attribution follows",
+    last_batch: str = _f("balanced", "the epoch's last, partial minibatch: balanced (default: ceil(n / batch_size) "
+                                     "minibatches of sizes that differ by at most one) or keep (PyTorch's DataLoader "
+                                     "default). A tiny last batch at a high rate is a large step on a few samples: "
+                                     "on a Fashion-MNIST MLP at lr 0.05 it cost exact retrains 5-7 points of test "
+                                     "accuracy (BENCHMARKS.md), an effect of the loop, not of the data, that no "
+                                     "attribution follows",
                          since="0.6", implicit="keep")
 
     def __post_init__(self) -> None:
