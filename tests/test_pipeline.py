@@ -152,6 +152,39 @@ def test_external_trajectory_from_a_users_loop(tmp_path):
     assert dm.attribute(data.test[:2]).weights.shape == (2, 20, 10)
 
 
+def test_a_handed_in_trajectory_brings_its_weight_decay_or_a_warning(tmp_path, caplog):
+    cfg = presets.tiny().with_overrides(["hierarchical=false", "distill.iterations=2"])
+    data = ddm.data.load(cfg.data)
+
+    def fit(folder, attach):
+        model = ddm.models.build(cfg.model, data)
+        rec = TrajectoryRecorder(model)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-2)
+        if attach:
+            rec.attach(opt, every_steps=1)
+        else:
+            rec.record(0)
+        for epoch in range(1, 3):
+            loss = torch.nn.functional.cross_entropy(model(data.train.x), data.train.y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if not attach:
+                rec.record(epoch)
+        return ddm.DistilledDatamodel(tmp_path / folder, cfg).fit(model, data.train, trajectory=rec.trajectory(lr=0.1))
+
+    with caplog.at_level("WARNING"):
+        recorded = fit("recorded", attach=True)
+    assert recorded.weight_decay == 1e-2 and "weight decay" not in caplog.text
+    top = recorded.synset.curvature.top_eigenvalue()
+    assert float(recorded.synset.damping) == pytest.approx(cfg.distill.damping * top + 1e-2, rel=1e-4)
+    assert recorded.decay(recorded.groups) is not None
+    with caplog.at_level("WARNING"):
+        silent = fit("silent", attach=False)
+    assert silent.weight_decay == cfg.train.weight_decay == 0.0
+    assert "does not record its optimizer's weight decay" in caplog.text
+
+
 @pytest.mark.parametrize("recipe", ["head", "local-free"])
 def test_stages_in_one_process_or_after_a_reload_give_bit_identical_synsets(tmp_path, recipe):
     cfg = presets.tiny().with_overrides(["hierarchical=false", *presets.recipe(recipe), "distill.iterations=5"])

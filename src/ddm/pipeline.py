@@ -302,7 +302,7 @@ class DistilledDatamodel:
         before = float(load_tensors(ckpt).get("seconds", torch.zeros(()))) if ckpt.exists() else 0.0
         t0 = time.perf_counter() - before  # a resumed distillation counts the killed processes' time too
         matching = Matching(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
-                            self.config.train.batch_size, self.config.train.weight_decay, self._custom_task)
+                            self.config.train.batch_size, self.weight_decay, self._custom_task)
         syn = MATCHERS.get(self.config.distill.matching)(matching)
         if shared and not distributed.is_main():
             distributed.barrier()  # rank 0 checks, stores and finishes the stage
@@ -399,6 +399,28 @@ class DistilledDatamodel:
         """The emulator in use: ``emulate.method``, with ``auto`` resolved by the synset's kind."""
         return resolve(self.config.emulate.method, synset or self.synset)
 
+    @property
+    def weight_decay(self) -> float:
+        """The L2 weight decay training used: the recorded optimizer's for a trajectory handed in (``fit(...,
+        trajectory=)``, recorded by :class:`ddm.TrajectoryRecorder`), else ``train.weight_decay``. The Newton
+        damping and the groups' decay shares follow it; a handed-in trajectory that does not say, or says another
+        value than a ``train.weight_decay`` that was set, gets a warning (once)."""
+        wd = float(self.config.train.weight_decay)
+        external = (self.ws.stage_info("train") or {}).get("config", {}).get("external_trajectory")
+        if not external or self.trajectory is None:
+            return wd
+        recorded = (self.trajectory.optimizer or {}).get("weight_decay")
+        if not getattr(self, "_decay_warned", False):
+            self._decay_warned = True
+            if recorded is None:
+                log.warning("the trajectory handed in does not record its optimizer's weight decay: ddm assumes "
+                            "train.weight_decay = %g (record it with ddm.TrajectoryRecorder.attach(optimizer), or "
+                            "set train.weight_decay)", wd)
+            elif wd and abs(float(recorded) - wd) > 1e-12:
+                log.warning("train.weight_decay = %g, but the trajectory's optimizer recorded %g: ddm uses the "
+                            "recorded value", wd, float(recorded))
+        return wd if recorded is None else float(recorded)
+
     def decay(self, groups: Groups) -> torch.Tensor | None:
         """``[K]``: the groups' shares of the weight decay the Newton emulation and unlearning add to their
         gradients (``emulate.decay_share``; None without weight decay)."""
@@ -406,7 +428,7 @@ class DistilledDatamodel:
 
         if not self.config.emulate.decay_share:
             return None
-        return decay_shares(groups.sizes(), self.config.train.weight_decay)
+        return decay_shares(groups.sizes(), self.weight_decay)
 
     def _emulate(self, synset: Synset, synset_key: str, deleted: torch.Tensor, targets: Split,
                  tag: str, groups: Groups) -> torch.Tensor:
@@ -599,7 +621,7 @@ class DistilledDatamodel:
         damping = None
         if method == "newton" and self.config.emulate.unlearn_damping is not None and syn.curvature is not None:
             top, frac = syn.curvature.top_eigenvalue(), self.config.emulate.unlearn_damping
-            damping = frac * top + self.config.train.weight_decay
+            damping = frac * top + self.weight_decay
         removed_classes, kept_classes = grp.classes_left(idx)
         gone = sorted(removed_classes - kept_classes)
         hint = ("a larger emulate.unlearn_damping moves it less (ddm unlearn --set emulate.unlearn_damping=1e-2)"
@@ -626,7 +648,7 @@ class DistilledDatamodel:
                 break
             # a class that keeps data collapsed, which retraining does not do: a Levenberg-Marquardt step back
             frac *= 10
-            damping = frac * top + self.config.train.weight_decay
+            damping = frac * top + self.weight_decay
             raised.append(frac)
             log.info("unlearning took class(es) %s that keep training data below half their kept synthetic "
                      "images' accuracy: the step is redone with unlearn_damping %.3g",
