@@ -113,7 +113,7 @@ def test_retrain_reproduces_the_target_and_resumes(digits, groups, tmp_path):
     RetrainCache(tmp_path, model, traj[0], digits.train, groups, other_order, x)
     with pytest.raises(ddm.exceptions.ConfigMismatchError, match="another training configuration"):
         RetrainCache(tmp_path, model, traj[0], digits.train, groups,
-                     TrainConfig(epochs=2, lr=0.1, batch_size=32, last_batch="balanced"), x)
+                     TrainConfig(epochs=2, lr=0.1, batch_size=32, last_batch="keep"), x)
 
 
 def test_evaluate_command_on_the_tiny_preset(tmp_path, capsys):

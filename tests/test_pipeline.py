@@ -352,8 +352,16 @@ def test_unlearning_every_group_of_a_class_removes_the_class(run):
     with torch.no_grad():
         before, after = dm.model(data.test.x).argmax(1), model(data.test.x).argmax(1)
     assert not (after == 3).any()  # never predicted, as retraining without any of its data
+    # the other classes keep their predictions about as well as exact retraining without the class keeps them
+    # (the tiny model's predictions are near ties: retraining changes a fifth of them)
+    from ddm.evaluation.retrain import RetrainCache
+
+    cache = RetrainCache(ws / "retrain-test", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
+                         data.test.x)
+    exact = cache.get(groups).argmax(1)
     others = data.test.y != 3
-    assert (after[others] == before[others]).float().mean() > 0.8
+    agree = (after[others] == before[others]).float().mean()
+    assert agree >= (exact[others] == before[others]).float().mean() - 0.05 and agree > 0.5
     # a few of its groups only: the class stays
     dm.unlearn(groups[:1], name="one-group")
     assert dm.last_classes_without_data == []
