@@ -480,6 +480,10 @@ def cmd_run(args: argparse.Namespace) -> int:
           "below chance):")
     print(f"  acc(theta_0) {100 * t4['acc_theta0']:.1f}%   acc(theta_tau) {100 * t4['acc_theta_tau']:.1f}%   "
           f"after the whole synset {100 * t4['acc_after_whole_synset']:.1f}%   (chance {100 * t4['chance']:.1f}%)")
+    if dm.synset is not None and dm.synset.kind == "head":
+        print("  (the head recipe's Newton step with no data kept follows only theta_tau's small residual gradient, "
+              "so this number varies from model to model and says little about the synsets; `ddm unlearn` of "
+              "every group takes every class out of the head instead)")
     print(f"\nartifacts in {dm.ws.root}/ ; next: ddm attribute -w {dm.ws.root} --targets 0:20 --top-k 5")
     return 0
 
