@@ -144,6 +144,7 @@ class DistilledDatamodel:
         self.num_classes: int | None = None
         self.keys: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self._decay_warned = False  # a handed-in trajectory's weight decay is warned about once (weight_decay)
         # Emulation compute time of the current attribute() call, as first measured: a cached emulation
         # counts the seconds it took when it was computed, so reported online cost survives reruns.
         self._emulations: dict[str, float] = {}
@@ -410,7 +411,7 @@ class DistilledDatamodel:
         if not external or self.trajectory is None:
             return wd
         recorded = (self.trajectory.optimizer or {}).get("weight_decay")
-        if not getattr(self, "_decay_warned", False):
+        if not self._decay_warned:
             self._decay_warned = True
             if recorded is None:
                 log.warning("the trajectory handed in does not record its optimizer's weight decay: ddm assumes "
