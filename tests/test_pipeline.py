@@ -183,6 +183,15 @@ def test_a_handed_in_trajectory_brings_its_weight_decay_or_a_warning(tmp_path, c
         silent = fit("silent", attach=False)
     assert silent.weight_decay == cfg.train.weight_decay == 0.0
     assert "does not record its optimizer's weight decay" in caplog.text
+    # the decay the trajectory does not record is part of the synset's key: the stored one is not reused silently
+    wd = cfg.with_overrides(["train.weight_decay=1e-2"])
+    with pytest.raises(ddm.exceptions.ConfigMismatchError, match="synset"):
+        ddm.DistilledDatamodel(tmp_path / "silent", wd).fit(silent.model, data.train, trajectory=silent.trajectory)
+    again = ddm.DistilledDatamodel(tmp_path / "silent", wd, overwrite=True)
+    again.fit(silent.model, data.train, trajectory=silent.trajectory)
+    assert again.weight_decay == 1e-2
+    top = again.synset.curvature.top_eigenvalue()
+    assert float(again.synset.damping) == pytest.approx(cfg.distill.damping * top + 1e-2, rel=1e-4)
 
 
 @pytest.mark.parametrize("recipe", ["head", "local-free"])
