@@ -185,7 +185,7 @@ def test_a_handed_in_trajectory_brings_its_weight_decay_or_a_warning(tmp_path, c
     assert "does not record its optimizer's weight decay" in caplog.text
     # the decay the trajectory does not record is part of the synset's key: the stored one is not reused silently
     wd = cfg.with_overrides(["train.weight_decay=1e-2"])
-    with pytest.raises(ddm.exceptions.ConfigMismatchError, match="synset"):
+    with pytest.raises(ddm.exceptions.ConfigMismatchError, match="weight_decay"):
         ddm.DistilledDatamodel(tmp_path / "silent", wd).fit(silent.model, data.train, trajectory=silent.trajectory)
     again = ddm.DistilledDatamodel(tmp_path / "silent", wd, overwrite=True)
     again.fit(silent.model, data.train, trajectory=silent.trajectory)

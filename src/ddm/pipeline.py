@@ -280,12 +280,11 @@ class DistilledDatamodel:
         if not self.task.is_default and self.config.distill.matching != "head":
             raise ConfigError(f"the custom task {self.task.name!r} needs the head recipe (distill.matching=head, "
                               f"the default); the trajectory matchers assume cross-entropy")
-        parts = [cfg, self.keys["train"], self.keys["groups" if stage == "synset" else "groups-class"]]
         if self.weight_decay and (self.ws.stage_info("train") or {}).get("config", {}).get("external_trajectory"):
             # a handed-in trajectory's key does not hold the decay the damping uses (train.weight_decay when the
             # trajectory records none); internally trained ones have it in train.weight_decay, and wd 0 keeps old keys
-            parts.append({"weight_decay": self.weight_decay})
-        key = fingerprint(*parts)
+            cfg = {**cfg, "weight_decay": self.weight_decay}
+        key = fingerprint(cfg, self.keys["train"], self.keys["groups" if stage == "synset" else "groups-class"])
         self.keys[stage] = key
         path = self.ws.path(stage, "synset.safetensors")
         assert self.trajectory is not None and self.model is not None and self.num_classes is not None
