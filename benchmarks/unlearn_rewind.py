@@ -1,4 +1,5 @@
-"""Selection of ``emulate.unlearn_rewind`` on the selection configurations (seed 3; retrains of matrix.py reused).
+"""Selection of an unlearning option (``emulate.unlearn_rewind`` unless ``--grid`` names another) on the selection
+configurations (seed 3 unless ``--seeds`` says more; retrains of matrix.py reused).
 
 Exact retraining keeps the number of epochs, so a retrain without a fraction f of the data takes f fewer optimizer
 steps. The unlearned model is the Newton step added to the recorded trajectory's parameters at epoch tau (1 - s f);
@@ -6,6 +7,8 @@ this compares s = 0 (theta_tau), 0.5 and 1 by the gap in test accuracy to exact 
 and the mean over three orders), over 3 draws of 4 random groups and 2 whole classes.
 
     python benchmarks/unlearn_rewind.py --out benchmarks/results/unlearn-rewind-select
+    python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds 3,4 --grid emulate.unlearn_damping=1e-4,3e-4,1e-3 \
+        --out benchmarks/results/unlearn-damping-select
 """
 
 from __future__ import annotations
@@ -25,10 +28,7 @@ from ddm.train.loop import accuracy
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
-SCALES = (0.0, 0.5, 1.0)
-
-
-def run(name: str, seed: int, root: Path) -> list[dict[str, float]]:
+def run(name: str, seed: int, root: Path, key: str, values: list[str]) -> list[dict[str, float]]:
     cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
     folder = root / name / f"seed{seed}"
     dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
@@ -46,9 +46,9 @@ def run(name: str, seed: int, root: Path) -> list[dict[str, float]]:
     for rem in draws:
         exact = [acc(cache.get(rem))] + [acc(cache.get(rem, seed=s)) for s in M.ORDER_SEEDS]
         row = {"exact": exact[0], "exact_mean3": float(np.mean(exact))}
-        for s in SCALES:
-            dm.config = cfg.with_overrides([f"emulate.unlearn_rewind={s}"])
-            row[f"s={s:g}"] = accuracy(dm.unlearn(rem, name="rewind-select"), data.test)
+        for v in values:
+            dm.config = cfg.with_overrides([f"{key}={v}"])
+            row[v] = accuracy(dm.unlearn(rem, name="unlearn-select"), data.test)
         rows.append(row)
     dm.config = cfg
     return rows
@@ -59,15 +59,19 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/unlearn-rewind-select")
     p.add_argument("--root", default="runs/matrix")
     p.add_argument("--configs", default=",".join(n for n, (_, sel) in M.CONFIGS.items() if sel))
-    p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--seeds", default="3", help="comma-separated seeds (never the report seeds 0-2)")
+    p.add_argument("--grid", default="emulate.unlearn_rewind=0,0.5,1", help="KEY=V1,V2,...: the values compared")
     args = p.parse_args()
     torch.set_num_threads(1)
     progress.set_enabled(False)
-    results = {n: run(n, args.seed, Path(args.root)) for n in args.configs.split(",")}
-    keys = [f"s={s:g}" for s in SCALES]
-    lines = ["# emulate.unlearn_rewind (selection)", "", f"Command: `python benchmarks/unlearn_rewind.py "
-             f"{' '.join(sys.argv[1:])}`; seed {args.seed}; mean |DDM - exact| test accuracy in points over 3 "
-             "draws of 4 groups and 2 whole classes, and how many of the 5 are within 3 points.", "",
+    key, _, vals = args.grid.partition("=")
+    keys = vals.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results = {n: [r for s in seeds for r in run(n, s, Path(args.root), key, keys)] for n in args.configs.split(",")}
+    n = 5 * len(seeds)
+    lines = [f"# {key} (selection)", "", f"Command: `python benchmarks/unlearn_rewind.py "
+             f"{' '.join(sys.argv[1:])}`; seeds {args.seeds}; mean |DDM - exact| test accuracy in points over 3 "
+             f"draws of 4 groups and 2 whole classes per seed, and how many of the {n} are within 3 points.", "",
              "| configuration | reference | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     mean = {k: [] for k in keys}
     for name, rows in results.items():
@@ -77,7 +81,7 @@ def main() -> None:
                 gaps = [100 * abs(r[k] - r[ref]) for r in rows]
                 if ref == "exact":
                     mean[k].append(float(np.mean(gaps)))
-                cells.append(f"{np.mean(gaps):.2f} ({sum(v <= 3 for v in gaps)}/5)")
+                cells.append(f"{np.mean(gaps):.2f} ({sum(v <= 3 for v in gaps)}/{n})")
             lines.append(f"| {name} | {'target order' if ref == 'exact' else 'mean of 3 orders'} | "
                          + " | ".join(cells) + " |")
     lines += ["", "Mean gap over the configurations (target order): "

@@ -1,0 +1,91 @@
+"""Reference unlearners that need the training data itself, measured beside DDM's unlearning (which needs only the
+synsets): both start from the trained model and use its training optimizer (``TrainConfig``: type, lr, momentum,
+weight decay, batch size) for a budget of ``epochs`` passes over the kept data.
+
+* ``finetune_rest`` ("fine-tune on the rest"): keep training on the kept data only;
+* ``neggrad_plus`` (NegGrad+): each step descends ``alpha`` x the kept batch's loss and ascends ``1 - alpha`` x a
+  batch of the removed data's loss.
+
+A budget of one epoch costs about 1 / ``train.epochs`` of an exact retrain.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddm import devices
+from ddm.config import TrainConfig
+from ddm.data.dataset import Split
+from ddm.exceptions import ConfigError, NumericalError
+from ddm.models import with_params
+from ddm.train.loop import epoch_order, make_optimizer
+
+#: data orders of the reference unlearners are drawn after the training's own (``train.seed``, epochs beyond it)
+_ORDER_OFFSET = 10_000
+
+
+def _batches(n: int, cfg: TrainConfig, epoch: int) -> tuple[torch.Tensor, ...]:
+    order = epoch_order(n, cfg.seed, _ORDER_OFFSET + epoch)
+    return torch.tensor_split(order, max(1, math.ceil(n / cfg.batch_size)))
+
+
+def _check(keep: torch.Tensor, n: int) -> torch.Tensor:
+    keep = torch.as_tensor(keep, dtype=torch.bool).flatten()
+    if len(keep) != n:
+        raise ConfigError(f"the keep mask has {len(keep)} entries for {n} training samples")
+    if not keep.any():
+        raise ConfigError("nothing is kept: a reference unlearner needs kept training data")
+    return keep
+
+
+def finetune_rest(model: nn.Module, params: dict[str, torch.Tensor], train: Split, keep: torch.Tensor,
+                  cfg: TrainConfig, epochs: float = 1.0) -> nn.Module:
+    """A copy of ``model`` at ``params`` trained on ``train[keep]`` for ``epochs`` (fractions allowed) with the
+    optimizer ``cfg`` names, its state fresh."""
+    return neggrad_plus(model, params, train, keep, cfg, epochs, alpha=1.0)
+
+
+def neggrad_plus(model: nn.Module, params: dict[str, torch.Tensor], train: Split, keep: torch.Tensor,
+                 cfg: TrainConfig, epochs: float = 1.0, alpha: float = 0.99) -> nn.Module:
+    """A copy of ``model`` at ``params`` after ``epochs`` passes over ``train[keep]``, each step on
+    ``alpha`` x the kept batch's cross-entropy minus ``(1 - alpha)`` x a removed batch's (cycled through the
+    removed samples); ``alpha`` 1 is plain fine-tuning on the rest."""
+    keep = _check(keep, len(train))
+    if not 0 < alpha <= 1:
+        raise ConfigError(f"alpha must be in (0, 1], got {alpha}")
+    if epochs <= 0:
+        raise ConfigError(f"epochs must be positive, got {epochs}")
+    kept, gone = train[torch.nonzero(keep).flatten()], train[torch.nonzero(~keep).flatten()]
+    if alpha < 1 and len(gone) == 0:
+        raise ConfigError("NegGrad+ needs removed data: the keep mask keeps everything")
+    net = with_params(model, params)
+    net.train()
+    dev = devices.of(net)
+    opt = make_optimizer(net, cfg)
+    steps_left = math.ceil(epochs * math.ceil(len(kept) / cfg.batch_size))
+    forget: list[torch.Tensor] = []
+    epoch = 0
+    while steps_left > 0:
+        for idx in _batches(len(kept), cfg, epoch):
+            if steps_left == 0:
+                break
+            loss = F.cross_entropy(net(kept.x[idx].to(dev)), kept.y[idx].to(dev))
+            if alpha < 1:
+                if not forget:
+                    forget = list(_batches(len(gone), cfg, epoch))
+                jdx = forget.pop()
+                loss = alpha * loss - (1 - alpha) * F.cross_entropy(net(gone.x[jdx].to(dev)), gone.y[jdx].to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps_left -= 1
+        epoch += 1
+    net.eval()
+    if not all(torch.isfinite(p).all() for p in net.parameters()):
+        raise NumericalError("the reference unlearner diverged (non-finite weights): a larger alpha (a smaller share "
+                             "of ascent) or a smaller train.lr")
+    return net

@@ -1,0 +1,69 @@
+"""Reference unlearners (fine-tune on the rest, NegGrad+): what they do to the removed and the kept data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ddm.baselines.unlearners import finetune_rest, neggrad_plus
+from ddm.config import TrainConfig
+from ddm.exceptions import ConfigError
+from ddm.train.loop import accuracy
+
+CFG = TrainConfig(epochs=3, lr=0.1, batch_size=32)
+
+
+def _acc(net, split):
+    return accuracy(net, split)
+
+
+def test_finetune_on_the_rest_forgets_an_absent_class_and_keeps_the_others(digits, trained):
+    model, traj = trained
+    keep = digits.train.y != 3
+    gone, kept = digits.train[torch.nonzero(~keep).flatten()], digits.train[torch.nonzero(keep).flatten()]
+    before = _acc(model, gone)
+    net = finetune_rest(model, traj.final, digits.train, keep, CFG, epochs=4)
+    assert _acc(net, gone) < before - 0.2  # a class the fine-tuning never sees loses ground
+    assert _acc(net, kept) >= _acc(model, kept) - 0.05
+    # the input model is untouched
+    assert all(torch.equal(p, traj.final[k]) for k, p in model.named_parameters())
+
+
+def test_neggrad_plus_pushes_the_removed_data_further_than_fine_tuning(digits, trained):
+    model, traj = trained
+    keep = torch.ones(len(digits.train), dtype=torch.bool)
+    keep[:40] = False  # 40 mixed samples: fine-tuning alone keeps them (the model generalises to them)
+    gone = digits.train[torch.arange(40)]
+    ft = finetune_rest(model, traj.final, digits.train, keep, CFG, epochs=1)
+    ng = neggrad_plus(model, traj.final, digits.train, keep, CFG, epochs=1, alpha=0.5)
+    loss = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        assert loss(ng(gone.x), gone.y) > loss(ft(gone.x), gone.y) + 0.1
+    # alpha 1 is fine-tuning on the rest, step for step
+    same = neggrad_plus(model, traj.final, digits.train, keep, CFG, epochs=1, alpha=1.0)
+    assert all(torch.equal(a, b) for a, b in zip(same.parameters(), ft.parameters(), strict=True))
+
+
+def test_a_fractional_budget_takes_that_share_of_an_epoch(digits, trained):
+    model, traj = trained
+    keep = torch.ones(len(digits.train), dtype=torch.bool)
+    a = finetune_rest(model, traj.final, digits.train, keep, CFG, epochs=0.01)  # one step
+    b = finetune_rest(model, traj.final, digits.train, keep, CFG, epochs=1)
+    moved_a = sum((p - traj.final[k]).norm() for k, p in a.named_parameters())
+    moved_b = sum((p - traj.final[k]).norm() for k, p in b.named_parameters())
+    assert 0 < moved_a < moved_b
+
+
+def test_bad_inputs_say_what_is_wrong(digits, trained):
+    model, traj = trained
+    n = len(digits.train)
+    with pytest.raises(ConfigError, match="entries"):
+        finetune_rest(model, traj.final, digits.train, torch.ones(n - 1, dtype=torch.bool), CFG)
+    with pytest.raises(ConfigError, match="nothing is kept"):
+        finetune_rest(model, traj.final, digits.train, torch.zeros(n, dtype=torch.bool), CFG)
+    with pytest.raises(ConfigError, match="alpha"):
+        neggrad_plus(model, traj.final, digits.train, torch.ones(n, dtype=torch.bool), CFG, alpha=0)
+    with pytest.raises(ConfigError, match="removed data"):
+        neggrad_plus(model, traj.final, digits.train, torch.ones(n, dtype=torch.bool), CFG, alpha=0.9)
+    with pytest.raises(ConfigError, match="epochs"):
+        finetune_rest(model, traj.final, digits.train, torch.ones(n, dtype=torch.bool), CFG, epochs=0)
