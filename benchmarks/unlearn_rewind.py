@@ -28,6 +28,7 @@ from ddm.train.loop import accuracy
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
+
 def run(name: str, seed: int, root: Path, key: str, values: list[str]) -> list[dict[str, float]]:
     cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
     folder = root / name / f"seed{seed}"
