@@ -33,7 +33,8 @@ import matrix as M  # noqa: E402
 ALPHAS = (0.99,)  # NegGrad+'s kept-loss weight, chosen from 0.9, 0.99, 0.999 on the selection configurations (--select)
 
 
-def run(name: str, seed: int, root: Path, alphas: list[float], epochs: float) -> dict[str, Any]:
+def run(name: str, seed: int, root: Path, alphas: list[float], epochs: float,
+        ddm_grid: list[str] | None = None) -> dict[str, Any]:
     cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
     folder = root / name / f"seed{seed}"
     dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
@@ -65,6 +66,8 @@ def run(name: str, seed: int, root: Path, alphas: list[float], epochs: float) ->
             "DDM": lambda rem=rem: dm.unlearn(rem, name="references"),
             "fine-tune on the rest": lambda keep=~gone: finetune_rest(dm.model, dm.trajectory.final, data.train,
                                                                       keep, cfg.train, epochs)}
+        for ov in ddm_grid or []:  # DDM variants: each setting's unlearning, in the same workspace
+            makers[f"DDM {ov.split('.')[-1]}"] = lambda rem=rem, ov=ov: _unlearn_with(dm, cfg, ov, rem)
         for a in alphas:
             makers[f"NegGrad+ {a:g}"] = lambda a=a, keep=~gone: neggrad_plus(dm.model, dm.trajectory.final,
                                                                              data.train, keep, cfg.train, epochs,
@@ -74,6 +77,14 @@ def run(name: str, seed: int, root: Path, alphas: list[float], epochs: float) ->
         rows.append(row)
     return {"config": name, "seed": seed, "target_test_acc": float((dm.model(data.test.x).argmax(1) == yt)
                                                                    .float().mean()), "draws": rows}
+
+
+def _unlearn_with(dm: ddm.DistilledDatamodel, cfg: Any, override: str, rem: list[int]) -> Any:
+    dm.config = cfg.with_overrides([override])
+    try:
+        return dm.unlearn(rem, name="references")
+    finally:
+        dm.config = cfg
 
 
 def measure(make: Any, data: Any, gone: torch.Tensor, exact: torch.Tensor) -> dict[str, Any]:
@@ -157,6 +168,8 @@ def main() -> None:
     p.add_argument("--select", action="store_true", help="compare NegGrad+'s alpha over --alphas on the selection "
                                                          "configurations")
     p.add_argument("--alphas", default=",".join(map(str, ALPHAS)))
+    p.add_argument("--ddm-grid", default="", metavar="KEY=V1,V2,...",
+                   help="also DDM's unlearning with each of these values of one setting")
     p.add_argument("--epochs", type=float, default=1.0, help="the reference unlearners' budget over the kept data")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -168,7 +181,9 @@ def main() -> None:
     results = []
     for name in names:
         for seed in seeds:
-            results.append(run(name, seed, Path(args.root), alphas, args.epochs))
+            key, _, vals = args.ddm_grid.partition("=")
+            grid = [f"{key}={v}" for v in vals.split(",")] if vals else []
+            results.append(run(name, seed, Path(args.root), alphas, args.epochs, grid))
             M.write_report(args.out, markdown(results, sys.argv[1:], args.epochs), results)
 
 
