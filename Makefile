@@ -44,13 +44,20 @@ bench-protocol-head: $(STAMP)
 MATRIX_A := digits-convnet-K100-sgd,fmnist-mlp-K40-sgd,digits-mlp-K40-sgd,fmnist-mlp-K40-adam,fmnist-mlp-K100-momentum
 MATRIX_B := digits-convnet-K40-momentum-wd,digits-convnet-groupnorm-K100-momentum,digits-resnet-K40-momentum,fmnist-convnet-K100-sgd
 bench-matrix: $(STAMP)
-	$(BIN)/python benchmarks/matrix.py --select --root runs/matrix --out benchmarks/results/matrix-select
+	$(BIN)/python benchmarks/matrix.py --select --unlearn-dampings= --root runs/matrix-b \
+	  --out benchmarks/results/matrix-select-balanced
 	$(BIN)/python benchmarks/matrix.py --select --grid distill.checkpoints=1,3,5,10 --unlearn-dampings= \
-	  --root runs/matrix --out benchmarks/results/matrix-select-checkpoints
-	$(BIN)/python benchmarks/matrix.py --root runs/matrix --out benchmarks/results/matrix-a --configs $(MATRIX_A)
-	$(BIN)/python benchmarks/matrix.py --root runs/matrix --out benchmarks/results/matrix-b --configs $(MATRIX_B)
+	  --root runs/matrix-b --out benchmarks/results/matrix-select-checkpoints-balanced
+	for c in digits-convnet-K100-sgd fmnist-mlp-K40-sgd; do \
+	  $(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds 3,4 --configs $$c \
+	    --grid emulate.unlearn_damping=3e-5,1e-4,3e-4,1e-3 --out benchmarks/results/unlearn-damping-select-$$c && \
+	  $(BIN)/python benchmarks/unlearn_references.py --select --root runs/matrix-b --configs $$c \
+	    --alphas 0.9,0.99,0.999 --out benchmarks/results/unlearn-references-select-$$c || exit 1; done
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --out benchmarks/results/matrix-a --configs $(MATRIX_A)
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --out benchmarks/results/matrix-b --configs $(MATRIX_B)
 	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/matrix \
 	  --render benchmarks/results/matrix-a.json,benchmarks/results/matrix-b.json
+	$(BIN)/python benchmarks/unlearn_references.py --root runs/matrix-b --out benchmarks/results/unlearn-references
 
 # Stage costs in units of one training run, peak memory, throughput, growth in N and K (issue "Fast where it counts").
 bench-perf: $(STAMP)

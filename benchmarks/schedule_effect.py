@@ -8,6 +8,9 @@ seed 3 with the validation targets of ``matrix.py`` (its retrains are reused, or
 * ``removed size``: predicted loss = the number of training samples removed (the schedule effect alone);
 * ``DDM + steps x s``: DDM's emulated logits with theta_tau's replaced by the recorded trajectory's logits at
   epoch tau (1 - s f), interpolated between checkpoints (the schedule effect, scaled by s);
+* ``loss per unit removed``: the median over targets of the least-squares slope of a target's retrained loss
+  against the fraction of training data removed, over its other-class subsets (its class kept whole), beside
+  the median of what the trajectory predicts for fewer steps (the loss's slope over the last epoch x the epochs);
 * ``centered``: the removal step from g_k - n_k g_bar (g_bar the mean training gradient), the exact first-order
   step of a mean loss that is not at its minimum, e.g. under weight decay.
 
@@ -106,6 +109,19 @@ def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
 
     for s in TREND_SCALES:
         res[f"DDM + trend x{s}"] = score(lambda k, sel, s=s: with_trend(k, sel, s))
+    # how much a target's loss rises per unit of data removed where its class stays whole (a least-squares slope over
+    # its other-class subsets), against what the trajectory's end slope predicts (loss per epoch x the epochs)
+    L_traj = M.losses(Z, targets.y)  # [checkpoints, T]
+    end = (L_traj[-2] - L_traj[-1]) / float(ep[-1] - ep[-2]) * float(ep[-1])
+    emp, pred = [], []
+    for c, m in oc_keep.items():
+        f = ((~m).float() @ sz) / float(sz.sum())
+        A = torch.stack([torch.ones_like(f), f], 1)
+        for j, t in enumerate(torch.nonzero(targets.y == c).flatten().tolist()):
+            emp.append(torch.linalg.lstsq(A, oc_actual[c][:, j:j + 1]).solution[1, 0].item())
+            pred.append(end[t].item())
+    res["loss per unit removed: measured / end slope (medians)"] = (round(float(np.median(emp)), 3),
+                                                                    round(float(np.median(pred)), 3))
     head, C = Head.of(dm.model), data.num_classes
     for centered in (False, True):  # with the groups' real gradients, the step averaged over 5 checkpoints
         total = 0

@@ -135,11 +135,13 @@ class DistillConfig:
                                "or match (plain gradient matching, DDM-match)")
     damping: float = _f(1e-2, "head matching: lambda of (H + lambda I) as a fraction of H's top eigenvalue "
                               "(plus train.weight_decay)")
-    checkpoints: int = _f(5, "head matching: checkpoints of the trajectory (evenly spaced from theta_tau back to the "
+    checkpoints: int = _f(3, "head matching: checkpoints of the trajectory (evenly spaced from theta_tau back to the "
                              "first epoch; theta_0 never) at which the Newton attribution takes its step with the "
                              "synsets, averaging the logit changes (1: theta_tau only). The trajectory is information "
-                             "influence functions lack: 5 raised LDS and other-class LDS on the selection "
-                             "configurations (BENCHMARKS.md)", since="0.5", implicit=1)
+                             "influence functions lack: averaging raised LDS and other-class LDS on the selection "
+                             "configurations; 3 and 5 tie there and 3 costs less (BENCHMARKS.md; 5 until the "
+                             "selection was redone with balanced minibatches)",
+                          since="0.5", implicit=1)
     match_at: str = _f("tau", "head matching: where the synsets are matched: tau (theta_tau only; default) or "
                               "checkpoints (theta_tau and the distill.checkpoints averaged ones, one per step in "
                               "turn: the same cost per step, and steps that transfer to the checkpoints)")
