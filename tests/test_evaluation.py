@@ -129,7 +129,7 @@ def test_evaluate_command_on_the_tiny_preset(tmp_path, capsys):
     assert set(out["summary"]["table4"]) == {"Normal", "DDM-match", "DDM"}
     unl = out["summary"]["unlearning"]["1 groups"]["unlearners"]
     assert unl["exact retrain"]["test"]["agreement"][0] == pytest.approx(1.0)
-    assert set(unl) >= {"DDM", "DDM-match", "fine-tune on remaining (1 epoch)", "gradient ascent on removed (1 epoch)"}
+    assert set(unl) >= {"DDM", "DDM-match", "fine-tune on the rest (1 epoch)", "NegGrad+ 0.99 (1 epoch)"}
     assert 0 < out["summary"]["privacy"]["DDM-full"][0] <= 1.0001
     text = (ws / "evaluation.md").read_text()
     assert text.startswith("Data: digits") and "Table 4 analog" in text and "Unlearning fidelity" in text

@@ -24,6 +24,10 @@ from ddm.exceptions import ConfigError, NumericalError
 from ddm.models import with_params
 from ddm.train.loop import epoch_order, make_optimizer
 
+#: NegGrad+'s kept-loss weight, chosen from 0.9, 0.99 and 0.999 on the matrix's selection configurations
+#: (BENCHMARKS.md, "Reference unlearners"; 0.9 diverged, 0.999 did not forget a removed class)
+NEGGRAD_ALPHA = 0.99
+
 #: data orders of the reference unlearners are drawn after the training's own (``train.seed``, epochs beyond it)
 _ORDER_OFFSET = 10_000
 
@@ -50,7 +54,7 @@ def finetune_rest(model: nn.Module, params: dict[str, torch.Tensor], train: Spli
 
 
 def neggrad_plus(model: nn.Module, params: dict[str, torch.Tensor], train: Split, keep: torch.Tensor,
-                 cfg: TrainConfig, epochs: float = 1.0, alpha: float = 0.99) -> nn.Module:
+                 cfg: TrainConfig, epochs: float = 1.0, alpha: float = NEGGRAD_ALPHA) -> nn.Module:
     """A copy of ``model`` at ``params`` after ``epochs`` passes over ``train[keep]``, each step on
     ``alpha`` x the kept batch's cross-entropy minus ``(1 - alpha)`` x a removed batch's (cycled through the
     removed samples); ``alpha`` 1 is plain fine-tuning on the rest."""
