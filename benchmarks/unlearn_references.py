@@ -67,7 +67,8 @@ def run(name: str, seed: int, root: Path, alphas: list[float], epochs: float,
             "fine-tune on the rest": lambda keep=~gone: finetune_rest(dm.model, dm.trajectory.final, data.train,
                                                                       keep, cfg.train, epochs)}
         for ov in ddm_grid or []:  # DDM variants: each setting's unlearning, in the same workspace
-            makers[f"DDM {ov.split('.')[-1]}"] = lambda rem=rem, ov=ov: _unlearn_with(dm, cfg, ov, rem)
+            key, value = ov.split("=", 1)
+            makers[f"DDM {key.split('.')[-1]}={value}"] = lambda rem=rem, ov=ov: _unlearn_with(dm, cfg, ov, rem)
         for a in alphas:
             makers[f"NegGrad+ {a:g}"] = lambda a=a, keep=~gone: neggrad_plus(dm.model, dm.trajectory.final,
                                                                              data.train, keep, cfg.train, epochs,

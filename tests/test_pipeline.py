@@ -268,6 +268,13 @@ def test_a_step_that_collapses_a_kept_class_is_redone_with_more_damping(run, cap
     assert torch.allclose(dict(model.named_parameters())["classifier.weight"], expected)
     saved = ddm.workspace.load_json(ws / "unlearned" / "backoff" / "unlearn.json")["check"]
     assert saved["damping_raised"] == again["damping_raised"]
+    # the threshold is the configuration's: a class must lose more than all of its accuracy to count at 1.0
+    dm.config = cfg.with_overrides([*base, "emulate.unlearn_backoff=4", "emulate.unlearn_class_drop=1.0"])
+    dm.unlearn(removed.tolist(), name="lenient")
+    assert dm.last_unlearning_check["damping_raised"] == [] and not dm.last_unlearning_check["collapsed_classes"]
+    dm.config = cfg
+    with pytest.raises(ddm.exceptions.ConfigError, match="unlearn_class_drop"):
+        cfg.with_overrides(["emulate.unlearn_class_drop=0"])
     dm.config = cfg
 
 

@@ -146,7 +146,7 @@ def check_logits(logits: torch.Tensor, params: dict[str, torch.Tensor], model: n
 
 def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, removed: torch.Tensor,
                      max_drop: float = 0.1, hint: str = "a larger emulate.unlearn_damping (e.g. 1e-2) moves it less",
-                     max_class_drop: float = 0.5, warn: bool = True) -> dict[str, Any]:
+                     max_class_drop: float = 0.2, warn: bool = True) -> dict[str, Any]:
     """Accuracy of the model before and after unlearning on the kept and on the removed groups' synthetic
     images (each image's class as label): a proxy for "is the unlearned model still usable". A drop on the
     kept groups above ``max_drop`` is logged as a warning and reported as ``damaged``; so is a class that still

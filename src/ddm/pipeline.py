@@ -650,7 +650,8 @@ class DistilledDatamodel:
             if gone:
                 _forget_classes(model, gone)
             last = attempt == backoffs
-            check = health.unlearning_check(self.model, model, syn, idx, hint=hint, warn=last)
+            check = health.unlearning_check(self.model, model, syn, idx, hint=hint, warn=last,
+                                            max_class_drop=self.config.emulate.unlearn_class_drop)
             if not check["collapsed_classes"] or last:
                 break
             # a class that keeps data collapsed, which retraining does not do: a Levenberg-Marquardt step back
