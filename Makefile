@@ -61,7 +61,7 @@ bench-matrix: $(STAMP)
 
 # Stage costs in units of one training run, peak memory, throughput, growth in N and K (issue "Fast where it counts").
 bench-perf: $(STAMP)
-	$(BIN)/python benchmarks/perf.py --root runs/perf --out benchmarks/results/perf
+	$(BIN)/python benchmarks/perf.py --repeats 5 --root runs/perf --out benchmarks/results/perf
 
 # Cost against N (1k -> 60k Fashion-MNIST) and K (40 -> 1,000), with the retraining it replaces.
 bench-scaling-perf: $(STAMP)

@@ -658,9 +658,10 @@ class DistilledDatamodel:
             frac *= 10
             damping = frac * top + self.weight_decay
             raised.append(frac)
-            log.info("unlearning took class(es) %s that keep training data below half their kept synthetic "
-                     "images' accuracy: the step is redone with unlearn_damping %.3g",
-                     [c["class"] for c in check["collapsed_classes"]], frac)
+            log.info("unlearning cost class(es) %s, which keep training data, more than %.0f%% of their kept "
+                     "synthetic images' accuracy: the step is redone with unlearn_damping %.3g",
+                     [c["class"] for c in check["collapsed_classes"]],
+                     100 * self.config.emulate.unlearn_class_drop, frac)
         check["damping_raised"] = raised
         self.last_unlearning_check = check
         state = {k: v for k, v in model.state_dict().items()}

@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="emulate.unlearn_FIELD=VALUE",
                    help="an unlearning setting for this call only (repeatable): emulate.unlearn_damping (larger: "
                         "a shorter step), emulate.unlearn_rewind, emulate.unlearn_backoff, "
-                        "emulate.unlearn_curvature_damping; the workspace's other settings cannot change here")
+                        "emulate.unlearn_class_drop, emulate.unlearn_curvature_damping; the workspace's other "
+                        "settings cannot change here")
     p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("diagnose", help="rank training groups by usefulness for validation data (low quality first)",
@@ -561,7 +562,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             print(f"  kept groups' synthetic images: accuracy {100 * c['kept_accuracy_before']:.1f}% -> "
                   f"{100 * c['kept_accuracy_after']:.1f}%{flag}")
             if c.get("damping_raised"):
-                print(f"  the first step collapsed a class that keeps data: redone with emulate.unlearn_damping "
+                print("  the first step cost a class that keeps data more than emulate.unlearn_class_drop of its "
+                      f"kept synthetic images' accuracy: redone with emulate.unlearn_damping "
                       f"{c['damping_raised'][-1]:g}")
             for cc in c.get("collapsed_classes", []):
                 print(f"    class {cc['class']} (kept, {cc['kept_images']} synthetic images): "

@@ -360,15 +360,15 @@ def _unlearning(full: DistilledDatamodel, match: DistilledDatamodel, truth: _Tru
                 full_test: torch.Tensor, ecfg: EvalConfig, seed: int) -> dict:
     g = torch.Generator().manual_seed(30_000 + seed)
     F = full.fitted()
-    match.fitted()
     K = F.groups.num_groups
     res: dict[str, Any] = {}
     for size in ecfg.unlearn_sizes:
         removed = torch.randperm(K, generator=g)[: min(size, K - 1)].sort().values.tolist()
-        rows = torch.nonzero(torch.isin(F.groups.assignment, torch.as_tensor(removed))).flatten()
+        gone = torch.isin(F.groups.assignment, torch.as_tensor(removed))
+        rows = torch.nonzero(gone).flatten()
         forget = data.train[rows]
         ref_test, ref_forget = truth.test(removed), truth.train(removed)[rows]
-        keep = ~torch.isin(F.groups.assignment, torch.as_tensor(removed))
+        keep = ~gone
         # DDM's rows are what `ddm unlearn` does (its damping, rewind, class rule and back-off), not a bare step
         nets = {
             "no unlearning (target)": F.model,
