@@ -222,6 +222,29 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
     return out
 
 
+def open_run(root: Path, name: str, seed: int) -> tuple[RunConfig, Any, Path, ddm.DistilledDatamodel, RetrainCache]:
+    """A configuration's seed as the matrix ran it: its config, data, folder, fitted workspace (stages reused) and
+    retrain cache (logits on the test split), for the scripts that measure more on the same runs."""
+    cfg, data = make_config(CONFIGS[name][0], seed, [])
+    folder = root / name / f"seed{seed}"
+    dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
+                                                                         data.train)
+    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
+                         data.test.x)
+    return cfg, data, folder, dm, cache
+
+
+def unlearning_draws(dm: ddm.DistilledDatamodel, num_classes: int) -> list[tuple[str, list[int]]]:
+    """The unlearning draws: 3 of 4 random groups, then every group of class 0 and of class C / 2 (none where groups
+    mix classes: no set of groups holds exactly one class)."""
+    g = torch.Generator().manual_seed(777)
+    draws = [("4 groups", torch.randperm(dm.groups.num_groups, generator=g)[:4].tolist()) for _ in range(3)]
+    counts = dm.groups.class_counts
+    if counts is None or not bool(((counts > 0).sum(1) > 1).any()):
+        draws += [("class", torch.nonzero(dm.groups.labels == c).flatten().tolist()) for c in (0, num_classes // 2)]
+    return draws
+
+
 def unlearning(dm: ddm.DistilledDatamodel, cache: RetrainCache, data: Any) -> dict[str, Any]:
     """Test accuracy after removing 4 random groups (3 draws) and accuracy on a removed class (2 classes)."""
     def acc(logits: torch.Tensor) -> float:
@@ -230,17 +253,14 @@ def unlearning(dm: ddm.DistilledDatamodel, cache: RetrainCache, data: Any) -> di
     # exact retraining's own spread: the same data in other data orders
     res: dict[str, Any] = {"target_test_acc": accuracy(dm.model, data.test), "groups4": [], "class": [],
                            "full_data_other_orders": [acc(cache.get([], seed=s)) for s in ORDER_SEEDS]}
-    g = torch.Generator().manual_seed(777)
-    for _ in range(3):
-        rem = torch.randperm(dm.groups.num_groups, generator=g)[:4].tolist()
-        exact = acc(cache.get(rem))
-        res["groups4"].append({"groups": rem, "exact": exact, "ddm": accuracy(dm.unlearn(rem, name="matrix"),
-                                                                               data.test),
-                               "exact_other_orders": [acc(cache.get(rem, seed=s)) for s in ORDER_SEEDS]})
-    counts = dm.groups.class_counts  # where groups mix classes, no set of groups holds exactly one class
-    mixed = counts is not None and bool(((counts > 0).sum(1) > 1).any())
-    for c in [] if mixed else (0, int(data.num_classes) // 2):
-        rem = torch.nonzero(dm.groups.labels == c).flatten().tolist()
+    for kind, rem in unlearning_draws(dm, int(data.num_classes)):
+        if kind == "4 groups":
+            exact = acc(cache.get(rem))
+            res["groups4"].append({"groups": rem, "exact": exact, "ddm": accuracy(dm.unlearn(rem, name="matrix"),
+                                                                                   data.test),
+                                   "exact_other_orders": [acc(cache.get(rem, seed=s)) for s in ORDER_SEEDS]})
+            continue
+        c = int(dm.groups.labels[rem[0]])
         on_c = data.test.y == c
         ex = cache.get(rem).argmax(1)
         model = dm.unlearn(rem, name="matrix")

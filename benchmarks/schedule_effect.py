@@ -27,13 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import ddm
 from ddm import devices, progress
 from ddm.distill.head import Head, checkpoint_indices, head_gradients, head_statistics, synset_head_gradients
 from ddm.emulate.newton import newton_logits
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import lds
-from ddm.evaluation.retrain import RetrainCache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
@@ -43,16 +41,11 @@ TREND_SCALES = (0.25, 0.5, 1.0)
 
 
 def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
-    cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
+    cfg, data, _, dm, cache = M.open_run(root, name, seed)
     perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(M.TARGET_SEED))
     rows = perm[50:100]  # the validation targets
     targets = data.test[rows]
-    folder = root / name / f"seed{seed}"
-    dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
-                                                                         data.train)
     K = dm.groups.num_groups
-    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
-                         data.test.x)
     keep = sample_perturbations(K, 40, 0.5, seed=10_000 + seed)
     actual = M.losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in keep], name)[:, rows], targets.y)
     oc_keep, oc_actual = {}, {}

@@ -35,20 +35,10 @@ ALPHAS = (0.99,)  # NegGrad+'s kept-loss weight, chosen from 0.9, 0.99, 0.999 on
 
 def run(name: str, seed: int, root: Path, alphas: list[float], epochs: float,
         ddm_grid: list[str] | None = None) -> dict[str, Any]:
-    cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
-    folder = root / name / f"seed{seed}"
-    dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
-                                                                         data.train)
-    test = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
-                        data.test.x)
+    cfg, data, folder, dm, test = M.open_run(root, name, seed)
     train = RetrainCache(folder / "retrain-train", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
                          data.train.x)
-    g = torch.Generator().manual_seed(777)  # the draws of matrix.py's unlearning()
-    draws = [("4 groups", torch.randperm(dm.groups.num_groups, generator=g)[:4].tolist()) for _ in range(3)]
-    counts = dm.groups.class_counts
-    if counts is None or not bool(((counts > 0).sum(1) > 1).any()):
-        draws += [("class", torch.nonzero(dm.groups.labels == c).flatten().tolist())
-                  for c in (0, data.num_classes // 2)]
+    draws = M.unlearning_draws(dm, int(data.num_classes))
     yt, ytr = data.test.y, data.train.y
     rows = []
     for kind, rem in draws:

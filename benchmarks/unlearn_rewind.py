@@ -20,9 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import ddm
 from ddm import progress
-from ddm.evaluation.retrain import RetrainCache
 from ddm.train.loop import accuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,15 +28,8 @@ import matrix as M  # noqa: E402
 
 
 def run(name: str, seed: int, root: Path, key: str, values: list[str]) -> list[dict[str, float]]:
-    cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
-    folder = root / name / f"seed{seed}"
-    dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
-                                                                         data.train)
-    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
-                         data.test.x)
-    g = torch.Generator().manual_seed(777)  # the draws of matrix.py's unlearning()
-    draws = [torch.randperm(dm.groups.num_groups, generator=g)[:4].tolist() for _ in range(3)]
-    draws += [torch.nonzero(dm.groups.labels == c).flatten().tolist() for c in (0, data.num_classes // 2)]
+    cfg, data, _, dm, cache = M.open_run(root, name, seed)
+    draws = [rem for _, rem in M.unlearning_draws(dm, int(data.num_classes))]
 
     def acc(logits: torch.Tensor) -> float:
         return (logits.argmax(1) == data.test.y).float().mean().item()
