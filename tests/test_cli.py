@@ -44,7 +44,12 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert main(["unlearn", "-w", ws, "--groups", "0", "--set", "train.lr=1"]) == 2
     assert "only emulate.unlearn_" in capsys.readouterr().err
     assert main(["unlearn", "-w", ws, "--groups", "0,2", "--json"]) == 0  # the workspace's settings again
-    assert json.loads(capsys.readouterr().out)["rewind"] is not None
+    got = json.loads(capsys.readouterr().out)
+    assert got["rewind"] is not None
+    # the readable output says when the removed samples stay above test accuracy (retraining's rarely do)
+    assert main(["unlearn", "-w", ws, "--groups", "0,2"]) == 0
+    high = got["removed_accuracy"]["after"] >= got["test_accuracy"]["after"]
+    assert ("not on the removed samples themselves" in capsys.readouterr().out) == high
 
     # class unlearning and hierarchical attribution build the class-level synset on first use
     assert main(["unlearn", "-w", ws, "--groups", "3", "--classes", "--json"]) == 0

@@ -548,6 +548,11 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
         print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
               f"{100 * out['removed_accuracy']['after']:.1f}%")
+        if (out["removed_accuracy"]["after"] >= out["test_accuracy"]["after"] and not out["classes_without_data"]
+                and dm.emulation_method() == "newton"):
+            print("    (retraining without them usually leaves removed samples below test accuracy; this last-layer "
+                  "step follows retraining's effect on the other data, not on the removed samples themselves: "
+                  "README, \"What to expect\")")
         if out["rewind"]:
             r = out["rewind"]
             print(f"  moved back to epoch {r['epoch']:.3g} of {r['of_epochs']:g} of the recorded training: retraining "
