@@ -275,7 +275,6 @@ def test_a_step_that_collapses_a_kept_class_is_redone_with_more_damping(run, cap
     dm.config = cfg
     with pytest.raises(ddm.exceptions.ConfigError, match="unlearn_class_drop"):
         cfg.with_overrides(["emulate.unlearn_class_drop=0"])
-    dm.config = cfg
 
 
 def test_unlearning_moves_back_along_the_trajectory_by_the_data_removed(run):

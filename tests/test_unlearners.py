@@ -13,18 +13,14 @@ from ddm.train.loop import accuracy
 CFG = TrainConfig(epochs=3, lr=0.1, batch_size=32)
 
 
-def _acc(net, split):
-    return accuracy(net, split)
-
-
 def test_finetune_on_the_rest_forgets_an_absent_class_and_keeps_the_others(digits, trained):
     model, traj = trained
     keep = digits.train.y != 3
     gone, kept = digits.train[torch.nonzero(~keep).flatten()], digits.train[torch.nonzero(keep).flatten()]
-    before = _acc(model, gone)
+    before = accuracy(model, gone)
     net = finetune_rest(model, traj.final, digits.train, keep, CFG, epochs=4)
-    assert _acc(net, gone) < before - 0.2  # a class the fine-tuning never sees loses ground
-    assert _acc(net, kept) >= _acc(model, kept) - 0.05
+    assert accuracy(net, gone) < before - 0.2  # a class the fine-tuning never sees loses ground
+    assert accuracy(net, kept) >= accuracy(model, kept) - 0.05
     # the input model is untouched
     assert all(torch.equal(p, traj.final[k]) for k, p in model.named_parameters())
 
