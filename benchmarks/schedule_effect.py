@@ -10,7 +10,8 @@ seed 3 with the validation targets of ``matrix.py`` (its retrains are reused, or
   epoch tau (1 - s f), interpolated between checkpoints (the schedule effect, scaled by s);
 * ``loss per unit removed``: the median over targets of the least-squares slope of a target's retrained loss
   against the fraction of training data removed, over its other-class subsets (its class kept whole), beside
-  the median of what the trajectory predicts for fewer steps (the loss's slope over the last epoch x the epochs);
+  the same slope of DDM's predicted loss and the median of what the trajectory predicts for fewer steps (the
+  loss's slope over the last epoch x the epochs);
 * ``centered``: the removal step from g_k - n_k g_bar (g_bar the mean training gradient), the exact first-order
   step of a mean loss that is not at its minimum, e.g. under weight decay.
 
@@ -40,7 +41,7 @@ SCALES = (0.05, 0.1, 0.25, 0.5)
 TREND_SCALES = (0.25, 0.5, 1.0)
 
 
-def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
+def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, ...]]:
     cfg, data, _, dm, cache = M.open_run(root, name, seed)
     perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(M.TARGET_SEED))
     rows = perm[50:100]  # the validation targets
@@ -65,7 +66,7 @@ def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
             per += lds(predict(m, sel), oc_actual[c])[1]  # type: ignore[operator]
         return round(a, 3), round(float(np.mean(per)), 3)
 
-    res: dict[str, tuple[float, float]] = {}
+    res: dict[str, tuple[float, ...]] = {}
     attr = dm.attribute(targets, "dist2", name="schedule-effect")
     res["DDM (the default)"] = score(lambda k, sel: attr.predict(k)[:, sel, 0])
     same = (dm.groups.labels[None, :] == targets.y[:, None]).float()
@@ -106,15 +107,17 @@ def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
     # its other-class subsets), against what the trajectory's end slope predicts (loss per epoch x the epochs)
     L_traj = M.losses(Z, targets.y)  # [checkpoints, T]
     end = (L_traj[-2] - L_traj[-1]) / float(ep[-1] - ep[-2]) * float(ep[-1])
-    emp, pred = [], []
+    emp, own, pred = [], [], []
     for c, m in oc_keep.items():
         f = ((~m).float() @ sz) / float(sz.sum())
         A = torch.stack([torch.ones_like(f), f], 1)
-        for j, t in enumerate(torch.nonzero(targets.y == c).flatten().tolist()):
-            emp.append(torch.linalg.lstsq(A, oc_actual[c][:, j:j + 1]).solution[1, 0].item())
-            pred.append(end[t].item())
-    res["loss per unit removed: measured / end slope (medians)"] = (round(float(np.median(emp)), 3),
-                                                                    round(float(np.median(pred)), 3))
+        sel = torch.nonzero(targets.y == c).flatten()
+        fit = torch.linalg.lstsq(A, torch.cat([oc_actual[c], attr.predict(m)[:, sel, 0].float()], 1)).solution[1]
+        emp += fit[: len(sel)].tolist()
+        own += fit[len(sel):].tolist()
+        pred += end[sel].tolist()
+    res["loss per unit removed: measured / DDM / end slope (medians)"] = tuple(
+        round(float(np.median(v)), 3) for v in (emp, own, pred))
     head, C = Head.of(dm.model), data.num_classes
     for centered in (False, True):  # with the groups' real gradients, the step averaged over 5 checkpoints
         total = 0
@@ -153,8 +156,7 @@ def main() -> None:
              f"{' '.join(sys.argv[1:])}`; seed {args.seed}, validation targets; LDS / other-class LDS.", "",
              "| variant | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for r in rows:
-        lines.append(f"| {r} | " + " | ".join(f"{results[n][r][0]:+.3f} / {results[n][r][1]:+.3f}" for n in names)
-                     + " |")
+        lines.append(f"| {r} | " + " | ".join(" / ".join(f"{v:+.3f}" for v in results[n][r]) for n in names) + " |")
     M.write_report(args.out, lines, results)
 
 

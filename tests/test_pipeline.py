@@ -1,5 +1,7 @@
 """End to end on a small digits subset with the ``tiny`` preset."""
 
+import math
+
 import pytest
 import torch
 
@@ -298,6 +300,29 @@ def test_unlearning_moves_back_along_the_trajectory_by_the_data_removed(run):
         assert torch.allclose(p, still[name] - traj.final[name] + base[name], atol=1e-5)
     assert not torch.allclose(moved["features.0.weight"], traj.final["features.0.weight"])
     assert ddm.workspace.load_json(ws / "unlearned" / "rewind" / "unlearn.json")["rewind"] == r
+
+
+def test_the_prior_shift_lowers_the_bias_of_a_class_by_the_log_of_the_data_it_keeps(run):
+    cfg, data, ws, dm = run
+    a, b = 0, 1  # one group of each (the tiny preset has 2 per class): both classes keep data
+    ga = torch.nonzero(dm.groups.labels == a).flatten()[:1]
+    gb = torch.nonzero(dm.groups.labels == b).flatten()[:1]
+    removed = torch.cat([ga, gb]).tolist()
+    sizes = dm.groups.sizes()
+    base = ["emulate.unlearn_backoff=0", "emulate.unlearn_rewind=0"]
+    dm.config = cfg.with_overrides([*base, "emulate.unlearn_prior_shift=0"])
+    off = dict(dm.unlearn(removed, name="no-shift").named_parameters())["classifier.bias"]
+    dm.config = cfg.with_overrides([*base, "emulate.unlearn_prior_shift=0.5"])
+    on = dict(dm.unlearn(removed, name="shift").named_parameters())["classifier.bias"]
+    dm.config = cfg
+    expected = torch.zeros(data.num_classes)
+    for c, rows in ((a, ga), (b, gb)):
+        total = sizes[dm.groups.labels == c].sum().item()
+        expected[c] = 0.5 * math.log((total - sizes[rows].sum().item()) / total)
+    assert torch.allclose(on - off, expected, atol=1e-5)
+    assert expected[a] < 0 and expected[b] < 0 and (expected != 0).sum() == 2  # untouched classes keep their bias
+    with pytest.raises(ddm.exceptions.ConfigError, match="unlearn_prior_shift"):
+        cfg.with_overrides(["emulate.unlearn_prior_shift=-1"])
 
 
 def test_a_resumed_distillation_stage_counts_the_killed_process_too(tmp_path, monkeypatch, killed_at_write):

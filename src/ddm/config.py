@@ -261,6 +261,11 @@ class EmulateConfig:
                                         "0.3 tied on the selection configurations, both ahead of 0.5 (the value "
                                         "before); 0.2 also catches a 29-point drop a probe outside the benchmarks "
                                         "found (BENCHMARKS.md)", since="0.8", implicit=0.5)
+    unlearn_prior_shift: float = _f(0.0, "Newton unlearning: a class that keeps a fraction r of its training "
+                                         "samples gets s log r added to its bias (s this value), the shift of a "
+                                         "calibrated classifier's class prior; its limit r = 0 is the rule that "
+                                         "takes a class without data out of the head. 0: off",
+                                    since="0.9", implicit=0.0)
     decay_share: bool = _f(True, "Newton emulation and unlearning: removing a group also removes its samples' share "
                                  "of the weight decay (training averages the loss, so the kept samples weigh more "
                                  "against train.weight_decay); no effect without weight decay",
@@ -286,6 +291,8 @@ class EmulateConfig:
         _check(self.unlearn_damping is None or self.unlearn_damping > 0, "emulate.unlearn_damping must be positive")
         _check(self.unlearn_backoff >= 0, "emulate.unlearn_backoff must be >= 0")
         _check(0 < self.unlearn_class_drop <= 1, "emulate.unlearn_class_drop must be in (0, 1]")
+        _check(self.unlearn_prior_shift >= 0,
+               f"emulate.unlearn_prior_shift must be >= 0, got {self.unlearn_prior_shift}")
         _check(self.unlearn_curvature_damping >= 0, "emulate.unlearn_curvature_damping must be >= 0")
 
 

@@ -79,6 +79,28 @@ def _forget_classes(model: nn.Module, classes: list[int]) -> None:
                         "set to 0, which other classes' logits may not exceed", classes)
 
 
+def _shift_priors(model: nn.Module, groups: Groups, removed: torch.Tensor, scale: float) -> None:
+    """Add ``scale * log(kept / all)`` of each class's training samples to its bias (in place): the prior shift a
+    calibrated classifier sees when a class keeps a fraction of its data (``emulate.unlearn_prior_shift``). Classes
+    with nothing kept are left to :func:`_forget_classes`."""
+    from ddm.distill.head import Head
+
+    counts = groups.class_counts
+    if counts is None:  # every group of its own class alone
+        counts = torch.zeros(groups.num_groups, int(groups.labels.max()) + 1, dtype=torch.long)
+        counts[torch.arange(groups.num_groups), groups.labels] = groups.sizes()
+    total = counts.sum(0).double()
+    kept = total - counts[removed].sum(0).double()
+    shift = torch.zeros_like(total)
+    ok = (kept > 0) & (total > 0)
+    shift[ok] = scale * torch.log(kept[ok] / total[ok])
+    lin = Head.of(model).linear
+    if lin.bias is None or len(shift) > len(lin.bias):
+        return
+    with torch.no_grad():
+        lin.bias[: len(shift)] += shift.to(lin.bias.dtype).to(lin.bias.device)
+
+
 def _refuse_batchnorm(model: nn.Module | None, what: str) -> None:
     """The trajectory matchers and fine-tuning emulations differentiate the whole network through
     ``functional_call``: BatchNorm's running statistics would stay frozen at theta_tau's (eval mode) or break
@@ -647,6 +669,8 @@ class DistilledDatamodel:
             # the matrix). The Newton step cannot express this (the class's gradient and curvature at theta_tau
             # are both near zero, so its step is a ratio of two small numbers), so the class leaves the head.
             self.last_rewind = self._rewind(model, grp, idx, method)
+            if method == "newton" and self.config.emulate.unlearn_prior_shift > 0:
+                _shift_priors(model, grp, idx, self.config.emulate.unlearn_prior_shift)
             if gone:
                 _forget_classes(model, gone)
             last = attempt == backoffs
