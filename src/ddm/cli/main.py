@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="emulate.unlearn_FIELD=VALUE",
                    help="an unlearning setting for this call only (repeatable): emulate.unlearn_damping (larger: "
                         "a shorter step), emulate.unlearn_rewind, emulate.unlearn_backoff, "
-                        "emulate.unlearn_class_drop, emulate.unlearn_curvature_damping; the workspace's other "
+                        "emulate.unlearn_class_drop, emulate.unlearn_curvature_damping, emulate.unlearn_prior_shift "
+                        "(1: a class that keeps a fraction r of its data gets log r on its bias; off by default); "
+                        "the workspace's other "
                         "settings cannot change here")
     p.set_defaults(func=cmd_unlearn)
 
