@@ -103,6 +103,23 @@ ORDER_SEEDS = (1, 2)  # data-order seeds of the extra exact retrains that measur
 TARGET_SEED = 12345
 
 
+def lds_subsets(groups: Any, labels: torch.Tensor, seed: int, subsets: int = 40,
+                other: int = 10) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """The kept-group masks of a seed: ``subsets`` random half subsets (LDS), and for each class among ``labels``
+    ``other`` subsets that keep every group of that class and drop half of the others (other-class LDS; none where
+    groups mix classes: no subset of groups keeps a class whole and drops others)."""
+    K = groups.num_groups
+    keep = sample_perturbations(K, subsets, 0.5, seed=10_000 + seed)
+    counts = groups.class_counts
+    mixed = counts is not None and bool(((counts > 0).sum(1) > 1).any())
+    oc_keep = {}
+    for c in [] if mixed else labels.unique().tolist():
+        m = sample_perturbations(K, other, 0.5, seed=20_000 + 100 * seed + c)
+        m[:, groups.labels == c] = True
+        oc_keep[c] = m
+    return keep, oc_keep
+
+
 def make_config(overrides: list[str], seed: int, extra: list[str]) -> tuple[RunConfig, Any]:
     dataset = next((o.split("=", 1)[1] for o in overrides if o.startswith("--dataset=")), "digits")
     sets = [o for o in overrides if not o.startswith("--")]
@@ -136,18 +153,11 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
     K = dm.groups.num_groups
     cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
                          data.test.x)
-    keep = sample_perturbations(K, args.subsets, 0.5, seed=10_000 + seed)
+    keep, oc_keep = lds_subsets(dm.groups, targets.y, seed, args.subsets, args.other_subsets)
     actual = losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in keep], f"{name} LDS")[:, rows],
                     targets.y)
-    # other-class subsets: keep every group of class c, drop half of the others (not where groups mix classes: no
-    # subset of groups keeps a class whole and drops others)
-    oc_keep, oc_actual = {}, {}
-    counts = dm.groups.class_counts
-    mixed = counts is not None and bool(((counts > 0).sum(1) > 1).any())
-    for c in [] if mixed else targets.y.unique().tolist():
-        m = sample_perturbations(K, args.other_subsets, 0.5, seed=20_000 + 100 * seed + c)
-        m[:, dm.groups.labels == c] = True
-        oc_keep[c] = m
+    oc_actual = {}
+    for c, m in oc_keep.items():
         sel = targets.y == c
         oc_actual[c] = losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in m], f"{name} class {c}")
                               [:, rows[sel]], targets.y[sel])

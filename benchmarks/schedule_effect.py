@@ -31,12 +31,21 @@ import torch.nn.functional as F
 from ddm import devices, progress
 from ddm.distill.head import Head, checkpoint_indices, head_gradients, head_statistics, synset_head_gradients
 from ddm.emulate.newton import newton_logits
-from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import lds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
+#: probes of what sets the regime apart (the digits ConvNet of the matrix, one setting changed at a time): the
+#: momentum-wd configuration without its decay, plain SGD at its effective rate lr / (1 - momentum) = 0.2 and at the
+#: demo's 0.1, and the K = 100 selection configuration at 0.2
+PROBES: dict[str, list[str]] = {
+    "digits-convnet-K40-momentum": ["train.lr=0.02", "train.momentum=0.9", "cluster.per_class=4"],
+    "digits-convnet-K40-sgd-lr0.2": ["train.lr=0.2", "cluster.per_class=4"],
+    "digits-convnet-K40-sgd-lr0.1": ["cluster.per_class=4"],
+    "digits-convnet-K100-sgd-lr0.2": ["train.lr=0.2"],
+}
+M.CONFIGS.update({k: (v, False) for k, v in PROBES.items()})
 SCALES = (0.05, 0.1, 0.25, 0.5)
 TREND_SCALES = (0.25, 0.5, 1.0)
 
@@ -46,14 +55,10 @@ def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, ...]]:
     perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(M.TARGET_SEED))
     rows = perm[50:100]  # the validation targets
     targets = data.test[rows]
-    K = dm.groups.num_groups
-    keep = sample_perturbations(K, 40, 0.5, seed=10_000 + seed)
+    keep, oc_keep = M.lds_subsets(dm.groups, targets.y, seed)
     actual = M.losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in keep], name)[:, rows], targets.y)
-    oc_keep, oc_actual = {}, {}
-    for c in targets.y.unique().tolist():
-        m = sample_perturbations(K, 10, 0.5, seed=20_000 + 100 * seed + c)
-        m[:, dm.groups.labels == c] = True
-        oc_keep[c] = m
+    oc_actual = {}
+    for c, m in oc_keep.items():
         sel = targets.y == c
         oc_actual[c] = M.losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in m], name)[:, rows[sel]],
                                 targets.y[sel])
