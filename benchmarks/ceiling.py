@@ -11,14 +11,12 @@ default), so the retrains in the target's order are reused.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ddm import progress
 from ddm.evaluation.metrics import lds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,16 +52,8 @@ def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="benchmarks/results/ceiling")
-    p.add_argument("--root", default="runs/matrix-b")
-    p.add_argument("--configs", default=",".join(n for n in M.CONFIGS if n not in M.HELD_OUT))
-    p.add_argument("--seed", type=int, default=3)
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    progress.set_enabled(False)
-    names = args.configs.split(",")
-    results = {n: run(n, args.seed, Path(args.root)) for n in names}
+    args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/ceiling",
+                                            ",".join(n for n in M.CONFIGS if n not in M.HELD_OUT))
     rows = list(next(iter(results.values())))
     lines = ["# The LDS ceiling: exact retraining against itself (diagnostic)", "",
              f"Command: `python benchmarks/ceiling.py {' '.join(sys.argv[1:])}`; seed {args.seed}, validation "

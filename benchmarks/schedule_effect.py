@@ -20,7 +20,6 @@ seed 3 with the validation targets of ``matrix.py`` (its retrains are reused, or
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ddm import devices, progress
+from ddm import devices
 from ddm.distill.head import Head, checkpoint_indices, head_gradients, head_statistics, synset_head_gradients
 from ddm.emulate.newton import newton_logits
 from ddm.evaluation.metrics import lds
@@ -146,16 +145,9 @@ def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, ...]]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="benchmarks/results/schedule-effect")
-    p.add_argument("--root", default="runs/matrix")
-    p.add_argument("--configs", default="digits-convnet-K100-sgd,fmnist-mlp-K40-sgd,digits-convnet-K40-momentum-wd")
-    p.add_argument("--seed", type=int, default=3)
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    progress.set_enabled(False)
-    names = args.configs.split(",")
-    results = {n: run(n, args.seed, Path(args.root)) for n in names}
+    args, names, results = M.run_diagnostic(
+        __doc__, run, "benchmarks/results/schedule-effect",
+        "digits-convnet-K100-sgd,fmnist-mlp-K40-sgd,digits-convnet-K40-momentum-wd", root="runs/matrix")
     rows = list(next(iter(results.values())))
     lines = ["# The schedule effect (diagnostic)", "", f"Command: `python benchmarks/schedule_effect.py "
              f"{' '.join(sys.argv[1:])}`; seed {args.seed}, validation targets; LDS / other-class LDS.", "",
