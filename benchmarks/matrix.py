@@ -153,7 +153,7 @@ def losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
             grid: tuple[str, list[str]]) -> dict[str, Any]:
     overrides, _ = CONFIGS[name]
-    cfg, data = make_config(overrides, seed, [])
+    cfg, data = make_config(overrides, seed, args.set)
     perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(TARGET_SEED))
     rows = perm[args.targets:2 * args.targets] if args.select else perm[:args.targets]
     targets = data.test[rows]
@@ -431,6 +431,8 @@ def main() -> None:
     p.add_argument("--select", action="store_true", help="selection configurations, seed 3, the --grid of a setting")
     p.add_argument("--grid", default="distill.damping=1e-3,3e-3,1e-2", metavar="KEY=V1,V2,...",
                    help="with --select: the setting and values compared (each in its own workspace)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting applied to every configuration of the run, before --grid (repeatable)")
     p.add_argument("--unlearn-dampings", default="1e-5,1e-4,1e-3,1e-2")
     p.add_argument("--unlearn-curvature-dampings", default="0,0.03,0.1,0.3")
     p.add_argument("--render", default=None, metavar="A.json,B.json",

@@ -72,6 +72,48 @@ def test_newton_emulation_equals_an_explicit_step_on_the_full_model(trained, dig
     assert torch.allclose(nothing[0], base, atol=1e-5)
 
 
+def test_the_per_checkpoint_readout_expands_each_checkpoints_step_at_its_own_logits(trained, digits, groups,
+                                                                                     head_synset):
+    from ddm.emulate.newton import newton_outputs
+
+    model, traj = trained
+    head = Head.of(model)
+    x, y = digits.test.x[:40], digits.test.y[:40]
+
+    def loss(z):  # cross-entropy on the true label, per target: logits [N, C] -> [N, 1]
+        return torch.nn.functional.cross_entropy(z, y, reduction="none")[:, None]
+
+    deleted = ~ddm.emulate.sample_perturbations(groups.num_groups, 4, 0.5, seed=5)
+    out = newton_outputs(model, traj.final, head_synset, deleted, x, loss, trajectory=traj)
+    assert out.shape == (4, 40, 1)
+    # explicitly: at each member, the loss at its own logits plus its gradient times the step's logit change
+    members = [(traj.final, head_synset.curvature, float(head_synset.damping))]
+    members += [(traj.params[c.index], c.curvature, c.damping) for c in head_synset.checkpoints]
+    w, b = head.param_names
+    expected = 0
+    for params, curv, lam in members:
+        g = synset_head_gradients(head, head_synset, params).double()
+        P = torch.linalg.inv(curv.hessian.double() + lam * torch.eye(g.shape[1]))
+        z = functional_call(model, params, (x,)).detach().requires_grad_(True)
+        dl = torch.autograd.grad(loss(z).sum(), z)[0]
+        rows = []
+        for d in deleted:
+            step = (P @ g[d].sum(0) / int(head_synset.num_train)).float().reshape(head.matrix().shape)
+            moved = {**params, w: params[w] + step[:, :-1], b: params[b] + step[:, -1]}
+            dz = functional_call(model, moved, (x,)) - z.detach()
+            rows.append(loss(z.detach()) + (dl * dz).sum(1, keepdim=True))
+        expected = expected + torch.stack(rows)
+    assert torch.allclose(out, expected / len(members), atol=1e-4)
+    # linear in the perturbation: the effects of two disjoint deletions add up
+    a, c = torch.zeros(1, groups.num_groups, dtype=torch.bool), torch.zeros(1, groups.num_groups, dtype=torch.bool)
+    a[0, :3], c[0, 5:9] = True, True
+    nothing = newton_outputs(model, traj.final, head_synset, a & c, x, loss, trajectory=traj)
+    both = newton_outputs(model, traj.final, head_synset, a | c, x, loss, trajectory=traj)
+    one = newton_outputs(model, traj.final, head_synset, a, x, loss, trajectory=traj)
+    other = newton_outputs(model, traj.final, head_synset, c, x, loss, trajectory=traj)
+    assert torch.allclose(both - nothing, (one - nothing) + (other - nothing), atol=1e-5)
+
+
 def test_the_checkpoint_average_needs_its_trajectory(trained, digits, groups, head_synset):
     from ddm.distill.head import checkpoint_indices
     from ddm.train.trajectory import Trajectory

@@ -302,6 +302,29 @@ def test_unlearning_moves_back_along_the_trajectory_by_the_data_removed(run):
     assert ddm.workspace.load_json(ws / "unlearned" / "rewind" / "unlearn.json")["rewind"] == r
 
 
+def test_the_per_checkpoint_readout_is_an_option_of_the_newton_attribution(run, caplog):
+    cfg, data, ws, dm = run
+    targets = data.test[:6]
+    default = dm.attribute(targets, "dist2", name="readout-logits")
+    dm.config = cfg.with_overrides(["emulate.readout=checkpoints"])
+    per = dm.attribute(targets, "dist2", name="readout-checkpoints")
+    assert torch.isfinite(per.weights).all() and not torch.allclose(per.weights, default.weights)
+    # the readout is linear in the perturbation, so the regression recovers it: prediction == readout
+    keep = ddm.emulate.sample_perturbations(dm.groups.num_groups, 3, 0.5, seed=9)
+    from ddm.emulate.newton import newton_outputs
+    exact = newton_outputs(dm.model, dm.trajectory.final, dm.synset, ~keep, targets.x,
+                           lambda z: torch.nn.functional.cross_entropy(z, targets.y, reduction="none")[:, None],
+                           trajectory=dm.trajectory, decay=dm.decay(dm.groups))
+    assert torch.allclose(per.predict(keep), exact, atol=1e-4)
+    caplog.set_level("INFO")
+    acc = dm.attribute(data.test[:30], "accuracy", name="readout-accuracy")  # argmax: no derivative, falls back
+    assert "read out instead" in caplog.text
+    dm.config = cfg
+    assert torch.allclose(acc.weights, dm.attribute(data.test[:30], "accuracy", name="acc-logits").weights)
+    with pytest.raises(ConfigError, match="emulate.readout"):
+        cfg.with_overrides(["emulate.readout=sideways"])
+
+
 def test_the_prior_shift_lowers_the_bias_of_a_class_by_the_log_of_the_data_it_keeps(run):
     cfg, data, ws, dm = run
     a, b = 0, 1  # one group of each (the tiny preset has 2 per class): both classes keep data

@@ -234,6 +234,12 @@ class EmulateConfig:
                              "paper), finetune (Eq. 3: finetune_steps SGD steps on the deleted synsets) or linear "
                              "(one first-order step of the same length from theta_tau; not in the paper)",
                      since="0.3", implicit="finetune")
+    readout: str = _f("logits", "Newton emulation: how a perturbation's step becomes the objective's outputs: logits "
+                                "(the step averaged over the checkpoints, added to theta_tau's logits, through the "
+                                "objective) or checkpoints (each checkpoint's step through the objective's "
+                                "first-order expansion at that checkpoint's own logits, then averaged; needs a "
+                                "differentiable objective, others fall back to logits; BENCHMARKS.md, 'What the "
+                                "remaining misses are made of')", since="0.9", implicit="logits")
     top_classes: int = _f(2, "hierarchical datamodel: classes refined at group level per target")
     unlearn_damping: float | None = _f(1e-3, "Newton unlearning: lambda as a fraction of the curvature's top "
                                              "eigenvalue (plus train.weight_decay; chosen on the selection "
@@ -278,6 +284,7 @@ class EmulateConfig:
         _check(self.num_perturbations is None or self.num_perturbations > 0,
                "emulate.num_perturbations must be positive")
         _check(0 < self.keep_prob < 1, f"emulate.keep_prob must be in (0, 1), got {self.keep_prob}")
+        _choice(self.readout, "emulate.readout", ("logits", "checkpoints"))
         _check(self.finetune_lr is None or self.finetune_lr > 0, "emulate.finetune_lr must be positive")
         _check(self.finetune_scale > 0, "emulate.finetune_scale must be positive")
         _check(self.finetune_steps is None or self.finetune_steps >= 0, "emulate.finetune_steps must be >= 0")

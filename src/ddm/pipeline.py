@@ -582,11 +582,34 @@ class DistilledDatamodel:
                                     e.seed)
         deleted = torch.zeros(len(keep), K, dtype=torch.bool)
         deleted[:, perturbed] = ~keep
-        logits = self._emulate(synset, synset_key, deleted, targets, tag, groups)
-        outputs = obj.outputs(logits, targets.y)
+        outputs = self._read_out_per_checkpoint(synset, deleted, targets, obj, groups)
+        if outputs is None:
+            outputs = obj.outputs(self._emulate(synset, synset_key, deleted, targets, tag, groups), targets.y)
         ids = targets.index.tolist() if obj.per_target else [-1]
-        return fit_attribution(keep, outputs, obj, groups, ids, logits.shape[-1], e.weighting, e.ridge,
+        return fit_attribution(keep, outputs, obj, groups, ids, synset.num_classes, e.weighting, e.ridge,
                                {"perturbations": len(keep), "keep_prob": e.keep_prob})
+
+    def _read_out_per_checkpoint(self, synset: Synset, deleted: torch.Tensor, targets: Split, obj: Objective,
+                                 groups: Groups) -> torch.Tensor | None:
+        """The objective's outputs under ``emulate.readout=checkpoints`` (:func:`ddm.emulate.newton.newton_outputs`),
+        or None where the logits readout applies (the default, another emulation, or an objective without
+        per-target derivatives, which falls back with a note in the log)."""
+        if self.config.emulate.readout != "checkpoints":
+            return None
+        if self.emulation_method(synset) != "newton" or not (obj.differentiable and obj.per_target):
+            log.info("emulate.readout=checkpoints needs the Newton emulation and a differentiable per-target "
+                     "objective (%s is not): its logits are read out instead", obj.name)
+            return None
+        from ddm.emulate.newton import newton_outputs
+
+        assert self.model is not None and self.trajectory is not None
+        labels = targets.y
+
+        def outputs(z: torch.Tensor) -> torch.Tensor:
+            return obj.outputs(z[None], labels.to(z.device))[0]
+
+        return newton_outputs(self.model, self.trajectory.final, synset, deleted, targets.x, outputs,
+                              trajectory=self.trajectory, decay=self.decay(groups))
 
     def _attribute_hierarchical(self, targets: Split, obj: Objective) -> AttributionMatrix:
         """Sec. 3.3: class-level W first, then group-level W within each target's top classes."""

@@ -21,6 +21,7 @@ it, while the other classes keep theirs (BENCHMARKS.md, "Head-Newton DDM").
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -79,6 +80,49 @@ def removal_displacements(model: nn.Module, params: Params, synset: Synset,
     return curvature.to(g.device).solve(g, damping, single=True) / n
 
 
+def _members(model: nn.Module, params: Params, synset: Synset, trajectory: Trajectory | None,
+             decay: torch.Tensor | None) -> list[tuple[Params, torch.Tensor]]:
+    """``(parameters, U [K, D])`` at theta_tau, then at each checkpoint the synset holds a curvature for."""
+    members = [(params, removal_displacements(model, params, synset, decay=decay))]
+    if synset.checkpoints:
+        if trajectory is None:
+            raise ConfigError("this synset averages the Newton step over checkpoints of the trajectory "
+                              "(distill.checkpoints > 1): pass the trajectory it was distilled from")
+        for c in synset.checkpoints:
+            if c.index >= len(trajectory) or abs(float(trajectory.epochs[c.index]) - c.epoch) > 1e-6:
+                raise ConfigError(f"the trajectory does not hold the checkpoint the synset was distilled at (index "
+                                  f"{c.index}, epoch {c.epoch:g}): re-distill with --overwrite")
+            p = trajectory.params[c.index]
+            members.append((p, removal_displacements(model, p, synset, c.curvature, c.damping, decay)))
+    return members
+
+
+def newton_outputs(model: nn.Module, params: Params, synset: Synset, deleted: torch.Tensor, x: torch.Tensor,
+                   outputs: Callable[[torch.Tensor], torch.Tensor], trajectory: Trajectory | None = None,
+                   decay: torch.Tensor | None = None) -> torch.Tensor:
+    """An objective's outputs ``[P, N, O]`` on ``x`` for each row of ``deleted [P, K]``, read out per checkpoint
+    (``emulate.readout=checkpoints``): at theta_tau and at each checkpoint the synset holds, the step's logit change
+    ``h_t(x) U_t`` goes through the first-order expansion of ``outputs`` (logits ``[N, C]`` -> ``[N, O]``, which
+    must be differentiable) at that checkpoint's own logits, and the results are averaged. Early checkpoints,
+    where the targets are not fitted yet, weigh more than in :func:`newton_logits`, which reads the averaged
+    change at theta_tau's logits. Linear in the perturbation: each group's effect adds up."""
+    head = Head.of(model)
+    bases, effects = [], []
+    members = _members(model, params, synset, trajectory, decay)
+    for p, U in members:
+        with torch.no_grad():
+            h = head.features(x, p)
+            W = head.matrix(p)
+            z = h @ W.T
+            S = torch.einsum("nd,kcd->knc", h, U.reshape(len(U), *W.shape).to(h.dtype))  # [K, N, C]
+            bases.append(outputs(z))
+        effects.append(torch.func.vmap(lambda d, z=z: torch.func.jvp(outputs, (z,), (d,))[1])(S).detach())  # [K, N, O]
+    base, effect = torch.stack(bases).mean(0), torch.stack(effects).mean(0)
+    result = base[None] + torch.einsum("pk,kno->pno", deleted.to(effect.dtype).to(effect.device), effect)
+    _check_finite(result, "Newton emulation (read out per checkpoint)")
+    return result.cpu()
+
+
 def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: torch.Tensor, x: torch.Tensor,
                   chunk_size: int = 256, trajectory: Trajectory | None = None, order: str = "auto",
                   decay: torch.Tensor | None = None) -> torch.Tensor:
@@ -92,17 +136,7 @@ def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: tor
     if order not in ("auto", "groups", "perturbations"):
         raise ConfigError(f"order must be auto, groups or perturbations, got {order!r}")
     head = Head.of(model)
-    members = [(params, removal_displacements(model, params, synset, decay=decay))]
-    if synset.checkpoints:
-        if trajectory is None:
-            raise ConfigError("this synset averages the Newton step over checkpoints of the trajectory "
-                              "(distill.checkpoints > 1): pass the trajectory it was distilled from")
-        for c in synset.checkpoints:
-            if c.index >= len(trajectory) or abs(float(trajectory.epochs[c.index]) - c.epoch) > 1e-6:
-                raise ConfigError(f"the trajectory does not hold the checkpoint the synset was distilled at (index "
-                                  f"{c.index}, epoch {c.epoch:g}): re-distill with --overwrite")
-            p = trajectory.params[c.index]
-            members.append((p, removal_displacements(model, p, synset, c.curvature, c.damping, decay)))
+    members = _members(model, params, synset, trajectory, decay)
     with torch.no_grad():
         W = head.matrix(params)
         feats = [(head.features(x, p), U) for p, U in members]

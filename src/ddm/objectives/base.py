@@ -17,11 +17,13 @@ class Objective(ABC):
     """A behaviour of the model to attribute.
 
     ``per_target``: True when every target sample has its own outputs (influence on test samples);
-    False when the targets form one set with shared outputs (accuracy, F1, ...).
+    False when the targets form one set with shared outputs (accuracy, F1, ...). ``differentiable``: the outputs
+    have useful derivatives in the logits (``emulate.readout=checkpoints`` expands them to first order).
     """
 
     name: str = "objective"
     per_target: bool = True
+    differentiable: bool = True
     score_meaning: str = ""
 
     @abstractmethod

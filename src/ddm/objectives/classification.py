@@ -32,6 +32,7 @@ class Functionality(Objective):
     (positive: the group helps the metric; negative: removing it would improve the metric)."""
 
     per_target = False
+    differentiable = False  # argmax-based: zero derivative almost everywhere
     score_meaning = "drop of the metric when the group is removed (its contribution; negative = harmful)"
 
     def __init__(self, metric: str) -> None:
