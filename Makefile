@@ -71,6 +71,10 @@ bench-diagnostics: $(STAMP)
 	  --out benchmarks/results/schedule-effect-lr
 	$(BIN)/python benchmarks/matrix.py --select --grid distill.damping=1e-2,3e-2,1e-1 --unlearn-dampings= \
 	  --root runs/matrix-b --out benchmarks/results/matrix-select-damping-edge
+	$(BIN)/python benchmarks/matrix.py --select --grid emulate.readout=logits,checkpoints --unlearn-dampings= \
+	  --root runs/matrix-b --out benchmarks/results/matrix-select-readout
+	$(BIN)/python benchmarks/matrix.py --select --set distill.checkpoints=5 --grid emulate.readout=logits,checkpoints \
+	  --unlearn-dampings= --root runs/matrix-b-ckpt5 --out benchmarks/results/matrix-select-readout-checkpoints5
 	for c in digits-convnet-K100-sgd fmnist-mlp-K40-sgd; do \
 	  $(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds 3,4 --configs $$c \
 	    --grid emulate.unlearn_prior_shift=0,0.5,1,2 --out benchmarks/results/unlearn-prior-shift-select-$$c || exit 1; done
