@@ -62,6 +62,7 @@ bench-matrix: $(STAMP)
 # What the remaining misses are made of (diagnostics on the selection seed, 3, with its validation targets; they
 # change no default): retraining's own ceiling, the schedule effect on every configuration, the damping past the
 # selection grid's edge, and the unlearning prior shift (selection on seeds 3-4, then the report configurations).
+MLPS := fmnist-mlp-K40-sgd,fmnist-mlp-K40-adam,digits-mlp-K40-sgd,fmnist-mlp-K100-momentum
 bench-diagnostics: $(STAMP)
 	$(BIN)/python benchmarks/ceiling.py --root runs/matrix-b --out benchmarks/results/ceiling
 	$(BIN)/python benchmarks/schedule_effect.py --root runs/matrix-b --configs $(MATRIX_A),$(MATRIX_B),\
@@ -75,6 +76,10 @@ bench-diagnostics: $(STAMP)
 	  --root runs/matrix-b --out benchmarks/results/matrix-select-readout
 	$(BIN)/python benchmarks/matrix.py --select --set distill.checkpoints=5 --grid emulate.readout=logits,checkpoints \
 	  --unlearn-dampings= --root runs/matrix-b-ckpt5 --out benchmarks/results/matrix-select-readout-checkpoints5
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --peers if-explicit --configs $(MLPS) \
+	  --out benchmarks/results/readout-report-mlp-default
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b-readout --peers if-explicit --set emulate.readout=checkpoints \
+	  --set distill.checkpoints=5 --configs $(MLPS) --out benchmarks/results/readout-report-mlp-checkpoints5
 	for c in digits-convnet-K100-sgd fmnist-mlp-K40-sgd; do \
 	  $(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds 3,4 --configs $$c \
 	    --grid emulate.unlearn_prior_shift=0,0.5,1,2 --out benchmarks/results/unlearn-prior-shift-select-$$c || exit 1; done
