@@ -85,10 +85,7 @@ def _shift_priors(model: nn.Module, groups: Groups, removed: torch.Tensor, scale
     with nothing kept are left to :func:`_forget_classes`."""
     from ddm.distill.head import Head
 
-    counts = groups.class_counts
-    if counts is None:  # every group of its own class alone
-        counts = torch.zeros(groups.num_groups, int(groups.labels.max()) + 1, dtype=torch.long)
-        counts[torch.arange(groups.num_groups), groups.labels] = groups.sizes()
+    counts = groups.class_count_matrix()
     total = counts.sum(0).double()
     kept = total - counts[removed].sum(0).double()
     shift = torch.zeros_like(total)
@@ -96,6 +93,7 @@ def _shift_priors(model: nn.Module, groups: Groups, removed: torch.Tensor, scale
     shift[ok] = scale * torch.log(kept[ok] / total[ok])
     lin = Head.of(model).linear
     if lin.bias is None or len(shift) > len(lin.bias):
+        log.warning("emulate.unlearn_prior_shift needs a last layer with a bias for every class; none is shifted")
         return
     with torch.no_grad():
         lin.bias[: len(shift)] += shift.to(lin.bias.dtype).to(lin.bias.device)

@@ -66,15 +66,20 @@ class Groups:
         """How many classes group ``k`` holds (1 where the class counts were not stored)."""
         return 1 if self.class_counts is None else int((self.class_counts[k] > 0).sum())
 
+    def class_count_matrix(self) -> torch.Tensor:
+        """``[K, classes]``: each group's samples of each class (``class_counts``, or, where it was not stored,
+        every group's size under its own class)."""
+        if self.class_counts is not None:
+            return self.class_counts
+        counts = torch.zeros(self.num_groups, int(self.labels.max()) + 1, dtype=torch.long)
+        counts[torch.arange(self.num_groups), self.labels] = self.sizes()
+        return counts
+
     def classes_left(self, removed: torch.Tensor | list[int]) -> tuple[set[int], set[int]]:
         """(classes with samples in the removed groups, classes with samples in the kept groups)."""
         gone = torch.zeros(self.num_groups, dtype=torch.bool)
         gone[torch.as_tensor(removed, dtype=torch.long)] = True
-        counts = self.class_counts
-        if counts is None:  # every group of its own class alone
-            counts = torch.zeros(self.num_groups, int(self.labels.max()) + 1, dtype=torch.long)
-            counts[torch.arange(self.num_groups), self.labels] = 1
-        present = counts > 0
+        present = self.class_count_matrix() > 0
 
         def classes(rows: torch.Tensor) -> set[int]:
             return set(torch.nonzero(present[rows].any(0)).flatten().tolist())
