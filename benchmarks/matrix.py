@@ -104,6 +104,13 @@ ORDER_SEEDS = (1, 2)  # data-order seeds of the extra exact retrains that measur
 TARGET_SEED = 12345
 
 
+def ground_truth_orders(seed: int, n: int) -> list[int]:
+    """The ``n - 1`` data-order seeds whose retrains join the target order's in the averaged ground truth: the
+    first of 1, 2, 3, ... that differ from the run's own seed (seed 3's first is ``ORDER_SEEDS[0]``, whose retrains
+    ``ceiling.py`` made)."""
+    return [s for s in range(1, n + 1) if s != seed][: n - 1]
+
+
 def lds_subsets(groups: Any, labels: torch.Tensor, seed: int, subsets: int = 40,
                 other: int = 10) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """The kept-group masks of a seed: ``subsets`` random half subsets (LDS), and for each class among ``labels``
@@ -171,13 +178,27 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
     cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
                          data.test.x)
     keep, oc_keep = lds_subsets(dm.groups, targets.y, seed, args.subsets, args.other_subsets)
-    actual = losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in keep], f"{name} LDS")[:, rows],
-                    targets.y)
-    oc_actual = {}
-    for c, m in oc_keep.items():
-        sel = targets.y == c
-        oc_actual[c] = losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in m], f"{name} class {c}")
-                              [:, rows[sel]], targets.y[sel])
+
+    def retrained(order: int | None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        tag = "" if order is None else f" order {order}"
+        actual = losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in keep], f"{name} LDS{tag}",
+                                   seed=order)[:, rows], targets.y)
+        oc_actual = {}
+        for c, m in oc_keep.items():
+            sel = targets.y == c
+            oc_actual[c] = losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in m],
+                                             f"{name} class {c}{tag}", seed=order)[:, rows[sel]], targets.y[sel])
+        return actual, oc_actual
+
+    # the ground truth: retrains in the target's data order, and with --orders N also their loss averaged over N
+    # data orders (the target's and N - 1 others), which takes out most of the data order's noise
+    truths = {"": retrained(None)}
+    if args.orders > 1:
+        orders = ground_truth_orders(seed, args.orders)
+        each = [truths[""], *[retrained(o) for o in orders]]
+        truths["_orders"] = (torch.stack([a for a, _ in each]).mean(0),
+                             {c: torch.stack([oc[c] for _, oc in each]).mean(0) for c in oc_keep})
+        out["orders"] = [seed, *orders]
     # the cost of one exact retrain of the data a perturbation keeps (about half), as recorded when it ran
     out["seconds"]["retrain (half data)"] = float(np.mean([cache.seconds(torch.nonzero(~k).flatten().tolist())
                                                            for k in keep]))
@@ -185,13 +206,14 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
     out["K"] = K
 
     def score(tag: str, predict: Any) -> None:
-        out["lds"][tag] = lds(predict(keep, torch.arange(len(rows))), actual)[0]
-        per = []
-        for c, m in oc_keep.items():
-            sel = torch.nonzero(targets.y == c).flatten()
-            per += lds(predict(m, sel), oc_actual[c])[1]
-        if per:
-            out["other_class_lds"][tag] = float(np.mean(per))
+        for suffix, (actual, oc_actual) in truths.items():
+            out.setdefault("lds" + suffix, {})[tag] = lds(predict(keep, torch.arange(len(rows))), actual)[0]
+            per = []
+            for c, m in oc_keep.items():
+                sel = torch.nonzero(targets.y == c).flatten()
+                per += lds(predict(m, sel), oc_actual[c])[1]
+            if per:
+                out.setdefault("other_class_lds" + suffix, {})[tag] = float(np.mean(per))
 
     key, values = grid
     for v in values:
@@ -322,6 +344,14 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
            f"subsets (LDS), {args.other_subsets} other-class subsets per class; mean ± sample std over seeds.", "",
            "## LDS (random half subsets of the groups)", "", *table(results, "lds"), "",
            "## Other-class LDS (the target's class kept whole)", "", *table(results, "other_class_lds"), ""]
+    averaged = [r for r in results if "lds_orders" in r]
+    if averaged:
+        n = len(averaged[0]["orders"])
+        out += [f"## Against the loss averaged over {n} data orders", "",
+                f"The same subsets and predictions; the ground truth is each subset's retrained loss averaged over {n}"
+                " data orders (the target's and others), which takes out most of the data order's noise "
+                "(`--orders`).", "", "### LDS", "", *table(averaged, "lds_orders"), "", "### Other-class LDS", "",
+                *table(averaged, "other_class_lds_orders"), ""]
     sel = [r for r in results if "unlearning_select" in r]
     if sel:
         out += ["## Unlearning damping (selection): mean absolute gap to exact retraining, points", "",
@@ -425,6 +455,9 @@ def main() -> None:
     p.add_argument("--targets", type=int, default=50)
     p.add_argument("--subsets", type=int, default=40)
     p.add_argument("--other-subsets", type=int, default=10)
+    p.add_argument("--orders", type=int, default=1, metavar="N",
+                   help="also score against the retrained loss averaged over N data orders (the target's and N - 1 "
+                        "others; N - 1 more retrains of every subset)")
     p.add_argument("--peers", default=",".join(PEERS))
     p.add_argument("--redistill", action="store_true",
                    help="drop the cached default synsets first (after a code change: stages are keyed by config)")

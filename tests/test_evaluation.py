@@ -108,6 +108,10 @@ def test_retrain_reproduces_the_target_and_resumes(digits, groups, tmp_path):
     assert out.shape == (3, 6, 10) and calls == [[0], [3]]
     assert not torch.allclose(out[0], cache.get([]))  # removing a group changes the retrained model
     assert cache.many(sets, shard=1, num_shards=2) is not None
+    calls.clear()  # another data order: its own retrains, cached apart from the target order's
+    other = cache.many(sets[:2], seed=7)
+    assert calls == [[0], [1, 2]] and torch.equal(other[1], cache.get([1, 2], seed=7))
+    assert not torch.allclose(other[0], out[0])
     # the folder's retrains belong to this training: another loop is refused, another data-order seed is not
     other_order = TrainConfig(epochs=2, lr=0.1, batch_size=32, seed=5)
     RetrainCache(tmp_path, model, traj[0], digits.train, groups, other_order, x)

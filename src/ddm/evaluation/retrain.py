@@ -114,23 +114,24 @@ class RetrainCache:
         return logits
 
     def many(self, removed_sets: list[list[int]], desc: str = "retrain", shard: int | None = None,
-             num_shards: int | None = None) -> torch.Tensor | None:
-        """Retrain every set (this shard's share); returns ``[M, N_eval, C]`` once all are present.
+             num_shards: int | None = None, seed: int | None = None) -> torch.Tensor | None:
+        """Retrain every set (this shard's share) in data order ``seed`` (None = the target's own); returns
+        ``[M, N_eval, C]`` once all are present.
 
         Under torchrun the shard is the rank: each rank retrains its share, then (after a barrier) every
         rank returns all of them."""
         rank, world = distributed.rank_world()
         shard, num_shards = (rank, world) if shard is None else (shard, num_shards or 1)
-        have = distributed.agree_all([self.has(r) for r in removed_sets])
+        have = distributed.agree_all([self.has(r, seed) for r in removed_sets])
         missing = [r for r, h in zip(removed_sets, have, strict=True) if not h]
-        todo = [r for i, r in enumerate(missing) if i % num_shards == shard and not self.has(r)]
+        todo = [r for i, r in enumerate(missing) if i % num_shards == shard and not self.has(r, seed)]
         pbar = bar(len(todo), desc)
         for r in todo:
-            self._retrain(sorted({int(x) for x in r}), None, self.path(r))
+            self._retrain(sorted({int(x) for x in r}), seed, self.path(r, seed))
             pbar.update(1)
         pbar.close()
         if world > 1:
             distributed.barrier()
-        if all(self.has(r) for r in removed_sets):
-            return torch.stack([load_tensors(self.path(r))["logits"] for r in removed_sets])
+        if all(self.has(r, seed) for r in removed_sets):
+            return torch.stack([load_tensors(self.path(r, seed))["logits"] for r in removed_sets])
         return None
