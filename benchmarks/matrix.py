@@ -42,7 +42,7 @@ from ddm import progress
 from ddm.baselines.peers import group_scores, predicted_loss, sample_scores
 from ddm.config import RunConfig
 from ddm.emulate.perturbations import sample_perturbations
-from ddm.evaluation.metrics import lds
+from ddm.evaluation.metrics import lds, other_class_subsets
 from ddm.evaluation.privacy import synset_similarity
 from ddm.evaluation.retrain import RetrainCache
 from ddm.pipeline import online_seconds
@@ -116,16 +116,8 @@ def lds_subsets(groups: Any, labels: torch.Tensor, seed: int, subsets: int = 40,
     """The kept-group masks of a seed: ``subsets`` random half subsets (LDS), and for each class among ``labels``
     ``other`` subsets that keep every group of that class and drop half of the others (other-class LDS; none where
     groups mix classes: no subset of groups keeps a class whole and drops others)."""
-    K = groups.num_groups
-    keep = sample_perturbations(K, subsets, 0.5, seed=10_000 + seed)
-    counts = groups.class_counts
-    mixed = counts is not None and bool(((counts > 0).sum(1) > 1).any())
-    oc_keep = {}
-    for c in [] if mixed else labels.unique().tolist():
-        m = sample_perturbations(K, other, 0.5, seed=20_000 + 100 * seed + c)
-        m[:, groups.labels == c] = True
-        oc_keep[c] = m
-    return keep, oc_keep
+    keep = sample_perturbations(groups.num_groups, subsets, 0.5, seed=10_000 + seed)
+    return keep, other_class_subsets(groups, labels.unique().tolist(), other, 20_000 + 100 * seed)
 
 
 def run_diagnostic(doc: str, run: Callable[[str, int, Path], dict[str, tuple[float, ...]]], out: str, configs: str,

@@ -12,6 +12,7 @@ from ddm.cluster.groups import Groups
 from ddm.config import TrainConfig
 from ddm.data.dataset import Split
 from ddm.evaluation import RetrainCache, dist_metrics, lds, rank_agreement, spearman
+from ddm.evaluation.metrics import other_class_subsets
 from ddm.evaluation.protocol import split_targets
 from ddm.exceptions import ConfigError
 
@@ -37,6 +38,20 @@ def test_spearman_lds_and_rank_agreement_by_hand():
     mean, per = lds(pred, actual)
     assert per == pytest.approx([1.0, -1.0]) and mean == pytest.approx(0.0)
     assert rank_agreement(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[3.0, 5.0, 9.0]])) == pytest.approx(1.0)
+
+
+def test_other_class_subsets_keep_the_class_whole():
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    groups = Groups(assignment=torch.arange(6), labels=labels)
+    out = other_class_subsets(groups, [2, 0, 2], subsets=30, seed=5)
+    assert list(out) == [0, 2]
+    for c, m in out.items():
+        assert m.shape == (30, 6) and m[:, labels == c].all()
+        assert 0 < m[:, labels != c].float().mean() < 1  # the other classes' groups vary
+    assert torch.equal(out[2], other_class_subsets(groups, [2], 30, 5)[2])  # class c's draw: seed + c
+    mixed = Groups(assignment=torch.arange(6), labels=labels,
+                   class_counts=torch.tensor([[1, 1, 0]] + [[0, 1, 0]] * 5))
+    assert other_class_subsets(mixed, [0, 1], 10, 5) == {}  # no subset keeps one class whole
 
 
 def test_reported_and_validation_targets_are_disjoint_and_fixed():
@@ -128,7 +143,10 @@ def test_evaluate_command_on_the_tiny_preset(tmp_path, capsys):
     t1 = out["summary"]["table1"]
     assert set(t1) == {"Random", "Predict-based", "Clustering-based", "DDM-full", "DDM-match", "DDM w/o cluster"}
     assert out["summary"]["noise_floor"]["same_seed_dist1"][0] == pytest.approx(0.0, abs=1e-3)
-    assert set(out["summary"]["lds"]) == {"DDM-full", "DDM-match"}
+    assert set(out["summary"]["lds"]) == {"DDM-full", "DDM-match", "same class (trivial)"}
+    oc = out["summary"]["other_class_lds"]
+    assert set(oc) == set(out["summary"]["lds"]) and oc["same class (trivial)"][0] == 0.0  # no signal by design
+    assert all(-1 <= v[0] <= 1 for v in oc.values())
     assert out["per_seed"]["0"]["tuning"]["chosen_multiplier"] in (0.5, 1.0)
     assert set(out["summary"]["table4"]) == {"Normal", "DDM-match", "DDM"}
     unl = out["summary"]["unlearning"]["1 groups"]["unlearners"]
@@ -137,6 +155,7 @@ def test_evaluate_command_on_the_tiny_preset(tmp_path, capsys):
     assert 0 < out["summary"]["privacy"]["DDM-full"][0] <= 1.0001
     text = (ws / "evaluation.md").read_text()
     assert text.startswith("Data: digits") and "Table 4 analog" in text and "Unlearning fidelity" in text
+    assert "| method | LDS | other-class LDS |" in text and "| same class (trivial) |" in text
     assert (ws / "plots" / "synsets_seed0.png").exists() and (ws / "plots" / "class_attribution_seed1.png").exists()
     # each seed's result is kept; a second call (e.g. gathering seeds run as separate processes) reuses them
     (ws / "seed1" / "result.json").write_text((ws / "seed1" / "result.json").read_text().replace(

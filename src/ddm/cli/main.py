@@ -193,15 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="measure DDM against exact retraining (Table 1, LDS, noise floor, cost)",
                        description="For each seed: build DDM-full, DDM-match and DDM w/o cluster, let every method "
                                    "pick a group per test target, retrain without it from theta_0 and report Avgdist "
-                                   "(Eq. 10); group-level LDS over random half subsets; noise floor; cost. Writes "
-                                   "evaluation.json and evaluation.md in the workspace. Retrains are cached and "
-                                   "resume after a kill.")
+                                   "(Eq. 10); group-level LDS over random half subsets beside a trivial same-class "
+                                   "score, and other-class LDS; noise floor; cost. Writes evaluation.json and "
+                                   "evaluation.md in the workspace. Retrains are cached and resume after a kill.")
     _common(p, workspace_default="runs/eval")
     _config_args(p)
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default: %(default)s)")
     p.add_argument("--num-targets", type=int, default=20, help="reported test targets (default: %(default)s)")
     p.add_argument("--lds-subsets", type=int, default=50,
                    help="random subsets for LDS, 0 to skip (default: %(default)s)")
+    p.add_argument("--other-class-subsets", type=int, default=5,
+                   help="per target class, subsets that keep that class whole and half of the other groups: the "
+                        "other-class LDS, which a score marking only the target's own class cannot pass; 0 to "
+                        "skip (default: %(default)s)")
     p.add_argument("--logo", action="store_true", help="also retrain leave-one-group-out for all K groups")
     p.add_argument("--noise-seeds", type=int, default=2, help="other-seed retrains for the noise floor")
     p.add_argument("--tune", default="", metavar="M1,M2,...",
@@ -671,7 +675,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     peers = PEERS if args.peers.strip() == "all" else tuple(p.strip() for p in args.peers.split(",") if p.strip())
     ecfg = EvalConfig(seeds, args.num_targets, args.lds_subsets, 0.5, args.logo, args.noise_seeds, tune,
-                      plots=args.plots, peers=peers, diagnose=args.diagnose)
+                      plots=args.plots, peers=peers, diagnose=args.diagnose,
+                      other_class_subsets=args.other_class_subsets)
     if args.ablation:
         from ddm.evaluation.ablation import VARIANTS, ablate, ablation_markdown
 

@@ -1,10 +1,14 @@
-"""Metrics against exact retraining: the paper's Dist1-3 (Eq. 10), LDS and rank correlations."""
+"""Metrics against exact retraining: the paper's Dist1-3 (Eq. 10), LDS (overall and other-class) and rank
+correlations."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+
+from ddm.cluster.groups import Groups
+from ddm.emulate.perturbations import sample_perturbations
 
 
 def dist_metrics(logits_removed: torch.Tensor, logits_full: torch.Tensor,
@@ -39,3 +43,20 @@ def lds(predicted: torch.Tensor, actual: torch.Tensor) -> tuple[float, list[floa
 def rank_agreement(scores: torch.Tensor, truth: torch.Tensor) -> float:
     """Mean over targets of the Spearman correlation across groups: ``[T, K]`` each."""
     return float(np.mean([spearman(scores[t], truth[t]) for t in range(scores.shape[0])]))
+
+
+def other_class_subsets(groups: Groups, classes: list[int], subsets: int, seed: int,
+                        keep_prob: float = 0.5) -> dict[int, torch.Tensor]:
+    """Keep masks ``[subsets, K]`` per class in ``classes`` for the *other-class LDS*: every group of the class kept,
+    each other group kept with probability ``keep_prob`` (class ``c``'s draw from ``seed + c``). Scored on that
+    class's targets, a prediction that only marks a target's own class gets 0, so what is left is the ranking of
+    the other classes' data. Empty where groups mix classes: no subset of groups keeps one class whole."""
+    counts = groups.class_counts
+    if counts is not None and bool(((counts > 0).sum(1) > 1).any()):
+        return {}
+    out = {}
+    for c in sorted({int(c) for c in classes}):
+        m = sample_perturbations(groups.num_groups, subsets, keep_prob, seed=seed + c)
+        m[:, groups.labels == c] = True
+        out[c] = m
+    return out

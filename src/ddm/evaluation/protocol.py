@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from ddm.baselines.simple import clustering_based, predict_based, random_choice
 from ddm.baselines.unlearners import NEGGRAD_ALPHA, finetune_rest, neggrad_plus
 from ddm.config import RunConfig, fingerprint
 from ddm.emulate.perturbations import sample_perturbations
-from ddm.evaluation.metrics import dist_metrics, lds, rank_agreement
+from ddm.evaluation.metrics import dist_metrics, lds, other_class_subsets, rank_agreement
 from ddm.evaluation.privacy import synset_similarity
 from ddm.evaluation.report import markdown, summarise
 from ddm.evaluation.retrain import RetrainCache
@@ -43,9 +44,9 @@ DISTS = ("dist1", "dist2", "dist3")
 #: DDM-full: the configured recipe; DDM-match: the paper's plain gradient matching; w/o cluster: sequential groups
 VARIANTS = {"DDM-full": [], "DDM-match": recipe("match"), "DDM w/o cluster": ["cluster.method=sequential"]}
 TARGET_SEED = 12345
-#: bumped when what a seed's result holds or how it is computed changes (2: honest retraining cost), so stored
-#: results are recomputed from the cached stages and retrains
-_RESULT_VERSION = 2
+#: bumped when what a seed's result holds or how it is computed changes (2: honest retraining cost; 3: the trivial
+#: same-class row and other-class LDS), so stored results are recomputed from the cached stages and retrains
+_RESULT_VERSION = 3
 DIAG_SEED = 54321
 
 
@@ -66,12 +67,15 @@ class EvalConfig:
     noise_fraction: float = 0.1
     remove_fractions: tuple[float, ...] = (0.01, 0.1, 0.2, 0.5)
     diagnose_methods: tuple[str, ...] = ("tracin", "trak", "arnoldi", "if-explicit")
+    other_class_subsets: int = 5  # per class among the targets: the other-class LDS (0: skip)
 
     def __post_init__(self) -> None:
         if not self.seeds:
             raise ConfigError("give at least one seed")
-        if self.num_targets <= 0 or self.lds_subsets < 0 or self.noise_seeds < 0 or self.tune_subsets < 3:
-            raise ConfigError("num_targets must be positive, lds_subsets and noise_seeds >= 0, tune_subsets >= 3")
+        if (self.num_targets <= 0 or self.lds_subsets < 0 or self.noise_seeds < 0 or self.tune_subsets < 3
+                or self.other_class_subsets < 0):
+            raise ConfigError("num_targets must be positive, lds_subsets, other_class_subsets and noise_seeds >= 0, "
+                              "tune_subsets >= 3")
         if not 0 < self.lds_keep < 1:
             raise ConfigError("lds_keep must be in (0, 1)")
         if any(t <= 0 for t in self.tune):
@@ -122,6 +126,11 @@ class _Truth:
         out = self.cache.many(sets, desc)
         assert out is not None
         return out[:, : self.n_test]
+
+
+def _ddm_loss(attribution: Any, keep: torch.Tensor) -> torch.Tensor:
+    """An attribution's predicted loss ``[M, T]`` for keep masks ``[M, K]``."""
+    return attribution.predict(keep)[..., 0]
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -231,10 +240,27 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
     if ecfg.lds_subsets:
         keep, actual = subset_losses(truth, F.groups.num_groups, ecfg.lds_subsets, ecfg.lds_keep, 10_000 + seed,
                                      rows, targets.y, "LDS retrains")
-        for name in ("DDM-full", "DDM-match"):
-            out["lds"][name] = lds(attrs[name]["dist2"].predict(keep)[..., 0], actual)[0]
+        predict: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+            name: partial(_ddm_loss, attrs[name]["dist2"]) for name in ("DDM-full", "DDM-match")}
         for method, g in peer_groups.items():
-            out["lds"][method] = lds(predicted_loss(g, keep), actual)[0]
+            predict[method] = partial(predicted_loss, g)
+        # the floor every method must clear: a score that only marks the groups of the target's own class
+        same = (F.groups.labels[None, :] == targets.y[:, None]).float()  # [T, K]
+        predict["same class (trivial)"] = lambda k: -(k.float() @ same.T)
+        for name, f in predict.items():
+            out["lds"][name] = lds(f(keep), actual)[0]
+        # within-class: subsets that keep the target's class whole (the trivial score gets 0 there)
+        by_class = other_class_subsets(F.groups, targets.y.tolist(), ecfg.other_class_subsets, 30_000 + 100 * seed)
+        per: dict[str, list[float]] = {name: [] for name in predict}
+        for cls, masks in by_class.items():
+            sel = torch.nonzero(targets.y == cls).flatten()
+            logits = truth.many_test([torch.nonzero(~k).flatten().tolist() for k in masks],
+                                     f"other-class retrains, class {cls}")
+            oc_actual = _loss(logits[:, rows[sel]], targets.y[sel])
+            for name, f in predict.items():
+                per[name] += lds(f(masks)[:, sel], oc_actual)[1]
+        if by_class:
+            out["other_class_lds"] = {name: float(np.mean(v)) for name, v in per.items()}
 
     # ---- unlearning fidelity and Table 4 --------------------------------------------------------
     out["unlearning"] = _unlearning(full, dms["DDM-match"], truth, data, full_test, ecfg, seed)

@@ -54,10 +54,18 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_ms(nf['same_seed_dist1'])}" + (f"; other data-order seeds {_ms(nf['other_seed_dist1'])}"
                                                if "other_seed_dist1" in nf else "") + "."]
     if s.get("lds"):
+        oc = s.get("other_class_lds", {})
         out += ["", f"**Group-level LDS.** {e['lds_subsets']} random subsets keeping {e['lds_keep']:.0%} of the "
                 "groups, each exactly retrained; Spearman (over subsets) of predicted vs retrained test loss on "
-                "the true label, averaged over targets.", "", "| method | LDS |", "|---|---|"]
-        out += [f"| {m} | {_ms(v, '{:.3f}')} |" for m, v in s["lds"].items()]
+                "the true label, averaged over targets. *Same class (trivial)* only marks the groups of the "
+                "target's own class: a method below it ranks nothing the class labels do not."]
+        if oc:
+            out[-1] += (f" *Other-class LDS*: {e.get('other_class_subsets', '')} subsets per target class that keep "
+                        "every group of that class and half of the others, scored on that class's targets (the "
+                        "trivial score gets 0 there): the ranking of the other classes' data.")
+        out += ["", "| method | LDS | other-class LDS |", "|---|---|---|"]
+        out += [f"| {m} | {_ms(v, '{:.3f}')} | {_ms(oc[m], '{:.3f}') if m in oc else '-'} |"
+                for m, v in s["lds"].items()]
     if "logo_rank_agreement" in s:
         out += ["", "Spearman over groups between each method's scores and exact leave-one-group-out effects:", "",
                 "| method | Dist1 | Dist2 |", "|---|---|---|"]
