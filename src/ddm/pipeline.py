@@ -341,7 +341,7 @@ class DistilledDatamodel:
                        first_loss=float(losses[0]), last_loss=float(losses[-10:].mean()), health=report,
                        steps=len(syn.losses) if syn.losses is not None else 0,
                        ranks=distributed.rank_world()[1] if shared else 1)
-        health.log_report(stage, report)
+        health.log_report(f"{stage} ({self.ws.root})", report)  # which workspace: evaluate fits several
         self.timings[stage] = time.perf_counter() - t0
         if shared:
             distributed.barrier()
