@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -158,12 +159,16 @@ def test_evaluate_command_on_the_tiny_preset(tmp_path, capsys):
     assert "| method | LDS | other-class LDS |" in text and "| same class (trivial) |" in text
     assert (ws / "plots" / "synsets_seed0.png").exists() and (ws / "plots" / "class_attribution_seed1.png").exists()
     # each seed's result is kept; a second call (e.g. gathering seeds run as separate processes) reuses them
-    (ws / "seed1" / "result.json").write_text((ws / "seed1" / "result.json").read_text().replace(
-        '"test_accuracy": ', '"test_accuracy": 0.123456, "was": '))
+    assert "does not reproduce the target" not in text  # same seed, same threads: the target itself
+    stored = (ws / "seed1" / "result.json").read_text().replace('"test_accuracy": ',
+                                                               '"test_accuracy": 0.123456, "was": ')
+    # as if seed 1's retrains had run with another thread count: the report says its floor is not zero
+    (ws / "seed1" / "result.json").write_text(re.sub(r'"same_seed_dist1": [-0-9.e]+', '"same_seed_dist1": 3.0', stored))
     assert main(["evaluate", "-q", "-w", str(ws), "--preset", "tiny", "--seeds", "0,1", "--num-targets", "4",
                  "--lds-subsets", "5", "--noise-seeds", "1", "--tune", "0.5,1", "--plots", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
     assert again["per_seed"]["1"]["test_accuracy"] == 0.123456  # read back, not recomputed
+    assert "does not reproduce the target" in (ws / "evaluation.md").read_text()
     assert again["per_seed"]["0"] == out["per_seed"]["0"]
 
 

@@ -30,7 +30,7 @@ from ddm.config import RunConfig, fingerprint
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import dist_metrics, lds, other_class_subsets, rank_agreement
 from ddm.evaluation.privacy import synset_similarity
-from ddm.evaluation.report import markdown, summarise
+from ddm.evaluation.report import SAME_SEED_TOLERANCE, markdown, summarise
 from ddm.evaluation.retrain import RetrainCache
 from ddm.evaluation.unlearn import compare
 from ddm.exceptions import ConfigError, NumericalError
@@ -277,6 +277,12 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
     if others:
         noise["other_seed_dist1"] = float(np.mean(others))
     out["noise_floor"] = noise
+    if noise["same_seed_dist1"] > SAME_SEED_TOLERANCE:
+        log.warning("seed %d: retraining on all the data in the target's own data order does not reproduce the "
+                    "target (Dist1 x100 %.2f, expected 0): every exact retrain carries nondeterminism, e.g. a thread "
+                    "count other than the one the target was trained with (OMP_NUM_THREADS, torch.set_num_threads), "
+                    "another device, or nondeterministic kernels. Keep them equal across runs, or read every "
+                    "difference against this floor", seed, noise["same_seed_dist1"])
     # Honest accounting (issue "Fast where it counts"): a datamodel fitted from exact retrains needs about 2 K of
     # them (more perturbations than that are cheap for the Newton emulation, not work it replaces), each on the
     # data its perturbation keeps: priced at the recorded seconds of the LDS subsets' retrains when there are any.
