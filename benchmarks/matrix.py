@@ -280,8 +280,7 @@ def unlearning_draws(dm: ddm.DistilledDatamodel, num_classes: int) -> list[tuple
     mix classes: no set of groups holds exactly one class)."""
     g = torch.Generator().manual_seed(777)
     draws = [("4 groups", torch.randperm(dm.groups.num_groups, generator=g)[:4].tolist()) for _ in range(3)]
-    counts = dm.groups.class_counts
-    if counts is None or not bool(((counts > 0).sum(1) > 1).any()):
+    if not dm.groups.mixes_classes():
         draws += [("class", torch.nonzero(dm.groups.labels == c).flatten().tolist()) for c in (0, num_classes // 2)]
     return draws
 

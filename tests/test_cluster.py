@@ -36,6 +36,7 @@ def test_sequential_and_class_splits(digits):
         assert torch.equal(s.class_counts[k], torch.bincount(y, minlength=s.class_counts.shape[1]))
         assert s.num_classes_of(k) == len(y.unique()) > 1 and s.class_counts[k, s.labels[k]] == s.class_counts[k].max()
     assert all(c.num_classes_of(k) == 1 for k in range(10))
+    assert s.mixes_classes() and not c.mixes_classes()
 
 
 def test_member_ids_map_back_to_the_full_split(digits, groups):

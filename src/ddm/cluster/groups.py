@@ -66,6 +66,11 @@ class Groups:
         """How many classes group ``k`` holds (1 where the class counts were not stored)."""
         return 1 if self.class_counts is None else int((self.class_counts[k] > 0).sum())
 
+    def mixes_classes(self) -> bool:
+        """Whether some group holds samples of more than one class (never where the class counts were not
+        stored)."""
+        return self.class_counts is not None and bool(((self.class_counts > 0).sum(1) > 1).any())
+
     def class_count_matrix(self) -> torch.Tensor:
         """``[K, classes]``: each group's samples of each class (``class_counts``, or, where it was not stored,
         every group's size under its own class)."""

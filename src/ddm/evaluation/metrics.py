@@ -51,8 +51,7 @@ def other_class_subsets(groups: Groups, classes: list[int], subsets: int, seed: 
     each other group kept with probability ``keep_prob`` (class ``c``'s draw from ``seed + c``). Scored on that
     class's targets, a prediction that only marks a target's own class gets 0, so what is left is the ranking of
     the other classes' data. Empty where groups mix classes: no subset of groups keeps one class whole."""
-    counts = groups.class_counts
-    if counts is not None and bool(((counts > 0).sum(1) > 1).any()):
+    if groups.mixes_classes():
         return {}
     out = {}
     for c in sorted({int(c) for c in classes}):
