@@ -48,7 +48,7 @@ def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
     same = (dm.groups.labels[None, :] == targets.y[:, None]).float()
     return {"exact retraining, another data order (ceiling)": score(lambda k, sel: retrained(k, sel, other)),
             "DDM (the default)": score(lambda k, sel: attr.predict(k)[:, sel, 0]),
-            "same class (trivial)": score(lambda k, sel: -(k.float() @ same[sel].T))}
+            "same class (trivial)": score(lambda k, sel: M.predicted_loss(same[sel], k))}
 
 
 def main() -> None:

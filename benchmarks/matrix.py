@@ -244,7 +244,7 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
         dm.config = cfg
     same = (dm.groups.labels[None, :] == targets.y[:, None]).float()  # [T, K]
     train_key = str(dm.ws.require("train").get("key", ""))[:12]
-    score("same class (trivial)", lambda k, sel: -(k.float() @ same[sel].T))
+    score("same class (trivial)", lambda k, sel: predicted_loss(same[sel], k))
     if not args.select:
         for method in args.peers:
             # peers do not change with DDM, only with the trained model (its stage key)

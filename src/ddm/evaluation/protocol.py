@@ -246,7 +246,7 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
             predict[method] = partial(predicted_loss, g)
         # the floor every method must clear: a score that only marks the groups of the target's own class
         same = (F.groups.labels[None, :] == targets.y[:, None]).float()  # [T, K]
-        predict["same class (trivial)"] = lambda k: -(k.float() @ same.T)
+        predict["same class (trivial)"] = partial(predicted_loss, same)
         for name, f in predict.items():
             out["lds"][name] = lds(f(keep), actual)[0]
         # within-class: subsets that keep the target's class whole (the trivial score gets 0 there)
