@@ -95,6 +95,20 @@ bench-diagnostics: $(STAMP)
 	    --grid emulate.unlearn_prior_shift=0,0.5,1,2 --out benchmarks/results/unlearn-prior-shift-select-$$c || exit 1; done
 	$(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds 0 --configs $(MATRIX_A),$(MATRIX_B) \
 	  --grid emulate.unlearn_prior_shift=0,1,2 --out benchmarks/results/unlearn-prior-shift-report
+	$(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --seed 2 --orders 3 --damping 1e-2,1e-1 \
+	  --out benchmarks/results/deeper-step-resnet-seed2
+	$(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --seed 2 --orders 3 --damping 1e-3,3e-3 \
+	  --out benchmarks/results/deeper-step-resnet-seed2-small
+	$(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --seed 3 --orders 3 --scopes "head,last block + head" \
+	  --damping 1e-3,1e-2 --out benchmarks/results/deeper-step-resnet-seed3
+	for s in 2 3; do $(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --seed $$s --orders 3 \
+	  --scopes "head,last block + head" --sources real --checkpoints --damping 1e-3,1e-2 \
+	  --out benchmarks/results/deeper-step-resnet-seed$$s-checkpoints || exit 1; done
+	$(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --configs digits-convnet-K40-momentum-wd --seed 3 \
+	  --damping 1e-3,1e-2 --out benchmarks/results/deeper-step-momentum-wd-seed3
+	$(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --seed 3 --scopes "head,last block + head" \
+	  --configs digits-mlp-K40-sgd,fmnist-mlp-K40-sgd,digits-convnet-groupnorm-K100-momentum --damping 1e-3,1e-2 \
+	  --out benchmarks/results/deeper-step-others-seed3
 
 # Stage costs in units of one training run, peak memory, throughput, growth in N and K (issue "Fast where it counts").
 bench-perf: $(STAMP)

@@ -1,0 +1,258 @@
+"""Does a Newton step over more of the network than the last layer attribute better? (a diagnostic, not a default)
+
+DDM's emulation is one damped Gauss-Newton step on the last layer. Where it misses (the ResNet's seed 2, BENCHMARKS
+"Against a ground truth averaged over data orders"), the synsets were found not to be the bottleneck: the groups'
+*real* last-layer gradients in their place gain little. This script asks whether the *scope* of the step is. With
+each group's real gradient g_k (no synsets anywhere), it takes the step ``U_k = (G + lambda I)^-1 g_k / N`` over a
+growing set of parameters (G the Gauss-Newton matrix of the mean training loss at theta_tau over that set, lambda
+``--damping`` times its top eigenvalue, the head default's rule), reads each target's logits out linearly
+(``z + J_target sum_{k removed} U_k``) and scores LDS and other-class LDS on the matrix's subsets and validation
+targets, against retrains in the target's data order and (``--orders``) against the mean over several orders.
+
+Scopes: ``head`` (the last layer), and for the ResNet ``last block + head``, ``last stage + head`` and ``full
+network``; for the ConvNet and the MLP ``last block + head`` is the last hidden layer with the head. The
+Jacobians are formed explicitly (N C x P floats: about 2.5 GB for the digits ResNet's full network).
+
+    python benchmarks/deeper_step.py --configs digits-resnet-K40-momentum --seed 2 --orders 3 \
+        --out benchmarks/results/deeper-step-resnet-seed2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, jacrev, vmap
+
+from ddm import progress
+from ddm.evaluation.metrics import lds
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import matrix as M  # noqa: E402
+
+
+def scopes(model: torch.nn.Module) -> dict[str, list[str]]:
+    """Scope name -> the parameter names it covers, last layer first, growing toward the input."""
+    names = [n for n, _ in model.named_parameters()]
+    head = names[-2:]  # the last Linear's weight and bias (every model of the library ends in one)
+    out = {"head": head}
+    if hasattr(model, "layers"):  # ResNet: blocks under layers.<i>
+        blocks = sorted({int(n.split(".")[1]) for n in names if n.startswith("layers.")})
+        last = blocks[-1]
+        out["last block + head"] = [n for n in names if n.startswith(f"layers.{last}.")] + head
+        stage_width = dict(model.named_parameters())[f"layers.{last}.conv2.weight"].shape[0]
+        stage = [b for b in blocks if dict(model.named_parameters())[f"layers.{b}.conv2.weight"].shape[0]
+                 == stage_width]
+        out["last stage + head"] = [n for n in names if n.startswith("layers.") and
+                                    int(n.split(".")[1]) in stage] + head
+    else:  # the last layer with a weight matrix or kernel before the head, with the norm after it if any
+        shapes = dict(model.named_parameters())
+        modules = list(dict.fromkeys(n.rsplit(".", 1)[0] for n in names[:-2]))
+        take: list[str] = []
+        for mod in reversed(modules):
+            take.insert(0, mod)
+            if shapes[f"{mod}.weight"].dim() >= 2:
+                break
+        out["last block + head"] = [n for n in names[:-2] if n.rsplit(".", 1)[0] in take] + head
+    out["full network"] = names
+    return out
+
+
+def jacobian(model: torch.nn.Module, params: dict[str, torch.Tensor], scope: list[str], x: torch.Tensor,
+             chunk: int = 32) -> torch.Tensor:
+    """``[N, C, P]``: d logits / d (the scope's parameters, flattened in ``scope``'s order) per sample."""
+    fixed = {k: v for k, v in params.items() if k not in scope}
+    free = {k: params[k] for k in scope}
+
+    def f(p: dict[str, torch.Tensor], xi: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, {**fixed, **p}, (xi[None],))[0]
+
+    jf = vmap(jacrev(f), in_dims=(None, 0))
+    parts = []
+    for s in range(0, len(x), chunk):
+        j = jf(free, x[s:s + chunk])
+        parts.append(torch.cat([j[k].reshape(j[k].shape[0], j[k].shape[1], -1) for k in scope], -1))
+    return torch.cat(parts)
+
+
+def cg(matvec, b: torch.Tensor, iters: int = 300, tol: float = 1e-6) -> torch.Tensor:
+    """Conjugate gradients for every column of ``b [P, R]`` at once (a symmetric positive definite ``matvec``)."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rs = (r * r).sum(0)
+    b2 = (b * b).sum(0).clamp_min(1e-30)
+    for _ in range(iters):
+        ap = matvec(p)
+        alpha = rs / (p * ap).sum(0).clamp_min(1e-30)
+        x += alpha * p
+        r -= alpha * ap
+        rs_new = (r * r).sum(0)
+        if bool((rs_new / b2).max() < tol ** 2):
+            break
+        p = r + (rs_new / rs) * p
+        rs = rs_new
+    return x
+
+
+def steps(J: torch.Tensor, probs: torch.Tensor, G: torch.Tensor, damping: float,
+          weight_decay: float = 0.0) -> tuple[torch.Tensor, float]:
+    """``U [P, K]`` = (GGN + lambda I)^-1 G^T / N with lambda = damping x the GGN's top eigenvalue + the weight decay
+    (curvature the loss lacks, as in the head default); and lambda."""
+    N, C, P = J.shape
+    Jf = J.reshape(N * C, P)
+
+    def ggn(V: torch.Tensor) -> torch.Tensor:
+        jv = (Jf @ V).reshape(N, C, -1)
+        hv = probs[..., None] * jv - probs[..., None] * (probs[..., None] * jv).sum(1, keepdim=True)
+        return Jf.T @ hv.reshape(N * C, -1) / N
+
+    v = torch.randn(P, 1, generator=torch.Generator().manual_seed(0), dtype=J.dtype)
+    top = 0.0
+    for _ in range(50):
+        w = ggn(v)
+        top = float(w.norm())
+        v = w / top
+    lam = damping * top + weight_decay
+    return cg(lambda V: ggn(V) + lam * V, G.T / N), lam
+
+
+def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, object]:
+    cfg, data, _, dm, cache = M.open_run(root, name, seed)
+    wd = float(cfg.train.weight_decay)
+    perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(M.TARGET_SEED))
+    rows = perm[50:100]  # the validation targets
+    targets = data.test[rows]
+    keep, oc_keep = M.lds_subsets(dm.groups, targets.y, seed)
+    orders = [None, *M.ground_truth_orders(seed, args.orders)] if args.orders > 1 else [None]
+
+    def truth(masks: torch.Tensor, cols: torch.Tensor) -> list[torch.Tensor]:
+        each = [M.losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in masks], name, seed=o)[
+            :, rows[cols]], targets.y[cols]) for o in orders]
+        return [each[0], torch.stack(each).mean(0)]
+
+    every = torch.arange(len(rows))
+    truths = (truth(keep, every), {c: truth(m, torch.nonzero(targets.y == c).flatten()) for c, m in oc_keep.items()})
+
+    def score(predict: object) -> dict[str, float]:
+        out = {}
+        for i, tag in enumerate(["1 order", f"{len(orders)} orders"][: 1 + (len(orders) > 1)]):
+            a = lds(predict(keep, every), truths[0][i])[0]  # type: ignore[operator]
+            per: list[float] = []
+            for c, m in oc_keep.items():
+                sel = torch.nonzero(targets.y == c).flatten()
+                per += lds(predict(m, sel), truths[1][c][i])[1]  # type: ignore[operator]
+            out[f"LDS, {tag}"] = round(a, 3)
+            out[f"other-class, {tag}"] = round(float(np.mean(per)), 3) if per else float("nan")
+        return out
+
+    res: dict[str, object] = {}
+    attr = dm.attribute(targets, "dist2", name="deeper")
+    res["DDM (the default: synsets, head, 3 checkpoints)"] = score(lambda k, sel: attr.predict(k)[:, sel, 0])
+    same = (dm.groups.labels[None, :] == targets.y[:, None]).float()
+    res["same class (trivial)"] = score(lambda k, sel: M.predicted_loss(same[sel], k))
+
+    model = dm.model.eval()
+    x, y = data.train.x, data.train.y
+    with torch.no_grad():
+        zt = model(targets.x)
+    member = torch.as_tensor(dm.groups.assignment)
+    K = dm.groups.num_groups
+    sources = args.sources.split(",")
+    dampings = [float(v) for v in args.damping.split(",")]
+    # theta_tau, then (--checkpoints) the earlier checkpoints DDM's default averages its step over
+    members = [{k: v.detach() for k, v in model.named_parameters()}]
+    if args.checkpoints:
+        members += [{k: v.detach() for k, v in dm.trajectory.params[c.index].items() if k in members[0]}
+                    for c in dm.synset.checkpoints]
+
+    def shifts(params: dict[str, torch.Tensor], pnames: list[str]) -> dict[tuple[str, float], tuple]:
+        """Each group's logit shift on the targets ``[K, T, C]`` and lambda, by (source, damping), at ``params``."""
+        with torch.no_grad():
+            probs = functional_call(model, params, (x,)).softmax(-1)
+        J = jacobian(model, params, pnames, x)  # [N, C, P]
+        resid = probs - F.one_hot(y, probs.shape[1]).float()  # d loss_i / d logits
+        G = torch.zeros(K, J.shape[-1]).index_add_(0, member, torch.einsum("ncp,nc->np", J, resid))
+        theta = torch.cat([params[k].reshape(-1) for k in pnames])
+        grads = {"real": G}
+        if "synset" in sources:  # the synsets' weighted gradients over the same scope (matched on the head only)
+            sx, st, sg = dm.synset.flat()
+            Js = jacobian(model, params, pnames, sx)
+            with torch.no_grad():
+                sres = (functional_call(model, params, (sx,)).softmax(-1) - st) * \
+                    dm.synset.image_weights().reshape(-1, 1)
+            grads["synset"] = torch.zeros(K, J.shape[-1]).index_add_(0, sg, torch.einsum("ncp,nc->np", Js, sres))
+            del Js
+        if wd > 0:  # each group's share of the L2 term (ddm.emulate.newton.decay_shares)
+            grads = {k: g + dm.groups.sizes().float()[:, None] * wd * theta[None] for k, g in grads.items()}
+        Jt = jacobian(model, params, pnames, targets.x)  # [T, C, P]
+        out = {}
+        for src in sources:
+            for d in dampings:
+                U, lam = steps(J, probs, grads[src], d, wd)  # [P, K]
+                cos = float(F.cosine_similarity(grads[src].double(), G.double(), dim=1).median())
+                out[(src, d)] = (torch.einsum("tcp,pk->ktc", Jt, U), lam, cos)
+        return out
+
+    for scope, pnames in scopes(model).items():
+        if args.scopes and scope not in args.scopes.split(","):
+            continue
+        t0 = time.perf_counter()
+        each = [shifts(p, pnames) for p in members]
+        P = sum(members[0][k].numel() for k in pnames)
+        for (src, d), (_, lam, cos) in each[0].items():
+            S = torch.stack([e[(src, d)][0] for e in each]).mean(0)  # averaged over the members
+
+            def predict(k: torch.Tensor, sel: torch.Tensor, S: torch.Tensor = S) -> torch.Tensor:
+                logits = zt[sel][None] + torch.einsum("mk,ktc->mtc", (~k).float(), S[:, sel])
+                return M.losses(logits, targets.y[sel])
+
+            where = f", {len(members)} checkpoints" if len(members) > 1 else ""
+            tag = f"{src} gradients, {scope} ({P:,} parameters){where}, damping {d:g}"
+            res[tag] = {**score(predict), "lambda (theta_tau)": lam, "seconds": round(time.perf_counter() - t0, 1)}
+            if src == "synset":
+                res[tag]["gradient cosine (median)"] = round(cos, 3)
+            print(name, seed, tag, res[tag], flush=True)
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="benchmarks/results/deeper-step")
+    p.add_argument("--root", default="runs/matrix-b")
+    p.add_argument("--configs", default="digits-resnet-K40-momentum")
+    p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--orders", type=int, default=1, help="also score against the loss averaged over N data orders")
+    p.add_argument("--damping", default="1e-2", help="comma-separated, relative to the top GGN eigenvalue")
+    p.add_argument("--scopes", default="", help="comma-separated scope names (default: all)")
+    p.add_argument("--sources", default="real,synset", help="the groups' real gradients, DDM's synsets', or both")
+    p.add_argument("--checkpoints", action="store_true",
+                   help="average the logit shift over theta_tau and the checkpoints DDM's default uses")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    progress.set_enabled(False)
+    names = args.configs.split(",")
+    results = {n: run(n, args.seed, Path(args.root), args) for n in names}
+    lines = ["# A Newton step over more of the network (diagnostic)", "",
+             f"Command: `python benchmarks/deeper_step.py {' '.join(sys.argv[1:])}`; seed {args.seed}, the "
+             "validation targets (test rows 50-99 of the matrix's permutation), the matrix's 40 half subsets and "
+             "10 other-class subsets per class.", ""]
+    for n in names:
+        cols = list(dict.fromkeys(k for v in results[n].values() for k in v))  # type: ignore[union-attr]
+        lines += [f"## {n}", "", "| prediction | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        plain = ("lambda (theta_tau)", "seconds", "gradient cosine (median)")
+        for tag, v in results[n].items():
+            lines.append(f"| {tag} | " + " | ".join(
+                (f"{v[c]:.3g}" if c in plain else f"{v[c]:+.3f}") if c in v else "–"
+                for c in cols) + " |")  # type: ignore[index,operator]
+        lines.append("")
+    M.write_report(args.out, lines, {n: results[n] for n in names})
+
+
+if __name__ == "__main__":
+    main()
