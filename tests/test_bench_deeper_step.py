@@ -1,0 +1,50 @@
+"""The deeper-step diagnostic (`benchmarks/deeper_step.py`): its Jacobians, scopes and CG step do what it says."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _deeper_step():
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))  # it imports its sibling matrix.py
+    try:
+        spec = importlib.util.spec_from_file_location("deeper_step", bench / "deeper_step.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(bench))
+    return mod
+
+
+def test_the_step_solves_the_damped_gauss_newton_system_of_the_scope():
+    ds = _deeper_step()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+    x = torch.randn(40, 6)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    scope = ds.scopes(model)
+    assert scope["head"] == ["3.weight", "3.bias"]
+    assert scope["last block + head"] == ["1.weight", "1.bias", "3.weight", "3.bias"]
+    J = ds.jacobian(model, params, scope["last block + head"], x, chunk=7)  # [N, C, P]
+    assert J.shape == (40, 3, 5 * 6 + 5 + 3 * 5 + 3)
+    # the Jacobian of the logits, against autograd one sample and one class at a time
+    for n, c in ((0, 0), (13, 2), (39, 1)):
+        model.zero_grad()
+        model(x[n:n + 1])[0, c].backward()
+        ref = torch.cat([model.get_parameter(k).grad.reshape(-1) for k in scope["last block + head"]])
+        torch.testing.assert_close(J[n, c], ref)
+    with torch.no_grad():
+        probs = F.softmax(model(x), -1)
+    G = torch.randn(4, J.shape[-1])
+    U, lam = ds.steps(J, probs, G, 1e-2, weight_decay=1e-3)
+    # the same system built explicitly: GGN = mean_i J_i^T (diag p_i - p_i p_i^T) J_i
+    H = sum(J[i].T @ (torch.diag(probs[i]) - probs[i][:, None] * probs[i][None]) @ J[i] for i in range(40)) / 40
+    top = torch.linalg.eigvalsh(H).max()
+    assert abs(lam - (1e-2 * top + 1e-3)) < 1e-4 * top
+    ref = torch.linalg.solve(H + lam * torch.eye(len(H)), G.T / 40)
+    torch.testing.assert_close(U, ref, rtol=1e-3, atol=1e-6)
