@@ -101,7 +101,7 @@ bench-diagnostics: $(STAMP)
 	  --out benchmarks/results/deeper-step-resnet-seed2-small
 	$(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --seed 3 --orders 3 --scopes "head,last block + head" \
 	  --damping 1e-3,1e-2 --out benchmarks/results/deeper-step-resnet-seed3
-	for s in 2 3; do $(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --seed $$s --orders 3 \
+	for s in 2 3 0 1; do $(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --seed $$s --orders 3 \
 	  --scopes "head,last block + head" --sources real --checkpoints --damping 1e-3,1e-2 \
 	  --out benchmarks/results/deeper-step-resnet-seed$$s-checkpoints || exit 1; done
 	$(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --configs digits-convnet-K40-momentum-wd --seed 3 \
