@@ -8,6 +8,9 @@ growing set of parameters (G the Gauss-Newton matrix of the mean training loss a
 ``--damping`` times its top eigenvalue, the head default's rule), reads each target's logits out linearly
 (``z + J_target sum_{k removed} U_k``) and scores LDS and other-class LDS on the matrix's subsets and validation
 targets, against retrains in the target's data order and (``--orders``) against the mean over several orders.
+``--sources synset`` puts the weighted gradients of DDM's synthetic images (matched on the last layer only) over
+the same scope in place of the real ones; ``--checkpoints`` averages the logit shift over theta_tau and the
+earlier checkpoints the default's synset holds, each with its own Jacobians, curvature and gradients.
 
 Scopes: ``head`` (the last layer), and for the ResNet ``last block + head``, ``last stage + head`` and ``full
 network``; for the ConvNet and the MLP ``last block + head`` is the last hidden layer with the head. The
