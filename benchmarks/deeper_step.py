@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -103,10 +104,9 @@ def cg(matvec, b: torch.Tensor, iters: int = 300, tol: float = 1e-6) -> torch.Te
     return x
 
 
-def steps(J: torch.Tensor, probs: torch.Tensor, G: torch.Tensor, damping: float,
-          weight_decay: float = 0.0) -> tuple[torch.Tensor, float]:
-    """``U [P, K]`` = (GGN + lambda I)^-1 G^T / N with lambda = damping x the GGN's top eigenvalue + the weight decay
-    (curvature the loss lacks, as in the head default); and lambda."""
+def gauss_newton(J: torch.Tensor, probs: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], float]:
+    """The mean Gauss-Newton matrix-vector product ``V [P, R] -> G V`` of the cross-entropy with Jacobians
+    ``J [N, C, P]`` and softmax outputs ``probs [N, C]``, and G's top eigenvalue (power iteration)."""
     N, C, P = J.shape
     Jf = J.reshape(N * C, P)
 
@@ -121,8 +121,17 @@ def steps(J: torch.Tensor, probs: torch.Tensor, G: torch.Tensor, damping: float,
         w = ggn(v)
         top = float(w.norm())
         v = w / top
+    return ggn, top
+
+
+def steps(J: torch.Tensor, probs: torch.Tensor, G: torch.Tensor, damping: float, weight_decay: float = 0.0,
+          curvature: tuple[Callable[[torch.Tensor], torch.Tensor], float] | None = None) -> tuple[torch.Tensor, float]:
+    """``U [P, K]`` = (GGN + lambda I)^-1 G^T / N with lambda = damping x the GGN's top eigenvalue + the weight decay
+    (curvature the loss lacks, as in the head default); and lambda. ``curvature``: :func:`gauss_newton`'s result for
+    these ``J`` and ``probs``, when several solves share it."""
+    ggn, top = gauss_newton(J, probs) if curvature is None else curvature
     lam = damping * top + weight_decay
-    return cg(lambda V: ggn(V) + lam * V, G.T / N), lam
+    return cg(lambda V: ggn(V) + lam * V, G.T / len(J)), lam
 
 
 def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, object]:
@@ -194,10 +203,11 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
         if wd > 0:  # each group's share of the L2 term (ddm.emulate.newton.decay_shares)
             grads = {k: g + dm.groups.sizes().float()[:, None] * wd * theta[None] for k, g in grads.items()}
         Jt = jacobian(model, params, pnames, targets.x)  # [T, C, P]
+        curvature = gauss_newton(J, probs)  # one power iteration for every source and damping
         out = {}
         for src in sources:
             for d in dampings:
-                U, lam = steps(J, probs, grads[src], d, wd)  # [P, K]
+                U, lam = steps(J, probs, grads[src], d, wd, curvature)  # [P, K]
                 cos = float(F.cosine_similarity(grads[src].double(), G.double(), dim=1).median())
                 out[(src, d)] = (torch.einsum("tcp,pk->ktc", Jt, U), lam, cos)
         return out
