@@ -134,6 +134,32 @@ def steps(J: torch.Tensor, probs: torch.Tensor, G: torch.Tensor, damping: float,
     return cg(lambda V: ggn(V) + lam * V, G.T / len(J)), lam
 
 
+def top_eigen(ggn: Callable[[torch.Tensor], torch.Tensor], P: int, rank: int, iters: int = 12,
+              dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``rank`` leading eigenpairs ``(s [rank], V [P, rank])`` of a symmetric PSD operator, by block subspace
+    iteration (``rank`` + 16 columns, ``iters`` products) and a Rayleigh-Ritz step."""
+    q = min(P, rank + 16)
+    V = torch.linalg.qr(torch.randn(P, q, generator=torch.Generator().manual_seed(1), dtype=dtype))[0]
+    for _ in range(iters):
+        V = torch.linalg.qr(ggn(V))[0]
+    s, R = torch.linalg.eigh(V.T @ ggn(V))
+    order = torch.argsort(s, descending=True)[:rank]
+    return s[order].clamp_min(0), V @ R[:, order]
+
+
+def truncated_steps(eig: tuple[torch.Tensor, torch.Tensor], G: torch.Tensor, lam: float, N: int,
+                    residual: bool) -> torch.Tensor:
+    """``U [P, K]``: the damped Newton step restricted to the GGN's leading eigenvectors, ``V (S + lambda)^-1 V^T
+    g / N``; with ``residual`` the rest of ``g`` is scaled by ``1 / (s_r + lambda)`` (s_r the last kept eigenvalue)
+    instead of dropped."""
+    s, V = eig
+    c = V.T @ G.T / N  # [r, K]
+    U = V @ (c / (s[:, None] + lam))
+    if residual:
+        U = U + (G.T / N - V @ c) / (float(s[-1]) + lam)
+    return U
+
+
 def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, object]:
     cfg, data, _, dm, cache = M.open_run(root, name, seed)
     wd = float(cfg.train.weight_decay)
@@ -204,12 +230,20 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
             grads = {k: g + dm.groups.sizes().float()[:, None] * wd * theta[None] for k, g in grads.items()}
         Jt = jacobian(model, params, pnames, targets.x)  # [T, C, P]
         curvature = gauss_newton(J, probs)  # one power iteration for every source and damping
+        ranks = [int(r) for r in args.ranks.split(",") if r]
+        eig = top_eigen(curvature[0], J.shape[-1], max(ranks)) if ranks else None
         out = {}
         for src in sources:
+            cos = float(F.cosine_similarity(grads[src].double(), G.double(), dim=1).median())
             for d in dampings:
                 U, lam = steps(J, probs, grads[src], d, wd, curvature)  # [P, K]
-                cos = float(F.cosine_similarity(grads[src].double(), G.double(), dim=1).median())
-                out[(src, d)] = (torch.einsum("tcp,pk->ktc", Jt, U), lam, cos)
+                out[(src, d, "")] = (torch.einsum("tcp,pk->ktc", Jt, U), lam, cos)
+                for r in ranks:
+                    assert eig is not None
+                    for resid in (False, True):
+                        U = truncated_steps((eig[0][:r], eig[1][:, :r]), grads[src], lam, len(J), resid)
+                        out[(src, d, f", top {r} eigenvectors" + (" + residual" if resid else ""))] = (
+                            torch.einsum("tcp,pk->ktc", Jt, U), lam, cos)
         return out
 
     for scope, pnames in scopes(model).items():
@@ -218,15 +252,15 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
         t0 = time.perf_counter()
         each = [shifts(p, pnames) for p in members]
         P = sum(members[0][k].numel() for k in pnames)
-        for (src, d), (_, lam, cos) in each[0].items():
-            S = torch.stack([e[(src, d)][0] for e in each]).mean(0)  # averaged over the members
+        for (src, d, how), (_, lam, cos) in each[0].items():
+            S = torch.stack([e[(src, d, how)][0] for e in each]).mean(0)  # averaged over the members
 
             def predict(k: torch.Tensor, sel: torch.Tensor, S: torch.Tensor = S) -> torch.Tensor:
                 logits = zt[sel][None] + torch.einsum("mk,ktc->mtc", (~k).float(), S[:, sel])
                 return M.losses(logits, targets.y[sel])
 
             where = f", {len(members)} checkpoints" if len(members) > 1 else ""
-            tag = f"{src} gradients, {scope} ({P:,} parameters){where}, damping {d:g}"
+            tag = f"{src} gradients, {scope} ({P:,} parameters){where}, damping {d:g}{how}"
             res[tag] = {**score(predict), "lambda (theta_tau)": lam, "seconds": round(time.perf_counter() - t0, 1)}
             if src == "synset":
                 res[tag]["gradient cosine (median)"] = round(cos, 3)
@@ -244,6 +278,8 @@ def main() -> None:
     p.add_argument("--damping", default="1e-2", help="comma-separated, relative to the top GGN eigenvalue")
     p.add_argument("--scopes", default="", help="comma-separated scope names (default: all)")
     p.add_argument("--sources", default="real,synset", help="the groups' real gradients, DDM's synsets', or both")
+    p.add_argument("--ranks", default="", help="also the step restricted to the GGN's top R eigenvectors "
+                   "(comma-separated R; with and without the rest of the gradient at the last eigenvalue)")
     p.add_argument("--checkpoints", action="store_true",
                    help="average the logit shift over theta_tau and the checkpoints DDM's default uses")
     args = p.parse_args()

@@ -48,3 +48,34 @@ def test_the_step_solves_the_damped_gauss_newton_system_of_the_scope():
     assert abs(lam - (1e-2 * top + 1e-3)) < 1e-4 * top
     ref = torch.linalg.solve(H + lam * torch.eye(len(H)), G.T / 40)
     torch.testing.assert_close(U, ref, rtol=1e-3, atol=1e-6)
+
+
+def test_the_truncated_step_keeps_the_leading_eigenvectors_of_the_gauss_newton_matrix():
+    ds = _deeper_step()
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+    x = torch.randn(30, 6)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    J = ds.jacobian(model, params, ds.scopes(model)["full network"], x).double()
+    with torch.no_grad():
+        probs = F.softmax(model(x), -1).double()
+    ggn, top = ds.gauss_newton(J, probs)
+    P = J.shape[-1]
+    H = ggn(torch.eye(P, dtype=J.dtype))
+    s_ref, V_ref = torch.linalg.eigh(H)
+    s_ref, V_ref = s_ref.flip(0), V_ref.flip(1)
+    s, V = ds.top_eigen(ggn, P, 4, iters=60, dtype=J.dtype)
+    torch.testing.assert_close(s, s_ref[:4], rtol=1e-6, atol=1e-9)
+    assert abs(float(s[0]) - top) < 1e-6 * top
+    G = torch.randn(3, P, dtype=J.dtype)
+    lam = 1e-2 * top
+    proj = V_ref[:, :4] @ V_ref[:, :4].T
+    ref = proj @ torch.linalg.solve(H + lam * torch.eye(P, dtype=J.dtype), G.T / 30)
+    torch.testing.assert_close(ds.truncated_steps((s, V), G, lam, 30, residual=False), ref)
+    # with the residual: the rest of the gradient scaled by 1 / (s_4 + lambda)
+    rest = (torch.eye(P, dtype=J.dtype) - proj) @ G.T / 30 / (s_ref[3] + lam)
+    torch.testing.assert_close(ds.truncated_steps((s, V), G, lam, 30, residual=True), ref + rest)
+    # with every eigenvector kept, the truncated step is the full one
+    full = ds.top_eigen(ggn, P, P, iters=2, dtype=J.dtype)
+    exact = torch.linalg.solve(H + lam * torch.eye(P, dtype=J.dtype), G.T / 30)
+    torch.testing.assert_close(ds.truncated_steps(full, G, lam, 30, residual=False), exact, rtol=1e-5, atol=1e-9)
