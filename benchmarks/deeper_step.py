@@ -209,34 +209,45 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
         members += [{k: v.detach() for k, v in dm.trajectory.params[c.index].items() if k in members[0]}
                     for c in dm.synset.checkpoints]
 
-    def shifts(params: dict[str, torch.Tensor], pnames: list[str]) -> dict[tuple[str, float], tuple]:
-        """Each group's logit shift on the targets ``[K, T, C]`` and lambda, by (source, damping), at ``params``."""
+    ranks = [int(r) for r in args.ranks.split(",") if r]
+    sx, st, sg = dm.synset.flat()
+    sw = dm.synset.image_weights().reshape(-1)
+
+    def synset_gradients(params: dict[str, torch.Tensor], pnames: list[str], images: torch.Tensor,
+                         weights: torch.Tensor) -> torch.Tensor:
+        """``[K, P]``: each group's weighted synset gradient over the scope (without the weight-decay share)."""
+        Js = jacobian(model, params, pnames, images)
+        with torch.no_grad():
+            sres = (functional_call(model, params, (images,)).softmax(-1) - st) * weights.reshape(-1, 1)
+        return torch.zeros(K, Js.shape[-1]).index_add_(0, sg, torch.einsum("ncp,nc->np", Js, sres))
+
+    def prepare(params: dict[str, torch.Tensor], pnames: list[str]) -> dict[str, object]:
+        """Jacobians, curvature, its leading eigenvectors and the gradients of every source at ``params``."""
         with torch.no_grad():
             probs = functional_call(model, params, (x,)).softmax(-1)
         J = jacobian(model, params, pnames, x)  # [N, C, P]
         resid = probs - F.one_hot(y, probs.shape[1]).float()  # d loss_i / d logits
         G = torch.zeros(K, J.shape[-1]).index_add_(0, member, torch.einsum("ncp,nc->np", J, resid))
         theta = torch.cat([params[k].reshape(-1) for k in pnames])
+        share = dm.groups.sizes().float()[:, None] * wd * theta[None]  # each group's L2 share (decay_shares)
         grads = {"real": G}
         if "synset" in sources:  # the synsets' weighted gradients over the same scope (matched on the head only)
-            sx, st, sg = dm.synset.flat()
-            Js = jacobian(model, params, pnames, sx)
-            with torch.no_grad():
-                sres = (functional_call(model, params, (sx,)).softmax(-1) - st) * \
-                    dm.synset.image_weights().reshape(-1, 1)
-            grads["synset"] = torch.zeros(K, J.shape[-1]).index_add_(0, sg, torch.einsum("ncp,nc->np", Js, sres))
-            del Js
-        if wd > 0:  # each group's share of the L2 term (ddm.emulate.newton.decay_shares)
-            grads = {k: g + dm.groups.sizes().float()[:, None] * wd * theta[None] for k, g in grads.items()}
-        Jt = jacobian(model, params, pnames, targets.x)  # [T, C, P]
+            grads["synset"] = synset_gradients(params, pnames, sx, sw)
         curvature = gauss_newton(J, probs)  # one power iteration for every source and damping
-        ranks = [int(r) for r in args.ranks.split(",") if r]
-        eig = top_eigen(curvature[0], J.shape[-1], max(ranks)) if ranks else None
+        want = max(ranks + ([args.rematch_rank] if "rematched" in sources else []), default=0)
+        eig = top_eigen(curvature[0], J.shape[-1], want) if want else None
+        return {"params": params, "J": J, "probs": probs, "grads": grads, "share": share, "curvature": curvature,
+                "eig": eig, "Jt": jacobian(model, params, pnames, targets.x)}
+
+    def shifts(prep: dict[str, object]) -> dict[tuple[str, float, str], tuple]:
+        """Each group's logit shift on the targets ``[K, T, C]`` and lambda, by (source, damping, solver)."""
+        J, probs, Jt, eig, curvature = prep["J"], prep["probs"], prep["Jt"], prep["eig"], prep["curvature"]
+        grads = {k: g + prep["share"] for k, g in prep["grads"].items()}  # type: ignore[attr-defined]
         out = {}
         for src in sources:
-            cos = float(F.cosine_similarity(grads[src].double(), G.double(), dim=1).median())
+            cos = float(F.cosine_similarity(grads[src].double(), grads["real"].double(), dim=1).median())
             for d in dampings:
-                U, lam = steps(J, probs, grads[src], d, wd, curvature)  # [P, K]
+                U, lam = steps(J, probs, grads[src], d, wd, curvature)  # type: ignore[arg-type]  # [P, K]
                 out[(src, d, "")] = (torch.einsum("tcp,pk->ktc", Jt, U), lam, cos)
                 for r in ranks:
                     assert eig is not None
@@ -246,11 +257,63 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
                             torch.einsum("tcp,pk->ktc", Jt, U), lam, cos)
         return out
 
+    def rematch(preps: list[dict[str, object]], pnames: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+        """DDM's synsets (images and loss weights) matched again over the scope, at every member at once: Adam on
+        ``sum_m sum_k |P_m (g~_k - g_k)|^2 / |P_m g_k|^2`` with ``P_m`` the damped inverse of member m's Gauss-Newton
+        matrix in its top ``--rematch-rank`` eigenvectors, the rest at the last kept eigenvalue (the first
+        ``--damping``). Returns the images, the weights and the loss at every step."""
+        r, d = args.rematch_rank, dampings[0]
+        metrics = []
+        for prep in preps:
+            s, V = prep["eig"]  # type: ignore[misc]
+            s, V = s[:r], V[:, :r]
+            lam = d * prep["curvature"][1] + wd  # type: ignore[index]
+
+            def metric(v: torch.Tensor, s: torch.Tensor = s, V: torch.Tensor = V, lam: float = lam) -> torch.Tensor:
+                c = v @ V  # [K, r]
+                return (c / (s + lam)) @ V.T + (v - c @ V.T) / (float(s[-1]) + lam)
+            real = prep["grads"]["real"]  # type: ignore[index]
+            metrics.append((prep["params"], metric, real, metric(real).pow(2).sum(1)))
+        images = sx.clone().requires_grad_(True)
+        logw = sw.clamp_min(1e-6).log().clone().requires_grad_(True)
+        opt = torch.optim.Adam([images, logw], lr=args.rematch_lr)
+
+        def one(free: dict[str, torch.Tensor], fixed: dict[str, torch.Tensor], xi: torch.Tensor,
+                ti: torch.Tensor) -> torch.Tensor:
+            z = functional_call(model, {**fixed, **free}, (xi[None],))[0]
+            return -(ti * z.log_softmax(-1)).sum()
+
+        losses = []
+        for _ in range(args.rematch_steps):
+            opt.zero_grad()
+            total = torch.zeros(())
+            for params, metric, real, norm in metrics:
+                free = {k: params[k] for k in pnames}
+                fixed = {k: v for k, v in params.items() if k not in pnames}
+                per = vmap(torch.func.grad(one), in_dims=(None, None, 0, 0))(free, fixed, images, st)
+                flat = torch.cat([per[k].reshape(len(images), -1) for k in pnames], 1) * logw.exp()[:, None]
+                g = torch.zeros(K, flat.shape[1]).index_add(0, sg, flat)
+                total = total + (metric(g - real).pow(2).sum(1) / norm).mean() / len(metrics)
+            total.backward()
+            opt.step()
+            losses.append(float(total))
+            if len(losses) % 20 == 1:
+                print(f"rematch step {len(losses)}: {losses[-1]:.4f}", flush=True)
+        return images.detach(), logw.detach().exp(), losses
+
     for scope, pnames in scopes(model).items():
         if args.scopes and scope not in args.scopes.split(","):
             continue
         t0 = time.perf_counter()
-        each = [shifts(p, pnames) for p in members]
+        preps = [prepare(p, pnames) for p in members]
+        if "rematched" in sources:
+            images, weights, losses = rematch(preps, pnames)
+            res[f"rematch loss, {scope}"] = {"first": losses[0], "last": losses[-1]}
+            print(name, seed, scope, "rematch loss", losses[0], "->", losses[-1], flush=True)
+            for prep in preps:
+                prep["grads"]["rematched"] = synset_gradients(prep["params"], pnames, images, weights)  # type: ignore
+        each = [shifts(prep) for prep in preps]
+        del preps
         P = sum(members[0][k].numel() for k in pnames)
         for (src, d, how), (_, lam, cos) in each[0].items():
             S = torch.stack([e[(src, d, how)][0] for e in each]).mean(0)  # averaged over the members
@@ -277,9 +340,14 @@ def main() -> None:
     p.add_argument("--orders", type=int, default=1, help="also score against the loss averaged over N data orders")
     p.add_argument("--damping", default="1e-2", help="comma-separated, relative to the top GGN eigenvalue")
     p.add_argument("--scopes", default="", help="comma-separated scope names (default: all)")
-    p.add_argument("--sources", default="real,synset", help="the groups' real gradients, DDM's synsets', or both")
+    p.add_argument("--sources", default="real,synset",
+                   help="the groups' real gradients (real), DDM's synsets' (synset), DDM's synsets matched again over "
+                   "the scope (rematched); comma-separated")
     p.add_argument("--ranks", default="", help="also the step restricted to the GGN's top R eigenvectors "
                    "(comma-separated R; with and without the rest of the gradient at the last eigenvalue)")
+    p.add_argument("--rematch-rank", type=int, default=300, help="source 'rematched': eigenvectors in its metric")
+    p.add_argument("--rematch-steps", type=int, default=200)
+    p.add_argument("--rematch-lr", type=float, default=0.01)
     p.add_argument("--checkpoints", action="store_true",
                    help="average the logit shift over theta_tau and the checkpoints DDM's default uses")
     args = p.parse_args()
