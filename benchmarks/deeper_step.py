@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, jacrev, vmap
 
 from ddm import progress
+from ddm.distill.head import init_images, slot_labels
 from ddm.evaluation.metrics import lds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -274,8 +275,15 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
                 return (c / (s + lam)) @ V.T + (v - c @ V.T) / (float(s[-1]) + lam)
             real = prep["grads"]["real"]  # type: ignore[index]
             metrics.append((prep["params"], metric, real, metric(real).pow(2).sum(1)))
-        images = sx.clone().requires_grad_(True)
-        logw = sw.clamp_min(1e-6).log().clone().requires_grad_(True)
+        if args.rematch_init == "real":  # the head matcher's start: members of the group, even shares
+            labels, shares = slot_labels(data.train, dm.groups, dm.synset.ipc)
+            assert torch.equal(labels.reshape(-1), st.argmax(-1))
+            x0 = init_images(data.train, dm.groups, labels, "real", int(cfg.distill.seed))
+            images = x0.reshape(sx.shape).clone().requires_grad_(True)
+            logw = shares.reshape(-1).log().clone().requires_grad_(True)
+        else:
+            images = sx.clone().requires_grad_(True)
+            logw = sw.clamp_min(1e-6).log().clone().requires_grad_(True)
         opt = torch.optim.Adam([images, logw], lr=args.rematch_lr)
 
         def one(free: dict[str, torch.Tensor], fixed: dict[str, torch.Tensor], xi: torch.Tensor,
@@ -296,7 +304,7 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
                 total = total + (metric(g - real).pow(2).sum(1) / norm).mean() / len(metrics)
             total.backward()
             opt.step()
-            losses.append(float(total))
+            losses.append(float(total.detach()))
             if len(losses) % 20 == 1:
                 print(f"rematch step {len(losses)}: {losses[-1]:.4f}", flush=True)
         return images.detach(), logw.detach().exp(), losses
@@ -307,8 +315,10 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
         t0 = time.perf_counter()
         preps = [prepare(p, pnames) for p in members]
         if "rematched" in sources:
+            t1 = time.perf_counter()
             images, weights, losses = rematch(preps, pnames)
-            res[f"rematch loss, {scope}"] = {"first": losses[0], "last": losses[-1]}
+            res[f"rematch loss, {scope}"] = {"first": losses[0], "last": losses[-1],
+                                             "seconds": round(time.perf_counter() - t1, 1)}
             print(name, seed, scope, "rematch loss", losses[0], "->", losses[-1], flush=True)
             for prep in preps:
                 prep["grads"]["rematched"] = synset_gradients(prep["params"], pnames, images, weights)  # type: ignore
@@ -347,6 +357,9 @@ def main() -> None:
                    "(comma-separated R; with and without the rest of the gradient at the last eigenvalue)")
     p.add_argument("--rematch-rank", type=int, default=300, help="source 'rematched': eigenvectors in its metric")
     p.add_argument("--rematch-steps", type=int, default=200)
+    p.add_argument("--rematch-init", choices=("synset", "real"), default="synset",
+                   help="start from DDM's head-matched synsets, or from members of each group (the head matcher's "
+                   "own start)")
     p.add_argument("--rematch-lr", type=float, default=0.01)
     p.add_argument("--checkpoints", action="store_true",
                    help="average the logit shift over theta_tau and the checkpoints DDM's default uses")

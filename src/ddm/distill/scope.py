@@ -1,0 +1,174 @@
+"""The Gauss-Newton matrix over more of the network than its last layer, matrix-free, and a low-rank damped inverse.
+
+The head recipe (:mod:`ddm.distill.head`) takes its Newton step on the last layer only. A diagnostic
+(``benchmarks/deeper_step.py``, BENCHMARKS.md "A Newton step over more of the network than the last layer") found
+the step over the *last block and the head* attributing better on the digits ResNet, as long as the synsets are
+matched over that scope in the metric of the step, and the step's curvature kept only in its leading eigenvectors
+(300 of 18,890 with the rest of the gradient at the last kept eigenvalue reproduced the full solve). These are the
+building blocks for that step:
+
+* :func:`scope_names`: the parameters a scope covers (``head``; ``block``: the last block before the head too);
+* :class:`GaussNewton`: ``V -> G V`` for the mean training loss's Gauss-Newton matrix ``G = mean_i J_i^T Lambda_i
+  J_i`` over those parameters, streamed over the data with ``torch.func`` (no ``N x C x P`` Jacobian is formed);
+* :func:`leading_eigenpairs`: its top eigenpairs by block subspace iteration;
+* :class:`LowRankInverse`: ``g -> V (S + lambda)^-1 V^T g + (g - V V^T g) / (s_r + lambda)``, the damped inverse
+  with the curvature beyond the kept eigenvectors taken at the last kept eigenvalue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, jvp, vjp, vmap
+
+from ddm.exceptions import ConfigError
+
+Params = dict[str, torch.Tensor]
+
+
+def scope_names(model: nn.Module, scope: str) -> list[str]:
+    """Names of the parameters ``scope`` covers, in ``model.named_parameters()`` order.
+
+    ``head``: the last ``nn.Linear``'s weight and bias. ``block``: the head and the block before it: for a model
+    with residual blocks under ``layers.<i>`` (the library's ResNet) the last of them; otherwise the last module
+    with a weight matrix or kernel before the head, with the modules between it and the head (a norm)."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ConfigError("a Newton step needs a model whose output comes from a final nn.Linear layer")
+    head = linears[-1]
+    names = [n for n, _ in model.named_parameters()]
+    head_names = [f"{head}.weight", f"{head}.bias"]
+    if any(n not in names for n in head_names):
+        raise ConfigError(f"the head {head!r} needs a weight and a bias")
+    if scope == "head":
+        return head_names
+    if scope != "block":
+        raise ConfigError(f"scope must be head or block, got {scope!r}")
+    before = [n for n in names if n not in head_names]
+    blocks = sorted({int(n.split(".")[1]) for n in before if n.startswith("layers.") and n.split(".")[1].isdigit()})
+    if blocks:
+        take = [n for n in before if n.startswith(f"layers.{blocks[-1]}.")]
+    else:
+        shapes = dict(model.named_parameters())
+        modules = list(dict.fromkeys(n.rsplit(".", 1)[0] for n in before))
+        chosen: list[str] = []
+        for mod in reversed(modules):
+            chosen.insert(0, mod)
+            if shapes.get(f"{mod}.weight") is not None and shapes[f"{mod}.weight"].dim() >= 2:
+                break
+        take = [n for n in before if n.rsplit(".", 1)[0] in chosen]
+    if not take:
+        raise ConfigError("the model has no parameters before its head: use the head scope")
+    return [n for n in names if n in take or n in head_names]
+
+
+def flatten(d: Params, names: list[str]) -> torch.Tensor:
+    """``[P]``: the tensors of ``names`` flattened and concatenated, in that order."""
+    return torch.cat([d[n].reshape(-1) for n in names])
+
+
+def unflatten(v: torch.Tensor, like: Params, names: list[str]) -> Params:
+    """Rows ``v [q, P]`` -> ``{name: [q, *shape]}``, the inverse of flattening ``like``'s tensors in ``names`` order."""
+    out, s = {}, 0
+    for n in names:
+        k = like[n].numel()
+        out[n] = v[:, s:s + k].reshape(len(v), *like[n].shape)
+        s += k
+    return out
+
+
+@dataclass
+class GaussNewton:
+    """``V [P, q] -> G V``: the Gauss-Newton matrix of the mean cross-entropy (or a task's loss, through
+    ``out_curv``) over the parameters ``names`` of ``model`` at ``params``, on the inputs ``x``.
+
+    Each batch of ``batch`` rows costs one forward pass with ``q`` tangents (a vmapped ``jvp``) and one backward
+    pass with ``q`` cotangents (a vmapped ``vjp``). ``out_curv``: ``(logits [B, C], rows) -> [B, C, C]``, the loss's
+    curvature in the logits (default: cross-entropy's ``diag(p) - p p^T``)."""
+
+    model: nn.Module
+    params: Params
+    names: list[str]
+    x: torch.Tensor
+    batch: int = 256
+    out_curv: Callable[[torch.Tensor, slice], torch.Tensor] | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(self.params[n].numel() for n in self.names)
+
+    def __call__(self, V: torch.Tensor) -> torch.Tensor:
+        free = {n: self.params[n].detach() for n in self.names}
+        fixed = {k: v.detach() for k, v in self.params.items() if k not in free}
+        tangents = unflatten(V.T.to(next(iter(free.values())).dtype), free, self.names)
+        out = torch.zeros(V.shape[1], V.shape[0], dtype=V.dtype)
+        for s in range(0, len(self.x), self.batch):
+            xb = self.x[s:s + self.batch]
+
+            def f(p: Params, xb: torch.Tensor = xb) -> torch.Tensor:
+                return functional_call(self.model, {**fixed, **p}, (xb,))
+
+            primal = vjp(f, free)
+            z, pull = primal[0], primal[1]
+            jv = vmap(lambda t, f=f: jvp(f, (free,), (t,))[1])(tangents)  # [q, B, C]
+            if self.out_curv is None:
+                p = z.detach().softmax(-1)
+                hv = p * jv - p * (p * jv).sum(-1, keepdim=True)
+            else:
+                hv = torch.einsum("bcd,qbd->qbc", self.out_curv(z.detach(), slice(s, s + len(xb))).to(jv.dtype), jv)
+            back = vmap(pull)(hv)[0]  # {name: [q, *shape]}
+            out += torch.cat([back[n].reshape(len(hv), -1) for n in self.names], 1).to(out.dtype)
+        return (out / len(self.x)).T
+
+
+def leading_eigenpairs(matvec: Callable[[torch.Tensor], torch.Tensor], size: int, rank: int, iters: int = 12,
+                       oversample: int = 16, seed: int = 0,
+                       dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``rank`` leading eigenpairs ``(s [rank] descending, V [size, rank])`` of a symmetric positive
+    semi-definite operator: block subspace iteration on ``rank + oversample`` columns (``iters`` products), then a
+    Rayleigh-Ritz step (one more product). Negative Ritz values (rounding) are clipped to 0."""
+    if rank < 1:
+        raise ConfigError(f"the rank must be at least 1, got {rank}")
+    q = min(size, rank + oversample)
+    V = torch.linalg.qr(torch.randn(size, q, generator=torch.Generator().manual_seed(seed), dtype=dtype))[0]
+    for _ in range(iters):
+        V = torch.linalg.qr(matvec(V))[0]
+    s, R = torch.linalg.eigh(V.T @ matvec(V))
+    order = torch.argsort(s, descending=True)[:rank]
+    return s[order].clamp_min(0), V @ R[:, order]
+
+
+@dataclass
+class LowRankInverse:
+    """``(G + damping I)^-1`` with ``G ~ V diag(s) V^T`` on its leading eigenvectors and ``s_r`` (the last kept
+    eigenvalue) on the rest: ``g -> V (V^T g / (s + damping)) + (g - V V^T g) / (s_r + damping)``. Taking the rest
+    at ``s_r`` rather than at 0 keeps the directions the eigenvectors miss from being amplified by ``1 / damping``.
+    ``eigenvalues [r]`` descending, ``eigenvectors [P, r]`` orthonormal."""
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    damping: float
+
+    def __post_init__(self) -> None:
+        if self.eigenvectors.shape[1] != len(self.eigenvalues) or len(self.eigenvalues) == 0:
+            raise ConfigError("LowRankInverse needs r >= 1 eigenvalues and a [P, r] matrix of eigenvectors")
+        if self.damping <= 0:
+            raise ConfigError(f"the damping must be positive, got {self.damping}")
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        """Rows ``g [K, P]`` -> ``[K, P]``."""
+        V = self.eigenvectors.to(g.dtype)
+        s = self.eigenvalues.to(g.dtype)
+        c = g @ V  # [K, r]
+        return (c / (s + self.damping)) @ V.T + (g - c @ V.T) / (float(s[-1]) + self.damping)
+
+    def to_tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        return {f"{prefix}eigenvalues": self.eigenvalues, f"{prefix}eigenvectors": self.eigenvectors,
+                f"{prefix}damping": torch.tensor(self.damping, dtype=torch.float64)}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], prefix: str = "") -> LowRankInverse:
+        return cls(t[f"{prefix}eigenvalues"], t[f"{prefix}eigenvectors"], float(t[f"{prefix}damping"]))
