@@ -84,3 +84,33 @@ def test_leading_eigenpairs_and_the_low_rank_inverse():
         LowRankInverse(s, V, 0.0)
     with pytest.raises(ConfigError, match="rank"):
         leading_eigenpairs(lambda v: G @ v, 12, 0)
+
+
+def test_group_gradients_and_a_synset_of_the_groups_own_data_matches_exactly():
+    from ddm.distill.block import MatchSite, group_gradients, match_over_scope
+    from ddm.distill.scope import GaussNewton
+
+    m = _mlp()
+    params = {k: v.detach() for k, v in m.named_parameters()}
+    names = scope_names(m, "block")
+    torch.manual_seed(2)
+    x = torch.randn(12, 6, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])
+    assignment = torch.arange(12) // 3  # 4 groups of 3
+    G = group_gradients(m, params, names, x, y, assignment, 4, batch=5)
+    # against autograd: the summed loss of group 1's rows
+    m.zero_grad()
+    torch.nn.functional.cross_entropy(m(x[3:6]), y[3:6], reduction="sum").backward()
+    torch.testing.assert_close(G[1], torch.cat([m.get_parameter(n).grad.reshape(-1) for n in names]))
+    s, V = leading_eigenpairs(GaussNewton(m, params, names, x), len(G[0]), 5, dtype=torch.float64)
+    site = MatchSite(params, LowRankInverse(s, V, 1e-2 * float(s[0])), G)
+    # each group's own rows as its synset, weight 1: the loss is zero and stays there
+    imgs, labels = x.reshape(4, 3, 6), y.reshape(4, 3)
+    _, w, losses = match_over_scope(m, names, [site], imgs, labels, torch.ones(4, 3), 3, steps=1, lr_img=0.1,
+                                    lr_weight=0.1)
+    assert losses[0] < 1e-20
+    # from other images the loss falls
+    start = imgs.flip(0).clone()  # another group's rows (the labels kept: hard labels)
+    _, _, losses = match_over_scope(m, names, [site, site], start, labels, torch.ones(4, 3), 3, steps=60,
+                                    lr_img=0.05, lr_weight=0.05)
+    assert losses[-1] < 0.5 * losses[0]
