@@ -130,7 +130,10 @@ class DistillConfig:
 
     matching: str = _f("head", "head (default; not in the paper: each group's synthetic images, with its hard label "
                                "and learned weights, reproduce its last-layer gradient at theta_tau in the metric "
-                               "of the damped Newton step; see ddm.distill.head), local (match minus each group's "
+                               "of the damped Newton step; see ddm.distill.head), block (head matching, then the "
+                               "synsets matched again over the last block and the head at every checkpoint, for a "
+                               "Newton step over that scope; ddm.distill.block; not the default), local (match "
+                               "minus each group's "
                                "accumulated trajectory gradient near theta_tau), reverse (the paper's DDM, Eq. 6) "
                                "or match (plain gradient matching, DDM-match)")
     damping: float = _f(1e-2, "head matching: lambda of (H + lambda I) as a fraction of H's top eigenvalue "
@@ -179,15 +182,29 @@ class DistillConfig:
                                   "images: starts 10x closer on Fashion-MNIST and won the selection, but lost 0.11 "
                                   "LDS on the digits MLP of the report matrix, so it is off: BENCHMARKS.md)",
                           since="0.5", implicit="size")
+    block_rank: int = _f(300, "block matching: leading eigenvectors of the Gauss-Newton matrix over the last block and "
+                              "the head kept per checkpoint (the rest at the last kept eigenvalue; 300 of 18,890 "
+                              "reproduced the full solve on the digits ResNet: BENCHMARKS.md)", since="0.6",
+                         implicit=300)
+    block_damping: float = _f(1e-3, "block matching: lambda as a fraction of the block curvature's top eigenvalue "
+                                    "(plus train.weight_decay)", since="0.6", implicit=1e-3)
+    block_steps: int = _f(200, "block matching: Adam steps of the matching over the last block, after the head "
+                               "matching", since="0.6", implicit=200)
+    block_lr: float = _f(0.01, "block matching: learning rate of the images (the weights use lr_label)",
+                         since="0.6", implicit=0.01)
     group_chunk: int = _f(0, "groups per vmap chunk for real gradients (0: all at once)")
     checkpoint_every: int = _f(50, "save the synset every this many steps (resume after a kill)")
     seed: int = _f(0, "seed of initialisation, sampling and augmentation")
 
     def __post_init__(self) -> None:
         _finite(self, "distill")
-        _choice(self.matching, "distill.matching", ("head", "reverse", "match", "local"))
-        _check(self.matching != "head" or self.labels == "hard",
-               "distill.matching=head uses the groups' hard labels: set distill.labels=hard")
+        _choice(self.matching, "distill.matching", ("head", "block", "reverse", "match", "local"))
+        _check(self.matching not in ("head", "block") or self.labels == "hard",
+               f"distill.matching={self.matching} uses the groups' hard labels: set distill.labels=hard")
+        _check(self.block_rank > 0, f"distill.block_rank must be positive, got {self.block_rank}")
+        _check(self.block_damping > 0, f"distill.block_damping must be positive, got {self.block_damping}")
+        _check(self.block_steps >= 0, f"distill.block_steps must be >= 0, got {self.block_steps}")
+        _check(self.block_lr > 0, f"distill.block_lr must be positive, got {self.block_lr}")
         _check(self.damping > 0, f"distill.damping must be positive, got {self.damping}")
         _choice(self.curvature, "distill.curvature", ("auto", "exact", "kfac"))
         _check(self.checkpoints >= 1, f"distill.checkpoints must be at least 1 (theta_tau), got {self.checkpoints}")

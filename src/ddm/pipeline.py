@@ -294,8 +294,11 @@ class DistilledDatamodel:
 
     def _distill_stage(self, stage: str, train: Split, groups: Groups, shared: bool = False) -> Synset:
         cfg = keyed(self.config.distill)
-        if self.config.distill.matching != "head":
+        if self.config.distill.matching not in ("head", "block"):
             _refuse_batchnorm(self.model, f"the {self.config.distill.matching} matching")
+        if not self.task.is_default and self.config.distill.matching == "block":
+            raise ConfigError(f"the custom task {self.task.name!r} needs the head recipe (distill.matching=head, "
+                              f"the default); block matching assumes cross-entropy")
         if not self.task.is_default and self.config.distill.matching != "head":
             raise ConfigError(f"the custom task {self.task.name!r} needs the head recipe (distill.matching=head, "
                               f"the default); the trajectory matchers assume cross-entropy")
@@ -395,7 +398,7 @@ class DistilledDatamodel:
     def device(self) -> torch.device:
         """Where the stages compute (``device``; see :mod:`ddm.devices`), or an error for a recipe that cannot."""
         dev = devices.resolve(self.config.device)
-        if dev.type != "cpu" and (self.config.distill.matching != "head"
+        if dev.type != "cpu" and (self.config.distill.matching not in ("head", "block")
                                   or self.config.emulate.method in ("finetune", "linear")):
             raise ConfigError(f"device={self.config.device!r}: the fine-tuning and trajectory-matching recipes run on "
                               "the CPU only; use the head recipe (the default) or --device cpu")

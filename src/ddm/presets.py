@@ -100,6 +100,10 @@ RECIPES: dict[str, tuple[list[str], str]] = {
     "head-noise": ([*_HEAD, "distill.init=noise", "distill.lr_img=0.01", "distill.iterations=1000",
                     "distill.tolerance=1e-4"], "head matching from noise-initialised images (reveals less; "
                                                "1000 steps)"),
+    "block": (["distill.matching=block", *_HEAD[1:], "distill.init=real"],
+              "head matching, then the synsets matched again over the last block and the head at every checkpoint; "
+              "emulation by a damped Newton step over that scope with a low-rank curvature (not the default: "
+              "BENCHMARKS.md)"),
     "local-free": ([*_LOCAL, "distill.labels=free", "distill.ipc=1"],
                    "the previous default: local matching (near theta_tau, magnitude kept), free labels (any scale and "
                    "sign), Adam"),

@@ -12,20 +12,33 @@ and the LDS above the head's. This module holds that matching:
     g~_k^m = sum_{s in S_k} w_s grad_theta l(theta_m; x_s, y_s)   (over the scope's parameters)
 
 with ``P_m`` member m's :class:`ddm.distill.scope.LowRankInverse` and ``g_k^m`` the group's real gradient there.
-Not yet a recipe: the pipeline does not call it (the diagnostic in ``benchmarks/deeper_step.py`` does the same
-computation with explicit Jacobians).
+It runs after the head matcher, from its synsets (``distill.matching=block``, ``--recipe block``; not the default),
+and stores each member's :class:`ddm.distill.scope.LowRankInverse` with the synset; the Newton emulation
+(:func:`block_logits`) then takes its step over the same scope. ``benchmarks/deeper_step.py`` does the same
+computation with explicit Jacobians.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, jvp, vmap
 
-from ddm.distill.scope import LowRankInverse, Params
-from ddm.exceptions import NumericalError
+from ddm.cluster.groups import Groups
+from ddm.config import DistillConfig
+from ddm.data.dataset import Split
+from ddm.distill.scope import GaussNewton, LowRankInverse, Params, flatten, leading_eigenpairs, scope_names, unflatten
+from ddm.distill.synset import Synset
+from ddm.exceptions import ConfigError, NumericalError
+from ddm.progress import bar
+from ddm.train.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
+#: the eigenvectors a block synset may store, in bytes (float32, all checkpoints together)
+MAX_BYTES = 2 << 30
 
 
 def _per_sample(model: nn.Module, params: Params, names: list[str], x: torch.Tensor,
@@ -84,6 +97,7 @@ def match_over_scope(model: nn.Module, names: list[str], sites: list[MatchSite],
     log_w = weights.reshape(-1).clamp_min(1e-12).log().clone().requires_grad_(True)
     opt = torch.optim.Adam([{"params": [x], "lr": lr_img}, {"params": [log_w], "lr": lr_weight}])
     losses: list[float] = []
+    pbar = bar(steps, "distill (block)")
     for _ in range(steps):
         opt.zero_grad()
         total = torch.zeros((), dtype=images.dtype)
@@ -97,6 +111,115 @@ def match_over_scope(model: nn.Module, names: list[str], sites: list[MatchSite],
         total.backward()
         opt.step()
         losses.append(float(total.detach()))
+        pbar.update(1)
+        pbar.set_postfix(loss=f"{losses[-1]:.4f}")
         if losses[-1] < tolerance:
             break
+    pbar.close()
     return x.detach().reshape(images.shape), log_w.detach().exp().reshape(K, n), losses
+
+
+def _members(model: nn.Module, trajectory: Trajectory, synset: Synset) -> list[Params]:
+    """The parameters at theta_tau, then at each checkpoint the synset holds (the Newton emulation's members)."""
+    own = [n for n, _ in model.named_parameters()]
+    at = [trajectory.final] + [trajectory.params[c.index] for c in synset.checkpoints]
+    return [{n: p[n].detach().float() for n in own} for p in at]
+
+
+def distill_block(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
+                  head_synset: Synset, weight_decay: float = 0.0) -> Synset:
+    """The head-matched ``head_synset`` matched again over the last block and the head (module doc), with each
+    member's low-rank damped inverse attached (``synset.block``). Cross-entropy only; runs on the CPU."""
+    names = scope_names(model, "block")
+    members = _members(model, trajectory, head_synset)
+    size = sum(members[0][n].numel() for n in names)
+    rank = min(cfg.block_rank, size)
+    need = 4 * size * rank * len(members)
+    if need > MAX_BYTES:
+        raise ConfigError(f"the last block and the head hold {size:,} parameters: {len(members)} x {rank} "
+                          f"eigenvectors would take {need / 2 ** 30:.1f} GiB; lower distill.block_rank or "
+                          "distill.checkpoints, or use the head recipe (distill.matching=head)")
+    was_training = model.training
+    model.eval()
+    try:
+        sites = []
+        for i, p in enumerate(members):
+            op = GaussNewton(model, p, names, train.x)
+            s, V = leading_eigenpairs(op, size, rank, seed=cfg.seed)
+            if float(s[0]) <= 0:
+                raise NumericalError("the Gauss-Newton matrix over the last block is zero: the model fits every "
+                                     "training sample exactly; use the head recipe")
+            damping = cfg.block_damping * float(s[0]) + weight_decay
+            real = group_gradients(model, p, names, train.x, train.y, groups.assignment, groups.num_groups)
+            sites.append(MatchSite(p, LowRankInverse(s, V, damping), real))
+            log.info("block curvature at member %d of %d: top eigenvalue %.3g, %d of %d parameters' eigenvectors",
+                     i + 1, len(members), float(s[0]), rank, size)
+        images, weights, losses = match_over_scope(
+            model, names, sites, head_synset.images, head_synset.labels, head_synset.image_weights(),
+            head_synset.num_classes, cfg.block_steps, cfg.block_lr, cfg.lr_label)
+    finally:
+        model.train(was_training)
+    if losses:
+        log.info("block matching: relative error %.3g -> %.3g in %d steps", losses[0], losses[-1], len(losses))
+    all_losses = torch.cat([head_synset.losses if head_synset.losses is not None else torch.zeros(0),
+                            torch.tensor(losses)])
+    out = replace(head_synset, images=images, weights=weights, losses=all_losses,
+                  block=[site.inverse for site in sites])
+    if not (torch.isfinite(images).all() and torch.isfinite(weights).all()):
+        raise NumericalError("block matching produced non-finite images or weights; lower distill.block_lr")
+    return out
+
+
+def block_logits(model: nn.Module, params: Params, synset: Synset, deleted: torch.Tensor, x: torch.Tensor,
+                 trajectory: Trajectory | None = None, decay: torch.Tensor | None = None,
+                 chunk: int = 256) -> torch.Tensor:
+    """Logits ``[P, N, C]`` on ``x`` after one damped Newton step over the last block and the head removing each
+    row of ``deleted [P, K]``, averaged over theta_tau and the synset's checkpoints (linear in the step: each
+    group's logit shift ``J(x) U_k`` first, by a forward-mode product per group). ``decay [K]``: the groups'
+    shares of the weight decay, added to their gradients."""
+    if not synset.block or synset.num_train is None:
+        raise ConfigError("this synset was not matched over the last block (distill.matching=block)")
+    if trajectory is None and synset.checkpoints:
+        raise ConfigError("this synset averages its step over checkpoints: pass the trajectory it was distilled from")
+    names = scope_names(model, "block")
+    at = [params] + ([trajectory.params[c.index] for c in synset.checkpoints] if trajectory is not None else [])
+    own = [n for n, _ in model.named_parameters()]
+    members = [{n: p[n].detach().float() for n in own} for p in at]
+    if len(members) != len(synset.block):
+        raise ConfigError(f"the synset holds {len(synset.block)} block curvatures for {len(members)} checkpoints: "
+                          "re-distill with --overwrite")
+    n_train = float(synset.num_train)
+    sx, st, sg = synset.flat()
+    sw = synset.image_weights().reshape(-1)
+    K = synset.num_groups
+    shift = torch.zeros(K, len(x), synset.num_classes)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for p, inv in zip(members, synset.block, strict=True):
+                per = _per_sample(model, p, names, sx, st) * sw[:, None]
+                g = torch.zeros(K, per.shape[1], dtype=torch.float64).index_add(0, sg, per.double())
+                if decay is not None:
+                    g = g + decay.double()[:, None] * flatten(p, names).double()[None]
+                if inv.eigenvectors.shape[0] != g.shape[1]:
+                    raise ConfigError("the synset's block curvature does not fit this model's last block: "
+                                      "re-distill with --overwrite")
+                U = unflatten((inv(g) / n_train).float(), p, names)  # {name: [K, *shape]}
+                free = {n: p[n] for n in names}
+                fixed = {k: v for k, v in p.items() if k not in free}
+                for s in range(0, len(x), chunk):
+                    xb = x[s:s + chunk]
+
+                    def f(q: Params, xb: torch.Tensor = xb, fixed: Params = fixed) -> torch.Tensor:
+                        return functional_call(model, {**fixed, **q}, (xb,))
+
+                    shift[:, s:s + len(xb)] += vmap(lambda u, f=f, free=free: jvp(f, (free,), (u,))[1])(U)
+            shift /= len(members)
+            z = functional_call(model, members[0], (x,))
+    finally:
+        model.train(was_training)
+    logits = z[None] + torch.einsum("pk,knc->pnc", deleted.float(), shift)
+    if not torch.isfinite(logits).all():
+        raise NumericalError("the block Newton emulation produced non-finite logits; re-distill with --overwrite")
+    return logits

@@ -1,7 +1,8 @@
 """The matchers that learn a synset, registered by name (``distill.matching``) with one signature.
 
 ``head`` (:mod:`ddm.distill.head`, the default) matches each group's last-layer gradient for the Newton
-emulation; ``reverse`` (the paper), ``match`` (DDM-match) and ``local`` (:mod:`ddm.distill.matching`) match
+emulation; ``block`` (:mod:`ddm.distill.block`) then matches again over the last block and the head;
+``reverse`` (the paper), ``match`` (DDM-match) and ``local`` (:mod:`ddm.distill.matching`) match
 gradients along the trajectory for the fine-tuning emulations.
 """
 
@@ -49,6 +50,16 @@ MATCHERS: Registry[Matcher] = Registry("matching")
 def _head(m: Matching) -> Synset:
     return distill_head(m.model, m.trajectory, m.train, m.groups, m.cfg, m.num_classes, m.folder, m.weight_decay,
                         m.task, m.statistics)
+
+
+@MATCHERS.register("block")
+def _block(m: Matching) -> Synset:
+    """Head matching, then the synsets matched again over the last block and the head (ddm.distill.block)."""
+    from ddm.distill.block import distill_block
+
+    head = distill_head(m.model, m.trajectory, m.train, m.groups, m.cfg, m.num_classes, m.folder, m.weight_decay,
+                        m.task, m.statistics)
+    return distill_block(m.model, m.trajectory, m.train, m.groups, m.cfg, head, m.weight_decay)
 
 
 def _trajectory_matcher(m: Matching) -> Synset:

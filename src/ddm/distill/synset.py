@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ddm.distill.curvature import Curvature
+from ddm.distill.scope import LowRankInverse
 
 
 @dataclass
@@ -52,6 +53,9 @@ class Synset:
     damping: torch.Tensor | None = None
     num_train: torch.Tensor | None = None
     checkpoints: list[CheckpointCurvature] = field(default_factory=list)
+    # block-matched synsets (ddm.distill.block): the damped inverse of the Gauss-Newton matrix over the last block
+    # and the head at theta_tau, then at each of ``checkpoints``; empty for head-matched ones
+    block: list[LowRankInverse] = field(default_factory=list)
     # the training loss (ddm.task.Task) the head statistics used; set at run time, never stored (None = CE)
     task: Any = field(default=None, repr=False, compare=False)
 
@@ -104,6 +108,8 @@ class Synset:
             out.update({f"checkpoint{j}.{k}": v for k, v in stored.items()})
             out[f"checkpoint{j}.meta"] = torch.tensor([c.index, c.epoch, c.damping, c.cosine_mean, c.cosine_min],
                                                       dtype=torch.float64)
+        for j, inv in enumerate(self.block):
+            out.update(inv.to_tensors(f"block{j}."))
         return out
 
     @classmethod
@@ -117,9 +123,12 @@ class Synset:
             assert curv is not None
             checkpoints.append(CheckpointCurvature(int(index), float(epoch), curv, float(damping), *cos))
             j += 1
+        block = []
+        while f"block{len(block)}.eigenvalues" in t:
+            block.append(LowRankInverse.from_tensors(t, f"block{len(block)}."))
         return cls(t["images"], t["labels"].long(), num_classes, t.get("label_logits"), t.get("losses"),
                    t.get("free_targets"), t.get("weights"), Curvature.from_tensors(t), t.get("damping"),
-                   t.get("num_train"), checkpoints)
+                   t.get("num_train"), checkpoints, block)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

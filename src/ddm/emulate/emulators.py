@@ -50,7 +50,12 @@ EMULATORS: Registry[Emulator] = Registry("emulator")
 
 @EMULATORS.register("newton")
 def _newton(e: Emulation) -> torch.Tensor:
-    """One damped Newton step on the last layer per perturbation (head-matched synsets)."""
+    """One damped Newton step on the last layer per perturbation (head-matched synsets); over the last block and
+    the head for block-matched ones (:func:`ddm.distill.block.block_logits`)."""
+    if e.synset.block:
+        from ddm.distill.block import block_logits
+
+        return block_logits(e.model, e.params, e.synset, e.deleted, e.x, e.trajectory, e.decay)
     return newton_logits(e.model, e.params, e.synset, e.deleted, e.x, trajectory=e.trajectory, decay=e.decay)
 
 

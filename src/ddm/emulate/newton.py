@@ -106,6 +106,9 @@ def newton_outputs(model: nn.Module, params: Params, synset: Synset, deleted: to
     must be differentiable) at that checkpoint's own logits, and the results are averaged. Early checkpoints,
     where the targets are not fitted yet, weigh more than in :func:`newton_logits`, which reads the averaged
     change at theta_tau's logits. Linear in the perturbation: each group's effect adds up."""
+    if synset.block:
+        raise ConfigError("emulate.readout=checkpoints reads the last layer's step; a block-matched synset "
+                          "(distill.matching=block) reads out at theta_tau: set emulate.readout=logits")
     head = Head.of(model)
     bases, effects = [], []
     members = _members(model, params, synset, trajectory, decay)
