@@ -123,7 +123,7 @@ class Synset:
             assert curv is not None
             checkpoints.append(CheckpointCurvature(int(index), float(epoch), curv, float(damping), *cos))
             j += 1
-        block = []
+        block: list[LowRankInverse] = []
         while f"block{len(block)}.eigenvalues" in t:
             block.append(LowRankInverse.from_tensors(t, f"block{len(block)}."))
         return cls(t["images"], t["labels"].long(), num_classes, t.get("label_logits"), t.get("losses"),
