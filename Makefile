@@ -109,6 +109,22 @@ bench-diagnostics: $(STAMP)
 	$(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --seed 3 --scopes "head,last block + head" \
 	  --configs digits-mlp-K40-sgd,fmnist-mlp-K40-sgd,digits-convnet-groupnorm-K100-momentum --damping 1e-3,1e-2 \
 	  --out benchmarks/results/deeper-step-others-seed3
+	# the step on the Gauss-Newton matrix's leading eigenvectors; synsets matched again over the last block
+	for s in 3 2; do $(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --seed $$s --orders 3 \
+	  --scopes "last block + head" --damping 1e-3 --sources real --checkpoints --ranks 100,300 \
+	  --out benchmarks/results/deeper-step-resnet-seed$$s-ranks || exit 1; done
+	$(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --seed 3 --orders 3 --scopes "last block + head" \
+	  --damping 1e-3,1e-2 --sources synset --checkpoints --ranks 100,300 \
+	  --out benchmarks/results/deeper-step-resnet-seed3-ranks-synset
+	for s in 3 2; do $(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --seed $$s --orders 3 \
+	  --scopes "last block + head" --damping 1e-3 --sources rematched --checkpoints --ranks 300 \
+	  --out benchmarks/results/deeper-step-resnet-seed$$s-rematch || exit 1; done
+	$(BIN)/python benchmarks/deeper_step.py --root runs/matrix-b --configs fmnist-mlp-K40-sgd,digits-convnet-K100-sgd \
+	  --seed 3 --orders 3 --scopes "head,last block + head" --damping 1e-3,1e-2 --sources real --checkpoints \
+	  --ranks 300 --out benchmarks/results/deeper-step-selection-seed3-ranks
+	# the block recipe (ddm.distill.block) against the default on the selection configurations
+	$(BIN)/python benchmarks/matrix.py --select --grid distill.matching=head,block --unlearn-dampings= \
+	  --root runs/matrix-b --out benchmarks/results/matrix-select-block
 
 # Stage costs in units of one training run, peak memory, throughput, growth in N and K (issue "Fast where it counts").
 bench-perf: $(STAMP)
