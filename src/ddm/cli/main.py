@@ -55,7 +55,9 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="JSON file of a RunConfig (as written to <workspace>/config.json)")
     p.add_argument("--recipe", default=None, metavar="NAME",
                    help="distillation recipe applied on top of the preset, before any --set: head (the "
-                        "default, chosen on selection configurations in BENCHMARKS.md), head-noise, local-free "
+                        "default, chosen on selection configurations in BENCHMARKS.md), head-noise, block (a "
+                        "Newton step over the last block too; better on the digits ResNet, worse elsewhere), "
+                        "local-free "
                         "(the previous default), paper (the paper-faithful reverse matching), ...; `ddm info` "
                         "lists them all")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE.FIELD=VALUE",
@@ -224,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", default=None, metavar="V1,V2,...|all",
                    help="instead of the protocol, score DDM design variants on the retrains the protocol "
                         "cached in this workspace (run it first with the same settings): the recipes (head, "
-                        "head-noise, paper, match, reverse-free, local-hard, local-soft, local-free, "
+                        "head-noise, block, paper, match, reverse-free, local-hard, local-soft, local-free, "
                         "local-free-ipc5), local-free-linear, "
                         "local-free-noise, local-free-ipc5-linear, first-order, or all; --tune picks each "
                         "variant's fine-tune rate on validation targets, --peers adds reference rows "
