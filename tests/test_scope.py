@@ -52,11 +52,16 @@ def test_the_products_are_the_explicit_gauss_newton_matrix():
         p = m(x).softmax(-1)
     G = sum(J[i].T @ (torch.diag(p[i]) - p[i][:, None] * p[i][None]) @ J[i] for i in range(len(x))) / len(x)
     V = torch.randn(P, 4, dtype=torch.float64)
-    torch.testing.assert_close(op(V), G @ V)
+    torch.testing.assert_close(op(V), G @ V)  # the Jacobians formed once and kept
+    streamed = GaussNewton(m, params, names, x, batch=7, cache_bytes=0)  # forward- and reverse-mode products
+    torch.testing.assert_close(streamed(V), G @ V)
+    assert streamed._jacobians is None and op._jacobians is not None
     # another loss's output curvature goes in through out_curv
     eye = torch.eye(3, dtype=torch.float64)
-    op2 = GaussNewton(m, params, names, x, batch=5, out_curv=lambda z, rows: eye.expand(len(z), 3, 3))
-    torch.testing.assert_close(op2(V), sum(J[i].T @ J[i] for i in range(len(x))) @ V / len(x))
+    for cache in (0, 1 << 30):
+        op2 = GaussNewton(m, params, names, x, batch=5, out_curv=lambda z, rows: eye.expand(len(z), 3, 3),
+                          cache_bytes=cache)
+        torch.testing.assert_close(op2(V), sum(J[i].T @ J[i] for i in range(len(x))) @ V / len(x))
 
 
 def test_leading_eigenpairs_and_the_low_rank_inverse():
@@ -102,7 +107,10 @@ def test_group_gradients_and_a_synset_of_the_groups_own_data_matches_exactly():
     m.zero_grad()
     torch.nn.functional.cross_entropy(m(x[3:6]), y[3:6], reduction="sum").backward()
     torch.testing.assert_close(G[1], torch.cat([m.get_parameter(n).grad.reshape(-1) for n in names]))
-    s, V = leading_eigenpairs(GaussNewton(m, params, names, x), len(G[0]), 5, dtype=torch.float64)
+    op = GaussNewton(m, params, names, x)
+    torch.testing.assert_close(op.summed_gradients(y, assignment, 4), G)  # from the kept Jacobians
+    assert GaussNewton(m, params, names, x, cache_bytes=0).summed_gradients(y, assignment, 4) is None
+    s, V = leading_eigenpairs(op, len(G[0]), 5, dtype=torch.float64)
     site = MatchSite(params, LowRankInverse(s, V, 1e-2 * float(s[0])), G)
     # each group's own rows as its synset, weight 1: the loss is zero and stays there
     imgs, labels = x.reshape(4, 3, 6), y.reshape(4, 3)

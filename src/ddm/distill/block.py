@@ -150,7 +150,10 @@ def distill_block(model: nn.Module, trajectory: Trajectory, train: Split, groups
                 raise NumericalError("the Gauss-Newton matrix over the last block is zero: the model fits every "
                                      "training sample exactly; use the head recipe")
             damping = cfg.block_damping * float(s[0]) + weight_decay
-            real = group_gradients(model, p, names, train.x, train.y, groups.assignment, groups.num_groups)
+            real = op.summed_gradients(train.y, groups.assignment, groups.num_groups)
+            if real is None:  # the Jacobians did not fit in memory: per-sample gradients, streamed
+                real = group_gradients(model, p, names, train.x, train.y, groups.assignment, groups.num_groups)
+            del op  # its Jacobians
             sites.append(MatchSite(p, LowRankInverse(s, V, damping), real))
             log.info("block curvature at member %d of %d: top eigenvalue %.3g, %d of %d parameters' eigenvectors",
                      i + 1, len(members), float(s[0]), rank, size)

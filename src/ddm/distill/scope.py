@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.func import functional_call, jvp, vjp, vmap
+from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from ddm.exceptions import ConfigError
 
@@ -85,9 +85,13 @@ class GaussNewton:
     """``V [P, q] -> G V``: the Gauss-Newton matrix of the mean cross-entropy (or a task's loss, through
     ``out_curv``) over the parameters ``names`` of ``model`` at ``params``, on the inputs ``x``.
 
-    Each batch of ``batch`` rows costs one forward pass with ``q`` tangents (a vmapped ``jvp``) and one backward
-    pass with ``q`` cotangents (a vmapped ``vjp``). ``out_curv``: ``(logits [B, C], rows) -> [B, C, C]``, the loss's
-    curvature in the logits (default: cross-entropy's ``diag(p) - p p^T``)."""
+    When the per-sample Jacobians (``N x C x P`` floats) fit in ``cache_bytes`` they are formed once (a vmapped
+    ``jacrev``, ``batch`` rows at a time) and every product is two matrix products: on the CPU, vmapping
+    forward-mode products over many tangents turns convolutions into grouped ones that run at a few percent of the
+    plain rate (the digits ResNet's last block: minutes per product). Otherwise each batch costs one forward pass
+    with ``q`` tangents (a vmapped ``jvp``) and one backward pass with ``q`` cotangents (a vmapped ``vjp``).
+    ``out_curv``: ``(logits [B, C], rows) -> [B, C, C]``, the loss's curvature in the logits (default:
+    cross-entropy's ``diag(p) - p p^T``)."""
 
     model: nn.Module
     params: Params
@@ -95,14 +99,72 @@ class GaussNewton:
     x: torch.Tensor
     batch: int = 256
     out_curv: Callable[[torch.Tensor, slice], torch.Tensor] | None = None
+    cache_bytes: int = 2 << 30
+
+    def __post_init__(self) -> None:
+        self._jacobians: torch.Tensor | None = None  # [N, C, P] once formed
+        self._curvature: torch.Tensor | None = None  # [N, C] probabilities (cross-entropy) or [N, C, C]
 
     @property
     def size(self) -> int:
         return sum(self.params[n].numel() for n in self.names)
 
-    def __call__(self, V: torch.Tensor) -> torch.Tensor:
+    def _parts(self) -> tuple[Params, Params]:
         free = {n: self.params[n].detach() for n in self.names}
-        fixed = {k: v.detach() for k, v in self.params.items() if k not in free}
+        return free, {k: v.detach() for k, v in self.params.items() if k not in free}
+
+    def _output_curvature(self, z: torch.Tensor, rows: slice) -> torch.Tensor:
+        return z.softmax(-1) if self.out_curv is None else self.out_curv(z, rows)
+
+    def _apply_output_curvature(self, curv: torch.Tensor, jv: torch.Tensor) -> torch.Tensor:
+        """``Lambda (J v)`` for ``jv [q, B, C]`` (``curv``: probabilities ``[B, C]`` or matrices ``[B, C, C]``)."""
+        if self.out_curv is None:
+            return curv * jv - curv * (curv * jv).sum(-1, keepdim=True)
+        return torch.einsum("bcd,qbd->qbc", curv.to(jv.dtype), jv)
+
+    def _form(self) -> bool:
+        """Form and keep the per-sample Jacobians if they fit in ``cache_bytes``; whether they are kept."""
+        if self._jacobians is not None:
+            return True
+        free, fixed = self._parts()
+        with torch.no_grad():
+            C = functional_call(self.model, self.params, (self.x[:1],)).shape[-1]
+        if len(self.x) * C * self.size * free[self.names[0]].element_size() > self.cache_bytes:
+            return False
+
+        def one(p: Params, xi: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.model, {**fixed, **p}, (xi[None],))[0]
+
+        jac = vmap(jacrev(one), in_dims=(None, 0))
+        parts, curv = [], []
+        for s in range(0, len(self.x), self.batch):
+            xb = self.x[s:s + self.batch]
+            j = jac(free, xb)
+            parts.append(torch.cat([j[n].reshape(len(xb), C, -1) for n in self.names], -1))
+            with torch.no_grad():
+                curv.append(self._output_curvature(functional_call(self.model, self.params, (xb,)),
+                                                   slice(s, s + len(xb))))
+        self._jacobians, self._curvature = torch.cat(parts), torch.cat(curv)
+        return True
+
+    def summed_gradients(self, y: torch.Tensor, assignment: torch.Tensor, num_groups: int) -> torch.Tensor | None:
+        """``[K, P]``: each group's summed cross-entropy gradient from the kept Jacobians (``J_i^T (p_i - e_y)``),
+        or None when they are not kept (or the loss is not cross-entropy)."""
+        if self.out_curv is not None or not self._form():
+            return None
+        assert self._jacobians is not None and self._curvature is not None
+        resid = self._curvature - torch.nn.functional.one_hot(y, self._curvature.shape[1]).to(self._curvature.dtype)
+        per = torch.einsum("ncp,nc->np", self._jacobians, resid)
+        return torch.zeros(num_groups, per.shape[1], dtype=per.dtype).index_add_(0, assignment, per)
+
+    def __call__(self, V: torch.Tensor) -> torch.Tensor:
+        if self._form():
+            assert self._jacobians is not None and self._curvature is not None
+            J = self._jacobians
+            jv = torch.einsum("ncp,pq->qnc", J, V.to(J.dtype))
+            hv = self._apply_output_curvature(self._curvature, jv)
+            return (torch.einsum("ncp,qnc->pq", J, hv) / len(self.x)).to(V.dtype)
+        free, fixed = self._parts()
         tangents = unflatten(V.T.to(next(iter(free.values())).dtype), free, self.names)
         out = torch.zeros(V.shape[1], V.shape[0], dtype=V.dtype)
         for s in range(0, len(self.x), self.batch):
@@ -114,11 +176,7 @@ class GaussNewton:
             primal = vjp(f, free)
             z, pull = primal[0], primal[1]
             jv = vmap(lambda t, f=f: jvp(f, (free,), (t,))[1])(tangents)  # [q, B, C]
-            if self.out_curv is None:
-                p = z.detach().softmax(-1)
-                hv = p * jv - p * (p * jv).sum(-1, keepdim=True)
-            else:
-                hv = torch.einsum("bcd,qbd->qbc", self.out_curv(z.detach(), slice(s, s + len(xb))).to(jv.dtype), jv)
+            hv = self._apply_output_curvature(self._output_curvature(z.detach(), slice(s, s + len(xb))), jv)
             back = vmap(pull)(hv)[0]  # {name: [q, *shape]}
             out += torch.cat([back[n].reshape(len(hv), -1) for n in self.names], 1).to(out.dtype)
         return (out / len(self.x)).T
