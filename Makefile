@@ -125,6 +125,12 @@ bench-diagnostics: $(STAMP)
 	# the block recipe (ddm.distill.block) against the default on the selection configurations
 	$(BIN)/python benchmarks/matrix.py --select --grid distill.matching=head,block --unlearn-dampings= \
 	  --root runs/matrix-b --out benchmarks/results/matrix-select-block
+	# the block recipe on the ResNet's report seeds (measured once, after that selection)
+	for s in 0 1 2; do $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-resnet-K40-momentum \
+	  --seeds $$s --orders 3 --peers "" --set distill.matching=block \
+	  --out benchmarks/results/matrix-resnet-block-s$$s || exit 1; done
+	$(BIN)/python benchmarks/matrix.py --orders 3 --out benchmarks/results/matrix-resnet-block --render \
+	  benchmarks/results/matrix-resnet-block-s0.json,benchmarks/results/matrix-resnet-block-s1.json,benchmarks/results/matrix-resnet-block-s2.json
 
 # Stage costs in units of one training run, peak memory, throughput, growth in N and K (issue "Fast where it counts").
 bench-perf: $(STAMP)
