@@ -31,7 +31,14 @@ def test_block_synsets_store_a_curvature_per_checkpoint_and_load_back(run):
     assert syn.kind == "head" and torch.isfinite(syn.images).all() and (syn.image_weights() > 0).all()
     # the matching went on after the head matcher's steps, and lowered its loss
     assert syn.losses[-1] < syn.losses[-20]
+    # the health check reads the block step's quality, measured against the real block step at theta_tau
+    assert syn.block_quality.shape == (syn.num_groups, 3)
+    assert ((syn.block_quality[:, 0] > -1.0001) & (syn.block_quality[:, 0] < 1.0001)).all()
+    health = dm.ws.stage_info("synset")["health"]
+    assert "last block" in health["reference"]
+    assert health["cosine"] == [round(float(c), 4) for c in syn.block_quality[:, 0]]
     back = ddm.DistilledDatamodel(dm.ws.root).load(dm.model).synset
+    torch.testing.assert_close(back.block_quality, syn.block_quality)
     assert len(back.block) == len(syn.block)
     torch.testing.assert_close(back.block[0].eigenvectors, syn.block[0].eigenvectors)
     attr = dm.attribute(data.test[:4], "dist1")

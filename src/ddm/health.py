@@ -67,7 +67,11 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
                                         task=synset.task)
             lam = float(synset.damping) if synset.damping is not None else damping * stats.top_eigenvalue
             real = stats.curvature.solve(stats.group_grads / stats.num_train, lam)  # the real removal steps
-            if synset.kind == "head":
+            block = synset.block_quality
+            if block is not None:  # block-matched: the step over the last block and the head (ddm.distill.block)
+                q = {"cosine": block[:, 0].double(), "relative_error": block[:, 1].double()}
+                step = block[:, 2:3].double()  # only its norm is used below
+            elif synset.kind == "head":
                 emulated = synset_head_gradients(head, synset, final).double() / stats.num_train
                 step = stats.curvature.solve(emulated, lam)
                 q = matching_quality(step, real)
@@ -93,7 +97,8 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
     cos = q["cosine"]
     bad = (~torch.isfinite(cos)) | (cos < MIN_COSINE) | (dominance > MAX_DOMINANCE) | (~torch.isfinite(dominance))
     report: dict[str, Any] = {
-        "checked": True, "reference": "damped Newton removal step of the real data, last layer",
+        "checked": True, "reference": "damped Newton removal step of the real data, " + (
+            "last block and head (low-rank curvature)" if synset.block_quality is not None else "last layer"),
         "cosine": [round(float(c), 4) for c in cos],
         "dominance": [round(float(d), 3) for d in dominance],
         "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),

@@ -164,10 +164,21 @@ def distill_block(model: nn.Module, trajectory: Trajectory, train: Split, groups
         model.train(was_training)
     if losses:
         log.info("block matching: relative error %.3g -> %.3g in %d steps", losses[0], losses[-1], len(losses))
+    with torch.no_grad():  # each group's block step against its real one at theta_tau (ddm.health reads them)
+        site = sites[0]
+        K, n = head_synset.labels.shape
+        flat = images.reshape(K * n, *images.shape[2:])
+        onehot = torch.nn.functional.one_hot(head_synset.labels.reshape(-1), head_synset.num_classes).float()
+        per = _per_sample(model, site.params, names, flat, onehot) * weights.reshape(-1, 1)
+        g = torch.zeros(K, per.shape[1]).index_add(0, torch.arange(K).repeat_interleave(n), per)
+        step, ref = site.inverse(g.double()), site.inverse(site.real.double())
+        quality = torch.stack([torch.nn.functional.cosine_similarity(step, ref, dim=1),
+                               (step - ref).pow(2).sum(1) / ref.pow(2).sum(1).clamp_min(1e-30),
+                               step.norm(dim=1)], 1).float()
     all_losses = torch.cat([head_synset.losses if head_synset.losses is not None else torch.zeros(0),
                             torch.tensor(losses)])
     out = replace(head_synset, images=images, weights=weights, losses=all_losses,
-                  block=[site.inverse for site in sites])
+                  block=[site.inverse for site in sites], block_quality=quality)
     if not (torch.isfinite(images).all() and torch.isfinite(weights).all()):
         raise NumericalError("block matching produced non-finite images or weights; lower distill.block_lr")
     return out

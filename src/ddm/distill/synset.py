@@ -56,6 +56,9 @@ class Synset:
     # block-matched synsets (ddm.distill.block): the damped inverse of the Gauss-Newton matrix over the last block
     # and the head at theta_tau, then at each of ``checkpoints``; empty for head-matched ones
     block: list[LowRankInverse] = field(default_factory=list)
+    # [K, 3] for block-matched synsets: each group's block-step cosine with its real one at theta_tau, the relative
+    # error, and the step's norm (ddm.health reads them in place of the last-layer step's)
+    block_quality: torch.Tensor | None = None
     # the training loss (ddm.task.Task) the head statistics used; set at run time, never stored (None = CE)
     task: Any = field(default=None, repr=False, compare=False)
 
@@ -110,6 +113,8 @@ class Synset:
                                                       dtype=torch.float64)
         for j, inv in enumerate(self.block):
             out.update(inv.to_tensors(f"block{j}."))
+        if self.block_quality is not None:
+            out["block_quality"] = self.block_quality
         return out
 
     @classmethod
@@ -128,7 +133,7 @@ class Synset:
             block.append(LowRankInverse.from_tensors(t, f"block{len(block)}."))
         return cls(t["images"], t["labels"].long(), num_classes, t.get("label_logits"), t.get("losses"),
                    t.get("free_targets"), t.get("weights"), Curvature.from_tensors(t), t.get("damping"),
-                   t.get("num_train"), checkpoints, block)
+                   t.get("num_train"), checkpoints, block, t.get("block_quality"))
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
