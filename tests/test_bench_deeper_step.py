@@ -21,12 +21,16 @@ def _deeper_step():
     return mod
 
 
+def _tiny(seed: int, n: int):
+    """A two-layer MLP, ``n`` inputs and its parameters."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+    return model, torch.randn(n, 6), {k: v.detach() for k, v in model.named_parameters()}
+
+
 def test_the_step_solves_the_damped_gauss_newton_system_of_the_scope():
     ds = _deeper_step()
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
-    x = torch.randn(40, 6)
-    params = {k: v.detach() for k, v in model.named_parameters()}
+    model, x, params = _tiny(0, 40)
     scope = ds.scopes(model)
     assert scope["head"] == ["3.weight", "3.bias"]
     assert scope["last block + head"] == ["1.weight", "1.bias", "3.weight", "3.bias"]
@@ -52,10 +56,7 @@ def test_the_step_solves_the_damped_gauss_newton_system_of_the_scope():
 
 def test_the_truncated_step_keeps_the_leading_eigenvectors_of_the_gauss_newton_matrix():
     ds = _deeper_step()
-    torch.manual_seed(1)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
-    x = torch.randn(30, 6)
-    params = {k: v.detach() for k, v in model.named_parameters()}
+    model, x, params = _tiny(1, 30)
     J = ds.jacobian(model, params, ds.scopes(model)["full network"], x).double()
     with torch.no_grad():
         probs = F.softmax(model(x), -1).double()
