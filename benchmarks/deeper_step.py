@@ -34,7 +34,9 @@ import torch.nn.functional as F
 from torch.func import functional_call, jacrev, vmap
 
 from ddm import progress
+from ddm.distill.block import MatchSite, match_over_scope
 from ddm.distill.head import init_images, slot_labels
+from ddm.distill.scope import LowRankInverse
 from ddm.evaluation.metrics import lds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -259,55 +261,29 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
         return out
 
     def rematch(preps: list[dict[str, object]], pnames: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
-        """DDM's synsets (images and loss weights) matched again over the scope, at every member at once: Adam on
-        ``sum_m sum_k |P_m (g~_k - g_k)|^2 / |P_m g_k|^2`` with ``P_m`` the damped inverse of member m's Gauss-Newton
-        matrix in its top ``--rematch-rank`` eigenvectors, the rest at the last kept eigenvalue (the first
-        ``--damping``). Returns the images, the weights and the loss at every step."""
+        """DDM's synsets (images and loss weights) matched again over the scope at every member at once, by the
+        block recipe's matching (:func:`ddm.distill.block.match_over_scope`, Adam at ``--rematch-lr``): ``P_m`` is
+        the damped inverse of member m's Gauss-Newton matrix in its top ``--rematch-rank`` eigenvectors, the rest at
+        the last kept eigenvalue (the first ``--damping``). Returns the images, the weights and the loss at every
+        step."""
         r, d = args.rematch_rank, dampings[0]
-        metrics = []
+        sites = []
         for prep in preps:
             s, V = prep["eig"]  # type: ignore[misc]
-            s, V = s[:r], V[:, :r]
             lam = d * prep["curvature"][1] + wd  # type: ignore[index]
-
-            def metric(v: torch.Tensor, s: torch.Tensor = s, V: torch.Tensor = V, lam: float = lam) -> torch.Tensor:
-                c = v @ V  # [K, r]
-                return (c / (s + lam)) @ V.T + (v - c @ V.T) / (float(s[-1]) + lam)
-            real = prep["grads"]["real"]  # type: ignore[index]
-            metrics.append((prep["params"], metric, real, metric(real).pow(2).sum(1)))
+            sites.append(MatchSite(prep["params"], LowRankInverse(s[:r], V[:, :r], lam),  # type: ignore[arg-type]
+                                   prep["grads"]["real"]))  # type: ignore[index]
+        labels = dm.synset.labels
         if args.rematch_init == "real":  # the head matcher's start: members of the group, even shares
             labels, shares = slot_labels(data.train, dm.groups, dm.synset.ipc)
-            assert torch.equal(labels.reshape(-1), st.argmax(-1))
-            x0 = init_images(data.train, dm.groups, labels, "real", int(cfg.distill.seed))
-            images = x0.reshape(sx.shape).clone().requires_grad_(True)
-            logw = shares.reshape(-1).log().clone().requires_grad_(True)
+            images = init_images(data.train, dm.groups, labels, "real", int(cfg.distill.seed))
+            weights = shares
         else:
-            images = sx.clone().requires_grad_(True)
-            logw = sw.clamp_min(1e-6).log().clone().requires_grad_(True)
-        opt = torch.optim.Adam([images, logw], lr=args.rematch_lr)
-
-        def one(free: dict[str, torch.Tensor], fixed: dict[str, torch.Tensor], xi: torch.Tensor,
-                ti: torch.Tensor) -> torch.Tensor:
-            z = functional_call(model, {**fixed, **free}, (xi[None],))[0]
-            return -(ti * z.log_softmax(-1)).sum()
-
-        losses = []
-        for _ in range(args.rematch_steps):
-            opt.zero_grad()
-            total = torch.zeros(())
-            for params, metric, real, norm in metrics:
-                free = {k: params[k] for k in pnames}
-                fixed = {k: v for k, v in params.items() if k not in pnames}
-                per = vmap(torch.func.grad(one), in_dims=(None, None, 0, 0))(free, fixed, images, st)
-                flat = torch.cat([per[k].reshape(len(images), -1) for k in pnames], 1) * logw.exp()[:, None]
-                g = torch.zeros(K, flat.shape[1]).index_add(0, sg, flat)
-                total = total + (metric(g - real).pow(2).sum(1) / norm).mean() / len(metrics)
-            total.backward()
-            opt.step()
-            losses.append(float(total.detach()))
-            if len(losses) % 20 == 1:
-                print(f"rematch step {len(losses)}: {losses[-1]:.4f}", flush=True)
-        return images.detach(), logw.detach().exp(), losses
+            images, weights = dm.synset.images, dm.synset.image_weights()
+        images, weights, losses = match_over_scope(model, pnames, sites, images, labels, weights,
+                                                   dm.synset.num_classes, args.rematch_steps, args.rematch_lr,
+                                                   args.rematch_lr)
+        return images.reshape(sx.shape), weights.reshape(-1), losses
 
     for scope, pnames in scopes(model).items():
         if args.scopes and scope not in args.scopes.split(","):

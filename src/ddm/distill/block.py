@@ -119,10 +119,11 @@ def match_over_scope(model: nn.Module, names: list[str], sites: list[MatchSite],
     return x.detach().reshape(images.shape), log_w.detach().exp().reshape(K, n), losses
 
 
-def _members(model: nn.Module, trajectory: Trajectory, synset: Synset) -> list[Params]:
-    """The parameters at theta_tau, then at each checkpoint the synset holds (the Newton emulation's members)."""
+def _members(model: nn.Module, params: Params, trajectory: Trajectory | None, synset: Synset) -> list[Params]:
+    """``params`` (theta_tau), then the parameters at each checkpoint the synset holds (the Newton emulation's
+    members): the model's parameters only, in float32."""
     own = [n for n, _ in model.named_parameters()]
-    at = [trajectory.final] + [trajectory.params[c.index] for c in synset.checkpoints]
+    at = [params] + ([trajectory.params[c.index] for c in synset.checkpoints] if trajectory is not None else [])
     return [{n: p[n].detach().float() for n in own} for p in at]
 
 
@@ -131,7 +132,7 @@ def distill_block(model: nn.Module, trajectory: Trajectory, train: Split, groups
     """The head-matched ``head_synset`` matched again over the last block and the head (module doc), with each
     member's low-rank damped inverse attached (``synset.block``). Cross-entropy only; runs on the CPU."""
     names = scope_names(model, "block")
-    members = _members(model, trajectory, head_synset)
+    members = _members(model, trajectory.final, trajectory, head_synset)
     size = sum(members[0][n].numel() for n in names)
     rank = min(cfg.block_rank, size)
     need = 4 * size * rank * len(members)
@@ -196,9 +197,7 @@ def block_logits(model: nn.Module, params: Params, synset: Synset, deleted: torc
     if trajectory is None and synset.checkpoints:
         raise ConfigError("this synset averages its step over checkpoints: pass the trajectory it was distilled from")
     names = scope_names(model, "block")
-    at = [params] + ([trajectory.params[c.index] for c in synset.checkpoints] if trajectory is not None else [])
-    own = [n for n, _ in model.named_parameters()]
-    members = [{n: p[n].detach().float() for n in own} for p in at]
+    members = _members(model, params, trajectory, synset)
     if len(members) != len(synset.block):
         raise ConfigError(f"the synset holds {len(synset.block)} block curvatures for {len(members)} checkpoints: "
                           "re-distill with --overwrite")
