@@ -36,7 +36,7 @@ from torch.func import functional_call, jacrev, vmap
 from ddm import progress
 from ddm.distill.block import MatchSite, match_over_scope
 from ddm.distill.head import init_images, slot_labels
-from ddm.distill.scope import LowRankInverse
+from ddm.distill.scope import LowRankInverse, leading_eigenpairs, scope_names
 from ddm.evaluation.metrics import lds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,28 +44,19 @@ import matrix as M  # noqa: E402
 
 
 def scopes(model: torch.nn.Module) -> dict[str, list[str]]:
-    """Scope name -> the parameter names it covers, last layer first, growing toward the input."""
+    """Scope name -> the parameter names it covers, last layer first, growing toward the input: ``head`` and
+    ``last block + head`` are the library's (:func:`ddm.distill.scope.scope_names`), then for the ResNet the last
+    stage, and the full network."""
     names = [n for n, _ in model.named_parameters()]
-    head = names[-2:]  # the last Linear's weight and bias (every model of the library ends in one)
-    out = {"head": head}
+    head = scope_names(model, "head")
+    out = {"head": head, "last block + head": scope_names(model, "block")}
     if hasattr(model, "layers"):  # ResNet: blocks under layers.<i>
         blocks = sorted({int(n.split(".")[1]) for n in names if n.startswith("layers.")})
-        last = blocks[-1]
-        out["last block + head"] = [n for n in names if n.startswith(f"layers.{last}.")] + head
-        stage_width = dict(model.named_parameters())[f"layers.{last}.conv2.weight"].shape[0]
-        stage = [b for b in blocks if dict(model.named_parameters())[f"layers.{b}.conv2.weight"].shape[0]
-                 == stage_width]
+        shapes = dict(model.named_parameters())
+        stage_width = shapes[f"layers.{blocks[-1]}.conv2.weight"].shape[0]
+        stage = [b for b in blocks if shapes[f"layers.{b}.conv2.weight"].shape[0] == stage_width]
         out["last stage + head"] = [n for n in names if n.startswith("layers.") and
                                     int(n.split(".")[1]) in stage] + head
-    else:  # the last layer with a weight matrix or kernel before the head, with the norm after it if any
-        shapes = dict(model.named_parameters())
-        modules = list(dict.fromkeys(n.rsplit(".", 1)[0] for n in names[:-2]))
-        take: list[str] = []
-        for mod in reversed(modules):
-            take.insert(0, mod)
-            if shapes[f"{mod}.weight"].dim() >= 2:
-                break
-        out["last block + head"] = [n for n in names[:-2] if n.rsplit(".", 1)[0] in take] + head
     out["full network"] = names
     return out
 
@@ -135,19 +126,6 @@ def steps(J: torch.Tensor, probs: torch.Tensor, G: torch.Tensor, damping: float,
     ggn, top = gauss_newton(J, probs) if curvature is None else curvature
     lam = damping * top + weight_decay
     return cg(lambda V: ggn(V) + lam * V, G.T / len(J)), lam
-
-
-def top_eigen(ggn: Callable[[torch.Tensor], torch.Tensor], P: int, rank: int, iters: int = 12,
-              dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``rank`` leading eigenpairs ``(s [rank], V [P, rank])`` of a symmetric PSD operator, by block subspace
-    iteration (``rank`` + 16 columns, ``iters`` products) and a Rayleigh-Ritz step."""
-    q = min(P, rank + 16)
-    V = torch.linalg.qr(torch.randn(P, q, generator=torch.Generator().manual_seed(1), dtype=dtype))[0]
-    for _ in range(iters):
-        V = torch.linalg.qr(ggn(V))[0]
-    s, R = torch.linalg.eigh(V.T @ ggn(V))
-    order = torch.argsort(s, descending=True)[:rank]
-    return s[order].clamp_min(0), V @ R[:, order]
 
 
 def truncated_steps(eig: tuple[torch.Tensor, torch.Tensor], G: torch.Tensor, lam: float, N: int,
@@ -238,7 +216,7 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
             grads["synset"] = synset_gradients(params, pnames, sx, sw)
         curvature = gauss_newton(J, probs)  # one power iteration for every source and damping
         want = max(ranks + ([args.rematch_rank] if "rematched" in sources else []), default=0)
-        eig = top_eigen(curvature[0], J.shape[-1], want) if want else None
+        eig = leading_eigenpairs(curvature[0], J.shape[-1], want, seed=1) if want else None
         return {"params": params, "J": J, "probs": probs, "grads": grads, "share": share, "curvature": curvature,
                 "eig": eig, "Jt": jacobian(model, params, pnames, targets.x)}
 

@@ -56,6 +56,12 @@ def _per_sample(model: nn.Module, params: Params, names: list[str], x: torch.Ten
     return torch.cat([per[n].reshape(len(x), -1) for n in names], 1)
 
 
+def _summed(per: torch.Tensor, weights: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """``[K, P]``: rows of per-image gradients ``per [S, P]`` times their ``weights [S]``, summed by ``group [S]``."""
+    per = per * weights.to(per.dtype)[:, None]
+    return torch.zeros(num_groups, per.shape[1], dtype=per.dtype).index_add(0, group, per)
+
+
 def group_gradients(model: nn.Module, params: Params, names: list[str], x: torch.Tensor, y: torch.Tensor,
                     assignment: torch.Tensor, num_groups: int, batch: int = 128) -> torch.Tensor:
     """``[K, P]``: each group's summed cross-entropy gradient over ``names`` at ``params`` (rows of ``x`` with
@@ -102,8 +108,7 @@ def match_over_scope(model: nn.Module, names: list[str], sites: list[MatchSite],
         opt.zero_grad()
         total = torch.zeros((), dtype=images.dtype)
         for site, norm in zip(sites, norms, strict=True):
-            per = _per_sample(model, site.params, names, x, targets) * log_w.exp()[:, None]
-            g = torch.zeros(K, per.shape[1], dtype=per.dtype).index_add(0, group, per)
+            g = _summed(_per_sample(model, site.params, names, x, targets), log_w.exp(), group, K)
             total = total + (site.inverse(g - site.real).pow(2).sum(1) / norm).mean() / len(sites)
         if not torch.isfinite(total):
             raise NumericalError("the matching over the last block diverged (a non-finite loss); lower the "
@@ -170,8 +175,8 @@ def distill_block(model: nn.Module, trajectory: Trajectory, train: Split, groups
         K, n = head_synset.labels.shape
         flat = images.reshape(K * n, *images.shape[2:])
         onehot = torch.nn.functional.one_hot(head_synset.labels.reshape(-1), head_synset.num_classes).float()
-        per = _per_sample(model, site.params, names, flat, onehot) * weights.reshape(-1, 1)
-        g = torch.zeros(K, per.shape[1]).index_add(0, torch.arange(K).repeat_interleave(n), per)
+        g = _summed(_per_sample(model, site.params, names, flat, onehot), weights.reshape(-1),
+                    torch.arange(K).repeat_interleave(n), K)
         step, ref = site.inverse(g.double()), site.inverse(site.real.double())
         quality = torch.stack([torch.nn.functional.cosine_similarity(step, ref, dim=1),
                                (step - ref).pow(2).sum(1) / ref.pow(2).sum(1).clamp_min(1e-30),
@@ -211,8 +216,7 @@ def block_logits(model: nn.Module, params: Params, synset: Synset, deleted: torc
     try:
         with torch.no_grad():
             for p, inv in zip(members, synset.block, strict=True):
-                per = _per_sample(model, p, names, sx, st) * sw[:, None]
-                g = torch.zeros(K, per.shape[1], dtype=torch.float64).index_add(0, sg, per.double())
+                g = _summed(_per_sample(model, p, names, sx, st).double(), sw, sg, K)
                 if decay is not None:
                     g = g + decay.double()[:, None] * flatten(p, names).double()[None]
                 if inv.eigenvectors.shape[0] != g.shape[1]:

@@ -9,7 +9,8 @@ building blocks for that step:
 
 * :func:`scope_names`: the parameters a scope covers (``head``; ``block``: the last block before the head too);
 * :class:`GaussNewton`: ``V -> G V`` for the mean training loss's Gauss-Newton matrix ``G = mean_i J_i^T Lambda_i
-  J_i`` over those parameters, streamed over the data with ``torch.func`` (no ``N x C x P`` Jacobian is formed);
+  J_i`` over those parameters, from per-sample Jacobians formed once when they fit in memory, else streamed over
+  the data with ``torch.func`` forward- and reverse-mode products;
 * :func:`leading_eigenpairs`: its top eigenpairs by block subspace iteration;
 * :class:`LowRankInverse`: ``g -> V (S + lambda)^-1 V^T g + (g - V V^T g) / (s_r + lambda)``, the damped inverse
   with the curvature beyond the kept eigenvectors taken at the last kept eigenvalue.
