@@ -48,6 +48,7 @@ from ddm.distill.curvature import (
     KroneckerCurvature,
     accumulate_kronecker,
 )
+from ddm.distill.scope import last_linear_name
 from ddm.distill.synset import CheckpointCurvature, Synset
 from ddm.exceptions import ConfigError, NumericalError
 from ddm.progress import bar
@@ -56,15 +57,6 @@ from ddm.workspace import load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
 Params = dict[str, torch.Tensor]
-
-
-def last_linear_name(model: nn.Module) -> str:
-    """Module name of the model's last ``nn.Linear`` (its head), or an error saying what is needed."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise ConfigError("head matching needs a model whose output comes from a final nn.Linear layer; "
-                          "use --recipe paper (or distill.matching=local) for other models")
-    return names[-1]
 
 
 @dataclass

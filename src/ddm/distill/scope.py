@@ -30,16 +30,22 @@ from ddm.exceptions import ConfigError
 Params = dict[str, torch.Tensor]
 
 
+def last_linear_name(model: nn.Module) -> str:
+    """Module name of the model's last ``nn.Linear`` (its head), or an error saying what is needed."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ConfigError("head matching and the Newton step need a model whose output comes from a final nn.Linear "
+                          "layer; use --recipe paper (or distill.matching=local) for other models")
+    return names[-1]
+
+
 def scope_names(model: nn.Module, scope: str) -> list[str]:
     """Names of the parameters ``scope`` covers, in ``model.named_parameters()`` order.
 
     ``head``: the last ``nn.Linear``'s weight and bias. ``block``: the head and the block before it: for a model
     with residual blocks under ``layers.<i>`` (the library's ResNet) the last of them; otherwise the last module
     with a weight matrix or kernel before the head, with the modules between it and the head (a norm)."""
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ConfigError("a Newton step needs a model whose output comes from a final nn.Linear layer")
-    head = linears[-1]
+    head = last_linear_name(model)
     names = [n for n, _ in model.named_parameters()]
     head_names = [f"{head}.weight", f"{head}.bias"]
     if any(n not in names for n in head_names):
