@@ -97,6 +97,12 @@ def _members(model: nn.Module, params: Params, synset: Synset, trajectory: Traje
     return members
 
 
+def head_shifts(h: torch.Tensor, U: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``[R, N, C]``: the logit change ``h U_r`` on features ``h [N, D]`` of each head step ``U [R, C D(+C)]``
+    (flattened like the head matrix of ``shape``)."""
+    return torch.einsum("nd,rcd->rnc", h, U.reshape(len(U), *shape).to(h.dtype))
+
+
 def newton_outputs(model: nn.Module, params: Params, synset: Synset, deleted: torch.Tensor, x: torch.Tensor,
                    outputs: Callable[[torch.Tensor], torch.Tensor], trajectory: Trajectory | None = None,
                    decay: torch.Tensor | None = None) -> torch.Tensor:
@@ -117,7 +123,7 @@ def newton_outputs(model: nn.Module, params: Params, synset: Synset, deleted: to
             h = head.features(x, p)
             W = head.matrix(p)
             z = h @ W.T
-            S = torch.einsum("nd,kcd->knc", h, U.reshape(len(U), *W.shape).to(h.dtype))  # [K, N, C]
+            S = head_shifts(h, U, W.shape)  # [K, N, C]
             bases.append(outputs(z))
         effects.append(torch.func.vmap(lambda d, z=z: torch.func.jvp(outputs, (z,), (d,))[1])(S).detach())  # [K, N, O]
     base, effect = torch.stack(bases).mean(0), torch.stack(effects).mean(0)
@@ -152,15 +158,14 @@ def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: tor
         # the same numbers, and the second is 9x cheaper on the demo (K = 100, 20 targets). The cheaper one runs.
         cheaper = M * N * K * W.numel() + P * K * N * C < M * P * W.numel() * (K + N)
         if order == "groups" or (order == "auto" and cheaper):
-            S = torch.stack([torch.einsum("nd,kcd->knc", h, U.reshape(K, *W.shape)) for h, U in feats]).mean(0)
+            S = torch.stack([head_shifts(h, U, W.shape) for h, U in feats]).mean(0)
             S = S.reshape(K, N * C)
 
             def shift(d: torch.Tensor) -> torch.Tensor:
                 return (d @ S).reshape(len(d), N, C)
         else:
             def shift(d: torch.Tensor) -> torch.Tensor:
-                return torch.stack([torch.einsum("nd,pcd->pnc", h, (d @ U).reshape(-1, *W.shape))
-                                    for h, U in feats]).mean(0)
+                return torch.stack([head_shifts(h, d @ U, W.shape) for h, U in feats]).mean(0)
         for s in range(0, P, chunk_size):
             out.append((z + shift(deleted[s : s + chunk_size].float().to(W.device))).cpu())
     logits = torch.cat(out)
