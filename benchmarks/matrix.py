@@ -92,6 +92,9 @@ HELD_OUT: dict[str, list[str]] = {
                                            "cluster.num_groups=50"],
     # Adam with an L2 term: a probe saw unlearning 4 of class 0's 10 groups forget the class (exact retraining: 47%)
     "digits-convnet-K100-adam-wd": ["train.optimizer=adam", "train.lr=0.001", "train.weight_decay=1e-3"],
+    # an architecture the matrix never had: a small Vision Transformer (attention, LayerNorm, mean pooling)
+    "digits-vit-K40-adam": ["model.name=vit", "model.width=32", "model.depth=2", "train.optimizer=adam",
+                            "train.lr=0.001", "cluster.per_class=4"],
 }
 CONFIGS.update({k: (v, False) for k, v in HELD_OUT.items()})
 #: design variants measured beside the default, by configuration ("*" = every configuration)

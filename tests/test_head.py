@@ -1,5 +1,7 @@
 """Head matching, the Newton emulator, kept-curvature unlearning and the health checks."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -508,3 +510,17 @@ def test_the_weight_decay_share_moves_the_step_to_the_kept_optimum(trained, digi
     plain = newton_keep_params(model, params, syn, torch.tensor(removed), damping=wd)
     step = lambda p: (head.matrix(p).double() - full).flatten()  # noqa: E731
     assert err(step(moved)) < 0.25 < err(step(plain))  # measured: 0.16 and 0.39
+
+
+def test_dominance_compares_a_head_synset_with_its_own_group(trained, digits, groups, head_synset):
+    """A head synset's step is meant to equal its group's real step: dominance is their norm ratio (about 1 when
+    matched), so a synset that exaggerates its group is flagged, while a group whose real step is large is not."""
+    model, traj = trained
+    report = synset_health(model, traj, digits.train, groups, head_synset, 10)
+    assert report["dominance_reference"] == "own real step"
+    assert all(0.5 < d < 2 for d in report["dominance"]) and report["flagged"] == []
+    loud = head_synset.weights.clone()
+    loud[3] *= 30  # group 3's images now stand for 30x its samples: its step dwarfs its group's
+    report = synset_health(model, traj, digits.train, groups, dataclasses.replace(head_synset, weights=loud), 10)
+    assert report["dominance"][3] > 10 and report["flagged"] == [3]
+    assert report["cosine"][3] > 0.9  # the direction is right; only the size is wrong
