@@ -176,7 +176,8 @@ class DistillConfig:
     optimizer: str = _f("adam", "optimiser of the synthetic images and labels: adam (scale-free steps, with a small "
                                 "lr_img such as 0.01; default) or sgd (with momentum_img; the paper)",
                         since="0.2", implicit="sgd")
-    init: str = _f("real", "initialise synthetic images from real members (real) or noise")
+    init: str = _f("real", "initialise synthetic images from random real members (real), from the members with the "
+                           "largest training loss at theta_tau (loss; head matching only) or noise")
     weight_init: str = _f("size", "head matching: initial image weights: size (the group's size / ipc each; default) "
                                   "or nnls (the non-negative least-squares fit of the group's step by its initial "
                                   "images: starts 10x closer on Fashion-MNIST and won the selection, but lost 0.11 "
@@ -213,7 +214,7 @@ class DistillConfig:
         _choice(self.pairing, "distill.pairing", ("reverse", "step"))
         _choice(self.distance, "distill.distance", ("layerwise_cosine", "cosine", "mse", "relative_mse"))
         _choice(self.labels, "distill.labels", ("hard", "learned", "free"))
-        _choice(self.init, "distill.init", ("real", "noise"))
+        _choice(self.init, "distill.init", ("real", "noise", "loss"))
         _choice(self.weight_init, "distill.weight_init", ("nnls", "size"))
         _choice(self.match_at, "distill.match_at", ("tau", "checkpoints"))
         _choice(self.optimizer, "distill.optimizer", ("sgd", "adam"))

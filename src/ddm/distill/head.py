@@ -264,9 +264,11 @@ def slot_labels(train: Split, groups: Groups, ipc: int) -> tuple[torch.Tensor, t
     return labels, shares
 
 
-def init_images(train: Split, groups: Groups, labels: torch.Tensor, init: str, seed: int) -> torch.Tensor:
-    """``[K, n, C, H, W]``: for image ``j`` of group ``k``, a member of the group of class ``labels[k, j]`` (``real``;
-    distinct members while the class has enough) or noise."""
+def init_images(train: Split, groups: Groups, labels: torch.Tensor, init: str, seed: int,
+                losses: torch.Tensor | None = None) -> torch.Tensor:
+    """``[K, n, C, H, W]``: for image ``j`` of group ``k``, a member of the group of class ``labels[k, j]`` (``real``:
+    random members, distinct while the class has enough; ``loss``: the members with the largest ``losses``, the
+    per-sample training losses at theta_tau, which carry most of the group's gradient) or noise."""
     g = torch.Generator().manual_seed(seed)
     K, n = labels.shape
     if init == "noise":
@@ -277,7 +279,13 @@ def init_images(train: Split, groups: Groups, labels: torch.Tensor, init: str, s
         for c in labels[k].unique().tolist():
             slots = torch.nonzero(labels[k] == c).flatten()
             mc = m[train.y[m] == c]
-            pick = mc[torch.randperm(len(mc), generator=g)[:len(slots)]]
+            if init == "loss":
+                if losses is None:
+                    raise ConfigError("distill.init=loss is for head matching (distill.matching=head); use real "
+                                      "or noise")
+                pick = mc[torch.argsort(losses[mc], descending=True, stable=True)[:len(slots)]]
+            else:
+                pick = mc[torch.randperm(len(mc), generator=g)[:len(slots)]]
             if len(pick) < len(slots):
                 pick = torch.cat([pick, mc[torch.randint(0, len(mc), (len(slots) - len(pick),), generator=g)]])
             images[k, slots] = train.x[pick]
@@ -387,7 +395,13 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     if ipc > cfg.ipc:
         log.info("groups mix up to %d classes: %d synthetic images per group (distill.ipc=%d), one per class at least",
                  ipc, ipc, cfg.ipc)
-    images = init_images(train, groups, labels, cfg.init, cfg.seed)[own].to(dev).requires_grad_(True)
+    losses = None
+    if cfg.init == "loss":
+        with torch.no_grad():
+            h = head.features(train.x)
+            z, y = h @ head.matrix().T, train.y.to(h.device)
+            losses = (F.cross_entropy(z, y, reduction="none") if task is None else task.loss(z, y)).cpu()
+    images = init_images(train, groups, labels, cfg.init, cfg.seed, losses)[own].to(dev).requires_grad_(True)
     onehot = F.one_hot(labels[own].reshape(-1), num_classes).float().to(dev)
     w0 = shares[own]
     if cfg.weight_init == "nnls":
