@@ -225,7 +225,7 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
         score(tag, lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
     if not args.select:
         out["nearest_image_cosine"] = {"DDM": synset_similarity(dm.synset, data.train.x)}
-        for tag, extra in VARIANT_ROWS["*"] + VARIANT_ROWS.get(name, []):
+        for tag, extra in ([] if args.no_variants else VARIANT_ROWS["*"] + VARIANT_ROWS.get(name, [])):
             vdm = ddm.DistilledDatamodel(folder / tag.split()[1], cfg.with_overrides(extra), overwrite=True).fit(
                 ddm.models.build(cfg.model, data), data.train)
             t1 = time.perf_counter()
@@ -453,6 +453,9 @@ def main() -> None:
                    help="also score against the retrained loss averaged over N data orders (the target's and N - 1 "
                         "others; N - 1 more retrains of every subset)")
     p.add_argument("--peers", default=",".join(PEERS))
+    p.add_argument("--no-variants", action="store_true",
+                   help="skip the design variants measured beside the default (VARIANT_ROWS), e.g. when --set changes "
+                        "the default and the variants' cached synsets should stay")
     p.add_argument("--redistill", action="store_true",
                    help="drop the cached default synsets first (after a code change: stages are keyed by config)")
     p.add_argument("--select", action="store_true", help="selection configurations, seed 3, the --grid of a setting")

@@ -6,14 +6,18 @@ predicts the opposite; the ResNet), the step's locality is the suspect: it sees 
 training run used each group. This script measures what the training run itself says. It replays the recorded run
 from theta_0 (same data order, minibatches, optimizer, momentum and weight decay) with a weight w_k on every
 group's per-sample losses and carries, in forward mode, the derivatives d theta_t / d w_k of the parameters *and
-the optimizer state* through every step (``torch.func.jvp`` of the update, vmapped over the K groups): the exact
-first-order effect of down-weighting each group in that very run, the Hessian of every minibatch included. A
-removal subset is read out as each target's logits ``z - J_target sum_{k removed} d theta_tau / d w_k`` (the
-default's readout), and scored on the matrix's subsets and validation targets against the exact retrains.
+the optimizer state* through every step (``torch.func`` jvp/vjp, vmapped over the K groups). With each minibatch's
+exact Hessian (``MG_CURVATURE=hessian``) these are the exact first-order effects, but on the digits ConvNets they
+grow about 100-fold per epoch (the linearised run is unstable, even from epoch 10 on) and overflow; the default
+linearises each step with the minibatch's Gauss-Newton matrix instead, which is stable. ``MG_STARTS`` lists epochs
+from which the weights are differentiated (truncations of the run, sharing one replay). A removal subset is read
+out as each target's logits ``z - J_target sum_{k removed} d theta_tau / d w_k`` (the default's readout), and scored
+on the matrix's subsets and validation targets against the exact retrains.
 
 Only SGD (with momentum and weight decay) is replayed; the replay's theta_tau is checked against the recorded one.
 
-    python benchmarks/metagradient.py --configs digits-convnet-K40-momentum-wd --out benchmarks/results/metagradient
+    MG_STARTS=0,10,15,18,19 python benchmarks/metagradient.py --configs digits-convnet-K40-momentum-wd \
+        --out benchmarks/results/metagradient-momentum-wd
 """
 
 from __future__ import annotations
@@ -179,7 +183,8 @@ def main() -> None:
                                             "digits-convnet-K40-momentum-wd")
     rows = [r for r in next(iter(results.values())) if r != "replay seconds"]
     lines = ["# Exact first-order removal along the recorded training run (diagnostic)", "",
-             f"Command: `python benchmarks/metagradient.py {' '.join(sys.argv[1:])}`; seed {args.seed}, validation "
+             f"Command: `MG_CURVATURE={CURVATURE} MG_STARTS={','.join(map(str, STARTS))} python "
+             f"benchmarks/metagradient.py {' '.join(sys.argv[1:])}`; seed {args.seed}, validation "
              "targets; LDS / other-class LDS against the retrains in the target's data order.", "",
              "| configuration | replay seconds | " + " | ".join(rows) + " |", "|---|---|" + "---|" * len(rows)]
     for n in names:
