@@ -95,6 +95,10 @@ HELD_OUT: dict[str, list[str]] = {
     # an architecture the matrix never had: a small Vision Transformer (attention, LayerNorm, mean pooling)
     "digits-vit-K40-adam": ["model.name=vit", "model.width=32", "model.depth=2", "train.optimizer=adam",
                             "train.lr=0.001", "cluster.per_class=4"],
+    # AlexNet's layout without normalisation, trained with Adam: a probe whose synsets failed a third of the health
+    # checks (images initialised from members the model fits with near-zero loss carry no gradient)
+    "digits-alexnet-K40-adam": ["model.name=alexnet", "model.width=16", "train.optimizer=adam", "train.lr=0.001",
+                                "cluster.per_class=4"],
 }
 CONFIGS.update({k: (v, False) for k, v in HELD_OUT.items()})
 #: design variants measured beside the default, by configuration ("*" = every configuration)
