@@ -517,10 +517,24 @@ def test_dominance_compares_a_head_synset_with_its_own_group(trained, digits, gr
     matched), so a synset that exaggerates its group is flagged, while a group whose real step is large is not."""
     model, traj = trained
     report = synset_health(model, traj, digits.train, groups, head_synset, 10)
-    assert report["dominance_reference"] == "own real step"
+    assert report["dominance_reference"] == "own real step" and isinstance(report["outsized"], list)
     assert all(0.5 < d < 2 for d in report["dominance"]) and report["flagged"] == []
     loud = head_synset.weights.clone()
     loud[3] *= 30  # group 3's images now stand for 30x its samples: its step dwarfs its group's
     report = synset_health(model, traj, digits.train, groups, dataclasses.replace(head_synset, weights=loud), 10)
     assert report["dominance"][3] > 10 and report["flagged"] == [3]
     assert report["cosine"][3] > 0.9  # the direction is right; only the size is wrong
+
+
+def test_loss_init_starts_from_each_groups_highest_loss_members(digits, groups):
+    from ddm.distill.head import init_images, slot_labels
+
+    labels, _ = slot_labels(digits.train, groups, 2)
+    losses = torch.rand(len(digits.train), generator=torch.Generator().manual_seed(0))
+    images = init_images(digits.train, groups, labels, "loss", 0, losses)
+    for k in range(groups.num_groups):
+        m = groups.members(k)
+        top = m[torch.argsort(losses[m], descending=True)[:2]]
+        assert torch.equal(images[k], digits.train.x[top])
+    with pytest.raises(ConfigError, match="head matching"):
+        init_images(digits.train, groups, labels, "loss", 0)

@@ -759,6 +759,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {'':<34} {'':<8} health: step cosine mean {hh['cosine_mean']:.2f} (min {hh['cosine_min']:.2f}, "
                   f"{100 * hh['positive_fraction']:.0f}% positive){rel}{prev}; "
                   f"flagged groups: {hh['flagged'] or 'none'}")
+            if hh.get("outsized"):
+                print(f"  {'':<34} {'':<8} outsized groups (their real removal step is 10x the median's; not a "
+                      f"synset failure, often mislabeled or atypical data): {hh['outsized']}")
             if hh.get("checkpoints"):
                 print(f"  {'':<34} {'':<8} averaged over checkpoints at epochs "
                       + ", ".join(f"{c['epoch']:g} (cosine {c['cosine_mean']:.2f})" for c in hh["checkpoints"])

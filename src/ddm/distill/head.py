@@ -395,13 +395,13 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     if ipc > cfg.ipc:
         log.info("groups mix up to %d classes: %d synthetic images per group (distill.ipc=%d), one per class at least",
                  ipc, ipc, cfg.ipc)
-    losses = None
+    sample_losses = None  # distill.init=loss: each training sample's loss at theta_tau
     if cfg.init == "loss":
         with torch.no_grad():
             h = head.features(train.x)
             z, y = h @ head.matrix().T, train.y.to(h.device)
-            losses = (F.cross_entropy(z, y, reduction="none") if task is None else task.loss(z, y)).cpu()
-    images = init_images(train, groups, labels, cfg.init, cfg.seed, losses)[own].to(dev).requires_grad_(True)
+            sample_losses = (F.cross_entropy(z, y, reduction="none") if task is None else task.loss(z, y)).cpu()
+    images = init_images(train, groups, labels, cfg.init, cfg.seed, sample_losses)[own].to(dev).requires_grad_(True)
     onehot = F.one_hot(labels[own].reshape(-1), num_classes).float().to(dev)
     w0 = shares[own]
     if cfg.weight_init == "nnls":
