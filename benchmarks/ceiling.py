@@ -25,9 +25,7 @@ import matrix as M  # noqa: E402
 
 def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
     _, data, _, dm, cache = M.open_run(root, name, seed)
-    perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(M.TARGET_SEED))
-    rows = perm[50:100]  # the validation targets
-    targets = data.test[rows]
+    rows, targets = M.target_rows(data)  # the validation targets
     keep, oc_keep = M.lds_subsets(dm.groups, targets.y, seed)
     other = M.ORDER_SEEDS[0]
 

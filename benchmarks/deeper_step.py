@@ -144,9 +144,7 @@ def truncated_steps(eig: tuple[torch.Tensor, torch.Tensor], G: torch.Tensor, lam
 def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, object]:
     cfg, data, _, dm, cache = M.open_run(root, name, seed)
     wd = float(cfg.train.weight_decay)
-    perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(M.TARGET_SEED))
-    rows = perm[50:100]  # the validation targets
-    targets = data.test[rows]
+    rows, targets = M.target_rows(data)  # the validation targets
     keep, oc_keep = M.lds_subsets(dm.groups, targets.y, seed)
     orders = [None, *M.ground_truth_orders(seed, args.orders)] if args.orders > 1 else [None]
 

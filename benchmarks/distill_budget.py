@@ -40,9 +40,7 @@ SETTINGS = {"default": [], "tol 3e-4": ["distill.tolerance=3e-4"],
 def one(root: Path, name: str, seed: int, select: bool, targets_n: int = 50, subsets: int = 40,
         other: int = 10) -> dict:
     cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
-    perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(M.TARGET_SEED))
-    rows = perm[targets_n:2 * targets_n] if select else perm[:targets_n]
-    targets = data.test[rows]
+    rows, targets = M.target_rows(data, targets_n, select)
     folder = root / name / f"seed{seed}"
     base = ddm.DistilledDatamodel(folder / "ddm", cfg).fit(ddm.models.build(cfg.model, data), data.train)
     K = base.groups.num_groups

@@ -118,6 +118,14 @@ def ground_truth_orders(seed: int, n: int) -> list[int]:
     return [s for s in range(1, n + 1) if s != seed][: n - 1]
 
 
+def target_rows(data: Any, n: int = 50, select: bool = True) -> tuple[torch.Tensor, Any]:
+    """The targets of a run: test rows ``n .. 2n`` of a fixed permutation (the validation targets, ``select``) or
+    ``0 .. n`` (the reported ones), and those test samples."""
+    perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(TARGET_SEED))
+    rows = perm[n:2 * n] if select else perm[:n]
+    return rows, data.test[rows]
+
+
 def lds_subsets(groups: Any, labels: torch.Tensor, seed: int, subsets: int = 40,
                 other: int = 10) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """The kept-group masks of a seed: ``subsets`` random half subsets (LDS), and for each class among ``labels``
@@ -160,9 +168,7 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
             grid: tuple[str, list[str]]) -> dict[str, Any]:
     overrides, _ = CONFIGS[name]
     cfg, data = make_config(overrides, seed, args.set)
-    perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(TARGET_SEED))
-    rows = perm[args.targets:2 * args.targets] if args.select else perm[:args.targets]
-    targets = data.test[rows]
+    rows, targets = target_rows(data, args.targets, args.select)
     folder = root / name / f"seed{seed}"
     out: dict[str, Any] = {"config": name, "seed": seed, "overrides": overrides, "lds": {}, "other_class_lds": {},
                            "seconds": {}}

@@ -120,9 +120,7 @@ def replay_tangents(model: torch.nn.Module, theta0: dict[str, torch.Tensor], x: 
 
 def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
     cfg, data, _, dm, cache = M.open_run(root, name, seed)
-    perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(M.TARGET_SEED))
-    rows = perm[50:100]  # the validation targets
-    targets = data.test[rows]
+    rows, targets = M.target_rows(data)  # the validation targets
     keep, oc_keep = M.lds_subsets(dm.groups, targets.y, seed)
 
     def retrained(masks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:

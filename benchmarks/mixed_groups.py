@@ -44,9 +44,7 @@ def majority_slots(train, groups, ipc):  # the synsets before mixed groups were 
 
 def run(name: str, seed: int, root: Path, targets_n: int, subsets: int) -> dict[str, dict[str, float]]:
     cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
-    perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(M.TARGET_SEED))
-    rows = perm[:targets_n]  # matrix.py's reported targets
-    targets = data.test[rows]
+    rows, targets = M.target_rows(data, targets_n, select=False)  # matrix.py's reported targets
     folder = root / name / f"seed{seed}"
     dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
                                                                          data.train)

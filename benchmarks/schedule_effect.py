@@ -51,9 +51,7 @@ TREND_SCALES = (0.25, 0.5, 1.0)
 
 def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, ...]]:
     cfg, data, _, dm, cache = M.open_run(root, name, seed)
-    perm = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(M.TARGET_SEED))
-    rows = perm[50:100]  # the validation targets
-    targets = data.test[rows]
+    rows, targets = M.target_rows(data)  # the validation targets
     keep, oc_keep = M.lds_subsets(dm.groups, targets.y, seed)
     actual = M.losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in keep], name)[:, rows], targets.y)
     oc_actual = {}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -59,3 +62,21 @@ def killed_at_write():
 @pytest.fixture(scope="session")
 def groups(digits):
     return ddm.cluster.make_groups(digits.train, ClusterConfig(per_class=2), 10)
+
+
+@pytest.fixture(scope="session")
+def bench():
+    """Load a script of ``benchmarks/`` by name as a module (the scripts import their sibling matrix.py)."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str):
+        sys.path.insert(0, str(folder))
+        try:
+            spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        finally:
+            sys.path.remove(str(folder))
+        return mod
+
+    return load

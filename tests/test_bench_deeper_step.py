@@ -1,26 +1,11 @@
 """The deeper-step diagnostic (`benchmarks/deeper_step.py`): its Jacobians, scopes and CG step do what it says."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ddm.distill.scope import leading_eigenpairs
-
-
-def _deeper_step():
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench))  # it imports its sibling matrix.py
-    try:
-        spec = importlib.util.spec_from_file_location("deeper_step", bench / "deeper_step.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(bench))
-    return mod
 
 
 def _tiny(seed: int, n: int):
@@ -30,8 +15,8 @@ def _tiny(seed: int, n: int):
     return model, torch.randn(n, 6), {k: v.detach() for k, v in model.named_parameters()}
 
 
-def test_the_step_solves_the_damped_gauss_newton_system_of_the_scope():
-    ds = _deeper_step()
+def test_the_step_solves_the_damped_gauss_newton_system_of_the_scope(bench):
+    ds = bench("deeper_step")
     model, x, params = _tiny(0, 40)
     scope = ds.scopes(model)
     assert scope["head"] == ["3.weight", "3.bias"]
@@ -56,8 +41,8 @@ def test_the_step_solves_the_damped_gauss_newton_system_of_the_scope():
     torch.testing.assert_close(U, ref, rtol=1e-3, atol=1e-6)
 
 
-def test_the_truncated_step_keeps_the_leading_eigenvectors_of_the_gauss_newton_matrix():
-    ds = _deeper_step()
+def test_the_truncated_step_keeps_the_leading_eigenvectors_of_the_gauss_newton_matrix(bench):
+    ds = bench("deeper_step")
     model, x, params = _tiny(1, 30)
     J = ds.jacobian(model, params, ds.scopes(model)["full network"], x).double()
     with torch.no_grad():

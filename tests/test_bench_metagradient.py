@@ -1,8 +1,5 @@
 """The metagradient diagnostic (`benchmarks/metagradient.py`): its replay differentiates the training run."""
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
@@ -10,18 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddm.train.loop import epoch_order
-
-
-def _metagradient():
-    bench = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench))  # it imports its sibling matrix.py
-    try:
-        spec = importlib.util.spec_from_file_location("metagradient", bench / "metagradient.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(bench))
-    return mod
 
 
 def _weighted_run(model: nn.Module, theta0, x, y, weights, cfg, start: int) -> dict[str, torch.Tensor]:
@@ -41,10 +26,10 @@ def _weighted_run(model: nn.Module, theta0, x, y, weights, cfg, start: int) -> d
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
-def test_the_replay_is_the_derivative_of_training_with_group_weights():
+def test_the_replay_is_the_derivative_of_training_with_group_weights(bench):
     """On softmax regression the Gauss-Newton matrix is the Hessian, so the tangents are exact: they must equal
     central differences of the weighted training run, for the whole run and for a truncation."""
-    mg = _metagradient()
+    mg = bench("metagradient")
     torch.manual_seed(0)
     n, K = 30, 3
     x, y = torch.randn(n, 5, dtype=torch.float64), torch.randint(0, 3, (n,))
