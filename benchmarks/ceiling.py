@@ -14,39 +14,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from ddm.evaluation.metrics import lds
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
 
 def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
     _, data, _, dm, cache = M.open_run(root, name, seed)
-    rows, targets = M.target_rows(data)  # the validation targets
-    keep, oc_keep = M.lds_subsets(dm.groups, targets.y, seed)
-    other = M.ORDER_SEEDS[0]
-
-    def retrained(masks: torch.Tensor, cols: torch.Tensor, order: int | None) -> torch.Tensor:
-        logits = torch.stack([cache.get(torch.nonzero(~k).flatten().tolist(), seed=order) for k in masks])
-        return M.losses(logits[:, rows[cols]], targets.y[cols])
-
-    def score(predict: object) -> tuple[float, float]:
-        every = torch.arange(len(rows))
-        a = lds(predict(keep, every), retrained(keep, every, None))[0]  # type: ignore[operator]
-        per: list[float] = []
-        for c, m in oc_keep.items():
-            sel = torch.nonzero(targets.y == c).flatten()
-            per += lds(predict(m, sel), retrained(m, sel, None))[1]  # type: ignore[operator]
-        return round(a, 3), round(float(np.mean(per)) if per else float("nan"), 3)
+    v = M.ValidationTargets(dm, cache, data, seed)
+    targets, other = v.targets, M.ORDER_SEEDS[0]
 
     attr = dm.attribute(targets, "dist2", name="ceiling")
     same = (dm.groups.labels[None, :] == targets.y[:, None]).float()
-    return {"exact retraining, another data order (ceiling)": score(lambda k, sel: retrained(k, sel, other)),
-            "DDM (the default)": score(lambda k, sel: attr.predict(k)[:, sel, 0]),
-            "same class (trivial)": score(lambda k, sel: M.predicted_loss(same[sel], k))}
+    return {"exact retraining, another data order (ceiling)": v.score(lambda k, sel: v.retrained(k, sel, other)),
+            "DDM (the default)": v.score(lambda k, sel: attr.predict(k)[:, sel, 0]),
+            "same class (trivial)": v.score(lambda k, sel: M.predicted_loss(same[sel], k))}
 
 
 def main() -> None:

@@ -126,6 +126,32 @@ def target_rows(data: Any, n: int = 50, select: bool = True) -> tuple[torch.Tens
     return rows, data.test[rows]
 
 
+class ValidationTargets:
+    """A seed's validation targets (:func:`target_rows`) and its LDS and other-class subsets, scored against the
+    exact retrains of ``cache``, for the diagnostic scripts."""
+
+    def __init__(self, dm: ddm.DistilledDatamodel, cache: RetrainCache, data: Any, seed: int) -> None:
+        self.rows, self.targets = target_rows(data)
+        self.keep, self.oc_keep = lds_subsets(dm.groups, self.targets.y, seed)
+        self.cache = cache
+
+    def retrained(self, masks: torch.Tensor, cols: torch.Tensor, order: int | None = None) -> torch.Tensor:
+        """The targets ``cols``' losses after exact retraining without each mask's dropped groups ``[S, len(cols)]``
+        (``order``: another data order's retrains)."""
+        logits = torch.stack([self.cache.get(torch.nonzero(~k).flatten().tolist(), seed=order) for k in masks])
+        return losses(logits[:, self.rows[cols]], self.targets.y[cols])
+
+    def score(self, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[float, float]:
+        """(LDS, other-class LDS) of ``predict(masks, cols)`` (predicted losses ``[S, len(cols)]``), rounded."""
+        every = torch.arange(len(self.rows))
+        a = lds(predict(self.keep, every), self.retrained(self.keep, every))[0]
+        per: list[float] = []
+        for c, m in self.oc_keep.items():
+            sel = torch.nonzero(self.targets.y == c).flatten()
+            per += lds(predict(m, sel), self.retrained(m, sel))[1]
+        return round(a, 3), round(float(np.mean(per)) if per else float("nan"), 3)
+
+
 def lds_subsets(groups: Any, labels: torch.Tensor, seed: int, subsets: int = 40,
                 other: int = 10) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """The kept-group masks of a seed: ``subsets`` random half subsets (LDS), and for each class among ``labels``

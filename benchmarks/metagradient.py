@@ -27,12 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, jvp, vmap
 
-from ddm.evaluation.metrics import lds
 from ddm.train.loop import epoch_order, make_optimizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -120,21 +118,8 @@ def replay_tangents(model: torch.nn.Module, theta0: dict[str, torch.Tensor], x: 
 
 def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
     cfg, data, _, dm, cache = M.open_run(root, name, seed)
-    rows, targets = M.target_rows(data)  # the validation targets
-    keep, oc_keep = M.lds_subsets(dm.groups, targets.y, seed)
-
-    def retrained(masks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        logits = torch.stack([cache.get(torch.nonzero(~k).flatten().tolist()) for k in masks])
-        return M.losses(logits[:, rows[cols]], targets.y[cols])
-
-    def score(predict: object) -> tuple[float, float]:
-        every = torch.arange(len(rows))
-        a = lds(predict(keep, every), retrained(keep, every))[0]  # type: ignore[operator]
-        per: list[float] = []
-        for c, m in oc_keep.items():
-            sel = torch.nonzero(targets.y == c).flatten()
-            per += lds(predict(m, sel), retrained(m, sel))[1]  # type: ignore[operator]
-        return round(a, 3), round(float(np.mean(per)) if per else float("nan"), 3)
+    v = M.ValidationTargets(dm, cache, data, seed)
+    targets, score = v.targets, v.score
 
     model = dm.model.eval()
     names = [k for k, _ in model.named_parameters()]
