@@ -21,13 +21,9 @@ import matrix as M  # noqa: E402
 def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
     _, data, _, dm, cache = M.open_run(root, name, seed)
     v = M.ValidationTargets(dm, cache, data, seed)
-    targets, other = v.targets, M.ORDER_SEEDS[0]
-
-    attr = dm.attribute(targets, "dist2", name="ceiling")
-    same = (dm.groups.labels[None, :] == targets.y[:, None]).float()
+    other = M.ORDER_SEEDS[0]
     return {"exact retraining, another data order (ceiling)": v.score(lambda k, sel: v.retrained(k, sel, other)),
-            "DDM (the default)": v.score(lambda k, sel: attr.predict(k)[:, sel, 0]),
-            "same class (trivial)": v.score(lambda k, sel: M.predicted_loss(same[sel], k))}
+            **v.baselines(dm, "ceiling")}
 
 
 def main() -> None:

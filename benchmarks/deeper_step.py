@@ -171,7 +171,7 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     res: dict[str, object] = {}
     attr = dm.attribute(targets, "dist2", name="deeper")
     res["DDM (the default: synsets, head, 3 checkpoints)"] = score(lambda k, sel: attr.predict(k)[:, sel, 0])
-    same = (dm.groups.labels[None, :] == targets.y[:, None]).float()
+    same = M.same_class(dm.groups, targets.y)
     res["same class (trivial)"] = score(lambda k, sel: M.predicted_loss(same[sel], k))
 
     model = dm.model.eval()

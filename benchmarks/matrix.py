@@ -126,6 +126,11 @@ def target_rows(data: Any, n: int = 50, select: bool = True) -> tuple[torch.Tens
     return rows, data.test[rows]
 
 
+def same_class(groups: Any, labels: torch.Tensor) -> torch.Tensor:
+    """``[T, K]``: 1 where group k holds the class of target t. As group scores, the trivial same-class baseline."""
+    return (groups.labels[None, :] == labels[:, None]).float()
+
+
 class ValidationTargets:
     """A seed's validation targets (:func:`target_rows`) and its LDS and other-class subsets, scored against the
     exact retrains of ``cache``, for the diagnostic scripts."""
@@ -150,6 +155,14 @@ class ValidationTargets:
             sel = torch.nonzero(self.targets.y == c).flatten()
             per += lds(predict(m, sel), self.retrained(m, sel))[1]
         return round(a, 3), round(float(np.mean(per)) if per else float("nan"), 3)
+
+    def baselines(self, dm: ddm.DistilledDatamodel, name: str) -> dict[str, tuple[float, float]]:
+        """The scores of DDM's default (an attribution of the targets called ``name``) and of the same-class
+        baseline."""
+        attr = dm.attribute(self.targets, "dist2", name=name)
+        same = same_class(dm.groups, self.targets.y)
+        return {"DDM (the default)": self.score(lambda k, sel: attr.predict(k)[:, sel, 0]),
+                "same class (trivial)": self.score(lambda k, sel: predicted_loss(same[sel], k))}
 
 
 def lds_subsets(groups: Any, labels: torch.Tensor, seed: int, subsets: int = 40,
@@ -281,7 +294,7 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
                                                 f"emulate.unlearn_curvature_damping={eps}"])
                 out["unlearning_select"][f"{eps:g} / {lam_u:g}"] = unlearning(dm, cache, data)
         dm.config = cfg
-    same = (dm.groups.labels[None, :] == targets.y[:, None]).float()  # [T, K]
+    same = same_class(dm.groups, targets.y)
     train_key = str(dm.ws.require("train").get("key", ""))[:12]
     score("same class (trivial)", lambda k, sel: predicted_loss(same[sel], k))
     if not args.select:

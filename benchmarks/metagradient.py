@@ -150,10 +150,7 @@ def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
         zz = z[None, cols] - torch.einsum("sk,ktc->stc", removed, sh[:, cols])
         return M.losses(zz, targets.y[cols])
 
-    attr = dm.attribute(targets, "dist2", name="metagradient")
-    same = (dm.groups.labels[None, :] == targets.y[:, None]).float()
-    out = {"DDM (the default)": score(lambda k, sel: attr.predict(k)[:, sel, 0]),
-           "same class (trivial)": score(lambda k, sel: M.predicted_loss(same[sel], k))}
+    out = v.baselines(dm, "metagradient")
     for i, s0 in enumerate(STARTS):
         sh = shift[i * K:(i + 1) * K]
         out[f"from epoch {s0}"] = score(lambda k, sel, sh=sh: predict(k, sel, sh))

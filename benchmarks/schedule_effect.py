@@ -71,7 +71,7 @@ def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, ...]]:
     res: dict[str, tuple[float, ...]] = {}
     attr = dm.attribute(targets, "dist2", name="schedule-effect")
     res["DDM (the default)"] = score(lambda k, sel: attr.predict(k)[:, sel, 0])
-    same = (dm.groups.labels[None, :] == targets.y[:, None]).float()
+    same = M.same_class(dm.groups, targets.y)
     res["same class (trivial)"] = score(lambda k, sel: M.predicted_loss(same[sel], k))
     sz = dm.groups.sizes().float()
     res["removed size"] = score(lambda k, sel: ((~k).float() @ sz)[:, None].expand(-1, len(sel)) + 0.0)
