@@ -132,11 +132,11 @@ bench-diagnostics: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --orders 3 --out benchmarks/results/matrix-resnet-block --render \
 	  benchmarks/results/matrix-resnet-block-s0.json,benchmarks/results/matrix-resnet-block-s1.json,benchmarks/results/matrix-resnet-block-s2.json
 	# the training run differentiated (Gauss-Newton tangents through the recorded SGD run), whole and truncated
-	MG_STARTS=0,10,15,18,19 $(BIN)/python benchmarks/metagradient.py --root runs/matrix-b \
+	$(BIN)/python benchmarks/metagradient.py --root runs/matrix-b --starts 0,10,15,18,19 \
 	  --configs digits-convnet-K40-momentum-wd --out benchmarks/results/metagradient-momentum-wd
-	MG_STARTS=10,15,18,19 $(BIN)/python benchmarks/metagradient.py --root runs/matrix-b \
+	$(BIN)/python benchmarks/metagradient.py --root runs/matrix-b --starts 10,15,18,19 \
 	  --configs digits-convnet-K100-sgd --out benchmarks/results/metagradient-convnet-K100
-	MG_STARTS=0 $(BIN)/python benchmarks/metagradient.py --root runs/matrix-b \
+	$(BIN)/python benchmarks/metagradient.py --root runs/matrix-b --starts 0 \
 	  --configs digits-convnet-K100-sgd --out benchmarks/results/metagradient-convnet-K100-full
 
 # Stage costs in units of one training run, peak memory, throughput, growth in N and K (issue "Fast where it counts").

@@ -11,6 +11,7 @@ default), so the retrains in the target's order are reused.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
 
-def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
+def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, tuple[float, float]]:
     _, data, _, dm, cache = M.open_run(root, name, seed)
     v = M.ValidationTargets(dm, cache, data, seed)
     other = M.ORDER_SEEDS[0]

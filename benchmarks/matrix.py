@@ -174,20 +174,25 @@ def lds_subsets(groups: Any, labels: torch.Tensor, seed: int, subsets: int = 40,
     return keep, other_class_subsets(groups, labels.unique().tolist(), other, 20_000 + 100 * seed)
 
 
-def run_diagnostic(doc: str, run: Callable[[str, int, Path], dict[str, tuple[float, ...]]], out: str, configs: str,
-                   root: str = "runs/matrix-b") -> tuple[argparse.Namespace, list[str], dict[str, Any]]:
+def run_diagnostic(doc: str, run: Callable[[str, int, Path, argparse.Namespace], dict[str, Any]], out: str,
+                   configs: str, root: str = "runs/matrix-b",
+                   options: Callable[[argparse.ArgumentParser], None] | None = None,
+                   ) -> tuple[argparse.Namespace, list[str], dict[str, Any]]:
     """The command line of a diagnostic script on the selection seed (``--out``, ``--root``, ``--configs``,
-    ``--seed``, 3 by default), and ``run`` on each configuration: ``(args, names, results)``."""
+    ``--seed``, 3 by default, and the script's own ``options``), and ``run(name, seed, root, args)`` on each
+    configuration: ``(args, names, results)``."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=out)
     p.add_argument("--root", default=root)
     p.add_argument("--configs", default=configs)
     p.add_argument("--seed", type=int, default=3)
+    if options is not None:
+        options(p)
     args = p.parse_args()
     torch.set_num_threads(1)
     progress.set_enabled(False)
     names = args.configs.split(",")
-    return args, names, {n: run(n, args.seed, Path(args.root)) for n in names}
+    return args, names, {n: run(n, args.seed, Path(args.root), args) for n in names}
 
 
 def make_config(overrides: list[str], seed: int, extra: list[str]) -> tuple[RunConfig, Any]:

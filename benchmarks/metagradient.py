@@ -7,22 +7,22 @@ training run used each group. This script measures what the training run itself 
 from theta_0 (same data order, minibatches, optimizer, momentum and weight decay) with a weight w_k on every
 group's per-sample losses and carries, in forward mode, the derivatives d theta_t / d w_k of the parameters *and
 the optimizer state* through every step (``torch.func`` jvp/vjp, vmapped over the K groups). With each minibatch's
-exact Hessian (``MG_CURVATURE=hessian``) these are the exact first-order effects, but on the digits ConvNets they
+exact Hessian (``--curvature hessian``) these are the exact first-order effects, but on the digits ConvNets they
 grow about 100-fold per epoch (the linearised run is unstable, even from epoch 10 on) and overflow; the default
-linearises each step with the minibatch's Gauss-Newton matrix instead, which is stable. ``MG_STARTS`` lists epochs
+linearises each step with the minibatch's Gauss-Newton matrix instead, which is stable. ``--starts`` lists epochs
 from which the weights are differentiated (truncations of the run, sharing one replay). A removal subset is read
 out as each target's logits ``z - J_target sum_{k removed} d theta_tau / d w_k`` (the default's readout), and scored
 on the matrix's subsets and validation targets against the exact retrains.
 
 Only SGD (with momentum and weight decay) is replayed; the replay's theta_tau is checked against the recorded one.
 
-    MG_STARTS=0,10,15,18,19 python benchmarks/metagradient.py --configs digits-convnet-K40-momentum-wd \
+    python benchmarks/metagradient.py --configs digits-convnet-K40-momentum-wd --starts 0,10,15,18,19 \
         --out benchmarks/results/metagradient-momentum-wd
 """
 
 from __future__ import annotations
 
-import os
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -36,10 +36,12 @@ from ddm.train.loop import epoch_order, make_optimizer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
-#: the tangents' curvature: each minibatch's Gauss-Newton matrix, or (``MG_CURVATURE=hessian``) its exact Hessian
-CURVATURE = os.environ.get("MG_CURVATURE", "ggn")
-#: the epochs from which the groups' weights are differentiated (``MG_STARTS``; 0: the whole run)
-STARTS = tuple(int(v) for v in os.environ.get("MG_STARTS", "0").split(","))
+
+def options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--curvature", choices=("ggn", "hessian"), default="ggn",
+                   help="the tangents' curvature: each minibatch's Gauss-Newton matrix (stable) or its exact Hessian")
+    p.add_argument("--starts", default="0", type=lambda v: tuple(int(e) for e in v.split(",")),
+                   help="comma-separated epochs from which the groups' weights are differentiated (0: the whole run)")
 
 
 def batch_tangents(model: torch.nn.Module, p: dict[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor,
@@ -116,7 +118,7 @@ def replay_tangents(model: torch.nn.Module, theta0: dict[str, torch.Tensor], x: 
     return dp
 
 
-def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
+def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, tuple[float, float]]:
     cfg, data, _, dm, cache = M.open_run(root, name, seed)
     v = M.ValidationTargets(dm, cache, data, seed)
     targets, score = v.targets, v.score
@@ -128,7 +130,7 @@ def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
     K = dm.groups.num_groups
     last = {k: dm.trajectory.params[-1][k].clone() for k in names}
     t0 = time.perf_counter()
-    dp = replay_tangents(model, theta0, data.train.x, data.train.y, member, K, cfg.train, CURVATURE, STARTS)
+    dp = replay_tangents(model, theta0, data.train.x, data.train.y, member, K, cfg.train, args.curvature, args.starts)
     seconds = time.perf_counter() - t0
     recorded = dict(model.named_parameters())
     drift = max(float((recorded[k].detach() - last[k]).abs().max()) for k in names)
@@ -151,7 +153,7 @@ def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
         return M.losses(zz, targets.y[cols])
 
     out = v.baselines(dm, "metagradient")
-    for i, s0 in enumerate(STARTS):
+    for i, s0 in enumerate(args.starts):
         sh = shift[i * K:(i + 1) * K]
         out[f"from epoch {s0}"] = score(lambda k, sel, sh=sh: predict(k, sel, sh))
     out["replay seconds"] = (round(seconds, 1), 0.0)
@@ -160,11 +162,10 @@ def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, float]]:
 
 def main() -> None:
     args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/metagradient",
-                                            "digits-convnet-K40-momentum-wd")
+                                            "digits-convnet-K40-momentum-wd", options=options)
     rows = [r for r in next(iter(results.values())) if r != "replay seconds"]
     lines = ["# Exact first-order removal along the recorded training run (diagnostic)", "",
-             f"Command: `MG_CURVATURE={CURVATURE} MG_STARTS={','.join(map(str, STARTS))} python "
-             f"benchmarks/metagradient.py {' '.join(sys.argv[1:])}`; seed {args.seed}, validation "
+             f"Command: `python benchmarks/metagradient.py {' '.join(sys.argv[1:])}`; seed {args.seed}, validation "
              "targets; LDS / other-class LDS against the retrains in the target's data order.", "",
              "| configuration | replay seconds | " + " | ".join(rows) + " |", "|---|---|" + "---|" * len(rows)]
     for n in names:

@@ -20,6 +20,7 @@ seed 3 with the validation targets of ``matrix.py`` (its retrains are reused, or
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -49,7 +50,7 @@ SCALES = (0.05, 0.1, 0.25, 0.5)
 TREND_SCALES = (0.25, 0.5, 1.0)
 
 
-def run(name: str, seed: int, root: Path) -> dict[str, tuple[float, ...]]:
+def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, tuple[float, ...]]:
     cfg, data, _, dm, cache = M.open_run(root, name, seed)
     rows, targets = M.target_rows(data)  # the validation targets
     keep, oc_keep = M.lds_subsets(dm.groups, targets.y, seed)
