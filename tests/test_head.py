@@ -538,3 +538,28 @@ def test_loss_init_starts_from_each_groups_highest_loss_members(digits, groups):
         assert torch.equal(images[k], digits.train.x[top])
     with pytest.raises(ConfigError, match="head matching"):
         init_images(digits.train, groups, labels, "loss", 0)
+
+
+def test_keep_best_returns_each_groups_lowest_error_step(trained, digits, groups, tmp_path):
+    model, traj = trained
+    head = Head.of(model)
+    cfg = DistillConfig(iterations=6, lr_img=1.0, tolerance=1e-12, keep_best=True, checkpoint_every=2)
+    stats = head_statistics(head, digits.train, groups, 10)
+
+    def errors(syn):
+        whiten = stats.curvature.whitener(float(syn.damping))
+        target = whiten(stats.group_grads)
+        g = synset_head_gradients(head, syn, traj.final).double()
+        return ((whiten(g) - target) ** 2).sum(1) / (target ** 2).sum(1)
+
+    last = distill_head(model, traj, digits.train, groups, dataclasses.replace(cfg, keep_best=False), 10)
+    assert last.losses[-1] > 1.5 * last.losses.min()  # this rate overshoots: the last step is not the best
+    best = distill_head(model, traj, digits.train, groups, cfg, 10)
+    assert torch.equal(best.losses, last.losses)  # the same run, other images returned
+    # each group's best error is at most its error at any step, so their mean is at most the best step's mean
+    assert errors(best).mean() <= last.losses.min() * (1 + 1e-4)
+    assert (errors(best) <= errors(last) * (1 + 1e-4)).all()
+    # interrupted and resumed, the best steps survive the checkpoint
+    distill_head(model, traj, digits.train, groups, dataclasses.replace(cfg, iterations=5), 10, tmp_path)
+    resumed = distill_head(model, traj, digits.train, groups, cfg, 10, tmp_path)
+    assert torch.equal(resumed.images, best.images) and torch.equal(resumed.weights, best.weights)

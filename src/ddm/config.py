@@ -178,6 +178,9 @@ class DistillConfig:
                         since="0.2", implicit="sgd")
     init: str = _f("real", "initialise synthetic images from random real members (real), from the members with the "
                            "largest training loss at theta_tau (loss; head matching only) or noise")
+    keep_best: bool = _f(False, "head matching (at theta_tau): return each group's synthetic images and weights at the "
+                                "step where that group's matching error was lowest, not at the last step (Adam can "
+                                "leave a group's minimum; off: not selected, see BENCHMARKS.md)")
     weight_init: str = _f("size", "head matching: initial image weights: size (the group's size / ipc each; default) "
                                   "or nnls (the non-negative least-squares fit of the group's step by its initial "
                                   "images: starts 10x closer on Fashion-MNIST and won the selection, but lost 0.11 "

@@ -423,6 +423,12 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         losses = state["losses"].tolist()
         start = len(losses)
         log.info("resuming head distillation at step %d of %d", start, cfg.iterations)
+    # distill.keep_best: each group's images and weights where its own error was lowest (groups are independent)
+    keep_best = cfg.keep_best and len(sites) == 1
+    best = {"images": images.detach().clone(), "log_weights": log_w.detach().clone(),
+            "losses": torch.full((len(own),), float("inf"), device=dev)}
+    if keep_best and ckpt is not None and ckpt.exists() and "best/losses" in state:
+        best = {k: state[f"best/{k}"].to(dev) for k in best}
     pbar = bar(cfg.iterations, "distill (head)", initial=start)
     if len(losses) >= len(sites) and max(losses[-len(sites):]) < cfg.tolerance:
         start = cfg.iterations  # a resumed run that had already converged
@@ -432,7 +438,15 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         g = summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), len(own), task)
         if world > 1:  # the other ranks' group gradients as constants: the loss of all groups, as one process has it
             g = distributed.gather_owned(g.detach(), K).index_put((own.to(g.device),), g)
-        loss = (((whiten_at(g) - target_at) ** 2).sum(1) / norm2_at).sum()
+        per_group = ((whiten_at(g) - target_at) ** 2).sum(1) / norm2_at
+        loss = per_group.sum()
+        if keep_best:
+            with torch.no_grad():
+                mine = per_group[own.to(per_group.device)] if world > 1 else per_group
+                better = mine < best["losses"]
+                best["losses"] = torch.where(better, mine, best["losses"])
+                best["images"][better] = images.detach()[better]
+                best["log_weights"][better] = log_w.detach()[better]
         matching_step(opt, loss, it, K, losses, pbar, "head distillation", "Lower distill.lr_img or distill.lr_label")
         recent = losses[-len(sites):]  # one loss per matching site
         if len(recent) == len(sites) and max(recent) < cfg.tolerance:  # matched: more steps would not change it
@@ -442,8 +456,25 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
             spent = torch.tensor(before + time.perf_counter() - t0)
             state = {"images": images.detach(), "log_weights": log_w.detach(), "losses": torch.tensor(losses),
                      "seconds": spent, **optimizer_state(opt, [images, log_w])}
+            if keep_best:
+                state.update({f"best/{k}": v for k, v in best.items()})
             save_tensors(ckpt, state)
     pbar.close()
+    if keep_best:
+        with torch.no_grad():  # the last step's result, which the loop never scored
+            at, W, whiten_at, target_at, norm2_at = sites[0]
+            h = head.features(images.reshape(len(own) * ipc, *images.shape[2:]), at)
+            g = summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), len(own), task)
+            own_rows = own.to(target_at.device)
+            mine = ((whiten_at(g) - target_at[own_rows]) ** 2).sum(1) / norm2_at[own_rows]
+            better = ~(mine >= best["losses"])  # NaN never wins
+            best["losses"] = torch.where(better, mine, best["losses"])
+            best["images"][better] = images.detach()[better]
+            best["log_weights"][better] = log_w.detach()[better]
+            images.copy_(best["images"])
+            log_w.copy_(best["log_weights"])
+        log.info("head distillation kept each group's best step (mean relative error %.2g)",
+                 float(best["losses"].mean()))
     syn = Synset(distributed.gather_owned(images.detach().cpu(), K), labels, num_classes, losses=torch.tensor(losses),
                  weights=distributed.gather_owned(log_w.detach().exp().cpu(), K), curvature=curv.to("cpu"),
                  damping=torch.tensor(damping),
