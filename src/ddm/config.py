@@ -180,7 +180,8 @@ class DistillConfig:
                            "largest training loss at theta_tau (loss; head matching only) or noise")
     keep_best: bool = _f(False, "head matching (at theta_tau): return each group's synthetic images and weights at the "
                                 "step where that group's matching error was lowest, not at the last step (Adam can "
-                                "leave a group's minimum; off: not selected, see BENCHMARKS.md)")
+                                "leave a group's minimum; off: not selected, see BENCHMARKS.md)",
+                         since="0.9", implicit=False)
     weight_init: str = _f("size", "head matching: initial image weights: size (the group's size / ipc each; default) "
                                   "or nnls (the non-negative least-squares fit of the group's step by its initial "
                                   "images: starts 10x closer on Fashion-MNIST and won the selection, but lost 0.11 "
