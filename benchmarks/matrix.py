@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 import ddm
 from ddm import progress
+from ddm.attribution.fit import balance_classes
 from ddm.baselines.peers import group_scores, predicted_loss, sample_scores
 from ddm.config import RunConfig
 from ddm.emulate.perturbations import sample_perturbations
@@ -277,6 +278,12 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
         out.setdefault("health", {})[tag] = {k: v for k, v in dml.ws.require("synset")["health"].items()
                                              if not isinstance(v, list) or k == "flagged"}
         score(tag, lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
+    scale = cfg.emulate.other_class_scale
+    if len(values) == 1 and scale != 1.0:  # the same default without the class balance (the default before it)
+        dm.config = cfg.with_overrides(["emulate.other_class_scale=1"])
+        attr = dm.attribute(targets, "dist2", name="matrix-unbalanced")
+        dm.config = cfg
+        score("DDM, other classes x1", lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
     if not args.select:
         out["nearest_image_cosine"] = {"DDM": synset_similarity(dm.synset, data.train.x)}
         for tag, extra in ([] if args.no_variants else VARIANT_ROWS["*"] + VARIANT_ROWS.get(name, [])):
@@ -315,6 +322,9 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
                 out["seconds"][method] = time.perf_counter() - t1
                 save_tensors(cached, {"scores": s, "seconds": torch.tensor(out["seconds"][method])})
             score(method, lambda k, sel, g=s: predicted_loss(g[sel], k))
+            if scale != 1.0:  # the peer with DDM's class balance, for a like-for-like comparison
+                g = balance_classes(s[:, :, None], torch.zeros(len(s), 1), dm.groups, targets.y, scale)[0][..., 0]
+                score(f"{method}, other classes x{scale:g}", lambda k, sel, g=g: predicted_loss(g[sel], k))
         if seed == 0:
             out["unlearning"] = unlearning(dm, cache, data)
     return out

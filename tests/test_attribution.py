@@ -3,6 +3,7 @@ import torch
 from sklearn.metrics import f1_score, precision_score, recall_score
 
 from ddm.attribution import AttributionMatrix, WeightedLeastSquares, fit_attribution
+from ddm.attribution.fit import balance_classes
 from ddm.cluster.groups import Groups
 from ddm.emulate import sample_perturbations
 from ddm.objectives import Dist1, Dist2, Dist3, Functionality, get, macro_prf
@@ -128,3 +129,25 @@ def test_to_frame_has_one_row_per_target_and_ranked_group(tmp_path):
     assert first["group"].tolist() == attr.ranking(0).tolist() and first["score"].is_monotonic_decreasing
     assert first["members"].iloc[0] == dm.groups.member_ids(int(first["group"].iloc[0])).tolist()
     assert len(attr.to_frame(k=2)) == 6
+
+
+def test_the_class_balance_scales_other_classes_groups_and_keeps_the_full_data_prediction():
+    K, T = 4, 3
+    g = torch.Generator().manual_seed(0)
+    weights, bias = torch.randn(T, K, 2, generator=g), torch.randn(T, 2, generator=g)
+    # groups 0, 1: class 0; group 2: class 1; group 3: three samples of class 1 and one of class 2
+    groups = Groups(torch.tensor([0, 0, 1, 2, 2, 3, 3, 3, 3]), torch.tensor([0, 0, 1, 1]),
+                    class_counts=torch.tensor([[2, 0, 0], [1, 0, 0], [0, 2, 0], [0, 3, 1]]))
+    labels = torch.tensor([0, 1, 2])
+    w, b = balance_classes(weights, bias, groups, labels, 0.5)
+    want = torch.tensor([[1, 1, 0.5, 0.5], [0.5, 0.5, 1, 0.5 + 0.5 * 0.75], [0.5, 0.5, 0.5, 0.5 + 0.5 * 0.25]])
+    torch.testing.assert_close(w, weights * want[..., None])
+    torch.testing.assert_close(w.sum(1) + b, weights.sum(1) + bias)  # every group kept: the same prediction
+    assert torch.equal(balance_classes(weights, bias, groups, labels, 1.0)[0], weights)
+    # through fit_attribution: the ranking within the target's class and within the others is the fitted one
+    keep = sample_perturbations(K, 60, 0.5, seed=1)
+    outputs = torch.einsum("pk,tko->pto", keep.float(), weights[..., :1]) + 1.0
+    plain = fit_attribution(keep, outputs, Dist2(), groups, [0, 1, 2], 3)
+    balanced = fit_attribution(keep, outputs, Dist2(), groups, [0, 1, 2], 3, labels=labels, other_class_scale=0.5)
+    torch.testing.assert_close(balanced.weights, plain.weights * want[..., None], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(balanced.predict(torch.ones(1, K)), plain.predict(torch.ones(1, K)))

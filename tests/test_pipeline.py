@@ -306,7 +306,8 @@ def test_the_per_checkpoint_readout_is_an_option_of_the_newton_attribution(run, 
     cfg, data, ws, dm = run
     targets = data.test[:6]
     default = dm.attribute(targets, "dist2", name="readout-logits")
-    dm.config = cfg.with_overrides(["emulate.readout=checkpoints"])
+    # without the class balance, which is not part of the readout
+    dm.config = cfg.with_overrides(["emulate.readout=checkpoints", "emulate.other_class_scale=1"])
     per = dm.attribute(targets, "dist2", name="readout-checkpoints")
     assert torch.isfinite(per.weights).all() and not torch.allclose(per.weights, default.weights)
     # the readout is linear in the perturbation, so the regression recovers it: prediction == readout
@@ -432,3 +433,24 @@ def test_unlearning_every_group_of_a_class_removes_the_class(run):
     dm.unlearn([3], name="class3-cls", synset="classes")
     assert dm.last_classes_without_data == [3]
     dm.config = cfg
+
+
+def test_per_target_attributions_weigh_the_targets_own_class_more(run):
+    cfg, data, ws, dm = run
+    targets = data.test[:6]
+    assert dm.config.emulate.other_class_scale == 0.5  # the default
+    balanced = dm.attribute(targets, "dist2", name="balanced")
+    dm.config = cfg.with_overrides(["emulate.other_class_scale=1"])
+    try:
+        plain = dm.attribute(targets, "dist2", name="plain")
+        acc_plain = dm.attribute(data.test[:20], "accuracy", name="acc-plain")
+    finally:
+        dm.config = cfg
+    own = (dm.groups.labels[None, :] == targets.y[:, None]).float()[..., None]
+    torch.testing.assert_close(balanced.weights, plain.weights * (0.5 + 0.5 * own))
+    assert balanced.meta["other_class_scale"] == 0.5 and plain.meta["other_class_scale"] == 1.0
+    # an objective of the whole set has no target class: never scaled
+    acc = dm.attribute(data.test[:20], "accuracy", name="acc")
+    torch.testing.assert_close(acc.weights, acc_plain.weights)
+    with pytest.raises(ConfigError, match="other_class_scale"):
+        cfg.with_overrides(["emulate.other_class_scale=0"])

@@ -588,7 +588,9 @@ class DistilledDatamodel:
             outputs = obj.outputs(self._emulate(synset, synset_key, deleted, targets, tag, groups), targets.y)
         ids = targets.index.tolist() if obj.per_target else [-1]
         return fit_attribution(keep, outputs, obj, groups, ids, synset.num_classes, e.weighting, e.ridge,
-                               {"perturbations": len(keep), "keep_prob": e.keep_prob})
+                               {"perturbations": len(keep), "keep_prob": e.keep_prob,
+                                "other_class_scale": e.other_class_scale if obj.per_target else 1.0},
+                               targets.y if obj.per_target else None, e.other_class_scale, subset)
 
     def _read_out_per_checkpoint(self, synset: Synset, deleted: torch.Tensor, targets: Split, obj: Objective,
                                  groups: Groups) -> torch.Tensor | None:

@@ -123,7 +123,8 @@ def _first_order(dm: DistilledDatamodel, targets: Split, mult: float, delta: dic
     for name in objectives:
         obj = objective_registry.get(name)
         attr = fit_attribution(keep, obj.outputs(logits, targets.y), obj, dm.groups, targets.index.tolist(),
-                               logits.shape[-1], e.weighting, e.ridge, {"perturbations": len(keep)})
+                               logits.shape[-1], e.weighting, e.ridge, {"perturbations": len(keep)},
+                               targets.y if obj.per_target else None, e.other_class_scale)
         seconds = time.perf_counter() - t0  # the first also carries the emulation's time
         attr.meta = {**(attr.meta or {}), "seconds": seconds, "compute_seconds": seconds,
                      "overhead_seconds": seconds, "emulations": {}}
