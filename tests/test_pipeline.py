@@ -452,5 +452,15 @@ def test_per_target_attributions_weigh_the_targets_own_class_more(run):
     # an objective of the whole set has no target class: never scaled
     acc = dm.attribute(data.test[:20], "accuracy", name="acc")
     torch.testing.assert_close(acc.weights, acc_plain.weights)
+    # per call; the diagnosis of low-quality data asks without the balance (a mislabeled group harms other classes)
+    torch.testing.assert_close(dm.attribute(targets, "dist2", name="plain2", other_class_scale=1.0).weights,
+                               plain.weights)
+    from ddm.diagnosis import diagnose
+
+    diag = diagnose(dm, data.test[:20])
+    torch.testing.assert_close(diag.quality, dm.attribute(data.test[:20], "dist2", other_class_scale=1.0,
+                                                          name="d").scores.sum(0))
     with pytest.raises(ConfigError, match="other_class_scale"):
         cfg.with_overrides(["emulate.other_class_scale=0"])
+    with pytest.raises(ConfigError, match="other_class_scale"):
+        dm.attribute(targets, "dist2", other_class_scale=1.5)

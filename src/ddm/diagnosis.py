@@ -161,7 +161,9 @@ def diagnose(dm: Any, validation: Split, objective: str = "loss", name: str | No
         raise ConfigError("the validation split is empty")
     from ddm.pipeline import online_seconds
 
-    attr = dm.attribute(validation, OBJECTIVES[objective], name=name or f"diagnose-{objective}")
+    # no class balance: a mislabeled group's harm falls on other classes' validation samples, and the thresholds
+    # were chosen without it
+    attr = dm.attribute(validation, OBJECTIVES[objective], name=name or f"diagnose-{objective}", other_class_scale=1.0)
     return Diagnosis(attr.scores.sum(0), attr.groups, objective, seconds=online_seconds([attr]))
 
 

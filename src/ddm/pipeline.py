@@ -521,8 +521,11 @@ class DistilledDatamodel:
 
     @_restores_mode
     def attribute(self, targets: Split | Any, objective: str | Objective | Any = "dist1", hierarchical: bool = False,
-                  name: str | None = None) -> AttributionMatrix:
+                  name: str | None = None, other_class_scale: float | None = None) -> AttributionMatrix:
         """Attribution matrix of ``objective`` on ``targets`` over the groups (optionally hierarchical).
+
+        ``other_class_scale``: the class balance of per-target objectives (None: ``emulate.other_class_scale``;
+        1: none, e.g. where the harm a group does to other classes is the question, as in :mod:`ddm.diagnosis`).
 
         ``targets``: a :class:`Split`, or any inputs (tensor or numpy array, or an ``(x, y)`` pair) in the
         model's input space; without labels each input is asked about the class the model predicts
@@ -539,12 +542,15 @@ class DistilledDatamodel:
         obj = objective_registry.get(objective)
         if len(targets) == 0:
             raise ConfigError("no target samples given")
+        if other_class_scale is not None and not 0 < other_class_scale <= 1:
+            raise ConfigError(f"other_class_scale must be in (0, 1], got {other_class_scale}")
         t0 = time.perf_counter()
         self._emulations, self._emulation_fresh, self._reused = {}, 0.0, []
         if hierarchical:
-            attr = self._attribute_hierarchical(targets, obj)
+            attr = self._attribute_hierarchical(targets, obj, other_class_scale)
         else:
-            attr = self._attribute_flat(targets, obj, self.synset, self.keys["synset"], self.groups, "groups")
+            attr = self._attribute_flat(targets, obj, self.synset, self.keys["synset"], self.groups, "groups",
+                                        scale=other_class_scale)
         wall = time.perf_counter() - t0
         # seconds: the wall time of this call (small when emulations were reused); compute_seconds: its cost
         # from scratch, cached emulations counted at their recorded time; emulations: that time per emulation
@@ -574,9 +580,11 @@ class DistilledDatamodel:
                                     self.keys["synset-class"], self.class_groups, "classes")
 
     def _attribute_flat(self, targets: Split, obj: Objective, synset: Synset, synset_key: str, groups: Any,
-                        tag: str, subset: torch.Tensor | None = None) -> AttributionMatrix:
-        """Perturb every group, or only ``subset`` (the rest always kept); W has one column per perturbed group."""
+                        tag: str, subset: torch.Tensor | None = None, scale: float | None = None) -> AttributionMatrix:
+        """Perturb every group, or only ``subset`` (the rest always kept); W has one column per perturbed group.
+        ``scale``: the class balance of per-target objectives (None: ``emulate.other_class_scale``)."""
         e = self.config.emulate
+        scale = (e.other_class_scale if scale is None else scale) if obj.per_target else 1.0
         K = synset.num_groups
         perturbed = torch.arange(K) if subset is None else subset
         keep = sample_perturbations(len(perturbed), self._num_perturbations(len(perturbed), synset), e.keep_prob,
@@ -589,8 +597,8 @@ class DistilledDatamodel:
         ids = targets.index.tolist() if obj.per_target else [-1]
         return fit_attribution(keep, outputs, obj, groups, ids, synset.num_classes, e.weighting, e.ridge,
                                {"perturbations": len(keep), "keep_prob": e.keep_prob,
-                                "other_class_scale": e.other_class_scale if obj.per_target else 1.0},
-                               targets.y if obj.per_target else None, e.other_class_scale, subset)
+                                "other_class_scale": scale},
+                               targets.y if obj.per_target else None, scale, subset)
 
     def _read_out_per_checkpoint(self, synset: Synset, deleted: torch.Tensor, targets: Split, obj: Objective,
                                  groups: Groups) -> torch.Tensor | None:
@@ -614,15 +622,16 @@ class DistilledDatamodel:
         return newton_outputs(self.model, self.trajectory.final, synset, deleted, targets.x, outputs,
                               trajectory=self.trajectory, decay=self.decay(groups))
 
-    def _attribute_hierarchical(self, targets: Split, obj: Objective) -> AttributionMatrix:
-        """Sec. 3.3: class-level W first, then group-level W within each target's top classes."""
+    def _attribute_hierarchical(self, targets: Split, obj: Objective, scale: float | None = None) -> AttributionMatrix:
+        """Sec. 3.3: class-level W first (without the class balance: it picks the classes), then group-level W within
+        each target's top classes (with ``scale``'s balance, None: the config's)."""
         if self.class_synset is None or self.class_groups is None or self.groups is None:
             raise MissingArtifactError("hierarchical attribution needs the class-level synset: call "
                                        "fit_classes(train) first (or fit with hierarchical=true)")
         e = self.config.emulate
         top_c = min(e.top_classes, self.class_synset.num_groups)
         cls_attr = self._attribute_flat(targets, obj, self.class_synset, self.keys["synset-class"],
-                                        self.class_groups, "classes")
+                                        self.class_groups, "classes", scale=1.0)
         class_of_group = self.class_groups.labels
         K = self.groups.num_groups
         T = cls_attr.weights.shape[0]
@@ -637,7 +646,7 @@ class DistilledDatamodel:
             sub = self.groups.of_classes(list(classes))
             tsub = targets[rows] if obj.per_target else targets
             part = self._attribute_flat(tsub, obj, self.fitted().synset, self.keys["synset"], self.groups,
-                                        f"classes {list(classes)}", subset=sub)
+                                        f"classes {list(classes)}", subset=sub, scale=scale)
             n_perturbations += int((part.meta or {})["perturbations"])
             for j, i in enumerate(rows):
                 weights[i, sub] = part.weights[j]
