@@ -3,8 +3,9 @@
 DDM's attribution of a target is one weight per group. The groups of the target's own class and those of the other
 classes contribute to a removal's predicted loss on different scales, and LDS over random half subsets depends on
 that balance as much as on the ranking within each part: other-class LDS (the target's class kept whole) does not
-see it at all. This script splits the default's weights ``W [T, K]`` on the validation targets into their own-class
-and other-class parts and scores
+see it at all. This script splits the default's weights ``W [T, K]`` on the validation targets, as the emulation
+gives them (``other_class_scale=1``: before the class balance the default now applies, which this diagnostic
+measured), into their own-class and other-class parts and scores
 
 * the own-class part alone, the other-class part alone, and the other-class part scaled by ``--scales``;
 * the balance exact retraining implies: per target, the least-squares fit of the retrained losses over the LDS
@@ -57,13 +58,15 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     _, data, _, dm, cache = M.open_run(root, name, seed)
     v = M.ValidationTargets(dm, cache, data, seed)
     out: dict[str, Any] = v.baselines(dm, "class-balance")
-    W = dm.attribute(v.targets, "dist2", name="class-balance").weights[..., 0]  # [T, K]: a kept group's share
+    # the weights as the emulation gives them, before the default's class balance (emulate.other_class_scale)
+    W = dm.attribute(v.targets, "dist2", name="class-balance", other_class_scale=1.0).weights[..., 0]  # [T, K]
     same = M.same_class(dm.groups, v.targets.y)
     own, other = W * same, W * (1 - same)
 
     def part(m: torch.Tensor) -> Any:
         return lambda keep, sel: keep.float() @ m[sel].T
 
+    out["unbalanced (other classes x1)"] = v.score(part(W))
     out["own class only"] = v.score(part(own))
     out["other classes only"] = v.score(part(other))
     for s in args.scales:
