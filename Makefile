@@ -48,6 +48,10 @@ bench-matrix: $(STAMP)
 	  --out benchmarks/results/matrix-select-balanced
 	$(BIN)/python benchmarks/matrix.py --select --grid distill.checkpoints=1,3,5,10 --unlearn-dampings= \
 	  --root runs/matrix-b --out benchmarks/results/matrix-select-checkpoints-balanced
+	$(BIN)/python benchmarks/matrix.py --select --grid distill.keep_best=false,true --unlearn-dampings= \
+	  --root runs/matrix-b --no-variants --out benchmarks/results/matrix-select-keep-best
+	$(BIN)/python benchmarks/matrix.py --select --grid emulate.other_class_scale=1,0.7,0.5,0.4,0.3 \
+	  --unlearn-dampings= --root runs/matrix-b --no-variants --out benchmarks/results/matrix-select-other-class-scale
 	for c in digits-convnet-K100-sgd fmnist-mlp-K40-sgd; do \
 	  $(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds 3,4 --configs $$c \
 	    --grid emulate.unlearn_damping=3e-5,1e-4,3e-4,1e-3 --out benchmarks/results/unlearn-damping-select-$$c && \
@@ -75,6 +79,16 @@ bench-matrix-orders: $(STAMP)
 MLPS := fmnist-mlp-K40-sgd,fmnist-mlp-K40-adam,digits-mlp-K40-sgd,fmnist-mlp-K100-momentum
 bench-diagnostics: $(STAMP)
 	$(BIN)/python benchmarks/ceiling.py --root runs/matrix-b --out benchmarks/results/ceiling
+	# own class against the others in the emulation's weights (what the class balance corrects)
+	$(BIN)/python benchmarks/class_balance.py --root runs/matrix-b --scales 0.7,0.5,0.4,0.3,0.2 \
+	  --out benchmarks/results/class-balance-selection
+	for s in 0 1 2; do $(BIN)/python benchmarks/class_balance.py --root runs/matrix-b --configs digits-mlp-K40-sgd \
+	  --seed $$s --scales 0.7,0.5,0.4,0.3,0.2 --out benchmarks/results/class-balance-digits-mlp-seed$$s || exit 1; done
+	$(BIN)/python benchmarks/class_balance.py --root runs/matrix-b --configs digits-alexnet-K40-adam --seed 1 \
+	  --scales 0.7,0.5,0.4,0.3,0.2 --out benchmarks/results/class-balance-alexnet-seed1
+	# what keep_best changes in the synsets, without retraining
+	$(BIN)/python benchmarks/synset_change.py --root runs/matrix-b --seeds 0 --set distill.keep_best=false \
+	  --out benchmarks/results/synset-change-keep-best
 	$(BIN)/python benchmarks/schedule_effect.py --root runs/matrix-b --configs $(MATRIX_A),$(MATRIX_B),\
 	fmnist-convnet-K40-momentum-wd,digits-convnet-K100-adam-wd --out benchmarks/results/schedule-effect-all
 	$(BIN)/python benchmarks/schedule_effect.py --root runs/matrix-b --configs digits-convnet-K40-momentum-wd,\
