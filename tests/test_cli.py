@@ -30,6 +30,8 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert main(["attribute", "-w", ws, "--targets", "1,2", "--objective", "dist2", "--top-k", "2"]) == 0
     text = capsys.readouterr().out
     assert "test #1" in text and "test #2" in text and "increase of the test loss" in text
+    assert "weigh x0.5 (emulate.other_class_scale" in text  # the class balance is said, not hidden
+    assert out["attribution"]["other_class_scale"] == 0.5
 
     assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json"]) == 0
     un = json.loads(capsys.readouterr().out)

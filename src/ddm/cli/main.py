@@ -402,7 +402,7 @@ def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argpars
             "emulation": dm.emulation_method(), "backend": meta.get("backend"),
             "finetune": {"lr": dm.finetune_lr, "steps": dm.finetune_steps},
             "flagged_groups": meta.get("flagged_groups", []), "reused": meta.get("reused", []),
-            "source": source, "targets": rows}
+            "other_class_scale": meta.get("other_class_scale"), "source": source, "targets": rows}
 
 
 def _print_offline(o: dict[str, Any]) -> None:
@@ -441,6 +441,10 @@ def _print_attribution(r: dict[str, Any]) -> None:
           f"{r['perturbations'] or '?'} perturbations ({how}), {r['seconds']:.1f} s{note}")
     if r.get("flagged_groups"):
         print(f"  groups marked * failed the synset health check: {r['flagged_groups'][:20]}")
+    scale = r.get("other_class_scale")
+    if scale is not None and scale != 1.0:
+        print(f"  groups of other classes than the target's weigh x{scale:g} (emulate.other_class_scale; "
+              "README, 'Class balance')")
     print(f"score: {r['score_meaning']}")
     for row in r["targets"]:
         if "test_index" in row:
