@@ -252,9 +252,9 @@ class EmulateConfig:
                                        "scaled by s + (1 - s) x the share of the group's samples in the target's "
                                        "class (1: unscaled). Exact retraining weighs the target's own class far "
                                        "more against the others than the emulated step does; 0.5 was chosen on "
-                                       "the selection configurations (BENCHMARKS.md, 'Own class against the "
-                                       "others'). The ranking within the own class and within the others is "
-                                       "unchanged; the intercept keeps the full data's prediction",
+                                       "the selection configurations (BENCHMARKS.md, 'the class balance and "
+                                       "each group's best step'). The ranking within the own class and within "
+                                       "the others is unchanged; the intercept keeps the full data's prediction",
                                   since="0.10", implicit=1.0)
     chunk_size: int = _f(64, "perturbations fine-tuned at once under vmap (bounds memory)")
     backend: str = _f("auto", "fine-tuning emulations: vmap (batched; the fast path on GPUs), loop (one model at a "
