@@ -280,9 +280,7 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
         score(tag, lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
     scale = cfg.emulate.other_class_scale
     if len(values) == 1 and scale != 1.0:  # the same default without the class balance (the default before it)
-        dm.config = cfg.with_overrides(["emulate.other_class_scale=1"])
-        attr = dm.attribute(targets, "dist2", name="matrix-unbalanced")
-        dm.config = cfg
+        attr = dm.attribute(targets, "dist2", name="matrix-unbalanced", other_class_scale=1.0)
         score("DDM, other classes x1", lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
     if not args.select:
         out["nearest_image_cosine"] = {"DDM": synset_similarity(dm.synset, data.train.x)}

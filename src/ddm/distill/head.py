@@ -429,6 +429,15 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
             "losses": torch.full((len(own),), float("inf"), device=dev)}
     if keep_best and ckpt is not None and ckpt.exists() and "best/losses" in state:
         best = {k: state[f"best/{k}"].to(dev) for k in best}
+
+    def remember(errors: torch.Tensor) -> None:
+        """Keep the current images and weights of the groups whose ``errors`` (this process's) beat their best."""
+        with torch.no_grad():
+            better = errors < best["losses"]  # False for NaN: a NaN error never wins
+            best["losses"] = torch.where(better, errors, best["losses"])
+            best["images"][better] = images.detach()[better]
+            best["log_weights"][better] = log_w.detach()[better]
+
     pbar = bar(cfg.iterations, "distill (head)", initial=start)
     if len(losses) >= len(sites) and max(losses[-len(sites):]) < cfg.tolerance:
         start = cfg.iterations  # a resumed run that had already converged
@@ -441,12 +450,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         per_group = ((whiten_at(g) - target_at) ** 2).sum(1) / norm2_at
         loss = per_group.sum()
         if keep_best:
-            with torch.no_grad():
-                mine = per_group[own.to(per_group.device)] if world > 1 else per_group
-                better = mine < best["losses"]
-                best["losses"] = torch.where(better, mine, best["losses"])
-                best["images"][better] = images.detach()[better]
-                best["log_weights"][better] = log_w.detach()[better]
+            remember(per_group.detach()[own.to(per_group.device)] if world > 1 else per_group.detach())
         matching_step(opt, loss, it, K, losses, pbar, "head distillation", "Lower distill.lr_img or distill.lr_label")
         recent = losses[-len(sites):]  # one loss per matching site
         if len(recent) == len(sites) and max(recent) < cfg.tolerance:  # matched: more steps would not change it
@@ -466,11 +470,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
             h = head.features(images.reshape(len(own) * ipc, *images.shape[2:]), at)
             g = summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), len(own), task)
             own_rows = own.to(target_at.device)
-            mine = ((whiten_at(g) - target_at[own_rows]) ** 2).sum(1) / norm2_at[own_rows]
-            better = ~(mine >= best["losses"])  # NaN never wins
-            best["losses"] = torch.where(better, mine, best["losses"])
-            best["images"][better] = images.detach()[better]
-            best["log_weights"][better] = log_w.detach()[better]
+            remember(((whiten_at(g) - target_at[own_rows]) ** 2).sum(1) / norm2_at[own_rows])
             images.copy_(best["images"])
             log_w.copy_(best["log_weights"])
         log.info("head distillation kept each group's best step (mean relative error %.2g)",
