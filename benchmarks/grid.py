@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import ddm
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
@@ -39,15 +37,11 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     for value in values.split(","):
         sets = [*args.set, f"{key}={value}"]
         tag = ", ".join(sets)
-        run_cfg = cfg.with_overrides(sets)
-        sub = folder / ("grid-" + "-".join(s.replace("=", "-").replace(".", "_") for s in sets))
-        dml = ddm.DistilledDatamodel(sub, run_cfg, overwrite=True).fit(ddm.models.build(run_cfg.model, data),
-                                                                         data.train)
+        dml = M.fit_variant(folder, cfg, data, sets)
         attr = dml.attribute(v.targets, "dist2", name="grid")
-        health = dml.ws.require("synset").get("health", {})
-        out[tag] = (*v.score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0]),
-                    health.get("cosine_mean", float("nan")), health.get("positive_fraction", float("nan")),
-                    len(health.get("flagged", [])))
+        h = M.health_summary(dml)
+        out[tag] = (*v.score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0]), h["cosine_mean"], h["positive"],
+                    h["flagged"])
         print(name, seed, tag, out[tag], flush=True)
     return out
 

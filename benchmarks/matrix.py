@@ -328,13 +328,31 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
     return out
 
 
+def fitted(folder: Path, cfg: RunConfig, data: Any) -> ddm.DistilledDatamodel:
+    """The workspace ``folder`` fitted with ``cfg`` (stages stored with another config are recomputed)."""
+    return ddm.DistilledDatamodel(folder, cfg, overwrite=True).fit(ddm.models.build(cfg.model, data), data.train)
+
+
+def fit_variant(folder: Path, cfg: RunConfig, data: Any, sets: list[str]) -> ddm.DistilledDatamodel:
+    """A run's default with the settings ``sets`` (``KEY=VALUE``), in its own workspace beside the default's
+    (``grid-<sets>``), for the diagnostic scripts that compare a setting with the default."""
+    return fitted(folder / ("grid-" + "-".join(s.replace("=", "-").replace(".", "_") for s in sets)),
+                  cfg.with_overrides(sets), data)
+
+
+def health_summary(dm: ddm.DistilledDatamodel) -> dict[str, Any]:
+    """The synset health of a fitted workspace: step cosine mean, fraction positive, number of flagged groups."""
+    h = dm.ws.require("synset").get("health", {})
+    return {"cosine_mean": h.get("cosine_mean", float("nan")), "positive": h.get("positive_fraction", float("nan")),
+            "flagged": len(h.get("flagged", []))}
+
+
 def open_run(root: Path, name: str, seed: int) -> tuple[RunConfig, Any, Path, ddm.DistilledDatamodel, RetrainCache]:
     """A configuration's seed as the matrix ran it: its config, data, folder, fitted workspace (stages reused) and
     retrain cache (logits on the test split), for the scripts that measure more on the same runs."""
     cfg, data = make_config(CONFIGS[name][0], seed, [])
     folder = root / name / f"seed{seed}"
-    dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
-                                                                         data.train)
+    dm = fitted(folder / "ddm", cfg, data)
     cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
                          data.test.x)
     return cfg, data, folder, dm, cache

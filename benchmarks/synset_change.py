@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-import ddm
 from ddm import progress
 from ddm.emulate.newton import removal_displacements
 
@@ -29,27 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
 
-def fitted(folder: Path, cfg: Any, data: Any) -> ddm.DistilledDatamodel:
-    return ddm.DistilledDatamodel(folder, cfg, overwrite=True).fit(ddm.models.build(cfg.model, data), data.train)
-
-
-def health(dm: ddm.DistilledDatamodel) -> dict[str, Any]:
-    h = dm.ws.require("synset").get("health", {})
-    return {"cosine_mean": h.get("cosine_mean"), "positive": h.get("positive_fraction"),
-            "flagged": len(h.get("flagged", []))}
-
-
 def run(name: str, seed: int, root: Path, sets: list[str]) -> dict[str, Any]:
     cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
     folder = root / name / f"seed{seed}"
-    base = fitted(folder / "ddm", cfg, data)
-    tag = "-".join(s.replace("=", "-").replace(".", "_") for s in sets)
-    other = fitted(folder / f"grid-{tag}", cfg.with_overrides(sets), data)
+    base = M.fitted(folder / "ddm", cfg, data)
+    other = M.fit_variant(folder, cfg, data, sets)
     final = base.trajectory.final
     u0 = removal_displacements(base.model, final, base.synset).double()
     u1 = removal_displacements(other.model, final, other.synset).double()
     rel = (u1 - u0).norm(dim=1) / u0.norm(dim=1).clamp(min=1e-30)
-    out = {"config": name, "seed": seed, "default": health(base), "set": health(other),
+    out = {"config": name, "seed": seed, "default": M.health_summary(base), "set": M.health_summary(other),
            "change median": float(rel.median()), "change max": float(rel.max()),
            "groups changed > 1%": int((rel > 0.01).sum()), "K": int(len(rel))}
     print(out, flush=True)
