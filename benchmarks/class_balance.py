@@ -45,11 +45,7 @@ def implied_coefficients(own: torch.Tensor, other: torch.Tensor, actual: torch.T
     """Medians over targets of ``b_own``, ``b_other`` and ``b_other / b_own`` in the per-target least-squares fit
     ``actual ~ a + b_own own + b_other other`` (``[S, T]`` each; 1 and 1: DDM's predictions are retraining's, in
     scale too); the ratio leaves out targets whose own-class coefficient is not positive."""
-    coefs = []
-    for t in range(actual.shape[1]):
-        X = torch.stack([torch.ones_like(own[:, t]), own[:, t], other[:, t]], 1).double()
-        coefs.append(torch.linalg.lstsq(X, actual[:, t].double()[:, None]).solution.flatten()[1:])
-    c = torch.stack(coefs)
+    c = M.implied_slopes(actual, own, other)
     ratio = [float(b / a) for a, b in c if a > 0]
     return (float(c[:, 0].median()), float(c[:, 1].median()), float(np.median(ratio)) if ratio else float("nan"))
 

@@ -166,6 +166,17 @@ class ValidationTargets:
                 "same class (trivial)": self.score(lambda k, sel: predicted_loss(same[sel], k))}
 
 
+def implied_slopes(actual: torch.Tensor, *predictions: torch.Tensor) -> torch.Tensor:
+    """``[T, P]``: per target, the least-squares slopes of the retrained losses ``actual [S, T]`` on the predictions
+    ``[S, T]`` each (an intercept fitted beside): 1 where a prediction is on retraining's scale, above 1 where it
+    predicts too little."""
+    out = []
+    for t in range(actual.shape[1]):
+        X = torch.stack([torch.ones_like(actual[:, t]), *(p[:, t] for p in predictions)], 1).double()
+        out.append(torch.linalg.lstsq(X, actual[:, t].double()[:, None]).solution.flatten()[1:])
+    return torch.stack(out)
+
+
 def lds_subsets(groups: Any, labels: torch.Tensor, seed: int, subsets: int = 40,
                 other: int = 10) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """The kept-group masks of a seed: ``subsets`` random half subsets (LDS), and for each class among ``labels``
@@ -514,8 +525,8 @@ def write_report(out: str | Path, lines: list[str], results: Any) -> None:
     """``out``.md from the markdown ``lines`` and ``out``.json from ``results``, and the markdown on stdout."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=1))
     print("\n".join(lines))
 
 

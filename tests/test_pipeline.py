@@ -279,6 +279,34 @@ def test_a_step_that_collapses_a_kept_class_is_redone_with_more_damping(run, cap
         cfg.with_overrides(["emulate.unlearn_class_drop=0"])
 
 
+def test_a_class_lost_by_the_rewind_is_reported_as_such_and_not_damped_again(run, caplog):
+    cfg, data, ws, dm = run
+    removed = torch.stack([torch.nonzero(dm.groups.labels == c).flatten()[0] for c in (1, 2)]).tolist()
+    traj = dm.trajectory
+    saved = list(traj.params)
+    # every checkpoint before theta_tau never predicts class 0: the rewound start point has lost it, the step has not
+    for i in range(1, len(traj) - 1):
+        bias = traj.params[i]["classifier.bias"].clone()
+        bias[0] = -1e4
+        traj.params[i] = {**traj.params[i], "classifier.bias": bias}
+    try:
+        dm.config = cfg.with_overrides(["emulate.unlearn_damping=100", "emulate.unlearn_backoff=4"])
+        caplog.clear()
+        dm.unlearn(removed, name="rewound")
+        check = dm.last_unlearning_check
+        lost = sorted(c["class"] for c in check["collapsed_classes"])  # the tiny run's own epoch 3.4 may lose more
+        assert 0 in lost and check["collapsed_by_rewind"] == lost
+        assert check["damping_raised"] == []  # no damping brings back what the start point lacks
+        assert "not the step" in caplog.text and "emulate.unlearn_rewind=0" in caplog.text
+        assert "overshoots" not in caplog.text
+        dm.config = cfg.with_overrides(["emulate.unlearn_damping=100", "emulate.unlearn_rewind=0"])
+        dm.unlearn(removed, name="at-tau")
+        assert not dm.last_unlearning_check["collapsed_classes"]  # theta_tau plus a damped step keeps every class
+    finally:
+        traj.params[:] = saved
+        dm.config = cfg
+
+
 def test_unlearning_moves_back_along_the_trajectory_by_the_data_removed(run):
     cfg, data, ws, dm = run
     traj = dm.trajectory

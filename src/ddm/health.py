@@ -170,7 +170,8 @@ def check_logits(logits: torch.Tensor, params: dict[str, torch.Tensor], model: n
 
 
 def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, removed: torch.Tensor,
-                     max_drop: float = 0.1, hint: str = "a larger emulate.unlearn_damping (e.g. 1e-2) moves it less",
+                     max_drop: float = 0.1,
+                     hint: str = "the step overshoots; a larger emulate.unlearn_damping (e.g. 1e-2) moves it less",
                      max_class_drop: float = 0.2, warn: bool = True) -> dict[str, Any]:
     """Accuracy of the model before and after unlearning on the kept and on the removed groups' synthetic
     images (each image's class as label): a proxy for "is the unlearned model still usable". A drop on the
@@ -203,10 +204,10 @@ def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, remove
     out["damaged"] = bool(drop > max_drop) or bool(collapsed)
     if drop > max_drop and warn:
         log.warning("unlearning cost %.0f points of accuracy on the kept groups' synthetic images (%.1f%% -> %.1f%%): "
-                    "the unlearned model may be damaged; %s",
+                    "the unlearned model may be damaged: %s",
                     100 * drop, 100 * out["kept_accuracy_before"], 100 * out["kept_accuracy_after"], hint)
     for c in collapsed if warn else []:
         log.warning("unlearning took class %d's kept synthetic images (%d) from %.0f%% to %.0f%% accuracy although "
-                    "the class keeps training data: the step overshoots on it, and the unlearned model may be "
-                    "damaged; %s", c["class"], c["kept_images"], 100 * c["before"], 100 * c["after"], hint)
+                    "the class keeps training data, and the unlearned model may be damaged: %s",
+                    c["class"], c["kept_images"], 100 * c["before"], 100 * c["after"], hint)
     return out

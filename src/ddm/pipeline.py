@@ -688,9 +688,9 @@ class DistilledDatamodel:
             damping = frac * top + self.weight_decay
         removed_classes, kept_classes = grp.classes_left(idx)
         gone = sorted(removed_classes - kept_classes)
-        hint = ("a larger emulate.unlearn_damping moves it less (ddm unlearn --set emulate.unlearn_damping=1e-2)"
-                if method == "newton" else
-                "a smaller emulate.finetune_scale moves it less")
+        hint = ("the step overshoots; a larger emulate.unlearn_damping moves it less "
+                "(ddm unlearn --set emulate.unlearn_damping=1e-2)" if method == "newton" else
+                "the step overshoots; a smaller emulate.finetune_scale moves it less")
         backoffs = self.config.emulate.unlearn_backoff if method == "newton" and damping is not None else 0
         raised: list[float] = []
         for attempt in range(backoffs + 1):
@@ -709,9 +709,21 @@ class DistilledDatamodel:
             if gone:
                 _forget_classes(model, gone)
             last = attempt == backoffs
-            check = health.unlearning_check(self.model, model, syn, idx, hint=hint, warn=last,
+            check = health.unlearning_check(self.model, model, syn, idx, warn=False,
                                             max_class_drop=self.config.emulate.unlearn_class_drop)
-            if not check["collapsed_classes"] or last:
+            collapsed = {c["class"] for c in check["collapsed_classes"]}
+            if collapsed and collapsed <= self._collapsed_by_rewind(syn, idx):
+                # the checkpoint the step starts from already lost these classes: no damping brings them back
+                rw = self.last_rewind or {}
+                hint = (f"not the step: the recorded checkpoint it starts from (epoch {rw.get('epoch', 0):.3g} of "
+                        f"{rw.get('of_epochs', 0):.3g}, emulate.unlearn_rewind) already has that accuracy, "
+                        "a fluctuation of training between checkpoints that retraining with fewer steps can land on "
+                        "as well; emulate.unlearn_rewind=0 steps from theta_tau instead")
+                check["collapsed_by_rewind"] = sorted(collapsed)
+                last = True
+            if not collapsed or last:
+                health.unlearning_check(self.model, model, syn, idx, hint=hint,  # the warnings, if any
+                                        max_class_drop=self.config.emulate.unlearn_class_drop)
                 break
             # a class that keeps data collapsed, which retraining does not do: a Levenberg-Marquardt step back
             frac *= 10
@@ -719,8 +731,7 @@ class DistilledDatamodel:
             raised.append(frac)
             log.info("unlearning cost class(es) %s, which keep training data, more than %.0f%% of their kept "
                      "synthetic images' accuracy: the step is redone with unlearn_damping %.3g",
-                     [c["class"] for c in check["collapsed_classes"]],
-                     100 * self.config.emulate.unlearn_class_drop, frac)
+                     sorted(collapsed), 100 * self.config.emulate.unlearn_class_drop, frac)
         check["damping_raised"] = raised
         self.last_unlearning_check = check
         state = {k: v for k, v in model.state_dict().items()}
@@ -735,6 +746,17 @@ class DistilledDatamodel:
         self.last_classes_without_data = gone
         return model
 
+
+    def _collapsed_by_rewind(self, syn: Synset, idx: torch.Tensor) -> set[int]:
+        """The classes the unlearning check finds collapsed in the rewound checkpoint alone (no step on it)."""
+        if self.last_rewind is None or self.model is None or self.trajectory is None:
+            return set()
+        base = self.trajectory.at_epoch(self.last_rewind["epoch"])
+        if base is None:
+            return set()
+        check = health.unlearning_check(self.model, model_registry.with_params(self.model, base), syn, idx, warn=False,
+                                        max_class_drop=self.config.emulate.unlearn_class_drop)
+        return {c["class"] for c in check["collapsed_classes"]}
 
     def _rewind(self, model: nn.Module, grp: Groups, idx: torch.Tensor, method: str) -> dict[str, Any] | None:
         """Move the unlearned model back along the recorded trajectory by the steps its retraining would not take
