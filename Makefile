@@ -86,6 +86,10 @@ bench-diagnostics: $(STAMP)
 	  --seed $$s --scales 0.7,0.5,0.4,0.3,0.2 --out benchmarks/results/class-balance-digits-mlp-seed$$s || exit 1; done
 	$(BIN)/python benchmarks/class_balance.py --root runs/matrix-b --configs digits-alexnet-K40-adam --seed 1 \
 	  --scales 0.7,0.5,0.4,0.3,0.2 --out benchmarks/results/class-balance-alexnet-seed1
+	# on what scale the schedule effect would have to be added to DDM
+	$(BIN)/python benchmarks/count_effect.py --root runs/matrix-b --out benchmarks/results/count-effect-selection
+	for s in 0 1 2; do $(BIN)/python benchmarks/count_effect.py --root runs/matrix-b --seed $$s \
+	  --configs digits-convnet-K40-momentum-wd --out benchmarks/results/count-effect-momentum-wd-seed$$s || exit 1; done
 	# what keep_best changes in the synsets, without retraining
 	$(BIN)/python benchmarks/synset_change.py --root runs/matrix-b --seeds 0 --set distill.keep_best=false \
 	  --out benchmarks/results/synset-change-keep-best

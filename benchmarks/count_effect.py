@@ -1,10 +1,13 @@
-"""Is part of retraining's loss change a data-count effect that DDM does not see? (a diagnostic)
+"""On what scale would the schedule effect have to be added to DDM? (a diagnostic)
 
 Exact retraining without a fraction f of the training samples keeps the number of epochs, so it takes f fewer
-optimizer steps. If the model is still improving at the end of training, that alone raises every target's loss,
-by about as much as moving the recorded trajectory back from epoch tau to tau (1 - f) does (the rule
-``emulate.unlearn_rewind`` already applies to unlearning). DDM's emulation is a step at theta_tau and sees nothing of
-it; neither does an influence function. This script scores, on the validation targets of a run:
+optimizer steps. ``schedule_effect.py`` found that this decides the sign of other-class LDS on the weight-decayed
+momentum ConvNet, and that adding it to DDM (the trajectory moved back by the steps a retrain skips) fixes that
+configuration and costs others, with no detector of the regime in sight. This script asks whether the missing
+piece is a detector or DDM's scale: DDM's predicted loss changes are far smaller than retraining's, so anything
+added on retraining's own scale drowns them. It scores, on the validation targets of a run (loss space: each
+subset's rewound loss is the target's loss at epoch tau (1 - f), the rule ``emulate.unlearn_rewind`` applies to
+unlearning):
 
 * ``count effect only``: each subset's predicted loss is the target's loss at the rewound checkpoint (a function of
   the removed fraction alone, the same for every subset of that size);
@@ -83,7 +86,7 @@ def run(name: str, seed: int, root: Path, args: Namespace) -> dict[str, Any]:
     def count(keep: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
         rows = []
         for k in keep:
-            epoch = round(last * float(1 - sizes[k].sum() / sizes.sum()), 4)
+            epoch = round(last * float(sizes[k].sum() / sizes.sum()), 4)  # tau (1 - f), f the removed fraction
             if epoch not in rewound:
                 p = tr.at_epoch(epoch)
                 rewound[epoch] = torch.zeros_like(final) if p is None else loss_at(p) - final
@@ -112,7 +115,7 @@ def run(name: str, seed: int, root: Path, args: Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/count-effect",
+    args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/count-effect-selection",
                                             "digits-convnet-K100-sgd,fmnist-mlp-K40-sgd")
     rows = list(next(iter(results.values())))
     lines = ["# The data-count effect: retraining with fewer samples takes fewer steps (diagnostic)", "",
