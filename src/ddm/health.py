@@ -202,12 +202,19 @@ def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, remove
             collapsed.append({"class": int(c), "kept_images": int(kept_c.sum()), "before": a, "after": b})
     out["collapsed_classes"] = collapsed
     out["damaged"] = bool(drop > max_drop) or bool(collapsed)
-    if drop > max_drop and warn:
+    if warn:
+        warn_unlearning(out, hint, max_drop)
+    return out
+
+
+def warn_unlearning(check: dict[str, Any], hint: str, max_drop: float = 0.1) -> None:
+    """Log the warnings of an :func:`unlearning_check` result (``hint``: what caused it and what to do)."""
+    drop = check["kept_accuracy_before"] - check["kept_accuracy_after"]
+    if drop > max_drop:
         log.warning("unlearning cost %.0f points of accuracy on the kept groups' synthetic images (%.1f%% -> %.1f%%): "
                     "the unlearned model may be damaged: %s",
-                    100 * drop, 100 * out["kept_accuracy_before"], 100 * out["kept_accuracy_after"], hint)
-    for c in collapsed if warn else []:
+                    100 * drop, 100 * check["kept_accuracy_before"], 100 * check["kept_accuracy_after"], hint)
+    for c in check["collapsed_classes"]:
         log.warning("unlearning took class %d's kept synthetic images (%d) from %.0f%% to %.0f%% accuracy although "
                     "the class keeps training data, and the unlearned model may be damaged: %s",
                     c["class"], c["kept_images"], 100 * c["before"], 100 * c["after"], hint)
-    return out

@@ -693,6 +693,7 @@ class DistilledDatamodel:
                 "the step overshoots; a smaller emulate.finetune_scale moves it less")
         backoffs = self.config.emulate.unlearn_backoff if method == "newton" and damping is not None else 0
         raised: list[float] = []
+        by_rewind: set[int] | None = None  # the classes the rewound checkpoint alone has lost (the same every attempt)
         for attempt in range(backoffs + 1):
             model = unlearn_groups(self.model, self.trajectory.final, syn, idx,  # type: ignore[union-attr]
                                    self.finetune_lr, self.finetune_steps, self.config.emulate.group_reduction,
@@ -712,7 +713,9 @@ class DistilledDatamodel:
             check = health.unlearning_check(self.model, model, syn, idx, warn=False,
                                             max_class_drop=self.config.emulate.unlearn_class_drop)
             collapsed = {c["class"] for c in check["collapsed_classes"]}
-            if collapsed and collapsed <= self._collapsed_by_rewind(syn, idx):
+            if collapsed and by_rewind is None:
+                by_rewind = self._collapsed_by_rewind(syn, idx)
+            if collapsed and collapsed <= (by_rewind or set()):
                 # the checkpoint the step starts from already lost these classes: no damping brings them back
                 rw = self.last_rewind or {}
                 hint = (f"not the step: the recorded checkpoint it starts from (epoch {rw.get('epoch', 0):.3g} of "
@@ -722,8 +725,7 @@ class DistilledDatamodel:
                 check["collapsed_by_rewind"] = sorted(collapsed)
                 last = True
             if not collapsed or last:
-                health.unlearning_check(self.model, model, syn, idx, hint=hint,  # the warnings, if any
-                                        max_class_drop=self.config.emulate.unlearn_class_drop)
+                health.warn_unlearning(check, hint)
                 break
             # a class that keeps data collapsed, which retraining does not do: a Levenberg-Marquardt step back
             frac *= 10
@@ -745,7 +747,6 @@ class DistilledDatamodel:
                                             "rewind": self.last_rewind})
         self.last_classes_without_data = gone
         return model
-
 
     def _collapsed_by_rewind(self, syn: Synset, idx: torch.Tensor) -> set[int]:
         """The classes the unlearning check finds collapsed in the rewound checkpoint alone (no step on it)."""
