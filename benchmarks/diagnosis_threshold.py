@@ -23,6 +23,7 @@ import numpy as np
 import ddm
 from ddm import progress
 from ddm.diagnosis import diagnose, flip_labels
+from ddm.workspace import atomic_write_text
 
 DATASETS: dict[str, list[str]] = {
     "digits-convnet": [],
@@ -122,9 +123,9 @@ def main() -> None:
         chosen[objective], sel = choose(results, objective)
         lines += section(objective, chosen[objective], sel, report, args.select_seed, args.seeds)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out + ".md").write_text("\n".join(lines))
-    Path(args.out + ".json").write_text(json.dumps({"chosen": chosen, "selection": results, "report": report},
-                                                   indent=1))
+    atomic_write_text(Path(args.out + ".md"), "\n".join(lines))
+    atomic_write_text(Path(args.out + ".json"), json.dumps({"chosen": chosen, "selection": results, "report": report},
+                                                           indent=1))
     print("\n".join(lines))
 
 

@@ -12,7 +12,6 @@ on seed 0.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -95,9 +94,7 @@ def main() -> None:
         for tag, v in r["settings"].items():
             lines.append(f"| {r['config']} | {r['seed']} | {tag} | {v['steps']} | {v['distill_T']:.1f} | "
                          f"{v['lds']:+.3f} | {v['other_class_lds']:+.3f} | {v['cosine_min']:.3f} |")
-    Path(args.out + ".md").write_text("\n".join(lines) + "\n")
-    Path(args.out + ".json").write_text(json.dumps(results, indent=1))
-    print("\n".join(lines))
+    M.write_report(args.out, lines, results)
 
 
 if __name__ == "__main__":

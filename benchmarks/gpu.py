@@ -34,6 +34,7 @@ from ddm.evaluation.metrics import lds
 from ddm.evaluation.retrain import RetrainCache
 from ddm.exceptions import DDMError
 from ddm.train.loop import accuracy
+from ddm.workspace import atomic_write_text
 
 #: (full, smoke) sizes
 SIZES = {
@@ -170,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(r), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    out.with_suffix(".md").write_text(markdown(results, args))
+    atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=1))
+    atomic_write_text(out.with_suffix(".md"), markdown(results, args))
     return 0
 
 

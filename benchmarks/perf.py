@@ -231,11 +231,13 @@ def main() -> None:
     results = [] if args.growth_only else [profile(root / n.split()[0], n, s, repeats) for n, s in configs.items()]
     base = next(iter(configs.values())) if args.quick else FMNIST
     grow = [growth(root / f"growth-{k}", base, k, v) for k, v in grows]
+    from ddm.workspace import atomic_write_text
+
     text = markdown(results, grow, sys.argv[1:])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(json.dumps({"stages": results, "growth": grow}, indent=1))
+    atomic_write_text(out.with_suffix(".md"), text)
+    atomic_write_text(out.with_suffix(".json"), json.dumps({"stages": results, "growth": grow}, indent=1))
     print(text)
 
 

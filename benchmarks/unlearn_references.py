@@ -2,10 +2,12 @@
 
 On matrix.py's unlearning draws (3 draws of 4 random groups and 2 whole classes; seed 0 unless ``--seeds``), for
 DDM (``ddm unlearn``: synsets only), fine-tune on the rest and NegGrad+ (``ddm.baselines.unlearners``: the kept
-and removed training data, the training optimizer, one epoch over the kept data) and the trained model itself
-(no unlearning): test accuracy, accuracy on the removed training samples, agreement of the test predictions with
-the exact retrain's, and seconds. Exact retraining's accuracy on the removed samples comes from a second retrain
-cache that records logits on the training set (``retrain-train``; same seed, so the same models).
+and removed training data, the training optimizer, one epoch over the kept data), the last layer retrained on the
+kept data with the rest of theta_tau frozen (the bound of a last-layer unlearner such as DDM's; the whole training
+schedule, on features) and the trained model itself (no unlearning): test accuracy, accuracy on the removed
+training samples, agreement of the test predictions with the exact retrain's, and seconds. Exact retraining's
+accuracy on the removed samples comes from a second retrain cache that records logits on the training set
+(``retrain-train``; same seed, so the same models).
 
     python benchmarks/unlearn_references.py --select --out benchmarks/results/unlearn-references-select
     python benchmarks/unlearn_references.py --root runs/matrix-b --out benchmarks/results/unlearn-references
@@ -24,7 +26,7 @@ import torch
 
 import ddm
 from ddm import progress
-from ddm.baselines.unlearners import finetune_rest, neggrad_plus
+from ddm.baselines.unlearners import finetune_rest, neggrad_plus, retrain_head
 from ddm.evaluation.retrain import RetrainCache
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -55,7 +57,10 @@ def run(name: str, seed: int, root: Path, alphas: list[float], epochs: float,
             "no unlearning": lambda: dm.model,
             "DDM": lambda rem=rem: dm.unlearn(rem, name="references"),
             "fine-tune on the rest": lambda keep=~gone: finetune_rest(dm.model, dm.trajectory.final, data.train,
-                                                                      keep, cfg.train, epochs)}
+                                                                      keep, cfg.train, epochs),
+            "last layer retrained on the rest": lambda keep=~gone: retrain_head(dm.model, dm.trajectory.final,
+                                                                                data.train, keep, cfg.train,
+                                                                                head_init=dm.trajectory[0])}
         for ov in ddm_grid or []:  # DDM variants: each setting's unlearning, in the same workspace
             key, value = ov.split("=", 1)
             makers[f"DDM {key.split('.')[-1]}={value}"] = lambda rem=rem, ov=ov: _unlearn_with(dm, cfg, ov, rem)

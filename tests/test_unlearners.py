@@ -1,12 +1,14 @@
-"""Reference unlearners (fine-tune on the rest, NegGrad+): what they do to the removed and the kept data."""
+"""Reference unlearners (fine-tune on the rest, NegGrad+, the last layer retrained): what they do to the removed
+and the kept data."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ddm.baselines.unlearners import finetune_rest, neggrad_plus
+from ddm.baselines.unlearners import finetune_rest, neggrad_plus, retrain_head
 from ddm.config import TrainConfig
+from ddm.distill.head import Head
 from ddm.exceptions import ConfigError
 from ddm.train.loop import accuracy
 
@@ -38,6 +40,18 @@ def test_neggrad_plus_pushes_the_removed_data_further_than_fine_tuning(digits, t
     # alpha 1 is fine-tuning on the rest, step for step
     same = neggrad_plus(model, traj.final, digits.train, keep, CFG, epochs=1, alpha=1.0)
     assert all(torch.equal(a, b) for a, b in zip(same.parameters(), ft.parameters(), strict=True))
+
+
+def test_the_last_layer_retrained_without_a_class_never_predicts_it_and_nothing_else_moves(digits, trained):
+    model, traj = trained
+    keep = digits.train.y != 3
+    kept = digits.train[torch.nonzero(keep).flatten()]
+    net = retrain_head(model, traj.final, digits.train, keep, CFG, head_init=traj[0])
+    with torch.no_grad():
+        assert (net(digits.test.x).argmax(1) == 3).float().mean() < 0.02  # retraining never pushes class 3 up
+    assert accuracy(net, kept) >= accuracy(model, kept) - 0.05  # theta_tau's features serve the other classes
+    moved = {k for k, p in net.named_parameters() if not torch.equal(p, traj.final[k])}
+    assert moved == set(Head.of(model).param_names)  # the last layer only
 
 
 def test_a_fractional_budget_takes_that_share_of_an_epoch(digits, trained):

@@ -4,7 +4,10 @@ weight decay, batch size) for a budget of ``epochs`` passes over the kept data.
 
 * ``finetune_rest`` ("fine-tune on the rest"): keep training on the kept data only;
 * ``neggrad_plus`` (NegGrad+): each step descends ``alpha`` x the kept batch's loss and ascends ``1 - alpha`` x a
-  batch of the removed data's loss.
+  batch of the removed data's loss;
+* ``retrain_head`` (a bound, not an unlearner one would ship): the last layer retrained from its initial value on the
+  kept data's features under the trained network, the rest frozen, for the whole training schedule. What a method
+  that changes only the trained model's last layer (as DDM's unlearning does) can reach when it does that exactly.
 
 A budget of one epoch costs about 1 / ``train.epochs`` of an exact retrain.
 """
@@ -51,6 +54,41 @@ def finetune_rest(model: nn.Module, params: dict[str, torch.Tensor], train: Spli
     """A copy of ``model`` at ``params`` trained on ``train[keep]`` for ``epochs`` (fractions allowed) with the
     optimizer ``cfg`` names, its state fresh."""
     return neggrad_plus(model, params, train, keep, cfg, epochs, alpha=1.0)
+
+
+def retrain_head(model: nn.Module, params: dict[str, torch.Tensor], train: Split, keep: torch.Tensor,
+                 cfg: TrainConfig, head_init: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """A copy of ``model`` at ``params`` whose last ``nn.Linear`` layer is retrained on ``train[keep]`` with every
+    other layer frozen at ``params``: from ``head_init``'s last layer (theta_0's for a retrain; default ``params``'),
+    ``cfg.epochs`` passes in ``cfg``'s batches with its optimizer, on features computed once."""
+    from ddm.distill.head import Head
+
+    keep = _check(keep, len(train))
+    head = Head.of(model)
+    w_name, b_name = head.param_names
+    start = params if head_init is None else head_init
+    with torch.no_grad():
+        h = head.features(train.x[keep], params)[:, :-1]
+    y = train.y[keep].to(h.device)
+    lin = nn.Linear(h.shape[1], start[w_name].shape[0]).to(h.device)
+    with torch.no_grad():
+        lin.weight.copy_(start[w_name].reshape(lin.weight.shape))
+        lin.bias.copy_(start[b_name])
+    opt = make_optimizer(lin, cfg)
+    for epoch in range(cfg.epochs):
+        for idx in _batches(len(h), cfg, epoch):
+            loss = F.cross_entropy(lin(h[idx.to(h.device)]), y[idx.to(h.device)])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    if not all(torch.isfinite(p).all() for p in lin.parameters()):
+        raise NumericalError("the last-layer retrain diverged (non-finite weights): a smaller train.lr")
+    out = {k: v.detach().clone() for k, v in params.items()}
+    out[w_name] = lin.weight.detach().reshape(out[w_name].shape).to(out[w_name])
+    out[b_name] = lin.bias.detach().to(out[b_name])
+    net = with_params(model, out)
+    net.eval()
+    return net
 
 
 def neggrad_plus(model: nn.Module, params: dict[str, torch.Tensor], train: Split, keep: torch.Tensor,
