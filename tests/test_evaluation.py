@@ -16,6 +16,7 @@ from ddm.evaluation import RetrainCache, dist_metrics, lds, rank_agreement, spea
 from ddm.evaluation.metrics import other_class_subsets
 from ddm.evaluation.protocol import split_targets
 from ddm.exceptions import ConfigError
+from ddm.pipeline import DistilledDatamodel
 
 
 def test_dist_metrics_by_hand():
@@ -53,6 +54,7 @@ def test_other_class_subsets_keep_the_class_whole():
     mixed = Groups(assignment=torch.arange(6), labels=labels,
                    class_counts=torch.tensor([[1, 1, 0]] + [[0, 1, 0]] * 5))
     assert other_class_subsets(mixed, [0, 1], 10, 5) == {}  # no subset keeps one class whole
+    assert other_class_subsets(groups, [0, 1], 0, 5) == {}  # `--other-class-subsets 0` skips it
 
 
 def test_reported_and_validation_targets_are_disjoint_and_fixed():
@@ -170,6 +172,35 @@ def test_evaluate_command_on_the_tiny_preset(tmp_path, capsys):
     assert again["per_seed"]["1"]["test_accuracy"] == 0.123456  # read back, not recomputed
     assert "does not reproduce the target" in (ws / "evaluation.md").read_text()
     assert again["per_seed"]["0"] == out["per_seed"]["0"]
+
+
+def test_a_comparison_variant_whose_emulation_fails_is_left_out_and_said_so(tmp_path, capsys, monkeypatch):
+    """`ddm evaluate` on a model where the paper's matching diverges: the evaluation still reports the default and
+    the references, and says which variant is missing and why; the default failing is still an error."""
+    original = DistilledDatamodel.attribute
+
+    def attribute(self, *args, **kwargs):
+        if self.ws.root.name in failing:
+            raise ddm.exceptions.NumericalError("the emulation produced non-finite outputs (NaN/inf)")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DistilledDatamodel, "attribute", attribute)
+    failing = {"DDM-match"}
+    ws = tmp_path / "ev"
+    args = ["evaluate", "-q", "-w", str(ws), "--preset", "tiny", "--seeds", "0", "--num-targets", "4",
+            "--lds-subsets", "5", "--noise-seeds", "0", "--other-class-subsets", "0", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    s = out["summary"]
+    assert "DDM-match" not in s["table1"] and "DDM-full" in s["table1"] and "DDM w/o cluster" in s["table1"]
+    assert set(s["lds"]) == {"DDM-full", "same class (trivial)"}
+    assert set(s["table4"]) == {"Normal", "DDM"} and set(s["privacy"]) == {"DDM-full"}
+    assert "DDM-match" not in s["unlearning"]["1 groups"]["unlearners"]
+    assert "non-finite" in out["per_seed"]["0"]["left_out"]["DDM-match"]
+    assert "**DDM-match is left out**" in (ws / "evaluation.md").read_text()
+    failing = {"DDM-full"}
+    assert main(args[:3] + [str(tmp_path / "ev2")] + args[4:]) != 0
+    assert "non-finite" in capsys.readouterr().err
 
 
 def test_scaling_rows(tmp_path, capsys):

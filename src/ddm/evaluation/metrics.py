@@ -50,8 +50,9 @@ def other_class_subsets(groups: Groups, classes: list[int], subsets: int, seed: 
     """Keep masks ``[subsets, K]`` per class in ``classes`` for the *other-class LDS*: every group of the class kept,
     each other group kept with probability ``keep_prob`` (class ``c``'s draw from ``seed + c``). Scored on that
     class's targets, a prediction that only marks a target's own class gets 0, so what is left is the ranking of
-    the other classes' data. Empty where groups mix classes: no subset of groups keeps one class whole."""
-    if groups.mixes_classes():
+    the other classes' data. Empty where groups mix classes (no subset of groups keeps one class whole) and for
+    ``subsets`` 0 (skipped)."""
+    if groups.mixes_classes() or subsets == 0:
         return {}
     out = {}
     for c in sorted({int(c) for c in classes}):

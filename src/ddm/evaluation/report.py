@@ -41,6 +41,13 @@ def markdown(result: dict[str, Any]) -> str:
     out = [f"Data: {result['dataset']}",
            f"Seeds {e['seeds']}; {e['num_targets']} reported test targets (validation targets disjoint); "
            f"mean ± std over seeds. Target-model test accuracy {_ms(s['test_accuracy'], '{:.3f}')}."]
+    left: dict[str, list[str]] = {}  # variants whose attribution failed on a seed
+    for seed, r in result.get("per_seed", {}).items():
+        for name, why in r.get("left_out", {}).items():
+            left.setdefault(name, []).append(f"seed {seed}: {why}")
+    for name, whys in left.items():
+        out += ["", f"**{name} is left out** of every table below (" + "; ".join(whys) + "): the tables average a "
+                "method over seeds only where it ran on every seed."]
     if "tuning" in s:
         t = s["tuning"]
         out += ["", f"Fine-tune learning rate chosen on validation targets (LDS on {e['tune_subsets']} validation "
