@@ -1,5 +1,6 @@
 """End to end on a small digits subset with the ``tiny`` preset."""
 
+import dataclasses
 import math
 
 import pytest
@@ -55,6 +56,32 @@ def test_attribute_flat_and_hierarchical(run):
     assert all(hier.evaluated[0, g.group] for g in hier.top(0, k=10))
     acc = dm.attribute(data.test, "accuracy")
     assert acc.weights.shape == (1, 20, 1) and acc.target_ids == [-1]
+
+
+def test_checkpoints_the_steps_do_not_transfer_to_are_left_out_of_the_average(run):
+    cfg, data, ws, dm = run
+    targets = data.test[:4]
+    syn = dm.synset
+    assert len(syn.checkpoints) == 2 and all(c.cosine_mean > 0.5 for c in syn.checkpoints)  # measured, healthy
+    first, second = syn.checkpoints
+    weak = dataclasses.replace(syn, checkpoints=[dataclasses.replace(first, cosine_mean=0.3),
+                                                 dataclasses.replace(second, cosine_mean=float("nan"))])
+    kept = weak.transferring(0.5)
+    assert [c.epoch for c in kept.checkpoints] == [second.epoch]  # below the threshold out; unmeasured kept
+    assert weak.transferring(0.0) is weak and syn.transferring(0.5) is syn
+    base, key = dm.config, dm.keys["synset"]
+    try:  # each synset under its own key: the emulation cache must not answer for another synset
+        dm.synset, dm.keys["synset"] = weak, "weak"
+        out = dm.attribute(targets, "dist2", name="weak")
+        assert out.meta["checkpoints_left_out"] == [first.epoch]
+        dm.config = base.with_overrides(["emulate.min_transfer=0"])
+        every = dm.attribute(targets, "dist2", name="weak-all")
+        assert every.meta["checkpoints_left_out"] == [] and not torch.allclose(every.weights, out.weights)
+        dm.config = base
+        dm.synset, dm.keys["synset"] = kept, "kept"  # what the default did: the average without the first checkpoint
+        assert torch.allclose(dm.attribute(targets, "dist2", name="kept").weights, out.weights, atol=1e-6)
+    finally:
+        dm.config, dm.synset, dm.keys["synset"] = base, syn, key
 
 
 def test_emulation_is_shared_between_objectives(run, monkeypatch):

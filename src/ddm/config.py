@@ -271,6 +271,12 @@ class EmulateConfig:
                                 "first-order expansion at that checkpoint's own logits, then averaged; needs a "
                                 "differentiable objective, others fall back to logits; BENCHMARKS.md, 'What the "
                                 "remaining misses are made of')", since="0.9", implicit="logits")
+    min_transfer: float = _f(0.5, "Newton emulation: an earlier checkpoint the step is averaged over "
+                                  "(distill.checkpoints) is left out of the average when the synsets' steps there "
+                                  "have a mean cosine with the real removal steps below this (the synset health "
+                                  "check measures and reports it); never the case on the benchmark matrix, 0.27-0.43 "
+                                  "on two Fashion-MNIST MLPs (BENCHMARKS.md). 0 keeps every checkpoint",
+                             since="0.11", implicit=0.0)
     top_classes: int = _f(2, "hierarchical datamodel: classes refined at group level per target")
     unlearn_damping: float | None = _f(1e-3, "Newton unlearning: lambda as a fraction of the curvature's top "
                                              "eigenvalue (plus train.weight_decay; chosen on the selection "
@@ -330,6 +336,7 @@ class EmulateConfig:
         _check(self.top_classes > 0, "emulate.top_classes must be positive")
         _check(self.unlearn_damping is None or self.unlearn_damping > 0, "emulate.unlearn_damping must be positive")
         _check(self.unlearn_backoff >= 0, "emulate.unlearn_backoff must be >= 0")
+        _check(0 <= self.min_transfer <= 1, f"emulate.min_transfer must be in [0, 1], got {self.min_transfer}")
         _check(0 < self.unlearn_class_drop <= 1, "emulate.unlearn_class_drop must be in (0, 1]")
         _check(self.unlearn_prior_shift >= 0,
                f"emulate.unlearn_prior_shift must be >= 0, got {self.unlearn_prior_shift}")

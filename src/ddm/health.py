@@ -42,7 +42,7 @@ from ddm.train.trajectory import Trajectory
 log = logging.getLogger(__name__)
 MIN_COSINE = 0.5
 MAX_DOMINANCE = 10.0
-MIN_TRANSFER = 0.5  # mean step cosine at an averaged checkpoint below which the checkpoint is reported
+MIN_TRANSFER = 0.5  # mean step cosine at an averaged checkpoint below which it is reported (emulate.min_transfer)
 EXPLODED = 20.0
 
 
@@ -142,8 +142,8 @@ def log_report(stage: str, report: dict[str, Any]) -> None:
     weak = [c for c in report.get("checkpoints", []) if c["cosine_mean"] < MIN_TRANSFER]
     if weak:
         log.warning("%s: the synsets' steps do not transfer to the checkpoint(s) at epoch %s (mean cosine with the "
-                    "real steps %s < %.1f): their share of the averaged attribution is unreliable; "
-                    "distill.checkpoints=1 uses theta_tau only", stage, ", ".join(f"{c['epoch']:g}" for c in weak),
+                    "real steps %s < %.1f): the attribution leaves them out of its average unless "
+                    "emulate.min_transfer is lowered below that", stage, ", ".join(f"{c['epoch']:g}" for c in weak),
                     ", ".join(f"{c['cosine_mean']:.2f}" for c in weak), MIN_TRANSFER)
     if report["flagged"]:
         scale = "its group's real step" if report.get("dominance_reference") == "own real step" else "the median"

@@ -591,13 +591,18 @@ class DistilledDatamodel:
                                     e.seed)
         deleted = torch.zeros(len(keep), K, dtype=torch.bool)
         deleted[:, perturbed] = ~keep
-        outputs = self._read_out_per_checkpoint(synset, deleted, targets, obj, groups)
+        averaged = synset.transferring(e.min_transfer)
+        left_out = [c.epoch for c in synset.checkpoints if not any(c is a for a in averaged.checkpoints)]
+        if left_out:
+            log.info("the step is not averaged over the checkpoint(s) at epoch %s: the synsets' steps do not transfer "
+                     "there (emulate.min_transfer %.2g)", ", ".join(f"{x:g}" for x in left_out), e.min_transfer)
+        outputs = self._read_out_per_checkpoint(averaged, deleted, targets, obj, groups)
         if outputs is None:
-            outputs = obj.outputs(self._emulate(synset, synset_key, deleted, targets, tag, groups), targets.y)
+            outputs = obj.outputs(self._emulate(averaged, synset_key, deleted, targets, tag, groups), targets.y)
         ids = targets.index.tolist() if obj.per_target else [-1]
         return fit_attribution(keep, outputs, obj, groups, ids, synset.num_classes, e.weighting, e.ridge,
                                {"perturbations": len(keep), "keep_prob": e.keep_prob,
-                                "other_class_scale": scale},
+                                "other_class_scale": scale, "checkpoints_left_out": left_out},
                                targets.y if obj.per_target else None, scale, subset)
 
     def _read_out_per_checkpoint(self, synset: Synset, deleted: torch.Tensor, targets: Split, obj: Objective,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -61,6 +61,15 @@ class Synset:
     block_quality: torch.Tensor | None = None
     # the training loss (ddm.task.Task) the head statistics used; set at run time, never stored (None = CE)
     task: Any = field(default=None, repr=False, compare=False)
+
+    def transferring(self, min_transfer: float) -> Synset:
+        """This synset without the checkpoints (and their block curvatures) where its steps' measured mean cosine
+        with the real removal steps is below ``min_transfer``; unmeasured ones are kept (``emulate.min_transfer``)."""
+        keep = [j for j, c in enumerate(self.checkpoints) if not c.cosine_mean < min_transfer]
+        if len(keep) == len(self.checkpoints):
+            return self
+        block = [self.block[0]] + [self.block[1 + j] for j in keep] if self.block else []
+        return replace(self, checkpoints=[self.checkpoints[j] for j in keep], block=block)
 
     @property
     def kind(self) -> str:
