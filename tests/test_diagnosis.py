@@ -104,6 +104,50 @@ def test_diagnose_command(tmp_path, capsys):
     assert main(["diagnose", "-q", "-w", str(ws), "--objective", "accuracy", "--method", "tracin"]) == 2
 
 
+def test_diagnose_verifies_its_flags_by_exact_retraining(tmp_path, capsys, monkeypatch):
+    import ddm
+    from ddm.diagnosis import diagnose, verify
+    from ddm.evaluation.retrain import RetrainCache
+    from ddm.models import with_params
+    from ddm.train.loop import train_model
+
+    ws = tmp_path / "ws"
+    assert main(["run", "-q", "-w", str(ws), "--preset", "tiny", "--targets", "0:1", "--json"]) == 0
+    capsys.readouterr()
+    # clean digits: no group hurts, so nothing is flagged and nothing retrained
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:30", "--verify", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["issues"] == [] and out["verification"] is None
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:30", "--verify", "2"]) == 0
+    assert "nothing flagged, nothing to retrain" in capsys.readouterr().out
+    assert main(["diagnose", "-q", "-w", str(ws), "--verify", "-1"]) == 2
+    # the check itself, on two groups as if flagged
+    dm = ddm.DistilledDatamodel(ws).load()
+    data = ddm.data.load(dm.config.data)
+    rows = list(range(30))
+    diag = diagnose(dm, data.test[rows])
+    v = verify(dm, data.train, data.test, rows, [7, 3], "loss", 2, diag.quality)
+    assert v["groups"] == [3, 7] and v["orders"] == 2 and len(v["measured"]) == 2
+    assert v["helped_in"] == sum(w < 0 for w in v["measured"])
+    assert v["predicted"] == pytest.approx(float(diag.quality[[3, 7]].sum()))
+    # the target's own data order, recomputed here: the target itself against a retrain without the two groups
+    keep = ~torch.isin(dm.groups.assignment, torch.tensor([3, 7]))
+    net = with_params(dm.model, dm.trajectory[0])
+    train_model(net, data.train[torch.nonzero(keep).flatten()], dm.config.train)
+    val = data.test[rows]
+    with torch.no_grad():
+        ce = torch.nn.functional.cross_entropy
+        expected = float(ce(net(val.x), val.y, reduction="sum") - ce(dm.model(val.x), val.y, reduction="sum"))
+    assert v["measured"][0] == pytest.approx(expected, abs=1e-3)
+    # the retrains are cached in the workspace: asking again retrains nothing
+    monkeypatch.setattr(RetrainCache, "_retrain", lambda *a: pytest.fail("retrained again"))
+    assert verify(dm, data.train, data.test, rows, [3, 7], "loss", 2, diag.quality) == v
+    acc = verify(dm, data.train, data.test, rows, [3, 7], "accuracy", 1)
+    assert -1 <= acc["measured"][0] <= 1 and "predicted" not in acc
+    with pytest.raises(ddm.exceptions.ConfigError, match="nothing to verify"):
+        verify(dm, data.train, data.test, rows, [], "loss", 2)
+
+
 def test_the_default_threshold_follows_the_objective():
     from ddm.diagnosis import DEFAULT_THRESHOLDS
 

@@ -167,6 +167,61 @@ def diagnose(dm: Any, validation: Split, objective: str = "loss", name: str | No
     return Diagnosis(attr.scores.sum(0), attr.groups, objective, seconds=online_seconds([attr]))
 
 
+def verify(dm: Any, train: Split, test: Split, rows: list[int], removed: list[int], objective: str, orders: int,
+           quality: torch.Tensor | None = None) -> dict[str, Any]:
+    """Exact retraining's answer to "does removing ``removed`` (groups, together) help on the validation samples
+    ``test[rows]``?": the target's training on ``train`` (the workspace's) rerun from theta_0 with and without them
+    in ``orders`` data orders (the target's own, then others), paired by order so that each difference leaves the
+    order's own noise out.
+
+    Returns the worsening of the validation objective per order (summed cross-entropy increase, or accuracy drop,
+    as :class:`Diagnosis` measures quality; negative = removing them helped), its mean and standard deviation, and,
+    given the diagnosis' ``quality``, the datamodel's prediction (the sum of the groups' qualities). The retrains
+    are cached in the workspace (``diagnosis/retrain-<key>``) and resume after a kill."""
+    from ddm import progress
+    from ddm.config import fingerprint
+    from ddm.evaluation.retrain import RetrainCache
+
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    if orders < 1:
+        raise ConfigError(f"verification needs at least one data order, got {orders}")
+    if not removed:
+        raise ConfigError("nothing to verify: no group was flagged (a larger --threshold flags more)")
+    if dm._handed_in():
+        raise ConfigError("verification retrains with ddm's own training loop (train.*), but this workspace's "
+                          "trajectory was handed in from another loop: retrain without the flagged groups in your "
+                          "own loop instead")
+    F = dm.fitted()
+    key = fingerprint(dm.keys["train"], dm.keys["groups"], test.fingerprint())
+    cache = RetrainCache(dm.ws.path("diagnosis", f"retrain-{key}"), F.model, F.trajectory[0], train,
+                         F.groups, dm.config.train, test.x, device=dm.device())
+    y = test.y[rows]
+
+    def worse(with_them: torch.Tensor, without: torch.Tensor) -> float:
+        if objective == "loss":
+            ce = torch.nn.functional.cross_entropy
+            return float(ce(without[rows], y, reduction="sum") - ce(with_them[rows], y, reduction="sum"))
+        return float((with_them[rows].argmax(1) == y).float().mean() - (without[rows].argmax(1) == y).float().mean())
+
+    seeds: list[int | None] = [None] + [1000 + i for i in range(orders - 1)]
+    pbar = progress.bar(2 * orders, "verification retrains")
+    per_order = []
+    for seed in seeds:
+        full = cache.get([], seed)
+        pbar.update(1)
+        per_order.append(worse(full, cache.get(removed, seed)))
+        pbar.update(1)
+    pbar.close()
+    out: dict[str, Any] = {"groups": sorted(removed), "objective": objective, "orders": orders,
+                           "measured": per_order, "measured_mean": float(np.mean(per_order)),
+                           "measured_std": float(np.std(per_order, ddof=1)) if orders > 1 else 0.0,
+                           "helped_in": int(sum(w < 0 for w in per_order))}
+    if quality is not None:
+        out["predicted"] = float(quality[torch.as_tensor(sorted(removed))].sum())
+    return out
+
+
 def from_group_scores(scores: torch.Tensor, groups: Groups, method: str) -> Diagnosis:
     """A peer method's diagnosis from group scores ``[T, K]`` on validation targets (sign of
     :mod:`ddm.baselines.peers`: positive = helps the target's loss)."""
