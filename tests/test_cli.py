@@ -1,8 +1,10 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from ddm.cli.main import main
+from ddm.config import RunConfig
 
 
 def test_help_answers(capsys):
@@ -61,7 +63,16 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["hierarchical"]
 
     assert main(["info", "-w", ws]) == 0
-    assert "synset" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "synset" in text and "averaged over checkpoints at epochs" in text and "left out" not in text
+    stored = Path(ws, "config.json")
+    kept = stored.read_text()
+    try:  # a threshold above every checkpoint's cosine: info says the step uses theta_tau only
+        stored.write_text(RunConfig.from_json(kept).with_overrides(["emulate.min_transfer=0.999"]).to_json())
+        assert main(["info", "-w", ws]) == 0
+        assert "theta_tau only; left out, below emulate.min_transfer 0.999: epochs" in capsys.readouterr().out
+    finally:
+        stored.write_text(kept)
 
     # a rerun with the stored config reuses every stage
     assert main(["run", "-w", ws, "--targets", "0:3", "-q"]) == 0

@@ -774,6 +774,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(stages, indent=2, default=str))
         return 0
+    from ddm.config import RunConfig
+
+    stored = ws.root / "config.json"
+    min_transfer = (RunConfig.from_json(stored.read_text()) if stored.exists() else RunConfig()).emulate.min_transfer
     print(f"workspace {ws.root}:")
     for st in stages:
         extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in st.items()
@@ -791,9 +795,14 @@ def cmd_info(args: argparse.Namespace) -> int:
                 print(f"  {'':<34} {'':<8} outsized groups (their real removal step is 10x the median's; not a "
                       f"synset failure, often mislabeled or atypical data): {hh['outsized']}")
             if hh.get("checkpoints"):
-                print(f"  {'':<34} {'':<8} averaged over checkpoints at epochs "
-                      + ", ".join(f"{c['epoch']:g} (cosine {c['cosine_mean']:.2f})" for c in hh["checkpoints"])
-                      + " and theta_tau")
+                used = [c for c in hh["checkpoints"] if not c["cosine_mean"] < min_transfer]
+                weak = [c for c in hh["checkpoints"] if c["cosine_mean"] < min_transfer]
+                print(f"  {'':<34} {'':<8} "
+                      + ("averaged over checkpoints at epochs " + ", ".join(
+                          f"{c['epoch']:g} (cosine {c['cosine_mean']:.2f})" for c in used) + " and theta_tau"
+                         if used else "theta_tau only")
+                      + (f"; left out, below emulate.min_transfer {min_transfer:g}: epochs " + ", ".join(
+                          f"{c['epoch']:g} (cosine {c['cosine_mean']:.2f})" for c in weak) if weak else ""))
     return 0
 
 
