@@ -1,15 +1,4 @@
-"""``ddm``: the Distilled Datamodel from the shell.
-
-    ddm run        all offline stages, then attribute a few test samples and the Table 4 check
-    ddm train      train the target model and record its trajectory
-    ddm cluster    split the training data into groups
-    ddm distill    learn the synset (head matching by default; --recipe paper: reverse gradient matching)
-    ddm attribute  attribution matrix of an objective on test samples
-    ddm unlearn    remove chosen groups with their synsets (a Newton step by default), save the checkpoint
-    ddm diagnose   rank groups by usefulness for validation data: the low-quality ones first
-    ddm evaluate   measure against exact retraining: Table 1-4 analogs, LDS, noise floor, cost
-    ddm info       what a workspace holds; config fields; presets
-"""
+"""``ddm``'s entry point and its commands (the arguments they take: :mod:`ddm.cli.parser`)."""
 
 from __future__ import annotations
 
@@ -22,230 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ddm import __version__
 from ddm.exceptions import ConfigError, DDMError
 
 log = logging.getLogger("ddm")
 
-EPILOG = """examples:
-  ddm run -w runs/demo --preset demo
-  ddm run -w runs/fmnist --preset paper --set data.name=fashion-mnist --set data.train_size=10000
-  ddm attribute -w runs/demo --targets 0:20 --objective dist1 --top-k 3
-  ddm attribute -w runs/demo --targets 0:360 --objective accuracy
-  ddm unlearn -w runs/demo --groups 3,17
-  ddm info --config-help
-"""
-
-
-def _common(p: argparse.ArgumentParser, workspace_default: str | None = "runs/default") -> None:
-    p.add_argument("-w", "--workspace", default=workspace_default,
-                   help="run folder holding every artifact (default: %(default)s)")
-    p.add_argument("--json", action="store_true", help="print one JSON document instead of the readable summary")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="log what each stage does")
-    p.add_argument("--device", default=None, metavar="DEVICE",
-                   help="where to compute: auto (CUDA when PyTorch sees one, else the CPU; the default), cpu, cuda or "
-                        "cuda:N. Results are stored on the CPU, so a workspace made on a GPU opens anywhere; the "
-                        "head recipe (the default) runs on a GPU, the fine-tuning and paper recipes on the CPU only")
-
-
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default=None,
-                   help="starting configuration: demo (default; minutes on a CPU), paper, tiny (seconds)")
-    p.add_argument("--config", default=None, help="JSON file of a RunConfig (as written to <workspace>/config.json)")
-    p.add_argument("--recipe", default=None, metavar="NAME",
-                   help="distillation recipe applied on top of the preset, before any --set: head (the "
-                        "default, chosen on selection configurations in BENCHMARKS.md), head-noise, block (a "
-                        "Newton step over the last block too; better on the digits ResNet, worse elsewhere), "
-                        "local-free "
-                        "(the previous default), paper (the paper-faithful reverse matching), ...; `ddm info` "
-                        "lists them all")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE.FIELD=VALUE",
-                   help="override one field, e.g. --set train.epochs=5 (repeatable; see `ddm info --config-help`)")
-    p.add_argument("--dataset", default=None, help="shortcut for --set data.name=NAME")
-    p.add_argument("--data-dir", default=None, help="shortcut for --set data.data_dir=DIR")
-    p.add_argument("--overwrite", action="store_true",
-                   help="recompute stages stored with another configuration instead of stopping with an error")
-
-
-def _model_arg(p: argparse.ArgumentParser, stored: bool) -> None:
-    p.add_argument("--model", default=None, metavar="MODULE:FACTORY",
-                   help="your own model: an import path whose factory returns a torch.nn.Module (called with "
-                        "num_classes and/or image_shape if it takes them); stored in the workspace" +
-                        (", so later commands need no flag; opening the workspace imports that module" if not stored
-                         else "; needed here only to rebuild a model the workspace cannot (given: it must match)"))
-
-
-def _targets_args(p: argparse.ArgumentParser, default: str) -> None:
-    p.add_argument("--targets", default=default,
-                   help="test samples: a range START:STOP or a comma list of indices (default: %(default)s)")
-    p.add_argument("--objective", default="dist2",
-                   help="dist2 (loss increase: the groups that support each prediction), dist1 (output change), "
-                        "dist3 (least influence), accuracy, precision, recall, f1 (over the targets as a set) "
-                        "(default: %(default)s: on the benchmarks its top group raises the target's loss as much "
-                        "as the peers' picks, while dist1's top group moves the output no more than a random group "
-                        "on digits; see BENCHMARKS.md)")
-    p.add_argument("--hierarchical", action="store_true",
-                   help="class-level attribution first, then groups inside the top classes (Sec. 3.3)")
-    p.add_argument("--top-k", type=int, default=3, help="groups listed per target (default: %(default)s)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ddm", description=__doc__, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"ddm {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("run", help="all stages on a dataset, then attribution of test samples and the Table 4 check",
-                       description="Train (recording the trajectory), group, distill, then attribute test samples "
-                                   "and report the Table 4 check. Finished stages are reused.")
-    _common(p)
-    _config_args(p)
-    _model_arg(p, False)
-    _targets_args(p, "0:5")
-    p.set_defaults(func=cmd_run)
-
-    for name, until, text in (("train", "train", "train the target model and record theta_0..theta_tau"),
-                              ("cluster", "groups", "train if needed, then split the training data into K groups"),
-                              ("distill", "synset", "train and group if needed, then learn the synset")):
-        p = sub.add_parser(name, help=text, description=text.capitalize() + ". Finished stages are reused.")
-        _common(p)
-        _config_args(p)
-        _model_arg(p, False)
-        p.set_defaults(func=cmd_stage, until=until)
-
-    p = sub.add_parser("attribute", help="attribution matrix of an objective on test samples",
-                       description="Emulate retraining without random sets of groups with their synsets (head "
-                                   "synsets, the default: one Newton step on the last layer each, well under a "
-                                   "second; other recipes: fine-tuning), and regress the objective on the "
-                                   "perturbations (Eq. 7-8). Sign: the listed score is the objective's ranking "
-                                   "(see 'score meaning' in the output).")
-    _common(p)
-    _model_arg(p, True)
-    _targets_args(p, "0:5")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="emulate.FIELD=VALUE",
-                   help="override an emulate.* field for this attribution (repeatable)")
-    p.add_argument("--targets-file", default=None, metavar="PATH",
-                   help="attribute these inputs instead of test rows: .npy (inputs), .npz or .safetensors ('x' and "
-                        "optional 'y'), an image, or a folder of images. Float arrays are model inputs (normalised "
-                        "like the training data); uint8 arrays and image files are raw pixels. Without labels each "
-                        "input is asked about its predicted class. Ids are the file's rows (a folder: sorted names)")
-    p.add_argument("--name", default=None, help="save under attributions/NAME (default: the objective)")
-    p.set_defaults(func=cmd_attribute)
-
-    p = sub.add_parser("unlearn", help="remove groups' influence with their synsets",
-                       description="Remove the given groups from the trained model with their synsets (head "
-                                   "synsets, the default: the kept data's Newton step on the last layer; other "
-                                   "recipes: fine-tuning on the groups' synsets) and save the checkpoint under "
-                                   "unlearned/NAME; reports accuracy before and after, and warns when the kept "
-                                   "groups' synthetic images lose accuracy (a damaged model).")
-    _common(p)
-    _model_arg(p, True)
-    p.add_argument("--groups", required=True, help="comma list or START:STOP range of group indices")
-    p.add_argument("--classes", action="store_true", help="the indices are classes (uses the class-level synset)")
-    p.add_argument("--name", default=None, help="folder name under unlearned/")
-    p.add_argument("--set", action="append", default=[], metavar="emulate.unlearn_FIELD=VALUE",
-                   help="an unlearning setting for this call only (repeatable): emulate.unlearn_damping (larger: "
-                        "a shorter step), emulate.unlearn_rewind, emulate.unlearn_backoff, "
-                        "emulate.unlearn_class_drop, emulate.unlearn_curvature_damping, emulate.unlearn_prior_shift "
-                        "(1: a class that keeps a fraction r of its data gets log r on its bias; off by default); "
-                        "the workspace's other "
-                        "settings cannot change here")
-    p.set_defaults(func=cmd_unlearn)
-
-    p = sub.add_parser("diagnose", help="rank training groups by usefulness for validation data (low quality first)",
-                       description="Predict, for every group, how much the validation objective would worsen if "
-                                   "the group were removed (quality; negative = removing it is predicted to help). "
-                                   "Lists the lowest-quality groups with their sample ids and flags those below "
-                                   "--threshold. Scores and flags are saved to diagnosis/METHOD-OBJECTIVE.json.")
-    _common(p)
-    _model_arg(p, True)
-    p.add_argument("--validation", default=None, metavar="START:STOP|i,j,...",
-                   help="test samples that stand for the validation data (default: the first half of the test split)")
-    p.add_argument("--objective", default="loss", choices=["loss", "accuracy"],
-                   help="validation loss (sum of cross-entropy) or accuracy (default: %(default)s)")
-    p.add_argument("--method", default="ddm",
-                   help="ddm, or a peer method summed per group: if-explicit, if-cg, if-lissa, fastif, arnoldi, "
-                        "tracin, trak (needs ddm[peers]; objective loss only) (default: %(default)s)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="flag groups that hurt (quality < 0) and whose bounded score (0..1; 0.5 = a typical group, "
-                        "the normal CDF of its robust z-score among the groups) is below this. Default per "
-                        "objective: loss 0.05 (flagged 3.0%% of clean training data on held-out seeds, 0%% on "
-                        "digits, at 49%% precision on 10%% flipped labels), accuracy 1e-5 "
-                        "(benchmarks/results/diagnosis-threshold.md); raise it (e.g. 0.5) to see more candidates")
-    p.add_argument("--top-k", type=int, default=10, help="groups listed (default: %(default)s)")
-    p.add_argument("--verify", type=int, default=0, metavar="ORDERS",
-                   help="check the flags by exact retraining: retrain from theta_0 with and without all flagged "
-                        "groups in ORDERS data orders (2 x ORDERS trainings as long as the target's, cached in the "
-                        "workspace) and report how the validation objective changed against the prediction; "
-                        "retraining's own noise is large for one group, so 3 or more orders (default: 0, off)")
-    p.set_defaults(func=cmd_diagnose)
-
-    p = sub.add_parser("report", help="one self-contained HTML page of a workspace (images, heatmaps, diagnosis)",
-                       description="Write <workspace>/report.html (or --out): each target image beside the groups "
-                                   "that most support and oppose its prediction (member images, synthetic images, "
-                                   "class, size, score), a target x group heatmap, the class-level view, the "
-                                   "diagnosis list with images, the synset health checks and grid, and the run's "
-                                   "configuration and timings. Figures are embedded: the file opens anywhere. "
-                                   "Needs ddm[report] (matplotlib, jinja2).")
-    _common(p)
-    _model_arg(p, True)
-    p.add_argument("--targets", default="0:8", help="test samples shown: START:STOP or i,j,... (default: %(default)s)")
-    p.add_argument("--objective", default="dist2", help="objective of the attribution (default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=3,
-                   help="supporting and opposing groups per target (default: %(default)s)")
-    p.add_argument("--out", default=None, help="output file (default: <workspace>/report.html)")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("evaluate", help="measure DDM against exact retraining (Table 1, LDS, noise floor, cost)",
-                       description="For each seed: build DDM-full, DDM-match and DDM w/o cluster, let every method "
-                                   "pick a group per test target, retrain without it from theta_0 and report Avgdist "
-                                   "(Eq. 10); group-level LDS over random half subsets beside a trivial same-class "
-                                   "score, and other-class LDS; noise floor; cost. Writes evaluation.json and "
-                                   "evaluation.md in the workspace. Retrains are cached and resume after a kill.")
-    _common(p, workspace_default="runs/eval")
-    _config_args(p)
-    p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default: %(default)s)")
-    p.add_argument("--num-targets", type=int, default=20, help="reported test targets (default: %(default)s)")
-    p.add_argument("--lds-subsets", type=int, default=50,
-                   help="random subsets for LDS, 0 to skip (default: %(default)s)")
-    p.add_argument("--other-class-subsets", type=int, default=5,
-                   help="per target class, subsets that keep that class whole and half of the other groups: the "
-                        "other-class LDS, which a score marking only the target's own class cannot pass; 0 to "
-                        "skip (default: %(default)s)")
-    p.add_argument("--logo", action="store_true", help="also retrain leave-one-group-out for all K groups")
-    p.add_argument("--noise-seeds", type=int, default=2, help="other-seed retrains for the noise floor")
-    p.add_argument("--tune", default="", metavar="M1,M2,...",
-                   help="fine-tune lr multipliers (x the training rate) to choose from on validation targets, "
-                        "e.g. 0.01,0.03,0.1,0.3,1 (default: none: emulate.finetune_scale)")
-    p.add_argument("--plots", action="store_true", help="save synset grids and class heatmaps (needs ddm[plots])")
-    p.add_argument("--peers", default="", metavar="M1,M2,...|all",
-                   help="peer methods for the Table 2 analog (needs ddm[peers]): "
-                        "if-explicit, if-cg, if-lissa, fastif, arnoldi, tracin, trak, or all (default: none)")
-    p.add_argument("--diagnose", action="store_true",
-                   help="Table 3 analog (remove the least useful data, retrain) and label-noise detection "
-                        "against peers' self-influence and cleanlab (needs ddm[peers])")
-    p.add_argument("--scaling", default=None, metavar="SIZES:C_LIST",
-                   help="instead of the protocol, measure cost vs training size and clusters per class, "
-                        "e.g. 400,800,all:2,5,10 (writes scaling.json/.md)")
-    p.add_argument("--ablation", default=None, metavar="V1,V2,...|all",
-                   help="instead of the protocol, score DDM design variants on the retrains the protocol "
-                        "cached in this workspace (run it first with the same settings): the recipes (head, "
-                        "head-noise, block, paper, match, reverse-free, local-hard, local-soft, local-free, "
-                        "local-free-ipc5), local-free-linear, "
-                        "local-free-noise, local-free-ipc5-linear, first-order, or all; --tune picks each "
-                        "variant's fine-tune rate on validation targets, --peers adds reference rows "
-                        "(writes ablation.json/.md)")
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("info", help="what a workspace holds; config fields; presets")
-    _common(p, workspace_default=None)
-    p.add_argument("--config-help", action="store_true", help="list every config field with its default and meaning")
-    p.set_defaults(func=cmd_info)
-    return parser
-
-
-# ---- helpers ---------------------------------------------------------------------------------
 def parse_indices(text: str, n: int, what: str) -> list[int]:
     text = text.strip()
     try:
@@ -804,6 +573,16 @@ def cmd_info(args: argparse.Namespace) -> int:
                       + (f"; left out, below emulate.min_transfer {min_transfer:g}: epochs " + ", ".join(
                           f"{c['epoch']:g} (cosine {c['cosine_mean']:.2f})" for c in weak) if weak else ""))
     return 0
+
+
+COMMANDS = {"run": cmd_run, "stage": cmd_stage, "attribute": cmd_attribute, "unlearn": cmd_unlearn,
+            "diagnose": cmd_diagnose, "report": cmd_report, "evaluate": cmd_evaluate, "info": cmd_info}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ddm.cli import parser
+
+    return parser.build_parser(COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
