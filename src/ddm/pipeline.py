@@ -55,50 +55,6 @@ class Fitted:
     synset: Synset
 
 
-#: the logit a class without training data gets after unlearning: never the argmax, softmax weight 0
-FORGOTTEN_LOGIT = -1e4
-
-
-def _forget_classes(model: nn.Module, classes: list[int]) -> None:
-    """Make ``model`` (in place) never predict ``classes``: their row of the last Linear layer is zeroed and
-    their bias set to :data:`FORGOTTEN_LOGIT`."""
-    from ddm.distill.head import Head
-
-    try:
-        lin = Head.of(model).linear
-    except ConfigError:
-        log.warning("classes %s have no training data left, but the model has no final Linear layer to remove "
-                    "them from; they stay predictable", classes)
-        return
-    with torch.no_grad():
-        lin.weight[classes] = 0.0
-        if lin.bias is not None:
-            lin.bias[classes] = FORGOTTEN_LOGIT
-        else:
-            log.warning("classes %s have no training data left, but the last layer has no bias: their logit is "
-                        "set to 0, which other classes' logits may not exceed", classes)
-
-
-def _shift_priors(model: nn.Module, groups: Groups, removed: torch.Tensor, scale: float) -> None:
-    """Add ``scale * log(kept / all)`` of each class's training samples to its bias (in place): the prior shift a
-    calibrated classifier sees when a class keeps a fraction of its data (``emulate.unlearn_prior_shift``). Classes
-    with nothing kept are left to :func:`_forget_classes`."""
-    from ddm.distill.head import Head
-
-    counts = groups.class_count_matrix()
-    total = counts.sum(0).double()
-    kept = total - counts[removed].sum(0).double()
-    shift = torch.zeros_like(total)
-    ok = (kept > 0) & (total > 0)
-    shift[ok] = scale * torch.log(kept[ok] / total[ok])
-    lin = Head.of(model).linear
-    if lin.bias is None or len(shift) > len(lin.bias):
-        log.warning("emulate.unlearn_prior_shift needs a last layer with a bias for every class; none is shifted")
-        return
-    with torch.no_grad():
-        lin.bias[: len(shift)] += shift.to(lin.bias.dtype).to(lin.bias.device)
-
-
 def _refuse_batchnorm(model: nn.Module | None, what: str) -> None:
     """The trajectory matchers and fine-tuning emulations differentiate the whole network through
     ``functional_call``: BatchNorm's running statistics would stay frozen at theta_tau's (eval mode) or break
@@ -678,7 +634,7 @@ class DistilledDatamodel:
         """Remove ``groups`` from theta_tau and save the checkpoint: the kept data's Newton step on the last layer
         (head-matched synsets; ``emulate.unlearn_damping``), else fine-tuning on their synsets.
         ``synset='classes'`` removes whole classes with the class-level synset."""
-        from ddm.unlearning import unlearn_groups
+        from ddm.unlearning import forget_classes, rewind, shift_priors, unlearn_groups
 
         syn, grp = (self.synset, self.groups) if synset == "groups" else (self.class_synset, self.class_groups)
         if syn is None or grp is None or self.model is None:
@@ -709,11 +665,12 @@ class DistilledDatamodel:
             # logit only ever receives negative gradient; 0.0 % accuracy on the removed class in all 18 cases of
             # the matrix). The Newton step cannot express this (the class's gradient and curvature at theta_tau
             # are both near zero, so its step is a ratio of two small numbers), so the class leaves the head.
-            self.last_rewind = self._rewind(model, grp, idx, method)
+            self.last_rewind = (rewind(model, self.trajectory, grp.sizes(), idx, self.config.emulate.unlearn_rewind)
+                                if method == "newton" else None)
             if method == "newton" and self.config.emulate.unlearn_prior_shift > 0:
-                _shift_priors(model, grp, idx, self.config.emulate.unlearn_prior_shift)
+                shift_priors(model, grp, idx, self.config.emulate.unlearn_prior_shift)
             if gone:
-                _forget_classes(model, gone)
+                forget_classes(model, gone)
             last = attempt == backoffs
             check = health.unlearning_check(self.model, model, syn, idx, warn=False,
                                             max_class_drop=self.config.emulate.unlearn_class_drop)
@@ -763,29 +720,6 @@ class DistilledDatamodel:
         check = health.unlearning_check(self.model, model_registry.with_params(self.model, base), syn, idx, warn=False,
                                         max_class_drop=self.config.emulate.unlearn_class_drop)
         return {c["class"] for c in check["collapsed_classes"]}
-
-    def _rewind(self, model: nn.Module, grp: Groups, idx: torch.Tensor, method: str) -> dict[str, Any] | None:
-        """Move the unlearned model back along the recorded trajectory by the steps its retraining would not take
-        (``emulate.unlearn_rewind``): exact retraining keeps the number of epochs, so without a fraction f of the
-        data it takes f fewer optimizer steps; the Newton step is added to the parameters at epoch tau (1 - s f).
-        Returns what was done (stored in unlearn.json), or None."""
-        s = self.config.emulate.unlearn_rewind
-        if method != "newton" or s == 0 or self.trajectory is None:
-            return None
-        sizes = grp.sizes().double()
-        f = float(sizes[idx].sum() / sizes.sum())
-        last = float(self.trajectory.epochs[-1])
-        epoch = last * (1 - s * f)
-        base = self.trajectory.at_epoch(epoch)
-        if base is None:
-            log.warning("unlearning: no recorded checkpoint at or after the first epoch around epoch %.3g, so the "
-                        "model is not moved back for the retrain's shorter schedule (record more checkpoints: "
-                        "train.save_every=1; or set emulate.unlearn_rewind=0 to silence this)", epoch)
-            return None
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.add_(base[name].to(p.device) - self.trajectory.final[name].to(p.device))
-        return {"fraction_removed": f, "epoch": epoch, "of_epochs": last, "scale": s}
 
 
 def _load_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:

@@ -1,15 +1,25 @@
-"""Quick unlearning: fine-tune the trained model on the synsets of the groups to forget."""
+"""Unlearning from the synsets: the step (:func:`unlearn_groups`), the rewind along the trajectory (:func:`rewind`),
+and the rules for classes that lose their data (:func:`forget_classes`, :func:`shift_priors`); the Table 4 check."""
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 import torch
 from torch import nn
 
+from ddm.cluster.groups import Groups
 from ddm.data.dataset import Split
+from ddm.distill.head import Head
 from ddm.distill.synset import Synset
 from ddm.emulate.finetune import finetune_reference
+from ddm.exceptions import ConfigError
 from ddm.models import with_params
 from ddm.train.loop import accuracy
+from ddm.train.trajectory import Trajectory
+
+log = logging.getLogger(__name__)
 
 
 def unlearn_groups(model: nn.Module, params: dict[str, torch.Tensor], synset: Synset, groups: torch.Tensor,
@@ -39,3 +49,67 @@ def table4(model: nn.Module, trajectory_first: dict[str, torch.Tensor], trajecto
     acc_unlearn = accuracy(unlearn_groups(model, trajectory_final, synset, everything, lr, steps, reduction), test)
     return {"acc_theta0": acc0, "acc_theta_tau": acc_tau, "acc_after_whole_synset": acc_unlearn,
             "chance": 0.0 if synset.num_classes == 0 else 1.0 / synset.num_classes}
+
+
+#: the logit a class without training data gets after unlearning: never the argmax, softmax weight 0
+FORGOTTEN_LOGIT = -1e4
+
+
+def forget_classes(model: nn.Module, classes: list[int]) -> None:
+    """Make ``model`` (in place) never predict ``classes``: their row of the last Linear layer is zeroed and
+    their bias set to :data:`FORGOTTEN_LOGIT`."""
+    try:
+        lin = Head.of(model).linear
+    except ConfigError:
+        log.warning("classes %s have no training data left, but the model has no final Linear layer to remove "
+                    "them from; they stay predictable", classes)
+        return
+    with torch.no_grad():
+        lin.weight[classes] = 0.0
+        if lin.bias is not None:
+            lin.bias[classes] = FORGOTTEN_LOGIT
+        else:
+            log.warning("classes %s have no training data left, but the last layer has no bias: their logit is "
+                        "set to 0, which other classes' logits may not exceed", classes)
+
+
+def shift_priors(model: nn.Module, groups: Groups, removed: torch.Tensor, scale: float) -> None:
+    """Add ``scale * log(kept / all)`` of each class's training samples to its bias (in place): the prior shift a
+    calibrated classifier sees when a class keeps a fraction of its data (``emulate.unlearn_prior_shift``). Classes
+    with nothing kept are left to :func:`forget_classes`."""
+    counts = groups.class_count_matrix()
+    total = counts.sum(0).double()
+    kept = total - counts[removed].sum(0).double()
+    shift = torch.zeros_like(total)
+    ok = (kept > 0) & (total > 0)
+    shift[ok] = scale * torch.log(kept[ok] / total[ok])
+    lin = Head.of(model).linear
+    if lin.bias is None or len(shift) > len(lin.bias):
+        log.warning("emulate.unlearn_prior_shift needs a last layer with a bias for every class; none is shifted")
+        return
+    with torch.no_grad():
+        lin.bias[: len(shift)] += shift.to(lin.bias.dtype).to(lin.bias.device)
+
+
+def rewind(model: nn.Module, trajectory: Trajectory | None, sizes: torch.Tensor, removed: torch.Tensor,
+           scale: float) -> dict[str, Any] | None:
+    """Move the unlearned ``model`` (in place) back along the recorded ``trajectory`` by the steps its retraining
+    would not take (``emulate.unlearn_rewind``, ``scale`` s): exact retraining keeps the number of epochs, so without
+    a fraction f of the data (``removed`` groups of ``sizes``) it takes f fewer optimizer steps; the Newton step is
+    added to the parameters at epoch tau (1 - s f). Returns what was done (stored in unlearn.json), or None."""
+    if scale == 0 or trajectory is None:
+        return None
+    sizes = sizes.double()
+    f = float(sizes[removed].sum() / sizes.sum())
+    last = float(trajectory.epochs[-1])
+    epoch = last * (1 - scale * f)
+    base = trajectory.at_epoch(epoch)
+    if base is None:
+        log.warning("unlearning: no recorded checkpoint at or after the first epoch around epoch %.3g, so the "
+                    "model is not moved back for the retrain's shorter schedule (record more checkpoints: "
+                    "train.save_every=1; or set emulate.unlearn_rewind=0 to silence this)", epoch)
+        return None
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.add_(base[name].to(p.device) - trajectory.final[name].to(p.device))
+    return {"fraction_removed": f, "epoch": epoch, "of_epochs": last, "scale": scale}
