@@ -156,6 +156,13 @@ bench-diagnostics: $(STAMP)
 	  --configs digits-convnet-K100-sgd --out benchmarks/results/metagradient-convnet-K100
 	$(BIN)/python benchmarks/metagradient.py --root runs/matrix-b --starts 0 \
 	  --configs digits-convnet-K100-sgd --out benchmarks/results/metagradient-convnet-K100-full
+	# unlearning: the exact last-layer retrain beside the reference unlearners; a step over the last block too
+	$(BIN)/python benchmarks/unlearn_references.py --root runs/matrix-b --out benchmarks/results/unlearn-references
+	$(BIN)/python benchmarks/unlearn_scope.py --root runs/matrix-b --dampings 1e-3,1e-2 \
+	  --out benchmarks/results/unlearn-scope
+	# the held-out sequential MLP with emulate.min_transfer (the one stored run it changes)
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs fmnist-mlp-sequential-K50-sgd --seeds 0,1,2 \
+	  --peers if-explicit --no-variants --out benchmarks/results/matrix-held-out-min-transfer
 
 # Stage costs in units of one training run, peak memory, throughput, growth in N and K (issue "Fast where it counts").
 bench-perf: $(STAMP)
