@@ -274,6 +274,13 @@ def test_unlearning_reports_damage_to_the_kept_groups(run, caplog):
     assert "may be damaged" in caplog.text
     assert ddm.workspace.load_json(ws / "unlearned" / "wild" / "unlearn.json")["check"] == wild
     dm.config = cfg
+    # every group removed: no kept image to check, said as such (None, never NaN in unlearn.json)
+    everything = dm.unlearn(list(range(dm.groups.num_groups)), name="everything")
+    gone = dm.last_unlearning_check
+    assert gone["kept_accuracy_before"] is None and gone["kept_accuracy_after"] is None and not gone["damaged"]
+    assert "NaN" not in (ws / "unlearned" / "everything" / "unlearn.json").read_text()
+    with torch.no_grad():
+        assert (everything(data.test.x[:5]) <= -1e3).all()  # every class taken out of the head
 
 
 def test_a_step_that_collapses_a_kept_class_is_redone_with_more_damping(run, caplog):

@@ -191,9 +191,10 @@ def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, remove
             ok = (devices.forward(model, x).argmax(1).cpu() == labels).float()
             model.train(was)
             hits[name] = ok
-            out[f"kept_accuracy_{name}"] = float(ok[~gone].mean()) if (~gone).any() else float("nan")
-            out[f"removed_accuracy_{name}"] = float(ok[gone].mean()) if gone.any() else float("nan")
-    drop = out["kept_accuracy_before"] - out["kept_accuracy_after"]
+            # None where no image is on that side (every group removed): nothing to measure, and no NaN in JSON
+            out[f"kept_accuracy_{name}"] = float(ok[~gone].mean()) if (~gone).any() else None
+            out[f"removed_accuracy_{name}"] = float(ok[gone].mean()) if gone.any() else None
+    drop = out["kept_accuracy_before"] - out["kept_accuracy_after"] if (~gone).any() else 0.0
     collapsed = []
     for c in labels[~gone].unique().tolist():
         kept_c = (~gone) & (labels == c)
@@ -209,6 +210,8 @@ def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, remove
 
 def warn_unlearning(check: dict[str, Any], hint: str, max_drop: float = 0.1) -> None:
     """Log the warnings of an :func:`unlearning_check` result (``hint``: what caused it and what to do)."""
+    if check["kept_accuracy_before"] is None:  # every group removed: no kept image to check
+        return
     drop = check["kept_accuracy_before"] - check["kept_accuracy_after"]
     if drop > max_drop:
         log.warning("unlearning cost %.0f points of accuracy on the kept groups' synthetic images (%.1f%% -> %.1f%%): "

@@ -348,7 +348,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             print(f"  class(es) {out['classes_without_data']} have no training data left: the unlearned model no "
                   "longer predicts them (as retraining without them would not)")
         c = out["check"] or {}
-        if c:
+        if c and c["kept_accuracy_before"] is None:
+            print("  no group is kept: no synthetic image to check the unlearned model on")
+        elif c:
             flag = "   DAMAGED: see the warning above" if c["damaged"] else ""
             print(f"  kept groups' synthetic images: accuracy {100 * c['kept_accuracy_before']:.1f}% -> "
                   f"{100 * c['kept_accuracy_after']:.1f}%{flag}")
