@@ -274,6 +274,9 @@ def test_unlearning_reports_damage_to_the_kept_groups(run, caplog):
     assert "may be damaged" in caplog.text
     assert ddm.workspace.load_json(ws / "unlearned" / "wild" / "unlearn.json")["check"] == wild
     dm.config = cfg
+    # a group named twice is removed once
+    once, twice = dm.unlearn([3], name="once"), dm.unlearn([3, 3], name="twice")
+    assert all(torch.equal(a, b) for a, b in zip(once.parameters(), twice.parameters(), strict=True))
     # every group removed: no kept image to check, said as such (None, never NaN in unlearn.json)
     everything = dm.unlearn(list(range(dm.groups.num_groups)), name="everything")
     gone = dm.last_unlearning_check

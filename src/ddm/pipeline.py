@@ -642,6 +642,7 @@ class DistilledDatamodel:
         idx = torch.as_tensor(groups, dtype=torch.long).flatten()
         if len(idx) == 0 or idx.min() < 0 or idx.max() >= syn.num_groups:
             raise ConfigError(f"group indices must be in [0, {syn.num_groups - 1}], got {idx.tolist()}")
+        idx = torch.unique(idx)  # a group named twice is removed once (its synset's step must not count twice)
         method = "newton" if self.emulation_method(syn) == "newton" else "finetune"
         damping = None
         if method == "newton" and self.config.emulate.unlearn_damping is not None and syn.curvature is not None:

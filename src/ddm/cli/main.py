@@ -313,7 +313,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     groups = dm.class_groups if args.classes else dm.groups
     if groups is None:
         raise DDMError(f"the workspace has no {synset} synset; run `ddm run` first")
-    idx = parse_indices(args.groups, groups.num_groups, "--groups")
+    idx = sorted(set(parse_indices(args.groups, groups.num_groups, "--groups")))  # a group named twice goes once
     before_test = accuracy(dm.model, data.test)
     rows = torch.cat([groups.members(k) for k in idx])
     removed = data.train[rows]
