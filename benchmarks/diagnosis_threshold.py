@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ THRESHOLDS = [0.5, 0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5]
 OBJECTIVES = ("loss", "accuracy")
 
 
-def one(root: Path, name: str, seed: int) -> dict[str, Any]:
+def one(root: Path, name: str, seed: int, scale: float = 1.0) -> dict[str, Any]:
     """Flag rates of both diagnosis objectives at every threshold, clean and with 10 % flipped labels."""
     base = ddm.presets.demo().with_overrides(
         [*DATASETS[name], *[f"{s}.seed={seed}" for s in ("model", "train", "cluster", "distill", "emulate")]])
@@ -49,7 +50,7 @@ def one(root: Path, name: str, seed: int) -> dict[str, Any]:
         dm = ddm.DistilledDatamodel(root / name / f"seed{seed}" / setting, base, overwrite=True)
         dm.fit(ddm.models.build(base.model, data), train)
         for objective in OBJECTIVES:
-            diag = diagnose(dm, val, objective)
+            diag = diagnose(dm, val, objective, other_class_scale=scale)
             sizes = diag.groups.sizes()
             res = out[objective][setting]
             for t in THRESHOLDS:
@@ -109,13 +110,17 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/diagnosis-threshold")
     p.add_argument("--select-seed", type=int, default=3)
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--other-class-scale", type=float, default=1.0,
+                   help="the attribution's class balance in the diagnosis (1: none, as `ddm diagnose`)")
     args = p.parse_args()
     progress.set_enabled(False)
     root = Path(args.root)
-    results = [one(root, n, args.select_seed) for n in DATASETS]
-    report = [one(root, n, int(s)) for s in args.seeds.split(",") for n in DATASETS]
+    scale = args.other_class_scale
+    results = [one(root, n, args.select_seed, scale) for n in DATASETS]
+    report = [one(root, n, int(s), scale) for s in args.seeds.split(",") for n in DATASETS]
     lines = ["# Diagnosis threshold", "",
-             "Command: `python benchmarks/diagnosis_threshold.py` (`make bench-diagnosis`).",
+             f"Command: `python benchmarks/diagnosis_threshold.py {' '.join(sys.argv[1:])}` (`make bench-diagnosis` "
+             "without arguments).",
              "Validation: the first half of each test split; 10 % of the training labels flipped for the noisy rows.",
              ""]
     chosen = {}

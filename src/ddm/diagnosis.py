@@ -150,10 +150,12 @@ class Diagnosis:
         return cls(torch.tensor(d["quality"]), g, d["objective"], d["method"])
 
 
-def diagnose(dm: Any, validation: Split, objective: str = "loss", name: str | None = None) -> Diagnosis:
+def diagnose(dm: Any, validation: Split, objective: str = "loss", name: str | None = None,
+             other_class_scale: float = 1.0) -> Diagnosis:
     """Quality of every group of a fitted :class:`~ddm.pipeline.DistilledDatamodel` for ``validation``.
 
-    ``objective``: ``loss`` (sum of the validation samples' cross-entropy) or ``accuracy``.
+    ``objective``: ``loss`` (sum of the validation samples' cross-entropy) or ``accuracy``. ``other_class_scale``:
+    the attribution's class balance (``emulate.other_class_scale``; 1, the default here, leaves it out).
     """
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
@@ -163,7 +165,8 @@ def diagnose(dm: Any, validation: Split, objective: str = "loss", name: str | No
 
     # no class balance: a mislabeled group's harm falls on other classes' validation samples, and the thresholds
     # were chosen without it
-    attr = dm.attribute(validation, OBJECTIVES[objective], name=name or f"diagnose-{objective}", other_class_scale=1.0)
+    attr = dm.attribute(validation, OBJECTIVES[objective], name=name or f"diagnose-{objective}",
+                        other_class_scale=other_class_scale)
     return Diagnosis(attr.scores.sum(0), attr.groups, objective, seconds=online_seconds([attr]))
 
 
