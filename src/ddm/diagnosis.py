@@ -191,7 +191,7 @@ def verify(dm: Any, train: Split, test: Split, rows: list[int], removed: list[in
         raise ConfigError(f"verification needs at least one data order, got {orders}")
     if not removed:
         raise ConfigError("nothing to verify: no group was flagged (a larger --threshold flags more)")
-    if dm._handed_in():
+    if dm.handed_in():
         raise ConfigError("verification retrains with ddm's own training loop (train.*), but this workspace's "
                           "trajectory was handed in from another loop: retrain without the flagged groups in your "
                           "own loop instead")

@@ -170,7 +170,7 @@ class DistilledDatamodel:
         if self.model is None:
             raise MissingArtifactError("fit_classes() needs a fitted or loaded datamodel: call fit() or load() first")
         self.config = self.config.with_overrides(["hierarchical=true"])
-        return self.fit(self.model, train, trajectory=self.trajectory if self._handed_in() else None,
+        return self.fit(self.model, train, trajectory=self.trajectory if self.handed_in() else None,
                         num_classes=self.num_classes)
 
     def _fit_stages(self, model: nn.Module, train: Split, trajectory: Trajectory | None, until: str) -> None:
@@ -258,7 +258,7 @@ class DistilledDatamodel:
         if not self.task.is_default and self.config.distill.matching != "head":
             raise ConfigError(f"the custom task {self.task.name!r} needs the head recipe (distill.matching=head, "
                               f"the default); the trajectory matchers assume cross-entropy")
-        if self.weight_decay and self._handed_in():
+        if self.weight_decay and self.handed_in():
             # a handed-in trajectory's key does not hold the decay the damping uses (train.weight_decay when the
             # trajectory records none); internally trained ones have it in train.weight_decay, and wd 0 keeps old keys
             cfg = {**cfg, "weight_decay": self.weight_decay}
@@ -382,7 +382,7 @@ class DistilledDatamodel:
         """The emulator in use: ``emulate.method``, with ``auto`` resolved by the synset's kind."""
         return resolve(self.config.emulate.method, synset or self.synset)
 
-    def _handed_in(self) -> bool:
+    def handed_in(self) -> bool:
         """Whether the workspace's trajectory was handed in (``fit(..., trajectory=)``) rather than trained here."""
         return bool((self.ws.stage_info("train") or {}).get("config", {}).get("external_trajectory"))
 
@@ -393,7 +393,7 @@ class DistilledDatamodel:
         damping and the groups' decay shares follow it; a handed-in trajectory that does not say, or says another
         value than a ``train.weight_decay`` that was set, gets a warning (once)."""
         wd = float(self.config.train.weight_decay)
-        if not self._handed_in() or self.trajectory is None:
+        if not self.handed_in() or self.trajectory is None:
             return wd
         recorded = (self.trajectory.optimizer or {}).get("weight_decay")
         if not self._decay_warned:
