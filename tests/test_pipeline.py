@@ -208,6 +208,12 @@ def test_a_handed_in_trajectory_brings_its_weight_decay_or_a_warning(tmp_path, c
     top = recorded.synset.curvature.top_eigenvalue()
     assert float(recorded.synset.damping) == pytest.approx(cfg.distill.damping * top + 1e-2, rel=1e-4)
     assert recorded.decay(recorded.groups) is not None
+    # ddm's own training loop is not the one that made this trajectory: diagnose --verify refuses to retrain with it
+    from ddm.diagnosis import verify
+
+    assert recorded.handed_in()
+    with pytest.raises(ConfigError, match="handed in"):
+        verify(recorded, data.train, data.test, [0, 1], [0], "loss", 1)
     with caplog.at_level("WARNING"):
         silent = fit("silent", attach=False)
     assert silent.weight_decay == cfg.train.weight_decay == 0.0
