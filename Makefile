@@ -184,7 +184,10 @@ bench-budget: $(STAMP)
 
 # The default threshold of `ddm diagnose` (flag rate on clean data, precision/recall on 10 % flipped labels).
 bench-diagnosis: $(STAMP)
-	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis --out benchmarks/results/diagnosis-threshold
+	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-cb \
+	  --out benchmarks/results/diagnosis-threshold-class-balance
+	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis --other-class-scale 1 \
+	  --out benchmarks/results/diagnosis-threshold-no-balance
 
 bench-digits: $(STAMP)
 	$(BIN)/ddm evaluate -w runs/bench-digits --preset demo $(EVAL) --logo --peers all --diagnose

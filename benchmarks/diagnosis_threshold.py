@@ -23,7 +23,7 @@ import numpy as np
 
 import ddm
 from ddm import progress
-from ddm.diagnosis import diagnose, flip_labels
+from ddm.diagnosis import DIAGNOSIS_CLASS_BALANCE, diagnose, flip_labels
 from ddm.workspace import atomic_write_text
 
 DATASETS: dict[str, list[str]] = {
@@ -37,7 +37,7 @@ THRESHOLDS = [0.5, 0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5]
 OBJECTIVES = ("loss", "accuracy")
 
 
-def one(root: Path, name: str, seed: int, scale: float = 1.0) -> dict[str, Any]:
+def one(root: Path, name: str, seed: int, scale: float = DIAGNOSIS_CLASS_BALANCE) -> dict[str, Any]:
     """Flag rates of both diagnosis objectives at every threshold, clean and with 10 % flipped labels."""
     base = ddm.presets.demo().with_overrides(
         [*DATASETS[name], *[f"{s}.seed={seed}" for s in ("model", "train", "cluster", "distill", "emulate")]])
@@ -110,8 +110,8 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/diagnosis-threshold")
     p.add_argument("--select-seed", type=int, default=3)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--other-class-scale", type=float, default=1.0,
-                   help="the attribution's class balance in the diagnosis (1: none, as `ddm diagnose`)")
+    p.add_argument("--other-class-scale", type=float, default=DIAGNOSIS_CLASS_BALANCE,
+                   help="the attribution's class balance in the diagnosis (default: `ddm diagnose`'s; 1: none)")
     args = p.parse_args()
     progress.set_enabled(False)
     root = Path(args.root)

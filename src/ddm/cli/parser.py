@@ -165,9 +165,10 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--threshold", type=float, default=None,
                    help="flag groups that hurt (quality < 0) and whose bounded score (0..1; 0.5 = a typical group, "
                         "the normal CDF of its robust z-score among the groups) is below this. Default per "
-                        "objective: loss 0.05 (flagged 3.0%% of clean training data on held-out seeds, 0%% on "
-                        "digits, at 49%% precision on 10%% flipped labels), accuracy 1e-5 "
-                        "(benchmarks/results/diagnosis-threshold.md); raise it (e.g. 0.5) to see more candidates")
+                        "objective: loss 0.1 (flagged 2.1%% of clean training data on held-out seeds, 0%% on "
+                        "digits, at 55%% precision and 15%% recall on 10%% flipped labels), accuracy 1e-5 "
+                        "(benchmarks/results/diagnosis-threshold-class-balance.md); raise it (e.g. 0.5) to see more "
+                        "candidates, and check what you act on with --verify")
     p.add_argument("--top-k", type=int, default=10, help="groups listed (default: %(default)s)")
     p.add_argument("--verify", type=int, default=0, metavar="ORDERS",
                    help="check the flags by exact retraining: retrain from theta_0 with and without all flagged "
