@@ -192,11 +192,11 @@ def test_removal_raises_the_loss_of_the_removed_data_and_unlearns_a_class(traine
     # the other classes are kept (on the training set: 36 test samples of other classes would be 2.8 points each)
     # once the class, which has no data left, leaves the head as `unlearn` does (on this under-trained model the
     # raw step still predicts it on some others' samples; exact retraining without it: 59% -> 66%)
-    from ddm.pipeline import _forget_classes
+    from ddm.unlearning import forget_classes
 
     other = y != c
     unlearned = ddm.models.with_params(model, forgot)
-    _forget_classes(unlearned, [c])
+    forget_classes(unlearned, [c])
     with torch.no_grad():
         kept_before = (functional_call(model, traj.final, (x[other],)).argmax(1) == y[other]).float().mean()
         kept_after = (unlearned(x[other]).argmax(1) == y[other]).float().mean()
