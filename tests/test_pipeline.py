@@ -523,14 +523,18 @@ def test_per_target_attributions_weigh_the_targets_own_class_more(run):
     # an objective of the whole set has no target class: never scaled
     acc = dm.attribute(data.test[:20], "accuracy", name="acc")
     torch.testing.assert_close(acc.weights, acc_plain.weights)
-    # per call; the diagnosis of low-quality data asks without the balance (a mislabeled group harms other classes)
+    # per call; the diagnosis of low-quality data asks with its own balance (the one its thresholds were chosen with)
     torch.testing.assert_close(dm.attribute(targets, "dist2", name="plain2", other_class_scale=1.0).weights,
                                plain.weights)
-    from ddm.diagnosis import diagnose
+    from ddm.diagnosis import DIAGNOSIS_CLASS_BALANCE, diagnose
 
     diag = diagnose(dm, data.test[:20])
-    torch.testing.assert_close(diag.quality, dm.attribute(data.test[:20], "dist2", other_class_scale=1.0,
-                                                          name="d").scores.sum(0))
+    torch.testing.assert_close(diag.quality, dm.attribute(data.test[:20], "dist2", name="d",
+                                                          other_class_scale=DIAGNOSIS_CLASS_BALANCE).scores.sum(0))
+    unbalanced = diagnose(dm, data.test[:20], other_class_scale=1.0)
+    torch.testing.assert_close(unbalanced.quality, dm.attribute(data.test[:20], "dist2", other_class_scale=1.0,
+                                                                name="d1").scores.sum(0))
+    assert not torch.allclose(diag.quality, unbalanced.quality)
     with pytest.raises(ConfigError, match="other_class_scale"):
         cfg.with_overrides(["emulate.other_class_scale=0"])
     with pytest.raises(ConfigError, match="other_class_scale"):
