@@ -543,7 +543,7 @@ def test_loss_init_starts_from_each_groups_highest_loss_members(digits, groups):
 def test_keep_best_returns_each_groups_lowest_error_step(trained, digits, groups, tmp_path):
     model, traj = trained
     head = Head.of(model)
-    cfg = DistillConfig(iterations=6, lr_img=1.0, tolerance=1e-12, keep_best=True, checkpoint_every=2)
+    cfg = DistillConfig(iterations=6, lr_img=1.0, tolerance=1e-12, keep_best=True, checkpoint_every=2, retry=0.0)
     stats = head_statistics(head, digits.train, groups, 10)
 
     def errors(syn):
@@ -563,3 +563,29 @@ def test_keep_best_returns_each_groups_lowest_error_step(trained, digits, groups
     distill_head(model, traj, digits.train, groups, dataclasses.replace(cfg, iterations=5), 10, tmp_path)
     resumed = distill_head(model, traj, digits.train, groups, cfg, 10, tmp_path)
     assert torch.equal(resumed.images, best.images) and torch.equal(resumed.weights, best.weights)
+
+
+def test_groups_still_unmatched_are_matched_again_and_keep_the_better_match(trained, digits, groups):
+    model, traj = trained
+    head = Head.of(model)
+    stats = head_statistics(head, digits.train, groups, 10)
+
+    def errors(syn):
+        whiten = stats.curvature.whitener(float(syn.damping))
+        target = whiten(stats.group_grads)
+        g = synset_head_gradients(head, syn, traj.final).double()
+        return ((whiten(g) - target) ** 2).sum(1) / (target ** 2).sum(1)
+
+    # no matching steps: every group keeps its random members and even weights, some far from their group's step
+    cfg = DistillConfig(iterations=0, retry=0.0)
+    start = distill_head(model, traj, digits.train, groups, cfg, 10)
+    e0 = errors(start)
+    cut = float(e0.median())
+    again = distill_head(model, traj, digits.train, groups, dataclasses.replace(cfg, retry=cut, iterations=0), 10)
+    e1 = errors(again)
+    low = e0 < cut
+    # below the threshold nothing changes; at or above it, each group keeps the better of the two
+    assert torch.equal(again.images[low], start.images[low]) and torch.equal(again.weights[low], start.weights[low])
+    assert (e1 <= e0 * (1 + 1e-4)).all()
+    # the retry starts from the highest-loss members with least-squares weights: better for most stuck groups
+    assert (e1[~low] < e0[~low] * 0.9).float().mean() > 0.5

@@ -183,6 +183,12 @@ class DistillConfig:
                                "leave a group's minimum: on the AlexNet probe 5 flagged groups became 0; LDS ties "
                                "on the selection and report configurations, BENCHMARKS.md)",
                          since="0.9", implicit=False)
+    retry: float = _f(0.5, "head matching: a group whose relative matching error at theta_tau is still at least this "
+                           "after the matching is matched again, from its members with the largest training loss "
+                           "and least-squares weights, and keeps whichever of the two matches better (images "
+                           "started from members the model fits with near-zero loss carry no gradient and cannot "
+                           "move: on the AlexNet probe such synsets stayed at error 1, a group with no influence); "
+                           "0: off", since="0.11", implicit=0.0)
     weight_init: str = _f("size", "head matching: initial image weights: size (the group's size / ipc each; default) "
                                   "or nnls (the non-negative least-squares fit of the group's step by its initial "
                                   "images: starts 10x closer on Fashion-MNIST and won the selection, but lost 0.11 "
@@ -225,6 +231,7 @@ class DistillConfig:
         _choice(self.optimizer, "distill.optimizer", ("sgd", "adam"))
         _check(self.step > 0, "distill.step must be positive")
         _check(self.ipc > 0, "distill.ipc must be positive")
+        _check(self.retry >= 0, "distill.retry must be >= 0 (0: off)")
         _check(self.iterations >= 0, "distill.iterations must be >= 0")
         _check(self.lr_img > 0, "distill.lr_img must be positive")
         _check(self.batch_real > 0, "distill.batch_real must be positive")

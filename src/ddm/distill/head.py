@@ -338,6 +338,70 @@ def _holds(model: nn.Module, params: Params) -> bool:
                                                 for k in own)
 
 
+def _retry_stuck(head: Head, train: Split, groups: Groups, labels: torch.Tensor, shares: torch.Tensor,
+                 own: torch.Tensor, images: torch.Tensor, log_w: torch.Tensor, onehot: torch.Tensor, site: Any,
+                 cfg: DistillConfig, task: Any = None) -> dict[int, tuple[float, float]]:
+    """``distill.retry``: this process's groups whose relative matching error at theta_tau (``site``) is still at
+    least ``cfg.retry`` are matched again from their members with the largest training loss at theta_tau, with
+    least-squares weights (Adam at ``lr_img`` for ``iterations`` steps, each group's best step kept); a group takes
+    the new images and weights, in place, only where they match better. Returns ``{group: (error before, after)}``
+    of the groups retried."""
+    at, W, whiten_at, target_at, norm2_at = site
+    ipc = labels.shape[1]
+    num_classes = onehot.shape[1]
+    oh = onehot.reshape(len(own), ipc, num_classes)
+    rows = own.to(target_at.device)
+
+    def errors(imgs: torch.Tensor, lw: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+        h = head.features(imgs.reshape(len(local) * ipc, *imgs.shape[2:]), at)
+        g = summed_head_gradients(h, h @ W.T, oh[local].reshape(-1, num_classes), lw.exp().reshape(-1), len(local),
+                                  task)
+        return ((whiten_at(g) - target_at[rows[local]]) ** 2).sum(1) / norm2_at[rows[local]]
+
+    with torch.no_grad():
+        before = errors(images.detach(), log_w.detach(), torch.arange(len(own), device=images.device))
+    local = torch.nonzero(~(before < cfg.retry)).flatten()  # NaN counts as stuck
+    if len(local) == 0:
+        return {}
+    gids = own[local.cpu()]
+    with torch.no_grad():
+        h = head.features(train.x)
+        z, y = h @ head.matrix().T, train.y.to(h.device)
+        sample_losses = (F.cross_entropy(z, y, reduction="none") if task is None else task.loss(z, y)).cpu()
+    new = init_images(train, groups, labels, "loss", cfg.seed, sample_losses)[gids].to(images.device)
+    w0 = _nnls_weights(head, new, oh[local].reshape(-1, num_classes), whiten_at, target_at[rows[local]],
+                       shares[gids], task)
+    new.requires_grad_(True)
+    lw = torch.log(w0).to(images.device).clone().requires_grad_(True)
+    opt = torch.optim.Adam([{"params": [new], "lr": cfg.lr_img}, {"params": [lw], "lr": cfg.lr_label}])
+    best_err = torch.full((len(local),), float("inf"), device=images.device)
+    best_img, best_lw = new.detach().clone(), lw.detach().clone()
+    for it in range(cfg.iterations + 1):
+        err = errors(new, lw, local)
+        with torch.no_grad():  # each group's best step so far (NaN never wins)
+            better = err.detach() < best_err
+            best_err = torch.where(better, err.detach(), best_err)
+            best_img[better], best_lw[better] = new.detach()[better], lw.detach()[better]
+        if it == cfg.iterations or float(err.detach().mean()) < cfg.tolerance:
+            break
+        opt.zero_grad(set_to_none=True)
+        err.sum().backward()
+        opt.step()
+    out: dict[int, tuple[float, float]] = {}
+    with torch.no_grad():
+        for j, k in enumerate(gids.tolist()):
+            b, a = float(before[local[j]]), float(best_err[j])
+            out[k] = (b, a)
+            if a < b or not b == b:
+                images[local[j]] = best_img[j]
+                log_w[local[j]] = best_lw[j]
+    kept = {k: v for k, v in out.items() if v[1] < v[0] or not v[0] == v[0]}
+    log.info("head distillation: %d group(s) still at relative error >= %g matched again from their highest-loss "
+             "members; %d improved (%s)", len(out), cfg.retry, len(kept),
+             ", ".join(f"{k}: {b:.2g} -> {a:.2g}" for k, (b, a) in kept.items()))
+    return out
+
+
 def distill_head(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
                  num_classes: int, folder: str | Path | None = None, weight_decay: float = 0.0,
                  task: Any = None, statistics: dict[int, HeadStatistics] | None = None) -> Synset:
@@ -475,6 +539,8 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
             log_w.copy_(best["log_weights"])
         log.info("head distillation kept each group's best step (mean relative error %.2g)",
                  float(best["losses"].mean()))
+    if cfg.retry > 0:
+        _retry_stuck(head, train, groups, labels, shares, own, images, log_w, onehot, sites[0], cfg, task)
     syn = Synset(distributed.gather_owned(images.detach().cpu(), K), labels, num_classes, losses=torch.tensor(losses),
                  weights=distributed.gather_owned(log_w.detach().exp().cpu(), K), curvature=curv.to("cpu"),
                  damping=torch.tensor(damping),
