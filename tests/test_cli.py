@@ -225,3 +225,16 @@ def test_targets_from_files_and_a_folder_of_images(tmp_path, capsys):
     pair = dm.attribute((data.test.x[:2].numpy(), data.test.y[:2].numpy()), "dist2", name="pair")
     same = dm.attribute(data.test[:2], "dist2", name="split")
     assert torch.allclose(pair.weights, same.weights)
+
+
+def test_info_names_the_groups_matched_again(tmp_path, capsys):
+    ws = str(tmp_path / "ws")
+    # no matching steps and a retry threshold every group is above: every group is matched again
+    assert main(["distill", "-w", ws, "--preset", "tiny", "-q", "--set", "distill.iterations=0",
+                 "--set", "distill.retry=1e-9"]) == 0
+    capsys.readouterr()
+    stage = json.loads(Path(ws, "synset", "stage.json").read_text())
+    assert sorted(int(k) for k in stage["retried"]) == list(range(stage["num_groups"]))
+    assert main(["info", "-w", ws]) == 0
+    text = capsys.readouterr().out
+    assert "matched again from their highest-loss members" in text and "group 0 " in text

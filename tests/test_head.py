@@ -589,3 +589,8 @@ def test_groups_still_unmatched_are_matched_again_and_keep_the_better_match(trai
     assert (e1 <= e0 * (1 + 1e-4)).all()
     # the retry starts from the highest-loss members with least-squares weights: better for most stuck groups
     assert (e1[~low] < e0[~low] * 0.9).float().mean() > 0.5
+    # the synset says which groups were matched again, with their errors before and after
+    assert sorted(again.retried) == torch.nonzero(~low).flatten().tolist()
+    for k, (b, a) in again.retried.items():
+        assert b == pytest.approx(float(e0[k]), rel=1e-3) and min(a, b) == pytest.approx(float(e1[k]), rel=1e-3)
+    assert start.retried == {}

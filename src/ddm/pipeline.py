@@ -299,7 +299,9 @@ class DistilledDatamodel:
         self.ws.finish(stage, key, cfg, seconds=time.perf_counter() - t0, num_groups=groups.num_groups,
                        first_loss=float(losses[0]), last_loss=float(losses[-10:].mean()), health=report,
                        steps=len(syn.losses) if syn.losses is not None else 0,
-                       ranks=distributed.rank_world()[1] if shared else 1)
+                       ranks=distributed.rank_world()[1] if shared else 1,
+                       **({"retried": {str(k): [round(b, 4), round(a, 4)] for k, (b, a) in syn.retried.items()}}
+                          if syn.retried else {}))
         health.log_report(f"{stage} ({self.ws.root})", report)  # which workspace: evaluate fits several
         self.timings[stage] = time.perf_counter() - t0
         if shared:

@@ -552,7 +552,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"workspace {ws.root}:")
     for st in stages:
         extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in st.items()
-                          if k not in ("stage", "key", "config", "complete", "health"))
+                          if k not in ("stage", "key", "config", "complete", "health", "retried"))
         print(f"  {st['stage']:<34} {'done' if st.get('complete') else 'partial':<8} {extra}")
         hh = st.get("health") or {}
         if hh.get("checked"):
@@ -562,6 +562,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {'':<34} {'':<8} health: step cosine mean {hh['cosine_mean']:.2f} (min {hh['cosine_min']:.2f}, "
                   f"{100 * hh['positive_fraction']:.0f}% positive){rel}{prev}; "
                   f"flagged groups: {hh['flagged'] or 'none'}")
+            if st.get("retried"):
+                again = ", ".join(f"group {k} {b:.2g} -> {min(a, b):.2g}" for k, (b, a) in st["retried"].items())
+                print(f"  {'':<34} {'':<8} matched again from their highest-loss members (relative error still "
+                      f">= distill.retry): {again}")
             if hh.get("outsized"):
                 print(f"  {'':<34} {'':<8} outsized groups (their real removal step is 10x the median's; not a "
                       f"synset failure, often mislabeled or atypical data): {hh['outsized']}")

@@ -539,12 +539,20 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
             log_w.copy_(best["log_weights"])
         log.info("head distillation kept each group's best step (mean relative error %.2g)",
                  float(best["losses"].mean()))
+    retried: dict[int, tuple[float, float]] = {}
     if cfg.retry > 0:
-        _retry_stuck(head, train, groups, labels, shares, own, images, log_w, onehot, sites[0], cfg, task)
+        mine = _retry_stuck(head, train, groups, labels, shares, own, images, log_w, onehot, sites[0], cfg, task)
+        local = torch.full((len(own), 2), float("nan"))
+        for j, k in enumerate(own.tolist()):
+            if k in mine:
+                local[j] = torch.tensor(mine[k])
+        every = distributed.gather_owned(local, K)  # every rank's groups, as one process has them
+        retried = {k: (float(every[k, 0]), float(every[k, 1])) for k in range(K) if not torch.isnan(every[k, 1])}
     syn = Synset(distributed.gather_owned(images.detach().cpu(), K), labels, num_classes, losses=torch.tensor(losses),
                  weights=distributed.gather_owned(log_w.detach().exp().cpu(), K), curvature=curv.to("cpu"),
                  damping=torch.tensor(damping),
                  num_train=torch.tensor(stats.num_train), task=task)
+    syn.retried = retried
     syn.checkpoints = checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay, task, syn,
                                             statistics)
     if not all(torch.isfinite(t).all() for t in syn.to_tensors().values()):

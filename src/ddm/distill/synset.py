@@ -59,6 +59,9 @@ class Synset:
     # [K, 3] for block-matched synsets: each group's block-step cosine with its real one at theta_tau, the relative
     # error, and the step's norm (ddm.health reads them in place of the last-layer step's)
     block_quality: torch.Tensor | None = None
+    # head matching's distill.retry: {group: (relative error before, best of the second matching)} of the groups
+    # matched again; set when distilled, never stored (the synset stage's stage.json keeps it)
+    retried: dict[int, tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
     # the training loss (ddm.task.Task) the head statistics used; set at run time, never stored (None = CE)
     task: Any = field(default=None, repr=False, compare=False)
 
