@@ -22,6 +22,8 @@ averages the predicted logit changes (information about how training got to thet
 function at theta_tau lacks; the synsets, matched at theta_tau only, transfer).
 Hard labels and positive weights make each synthetic image act like training data, so removing it
 (a Newton step *against* its gradient) removes by construction; the sign cannot flip.
+A group still far from its step after the matching (relative error >= ``distill.retry``) is matched once more
+from its highest-loss members with least-squares weights and keeps the better match (:func:`_retry_stuck`).
 """
 
 from __future__ import annotations
