@@ -55,3 +55,12 @@ def test_the_report_renders_in_headless_chromium(report, tmp_path):
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
     assert pixels.std() > 10, "the screenshot is blank"
     assert (pixels < 128).mean() > 0.005  # text and images, not a white page
+
+
+def test_the_report_names_the_groups_matched_again(tmp_path):
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:1", "-q", "--set", "distill.iterations=0",
+                 "--set", "distill.retry=1e-9"]) == 0
+    assert main(["report", "-w", ws, "--targets", "0:1", "-q"]) == 0
+    html = (tmp_path / "ws" / "report.html").read_text()
+    assert "Matched a second time from their highest-loss members" in html and "group 0 " in html

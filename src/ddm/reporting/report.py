@@ -143,7 +143,8 @@ def build_report(dm: Any, data: Any, targets: list[int], objective: str = "dist2
         info = dm.ws.stage_info(st)
         if info and info.get("complete"):
             stages.append({"stage": st, "seconds": info.get("seconds")})
-    health = (dm.ws.stage_info("synset") or {}).get("health") or {}
+    synset_info = dm.ws.stage_info("synset") or {}
+    health = synset_info.get("health") or {}
     recipe = dm.config.distill.matching
     grid = _figure(synset_grid([(f"synthetic images ({recipe} matching): first image of each group", dm.synset)],
                                dm.groups, data))
@@ -153,6 +154,7 @@ def build_report(dm: Any, data: Any, targets: list[int], objective: str = "dist2
         "K": dm.groups.num_groups, "ipc": dm.synset.ipc, "recipe": recipe, "emulation": dm.emulation_method(),
         "targets": rows, "heatmap": heat, "class_heatmap": class_heat, "diagnosis": diagnosis,
         "health": {k: v for k, v in health.items() if not isinstance(v, list) or k == "flagged"},
+        "retried": {int(k): min(v) for k, v in (synset_info.get("retried") or {}).items()},
         "stages": stages, "attribution_seconds": (attr.meta or {}).get("seconds"), "grid": grid,
         "config": json.dumps(dm.config.to_dict(), indent=1), "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
