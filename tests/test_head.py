@@ -594,3 +594,19 @@ def test_groups_still_unmatched_are_matched_again_and_keep_the_better_match(trai
     for k, (b, a) in again.retried.items():
         assert b == pytest.approx(float(e0[k]), rel=1e-3) and min(a, b) == pytest.approx(float(e1[k]), rel=1e-3)
     assert start.retried == {}
+
+
+def test_step_quality_does_not_depend_on_the_steps_scale():
+    from ddm.distill.head import matching_quality, row_cosine
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(5, 30, generator=g, dtype=torch.float64)
+    synthetic = real + 0.3 * torch.randn(5, 30, generator=g, dtype=torch.float64)
+    ref = matching_quality(synthetic, real)
+    # a group whose members are all fitted exactly has a removal step of about 1e-12: the same match, the same numbers
+    for scale in (1e-12, 1e-200, 1e12):
+        got = matching_quality(synthetic * scale, real * scale)
+        assert torch.allclose(got["cosine"], ref["cosine"]) and torch.allclose(got["relative_error"], ref["relative_error"])
+    assert torch.allclose(row_cosine(synthetic, real), F.cosine_similarity(synthetic, real, dim=1))
+    assert (ref["cosine"] > 0.8).all()
+    assert row_cosine(torch.zeros(2, 3), torch.ones(2, 3)).eq(0).all()  # no step: no direction

@@ -33,6 +33,7 @@ from ddm.distill.head import (
     HeadStatistics,
     head_statistics,
     matching_quality,
+    row_cosine,
     synset_head_gradients,
 )
 from ddm.distill.synset import Synset
@@ -81,7 +82,7 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
                 q = matching_quality(step, real)
             else:  # one fine-tuning step on S_k moves the head by -grad L(S_k)
                 step = -synset_head_gradients(head, synset, final).double()
-                q = {"cosine": torch.nn.functional.cosine_similarity(step, real, dim=1)}
+                q = {"cosine": row_cosine(step, real)}
             prev: torch.Tensor | None = None
             if trajectory.tau >= 1:
                 before = trajectory[trajectory.tau - 1]
@@ -91,7 +92,7 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
                     task=synset.task).group_grads
                 sign = 1.0 if synset.kind == "head" else -1.0
                 syn_prev = sign * synset_head_gradients(head, synset, before).double()
-                prev = torch.nn.functional.cosine_similarity(syn_prev, real_prev, dim=1)
+                prev = row_cosine(syn_prev, real_prev)
             norms = step.norm(dim=1)
             outsized: list[int] = []
             if "relative_error" in q:  # the step is meant to equal the real one: compare with the group's own

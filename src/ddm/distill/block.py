@@ -30,6 +30,7 @@ from torch.func import functional_call, grad, jvp, vmap
 from ddm.cluster.groups import Groups
 from ddm.config import DistillConfig
 from ddm.data.dataset import Split
+from ddm.distill.head import matching_quality
 from ddm.distill.scope import GaussNewton, LowRankInverse, Params, flatten, leading_eigenpairs, scope_names, unflatten
 from ddm.distill.synset import Synset
 from ddm.exceptions import ConfigError, NumericalError
@@ -178,9 +179,8 @@ def distill_block(model: nn.Module, trajectory: Trajectory, train: Split, groups
         g = _summed(_per_sample(model, site.params, names, flat, onehot), weights.reshape(-1),
                     torch.arange(K).repeat_interleave(n), K)
         step, ref = site.inverse(g.double()), site.inverse(site.real.double())
-        quality = torch.stack([torch.nn.functional.cosine_similarity(step, ref, dim=1),
-                               (step - ref).pow(2).sum(1) / ref.pow(2).sum(1).clamp_min(1e-30),
-                               step.norm(dim=1)], 1).float()
+        q = matching_quality(step, ref)
+        quality = torch.stack([q["cosine"], q["relative_error"], step.norm(dim=1).double()], 1).float()
     all_losses = torch.cat([head_synset.losses if head_synset.losses is not None else torch.zeros(0),
                             torch.tensor(losses)])
     out = replace(head_synset, images=images, weights=weights, losses=all_losses,

@@ -227,7 +227,7 @@ def checkpoint_curvatures(head: Head, trajectory: Trajectory, train: Split, grou
         if synset is not None:
             with torch.no_grad():
                 whiten = st.curvature.whitener(damping)
-                cos = F.cosine_similarity(whiten(synset_head_gradients(head, synset, p)), whiten(st.group_grads), dim=1)
+                cos = row_cosine(whiten(synset_head_gradients(head, synset, p)), whiten(st.group_grads))
             c.cosine_mean, c.cosine_min = float(cos.mean()), float(cos.min())
         out.append(c)
     if cfg.checkpoints > 1 and not out:
@@ -303,11 +303,24 @@ def synset_head_gradients(head: Head, synset: Synset, params: Params | None = No
                                  synset.num_groups, synset.task)
 
 
+def row_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine of each pair of rows ``[K, D]``, in double and independent of scale: ``F.cosine_similarity`` floors each
+    norm at 1e-8, which sent a group whose removal step is 1e-12 (a model that fits all its members exactly) to a
+    cosine of 0 and the health check's flag. Rows of zeros give 0."""
+    a, b = a.double(), b.double()
+    a = a / a.abs().amax(1, keepdim=True).clamp(min=torch.finfo(torch.float64).tiny)  # rescaled: no underflow
+    b = b / b.abs().amax(1, keepdim=True).clamp(min=torch.finfo(torch.float64).tiny)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp(min=torch.finfo(torch.float64).tiny)
+
+
 def matching_quality(synthetic: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-group cosine and relative error ``|a - b|^2 / |b|^2`` of rows ``[K, D]``: ``[K]`` each."""
+    """Per-group cosine and relative error ``|a - b|^2 / |b|^2`` of rows ``[K, D]``: ``[K]`` each (both independent
+    of the rows' common scale)."""
     a, b = synthetic.double(), real.double()
-    return {"cosine": F.cosine_similarity(a, b, dim=1),
-            "relative_error": ((a - b) ** 2).sum(1) / (b ** 2).sum(1).clamp(min=1e-30)}
+    scale = b.abs().amax(1, keepdim=True).clamp(min=torch.finfo(torch.float64).tiny)
+    a, b = a / scale, b / scale
+    return {"cosine": row_cosine(a, b),
+            "relative_error": ((a - b) ** 2).sum(1) / (b ** 2).sum(1).clamp(min=torch.finfo(torch.float64).tiny)}
 
 
 def _nnls_weights(head: Head, images: torch.Tensor, onehot: torch.Tensor, whiten: Any, target: torch.Tensor,
