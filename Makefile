@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first so pip takes the CPU wheel, never a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-protocol-head bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
+.PHONY: install demo test lint bench bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,13 +29,24 @@ test: $(STAMP)
 EVAL   := -q --recipe local-free --seeds 0,1,2 --num-targets 20 --lds-subsets 50 --tune 0.01,0.03,0.1,0.3,1 --plots
 FMNIST := --dataset fashion-mnist --set data.train_size=10000 --set data.test_size=2000 \
           --set model.width=16 --set train.epochs=5 --set train.lr=0.05
-bench: bench-matrix bench-matrix-orders bench-diagnostics bench-protocol-head bench-diagnosis bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
+bench: bench-matrix bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
 
 # The paper's protocol (Table 1, 4 analogs, unlearning fidelity, cost) with the head default: digits, seed 0.
 bench-protocol-head: $(STAMP)
 	$(BIN)/ddm evaluate -w runs/eval-head --preset demo -q --seeds 0 --num-targets 20 --lds-subsets 50
 	mkdir -p benchmarks/results && cp runs/eval-head/evaluation.md benchmarks/results/digits-head-seed0.md && \
 	  cp runs/eval-head/evaluation.json benchmarks/results/digits-head-seed0.json
+
+# The same protocol with the data diagnosis (Table 3 analog, label-noise detection against peers and cleanlab):
+# digits, seeds 0-2 (about 35 minutes per seed here).
+bench-protocol-head-diagnosis: $(STAMP)
+	$(BIN)/ddm evaluate -w runs/eval-head-diag --preset demo -q --seeds 0,1,2 --num-targets 20 --lds-subsets 50 --diagnose
+	mkdir -p benchmarks/results && cp runs/eval-head-diag/evaluation.md benchmarks/results/digits-head-diagnosis.md && \
+	  cp runs/eval-head-diag/evaluation.json benchmarks/results/digits-head-diagnosis.json
+
+# Kinds of data the matrix never had (class imbalance, a binary task, many tiny groups, an overfitted MLP).
+bench-probes: $(STAMP)
+	$(BIN)/python benchmarks/probe_kinds.py --seeds 0,1,2 --root runs/probe-kinds --out benchmarks/results/probe-kinds
 
 # The configuration matrix (issue "DDM that attributes on models and data it was not tuned on"): the default's
 # damping chosen on the selection configurations (seed 3, validation targets), then every configuration on
