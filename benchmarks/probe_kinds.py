@@ -10,6 +10,8 @@ subsets per class). Measured once, after the defaults were final; never used for
 * ``fmnist-mlp-K40-overfit``: trained far past fitting its 2,000 training images (60 epochs, momentum 0.9).
 
     python benchmarks/probe_kinds.py --seeds 0,1,2 --out benchmarks/results/probe-kinds
+    # a diagnostic on one probe: DDM with each value of a setting (each in its own workspace)
+    python benchmarks/probe_kinds.py --configs fmnist-mlp-K40-overfit --grid distill.checkpoints=1,3,10,30
 """
 
 from __future__ import annotations
@@ -68,14 +70,21 @@ def main() -> None:
     p.add_argument("--seeds", default="0")
     p.add_argument("--root", default="runs/probe-kinds")
     p.add_argument("--out", default="benchmarks/results/probe-kinds")
+    p.add_argument("--grid", default=None, metavar="KEY=V1,V2,...",
+                   help="a diagnostic: DDM with each value of a setting, each in its own workspace (no peers)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting applied to every run before --grid (repeatable)")
     a = p.parse_args()
     matrix.make_config = make_config
     for n, o in PROBES.items():
         matrix.CONFIGS[n] = (o, False)
-    args = argparse.Namespace(targets=50, select=False, set=[], subsets=40, other_subsets=10, orders=1,
-                              redistill=False, no_variants=True, peers=["if-explicit", "tracin"],
-                              unlearn_dampings="", argv=[f"--configs {a.configs}", f"--seeds {a.seeds}",
-                                                         f"--root {a.root}", f"--out {a.out}"])
+    grid = ("", ["default"]) if a.grid is None else (a.grid.split("=", 1)[0], a.grid.split("=", 1)[1].split(","))
+    argv = [f"--configs {a.configs}", f"--seeds {a.seeds}", f"--root {a.root}", f"--out {a.out}",
+            *[f"--set {v}" for v in a.set], *([f"--grid {a.grid}"] if a.grid else [])]
+    args = argparse.Namespace(targets=50, select=False, set=a.set, subsets=40, other_subsets=10, orders=1,
+                              redistill=False, no_variants=True,
+                              peers=["if-explicit", "tracin"] if a.grid is None else [], unlearn_dampings="",
+                              argv=argv)
     torch.set_num_threads(1)
     ddm.progress.set_enabled(False)
     results = []
@@ -84,7 +93,7 @@ def main() -> None:
     for name in a.configs.split(","):
         for seed in [int(s) for s in a.seeds.split(",")]:
             t0 = time.perf_counter()
-            results.append(matrix.run_one(Path(a.root), name, seed, args, ("", ["default"])))
+            results.append(matrix.run_one(Path(a.root), name, seed, args, grid))
             print(f"{name} seed {seed}: {time.perf_counter() - t0:.0f} s  LDS {json.dumps(results[-1]['lds'])}",
                   flush=True)
             atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=1))
