@@ -227,11 +227,17 @@ def test_targets_from_files_and_a_folder_of_images(tmp_path, capsys):
     assert torch.allclose(pair.weights, same.weights)
 
 
-def test_info_names_the_groups_matched_again(tmp_path, capsys):
+def test_info_names_the_groups_matched_again(tmp_path, capsys, caplog):
     ws = str(tmp_path / "ws")
-    # no matching steps and a retry threshold every group is above: every group is matched again
+    # no matching steps and a retry threshold every group is above: every group is matched again, and a stage where
+    # that many groups needed it warns (the overfitted probe's sign)
     assert main(["distill", "-w", ws, "--preset", "tiny", "-q", "--set", "distill.iterations=0",
                  "--set", "distill.retry=1e-9"]) == 0
+    capsys.readouterr()
+    assert "had to be matched a second time" in caplog.text
+    caplog.clear()
+    assert main(["distill", "-w", str(tmp_path / "default"), "--preset", "tiny", "-q"]) == 0
+    assert "had to be matched a second time" not in caplog.text
     capsys.readouterr()
     stage = json.loads(Path(ws, "synset", "stage.json").read_text())
     assert sorted(int(k) for k in stage["retried"]) == list(range(stage["num_groups"]))

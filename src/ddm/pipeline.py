@@ -43,6 +43,9 @@ from ddm.train.trajectory import Trajectory
 from ddm.workspace import Workspace, load_json, load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
+#: the share of groups matched a second time (distill.retry) above which the synset stage warns: 73-80% on the
+#: overfitted probe where DDM lost to the trivial score, at most 5% on every matrix and held-out run
+RETRIED_WARNING = 0.25
 
 
 @dataclass
@@ -303,6 +306,13 @@ class DistilledDatamodel:
                        **({"retried": {str(k): [round(b, 4), round(a, 4)] for k, (b, a) in syn.retried.items()}}
                           if syn.retried else {}))
         health.log_report(f"{stage} ({self.ws.root})", report)  # which workspace: evaluate fits several
+        if len(syn.retried) >= RETRIED_WARNING * groups.num_groups:
+            log.warning("%s (%s): %d of %d groups had to be matched a second time: the model fits their members "
+                        "almost exactly at theta_tau, where the last-layer step DDM takes carries little. On a probe "
+                        "like that (an MLP trained 60 epochs past fitting its data) DDM ranked below the trivial "
+                        "same-class score and TracIn was best (BENCHMARKS.md, 'Kinds of data the matrix never "
+                        "had'): check a few attributions against exact retrains (ddm evaluate), or use TracIn",
+                        stage, self.ws.root, len(syn.retried), groups.num_groups)
         self.timings[stage] = time.perf_counter() - t0
         if shared:
             distributed.barrier()
