@@ -353,6 +353,14 @@ def _holds(model: nn.Module, params: Params) -> bool:
                                                 for k in own)
 
 
+def _sample_losses(head: Head, train: Split, task: Any = None) -> torch.Tensor:
+    """Each training sample's loss at theta_tau ``[N]`` (on the CPU): what ``init_images(..., "loss")`` ranks by."""
+    with torch.no_grad():
+        h = head.features(train.x)
+        z, y = h @ head.matrix().T, train.y.to(h.device)
+        return (F.cross_entropy(z, y, reduction="none") if task is None else task.loss(z, y)).cpu()
+
+
 def _retry_stuck(head: Head, train: Split, groups: Groups, labels: torch.Tensor, shares: torch.Tensor,
                  own: torch.Tensor, images: torch.Tensor, log_w: torch.Tensor, onehot: torch.Tensor, site: Any,
                  cfg: DistillConfig, task: Any = None) -> dict[int, tuple[float, float]]:
@@ -379,11 +387,8 @@ def _retry_stuck(head: Head, train: Split, groups: Groups, labels: torch.Tensor,
     if len(local) == 0:
         return {}
     gids = own[local.cpu()]
-    with torch.no_grad():
-        h = head.features(train.x)
-        z, y = h @ head.matrix().T, train.y.to(h.device)
-        sample_losses = (F.cross_entropy(z, y, reduction="none") if task is None else task.loss(z, y)).cpu()
-    new = init_images(train, groups, labels, "loss", cfg.seed, sample_losses)[gids].to(images.device)
+    new = init_images(train, groups, labels, "loss", cfg.seed, _sample_losses(head, train, task))[gids]
+    new = new.to(images.device)
     w0 = _nnls_weights(head, new, oh[local].reshape(-1, num_classes), whiten_at, target_at[rows[local]],
                        shares[gids], task)
     new.requires_grad_(True)
@@ -474,12 +479,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     if ipc > cfg.ipc:
         log.info("groups mix up to %d classes: %d synthetic images per group (distill.ipc=%d), one per class at least",
                  ipc, ipc, cfg.ipc)
-    sample_losses = None  # distill.init=loss: each training sample's loss at theta_tau
-    if cfg.init == "loss":
-        with torch.no_grad():
-            h = head.features(train.x)
-            z, y = h @ head.matrix().T, train.y.to(h.device)
-            sample_losses = (F.cross_entropy(z, y, reduction="none") if task is None else task.loss(z, y)).cpu()
+    sample_losses = _sample_losses(head, train, task) if cfg.init == "loss" else None  # distill.init=loss
     images = init_images(train, groups, labels, cfg.init, cfg.seed, sample_losses)[own].to(dev).requires_grad_(True)
     onehot = F.one_hot(labels[own].reshape(-1), num_classes).float().to(dev)
     w0 = shares[own]
