@@ -234,6 +234,34 @@ def test_models_without_a_linear_head_are_refused(digits, groups):
                                                                    groups.labels[:, None], 10), 10)["checked"] is False
 
 
+class _Mlp(torch.nn.Module):
+    """An MLP a user might write: ``kind`` puts its output layer first, scales its logits or drops its bias."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        if kind == "head-first":
+            self.fc = torch.nn.Linear(16, 10)
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU())
+        if kind != "head-first":
+            self.fc = torch.nn.Linear(16, 10, bias=kind != "no-bias")
+
+    def forward(self, x):
+        z = self.fc(self.body(x))
+        return z / 0.5 if self.kind == "scaled" else z
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("head-first", "logits come from its nn.Linear 'fc'.*define the output layer last"),
+    ("scaled", "changes 'fc''s output"),
+    ("no-bias", "'fc'.*has no bias")])
+def test_models_whose_head_is_not_usable_are_refused_saying_why(digits, groups, kind, says):
+    model = _Mlp(kind)
+    traj = train_model(model, digits.train, TrainConfig(epochs=1, lr=0.1))
+    with pytest.raises(ConfigError, match=says):
+        distill_head(model, traj, digits.train, groups, DistillConfig(iterations=2), 10)
+
+
 def test_weight_decay_and_momentum_trajectories_are_handled(digits, groups):
     model = ddm.models.build("mlp", digits, width=16, depth=1)
     traj = train_model(model, digits.train, TrainConfig(epochs=3, lr=0.05, momentum=0.9, weight_decay=1e-3))

@@ -3,6 +3,7 @@ import torch
 
 import ddm
 from ddm.config import TrainConfig
+from ddm.exceptions import ConfigError
 from ddm.train import Trajectory, TrajectoryRecorder, accuracy, train_model
 
 
@@ -52,6 +53,25 @@ def test_recorder_attaches_to_a_users_own_loop(digits, tmp_path):
     assert traj.epochs == [0.0, 0.5, 1.0, 1.5, 2.0]
     assert torch.equal(traj.final["net.1.weight"], model.net[1].weight.detach())
     assert len(Trajectory.load(tmp_path)) == 5
+
+
+def test_attaching_without_a_step_count_takes_only_the_optimizers_settings(digits):
+    model = ddm.models.build("mlp", digits, width=16, depth=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    rec = TrajectoryRecorder(model)
+    rec.attach(opt)                      # no snapshots of its own: the loop below records once per epoch
+    rec.record(0)
+    for epoch in (1, 2):
+        loss = torch.nn.functional.cross_entropy(model(digits.train.x[:64]), digits.train.y[:64])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rec.record(epoch)
+    traj = rec.trajectory()
+    assert traj.epochs == [0.0, 1.0, 2.0] and traj.lr == 0.05
+    assert traj.optimizer == {"type": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
+    with pytest.raises(ConfigError, match="every_steps must be a positive"):
+        rec.attach(opt, every_steps=0)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])

@@ -111,13 +111,31 @@ class Head:
         return torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype, device=h.device)], 1)
 
     def check(self, x: torch.Tensor) -> None:
-        """Refuse models whose logits are not the head applied to the features (e.g. a softmax after it)."""
-        with torch.no_grad():
-            h = self.features(x[:8])
-            logits = devices.forward(self.model, x[:8])
-            if not torch.allclose((h @ self.matrix().T).cpu(), logits, rtol=1e-4, atol=1e-4):
-                raise ConfigError("head matching needs a model whose logits are its last nn.Linear layer's output; "
-                                  "use --recipe paper (or distill.matching=local) for this model")
+        """Refuse models whose logits are not the head applied to the features (e.g. a softmax or a scale after it,
+        or a head that is not the last nn.Linear the model registers), saying which case it is."""
+        outs: dict[str, torch.Tensor] = {}
+        hooks = [m.register_forward_hook(lambda m, i, o, n=n: outs.__setitem__(n, o.detach()))
+                 for n, m in self.model.named_modules() if isinstance(m, nn.Linear)]
+        try:
+            with torch.no_grad():
+                logits = devices.forward(self.model, x[:8])
+        finally:
+            for hk in hooks:
+                hk.remove()
+
+        def same(t: torch.Tensor) -> bool:
+            return t.shape == logits.shape and torch.allclose(t.cpu(), logits, rtol=1e-4, atol=1e-4)
+
+        if self.name in outs and same(outs[self.name]):
+            return
+        real = [n for n, o in outs.items() if same(o)]
+        if real:
+            raise ConfigError(f"the model's logits come from its nn.Linear {real[-1]!r}, but head matching takes the "
+                              f"last nn.Linear the model registers ({self.name!r}) as its head: define the output "
+                              f"layer last in the model's __init__ (after {self.name!r}), or use --recipe paper")
+        raise ConfigError("head matching needs a model whose logits are its last nn.Linear layer's output, with "
+                          f"nothing after it (this model changes {self.name!r}'s output, e.g. a softmax or a scale); "
+                          "return the raw logits, or use --recipe paper (or distill.matching=local) for this model")
 
 
 def head_gradients(h: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, task: Any = None) -> torch.Tensor:

@@ -36,6 +36,10 @@ def last_linear_name(model: nn.Module) -> str:
     if not names:
         raise ConfigError("head matching and the Newton step need a model whose output comes from a final nn.Linear "
                           "layer; use --recipe paper (or distill.matching=local) for other models")
+    head = dict(model.named_modules())[names[-1]]
+    if getattr(head, "bias", None) is None:
+        raise ConfigError(f"the model's last nn.Linear layer ({names[-1]!r}, taken as its head) has no bias: head "
+                          "matching and the Newton step need one (nn.Linear(..., bias=True)); or use --recipe paper")
     return names[-1]
 
 

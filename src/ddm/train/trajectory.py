@@ -128,15 +128,23 @@ class TrajectoryRecorder:
         self._params.append(p)
         self._epochs.append(float(epoch))
 
-    def attach(self, optimizer: torch.optim.Optimizer, every_steps: int, steps_per_epoch: int | None = None) -> None:
-        """Record theta now and after every ``every_steps`` calls of ``optimizer.step()``."""
-        if every_steps <= 0:
-            raise ConfigError("every_steps must be positive")
-        if not self._params:
-            self.record(0)
+    def attach(self, optimizer: torch.optim.Optimizer, every_steps: int | None = None,
+               steps_per_epoch: int | None = None) -> None:
+        """Take the optimizer's type and hyperparameters (learning rate, momentum, weight decay, betas) for the
+        trajectory, and with ``every_steps`` also record theta now and after every ``every_steps`` calls of
+        ``optimizer.step()`` (epochs counted as steps / ``steps_per_epoch`` when given, else as steps). Without
+        ``every_steps`` you keep calling :meth:`record` yourself."""
+        if every_steps is not None and every_steps <= 0:
+            raise ConfigError(f"every_steps must be a positive number of optimizer steps, got {every_steps}")
+        if steps_per_epoch is not None and steps_per_epoch <= 0:
+            raise ConfigError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
         d = optimizer.defaults
         self._optimizer = {"type": type(optimizer).__name__.lower(), **{k: d[k] for k in ("lr", "momentum",
                            "weight_decay", "betas") if k in d and not torch.is_tensor(d[k])}}
+        if every_steps is None:
+            return
+        if not self._params:
+            self.record(0)
 
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             self._steps += 1
