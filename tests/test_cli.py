@@ -20,6 +20,17 @@ def test_help_answers(capsys):
         assert "--workspace" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["attribute", "--top-k", "0"], "--top-k: must be at least 1, got 0"),
+    (["diagnose", "--verify", "-1"], "--verify: must be at least 0, got -1"),
+    (["evaluate", "--num-targets", "ten"], "--num-targets: expected a whole number, got 'ten'"),
+])
+def test_counts_out_of_range_are_refused_before_any_work(argv, says, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and says in capsys.readouterr().err
+
+
 def test_run_attribute_unlearn_info(tmp_path, capsys):
     ws = str(tmp_path / "ws")
     assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:3", "--json", "-q"]) == 0

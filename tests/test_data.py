@@ -49,6 +49,8 @@ def test_subsets_are_stratified_and_keep_ids():
     assert torch.bincount(data.train.y, minlength=10).min() >= 9
     full = ddm.data.load("digits")
     assert torch.equal(full.train.x[data.train.index], data.train.x)
+    with pytest.raises(ddm.exceptions.DataError, match="data.test_size = 5 is smaller than the number of classes"):
+        ddm.data.load("digits", test_size=5)
 
 
 @pytest.mark.parametrize("gz", [True, False])

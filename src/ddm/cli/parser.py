@@ -31,6 +31,22 @@ EPILOG = """examples:
 """
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``, with an error that says so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
+
+
 def _common(p: argparse.ArgumentParser, workspace_default: str | None = "runs/default") -> None:
     p.add_argument("-w", "--workspace", default=workspace_default,
                    help="run folder holding every artifact (default: %(default)s)")
@@ -81,7 +97,7 @@ def _targets_args(p: argparse.ArgumentParser, default: str) -> None:
                         "on digits; see BENCHMARKS.md)")
     p.add_argument("--hierarchical", action="store_true",
                    help="class-level attribution first, then groups inside the top classes (Sec. 3.3)")
-    p.add_argument("--top-k", type=int, default=3, help="groups listed per target (default: %(default)s)")
+    p.add_argument("--top-k", type=_count(1), default=3, help="groups listed per target (default: %(default)s)")
 
 
 def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
@@ -169,8 +185,8 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "digits, at 55%% precision and 15%% recall on 10%% flipped labels), accuracy 1e-5 "
                         "(benchmarks/results/diagnosis-threshold-class-balance.md); raise it (e.g. 0.5) to see more "
                         "candidates, and check what you act on with --verify")
-    p.add_argument("--top-k", type=int, default=10, help="groups listed (default: %(default)s)")
-    p.add_argument("--verify", type=int, default=0, metavar="ORDERS",
+    p.add_argument("--top-k", type=_count(1), default=10, help="groups listed (default: %(default)s)")
+    p.add_argument("--verify", type=_count(0), default=0, metavar="ORDERS",
                    help="check the flags by exact retraining: retrain from theta_0 with and without all flagged "
                         "groups in ORDERS data orders (2 x ORDERS trainings as long as the target's, cached in the "
                         "workspace) and report how the validation objective changed against the prediction; "
@@ -188,7 +204,7 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     _model_arg(p, True)
     p.add_argument("--targets", default="0:8", help="test samples shown: START:STOP or i,j,... (default: %(default)s)")
     p.add_argument("--objective", default="dist2", help="objective of the attribution (default: %(default)s)")
-    p.add_argument("--top-k", type=int, default=3,
+    p.add_argument("--top-k", type=_count(1), default=3,
                    help="supporting and opposing groups per target (default: %(default)s)")
     p.add_argument("--out", default=None, help="output file (default: <workspace>/report.html)")
     p.set_defaults(func=commands["report"])
@@ -202,15 +218,15 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     _common(p, workspace_default="runs/eval")
     _config_args(p)
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default: %(default)s)")
-    p.add_argument("--num-targets", type=int, default=20, help="reported test targets (default: %(default)s)")
-    p.add_argument("--lds-subsets", type=int, default=50,
+    p.add_argument("--num-targets", type=_count(1), default=20, help="reported test targets (default: %(default)s)")
+    p.add_argument("--lds-subsets", type=_count(0), default=50,
                    help="random subsets for LDS, 0 to skip (default: %(default)s)")
-    p.add_argument("--other-class-subsets", type=int, default=5,
+    p.add_argument("--other-class-subsets", type=_count(0), default=5,
                    help="per target class, subsets that keep that class whole and half of the other groups: the "
                         "other-class LDS, which a score marking only the target's own class cannot pass; 0 to "
                         "skip (default: %(default)s)")
     p.add_argument("--logo", action="store_true", help="also retrain leave-one-group-out for all K groups")
-    p.add_argument("--noise-seeds", type=int, default=2, help="other-seed retrains for the noise floor")
+    p.add_argument("--noise-seeds", type=_count(0), default=2, help="other-seed retrains for the noise floor")
     p.add_argument("--tune", default="", metavar="M1,M2,...",
                    help="fine-tune lr multipliers (x the training rate) to choose from on validation targets, "
                         "e.g. 0.01,0.03,0.1,0.3,1 (default: none: emulate.finetune_scale)")

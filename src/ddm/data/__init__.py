@@ -64,8 +64,8 @@ def load(name: str | DataConfig = "digits", **overrides: object) -> Dataset:
     """Load a dataset by name (or :class:`DataConfig`), applying the configured subsets."""
     cfg = name if isinstance(name, DataConfig) else DataConfig(name=name, **overrides)  # type: ignore[arg-type]
     ds = DATASETS.get(cfg.name)(cfg)
-    ds.train = stratified_subset(ds.train, cfg.train_size, cfg.seed)
-    ds.test = stratified_subset(ds.test, cfg.test_size, cfg.seed)
+    ds.train = stratified_subset(ds.train, cfg.train_size, cfg.seed, "data.train_size")
+    ds.test = stratified_subset(ds.test, cfg.test_size, cfg.seed, "data.test_size")
     return ds
 
 

@@ -86,10 +86,16 @@ def normalise(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...
     return ((x - m) / s).contiguous()
 
 
-def stratified_subset(split: Split, size: int | None, seed: int) -> Split:
-    """A class-stratified random subset of ``size`` rows (the whole split when None or larger)."""
+def stratified_subset(split: Split, size: int | None, seed: int, name: str = "the subset") -> Split:
+    """A class-stratified random subset of ``size`` rows (the whole split when None or larger). ``name`` (e.g.
+    ``data.test_size``) is what an error about too small a size names."""
     if size is None or size >= len(split):
         return split
+    classes = int(torch.unique(split.y).numel())
+    if size < classes:
+        raise DataError(f"{name} = {size} is smaller than the number of classes ({classes}): a stratified subset "
+                        f"needs at least one sample of each; use at least {classes}, or leave it unset for the whole "
+                        "split")
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(split))
