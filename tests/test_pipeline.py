@@ -478,6 +478,22 @@ def test_results_do_not_depend_on_the_mode_the_model_was_left_in(tmp_path):
     assert not model.training and torch.equal(a.weights, b.weights)
 
 
+def test_a_batch_norm_model_reopens_with_its_running_statistics(tmp_path):
+    """A trajectory holds parameters only; the running statistics of theta_tau are stored with the train stage, so
+    a reopened workspace's model gives the trained model's outputs and the same attribution."""
+    cfg = presets.tiny().with_overrides(["model.norm=batchnorm", "distill.iterations=5"])
+    data = ddm.data.load(cfg.data)
+    dm = ddm.DistilledDatamodel(tmp_path, cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    a = dm.attribute(data.test[:3], "dist2", name="a")
+    reopened = ddm.DistilledDatamodel(tmp_path, cfg).load()
+    stats = dict(reopened.model.named_buffers())
+    assert any(k.endswith("running_var") for k in stats) and not torch.equal(stats["features.1.running_var"],
+                                                                             torch.ones_like(stats["features.1.running_var"]))
+    with torch.no_grad():
+        assert torch.equal(reopened.model(data.test.x), dm.model(data.test.x))
+    assert torch.equal(reopened.attribute(data.test[:3], "dist2", name="b").weights, a.weights)
+
+
 def test_unlearning_every_group_of_a_class_removes_the_class(run):
     cfg, data, ws, dm = run
     dm.config = cfg.with_overrides(["emulate.unlearn_rewind=0"])  # the other classes' predictions stay theta_tau's

@@ -62,13 +62,13 @@ class ModelConfig:
                               "(a small Vision Transformer; width = embedding size, depth = blocks)")
     width: int = _f(64, "convnet channels / mlp hidden units")
     depth: int = _f(3, "convnet conv blocks / mlp hidden layers")
-    norm: str = _f("instancenorm", "convnet normalisation: instancenorm, groupnorm, layernorm, none")
+    norm: str = _f("instancenorm", "convnet normalisation: instancenorm, groupnorm, layernorm, batchnorm, none")
     seed: int = _f(0, "seed of the initial weights theta_0")
 
     def __post_init__(self) -> None:
         _finite(self, "model")
         _check(self.width > 0 and self.depth > 0, "model.width and model.depth must be positive")
-        _choice(self.norm, "model.norm", ("instancenorm", "groupnorm", "layernorm", "none"))
+        _choice(self.norm, "model.norm", ("instancenorm", "groupnorm", "layernorm", "batchnorm", "none"))
 
 
 @dataclass

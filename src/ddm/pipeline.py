@@ -219,12 +219,14 @@ class DistilledDatamodel:
             else:
                 trajectory.save(folder / "trajectory")
             self.trajectory = trajectory.ordered(names)
-            save_tensors(folder / "model.safetensors", trajectory.final)
+            # theta_tau with the model's buffers (a batch norm's running statistics), which a trajectory of
+            # parameters does not hold: reopening the workspace restores them from here
+            save_tensors(folder / "model.safetensors", {**trajectory.final, **devices.cpu(dict(model.named_buffers()))})
             save_json(folder / "model.json", spec)
             seconds = trajectory.seconds if trajectory.seconds is not None else time.perf_counter() - t0
             self.ws.finish("train", key, cfg, seconds=seconds, data_fingerprint=data_fp,
                            num_classes=self.num_classes, task=self.task.name)
-        _load_params(model, self.trajectory.final)
+        _load_params(model, self.trajectory.final, folder / "model.safetensors")
         self.model = model
         self.timings["train"] = self.ws.require("train").get("seconds", 0.0)
 
@@ -339,7 +341,7 @@ class DistilledDatamodel:
                                            "MODULE:FACTORY so it can be rebuilt)")
             model = model_registry.from_spec(spec)
         self.trajectory = trajectory.ordered([n for n, _ in model.named_parameters()])
-        _load_params(model, self.trajectory.final)
+        _load_params(model, self.trajectory.final, self.ws.path("train", "model.safetensors"))
         self.model = model
         for stage, attr, method in (("groups", "groups", None), ("groups-class", "class_groups", "class")):
             st = self.ws.stage_info(stage)
@@ -735,7 +737,8 @@ class DistilledDatamodel:
         return {c["class"] for c in check["collapsed_classes"]}
 
 
-def _load_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
+def _load_params(model: nn.Module, params: dict[str, torch.Tensor], stored: Path | None = None) -> None:
+    """theta_tau into ``model``, with the buffers (running statistics) of the train stage's ``stored`` model file."""
     names = dict(model.named_parameters())
     missing = set(names) - set(params)
     if missing:
@@ -748,6 +751,19 @@ def _load_params(model: nn.Module, params: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for k, p in names.items():
             p.copy_(params[k])
+    buffers = dict(model.named_buffers())
+    if not buffers or stored is None:
+        return
+    saved = load_tensors(stored) if stored.exists() else {}
+    missing = [k for k, b in buffers.items() if k not in saved and b.is_floating_point()]
+    if missing:
+        log.warning("the train stage holds no value for the model's buffers %s (a workspace from before ddm stored "
+                    "them): they keep the rebuilt model's initial values, so a batch norm's outputs are not the "
+                    "trained model's; rerun the train stage with --overwrite", missing[:3])
+    with torch.no_grad():
+        for k, b in buffers.items():
+            if k in saved:
+                b.copy_(saved[k])
 
 
 def online_seconds(attributions: list[AttributionMatrix]) -> float:

@@ -1,7 +1,9 @@
 """The ConvNet of Dataset Condensation: ``depth`` x [conv3x3 -> norm -> ReLU -> avgpool2] -> linear.
 
 Instance norm (GroupNorm with one group per channel, affine) is the default, as in Dataset
-Condensation: it keeps the model free of running statistics, so it is safe under ``vmap``.
+Condensation: it keeps the model free of running statistics, so it is safe under ``vmap``. ``batchnorm``
+(the norm most models in use have) keeps running statistics: training updates them, every later stage reads
+the model in eval mode with theta_tau's statistics (stored with the train stage), earlier checkpoints included.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def _norm(kind: str, channels: int, size: int) -> nn.Module:
         return nn.GroupNorm(min(4, channels), channels, affine=True)
     if kind == "layernorm":
         return nn.GroupNorm(1, channels, affine=True)
+    if kind == "batchnorm":
+        return nn.BatchNorm2d(channels)
     return nn.Identity()
 
 
