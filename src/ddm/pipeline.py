@@ -755,11 +755,11 @@ def _load_params(model: nn.Module, params: dict[str, torch.Tensor], stored: Path
     if not buffers or stored is None:
         return
     saved = load_tensors(stored) if stored.exists() else {}
-    missing = [k for k, b in buffers.items() if k not in saved and b.is_floating_point()]
-    if missing:
+    unset = [k for k, b in buffers.items() if k not in saved and b.is_floating_point()]
+    if unset:
         log.warning("the train stage holds no value for the model's buffers %s (a workspace from before ddm stored "
                     "them): they keep the rebuilt model's initial values, so a batch norm's outputs are not the "
-                    "trained model's; rerun the train stage with --overwrite", missing[:3])
+                    "trained model's; rerun the train stage with --overwrite", unset[:3])
     with torch.no_grad():
         for k, b in buffers.items():
             if k in saved:
