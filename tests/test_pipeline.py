@@ -10,6 +10,7 @@ import ddm
 from ddm import presets
 from ddm.exceptions import ConfigError, ConfigMismatchError
 from ddm.train import TrajectoryRecorder
+from ddm.workspace import load_tensors, save_tensors
 
 
 @pytest.fixture(scope="module")
@@ -478,7 +479,7 @@ def test_results_do_not_depend_on_the_mode_the_model_was_left_in(tmp_path):
     assert not model.training and torch.equal(a.weights, b.weights)
 
 
-def test_a_batch_norm_model_reopens_with_its_running_statistics(tmp_path):
+def test_a_batch_norm_model_reopens_with_its_running_statistics(tmp_path, caplog):
     """A trajectory holds parameters only; the running statistics of theta_tau are stored with the train stage, so
     a reopened workspace's model gives the trained model's outputs and the same attribution."""
     cfg = presets.tiny().with_overrides(["model.norm=batchnorm", "distill.iterations=5"])
@@ -492,6 +493,12 @@ def test_a_batch_norm_model_reopens_with_its_running_statistics(tmp_path):
     with torch.no_grad():
         assert torch.equal(reopened.model(data.test.x), dm.model(data.test.x))
     assert torch.equal(reopened.attribute(data.test[:3], "dist2", name="b").weights, a.weights)
+    # a workspace whose train stage holds the parameters only (as before ddm stored buffers) says so
+    stored = tmp_path / "train" / "model.safetensors"
+    save_tensors(stored, {k: v for k, v in load_tensors(stored).items() if "running" not in k})
+    with caplog.at_level("WARNING"):
+        ddm.DistilledDatamodel(tmp_path, cfg).load()
+    assert "holds no value for the model's buffers" in caplog.text
 
 
 def test_unlearning_every_group_of_a_class_removes_the_class(run):
