@@ -100,6 +100,12 @@ HELD_OUT: dict[str, list[str]] = {
     # checks (images initialised from members the model fits with near-zero loss carry no gradient)
     "digits-alexnet-K40-adam": ["model.name=alexnet", "model.width=16", "train.optimizer=adam", "train.lr=0.001",
                                 "cluster.per_class=4"],
+    # batch norm, the normalisation most models in use have (running statistics; model.norm=batchnorm, added after
+    # a probe found a reopened workspace's model without them)
+    "digits-convnet-batchnorm-K40-momentum": ["model.norm=batchnorm", "train.lr=0.02", "train.momentum=0.9",
+                                              "cluster.per_class=4"],
+    "fmnist-convnet-batchnorm-K40-sgd": [*FM, "model.norm=batchnorm", "model.width=16", "train.epochs=5",
+                                         "train.lr=0.05", "cluster.per_class=4"],
 }
 CONFIGS.update({k: (v, False) for k, v in HELD_OUT.items()})
 #: design variants measured beside the default, by configuration ("*" = every configuration)

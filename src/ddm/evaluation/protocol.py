@@ -178,7 +178,14 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
     for name, sets in VARIANTS.items():
         c = cfg.with_overrides(sets + [f"hierarchical={name == 'DDM-full'}"])
         dm = DistilledDatamodel(root / f"seed{seed}" / name.replace(" ", "_").replace("/", ""), c)
-        dm.fit(models.build(c.model, data), data.train)
+        try:
+            dm.fit(models.build(c.model, data), data.train)
+        except ConfigError as exc:  # e.g. DDM-match's fine-tuning refuses a batch-norm model; the default may not
+            if name == "DDM-full":
+                raise
+            log.warning("seed %d: %s is left out of every table: %s", seed, name, exc)
+            out.setdefault("left_out", {})[name] = str(exc)
+            continue
         dms[name] = dm
     full = dms["DDM-full"]
     F = full.fitted()
@@ -307,9 +314,9 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
         from ddm.reporting.plots import class_heatmap, synset_grid
 
         folder = root / "plots"
-        synset_grid([(f"DDM ({cfg.distill.matching} matching)", F.synset),
-                     ("gradient matching (DDM-match)", dms["DDM-match"].fitted().synset)], F.groups, data,
-                    folder / f"synsets_seed{seed}.png")
+        synset_grid([(f"DDM ({cfg.distill.matching} matching)", F.synset)]
+                    + [("gradient matching (DDM-match)", dms["DDM-match"].fitted().synset)] * ("DDM-match" in dms),
+                    F.groups, data, folder / f"synsets_seed{seed}.png")
         if full.class_synset is not None:
             cls = full.attribute_classes(data.test, "dist1")
             class_heatmap(cls, data.test.y, data.num_classes, folder / f"class_attribution_seed{seed}.png")
