@@ -180,6 +180,13 @@ def test_external_trajectory_from_a_users_loop(tmp_path):
     assert dm.train_lr == 0.1 and dm.finetune_steps == 2
     assert dm.finetune_lr == pytest.approx(0.1 * cfg.emulate.finetune_scale)
     assert dm.attribute(data.test[:2]).weights.shape == (2, 20, 10)
+    # one more step after the last snapshot: the trajectory no longer ends at the model, which is refused
+    loss = torch.nn.functional.cross_entropy(model(data.train.x), data.train.y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    with pytest.raises(ConfigError, match="last snapshot \\(epoch 2\\) is not the model handed in"):
+        ddm.DistilledDatamodel(tmp_path / "stale", cfg).fit(model, data.train, trajectory=rec.trajectory(lr=0.1))
 
 
 def test_a_handed_in_trajectory_brings_its_weight_decay_or_a_warning(tmp_path, caplog):

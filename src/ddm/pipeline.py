@@ -197,6 +197,7 @@ class DistilledDatamodel:
         spec = model_registry.spec_of(model)
         data_fp = train.fingerprint()
         if trajectory is not None:
+            _check_last_snapshot(model, trajectory)
             key = fingerprint("external", spec, data_fp, float(sum(v.sum() for v in trajectory.final.values())))
             cfg: Any = {"external_trajectory": True, "model": spec}
         else:
@@ -735,6 +736,22 @@ class DistilledDatamodel:
         check = health.unlearning_check(self.model, model_registry.with_params(self.model, base), syn, idx, warn=False,
                                         max_class_drop=self.config.emulate.unlearn_class_drop)
         return {c["class"] for c in check["collapsed_classes"]}
+
+
+def _check_last_snapshot(model: nn.Module, trajectory: Trajectory) -> None:
+    """A handed-in trajectory must end at the model handed in with it: theta_tau is what every stage reads, and
+    ``fit`` loads it into the model. A recorder attached every n steps misses the steps after its last snapshot."""
+    final = trajectory.final
+    with torch.no_grad():
+        off = [n for n, p in model.named_parameters()
+               if n in final and (final[n].shape != p.shape
+                                  or not torch.allclose(p.detach().cpu().to(final[n].dtype), final[n].cpu(),
+                                                        rtol=1e-5, atol=1e-6))]
+    if off:
+        raise ConfigError(f"the trajectory's last snapshot (epoch {trajectory.epochs[-1]:g}) is not the model handed "
+                          f"in ({len(off)} parameter tensor(s) differ, e.g. {off[0]!r}): the model trained on after "
+                          "it was recorded. Record theta once more after the last optimizer step (rec.record(epoch)) "
+                          "and pass that trajectory")
 
 
 def _load_params(model: nn.Module, params: dict[str, torch.Tensor], stored: Path | None = None) -> None:
