@@ -43,6 +43,22 @@ def test_a_training_sample_supports_itself(method, digits, trained):
         assert (s[:, t] > s[r, t]).sum() < len(s) // 10, f"{method}: the sample ranks low for its own loss"
 
 
+@pytest.mark.parametrize("method", ["tracin", "trak"])
+def test_trajectory_peers_read_a_batch_norm_models_checkpoints(method, digits):
+    """A trajectory holds parameters only; dattri loads each checkpoint as a whole state dict, so the adapter adds
+    theta_tau's running statistics (a batch-norm model failed with missing keys before)."""
+    import ddm
+    from ddm.config import TrainConfig
+    from ddm.train import train_model
+
+    model = ddm.models.build("convnet", digits, width=8, depth=2, norm="batchnorm")
+    traj = train_model(model, digits.train, TrainConfig(epochs=2, lr=0.1, batch_size=32))
+    model.eval()
+    s = peers.sample_scores(method, model, traj, digits.train, digits.train[[0, 50]], FAST)
+    assert s.shape == (len(digits.train), 2) and torch.isfinite(s).all()
+    assert (s[0, 0] > s[:, 0]).float().mean() > 0.5 and (s[50, 1] > s[:, 1]).float().mean() > 0.5  # self-support
+
+
 def test_arnoldi_without_damping_gives_finite_scores(digits, trained):
     """dattri divides by the square root of negative eigenvalues at small damping; the adapter drops them."""
     model, traj = trained

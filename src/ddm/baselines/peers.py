@@ -187,7 +187,9 @@ def _fix_arnoldi(attributor: Any) -> None:
 
 
 def _params(model: nn.Module, params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    src = params if params is not None else dict(model.named_parameters())
+    """A checkpoint for dattri (which loads it with ``load_state_dict``): ``params`` (theta_tau's by default) and the
+    model's buffers, theta_tau's running statistics (a trajectory holds parameters only)."""
+    src = {**dict(model.named_buffers()), **(params if params is not None else dict(model.named_parameters()))}
     return {n: t.detach().clone() for n, t in src.items()}
 
 
