@@ -150,6 +150,21 @@ def test_too_few_perturbations_is_refused(run):
         dm2.attribute(data.test[:2])
 
 
+def test_targets_and_groups_a_model_cannot_take_are_refused_saying_why(run):
+    cfg, data, ws, dm = run
+    x, y = data.test.x[:2], data.test.y[:2]
+    cases = [(ddm.data.Split(torch.zeros(2, 1, 28, 28), y), "targets have shape \\(1, 28, 28\\)"),
+             (ddm.data.Split(x, torch.tensor([3, 12])), "labels must lie in \\[0, 9\\]"),
+             (ddm.data.Split(torch.where(torch.arange(2)[:, None, None, None] == 1, float("nan"), x), y),
+              "1 target\\(s\\) hold NaN or infinite values \\(rows \\[1\\]\\)")]
+    for targets, says in cases:
+        with pytest.raises(ddm.exceptions.DataError, match=says):
+            dm.attribute(targets, "dist2", name="bad")
+    for groups, says in [([], "no groups given"), ([1.5], "integer indices"), ([99], "must be in \\[0, 19\\]")]:
+        with pytest.raises(ConfigError, match=says):
+            dm.unlearn(groups)
+
+
 def test_load_and_unlearn(run):
     cfg, data, ws, dm = run
     dm2 = ddm.DistilledDatamodel(ws).load()

@@ -34,7 +34,7 @@ from ddm.distill.synset import Synset
 from ddm.emulate.emulators import EMULATORS, Emulation, resolve
 from ddm.emulate.emulators import backend as emulation_backend
 from ddm.emulate.perturbations import sample_perturbations
-from ddm.exceptions import ConfigError, MissingArtifactError, NumericalError
+from ddm.exceptions import ConfigError, DataError, MissingArtifactError, NumericalError
 from ddm.objectives.base import Objective
 from ddm.task import Task
 from ddm.task import resolve as resolve_task
@@ -504,15 +504,16 @@ class DistilledDatamodel:
         """
         if self.synset is None:
             raise MissingArtifactError("no synset: call fit() or load() first")
+        c, h, w = (int(v) for v in self.synset.images.shape[2:])
         if not isinstance(targets, Split):
             from ddm.data.targets import as_split
 
             assert self.model is not None
-            c, h, w = self.synset.images.shape[2:]
-            targets = as_split(targets, model=self.model, image_shape=(int(c), int(h), int(w)))
+            targets = as_split(targets, model=self.model, image_shape=(c, h, w))
         obj = objective_registry.get(objective)
         if len(targets) == 0:
             raise ConfigError("no target samples given")
+        self._check_targets(targets, (c, h, w))
         if other_class_scale is not None and not 0 < other_class_scale <= 1:
             raise ConfigError(f"other_class_scale must be in (0, 1], got {other_class_scale}")
         t0 = time.perf_counter()
@@ -645,6 +646,19 @@ class DistilledDatamodel:
         return self.ws.path("unlearned", name or f"{synset}-" + "-".join(map(str, groups))[:80])
 
     @_restores_mode
+    def _check_targets(self, targets: Split, image_shape: tuple[int, int, int]) -> None:
+        """Targets in the training data's input space, finite, with labels among the model's classes."""
+        if tuple(targets.x.shape[1:]) != image_shape:
+            raise DataError(f"targets have shape {tuple(targets.x.shape[1:])} per sample; the model takes "
+                            f"{image_shape} (same channels and size as the training data, normalised the same way)")
+        if not torch.isfinite(targets.x).all():
+            bad = (~torch.isfinite(targets.x.flatten(1))).any(1).nonzero().flatten()
+            raise DataError(f"{len(bad)} target(s) hold NaN or infinite values (rows {bad[:5].tolist()}); remove them")
+        classes = int(self.num_classes or self.synset.num_classes)  # type: ignore[union-attr]
+        if len(targets.y) and (int(targets.y.min()) < 0 or int(targets.y.max()) >= classes):
+            raise DataError(f"target labels must lie in [0, {classes - 1}] (the model's classes), got "
+                            f"{int(targets.y.min())}..{int(targets.y.max())}")
+
     def unlearn(self, groups: list[int] | torch.Tensor, name: str | None = None, synset: str = "groups") -> nn.Module:
         """Remove ``groups`` from theta_tau and save the checkpoint: the kept data's Newton step on the last layer
         (head-matched synsets; ``emulate.unlearn_damping``), else fine-tuning on their synsets.
@@ -654,8 +668,13 @@ class DistilledDatamodel:
         syn, grp = (self.synset, self.groups) if synset == "groups" else (self.class_synset, self.class_groups)
         if syn is None or grp is None or self.model is None:
             raise MissingArtifactError(f"no {synset} synset in the workspace: fit first")
-        idx = torch.as_tensor(groups, dtype=torch.long).flatten()
-        if len(idx) == 0 or idx.min() < 0 or idx.max() >= syn.num_groups:
+        raw = torch.as_tensor(groups).flatten()
+        if len(raw) == 0:
+            raise ConfigError("no groups given to unlearn")
+        if raw.is_floating_point() and not torch.equal(raw, raw.round()) or raw.dtype == torch.bool:
+            raise ConfigError(f"groups are given by their integer indices, got {raw.tolist()}")
+        idx = raw.long()
+        if idx.min() < 0 or idx.max() >= syn.num_groups:
             raise ConfigError(f"group indices must be in [0, {syn.num_groups - 1}], got {idx.tolist()}")
         idx = torch.unique(idx)  # a group named twice is removed once (its synset's step must not count twice)
         method = "newton" if self.emulation_method(syn) == "newton" else "finetune"
