@@ -645,7 +645,6 @@ class DistilledDatamodel:
         """Where :meth:`unlearn` saves the checkpoint for these groups (``unlearned/<name>``)."""
         return self.ws.path("unlearned", name or f"{synset}-" + "-".join(map(str, groups))[:80])
 
-    @_restores_mode
     def _check_targets(self, targets: Split, image_shape: tuple[int, int, int]) -> None:
         """Targets in the training data's input space, finite, with labels among the model's classes."""
         if tuple(targets.x.shape[1:]) != image_shape:
@@ -659,6 +658,7 @@ class DistilledDatamodel:
             raise DataError(f"target labels must lie in [0, {classes - 1}] (the model's classes), got "
                             f"{int(targets.y.min())}..{int(targets.y.max())}")
 
+    @_restores_mode
     def unlearn(self, groups: list[int] | torch.Tensor, name: str | None = None, synset: str = "groups") -> nn.Module:
         """Remove ``groups`` from theta_tau and save the checkpoint: the kept data's Newton step on the last layer
         (head-matched synsets; ``emulate.unlearn_damping``), else fine-tuning on their synsets.
