@@ -55,6 +55,29 @@ def test_recorder_attaches_to_a_users_own_loop(digits, tmp_path):
     assert len(Trajectory.load(tmp_path)) == 5
 
 
+def test_a_batch_norm_models_running_statistics_are_recorded_at_every_checkpoint(digits, tmp_path):
+    model = ddm.models.build("convnet", digits, width=8, depth=2, norm="batchnorm")
+    traj = train_model(model, digits.train, TrainConfig(epochs=3, lr=0.1, batch_size=32), tmp_path)
+    assert traj.buffers is not None and len(traj.buffers) == len(traj) == 4
+    var = [b["features.1.running_var"] for b in traj.buffers]
+    assert torch.equal(var[0], torch.ones_like(var[0])) and not torch.equal(var[1], var[3])
+    assert torch.equal(var[-1], model.features[1].running_var)  # the last one is the model's
+    loaded = Trajectory.load(tmp_path)
+    assert torch.equal(loaded.checkpoint(1)["features.1.running_var"], var[1])
+    assert torch.equal(loaded.checkpoint(1)["features.0.weight"], traj.params[1]["features.0.weight"])
+    # read as it was: the checkpoint's eval-mode outputs with its own statistics, not theta_tau's
+    x = digits.test.x[:16]
+    own = torch.func.functional_call(model.eval(), loaded.checkpoint(1), (x,))
+    mixed = torch.func.functional_call(model, loaded.params[1], (x,))
+    assert not torch.allclose(own, mixed)
+    rec = TrajectoryRecorder(model)
+    rec.record(0)
+    rec.record(1)
+    assert rec.trajectory(lr=0.1).buffers[0]["features.1.running_var"].shape == var[0].shape
+    plain = train_model(ddm.models.build("mlp", digits, width=8, depth=1), digits.train, TrainConfig(epochs=1))
+    assert plain.buffers is None and plain.checkpoint(1) is plain.params[1]  # nothing to record: as before
+
+
 def test_attaching_without_a_step_count_takes_only_the_optimizers_settings(digits):
     model = ddm.models.build("mlp", digits, width=16, depth=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)

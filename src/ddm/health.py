@@ -85,7 +85,7 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
                 q = {"cosine": row_cosine(step, real)}
             prev: torch.Tensor | None = None
             if trajectory.tau >= 1:
-                before = trajectory[trajectory.tau - 1]
+                before = trajectory.checkpoint(trajectory.tau - 1)
                 known = statistics.get(trajectory.tau - 1)
                 real_prev = known.group_grads if known is not None else head_statistics(
                     head, train, groups, num_classes, params=before, curvature="kfac",  # kfac: cheap, unused

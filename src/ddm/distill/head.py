@@ -234,7 +234,7 @@ def checkpoint_curvatures(head: Head, trajectory: Trajectory, train: Split, grou
     streamed again; the health check reuses them)."""
     out = []
     for i in checkpoint_indices(len(trajectory), cfg.checkpoints)[:-1]:
-        p = trajectory.params[i]
+        p = trajectory.checkpoint(i)
         st = statistics.get(i) if statistics is not None else None
         if st is None:
             st = head_statistics(head, train, groups, num_classes, params=p, curvature=cfg.curvature, task=task)
@@ -484,7 +484,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     if cfg.match_at == "checkpoints":
         for c in checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay, task,
                                        statistics=statistics):
-            p = devices.to(trajectory.params[c.index], dev)
+            p = devices.to(trajectory.checkpoint(c.index), dev)
             wt = statistics[c.index].curvature.whitener(c.damping)
             tt = wt(statistics[c.index].group_grads)
             sites.append((p, head.matrix(p), wt, tt, (tt ** 2).sum(1).clamp(min=1e-30)))

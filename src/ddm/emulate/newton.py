@@ -92,7 +92,7 @@ def _members(model: nn.Module, params: Params, synset: Synset, trajectory: Traje
             if c.index >= len(trajectory) or abs(float(trajectory.epochs[c.index]) - c.epoch) > 1e-6:
                 raise ConfigError(f"the trajectory does not hold the checkpoint the synset was distilled at (index "
                                   f"{c.index}, epoch {c.epoch:g}): re-distill with --overwrite")
-            p = trajectory.params[c.index]
+            p = trajectory.checkpoint(c.index)
             members.append((p, removal_displacements(model, p, synset, c.curvature, c.damping, decay)))
     return members
 

@@ -149,13 +149,17 @@ def spec_of(model: nn.Module) -> dict[str, Any]:
 
 
 def with_params(model: nn.Module, params: dict[str, torch.Tensor]) -> nn.Module:
-    """A deep copy of ``model`` carrying ``params`` (name -> tensor) as its trainable parameters."""
+    """A deep copy of ``model`` carrying ``params`` (name -> tensor) as its trainable parameters, and as its buffers
+    those ``params`` holds too (a checkpoint's running statistics, :meth:`Trajectory.checkpoint`)."""
     import copy
 
     net = copy.deepcopy(model)
     with torch.no_grad():
         for name, p in net.named_parameters():
             p.copy_(params[name])
+        for name, b in net.named_buffers():
+            if name in params:
+                b.copy_(params[name])
     return net
 
 

@@ -22,7 +22,7 @@ from ddm.config import TrainConfig
 from ddm.data.dataset import Split
 from ddm.exceptions import NumericalError
 from ddm.progress import bar
-from ddm.train.trajectory import Trajectory
+from ddm.train.trajectory import Trajectory, load_buffers, model_buffers
 from ddm.workspace import load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
     folder = Path(folder) if folder is not None else None
     opt = make_optimizer(model, cfg)
     params: list[dict[str, torch.Tensor]] = []
+    buffers: list[dict[str, torch.Tensor]] = []  # a batch norm's running statistics at each checkpoint
     epochs: list[float] = []
     start = 0
     before = 0.0  # seconds spent by earlier (killed) processes on this training
@@ -107,15 +108,20 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
     if folder is not None and (folder / RESUME).exists():
         start, epochs, before = _load_resume(folder, model, opt)
         params = [load_tensors(folder / f"theta_{i:04d}.safetensors") for i in range(len(epochs))]
+        buffers = load_buffers(folder, len(epochs)) or [{} for _ in epochs]
         log.info("resuming training at epoch %d of %d", start, cfg.epochs)
 
     dev = devices.of(model)  # training runs where the model is; the checkpoints are kept on the CPU
 
     def snapshot(epoch: int) -> None:
         p = devices.cpu(dict(model.named_parameters()))
+        b = model_buffers(model)
         if folder is not None:
+            if b:  # before theta: a checkpoint counts once its theta file is there
+                save_tensors(folder / f"buffers_{len(params):04d}.safetensors", b)
             save_tensors(folder / f"theta_{len(params):04d}.safetensors", p)
         params.append(p)
+        buffers.append(b)
         epochs.append(float(epoch))
 
     if start == 0 and not params:
@@ -149,7 +155,7 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
         pbar.set_postfix(loss=f"{total / n:.4f}")
         log.debug("epoch %d loss %.4f", done, total / n)
     pbar.close()
-    traj = Trajectory(params, epochs, cfg.lr, optimizer=cfg.optimizer_record())
+    traj = Trajectory(params, epochs, cfg.lr, optimizer=cfg.optimizer_record(), buffers=buffers)
     traj.seconds = before + time.perf_counter() - t0
     if folder is not None:
         save_json(folder / "trajectory.json", {"epochs": epochs, "lr": cfg.lr, "optimizer": cfg.optimizer_record()})

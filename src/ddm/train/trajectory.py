@@ -1,7 +1,8 @@
 """The training trajectory theta_0 ... theta_tau, and a recorder for users' own training loops.
 
 On disk a trajectory is a folder of ``theta_XXXX.safetensors`` (one per checkpoint, written as
-training goes) and ``trajectory.json`` (``{"epochs": [...], "lr": ...}``).
+training goes) and ``trajectory.json`` (``{"epochs": [...], "lr": ...}``); a model with buffers (a batch norm's
+running statistics) also gets ``buffers_XXXX.safetensors``, their values at each checkpoint.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ class Trajectory:
     ``lr`` is the learning rate the checkpoints were trained with (the default fine-tune rate);
     ``optimizer`` what is known of the optimizer (``type``, ``lr``, ``momentum``, ``weight_decay``, ...).
     The default head-Newton emulation needs neither; the fine-tuning emulations assume plain SGD at ``lr``.
+    ``buffers`` (optional, one dict per checkpoint): the model's buffers there, e.g. a batch norm's running
+    statistics, which :meth:`checkpoint` adds to the parameters so that a checkpoint is read as it was.
     """
 
     def __init__(self, params: list[Params], epochs: list[float], lr: float | None = None,
-                 optimizer: dict[str, Any] | None = None) -> None:
+                 optimizer: dict[str, Any] | None = None, buffers: list[Params] | None = None) -> None:
         if len(params) < 2:
             raise ConfigError("a trajectory needs at least two checkpoints (theta_0 and theta_tau)")
         if len(params) != len(epochs):
@@ -39,7 +42,10 @@ class Trajectory:
         for p in params[1:]:
             if set(p) != names:
                 raise ConfigError("all checkpoints of a trajectory must hold the same parameter names")
+        if buffers is not None and len(buffers) != len(params):
+            raise ConfigError("a trajectory's buffers need one entry per checkpoint")
         self.params = params
+        self.buffers = buffers if buffers and any(buffers) else None
         self.epochs = list(epochs)
         self.lr = lr
         self.optimizer = optimizer
@@ -53,7 +59,13 @@ class Trajectory:
         missing = [n for n in names if n not in self.params[0]]
         if missing:
             raise ConfigError(f"the trajectory lacks parameters of the model: {missing[:3]}")
-        return Trajectory([{n: p[n] for n in names} for p in self.params], self.epochs, self.lr, self.optimizer)
+        return Trajectory([{n: p[n] for n in names} for p in self.params], self.epochs, self.lr, self.optimizer,
+                          self.buffers)
+
+    def checkpoint(self, i: int) -> Params:
+        """Checkpoint ``i`` for ``torch.func.functional_call``: its parameters, with its buffers when recorded (else
+        the model's own buffers apply: theta_tau's running statistics)."""
+        return self.params[i] if self.buffers is None else {**self.buffers[i], **self.params[i]}
 
     def __len__(self) -> int:
         return len(self.params)
@@ -88,14 +100,29 @@ class Trajectory:
         folder = Path(folder)
         for i, p in enumerate(self.params):
             save_tensors(folder / f"theta_{i:04d}.safetensors", p)
+            if self.buffers is not None:
+                save_tensors(folder / f"buffers_{i:04d}.safetensors", self.buffers[i])
         save_json(folder / "trajectory.json", {"epochs": self.epochs, "lr": self.lr, "optimizer": self.optimizer})
 
     @classmethod
     def load(cls, folder: str | Path) -> Trajectory:
         folder = Path(folder)
         meta = load_json(folder / "trajectory.json")
-        params = [load_tensors(folder / f"theta_{i:04d}.safetensors") for i in range(len(meta["epochs"]))]
-        return cls(params, meta["epochs"], meta.get("lr"), meta.get("optimizer"))
+        n = len(meta["epochs"])
+        params = [load_tensors(folder / f"theta_{i:04d}.safetensors") for i in range(n)]
+        buffers = load_buffers(folder, n)
+        return cls(params, meta["epochs"], meta.get("lr"), meta.get("optimizer"), buffers)
+
+
+def load_buffers(folder: Path, n: int) -> list[Params] | None:
+    """The ``n`` checkpoints' buffers stored in ``folder``, or None when the trajectory has none (or not all)."""
+    paths = [folder / f"buffers_{i:04d}.safetensors" for i in range(n)]
+    return [load_tensors(p) for p in paths] if all(p.exists() for p in paths) else None
+
+
+def model_buffers(model: nn.Module) -> Params:
+    """A detached CPU copy of the model's buffers (empty for a model without running statistics)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.named_buffers()}
 
 
 class TrajectoryRecorder:
@@ -116,6 +143,7 @@ class TrajectoryRecorder:
         self.model = model
         self.folder = Path(folder) if folder is not None else None
         self._params: list[Params] = []
+        self._buffers: list[Params] = []
         self._epochs: list[float] = []
         self._handle: Any = None
         self._steps = 0
@@ -123,9 +151,13 @@ class TrajectoryRecorder:
 
     def record(self, epoch: float) -> None:
         p = {k: v.detach().cpu().clone() for k, v in self.model.named_parameters()}
+        b = model_buffers(self.model)
         if self.folder is not None:
             save_tensors(self.folder / f"theta_{len(self._params):04d}.safetensors", p)
+            if b:
+                save_tensors(self.folder / f"buffers_{len(self._params):04d}.safetensors", b)
         self._params.append(p)
+        self._buffers.append(b)
         self._epochs.append(float(epoch))
 
     def attach(self, optimizer: torch.optim.Optimizer, every_steps: int | None = None,
@@ -167,7 +199,7 @@ class TrajectoryRecorder:
             log.warning("trajectory recorded without its learning rate or optimizer: the fine-tuning emulations "
                         "(emulate.method=finetune/linear) will assume plain SGD at train.lr; pass lr= or attach() "
                         "the optimizer")
-        traj = Trajectory(self._params, self._epochs, lr, self._optimizer)
+        traj = Trajectory(self._params, self._epochs, lr, self._optimizer, self._buffers)
         if self.folder is not None:
             save_json(self.folder / "trajectory.json", {"epochs": self._epochs, "lr": lr, "optimizer": self._optimizer})
         return traj
