@@ -187,8 +187,8 @@ def _fix_arnoldi(attributor: Any) -> None:
 
 
 def _params(model: nn.Module, params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """A checkpoint for dattri (which loads it with ``load_state_dict``): ``params`` (theta_tau's by default) and the
-    model's buffers, theta_tau's running statistics (a trajectory holds parameters only)."""
+    """A checkpoint for dattri (which loads it with ``load_state_dict``): ``params`` (theta_tau's by default), with
+    the model's buffers (theta_tau's running statistics) for those ``params`` does not hold."""
     src = {**dict(model.named_buffers()), **(params if params is not None else dict(model.named_parameters()))}
     return {n: t.detach().clone() for n, t in src.items()}
 
@@ -313,7 +313,9 @@ def _trajectory_attributor(method: str, model: nn.Module, trajectory: Trajectory
         raise ConfigError(f"{method} needs the training trajectory (the recorded checkpoints)")
     _, tracin_mod, trak_mod, task_mod = _dattri()
     t = _Task(model, train.x.dim() - 1)
-    chosen = trajectory.params[1:] if method == "tracin" else trajectory.params[-cfg.trak_checkpoints:]
+    n = len(trajectory)
+    at = range(1, n) if method == "tracin" else range(max(0, n - cfg.trak_checkpoints), n)
+    chosen = [trajectory.checkpoint(i) for i in at]  # with their own running statistics where recorded
     ckpts = [_params(model, p) for p in chosen]
     task = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=ckpts)
     if method == "tracin":
