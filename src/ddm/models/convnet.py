@@ -2,8 +2,8 @@
 
 Instance norm (GroupNorm with one group per channel, affine) is the default, as in Dataset
 Condensation: it keeps the model free of running statistics, so it is safe under ``vmap``. ``batchnorm``
-(the norm most models in use have) keeps running statistics: training updates them, every later stage reads
-the model in eval mode with theta_tau's statistics (stored with the train stage), earlier checkpoints included.
+(the norm most models in use have) keeps running statistics: training updates them and records them at every
+checkpoint; every later stage reads the model in eval mode, each checkpoint with its own statistics.
 """
 
 from __future__ import annotations
