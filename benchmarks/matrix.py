@@ -106,6 +106,10 @@ HELD_OUT: dict[str, list[str]] = {
                                               "cluster.per_class=4"],
     "fmnist-convnet-batchnorm-K40-sgd": [*FM, "model.norm=batchnorm", "model.width=16", "train.epochs=5",
                                          "train.lr=0.05", "cluster.per_class=4"],
+    # ResNet-18's layout with BatchNorm, as published (the report's digits-resnet-K40-momentum with BatchNorm)
+    "digits-resnet-batchnorm-K40-momentum": ["model.name=resnet", "model.norm=batchnorm", "model.width=16",
+                                             "model.depth=2", "train.epochs=10", "train.lr=0.05", "train.momentum=0.9",
+                                             "cluster.per_class=4"],
 }
 CONFIGS.update({k: (v, False) for k, v in HELD_OUT.items()})
 #: design variants measured beside the default, by configuration ("*" = every configuration)

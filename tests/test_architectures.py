@@ -26,9 +26,12 @@ def _cfg(*extra):
                                           "distill.iterations=10", "emulate.num_perturbations=60", *extra])
 
 
-@pytest.mark.parametrize("name", ["resnet", "alexnet", "vit"])
+@pytest.mark.parametrize("name", ["resnet", "resnet-batchnorm", "alexnet", "vit"])
 def test_architecture_fits_attributes_and_unlearns_on_rgb32(name, rgb32, tmp_path):
-    cfg = _cfg(f"model.name={name}", "model.width=8", "model.depth=1")
+    norm = ["model.norm=batchnorm"] if name.endswith("-batchnorm") else []
+    cfg = _cfg(f"model.name={name.split('-')[0]}", "model.width=8", "model.depth=1", *norm)
+    if norm:
+        assert any(isinstance(m, nn.BatchNorm2d) for m in ddm.models.build(cfg.model, rgb32).modules())
     dm = ddm.DistilledDatamodel(tmp_path, cfg).fit(ddm.models.build(cfg.model, rgb32), rgb32.train)
     assert dm.synset.images.shape[2:] == (3, 32, 32)
     attr = dm.attribute(rgb32.test[:4], "dist2")

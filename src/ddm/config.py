@@ -62,7 +62,8 @@ class ModelConfig:
                               "(a small Vision Transformer; width = embedding size, depth = blocks)")
     width: int = _f(64, "convnet channels / mlp hidden units")
     depth: int = _f(3, "convnet conv blocks / mlp hidden layers")
-    norm: str = _f("instancenorm", "convnet normalisation: instancenorm, groupnorm, layernorm, batchnorm, none")
+    norm: str = _f("instancenorm", "convnet normalisation: instancenorm, groupnorm, layernorm, batchnorm, none "
+                   "(resnet: GroupNorm, or BatchNorm with batchnorm)")
     seed: int = _f(0, "seed of the initial weights theta_0")
 
     def __post_init__(self) -> None:

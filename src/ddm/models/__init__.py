@@ -36,8 +36,10 @@ def _mlp(cfg: ModelConfig, shape: Shape, num_classes: int) -> nn.Module:
 
 @MODELS.register("resnet")
 def _resnet(cfg: ModelConfig, shape: Shape, num_classes: int) -> nn.Module:
-    """ResNet-18's layout with GroupNorm (``width`` 64 and ``depth`` 4 give ResNet-18)."""
-    return ResNet(shape[0], (shape[1], shape[2]), num_classes, cfg.width, cfg.depth)
+    """ResNet-18's layout with GroupNorm (``width`` 64 and ``depth`` 4 give ResNet-18), or with BatchNorm as
+    published when ``model.norm=batchnorm`` (the other norms leave it GroupNorm)."""
+    return ResNet(shape[0], (shape[1], shape[2]), num_classes, cfg.width, cfg.depth,
+                  norm="batchnorm" if cfg.norm == "batchnorm" else "groupnorm")
 
 
 @MODELS.register("alexnet")
