@@ -70,6 +70,9 @@ def test_a_batch_norm_models_running_statistics_are_recorded_at_every_checkpoint
     own = torch.func.functional_call(model.eval(), loaded.checkpoint(1), (x,))
     mixed = torch.func.functional_call(model, loaded.params[1], (x,))
     assert not torch.allclose(own, mixed)
+    mid = loaded.at_epoch(1.5)  # the unlearning's rewind reads running statistics of that epoch too
+    assert torch.allclose(mid["features.1.running_var"], (var[1] + var[2]) / 2)
+    assert mid["features.1.num_batches_tracked"] == traj.buffers[2]["features.1.num_batches_tracked"]
     rec = TrajectoryRecorder(model)
     rec.record(0)
     rec.record(1)

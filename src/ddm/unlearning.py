@@ -112,4 +112,7 @@ def rewind(model: nn.Module, trajectory: Trajectory | None, sizes: torch.Tensor,
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.add_(base[name].to(p.device) - trajectory.final[name].to(p.device))
+        for name, b in model.named_buffers():  # a batch norm's running statistics of that epoch, where recorded
+            if name in base:
+                b.copy_(base[name].to(b.device))
     return {"fraction_removed": f, "epoch": epoch, "of_epochs": last, "scale": scale}

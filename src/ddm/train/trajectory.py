@@ -86,15 +86,17 @@ class Trajectory:
         return len(self.params) - 1
 
     def at_epoch(self, epoch: float) -> Params | None:
-        """Parameters at ``epoch``, linearly interpolated between the two recorded checkpoints around it; None
-        where that would interpolate from theta_0 (the random initialisation is no point of the training run)
-        or lies outside the recorded epochs."""
+        """Parameters (and recorded buffers) at ``epoch``, linearly interpolated between the two recorded checkpoints
+        around it; None where that would interpolate from theta_0 (the random initialisation is no point of the
+        training run) or lies outside the recorded epochs."""
         if not self.epochs[1] <= epoch <= self.epochs[-1]:
             return None
         i = next(j for j in range(1, len(self.epochs)) if self.epochs[j] >= epoch)
         lo, hi = self.epochs[i - 1], self.epochs[i]
         w = 1.0 if hi == lo else (epoch - lo) / (hi - lo)
-        return {k: self.params[i - 1][k] * (1 - w) + self.params[i][k] * w for k in self.params[i]}
+        a, b = self.checkpoint(i - 1), self.checkpoint(i)
+        # recorded buffers come along: running statistics interpolated, counters taken from the later checkpoint
+        return {k: a[k] * (1 - w) + b[k] * w if b[k].is_floating_point() else b[k] for k in b}
 
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
