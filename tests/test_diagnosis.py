@@ -120,7 +120,9 @@ def test_diagnose_verifies_its_flags_by_exact_retraining(tmp_path, capsys, monke
     assert out["issues"] == [] and out["verification"] is None
     assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:30", "--verify", "2"]) == 0
     assert "nothing flagged, nothing to retrain" in capsys.readouterr().out
-    assert main(["diagnose", "-q", "-w", str(ws), "--verify", "-1"]) == 2
+    with pytest.raises(SystemExit) as refused:  # the parser refuses it before any work
+        main(["diagnose", "-q", "-w", str(ws), "--verify", "-1"])
+    assert refused.value.code == 2 and "--verify: must be at least 0" in capsys.readouterr().err
     # the check itself, on two groups as if flagged
     dm = ddm.DistilledDatamodel(ws).load()
     data = ddm.data.load(dm.config.data)

@@ -387,8 +387,6 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     flagged = diag.issues(args.threshold)
     path = dm.ws.path("diagnosis", f"{args.method}-{args.objective}.json")
     diag.save(path)
-    if args.verify < 0:
-        raise DDMError(f"--verify {args.verify}: give a number of data orders (0: no verification)")
     checked = None
     if args.verify and flagged:
         from ddm.diagnosis import verify
