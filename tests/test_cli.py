@@ -183,6 +183,32 @@ def test_a_user_model_by_import_path(tmp_path, capsys, monkeypatch):
         assert msg in capsys.readouterr().err
 
 
+def test_evaluate_measures_a_user_model_by_import_path(tmp_path, capsys, monkeypatch):
+    """What README says to do on a network where DDM may lose: check it against exact retraining, with that network."""
+    (tmp_path / "user_models_eval.py").write_text(USER_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ws = tmp_path / "ev"
+    args = ["evaluate", "-q", "-w", str(ws), "--preset", "tiny", "--model", "user_models_eval:small", "--seeds", "0",
+            "--num-targets", "4", "--lds-subsets", "5", "--noise-seeds", "0", "--other-class-subsets", "0", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "DDM-full" in out["summary"]["lds"] and "same class (trivial)" in out["summary"]["lds"]
+    spec = json.loads((ws / "seed0" / "DDM-full" / "train" / "model.json").read_text())
+    assert spec["import"] == "user_models_eval:small"  # the user's network was trained and retrained, not convnet
+    from ddm.evaluation.protocol import build_model
+
+    cfg = RunConfig().with_overrides(["model.seed=4"])
+    data = __import__("ddm").data.load("digits", train_size=100, test_size=20)
+    a, b = build_model(cfg, data, "user_models_eval:small"), build_model(cfg, data, "user_models_eval:small")
+    c = build_model(cfg.with_overrides(["model.seed=5"]), data, "user_models_eval:small")
+    assert all(x.equal(y) for x, y in zip(a.parameters(), b.parameters(), strict=True))  # model.seed fixes theta_0
+    assert not next(a.parameters()).equal(next(c.parameters()))
+    for extra, msg in ((["--model", "user_models_eval:missing"], "no attribute"),
+                       (["--model", "user_models_eval:small", "--scaling", "100:2"], "--scaling and --ablation")):
+        assert main(["evaluate", "-q", "-w", str(tmp_path / "ev2"), "--preset", "tiny", *extra]) == 2
+        assert msg in capsys.readouterr().err
+
+
 def test_targets_from_files_and_a_folder_of_images(tmp_path, capsys):
     import numpy as np
     import torch

@@ -454,6 +454,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise DDMError(f"--seeds {args.seeds!r}: give a comma list of integers") from None
+    if args.model:
+        if args.scaling or args.ablation:
+            raise DDMError("--model is measured by the protocol itself; --scaling and --ablation use the "
+                           "configured registered model (model.name)")
+        from ddm import data as data_mod
+        from ddm import models
+
+        data = data_mod.load(make_config(args).data)
+        models.from_import(args.model, data.num_classes, data.image_shape)  # a bad path fails before any work
     if args.scaling:
         from ddm.evaluation.scaling import measure_scaling, scaling_markdown
 
@@ -475,7 +484,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     peers = PEERS if args.peers.strip() == "all" else tuple(p.strip() for p in args.peers.split(",") if p.strip())
     ecfg = EvalConfig(seeds, args.num_targets, args.lds_subsets, 0.5, args.logo, args.noise_seeds, tune,
                       plots=args.plots, peers=peers, diagnose=args.diagnose,
-                      other_class_subsets=args.other_class_subsets)
+                      other_class_subsets=args.other_class_subsets, model=args.model)
     if args.ablation:
         from ddm.evaluation.ablation import VARIANTS, ablate, ablation_markdown
 

@@ -225,6 +225,11 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="per target class, subsets that keep that class whole and half of the other groups: the "
                         "other-class LDS, which a score marking only the target's own class cannot pass; 0 to "
                         "skip (default: %(default)s)")
+    p.add_argument("--model", default=None, metavar="MODULE:FACTORY",
+                   help="your own model instead of the configured one: an import path whose factory returns a "
+                        "torch.nn.Module (called with num_classes and/or image_shape if it takes them), called "
+                        "under each seed's model.seed for its initial weights; the training loop is ddm's "
+                        "(train.* settings)")
     p.add_argument("--logo", action="store_true", help="also retrain leave-one-group-out for all K groups")
     p.add_argument("--noise-seeds", type=_count(0), default=2, help="other-seed retrains for the noise floor")
     p.add_argument("--tune", default="", metavar="M1,M2,...",

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ddm import data as data_mod
 from ddm import models
@@ -68,6 +69,7 @@ class EvalConfig:
     remove_fractions: tuple[float, ...] = (0.01, 0.1, 0.2, 0.5)
     diagnose_methods: tuple[str, ...] = ("tracin", "trak", "arnoldi", "if-explicit")
     other_class_subsets: int = 5  # per class among the targets: the other-class LDS (0: skip)
+    model: str | None = None  # the user's model, an import path MODULE:FACTORY (None: the configured registered one)
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -95,6 +97,17 @@ def split_targets(num_test: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise ConfigError(f"need {2 * n} test samples for {n} reported + {n} validation targets; test has {num_test}")
     perm = torch.randperm(num_test, generator=torch.Generator().manual_seed(TARGET_SEED))
     return perm[:n].sort().values, perm[n : 2 * n].sort().values
+
+
+def build_model(cfg: RunConfig, data: Any, factory: str | None = None) -> nn.Module:
+    """theta_0 of the model a run evaluates: the configured registered model, or the user's ``factory``
+    (``MODULE:FACTORY``, as ``--model``) called under ``model.seed``, so that each seed has its own initial weights
+    and a rerun the same ones."""
+    if factory is None:
+        return models.build(cfg.model, data)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.model.seed)
+        return models.from_import(factory, data.num_classes, data.image_shape)
 
 
 def seeded(cfg: RunConfig, seed: int) -> RunConfig:
@@ -179,7 +192,7 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
         c = cfg.with_overrides(sets + [f"hierarchical={name == 'DDM-full'}"])
         dm = DistilledDatamodel(root / f"seed{seed}" / name.replace(" ", "_").replace("/", ""), c)
         try:
-            dm.fit(models.build(c.model, data), data.train)
+            dm.fit(build_model(c, data, ecfg.model), data.train)
         except ConfigError as exc:  # e.g. DDM-match's fine-tuning refuses a batch-norm model; the default may not
             if name == "DDM-full":
                 raise
@@ -335,7 +348,7 @@ def _diagnosis(folder: Path, cfg: RunConfig, data: Any, full: DistilledDatamodel
     noisy = replace(data, train=noisy_train)
     c = cfg.with_overrides(["hierarchical=False", f"emulate.finetune_lr={full.finetune_lr}"])
     noisy_dm = DistilledDatamodel(folder / "noisy-labels", c)
-    noisy_dm.fit(models.build(c.model, noisy), noisy.train)
+    noisy_dm.fit(build_model(c, noisy, ecfg.model), noisy.train)
     return {"validation_size": len(val_rows),
             "clean": _diagnose_setting(folder / "clean", full, data, val_rows, acc_rows, ecfg, seed),
             "noisy": _diagnose_setting(folder / "noisy", noisy_dm, noisy, val_rows, acc_rows, ecfg, seed, flipped)}
