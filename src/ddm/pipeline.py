@@ -39,7 +39,7 @@ from ddm.objectives.base import Objective
 from ddm.task import Task
 from ddm.task import resolve as resolve_task
 from ddm.train.loop import train_model
-from ddm.train.trajectory import Trajectory
+from ddm.train.trajectory import Trajectory, model_buffers
 from ddm.workspace import Workspace, load_json, load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class DistilledDatamodel:
             self.trajectory = trajectory.ordered(names)
             # theta_tau with the model's buffers (a batch norm's running statistics), which a trajectory of
             # parameters does not hold: reopening the workspace restores them from here
-            save_tensors(folder / "model.safetensors", {**trajectory.final, **devices.cpu(dict(model.named_buffers()))})
+            save_tensors(folder / "model.safetensors", {**trajectory.final, **model_buffers(model)})
             save_json(folder / "model.json", spec)
             seconds = trajectory.seconds if trajectory.seconds is not None else time.perf_counter() - t0
             self.ws.finish("train", key, cfg, seconds=seconds, data_fingerprint=data_fp,
@@ -671,7 +671,7 @@ class DistilledDatamodel:
         raw = torch.as_tensor(groups).flatten()
         if len(raw) == 0:
             raise ConfigError("no groups given to unlearn")
-        if raw.is_floating_point() and not torch.equal(raw, raw.round()) or raw.dtype == torch.bool:
+        if (raw.is_floating_point() and not torch.equal(raw, raw.round())) or raw.dtype == torch.bool:
             raise ConfigError(f"groups are given by their integer indices, got {raw.tolist()}")
         idx = raw.long()
         if idx.min() < 0 or idx.max() >= syn.num_groups:
