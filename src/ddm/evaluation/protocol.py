@@ -182,6 +182,14 @@ def _tune(dm: DistilledDatamodel, truth: _Truth, data: Any, val: torch.Tensor, e
     return {**out, "finetune_lr": base * out["chosen_multiplier"]}
 
 
+def _leave_out(out: dict[str, Any], name: str, seed: int, exc: Exception) -> None:
+    """A comparison variant that cannot run is left out of every table and said so; the default failing is an error."""
+    if name == "DDM-full":
+        raise exc
+    log.warning("seed %d: %s is left out of every table: %s", seed, name, exc)
+    out.setdefault("left_out", {})[name] = str(exc)
+
+
 def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, val: torch.Tensor,
                    ecfg: EvalConfig, seed: int) -> dict:
     cfg = seeded(base, seed)
@@ -194,10 +202,7 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
         try:
             dm.fit(build_model(c, data, ecfg.model), data.train)
         except ConfigError as exc:  # e.g. DDM-match's fine-tuning refuses a batch-norm model; the default may not
-            if name == "DDM-full":
-                raise
-            log.warning("seed %d: %s is left out of every table: %s", seed, name, exc)
-            out.setdefault("left_out", {})[name] = str(exc)
+            _leave_out(out, name, seed, exc)
             continue
         dms[name] = dm
     full = dms["DDM-full"]
@@ -216,10 +221,7 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
         try:
             attrs[name] = {d: dm.attribute(targets, d) for d in DISTS}
         except NumericalError as exc:  # a comparison variant that fails is left out and said so; the default is not
-            if name == "DDM-full":
-                raise
-            log.warning("seed %d: %s is left out of every table: %s", seed, name, exc)
-            out.setdefault("left_out", {})[name] = str(exc)
+            _leave_out(out, name, seed, exc)
             del dms[name]
             continue
         out["cost"][name] = {"train_s": dm.ws.require("train")["seconds"],
@@ -327,9 +329,10 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
         from ddm.reporting.plots import class_heatmap, synset_grid
 
         folder = root / "plots"
-        synset_grid([(f"DDM ({cfg.distill.matching} matching)", F.synset)]
-                    + [("gradient matching (DDM-match)", dms["DDM-match"].fitted().synset)] * ("DDM-match" in dms),
-                    F.groups, data, folder / f"synsets_seed{seed}.png")
+        shown = [(f"DDM ({cfg.distill.matching} matching)", F.synset)]
+        if "DDM-match" in dms:
+            shown.append(("gradient matching (DDM-match)", dms["DDM-match"].fitted().synset))
+        synset_grid(shown, F.groups, data, folder / f"synsets_seed{seed}.png")
         if full.class_synset is not None:
             cls = full.attribute_classes(data.test, "dist1")
             class_heatmap(cls, data.test.y, data.num_classes, folder / f"class_attribution_seed{seed}.png")
