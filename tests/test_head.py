@@ -235,7 +235,8 @@ def test_models_without_a_linear_head_are_refused(digits, groups):
 
 
 class _Mlp(torch.nn.Module):
-    """An MLP a user might write: ``kind`` puts its output layer first, scales its logits or drops its bias."""
+    """An MLP a user might write: ``kind`` puts its output layer first, scales its logits, drops its bias or
+    weight-normalises it."""
 
     def __init__(self, kind):
         super().__init__()
@@ -245,6 +246,8 @@ class _Mlp(torch.nn.Module):
         self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU())
         if kind != "head-first":
             self.fc = torch.nn.Linear(16, 10, bias=kind != "no-bias")
+        if kind == "weight-norm":
+            self.fc = torch.nn.utils.parametrizations.weight_norm(self.fc)
 
     def forward(self, x):
         z = self.fc(self.body(x))
@@ -254,7 +257,8 @@ class _Mlp(torch.nn.Module):
 @pytest.mark.parametrize("kind, says", [
     ("head-first", "logits come from its nn.Linear 'fc'.*define the output layer last"),
     ("scaled", "changes 'fc''s output"),
-    ("no-bias", "'fc'.*has no bias")])
+    ("no-bias", "'fc'.*has no bias"),
+    ("weight-norm", "'fc'.*is parametrised")])
 def test_models_whose_head_is_not_usable_are_refused_saying_why(digits, groups, kind, says):
     model = _Mlp(kind)
     traj = train_model(model, digits.train, TrainConfig(epochs=1, lr=0.1))
