@@ -1,6 +1,7 @@
 """Head matching, the Newton emulator, kept-curvature unlearning and the health checks."""
 
 import dataclasses
+import warnings
 
 import pytest
 import torch
@@ -248,6 +249,10 @@ class _Mlp(torch.nn.Module):
             self.fc = torch.nn.Linear(16, 10, bias=kind != "no-bias")
         if kind == "weight-norm":
             self.fc = torch.nn.utils.parametrizations.weight_norm(self.fc)
+        if kind == "old-weight-norm":  # the deprecated hook-based one: weight_g and weight_v, no weight parameter
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch says it is deprecated; users still have it
+                self.fc = torch.nn.utils.weight_norm(self.fc)
 
     def forward(self, x):
         z = self.fc(self.body(x))
@@ -258,7 +263,8 @@ class _Mlp(torch.nn.Module):
     ("head-first", "logits come from its nn.Linear 'fc'.*define the output layer last"),
     ("scaled", "changes 'fc''s output"),
     ("no-bias", "'fc'.*has no bias"),
-    ("weight-norm", "'fc'.*is parametrised")])
+    ("weight-norm", "'fc'.*is parametrised"),
+    ("old-weight-norm", "'fc'.*is parametrised")])
 def test_models_whose_head_is_not_usable_are_refused_saying_why(digits, groups, kind, says):
     model = _Mlp(kind)
     traj = train_model(model, digits.train, TrainConfig(epochs=1, lr=0.1))

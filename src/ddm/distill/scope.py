@@ -37,7 +37,7 @@ def last_linear_name(model: nn.Module) -> str:
         raise ConfigError("head matching and the Newton step need a model whose output comes from a final nn.Linear "
                           "layer; use --recipe paper (or distill.matching=local) for other models")
     head = dict(model.named_modules())[names[-1]]
-    if nn.utils.parametrize.is_parametrized(head):
+    if nn.utils.parametrize.is_parametrized(head) or f"{names[-1]}.weight" not in dict(model.named_parameters()):
         raise ConfigError(f"the model's last nn.Linear layer ({names[-1]!r}, taken as its head) is parametrised (e.g. "
                           "weight_norm or spectral_norm): head matching and the Newton step need its weight as a "
                           "plain parameter; remove the parametrisation from the output layer "
