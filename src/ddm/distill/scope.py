@@ -37,12 +37,13 @@ def last_linear_name(model: nn.Module) -> str:
         raise ConfigError("head matching and the Newton step need a model whose output comes from a final nn.Linear "
                           "layer; use --recipe paper (or distill.matching=local) for other models")
     head = dict(model.named_modules())[names[-1]]
-    if nn.utils.parametrize.is_parametrized(head) or f"{names[-1]}.weight" not in dict(model.named_parameters()):
+    params = dict(model.named_parameters())
+    if nn.utils.parametrize.is_parametrized(head) or f"{names[-1]}.weight" not in params:
         raise ConfigError(f"the model's last nn.Linear layer ({names[-1]!r}, taken as its head) is parametrised (e.g. "
                           "weight_norm or spectral_norm): head matching and the Newton step need its weight as a "
                           "plain parameter; remove the parametrisation from the output layer "
                           "(torch.nn.utils.parametrize.remove_parametrizations after training), or use --recipe paper")
-    if getattr(head, "bias", None) is None:
+    if f"{names[-1]}.bias" not in params:
         raise ConfigError(f"the model's last nn.Linear layer ({names[-1]!r}, taken as its head) has no bias: head "
                           "matching and the Newton step need one (nn.Linear(..., bias=True)); or use --recipe paper")
     return names[-1]
@@ -56,9 +57,7 @@ def scope_names(model: nn.Module, scope: str) -> list[str]:
     with a weight matrix or kernel before the head, with the modules between it and the head (a norm)."""
     head = last_linear_name(model)
     names = [n for n, _ in model.named_parameters()]
-    head_names = [f"{head}.weight", f"{head}.bias"]
-    if any(n not in names for n in head_names):
-        raise ConfigError(f"the head {head!r} needs a weight and a bias")
+    head_names = [f"{head}.weight", f"{head}.bias"]  # both parameters: last_linear_name checked
     if scope == "head":
         return head_names
     if scope != "block":
