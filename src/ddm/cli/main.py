@@ -454,15 +454,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise DDMError(f"--seeds {args.seeds!r}: give a comma list of integers") from None
-    if args.model:
-        if args.scaling or args.ablation:
-            raise DDMError("--model is measured by the protocol itself; --scaling and --ablation use the "
-                           "configured registered model (model.name)")
-        from ddm import data as data_mod
-        from ddm import models
-
-        data = data_mod.load(make_config(args).data)
-        models.from_import(args.model, data.num_classes, data.image_shape)  # a bad path fails before any work
+    if args.model and (args.scaling or args.ablation):
+        raise DDMError("--model is measured by the protocol itself; --scaling and --ablation use the "
+                       "configured registered model (model.name)")
     if args.scaling:
         from ddm.evaluation.scaling import measure_scaling, scaling_markdown
 
