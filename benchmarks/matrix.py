@@ -110,6 +110,8 @@ HELD_OUT: dict[str, list[str]] = {
     "digits-resnet-batchnorm-K40-momentum": ["model.name=resnet", "model.norm=batchnorm", "model.width=16",
                                              "model.depth=2", "train.epochs=10", "train.lr=0.05", "train.momentum=0.9",
                                              "cluster.per_class=4"],
+    # one group per training sample (K = N = 1,437): the setting per-example attribution methods are made for
+    "digits-convnet-per-sample": ["cluster.method=sequential", "cluster.num_groups=1437"],
 }
 CONFIGS.update({k: (v, False) for k, v in HELD_OUT.items()})
 #: design variants measured beside the default, by configuration ("*" = every configuration)

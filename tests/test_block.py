@@ -86,3 +86,24 @@ def test_the_block_recipe_refuses_what_it_cannot_do(run):
                        data.test.x[:2], lambda z: z, dm.trajectory)
     with pytest.raises(ConfigError, match="block_rank"):
         presets.tiny().with_overrides(["distill.matching=block", "distill.block_rank=0"])
+
+
+def test_block_members_read_each_checkpoint_with_its_own_batch_norm_statistics(digits, tmp_path):
+    from types import SimpleNamespace
+
+    from ddm.config import TrainConfig
+    from ddm.distill.block import _members
+    from ddm.train.loop import train_model
+
+    model = ddm.models.build("convnet", digits, width=8, depth=2, norm="batchnorm")
+    traj = train_model(model, digits.train, TrainConfig(epochs=3, lr=0.1, batch_size=32), tmp_path)
+    synset = SimpleNamespace(checkpoints=[SimpleNamespace(index=1), SimpleNamespace(index=2)])
+    members = _members(model, traj.final, traj, synset)
+    key = "features.1.running_var"
+    assert key not in members[0]  # theta_tau: the model's own statistics apply
+    for m, i in zip(members[1:], (1, 2), strict=True):
+        assert torch.equal(m[key], traj.buffers[i][key]) and not torch.equal(m[key], model.features[1].running_var)
+        assert torch.equal(m["features.0.weight"], traj.params[i]["features.0.weight"])
+    x = digits.test.x[:8]
+    assert not torch.allclose(functional_call(model.eval(), members[1], (x,)),
+                              functional_call(model, traj.params[1], (x,)))

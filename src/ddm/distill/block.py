@@ -126,11 +126,13 @@ def match_over_scope(model: nn.Module, names: list[str], sites: list[MatchSite],
 
 
 def _members(model: nn.Module, params: Params, trajectory: Trajectory | None, synset: Synset) -> list[Params]:
-    """``params`` (theta_tau), then the parameters at each checkpoint the synset holds (the Newton emulation's
-    members): the model's parameters only, in float32."""
+    """``params`` (theta_tau), then each checkpoint the synset holds (the Newton emulation's members): the model's
+    parameters in float32, with the checkpoint's own buffers (batch norm's running statistics) where the trajectory
+    recorded them; theta_tau's are the model's."""
     own = [n for n, _ in model.named_parameters()]
-    at = [params] + ([trajectory.params[c.index] for c in synset.checkpoints] if trajectory is not None else [])
-    return [{n: p[n].detach().float() for n in own} for p in at]
+    held = {n for n, _ in model.named_buffers()}
+    at = [params] + ([trajectory.checkpoint(c.index) for c in synset.checkpoints] if trajectory is not None else [])
+    return [{**{n: b for n, b in p.items() if n in held}, **{n: p[n].detach().float() for n in own}} for p in at]
 
 
 def distill_block(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
