@@ -52,6 +52,33 @@ def test_wls_gives_the_minimum_norm_solution_when_rank_deficient_and_nan_for_nan
     assert torch.isnan(WeightedLeastSquares().fit(X, Y).coef_).all()
 
 
+def test_the_chunked_normal_equations_give_the_same_fit_as_the_direct_solve():
+    """Large K (per-sample groups) takes the normal equations over chunks of perturbations: the same solution,
+    weighted, with ridge, and minimum-norm when rank deficient; NaN stays NaN."""
+    g = torch.Generator().manual_seed(1)
+    cases = [(sample_perturbations(40, 400, 0.5, seed=5), 0.0), (sample_perturbations(40, 400, 0.5, seed=6), 3.0),
+             (sample_perturbations(30, 12, 0.5, seed=3), 0.0)]  # the last: fewer perturbations than groups
+    X2 = sample_perturbations(30, 80, 0.5, seed=4)
+    X2[:, 5] = X2[:, 4]  # two groups always removed together
+    cases.append((X2, 0.0))
+    for X, ridge in cases:
+        Y = torch.randn(len(X), 3, generator=g)
+        w = torch.rand(len(X), generator=g) + 0.1
+        direct = WeightedLeastSquares(ridge, gram_above=10 ** 12).fit(X, Y, w)
+        chunked = WeightedLeastSquares(ridge, gram_above=0).fit(X, Y, w)
+        torch.testing.assert_close(chunked.coef_, direct.coef_, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(chunked.intercept_, direct.intercept_, rtol=1e-4, atol=1e-4)
+    from ddm.attribution import regression
+
+    X = sample_perturbations(50, 300, 0.5, seed=7)
+    Y = torch.randn(300, 2, generator=g)
+    one = regression._normal_equations(X, Y.double(), torch.ones(300, dtype=torch.float64), 0.0, chunk_entries=51)
+    many = regression._normal_equations(X, Y.double(), torch.ones(300, dtype=torch.float64), 0.0)
+    torch.testing.assert_close(one, many)  # one row per chunk: the same sums
+    Y[3, 1] = float("nan")
+    assert torch.isnan(WeightedLeastSquares(gram_above=0).fit(X, Y).coef_).all()
+
+
 def test_fit_attribution_axes_and_sign():
     K, T = 6, 3
     keep = sample_perturbations(K, 40, 0.5, seed=1)

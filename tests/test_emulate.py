@@ -72,6 +72,9 @@ def test_perturbations_and_their_weights():
     assert keep.shape == (400, 50) and keep.dtype == torch.bool
     assert abs(keep.float().mean().item() - 0.8) < 0.02
     assert torch.equal(keep, sample_perturbations(50, 400, 0.8, seed=0))
+    # drawn in chunks of rows for large K: the same masks as one draw
+    assert torch.equal(keep, torch.rand(400, 50, generator=torch.Generator().manual_seed(0)) < 0.8)
+    assert torch.equal(keep, sample_perturbations(50, 400, 0.8, seed=0, chunk_entries=120))
     k = torch.tensor([[1, 1, 1], [0, 1, 1], [0, 0, 1]], dtype=torch.bool)
     assert perturbation_weights(k, "inverse_deletions").tolist() == [1.0, 1.0, 0.5]
     assert perturbation_weights(k, "uniform").tolist() == [1.0, 1.0, 1.0]

@@ -150,6 +150,16 @@ def test_too_few_perturbations_is_refused(run):
         dm2.attribute(data.test[:2])
 
 
+def test_an_attribution_too_large_for_memory_is_refused_before_any_work(run, monkeypatch):
+    cfg, data, ws, dm = run
+    dm2 = ddm.DistilledDatamodel(ws).load()
+    monkeypatch.setattr(ddm.devices, "available_memory", lambda: 10 * 2 ** 20)  # 10 MiB
+    with pytest.raises(ConfigError, match=r"needs about .* GiB of memory and 0.0 GiB is available: use fewer"):
+        dm2.attribute(data.test[:200])
+    monkeypatch.setattr(ddm.devices, "available_memory", lambda: None)  # unknown: no refusal
+    assert dm2.attribute(data.test[:2]).weights.shape[0] == 2
+
+
 def test_targets_and_groups_a_model_cannot_take_are_refused_saying_why(run):
     cfg, data, ws, dm = run
     x, y = data.test.x[:2], data.test.y[:2]

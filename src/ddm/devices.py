@@ -95,3 +95,19 @@ def to(params: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
 def cpu(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A detached CPU copy of a parameter dict (what is stored)."""
     return {k: v.detach().to("cpu", copy=True) for k, v in params.items()}
+
+
+def available_memory() -> int | None:
+    """Bytes of host memory available to a new allocation (Linux's MemAvailable; else the physical memory), or None
+    where the platform says neither."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None

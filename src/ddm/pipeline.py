@@ -559,8 +559,10 @@ class DistilledDatamodel:
         scale = (e.other_class_scale if scale is None else scale) if obj.per_target else 1.0
         K = synset.num_groups
         perturbed = torch.arange(K) if subset is None else subset
-        keep = sample_perturbations(len(perturbed), self._num_perturbations(len(perturbed), synset), e.keep_prob,
-                                    e.seed)
+        num = self._num_perturbations(len(perturbed), synset)
+        _check_fit_memory(len(perturbed), num, (len(targets) if obj.per_target else 1)
+                          * len(obj.output_names(synset.num_classes)))
+        keep = sample_perturbations(len(perturbed), num, e.keep_prob, e.seed)
         deleted = torch.zeros(len(keep), K, dtype=torch.bool)
         deleted[:, perturbed] = ~keep
         averaged = synset.transferring(e.min_transfer)
@@ -755,6 +757,25 @@ class DistilledDatamodel:
         check = health.unlearning_check(self.model, model_registry.with_params(self.model, base), syn, idx, warn=False,
                                         max_class_drop=self.config.emulate.unlearn_class_drop)
         return {c["class"] for c in check["collapsed_classes"]}
+
+
+def _check_fit_memory(K: int, P: int, D: int) -> None:
+    """Refuse, before any work, an attribution whose perturbation masks and least-squares fit (K groups, P
+    perturbations, D outputs) would not fit in the memory available; log the estimate when it is large."""
+    from ddm.attribution.regression import GRAM_ABOVE
+
+    fit = 2 * (K + 1) ** 2 * 8 if P * (K + 1) > GRAM_ABOVE else 3 * P * (K + 1) * 8
+    need = 3 * P * K + fit + 24 * P * D
+    free = devices.available_memory()
+    if free is not None and need > free:
+        raise ConfigError(
+            f"attributing over K = {K:,} groups with {P:,} perturbations and {D:,} outputs needs about "
+            f"{need / 2 ** 30:.1f} GiB of memory and {free / 2 ** 30:.1f} GiB is available: use fewer, larger groups "
+            "(cluster.per_class or cluster.num_groups), fewer targets per call, or fewer perturbations "
+            "(emulate.num_perturbations, at least K)")
+    if need > 2 ** 30:
+        log.info("the attribution's perturbations and least-squares fit take about %.1f GiB (K = %d groups, %d "
+                 "perturbations, %d outputs)", need / 2 ** 30, K, P, D)
 
 
 def _check_last_snapshot(model: nn.Module, trajectory: Trajectory) -> None:
