@@ -178,3 +178,37 @@ def test_the_class_balance_scales_other_classes_groups_and_keeps_the_full_data_p
     balanced = fit_attribution(keep, outputs, Dist2(), groups, [0, 1, 2], 3, labels=labels, other_class_scale=0.5)
     torch.testing.assert_close(balanced.weights, plain.weights * want[..., None], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(balanced.predict(torch.ones(1, K)), plain.predict(torch.ones(1, K)))
+
+
+def test_the_linearised_fit_matches_the_regression_on_logits_linear_in_the_deletions():
+    """fit_linearised: W from the objective's mean Jacobian times each group's logit shift, without the regression
+    over [P, K]. Exact for an objective linear in the logits; close to the regression for dist1/dist2 with shifts
+    of the Newton emulation's size; the class balance applies as in fit_attribution."""
+    from ddm.attribution.fit import fit_linearised
+    from ddm.objectives.custom import CallableObjective
+
+    g = torch.Generator().manual_seed(0)
+    K, N, C = 30, 6, 4
+    z = 3 * torch.randn(N, C, generator=g)
+    S = 0.05 * torch.randn(K, N, C, generator=g)
+    labels = torch.randint(0, C, (N,), generator=g)
+    keep = sample_perturbations(K, 3000, 0.5, seed=1)
+    logits = z[None] + ((~keep).float() @ S.reshape(K, -1)).reshape(-1, N, C)
+    groups = Groups(torch.arange(K) % C, torch.arange(K) % C, "kmeans")
+    linear = CallableObjective(lambda lg, y: lg[:, :2] - 0.5 * lg[:, 3:], "linear")
+    for obj, tol in ((linear, 1e-4), (Dist2(), 0.02), (Dist1(), 0.02)):
+        reg = fit_attribution(keep, obj.outputs(logits, labels), obj, groups, list(range(N)), C, labels=labels)
+        lin = fit_linearised(z, S, keep, obj, labels, groups, list(range(N)), C)
+        rel = float((lin.weights - reg.weights).norm() / reg.weights.norm())
+        assert rel < tol, (obj.name, rel)
+        torch.testing.assert_close(lin.bias, reg.bias, atol=tol * float(reg.bias.abs().max()) + 1e-4, rtol=0)
+    # with the class balance and a subset of the groups perturbed (the hierarchical attribution's)
+    cols = torch.tensor([0, 4, 8, 12])
+    sub = sample_perturbations(4, 500, 0.5, seed=2)
+    lgs = z[None] + ((~sub).float() @ S[cols].reshape(4, -1)).reshape(-1, N, C)
+    reg = fit_attribution(sub, Dist2().outputs(lgs, labels), Dist2(), groups, list(range(N)), C, labels=labels,
+                          other_class_scale=0.5, columns=cols)
+    lin = fit_linearised(z, S, sub, Dist2(), labels, groups, list(range(N)), C, other_class_scale=0.5,
+                         columns=cols)
+    assert lin.weights.shape == reg.weights.shape == (N, 4, 1)
+    assert float((lin.weights - reg.weights).norm() / reg.weights.norm()) < 0.02

@@ -160,6 +160,29 @@ def test_an_attribution_too_large_for_memory_is_refused_before_any_work(run, mon
     assert dm2.attribute(data.test[:2]).weights.shape[0] == 2
 
 
+def test_many_groups_fit_w_linearised_close_to_the_regression(run, monkeypatch):
+    """emulate.fit=auto fits W linearised above LINEARISE_ABOVE groups (per-sample groups of large data): each
+    group's Newton logit shift through the objective's mean Jacobian, close to Eq. 8's regression."""
+    import ddm.pipeline as pipeline
+
+    cfg, data, ws, dm = run
+    dm2 = ddm.DistilledDatamodel(ws).load()
+    targets = data.test[:6]
+    reg = dm2.attribute(targets, "dist2", name="reg")
+    assert "fit" not in reg.meta
+    monkeypatch.setattr(pipeline, "LINEARISE_ABOVE", dm2.synset.num_groups - 1)
+    lin = dm2.attribute(targets, "dist2", name="lin")
+    assert lin.meta["fit"] == "linearised" and lin.meta["perturbations"] == pipeline.LINEARISED_PERTURBATIONS
+    assert float((lin.weights - reg.weights).norm() / reg.weights.norm()) < 0.05
+    for t in range(6):
+        assert lin.ranking(t)[0] == reg.ranking(t)[0]
+    # set objectives (and any objective without derivatives) stay with the regression; asking for it is refused
+    assert "fit" not in dm2.attribute(targets, "accuracy", name="acc").meta
+    dm2.config = dm2.config.with_overrides(["emulate.fit=linearised"])
+    with pytest.raises(ConfigError, match="per-target objective differentiable"):
+        dm2.attribute(targets, "accuracy", name="acc")
+
+
 def test_targets_and_groups_a_model_cannot_take_are_refused_saying_why(run):
     cfg, data, ws, dm = run
     x, y = data.test.x[:2], data.test.y[:2]

@@ -321,10 +321,18 @@ class EmulateConfig:
                                  "of the weight decay (training averages the loss, so the kept samples weigh more "
                                  "against train.weight_decay); no effect without weight decay",
                            since="0.7", implicit=False)
+    fit: str = _f("auto", "how W is fitted to the emulations: regression (Eq. 8: weighted least squares over the "
+                          "perturbations; time P K^2 and memory (K+1)^2), linearised (the Newton emulation's logits "
+                          "are linear in the deletions, so each group's coefficient is the objective's Jacobian, "
+                          "averaged over the perturbations, times the group's logit shift: time and memory linear in "
+                          "K; per-target objectives differentiable in the logits, emulate.readout=logits) or auto "
+                          "(linearised above 2,000 groups where it applies: per-sample groups of large data; "
+                          "BENCHMARKS.md, 'One group per sample')", since="0.12", implicit="auto")
     seed: int = _f(0, "seed of the perturbations")
 
     def __post_init__(self) -> None:
         _finite(self, "emulate")
+        _choice(self.fit, "emulate.fit", ("auto", "regression", "linearised"))
         _check(0 <= self.unlearn_rewind <= 1, f"emulate.unlearn_rewind must be in [0, 1], got {self.unlearn_rewind}")
         _check(self.num_perturbations is None or self.num_perturbations > 0,
                "emulate.num_perturbations must be positive")

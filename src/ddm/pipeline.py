@@ -43,6 +43,13 @@ from ddm.train.trajectory import Trajectory, model_buffers
 from ddm.workspace import Workspace, load_json, load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
+
+#: ``emulate.fit=auto`` fits W linearised above this many groups (the regression's P K^2 work reaches tens of seconds
+#: there; measured against the regression on per-sample groups, BENCHMARKS.md "One group per sample")
+LINEARISE_ABOVE = 2000
+#: perturbations over which the linearised fit averages the objective's Jacobian (``emulate.num_perturbations``
+#: overrides; no P >= K needed)
+LINEARISED_PERTURBATIONS = 2000
 #: the share of groups matched a second time (distill.retry) above which the synset stage warns: 73-80% on the
 #: overfitted probe where DDM lost to the trivial score, at most 5% on every matrix and held-out run
 RETRIED_WARNING = 0.25
@@ -559,25 +566,71 @@ class DistilledDatamodel:
         scale = (e.other_class_scale if scale is None else scale) if obj.per_target else 1.0
         K = synset.num_groups
         perturbed = torch.arange(K) if subset is None else subset
+        averaged = synset.transferring(e.min_transfer)
+        left_out = [c.epoch for c in synset.checkpoints if not any(c is a for a in averaged.checkpoints)]
+        if left_out:
+            log.info("the step is not averaged over the checkpoint(s) at epoch %s: the synsets' steps do not transfer "
+                     "there (emulate.min_transfer %.2g)", ", ".join(f"{x:g}" for x in left_out), e.min_transfer)
+        ids = targets.index.tolist() if obj.per_target else [-1]
+        if self._fit_mode(obj, synset, len(perturbed)) == "linearised":
+            return self._attribute_linearised(targets, obj, averaged, groups, perturbed, subset, scale, ids, left_out)
         num = self._num_perturbations(len(perturbed), synset)
         _check_fit_memory(len(perturbed), num, (len(targets) if obj.per_target else 1)
                           * len(obj.output_names(synset.num_classes)))
         keep = sample_perturbations(len(perturbed), num, e.keep_prob, e.seed)
         deleted = torch.zeros(len(keep), K, dtype=torch.bool)
         deleted[:, perturbed] = ~keep
-        averaged = synset.transferring(e.min_transfer)
-        left_out = [c.epoch for c in synset.checkpoints if not any(c is a for a in averaged.checkpoints)]
-        if left_out:
-            log.info("the step is not averaged over the checkpoint(s) at epoch %s: the synsets' steps do not transfer "
-                     "there (emulate.min_transfer %.2g)", ", ".join(f"{x:g}" for x in left_out), e.min_transfer)
         outputs = self._read_out_per_checkpoint(averaged, deleted, targets, obj, groups)
         if outputs is None:
             outputs = obj.outputs(self._emulate(averaged, synset_key, deleted, targets, tag, groups), targets.y)
-        ids = targets.index.tolist() if obj.per_target else [-1]
         return fit_attribution(keep, outputs, obj, groups, ids, synset.num_classes, e.weighting, e.ridge,
                                {"perturbations": len(keep), "keep_prob": e.keep_prob,
                                 "other_class_scale": scale, "checkpoints_left_out": left_out},
                                targets.y if obj.per_target else None, scale, subset)
+
+    def _fit_mode(self, obj: Objective, synset: Synset, k: int) -> str:
+        """``emulate.fit`` resolved: ``linearised`` needs the Newton emulation read out through the logits and a
+        per-target objective differentiable in them; ``auto`` takes it above :data:`LINEARISE_ABOVE` groups."""
+        mode = self.config.emulate.fit
+        fits = (self.emulation_method(synset) == "newton" and not synset.block
+                and self.config.emulate.readout == "logits" and obj.per_target and obj.differentiable)
+        if mode == "linearised" and not fits:
+            raise ConfigError(f"emulate.fit=linearised needs the Newton emulation (the head recipe) read out through "
+                              f"the logits (emulate.readout=logits) and a per-target objective differentiable in "
+                              f"them (dist1, dist2, dist3); {obj.name!r} with this synset is not: use "
+                              "emulate.fit=regression")
+        if mode == "auto":  # a user's callable may not be differentiable where it claims to be: regression for it
+            from ddm.objectives.custom import CallableObjective
+
+            auto = fits and not isinstance(obj, CallableObjective)
+            mode = "linearised" if auto and k > LINEARISE_ABOVE else "regression"
+        return mode
+
+    def _attribute_linearised(self, targets: Split, obj: Objective, synset: Synset, groups: Groups,
+                              perturbed: torch.Tensor, subset: torch.Tensor | None, scale: float, ids: list[int],
+                              left_out: list[float]) -> AttributionMatrix:
+        """W from each group's Newton logit shift and the objective's Jacobian (:func:`fit_linearised`)."""
+        from ddm.attribution.fit import fit_linearised
+        from ddm.emulate.newton import newton_shifts
+
+        assert self.model is not None and self.trajectory is not None
+        e = self.config.emulate
+        keep = sample_perturbations(len(perturbed), e.num_perturbations or LINEARISED_PERTURBATIONS, e.keep_prob,
+                                    e.seed)
+        t0 = time.perf_counter()
+        z, S = newton_shifts(self.model, self.trajectory.final, synset, targets.x, self.trajectory,
+                             self.decay(groups))
+        deleted = torch.zeros(min(len(keep), 64), synset.num_groups, dtype=torch.bool)
+        deleted[:, perturbed] = ~keep[:len(deleted)]
+        health.check_logits(z[None] + torch.einsum("pk,knc->pnc", deleted.float(), S), self.trajectory.final,
+                            self.model, targets.x)
+        attr = fit_linearised(z, S, keep, obj, targets.y, groups, ids, synset.num_classes, e.weighting,
+                              {"perturbations": len(keep), "keep_prob": e.keep_prob, "other_class_scale": scale,
+                               "checkpoints_left_out": left_out, "fit": "linearised"},
+                              scale, subset)
+        self._emulations["linearised"] = time.perf_counter() - t0
+        self._emulation_fresh += self._emulations["linearised"]
+        return attr
 
     def _read_out_per_checkpoint(self, synset: Synset, deleted: torch.Tensor, targets: Split, obj: Objective,
                                  groups: Groups) -> torch.Tensor | None:

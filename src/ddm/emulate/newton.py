@@ -132,6 +132,23 @@ def newton_outputs(model: nn.Module, params: Params, synset: Synset, deleted: to
     return result.cpu()
 
 
+def newton_shifts(model: nn.Module, params: Params, synset: Synset, x: torch.Tensor,
+                  trajectory: Trajectory | None = None, decay: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """theta_tau's logits ``[N, C]`` on ``x`` and each group's logit shift ``[K, N, C]`` when it alone is removed,
+    averaged over theta_tau and the synset's checkpoints: :func:`newton_logits` of a perturbation is the logits
+    plus the sum of its deleted groups' shifts."""
+    head = Head.of(model)
+    members = _members(model, params, synset, trajectory, decay)
+    with torch.no_grad():
+        W = head.matrix(params)
+        feats = [(head.features(x, p), U) for p, U in members]
+        z = feats[0][0] @ W.T
+        S = torch.stack([head_shifts(h, U, W.shape) for h, U in feats]).mean(0)
+    _check_finite(S, "Newton emulation")
+    return z.cpu(), S.cpu()
+
+
 def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: torch.Tensor, x: torch.Tensor,
                   chunk_size: int = 256, trajectory: Trajectory | None = None, order: str = "auto",
                   decay: torch.Tensor | None = None) -> torch.Tensor:
