@@ -112,6 +112,10 @@ HELD_OUT: dict[str, list[str]] = {
                                              "cluster.per_class=4"],
     # one group per training sample (K = N = 1,437): the setting per-example attribution methods are made for
     "digits-convnet-per-sample": ["cluster.method=sequential", "cluster.num_groups=1437"],
+    # the same on Fashion-MNIST's MLP (K = 3,000: above 2,000 groups, so W is fitted linearised, emulate.fit=auto)
+    "fmnist-mlp-per-sample": [*FM, "model.name=mlp", "model.width=64", "model.depth=2", "train.epochs=10",
+                              "train.lr=0.05", "train.batch_size=64", "cluster.method=sequential",
+                              "cluster.num_groups=3000"],
 }
 CONFIGS.update({k: (v, False) for k, v in HELD_OUT.items()})
 #: design variants measured beside the default, by configuration ("*" = every configuration)

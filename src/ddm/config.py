@@ -111,14 +111,16 @@ class TrainConfig:
 
 @dataclass
 class ClusterConfig:
-    method: str = _f("kmeans", "kmeans (within each class), sequential (by index), class (one per class)")
+    method: str = _f("kmeans", "kmeans (within each class), sequential (by index), class (one per class) or sample "
+                               "(one per training sample, K = N: per-sample attribution; each synset is then its "
+                               "sample)")
     per_class: int = _f(10, "kmeans clusters per class (c); K = classes * c")
     num_groups: int | None = _f(None, "sequential: number of groups (None: classes * per_class)")
     seed: int = _f(0, "k-means seed")
 
     def __post_init__(self) -> None:
         _finite(self, "cluster")
-        _choice(self.method, "cluster.method", ("kmeans", "sequential", "class"))
+        _choice(self.method, "cluster.method", ("kmeans", "sequential", "class", "sample"))
         _check(self.per_class > 0, "cluster.per_class must be positive")
         _check(self.num_groups is None or self.num_groups > 0, "cluster.num_groups must be positive")
 

@@ -10,7 +10,7 @@ from ddm.progress import progress
 #: entries of the design matrix ``[P, K + 1]`` above which the fit accumulates the normal equations over chunks of
 #: perturbations instead of forming it in float64 (5e7 entries: 400 MB; the default's 10 K perturbations reach it
 #: at K of about 2,200). Half the time of the QR solve and memory ``(K + 1)^2`` instead of ``3 P (K + 1)`` floats:
-#: per-sample groups (K = N) of 10,000 samples need 0.8 GB where the QR solve needed over 20 GB.
+#: per-sample groups (K = N) of 10,000 samples need 0.8 GB where the QR solve's arrays took 16 GB.
 GRAM_ABOVE = 50_000_000
 
 

@@ -2,7 +2,8 @@
 
 * ``kmeans``: k-means within each class, ``c`` clusters per class (K = classes x c, the paper's default);
 * ``sequential``: consecutive index ranges (the paper's "DDM w/o cluster");
-* ``class``: one group per class (K = classes; the top level of the hierarchical datamodel).
+* ``class``: one group per class (K = classes; the top level of the hierarchical datamodel);
+* ``sample``: one group per training sample (K = N, in index order): per-sample attribution.
 
 No group is empty. A class with fewer than ``c`` samples gets one group per sample (logged).
 """
@@ -167,4 +168,6 @@ def make_groups(train: Split, cfg: ClusterConfig, num_classes: int) -> Groups:
         return kmeans_groups(train, cfg.per_class, cfg.seed)
     if cfg.method == "sequential":
         return sequential_groups(train, cfg.num_groups or num_classes * cfg.per_class)
+    if cfg.method == "sample":
+        return _finish(np.arange(len(train), dtype=np.int64), train, "sample")
     return class_groups(train)
