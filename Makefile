@@ -44,9 +44,18 @@ bench-protocol-head-diagnosis: $(STAMP)
 	mkdir -p benchmarks/results && cp runs/eval-head-diag/evaluation.md benchmarks/results/digits-head-diagnosis.md && \
 	  cp runs/eval-head-diag/evaluation.json benchmarks/results/digits-head-diagnosis.json
 
-# Kinds of data the matrix never had (class imbalance, a binary task, many tiny groups, an overfitted MLP).
+# Kinds of data the matrix never had (class imbalance, a binary task, many tiny groups, an overfitted MLP), and one
+# group per training sample (K = N): attribution against exact retraining, flipped labels, and W fitted linearised
+# against the regression (BENCHMARKS.md, "One group per sample").
 bench-probes: $(STAMP)
 	$(BIN)/python benchmarks/probe_kinds.py --seeds 0,1,2 --root runs/probe-kinds --out benchmarks/results/probe-kinds
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-convnet-per-sample,fmnist-mlp-per-sample \
+	  --peers if-explicit,tracin,trak --no-variants --out benchmarks/results/matrix-held-out-per-sample-all
+	$(BIN)/python benchmarks/flipped_per_sample.py --seeds 0,1,2 --out benchmarks/results/flipped-per-sample
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --seeds 0,1,2 --peers "" --no-variants \
+	  --set emulate.fit=linearised --out benchmarks/results/matrix-linearised
+	$(BIN)/python benchmarks/matrix.py --select --grid emulate.fit=regression,linearised --unlearn-dampings= \
+	  --root runs/matrix-b --no-variants --out benchmarks/results/matrix-select-fit
 
 # The configuration matrix (issue "DDM that attributes on models and data it was not tuned on"): the default's
 # damping chosen on the selection configurations (seed 3, validation targets), then every configuration on

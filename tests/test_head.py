@@ -446,6 +446,16 @@ def test_groups_that_mix_classes_get_an_image_of_every_class_they_hold(trained, 
     one, w = slot_labels(digits.train, ddm.cluster.class_groups(digits.train), 4)
     assert one.shape == (10, 4) and (one == torch.arange(10)[:, None]).all()
     assert torch.allclose(w.sum(1), ddm.cluster.class_groups(digits.train).sizes().float())
+    # one group per sample: one image each (more would only repeat the sample), standing for it alone
+    from ddm.cluster.groups import make_groups
+    from ddm.config import ClusterConfig
+
+    per_sample = make_groups(digits.train, ClusterConfig(method="sample"), 10)
+    single, ws = slot_labels(digits.train, per_sample, 4)
+    assert single.shape == (len(digits.train), 1) and torch.equal(single[:, 0], digits.train.y)
+    assert (ws == 1).all()
+    pairs = sequential_groups(digits.train, len(digits.train) // 2)  # groups of 2-3 samples of 1-3 classes
+    assert slot_labels(digits.train, pairs, 4)[0].shape[1] == int(pairs.sizes().max())
 
     syn = distill_head(model, traj, digits.train, seq, DistillConfig(iterations=150), 10)
     assert torch.equal(syn.labels, labels) and syn.ipc == labels.shape[1]

@@ -263,10 +263,11 @@ def slot_labels(train: Split, groups: Groups, ipc: int) -> tuple[torch.Tensor, t
     class without an image is a part of the group's removal step no weight can reproduce. So ``n`` is
     ``max(ipc, the most classes in one group)``; every class in a group gets one image, the rest go to its
     classes in proportion to their counts (the largest count per image first), and each image stands for its
-    class's count divided by that class's images."""
+    class's count divided by that class's images. Where every group holds fewer than ``ipc`` samples (one group
+    per sample: ``cluster.method=sample``), ``n`` is the largest group's size: more images would only repeat members."""
     K = groups.num_groups
     counts = count_classes(groups.assignment, train.y, K)  # also for groups stored before they kept their counts
-    n = max(ipc, int((counts > 0).sum(1).max()))
+    n = max(min(ipc, int(counts.sum(1).max())), int((counts > 0).sum(1).max()))
     labels = torch.empty(K, n, dtype=torch.long)
     shares = torch.empty(K, n)
     for k in range(K):
