@@ -281,3 +281,13 @@ def test_info_names_the_groups_matched_again(tmp_path, capsys, caplog):
     assert main(["info", "-w", ws]) == 0
     text = capsys.readouterr().out
     assert "matched again from their highest-loss members" in text and "group 0 " in text
+
+
+def test_long_lists_of_groups_are_cut_saying_how_many_more():
+    """Per-sample groups (K = N) can make a thousand groups outsized; a terminal line names 20 and counts the rest."""
+    from ddm.cli.main import _listed
+
+    assert _listed([3, 17]) == "[3, 17]"
+    long = _listed(list(range(1088)))
+    assert long.startswith("[0, 1, 2") and "19]" in long and " 20," not in long
+    assert "and 1,068 more (`ddm info --json` lists them all)" in long

@@ -149,12 +149,13 @@ def log_report(stage: str, report: dict[str, Any]) -> None:
     if report["flagged"]:
         scale = "its group's real step" if report.get("dominance_reference") == "own real step" else "the median"
         log.warning("%s: %d group(s) failed the health check (cosine < %.1f with the real removal step, or a step "
-                    "%gx %s): %s; rankings mark them", stage, len(report["flagged"]), MIN_COSINE,
-                    MAX_DOMINANCE, scale, report["flagged"][:20])
+                    "%gx %s): %s%s; rankings mark them", stage, len(report["flagged"]), MIN_COSINE,
+                    MAX_DOMINANCE, scale, report["flagged"][:20], " ..." if len(report["flagged"]) > 20 else "")
     if report.get("outsized"):
-        log.info("%s: group(s) %s move the model more than %gx the median group when removed (their real data "
-                 "does; not a synset failure): often mislabeled or atypical samples, see `ddm diagnose`", stage,
-                 report["outsized"][:20], MAX_DOMINANCE)
+        log.info("%s: %d group(s) (%s%s) move the model more than %gx the median group when removed (their real "
+                 "data does; not a synset failure): often mislabeled or atypical samples, see `ddm diagnose`", stage,
+                 len(report["outsized"]), report["outsized"][:20], " ..." if len(report["outsized"]) > 20 else "",
+                 MAX_DOMINANCE)
 
 
 def check_logits(logits: torch.Tensor, params: dict[str, torch.Tensor], model: nn.Module, x: torch.Tensor) -> None:

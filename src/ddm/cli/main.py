@@ -198,10 +198,17 @@ def _print_offline(o: dict[str, Any]) -> None:
             if h.get("checked"):
                 print(f"  health: cosine with each group's real removal step mean {h['cosine_mean']:.2f} "
                       f"(min {h['cosine_min']:.2f}, {100 * h['positive_fraction']:.0f}% positive); "
-                      f"{len(h['flagged'])} group(s) flagged" + (f": {h['flagged'][:10]}" if h["flagged"] else ""))
+                      f"{len(h['flagged'])} group(s) flagged" + (f": {_listed(h['flagged'])}" if h["flagged"] else ""))
                 if h.get("checkpoints"):
                     print("  attribution averaged with the checkpoints at epochs "
                           + ", ".join(f"{c['epoch']:g} (step cosine {c['cosine_mean']:.2f})" for c in h["checkpoints"]))
+
+
+def _listed(ids: list[Any], limit: int = 20) -> str:
+    """``ids`` for a terminal: all of them up to ``limit``, else the first ``limit`` and how many more."""
+    if len(ids) <= limit:
+        return str(list(ids))
+    return f"{list(ids[:limit])} and {len(ids) - limit:,} more (`ddm info --json` lists them all)"
 
 
 def _print_attribution(r: dict[str, Any]) -> None:
@@ -214,7 +221,7 @@ def _print_attribution(r: dict[str, Any]) -> None:
     print(f"\nattribution ({r['objective']}{', hierarchical' if r['hierarchical'] else ''}): "
           f"{r['perturbations'] or '?'} perturbations ({how}), {r['seconds']:.1f} s{note}")
     if r.get("flagged_groups"):
-        print(f"  groups marked * failed the synset health check: {r['flagged_groups'][:20]}")
+        print(f"  groups marked * failed the synset health check: {_listed(r['flagged_groups'])}")
     scale = r.get("other_class_scale")
     if scale is not None and scale != 1.0:
         print(f"  groups of other classes than the target's weigh x{scale:g} (emulate.other_class_scale; "
@@ -562,14 +569,16 @@ def cmd_info(args: argparse.Namespace) -> int:
                     if "previous_checkpoint_cosine_mean" in hh else "")
             print(f"  {'':<34} {'':<8} health: step cosine mean {hh['cosine_mean']:.2f} (min {hh['cosine_min']:.2f}, "
                   f"{100 * hh['positive_fraction']:.0f}% positive){rel}{prev}; "
-                  f"flagged groups: {hh['flagged'] or 'none'}")
+                  f"flagged groups: {_listed(hh['flagged']) if hh['flagged'] else 'none'}")
             if st.get("retried"):
-                again = ", ".join(f"group {k} {b:.2g} -> {min(a, b):.2g}" for k, (b, a) in st["retried"].items())
+                items = list(st["retried"].items())
+                again = ", ".join(f"group {k} {b:.2g} -> {min(a, b):.2g}" for k, (b, a) in items[:20])
+                again += f" and {len(items) - 20:,} more" if len(items) > 20 else ""
                 print(f"  {'':<34} {'':<8} matched again from their highest-loss members (relative error still "
                       f">= distill.retry): {again}")
             if hh.get("outsized"):
                 print(f"  {'':<34} {'':<8} outsized groups (their real removal step is 10x the median's; not a "
-                      f"synset failure, often mislabeled or atypical data): {hh['outsized']}")
+                      f"synset failure, often mislabeled or atypical data): {_listed(hh['outsized'])}")
             if hh.get("checkpoints"):
                 used = [c for c in hh["checkpoints"] if not c["cosine_mean"] < min_transfer]
                 weak = [c for c in hh["checkpoints"] if c["cosine_mean"] < min_transfer]
