@@ -176,6 +176,16 @@ def test_many_groups_fit_w_linearised_close_to_the_regression(run, monkeypatch):
     assert float((lin.weights - reg.weights).norm() / reg.weights.norm()) < 0.05
     for t in range(6):
         assert lin.ranking(t)[0] == reg.ranking(t)[0]
+    # the targets in chunks (each with its own group shifts): the same matrix
+    monkeypatch.setattr(pipeline, "LINEARISED_CHUNK_BYTES", 1)
+    chunked = dm2.attribute(targets, "dist2", name="lin-chunked")
+    torch.testing.assert_close(chunked.weights, lin.weights)
+    torch.testing.assert_close(chunked.bias, lin.bias)
+    assert chunked.target_ids == lin.target_ids and chunked.meta["fit"] == "linearised"
+    monkeypatch.setattr(ddm.devices, "available_memory", lambda: 100)  # bytes
+    with pytest.raises(ConfigError, match="attribute fewer targets per call"):
+        dm2.attribute(targets, "dist2", name="lin")
+    monkeypatch.undo()
     # set objectives (and any objective without derivatives) stay with the regression; asking for it is refused
     assert "fit" not in dm2.attribute(targets, "accuracy", name="acc").meta
     dm2.config = dm2.config.with_overrides(["emulate.fit=linearised"])

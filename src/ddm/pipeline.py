@@ -50,6 +50,8 @@ LINEARISE_ABOVE = 2000
 #: perturbations over which the linearised fit averages the objective's Jacobian (``emulate.num_perturbations``
 #: overrides; no P >= K needed)
 LINEARISED_PERTURBATIONS = 2000
+#: the linearised fit takes the targets in chunks whose group logit shifts ``[K, chunk, C]`` take about this much
+LINEARISED_CHUNK_BYTES = 2 ** 28
 #: the share of groups matched a second time (distill.retry) above which the synset stage warns: 73-80% on the
 #: overfitted probe where DDM lost to the trivial score, at most 5% on every matrix and held-out run
 RETRIED_WARNING = 0.25
@@ -611,23 +613,37 @@ class DistilledDatamodel:
                               left_out: list[float]) -> AttributionMatrix:
         """W from each group's Newton logit shift and the objective's Jacobian (:func:`fit_linearised`)."""
         from ddm.attribution.fit import fit_linearised
-        from ddm.emulate.newton import newton_shifts
+        from ddm.emulate.newton import newton_shifts, step_members
 
         assert self.model is not None and self.trajectory is not None
         e = self.config.emulate
+        K, C = synset.num_groups, synset.num_classes
+        O = len(obj.output_names(C))
+        _check_linearised_memory(K, len(targets), C, O)
         keep = sample_perturbations(len(perturbed), e.num_perturbations or LINEARISED_PERTURBATIONS, e.keep_prob,
                                     e.seed)
-        t0 = time.perf_counter()
-        z, S = newton_shifts(self.model, self.trajectory.final, synset, targets.x, self.trajectory,
-                             self.decay(groups))
-        deleted = torch.zeros(min(len(keep), 64), synset.num_groups, dtype=torch.bool)
+        deleted = torch.zeros(min(len(keep), 64), K, dtype=torch.bool)
         deleted[:, perturbed] = ~keep[:len(deleted)]
-        health.check_logits(z[None] + torch.einsum("pk,knc->pnc", deleted.float(), S), self.trajectory.final,
-                            self.model, targets.x)
-        attr = fit_linearised(z, S, keep, obj, targets.y, groups, ids, synset.num_classes, e.weighting,
-                              {"perturbations": len(keep), "keep_prob": e.keep_prob, "other_class_scale": scale,
-                               "checkpoints_left_out": left_out, "fit": "linearised"},
-                              scale, subset)
+        t0 = time.perf_counter()
+        members = step_members(self.model, self.trajectory.final, synset, self.trajectory, self.decay(groups))
+        # targets in chunks, each with its own [K, chunk, C] shifts (a target's W needs only its own)
+        chunk = max(1, LINEARISED_CHUNK_BYTES // (4 * K * C))
+        parts = []
+        for s in range(0, len(targets), chunk):
+            part = targets[torch.arange(s, min(s + chunk, len(targets)))]
+            z, S = newton_shifts(self.model, self.trajectory.final, synset, part.x, members=members)
+            health.check_logits(z[None] + torch.einsum("pk,knc->pnc", deleted.float(), S), self.trajectory.final,
+                                self.model, part.x)
+            parts.append(fit_linearised(z, S, keep, obj, part.y, groups, ids[s:s + len(part)], C, e.weighting,
+                                        None, scale, subset))
+            del S
+        attr = parts[0]
+        if len(parts) > 1:
+            attr = AttributionMatrix(torch.cat([p.weights for p in parts]), torch.cat([p.bias for p in parts]),
+                                     torch.cat([p.scores for p in parts]), attr.objective, attr.score_meaning,
+                                     attr.output_names, ids, groups, None, None)
+        attr.meta = {"perturbations": len(keep), "keep_prob": e.keep_prob, "other_class_scale": scale,
+                     "checkpoints_left_out": left_out, "fit": "linearised"}
         self._emulations["linearised"] = time.perf_counter() - t0
         self._emulation_fresh += self._emulations["linearised"]
         return attr
@@ -829,6 +845,17 @@ def _check_fit_memory(K: int, P: int, D: int) -> None:
     if need > 2 ** 30:
         log.info("the attribution's perturbations and least-squares fit take about %.1f GiB (K = %d groups, %d "
                  "perturbations, %d outputs)", need / 2 ** 30, K, P, D)
+
+
+def _check_linearised_memory(K: int, T: int, C: int, O: int) -> None:
+    """Refuse a linearised attribution whose result (``[T, K, O]`` weights and scores) would not fit in memory."""
+    need = 3 * 4 * T * K * O + 3 * LINEARISED_CHUNK_BYTES
+    free = devices.available_memory()
+    if free is not None and need > free:
+        raise ConfigError(
+            f"the attribution of {T:,} targets over K = {K:,} groups ({O} output(s) each) needs about "
+            f"{need / 2 ** 30:.1f} GiB of memory and {free / 2 ** 30:.1f} GiB is available: attribute fewer targets "
+            "per call, or use fewer, larger groups (cluster.per_class or cluster.num_groups)")
 
 
 def _check_last_snapshot(model: nn.Module, trajectory: Trajectory) -> None:

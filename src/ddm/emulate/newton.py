@@ -132,19 +132,29 @@ def newton_outputs(model: nn.Module, params: Params, synset: Synset, deleted: to
     return result.cpu()
 
 
+def step_members(model: nn.Module, params: Params, synset: Synset, trajectory: Trajectory | None = None,
+                 decay: torch.Tensor | None = None) -> list[tuple[Params, torch.Tensor]]:
+    """``(parameters, U [K, D])``: each group's head step at theta_tau and at each checkpoint the synset holds, for
+    :func:`newton_shifts` (computed once for several target sets)."""
+    return _members(model, params, synset, trajectory, decay)
+
+
 def newton_shifts(model: nn.Module, params: Params, synset: Synset, x: torch.Tensor,
-                  trajectory: Trajectory | None = None, decay: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  trajectory: Trajectory | None = None, decay: torch.Tensor | None = None,
+                  members: list[tuple[Params, torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """theta_tau's logits ``[N, C]`` on ``x`` and each group's logit shift ``[K, N, C]`` when it alone is removed,
     averaged over theta_tau and the synset's checkpoints: :func:`newton_logits` of a perturbation is the logits
-    plus the sum of its deleted groups' shifts."""
+    plus the sum of its deleted groups' shifts. ``members``: :func:`step_members`' result, if already at hand."""
     head = Head.of(model)
-    members = _members(model, params, synset, trajectory, decay)
+    members = _members(model, params, synset, trajectory, decay) if members is None else members
     with torch.no_grad():
         W = head.matrix(params)
         feats = [(head.features(x, p), U) for p, U in members]
         z = feats[0][0] @ W.T
-        S = torch.stack([head_shifts(h, U, W.shape) for h, U in feats]).mean(0)
+        S = head_shifts(*feats[0], W.shape)
+        for h, U in feats[1:]:  # summed in place: one [K, N, C] at a time
+            S += head_shifts(h, U, W.shape)
+        S /= len(feats)
     _check_finite(S, "Newton emulation")
     return z.cpu(), S.cpu()
 
