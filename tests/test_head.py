@@ -500,6 +500,19 @@ def test_unlearning_that_forgets_a_class_with_kept_data_is_reported(trained, dig
     # removing every group of the class: nothing of it is kept, so nothing collapsed
     both = torch.nonzero(groups.labels == c).flatten()
     assert unlearning_check(before, after, head_synset, both)["collapsed_classes"] == []
+    # a class left with a tenth of its samples: retraining can lose it too, and the warning says so
+    counts = groups.class_count_matrix().clone()
+    other = int(both[both != 0][0])
+    counts[0, c], counts[other, c] = 90, 10
+    caplog.clear()
+    thin = unlearning_check(before, after, head_synset, one, class_counts=counts)
+    assert [(t["class"], round(t["kept_share"], 3)) for t in thin["thinned_classes"]] == [(c, 0.1)]
+    assert thin["collapsed_classes"][0]["kept_share"] == pytest.approx(0.1)
+    assert f"class {c} keeps 10% of its training samples" in caplog.text
+    counts[0, c], counts[other, c] = 10, 90  # nine tenths kept: not thinned, no such note
+    caplog.clear()
+    assert unlearning_check(before, after, head_synset, one, class_counts=counts)["thinned_classes"] == []
+    assert "of its training samples" not in caplog.text
 
 
 def test_the_weight_decay_share_moves_the_step_to_the_kept_optimum(trained, digits, groups):

@@ -174,13 +174,17 @@ def check_logits(logits: torch.Tensor, params: dict[str, torch.Tensor], model: n
 def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, removed: torch.Tensor,
                      max_drop: float = 0.1,
                      hint: str = "the step overshoots; a larger emulate.unlearn_damping (e.g. 1e-2) moves it less",
-                     max_class_drop: float = 0.2, warn: bool = True) -> dict[str, Any]:
+                     max_class_drop: float = 0.2, warn: bool = True,
+                     class_counts: torch.Tensor | None = None) -> dict[str, Any]:
     """Accuracy of the model before and after unlearning on the kept and on the removed groups' synthetic
     images (each image's class as label): a proxy for "is the unlearned model still usable". A drop on the
     kept groups above ``max_drop`` is logged as a warning and reported as ``damaged``; so is a class that still
     has kept images but loses more than ``max_class_drop`` of their accuracy (``collapsed_classes``): its kept
     data is still there, so retraining would still predict it, while a small drop overall can hide it (one class
-    of ten forgotten costs about 10 points). ``warn=False``: report only (a step about to be redone)."""
+    of ten forgotten costs about 10 points). ``warn=False``: report only (a step about to be redone).
+    ``class_counts [K, classes]`` (the groups' samples per class; else the synset's image weights stand in) gives
+    each class's share of training samples kept: a class left with under half of them is reported
+    (``thinned_classes``) and the warnings say that retraining can lose accuracy there too."""
     x, _, group = synset.flat()
     labels = synset.labels.reshape(-1)
     gone = torch.isin(group, removed)
@@ -197,13 +201,30 @@ def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, remove
             out[f"kept_accuracy_{name}"] = float(ok[~gone].mean()) if (~gone).any() else None
             out[f"removed_accuracy_{name}"] = float(ok[gone].mean()) if gone.any() else None
     drop = out["kept_accuracy_before"] - out["kept_accuracy_after"] if (~gone).any() else 0.0
-    collapsed = []
+    collapsed: list[dict[str, Any]] = []
     for c in labels[~gone].unique().tolist():
         kept_c = (~gone) & (labels == c)
         a, b = float(hits["before"][kept_c].mean()), float(hits["after"][kept_c].mean())
         if a - b > max_class_drop:
             collapsed.append({"class": int(c), "kept_images": int(kept_c.sum()), "before": a, "after": b})
+    # a class left with under half its samples may lose accuracy in exact retraining too: the warnings say so
+    w = synset.image_weights().reshape(-1)
+    kept_groups = ~torch.isin(torch.arange(synset.num_groups), removed)
+    thinned = []
+    for c in labels[~gone].unique().tolist():
+        of_c = labels == c
+        if class_counts is not None and c < class_counts.shape[1]:
+            n_c = class_counts[:, c].double()
+            share = float(n_c[kept_groups].sum() / n_c.sum().clamp(min=1e-30))
+        else:
+            share = float(w[of_c & ~gone].sum() / w[of_c].sum().clamp(min=1e-30))
+        lost = float(hits["before"][of_c & ~gone].mean() - hits["after"][of_c & ~gone].mean())
+        if share < 0.5 and lost > 0:
+            thinned.append({"class": int(c), "kept_share": share, "accuracy_lost": lost})
+    for entry in collapsed:
+        entry["kept_share"] = next((t["kept_share"] for t in thinned if t["class"] == entry["class"]), None)
     out["collapsed_classes"] = collapsed
+    out["thinned_classes"] = thinned
     out["damaged"] = bool(drop > max_drop) or bool(collapsed)
     if warn:
         warn_unlearning(out, hint, max_drop)
@@ -215,11 +236,18 @@ def warn_unlearning(check: dict[str, Any], hint: str, max_drop: float = 0.1) -> 
     if check["kept_accuracy_before"] is None:  # every group removed: no kept image to check
         return
     drop = check["kept_accuracy_before"] - check["kept_accuracy_after"]
+    thinned = check.get("thinned_classes") or []
+    note = ("" if not thinned else
+            "; but " + ", ".join(f"class {t['class']} keeps {100 * t['kept_share']:.0f}%" for t in thinned)
+            + " of its training samples, and retraining without the rest can lose accuracy there too: check against "
+            "an exact retrain (ddm evaluate, or ddm diagnose --verify) before changing the damping")
     if drop > max_drop:
         log.warning("unlearning cost %.0f points of accuracy on the kept groups' synthetic images (%.1f%% -> %.1f%%): "
-                    "the unlearned model may be damaged: %s",
-                    100 * drop, 100 * check["kept_accuracy_before"], 100 * check["kept_accuracy_after"], hint)
+                    "the unlearned model may be damaged: %s%s",
+                    100 * drop, 100 * check["kept_accuracy_before"], 100 * check["kept_accuracy_after"], hint, note)
+        note = ""
     for c in check["collapsed_classes"]:
         log.warning("unlearning took class %d's kept synthetic images (%d) from %.0f%% to %.0f%% accuracy although "
-                    "the class keeps training data, and the unlearned model may be damaged: %s",
-                    c["class"], c["kept_images"], 100 * c["before"], 100 * c["after"], hint)
+                    "the class keeps training data, and the unlearned model may be damaged: %s%s",
+                    c["class"], c["kept_images"], 100 * c["before"], 100 * c["after"], hint, note)
+        note = ""

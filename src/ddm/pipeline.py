@@ -779,7 +779,8 @@ class DistilledDatamodel:
                 forget_classes(model, gone)
             last = attempt == backoffs
             check = health.unlearning_check(self.model, model, syn, idx, warn=False,
-                                            max_class_drop=self.config.emulate.unlearn_class_drop)
+                                            max_class_drop=self.config.emulate.unlearn_class_drop,
+                                            class_counts=grp.class_count_matrix())
             collapsed = {c["class"] for c in check["collapsed_classes"]}
             if collapsed and by_rewind is None:
                 by_rewind = self._collapsed_by_rewind(syn, idx)
