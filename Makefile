@@ -52,6 +52,8 @@ bench-probes: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-convnet-per-sample,fmnist-mlp-per-sample \
 	  --peers if-explicit,tracin,trak --no-variants --out benchmarks/results/matrix-held-out-per-sample-all
 	$(BIN)/python benchmarks/flipped_per_sample.py --seeds 0,1,2 --out benchmarks/results/flipped-per-sample
+	$(BIN)/python benchmarks/unlearn_samples.py --root runs/matrix-b \
+	  --configs digits-convnet-per-sample,fmnist-mlp-per-sample --seeds 0,1,2 --out benchmarks/results/unlearn-samples
 	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --seeds 0,1,2 --peers "" --no-variants \
 	  --set emulate.fit=linearised --out benchmarks/results/matrix-linearised
 	$(BIN)/python benchmarks/matrix.py --select --grid emulate.fit=regression,linearised --unlearn-dampings= \
