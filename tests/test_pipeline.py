@@ -150,7 +150,7 @@ def test_too_few_perturbations_is_refused(run):
         dm2.attribute(data.test[:2])
 
 
-def test_an_attribution_too_large_for_memory_is_refused_before_any_work(run, monkeypatch):
+def test_an_attribution_too_large_for_memory_is_refused_before_any_work(run, monkeypatch, caplog):
     cfg, data, ws, dm = run
     dm2 = ddm.DistilledDatamodel(ws).load()
     monkeypatch.setattr(ddm.devices, "available_memory", lambda: 10 * 2 ** 20)  # 10 MiB
@@ -158,6 +158,16 @@ def test_an_attribution_too_large_for_memory_is_refused_before_any_work(run, mon
         dm2.attribute(data.test[:200])
     monkeypatch.setattr(ddm.devices, "available_memory", lambda: None)  # unknown: no refusal
     assert dm2.attribute(data.test[:2]).weights.shape[0] == 2
+    # a fit that fits in memory but takes long (accuracy over per-sample groups) says so before it starts
+    import logging
+
+    from ddm.pipeline import _check_fit_memory
+
+    with caplog.at_level(logging.WARNING, logger="ddm.pipeline"):
+        _check_fit_memory(2000, 20000, 1)
+        assert "multiply-adds" not in caplog.text
+        _check_fit_memory(10000, 100000, 1)
+    assert "takes about 1e+13 multiply-adds" in caplog.text
 
 
 def test_many_groups_fit_w_linearised_close_to_the_regression(run, monkeypatch):

@@ -846,6 +846,11 @@ def _check_fit_memory(K: int, P: int, D: int) -> None:
     if need > 2 ** 30:
         log.info("the attribution's perturbations and least-squares fit take about %.1f GiB (K = %d groups, %d "
                  "perturbations, %d outputs)", need / 2 ** 30, K, P, D)
+    if P * K * K > 10 ** 12:  # about 10^10 multiply-adds a second per CPU core
+        log.warning("the least-squares fit over K = %d groups and %d perturbations takes about %.0e multiply-adds "
+                    "(minutes to hours on a CPU); per-target objectives (dist1/2/3) are fitted linearised instead "
+                    "(emulate.fit); fewer perturbations (emulate.num_perturbations, at least K) or fewer, larger "
+                    "groups make this one faster", K, P, float(P * K * K))
 
 
 def _check_linearised_memory(K: int, T: int, C: int, O: int) -> None:
