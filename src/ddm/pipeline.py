@@ -619,7 +619,7 @@ class DistilledDatamodel:
         e = self.config.emulate
         K, C = synset.num_groups, synset.num_classes
         O = len(obj.output_names(C))
-        _check_linearised_memory(K, len(targets), C, O)
+        _check_linearised_memory(K, len(targets), O)
         keep = sample_perturbations(len(perturbed), e.num_perturbations or LINEARISED_PERTURBATIONS, e.keep_prob,
                                     e.seed)
         deleted = torch.zeros(min(len(keep), 64), K, dtype=torch.bool)
@@ -853,7 +853,7 @@ def _check_fit_memory(K: int, P: int, D: int) -> None:
                     "groups make this one faster", K, P, float(P * K * K))
 
 
-def _check_linearised_memory(K: int, T: int, C: int, O: int) -> None:
+def _check_linearised_memory(K: int, T: int, O: int) -> None:
     """Refuse a linearised attribution whose result (``[T, K, O]`` weights and scores) would not fit in memory."""
     need = 3 * 4 * T * K * O + 3 * LINEARISED_CHUNK_BYTES
     free = devices.available_memory()
