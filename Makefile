@@ -101,6 +101,9 @@ bench-matrix-orders: $(STAMP)
 MLPS := fmnist-mlp-K40-sgd,fmnist-mlp-K40-adam,digits-mlp-K40-sgd,fmnist-mlp-K100-momentum
 bench-diagnostics: $(STAMP)
 	$(BIN)/python benchmarks/ceiling.py --root runs/matrix-b --out benchmarks/results/ceiling
+	# the best any last-layer method can do: the last layer retrained exactly on theta_tau's features
+	$(BIN)/python benchmarks/head_bound.py --seed 0 --out benchmarks/results/head-bound-seed0 \
+	  --configs digits-resnet-batchnorm-K40-momentum,digits-resnet-K40-momentum,digits-convnet-batchnorm-K40-momentum
 	# own class against the others in the emulation's weights (what the class balance corrects)
 	$(BIN)/python benchmarks/class_balance.py --root runs/matrix-b --scales 0.7,0.5,0.4,0.3,0.2 \
 	  --out benchmarks/results/class-balance-selection
