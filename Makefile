@@ -104,6 +104,8 @@ bench-diagnostics: $(STAMP)
 	# the best any last-layer method can do: the last layer retrained exactly on theta_tau's features
 	$(BIN)/python benchmarks/head_bound.py --seed 0 --out benchmarks/results/head-bound-seed0 \
 	  --configs digits-resnet-batchnorm-K40-momentum,digits-resnet-K40-momentum,digits-convnet-batchnorm-K40-momentum
+	$(BIN)/python benchmarks/head_bound.py --seed 0 --out benchmarks/results/head-bound-alexnet-seed0 \
+	  --configs digits-alexnet-K40-adam
 	# own class against the others in the emulation's weights (what the class balance corrects)
 	$(BIN)/python benchmarks/class_balance.py --root runs/matrix-b --scales 0.7,0.5,0.4,0.3,0.2 \
 	  --out benchmarks/results/class-balance-selection
