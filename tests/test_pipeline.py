@@ -447,6 +447,16 @@ def test_unlearning_moves_back_along_the_trajectory_by_the_data_removed(run):
         assert torch.allclose(p, still[name] - traj.final[name] + base[name], atol=1e-5)
     assert not torch.allclose(moved["features.0.weight"], traj.final["features.0.weight"])
     assert ddm.workspace.load_json(ws / "unlearned" / "rewind" / "unlearn.json")["rewind"] == r
+    # under an annealed schedule the retrain ends annealed as theta_tau does: no rewind, the step from theta_tau
+    saved = traj.optimizer
+    traj.optimizer = {**(saved or {}), "schedule": "cosine"}
+    try:
+        annealed = dict(dm.unlearn(groups, name="cosine").named_parameters())
+        assert dm.last_rewind is None
+        assert all(torch.allclose(annealed[n], still[n]) for n in still)
+    finally:
+        traj.optimizer = saved
+        dm.config = cfg
 
 
 def test_the_per_checkpoint_readout_is_an_option_of_the_newton_attribution(run, caplog):

@@ -100,15 +100,17 @@ def test_attaching_without_a_step_count_takes_only_the_optimizers_settings(digit
         rec.attach(opt, every_steps=0)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_a_kill_at_any_write_resumes_to_bit_identical_weights(digits, tmp_path, killed_at_write, optimizer):
+@pytest.mark.parametrize("optimizer, schedule", [("sgd", "constant"), ("adam", "constant"), ("sgd", "cosine")])
+def test_a_kill_at_any_write_resumes_to_bit_identical_weights(digits, tmp_path, killed_at_write, optimizer,
+                                                              schedule):
     """Kill the training at every file write in turn (between the checkpoint and the resume state of one
-    epoch included); the resumed run must equal the uninterrupted one bit for bit."""
+    epoch included); the resumed run must equal the uninterrupted one bit for bit (under a learning-rate schedule
+    too: the rate is a function of the step)."""
     import ddm.train.loop as loop
 
     lr = 0.1 if optimizer == "sgd" else 0.01
     cfg = TrainConfig(epochs=3, lr=lr, momentum=0.9 if optimizer == "sgd" else 0.0, batch_size=64,
-                      optimizer=optimizer)
+                      optimizer=optimizer, schedule=schedule)
 
     def build():
         return ddm.models.build("mlp", digits, width=8, depth=1)
@@ -124,6 +126,32 @@ def test_a_kill_at_any_write_resumes_to_bit_identical_weights(digits, tmp_path, 
         assert resumed.epochs == full.epochs
         for a, b in zip(resumed.params, full.params, strict=True):
             assert all(torch.equal(a[k], b[k]) for k in a), kill_at
+
+
+def test_the_cosine_schedule_anneals_the_rate_to_zero_over_the_run(digits):
+    cfg = TrainConfig(epochs=2, lr=0.2, batch_size=64, schedule="cosine")
+    assert cfg.lr_at(0, 100) == pytest.approx(0.2) and cfg.lr_at(50, 100) == pytest.approx(0.1)
+    assert cfg.lr_at(100, 100) == pytest.approx(0.0, abs=1e-12)
+    assert TrainConfig(lr=0.2).lr_at(99, 100) == 0.2
+    seen = []
+    real_step = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    torch.optim.SGD.step = spy
+    try:
+        traj = train_model(ddm.models.build("mlp", digits, width=8, depth=1), digits.train, cfg)
+    finally:
+        torch.optim.SGD.step = real_step
+    steps = 2 * -(-len(digits.train) // 64)
+    assert len(seen) == steps and seen[0] == pytest.approx(0.2)
+    assert seen[-1] == pytest.approx(cfg.lr_at(steps - 1, steps)) and 0 < seen[-1] < 0.2 * 0.05
+    assert all(a > b for a, b in zip(seen[:-1], seen[1:], strict=True))  # decreasing, step by step
+    assert traj.optimizer["schedule"] == "cosine" and "schedule" not in TrainConfig().optimizer_record()
+    with pytest.raises(ddm.exceptions.ConfigError, match="train.schedule"):
+        TrainConfig(schedule="linear")
 
 
 def test_a_resumed_training_counts_the_time_of_every_process(digits, tmp_path, monkeypatch, killed_at_write):

@@ -91,9 +91,15 @@ class TrainConfig:
                                      "accuracy (BENCHMARKS.md), an effect of the loop, not of the data, that no "
                                      "attribution follows",
                          since="0.6", implicit="keep")
+    schedule: str = _f("constant", "learning-rate schedule: constant (train.lr throughout) or cosine (train.lr x "
+                                   "(1 + cos(pi t / T)) / 2 at optimizer step t of T, annealed to 0 at the last "
+                                   "step, as most training recipes do). Exact retrains follow the same rule over "
+                                   "their own steps; the unlearning's rewind (emulate.unlearn_rewind) assumes a "
+                                   "constant rate and is skipped under cosine", since="0.12", implicit="constant")
 
     def __post_init__(self) -> None:
         _finite(self, "train")
+        _choice(self.schedule, "train.schedule", ("constant", "cosine"))
         _check(self.epochs > 0, f"train.epochs must be positive, got {self.epochs}")
         _check(self.batch_size > 0, f"train.batch_size must be positive, got {self.batch_size}")
         _check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
@@ -105,8 +111,17 @@ class TrainConfig:
 
     def optimizer_record(self) -> dict[str, Any]:
         """What the optimizer did, stored with the trajectory (the fine-tune emulations' rate assumes plain SGD)."""
-        return {"type": self.optimizer, "lr": self.lr, "momentum": self.momentum,
-                "weight_decay": self.weight_decay, "batch_size": self.batch_size}
+        record = {"type": self.optimizer, "lr": self.lr, "momentum": self.momentum,
+                  "weight_decay": self.weight_decay, "batch_size": self.batch_size}
+        if self.schedule != "constant":
+            record["schedule"] = self.schedule
+        return record
+
+    def lr_at(self, step: int, total: int) -> float:
+        """The learning rate of optimizer step ``step`` (from 0) of ``total`` under ``schedule``."""
+        if self.schedule == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * step / max(1, total)))
+        return self.lr
 
 
 @dataclass

@@ -761,6 +761,14 @@ class DistilledDatamodel:
         backoffs = self.config.emulate.unlearn_backoff if method == "newton" and damping is not None else 0
         raised: list[float] = []
         by_rewind: set[int] | None = None  # the classes the rewound checkpoint alone has lost (the same every attempt)
+        rewind_scale = self.config.emulate.unlearn_rewind
+        schedule = (self.trajectory.optimizer or {}).get("schedule", "constant") if self.trajectory else "constant"
+        if rewind_scale > 0 and schedule != "constant":
+            # an annealed schedule: the retrain anneals over its own (fewer) steps and ends annealed as theta_tau
+            # does, so the recorded run's earlier, less annealed checkpoint is not where it ends
+            log.info("unlearning: no rewind along the trajectory (emulate.unlearn_rewind) under the %s learning-rate "
+                     "schedule: its retrain ends annealed, as theta_tau does", schedule)
+            rewind_scale = 0.0
         for attempt in range(backoffs + 1):
             model = unlearn_groups(self.model, self.trajectory.final, syn, idx,  # type: ignore[union-attr]
                                    self.finetune_lr, self.finetune_steps, self.config.emulate.group_reduction,
@@ -771,7 +779,7 @@ class DistilledDatamodel:
             # logit only ever receives negative gradient; 0.0 % accuracy on the removed class in all 18 cases of
             # the matrix). The Newton step cannot express this (the class's gradient and curvature at theta_tau
             # are both near zero, so its step is a ratio of two small numbers), so the class leaves the head.
-            self.last_rewind = (rewind(model, self.trajectory, grp.sizes(), idx, self.config.emulate.unlearn_rewind)
+            self.last_rewind = (rewind(model, self.trajectory, grp.sizes(), idx, rewind_scale)
                                 if method == "newton" else None)
             if method == "newton" and self.config.emulate.unlearn_prior_shift > 0:
                 shift_priors(model, grp, idx, self.config.emulate.unlearn_prior_shift)

@@ -135,7 +135,10 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
         total = 0.0
         batches = (torch.tensor_split(order, steps_per_epoch) if cfg.last_batch == "balanced" else
                    torch.split(order, cfg.batch_size))
-        for idx in batches:
+        for i, idx in enumerate(batches):
+            if cfg.schedule != "constant":  # a function of the step alone: a resumed run takes the same rates
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr_at(epoch * len(batches) + i, cfg.epochs * len(batches))
             xb, yb = train.x[idx].to(dev, non_blocking=True), train.y[idx].to(dev, non_blocking=True)
             out = model(xb)
             loss = F.cross_entropy(out, yb) if task is None else task.loss(out, yb).mean()
