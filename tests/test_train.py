@@ -98,6 +98,22 @@ def test_attaching_without_a_step_count_takes_only_the_optimizers_settings(digit
     assert traj.optimizer == {"type": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
     with pytest.raises(ConfigError, match="every_steps must be a positive"):
         rec.attach(opt, every_steps=0)
+    # a scheduler changes the rate as the loop goes: recorded as a schedule (the unlearning's rewind is then off)
+    opt2 = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt2, T_max=3)
+    rec2 = TrajectoryRecorder(model)
+    rec2.attach(opt2)
+    rec2.record(0)
+    for epoch in (1, 2, 3):
+        loss = torch.nn.functional.cross_entropy(model(digits.train.x[:64]), digits.train.y[:64])
+        opt2.zero_grad()
+        loss.backward()
+        opt2.step()
+        sched.step()
+        rec2.record(epoch)
+    t2 = rec2.trajectory()
+    assert t2.optimizer["schedule"] == "varying" and t2.optimizer["lr_range"][1] == pytest.approx(0.05)
+    assert t2.optimizer["lr_range"][0] < 0.05
 
 
 @pytest.mark.parametrize("optimizer, schedule", [("sgd", "constant"), ("adam", "constant"), ("sgd", "cosine")])

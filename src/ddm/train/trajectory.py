@@ -150,6 +150,7 @@ class TrajectoryRecorder:
         self._handle: Any = None
         self._steps = 0
         self._optimizer: dict[str, Any] | None = None
+        self._rates: set[float] = set()  # the learning rates the attached optimizer stepped with
 
     def record(self, epoch: float) -> None:
         p = {k: v.detach().cpu().clone() for k, v in self.model.named_parameters()}
@@ -167,7 +168,8 @@ class TrajectoryRecorder:
         """Take the optimizer's type and hyperparameters (learning rate, momentum, weight decay, betas) for the
         trajectory, and with ``every_steps`` also record theta now and after every ``every_steps`` calls of
         ``optimizer.step()`` (epochs counted as steps / ``steps_per_epoch`` when given, else as steps). Without
-        ``every_steps`` you keep calling :meth:`record` yourself."""
+        ``every_steps`` you keep calling :meth:`record` yourself. A learning rate that changes from step to step (a
+        scheduler) is recorded as a schedule (``optimizer["schedule"]``), which turns the unlearning's rewind off."""
         if every_steps is not None and every_steps <= 0:
             raise ConfigError(f"every_steps must be a positive number of optimizer steps, got {every_steps}")
         if steps_per_epoch is not None and steps_per_epoch <= 0:
@@ -175,14 +177,13 @@ class TrajectoryRecorder:
         d = optimizer.defaults
         self._optimizer = {"type": type(optimizer).__name__.lower(), **{k: d[k] for k in ("lr", "momentum",
                            "weight_decay", "betas") if k in d and not torch.is_tensor(d[k])}}
-        if every_steps is None:
-            return
-        if not self._params:
+        if every_steps is not None and not self._params:
             self.record(0)
 
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             self._steps += 1
-            if self._steps % every_steps == 0:
+            self._rates.add(float(opt.param_groups[0]["lr"]))  # a scheduler changes it: recorded as a schedule
+            if every_steps is not None and self._steps % every_steps == 0:
                 self.record(self._steps / steps_per_epoch if steps_per_epoch else self._steps)
 
         self._handle = optimizer.register_step_post_hook(hook)
@@ -197,6 +198,9 @@ class TrajectoryRecorder:
         that the fine-tuning emulations (not the default head-Newton one) will guess the rate."""
         if lr is None and self._optimizer is not None:
             lr = self._optimizer.get("lr")
+        if self._optimizer is not None and len(self._rates) > 1:  # the rate changed during training: a schedule
+            self._optimizer = {**self._optimizer, "schedule": "varying", "lr_range": [min(self._rates),
+                                                                                      max(self._rates)]}
         if lr is None:
             log.warning("trajectory recorded without its learning rate or optimizer: the fine-tuning emulations "
                         "(emulate.method=finetune/linear) will assume plain SGD at train.lr; pass lr= or attach() "
