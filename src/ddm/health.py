@@ -202,27 +202,24 @@ def unlearning_check(before: nn.Module, after: nn.Module, synset: Synset, remove
             out[f"removed_accuracy_{name}"] = float(ok[gone].mean()) if gone.any() else None
     drop = out["kept_accuracy_before"] - out["kept_accuracy_after"] if (~gone).any() else 0.0
     collapsed: list[dict[str, Any]] = []
-    for c in labels[~gone].unique().tolist():
-        kept_c = (~gone) & (labels == c)
-        a, b = float(hits["before"][kept_c].mean()), float(hits["after"][kept_c].mean())
-        if a - b > max_class_drop:
-            collapsed.append({"class": int(c), "kept_images": int(kept_c.sum()), "before": a, "after": b})
-    # a class left with under half its samples may lose accuracy in exact retraining too: the warnings say so
+    thinned: list[dict[str, Any]] = []
     w = synset.image_weights().reshape(-1)
     kept_groups = ~torch.isin(torch.arange(synset.num_groups), removed)
-    thinned = []
     for c in labels[~gone].unique().tolist():
         of_c = labels == c
+        kept_c = (~gone) & of_c
+        a, b = float(hits["before"][kept_c].mean()), float(hits["after"][kept_c].mean())
+        # the share of the class's training samples kept: under half, retraining can lose accuracy there too
         if class_counts is not None and c < class_counts.shape[1]:
             n_c = class_counts[:, c].double()
             share = float(n_c[kept_groups].sum() / n_c.sum().clamp(min=1e-30))
         else:
-            share = float(w[of_c & ~gone].sum() / w[of_c].sum().clamp(min=1e-30))
-        lost = float(hits["before"][of_c & ~gone].mean() - hits["after"][of_c & ~gone].mean())
-        if share < 0.5 and lost > 0:
-            thinned.append({"class": int(c), "kept_share": share, "accuracy_lost": lost})
-    for entry in collapsed:
-        entry["kept_share"] = next((t["kept_share"] for t in thinned if t["class"] == entry["class"]), None)
+            share = float(w[kept_c].sum() / w[of_c].sum().clamp(min=1e-30))
+        if share < 0.5 and a > b:
+            thinned.append({"class": int(c), "kept_share": share, "accuracy_lost": a - b})
+        if a - b > max_class_drop:
+            collapsed.append({"class": int(c), "kept_images": int(kept_c.sum()), "before": a, "after": b,
+                              "kept_share": share if share < 0.5 else None})
     out["collapsed_classes"] = collapsed
     out["thinned_classes"] = thinned
     out["damaged"] = bool(drop > max_drop) or bool(collapsed)

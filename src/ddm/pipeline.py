@@ -844,13 +844,9 @@ def _check_fit_memory(K: int, P: int, D: int) -> None:
 
     fit = 2 * (K + 1) ** 2 * 8 if P * (K + 1) > GRAM_ABOVE else 3 * P * (K + 1) * 8
     need = 3 * P * K + fit + 24 * P * D
-    free = devices.available_memory()
-    if free is not None and need > free:
-        raise ConfigError(
-            f"attributing over K = {K:,} groups with {P:,} perturbations and {D:,} outputs needs about "
-            f"{need / 2 ** 30:.1f} GiB of memory and {free / 2 ** 30:.1f} GiB is available: use fewer, larger groups "
-            "(cluster.per_class or cluster.num_groups), fewer targets per call, or fewer perturbations "
-            "(emulate.num_perturbations, at least K)")
+    _require_memory(need, f"attributing over K = {K:,} groups with {P:,} perturbations and {D:,} outputs",
+                    "use fewer, larger groups (cluster.per_class or cluster.num_groups), fewer targets per call, or "
+                    "fewer perturbations (emulate.num_perturbations, at least K)")
     if need > 2 ** 30:
         log.info("the attribution's perturbations and least-squares fit take about %.1f GiB (K = %d groups, %d "
                  "perturbations, %d outputs)", need / 2 ** 30, K, P, D)
@@ -863,13 +859,18 @@ def _check_fit_memory(K: int, P: int, D: int) -> None:
 
 def _check_linearised_memory(K: int, T: int, O: int) -> None:
     """Refuse a linearised attribution whose result (``[T, K, O]`` weights and scores) would not fit in memory."""
-    need = 3 * 4 * T * K * O + 3 * LINEARISED_CHUNK_BYTES
+    _require_memory(3 * 4 * T * K * O + 3 * LINEARISED_CHUNK_BYTES,
+                    f"the attribution of {T:,} targets over K = {K:,} groups ({O} output(s) each)",
+                    "attribute fewer targets per call, or use fewer, larger groups (cluster.per_class or "
+                    "cluster.num_groups)")
+
+
+def _require_memory(need: int, what: str, advice: str) -> None:
+    """A ConfigError, before any work, when ``need`` bytes exceed the memory available (unknown: no check)."""
     free = devices.available_memory()
     if free is not None and need > free:
-        raise ConfigError(
-            f"the attribution of {T:,} targets over K = {K:,} groups ({O} output(s) each) needs about "
-            f"{need / 2 ** 30:.1f} GiB of memory and {free / 2 ** 30:.1f} GiB is available: attribute fewer targets "
-            "per call, or use fewer, larger groups (cluster.per_class or cluster.num_groups)")
+        raise ConfigError(f"{what} needs about {need / 2 ** 30:.1f} GiB of memory and {free / 2 ** 30:.1f} GiB is "
+                          f"available: {advice}")
 
 
 def _check_last_snapshot(model: nn.Module, trajectory: Trajectory) -> None:

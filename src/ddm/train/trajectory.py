@@ -150,7 +150,7 @@ class TrajectoryRecorder:
         self._handle: Any = None
         self._steps = 0
         self._optimizer: dict[str, Any] | None = None
-        self._rates: set[float] = set()  # the learning rates the attached optimizer stepped with
+        self._rates: list[float] = []  # the lowest and highest rate the attached optimizer stepped with
 
     def record(self, epoch: float) -> None:
         p = {k: v.detach().cpu().clone() for k, v in self.model.named_parameters()}
@@ -182,7 +182,8 @@ class TrajectoryRecorder:
 
         def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             self._steps += 1
-            self._rates.add(float(opt.param_groups[0]["lr"]))  # a scheduler changes it: recorded as a schedule
+            rate = float(opt.param_groups[0]["lr"])  # a scheduler changes it: recorded as a schedule
+            self._rates = [min(self._rates[0], rate), max(self._rates[1], rate)] if self._rates else [rate, rate]
             if every_steps is not None and self._steps % every_steps == 0:
                 self.record(self._steps / steps_per_epoch if steps_per_epoch else self._steps)
 
@@ -198,9 +199,8 @@ class TrajectoryRecorder:
         that the fine-tuning emulations (not the default head-Newton one) will guess the rate."""
         if lr is None and self._optimizer is not None:
             lr = self._optimizer.get("lr")
-        if self._optimizer is not None and len(self._rates) > 1:  # the rate changed during training: a schedule
-            self._optimizer = {**self._optimizer, "schedule": "varying", "lr_range": [min(self._rates),
-                                                                                      max(self._rates)]}
+        if self._optimizer is not None and self._rates and self._rates[0] != self._rates[1]:  # it changed: a schedule
+            self._optimizer = {**self._optimizer, "schedule": "varying", "lr_range": list(self._rates)}
         if lr is None:
             log.warning("trajectory recorded without its learning rate or optimizer: the fine-tuning emulations "
                         "(emulate.method=finetune/linear) will assume plain SGD at train.lr; pass lr= or attach() "
