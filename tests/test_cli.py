@@ -45,6 +45,9 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert "test #1" in text and "test #2" in text and "increase of the test loss" in text
     assert "weigh x0.5 (emulate.other_class_scale" in text  # the class balance is said, not hidden
     assert out["attribution"]["other_class_scale"] == 0.5
+    assert out["attribution"]["fit"] == "regression" and "fitted linearised" not in text
+    assert main(["attribute", "-w", ws, "--targets", "1", "--set", "emulate.fit=linearised"]) == 0
+    assert "W fitted linearised" in capsys.readouterr().out  # the fit is said too
 
     assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json"]) == 0
     un = json.loads(capsys.readouterr().out)

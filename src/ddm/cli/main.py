@@ -176,7 +176,8 @@ def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argpars
             "emulation": dm.emulation_method(), "backend": meta.get("backend"),
             "finetune": {"lr": dm.finetune_lr, "steps": dm.finetune_steps},
             "flagged_groups": meta.get("flagged_groups", []), "reused": meta.get("reused", []),
-            "other_class_scale": meta.get("other_class_scale"), "source": source, "targets": rows}
+            "other_class_scale": meta.get("other_class_scale"), "fit": meta.get("fit", "regression"),
+            "source": source, "targets": rows}
 
 
 def _print_offline(o: dict[str, Any]) -> None:
@@ -218,8 +219,10 @@ def _print_attribution(r: dict[str, Any]) -> None:
     reused = r.get("reused") or []
     note = ("; reused the cached emulation" if "logits" in reused else
             "; reused the stored emulated models: forward passes only" if "models" in reused else "")
+    fit = ("; W fitted linearised: the objective's mean Jacobian times each group's logit shift (emulate.fit)"
+           if r.get("fit") == "linearised" else "")
     print(f"\nattribution ({r['objective']}{', hierarchical' if r['hierarchical'] else ''}): "
-          f"{r['perturbations'] or '?'} perturbations ({how}), {r['seconds']:.1f} s{note}")
+          f"{r['perturbations'] or '?'} perturbations ({how}), {r['seconds']:.1f} s{note}{fit}")
     if r.get("flagged_groups"):
         print(f"  groups marked * failed the synset health check: {_listed(r['flagged_groups'])}")
     scale = r.get("other_class_scale")

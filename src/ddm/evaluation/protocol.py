@@ -241,6 +241,9 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
     for name, dm in dms.items():
         picks[name] = (truths[dm.keys["groups"]], {d: attrs[name][d].ranking_all()[:, 0] for d in DISTS})
     if ecfg.logo:
+        if F.groups.num_groups > 500:  # one group per sample: a retrain per training sample
+            log.warning("--logo retrains the model once per group: %d retrains (one group per sample makes that "
+                        "one per training sample); they are cached and resume after a kill", F.groups.num_groups)
         logo = truth.many_test([[k] for k in range(F.groups.num_groups)], "leave-one-group-out")[:, rows]
         exact = {d: torch.stack([dist_metrics(lg, full_logits, targets.y)[d] for lg in logo], 1) for d in DISTS}
         picks["Exact leave-one-group-out (oracle)"] = (truth, {d: exact[d].argmax(1) for d in DISTS})
