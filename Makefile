@@ -46,7 +46,8 @@ bench-protocol-head-diagnosis: $(STAMP)
 
 # Kinds of data the matrix never had (class imbalance, a binary task, many tiny groups, an overfitted MLP), and one
 # group per training sample (K = N): attribution against exact retraining, flipped labels, and W fitted linearised
-# against the regression (BENCHMARKS.md, "One group per sample").
+# against the regression (BENCHMARKS.md, "One group per sample"); and three configurations trained with a cosine
+# learning-rate schedule ("A cosine learning-rate schedule").
 bench-probes: $(STAMP)
 	$(BIN)/python benchmarks/probe_kinds.py --seeds 0,1,2 --root runs/probe-kinds --out benchmarks/results/probe-kinds
 	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-convnet-per-sample,fmnist-mlp-per-sample \
@@ -58,6 +59,9 @@ bench-probes: $(STAMP)
 	  --set emulate.fit=linearised --out benchmarks/results/matrix-linearised
 	$(BIN)/python benchmarks/matrix.py --select --grid emulate.fit=regression,linearised --unlearn-dampings= \
 	  --root runs/matrix-b --no-variants --out benchmarks/results/matrix-select-fit
+	for c in digits-convnet-K40-cosine:digits fmnist-mlp-K40-cosine:fmnist digits-mlp-K40-adam-cosine:adam; do \
+	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $${c%%:*} --seeds 0,1,2 \
+	    --peers if-explicit,tracin --no-variants --out benchmarks/results/matrix-held-out-cosine-$${c##*:} || exit 1; done
 
 # The configuration matrix (issue "DDM that attributes on models and data it was not tuned on"): the default's
 # damping chosen on the selection configurations (seed 3, validation targets), then every configuration on

@@ -115,6 +115,8 @@ HELD_OUT: dict[str, list[str]] = {
                                   "train.schedule=cosine", "cluster.per_class=4"],
     "fmnist-mlp-K40-cosine": [*FM, "model.name=mlp", "model.width=64", "model.depth=2", "train.epochs=10",
                               "train.lr=0.1", "train.batch_size=64", "train.schedule=cosine", "cluster.per_class=4"],
+    "digits-mlp-K40-adam-cosine": ["model.name=mlp", "model.width=64", "model.depth=2", "train.optimizer=adam",
+                                   "train.lr=0.003", "train.schedule=cosine", "cluster.per_class=4"],
     # one group per training sample (K = N = 1,437): the setting per-example attribution methods are made for
     "digits-convnet-per-sample": ["cluster.method=sequential", "cluster.num_groups=1437"],
     # the same on Fashion-MNIST's MLP (K = 3,000: above 2,000 groups, so W is fitted linearised, emulate.fit=auto)
