@@ -54,6 +54,34 @@ def test_the_last_layer_retrained_without_a_class_never_predicts_it_and_nothing_
     assert moved == set(Head.of(model).param_names)  # the last layer only
 
 
+def test_the_last_layer_retrain_follows_the_training_schedule(digits, trained, monkeypatch):
+    """The exact last-layer retrain replays the training's schedule (a cosine run anneals its rate to 0), as exact
+    retraining does (``train_model``): the rate each step takes is the schedule's."""
+    from dataclasses import replace
+
+    import ddm.train.loop as loop
+
+    model, traj = trained
+    keep = digits.train.y != 3
+    cosine = replace(CFG, schedule="cosine")
+    seen = []
+    real = loop.set_rate
+
+    def spy(opt, cfg, step, total):
+        real(opt, cfg, step, total)
+        seen.append(opt.param_groups[0]["lr"])
+
+    monkeypatch.setattr("ddm.baselines.unlearners.set_rate", spy)
+    annealed = retrain_head(model, traj.final, digits.train, keep, cosine, head_init=traj[0])
+    assert seen[0] == pytest.approx(0.1) and seen[-1] == pytest.approx(cosine.lr_at(len(seen) - 1, len(seen)))
+    assert all(a > b for a, b in zip(seen[:-1], seen[1:], strict=True))
+    seen.clear()
+    flat = retrain_head(model, traj.final, digits.train, keep, CFG, head_init=traj[0])
+    assert set(seen) == {0.1}  # constant: train.lr throughout, as before
+    w = Head.of(model).param_names[0]
+    assert not torch.allclose(dict(annealed.named_parameters())[w], dict(flat.named_parameters())[w])
+
+
 def test_a_fractional_budget_takes_that_share_of_an_epoch(digits, trained):
     model, traj = trained
     keep = torch.ones(len(digits.train), dtype=torch.bool)

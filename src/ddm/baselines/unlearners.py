@@ -25,7 +25,7 @@ from ddm.config import TrainConfig
 from ddm.data.dataset import Split
 from ddm.exceptions import ConfigError, NumericalError
 from ddm.models import with_params
-from ddm.train.loop import epoch_order, make_optimizer
+from ddm.train.loop import epoch_order, make_optimizer, set_rate
 
 #: NegGrad+'s kept-loss weight, chosen from 0.9, 0.99 and 0.999 on the matrix's selection configurations
 #: (BENCHMARKS.md, "Reference unlearners"; 0.9 diverged, 0.999 did not forget a removed class)
@@ -76,7 +76,9 @@ def retrain_head(model: nn.Module, params: dict[str, torch.Tensor], train: Split
         lin.bias.copy_(start[b_name])
     opt = make_optimizer(lin, cfg)
     for epoch in range(cfg.epochs):
-        for idx in _batches(len(h), cfg, epoch):
+        batches = _batches(len(h), cfg, epoch)
+        for i, idx in enumerate(batches):
+            set_rate(opt, cfg, epoch * len(batches) + i, cfg.epochs * len(batches))  # the training's schedule
             loss = F.cross_entropy(lin(h[idx.to(h.device)]), y[idx.to(h.device)])
             opt.zero_grad(set_to_none=True)
             loss.backward()

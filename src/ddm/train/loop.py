@@ -57,6 +57,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def set_rate(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int, total: int) -> None:
+    """Set the optimizer's rate for step ``step`` of ``total`` under ``train.schedule`` (nothing to do when
+    constant): a function of the step alone, so a resumed run takes the same rates."""
+    if cfg.schedule != "constant":
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr_at(step, total)
+
+
 RESUME = "resume.safetensors"
 
 
@@ -136,9 +144,7 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
         batches = (torch.tensor_split(order, steps_per_epoch) if cfg.last_batch == "balanced" else
                    torch.split(order, cfg.batch_size))
         for i, idx in enumerate(batches):
-            if cfg.schedule != "constant":  # a function of the step alone: a resumed run takes the same rates
-                for group in opt.param_groups:
-                    group["lr"] = cfg.lr_at(epoch * len(batches) + i, cfg.epochs * len(batches))
+            set_rate(opt, cfg, epoch * len(batches) + i, cfg.epochs * len(batches))
             xb, yb = train.x[idx].to(dev, non_blocking=True), train.y[idx].to(dev, non_blocking=True)
             out = model(xb)
             loss = F.cross_entropy(out, yb) if task is None else task.loss(out, yb).mean()
