@@ -123,6 +123,11 @@ HELD_OUT: dict[str, list[str]] = {
     "fmnist-mlp-per-sample": [*FM, "model.name=mlp", "model.width=64", "model.depth=2", "train.epochs=10",
                               "train.lr=0.05", "train.batch_size=64", "cluster.method=sequential",
                               "cluster.num_groups=3000"],
+    # last layers above distill.exact_limit (6,000 parameters), where the curvature is exact only on the top
+    # feature directions (distill.curvature=auto -> subspace): 10 x 1,025 and 10 x 769 parameters
+    "digits-mlp-wide-K40-sgd": ["model.name=mlp", "model.width=1024", "model.depth=2", "cluster.per_class=4"],
+    "digits-convnet-wide-K40-momentum": ["model.width=48", "model.depth=1", "train.lr=0.02", "train.momentum=0.9",
+                                         "cluster.per_class=4"],
 }
 CONFIGS.update({k: (v, False) for k, v in HELD_OUT.items()})
 #: design variants measured beside the default, by configuration ("*" = every configuration)

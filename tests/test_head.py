@@ -10,7 +10,13 @@ from torch.func import functional_call
 
 import ddm
 from ddm.config import DistillConfig, TrainConfig
-from ddm.distill.curvature import ExactCurvature, KroneckerCurvature
+from ddm.distill.curvature import (
+    Curvature,
+    EigenCorrectedCurvature,
+    ExactCurvature,
+    KroneckerCurvature,
+    SubspaceCurvature,
+)
 from ddm.distill.head import Head, distill_head, head_statistics, synset_head_gradients
 from ddm.distill.synset import Synset
 from ddm.emulate.newton import newton_keep_params, newton_logits, removal_displacements
@@ -304,6 +310,124 @@ def test_kronecker_curvature_solves_its_own_kronecker_product(trained, digits, g
     assert cos.mean() > 0.8
     none = k.minus(torch.zeros(0, k.s.shape[0]), torch.zeros(0, 10), torch.zeros(0), stats.num_train)
     assert torch.allclose(none.solve(v, 0.05), k.solve(v, 0.05))
+
+
+def test_the_eigen_corrected_curvature_holds_the_exact_diagonal_in_kfacs_eigenbasis(trained, digits, groups):
+    model, traj = trained
+    head = Head.of(model)
+    exact = head_statistics(head, digits.train, groups, 10, curvature="exact")
+    kfac = head_statistics(head, digits.train, groups, 10, curvature="kfac", batch=100).curvature
+    ek = head_statistics(head, digits.train, groups, 10, curvature="ekfac", batch=100).curvature  # several batches
+    assert isinstance(ek, EigenCorrectedCurvature) and isinstance(kfac, KroneckerCurvature)
+    H = exact.curvature.hessian.double()
+    basis = torch.kron(ek.qa, ek.qs)  # the eigenvectors of K-FAC's A (x) S
+    assert torch.allclose(basis.T @ torch.kron(kfac.a.double(), kfac.s.double()) @ basis,
+                          torch.diag(torch.diagonal(basis.T @ torch.kron(kfac.a.double(), kfac.s.double()) @ basis)),
+                          atol=1e-6)
+    assert torch.allclose(ek.lam.flatten(), torch.diagonal(basis.T @ H @ basis), rtol=1e-4, atol=1e-7)
+    # its solve is (Q diag(lam) Q^T + lambda I)^-1, and it is closer to the exact solve than K-FAC's
+    v = exact.group_grads / exact.num_train
+    lam = 0.01 * exact.top_eigenvalue
+    dense = basis @ torch.diag(ek.lam.flatten()) @ basis.T
+    ref = torch.linalg.solve(dense + lam * torch.eye(len(dense), dtype=torch.float64), v.T).T
+    assert torch.allclose(ek.solve(v, lam), ref, rtol=1e-6, atol=1e-8)
+    true = exact.curvature.solve(v, lam)
+    cos_ek = F.cosine_similarity(ek.solve(v, lam), true).mean()
+    cos_k = F.cosine_similarity(kfac.solve(v, lam), true).mean()
+    assert cos_ek > 0.9 and cos_k > 0.9  # close on this small head (0.992 both); not on the matrix's
+    assert ek.top_eigenvalue() == pytest.approx(float(ek.lam.max()))
+    for damping in (1e-3, 0.05):  # the whitener keeps the solve's norms
+        assert torch.allclose(ek.whitener(damping)(v).double().norm(dim=1), ek.solve(v, damping).norm(dim=1),
+                              rtol=1e-4)
+    # removing samples subtracts their exact contributions in the same basis, normalised by N as the exact minus
+    m = groups.members(3)
+    h = head.features(digits.train.x[m], traj.final)
+    z = h @ head.matrix(traj.final).T
+    w = torch.full((len(m),), 2.0)
+    kept = ek.minus(h, z, w, exact.num_train)
+    kept_exact = exact.curvature.minus(h, z, w, exact.num_train).hessian.double()
+    assert torch.allclose(kept.lam.flatten(), torch.diagonal(basis.T @ kept_exact @ basis).clamp(min=0),
+                          rtol=1e-4, atol=1e-7)
+    none = ek.minus(h[:0], z[:0], w[:0], exact.num_train)
+    assert torch.allclose(none.lam, ek.lam)
+    # stored and read back: the same solve
+    back = Curvature.from_tensors(ek.to_tensors())
+    assert isinstance(back, EigenCorrectedCurvature)
+    assert float((back.solve(v, lam) - ek.solve(v, lam)).norm() / ek.solve(v, lam).norm()) < 1e-5  # float32 stored
+
+
+def test_large_heads_are_exact_on_their_top_feature_directions(trained, digits, groups):
+    model, traj = trained
+    head = Head.of(model)
+    exact = head_statistics(head, digits.train, groups, 10)
+    d1 = head.matrix(traj.final).shape[1]
+    assert exact.curvature.kind == "exact"
+    # above the limit: exact on the r = limit // C - 1 directions of the features that carry most energy
+    sub = head_statistics(head, digits.train, groups, 10, exact_limit=10 * 9, batch=100)
+    c = sub.curvature
+    assert isinstance(c, SubspaceCurvature) and c.u.shape == (d1, 8) and c.rest.qs.shape == (d1, d1 - 8)
+    assert torch.allclose(c.u.T @ c.rest.qs, torch.zeros(8, d1 - 8, dtype=torch.float64), atol=1e-6)
+    H = exact.curvature.hessian.double()
+    P = torch.kron(torch.eye(10, dtype=torch.float64), c.u)  # the head's coordinates W u
+    assert torch.allclose(c.exact.hessian.double(), P.T @ H @ P, rtol=1e-4, atol=1e-8)
+    v = exact.group_grads / exact.num_train
+    lam = 0.01 * exact.top_eigenvalue
+    true = exact.curvature.solve(v, lam)
+    cos = {k: float(F.cosine_similarity(head_statistics(head, digits.train, groups, 10, curvature=k,
+                                                        exact_limit=90).curvature.solve(v, lam), true).mean())
+           for k in ("subspace", "ekfac", "kfac")}
+    assert cos["subspace"] > cos["ekfac"] and cos["subspace"] > cos["kfac"] and cos["subspace"] > 0.95, cos
+    # the solve is the block-diagonal matrix's: the top block exact, the rest eigenvalue-corrected
+    B = torch.cat([P, torch.kron(c.rest.qa, c.rest.qs)], dim=1)
+    dense = torch.block_diag(c.exact.hessian.double(), torch.diag(c.rest.lam.flatten()))
+    ref = B @ torch.linalg.solve(dense + lam * torch.eye(len(dense), dtype=torch.float64), B.T @ v.T)
+    assert float((c.solve(v, lam) - ref.T).norm() / ref.norm()) < 1e-4  # single-precision eigh of the top block
+    assert torch.allclose(c.whitener(lam)(v).double().norm(dim=1), c.solve(v, lam).norm(dim=1), rtol=1e-4)
+    assert c.top_eigenvalue() == pytest.approx(float(torch.linalg.eigvalsh(dense)[-1]), rel=1e-5)
+    # removing samples removes them from both parts; stored and read back: the same solve
+    m = groups.members(3)
+    h = head.features(digits.train.x[m], traj.final)
+    z = h @ head.matrix(traj.final).T
+    kept = c.minus(h, z, torch.ones(len(m)), exact.num_train)
+    kept_exact = exact.curvature.minus(h, z, torch.ones(len(m)), exact.num_train).hessian.double()
+    ref_kept = P.T @ kept_exact @ P
+    assert float((kept.exact.hessian.double() - ref_kept).norm() / ref_kept.norm()) < 1e-5
+    back = Curvature.from_tensors(c.to_tensors())
+    assert isinstance(back, SubspaceCurvature)
+    assert float((back.solve(v, lam) - c.solve(v, lam)).norm() / c.solve(v, lam).norm()) < 1e-5  # float32 stored
+    # a limit of one class's worth of parameters leaves no room: eigenvalue-corrected K-FAC alone
+    assert head_statistics(head, digits.train, groups, 10, exact_limit=15).curvature.kind == "ekfac"
+    with pytest.raises(ConfigError, match="subspace"):
+        DistillConfig(curvature="eigen")
+
+
+def test_the_subspace_curvature_runs_the_whole_pipeline(trained, digits, groups):
+    model, traj = trained
+    cfg = DistillConfig(iterations=150, exact_limit=200)
+    syn = distill_head(model, traj, digits.train, groups, cfg, 10)
+    assert syn.curvature.kind == "subspace" and all(c.curvature.kind == "subspace" for c in syn.checkpoints)
+    back = Synset.from_tensors(syn.to_tensors(), 10)
+    assert back.curvature.kind == "subspace"
+    logits = newton_logits(model, traj.final, back, torch.ones(2, groups.num_groups, dtype=torch.bool), digits.test.x,
+                           trajectory=traj)
+    assert torch.isfinite(logits).all()
+    assert synset_health(model, traj, digits.train, groups, back, 10)["cosine_mean"] > 0.9
+    kept = newton_keep_params(model, traj.final, back, torch.tensor([0, 1]))
+    assert all(torch.isfinite(v).all() for v in kept.values())
+
+
+def test_the_eigen_corrected_curvature_runs_the_whole_pipeline(trained, digits, groups):
+    model, traj = trained
+    syn = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=150, curvature="ekfac"), 10)
+    assert syn.curvature.kind == "ekfac" and all(c.curvature.kind == "ekfac" for c in syn.checkpoints)
+    back = Synset.from_tensors(syn.to_tensors(), 10)
+    assert back.curvature.kind == "ekfac" and all(c.curvature.kind == "ekfac" for c in back.checkpoints)
+    logits = newton_logits(model, traj.final, back, torch.ones(2, groups.num_groups, dtype=torch.bool), digits.test.x,
+                           trajectory=traj)
+    assert torch.isfinite(logits).all()
+    assert synset_health(model, traj, digits.train, groups, back, 10)["cosine_mean"] > 0.9
+    kept = newton_keep_params(model, traj.final, back, torch.tensor([0, 1]))
+    assert all(torch.isfinite(v).all() for v in kept.values())
 
 
 def test_the_kronecker_curvature_runs_the_whole_pipeline(trained, digits, groups):

@@ -28,6 +28,7 @@ from torch import nn
 from ddm import devices
 from ddm.cluster.groups import Groups
 from ddm.data.dataset import Split
+from ddm.distill.curvature import SubspaceCurvature
 from ddm.distill.head import (
     Head,
     HeadStatistics,
@@ -68,8 +69,10 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
             kind = synset.curvature.kind if synset.curvature is not None else "auto"
             stats = statistics.get(trajectory.tau)
             if stats is None or stats.curvature.kind != kind:
+                limit = {"exact_limit": num_classes * (synset.curvature.u.shape[1] + 1)} if isinstance(
+                    synset.curvature, SubspaceCurvature) else {}  # the stored curvature's own subspace size
                 stats = head_statistics(head, train, groups, num_classes, params=final, curvature=kind,
-                                        task=synset.task)
+                                        task=synset.task, **limit)
             lam = float(synset.damping) if synset.damping is not None else damping * stats.top_eigenvalue
             real = stats.curvature.solve(stats.group_grads / stats.num_train, lam)  # the real removal steps
             block = synset.block_quality

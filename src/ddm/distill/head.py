@@ -46,8 +46,10 @@ from ddm.distill.checkpoint import matching_step, optimizer_state, restore_optim
 from ddm.distill.curvature import (
     EXACT_LIMIT,
     Curvature,
+    EigenCorrectedCurvature,
     ExactCurvature,
     KroneckerCurvature,
+    SubspaceCurvature,
     accumulate_kronecker,
 )
 from ddm.distill.scope import last_linear_name
@@ -182,14 +184,26 @@ class HeadStatistics:
 
 
 def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, batch: int = 256,
-                    params: Params | None = None, curvature: str = "auto", task: Any = None) -> HeadStatistics:
+                    params: Params | None = None, curvature: str = "auto", task: Any = None,
+                    exact_limit: int = EXACT_LIMIT) -> HeadStatistics:
     """Stream the training set once (``batch`` rows at a time): curvature and group gradients.
 
-    ``curvature``: ``exact``, ``kfac`` or ``auto`` (exact up to :data:`EXACT_LIMIT` head parameters)."""
+    ``curvature``: ``exact``, ``kfac``, ``ekfac`` (K-FAC's eigenbasis with the exact eigenvalues in it: a second
+    pass), ``subspace`` (exact over the top ``exact_limit // C - 1`` feature directions, EK-FAC on the rest: a second
+    pass) or ``auto`` (exact up to ``exact_limit`` head parameters, ``subspace`` above)."""
     W = head.matrix(params)
     D = W.numel()
+    C, d1 = W.shape
     dev = W.device  # the model's: the training set streams there a batch at a time
-    exact = curvature == "exact" or (curvature == "auto" and D <= EXACT_LIMIT)
+    if curvature == "auto":
+        curvature = "exact" if D <= exact_limit else "subspace"
+    rank = min(d1, max(0, exact_limit // C - 1))
+    if curvature == "subspace" and rank >= d1:
+        curvature = "exact"
+    elif curvature == "subspace" and rank == 0:
+        curvature = "ekfac"
+    exact = curvature == "exact"
+    corrected = curvature in ("ekfac", "subspace")
     H = torch.zeros(D, D, dtype=torch.float64, device=dev) if exact else None
     A = torch.zeros(W.shape[0], W.shape[0], dtype=torch.float64, device=dev)
     S = torch.zeros(W.shape[1], W.shape[1], dtype=torch.float64, device=dev)
@@ -211,6 +225,24 @@ def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, 
             G.index_add_(0, assignment[s : s + batch], head_gradients(h, z, y, task).double())
     n = len(train)
     curv: Curvature = ExactCurvature(H / n) if H is not None else KroneckerCurvature(A / n, S / n)
+    if corrected:  # the second pass: the exact curvature on the top feature directions and/or in K-FAC's basis
+        qa, qs = EigenCorrectedCurvature.basis(A / n, S / n)
+        qs = qs.flip(1)  # the features' directions by decreasing energy
+        r = rank if curvature == "subspace" else 0
+        u, rest = qs[:, :r].contiguous(), qs[:, r:].contiguous()
+        top = torch.zeros(C * r, C * r, dtype=torch.float64, device=dev)
+        lam = torch.zeros(C, d1 - r, dtype=torch.float64, device=dev)
+        with torch.no_grad():
+            for s in range(0, len(train), batch):
+                h = head.features(train.x[s : s + batch], params)
+                z = h @ W.T
+                oc = output_curvature(task, z, train.y[s : s + batch].to(dev))
+                lam += EigenCorrectedCurvature.accumulate(qa, rest, h, z, oc)
+                if r:
+                    top += SubspaceCurvature.accumulate(u, h, z, oc)
+        curv = EigenCorrectedCurvature(qa, rest, lam / n)
+        if r:
+            curv = SubspaceCurvature(u, ExactCurvature(top / n), curv)
     return HeadStatistics(curv, G, n)
 
 
@@ -237,7 +269,8 @@ def checkpoint_curvatures(head: Head, trajectory: Trajectory, train: Split, grou
         p = trajectory.checkpoint(i)
         st = statistics.get(i) if statistics is not None else None
         if st is None:
-            st = head_statistics(head, train, groups, num_classes, params=p, curvature=cfg.curvature, task=task)
+            st = head_statistics(head, train, groups, num_classes, params=p, curvature=cfg.curvature, task=task,
+                                 exact_limit=cfg.exact_limit)
         if statistics is not None:
             statistics[i] = st
         damping = cfg.damping * st.top_eigenvalue + weight_decay
@@ -468,7 +501,8 @@ def distill_head(model: nn.Module, trajectory: Trajectory, train: Split, groups:
 def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
                   num_classes: int, folder: str | Path | None, weight_decay: float, task: Any = None,
                   statistics: dict[int, HeadStatistics] | None = None) -> Synset:
-    stats = head_statistics(head, train, groups, num_classes, curvature=cfg.curvature, task=task)
+    stats = head_statistics(head, train, groups, num_classes, curvature=cfg.curvature, task=task,
+                            exact_limit=cfg.exact_limit)
     statistics = {} if statistics is None else statistics
     if _holds(head.model, trajectory.final):
         statistics[trajectory.tau] = stats
