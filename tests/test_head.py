@@ -397,6 +397,9 @@ def test_large_heads_are_exact_on_their_top_feature_directions(trained, digits, 
     assert float((back.solve(v, lam) - c.solve(v, lam)).norm() / c.solve(v, lam).norm()) < 1e-5  # float32 stored
     # a limit of one class's worth of parameters leaves no room: eigenvalue-corrected K-FAC alone
     assert head_statistics(head, digits.train, groups, 10, exact_limit=15).curvature.kind == "ekfac"
+    # distill.subspace_rank caps the directions below what the limit allows
+    capped = head_statistics(head, digits.train, groups, 10, curvature="subspace", subspace_rank=5).curvature
+    assert isinstance(capped, SubspaceCurvature) and capped.u.shape == (d1, 5)
     with pytest.raises(ConfigError, match="subspace"):
         DistillConfig(curvature="eigen")
 

@@ -167,15 +167,19 @@ class DistillConfig:
                               "checkpoints (theta_tau and the distill.checkpoints averaged ones, one per step in "
                               "turn: the same cost per step, and steps that transfer to the checkpoints)")
     curvature: str = _f("auto", "head matching: last-layer curvature stored exact (D x D, D = classes x (features+1)), "
-                                "subspace (exact over the top exact_limit / classes - 1 feature directions, "
+                                "subspace (exact over the top subspace_rank feature directions, "
                                 "eigenvalue-corrected K-FAC on the rest: a second pass over the data), ekfac "
                                 "(K-FAC's eigenbasis with the exact curvature's eigenvalues), kfac (plain Kronecker "
                                 "factors) or auto (exact up to D = exact_limit, subspace above; plain kfac and ekfac "
                                 "cost 0.05-0.12 LDS against exact on the report configurations: BENCHMARKS.md, "
-                                "'Large heads')")
+                                "'Large last layers')")
     exact_limit: int = _f(6000, "head matching: the most last-layer parameters whose curvature is held exactly (a "
                                 "D x D float64 matrix and its eigendecomposition: 6000 is 290 MB and about 30 s on 2 "
                                 "cores per checkpoint; the cost grows as D^3)", since="0.12", implicit=6000)
+    subspace_rank: int = _f(128, "head matching, distill.curvature=subspace: the top feature directions over which the "
+                                 "curvature is exact (at most exact_limit / classes - 1; 16, 99 and 599 tied the "
+                                 "exact matrix on two held-out heads of 7,690 and 10,250 parameters: BENCHMARKS.md, "
+                                 "'Large last layers')", since="0.12", implicit=128)
     tolerance: float = _f(1e-3, "head matching: stop once the mean relative matching error falls below this "
                                 "(1e-3 at lr_img 0.03 gave the LDS of 1e-4 with 1000 steps at 0.01 on the selection "
                                 "configurations: benchmarks/results/distill-budget.md)")
@@ -246,6 +250,7 @@ class DistillConfig:
         _check(self.damping > 0, f"distill.damping must be positive, got {self.damping}")
         _choice(self.curvature, "distill.curvature", ("auto", "exact", "subspace", "ekfac", "kfac"))
         _check(self.exact_limit >= 1, f"distill.exact_limit must be positive, got {self.exact_limit}")
+        _check(self.subspace_rank >= 0, f"distill.subspace_rank must be >= 0, got {self.subspace_rank}")
         _check(self.checkpoints >= 1, f"distill.checkpoints must be at least 1 (theta_tau), got {self.checkpoints}")
         _check(self.tolerance >= 0, f"distill.tolerance must be >= 0, got {self.tolerance}")
         _check(self.ipc <= 64, f"distill.ipc={self.ipc} is more than 64 images per group: a synset should be small")

@@ -69,8 +69,8 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
             kind = synset.curvature.kind if synset.curvature is not None else "auto"
             stats = statistics.get(trajectory.tau)
             if stats is None or stats.curvature.kind != kind:
-                limit = {"exact_limit": num_classes * (synset.curvature.u.shape[1] + 1)} if isinstance(
-                    synset.curvature, SubspaceCurvature) else {}  # the stored curvature's own subspace size
+                r = synset.curvature.u.shape[1] if isinstance(synset.curvature, SubspaceCurvature) else 0
+                limit = {"exact_limit": num_classes * (r + 1), "subspace_rank": r} if r else {}  # the stored one's
                 stats = head_statistics(head, train, groups, num_classes, params=final, curvature=kind,
                                         task=synset.task, **limit)
             lam = float(synset.damping) if synset.damping is not None else damping * stats.top_eigenvalue

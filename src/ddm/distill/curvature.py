@@ -9,14 +9,17 @@ Cross-entropy is convex in the logits and the logits are linear in the head, so 
   and ``S = mean_i h_i h_i^T`` (``(d+1)^2``), the K-FAC factorisation, for heads too large to hold ``H``
   (CIFAR-100 with ResNet-18: ``D = 51,300``, 21 GB in float64);
 * :class:`SubspaceCurvature` (the default for large heads) is exact on the top ``r`` eigenvectors of ``S`` (the
-  feature directions that carry most of the features' energy, ``C r`` parameters within the exact budget) and
-  EK-FAC on the rest; the cross terms between the two are left out;
+  feature directions that carry most of the features' energy; ``r`` = :data:`SUBSPACE_RANK` within the exact budget)
+  and EK-FAC on the rest; the cross terms between the two are left out;
 * :class:`EigenCorrectedCurvature` (EK-FAC; George et al., 2018) keeps K-FAC's eigenbasis ``Q_A (x) Q_S`` and
   replaces its eigenvalues by the exact curvature's diagonal in that basis,
-  ``lambda[c, j] = mean_i (Q_A^T A_i Q_A)[c, c] (Q_S^T h_i)[j]^2`` (a second pass over the data). K-FAC assumes a
-  sample's output curvature ``A_i`` independent of its features ``h_i``; on a classifier's last layer it is not
-  (a confidently fitted sample has ``A_i`` near 0), and on the nine report configurations K-FAC cost 0.05-0.12
-  LDS against the exact matrix, where the corrected eigenvalues recover most of it (BENCHMARKS.md, "Large heads").
+  ``lambda[c, j] = mean_i (Q_A^T A_i Q_A)[c, c] (Q_S^T h_i)[j]^2`` (a second pass over the data).
+
+K-FAC assumes a sample's output curvature ``A_i`` independent of its features ``h_i``; on a classifier's last layer
+it is not (a confidently fitted sample has ``A_i`` near 0). Forced on the nine report configurations (heads of
+330-1,450 parameters), K-FAC cost 0.05-0.12 LDS against the exact matrix on seven; EK-FAC's corrected eigenvalues
+recovered none of it (the eigenbasis is what is wrong: the damped solves' cosine with the exact ones rose from
+0.77 to 0.78 on one of them), the subspace with 16 directions all of it (BENCHMARKS.md, "Large last layers").
 
 All solve ``(H + lambda I)^-1 V`` through an eigendecomposition computed once per object.
 """
@@ -29,6 +32,9 @@ import torch
 
 #: heads with more parameters than this use the Kronecker factorisation under ``distill.curvature=auto``
 EXACT_LIMIT = 6000
+#: feature directions over which a larger head's curvature is exact (:class:`SubspaceCurvature`): 16, 99 and 599
+#: tied the exact matrix on the two held-out large heads, 16 and 32 on the nine report configurations
+SUBSPACE_RANK = 128
 _TEMP_ELEMENTS = 1 << 23  # the largest temporary of ExactCurvature.accumulate, in elements (32 MiB)
 
 

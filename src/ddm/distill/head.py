@@ -15,7 +15,8 @@ gradient reproduces ``g_k`` in the metric that matters, that of the displacement
     g~_k = sum_s w_s (softmax(z(x_s)) - e_{y_k}) (x) [h(x_s), 1]
 
 ``H`` is the Gauss-Newton matrix (= the Hessian) of the mean training loss with respect to the head's weight
-and bias (:mod:`ddm.distill.curvature`: exact, or Kronecker-factored for large heads), stored with the synset:
+and bias (:mod:`ddm.distill.curvature`: exact, or for large heads exact over the top feature directions and
+eigenvalue-corrected K-FAC on the rest), stored with the synset:
 the online stage (:mod:`ddm.emulate.newton`) needs it. With ``distill.checkpoints`` > 1 the curvature is also
 stored at earlier checkpoints of the trajectory: the emulation takes the same synsets' Newton step at each and
 averages the predicted logit changes (information about how training got to theta_tau, which an influence
@@ -45,6 +46,7 @@ from ddm.data.dataset import Split
 from ddm.distill.checkpoint import matching_step, optimizer_state, restore_optimizer_state
 from ddm.distill.curvature import (
     EXACT_LIMIT,
+    SUBSPACE_RANK,
     Curvature,
     EigenCorrectedCurvature,
     ExactCurvature,
@@ -185,19 +187,20 @@ class HeadStatistics:
 
 def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, batch: int = 256,
                     params: Params | None = None, curvature: str = "auto", task: Any = None,
-                    exact_limit: int = EXACT_LIMIT) -> HeadStatistics:
+                    exact_limit: int = EXACT_LIMIT, subspace_rank: int = SUBSPACE_RANK) -> HeadStatistics:
     """Stream the training set once (``batch`` rows at a time): curvature and group gradients.
 
     ``curvature``: ``exact``, ``kfac``, ``ekfac`` (K-FAC's eigenbasis with the exact eigenvalues in it: a second
-    pass), ``subspace`` (exact over the top ``exact_limit // C - 1`` feature directions, EK-FAC on the rest: a second
-    pass) or ``auto`` (exact up to ``exact_limit`` head parameters, ``subspace`` above)."""
+    pass), ``subspace`` (exact over the top ``subspace_rank`` feature directions, at most ``exact_limit // C - 1``,
+    EK-FAC on the rest: a second pass) or ``auto`` (exact up to ``exact_limit`` head parameters, ``subspace``
+    above)."""
     W = head.matrix(params)
     D = W.numel()
     C, d1 = W.shape
     dev = W.device  # the model's: the training set streams there a batch at a time
     if curvature == "auto":
         curvature = "exact" if D <= exact_limit else "subspace"
-    rank = min(d1, max(0, exact_limit // C - 1))
+    rank = min(d1, subspace_rank, max(0, exact_limit // C - 1))
     if curvature == "subspace" and rank >= d1:
         curvature = "exact"
     elif curvature == "subspace" and rank == 0:
@@ -270,7 +273,7 @@ def checkpoint_curvatures(head: Head, trajectory: Trajectory, train: Split, grou
         st = statistics.get(i) if statistics is not None else None
         if st is None:
             st = head_statistics(head, train, groups, num_classes, params=p, curvature=cfg.curvature, task=task,
-                                 exact_limit=cfg.exact_limit)
+                                 exact_limit=cfg.exact_limit, subspace_rank=cfg.subspace_rank)
         if statistics is not None:
             statistics[i] = st
         damping = cfg.damping * st.top_eigenvalue + weight_decay
@@ -502,7 +505,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
                   num_classes: int, folder: str | Path | None, weight_decay: float, task: Any = None,
                   statistics: dict[int, HeadStatistics] | None = None) -> Synset:
     stats = head_statistics(head, train, groups, num_classes, curvature=cfg.curvature, task=task,
-                            exact_limit=cfg.exact_limit)
+                            exact_limit=cfg.exact_limit, subspace_rank=cfg.subspace_rank)
     statistics = {} if statistics is None else statistics
     if _holds(head.model, trajectory.final):
         statistics[trajectory.tau] = stats
