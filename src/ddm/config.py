@@ -167,7 +167,7 @@ class DistillConfig:
                               "checkpoints (theta_tau and the distill.checkpoints averaged ones, one per step in "
                               "turn: the same cost per step, and steps that transfer to the checkpoints)")
     curvature: str = _f("auto", "head matching: last-layer curvature stored exact (D x D, D = classes x (features+1)), "
-                                "subspace (exact over the top subspace_rank feature directions, "
+                                "subspace (exact over the top exact_limit / classes - 1 feature directions, "
                                 "eigenvalue-corrected K-FAC on the rest: a second pass over the data), ekfac "
                                 "(K-FAC's eigenbasis with the exact curvature's eigenvalues), kfac (plain Kronecker "
                                 "factors) or auto (exact up to D = exact_limit, subspace above; plain kfac and ekfac "
@@ -176,10 +176,11 @@ class DistillConfig:
     exact_limit: int = _f(6000, "head matching: the most last-layer parameters whose curvature is held exactly (a "
                                 "D x D float64 matrix and its eigendecomposition: 6000 is 290 MB and about 30 s on 2 "
                                 "cores per checkpoint; the cost grows as D^3)", since="0.12", implicit=6000)
-    subspace_rank: int = _f(128, "head matching, distill.curvature=subspace: the top feature directions over which the "
-                                 "curvature is exact (at most exact_limit / classes - 1; 16, 99 and 599 tied the "
-                                 "exact matrix on two held-out heads of 7,690 and 10,250 parameters: BENCHMARKS.md, "
-                                 "'Large last layers')", since="0.12", implicit=128)
+    subspace_rank: int = _f(0, "head matching, distill.curvature=subspace: the top feature directions over which the "
+                               "curvature is exact (0: as many as exact_limit allows, exact_limit / classes - 1). "
+                               "Fewer cost less (128 instead of 599: distillation 6 s instead of 90 s on a held-out "
+                               "head of 7,690 parameters) and tied the attribution, but lost 2.8 points on one "
+                               "unlearning draw (BENCHMARKS.md, 'Large last layers')", since="0.12", implicit=0)
     tolerance: float = _f(1e-3, "head matching: stop once the mean relative matching error falls below this "
                                 "(1e-3 at lr_img 0.03 gave the LDS of 1e-4 with 1000 steps at 0.01 on the selection "
                                 "configurations: benchmarks/results/distill-budget.md)")

@@ -9,7 +9,7 @@ Cross-entropy is convex in the logits and the logits are linear in the head, so 
   and ``S = mean_i h_i h_i^T`` (``(d+1)^2``), the K-FAC factorisation, for heads too large to hold ``H``
   (CIFAR-100 with ResNet-18: ``D = 51,300``, 21 GB in float64);
 * :class:`SubspaceCurvature` (the default for large heads) is exact on the top ``r`` eigenvectors of ``S`` (the
-  feature directions that carry most of the features' energy; ``r`` = :data:`SUBSPACE_RANK` within the exact budget)
+  feature directions that carry most of the features' energy; as many as the exact budget allows)
   and EK-FAC on the rest; the cross terms between the two are left out;
 * :class:`EigenCorrectedCurvature` (EK-FAC; George et al., 2018) keeps K-FAC's eigenbasis ``Q_A (x) Q_S`` and
   replaces its eigenvalues by the exact curvature's diagonal in that basis,
@@ -32,9 +32,11 @@ import torch
 
 #: heads with more parameters than this use the Kronecker factorisation under ``distill.curvature=auto``
 EXACT_LIMIT = 6000
-#: feature directions over which a larger head's curvature is exact (:class:`SubspaceCurvature`): 16, 99 and 599
-#: tied the exact matrix on the two held-out large heads, 16 and 32 on the nine report configurations
-SUBSPACE_RANK = 128
+#: feature directions over which a larger head's curvature is exact (:class:`SubspaceCurvature`); 0: as many as
+#: :data:`EXACT_LIMIT` allows. 16, 99 and 599 tied the exact matrix's attribution on the two held-out large heads,
+#: but 128 lost 2.8 points of one unlearning draw that 599 and the exact matrix kept (unlearning's damping is 10x
+#: smaller, so more of the spectrum counts)
+SUBSPACE_RANK = 0
 _TEMP_ELEMENTS = 1 << 23  # the largest temporary of ExactCurvature.accumulate, in elements (32 MiB)
 
 

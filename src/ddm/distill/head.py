@@ -191,8 +191,8 @@ def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, 
     """Stream the training set once (``batch`` rows at a time): curvature and group gradients.
 
     ``curvature``: ``exact``, ``kfac``, ``ekfac`` (K-FAC's eigenbasis with the exact eigenvalues in it: a second
-    pass), ``subspace`` (exact over the top ``subspace_rank`` feature directions, at most ``exact_limit // C - 1``,
-    EK-FAC on the rest: a second pass) or ``auto`` (exact up to ``exact_limit`` head parameters, ``subspace``
+    pass), ``subspace`` (exact over the top ``exact_limit // C - 1`` feature directions, fewer with ``subspace_rank``
+    > 0, EK-FAC on the rest: a second pass) or ``auto`` (exact up to ``exact_limit`` head parameters, ``subspace``
     above)."""
     W = head.matrix(params)
     D = W.numel()
@@ -200,7 +200,8 @@ def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, 
     dev = W.device  # the model's: the training set streams there a batch at a time
     if curvature == "auto":
         curvature = "exact" if D <= exact_limit else "subspace"
-    rank = min(d1, subspace_rank, max(0, exact_limit // C - 1))
+    rank = min(d1, max(0, exact_limit // C - 1))
+    rank = min(rank, subspace_rank) if subspace_rank > 0 else rank
     if curvature == "subspace" and rank >= d1:
         curvature = "exact"
     elif curvature == "subspace" and rank == 0:
