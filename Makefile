@@ -47,7 +47,8 @@ bench-protocol-head-diagnosis: $(STAMP)
 # Kinds of data the matrix never had (class imbalance, a binary task, many tiny groups, an overfitted MLP), and one
 # group per training sample (K = N): attribution against exact retraining, flipped labels, and W fitted linearised
 # against the regression (BENCHMARKS.md, "One group per sample"); and three configurations trained with a cosine
-# learning-rate schedule ("A cosine learning-rate schedule").
+# learning-rate schedule ("A cosine learning-rate schedule"); last layers above distill.exact_limit and the curvature
+# approximations against the exact matrix ("Large last layers").
 bench-probes: $(STAMP)
 	$(BIN)/python benchmarks/probe_kinds.py --seeds 0,1,2 --root runs/probe-kinds --out benchmarks/results/probe-kinds
 	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-convnet-per-sample,fmnist-mlp-per-sample \
@@ -62,6 +63,22 @@ bench-probes: $(STAMP)
 	for c in digits-convnet-K40-cosine:digits fmnist-mlp-K40-cosine:fmnist digits-mlp-K40-adam-cosine:adam; do \
 	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $${c%%:*} --seeds 0,1,2 \
 	    --peers if-explicit,tracin --no-variants --out benchmarks/results/matrix-held-out-cosine-$${c##*:} || exit 1; done
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-convnet-wide-K40-momentum --seeds 0,1,2 \
+	  --peers if-explicit,tracin --no-variants --out benchmarks/results/matrix-held-out-large-heads-digits-convnet-wide-K40-momentum
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-mlp-wide-K40-sgd --seeds 0,1,2 \
+	  --peers if-explicit --no-variants --out benchmarks/results/matrix-held-out-large-heads-digits-mlp-wide-K40-sgd
+	for c in convnet:digits-convnet-wide-K40-momentum mlp:digits-mlp-wide-K40-sgd; do \
+	  $(BIN)/python benchmarks/grid.py --configs $${c##*:} --seed 0 --grid distill.curvature=exact,ekfac,kfac \
+	    --out benchmarks/results/large-head-curvature-$${c%%:*} || exit 1; \
+	  $(BIN)/python benchmarks/grid.py --configs $${c##*:} --seed 0 --grid distill.exact_limit=170,1000 \
+	    --out benchmarks/results/large-head-rank-$${c%%:*} || exit 1; done
+	for s in 0 1; do \
+	  $(BIN)/python benchmarks/grid.py --configs $(MATRIX_A),$(MATRIX_B) --seed $$s --grid distill.curvature=exact,kfac \
+	    --out benchmarks/results/kfac-seed$$s || exit 1; \
+	  $(BIN)/python benchmarks/grid.py --configs $(MATRIX_A),$(MATRIX_B) --seed $$s --grid distill.exact_limit=170,330 \
+	    --out benchmarks/results/subspace-seed$$s || exit 1; \
+	  $(BIN)/python benchmarks/grid.py --configs $(MATRIX_A),$(MATRIX_B) --seed $$s --grid distill.curvature=ekfac \
+	    --out benchmarks/results/ekfac-seed$$s || exit 1; done
 
 # The configuration matrix (issue "DDM that attributes on models and data it was not tuned on"): the default's
 # damping chosen on the selection configurations (seed 3, validation targets), then every configuration on
