@@ -404,41 +404,14 @@ def test_large_heads_are_exact_on_their_top_feature_directions(trained, digits, 
         DistillConfig(curvature="eigen")
 
 
-def test_the_subspace_curvature_runs_the_whole_pipeline(trained, digits, groups):
+@pytest.mark.parametrize("sets", [{"curvature": "kfac"}, {"curvature": "ekfac"}, {"exact_limit": 200}])
+def test_every_approximate_curvature_runs_the_whole_pipeline(trained, digits, groups, sets):
     model, traj = trained
-    cfg = DistillConfig(iterations=150, exact_limit=200)
-    syn = distill_head(model, traj, digits.train, groups, cfg, 10)
-    assert syn.curvature.kind == "subspace" and all(c.curvature.kind == "subspace" for c in syn.checkpoints)
+    kind = sets.get("curvature", "subspace")  # exact_limit 200 < the head's parameters: auto takes the subspace
+    syn = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=150, **sets), 10)
+    assert syn.curvature.kind == kind and all(c.curvature.kind == kind for c in syn.checkpoints)
     back = Synset.from_tensors(syn.to_tensors(), 10)
-    assert back.curvature.kind == "subspace"
-    logits = newton_logits(model, traj.final, back, torch.ones(2, groups.num_groups, dtype=torch.bool), digits.test.x,
-                           trajectory=traj)
-    assert torch.isfinite(logits).all()
-    assert synset_health(model, traj, digits.train, groups, back, 10)["cosine_mean"] > 0.9
-    kept = newton_keep_params(model, traj.final, back, torch.tensor([0, 1]))
-    assert all(torch.isfinite(v).all() for v in kept.values())
-
-
-def test_the_eigen_corrected_curvature_runs_the_whole_pipeline(trained, digits, groups):
-    model, traj = trained
-    syn = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=150, curvature="ekfac"), 10)
-    assert syn.curvature.kind == "ekfac" and all(c.curvature.kind == "ekfac" for c in syn.checkpoints)
-    back = Synset.from_tensors(syn.to_tensors(), 10)
-    assert back.curvature.kind == "ekfac" and all(c.curvature.kind == "ekfac" for c in back.checkpoints)
-    logits = newton_logits(model, traj.final, back, torch.ones(2, groups.num_groups, dtype=torch.bool), digits.test.x,
-                           trajectory=traj)
-    assert torch.isfinite(logits).all()
-    assert synset_health(model, traj, digits.train, groups, back, 10)["cosine_mean"] > 0.9
-    kept = newton_keep_params(model, traj.final, back, torch.tensor([0, 1]))
-    assert all(torch.isfinite(v).all() for v in kept.values())
-
-
-def test_the_kronecker_curvature_runs_the_whole_pipeline(trained, digits, groups):
-    model, traj = trained
-    syn = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=150, curvature="kfac"), 10)
-    assert syn.curvature.kind == "kfac"
-    back = Synset.from_tensors(syn.to_tensors(), 10)
-    assert back.curvature.kind == "kfac"
+    assert back.curvature.kind == kind and all(c.curvature.kind == kind for c in back.checkpoints)
     logits = newton_logits(model, traj.final, back, torch.ones(2, groups.num_groups, dtype=torch.bool), digits.test.x,
                            trajectory=traj)
     assert torch.isfinite(logits).all()

@@ -270,22 +270,6 @@ def accumulate_kronecker(h: torch.Tensor, logits: torch.Tensor,
     return _output_curvature(logits, None, out_curv).sum(0), hd.T @ hd
 
 
-def _eigen_diagonal(qa: torch.Tensor, qs: torch.Tensor, h: torch.Tensor, logits: torch.Tensor,
-                    weights: torch.Tensor | None = None, out_curv: torch.Tensor | None = None) -> torch.Tensor:
-    """Summed ``[C, d+1]`` diagonal of a batch's exact curvature in the basis ``qa (x) qs``: sample ``i`` adds
-    ``diag(qa^T A_i qa) (x) (qs^T h_i)^2`` (times its weight)."""
-    qa = qa.to(h.device, torch.float64)
-    if out_curv is None:  # cross-entropy: diag(qa^T (diag(p) - p p^T) qa) = p @ qa^2 - (p @ qa)^2, O(C^2) a sample
-        p = logits.softmax(-1).double()
-        u = p @ qa.square() - (p @ qa).square()
-    else:
-        u = torch.einsum("nce,ck,ek->nk", out_curv.double(), qa, qa)
-    if weights is not None:
-        u = u * weights.double()[:, None]
-    t = (h.float() @ qs.to(h.device, torch.float32)).double().square()
-    return (u.T @ t).clamp(min=0)
-
-
 class EigenCorrectedCurvature(Curvature):
     """EK-FAC: K-FAC's eigenbasis ``qa (x) qs`` with eigenvalues ``lam [C, d+1]`` fitted to the exact curvature
     (its diagonal in that basis, the closest matrix of this form in the Frobenius norm). ``qs`` may hold only some
@@ -306,9 +290,19 @@ class EigenCorrectedCurvature(Curvature):
 
     @staticmethod
     def accumulate(qa: torch.Tensor, qs: torch.Tensor, h: torch.Tensor, logits: torch.Tensor,
-                   out_curv: torch.Tensor | None = None) -> torch.Tensor:
-        """Summed ``[C, d+1]`` eigenvalue contribution of a batch (features ``h``, ``logits``)."""
-        return _eigen_diagonal(qa, qs, h, logits, None, out_curv)
+                   out_curv: torch.Tensor | None = None, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Summed ``[C, m]`` diagonal of a batch's exact curvature in the basis ``qa (x) qs`` (features ``h``,
+        ``logits``): sample ``i`` adds ``diag(qa^T A_i qa) (x) (qs^T h_i)^2``, times its weight."""
+        qa = qa.to(h.device, torch.float64)
+        if out_curv is None:  # cross-entropy: diag(qa^T (diag(p) - p p^T) qa) = p @ qa^2 - (p @ qa)^2, O(C^2) a sample
+            p = logits.softmax(-1).double()
+            u = p @ qa.square() - (p @ qa).square()
+        else:
+            u = torch.einsum("nce,ck,ek->nk", out_curv.double(), qa, qa)
+        if weights is not None:
+            u = u * weights.double()[:, None]
+        t = (h.float() @ qs.to(h.device, torch.float32)).double().square()
+        return (u.T @ t).clamp(min=0)
 
     def solve(self, v: torch.Tensor, damping: float, single: bool = False) -> torch.Tensor:
         c, d = len(self.qa), len(self.qs)
@@ -331,7 +325,7 @@ class EigenCorrectedCurvature(Curvature):
               out_curv: torch.Tensor | None = None) -> Curvature:
         """The kept data's curvature (normalised by ``n``, as :meth:`ExactCurvature.minus`) in the same basis: the
         removed samples' contributions to the eigenvalues subtracted."""
-        removed = _eigen_diagonal(self.qa, self.qs, h, logits, weights, out_curv).to(self.lam.device)
+        removed = self.accumulate(self.qa, self.qs, h, logits, out_curv, weights).to(self.lam.device)
         return EigenCorrectedCurvature(self.qa, self.qs, self.lam - removed / n)
 
     def to(self, device: torch.device | str) -> EigenCorrectedCurvature:
