@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,7 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert main(["info", "-w", ws]) == 0
     text = capsys.readouterr().out
     assert "synset" in text and "averaged over checkpoints at epochs" in text and "left out" not in text
+    assert re.search(r"last-layer curvature: exact, [\d,]+ parameters", text)
     stored = Path(ws, "config.json")
     kept = stored.read_text()
     try:  # a threshold above every checkpoint's cosine: info says the step uses theta_tau only

@@ -29,6 +29,7 @@ from ddm.attribution.matrix import AttributionMatrix
 from ddm.cluster.groups import Groups, class_groups, make_groups
 from ddm.config import RunConfig, fingerprint, keyed
 from ddm.data.dataset import Split
+from ddm.distill.curvature import describe as describe_curvature
 from ddm.distill.matchers import MATCHERS, Matching
 from ddm.distill.synset import Synset
 from ddm.emulate.emulators import EMULATORS, Emulation, resolve
@@ -315,6 +316,7 @@ class DistilledDatamodel:
                        first_loss=float(losses[0]), last_loss=float(losses[-10:].mean()), health=report,
                        steps=len(syn.losses) if syn.losses is not None else 0,
                        ranks=distributed.rank_world()[1] if shared else 1,
+                       **({"curvature": describe_curvature(syn.curvature)} if syn.curvature is not None else {}),
                        **({"retried": {str(k): [round(b, 4), round(a, 4)] for k, (b, a) in syn.retried.items()}}
                           if syn.retried else {}))
         health.log_report(f"{stage} ({self.ws.root})", report)  # which workspace: evaluate fits several

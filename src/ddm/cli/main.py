@@ -573,6 +573,14 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {'':<34} {'':<8} health: step cosine mean {hh['cosine_mean']:.2f} (min {hh['cosine_min']:.2f}, "
                   f"{100 * hh['positive_fraction']:.0f}% positive){rel}{prev}; "
                   f"flagged groups: {_listed(hh['flagged']) if hh['flagged'] else 'none'}")
+            curv = st.get("curvature")
+            if curv:
+                what = {"exact": "exact", "kfac": "K-FAC (Kronecker factors)",
+                        "ekfac": "EK-FAC (K-FAC's eigenbasis, exact eigenvalues)"}.get(curv["kind"], curv["kind"])
+                if curv["kind"] == "subspace":
+                    what = (f"exact over the top {curv['exact_directions']:,} of {curv['features']:,} feature "
+                            f"directions, EK-FAC on the rest (distill.exact_limit)")
+                print(f"  {'':<34} {'':<8} last-layer curvature: {what}, {curv.get('parameters', 0):,} parameters")
             if st.get("retried"):
                 items = list(st["retried"].items())
                 again = ", ".join(f"group {k} {b:.2g} -> {min(a, b):.2g}" for k, (b, a) in items[:20])

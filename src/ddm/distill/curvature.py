@@ -389,3 +389,18 @@ class SubspaceCurvature(Curvature):
         out.update({f"sub_exact.{k}": v for k, v in self.exact.to_tensors(as_eig=True).items()})
         out.update({f"sub_rest.{k}": v for k, v in self.rest.to_tensors().items()})
         return out
+
+
+def describe(curv: Curvature) -> dict[str, object]:
+    """What a stored curvature is, for the synset stage's record and ``ddm info``: its kind, the head's parameter
+    count and, for the subspace, how many of the features' directions it holds exactly."""
+    if isinstance(curv, SubspaceCurvature):
+        return {"kind": curv.kind, "parameters": len(curv.rest.qa) * len(curv.u), "exact_directions": curv.u.shape[1],
+                "features": len(curv.u)}
+    if isinstance(curv, EigenCorrectedCurvature | KroneckerCurvature):
+        c = len(curv.qa) if isinstance(curv, EigenCorrectedCurvature) else len(curv.a)
+        d = len(curv.qs) if isinstance(curv, EigenCorrectedCurvature) else len(curv.s)
+        return {"kind": curv.kind, "parameters": c * d}
+    if isinstance(curv, ExactCurvature):
+        return {"kind": curv.kind, "parameters": len(curv.eig()[0]) if curv._hessian is None else len(curv.hessian)}
+    return {"kind": curv.kind}
