@@ -563,7 +563,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"workspace {ws.root}:")
     for st in stages:
         extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in st.items()
-                          if k not in ("stage", "key", "config", "complete", "health", "retried"))
+                          if k not in ("stage", "key", "config", "complete", "health", "retried", "curvature"))
         print(f"  {st['stage']:<34} {'done' if st.get('complete') else 'partial':<8} {extra}")
         hh = st.get("health") or {}
         if hh.get("checked"):
