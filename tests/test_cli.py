@@ -274,7 +274,7 @@ def test_info_names_the_groups_matched_again(tmp_path, capsys, caplog):
     # no matching steps and a retry threshold every group is above: every group is matched again, and a stage where
     # that many groups needed it warns (the overfitted probe's sign)
     assert main(["distill", "-w", ws, "--preset", "tiny", "-q", "--set", "distill.iterations=0",
-                 "--set", "distill.retry=1e-9"]) == 0
+                 "--set", "distill.retry=1e-9", "--set", "distill.ipc_grow=0"]) == 0
     capsys.readouterr()
     assert "had to be matched a second time" in caplog.text
     caplog.clear()
@@ -286,6 +286,16 @@ def test_info_names_the_groups_matched_again(tmp_path, capsys, caplog):
     assert main(["info", "-w", ws]) == 0
     text = capsys.readouterr().out
     assert "matched again from their highest-loss members" in text and "group 0 " in text
+    assert "images per group:" not in text
+    # no steps stop short of the tolerance: matched again with more images (distill.ipc_grow), and info says so
+    grown = str(tmp_path / "grown")
+    assert main(["distill", "-w", grown, "--preset", "tiny", "-q", "--set", "distill.iterations=0"]) == 0
+    stage = json.loads(Path(grown, "synset", "stage.json").read_text())
+    assert stage["grown"]["from"] == 4 and stage["grown"]["to"] == 16 and stage["grown"]["kept"] in (4, 16)
+    assert not list(Path(grown, "synset").glob("checkpoint*"))  # both matchings' checkpoints are cleaned up
+    capsys.readouterr()
+    assert main(["info", "-w", grown]) == 0
+    assert f"images per group: {stage['grown']['kept']} (the matching with 4 stopped" in capsys.readouterr().out
 
 
 def test_long_lists_of_groups_are_cut_saying_how_many_more():

@@ -427,7 +427,10 @@ def test_a_kill_at_any_checkpoint_write_resumes_to_the_same_synset(trained, digi
     model, traj = trained
     cfg = DistillConfig(iterations=9, checkpoint_every=2, tolerance=0.0)
     whole = distill_head(model, traj, digits.train, groups, cfg, 10)
-    for kill_at in range(4):  # checkpoints after steps 2, 4, 6 and 8
+    assert whole.grown is not None and whole.grown["to"] == 16
+    # checkpoints after steps 2, 4, 6 and 8 and the finished 4-image matching, then (distill.ipc_grow: it stopped
+    # short of tolerance 0) after steps 2, 4, 6 and 8 of the 16-image one
+    for kill_at in range(9):
         folder = tmp_path / f"kill{kill_at}"
         with killed_at_write(head_mod, kill_at):
             distill_head(model, traj, digits.train, groups, cfg, 10, folder)
@@ -557,8 +560,11 @@ def test_groups_that_mix_classes_get_an_image_of_every_class_they_hold(trained, 
     pairs = sequential_groups(digits.train, len(digits.train) // 2)  # groups of 2-3 samples of 1-3 classes
     assert slot_labels(digits.train, pairs, 4)[0].shape[1] == int(pairs.sizes().max())
 
-    syn = distill_head(model, traj, digits.train, seq, DistillConfig(iterations=150), 10)
+    syn = distill_head(model, traj, digits.train, seq, DistillConfig(iterations=150, ipc_grow=0), 10)
     assert torch.equal(syn.labels, labels) and syn.ipc == labels.shape[1]
+    # matched again with more images (distill.ipc_grow), every class still gets its images and shares
+    grown = distill_head(model, traj, digits.train, seq, DistillConfig(iterations=150, ipc_grow=16), 10)
+    assert grown.ipc == 16 and torch.equal(grown.labels, slot_labels(digits.train, seq, 16)[0])
     report = synset_health(model, traj, digits.train, seq, syn, 10)  # (majority-class images only: 0.51)
     assert report["positive_fraction"] == 1.0 and report["cosine_mean"] > 0.9, report["cosine_mean"]
 
@@ -774,3 +780,42 @@ def test_step_quality_does_not_depend_on_the_steps_scale():
     assert torch.allclose(row_cosine(synthetic, real), F.cosine_similarity(synthetic, real, dim=1))
     assert (ref["cosine"] > 0.8).all()
     assert row_cosine(torch.zeros(2, 3), torch.ones(2, 3)).eq(0).all()  # no step: no direction
+
+
+def test_a_matching_that_stops_short_is_done_again_with_more_images(trained, digits, groups, tmp_path):
+    model, traj = trained
+    head = Head.of(model)
+    stats = head_statistics(head, digits.train, groups, 10)
+    short = DistillConfig(iterations=5, tolerance=1e-12, checkpoint_every=2, ipc_grow=8)
+    syn = distill_head(model, traj, digits.train, groups, short, 10)
+    four = distill_head(model, traj, digits.train, groups, dataclasses.replace(short, ipc_grow=0), 10)
+    eight = distill_head(model, traj, digits.train, groups, dataclasses.replace(short, ipc=8, ipc_grow=0), 10)
+    e4 = float(_matching_errors(head, stats, four, traj.final).mean())
+    e8 = float(_matching_errors(head, stats, eight, traj.final).mean())
+    # the second matching is the plain 8-image one; the synset keeps whichever matches better, and says so
+    assert syn.grown["from"] == 4 and syn.grown["to"] == 8
+    assert syn.grown["errors"] == pytest.approx([e4, e8], rel=1e-3)
+    kept = eight if e8 < e4 else four
+    assert syn.grown["kept"] == kept.ipc and torch.equal(syn.images, kept.images)
+    assert torch.equal(syn.weights, kept.weights) and torch.equal(syn.losses, kept.losses)
+    assert e8 < e4  # more images match better here (5 steps from the same kind of start)
+    # a matching that reaches its tolerance is not redone; nor is one where ipc_grow adds no image
+    done = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=500, tolerance=0.05), 10)
+    assert done.grown is None and done.ipc == 4
+    assert distill_head(model, traj, digits.train, groups, dataclasses.replace(short, ipc_grow=4), 10).grown is None
+    # killed during the second matching, a run resumes there, after the first (saved once finished)
+    import ddm.distill.head as head_mod
+
+    writes: list[str] = []
+    real = head_mod.save_tensors
+
+    def record(path, tensors):
+        writes.append(path.name)
+        real(path, tensors)
+
+    head_mod.save_tensors = record
+    try:
+        distill_head(model, traj, digits.train, groups, short, 10, tmp_path / "whole")
+    finally:
+        head_mod.save_tensors = real
+    assert writes == ["checkpoint.safetensors"] * 3 + ["checkpoint-grown.safetensors"] * 2

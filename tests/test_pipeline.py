@@ -36,8 +36,11 @@ def test_fit_writes_every_artifact(run):
     for stage in ("train", "groups", "synset", "groups-class", "synset-class"):
         assert dm.ws.stage_info(stage)["complete"], stage
     assert (ws / "train" / "trajectory" / "theta_0004.safetensors").exists()
-    assert dm.synset.images.shape == (20, 4, 1, 8, 8) and dm.synset.kind == "head"  # the default recipe
-    assert dm.class_synset.images.shape == (10, 4, 1, 8, 8)
+    # the default recipe: 4 images per group, or 16 where the matching stopped short of its tolerance (ipc_grow)
+    for stage, syn, k in (("synset", dm.synset, 20), ("synset-class", dm.class_synset, 10)):
+        grown = dm.ws.stage_info(stage).get("grown")
+        assert syn.images.shape == (k, grown["kept"] if grown else 4, 1, 8, 8) and syn.kind == "head"
+        assert grown is None or (grown["from"], grown["to"]) == (4, 16)
     assert dm.ws.stage_info("synset")["health"]["checked"]
     assert len(dm.synset.losses) == cfg.distill.iterations
 

@@ -309,7 +309,7 @@ class DistilledDatamodel:
         report = health.synset_health(self.model, self.trajectory, train, groups, syn, self.num_classes,
                                       statistics=matching.statistics)
         save_tensors(path, syn.to_tensors())
-        for f in [folder / "checkpoint.safetensors", *folder.glob("checkpoint-*-of-*.safetensors")]:
+        for f in folder.glob("checkpoint*.safetensors"):
             f.unlink(missing_ok=True)
         losses = syn.losses if syn.losses is not None and len(syn.losses) else torch.zeros(1)
         self.ws.finish(stage, key, cfg, seconds=time.perf_counter() - t0, num_groups=groups.num_groups,
@@ -318,7 +318,9 @@ class DistilledDatamodel:
                        ranks=distributed.rank_world()[1] if shared else 1,
                        **({"curvature": describe_curvature(syn.curvature)} if syn.curvature is not None else {}),
                        **({"retried": {str(k): [round(b, 4), round(a, 4)] for k, (b, a) in syn.retried.items()}}
-                          if syn.retried else {}))
+                          if syn.retried else {}),
+                       **({"grown": {**syn.grown, "errors": [round(e, 4) for e in syn.grown["errors"]]}}
+                          if syn.grown else {}))
         health.log_report(f"{stage} ({self.ws.root})", report)  # which workspace: evaluate fits several
         if len(syn.retried) >= RETRIED_WARNING * groups.num_groups:
             log.warning("%s (%s): %d of %d groups had to be matched a second time: the model fits their members "

@@ -563,7 +563,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"workspace {ws.root}:")
     for st in stages:
         extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in st.items()
-                          if k not in ("stage", "key", "config", "complete", "health", "retried", "curvature"))
+                          if k not in ("stage", "key", "config", "complete", "health", "retried", "curvature", "grown"))
         print(f"  {st['stage']:<34} {'done' if st.get('complete') else 'partial':<8} {extra}")
         hh = st.get("health") or {}
         if hh.get("checked"):
@@ -581,6 +581,11 @@ def cmd_info(args: argparse.Namespace) -> int:
                     what = (f"exact over the top {curv['exact_directions']:,} of {curv['features']:,} feature "
                             f"directions, EK-FAC on the rest (distill.exact_limit)")
                 print(f"  {'':<34} {'':<8} last-layer curvature: {what}, {curv.get('parameters', 0):,} parameters")
+            grown = st.get("grown")
+            if grown:
+                print(f"  {'':<34} {'':<8} images per group: {grown['kept']} (the matching with {grown['from']} "
+                      f"stopped at mean relative error {grown['errors'][0]:.2g} above distill.tolerance; with "
+                      f"{grown['to']}: {grown['errors'][1]:.2g}; distill.ipc_grow)")
             if st.get("retried"):
                 items = list(st["retried"].items())
                 again = ", ".join(f"group {k} {b:.2g} -> {min(a, b):.2g}" for k, (b, a) in items[:20])

@@ -528,17 +528,74 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
             tt = wt(statistics[c.index].group_grads)
             sites.append((p, head.matrix(p), wt, tt, (tt ** 2).sum(1).clamp(min=1e-30)))
     K = groups.num_groups
+    sample_losses = _sample_losses(head, train, task) if cfg.init == "loss" else None  # distill.init=loss
+    first = _match(head, train, groups, cfg, num_classes, cfg.ipc, sites, folder, "checkpoint", task, sample_losses,
+                   keep_state=cfg.ipc_grow > cfg.ipc)
+    chosen, grown = first, None
+    grow = cfg.ipc_grow > first.ipc and slot_labels(train, groups, cfg.ipc_grow)[0].shape[1] > first.ipc
+    if grow and not first.converged:
+        # distill.ipc_grow: the matching ran out of steps above its tolerance, which more images can lower
+        log.info("head distillation stopped at mean relative error %.2g above distill.tolerance=%g with %d images per "
+                 "group: matching again with %d (distill.ipc_grow)", first.error, cfg.tolerance, first.ipc,
+                 cfg.ipc_grow)
+        second = _match(head, train, groups, cfg, num_classes, cfg.ipc_grow, sites, folder, "checkpoint-grown", task,
+                        sample_losses)
+        grown = {"from": first.ipc, "to": second.ipc, "errors": [first.error, second.error],
+                 "kept": second.ipc if second.error < first.error else first.ipc}
+        chosen = second if second.error < first.error else first
+        log.info("head distillation: %d images per group match at mean relative error %.2g, %d at %.2g: kept %d",
+                 first.ipc, first.error, second.ipc, second.error, chosen.ipc)
+    syn = Synset(distributed.gather_owned(chosen.images.cpu(), K), chosen.labels, num_classes,
+                 losses=torch.tensor(chosen.losses), weights=distributed.gather_owned(chosen.log_w.exp().cpu(), K),
+                 curvature=curv.to("cpu"), damping=torch.tensor(damping),
+                 num_train=torch.tensor(stats.num_train), task=task)
+    syn.retried = chosen.retried
+    syn.grown = grown
+    syn.checkpoints = checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay, task, syn,
+                                            statistics)
+    if not all(torch.isfinite(t).all() for t in syn.to_tensors().values()):
+        raise NumericalError("head distillation produced non-finite synthetic images or weights; "
+                             "lower distill.lr_img or distill.lr_label")
+    return syn
+
+
+@dataclass
+class _Matched:
+    """One head matching's result for this process's groups (:func:`_match`)."""
+
+    images: torch.Tensor  # [own, n, C, H, W]
+    log_w: torch.Tensor  # [own, n]
+    labels: torch.Tensor  # [K, n], every group's
+    losses: list[float]  # the mean matching loss per step
+    retried: dict[int, tuple[float, float]]
+    error: float  # mean relative matching error at theta_tau over all groups, of the images returned
+    converged: bool  # whether the steps reached distill.tolerance
+
+    @property
+    def ipc(self) -> int:
+        return int(self.labels.shape[1])
+
+
+def _match(head: Head, train: Split, groups: Groups, cfg: DistillConfig, num_classes: int, ipc: int, sites: list[Any],
+           folder: str | Path | None, stem: str, task: Any = None, sample_losses: torch.Tensor | None = None,
+           keep_state: bool = False) -> _Matched:
+    """Match every group's ``ipc`` synthetic images (module doc) at ``sites`` (theta_tau first; ``distill.match_at``),
+    keeping each group's best step and matching stuck groups again (``distill.retry``). A checkpoint
+    ``<stem>.safetensors`` in ``folder`` lets a killed run resume; ``keep_state`` also saves the finished matching
+    there, so that a run killed during a later matching (``distill.ipc_grow``) does not redo this one."""
+    K = groups.num_groups
+    dev = sites[0][3].device
     # under torchrun each rank optimises its own groups (the groups' losses are independent, Adam is elementwise)
     own = distributed.owned(K)
     rank, world = distributed.rank_world()
-    labels, shares = slot_labels(train, groups, cfg.ipc)
+    labels, shares = slot_labels(train, groups, ipc)
+    if labels.shape[1] > ipc:
+        log.info("groups mix up to %d classes: %d synthetic images per group (%d asked for), one per class at least",
+                 labels.shape[1], labels.shape[1], ipc)
     ipc = labels.shape[1]
-    if ipc > cfg.ipc:
-        log.info("groups mix up to %d classes: %d synthetic images per group (distill.ipc=%d), one per class at least",
-                 ipc, ipc, cfg.ipc)
-    sample_losses = _sample_losses(head, train, task) if cfg.init == "loss" else None  # distill.init=loss
     images = init_images(train, groups, labels, cfg.init, cfg.seed, sample_losses)[own].to(dev).requires_grad_(True)
     onehot = F.one_hot(labels[own].reshape(-1), num_classes).float().to(dev)
+    whiten, target = sites[0][2], sites[0][3]
     w0 = shares[own]
     if cfg.weight_init == "nnls":
         w0 = _nnls_weights(head, images.detach(), onehot, whiten, target[own], w0, task)
@@ -547,10 +604,13 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     losses: list[float] = []
     start = 0
     before, t0 = 0.0, time.perf_counter()
-    name = "checkpoint.safetensors" if world == 1 else f"checkpoint-{rank}-of-{world}.safetensors"
+    name = f"{stem}.safetensors" if world == 1 else f"{stem}-{rank}-of-{world}.safetensors"
     ckpt = Path(folder) / name if folder is not None else None
     if ckpt is not None and ckpt.exists():
         state = load_tensors(ckpt)
+        if state["images"].shape != images.shape:
+            raise ConfigError(f"{ckpt} holds {state['images'].shape[1]} images per group, this matching "
+                              f"{ipc}: delete it (or the workspace's synset folder) to start the matching over")
         before = float(state.get("seconds", torch.zeros(())))
         with torch.no_grad():
             images.copy_(state["images"])
@@ -558,7 +618,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         restore_optimizer_state(opt, [images, log_w], state)
         losses = state["losses"].tolist()
         start = len(losses)
-        log.info("resuming head distillation at step %d of %d", start, cfg.iterations)
+        log.info("resuming head distillation (%d images per group) at step %d of %d", ipc, start, cfg.iterations)
     # distill.keep_best: each group's images and weights where its own error was lowest (groups are independent)
     keep_best = cfg.keep_best and len(sites) == 1
     best = {"images": images.detach().clone(), "log_weights": log_w.detach().clone(),
@@ -574,9 +634,21 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
             best["images"][better] = images.detach()[better]
             best["log_weights"][better] = log_w.detach()[better]
 
-    pbar = bar(cfg.iterations, "distill (head)", initial=start)
-    if len(losses) >= len(sites) and max(losses[-len(sites):]) < cfg.tolerance:
+    def save() -> None:
+        if ckpt is None:
+            return
+        spent = torch.tensor(before + time.perf_counter() - t0)
+        state = {"images": images.detach(), "log_weights": log_w.detach(), "losses": torch.tensor(losses),
+                 "seconds": spent, **optimizer_state(opt, [images, log_w])}
+        if keep_best:
+            state.update({f"best/{k}": v for k, v in best.items()})
+        save_tensors(ckpt, state)
+
+    converged = len(losses) >= len(sites) and max(losses[-len(sites):]) < cfg.tolerance
+    if converged:
         start = cfg.iterations  # a resumed run that had already converged
+    pbar = bar(cfg.iterations, "distill (head)" if ipc == cfg.ipc else f"distill (head, {ipc} images)",
+               initial=start)
     for it in range(start, cfg.iterations):
         at, W, whiten_at, target_at, norm2_at = sites[it % len(sites)]
         h = head.features(images.reshape(len(own) * ipc, *images.shape[2:]), at)
@@ -591,22 +663,16 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         recent = losses[-len(sites):]  # one loss per matching site
         if len(recent) == len(sites) and max(recent) < cfg.tolerance:  # matched: more steps would not change it
             log.info("head distillation converged at step %d (mean relative error %.2g)", it + 1, losses[-1])
+            converged = True
             break
-        if ckpt is not None and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iterations:
-            spent = torch.tensor(before + time.perf_counter() - t0)
-            state = {"images": images.detach(), "log_weights": log_w.detach(), "losses": torch.tensor(losses),
-                     "seconds": spent, **optimizer_state(opt, [images, log_w])}
-            if keep_best:
-                state.update({f"best/{k}": v for k, v in best.items()})
-            save_tensors(ckpt, state)
+        if (it + 1) % cfg.checkpoint_every == 0 and it + 1 < cfg.iterations:
+            save()
     pbar.close()
+    if keep_state and not converged and start < cfg.iterations:
+        save()  # a later matching follows: a run killed there resumes after this one
     if keep_best:
         with torch.no_grad():  # the last step's result, which the loop never scored
-            at, W, whiten_at, target_at, norm2_at = sites[0]
-            h = head.features(images.reshape(len(own) * ipc, *images.shape[2:]), at)
-            g = summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), len(own), task)
-            own_rows = own.to(target_at.device)
-            remember(((whiten_at(g) - target_at[own_rows]) ** 2).sum(1) / norm2_at[own_rows])
+            remember(_site_errors(head, images, log_w, onehot, own, sites[0], task))
             images.copy_(best["images"])
             log_w.copy_(best["log_weights"])
         log.info("head distillation kept each group's best step (mean relative error %.2g)",
@@ -620,14 +686,17 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
                 local[j] = torch.tensor(mine[k])
         every = distributed.gather_owned(local, K)  # every rank's groups, as one process has them
         retried = {k: (float(every[k, 0]), float(every[k, 1])) for k in range(K) if not torch.isnan(every[k, 1])}
-    syn = Synset(distributed.gather_owned(images.detach().cpu(), K), labels, num_classes, losses=torch.tensor(losses),
-                 weights=distributed.gather_owned(log_w.detach().exp().cpu(), K), curvature=curv.to("cpu"),
-                 damping=torch.tensor(damping),
-                 num_train=torch.tensor(stats.num_train), task=task)
-    syn.retried = retried
-    syn.checkpoints = checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay, task, syn,
-                                            statistics)
-    if not all(torch.isfinite(t).all() for t in syn.to_tensors().values()):
-        raise NumericalError("head distillation produced non-finite synthetic images or weights; "
-                             "lower distill.lr_img or distill.lr_label")
-    return syn
+    with torch.no_grad():
+        errors = distributed.gather_owned(_site_errors(head, images, log_w, onehot, own, sites[0], task).cpu(), K)
+    return _Matched(images.detach(), log_w.detach(), labels, losses, retried, float(errors.double().mean()), converged)
+
+
+def _site_errors(head: Head, images: torch.Tensor, log_w: torch.Tensor, onehot: torch.Tensor, own: torch.Tensor,
+                 site: Any, task: Any = None) -> torch.Tensor:
+    """Relative matching error of this process's groups ``[own]`` at a matching ``site`` (theta_tau: ``sites[0]``)."""
+    at, W, whiten_at, target_at, norm2_at = site
+    n = images.shape[0] * images.shape[1]
+    h = head.features(images.reshape(n, *images.shape[2:]), at)
+    g = summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), len(own), task)
+    rows = own.to(target_at.device)
+    return ((whiten_at(g) - target_at[rows]) ** 2).sum(1) / norm2_at[rows]

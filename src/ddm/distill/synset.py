@@ -62,6 +62,7 @@ class Synset:
     # head matching's distill.retry: {group: (relative error before, best of the second matching)} of the groups
     # matched again; set when distilled, never stored (the synset stage's stage.json keeps it)
     retried: dict[int, tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
+    grown: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     # the training loss (ddm.task.Task) the head statistics used; set at run time, never stored (None = CE)
     task: Any = field(default=None, repr=False, compare=False)
 
