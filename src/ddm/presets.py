@@ -91,15 +91,16 @@ _REVERSE = ["distill.matching=reverse", "distill.distance=layerwise_cosine"]
 _LOCAL = ["distill.matching=local", "distill.distance=relative_mse", *_ADAM]
 _HEAD = ["distill.matching=head", "distill.distance=relative_mse", "distill.labels=hard", "distill.optimizer=adam",
          "distill.lr_img=0.03", "distill.lr_label=0.05", "distill.iterations=100", "distill.tolerance=1e-3",
-         "distill.ipc=4"]
+         "distill.ipc=4", "distill.ipc_grow=16"]
 RECIPES: dict[str, tuple[list[str], str]] = {
     "head": ([*_HEAD, "distill.init=real"],
-             "the default: 4 images per group reproduce its last-layer gradient (hard labels, learned weights); "
+             "the default: 4 images per group (16 where 4 stop short of the tolerance) reproduce its last-layer "
+             "gradient (hard labels, learned weights); "
              "emulation by a damped Newton step with the stored last-layer curvature"),
     # from noise, 300 steps left many groups unmatched (the matrix's health checks): the earlier budget
     "head-noise": ([*_HEAD, "distill.init=noise", "distill.lr_img=0.01", "distill.iterations=1000",
-                    "distill.tolerance=1e-4"], "head matching from noise-initialised images (reveals less; "
-                                               "1000 steps)"),
+                    "distill.tolerance=1e-4", "distill.ipc_grow=0"],
+                   "head matching from noise-initialised images (reveals less; 1000 steps, 4 images, as measured)"),
     "block": (["distill.matching=block", *_HEAD[1:], "distill.init=real"],
               "head matching, then the synsets matched again over the last block and the head at every checkpoint; "
               "emulation by a damped Newton step over that scope with a low-rank curvature (not the default: "
