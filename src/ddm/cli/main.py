@@ -136,7 +136,7 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
             out[stage] = {"matching": i["config"]["matching"], "steps": i.get("steps", i["config"]["iterations"]),
                           "first_loss": i.get("first_loss"), "last_loss": i.get("last_loss"),
                           "groups": i.get("num_groups"), "seconds": i.get("seconds"),
-                          "images_per_group": getattr(syn, "ipc", None),
+                          "images_per_group": getattr(syn, "ipc", None), "grown": i.get("grown"),
                           "health": {k: v for k, v in h.items()
                                      if not isinstance(v, list) or k in ("flagged", "checkpoints")}}
     return out
@@ -195,6 +195,11 @@ def _print_offline(o: dict[str, Any]) -> None:
             ipc = f" x {s['images_per_group']} images" if s.get("images_per_group") else ""
             print(f"{stage}: {s['matching']} matching, {s['steps']} steps, {s['groups']} groups{ipc}; "
                   f"matching loss per group {s['first_loss']:.3f} -> {s['last_loss']:.3f} ({s['seconds']:.1f} s)")
+            if s.get("grown"):
+                gr = s["grown"]
+                print(f"  {gr['from']} images per group stopped at mean relative error {gr['errors'][0]:.2g}, above "
+                      f"distill.tolerance; {gr['to']} reach {gr['errors'][1]:.2g}: kept {gr['kept']} "
+                      f"(distill.ipc_grow)")
             h = s.get("health") or {}
             if h.get("checked"):
                 print(f"  health: cosine with each group's real removal step mean {h['cosine_mean']:.2f} "
