@@ -329,11 +329,10 @@ class EmulateConfig:
                                   "on two Fashion-MNIST MLPs (BENCHMARKS.md). 0 keeps every checkpoint",
                              since="0.11", implicit=0.0)
     top_classes: int = _f(2, "hierarchical datamodel: classes refined at group level per target")
-    unlearn_damping: float | None = _f(3e-3, "Newton unlearning: lambda as a fraction of the curvature's top "
+    unlearn_damping: float | None = _f(1e-3, "Newton unlearning: lambda as a fraction of the curvature's top "
                                              "eigenvalue (plus train.weight_decay; chosen on the selection "
-                                             "configurations: 1e-3 with 4 images per group, 3e-3 since "
-                                             "distill.ipc_grow, BENCHMARKS.md); None: the synset's "
-                                             "(distill.damping)",
+                                             "configurations; chosen again with distill.ipc_grow, where 3e-3 tied "
+                                             "it: BENCHMARKS.md); None: the synset's (distill.damping)",
                                        since="0.4", implicit=None)
     unlearn_curvature_damping: float = _f(0.0, "Newton unlearning: epsilon of a trust region epsilon x H (the full "
                                                "data's curvature) added to the kept data's; 0.1 with "
