@@ -193,9 +193,10 @@ class DistillConfig:
                            "distill.tolerance, it is done again with this many images per group and the better of "
                            "the two matches (mean relative error at theta_tau) is kept; one image's last-layer "
                            "gradient is rank one, so a group's step can need more. Selection configurations: "
-                           "LDS tied, other-class LDS +0.036 on the Fashion-MNIST MLP; the one-block ConvNet of "
-                           "width 48 0.796 -> 0.865 (BENCHMARKS.md, 'More images where the matching stops short'). "
-                           "Costs up to 4x the matching where it applies; 0: off",
+                           "LDS tied, other-class LDS +0.036 on the Fashion-MNIST MLP; report mean LDS +0.002; a "
+                           "one-block ConvNet of width 48 0.805 -> 0.846; but unlearning on heads above "
+                           "exact_limit lost 2 of 6 draws (BENCHMARKS.md, 'More images where the matching stops "
+                           "short'). Costs up to 4x the matching where it applies; 0: off",
                        since="0.13", implicit=0)
     iterations: int = _f(100, "distillation steps, at most (head matching stops earlier at distill.tolerance; 100 "
                               "gave the selection configurations' LDS of 300 in a third of the steps: "
