@@ -425,17 +425,14 @@ def _retry_stuck(head: Head, train: Split, groups: Groups, labels: torch.Tensor,
     least-squares weights (Adam at ``lr_img`` for ``iterations`` steps, each group's best step kept); a group takes
     the new images and weights, in place, only where they match better. Returns ``{group: (error before, after)}``
     of the groups retried."""
-    at, W, whiten_at, target_at, norm2_at = site
+    whiten_at, target_at = site[2], site[3]
     ipc = labels.shape[1]
     num_classes = onehot.shape[1]
     oh = onehot.reshape(len(own), ipc, num_classes)
     rows = own.to(target_at.device)
 
     def errors(imgs: torch.Tensor, lw: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
-        h = head.features(imgs.reshape(len(local) * ipc, *imgs.shape[2:]), at)
-        g = summed_head_gradients(h, h @ W.T, oh[local].reshape(-1, num_classes), lw.exp().reshape(-1), len(local),
-                                  task)
-        return ((whiten_at(g) - target_at[rows[local]]) ** 2).sum(1) / norm2_at[rows[local]]
+        return _site_errors(head, imgs, lw, oh[local].reshape(-1, num_classes), own[local.cpu()], site, task)
 
     with torch.no_grad():
         before = errors(images.detach(), log_w.detach(), torch.arange(len(own), device=images.device))
