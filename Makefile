@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first so pip takes the CPU wheel, never a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
+.PHONY: install demo test lint bench bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ test: $(STAMP)
 EVAL   := -q --recipe local-free --seeds 0,1,2 --num-targets 20 --lds-subsets 50 --tune 0.01,0.03,0.1,0.3,1 --plots
 FMNIST := --dataset fashion-mnist --set data.train_size=10000 --set data.test_size=2000 \
           --set model.width=16 --set train.epochs=5 --set train.lr=0.05
-bench: bench-matrix bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
+bench: bench-matrix bench-grow bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
 
 # The paper's protocol (Table 1, 4 analogs, unlearning fidelity, cost) with the head default: digits, seed 0.
 bench-protocol-head: $(STAMP)
@@ -105,6 +105,33 @@ bench-matrix: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/matrix \
 	  --render benchmarks/results/matrix-a.json,benchmarks/results/matrix-b.json
 	$(BIN)/python benchmarks/unlearn_references.py --root runs/matrix-b --out benchmarks/results/unlearn-references
+
+# distill.ipc_grow (16 images where 4 stop short of the matching's tolerance): its selection, the unlearning damping
+# chosen again with it, the report matrix, the held-out configurations and both dampings' unlearning (BENCHMARKS.md,
+# "More images where the matching stops short").
+HELD_OUT_12 := digits-mlp-K100-adam,fmnist-convnet-K40-momentum-wd,digits-convnet-layernorm-K20-adam,digits-convnet-sequential-K40,fmnist-mlp-sequential-K50-sgd,digits-vit-K40-adam,digits-alexnet-K40-adam,digits-convnet-batchnorm-K40-momentum,fmnist-convnet-batchnorm-K40-sgd,digits-resnet-batchnorm-K40-momentum,digits-mlp-K40-adam-cosine,fmnist-mlp-K40-cosine
+bench-grow: $(STAMP)
+	$(BIN)/python benchmarks/matrix.py --select --grid distill.ipc_grow=0,16 --unlearn-dampings= --peers "" \
+	  --root runs/matrix-b --no-variants --out benchmarks/results/matrix-select-ipc-grow
+	for c in digits-convnet-K100-sgd fmnist-mlp-K40-sgd; do \
+	  $(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds 3,4 --configs $$c \
+	    --grid emulate.unlearn_damping=1e-3,3e-3,1e-2 --out benchmarks/results/unlearn-damping-grow-select-$$c || exit 1; done
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(MATRIX_A) --seeds 0,1,2 --peers if-explicit \
+	  --no-variants --out benchmarks/results/matrix-grow-a
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(MATRIX_B) --seeds 0,1,2 --peers if-explicit \
+	  --no-variants --out benchmarks/results/matrix-grow-b
+	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/matrix-grow \
+	  --render benchmarks/results/matrix-grow-a.json,benchmarks/results/matrix-grow-b.json
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(HELD_OUT_12) --seeds 0 --peers if-explicit \
+	  --no-variants --out benchmarks/results/matrix-grow-held-out-s0
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-convnet-wide-K40-momentum,digits-mlp-wide-K40-sgd \
+	  --seeds 0,1,2 --peers if-explicit --no-variants --out benchmarks/results/matrix-grow-held-out-large-heads
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(MATRIX_A),digits-mlp-wide-K40-sgd --seeds 0 \
+	  --peers "" --no-variants --set emulate.unlearn_damping=3e-3 --out benchmarks/results/matrix-grow-unlearn-a
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(MATRIX_B),digits-convnet-wide-K40-momentum --seeds 0 \
+	  --peers "" --no-variants --set emulate.unlearn_damping=3e-3 --out benchmarks/results/matrix-grow-unlearn-b
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(HELD_OUT_12) --seeds 0 \
+	  --peers "" --no-variants --set emulate.unlearn_damping=3e-3 --out benchmarks/results/matrix-grow-unlearn-held-out
 
 # The same matrix scored against each subset's retrained loss averaged over 3 data orders (the target's and two
 # others: twice the retrains of bench-matrix, which it reuses), which takes out most of the data order's noise.
