@@ -31,6 +31,9 @@ def test_the_report_is_one_self_contained_page(report):
     for section in ("Every group, every target", "Class-level view", "Diagnosis", "Synset health", "configuration"):
         assert section in html
     assert "No diagnosis yet" not in html  # the Newton default computes it
+    # a synset grown to 16 images per group (distill.ipc_grow) shows as many as the members, and says so
+    ipc = int(re.search(r"(\d+) synthetic image\(s\) per group", html).group(1))
+    assert ("synthetic (first 8 of 16)" in html) == (ipc == 16)
 
 
 def _chromium() -> str | None:

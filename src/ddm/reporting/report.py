@@ -80,7 +80,8 @@ def _group_card(dm: Any, data: Any, g: int, score: float, names: list[str], memb
     return {"group": g, "label": label, "size": len(rows), "score": score,
             "members": ids[:members], "flagged": g in set(dm.flagged_groups()),
             "member_img": _montage(data.train.x[rows[:members]], data.mean, data.std),
-            "synset_img": _montage(dm.synset.images[g], data.mean, data.std)}
+            # as many synthetic images as member images: a grown synset's 16 would run off the page
+            "synset_img": _montage(dm.synset.images[g][:members], data.mean, data.std)}
 
 
 def build_report(dm: Any, data: Any, targets: list[int], objective: str = "dist2", top_k: int = 3,
@@ -151,7 +152,8 @@ def build_report(dm: Any, data: Any, targets: list[int], objective: str = "dist2
     context = {
         "workspace": str(dm.ws.root), "dataset": data.summary(), "objective": objective,
         "score_meaning": attr.score_meaning, "test_accuracy": accuracy(dm.model, data.test),
-        "K": dm.groups.num_groups, "ipc": dm.synset.ipc, "recipe": recipe, "emulation": dm.emulation_method(),
+        "K": dm.groups.num_groups, "ipc": dm.synset.ipc, "shown": members, "recipe": recipe,
+        "emulation": dm.emulation_method(),
         "targets": rows, "heatmap": heat, "class_heatmap": class_heat, "diagnosis": diagnosis,
         "health": {k: v for k, v in health.items() if not isinstance(v, list) or k == "flagged"},
         "retried": {int(k): min(v) for k, v in (synset_info.get("retried") or {}).items()},
