@@ -124,6 +124,8 @@ bench-grow: $(STAMP)
 	  --render benchmarks/results/matrix-grow-a.json,benchmarks/results/matrix-grow-b.json
 	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(HELD_OUT_12) --seeds 0 --peers if-explicit \
 	  --no-variants --out benchmarks/results/matrix-grow-held-out-s0
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(HELD_OUT_12) --seeds 1,2 --peers if-explicit \
+	  --no-variants --out benchmarks/results/matrix-grow-held-out-s12-all
 	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-convnet-wide-K40-momentum,digits-mlp-wide-K40-sgd \
 	  --seeds 0,1,2 --peers if-explicit --no-variants --out benchmarks/results/matrix-grow-held-out-large-heads
 	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(MATRIX_A),digits-mlp-wide-K40-sgd --seeds 0 \
