@@ -187,8 +187,9 @@ class DistillConfig:
     pairing: str = _f("reverse", "trajectory pairing of reverse/match: reverse (theta_t <-> theta_{tau-t}) or "
                                  "step (theta_t <-> theta_{t+s})")
     step: int = _f(1, "s of the step pairing, in recorded checkpoints")
-    ipc: int = _f(4, "synthetic images per group (head matching: 4; one image's last-layer gradient is rank "
-                     "one; a group that mixes classes gets at least one image per class it holds)")
+    ipc: int = _f(4, "synthetic images per group (head matching: 4, and distill.ipc_grow where 4 stop short of "
+                     "distill.tolerance; one image's last-layer gradient is rank one; a group that mixes classes "
+                     "gets at least one image per class it holds)")
     ipc_grow: int = _f(16, "head matching: where the matching with distill.ipc images runs out of steps above "
                            "distill.tolerance, it is done again with this many images per group and the better of "
                            "the two matches (mean relative error at theta_tau) is kept; one image's last-layer "
