@@ -819,3 +819,47 @@ def test_a_matching_that_stops_short_is_done_again_with_more_images(trained, dig
     finally:
         head_mod.save_tensors = real
     assert writes == ["checkpoint.safetensors"] * 3 + ["checkpoint-grown.safetensors"] * 2
+
+
+def test_unlearning_subtracts_each_groups_own_curvature(trained, digits, groups):
+    model, traj = trained
+    head = Head.of(model)
+    D = head.matrix().numel()
+    syn = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=30, unlearn_rank=D), 10)
+    values, vectors = syn.group_curvature
+    assert values.shape == (groups.num_groups, D) and vectors.shape == (groups.num_groups, D, D)
+    real = {}
+    with torch.no_grad():
+        for k in (0, 3):  # every pair kept: each group's pairs rebuild its exact curvature
+            m = groups.members(k)
+            h = head.features(digits.train.x[m])
+            real[k] = ExactCurvature.accumulate(h, h @ head.matrix().T)
+            rebuilt = (vectors[k].double().T * values[k].double()) @ vectors[k].double()
+            assert torch.allclose(rebuilt, real[k], atol=1e-4 * float(real[k].abs().max()))
+            assert (values[k][:-1] >= values[k][1:]).all()  # the top pairs first
+    # unlearning's kept curvature: the full one minus the removed groups' own (not their synthetic images')
+    removed = torch.tensor([0, 3])
+    n = int(syn.num_train)
+    lam = 1e-3 * syn.curvature.top_eigenvalue()
+    got = newton_keep_params(model, traj.final, syn, removed, lam)
+    sub = Synset(syn.images[removed], syn.labels[removed], 10, weights=syn.weights[removed])
+    g = synset_head_gradients(head, sub, traj.final).double().sum(0)
+    pairs = sum((vectors[k].double().T * values[k].double()) @ vectors[k].double() for k in (0, 3))
+    kept = ExactCurvature(syn.curvature.hessian.double() - pairs / n)
+    step = kept.solve((g / n)[None], lam)[0].reshape(head.matrix().shape).float()
+    exact = ExactCurvature(syn.curvature.hessian.double() - (real[0] + real[3]) / n).solve((g / n)[None], lam)[0]
+    assert float(F.cosine_similarity(exact.float(), step.flatten(), dim=0)) > 0.9999  # stored in float32
+    w_name, b_name = head.param_names
+    assert torch.allclose(got[w_name] - traj.final[w_name], step[:, :-1].reshape(got[w_name].shape), atol=1e-5)
+    assert torch.allclose(got[b_name] - traj.final[b_name], step[:, -1], atol=1e-5)
+    # stored and loaded with the synset; 0 keeps the previous behaviour (the images' curvature), and so do
+    # curvatures without an exact block
+    back = Synset.from_tensors(syn.to_tensors(), 10)
+    assert all(torch.equal(a, b) for a, b in zip(back.group_curvature, syn.group_curvature, strict=True))
+    assert distill_head(model, traj, digits.train, groups, DistillConfig(iterations=5, unlearn_rank=0),
+                        10).group_curvature is None
+    assert distill_head(model, traj, digits.train, groups, DistillConfig(iterations=5, curvature="kfac"),
+                        10).group_curvature is None
+    small = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=5, unlearn_rank=4), 10)
+    assert small.group_curvature[1].shape == (groups.num_groups, 4, D)
+    assert torch.allclose(small.group_curvature[0], values[:, :4], rtol=1e-4)

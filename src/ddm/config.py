@@ -199,6 +199,14 @@ class DistillConfig:
                            "exact_limit lost 2 of 6 draws (BENCHMARKS.md, 'More images where the matching stops "
                            "short'). Costs up to 4x the matching where it applies; 0: off",
                        since="0.13", implicit=0)
+    unlearn_rank: int = _f(16, "head matching with an exact or subspace curvature: each group's own last-layer "
+                               "curvature is stored as its top this-many eigenpairs (the top 16 held 99.2-99.7% "
+                               "of the trace on a wide MLP), and unlearning subtracts them from the full "
+                               "curvature instead of the synset images' curvature, which can remove too much in "
+                               "a few directions (with 16 images per group: a draw at 91.1% where exact "
+                               "retraining keeps 97.8%; BENCHMARKS.md, 'The groups' own curvature'); 0: the "
+                               "synset images' curvature",
+                           since="0.13", implicit=0)
     iterations: int = _f(100, "distillation steps, at most (head matching stops earlier at distill.tolerance; 100 "
                               "gave the selection configurations' LDS of 300 in a third of the steps: "
                               "BENCHMARKS.md, 'Head distillation budget'; the paper recipe: 200)")
@@ -275,6 +283,7 @@ class DistillConfig:
         _check(self.step > 0, "distill.step must be positive")
         _check(self.ipc > 0, "distill.ipc must be positive")
         _check(self.ipc_grow >= 0, "distill.ipc_grow must be >= 0 (0: off)")
+        _check(self.unlearn_rank >= 0, "distill.unlearn_rank must be >= 0 (0: off)")
         _check(self.ipc_grow <= 64, f"distill.ipc_grow={self.ipc_grow} is more than 64 images per group: a synset "
                                     "should be small")
         _check(self.retry >= 0, "distill.retry must be >= 0 (0: off)")

@@ -127,6 +127,33 @@ def _output_curvature(logits: torch.Tensor, weights: torch.Tensor | None = None,
     return a if weights is None else a * weights.double()[:, None, None]
 
 
+def output_factors(logits: torch.Tensor, out_curv: torch.Tensor | None = None) -> torch.Tensor:
+    """``L [M, C, C]`` with ``L_i L_i^T`` each sample's output curvature: cross-entropy's ``diag(p) - p p^T`` has the
+    columns ``sqrt(p_l) (e_l - p)``; another loss's (``out_curv``) its eigendecomposition, negative parts dropped."""
+    if out_curv is None:
+        p = logits.softmax(-1).double()
+        eye = torch.eye(p.shape[1], dtype=torch.float64, device=p.device)
+        return (eye[None] - p[:, :, None]) * p.sqrt()[:, None, :]
+    e, v = torch.linalg.eigh(out_curv.double())
+    return v * e.clamp(min=0).sqrt()[:, None, :]
+
+
+def top_curvature(h: torch.Tensor, logits: torch.Tensor, rank: int,
+                  out_curv: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top ``rank`` eigenpairs ``(values [rank], vectors [rank, C d])`` of a set of samples' summed last-layer
+    curvature (features ``h [M, d]``, ``logits [M, C]``; :meth:`ExactCurvature.accumulate`'s layout), from the
+    samples' factors ``L_i (x) h_i`` (``M C`` rows): an SVD of that thin matrix, never the ``[C d, C d]`` one.
+    Fewer pairs than ``rank`` exist where the samples span fewer directions: the rest are zeros."""
+    f = output_factors(logits, out_curv)  # [M, C, C]: column l of L_i
+    rows = torch.einsum("mcl,md->mlcd", f, h.double()).reshape(-1, f.shape[1] * h.shape[1])
+    _, sv, vh = torch.linalg.svd(rows, full_matrices=False)
+    k = min(rank, len(sv))
+    values = torch.zeros(rank, dtype=torch.float64, device=h.device)
+    vectors = torch.zeros(rank, rows.shape[1], dtype=torch.float64, device=h.device)
+    values[:k], vectors[:k] = sv[:k] ** 2, vh[:k]
+    return values, vectors
+
+
 class ExactCurvature(Curvature):
     kind = "exact"
 
@@ -191,6 +218,12 @@ class ExactCurvature(Curvature):
     def minus(self, h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor, n: int,
               out_curv: torch.Tensor | None = None) -> Curvature:
         return ExactCurvature(self.hessian.double() - self.accumulate(h, logits, weights, out_curv) / n)
+
+    def minus_pairs(self, values: torch.Tensor, vectors: torch.Tensor, n: int) -> ExactCurvature:
+        """The curvature without samples whose summed curvature is ``sum_j values[j] vectors[j] vectors[j]^T``
+        (:func:`top_curvature`'s pairs, stacked), where ``self`` is the mean over ``n`` samples."""
+        v = vectors.double().to(self.hessian.device)
+        return ExactCurvature(self.hessian.double() - (v.T * values.double().to(v.device)) @ v / n)
 
     def to_tensors(self, as_eig: bool = False) -> dict[str, torch.Tensor]:
         """The matrix, or (``as_eig``) its eigendecomposition: the same size, and a solve needs no eigh."""

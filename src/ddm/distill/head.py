@@ -53,6 +53,7 @@ from ddm.distill.curvature import (
     KroneckerCurvature,
     SubspaceCurvature,
     accumulate_kronecker,
+    top_curvature,
 )
 from ddm.distill.scope import last_linear_name
 from ddm.distill.synset import CheckpointCurvature, Synset
@@ -548,6 +549,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
                  num_train=torch.tensor(stats.num_train), task=task)
     syn.retried = chosen.retried
     syn.grown = grown
+    syn.group_curvature = group_curvatures(head, train, groups, curv, cfg.unlearn_rank, task)
     syn.checkpoints = checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay, task, syn,
                                             statistics)
     if not all(torch.isfinite(t).all() for t in syn.to_tensors().values()):
@@ -686,6 +688,34 @@ def _match(head: Head, train: Split, groups: Groups, cfg: DistillConfig, num_cla
     with torch.no_grad():
         errors = distributed.gather_owned(_site_errors(head, images, log_w, onehot, own, sites[0], task).cpu(), K)
     return _Matched(images.detach(), log_w.detach(), labels, losses, retried, float(errors.double().mean()), converged)
+
+
+def group_curvatures(head: Head, train: Split, groups: Groups, curvature: Curvature, rank: int, task: Any = None,
+                     batch: int = 256) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``distill.unlearn_rank``: each group's own last-layer curvature at theta_tau as its top ``rank`` eigenpairs
+    (``values [K, rank]``, ``vectors [K, rank, D']``, float32 on the CPU) over the coordinates the curvature holds
+    exactly (an exact one's ``D`` head parameters, a subspace one's exact block); None for K-FAC and EK-FAC, which
+    hold no exact block, or ``rank`` 0. One more pass over the training set; an SVD per group of its ``size x C``
+    factor rows."""
+    if rank <= 0 or not isinstance(curvature, ExactCurvature | SubspaceCurvature):
+        return None
+    u = curvature.u if isinstance(curvature, SubspaceCurvature) else None
+    W = head.matrix()
+    feats, outs = [], []
+    with torch.no_grad():
+        for s in range(0, len(train), batch):
+            h = head.features(train.x[s : s + batch])
+            z = h @ W.T
+            feats.append((h.double() @ u.to(h.device) if u is not None else h.double()).cpu())
+            outs.append(z.cpu())
+        h, z = torch.cat(feats), torch.cat(outs)
+        values, vectors = [], []
+        for k in range(groups.num_groups):
+            m = groups.members(k)
+            v, vec = top_curvature(h[m], z[m], rank, output_curvature(task, z[m], train.y[m]))
+            values.append(v.float())
+            vectors.append(vec.float())
+    return torch.stack(values), torch.stack(vectors)
 
 
 def _site_errors(head: Head, images: torch.Tensor, log_w: torch.Tensor, onehot: torch.Tensor, own: torch.Tensor,

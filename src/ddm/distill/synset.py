@@ -59,6 +59,10 @@ class Synset:
     # [K, 3] for block-matched synsets: each group's block-step cosine with its real one at theta_tau, the relative
     # error, and the step's norm (ddm.health reads them in place of the last-layer step's)
     block_quality: torch.Tensor | None = None
+    # head-matched synsets (distill.unlearn_rank): each group's own last-layer curvature at theta_tau, over the exact
+    # curvature's coordinates (the head's parameters, or a subspace curvature's exact block), as its top eigenpairs:
+    # ``(values [K, m], vectors [K, m, D'])``; unlearning subtracts these instead of the synset images' curvature
+    group_curvature: tuple[torch.Tensor, torch.Tensor] | None = None
     # head matching's distill.retry: {group: (relative error before, best of the second matching)} of the groups
     # matched again; set when distilled, never stored (the synset stage's stage.json keeps it)
     retried: dict[int, tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
@@ -128,6 +132,8 @@ class Synset:
             out.update(inv.to_tensors(f"block{j}."))
         if self.block_quality is not None:
             out["block_quality"] = self.block_quality
+        if self.group_curvature is not None:
+            out["group_curvature.values"], out["group_curvature.vectors"] = self.group_curvature
         return out
 
     @classmethod
@@ -144,9 +150,11 @@ class Synset:
         block: list[LowRankInverse] = []
         while f"block{len(block)}.eigenvalues" in t:
             block.append(LowRankInverse.from_tensors(t, f"block{len(block)}."))
+        group = ((t["group_curvature.values"], t["group_curvature.vectors"]) if "group_curvature.values" in t
+                 else None)
         return cls(t["images"], t["labels"].long(), num_classes, t.get("label_logits"), t.get("losses"),
                    t.get("free_targets"), t.get("weights"), Curvature.from_tensors(t), t.get("damping"),
-                   t.get("num_train"), checkpoints, block, t.get("block_quality"))
+                   t.get("num_train"), checkpoints, block, t.get("block_quality"), group)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

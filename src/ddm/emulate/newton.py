@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ddm.distill.curvature import Curvature, ExactCurvature
+from ddm.distill.curvature import Curvature, ExactCurvature, SubspaceCurvature
 from ddm.distill.head import Head, output_curvature, synset_head_gradients
 from ddm.distill.synset import Synset
 from ddm.exceptions import ConfigError, NumericalError
@@ -227,6 +227,12 @@ def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups:
         oc = output_curvature(synset.task, z, t.argmax(-1).to(dev))
         curvature = curvature.to(dev)
         kept = curvature.minus(h, z, sub.image_weights().reshape(-1).to(dev), n, out_curv=oc)
+        if synset.group_curvature is not None:  # distill.unlearn_rank: the groups' own curvature, not the images'
+            values, vectors = (t[groups].reshape(-1, *t.shape[2:]).to(dev) for t in synset.group_curvature)
+            if isinstance(kept, SubspaceCurvature) and isinstance(curvature, SubspaceCurvature):
+                kept = SubspaceCurvature(curvature.u, curvature.exact.minus_pairs(values, vectors, n), kept.rest)
+            elif isinstance(curvature, ExactCurvature):
+                kept = curvature.minus_pairs(values, vectors, n)
     if curvature_damping > 0:
         if isinstance(kept, ExactCurvature) and isinstance(curvature, ExactCurvature):
             kept = ExactCurvature(kept.hessian.double() + curvature_damping * curvature.hessian.double())
