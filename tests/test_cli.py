@@ -62,6 +62,10 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
         damped["test_accuracy"]["before"], abs=0.02)
     assert main(["unlearn", "-w", ws, "--groups", "0", "--set", "train.lr=1"]) == 2
     assert "only emulate.unlearn_" in capsys.readouterr().err
+    # the groups' own curvature (stored by distill.unlearn_rank) in place of their synthetic images'
+    assert main(["unlearn", "-w", ws, "--groups", "0,2", "--set", "emulate.unlearn_curvature=group", "--json"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert 0.5 < own["test_accuracy"]["after"] <= 1
     assert main(["unlearn", "-w", ws, "--groups", "0,2", "--json"]) == 0  # the workspace's settings again
     got = json.loads(capsys.readouterr().out)
     assert got["rewind"] is not None

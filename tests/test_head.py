@@ -841,15 +841,23 @@ def test_unlearning_subtracts_each_groups_own_curvature(trained, digits, groups)
     removed = torch.tensor([0, 3])
     n = int(syn.num_train)
     lam = 1e-3 * syn.curvature.top_eigenvalue()
-    got = newton_keep_params(model, traj.final, syn, removed, lam)
+    got = newton_keep_params(model, traj.final, syn, removed, lam, group_curvature=True)
     sub = Synset(syn.images[removed], syn.labels[removed], 10, weights=syn.weights[removed])
     g = synset_head_gradients(head, sub, traj.final).double().sum(0)
+    # the default (emulate.unlearn_curvature=images) subtracts the synthetic images' curvature, as before
+    with torch.no_grad():
+        x, _, _ = sub.flat()
+        hs = head.features(x)
+        by_images = syn.curvature.minus(hs, hs @ head.matrix().T, sub.image_weights().reshape(-1), int(syn.num_train))
+    default = newton_keep_params(model, traj.final, syn, removed, lam)
+    w_name, b_name = head.param_names
+    expect = by_images.solve((g / int(syn.num_train))[None], lam)[0].reshape(head.matrix().shape).float()
+    assert torch.allclose(default[b_name] - traj.final[b_name], expect[:, -1], atol=1e-5)
     pairs = sum((vectors[k].double().T * values[k].double()) @ vectors[k].double() for k in (0, 3))
     kept = ExactCurvature(syn.curvature.hessian.double() - pairs / n)
     step = kept.solve((g / n)[None], lam)[0].reshape(head.matrix().shape).float()
     exact = ExactCurvature(syn.curvature.hessian.double() - (real[0] + real[3]) / n).solve((g / n)[None], lam)[0]
     assert float(F.cosine_similarity(exact.float(), step.flatten(), dim=0)) > 0.9999  # stored in float32
-    w_name, b_name = head.param_names
     assert torch.allclose(got[w_name] - traj.final[w_name], step[:, :-1].reshape(got[w_name].shape), atol=1e-5)
     assert torch.allclose(got[b_name] - traj.final[b_name], step[:, -1], atol=1e-5)
     # stored and loaded with the synset; 0 keeps the previous behaviour (the images' curvature), and so do

@@ -200,12 +200,10 @@ class DistillConfig:
                            "short'). Costs up to 4x the matching where it applies; 0: off",
                        since="0.13", implicit=0)
     unlearn_rank: int = _f(16, "head matching with an exact or subspace curvature: each group's own last-layer "
-                               "curvature is stored as its top this-many eigenpairs (the top 16 held 99.2-99.7% "
-                               "of the trace on a wide MLP), and unlearning subtracts them from the full "
-                               "curvature instead of the synset images' curvature, which can remove too much in "
-                               "a few directions (with 16 images per group: a draw at 91.1% where exact "
-                               "retraining keeps 97.8%; BENCHMARKS.md, 'The groups' own curvature'); 0: the "
-                               "synset images' curvature",
+                               "curvature is stored with the synset as its top this-many eigenpairs (the top 16 "
+                               "held 99.2-99.7% of the trace on a wide MLP), for unlearning with "
+                               "emulate.unlearn_curvature=group (BENCHMARKS.md, 'The groups' own curvature'); "
+                               "0: not stored",
                            since="0.13", implicit=0)
     iterations: int = _f(100, "distillation steps, at most (head matching stops earlier at distill.tolerance; 100 "
                               "gave the selection configurations' LDS of 300 in a third of the steps: "
@@ -367,6 +365,14 @@ class EmulateConfig:
                                         "0.3 tied on the selection configurations, both ahead of 0.5 (the value "
                                         "before); 0.2 also catches a 29-point drop a probe outside the benchmarks "
                                         "found (BENCHMARKS.md)", since="0.8", implicit=0.5)
+    unlearn_curvature: str = _f("images", "Newton unlearning: the removed groups' curvature subtracted from the full "
+                                          "one to give the kept data's: images (their synthetic images', the "
+                                          "default) or group (each group's own, stored by distill.unlearn_rank). "
+                                          "With 16 images per group the images' can remove too much in a few "
+                                          "directions: a wide MLP's draw fell to 91.1% where exact retraining keeps "
+                                          "97.8% and group gives 97.8%; but images won the selection "
+                                          "configurations by 0.15 points (BENCHMARKS.md, 'The groups' own "
+                                          "curvature')", since="0.13", implicit="images")
     unlearn_prior_shift: float = _f(0.0, "Newton unlearning: a class that keeps a fraction r of its training "
                                          "samples gets s log r added to its bias (s this value), the shift of a "
                                          "calibrated classifier's class prior; its limit r = 0 is the rule that "
@@ -406,6 +412,7 @@ class EmulateConfig:
         _check(self.chunk_size > 0, "emulate.chunk_size must be positive")
         _check(self.top_classes > 0, "emulate.top_classes must be positive")
         _check(self.unlearn_damping is None or self.unlearn_damping > 0, "emulate.unlearn_damping must be positive")
+        _choice(self.unlearn_curvature, "emulate.unlearn_curvature", ("images", "group"))
         _check(self.unlearn_backoff >= 0, "emulate.unlearn_backoff must be >= 0")
         _check(0 <= self.min_transfer <= 1, f"emulate.min_transfer must be in [0, 1], got {self.min_transfer}")
         _check(0 < self.unlearn_class_drop <= 1, "emulate.unlearn_class_drop must be in (0, 1]")

@@ -778,7 +778,8 @@ class DistilledDatamodel:
                                    self.finetune_lr, self.finetune_steps, self.config.emulate.group_reduction,
                                    method=method, damping=damping,
                                    curvature_damping=self.config.emulate.unlearn_curvature_damping,
-                                   decay=self.decay(grp) if method == "newton" else None)
+                                   decay=self.decay(grp) if method == "newton" else None,
+                                   group_curvature=self.config.emulate.unlearn_curvature == "group")
             # A class whose every group is removed has no training data left: retraining never predicts it (its
             # logit only ever receives negative gradient; 0.0 % accuracy on the removed class in all 18 cases of
             # the matrix). The Newton step cannot express this (the class's gradient and curvature at theta_tau

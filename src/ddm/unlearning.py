@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def unlearn_groups(model: nn.Module, params: dict[str, torch.Tensor], synset: Synset, groups: torch.Tensor,
                    lr: float, steps: int, reduction: str = "sum", method: str = "auto",
                    damping: float | None = None, curvature_damping: float = 0.0,
-                   decay: torch.Tensor | None = None) -> nn.Module:
+                   decay: torch.Tensor | None = None, group_curvature: bool = False) -> nn.Module:
     """A copy of ``model`` at ``params`` without ``groups`` (indices): the kept data's Newton step on the
     last layer for head-matched synsets (``method`` auto or newton; ``damping`` its absolute lambda, default
     the synset's; ``decay`` ``[K]`` the groups' shares of the weight decay), else fine-tuning on their synsets."""
@@ -33,7 +33,7 @@ def unlearn_groups(model: nn.Module, params: dict[str, torch.Tensor], synset: Sy
         from ddm.emulate.newton import newton_keep_params
 
         return with_params(model, newton_keep_params(model, params, synset, groups, damping, curvature_damping,
-                                                                     decay))
+                                                     decay, group_curvature))
     deleted = torch.zeros(synset.num_groups, dtype=torch.bool)
     deleted[groups] = True
     return with_params(model, finetune_reference(model, params, synset, deleted, lr, steps, reduction))

@@ -202,14 +202,16 @@ def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: tor
 
 def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups: torch.Tensor,
                        damping: float | None = None, curvature_damping: float = 0.0,
-                       decay: torch.Tensor | None = None) -> Params:
+                       decay: torch.Tensor | None = None, group_curvature: bool = False) -> Params:
     """theta_tau with its head moved to the kept data's quadratic optimum (module doc) for ``groups`` removed.
 
     ``damping``: the absolute lambda (default: the synset's). ``curvature_damping`` (epsilon) adds
     ``epsilon * H`` of the *full* data, a Levenberg-Marquardt trust region that follows the curvature: the
     step stays long where the deletion removed the curvature (a forgotten class) and short along directions
     the full data never constrained (exact curvature only; ignored, with a warning, under K-FAC). ``decay`` ``[K]``:
-    every group's share of the weight decay (:func:`decay_shares`), the removed ones' added to their gradient."""
+    every group's share of the weight decay (:func:`decay_shares`), the removed ones' added to their gradient.
+    ``group_curvature`` (``emulate.unlearn_curvature=group``): subtract the removed groups' own stored curvature
+    (``distill.unlearn_rank``) over the exact block instead of their synthetic images'."""
     curvature, synset_damping, n = _require_head(synset)
     damping = synset_damping if damping is None else damping
     head = Head.of(model)
@@ -227,7 +229,11 @@ def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups:
         oc = output_curvature(synset.task, z, t.argmax(-1).to(dev))
         curvature = curvature.to(dev)
         kept = curvature.minus(h, z, sub.image_weights().reshape(-1).to(dev), n, out_curv=oc)
-        if synset.group_curvature is not None:  # distill.unlearn_rank: the groups' own curvature, not the images'
+        if group_curvature and synset.group_curvature is None:
+            log.warning("emulate.unlearn_curvature=group: this synset stores no group curvature (distilled before "
+                        "distill.unlearn_rank, with it at 0, or with a K-FAC or EK-FAC curvature); its synthetic "
+                        "images' curvature is used. Re-distill (--overwrite) to store it")
+        if group_curvature and synset.group_curvature is not None:  # the groups' own curvature, not the images'
             values, vectors = (t[groups].reshape(-1, *t.shape[2:]).to(dev) for t in synset.group_curvature)
             if isinstance(kept, SubspaceCurvature) and isinstance(curvature, SubspaceCurvature):
                 kept = SubspaceCurvature(curvature.u, curvature.exact.minus_pairs(values, vectors, n), kept.rest)
