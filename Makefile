@@ -134,6 +134,13 @@ bench-grow: $(STAMP)
 	  --peers "" --no-variants --set emulate.unlearn_damping=3e-3 --out benchmarks/results/matrix-grow-unlearn-b
 	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(HELD_OUT_12) --seeds 0 \
 	  --peers "" --no-variants --set emulate.unlearn_damping=3e-3 --out benchmarks/results/matrix-grow-unlearn-held-out
+	for c in digits-convnet-K100-sgd fmnist-mlp-K40-sgd; do \
+	  $(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds 3,4 --configs $$c \
+	    --grid emulate.unlearn_curvature=images,group --out benchmarks/results/unlearn-curvature-select-$$c || exit 1; done
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(MATRIX_A),$(MATRIX_B),digits-mlp-wide-K40-sgd,digits-convnet-wide-K40-momentum \
+	  --seeds 0 --peers "" --no-variants --set emulate.unlearn_curvature=group --out benchmarks/results/matrix-grow-group
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(HELD_OUT_12) --seeds 0 \
+	  --peers "" --no-variants --set emulate.unlearn_curvature=group --out benchmarks/results/matrix-grow-group-held-out
 
 # The same matrix scored against each subset's retrained loss averaged over 3 data orders (the target's and two
 # others: twice the retrains of bench-matrix, which it reuses), which takes out most of the data order's noise.
