@@ -418,6 +418,13 @@ def test_every_approximate_curvature_runs_the_whole_pipeline(trained, digits, gr
     assert synset_health(model, traj, digits.train, groups, back, 10)["cosine_mean"] > 0.9
     kept = newton_keep_params(model, traj.final, back, torch.tensor([0, 1]))
     assert all(torch.isfinite(v).all() for v in kept.values())
+    # the groups' own curvature: stored over the subspace's exact block; K-FAC and EK-FAC store none (images' used)
+    assert (back.group_curvature is None) == (kind != "subspace")
+    if back.group_curvature is not None:
+        assert back.group_curvature[1].shape[-1] == back.curvature.u.shape[1] * 10
+    own = newton_keep_params(model, traj.final, back, torch.tensor([0, 1]), group_curvature=True)
+    assert all(torch.isfinite(v).all() for v in own.values())
+    assert any(not torch.equal(own[k], kept[k]) for k in own) == (kind == "subspace")
 
 
 def test_a_kill_at_any_checkpoint_write_resumes_to_the_same_synset(trained, digits, groups, tmp_path,

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ddm.distill.curvature import Curvature, ExactCurvature, SubspaceCurvature
+from ddm.distill.curvature import Curvature, EigenCorrectedCurvature, ExactCurvature, SubspaceCurvature
 from ddm.distill.head import Head, output_curvature, synset_head_gradients
 from ddm.distill.synset import Synset
 from ddm.exceptions import ConfigError, NumericalError
@@ -228,17 +228,23 @@ def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups:
         z = h @ W.T
         oc = output_curvature(synset.task, z, t.argmax(-1).to(dev))
         curvature = curvature.to(dev)
-        kept = curvature.minus(h, z, sub.image_weights().reshape(-1).to(dev), n, out_curv=oc)
+        w = sub.image_weights().reshape(-1).to(dev)
         if group_curvature and synset.group_curvature is None:
             log.warning("emulate.unlearn_curvature=group: this synset stores no group curvature (distilled before "
                         "distill.unlearn_rank, with it at 0, or with a K-FAC or EK-FAC curvature); its synthetic "
                         "images' curvature is used. Re-distill (--overwrite) to store it")
-        if group_curvature and synset.group_curvature is not None:  # the groups' own curvature, not the images'
+        kept: Curvature
+        if group_curvature and synset.group_curvature is not None:  # the groups' own curvature over the exact block
             values, vectors = (t[groups].reshape(-1, *t.shape[2:]).to(dev) for t in synset.group_curvature)
-            if isinstance(kept, SubspaceCurvature) and isinstance(curvature, SubspaceCurvature):
-                kept = SubspaceCurvature(curvature.u, curvature.exact.minus_pairs(values, vectors, n), kept.rest)
-            elif isinstance(curvature, ExactCurvature):
+            if isinstance(curvature, SubspaceCurvature):  # the rest (EK-FAC) still loses the images' curvature
+                rest = curvature.rest.minus(h, z, w, n, out_curv=oc)
+                assert isinstance(rest, EigenCorrectedCurvature)
+                kept = SubspaceCurvature(curvature.u, curvature.exact.minus_pairs(values, vectors, n), rest)
+            else:
+                assert isinstance(curvature, ExactCurvature)  # group_curvatures stores pairs for no other kind
                 kept = curvature.minus_pairs(values, vectors, n)
+        else:
+            kept = curvature.minus(h, z, w, n, out_curv=oc)
     if curvature_damping > 0:
         if isinstance(kept, ExactCurvature) and isinstance(curvature, ExactCurvature):
             kept = ExactCurvature(kept.hessian.double() + curvature_damping * curvature.hessian.double())
