@@ -310,3 +310,17 @@ def test_long_lists_of_groups_are_cut_saying_how_many_more():
     long = _listed(list(range(1088)))
     assert long.startswith("[0, 1, 2") and "19]" in long and " 20," not in long
     assert "and 1,068 more (`ddm info --json` lists them all)" in long
+
+
+def test_unlearning_a_grown_large_head_points_to_the_groups_own_curvature(tmp_path, capsys):
+    ws = str(tmp_path / "ws")
+    # a limit below the head's parameters (subspace curvature) and too few steps to converge (grown to 16 images)
+    assert main(["run", "-w", ws, "--preset", "tiny", "-q", "--targets", "0:1", "--set", "distill.exact_limit=40",
+                 "--set", "distill.iterations=3"]) == 0
+    capsys.readouterr()
+    stage = json.loads(Path(ws, "synset", "stage.json").read_text())
+    assert stage["curvature"]["kind"] == "subspace" and stage["grown"]["kept"] == 16
+    assert main(["unlearn", "-w", ws, "--groups", "0,1"]) == 0
+    assert "compare --set emulate.unlearn_curvature=group" in capsys.readouterr().out
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--set", "emulate.unlearn_curvature=group"]) == 0
+    assert "compare --set emulate.unlearn_curvature=group" not in capsys.readouterr().out

@@ -345,6 +345,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         how = ("a Newton step on the last layer (kept data's curvature)" if dm.emulation_method() == "newton"
                else "fine-tuning on their synsets")
         print(f"unlearned {synset} {idx} ({len(rows)} training samples) by {how}")
+        syn = dm.class_synset if args.classes else dm.synset
+        if (dm.emulation_method() == "newton" and dm.config.emulate.unlearn_curvature == "images" and syn is not None
+                and syn.curvature is not None and syn.curvature.kind == "subspace" and syn.ipc > dm.config.distill.ipc):
+            print("  (a last layer above distill.exact_limit, with more synthetic images per group: there their "
+                  "curvature made two of six steps too long; compare --set emulate.unlearn_curvature=group, the "
+                  "groups' own: BENCHMARKS.md, \"The groups' own curvature\")")
         t = out["test_accuracy"]
         print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
         print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
