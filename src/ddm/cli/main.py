@@ -196,10 +196,7 @@ def _print_offline(o: dict[str, Any]) -> None:
             print(f"{stage}: {s['matching']} matching, {s['steps']} steps, {s['groups']} groups{ipc}; "
                   f"matching loss per group {s['first_loss']:.3f} -> {s['last_loss']:.3f} ({s['seconds']:.1f} s)")
             if s.get("grown"):
-                gr = s["grown"]
-                print(f"  {gr['from']} images per group stopped at mean relative error {gr['errors'][0]:.2g}, above "
-                      f"distill.tolerance; {gr['to']} reach {gr['errors'][1]:.2g}: kept {gr['kept']} "
-                      f"(distill.ipc_grow)")
+                print(f"  {_grown(s['grown'])}")
             h = s.get("health") or {}
             if h.get("checked"):
                 print(f"  health: cosine with each group's real removal step mean {h['cosine_mean']:.2f} "
@@ -308,6 +305,13 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         r = _attribution_report(dm, data, idx, args)
     print(json.dumps(r, indent=2, default=str)) if args.json else _print_attribution(r)
     return 0
+
+
+def _grown(grown: dict[str, Any]) -> str:
+    """What the synset stage's ``grown`` record (``distill.ipc_grow``) says, for ``ddm run`` and ``ddm info``."""
+    return (f"images per group: {grown['kept']} (the matching with {grown['from']} stopped at mean relative error "
+            f"{grown['errors'][0]:.2g} above distill.tolerance; with {grown['to']}: {grown['errors'][1]:.2g}; "
+            "distill.ipc_grow)")
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
@@ -592,11 +596,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                     what = (f"exact over the top {curv['exact_directions']:,} of {curv['features']:,} feature "
                             f"directions, EK-FAC on the rest (distill.exact_limit)")
                 print(f"  {'':<34} {'':<8} last-layer curvature: {what}, {curv.get('parameters', 0):,} parameters")
-            grown = st.get("grown")
-            if grown:
-                print(f"  {'':<34} {'':<8} images per group: {grown['kept']} (the matching with {grown['from']} "
-                      f"stopped at mean relative error {grown['errors'][0]:.2g} above distill.tolerance; with "
-                      f"{grown['to']}: {grown['errors'][1]:.2g}; distill.ipc_grow)")
+            if st.get("grown"):
+                print(f"  {'':<34} {'':<8} {_grown(st['grown'])}")
             if st.get("retried"):
                 items = list(st["retried"].items())
                 again = ", ".join(f"group {k} {b:.2g} -> {min(a, b):.2g}" for k, (b, a) in items[:20])

@@ -538,9 +538,8 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
                  cfg.ipc_grow)
         second = _match(head, train, groups, cfg, num_classes, cfg.ipc_grow, sites, folder, "checkpoint-grown", task,
                         sample_losses)
-        grown = {"from": first.ipc, "to": second.ipc, "errors": [first.error, second.error],
-                 "kept": second.ipc if second.error < first.error else first.ipc}
         chosen = second if second.error < first.error else first
+        grown = {"from": first.ipc, "to": second.ipc, "errors": [first.error, second.error], "kept": chosen.ipc}
         log.info("head distillation: %d images per group match at mean relative error %.2g, %d at %.2g: kept %d",
                  first.ipc, first.error, second.ipc, second.error, chosen.ipc)
     syn = Synset(distributed.gather_owned(chosen.images.cpu(), K), chosen.labels, num_classes,
