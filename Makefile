@@ -141,6 +141,15 @@ bench-grow: $(STAMP)
 	  --seeds 0 --peers "" --no-variants --set emulate.unlearn_curvature=group --out benchmarks/results/matrix-grow-group
 	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(HELD_OUT_12) --seeds 0 \
 	  --peers "" --no-variants --set emulate.unlearn_curvature=group --out benchmarks/results/matrix-grow-group-held-out
+	$(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds 3,4 --draws 8 \
+	  --configs digits-convnet-K100-sgd,fmnist-mlp-K40-sgd,digits-convnet-wide-K40-momentum \
+	  --grid emulate.unlearn_curvature=images,group --out benchmarks/results/unlearn-curvature-select8-a
+	$(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds 3,4 --draws 8 \
+	  --configs digits-mlp-wide-K40-sgd --grid emulate.unlearn_curvature=images,group \
+	  --out benchmarks/results/unlearn-curvature-select8-b
+	for c in fmnist-mlp-wide-K40-sgd digits-mlp-wide-K40-adam; do \
+	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $$c --seeds 0 --peers if-explicit --no-variants \
+	    --out benchmarks/results/matrix-held-out-large-heads-$$c || exit 1; done
 
 # The same matrix scored against each subset's retrained loss averaged over 3 data orders (the target's and two
 # others: twice the retrains of bench-matrix, which it reuses), which takes out most of the data order's noise.
