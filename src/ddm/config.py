@@ -371,7 +371,8 @@ class EmulateConfig:
                                           "With 16 images per group the images' can remove too much in a few "
                                           "directions: a wide MLP's draw fell to 91.1% where exact retraining keeps "
                                           "97.8% and group gives 97.8%; but images won the selection "
-                                          "configurations by 0.15 points (BENCHMARKS.md, 'The groups' own "
+                                          "configurations (with two large heads among them: 1.14 points from "
+                                          "exact retraining against 1.20; BENCHMARKS.md, 'The groups' own "
                                           "curvature')", since="0.13", implicit="images")
     unlearn_prior_shift: float = _f(0.0, "Newton unlearning: a class that keeps a fraction r of its training "
                                          "samples gets s log r added to its bias (s this value), the shift of a "
