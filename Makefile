@@ -167,9 +167,10 @@ bench-matrix-orders: $(STAMP)
 MLPS := fmnist-mlp-K40-sgd,fmnist-mlp-K40-adam,digits-mlp-K40-sgd,fmnist-mlp-K100-momentum
 bench-diagnostics: $(STAMP)
 	$(BIN)/python benchmarks/ceiling.py --root runs/matrix-b --out benchmarks/results/ceiling
-	# the best any last-layer method can do: the last layer retrained exactly on theta_tau's features
+	# the kept data's curvature in the attribution emulation (real gradients)
 	$(BIN)/python benchmarks/kept_curvature.py --configs fmnist-mlp-K40-sgd,digits-mlp-K40-sgd,digits-mlp-K100-adam \
 	  --seed 3 --out benchmarks/results/kept-curvature-seed3
+	# the best any last-layer method can do: the last layer retrained exactly on theta_tau's features
 	$(BIN)/python benchmarks/head_bound.py --seed 0 --out benchmarks/results/head-bound-seed0 \
 	  --configs digits-resnet-batchnorm-K40-momentum,digits-resnet-K40-momentum,digits-convnet-batchnorm-K40-momentum
 	$(BIN)/python benchmarks/head_bound.py --seed 0 --out benchmarks/results/head-bound-alexnet-seed0 \
