@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from ddm.cli.main import main
 from ddm.config import RunConfig
@@ -74,6 +75,21 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     high = got["removed_accuracy"]["after"] >= got["test_accuracy"]["after"]
     assert ("not on the removed samples themselves" in capsys.readouterr().out) == high
 
+    # a removal that takes half or more of a class's samples but not all is said: retraining can lose the class
+    import ddm
+
+    grp = ddm.DistilledDatamodel(ws).load().groups
+    pair = torch.nonzero(grp.labels == 0).flatten().tolist()  # the tiny preset's two groups of class 0
+    sizes = grp.sizes()
+    big, small = sorted(pair, key=lambda k: (-int(sizes[k]), k))
+    assert main(["unlearn", "-w", ws, "--groups", str(big), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["classes_mostly_removed"] == [
+        {"class": 0, "kept": int(sizes[small]), "of": int(sizes[pair].sum())}]
+    assert main(["unlearn", "-w", ws, "--groups", str(big)]) == 0
+    assert f"class 0 keeps {int(sizes[small])} of its" in capsys.readouterr().out
+    assert main(["unlearn", "-w", ws, "--groups", ",".join(map(str, pair)), "--json"]) == 0  # all of it: forgotten
+    whole = json.loads(capsys.readouterr().out)
+    assert whole["classes_mostly_removed"] == [] and whole["classes_without_data"] == [0]
     # class unlearning and hierarchical attribution build the class-level synset on first use
     assert main(["unlearn", "-w", ws, "--groups", "3", "--classes", "--json"]) == 0
     un = json.loads(capsys.readouterr().out)
