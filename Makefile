@@ -150,6 +150,19 @@ bench-grow: $(STAMP)
 	for c in fmnist-mlp-wide-K40-sgd digits-mlp-wide-K40-adam; do \
 	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $$c --seeds 0 --peers if-explicit --no-variants \
 	    --out benchmarks/results/matrix-held-out-large-heads-$$c || exit 1; done
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-convnet-wide-K40-adam --seeds 0 --peers if-explicit \
+	  --no-variants --out benchmarks/results/matrix-held-out-large-heads-digits-convnet-wide-K40-adam
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-mlp-wide-K40-adam --seeds 1,2 --peers if-explicit \
+	  --no-variants --out benchmarks/results/matrix-held-out-large-heads-digits-mlp-wide-K40-adam-s12
+	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/matrix-held-out-large-heads-digits-mlp-wide-K40-adam-all \
+	  --render benchmarks/results/matrix-held-out-large-heads-digits-mlp-wide-K40-adam.json,benchmarks/results/matrix-held-out-large-heads-digits-mlp-wide-K40-adam-s12.json
+	$(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds 0 --draws 3 \
+	  --configs digits-convnet-wide-K40-adam,fmnist-mlp-wide-K40-sgd,digits-mlp-wide-K40-adam \
+	  --grid emulate.unlearn_curvature=images,group --out benchmarks/results/unlearn-curvature-held-out-large-heads
+	$(BIN)/python benchmarks/head_bound.py --seed 0 --configs digits-mlp-wide-K40-adam \
+	  --out benchmarks/results/head-bound-wide-adam-seed0
+	$(BIN)/python benchmarks/deeper_step.py --configs digits-mlp-wide-K40-adam --seed 0 --scopes head \
+	  --sources real,synset --damping 1e-3,1e-2 --checkpoints --out benchmarks/results/deeper-step-wide-adam-seed0
 
 # The same matrix scored against each subset's retrained loss averaged over 3 data orders (the target's and two
 # others: twice the retrains of bench-matrix, which it reuses), which takes out most of the data order's noise.
