@@ -364,8 +364,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         if (dm.emulation_method() == "newton" and dm.config.emulate.unlearn_curvature == "images" and syn is not None
                 and syn.curvature is not None and syn.curvature.kind == "subspace" and syn.ipc > dm.config.distill.ipc):
             print("  (a last layer above distill.exact_limit, with more synthetic images per group: there their "
-                  "curvature made two of six steps too long; compare --set emulate.unlearn_curvature=group, the "
-                  "groups' own: BENCHMARKS.md, \"The groups' own curvature\")")
+                  "curvature made 4 of 47 four-group steps of the benchmarks too long, the groups' own curvature 2 "
+                  "too short; if this one looks too long, compare --set emulate.unlearn_curvature=group: "
+                  "BENCHMARKS.md, \"The groups' own curvature\")")
         t = out["test_accuracy"]
         print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
         print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
