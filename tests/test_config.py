@@ -31,6 +31,7 @@ def test_overrides_are_parsed_against_field_types():
     ("train.epochs", "stage.field=value"),
     ("train.epochs=0", "must be positive"),
     ("distill.matching=sideways", "choose one of"),
+    ("distill.damping_reference=median", "choose one of top, mean"),
     ("emulate.keep_prob=1.5", "keep_prob"),
     ("distill.augment=crop_blur", "unknown augmentation"),
 ])

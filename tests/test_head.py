@@ -284,6 +284,12 @@ def test_weight_decay_and_momentum_trajectories_are_handled(digits, groups):
     syn = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=100), 10, weight_decay=1e-3)
     stats = head_statistics(Head.of(model), digits.train, groups, 10)
     assert float(syn.damping) == pytest.approx(1e-2 * stats.top_eigenvalue + 1e-3, rel=1e-4)
+    # distill.damping_reference=mean: a fraction of the mean eigenvalue (trace / parameters) instead of the top one
+    mean = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=3, damping=1.0,
+                                                                         damping_reference="mean"), 10,
+                        weight_decay=1e-3)
+    assert float(mean.damping) == pytest.approx(stats.curvature.mean_eigenvalue() + 1e-3, rel=1e-4)
+    assert stats.curvature.mean_eigenvalue() < 0.1 * stats.top_eigenvalue
     assert synset_health(model, traj, digits.train, groups, syn, 10)["cosine_mean"] > 0.8
 
 
@@ -303,6 +309,7 @@ def test_kronecker_curvature_solves_its_own_kronecker_product(trained, digits, g
     ref = torch.linalg.solve(full + 0.05 * torch.eye(len(full), dtype=torch.float64), v.T).T
     assert torch.allclose(k.solve(v, 0.05), ref, rtol=1e-6, atol=1e-6)
     assert k.top_eigenvalue() == pytest.approx(float(torch.linalg.eigvalsh(full)[-1]), rel=1e-6)
+    assert k.mean_eigenvalue() == pytest.approx(float(torch.trace(full)) / len(full), rel=1e-6)
     # removing nothing leaves it unchanged; the Kronecker factors approximate the exact matrix
     exact = head_statistics(Head.of(model), digits.train, groups, 10, curvature="exact").curvature
     assert isinstance(exact, ExactCurvature)
@@ -336,6 +343,8 @@ def test_the_eigen_corrected_curvature_holds_the_exact_diagonal_in_kfacs_eigenba
     cos_k = F.cosine_similarity(kfac.solve(v, lam), true).mean()
     assert cos_ek > 0.9 and cos_k > 0.9  # close on this small head (0.992 both); not on the matrix's
     assert ek.top_eigenvalue() == pytest.approx(float(ek.lam.max()))
+    assert ek.mean_eigenvalue() == pytest.approx(float(torch.trace(dense)) / len(dense), rel=1e-6)
+    assert exact.curvature.mean_eigenvalue() == pytest.approx(float(torch.trace(H)) / len(H), rel=1e-5)
     for damping in (1e-3, 0.05):  # the whitener keeps the solve's norms
         assert torch.allclose(ek.whitener(damping)(v).double().norm(dim=1), ek.solve(v, damping).norm(dim=1),
                               rtol=1e-4)
@@ -384,6 +393,7 @@ def test_large_heads_are_exact_on_their_top_feature_directions(trained, digits, 
     assert float((c.solve(v, lam) - ref.T).norm() / ref.norm()) < 1e-4  # single-precision eigh of the top block
     assert torch.allclose(c.whitener(lam)(v).double().norm(dim=1), c.solve(v, lam).norm(dim=1), rtol=1e-4)
     assert c.top_eigenvalue() == pytest.approx(float(torch.linalg.eigvalsh(dense)[-1]), rel=1e-5)
+    assert c.mean_eigenvalue() == pytest.approx(float(torch.trace(dense)) / len(dense), rel=1e-5)
     # removing samples removes them from both parts; stored and read back: the same solve
     m = groups.members(3)
     h = head.features(digits.train.x[m], traj.final)

@@ -155,7 +155,12 @@ class DistillConfig:
                                "accumulated trajectory gradient near theta_tau), reverse (the paper's DDM, Eq. 6) "
                                "or match (plain gradient matching, DDM-match)")
     damping: float = _f(1e-2, "head matching: lambda of (H + lambda I) as a fraction of H's top eigenvalue "
-                              "(plus train.weight_decay)")
+                              "(plus train.weight_decay), or of its mean one (distill.damping_reference)")
+    damping_reference: str = _f("top", "head matching: what distill.damping is a fraction of: top (H's top "
+                                       "eigenvalue) or mean (its trace / parameters). The two differ by 48-128x on "
+                                       "the selection configurations and by 1,000-1,900x on AlexNet and the "
+                                       "heads above distill.exact_limit (BENCHMARKS.md)",
+                                since="0.14", implicit="top")
     checkpoints: int = _f(3, "head matching: checkpoints of the trajectory (evenly spaced from theta_tau back to the "
                              "first epoch; theta_0 never) at which the Newton attribution takes its step with the "
                              "synsets, averaging the logit changes (1: theta_tau only). The trajectory is information "
@@ -278,6 +283,7 @@ class DistillConfig:
         _choice(self.weight_init, "distill.weight_init", ("nnls", "size"))
         _choice(self.match_at, "distill.match_at", ("tau", "checkpoints"))
         _choice(self.optimizer, "distill.optimizer", ("sgd", "adam"))
+        _choice(self.damping_reference, "distill.damping_reference", ("top", "mean"))
         _check(self.step > 0, "distill.step must be positive")
         _check(self.ipc > 0, "distill.ipc must be positive")
         _check(self.ipc_grow >= 0, "distill.ipc_grow must be >= 0 (0: off)")

@@ -79,6 +79,10 @@ class Curvature:
     def top_eigenvalue(self) -> float:
         raise NotImplementedError
 
+    def mean_eigenvalue(self) -> float:
+        """The mean of the eigenvalues (trace / parameters): the scale of ``distill.damping_reference=mean``."""
+        raise NotImplementedError
+
     def whitener(self, damping: float) -> Callable[[torch.Tensor], torch.Tensor]:
         """A float32 map ``v [K, D] -> [K, D]`` whose row norms are those of ``(H + damping I)^-1 v``: rows in
         the curvature's eigenbasis divided by the damped eigenvalues (one product with the eigenvectors instead
@@ -210,6 +214,9 @@ class ExactCurvature(Curvature):
     def top_eigenvalue(self) -> float:
         return float(self.eig()[0][-1])
 
+    def mean_eigenvalue(self) -> float:
+        return float(self.eig()[0].double().mean())
+
     def whitener(self, damping: float) -> Callable[[torch.Tensor], torch.Tensor]:
         evals, evecs = self.eig()
         q, scale = evecs.float(), (1.0 / (evals + damping)).float()
@@ -268,6 +275,10 @@ class KroneckerCurvature(Curvature):
     def top_eigenvalue(self) -> float:
         ea, _, es, _ = self.eig()
         return float(ea[-1] * es[-1])
+
+    def mean_eigenvalue(self) -> float:
+        ea, _, es, _ = self.eig()
+        return float(ea.double().mean() * es.double().mean())
 
     def whitener(self, damping: float) -> Callable[[torch.Tensor], torch.Tensor]:
         ea, qa, es, qs = self.eig()
@@ -348,6 +359,9 @@ class EigenCorrectedCurvature(Curvature):
     def top_eigenvalue(self) -> float:
         return float(self.lam.max()) if self.lam.numel() else 0.0
 
+    def mean_eigenvalue(self) -> float:
+        return float(self.lam.double().mean()) if self.lam.numel() else 0.0
+
     def whitener(self, damping: float) -> Callable[[torch.Tensor], torch.Tensor]:
         qa32, qs32 = self.qa.float(), self.qs.float()
         scale = (1.0 / (self.lam + damping)).float()
@@ -400,6 +414,11 @@ class SubspaceCurvature(Curvature):
 
     def top_eigenvalue(self) -> float:
         return max(self.exact.top_eigenvalue(), self.rest.top_eigenvalue())
+
+    def mean_eigenvalue(self) -> float:
+        n_exact, n_rest = len(self.exact.eig()[0]), self.rest.lam.numel()
+        total = self.exact.mean_eigenvalue() * n_exact + self.rest.mean_eigenvalue() * n_rest
+        return total / max(n_exact + n_rest, 1)
 
     def whitener(self, damping: float) -> Callable[[torch.Tensor], torch.Tensor]:
         top, rest = self.exact.whitener(damping), self.rest.whitener(damping)

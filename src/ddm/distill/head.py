@@ -185,6 +185,12 @@ class HeadStatistics:
     def top_eigenvalue(self) -> float:
         return self.curvature.top_eigenvalue()
 
+    def damping(self, fraction: float, reference: str, weight_decay: float) -> float:
+        """The absolute lambda of ``distill.damping`` (``fraction``) of the curvature's top or mean eigenvalue
+        (``distill.damping_reference``), plus the weight decay (curvature the loss lacks)."""
+        scale = self.top_eigenvalue if reference == "top" else self.curvature.mean_eigenvalue()
+        return fraction * scale + weight_decay
+
 
 def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, batch: int = 256,
                     params: Params | None = None, curvature: str = "auto", task: Any = None,
@@ -278,7 +284,7 @@ def checkpoint_curvatures(head: Head, trajectory: Trajectory, train: Split, grou
                                  exact_limit=cfg.exact_limit, subspace_rank=cfg.subspace_rank)
         if statistics is not None:
             statistics[i] = st
-        damping = cfg.damping * st.top_eigenvalue + weight_decay
+        damping = st.damping(cfg.damping, cfg.damping_reference, weight_decay)
         c = CheckpointCurvature(i, float(trajectory.epochs[i]), st.curvature.to("cpu"), damping)
         if synset is not None:
             with torch.no_grad():
@@ -508,7 +514,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     statistics = {} if statistics is None else statistics
     if _holds(head.model, trajectory.final):
         statistics[trajectory.tau] = stats
-    damping = cfg.damping * stats.top_eigenvalue + weight_decay  # weight decay is curvature the loss lacks
+    damping = stats.damping(cfg.damping, cfg.damping_reference, weight_decay)
     curv = stats.curvature
     # the matching loss |P (g~_k - g_k)|^2 / |P g_k|^2 (module doc), computed in the curvature's eigenbasis
     whiten = curv.whitener(damping)
