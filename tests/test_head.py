@@ -283,7 +283,7 @@ def test_weight_decay_and_momentum_trajectories_are_handled(digits, groups):
     traj = train_model(model, digits.train, TrainConfig(epochs=3, lr=0.05, momentum=0.9, weight_decay=1e-3))
     syn = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=100), 10, weight_decay=1e-3)
     stats = head_statistics(Head.of(model), digits.train, groups, 10)
-    assert float(syn.damping) == pytest.approx(1e-2 * stats.top_eigenvalue + 1e-3, rel=1e-4)
+    assert float(syn.damping) == pytest.approx(DistillConfig().damping * stats.top_eigenvalue + 1e-3, rel=1e-4)
     # distill.damping_reference=mean: a fraction of the mean eigenvalue (trace / parameters) instead of the top one
     mean = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=3, damping=1.0,
                                                                          damping_reference="mean"), 10,

@@ -154,8 +154,10 @@ class DistillConfig:
                                "minus each group's "
                                "accumulated trajectory gradient near theta_tau), reverse (the paper's DDM, Eq. 6) "
                                "or match (plain gradient matching, DDM-match)")
-    damping: float = _f(1e-2, "head matching: lambda of (H + lambda I) as a fraction of H's top eigenvalue "
-                              "(plus train.weight_decay), or of its mean one (distill.damping_reference)")
+    damping: float = _f(1e-3, "head matching: lambda of (H + lambda I) as a fraction of H's top eigenvalue "
+                              "(plus train.weight_decay), or of its mean one (distill.damping_reference). 1e-3 "
+                              "since 0.14, chosen again on the selection configurations (1e-4 to 1e-2; it was 1e-2, "
+                              "chosen with the loop of 0.5: BENCHMARKS.md)")
     damping_reference: str = _f("top", "head matching: what distill.damping is a fraction of: top (H's top "
                                        "eigenvalue) or mean (its trace / parameters). The two differ by 48-128x on "
                                        "the selection configurations and by 1,000-1,900x on AlexNet and the "
