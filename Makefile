@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first so pip takes the CPU wheel, never a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
+.PHONY: install demo test lint bench bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-damping bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ test: $(STAMP)
 EVAL   := -q --recipe local-free --seeds 0,1,2 --num-targets 20 --lds-subsets 50 --tune 0.01,0.03,0.1,0.3,1 --plots
 FMNIST := --dataset fashion-mnist --set data.train_size=10000 --set data.test_size=2000 \
           --set model.width=16 --set train.epochs=5 --set train.lr=0.05
-bench: bench-matrix bench-grow bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
+bench: bench-matrix bench-grow bench-damping bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
 
 # The paper's protocol (Table 1, 4 analogs, unlearning fidelity, cost) with the head default: digits, seed 0.
 bench-protocol-head: $(STAMP)
@@ -110,6 +110,32 @@ bench-matrix: $(STAMP)
 # chosen again with it, the report matrix, the held-out configurations and both dampings' unlearning (BENCHMARKS.md,
 # "More images where the matching stops short").
 HELD_OUT_12 := digits-mlp-K100-adam,fmnist-convnet-K40-momentum-wd,digits-convnet-layernorm-K20-adam,digits-convnet-sequential-K40,fmnist-mlp-sequential-K50-sgd,digits-vit-K40-adam,digits-alexnet-K40-adam,digits-convnet-batchnorm-K40-momentum,fmnist-convnet-batchnorm-K40-sgd,digits-resnet-batchnorm-K40-momentum,digits-mlp-K40-adam-cosine,fmnist-mlp-K40-cosine
+# bench-grow's numbers ran with distill.damping=1e-2, the default until 0.14 (commit 3edb9cd has it); bench-damping
+# holds the change to 1e-3 and its measurements.
+bench-damping: $(STAMP)
+	for c in digits-convnet-K100-sgd fmnist-mlp-K40-sgd; do \
+	  $(BIN)/python benchmarks/grid.py --configs $$c --seed 3 --grid distill.damping=1e-2,3e-3,1e-3 \
+	    --out benchmarks/results/damping-top-select-$$c || exit 1; \
+	  $(BIN)/python benchmarks/grid.py --configs $$c --seed 3 --grid distill.damping=1e-4,3e-4 \
+	    --out benchmarks/results/damping-top-edge-select-$$c || exit 1; \
+	  $(BIN)/python benchmarks/grid.py --configs $$c --seed 3 --set distill.damping_reference=mean \
+	    --grid distill.damping=0.3,1,3 --out benchmarks/results/damping-mean-select-$$c || exit 1; done
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(MATRIX_A) --seeds 0 --peers if-explicit \
+	  --no-variants --out benchmarks/results/matrix-damp-a
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(MATRIX_B) --seeds 0 --peers if-explicit \
+	  --no-variants --out benchmarks/results/matrix-damp-b
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(MATRIX_A) --seeds 1,2 --peers if-explicit \
+	  --no-variants --out benchmarks/results/matrix-damp-a12
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(MATRIX_B) --seeds 1,2 --peers if-explicit \
+	  --no-variants --out benchmarks/results/matrix-damp-b12
+	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/matrix-damp-report --render \
+	  benchmarks/results/matrix-damp-a.json,benchmarks/results/matrix-damp-b.json,benchmarks/results/matrix-damp-a12.json,benchmarks/results/matrix-damp-b12.json
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $(HELD_OUT_12) --seeds 0 --peers if-explicit \
+	  --no-variants --out benchmarks/results/matrix-damp-held-out-s0
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b \
+	  --configs digits-convnet-wide-K40-momentum,digits-mlp-wide-K40-sgd,fmnist-mlp-wide-K40-sgd,digits-mlp-wide-K40-adam,digits-convnet-wide-K40-adam \
+	  --seeds 0 --peers if-explicit --no-variants --out benchmarks/results/matrix-damp-large-heads-s0
+
 bench-grow: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --select --grid distill.ipc_grow=0,16 --unlearn-dampings= --peers "" \
 	  --root runs/matrix-b --no-variants --out benchmarks/results/matrix-select-ipc-grow
