@@ -75,7 +75,9 @@ def test_newton_emulation_equals_an_explicit_step_on_the_full_model(trained, dig
             moved = {**params, w: params[w] + step[:, :-1], b: params[b] + step[:, -1]}
             shift = shift + functional_call(model, moved, (digits.test.x,)) - functional_call(model, params,
                                                                                               (digits.test.x,))
-        assert torch.allclose(logits[i], base + shift / len(members), atol=1e-4)
+        ref = base + shift / len(members)
+        # equal up to the single-precision solve: within 1e-4 of the step's largest logit change (about 5 here)
+        assert float((logits[i] - ref).abs().max()) <= 1e-4 * max(1.0, float((ref - base).abs().max()))
     nothing = newton_logits(model, traj.final, head_synset, torch.zeros(1, groups.num_groups, dtype=torch.bool),
                             digits.test.x, trajectory=traj)
     assert torch.allclose(nothing[0], base, atol=1e-5)
@@ -150,7 +152,9 @@ def test_the_checkpoint_average_needs_its_trajectory(trained, digits, groups, he
 def test_head_distillation_matches_the_group_removal_steps(trained, digits, groups, head_synset):
     model, traj = trained
     syn = head_synset
-    assert syn.images.shape == (groups.num_groups, 4, 1, 8, 8) and syn.kind == "head"
+    # 4 images per group, or 16 where the matching with 4 stopped short of its tolerance (distill.ipc_grow)
+    assert syn.images.shape in ((groups.num_groups, 4, 1, 8, 8), (groups.num_groups, 16, 1, 8, 8))
+    assert syn.kind == "head"
     assert (syn.weights > 0).all() and (syn.labels == groups.labels[:, None]).all()  # data-like by construction
     assert syn.losses[-10:].mean() < 0.2 * syn.losses[:3].mean()
     report = synset_health(model, traj, digits.train, groups, syn, 10)
