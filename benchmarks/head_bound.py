@@ -53,13 +53,10 @@ def run(name: str, seed: int, root: Path, args: Any) -> dict[str, Any]:
 def main() -> None:
     args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/head-bound",
                                             "digits-resnet-batchnorm-K40-momentum,digits-resnet-K40-momentum")
-    methods = list(dict.fromkeys(m for r in results.values() for m in r))
     lines = ["# How far can a last-layer method get?", "",
              f"Command: `python benchmarks/head_bound.py {' '.join(sys.argv[1:])}`", "",
              f"Seed {args.seed}, its validation targets; each cell LDS / other-class LDS.", "",
-             "| configuration | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
-    for n, r in results.items():
-        lines.append(f"| {n} | " + " | ".join(f"{r[m][0]:+.3f} / {r[m][1]:+.3f}" for m in methods) + " |")
+             *M.score_table(results)]
     M.write_report(args.out, lines, results)
 
 

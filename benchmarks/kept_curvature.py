@@ -90,15 +90,12 @@ def main() -> None:
 
     args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/kept-curvature-seed3",
                                             "fmnist-mlp-K40-sgd,digits-mlp-K40-sgd", options=options)
-    methods = list(dict.fromkeys(m for r in results.values() for m in r))
     lines = ["# The kept data's curvature in the attribution emulation", "",
              f"Command: `python benchmarks/kept_curvature.py {' '.join(sys.argv[1:])}`", "",
              f"Seed {args.seed}, its validation targets; each cell LDS / other-class LDS. `real, full H` is the "
              "influence-function form DDM's attribution takes (with real gradients, at theta_tau only), `real, kept "
              "H` the kept data's Newton step that unlearning takes.", "",
-             "| configuration | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
-    for n, r in results.items():
-        lines.append(f"| {n} | " + " | ".join(f"{r[m][0]:+.3f} / {r[m][1]:+.3f}" for m in methods) + " |")
+             *M.score_table(results)]
     M.write_report(args.out, lines, results)
 
 

@@ -203,6 +203,16 @@ class ValidationTargets:
                 "same class (trivial)": self.score(lambda k, sel: predicted_loss(same[sel], k))}
 
 
+def score_table(results: dict[str, dict[str, Any]]) -> list[str]:
+    """A diagnostic's markdown table: one row per configuration of ``results`` (``{configuration: {method: (LDS,
+    other-class LDS, ...)}}``), one column per method, each cell ``LDS / other-class LDS``."""
+    methods = list(dict.fromkeys(m for r in results.values() for m in r))
+    lines = ["| configuration | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for n, r in results.items():
+        lines.append(f"| {n} | " + " | ".join(f"{r[m][0]:+.3f} / {r[m][1]:+.3f}" for m in methods) + " |")
+    return lines
+
+
 def implied_slopes(actual: torch.Tensor, *predictions: torch.Tensor) -> torch.Tensor:
     """``[T, P]``: per target, the least-squares slopes of the retrained losses ``actual [S, T]`` on the predictions
     ``[S, T]`` each (an intercept fitted beside): 1 where a prediction is on retraining's scale, above 1 where it
