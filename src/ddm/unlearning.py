@@ -77,9 +77,7 @@ def shift_priors(model: nn.Module, groups: Groups, removed: torch.Tensor, scale:
     """Add ``scale * log(kept / all)`` of each class's training samples to its bias (in place): the prior shift a
     calibrated classifier sees when a class keeps a fraction of its data (``emulate.unlearn_prior_shift``). Classes
     with nothing kept are left to :func:`forget_classes`."""
-    counts = groups.class_count_matrix()
-    total = counts.sum(0).double()
-    kept = total - counts[removed].sum(0).double()
+    total, kept = (t.double() for t in groups.class_sizes(removed))
     shift = torch.zeros_like(total)
     ok = (kept > 0) & (total > 0)
     shift[ok] = scale * torch.log(kept[ok] / total[ok])

@@ -317,9 +317,7 @@ def _grown(grown: dict[str, Any]) -> str:
 def _mostly_removed(groups: Any, idx: list[int]) -> list[dict[str, int]]:
     """The classes that ``idx`` (group indices) take half or more of the training samples from but not all: where
     exact retraining's accuracy on the class can fall far and the last-layer unlearning does not follow."""
-    counts = groups.class_count_matrix()
-    total, gone = counts.sum(0), counts[idx].sum(0)
-    kept = total - gone
+    total, kept = groups.class_sizes(idx)
     return [{"class": c, "kept": int(kept[c]), "of": int(total[c])} for c in range(len(total))
             if total[c] > 0 and 0 < kept[c] and 2 * kept[c] <= total[c]]
 

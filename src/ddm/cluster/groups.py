@@ -81,6 +81,13 @@ class Groups:
         counts[torch.arange(self.num_groups), self.labels] = self.sizes()
         return counts
 
+    def class_sizes(self, removed: torch.Tensor | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(all [classes], kept [classes])``: each class's training samples, and those left without the
+        ``removed`` groups (indices)."""
+        counts = self.class_count_matrix()
+        total = counts.sum(0)
+        return total, total - counts[torch.as_tensor(removed, dtype=torch.long)].sum(0)
+
     def classes_left(self, removed: torch.Tensor | list[int]) -> tuple[set[int], set[int]]:
         """(classes with samples in the removed groups, classes with samples in the kept groups)."""
         gone = torch.zeros(self.num_groups, dtype=torch.bool)
