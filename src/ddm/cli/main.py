@@ -540,6 +540,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from ddm.baselines.peers import PEERS
+    from ddm.evaluation.check import check
+
+    peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise DDMError(f"--peers: unknown method(s) {unknown}; choose from: {', '.join(PEERS)}")
+    if 0 < args.other_class_subsets < 4:
+        raise DDMError(f"--other-class-subsets {args.other_class_subsets}: give 0 (skip) or at least 4")
+    dm, data = _load(args)
+    n = args.subsets + (args.other_classes * args.other_class_subsets
+                        if not dm.groups.mixes_classes() else 0) + 1
+    seconds = float(dm.ws.require("train")["seconds"])
+    print(f"check: up to {n} exact retrains of about {seconds * 0.5:.0f}-{seconds:.0f} s each (the target trained "
+          f"in {seconds:.0f} s), cached under {dm.ws.path('check')}", file=sys.stderr)
+    r = check(dm, data, args.num_targets, args.subsets, args.other_class_subsets, args.other_classes, peers)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    print(f"{len(r['targets'])} test targets, {r['subsets']} random halves of the {r['groups']} groups "
+          f"(retrains of {r['retrain_seconds']:.1f} s on average); LDS: mean over targets ± standard error "
+          "(bootstrap over subsets and targets)")
+    oc = r.get("other_class_lds", {})
+    for name, v in r["lds"].items():
+        o = oc.get(name)
+        print(f"  {name:<22} LDS {v['mean']:+.3f} ± {v['se']:.3f}"
+              + (f"   other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}" if o else ""))
+    if oc:
+        print(f"  (other-class LDS on classes {r['other_classes']}, whose groups the subsets keep whole)")
+    for line in r["verdict"]:
+        print(f"* {line}")
+    print(f"saved: {dm.ws.path('check', 'check.json')}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from ddm import presets
     from ddm.config import (
@@ -634,7 +670,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "stage": cmd_stage, "attribute": cmd_attribute, "unlearn": cmd_unlearn,
+COMMANDS = {"run": cmd_run, "stage": cmd_stage, "attribute": cmd_attribute, "unlearn": cmd_unlearn, "check": cmd_check,
             "diagnose": cmd_diagnose, "report": cmd_report, "evaluate": cmd_evaluate, "info": cmd_info}
 
 

@@ -18,6 +18,7 @@ DESCRIPTION = """``ddm``: the Distilled Datamodel from the shell.
     ddm diagnose   rank groups by usefulness for validation data: the low-quality ones first
     ddm report     one self-contained HTML page of a workspace: images, heatmaps, diagnosis
     ddm evaluate   measure against exact retraining: Table 1-4 analogs, LDS, noise floor, cost
+    ddm check      is DDM right on this workspace's model? a few exact retrains, scored against the class labels
     ddm info       what a workspace holds; config fields; presets
 """
 
@@ -27,6 +28,7 @@ EPILOG = """examples:
   ddm attribute -w runs/demo --targets 0:20 --objective dist1 --top-k 3
   ddm attribute -w runs/demo --targets 0:360 --objective accuracy
   ddm unlearn -w runs/demo --groups 3,17
+  ddm check -w runs/demo
   ddm info --config-help
 """
 
@@ -254,6 +256,34 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "variant's fine-tune rate on validation targets, --peers adds reference rows "
                         "(writes ablation.json/.md)")
     p.set_defaults(func=commands["evaluate"])
+
+    p = sub.add_parser("check", help="is DDM right on this workspace's model? a few exact retrains",
+                       description="Retrain the workspace's model from its theta_0, with its schedule, on random "
+                                   "halves of the groups (--subsets) and on subsets that keep a class whole (--other-"
+                                   "class-subsets for each of --other-classes classes), plus once on all the data; "
+                                   "score DDM's predicted test losses against the retrained ones (group-level LDS over"
+                                   " --num-targets test samples) beside a trivial score that only marks the target's "
+                                   "own class, and say whether DDM beats it and ranks other classes' groups. Costs "
+                                   "about subsets + other-classes x other-class-subsets + 1 trainings (each on about "
+                                   "half the data), cached under <workspace>/check/ and resumed after a kill; writes "
+                                   "check/check.json. The way to see whether DDM holds on your model before acting on "
+                                   "its rankings or unlearning.")
+    _common(p)
+    _model_arg(p, True)
+    p.add_argument("--num-targets", type=_count(2), default=50,
+                   help="test samples scored (a fixed random choice; more cost no retraining) (default: %(default)s)")
+    p.add_argument("--subsets", type=_count(4), default=16,
+                   help="random halves of the groups, each one retraining (default: %(default)s)")
+    p.add_argument("--other-class-subsets", type=_count(0), default=5,
+                   help="per checked class, subsets that keep the class whole and half of the other groups: the "
+                        "other-class LDS (0: skip; else at least 4) (default: %(default)s)")
+    p.add_argument("--other-classes", type=_count(1), default=3,
+                   help="classes (those with the most targets) the other-class LDS is measured on "
+                        "(default: %(default)s)")
+    p.add_argument("--peers", default="", metavar="M1,M2,...",
+                   help="peer methods scored beside DDM on the same retrains (needs ddm[peers]): if-explicit "
+                        "(last-layer influence), tracin, trak, ... (default: none)")
+    p.set_defaults(func=commands["check"])
 
     p = sub.add_parser("info", help="what a workspace holds; config fields; presets")
     _common(p, workspace_default=None)

@@ -1,0 +1,177 @@
+"""Is DDM right on *this* model? A few exact retrains of a finished workspace, scored like the benchmarks.
+
+``ddm evaluate`` builds its own seeds, variants and peers from scratch; this check takes a workspace a user already
+has (their model, their groups, their synset) and retrains the model from its theta_0 with the same schedule on
+``subsets`` random halves of the groups, plus ``other_class`` subsets per target class that keep that class whole.
+It reports the group-level LDS of DDM's predicted target losses (``dist2``) beside the floor every method must clear
+(a score that only marks the target's own class) and, on the subsets that keep the class whole, the other-class LDS
+(where that floor scores 0). One more retrain on all the data tells whether retraining reproduces the target at all.
+
+Each per-target score is a Spearman correlation over the subsets, averaged over targets; its standard error is a
+bootstrap over subsets and targets together (targets share their retrains), so a handful of subsets gives a rough
+answer and more give a finer one. Retrains are cached under
+``<workspace>/check/retrain/`` and resume after a kill; the result is written to ``<workspace>/check/check.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+from ddm.baselines.peers import predicted_loss
+from ddm.evaluation.metrics import dist_metrics, other_class_subsets
+from ddm.evaluation.protocol import TARGET_SEED, _loss, _peer_group_scores, _Truth, subset_losses
+from ddm.evaluation.report import SAME_SEED_TOLERANCE
+from ddm.exceptions import ConfigError
+from ddm.pipeline import DistilledDatamodel
+from ddm.workspace import save_json
+
+log = logging.getLogger(__name__)
+TRIVIAL = "same class (trivial)"
+#: the draws of the check's subsets (apart from the benchmarks' and the protocol's, which use 10,000 + seed)
+SUBSET_SEED = 40_000
+
+
+def check_targets(num_test: int, n: int) -> torch.Tensor:
+    """The first ``n`` test rows of a fixed permutation (the protocol's), sorted: the targets the check scores."""
+    if n < 2:
+        raise ConfigError("the check needs at least 2 targets (--num-targets)")
+    perm = torch.randperm(num_test, generator=torch.Generator().manual_seed(TARGET_SEED))
+    return perm[: min(n, num_test)].sort().values
+
+
+def _spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman correlation of every column pair of ``a`` and ``b`` ``[M, T]`` (average ranks for ties; 0 where a
+    column is constant, as :func:`ddm.evaluation.metrics.spearman`)."""
+    ra, rb = rankdata(a, axis=0), rankdata(b, axis=0)
+    ra, rb = ra - ra.mean(0), rb - rb.mean(0)
+    den = np.sqrt((ra**2).sum(0) * (rb**2).sum(0))
+    return np.divide((ra * rb).sum(0), den, out=np.zeros(a.shape[1]), where=den > 0)
+
+
+def bootstrap_lds(blocks: list[tuple[dict[str, torch.Tensor], torch.Tensor]], reps: int = 500,
+                  seed: int = 0) -> dict[str, dict[str, float]]:
+    """LDS of each method with its standard error, and the paired margin of each over the others' first.
+
+    ``blocks``: (predicted losses per method ``[M_b, T_b]``, retrained losses ``[M_b, T_b]``): the targets of a block
+    share its subsets (the random halves; or one class's other-class subsets). Targets that share retrains are
+    not independent, so the error is a bootstrap over both: each repetition redraws every block's subsets and then
+    the targets, with replacement, and recomputes the mean Spearman. Returns ``{method: {"mean", "se"}}`` plus
+    ``"<method> - <first method>"`` entries for the paired differences."""
+    names = list(blocks[0][0])
+    gen = np.random.default_rng(seed)
+    data = [({n: p[n].double().numpy() for n in names}, a.double().numpy()) for p, a in blocks]
+    full = {n: np.concatenate([_spearman_columns(p[n], a) for p, a in data]) for n in names}
+    draws: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(reps):
+        per: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        for p, a in data:
+            i = gen.integers(0, len(a), len(a))
+            for n in names:
+                per[n].append(_spearman_columns(p[n][i], a[i]))
+        cat = {n: np.concatenate(v) for n, v in per.items()}
+        j = gen.integers(0, len(cat[names[0]]), len(cat[names[0]]))
+        for n in names:
+            draws[n].append(float(cat[n][j].mean()))
+    out = {n: {"mean": float(full[n].mean()), "se": float(np.std(draws[n], ddof=1))} for n in names}
+    for n in names[1:]:
+        diff = np.asarray(draws[names[0]]) - np.asarray(draws[n])
+        out[f"{names[0]} - {n}"] = {"mean": float((full[names[0]] - full[n]).mean()), "se": float(diff.std(ddof=1))}
+    return out
+
+
+def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int = 16, other_class: int = 5,
+          other_classes: int = 3, peers: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Score ``dm`` (a loaded or fitted workspace) against exact retraining on a few random group subsets.
+
+    Returns (and writes to ``check/check.json``) the LDS and other-class LDS of DDM, the trivial same-class score and
+    the ``peers`` (methods of :mod:`ddm.baselines.peers`, summed per group), each as a mean and standard error over
+    targets and subsets, the paired margin of DDM over the trivial score, the retraining's reproduction of the
+    target, the retrains' seconds, and ``verdict``: the lines the command line prints. The other-class LDS is
+    measured on the ``other_classes`` classes with the most targets (``other_class`` subsets each; 0 skips it)."""
+    if subsets < 4 or 0 < other_class < 4:
+        raise ConfigError(f"the check needs at least 4 random subsets and 0 or at least 4 other-class subsets per "
+                          f"class (got {subsets} and {other_class}): a Spearman correlation over fewer says nothing")
+    if other_classes < 1:
+        raise ConfigError("other_classes must be at least 1 (set other_class to 0 to skip the other-class LDS)")
+    F = dm.fitted()
+    rows = check_targets(len(data.test), num_targets)
+    targets = data.test[rows]
+    root = dm.ws.path("check")
+    truth = _Truth(root, dm, data)
+    attr = dm.attribute(targets, "dist2", name="check")
+    keep, actual = subset_losses(truth, F.groups.num_groups, subsets, 0.5, SUBSET_SEED, rows, targets.y,
+                                 "check: retrains on random halves")
+    same = (F.groups.labels[None, :] == targets.y[:, None]).float()  # [T, K]
+    predict: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "DDM": lambda k: attr.predict(k)[..., 0], TRIVIAL: partial(predicted_loss, same)}
+    for method in peers:
+        predict[method] = partial(predicted_loss, _peer_group_scores(root, method, F, data.train, targets, rows)[0])
+    main = bootstrap_lds([({n: f(keep) for n, f in predict.items()}, actual)], seed=SUBSET_SEED)
+    out: dict[str, Any] = {"targets": rows.tolist(), "subsets": subsets, "groups": F.groups.num_groups,
+                           "lds": {n: main[n] for n in predict}, "margin_over_trivial": main[f"DDM - {TRIVIAL}"]}
+    counts = torch.bincount(targets.y, minlength=data.num_classes)
+    chosen = sorted(torch.argsort(-counts, stable=True)[:other_classes].tolist())  # the classes with most targets
+    by_class = other_class_subsets(F.groups, chosen, other_class, SUBSET_SEED + 1_000)
+    blocks = []
+    for cls, masks in by_class.items():
+        sel = torch.nonzero(targets.y == cls).flatten()
+        logits = truth.many_test([torch.nonzero(~m).flatten().tolist() for m in masks],
+                                 f"check: retrains keeping class {cls}")
+        blocks.append(({n: f(masks)[:, sel] for n, f in predict.items()}, _loss(logits[:, rows[sel]], targets.y[sel])))
+    if blocks:
+        oc = bootstrap_lds(blocks, seed=SUBSET_SEED + 1)
+        out["other_class_lds"] = {n: oc[n] for n in predict}
+        out["other_classes"] = chosen
+    elif F.groups.mixes_classes():
+        out["other_class_note"] = "the groups mix classes: no subset keeps one class whole"
+    full = F.model(data.test.x[rows]).detach()
+    out["reproduction_dist1"] = 100 * float(dist_metrics(truth.test([])[rows], full, targets.y)["dist1"].mean())
+    out["retrain_seconds"] = float(np.mean([truth.cache.seconds(torch.nonzero(~k).flatten().tolist()) for k in keep]))
+    out["verdict"] = verdict(out)
+    out["passed"] = out["margin_over_trivial"]["mean"] > 0 and out.get("other_class_lds", {}).get(
+        "DDM", {"mean": 1.0})["mean"] > 0
+    save_json(root / "check.json", out)
+    return out
+
+
+def verdict(r: dict[str, Any]) -> list[str]:
+    """Plain-language reading of a check's result: against the class-label floor, other classes, reproduction."""
+    lines = []
+    d, t, m = r["lds"]["DDM"], r["lds"][TRIVIAL], r["margin_over_trivial"]
+    if m["mean"] - 2 * m["se"] > 0:
+        lines.append(f"DDM ranks the groups better than the class labels alone (LDS {d['mean']:.3f} against the "
+                     f"trivial same-class score's {t['mean']:.3f}; margin {m['mean']:+.3f} ± {m['se']:.3f})")
+    elif m["mean"] + 2 * m["se"] < 0:
+        lines.append(f"DDM ranks the groups WORSE than the class labels alone (LDS {d['mean']:.3f} against the "
+                     f"trivial same-class score's {t['mean']:.3f}; margin {m['mean']:+.3f} ± {m['se']:.3f}): on this "
+                     "model its rankings say less than the groups' classes do; do not act on them without checking "
+                     "(README, 'What to expect': the models where a last-layer method loses)")
+    else:
+        lines.append(f"DDM and the class labels alone cannot be told apart on {r['subsets']} subsets (LDS "
+                     f"{d['mean']:.3f} against {t['mean']:.3f}; margin {m['mean']:+.3f} ± {m['se']:.3f}): more "
+                     "--subsets give a finer answer")
+    oc = r.get("other_class_lds")
+    if oc is not None:
+        o = oc["DDM"]
+        if o["mean"] - 2 * o["se"] > 0:
+            lines.append(f"other classes' groups: ranked (other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}; the "
+                         "trivial score gets 0 there)")
+        elif o["mean"] + 2 * o["se"] < 0:
+            lines.append(f"other classes' groups: ranked the WRONG way round (other-class LDS {o['mean']:+.3f} ± "
+                         f"{o['se']:.3f}): read only the ranking within the target's own class")
+        else:
+            lines.append(f"other classes' groups: not ranked better than chance (other-class LDS {o['mean']:+.3f} "
+                         f"± {o['se']:.3f}): read only the ranking within the target's own class, or check with "
+                         "more --other-class subsets")
+    if r["reproduction_dist1"] > SAME_SEED_TOLERANCE:
+        lines.append(f"retraining on all the data does not reproduce the target (Dist1 x100 "
+                     f"{r['reproduction_dist1']:.2f}, expected 0): every retrain carries nondeterminism (a thread "
+                     "count, device or kernel other than the target's), which blurs these scores")
+    return lines

@@ -1,0 +1,91 @@
+"""``ddm check``: a finished workspace scored against a few exact retrains."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ddm.cli.main import main
+from ddm.evaluation import check as C
+from ddm.evaluation.metrics import spearman
+
+
+def test_columnwise_spearman_is_the_metric_with_ties():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 4, (9, 5), generator=gen).double()  # many ties
+    b = torch.randn(9, 5, generator=gen, dtype=torch.float64)
+    b[:, 4] = 1.0  # a constant column scores 0, as the metric does
+    got = C._spearman_columns(a.numpy(), b.numpy())
+    assert np.allclose(got, [spearman(a[:, t], b[:, t]) for t in range(5)])
+
+
+def test_bootstrap_knows_a_perfect_a_useless_and_a_reversed_prediction():
+    gen = torch.Generator().manual_seed(1)
+    actual = torch.randn(12, 8, generator=gen, dtype=torch.float64)
+    preds = {"right": 2 * actual + 1, "reversed": -actual, "noise": torch.randn(12, 8, generator=gen)}
+    r = C.bootstrap_lds([(preds, actual)], reps=200, seed=0)
+    assert r["right"] == {"mean": pytest.approx(1.0), "se": pytest.approx(0.0, abs=1e-12)}
+    assert r["reversed"]["mean"] == pytest.approx(-1.0)
+    assert abs(r["noise"]["mean"]) < 3 * r["noise"]["se"] + 0.1 and r["noise"]["se"] > 0.05
+    assert r["right - reversed"]["mean"] == pytest.approx(2.0)
+    # blocks (one class's subsets each) pool their targets
+    two = C.bootstrap_lds([(preds, actual), ({k: v[:6, :3] for k, v in preds.items()}, actual[:6, :3])], reps=50)
+    assert two["right"]["mean"] == pytest.approx(1.0) and two["reversed"]["mean"] == pytest.approx(-1.0)
+
+
+def _result(margin: float, se: float, oc: float | None) -> dict:
+    r = {"subsets": 16, "reproduction_dist1": 0.0, "margin_over_trivial": {"mean": margin, "se": se},
+         "lds": {"DDM": {"mean": 0.5 + margin, "se": se}, C.TRIVIAL: {"mean": 0.5, "se": se}}}
+    if oc is not None:
+        r["other_class_lds"] = {"DDM": {"mean": oc, "se": 0.05}}
+    return r
+
+
+def test_the_verdict_says_which_side_of_the_floor_and_when_it_cannot_tell():
+    assert "better than the class labels" in C.verdict(_result(0.2, 0.02, None))[0]
+    assert "WORSE than the class labels" in C.verdict(_result(-0.2, 0.02, None))[0]
+    assert "cannot be told apart" in C.verdict(_result(0.02, 0.05, None))[0]
+    assert "WRONG way round" in C.verdict(_result(0.2, 0.02, -0.4))[1]
+    assert "not ranked better than chance" in C.verdict(_result(0.2, 0.02, 0.05))[1]
+    assert "ranked (other-class" in C.verdict(_result(0.2, 0.02, 0.4))[1]
+    noisy = {**_result(0.2, 0.02, None), "reproduction_dist1": 5.0}
+    assert "does not reproduce the target" in C.verdict(noisy)[-1]
+
+
+def test_check_scores_a_workspace_against_its_retrains_and_resumes(tmp_path, capsys, monkeypatch):
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:2", "--json", "-q"]) == 0
+    capsys.readouterr()
+    argv = ["check", "-w", ws, "-q", "--subsets", "4", "--other-class-subsets", "4", "--other-classes", "1",
+            "--num-targets", "10"]
+    assert main([*argv, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert len(r["targets"]) == 10 and r["subsets"] == 4
+    assert set(r["lds"]) == {"DDM", C.TRIVIAL}
+    assert all(np.isfinite(v["mean"]) and np.isfinite(v["se"]) for v in r["lds"].values())
+    # the trivial score only marks the target's class, which those subsets keep whole: exactly 0 there
+    assert r["other_class_lds"][C.TRIVIAL] == {"mean": 0.0, "se": 0.0} and len(r["other_classes"]) == 1
+    assert r["reproduction_dist1"] < 1e-3  # retraining on all the data is the target itself
+    assert r["margin_over_trivial"]["mean"] == pytest.approx(r["lds"]["DDM"]["mean"] - r["lds"][C.TRIVIAL]["mean"])
+    assert json.loads((tmp_path / "ws" / "check" / "check.json").read_text())["verdict"] == r["verdict"]
+
+    # a second call retrains nothing: every retrain was cached
+    from ddm.evaluation.retrain import RetrainCache
+
+    def refuse(*a, **k):
+        raise AssertionError("retrained again")
+
+    monkeypatch.setattr(RetrainCache, "_retrain", refuse)
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "same class (trivial)" in text and "saved:" in text and text.count("* ") >= 2
+
+
+@pytest.mark.parametrize(("extra", "says"), [(["--other-class-subsets", "2"], "at least 4"),
+                                             (["--peers", "nope"], "unknown method")])
+def test_check_refuses_settings_that_measure_nothing(tmp_path, capsys, extra, says):
+    assert main(["check", "-w", str(tmp_path / "none"), *extra]) != 0
+    assert says in capsys.readouterr().err
