@@ -82,6 +82,9 @@ def test_check_scores_a_workspace_against_its_retrains_and_resumes(tmp_path, cap
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "same class (trivial)" in text and "saved:" in text and text.count("* ") >= 2
+    assert main(["info", "-w", ws]) == 0  # info repeats the verdict, for the synset it was made with
+    text = capsys.readouterr().out
+    assert "against exact retraining (ddm check, 4 subsets):" in text and r["verdict"][0] in text
 
 
 @pytest.mark.parametrize(("extra", "says"), [(["--other-class-subsets", "2"], "at least 4"),

@@ -667,6 +667,16 @@ def cmd_info(args: argparse.Namespace) -> int:
                          if used else "theta_tau only")
                       + (f"; left out, below emulate.min_transfer {min_transfer:g}: epochs " + ", ".join(
                           f"{c['epoch']:g} (cosine {c['cosine_mean']:.2f})" for c in weak) if weak else ""))
+    checked = ws.path("check", "check.json")
+    if checked.exists():
+        from ddm.workspace import load_json
+
+        r = load_json(checked)
+        synset = next((st.get("key") for st in stages if st["stage"] == "synset"), None)
+        stale = "" if r.get("synset_key") == synset else " (made with an earlier synset: run `ddm check` again)"
+        print(f"  against exact retraining (ddm check, {r['subsets']} subsets){stale}:")
+        for line in r["verdict"]:
+            print(f"    * {line}")
     return 0
 
 

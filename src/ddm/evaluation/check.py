@@ -114,7 +114,8 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
     for method in peers:
         predict[method] = partial(predicted_loss, _peer_group_scores(root, method, F, data.train, targets, rows)[0])
     main = bootstrap_lds([({n: f(keep) for n, f in predict.items()}, actual)], seed=SUBSET_SEED)
-    out: dict[str, Any] = {"targets": rows.tolist(), "subsets": subsets, "groups": F.groups.num_groups,
+    out: dict[str, Any] = {"synset_key": dm.keys["synset"], "targets": rows.tolist(), "subsets": subsets,
+                           "groups": F.groups.num_groups,
                            "lds": {n: main[n] for n in predict}, "margin_over_trivial": main[f"DDM - {TRIVIAL}"]}
     counts = torch.bincount(targets.y, minlength=data.num_classes)
     chosen = sorted(torch.argsort(-counts, stable=True)[:other_classes].tolist())  # the classes with most targets
