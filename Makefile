@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first so pip takes the CPU wheel, never a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-damping bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
+.PHONY: install demo test lint bench bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-damping bench-check bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ test: $(STAMP)
 EVAL   := -q --recipe local-free --seeds 0,1,2 --num-targets 20 --lds-subsets 50 --tune 0.01,0.03,0.1,0.3,1 --plots
 FMNIST := --dataset fashion-mnist --set data.train_size=10000 --set data.test_size=2000 \
           --set model.width=16 --set train.epochs=5 --set train.lr=0.05
-bench: bench-matrix bench-grow bench-damping bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
+bench: bench-matrix bench-grow bench-damping bench-check bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
 
 # The paper's protocol (Table 1, 4 analogs, unlearning fidelity, cost) with the head default: digits, seed 0.
 bench-protocol-head: $(STAMP)
@@ -135,6 +135,22 @@ bench-damping: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b \
 	  --configs digits-convnet-wide-K40-momentum,digits-mlp-wide-K40-sgd,fmnist-mlp-wide-K40-sgd,digits-mlp-wide-K40-adam,digits-convnet-wide-K40-adam \
 	  --seeds 0 --peers if-explicit --no-variants --out benchmarks/results/matrix-damp-large-heads-s0
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-mlp-wide-K40-adam --seeds 1,2 \
+	  --peers if-explicit --no-variants --out benchmarks/results/matrix-damp-wide-adam-s12
+	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/matrix-damp-large-heads-wide-adam --render \
+	  benchmarks/results/matrix-damp-large-heads-s0.json,benchmarks/results/matrix-damp-wide-adam-s12.json
+	$(BIN)/python benchmarks/damping_schedule.py --root runs/matrix-b --seed 0 --out benchmarks/results/damping-schedule
+
+# `ddm check` (its defaults: 32 retrains) on seed 0's workspace of every configuration, beside the matrix's numbers
+# (after bench-damping, whose seed-0 results it reads), in two halves.
+CHECK_A := $(MATRIX_A),$(MATRIX_B),digits-convnet-wide-K40-momentum,digits-mlp-wide-K40-sgd,fmnist-mlp-wide-K40-sgd,digits-mlp-wide-K40-adam
+CHECK_B := $(HELD_OUT_12),digits-convnet-wide-K40-adam
+CHECK_M := benchmarks/results/matrix-damp-a.json,benchmarks/results/matrix-damp-b.json,benchmarks/results/matrix-damp-held-out-s0.json,benchmarks/results/matrix-damp-large-heads-s0.json
+bench-check: $(STAMP)
+	$(BIN)/python benchmarks/check_agreement.py --root runs/matrix-b --seed 0 --configs $(CHECK_A) --matrix $(CHECK_M) \
+	  --out benchmarks/results/check-agreement-a
+	$(BIN)/python benchmarks/check_agreement.py --root runs/matrix-b --seed 0 --configs $(CHECK_B) --matrix $(CHECK_M) \
+	  --out benchmarks/results/check-agreement-b
 
 bench-grow: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --select --grid distill.ipc_grow=0,16 --unlearn-dampings= --peers "" \

@@ -1,7 +1,7 @@
 """Does ``ddm check`` tell the truth? Its verdict on a workspace beside the matrix's numbers for the same run.
 
-``ddm check`` retrains a finished workspace's model on a few random group subsets (16 halves and 5 class-keeping
-subsets for each of 3 classes by default, against the matrix's 40 halves and 10 per class) and says whether DDM beats
+``ddm check`` retrains a finished workspace's model on a few random group subsets (16 halves and 15 subsets that keep
+3 classes whole by default, against the matrix's 40 halves and 10 per class) and says whether DDM beats
 the class-label floor and ranks other classes' groups. This runs it, with the command line's defaults, on one
 seed's DDM workspace of each configuration (their own subsets and targets, none of the matrix's) and sets its
 answer beside the matrix's LDS and other-class LDS of the same workspace (read from ``--matrix`` JSON files), so a
@@ -77,7 +77,8 @@ def main() -> None:
     lines = ["# `ddm check` against the matrix", "", f"Command: `python benchmarks/check_agreement.py "
              f"{' '.join(sys.argv[1:])}`", "",
              f"Seed {args.seed}'s DDM workspace of each configuration. `ddm check` with its defaults (50 targets, 16 "
-             "random halves, 5 class-keeping subsets for each of 3 classes, one reproduction retrain: 32 retrains); "
+             "random halves, 15 subsets that keep the 3 classes with most targets whole, one reproduction retrain: 32 "
+             "retrains); "
              "the matrix: 50 other targets, 40 halves, 10 class-keeping subsets per class. Check cells: mean ± "
              "bootstrap standard error; its side of the floor: above / below / tie (within two errors).", "",
              "| configuration | check: DDM − trivial | side | matrix: DDM − trivial | check: other-class | side | "

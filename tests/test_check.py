@@ -57,8 +57,8 @@ def test_the_verdict_says_which_side_of_the_floor_and_when_it_cannot_tell():
 
 def test_check_scores_a_workspace_against_its_retrains_and_resumes(tmp_path, capsys, monkeypatch):
     ws = str(tmp_path / "ws")
-    assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:2", "--json", "-q"]) == 0
-    capsys.readouterr()
+    assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:2", "-q"]) == 0
+    assert f"is DDM right on this model? ddm check -w {ws}" in capsys.readouterr().out  # run points to the check
     argv = ["check", "-w", ws, "-q", "--subsets", "4", "--other-class-subsets", "4", "--other-classes", "1",
             "--num-targets", "10"]
     assert main([*argv, "--json"]) == 0

@@ -284,6 +284,9 @@ def cmd_run(args: argparse.Namespace) -> int:
               "so this number varies from model to model and says little about the synsets; `ddm unlearn` of "
               "every group takes every class out of the head instead)")
     print(f"\nartifacts in {dm.ws.root}/ ; next: ddm attribute -w {dm.ws.root} --targets 0:20 --top-k 5")
+    if not dm.ws.path("check", "check.json").exists():
+        print(f"is DDM right on this model? ddm check -w {dm.ws.root} scores it against 32 exact retrains "
+              "(README, 'Checking it against exact retraining')")
     return 0
 
 
@@ -551,8 +554,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if 0 < args.other_class_subsets < 4:
         raise DDMError(f"--other-class-subsets {args.other_class_subsets}: give 0 (skip) or at least 4")
     dm, data = _load(args)
-    n = args.subsets + (args.other_classes * args.other_class_subsets
-                        if not dm.groups.mixes_classes() else 0) + 1
+    n = args.subsets + (args.other_class_subsets if not dm.groups.mixes_classes() else 0) + 1
     seconds = float(dm.ws.require("train")["seconds"])
     print(f"check: up to {n} exact retrains of about {seconds * 0.5:.0f}-{seconds:.0f} s each (the target trained "
           f"in {seconds:.0f} s), cached under {dm.ws.path('check')}", file=sys.stderr)
@@ -569,7 +571,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  {name:<22} LDS {v['mean']:+.3f} ± {v['se']:.3f}"
               + (f"   other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}" if o else ""))
     if oc:
-        print(f"  (other-class LDS on classes {r['other_classes']}, whose groups the subsets keep whole)")
+        print(f"  (other-class LDS on the targets of classes {r['other_classes']}, over subsets that keep their groups "
+              "whole)")
     for line in r["verdict"]:
         print(f"* {line}")
     print(f"saved: {dm.ws.path('check', 'check.json')}")

@@ -259,12 +259,12 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
 
     p = sub.add_parser("check", help="is DDM right on this workspace's model? a few exact retrains",
                        description="Retrain the workspace's model from its theta_0, with its schedule, on random "
-                                   "halves of the groups (--subsets) and on subsets that keep a class whole (--other-"
-                                   "class-subsets for each of --other-classes classes), plus once on all the data; "
-                                   "score DDM's predicted test losses against the retrained ones (group-level LDS over"
-                                   " --num-targets test samples) beside a trivial score that only marks the target's "
-                                   "own class, and say whether DDM beats it and ranks other classes' groups. Costs "
-                                   "about subsets + other-classes x other-class-subsets + 1 trainings (each on about "
+                                   "halves of the groups (--subsets), on subsets that keep a few classes whole "
+                                   "(--other-classes) and half of the other groups (--other-class-subsets), and once "
+                                   "on all the data; score DDM's predicted test losses against the retrained ones "
+                                   "(group-level LDS over --num-targets test samples) beside a trivial score that only"
+                                   " marks the target's own class, and say whether DDM beats it and ranks other "
+                                   "classes' groups. Costs subsets + other-class-subsets + 1 trainings (each on about "
                                    "half the data), cached under <workspace>/check/ and resumed after a kill; writes "
                                    "check/check.json. The way to see whether DDM holds on your model before acting on "
                                    "its rankings or unlearning.")
@@ -274,12 +274,13 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="test samples scored (a fixed random choice; more cost no retraining) (default: %(default)s)")
     p.add_argument("--subsets", type=_count(4), default=16,
                    help="random halves of the groups, each one retraining (default: %(default)s)")
-    p.add_argument("--other-class-subsets", type=_count(0), default=5,
-                   help="per checked class, subsets that keep the class whole and half of the other groups: the "
-                        "other-class LDS (0: skip; else at least 4) (default: %(default)s)")
-    p.add_argument("--other-classes", type=_count(1), default=3,
-                   help="classes (those with the most targets) the other-class LDS is measured on "
+    p.add_argument("--other-class-subsets", type=_count(0), default=15,
+                   help="subsets that keep the checked classes whole and half of the other groups, each one "
+                        "retraining: the other-class LDS on those classes' targets (0: skip; else at least 4) "
                         "(default: %(default)s)")
+    p.add_argument("--other-classes", type=_count(1), default=3,
+                   help="classes kept whole (those with the most targets), on whose targets the other-class LDS is "
+                        "measured (default: %(default)s)")
     p.add_argument("--peers", default="", metavar="M1,M2,...",
                    help="peer methods scored beside DDM on the same retrains (needs ddm[peers]): if-explicit "
                         "(last-layer influence), tracin, trak, ... (default: none)")

@@ -2,15 +2,16 @@
 
 ``ddm evaluate`` builds its own seeds, variants and peers from scratch; this check takes a workspace a user already
 has (their model, their groups, their synset) and retrains the model from its theta_0 with the same schedule on
-``subsets`` random halves of the groups, plus ``other_class`` subsets per target class that keep that class whole.
-It reports the group-level LDS of DDM's predicted target losses (``dist2``) beside the floor every method must clear
-(a score that only marks the target's own class) and, on the subsets that keep the class whole, the other-class LDS
-(where that floor scores 0). One more retrain on all the data tells whether retraining reproduces the target at all.
+``subsets`` random halves of the groups, plus ``other_class`` subsets that keep a few classes whole and half of the
+other groups. It reports the group-level LDS of DDM's predicted target losses (``dist2``) beside the floor every
+method must clear (a score that only marks the target's own class) and, on the kept classes' targets over the
+subsets that keep them whole, the other-class LDS (where that floor scores 0). One more retrain on all the data
+tells whether retraining reproduces the target at all.
 
 Each per-target score is a Spearman correlation over the subsets, averaged over targets; its standard error is a
 bootstrap over subsets and targets together (targets share their retrains), so a handful of subsets gives a rough
-answer and more give a finer one. Retrains are cached under
-``<workspace>/check/retrain/`` and resume after a kill; the result is written to ``<workspace>/check/check.json``.
+answer and more give a finer one. Retrains are cached under ``<workspace>/check/retrain/`` and resume after a kill;
+the result is written to ``<workspace>/check/check.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import torch
 from scipy.stats import rankdata
 
 from ddm.baselines.peers import predicted_loss
-from ddm.evaluation.metrics import dist_metrics, other_class_subsets
+from ddm.emulate.perturbations import sample_perturbations
+from ddm.evaluation.metrics import dist_metrics
 from ddm.evaluation.protocol import TARGET_SEED, _loss, _peer_group_scores, _Truth, subset_losses
 from ddm.evaluation.report import SAME_SEED_TOLERANCE
 from ddm.exceptions import ConfigError
@@ -86,7 +88,7 @@ def bootstrap_lds(blocks: list[tuple[dict[str, torch.Tensor], torch.Tensor]], re
     return out
 
 
-def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int = 16, other_class: int = 5,
+def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int = 16, other_class: int = 15,
           other_classes: int = 3, peers: tuple[str, ...] = ()) -> dict[str, Any]:
     """Score ``dm`` (a loaded or fitted workspace) against exact retraining on a few random group subsets.
 
@@ -94,10 +96,11 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
     the ``peers`` (methods of :mod:`ddm.baselines.peers`, summed per group), each as a mean and standard error over
     targets and subsets, the paired margin of DDM over the trivial score, the retraining's reproduction of the
     target, the retrains' seconds, and ``verdict``: the lines the command line prints. The other-class LDS is
-    measured on the ``other_classes`` classes with the most targets (``other_class`` subsets each; 0 skips it)."""
+    measured on ``other_class`` subsets (0 skips it) that keep the ``other_classes`` classes with the most targets
+    whole and half of the other groups, scored on those classes' targets."""
     if subsets < 4 or 0 < other_class < 4:
-        raise ConfigError(f"the check needs at least 4 random subsets and 0 or at least 4 other-class subsets per "
-                          f"class (got {subsets} and {other_class}): a Spearman correlation over fewer says nothing")
+        raise ConfigError(f"the check needs at least 4 random subsets and 0 or at least 4 other-class subsets "
+                          f"(got {subsets} and {other_class}): a Spearman correlation over fewer says nothing")
     if other_classes < 1:
         raise ConfigError("other_classes must be at least 1 (set other_class to 0 to skip the other-class LDS)")
     F = dm.fitted()
@@ -118,16 +121,19 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
                            "groups": F.groups.num_groups,
                            "lds": {n: main[n] for n in predict}, "margin_over_trivial": main[f"DDM - {TRIVIAL}"]}
     counts = torch.bincount(targets.y, minlength=data.num_classes)
-    chosen = sorted(torch.argsort(-counts, stable=True)[:other_classes].tolist())  # the classes with most targets
-    by_class = other_class_subsets(F.groups, chosen, other_class, SUBSET_SEED + 1_000)
-    blocks = []
-    for cls, masks in by_class.items():
-        sel = torch.nonzero(targets.y == cls).flatten()
+    n_keep = min(other_classes, int((counts > 0).sum()),
+                 int((torch.bincount(F.groups.labels, minlength=data.num_classes) > 0).sum()) - 1)
+    if other_class and not F.groups.mixes_classes() and n_keep >= 1:
+        # subsets that keep a few classes whole and half of every other class's groups: each serves the targets of
+        # every class it keeps (for them only other classes' data is removed, and the trivial score gets 0)
+        chosen = sorted(torch.argsort(-counts, stable=True)[:n_keep].tolist())  # the classes with most targets
+        masks = sample_perturbations(F.groups.num_groups, other_class, 0.5, seed=SUBSET_SEED + 1_000)
+        masks[:, torch.isin(F.groups.labels, torch.as_tensor(chosen))] = True
+        sel = torch.nonzero(torch.isin(targets.y, torch.as_tensor(chosen))).flatten()
         logits = truth.many_test([torch.nonzero(~m).flatten().tolist() for m in masks],
-                                 f"check: retrains keeping class {cls}")
-        blocks.append(({n: f(masks)[:, sel] for n, f in predict.items()}, _loss(logits[:, rows[sel]], targets.y[sel])))
-    if blocks:
-        oc = bootstrap_lds(blocks, seed=SUBSET_SEED + 1)
+                                 f"check: retrains keeping classes {chosen} whole")
+        oc = bootstrap_lds([({n: f(masks)[:, sel] for n, f in predict.items()},
+                             _loss(logits[:, rows[sel]], targets.y[sel]))], seed=SUBSET_SEED + 1)
         out["other_class_lds"] = {n: oc[n] for n in predict}
         out["other_classes"] = chosen
     elif F.groups.mixes_classes():
