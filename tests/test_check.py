@@ -49,8 +49,12 @@ def test_the_verdict_says_which_side_of_the_floor_and_when_it_cannot_tell():
     assert "WORSE than the class labels" in C.verdict(_result(-0.2, 0.02, None))[0]
     assert "cannot be told apart" in C.verdict(_result(0.02, 0.05, None))[0]
     assert "WRONG way round" in C.verdict(_result(0.2, 0.02, -0.4))[1]
-    assert "not ranked better than chance" in C.verdict(_result(0.2, 0.02, 0.05))[1]
+    assert "not told apart from chance" in C.verdict(_result(0.2, 0.02, 0.05))[1]
     assert "ranked (other-class" in C.verdict(_result(0.2, 0.02, 0.4))[1]
+    peers = {**_result(0.2, 0.02, None), "margin_over_peers": {"tracin": {"mean": -0.1, "se": 0.02},
+                                                               "trak": {"mean": 0.01, "se": 0.02}}}
+    assert C.verdict(peers)[1:] == ["beside tracin: DDM is behind it (LDS margin -0.100 ± 0.020)",
+                                    "beside trak: DDM is tied with it (LDS margin +0.010 ± 0.020)"]
     noisy = {**_result(0.2, 0.02, None), "reproduction_dist1": 5.0}
     assert "does not reproduce the target" in C.verdict(noisy)[-1]
 

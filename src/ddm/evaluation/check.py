@@ -119,7 +119,8 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
     main = bootstrap_lds([({n: f(keep) for n, f in predict.items()}, actual)], seed=SUBSET_SEED)
     out: dict[str, Any] = {"synset_key": dm.keys["synset"], "targets": rows.tolist(), "subsets": subsets,
                            "groups": F.groups.num_groups,
-                           "lds": {n: main[n] for n in predict}, "margin_over_trivial": main[f"DDM - {TRIVIAL}"]}
+                           "lds": {n: main[n] for n in predict}, "margin_over_trivial": main[f"DDM - {TRIVIAL}"],
+                           "margin_over_peers": {m: main[f"DDM - {m}"] for m in peers}}
     counts = torch.bincount(targets.y, minlength=data.num_classes)
     n_keep = min(other_classes, int((counts > 0).sum()),
                  int((torch.bincount(F.groups.labels, minlength=data.num_classes) > 0).sum()) - 1)
@@ -135,7 +136,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
         oc = bootstrap_lds([({n: f(masks)[:, sel] for n, f in predict.items()},
                              _loss(logits[:, rows[sel]], targets.y[sel]))], seed=SUBSET_SEED + 1)
         out["other_class_lds"] = {n: oc[n] for n in predict}
-        out["other_classes"] = chosen
+        out["other_classes"], out["other_class_subsets"] = chosen, other_class
     elif F.groups.mixes_classes():
         out["other_class_note"] = "the groups mix classes: no subset keeps one class whole"
     full = F.model(data.test.x[rows]).detach()
@@ -164,6 +165,10 @@ def verdict(r: dict[str, Any]) -> list[str]:
         lines.append(f"DDM and the class labels alone cannot be told apart on {r['subsets']} subsets (LDS "
                      f"{d['mean']:.3f} against {t['mean']:.3f}; margin {m['mean']:+.3f} ± {m['se']:.3f}): more "
                      "--subsets give a finer answer")
+    for peer, pm in r.get("margin_over_peers", {}).items():
+        side = ("ahead of" if pm["mean"] - 2 * pm["se"] > 0 else
+                "behind" if pm["mean"] + 2 * pm["se"] < 0 else "tied with")
+        lines.append(f"beside {peer}: DDM is {side} it (LDS margin {pm['mean']:+.3f} ± {pm['se']:.3f})")
     oc = r.get("other_class_lds")
     if oc is not None:
         o = oc["DDM"]
@@ -174,9 +179,9 @@ def verdict(r: dict[str, Any]) -> list[str]:
             lines.append(f"other classes' groups: ranked the WRONG way round (other-class LDS {o['mean']:+.3f} ± "
                          f"{o['se']:.3f}): read only the ranking within the target's own class")
         else:
-            lines.append(f"other classes' groups: not ranked better than chance (other-class LDS {o['mean']:+.3f} "
-                         f"± {o['se']:.3f}): read only the ranking within the target's own class, or check with "
-                         "more --other-class subsets")
+            lines.append(f"other classes' groups: not told apart from chance on {r.get('other_class_subsets', '')} "
+                         f"subsets (other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}): trust the ranking within the "
+                         "target's own class more than across classes; more --other-class-subsets give a finer answer")
     if r["reproduction_dist1"] > SAME_SEED_TOLERANCE:
         lines.append(f"retraining on all the data does not reproduce the target (Dist1 x100 "
                      f"{r['reproduction_dist1']:.2f}, expected 0): every retrain carries nondeterminism (a thread "
