@@ -35,7 +35,7 @@ def matrix_rows(files: list[str], seed: int) -> dict[str, dict[str, Any]]:
     out = {}
     for f in files:
         for r in json.loads(Path(f).read_text()):
-            if r["seed"] == seed and not r.get("overrides"):
+            if r["seed"] == seed:
                 out[r["config"]] = r
     return out
 
@@ -69,8 +69,7 @@ def main() -> None:
         data = ddm.data.load(dm.config.data)
         t0 = time.perf_counter()
         r = check(dm, data)
-        done[name] = {"config": name, "check": r, "seconds": time.perf_counter() - t0, "matrix": {
-            k: rows[name][k] for k in ("lds", "other_class_lds") if name in rows and k in rows[name]}}
+        done[name] = {"config": name, "check": r, "seconds": time.perf_counter() - t0}
         print(name, json.dumps({k: v for k, v in r.items() if k in ("lds", "other_class_lds", "verdict")}),
               flush=True)
         atomic_write_text(out_json, json.dumps(list(done.values()), indent=1))
@@ -83,11 +82,12 @@ def main() -> None:
              "bootstrap standard error; its side of the floor: above / below / tie (within two errors).", "",
              "| configuration | check: DDM − trivial | side | matrix: DDM − trivial | check: other-class | side | "
              "matrix: other-class | retrains, s |", "|---|---|---|---|---|---|---|---|"]
-    for r in done.values():
+    for r in done.values():  # the matrix's numbers are read at each rendering, never stored with the check's
+        r["matrix"] = {k: rows[r["config"]][k] for k in ("lds", "other_class_lds") if k in rows.get(r["config"], {})}
         c, m = r["check"], r["matrix"]
         mo, oc = m.get("lds", {}), c.get("other_class_lds", {}).get("DDM")
         mm = f"{mo['DDM'] - mo[TRIVIAL]:+.3f}" if mo else "–"
-        moc = f"{m['other_class_lds']['DDM']:+.3f}" if "other_class_lds" in m else "–"
+        moc = f"{m['other_class_lds']['DDM']:+.3f}" if "DDM" in m.get("other_class_lds", {}) else "–"
         lines.append(f"| {r['config']} | {c['margin_over_trivial']['mean']:+.3f} ± {c['margin_over_trivial']['se']:.3f}"
                      f" | {side(c['margin_over_trivial'])} | {mm} | "
                      + (f"{oc['mean']:+.3f} ± {oc['se']:.3f} | {side(oc)}" if oc else "– | –")
