@@ -96,3 +96,33 @@ def test_check_scores_a_workspace_against_its_retrains_and_resumes(tmp_path, cap
 def test_check_refuses_settings_that_measure_nothing(tmp_path, capsys, extra, says):
     assert main(["check", "-w", str(tmp_path / "none"), *extra]) != 0
     assert says in capsys.readouterr().err
+
+
+def test_unlearn_verify_sets_the_unlearned_model_beside_exact_retraining(tmp_path, capsys, monkeypatch):
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:2", "--json", "-q"]) == 0
+    capsys.readouterr()
+    argv = ["unlearn", "-w", ws, "--groups", "0,1", "--verify", "2", "-q"]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    v = out["verification"]
+    assert v["groups"] == [0, 1] and v["orders"] == 2
+    assert len(v["exact"]["test_accuracy"]) == 2 and len(v["unlearned"]["test_agreement"]) == 2
+    assert len(v["exact"]["test_agreement_between_orders"]) == 1
+    assert v["unlearned"]["test_accuracy"] == pytest.approx(out["test_accuracy"]["after"])
+    assert v["target"]["test_accuracy"] == pytest.approx(out["test_accuracy"]["before"])
+    assert v["target"]["removed_accuracy"] == pytest.approx(out["removed_accuracy"]["before"])
+    assert v["test_gap_points"] == pytest.approx(
+        100 * (v["unlearned"]["test_accuracy"] - np.mean(v["exact"]["test_accuracy"])))
+    assert all(0 <= a <= 1 for a in v["exact"]["test_accuracy"] + v["exact"]["removed_accuracy"])
+
+    from ddm.evaluation.retrain import RetrainCache
+
+    def refuse(*a, **k):
+        raise AssertionError("retrained again")
+
+    monkeypatch.setattr(RetrainCache, "_retrain", refuse)  # the retrains are cached in the workspace
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "verification: exact retraining without them from theta_0, 2 data order(s)" in text
+    assert "agree with each other" in text

@@ -293,6 +293,12 @@ def test_a_handed_in_trajectory_brings_its_weight_decay_or_a_warning(tmp_path, c
     assert recorded.handed_in()
     with pytest.raises(ConfigError, match="handed in"):
         verify(recorded, data.train, data.test, [0, 1], [0], "loss", 1)
+    from ddm.evaluation.check import check, verify_unlearning  # nor do ddm check and unlearn --verify
+
+    with pytest.raises(ConfigError, match="handed in"):
+        check(recorded, data)
+    with pytest.raises(ConfigError, match="handed in"):
+        verify_unlearning(recorded, data, [0], recorded.model, 1)
     with caplog.at_level("WARNING"):
         silent = fit("silent", attach=False)
     assert silent.weight_decay == cfg.train.weight_decay == 0.0

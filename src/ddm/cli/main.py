@@ -355,6 +355,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
            "saved": str(dm.unlearn_folder(idx, args.name, synset)), "check": dm.last_unlearning_check,
            "classes_without_data": dm.last_classes_without_data, "rewind": dm.last_rewind,
            "classes_mostly_removed": _mostly_removed(groups, idx)}
+    if args.verify:
+        from ddm.evaluation.check import verify_unlearning
+
+        out["verification"] = verify_unlearning(dm, data, idx, model, args.verify, synset)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -389,7 +393,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             print(f"  class {t['class']} keeps {t['kept']} of its {t['of']} training samples "
                   f"({100 * t['kept'] / t['of']:.0f}%): retraining without most of a class can lose much of its test "
                   "accuracy (35-80 points in the benchmarks' cases), a change of the features that this unlearning "
-                  "does not follow; check such a removal against a retrain (README, \"What to expect\")")
+                  "does not follow; check such a removal against a retrain (--verify 1; README, \"What to expect\")")
         c = out["check"] or {}
         if c and c["kept_accuracy_before"] is None:
             print("  no group is kept: no synthetic image to check the unlearned model on")
@@ -404,8 +408,35 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             for cc in c.get("collapsed_classes", []):
                 print(f"    class {cc['class']} (kept, {cc['kept_images']} synthetic images): "
                       f"{100 * cc['before']:.0f}% -> {100 * cc['after']:.0f}%   COLLAPSED: see the warning above")
+        if "verification" in out:
+            _print_unlearning_verification(out["verification"])
         print(f"  checkpoint: {out['saved']}/model.safetensors")
     return 0
+
+
+def _print_unlearning_verification(v: dict[str, Any]) -> None:
+    import numpy as np
+
+    def pct(values: list[float]) -> str:
+        text = f"{100 * np.mean(values):.1f}%"
+        return text + (f" (orders {', '.join(f'{100 * x:.1f}' for x in values)})" if len(values) > 1 else "")
+
+    e, u, t = v["exact"], v["unlearned"], v["target"]
+    print(f"  verification: exact retraining without them from theta_0, {v['orders']} data order(s):")
+    print(f"    test accuracy      exact {pct(e['test_accuracy'])}; unlearned {100 * u['test_accuracy']:.1f}% "
+          f"({v['test_gap_points']:+.1f} points); target {100 * t['test_accuracy']:.1f}%")
+    print(f"    removed-data acc.  exact {pct(e['removed_accuracy'])}; unlearned {100 * u['removed_accuracy']:.1f}%; "
+          f"target {100 * t['removed_accuracy']:.1f}%")
+    spread = (f"; exact retrains in two data orders agree with each other {pct(e['test_agreement_between_orders'])}"
+              if "test_agreement_between_orders" in e else "")
+    print(f"    agreement with exact on the test split: unlearned {pct(u['test_agreement'])}, target (nothing "
+          f"unlearned) {pct(t['test_agreement'])}{spread}")
+    if np.mean(u["test_agreement"]) <= np.mean(t["test_agreement"]):
+        print("    on agreement the unlearned model is no closer to exact retraining than the target itself (nothing "
+              "unlearned) is")
+    if abs(v["test_gap_points"]) > 3:
+        print(f"    the unlearned model's test accuracy is {abs(v['test_gap_points']):.1f} points "
+              f"{'above' if v['test_gap_points'] > 0 else 'below'} exact retraining's: do not take it for a retrain")
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:

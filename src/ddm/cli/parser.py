@@ -157,6 +157,11 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--groups", required=True, help="comma list or START:STOP range of group indices")
     p.add_argument("--classes", action="store_true", help="the indices are classes (uses the class-level synset)")
     p.add_argument("--name", default=None, help="folder name under unlearned/")
+    p.add_argument("--verify", type=_count(0), default=0, metavar="ORDERS",
+                   help="check the unlearned model against exact retraining: retrain from theta_0 without the same "
+                        "groups in ORDERS data orders (the target's own first; ORDERS trainings as long as the "
+                        "target's, cached under <workspace>/check/) and compare test accuracy, accuracy on the "
+                        "removed samples and agreement; 2 or more also show retraining's own spread (default: 0, off)")
     p.add_argument("--set", action="append", default=[], metavar="emulate.unlearn_FIELD=VALUE",
                    help="an unlearning setting for this call only (repeatable): emulate.unlearn_damping (larger: "
                         "a shorter step), emulate.unlearn_rewind, emulate.unlearn_backoff, "

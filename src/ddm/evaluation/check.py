@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
+from ddm import devices
 from ddm.baselines.peers import predicted_loss
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import dist_metrics
@@ -103,6 +104,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
                           f"(got {subsets} and {other_class}): a Spearman correlation over fewer says nothing")
     if other_classes < 1:
         raise ConfigError("other_classes must be at least 1 (set other_class to 0 to skip the other-class LDS)")
+    _retrainable(dm)
     F = dm.fitted()
     rows = check_targets(len(data.test), num_targets)
     targets = data.test[rows]
@@ -187,3 +189,68 @@ def verdict(r: dict[str, Any]) -> list[str]:
                      f"{r['reproduction_dist1']:.2f}, expected 0): every retrain carries nondeterminism (a thread "
                      "count, device or kernel other than the target's), which blurs these scores")
     return lines
+
+
+def _retrainable(dm: DistilledDatamodel) -> None:
+    if dm.handed_in():
+        raise ConfigError("a check retrains with ddm's own training loop (train.*), but this workspace's trajectory "
+                          "was handed in from another loop: retrain without the groups in your own loop instead")
+
+
+def verify_unlearning(dm: DistilledDatamodel, data: Any, groups: list[int], unlearned: torch.nn.Module, orders: int,
+                      synset: str = "groups") -> dict[str, Any]:
+    """The unlearned model against exact retraining without the same ``groups`` (of the ``synset``: ``groups`` or
+    ``classes``) in ``orders`` data orders (the target's own, then others): test accuracy, accuracy on the removed
+    training samples, and top-1 agreement on the test split of the unlearned model and of the target with each
+    retrain (with two or more orders, also of the retrains with each other: retraining's own spread). Retrains are
+    cached under ``<workspace>/check/`` and resume after a kill."""
+    from ddm.config import fingerprint
+    from ddm.evaluation.retrain import RetrainCache
+
+    if orders < 1:
+        raise ConfigError(f"verification needs at least one data order, got {orders}")
+    _retrainable(dm)
+    F = dm.fitted()
+    part = dm.class_groups if synset == "classes" else F.groups
+    if part is None:
+        raise ConfigError(f"the workspace has no {synset} synset to verify")
+    key = fingerprint(dm.keys["train"], dm.keys["groups-class" if synset == "classes" else "groups"],
+                      data.test.fingerprint())
+    cache = RetrainCache(dm.ws.path("check", f"unlearn-retrain-{key}"), F.model, F.trajectory[0], data.train, part,
+                         dm.config.train, torch.cat([data.test.x, data.train.x]), device=dm.device())
+    removed = torch.cat([part.members(k) for k in groups])
+    n_test = len(data.test)
+    y_test, y_removed = data.test.y, data.train.y[removed]
+
+    def predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return torch.cat([devices.forward(model, x[i : i + 1024]).cpu() for i in range(0, len(x), 1024)]
+                                 ).argmax(1)
+        finally:
+            model.train(was)
+
+    def acc(pred: torch.Tensor, y: torch.Tensor) -> float:
+        return float((pred == y).float().mean())
+
+    seeds: list[int | None] = [None] + [1000 + i for i in range(orders - 1)]
+    exact = [cache.get(groups, seed) for seed in seeds]
+    ex_test = [e[:n_test].argmax(1) for e in exact]
+    ex_removed = [e[n_test:][removed].argmax(1) for e in exact]
+    un_test, target_test = predict(unlearned, data.test.x), predict(F.model, data.test.x)
+    un_removed, target_removed = predict(unlearned, data.train.x[removed]), predict(F.model, data.train.x[removed])
+    out: dict[str, Any] = {
+        "groups": sorted(groups), "synset": synset, "orders": orders,
+        "exact": {"test_accuracy": [acc(e, y_test) for e in ex_test],
+                  "removed_accuracy": [acc(e, y_removed) for e in ex_removed]},
+        "unlearned": {"test_accuracy": acc(un_test, y_test), "removed_accuracy": acc(un_removed, y_removed),
+                      "test_agreement": [acc(un_test, e) for e in ex_test]},
+        "target": {"test_accuracy": acc(target_test, y_test), "removed_accuracy": acc(target_removed, y_removed),
+                   "test_agreement": [acc(target_test, e) for e in ex_test]}}
+    if orders > 1:
+        out["exact"]["test_agreement_between_orders"] = [acc(ex_test[0], e) for e in ex_test[1:]]
+    gap = out["unlearned"]["test_accuracy"] - float(np.mean(out["exact"]["test_accuracy"]))
+    out["test_gap_points"] = 100 * gap
+    return out
