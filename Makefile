@@ -140,6 +140,11 @@ bench-damping: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/matrix-damp-large-heads-wide-adam --render \
 	  benchmarks/results/matrix-damp-large-heads-s0.json,benchmarks/results/matrix-damp-wide-adam-s12.json
 	$(BIN)/python benchmarks/damping_schedule.py --root runs/matrix-b --seed 0 --out benchmarks/results/damping-schedule
+	$(BIN)/python benchmarks/damping_head_proxy.py --seed 0 --configs fmnist-convnet-batchnorm-K40-sgd,digits-mlp-K100-adam \
+	  --out benchmarks/results/damping-head-proxy-probe
+	$(BIN)/python benchmarks/damping_head_proxy.py --seed 0 \
+	  --configs digits-mlp-K40-sgd,fmnist-mlp-K100-momentum,digits-convnet-groupnorm-K100-momentum,fmnist-convnet-K40-momentum-wd \
+	  --out benchmarks/results/damping-head-proxy-probe2
 
 # `ddm check` (its defaults: 32 retrains) on seed 0's workspace of every configuration, beside the matrix's numbers
 # (after bench-damping, whose seed-0 results it reads), in two halves.
