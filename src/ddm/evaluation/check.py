@@ -217,7 +217,8 @@ def verify_unlearning(dm: DistilledDatamodel, data: Any, groups: list[int], unle
     key = fingerprint(dm.keys["train"], dm.keys["groups-class" if synset == "classes" else "groups"],
                       data.test.fingerprint())
     cache = RetrainCache(dm.ws.path("check", f"unlearn-retrain-{key}"), F.model, F.trajectory[0], data.train, part,
-                         dm.config.train, torch.cat([data.test.x, data.train.x]), device=dm.device())
+                         dm.config.train, torch.cat([data.test.x, data.train.x]),
+                         device=devices.of(F.model))
     removed = torch.cat([part.members(k) for k in groups])
     n_test = len(data.test)
     y_test, y_removed = data.test.y, data.train.y[removed]

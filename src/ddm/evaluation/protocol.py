@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ddm import data as data_mod
-from ddm import models
+from ddm import devices, models
 from ddm.baselines.peers import PeerConfig, group_scores, predicted_loss, sample_scores, timed
 from ddm.baselines.simple import clustering_based, predict_based, random_choice
 from ddm.baselines.unlearners import NEGGRAD_ALPHA, finetune_rest, neggrad_plus
@@ -124,7 +124,8 @@ class _Truth:
         if dm.model is None or dm.trajectory is None or dm.groups is None:
             raise ConfigError("exact retraining needs the target model and its groups: fit up to 'groups' first")
         self.cache = RetrainCache(root / "retrain" / key, dm.model, dm.trajectory[0], data.train, dm.groups,
-                                  dm.config.train, torch.cat([data.test.x, data.train.x]))
+                                  dm.config.train, torch.cat([data.test.x, data.train.x]),
+                                  device=devices.of(dm.model))  # where the model is placed, as the README says
 
     def test(self, removed: list[int], seed: int | None = None) -> torch.Tensor:
         key = (tuple(sorted(removed)), seed)
