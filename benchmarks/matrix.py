@@ -137,6 +137,11 @@ HELD_OUT: dict[str, list[str]] = {
                                  "train.lr=0.001", "cluster.per_class=4"],
     "digits-convnet-wide-K40-adam": ["model.width=48", "model.depth=1", "train.optimizer=adam", "train.lr=0.001",
                                      "cluster.per_class=4"],
+    # AdamW (decoupled weight decay, train.optimizer=adamw, added after 0.14), the optimizer most recipes now use
+    "digits-mlp-K40-adamw": ["model.name=mlp", "model.width=64", "model.depth=2", "train.optimizer=adamw",
+                             "train.lr=0.001", "train.weight_decay=0.05", "cluster.per_class=4"],
+    "digits-convnet-K40-adamw": ["train.optimizer=adamw", "train.lr=0.001", "train.weight_decay=0.05",
+                                 "cluster.per_class=4"],
 }
 CONFIGS.update({k: (v, False) for k, v in HELD_OUT.items()})
 #: design variants measured beside the default, by configuration ("*" = every configuration)

@@ -656,3 +656,35 @@ def test_per_target_attributions_weigh_the_targets_own_class_more(run):
         cfg.with_overrides(["emulate.other_class_scale=0"])
     with pytest.raises(ConfigError, match="other_class_scale"):
         dm.attribute(targets, "dist2", other_class_scale=1.5)
+
+
+def test_adamw_trains_with_decoupled_decay_which_the_newton_step_leaves_out(tmp_path, caplog):
+    from ddm.train.loop import make_optimizer
+
+    cfg = presets.tiny().with_overrides(["hierarchical=false", "distill.iterations=2", "train.optimizer=adamw",
+                                         "train.lr=0.003", "train.weight_decay=0.05"])
+    data = ddm.data.load(cfg.data)
+    model = ddm.models.build(cfg.model, data)
+    opt = make_optimizer(model, cfg.train)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["weight_decay"] == 0.05
+    own = ddm.DistilledDatamodel(tmp_path / "own", cfg).fit(model, data.train)
+    assert own.trajectory.optimizer["type"] == "adamw" and own.weight_decay == 0.0
+    top = own.synset.curvature.top_eigenvalue()  # no L2 term in the damping: only the configured fraction
+    assert float(own.synset.damping) == pytest.approx(cfg.distill.damping * top, rel=1e-4)
+    assert own.decay(own.groups) is None
+    # a user's own loop with torch.optim.AdamW, recorded: the same, without a warning about an unrecorded decay
+    model = ddm.models.build(cfg.model, data)
+    rec = TrajectoryRecorder(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.003, weight_decay=0.05)
+    rec.attach(opt, every_steps=1)
+    for _ in range(2):
+        loss = torch.nn.functional.cross_entropy(model(data.train.x), data.train.y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with caplog.at_level("WARNING"):
+        handed = ddm.DistilledDatamodel(tmp_path / "handed", cfg.with_overrides(["train.optimizer=sgd",
+                                                                                  "train.weight_decay=0"])
+                                        ).fit(model, data.train, trajectory=rec.trajectory())
+    assert handed.trajectory.optimizer["type"] == "adamw" and handed.weight_decay == 0.0
+    assert "weight decay" not in caplog.text

@@ -78,10 +78,12 @@ class TrainConfig:
     batch_size: int = _f(64, "minibatch size")
     lr: float = _f(0.1, "learning rate (eta_a); 0.1 trains the default ConvNet on digits to 94% test accuracy in 20 "
                          "epochs, the paper's lr_net 0.01 (the paper preset) to 85%")
-    optimizer: str = _f("sgd", "sgd (with momentum and weight_decay) or adam (weight_decay as an L2 term)",
+    optimizer: str = _f("sgd", "sgd (with momentum and weight_decay), adam (weight_decay as an L2 term) or adamw "
+                               "(weight_decay decoupled from the gradient, as torch.optim.AdamW; since 0.15)",
                         since="0.4", implicit="sgd")
     momentum: float = _f(0.0, "SGD momentum (0: plain SGD as in the paper's Eq. 2)")
-    weight_decay: float = _f(0.0, "L2 weight decay")
+    weight_decay: float = _f(0.0, "weight decay: an L2 term for sgd and adam, decoupled for adamw (which the Newton "
+                                  "emulation then leaves out of its curvature: it is no term of the loss)")
     save_every: int = _f(1, "record theta every this many epochs (theta_0 and theta_tau always)")
     seed: int = _f(0, "seed of the data order")
     last_batch: str = _f("balanced", "the epoch's last, partial minibatch: balanced (default: ceil(n / batch_size) "
@@ -106,7 +108,7 @@ class TrainConfig:
         _check(0 <= self.momentum < 1, f"train.momentum must be in [0, 1), got {self.momentum}")
         _check(self.weight_decay >= 0, "train.weight_decay must be >= 0")
         _check(self.save_every > 0, "train.save_every must be positive")
-        _choice(self.optimizer, "train.optimizer", ("sgd", "adam"))
+        _choice(self.optimizer, "train.optimizer", ("sgd", "adam", "adamw"))
         _choice(self.last_batch, "train.last_batch", ("keep", "balanced"))
 
     def optimizer_record(self) -> dict[str, Any]:

@@ -417,10 +417,17 @@ class DistilledDatamodel:
     @property
     def weight_decay(self) -> float:
         """The L2 weight decay training used: the recorded optimizer's for a trajectory handed in (``fit(...,
-        trajectory=)``, recorded by :class:`ddm.TrajectoryRecorder`), else ``train.weight_decay``. The Newton
+        trajectory=)``, recorded by :class:`ddm.TrajectoryRecorder`), else ``train.weight_decay``; 0 for AdamW,
+        whose decoupled decay is no L2 term. The Newton
         damping and the groups' decay shares follow it; a handed-in trajectory that does not say, or says another
         value than a ``train.weight_decay`` that was set, gets a warning (once)."""
         wd = float(self.config.train.weight_decay)
+        kind = (self.trajectory.optimizer or {}).get("type") if self.trajectory is not None else None
+        if kind == "adamw" or (kind is None and self.config.train.optimizer == "adamw"):
+            # decoupled decay shrinks the weights outside the gradient: no L2 term of the loss whose curvature
+            # the damped Newton step could add (its stationary points are the loss's own, shifted by a pull that
+            # Adam's scaling makes small), so it is left out rather than taken for an L2 term of that size
+            return 0.0
         if not self.handed_in() or self.trajectory is None:
             return wd
         recorded = (self.trajectory.optimizer or {}).get("weight_decay")

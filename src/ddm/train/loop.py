@@ -51,9 +51,12 @@ def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer ``cfg`` names: SGD (momentum, weight decay) or Adam (weight decay as L2)."""
+    """The optimizer ``cfg`` names: SGD (momentum, weight decay), Adam (weight decay as L2) or AdamW (weight decay
+    decoupled from the gradient)."""
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
