@@ -140,6 +140,15 @@ bench-damping: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/matrix-damp-large-heads-wide-adam --render \
 	  benchmarks/results/matrix-damp-large-heads-s0.json,benchmarks/results/matrix-damp-wide-adam-s12.json
 	$(BIN)/python benchmarks/damping_schedule.py --root runs/matrix-b --seed 0 --out benchmarks/results/damping-schedule
+	for c in digits-mlp-K40-adamw digits-convnet-K40-adamw; do \
+	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $$c --seeds 0 --peers if-explicit,tracin \
+	    --no-variants --out benchmarks/results/matrix-held-out-$$c-s0 || exit 1; \
+	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $$c --seeds 1,2 --peers if-explicit,tracin \
+	    --no-variants --out benchmarks/results/matrix-held-out-$$c-s12 || exit 1; done
+	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/matrix-held-out-adamw --render \
+	  benchmarks/results/matrix-held-out-digits-mlp-K40-adamw-s0.json,benchmarks/results/matrix-held-out-digits-mlp-K40-adamw-s12.json,benchmarks/results/matrix-held-out-digits-convnet-K40-adamw-s0.json,benchmarks/results/matrix-held-out-digits-convnet-K40-adamw-s12.json
+	$(BIN)/python benchmarks/adamw_decay.py --seed 0 --configs digits-mlp-K40-adamw,digits-convnet-K40-adamw \
+	  --out benchmarks/results/adamw-decay
 	$(BIN)/python benchmarks/damping_head_proxy.py --seed 0 --configs fmnist-convnet-batchnorm-K40-sgd,digits-mlp-K100-adam \
 	  --out benchmarks/results/damping-head-proxy-probe
 	$(BIN)/python benchmarks/damping_head_proxy.py --seed 0 \
