@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddm.baselines.unlearners import retrain_head
 from ddm.evaluation.metrics import lds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,20 +30,7 @@ import matrix as M  # noqa: E402
 def run(name: str, seed: int, root: Path, args: Any) -> dict[str, Any]:
     cfg, data, folder, dm, cache = M.open_run(root, name, seed)
     v = M.ValidationTargets(dm, cache, data, seed)
-    memo: dict[bytes, torch.Tensor] = {}
-
-    def head_truth(masks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        out = []
-        for k in masks:
-            key = k.numpy().tobytes()
-            if key not in memo:
-                keep = torch.isin(dm.groups.assignment, torch.nonzero(k).flatten())
-                net = retrain_head(dm.model, dm.trajectory.final, data.train, keep, cfg.train,
-                                   head_init=dm.trajectory[0])
-                with torch.no_grad():
-                    memo[key] = M.losses(net(v.targets.x)[None], v.targets.y)[0]
-            out.append(memo[key][cols])
-        return torch.stack(out)
+    head_truth = M.head_retrained(dm, data, v.targets)
 
     def proxy_score(predict: Any) -> tuple[float, float]:
         every = torch.arange(len(v.rows))

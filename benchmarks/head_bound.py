@@ -18,10 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ddm.baselines.unlearners import retrain_head
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
@@ -30,22 +26,7 @@ def run(name: str, seed: int, root: Path, args: Any) -> dict[str, Any]:
     cfg, data, folder, dm, cache = M.open_run(root, name, seed)
     v = M.ValidationTargets(dm, cache, data, seed)
     res = v.baselines(dm, "head-bound")
-    memo: dict[bytes, torch.Tensor] = {}
-
-    def exact_head(masks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        out = []
-        for k in masks:
-            key = k.numpy().tobytes()
-            if key not in memo:
-                keep = torch.isin(dm.groups.assignment, torch.nonzero(k).flatten())
-                net = retrain_head(dm.model, dm.trajectory.final, data.train, keep, cfg.train,
-                                   head_init=dm.trajectory[0])
-                with torch.no_grad():
-                    memo[key] = M.losses(net(v.targets.x)[None], v.targets.y)[0]
-            out.append(memo[key][cols])
-        return torch.stack(out)
-
-    res["last layer retrained exactly on theta_tau's features"] = v.score(exact_head)
+    res["last layer retrained exactly on theta_tau's features"] = v.score(M.head_retrained(dm, data, v.targets))
     print(name, res, flush=True)
     return res
 
