@@ -427,7 +427,8 @@ def _print_unlearning_verification(v: dict[str, Any]) -> None:
           f"({v['test_gap_points']:+.1f} points); target {100 * t['test_accuracy']:.1f}%")
     print(f"    removed-data acc.  exact {pct(e['removed_accuracy'])}; unlearned {100 * u['removed_accuracy']:.1f}%; "
           f"target {100 * t['removed_accuracy']:.1f}%")
-    spread = (f"; exact retrains in two data orders agree with each other {pct(e['test_agreement_between_orders'])}"
+    spread = (f"; the exact retrain in the target's order agrees with the other orders' "
+              f"{pct(e['test_agreement_between_orders'])}"
               if "test_agreement_between_orders" in e else "")
     print(f"    agreement with exact on the test split: unlearned {pct(u['test_agreement'])}, target (nothing "
           f"unlearned) {pct(t['test_agreement'])}{spread}")

@@ -60,12 +60,12 @@ def _spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def bootstrap_lds(blocks: list[tuple[dict[str, torch.Tensor], torch.Tensor]], reps: int = 500,
                   seed: int = 0) -> dict[str, dict[str, float]]:
-    """LDS of each method with its standard error, and the paired margin of each over the others' first.
+    """LDS of each method with its standard error, and the paired margin of the first method over each other one.
 
     ``blocks``: (predicted losses per method ``[M_b, T_b]``, retrained losses ``[M_b, T_b]``): the targets of a block
-    share its subsets (the random halves; or one class's other-class subsets). Targets that share retrains are
-    not independent, so the error is a bootstrap over both: each repetition redraws every block's subsets and then
-    the targets, with replacement, and recomputes the mean Spearman. Returns ``{method: {"mean", "se"}}`` plus
+    share its subsets (e.g. the random halves, or the subsets that keep some classes whole). Targets that share
+    retrains are not independent, so the error is a bootstrap over both: each repetition redraws every block's
+    subsets and then the targets, with replacement, and recomputes the mean Spearman. Returns ``{method: {"mean", "se"}}`` plus
     ``"<method> - <first method>"`` entries for the paired differences."""
     names = list(blocks[0][0])
     gen = np.random.default_rng(seed)
@@ -141,7 +141,8 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
         out["other_classes"], out["other_class_subsets"] = chosen, other_class
     elif F.groups.mixes_classes():
         out["other_class_note"] = "the groups mix classes: no subset keeps one class whole"
-    full = F.model(data.test.x[rows]).detach()
+    with torch.no_grad():
+        full = devices.forward(F.model, data.test.x[rows])
     out["reproduction_dist1"] = 100 * float(dist_metrics(truth.test([])[rows], full, targets.y)["dist1"].mean())
     out["retrain_seconds"] = float(np.mean([truth.cache.seconds(torch.nonzero(~k).flatten().tolist()) for k in keep]))
     out["verdict"] = verdict(out)
