@@ -63,9 +63,9 @@ def bootstrap_lds(blocks: list[tuple[dict[str, torch.Tensor], torch.Tensor]], re
     """LDS of each method with its standard error, and the paired margin of the first method over each other one.
 
     ``blocks``: (predicted losses per method ``[M_b, T_b]``, retrained losses ``[M_b, T_b]``): the targets of a block
-    share its subsets (e.g. the random halves, or the subsets that keep some classes whole). Targets that share
-    retrains are not independent, so the error is a bootstrap over both: each repetition redraws every block's
-    subsets and then the targets, with replacement, and recomputes the mean Spearman. Returns ``{method: {"mean", "se"}}`` plus
+    share its subsets (e.g. the random halves, or the subsets that keep some classes whole). Targets that share retrains
+    are not independent, so the error is a bootstrap over both: each repetition redraws every block's subsets and then
+    the targets, with replacement, and recomputes the mean Spearman. Returns ``{method: {"mean", "se"}}`` plus
     ``"<method> - <first method>"`` entries for the paired differences."""
     names = list(blocks[0][0])
     gen = np.random.default_rng(seed)
