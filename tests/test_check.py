@@ -126,3 +126,39 @@ def test_unlearn_verify_sets_the_unlearned_model_beside_exact_retraining(tmp_pat
     text = capsys.readouterr().out
     assert "verification: exact retraining without them from theta_0, 2 data order(s)" in text
     assert "agrees with the other orders'" in text
+
+
+def test_the_schedule_weight_is_the_ratio_of_the_slopes_retraining_implies():
+    gen = torch.Generator().manual_seed(3)
+    predicted = torch.randn(20, 6, generator=gen, dtype=torch.float64)
+    term = torch.rand(20, 1, generator=gen, dtype=torch.float64) * torch.linspace(1, 2, 6, dtype=torch.float64)
+    actual = 0.7 + 4 * predicted + 2 * term + 1e-3 * torch.randn(20, 6, generator=gen, dtype=torch.float64)
+    assert C.schedule_weight(predicted, term, actual) == pytest.approx(0.5, rel=1e-2)
+    assert C.schedule_weight(predicted, term, 0.7 + 4 * predicted - 2 * term) == 0.0  # retraining does not see it
+    assert C.schedule_weight(predicted, term, -predicted + term) == 0.0  # nor the attribution: no scale to put it on
+
+
+def _schedule(weight: float, margin: float, oc_margin: float | None, configured: float = 0.0) -> dict:
+    r = _result(0.2, 0.02, None if oc_margin is None else 0.1)
+    s = {"weight": weight, "configured": configured, "lds": {"mean": 0.7 + margin, "se": 0.02},
+         "margin": {"mean": margin, "se": 0.02}}
+    if oc_margin is not None:
+        s["other_class_lds"], s["other_class_margin"] = {"mean": 0.1 + oc_margin}, {"mean": oc_margin, "se": 0.05}
+    r["schedule_term"] = s
+    s["recommended"] = C.schedule_recommended(r)
+    return r
+
+
+def test_the_check_advises_the_schedule_term_only_where_it_helps_on_subsets_it_was_not_fitted_on():
+    helps = _schedule(0.05, 0.01, 0.4)
+    assert helps["schedule_term"]["recommended"]
+    line = C.verdict(helps)[-1]
+    assert "--set emulate.schedule_weight=0.05" in line and "not fitted on" in line
+    assert "+0.500 instead of +0.100" in line
+    assert not _schedule(0.05, 0.01, 0.05)["schedule_term"]["recommended"]  # within noise on the other classes
+    assert not _schedule(0.05, -0.1, 0.4)["schedule_term"]["recommended"]  # costs the overall ranking
+    assert not _schedule(0.0, 0.0, 0.0)["schedule_term"]["recommended"]
+    assert "leave emulate.schedule_weight at 0" in C.verdict(_schedule(0.05, 0.01, 0.05))[-1]
+    assert _schedule(0.05, 0.1, None)["schedule_term"]["recommended"]  # no other-class subsets: the halves decide
+    assert "on the subsets it was fitted on" in C.verdict(_schedule(0.05, 0.1, None))[-1]
+    assert "configured" in C.verdict(_schedule(0.05, 0.01, 0.4, configured=0.05))[-1]

@@ -688,3 +688,38 @@ def test_adamw_trains_with_decoupled_decay_which_the_newton_step_leaves_out(tmp_
                                         ).fit(model, data.train, trajectory=rec.trajectory())
     assert handed.trajectory.optimizer["type"] == "adamw" and handed.weight_decay == 0.0
     assert "weight decay" not in caplog.text
+
+
+def test_the_schedule_term_adds_a_retrains_fewer_steps_in_proportion_to_the_data_removed(run):
+    from ddm.attribution.schedule import schedule_slope
+
+    cfg, data, ws, dm = run
+    targets = data.test[:5]
+    base = dm.config
+    plain = dm.attribute(targets, "dist2", name="plain")
+    assert plain.meta.get("schedule_weight") is None  # off by default: the attribution as it was
+    slope = schedule_slope(dm.model, dm.trajectory, targets.x, targets.y, ddm.objectives.get("dist2"))
+    assert slope is not None and slope.shape == (5, 1) and torch.isfinite(slope).all()
+    # the slope is the loss at the recorded epoch tau / 2 minus at theta_tau, per unit of removed fraction
+    half = dm.trajectory.at_epoch(dm.trajectory.epochs[-1] / 2)
+    with torch.no_grad():
+        loss = [torch.nn.functional.cross_entropy(torch.func.functional_call(dm.model.eval(), p, (targets.x,)),
+                                                  targets.y, reduction="none") for p in (half, dm.trajectory.final)]
+    assert torch.allclose(slope[:, 0], 2 * (loss[0] - loss[1]), atol=1e-5)
+    try:
+        dm.config = base.with_overrides(["emulate.schedule_weight=0.3"])
+        with_term = dm.attribute(targets, "dist2", name="schedule")
+        hier = dm.attribute(targets, "dist2", hierarchical=True, name="schedule-h")
+    finally:
+        dm.config = base
+    assert with_term.meta["schedule_weight"] == 0.3 and hier.meta["schedule_weight"] == 0.3
+    share = dm.groups.sizes().float() / dm.groups.sizes().sum()
+    keep = torch.rand(7, 20, generator=torch.Generator().manual_seed(0)) < 0.5
+    removed = (~keep).float() @ share
+    expected = plain.predict(keep) + 0.3 * removed[:, None, None] * slope[None]
+    assert torch.allclose(with_term.predict(keep), expected, atol=1e-5)
+    every = torch.ones(1, 20, dtype=torch.bool)
+    assert torch.allclose(with_term.predict(every), plain.predict(every), atol=1e-5)  # the full data's: unchanged
+    assert torch.allclose(with_term.scores, -with_term.weights[..., 0])  # scores follow: the loss increase
+    with pytest.raises(ConfigError, match="schedule_weight must be >= 0"):
+        base.with_overrides(["emulate.schedule_weight=-1"])

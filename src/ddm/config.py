@@ -326,6 +326,11 @@ class EmulateConfig:
                                        "each group's best step'). The ranking within the own class and within "
                                        "the others is unchanged; the intercept keeps the full data's prediction",
                                   since="0.10", implicit=1.0)
+    schedule_weight: float = _f(0.0, "weight of the schedule term: a retrain without a fraction f of the data "
+                                      "takes f fewer steps, so each prediction gets weight x (the output at the "
+                                      "recorded epoch tau / 2 minus at theta_tau) x 2 f. 0: none. `ddm check` fits "
+                                      "it on the workspace's own retrains and says whether it helps there (README, "
+                                      "'Checking it against exact retraining')", since="0.15", implicit=0.0)
     chunk_size: int = _f(64, "perturbations fine-tuned at once under vmap (bounds memory)")
     backend: str = _f("auto", "fine-tuning emulations: vmap (batched; the fast path on GPUs), loop (one model at a "
                               "time; 2-3x faster on CPUs, measured in issue 17) or auto (loop on the CPU)",
@@ -412,6 +417,8 @@ class EmulateConfig:
         _check(0 < self.other_class_scale <= 1, "emulate.other_class_scale must be in (0, 1] (0 would erase the "
                f"ranking of other classes' groups; 1 leaves the weights as fitted), got {self.other_class_scale}")
         _choice(self.readout, "emulate.readout", ("logits", "checkpoints"))
+        _check(self.schedule_weight >= 0, f"emulate.schedule_weight must be >= 0 (0: no schedule term), got "
+               f"{self.schedule_weight}")
         _check(self.finetune_lr is None or self.finetune_lr > 0, "emulate.finetune_lr must be positive")
         _check(self.finetune_scale > 0, "emulate.finetune_scale must be positive")
         _check(self.finetune_steps is None or self.finetune_steps >= 0, "emulate.finetune_steps must be >= 0")

@@ -586,7 +586,8 @@ class DistilledDatamodel:
                      "there (emulate.min_transfer %.2g)", ", ".join(f"{x:g}" for x in left_out), e.min_transfer)
         ids = targets.index.tolist() if obj.per_target else [-1]
         if self._fit_mode(obj, synset, len(perturbed)) == "linearised":
-            return self._attribute_linearised(targets, obj, averaged, groups, perturbed, subset, scale, ids, left_out)
+            attr = self._attribute_linearised(targets, obj, averaged, groups, perturbed, subset, scale, ids, left_out)
+            return self._with_schedule_term(attr, targets, obj, groups, subset)
         num = self._num_perturbations(len(perturbed), synset)
         _check_fit_memory(len(perturbed), num, (len(targets) if obj.per_target else 1)
                           * len(obj.output_names(synset.num_classes)))
@@ -596,10 +597,28 @@ class DistilledDatamodel:
         outputs = self._read_out_per_checkpoint(averaged, deleted, targets, obj, groups)
         if outputs is None:
             outputs = obj.outputs(self._emulate(averaged, synset_key, deleted, targets, tag, groups), targets.y)
-        return fit_attribution(keep, outputs, obj, groups, ids, synset.num_classes, e.weighting, e.ridge,
+        attr = fit_attribution(keep, outputs, obj, groups, ids, synset.num_classes, e.weighting, e.ridge,
                                {"perturbations": len(keep), "keep_prob": e.keep_prob,
                                 "other_class_scale": scale, "checkpoints_left_out": left_out},
                                targets.y if obj.per_target else None, scale, subset)
+        return self._with_schedule_term(attr, targets, obj, groups, subset)
+
+    def _with_schedule_term(self, attr: AttributionMatrix, targets: Split, obj: Objective, groups: Groups,
+                            subset: torch.Tensor | None) -> AttributionMatrix:
+        """``attr`` with ``emulate.schedule_weight`` x the schedule term (:mod:`ddm.attribution.schedule`: a retrain
+        without part of the data takes fewer steps); unchanged at weight 0, the default."""
+        weight = self.config.emulate.schedule_weight
+        if weight == 0:
+            return attr
+        from ddm.attribution.schedule import add_schedule_term, schedule_slope
+
+        assert self.model is not None and self.trajectory is not None
+        slope = schedule_slope(self.model, self.trajectory, targets.x, targets.y, obj)
+        if slope is None:
+            raise ConfigError(f"emulate.schedule_weight={weight:g} needs a recorded checkpoint at or before half of "
+                              f"the training (epochs recorded: {self.trajectory.epochs[1]:g} to "
+                              f"{self.trajectory.epochs[-1]:g}); set it to 0 for this workspace")
+        return add_schedule_term(attr, slope, weight, groups, obj, subset)
 
     def _fit_mode(self, obj: Objective, synset: Synset, k: int) -> str:
         """``emulate.fit`` resolved: ``linearised`` needs the Newton emulation read out through the logits and a
@@ -714,7 +733,7 @@ class DistilledDatamodel:
         ids = targets.index.tolist() if obj.per_target else [-1]
         return AttributionMatrix(weights, bias, obj.score(-weights), obj.name, obj.score_meaning,
                                  obj.output_names(int(self.num_classes or 0)), ids, self.groups, evaluated,
-                                 {"perturbations": n_perturbations,
+                                 {"perturbations": n_perturbations, "schedule_weight": e.schedule_weight,
                                   "class_level": {"weights": cls_attr.weights.tolist(), "top_classes": chosen}})
 
     def flagged_groups(self) -> list[int]:

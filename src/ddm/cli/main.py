@@ -602,6 +602,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         o = oc.get(name)
         print(f"  {name:<22} LDS {v['mean']:+.3f} ± {v['se']:.3f}"
               + (f"   other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}" if o else ""))
+    st = r.get("schedule_term")
+    if st is not None:
+        o = st.get("other_class_lds")
+        print(f"  {'DDM + schedule term':<22} LDS {st['lds']['mean']:+.3f} ± {st['lds']['se']:.3f}"
+              + (f"   other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}" if o else "")
+              + f"   (weight {st['weight']:.3g}, fitted on the random halves)")
     if oc:
         print(f"  (other-class LDS on the targets of classes {r['other_classes']}, over subsets that keep their groups "
               "whole)")

@@ -37,6 +37,7 @@ from ddm.workspace import save_json
 
 log = logging.getLogger(__name__)
 TRIVIAL = "same class (trivial)"
+SCHEDULE = "DDM + schedule term"
 #: the draws of the check's subsets (apart from the benchmarks' and the protocol's, which use 10,000 + seed)
 SUBSET_SEED = 40_000
 
@@ -118,11 +119,22 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
         "DDM": lambda k: attr.predict(k)[..., 0], TRIVIAL: partial(predicted_loss, same)}
     for method in peers:
         predict[method] = partial(predicted_loss, _peer_group_scores(root, method, F, data.train, targets, rows)[0])
+    term = _schedule_term(dm, targets)
+    if term is not None:
+        # a retrain without part of the data takes fewer steps (ddm.attribution.schedule): the term's weight is fitted
+        # on the random halves and put beside the attribution (the configured weight's share taken out first)
+        configured = dm.config.emulate.schedule_weight
+        weight = schedule_weight(predict["DDM"](keep) - configured * term(keep), term(keep), actual)
+        predict[SCHEDULE] = lambda k: predict["DDM"](k) + (weight - configured) * term(k)
     main = bootstrap_lds([({n: f(keep) for n, f in predict.items()}, actual)], seed=SUBSET_SEED)
     out: dict[str, Any] = {"synset_key": dm.keys["synset"], "targets": rows.tolist(), "subsets": subsets,
                            "groups": F.groups.num_groups,
-                           "lds": {n: main[n] for n in predict}, "margin_over_trivial": main[f"DDM - {TRIVIAL}"],
+                           "lds": {n: main[n] for n in predict if n != SCHEDULE},
+                           "margin_over_trivial": main[f"DDM - {TRIVIAL}"],
                            "margin_over_peers": {m: main[f"DDM - {m}"] for m in peers}}
+    if term is not None:
+        out["schedule_term"] = {"weight": weight, "configured": dm.config.emulate.schedule_weight,
+                                "lds": main[SCHEDULE], "margin": _flip(main[f"DDM - {SCHEDULE}"])}
     counts = torch.bincount(targets.y, minlength=data.num_classes)
     n_keep = min(other_classes, int((counts > 0).sum()),
                  int((torch.bincount(F.groups.labels, minlength=data.num_classes) > 0).sum()) - 1)
@@ -137,7 +149,10 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
                                  f"check: retrains keeping classes {chosen} whole")
         oc = bootstrap_lds([({n: f(masks)[:, sel] for n, f in predict.items()},
                              _loss(logits[:, rows[sel]], targets.y[sel]))], seed=SUBSET_SEED + 1)
-        out["other_class_lds"] = {n: oc[n] for n in predict}
+        out["other_class_lds"] = {n: oc[n] for n in predict if n != SCHEDULE}
+        if term is not None:
+            out["schedule_term"]["other_class_lds"] = oc[SCHEDULE]
+            out["schedule_term"]["other_class_margin"] = _flip(oc[f"DDM - {SCHEDULE}"])
         out["other_classes"], out["other_class_subsets"] = chosen, other_class
     elif F.groups.mixes_classes():
         out["other_class_note"] = "the groups mix classes: no subset keeps one class whole"
@@ -145,11 +160,49 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
         full = devices.forward(F.model, data.test.x[rows])
     out["reproduction_dist1"] = 100 * float(dist_metrics(truth.test([])[rows], full, targets.y)["dist1"].mean())
     out["retrain_seconds"] = float(np.mean([truth.cache.seconds(torch.nonzero(~k).flatten().tolist()) for k in keep]))
+    if term is not None:
+        out["schedule_term"]["recommended"] = schedule_recommended(out)
     out["verdict"] = verdict(out)
     out["passed"] = out["margin_over_trivial"]["mean"] > 0 and out.get("other_class_lds", {}).get(
         "DDM", {"mean": 1.0})["mean"] > 0
     save_json(root / "check.json", out)
     return out
+
+
+def _schedule_term(dm: DistilledDatamodel, targets: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The schedule term of the ``targets``' losses for keep-masks ``[S, K]`` -> ``[S, T]`` (weight 1), or None where
+    the trajectory has no checkpoint to draw it from."""
+    from ddm.attribution.schedule import schedule_slope
+    from ddm.objectives import get
+
+    F = dm.fitted()
+    slope = schedule_slope(F.model, F.trajectory, targets.x, targets.y, get("dist2"))
+    if slope is None:
+        return None
+    share = F.groups.sizes().double() / F.groups.sizes().sum()
+
+    def term(keep: torch.Tensor) -> torch.Tensor:
+        return ((~keep.bool()).double() @ share).float()[:, None] * slope[None, :, 0]
+
+    return term
+
+
+def schedule_weight(predicted: torch.Tensor, term: torch.Tensor, actual: torch.Tensor) -> float:
+    """The schedule term's weight that puts it on the attribution's scale, from retrains ``actual [S, T]``: per
+    target, the least-squares slopes of the retrained losses on the attribution's ``predicted`` losses and on the
+    ``term`` together (an intercept beside), and the ratio of their medians over targets (0 where either median is
+    not positive: the retrains do not see the term, or not the attribution)."""
+    slopes = []
+    for t in range(actual.shape[1]):
+        X = torch.stack([torch.ones_like(actual[:, t]), predicted[:, t], term[:, t]], 1).double()
+        slopes.append(torch.linalg.lstsq(X, actual[:, t].double()[:, None]).solution.flatten()[1:])
+    b = torch.stack(slopes).nanmedian(0).values
+    b_ddm, b_term = float(b[0]), float(b[1])
+    return b_term / b_ddm if b_ddm > 0 and b_term > 0 and np.isfinite(b_term / b_ddm) else 0.0
+
+
+def _flip(d: dict[str, float]) -> dict[str, float]:
+    return {"mean": -d["mean"], "se": d["se"]}
 
 
 def verdict(r: dict[str, Any]) -> list[str]:
@@ -185,11 +238,51 @@ def verdict(r: dict[str, Any]) -> list[str]:
             lines.append(f"other classes' groups: not told apart from chance on {r.get('other_class_subsets', '')} "
                          f"subsets (other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}): trust the ranking within the "
                          "target's own class more than across classes; more --other-class-subsets give a finer answer")
+    lines += _schedule_verdict(r)
     if r["reproduction_dist1"] > SAME_SEED_TOLERANCE:
         lines.append(f"retraining on all the data does not reproduce the target (Dist1 x100 "
                      f"{r['reproduction_dist1']:.2f}, expected 0): every retrain carries nondeterminism (a thread "
                      "count, device or kernel other than the target's), which blurs these scores")
     return lines
+
+
+def _schedule_evidence(s: dict[str, Any]) -> tuple[bool, dict[str, float], str]:
+    """(held out, margin, what): the schedule term's margin over DDM on the other-class subsets where the check has
+    them (the weight is fitted on the random halves, so these never saw it), else on the halves."""
+    held_out = "other_class_margin" in s
+    return held_out, s["other_class_margin"] if held_out else s["margin"], "other-class LDS" if held_out else "LDS"
+
+
+def schedule_recommended(r: dict[str, Any]) -> bool:
+    """Whether a check's result ``r`` recommends the schedule term at its fitted weight: a positive weight whose
+    margin over DDM (:func:`_schedule_evidence`) is above twice its standard error, and on the random halves no loss
+    beyond twice its standard error."""
+    s = r["schedule_term"]
+    m = _schedule_evidence(s)[1]
+    return bool(s["weight"] > 0 and m["mean"] - 2 * m["se"] > 0 and s["margin"]["mean"] + 2 * s["margin"]["se"] > 0)
+
+
+def _schedule_verdict(r: dict[str, Any]) -> list[str]:
+    """Whether the schedule term, at the weight fitted on the random halves, ranks better: judged on the other-class
+    subsets where there are (the weight never saw them), else on the halves themselves."""
+    s = r.get("schedule_term")
+    if s is None:
+        return []
+    held_out, m, what = _schedule_evidence(s)
+    before = (r["other_class_lds"] if held_out else r["lds"])["DDM"]["mean"]
+    after = (s["other_class_lds"] if held_out else s["lds"])["mean"]
+    setting = f"emulate.schedule_weight={s['weight']:.3g}"
+    if s["configured"] > 0:
+        return [f"schedule term: weight {s['configured']:.3g} configured; these retrains fit {s['weight']:.3g} "
+                f"({what} {after:+.3f} against {before:+.3f} with the configured one)"]
+    if s["recommended"]:
+        return [f"a retrain without part of the data also takes fewer steps, and here that matters: with the schedule "
+                f"term ({setting}, fitted on the random halves) {what} is {after:+.3f} instead of {before:+.3f} "
+                f"(margin {m['mean']:+.3f} ± {m['se']:.3f}" + (", on subsets the weight was not fitted on" if held_out
+                                                               else ", on the subsets it was fitted on")
+                + f"; LDS {s['lds']['mean']:+.3f}). Attribute with --set {setting} (README, 'The schedule term')"]
+    return [f"the schedule term (a retrain's fewer steps) does not rank better here ({what} {after:+.3f} against "
+            f"{before:+.3f} at the fitted weight {s['weight']:.3g}): leave emulate.schedule_weight at 0"]
 
 
 def _retrainable(dm: DistilledDatamodel) -> None:
