@@ -158,6 +158,7 @@ def test_the_check_advises_the_schedule_term_only_where_it_helps_on_subsets_it_w
     assert not _schedule(0.05, 0.01, 0.05)["schedule_term"]["recommended"]  # within noise on the other classes
     assert not _schedule(0.05, -0.1, 0.4)["schedule_term"]["recommended"]  # costs the overall ranking
     assert not _schedule(0.0, 0.0, 0.0)["schedule_term"]["recommended"]
+    assert "do not show in these retrains" in C.verdict(_schedule(0.0, 0.0, 0.0))[-1]
     assert "leave emulate.schedule_weight at 0" in C.verdict(_schedule(0.05, 0.01, 0.05))[-1]
     assert _schedule(0.05, 0.1, None)["schedule_term"]["recommended"]  # no other-class subsets: the halves decide
     assert "on the subsets it was fitted on" in C.verdict(_schedule(0.05, 0.1, None))[-1]

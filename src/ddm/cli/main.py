@@ -177,7 +177,7 @@ def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argpars
             "finetune": {"lr": dm.finetune_lr, "steps": dm.finetune_steps},
             "flagged_groups": meta.get("flagged_groups", []), "reused": meta.get("reused", []),
             "other_class_scale": meta.get("other_class_scale"), "fit": meta.get("fit", "regression"),
-            "source": source, "targets": rows}
+            "schedule_weight": meta.get("schedule_weight", 0.0), "source": source, "targets": rows}
 
 
 def _print_offline(o: dict[str, Any]) -> None:
@@ -231,6 +231,9 @@ def _print_attribution(r: dict[str, Any]) -> None:
     if scale is not None and scale != 1.0:
         print(f"  groups of other classes than the target's weigh x{scale:g} (emulate.other_class_scale; "
               "README, 'Class balance')")
+    if r.get("schedule_weight"):
+        print(f"  with the schedule term at weight {r['schedule_weight']:g}: a retrain without part of the data takes "
+              "fewer steps (emulate.schedule_weight; README, 'The schedule term')")
     print(f"score: {r['score_meaning']}")
     for row in r["targets"]:
         if "test_index" in row:
@@ -603,7 +606,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  {name:<22} LDS {v['mean']:+.3f} ± {v['se']:.3f}"
               + (f"   other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}" if o else ""))
     st = r.get("schedule_term")
-    if st is not None:
+    if st is not None and st["weight"] > 0:
         o = st.get("other_class_lds")
         print(f"  {'DDM + schedule term':<22} LDS {st['lds']['mean']:+.3f} ± {st['lds']['se']:.3f}"
               + (f"   other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}" if o else "")

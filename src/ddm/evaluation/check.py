@@ -281,6 +281,9 @@ def _schedule_verdict(r: dict[str, Any]) -> list[str]:
                 f"(margin {m['mean']:+.3f} ± {m['se']:.3f}" + (", on subsets the weight was not fitted on" if held_out
                                                                else ", on the subsets it was fitted on")
                 + f"; LDS {s['lds']['mean']:+.3f}). Attribute with --set {setting} (README, 'The schedule term')"]
+    if s["weight"] == 0:
+        return ["a retrain's fewer steps do not show in these retrains (the schedule term's fitted weight is 0): "
+                "leave emulate.schedule_weight at 0"]
     return [f"the schedule term (a retrain's fewer steps) does not rank better here ({what} {after:+.3f} against "
             f"{before:+.3f} at the fitted weight {s['weight']:.3g}): leave emulate.schedule_weight at 0"]
 
