@@ -50,6 +50,11 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert out["attribution"]["fit"] == "regression" and "fitted linearised" not in text
     assert main(["attribute", "-w", ws, "--targets", "1", "--set", "emulate.fit=linearised"]) == 0
     assert "W fitted linearised" in capsys.readouterr().out  # the fit is said too
+    assert "schedule term" not in text  # off by default, and said when it is on
+    assert main(["attribute", "-w", ws, "--targets", "1", "--set", "emulate.schedule_weight=0.1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["schedule_weight"] == 0.1
+    assert main(["attribute", "-w", ws, "--targets", "1", "--set", "emulate.schedule_weight=0.1"]) == 0
+    assert "with the schedule term at weight 0.1" in capsys.readouterr().out
 
     assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json"]) == 0
     un = json.loads(capsys.readouterr().out)
