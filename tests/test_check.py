@@ -155,11 +155,15 @@ def test_the_check_advises_the_schedule_term_only_where_it_helps_on_subsets_it_w
     line = C.verdict(helps)[-1]
     assert "--set emulate.schedule_weight=0.05" in line and "not fitted on" in line
     assert "+0.500 instead of +0.100" in line
-    assert not _schedule(0.05, 0.01, 0.05)["schedule_term"]["recommended"]  # within noise on the other classes
+    assert "firmer answer" not in line
+    weak = _schedule(0.05, 0.01, 0.05)  # the selection rule on a point estimate, said to be within noise
+    assert weak["schedule_term"]["recommended"] and "within two standard errors" in C.verdict(weak)[-1]
+    assert not _schedule(0.05, 0.01, -0.05)["schedule_term"]["recommended"]  # the mean of the two falls
     assert not _schedule(0.05, -0.1, 0.4)["schedule_term"]["recommended"]  # costs the overall ranking
     assert not _schedule(0.0, 0.0, 0.0)["schedule_term"]["recommended"]
     assert "do not show in these retrains" in C.verdict(_schedule(0.0, 0.0, 0.0))[-1]
-    assert "leave emulate.schedule_weight at 0" in C.verdict(_schedule(0.05, 0.01, 0.05))[-1]
+    assert "leave emulate.schedule_weight at 0" in C.verdict(_schedule(0.05, 0.01, -0.05))[-1]
     assert _schedule(0.05, 0.1, None)["schedule_term"]["recommended"]  # no other-class subsets: the halves decide
+    assert not _schedule(0.05, 0.02, None)["schedule_term"]["recommended"]  # ... beyond two standard errors
     assert "on the subsets it was fitted on" in C.verdict(_schedule(0.05, 0.1, None))[-1]
     assert "configured" in C.verdict(_schedule(0.05, 0.01, 0.4, configured=0.05))[-1]

@@ -254,12 +254,18 @@ def _schedule_evidence(s: dict[str, Any]) -> tuple[bool, dict[str, float], str]:
 
 
 def schedule_recommended(r: dict[str, Any]) -> bool:
-    """Whether a check's result ``r`` recommends the schedule term at its fitted weight: a positive weight whose
-    margin over DDM (:func:`_schedule_evidence`) is above twice its standard error, and on the random halves no loss
-    beyond twice its standard error."""
+    """Whether a check's result ``r`` advises the schedule term at its fitted weight: the benchmarks' selection rule
+    on the check's own retrains. A positive weight that raises the mean of LDS and other-class LDS (the other-class
+    subsets never saw the weight), with no loss of LDS beyond twice its standard error; where the check has no
+    other-class subsets, an LDS gain beyond twice its standard error (those are the subsets the weight was fitted
+    on). A point estimate: the verdict gives each margin's standard error."""
     s = r["schedule_term"]
-    m = _schedule_evidence(s)[1]
-    return bool(s["weight"] > 0 and m["mean"] - 2 * m["se"] > 0 and s["margin"]["mean"] + 2 * s["margin"]["se"] > 0)
+    if s["weight"] <= 0:
+        return False
+    m = s["margin"]
+    if "other_class_margin" not in s:
+        return bool(m["mean"] - 2 * m["se"] > 0)
+    return bool((m["mean"] + s["other_class_margin"]["mean"]) / 2 > 0 and m["mean"] + 2 * m["se"] > 0)
 
 
 def _schedule_verdict(r: dict[str, Any]) -> list[str]:
@@ -276,11 +282,14 @@ def _schedule_verdict(r: dict[str, Any]) -> list[str]:
         return [f"schedule term: weight {s['configured']:.3g} configured; these retrains fit {s['weight']:.3g} "
                 f"({what} {after:+.3f} against {before:+.3f} with the configured one)"]
     if s["recommended"]:
-        return [f"a retrain without part of the data also takes fewer steps, and here that matters: with the schedule "
+        firm = m["mean"] - 2 * m["se"] > 0
+        return [f"a retrain without part of the data also takes fewer steps, and here that shows: with the schedule "
                 f"term ({setting}, fitted on the random halves) {what} is {after:+.3f} instead of {before:+.3f} "
                 f"(margin {m['mean']:+.3f} ± {m['se']:.3f}" + (", on subsets the weight was not fitted on" if held_out
                                                                else ", on the subsets it was fitted on")
-                + f"; LDS {s['lds']['mean']:+.3f}). Attribute with --set {setting} (README, 'The schedule term')"]
+                + f"; LDS {s['lds']['mean']:+.3f}, margin {s['margin']['mean']:+.3f} ± {s['margin']['se']:.3f})"
+                + ("" if firm else ", a gain within two standard errors (more --other-class-subsets give a firmer "
+                   "answer)") + f". Attribute with --set {setting} (README, 'The schedule term')"]
     if s["weight"] == 0:
         return ["a retrain's fewer steps do not show in these retrains (the schedule term's fitted weight is 0): "
                 "leave emulate.schedule_weight at 0"]
