@@ -37,10 +37,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
+from ddm.attribution.schedule import schedule_slope  # noqa: E402
 from ddm.emulate.perturbations import sample_perturbations  # noqa: E402
 from ddm.evaluation.check import check  # noqa: E402
 from ddm.evaluation.metrics import lds  # noqa: E402
 from ddm.models import with_params  # noqa: E402
+from ddm.objectives import get  # noqa: E402
 
 CAL_SEED = 40_000  # ddm check's draws
 GRID = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -121,6 +123,18 @@ def run(name: str, seed: int, root: Path, args: Namespace) -> dict[str, Any]:
     advised = st["weight"] if st["recommended"] else 0.0
     out["DDM as `ddm check` advises"] = v.score(lambda k, s: ddm_pred(k, s) + advised * linear(k, s))
     weights["check fitted"], weights["check advised"] = st["weight"], advised
+    # the same on the matrix's reported targets (rows 0-49, the check's own targets) and their subsets
+    rep = M.ValidationTargets(dm, cache, data, seed)
+    rep.rows, rep.targets = M.target_rows(data, select=False)
+    rep.keep, rep.oc_keep = M.lds_subsets(dm.groups, rep.targets.y, seed)
+    attr_rep = dm.attribute(rep.targets, "dist2", name="schedule-calibration-reported")
+    slope_rep = schedule_slope(dm.model, tr, rep.targets.x, rep.targets.y, get("dist2"))[:, 0]
+
+    def rep_pred(keep: torch.Tensor, sel: torch.Tensor, g: float) -> torch.Tensor:
+        return attr_rep.predict(keep)[:, sel, 0] + g * removed(keep)[:, None] * slope_rep[sel][None, :]
+
+    out["reported targets: DDM (the default)"] = rep.score(lambda k, s: rep_pred(k, s, 0.0))
+    out["reported targets: as `ddm check` advises"] = rep.score(lambda k, s: rep_pred(k, s, advised))
     out["weights"] = {k: round(w, 5) for k, w in weights.items()}
     print(name, seed, out, flush=True)
     return out
