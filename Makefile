@@ -160,11 +160,20 @@ bench-damping: $(STAMP)
 CHECK_A := $(MATRIX_A),$(MATRIX_B),digits-convnet-wide-K40-momentum,digits-mlp-wide-K40-sgd,fmnist-mlp-wide-K40-sgd,digits-mlp-wide-K40-adam
 CHECK_B := $(HELD_OUT_12),digits-convnet-wide-K40-adam
 CHECK_M := benchmarks/results/matrix-damp-a.json,benchmarks/results/matrix-damp-b.json,benchmarks/results/matrix-damp-held-out-s0.json,benchmarks/results/matrix-damp-large-heads-s0.json
+SCHEDULE_OTHERS := digits-convnet-K40-cosine,digits-convnet-batchnorm-K40-momentum,fmnist-convnet-K40-momentum-wd,digits-mlp-K40-sgd,digits-convnet-groupnorm-K100-momentum,digits-resnet-K40-momentum,fmnist-mlp-K40-adam,fmnist-convnet-K100-sgd
 bench-check: $(STAMP)
 	$(BIN)/python benchmarks/check_agreement.py --root runs/matrix-b --seed 0 --configs $(CHECK_A) --matrix $(CHECK_M) \
 	  --out benchmarks/results/check-agreement-a
 	$(BIN)/python benchmarks/check_agreement.py --root runs/matrix-b --seed 0 --configs $(CHECK_B) --matrix $(CHECK_M) \
 	  --out benchmarks/results/check-agreement-b
+	# the schedule term as ddm check fits and advises it, scored on the matrix's retrains (BENCHMARKS.md, "The schedule term")
+	$(BIN)/python benchmarks/schedule_calibration.py --root runs/matrix-b --configs digits-convnet-K100-sgd,fmnist-mlp-K40-sgd \
+	  --seed 3 --out benchmarks/results/schedule-calibration-select
+	for s in 0 1 2; do $(BIN)/python benchmarks/schedule_calibration.py --root runs/matrix-b \
+	  --configs digits-convnet-K40-momentum-wd --seed $$s --out benchmarks/results/schedule-calibration-momentum-wd-seed$$s \
+	  || exit 1; done
+	$(BIN)/python benchmarks/schedule_calibration.py --root runs/matrix-b --seed 0 --configs $(SCHEDULE_OTHERS) \
+	  --out benchmarks/results/schedule-calibration-others-seed0
 
 bench-grow: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --select --grid distill.ipc_grow=0,16 --unlearn-dampings= --peers "" \

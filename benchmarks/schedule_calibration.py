@@ -123,6 +123,9 @@ def run(name: str, seed: int, root: Path, args: Namespace) -> dict[str, Any]:
     advised = st["weight"] if st["recommended"] else 0.0
     out["DDM as `ddm check` advises"] = v.score(lambda k, s: ddm_pred(k, s) + advised * linear(k, s))
     weights["check fitted"], weights["check advised"] = st["weight"], advised
+    out["check"] = {"lds": r["lds"]["DDM"], "other_class_lds": r.get("other_class_lds", {}).get("DDM"),
+                    "margin": st["margin"], "other_class_margin": st.get("other_class_margin"),
+                    "recommended": st["recommended"]}
     # the same on the matrix's reported targets (rows 0-49, the check's own targets) and their subsets
     rep = M.ValidationTargets(dm, cache, data, seed)
     rep.rows, rep.targets = M.target_rows(data, select=False)
@@ -143,7 +146,7 @@ def run(name: str, seed: int, root: Path, args: Namespace) -> dict[str, Any]:
 def main() -> None:
     args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/schedule-calibration-select",
                                             "digits-convnet-K100-sgd,fmnist-mlp-K40-sgd")
-    rows = [r for r in next(iter(results.values())) if r != "weights"]
+    rows = [r for r in next(iter(results.values())) if r not in ("weights", "check")]
     lines = ["# The schedule effect weighted on a workspace's own calibration retrains (diagnostic)", "",
              f"Command: `python benchmarks/schedule_calibration.py {' '.join(sys.argv[1:])}`; seed {args.seed}, "
              "validation targets; LDS / other-class LDS against the matrix's retrains in the target's data order "
@@ -153,7 +156,18 @@ def main() -> None:
         lines.append(f"| {n} | " + " | ".join(
             f"{results[n][r][0]:.3f} → {results[n][r][1]:.3f}" if r.startswith("calibration")
             else f"{results[n][r][0]:+.3f} / {results[n][r][1]:+.3f}" for r in rows) + " |")
-    lines += ["", "Weights: " + "; ".join(f"{n}: {results[n]['weights']}" for n in names)]
+    lines += ["", "Weights: " + "; ".join(f"{n}: {results[n]['weights']}" for n in names), "",
+              "`ddm check` on each workspace (its own 50 targets, 16 halves, 15 other-class subsets): DDM's LDS and "
+              "other-class LDS, the schedule term's margins over DDM at the fitted weight (± standard error), "
+              "advised or not:", ""]
+    for n in names:
+        c = results[n]["check"]
+
+        def pm(d: Any) -> str:
+            return "–" if d is None else f"{d['mean']:+.3f} ± {d['se']:.3f}"
+
+        lines.append(f"* {n}: DDM {pm(c['lds'])} / {pm(c['other_class_lds'])}; margins {pm(c['margin'])} / "
+                     f"{pm(c['other_class_margin'])}; {'advised' if c['recommended'] else 'not advised'}")
     M.write_report(args.out, lines, results)
 
 
