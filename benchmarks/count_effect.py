@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
 from ddm.distill.head import Head  # noqa: E402
-from ddm.models import with_params  # noqa: E402
 
 #: rows that hold numbers, not an (LDS, other-class LDS) pair
 NUMBERS = ("implied b_DDM, b_count", "head-TracIn: implied slope, norm ratio to DDM")
@@ -71,27 +70,12 @@ def run(name: str, seed: int, root: Path, args: Namespace) -> dict[str, Any]:
     v = M.ValidationTargets(dm, cache, data, seed)
     out: dict[str, Any] = v.baselines(dm, "count-effect")
     attr = dm.attribute(v.targets, "dist2", name="count-effect", other_class_scale=1.0)
-    tr = dm.trajectory
     sizes = dm.groups.sizes().double()
-    last = float(tr.epochs[-1])
-    dm.model.eval()
-
-    def loss_at(params: Any) -> torch.Tensor:
-        with torch.no_grad():
-            return F.cross_entropy(with_params(dm.model, params)(v.targets.x), v.targets.y, reduction="none")
-
-    final = loss_at(tr.final)
-    rewound: dict[float, torch.Tensor] = {}
+    effect_at = M.rewound_losses(dm, v.targets)
 
     def count(keep: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-        rows = []
-        for k in keep:
-            epoch = round(last * float(sizes[k].sum() / sizes.sum()), 4)  # tau (1 - f), f the removed fraction
-            if epoch not in rewound:
-                p = tr.at_epoch(epoch)
-                rewound[epoch] = torch.zeros_like(final) if p is None else loss_at(p) - final
-            rows.append(rewound[epoch][sel])
-        return torch.stack(rows)
+        # each subset's loss at tau (1 - f), f the removed fraction, minus at theta_tau
+        return torch.stack([effect_at(1 - float(sizes[k].sum() / sizes.sum()))[sel] for k in keep])
 
     def ddm_pred(keep: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
         return attr.predict(keep)[:, sel, 0]

@@ -233,6 +233,25 @@ def head_retrained(dm: ddm.DistilledDatamodel, data: Any, targets: Any
     return predict
 
 
+def rewound_losses(dm: ddm.DistilledDatamodel, targets: Any) -> Callable[[float], torch.Tensor]:
+    """``effect_at(f)``: the ``targets``' losses at the recorded epoch tau (1 - f) minus at theta_tau (where a retrain
+    without the fraction f of the samples stops, by the step count; 0 where no checkpoint lies that early), each
+    epoch computed once (:func:`ddm.attribution.schedule.rewound_change`)."""
+    from ddm.attribution.schedule import rewound_change
+
+    last, memo = float(dm.trajectory.epochs[-1]), {}
+
+    def effect_at(f: float) -> torch.Tensor:
+        epoch = round(last * (1 - f), 4)
+        if epoch not in memo:
+            change = rewound_change(dm.model, dm.trajectory, targets.x, targets.y, ddm.objectives.get("dist2"),
+                                    1 - epoch / last)
+            memo[epoch] = torch.zeros(len(targets)) if change is None else change[:, 0]
+        return memo[epoch]
+
+    return effect_at
+
+
 def score_table(results: dict[str, dict[str, Any]]) -> list[str]:
     """A diagnostic's markdown table: one row per configuration of ``results`` (``{configuration: {method: (LDS,
     other-class LDS, ...)}}``), one column per method, each cell ``LDS / other-class LDS``."""

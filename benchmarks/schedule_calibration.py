@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
@@ -41,7 +40,6 @@ from ddm.attribution.schedule import schedule_slope  # noqa: E402
 from ddm.emulate.perturbations import sample_perturbations  # noqa: E402
 from ddm.evaluation.check import check  # noqa: E402
 from ddm.evaluation.metrics import lds  # noqa: E402
-from ddm.models import with_params  # noqa: E402
 from ddm.objectives import get  # noqa: E402
 
 CAL_SEED = 40_000  # ddm check's draws
@@ -55,22 +53,7 @@ def run(name: str, seed: int, root: Path, args: Namespace) -> dict[str, Any]:
     out: dict[str, Any] = v.baselines(dm, "schedule-calibration")
     attr = dm.attribute(v.targets, "dist2", name="schedule-calibration")
     tr, sizes = dm.trajectory, dm.groups.sizes().double()
-    last = float(tr.epochs[-1])
-    dm.model.eval()
-
-    def loss_at(params: Any) -> torch.Tensor:
-        with torch.no_grad():
-            return F.cross_entropy(with_params(dm.model, params)(v.targets.x), v.targets.y, reduction="none")
-
-    final = loss_at(tr.final)
-    rewound: dict[float, torch.Tensor] = {}
-
-    def effect_at(f: float) -> torch.Tensor:
-        epoch = round(last * (1 - f), 4)
-        if epoch not in rewound:
-            p = tr.at_epoch(epoch)
-            rewound[epoch] = torch.zeros_like(final) if p is None else loss_at(p) - final
-        return rewound[epoch]
+    effect_at = M.rewound_losses(dm, v.targets)
 
     half = effect_at(0.5) / 0.5
 

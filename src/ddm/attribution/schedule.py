@@ -31,12 +31,13 @@ from ddm.train.trajectory import Trajectory
 REMOVED = 0.5
 
 
-def schedule_slope(model: nn.Module, trajectory: Trajectory, x: torch.Tensor, y: torch.Tensor,
-                   objective: Objective) -> torch.Tensor | None:
-    """``[T, O]``: each output's change from theta_tau to the recorded epoch tau (1 - :data:`REMOVED`), per unit of
-    removed fraction; None where the trajectory holds no checkpoint to interpolate that epoch from (it would lie
-    between theta_0, a random initialisation, and the first recorded epoch)."""
-    rewound = trajectory.at_epoch(float(trajectory.epochs[-1]) * (1 - REMOVED))
+def rewound_change(model: nn.Module, trajectory: Trajectory, x: torch.Tensor, y: torch.Tensor, objective: Objective,
+                   removed: float) -> torch.Tensor | None:
+    """``[T, O]``: each output at the recorded epoch tau (1 - ``removed``) minus at theta_tau (where a retrain without
+    that fraction of the samples stops, by the step count); None where the trajectory holds no checkpoint to
+    interpolate that epoch from (it would lie between theta_0, a random initialisation, and the first recorded
+    epoch)."""
+    rewound = trajectory.at_epoch(float(trajectory.epochs[-1]) * (1 - removed))
     if rewound is None:
         return None
     was = model.training
@@ -47,9 +48,16 @@ def schedule_slope(model: nn.Module, trajectory: Trajectory, x: torch.Tensor, y:
                 z = torch.cat([devices.forward(model, x[i:i + 1024], params) for i in range(0, len(x), 1024)])
                 return objective.outputs(z[None], y)[0].double()
 
-            return ((outputs(rewound) - outputs(trajectory.final)) / REMOVED).float()
+            return (outputs(rewound) - outputs(trajectory.final)).float()
     finally:
         model.train(was)
+
+
+def schedule_slope(model: nn.Module, trajectory: Trajectory, x: torch.Tensor, y: torch.Tensor,
+                   objective: Objective) -> torch.Tensor | None:
+    """``[T, O]``: :func:`rewound_change` at :data:`REMOVED`, per unit of removed fraction (None where it is)."""
+    change = rewound_change(model, trajectory, x, y, objective, REMOVED)
+    return None if change is None else change / REMOVED
 
 
 def add_schedule_term(attr: AttributionMatrix, slope: torch.Tensor, weight: float, groups: Groups,
