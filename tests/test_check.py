@@ -90,6 +90,38 @@ def test_check_scores_a_workspace_against_its_retrains_and_resumes(tmp_path, cap
     text = capsys.readouterr().out
     assert "against exact retraining (ddm check, 4 subsets):" in text and r["verdict"][0] in text
 
+    # what a check advises: attribute says so until it is kept, `--apply` keeps it in the workspace's config.json
+    path = tmp_path / "ws" / "check" / "check.json"
+    advised = {**json.loads(path.read_text()), "advice": {"emulate.schedule_weight": 0.02}}
+    path.write_text(json.dumps(advised))
+    assert main(["attribute", "-w", ws, "--targets", "0:1", "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert "--set emulate.schedule_weight=0.02 for this workspace, not used here" in err
+    assert "schedule term" not in out
+    monkeypatch.setattr(C, "check", lambda *a, **k: advised)
+    assert main([*argv, "--apply"]) == 0
+    assert "applied: emulate.schedule_weight=0.02 is now this workspace's setting" in capsys.readouterr().out
+    assert json.loads((tmp_path / "ws" / "config.json").read_text())["emulate"]["schedule_weight"] == 0.02
+    assert main(["attribute", "-w", ws, "--targets", "0:1", "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert "with the schedule term at weight 0.02" in out and "not used here" not in err
+    assert main(["info", "-w", ws]) == 0
+    assert "emulation settings other than the defaults: emulate.schedule_weight=0.02" in capsys.readouterr().out
+    monkeypatch.setattr(C, "check", lambda *a, **k: {**advised, "advice": {}})
+    assert main([*argv, "--apply"]) == 0
+    assert "advises no change" in capsys.readouterr().out
+
+
+def test_only_emulation_settings_can_be_kept_without_a_stage_rerun(tmp_path):
+    from ddm.exceptions import ConfigError, MissingArtifactError
+    from ddm.pipeline import DistilledDatamodel
+
+    dm = DistilledDatamodel(tmp_path / "ws")
+    with pytest.raises(ConfigError, match="only emulate"):
+        dm.keep_settings(["train.lr=1"])
+    with pytest.raises(MissingArtifactError, match="ddm run"):
+        dm.keep_settings(["emulate.schedule_weight=0.1"])
+
 
 @pytest.mark.parametrize(("extra", "says"), [(["--other-class-subsets", "2"], "at least 4"),
                                              (["--peers", "nope"], "unknown method")])
@@ -167,3 +199,8 @@ def test_the_check_advises_the_schedule_term_only_where_it_helps_on_subsets_it_w
     assert not _schedule(0.05, 0.02, None)["schedule_term"]["recommended"]  # ... beyond two standard errors
     assert "on the subsets it was fitted on" in C.verdict(_schedule(0.05, 0.1, None))[-1]
     assert "configured" in C.verdict(_schedule(0.05, 0.01, 0.4, configured=0.05))[-1]
+    # what `ddm check --apply` keeps
+    assert C.advice(helps) == {"emulate.schedule_weight": 0.05} and C.advice(weak) != {}
+    assert C.advice(_schedule(0.05, 0.01, -0.05)) == {} and C.advice(_schedule(0.0, 0.0, 0.0)) == {}
+    assert C.advice(_schedule(0.05, 0.01, 0.4, configured=0.05)) == {}  # already the workspace's
+    assert C.advice(_result(0.2, 0.02, None)) == {}  # a trajectory with no schedule term

@@ -373,6 +373,21 @@ class DistilledDatamodel:
                 setattr(self, attr, syn)
         return self
 
+    def keep_settings(self, overrides: list[str]) -> None:
+        """Make ``emulate.FIELD=VALUE`` ``overrides`` this workspace's own: applied to this datamodel and written into
+        its ``config.json``, so every later ``load()`` (``ddm attribute``, ``diagnose``, ``report``, ``unlearn``) uses
+        them. Only emulation settings: they change no stored stage (``ddm run --set`` changes the others)."""
+        bad = [o for o in overrides if not o.strip().startswith("emulate.")]
+        if bad:
+            raise ConfigError(f"only emulate.* settings can be kept without rerunning a stage (got {bad})")
+        path = self.ws.path("config.json")
+        if not path.exists():
+            raise MissingArtifactError(f"{path} does not exist: finish the run (ddm run) first")
+        stored = RunConfig.from_dict(load_json(path)).with_overrides(overrides)
+        self.config = self.config.with_overrides(overrides)
+        if distributed.is_main():
+            save_json(path, stored.to_dict())
+
     def fitted(self) -> Fitted:
         """The model, trajectory, groups and synset, or an error saying to fit or load first."""
         if self.model is None or self.trajectory is None or self.groups is None or self.synset is None:

@@ -310,7 +310,20 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         idx = parse_indices(args.targets, len(data.test), "--targets")
         r = _attribution_report(dm, data, idx, args)
     print(json.dumps(r, indent=2, default=str)) if args.json else _print_attribution(r)
+    _note_pending_advice(dm, args.sets)
     return 0
+
+
+def _note_pending_advice(dm: Any, sets: list[str]) -> None:
+    """A line on stderr where the workspace's last ``ddm check`` advised a setting this attribution did not use."""
+    from ddm.evaluation.check import pending_advice
+
+    given = {s.split("=", 1)[0].strip() for s in sets}
+    pending = {k: v for k, v in pending_advice(dm).items() if k not in given}
+    if pending:
+        settings = " ".join(f"--set {k}={v:g}" for k, v in pending.items())
+        print(f"note: `ddm check` advised {settings} for this workspace, not used here (`ddm check -w {dm.ws.root} "
+              "--apply` keeps it)", file=sys.stderr)
 
 
 def _grown(grown: dict[str, Any]) -> str:
@@ -617,7 +630,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     for line in r["verdict"]:
         print(f"* {line}")
     print(f"saved: {dm.ws.path('check', 'check.json')}")
+    if args.apply:
+        _apply_advice(dm, r["advice"])
     return 0
+
+
+def _apply_advice(dm: Any, advice: dict[str, float]) -> None:
+    """``ddm check --apply``: keep the check's advice as the workspace's settings, and say what changed."""
+    if not advice:
+        print("--apply: the check advises no change; the workspace's settings stay as they are")
+        return
+    dm.keep_settings([f"{k}={v:g}" for k, v in advice.items()])
+    print(f"applied: {', '.join(f'{k}={v:g}' for k, v in advice.items())} is now this workspace's setting "
+          f"({dm.ws.path('config.json')}): ddm attribute, diagnose and report use it; `ddm run` on this workspace "
+          "keeps it only with the same --set")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -721,6 +747,14 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  against exact retraining (ddm check, {r['subsets']} subsets){stale}:")
         for line in r["verdict"]:
             print(f"    * {line}")
+    if stored.exists():
+        from dataclasses import asdict
+
+        kept, default = asdict(RunConfig.from_json(stored.read_text()).emulate), asdict(RunConfig().emulate)
+        changed = {k: v for k, v in kept.items() if v != default[k]}
+        if changed:
+            print("  emulation settings other than the defaults: "
+                  + ", ".join(f"emulate.{k}={v}" for k, v in changed.items()))
     return 0
 
 

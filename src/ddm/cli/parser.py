@@ -289,6 +289,11 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--peers", default="", metavar="M1,M2,...",
                    help="peer methods scored beside DDM on the same retrains (needs ddm[peers]): if-explicit "
                         "(last-layer influence), tracin, trak, ... (default: none)")
+    p.add_argument("--apply", action="store_true",
+                   help="keep what the check advises (e.g. emulate.schedule_weight) as this workspace's setting: "
+                        "written into its config.json, used by every later attribute, diagnose and report (retrains "
+                        "are cached, so applying after a check costs seconds; a later `ddm run` on the workspace "
+                        "keeps it only if given the same --set)")
     p.set_defaults(func=commands["check"])
 
     p = sub.add_parser("info", help="what a workspace holds; config fields; presets")

@@ -33,7 +33,7 @@ from ddm.evaluation.protocol import TARGET_SEED, _loss, _peer_group_scores, _Tru
 from ddm.evaluation.report import SAME_SEED_TOLERANCE
 from ddm.exceptions import ConfigError
 from ddm.pipeline import DistilledDatamodel
-from ddm.workspace import save_json
+from ddm.workspace import load_json, save_json
 
 log = logging.getLogger(__name__)
 TRIVIAL = "same class (trivial)"
@@ -162,10 +162,41 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
     out["retrain_seconds"] = float(np.mean([truth.cache.seconds(torch.nonzero(~k).flatten().tolist()) for k in keep]))
     if term is not None:
         out["schedule_term"]["recommended"] = schedule_recommended(out)
+    out["advice"] = advice(out)
     out["verdict"] = verdict(out)
     out["passed"] = out["margin_over_trivial"]["mean"] > 0 and out.get("other_class_lds", {}).get(
         "DDM", {"mean": 1.0})["mean"] > 0
     save_json(root / "check.json", out)
+    return out
+
+
+def advice(r: dict[str, Any]) -> dict[str, float]:
+    """The settings a check's result ``r`` advises, ``{"emulate.FIELD": value}`` (empty: keep the workspace's):
+    the schedule term's fitted weight where :func:`schedule_recommended` says so and none is configured. What
+    ``ddm check --apply`` keeps (:meth:`ddm.pipeline.DistilledDatamodel.keep_settings`)."""
+    s = r.get("schedule_term")
+    if s is not None and s.get("recommended") and s["configured"] == 0:
+        return {"emulate.schedule_weight": float(f"{s['weight']:.3g}")}
+    return {}
+
+
+def pending_advice(dm: DistilledDatamodel) -> dict[str, float]:
+    """What the workspace's last ``ddm check`` advised and its configuration does not have yet (empty where there is
+    no check, or it checked another synset)."""
+    path = dm.ws.path("check", "check.json")
+    if not path.exists():
+        return {}
+    try:
+        r = load_json(path)
+    except Exception:  # an unreadable check.json says nothing to act on
+        return {}
+    if r.get("synset_key") != dm.keys.get("synset"):
+        return {}
+    out = {}
+    for key, value in (r.get("advice") or {}).items():
+        stage, field = key.split(".", 1)
+        if getattr(getattr(dm.config, stage, None), field, None) != value:
+            out[key] = value
     return out
 
 
@@ -289,7 +320,8 @@ def _schedule_verdict(r: dict[str, Any]) -> list[str]:
                                                                else ", on the subsets it was fitted on")
                 + f"; LDS {s['lds']['mean']:+.3f}, margin {s['margin']['mean']:+.3f} ± {s['margin']['se']:.3f})"
                 + ("" if firm else ", a gain within two standard errors (more --other-class-subsets give a firmer "
-                   "answer)") + f". Attribute with --set {setting} (README, 'The schedule term')"]
+                   "answer)") + f". Attribute with --set {setting}, or keep it for this workspace with "
+                "`ddm check --apply` (README, 'The schedule term')"]
     if s["weight"] == 0:
         return ["a retrain's fewer steps do not show in these retrains (the schedule term's fitted weight is 0): "
                 "leave emulate.schedule_weight at 0"]
