@@ -204,3 +204,36 @@ def test_the_check_advises_the_schedule_term_only_where_it_helps_on_subsets_it_w
     assert C.advice(_schedule(0.05, 0.01, -0.05)) == {} and C.advice(_schedule(0.0, 0.0, 0.0)) == {}
     assert C.advice(_schedule(0.05, 0.01, 0.4, configured=0.05)) == {}  # already the workspace's
     assert C.advice(_result(0.2, 0.02, None)) == {}  # a trajectory with no schedule term
+
+
+def test_the_class_balance_is_refitted_on_the_halves_and_advised_only_beyond_two_standard_errors():
+    gen = torch.Generator().manual_seed(5)
+    own = torch.randn(16, 30, generator=gen, dtype=torch.float64)
+    other = torch.randn(16, 30, generator=gen, dtype=torch.float64)
+    keep = torch.ones(16, 4, dtype=torch.bool)  # the predictor below ignores the masks
+
+    def at(scale):
+        return lambda k: own + scale * other
+
+    b = C.balance_choice(at, 0.5, keep, own + 0.1 * other)  # retraining weighs the other classes at 0.1
+    assert b["scale"] == 0.1 and b["recommended"] and b["margin"]["mean"] > 2 * b["margin"]["se"] > 0
+    assert set(b["by_scale"]) == {f"{s:g}" for s in C.SCALES}
+    assert not C.balance_choice(at, 0.1, keep, own + 0.1 * other)["recommended"]  # already the best
+    same = C.balance_choice(at, 0.5, keep, own)  # other classes count for nothing: the smallest scale
+    assert same["scale"] == 0.05 and same["recommended"]
+    tie = C.balance_choice(lambda s: (lambda k: own), 0.5, keep, own)  # no scale changes anything: keep the configured
+    assert tie["scale"] == 0.5 and not tie["recommended"]
+
+    r = _result(0.2, 0.02, None)
+    r["class_balance"] = {**b, "lds": {"mean": 0.9, "se": 0.01}}
+    assert C.advice(r) == {"emulate.other_class_scale": 0.1}
+    line = C.verdict(r)[1]
+    assert "--set emulate.other_class_scale=0.1" in line and "configured 0.5" in line and "+0.900 instead of" in line
+    r["schedule_term"] = _schedule(0.05, 0.01, 0.4)["schedule_term"]
+    assert C.advice(r) == {"emulate.other_class_scale": 0.1, "emulate.schedule_weight": 0.05}
+    # next to a configured schedule term a new balance must not cost other-class LDS beyond two standard errors
+    oc = {**r, "other_class_lds": {"DDM": {"mean": 0.3, "se": 0.05}}}
+    oc["class_balance"] = {**r["class_balance"], "other_class_lds": {"mean": 0.1, "se": 0.05}}
+    assert not C.balance_keeps_other_classes(oc)
+    oc["class_balance"]["other_class_lds"] = {"mean": 0.25, "se": 0.05}
+    assert C.balance_keeps_other_classes(oc) and C.balance_keeps_other_classes(r)

@@ -618,12 +618,19 @@ def cmd_check(args: argparse.Namespace) -> int:
         o = oc.get(name)
         print(f"  {name:<22} LDS {v['mean']:+.3f} ± {v['se']:.3f}"
               + (f"   other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}" if o else ""))
+    b = r.get("class_balance")
+    if b is not None and b["recommended"]:
+        o = b.get("other_class_lds")
+        print(f"  {'DDM, other classes x' + format(b['scale'], 'g'):<22} LDS {b['lds']['mean']:+.3f} ± "
+              f"{b['lds']['se']:.3f}" + (f"   other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}" if o else "")
+              + "   (class balance chosen on the random halves)")
     st = r.get("schedule_term")
     if st is not None and st["weight"] > 0:
         o = st.get("other_class_lds")
         print(f"  {'DDM + schedule term':<22} LDS {st['lds']['mean']:+.3f} ± {st['lds']['se']:.3f}"
               + (f"   other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}" if o else "")
-              + f"   (weight {st['weight']:.3g}, fitted on the random halves)")
+              + f"   (weight {st['weight']:.3g}, fitted on the random halves"
+              + (", on the refitted balance)" if st.get("over", "DDM") != "DDM" else ")"))
     if oc:
         print(f"  (other-class LDS on the targets of classes {r['other_classes']}, over subsets that keep their groups "
               "whole)")

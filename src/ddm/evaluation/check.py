@@ -38,6 +38,9 @@ from ddm.workspace import load_json, save_json
 log = logging.getLogger(__name__)
 TRIVIAL = "same class (trivial)"
 SCHEDULE = "DDM + schedule term"
+BALANCE = "DDM, class balance refitted"
+#: the values of emulate.other_class_scale the check tries
+SCALES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 #: the draws of the check's subsets (apart from the benchmarks' and the protocol's, which use 10,000 + seed)
 SUBSET_SEED = 40_000
 
@@ -120,21 +123,33 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
     for method in peers:
         predict[method] = partial(predicted_loss, _peer_group_scores(root, method, F, data.train, targets, rows)[0])
     term = _schedule_term(dm, targets)
+    configured = dm.config.emulate.schedule_weight
+    # the class balance (emulate.other_class_scale) chosen on the random halves; advised only where it ranks them
+    # better beyond two standard errors
+    balanced = _balanced_predictor(dm, targets, term)
+    balance = balance_choice(balanced, dm.config.emulate.other_class_scale, keep, actual)
+    base = "DDM"
+    if balance["recommended"]:
+        predict[BALANCE] = balanced(balance["scale"])
+        base = BALANCE
     if term is not None:
         # a retrain without part of the data takes fewer steps (ddm.attribution.schedule): the term's weight is fitted
-        # on the random halves and put beside the attribution (the configured weight's share taken out first)
-        configured = dm.config.emulate.schedule_weight
-        weight = schedule_weight(predict["DDM"](keep) - configured * term(keep), term(keep), actual)
-        predict[SCHEDULE] = lambda k: predict["DDM"](k) + (weight - configured) * term(k)
+        # on the random halves and put beside the attribution (the configured weight's share taken out first; on top
+        # of the refitted class balance where that is advised)
+        weight = schedule_weight(predict[base](keep) - configured * term(keep), term(keep), actual)
+        predict[SCHEDULE] = lambda k: predict[base](k) + (weight - configured) * term(k)
+    aside = (BALANCE, SCHEDULE)
     main = bootstrap_lds([({n: f(keep) for n, f in predict.items()}, actual)], seed=SUBSET_SEED)
     out: dict[str, Any] = {"synset_key": dm.keys["synset"], "targets": rows.tolist(), "subsets": subsets,
                            "groups": F.groups.num_groups,
-                           "lds": {n: main[n] for n in predict if n != SCHEDULE},
+                           "lds": {n: main[n] for n in predict if n not in aside},
                            "margin_over_trivial": main[f"DDM - {TRIVIAL}"],
                            "margin_over_peers": {m: main[f"DDM - {m}"] for m in peers}}
+    balance["lds"] = main[BALANCE] if balance["recommended"] else main["DDM"]
+    out["class_balance"] = balance
     if term is not None:
-        out["schedule_term"] = {"weight": weight, "configured": dm.config.emulate.schedule_weight,
-                                "lds": main[SCHEDULE], "margin": _flip(main[f"DDM - {SCHEDULE}"])}
+        out["schedule_term"] = {"weight": weight, "configured": configured, "lds": main[SCHEDULE],
+                                "margin": _margin(main, predict, keep, actual, base, SUBSET_SEED), "over": base}
     counts = torch.bincount(targets.y, minlength=data.num_classes)
     n_keep = min(other_classes, int((counts > 0).sum()),
                  int((torch.bincount(F.groups.labels, minlength=data.num_classes) > 0).sum()) - 1)
@@ -147,12 +162,16 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
         sel = torch.nonzero(torch.isin(targets.y, torch.as_tensor(chosen))).flatten()
         logits = truth.many_test([torch.nonzero(~m).flatten().tolist() for m in masks],
                                  f"check: retrains keeping classes {chosen} whole")
-        oc = bootstrap_lds([({n: f(masks)[:, sel] for n, f in predict.items()},
-                             _loss(logits[:, rows[sel]], targets.y[sel]))], seed=SUBSET_SEED + 1)
-        out["other_class_lds"] = {n: oc[n] for n in predict if n != SCHEDULE}
+        oc_actual = _loss(logits[:, rows[sel]], targets.y[sel])
+        sub: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+            n: partial(_columns, f, sel) for n, f in predict.items()}
+        oc = bootstrap_lds([({n: f(masks) for n, f in sub.items()}, oc_actual)], seed=SUBSET_SEED + 1)
+        out["other_class_lds"] = {n: oc[n] for n in predict if n not in aside}
         if term is not None:
             out["schedule_term"]["other_class_lds"] = oc[SCHEDULE]
-            out["schedule_term"]["other_class_margin"] = _flip(oc[f"DDM - {SCHEDULE}"])
+            out["schedule_term"]["other_class_margin"] = _margin(oc, sub, masks, oc_actual, base, SUBSET_SEED + 1)
+        if balance["recommended"]:
+            balance["other_class_lds"] = oc[BALANCE]
         out["other_classes"], out["other_class_subsets"] = chosen, other_class
     elif F.groups.mixes_classes():
         out["other_class_note"] = "the groups mix classes: no subset keeps one class whole"
@@ -162,6 +181,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
     out["retrain_seconds"] = float(np.mean([truth.cache.seconds(torch.nonzero(~k).flatten().tolist()) for k in keep]))
     if term is not None:
         out["schedule_term"]["recommended"] = schedule_recommended(out)
+    balance["recommended"] = balance["recommended"] and balance_keeps_other_classes(out)
     out["advice"] = advice(out)
     out["verdict"] = verdict(out)
     out["passed"] = out["margin_over_trivial"]["mean"] > 0 and out.get("other_class_lds", {}).get(
@@ -172,12 +192,84 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
 
 def advice(r: dict[str, Any]) -> dict[str, float]:
     """The settings a check's result ``r`` advises, ``{"emulate.FIELD": value}`` (empty: keep the workspace's):
-    the schedule term's fitted weight where :func:`schedule_recommended` says so and none is configured. What
-    ``ddm check --apply`` keeps (:meth:`ddm.pipeline.DistilledDatamodel.keep_settings`)."""
+    the class balance where :func:`balance_choice` found a better one, and the schedule term's fitted weight where
+    :func:`schedule_recommended` says so and none is configured. What ``ddm check --apply`` keeps
+    (:meth:`ddm.pipeline.DistilledDatamodel.keep_settings`)."""
+    out = {}
+    b = r.get("class_balance")
+    if b is not None and b.get("recommended"):
+        out["emulate.other_class_scale"] = float(b["scale"])
     s = r.get("schedule_term")
     if s is not None and s.get("recommended") and s["configured"] == 0:
-        return {"emulate.schedule_weight": float(f"{s['weight']:.3g}")}
-    return {}
+        out["emulate.schedule_weight"] = float(f"{s['weight']:.3g}")
+    return out
+
+
+def _balanced_predictor(dm: DistilledDatamodel, targets: Any, term: Callable[[torch.Tensor], torch.Tensor] | None
+                        ) -> Callable[[float], Callable[[torch.Tensor], torch.Tensor]]:
+    """``at(scale)``: DDM's predicted losses of the ``targets`` for keep-masks ``[S, K]`` -> ``[S, T]`` with the
+    class balance ``emulate.other_class_scale = scale`` (the configured schedule term included): the emulation's
+    weights before the balance, balanced afterwards, as the attribution does."""
+    from ddm.attribution.fit import balance_classes
+
+    configured = dm.config
+    try:  # the weights before the balance and without the schedule term, which is added back below
+        dm.config = configured.with_overrides(["emulate.schedule_weight=0"])
+        raw = dm.attribute(targets, "dist2", name="check-unbalanced", other_class_scale=1.0)
+    finally:
+        dm.config = configured
+    groups, weight = dm.fitted().groups, configured.emulate.schedule_weight
+
+    def at(scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        w, b = balance_classes(raw.weights, raw.bias, groups, targets.y, scale)
+
+        def predict(keep: torch.Tensor) -> torch.Tensor:
+            p = torch.einsum("pk,tk->pt", keep.float(), w[..., 0]) + b[None, :, 0]
+            return p + weight * term(keep) if term is not None and weight else p
+
+        return predict
+
+    return at
+
+
+def balance_choice(at: Callable[[float], Callable[[torch.Tensor], torch.Tensor]], configured: float,
+                   keep: torch.Tensor, actual: torch.Tensor) -> dict[str, Any]:
+    """The class balance among :data:`SCALES` (and the ``configured`` one) that ranks the random halves ``keep``
+    best (mean Spearman over targets against the retrained losses ``actual``), its paired margin over the configured
+    balance (bootstrap over subsets and targets), and ``recommended``: another balance, better by more than two
+    standard errors (the benchmarks: ``balance_calibration.py``)."""
+    scales = sorted({*SCALES, configured})
+    a = actual.double().numpy()
+    mean = {s: float(_spearman_columns(at(s)(keep).double().numpy(), a).mean()) for s in scales}
+    best = max(scales, key=lambda s: (mean[s], s == configured))
+    r = bootstrap_lds([({"best": at(best)(keep), "configured": at(configured)(keep)}, actual)], seed=SUBSET_SEED + 2)
+    margin = r["best - configured"]
+    return {"scale": best, "configured": configured, "by_scale": {f"{s:g}": round(v, 4) for s, v in mean.items()},
+            "margin": margin, "recommended": bool(best != configured and margin["mean"] - 2 * margin["se"] > 0)}
+
+
+def balance_keeps_other_classes(r: dict[str, Any]) -> bool:
+    """Whether the refitted balance keeps the other-class LDS (where measured) within two standard errors of the
+    configured one: the balance does not reorder other classes' groups, but next to a configured schedule term it
+    changes their weight against the term's."""
+    b, oc = r["class_balance"], r.get("other_class_lds")
+    if oc is None or "other_class_lds" not in b:
+        return True
+    return bool(b["other_class_lds"]["mean"] >= oc["DDM"]["mean"] - 2 * oc["DDM"]["se"])
+
+
+def _columns(f: Callable[[torch.Tensor], torch.Tensor], sel: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    return f(keep)[:, sel]
+
+
+def _margin(boot: dict[str, Any], predict: dict[str, Callable[[torch.Tensor], torch.Tensor]], keep: torch.Tensor,
+            actual: torch.Tensor, base: str, seed: int) -> dict[str, float]:
+    """The schedule term's paired margin over the prediction it is added to (``base``): from ``boot`` where that is
+    DDM, else from a bootstrap of the two with the same draws."""
+    if base == "DDM":
+        return _flip(boot[f"DDM - {SCHEDULE}"])
+    pair = bootstrap_lds([({base: predict[base](keep), SCHEDULE: predict[SCHEDULE](keep)}, actual)], seed=seed)
+    return _flip(pair[f"{base} - {SCHEDULE}"])
 
 
 def pending_advice(dm: DistilledDatamodel) -> dict[str, float]:
@@ -269,6 +361,7 @@ def verdict(r: dict[str, Any]) -> list[str]:
             lines.append(f"other classes' groups: not told apart from chance on {r.get('other_class_subsets', '')} "
                          f"subsets (other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}): trust the ranking within the "
                          "target's own class more than across classes; more --other-class-subsets give a finer answer")
+    lines += _balance_verdict(r)
     lines += _schedule_verdict(r)
     if r["reproduction_dist1"] > SAME_SEED_TOLERANCE:
         lines.append(f"retraining on all the data does not reproduce the target (Dist1 x100 "
@@ -299,6 +392,19 @@ def schedule_recommended(r: dict[str, Any]) -> bool:
     return bool((m["mean"] + s["other_class_margin"]["mean"]) / 2 > 0 and m["mean"] + 2 * m["se"] > 0)
 
 
+def _balance_verdict(r: dict[str, Any]) -> list[str]:
+    """A line where another class balance ranks the random halves better (nothing where the configured one holds)."""
+    b = r.get("class_balance")
+    if b is None or not b["recommended"]:
+        return []
+    m, setting = b["margin"], f"emulate.other_class_scale={b['scale']:g}"
+    return [f"the class balance: with other classes' groups at {b['scale']:g} of their emulated weight ({setting}; "
+            f"configured {b['configured']:g}) LDS is {b['lds']['mean']:+.3f} instead of {r['lds']['DDM']['mean']:+.3f} "
+            f"(margin {m['mean']:+.3f} ± {m['se']:.3f}, on the random halves it was chosen on; the order within each "
+            f"class is unchanged). Attribute with --set {setting}, or keep it for this workspace with "
+            "`ddm check --apply`"]
+
+
 def _schedule_verdict(r: dict[str, Any]) -> list[str]:
     """Whether the schedule term, at the weight fitted on the random halves, ranks better: judged on the other-class
     subsets where there are (the weight never saw them), else on the halves themselves."""
@@ -306,7 +412,10 @@ def _schedule_verdict(r: dict[str, Any]) -> list[str]:
     if s is None:
         return []
     held_out, m, what = _schedule_evidence(s)
-    before = (r["other_class_lds"] if held_out else r["lds"])["DDM"]["mean"]
+    if s.get("over", "DDM") == "DDM":
+        before = (r["other_class_lds"] if held_out else r["lds"])["DDM"]["mean"]
+    else:  # added to the refitted class balance
+        before = r["class_balance"]["other_class_lds" if held_out else "lds"]["mean"]
     after = (s["other_class_lds"] if held_out else s["lds"])["mean"]
     setting = f"emulate.schedule_weight={s['weight']:.3g}"
     if s["configured"] > 0:
