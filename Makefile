@@ -174,6 +174,18 @@ bench-check: $(STAMP)
 	  --out benchmarks/results/schedule-calibration-misses-seed$$s || exit 1; done
 	$(BIN)/python benchmarks/schedule_calibration.py --root runs/matrix-b --seed 0 --configs $(SCHEDULE_OTHERS) \
 	  --out benchmarks/results/schedule-calibration-others-seed0
+	# the class balance as ddm check refits and advises it, and all of the check's advice followed (BENCHMARKS.md,
+	# "The class balance, refitted by ddm check")
+	$(BIN)/python benchmarks/balance_calibration.py --root runs/matrix-b --seed 3 --out benchmarks/results/balance-calibration-select
+	$(BIN)/python benchmarks/balance_calibration.py --root runs/matrix-b --seed 0 \
+	  --configs digits-convnet-K40-momentum-wd,digits-convnet-K40-cosine,$(SCHEDULE_OTHERS) \
+	  --out benchmarks/results/balance-calibration-seed0
+	for s in 1 2; do $(BIN)/python benchmarks/balance_calibration.py --root runs/matrix-b --seed $$s \
+	  --configs digits-convnet-K40-momentum-wd,digits-convnet-K40-cosine \
+	  --out benchmarks/results/balance-calibration-seed$$s || exit 1; done
+	for s in 0 1 2; do $(BIN)/python benchmarks/balance_calibration.py --root runs/matrix-b --seed $$s --halves-only --shrink \
+	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum \
+	  --out benchmarks/results/balance-calibration-held-out-seed$$s || exit 1; done
 
 bench-grow: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --select --grid distill.ipc_grow=0,16 --unlearn-dampings= --peers "" \

@@ -108,7 +108,10 @@ def run(name: str, seed: int, root: Path, args: Namespace) -> dict[str, Any]:
     weights["check fitted"], weights["check advised"] = st["weight"], advised
     out["check"] = {"lds": r["lds"]["DDM"], "other_class_lds": r.get("other_class_lds", {}).get("DDM"),
                     "margin": st["margin"], "other_class_margin": st.get("other_class_margin"),
-                    "recommended": st["recommended"]}
+                    "recommended": st["recommended"], "advice": r.get("advice", {})}
+    if "emulate.other_class_scale" in r.get("advice", {}):
+        print(f"{name} {seed}: the check also advises a class balance, which this script leaves out (the schedule "
+              "term alone); balance_calibration.py scores all of the check's advice", flush=True)
     # the same on the matrix's reported targets (rows 0-49, the check's own targets) and their subsets
     rep = M.ValidationTargets(dm, cache, data, seed)
     rep.rows, rep.targets = M.target_rows(data, select=False)
