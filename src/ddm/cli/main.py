@@ -649,8 +649,8 @@ def _apply_advice(dm: Any, advice: dict[str, float]) -> None:
         return
     dm.keep_settings([f"{k}={v:g}" for k, v in advice.items()])
     print(f"applied: {', '.join(f'{k}={v:g}' for k, v in advice.items())} is now this workspace's setting "
-          f"({dm.ws.path('config.json')}): ddm attribute, diagnose and report use it; `ddm run` on this workspace "
-          "keeps it only with the same --set")
+          f"({dm.ws.path('config.json')}): every later ddm attribute and report on it uses it (ddm diagnose too, "
+          "with its own class balance); `ddm run` on this workspace keeps it only with the same --set")
 
 
 def cmd_info(args: argparse.Namespace) -> int:

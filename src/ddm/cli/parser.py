@@ -290,8 +290,9 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="peer methods scored beside DDM on the same retrains (needs ddm[peers]): if-explicit "
                         "(last-layer influence), tracin, trak, ... (default: none)")
     p.add_argument("--apply", action="store_true",
-                   help="keep what the check advises (e.g. emulate.schedule_weight) as this workspace's setting: "
-                        "written into its config.json, used by every later attribute, diagnose and report (retrains "
+                   help="keep what the check advises (emulate.other_class_scale, emulate.schedule_weight) as this "
+                        "workspace's settings: written into its config.json, used by every later attribute and "
+                        "report (diagnose: the schedule weight; it keeps its own class balance) (retrains "
                         "are cached, so applying after a check costs seconds; a later `ddm run` on the workspace "
                         "keeps it only if given the same --set)")
     p.set_defaults(func=commands["check"])
