@@ -43,7 +43,8 @@ def one(root: Path, name: str, seed: int, select: bool, targets_n: int = 50, sub
     folder = root / name / f"seed{seed}"
     base = ddm.DistilledDatamodel(folder / "ddm", cfg).fit(ddm.models.build(cfg.model, data), data.train)
     K = base.groups.num_groups
-    cache = RetrainCache(folder / "retrain", base.model, base.trajectory[0], data.train, base.groups, cfg.train,
+    cache = RetrainCache(folder / "retrain", base.model, base.trajectory.checkpoint(0),
+                         data.train, base.groups, cfg.train,
                          data.test.x)
     keep = sample_perturbations(K, subsets, 0.5, seed=10_000 + seed)
     actual = M.losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in keep], name)[:, rows], targets.y)

@@ -54,7 +54,8 @@ def run_seed(root: Path, seed: int, fraction: float) -> dict[str, dict[str, floa
         s = self_influence(m, F.model, F.trajectory, noisy_train)
         out[f"{m} self-influence"] = {**detection_metrics(s, flipped), "seconds": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    probs = out_of_sample_probs(models.with_params(F.model, F.trajectory[0]), noisy_train, dm.config.train, seed=seed)
+    probs = out_of_sample_probs(models.with_params(F.model, F.trajectory.checkpoint(0)), noisy_train, dm.config.train,
+                                seed=seed)
     susp, _ = cleanlab_suspicion(probs, noisy_train.y)
     out["cleanlab (3-fold)"] = {**detection_metrics(susp, flipped), "seconds": time.perf_counter() - t0}
     return out

@@ -100,7 +100,7 @@ def run_dataset(name: str, args: argparse.Namespace, size: dict[str, Any]) -> di
     attr, out["seconds"]["attribute"] = stage(dev, lambda: dm.attribute(targets, "dist2", name="gpu-bench"))
     out["memory"] = peak_memory(dev)
     K = dm.groups.num_groups
-    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
+    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups, cfg.train,
                          targets.x, device=dev)
     keep = sample_perturbations(K, size["subsets"], 0.5, seed=1)
     t0 = time.perf_counter()

@@ -93,7 +93,8 @@ def correlate(name: str, seed: int, root: Path) -> list[float] | None:
     dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
                                                                          data.train)
     K, bs, sizes = dm.groups.num_groups, cfg.train.batch_size, dm.groups.sizes().float()
-    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train, data.test.x)
+    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups, cfg.train,
+                         data.test.x)
     masks = [sample_perturbations(K, 40, 0.5, seed=10_000 + seed)]  # matrix.py's subsets
     for c in range(int(data.num_classes)):
         m = sample_perturbations(K, 10, 0.5, seed=20_000 + 100 * seed + c)

@@ -332,7 +332,7 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
     dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
                                                                          data.train)
     K = dm.groups.num_groups
-    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
+    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups, cfg.train,
                          data.test.x)
     keep, oc_keep = lds_subsets(dm.groups, targets.y, seed, args.subsets, args.other_subsets)
 
@@ -460,7 +460,7 @@ def open_run(root: Path, name: str, seed: int) -> tuple[RunConfig, Any, Path, dd
     cfg, data = make_config(CONFIGS[name][0], seed, [])
     folder = root / name / f"seed{seed}"
     dm = fitted(folder / "ddm", cfg, data)
-    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
+    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups, cfg.train,
                          data.test.x)
     return cfg, data, folder, dm, cache
 

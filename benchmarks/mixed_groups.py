@@ -49,7 +49,7 @@ def run(name: str, seed: int, root: Path, targets_n: int, subsets: int) -> dict[
     dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
                                                                          data.train)
     K = dm.groups.num_groups
-    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
+    cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups, cfg.train,
                          data.test.x)
     keep = sample_perturbations(K, subsets, 0.5, seed=10_000 + seed)  # matrix.py's half subsets
     actual = M.losses(cache.many([torch.nonzero(~k).flatten().tolist() for k in keep], name)[:, rows], targets.y)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import ddm
-from ddm import progress
+from ddm import devices, progress
 from ddm.baselines.unlearners import finetune_rest, neggrad_plus, retrain_head
 from ddm.evaluation.retrain import RetrainCache
 
@@ -38,8 +38,8 @@ ALPHAS = (0.99,)  # NegGrad+'s kept-loss weight, chosen from 0.9, 0.99, 0.999 on
 def run(name: str, seed: int, root: Path, alphas: list[float], epochs: float,
         ddm_grid: list[str] | None = None) -> dict[str, Any]:
     cfg, data, folder, dm, test = M.open_run(root, name, seed)
-    train = RetrainCache(folder / "retrain-train", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
-                         data.train.x)
+    train = RetrainCache(folder / "retrain-train", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups,
+                         cfg.train, data.train.x)
     draws = M.unlearning_draws(dm, int(data.num_classes))
     yt, ytr = data.test.y, data.train.y
     rows = []
@@ -71,8 +71,8 @@ def run(name: str, seed: int, root: Path, alphas: list[float], epochs: float,
         for tag, make in makers.items():
             row[tag] = measure(make, data, gone, ex_test)
         rows.append(row)
-    return {"config": name, "seed": seed, "target_test_acc": float((dm.model(data.test.x).argmax(1) == yt)
-                                                                   .float().mean()), "draws": rows}
+    return {"config": name, "seed": seed, "target_test_acc": float(
+        (devices.predict(dm.model, data.test.x).argmax(1) == yt).float().mean()), "draws": rows}
 
 
 def _unlearn_with(dm: ddm.DistilledDatamodel, cfg: Any, override: str, rem: list[int]) -> Any:

@@ -44,8 +44,8 @@ def draws(num_groups: int, labels: torch.Tensor) -> list[tuple[str, list[int]]]:
 def run(name: str, seed: int, root: Path, sets: list[str]) -> dict[str, Any]:
     cfg, data, folder, dm, test = M.open_run(root, name, seed)
     dm.config = dm.config.with_overrides(sets)  # --set: DDM's unlearning settings (a diagnostic)
-    train = RetrainCache(folder / "retrain-train", dm.model, dm.trajectory[0], data.train, dm.groups, cfg.train,
-                         data.train.x)
+    train = RetrainCache(folder / "retrain-train", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups,
+                         cfg.train, data.train.x)
     yt, ytr = data.test.y, data.train.y
     rows = []
     for kind, rem in draws(dm.groups.num_groups, dm.groups.labels):

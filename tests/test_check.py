@@ -237,3 +237,16 @@ def test_the_class_balance_is_refitted_on_the_halves_and_advised_only_beyond_two
     assert not C.balance_keeps_other_classes(oc)
     oc["class_balance"]["other_class_lds"] = {"mean": 0.25, "se": 0.05}
     assert C.balance_keeps_other_classes(oc) and C.balance_keeps_other_classes(r)
+
+
+def test_a_batch_norm_model_is_reproduced_by_retraining_and_left_as_it_was(tmp_path, capsys):
+    """Retrains start from theta_0's running statistics (not theta_tau's), and the check reads the target in eval
+    mode without moving its statistics: retraining on all the data gives the target back exactly."""
+    ws = str(tmp_path / "bn")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--set", "model.norm=batchnorm", "--targets", "0:1", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["check", "-w", ws, "-q", "--subsets", "4", "--other-class-subsets", "0", "--num-targets", "4",
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["reproduction_dist1"] == pytest.approx(0.0, abs=1e-6)
+    assert not any("does not reproduce" in line for line in r["verdict"])

@@ -85,3 +85,21 @@ def test_the_device_is_the_sessions_not_the_workspaces(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="CPU only"):
         ft.device()
     assert again.device() == torch.device("cuda")  # the head recipe may go there
+
+
+def test_predict_is_an_inference_that_leaves_batch_norm_statistics_and_the_mode_as_they_were():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    net.train()
+    net(torch.randn(64, 3) + 2)  # running statistics away from the initial ones
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(10, 3)
+    out = devices.predict(net, x, batch=4)  # three batches, each normalised with the running statistics
+    assert net.training  # given back in the mode it was in
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing moved
+    net.eval()
+    with torch.no_grad():
+        assert torch.allclose(out, net(x), atol=1e-6)
+    net.train()
+    with torch.no_grad():
+        assert not torch.allclose(out, net(x), atol=1e-3)  # what a train-mode forward would have given

@@ -202,7 +202,7 @@ def verify(dm: Any, train: Split, test: Split, rows: list[int], removed: list[in
                           "own loop instead")
     F = dm.fitted()
     key = fingerprint(dm.keys["train"], dm.keys["groups"], test.fingerprint())
-    cache = RetrainCache(dm.ws.path("diagnosis", f"retrain-{key}"), F.model, F.trajectory[0], train,
+    cache = RetrainCache(dm.ws.path("diagnosis", f"retrain-{key}"), F.model, F.trajectory.checkpoint(0), train,
                          F.groups, dm.config.train, test.x, device=dm.device())
     y = test.y[rows]
 

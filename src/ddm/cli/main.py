@@ -160,10 +160,9 @@ def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argpars
     t0 = time.perf_counter()
     attr = dm.attribute(targets, args.objective, hierarchical=args.hierarchical, name=getattr(args, "name", None))
     seconds = time.perf_counter() - t0
-    import torch
+    from ddm import devices
 
-    with torch.no_grad():
-        pred = dm.model(targets.x).argmax(1).tolist()
+    pred = devices.predict(dm.model, targets.x).argmax(1).tolist()
     rows = []
     key = "test_index" if source == "test" else "file_row"
     for i, row in enumerate(attr.summary(args.top_k)):

@@ -28,7 +28,7 @@ import torch
 from torch.func import functional_call
 
 from ddm import data as data_mod
-from ddm import models
+from ddm import devices, models
 from ddm import objectives as objective_registry
 from ddm.attribution.fit import fit_attribution
 from ddm.attribution.matrix import AttributionMatrix
@@ -172,8 +172,7 @@ def _variant_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, va
 def _dist1(dm: DistilledDatamodel, truth: _Truth, data: Any, rows: torch.Tensor, picks: torch.Tensor) -> float:
     """Mean Dist1 x100 between the target model and its retrain without each target's picked group."""
     assert dm.model is not None
-    with torch.no_grad():
-        full = dm.model(data.test.x[rows])
+    full = devices.predict(dm.model, data.test.x[rows])
     removed = torch.stack([truth.test([int(g)])[r] for r, g in zip(rows.tolist(), picks.tolist(), strict=True)])
     return 100 * float(dist_metrics(removed, full, data.test.y[rows])["dist1"].mean())
 

@@ -175,8 +175,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
         out["other_classes"], out["other_class_subsets"] = chosen, other_class
     elif F.groups.mixes_classes():
         out["other_class_note"] = "the groups mix classes: no subset keeps one class whole"
-    with torch.no_grad():
-        full = devices.forward(F.model, data.test.x[rows])
+    full = devices.predict(F.model, data.test.x[rows])  # eval mode: a batch norm's running statistics
     out["reproduction_dist1"] = 100 * float(dist_metrics(truth.test([])[rows], full, targets.y)["dist1"].mean())
     out["retrain_seconds"] = float(np.mean([truth.cache.seconds(torch.nonzero(~k).flatten().tolist()) for k in keep]))
     if term is not None:
@@ -463,22 +462,15 @@ def verify_unlearning(dm: DistilledDatamodel, data: Any, groups: list[int], unle
         raise ConfigError(f"the workspace has no {synset} synset to verify")
     key = fingerprint(dm.keys["train"], dm.keys["groups-class" if synset == "classes" else "groups"],
                       data.test.fingerprint())
-    cache = RetrainCache(dm.ws.path("check", f"unlearn-retrain-{key}"), F.model, F.trajectory[0], data.train, part,
-                         dm.config.train, torch.cat([data.test.x, data.train.x]),
+    cache = RetrainCache(dm.ws.path("check", f"unlearn-retrain-{key}"), F.model, F.trajectory.checkpoint(0), data.train,
+                         part, dm.config.train, torch.cat([data.test.x, data.train.x]),
                          device=devices.of(F.model))
     removed = torch.cat([part.members(k) for k in groups])
     n_test = len(data.test)
     y_test, y_removed = data.test.y, data.train.y[removed]
 
     def predict(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        was = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                return torch.cat([devices.forward(model, x[i : i + 1024]).cpu() for i in range(0, len(x), 1024)]
-                                 ).argmax(1)
-        finally:
-            model.train(was)
+        return devices.predict(model, x).argmax(1)
 
     def acc(pred: torch.Tensor, y: torch.Tensor) -> float:
         return float((pred == y).float().mean())

@@ -123,7 +123,7 @@ class _Truth:
         key = fingerprint(dm.keys["train"], dm.keys["groups"], data.test.fingerprint())
         if dm.model is None or dm.trajectory is None or dm.groups is None:
             raise ConfigError("exact retraining needs the target model and its groups: fit up to 'groups' first")
-        self.cache = RetrainCache(root / "retrain" / key, dm.model, dm.trajectory[0], data.train, dm.groups,
+        self.cache = RetrainCache(root / "retrain" / key, dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups,
                                   dm.config.train, torch.cat([data.test.x, data.train.x]),
                                   device=devices.of(dm.model))  # where the model is placed, as the README says
 
@@ -230,7 +230,7 @@ def _evaluate_seed(root: Path, base: RunConfig, data: Any, rows: torch.Tensor, v
                              "attribute_s": online_seconds(list(attrs[name].values())),
                              "perturbations": (attrs[name]["dist1"].meta or {})["perturbations"],
                              "groups": dm.fitted().groups.num_groups}
-    full_test = F.model(data.test.x).detach()
+    full_test = devices.predict(F.model, data.test.x)
     full_logits = full_test[rows]
 
     # ---- Table 1 ----------------------------------------------------------------------------
@@ -398,7 +398,8 @@ def _diagnose_setting(folder: Path, dm: DistilledDatamodel, d: Any, val_rows: to
         s = self_influence(m, F.model, F.trajectory, d.train)
         det[f"{m} (self-influence)"] = {**detection_metrics(s, flipped), "seconds": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    probs = out_of_sample_probs(models.with_params(F.model, F.trajectory[0]), d.train, dm.config.train, seed=seed)
+    probs = out_of_sample_probs(models.with_params(F.model, F.trajectory.checkpoint(0)), d.train, dm.config.train,
+                                seed=seed)
     susp, _ = cleanlab_suspicion(probs, d.train.y)
     det["cleanlab (3-fold)"] = {**detection_metrics(susp, flipped), "seconds": time.perf_counter() - t0}
     det["Random"] = {**detection_metrics(torch.rand(len(flipped), generator=g), flipped), "seconds": 0.0}

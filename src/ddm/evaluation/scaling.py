@@ -39,7 +39,7 @@ def measure_scaling(root: str | Path, base: RunConfig, sizes: list[int | None], 
         attr = dm.attribute(targets, "dist1")
         online = time.perf_counter() - t0
         f = dm.fitted()
-        cache = RetrainCache(root / name / "retrain", f.model, f.trajectory[0], train, f.groups, cfg.train,
+        cache = RetrainCache(root / name / "retrain", f.model, f.trajectory.checkpoint(0), train, f.groups, cfg.train,
                              targets.x)
         cache.get([0])
         one = cache.seconds([0])

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddm import devices
 from ddm.exceptions import require
 from ddm.reporting.plots import pixels
 from ddm.workspace import atomic_write_text
@@ -100,9 +101,7 @@ def build_report(dm: Any, data: Any, targets: list[int], objective: str = "dist2
     names = data.class_names or [str(c) for c in range(data.num_classes)]
     split = data.test[targets]
     attr = dm.attribute(split, objective, name="report")
-    dm.model.eval()
-    with torch.no_grad():
-        pred = dm.model(split.x).argmax(1).tolist()
+    pred = devices.predict(dm.model, split.x).argmax(1).tolist()
     rows = []
     for i, tid in enumerate(targets):
         order = torch.argsort(attr.scores[i], descending=True).tolist()
