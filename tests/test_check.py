@@ -170,10 +170,11 @@ def test_the_schedule_weight_is_the_ratio_of_the_slopes_retraining_implies():
     assert C.schedule_weight(predicted, term, -predicted + term) == 0.0  # nor the attribution: no scale to put it on
 
 
-def _schedule(weight: float, margin: float, oc_margin: float | None, configured: float = 0.0) -> dict:
+def _schedule(weight: float, margin: float, oc_margin: float | None, configured: float = 0.0,
+              spread: float = 0.1) -> dict:
     r = _result(0.2, 0.02, None if oc_margin is None else 0.1)
     s = {"weight": weight, "configured": configured, "lds": {"mean": 0.7 + margin, "se": 0.02},
-         "margin": {"mean": margin, "se": 0.02}}
+         "margin": {"mean": margin, "se": 0.02}, "spread": spread}
     if oc_margin is not None:
         s["other_class_lds"], s["other_class_margin"] = {"mean": 0.1 + oc_margin}, {"mean": oc_margin, "se": 0.05}
     r["schedule_term"] = s
@@ -199,6 +200,11 @@ def test_the_check_advises_the_schedule_term_only_where_it_helps_on_subsets_it_w
     assert not _schedule(0.05, 0.02, None)["schedule_term"]["recommended"]  # ... beyond two standard errors
     assert "on the subsets it was fitted on" in C.verdict(_schedule(0.05, 0.1, None))[-1]
     assert "configured" in C.verdict(_schedule(0.05, 0.01, 0.4, configured=0.05))[-1]
+    # a term that would reorder the ranking (spread beyond a quarter of DDM's) needs a firm other-class gain
+    large = _schedule(545.0, -0.004, 0.03, spread=0.49)
+    assert not large["schedule_term"]["recommended"] and "would reorder the ranking" in C.verdict(large)[-1]
+    assert _schedule(545.0, 0.01, 0.4, spread=0.49)["schedule_term"]["recommended"]  # +0.4 ± 0.05: firm
+    assert C.schedule_spread(torch.ones(4, 1) * torch.arange(4.0)[:, None], 0.5 * torch.arange(4.0)[:, None]) == 0.5
     # what `ddm check --apply` keeps
     assert C.advice(helps) == {"emulate.schedule_weight": 0.05} and C.advice(weak) != {}
     assert C.advice(_schedule(0.05, 0.01, -0.05)) == {} and C.advice(_schedule(0.0, 0.0, 0.0)) == {}
