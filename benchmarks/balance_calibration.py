@@ -111,11 +111,9 @@ def main() -> None:
     args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/balance-calibration-select",
                                             "digits-convnet-K100-sgd,fmnist-mlp-K40-sgd", options=options)
     rows = [r for r in next(iter(results.values())) if r not in ("chosen", "advice", "shrink: chosen")]
-    lines = ["# The class balance chosen on a workspace's own calibration retrains (diagnostic)", "",
-             f"Command: `python benchmarks/balance_calibration.py {' '.join(sys.argv[1:])}`; seed {args.seed}, "
-             "validation targets; LDS / other-class LDS against the matrix's retrains in the target's data order. "
-             "Columns xS: emulate.other_class_scale = S.", "",
-             "| configuration | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+    lines = M.diagnostic_head("The class balance chosen on a workspace's own calibration retrains (diagnostic)", args,
+                              "validation targets; LDS / other-class LDS against the matrix's retrains in the "
+                              "target's data order. Columns xS: emulate.other_class_scale = S.", rows)
     for n in names:
         lines.append(f"| {n} | " + " | ".join(f"{results[n][r][0]:+.3f} / {results[n][r][1]:+.3f}" for r in rows)
                      + " |")

@@ -31,10 +31,8 @@ def main() -> None:
     args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/ceiling",
                                             ",".join(n for n in M.CONFIGS if n not in M.HELD_OUT))
     rows = list(next(iter(results.values())))
-    lines = ["# The LDS ceiling: exact retraining against itself (diagnostic)", "",
-             f"Command: `python benchmarks/ceiling.py {' '.join(sys.argv[1:])}`; seed {args.seed}, validation "
-             "targets; LDS / other-class LDS.", "",
-             "| configuration | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+    lines = M.diagnostic_head("The LDS ceiling: exact retraining against itself (diagnostic)", args,
+                              "validation targets; LDS / other-class LDS.", rows)
     for n in names:
         lines.append(f"| {n} | " + " | ".join(f"{results[n][r][0]:+.3f} / {results[n][r][1]:+.3f}" for r in rows)
                      + " |")

@@ -82,11 +82,9 @@ def main() -> None:
     args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/class-balance",
                                             "digits-convnet-K100-sgd,fmnist-mlp-K40-sgd", options=options)
     rows = list(next(iter(results.values())))
-    lines = ["# Own class against the other classes in DDM's weights (diagnostic)", "",
-             f"Command: `python benchmarks/class_balance.py {' '.join(sys.argv[1:])}`; seed {args.seed}, validation "
-             "targets; LDS / other-class LDS against the retrains in the target's data order (the last two rows: "
-             "a ratio).", "",
-             "| configuration | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+    lines = M.diagnostic_head("Own class against the other classes in DDM's weights (diagnostic)", args,
+                              "validation targets; LDS / other-class LDS against the retrains in the target's data "
+                              "order (the last two rows: a ratio).", rows)
     for n in names:
         lines.append(f"| {n} | " + " | ".join(
             f"{results[n][r][0]:.3g}" if r in RATIOS else f"{results[n][r][0]:+.3f} / {results[n][r][1]:+.3f}"

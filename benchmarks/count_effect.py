@@ -102,11 +102,9 @@ def main() -> None:
     args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/count-effect-selection",
                                             "digits-convnet-K100-sgd,fmnist-mlp-K40-sgd")
     rows = list(next(iter(results.values())))
-    lines = ["# The data-count effect: retraining with fewer samples takes fewer steps (diagnostic)", "",
-             f"Command: `python benchmarks/count_effect.py {' '.join(sys.argv[1:])}`; seed {args.seed}, validation "
-             "targets; LDS / other-class LDS against the retrains in the target's data order (rows "
-             + ", ".join(f"'{r}'" for r in NUMBERS) + ": two numbers).", "",
-             "| configuration | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+    lines = M.diagnostic_head("The data-count effect: retraining with fewer samples takes fewer steps (diagnostic)",
+                              args, "validation targets; LDS / other-class LDS against the retrains in the target's "
+                              "data order (rows " + ", ".join(f"'{r}'" for r in NUMBERS) + ": two numbers).", rows)
     for n in names:
         lines.append(f"| {n} | " + " | ".join(
             f"{results[n][r][0]:.3g}, {results[n][r][1]:.3g}" if r in NUMBERS

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -616,6 +617,14 @@ def markdown(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             cells.append(f"{np.mean(v):.2f}" if v else "–")
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
+
+
+def diagnostic_head(title: str, args: argparse.Namespace, what: str, rows: list[str]) -> list[str]:
+    """The first lines of a diagnostic script's report: its ``title``, the command that made it (this script and its
+    arguments), the seed and ``what`` the cells hold, and the head of a table with one column per ``rows``."""
+    command = f"python benchmarks/{Path(sys.argv[0]).name} {' '.join(sys.argv[1:])}"
+    return [f"# {title}", "", f"Command: `{command}`; seed {args.seed}, {what}", "",
+            "| configuration | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
 
 
 def write_report(out: str | Path, lines: list[str], results: Any) -> None:

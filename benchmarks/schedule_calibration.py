@@ -133,11 +133,10 @@ def main() -> None:
     args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/schedule-calibration-select",
                                             "digits-convnet-K100-sgd,fmnist-mlp-K40-sgd")
     rows = [r for r in next(iter(results.values())) if r not in ("weights", "check")]
-    lines = ["# The schedule effect weighted on a workspace's own calibration retrains (diagnostic)", "",
-             f"Command: `python benchmarks/schedule_calibration.py {' '.join(sys.argv[1:])}`; seed {args.seed}, "
-             "validation targets; LDS / other-class LDS against the matrix's retrains in the target's data order "
-             "(the calibration rows: the mean of the two on the calibration retrains, without and with the effect).",
-             "", "| configuration | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+    lines = M.diagnostic_head("The schedule effect weighted on a workspace's own calibration retrains (diagnostic)",
+                              args, "validation targets; LDS / other-class LDS against the matrix's retrains in the "
+                              "target's data order (the calibration rows: the mean of the two on the calibration "
+                              "retrains, without and with the effect).", rows)
     for n in names:
         lines.append(f"| {n} | " + " | ".join(
             f"{results[n][r][0]:.3f} → {results[n][r][1]:.3f}" if r.startswith("calibration")
