@@ -269,7 +269,10 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                                    "on all the data; score DDM's predicted test losses against the retrained ones "
                                    "(group-level LDS over --num-targets test samples) beside a trivial score that only"
                                    " marks the target's own class, and say whether DDM beats it and ranks other "
-                                   "classes' groups. Costs subsets + other-class-subsets + 1 trainings (each on about "
+                                   "classes' groups. On the random halves it also refits the class balance "
+                                   "(emulate.other_class_scale) and the schedule term (emulate.schedule_weight) and "
+                                   "advises them where they rank better (--apply keeps them). Costs subsets + "
+                                   "other-class-subsets + 1 trainings (each on about "
                                    "half the data), cached under <workspace>/check/ and resumed after a kill; writes "
                                    "check/check.json. The way to see whether DDM holds on your model before acting on "
                                    "its rankings or unlearning.")
