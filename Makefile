@@ -186,6 +186,8 @@ bench-check: $(STAMP)
 	for s in 0 1 2; do $(BIN)/python benchmarks/balance_calibration.py --root runs/matrix-b --seed $$s --halves-only --shrink \
 	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum \
 	  --out benchmarks/results/balance-calibration-held-out-seed$$s || exit 1; done
+	for s in 0 1 2; do $(BIN)/python benchmarks/balance_calibration.py --root runs/matrix-b --seed $$s --halves-only \
+	  --configs digits-mlp-wide-K40-adam --out benchmarks/results/balance-calibration-wide-adam-seed$$s || exit 1; done
 
 bench-grow: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --select --grid distill.ipc_grow=0,16 --unlearn-dampings= --peers "" \
