@@ -87,15 +87,17 @@ def forward(model: nn.Module, x: torch.Tensor, params: dict[str, torch.Tensor] |
     return torch.func.functional_call(model, to(params, dev), (x.to(dev),)).cpu()
 
 
-def predict(model: nn.Module, x: torch.Tensor, batch: int = 1024) -> torch.Tensor:
-    """The model's outputs for ``x`` as an inference: in eval mode (batch norm reads its running statistics, which
-    stay as they are; no dropout), without gradients, in batches, on the CPU; the model is given back in the mode it
-    was in. A forward pass in train mode would normalise with the batch's own statistics and move the running ones."""
+def predict(model: nn.Module, x: torch.Tensor, batch: int = 1024,
+            params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """The model's outputs for ``x`` (with ``params`` where given) as an inference: in eval mode (batch norm reads its
+    running statistics, which stay as they are; no dropout), without gradients, in batches, on the CPU; the model is
+    given back in the mode it was in. A forward pass in train mode would normalise with the batch's own statistics
+    and move the running ones."""
     was = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return torch.cat([forward(model, x[i : i + batch]) for i in range(0, len(x), batch)])
+            return torch.cat([forward(model, x[i : i + batch], params) for i in range(0, len(x), batch)])
     finally:
         model.train(was)
 

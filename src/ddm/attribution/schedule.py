@@ -40,17 +40,10 @@ def rewound_change(model: nn.Module, trajectory: Trajectory, x: torch.Tensor, y:
     rewound = trajectory.at_epoch(float(trajectory.epochs[-1]) * (1 - removed))
     if rewound is None:
         return None
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            def outputs(params: dict[str, torch.Tensor]) -> torch.Tensor:
-                z = torch.cat([devices.forward(model, x[i:i + 1024], params) for i in range(0, len(x), 1024)])
-                return objective.outputs(z[None], y)[0].double()
+    def outputs(params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return objective.outputs(devices.predict(model, x, params=params)[None], y)[0].double()
 
-            return (outputs(rewound) - outputs(trajectory.final)).float()
-    finally:
-        model.train(was)
+    return (outputs(rewound) - outputs(trajectory.final)).float()
 
 
 def schedule_slope(model: nn.Module, trajectory: Trajectory, x: torch.Tensor, y: torch.Tensor,

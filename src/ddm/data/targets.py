@@ -43,11 +43,7 @@ def as_split(x: Any, y: Any = None, model: nn.Module | None = None,
     if y is None:
         if model is None:
             raise DataError("targets without labels need the model to predict them")
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            yt = devices.forward(model, xt).argmax(1)
-        model.train(was)
+        yt = devices.predict(model, xt).argmax(1)
     else:
         yt = _labels(_tensor(y, "target labels"), len(xt), "target labels")
     return Split(xt, yt)

@@ -136,9 +136,11 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
         # a retrain without part of the data takes fewer steps (ddm.attribution.schedule): the term's weight is fitted
         # on the random halves and put beside the attribution (the configured weight's share taken out first; on top
         # of the refitted class balance where that is advised)
-        weight = schedule_weight(predict[base](keep) - configured * term(keep), term(keep), actual)
+        unit = term(keep)
+        without = predict[base](keep) - configured * unit
+        weight = schedule_weight(without, unit, actual)
         predict[SCHEDULE] = lambda k: predict[base](k) + (weight - configured) * term(k)
-        spread = schedule_spread(predict[base](keep) - configured * term(keep), weight * term(keep))
+        spread = schedule_spread(without, weight * unit)
     aside = (BALANCE, SCHEDULE)
     main = bootstrap_lds([({n: f(keep) for n, f in predict.items()}, actual)], seed=SUBSET_SEED)
     out: dict[str, Any] = {"synset_key": dm.keys["synset"], "targets": rows.tolist(), "subsets": subsets,
@@ -241,9 +243,10 @@ def balance_choice(at: Callable[[float], Callable[[torch.Tensor], torch.Tensor]]
     standard errors (the benchmarks: ``balance_calibration.py``)."""
     scales = sorted({*SCALES, configured})
     a = actual.double().numpy()
-    mean = {s: float(_spearman_columns(at(s)(keep).double().numpy(), a).mean()) for s in scales}
+    pred = {s: at(s)(keep) for s in scales}
+    mean = {s: float(_spearman_columns(pred[s].double().numpy(), a).mean()) for s in scales}
     best = max(scales, key=lambda s: (mean[s], s == configured))
-    r = bootstrap_lds([({"best": at(best)(keep), "configured": at(configured)(keep)}, actual)], seed=SUBSET_SEED + 2)
+    r = bootstrap_lds([({"best": pred[best], "configured": pred[configured]}, actual)], seed=SUBSET_SEED + 2)
     margin = r["best - configured"]
     return {"scale": best, "configured": configured, "by_scale": {f"{s:g}": round(v, 4) for s, v in mean.items()},
             "margin": margin, "recommended": bool(best != configured and margin["mean"] - 2 * margin["se"] > 0)}

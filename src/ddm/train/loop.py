@@ -36,18 +36,10 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 @torch.no_grad()
 def accuracy(model: nn.Module, split: Split, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``model`` on ``split`` (in [0, 1]), in eval mode (the model's mode is restored)."""
-    was = model.training
-    model.eval()
-    dev = devices.of(model)
-    correct = 0
-    try:
-        with torch.no_grad():
-            for i in range(0, len(split), batch_size):
-                pred = model(split.x[i : i + batch_size].to(dev)).argmax(1).cpu()
-                correct += (pred == split.y[i : i + batch_size]).sum().item()
-    finally:
-        model.train(was)
-    return correct / max(1, len(split))
+    if len(split) == 0:
+        return 0.0
+    pred = devices.predict(model, split.x, batch_size).argmax(1)
+    return float((pred == split.y).sum().item()) / len(split)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
