@@ -138,6 +138,24 @@ def test_retrain_reproduces_the_target_and_resumes(digits, groups, tmp_path):
                      TrainConfig(epochs=2, lr=0.1, batch_size=32, last_batch="keep"), x)
 
 
+def test_a_batch_norm_retrain_starts_from_initial_statistics_whichever_theta0_it_is_given(digits, groups, tmp_path):
+    """Given theta_0's parameters without its running statistics, a retrain must not start from theta_tau's
+    (the trained model's): the statistics are reset, and the full-data retrain reproduces the target."""
+    cfg = TrainConfig(epochs=2, lr=0.05, batch_size=32)
+    model = ddm.models.build("convnet", digits, width=8, depth=2, norm="batchnorm")
+    traj = ddm.train.train_model(model, digits.train, cfg)
+    assert traj.buffers is not None and any("running_mean" in k for k in traj.checkpoint(0))
+    x = digits.test.x[:6]
+    recorded = RetrainCache(tmp_path / "a", model, traj.checkpoint(0), digits.train, groups, cfg, x).get([])
+    params_only = RetrainCache(tmp_path / "b", model, traj[0], digits.train, groups, cfg, x).get([])
+    model.eval()
+    with torch.no_grad():
+        target = model(x)
+    assert torch.allclose(recorded, target, atol=1e-5) and torch.allclose(params_only, target, atol=1e-5)
+    assert any(v.abs().sum() > 0 for k, v in ddm.models.with_params(model, traj[0]).state_dict().items()
+               if "running_mean" in k)  # what a plain copy would have started from: theta_tau's statistics
+
+
 def test_evaluate_command_on_the_tiny_preset(tmp_path, capsys):
     ws = tmp_path / "ev"
     assert main(["evaluate", "-q", "-w", str(ws), "--preset", "tiny", "--seeds", "0,1", "--num-targets", "4",

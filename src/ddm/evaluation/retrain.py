@@ -49,6 +49,19 @@ class RetrainCache:
         self.groups, self.cfg, self.eval_x = groups, cfg, eval_x
         self._check_training()
 
+    def _start(self) -> nn.Module:
+        """The model at theta_0. Running statistics the given theta_0 does not carry (parameters only, e.g.
+        ``trajectory[0]`` instead of ``trajectory.checkpoint(0)``) are reset to their initial values, which is
+        what they were at theta_0, never left at theta_tau's: a retrain started from the trained model's
+        batch-norm statistics does not reproduce the target."""
+        net = with_params(self.model, self.theta0)
+        for name, module in net.named_modules():
+            reset = getattr(module, "reset_running_stats", None)
+            stats = [f"{name}.{b}" if name else b for b, _ in module.named_buffers(recurse=False)]
+            if callable(reset) and stats and not all(s in self.theta0 for s in stats):
+                reset()
+        return net
+
     def _check_training(self) -> None:
         """The folder's retrains must come from this training configuration: its key (the data order's seed
         aside, which each retrain may set) is stored on first use and compared afterwards, so a changed loop
@@ -92,7 +105,7 @@ class RetrainCache:
         keep = ~torch.isin(self.groups.assignment, torch.as_tensor(removed, dtype=torch.long))
         if not keep.any():
             raise ValueError("cannot retrain without every group")
-        net = with_params(self.model, self.theta0).to(self.device)
+        net = self._start().to(self.device)
         cfg = self.cfg if seed is None else TrainConfig(**{**self.cfg.__dict__, "seed": seed})
         t0 = time.perf_counter()
         from ddm import progress
