@@ -146,15 +146,25 @@ def top_curvature(h: torch.Tensor, logits: torch.Tensor, rank: int,
                   out_curv: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The top ``rank`` eigenpairs ``(values [rank], vectors [rank, C d])`` of a set of samples' summed last-layer
     curvature (features ``h [M, d]``, ``logits [M, C]``; :meth:`ExactCurvature.accumulate`'s layout), from the
-    samples' factors ``L_i (x) h_i`` (``M C`` rows): an SVD of that thin matrix, never the ``[C d, C d]`` one.
-    Fewer pairs than ``rank`` exist where the samples span fewer directions: the rest are zeros."""
+    samples' factors ``L_i (x) h_i`` (``M C`` rows), never the ``[C d, C d]`` matrix: the eigendecomposition of the
+    rows' Gram matrix on their shorter side (``[M C, M C]``, or ``[C d, C d]`` where that is smaller), the top pairs of
+    an SVD of the rows at a fraction of its cost (a group of 60 samples on a 5,990-coordinate head: 2.5 s for the SVD
+    on one thread). Fewer pairs than ``rank`` exist where the samples span fewer directions (eigenvalues at or below
+    1e-12 of the top one count as none): the rest are zeros."""
     f = output_factors(logits, out_curv)  # [M, C, C]: column l of L_i
     rows = torch.einsum("mcl,md->mlcd", f, h.double()).reshape(-1, f.shape[1] * h.shape[1])
-    _, sv, vh = torch.linalg.svd(rows, full_matrices=False)
-    k = min(rank, len(sv))
     values = torch.zeros(rank, dtype=torch.float64, device=h.device)
     vectors = torch.zeros(rank, rows.shape[1], dtype=torch.float64, device=h.device)
-    values[:k], vectors[:k] = sv[:k] ** 2, vh[:k]
+    if rows.numel() == 0 or rank <= 0:
+        return values, vectors
+    wide = rows.shape[0] <= rows.shape[1]
+    evals, evecs = torch.linalg.eigh(rows @ rows.T if wide else rows.T @ rows)
+    evals, evecs = evals.flip(0), evecs.flip(1)  # descending
+    k = int(min(rank, int((evals > 1e-12 * evals[0].clamp(min=0)).sum()))) if evals[0] > 0 else 0
+    if k:
+        values[:k] = evals[:k]
+        # on the short side the right singular vectors are the rows mapped through the left ones
+        vectors[:k] = (evecs[:, :k].T @ rows) / evals[:k].sqrt()[:, None] if wide else evecs[:, :k].T
     return values, vectors
 
 
