@@ -16,6 +16,8 @@ from ddm.distill.curvature import (
     ExactCurvature,
     KroneckerCurvature,
     SubspaceCurvature,
+    output_factors,
+    top_curvature,
 )
 from ddm.distill.head import Head, distill_head, head_statistics, synset_head_gradients
 from ddm.distill.synset import Synset
@@ -894,3 +896,24 @@ def test_unlearning_subtracts_each_groups_own_curvature(trained, digits, groups)
     small = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=5, unlearn_rank=4), 10)
     assert small.group_curvature[1].shape == (groups.num_groups, 4, D)
     assert torch.allclose(small.group_curvature[0], values[:, :4], rtol=1e-4)
+
+
+@pytest.mark.parametrize("m,d", [(60, 80), (40, 2), (300, 30), (3, 50)])
+def test_group_curvature_pairs_are_the_top_singular_pairs_of_the_factor_rows(m, d):
+    """top_curvature takes the Gram matrix on the rows' short side (by LOBPCG where it is large) and must give an SVD's
+    top pairs: the same eigenvalues and the same rank-16 matrix, without touching the global random state."""
+    gen = torch.Generator().manual_seed(1)
+    h = torch.randn(m, d, generator=gen) * torch.logspace(0, -2, d)  # a trained network's decaying spectrum
+    z = torch.randn(m, 10, generator=gen) * 3
+    rows = torch.einsum("mcl,md->mlcd", output_factors(z), h.double()).reshape(-1, 10 * d)
+    _, sv, vh = torch.linalg.svd(rows, full_matrices=False)
+    k = min(16, len(sv))
+    state = torch.random.get_rng_state()
+    values, vectors = top_curvature(h, z, 16)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert values.shape == (16,) and vectors.shape == (16, 10 * d)
+    assert torch.allclose(values[:k], sv[:k] ** 2, rtol=1e-9, atol=1e-12 * float(sv[0] ** 2))
+    want = (vh[:k].T * sv[:k] ** 2) @ vh[:k]
+    got = (vectors.T * values) @ vectors
+    assert float((got - want).norm() / want.norm()) < 1e-7
+    assert bool((values[k:] == 0).all())
