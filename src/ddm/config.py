@@ -352,6 +352,12 @@ class EmulateConfig:
                                   "check measures and reports it); never the case on the benchmark matrix, 0.27-0.43 "
                                   "on two Fashion-MNIST MLPs (BENCHMARKS.md). 0 keeps every checkpoint",
                              since="0.11", implicit=0.0)
+    damping_scale: float = _f(1.0, "Newton emulation (attribution): the synset's dampings (distill.damping's lambda "
+                                   "at theta_tau and at each checkpoint) times this when a removal is emulated; the "
+                                   "synsets stay as they were matched. The best damping differs by model: the "
+                                   "selection's MLP wants 1e-3 of the top eigenvalue, Fashion-MNIST ConvNets 1e-2 "
+                                   "(BENCHMARKS.md); `ddm check` fits this on its retrains and advises it",
+                            since="0.16", implicit=1.0)
     top_classes: int = _f(2, "hierarchical datamodel: classes refined at group level per target")
     unlearn_damping: float | None = _f(1e-3, "Newton unlearning: lambda as a fraction of the curvature's top "
                                              "eigenvalue (plus train.weight_decay; chosen on the selection "
@@ -433,6 +439,7 @@ class EmulateConfig:
         _choice(self.unlearn_curvature, "emulate.unlearn_curvature", ("images", "group"))
         _check(self.unlearn_backoff >= 0, "emulate.unlearn_backoff must be >= 0")
         _check(0 <= self.min_transfer <= 1, f"emulate.min_transfer must be in [0, 1], got {self.min_transfer}")
+        _check(self.damping_scale > 0, f"emulate.damping_scale must be positive, got {self.damping_scale}")
         _check(0 < self.unlearn_class_drop <= 1, "emulate.unlearn_class_drop must be in (0, 1]")
         _check(self.unlearn_prior_shift >= 0,
                f"emulate.unlearn_prior_shift must be >= 0, got {self.unlearn_prior_shift}")

@@ -594,7 +594,7 @@ class DistilledDatamodel:
         scale = (e.other_class_scale if scale is None else scale) if obj.per_target else 1.0
         K = synset.num_groups
         perturbed = torch.arange(K) if subset is None else subset
-        averaged = synset.transferring(e.min_transfer)
+        averaged = synset.transferring(e.min_transfer).damped(e.damping_scale)
         left_out = [c.epoch for c in synset.checkpoints if not any(c is a for a in averaged.checkpoints)]
         if left_out:
             log.info("the step is not averaged over the checkpoint(s) at epoch %s: the synsets' steps do not transfer "

@@ -617,6 +617,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         o = oc.get(name)
         print(f"  {name:<22} LDS {v['mean']:+.3f} ± {v['se']:.3f}"
               + (f"   other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}" if o else ""))
+    d = r.get("damping")
+    if d is not None and (d["recommended"] or d.get("withdrawn")):
+        o = d.get("other_class_lds")
+        print(f"  {'DDM, damping x' + format(d['scale'], 'g'):<22} LDS {d['lds']['mean']:+.3f} ± "
+              f"{d['lds']['se']:.3f}" + (f"   other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}" if o else "")
+              + "   (damping chosen on the random halves)")
     b = r.get("class_balance")
     if b is not None and b["recommended"]:
         o = b.get("other_class_lds")
@@ -629,7 +635,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"  {'DDM + schedule term':<22} LDS {st['lds']['mean']:+.3f} ± {st['lds']['se']:.3f}"
               + (f"   other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}" if o else "")
               + f"   (weight {st['weight']:.3g}, fitted on the random halves"
-              + (", on the refitted balance)" if st.get("over", "DDM") != "DDM" else ")"))
+              + (", on the refitted " + ("damping" if st["over"] == "DDM, damping refitted" else "balance") + ")"
+                 if st.get("over", "DDM") != "DDM" else ")"))
     if oc:
         print(f"  (other-class LDS on the targets of classes {r['other_classes']}, over subsets that keep their groups "
               "whole)")

@@ -79,6 +79,14 @@ class Synset:
         block = [self.block[0]] + [self.block[1 + j] for j in keep] if self.block else []
         return replace(self, checkpoints=[self.checkpoints[j] for j in keep], block=block)
 
+    def damped(self, scale: float) -> Synset:
+        """This synset with its dampings (at theta_tau and at every checkpoint) times ``scale``
+        (``emulate.damping_scale``); itself at 1."""
+        if scale == 1 or self.damping is None:
+            return self
+        return replace(self, damping=self.damping * scale,
+                       checkpoints=[replace(c, damping=c.damping * scale) for c in self.checkpoints])
+
     @property
     def kind(self) -> str:
         """``head`` for head-matched synsets (emulated by a Newton step), else ``finetune``."""

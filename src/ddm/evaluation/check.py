@@ -39,8 +39,11 @@ log = logging.getLogger(__name__)
 TRIVIAL = "same class (trivial)"
 SCHEDULE = "DDM + schedule term"
 BALANCE = "DDM, class balance refitted"
+DAMPING = "DDM, damping refitted"
 #: the values of emulate.other_class_scale the check tries
 SCALES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+#: the values of emulate.damping_scale the check tries (a multiple of the synset's damping, distill.damping)
+DAMPING_SCALES = (0.3, 1.0, 3.0, 10.0, 30.0)
 #: the draws of the check's subsets (apart from the benchmarks' and the protocol's, which use 10,000 + seed)
 SUBSET_SEED = 40_000
 
@@ -124,11 +127,26 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
         predict[method] = partial(predicted_loss, _peer_group_scores(root, method, F, data.train, targets, rows)[0])
     term = _schedule_term(dm, targets)
     configured = dm.config.emulate.schedule_weight
-    # the class balance (emulate.other_class_scale) chosen on the random halves; advised only where it ranks them
-    # better beyond two standard errors
-    balanced = _balanced_predictor(dm, targets, term)
+    # the emulation's damping (emulate.damping_scale; the Newton step of a head-matched synset only) chosen on the
+    # random halves; advised only where it ranks them better beyond two standard errors, and then the class balance
+    # and the schedule term below are fitted on top of it
+    damping = None
+    own = dm.config
+    if F.synset.kind == "head" and not F.synset.block:
+        damped = _damped_predictor(dm, targets)
+        damping = damping_choice(damped, dm.config.emulate.damping_scale, keep, actual)
+        if damping["recommended"]:
+            predict[DAMPING] = damped(damping["scale"])
+    try:
+        if damping is not None and damping["recommended"]:
+            dm.config = own.with_overrides([f"emulate.damping_scale={damping['scale']!r}"])
+        # the class balance (emulate.other_class_scale) chosen on the random halves; advised only where it ranks
+        # them better beyond two standard errors
+        balanced = _balanced_predictor(dm, targets, term)
+    finally:
+        dm.config = own
     balance = balance_choice(balanced, dm.config.emulate.other_class_scale, keep, actual)
-    base = "DDM"
+    base = DAMPING if DAMPING in predict else "DDM"
     if balance["recommended"]:
         predict[BALANCE] = balanced(balance["scale"])
         base = BALANCE
@@ -141,15 +159,18 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
         weight = schedule_weight(without, unit, actual)
         predict[SCHEDULE] = lambda k: predict[base](k) + (weight - configured) * term(k)
         spread = schedule_spread(without, weight * unit)
-    aside = (BALANCE, SCHEDULE)
+    aside = (BALANCE, SCHEDULE, DAMPING)
     main = bootstrap_lds([({n: f(keep) for n, f in predict.items()}, actual)], seed=SUBSET_SEED)
     out: dict[str, Any] = {"synset_key": dm.keys["synset"], "targets": rows.tolist(), "subsets": subsets,
                            "groups": F.groups.num_groups,
                            "lds": {n: main[n] for n in predict if n not in aside},
                            "margin_over_trivial": main[f"DDM - {TRIVIAL}"],
                            "margin_over_peers": {m: main[f"DDM - {m}"] for m in peers}}
-    balance["lds"] = main[BALANCE] if balance["recommended"] else main["DDM"]
+    balance["lds"] = main[BALANCE] if balance["recommended"] else main[base if base != BALANCE else "DDM"]
     out["class_balance"] = balance
+    if damping is not None:
+        damping["lds"] = main[DAMPING] if DAMPING in main else main["DDM"]
+        out["damping"] = damping
     if term is not None:
         out["schedule_term"] = {"weight": weight, "configured": configured, "lds": main[SCHEDULE],
                                 "margin": _margin(main, predict, keep, actual, base, SUBSET_SEED), "over": base,
@@ -176,6 +197,8 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
             out["schedule_term"]["other_class_margin"] = _margin(oc, sub, masks, oc_actual, base, SUBSET_SEED + 1)
         if balance["recommended"]:
             balance["other_class_lds"] = oc[BALANCE]
+        if damping is not None and damping["recommended"]:
+            damping["other_class_lds"] = oc[DAMPING]
         out["other_classes"], out["other_class_subsets"] = chosen, other_class
     elif F.groups.mixes_classes():
         out["other_class_note"] = "the groups mix classes: no subset keeps one class whole"
@@ -185,6 +208,13 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
     if term is not None:
         out["schedule_term"]["recommended"] = schedule_recommended(out)
     balance["recommended"] = balance["recommended"] and balance_keeps_other_classes(out)
+    if damping is not None and damping["recommended"] and not damping_keeps_other_classes(out):
+        # the damping costs other classes' ranking: neither it nor what was fitted on top of it is advised
+        damping["recommended"] = False
+        damping["withdrawn"] = "other-class LDS"
+        balance["recommended"] = False
+        if "schedule_term" in out:
+            out["schedule_term"]["recommended"] = False
     out["advice"] = advice(out)
     out["verdict"] = verdict(out)
     out["passed"] = out["margin_over_trivial"]["mean"] > 0 and out.get("other_class_lds", {}).get(
@@ -199,6 +229,9 @@ def advice(r: dict[str, Any]) -> dict[str, float]:
     :func:`schedule_recommended` says so and none is configured. What ``ddm check --apply`` keeps
     (:meth:`ddm.pipeline.DistilledDatamodel.keep_settings`)."""
     out = {}
+    d = r.get("damping")
+    if d is not None and d.get("recommended"):
+        out["emulate.damping_scale"] = float(d["scale"])
     b = r.get("class_balance")
     if b is not None and b.get("recommended"):
         out["emulate.other_class_scale"] = float(b["scale"])
@@ -235,21 +268,64 @@ def _balanced_predictor(dm: DistilledDatamodel, targets: Any, term: Callable[[to
     return at
 
 
-def balance_choice(at: Callable[[float], Callable[[torch.Tensor], torch.Tensor]], configured: float,
-                   keep: torch.Tensor, actual: torch.Tensor) -> dict[str, Any]:
-    """The class balance among :data:`SCALES` (and the ``configured`` one) that ranks the random halves ``keep``
-    best (mean Spearman over targets against the retrained losses ``actual``), its paired margin over the configured
-    balance (bootstrap over subsets and targets), and ``recommended``: another balance, better by more than two
-    standard errors (the benchmarks: ``balance_calibration.py``)."""
-    scales = sorted({*SCALES, configured})
+def _best_on_halves(candidates: tuple[float, ...], at: Callable[[float], Callable[[torch.Tensor], torch.Tensor]],
+                    configured: float, keep: torch.Tensor, actual: torch.Tensor, seed: int) -> dict[str, Any]:
+    """The value among ``candidates`` (and the ``configured`` one) whose predictor ``at(value)`` ranks the random
+    halves ``keep`` best (mean Spearman over targets against the retrained losses ``actual``), its paired margin over
+    the configured value (bootstrap over subsets and targets), and ``recommended``: another value, better by more
+    than two standard errors."""
+    values = sorted({*candidates, configured})
     a = actual.double().numpy()
-    pred = {s: at(s)(keep) for s in scales}
-    mean = {s: float(_spearman_columns(pred[s].double().numpy(), a).mean()) for s in scales}
-    best = max(scales, key=lambda s: (mean[s], s == configured))
-    r = bootstrap_lds([({"best": pred[best], "configured": pred[configured]}, actual)], seed=SUBSET_SEED + 2)
+    pred = {s: at(s)(keep) for s in values}
+    mean = {s: float(_spearman_columns(pred[s].double().numpy(), a).mean()) for s in values}
+    best = max(values, key=lambda s: (mean[s], s == configured))
+    r = bootstrap_lds([({"best": pred[best], "configured": pred[configured]}, actual)], seed=seed)
     margin = r["best - configured"]
     return {"scale": best, "configured": configured, "by_scale": {f"{s:g}": round(v, 4) for s, v in mean.items()},
             "margin": margin, "recommended": bool(best != configured and margin["mean"] - 2 * margin["se"] > 0)}
+
+
+def balance_choice(at: Callable[[float], Callable[[torch.Tensor], torch.Tensor]], configured: float,
+                   keep: torch.Tensor, actual: torch.Tensor) -> dict[str, Any]:
+    """The class balance among :data:`SCALES` (and the ``configured`` one) that ranks the random halves ``keep``
+    best, its paired margin over the configured balance, and ``recommended``: another balance, better by more than
+    two standard errors (:func:`_best_on_halves`; the benchmarks: ``balance_calibration.py``)."""
+    return _best_on_halves(SCALES, at, configured, keep, actual, SUBSET_SEED + 2)
+
+
+def damping_choice(at: Callable[[float], Callable[[torch.Tensor], torch.Tensor]], configured: float,
+                   keep: torch.Tensor, actual: torch.Tensor) -> dict[str, Any]:
+    """The emulation's damping (``emulate.damping_scale``) among :data:`DAMPING_SCALES` (and the ``configured``
+    one) that ranks the random halves ``keep`` best, its paired margin over the configured one, and
+    ``recommended``: another, better by more than two standard errors (:func:`_best_on_halves`; the benchmarks:
+    ``damping_calibration.py``)."""
+    return _best_on_halves(DAMPING_SCALES, at, configured, keep, actual, SUBSET_SEED + 3)
+
+
+def _damped_predictor(dm: DistilledDatamodel, targets: Any
+                      ) -> Callable[[float], Callable[[torch.Tensor], torch.Tensor]]:
+    """``at(scale)``: DDM's predicted losses of the ``targets`` for keep-masks ``[S, K]`` -> ``[S, T]`` with
+    ``emulate.damping_scale = scale`` and every other setting as configured (one emulation per scale)."""
+    configured = dm.config
+
+    def at(scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        try:
+            dm.config = configured.with_overrides([f"emulate.damping_scale={scale!r}"])
+            attr = dm.attribute(targets, "dist2", name="check-damping")
+        finally:
+            dm.config = configured
+        return lambda keep: attr.predict(keep)[..., 0]
+
+    return at
+
+
+def damping_keeps_other_classes(r: dict[str, Any]) -> bool:
+    """Whether the refitted damping keeps the other-class LDS (where measured) within two standard errors of the
+    configured one: unlike the class balance, the damping reorders other classes' groups too."""
+    d, oc = r.get("damping"), r.get("other_class_lds")
+    if d is None or oc is None or "other_class_lds" not in d:
+        return True
+    return bool(d["other_class_lds"]["mean"] >= oc["DDM"]["mean"] - 2 * oc["DDM"]["se"])
 
 
 def balance_keeps_other_classes(r: dict[str, Any]) -> bool:
@@ -365,6 +441,7 @@ def verdict(r: dict[str, Any]) -> list[str]:
             lines.append(f"other classes' groups: not told apart from chance on {r.get('other_class_subsets', '')} "
                          f"subsets (other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}): trust the ranking within the "
                          "target's own class more than across classes; more --other-class-subsets give a finer answer")
+    lines += _damping_verdict(r)
     lines += _balance_verdict(r)
     lines += _schedule_verdict(r)
     if r["reproduction_dist1"] > SAME_SEED_TOLERANCE:
@@ -413,6 +490,23 @@ def schedule_recommended(r: dict[str, Any]) -> bool:
     return bool((m["mean"] + o["mean"]) / 2 > 0 and m["mean"] + 2 * m["se"] > 0)
 
 
+def _damping_verdict(r: dict[str, Any]) -> list[str]:
+    """A line where another damping of the emulation ranks the random halves better (nothing where the configured one
+    holds)."""
+    d = r.get("damping")
+    if d is None or not (d["recommended"] or d.get("withdrawn")):
+        return []
+    m, setting = d["margin"], f"emulate.damping_scale={d['scale']:g}"
+    if d.get("withdrawn"):
+        return [f"the damping: {setting} ranks the random halves better (margin {m['mean']:+.3f} ± {m['se']:.3f}) "
+                f"but ranks other classes' groups worse (other-class LDS {d['other_class_lds']['mean']:+.3f} "
+                f"against {r['other_class_lds']['DDM']['mean']:+.3f}): not advised"]
+    return [f"the damping: with the Newton step's damping at {d['scale']:g}x the synset's ({setting}; configured "
+            f"{d['configured']:g}) LDS is {d['lds']['mean']:+.3f} instead of {r['lds']['DDM']['mean']:+.3f} (margin "
+            f"{m['mean']:+.3f} ± {m['se']:.3f}, on the random halves it was chosen on). Attribute with --set "
+            f"{setting}, or keep it for this workspace with `ddm check --apply`"]
+
+
 def _balance_verdict(r: dict[str, Any]) -> list[str]:
     """A line where another class balance ranks the random halves better (nothing where the configured one holds)."""
     b = r.get("class_balance")
@@ -435,8 +529,9 @@ def _schedule_verdict(r: dict[str, Any]) -> list[str]:
     held_out, m, what = _schedule_evidence(s)
     if s.get("over", "DDM") == "DDM":
         before = (r["other_class_lds"] if held_out else r["lds"])["DDM"]["mean"]
-    else:  # added to the refitted class balance
-        before = r["class_balance"]["other_class_lds" if held_out else "lds"]["mean"]
+    else:  # added to the refitted damping or class balance
+        before = r["damping" if s["over"] == DAMPING else "class_balance"]["other_class_lds" if held_out
+                                                                          else "lds"]["mean"]
     after = (s["other_class_lds"] if held_out else s["lds"])["mean"]
     setting = f"emulate.schedule_weight={s['weight']:.3g}"
     if s["configured"] > 0:
