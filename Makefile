@@ -188,6 +188,17 @@ bench-check: $(STAMP)
 	  --out benchmarks/results/balance-calibration-held-out-seed$$s || exit 1; done
 	for s in 0 1 2; do $(BIN)/python benchmarks/balance_calibration.py --root runs/matrix-b --seed $$s --halves-only \
 	  --configs digits-mlp-wide-K40-adam --out benchmarks/results/balance-calibration-wide-adam-seed$$s || exit 1; done
+	# the emulation's damping as ddm check refits and advises it (BENCHMARKS.md, "The emulation's damping, refitted by
+	# ddm check")
+	$(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 3 --out benchmarks/results/damping-calibration-select
+	$(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 0 \
+	  --configs digits-convnet-K40-momentum-wd,digits-convnet-K40-cosine,$(SCHEDULE_OTHERS) \
+	  --out benchmarks/results/damping-calibration-seed0
+	$(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 0 --halves-only \
+	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-mlp-wide-K40-adam \
+	  --out benchmarks/results/damping-calibration-held-out-seed0
+	$(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 1 \
+	  --configs fmnist-convnet-K100-sgd,fmnist-convnet-K40-momentum-wd --out benchmarks/results/damping-calibration-fmnist-convnets-seed1
 
 bench-grow: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --select --grid distill.ipc_grow=0,16 --unlearn-dampings= --peers "" \

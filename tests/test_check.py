@@ -69,6 +69,9 @@ def test_check_scores_a_workspace_against_its_retrains_and_resumes(tmp_path, cap
     r = json.loads(capsys.readouterr().out)
     assert len(r["targets"]) == 10 and r["subsets"] == 4
     assert set(r["lds"]) == {"DDM", C.TRIVIAL}
+    # the emulation's damping, tried at every scale on the halves; the tiny model's configured one holds
+    assert set(r["damping"]["by_scale"]) == {f"{x:g}" for x in C.DAMPING_SCALES} and r["damping"]["configured"] == 1.0
+    assert r["damping"]["recommended"] == ("emulate.damping_scale" in r["advice"])
     assert all(np.isfinite(v["mean"]) and np.isfinite(v["se"]) for v in r["lds"].values())
     # the trivial score only marks the target's class, which those subsets keep whole: exactly 0 there
     assert r["other_class_lds"][C.TRIVIAL] == {"mean": 0.0, "se": 0.0} and len(r["other_classes"]) == 1
@@ -256,3 +259,26 @@ def test_a_batch_norm_model_is_reproduced_by_retraining_and_left_as_it_was(tmp_p
     r = json.loads(capsys.readouterr().out)
     assert r["reproduction_dist1"] == pytest.approx(0.0, abs=1e-6)
     assert not any("does not reproduce" in line for line in r["verdict"])
+
+
+def test_the_damping_is_refitted_on_the_halves_and_kept_only_where_other_classes_do_not_suffer():
+    gen = torch.Generator().manual_seed(6)
+    signal = torch.randn(16, 30, generator=gen, dtype=torch.float64)
+    noise = torch.randn(16, 30, generator=gen, dtype=torch.float64)
+    keep = torch.ones(16, 4, dtype=torch.bool)
+
+    def at(scale):  # a larger damping takes noise out of the step, down to what retraining shows at 10
+        return lambda k: signal + abs(1 - scale / 10) * noise
+
+    d = C.damping_choice(at, 1.0, keep, signal)
+    assert d["scale"] == 10 and d["recommended"] and set(d["by_scale"]) == {f"{x:g}" for x in C.DAMPING_SCALES}
+    assert not C.damping_choice(at, 10.0, keep, signal)["recommended"]  # already the best
+    assert not C.damping_choice(lambda x: (lambda k: signal), 1.0, keep, signal)["recommended"]  # nothing changes
+
+    r = _result(0.2, 0.02, 0.3)
+    r["damping"] = {**d, "lds": {"mean": 0.9, "se": 0.01}, "other_class_lds": {"mean": 0.28, "se": 0.05}}
+    assert C.damping_keeps_other_classes(r) and C.advice(r) == {"emulate.damping_scale": 10.0}
+    line = next(x for x in C.verdict(r) if x.startswith("the damping"))
+    assert "--set emulate.damping_scale=10" in line and "configured 1" in line and "+0.900 instead of" in line
+    r["damping"]["other_class_lds"] = {"mean": 0.1, "se": 0.05}  # beyond two standard errors below DDM's 0.3
+    assert not C.damping_keeps_other_classes(r)
