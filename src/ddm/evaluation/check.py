@@ -43,7 +43,7 @@ DAMPING = "DDM, damping refitted"
 #: the values of emulate.other_class_scale the check tries
 SCALES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 #: the values of emulate.damping_scale the check tries (a multiple of the synset's damping, distill.damping)
-DAMPING_SCALES = (0.3, 1.0, 3.0, 10.0, 30.0)
+DAMPING_SCALES = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 #: the draws of the check's subsets (apart from the benchmarks' and the protocol's, which use 10,000 + seed)
 SUBSET_SEED = 40_000
 
