@@ -723,3 +723,26 @@ def test_the_schedule_term_adds_a_retrains_fewer_steps_in_proportion_to_the_data
     assert torch.allclose(with_term.scores, -with_term.weights[..., 0])  # scores follow: the loss increase
     with pytest.raises(ConfigError, match="schedule_weight must be >= 0"):
         base.with_overrides(["emulate.schedule_weight=-1"])
+
+
+def test_the_emulation_damping_scale_multiplies_every_stored_damping_and_nothing_else(run):
+    cfg, data, ws, dm = run
+    targets = data.test[:6]
+    syn = dm.synset
+    assert syn.damped(1.0) is syn
+    big = syn.damped(10.0)
+    assert float(big.damping) == pytest.approx(10 * float(syn.damping))
+    assert [c.damping for c in big.checkpoints] == pytest.approx([10 * c.damping for c in syn.checkpoints])
+    assert torch.equal(big.images, syn.images) and float(dm.synset.damping) == float(syn.damping)  # a view
+    default = dm.attribute(targets, "dist2", name="damping-default")
+    dm.config = cfg.with_overrides(["emulate.damping_scale=10"])
+    try:
+        damped = dm.attribute(targets, "dist2", name="damping-x10")
+    finally:
+        dm.config = cfg
+    assert torch.isfinite(damped.weights).all() and not torch.allclose(damped.weights, default.weights)
+    # a larger damping shortens every group's step: the emulated effects shrink
+    assert float(damped.weights.abs().mean()) < float(default.weights.abs().mean())
+    assert torch.equal(dm.attribute(targets, "dist2", name="damping-default").weights, default.weights)
+    with pytest.raises(ConfigError, match="emulate.damping_scale"):
+        cfg.with_overrides(["emulate.damping_scale=0"])
