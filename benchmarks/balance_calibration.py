@@ -33,11 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
 from ddm.attribution.fit import balance_classes  # noqa: E402
-from ddm.emulate.perturbations import sample_perturbations  # noqa: E402
 from ddm.evaluation import check as C  # noqa: E402
 from ddm.evaluation.metrics import lds  # noqa: E402
-
-CAL_SEED = 40_000  # ddm check's draws
 
 
 def options(p: argparse.ArgumentParser) -> None:
@@ -72,9 +69,7 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
         return predict
 
     # the check's rule on calibration retrains of the validation targets (ddm check's draws of random halves)
-    every = torch.arange(len(v.rows))
-    halves = sample_perturbations(dm.groups.num_groups, 16, 0.5, seed=CAL_SEED)
-    cal = v.retrained(halves, every)
+    every, halves, cal = v.calibration(dm.groups.num_groups)
     chosen = C.balance_choice(lambda s: (lambda k: predictor(s)(k, every)), default, halves, cal)
     for s in args.scales:
         out[f"x{s:g}"] = v.score(predictor(s))

@@ -20,15 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
-from ddm.emulate.perturbations import sample_perturbations  # noqa: E402
 from ddm.evaluation import check as C  # noqa: E402
-
-CAL_SEED = 40_000  # ddm check's draws
 
 
 def options(p: argparse.ArgumentParser) -> None:
@@ -58,9 +53,7 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     for s in C.DAMPING_SCALES:
         out[f"x{s:g}"] = v.score(predictor(s))
     # the check's rule on calibration retrains of the validation targets (ddm check's draws of random halves)
-    every = torch.arange(len(v.rows))
-    halves = sample_perturbations(dm.groups.num_groups, 16, 0.5, seed=CAL_SEED)
-    cal = v.retrained(halves, every)
+    every, halves, cal = v.calibration(dm.groups.num_groups)
     chosen = C.damping_choice(lambda s: (lambda k: predictor(s)(k, every)), own.emulate.damping_scale, halves, cal)
     out["chosen"] = {k: chosen[k] for k in ("scale", "by_scale", "margin", "recommended")}
     out["the check's rule on calibration retrains"] = v.score(predictor(chosen["scale"] if chosen["recommended"]

@@ -175,6 +175,10 @@ def same_class(groups: Any, labels: torch.Tensor) -> torch.Tensor:
     return (groups.labels[None, :] == labels[:, None]).float()
 
 
+#: the seed of ``ddm check``'s draws of subsets (ddm.evaluation.check.SUBSET_SEED)
+CHECK_SEED = 40_000
+
+
 class ValidationTargets:
     """A seed's validation targets (:func:`target_rows`) and its LDS and other-class subsets, scored against the
     exact retrains of ``cache``, for the diagnostic scripts."""
@@ -189,6 +193,14 @@ class ValidationTargets:
         (``order``: another data order's retrains)."""
         logits = torch.stack([self.cache.get(torch.nonzero(~k).flatten().tolist(), seed=order) for k in masks])
         return losses(logits[:, self.rows[cols]], self.targets.y[cols])
+
+    def calibration(self, num_groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(every, halves, retrained)``: all target columns, the 16 random halves ``ddm check`` draws (its seed,
+        :data:`CHECK_SEED`) and the targets' losses after retraining without each half's dropped groups: the
+        calibration retrains a diagnostic chooses a setting on, as the check would, before scoring it here."""
+        every = torch.arange(len(self.rows))
+        halves = sample_perturbations(num_groups, 16, 0.5, seed=CHECK_SEED)
+        return every, halves, self.retrained(halves, every)
 
     def score(self, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[float, float]:
         """(LDS, other-class LDS) of ``predict(masks, cols)`` (predicted losses ``[S, len(cols)]``), rounded."""

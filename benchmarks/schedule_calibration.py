@@ -42,7 +42,6 @@ from ddm.evaluation.check import check  # noqa: E402
 from ddm.evaluation.metrics import lds  # noqa: E402
 from ddm.objectives import get  # noqa: E402
 
-CAL_SEED = 40_000  # ddm check's draws
 GRID = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 NUMBERS = ("weights: regression, grid (x r)",)
 
@@ -70,14 +69,13 @@ def run(name: str, seed: int, root: Path, args: Namespace) -> dict[str, Any]:
         return attr.predict(keep)[:, sel, 0]
 
     # the calibration subsets, drawn as ddm check draws its own
-    every = torch.arange(len(v.rows))
-    halves = sample_perturbations(dm.groups.num_groups, 16, 0.5, seed=CAL_SEED)
+    every, halves, cal_half = v.calibration(dm.groups.num_groups)
     counts = torch.bincount(v.targets.y, minlength=data.num_classes)
     chosen = sorted(torch.argsort(-counts, stable=True)[:3].tolist())
-    oc = sample_perturbations(dm.groups.num_groups, 15, 0.5, seed=CAL_SEED + 1_000)
+    oc = sample_perturbations(dm.groups.num_groups, 15, 0.5, seed=M.CHECK_SEED + 1_000)
     oc[:, torch.isin(dm.groups.labels, torch.as_tensor(chosen))] = True
     oc_sel = torch.nonzero(torch.isin(v.targets.y, torch.as_tensor(chosen))).flatten()
-    cal_half, cal_oc = v.retrained(halves, every), v.retrained(oc, oc_sel)
+    cal_oc = v.retrained(oc, oc_sel)
 
     def cal_score(effect: Any, g: float) -> float:
         a = lds(ddm_pred(halves, every) + g * effect(halves, every), cal_half)[0]
