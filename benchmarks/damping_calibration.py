@@ -30,6 +30,8 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--halves-only", action="store_true",
                    help="score the matrix's halves only (its other-class subsets cost a retrain each where they are "
                         "not cached)")
+    p.add_argument("--calibration-subsets", type=int, default=16,
+                   help="random halves the rule chooses on (ddm check --subsets; 16 by default)")
 
 
 def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -53,7 +55,7 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     for s in C.DAMPING_SCALES:
         out[f"x{s:g}"] = v.score(predictor(s))
     # the check's rule on calibration retrains of the validation targets (ddm check's draws of random halves)
-    every, halves, cal = v.calibration(dm.groups.num_groups)
+    every, halves, cal = v.calibration(dm.groups.num_groups, args.calibration_subsets)
     chosen = C.damping_choice(lambda s: (lambda k: predictor(s)(k, every)), own.emulate.damping_scale, halves, cal)
     out["chosen"] = {k: chosen[k] for k in ("scale", "by_scale", "margin", "recommended")}
     out["the check's rule on calibration retrains"] = v.score(predictor(chosen["scale"] if chosen["recommended"]
@@ -72,8 +74,8 @@ def main() -> None:
     for n in names:
         lines.append(f"| {n} | " + " | ".join(f"{results[n][r][0]:+.3f} / {results[n][r][1]:+.3f}" for r in rows)
                      + " |")
-    lines += ["", "The check's rule on the calibration halves (LDS by scale; the best, its margin over the configured "
-              "one ± bootstrap SE, advised or not):", ""]
+    lines += ["", f"The check's rule on {args.calibration_subsets} calibration halves (LDS by scale; the best, its "
+              "margin over the configured one ± bootstrap SE, advised or not):", ""]
     for n in names:
         c = results[n]["chosen"]
         lines.append(f"* {n}: {c['by_scale']}; best {c['scale']:g}, margin {c['margin']['mean']:+.3f} ± "

@@ -194,12 +194,12 @@ class ValidationTargets:
         logits = torch.stack([self.cache.get(torch.nonzero(~k).flatten().tolist(), seed=order) for k in masks])
         return losses(logits[:, self.rows[cols]], self.targets.y[cols])
 
-    def calibration(self, num_groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(every, halves, retrained)``: all target columns, the 16 random halves ``ddm check`` draws (its seed,
-        :data:`CHECK_SEED`) and the targets' losses after retraining without each half's dropped groups: the
-        calibration retrains a diagnostic chooses a setting on, as the check would, before scoring it here."""
+    def calibration(self, num_groups: int, subsets: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(every, halves, retrained)``: all target columns, the random halves ``ddm check --subsets`` draws (its
+        seed, :data:`CHECK_SEED`; 16 by default) and the targets' losses after retraining without each half's dropped
+        groups: the calibration retrains a diagnostic chooses a setting on, as the check would, before scoring it."""
         every = torch.arange(len(self.rows))
-        halves = sample_perturbations(num_groups, 16, 0.5, seed=CHECK_SEED)
+        halves = sample_perturbations(num_groups, subsets, 0.5, seed=CHECK_SEED)
         return every, halves, self.retrained(halves, every)
 
     def score(self, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[float, float]:
