@@ -199,6 +199,14 @@ bench-check: $(STAMP)
 	  --out benchmarks/results/damping-calibration-held-out-seed0
 	$(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 1 \
 	  --configs fmnist-convnet-K100-sgd,fmnist-convnet-K40-momentum-wd --out benchmarks/results/damping-calibration-fmnist-convnets-seed1
+	$(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 3 --calibration-subsets 32 \
+	  --out benchmarks/results/damping-calibration-select-cal32
+	$(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 0 --calibration-subsets 32 \
+	  --configs digits-convnet-K40-momentum-wd,digits-convnet-K40-cosine,$(SCHEDULE_OTHERS) \
+	  --out benchmarks/results/damping-calibration-seed0-cal32
+	$(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 0 --halves-only --calibration-subsets 32 \
+	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-mlp-wide-K40-adam \
+	  --out benchmarks/results/damping-calibration-held-out-seed0-cal32
 
 bench-grow: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --select --grid distill.ipc_grow=0,16 --unlearn-dampings= --peers "" \
