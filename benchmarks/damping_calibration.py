@@ -36,9 +36,7 @@ def options(p: argparse.ArgumentParser) -> None:
 
 def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, Any]:
     _, data, _, dm, cache = M.open_run(root, name, seed)
-    v = M.ValidationTargets(dm, cache, data, seed)
-    if args.halves_only:
-        v.oc_keep = {}
+    v = M.ValidationTargets(dm, cache, data, seed, halves_only=args.halves_only)
     out: dict[str, Any] = v.baselines(dm, "damping-calibration")
     own = dm.config
     attrs = {}

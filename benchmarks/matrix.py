@@ -183,9 +183,14 @@ class ValidationTargets:
     """A seed's validation targets (:func:`target_rows`) and its LDS and other-class subsets, scored against the
     exact retrains of ``cache``, for the diagnostic scripts."""
 
-    def __init__(self, dm: ddm.DistilledDatamodel, cache: RetrainCache, data: Any, seed: int) -> None:
+    def __init__(self, dm: ddm.DistilledDatamodel, cache: RetrainCache, data: Any, seed: int,
+                 halves_only: bool = False) -> None:
+        """``halves_only``: score the LDS halves only, without the other-class subsets (which cost a retrain each
+        where they are not cached)."""
         self.rows, self.targets = target_rows(data)
         self.keep, self.oc_keep = lds_subsets(dm.groups, self.targets.y, seed)
+        if halves_only:
+            self.oc_keep = {}
         self.cache = cache
 
     def retrained(self, masks: torch.Tensor, cols: torch.Tensor, order: int | None = None) -> torch.Tensor:
