@@ -57,7 +57,8 @@ class RetrainCache:
         net = with_params(self.model, self.theta0)
         for name, module in net.named_modules():
             reset = getattr(module, "reset_running_stats", None)
-            stats = [f"{name}.{b}" if name else b for b, _ in module.named_buffers(recurse=False)]
+            stats = [f"{name}.{b}" if name else b for b, _ in module.named_buffers(recurse=False)
+                     if b != "num_batches_tracked"]  # the statistics themselves decide
             if callable(reset) and stats and not all(s in self.theta0 for s in stats):
                 reset()
         return net
