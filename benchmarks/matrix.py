@@ -143,6 +143,10 @@ HELD_OUT: dict[str, list[str]] = {
                              "train.lr=0.001", "train.weight_decay=0.05", "cluster.per_class=4"],
     "digits-convnet-K40-adamw": ["train.optimizer=adamw", "train.lr=0.001", "train.weight_decay=0.05",
                                  "cluster.per_class=4"],
+    # a Fashion-MNIST ConvNet of depth 2 (784 features: a subspace head of 7,850 parameters) trained with Adam, added
+    # after 0.15 to score `ddm check`'s damping advice on a configuration no choice or probe had seen
+    "fmnist-convnet-d2-K40-adam": [*FM, "model.width=16", "model.depth=2", "train.epochs=5", "train.optimizer=adam",
+                                   "train.lr=0.002", "cluster.per_class=4"],
 }
 CONFIGS.update({k: (v, False) for k, v in HELD_OUT.items()})
 #: design variants measured beside the default, by configuration ("*" = every configuration)
