@@ -199,6 +199,9 @@ bench-check: $(STAMP)
 	  --out benchmarks/results/damping-calibration-held-out-seed0
 	$(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 1 \
 	  --configs fmnist-convnet-K100-sgd,fmnist-convnet-K40-momentum-wd --out benchmarks/results/damping-calibration-fmnist-convnets-seed1
+	for n in 16 32; do $(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 0 --calibration-subsets $$n \
+	  --configs digits-resnet-K40-momentum,fmnist-mlp-K100-momentum \
+	  --out benchmarks/results/damping-calibration-report-rest-seed0$$( [ $$n = 32 ] && echo -cal32 ) || exit 1; done
 	$(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 3 --calibration-subsets 32 \
 	  --out benchmarks/results/damping-calibration-select-cal32
 	$(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 0 --calibration-subsets 32 \
