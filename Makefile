@@ -202,6 +202,11 @@ bench-check: $(STAMP)
 	for n in 16 32; do $(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 0 --calibration-subsets $$n \
 	  --configs digits-resnet-K40-momentum,fmnist-mlp-K100-momentum \
 	  --out benchmarks/results/damping-calibration-report-rest-seed0$$( [ $$n = 32 ] && echo -cal32 ) || exit 1; done
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs fmnist-convnet-d2-K40-adam --seeds 0 --peers if-explicit \
+	  --no-variants --out benchmarks/results/matrix-held-out-fmnist-convnet-d2-s0
+	for n in 16 32; do $(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 0 --calibration-subsets $$n \
+	  --configs fmnist-convnet-d2-K40-adam \
+	  --out benchmarks/results/damping-calibration-fmnist-convnet-d2-seed0$$( [ $$n = 32 ] && echo -cal32 ) || exit 1; done
 	$(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 3 --calibration-subsets 32 \
 	  --out benchmarks/results/damping-calibration-select-cal32
 	$(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 0 --calibration-subsets 32 \
