@@ -287,8 +287,9 @@ def cmd_run(args: argparse.Namespace) -> int:
               "every group takes every class out of the head instead)")
     print(f"\nartifacts in {dm.ws.root}/ ; next: ddm attribute -w {dm.ws.root} --targets 0:20 --top-k 5")
     if not dm.ws.path("check", "check.json").exists():
-        print(f"is DDM right on this model? ddm check -w {dm.ws.root} scores it against 32 exact retrains "
-              "(README, 'Checking it against exact retraining')")
+        print(f"is DDM right on this model? ddm check -w {dm.ws.root} scores it against 32 exact retrains and "
+              "refits the damping and class balance on them (--apply keeps its advice; README, 'Checking it against "
+              "exact retraining')")
     return 0
 
 
