@@ -130,21 +130,16 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
     # the emulation's damping (emulate.damping_scale; the Newton step of a head-matched synset only) chosen on the
     # random halves; advised only where it ranks them better beyond two standard errors, and then the class balance
     # and the schedule term below are fitted on top of it
-    damping = None
-    own = dm.config
+    damping, on_top = None, []
     if F.synset.kind == "head" and not F.synset.block:
         damped = _damped_predictor(dm, targets)
         damping = damping_choice(damped, dm.config.emulate.damping_scale, keep, actual)
         if damping["recommended"]:
             predict[DAMPING] = damped(damping["scale"])
-    try:
-        if damping is not None and damping["recommended"]:
-            dm.config = own.with_overrides([f"emulate.damping_scale={damping['scale']!r}"])
-        # the class balance (emulate.other_class_scale) chosen on the random halves; advised only where it ranks
-        # them better beyond two standard errors
-        balanced = _balanced_predictor(dm, targets, term)
-    finally:
-        dm.config = own
+            on_top = [f"emulate.damping_scale={damping['scale']!r}"]
+    # the class balance (emulate.other_class_scale) chosen on the random halves; advised only where it ranks them
+    # better beyond two standard errors
+    balanced = _balanced_predictor(dm, targets, term, on_top)
     balance = balance_choice(balanced, dm.config.emulate.other_class_scale, keep, actual)
     base = DAMPING if DAMPING in predict else "DDM"
     if balance["recommended"]:
@@ -166,7 +161,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
                            "lds": {n: main[n] for n in predict if n not in aside},
                            "margin_over_trivial": main[f"DDM - {TRIVIAL}"],
                            "margin_over_peers": {m: main[f"DDM - {m}"] for m in peers}}
-    balance["lds"] = main[BALANCE] if balance["recommended"] else main[base if base != BALANCE else "DDM"]
+    balance["lds"] = main[base]  # the refitted balance's row where advised, else what it was fitted on
     out["class_balance"] = balance
     if damping is not None:
         damping["lds"] = main[DAMPING] if DAMPING in main else main["DDM"]
@@ -241,20 +236,30 @@ def advice(r: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _balanced_predictor(dm: DistilledDatamodel, targets: Any, term: Callable[[torch.Tensor], torch.Tensor] | None
-                        ) -> Callable[[float], Callable[[torch.Tensor], torch.Tensor]]:
-    """``at(scale)``: DDM's predicted losses of the ``targets`` for keep-masks ``[S, K]`` -> ``[S, T]`` with the
-    class balance ``emulate.other_class_scale = scale`` (the configured schedule term included): the emulation's
-    weights before the balance, balanced afterwards, as the attribution does."""
-    from ddm.attribution.fit import balance_classes
-
+def _attribute_with(dm: DistilledDatamodel, targets: Any, overrides: list[str], name: str, **kwargs: Any) -> Any:
+    """``dm``'s ``dist2`` attribution of the ``targets`` with emulation ``overrides`` in place for this call only (the
+    workspace's configuration is given back however it ends)."""
     configured = dm.config
-    try:  # the weights before the balance and without the schedule term, which is added back below
-        dm.config = configured.with_overrides(["emulate.schedule_weight=0"])
-        raw = dm.attribute(targets, "dist2", name="check-unbalanced", other_class_scale=1.0)
+    try:
+        dm.config = configured.with_overrides(overrides)
+        return dm.attribute(targets, "dist2", name=name, **kwargs)
     finally:
         dm.config = configured
-    groups, weight = dm.fitted().groups, configured.emulate.schedule_weight
+
+
+def _balanced_predictor(dm: DistilledDatamodel, targets: Any, term: Callable[[torch.Tensor], torch.Tensor] | None,
+                        overrides: list[str] | None = None
+                        ) -> Callable[[float], Callable[[torch.Tensor], torch.Tensor]]:
+    """``at(scale)``: DDM's predicted losses of the ``targets`` for keep-masks ``[S, K]`` -> ``[S, T]`` with the
+    class balance ``emulate.other_class_scale = scale`` (the configured schedule term included; ``overrides``: other
+    emulation settings, e.g. a refitted damping): the emulation's weights before the balance, balanced afterwards, as
+    the attribution does."""
+    from ddm.attribution.fit import balance_classes
+
+    # the weights before the balance and without the schedule term, which is added back below
+    raw = _attribute_with(dm, targets, [*(overrides or []), "emulate.schedule_weight=0"], "check-unbalanced",
+                          other_class_scale=1.0)
+    groups, weight = dm.fitted().groups, dm.config.emulate.schedule_weight
 
     def at(scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
         w, b = balance_classes(raw.weights, raw.bias, groups, targets.y, scale)
@@ -306,14 +311,8 @@ def _damped_predictor(dm: DistilledDatamodel, targets: Any
                       ) -> Callable[[float], Callable[[torch.Tensor], torch.Tensor]]:
     """``at(scale)``: DDM's predicted losses of the ``targets`` for keep-masks ``[S, K]`` -> ``[S, T]`` with
     ``emulate.damping_scale = scale`` and every other setting as configured (one emulation per scale)."""
-    configured = dm.config
-
     def at(scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
-        try:
-            dm.config = configured.with_overrides([f"emulate.damping_scale={scale!r}"])
-            attr = dm.attribute(targets, "dist2", name="check-damping")
-        finally:
-            dm.config = configured
+        attr = _attribute_with(dm, targets, [f"emulate.damping_scale={scale!r}"], "check-damping")
         return lambda keep: attr.predict(keep)[..., 0]
 
     return at
