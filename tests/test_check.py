@@ -282,3 +282,16 @@ def test_the_damping_is_refitted_on_the_halves_and_kept_only_where_other_classes
     assert "--set emulate.damping_scale=10" in line and "configured 1" in line and "+0.900 instead of" in line
     r["damping"]["other_class_lds"] = {"mean": 0.1, "se": 0.05}  # beyond two standard errors below DDM's 0.3
     assert not C.damping_keeps_other_classes(r)
+
+
+def test_a_damping_margin_within_two_standard_errors_asks_for_more_halves_only_where_it_is_worth_it():
+    r = _result(0.2, 0.02, 0.3)
+    r["damping"] = {"scale": 30.0, "configured": 1.0, "recommended": False, "margin": {"mean": 0.107, "se": 0.059}}
+    line = next(x for x in C.verdict(r) if x.startswith("the damping"))
+    assert "not advised" in line and "--subsets 32" in line and "16 more retrains" in line
+    assert C.advice(r) == {}
+    for margin in ({"mean": 0.02, "se": 0.005}, {"mean": 0.05, "se": 0.06}):  # too small a gain; under one SE
+        r["damping"]["margin"] = margin
+        assert not any(x.startswith("the damping") for x in C.verdict(r))
+    r["damping"].update(scale=1.0, margin={"mean": 0.0, "se": 0.0})  # the configured one is the best
+    assert not any(x.startswith("the damping") for x in C.verdict(r))
