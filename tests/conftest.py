@@ -19,6 +19,17 @@ progress.set_enabled(False)
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def fresh_curvatures():
+    """Every test computes its head curvatures itself (ddm.distill.head keeps the last few of a process for the next
+    distillation on the same model and data; a test that breaks a decomposition on purpose must meet it)."""
+    from ddm.distill import head
+
+    head._CURVATURES.clear()
+    yield
+    head._CURVATURES.clear()
+
+
 @pytest.fixture(scope="session")
 def digits():
     return ddm.data.load("digits", train_size=200, test_size=40)

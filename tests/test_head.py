@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import ddm
+from ddm.cluster.groups import Groups
 from ddm.config import DistillConfig, TrainConfig
 from ddm.distill.curvature import (
     Curvature,
@@ -920,3 +921,32 @@ def test_group_curvature_pairs_are_the_top_singular_pairs_of_the_factor_rows(m, 
     got = (vectors.T * values) @ vectors
     assert float((got - want).norm() / want.norm()) < 1e-7
     assert bool((values[k:] == 0).all())
+
+
+def test_a_second_split_into_groups_reuses_the_curvature_and_gets_the_same_statistics(trained, digits, groups,
+                                                                                     monkeypatch):
+    """The class-level synset (and ddm evaluate's variants) distill on the same model and data as the groups' synset:
+    the curvature (with its eigendecomposition) is computed once per checkpoint, the other split's group gradients
+    are streamed again, and both equal a fresh computation."""
+    import ddm.distill.head as H
+
+    model, traj = trained
+    head = Head.of(model)
+    computed = []
+    real = H._head_statistics
+    monkeypatch.setattr(H, "_head_statistics", lambda *a, **k: computed.append(1) or real(*a, **k))
+    classes = Groups(digits.train.y.clone(), torch.arange(10), "class")
+    first = head_statistics(head, digits.train, groups, 10, params=traj.final)
+    again = head_statistics(head, digits.train, classes, 10, params=traj.final)
+    assert len(computed) == 1 and again.curvature is first.curvature
+    H._CURVATURES.clear()
+    fresh = head_statistics(head, digits.train, classes, 10, params=traj.final)
+    assert len(computed) == 2
+    assert torch.equal(fresh.group_grads, again.group_grads) and again.group_grads.shape[0] == 10
+    assert torch.equal(fresh.curvature.hessian, again.curvature.hessian)
+    # another checkpoint, other data, another curvature setting: computed anew
+    head_statistics(head, digits.train, groups, 10, params=traj.checkpoint(1))
+    head_statistics(head, digits.train[torch.arange(100)], Groups(groups.assignment[:100], groups.labels), 10,
+                    params=traj.final)
+    head_statistics(head, digits.train, groups, 10, params=traj.final, curvature="kfac")
+    assert len(computed) == 5

@@ -32,6 +32,7 @@ from ddm.distill.curvature import SubspaceCurvature
 from ddm.distill.head import (
     Head,
     HeadStatistics,
+    group_gradients,
     head_statistics,
     matching_quality,
     row_cosine,
@@ -90,9 +91,8 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
             if trajectory.tau >= 1:
                 before = trajectory.checkpoint(trajectory.tau - 1)
                 known = statistics.get(trajectory.tau - 1)
-                real_prev = known.group_grads if known is not None else head_statistics(
-                    head, train, groups, num_classes, params=before, curvature="kfac",  # kfac: cheap, unused
-                    task=synset.task).group_grads
+                real_prev = known.group_grads if known is not None else group_gradients(
+                    head, train, groups, num_classes, params=before, task=synset.task)
                 sign = 1.0 if synset.kind == "head" else -1.0
                 syn_prev = sign * synset_head_gradients(head, synset, before).double()
                 prev = row_cosine(syn_prev, real_prev)

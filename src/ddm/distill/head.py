@@ -29,8 +29,10 @@ from its highest-loss members with least-squares weights and keeps the better ma
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,6 +194,36 @@ class HeadStatistics:
         return fraction * scale + weight_decay
 
 
+#: the curvatures :func:`head_statistics` computed last in this process, by :func:`_curvature_key`: the groups'
+#: synset, the class-level one and ``ddm evaluate``'s variants distill on the same model and data, and the curvature
+#: (with its eigendecomposition, computed once per object) does not depend on the groups
+_CURVATURES: OrderedDict[str, Curvature] = OrderedDict()
+#: how many of them are kept, on the CPU: up to five checkpoints of one distillation, which the next one reuses (the
+#: largest exact heads' curvatures take about 0.6 GB each with their eigenvectors)
+CURVATURE_CACHE = 5
+
+
+def _curvature_key(head: Head, train: Split, params: Params | None, batch: int, task: Any, *setting: Any) -> str:
+    """What the head's curvature on ``train`` depends on: the model (its architecture, the parameters and buffers it
+    is read with, its mode and device), the data, the loss and the curvature's settings, as one digest."""
+    h = hashlib.sha256()
+    state = {**dict(head.model.named_parameters()), **dict(head.model.named_buffers()), **(params or {})}
+    h.update(repr((type(head.model).__qualname__, head.name, head.model.training, str(devices.of(head.model)), batch,
+                   getattr(task, "name", None), id(getattr(task, "fn", None)), setting)).encode())
+    for name in sorted(state):
+        t = state[name].detach()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(_bytes(t))
+    for t in (train.x, train.y):
+        h.update(f"{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(_bytes(t))
+    return h.hexdigest()
+
+
+def _bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
 def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, batch: int = 256,
                     params: Params | None = None, curvature: str = "auto", task: Any = None,
                     exact_limit: int = EXACT_LIMIT, subspace_rank: int = SUBSPACE_RANK) -> HeadStatistics:
@@ -200,7 +232,39 @@ def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, 
     ``curvature``: ``exact``, ``kfac``, ``ekfac`` (K-FAC's eigenbasis with the exact eigenvalues in it: a second
     pass), ``subspace`` (exact over the top ``exact_limit // C - 1`` feature directions, fewer with ``subspace_rank``
     > 0, EK-FAC on the rest: a second pass) or ``auto`` (exact up to ``exact_limit`` head parameters, ``subspace``
-    above)."""
+    above). A curvature this process computed for the same model, parameters, data, loss and settings (another
+    split of the data into groups) is reused (:data:`CURVATURE_CACHE`): only the group gradients are streamed."""
+    key = _curvature_key(head, train, params, batch, task, curvature, exact_limit, subspace_rank)
+    known = _CURVATURES.get(key)
+    if known is not None:
+        _CURVATURES.move_to_end(key)
+        return HeadStatistics(known.to(devices.of(head.model)),
+                              group_gradients(head, train, groups, num_classes, batch, params, task), len(train))
+    stats = _head_statistics(head, train, groups, num_classes, batch, params, curvature, task, exact_limit,
+                             subspace_rank)
+    _CURVATURES[key] = stats.curvature.to("cpu")  # the same object on the CPU: its eigendecomposition is shared
+    while len(_CURVATURES) > CURVATURE_CACHE:
+        _CURVATURES.popitem(last=False)
+    return stats
+
+
+def group_gradients(head: Head, train: Split, groups: Groups, num_classes: int, batch: int = 256,
+                    params: Params | None = None, task: Any = None) -> torch.Tensor:
+    """The groups' summed head gradients ``[K, D]`` (float64): :func:`head_statistics`'s without the curvature."""
+    W = head.matrix(params)
+    G = torch.zeros(groups.num_groups, W.numel(), dtype=torch.float64, device=W.device)
+    assignment = groups.assignment.to(W.device)
+    with torch.no_grad():
+        for s in range(0, len(train), batch):
+            h = head.features(train.x[s : s + batch], params)
+            z = h @ W.T
+            y = F.one_hot(train.y[s : s + batch].to(W.device), num_classes).to(z.dtype)
+            G.index_add_(0, assignment[s : s + batch], head_gradients(h, z, y, task).double())
+    return G
+
+
+def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, batch: int, params: Params | None,
+                     curvature: str, task: Any, exact_limit: int, subspace_rank: int) -> HeadStatistics:
     W = head.matrix(params)
     D = W.numel()
     C, d1 = W.shape
