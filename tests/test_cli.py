@@ -354,3 +354,24 @@ def test_scores_keep_their_digits_however_small():
 
     assert _signed(0.01319) == "+0.0132" and _signed(-2.5) == "-2.5000" and _signed(0.0) == "+0.0000"
     assert _signed(4.277e-07) == "+4.277e-07" and _signed(-3e-5) == "-3.000e-05" and _signed(2e6) == "+2.000e+06"
+
+
+@pytest.mark.parametrize("exact,says", [
+    ([0.80], "do not take it for a retrain; one data order cannot show retraining's own spread: --verify 3"),
+    ([0.736, 0.972, 0.967], "inside the range its data orders span (73.6-97.2%)"),
+    ([0.736, 0.90, 0.91], "(whose 3 data orders themselves span 73.6-91.0%): do not take it for a retrain"),
+    ([0.95, 0.955], None)])
+def test_an_unlearning_verification_reads_a_gap_against_retrainings_own_spread(capsys, exact, says):
+    from ddm.cli.main import _print_unlearning_verification
+
+    gap = 100 * (0.95 - sum(exact) / len(exact))
+    v = {"orders": len(exact), "test_gap_points": gap,
+         "exact": {"test_accuracy": exact, "removed_accuracy": [0.5] * len(exact)},
+         "unlearned": {"test_accuracy": 0.95, "removed_accuracy": 1.0, "test_agreement": [0.9] * len(exact)},
+         "target": {"test_accuracy": 0.96, "removed_accuracy": 1.0, "test_agreement": [0.9] * len(exact)}}
+    _print_unlearning_verification(v)
+    out = capsys.readouterr().out
+    if says is None:
+        assert "points above" not in out
+    else:
+        assert says in out
