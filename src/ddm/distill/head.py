@@ -60,7 +60,7 @@ from ddm.distill.curvature import (
 from ddm.distill.scope import last_linear_name
 from ddm.distill.synset import CheckpointCurvature, Synset
 from ddm.exceptions import ConfigError, NumericalError
-from ddm.progress import bar
+from ddm.progress import bar, progress
 from ddm.train.trajectory import Trajectory
 from ddm.workspace import load_tensors, save_tensors
 
@@ -255,7 +255,7 @@ def group_gradients(head: Head, train: Split, groups: Groups, num_classes: int, 
     G = torch.zeros(groups.num_groups, W.numel(), dtype=torch.float64, device=W.device)
     assignment = groups.assignment.to(W.device)
     with torch.no_grad():
-        for s in range(0, len(train), batch):
+        for s in progress(range(0, len(train), batch), "group gradients (last layer)", total=-(-len(train) // batch)):
             h = head.features(train.x[s : s + batch], params)
             z = h @ W.T
             y = F.one_hot(train.y[s : s + batch].to(W.device), num_classes).to(z.dtype)
@@ -285,7 +285,7 @@ def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int,
     G = torch.zeros(groups.num_groups, D, dtype=torch.float64, device=dev)
     assignment = groups.assignment.to(dev)
     with torch.no_grad():
-        for s in range(0, len(train), batch):
+        for s in progress(range(0, len(train), batch), "curvature of the last layer", total=-(-len(train) // batch)):
             h = head.features(train.x[s : s + batch], params)
             z = h @ W.T
             yb = train.y[s : s + batch].to(dev)
@@ -308,7 +308,8 @@ def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int,
         top = torch.zeros(C * r, C * r, dtype=torch.float64, device=dev)
         lam = torch.zeros(C, d1 - r, dtype=torch.float64, device=dev)
         with torch.no_grad():
-            for s in range(0, len(train), batch):
+            for s in progress(range(0, len(train), batch), "curvature of the last layer (second pass)",
+                              total=-(-len(train) // batch)):
                 h = head.features(train.x[s : s + batch], params)
                 z = h @ W.T
                 oc = output_curvature(task, z, train.y[s : s + batch].to(dev))
