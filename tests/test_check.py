@@ -293,5 +293,8 @@ def test_a_damping_margin_within_two_standard_errors_asks_for_more_halves_only_w
     for margin in ({"mean": 0.02, "se": 0.005}, {"mean": 0.05, "se": 0.06}):  # too small a gain; under one SE
         r["damping"]["margin"] = margin
         assert not any(x.startswith("the damping") for x in C.verdict(r))
+    r["damping"]["margin"] = {"mean": 0.107, "se": 0.059}
+    assert any("--subsets 64 (32 more" in x for x in C.verdict({**r, "subsets": 32}))
+    assert not any(x.startswith("the damping") for x in C.verdict({**r, "subsets": 64}))
     r["damping"].update(scale=1.0, margin={"mean": 0.0, "se": 0.0})  # the configured one is the best
     assert not any(x.startswith("the damping") for x in C.verdict(r))

@@ -504,8 +504,8 @@ def _damping_verdict(r: dict[str, Any]) -> list[str]:
         return []
     m, setting = d["margin"], f"emulate.damping_scale={d['scale']:g}"
     if not (d["recommended"] or d.get("withdrawn")):
-        if d["scale"] == d["configured"] or m["mean"] <= max(m["se"], CLOSE_MARGIN):
-            return []
+        if d["scale"] == d["configured"] or m["mean"] <= max(m["se"], CLOSE_MARGIN) or r["subsets"] >= 64:
+            return []  # nothing worth more retrains (and past 64 halves, more of them are not the answer)
         more = r["subsets"]
         return [f"the damping: {setting} ranks the random halves better by {m['mean']:+.3f} ± {m['se']:.3f}, within "
                 f"two standard errors, so not advised: `ddm check --subsets {2 * more}` ({more} more retrains; the "
