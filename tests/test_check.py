@@ -294,7 +294,7 @@ def test_a_damping_margin_within_two_standard_errors_asks_for_more_halves_only_w
         r["damping"]["margin"] = margin
         assert not any(x.startswith("the damping") for x in C.verdict(r))
     r["damping"]["margin"] = {"mean": 0.107, "se": 0.059}
-    assert any("--subsets 64 (32 more" in x for x in C.verdict({**r, "subsets": 32}))
+    assert any("--subsets 64` (32 more retrains" in x for x in C.verdict({**r, "subsets": 32}))
     assert not any(x.startswith("the damping") for x in C.verdict({**r, "subsets": 64}))
     r["damping"].update(scale=1.0, margin={"mean": 0.0, "se": 0.0})  # the configured one is the best
     assert not any(x.startswith("the damping") for x in C.verdict(r))
