@@ -33,6 +33,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -249,17 +250,24 @@ def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, 
 
 
 def group_gradients(head: Head, train: Split, groups: Groups, num_classes: int, batch: int = 256,
-                    params: Params | None = None, task: Any = None) -> torch.Tensor:
-    """The groups' summed head gradients ``[K, D]`` (float64): :func:`head_statistics`'s without the curvature."""
+                    params: Params | None = None, task: Any = None,
+                    each: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+                    desc: str = "group gradients (last layer)") -> torch.Tensor:
+    """The groups' summed head gradients ``[K, D]`` (float64), streaming the training set once ``batch`` rows at a
+    time; ``each(features, logits, labels)`` is called on every batch too (:func:`head_statistics` accumulates the
+    curvature there, in the same pass)."""
     W = head.matrix(params)
     G = torch.zeros(groups.num_groups, W.numel(), dtype=torch.float64, device=W.device)
     assignment = groups.assignment.to(W.device)
     with torch.no_grad():
-        for s in progress(range(0, len(train), batch), "group gradients (last layer)", total=-(-len(train) // batch)):
+        for s in progress(range(0, len(train), batch), desc, total=-(-len(train) // batch)):
             h = head.features(train.x[s : s + batch], params)
             z = h @ W.T
-            y = F.one_hot(train.y[s : s + batch].to(W.device), num_classes).to(z.dtype)
-            G.index_add_(0, assignment[s : s + batch], head_gradients(h, z, y, task).double())
+            yb = train.y[s : s + batch].to(W.device)
+            if each is not None:
+                each(h, z, yb)
+            G.index_add_(0, assignment[s : s + batch], head_gradients(h, z, F.one_hot(yb, num_classes).to(z.dtype),
+                                                                      task).double())
     return G
 
 
@@ -282,22 +290,18 @@ def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int,
     H = torch.zeros(D, D, dtype=torch.float64, device=dev) if exact else None
     A = torch.zeros(W.shape[0], W.shape[0], dtype=torch.float64, device=dev)
     S = torch.zeros(W.shape[1], W.shape[1], dtype=torch.float64, device=dev)
-    G = torch.zeros(groups.num_groups, D, dtype=torch.float64, device=dev)
-    assignment = groups.assignment.to(dev)
-    with torch.no_grad():
-        for s in progress(range(0, len(train), batch), "curvature of the last layer", total=-(-len(train) // batch)):
-            h = head.features(train.x[s : s + batch], params)
-            z = h @ W.T
-            yb = train.y[s : s + batch].to(dev)
-            y = F.one_hot(yb, num_classes).to(z.dtype)
-            oc = output_curvature(task, z, yb)
-            if H is not None:
-                H += ExactCurvature.accumulate(h, z, out_curv=oc)
-            else:
-                a, hh = accumulate_kronecker(h, z, oc)
-                A += a
-                S += hh
-            G.index_add_(0, assignment[s : s + batch], head_gradients(h, z, y, task).double())
+
+    def add_curvature(h: torch.Tensor, z: torch.Tensor, yb: torch.Tensor) -> None:
+        oc = output_curvature(task, z, yb)
+        if H is not None:
+            H.add_(ExactCurvature.accumulate(h, z, out_curv=oc))
+        else:
+            a, hh = accumulate_kronecker(h, z, oc)
+            A.add_(a)
+            S.add_(hh)
+
+    G = group_gradients(head, train, groups, num_classes, batch, params, task, each=add_curvature,
+                        desc="curvature of the last layer")
     n = len(train)
     curv: Curvature = ExactCurvature(H / n) if H is not None else KroneckerCurvature(A / n, S / n)
     if corrected:  # the second pass: the exact curvature on the top feature directions and/or in K-FAC's basis
