@@ -347,10 +347,10 @@ def test_unlearning_a_grown_large_head_points_to_the_groups_own_curvature(tmp_pa
     assert "compare --set emulate.unlearn_curvature=group" not in capsys.readouterr().out
 
 
-def test_scores_keep_their_digits_however_small():
+def test_scores_keep_their_digits_however_small():  # the CLI's rankings and the HTML report print them so
     """A model that fits its data almost exactly moves its losses by 1e-7 when a group goes: the printed ranking must
     not read +0.0000 for every group."""
-    from ddm.cli.main import _signed
+    from ddm.text import signed as _signed
 
     assert _signed(0.01319) == "+0.0132" and _signed(-2.5) == "-2.5000" and _signed(0.0) == "+0.0000"
     assert _signed(4.277e-07) == "+4.277e-07" and _signed(-3e-5) == "-3.000e-05" and _signed(2e6) == "+2.000e+06"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ddm.exceptions import ConfigError, DDMError
+from ddm.text import signed
 
 log = logging.getLogger("ddm")
 
@@ -245,13 +246,7 @@ def _print_attribution(r: dict[str, Any]) -> None:
             mem = ", ".join(map(str, g["members"]))
             mark = "*" if g.get("flagged") else " "
             print(f"    group {g['group']:>4}{mark} {_class_text(g)}  size {g['size']:>4}  "
-                  f"score {_signed(g['score'])}  samples {mem}{', ...' if g['size'] > len(g['members']) else ''}")
-
-
-def _signed(x: float) -> str:
-    """A score with its sign, to four decimals, or in powers of ten where those would read +0.0000 or overflow (a model
-    that fits its data almost exactly moves its losses by 1e-6 when a group goes)."""
-    return f"{x:+.4f}" if x == 0 or 1e-3 <= abs(x) < 1e5 else f"{x:+.3e}"
+                  f"score {signed(g['score'])}  samples {mem}{', ...' if g['size'] > len(g['members']) else ''}")
 
 
 def _class_text(row: dict[str, Any]) -> str:
@@ -521,7 +516,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         mark = "ISSUE" if r["group"] in flagged else "     "
         mem = ", ".join(map(str, r["members"]))
         print(f"  {mark} group {r['group']:>4}  {_class_text(r)}  size {r['size']:>4}  "
-              f"quality {_signed(r['quality'])}  score {r['score']:.4f}  "
+              f"quality {signed(r['quality'])}  score {r['score']:.4f}  "
               f"samples {mem}{', ...' if r['size'] > len(r['members']) else ''}")
     if checked is not None:
         unit = "summed validation loss" if args.objective == "loss" else "validation accuracy"

@@ -23,6 +23,7 @@ import torch
 from ddm import devices
 from ddm.exceptions import require
 from ddm.reporting.plots import pixels
+from ddm.text import signed
 from ddm.workspace import atomic_write_text
 
 TEMPLATE = "report.html"
@@ -161,6 +162,7 @@ def build_report(dm: Any, data: Any, targets: list[int], objective: str = "dist2
     }
     env = jinja2.Environment(loader=jinja2.PackageLoader("ddm.reporting", "templates"),
                              autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
+    env.filters["signed"] = signed
     context["build_seconds"] = time.perf_counter() - t0
     html = env.get_template(TEMPLATE).render(**context)
     path = Path(out) if out is not None else dm.ws.path("report.html")
