@@ -23,11 +23,11 @@ torch.set_num_threads(2)
 def fresh_curvatures():
     """Every test computes its head curvatures itself (ddm.distill.head keeps the last few of a process for the next
     distillation on the same model and data; a test that breaks a decomposition on purpose must meet it)."""
-    from ddm.distill import head
+    from ddm.distill.head import clear_curvature_cache
 
-    head._CURVATURES.clear()
+    clear_curvature_cache()
     yield
-    head._CURVATURES.clear()
+    clear_curvature_cache()
 
 
 @pytest.fixture(scope="session")

@@ -939,7 +939,7 @@ def test_a_second_split_into_groups_reuses_the_curvature_and_gets_the_same_stati
     first = head_statistics(head, digits.train, groups, 10, params=traj.final)
     again = head_statistics(head, digits.train, classes, 10, params=traj.final)
     assert len(computed) == 1 and again.curvature is first.curvature
-    H._CURVATURES.clear()
+    H.clear_curvature_cache()
     fresh = head_statistics(head, digits.train, classes, 10, params=traj.final)
     assert len(computed) == 2
     assert torch.equal(fresh.group_grads, again.group_grads) and again.group_grads.shape[0] == 10

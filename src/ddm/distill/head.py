@@ -204,6 +204,12 @@ _CURVATURES: OrderedDict[str, Curvature] = OrderedDict()
 CURVATURE_CACHE = 5
 
 
+def clear_curvature_cache() -> None:
+    """Forget the curvatures :func:`head_statistics` keeps for the next distillation (memory back in a long session;
+    the next distillation computes its own)."""
+    _CURVATURES.clear()
+
+
 def _curvature_key(head: Head, train: Split, params: Params | None, batch: int, task: Any, *setting: Any) -> str:
     """What the head's curvature on ``train`` depends on: the model (its architecture, the parameters and buffers it
     is read with, its mode and device), the data, the loss and the curvature's settings, as one digest."""
