@@ -490,6 +490,40 @@ def test_the_transfer_to_earlier_checkpoints_is_measured_and_reported(trained, d
     assert "do not transfer to the checkpoint(s) at epoch 1" in caplog.text
 
 
+def test_a_large_matrix_is_decomposed_by_scipy_like_by_torch(monkeypatch):
+    import scipy.linalg
+
+    import ddm.distill.curvature as curvature
+
+    a = torch.randn(40, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    m = a @ a.T
+    small = curvature._eigh(m, single=True)  # below SCIPY_EIGH_MIN: torch's
+    monkeypatch.setattr(curvature, "SCIPY_EIGH_MIN", 10)
+    calls = []
+    real = scipy.linalg.eigh
+
+    def counted(x, **kwargs):
+        calls.append(x.dtype)
+        return real(x, **kwargs)
+
+    monkeypatch.setattr(scipy.linalg, "eigh", counted)
+    for single in (True, False):
+        evals, evecs = curvature._eigh(m, single=single)
+        assert evals.dtype == evecs.dtype == torch.float64 and (evals >= 0).all()
+        torch.testing.assert_close(evals, small[0], rtol=0, atol=1e-4 * float(evals.max()))
+        torch.testing.assert_close((evecs * evals) @ evecs.T, m, rtol=0, atol=1e-4 * float(evals.max()))
+    assert [str(c) for c in calls] == ["float32", "float64"]
+
+    def fails_single(x, **kwargs):
+        if x.dtype.itemsize == 4:
+            raise scipy.linalg.LinAlgError("failed to converge")
+        return real(x, **kwargs)
+
+    monkeypatch.setattr(scipy.linalg, "eigh", fails_single)  # redone in double precision, as torch's failures are
+    evals, evecs = curvature._eigh(m, single=True)
+    torch.testing.assert_close((evecs * evals) @ evecs.T, m, rtol=0, atol=1e-8 * float(evals.max()))
+
+
 @pytest.mark.parametrize("temp", [1 << 23, 300])  # one product of all blocks; a few pairs per product
 def test_exact_curvature_accumulates_every_block_of_its_definition(monkeypatch, temp):
     import ddm.distill.curvature as curvature
