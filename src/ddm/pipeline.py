@@ -327,7 +327,7 @@ class DistilledDatamodel:
                         "almost exactly at theta_tau, where the last-layer step DDM takes carries little. On a probe "
                         "like that (an MLP trained 60 epochs past fitting its data) DDM ranked below the trivial "
                         "same-class score and TracIn was best (BENCHMARKS.md, 'Kinds of data the matrix never "
-                        "had'): check a few attributions against exact retrains (ddm evaluate), or use TracIn",
+                        "had'): check it against exact retrains (ddm check -w WORKSPACE), or use TracIn",
                         stage, self.ws.root, len(syn.retried), groups.num_groups)
         self.timings[stage] = time.perf_counter() - t0
         if shared:
