@@ -421,6 +421,28 @@ def test_large_heads_are_exact_on_their_top_feature_directions(trained, digits, 
         DistillConfig(curvature="eigen")
 
 
+def test_the_earlier_checkpoints_curvature_takes_the_smaller_subspace(trained, digits, groups):
+    from ddm.distill.head import checkpoint_rank
+
+    assert checkpoint_rank(DistillConfig(), 10) == 299  # half of the 599 directions exact_limit allows theta_tau
+    assert checkpoint_rank(DistillConfig(subspace_rank=50), 10) == 25  # half of theta_tau's
+    assert checkpoint_rank(DistillConfig(checkpoint_subspace_share=1.0), 10) == 0  # all: as theta_tau
+    assert checkpoint_rank(DistillConfig(checkpoint_subspace_share=1.0, subspace_rank=7), 10) == 7
+    assert checkpoint_rank(DistillConfig(exact_limit=15), 10) == 0  # theta_tau has no exact direction either
+    assert checkpoint_rank(DistillConfig(subspace_rank=1), 10) == 1
+    for bad in (0.0, 1.5, -0.5):
+        with pytest.raises(ConfigError, match="checkpoint_subspace_share"):
+            DistillConfig(checkpoint_subspace_share=bad)
+    model, traj = trained
+    cfg = DistillConfig(iterations=20, exact_limit=200, checkpoint_subspace_share=0.3)
+    syn = distill_head(model, traj, digits.train, groups, cfg, 10)
+    assert syn.curvature.u.shape[1] == 19 and len(syn.checkpoints) == 2
+    assert all(c.curvature.u.shape[1] == 5 for c in syn.checkpoints)
+    logits = newton_logits(model, traj.final, syn, torch.ones(2, groups.num_groups, dtype=torch.bool), digits.test.x,
+                           trajectory=traj)
+    assert torch.isfinite(logits).all()
+
+
 @pytest.mark.parametrize("sets", [{"curvature": "kfac"}, {"curvature": "ekfac"}, {"exact_limit": 200}])
 def test_every_approximate_curvature_runs_the_whole_pipeline(trained, digits, groups, sets):
     model, traj = trained
@@ -435,6 +457,10 @@ def test_every_approximate_curvature_runs_the_whole_pipeline(trained, digits, gr
     assert synset_health(model, traj, digits.train, groups, back, 10)["cosine_mean"] > 0.9
     kept = newton_keep_params(model, traj.final, back, torch.tensor([0, 1]))
     assert all(torch.isfinite(v).all() for v in kept.values())
+    if kind == "subspace":  # theta_tau keeps every direction the limit allows (unlearning reads it), the earlier
+        # checkpoints, which only the attribution's average reads, at most distill.checkpoint_subspace_rank's
+        assert back.curvature.u.shape[1] == 200 // 10 - 1
+        assert [c.curvature.u.shape[1] for c in back.checkpoints] == [9] * len(back.checkpoints)  # half of 19
     # the groups' own curvature: stored over the subspace's exact block; K-FAC and EK-FAC store none (images' used)
     assert (back.group_curvature is None) == (kind != "subspace")
     if back.group_curvature is not None:

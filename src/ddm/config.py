@@ -190,6 +190,14 @@ class DistillConfig:
                                "Fewer cost less (128 instead of 599: distillation 6 s instead of 90 s on a held-out "
                                "head of 7,690 parameters) and tied the attribution, but lost 2.8 points on one "
                                "unlearning draw (BENCHMARKS.md, 'Large last layers')", since="0.12", implicit=0)
+    checkpoint_subspace_share: float = _f(0.5, "head matching, distill.curvature=subspace, distill.checkpoints > 1: "
+                                               "the share of theta_tau's exact feature directions that the "
+                                               "curvature at the earlier checkpoints keeps (1: all). Only the "
+                                               "attribution's average reads those; theta_tau keeps all, for "
+                                               "unlearning. 0.5 cost 0.002 LDS on two held-out large heads, 128 of "
+                                               "599 directions 0.005-0.013, and the decompositions of a "
+                                               "5,990-coordinate block's two checkpoints go from about 55 s to 7 s "
+                                               "(BENCHMARKS.md, 'Stage costs')", since="0.17", implicit=1.0)
     tolerance: float = _f(1e-3, "head matching: stop once the mean relative matching error falls below this "
                                 "(1e-3 at lr_img 0.03 gave the LDS of 1e-4 with 1000 steps at 0.01 on the selection "
                                 "configurations: benchmarks/results/distill-budget.md)")
@@ -277,6 +285,8 @@ class DistillConfig:
         _choice(self.curvature, "distill.curvature", ("auto", "exact", "subspace", "ekfac", "kfac"))
         _check(self.exact_limit >= 1, f"distill.exact_limit must be positive, got {self.exact_limit}")
         _check(self.subspace_rank >= 0, f"distill.subspace_rank must be >= 0, got {self.subspace_rank}")
+        _check(0 < self.checkpoint_subspace_share <= 1,
+               f"distill.checkpoint_subspace_share must be in (0, 1], got {self.checkpoint_subspace_share}")
         _check(self.checkpoints >= 1, f"distill.checkpoints must be at least 1 (theta_tau), got {self.checkpoints}")
         _check(self.tolerance >= 0, f"distill.tolerance must be >= 0, got {self.tolerance}")
         _check(self.ipc <= 64, f"distill.ipc={self.ipc} is more than 64 images per group: a synset should be small")

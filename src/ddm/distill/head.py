@@ -332,6 +332,16 @@ def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int,
     return HeadStatistics(curv, G, n)
 
 
+def checkpoint_rank(cfg: DistillConfig, num_classes: int) -> int:
+    """``distill.subspace_rank`` at the earlier checkpoints: ``distill.checkpoint_subspace_share`` of theta_tau's
+    exact directions (``subspace_rank``, or as many as ``exact_limit`` allows), at least one; 0 (unlimited) at 1."""
+    limit = cfg.exact_limit // num_classes - 1
+    if cfg.checkpoint_subspace_share >= 1 or limit < 1:  # (no room for one direction: EK-FAC at every checkpoint)
+        return cfg.subspace_rank
+    full = min(limit, cfg.subspace_rank) if cfg.subspace_rank > 0 else limit
+    return max(1, int(full * cfg.checkpoint_subspace_share))
+
+
 def checkpoint_indices(num_checkpoints: int, wanted: int) -> list[int]:
     """Trajectory indices of up to ``wanted`` checkpoints evenly spaced from theta_tau (the last) back to the first
     after theta_0 (the random initialisation, never used), ascending; the last is always theta_tau."""
@@ -351,12 +361,13 @@ def checkpoint_curvatures(head: Head, trajectory: Trajectory, train: Split, grou
     given, holds or receives each checkpoint's :class:`HeadStatistics` by trajectory index (those it holds are not
     streamed again; the health check reuses them)."""
     out = []
+    rank = checkpoint_rank(cfg, num_classes)
     for i in checkpoint_indices(len(trajectory), cfg.checkpoints)[:-1]:
         p = trajectory.checkpoint(i)
         st = statistics.get(i) if statistics is not None else None
         if st is None:
             st = head_statistics(head, train, groups, num_classes, params=p, curvature=cfg.curvature, task=task,
-                                 exact_limit=cfg.exact_limit, subspace_rank=cfg.subspace_rank)
+                                 exact_limit=cfg.exact_limit, subspace_rank=rank)
         if statistics is not None:
             statistics[i] = st
         damping = st.damping(cfg.damping, cfg.damping_reference, weight_decay)
