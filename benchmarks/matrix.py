@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import ddm
 from ddm import progress
@@ -47,6 +46,7 @@ from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import lds, other_class_subsets
 from ddm.evaluation.privacy import synset_similarity
 from ddm.evaluation.retrain import RetrainCache
+from ddm.objectives.influence import true_label_loss
 from ddm.pipeline import online_seconds
 from ddm.train.loop import accuracy
 from ddm.workspace import atomic_write_text, load_tensors, save_tensors
@@ -335,7 +335,7 @@ def make_config(overrides: list[str], seed: int, extra: list[str]) -> tuple[RunC
 
 
 def losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.transpose(1, 2), labels.expand(len(logits), -1), reduction="none")
+    return true_label_loss(logits, labels.expand(len(logits), -1))
 
 
 def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,

@@ -212,3 +212,28 @@ def test_the_linearised_fit_matches_the_regression_on_logits_linear_in_the_delet
                          columns=cols)
     assert lin.weights.shape == reg.weights.shape == (N, 4, 1)
     assert float((lin.weights - reg.weights).norm() / reg.weights.norm()) < 0.02
+
+
+def test_the_true_label_loss_stays_exact_for_confident_predictions():
+    import torch.nn.functional as F
+
+    from ddm.evaluation.metrics import dist_metrics
+    from ddm.objectives.influence import true_label_loss
+
+    g = torch.Generator().manual_seed(0)
+    z, y = 3 * torch.randn(6, 5, 4, generator=g), torch.randint(0, 4, (5,), generator=g)
+    # the same number as cross-entropy wherever that one is exact
+    want = F.cross_entropy(z.transpose(1, 2), y.expand(6, -1), reduction="none")
+    torch.testing.assert_close(true_label_loss(z, y.expand(6, -1)), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(Dist2().outputs(z, y)[..., 0], want, rtol=1e-5, atol=1e-6)
+    # a confident prediction: single precision's log_softmax rounds these losses to 0 and cannot rank them
+    sure = torch.tensor([[20.0, 0.0, -5.0], [25.0, 1.0, 0.0], [30.0, 2.0, 0.0]])
+    labels = torch.zeros(3, dtype=torch.long)
+    assert (F.cross_entropy(sure, labels, reduction="none") == 0).all()
+    exact = torch.log1p(torch.exp(sure.double()[:, 1:] - sure.double()[:, :1]).sum(1))  # log(1 + sum_j e^(z_j - z_y))
+    got = true_label_loss(sure, labels)
+    assert got.dtype == torch.float32 and (got > 0).all() and bool((got[:-1] > got[1:]).all())
+    torch.testing.assert_close(got.double(), exact, rtol=1e-5, atol=0)
+    torch.testing.assert_close(dist_metrics(sure, sure, labels)["dist2"].double(), exact, rtol=1e-5, atol=0)
+    # a single class: no competitor, no loss
+    assert true_label_loss(torch.zeros(2, 1), torch.zeros(2, dtype=torch.long)).eq(0).all()

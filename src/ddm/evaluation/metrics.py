@@ -9,6 +9,7 @@ from scipy.stats import spearmanr
 
 from ddm.cluster.groups import Groups
 from ddm.emulate.perturbations import sample_perturbations
+from ddm.objectives.influence import true_label_loss
 
 
 def dist_metrics(logits_removed: torch.Tensor, logits_full: torch.Tensor,
@@ -19,7 +20,7 @@ def dist_metrics(logits_removed: torch.Tensor, logits_full: torch.Tensor,
     """
     pu, pf = logits_removed.softmax(-1), logits_full.softmax(-1)
     d1 = (pu - pf).norm(dim=-1)
-    d2 = torch.nn.functional.cross_entropy(logits_removed, labels, reduction="none")
+    d2 = true_label_loss(logits_removed, labels)
     return {"dist1": d1, "dist2": d2, "dist3": 1.0 / (1.0 + d1)}
 
 

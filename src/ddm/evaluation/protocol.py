@@ -35,6 +35,7 @@ from ddm.evaluation.report import SAME_SEED_TOLERANCE, markdown, summarise
 from ddm.evaluation.retrain import RetrainCache
 from ddm.evaluation.unlearn import compare
 from ddm.exceptions import ConfigError, NumericalError
+from ddm.objectives.influence import true_label_loss
 from ddm.pipeline import DistilledDatamodel, online_seconds
 from ddm.presets import recipe
 from ddm.unlearning import unlearn_groups
@@ -149,7 +150,7 @@ def _ddm_loss(attribution: Any, keep: torch.Tensor) -> torch.Tensor:
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on the true label: logits ``[M, T, C]`` -> ``[M, T]``."""
-    return torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels.expand(len(logits), -1), reduction="none")
+    return true_label_loss(logits, labels.expand(len(logits), -1))
 
 
 def subset_losses(truth: _Truth, num_groups: int, subsets: int, keep_prob: float, seed: int, rows: torch.Tensor,

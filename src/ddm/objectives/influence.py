@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from ddm.objectives.base import Objective
+
+
+def true_label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the true label, ``logits [..., C]``, ``labels [...]`` -> ``[...]``, computed as
+    ``softplus(logsumexp_{j != y} z_j - z_y)``: the same number as ``-log_softmax(z)[y]`` wherever that one is exact,
+    and exact where it is not. ``log_softmax`` subtracts ``logsumexp(z)`` from ``z_y``, two nearly equal numbers for a
+    confident prediction, so in single precision every loss below about 1e-7 of the logits' size comes out 0: a
+    digits MLP trained at lr 0.5 had 131 of its 360 test losses at exactly 0, and 57 targets whose every group score
+    was 0, ranked by group index."""
+    idx = labels.long().unsqueeze(-1).expand(*logits.shape[:-1], 1)
+    own = logits.gather(-1, idx)
+    others = logits.scatter(-1, idx, float("-inf")).logsumexp(-1, keepdim=True)
+    return F.softplus(others - own).squeeze(-1)
 
 
 class Dist1(Objective):
@@ -30,8 +44,7 @@ class Dist2(Objective):
     score_meaning = "increase of the test loss on the true label when the group is removed (largest first)"
 
     def outputs(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        logp = logits.log_softmax(-1)
-        return -logp.gather(-1, labels.view(1, -1, 1).expand(logp.shape[0], -1, 1))
+        return true_label_loss(logits, labels.view(1, -1).expand(logits.shape[0], -1)).unsqueeze(-1)
 
     def score(self, effect: torch.Tensor) -> torch.Tensor:
         return effect[..., 0]
