@@ -33,6 +33,7 @@ from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import lds
 from ddm.evaluation.retrain import RetrainCache
 from ddm.exceptions import DDMError
+from ddm.objectives.influence import true_label_loss
 from ddm.train.loop import accuracy
 from ddm.workspace import atomic_write_text
 
@@ -107,7 +108,7 @@ def run_dataset(name: str, args: argparse.Namespace, size: dict[str, Any]) -> di
     logits = cache.many([torch.nonzero(~k).flatten().tolist() for k in keep], f"{name} retrains")
     out["seconds"]["exact retrains"] = time.perf_counter() - t0
     assert logits is not None
-    actual = F.cross_entropy(logits.transpose(1, 2), targets.y.expand(len(keep), -1), reduction="none")
+    actual = true_label_loss(logits, targets.y.expand(len(keep), -1))
     out["lds"] = lds(attr.predict(keep)[:, :, 0], actual)[0]
     same = (dm.groups.labels[None, :] == targets.y[:, None]).float()
     out["lds_same_class_trivial"] = lds(-(keep.float() @ same.T), actual)[0]
