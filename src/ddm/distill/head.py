@@ -334,7 +334,8 @@ def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int,
 
 def checkpoint_rank(cfg: DistillConfig, num_classes: int) -> int:
     """``distill.subspace_rank`` at the earlier checkpoints: ``distill.checkpoint_subspace_share`` of theta_tau's
-    exact directions (``subspace_rank``, or as many as ``exact_limit`` allows), at least one; 0 (unlimited) at 1."""
+    exact directions (``subspace_rank``, or as many as ``exact_limit`` allows), at least one; theta_tau's own
+    ``subspace_rank`` at a share of 1 or where theta_tau has no exact direction either."""
     limit = cfg.exact_limit // num_classes - 1
     if cfg.checkpoint_subspace_share >= 1 or limit < 1:  # (no room for one direction: EK-FAC at every checkpoint)
         return cfg.subspace_rank
