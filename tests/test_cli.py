@@ -302,6 +302,7 @@ def test_info_names_the_groups_matched_again(tmp_path, capsys, caplog):
                  "--set", "distill.retry=1e-9", "--set", "distill.ipc_grow=0"]) == 0
     capsys.readouterr()
     assert "had to be matched a second time" in caplog.text
+    assert f"(ddm check -w {ws})" in caplog.text  # what to run next, on this workspace
     caplog.clear()
     assert main(["distill", "-w", str(tmp_path / "default"), "--preset", "tiny", "-q"]) == 0
     assert "had to be matched a second time" not in caplog.text

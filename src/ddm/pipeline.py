@@ -327,8 +327,8 @@ class DistilledDatamodel:
                         "almost exactly at theta_tau, where the last-layer step DDM takes carries little. On a probe "
                         "like that (an MLP trained 60 epochs past fitting its data) DDM ranked below the trivial "
                         "same-class score and TracIn was best (BENCHMARKS.md, 'Kinds of data the matrix never "
-                        "had'): check it against exact retrains (ddm check -w WORKSPACE), or use TracIn",
-                        stage, self.ws.root, len(syn.retried), groups.num_groups)
+                        "had'): check it against exact retrains (ddm check -w %s), or use TracIn",
+                        stage, self.ws.root, len(syn.retried), groups.num_groups, self.ws.root)
         self.timings[stage] = time.perf_counter() - t0
         if shared:
             distributed.barrier()
