@@ -23,6 +23,7 @@ from ddm.cluster.groups import Groups
 from ddm.config import TrainConfig
 from ddm.data.dataset import Split
 from ddm.exceptions import ConfigError, require
+from ddm.objectives.influence import true_label_loss
 from ddm.workspace import load_json, save_json
 
 OBJECTIVES = {"loss": "dist2", "accuracy": "accuracy"}
@@ -208,8 +209,7 @@ def verify(dm: Any, train: Split, test: Split, rows: list[int], removed: list[in
 
     def worse(with_them: torch.Tensor, without: torch.Tensor) -> float:
         if objective == "loss":
-            ce = torch.nn.functional.cross_entropy
-            return float(ce(without[rows], y, reduction="sum") - ce(with_them[rows], y, reduction="sum"))
+            return float(true_label_loss(without[rows], y).sum() - true_label_loss(with_them[rows], y).sum())
         return float((with_them[rows].argmax(1) == y).float().mean() - (without[rows].argmax(1) == y).float().mean())
 
     seeds: list[int | None] = [None] + [1000 + i for i in range(orders - 1)]
