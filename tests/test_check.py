@@ -57,6 +57,8 @@ def test_the_verdict_says_which_side_of_the_floor_and_when_it_cannot_tell():
                                     "beside trak: DDM is tied with it (LDS margin +0.010 ± 0.020)"]
     noisy = {**_result(0.2, 0.02, None), "reproduction_dist1": 5.0}
     assert "does not reproduce the target" in C.verdict(noisy)[-1]
+    assert "OMP_NUM_THREADS" in C.verdict(noisy)[-1]  # a workspace that does not record its thread count
+    assert "at the target's 2 CPU thread(s)" in C.verdict({**noisy, "retrain_threads": 2})[-1]
 
 
 def test_check_scores_a_workspace_against_its_retrains_and_resumes(tmp_path, capsys, monkeypatch):
@@ -298,3 +300,37 @@ def test_a_damping_margin_within_two_standard_errors_asks_for_more_halves_only_w
     assert not any(x.startswith("the damping") for x in C.verdict({**r, "subsets": 64}))
     r["damping"].update(scale=1.0, margin={"mean": 0.0, "se": 0.0})  # the configured one is the best
     assert not any(x.startswith("the damping") for x in C.verdict(r))
+
+
+def test_retrains_run_at_the_thread_count_the_target_was_trained_with(tmp_path, capsys, monkeypatch):
+    """Another CPU thread count rounds a training run differently (the demo's ConvNet ends up to 0.9 apart in its
+    parameters): the train stage records its count and the check's retrains run at it, whatever the process has."""
+    import ddm.evaluation.retrain as R
+
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    real = R.train_model
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    ws = tmp_path / "ws"
+    try:
+        torch.set_num_threads(1)
+        assert main(["run", "-w", str(ws), "--preset", "tiny", "--targets", "0:1", "-q"]) == 0
+        stage = json.loads((ws / "train" / "stage.json").read_text())
+        assert stage["threads"] == 1 and stage["device"] == "cpu"
+        torch.set_num_threads(2)
+        monkeypatch.setattr(R, "train_model", spy)
+        capsys.readouterr()
+        assert main(["check", "-w", str(ws), "-q", "--subsets", "4", "--other-class-subsets", "0", "--num-targets",
+                     "4", "--json"]) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert seen and set(seen) == {1}  # every retrain at the target's count
+        assert torch.get_num_threads() == 2  # and the process's count back afterwards
+        assert r["retrain_threads"] == 1 and r["reproduction_dist1"] == pytest.approx(0.0, abs=1e-6)
+    finally:
+        torch.set_num_threads(before)
+    assert R.target_threads({"threads": 4, "device": "cuda:0"}) is None  # a GPU's training: no count to keep
+    assert R.target_threads({"seconds": 1.0}) is None  # not recorded

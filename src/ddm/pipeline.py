@@ -235,8 +235,12 @@ class DistilledDatamodel:
             save_tensors(folder / "model.safetensors", {**trajectory.final, **model_buffers(model)})
             save_json(folder / "model.json", spec)
             seconds = trajectory.seconds if trajectory.seconds is not None else time.perf_counter() - t0
+            # the CPU thread count ddm's loop trained with: exact retrains use it to reproduce the target bit for
+            # bit (devices.threads); a trajectory handed in from another loop records none
+            ran = {} if cfg.get("external_trajectory") else {"threads": torch.get_num_threads(),
+                                                             "device": str(devices.of(model))}
             self.ws.finish("train", key, cfg, seconds=seconds, data_fingerprint=data_fp,
-                           num_classes=self.num_classes, task=self.task.name)
+                           num_classes=self.num_classes, task=self.task.name, **ran)
         _load_params(model, self.trajectory.final, folder / "model.safetensors")
         self.model = model
         self.timings["train"] = self.ws.require("train").get("seconds", 0.0)

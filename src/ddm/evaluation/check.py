@@ -199,6 +199,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int
         out["other_class_note"] = "the groups mix classes: no subset keeps one class whole"
     full = devices.predict(F.model, data.test.x[rows])  # eval mode: a batch norm's running statistics
     out["reproduction_dist1"] = 100 * float(dist_metrics(truth.test([])[rows], full, targets.y)["dist1"].mean())
+    out["retrain_threads"] = truth.cache.threads  # the target's recorded CPU thread count (None: not recorded)
     out["retrain_seconds"] = float(np.mean([truth.cache.seconds(torch.nonzero(~k).flatten().tolist()) for k in keep]))
     if term is not None:
         out["schedule_term"]["recommended"] = schedule_recommended(out)
@@ -444,9 +445,17 @@ def verdict(r: dict[str, Any]) -> list[str]:
     lines += _balance_verdict(r)
     lines += _schedule_verdict(r)
     if r["reproduction_dist1"] > SAME_SEED_TOLERANCE:
+        if r.get("retrain_threads") is None:
+            why = ("this workspace does not record the CPU thread count its model was trained with (a trajectory "
+                   "handed in, a GPU, or a workspace trained before ddm recorded it), and another count rounds "
+                   "differently: run the check with the training's count (OMP_NUM_THREADS=N), or retrain the target "
+                   "with `ddm run --overwrite` to record it")
+        else:
+            why = (f"the retrains ran at the target's {r['retrain_threads']} CPU thread(s), so the difference is "
+                   "another device or nondeterministic kernels")
         lines.append(f"retraining on all the data does not reproduce the target (Dist1 x100 "
-                     f"{r['reproduction_dist1']:.2f}, expected 0): every retrain carries nondeterminism (a thread "
-                     "count, device or kernel other than the target's), which blurs these scores")
+                     f"{r['reproduction_dist1']:.2f}, expected 0): every retrain carries that nondeterminism, which "
+                     f"blurs these scores; {why}")
     return lines
 
 
@@ -588,7 +597,7 @@ def verify_unlearning(dm: DistilledDatamodel, data: Any, groups: list[int], unle
     retrain (with two or more orders, also of the retrains with each other: retraining's own spread). Retrains are
     cached under ``<workspace>/check/`` and resume after a kill."""
     from ddm.config import fingerprint
-    from ddm.evaluation.retrain import RetrainCache
+    from ddm.evaluation.retrain import RetrainCache, target_threads
 
     if orders < 1:
         raise ConfigError(f"verification needs at least one data order, got {orders}")
@@ -601,7 +610,7 @@ def verify_unlearning(dm: DistilledDatamodel, data: Any, groups: list[int], unle
                       data.test.fingerprint())
     cache = RetrainCache(dm.ws.path("check", f"unlearn-retrain-{key}"), F.model, F.trajectory.checkpoint(0), data.train,
                          part, dm.config.train, torch.cat([data.test.x, data.train.x]),
-                         device=devices.of(F.model))
+                         device=devices.of(F.model), threads=target_threads(dm.ws.stage_info("train")))
     removed = torch.cat([part.members(k) for k in groups])
     n_test = len(data.test)
     y_test, y_removed = data.test.y, data.train.y[removed]

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,11 +43,15 @@ class RetrainCache:
     """Retrain ``model`` from ``theta0`` on ``train`` without chosen groups; logits on ``eval_x``, cached."""
 
     def __init__(self, folder: str | Path, model: nn.Module, theta0: dict[str, torch.Tensor], train: Split,
-                 groups: Groups, cfg: TrainConfig, eval_x: torch.Tensor, device: torch.device | str = "cpu") -> None:
+                 groups: Groups, cfg: TrainConfig, eval_x: torch.Tensor, device: torch.device | str = "cpu",
+                 threads: int | None = None) -> None:
+        """``threads``: the CPU thread count each retrain runs with (:func:`target_threads`: the one the target was
+        trained with, so that the full data's retrain reproduces it bit for bit); None keeps the process's."""
         self.folder = Path(folder)
         self.device = torch.device(device)  # where retrains run (ddm.devices); the logits are stored on the CPU
         self.model, self.theta0, self.train = model, theta0, train
         self.groups, self.cfg, self.eval_x = groups, cfg, eval_x
+        self.threads = threads if self.device.type == "cpu" else None
         self._check_training()
 
     def _start(self) -> nn.Module:
@@ -71,13 +76,19 @@ class RetrainCache:
         key = fingerprint({k: v for k, v in keyed(self.cfg).items() if k != "seed"})
         path = self.folder / "training.json"
         if path.exists():
-            stored = load_json(path).get("train_key")
+            info = load_json(path)
+            stored = info.get("train_key")
             if stored != key:
                 raise ConfigMismatchError(f"the retrains in {self.folder} were made with another training "
                                           f"configuration (key {stored}, this one {key}): use another folder, or "
                                           "delete this one to redo them")
+            if (self.threads is not None and info.get("threads") != self.threads
+                    and any(self.folder.glob("*.safetensors"))):
+                log.warning("the retrains cached in %s were made at %s CPU threads, new ones at %d (the target's): "
+                            "they round differently, which blurs the comparison; delete the folder to redo them all",
+                            self.folder, info.get("threads", "an unrecorded number of"), self.threads)
         elif distributed.is_main():
-            save_json(path, {"train_key": key, "train": keyed(self.cfg)})
+            save_json(path, {"train_key": key, "train": keyed(self.cfg), "threads": self.threads})
 
     def path(self, removed: Iterable[int], seed: int | None = None) -> Path:
         return self.folder / f"{removal_key(removed, seed)}.safetensors"
@@ -114,7 +125,7 @@ class RetrainCache:
         was = progress.enabled()
         progress.set_enabled(False)
         try:
-            with torch.enable_grad():
+            with torch.enable_grad(), devices.threads(self.threads):
                 train_model(net, self.train[torch.nonzero(keep).flatten()], cfg)
         finally:
             progress.set_enabled(was)
@@ -149,3 +160,12 @@ class RetrainCache:
         if all(self.has(r, seed) for r in removed_sets):
             return torch.stack([load_tensors(self.path(r, seed))["logits"] for r in removed_sets])
         return None
+
+
+def target_threads(info: dict[str, Any] | None) -> int | None:
+    """The CPU thread count a workspace's model was trained with, from its train stage's record ``info``
+    (``ws.stage_info("train")``); None where it is not recorded (a workspace from before 0.17, or a trajectory
+    handed in from another loop) or the model was trained on a GPU."""
+    if not info or "threads" not in info or not str(info.get("device", "cpu")).startswith("cpu"):
+        return None
+    return int(info["threads"])
