@@ -272,16 +272,19 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                                    "classes' groups. On the random halves it also refits the Newton step's damping "
                                    "(emulate.damping_scale), the class balance (emulate.other_class_scale) and the "
                                    "schedule term (emulate.schedule_weight) and advises them where they rank better "
-                                   "beyond two standard errors (--apply keeps them; more --subsets tell smaller "
-                                   "gains apart). Costs subsets + "
+                                   "beyond two standard errors (--apply keeps them; more --subsets or --num-targets "
+                                   "tell smaller gains apart). Costs subsets + "
                                    "other-class-subsets + 1 trainings (each on about "
                                    "half the data), cached under <workspace>/check/ and resumed after a kill; writes "
                                    "check/check.json. The way to see whether DDM holds on your model before acting on "
                                    "its rankings or unlearning.")
     _common(p)
     _model_arg(p, True)
-    p.add_argument("--num-targets", type=_count(2), default=50,
-                   help="test samples scored (a fixed random choice; more cost no retraining) (default: %(default)s)")
+    p.add_argument("--num-targets", type=_count(2), default=200,
+                   help="test samples scored (a fixed random choice, all of them where the test split is smaller): "
+                        "more cost no retraining, only an emulation per refitted setting (and each --peers method "
+                        "more time), and narrow the standard errors the advice is decided on (default: "
+                        "%(default)s)")
     p.add_argument("--subsets", type=_count(4), default=16,
                    help="random halves of the groups, each one retraining (default: %(default)s)")
     p.add_argument("--other-class-subsets", type=_count(0), default=15,
@@ -295,7 +298,8 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="peer methods scored beside DDM on the same retrains (needs ddm[peers]): if-explicit "
                         "(last-layer influence), tracin, trak, ... (default: none)")
     p.add_argument("--apply", action="store_true",
-                   help="keep what the check advises (emulate.other_class_scale, emulate.schedule_weight) as this "
+                   help="keep what the check advises (emulate.damping_scale, emulate.other_class_scale, "
+                        "emulate.schedule_weight) as this "
                         "workspace's settings: written into its config.json, used by every later attribute and "
                         "report (diagnose: the schedule weight; it keeps its own class balance) (retrains "
                         "are cached, so applying after a check costs seconds; a later `ddm run` on the workspace "

@@ -96,7 +96,7 @@ def bootstrap_lds(blocks: list[tuple[dict[str, torch.Tensor], torch.Tensor]], re
     return out
 
 
-def check(dm: DistilledDatamodel, data: Any, num_targets: int = 50, subsets: int = 16, other_class: int = 15,
+def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: int = 16, other_class: int = 15,
           other_classes: int = 3, peers: tuple[str, ...] = ()) -> dict[str, Any]:
     """Score ``dm`` (a loaded or fitted workspace) against exact retraining on a few random group subsets.
 
