@@ -215,6 +215,27 @@ bench-check: $(STAMP)
 	$(BIN)/python benchmarks/damping_calibration.py --root runs/matrix-b --seed 0 --halves-only --calibration-subsets 32 \
 	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-mlp-wide-K40-adam \
 	  --out benchmarks/results/damping-calibration-held-out-seed0-cal32
+	# the check with 200 targets instead of 50 (BENCHMARKS.md, "More targets for ddm check"): the damping rule alone,
+	# then everything the check advises, followed
+	$(BIN)/python benchmarks/check_targets.py --root runs/matrix-b --seed 3 --out benchmarks/results/check-targets-select
+	$(BIN)/python benchmarks/check_targets.py --root runs/matrix-b --seed 0 \
+	  --configs digits-convnet-K40-momentum-wd,digits-convnet-K40-cosine,$(SCHEDULE_OTHERS),digits-resnet-K40-momentum,fmnist-mlp-K100-momentum,fmnist-convnet-d2-K40-adam \
+	  --out benchmarks/results/check-targets-seed0
+	$(BIN)/python benchmarks/check_targets.py --root runs/matrix-b --seed 0 --halves-only \
+	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-mlp-wide-K40-adam \
+	  --out benchmarks/results/check-targets-held-out-seed0
+	$(BIN)/python benchmarks/check_targets.py --root runs/matrix-b --seed 1 \
+	  --configs fmnist-convnet-K100-sgd,fmnist-convnet-K40-momentum-wd --out benchmarks/results/check-targets-seed1
+	$(BIN)/python benchmarks/check_advice.py --root runs/matrix-b --seed 3 --out benchmarks/results/check-advice-select
+	$(BIN)/python benchmarks/check_advice.py --root runs/matrix-b --seed 0 \
+	  --configs digits-convnet-K40-momentum-wd,digits-convnet-K40-cosine,$(SCHEDULE_OTHERS) \
+	  --out benchmarks/results/check-advice-seed0
+	for s in 1 2; do $(BIN)/python benchmarks/check_advice.py --root runs/matrix-b --seed $$s \
+	  --configs digits-convnet-K40-momentum-wd,digits-convnet-K40-cosine --out benchmarks/results/check-advice-misses-seed$$s \
+	  || exit 1; done
+	for s in 0 1 2; do $(BIN)/python benchmarks/check_advice.py --root runs/matrix-b --seed $$s --halves-only \
+	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-mlp-wide-K40-adam \
+	  --out benchmarks/results/check-advice-held-out-seed$$s || exit 1; done
 
 bench-grow: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --select --grid distill.ipc_grow=0,16 --unlearn-dampings= --peers "" \
@@ -286,6 +307,19 @@ bench-matrix-orders: $(STAMP)
 MLPS := fmnist-mlp-K40-sgd,fmnist-mlp-K40-adam,digits-mlp-K40-sgd,fmnist-mlp-K100-momentum
 bench-diagnostics: $(STAMP)
 	$(BIN)/python benchmarks/ceiling.py --root runs/matrix-b --out benchmarks/results/ceiling
+	# readings of a workspace against its best emulation damping (BENCHMARKS.md, "The emulation's damping, refitted")
+	$(BIN)/python benchmarks/feature_share.py --root runs/matrix-b --seed 3 --configs digits-convnet-K100-sgd,fmnist-mlp-K40-sgd \
+	  --out benchmarks/results/feature-share-select
+	$(BIN)/python benchmarks/feature_share.py --root runs/matrix-b --seed 1 \
+	  --configs fmnist-convnet-K100-sgd,fmnist-convnet-K40-momentum-wd --out benchmarks/results/feature-share-seed1
+	$(BIN)/python benchmarks/feature_share.py --root runs/matrix-b --seed 0 \
+	  --configs digits-convnet-K40-momentum-wd,digits-convnet-K40-cosine,$(SCHEDULE_OTHERS),digits-resnet-K40-momentum,fmnist-mlp-K100-momentum,digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-mlp-wide-K40-adam,fmnist-convnet-d2-K40-adam \
+	  --out benchmarks/results/feature-share-seed0
+	$(BIN)/python benchmarks/adam_damping.py --root runs/matrix-b --seed 0 --configs fmnist-mlp-K40-adam \
+	  --out benchmarks/results/adam-damping-seed0
+	$(BIN)/python benchmarks/adam_damping.py --root runs/matrix-b --seed 0 --halves-only \
+	  --configs digits-alexnet-K40-adam,fmnist-convnet-d2-K40-adam,digits-mlp-wide-K40-adam \
+	  --out benchmarks/results/adam-damping-held-out-seed0
 	# the kept data's curvature in the attribution emulation (real gradients)
 	$(BIN)/python benchmarks/kept_curvature.py --configs fmnist-mlp-K40-sgd,digits-mlp-K40-sgd,digits-mlp-K100-adam \
 	  --seed 3 --out benchmarks/results/kept-curvature-seed3
