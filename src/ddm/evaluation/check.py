@@ -448,8 +448,9 @@ def verdict(r: dict[str, Any]) -> list[str]:
         if r.get("retrain_threads") is None:
             why = ("this workspace does not record the CPU thread count its model was trained with (a trajectory "
                    "handed in, a GPU, or a workspace trained before ddm recorded it), and another count rounds "
-                   "differently: run the check with the training's count (OMP_NUM_THREADS=N), or retrain the target "
-                   "with `ddm run --overwrite` to record it")
+                   "differently: run the check at the count the model was trained with (OMP_NUM_THREADS=N ddm "
+                   "check ...; cached retrains made at another count are kept: delete the workspace's check/ folder "
+                   "to redo them)")
         else:
             why = (f"the retrains ran at the target's {r['retrain_threads']} CPU thread(s), so the difference is "
                    "another device or nondeterministic kernels")
