@@ -20,7 +20,6 @@ each plus the weight decay, on the validation targets (LDS / other-class LDS), r
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -93,15 +92,9 @@ def run(name: str, seed: int, root: Path, args: Any) -> dict[str, Any]:
     return res
 
 
-def options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--halves-only", action="store_true",
-                   help="score the matrix's halves only (its other-class subsets cost a retrain each where they are "
-                        "not cached)")
-
-
 def main() -> None:
     args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/adam-damping",
-                                            "fmnist-mlp-K40-adam", options=options)
+                                            "fmnist-mlp-K40-adam", options=M.halves_only_option)
     rows = [r for r in next(iter(results.values())) if r not in ("info",)]
     lines = M.diagnostic_head("Adam's preconditioner as the Newton step's damping (diagnostic)", args,
                               "validation targets; LDS / other-class LDS; real last-layer group gradients at "

@@ -29,12 +29,6 @@ from ddm.evaluation import check as C  # noqa: E402
 COUNTS = (50, 200)
 
 
-def options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--halves-only", action="store_true",
-                   help="score the matrix's halves only (its other-class subsets cost a retrain each where they are "
-                        "not cached)")
-
-
 def rows_without_validation(num_test: int, n: int) -> torch.Tensor:
     """The check's ``n`` targets with the validation rows (50-99 of the fixed permutation) left out."""
     perm = torch.randperm(num_test, generator=torch.Generator().manual_seed(M.TARGET_SEED))
@@ -68,7 +62,7 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
 
 def main() -> None:
     args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/check-advice",
-                                            "digits-convnet-K100-sgd,fmnist-mlp-K40-sgd", options=options)
+                                            "digits-convnet-K100-sgd,fmnist-mlp-K40-sgd", options=M.halves_only_option)
     counts = [f"{n} targets" for n in COUNTS]
     rows = ["DDM (the default)", "same class (trivial)", *counts]
     lines = M.diagnostic_head("Following ddm check's advice, with 50 targets and with 200 (diagnostic)", args,

@@ -31,9 +31,7 @@ from ddm.evaluation import check as C  # noqa: E402
 
 
 def options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--halves-only", action="store_true",
-                   help="score the matrix's halves only (its other-class subsets cost a retrain each where they are "
-                        "not cached)")
+    M.halves_only_option(p)
     p.add_argument("--targets", type=int, default=200, help="calibration targets beside the validation ones")
 
 

@@ -27,9 +27,7 @@ from ddm.evaluation import check as C  # noqa: E402
 
 
 def options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--halves-only", action="store_true",
-                   help="score the matrix's halves only (its other-class subsets cost a retrain each where they are "
-                        "not cached)")
+    M.halves_only_option(p)
     p.add_argument("--calibration-subsets", type=int, default=16,
                    help="random halves the rule chooses on (ddm check --subsets; 16 by default)")
 

@@ -304,6 +304,13 @@ def lds_subsets(groups: Any, labels: torch.Tensor, seed: int, subsets: int = 40,
     return keep, other_class_subsets(groups, labels.unique().tolist(), other, 20_000 + 100 * seed)
 
 
+def halves_only_option(p: argparse.ArgumentParser) -> None:
+    """A diagnostic's ``--halves-only``: score :class:`ValidationTargets`' halves only."""
+    p.add_argument("--halves-only", action="store_true",
+                   help="score the matrix's halves only (its other-class subsets cost a retrain each where they are "
+                        "not cached)")
+
+
 def run_diagnostic(doc: str, run: Callable[[str, int, Path, argparse.Namespace], dict[str, Any]], out: str,
                    configs: str, root: str = "runs/matrix-b",
                    options: Callable[[argparse.ArgumentParser], None] | None = None,

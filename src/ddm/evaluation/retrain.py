@@ -164,8 +164,8 @@ class RetrainCache:
 
 def target_threads(info: dict[str, Any] | None) -> int | None:
     """The CPU thread count a workspace's model was trained with, from its train stage's record ``info``
-    (``ws.stage_info("train")``); None where it is not recorded (a workspace from before 0.17, or a trajectory
-    handed in from another loop) or the model was trained on a GPU."""
+    (``ws.stage_info("train")``); None where it is not recorded (a workspace trained before the count was, or a
+    trajectory handed in from another loop) or the model was trained on a GPU."""
     if not info or "threads" not in info or not str(info.get("device", "cpu")).startswith("cpu"):
         return None
     return int(info["threads"])
