@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import ddm
 from ddm.cli.main import main
 from ddm.evaluation import check as C
 from ddm.evaluation.metrics import spearman
@@ -334,5 +335,10 @@ def test_retrains_run_at_the_thread_count_the_target_was_trained_with(tmp_path, 
         assert r["retrain_threads"] == 1 and r["reproduction_dist1"] == pytest.approx(0.0, abs=1e-6)
     finally:
         torch.set_num_threads(before)
-    assert R.target_threads({"threads": 4, "device": "cuda:0"}) is None  # a GPU's training: no count to keep
-    assert R.target_threads({"seconds": 1.0}) is None  # not recorded
+    dm = ddm.DistilledDatamodel(str(ws))
+    stage = ws / "train" / "stage.json"
+    info = json.loads(stage.read_text())
+    stage.write_text(json.dumps({**info, "threads": 4, "device": "cuda:0"}))
+    assert dm.training_threads() is None  # a GPU's training: no count to keep
+    stage.write_text(json.dumps({k: v for k, v in info.items() if k not in ("threads", "device")}))
+    assert dm.training_threads() is None  # not recorded

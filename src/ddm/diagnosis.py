@@ -189,7 +189,7 @@ def verify(dm: Any, train: Split, test: Split, rows: list[int], removed: list[in
     are cached in the workspace (``diagnosis/retrain-<key>``) and resume after a kill."""
     from ddm import progress
     from ddm.config import fingerprint
-    from ddm.evaluation.retrain import RetrainCache, target_threads
+    from ddm.evaluation.retrain import RetrainCache
 
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
@@ -205,7 +205,7 @@ def verify(dm: Any, train: Split, test: Split, rows: list[int], removed: list[in
     key = fingerprint(dm.keys["train"], dm.keys["groups"], test.fingerprint())
     cache = RetrainCache(dm.ws.path("diagnosis", f"retrain-{key}"), F.model, F.trajectory.checkpoint(0), train,
                          F.groups, dm.config.train, test.x, device=dm.device(),
-                         threads=target_threads(dm.ws.stage_info("train")))
+                         threads=dm.training_threads())
     y = test.y[rows]
 
     def worse(with_them: torch.Tensor, without: torch.Tensor) -> float:

@@ -434,6 +434,15 @@ class DistilledDatamodel:
         """Whether the workspace's trajectory was handed in (``fit(..., trajectory=)``) rather than trained here."""
         return bool((self.ws.stage_info("train") or {}).get("config", {}).get("external_trajectory"))
 
+    def training_threads(self) -> int | None:
+        """The CPU thread count the model was trained with (the train stage records it), at which exact retrains
+        reproduce it bit for bit (:func:`ddm.devices.threads`); None where it is not recorded (a trajectory handed in,
+        a workspace trained before the count was) or the model was trained on a GPU."""
+        info = self.ws.stage_info("train") or {}
+        if "threads" not in info or not str(info.get("device", "cpu")).startswith("cpu"):
+            return None
+        return int(info["threads"])
+
     @property
     def weight_decay(self) -> float:
         """The L2 weight decay training used: the recorded optimizer's for a trajectory handed in (``fit(...,

@@ -596,7 +596,7 @@ def verify_unlearning(dm: DistilledDatamodel, data: Any, groups: list[int], unle
     retrain (with two or more orders, also of the retrains with each other: retraining's own spread). Retrains are
     cached under ``<workspace>/check/`` and resume after a kill."""
     from ddm.config import fingerprint
-    from ddm.evaluation.retrain import RetrainCache, target_threads
+    from ddm.evaluation.retrain import RetrainCache
 
     if orders < 1:
         raise ConfigError(f"verification needs at least one data order, got {orders}")
@@ -609,7 +609,7 @@ def verify_unlearning(dm: DistilledDatamodel, data: Any, groups: list[int], unle
                       data.test.fingerprint())
     cache = RetrainCache(dm.ws.path("check", f"unlearn-retrain-{key}"), F.model, F.trajectory.checkpoint(0), data.train,
                          part, dm.config.train, torch.cat([data.test.x, data.train.x]),
-                         device=devices.of(F.model), threads=target_threads(dm.ws.stage_info("train")))
+                         device=devices.of(F.model), threads=dm.training_threads())
     removed = torch.cat([part.members(k) for k in groups])
     n_test = len(data.test)
     y_test, y_removed = data.test.y, data.train.y[removed]

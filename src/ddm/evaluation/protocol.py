@@ -32,7 +32,7 @@ from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import dist_metrics, lds, other_class_subsets, rank_agreement
 from ddm.evaluation.privacy import synset_similarity
 from ddm.evaluation.report import SAME_SEED_TOLERANCE, markdown, summarise
-from ddm.evaluation.retrain import RetrainCache, target_threads
+from ddm.evaluation.retrain import RetrainCache
 from ddm.evaluation.unlearn import compare
 from ddm.exceptions import ConfigError, NumericalError
 from ddm.objectives.influence import true_label_loss
@@ -127,7 +127,7 @@ class _Truth:
         self.cache = RetrainCache(root / "retrain" / key, dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups,
                                   dm.config.train, torch.cat([data.test.x, data.train.x]),
                                   device=devices.of(dm.model),  # where the model is placed, as the README says
-                                  threads=target_threads(dm.ws.stage_info("train")))
+                                  threads=dm.training_threads())
 
     def test(self, removed: list[int], seed: int | None = None) -> torch.Tensor:
         key = (tuple(sorted(removed)), seed)

@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -45,8 +44,9 @@ class RetrainCache:
     def __init__(self, folder: str | Path, model: nn.Module, theta0: dict[str, torch.Tensor], train: Split,
                  groups: Groups, cfg: TrainConfig, eval_x: torch.Tensor, device: torch.device | str = "cpu",
                  threads: int | None = None) -> None:
-        """``threads``: the CPU thread count each retrain runs with (:func:`target_threads`: the one the target was
-        trained with, so that the full data's retrain reproduces it bit for bit); None keeps the process's."""
+        """``threads``: the CPU thread count each retrain runs with (``DistilledDatamodel.training_threads()``: the
+        one the target was trained with, so that the full data's retrain reproduces it bit for bit); None keeps the
+        process's."""
         self.folder = Path(folder)
         self.device = torch.device(device)  # where retrains run (ddm.devices); the logits are stored on the CPU
         self.model, self.theta0, self.train = model, theta0, train
@@ -161,11 +161,3 @@ class RetrainCache:
             return torch.stack([load_tensors(self.path(r, seed))["logits"] for r in removed_sets])
         return None
 
-
-def target_threads(info: dict[str, Any] | None) -> int | None:
-    """The CPU thread count a workspace's model was trained with, from its train stage's record ``info``
-    (``ws.stage_info("train")``); None where it is not recorded (a workspace trained before the count was, or a
-    trajectory handed in from another loop) or the model was trained on a GPU."""
-    if not info or "threads" not in info or not str(info.get("device", "cpu")).startswith("cpu"):
-        return None
-    return int(info["threads"])
