@@ -200,7 +200,10 @@ def test_the_check_advises_the_schedule_term_only_where_it_helps_on_subsets_it_w
     assert "leave emulate.schedule_weight at 0" in C.verdict(weak)[-1]
     assert _schedule(0.05, 0.01, 0.11)["schedule_term"]["recommended"]  # +0.11 ± 0.05: beyond two
     assert not _schedule(0.05, 0.01, -0.05)["schedule_term"]["recommended"]  # the mean of the two falls
-    assert not _schedule(0.05, -0.1, 0.4)["schedule_term"]["recommended"]  # costs the overall ranking
+    costs = _schedule(0.05, -0.1, 0.4)  # ranks other classes better but costs the overall ranking
+    assert not costs["schedule_term"]["recommended"]
+    assert "but the random halves worse" in C.verdict(costs)[-1] and "margin -0.100" in C.verdict(costs)[-1]
+    assert "does not rank better" not in C.verdict(costs)[-1]
     assert not _schedule(0.0, 0.0, 0.0)["schedule_term"]["recommended"]
     assert "do not show in these retrains" in C.verdict(_schedule(0.0, 0.0, 0.0))[-1]
     assert "leave emulate.schedule_weight at 0" in C.verdict(_schedule(0.05, 0.01, -0.05))[-1]

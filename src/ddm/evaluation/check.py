@@ -572,7 +572,12 @@ def _schedule_verdict(r: dict[str, Any]) -> list[str]:
         return ["a retrain's fewer steps do not show in these retrains (the schedule term's fitted weight is 0): "
                 "leave emulate.schedule_weight at 0"]
     h = s["margin"]
-    if m["mean"] > 0 and h["mean"] + 2 * h["se"] > 0:  # a gain, but within two standard errors
+    if held_out and m["mean"] > 0 and h["mean"] + 2 * h["se"] <= 0:  # other classes better, the halves worse
+        return [f"the schedule term at the fitted weight {s['weight']:.3g} ranks other classes' groups better "
+                f"({what} {after:+.3f} against {before:+.3f}, margin {m['mean']:+.3f} ± {m['se']:.3f}) but the random "
+                f"halves worse (LDS {s['lds']['mean']:+.3f}, margin {h['mean']:+.3f} ± {h['se']:.3f}, a loss beyond "
+                "two standard errors): leave emulate.schedule_weight at 0"]
+    if m["mean"] > 0:  # a gain, but within two standard errors
         large = held_out and s.get("spread", 0.0) > LARGE_SCHEDULE_SPREAD
         return [f"the schedule term at the fitted weight {s['weight']:.3g} ranks better only within two standard "
                 f"errors ({what} {after:+.3f} against {before:+.3f}, margin {m['mean']:+.3f} ± {m['se']:.3f})"
