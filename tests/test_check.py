@@ -345,3 +345,98 @@ def test_retrains_run_at_the_thread_count_the_target_was_trained_with(tmp_path, 
     assert dm.training_threads() is None  # a GPU's training: no count to keep
     stage.write_text(json.dumps({k: v for k, v in info.items() if k not in ("threads", "device")}))
     assert dm.training_threads() is None  # not recorded
+
+
+USER_LOOP = '''
+import torch
+import torch.nn.functional as F
+
+
+def _train(model, train, order_seed):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    for epoch in range(3):
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(order_seed + epoch))
+        for s in range(0, len(train), 64):
+            i = perm[s : s + 64]
+            loss = F.cross_entropy(model(train.x[i]), train.y[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return opt
+
+
+def retrain(model, train, seed):
+    _train(model, train, 0 if seed is None else seed)
+    return model
+
+
+def retrain_one_order(model, train):
+    _train(model, train, 0)
+'''
+
+
+def test_a_trajectory_from_a_users_loop_is_checked_with_that_loop(tmp_path, capsys, monkeypatch):
+    (tmp_path / "user_loop.py").write_text(USER_LOOP)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import user_loop
+
+    from ddm.exceptions import ConfigError
+    from ddm.train import TrajectoryRecorder
+
+    cfg = ddm.presets.tiny().with_overrides(["hierarchical=false"])
+    data = ddm.data.load(cfg.data)
+    model = ddm.models.build(cfg.model, data)
+    rec = TrajectoryRecorder(model)
+    rec.record(0)
+    opt = user_loop._train(model, data.train, 0)  # the user's own training, recorded at its start and end
+    rec.attach(opt)
+    rec.record(3)
+    ws = tmp_path / "own"
+    dm = ddm.DistilledDatamodel(ws, cfg).fit(model, data.train, trajectory=rec.trajectory())
+    assert dm.handed_in()
+    with pytest.raises(ConfigError, match="retrain= from Python"):  # ddm's loop did not train it
+        C.check(dm, data, num_targets=10, subsets=4, other_class=4, other_classes=1)
+    r = C.check(dm, data, num_targets=10, subsets=4, other_class=4, other_classes=1, retrain=user_loop.retrain)
+    assert r["retrain"] == "user_loop:retrain"
+    assert r["reproduction_dist1"] < 1e-3  # the user's loop on all the data gives the target back
+    assert all(np.isfinite(v["mean"]) for v in r["lds"].values())
+    assert len(list((ws / "check" / "retrain").glob("*/*.safetensors"))) == 4 + 4 + 1
+    # the CLI names the same function by its import path, and reuses those retrains
+    from ddm.evaluation.retrain import RetrainCache
+
+    def refuse(*a, **k):
+        raise AssertionError("retrained again")
+
+    with monkeypatch.context() as m:
+        m.setattr(RetrainCache, "_retrain", refuse)
+        assert main(["check", "-w", str(ws), "-q", "--subsets", "4", "--other-class-subsets", "4",
+                     "--other-classes", "1", "--num-targets", "10", "--retrain", "user_loop:retrain", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["lds"] == r["lds"]
+    assert main(["check", "-w", str(ws), "-q", "--retrain", "user_loop"]) == 2
+    assert "MODULE:FUNCTION" in capsys.readouterr().err
+
+    # an unlearning verified in the user's loop: other data orders need a seed parameter
+    unlearned = dm.unlearn([0, 1])
+    with pytest.raises(ConfigError, match="takes no data-order seed"):
+        C.verify_unlearning(dm, data, [0, 1], unlearned, 2, retrain=user_loop.retrain_one_order)
+    one = C.verify_unlearning(dm, data, [0, 1], unlearned, 1, retrain=user_loop.retrain_one_order)
+    two = C.verify_unlearning(dm, data, [0, 1], unlearned, 2, retrain=user_loop.retrain)
+    assert one["exact"]["test_accuracy"][0] == pytest.approx(two["exact"]["test_accuracy"][0])  # the same loop
+    assert len(two["exact"]["test_accuracy"]) == 2 and 0 < two["exact"]["test_agreement_between_orders"][0] <= 1
+    # a function that returns something else than a model is named
+    with pytest.raises(ConfigError, match="returned int"):
+        C.verify_unlearning(dm, data, [2], unlearned, 1, retrain=lambda model, train: 3)
+    # and a diagnosis verified in it: the full data's retrain in the user's loop is the target, so removing a group
+    # is measured against the target's own validation loss
+    from ddm.diagnosis import verify
+
+    with pytest.raises(ConfigError, match="--retrain MODULE:FUNCTION"):
+        verify(dm, data.train, data.test, [0, 1, 2], [0], "loss", 1)
+    v = verify(dm, data.train, data.test, [0, 1, 2], [0], "loss", 1, retrain=user_loop.retrain)
+    from ddm.evaluation.retrain import Retrainer
+
+    cache = RetrainCache(next((ws / "diagnosis").glob("retrain-*")), dm.model, dm.trajectory.checkpoint(0),
+                         data.train, dm.groups, cfg.train, data.test.x, retrain=Retrainer(user_loop.retrain))
+    without = C._loss(cache.get([0])[None, :3], data.test.y[:3]).sum()  # cached by the verification
+    target = C._loss(ddm.devices.predict(dm.model, data.test.x[:3])[None], data.test.y[:3]).sum()
+    assert v["measured"][0] == pytest.approx(float(without - target), rel=1e-4, abs=1e-5)

@@ -177,7 +177,7 @@ def diagnose(dm: Any, validation: Split, objective: str = "loss", name: str | No
 
 
 def verify(dm: Any, train: Split, test: Split, rows: list[int], removed: list[int], objective: str, orders: int,
-           quality: torch.Tensor | None = None) -> dict[str, Any]:
+           quality: torch.Tensor | None = None, retrain: Any = None) -> dict[str, Any]:
     """Exact retraining's answer to "does removing ``removed`` (groups, together) help on the validation samples
     ``test[rows]``?": the target's training on ``train`` (the workspace's) rerun from theta_0 with and without them
     in ``orders`` data orders (the target's own, then others), paired by order so that each difference leaves the
@@ -186,10 +186,12 @@ def verify(dm: Any, train: Split, test: Split, rows: list[int], removed: list[in
     Returns the worsening of the validation objective per order (summed cross-entropy increase, or accuracy drop,
     as :class:`Diagnosis` measures quality; negative = removing them helped), its mean and standard deviation, and,
     given the diagnosis' ``quality``, the datamodel's prediction (the sum of the groups' qualities). The retrains
-    are cached in the workspace (``diagnosis/retrain-<key>``) and resume after a kill."""
+    are cached in the workspace (``diagnosis/retrain-<key>``) and resume after a kill. ``retrain``: the training
+    loop of a trajectory handed in (``fn(model, train[, seed])``, :class:`~ddm.evaluation.retrain.Retrainer`); None
+    retrains with ddm's own loop, which a handed-in trajectory refuses."""
     from ddm import progress
     from ddm.config import fingerprint
-    from ddm.evaluation.retrain import RetrainCache
+    from ddm.evaluation.retrain import RetrainCache, retrainer_for
 
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
@@ -197,15 +199,13 @@ def verify(dm: Any, train: Split, test: Split, rows: list[int], removed: list[in
         raise ConfigError(f"verification needs at least one data order, got {orders}")
     if not removed:
         raise ConfigError("nothing to verify: no group was flagged (a larger --threshold flags more)")
-    if dm.handed_in():
-        raise ConfigError("verification retrains with ddm's own training loop (train.*), but this workspace's "
-                          "trajectory was handed in from another loop: retrain without the flagged groups in your "
-                          "own loop instead")
+    retrainer = retrainer_for(dm, retrain)
     F = dm.fitted()
-    key = fingerprint(dm.keys["train"], dm.keys["groups"], test.fingerprint())
+    key = fingerprint(dm.keys["train"], dm.keys["groups"], test.fingerprint(),
+                      *([retrainer.name] if retrainer is not None else []))
     cache = RetrainCache(dm.ws.path("diagnosis", f"retrain-{key}"), F.model, F.trajectory.checkpoint(0), train,
                          F.groups, dm.config.train, test.x, device=dm.device(),
-                         threads=dm.training_threads())
+                         threads=dm.training_threads(), retrain=retrainer)
     y = test.y[rows]
 
     def worse(with_them: torch.Tensor, without: torch.Tensor) -> float:

@@ -47,3 +47,28 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def import_object(path: str, flag: str, form: str, example: str) -> object:
+    """The callable an import path ``package.module:name`` (``name`` may be dotted) names, for a command-line
+    ``flag`` such as ``--model``; ``form`` (e.g. ``MODULE:FACTORY``) and ``example`` are shown in the error a
+    malformed one gets."""
+    import importlib
+
+    mod_name, _, attr = path.partition(":")
+    if not mod_name or not attr:
+        raise ConfigError(f"{flag} {path!r}: give an import path {form}, e.g. {example} (the module must be "
+                          "importable: installed, or on PYTHONPATH)")
+    try:
+        module = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise ConfigError(f"{flag} {path!r}: cannot import {mod_name!r} ({exc}); install it or add its folder "
+                          "to PYTHONPATH") from None
+    obj: object = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ConfigError(f"{flag} {path!r}: {mod_name} has no attribute {attr!r}")
+    if not callable(obj):
+        raise ConfigError(f"{flag} {path!r} is not callable: name a function or a class")
+    return obj

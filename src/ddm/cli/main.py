@@ -106,6 +106,15 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     return dm, data_mod.load(dm.config.data)
 
 
+def _retrainer(args: argparse.Namespace) -> Any:
+    """The user's training loop for exact retrains (``--retrain MODULE:FUNCTION``), or None for ddm's own."""
+    if not getattr(args, "retrain", None):
+        return None
+    from ddm.evaluation.retrain import Retrainer
+
+    return Retrainer.from_import(args.retrain)
+
+
 def _session_config(args: argparse.Namespace) -> Any:
     """The configuration a command opens a workspace with: only the device is this session's (``--device``)."""
     from ddm import devices
@@ -375,7 +384,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if args.verify:
         from ddm.evaluation.check import verify_unlearning
 
-        out["verification"] = verify_unlearning(dm, data, idx, model, args.verify, synset)
+        out["verification"] = verify_unlearning(dm, data, idx, model, args.verify, synset, _retrainer(args))
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -494,7 +503,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.verify and flagged:
         from ddm.diagnosis import verify
 
-        checked = verify(dm, data.train, data.test, idx, flagged, args.objective, args.verify, diag.quality)
+        checked = verify(dm, data.train, data.test, idx, flagged, args.objective, args.verify, diag.quality,
+                         _retrainer(args))
     save_json(path.with_name(path.stem + "-issues.json"), {"threshold": args.threshold, "issues": flagged,
                                                            "verification": checked})
     rows = diag.table(args.top_k, threshold=args.threshold)
@@ -618,7 +628,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     seconds = float(dm.ws.require("train")["seconds"])
     print(f"check: up to {n} exact retrains of about {seconds * 0.5:.0f}-{seconds:.0f} s each (the target trained "
           f"in {seconds:.0f} s), cached under {dm.ws.path('check')}", file=sys.stderr)
-    r = check(dm, data, args.num_targets, args.subsets, args.other_class_subsets, args.other_classes, peers)
+    r = check(dm, data, args.num_targets, args.subsets, args.other_class_subsets, args.other_classes, peers,
+              _retrainer(args))
     if args.json:
         print(json.dumps(r, indent=2))
         return 0

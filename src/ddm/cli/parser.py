@@ -88,6 +88,16 @@ def _model_arg(p: argparse.ArgumentParser, stored: bool) -> None:
                          else "; needed here only to rebuild a model the workspace cannot (given: it must match)"))
 
 
+def _retrain_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--retrain", default=None, metavar="MODULE:FUNCTION",
+                   help="the training loop exact retrains run with, for a workspace whose trajectory was handed in "
+                        "from your own loop (fit(..., trajectory=)): an import path to fn(model, train[, seed]) that "
+                        "trains the model it is given (the target's network at theta_0) on train (.x, .y: the "
+                        "training split without the removed groups) as the target was trained, and returns it; seed "
+                        "is None for the target's data order, an integer for another. Retrains are cached under the "
+                        "path (default: ddm's own loop with the workspace's train.* settings)")
+
+
 def _targets_args(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--targets", default=default,
                    help="test samples: a range START:STOP or a comma list of indices (default: %(default)s)")
@@ -162,6 +172,7 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "groups in ORDERS data orders (the target's own first; ORDERS trainings as long as the "
                         "target's, cached under <workspace>/check/) and compare test accuracy, accuracy on the "
                         "removed samples and agreement; 2 or more also show retraining's own spread (default: 0, off)")
+    _retrain_arg(p)
     p.add_argument("--set", action="append", default=[], metavar="emulate.unlearn_FIELD=VALUE",
                    help="an unlearning setting for this call only (repeatable): emulate.unlearn_damping (larger: "
                         "a shorter step), emulate.unlearn_rewind, emulate.unlearn_backoff, "
@@ -198,6 +209,7 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "groups in ORDERS data orders (2 x ORDERS trainings as long as the target's, cached in the "
                         "workspace) and report how the validation objective changed against the prediction; "
                         "retraining's own noise is large for one group, so 3 or more orders (default: 0, off)")
+    _retrain_arg(p)
     p.set_defaults(func=commands["diagnose"])
 
     p = sub.add_parser("report", help="one self-contained HTML page of a workspace (images, heatmaps, diagnosis)",
@@ -280,6 +292,7 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                                    "its rankings or unlearning.")
     _common(p)
     _model_arg(p, True)
+    _retrain_arg(p)
     p.add_argument("--num-targets", type=_count(2), default=200,
                    help="test samples scored (a fixed random choice, all of them where the test split is smaller): "
                         "more cost no retraining, only an emulation per refitted setting (and each --peers method "

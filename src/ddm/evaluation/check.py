@@ -31,6 +31,7 @@ from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import dist_metrics
 from ddm.evaluation.protocol import TARGET_SEED, _loss, _peer_group_scores, _Truth, subset_losses
 from ddm.evaluation.report import SAME_SEED_TOLERANCE
+from ddm.evaluation.retrain import Retrainer, retrainer_for
 from ddm.exceptions import ConfigError
 from ddm.pipeline import DistilledDatamodel
 from ddm.workspace import load_json, save_json
@@ -97,7 +98,8 @@ def bootstrap_lds(blocks: list[tuple[dict[str, torch.Tensor], torch.Tensor]], re
 
 
 def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: int = 16, other_class: int = 15,
-          other_classes: int = 3, peers: tuple[str, ...] = ()) -> dict[str, Any]:
+          other_classes: int = 3, peers: tuple[str, ...] = (),
+          retrain: Retrainer | Callable[..., torch.nn.Module | None] | None = None) -> dict[str, Any]:
     """Score ``dm`` (a loaded or fitted workspace) against exact retraining on a few random group subsets.
 
     Returns (and writes to ``check/check.json``) the LDS and other-class LDS of DDM, the trivial same-class score and
@@ -105,18 +107,20 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
     targets and subsets, the paired margin of DDM over the trivial score, the retraining's reproduction of the
     target, the retrains' seconds, and ``verdict``: the lines the command line prints. The other-class LDS is
     measured on ``other_class`` subsets (0 skips it) that keep the ``other_classes`` classes with the most targets
-    whole and half of the other groups, scored on those classes' targets."""
+    whole and half of the other groups, scored on those classes' targets. ``retrain``: the training loop of a
+    trajectory handed in (``fn(model, train[, seed])``, :class:`~ddm.evaluation.retrain.Retrainer`); None retrains
+    with ddm's own loop (``train.*``), which a handed-in trajectory refuses."""
     if subsets < 4 or 0 < other_class < 4:
         raise ConfigError(f"the check needs at least 4 random subsets and 0 or at least 4 other-class subsets "
                           f"(got {subsets} and {other_class}): a Spearman correlation over fewer says nothing")
     if other_classes < 1:
         raise ConfigError("other_classes must be at least 1 (set other_class to 0 to skip the other-class LDS)")
-    _retrainable(dm)
+    retrainer = retrainer_for(dm, retrain)
     F = dm.fitted()
     rows = check_targets(len(data.test), num_targets)
     targets = data.test[rows]
     root = dm.ws.path("check")
-    truth = _Truth(root, dm, data)
+    truth = _Truth(root, dm, data, retrainer)
     attr = dm.attribute(targets, "dist2", name="check")
     keep, actual = subset_losses(truth, F.groups.num_groups, subsets, 0.5, SUBSET_SEED, rows, targets.y,
                                  "check: retrains on random halves")
@@ -200,6 +204,8 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
     full = devices.predict(F.model, data.test.x[rows])  # eval mode: a batch norm's running statistics
     out["reproduction_dist1"] = 100 * float(dist_metrics(truth.test([])[rows], full, targets.y)["dist1"].mean())
     out["retrain_threads"] = truth.cache.threads  # the target's recorded CPU thread count (None: not recorded)
+    if retrainer is not None:
+        out["retrain"] = retrainer.name
     out["retrain_seconds"] = float(np.mean([truth.cache.seconds(torch.nonzero(~k).flatten().tolist()) for k in keep]))
     if term is not None:
         out["schedule_term"]["recommended"] = schedule_recommended(out)
@@ -445,7 +451,12 @@ def verdict(r: dict[str, Any]) -> list[str]:
     lines += _balance_verdict(r)
     lines += _schedule_verdict(r)
     if r["reproduction_dist1"] > SAME_SEED_TOLERANCE:
-        if r.get("retrain_threads") is None:
+        if r.get("retrain"):
+            why = (f"your retrain function ({r['retrain']}) did not train the target's network from its theta_0 to "
+                   "the same weights: seed its data order, augmentation and dropout as the target's training did "
+                   "(and run at the same CPU thread count), then delete the workspace's check/ folder to redo the "
+                   "retrains")
+        elif r.get("retrain_threads") is None:
             why = ("this workspace does not record the CPU thread count its model was trained with (a trajectory "
                    "handed in, a GPU, or a workspace trained before ddm recorded it), and another count rounds "
                    "differently: run the check at the count the model was trained with (OMP_NUM_THREADS=N ddm "
@@ -587,34 +598,29 @@ def _schedule_verdict(r: dict[str, Any]) -> list[str]:
             f"{before:+.3f} at the fitted weight {s['weight']:.3g}): leave emulate.schedule_weight at 0"]
 
 
-def _retrainable(dm: DistilledDatamodel) -> None:
-    if dm.handed_in():
-        raise ConfigError("a check retrains with ddm's own training loop (train.*), but this workspace's trajectory "
-                          "was handed in from another loop: retrain without the groups in your own loop instead")
-
-
 def verify_unlearning(dm: DistilledDatamodel, data: Any, groups: list[int], unlearned: torch.nn.Module, orders: int,
-                      synset: str = "groups") -> dict[str, Any]:
+                      synset: str = "groups",
+                      retrain: Retrainer | Callable[..., torch.nn.Module | None] | None = None) -> dict[str, Any]:
     """The unlearned model against exact retraining without the same ``groups`` (of the ``synset``: ``groups`` or
     ``classes``) in ``orders`` data orders (the target's own, then others): test accuracy, accuracy on the removed
     training samples, and top-1 agreement on the test split of the unlearned model and of the target with each
     retrain (with two or more orders, also of the retrains with each other: retraining's own spread). Retrains are
-    cached under ``<workspace>/check/`` and resume after a kill."""
+    cached under ``<workspace>/check/`` and resume after a kill. ``retrain``: as :func:`check`'s."""
     from ddm.config import fingerprint
     from ddm.evaluation.retrain import RetrainCache
 
     if orders < 1:
         raise ConfigError(f"verification needs at least one data order, got {orders}")
-    _retrainable(dm)
+    retrainer = retrainer_for(dm, retrain)
     F = dm.fitted()
     part = dm.class_groups if synset == "classes" else F.groups
     if part is None:
         raise ConfigError(f"the workspace has no {synset} synset to verify")
     key = fingerprint(dm.keys["train"], dm.keys["groups-class" if synset == "classes" else "groups"],
-                      data.test.fingerprint())
+                      data.test.fingerprint(), *([retrainer.name] if retrainer is not None else []))
     cache = RetrainCache(dm.ws.path("check", f"unlearn-retrain-{key}"), F.model, F.trajectory.checkpoint(0), data.train,
                          part, dm.config.train, torch.cat([data.test.x, data.train.x]),
-                         device=devices.of(F.model), threads=dm.training_threads())
+                         device=devices.of(F.model), threads=dm.training_threads(), retrain=retrainer)
     removed = torch.cat([part.members(k) for k in groups])
     n_test = len(data.test)
     y_test, y_removed = data.test.y, data.train.y[removed]

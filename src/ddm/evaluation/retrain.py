@@ -11,10 +11,12 @@ may fill it (``many(..., shard=i, num_shards=n)``).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,13 +25,76 @@ from ddm import devices, distributed
 from ddm.cluster.groups import Groups
 from ddm.config import TrainConfig, fingerprint, keyed
 from ddm.data.dataset import Split
-from ddm.exceptions import ConfigMismatchError
+from ddm.exceptions import ConfigError, ConfigMismatchError
 from ddm.models import with_params
 from ddm.progress import bar
 from ddm.train.loop import train_model
 from ddm.workspace import load_json, load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
+
+
+class Retrainer:
+    """The user's own training loop, for exact retrains of a workspace whose trajectory was handed in
+    (``fit(..., trajectory=)``), where ddm's loop (``train.*``) is not what trained the target.
+
+    ``fn(model, train)`` or ``fn(model, train, seed)`` trains ``model`` (a copy of the target's network at its
+    theta_0, in train mode) on ``train`` (a :class:`~ddm.data.dataset.Split`: the training split without the
+    removed groups, rows in their order; ``x``, ``y``) as the target was trained, and returns the trained model
+    (or None, having trained it in place). ``seed`` is None for the data order the target was trained in, an
+    integer for another order (asked only for verifications in several orders; a function without the parameter
+    cannot give them). Retraining on all the data should give the target back: the check's reproduction line says
+    how far it does. Retrains are cached under ``name`` (the function's ``module:qualname`` by default), so a
+    changed function wants another name, or the cached retrains deleted."""
+
+    def __init__(self, fn: Callable[..., nn.Module | None], name: str | None = None) -> None:
+        if not callable(fn):
+            raise ConfigError(f"retrain must be a function fn(model, train[, seed]), got {type(fn).__name__}")
+        self.fn = fn
+        self.name = name or f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__name__)}"
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            params = {}  # type: ignore[assignment]
+        positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self.takes_seed = "seed" in params or len(positional) >= 3 or any(
+            p.kind == p.VAR_POSITIONAL for p in params.values())
+
+    @classmethod
+    def of(cls, retrain: Retrainer | Callable[..., nn.Module | None] | None) -> Retrainer | None:
+        return retrain if retrain is None or isinstance(retrain, Retrainer) else cls(retrain)
+
+    @classmethod
+    def from_import(cls, path: str) -> Retrainer:
+        """The function an import path ``package.module:function`` names (``--retrain``), cached under the path."""
+        from ddm.registry import import_object
+
+        return cls(import_object(path, "--retrain", "MODULE:FUNCTION", "mypackage.train:retrain"),  # type: ignore[arg-type]
+                   name=path)
+
+    def __call__(self, model: nn.Module, train: Split, seed: int | None) -> nn.Module:
+        if seed is not None and not self.takes_seed:
+            raise ConfigError(f"the retrain function {self.name} takes no data-order seed (fn(model, train)), so it "
+                              "can retrain only in the target's own order: verify in one order, or give it a third "
+                              "parameter, seed (None: the target's order; an integer: another one)")
+        out = self.fn(model, train, seed) if self.takes_seed else self.fn(model, train)
+        out = model if out is None else out
+        if not isinstance(out, nn.Module):
+            raise ConfigError(f"the retrain function {self.name} returned {type(out).__name__}: return the trained "
+                              "torch.nn.Module (or None, having trained the model it was given in place)")
+        return out
+
+
+def retrainer_for(dm: Any, retrain: Retrainer | Callable[..., nn.Module | None] | None) -> Retrainer | None:
+    """The loop a workspace's exact retrains run with: the user's ``retrain`` (a :class:`Retrainer` or its
+    function), else None for ddm's own, which a trajectory handed in from another loop cannot be retrained with."""
+    retrainer = Retrainer.of(retrain)
+    if retrainer is None and dm.handed_in():
+        raise ConfigError("exact retraining runs ddm's own training loop (train.*), but this workspace's trajectory "
+                          "was handed in from another loop: give that loop as a function fn(model, train[, seed]) "
+                          "that trains the model it is given (retrain= from Python, --retrain MODULE:FUNCTION on "
+                          "the command line; README, 'Checking it against exact retraining')")
+    return retrainer
 
 
 def removal_key(removed: Iterable[int], seed: int | None = None) -> str:
@@ -43,11 +108,12 @@ class RetrainCache:
 
     def __init__(self, folder: str | Path, model: nn.Module, theta0: dict[str, torch.Tensor], train: Split,
                  groups: Groups, cfg: TrainConfig, eval_x: torch.Tensor, device: torch.device | str = "cpu",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, retrain: Retrainer | None = None) -> None:
         """``threads``: the CPU thread count each retrain runs with (``DistilledDatamodel.training_threads()``: the
         one the target was trained with, so that the full data's retrain reproduces it bit for bit); None keeps the
-        process's."""
+        process's. ``retrain``: the user's own loop (:class:`Retrainer`) in place of ddm's with ``cfg``."""
         self.folder = Path(folder)
+        self.retrain = retrain
         self.device = torch.device(device)  # where retrains run (ddm.devices); the logits are stored on the CPU
         self.model, self.theta0, self.train = model, theta0, train
         self.groups, self.cfg, self.eval_x = groups, cfg, eval_x
@@ -73,7 +139,8 @@ class RetrainCache:
         aside, which each retrain may set) is stored on first use and compared afterwards, so a changed loop
         (e.g. ``train.last_batch``) cannot silently mix with retrains of the old one. Folders made before the key
         was stored take it on first use."""
-        key = fingerprint({k: v for k, v in keyed(self.cfg).items() if k != "seed"})
+        key = fingerprint({"retrain": self.retrain.name} if self.retrain is not None
+                          else {k: v for k, v in keyed(self.cfg).items() if k != "seed"})
         path = self.folder / "training.json"
         if path.exists():
             info = load_json(path)
@@ -88,7 +155,9 @@ class RetrainCache:
                             "they round differently, which blurs the comparison; delete the folder to redo them all",
                             self.folder, info.get("threads", "an unrecorded number of"), self.threads)
         elif distributed.is_main():
-            save_json(path, {"train_key": key, "train": keyed(self.cfg), "threads": self.threads})
+            save_json(path, {"train_key": key, "threads": self.threads,
+                             **({"retrain": self.retrain.name} if self.retrain is not None
+                                else {"train": keyed(self.cfg)})})
 
     def path(self, removed: Iterable[int], seed: int | None = None) -> Path:
         return self.folder / f"{removal_key(removed, seed)}.safetensors"
@@ -126,7 +195,12 @@ class RetrainCache:
         progress.set_enabled(False)
         try:
             with torch.enable_grad(), devices.threads(self.threads):
-                train_model(net, self.train[torch.nonzero(keep).flatten()], cfg)
+                kept = self.train[torch.nonzero(keep).flatten()]
+                if self.retrain is None:
+                    train_model(net, kept, cfg)
+                else:
+                    net.train()
+                    net = self.retrain(net, kept, seed).to(self.device)
         finally:
             progress.set_enabled(was)
         seconds = time.perf_counter() - t0
@@ -134,6 +208,10 @@ class RetrainCache:
         with torch.no_grad():
             logits = torch.cat([devices.forward(net, self.eval_x[s : s + 1024])
                                 for s in range(0, len(self.eval_x), 1024)])
+        if not torch.isfinite(logits).all():
+            raise ConfigError(f"a retrain without groups {removed} gave non-finite logits"
+                              + (f" (the retrain function {self.retrain.name})" if self.retrain is not None else "")
+                              + ": its training diverged; nothing was cached")
         save_tensors(path, {"logits": logits, "removed": torch.as_tensor(removed, dtype=torch.long),
                             "seconds": torch.tensor(seconds)})
         return logits

@@ -90,27 +90,12 @@ def from_import(path: str, num_classes: int | None = None, image_shape: Shape | 
     ``factory`` is called with whichever of ``num_classes`` and ``image_shape`` (channels, height, width) it
     takes as parameters (none is fine). The module carries ``ddm_spec`` with the path, so a workspace built
     from it reopens without naming it again (opening such a workspace imports that module)."""
-    import importlib
     import inspect
 
     from ddm.exceptions import ConfigError
+    from ddm.registry import import_object
 
-    mod_name, _, attr = path.partition(":")
-    if not mod_name or not attr:
-        raise ConfigError(f"--model {path!r}: give an import path MODULE:FACTORY, e.g. mypackage.models:make_net "
-                          "(the module must be importable: installed, or on PYTHONPATH)")
-    try:
-        module = importlib.import_module(mod_name)
-    except ImportError as exc:
-        raise ConfigError(f"--model {path!r}: cannot import {mod_name!r} ({exc}); install it or add its folder "
-                          "to PYTHONPATH") from None
-    factory: Any = module
-    for part in attr.split("."):
-        factory = getattr(factory, part, None)
-        if factory is None:
-            raise ConfigError(f"--model {path!r}: {mod_name} has no attribute {attr!r}")
-    if not callable(factory):
-        raise ConfigError(f"--model {path!r} is not callable: name a function or class that returns an nn.Module")
+    factory: Any = import_object(path, "--model", "MODULE:FACTORY", "mypackage.models:make_net")
     offered = {"num_classes": num_classes, "image_shape": tuple(image_shape) if image_shape else None}
     try:
         params: Any = inspect.signature(factory).parameters
