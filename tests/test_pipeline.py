@@ -407,6 +407,21 @@ def test_a_step_that_collapses_a_kept_class_is_redone_with_more_damping(run, cap
         cfg.with_overrides(["emulate.unlearn_class_drop=0"])
 
 
+def test_the_rewind_says_once_that_no_checkpoint_serves(run, caplog):
+    from ddm.unlearning import rewind
+
+    cfg, data, ws, dm = run
+    everything = torch.arange(dm.groups.num_groups)  # a retrain of no steps: before the first recorded epoch
+    model = ddm.models.with_params(dm.model, dm.trajectory.final)
+    with caplog.at_level("WARNING"):
+        assert rewind(model, dm.trajectory, dm.groups.sizes(), everything, 1.0) is None
+        assert caplog.text.count("no recorded checkpoint") == 1
+        caplog.clear()
+        assert rewind(model, dm.trajectory, dm.groups.sizes(), everything, 1.0, warn=False) is None  # a back-off
+        assert "no recorded checkpoint" not in caplog.text
+    assert all(torch.equal(p, dm.trajectory.final[n]) for n, p in model.named_parameters())  # left where it was
+
+
 def test_a_class_lost_by_the_rewind_is_reported_as_such_and_not_damped_again(run, caplog):
     cfg, data, ws, dm = run
     removed = torch.stack([torch.nonzero(dm.groups.labels == c).flatten()[0] for c in (1, 2)]).tolist()

@@ -90,11 +90,12 @@ def shift_priors(model: nn.Module, groups: Groups, removed: torch.Tensor, scale:
 
 
 def rewind(model: nn.Module, trajectory: Trajectory | None, sizes: torch.Tensor, removed: torch.Tensor,
-           scale: float) -> dict[str, Any] | None:
+           scale: float, warn: bool = True) -> dict[str, Any] | None:
     """Move the unlearned ``model`` (in place) back along the recorded ``trajectory`` by the steps its retraining
     would not take (``emulate.unlearn_rewind``, ``scale`` s): exact retraining keeps the number of epochs, so without
     a fraction f of the data (``removed`` groups of ``sizes``) it takes f fewer optimizer steps; the Newton step is
-    added to the parameters at epoch tau (1 - s f). Returns what was done (stored in unlearn.json), or None."""
+    added to the parameters at epoch tau (1 - s f). Returns what was done (stored in unlearn.json), or None.
+    ``warn``: say when no recorded checkpoint serves (once per unlearning, not at each of its back-off steps)."""
     if scale == 0 or trajectory is None:
         return None
     sizes = sizes.double()
@@ -103,6 +104,8 @@ def rewind(model: nn.Module, trajectory: Trajectory | None, sizes: torch.Tensor,
     epoch = last * (1 - scale * f)
     base = trajectory.at_epoch(epoch)
     if base is None:
+        if not warn:
+            return None
         log.warning("unlearning: no recorded checkpoint at or after the first epoch around epoch %.3g, so the "
                     "model is not moved back for the retrain's shorter schedule (record more checkpoints: "
                     "train.save_every=1; or set emulate.unlearn_rewind=0 to silence this)", epoch)
