@@ -70,3 +70,26 @@ def test_label_smoothing_trains_distills_attributes_and_unlearns(tmp_path):
         again.attribute(data.test[:2], "dist2", name="ft")
     with pytest.raises(ConfigError, match="one loss per sample"):
         Loss(lambda z, y: F.cross_entropy(z, y), "mean").loss(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
+
+
+def test_the_synsets_can_carry_cross_entropy_for_a_model_trained_with_another_loss(tmp_path):
+    cfg = presets.tiny().with_overrides(["distill.iterations=20"])
+    data = ddm.data.load(cfg.data)
+    task = Loss(lambda z, y: F.cross_entropy(z, y, label_smoothing=0.2, reduction="none"), "ce-smooth-0.2")
+    own = ddm.DistilledDatamodel(tmp_path / "own", cfg, task=task).fit(ddm.models.build(cfg.model, data), data.train)
+    ce_cfg = cfg.with_overrides(["distill.head_loss=cross-entropy"])
+    ce = ddm.DistilledDatamodel(tmp_path / "ce", ce_cfg, task=task).fit(ddm.models.build(cfg.model, data), data.train)
+    assert own.synset.task is task and ce.synset.task is None
+    assert ce.keys["train"] == own.keys["train"]  # trained with the smoothed loss all the same
+    assert all(torch.equal(v, ce.trajectory.final[k]) for k, v in own.trajectory.final.items())
+    assert ce.keys["synset"] != own.keys["synset"] and not torch.equal(ce.synset.images, own.synset.images)
+    # the synsets carry cross-entropy's gradients: a plain cross-entropy statistic of the same model says so
+    assert ce.ws.require("synset")["health"]["cosine_min"] > 0.5
+    assert torch.isfinite(ce.attribute(data.test[:3], "dist2").weights).all()
+    assert ddm.DistilledDatamodel(tmp_path / "ce", ce_cfg, task=task).load().synset.task is None  # reopened
+    # a model trained with cross-entropy: the option changes nothing but the key
+    a = ddm.DistilledDatamodel(tmp_path / "a", cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    b = ddm.DistilledDatamodel(tmp_path / "b", ce_cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    assert torch.equal(a.synset.images, b.synset.images)
+    with pytest.raises(ConfigError, match="distill.head_loss"):
+        cfg.with_overrides(["distill.head_loss=smoothed"])

@@ -165,6 +165,10 @@ class DistillConfig:
                                        "the selection configurations and by 1,000-1,900x on AlexNet and the "
                                        "heads above distill.exact_limit (BENCHMARKS.md)",
                                 since="0.14", implicit="top")
+    head_loss: str = _f("task", "head matching with a custom training loss (DistilledDatamodel(task=...)): the loss "
+                                "whose last-layer gradients and curvature the synsets carry: task (the training "
+                                "loss) or cross-entropy. Cross-entropy changes nothing for a model trained with it",
+                        since="0.17", implicit="task")
     checkpoints: int = _f(3, "head matching: checkpoints of the trajectory (evenly spaced from theta_tau back to the "
                              "first epoch; theta_0 never) at which the Newton attribution takes its step with the "
                              "synsets, averaging the logit changes (1: theta_tau only). The trajectory is information "
@@ -298,6 +302,7 @@ class DistillConfig:
         _choice(self.match_at, "distill.match_at", ("tau", "checkpoints"))
         _choice(self.optimizer, "distill.optimizer", ("sgd", "adam"))
         _choice(self.damping_reference, "distill.damping_reference", ("top", "mean"))
+        _choice(self.head_loss, "distill.head_loss", ("task", "cross-entropy"))
         _check(self.step > 0, "distill.step must be positive")
         _check(self.ipc > 0, "distill.ipc must be positive")
         _check(self.ipc_grow >= 0, "distill.ipc_grow must be >= 0 (0: off)")

@@ -1,0 +1,158 @@
+"""Models trained in a user's own loop, handed in and checked with that loop (a probe; no default is chosen here).
+
+Each configuration trains a network in a plain PyTorch loop that ddm's ``train.*`` settings cannot express (a
+torch learning-rate scheduler, Nesterov momentum, a loader's shuffling, label smoothing, a hand-built network),
+records it with :class:`ddm.TrajectoryRecorder` at every epoch, hands the trajectory to ``fit`` and runs ``ddm
+check`` with ``retrain=`` the same loop (README, "Your own training loop"): 16 random halves, 15 other-class
+subsets and the full data, retrained in the user's loop; DDM beside the trivial same-class score, last-layer
+influence and TracIn on the same retrains, 200 targets; the check's advice and its reproduction of the target.
+
+    python benchmarks/own_loop.py --seeds 0,1,2 --out benchmarks/results/own-loop
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ddm
+from ddm.evaluation.check import check
+from ddm.evaluation.retrain import Retrainer
+from ddm.workspace import atomic_write_text
+
+
+@dataclass(frozen=True)
+class Loop:
+    """A user's training loop: ``optimizer(params)``, ``scheduler(opt)`` stepped once per epoch, ``loss``."""
+
+    epochs: int
+    batch_size: int
+    optimizer: Callable[[Any], torch.optim.Optimizer]
+    scheduler: Callable[[torch.optim.Optimizer], Any]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    def run(self, model: nn.Module, train: Any, seed: int | None,
+            recorder: ddm.TrajectoryRecorder | None = None) -> nn.Module:
+        opt = self.optimizer(model.parameters())
+        sched = self.scheduler(opt)
+        if recorder is not None:
+            recorder.attach(opt)
+            recorder.record(0)
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train.x, train.y),
+                                             batch_size=self.batch_size, shuffle=True,
+                                             generator=torch.Generator().manual_seed(0 if seed is None else seed))
+        model.train()
+        for epoch in range(1, self.epochs + 1):
+            for x, y in loader:
+                loss = self.loss(model(x), y).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            sched.step()
+            if recorder is not None:
+                recorder.record(epoch)
+        return model
+
+
+def _smoothed(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(z, y, label_smoothing=0.1, reduction="none")
+
+
+def _plain(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(z, y, reduction="none")
+
+
+def _digits_convnet(seed: int) -> tuple[Any, Any, nn.Module, Loop, Any]:
+    data = ddm.data.load("digits")
+    cfg = ddm.presets.demo(data).with_overrides(["cluster.per_class=6", f"model.seed={seed}"])
+    loop = Loop(20, 32, lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4),
+                lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=8, gamma=0.2), _plain)
+    return data, cfg, ddm.models.build(cfg.model, data), loop, None
+
+
+def _fmnist_mlp(seed: int) -> tuple[Any, Any, nn.Module, Loop, Any]:
+    data = ddm.data.load(ddm.config.DataConfig(name="fashion-mnist", train_size=3000, test_size=1000))
+    cfg = ddm.presets.demo(data).with_overrides(["cluster.per_class=5"])
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
+                          nn.Linear(128, 10))
+    loop = Loop(15, 64, lambda p: torch.optim.AdamW(p, lr=2e-3, weight_decay=1e-2),
+                lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=15), _smoothed)
+    return data, cfg, model, loop, ddm.Loss(_smoothed, "ce-smooth-0.1")
+
+
+CONFIGS = {"digits-convnet-nesterov-steplr-K60": _digits_convnet, "fmnist-mlp-adamw-smooth-cosine-K50": _fmnist_mlp}
+
+
+def run(name: str, seed: int, root: Path, peers: tuple[str, ...]) -> dict[str, Any]:
+    data, cfg, model, loop, task = CONFIGS[name](seed)
+    rec = ddm.TrajectoryRecorder(model)
+    t0 = time.perf_counter()
+    loop.run(model, data.train, None, rec)
+    train_s = time.perf_counter() - t0
+    kwargs = {"task": task} if task is not None else {}
+    dm = ddm.DistilledDatamodel(root / f"{name}-s{seed}", cfg, **kwargs)
+    t0 = time.perf_counter()
+    dm.fit(model, data.train, trajectory=rec.trajectory())
+    fit_s = time.perf_counter() - t0
+
+    def retrain(net: nn.Module, train: Any, order: int | None) -> nn.Module:
+        return loop.run(net, train, order)
+
+    r = check(dm, data, peers=peers, retrain=Retrainer(retrain, name=f"own_loop:{name}"))
+    acc = float((ddm.devices.predict(dm.model, data.test.x).argmax(1) == data.test.y).float().mean())
+    return {"config": name, "seed": seed, "test_accuracy": acc, "train_seconds": train_s, "fit_seconds": fit_s,
+            "groups": r["groups"], "lds": r["lds"], "other_class_lds": r.get("other_class_lds"),
+            "advice": r["advice"], "verdict": r["verdict"], "reproduction_dist1": r["reproduction_dist1"],
+            "retrain_seconds": r["retrain_seconds"]}
+
+
+def render(rows: list[dict[str, Any]], command: str) -> str:
+    methods = list(rows[0]["lds"])
+    out = ["# Models trained in a user's own loop, checked with that loop", "", f"Command: `{command}`", "",
+           "`ddm check` with `retrain=` the loop that trained the model (16 random halves, 15 other-class subsets, "
+           "200 targets); LDS / other-class LDS, mean ± bootstrap standard error over subsets and targets.", "",
+           "| configuration | seed | test acc | K | " + " | ".join(methods) + " | reproduction Dist1 x100 | advice |",
+           "|---|---|---|---|" + "---|" * len(methods) + "---|---|"]
+    for r in rows:
+        oc = r["other_class_lds"] or {}
+        cells = [f"{r['lds'][m]['mean']:.3f} ± {r['lds'][m]['se']:.3f} / "
+                 + (f"{oc[m]['mean']:+.3f} ± {oc[m]['se']:.3f}" if m in oc else "–") for m in methods]
+        advice = ", ".join(f"{k}={v:g}" for k, v in r["advice"].items()) or "none"
+        out.append(f"| {r['config']} | {r['seed']} | {100 * r['test_accuracy']:.1f} | {r['groups']} | "
+                   + " | ".join(cells) + f" | {r['reproduction_dist1']:.2f} | {advice} |")
+    out += ["", "Verdicts:", ""]
+    for r in rows:
+        out.append(f"* {r['config']}, seed {r['seed']}:")
+        out += [f"  * {line}" for line in r["verdict"]]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default=",".join(CONFIGS))
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--root", default="runs/own-loop")
+    p.add_argument("--peers", default="if-explicit,tracin")
+    p.add_argument("--out", default="benchmarks/results/own-loop")
+    args = p.parse_args()
+    peers = tuple(x for x in args.peers.split(",") if x)
+    rows = [run(c, int(s), Path(args.root), peers) for c in args.configs.split(",") for s in args.seeds.split(",")]
+    command = "python benchmarks/own_loop.py " + " ".join(
+        f"--{k} {v}" for k, v in (("configs", args.configs), ("seeds", args.seeds), ("out", args.out)))
+    atomic_write_text(Path(args.out + ".json"), json.dumps(rows, indent=1))
+    atomic_write_text(Path(args.out + ".md"), render(rows, command))
+    print(render(rows, command))
+
+
+if __name__ == "__main__":
+    main()
