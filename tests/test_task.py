@@ -48,6 +48,7 @@ def test_label_smoothing_trains_distills_attributes_and_unlearns(tmp_path):
     cfg = presets.tiny().with_overrides(["distill.iterations=20"])
     data = ddm.data.load(cfg.data)
     task = Loss(lambda z, y: F.cross_entropy(z, y, label_smoothing=0.2, reduction="none"), "ce-smooth-0.2")
+    cfg = cfg.with_overrides(["distill.head_loss=task"])  # the synsets carry the smoothed loss (not the default)
     dm = ddm.DistilledDatamodel(tmp_path, cfg, task=task).fit(ddm.models.build(cfg.model, data), data.train)
     assert dm.ws.require("train")["task"] == "ce-smooth-0.2"
     # the synset reproduces the smoothed loss's removal steps (health is measured with the same task)
@@ -76,8 +77,10 @@ def test_the_synsets_can_carry_cross_entropy_for_a_model_trained_with_another_lo
     cfg = presets.tiny().with_overrides(["distill.iterations=20"])
     data = ddm.data.load(cfg.data)
     task = Loss(lambda z, y: F.cross_entropy(z, y, label_smoothing=0.2, reduction="none"), "ce-smooth-0.2")
-    own = ddm.DistilledDatamodel(tmp_path / "own", cfg, task=task).fit(ddm.models.build(cfg.model, data), data.train)
-    ce_cfg = cfg.with_overrides(["distill.head_loss=cross-entropy"])
+    own_cfg = cfg.with_overrides(["distill.head_loss=task"])  # the training loss, as before 0.17
+    own = ddm.DistilledDatamodel(tmp_path / "own", own_cfg, task=task).fit(ddm.models.build(cfg.model, data),
+                                                                           data.train)
+    ce_cfg = cfg  # cross-entropy, the default
     ce = ddm.DistilledDatamodel(tmp_path / "ce", ce_cfg, task=task).fit(ddm.models.build(cfg.model, data), data.train)
     assert own.synset.task is task and ce.synset.task is None
     assert ce.keys["train"] == own.keys["train"]  # trained with the smoothed loss all the same
@@ -86,10 +89,13 @@ def test_the_synsets_can_carry_cross_entropy_for_a_model_trained_with_another_lo
     # the synsets carry cross-entropy's gradients: a plain cross-entropy statistic of the same model says so
     assert ce.ws.require("synset")["health"]["cosine_min"] > 0.5
     assert torch.isfinite(ce.attribute(data.test[:3], "dist2").weights).all()
-    assert ddm.DistilledDatamodel(tmp_path / "ce", ce_cfg, task=task).load().synset.task is None  # reopened
-    # a model trained with cross-entropy: the option changes nothing but the key
+    assert ddm.DistilledDatamodel(tmp_path / "ce", task=task).load().synset.task is None  # reopened
+    # a workspace whose synsets carry the task's loss (stored before 0.17, or set) reopens with that loss
+    assert ddm.DistilledDatamodel(tmp_path / "own", task=task).load().synset.task is task
+    assert "head_loss" not in own.ws.require("synset")["config"]  # as stored before the option existed
+    # a model trained with cross-entropy: the option changes nothing, not even the key
     a = ddm.DistilledDatamodel(tmp_path / "a", cfg).fit(ddm.models.build(cfg.model, data), data.train)
-    b = ddm.DistilledDatamodel(tmp_path / "b", ce_cfg).fit(ddm.models.build(cfg.model, data), data.train)
-    assert torch.equal(a.synset.images, b.synset.images)
+    b = ddm.DistilledDatamodel(tmp_path / "b", own_cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    assert torch.equal(a.synset.images, b.synset.images) and a.keys["synset"] == b.keys["synset"]
     with pytest.raises(ConfigError, match="distill.head_loss"):
         cfg.with_overrides(["distill.head_loss=smoothed"])

@@ -165,9 +165,14 @@ class DistillConfig:
                                        "the selection configurations and by 1,000-1,900x on AlexNet and the "
                                        "heads above distill.exact_limit (BENCHMARKS.md)",
                                 since="0.14", implicit="top")
-    head_loss: str = _f("task", "head matching with a custom training loss (DistilledDatamodel(task=...)): the loss "
-                                "whose last-layer gradients and curvature the synsets carry: task (the training "
-                                "loss) or cross-entropy. Cross-entropy changes nothing for a model trained with it",
+    head_loss: str = _f("cross-entropy", "head matching with a custom training loss (DistilledDatamodel(task=...)): "
+                                         "the loss whose last-layer gradients and curvature the synsets carry: "
+                                         "cross-entropy (since 0.17) or task (the training loss; before 0.17). With "
+                                         "label smoothing and a schedule or Adam that lets training settle, the "
+                                         "smoothed loss's gradients vanish for the samples the model fits, and the "
+                                         "task's synsets ranked below the trivial score on two of four such models "
+                                         "(BENCHMARKS.md, 'A custom training loss'). No effect for a model trained "
+                                         "with cross-entropy",
                         since="0.17", implicit="task")
     checkpoints: int = _f(3, "head matching: checkpoints of the trajectory (evenly spaced from theta_tau back to the "
                              "first epoch; theta_0 never) at which the Newton attribution takes its step with the "

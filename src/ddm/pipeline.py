@@ -148,10 +148,10 @@ class DistilledDatamodel:
         """The task where stages take one (None for cross-entropy: their closed forms and unchanged keys)."""
         return None if self.task.is_default else self.task
 
-    @property
-    def _head_task(self) -> Task | None:
-        """The loss the synsets carry (``distill.head_loss``): the training task, or None for cross-entropy."""
-        return None if self.config.distill.head_loss == "cross-entropy" else self._custom_task
+    def _head_task(self, head_loss: str | None = None) -> Task | None:
+        """The loss the synsets carry (``head_loss``, default ``distill.head_loss``): the training task, or None for
+        cross-entropy."""
+        return None if (head_loss or self.config.distill.head_loss) == "cross-entropy" else self._custom_task
 
     # ---- offline ------------------------------------------------------------------------------
     STAGES = ("train", "groups", "synset")
@@ -275,6 +275,8 @@ class DistilledDatamodel:
 
     def _distill_stage(self, stage: str, train: Split, groups: Groups, shared: bool = False) -> Synset:
         cfg = keyed(self.config.distill)
+        if self.task.is_default:
+            cfg.pop("head_loss", None)  # a model trained with cross-entropy: no effect, and earlier keys stay valid
         if self.config.distill.matching not in ("head", "block"):
             _refuse_batchnorm(self.model, f"the {self.config.distill.matching} matching")
         if not self.task.is_default and self.config.distill.matching == "block":
@@ -295,7 +297,7 @@ class DistilledDatamodel:
 
         def stored() -> Synset:
             syn = Synset.from_tensors(load_tensors(path), num_classes)
-            syn.task = self._head_task
+            syn.task = self._head_task()
             return syn
 
         done = self.ws.is_done(stage, key, cfg)
@@ -310,7 +312,7 @@ class DistilledDatamodel:
         before = float(load_tensors(ckpt).get("seconds", torch.zeros(()))) if ckpt.exists() else 0.0
         t0 = time.perf_counter() - before  # a resumed distillation counts the killed processes' time too
         matching = Matching(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
-                            self.config.train.batch_size, self.weight_decay, self._head_task)
+                            self.config.train.batch_size, self.weight_decay, self._head_task())
         syn = MATCHERS.get(self.config.distill.matching)(matching)
         if shared and not distributed.is_main():
             distributed.barrier()  # rank 0 checks, stores and finishes the stage
@@ -379,7 +381,8 @@ class DistilledDatamodel:
                 self.keys[stage] = st["key"]
                 syn = Synset.from_tensors(load_tensors(self.ws.path(stage, "synset.safetensors")),
                                           int(self.num_classes or 0))
-                syn.task = self._head_task
+                # the loss it was matched with, as stored (synsets stored before the option carry the task's)
+                syn.task = self._head_task(st.get("config", {}).get("head_loss", "task"))
                 setattr(self, attr, syn)
         return self
 
