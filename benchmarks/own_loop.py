@@ -1,7 +1,8 @@
 """Models trained in a user's own loop, handed in and checked with that loop (a probe; no default is chosen here).
 
 Each configuration trains a network in a plain PyTorch loop that ddm's ``train.*`` settings cannot express (a
-torch learning-rate scheduler, Nesterov momentum, a loader's shuffling, label smoothing, a hand-built network),
+torch learning-rate scheduler, Nesterov momentum, a loader's shuffling, label smoothing, a hand-built network,
+random translations of the images),
 records it with :class:`ddm.TrajectoryRecorder` at every epoch, hands the trajectory to ``fit`` and runs ``ddm
 check`` with ``retrain=`` the same loop (README, "Your own training loop"): 16 random halves, 15 other-class
 subsets and the full data, retrained in the user's loop; DDM beside the trivial same-class score, last-layer
@@ -39,6 +40,7 @@ class Loop:
     optimizer: Callable[[Any], torch.optim.Optimizer]
     scheduler: Callable[[torch.optim.Optimizer], Any]
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    shift: int = 0  # data augmentation: random translations by up to this many pixels, seeded with the data order
 
     def run(self, model: nn.Module, train: Any, seed: int | None,
             recorder: ddm.TrajectoryRecorder | None = None) -> nn.Module:
@@ -51,8 +53,12 @@ class Loop:
                                              batch_size=self.batch_size, shuffle=True,
                                              generator=torch.Generator().manual_seed(0 if seed is None else seed))
         model.train()
+        aug = torch.Generator().manual_seed(10_000 + (0 if seed is None else seed))
         for epoch in range(1, self.epochs + 1):
             for x, y in loader:
+                if self.shift:
+                    dx, dy = (int(v) for v in torch.randint(-self.shift, self.shift + 1, (2,), generator=aug))
+                    x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
                 loss = self.loss(model(x), y).mean()
                 opt.zero_grad()
                 loss.backward()
@@ -90,7 +96,16 @@ def _fmnist_mlp(seed: int) -> tuple[Any, Any, nn.Module, Loop, Any]:
     return data, cfg, model, loop, ddm.Loss(_smoothed, "ce-smooth-0.1")
 
 
-CONFIGS = {"digits-convnet-nesterov-steplr-K60": _digits_convnet, "fmnist-mlp-adamw-smooth-cosine-K50": _fmnist_mlp}
+def _digits_convnet_shifted(seed: int) -> tuple[Any, Any, nn.Module, Loop, Any]:
+    data = ddm.data.load("digits")
+    cfg = ddm.presets.demo(data).with_overrides(["cluster.per_class=4", f"model.seed={seed}"])
+    loop = Loop(30, 32, lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+                lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=30), _plain, shift=1)
+    return data, cfg, ddm.models.build(cfg.model, data), loop, None
+
+
+CONFIGS = {"digits-convnet-nesterov-steplr-K60": _digits_convnet, "fmnist-mlp-adamw-smooth-cosine-K50": _fmnist_mlp,
+           "digits-convnet-shifted-cosine-K40": _digits_convnet_shifted}
 
 
 def run(name: str, seed: int, root: Path, peers: tuple[str, ...]) -> dict[str, Any]:
