@@ -411,7 +411,11 @@ def test_a_trajectory_from_a_users_loop_is_checked_with_that_loop(tmp_path, caps
         m.setattr(RetrainCache, "_retrain", refuse)
         assert main(["check", "-w", str(ws), "-q", "--subsets", "4", "--other-class-subsets", "4",
                      "--other-classes", "1", "--num-targets", "10", "--retrain", "user_loop:retrain", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["lds"] == r["lds"]
+    out, err = capsys.readouterr()
+    assert json.loads(out)["lds"] == r["lds"] and "exact retrains in your loop (user_loop:retrain)" in err
+    assert main(["check", "-w", str(ws), "-q"]) == 2  # refused before anything is retrained or announced
+    out, err = capsys.readouterr()
+    assert "--retrain MODULE:FUNCTION" in err and "exact retrains" not in err
     assert main(["check", "-w", str(ws), "-q", "--retrain", "user_loop"]) == 2
     assert "MODULE:FUNCTION" in capsys.readouterr().err
 

@@ -616,6 +616,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from ddm.baselines.peers import PEERS
     from ddm.evaluation.check import check
+    from ddm.evaluation.retrain import retrainer_for
 
     peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
     unknown = [p for p in peers if p not in PEERS]
@@ -625,11 +626,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise DDMError(f"--other-class-subsets {args.other_class_subsets}: give 0 (skip) or at least 4")
     dm, data = _load(args)
     n = args.subsets + (args.other_class_subsets if not dm.groups.mixes_classes() else 0) + 1
+    retrainer = retrainer_for(dm, _retrainer(args))  # a handed-in trajectory without --retrain: refused here
     seconds = float(dm.ws.require("train")["seconds"])
-    print(f"check: up to {n} exact retrains of about {seconds * 0.5:.0f}-{seconds:.0f} s each (the target trained "
-          f"in {seconds:.0f} s), cached under {dm.ws.path('check')}", file=sys.stderr)
+    each = (f"in your loop ({retrainer.name}), most on about half the data" if retrainer is not None
+            else f"of about {seconds * 0.5:.0f}-{seconds:.0f} s each (the target trained in {seconds:.0f} s)")
+    print(f"check: up to {n} exact retrains {each}, cached under {dm.ws.path('check')}", file=sys.stderr)
     r = check(dm, data, args.num_targets, args.subsets, args.other_class_subsets, args.other_classes, peers,
-              _retrainer(args))
+              retrainer)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
