@@ -421,8 +421,12 @@ def test_a_trajectory_from_a_users_loop_is_checked_with_that_loop(tmp_path, caps
 
     # an unlearning verified in the user's loop: other data orders need a seed parameter
     unlearned = dm.unlearn([0, 1])
-    with pytest.raises(ConfigError, match="takes no data-order seed"):
+    with pytest.raises(ConfigError, match="takes no data-order seed"):  # refused before any retrain
         C.verify_unlearning(dm, data, [0, 1], unlearned, 2, retrain=user_loop.retrain_one_order)
+    assert not list((ws / "check").glob("unlearn-retrain-*"))
+    assert main(["unlearn", "-w", str(ws), "--groups", "5,6", "--verify", "1", "-q"]) == 2  # no --retrain
+    assert "--retrain MODULE:FUNCTION" in capsys.readouterr().err
+    assert not (ws / "unlearned" / "groups-5-6").exists()  # refused before the unlearning
     one = C.verify_unlearning(dm, data, [0, 1], unlearned, 1, retrain=user_loop.retrain_one_order)
     two = C.verify_unlearning(dm, data, [0, 1], unlearned, 2, retrain=user_loop.retrain)
     assert one["exact"]["test_accuracy"][0] == pytest.approx(two["exact"]["test_accuracy"][0])  # the same loop

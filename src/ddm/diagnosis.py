@@ -200,6 +200,8 @@ def verify(dm: Any, train: Split, test: Split, rows: list[int], removed: list[in
     if not removed:
         raise ConfigError("nothing to verify: no group was flagged (a larger --threshold flags more)")
     retrainer = retrainer_for(dm, retrain)
+    if retrainer is not None:
+        retrainer.require_orders(orders)
     F = dm.fitted()
     key = fingerprint(dm.keys["train"], dm.keys["groups"], test.fingerprint(),
                       *([retrainer.name] if retrainer is not None else []))

@@ -357,6 +357,13 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from ddm.train.loop import accuracy
 
     dm, data = _load(args)
+    retrainer = None
+    if args.verify:  # a verification that cannot run is refused before the unlearning
+        from ddm.evaluation.retrain import retrainer_for
+
+        retrainer = retrainer_for(dm, _retrainer(args))
+        if retrainer is not None:
+            retrainer.require_orders(args.verify)
     bad = [o for o in args.set if not o.startswith("emulate.unlearn_")]
     if bad:
         raise ConfigError(f"ddm unlearn --set takes only emulate.unlearn_* settings, got {bad}; the others belong "
@@ -384,7 +391,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if args.verify:
         from ddm.evaluation.check import verify_unlearning
 
-        out["verification"] = verify_unlearning(dm, data, idx, model, args.verify, synset, _retrainer(args))
+        out["verification"] = verify_unlearning(dm, data, idx, model, args.verify, synset, retrainer)
     if args.json:
         print(json.dumps(out, indent=2))
     else:

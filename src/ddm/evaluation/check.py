@@ -612,6 +612,8 @@ def verify_unlearning(dm: DistilledDatamodel, data: Any, groups: list[int], unle
     if orders < 1:
         raise ConfigError(f"verification needs at least one data order, got {orders}")
     retrainer = retrainer_for(dm, retrain)
+    if retrainer is not None:
+        retrainer.require_orders(orders)
     F = dm.fitted()
     part = dm.class_groups if synset == "classes" else F.groups
     if part is None:

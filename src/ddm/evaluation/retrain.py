@@ -72,11 +72,15 @@ class Retrainer:
         return cls(import_object(path, "--retrain", "MODULE:FUNCTION", "mypackage.train:retrain"),  # type: ignore[arg-type]
                    name=path)
 
-    def __call__(self, model: nn.Module, train: Split, seed: int | None) -> nn.Module:
-        if seed is not None and not self.takes_seed:
+    def require_orders(self, orders: int) -> None:
+        """Refuse, before anything is retrained, ``orders`` data orders from a function that takes no seed."""
+        if orders > 1 and not self.takes_seed:
             raise ConfigError(f"the retrain function {self.name} takes no data-order seed (fn(model, train)), so it "
                               "can retrain only in the target's own order: verify in one order, or give it a third "
                               "parameter, seed (None: the target's order; an integer: another one)")
+
+    def __call__(self, model: nn.Module, train: Split, seed: int | None) -> nn.Module:
+        self.require_orders(1 if seed is None else 2)
         out = self.fn(model, train, seed) if self.takes_seed else self.fn(model, train)
         out = model if out is None else out
         if not isinstance(out, nn.Module):
