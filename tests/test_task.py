@@ -23,6 +23,15 @@ def test_generic_derivatives_match_cross_entropys_closed_forms():
     assert torch.allclose(generic.loss(z, y), ce.loss(z, y))
     assert torch.allclose(generic.output_gradient(z, y), ce.output_gradient(z, y), atol=1e-10)
     assert torch.allclose(generic.output_curvature(z, y), ce.output_curvature(z, y), atol=1e-10)
+    # the tempered cross-entropy the synsets may carry (distill.head_temperature): closed forms against torch.func
+    from ddm.task import TemperedCrossEntropy
+
+    hot, generic_hot = TemperedCrossEntropy(2.5), Loss(lambda z, y: F.cross_entropy(z / 2.5, y, reduction="none"), "t")
+    assert torch.allclose(hot.output_gradient(z, y), generic_hot.output_gradient(z, y), atol=1e-10)
+    assert torch.allclose(hot.output_curvature(z, y), generic_hot.output_curvature(z, y), atol=1e-10)
+    assert torch.allclose(TemperedCrossEntropy(1.0).output_gradient(z, y), ce.output_gradient(z, y))
+    with pytest.raises(ConfigError, match="positive"):
+        TemperedCrossEntropy(0.0)
     # a non-convex loss's curvature is projected to positive semi-definite
     bad = Loss(lambda z, y: -(z ** 2).sum(1), "concave")
     assert torch.linalg.eigvalsh(bad.output_curvature(z, y)).min() >= -1e-12

@@ -174,6 +174,11 @@ class DistillConfig:
                                          "(BENCHMARKS.md, 'A custom training loss'). No effect for a model trained "
                                          "with cross-entropy",
                         since="0.17", implicit="task")
+    head_temperature: float = _f(1.0, "head matching, distill.head_loss=cross-entropy: the synsets carry the "
+                                      "cross-entropy of the outputs divided by this temperature (1: plain "
+                                      "cross-entropy, the default); above 1 the samples fitted with a large margin "
+                                      "keep a gradient",
+                                 since="0.17", implicit=1.0)
     checkpoints: int = _f(3, "head matching: checkpoints of the trajectory (evenly spaced from theta_tau back to the "
                              "first epoch; theta_0 never) at which the Newton attribution takes its step with the "
                              "synsets, averaging the logit changes (1: theta_tau only). The trajectory is information "
@@ -308,6 +313,7 @@ class DistillConfig:
         _choice(self.optimizer, "distill.optimizer", ("sgd", "adam"))
         _choice(self.damping_reference, "distill.damping_reference", ("top", "mean"))
         _choice(self.head_loss, "distill.head_loss", ("task", "cross-entropy"))
+        _check(self.head_temperature > 0, f"distill.head_temperature must be positive, got {self.head_temperature}")
         _check(self.step > 0, "distill.step must be positive")
         _check(self.ipc > 0, "distill.ipc must be positive")
         _check(self.ipc_grow >= 0, "distill.ipc_grow must be >= 0 (0: off)")

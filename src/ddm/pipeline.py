@@ -37,7 +37,7 @@ from ddm.emulate.emulators import backend as emulation_backend
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.exceptions import ConfigError, DataError, MissingArtifactError, NumericalError
 from ddm.objectives.base import Objective
-from ddm.task import Task
+from ddm.task import Task, TemperedCrossEntropy
 from ddm.task import resolve as resolve_task
 from ddm.train.loop import train_model
 from ddm.train.trajectory import Trajectory, model_buffers
@@ -148,10 +148,13 @@ class DistilledDatamodel:
         """The task where stages take one (None for cross-entropy: their closed forms and unchanged keys)."""
         return None if self.task.is_default else self.task
 
-    def _head_task(self, head_loss: str | None = None) -> Task | None:
+    def _head_task(self, head_loss: str | None = None, temperature: float | None = None) -> Task | None:
         """The loss the synsets carry (``head_loss``, default ``distill.head_loss``): the training task, or None for
-        cross-entropy."""
-        return None if (head_loss or self.config.distill.head_loss) == "cross-entropy" else self._custom_task
+        cross-entropy (at ``temperature``, default ``distill.head_temperature``: a tempered one where not 1)."""
+        if (head_loss or self.config.distill.head_loss) != "cross-entropy" and self._custom_task is not None:
+            return self._custom_task
+        t = self.config.distill.head_temperature if temperature is None else temperature
+        return None if t == 1 else TemperedCrossEntropy(t)
 
     # ---- offline ------------------------------------------------------------------------------
     STAGES = ("train", "groups", "synset")
@@ -382,7 +385,8 @@ class DistilledDatamodel:
                 syn = Synset.from_tensors(load_tensors(self.ws.path(stage, "synset.safetensors")),
                                           int(self.num_classes or 0))
                 # the loss it was matched with, as stored (synsets stored before the option carry the task's)
-                syn.task = self._head_task(st.get("config", {}).get("head_loss", "task"))
+                syn.task = self._head_task(st.get("config", {}).get("head_loss", "task"),
+                                           st.get("config", {}).get("head_temperature", 1.0))
                 setattr(self, attr, syn)
         return self
 

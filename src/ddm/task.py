@@ -78,6 +78,29 @@ class CrossEntropy(Task):
         return True
 
 
+class TemperedCrossEntropy(Task):
+    """Cross-entropy of the outputs divided by a temperature ``T`` (``distill.head_temperature``): what the head
+    recipe's synsets carry in its place, not a training loss. ``T > 1`` softens the probabilities, so the samples a
+    model fits with a large margin keep a gradient."""
+
+    def __init__(self, temperature: float) -> None:
+        if not temperature > 0:
+            raise ConfigError(f"the temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+        self.name = f"cross-entropy-T{temperature:g}"
+
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs / self.temperature, labels, reduction="none")
+
+    def output_gradient(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        p = (outputs / self.temperature).softmax(-1)
+        return (p - F.one_hot(labels, outputs.shape[-1]).to(outputs.dtype)) / self.temperature
+
+    def output_curvature(self, outputs: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        p = (outputs / self.temperature).softmax(-1).double()
+        return (torch.diag_embed(p) - torch.einsum("nc,ne->nce", p, p)) / self.temperature ** 2
+
+
 class Loss(Task):
     """A task from a per-sample loss ``fn(outputs [N, C], labels [N]) -> [N]`` and a name (part of the keys)."""
 
