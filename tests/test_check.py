@@ -48,6 +48,8 @@ def _result(margin: float, se: float, oc: float | None) -> dict:
 def test_the_verdict_says_which_side_of_the_floor_and_when_it_cannot_tell():
     assert "better than the class labels" in C.verdict(_result(0.2, 0.02, None))[0]
     assert "WORSE than the class labels" in C.verdict(_result(-0.2, 0.02, None))[0]
+    assert "distill.head_temperature=2" in C.verdict(_result(-0.2, 0.02, None))[0]  # the lead where it was below
+    assert "head_temperature" not in C.verdict(_result(0.2, 0.02, None))[0]
     assert "cannot be told apart" in C.verdict(_result(0.02, 0.05, None))[0]
     assert "WRONG way round" in C.verdict(_result(0.2, 0.02, -0.4))[1]
     assert "not told apart from chance" in C.verdict(_result(0.2, 0.02, 0.05))[1]

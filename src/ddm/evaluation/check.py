@@ -414,6 +414,14 @@ def _flip(d: dict[str, float]) -> dict[str, float]:
     return {"mean": -d["mean"], "se": d["se"]}
 
 
+#: where DDM is below the class labels: the lead that lifted the two benchmark models where it was (BENCHMARKS.md, "A
+#: tempered cross-entropy in the synsets"; not a default: it cost both selection configurations)
+TEMPERATURE_HINT = (". If the model fits its training data with large margins (trained with Adam, or to near-zero "
+                    "loss), synsets that carry a tempered cross-entropy ranked far better on the two benchmark models "
+                    "where DDM was below the class labels: `ddm distill -w WS --set distill.head_temperature=2 "
+                    "--overwrite`, then `ddm check` again (its retrains are reused)")
+
+
 def verdict(r: dict[str, Any]) -> list[str]:
     """Plain-language reading of a check's result: against the class-label floor, other classes, reproduction."""
     lines = []
@@ -425,11 +433,11 @@ def verdict(r: dict[str, Any]) -> list[str]:
         lines.append(f"DDM ranks the groups WORSE than the class labels alone (LDS {d['mean']:.3f} against the "
                      f"trivial same-class score's {t['mean']:.3f}; margin {m['mean']:+.3f} ± {m['se']:.3f}): on this "
                      "model its rankings say less than the groups' classes do; do not act on them without checking "
-                     "(README, 'What to expect': the models where a last-layer method loses)")
+                     "(README, 'What to expect': the models where a last-layer method loses)" + TEMPERATURE_HINT)
     else:
         lines.append(f"DDM and the class labels alone cannot be told apart on {r['subsets']} subsets (LDS "
                      f"{d['mean']:.3f} against {t['mean']:.3f}; margin {m['mean']:+.3f} ± {m['se']:.3f}): more "
-                     "--subsets give a finer answer")
+                     "--subsets give a finer answer" + (TEMPERATURE_HINT if m["mean"] < 0 else ""))
     for peer, pm in r.get("margin_over_peers", {}).items():
         side = ("ahead of" if pm["mean"] - 2 * pm["se"] > 0 else
                 "behind" if pm["mean"] + 2 * pm["se"] < 0 else "tied with")
