@@ -433,6 +433,15 @@ def test_a_trajectory_from_a_users_loop_is_checked_with_that_loop(tmp_path, caps
     two = C.verify_unlearning(dm, data, [0, 1], unlearned, 2, retrain=user_loop.retrain)
     assert one["exact"]["test_accuracy"][0] == pytest.approx(two["exact"]["test_accuracy"][0])  # the same loop
     assert len(two["exact"]["test_accuracy"]) == 2 and 0 < two["exact"]["test_agreement_between_orders"][0] <= 1
+    # what counts as taking a seed: a parameter named seed (keyword-only too) or a required third one
+    from ddm.evaluation.retrain import Retrainer as R
+
+    assert R(lambda model, train, seed: model).takes_seed and R(lambda model, train, *, seed=None: model).takes_seed
+    assert R(lambda model, train, order: model).takes_seed
+    assert not R(lambda model, train, epochs=20: model).takes_seed and not R(lambda model, train: model).takes_seed
+    got = {}
+    R(lambda model, train, *, seed=None: got.setdefault("seed", seed) and model)(torch.nn.Linear(1, 1), None, 7)
+    assert got == {"seed": 7}
     # a function that returns something else than a model is named
     with pytest.raises(ConfigError, match="returned int"):
         C.verify_unlearning(dm, data, [2], unlearned, 1, retrain=lambda model, train: 3)

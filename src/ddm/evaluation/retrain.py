@@ -56,9 +56,12 @@ class Retrainer:
             params = inspect.signature(fn).parameters
         except (TypeError, ValueError):
             params = {}  # type: ignore[assignment]
+        self._params = dict(params)
         positional = [p for p in params.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        self.takes_seed = "seed" in params or len(positional) >= 3 or any(
-            p.kind == p.VAR_POSITIONAL for p in params.values())
+        # a parameter named seed, or a required third one (fn(model, train, order)); a third with a default (e.g.
+        # epochs=20) is the user's own option, not a seed
+        self.takes_seed = "seed" in params or any(p.kind == p.VAR_POSITIONAL for p in params.values()) or (
+            len(positional) >= 3 and positional[2].default is inspect.Parameter.empty)
 
     @classmethod
     def of(cls, retrain: Retrainer | Callable[..., nn.Module | None] | None) -> Retrainer | None:
@@ -81,7 +84,12 @@ class Retrainer:
 
     def __call__(self, model: nn.Module, train: Split, seed: int | None) -> nn.Module:
         self.require_orders(1 if seed is None else 2)
-        out = self.fn(model, train, seed) if self.takes_seed else self.fn(model, train)
+        if not self.takes_seed:
+            out = self.fn(model, train)
+        elif "seed" in self._params and self._params["seed"].kind == inspect.Parameter.KEYWORD_ONLY:
+            out = self.fn(model, train, seed=seed)
+        else:
+            out = self.fn(model, train, seed)
         out = model if out is None else out
         if not isinstance(out, nn.Module):
             raise ConfigError(f"the retrain function {self.name} returned {type(out).__name__}: return the trained "
