@@ -191,7 +191,7 @@ def verify(dm: Any, train: Split, test: Split, rows: list[int], removed: list[in
     retrains with ddm's own loop, which a handed-in trajectory refuses."""
     from ddm import progress
     from ddm.config import fingerprint
-    from ddm.evaluation.retrain import RetrainCache, retrainer_for
+    from ddm.evaluation.retrain import RetrainCache, folder_key_parts, retrainer_for
 
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
@@ -199,12 +199,9 @@ def verify(dm: Any, train: Split, test: Split, rows: list[int], removed: list[in
         raise ConfigError(f"verification needs at least one data order, got {orders}")
     if not removed:
         raise ConfigError("nothing to verify: no group was flagged (a larger --threshold flags more)")
-    retrainer = retrainer_for(dm, retrain)
-    if retrainer is not None:
-        retrainer.require_orders(orders)
+    retrainer = retrainer_for(dm, retrain, orders)
     F = dm.fitted()
-    key = fingerprint(dm.keys["train"], dm.keys["groups"], test.fingerprint(),
-                      *([retrainer.name] if retrainer is not None else []))
+    key = fingerprint(dm.keys["train"], dm.keys["groups"], test.fingerprint(), *folder_key_parts(retrainer))
     cache = RetrainCache(dm.ws.path("diagnosis", f"retrain-{key}"), F.model, F.trajectory.checkpoint(0), train,
                          F.groups, dm.config.train, test.x, device=dm.device(),
                          threads=dm.training_threads(), retrain=retrainer)

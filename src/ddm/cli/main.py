@@ -361,9 +361,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if args.verify:  # a verification that cannot run is refused before the unlearning
         from ddm.evaluation.retrain import retrainer_for
 
-        retrainer = retrainer_for(dm, _retrainer(args))
-        if retrainer is not None:
-            retrainer.require_orders(args.verify)
+        retrainer = retrainer_for(dm, _retrainer(args), args.verify)
     bad = [o for o in args.set if not o.startswith("emulate.unlearn_")]
     if bad:
         raise ConfigError(f"ddm unlearn --set takes only emulate.unlearn_* settings, got {bad}; the others belong "

@@ -31,7 +31,7 @@ from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import dist_metrics
 from ddm.evaluation.protocol import TARGET_SEED, _loss, _peer_group_scores, _Truth, subset_losses
 from ddm.evaluation.report import SAME_SEED_TOLERANCE
-from ddm.evaluation.retrain import Retrainer, retrainer_for
+from ddm.evaluation.retrain import Retrainer, folder_key_parts, retrainer_for
 from ddm.exceptions import ConfigError
 from ddm.pipeline import DistilledDatamodel
 from ddm.workspace import load_json, save_json
@@ -619,15 +619,13 @@ def verify_unlearning(dm: DistilledDatamodel, data: Any, groups: list[int], unle
 
     if orders < 1:
         raise ConfigError(f"verification needs at least one data order, got {orders}")
-    retrainer = retrainer_for(dm, retrain)
-    if retrainer is not None:
-        retrainer.require_orders(orders)
+    retrainer = retrainer_for(dm, retrain, orders)
     F = dm.fitted()
     part = dm.class_groups if synset == "classes" else F.groups
     if part is None:
         raise ConfigError(f"the workspace has no {synset} synset to verify")
     key = fingerprint(dm.keys["train"], dm.keys["groups-class" if synset == "classes" else "groups"],
-                      data.test.fingerprint(), *([retrainer.name] if retrainer is not None else []))
+                      data.test.fingerprint(), *folder_key_parts(retrainer))
     cache = RetrainCache(dm.ws.path("check", f"unlearn-retrain-{key}"), F.model, F.trajectory.checkpoint(0), data.train,
                          part, dm.config.train, torch.cat([data.test.x, data.train.x]),
                          device=devices.of(F.model), threads=dm.training_threads(), retrain=retrainer)

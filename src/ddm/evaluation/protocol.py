@@ -32,7 +32,7 @@ from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import dist_metrics, lds, other_class_subsets, rank_agreement
 from ddm.evaluation.privacy import synset_similarity
 from ddm.evaluation.report import SAME_SEED_TOLERANCE, markdown, summarise
-from ddm.evaluation.retrain import RetrainCache, Retrainer
+from ddm.evaluation.retrain import RetrainCache, Retrainer, folder_key_parts
 from ddm.evaluation.unlearn import compare
 from ddm.exceptions import ConfigError, NumericalError
 from ddm.objectives.influence import true_label_loss
@@ -122,8 +122,7 @@ class _Truth:
         """``retrain``: the user's own training loop (a trajectory handed in); None retrains with ddm's."""
         self.n_test = len(data.test)
         self._test: dict[tuple[tuple[int, ...], int | None], torch.Tensor] = {}
-        key = fingerprint(dm.keys["train"], dm.keys["groups"], data.test.fingerprint(),
-                          *([retrain.name] if retrain is not None else []))
+        key = fingerprint(dm.keys["train"], dm.keys["groups"], data.test.fingerprint(), *folder_key_parts(retrain))
         if dm.model is None or dm.trajectory is None or dm.groups is None:
             raise ConfigError("exact retraining needs the target model and its groups: fit up to 'groups' first")
         self.cache = RetrainCache(root / "retrain" / key, dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups,

@@ -83,7 +83,8 @@ class Retrainer:
                               "parameter, seed (None: the target's order; an integer: another one)")
 
     def __call__(self, model: nn.Module, train: Split, seed: int | None) -> nn.Module:
-        self.require_orders(1 if seed is None else 2)
+        if seed is not None:  # another data order
+            self.require_orders(2)
         if not self.takes_seed:
             out = self.fn(model, train)
         elif "seed" in self._params and self._params["seed"].kind == inspect.Parameter.KEYWORD_ONLY:
@@ -97,16 +98,25 @@ class Retrainer:
         return out
 
 
-def retrainer_for(dm: Any, retrain: Retrainer | Callable[..., nn.Module | None] | None) -> Retrainer | None:
+def retrainer_for(dm: Any, retrain: Retrainer | Callable[..., nn.Module | None] | None,
+                  orders: int = 1) -> Retrainer | None:
     """The loop a workspace's exact retrains run with: the user's ``retrain`` (a :class:`Retrainer` or its
-    function), else None for ddm's own, which a trajectory handed in from another loop cannot be retrained with."""
+    function), else None for ddm's own, which a trajectory handed in from another loop cannot be retrained with.
+    ``orders``: the data orders asked for, refused here from a function that takes no seed."""
     retrainer = Retrainer.of(retrain)
+    if retrainer is not None:
+        retrainer.require_orders(orders)
     if retrainer is None and dm.handed_in():
         raise ConfigError("exact retraining runs ddm's own training loop (train.*), but this workspace's trajectory "
                           "was handed in from another loop: give that loop as a function fn(model, train[, seed]) "
                           "that trains the model it is given (retrain= from Python, --retrain MODULE:FUNCTION on "
                           "the command line; README, 'Checking it against exact retraining')")
     return retrainer
+
+
+def folder_key_parts(retrainer: Retrainer | None) -> list[str]:
+    """What a retrain folder's key adds for the user's loop (its name), so that two loops never share a folder."""
+    return [] if retrainer is None else [retrainer.name]
 
 
 def removal_key(removed: Iterable[int], seed: int | None = None) -> str:
