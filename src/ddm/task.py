@@ -58,26 +58,6 @@ class Task:
         return {"task": self.name}
 
 
-class CrossEntropy(Task):
-    """Softmax cross-entropy on the labels (the default), with closed-form derivatives."""
-
-    name = "cross-entropy"
-
-    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(outputs, labels, reduction="none")
-
-    def output_gradient(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return outputs.softmax(-1) - F.one_hot(labels, outputs.shape[-1]).to(outputs.dtype)
-
-    def output_curvature(self, outputs: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        p = outputs.softmax(-1).double()
-        return torch.diag_embed(p) - torch.einsum("nc,ne->nce", p, p)
-
-    @property
-    def is_default(self) -> bool:
-        return True
-
-
 class TemperedCrossEntropy(Task):
     """Cross-entropy of the outputs divided by a temperature ``T`` (``distill.head_temperature``): what the head
     recipe's synsets carry in its place, not a training loss. ``T > 1`` softens the probabilities, so the samples a
@@ -99,6 +79,18 @@ class TemperedCrossEntropy(Task):
     def output_curvature(self, outputs: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         p = (outputs / self.temperature).softmax(-1).double()
         return (torch.diag_embed(p) - torch.einsum("nc,ne->nce", p, p)) / self.temperature ** 2
+
+
+class CrossEntropy(TemperedCrossEntropy):
+    """Softmax cross-entropy on the labels (the default), with closed-form derivatives: the tempered one at T = 1."""
+
+    def __init__(self) -> None:
+        super().__init__(1.0)
+        self.name = "cross-entropy"
+
+    @property
+    def is_default(self) -> bool:
+        return True
 
 
 class Loss(Task):
