@@ -75,7 +75,7 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     out["the check's rule on calibration retrains"] = v.score(predictor(chosen["scale"] if chosen["recommended"]
                                                                         else default))
     # what a user gets: `ddm check` on the workspace (its own targets and subsets), and all its advice followed
-    r = C.check(dm, data)
+    r = C.check(dm, data, temperature=None)  # the tempered synset: check_temperature.py
     a = r["advice"]
     out["advice"] = a
     out["DDM as `ddm check` advises"] = v.score(predictor(a.get("emulate.other_class_scale", default),

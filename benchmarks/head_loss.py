@@ -51,7 +51,7 @@ def run(name: str, seed: int, root: Path, draws: int) -> dict[str, Any]:
         dm.fit(ddm.models.build(c.model, data), data.train)
         out["test_accuracy"] = float((ddm.devices.predict(dm.model, data.test.x).argmax(1) == data.test.y)
                                      .float().mean())
-        r = check(dm, data, peers=("if-explicit",) if loss == "task" else ())
+        r = check(dm, data, peers=("if-explicit",) if loss == "task" else (), temperature=None)
         for k, v in r["lds"].items():
             out["lds"][f"DDM, head_loss={loss}" if k == "DDM" else k] = v
         for k, v in r.get("other_class_lds", {}).items():

@@ -123,7 +123,7 @@ def run(name: str, seed: int, root: Path, peers: tuple[str, ...]) -> dict[str, A
     def retrain(net: nn.Module, train: Any, order: int | None) -> nn.Module:
         return loop.run(net, train, order)
 
-    r = check(dm, data, peers=peers, retrain=Retrainer(retrain, name=f"own_loop:{name}"))
+    r = check(dm, data, peers=peers, retrain=Retrainer(retrain, name=f"own_loop:{name}"), temperature=None)
     acc = float((ddm.devices.predict(dm.model, data.test.x).argmax(1) == data.test.y).float().mean())
     return {"config": name, "seed": seed, "test_accuracy": acc, "train_seconds": train_s, "fit_seconds": fit_s,
             "groups": r["groups"], "lds": r["lds"], "other_class_lds": r.get("other_class_lds"),

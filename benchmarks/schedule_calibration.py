@@ -99,7 +99,7 @@ def run(name: str, seed: int, root: Path, args: Namespace) -> dict[str, Any]:
             lambda k, s, f=effect, g=weights[f"{kind} grid"]: ddm_pred(k, s) + g * f(k, s))
         out[f"calibration: DDM / DDM + {kind} x grid"] = (round(scores[0], 3), round(scores[best], 3))
     # what a user gets: `ddm check` on the workspace (its own targets and subsets), and its advice followed
-    r = check(dm, data)
+    r = check(dm, data, temperature=None)  # the tempered synset: check_temperature.py
     st = r["schedule_term"]
     advised = st["weight"] if st["recommended"] else 0.0
     out["DDM as `ddm check` advises"] = v.score(lambda k, s: ddm_pred(k, s) + advised * linear(k, s))

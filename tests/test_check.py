@@ -83,6 +83,13 @@ def test_check_scores_a_workspace_against_its_retrains_and_resumes(tmp_path, cap
     assert r["reproduction_dist1"] < 1e-3  # retraining on all the data is the target itself
     assert r["margin_over_trivial"]["mean"] == pytest.approx(r["lds"]["DDM"]["mean"] - r["lds"][C.TRIVIAL]["mean"])
     assert json.loads((tmp_path / "ws" / "check" / "check.json").read_text())["verdict"] == r["verdict"]
+    # a second synset, distilled at temperature 2 beside the workspace's, scored on the same retrains
+    t = r["temperature"]
+    assert t["temperature"] == 2.0 and t["configured"] == 1.0 and t["against"] in r["lds"] | {C.BALANCE: 0}
+    assert np.isfinite(t["lds"]["mean"]) and np.isfinite(t["other_class_margin"]["se"])
+    assert t["recommended"] == ("distill.head_temperature" in r["advice"])
+    assert any("temperature 2" in line for line in r["verdict"])
+    assert (tmp_path / "ws" / "check" / "synset-temperature-2" / "synset.safetensors").exists()
 
     # a second call retrains nothing: every retrain was cached
     from ddm.evaluation.retrain import RetrainCache
@@ -118,6 +125,66 @@ def test_check_scores_a_workspace_against_its_retrains_and_resumes(tmp_path, cap
     monkeypatch.setattr(C, "check", lambda *a, **k: {**advised, "advice": {}})
     assert main([*argv, "--apply"]) == 0
     assert "advises no change" in capsys.readouterr().out
+
+
+def test_the_tempered_synset_is_advised_alone_and_only_beyond_two_standard_errors():
+    lds = {"mean": 0.7, "se": 0.03}
+    base = {**_result(0.1, 0.02, 0.2), "class_balance": {"recommended": True, "scale": 0.1, "margin": lds,
+                                                         "lds": lds, "configured": 0.5}}
+    t = {"temperature": 2.0, "configured": 1.0, "against": C.BALANCE, "lds": lds,
+         "margin": {"mean": 0.06, "se": 0.02}, "other_class_lds": lds, "other_class_margin": {"mean": -0.15, "se": 0.04}}
+    r = {**base, "temperature": {**t, "recommended": True}}
+    # the other settings were fitted on the synsets in use: only the temperature is advised, then checked again
+    assert C.advice(r) == {"distill.head_temperature": 2.0}
+    assert C.advice(base) == {"emulate.other_class_scale": 0.1}
+    said = [line for line in C.verdict(r) if "temperature 2" in line]
+    assert len(said) == 1 and "over the synsets in use with the advice above" in said[0] and "--apply" in said[0]
+    no = C.verdict({**base, "temperature": {**t, "recommended": False, "margin": {"mean": 0.03, "se": 0.02}}})
+    assert any("no gain beyond two standard errors, keep the synsets in use" in line for line in no)
+    worse = C.verdict({**base, "temperature": {**t, "recommended": False}})
+    assert any("other classes' groups ranked worse" in line for line in worse)
+
+
+def test_tempered_synsets_the_check_advises_become_the_workspaces_own(tmp_path, capsys, monkeypatch):
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:2", "-q"]) == 0
+    capsys.readouterr()
+    argv = ["check", "-w", ws, "-q", "--subsets", "4", "--other-class-subsets", "0", "--num-targets", "10"]
+    assert main([*argv, "--try-temperature", "1", "--json"]) == 0  # 1: nothing tried, nothing distilled
+    assert "temperature" not in json.loads(capsys.readouterr().out)
+    assert not (tmp_path / "ws" / "check" / "synset-temperature-2").exists()
+    assert main([*argv, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert "other_class_lds" not in r["temperature"]  # no other-class subsets: decided on the halves alone
+    old_key = json.loads((tmp_path / "ws" / "synset" / "stage.json").read_text())["key"]
+    tried_key = json.loads((tmp_path / "ws" / "check" / "synset-temperature-2" / "stage.json").read_text())["key"]
+    assert tried_key != old_key
+
+    # advised: attribute notes it, and --apply puts the check's synsets in place without distilling again
+    path = tmp_path / "ws" / "check" / "check.json"
+    advised = {**json.loads(path.read_text()), "advice": {"distill.head_temperature": 2.0}}
+    path.write_text(json.dumps(advised))
+    assert main(["attribute", "-w", ws, "--targets", "0:1", "-q"]) == 0
+    assert "distill.head_temperature=2 for this workspace, not used here" in capsys.readouterr().err
+    from ddm.distill import matchers
+
+    monkeypatch.setattr(C, "check", lambda *a, **k: advised)
+    monkeypatch.setattr(matchers.MATCHERS, "get", lambda *a: pytest.fail("distilled again"))
+    assert main([*argv, "--apply"]) == 0
+    assert "applied: distill.head_temperature=2: the synsets the check distilled" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "ws" / "config.json").read_text())["distill"]["head_temperature"] == 2.0
+    assert json.loads((tmp_path / "ws" / "synset" / "stage.json").read_text())["key"] == tried_key
+    from ddm.pipeline import DistilledDatamodel
+    from ddm.task import TemperedCrossEntropy
+
+    dm = DistilledDatamodel(ws).load()
+    assert isinstance(dm.synset.task, TemperedCrossEntropy) and dm.synset.task.temperature == 2.0
+    # the key is the one the pipeline computes for that setting: a run with it reuses every stage
+    monkeypatch.setattr(matchers.MATCHERS, "get", lambda *a: pytest.fail("distilled again"))
+    assert main(["run", "-w", ws, "--preset", "tiny", "--set", "distill.head_temperature=2", "--targets", "0:2",
+                 "-q"]) == 0
+    assert "not used here" not in capsys.readouterr().err  # the check's advice is the workspace's now
 
 
 def test_only_emulation_settings_can_be_kept_without_a_stage_rerun(tmp_path):

@@ -292,7 +292,7 @@ class DistilledDatamodel:
             # a handed-in trajectory's key does not hold the decay the damping uses (train.weight_decay when the
             # trajectory records none); internally trained ones have it in train.weight_decay, and wd 0 keeps old keys
             cfg = {**cfg, "weight_decay": self.weight_decay}
-        key = fingerprint(cfg, self.keys["train"], self.keys["groups" if stage == "synset" else "groups-class"])
+        key = fingerprint(cfg, self.keys["train"], self.keys["groups-class" if stage == "synset-class" else "groups"])
         self.keys[stage] = key
         path = self.ws.path(stage, "synset.safetensors")
         assert self.trajectory is not None and self.model is not None and self.num_classes is not None
@@ -404,6 +404,54 @@ class DistilledDatamodel:
         self.config = self.config.with_overrides(overrides)
         if distributed.is_main():
             save_json(path, stored.to_dict())
+
+    def distill_variant(self, train: Split, overrides: list[str], stage: str) -> DistilledDatamodel:
+        """A copy of this fitted or loaded datamodel whose synset is distilled with the ``distill.*`` ``overrides``
+        into the workspace's stage ``stage`` (e.g. ``check/synset-...``; cached and resumable like the synset stage,
+        keyed as the synset stage would be with them), sharing its model, trajectory and groups. The workspace's own
+        synset and ``config.json`` are untouched: what ``ddm check`` scores beside the synsets in use, and what
+        :meth:`adopt_variant` puts in their place."""
+        import copy
+
+        bad = [o for o in overrides if not o.strip().startswith("distill.")]
+        if bad:
+            raise ConfigError(f"distill_variant() takes distill.* settings only (got {bad})")
+        self.fitted()
+        variant = copy.copy(self)
+        variant.keys, variant.timings = dict(self.keys), dict(self.timings)
+        variant._emulations, variant._reused = {}, []
+        variant.config = self.config.with_overrides(overrides)
+        variant.synset = variant._distill(stage, train, self.groups)  # type: ignore[arg-type]
+        variant.keys["synset"] = variant.keys[stage]
+        return variant
+
+    def adopt_variant(self, train: Split, overrides: list[str], stage: str) -> None:
+        """Make the synset of :meth:`distill_variant` (``overrides``, ``stage``) this workspace's own: its folder
+        replaces the ``synset`` stage, the ``overrides`` go into ``config.json``, and a class-level synset, where the
+        workspace has one, is distilled again with them (``ddm check --apply``)."""
+        import shutil
+
+        variant = self.distill_variant(train, overrides, stage)  # reused where the check distilled it
+        src, dst = self.ws.path(stage), self.ws.path("synset")
+        tmp = self.ws.path("synset.adopting")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(src, tmp)
+        old = self.ws.path("synset.replaced")
+        if old.exists():
+            shutil.rmtree(old)
+        if dst.exists():
+            dst.rename(old)
+        tmp.rename(dst)
+        shutil.rmtree(old, ignore_errors=True)
+        self.config, self.synset = variant.config, variant.synset
+        self.keys["synset"] = variant.keys[stage]
+        overwrite, self.ws.overwrite = self.ws.overwrite, True  # the class-level synset, matched the old way
+        try:
+            self.fit(self.model, train, trajectory=self.trajectory if self.handed_in() else None,
+                     num_classes=self.num_classes)
+        finally:
+            self.ws.overwrite = overwrite
 
     def fitted(self) -> Fitted:
         """The model, trajectory, groups and synset, or an error saying to fit or load first."""

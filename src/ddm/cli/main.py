@@ -330,6 +330,11 @@ def _note_pending_advice(dm: Any, sets: list[str]) -> None:
 
     given = {s.split("=", 1)[0].strip() for s in sets}
     pending = {k: v for k, v in pending_advice(dm).items() if k not in given}
+    if "distill.head_temperature" in pending:
+        print(f"note: `ddm check` advised synsets distilled at distill.head_temperature="
+              f"{pending['distill.head_temperature']:g} for this workspace, not used here (`ddm check -w {dm.ws.root} "
+              "--apply` puts in those it distilled)", file=sys.stderr)
+        return
     if pending:
         settings = " ".join(f"--set {k}={v:g}" for k, v in pending.items())
         print(f"note: `ddm check` advised {settings} for this workspace, not used here (`ddm check -w {dm.ws.root} "
@@ -637,7 +642,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             else f"of about {seconds * 0.5:.0f}-{seconds:.0f} s each (the target trained in {seconds:.0f} s)")
     print(f"check: up to {n} exact retrains {each}, cached under {dm.ws.path('check')}", file=sys.stderr)
     r = check(dm, data, args.num_targets, args.subsets, args.other_class_subsets, args.other_classes, peers,
-              retrainer)
+              retrainer, temperature=None if args.try_temperature == 1 else args.try_temperature)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -669,6 +674,12 @@ def cmd_check(args: argparse.Namespace) -> int:
               + f"   (weight {st['weight']:.3g}, fitted on the random halves"
               + (", on the refitted " + ("damping" if st["over"] == "DDM, damping refitted" else "balance") + ")"
                  if st.get("over", "DDM") != "DDM" else ")"))
+    t = r.get("temperature")
+    if t is not None:
+        o = t.get("other_class_lds")
+        print(f"  {'DDM, temperature ' + format(t['temperature'], 'g'):<22} LDS {t['lds']['mean']:+.3f} ± "
+              f"{t['lds']['se']:.3f}" + (f"   other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}" if o else "")
+              + "   (synsets distilled with the tempered cross-entropy)")
     if oc:
         print(f"  (other-class LDS on the targets of classes {r['other_classes']}, over subsets that keep their groups "
               "whole)")
@@ -676,14 +687,23 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"* {line}")
     print(f"saved: {dm.ws.path('check', 'check.json')}")
     if args.apply:
-        _apply_advice(dm, r["advice"])
+        _apply_advice(dm, r["advice"], data)
     return 0
 
 
-def _apply_advice(dm: Any, advice: dict[str, float]) -> None:
+def _apply_advice(dm: Any, advice: dict[str, float], data: Any) -> None:
     """``ddm check --apply``: keep the check's advice as the workspace's settings, and say what changed."""
+    from ddm.evaluation.check import temperature_stage
+
     if not advice:
         print("--apply: the check advises no change; the workspace's settings stay as they are")
+        return
+    t = advice.get("distill.head_temperature")
+    if t is not None:
+        dm.adopt_variant(data.train, [f"distill.head_temperature={t!r}"], temperature_stage(t))
+        print(f"applied: distill.head_temperature={t:g}: the synsets the check distilled at that temperature are now "
+              f"this workspace's ({dm.ws.path('synset')}; the setting is in {dm.ws.path('config.json')}). Run `ddm "
+              f"check -w {dm.ws.root}` again: it refits the damping and class balance on them, reusing every retrain")
         return
     dm.keep_settings([f"{k}={v:g}" for k, v in advice.items()])
     print(f"applied: {', '.join(f'{k}={v:g}' for k, v in advice.items())} is now this workspace's setting "

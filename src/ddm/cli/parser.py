@@ -283,8 +283,9 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                                    " marks the target's own class, and say whether DDM beats it and ranks other "
                                    "classes' groups. On the random halves it also refits the Newton step's damping "
                                    "(emulate.damping_scale), the class balance (emulate.other_class_scale) and the "
-                                   "schedule term (emulate.schedule_weight) and advises them where they rank better "
-                                   "beyond two standard errors (--apply keeps them; more --subsets or --num-targets "
+                                   "schedule term (emulate.schedule_weight), distils a second synset with a tempered "
+                                   "cross-entropy (--try-temperature) and advises what ranks better "
+                                   "beyond two standard errors (--apply keeps it; more --subsets or --num-targets "
                                    "tell smaller gains apart). Costs subsets + "
                                    "other-class-subsets + 1 trainings (each on about "
                                    "half the data), cached under <workspace>/check/ and resumed after a kill; writes "
@@ -310,11 +311,20 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--peers", default="", metavar="M1,M2,...",
                    help="peer methods scored beside DDM on the same retrains (needs ddm[peers]): if-explicit "
                         "(last-layer influence), tracin, trak, ... (default: none)")
+    p.add_argument("--try-temperature", type=float, default=2.0, metavar="T",
+                   help="also distil the synsets with the cross-entropy at temperature T (distill.head_temperature; "
+                        "one more distillation, cached under <workspace>/check/, no retrain) and score them on the "
+                        "same retrains: advised where they rank the random halves better beyond two standard errors "
+                        "than the synsets in use with the rest of the advice, and other classes no worse. On the "
+                        "benchmarks it lifted the models fitted with the largest margins (AlexNet, a batch-norm "
+                        "ResNet) and cost others (BENCHMARKS.md, 'A tempered cross-entropy'); 1 skips it "
+                        "(default: %(default)g)")
     p.add_argument("--apply", action="store_true",
                    help="keep what the check advises (emulate.damping_scale, emulate.other_class_scale, "
-                        "emulate.schedule_weight) as this "
+                        "emulate.schedule_weight, or distill.head_temperature) as this "
                         "workspace's settings: written into its config.json, used by every later attribute and "
-                        "report (diagnose: the schedule weight; it keeps its own class balance) (retrains "
+                        "report (diagnose: the schedule weight; it keeps its own class balance); tempered synsets "
+                        "the check distilled replace the workspace's (retrains "
                         "are cached, so applying after a check costs seconds; a later `ddm run` on the workspace "
                         "keeps it only if given the same --set)")
     p.set_defaults(func=commands["check"])

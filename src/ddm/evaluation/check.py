@@ -41,6 +41,10 @@ TRIVIAL = "same class (trivial)"
 SCHEDULE = "DDM + schedule term"
 BALANCE = "DDM, class balance refitted"
 DAMPING = "DDM, damping refitted"
+TEMPERED = "DDM, tempered synsets"
+#: the temperature of the cross-entropy the check distils a second synset with (distill.head_temperature; BENCHMARKS.md,
+#: "A tempered cross-entropy in the synsets")
+TRY_TEMPERATURE = 2.0
 #: the values of emulate.other_class_scale the check tries
 SCALES = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 #: the values of emulate.damping_scale the check tries (a multiple of the synset's damping, distill.damping)
@@ -99,7 +103,8 @@ def bootstrap_lds(blocks: list[tuple[dict[str, torch.Tensor], torch.Tensor]], re
 
 def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: int = 16, other_class: int = 15,
           other_classes: int = 3, peers: tuple[str, ...] = (),
-          retrain: Retrainer | Callable[..., torch.nn.Module | None] | None = None) -> dict[str, Any]:
+          retrain: Retrainer | Callable[..., torch.nn.Module | None] | None = None,
+          temperature: float | None = TRY_TEMPERATURE) -> dict[str, Any]:
     """Score ``dm`` (a loaded or fitted workspace) against exact retraining on a few random group subsets.
 
     Returns (and writes to ``check/check.json``) the LDS and other-class LDS of DDM, the trivial same-class score and
@@ -109,7 +114,12 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
     measured on ``other_class`` subsets (0 skips it) that keep the ``other_classes`` classes with the most targets
     whole and half of the other groups, scored on those classes' targets. ``retrain``: the training loop of a
     trajectory handed in (``fn(model, train[, seed])``, :class:`~ddm.evaluation.retrain.Retrainer`); None retrains
-    with ddm's own loop (``train.*``), which a handed-in trajectory refuses."""
+    with ddm's own loop (``train.*``), which a handed-in trajectory refuses. ``temperature``: a second synset is
+    distilled with the cross-entropy at this temperature (``distill.head_temperature``; cached under
+    ``check/synset-temperature-T``, the workspace's own synset untouched) and scored beside the configured one on the
+    same retrains; advised where it ranks the random halves better beyond two standard errors than whatever else the
+    check advises, and other classes no worse beyond two (None or the configured temperature: no second synset; only
+    head-matched synsets)."""
     if subsets < 4 or 0 < other_class < 4:
         raise ConfigError(f"the check needs at least 4 random subsets and 0 or at least 4 other-class subsets "
                           f"(got {subsets} and {other_class}): a Spearman correlation over fewer says nothing")
@@ -129,6 +139,9 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
         "DDM": lambda k: attr.predict(k)[..., 0], TRIVIAL: partial(predicted_loss, same)}
     for method in peers:
         predict[method] = partial(predicted_loss, _peer_group_scores(root, method, F, data.train, targets, rows)[0])
+    tried = _tempered_predictor(dm, data, targets, temperature)
+    if tried is not None:
+        predict[TEMPERED] = tried
     term = _schedule_term(dm, targets)
     configured = dm.config.emulate.schedule_weight
     # the emulation's damping (emulate.damping_scale; the Newton step of a head-matched synset only) chosen on the
@@ -158,7 +171,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
         weight = schedule_weight(without, unit, actual)
         predict[SCHEDULE] = lambda k: predict[base](k) + (weight - configured) * term(k)
         spread = schedule_spread(without, weight * unit)
-    aside = (BALANCE, SCHEDULE, DAMPING)
+    aside = (BALANCE, SCHEDULE, DAMPING, TEMPERED)
     main = bootstrap_lds([({n: f(keep) for n, f in predict.items()}, actual)], seed=SUBSET_SEED)
     out: dict[str, Any] = {"synset_key": dm.keys["synset"], "targets": rows.tolist(), "subsets": subsets,
                            "groups": F.groups.num_groups,
@@ -177,6 +190,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
     counts = torch.bincount(targets.y, minlength=data.num_classes)
     n_keep = min(other_classes, int((counts > 0).sum()),
                  int((torch.bincount(F.groups.labels, minlength=data.num_classes) > 0).sum()) - 1)
+    other: tuple[dict[str, Callable[[torch.Tensor], torch.Tensor]], torch.Tensor, torch.Tensor] | None = None
     if other_class and not F.groups.mixes_classes() and n_keep >= 1:
         # subsets that keep a few classes whole and half of every other class's groups: each serves the targets of
         # every class it keeps (for them only other classes' data is removed, and the trivial score gets 0)
@@ -191,6 +205,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
             n: partial(_columns, f, sel) for n, f in predict.items()}
         oc = bootstrap_lds([({n: f(masks) for n, f in sub.items()}, oc_actual)], seed=SUBSET_SEED + 1)
         out["other_class_lds"] = {n: oc[n] for n in predict if n not in aside}
+        other = (sub, masks, oc_actual)
         if term is not None:
             out["schedule_term"]["other_class_lds"] = oc[SCHEDULE]
             out["schedule_term"]["other_class_margin"] = _margin(oc, sub, masks, oc_actual, base, SUBSET_SEED + 1)
@@ -217,6 +232,9 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
         balance["recommended"] = False
         if "schedule_term" in out:
             out["schedule_term"]["recommended"] = False
+    if tried is not None:
+        out["temperature"] = _temperature_choice(out, predict, keep, actual, other, float(temperature or 0),
+                                                 dm.config.distill.head_temperature)
     out["advice"] = advice(out)
     out["verdict"] = verdict(out)
     out["passed"] = out["margin_over_trivial"]["mean"] > 0 and out.get("other_class_lds", {}).get(
@@ -226,10 +244,16 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
 
 
 def advice(r: dict[str, Any]) -> dict[str, float]:
-    """The settings a check's result ``r`` advises, ``{"emulate.FIELD": value}`` (empty: keep the workspace's):
-    the class balance where :func:`balance_choice` found a better one, and the schedule term's fitted weight where
-    :func:`schedule_recommended` says so and none is configured. What ``ddm check --apply`` keeps
-    (:meth:`ddm.pipeline.DistilledDatamodel.keep_settings`)."""
+    """The settings a check's result ``r`` advises, ``{"STAGE.FIELD": value}`` (empty: keep the workspace's):
+    the damping and class balance where :func:`damping_choice` and :func:`balance_choice` found better ones, and the
+    schedule term's fitted weight where :func:`schedule_recommended` says so and none is configured; or, where the
+    tempered synset ranks better than all of that (:func:`_temperature_choice`), only its
+    ``distill.head_temperature``. What ``ddm check --apply`` keeps
+    (:meth:`ddm.pipeline.DistilledDatamodel.keep_settings`, :meth:`~ddm.pipeline.DistilledDatamodel.adopt_variant`)."""
+    t = r.get("temperature")
+    if t is not None and t.get("recommended"):
+        # the other settings were fitted on the synsets in use; a check after the new synsets refits them
+        return {"distill.head_temperature": float(t["temperature"])}
     out = {}
     d = r.get("damping")
     if d is not None and d.get("recommended"):
@@ -358,6 +382,67 @@ def _margin(boot: dict[str, Any], predict: dict[str, Callable[[torch.Tensor], to
     return _flip(pair[f"{base} - {SCHEDULE}"])
 
 
+def temperature_stage(temperature: float) -> str:
+    """The workspace stage the check distils its tempered synset into (``check/synset-temperature-T``)."""
+    return f"check/synset-temperature-{temperature:g}"
+
+
+def _tempered_predictor(dm: DistilledDatamodel, data: Any, targets: Any, temperature: float | None
+                        ) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """DDM's predicted losses of the ``targets`` (keep-masks ``[S, K]`` -> ``[S, T]``) with a synset distilled at
+    ``temperature`` and every emulation setting as configured; None where there is nothing to try: no temperature, the
+    configured one, or synsets not matched to the head (``distill.matching=head``, the default)."""
+    d = dm.config.distill
+    if temperature is None or temperature == d.head_temperature or d.matching != "head":
+        return None
+    F = dm.fitted()
+    if F.synset.kind != "head" or F.synset.block:
+        return None
+    if temperature <= 0 or not np.isfinite(temperature):
+        raise ConfigError(f"the check's temperature must be a positive number (got {temperature!r}); 1 or the "
+                          "configured one tries none")
+    log.info("check: distilling a second synset with the cross-entropy at temperature %g (cached under %s)",
+             temperature, dm.ws.path(temperature_stage(temperature)))
+    variant = dm.distill_variant(data.train, [f"distill.head_temperature={temperature!r}"],
+                                 temperature_stage(temperature))
+    attr = variant.attribute(targets, "dist2", name="check-temperature")
+    return lambda k: attr.predict(k)[..., 0]
+
+
+def _advised_row(r: dict[str, Any]) -> str:
+    """The row of a check's result ``r`` that its other advice (damping, balance, schedule term) would give."""
+    s, b, d = r.get("schedule_term"), r["class_balance"], r.get("damping")
+    if s is not None and s.get("recommended") and s["configured"] == 0:
+        return SCHEDULE
+    if b.get("recommended"):
+        return BALANCE
+    if d is not None and d.get("recommended"):
+        return DAMPING
+    return "DDM"
+
+
+def _temperature_choice(r: dict[str, Any], predict: dict[str, Callable[[torch.Tensor], torch.Tensor]],
+                        keep: torch.Tensor, actual: torch.Tensor, other: Any, temperature: float,
+                        configured: float) -> dict[str, Any]:
+    """The tempered synset's scores and paired margins over the row the check's other advice gives (``against``), on
+    the random halves and, where measured (``other``: predictors, masks and retrained losses of the other-class
+    subsets), on other classes' targets; ``recommended``: an LDS gain beyond two standard errors and no other-class
+    loss beyond two."""
+    row = _advised_row(r)
+    pair = bootstrap_lds([({row: predict[row](keep), TEMPERED: predict[TEMPERED](keep)}, actual)], seed=SUBSET_SEED)
+    out: dict[str, Any] = {"temperature": temperature, "configured": configured, "against": row,
+                           "lds": pair[TEMPERED], "margin": _flip(pair[f"{row} - {TEMPERED}"])}
+    ok = out["margin"]["mean"] - 2 * out["margin"]["se"] > 0
+    if other is not None:
+        sub, masks, oc_actual = other
+        oc = bootstrap_lds([({row: sub[row](masks), TEMPERED: sub[TEMPERED](masks)}, oc_actual)],
+                           seed=SUBSET_SEED + 1)
+        out["other_class_lds"], out["other_class_margin"] = oc[TEMPERED], _flip(oc[f"{row} - {TEMPERED}"])
+        ok = ok and out["other_class_margin"]["mean"] + 2 * out["other_class_margin"]["se"] >= 0
+    out["recommended"] = bool(ok)
+    return out
+
+
 def pending_advice(dm: DistilledDatamodel) -> dict[str, float]:
     """What the workspace's last ``ddm check`` advised and its configuration does not have yet (empty where there is
     no check, or it checked another synset)."""
@@ -433,11 +518,13 @@ def verdict(r: dict[str, Any]) -> list[str]:
         lines.append(f"DDM ranks the groups WORSE than the class labels alone (LDS {d['mean']:.3f} against the "
                      f"trivial same-class score's {t['mean']:.3f}; margin {m['mean']:+.3f} ± {m['se']:.3f}): on this "
                      "model its rankings say less than the groups' classes do; do not act on them without checking "
-                     "(README, 'What to expect': the models where a last-layer method loses)" + TEMPERATURE_HINT)
+                     "(README, 'What to expect': the models where a last-layer method loses)"
+                     + ("" if "temperature" in r else TEMPERATURE_HINT))
     else:
         lines.append(f"DDM and the class labels alone cannot be told apart on {r['subsets']} subsets (LDS "
                      f"{d['mean']:.3f} against {t['mean']:.3f}; margin {m['mean']:+.3f} ± {m['se']:.3f}): more "
-                     "--subsets give a finer answer" + (TEMPERATURE_HINT if m["mean"] < 0 else ""))
+                     "--subsets give a finer answer"
+                     + (TEMPERATURE_HINT if m["mean"] < 0 and "temperature" not in r else ""))
     for peer, pm in r.get("margin_over_peers", {}).items():
         side = ("ahead of" if pm["mean"] - 2 * pm["se"] > 0 else
                 "behind" if pm["mean"] + 2 * pm["se"] < 0 else "tied with")
@@ -458,6 +545,7 @@ def verdict(r: dict[str, Any]) -> list[str]:
     lines += _damping_verdict(r)
     lines += _balance_verdict(r)
     lines += _schedule_verdict(r)
+    lines += _temperature_verdict(r)
     if r["reproduction_dist1"] > SAME_SEED_TOLERANCE:
         if r.get("retrain"):
             why = (f"your retrain function ({r['retrain']}) did not train the target's network from its theta_0 to "
@@ -560,6 +648,27 @@ def _balance_verdict(r: dict[str, Any]) -> list[str]:
             f"(margin {m['mean']:+.3f} ± {m['se']:.3f}, on the random halves it was chosen on; the order within each "
             f"class is unchanged). Attribute with --set {setting}, or keep it for this workspace with "
             "`ddm check --apply`"]
+
+
+def _temperature_verdict(r: dict[str, Any]) -> list[str]:
+    """What the synset distilled at another temperature did beside the one in use (nothing where none was tried)."""
+    t = r.get("temperature")
+    if t is None:
+        return []
+    m, setting = t["margin"], f"distill.head_temperature={t['temperature']:g}"
+    o, om = t.get("other_class_lds"), t.get("other_class_margin")
+    against = "the synsets in use" + ("" if t["against"] == "DDM" else " with the advice above")
+    oc = (f"; other-class LDS {o['mean']:+.3f}, margin {om['mean']:+.3f} ± {om['se']:.3f}" if o is not None else "")
+    said = (f"synsets that carry the cross-entropy at temperature {t['temperature']:g} ({setting}; distilled by the "
+            f"check) give LDS {t['lds']['mean']:+.3f}, a margin of {m['mean']:+.3f} ± {m['se']:.3f} over {against}"
+            + oc)
+    if t["recommended"]:
+        return [said + ". `ddm check --apply` makes them this workspace's synsets (no distillation: the check's are "
+                "taken), then `ddm check` again refits the damping and class balance on them (its retrains are "
+                "reused; README, 'A tempered cross-entropy')"]
+    why = ("other classes' groups ranked worse beyond two standard errors" if m["mean"] - 2 * m["se"] > 0
+           else "no gain beyond two standard errors")
+    return [said + f": {why}, keep the synsets in use"]
 
 
 def _schedule_verdict(r: dict[str, Any]) -> list[str]:
