@@ -132,7 +132,8 @@ def test_the_tempered_synset_is_advised_alone_and_only_beyond_two_standard_error
     base = {**_result(0.1, 0.02, 0.2), "class_balance": {"recommended": True, "scale": 0.1, "margin": lds,
                                                          "lds": lds, "configured": 0.5}}
     t = {"temperature": 2.0, "configured": 1.0, "against": C.BALANCE, "lds": lds,
-         "margin": {"mean": 0.06, "se": 0.02}, "other_class_lds": lds, "other_class_margin": {"mean": -0.15, "se": 0.04}}
+         "margin": {"mean": 0.06, "se": 0.02}, "other_class_lds": lds,
+         "other_class_margin": {"mean": -0.15, "se": 0.04}}
     r = {**base, "temperature": {**t, "recommended": True}}
     # the other settings were fitted on the synsets in use: only the temperature is advised, then checked again
     assert C.advice(r) == {"distill.head_temperature": 2.0}
