@@ -85,7 +85,8 @@ def test_check_scores_a_workspace_against_its_retrains_and_resumes(tmp_path, cap
     assert json.loads((tmp_path / "ws" / "check" / "check.json").read_text())["verdict"] == r["verdict"]
     # a second synset, distilled at temperature 2 beside the workspace's, scored on the same retrains
     t = r["temperature"]
-    assert t["temperature"] == 2.0 and t["configured"] == 1.0 and t["against"] in r["lds"] | {C.BALANCE: 0}
+    assert t["temperature"] == 2.0 and t["configured"] == 1.0
+    assert (t["against"] == "DDM") == ("margin_over_advice" not in t)
     assert np.isfinite(t["lds"]["mean"]) and np.isfinite(t["other_class_margin"]["se"])
     assert t["recommended"] == ("distill.head_temperature" in r["advice"])
     assert any("temperature 2" in line for line in r["verdict"])
@@ -132,18 +133,20 @@ def test_the_tempered_synset_is_advised_alone_and_only_beyond_two_standard_error
     base = {**_result(0.1, 0.02, 0.2), "class_balance": {"recommended": True, "scale": 0.1, "margin": lds,
                                                          "lds": lds, "configured": 0.5}}
     t = {"temperature": 2.0, "configured": 1.0, "against": C.BALANCE, "lds": lds,
-         "margin": {"mean": 0.06, "se": 0.02}, "other_class_lds": lds,
-         "other_class_margin": {"mean": -0.15, "se": 0.04}}
+         "margin": {"mean": 0.06, "se": 0.02}, "margin_over_advice": {"mean": 0.01, "se": 0.02},
+         "other_class_lds": lds, "other_class_margin": {"mean": -0.15, "se": 0.04}}
     r = {**base, "temperature": {**t, "recommended": True}}
     # the other settings were fitted on the synsets in use: only the temperature is advised, then checked again
     assert C.advice(r) == {"distill.head_temperature": 2.0}
     assert C.advice(base) == {"emulate.other_class_scale": 0.1}
     said = [line for line in C.verdict(r) if "temperature 2" in line]
-    assert len(said) == 1 and "over the synsets in use with the advice above" in said[0] and "--apply" in said[0]
+    assert len(said) == 1 and "+0.010 ± 0.020 over them with the advice above" in said[0] and "--apply" in said[0]
     no = C.verdict({**base, "temperature": {**t, "recommended": False, "margin": {"mean": 0.03, "se": 0.02}}})
     assert any("no gain beyond two standard errors, keep the synsets in use" in line for line in no)
     worse = C.verdict({**base, "temperature": {**t, "recommended": False}})
     assert any("other classes' groups ranked worse" in line for line in worse)
+    behind = {**t, "recommended": False, "margin_over_advice": {"mean": -0.06, "se": 0.02}, "other_class_margin": lds}
+    assert any("behind the advice above" in line for line in C.verdict({**base, "temperature": behind}))
 
 
 def test_tempered_synsets_the_check_advises_become_the_workspaces_own(tmp_path, capsys, monkeypatch):

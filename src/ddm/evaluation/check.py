@@ -424,20 +424,27 @@ def _advised_row(r: dict[str, Any]) -> str:
 def _temperature_choice(r: dict[str, Any], predict: dict[str, Callable[[torch.Tensor], torch.Tensor]],
                         keep: torch.Tensor, actual: torch.Tensor, other: Any, temperature: float,
                         configured: float) -> dict[str, Any]:
-    """The tempered synset's scores and paired margins over the row the check's other advice gives (``against``), on
-    the random halves and, where measured (``other``: predictors, masks and retrained losses of the other-class
-    subsets), on other classes' targets; ``recommended``: an LDS gain beyond two standard errors and no other-class
-    loss beyond two."""
+    """The tempered synset's scores and paired margins over the synsets in use, both with the configured emulation
+    settings (``margin``), on the random halves and, where measured (``other``: predictors, masks and retrained losses
+    of the other-class subsets), on other classes' targets (``other_class_margin``); and over the row the check's other
+    advice gives, where it advises any (``against``, ``margin_over_advice``). ``recommended``: an LDS gain over the
+    synsets in use beyond two standard errors, no other-class loss beyond two, and no LDS loss beyond two against the
+    other advice (which a check after the new synsets refits on them)."""
     row = _advised_row(r)
-    pair = bootstrap_lds([({row: predict[row](keep), TEMPERED: predict[TEMPERED](keep)}, actual)], seed=SUBSET_SEED)
+    rows = ["DDM"] if row == "DDM" else ["DDM", row]
+    pair = bootstrap_lds([({TEMPERED: predict[TEMPERED](keep), **{n: predict[n](keep) for n in rows}}, actual)],
+                         seed=SUBSET_SEED)
     out: dict[str, Any] = {"temperature": temperature, "configured": configured, "against": row,
-                           "lds": pair[TEMPERED], "margin": _flip(pair[f"{row} - {TEMPERED}"])}
+                           "lds": pair[TEMPERED], "margin": pair[f"{TEMPERED} - DDM"]}
     ok = out["margin"]["mean"] - 2 * out["margin"]["se"] > 0
+    if row != "DDM":
+        out["margin_over_advice"] = pair[f"{TEMPERED} - {row}"]
+        ok = ok and out["margin_over_advice"]["mean"] + 2 * out["margin_over_advice"]["se"] >= 0
     if other is not None:
         sub, masks, oc_actual = other
-        oc = bootstrap_lds([({row: sub[row](masks), TEMPERED: sub[TEMPERED](masks)}, oc_actual)],
+        oc = bootstrap_lds([({TEMPERED: sub[TEMPERED](masks), "DDM": sub["DDM"](masks)}, oc_actual)],
                            seed=SUBSET_SEED + 1)
-        out["other_class_lds"], out["other_class_margin"] = oc[TEMPERED], _flip(oc[f"{row} - {TEMPERED}"])
+        out["other_class_lds"], out["other_class_margin"] = oc[TEMPERED], oc[f"{TEMPERED} - DDM"]
         ok = ok and out["other_class_margin"]["mean"] + 2 * out["other_class_margin"]["se"] >= 0
     out["recommended"] = bool(ok)
     return out
@@ -656,18 +663,23 @@ def _temperature_verdict(r: dict[str, Any]) -> list[str]:
     if t is None:
         return []
     m, setting = t["margin"], f"distill.head_temperature={t['temperature']:g}"
-    o, om = t.get("other_class_lds"), t.get("other_class_margin")
-    against = "the synsets in use" + ("" if t["against"] == "DDM" else " with the advice above")
-    oc = (f"; other-class LDS {o['mean']:+.3f}, margin {om['mean']:+.3f} ± {om['se']:.3f}" if o is not None else "")
+    o, om, ma = t.get("other_class_lds"), t.get("other_class_margin"), t.get("margin_over_advice")
     said = (f"synsets that carry the cross-entropy at temperature {t['temperature']:g} ({setting}; distilled by the "
-            f"check) give LDS {t['lds']['mean']:+.3f}, a margin of {m['mean']:+.3f} ± {m['se']:.3f} over {against}"
-            + oc)
+            f"check) give LDS {t['lds']['mean']:+.3f}, a margin of {m['mean']:+.3f} ± {m['se']:.3f} over the "
+            "synsets in use"
+            + (f" ({ma['mean']:+.3f} ± {ma['se']:.3f} over them with the advice above)" if ma is not None else "")
+            + (f"; other-class LDS {o['mean']:+.3f}, margin {om['mean']:+.3f} ± {om['se']:.3f}" if o is not None
+               else ""))
     if t["recommended"]:
         return [said + ". `ddm check --apply` makes them this workspace's synsets (no distillation: the check's are "
                 "taken), then `ddm check` again refits the damping and class balance on them (its retrains are "
                 "reused; README, 'A tempered cross-entropy')"]
-    why = ("other classes' groups ranked worse beyond two standard errors" if m["mean"] - 2 * m["se"] > 0
-           else "no gain beyond two standard errors")
+    if m["mean"] - 2 * m["se"] <= 0:
+        why = "no gain beyond two standard errors"
+    elif om is not None and om["mean"] + 2 * om["se"] < 0:
+        why = "other classes' groups ranked worse beyond two standard errors"
+    else:
+        why = "behind the advice above beyond two standard errors"
     return [said + f": {why}, keep the synsets in use"]
 
 
