@@ -236,6 +236,18 @@ bench-check: $(STAMP)
 	for s in 0 1 2; do $(BIN)/python benchmarks/check_advice.py --root runs/matrix-b --seed $$s --halves-only \
 	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-mlp-wide-K40-adam \
 	  --out benchmarks/results/check-advice-held-out-seed$$s || exit 1; done
+	# the check's tempered synset (--try-temperature 2), followed as a user would (BENCHMARKS.md, "ddm check tries a
+	# tempered synset")
+	$(BIN)/python benchmarks/check_temperature.py --root runs/matrix-b --seed 3 --out benchmarks/results/check-temperature-select
+	for s in 0 1 2; do $(BIN)/python benchmarks/check_temperature.py --root runs/matrix-b --seed $$s \
+	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-mlp-wide-K40-adam \
+	  --out benchmarks/results/check-temperature-held-out-seed$$s || exit 1; done
+	$(BIN)/python benchmarks/check_temperature.py --root runs/matrix-b --seed 0 \
+	  --configs digits-convnet-K40-momentum-wd,digits-convnet-K40-cosine,digits-mlp-K40-sgd,fmnist-mlp-K40-adam,fmnist-mlp-K100-momentum,fmnist-convnet-K40-momentum-wd,fmnist-mlp-K40-sgd \
+	  --out benchmarks/results/check-temperature-others-a-seed0
+	$(BIN)/python benchmarks/check_temperature.py --root runs/matrix-b --seed 0 \
+	  --configs digits-convnet-batchnorm-K40-momentum,digits-convnet-groupnorm-K100-momentum,digits-resnet-K40-momentum,fmnist-convnet-K100-sgd,fmnist-convnet-d2-K40-adam \
+	  --out benchmarks/results/check-temperature-others-b-seed0
 
 bench-grow: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --select --grid distill.ipc_grow=0,16 --unlearn-dampings= --peers "" \

@@ -62,7 +62,9 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
                          "check": (r["lds"]["DDM"]["mean"], r["lds"]["DDM"]["se"]),
                          "tempered": None if t is None else (t["lds"]["mean"], t["margin"]["mean"], t["margin"]["se"],
                                                              t.get("other_class_margin", {}).get("mean"),
-                                                             t.get("other_class_margin", {}).get("se"))}
+                                                             t.get("other_class_margin", {}).get("se"),
+                                                             t.get("margin_over_advice", {}).get("mean"),
+                                                             t.get("margin_over_advice", {}).get("se"))}
             if variant is None:
                 break
             current = variant
@@ -78,8 +80,9 @@ def main() -> None:
     rows = ["DDM (the default)", "same class (trivial)", "temperature 2 everywhere"]
     lines = M.diagnostic_head("Following ddm check's tempered synset (diagnostic)", args,
                               "validation targets; LDS / other-class LDS against the matrix's retrains; what the check "
-                              "advised (its tempered synset's paired LDS margin, and other-class margin, over the "
-                              "advised row on the check's own retrains) and the score with it followed; where it "
+                              "advised (its tempered synset's paired LDS margin and other-class margin over the "
+                              "synsets in use, and its LDS margin over the row the rest of the advice gives, on the "
+                              "check's own retrains) and the score with it followed; where it "
                               "advised the temperature, the second check on the new synsets and its advice followed",
                               [*rows, *STEPS])
     for n in names:
@@ -92,7 +95,8 @@ def main() -> None:
             told = ", ".join(f"{k.split('.')[-1]}={val:.3g}" for k, val in x["advice"].items()) or "nothing"
             t = x["tempered"]
             why = "" if t is None else (f" (T=2 margin {t[1]:+.3f} ± {t[2]:.3f}" + (
-                f", other-class {t[3]:+.3f} ± {t[4]:.3f})" if t[3] is not None else ")"))
+                f", other-class {t[3]:+.3f} ± {t[4]:.3f}" if t[3] is not None else "") + (
+                f", over the advice {t[5]:+.3f} ± {t[6]:.3f})" if t[5] is not None else ")"))
             cells.append(f"{told}{why}: {x['score'][0]:+.3f} / {x['score'][1]:+.3f}")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     M.write_report(args.out, lines, results)

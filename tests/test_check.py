@@ -154,7 +154,7 @@ def test_tempered_synsets_the_check_advises_become_the_workspaces_own(tmp_path, 
     assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:2", "-q"]) == 0
     capsys.readouterr()
     argv = ["check", "-w", ws, "-q", "--subsets", "4", "--other-class-subsets", "0", "--num-targets", "10"]
-    assert main([*argv, "--try-temperature", "1", "--json"]) == 0  # 1: nothing tried, nothing distilled
+    assert main([*argv, "--try-temperature", "0", "--json"]) == 0  # 0: nothing tried, nothing distilled
     assert "temperature" not in json.loads(capsys.readouterr().out)
     assert not (tmp_path / "ws" / "check" / "synset-temperature-2").exists()
     assert main([*argv, "--json"]) == 0
@@ -203,6 +203,7 @@ def test_only_emulation_settings_can_be_kept_without_a_stage_rerun(tmp_path):
 
 
 @pytest.mark.parametrize(("extra", "says"), [(["--other-class-subsets", "2"], "at least 4"),
+                                             (["--try-temperature", "-1"], "a positive number, or 0"),
                                              (["--peers", "nope"], "unknown method")])
 def test_check_refuses_settings_that_measure_nothing(tmp_path, capsys, extra, says):
     assert main(["check", "-w", str(tmp_path / "none"), *extra]) != 0

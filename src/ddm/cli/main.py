@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -634,6 +635,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise DDMError(f"--peers: unknown method(s) {unknown}; choose from: {', '.join(PEERS)}")
     if 0 < args.other_class_subsets < 4:
         raise DDMError(f"--other-class-subsets {args.other_class_subsets}: give 0 (skip) or at least 4")
+    if not (args.try_temperature >= 0 and math.isfinite(args.try_temperature)):
+        raise DDMError(f"--try-temperature {args.try_temperature:g}: give a positive number, or 0 to try none")
     dm, data = _load(args)
     n = args.subsets + (args.other_class_subsets if not dm.groups.mixes_classes() else 0) + 1
     retrainer = retrainer_for(dm, _retrainer(args))  # a handed-in trajectory without --retrain: refused here
@@ -642,7 +645,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             else f"of about {seconds * 0.5:.0f}-{seconds:.0f} s each (the target trained in {seconds:.0f} s)")
     print(f"check: up to {n} exact retrains {each}, cached under {dm.ws.path('check')}", file=sys.stderr)
     r = check(dm, data, args.num_targets, args.subsets, args.other_class_subsets, args.other_classes, peers,
-              retrainer, temperature=None if args.try_temperature == 1 else args.try_temperature)
+              retrainer, temperature=args.try_temperature or None)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0

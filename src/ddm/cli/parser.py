@@ -317,8 +317,8 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "same retrains: advised where they rank the random halves better beyond two standard errors "
                         "than the synsets in use with the rest of the advice, and other classes no worse. On the "
                         "benchmarks it lifted the models fitted with the largest margins (AlexNet, a batch-norm "
-                        "ResNet) and cost others (BENCHMARKS.md, 'A tempered cross-entropy'); 1 skips it "
-                        "(default: %(default)g)")
+                        "ResNet) and cost others (BENCHMARKS.md, 'A tempered cross-entropy'); 0 skips it, and the "
+                        "workspace's own temperature is not tried again (default: %(default)g)")
     p.add_argument("--apply", action="store_true",
                    help="keep what the check advises (emulate.damping_scale, emulate.other_class_scale, "
                         "emulate.schedule_weight, or distill.head_temperature) as this "

@@ -117,14 +117,16 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
     with ddm's own loop (``train.*``), which a handed-in trajectory refuses. ``temperature``: a second synset is
     distilled with the cross-entropy at this temperature (``distill.head_temperature``; cached under
     ``check/synset-temperature-T``, the workspace's own synset untouched) and scored beside the configured one on the
-    same retrains; advised where it ranks the random halves better beyond two standard errors than whatever else the
-    check advises, and other classes no worse beyond two (None or the configured temperature: no second synset; only
-    head-matched synsets)."""
+    same retrains; advised as :func:`_temperature_choice` says (None or the configured temperature: no second synset;
+    only synsets matched to the head with the cross-entropy)."""
     if subsets < 4 or 0 < other_class < 4:
         raise ConfigError(f"the check needs at least 4 random subsets and 0 or at least 4 other-class subsets "
                           f"(got {subsets} and {other_class}): a Spearman correlation over fewer says nothing")
     if other_classes < 1:
         raise ConfigError("other_classes must be at least 1 (set other_class to 0 to skip the other-class LDS)")
+    if temperature is not None and not (temperature > 0 and np.isfinite(temperature)):
+        raise ConfigError(f"the temperature the check tries must be a positive number (got {temperature!r}); "
+                          "0 or None tries none")
     retrainer = retrainer_for(dm, retrain)
     F = dm.fitted()
     rows = check_targets(len(data.test), num_targets)
@@ -395,12 +397,11 @@ def _tempered_predictor(dm: DistilledDatamodel, data: Any, targets: Any, tempera
     d = dm.config.distill
     if temperature is None or temperature == d.head_temperature or d.matching != "head":
         return None
+    if d.head_loss != "cross-entropy" and not dm.task.is_default:
+        return None  # the synsets carry the training task's own loss, which has no temperature
     F = dm.fitted()
     if F.synset.kind != "head" or F.synset.block:
         return None
-    if temperature <= 0 or not np.isfinite(temperature):
-        raise ConfigError(f"the check's temperature must be a positive number (got {temperature!r}); 1 or the "
-                          "configured one tries none")
     log.info("check: distilling a second synset with the cross-entropy at temperature %g (cached under %s)",
              temperature, dm.ws.path(temperature_stage(temperature)))
     variant = dm.distill_variant(data.train, [f"distill.head_temperature={temperature!r}"],
