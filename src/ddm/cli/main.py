@@ -299,8 +299,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\nartifacts in {dm.ws.root}/ ; next: ddm attribute -w {dm.ws.root} --targets 0:20 --top-k 5")
     if not dm.ws.path("check", "check.json").exists():
         print(f"is DDM right on this model? ddm check -w {dm.ws.root} scores it against 32 exact retrains and "
-              "refits the damping and class balance on them (--apply keeps its advice; README, 'Checking it against "
-              "exact retraining')")
+              "refits the damping and class balance on them, and tries synsets with a tempered cross-entropy (--apply "
+              "keeps its advice; README, 'Checking it against exact retraining')")
     return 0
 
 
