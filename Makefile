@@ -248,6 +248,9 @@ bench-check: $(STAMP)
 	$(BIN)/python benchmarks/check_temperature.py --root runs/matrix-b --seed 0 \
 	  --configs digits-convnet-batchnorm-K40-momentum,digits-convnet-groupnorm-K100-momentum,digits-resnet-K40-momentum,fmnist-convnet-K100-sgd,fmnist-convnet-d2-K40-adam \
 	  --out benchmarks/results/check-temperature-others-b-seed0
+	$(BIN)/python benchmarks/check_temperature.py --root runs/matrix-b --seed 0 \
+	  --configs digits-mlp-K40-adam-cosine,digits-mlp-K40-adamw,digits-mlp-K100-adam,digits-convnet-layernorm-K20-adam,digits-vit-K40-adam \
+	  --out benchmarks/results/check-temperature-new-seed0
 
 bench-grow: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --select --grid distill.ipc_grow=0,16 --unlearn-dampings= --peers "" \
