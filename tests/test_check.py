@@ -172,11 +172,22 @@ def test_tempered_synsets_the_check_advises_become_the_workspaces_own(tmp_path, 
     assert "distill.head_temperature=2 for this workspace, not used here" in capsys.readouterr().err
     from ddm.distill import matchers
 
-    monkeypatch.setattr(C, "check", lambda *a, **k: advised)
+    # --apply puts them in place, checks them again on the same retrains and keeps what that second check advises
+    answers, seen = [advised, {**advised, "advice": {"emulate.other_class_scale": 0.3}}], []
+
+    def checked(dm, *a, **k):
+        seen.append((dm.config.distill.head_temperature, dm.keys["synset"]))
+        return answers[len(seen) - 1]
+
+    monkeypatch.setattr(C, "check", checked)
     monkeypatch.setattr(matchers.MATCHERS, "get", lambda *a: pytest.fail("distilled again"))
     assert main([*argv, "--apply"]) == 0
-    assert "applied: distill.head_temperature=2: the synsets the check distilled" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "applied: distill.head_temperature=2: the synsets the check distilled" in text
+    assert "applied: emulate.other_class_scale=0.3" in text
+    assert seen == [(1.0, old_key), (2.0, tried_key)]  # the second check saw the new synsets
     monkeypatch.undo()
+    assert json.loads((tmp_path / "ws" / "config.json").read_text())["emulate"]["other_class_scale"] == 0.3
     assert json.loads((tmp_path / "ws" / "config.json").read_text())["distill"]["head_temperature"] == 2.0
     assert json.loads((tmp_path / "ws" / "synset" / "stage.json").read_text())["key"] == tried_key
     from ddm.pipeline import DistilledDatamodel

@@ -644,11 +644,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     each = (f"in your loop ({retrainer.name}), most on about half the data" if retrainer is not None
             else f"of about {seconds * 0.5:.0f}-{seconds:.0f} s each (the target trained in {seconds:.0f} s)")
     print(f"check: up to {n} exact retrains {each}, cached under {dm.ws.path('check')}", file=sys.stderr)
-    r = check(dm, data, args.num_targets, args.subsets, args.other_class_subsets, args.other_classes, peers,
-              retrainer, temperature=args.try_temperature or None)
+    def run() -> dict[str, Any]:
+        return check(dm, data, args.num_targets, args.subsets, args.other_class_subsets, args.other_classes, peers,
+                     retrainer, temperature=args.try_temperature or None)
+
+    r = run()
+    if not args.json:
+        _print_check(r, dm)
+    if args.apply and _apply_advice(dm, r["advice"], data, sys.stderr if args.json else sys.stdout):
+        # new synsets: the damping, balance and schedule term are refitted on them (every retrain reused)
+        print("--apply: checking the new synsets on the same retrains (no retrain) to refit the rest of the advice "
+              "on them", file=sys.stderr)
+        first, r = r, run()
+        r["before_apply"] = first
+        if not args.json:
+            print()
+            _print_check(r, dm)
+        _apply_advice(dm, r["advice"], data, sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(r, indent=2))
-        return 0
+    return 0
+
+
+def _print_check(r: dict[str, Any], dm: Any) -> None:
+    """A check's result as ``ddm check`` prints it: the table of scores, then the verdict."""
     print(f"{len(r['targets'])} test targets, {r['subsets']} random halves of the {r['groups']} groups "
           f"(retrains of {r['retrain_seconds']:.1f} s on average); LDS: mean over targets ± standard error "
           "(bootstrap over subsets and targets)")
@@ -689,29 +708,28 @@ def cmd_check(args: argparse.Namespace) -> int:
     for line in r["verdict"]:
         print(f"* {line}")
     print(f"saved: {dm.ws.path('check', 'check.json')}")
-    if args.apply:
-        _apply_advice(dm, r["advice"], data)
-    return 0
 
 
-def _apply_advice(dm: Any, advice: dict[str, float], data: Any) -> None:
-    """``ddm check --apply``: keep the check's advice as the workspace's settings, and say what changed."""
+def _apply_advice(dm: Any, advice: dict[str, float], data: Any, out: Any = None) -> bool:
+    """``ddm check --apply``: keep the check's advice as the workspace's settings, and say what changed (on ``out``,
+    stdout by default). True where the workspace's synsets were replaced (a tempered synset the check distilled)."""
     from ddm.evaluation.check import temperature_stage
 
+    out = out or sys.stdout
     if not advice:
-        print("--apply: the check advises no change; the workspace's settings stay as they are")
-        return
+        print("--apply: the check advises no change; the workspace's settings stay as they are", file=out)
+        return False
     t = advice.get("distill.head_temperature")
     if t is not None:
         dm.adopt_variant(data.train, [f"distill.head_temperature={t!r}"], temperature_stage(t))
         print(f"applied: distill.head_temperature={t:g}: the synsets the check distilled at that temperature are now "
-              f"this workspace's ({dm.ws.path('synset')}; the setting is in {dm.ws.path('config.json')}). Run `ddm "
-              f"check -w {dm.ws.root}` again: it refits the damping and class balance on them, reusing every retrain")
-        return
+              f"this workspace's ({dm.ws.path('synset')}; the setting is in {dm.ws.path('config.json')})", file=out)
+        return True
     dm.keep_settings([f"{k}={v:g}" for k, v in advice.items()])
     print(f"applied: {', '.join(f'{k}={v:g}' for k, v in advice.items())} is now this workspace's setting "
           f"({dm.ws.path('config.json')}): every later ddm attribute and report on it uses it (ddm diagnose too, "
-          "with its own class balance); `ddm run` on this workspace keeps it only with the same --set")
+          "with its own class balance); `ddm run` on this workspace keeps it only with the same --set", file=out)
+    return False
 
 
 def cmd_info(args: argparse.Namespace) -> int:

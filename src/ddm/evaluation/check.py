@@ -673,8 +673,8 @@ def _temperature_verdict(r: dict[str, Any]) -> list[str]:
                else ""))
     if t["recommended"]:
         return [said + ". `ddm check --apply` makes them this workspace's synsets (no distillation: the check's are "
-                "taken), then `ddm check` again refits the damping and class balance on them (its retrains are "
-                "reused; README, 'A tempered cross-entropy')"]
+                "taken), checks them on the same retrains and keeps the damping and class balance refitted on them "
+                "(README, 'A tempered synset, tried')"]
     if m["mean"] - 2 * m["se"] <= 0:
         why = "no gain beyond two standard errors"
     elif om is not None and om["mean"] + 2 * om["se"] < 0:
