@@ -189,12 +189,16 @@ def test_tempered_synsets_the_check_advises_become_the_workspaces_own(tmp_path, 
     monkeypatch.undo()
     assert json.loads((tmp_path / "ws" / "config.json").read_text())["emulate"]["other_class_scale"] == 0.3
     assert json.loads((tmp_path / "ws" / "config.json").read_text())["distill"]["head_temperature"] == 2.0
-    assert json.loads((tmp_path / "ws" / "synset" / "stage.json").read_text())["key"] == tried_key
+    stage = json.loads((tmp_path / "ws" / "synset" / "stage.json").read_text())
+    assert stage["key"] == tried_key and stage["stage"] == "synset"
     from ddm.pipeline import DistilledDatamodel
     from ddm.task import TemperedCrossEntropy
 
     dm = DistilledDatamodel(ws).load()
     assert isinstance(dm.synset.task, TemperedCrossEntropy) and dm.synset.task.temperature == 2.0
+    assert main(["info", "-w", ws]) == 0
+    text = capsys.readouterr().out
+    assert "synsets matched with the cross-entropy at temperature 2 (distill.head_temperature=2)" in text
     # the key is the one the pipeline computes for that setting: a run with it reuses every stage
     monkeypatch.setattr(matchers.MATCHERS, "get", lambda *a: pytest.fail("distilled again"))
     assert main(["run", "-w", ws, "--preset", "tiny", "--set", "distill.head_temperature=2", "--targets", "0:2",

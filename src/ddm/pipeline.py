@@ -443,6 +443,7 @@ class DistilledDatamodel:
         if tmp.exists():
             shutil.rmtree(tmp)
         shutil.copytree(src, tmp)
+        save_json(tmp / "stage.json", {**load_json(tmp / "stage.json"), "stage": "synset"})  # its name where it lands
         old = self.ws.path("synset.replaced")
         if old.exists():
             shutil.rmtree(old)

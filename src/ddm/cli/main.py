@@ -841,6 +841,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         if changed:
             print("  emulation settings other than the defaults: "
                   + ", ".join(f"emulate.{k}={v}" for k, v in changed.items()))
+        temperature = RunConfig.from_json(stored.read_text()).distill.head_temperature
+        if temperature != RunConfig().distill.head_temperature:
+            print(f"  synsets matched with the cross-entropy at temperature {temperature:g} "
+                  f"(distill.head_temperature={temperature:g})")
     return 0
 
 
