@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,27 +37,40 @@ def rows_without_validation(num_test: int, n: int) -> torch.Tensor:
     return torch.cat([perm[:50], perm[100:100 + n - 50]])[:n].sort().values
 
 
+@contextmanager
+def validation_rows_left_out() -> Iterator[None]:
+    """The check's targets drawn without the validation rows (:func:`rows_without_validation`) inside the block."""
+    original = C.check_targets
+    C.check_targets = rows_without_validation  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        C.check_targets = original  # type: ignore[assignment]
+
+
+def followed(dm: Any, advice: dict[str, float], targets: Any, name: str) -> Any:
+    """``dm``'s ``dist2`` attribution of ``targets`` with the check's emulation ``advice`` followed (``dm``'s own
+    configuration given back)."""
+    own = dm.config
+    try:
+        dm.config = own.with_overrides([f"{k}={val!r}" for k, val in advice.items()])
+        return dm.attribute(targets, "dist2", name=name)
+    finally:
+        dm.config = own
+
+
 def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, Any]:
     _, data, _, dm, cache = M.open_run(root, name, seed)
     v = M.ValidationTargets(dm, cache, data, seed, halves_only=args.halves_only)
     out: dict[str, Any] = v.baselines(dm, "check-advice")
-    own = dm.config
-    original = C.check_targets
-    try:
-        C.check_targets = rows_without_validation  # type: ignore[assignment]
+    with validation_rows_left_out():
         for n in COUNTS:
             r = C.check(dm, data, num_targets=n, temperature=None)  # the tempered synset: check_temperature.py
-            advice = r["advice"]
-            try:
-                dm.config = own.with_overrides([f"{k}={val!r}" for k, val in advice.items()])
-                attr = dm.attribute(v.targets, "dist2", name="check-advice")
-            finally:
-                dm.config = own
-            out[f"{n} targets"] = {"advice": advice, "score": v.score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0]),
+            attr = followed(dm, r["advice"], v.targets, "check-advice")
+            out[f"{n} targets"] = {"advice": r["advice"],
+                                   "score": v.score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0]),
                                    "check": (r["lds"]["DDM"]["mean"], r["lds"]["DDM"]["se"]),
                                    "verdict": r["verdict"][0]}
-    finally:
-        C.check_targets = original  # type: ignore[assignment]
     print(name, seed, out, flush=True)
     return out
 

@@ -35,12 +35,7 @@ def _follow(dm: Any, advice: dict[str, float], data: Any, targets: Any) -> Any:
     if t is not None:
         variant = dm.distill_variant(data.train, [f"distill.head_temperature={t!r}"], C.temperature_stage(t))
         return variant, variant.attribute(targets, "dist2", name="check-temperature-followed")
-    own = dm.config
-    try:
-        dm.config = own.with_overrides([f"{k}={val!r}" for k, val in advice.items()])
-        return None, dm.attribute(targets, "dist2", name="check-advice")
-    finally:
-        dm.config = own
+    return None, A.followed(dm, advice, targets, "check-advice")
 
 
 def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -50,9 +45,7 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     always = dm.distill_variant(data.train, ["distill.head_temperature=2.0"], C.temperature_stage(2.0))
     attr = always.attribute(v.targets, "dist2", name="check-temperature-always")
     out["temperature 2 everywhere"] = v.score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
-    original = C.check_targets
-    try:
-        C.check_targets = A.rows_without_validation  # type: ignore[assignment]
+    with A.validation_rows_left_out():
         current = dm
         for step in STEPS:
             r = C.check(current, data, num_targets=200)
@@ -68,8 +61,6 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
             if variant is None:
                 break
             current = variant
-    finally:
-        C.check_targets = original  # type: ignore[assignment]
     print(name, seed, out, flush=True)
     return out
 
