@@ -421,13 +421,7 @@ class DistilledDatamodel:
         variant.keys, variant.timings = dict(self.keys), dict(self.timings)
         variant._emulations, variant._reused = {}, []
         variant.config = self.config.with_overrides(overrides)
-        assert self.model is not None
-        training = self.model.training
-        self.model.eval()  # as fit() distils: a loaded model is in training mode, and a batch norm's statistics move
-        try:
-            variant.synset = variant._distill(stage, train, self.groups)  # type: ignore[arg-type]
-        finally:
-            self.model.train(training)
+        variant.synset = variant._distill(stage, train, self.groups)  # type: ignore[arg-type]
         variant.keys["synset"] = variant.keys[stage]
         return variant
 

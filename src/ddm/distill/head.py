@@ -125,8 +125,7 @@ class Head:
         hooks = [m.register_forward_hook(lambda m, i, o, n=n: outs.__setitem__(n, o.detach()))
                  for n, m in self.model.named_modules() if isinstance(m, nn.Linear)]
         try:
-            with torch.no_grad():
-                logits = devices.forward(self.model, x[:8])
+            logits = devices.predict(self.model, x[:8])  # eval mode: a batch norm's running statistics stay put
         finally:
             for hk in hooks:
                 hk.remove()
