@@ -141,6 +141,9 @@ def test_the_tempered_synset_is_advised_alone_and_only_beyond_two_standard_error
     assert C.advice(base) == {"emulate.other_class_scale": 0.1}
     said = [line for line in C.verdict(r) if "temperature 2" in line]
     assert len(said) == 1 and "+0.010 ± 0.020 over them with the advice above" in said[0] and "--apply" in said[0]
+    assert any("let `ddm check --apply` refit it on the tempered synsets below" in line for line in C.verdict(r))
+    assert not any("keep it for this workspace" in line for line in C.verdict(r))
+    assert any("keep it for this workspace with `ddm check --apply`" in line for line in C.verdict(base))
     no = C.verdict({**base, "temperature": {**t, "recommended": False, "margin": {"mean": 0.03, "se": 0.02}}})
     assert any("no gain beyond two standard errors, keep the synsets in use" in line for line in no)
     worse = C.verdict({**base, "temperature": {**t, "recommended": False}})

@@ -550,10 +550,12 @@ def verdict(r: dict[str, Any]) -> list[str]:
             lines.append(f"other classes' groups: not told apart from chance on {r.get('other_class_subsets', '')} "
                          f"subsets (other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}): trust the ranking within the "
                          "target's own class more than across classes; more --other-class-subsets give a finer answer")
-    lines += _damping_verdict(r)
-    lines += _balance_verdict(r)
-    lines += _schedule_verdict(r)
-    lines += _temperature_verdict(r)
+    advised = _damping_verdict(r) + _balance_verdict(r) + _schedule_verdict(r)
+    if r.get("temperature", {}).get("recommended"):
+        # what --apply takes is the tempered synset below; the rest is refitted on it
+        advised = [line.replace("keep it for this workspace with `ddm check --apply`",
+                                "let `ddm check --apply` refit it on the tempered synsets below") for line in advised]
+    lines += advised + _temperature_verdict(r)
     if r["reproduction_dist1"] > SAME_SEED_TOLERANCE:
         if r.get("retrain"):
             why = (f"your retrain function ({r['retrain']}) did not train the target's network from its theta_0 to "
