@@ -626,7 +626,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from ddm.baselines.peers import PEERS
-    from ddm.evaluation.check import check
+    from ddm.evaluation.check import check, tries_temperature
     from ddm.evaluation.retrain import retrainer_for
 
     peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
@@ -643,13 +643,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     seconds = float(dm.ws.require("train")["seconds"])
     each = (f"in your loop ({retrainer.name}), most on about half the data" if retrainer is not None
             else f"of about {seconds * 0.5:.0f}-{seconds:.0f} s each (the target trained in {seconds:.0f} s)")
-    t = args.try_temperature
+    t = args.try_temperature or None
     tried = (f", and synsets distilled at temperature {t:g} (--try-temperature 0 skips them)"
-             if t and t != dm.config.distill.head_temperature and dm.config.distill.matching == "head" else "")
+             if tries_temperature(dm, t) else "")
     print(f"check: up to {n} exact retrains {each}{tried}, cached under {dm.ws.path('check')}", file=sys.stderr)
+
     def run() -> dict[str, Any]:
         return check(dm, data, args.num_targets, args.subsets, args.other_class_subsets, args.other_classes, peers,
-                     retrainer, temperature=args.try_temperature or None)
+                     retrainer, temperature=t)
 
     r = run()
     if not args.json:

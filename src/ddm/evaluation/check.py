@@ -389,19 +389,27 @@ def temperature_stage(temperature: float) -> str:
     return f"check/synset-temperature-{temperature:g}"
 
 
+def tries_temperature(dm: DistilledDatamodel, temperature: float | None) -> bool:
+    """Whether the check distils a second synset at ``temperature`` for ``dm``: not for None or the configured
+    temperature, nor for synsets not matched to the head with the cross-entropy (``distill.matching=head``, the
+    default; a custom training loss carried instead has no temperature)."""
+    d = dm.config.distill
+    if temperature is None or temperature == d.head_temperature or d.matching != "head":
+        return False
+    if d.head_loss != "cross-entropy" and not dm.task.is_default:
+        return False
+    F = dm.fitted()
+    return F.synset.kind == "head" and not F.synset.block
+
+
 def _tempered_predictor(dm: DistilledDatamodel, data: Any, targets: Any, temperature: float | None
                         ) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """DDM's predicted losses of the ``targets`` (keep-masks ``[S, K]`` -> ``[S, T]``) with a synset distilled at
-    ``temperature`` and every emulation setting as configured; None where there is nothing to try: no temperature, the
-    configured one, or synsets not matched to the head (``distill.matching=head``, the default)."""
-    d = dm.config.distill
-    if temperature is None or temperature == d.head_temperature or d.matching != "head":
+    ``temperature`` and every emulation setting as configured; None where :func:`tries_temperature` says there is
+    nothing to try."""
+    if not tries_temperature(dm, temperature):
         return None
-    if d.head_loss != "cross-entropy" and not dm.task.is_default:
-        return None  # the synsets carry the training task's own loss, which has no temperature
-    F = dm.fitted()
-    if F.synset.kind != "head" or F.synset.block:
-        return None
+    assert temperature is not None
     log.info("check: distilling a second synset with the cross-entropy at temperature %g (cached under %s)",
              temperature, dm.ws.path(temperature_stage(temperature)))
     variant = dm.distill_variant(data.train, [f"distill.head_temperature={temperature!r}"],
