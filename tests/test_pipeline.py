@@ -225,6 +225,7 @@ def test_load_and_unlearn(run):
     cfg, data, ws, dm = run
     dm2 = ddm.DistilledDatamodel(ws).load()
     assert dm2.groups.num_groups == 20 and torch.equal(dm2.synset.images, dm.synset.images)
+    assert not dm2.model.training  # the model load() builds is an inference model: in eval mode
     model = dm2.unlearn([0, 3], name="two")
     assert (ws / "unlearned" / "two" / "model.safetensors").exists()
     changed = any(not torch.equal(p, q) for p, q in zip(model.parameters(), dm2.model.parameters(), strict=True))

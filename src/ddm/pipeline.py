@@ -371,6 +371,7 @@ class DistilledDatamodel:
             model = model_registry.from_spec(spec)
         self.trajectory = trajectory.ordered([n for n, _ in model.named_parameters()])
         _load_params(model, self.trajectory.final, self.ws.path("train", "model.safetensors"))
+        model.eval()  # as after fit(): every stage reads the trained model deterministically
         self.model = model
         for stage, attr, method in (("groups", "groups", None), ("groups-class", "class_groups", "class")):
             st = self.ws.stage_info(stage)
