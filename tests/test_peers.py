@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -153,3 +155,34 @@ def test_hessian_subset_is_seeded_and_all_when_small(digits):
     a, b = peers._hessian_subset(digits.train, cfg), peers._hessian_subset(digits.train, cfg)
     assert len(a) == 100 and torch.equal(a.index, b.index) and len(set(a.index.tolist())) == 100
     assert peers._hessian_subset(digits.train, peers.PeerConfig()) is digits.train  # 1437 <= 2048
+
+
+def test_tracin_is_the_exact_sum_of_gradient_products_unless_a_projection_is_asked(digits, trained):
+    """dattri's TracIn projects gradients to 512 random dimensions by default; ddm's peer is the exact inner product
+    sum_t lr * g_train(theta_t) . g_target(theta_t), computed here by hand, and a projection only when asked (without
+    writing it into dattri's module-wide defaults)."""
+    import dattri.algorithm.tracin as dattri_tracin
+
+    model, traj = trained
+    defaults = dict(dattri_tracin.DEFAULT_PROJECTOR_KWARGS)
+    train, targets = digits.train[:40], digits.test[:3]
+    s = peers.sample_scores("tracin", model, traj, train, targets, FAST)
+
+    def grads(params, x, y):
+        def loss(p, xi, yi):
+            out = torch.func.functional_call(model, p, (xi.unsqueeze(0),))
+            return torch.nn.functional.cross_entropy(out, yi.unsqueeze(0))
+        g = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(params, x, y)
+        return torch.cat([v.flatten(1) for v in g.values()], 1)
+
+    want = torch.zeros(len(train), len(targets))
+    for i in range(1, len(traj)):
+        p = {k: v for k, v in traj.checkpoint(i).items() if k in dict(model.named_parameters())}
+        want += traj.lr * grads(p, train.x, train.y) @ grads(p, targets.x, targets.y).T
+    assert torch.allclose(s, want, rtol=1e-4, atol=1e-5 * want.abs().max())
+    projected = peers.sample_scores("tracin", model, traj, train, targets, dataclasses.replace(FAST, tracin_dim=64))
+    assert not torch.allclose(projected, want, rtol=1e-2)  # a projection is an approximation
+    assert torch.corrcoef(torch.stack([projected.flatten(), want.flatten()]))[0, 1] > 0.5
+    assert dattri_tracin.DEFAULT_PROJECTOR_KWARGS == defaults
+    with pytest.raises(ConfigError, match="tracin_dim"):
+        peers.PeerConfig(tracin_dim=-1)

@@ -21,7 +21,8 @@ if-lissa     influence with LiSSA's stochastic recursion, all parameters.
 fastif       FastIF: influence (CG) scored only for the ``fastif_k`` training samples nearest to
              the target in the model's penultimate features; all others score 0.
 arnoldi      "Scaling up influence functions": Arnoldi eigen-projection of the Hessian.
-tracin       TracIn-CP over the recorded trajectory: sum_t lr * g_train(theta_t) . g_target(theta_t).
+tracin       TracIn-CP over the recorded trajectory: sum_t lr * g_train(theta_t) . g_target(theta_t), the
+             full per-sample gradients' exact inner products (``tracin_dim`` > 0: random projections).
 trak         TRAK with random projections, the last ``trak_checkpoints`` checkpoints as ensemble.
 ======== ====================================================================================
 
@@ -41,6 +42,11 @@ Library problems worked around here (each with a test in tests/test_peers.py):
   last layer alone, with the penultimate features as inputs (same gradients and Hessian).
 * The explicit transform sums the inverses of the per-batch Hessians rather than inverting the
   training set's Hessian: ``explicit_batch`` defaults to one batch for up to 10k samples.
+* TracIn projects every per-sample gradient to 512 random dimensions unless told otherwise, and cannot be told
+  not to (``projector_kwargs=None`` means its defaults), writing the settings it is given into its module-wide
+  defaults: the adapter clears the attributor's projection after construction for the exact inner products
+  (``tracin_dim`` 0, the default; the full gradients are computed either way, so exact is also the faster), and
+  hands a projection its own settings. ddm 0.17 and earlier scored TracIn with the projection.
 """
 
 from __future__ import annotations
@@ -82,6 +88,7 @@ class PeerConfig:
     arnoldi_samples: int = 256  # training samples the Arnoldi Hessian sees
     fastif_k: int = 100
     trak_dim: int = 512
+    tracin_dim: int = 0  # TracIn: 0 exact gradient inner products; > 0 random projections to this many dimensions
     trak_checkpoints: int = 3
     explicit_batch: int = 10_000  # samples per explicit Hessian (dattri sums the per-batch inverses)
     seed: int = 0
@@ -94,6 +101,8 @@ class PeerConfig:
                 raise ConfigError(f"peer setting {name} must be positive, got {getattr(self, name)}")
         if self.damping < 0:
             raise ConfigError("peer setting damping must be >= 0")
+        if self.tracin_dim < 0:
+            raise ConfigError(f"peer setting tracin_dim must be >= 0 (0: exact), got {self.tracin_dim}")
 
 
 def _dattri() -> Any:
@@ -320,8 +329,12 @@ def _trajectory_attributor(method: str, model: nn.Module, trajectory: Trajectory
     task = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=ckpts)
     if method == "tracin":
         lr = trajectory.lr if trajectory.lr is not None else 1.0
-        return tracin_mod.TracInAttributor(task, weight_list=torch.full((len(ckpts),), float(lr)),
-                                           normalized_grad=False)
+        a = tracin_mod.TracInAttributor(task, weight_list=torch.full((len(ckpts),), float(lr)),
+                                        normalized_grad=False)
+        # dattri projects by default and keeps what it is given in its module-wide defaults: set ours on the instance
+        a.projector_kwargs = ({"proj_dim": cfg.tracin_dim, "proj_max_batch_size": 32, "proj_seed": cfg.seed,
+                               "device": "cpu"} if cfg.tracin_dim else None)
+        return a
     return trak_mod.TRAKAttributor(task, correct_probability_func=t.correct_probability, device="cpu",
                                    projector_kwargs={"proj_dim": cfg.trak_dim, "device": "cpu", "proj_seed": cfg.seed},
                                    regularization=cfg.damping)
