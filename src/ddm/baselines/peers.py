@@ -42,6 +42,9 @@ Library problems worked around here (each with a test in tests/test_peers.py):
   last layer alone, with the penultimate features as inputs (same gradients and Hessian).
 * The explicit transform sums the inverses of the per-batch Hessians rather than inverting the
   training set's Hessian: ``explicit_batch`` defaults to one batch for up to 10k samples.
+* TracIn's per-sample gradients go through a flattened loss, 25x slower than ``vmap(grad)`` over the parameters'
+  dict, and recomputes the targets' for every training batch: the adapter hands it the former, the targets' memoised
+  per checkpoint (the same gradients, in dattri's flat order).
 * TracIn projects every per-sample gradient to 512 random dimensions unless told otherwise, and cannot be told
   not to (``projector_kwargs=None`` means its defaults), writing the settings it is given into its module-wide
   defaults: the adapter clears the attributor's projection after construction for the exact inner products
@@ -314,6 +317,36 @@ def _fastif(model: nn.Module, train: Split, targets: Split, cfg: PeerConfig) -> 
     return out
 
 
+def _fast_per_sample_grads(attributor: Any, t: _Task) -> None:
+    """dattri's TracIn takes per-sample gradients through a flattened loss, 25x slower than ``vmap(grad)`` over the
+    parameters' dict (2.6 s against 0.1 s for 512 samples of a 135k-parameter MLP), and recomputes the targets'
+    for every training batch: the same gradients, flattened in dattri's order, from the dict, the targets' once per
+    checkpoint."""
+    named = dict(t.model.named_parameters())  # dattri flattens the checkpoints' parameters in this order
+    names = list(named)
+    shapes = [named[n].shape for n in names]
+    sizes = [s.numel() for s in shapes]
+    per_sample = torch.func.vmap(torch.func.grad(t.loss), in_dims=(None, 0))
+
+    def grads(flat: torch.Tensor, data: Any) -> torch.Tensor:
+        params = {n: v.view(s) for n, v, s in zip(names, flat.split(sizes), shapes, strict=True)}
+        g = per_sample(params, tuple(data))
+        return torch.cat([g[n].flatten(1) for n in names], 1)
+
+    memo: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def target_grads(flat: torch.Tensor, data: Any) -> torch.Tensor:
+        for seen_flat, seen_x, out in memo:
+            if seen_flat is flat and seen_x.shape == data[0].shape and torch.equal(seen_x, data[0]):
+                return out
+        if memo and memo[0][0] is not flat:
+            memo.clear()  # a new checkpoint (one flat parameter tensor for all its training batches)
+        memo.append((flat, data[0], grads(flat, data)))
+        return memo[-1][2]
+
+    attributor.grad_loss_func, attributor.grad_target_func = grads, target_grads
+
+
 def _trajectory_attributor(method: str, model: nn.Module, trajectory: Trajectory | None, train: Split,
                            cfg: PeerConfig) -> Any:
     """dattri's TracIn (every recorded checkpoint after theta_0, weighted by lr) or TRAK (the last
@@ -334,6 +367,7 @@ def _trajectory_attributor(method: str, model: nn.Module, trajectory: Trajectory
         # dattri projects by default and keeps what it is given in its module-wide defaults: set ours on the instance
         a.projector_kwargs = ({"proj_dim": cfg.tracin_dim, "proj_max_batch_size": 32, "proj_seed": cfg.seed,
                                "device": "cpu"} if cfg.tracin_dim else None)
+        _fast_per_sample_grads(a, t)
         return a
     return trak_mod.TRAKAttributor(task, correct_probability_func=t.correct_probability, device="cpu",
                                    projector_kwargs={"proj_dim": cfg.trak_dim, "device": "cpu", "proj_seed": cfg.seed},
