@@ -38,6 +38,7 @@ from ddm.exceptions import ConfigError, NumericalError
 from ddm.objectives.influence import true_label_loss
 from ddm.pipeline import DistilledDatamodel, online_seconds
 from ddm.presets import recipe
+from ddm.progress import bar
 from ddm.unlearning import unlearn_groups
 from ddm.workspace import atomic_write_text, cached_json, load_tensors, save_json, save_tensors
 
@@ -420,7 +421,9 @@ def _peer_group_scores(folder: Path, method: str, F: Any, train: Any, targets: A
     if path.exists():
         t = load_tensors(path)
         return t["group_scores"], float(t["seconds"])
-    scores, seconds = timed(lambda: sample_scores(method, F.model, F.trajectory, train, targets, cfg))
+    with bar(1, f"peer {method} on {len(targets)} targets") as shown:  # one step: says what runs for minutes
+        scores, seconds = timed(lambda: sample_scores(method, F.model, F.trajectory, train, targets, cfg))
+        shown.update()
     g = group_scores(scores, F.groups)
     save_tensors(path, {"group_scores": g, "sample_scores": scores, "seconds": torch.tensor(seconds)})
     log.info("%s: %.1f s", method, seconds)
