@@ -350,6 +350,9 @@ bench-diagnostics: $(STAMP)
 	  --seed $$s --scales 0.7,0.5,0.4,0.3,0.2 --out benchmarks/results/class-balance-digits-mlp-seed$$s || exit 1; done
 	$(BIN)/python benchmarks/class_balance.py --root runs/matrix-b --configs digits-alexnet-K40-adam --seed 1 \
 	  --scales 0.7,0.5,0.4,0.3,0.2 --out benchmarks/results/class-balance-alexnet-seed1
+	# the TracIn peer exact against dattri's default random projection (what the TracIn numbers before 0.18 used)
+	$(BIN)/python benchmarks/tracin_projection.py --root runs/matrix-b --seed 0 \
+	  --configs fmnist-mlp-K40-sgd,digits-convnet-K40-momentum-wd --out benchmarks/results/tracin-projection-s0
 	# on what scale the schedule effect would have to be added to DDM
 	$(BIN)/python benchmarks/count_effect.py --root runs/matrix-b --out benchmarks/results/count-effect-selection
 	for s in 0 1 2; do $(BIN)/python benchmarks/count_effect.py --root runs/matrix-b --seed $$s \
