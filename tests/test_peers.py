@@ -186,3 +186,15 @@ def test_tracin_is_the_exact_sum_of_gradient_products_unless_a_projection_is_ask
     assert dattri_tracin.DEFAULT_PROJECTOR_KWARGS == defaults
     with pytest.raises(ConfigError, match="tracin_dim"):
         peers.PeerConfig(tracin_dim=-1)
+
+
+@pytest.mark.parametrize("method", ["tracin", "trak"])
+def test_the_fast_per_sample_gradients_are_dattris(method, digits, trained):
+    """The adapter replaces dattri's per-sample gradient functions by faster ones: the same numbers, same order."""
+    model, traj = trained
+    a = peers._trajectory_attributor(method, model, traj, digits.train, FAST)
+    flat, _ = a.task.get_param(ckpt_idx=0)
+    batch = (digits.train.x[:16], digits.train.y[:16])
+    theirs = a.task.get_grad_loss_func(in_dims=(None, 0))(flat, batch)
+    for ours in (a.grad_loss_func, a.grad_target_func, a.grad_target_func):  # the last one memoised
+        assert torch.allclose(ours(flat, batch), theirs, rtol=1e-5, atol=1e-7)
