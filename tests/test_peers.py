@@ -193,7 +193,8 @@ def test_the_fast_per_sample_gradients_are_dattris(method, digits, trained):
     """The adapter replaces dattri's per-sample gradient functions by faster ones: the same numbers, same order."""
     model, traj = trained
     a = peers._trajectory_attributor(method, model, traj, digits.train, FAST)
-    flat, _ = a.task.get_param(ckpt_idx=0)
+    last = len(a.task.get_checkpoints()) - 1  # dattri loads the checkpoint into the (shared) model: end at theta_tau
+    flat, _ = a.task.get_param(ckpt_idx=last)
     batch = (digits.train.x[:16], digits.train.y[:16])
     theirs = a.task.get_grad_loss_func(in_dims=(None, 0))(flat, batch)
     for ours in (a.grad_loss_func, a.grad_target_func, a.grad_target_func):  # the last one memoised

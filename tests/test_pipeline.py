@@ -600,8 +600,9 @@ def test_a_batch_norm_model_reopens_with_its_running_statistics(tmp_path, caplog
     stats = dict(reopened.model.named_buffers())
     assert any(k.endswith("running_var") for k in stats) and not torch.equal(stats["features.1.running_var"],
                                                                              torch.ones_like(stats["features.1.running_var"]))
+    assert not reopened.model.training  # load() builds an inference model; fit() handed ours back as it came
     with torch.no_grad():
-        assert torch.equal(reopened.model(data.test.x), dm.model(data.test.x))
+        assert torch.equal(reopened.model(data.test.x), dm.model.eval()(data.test.x))  # the running statistics
     assert torch.equal(reopened.attribute(data.test[:3], "dist2", name="b").weights, a.weights)
     # a workspace whose train stage holds the parameters only (as before ddm stored buffers) says so
     stored = tmp_path / "train" / "model.safetensors"
