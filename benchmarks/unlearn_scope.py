@@ -5,8 +5,9 @@ modes, a last-layer step at theta_tau keeps them, and so does the last layer ret
 (``unlearn_references.py``). With no synsets anywhere (the deleted groups' *real* summed gradient, the *real* kept
 data's Gauss-Newton matrix at the rewound checkpoint, as ``emulate.unlearn_rewind`` picks it), this takes the damped
 step ``(G_keep + lambda I)^-1 g_del / N`` (lambda = ``--dampings`` x G_keep's top eigenvalue + the weight decay; the
-removed samples' share of the decay added to g_del) over the last layer (``head``) and over the last block and the
-head (``block``, :func:`ddm.distill.scope.scope_names`), matrix-free (conjugate gradients on Jacobian-vector
+removed samples' share of the decay added to g_del) over the last layer (``head``), over the last block and the
+head (``block``, :func:`ddm.distill.scope.scope_names`) and, with ``--scopes``, over every parameter (``all``),
+matrix-free (conjugate gradients on Jacobian-vector
 products), and reports test accuracy, the accuracy of the removed groups' classes and agreement with the exact
 retrain, beside exact retraining (target order; mean logits of two other orders), the rewind alone and DDM's
 ``unlearn``, on matrix.py's three 4-group draws.
@@ -99,7 +100,7 @@ def top_eigenvalue(mv: Any, like: Params, iters: int = 30) -> float:
     return float(norm)
 
 
-def run(name: str, seed: int, root: Path, dampings: list[float]) -> dict[str, Any]:
+def run(name: str, seed: int, root: Path, dampings: list[float], scopes: list[str]) -> dict[str, Any]:
     cfg, data, folder, dm, cache = M.open_run(root, name, seed)
     model, traj = dm.model, dm.trajectory
     X, Y = data.train.x, data.train.y
@@ -116,8 +117,8 @@ def run(name: str, seed: int, root: Path, dampings: list[float]) -> dict[str, An
         with torch.no_grad():
             logits["rewind only"] = with_params(model, base)(data.test.x)
             logits["DDM"] = dm.unlearn(rem, name="unlearn-scope").eval()(data.test.x)
-        for scope_name in ("head", "block"):
-            scope = scope_names(model, scope_name)
+        for scope_name in scopes:
+            scope = [n for n, _ in model.named_parameters()] if scope_name == "all" else scope_names(model, scope_name)
             free, mv = ggn(model, base, scope, X[~gone], len(X))
             fixed = {k: v for k, v in base.items() if k not in scope}
 
@@ -172,6 +173,8 @@ def main() -> None:
     p.add_argument("--configs", default="fmnist-mlp-K40-sgd,digits-convnet-K40-momentum-wd")
     p.add_argument("--seeds", default="0,3")
     p.add_argument("--dampings", default="1e-3,1e-2")
+    p.add_argument("--scopes", default="head,block", help="head, block (the last block and the head), all (every "
+                   "parameter of the network)")
     args = p.parse_args()
     torch.set_num_threads(1)
     progress.set_enabled(False)
@@ -179,7 +182,7 @@ def main() -> None:
     results = []
     for name in args.configs.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            results.append(run(name, seed, Path(args.root), dampings))
+            results.append(run(name, seed, Path(args.root), dampings, args.scopes.split(",")))
             M.write_report(args.out, markdown(results, sys.argv[1:]), results)
 
 
