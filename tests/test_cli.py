@@ -41,6 +41,8 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert len(out["attribution"]["targets"][0]["top"]) == 3
     assert set(out["table4"]) >= {"acc_theta0", "acc_theta_tau", "acc_after_whole_synset"}
     assert out["synset"]["matching"] == "head"  # the default recipe
+    near = out["model"]["test_accuracy"] < 0.1 + 0.1 * 0.9  # the tiny preset's model may not learn digits
+    assert ("chance" in " ".join(out.get("warnings", []))) == near
 
     assert main(["attribute", "-w", ws, "--targets", "1,2", "--objective", "dist2", "--top-k", "2"]) == 0
     text = capsys.readouterr().out
@@ -376,3 +378,12 @@ def test_an_unlearning_verification_reads_a_gap_against_retrainings_own_spread(c
         assert "points above" not in out
     else:
         assert says in out
+
+
+def test_a_model_near_chance_is_warned_about():
+    from ddm.cli.main import _near_chance
+
+    assert "near chance (10.0% for 10 classes)" in _near_chance(0.05, 10)
+    assert _near_chance(0.18, 10) is not None and _near_chance(0.20, 10) is None
+    assert _near_chance(0.54, 2) is not None and _near_chance(0.70, 2) is None
+    assert _near_chance(0.0, 1) is None  # no classes to be at chance among

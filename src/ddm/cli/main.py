@@ -134,6 +134,9 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
     out["model"] = {"spec": dm.model.ddm_spec if hasattr(dm.model, "ddm_spec") else None,
                     "test_accuracy": accuracy(dm.model, data.test), "train_seconds": info.get("seconds"),
                     "checkpoints": len(dm.trajectory)}
+    warn = _near_chance(out["model"]["test_accuracy"], int(getattr(data, "num_classes", 0) or 0))
+    if warn:
+        out["warnings"] = [warn]
     if dm.groups is not None:
         s = dm.groups.sizes()
         out["groups"] = {"method": dm.groups.method, "K": dm.groups.num_groups, "min_size": int(s.min()),
@@ -190,11 +193,31 @@ def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argpars
             "schedule_weight": meta.get("schedule_weight", 0.0), "source": source, "targets": rows}
 
 
+#: a target model whose test accuracy is below chance + this share of the way from chance to 100% is warned about
+NEAR_CHANCE = 0.1
+
+
+def _near_chance(acc: float, num_classes: int) -> str | None:
+    """A warning when a classifier's test accuracy ``acc`` is barely above chance (1 / ``num_classes``): every
+    attribution and unlearning of such a model describes one that has not learned its task."""
+    if num_classes < 2:
+        return None
+    chance = 1.0 / num_classes
+    if acc >= chance + NEAR_CHANCE * (1 - chance):
+        return None
+    return (f"the target model's test accuracy {100 * acc:.1f}% is at or near chance ({100 * chance:.1f}% for "
+            f"{num_classes} classes): it has not learned its task, so its attributions and unlearning say little "
+            "about the data; train it longer or at another rate (train.epochs, train.lr) and run again with "
+            "--overwrite")
+
+
 def _print_offline(o: dict[str, Any]) -> None:
     m = o["model"]
     print(o["dataset"])
     print(f"target model: test accuracy {100 * m['test_accuracy']:.1f}% ({m['checkpoints']} checkpoints recorded"
           + (f", trained in {m['train_seconds']:.1f} s)" if m.get("train_seconds") else ")"))
+    for w in o.get("warnings", []):
+        print(f"  WARNING: {w}")
     if "groups" in o:
         g = o["groups"]
         mixed = f"; up to {g['most_classes']} classes in a group" if g.get("most_classes", 1) > 1 else ""
