@@ -4,8 +4,9 @@ Quickstart::
 
     import ddm
     data = ddm.data.load("digits")
-    dm = ddm.DistilledDatamodel("runs/digits", ddm.presets.demo(data))
-    dm.fit(ddm.models.build("convnet", data), data.train)
+    cfg = ddm.presets.demo(data)
+    dm = ddm.DistilledDatamodel("runs/digits", cfg)
+    dm.fit(ddm.models.build(cfg.model, data), data.train)
     attr = dm.attribute(data.test[:20], objective="dist2")
     print(attr.top(0, k=5))
 

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +173,7 @@ class DistilledDatamodel:
         if model is None:
             raise ConfigError("fit() needs the model (e.g. ddm.models.build('convnet', data))")
         self.num_classes = num_classes or model_registry.spec_of(model).get("num_classes") or int(train.y.max()) + 1
+        _warn_model_mismatch(model, self.config)
         if until not in self.STAGES:
             raise ConfigError(f"until={until!r}; choose one of {', '.join(self.STAGES)}")
         self._fit_stages(model, train, trajectory, until)
@@ -993,6 +994,22 @@ def _require_memory(need: int, what: str, advice: str) -> None:
     if free is not None and need > free:
         raise ConfigError(f"{what} needs about {need / 2 ** 30:.1f} GiB of memory and {free / 2 ** 30:.1f} GiB is "
                           f"available: {advice}")
+
+
+def _warn_model_mismatch(model: nn.Module, config: RunConfig) -> None:
+    """Say when ``model`` was built by :func:`ddm.models.build` with settings other than ``config.model``'s: the
+    workspace trains and keeps the model it is given (``train/model.json``), so the configuration's model section,
+    stored in ``config.json`` too, does not describe it. Models of the user's own carry no settings to compare."""
+    given = model_registry.spec_of(model).get("config")
+    if not isinstance(given, dict):
+        return
+    wanted = asdict(config.model)
+    differ = {k: (given[k], wanted[k]) for k in given.keys() & wanted.keys() if given[k] != wanted[k]}
+    if differ:
+        what = ", ".join(f"{k} {g!r} (the configuration: {w!r})" for k, (g, w) in sorted(differ.items()))
+        log.warning("the model given to fit() is not the one the configuration's model section describes: %s. The "
+                    "workspace keeps the given model (train/model.json); to train the configured one, build it with "
+                    "ddm.models.build(config.model, data)", what)
 
 
 def _check_last_snapshot(model: nn.Module, trajectory: Trajectory) -> None:
