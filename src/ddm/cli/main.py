@@ -784,11 +784,10 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(json.dumps(out, indent=2, default=str))
             return 0
         print("config fields (override with --set STAGE.FIELD=VALUE, or FIELD=VALUE for the top-level ones):")
-        for s, c in sections.items():
-            for n, h, d in describe(c):
-                print(f"  {s}.{n:<18} {str(d):<18} {h}")
-        for n, h, d in top:
-            print(f"  {n:<26} {str(d):<18} {h}")
+        rows = [(f"{s}.{n}", h, d) for s, c in sections.items() for n, h, d in describe(c)] + list(top)
+        width = max(len(n) for n, _, _ in rows)
+        for n, h, d in rows:
+            print(f"  {n:<{width}} {str(d):<18} {h}")
         print("\npresets: " + ", ".join(f"{n}" for n in presets.PRESETS.names()))
         for n in presets.PRESETS.names():
             print(f"  {n}: {(presets.PRESETS.get(n).__doc__ or '').split(chr(10))[0]}")
