@@ -147,7 +147,7 @@ def run(name: str, seed: int, root: Path, dampings: list[float], scopes: list[st
 
 
 def markdown(results: list[dict[str, Any]], argv: list[str]) -> list[str]:
-    lines = ["# Unlearning: a Newton step over the last block as well as the head, with real gradients", "",
+    lines = ["# Unlearning: a Newton step over more of the network than the last layer, with real gradients", "",
              f"Command: `python benchmarks/unlearn_scope.py {' '.join(argv)}`. Per draw of 4 groups: test accuracy, "
              "the accuracy of each class a removed group belongs to (test images), agreement with the exact retrain "
              "(target order), in %.", ""]
