@@ -353,6 +353,16 @@ bench-diagnostics: $(STAMP)
 	# the TracIn peer exact against dattri's default random projection (what the TracIn numbers before 0.18 used)
 	$(BIN)/python benchmarks/tracin_projection.py --root runs/matrix-b --seed 0 \
 	  --configs fmnist-mlp-K40-sgd,digits-convnet-K40-momentum-wd --out benchmarks/results/tracin-projection-s0
+	# theta_tau's share of the checkpoint-averaged Newton step (the default: an equal share)
+	$(BIN)/python benchmarks/checkpoint_weight.py --root runs/matrix-b --seed 3 \
+	  --configs fmnist-mlp-K40-sgd,digits-convnet-K100-sgd --out benchmarks/results/checkpoint-weight-select
+	$(BIN)/python benchmarks/checkpoint_weight.py --root runs/matrix-b --seed 0 --out benchmarks/results/checkpoint-weight-held-out-s0 \
+	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-mlp-wide-K40-adam,digits-convnet-K40-momentum-wd,fmnist-mlp-K40-sgd
+	# the unlearning scope diagnostic over the whole network
+	$(BIN)/python benchmarks/unlearn_scope.py --root runs/matrix-b --configs fmnist-mlp-K40-sgd --seeds 0,3 --scopes head,all \
+	  --dampings 1e-4,3e-4,1e-3,1e-2 --out benchmarks/results/unlearn-scope-all-fmnist-mlp
+	$(BIN)/python benchmarks/unlearn_scope.py --root runs/matrix-b --configs digits-convnet-K40-momentum-wd --seeds 0 \
+	  --scopes all --dampings 1e-4,3e-4,1e-3,1e-2 --out benchmarks/results/unlearn-scope-all-wd
 	# on what scale the schedule effect would have to be added to DDM
 	$(BIN)/python benchmarks/count_effect.py --root runs/matrix-b --out benchmarks/results/count-effect-selection
 	for s in 0 1 2; do $(BIN)/python benchmarks/count_effect.py --root runs/matrix-b --seed $$s \

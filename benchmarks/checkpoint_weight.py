@@ -1,0 +1,92 @@
+"""How much of the Newton step should come from theta_tau? (a diagnostic, not a default)
+
+The default averages the head's Newton step over theta_tau and the earlier checkpoints the synsets transfer to, each
+with the same weight (``ddm.emulate.newton.newton_logits``). On a from-scratch AlexNet run the step at theta_tau alone
+ranked at chance while the earlier checkpoints carried the default's score. The step's logit shifts are linear in
+each checkpoint's shift, so this computes each member's shifts once (the emulation with theta_tau alone, and with
+theta_tau and one checkpoint, on the default's own perturbations) and scores the attribution with theta_tau's share
+set to each ``--tau-shares`` value (the rest shared equally by the checkpoints): the readout, the regression and the
+class balance exactly as ``DistilledDatamodel.attribute`` does them. The default's share (1 / members) is included
+and must reproduce the default's score; validation targets, the matrix's retrains.
+
+    python benchmarks/checkpoint_weight.py --configs fmnist-mlp-K40-sgd,digits-convnet-K100-sgd --seed 3 \\
+        --out benchmarks/results/checkpoint-weight-select
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddm import objectives
+from ddm.attribution.fit import fit_attribution
+from ddm.emulate.newton import newton_logits
+from ddm.emulate.perturbations import sample_perturbations
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import matrix as M  # noqa: E402
+
+
+def options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tau-shares", default="0,0.15,0.5,1", help="theta_tau's shares of the step compared (the "
+                   "default's, 1 / members, is always added)")
+
+
+def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cfg, data, folder, dm, cache = M.open_run(root, name, seed)
+    v = M.ValidationTargets(dm, cache, data, seed)
+    out: dict[str, Any] = v.baselines(dm, "checkpoint-weight")
+    e, groups, syn, targets = dm.config.emulate, dm.groups, dm.synset, v.targets
+    averaged = syn.transferring(e.min_transfer).damped(e.damping_scale)
+    K, m = syn.num_groups, len(averaged.checkpoints)
+    keep = sample_perturbations(K, dm._num_perturbations(K, syn), e.keep_prob, e.seed)
+    deleted = torch.cat([~keep, torch.zeros(1, K, dtype=torch.bool)])  # the last row deletes nothing: theta_tau
+    decay = dm.decay(groups)
+    dm.model.eval()  # as attribute() reads it: a batch norm's running statistics, not the targets' batch
+
+    def logits(s: Any) -> torch.Tensor:
+        return newton_logits(dm.model, dm.trajectory.final, s, deleted, targets.x, trajectory=dm.trajectory,
+                             decay=decay).double()
+
+    tau = logits(replace(averaged, checkpoints=[]))
+    z = tau[-1]
+    s_tau = tau[:-1] - z
+    s_ck = [2 * (logits(replace(averaged, checkpoints=[c])) - z)[:-1] - s_tau for c in averaged.checkpoints]
+    obj = objectives.get("dist2")
+    shares = sorted({*(float(x) for x in args.tau_shares.split(",")), 1 / (m + 1)})
+    for w in shares:
+        if m == 0 and w != 1:
+            continue
+        shift = w * s_tau + ((1 - w) / m * sum(s_ck) if m else 0)
+        outputs = obj.outputs((z + shift).float(), targets.y)
+        attr = fit_attribution(keep, outputs, obj, groups, targets.index.tolist(), syn.num_classes, e.weighting,
+                               e.ridge, None, targets.y, e.other_class_scale)
+        tag = f"theta_tau share {w:.3g}" + (" (the default's)" if abs(w - 1 / (m + 1)) < 1e-9 else "")
+        out[tag] = v.score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
+        print(name, seed, tag, out[tag], flush=True)
+    out["checkpoints"] = [f"{c.epoch:g} (cosine {c.cosine_mean:.2f})" for c in averaged.checkpoints]
+    return out
+
+
+def main() -> None:
+    args, names, results = M.run_diagnostic(__doc__, run, "runs/probe/checkpoint-weight", "digits-alexnet-K40-adam",
+                                            options=options)
+    lines = ["# theta_tau's share of the Newton step (diagnostic)", "",
+             f"Command: `python benchmarks/checkpoint_weight.py {' '.join(sys.argv[1:])}`; seed {args.seed}, "
+             "validation targets; LDS / other-class LDS against the retrains in the target's data order.", "",
+             "| configuration | checkpoints averaged | variant | LDS | other-class LDS |", "|---|---|---|---|---|"]
+    for n in names:
+        r = results[n]
+        for tag, val in r.items():
+            if tag != "checkpoints":
+                lines.append(f"| {n} | {', '.join(r['checkpoints'])} | {tag} | {val[0]:+.3f} | {val[1]:+.3f} |")
+    M.write_report(args.out, lines, results)
+
+
+if __name__ == "__main__":
+    main()
