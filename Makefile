@@ -358,6 +358,8 @@ bench-diagnostics: $(STAMP)
 	  --configs fmnist-mlp-K40-sgd,digits-convnet-K100-sgd --out benchmarks/results/checkpoint-weight-select
 	$(BIN)/python benchmarks/checkpoint_weight.py --root runs/matrix-b --seed 0 --out benchmarks/results/checkpoint-weight-held-out-s0 \
 	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-mlp-wide-K40-adam,digits-convnet-K40-momentum-wd,fmnist-mlp-K40-sgd
+	$(BIN)/python benchmarks/checkpoint_weight.py --root runs/matrix-b --seed 0 --set distill.head_temperature=2 \
+	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum --out benchmarks/results/checkpoint-weight-t2-held-out-s0
 	# the unlearning scope diagnostic over the whole network
 	$(BIN)/python benchmarks/unlearn_scope.py --root runs/matrix-b --configs fmnist-mlp-K40-sgd --seeds 0,3 --scopes head,all \
 	  --dampings 1e-4,3e-4,1e-3,1e-2 --out benchmarks/results/unlearn-scope-all-fmnist-mlp

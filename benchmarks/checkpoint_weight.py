@@ -7,7 +7,8 @@ each checkpoint's shift, so this computes each member's shifts once (the emulati
 theta_tau and one checkpoint, on the default's own perturbations) and scores the attribution with theta_tau's share
 set to each ``--tau-shares`` value (the rest shared equally by the checkpoints): the readout, the regression and the
 class balance exactly as ``DistilledDatamodel.attribute`` does them. The default's share (1 / members) is included
-and must reproduce the default's score; validation targets, the matrix's retrains.
+and must reproduce the default's score (``--set``: a variant's, e.g. tempered synsets, and its own attribution);
+validation targets, the matrix's retrains.
 
     python benchmarks/checkpoint_weight.py --configs fmnist-mlp-K40-sgd,digits-convnet-K100-sgd --seed 3 \\
         --out benchmarks/results/checkpoint-weight-select
@@ -35,12 +36,19 @@ import matrix as M  # noqa: E402
 def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau-shares", default="0,0.15,0.5,1", help="theta_tau's shares of the step compared (the "
                    "default's, 1 / members, is always added)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="recombine the steps of a variant's workspace (grid.py's, e.g. distill.head_temperature=2) "
+                        "instead of the default's; the baseline rows stay the default's")
 
 
 def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, Any]:
     cfg, data, folder, dm, cache = M.open_run(root, name, seed)
     v = M.ValidationTargets(dm, cache, data, seed)
     out: dict[str, Any] = v.baselines(dm, "checkpoint-weight")
+    if args.set:
+        dm = M.fit_variant(folder, cfg, data, args.set)
+        variant = dm.attribute(v.targets, "dist2", name="checkpoint-weight")
+        out[f"{', '.join(args.set)} (as attributed)"] = v.score(lambda k, sel: variant.predict(k)[:, sel, 0])
     e, groups, syn, targets = dm.config.emulate, dm.groups, dm.synset, v.targets
     averaged = syn.transferring(e.min_transfer).damped(e.damping_scale)
     K, m = syn.num_groups, len(averaged.checkpoints)
@@ -66,7 +74,8 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
         outputs = obj.outputs((z + shift).float(), targets.y)
         attr = fit_attribution(keep, outputs, obj, groups, targets.index.tolist(), syn.num_classes, e.weighting,
                                e.ridge, None, targets.y, e.other_class_scale)
-        tag = f"theta_tau share {w:.3g}" + (" (the default's)" if abs(w - 1 / (m + 1)) < 1e-9 else "")
+        tag = (f"{', '.join(args.set)}: " if args.set else "") + f"theta_tau share {w:.3g}" + (
+            " (the default's)" if abs(w - 1 / (m + 1)) < 1e-9 else "")
         out[tag] = v.score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
         print(name, seed, tag, out[tag], flush=True)
     out["checkpoints"] = [f"{c.epoch:g} (cosine {c.cosine_mean:.2f})" for c in averaged.checkpoints]
