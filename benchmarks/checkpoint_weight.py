@@ -8,7 +8,8 @@ theta_tau and one checkpoint, on the default's own perturbations) and scores the
 set to each ``--tau-shares`` value (the rest shared equally by the checkpoints): the readout, the regression and the
 class balance exactly as ``DistilledDatamodel.attribute`` does them. The default's share (1 / members) is included
 and must reproduce the default's score (``--set``: a variant's, e.g. tempered synsets, and its own attribution);
-validation targets, the matrix's retrains.
+validation targets, the matrix's retrains. It also reports, with no retrain, how alike theta_tau's step alone and the
+checkpoints' alone rank the LDS halves (a candidate detector of a broken step at theta_tau).
 
     python benchmarks/checkpoint_weight.py --configs fmnist-mlp-K40-sgd,digits-convnet-K100-sgd --seed 3 \\
         --out benchmarks/results/checkpoint-weight-select
@@ -28,6 +29,7 @@ from ddm import objectives
 from ddm.attribution.fit import fit_attribution
 from ddm.emulate.newton import newton_logits
 from ddm.emulate.perturbations import sample_perturbations
+from ddm.evaluation.metrics import lds
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
@@ -39,12 +41,15 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="recombine the steps of a variant's workspace (grid.py's, e.g. distill.head_temperature=2) "
                         "instead of the default's; the baseline rows stay the default's")
+    p.add_argument("--agreement-only", action="store_true",
+                   help="only the retrain-free agreement of theta_tau's step and the checkpoints' (no retrain, "
+                        "no score)")
 
 
 def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, Any]:
     cfg, data, folder, dm, cache = M.open_run(root, name, seed)
     v = M.ValidationTargets(dm, cache, data, seed)
-    out: dict[str, Any] = v.baselines(dm, "checkpoint-weight")
+    out: dict[str, Any] = {} if args.agreement_only else v.baselines(dm, "checkpoint-weight")
     if args.set:
         dm = M.fit_variant(folder, cfg, data, args.set)
         variant = dm.attribute(v.targets, "dist2", name="checkpoint-weight")
@@ -66,7 +71,9 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     s_tau = tau[:-1] - z
     s_ck = [2 * (logits(replace(averaged, checkpoints=[c])) - z)[:-1] - s_tau for c in averaged.checkpoints]
     obj = objectives.get("dist2")
-    shares = sorted({*(float(x) for x in args.tau_shares.split(",")), 1 / (m + 1)})
+    shares = [0.0, 1.0] if args.agreement_only else sorted(
+        {*(float(x) for x in args.tau_shares.split(",")), 1 / (m + 1), 0.0, 1.0})
+    fitted: dict[float, Any] = {}
     for w in shares:
         if m == 0 and w != 1:
             continue
@@ -76,8 +83,12 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
                                e.ridge, None, targets.y, e.other_class_scale)
         tag = (f"{', '.join(args.set)}: " if args.set else "") + f"theta_tau share {w:.3g}" + (
             " (the default's)" if abs(w - 1 / (m + 1)) < 1e-9 else "")
-        out[tag] = v.score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
-        print(name, seed, tag, out[tag], flush=True)
+        fitted[w] = attr
+        if not args.agreement_only:
+            out[tag] = v.score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
+            print(name, seed, tag, out[tag], flush=True)
+    if m:  # retrain-free: do theta_tau's step and the checkpoints' rank the same halves alike?
+        out["agreement"] = round(lds(fitted[0.0].predict(v.keep)[:, :, 0], fitted[1.0].predict(v.keep)[:, :, 0])[0], 3)
     out["checkpoints"] = [f"{c.epoch:g} (cosine {c.cosine_mean:.2f})" for c in averaged.checkpoints]
     return out
 
@@ -92,8 +103,11 @@ def main() -> None:
     for n in names:
         r = results[n]
         for tag, val in r.items():
-            if tag != "checkpoints":
+            if tag not in ("checkpoints", "agreement"):
                 lines.append(f"| {n} | {', '.join(r['checkpoints'])} | {tag} | {val[0]:+.3f} | {val[1]:+.3f} |")
+    lines += ["", "Agreement (no retrain): Spearman over the LDS halves between the predictions of theta_tau's step "
+              "alone and of the checkpoints' alone, mean over the targets: "
+              + ", ".join(f"{n} {results[n]['agreement']:+.3f}" for n in names if "agreement" in results[n])]
     M.write_report(args.out, lines, results)
 
 
