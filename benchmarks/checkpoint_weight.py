@@ -41,6 +41,9 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="recombine the steps of a variant's workspace (grid.py's, e.g. distill.head_temperature=2) "
                         "instead of the default's; the baseline rows stay the default's")
+    p.add_argument("--train-targets", action="store_true",
+                   help="with --agreement-only: 50 training samples as the targets (what a workspace has without a "
+                        "test split), a fixed stratified-by-permutation draw")
     p.add_argument("--agreement-only", action="store_true",
                    help="only the retrain-free agreement of theta_tau's step and the checkpoints' (no retrain, "
                         "no score)")
@@ -55,6 +58,10 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
         variant = dm.attribute(v.targets, "dist2", name="checkpoint-weight")
         out[f"{', '.join(args.set)} (as attributed)"] = v.score(lambda k, sel: variant.predict(k)[:, sel, 0])
     e, groups, syn, targets = dm.config.emulate, dm.groups, dm.synset, v.targets
+    if args.train_targets:
+        if not args.agreement_only:
+            raise SystemExit("--train-targets scores nothing: use it with --agreement-only")
+        targets = data.train[torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:50]]
     averaged = syn.transferring(e.min_transfer).damped(e.damping_scale)
     K, m = syn.num_groups, len(averaged.checkpoints)
     keep = sample_perturbations(K, dm._num_perturbations(K, syn), e.keep_prob, e.seed)
