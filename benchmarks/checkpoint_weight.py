@@ -43,7 +43,7 @@ def options(p: argparse.ArgumentParser) -> None:
                         "instead of the default's; the baseline rows stay the default's")
     p.add_argument("--train-targets", action="store_true",
                    help="with --agreement-only: 50 training samples as the targets (what a workspace has without a "
-                        "test split), a fixed stratified-by-permutation draw")
+                        "test split), a fixed random draw (seed 0)")
     p.add_argument("--agreement-only", action="store_true",
                    help="only the retrain-free agreement of theta_tau's step and the checkpoints' (no retrain, "
                         "no score)")
@@ -105,7 +105,8 @@ def main() -> None:
                                             options=options)
     lines = ["# theta_tau's share of the Newton step (diagnostic)", "",
              f"Command: `python benchmarks/checkpoint_weight.py {' '.join(sys.argv[1:])}`; seed {args.seed}, "
-             "validation targets; LDS / other-class LDS against the retrains in the target's data order.", "",
+             + ("50 training samples as the targets (no score)" if args.train_targets else
+                "validation targets; LDS / other-class LDS against the retrains in the target's data order") + ".", "",
              "| configuration | checkpoints averaged | variant | LDS | other-class LDS |", "|---|---|---|---|---|"]
     for n in names:
         r = results[n]
