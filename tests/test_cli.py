@@ -43,6 +43,9 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert out["synset"]["matching"] == "head"  # the default recipe
     near = out["model"]["test_accuracy"] < 0.1 + 0.1 * 0.9  # the tiny preset's model may not learn digits
     assert ("chance" in " ".join(out.get("warnings", []))) == near
+    agreement = out["synset"]["step_agreement"]  # theta_tau's step against the earlier checkpoints', no retrain
+    assert agreement is not None and -1 <= agreement <= 1
+    assert ("rank removals differently" in " ".join(out.get("warnings", []))) == (agreement < 0.7)
 
     assert main(["attribute", "-w", ws, "--targets", "1,2", "--objective", "dist2", "--top-k", "2"]) == 0
     text = capsys.readouterr().out
@@ -387,3 +390,18 @@ def test_a_model_near_chance_is_warned_about():
     assert _near_chance(0.18, 10) is not None and _near_chance(0.20, 10) is None
     assert _near_chance(0.54, 2) is not None and _near_chance(0.70, 2) is None
     assert _near_chance(0.0, 1) is None  # no classes to be at chance among
+
+
+def test_a_step_at_theta_tau_unlike_the_checkpoints_is_warned_about(tmp_path, capsys, monkeypatch):
+    import ddm.pipeline
+
+    ws = str(tmp_path / "ws")
+    assert main(["distill", "-w", ws, "--preset", "tiny", "--json", "-q"]) == 0
+    quiet = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr(ddm.pipeline, "STEP_AGREEMENT_WARN", 1.01)  # every agreement is below it now
+    assert main(["distill", "-w", ws, "--json", "-q"]) == 0
+    loud = json.loads(capsys.readouterr().out)
+    assert loud["synset"]["step_agreement"] == quiet["synset"]["step_agreement"]  # a fixed draw: the same number
+    assert any("ddm check" in w and "rank removals differently" in w for w in loud["warnings"])
+    assert main(["distill", "-w", ws, "-q"]) == 0
+    assert "WARNING: the step at theta_tau" in capsys.readouterr().out

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -543,6 +543,48 @@ class DistilledDatamodel:
             return None
         return decay_shares(groups.sizes(), self.weight_decay)
 
+    @_restores_mode
+    def step_agreement(self, train: Split, num_targets: int = 50, halves: int = 40) -> float | None:
+        """How alike the Newton step at theta_tau alone and the step at the earlier checkpoints alone rank removals
+        (no retrain): both are regressed as ``attribute`` does on ``num_targets`` training samples (a fixed draw), and
+        their predicted losses compared over ``halves`` random halves of the groups (Spearman per target, mean).
+        None without head synsets averaged over earlier checkpoints. Below :data:`STEP_AGREEMENT_WARN` the step at
+        theta_tau is not to be trusted (BENCHMARKS.md, "A lead: a retrain-free sign of a broken step")."""
+        from ddm.emulate.newton import newton_logits
+        from ddm.evaluation.metrics import lds
+
+        synset, groups, model, trajectory = self.synset, self.groups, self.model, self.trajectory
+        if synset is None or groups is None or model is None or trajectory is None or synset.kind != "head":
+            return None
+        e = self.config.emulate
+        averaged = synset.transferring(e.min_transfer).damped(e.damping_scale)
+        if not averaged.checkpoints:
+            return None
+        K = synset.num_groups
+        targets = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:num_targets]]
+        keep = sample_perturbations(K, self._num_perturbations(K, synset), e.keep_prob, e.seed)
+        deleted = torch.cat([~keep, torch.zeros(1, K, dtype=torch.bool)])  # the last row deletes nothing
+        decay = self.decay(groups)
+
+        def shifts(s: Synset) -> torch.Tensor:
+            return newton_logits(model, trajectory.final, s, deleted, targets.x, trajectory=trajectory,
+                                 decay=decay).double()
+
+        tau = shifts(replace(averaged, checkpoints=[]))
+        z, s_tau = tau[-1], tau[:-1] - tau[-1]
+        # with one checkpoint c the step averages theta_tau's shift and c's: c's is twice the pair's less theta_tau's
+        s_ck = sum(2 * (shifts(replace(averaged, checkpoints=[c]))[:-1] - z) - s_tau
+                   for c in averaged.checkpoints) / len(averaged.checkpoints)
+        obj = objective_registry.get("dist2")
+        test = sample_perturbations(K, halves, 0.5, e.seed + 1)
+        predicted = []
+        for shift in (s_tau, s_ck):
+            attr = fit_attribution(keep, obj.outputs((z + shift).float(), targets.y), obj, groups,
+                                   targets.index.tolist(), synset.num_classes, e.weighting, e.ridge, None, targets.y,
+                                   e.other_class_scale)
+            predicted.append(attr.predict(test)[:, :, 0])
+        return lds(predicted[0], predicted[1])[0]
+
     def _emulate(self, synset: Synset, synset_key: str, deleted: torch.Tensor, targets: Split,
                  tag: str, groups: Groups) -> torch.Tensor:
         """Logits ``[P, N, C]`` of the emulated models on ``targets`` (cached, resumable).
@@ -994,6 +1036,11 @@ def _require_memory(need: int, what: str, advice: str) -> None:
     if free is not None and need > free:
         raise ConfigError(f"{what} needs about {need / 2 ** 30:.1f} GiB of memory and {free / 2 ** 30:.1f} GiB is "
                           f"available: {advice}")
+
+
+#: below this :meth:`DistilledDatamodel.step_agreement` the runs of BENCHMARKS.md ("A lead: a retrain-free sign of a
+#: broken step at theta_tau") were exactly those where DDM ranked below the class labels (AlexNet, a batch-norm ResNet)
+STEP_AGREEMENT_WARN = 0.7
 
 
 def _warn_model_mismatch(model: nn.Module, config: RunConfig) -> None:

@@ -153,6 +153,18 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
                           "images_per_group": getattr(syn, "ipc", None), "grown": i.get("grown"),
                           "health": {k: v for k, v in h.items()
                                      if not isinstance(v, list) or k in ("flagged", "checkpoints")}}
+    if "synset" in out:
+        from ddm.pipeline import STEP_AGREEMENT_WARN
+
+        agreement = dm.step_agreement(data.train)
+        out["synset"]["step_agreement"] = agreement
+        if agreement is not None and agreement < STEP_AGREEMENT_WARN:
+            out.setdefault("warnings", []).append(
+                f"the step at theta_tau and the steps at the earlier checkpoints rank removals differently (agreement "
+                f"{agreement:+.2f} on 50 training samples, below {STEP_AGREEMENT_WARN}): on the benchmarks' models "
+                "where this happened (AlexNet trained with Adam, a batch-norm ResNet) DDM ranked below the class "
+                "labels alone; run `ddm check` (it tries synsets at temperature 2) before trusting the rankings "
+                "(BENCHMARKS.md, \"A lead: a retrain-free sign of a broken step\")")
     return out
 
 
