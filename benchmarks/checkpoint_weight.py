@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import torch
 
 from ddm import objectives
 from ddm.attribution.fit import fit_attribution
-from ddm.emulate.newton import newton_logits
+from ddm.emulate.newton import member_shifts
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import lds
 
@@ -65,18 +64,9 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     averaged = syn.transferring(e.min_transfer).damped(e.damping_scale)
     K, m = syn.num_groups, len(averaged.checkpoints)
     keep = sample_perturbations(K, dm._num_perturbations(K, syn), e.keep_prob, e.seed)
-    deleted = torch.cat([~keep, torch.zeros(1, K, dtype=torch.bool)])  # the last row deletes nothing: theta_tau
-    decay = dm.decay(groups)
     dm.model.eval()  # as attribute() reads it: a batch norm's running statistics, not the targets' batch
-
-    def logits(s: Any) -> torch.Tensor:
-        return newton_logits(dm.model, dm.trajectory.final, s, deleted, targets.x, trajectory=dm.trajectory,
-                             decay=decay).double()
-
-    tau = logits(replace(averaged, checkpoints=[]))
-    z = tau[-1]
-    s_tau = tau[:-1] - z
-    s_ck = [2 * (logits(replace(averaged, checkpoints=[c])) - z)[:-1] - s_tau for c in averaged.checkpoints]
+    z, s_tau, s_ck = member_shifts(dm.model, dm.trajectory.final, averaged, ~keep, targets.x, dm.trajectory,
+                                   dm.decay(groups))
     obj = objectives.get("dist2")
     shares = [0.0, 1.0] if args.agreement_only else sorted(
         {*(float(x) for x in args.tau_shares.split(",")), 1 / (m + 1), 0.0, 1.0})

@@ -1010,3 +1010,18 @@ def test_a_second_split_into_groups_reuses_the_curvature_and_gets_the_same_stati
                     params=traj.final)
     head_statistics(head, digits.train, groups, 10, params=traj.final, curvature="kfac")
     assert len(computed) == 5
+
+
+def test_member_shifts_recombine_into_the_averaged_step(trained, digits, groups, head_synset):
+    from ddm.emulate.newton import member_shifts
+
+    model, traj = trained
+    deleted = ~ddm.emulate.sample_perturbations(groups.num_groups, 5, 0.5, seed=7)
+    x = digits.test.x[:12]
+    z, s_tau, s_ck = member_shifts(model, traj.final, head_synset, deleted, x, traj)
+    assert len(s_ck) == len(head_synset.checkpoints) == 2 and s_tau.shape == (5, 12, z.shape[-1])
+    averaged = newton_logits(model, traj.final, head_synset, deleted, x, trajectory=traj)
+    assert torch.allclose((z + (s_tau + sum(s_ck)) / 3).float(), averaged, atol=1e-4)
+    alone = dataclasses.replace(head_synset, checkpoints=[])
+    assert torch.allclose((z + s_tau).float(), newton_logits(model, traj.final, alone, deleted, x), atol=1e-5)
+    assert not torch.allclose(s_tau, s_ck[0])  # the checkpoints' steps are their own

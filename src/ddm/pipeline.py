@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -550,7 +550,7 @@ class DistilledDatamodel:
         their predicted losses compared over ``halves`` random halves of the groups (Spearman per target, mean).
         None without head synsets averaged over earlier checkpoints. Below :data:`STEP_AGREEMENT_WARN` the step at
         theta_tau is not to be trusted (BENCHMARKS.md, "A lead: a retrain-free sign of a broken step")."""
-        from ddm.emulate.newton import newton_logits
+        from ddm.emulate.newton import member_shifts
         from ddm.evaluation.metrics import lds
 
         synset, groups, model, trajectory = self.synset, self.groups, self.model, self.trajectory
@@ -563,18 +563,9 @@ class DistilledDatamodel:
         K = synset.num_groups
         targets = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:num_targets]]
         keep = sample_perturbations(K, self._num_perturbations(K, synset), e.keep_prob, e.seed)
-        deleted = torch.cat([~keep, torch.zeros(1, K, dtype=torch.bool)])  # the last row deletes nothing
-        decay = self.decay(groups)
-
-        def shifts(s: Synset) -> torch.Tensor:
-            return newton_logits(model, trajectory.final, s, deleted, targets.x, trajectory=trajectory,
-                                 decay=decay).double()
-
-        tau = shifts(replace(averaged, checkpoints=[]))
-        z, s_tau = tau[-1], tau[:-1] - tau[-1]
-        # with one checkpoint c the step averages theta_tau's shift and c's: c's is twice the pair's less theta_tau's
-        s_ck = sum(2 * (shifts(replace(averaged, checkpoints=[c]))[:-1] - z) - s_tau
-                   for c in averaged.checkpoints) / len(averaged.checkpoints)
+        z, s_tau, s_each = member_shifts(model, trajectory.final, averaged, ~keep, targets.x, trajectory,
+                                         self.decay(groups))
+        s_ck = sum(s_each) / len(s_each)
         obj = objective_registry.get("dist2")
         test = sample_perturbations(K, halves, 0.5, e.seed + 1)
         predicted = []

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -198,6 +199,24 @@ def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: tor
     logits = torch.cat(out)
     _check_finite(logits, "Newton emulation")
     return logits
+
+
+def member_shifts(model: nn.Module, params: Params, synset: Synset, deleted: torch.Tensor, x: torch.Tensor,
+                  trajectory: Trajectory | None = None,
+                  decay: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """``(z, s_tau, s_checkpoints)``: theta_tau's logits ``[N, C]`` on ``x`` and, apart, the logit shifts ``[P, N, C]``
+    of the step at theta_tau and at each of the synset's checkpoints that :func:`newton_logits` averages (double
+    precision). With one checkpoint c the step averages theta_tau's shift and c's, so c's is twice the pair's less
+    theta_tau's: any weighting of the members follows from these, e.g. ``z + mean([s_tau, *s_checkpoints])`` is
+    :func:`newton_logits`."""
+    rows = torch.cat([deleted, torch.zeros(1, deleted.shape[1], dtype=deleted.dtype)])  # the last deletes nothing
+
+    def logits(s: Synset) -> torch.Tensor:
+        return newton_logits(model, params, s, rows, x, trajectory=trajectory, decay=decay).double()
+
+    tau = logits(replace(synset, checkpoints=[]))
+    z, s_tau = tau[-1], tau[:-1] - tau[-1]
+    return z, s_tau, [2 * (logits(replace(synset, checkpoints=[c]))[:-1] - z) - s_tau for c in synset.checkpoints]
 
 
 def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups: torch.Tensor,
