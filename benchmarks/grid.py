@@ -33,6 +33,7 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     cfg, data, folder, dm, cache = M.open_run(root, name, seed)
     v = M.ValidationTargets(dm, cache, data, seed)
     out: dict[str, Any] = v.baselines(dm, "grid")
+    agreement = {"DDM (the default)": dm.step_agreement(data.train)}  # no retrain: ddm run's warning
     key, values = args.grid.split("=", 1)
     for value in values.split(","):
         sets = [*args.set, f"{key}={value}"]
@@ -42,7 +43,9 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
         h = M.health_summary(dml)
         out[tag] = (*v.score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0]), h["cosine_mean"], h["positive"],
                     h["flagged"])
+        agreement[tag] = dml.step_agreement(data.train)
         print(name, seed, tag, out[tag], flush=True)
+    out["step agreement"] = agreement
     return out
 
 
@@ -52,12 +55,18 @@ def main() -> None:
     lines = ["# A setting's values on the validation targets (probe)", "",
              f"Command: `python benchmarks/grid.py {' '.join(sys.argv[1:])}`; seed {args.seed}, validation targets; "
              "LDS / other-class LDS against the retrains in the target's data order; synset health (cosine mean, "
-             "fraction positive, flagged groups).", "",
-             "| configuration | variant | LDS | other-class LDS | health |", "|---|---|---|---|---|"]
+             "fraction positive, flagged groups); the step agreement `ddm run` warns on "
+             "(`DistilledDatamodel.step_agreement`, 50 training samples, no retrain).", "",
+             "| configuration | variant | LDS | other-class LDS | health | step agreement |",
+             "|---|---|---|---|---|---|"]
     for n in names:
+        agreement = results[n].get("step agreement", {})
         for tag, r in results[n].items():
+            if tag == "step agreement":
+                continue
             health = f"{r[2]:.3f}, {100 * r[3]:.0f}%, {r[4]}" if len(r) > 2 else "–"
-            lines.append(f"| {n} | {tag} | {r[0]:+.3f} | {r[1]:+.3f} | {health} |")
+            a = agreement.get(tag)
+            lines.append(f"| {n} | {tag} | {r[0]:+.3f} | {r[1]:+.3f} | {health} | {'–' if a is None else f'{a:.3f}'} |")
     M.write_report(args.out, lines, results)
 
 

@@ -147,6 +147,18 @@ HELD_OUT: dict[str, list[str]] = {
     # after 0.15 to score `ddm check`'s damping advice on a configuration no choice or probe had seen
     "fmnist-convnet-d2-K40-adam": [*FM, "model.width=16", "model.depth=2", "train.epochs=5", "train.optimizer=adam",
                                    "train.lr=0.002", "cluster.per_class=4"],
+    # added after the step-agreement warning (0.7, read off the two models above that rank below the class labels) to
+    # score an automatic tempered synset below it on models no choice had seen: AlexNet with momentum and on
+    # Fashion-MNIST, the batch-norm ResNet on Fashion-MNIST, and an MLP trained with Adam long past fitting its data
+    "digits-alexnet-K40-momentum": ["model.name=alexnet", "model.width=16", "train.lr=0.02", "train.momentum=0.9",
+                                    "cluster.per_class=4"],
+    "fmnist-alexnet-K40-adam": [*FM, "model.name=alexnet", "model.width=16", "train.epochs=10", "train.optimizer=adam",
+                                "train.lr=0.001", "cluster.per_class=4"],
+    "fmnist-resnet-batchnorm-K40-momentum": [*FM, "model.name=resnet", "model.norm=batchnorm", "model.width=16",
+                                             "model.depth=2", "train.epochs=5", "train.lr=0.05", "train.momentum=0.9",
+                                             "cluster.per_class=4"],
+    "digits-mlp-K40-adam-long": ["model.name=mlp", "model.width=64", "model.depth=2", "train.optimizer=adam",
+                                 "train.lr=0.003", "train.epochs=60", "cluster.per_class=4"],
 }
 CONFIGS.update({k: (v, False) for k, v in HELD_OUT.items()})
 #: design variants measured beside the default, by configuration ("*" = every configuration)

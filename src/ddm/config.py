@@ -179,6 +179,13 @@ class DistillConfig:
                                       "cross-entropy, the default); above 1 the samples fitted with a large margin "
                                       "keep a gradient",
                                  since="0.17", implicit=1.0)
+    auto_temperature: float = _f(2.0, "head matching with the cross-entropy at temperature 1: where the step at "
+                                      "theta_tau and the steps at the earlier checkpoints rank removals unlike each "
+                                      "other (the step agreement, on 50 training samples, below 0.7: a sign of a "
+                                      "model that fits its data with margins too large for theta_tau's step), the "
+                                      "synsets are distilled again at this temperature and those are kept (0: never; "
+                                      "BENCHMARKS.md, 'A tempered synset where the step agreement is low')",
+                                 since="0.19", implicit=0.0, used_only_if=("head_temperature", 1.0))
     checkpoints: int = _f(3, "head matching: checkpoints of the trajectory (evenly spaced from theta_tau back to the "
                              "first epoch; theta_0 never) at which the Newton attribution takes its step with the "
                              "synsets, averaging the logit changes (1: theta_tau only). The trajectory is information "
@@ -314,6 +321,8 @@ class DistillConfig:
         _choice(self.damping_reference, "distill.damping_reference", ("top", "mean"))
         _choice(self.head_loss, "distill.head_loss", ("task", "cross-entropy"))
         _check(self.head_temperature > 0, f"distill.head_temperature must be positive, got {self.head_temperature}")
+        _check(self.auto_temperature == 0 or self.auto_temperature > 1,
+               f"distill.auto_temperature must be 0 (never) or above 1, got {self.auto_temperature}")
         _check(self.step > 0, "distill.step must be positive")
         _check(self.ipc > 0, "distill.ipc must be positive")
         _check(self.ipc_grow >= 0, "distill.ipc_grow must be >= 0 (0: off)")
@@ -596,10 +605,14 @@ def keyed(section: Any) -> dict[str, Any]:
     Options added after caches already existed carry ``since`` in their metadata and count only when
     set away from the behaviour before they existed (``implicit``, else their default), so adding an option,
     or changing its default, keeps every earlier cache valid. An option with ``unused_if`` does not count
-    while that other field is set (it has no effect then)."""
+    while that other field is set, one with ``used_only_if`` ``(field, value)`` while that field holds another
+    value (it has no effect then)."""
     def counts(f: dataclasses.Field) -> bool:
         value = getattr(section, f.name)
         if "unused_if" in f.metadata and getattr(section, f.metadata["unused_if"]) is not None:
+            return False
+        if "used_only_if" in f.metadata and getattr(section, f.metadata["used_only_if"][0]) != f.metadata[
+                "used_only_if"][1]:
             return False
         return not ("since" in f.metadata and value == f.metadata.get("implicit", f.default))
 

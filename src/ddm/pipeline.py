@@ -301,7 +301,7 @@ class DistilledDatamodel:
 
         def stored() -> Synset:
             syn = Synset.from_tensors(load_tensors(path), num_classes)
-            syn.task = self._head_task()
+            syn.task = self._head_task(temperature=(self.ws.stage_info(stage) or {}).get("temperature"))
             return syn
 
         done = self.ws.is_done(stage, key, cfg)
@@ -321,6 +321,9 @@ class DistilledDatamodel:
         if shared and not distributed.is_main():
             distributed.barrier()  # rank 0 checks, stores and finishes the stage
             return stored()
+        auto: dict[str, Any] = {}
+        if stage == "synset":
+            syn, matching, auto = self._auto_temperature(syn, matching, train, groups, folder, shared)
         report = health.synset_health(self.model, self.trajectory, train, groups, syn, self.num_classes,
                                       statistics=matching.statistics)
         save_tensors(path, syn.to_tensors())
@@ -330,7 +333,7 @@ class DistilledDatamodel:
         self.ws.finish(stage, key, cfg, seconds=time.perf_counter() - t0, num_groups=groups.num_groups,
                        first_loss=float(losses[0]), last_loss=float(losses[-10:].mean()), health=report,
                        steps=len(syn.losses) if syn.losses is not None else 0,
-                       ranks=distributed.rank_world()[1] if shared else 1,
+                       ranks=distributed.rank_world()[1] if shared else 1, **auto,
                        **({"curvature": describe_curvature(syn.curvature)} if syn.curvature is not None else {}),
                        **({"retried": {str(k): [round(b, 4), round(a, 4)] for k, (b, a) in syn.retried.items()}}
                           if syn.retried else {}),
@@ -349,6 +352,53 @@ class DistilledDatamodel:
         if shared:
             distributed.barrier()
         return syn
+
+    def _auto_temperature(self, syn: Synset, matching: Matching, train: Split, groups: Groups, folder: Path,
+                          shared: bool) -> tuple[Synset, Matching, dict[str, Any]]:
+        """``distill.auto_temperature``: the synsets just distilled, or, where their step agreement
+        (:meth:`step_agreement`) is below :data:`STEP_AGREEMENT_WARN`, synsets distilled again with the cross-entropy
+        at that temperature; with the matching that made them and what the stage records (``step_agreement``, and
+        where it switched ``temperature`` and ``step_agreement_at_1``). Only head synsets matched with the plain
+        cross-entropy (a configured temperature or a custom loss is the user's choice)."""
+        d = self.config.distill
+        if d.matching != "head" or syn.kind != "head" or syn.block or self._head_task() is not None:
+            return syn, matching, {}
+        agreement = self.step_agreement(train, synset=syn, groups=groups)
+        if agreement is None:
+            return syn, matching, {}
+        out: dict[str, Any] = {"step_agreement": round(agreement, 4)}
+        if agreement >= STEP_AGREEMENT_WARN or d.auto_temperature == 0:
+            return syn, matching, out
+        if shared:  # every rank would have to distil again; rank 0 alone decides here
+            log.warning("distill.auto_temperature is not applied under torchrun: distil on one process to let it "
+                        "switch, or set distill.head_temperature=%g", d.auto_temperature)
+            return syn, matching, out
+        log.warning("the step at theta_tau and the steps at the earlier checkpoints rank removals differently (step "
+                    "agreement %+.2f on 50 training samples, below %g): distilling the synsets again with the "
+                    "cross-entropy at temperature %g (distill.auto_temperature; 0 turns this off)",
+                    agreement, STEP_AGREEMENT_WARN, d.auto_temperature)
+        task = TemperedCrossEntropy(d.auto_temperature)
+        sub = folder / "tempered"  # its own checkpoints, so a killed run resumes this matching too
+        sub.mkdir(exist_ok=True)
+        assert self.model is not None and self.trajectory is not None and self.num_classes is not None
+        tempered = Matching(self.model, self.trajectory, train, groups, d, self.num_classes, sub,
+                            self.config.train.batch_size, self.weight_decay, task)
+        syn2 = MATCHERS.get(d.matching)(tempered)
+        after = self.step_agreement(train, synset=syn2, groups=groups)
+        import shutil
+
+        shutil.rmtree(sub, ignore_errors=True)
+        log.info("step agreement at temperature %g: %s", d.auto_temperature,
+                 "n/a" if after is None else f"{after:+.2f}")
+        return syn2, tempered, {"step_agreement": None if after is None else round(after, 4),
+                                "step_agreement_at_1": round(agreement, 4), "temperature": d.auto_temperature}
+
+    @property
+    def synset_temperature(self) -> float:
+        """The temperature of the cross-entropy the synsets in use carry (1 also for a custom training loss):
+        ``distill.head_temperature``, or ``distill.auto_temperature`` where the synset stage switched to it."""
+        task = getattr(self.synset, "task", None)
+        return task.temperature if isinstance(task, TemperedCrossEntropy) else 1.0
 
     def load(self, model: nn.Module | None = None) -> DistilledDatamodel:
         """Load finished offline stages from the workspace (``model``: needed for non-registry models)."""
@@ -388,7 +438,7 @@ class DistilledDatamodel:
                                           int(self.num_classes or 0))
                 # the loss it was matched with, as stored (synsets stored before the option carry the task's)
                 syn.task = self._head_task(st.get("config", {}).get("head_loss", "task"),
-                                           st.get("config", {}).get("head_temperature", 1.0))
+                                           st.get("temperature", st.get("config", {}).get("head_temperature", 1.0)))
                 setattr(self, attr, syn)
         return self
 
@@ -544,16 +594,19 @@ class DistilledDatamodel:
         return decay_shares(groups.sizes(), self.weight_decay)
 
     @_restores_mode
-    def step_agreement(self, train: Split, num_targets: int = 50, halves: int = 40) -> float | None:
+    def step_agreement(self, train: Split, num_targets: int = 50, halves: int = 40, synset: Synset | None = None,
+                       groups: Groups | None = None) -> float | None:
         """How alike the Newton step at theta_tau alone and the step at the earlier checkpoints alone rank removals
         (no retrain): both are regressed as ``attribute`` does on ``num_targets`` training samples (a fixed draw), and
         their predicted losses compared over ``halves`` random halves of the groups (Spearman per target, mean).
         None without head synsets averaged over earlier checkpoints. Below :data:`STEP_AGREEMENT_WARN` the step at
-        theta_tau is not to be trusted (BENCHMARKS.md, "A lead: a retrain-free sign of a broken step")."""
+        theta_tau is not to be trusted (BENCHMARKS.md, "A lead: a retrain-free sign of a broken step"). ``synset`` and
+        ``groups``: others than the datamodel's (the synset stage's own, before it is stored)."""
         from ddm.emulate.newton import member_shifts
         from ddm.evaluation.metrics import lds
 
-        synset, groups, model, trajectory = self.synset, self.groups, self.model, self.trajectory
+        synset, groups = synset or self.synset, groups or self.groups
+        model, trajectory = self.model, self.trajectory
         if synset is None or groups is None or model is None or trajectory is None or synset.kind != "head":
             return None
         e = self.config.emulate

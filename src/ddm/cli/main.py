@@ -156,15 +156,29 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
     if "synset" in out:
         from ddm.pipeline import STEP_AGREEMENT_WARN
 
-        agreement = dm.step_agreement(data.train)
+        st: dict[str, Any] = dm.ws.stage_info("synset") or {}
+        # stored by the synset stage since distill.auto_temperature; computed here for workspaces made before
+        agreement = st["step_agreement"] if "step_agreement" in st else dm.step_agreement(data.train)
         out["synset"]["step_agreement"] = agreement
+        if "temperature" in st:
+            out["synset"]["temperature"] = st["temperature"]
+            out.setdefault("notes", []).append(
+                f"the step at theta_tau and the steps at the earlier checkpoints ranked removals differently with the "
+                f"plain cross-entropy (step agreement {st['step_agreement_at_1']:+.2f} on 50 training samples, "
+                f"below {STEP_AGREEMENT_WARN}), so the synsets were distilled again with the cross-entropy at "
+                f"temperature {st['temperature']:g} (distill.auto_temperature; agreement now "
+                + ("n/a" if agreement is None else f"{agreement:+.2f}")
+                + "). On the benchmarks' models where this happened, the tempered synsets ranked far better "
+                "(BENCHMARKS.md, \"A tempered synset where the step agreement is low\"); `ddm check` compares them "
+                "with the plain ones on exact retrains")
         if agreement is not None and agreement < STEP_AGREEMENT_WARN:
             out.setdefault("warnings", []).append(
                 f"the step at theta_tau and the steps at the earlier checkpoints rank removals differently (agreement "
-                f"{agreement:+.2f} on 50 training samples, below {STEP_AGREEMENT_WARN}): on the benchmarks' models "
-                "where this happened (AlexNet trained with Adam, a batch-norm ResNet) DDM ranked below the class "
-                "labels alone; run `ddm check` (it tries synsets at temperature 2) before trusting the rankings "
-                "(BENCHMARKS.md, \"A lead: a retrain-free sign of a broken step\")")
+                f"{agreement:+.2f} on 50 training samples, below {STEP_AGREEMENT_WARN}"
+                + (f", with synsets at temperature {st['temperature']:g}" if "temperature" in st else "")
+                + "): on the benchmarks' models where this happened (AlexNet trained with Adam, a batch-norm ResNet) "
+                "DDM with plain synsets ranked below the class labels alone; run `ddm check` before trusting the "
+                "rankings (BENCHMARKS.md, \"A lead: a retrain-free sign of a broken step\")")
     return out
 
 
@@ -230,6 +244,8 @@ def _print_offline(o: dict[str, Any]) -> None:
           + (f", trained in {m['train_seconds']:.1f} s)" if m.get("train_seconds") else ")"))
     for w in o.get("warnings", []):
         print(f"  WARNING: {w}")
+    for n in o.get("notes", []):
+        print(f"  note: {n}")
     if "groups" in o:
         g = o["groups"]
         mixed = f"; up to {g['most_classes']} classes in a group" if g.get("most_classes", 1) > 1 else ""
@@ -752,7 +768,7 @@ def _print_check(r: dict[str, Any], dm: Any) -> None:
 def _apply_advice(dm: Any, advice: dict[str, float], data: Any, out: Any = None) -> bool:
     """``ddm check --apply``: keep the check's advice as the workspace's settings, and say what changed (on ``out``,
     stdout by default). True where the workspace's synsets were replaced (a tempered synset the check distilled)."""
-    from ddm.evaluation.check import temperature_stage
+    from ddm.evaluation.check import temperature_overrides, temperature_stage
 
     out = out or sys.stdout
     if not advice:
@@ -760,7 +776,7 @@ def _apply_advice(dm: Any, advice: dict[str, float], data: Any, out: Any = None)
         return False
     t = advice.get("distill.head_temperature")
     if t is not None:
-        dm.adopt_variant(data.train, [f"distill.head_temperature={t!r}"], temperature_stage(t))
+        dm.adopt_variant(data.train, temperature_overrides(t), temperature_stage(t))
         print(f"applied: distill.head_temperature={t:g}: the synsets the check distilled at that temperature are now "
               f"this workspace's ({dm.ws.path('synset')}; the setting is in {dm.ws.path('config.json')})", file=out)
         return True
@@ -883,6 +899,13 @@ def cmd_info(args: argparse.Namespace) -> int:
         if temperature != RunConfig().distill.head_temperature:
             print(f"  synsets matched with the cross-entropy at temperature {temperature:g} "
                   f"(distill.head_temperature={temperature:g})")
+    auto = next((st for st in stages if st["stage"] == "synset" and "temperature" in st), None)
+    if auto is not None:
+        from ddm.pipeline import STEP_AGREEMENT_WARN
+
+        print(f"  synsets matched with the cross-entropy at temperature {auto['temperature']:g}, switched to on their "
+              f"own: step agreement {auto['step_agreement_at_1']:+.2f} with the plain cross-entropy, below "
+              f"{STEP_AGREEMENT_WARN} (distill.auto_temperature)")
     return 0
 
 

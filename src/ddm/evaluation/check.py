@@ -141,6 +141,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
         "DDM": lambda k: attr.predict(k)[..., 0], TRIVIAL: partial(predicted_loss, same)}
     for method in peers:
         predict[method] = partial(predicted_loss, _peer_group_scores(root, method, F, data.train, targets, rows)[0])
+    temperature = tried_temperature(dm, temperature)
     tried = _tempered_predictor(dm, data, targets, temperature)
     if tried is not None:
         predict[TEMPERED] = tried
@@ -236,7 +237,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
             out["schedule_term"]["recommended"] = False
     if tried is not None:
         out["temperature"] = _temperature_choice(out, predict, keep, actual, other, float(temperature or 0),
-                                                 dm.config.distill.head_temperature)
+                                                 dm.synset_temperature)
     out["advice"] = advice(out)
     out["verdict"] = verdict(out)
     out["passed"] = out["margin_over_trivial"]["mean"] > 0 and out.get("other_class_lds", {}).get(
@@ -389,12 +390,26 @@ def temperature_stage(temperature: float) -> str:
     return f"check/synset-temperature-{temperature:g}"
 
 
+def temperature_overrides(temperature: float) -> list[str]:
+    """The settings of a synset distilled at ``temperature`` and kept there (``distill.auto_temperature`` off)."""
+    return [f"distill.head_temperature={temperature!r}", "distill.auto_temperature=0"]
+
+
+def tried_temperature(dm: DistilledDatamodel, temperature: float | None) -> float | None:
+    """The temperature the check tries beside the synsets in use when asked for ``temperature``: that one, or, where
+    the synset stage switched to it on its own (``distill.auto_temperature``), the configured one it switched from
+    (the check then measures the switch)."""
+    if temperature is not None and temperature == dm.synset_temperature != dm.config.distill.head_temperature:
+        return dm.config.distill.head_temperature
+    return temperature
+
+
 def tries_temperature(dm: DistilledDatamodel, temperature: float | None) -> bool:
-    """Whether the check distils a second synset at ``temperature`` for ``dm``: not for None or the configured
-    temperature, nor for synsets not matched to the head with the cross-entropy (``distill.matching=head``, the
+    """Whether the check distils a second synset at ``temperature`` for ``dm``: not for None or the temperature of
+    the synsets in use, nor for synsets not matched to the head with the cross-entropy (``distill.matching=head``, the
     default; a custom training loss carried instead has no temperature)."""
     d = dm.config.distill
-    if temperature is None or temperature == d.head_temperature or d.matching != "head":
+    if temperature is None or temperature == dm.synset_temperature or d.matching != "head":
         return False
     if d.head_loss != "cross-entropy" and not dm.task.is_default:
         return False
@@ -412,8 +427,7 @@ def _tempered_predictor(dm: DistilledDatamodel, data: Any, targets: Any, tempera
     assert temperature is not None
     log.info("check: distilling a second synset with the cross-entropy at temperature %g (cached under %s)",
              temperature, dm.ws.path(temperature_stage(temperature)))
-    variant = dm.distill_variant(data.train, [f"distill.head_temperature={temperature!r}"],
-                                 temperature_stage(temperature))
+    variant = dm.distill_variant(data.train, temperature_overrides(temperature), temperature_stage(temperature))
     attr = variant.attribute(targets, "dist2", name="check-temperature")
     return lambda k: attr.predict(k)[..., 0]
 
