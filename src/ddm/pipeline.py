@@ -318,12 +318,12 @@ class DistilledDatamodel:
         matching = Matching(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
                             self.config.train.batch_size, self.weight_decay, self._head_task())
         syn = MATCHERS.get(self.config.distill.matching)(matching)
+        auto: dict[str, Any] = {}
+        if stage == "synset":  # every rank: each holds the whole synset, and a second matching is shared again
+            syn, matching, auto = self._auto_temperature(syn, matching, train, groups, folder)
         if shared and not distributed.is_main():
             distributed.barrier()  # rank 0 checks, stores and finishes the stage
             return stored()
-        auto: dict[str, Any] = {}
-        if stage == "synset":
-            syn, matching, auto = self._auto_temperature(syn, matching, train, groups, folder, shared)
         report = health.synset_health(self.model, self.trajectory, train, groups, syn, self.num_classes,
                                       statistics=matching.statistics)
         save_tensors(path, syn.to_tensors())
@@ -353,8 +353,8 @@ class DistilledDatamodel:
             distributed.barrier()
         return syn
 
-    def _auto_temperature(self, syn: Synset, matching: Matching, train: Split, groups: Groups, folder: Path,
-                          shared: bool) -> tuple[Synset, Matching, dict[str, Any]]:
+    def _auto_temperature(self, syn: Synset, matching: Matching, train: Split, groups: Groups,
+                          folder: Path) -> tuple[Synset, Matching, dict[str, Any]]:
         """``distill.auto_temperature``: the synsets just distilled, or, where their step agreement
         (:meth:`step_agreement`) is below :data:`STEP_AGREEMENT_WARN`, synsets distilled again with the cross-entropy
         at that temperature; with the matching that made them and what the stage records (``step_agreement``, and
@@ -363,15 +363,12 @@ class DistilledDatamodel:
         d = self.config.distill
         if d.matching != "head" or syn.kind != "head" or syn.block or self._head_task() is not None:
             return syn, matching, {}
-        agreement = self.step_agreement(train, synset=syn, groups=groups)
+        agreement = self._step_agreement(train, synset=syn, groups=groups)
         if agreement is None:
             return syn, matching, {}
         out: dict[str, Any] = {"step_agreement": round(agreement, 4)}
-        if agreement >= STEP_AGREEMENT_WARN or d.auto_temperature == 0:
-            return syn, matching, out
-        if shared:  # every rank would have to distil again; rank 0 alone decides here
-            log.warning("distill.auto_temperature is not applied under torchrun: distil on one process to let it "
-                        "switch, or set distill.head_temperature=%g", d.auto_temperature)
+        # every rank takes the same decision (under torchrun each computed the agreement on the same synset)
+        if not distributed.agree_all([agreement < STEP_AGREEMENT_WARN and d.auto_temperature > 0])[0]:
             return syn, matching, out
         log.warning("the step at theta_tau and the steps at the earlier checkpoints rank removals differently (step "
                     "agreement %+.2f on 50 training samples, below %g): distilling the synsets again with the "
@@ -384,10 +381,11 @@ class DistilledDatamodel:
         tempered = Matching(self.model, self.trajectory, train, groups, d, self.num_classes, sub,
                             self.config.train.batch_size, self.weight_decay, task)
         syn2 = MATCHERS.get(d.matching)(tempered)
-        after = self.step_agreement(train, synset=syn2, groups=groups)
-        import shutil
+        after = self._step_agreement(train, synset=syn2, groups=groups)
+        if distributed.is_main():
+            import shutil
 
-        shutil.rmtree(sub, ignore_errors=True)
+            shutil.rmtree(sub, ignore_errors=True)
         log.info("step agreement at temperature %g: %s", d.auto_temperature,
                  "n/a" if after is None else f"{after:+.2f}")
         return syn2, tempered, {"step_agreement": None if after is None else round(after, 4),
@@ -602,6 +600,11 @@ class DistilledDatamodel:
         None without head synsets averaged over earlier checkpoints. Below :data:`STEP_AGREEMENT_WARN` the step at
         theta_tau is not to be trusted (BENCHMARKS.md, "A lead: a retrain-free sign of a broken step"). ``synset`` and
         ``groups``: others than the datamodel's (the synset stage's own, before it is stored)."""
+        return self._step_agreement(train, num_targets, halves, synset, groups)
+
+    def _step_agreement(self, train: Split, num_targets: int = 50, halves: int = 40, synset: Synset | None = None,
+                        groups: Groups | None = None) -> float | None:
+        """:meth:`step_agreement` without its coordination of ranks (the synset stage calls it on every rank)."""
         from ddm.emulate.newton import member_shifts
         from ddm.evaluation.metrics import lds
 
