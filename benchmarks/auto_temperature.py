@@ -28,6 +28,7 @@ PLAIN = "distill.auto_temperature=0"
 def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-all", action="store_true",
                    help="score the runs where the default did not switch as well (their synsets are the plain ones)")
+    M.halves_only_option(p)
 
 
 def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -38,7 +39,7 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     if st.get("temperature") is None and not args.score_all:
         print(name, seed, out, flush=True)
         return out
-    v = M.ValidationTargets(dm, cache, data, seed)
+    v = M.ValidationTargets(dm, cache, data, seed, args.halves_only)
     out.update(v.baselines(dm, "auto-temperature"))
     plain = M.fit_variant(folder, cfg, data, [PLAIN])
     attr = plain.attribute(v.targets, "dist2", name="auto-temperature")

@@ -33,7 +33,7 @@ def _follow(dm: Any, advice: dict[str, float], data: Any, targets: Any) -> Any:
     """``dm``'s attribution of ``targets`` with the check's ``advice`` followed (a tempered synset: its variant)."""
     t = advice.get("distill.head_temperature")
     if t is not None:
-        variant = dm.distill_variant(data.train, [f"distill.head_temperature={t!r}"], C.temperature_stage(t))
+        variant = dm.distill_variant(data.train, C.temperature_overrides(t), C.temperature_stage(t))
         return variant, variant.attribute(targets, "dist2", name="check-temperature-followed")
     return None, A.followed(dm, advice, targets, "check-advice")
 
@@ -42,7 +42,7 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     _, data, _, dm, cache = M.open_run(root, name, seed)
     v = M.ValidationTargets(dm, cache, data, seed)
     out: dict[str, Any] = v.baselines(dm, "check-temperature")
-    always = dm.distill_variant(data.train, ["distill.head_temperature=2.0"], C.temperature_stage(2.0))
+    always = dm.distill_variant(data.train, C.temperature_overrides(2.0), C.temperature_stage(2.0))
     attr = always.attribute(v.targets, "dist2", name="check-temperature-always")
     out["temperature 2 everywhere"] = v.score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
     with A.validation_rows_left_out():
