@@ -109,6 +109,9 @@ bench-matrix: $(STAMP)
 # distill.ipc_grow (16 images where 4 stop short of the matching's tolerance): its selection, the unlearning damping
 # chosen again with it, the report matrix, the held-out configurations and both dampings' unlearning (BENCHMARKS.md,
 # "More images where the matching stops short").
+AUTO_T_SEED0 := digits-alexnet-K40-adam,digits-convnet-K100-sgd,digits-convnet-K40-cosine,digits-convnet-K40-momentum-wd,digits-convnet-batchnorm-K40-momentum,digits-convnet-groupnorm-K100-momentum,digits-convnet-layernorm-K20-adam,digits-mlp-K100-adam,digits-mlp-K40-adam-cosine,digits-mlp-K40-adamw,digits-mlp-K40-sgd,digits-mlp-wide-K40-adam,digits-resnet-K40-momentum,digits-resnet-batchnorm-K40-momentum,digits-vit-K40-adam,fmnist-convnet-K100-sgd,fmnist-convnet-K40-momentum-wd,fmnist-convnet-d2-K40-adam,fmnist-mlp-K100-momentum,fmnist-mlp-K40-adam,fmnist-mlp-K40-sgd
+AUTO_T_SEEDS12 := digits-alexnet-K40-adam,digits-convnet-K100-sgd,digits-convnet-K40-momentum-wd,digits-convnet-groupnorm-K100-momentum,digits-mlp-K40-sgd,digits-resnet-K40-momentum,digits-resnet-batchnorm-K40-momentum,fmnist-convnet-K100-sgd,fmnist-mlp-K100-momentum,fmnist-mlp-K40-adam,fmnist-mlp-K40-sgd
+AUTO_T_NEW := digits-alexnet-K40-momentum,fmnist-alexnet-K40-adam,fmnist-resnet-batchnorm-K40-momentum,digits-mlp-K40-adam-long
 HELD_OUT_12 := digits-mlp-K100-adam,fmnist-convnet-K40-momentum-wd,digits-convnet-layernorm-K20-adam,digits-convnet-sequential-K40,fmnist-mlp-sequential-K50-sgd,digits-vit-K40-adam,digits-alexnet-K40-adam,digits-convnet-batchnorm-K40-momentum,fmnist-convnet-batchnorm-K40-sgd,digits-resnet-batchnorm-K40-momentum,digits-mlp-K40-adam-cosine,fmnist-mlp-K40-cosine
 # bench-grow's numbers ran with distill.damping=1e-2, the default until 0.14 (commit 3edb9cd has it); bench-damping
 # holds the change to 1e-3 and its measurements.
@@ -360,6 +363,21 @@ bench-diagnostics: $(STAMP)
 	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-mlp-wide-K40-adam,digits-convnet-K40-momentum-wd,fmnist-mlp-K40-sgd
 	$(BIN)/python benchmarks/checkpoint_weight.py --root runs/matrix-b --seed 0 --set distill.head_temperature=2 \
 	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum --out benchmarks/results/checkpoint-weight-t2-held-out-s0
+	# the default's automatic temperature (distill.auto_temperature): where it switches on every stored run, what it gives
+	# there, and on the four configurations added to score it (BENCHMARKS.md, "A tempered synset where the step
+	# agreement is low")
+	$(BIN)/python benchmarks/auto_temperature.py --root runs/matrix-b --seed 3 --configs digits-convnet-K100-sgd,fmnist-mlp-K40-sgd \
+	  --out benchmarks/results/auto-temperature-select
+	$(BIN)/python benchmarks/auto_temperature.py --root runs/matrix-b --seed 0 --configs $(AUTO_T_SEED0) \
+	  --out benchmarks/results/auto-temperature-s0
+	for s in 1 2; do $(BIN)/python benchmarks/auto_temperature.py --root runs/matrix-b --seed $$s --configs $(AUTO_T_SEEDS12) \
+	  --out benchmarks/results/auto-temperature-s$$s || exit 1; done
+	for s in 1 2; do $(BIN)/python benchmarks/auto_temperature.py --root runs/matrix-b --seed $$s --halves-only \
+	  --configs digits-mlp-wide-K40-adam --out benchmarks/results/auto-temperature-wide-s$$s || exit 1; done
+	$(BIN)/python benchmarks/auto_temperature.py --root runs/matrix-b --seed 0 --score-all --configs $(AUTO_T_NEW) \
+	  --out benchmarks/results/auto-temperature-held-out-new
+	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --seeds 0 --peers if-explicit --no-variants \
+	  --configs $(AUTO_T_NEW) --out benchmarks/results/matrix-held-out-auto-temperature
 	# the unlearning scope diagnostic over the whole network
 	$(BIN)/python benchmarks/unlearn_scope.py --root runs/matrix-b --configs fmnist-mlp-K40-sgd --seeds 0,3 --scopes head,all \
 	  --dampings 1e-4,3e-4,1e-3,1e-2 --out benchmarks/results/unlearn-scope-all-fmnist-mlp
