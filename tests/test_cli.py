@@ -2,6 +2,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -428,6 +429,13 @@ def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(
     assert C.tried_temperature(dm, 2.0) == 1.0 and C.tried_temperature(dm, 3.0) == 3.0
     assert main(["info", "-w", str(ws)]) == 0
     assert "switched to on their own: step agreement" in capsys.readouterr().out
+    # the check scores the plain synsets beside them, on its retrains
+    assert main(["check", "-w", str(ws), "-q", "--subsets", "4", "--other-class-subsets", "0", "--num-targets", "5",
+                 "--json"]) == 0
+    t = json.loads(capsys.readouterr().out)["temperature"]
+    assert t["temperature"] == 1.0 and t["configured"] == 2.0 and np.isfinite(t["lds"]["mean"])
+    plain = json.loads((ws / "check" / "synset-temperature-1" / "stage.json").read_text())
+    assert "temperature" not in plain and "auto_temperature" not in plain["config"]  # plain, and keyed as before 0.19
     # the same synsets as distilled at temperature 2 outright (which never switches and keeps its old key)
     hot = tmp_path / "hot"
     assert main(["distill", "-w", str(hot), "--preset", "tiny", "--set", "distill.head_temperature=2", "-q"]) == 0

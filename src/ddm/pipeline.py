@@ -608,7 +608,8 @@ class DistilledDatamodel:
         from ddm.emulate.newton import member_shifts
         from ddm.evaluation.metrics import lds
 
-        synset, groups = synset or self.synset, groups or self.groups
+        synset = self.synset if synset is None else synset
+        groups = self.groups if groups is None else groups
         model, trajectory = self.model, self.trajectory
         if synset is None or groups is None or model is None or trajectory is None or synset.kind != "head":
             return None

@@ -756,7 +756,8 @@ def _print_check(r: dict[str, Any], dm: Any) -> None:
         o = t.get("other_class_lds")
         print(f"  {'DDM, temperature ' + format(t['temperature'], 'g'):<22} LDS {t['lds']['mean']:+.3f} ± "
               f"{t['lds']['se']:.3f}" + (f"   other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}" if o else "")
-              + "   (synsets distilled with the tempered cross-entropy)")
+              + ("   (synsets distilled with the tempered cross-entropy)" if t["temperature"] != 1 else
+                 "   (synsets distilled with the plain cross-entropy: the ones the automatic switch replaced)"))
     if oc:
         print(f"  (other-class LDS on the targets of classes {r['other_classes']}, over subsets that keep their groups "
               "whole)")
