@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -374,12 +374,9 @@ class DistilledDatamodel:
                     "agreement %+.2f on 50 training samples, below %g): distilling the synsets again with the "
                     "cross-entropy at temperature %g (distill.auto_temperature; 0 turns this off)",
                     agreement, STEP_AGREEMENT_WARN, d.auto_temperature)
-        task = TemperedCrossEntropy(d.auto_temperature)
         sub = folder / "tempered"  # its own checkpoints, so a killed run resumes this matching too
         sub.mkdir(exist_ok=True)
-        assert self.model is not None and self.trajectory is not None and self.num_classes is not None
-        tempered = Matching(self.model, self.trajectory, train, groups, d, self.num_classes, sub,
-                            self.config.train.batch_size, self.weight_decay, task)
+        tempered = replace(matching, folder=sub, task=TemperedCrossEntropy(d.auto_temperature), statistics={})
         syn2 = MATCHERS.get(d.matching)(tempered)
         after = self._step_agreement(train, synset=syn2, groups=groups)
         if distributed.is_main():
