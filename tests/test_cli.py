@@ -416,19 +416,24 @@ def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(
 
     monkeypatch.setattr(ddm.pipeline, "STEP_AGREEMENT_WARN", 1.01)  # every agreement is below it now
     ws = tmp_path / "ws"
-    assert main(["distill", "-w", str(ws), "--preset", "tiny", "--json", "-q"]) == 0
+    assert main(["distill", "-w", str(ws), "--preset", "tiny", "--set", "hierarchical=true", "--json", "-q"]) == 0
     out = json.loads(capsys.readouterr().out)
     stage = json.loads((ws / "synset" / "stage.json").read_text())
+    # the class-level synset follows the groups' switch (the agreement is the model's), and says so
+    classes = json.loads((ws / "synset-class" / "stage.json").read_text())
+    assert classes["temperature"] == 2.0 and classes["temperature_from"] == "synset"
     assert stage["temperature"] == 2.0 and stage["step_agreement_at_1"] < 1.01
     assert out["synset"]["temperature"] == 2.0 and out["synset"]["step_agreement"] == stage["step_agreement"]
     assert any("distilled again with the cross-entropy at temperature 2" in n for n in out["notes"])
     assert not (ws / "synset" / "tempered").exists()  # the second matching's checkpoints are gone
     dm = DistilledDatamodel(ws).load()
     assert isinstance(dm.synset.task, TemperedCrossEntropy) and dm.synset_temperature == 2.0
+    assert isinstance(dm.class_synset.task, TemperedCrossEntropy) and dm.class_synset.task.temperature == 2.0
     # the check measures the switch: it tries the plain synsets beside them
     assert C.tried_temperature(dm, 2.0) == 1.0 and C.tried_temperature(dm, 3.0) == 3.0
     assert main(["info", "-w", str(ws)]) == 0
-    assert "switched to on their own: step agreement" in capsys.readouterr().out
+    assert "switched to on their own: step agreement" in (info := capsys.readouterr().out)
+    assert "the class-level synset follows" in info
     # the check scores the plain synsets beside them, on its retrains
     assert main(["check", "-w", str(ws), "-q", "--subsets", "4", "--other-class-subsets", "0", "--num-targets", "5",
                  "--json"]) == 0
@@ -438,14 +443,19 @@ def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(
     assert "temperature" not in plain and "auto_temperature" not in plain["config"]  # plain, and keyed as before 0.19
     # the same synsets as distilled at temperature 2 outright (which never switches and keeps its old key)
     hot = tmp_path / "hot"
-    assert main(["distill", "-w", str(hot), "--preset", "tiny", "--set", "distill.head_temperature=2", "-q"]) == 0
+    assert main(["distill", "-w", str(hot), "--preset", "tiny", "--set", "distill.head_temperature=2", "--set",
+                 "hierarchical=true", "-q"]) == 0
     capsys.readouterr()
     assert "temperature" not in json.loads((hot / "synset" / "stage.json").read_text())
-    assert torch.equal(DistilledDatamodel(hot).load().synset.images, dm.synset.images)
+    assert "temperature" not in json.loads((hot / "synset-class" / "stage.json").read_text())
+    loaded = DistilledDatamodel(hot).load()
+    assert torch.equal(loaded.synset.images, dm.synset.images)
+    assert torch.equal(loaded.class_synset.images, dm.class_synset.images)
     # off: the plain synsets stay, and the warning says to check them
     off = tmp_path / "off"
-    assert main(["distill", "-w", str(off), "--preset", "tiny", "--set", "distill.auto_temperature=0", "--json",
-                 "-q"]) == 0
+    assert main(["distill", "-w", str(off), "--preset", "tiny", "--set", "distill.auto_temperature=0", "--set",
+                 "hierarchical=true", "--json", "-q"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "temperature" not in out["synset"] and DistilledDatamodel(off).load().synset_temperature == 1.0
+    assert DistilledDatamodel(off).load().class_synset.task is None
     assert any("rank removals differently" in w for w in out["warnings"])

@@ -293,6 +293,9 @@ class DistilledDatamodel:
             # a handed-in trajectory's key does not hold the decay the damping uses (train.weight_decay when the
             # trajectory records none); internally trained ones have it in train.weight_decay, and wd 0 keeps old keys
             cfg = {**cfg, "weight_decay": self.weight_decay}
+        followed = self._followed_temperature() if stage == "synset-class" else None
+        if followed is not None:  # in the key only where it applies: other class-level synsets keep theirs
+            cfg = {**cfg, "temperature": followed}
         key = fingerprint(cfg, self.keys["train"], self.keys["groups-class" if stage == "synset-class" else "groups"])
         self.keys[stage] = key
         path = self.ws.path(stage, "synset.safetensors")
@@ -316,7 +319,7 @@ class DistilledDatamodel:
         before = float(load_tensors(ckpt).get("seconds", torch.zeros(()))) if ckpt.exists() else 0.0
         t0 = time.perf_counter() - before  # a resumed distillation counts the killed processes' time too
         matching = Matching(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
-                            self.config.train.batch_size, self.weight_decay, self._head_task())
+                            self.config.train.batch_size, self.weight_decay, self._head_task(temperature=followed))
         syn = MATCHERS.get(self.config.distill.matching)(matching)
         auto: dict[str, Any] = {}
         if stage == "synset":  # every rank: each holds the whole synset, and a second matching is shared again
@@ -334,6 +337,7 @@ class DistilledDatamodel:
                        first_loss=float(losses[0]), last_loss=float(losses[-10:].mean()), health=report,
                        steps=len(syn.losses) if syn.losses is not None else 0,
                        ranks=distributed.rank_world()[1] if shared else 1, **auto,
+                       **({"temperature": followed, "temperature_from": "synset"} if followed is not None else {}),
                        **({"curvature": describe_curvature(syn.curvature)} if syn.curvature is not None else {}),
                        **({"retried": {str(k): [round(b, 4), round(a, 4)] for k, (b, a) in syn.retried.items()}}
                           if syn.retried else {}),
@@ -387,6 +391,17 @@ class DistilledDatamodel:
                  "n/a" if after is None else f"{after:+.2f}")
         return syn2, tempered, {"step_agreement": None if after is None else round(after, 4),
                                 "step_agreement_at_1": round(agreement, 4), "temperature": d.auto_temperature}
+
+    def _followed_temperature(self) -> float | None:
+        """The temperature the class-level synset is matched at where the group synsets switched to one on their
+        own (``distill.auto_temperature``, recorded by the ``synset`` stage): the step agreement is the model's, so
+        the class-level step at theta_tau would rank removals as the groups' plain one did. None where they did not
+        switch, and where the synsets' loss is configured (a temperature or a custom loss is kept as set)."""
+        if self.config.distill.matching != "head" or self._head_task() is not None:
+            return None
+        st = self.ws.stage_info("synset") or {}
+        t = st.get("temperature") if st.get("key") == self.keys.get("synset") else None  # the group synsets in use
+        return None if t is None else float(t)
 
     @property
     def synset_temperature(self) -> float:

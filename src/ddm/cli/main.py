@@ -906,7 +906,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
         print(f"  synsets matched with the cross-entropy at temperature {auto['temperature']:g}, switched to on their "
               f"own: step agreement {auto['step_agreement_at_1']:+.2f} with the plain cross-entropy, below "
-              f"{STEP_AGREEMENT_WARN} (distill.auto_temperature)")
+              f"{STEP_AGREEMENT_WARN} (distill.auto_temperature)"
+              + ("; the class-level synset follows" if any(st["stage"] == "synset-class" and "temperature_from" in st
+                                                           for st in stages) else ""))
     return 0
 
 

@@ -1,0 +1,109 @@
+"""The class-level synset where the group synsets switched to a temperature (``distill.auto_temperature``): does
+following the switch help class-level attribution? (a report of the default, not a choice)
+
+Since 0.19 the class-level synset (hierarchical attribution, ``ddm unlearn --classes``) is matched at the temperature
+the group synsets switched to. Here, on runs where they switched, class-level attribution (K = classes,
+``DistilledDatamodel.attribute_classes``, dist2) is scored with the class-level synset as the default makes it now
+and as it was made before (plain, from the ``distill.auto_temperature=0`` workspace beside the default's), and the
+trivial score that marks the target's own class, against exact retrains without whole classes: ``--subsets`` random
+halves of the classes (class-level LDS) and, per class among the targets, ``--other`` subsets that keep that class
+and drop half of the others (class-level other-class LDS). Validation targets (test rows 50-99); retrains in the
+target's data order, cached with the matrix's.
+
+    python benchmarks/class_temperature.py --root runs/matrix-b --seed 0 \\
+        --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum \\
+        --out benchmarks/results/class-temperature-s0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import matrix as M  # noqa: E402
+
+from ddm.baselines.peers import predicted_loss  # noqa: E402
+from ddm.emulate.perturbations import sample_perturbations  # noqa: E402
+from ddm.evaluation.metrics import lds, other_class_subsets  # noqa: E402
+
+PLAIN = "distill.auto_temperature=0"
+
+
+def options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--subsets", type=int, default=40, help="random halves of the classes (class-level LDS)")
+    p.add_argument("--other", type=int, default=3, help="other-class subsets per class among the targets")
+
+
+def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cfg, data, folder, dm, cache = M.open_run(root, name, seed)
+    st = dm.ws.require("synset")
+    out: dict[str, Any] = {"temperature": st.get("temperature")}
+    if st.get("temperature") is None:
+        print(name, seed, "did not switch: its class-level synset is the plain one by construction", flush=True)
+        return out
+    dm.fit_classes(data.train)
+    plain = M.fit_variant(folder, cfg, data, [PLAIN]).fit_classes(data.train)
+    out["class_temperature"] = (dm.ws.stage_info("synset-class") or {}).get("temperature")
+    rows, targets = M.target_rows(data)
+    C = int(data.num_classes)
+    assert dm.class_groups is not None
+    keep = sample_perturbations(C, args.subsets, 0.5, seed=30_000 + seed)
+    oc = other_class_subsets(dm.class_groups, targets.y.unique().tolist(), args.other, 40_000 + 100 * seed)
+    memo: dict[bytes, torch.Tensor] = {}
+
+    def retrained(masks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        out_ = []
+        for k in masks:
+            b = k.numpy().tobytes()
+            if b not in memo:
+                dropped = torch.nonzero(~k).flatten()
+                groups = torch.nonzero(torch.isin(dm.groups.labels, dropped)).flatten().tolist()
+                memo[b] = M.losses(cache.get(groups)[rows][None], targets.y)[0]
+            out_.append(memo[b][cols])
+        return torch.stack(out_)
+
+    def score(predict: Any) -> tuple[float, float]:
+        every = torch.arange(len(rows))
+        a = lds(predict(keep, every), retrained(keep, every))[0]
+        per: list[float] = []
+        for c, m in oc.items():
+            sel = torch.nonzero(targets.y == c).flatten()
+            per += lds(predict(m, sel), retrained(m, sel))[1]
+        return round(a, 3), round(float(np.mean(per)) if per else float("nan"), 3)
+
+    for label, model in (("default (follows the switch)", dm), ("plain class-level synset (before)", plain)):
+        attr = model.attribute_classes(targets, "dist2")
+        out[label] = score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
+    same = torch.nn.functional.one_hot(targets.y, C).float()
+    out["same class (trivial)"] = score(lambda k, sel: predicted_loss(same[sel], k))
+    print(name, seed, out, flush=True)
+    return out
+
+
+def main() -> None:
+    args, names, results = M.run_diagnostic(__doc__, run, "runs/probe/class-temperature", "digits-alexnet-K40-adam",
+                                            options=options)
+    rows = ["default (follows the switch)", "plain class-level synset (before)", "same class (trivial)"]
+    lines = M.diagnostic_head(
+        "The class-level synset following the groups' automatic temperature", args,
+        f"validation targets; class-level LDS over {args.subsets} random halves of the classes / other-class LDS over "
+        f"{args.other} subsets per class that keep the target's class; exact retrains in the target's data order",
+        ["temperature", *rows])
+    for n in names:
+        r = results[n]
+        if r.get("temperature") is None:
+            lines.append(f"| {n} | not switched | – | – | – |")
+            continue
+        lines.append(f"| {n} | {r['class_temperature']:g} | "
+                     + " | ".join(f"{r[k][0]:+.3f} / {r[k][1]:+.3f}" for k in rows) + " |")
+    M.write_report(args.out, lines, results)
+
+
+if __name__ == "__main__":
+    main()
