@@ -1,7 +1,7 @@
 """How far exact retraining agrees with itself: the LDS ceiling of each configuration (a diagnostic).
 
 Every LDS in BENCHMARKS.md scores a prediction against retrains in the target's data order. Here the prediction
-is another exact retrain of the same subsets in another data order (``matrix.ORDER_SEEDS[0]``): no attribution
+is another exact retrain of the same subsets in another data order (``matrix.other_orders(seed)[0]``): no attribution
 can be expected to beat it, and where its other-class LDS is near zero the within-class ranking the ground truth
 holds is mostly the data order's noise. Same subsets and validation targets as ``matrix.py --select`` (seed 3 by
 default), so the retrains in the target's order are reused.
@@ -22,7 +22,7 @@ import matrix as M  # noqa: E402
 def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, tuple[float, float]]:
     _, data, _, dm, cache = M.open_run(root, name, seed)
     v = M.ValidationTargets(dm, cache, data, seed)
-    other = M.ORDER_SEEDS[0]
+    other = M.other_orders(seed)[0]
     return {"exact retraining, another data order (ceiling)": v.score(lambda k, sel: v.retrained(k, sel, other)),
             **v.baselines(dm, "ceiling")}
 

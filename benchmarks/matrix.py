@@ -167,14 +167,20 @@ VARIANT_ROWS: dict[str, list[tuple[str, list[str]]]] = {
     "fmnist-mlp-K40-sgd": [("DDM local-free (previous default)", ddm.presets.recipe("local-free"))],
 }
 PEERS = ("if-explicit", "tracin", "trak")
-ORDER_SEEDS = (1, 2)  # data-order seeds of the extra exact retrains that measure retraining's own spread
 TARGET_SEED = 12345
+
+
+def other_orders(seed: int) -> list[int]:
+    """The two data-order seeds of the extra exact retrains that measure retraining's own spread on a run of
+    ``seed``: 1 and 2, or for seeds 1 and 2 the two of 1, 2, 3 that differ from the run's own (whose order is the
+    target's: a retrain at seed 1 of a seed-1 run is the target order's again)."""
+    return ground_truth_orders(seed, 3)
 
 
 def ground_truth_orders(seed: int, n: int) -> list[int]:
     """The ``n - 1`` data-order seeds whose retrains join the target order's in the averaged ground truth: the
-    first of 1, 2, 3, ... that differ from the run's own seed (seed 3's first is ``ORDER_SEEDS[0]``, whose retrains
-    ``ceiling.py`` made)."""
+    first of 1, 2, 3, ... that differ from the run's own seed (seed 3's first is ``other_orders(3)[0]``, whose
+    retrains ``ceiling.py`` made)."""
     return [s for s in range(1, n + 1) if s != seed][: n - 1]
 
 
@@ -523,14 +529,15 @@ def unlearning(dm: ddm.DistilledDatamodel, cache: RetrainCache, data: Any) -> di
         return (logits.argmax(1) == data.test.y).float().mean().item()
 
     # exact retraining's own spread: the same data in other data orders
+    orders = other_orders(dm.config.train.seed)
     res: dict[str, Any] = {"target_test_acc": accuracy(dm.model, data.test), "groups4": [], "class": [],
-                           "full_data_other_orders": [acc(cache.get([], seed=s)) for s in ORDER_SEEDS]}
+                           "full_data_other_orders": [acc(cache.get([], seed=s)) for s in orders]}
     for kind, rem in unlearning_draws(dm, int(data.num_classes)):
         if kind == "4 groups":
             exact = acc(cache.get(rem))
             res["groups4"].append({"groups": rem, "exact": exact, "ddm": accuracy(dm.unlearn(rem, name="matrix"),
                                                                                    data.test),
-                                   "exact_other_orders": [acc(cache.get(rem, seed=s)) for s in ORDER_SEEDS]})
+                                   "exact_other_orders": [acc(cache.get(rem, seed=s)) for s in orders]})
             continue
         c = int(dm.groups.labels[rem[0]])
         on_c = data.test.y == c

@@ -46,7 +46,7 @@ def run(name: str, seed: int, root: Path, alphas: list[float], epochs: float,
     for kind, rem in draws:
         gone = torch.isin(dm.groups.assignment, torch.as_tensor(rem))
         ex_test, ex_train = test.get(rem).argmax(1), train.get(rem).argmax(1)
-        other = [test.get(rem, seed=s).argmax(1) for s in M.ORDER_SEEDS]
+        other = [test.get(rem, seed=s).argmax(1) for s in M.other_orders(seed)]
         row: dict[str, Any] = {"kind": kind, "groups": rem, "exact": {
             "test_acc": (ex_test == yt).float().mean().item(),
             "removed_acc": (ex_train[gone] == ytr[gone]).float().mean().item(),
