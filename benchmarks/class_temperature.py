@@ -81,13 +81,26 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
         return round(a, 3), round(float(np.mean(per)) if per else float("nan"), 3)
 
     for label, model in (("default (follows the switch)", dm), ("plain class-level synset (before)", plain)):
-        if model is plain and plain is dm:
+        if label.startswith("plain") and plain is dm:
             out[label] = out["default (follows the switch)"]
             continue
         attr = model.attribute_classes(targets, "dist2")
         out[label] = score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
     same = torch.nn.functional.one_hot(targets.y, C).float()
     out["same class (trivial)"] = score(lambda k, sel: predicted_loss(same[sel], k))
+    # whole classes removed with the class-level synset (ddm unlearn --classes): test accuracy after, exact and both
+    out["class removals"] = []
+    for c in (0, C // 2):
+        exact = cache.get(torch.nonzero(dm.groups.labels == c).flatten().tolist())
+        row = {"class": c, "exact": (exact.argmax(1) == data.test.y).float().mean().item()}
+        for label, model in (("default", dm), ("plain", plain)):
+            if label == "plain" and plain is dm:
+                row[label] = row["default"]
+                continue
+            with torch.no_grad():
+                pred = model.unlearn([c], name="class-temperature", synset="classes")(data.test.x).argmax(1)
+            row[label] = (pred == data.test.y).float().mean().item()
+        out["class removals"].append(row)
     print(name, seed, out, flush=True)
     return out
 
@@ -101,6 +114,7 @@ def main() -> None:
         f"validation targets; class-level LDS over {args.subsets} random halves of the classes / other-class LDS over "
         f"{args.other} subsets per class that keep the target's class; exact retrains in the target's data order",
         ["temperature", *rows])
+    unl = [(n, r) for n, r in results.items() if r.get("class removals")]
     for n in names:
         r = results[n]
         if "same class (trivial)" not in r:
@@ -108,6 +122,12 @@ def main() -> None:
             continue
         lines.append(f"| {n} | {r['class_temperature'] or 1:g}{'' if r.get('temperature') else ' (not switched)'} | "
                      + " | ".join(f"{r[k][0]:+.3f} / {r[k][1]:+.3f}" for k in rows) + " |")
+    if unl:
+        lines += ["", "Whole classes removed with the class-level synset (`ddm unlearn --classes`): test accuracy "
+                  "after, exact retraining / the default (follows the switch) / the plain class-level synset, %", "",
+                  "| configuration | class | exact | default | plain |", "|---|---|---|---|---|"]
+        lines += [f"| {n} | {u['class']} | {100 * u['exact']:.1f} | {100 * u['default']:.1f} | {100 * u['plain']:.1f} |"
+                  for n, r in unl for u in r["class removals"]]
     M.write_report(args.out, lines, results)
 
 
