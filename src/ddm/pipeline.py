@@ -393,15 +393,13 @@ class DistilledDatamodel:
                                 "step_agreement_at_1": round(agreement, 4), "temperature": d.auto_temperature}
 
     def _followed_temperature(self) -> float | None:
-        """The temperature the class-level synset is matched at where the group synsets switched to one on their
-        own (``distill.auto_temperature``, recorded by the ``synset`` stage): the step agreement is the model's, so
-        the class-level step at theta_tau would rank removals as the groups' plain one did. None where they did not
-        switch, and where the synsets' loss is configured (a temperature or a custom loss is kept as set)."""
-        if self.config.distill.matching != "head" or self._head_task() is not None:
+        """The temperature the class-level synset is matched at where the group synsets in use switched to one on
+        their own (``distill.auto_temperature``): the step agreement is the model's, so the class-level step at
+        theta_tau would rank removals as the groups' plain one did. None where they did not switch, and where the
+        synsets' loss is configured (a temperature or a custom loss is kept as set)."""
+        if self.config.distill.matching != "head" or self._head_task() is not None or self.synset is None:
             return None
-        st = self.ws.stage_info("synset") or {}
-        t = st.get("temperature") if st.get("key") == self.keys.get("synset") else None  # the group synsets in use
-        return None if t is None else float(t)
+        return None if self.synset_temperature == 1 else self.synset_temperature
 
     @property
     def synset_temperature(self) -> float:
