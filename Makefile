@@ -378,6 +378,45 @@ bench-diagnostics: $(STAMP)
 	  --out benchmarks/results/auto-temperature-held-out-new
 	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --seeds 0 --peers if-explicit --no-variants \
 	  --configs $(AUTO_T_NEW) --out benchmarks/results/matrix-held-out-auto-temperature
+	# the class-level synset following the switch, a higher temperature on the switched runs, and the ceilings there
+	$(BIN)/python benchmarks/class_temperature.py --root runs/matrix-b --seed 0 \
+	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-alexnet-K40-momentum \
+	  --out benchmarks/results/class-temperature-s0
+	for s in 1 2; do $(BIN)/python benchmarks/class_temperature.py --root runs/matrix-b --seed $$s \
+	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-mlp-wide-K40-adam \
+	  --out benchmarks/results/class-temperature-s$$s || exit 1; done
+	$(BIN)/python benchmarks/class_temperature.py --root runs/matrix-b --seed 3 --score-all \
+	  --configs digits-convnet-K100-sgd,fmnist-mlp-K40-sgd --out benchmarks/results/class-temperature-select
+	$(BIN)/python benchmarks/grid.py --root runs/matrix-b --seed 0 --grid distill.head_temperature=2,3,4 \
+	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-alexnet-K40-momentum \
+	  --out benchmarks/results/auto-temperature-t-escalate-s0
+	$(BIN)/python benchmarks/grid.py --root runs/matrix-b --seed 1 --grid distill.head_temperature=2,3,4 \
+	  --configs digits-alexnet-K40-adam,digits-mlp-wide-K40-adam --out benchmarks/results/auto-temperature-t-escalate-s1
+	$(BIN)/python benchmarks/grid.py --root runs/matrix-b --seed 1 --grid distill.head_temperature=2,3,4 \
+	  --configs digits-resnet-batchnorm-K40-momentum --out benchmarks/results/auto-temperature-t-escalate-bn-s1
+	$(BIN)/python benchmarks/grid.py --root runs/matrix-b --seed 2 --grid distill.head_temperature=2,3,4 \
+	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum --out benchmarks/results/auto-temperature-t-escalate-s2
+	$(BIN)/python benchmarks/grid.py --root runs/matrix-b --seed 2 --grid distill.head_temperature=2,3,4 \
+	  --configs digits-mlp-wide-K40-adam --out benchmarks/results/auto-temperature-t-escalate-wide-s2
+	$(BIN)/python benchmarks/ceiling.py --root runs/matrix-b --seed 0 \
+	  --configs digits-alexnet-K40-momentum,digits-resnet-batchnorm-K40-momentum --out benchmarks/results/ceiling-held-out-new-a
+	$(BIN)/python benchmarks/ceiling.py --root runs/matrix-b --seed 1 \
+	  --configs digits-resnet-batchnorm-K40-momentum,digits-alexnet-K40-adam --out benchmarks/results/ceiling-held-out-seed1
+	# unlearning with the current default on the report configurations, seeds 0-2 (BENCHMARKS.md, "Unlearning rerun
+	# with the current default")
+	for s in 0 1,2; do \
+	  $(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds $$s --grid emulate.unlearn_rewind=1 \
+	    --configs fmnist-convnet-K100-sgd,fmnist-mlp-K40-sgd,digits-mlp-K40-sgd,fmnist-mlp-K40-adam \
+	    --out benchmarks/results/unlearn-refresh-$$(test $$s = 0 && echo a || echo s12-a) || exit 1; \
+	  $(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds $$s --grid emulate.unlearn_rewind=1 \
+	    --configs digits-resnet-K40-momentum,digits-convnet-groupnorm-K100-momentum,digits-convnet-K40-momentum-wd,digits-convnet-K100-sgd,fmnist-mlp-K100-momentum \
+	    --out benchmarks/results/unlearn-refresh-$$(test $$s = 0 && echo b || echo s12-b) || exit 1; done
+	# a retrain-free detector of the schedule term's regime, tried (BENCHMARKS.md, "The schedule term")
+	$(BIN)/python benchmarks/sharpness.py --root runs/matrix-b digits-convnet-K40-momentum-wd:0 digits-convnet-K40-momentum-wd:1 \
+	  digits-convnet-K40-cosine:0 digits-convnet-K100-sgd:3 fmnist-convnet-K40-momentum-wd:0 \
+	  digits-convnet-batchnorm-K40-momentum:0 digits-convnet-groupnorm-K100-momentum:0 fmnist-convnet-K100-sgd:0 \
+	  digits-mlp-K40-sgd:0 fmnist-mlp-K40-sgd:3 digits-resnet-K40-momentum:0 fmnist-mlp-K100-momentum:0 \
+	  --out benchmarks/results/sharpness
 	# the unlearning scope diagnostic over the whole network
 	$(BIN)/python benchmarks/unlearn_scope.py --root runs/matrix-b --configs fmnist-mlp-K40-sgd --seeds 0,3 --scopes head,all \
 	  --dampings 1e-4,3e-4,1e-3,1e-2 --out benchmarks/results/unlearn-scope-all-fmnist-mlp
