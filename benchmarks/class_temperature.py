@@ -58,18 +58,11 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     assert dm.class_groups is not None
     keep = sample_perturbations(C, args.subsets, 0.5, seed=30_000 + seed)
     oc = other_class_subsets(dm.class_groups, targets.y.unique().tolist(), args.other, 40_000 + 100 * seed)
-    memo: dict[bytes, torch.Tensor] = {}
+    def without_classes(k: torch.Tensor) -> torch.Tensor:  # the targets' losses, retrained without ~k's classes
+        groups = torch.nonzero(torch.isin(dm.groups.labels, torch.nonzero(~k).flatten())).flatten().tolist()
+        return M.losses(cache.get(groups)[rows][None], targets.y)[0]
 
-    def retrained(masks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        out_ = []
-        for k in masks:
-            b = k.numpy().tobytes()
-            if b not in memo:
-                dropped = torch.nonzero(~k).flatten()
-                groups = torch.nonzero(torch.isin(dm.groups.labels, dropped)).flatten().tolist()
-                memo[b] = M.losses(cache.get(groups)[rows][None], targets.y)[0]
-            out_.append(memo[b][cols])
-        return torch.stack(out_)
+    retrained = M.per_mask(without_classes)
 
     def score(predict: Any) -> tuple[float, float]:
         every = torch.arange(len(rows))

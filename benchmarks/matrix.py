@@ -248,13 +248,9 @@ class ValidationTargets:
                 "same class (trivial)": self.score(lambda k, sel: predicted_loss(same[sel], k))}
 
 
-def head_retrained(dm: ddm.DistilledDatamodel, data: Any, targets: Any
-                   ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """A predictor ``(masks [S, K], cols) -> [S, len(cols)]`` of the ``targets``' losses after retraining only the
-    last layer on theta_tau's frozen features without each mask's dropped groups (theta_0's last layer, the whole
-    schedule: :func:`ddm.baselines.unlearners.retrain_head`), each subset's retrain made once."""
-    from ddm.baselines.unlearners import retrain_head
-
+def per_mask(value: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A predictor ``(masks [S, K], cols) -> [S, len(cols)]`` from ``value(mask)``, every target's value for one kept
+    mask (a retrain's losses), each mask's value computed once."""
     memo: dict[bytes, torch.Tensor] = {}
 
     def predict(masks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -262,15 +258,28 @@ def head_retrained(dm: ddm.DistilledDatamodel, data: Any, targets: Any
         for k in masks:
             key = k.numpy().tobytes()
             if key not in memo:
-                keep = torch.isin(dm.groups.assignment, torch.nonzero(k).flatten())
-                net = retrain_head(dm.model, dm.trajectory.final, data.train, keep, dm.config.train,
-                                   head_init=dm.trajectory[0])
-                with torch.no_grad():
-                    memo[key] = losses(net(targets.x)[None], targets.y)[0]
+                memo[key] = value(k)
             out.append(memo[key][cols])
         return torch.stack(out)
 
     return predict
+
+
+def head_retrained(dm: ddm.DistilledDatamodel, data: Any, targets: Any
+                   ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A predictor ``(masks [S, K], cols) -> [S, len(cols)]`` of the ``targets``' losses after retraining only the
+    last layer on theta_tau's frozen features without each mask's dropped groups (theta_0's last layer, the whole
+    schedule: :func:`ddm.baselines.unlearners.retrain_head`), each subset's retrain made once."""
+    from ddm.baselines.unlearners import retrain_head
+
+    def value(k: torch.Tensor) -> torch.Tensor:
+        keep = torch.isin(dm.groups.assignment, torch.nonzero(k).flatten())
+        net = retrain_head(dm.model, dm.trajectory.final, data.train, keep, dm.config.train,
+                           head_init=dm.trajectory[0])
+        with torch.no_grad():
+            return losses(net(targets.x)[None], targets.y)[0]
+
+    return per_mask(value)
 
 
 def rewound_losses(dm: ddm.DistilledDatamodel, targets: Any) -> Callable[[float], torch.Tensor]:

@@ -112,8 +112,8 @@ def run(name: str, seed: int, root: Path, dampings: list[float], scopes: list[st
         f = float(sizes[rem].sum() / sizes.sum())
         base = traj.at_epoch(float(traj.epochs[-1]) * (1 - f))
         ex = cache.get(rem)
-        logits = {"exact": ex, "exact, other orders (mean logits)": torch.stack([cache.get(rem, seed=s)
-                                                                                 for s in M.other_orders(seed)]).mean(0)}
+        others = torch.stack([cache.get(rem, seed=s) for s in M.other_orders(seed)])
+        logits = {"exact": ex, "exact, other orders (mean logits)": others.mean(0)}
         with torch.no_grad():
             logits["rewind only"] = with_params(model, base)(data.test.x)
             logits["DDM"] = dm.unlearn(rem, name="unlearn-scope").eval()(data.test.x)
