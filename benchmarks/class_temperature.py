@@ -22,7 +22,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,9 +29,10 @@ import matrix as M  # noqa: E402
 
 from ddm.baselines.peers import predicted_loss  # noqa: E402
 from ddm.emulate.perturbations import sample_perturbations  # noqa: E402
-from ddm.evaluation.metrics import lds, other_class_subsets  # noqa: E402
+from ddm.evaluation.metrics import other_class_subsets  # noqa: E402
 
 PLAIN = "distill.auto_temperature=0"
+ROWS = {"default": "default (follows the switch)", "plain": "plain class-level synset (before)"}
 
 
 def options(p: argparse.ArgumentParser) -> None:
@@ -51,34 +51,29 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
         print(name, seed, "did not switch: its class-level synset is the plain one by construction", flush=True)
         return out
     dm.fit_classes(data.train)
-    plain = M.fit_variant(folder, cfg, data, [PLAIN]).fit_classes(data.train) if st.get("temperature") else dm
+    # where the groups did not switch, the default's class-level synset is the plain one: one row for both
+    plain = M.fit_variant(folder, cfg, data, [PLAIN]).fit_classes(data.train) if st.get("temperature") else None
+    models = {"default": dm, **({"plain": plain} if plain is not None else {})}
     out["class_temperature"] = (dm.ws.stage_info("synset-class") or {}).get("temperature")
     rows, targets = M.target_rows(data)
     C = int(data.num_classes)
     assert dm.class_groups is not None
     keep = sample_perturbations(C, args.subsets, 0.5, seed=30_000 + seed)
     oc = other_class_subsets(dm.class_groups, targets.y.unique().tolist(), args.other, 40_000 + 100 * seed)
+
     def without_classes(k: torch.Tensor) -> torch.Tensor:  # the targets' losses, retrained without ~k's classes
         groups = torch.nonzero(torch.isin(dm.groups.labels, torch.nonzero(~k).flatten())).flatten().tolist()
         return M.losses(cache.get(groups)[rows][None], targets.y)[0]
 
     retrained = M.per_mask(without_classes)
 
-    def score(predict: Any) -> tuple[float, float]:
-        every = torch.arange(len(rows))
-        a = lds(predict(keep, every), retrained(keep, every))[0]
-        per: list[float] = []
-        for c, m in oc.items():
-            sel = torch.nonzero(targets.y == c).flatten()
-            per += lds(predict(m, sel), retrained(m, sel))[1]
-        return round(a, 3), round(float(np.mean(per)) if per else float("nan"), 3)
+    def score(predict: M.Predictor) -> tuple[float, float]:
+        return M.subset_scores(keep, oc, targets.y, predict, retrained)
 
-    for label, model in (("default (follows the switch)", dm), ("plain class-level synset (before)", plain)):
-        if label.startswith("plain") and plain is dm:
-            out[label] = out["default (follows the switch)"]
-            continue
+    for kind, model in models.items():
         attr = model.attribute_classes(targets, "dist2")
-        out[label] = score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
+        out[ROWS[kind]] = score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
+    out.setdefault(ROWS["plain"], out[ROWS["default"]])
     same = torch.nn.functional.one_hot(targets.y, C).float()
     out["same class (trivial)"] = score(lambda k, sel: predicted_loss(same[sel], k))
     # whole classes removed with the class-level synset (ddm unlearn --classes): test accuracy after, exact and both
@@ -86,14 +81,11 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     for c in (0, C // 2):
         exact = cache.get(torch.nonzero(dm.groups.labels == c).flatten().tolist())
         row = {"class": c, "exact": (exact.argmax(1) == data.test.y).float().mean().item()}
-        for label, model in (("default", dm), ("plain", plain)):
-            if label == "plain" and plain is dm:
-                row[label] = row["default"]
-                continue
+        for label, model in models.items():
             with torch.no_grad():
                 pred = model.unlearn([c], name="class-temperature", synset="classes")(data.test.x).argmax(1)
             row[label] = (pred == data.test.y).float().mean().item()
-        out["class removals"].append(row)
+        out["class removals"].append({"plain": row["default"], **row})
     print(name, seed, out, flush=True)
     return out
 
@@ -101,7 +93,7 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
 def main() -> None:
     args, names, results = M.run_diagnostic(__doc__, run, "runs/probe/class-temperature", "digits-alexnet-K40-adam",
                                             options=options)
-    rows = ["default (follows the switch)", "plain class-level synset (before)", "same class (trivial)"]
+    rows = [*ROWS.values(), "same class (trivial)"]
     lines = M.diagnostic_head(
         "The class-level synset following the groups' automatic temperature", args,
         f"validation targets; class-level LDS over {args.subsets} random halves of the classes / other-class LDS over "

@@ -201,6 +201,22 @@ def same_class(groups: Any, labels: torch.Tensor) -> torch.Tensor:
 CHECK_SEED = 40_000
 
 
+Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def subset_scores(keep: torch.Tensor, oc_keep: dict[int, torch.Tensor], labels: torch.Tensor, predict: Predictor,
+                  retrained: Predictor) -> tuple[float, float]:
+    """(LDS over the kept masks ``keep``, other-class LDS over ``oc_keep``'s masks on each class's targets), rounded:
+    ``predict`` and ``retrained`` map ``(masks [S, K], cols)`` to the targets ``cols``' losses ``[S, len(cols)]``."""
+    every = torch.arange(len(labels))
+    a = lds(predict(keep, every), retrained(keep, every))[0]
+    per: list[float] = []
+    for c, m in oc_keep.items():
+        sel = torch.nonzero(labels == c).flatten()
+        per += lds(predict(m, sel), retrained(m, sel))[1]
+    return round(a, 3), round(float(np.mean(per)) if per else float("nan"), 3)
+
+
 class ValidationTargets:
     """A seed's validation targets (:func:`target_rows`) and its LDS and other-class subsets, scored against the
     exact retrains of ``cache``, for the diagnostic scripts."""
@@ -229,15 +245,9 @@ class ValidationTargets:
         halves = sample_perturbations(num_groups, subsets, 0.5, seed=CHECK_SEED)
         return every, halves, self.retrained(halves, every)
 
-    def score(self, predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[float, float]:
+    def score(self, predict: Predictor) -> tuple[float, float]:
         """(LDS, other-class LDS) of ``predict(masks, cols)`` (predicted losses ``[S, len(cols)]``), rounded."""
-        every = torch.arange(len(self.rows))
-        a = lds(predict(self.keep, every), self.retrained(self.keep, every))[0]
-        per: list[float] = []
-        for c, m in self.oc_keep.items():
-            sel = torch.nonzero(self.targets.y == c).flatten()
-            per += lds(predict(m, sel), self.retrained(m, sel))[1]
-        return round(a, 3), round(float(np.mean(per)) if per else float("nan"), 3)
+        return subset_scores(self.keep, self.oc_keep, self.targets.y, predict, self.retrained)
 
     def baselines(self, dm: ddm.DistilledDatamodel, name: str) -> dict[str, tuple[float, float]]:
         """The scores of DDM's default (an attribution of the targets called ``name``) and of the same-class
