@@ -378,6 +378,16 @@ bench-diagnostics: $(STAMP)
 	  --out benchmarks/results/auto-temperature-held-out-new
 	$(BIN)/python benchmarks/matrix.py --root runs/matrix-b --seeds 0 --peers if-explicit --no-variants \
 	  --configs $(AUTO_T_NEW) --out benchmarks/results/matrix-held-out-auto-temperature
+	# the class balance following the switch: chosen on the threshold's two seed-0 runs, reported on the other switched runs
+	$(BIN)/python benchmarks/switched_balance.py --root runs/matrix-b --seed 0 \
+	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum --out benchmarks/results/switched-balance-select
+	for s in 1 2; do $(BIN)/python benchmarks/switched_balance.py --root runs/matrix-b --seed $$s \
+	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum \
+	  --out benchmarks/results/switched-balance-s$$s || exit 1; done
+	$(BIN)/python benchmarks/switched_balance.py --root runs/matrix-b --seed 0 --configs digits-alexnet-K40-momentum \
+	  --out benchmarks/results/switched-balance-held-out-s0
+	for s in 1 2; do $(BIN)/python benchmarks/switched_balance.py --root runs/matrix-b --seed $$s --halves-only \
+	  --configs digits-mlp-wide-K40-adam --out benchmarks/results/switched-balance-wide-s$$s || exit 1; done
 	# the class-level synset following the switch, a higher temperature on the switched runs, and the ceilings there
 	$(BIN)/python benchmarks/class_temperature.py --root runs/matrix-b --seed 0 \
 	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-alexnet-K40-momentum \

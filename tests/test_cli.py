@@ -434,10 +434,33 @@ def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(
     assert main(["info", "-w", str(ws)]) == 0
     assert "switched to on their own: step agreement" in (info := capsys.readouterr().out)
     assert "the class-level synset follows" in info
-    # the check scores the plain synsets beside them, on its retrains
+    assert "other classes' groups x0.1 there (emulate.switched_class_scale" in info
+    # group attributions weigh other classes' groups at the switched class balance, and say so
+    assert dm.class_balance == (0.1, "emulate.switched_class_scale")
+    assert main(["attribute", "-w", str(ws), "--targets", "0:3", "--objective", "dist2"]) == 0
+    assert "weigh x0.1 (emulate.switched_class_scale, the balance where the synsets switched" in capsys.readouterr().out
+    import ddm.data
+
+    test = DistilledDatamodel(ws).load()
+    targets = ddm.data.load(test.config.data).test[torch.arange(4)]
+    switched = test.attribute(targets, "dist2", name="switched")
+    assert switched.meta["other_class_scale"] == 0.1
+    unswitched = test.attribute(targets, "dist2", name="unswitched", other_class_scale=0.5)
+    from ddm.attribution.fit import balance_classes
+
+    # the same emulation, balanced at 0.1 instead of 0.5: only the weights of other classes' groups differ
+    raw = test.attribute(targets, "dist2", name="raw", other_class_scale=1.0)
+    for attr, s in ((switched, 0.1), (unswitched, 0.5)):
+        w, _ = balance_classes(raw.weights, raw.bias, test.groups, targets.y, s)
+        assert torch.allclose(attr.weights, w, atol=1e-6)
+    test.config = test.config.with_overrides(["emulate.switched_class_scale=none"])
+    assert test.class_balance == (0.5, "emulate.other_class_scale")
+    # the check refits that balance, and would advise it under its own name
     assert main(["check", "-w", str(ws), "-q", "--subsets", "4", "--other-class-subsets", "0", "--num-targets", "5",
                  "--json"]) == 0
-    t = json.loads(capsys.readouterr().out)["temperature"]
+    r = json.loads(capsys.readouterr().out)
+    assert r["class_balance"]["configured"] == 0.1 and r["class_balance"]["setting"] == "emulate.switched_class_scale"
+    t = r["temperature"]
     assert t["temperature"] == 1.0 and t["configured"] == 2.0 and np.isfinite(t["lds"]["mean"])
     plain = json.loads((ws / "check" / "synset-temperature-1" / "stage.json").read_text())
     assert "temperature" not in plain and "auto_temperature" not in plain["config"]  # plain, and keyed as before 0.19
@@ -449,6 +472,7 @@ def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(
     assert "temperature" not in json.loads((hot / "synset" / "stage.json").read_text())
     assert "temperature" not in json.loads((hot / "synset-class" / "stage.json").read_text())
     loaded = DistilledDatamodel(hot).load()
+    assert loaded.class_balance == (0.5, "emulate.other_class_scale")  # a configured temperature keeps the balance
     assert torch.equal(loaded.synset.images, dm.synset.images)
     assert torch.equal(loaded.class_synset.images, dm.class_synset.images)
     # off: the plain synsets stay, and the warning says to check them
@@ -457,5 +481,6 @@ def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(
                  "hierarchical=true", "--json", "-q"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "temperature" not in out["synset"] and DistilledDatamodel(off).load().synset_temperature == 1.0
+    assert DistilledDatamodel(off).load().class_balance == (0.5, "emulate.other_class_scale")
     assert DistilledDatamodel(off).load().class_synset.task is None
     assert any("rank removals differently" in w for w in out["warnings"])

@@ -72,6 +72,13 @@ def test_options_added_later_keep_earlier_cache_keys():
     # finetune_scale has no effect (and no say in keys) once finetune_lr is given
     assert "finetune_scale" in keyed(EmulateConfig()) and "finetune_scale" not in keyed(EmulateConfig(finetune_lr=0.1))
     assert "finetune_scale" not in keyed(EmulateConfig(finetune_scale=1.0))
+    # the switched class balance acts after every cached stage: no key has it, whatever its value
+    assert keyed(EmulateConfig(switched_class_scale=0.3)) == keyed(EmulateConfig()) == keyed(
+        EmulateConfig(switched_class_scale=None))
+    del old["emulate"]["switched_class_scale"]
+    assert RunConfig.from_dict(old).emulate.switched_class_scale is None  # a workspace of 0.19 keeps its balance
+    with pytest.raises(ConfigError, match="switched_class_scale must be in"):
+        EmulateConfig(switched_class_scale=0.0)
 
 
 @pytest.mark.parametrize("override", ["train.lr=inf", "train.lr=nan", "emulate.finetune_lr=inf",

@@ -361,6 +361,15 @@ class EmulateConfig:
                                        "each group's best step'). The ranking within the own class and within "
                                        "the others is unchanged; the intercept keeps the full data's prediction",
                                   since="0.10", implicit=1.0)
+    switched_class_scale: float | None = _f(0.1, "the class balance (as other_class_scale) where the synset stage "
+                                                 "switched to tempered synsets on its own (distill.auto_temperature: "
+                                                 "the step at theta_tau ranked removals unlike the earlier "
+                                                 "checkpoints' steps); there the other classes' weights are the weak "
+                                                 "part of the ranking. 0.1 was chosen on the two runs that set the "
+                                                 "switch's threshold (BENCHMARKS.md, 'The class balance follows the "
+                                                 "switch'). none: other_class_scale there too. Applied after the "
+                                                 "emulation, like other_class_scale",
+                                            since="0.20", implicit=None, keyed=False)
     schedule_weight: float = _f(0.0, "weight of the schedule term: a retrain without a fraction f of the data "
                                       "takes f fewer steps, so each prediction gets weight x (the output at the "
                                       "recorded epoch tau / 2 minus at theta_tau) x 2 f. 0: none. `ddm check` fits "
@@ -457,6 +466,9 @@ class EmulateConfig:
         _check(0 < self.keep_prob < 1, f"emulate.keep_prob must be in (0, 1), got {self.keep_prob}")
         _check(0 < self.other_class_scale <= 1, "emulate.other_class_scale must be in (0, 1] (0 would erase the "
                f"ranking of other classes' groups; 1 leaves the weights as fitted), got {self.other_class_scale}")
+        _check(self.switched_class_scale is None or 0 < self.switched_class_scale <= 1,
+               "emulate.switched_class_scale must be in (0, 1], or none to keep emulate.other_class_scale where the "
+               f"synsets switched to a temperature, got {self.switched_class_scale}")
         _choice(self.readout, "emulate.readout", ("logits", "checkpoints"))
         _check(self.schedule_weight >= 0, f"emulate.schedule_weight must be >= 0 (0: no schedule term), got "
                f"{self.schedule_weight}")
@@ -606,13 +618,15 @@ def keyed(section: Any) -> dict[str, Any]:
     set away from the behaviour before they existed (``implicit``, else their default), so adding an option,
     or changing its default, keeps every earlier cache valid. An option with ``unused_if`` does not count
     while that other field is set, one with ``used_only_if`` ``(field, value)`` while that field holds another
-    value (it has no effect then)."""
+    value (it has no effect then), one with ``keyed=False`` never (it acts after every cached stage)."""
     def counts(f: dataclasses.Field) -> bool:
         value = getattr(section, f.name)
         if "unused_if" in f.metadata and getattr(section, f.metadata["unused_if"]) is not None:
             return False
         if "used_only_if" in f.metadata and getattr(section, f.metadata["used_only_if"][0]) != f.metadata[
                 "used_only_if"][1]:
+            return False
+        if not f.metadata.get("keyed", True):
             return False
         return not ("since" in f.metadata and value == f.metadata.get("implicit", f.default))
 

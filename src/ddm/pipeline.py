@@ -402,6 +402,17 @@ class DistilledDatamodel:
         return None if self.synset_temperature == 1 else self.synset_temperature
 
     @property
+    def class_balance(self) -> tuple[float, str]:
+        """``(scale, setting)``: the class balance group attributions of per-target objectives use by default, and the
+        setting it comes from: ``emulate.switched_class_scale`` where the group synsets switched to a temperature on
+        their own (:meth:`_followed_temperature`; BENCHMARKS.md, "The class balance follows the switch"), else
+        ``emulate.other_class_scale``."""
+        e = self.config.emulate
+        if e.switched_class_scale is not None and self._followed_temperature() is not None:
+            return e.switched_class_scale, "emulate.switched_class_scale"
+        return e.other_class_scale, "emulate.other_class_scale"
+
+    @property
     def synset_temperature(self) -> float:
         """The temperature of the cross-entropy the synsets in use carry (1 also for a custom training loss):
         ``distill.head_temperature``, or ``distill.auto_temperature`` where the synset stage switched to it."""
@@ -707,7 +718,8 @@ class DistilledDatamodel:
                   name: str | None = None, other_class_scale: float | None = None) -> AttributionMatrix:
         """Attribution matrix of ``objective`` on ``targets`` over the groups (optionally hierarchical).
 
-        ``other_class_scale``: the class balance of per-target objectives (None: ``emulate.other_class_scale``;
+        ``other_class_scale``: the class balance of per-target objectives (None: :attr:`class_balance`, i.e.
+        ``emulate.other_class_scale``, or ``emulate.switched_class_scale`` where the synsets switched to a temperature;
         1: none, e.g. where the harm a group does to other classes is the question, as in :mod:`ddm.diagnosis`).
 
         ``targets``: a :class:`Split`, or any inputs (tensor or numpy array, or an ``(x, y)`` pair) in the
@@ -761,14 +773,18 @@ class DistilledDatamodel:
             raise MissingArtifactError("class-level attribution needs the class-level synset: call "
                                        "fit_classes(train) first (or fit with hierarchical=true)")
         return self._attribute_flat(targets, objective_registry.get(objective), self.class_synset,
-                                    self.keys["synset-class"], self.class_groups, "classes")
+                                    self.keys["synset-class"], self.class_groups, "classes",
+                                    scale=self.config.emulate.other_class_scale)
 
     def _attribute_flat(self, targets: Split, obj: Objective, synset: Synset, synset_key: str, groups: Any,
                         tag: str, subset: torch.Tensor | None = None, scale: float | None = None) -> AttributionMatrix:
         """Perturb every group, or only ``subset`` (the rest always kept); W has one column per perturbed group.
-        ``scale``: the class balance of per-target objectives (None: ``emulate.other_class_scale``)."""
+        ``scale``: the class balance of per-target objectives (None: :attr:`class_balance`)."""
         e = self.config.emulate
-        scale = (e.other_class_scale if scale is None else scale) if obj.per_target else 1.0
+        balance, setting = self.class_balance
+        if scale is not None:
+            setting = "given"
+        scale = (balance if scale is None else scale) if obj.per_target else 1.0
         K = synset.num_groups
         perturbed = torch.arange(K) if subset is None else subset
         averaged = synset.transferring(e.min_transfer).damped(e.damping_scale)
@@ -779,6 +795,7 @@ class DistilledDatamodel:
         ids = targets.index.tolist() if obj.per_target else [-1]
         if self._fit_mode(obj, synset, len(perturbed)) == "linearised":
             attr = self._attribute_linearised(targets, obj, averaged, groups, perturbed, subset, scale, ids, left_out)
+            attr.meta = {**(attr.meta or {}), "class_balance_setting": setting}
             return self._with_schedule_term(attr, targets, obj, groups, subset)
         num = self._num_perturbations(len(perturbed), synset)
         _check_fit_memory(len(perturbed), num, (len(targets) if obj.per_target else 1)
@@ -791,7 +808,8 @@ class DistilledDatamodel:
             outputs = obj.outputs(self._emulate(averaged, synset_key, deleted, targets, tag, groups), targets.y)
         attr = fit_attribution(keep, outputs, obj, groups, ids, synset.num_classes, e.weighting, e.ridge,
                                {"perturbations": len(keep), "keep_prob": e.keep_prob,
-                                "other_class_scale": scale, "checkpoints_left_out": left_out},
+                                "other_class_scale": scale, "class_balance_setting": setting,
+                                "checkpoints_left_out": left_out},
                                targets.y if obj.per_target else None, scale, subset)
         return self._with_schedule_term(attr, targets, obj, groups, subset)
 

@@ -215,7 +215,8 @@ def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argpars
             "emulation": dm.emulation_method(), "backend": meta.get("backend"),
             "finetune": {"lr": dm.finetune_lr, "steps": dm.finetune_steps},
             "flagged_groups": meta.get("flagged_groups", []), "reused": meta.get("reused", []),
-            "other_class_scale": meta.get("other_class_scale"), "fit": meta.get("fit", "regression"),
+            "other_class_scale": meta.get("other_class_scale"),
+            "class_balance_setting": meta.get("class_balance_setting"), "fit": meta.get("fit", "regression"),
             "schedule_weight": meta.get("schedule_weight", 0.0), "source": source, "targets": rows}
 
 
@@ -288,9 +289,11 @@ def _print_attribution(r: dict[str, Any]) -> None:
           f"{r['perturbations'] or '?'} perturbations ({how}), {r['seconds']:.1f} s{note}{fit}")
     if r.get("flagged_groups"):
         print(f"  groups marked * failed the synset health check: {_listed(r['flagged_groups'])}")
-    scale = r.get("other_class_scale")
+    scale, setting = r.get("other_class_scale"), r.get("class_balance_setting") or "emulate.other_class_scale"
     if scale is not None and scale != 1.0:
-        print(f"  groups of other classes than the target's weigh x{scale:g} (emulate.other_class_scale; "
+        why = (", the balance where the synsets switched to a temperature on their own"
+               if setting == "emulate.switched_class_scale" else "")
+        print(f"  groups of other classes than the target's weigh x{scale:g} ({setting}{why}; "
               "README, 'Class balance')")
     if r.get("schedule_weight"):
         print(f"  with the schedule term at weight {r['schedule_weight']:g}: a retrain without part of the data takes "
@@ -909,6 +912,10 @@ def cmd_info(args: argparse.Namespace) -> int:
               f"{STEP_AGREEMENT_WARN} (distill.auto_temperature)"
               + ("; the class-level synset follows" if any(st["stage"] == "synset-class" and "temperature_from" in st
                                                            for st in stages) else ""))
+        switched = (RunConfig.from_json(stored.read_text()) if stored.exists() else RunConfig()).emulate
+        if switched.switched_class_scale is not None:
+            print(f"  group attributions weigh other classes' groups x{switched.switched_class_scale:g} there "
+                  "(emulate.switched_class_scale, in place of emulate.other_class_scale; README, 'Class balance')")
     return 0
 
 

@@ -160,7 +160,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
     # the class balance (emulate.other_class_scale) chosen on the random halves; advised only where it ranks them
     # better beyond two standard errors
     balanced = _balanced_predictor(dm, targets, term, on_top)
-    balance = balance_choice(balanced, dm.config.emulate.other_class_scale, keep, actual)
+    balance = {**balance_choice(balanced, dm.class_balance[0], keep, actual), "setting": dm.class_balance[1]}
     base = DAMPING if DAMPING in predict else "DDM"
     if balance["recommended"]:
         predict[BALANCE] = balanced(balance["scale"])
@@ -263,7 +263,7 @@ def advice(r: dict[str, Any]) -> dict[str, float]:
         out["emulate.damping_scale"] = float(d["scale"])
     b = r.get("class_balance")
     if b is not None and b.get("recommended"):
-        out["emulate.other_class_scale"] = float(b["scale"])
+        out[b.get("setting", "emulate.other_class_scale")] = float(b["scale"])
     s = r.get("schedule_term")
     if s is not None and s.get("recommended") and s["configured"] == 0:
         out["emulate.schedule_weight"] = float(f"{s['weight']:.3g}")
@@ -674,7 +674,7 @@ def _balance_verdict(r: dict[str, Any]) -> list[str]:
     b = r.get("class_balance")
     if b is None or not b["recommended"]:
         return []
-    m, setting = b["margin"], f"emulate.other_class_scale={b['scale']:g}"
+    m, setting = b["margin"], f"{b.get('setting', 'emulate.other_class_scale')}={b['scale']:g}"
     return [f"the class balance: with other classes' groups at {b['scale']:g} of their emulated weight ({setting}; "
             f"configured {b['configured']:g}) LDS is {b['lds']['mean']:+.3f} instead of {r['lds']['DDM']['mean']:+.3f} "
             f"(margin {m['mean']:+.3f} ± {m['se']:.3f}, on the random halves it was chosen on; the order within each "
