@@ -8,6 +8,7 @@ import torch
 
 from ddm.cli.main import main
 from ddm.config import RunConfig
+from ddm.pipeline import STEP_AGREEMENT_WARN
 
 
 def test_help_answers(capsys):
@@ -46,7 +47,7 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert ("chance" in " ".join(out.get("warnings", []))) == near
     agreement = out["synset"]["step_agreement"]  # theta_tau's step against the earlier checkpoints', no retrain
     assert agreement is not None and -1 <= agreement <= 1
-    assert ("rank removals differently" in " ".join(out.get("warnings", []))) == (agreement < 0.7)
+    assert ("rank removals differently" in " ".join(out.get("warnings", []))) == (agreement < STEP_AGREEMENT_WARN)
 
     assert main(["attribute", "-w", ws, "--targets", "1,2", "--objective", "dist2", "--top-k", "2"]) == 0
     text = capsys.readouterr().out
@@ -406,6 +407,26 @@ def test_a_step_at_theta_tau_unlike_the_checkpoints_is_warned_about(tmp_path, ca
     assert any("ddm check" in w and "rank removals differently" in w for w in loud["warnings"])
     assert main(["distill", "-w", ws, "-q"]) == 0
     assert "WARNING: the step at theta_tau" in capsys.readouterr().out
+
+
+def test_the_step_agreement_asks_every_checkpoint_where_the_synsets_transfer_to_none(tmp_path, capsys):
+    import ddm.data
+    from ddm.pipeline import DistilledDatamodel
+
+    ws = str(tmp_path / "ws")
+    assert main(["distill", "-w", ws, "--preset", "tiny", "-q", "--set", "distill.auto_temperature=0"]) == 0
+    capsys.readouterr()
+    dm = DistilledDatamodel(ws).load()
+    train = ddm.data.load(dm.config.data).train
+    assert dm.synset.checkpoints and all(c.cosine_mean < 1 for c in dm.synset.checkpoints)
+    every = dm.config.with_overrides(["emulate.min_transfer=0"])
+    dm.config = every
+    asked = dm.step_agreement(train)
+    # no checkpoint transfers at min_transfer 1: the attribution uses theta_tau's step alone, and the agreement
+    # compares it with every recorded checkpoint's, as at min_transfer 0 (before, it said nothing: None)
+    dm.config = every.with_overrides(["emulate.min_transfer=1"])
+    assert not dm.synset.transferring(1.0).checkpoints
+    assert asked is not None and dm.step_agreement(train) == asked
 
 
 def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(tmp_path, capsys, monkeypatch):

@@ -181,10 +181,11 @@ class DistillConfig:
                                  since="0.17", implicit=1.0)
     auto_temperature: float = _f(2.0, "head matching with the cross-entropy at temperature 1: where the step at "
                                       "theta_tau and the steps at the earlier checkpoints rank removals unlike each "
-                                      "other (the step agreement, on 50 training samples, below 0.7: a sign of a "
-                                      "model that fits its data with margins too large for theta_tau's step), the "
-                                      "synsets are distilled again at this temperature and those are kept (0: never; "
-                                      "BENCHMARKS.md, 'A tempered synset where the step agreement is low')",
+                                      "other (the step agreement, on 50 training samples, below 0.8, 0.7 until "
+                                      "after 0.19: a sign of a model that fits its data with margins too large for "
+                                      "theta_tau's step), the synsets are distilled again at this temperature and "
+                                      "those are kept (0: never; BENCHMARKS.md, 'A tempered synset where the step "
+                                      "agreement is low', 'The switch's threshold asked again')",
                                  since="0.19", implicit=0.0, used_only_if=("head_temperature", 1.0))
     checkpoints: int = _f(3, "head matching: checkpoints of the trajectory (evenly spaced from theta_tau back to the "
                              "first epoch; theta_0 never) at which the Newton attribution takes its step with the "
