@@ -112,6 +112,7 @@ bench-matrix: $(STAMP)
 AUTO_T_SEED0 := digits-alexnet-K40-adam,digits-convnet-K100-sgd,digits-convnet-K40-cosine,digits-convnet-K40-momentum-wd,digits-convnet-batchnorm-K40-momentum,digits-convnet-groupnorm-K100-momentum,digits-convnet-layernorm-K20-adam,digits-mlp-K100-adam,digits-mlp-K40-adam-cosine,digits-mlp-K40-adamw,digits-mlp-K40-sgd,digits-mlp-wide-K40-adam,digits-resnet-K40-momentum,digits-resnet-batchnorm-K40-momentum,digits-vit-K40-adam,fmnist-convnet-K100-sgd,fmnist-convnet-K40-momentum-wd,fmnist-convnet-d2-K40-adam,fmnist-mlp-K100-momentum,fmnist-mlp-K40-adam,fmnist-mlp-K40-sgd
 AUTO_T_SEEDS12 := digits-alexnet-K40-adam,digits-convnet-K100-sgd,digits-convnet-K40-momentum-wd,digits-convnet-groupnorm-K100-momentum,digits-mlp-K40-sgd,digits-resnet-K40-momentum,digits-resnet-batchnorm-K40-momentum,fmnist-convnet-K100-sgd,fmnist-mlp-K100-momentum,fmnist-mlp-K40-adam,fmnist-mlp-K40-sgd
 AUTO_T_NEW := digits-alexnet-K40-momentum,fmnist-alexnet-K40-adam,fmnist-resnet-batchnorm-K40-momentum,digits-mlp-K40-adam-long
+SWITCH_GRID = --grid distill.head_temperature=2 --set emulate.other_class_scale=0.1
 HELD_OUT_12 := digits-mlp-K100-adam,fmnist-convnet-K40-momentum-wd,digits-convnet-layernorm-K20-adam,digits-convnet-sequential-K40,fmnist-mlp-sequential-K50-sgd,digits-vit-K40-adam,digits-alexnet-K40-adam,digits-convnet-batchnorm-K40-momentum,fmnist-convnet-batchnorm-K40-sgd,digits-resnet-batchnorm-K40-momentum,digits-mlp-K40-adam-cosine,fmnist-mlp-K40-cosine
 # bench-grow's numbers ran with distill.damping=1e-2, the default until 0.14 (commit 3edb9cd has it); bench-damping
 # holds the change to 1e-3 and its measurements.
@@ -388,6 +389,19 @@ bench-diagnostics: $(STAMP)
 	  --out benchmarks/results/switched-balance-held-out-s0
 	for s in 1 2; do $(BIN)/python benchmarks/switched_balance.py --root runs/matrix-b --seed $$s --halves-only \
 	  --configs digits-mlp-wide-K40-adam --out benchmarks/results/switched-balance-wide-s$$s || exit 1; done
+	# the switch's threshold: what a switch gives on every stored unswitched run from 0.7 to 0.9, and the choice
+	$(BIN)/python benchmarks/grid.py --root runs/matrix-b --seed 0 $(SWITCH_GRID) --configs \
+	  digits-mlp-wide-K40-adam,fmnist-resnet-batchnorm-K40-momentum,fmnist-convnet-d2-K40-adam,digits-mlp-K100-adam,digits-mlp-K40-sgd,digits-convnet-groupnorm-K100-momentum,digits-mlp-K40-adamw,digits-vit-K40-adam \
+	  --out benchmarks/results/switch-threshold-grid-s0a
+	$(BIN)/python benchmarks/grid.py --root runs/matrix-b --seed 0 $(SWITCH_GRID) --configs \
+	  digits-convnet-layernorm-K20-adam,digits-convnet-batchnorm-K40-momentum,fmnist-alexnet-K40-adam,fmnist-mlp-K40-adam,fmnist-mlp-K100-momentum,fmnist-convnet-K100-sgd,fmnist-convnet-K40-momentum-wd \
+	  --out benchmarks/results/switch-threshold-grid-s0b
+	for s in 1 2; do $(BIN)/python benchmarks/grid.py --root runs/matrix-b --seed $$s $(SWITCH_GRID) \
+	  --configs digits-resnet-K40-momentum,digits-mlp-K40-sgd,digits-convnet-groupnorm-K100-momentum \
+	  --out benchmarks/results/switch-threshold-grid-s$$s || exit 1; done
+	$(BIN)/python benchmarks/switch_threshold.py benchmarks/results/switch-threshold-grid-s0a.json \
+	  benchmarks/results/switch-threshold-grid-s0b.json benchmarks/results/switch-threshold-grid-s1.json \
+	  benchmarks/results/switch-threshold-grid-s2.json --out benchmarks/results/switch-threshold
 	# the class-level synset following the switch, a higher temperature on the switched runs, and the ceilings there
 	$(BIN)/python benchmarks/class_temperature.py --root runs/matrix-b --seed 0 \
 	  --configs digits-alexnet-K40-adam,digits-resnet-batchnorm-K40-momentum,digits-alexnet-K40-momentum \
