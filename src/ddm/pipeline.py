@@ -790,7 +790,7 @@ class DistilledDatamodel:
         e = self.config.emulate
         balance, setting = self.class_balance
         if scale is not None:
-            setting = "given"
+            setting = "the other_class_scale argument"
         scale = (balance if scale is None else scale) if obj.per_target else 1.0
         K = synset.num_groups
         perturbed = torch.arange(K) if subset is None else subset
