@@ -429,6 +429,35 @@ def test_the_step_agreement_asks_every_checkpoint_where_the_synsets_transfer_to_
     assert asked is not None and dm.step_agreement(train) == asked
 
 
+def test_synsets_switched_by_a_redone_stage_do_not_meet_the_plain_ones_emulations(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import ddm.data
+    import ddm.pipeline
+    from ddm.pipeline import DistilledDatamodel
+
+    ws = tmp_path / "ws"
+    assert main(["distill", "-w", str(ws), "--preset", "tiny", "-q"]) == 0
+    capsys.readouterr()
+    dm = DistilledDatamodel(ws).load()
+    targets = ddm.data.load(dm.config.data).test[torch.arange(3)]
+    plain = dm.attribute(targets, "dist2", other_class_scale=1.0)
+    before = set((ws / "emulation").iterdir())
+    # the synset stage redone under a threshold that switches (as after an upgrade, the stage's folder removed): the
+    # same configuration, so the same stage key, but tempered synsets
+    key = json.loads((ws / "synset" / "stage.json").read_text())["key"]
+    shutil.rmtree(ws / "synset")
+    monkeypatch.setattr(ddm.pipeline, "STEP_AGREEMENT_WARN", 1.01)
+    assert main(["distill", "-w", str(ws), "-q"]) == 0
+    capsys.readouterr()
+    assert json.loads((ws / "synset" / "stage.json").read_text())["key"] == key
+    dm = DistilledDatamodel(ws).load()
+    assert dm.synset_temperature == 2.0
+    tempered = dm.attribute(targets, "dist2", other_class_scale=1.0)
+    assert set((ws / "emulation").iterdir()) > before  # emulated anew, not read from the plain synsets' cache
+    assert not torch.allclose(tempered.weights, plain.weights)
+
+
 def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(tmp_path, capsys, monkeypatch):
     import ddm.pipeline
     from ddm.evaluation import check as C
