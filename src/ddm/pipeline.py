@@ -670,12 +670,12 @@ class DistilledDatamodel:
         assert self.model is not None and self.trajectory is not None
         e = self.config.emulate
         cfg = {"emulate": keyed(e), "lr": self.finetune_lr, "steps": self.finetune_steps, "tag": tag}
-        switched = synset.task.temperature if isinstance(synset.task, TemperedCrossEntropy) else 1.0
-        if switched != self.config.distill.head_temperature:
+        temperature = synset.task.temperature if isinstance(synset.task, TemperedCrossEntropy) else 1.0
+        if temperature != self.config.distill.head_temperature:
             # synsets tempered by the synset stage's own decision (distill.auto_temperature), which the stage's key,
             # made from the configuration before the decision, does not hold: a synset stage redone under another
             # threshold must not meet the emulations of the synsets it replaced
-            cfg = {**cfg, "synset_temperature": switched}
+            cfg = {**cfg, "synset_temperature": temperature}
         models_key = fingerprint(cfg, synset_key, deleted.int().sum(0).tolist(), deleted.int().sum(1).tolist(),
                                  hashlib.sha256(deleted.numpy().tobytes()).hexdigest())
         key = fingerprint(models_key, targets.fingerprint())

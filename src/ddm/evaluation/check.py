@@ -157,10 +157,12 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
         if damping["recommended"]:
             predict[DAMPING] = damped(damping["scale"])
             on_top = [f"emulate.damping_scale={damping['scale']!r}"]
-    # the class balance (emulate.other_class_scale) chosen on the random halves; advised only where it ranks them
+    # the class balance (emulate.other_class_scale, or emulate.switched_class_scale where the synsets switched to a
+    # temperature on their own) chosen on the random halves; advised only where it ranks them
     # better beyond two standard errors
     balanced = _balanced_predictor(dm, targets, term, on_top)
-    balance = {**balance_choice(balanced, dm.class_balance[0], keep, actual), "setting": dm.class_balance[1]}
+    configured_balance, balance_setting = dm.class_balance
+    balance = {**balance_choice(balanced, configured_balance, keep, actual), "setting": balance_setting}
     base = DAMPING if DAMPING in predict else "DDM"
     if balance["recommended"]:
         predict[BALANCE] = balanced(balance["scale"])
