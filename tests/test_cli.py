@@ -107,7 +107,9 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     un = json.loads(capsys.readouterr().out)
     assert un["synset"] == "classes" and un["removed_samples"] > 0
     assert main(["attribute", "-w", ws, "--targets", "0:2", "--hierarchical", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["hierarchical"]
+    hier = json.loads(capsys.readouterr().out)
+    assert hier["hierarchical"] and hier["other_class_scale"] == 0.5  # its group level's balance is said too
+    assert hier["class_balance_setting"] == "emulate.other_class_scale"
 
     assert main(["info", "-w", ws]) == 0
     text = capsys.readouterr().out
@@ -489,6 +491,8 @@ def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(
     assert dm.class_balance == (0.1, "emulate.switched_class_scale")
     assert main(["attribute", "-w", str(ws), "--targets", "0:3", "--objective", "dist2"]) == 0
     assert "weigh x0.1 (emulate.switched_class_scale, the balance where the synsets switched" in capsys.readouterr().out
+    assert main(["attribute", "-w", str(ws), "--targets", "0:2", "--hierarchical"]) == 0
+    assert "weigh x0.1 (emulate.switched_class_scale" in capsys.readouterr().out
     import ddm.data
 
     test = DistilledDatamodel(ws).load()

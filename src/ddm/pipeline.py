@@ -942,6 +942,7 @@ class DistilledDatamodel:
         evaluated = torch.zeros(T, K, dtype=torch.bool)
         chosen = [tuple(sorted(class_of_group[cls_attr.ranking(i)[:top_c]].tolist())) for i in range(T)]
         n_perturbations = int((cls_attr.meta or {}).get("perturbations", 0))
+        balance: dict[str, Any] = {}  # the group-level parts' class balance, said as a flat attribution says it
         for classes in sorted(set(chosen)):
             rows = [i for i, c in enumerate(chosen) if c == classes]
             sub = self.groups.of_classes(list(classes))
@@ -949,6 +950,7 @@ class DistilledDatamodel:
             part = self._attribute_flat(tsub, obj, self.fitted().synset, self.keys["synset"], self.groups,
                                         f"classes {list(classes)}", subset=sub, scale=scale)
             n_perturbations += int((part.meta or {})["perturbations"])
+            balance = {k: (part.meta or {}).get(k) for k in ("other_class_scale", "class_balance_setting")}
             for j, i in enumerate(rows):
                 weights[i, sub] = part.weights[j]
                 bias[i] = part.bias[j]
@@ -956,7 +958,7 @@ class DistilledDatamodel:
         ids = targets.index.tolist() if obj.per_target else [-1]
         return AttributionMatrix(weights, bias, obj.score(-weights), obj.name, obj.score_meaning,
                                  obj.output_names(int(self.num_classes or 0)), ids, self.groups, evaluated,
-                                 {"perturbations": n_perturbations, "schedule_weight": e.schedule_weight,
+                                 {"perturbations": n_perturbations, "schedule_weight": e.schedule_weight, **balance,
                                   "class_level": {"weights": cls_attr.weights.tolist(), "top_classes": chosen}})
 
     def flagged_groups(self) -> list[int]:
