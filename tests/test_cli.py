@@ -485,6 +485,8 @@ def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(
     assert C.tried_temperature(dm, 2.0) == 1.0 and C.tried_temperature(dm, 3.0) == 3.0
     assert main(["info", "-w", str(ws)]) == 0
     assert "switched to on their own: step agreement" in (info := capsys.readouterr().out)
+    assert "below 1.01 (distill.auto_temperature)" in info  # the threshold it switched under, as recorded
+    assert stage["step_agreement_threshold"] == 1.01
     assert "the class-level synset follows" in info
     assert "other classes' groups x0.1 there (emulate.switched_class_scale" in info
     # group attributions weigh other classes' groups at the switched class balance, and say so

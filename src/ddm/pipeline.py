@@ -390,7 +390,8 @@ class DistilledDatamodel:
         log.info("step agreement at temperature %g: %s", d.auto_temperature,
                  "n/a" if after is None else f"{after:+.2f}")
         return syn2, tempered, {"step_agreement": None if after is None else round(after, 4),
-                                "step_agreement_at_1": round(agreement, 4), "temperature": d.auto_temperature}
+                                "step_agreement_at_1": round(agreement, 4), "temperature": d.auto_temperature,
+                                "step_agreement_threshold": STEP_AGREEMENT_WARN}
 
     def _followed_temperature(self) -> float | None:
         """The temperature the class-level synset is matched at where the group synsets in use switched to one on

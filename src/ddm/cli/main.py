@@ -905,11 +905,10 @@ def cmd_info(args: argparse.Namespace) -> int:
                   f"(distill.head_temperature={temperature:g})")
     auto = next((st for st in stages if st["stage"] == "synset" and "temperature" in st), None)
     if auto is not None:
-        from ddm.pipeline import STEP_AGREEMENT_WARN
-
+        # the threshold the stage switched under (stages that switched before it was recorded: 0.7)
         print(f"  synsets matched with the cross-entropy at temperature {auto['temperature']:g}, switched to on their "
               f"own: step agreement {auto['step_agreement_at_1']:+.2f} with the plain cross-entropy, below "
-              f"{STEP_AGREEMENT_WARN} (distill.auto_temperature)"
+              f"{auto.get('step_agreement_threshold', 0.7):g} (distill.auto_temperature)"
               + ("; the class-level synset follows" if any(st["stage"] == "synset-class" and "temperature_from" in st
                                                            for st in stages) else ""))
         switched = (RunConfig.from_json(stored.read_text()) if stored.exists() else RunConfig()).emulate
