@@ -25,6 +25,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
+from ddm.attribution.fit import balance_classes  # noqa: E402
+
 SCALES = "0.5,0.3,0.2,0.1,0.05"
 
 
@@ -42,9 +44,11 @@ def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str,
     _, data, _, dm, cache = M.open_run(root, name, seed)
     v = M.ValidationTargets(dm, cache, data, seed, args.halves_only)
     out: dict[str, Any] = {"temperature": dm.synset_temperature}
+    # one fit, balanced at each scale after it, as the attribution applies the balance
+    raw = dm.attribute(v.targets, "dist2", name="switched-balance", other_class_scale=1.0)
     for s in args.scales.split(","):
-        attr = dm.attribute(v.targets, "dist2", name="switched-balance", other_class_scale=float(s))
-        out[s] = v.score(lambda k, sel, a=attr: a.predict(k)[:, sel, 0])
+        W, b = balance_classes(raw.weights, raw.bias, dm.groups, v.targets.y, float(s))
+        out[s] = v.score(lambda k, sel, W=W, b=b: k.float() @ W[sel, :, 0].T + b[sel, 0][None, :])
     same = M.same_class(dm.groups, v.targets.y)
     out["trivial"] = v.score(lambda k, sel: M.predicted_loss(same[sel], k))
     return out
