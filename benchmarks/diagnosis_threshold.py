@@ -37,22 +37,25 @@ THRESHOLDS = [0.5, 0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5]
 OBJECTIVES = ("loss", "accuracy")
 
 
-def one(root: Path, name: str, seed: int, scale: float = DIAGNOSIS_CLASS_BALANCE) -> dict[str, Any]:
-    """Flag rates of both diagnosis objectives at every threshold, clean and with 10 % flipped labels."""
+def one(root: Path, name: str, seed: int,
+        scales: tuple[float, ...] = (DIAGNOSIS_CLASS_BALANCE,)) -> dict[float, dict[str, Any]]:
+    """Flag rates of both diagnosis objectives at every threshold, clean and with 10 % flipped labels, for each
+    class balance of the diagnosis' attribution (one fitted DDM per setting serves them all)."""
     base = ddm.presets.demo().with_overrides(
         [*DATASETS[name], *[f"{s}.seed={seed}" for s in ("model", "train", "cluster", "distill", "emulate")]])
     data = ddm.data.load(base.data)
     val = data.test[: max(1, len(data.test) // 2)]
     noisy_train, flipped = flip_labels(data.train, 0.1, data.num_classes, seed=50_000 + seed)
-    out: dict[str, Any] = {"dataset": name, "seed": seed, **{o: {"clean": {}, "noisy": {}} for o in OBJECTIVES}}
+    outs = {scale: {"dataset": name, "seed": seed, **{o: {"clean": {}, "noisy": {}} for o in OBJECTIVES}}
+            for scale in scales}
     for setting, train in (("clean", data.train), ("noisy", noisy_train)):
         # overwrite: a changed default re-distils (the trained model is reused)
         dm = ddm.DistilledDatamodel(root / name / f"seed{seed}" / setting, base, overwrite=True)
         dm.fit(ddm.models.build(base.model, data), train)
-        for objective in OBJECTIVES:
+        for scale, objective in ((s, o) for s in scales for o in OBJECTIVES):
             diag = diagnose(dm, val, objective, other_class_scale=scale)
             sizes = diag.groups.sizes()
-            res = out[objective][setting]
+            res = outs[scale][objective][setting]
             for t in THRESHOLDS:
                 flagged = diag.issues(t)
                 mask = np.zeros(len(train), dtype=bool)
@@ -65,7 +68,7 @@ def one(root: Path, name: str, seed: int, scale: float = DIAGNOSIS_CLASS_BALANCE
                     row["recall"] = float(f[mask].sum() / f.sum())
                 res[str(t)] = row
             res["raw_negative_fraction"] = float(sizes[diag.quality < 0].sum()) / len(train)
-    return out
+    return outs
 
 
 def choose(results: list[dict[str, Any]], objective: str) -> tuple[float, dict[str, tuple[float, float]]]:
@@ -110,29 +113,34 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/diagnosis-threshold")
     p.add_argument("--select-seed", type=int, default=3)
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--other-class-scale", type=float, default=DIAGNOSIS_CLASS_BALANCE,
-                   help="the attribution's class balance in the diagnosis (default: `ddm diagnose`'s; 1: none)")
+    p.add_argument("--other-class-scale", default=str(DIAGNOSIS_CLASS_BALANCE),
+                   help="the attribution's class balance in the diagnosis (default: `ddm diagnose`'s; 1: none); a "
+                        "comma list scores each on the same fitted DDMs, one report per value (OUT-sS.md)")
     args = p.parse_args()
     progress.set_enabled(False)
     root = Path(args.root)
-    scale = args.other_class_scale
-    results = [one(root, n, args.select_seed, scale) for n in DATASETS]
-    report = [one(root, n, int(s), scale) for s in args.seeds.split(",") for n in DATASETS]
-    lines = ["# Diagnosis threshold", "",
-             f"Command: `python benchmarks/diagnosis_threshold.py {' '.join(sys.argv[1:])}` (`make bench-diagnosis` "
-             "without arguments).",
-             "Validation: the first half of each test split; 10 % of the training labels flipped for the noisy rows.",
-             ""]
-    chosen = {}
-    for objective in OBJECTIVES:
-        chosen[objective], sel = choose(results, objective)
-        lines += section(objective, chosen[objective], sel, report, args.select_seed, args.seeds)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.out + ".md"), "\n".join(lines))
-    atomic_write_text(Path(args.out + ".json"), json.dumps({"chosen": chosen, "selection": results, "report": report},
-                                                           indent=1))
-    print("\n".join(lines))
-
+    scales = tuple(float(v) for v in args.other_class_scale.split(","))
+    selection = [one(root, n, args.select_seed, scales) for n in DATASETS]
+    reported = [one(root, n, int(s), scales) for s in args.seeds.split(",") for n in DATASETS]
+    for scale in scales:
+        results = [r[scale] for r in selection]
+        report = [r[scale] for r in reported]
+        lines = ["# Diagnosis threshold", "",
+                 f"Command: `python benchmarks/diagnosis_threshold.py {' '.join(sys.argv[1:])}` "
+                 "(`make bench-diagnosis` without arguments)"
+                 + (f"; class balance {scale:g}" if len(scales) > 1 else "") + ".",
+                 "Validation: the first half of each test split; 10 % of the training labels flipped for the noisy "
+                 "rows.", ""]
+        chosen = {}
+        for objective in OBJECTIVES:
+            chosen[objective], sel = choose(results, objective)
+            lines += section(objective, chosen[objective], sel, report, args.select_seed, args.seeds)
+        out = args.out if len(scales) == 1 else f"{args.out}-s{scale:g}"
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(out + ".md"), "\n".join(lines))
+        atomic_write_text(Path(out + ".json"), json.dumps({"chosen": chosen, "other_class_scale": scale,
+                                                          "selection": results, "report": report}, indent=1))
+        print("\n".join(lines))
 
 if __name__ == "__main__":
     main()

@@ -158,3 +158,32 @@ def test_the_default_threshold_follows_the_objective():
     assert loss.default_threshold == DEFAULT_THRESHOLDS["loss"]
     assert acc.default_threshold == DEFAULT_THRESHOLDS["accuracy"]
     assert loss.issues() == [1] and acc.issues() == []  # group 1's score 0.0035 is above accuracy's 1e-5
+
+
+def test_diagnose_warns_when_its_flags_take_most_of_a_class(tmp_path, capsys, monkeypatch):
+    import ddm
+    from ddm.cli.main import _mostly_removed
+
+    # the helper: half or more of a class, and with whole=True a class removed entirely too
+    assert _mostly_removed(GROUPS, [2]) == []  # 3 of class 1's 7 samples
+    assert _mostly_removed(GROUPS, [3]) == [{"class": 1, "kept": 3, "of": 7}]
+    assert _mostly_removed(GROUPS, [0]) == [{"class": 0, "kept": 1, "of": 3}]
+    assert _mostly_removed(GROUPS, [0, 1]) == [] and _mostly_removed(GROUPS, [0, 1], whole=True) == [
+        {"class": 0, "kept": 0, "of": 3}]
+    ws = tmp_path / "ws"
+    assert main(["run", "-q", "-w", str(ws), "--preset", "tiny", "--targets", "0:1", "--json"]) == 0
+    capsys.readouterr()
+    labels = ddm.DistilledDatamodel(ws).load().groups.labels
+    own = torch.nonzero(labels == 0).flatten().tolist()  # every group of class 0, as if all were flagged
+    monkeypatch.setattr(Diagnosis, "issues", lambda self, threshold=None, max_fraction=None: own)
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10"]) == 0
+    err = capsys.readouterr().err
+    assert "the flagged groups hold half or more of the training samples of class 0" in err
+    assert "--verify 3" in err
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["issues"] == own and [t["class"] for t in out["mostly_removed_classes"]] == [0]
+    assert out["mostly_removed_classes"][0]["kept"] == 0
+    monkeypatch.setattr(Diagnosis, "issues", lambda self, threshold=None, max_fraction=None: own[:1])
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10"]) == 0
+    assert len(own) < 2 or "half or more" not in capsys.readouterr().err
