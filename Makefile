@@ -548,6 +548,21 @@ bench-diagnosis: $(STAMP)
 	  --out benchmarks/results/diagnosis-threshold-class-balance
 	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis --other-class-scale 1 \
 	  --out benchmarks/results/diagnosis-threshold-no-balance
+	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-scales --other-class-scale 0.5,0.3,0.2,0.1 \
+	  --out benchmarks/results/diagnosis-threshold-balance
+	# three probes' every group removed alone (BENCHMARKS.md, "Four more probes" and "Asked again after 0.19")
+	$(BIN)/ddm run -q -w runs/u11 --preset demo --set train.lr=0.02 --set train.momentum=0.9 --set train.save_every=5 \
+	  --set cluster.per_class=5 --set model.seed=41 --set train.seed=41
+	$(BIN)/ddm run -q -w runs/u12 --preset demo --dataset fashion-mnist --set data.train_size=4000 \
+	  --set data.test_size=1000 --set model.name=mlp --set model.width=256 --set model.depth=1 \
+	  --set train.optimizer=adamw --set train.lr=0.002 --set train.weight_decay=0.05 --set train.batch_size=128 \
+	  --set train.epochs=15 --set cluster.per_class=6 --set model.seed=43 --set train.seed=43
+	$(BIN)/ddm run -q -w runs/u14 --preset demo --dataset fashion-mnist --set data.train_size=3000 \
+	  --set data.test_size=1000 --set model.width=16 --set model.norm=none --set train.lr=0.05 --set train.epochs=15 \
+	  --set cluster.per_class=3 --set model.seed=53 --set train.seed=53
+	$(BIN)/python benchmarks/diagnosis_logo.py runs/u11 runs/u12 --peers if-explicit \
+	  --out benchmarks/results/diagnosis-logo-a
+	$(BIN)/python benchmarks/diagnosis_logo.py runs/u14 --peers if-explicit --out benchmarks/results/diagnosis-logo-b
 
 bench-digits: $(STAMP)
 	$(BIN)/ddm evaluate -w runs/bench-digits --preset demo $(EVAL) --logo --peers all --diagnose
