@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import class_agreement  # noqa: E402
 import matrix as M  # noqa: E402
 
+import ddm  # noqa: E402
 from ddm.attribution.fit import balance_classes  # noqa: E402
 
 SCALES = "0.5,0.3,0.2,0.1,0.05"
@@ -37,13 +39,22 @@ def signed(x: float) -> str:
 
 def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scales", default=SCALES, help="class balances scored (the first: the balance before)")
+    p.add_argument("--variant", default=None,
+                   help="score this workspace under each run's folder instead of its own (e.g. the tempered synsets "
+                        "grid.py made: grid-emulate_other_class_scale-0_1-distill_head_temperature-2)")
     M.halves_only_option(p)
 
 
 def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    _, data, _, dm, cache = M.open_run(root, name, seed)
+    _, data, folder, dm, cache = M.open_run(root, name, seed)
+    path = folder / (args.variant or "ddm")
+    if args.variant:
+        dm = ddm.DistilledDatamodel(path).load()
     v = M.ValidationTargets(dm, cache, data, seed, args.halves_only)
-    out: dict[str, Any] = {"temperature": dm.synset_temperature}
+    # the step agreement over other classes' groups (class_agreement.py): a retrain-free reading of how far the
+    # emulation's other-class weights can be trusted
+    out: dict[str, Any] = {"temperature": dm.synset_temperature,
+                           "other_class_agreement": class_agreement.one(str(path))["other_class_agreement"]}
     # one fit, balanced at each scale after it, as the attribution applies the balance
     raw = dm.attribute(v.targets, "dist2", name="switched-balance", other_class_scale=1.0)
     for s in args.scales.split(","):
@@ -62,11 +73,13 @@ def main() -> None:
     lines = M.diagnostic_head("The class balance on runs whose synsets switched to a temperature (diagnostic)", args,
                               "validation targets; LDS at each class balance (emulate.other_class_scale), "
                               "other-class LDS (the same at every balance), the synsets' temperature.",
-                              [f"LDS at {s}" for s in scales] + ["other-class LDS", "trivial LDS", "temperature"])
+                              [f"LDS at {s}" for s in scales] + ["other-class LDS", "trivial LDS", "temperature",
+                                                                  "other-class step agreement"])
     for n in names:
         r = results[n]
         lines.append(f"| {n} | " + " | ".join(f"{r[s][0]:.3f}" for s in scales)
-                     + f" | {signed(r[scales[0]][1])} | {r['trivial'][0]:.3f} | {r['temperature']:g} |")
+                     + f" | {signed(r[scales[0]][1])} | {r['trivial'][0]:.3f} | {r['temperature']:g} | "
+                     f"{r['other_class_agreement']:.3f} |")
     means = {s: sum(results[n][s][0] for n in names) / len(names) for s in scales}
     lines += ["", "Mean LDS: " + ", ".join(f"{s}: {m:.4f}" for s, m in means.items())
               + f"; best {max(means, key=lambda s: means[s])}."]

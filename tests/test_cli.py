@@ -468,9 +468,13 @@ def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(
 
     monkeypatch.setattr(ddm.pipeline, "STEP_AGREEMENT_WARN", 1.01)  # every agreement is below it now
     ws = tmp_path / "ws"
-    assert main(["distill", "-w", str(ws), "--preset", "tiny", "--set", "hierarchical=true", "--json", "-q"]) == 0
+    # switched_class_agreement=1: the switched balance applies whatever the other classes' agreement (its two
+    # branches are asked below)
+    assert main(["distill", "-w", str(ws), "--preset", "tiny", "--set", "hierarchical=true", "--set",
+                 "emulate.switched_class_agreement=1", "--json", "-q"]) == 0
     out = json.loads(capsys.readouterr().out)
     stage = json.loads((ws / "synset" / "stage.json").read_text())
+    assert -1 <= stage["other_class_agreement"] < 1  # recorded for the synsets in use, the tempered ones
     # the class-level synset follows the groups' switch (the agreement is the model's), and says so
     classes = json.loads((ws / "synset-class" / "stage.json").read_text())
     assert classes["temperature"] == 2.0 and classes["temperature_from"] == "synset"
@@ -511,6 +515,25 @@ def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(
         assert torch.allclose(attr.weights, w, atol=1e-6)
     test.config = test.config.with_overrides(["emulate.switched_class_scale=none"])
     assert test.class_balance == (0.5, "emulate.other_class_scale")
+    # the switched balance only where the tempered synsets' other-class weights disagree between the steps
+    agreement = stage["other_class_agreement"]
+    assert test.switched_class_agreement == agreement
+    for below, balance in ((agreement + 0.01, 0.1), (agreement - 0.01, 0.5), ("none", 0.1)):
+        test.config = test.config.with_overrides(["emulate.switched_class_scale=0.1",
+                                                  f"emulate.switched_class_agreement={below}"])
+        assert test.class_balance[0] == balance
+    config = json.loads((ws / "config.json").read_text())
+    config["emulate"]["switched_class_agreement"] = agreement - 0.01
+    (ws / "config.json").write_text(json.dumps(config))
+    assert main(["info", "-w", str(ws)]) == 0
+    assert "keep other classes' groups at x0.5 (emulate.other_class_scale)" in capsys.readouterr().out
+    assert DistilledDatamodel(ws).load().class_balance == (0.5, "emulate.other_class_scale")
+    info_path = ws / "synset" / "stage.json"
+    del stage["other_class_agreement"]  # a stage switched before the agreement was recorded keeps the switched balance
+    info_path.write_text(json.dumps(stage))
+    assert DistilledDatamodel(ws).load().class_balance == (0.1, "emulate.switched_class_scale")
+    config["emulate"]["switched_class_agreement"] = 1
+    (ws / "config.json").write_text(json.dumps(config))
     # the check refits that balance, and would advise it under its own name
     assert main(["check", "-w", str(ws), "-q", "--subsets", "4", "--other-class-subsets", "0", "--num-targets", "5",
                  "--json"]) == 0

@@ -75,8 +75,13 @@ def test_options_added_later_keep_earlier_cache_keys():
     # the switched class balance acts after every cached stage: no key has it, whatever its value
     assert keyed(EmulateConfig(switched_class_scale=0.3)) == keyed(EmulateConfig()) == keyed(
         EmulateConfig(switched_class_scale=None))
-    del old["emulate"]["switched_class_scale"]
+    assert keyed(EmulateConfig(switched_class_agreement=0.9)) == keyed(EmulateConfig()) == keyed(
+        EmulateConfig(switched_class_agreement=None))
+    del old["emulate"]["switched_class_scale"], old["emulate"]["switched_class_agreement"]
     assert RunConfig.from_dict(old).emulate.switched_class_scale is None  # a workspace of 0.19 keeps its balance
+    assert RunConfig.from_dict(old).emulate.switched_class_agreement is None  # ... and one of 0.20 its rule
+    with pytest.raises(ConfigError, match="switched_class_agreement is a rank correlation"):
+        EmulateConfig(switched_class_agreement=1.5)
     with pytest.raises(ConfigError, match="switched_class_scale must be in"):
         EmulateConfig(switched_class_scale=0.0)
 

@@ -371,6 +371,18 @@ class EmulateConfig:
                                                  "switch'). none: other_class_scale there too. Applied after the "
                                                  "emulation, like other_class_scale",
                                             since="0.20", implicit=None, keyed=False)
+    switched_class_agreement: float | None = _f(0.35, "emulate.switched_class_scale applies only where the "
+                                                      "tempered synsets' other-class step agreement (the Newton step "
+                                                      "at theta_tau and at the earlier checkpoints ranking other "
+                                                      "classes' groups alike, on 50 training samples; the synset "
+                                                      "stage records it) is below this; above it other_class_scale "
+                                                      "is kept. Read off the 15 switched runs with a balance grid "
+                                                      "(0.07-0.31 wanted the small balance, 0.39-0.72 did not); on 21 "
+                                                      "held-out runs with tempered synsets it kept 0.5 on all, +0.012 "
+                                                      "LDS on average against 0.1 (BENCHMARKS.md, 'The switched "
+                                                      "balance where other classes' weights agree'). none: the "
+                                                      "switched balance wherever the synsets switched",
+                                                since="0.20", implicit=None, keyed=False)
     schedule_weight: float = _f(0.0, "weight of the schedule term: a retrain without a fraction f of the data "
                                       "takes f fewer steps, so each prediction gets weight x (the output at the "
                                       "recorded epoch tau / 2 minus at theta_tau) x 2 f. 0: none. `ddm check` fits "
@@ -467,6 +479,9 @@ class EmulateConfig:
         _check(0 < self.keep_prob < 1, f"emulate.keep_prob must be in (0, 1), got {self.keep_prob}")
         _check(0 < self.other_class_scale <= 1, "emulate.other_class_scale must be in (0, 1] (0 would erase the "
                f"ranking of other classes' groups; 1 leaves the weights as fitted), got {self.other_class_scale}")
+        _check(self.switched_class_agreement is None or -1 <= self.switched_class_agreement <= 1,
+               "emulate.switched_class_agreement is a rank correlation: give a value in [-1, 1], or none, got "
+               f"{self.switched_class_agreement}")
         _check(self.switched_class_scale is None or 0 < self.switched_class_scale <= 1,
                "emulate.switched_class_scale must be in (0, 1], or none to keep emulate.other_class_scale where the "
                f"synsets switched to a temperature, got {self.switched_class_scale}")

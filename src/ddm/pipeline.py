@@ -24,7 +24,7 @@ from torch import nn
 from ddm import devices, distributed, health, presets
 from ddm import models as model_registry
 from ddm import objectives as objective_registry
-from ddm.attribution.fit import fit_attribution
+from ddm.attribution.fit import balance_classes, fit_attribution
 from ddm.attribution.matrix import AttributionMatrix
 from ddm.cluster.groups import Groups, class_groups, make_groups
 from ddm.config import RunConfig, fingerprint, keyed
@@ -382,7 +382,8 @@ class DistilledDatamodel:
         sub.mkdir(exist_ok=True)
         tempered = replace(matching, folder=sub, task=TemperedCrossEntropy(d.auto_temperature), statistics={})
         syn2 = MATCHERS.get(d.matching)(tempered)
-        after = self._step_agreement(train, synset=syn2, groups=groups)
+        both = self._agreements(train, synset=syn2, groups=groups)
+        after, other = (None, None) if both is None else both
         if distributed.is_main():
             import shutil
 
@@ -391,7 +392,8 @@ class DistilledDatamodel:
                  "n/a" if after is None else f"{after:+.2f}")
         return syn2, tempered, {"step_agreement": None if after is None else round(after, 4),
                                 "step_agreement_at_1": round(agreement, 4), "temperature": d.auto_temperature,
-                                "step_agreement_threshold": STEP_AGREEMENT_WARN}
+                                "step_agreement_threshold": STEP_AGREEMENT_WARN,
+                                "other_class_agreement": None if other is None else round(other, 4)}
 
     def _followed_temperature(self) -> float | None:
         """The temperature the class-level synset is matched at where the group synsets in use switched to one on
@@ -410,8 +412,20 @@ class DistilledDatamodel:
         ``emulate.other_class_scale``."""
         e = self.config.emulate
         if e.switched_class_scale is not None and self._followed_temperature() is not None:
-            return e.switched_class_scale, "emulate.switched_class_scale"
+            agreement = self.switched_class_agreement
+            if e.switched_class_agreement is None or agreement is None or agreement < e.switched_class_agreement:
+                return e.switched_class_scale, "emulate.switched_class_scale"
         return e.other_class_scale, "emulate.other_class_scale"
+
+    @property
+    def switched_class_agreement(self) -> float | None:
+        """The other-class step agreement of synsets the synset stage switched to a temperature on its own
+        (:meth:`_agreements`; recorded by the stage), which decides the class balance there with
+        ``emulate.switched_class_agreement``; None where the stage did not switch or did not record it (stages made
+        before it was: the switched balance applies, as it did then)."""
+        info = self.ws.stage_info("synset") if self._followed_temperature() is not None else None
+        value = None if info is None else info.get("other_class_agreement")
+        return None if value is None else float(value)
 
     @property
     def synset_temperature(self) -> float:
@@ -628,8 +642,20 @@ class DistilledDatamodel:
     def _step_agreement(self, train: Split, num_targets: int = 50, halves: int = 40, synset: Synset | None = None,
                         groups: Groups | None = None) -> float | None:
         """:meth:`step_agreement` without its coordination of ranks (the synset stage calls it on every rank)."""
+        both = self._agreements(train, num_targets, halves, synset, groups)
+        return None if both is None else both[0]
+
+    def _agreements(self, train: Split, num_targets: int = 50, halves: int = 40, synset: Synset | None = None,
+                    groups: Groups | None = None) -> tuple[float, float | None] | None:
+        """``(step agreement, other-class agreement)``: the step agreement (:meth:`step_agreement`), and the same two
+        attributions' weights compared over other classes' groups only: per target, the Spearman correlation of the
+        step at theta_tau's weights and the averaged steps' weights over the groups of the other classes (the class
+        balance leaves that order alone), averaged over the targets (None where groups mix classes). Where the
+        synsets switched to a temperature, it decides whether other classes' weights are trusted at
+        ``emulate.other_class_scale`` or shrunk to ``emulate.switched_class_scale``
+        (``benchmarks/class_agreement.py``)."""
         from ddm.emulate.newton import member_shifts
-        from ddm.evaluation.metrics import lds
+        from ddm.evaluation.metrics import lds, spearman
 
         synset = self.synset if synset is None else synset
         groups = self.groups if groups is None else groups
@@ -654,13 +680,22 @@ class DistilledDatamodel:
         s_ck = sum(s_each) / len(s_each)
         obj = objective_registry.get("dist2")
         test = sample_perturbations(K, halves, 0.5, e.seed + 1)
-        predicted = []
+        predicted, weights = [], []
         for shift in (s_tau, s_ck):
-            attr = fit_attribution(keep, obj.outputs((z + shift).float(), targets.y), obj, groups,
-                                   targets.index.tolist(), synset.num_classes, e.weighting, e.ridge, None, targets.y,
-                                   e.other_class_scale)
-            predicted.append(attr.predict(test)[:, :, 0])
-        return lds(predicted[0], predicted[1])[0]
+            raw = fit_attribution(keep, obj.outputs((z + shift).float(), targets.y), obj, groups,
+                                  targets.index.tolist(), synset.num_classes, e.weighting, e.ridge, None, targets.y)
+            weights.append(raw.weights[:, :, 0])
+            W, b = balance_classes(raw.weights, raw.bias, groups, targets.y, e.other_class_scale)
+            predicted.append(test.float() @ W[:, :, 0].T + b[:, 0][None, :])
+        other = None
+        if not groups.mixes_classes():
+            rhos = []
+            for t, y in enumerate(targets.y.tolist()):
+                cols = groups.labels != y
+                if int(cols.sum()) > 2:
+                    rhos.append(spearman(weights[0][t, cols], weights[1][t, cols]))
+            other = sum(rhos) / len(rhos) if rhos else None
+        return lds(predicted[0], predicted[1])[0], other
 
     def _emulate(self, synset: Synset, synset_key: str, deleted: torch.Tensor, targets: Split,
                  tag: str, groups: Groups) -> torch.Tensor:

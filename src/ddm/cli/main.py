@@ -925,9 +925,20 @@ def cmd_info(args: argparse.Namespace) -> int:
               + ("; the class-level synset follows" if any(st["stage"] == "synset-class" and "temperature_from" in st
                                                            for st in stages) else ""))
         switched = (RunConfig.from_json(stored.read_text()) if stored.exists() else RunConfig()).emulate
+        agreement, below = auto.get("other_class_agreement"), switched.switched_class_agreement
         if switched.switched_class_scale is not None:
-            print(f"  group attributions weigh other classes' groups x{switched.switched_class_scale:g} there "
-                  "(emulate.switched_class_scale, in place of emulate.other_class_scale; README, 'Class balance')")
+            if below is not None and agreement is not None and agreement >= below:
+                print(f"  group attributions keep other classes' groups at x{switched.other_class_scale:g} "
+                      f"(emulate.other_class_scale): the tempered synsets rank other classes' groups alike at "
+                      f"theta_tau and the earlier checkpoints (other-class step agreement {agreement:+.2f}, not below "
+                      f"{below:g}: emulate.switched_class_agreement; README, 'Class balance')")
+            else:
+                why = ("" if below is None or agreement is None else
+                       f"; other-class step agreement {agreement:+.2f}, below {below:g}: "
+                       "emulate.switched_class_agreement")
+                print(f"  group attributions weigh other classes' groups x{switched.switched_class_scale:g} there "
+                      f"(emulate.switched_class_scale, in place of emulate.other_class_scale{why}; README, "
+                      "'Class balance')")
     return 0
 
 
