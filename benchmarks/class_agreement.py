@@ -22,52 +22,31 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from scipy.stats import spearmanr
 
 import ddm
 from ddm import progress
-from ddm.attribution.fit import fit_attribution
-from ddm.emulate.newton import member_shifts
-from ddm.emulate.perturbations import sample_perturbations
-from ddm.objectives import get
+from ddm.evaluation.metrics import spearman
 from ddm.workspace import atomic_write_text
 
 
 def one(path: str, num_targets: int = 50) -> dict[str, Any]:
     dm = ddm.DistilledDatamodel(path).load()
     data = ddm.data.load(dm.config.data)
-    F = dm.fitted()
-    synset, groups, e = F.synset, F.groups, dm.config.emulate
-    averaged = synset.transferring(e.min_transfer)
-    if not averaged.checkpoints:
-        averaged = synset
-    averaged = averaged.damped(e.damping_scale)
-    K = synset.num_groups
-    train = data.train
-    targets = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:num_targets]]
-    keep = sample_perturbations(K, dm._num_perturbations(K, synset), e.keep_prob, e.seed)
-    z, s_tau, s_each = member_shifts(F.model, F.trajectory.final, averaged, ~keep, targets.x, F.trajectory,
-                                     dm.decay(groups))
-    s_ck = sum(s_each) / len(s_each)
-    obj = get("dist2")
-    w = [fit_attribution(keep, obj.outputs((z + s).float(), targets.y), obj, groups, targets.index.tolist(),
-                         synset.num_classes, e.weighting, e.ridge, None, targets.y, 1.0).weights[:, :, 0].numpy()
-         for s in (s_tau, s_ck)]
-    labels = groups.labels.numpy()
+    targets, tau, averaged = dm._step_attributions(data.train, num_targets)
+    w = [a.weights[:, :, 0] for a in (tau, averaged)]
+    labels = dm.groups.labels
     own, other, share = [], [], []
     for t, y in enumerate(targets.y.tolist()):
         mine = labels == y
         if mine.sum() > 2:
-            own.append(spearmanr(w[0][t, mine], w[1][t, mine])[0])
-        other.append(spearmanr(w[0][t, ~mine], w[1][t, ~mine])[0])
-        share.append(float(np.abs(w[1][t, ~mine]).sum() / max(np.abs(w[1][t]).sum(), 1e-30)))
-    record = dm.ws.require("synset")
-    meta = record.get("meta", record)
-    return {"workspace": path, "groups": K, "temperature": meta.get("temperature"),
+            own.append(spearman(w[0][t, mine], w[1][t, mine]))
+        other.append(spearman(w[0][t, ~mine], w[1][t, ~mine]))
+        share.append(float(w[1][t, ~mine].abs().sum() / w[1][t].abs().sum().clamp_min(1e-30)))
+    meta = dm.ws.require("synset")  # the stage's record: its agreements and temperature
+    return {"workspace": path, "groups": dm.groups.num_groups, "temperature": meta.get("temperature"),
             "step_agreement": meta.get("step_agreement"),
-            "own_class_agreement": float(np.nanmean(own)) if own else None,
-            "other_class_agreement": float(np.nanmean(other)), "other_class_share": float(np.mean(share))}
+            "own_class_agreement": float(np.mean(own)) if own else None,
+            "other_class_agreement": float(np.mean(other)), "other_class_share": float(np.mean(share))}
 
 
 def main() -> None:

@@ -645,17 +645,13 @@ class DistilledDatamodel:
         both = self._agreements(train, num_targets, halves, synset, groups)
         return None if both is None else both[0]
 
-    def _agreements(self, train: Split, num_targets: int = 50, halves: int = 40, synset: Synset | None = None,
-                    groups: Groups | None = None) -> tuple[float, float | None] | None:
-        """``(step agreement, other-class agreement)``: the step agreement (:meth:`step_agreement`), and the same two
-        attributions' weights compared over other classes' groups only: per target, the Spearman correlation of the
-        step at theta_tau's weights and the averaged steps' weights over the groups of the other classes (the class
-        balance leaves that order alone), averaged over the targets (None where groups mix classes). Where the
-        synsets switched to a temperature, it decides whether other classes' weights are trusted at
-        ``emulate.other_class_scale`` or shrunk to ``emulate.switched_class_scale``
-        (``benchmarks/class_agreement.py``)."""
+    def _step_attributions(self, train: Split, num_targets: int = 50, synset: Synset | None = None,
+                           groups: Groups | None = None) -> tuple[Split, AttributionMatrix, AttributionMatrix] | None:
+        """``(targets, at theta_tau, averaged)``: the two attributions the step agreement compares, unbalanced
+        (``dist2`` of ``num_targets`` training samples): the Newton step at theta_tau alone, and the steps averaged
+        over the checkpoints the attribution averages (every recorded one where the synsets transfer to none).
+        None where there is nothing to compare (no head synsets, no earlier checkpoint)."""
         from ddm.emulate.newton import member_shifts
-        from ddm.evaluation.metrics import lds, spearman
 
         synset = self.synset if synset is None else synset
         groups = self.groups if groups is None else groups
@@ -677,23 +673,39 @@ class DistilledDatamodel:
         keep = sample_perturbations(K, self._num_perturbations(K, synset), e.keep_prob, e.seed)
         z, s_tau, s_each = member_shifts(model, trajectory.final, averaged, ~keep, targets.x, trajectory,
                                          self.decay(groups))
-        s_ck = sum(s_each) / len(s_each)
         obj = objective_registry.get("dist2")
-        test = sample_perturbations(K, halves, 0.5, e.seed + 1)
-        predicted, weights = [], []
-        for shift in (s_tau, s_ck):
-            raw = fit_attribution(keep, obj.outputs((z + shift).float(), targets.y), obj, groups,
-                                  targets.index.tolist(), synset.num_classes, e.weighting, e.ridge, None, targets.y)
-            weights.append(raw.weights[:, :, 0])
+        tau, ck = (fit_attribution(keep, obj.outputs((z + shift).float(), targets.y), obj, groups,
+                                   targets.index.tolist(), synset.num_classes, e.weighting, e.ridge, None, targets.y)
+                   for shift in (s_tau, sum(s_each) / len(s_each)))
+        return targets, tau, ck
+
+    def _agreements(self, train: Split, num_targets: int = 50, halves: int = 40, synset: Synset | None = None,
+                    groups: Groups | None = None) -> tuple[float, float | None] | None:
+        """``(step agreement, other-class agreement)``: the step agreement (:meth:`step_agreement`: the two
+        attributions of :meth:`_step_attributions`, balanced by ``emulate.other_class_scale``, predicting ``halves``
+        random halves), and the same two attributions' weights compared over other classes' groups only: per
+        target, the Spearman correlation of the step at theta_tau's weights and the averaged steps' weights over the
+        groups of the other classes (the class balance leaves that order alone), averaged over the targets (None
+        where groups mix classes). Where the synsets switched to a temperature, it decides whether other classes'
+        weights are trusted at ``emulate.other_class_scale`` or shrunk to ``emulate.switched_class_scale``
+        (``benchmarks/class_agreement.py``)."""
+        from ddm.evaluation.metrics import lds, spearman
+
+        groups = self.groups if groups is None else groups
+        both = self._step_attributions(train, num_targets, synset, groups)
+        if both is None or groups is None:
+            return None
+        targets, *attrs = both
+        e = self.config.emulate
+        test = sample_perturbations(groups.num_groups, halves, 0.5, e.seed + 1)
+        predicted = []
+        for raw in attrs:
             W, b = balance_classes(raw.weights, raw.bias, groups, targets.y, e.other_class_scale)
             predicted.append(test.float() @ W[:, :, 0].T + b[:, 0][None, :])
         other = None
         if not groups.mixes_classes():
-            rhos = []
-            for t, y in enumerate(targets.y.tolist()):
-                cols = groups.labels != y
-                if int(cols.sum()) > 2:
-                    rhos.append(spearman(weights[0][t, cols], weights[1][t, cols]))
+            rhos = [spearman(attrs[0].weights[t, cols, 0], attrs[1].weights[t, cols, 0])
+                    for t, y in enumerate(targets.y.tolist()) if int((cols := groups.labels != y).sum()) > 2]
             other = sum(rhos) / len(rhos) if rhos else None
         return lds(predicted[0], predicted[1])[0], other
 
