@@ -408,13 +408,13 @@ class DistilledDatamodel:
     def class_balance(self) -> tuple[float, str]:
         """``(scale, setting)``: the class balance group attributions of per-target objectives use by default, and the
         setting it comes from: ``emulate.switched_class_scale`` where the group synsets switched to a temperature on
-        their own (:meth:`_followed_temperature`; BENCHMARKS.md, "The class balance follows the switch"), else
+        their own (:meth:`_followed_temperature`; BENCHMARKS.md, "The class balance follows the switch") and their
+        other classes' weights disagree between the steps (:func:`switched_balance_applies`), else
         ``emulate.other_class_scale``."""
         e = self.config.emulate
-        if e.switched_class_scale is not None and self._followed_temperature() is not None:
-            agreement = self.switched_class_agreement
-            if e.switched_class_agreement is None or agreement is None or agreement < e.switched_class_agreement:
-                return e.switched_class_scale, "emulate.switched_class_scale"
+        if (e.switched_class_scale is not None and self._followed_temperature() is not None
+                and switched_balance_applies(self.switched_class_agreement, e.switched_class_agreement)):
+            return e.switched_class_scale, "emulate.switched_class_scale"
         return e.other_class_scale, "emulate.other_class_scale"
 
     @property
@@ -1175,6 +1175,13 @@ def _require_memory(need: int, what: str, advice: str) -> None:
     if free is not None and need > free:
         raise ConfigError(f"{what} needs about {need / 2 ** 30:.1f} GiB of memory and {free / 2 ** 30:.1f} GiB is "
                           f"available: {advice}")
+
+
+def switched_balance_applies(agreement: float | None, threshold: float | None) -> bool:
+    """Whether synsets that switched to a temperature on their own take ``emulate.switched_class_scale``: where their
+    other-class step agreement (recorded by the synset stage) is below ``emulate.switched_class_agreement``; always
+    where either is unknown (no threshold configured, or a stage made before the agreement was recorded)."""
+    return threshold is None or agreement is None or agreement < threshold
 
 
 #: below this :meth:`DistilledDatamodel.step_agreement` the synset stage switches to tempered synsets

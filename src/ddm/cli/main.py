@@ -816,6 +816,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         TrainConfig,
         describe,
     )
+    from ddm.pipeline import switched_balance_applies
     from ddm.workspace import Workspace
 
     if args.config_help or not args.workspace:
@@ -927,7 +928,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         switched = (RunConfig.from_json(stored.read_text()) if stored.exists() else RunConfig()).emulate
         agreement, below = auto.get("other_class_agreement"), switched.switched_class_agreement
         if switched.switched_class_scale is not None:
-            if below is not None and agreement is not None and agreement >= below:
+            if not switched_balance_applies(agreement, below):
                 print(f"  group attributions keep other classes' groups at x{switched.other_class_scale:g} "
                       f"(emulate.other_class_scale): the tempered synsets rank other classes' groups alike at "
                       f"theta_tau and the earlier checkpoints (other-class step agreement {agreement:+.2f}, not below "
