@@ -492,11 +492,12 @@ def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(
     assert "below 1.01 (distill.auto_temperature)" in info  # the threshold it switched under, as recorded
     assert stage["step_agreement_threshold"] == 1.01
     assert "the class-level synset follows" in info
-    assert "other classes' groups x0.1 there (emulate.switched_class_scale" in info
+    assert "other classes' groups x0.1 (emulate.switched_class_scale" in info
     # group attributions weigh other classes' groups at the switched class balance, and say so
     assert dm.class_balance == (0.1, "emulate.switched_class_scale")
     assert main(["attribute", "-w", str(ws), "--targets", "0:3", "--objective", "dist2"]) == 0
-    assert "weigh x0.1 (emulate.switched_class_scale, the balance where the synsets switched" in capsys.readouterr().out
+    assert "weigh x0.1 (emulate.switched_class_scale, the balance where other classes' weights disagree" in (
+        capsys.readouterr().out)
     assert main(["attribute", "-w", str(ws), "--targets", "0:2", "--hierarchical"]) == 0
     assert "weigh x0.1 (emulate.switched_class_scale" in capsys.readouterr().out
     import ddm.data
@@ -517,7 +518,7 @@ def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(
     assert test.class_balance == (0.5, "emulate.other_class_scale")
     # the switched balance only where the tempered synsets' other-class weights disagree between the steps
     agreement = stage["other_class_agreement"]
-    assert test.switched_class_agreement == agreement
+    assert test.other_class_agreement == agreement
     for below, balance in ((agreement + 0.01, 0.1), (agreement - 0.01, 0.5), ("none", 0.1)):
         test.config = test.config.with_overrides(["emulate.switched_class_scale=0.1",
                                                   f"emulate.switched_class_agreement={below}"])
@@ -563,3 +564,41 @@ def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(
     assert DistilledDatamodel(off).load().class_balance == (0.5, "emulate.other_class_scale")
     assert DistilledDatamodel(off).load().class_synset.task is None
     assert any("rank removals differently" in w for w in out["warnings"])
+
+
+def test_the_small_class_balance_where_other_classes_weights_disagree_between_the_steps(tmp_path, capsys):
+    """Synsets that did not switch take emulate.switched_class_scale too where their other-class step agreement
+    (recorded by the synset stage) is below emulate.switched_class_agreement, and keep other_class_scale above it."""
+    from ddm.pipeline import DistilledDatamodel, switched_balance_applies
+
+    ws = tmp_path / "ws"
+    assert main(["distill", "-w", str(ws), "--preset", "tiny", "-q", "--set", "distill.auto_temperature=0"]) == 0
+    capsys.readouterr()
+    stage = json.loads((ws / "synset" / "stage.json").read_text())
+    agreement = stage["other_class_agreement"]
+    assert -1 <= agreement <= 1 and "temperature" not in stage  # recorded, not switched
+    dm = DistilledDatamodel(ws).load()
+    assert dm.other_class_agreement == agreement and dm.synset_temperature == 1.0
+    for below, balance in ((agreement + 0.01, (0.1, "emulate.switched_class_scale")),
+                           (agreement - 0.01, (0.5, "emulate.other_class_scale")),
+                           ("none", (0.5, "emulate.other_class_scale"))):  # none: only where the synsets switched
+        dm.config = dm.config.with_overrides([f"emulate.switched_class_agreement={below}"])
+        assert dm.class_balance == balance
+    dm.config = dm.config.with_overrides([f"emulate.switched_class_agreement={agreement + 0.01}",
+                                          "emulate.switched_class_scale=none"])
+    assert dm.class_balance == (0.5, "emulate.other_class_scale")
+    # unknown agreement or threshold: the switch decides, as before the agreement was read
+    assert switched_balance_applies(None, 0.35, True) and not switched_balance_applies(None, 0.35, False)
+    assert switched_balance_applies(0.9, None, True) and not switched_balance_applies(0.9, None, False)
+    assert switched_balance_applies(0.2, 0.35, False) and not switched_balance_applies(0.5, 0.35, True)
+    config = json.loads((ws / "config.json").read_text())
+    config["emulate"]["switched_class_agreement"] = agreement + 0.01
+    (ws / "config.json").write_text(json.dumps(config))
+    assert main(["info", "-w", str(ws)]) == 0
+    assert f"other-class step agreement {agreement:+.2f}, below" in capsys.readouterr().out
+    assert main(["attribute", "-w", str(ws), "--targets", "0:2", "--objective", "dist2"]) == 0
+    assert "weigh x0.1 (emulate.switched_class_scale" in capsys.readouterr().out
+    config["emulate"]["switched_class_agreement"] = agreement - 0.01
+    (ws / "config.json").write_text(json.dumps(config))
+    assert main(["info", "-w", str(ws)]) == 0
+    assert "switched_class_scale" not in capsys.readouterr().out  # the default balance, nothing to say

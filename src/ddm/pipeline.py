@@ -367,10 +367,12 @@ class DistilledDatamodel:
         d = self.config.distill
         if d.matching != "head" or syn.kind != "head" or syn.block or self._head_task() is not None:
             return syn, matching, {}
-        agreement = self._step_agreement(train, synset=syn, groups=groups)
-        if agreement is None:
+        both = self._agreements(train, synset=syn, groups=groups)
+        if both is None:
             return syn, matching, {}
-        out: dict[str, Any] = {"step_agreement": round(agreement, 4)}
+        agreement, other = both
+        out: dict[str, Any] = {"step_agreement": round(agreement, 4),
+                               "other_class_agreement": None if other is None else round(other, 4)}
         # every rank takes the same decision (under torchrun each computed the agreement on the same synset)
         if not distributed.agree_all([agreement < STEP_AGREEMENT_WARN and d.auto_temperature > 0])[0]:
             return syn, matching, out
@@ -407,23 +409,23 @@ class DistilledDatamodel:
     @property
     def class_balance(self) -> tuple[float, str]:
         """``(scale, setting)``: the class balance group attributions of per-target objectives use by default, and the
-        setting it comes from: ``emulate.switched_class_scale`` where the group synsets switched to a temperature on
-        their own (:meth:`_followed_temperature`; BENCHMARKS.md, "The class balance follows the switch") and their
-        other classes' weights disagree between the steps (:func:`switched_balance_applies`), else
-        ``emulate.other_class_scale``."""
+        setting it comes from: ``emulate.switched_class_scale`` where the synsets' other classes' weights disagree
+        between the step at theta_tau and the earlier checkpoints' steps (:attr:`other_class_agreement` below
+        ``emulate.switched_class_agreement``), or, where that was not recorded, where the group synsets switched to a
+        temperature on their own (:meth:`_followed_temperature`; BENCHMARKS.md, "The class balance follows the
+        switch"; :func:`switched_balance_applies`); else ``emulate.other_class_scale``."""
         e = self.config.emulate
-        if (e.switched_class_scale is not None and self._followed_temperature() is not None
-                and switched_balance_applies(self.switched_class_agreement, e.switched_class_agreement)):
+        if e.switched_class_scale is not None and switched_balance_applies(
+                self.other_class_agreement, e.switched_class_agreement, self._followed_temperature() is not None):
             return e.switched_class_scale, "emulate.switched_class_scale"
         return e.other_class_scale, "emulate.other_class_scale"
 
     @property
-    def switched_class_agreement(self) -> float | None:
-        """The other-class step agreement of synsets the synset stage switched to a temperature on its own
-        (:meth:`_agreements`; recorded by the stage), which decides the class balance there with
-        ``emulate.switched_class_agreement``; None where the stage did not switch or did not record it (stages made
-        before it was: the switched balance applies, as it did then)."""
-        info = self.ws.stage_info("synset") if self._followed_temperature() is not None else None
+    def other_class_agreement(self) -> float | None:
+        """The other-class step agreement of the synsets in use (:meth:`_agreements`; recorded by the synset stage),
+        which decides the class balance with ``emulate.switched_class_agreement``; None where the stage did not
+        record it (stages made before it was, groups that mix classes, synsets other than head-matched ones)."""
+        info = self.ws.stage_info("synset") if self.synset is not None else None
         value = None if info is None else info.get("other_class_agreement")
         return None if value is None else float(value)
 
@@ -1177,11 +1179,14 @@ def _require_memory(need: int, what: str, advice: str) -> None:
                           f"available: {advice}")
 
 
-def switched_balance_applies(agreement: float | None, threshold: float | None) -> bool:
-    """Whether synsets that switched to a temperature on their own take ``emulate.switched_class_scale``: where their
-    other-class step agreement (recorded by the synset stage) is below ``emulate.switched_class_agreement``; always
-    where either is unknown (no threshold configured, or a stage made before the agreement was recorded)."""
-    return threshold is None or agreement is None or agreement < threshold
+def switched_balance_applies(agreement: float | None, threshold: float | None, switched: bool) -> bool:
+    """Whether group attributions take ``emulate.switched_class_scale``: where the synsets' other-class step
+    agreement (recorded by the synset stage) is below ``emulate.switched_class_agreement``, switched to a temperature
+    or not; where either is unknown (no threshold configured, a stage made before the agreement was recorded), where
+    the synsets ``switched`` to a temperature on their own, as before the agreement was read."""
+    if threshold is None or agreement is None:
+        return switched
+    return agreement < threshold
 
 
 #: below this :meth:`DistilledDatamodel.step_agreement` the synset stage switches to tempered synsets

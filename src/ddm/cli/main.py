@@ -291,7 +291,8 @@ def _print_attribution(r: dict[str, Any]) -> None:
         print(f"  groups marked * failed the synset health check: {_listed(r['flagged_groups'])}")
     scale, setting = r.get("other_class_scale"), r.get("class_balance_setting") or "emulate.other_class_scale"
     if scale is not None and scale != 1.0:
-        why = (", the balance where the synsets switched to a temperature on their own"
+        why = (", the balance where other classes' weights disagree between the steps, or where the synsets switched "
+               "to a temperature on their own"
                if setting == "emulate.switched_class_scale" else "")
         print(f"  groups of other classes than the target's weigh x{scale:g} ({setting}{why}; "
               "README, 'Class balance')")
@@ -925,21 +926,23 @@ def cmd_info(args: argparse.Namespace) -> int:
               f"{auto.get('step_agreement_threshold', 0.7):g} (distill.auto_temperature)"
               + ("; the class-level synset follows" if any(st["stage"] == "synset-class" and "temperature_from" in st
                                                            for st in stages) else ""))
-        switched = (RunConfig.from_json(stored.read_text()) if stored.exists() else RunConfig()).emulate
-        agreement, below = auto.get("other_class_agreement"), switched.switched_class_agreement
-        if switched.switched_class_scale is not None:
-            if not switched_balance_applies(agreement, below):
-                print(f"  group attributions keep other classes' groups at x{switched.other_class_scale:g} "
-                      f"(emulate.other_class_scale): the tempered synsets rank other classes' groups alike at "
-                      f"theta_tau and the earlier checkpoints (other-class step agreement {agreement:+.2f}, not below "
-                      f"{below:g}: emulate.switched_class_agreement; README, 'Class balance')")
-            else:
-                why = ("" if below is None or agreement is None else
-                       f"; other-class step agreement {agreement:+.2f}, below {below:g}: "
-                       "emulate.switched_class_agreement")
-                print(f"  group attributions weigh other classes' groups x{switched.switched_class_scale:g} there "
-                      f"(emulate.switched_class_scale, in place of emulate.other_class_scale{why}; README, "
-                      "'Class balance')")
+    synset_stage = next((st for st in stages if st["stage"] == "synset"), None)
+    emulate = (RunConfig.from_json(stored.read_text()) if stored.exists() else RunConfig()).emulate
+    agreement = None if synset_stage is None else synset_stage.get("other_class_agreement")
+    below = emulate.switched_class_agreement
+    if emulate.switched_class_scale is not None and (auto is not None or agreement is not None):
+        known = below is not None and agreement is not None
+        if switched_balance_applies(agreement, below, auto is not None):
+            why = (f"other-class step agreement {agreement:+.2f}, below {below:g}: emulate.switched_class_agreement"
+                   if known else "the synsets switched to a temperature on their own")
+            print(f"  group attributions weigh other classes' groups x{emulate.switched_class_scale:g} "
+                  f"(emulate.switched_class_scale, in place of emulate.other_class_scale; {why}; README, "
+                  "'Class balance')")
+        elif known and auto is not None:
+            print(f"  group attributions keep other classes' groups at x{emulate.other_class_scale:g} "
+                  f"(emulate.other_class_scale): the tempered synsets rank other classes' groups alike at "
+                  f"theta_tau and the earlier checkpoints (other-class step agreement {agreement:+.2f}, not below "
+                  f"{below:g}: emulate.switched_class_agreement; README, 'Class balance')")
     return 0
 
 
