@@ -688,9 +688,9 @@ class DistilledDatamodel:
         random halves), and the same two attributions' weights compared over other classes' groups only: per
         target, the Spearman correlation of the step at theta_tau's weights and the averaged steps' weights over the
         groups of the other classes (the class balance leaves that order alone), averaged over the targets (None
-        where groups mix classes). Where the synsets switched to a temperature, it decides whether other classes'
-        weights are trusted at ``emulate.other_class_scale`` or shrunk to ``emulate.switched_class_scale``
-        (``benchmarks/class_agreement.py``)."""
+        where groups mix classes). It decides whether other classes' weights are trusted at
+        ``emulate.other_class_scale`` or shrunk to ``emulate.switched_class_scale`` (:attr:`class_balance`,
+        ``benchmarks/class_agreement.py``)."""
         from ddm.evaluation.metrics import lds, spearman
 
         groups = self.groups if groups is None else groups
