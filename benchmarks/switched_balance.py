@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import class_agreement  # noqa: E402
 import matrix as M  # noqa: E402
 
 import ddm  # noqa: E402
@@ -47,14 +46,15 @@ def options(p: argparse.ArgumentParser) -> None:
 
 def run(name: str, seed: int, root: Path, args: argparse.Namespace) -> dict[str, Any]:
     _, data, folder, dm, cache = M.open_run(root, name, seed)
-    path = folder / (args.variant or "ddm")
     if args.variant:
-        dm = ddm.DistilledDatamodel(path).load()
+        dm = ddm.DistilledDatamodel(folder / args.variant).load()
     v = M.ValidationTargets(dm, cache, data, seed, args.halves_only)
-    # the step agreement over other classes' groups (class_agreement.py): a retrain-free reading of how far the
-    # emulation's other-class weights can be trusted
+    # the step agreement over other classes' groups (the synset stage's reading, class_agreement.py): how far the
+    # emulation's other-class weights can be trusted, without a retrain
+    agreements = dm._agreements(data.train)
     out: dict[str, Any] = {"temperature": dm.synset_temperature,
-                           "other_class_agreement": class_agreement.one(str(path))["other_class_agreement"]}
+                           "other_class_agreement": float("nan") if agreements is None or agreements[1] is None
+                           else agreements[1]}
     # one fit, balanced at each scale after it, as the attribution applies the balance
     raw = dm.attribute(v.targets, "dist2", name="switched-balance", other_class_scale=1.0)
     for s in args.scales.split(","):

@@ -487,8 +487,8 @@ class EmulateConfig:
                "emulate.switched_class_agreement is a rank correlation: give a value in [-1, 1], or none, got "
                f"{self.switched_class_agreement}")
         _check(self.switched_class_scale is None or 0 < self.switched_class_scale <= 1,
-               "emulate.switched_class_scale must be in (0, 1], or none to keep emulate.other_class_scale where the "
-               f"synsets switched to a temperature, got {self.switched_class_scale}")
+               "emulate.switched_class_scale must be in (0, 1], or none to keep emulate.other_class_scale "
+               f"everywhere, got {self.switched_class_scale}")
         _choice(self.readout, "emulate.readout", ("logits", "checkpoints"))
         _check(self.schedule_weight >= 0, f"emulate.schedule_weight must be >= 0 (0: no schedule term), got "
                f"{self.schedule_weight}")

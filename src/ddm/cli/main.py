@@ -906,15 +906,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  against exact retraining (ddm check, {r['subsets']} subsets){stale}:")
         for line in r["verdict"]:
             print(f"    * {line}")
-    if stored.exists():
+    config = RunConfig.from_json(stored.read_text()) if stored.exists() else None
+    if config is not None:
         from dataclasses import asdict
 
-        kept, default = asdict(RunConfig.from_json(stored.read_text()).emulate), asdict(RunConfig().emulate)
+        kept, default = asdict(config.emulate), asdict(RunConfig().emulate)
         changed = {k: v for k, v in kept.items() if v != default[k]}
         if changed:
             print("  emulation settings other than the defaults: "
                   + ", ".join(f"emulate.{k}={v}" for k, v in changed.items()))
-        temperature = RunConfig.from_json(stored.read_text()).distill.head_temperature
+        temperature = config.distill.head_temperature
         if temperature != RunConfig().distill.head_temperature:
             print(f"  synsets matched with the cross-entropy at temperature {temperature:g} "
                   f"(distill.head_temperature={temperature:g})")
@@ -927,7 +928,7 @@ def cmd_info(args: argparse.Namespace) -> int:
               + ("; the class-level synset follows" if any(st["stage"] == "synset-class" and "temperature_from" in st
                                                            for st in stages) else ""))
     synset_stage = next((st for st in stages if st["stage"] == "synset"), None)
-    emulate = (RunConfig.from_json(stored.read_text()) if stored.exists() else RunConfig()).emulate
+    emulate = (config or RunConfig()).emulate
     agreement = None if synset_stage is None else synset_stage.get("other_class_agreement")
     below = emulate.switched_class_agreement
     if emulate.switched_class_scale is not None and (auto is not None or agreement is not None):

@@ -157,8 +157,9 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
         if damping["recommended"]:
             predict[DAMPING] = damped(damping["scale"])
             on_top = [f"emulate.damping_scale={damping['scale']!r}"]
-    # the class balance (emulate.other_class_scale, or emulate.switched_class_scale where the synsets switched to a
-    # temperature on their own) chosen on the random halves; advised only where it ranks them
+    # the class balance in use (emulate.other_class_scale, or emulate.switched_class_scale where other classes'
+    # weights disagree between the steps: DistilledDatamodel.class_balance) chosen on the random halves; advised only
+    # where it ranks them
     # better beyond two standard errors
     balanced = _balanced_predictor(dm, targets, term, on_top)
     configured_balance, balance_setting = dm.class_balance
