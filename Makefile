@@ -178,6 +178,18 @@ bench-check: $(STAMP)
 	  --out benchmarks/results/schedule-calibration-misses-seed$$s || exit 1; done
 	$(BIN)/python benchmarks/schedule_calibration.py --root runs/matrix-b --seed 0 --configs $(SCHEDULE_OTHERS) \
 	  --out benchmarks/results/schedule-calibration-others-seed0
+	# two or three retrains in place of the check's: the step effect and the regime's sign (BENCHMARKS.md, "The schedule term")
+	$(BIN)/python benchmarks/schedule_steps.py --root runs/matrix-b --seed 3 --configs digits-convnet-K100-sgd,fmnist-mlp-K40-sgd \
+	  --out benchmarks/results/schedule-steps-select
+	$(BIN)/python benchmarks/schedule_steps.py --root runs/matrix-b --seed 0 \
+	  --configs digits-convnet-K40-momentum-wd,digits-convnet-K40-cosine,$(SCHEDULE_OTHERS) --out benchmarks/results/schedule-steps-s0
+	$(BIN)/python benchmarks/schedule_detector.py --root runs/matrix-b --seed 3 --configs digits-convnet-K100-sgd,fmnist-mlp-K40-sgd \
+	  --out benchmarks/results/schedule-detector-select
+	$(BIN)/python benchmarks/schedule_detector.py --root runs/matrix-b --seed 0 \
+	  --configs digits-convnet-K40-momentum-wd,digits-convnet-K40-cosine,$(SCHEDULE_OTHERS),fmnist-mlp-K100-momentum,digits-resnet-K40-momentum \
+	  --out benchmarks/results/schedule-detector-s0
+	for s in 1 2; do $(BIN)/python benchmarks/schedule_detector.py --root runs/matrix-b --seed $$s \
+	  --configs digits-convnet-K40-momentum-wd,digits-convnet-K40-cosine --out benchmarks/results/schedule-detector-s$$s || exit 1; done
 	# the class balance as ddm check refits and advises it, and all of the check's advice followed (BENCHMARKS.md,
 	# "The class balance, refitted by ddm check")
 	$(BIN)/python benchmarks/balance_calibration.py --root runs/matrix-b --seed 3 --out benchmarks/results/balance-calibration-select

@@ -204,3 +204,22 @@ def test_an_unknown_last_batch_rule_is_refused():
     assert TrainConfig().last_batch == "balanced"
     assert "last_batch" not in ddm.config.keyed(TrainConfig(last_batch="keep"))  # caches made before stay valid
     assert ddm.config.keyed(TrainConfig())["last_batch"] == "balanced"
+
+
+def test_a_subsampled_training_takes_a_half_data_retrains_steps_over_all_the_samples(digits):
+    """``subsample``: each epoch takes the first share of its order, so the steps are a half-data retrain's while every
+    sample stays in play across epochs (the schedule diagnostics' retrain)."""
+    model = ddm.models.build("mlp", digits, width=16, depth=1)
+    seen: list[torch.Tensor] = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()) if m.training else None)
+    train_model(model, digits.train, TrainConfig(epochs=4, batch_size=64), subsample=0.5)
+    half = ddm.models.build("mlp", digits, width=16, depth=1)
+    sizes: list[int] = []
+    half.register_forward_pre_hook(lambda m, args: sizes.append(len(args[0])) if m.training else None)
+    train_model(half, digits.train[torch.arange(100)], TrainConfig(epochs=4, batch_size=64))
+    assert [len(x) for x in seen] == sizes == [50, 50] * 4  # the steps of a retrain on 100 of the 200 samples
+    distinct = {tuple(r.flatten().tolist()) for r in torch.cat(seen)}
+    assert len(distinct) > 100  # other samples in other epochs: not a fixed half
+    with pytest.raises(ValueError, match="subsample"):
+        train_model(ddm.models.build("mlp", digits, width=16, depth=1), digits.train, TrainConfig(epochs=1),
+                    subsample=0)

@@ -92,14 +92,19 @@ def _load_resume(folder: Path, model: nn.Module, opt: torch.optim.Optimizer) -> 
 
 
 def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | Path | None = None,
-                task: Any = None) -> Trajectory:
+                task: Any = None, subsample: float = 1.0) -> Trajectory:
     """Train ``model`` in place on ``train`` and return its trajectory.
 
     With ``folder``, checkpoints (``theta_XXXX.safetensors``) and the resume state (model, optimizer and
     progress in one atomic ``resume.safetensors``) are written as training goes, so an interrupted run
     resumes where the last finished epoch left it: a kill at any point gives the same trajectory.
-    ``task``: the training loss (:class:`ddm.task.Task`; default cross-entropy).
+    ``task``: the training loss (:class:`ddm.task.Task`; default cross-entropy). ``subsample``: each epoch takes
+    only the first ``round(subsample x N)`` samples of its order, so training takes the steps (and the rate
+    schedule) of a retrain on that share of the data while every sample stays in play (the schedule calibration,
+    :mod:`ddm.attribution.schedule`).
     """
+    if not 0 < subsample <= 1:
+        raise ValueError(f"subsample must be in (0, 1], got {subsample}")
     folder = Path(folder) if folder is not None else None
     opt = make_optimizer(model, cfg)
     params: list[dict[str, torch.Tensor]] = []
@@ -130,11 +135,12 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
     if start == 0 and not params:
         snapshot(0)
     n = len(train)
-    steps_per_epoch = (n + cfg.batch_size - 1) // cfg.batch_size
+    m = max(1, round(subsample * n))  # the samples each epoch takes
+    steps_per_epoch = (m + cfg.batch_size - 1) // cfg.batch_size
     pbar = bar(cfg.epochs, "train", initial=start)
     for epoch in range(start, cfg.epochs):
         model.train()
-        order = epoch_order(n, cfg.seed, epoch)
+        order = epoch_order(n, cfg.seed, epoch)[:m]
         total = 0.0
         batches = (torch.tensor_split(order, steps_per_epoch) if cfg.last_batch == "balanced" else
                    torch.split(order, cfg.batch_size))
@@ -148,7 +154,7 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
             opt.step()
             total += loss.item() * len(idx)
         if not math.isfinite(total):
-            raise NumericalError(f"training diverged in epoch {epoch + 1} (loss {total / n}); nothing of this epoch "
+            raise NumericalError(f"training diverged in epoch {epoch + 1} (loss {total / m}); nothing of this epoch "
                                  f"was saved. Lower train.lr (now {cfg.lr:g})")
         done = epoch + 1
         if done % cfg.save_every == 0 or done == cfg.epochs:
@@ -156,8 +162,8 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
         if folder is not None:
             _save_resume(folder, model, opt, done, epochs, before + time.perf_counter() - t0)
         pbar.update(1)
-        pbar.set_postfix(loss=f"{total / n:.4f}")
-        log.debug("epoch %d loss %.4f", done, total / n)
+        pbar.set_postfix(loss=f"{total / m:.4f}")
+        log.debug("epoch %d loss %.4f", done, total / m)
     pbar.close()
     traj = Trajectory(params, epochs, cfg.lr, optimizer=cfg.optimizer_record(), buffers=buffers)
     traj.seconds = before + time.perf_counter() - t0
