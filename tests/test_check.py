@@ -258,6 +258,52 @@ def test_unlearn_verify_sets_the_unlearned_model_beside_exact_retraining(tmp_pat
     assert "agrees with the other orders'" in text
 
 
+def test_a_verification_scores_the_first_step_where_the_unlearning_check_raised_the_damping(tmp_path, monkeypatch,
+                                                                                             capsys):
+    """Where the unlearning check finds a kept class collapsed and redoes the step with more damping, the verification
+    scores the first step on the same retraining too, and the flagged class one by one: on a probe (a digits ConvNet
+    trained with batch 8) exact retraining lost that class as well, and the first step was the one it followed."""
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--json", "-q"]) == 0
+    capsys.readouterr()
+    from ddm import health
+
+    real, calls = health.unlearning_check, {"n": 0}
+
+    def first_collapses(*a, **k):  # the first step "collapses" class 2 (kept), later ones do not
+        out = real(*a, **k)
+        calls["n"] += 1
+        flagged = {"class": 2, "kept_images": 4, "before": 1.0, "after": 0.0}
+        out["collapsed_classes"] = [flagged] if calls["n"] == 1 else []
+        return out
+
+    monkeypatch.setattr(health, "unlearning_check", first_collapses)
+    dm = ddm.DistilledDatamodel(ws).load()
+    data = ddm.data.load(dm.config.data)
+    model = dm.unlearn([0, 5])
+    first = dm.last_unlearned_first
+    assert first is not None and first is not model
+    check = dm.last_unlearning_check
+    assert check["damping_raised"] == [pytest.approx(10 * dm.config.emulate.unlearn_damping)]
+    assert check["first_collapsed"] == [2] and check["first_damping"] == dm.config.emulate.unlearn_damping
+    v = C.verify_unlearning(dm, data, [0, 5], model, 1, first_step=first, classes=[2])
+    y = data.test.y
+    with torch.no_grad():
+        first_pred = first(data.test.x).argmax(1)
+    assert v["first_step"]["test_accuracy"] == pytest.approx(float((first_pred == y).float().mean()))
+    assert v["first_step"]["test_gap_points"] == pytest.approx(
+        100 * (v["first_step"]["test_accuracy"] - v["exact"]["test_accuracy"][0]))
+    assert v["classes"]["first_step"]["2"] == pytest.approx(float((first_pred[y == 2] == 2).float().mean()))
+    assert set(v["classes"]) == {"exact", "unlearned", "target", "first_step"} and len(v["classes"]["exact"]) == 1
+    calls["n"] = 0
+    assert main(["unlearn", "-w", ws, "--groups", "0,5", "--verify", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "class 2 (flagged by the unlearning check), test accuracy: exact" in text
+    assert "the first step, before the unlearning check raised the damping: test accuracy" in text
+    dm.unlearn([0, 5])  # no collapse this time (calls["n"] > 0): nothing to compare
+    assert dm.last_unlearned_first is None and "first_damping" not in dm.last_unlearning_check
+
+
 def test_the_schedule_weight_is_the_ratio_of_the_slopes_retraining_implies():
     gen = torch.Generator().manual_seed(3)
     predicted = torch.randn(20, 6, generator=gen, dtype=torch.float64)

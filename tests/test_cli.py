@@ -370,7 +370,9 @@ def test_scores_keep_their_digits_however_small():  # the CLI's rankings and the
     ([0.80], "do not take it for a retrain; one data order cannot show retraining's own spread: --verify 3"),
     ([0.736, 0.972, 0.967], "inside the range its data orders span (73.6-97.2%)"),
     ([0.736, 0.90, 0.91], "(whose 3 data orders themselves span 73.6-91.0%): do not take it for a retrain"),
-    ([0.95, 0.955], None)])
+    ([0.95, 0.955], None),
+    ([0.80], "here exact retraining is nearer the first step than the step with the raised damping"),
+    ([0.945], None)])
 def test_an_unlearning_verification_reads_a_gap_against_retrainings_own_spread(capsys, exact, says):
     from ddm.cli.main import _print_unlearning_verification
 
@@ -379,10 +381,13 @@ def test_an_unlearning_verification_reads_a_gap_against_retrainings_own_spread(c
          "exact": {"test_accuracy": exact, "removed_accuracy": [0.5] * len(exact)},
          "unlearned": {"test_accuracy": 0.95, "removed_accuracy": 1.0, "test_agreement": [0.9] * len(exact)},
          "target": {"test_accuracy": 0.96, "removed_accuracy": 1.0, "test_agreement": [0.9] * len(exact)}}
+    if says is not None and "first step" in says or exact == [0.945]:  # a back-off's first step, scored beside
+        v["first_step"] = {"test_accuracy": 0.81, "removed_accuracy": 0.4, "test_agreement": [0.97],
+                           "test_gap_points": 100 * (0.81 - exact[0])}
     _print_unlearning_verification(v)
     out = capsys.readouterr().out
     if says is None:
-        assert "points above" not in out
+        assert "points above" not in out and "nearer the first step" not in out
     else:
         assert says in out
 

@@ -141,6 +141,9 @@ class DistilledDatamodel:
         self._reused: list[str] = []  # what the current attribute() call took from the caches
         self.last_unlearning_check: dict[str, Any] | None = None  # health.unlearning_check of the last unlearn()
         self.last_classes_without_data: list[int] = []  # classes the last unlearn() left without any group
+        # the last unlearn()'s first step where the unlearning check redid it with more damping (else None), so that a
+        # verification against exact retraining can say which of the two retraining follows
+        self.last_unlearned_first: nn.Module | None = None
         self.last_rewind: dict[str, Any] | None = None  # how far the last unlearn() moved back along the trajectory
 
     @property
@@ -1065,6 +1068,8 @@ class DistilledDatamodel:
                 "the step overshoots; a smaller emulate.finetune_scale moves it less")
         backoffs = self.config.emulate.unlearn_backoff if method == "newton" and damping is not None else 0
         raised: list[float] = []
+        first: nn.Module | None = None
+        first_collapsed: list[int] = []
         by_rewind: set[int] | None = None  # the classes the rewound checkpoint alone has lost (the same every attempt)
         rewind_scale = self.config.emulate.unlearn_rewind
         schedule = (self.trajectory.optimizer or {}).get("schedule", "constant") if self.trajectory else "constant"
@@ -1110,7 +1115,9 @@ class DistilledDatamodel:
             if not collapsed or last:
                 health.warn_unlearning(check, hint)
                 break
-            # a class that keeps data collapsed, which retraining does not do: a Levenberg-Marquardt step back
+            # a class that keeps data collapsed, which retraining mostly does not do: a Levenberg-Marquardt step back
+            if first is None:
+                first, first_collapsed = model, sorted(collapsed)
             frac *= 10
             damping = frac * top + self.weight_decay
             raised.append(frac)
@@ -1118,7 +1125,10 @@ class DistilledDatamodel:
                      "synthetic images' accuracy: the step is redone with unlearn_damping %.3g",
                      sorted(collapsed), 100 * self.config.emulate.unlearn_class_drop, frac)
         check["damping_raised"] = raised
+        if raised:
+            check["first_damping"], check["first_collapsed"] = self.config.emulate.unlearn_damping, first_collapsed
         self.last_unlearning_check = check
+        self.last_unlearned_first = first
         state = {k: v for k, v in model.state_dict().items()}
         if not all(torch.isfinite(v).all() for v in state.values()):
             raise NumericalError("unlearning produced non-finite weights; nothing was saved")

@@ -451,7 +451,11 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if args.verify:
         from ddm.evaluation.check import verify_unlearning
 
-        out["verification"] = verify_unlearning(dm, data, idx, model, args.verify, synset, retrainer)
+        collapsed = [int(c["class"]) for c in (dm.last_unlearning_check or {}).get("collapsed_classes", [])]
+        first_classes = (dm.last_unlearning_check or {}).get("first_collapsed", [])
+        out["verification"] = verify_unlearning(dm, data, idx, model, args.verify, synset, retrainer,
+                                                first_step=dm.last_unlearned_first,
+                                                classes=sorted(set(collapsed) | set(first_classes)))
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -528,6 +532,19 @@ def _print_unlearning_verification(v: dict[str, Any]) -> None:
     if np.mean(u["test_agreement"]) <= np.mean(t["test_agreement"]):
         print("    on agreement the unlearned model is no closer to exact retraining than the target itself (nothing "
               "unlearned) is")
+    for c, per in sorted((v.get("classes") or {}).get("unlearned", {}).items(), key=lambda kv: int(kv[0])):
+        exact_c = [o[c] for o in v["classes"]["exact"] if c in o]
+        first_c = (v["classes"].get("first_step") or {}).get(c)
+        print(f"    class {c} (flagged by the unlearning check), test accuracy: exact {pct(exact_c)}; unlearned "
+              f"{100 * per:.0f}%" + ("" if first_c is None else f"; the first step {100 * first_c:.0f}%"))
+    f = v.get("first_step")
+    if f is not None:
+        print(f"    the first step, before the unlearning check raised the damping: test accuracy "
+              f"{100 * f['test_accuracy']:.1f}% ({f['test_gap_points']:+.1f} points), removed-data acc. "
+              f"{100 * f['removed_accuracy']:.1f}%, agreement with exact {pct(f['test_agreement'])}")
+        if abs(f["test_gap_points"]) + 1 < abs(v["test_gap_points"]):
+            print("    here exact retraining is nearer the first step than the step with the raised damping: "
+                  "`ddm unlearn ... --set emulate.unlearn_backoff=0` keeps the first step")
     if abs(v["test_gap_points"]) > 3:
         side = "above" if v["test_gap_points"] > 0 else "below"
         lo, hi = min(e["test_accuracy"]), max(e["test_accuracy"])

@@ -757,12 +757,16 @@ def _schedule_verdict(r: dict[str, Any]) -> list[str]:
 
 def verify_unlearning(dm: DistilledDatamodel, data: Any, groups: list[int], unlearned: torch.nn.Module, orders: int,
                       synset: str = "groups",
-                      retrain: Retrainer | Callable[..., torch.nn.Module | None] | None = None) -> dict[str, Any]:
+                      retrain: Retrainer | Callable[..., torch.nn.Module | None] | None = None,
+                      first_step: torch.nn.Module | None = None, classes: list[int] | None = None) -> dict[str, Any]:
     """The unlearned model against exact retraining without the same ``groups`` (of the ``synset``: ``groups`` or
     ``classes``) in ``orders`` data orders (the target's own, then others): test accuracy, accuracy on the removed
     training samples, and top-1 agreement on the test split of the unlearned model and of the target with each
     retrain (with two or more orders, also of the retrains with each other: retraining's own spread). Retrains are
-    cached under ``<workspace>/check/`` and resume after a kill. ``retrain``: as :func:`check`'s."""
+    cached under ``<workspace>/check/`` and resume after a kill. ``retrain``: as :func:`check`'s. ``first_step``: the
+    unlearning's first step where its check redid it with more damping (``dm.last_unlearned_first``), scored on the
+    same retrains (``first_step`` in the result); ``classes``: classes whose test accuracy is compared one by one
+    (the ones the unlearning check found collapsed: does retraining keep them?)."""
     from ddm.config import fingerprint
     from ddm.evaluation.retrain import RetrainCache
 
@@ -804,6 +808,20 @@ def verify_unlearning(dm: DistilledDatamodel, data: Any, groups: list[int], unle
                    "test_agreement": [acc(target_test, e) for e in ex_test]}}
     if orders > 1:
         out["exact"]["test_agreement_between_orders"] = [acc(ex_test[0], e) for e in ex_test[1:]]
-    gap = out["unlearned"]["test_accuracy"] - float(np.mean(out["exact"]["test_accuracy"]))
-    out["test_gap_points"] = 100 * gap
+    exact_mean = float(np.mean(out["exact"]["test_accuracy"]))
+    out["test_gap_points"] = 100 * (out["unlearned"]["test_accuracy"] - exact_mean)
+    if first_step is not None:
+        first_test = predict(first_step, data.test.x)
+        out["first_step"] = {"test_accuracy": acc(first_test, y_test),
+                             "removed_accuracy": acc(predict(first_step, data.train.x[removed]), y_removed),
+                             "test_agreement": [acc(first_test, e) for e in ex_test]}
+        out["first_step"]["test_gap_points"] = 100 * (out["first_step"]["test_accuracy"] - exact_mean)
+    if classes:
+        def per_class(pred: torch.Tensor) -> dict[str, float]:
+            return {str(c): acc(pred[y_test == c], y_test[y_test == c]) for c in classes if (y_test == c).any()}
+
+        out["classes"] = {"exact": [per_class(e) for e in ex_test], "unlearned": per_class(un_test),
+                          "target": per_class(target_test)}
+        if first_step is not None:
+            out["classes"]["first_step"] = per_class(first_test)
     return out
