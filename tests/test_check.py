@@ -146,6 +146,9 @@ def test_the_tempered_synset_is_advised_alone_and_only_beyond_two_standard_error
     assert any("keep it for this workspace with `ddm check --apply`" in line for line in C.verdict(base))
     no = C.verdict({**base, "temperature": {**t, "recommended": False, "margin": {"mean": 0.03, "se": 0.02}}})
     assert any("no gain beyond two standard errors, keep the synsets in use" in line for line in no)
+    lower = C.verdict({**base, "temperature": {**t, "recommended": False, "margin": {"mean": -0.31, "se": 0.04}}})
+    assert any("they rank the random halves worse beyond two standard errors, keep the synsets in use" in line
+               for line in lower)
     worse = C.verdict({**base, "temperature": {**t, "recommended": False}})
     assert any("other classes' groups ranked worse" in line for line in worse)
     behind = {**t, "recommended": False, "margin_over_advice": {"mean": -0.06, "se": 0.02}, "other_class_margin": lds}

@@ -702,7 +702,9 @@ def _temperature_verdict(r: dict[str, Any]) -> list[str]:
         return [said + ". `ddm check --apply` makes them this workspace's synsets (no distillation: the check's are "
                 "taken), checks them on the same retrains and keeps the damping and class balance refitted on them "
                 "(README, 'A tempered synset, tried')"]
-    if m["mean"] - 2 * m["se"] <= 0:
+    if m["mean"] + 2 * m["se"] < 0:
+        why = "they rank the random halves worse beyond two standard errors"
+    elif m["mean"] - 2 * m["se"] <= 0:
         why = "no gain beyond two standard errors"
     elif om is not None and om["mean"] + 2 * om["se"] < 0:
         why = "other classes' groups ranked worse beyond two standard errors"
