@@ -292,6 +292,28 @@ def head_retrained(dm: ddm.DistilledDatamodel, data: Any, targets: Any
     return per_mask(value)
 
 
+def extra_retrain(cache: RetrainCache, path: Path, rows: torch.Tensor | None = None, subsample: float = 1.0,
+                  seed: int | None = None) -> torch.Tensor:
+    """Logits on ``cache``'s evaluation inputs of a retrain that is not a removal of groups (cached at ``path``): on
+    the training rows ``rows`` (None: all), each epoch taking ``subsample`` of its order
+    (:func:`ddm.train.loop.train_model`), in the data order ``seed`` (None: the target's)."""
+    from ddm import devices
+    from ddm.train.loop import train_model
+
+    if path.exists():
+        return load_tensors(path)["logits"]
+    net = cache._start()
+    cfg = cache.cfg if seed is None else type(cache.cfg)(**{**cache.cfg.__dict__, "seed": seed})
+    with torch.enable_grad(), devices.threads(cache.threads):
+        train_model(net, cache.train if rows is None else cache.train[rows], cfg, subsample=subsample)
+    net.eval()
+    with torch.no_grad():
+        logits = devices.forward(net, cache.eval_x)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_tensors(path, {"logits": logits})
+    return logits
+
+
 def rewound_losses(dm: ddm.DistilledDatamodel, targets: Any) -> Callable[[float], torch.Tensor]:
     """``effect_at(f)``: the ``targets``' losses at the recorded epoch tau (1 - f) minus at theta_tau (where a retrain
     without the fraction f of the samples stops, by the step count; 0 where no checkpoint lies that early), each

@@ -25,25 +25,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
-from ddm import devices  # noqa: E402
-from ddm.train.loop import train_model  # noqa: E402
-from ddm.workspace import load_tensors, save_tensors  # noqa: E402
-
-
-def rows_retrain(cache: Any, path: Path, rows: torch.Tensor) -> torch.Tensor:
-    """Logits on the test split of a retrain on the training rows ``rows`` (cached at ``path``)."""
-    if path.exists():
-        return load_tensors(path)["logits"]
-    net = cache._start()
-    with torch.enable_grad(), devices.threads(cache.threads):
-        train_model(net, cache.train[rows], cache.cfg)
-    net.eval()
-    with torch.no_grad():
-        logits = devices.forward(net, cache.eval_x)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_tensors(path, {"logits": logits})
-    return logits
-
 
 def half_of_others(assignment: torch.Tensor, group_labels: torch.Tensor, c: int, seed: int) -> torch.Tensor:
     """Training rows kept: every sample of the groups of class ``c``, a random half of every other group's."""
@@ -72,7 +53,7 @@ def run(name: str, seed: int, root: Path, args: Namespace) -> dict[str, Any]:
         rows = perm[100:][data.test.y[perm[100:]] == c]
         targets = data.test[rows]
         kept = half_of_others(assignment, labels, c, 777 + c)
-        logits = rows_retrain(cache, folder / "schedule-detector" / f"class{c}.safetensors", kept)
+        logits = M.extra_retrain(cache, folder / "schedule-detector" / f"class{c}.safetensors", kept)
         delta = M.losses(logits[None, rows], targets.y)[0] - M.losses(full[None, rows], targets.y)[0]
         attr = dm.attribute(targets, "dist2", name=f"schedule-detector-{c}")
         removed_share = 1 - torch.bincount(assignment[kept], minlength=len(labels)).double() / sizes  # [K]
@@ -102,9 +83,8 @@ def main() -> None:
     args, names, results = M.run_diagnostic(__doc__, run, "benchmarks/results/schedule-detector",
                                             "digits-convnet-K40-momentum-wd", options=options)
     lines = M.diagnostic_head("Removing half of other classes' samples: the loss change measured and predicted "
-                              "(diagnostic)", args, "calibration targets of the classes kept whole.", [])[:-2]
-    lines += ["| configuration | targets | measured median | DDM median | measured > 0 | DDM > 0 | term median |",
-              "|---|---|---|---|---|---|---|"]
+                              "(diagnostic)", args, "calibration targets of the classes kept whole.",
+                              ["targets", "measured median", "DDM median", "measured > 0", "DDM > 0", "term median"])
     for n in names:
         a = results[n]["all"]
         lines.append(f"| {n} | {a['targets']} | {a['measured median']:+.4f} | {a['DDM median']:+.5f} | "

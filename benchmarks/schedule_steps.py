@@ -31,27 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
-from ddm import devices  # noqa: E402
 from ddm.emulate.perturbations import sample_perturbations  # noqa: E402
-from ddm.train.loop import train_model  # noqa: E402
-from ddm.workspace import load_tensors, save_tensors  # noqa: E402
-
-
-def step_retrain(cache: Any, folder: Path, share: float, seed: int | None = None) -> torch.Tensor:
-    """Logits on the test split of a retrain on all the data taking ``share`` of each epoch (cached)."""
-    path = folder / f"steps-{share:g}{'' if seed is None else f'-seed{seed}'}.safetensors"
-    if path.exists():
-        return load_tensors(path)["logits"]
-    net = cache._start()
-    cfg = cache.cfg if seed is None else type(cache.cfg)(**{**cache.cfg.__dict__, "seed": seed})
-    with torch.enable_grad(), devices.threads(cache.threads):
-        train_model(net, cache.train, cfg, subsample=share)
-    net.eval()
-    with torch.no_grad():
-        logits = devices.forward(net, cache.eval_x)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_tensors(path, {"logits": logits})
-    return logits
 
 
 def ols(x: torch.Tensor, y: torch.Tensor, intercept: bool = True) -> float:
@@ -81,7 +61,8 @@ def run(name: str, seed: int, root: Path, args: Namespace) -> dict[str, Any]:
     change = M.rewound_losses(dm, cal)(0.5)  # the term at f = 1/2, weight 1: slope x 1/2
     attr_cal = dm.attribute(cal, "dist2", name="schedule-steps-calibration")
     full = M.losses(cache.get([])[None, rows], y)[0]
-    steps = M.losses(step_retrain(cache, folder / "schedule-steps", 0.5)[None, rows], y)[0]
+    steps = M.losses(M.extra_retrain(cache, folder / "schedule-steps" / "steps-0.5.safetensors",
+                                     subsample=0.5)[None, rows], y)[0]
     step_effect = steps - full
     b = ols(change, step_effect, intercept=False)
     b_med = float(step_effect.median() / change.median()) if float(change.median()) > 0 else 0.0
