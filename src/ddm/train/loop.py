@@ -100,8 +100,8 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
     resumes where the last finished epoch left it: a kill at any point gives the same trajectory.
     ``task``: the training loss (:class:`ddm.task.Task`; default cross-entropy). ``subsample``: each epoch takes
     only the first ``round(subsample x N)`` samples of its order, so training takes the steps (and the rate
-    schedule) of a retrain on that share of the data while every sample stays in play (the schedule calibration,
-    :mod:`ddm.attribution.schedule`).
+    schedule) of a retrain on that share of the data while every sample stays in play (the step effect a retrain
+    without part of the data carries, :mod:`ddm.attribution.schedule`; measured by ``benchmarks/schedule_steps.py``).
     """
     if not 0 < subsample <= 1:
         raise ValueError(f"subsample must be in (0, 1], got {subsample}")
