@@ -158,18 +158,32 @@ def test_from_arrays_takes_numpy_features_and_runs_the_pipeline(tmp_path):
 
 
 @pytest.mark.parametrize("X,y,words", [
-    ("not an array", [0, 1], "numpy array or a torch tensor"),
+    ("not an array", [0, 1], "a numpy array, a torch tensor or a pandas DataFrame"),
     (np.zeros((4, 3)), np.zeros(5), "shape [4]"),
     (np.zeros((4, 3)), np.array([0.5, 1, 0, 1]), "non-integer"),
     (np.zeros((4, 3)), np.array([-1, 1, 0, 1]), "negative"),
     (np.zeros((4, 3, 2, 2, 2)), np.zeros(4), "[N, D]"),
     (np.full((4, 3), np.nan), np.array([0, 1, 0, 1]), "NaN"),
+    (np.zeros((4, 3)), np.array(["cat", "dog", "cat", "dog"]), "np.unique(y, return_inverse=True)"),
+    (np.array([["a", "b"]] * 4), np.array([0, 1, 0, 1]), "encode categorical features"),
+    (np.zeros((4, 3)), np.zeros(4, dtype=int), "need at least two"),
 ])
 def test_from_arrays_errors_say_what_to_pass(X, y, words):
     from ddm.data import from_arrays
 
     with pytest.raises(DataError, match=re.escape(words)):
         from_arrays(X, y)
+
+
+def test_from_arrays_takes_pandas_and_says_which_classes_have_no_samples(caplog):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(60, 4)), np.array([1, 2, 5])[np.arange(60) % 3]
+    frame = ddm.data.from_arrays(pd.DataFrame(X), pd.Series(y))
+    plain = ddm.data.from_arrays(X, y)
+    assert torch.equal(frame.train.x, plain.train.x) and torch.equal(frame.test.y, plain.test.y)
+    assert plain.num_classes == 6  # labels keep their values
+    assert "classes [0, 3, 4] have no training samples" in caplog.text and "np.unique" in caplog.text
 
 
 def test_from_torch_takes_a_dataset_or_a_dataloader():

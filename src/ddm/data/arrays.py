@@ -8,6 +8,7 @@ per feature otherwise) unless ``normalise=False``. Shapes: ``[N, D]`` features b
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -16,21 +17,37 @@ import torch
 from ddm.data.dataset import Dataset, Split
 from ddm.exceptions import DataError
 
+log = logging.getLogger(__name__)
+
+
+#: what to do with labels that are not class indices (names, or numbers that skip classes)
+TO_INDICES = ("map them to class indices 0..C-1 first, e.g. `names, y = np.unique(y, return_inverse=True)`, and pass "
+              "class_names=list(names)")
+
 
 def _tensor(a: Any, what: str) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a.detach().cpu()
+    if not isinstance(a, np.ndarray) and callable(getattr(a, "to_numpy", None)):
+        a = np.array(a.to_numpy())  # a pandas DataFrame or Series (copied: its own array may be read-only)
     if isinstance(a, np.ndarray):
+        if a.dtype.kind in "USO" and what.startswith("y"):
+            raise DataError(f"{what} holds {'strings' if a.dtype.kind in 'US' else 'Python objects'}, not class "
+                            f"indices: {TO_INDICES}")
         if a.dtype == object:
             raise DataError(f"{what} is a numpy array of Python objects; pass a numeric array")
+        if a.dtype.kind in "US":
+            raise DataError(f"{what} holds strings; pass numbers (encode categorical features first, e.g. with "
+                            "sklearn.preprocessing.OneHotEncoder)")
         return torch.from_numpy(np.ascontiguousarray(a))
     if isinstance(a, (list, tuple)):
         try:
             return torch.as_tensor(np.asarray(a))
         except (ValueError, TypeError) as exc:
             raise DataError(f"{what} could not be read as a numeric array ({exc})") from None
-    raise DataError(f"{what} must be a numpy array or a torch tensor, got {type(a).__name__}; for a torch "
-                    "Dataset or DataLoader, use ddm.data.from_torch(dataset_or_loader)")
+    raise DataError(f"{what} must be a numpy array, a torch tensor or a pandas DataFrame / Series, got "
+                    f"{type(a).__name__}; for a torch Dataset or DataLoader, use "
+                    "ddm.data.from_torch(dataset_or_loader)")
 
 
 def _images(x: torch.Tensor, what: str) -> torch.Tensor:
@@ -87,6 +104,14 @@ def from_arrays(X: Any, y: Any, X_test: Any = None, y_test: Any = None, *, name:
         if num_classes < c:
             raise DataError(f"labels go up to {c - 1} but num_classes={num_classes}")
         c = num_classes
+    present = torch.bincount(yy, minlength=c)
+    if int((present > 0).sum()) < 2:
+        raise DataError(f"the training split holds {int((present > 0).sum())} class: ddm attributes classifiers, "
+                        "which need at least two")
+    if (present == 0).any():
+        empty = torch.nonzero(present == 0).flatten().tolist()
+        log.warning("classes %s have no training samples: the model still gets an output for each (labels keep "
+                    "their values, up to %d); to leave them out, %s", empty, c - 1, TO_INDICES)
     mean, std = (0.0,), (1.0,)
     if normalise:
         dims = (0, 2, 3)
