@@ -68,9 +68,13 @@ def run(name: str, seed: int, root: Path, args: Namespace) -> dict[str, Any]:
                              "measured > 0": float((delta > 0).float().mean()),
                              "DDM > 0": float((pred > 0).float().mean())}
     d, p, t = torch.cat(deltas), torch.cat(preds), torch.cat(terms)
+    # across targets, the measured change regressed on DDM's predicted change and on the term (an intercept beside):
+    # a weight b / a for the term where both slopes are positive
+    fit = torch.linalg.lstsq(torch.stack([torch.ones_like(d), p, t], 1).double(), d.double()[:, None]).solution
+    a, b = float(fit[1]), float(fit[2])
     out["all"] = {"targets": len(d), "measured median": float(d.median()), "DDM median": float(p.median()),
                   "term median": float(t.median()), "measured > 0": float((d > 0).float().mean()),
-                  "DDM > 0": float((p > 0).float().mean())}
+                  "DDM > 0": float((p > 0).float().mean()), "slope on DDM": a, "slope on the term": b}
     print(name, seed, out, flush=True)
     return out
 
@@ -84,11 +88,13 @@ def main() -> None:
                                             "digits-convnet-K40-momentum-wd", options=options)
     lines = M.diagnostic_head("Removing half of other classes' samples: the loss change measured and predicted "
                               "(diagnostic)", args, "calibration targets of the classes kept whole.",
-                              ["targets", "measured median", "DDM median", "measured > 0", "DDM > 0", "term median"])
+                              ["targets", "measured median", "DDM median", "measured > 0", "DDM > 0", "term median",
+                               "slopes across targets: DDM, term"])
     for n in names:
         a = results[n]["all"]
         lines.append(f"| {n} | {a['targets']} | {a['measured median']:+.4f} | {a['DDM median']:+.5f} | "
-                     f"{a['measured > 0']:.2f} | {a['DDM > 0']:.2f} | {a['term median']:+.4f} |")
+                     f"{a['measured > 0']:.2f} | {a['DDM > 0']:.2f} | {a['term median']:+.4f} | "
+                     f"{a['slope on DDM']:+.3g}, {a['slope on the term']:+.3g} |")
     M.write_report(args.out, lines, results)
 
 
