@@ -10,7 +10,7 @@ import torch
 import ddm
 from ddm.data.idx import read_idx
 from ddm.data.vision import read_cifar_binary
-from ddm.exceptions import DataError, MissingDependencyError
+from ddm.exceptions import ConfigError, DataError, MissingDependencyError
 
 
 def write_idx(path, array, gz=False):
@@ -204,3 +204,20 @@ def test_from_torch_takes_a_dataset_or_a_dataloader():
         ddm.data.from_torch([1, 2, 3])
     with pytest.raises(DataError, match=r"\(input, label\) pairs"):
         ddm.data.from_torch(TensorDataset(x))
+
+
+def test_feature_vectors_get_an_mlp_from_the_presets_and_a_convnet_that_would_output_zeros_is_refused():
+    """A ConvNet's instance norm over a 1x1 map outputs zeros (each channel normalised over one value): on feature
+    vectors the demo preset's ConvNet trained to chance, silently. The presets now pick an MLP for them, and the
+    ConvNet refuses the degenerate block, on features and on images too small for its depth."""
+    rng = np.random.default_rng(0)
+    feats = ddm.data.from_arrays(rng.normal(size=(60, 5)), np.arange(60) % 3)
+    for preset in (ddm.presets.demo, ddm.presets.tiny, ddm.presets.paper):
+        assert preset(feats).model.name == "mlp" and preset("digits").model.name == "convnet"
+    with pytest.raises(ConfigError, match="feature vectors .* want model.name=mlp"):
+        ddm.models.build("convnet", feats)
+    digits = ddm.data.from_arrays(rng.normal(size=(40, 8, 8)), np.arange(40) % 2)
+    with pytest.raises(ConfigError, match=r"block 4 of 4 on 8x8 inputs.*model.depth=3 or fewer"):
+        ddm.models.build("convnet", digits, depth=4)
+    assert ddm.models.build("convnet", digits, depth=4, norm="groupnorm") is not None  # a norm over channels is fine
+    assert ddm.models.build("convnet", feats, norm="layernorm") is not None

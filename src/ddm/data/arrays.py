@@ -2,7 +2,8 @@
 
 Features are standardised with the training split's mean and standard deviation (per channel for images,
 per feature otherwise) unless ``normalise=False``. Shapes: ``[N, D]`` features become ``[N, D, 1, 1]``
-(D channels of a 1x1 image: the MLP and ConvNet take them as they are), ``[N, H, W]`` gray images become
+(D channels of a 1x1 image: the presets give them an MLP; a ConvNet with instance norm refuses them, since it
+would normalise every feature to 0), ``[N, H, W]`` gray images become
 ``[N, 1, H, W]``, ``[N, C, H, W]`` stays.
 """
 

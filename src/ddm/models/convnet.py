@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddm.exceptions import ConfigError
+
 
 class AvgPool2x2(nn.Module):
     """``nn.AvgPool2d(2)`` computed as a depthwise 2x2 convolution of stride 2 with weights 1/4: the same values
@@ -50,7 +52,14 @@ class ConvNet(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         c, (h, w) = in_channels, image_size
-        for _ in range(depth):
+        for i in range(depth):
+            if norm == "instancenorm" and h * w == 1:
+                # each channel normalised over its single value is 0: the network would output a constant
+                raise ConfigError(
+                    f"the ConvNet's instance norm would see 1x1 maps in block {i + 1} of {depth} on "
+                    f"{image_size[0]}x{image_size[1]} inputs and output zeros there: "
+                    + ("feature vectors ([N, D] arrays) want model.name=mlp" if image_size == (1, 1) else
+                       f"use model.depth={i} or fewer, or model.norm=groupnorm / layernorm / batchnorm / none"))
             layers += [nn.Conv2d(c, width, 3, padding=1), _norm(norm, width, h), nn.ReLU()]
             if h >= 2 and w >= 2:
                 layers.append(AvgPool2x2())
