@@ -607,3 +607,19 @@ def test_the_small_class_balance_where_other_classes_weights_disagree_between_th
     (ws / "config.json").write_text(json.dumps(config))
     assert main(["info", "-w", str(ws)]) == 0
     assert "switched_class_scale" not in capsys.readouterr().out  # the default balance, nothing to say
+
+
+def test_a_workspace_fitted_on_python_data_says_how_to_open_it(tmp_path, capsys):
+    """The command line loads named datasets only; a workspace fitted on from_arrays data gets a message that says
+    to open it from Python, not "unknown dataset 'arrays'"."""
+    import ddm
+
+    rng = np.random.default_rng(0)
+    data = ddm.data.from_arrays(rng.normal(size=(80, 6)), np.arange(80) % 2)
+    cfg = ddm.presets.tiny(data).with_overrides(["hierarchical=false"])
+    ddm.DistilledDatamodel(tmp_path, cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    for argv in (["attribute", "--targets", "0:2"], ["unlearn", "--groups", "0"], ["check"]):
+        assert main([argv[0], "-w", str(tmp_path), *argv[1:]]) != 0
+        err = capsys.readouterr().err
+        assert "fitted on data handed in from Python ('arrays'" in err and "ddm.DistilledDatamodel(WS).load()" in err
+    assert main(["info", "-w", str(tmp_path)]) == 0

@@ -89,8 +89,20 @@ def _offline(args: argparse.Namespace, until: str) -> tuple[Any, Any, Any]:
     return cfg, data, dm
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+def _load_data(cfg: Any, workspace: str) -> Any:
+    """The workspace's dataset, or an error that says how to open a workspace fitted on data from Python."""
     from ddm import data as data_mod
+
+    if cfg.name not in data_mod.DATASETS:
+        raise DDMError(f"{workspace} was fitted on data handed in from Python ({cfg.name!r}: ddm.data.from_arrays or "
+                       "from_torch), which the command line cannot load (it knows "
+                       f"{', '.join(data_mod.DATASETS.names())}): open it from Python with the same data, "
+                       "`dm = ddm.DistilledDatamodel(WS).load()`, then dm.attribute(data.test[...]), dm.unlearn(...), "
+                       "ddm.evaluation.check.check(dm, data) (README, 'Python quickstart'); `ddm info` reads it as is")
+    return data_mod.load(cfg)
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     from ddm.pipeline import DistilledDatamodel
 
     if getattr(args, "model", None):
@@ -100,11 +112,11 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         stored = Path(args.workspace, "config.json")
         if not stored.exists():
             raise DDMError(f"{args.workspace} holds no finished run (no config.json): run `ddm run` first")
-        data = data_mod.load(RunConfig.from_json(stored.read_text()).data)
+        data = _load_data(RunConfig.from_json(stored.read_text()).data, args.workspace)
         model = models.from_import(args.model, data.num_classes, data.image_shape)
         return DistilledDatamodel(args.workspace, _session_config(args)).load(model=model), data
     dm = DistilledDatamodel(args.workspace, _session_config(args)).load()
-    return dm, data_mod.load(dm.config.data)
+    return dm, _load_data(dm.config.data, args.workspace)
 
 
 def _retrainer(args: argparse.Namespace) -> Any:
