@@ -623,3 +623,31 @@ def test_a_workspace_fitted_on_python_data_says_how_to_open_it(tmp_path, capsys)
         err = capsys.readouterr().err
         assert "fitted on data handed in from Python ('arrays'" in err and "ddm.DistilledDatamodel(WS).load()" in err
     assert main(["info", "-w", str(tmp_path)]) == 0
+
+
+def test_your_own_arrays_in_an_npz_file_run_through_the_command_line(tmp_path, capsys):
+    """``--dataset npz --data-dir FILE.npz``: feature vectors (and their class names) from a file; the preset's
+    ConvNet gives way to an MLP, and every later command reopens the data from the path the workspace keeps."""
+    rng = np.random.default_rng(0)
+    y = np.arange(150) % 3
+    X = rng.normal(size=(150, 7)) + 3 * y[:, None]
+    np.savez(tmp_path / "mine.npz", X=X, y=y, class_names=np.array(["low", "mid", "high"]))
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--dataset", "npz", "--data-dir", str(tmp_path / "mine.npz"),
+                 "--set", "hierarchical=false", "--set", "train.epochs=30", "--json", "-q"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    cfg = RunConfig.from_json(Path(ws, "config.json").read_text())
+    assert cfg.model.name == "mlp" and cfg.data.name == "npz" and out["model"]["test_accuracy"] > 0.8
+    assert "120 train / 30 test samples of 7 features, 3 classes" in out["dataset"]
+    assert main(["attribute", "-w", ws, "--targets", "0:2", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["targets"]) == 2
+    np.savez(tmp_path / "bad.npz", features=X, y=y)
+    assert main(["run", "-w", str(tmp_path / "b"), "--preset", "tiny", "--dataset", "npz", "--data-dir",
+                 str(tmp_path / "bad.npz")]) != 0
+    assert "holds no X" in capsys.readouterr().err
+    np.savez(tmp_path / "obj.npz", X=X, y=np.array([{"a": 1}] * 150, dtype=object))
+    assert main(["run", "-w", str(tmp_path / "c"), "--preset", "tiny", "--dataset", "npz", "--data-dir",
+                 str(tmp_path / "obj.npz")]) != 0
+    assert "needs unpickling, which ddm never does" in capsys.readouterr().err
+    assert main(["run", "-w", str(tmp_path / "d"), "--preset", "tiny", "--dataset", "npz"]) != 0
+    assert "--data-dir FILE.npz" in capsys.readouterr().err

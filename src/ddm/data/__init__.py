@@ -7,6 +7,8 @@ digits          scikit-learn's embedded 8x8 digits (default; no download)
 fashion-mnist   IDX(.gz) files; default ``/usr/share/datasets/fashion-mnist`` (Debian)
 mnist           IDX(.gz) files in ``data_dir``; else torchvision when installed
 cifar10/100     official binary files in ``data_dir``; else torchvision when installed
+npz             your own arrays in a numpy ``.npz`` file (``data_dir``: its path): ``X``, ``y`` and optionally
+                ``X_test``, ``y_test``, ``class_names`` (:func:`ddm.data.arrays.load_npz`)
 =============== ======================================================================
 """
 
@@ -58,6 +60,13 @@ def _cifar100(cfg: DataConfig) -> Dataset:
     from ddm.data.vision import load_cifar
 
     return load_cifar("cifar100", cfg.data_dir, cfg.download)
+
+
+@DATASETS.register("npz")
+def _npz(cfg: DataConfig) -> Dataset:
+    from ddm.data.arrays import load_npz
+
+    return load_npz(cfg.data_dir, cfg.seed)
 
 
 def load(name: str | DataConfig = "digits", **overrides: object) -> Dataset:

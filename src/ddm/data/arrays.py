@@ -10,6 +10,7 @@ would normalise every feature to 0), ``[N, H, W]`` gray images become
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -160,3 +161,38 @@ def from_torch(train: Any, test: Any = None, **options: Any) -> Dataset:
         return from_arrays(x, y, **options)
     xt, yt = _stack(test, "test")
     return from_arrays(x, y, xt, yt, **options)
+
+
+#: the arrays an ``.npz`` file for the ``npz`` dataset holds (the last three optional)
+NPZ_KEYS = ("X", "y", "X_test", "y_test", "class_names")
+
+
+def load_npz(path: str | Path | None, seed: int = 0) -> Dataset:
+    """The ``npz`` dataset: arrays ``X`` and ``y`` (optionally ``X_test``, ``y_test`` and ``class_names``) from a
+    numpy ``.npz`` file (``path``; a folder means its ``data.npz``), read without unpickling anything and then
+    treated as :func:`from_arrays` treats arrays (``seed``: its held-out test split's)."""
+    if not path:
+        raise DataError("the npz dataset reads a numpy .npz file: give its path with --data-dir FILE.npz "
+                        f"(data.data_dir); it holds {', '.join(NPZ_KEYS[:2])} and optionally "
+                        f"{', '.join(NPZ_KEYS[2:])} (np.savez(FILE, X=X, y=y))")
+    file = Path(path)
+    if file.is_dir():
+        file = file / "data.npz"
+    if not file.is_file():
+        raise DataError(f"no .npz file at {file} (the npz dataset's data.data_dir)")
+    try:
+        with np.load(file, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in NPZ_KEYS if k in f.files}
+            unknown = sorted(set(f.files) - set(NPZ_KEYS))
+    except ValueError as exc:  # an object array, which only unpickling would read
+        raise DataError(f"{file} holds an array that needs unpickling, which ddm never does ({exc}): save numeric "
+                        "arrays (and class_names as strings)") from None
+    missing = [k for k in NPZ_KEYS[:2] if k not in arrays]
+    if missing:
+        raise DataError(f"{file} holds no {' or '.join(missing)} (it holds {', '.join(sorted(arrays) + unknown)}): "
+                        f"save np.savez(FILE, X=X, y=y)")
+    if unknown:
+        log.warning("%s: arrays %s are not read (the npz dataset reads %s)", file, unknown, ", ".join(NPZ_KEYS))
+    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
+    return from_arrays(arrays["X"], arrays["y"], arrays.get("X_test"), arrays.get("y_test"), name="npz",
+                       class_names=names, seed=seed)

@@ -68,6 +68,10 @@ class Dataset:
 
     def summary(self) -> str:
         c, h, w = self.image_shape
+        if (h, w) == (1, 1):  # feature vectors (ddm.data.from_arrays of [N, D]): standardised per feature
+            return (f"{self.name}: {len(self.train)} train / {len(self.test)} test samples of {c} features, "
+                    f"{self.num_classes} classes, each feature standardised with the training split's mean and "
+                    "standard deviation")
         return (
             f"{self.name}: {len(self.train)} train / {len(self.test)} test images of {c}x{h}x{w}, "
             f"{self.num_classes} classes, normalised with mean {self.mean} std {self.std}"
