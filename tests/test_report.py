@@ -67,3 +67,15 @@ def test_the_report_names_the_groups_matched_again(tmp_path):
     assert main(["report", "-w", ws, "--targets", "0:1", "-q"]) == 0
     html = (tmp_path / "ws" / "report.html").read_text()
     assert "Matched a second time from their highest-loss members" in html and "group 0 " in html
+
+
+def test_a_feature_vector_is_shown_as_a_gray_strip():
+    """Feature vectors (from_arrays of [N, D]) are 1x1 "images" of D channels: shown as one gray strip of D values
+    (standardised, -3 to +3 from black to white), not as one pixel of their first three channels."""
+    import torch
+
+    from ddm.reporting.plots import pixels
+
+    strip = pixels(torch.tensor([-3.0, 0.0, 1.5, 6.0])[:, None, None], (0.0,) * 4, (1.0,) * 4)
+    assert strip.shape == (1, 4) and np.allclose(strip, [[0.0, 0.5, 0.75, 1.0]])
+    assert pixels(torch.full((1, 3, 3), 0.5), (0.0,), (1.0,)).shape == (3, 3)  # images as before

@@ -24,7 +24,11 @@ def _plt() -> Any:
 
 
 def pixels(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
-    """A normalised image ``[C, H, W]`` back in [0, 1] for display: ``[H, W]`` (gray) or ``[H, W, 3]``."""
+    """A normalised image ``[C, H, W]`` back in [0, 1] for display: ``[H, W]`` (gray) or ``[H, W, 3]``. A feature
+    vector (``[D, 1, 1]``, standardised per feature) is a gray strip ``[1, D]``: -3 to +3 standard deviations from
+    black to white."""
+    if tuple(x.shape[1:]) == (1, 1):
+        return ((x.float().flatten() + 3) / 6).clamp(0, 1)[None, :].numpy()
     img = x.float() * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
     arr = img.clamp(0, 1).permute(1, 2, 0).numpy()
     if arr.shape[-1] == 1:
