@@ -389,6 +389,16 @@ class EmulateConfig:
                                                       "switched_class_scale wherever the synsets switched, and only "
                                                       "there",
                                                 since="0.20", implicit=None, keyed=False)
+    binary_class_scale: float | None = _f(1.0, "the class balance (as other_class_scale) where the task has two "
+                                               "classes, in place of other_class_scale and switched_class_scale: the "
+                                               "other class is then a target's only competitor, and retraining "
+                                               "weighs its groups' removal as much as the own class's. 1 (no "
+                                               "balance): the balance cost LDS on all four binary runs before (a "
+                                               "Fashion-MNIST MLP's three seeds, 0.5 -> 1: +0.02 to +0.06; the "
+                                               "breast-cancer probe +0.008) and on the held-out binary probes after "
+                                               "(BENCHMARKS.md, 'Two classes: no class balance'). none: the other "
+                                               "rules there too",
+                                          since="0.20", implicit=None, keyed=False)
     schedule_weight: float = _f(0.0, "weight of the schedule term: a retrain without a fraction f of the data "
                                       "takes f fewer steps, so each prediction gets weight x (the output at the "
                                       "recorded epoch tau / 2 minus at theta_tau) x 2 f. 0: none. `ddm check` fits "
@@ -485,6 +495,8 @@ class EmulateConfig:
         _check(0 < self.keep_prob < 1, f"emulate.keep_prob must be in (0, 1), got {self.keep_prob}")
         _check(0 < self.other_class_scale <= 1, "emulate.other_class_scale must be in (0, 1] (0 would erase the "
                f"ranking of other classes' groups; 1 leaves the weights as fitted), got {self.other_class_scale}")
+        _check(self.binary_class_scale is None or 0 < self.binary_class_scale <= 1,
+               f"emulate.binary_class_scale must be in (0, 1] or none, got {self.binary_class_scale}")
         _check(self.switched_class_agreement is None or -1 <= self.switched_class_agreement <= 1,
                "emulate.switched_class_agreement is a rank correlation: give a value in [-1, 1], or none, got "
                f"{self.switched_class_agreement}")

@@ -416,12 +416,11 @@ class DistilledDatamodel:
         between the step at theta_tau and the earlier checkpoints' steps (:attr:`other_class_agreement` below
         ``emulate.switched_class_agreement``), or, where that was not recorded, where the group synsets switched to a
         temperature on their own (:meth:`_followed_temperature`; BENCHMARKS.md, "The class balance follows the
-        switch"; :func:`switched_balance_applies`); else ``emulate.other_class_scale``."""
-        e = self.config.emulate
-        if e.switched_class_scale is not None and switched_balance_applies(
-                self.other_class_agreement, e.switched_class_agreement, self._followed_temperature() is not None):
-            return e.switched_class_scale, "emulate.switched_class_scale"
-        return e.other_class_scale, "emulate.other_class_scale"
+        switch"; :func:`switched_balance_applies`); else ``emulate.other_class_scale``; on a task with two classes
+        ``emulate.binary_class_scale`` in place of both (:func:`balance_rule`)."""
+        classes = self.num_classes or (self.synset.num_classes if self.synset is not None else None)
+        return balance_rule(self.config.emulate, classes, self.other_class_agreement,
+                            self._followed_temperature() is not None)
 
     @property
     def other_class_agreement(self) -> float | None:
@@ -1187,6 +1186,19 @@ def _require_memory(need: int, what: str, advice: str) -> None:
     if free is not None and need > free:
         raise ConfigError(f"{what} needs about {need / 2 ** 30:.1f} GiB of memory and {free / 2 ** 30:.1f} GiB is "
                           f"available: {advice}")
+
+
+def balance_rule(e: Any, num_classes: int | None, agreement: float | None, switched: bool) -> tuple[float, str]:
+    """``(scale, setting)``: the class balance of the emulation settings ``e`` (:class:`EmulateConfig`) for a task
+    with ``num_classes`` classes whose synsets have the other-class step ``agreement`` and ``switched`` to a
+    temperature or not: ``emulate.binary_class_scale`` with two classes, ``emulate.switched_class_scale`` where
+    :func:`switched_balance_applies`, else ``emulate.other_class_scale``."""
+    if num_classes == 2 and e.binary_class_scale is not None:
+        return e.binary_class_scale, "emulate.binary_class_scale"
+    if e.switched_class_scale is not None and switched_balance_applies(agreement, e.switched_class_agreement,
+                                                                       switched):
+        return e.switched_class_scale, "emulate.switched_class_scale"
+    return e.other_class_scale, "emulate.other_class_scale"
 
 
 def switched_balance_applies(agreement: float | None, threshold: float | None, switched: bool) -> bool:

@@ -311,7 +311,8 @@ def _print_attribution(r: dict[str, Any]) -> None:
     if scale is not None and scale != 1.0:
         why = (", the balance where other classes' weights disagree between the steps, or where the synsets switched "
                "to a temperature on their own"
-               if setting == "emulate.switched_class_scale" else "")
+               if setting == "emulate.switched_class_scale" else
+               ", the balance of a task with two classes" if setting == "emulate.binary_class_scale" else "")
         print(f"  groups of other classes than the target's weigh x{scale:g} ({setting}{why}; "
               "README, 'Class balance')")
     if r.get("schedule_weight"):
@@ -852,7 +853,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         TrainConfig,
         describe,
     )
-    from ddm.pipeline import switched_balance_applies
+    from ddm.pipeline import balance_rule
     from ddm.workspace import Workspace
 
     if args.config_help or not args.workspace:
@@ -963,12 +964,19 @@ def cmd_info(args: argparse.Namespace) -> int:
               + ("; the class-level synset follows" if any(st["stage"] == "synset-class" and "temperature_from" in st
                                                            for st in stages) else ""))
     synset_stage = next((st for st in stages if st["stage"] == "synset"), None)
+    train_stage = next((st for st in stages if st["stage"] == "train"), None)
     emulate = (config or RunConfig()).emulate
     agreement = None if synset_stage is None else synset_stage.get("other_class_agreement")
     below = emulate.switched_class_agreement
-    if emulate.switched_class_scale is not None and (auto is not None or agreement is not None):
+    classes = None if train_stage is None else train_stage.get("num_classes")
+    scale, setting = balance_rule(emulate, classes, agreement, auto is not None)
+    if setting == "emulate.binary_class_scale" and synset_stage is not None:
+        print(f"  group attributions weigh the other class's groups x{scale:g} (emulate.binary_class_scale, in place "
+              "of the other class balances: with two classes the other class is every target's only competitor; "
+              "README, 'Class balance')")
+    elif emulate.switched_class_scale is not None and (auto is not None or agreement is not None):
         known = below is not None and agreement is not None
-        if switched_balance_applies(agreement, below, auto is not None):
+        if setting == "emulate.switched_class_scale":
             why = (f"other-class step agreement {agreement:+.2f}, below {below:g}: emulate.switched_class_agreement"
                    if known else "the synsets switched to a temperature on their own")
             print(f"  group attributions weigh other classes' groups x{emulate.switched_class_scale:g} "
