@@ -17,18 +17,20 @@ the trivial score.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-import ddm
-from ddm import progress
-from ddm.evaluation.check import SUBSET_SEED, _spearman_columns, check_targets
-from ddm.evaluation.protocol import _Truth, subset_losses
-from ddm.objectives import get
-from ddm.workspace import atomic_write_text
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import matrix as M  # noqa: E402
+
+import ddm  # noqa: E402
+from ddm import progress  # noqa: E402
+from ddm.evaluation.check import SUBSET_SEED, _spearman_columns, check_targets  # noqa: E402
+from ddm.evaluation.protocol import _Truth, subset_losses  # noqa: E402
+from ddm.objectives import get  # noqa: E402
 
 SHARES = (0.0, 0.03, 0.1, 0.5)
 
@@ -83,11 +85,7 @@ def main() -> None:
              "LDS on each workspace's `ddm check` retrains (200 targets, 16 random halves).", "",
              "| workspace | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     lines += [f"| {ws} | " + " | ".join(f"{r[c]:g}" for c in cols) + " |" for ws, r in results.items()]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=1, default=float))
-    print("\n".join(lines))
+    M.write_report(args.out, lines, results)
 
 
 if __name__ == "__main__":
