@@ -651,6 +651,9 @@ def test_your_own_arrays_in_an_npz_file_run_through_the_command_line(tmp_path, c
     assert "needs unpickling, which ddm never does" in capsys.readouterr().err
     assert main(["run", "-w", str(tmp_path / "d"), "--preset", "tiny", "--dataset", "npz"]) != 0
     assert "--data-dir FILE.npz" in capsys.readouterr().err
+    assert main(["run", "-w", str(tmp_path / "e"), "--preset", "tiny", "--dataset", "npz", "--data-dir",
+                 "nowhere/mine.npz"]) != 0
+    assert "a relative path is read from the current directory" in capsys.readouterr().err
 
 
 def test_a_task_with_two_classes_takes_no_class_balance(tmp_path, capsys):

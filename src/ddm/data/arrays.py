@@ -179,7 +179,8 @@ def load_npz(path: str | Path | None, seed: int = 0) -> Dataset:
     if file.is_dir():
         file = file / "data.npz"
     if not file.is_file():
-        raise DataError(f"no .npz file at {file} (the npz dataset's data.data_dir)")
+        where = "" if file.is_absolute() else f"; a relative path is read from the current directory, {Path.cwd()}"
+        raise DataError(f"no .npz file at {file} (the npz dataset's data.data_dir{where})")
     try:
         with np.load(file, allow_pickle=False) as f:
             arrays = {k: f[k] for k in NPZ_KEYS if k in f.files}
