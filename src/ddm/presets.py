@@ -20,12 +20,12 @@ from ddm.registry import Registry
 PRESETS: Registry[Callable[..., RunConfig]] = Registry("preset")
 
 
-def _model_cfg(data: Any, model: ModelConfig) -> ModelConfig:
-    """``model``, or an MLP of its width where ``data`` holds feature vectors (``[N, D]`` arrays become 1x1
-    images, which a ConvNet cannot convolve: ``from_arrays``)."""
+def model_for(data: Any, model: ModelConfig) -> ModelConfig:
+    """``model``, or, where it is a ConvNet and ``data`` holds feature vectors (``[N, D]`` arrays become 1x1 images,
+    which a ConvNet cannot convolve: ``from_arrays``), an MLP of its width and seed with two hidden layers."""
     shape = getattr(data, "image_shape", None)
-    if shape is not None and tuple(shape)[1:] == (1, 1):
-        return ModelConfig(name="mlp", width=model.width, depth=2)
+    if model.name == "convnet" and shape is not None and tuple(shape)[1:] == (1, 1):
+        return ModelConfig(name="mlp", width=model.width, depth=2, seed=model.seed)
     return model
 
 
@@ -47,7 +47,7 @@ def paper(data: Any = None) -> RunConfig:
     fine-tuning emulation)."""
     return RunConfig(
         data=_data_cfg(data),
-        model=_model_cfg(data, ModelConfig(width=128, depth=3)),
+        model=model_for(data, ModelConfig(width=128, depth=3)),
         train=TrainConfig(epochs=20, lr=0.01, batch_size=64),
         cluster=ClusterConfig(per_class=10),
         distill=DistillConfig(),
@@ -62,7 +62,7 @@ def demo(data: Any = None) -> RunConfig:
     images per group and step; the default distillation recipe (``head``)."""
     return RunConfig(
         data=_data_cfg(data),
-        model=_model_cfg(data, ModelConfig(width=32, depth=3)),
+        model=model_for(data, ModelConfig(width=32, depth=3)),
         train=TrainConfig(epochs=20, lr=0.1, batch_size=32),
         cluster=ClusterConfig(per_class=10),
         distill=DistillConfig(batch_real=16),
@@ -77,7 +77,7 @@ def tiny(data: Any = None) -> RunConfig:
     d.train_size, d.test_size = d.train_size or 300, d.test_size or 60
     return RunConfig(
         data=d,
-        model=_model_cfg(data, ModelConfig(width=8, depth=2)),
+        model=model_for(data, ModelConfig(width=8, depth=2)),
         train=TrainConfig(epochs=4, lr=0.1, batch_size=32),
         cluster=ClusterConfig(per_class=2),
         distill=DistillConfig(iterations=6, batch_real=8, checkpoint_every=2),

@@ -70,18 +70,19 @@ def make_config(args: argparse.Namespace) -> Any:
 
 def _offline(args: argparse.Namespace, until: str) -> tuple[Any, Any, Any]:
     from ddm import data as data_mod
-    from ddm import models
+    from ddm import models, presets
     from ddm.pipeline import DistilledDatamodel
 
     cfg = make_config(args)
     data = data_mod.load(cfg.data)
     log.info("%s", data.summary())
-    if (tuple(data.image_shape)[1:] == (1, 1) and cfg.model.name == "convnet" and not args.model
+    model_cfg = presets.model_for(data, cfg.model)
+    if (model_cfg != cfg.model and not args.model
             and not any(s.split("=", 1)[0].strip() == "model.name" for s in args.sets)):
         # feature vectors (1x1 "images"): the preset's ConvNet cannot convolve them (its instance norm refuses them)
-        cfg = cfg.with_overrides(["model.name=mlp", "model.depth=2"])
-        log.info("the data are feature vectors (%d per sample): an MLP (model.name=mlp, width %d, depth 2) in place "
-                 "of the preset's ConvNet", data.image_shape[0], cfg.model.width)
+        cfg = cfg.with_overrides([f"model.name={model_cfg.name}", f"model.depth={model_cfg.depth}"])
+        log.info("the data are feature vectors (%d per sample): an MLP (model.name=mlp, width %d, depth %d) in place "
+                 "of the preset's ConvNet", data.image_shape[0], cfg.model.width, cfg.model.depth)
     dm = DistilledDatamodel(args.workspace, cfg, overwrite=args.overwrite)
     if args.model:
         model = models.from_import(args.model, data.num_classes, data.image_shape)
