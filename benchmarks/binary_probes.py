@@ -1,13 +1,17 @@
 """Binary probes for the class balance of a task with two classes (BENCHMARKS.md, "Two classes: no class balance").
 
-``make``: the three ``.npz`` files the probes read (``ddm run --dataset npz --data-dir FILE``): Fashion-MNIST
+``make``: the ``.npz`` files the probes read (``ddm run --dataset npz --data-dir FILE``): Fashion-MNIST
 pullover (class 2) against coat (class 4), 2,000 training and 500 test images drawn from the official splits;
-scikit-learn's 8x8 digits 3 against 8; ``make_classification`` with 2,000 samples of 20 features, two classes.
+scikit-learn's 8x8 digits 3 against 8; ``make_classification`` with 2,000 samples of 20 features, two classes; and
+a second set made after the first was scored: Fashion-MNIST sandal (5) against sneaker (7), digits 1 against 7 as
+64 features, ``make_classification`` with 3,000 samples of 30 features.
 ``score``: on workspaces ``ddm check`` has retrained, LDS over the check's 16 random halves (its 200 targets, the
-default damping) with other classes' groups at 0.5 and at 1 (no balance), and the balance the workspace uses.
+default damping) with other classes' groups at 0.5 and at 1 (no balance), and the balance the workspace uses; then
+LDS and other-class LDS (the check's 15 subsets keeping the class with more targets whole) at each of
+``--dampings`` (``emulate.damping_scale``, with the default class balance).
 
     python benchmarks/binary_probes.py make --out runs/p5
-    python benchmarks/binary_probes.py score runs/u23 runs/u24 runs/u25 runs/u26
+    python benchmarks/binary_probes.py score runs/u23 runs/u24 runs/u25 runs/u26 runs/u27 runs/u28 runs/u29
 """
 
 from __future__ import annotations
@@ -41,12 +45,31 @@ def make(out: Path) -> None:
     X, Y = make_classification(n_samples=2000, n_features=20, n_informative=8, n_redundant=4, n_classes=2,
                                n_clusters_per_class=3, flip_y=0.03, random_state=91)
     np.savez(out / "tab-binary.npz", X=X, y=Y)
-    print(f"wrote fm-pullover-coat.npz, digits-3-8.npz, tab-binary.npz in {out}")
+    # the second set, made after the first was scored (the damping's held-out probes)
+    def pair(split: ddm.data.Split, a: int, b: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        y = split.y.numpy()
+        idx = np.random.default_rng(seed).permutation(np.nonzero((y == a) | (y == b))[0])[:n]
+        return split.x[idx].numpy()[:, 0], (y[idx] == b).astype(int)
+
+    (x, y), (xt, yt) = pair(fm.train, 5, 7, 2000, 2), pair(fm.test, 5, 7, 500, 3)
+    np.savez(out / "fm-sandal-sneaker.npz", X=x, y=y, X_test=xt, y_test=yt, class_names=np.array(["sandal", "sneaker"]))
+    m = (d.target == 1) | (d.target == 7)
+    np.savez(out / "digits-1-7.npz", X=d.images[m].reshape(int(m.sum()), -1), y=(d.target[m] == 7).astype(int),
+             class_names=np.array(["1", "7"]))
+    X, Y = make_classification(n_samples=3000, n_features=30, n_informative=10, n_redundant=5, n_classes=2,
+                               n_clusters_per_class=4, flip_y=0.02, class_sep=0.8, random_state=97)
+    np.savez(out / "tab-binary-2.npz", X=X, y=Y)
+    print(f"wrote fm-pullover-coat, digits-3-8, tab-binary, fm-sandal-sneaker, digits-1-7, tab-binary-2 (.npz) "
+          f"in {out}")
 
 
-def score(workspaces: list[str]) -> None:
+def score(workspaces: list[str], dampings: list[float]) -> None:
+    from ddm.emulate.perturbations import sample_perturbations
     from ddm.evaluation.check import SUBSET_SEED, _spearman_columns, check_targets
-    from ddm.evaluation.protocol import _Truth, subset_losses
+    from ddm.evaluation.protocol import _loss, _Truth, subset_losses
+
+    def lds(pred: torch.Tensor, actual: torch.Tensor) -> float:
+        return float(_spearman_columns(pred.double().numpy(), actual.double().numpy()).mean())
 
     for ws in workspaces:
         dm = ddm.DistilledDatamodel(ws).load()
@@ -54,25 +77,45 @@ def score(workspaces: list[str]) -> None:
         F = dm.fitted()
         rows = check_targets(len(data.test), 200)
         targets = data.test[rows]
-        keep, actual = subset_losses(_Truth(dm.ws.path("check"), dm, data, None), F.groups.num_groups, 16, 0.5,
-                                     SUBSET_SEED, rows, targets.y, "retrains")
-        lds = {}
+        truth = _Truth(dm.ws.path("check"), dm, data, None)
+        keep, actual = subset_losses(truth, F.groups.num_groups, 16, 0.5, SUBSET_SEED, rows, targets.y, "retrains")
+        balance = {}
         for s in (0.5, 1.0):
             pred = dm.attribute(targets, "dist2", name=f"binary-balance-{s:g}", other_class_scale=s).predict(keep)
-            lds[s] = float(_spearman_columns(pred[..., 0].double().numpy(), actual.double().numpy()).mean())
-        print(f"{ws}: in use {dm.class_balance}; LDS at 0.5 {lds[0.5]:.4f}, at 1 (no balance) {lds[1.0]:.4f}",
-              flush=True)
+            balance[s] = lds(pred[..., 0], actual)
+        print(f"{ws}: balance in use {dm.class_balance}; LDS at 0.5 {balance[0.5]:.4f}, at 1 (no balance) "
+              f"{balance[1.0]:.4f}", flush=True)
+        # the check's other-class subsets (binary: the class with more targets kept whole, half of the other's groups)
+        counts = torch.bincount(targets.y, minlength=data.num_classes)
+        chosen = sorted(torch.argsort(-counts, stable=True)[:1].tolist())
+        masks = sample_perturbations(F.groups.num_groups, 15, 0.5, seed=SUBSET_SEED + 1_000)
+        masks[:, torch.isin(F.groups.labels, torch.as_tensor(chosen))] = True
+        sel = torch.nonzero(torch.isin(targets.y, torch.as_tensor(chosen))).flatten()
+        oc = truth.many_test([torch.nonzero(~m).flatten().tolist() for m in masks], "other-class retrains")
+        oc_actual = _loss(oc[:, rows[sel]], targets.y[sel])
+        base = dm.config
+        for d in dampings:  # with the default class balance, whatever the stored workspace had
+            dm.config = base.with_overrides([f"emulate.damping_scale={d:g}", "emulate.binary_class_scale=none"])
+            attr = dm.attribute(targets, "dist2", name=f"binary-damping-{d:g}")
+            print(f"  damping x{d:g}: LDS {lds(attr.predict(keep)[..., 0], actual):.4f}, other-class LDS "
+                  f"{lds(attr.predict(masks)[:, sel, 0], oc_actual):+.4f}", flush=True)
+        dm.config = base
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
     sub.add_parser("make").add_argument("--out", type=Path, default=Path("runs/p5"))
-    sub.add_parser("score").add_argument("workspaces", nargs="+")
+    sc = sub.add_parser("score")
+    sc.add_argument("workspaces", nargs="+")
+    sc.add_argument("--dampings", default="1,3,10,30", help="emulate.damping_scale values scored as well")
     args = p.parse_args()
     torch.set_num_threads(1)
     progress.set_enabled(False)
-    make(args.out) if args.what == "make" else score(args.workspaces)
+    if args.what == "make":
+        make(args.out)
+    else:
+        score(args.workspaces, [float(d) for d in args.dampings.split(",")])
 
 
 if __name__ == "__main__":

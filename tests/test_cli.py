@@ -656,9 +656,9 @@ def test_your_own_arrays_in_an_npz_file_run_through_the_command_line(tmp_path, c
     assert "a relative path is read from the current directory" in capsys.readouterr().err
 
 
-def test_a_task_with_two_classes_takes_no_class_balance(tmp_path, capsys):
-    """With two classes the other class is every target's only competitor: emulate.binary_class_scale (1) in place of
-    other_class_scale and switched_class_scale; none restores the other rules."""
+def test_a_task_with_two_classes_can_take_its_own_class_balance(tmp_path, capsys):
+    """emulate.binary_class_scale (off by default: a wash on held-out binary probes) replaces other_class_scale and
+    switched_class_scale where the task has two classes, and only there."""
     from types import SimpleNamespace
 
     from ddm import data as ddm_data
@@ -667,13 +667,14 @@ def test_a_task_with_two_classes_takes_no_class_balance(tmp_path, capsys):
     from ddm.pipeline import DistilledDatamodel, balance_rule
 
     e = EmulateConfig()
-    assert balance_rule(e, 2, 0.9, False) == (1.0, "emulate.binary_class_scale")
-    assert balance_rule(e, 2, 0.1, True) == (1.0, "emulate.binary_class_scale")  # the switched balance too
-    assert balance_rule(e, 10, 0.9, False) == (0.5, "emulate.other_class_scale")
-    assert balance_rule(e, 10, 0.1, False) == (0.1, "emulate.switched_class_scale")
-    assert balance_rule(e, None, 0.9, False) == (0.5, "emulate.other_class_scale")  # unknown: as before
-    none = EmulateConfig(binary_class_scale=None)
-    assert balance_rule(none, 2, 0.9, False) == (0.5, "emulate.other_class_scale")
+    assert e.binary_class_scale is None and balance_rule(e, 2, 0.9, False) == (0.5, "emulate.other_class_scale")
+    assert balance_rule(e, 2, 0.1, False) == (0.1, "emulate.switched_class_scale")
+    on = EmulateConfig(binary_class_scale=1.0)
+    assert balance_rule(on, 2, 0.9, False) == (1.0, "emulate.binary_class_scale")
+    assert balance_rule(on, 2, 0.1, True) == (1.0, "emulate.binary_class_scale")  # the switched balance too
+    assert balance_rule(on, 10, 0.9, False) == (0.5, "emulate.other_class_scale")
+    assert balance_rule(on, 10, 0.1, False) == (0.1, "emulate.switched_class_scale")
+    assert balance_rule(on, None, 0.9, False) == (0.5, "emulate.other_class_scale")  # unknown: as before
     assert balance_rule(SimpleNamespace(**{**e.__dict__, "binary_class_scale": 0.7}), 2, 0.9, False)[0] == 0.7
     with pytest.raises(ddm_errors.ConfigError, match="binary_class_scale"):
         EmulateConfig(binary_class_scale=0)
@@ -683,7 +684,7 @@ def test_a_task_with_two_classes_takes_no_class_balance(tmp_path, capsys):
     np.savez(tmp_path / "two.npz", X=rng.normal(size=(120, 6)) + 2 * y[:, None], y=y)
     ws = str(tmp_path / "ws")
     assert main(["run", "-w", ws, "--preset", "tiny", "--dataset", "npz", "--data-dir", str(tmp_path / "two.npz"),
-                 "--set", "hierarchical=false", "-q"]) == 0
+                 "--set", "hierarchical=false", "--set", "emulate.binary_class_scale=1", "-q"]) == 0
     capsys.readouterr()
     dm = DistilledDatamodel(ws).load()
     assert dm.class_balance == (1.0, "emulate.binary_class_scale")
