@@ -4,7 +4,9 @@
 pullover (class 2) against coat (class 4), 2,000 training and 500 test images drawn from the official splits;
 scikit-learn's 8x8 digits 3 against 8; ``make_classification`` with 2,000 samples of 20 features, two classes; and
 a second set made after the first was scored: Fashion-MNIST sandal (5) against sneaker (7), digits 1 against 7 as
-64 features, ``make_classification`` with 3,000 samples of 30 features.
+64 features, ``make_classification`` with 3,000 samples of 30 features; a third made after the damping lead was read
+off the first six: Fashion-MNIST bag (8) against ankle boot (9), digits 4 against 9, ``make_classification`` with
+4,000 samples of 15 features.
 ``score``: on workspaces ``ddm check`` has retrained, LDS over the check's 16 random halves (its 200 targets, the
 default damping) with other classes' groups at 0.5 and at 1 (no balance), and the balance the workspace uses; then
 LDS and other-class LDS (the check's 15 subsets keeping the class with more targets whole) at each of
@@ -59,8 +61,16 @@ def make(out: Path) -> None:
     X, Y = make_classification(n_samples=3000, n_features=30, n_informative=10, n_redundant=5, n_classes=2,
                                n_clusters_per_class=4, flip_y=0.02, class_sep=0.8, random_state=97)
     np.savez(out / "tab-binary-2.npz", X=X, y=Y)
-    print(f"wrote fm-pullover-coat, digits-3-8, tab-binary, fm-sandal-sneaker, digits-1-7, tab-binary-2 (.npz) "
-          f"in {out}")
+    # the third set, made after the damping lead was read off the first two (its held-out probes)
+    (x, y), (xt, yt) = pair(fm.train, 8, 9, 2000, 4), pair(fm.test, 8, 9, 500, 5)
+    np.savez(out / "fm-bag-boot.npz", X=x, y=y, X_test=xt, y_test=yt, class_names=np.array(["bag", "ankle boot"]))
+    m = (d.target == 4) | (d.target == 9)
+    np.savez(out / "digits-4-9.npz", X=d.images[m], y=(d.target[m] == 9).astype(int), class_names=np.array(["4", "9"]))
+    X, Y = make_classification(n_samples=4000, n_features=15, n_informative=6, n_redundant=3, n_classes=2,
+                               n_clusters_per_class=2, flip_y=0.05, class_sep=1.0, random_state=103)
+    np.savez(out / "tab-binary-3.npz", X=X, y=Y)
+    print(f"wrote fm-pullover-coat, digits-3-8, tab-binary, fm-sandal-sneaker, digits-1-7, tab-binary-2, "
+          f"fm-bag-boot, digits-4-9, tab-binary-3 (.npz) in {out}")
 
 
 def score(workspaces: list[str], dampings: list[float]) -> None:
