@@ -19,13 +19,17 @@ LDS and other-class LDS (the check's 15 subsets keeping the class with more targ
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-import ddm
-from ddm import progress
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import matrix as M  # noqa: E402
+
+import ddm  # noqa: E402
+from ddm import progress  # noqa: E402
 
 
 def make(out: Path) -> None:
@@ -75,20 +79,15 @@ def make(out: Path) -> None:
 
 def score(workspaces: list[str], dampings: list[float]) -> None:
     from ddm.emulate.perturbations import sample_perturbations
-    from ddm.evaluation.check import SUBSET_SEED, _spearman_columns, check_targets
-    from ddm.evaluation.protocol import _loss, _Truth, subset_losses
+    from ddm.evaluation.check import SUBSET_SEED, _spearman_columns
+    from ddm.evaluation.protocol import _loss
 
     def lds(pred: torch.Tensor, actual: torch.Tensor) -> float:
         return float(_spearman_columns(pred.double().numpy(), actual.double().numpy()).mean())
 
     for ws in workspaces:
-        dm = ddm.DistilledDatamodel(ws).load()
-        data = ddm.data.load(dm.config.data)
+        dm, data, targets, rows, truth, keep, actual = M.check_halves(ws)
         F = dm.fitted()
-        rows = check_targets(len(data.test), 200)
-        targets = data.test[rows]
-        truth = _Truth(dm.ws.path("check"), dm, data, None)
-        keep, actual = subset_losses(truth, F.groups.num_groups, 16, 0.5, SUBSET_SEED, rows, targets.y, "retrains")
         balance = {}
         for s in (0.5, 1.0):
             pred = dm.attribute(targets, "dist2", name=f"binary-balance-{s:g}", other_class_scale=s).predict(keep)

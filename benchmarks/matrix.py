@@ -292,6 +292,24 @@ def head_retrained(dm: ddm.DistilledDatamodel, data: Any, targets: Any
     return per_mask(value)
 
 
+def check_halves(workspace: str | Path) -> tuple[ddm.DistilledDatamodel, Any, Any, torch.Tensor, Any, torch.Tensor,
+                                                 torch.Tensor]:
+    """A workspace ``ddm check`` has retrained, opened with what its random halves need: ``(dm, data, targets, rows,
+    truth, keep, actual)``: the check's 200 targets (test ``rows``), its retrains (``truth``, a
+    :class:`ddm.evaluation.protocol._Truth`), its 16 halves' keep-masks and the targets' retrained losses."""
+    from ddm.evaluation.check import SUBSET_SEED, check_targets
+    from ddm.evaluation.protocol import _Truth, subset_losses
+
+    dm = ddm.DistilledDatamodel(workspace).load()
+    data = ddm.data.load(dm.config.data)
+    rows = check_targets(len(data.test), 200)
+    targets = data.test[rows]
+    truth = _Truth(dm.ws.path("check"), dm, data, None)
+    keep, actual = subset_losses(truth, dm.fitted().groups.num_groups, 16, 0.5, SUBSET_SEED, rows, targets.y,
+                                 "retrains")
+    return dm, data, targets, rows, truth, keep, actual
+
+
 def extra_retrain(cache: RetrainCache, path: Path, rows: torch.Tensor | None = None, subsample: float = 1.0,
                   seed: int | None = None) -> torch.Tensor:
     """Logits on ``cache``'s evaluation inputs of a retrain that is not a removal of groups (cached at ``path``): on

@@ -26,23 +26,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
-import ddm  # noqa: E402
 from ddm import progress  # noqa: E402
-from ddm.evaluation.check import SUBSET_SEED, _spearman_columns, check_targets  # noqa: E402
-from ddm.evaluation.protocol import _Truth, subset_losses  # noqa: E402
+from ddm.evaluation.check import _spearman_columns  # noqa: E402
 from ddm.objectives import get  # noqa: E402
 
 SHARES = (0.0, 0.03, 0.1, 0.5)
 
 
 def run(ws: str) -> dict[str, Any]:
-    dm = ddm.DistilledDatamodel(ws).load()
-    data = ddm.data.load(dm.config.data)
+    dm, data, targets, _, _, keep, actual = M.check_halves(ws)
     F = dm.fitted()
-    rows = check_targets(len(data.test), 200)
-    targets = data.test[rows]
-    truth = _Truth(dm.ws.path("check"), dm, data, None)
-    keep, actual = subset_losses(truth, F.groups.num_groups, 16, 0.5, SUBSET_SEED, rows, targets.y, "retrains")
     attr = dm.attribute(targets, "dist2", name="check")
     labels, y = F.groups.labels, targets.y
     same = (labels[None, :] == y[:, None]).float()  # [T, K]
