@@ -1,6 +1,7 @@
 """Binary probes for the class balance of a task with two classes (BENCHMARKS.md, "Two classes: no class balance").
 
-``make``: the ``.npz`` files the probes read (``ddm run --dataset npz --data-dir FILE``): Fashion-MNIST
+``make``: the ``.npz`` files the probes read (``ddm run --dataset npz --data-dir FILE``): scikit-learn's breast
+cancer data (the probe u23 of "Five probes on new axes"); Fashion-MNIST
 pullover (class 2) against coat (class 4), 2,000 training and 500 test images drawn from the official splits;
 scikit-learn's 8x8 digits 3 against 8; ``make_classification`` with 2,000 samples of 20 features, two classes; and
 a second set made after the first was scored: Fashion-MNIST sandal (5) against sneaker (7), digits 1 against 7 as
@@ -33,9 +34,11 @@ from ddm import progress  # noqa: E402
 
 
 def make(out: Path) -> None:
-    from sklearn.datasets import load_digits, make_classification
+    from sklearn.datasets import load_breast_cancer, load_digits, make_classification
 
     out.mkdir(parents=True, exist_ok=True)
+    bc = load_breast_cancer()  # the probe before these (u23): real tabular data, two classes
+    np.savez(out / "cancer.npz", X=bc.data, y=bc.target, class_names=np.array([str(n) for n in bc.target_names]))
     fm = ddm.data.load("fashion-mnist")
 
     def pick(split: ddm.data.Split, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +76,7 @@ def make(out: Path) -> None:
     X, Y = make_classification(n_samples=4000, n_features=15, n_informative=6, n_redundant=3, n_classes=2,
                                n_clusters_per_class=2, flip_y=0.05, class_sep=1.0, random_state=103)
     np.savez(out / "tab-binary-3.npz", X=X, y=Y)
-    print(f"wrote fm-pullover-coat, digits-3-8, tab-binary, fm-sandal-sneaker, digits-1-7, tab-binary-2, "
+    print(f"wrote cancer, fm-pullover-coat, digits-3-8, tab-binary, fm-sandal-sneaker, digits-1-7, tab-binary-2, "
           f"fm-bag-boot, digits-4-9, tab-binary-3 (.npz) in {out}")
 
 
