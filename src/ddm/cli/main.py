@@ -62,27 +62,39 @@ def make_config(args: argparse.Namespace) -> Any:
     if getattr(args, "device", None):
         sets.append(f"device={args.device}")
     cfg = cfg.with_overrides(sets + list(args.sets))  # --set applies last
+    if cfg.data.name == "npz" and cfg.data.data_dir and not Path(cfg.data.data_dir).is_absolute():
+        # the workspace keeps the file's full path, so that later commands find it from any directory
+        cfg = cfg.with_overrides([f"data.data_dir={Path(cfg.data.data_dir).resolve()}"])
     from ddm import devices
 
     devices.resolve(cfg.device)  # a device this machine lacks is an error now, not after the data is loaded
     return cfg
 
 
+def _model_for_data(cfg: Any, data: Any, args: argparse.Namespace) -> Any:
+    """``cfg`` with an MLP in place of the preset's ConvNet where ``data`` are feature vectors (1x1 "images", which
+    the ConvNet's instance norm refuses: :func:`ddm.presets.model_for`), unless the model was named
+    (``--set model.name=...`` or ``--model``)."""
+    from ddm import presets
+
+    model_cfg = presets.model_for(data, cfg.model)
+    if (model_cfg == cfg.model or getattr(args, "model", None)
+            or any(s.split("=", 1)[0].strip() == "model.name" for s in args.sets)):
+        return cfg
+    log.info("the data are feature vectors (%d per sample): an MLP (model.name=mlp, width %d, depth %d) in place of "
+             "the preset's ConvNet", data.image_shape[0], model_cfg.width, model_cfg.depth)
+    return cfg.with_overrides([f"model.name={model_cfg.name}", f"model.depth={model_cfg.depth}"])
+
+
 def _offline(args: argparse.Namespace, until: str) -> tuple[Any, Any, Any]:
     from ddm import data as data_mod
-    from ddm import models, presets
+    from ddm import models
     from ddm.pipeline import DistilledDatamodel
 
     cfg = make_config(args)
     data = data_mod.load(cfg.data)
     log.info("%s", data.summary())
-    model_cfg = presets.model_for(data, cfg.model)
-    if (model_cfg != cfg.model and not args.model
-            and not any(s.split("=", 1)[0].strip() == "model.name" for s in args.sets)):
-        # feature vectors (1x1 "images"): the preset's ConvNet cannot convolve them (its instance norm refuses them)
-        cfg = cfg.with_overrides([f"model.name={model_cfg.name}", f"model.depth={model_cfg.depth}"])
-        log.info("the data are feature vectors (%d per sample): an MLP (model.name=mlp, width %d, depth %d) in place "
-                 "of the preset's ConvNet", data.image_shape[0], cfg.model.width, cfg.model.depth)
+    cfg = _model_for_data(cfg, data, args)
     dm = DistilledDatamodel(args.workspace, cfg, overwrite=args.overwrite)
     if args.model:
         model = models.from_import(args.model, data.num_classes, data.image_shape)
@@ -686,6 +698,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.model and (args.scaling or args.ablation):
         raise DDMError("--model is measured by the protocol itself; --scaling and --ablation use the "
                        "configured registered model (model.name)")
+    config = make_config(args)
+    if config.data.name == "npz":  # the command line's one source of feature vectors
+        from ddm import data as data_mod
+
+        config = _model_for_data(config, data_mod.load(config.data), args)
     if args.scaling:
         from ddm.evaluation.scaling import measure_scaling, scaling_markdown
 
@@ -695,7 +712,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             cs = [int(c) for c in cs_text.split(",") if c.strip()]
         except ValueError:
             raise DDMError(f"--scaling {args.scaling!r}: give SIZES:C_LIST, e.g. 400,800,all:2,5,10") from None
-        res = measure_scaling(args.workspace, make_config(args), sizes, cs, args.num_targets)
+        res = measure_scaling(args.workspace, config, sizes, cs, args.num_targets)
         print(json.dumps(res, indent=2, default=str) if args.json else scaling_markdown(res))
         return 0
     try:
@@ -713,12 +730,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         names = list(VARIANTS) if args.ablation.strip() == "all" else [
             v.strip() for v in args.ablation.split(",") if v.strip()]
-        res = ablate(args.workspace, make_config(args), ecfg, names)
+        res = ablate(args.workspace, config, ecfg, names)
         print(json.dumps(res, indent=2, default=str) if args.json else ablation_markdown(res))
         return 0
     if args.overwrite:
         raise DDMError("evaluate keeps its cached retrains; use a new workspace instead of --overwrite")
-    result = evaluate(args.workspace, make_config(args), ecfg)
+    result = evaluate(args.workspace, config, ecfg)
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
