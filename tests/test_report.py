@@ -79,3 +79,15 @@ def test_a_feature_vector_is_shown_as_a_gray_strip():
     strip = pixels(torch.tensor([-3.0, 0.0, 1.5, 6.0])[:, None, None], (0.0,) * 4, (1.0,) * 4)
     assert strip.shape == (1, 4) and np.allclose(strip, [[0.0, 0.5, 0.75, 1.0]])
     assert pixels(torch.full((1, 3, 3), 0.5), (0.0,), (1.0,)).shape == (3, 3)  # images as before
+    import base64
+    import io
+
+    from PIL import Image
+
+    from ddm.reporting.report import _montage
+
+    def size(uri: str) -> tuple[int, int]:
+        return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).size  # (width, height)
+
+    assert size(_montage(torch.zeros(3, 4, 1, 1), (0.0,) * 4, (1.0,) * 4)) == (4, 5)  # three rows of 4, two gaps
+    assert size(_montage(torch.zeros(3, 1, 5, 5), (0.0,), (1.0,))) == (17, 5)  # images side by side, as before

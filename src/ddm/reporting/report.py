@@ -38,11 +38,14 @@ def _png(arr: np.ndarray) -> str:
 
 
 def _montage(xs: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> str:
-    """A row of images with a 1-pixel white gap, as a PNG data URI."""
+    """A row of images with a 1-pixel white gap, as a PNG data URI; feature vectors (gray strips ``[1, D]``: see
+    :func:`ddm.reporting.plots.pixels`) one under the other instead, a block of rows."""
     tiles = [pixels(x, mean, std) for x in xs]
-    gap = np.ones((tiles[0].shape[0], 1, *tiles[0].shape[2:]))
+    axis = 0 if tiles[0].shape[0] == 1 else 1
+    gap = np.ones((1, tiles[0].shape[1], *tiles[0].shape[2:])) if axis == 0 else np.ones(
+        (tiles[0].shape[0], 1, *tiles[0].shape[2:]))
     row = [t for tile in tiles for t in (tile, gap)][:-1]
-    return _png(np.concatenate(row, axis=1))
+    return _png(np.concatenate(row, axis=axis))
 
 
 def _figure(fig: Any) -> str:
