@@ -303,6 +303,11 @@ def test_a_verification_scores_the_first_step_where_the_unlearning_check_raised_
     text = capsys.readouterr().out
     assert "class 2 (flagged by the unlearning check), test accuracy: exact" in text
     assert "the first step, before the unlearning check raised the damping: test accuracy" in text
+    assert "--verify 1 scores both steps" not in text  # it did
+    calls["n"] = 0
+    assert main(["unlearn", "-w", ws, "--groups", "0,5"]) == 0
+    assert "exact retraining sometimes loses such a class as well: --verify 1 scores both steps" in (
+        capsys.readouterr().out)
     dm.unlearn([0, 5])  # no collapse this time (calls["n"] > 0): nothing to compare
     assert dm.last_unlearned_first is None and "first_damping" not in dm.last_unlearning_check
 

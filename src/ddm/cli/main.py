@@ -533,7 +533,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             if c.get("damping_raised"):
                 print("  the first step cost a class that keeps data more than emulate.unlearn_class_drop of its "
                       f"kept synthetic images' accuracy: redone with emulate.unlearn_damping "
-                      f"{c['damping_raised'][-1]:g}")
+                      f"{c['damping_raised'][-1]:g}"
+                      + ("" if args.verify else " (exact retraining sometimes loses such a class as well: --verify 1 "
+                                                "scores both steps against it)"))
             for cc in c.get("collapsed_classes", []):
                 print(f"    class {cc['class']} (kept, {cc['kept_images']} synthetic images): "
                       f"{100 * cc['before']:.0f}% -> {100 * cc['after']:.0f}%   COLLAPSED: see the warning above")
