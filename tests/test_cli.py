@@ -627,7 +627,10 @@ def test_a_workspace_fitted_on_python_data_says_how_to_open_it(tmp_path, capsys)
 
 def test_your_own_arrays_in_an_npz_file_run_through_the_command_line(tmp_path, capsys, monkeypatch):
     """``--dataset npz --data-dir FILE.npz``: feature vectors (and their class names) from a file; the preset's
-    ConvNet gives way to an MLP, and every later command reopens the data from the path the workspace keeps."""
+    ConvNet gives way to an MLP, and every later command reopens the data from the path the workspace keeps; a
+    targets file of raw features is standardised as the data were."""
+    from ddm import data as ddm_data
+
     rng = np.random.default_rng(0)
     y = np.arange(150) % 3
     X = rng.normal(size=(150, 7)) + 3 * y[:, None]
@@ -641,6 +644,16 @@ def test_your_own_arrays_in_an_npz_file_run_through_the_command_line(tmp_path, c
     assert "120 train / 30 test samples of 7 features, 3 classes" in out["dataset"]
     assert main(["attribute", "-w", ws, "--targets", "0:2", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["targets"]) == 2
+    # a targets file of raw features, as the data file holds them, is standardised as the training split was
+    from ddm.data.targets import read_targets_file
+
+    data = ddm_data.load(cfg.data)
+    np.save(tmp_path / "raw.npy", X[:3])
+    x, _ = read_targets_file(tmp_path / "raw.npy", data.image_shape, data.mean, data.std)
+    standardised = (X[:3] - np.asarray(data.mean)) / np.asarray(data.std)
+    assert x.shape == (3, 7, 1, 1) and np.allclose(x[:, :, 0, 0].numpy(), standardised, atol=1e-5)
+    assert main(["attribute", "-w", ws, "--targets-file", str(tmp_path / "raw.npy"), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["targets"]) == 3
     np.savez(tmp_path / "bad.npz", features=X, y=y)
     assert main(["run", "-w", str(tmp_path / "b"), "--preset", "tiny", "--dataset", "npz", "--data-dir",
                  str(tmp_path / "bad.npz")]) != 0

@@ -153,8 +153,10 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--targets-file", default=None, metavar="PATH",
                    help="attribute these inputs instead of test rows: .npy (inputs), .npz or .safetensors ('x' and "
                         "optional 'y'), an image, or a folder of images. Float arrays are model inputs (normalised "
-                        "like the training data); uint8 arrays and image files are raw pixels. Without labels each "
-                        "input is asked about its predicted class. Ids are the file's rows (a folder: sorted names)")
+                        "like the training data); uint8 arrays and image files are raw pixels; for feature vectors "
+                        "(--dataset npz of [N, D] arrays) rows of raw features, as in the data file. Without labels "
+                        "each input is asked about its predicted class. Ids are the file's rows (a folder: sorted "
+                        "names)")
     p.add_argument("--name", default=None, help="save under attributions/NAME (default: the objective)")
     p.set_defaults(func=commands["attribute"])
 

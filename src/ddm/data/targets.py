@@ -9,7 +9,9 @@ Id space: a target's id is its row in what was passed (the file's row, or the fo
 as ``test_index`` is a row of the test split for ``--targets``.
 
 Value ranges: float arrays are taken as model inputs (normalised like the training data); ``uint8`` arrays
-and image files are raw pixels, scaled to [0, 1] and normalised with the dataset's mean and std.
+and image files are raw pixels, scaled to [0, 1] and normalised with the dataset's mean and std. For a dataset of
+feature vectors (``[D, 1, 1]`` samples: the ``npz`` dataset, ``from_arrays`` of ``[N, D]``) a targets file holds raw
+features, as the data file did, standardised here with the training split's mean and std per feature.
 """
 
 from __future__ import annotations
@@ -91,7 +93,10 @@ def read_targets_file(path: str | Path, image_shape: tuple[int, int, int], mean:
     else:
         raise DataError(f"--targets-file {path}: use .npy, .npz, .safetensors, an image or a folder of images")
     x = np.asarray(x)
-    if x.dtype == np.uint8:
+    if tuple(image_shape[1:]) == (1, 1) and x.ndim == 2 and x.dtype.kind in "iuf":
+        # raw features, as the dataset's own file holds them: standardised as its training split was
+        x = (x.astype(np.float32) - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    elif x.dtype == np.uint8:
         x = _raw_pixels(x, mean, std)
     xt = _images(_tensor(x, str(path)), str(path)).float()
     return xt, (torch.as_tensor(y) if y is not None else None)
