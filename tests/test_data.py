@@ -221,3 +221,16 @@ def test_feature_vectors_get_an_mlp_from_the_presets_and_a_convnet_that_would_ou
         ddm.models.build("convnet", digits, depth=4)
     assert ddm.models.build("convnet", digits, depth=4, norm="groupnorm") is not None  # a norm over channels is fine
     assert ddm.models.build("convnet", feats, norm="layernorm") is not None
+
+
+def test_channel_last_images_are_taken_channel_first():
+    """[N, H, W, C] arrays (numpy's and PIL's layout) become [N, C, H, W]; they were read as C = H channels of H x C."""
+    rng = np.random.default_rng(0)
+    last = rng.random((40, 6, 6, 3)).astype("float32")
+    y = np.arange(40) % 2
+    a = ddm.data.from_arrays(last, y, normalise=False)
+    b = ddm.data.from_arrays(np.ascontiguousarray(last.transpose(0, 3, 1, 2)), y, normalise=False)
+    assert a.image_shape == (3, 6, 6) and torch.equal(a.train.x, b.train.x) and torch.equal(a.test.x, b.test.x)
+    gray = ddm.data.from_arrays(rng.random((40, 5, 5, 1)), y)
+    assert gray.image_shape == (1, 5, 5)
+    assert ddm.data.from_arrays(rng.random((40, 3, 4, 4)), y).image_shape == (3, 4, 4)  # channel-first stays

@@ -4,7 +4,8 @@ Features are standardised with the training split's mean and standard deviation 
 per feature otherwise) unless ``normalise=False``. Shapes: ``[N, D]`` features become ``[N, D, 1, 1]``
 (D channels of a 1x1 image: the presets give them an MLP; a ConvNet with instance norm refuses them, since it
 would normalise every feature to 0), ``[N, H, W]`` gray images become
-``[N, 1, H, W]``, ``[N, C, H, W]`` stays.
+``[N, 1, H, W]``, ``[N, C, H, W]`` stays, and channel-last ``[N, H, W, C]`` images (C of 1 or 3) become
+``[N, C, H, W]``.
 """
 
 from __future__ import annotations
@@ -58,8 +59,13 @@ def _images(x: torch.Tensor, what: str) -> torch.Tensor:
     if x.ndim == 3:
         return x[:, None]
     if x.ndim == 4:
+        if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+            # channel-last images ([N, H, W, C], as numpy and PIL hold them): channel-first, as the models take them
+            log.info("%s: channel-last images %s taken as [N, C, H, W] %s", what, tuple(x.shape),
+                     (x.shape[0], x.shape[3], x.shape[1], x.shape[2]))
+            return x.permute(0, 3, 1, 2).contiguous()
         return x
-    raise DataError(f"{what} must have shape [N, D], [N, H, W] or [N, C, H, W], got {tuple(x.shape)}")
+    raise DataError(f"{what} must have shape [N, D], [N, H, W], [N, C, H, W] or [N, H, W, C], got {tuple(x.shape)}")
 
 
 def _labels(y: torch.Tensor, n: int, what: str) -> torch.Tensor:
