@@ -234,3 +234,4 @@ def test_channel_last_images_are_taken_channel_first():
     gray = ddm.data.from_arrays(rng.random((40, 5, 5, 1)), y)
     assert gray.image_shape == (1, 5, 5)
     assert ddm.data.from_arrays(rng.random((40, 3, 4, 4)), y).image_shape == (3, 4, 4)  # channel-first stays
+    assert ddm.data.from_arrays(rng.random((40, 7, 1, 1)), y).image_shape == (7, 1, 1)  # feature vectors stay

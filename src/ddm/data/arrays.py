@@ -59,7 +59,7 @@ def _images(x: torch.Tensor, what: str) -> torch.Tensor:
     if x.ndim == 3:
         return x[:, None]
     if x.ndim == 4:
-        if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3) and x.shape[2:] != (1, 1):  # [N, D, 1, 1]: features
             # channel-last images ([N, H, W, C], as numpy and PIL hold them): channel-first, as the models take them
             log.info("%s: channel-last images %s taken as [N, C, H, W] %s", what, tuple(x.shape),
                      (x.shape[0], x.shape[3], x.shape[1], x.shape[2]))
