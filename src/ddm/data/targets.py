@@ -52,11 +52,9 @@ def as_split(x: Any, y: Any = None, model: nn.Module | None = None,
 
 
 def _raw_pixels(a: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    x = a.astype(np.float32) / 255.0
-    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # [N, H, W, C] -> [N, C, H, W]
-        x = x.transpose(0, 3, 1, 2)
-    if x.ndim == 3:
-        x = x[:, None]
+    """Raw pixels ``[N, H, W]``, ``[N, C, H, W]`` or channel-last ``[N, H, W, C]`` in 0..255 -> normalised
+    ``[N, C, H, W]`` (the layouts as :func:`ddm.data.arrays._images` reads them)."""
+    x = _images(torch.from_numpy(a.astype(np.float32) / 255.0), "raw pixels").numpy()
     m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
     s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
     return (x - m) / s
