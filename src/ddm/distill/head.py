@@ -502,6 +502,39 @@ def _holds(model: nn.Module, params: Params) -> bool:
                                                 for k in own)
 
 
+def feature_moment(head: Head, train: Split, params: Params | None = None, batch: int = 256) -> torch.Tensor:
+    """The training features' second moment ``E[h h^T]`` ``[d+1, d+1]`` (float64) at ``params`` (theta_tau by
+    default): the metric in which a head step's logit change on the training inputs is measured."""
+    W = head.matrix(params)
+    M = torch.zeros(W.shape[1], W.shape[1], dtype=torch.float64, device=W.device)
+    with torch.no_grad():
+        for s in range(0, len(train), batch):
+            h = head.features(train.x[s : s + batch], params).double()
+            M += h.T @ h
+    return M / max(len(train), 1)
+
+
+def step_whitener(cfg: DistillConfig, curvature: Curvature, damping: float, head: Head, train: Split,
+                  params: Params | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The map whose row norms the head matching compares (``distill.match_metric``): ``step``, the removal step
+    ``(H + lambda I)^-1 v`` itself (:meth:`Curvature.whitener`); ``outputs``, that step's root-mean-square logit
+    change on the training inputs, ``|U R|`` with ``R R^T`` the features' second moment (:func:`feature_moment`).
+    The step's own norm is dominated by the directions of least curvature, which the damping amplifies up to
+    1 / lambda and which the data's features barely reach; the logit change weighs each direction by what the
+    inputs see of it."""
+    if cfg.match_metric == "step":
+        return curvature.whitener(damping)
+    evals, evecs = torch.linalg.eigh(feature_moment(head, train, params))
+    root = (evecs * evals.clamp(min=0).sqrt()).float()  # R: R R^T = E[h h^T]
+    d1 = root.shape[0]
+
+    def whiten(v: torch.Tensor) -> torch.Tensor:
+        U = curvature.solve(v, damping, single=True)
+        return (U.reshape(len(v), -1, d1) @ root).reshape(len(v), -1)
+
+    return whiten
+
+
 def _sample_losses(head: Head, train: Split, task: Any = None) -> torch.Tensor:
     """Each training sample's loss at theta_tau ``[N]`` (on the CPU): what ``init_images(..., "loss")`` ranks by."""
     with torch.no_grad():
@@ -603,7 +636,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     damping = stats.damping(cfg.damping, cfg.damping_reference, weight_decay)
     curv = stats.curvature
     # the matching loss |P (g~_k - g_k)|^2 / |P g_k|^2 (module doc), computed in the curvature's eigenbasis
-    whiten = curv.whitener(damping)
+    whiten = step_whitener(cfg, curv, damping, head, train)
     target = whiten(stats.group_grads)  # [K, D]: the removal displacements' coordinates, up to a rotation
     norm2 = (target ** 2).sum(1).clamp(min=1e-30)
     dev = target.device  # the model's
@@ -614,7 +647,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         for c in checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay, task,
                                        statistics=statistics):
             p = devices.to(trajectory.checkpoint(c.index), dev)
-            wt = statistics[c.index].curvature.whitener(c.damping)
+            wt = step_whitener(cfg, statistics[c.index].curvature, c.damping, head, train, p)
             tt = wt(statistics[c.index].group_grads)
             sites.append((p, head.matrix(p), wt, tt, (tt ** 2).sum(1).clamp(min=1e-30)))
     K = groups.num_groups

@@ -27,6 +27,7 @@ from scipy.stats import rankdata
 
 from ddm import devices
 from ddm.baselines.peers import predicted_loss
+from ddm.cluster.groups import Groups
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import dist_metrics
 from ddm.evaluation.protocol import TARGET_SEED, _loss, _peer_group_scores, _Truth, subset_losses
@@ -193,17 +194,10 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
         out["schedule_term"] = {"weight": weight, "configured": configured, "lds": main[SCHEDULE],
                                 "margin": _margin(main, predict, keep, actual, base, SUBSET_SEED), "over": base,
                                 "spread": spread}
-    counts = torch.bincount(targets.y, minlength=data.num_classes)
-    n_keep = min(other_classes, int((counts > 0).sum()),
-                 int((torch.bincount(F.groups.labels, minlength=data.num_classes) > 0).sum()) - 1)
     other: tuple[dict[str, Callable[[torch.Tensor], torch.Tensor]], torch.Tensor, torch.Tensor] | None = None
-    if other_class and not F.groups.mixes_classes() and n_keep >= 1:
-        # subsets that keep a few classes whole and half of every other class's groups: each serves the targets of
-        # every class it keeps (for them only other classes' data is removed, and the trivial score gets 0)
-        chosen = sorted(torch.argsort(-counts, stable=True)[:n_keep].tolist())  # the classes with most targets
-        masks = sample_perturbations(F.groups.num_groups, other_class, 0.5, seed=SUBSET_SEED + 1_000)
-        masks[:, torch.isin(F.groups.labels, torch.as_tensor(chosen))] = True
-        sel = torch.nonzero(torch.isin(targets.y, torch.as_tensor(chosen))).flatten()
+    subsets_oc = other_class_subsets(F.groups, targets.y, data.num_classes, other_class, other_classes)
+    if subsets_oc is not None:
+        chosen, masks, sel = subsets_oc
         logits = truth.many_test([torch.nonzero(~m).flatten().tolist() for m in masks],
                                  f"check: retrains keeping classes {chosen} whole")
         oc_actual = _loss(logits[:, rows[sel]], targets.y[sel])
@@ -247,6 +241,23 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
         "DDM", {"mean": 1.0})["mean"] > 0
     save_json(root / "check.json", out)
     return out
+
+
+def other_class_subsets(groups: Groups, y: torch.Tensor, num_classes: int, subsets: int = 15, classes: int = 3
+                        ) -> tuple[list[int], torch.Tensor, torch.Tensor] | None:
+    """The check's other-class subsets: ``(chosen, masks [subsets, K], sel)``, keep-masks that keep the ``classes``
+    classes with the most targets (labels ``y``) whole and half of every other class's groups, and the targets they
+    serve (for those only other classes' data is removed, and the trivial same-class score gets 0). None where
+    there are none: ``subsets`` 0, groups that mix classes, or no class to keep beside another."""
+    counts = torch.bincount(y, minlength=num_classes)
+    n_keep = min(classes, int((counts > 0).sum()), int((torch.bincount(groups.labels, minlength=num_classes) > 0)
+                                                       .sum()) - 1)
+    if not subsets or groups.mixes_classes() or n_keep < 1:
+        return None
+    chosen = sorted(torch.argsort(-counts, stable=True)[:n_keep].tolist())  # the classes with most targets
+    masks = sample_perturbations(groups.num_groups, subsets, 0.5, seed=SUBSET_SEED + 1_000)
+    masks[:, torch.isin(groups.labels, torch.as_tensor(chosen))] = True
+    return chosen, masks, torch.nonzero(torch.isin(y, torch.as_tensor(chosen))).flatten()
 
 
 def advice(r: dict[str, Any]) -> dict[str, float]:
