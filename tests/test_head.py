@@ -20,9 +20,9 @@ from ddm.distill.curvature import (
     output_factors,
     top_curvature,
 )
-from ddm.distill.head import Head, distill_head, head_statistics, synset_head_gradients
+from ddm.distill.head import Head, distill_head, head_statistics, step_whitener, synset_head_gradients
 from ddm.distill.synset import Synset
-from ddm.emulate.newton import newton_keep_params, newton_logits, removal_displacements
+from ddm.emulate.newton import head_shifts, newton_keep_params, newton_logits, removal_displacements
 from ddm.exceptions import ConfigError, NumericalError
 from ddm.health import check_logits, synset_health
 from ddm.train import train_model
@@ -498,6 +498,47 @@ def test_the_whitener_keeps_the_norms_of_the_damped_solve(trained, digits, group
         for lam in (1e-3, 0.05):
             assert torch.allclose(curv.whitener(lam)(v).double().norm(dim=1), curv.solve(v, lam).norm(dim=1),
                                   rtol=1e-4)
+
+
+def test_the_outputs_metric_measures_the_steps_logit_change_on_the_training_inputs(trained, digits, groups):
+    model, traj = trained
+    head = Head.of(model)
+    stats = head_statistics(head, digits.train, groups, 10)
+    kfac = head_statistics(head, digits.train, groups, 10, curvature="kfac").curvature
+    v = stats.group_grads[:5] - stats.group_grads[5:10]
+    with torch.no_grad():
+        h = head.features(digits.train.x).double()
+    C, d1 = head.matrix().shape
+    for curv in (stats.curvature, kfac):
+        for lam in (1e-3, 0.05):
+            U = curv.solve(v, lam).reshape(len(v), C, d1)
+            rms = torch.einsum("nd,kcd->knc", h, U).pow(2).sum(2).mean(1).sqrt()  # over the training inputs
+            got = step_whitener(DistillConfig(match_metric="outputs"), curv, lam, head, digits.train)(v)
+            assert torch.allclose(got.double().norm(dim=1), rms, rtol=1e-3)
+            plain = step_whitener(DistillConfig(), curv, lam, head, digits.train)(v)
+            assert torch.allclose(plain.double().norm(dim=1), curv.solve(v, lam).norm(dim=1), rtol=1e-4)
+    with pytest.raises(ConfigError, match="match_metric"):
+        DistillConfig(match_metric="logits")
+
+
+def test_matching_in_the_outputs_metric_matches_the_logit_changes_better(trained, digits, groups, head_synset):
+    model, traj = trained
+    head = Head.of(model)
+    outputs = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=150, match_metric="outputs"),
+                           10)
+    stats = head_statistics(head, digits.train, groups, 10)
+    real = (stats.curvature.solve(stats.group_grads, float(head_synset.damping)) / stats.num_train).float()
+    with torch.no_grad():
+        h = head.features(digits.test.x)
+
+    def error(syn: Synset) -> torch.Tensor:  # each group's relative error of its logit change on the test inputs
+        s = head_shifts(h, removal_displacements(model, traj.final, syn), head.matrix().shape)
+        r = head_shifts(h, real, head.matrix().shape)
+        return ((s - r) ** 2).sum((1, 2)) / (r ** 2).sum((1, 2))
+
+    assert error(outputs).median() < error(head_synset).median()
+    report = synset_health(model, traj, digits.train, groups, outputs, 10)
+    assert report["positive_fraction"] == 1.0 and report["cosine_mean"] > 0.8
 
 
 def test_the_transfer_to_earlier_checkpoints_is_measured_and_reported(trained, digits, groups, head_synset, caplog):
