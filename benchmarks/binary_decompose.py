@@ -53,8 +53,8 @@ def real_synset(dm: ddm.DistilledDatamodel, train: ddm.data.Split) -> Synset:
 
 
 def decompose(ws: str) -> None:
-    from ddm.evaluation.check import _spearman_columns
     from ddm import objectives
+    from ddm.evaluation.check import _spearman_columns
 
     dm, data, targets, rows, truth, keep, actual = M.check_halves(ws)
     obj = objectives.get("dist2")

@@ -1,4 +1,4 @@
-"""The head matching's norm: the removal step's own or its logit change on the training inputs (``distill.match_metric``)
+"""The head matching's norm: the removal step's or its logit change on the training inputs (distill.match_metric)
 
 The head matching compares each synset's removal step ``(H + lambda I)^-1 g~`` with its group's in the step's own
 norm, which the directions of least curvature dominate (the damping lets them grow up to 1 / lambda) although the
@@ -8,10 +8,11 @@ groups' real samples in their place ranked the check's halves 0.04-0.07 better (
 ``distill.match_metric=outputs`` matches the root-mean-square logit change on the training inputs instead.
 
 This scores workspaces ``ddm check`` has retrained: the synsets in use and synsets distilled again with
-``--set`` (default ``distill.match_metric=outputs``; kept under ``check/synset-<--name>``), each with the workspace's
-own attribution (class balance, damping, checkpoints), LDS over the check's 16 halves and 200 targets and
+``--set`` (default ``distill.match_metric=outputs``) in a workspace beside it (``<workspace>-<--name>``: the same
+trained model and groups, the synset stage's own temperature switch and class balance), each with its own default
+attribution, LDS over the check's 16 halves and 200 targets and
 other-class LDS over its other-class subsets, and the logit changes' relative error against the groups' real
-samples on the targets (median, max over groups; step at theta_tau).
+samples on the targets (median, max over groups; step at theta_tau, each synset's own loss and curvature).
 
     python benchmarks/match_metric.py runs/u23 runs/u24 runs/u25 runs/u32
 """
@@ -51,6 +52,21 @@ def shift_errors(dm: ddm.DistilledDatamodel, real: Any, x: torch.Tensor) -> tupl
     return float(rel.median()), float(rel.max())
 
 
+def sibling(dm: ddm.DistilledDatamodel, data: Any, overrides: list[str], name: str) -> ddm.DistilledDatamodel:
+    """The workspace ``<ws>-<name>`` beside ``dm``'s: its trained model and groups (copied, so the stages are reused),
+    synsets distilled with ``overrides`` by the synset stage itself (``distill.auto_temperature``'s decision and the
+    agreement the class balance reads made on them, as a workspace with these settings would)."""
+    import shutil
+
+    src = Path(dm.ws.root)
+    dst = src.parent / f"{src.name}-{name}"
+    for stage in ("train", "groups"):
+        if not (dst / stage).exists():
+            shutil.copytree(src / stage, dst / stage)
+    return ddm.DistilledDatamodel(dst, dm.config.with_overrides(overrides)).fit(
+        ddm.models.build(dm.config.model, data), data.train)
+
+
 def score(ws: str, overrides: list[str], name: str) -> dict[str, Any]:
     from ddm.evaluation.check import _spearman_columns, other_class_subsets
     from ddm.evaluation.protocol import _loss
@@ -63,16 +79,15 @@ def score(ws: str, overrides: list[str], name: str) -> dict[str, Any]:
         chosen, masks, sel = oc
         logits = truth.many_test([torch.nonzero(~m).flatten().tolist() for m in masks], "other-class retrains")
         oc_actual = _loss(logits[:, rows[sel]], targets.y[sel])
-    real = B.real_synset(dm, data.train)
     out: dict[str, Any] = {}
-    for label, model in (("in use", dm), (name, dm.distill_variant(data.train, overrides, f"check/synset-{name}"))):
+    for label, model in (("in use", dm), (name, sibling(dm, data, overrides, name))):
         attr = model.attribute(targets, "dist2", name=f"match-metric-{label.replace(' ', '-')}")
         lds = float(_spearman_columns(attr.predict(keep)[..., 0].double().numpy(), actual.double().numpy()).mean())
         oc_lds = None
         if oc is not None and oc_actual is not None:
             pred = attr.predict(oc[1])[:, oc[2], 0]
             oc_lds = float(_spearman_columns(pred.double().numpy(), oc_actual.double().numpy()).mean())
-        med, mx = shift_errors(model, real, targets.x)
+        med, mx = shift_errors(model, B.real_synset(model, data.train), targets.x)
         out[label] = {"lds": lds, "other_class_lds": oc_lds, "shift_error_median": med, "shift_error_max": mx,
                       "temperature": model.synset_temperature, "ipc": model.synset.ipc}
         print(f"{ws} {label:8s}: LDS {lds:.4f}, other-class {oc_lds if oc_lds is None else f'{oc_lds:+.4f}'}, "
@@ -87,7 +102,7 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=None,
                    help="distill.* settings of the synsets scored beside the ones in use "
                         "(default: distill.match_metric=outputs)")
-    p.add_argument("--name", default="outputs", help="the variant's name (its stage: check/synset-NAME)")
+    p.add_argument("--name", default="outputs", help="the variant's name (its workspace: WORKSPACE-NAME)")
     p.add_argument("--json", type=Path, help="write the scores here as well")
     args = p.parse_args()
     torch.set_num_threads(1)

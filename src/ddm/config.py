@@ -202,7 +202,8 @@ class DistillConfig:
     match_metric: str = _f("step", "head matching: the norm the matching error is measured in: step (the removal "
                                    "step's own, (H + lambda I)^-1 g, in the head's parameters) or outputs (the logit "
                                    "change that step makes on the training inputs, root mean square: directions the "
-                                   "data's features do not reach count less)",
+                                   "data's features do not reach count less) or both (the mean of the two relative "
+                                   "errors)",
                            since="0.20", implicit="step")
     curvature: str = _f("auto", "head matching: last-layer curvature stored exact (D x D, D = classes x (features+1)), "
                                 "subspace (exact over the top exact_limit / classes - 1 feature directions, "
@@ -325,7 +326,7 @@ class DistillConfig:
         _choice(self.init, "distill.init", ("real", "noise", "loss"))
         _choice(self.weight_init, "distill.weight_init", ("nnls", "size"))
         _choice(self.match_at, "distill.match_at", ("tau", "checkpoints"))
-        _choice(self.match_metric, "distill.match_metric", ("step", "outputs"))
+        _choice(self.match_metric, "distill.match_metric", ("step", "outputs", "both"))
         _choice(self.optimizer, "distill.optimizer", ("sgd", "adam"))
         _choice(self.damping_reference, "distill.damping_reference", ("top", "mean"))
         _choice(self.head_loss, "distill.head_loss", ("task", "cross-entropy"))
