@@ -684,6 +684,40 @@ def test_your_own_arrays_in_an_npz_file_run_through_the_command_line(tmp_path, c
     assert seen and seen[0].model.name == "mlp"
 
 
+def test_a_task_with_two_classes_matches_both_norms_by_default(tmp_path, capsys):
+    """distill.match_metric (none by default): both where the task has two classes, step otherwise; a setting that
+    resolves to the same norm keeps the same synset stage (the same key), another does not."""
+    from ddm.config import DistillConfig
+    from ddm.distill.head import match_metric
+    from ddm.pipeline import DistilledDatamodel
+
+    assert match_metric(DistillConfig(), 2) == "both" and match_metric(DistillConfig(), 10) == "step"
+    assert match_metric(DistillConfig(match_metric="step"), 2) == "step"
+    assert match_metric(DistillConfig(match_metric="outputs"), 10) == "outputs"
+
+    rng = np.random.default_rng(1)
+    y = np.arange(120) % 2
+    np.savez(tmp_path / "two.npz", X=rng.normal(size=(120, 6)) + 2 * y[:, None], y=y)
+
+    def run(name: str, *sets: str) -> dict:
+        ws = str(tmp_path / name)
+        argv = ["run", "-w", ws, "--preset", "tiny", "--dataset", "npz", "--data-dir", str(tmp_path / "two.npz"),
+                "--set", "hierarchical=false"]
+        assert main([*argv, *(a for s in sets for a in ("--set", s))]) == 0
+        return DistilledDatamodel(ws).ws.stage_info("synset")
+
+    default = run("default")
+    assert default["match_metric"] == "both"
+    assert "distill.match_metric=both (the default for a task with two classes)" in capsys.readouterr().out
+    assert run("both", "distill.match_metric=both")["key"] == default["key"]
+    capsys.readouterr()
+    step = run("step", "distill.match_metric=step")
+    assert step["key"] != default["key"] and "match_metric" not in step
+    assert "distill.match_metric" not in capsys.readouterr().out
+    assert main(["info", "-w", str(tmp_path / "default")]) == 0
+    assert "match_metric=both" in capsys.readouterr().out
+
+
 def test_a_task_with_two_classes_can_take_its_own_class_balance(tmp_path, capsys):
     """emulate.binary_class_scale (off by default: a wash on held-out binary probes) replaces other_class_scale and
     switched_class_scale where the task has two classes, and only there."""

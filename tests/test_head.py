@@ -513,13 +513,13 @@ def test_the_outputs_metric_measures_the_steps_logit_change_on_the_training_inpu
         for lam in (1e-3, 0.05):
             U = curv.solve(v, lam).reshape(len(v), C, d1)
             rms = torch.einsum("nd,kcd->knc", h, U).pow(2).sum(2).mean(1).sqrt()  # over the training inputs
-            got = step_whitener(DistillConfig(match_metric="outputs"), curv, lam, head, digits.train)(v)
+            got = step_whitener("outputs", curv, lam, head, digits.train)(v)
             assert torch.allclose(got.double().norm(dim=1), rms, rtol=1e-3)
-            plain = step_whitener(DistillConfig(), curv, lam, head, digits.train)(v)
+            plain = step_whitener("step", curv, lam, head, digits.train)(v)
             assert torch.allclose(plain.double().norm(dim=1), curv.solve(v, lam).norm(dim=1), rtol=1e-4)
     # both: the two side by side, each scaled to a median row norm of 1 over the reference (the groups' gradients)
     curv, lam, D = stats.curvature, 1e-3, stats.group_grads.shape[1]
-    both = step_whitener(DistillConfig(match_metric="both"), curv, lam, head, digits.train,
+    both = step_whitener("both", curv, lam, head, digits.train,
                          reference=stats.group_grads)(stats.group_grads).double()
     step_part, out_part = both[:, :D].norm(dim=1), both[:, D:].norm(dim=1)
     assert both.shape == (groups.num_groups, 2 * D)
@@ -527,7 +527,7 @@ def test_the_outputs_metric_measures_the_steps_logit_change_on_the_training_inpu
     U = curv.solve(stats.group_grads, lam)
     assert torch.allclose(step_part / U.norm(dim=1), (step_part / U.norm(dim=1))[0].expand(len(U)), rtol=1e-3)
     with pytest.raises(ValueError, match="real gradients"):
-        step_whitener(DistillConfig(match_metric="both"), curv, lam, head, digits.train)
+        step_whitener("both", curv, lam, head, digits.train)
     with pytest.raises(ConfigError, match="match_metric"):
         DistillConfig(match_metric="logits")
 

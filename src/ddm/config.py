@@ -199,12 +199,15 @@ class DistillConfig:
     match_at: str = _f("tau", "head matching: where the synsets are matched: tau (theta_tau only; default) or "
                               "checkpoints (theta_tau and the distill.checkpoints averaged ones, one per step in "
                               "turn: the same cost per step, and steps that transfer to the checkpoints)")
-    match_metric: str = _f("step", "head matching: the norm the matching error is measured in: step (the removal "
-                                   "step's own, (H + lambda I)^-1 g, in the head's parameters) or outputs (the logit "
-                                   "change that step makes on the training inputs, root mean square: directions the "
-                                   "data's features do not reach count less) or both (the mean of the two relative "
-                                   "errors)",
-                           since="0.20", implicit="step")
+    match_metric: str | None = _f(None, "head matching: the norm the matching error is measured in: step (the "
+                                        "removal step's own, (H + lambda I)^-1 g, in the head's parameters), outputs "
+                                        "(the logit change that step makes on the training inputs, root mean square: "
+                                        "directions the data's features do not reach count less) or both (the mean "
+                                        "of the two relative errors); none (default): both where the task has two "
+                                        "classes (chosen on ten binary probes, +0.028 LDS, and held out on four, "
+                                        "+0.048), step otherwise (both was a wash there: BENCHMARKS.md, 'The "
+                                        "matching's norm')",
+                                  since="0.20", implicit=None)
     curvature: str = _f("auto", "head matching: last-layer curvature stored exact (D x D, D = classes x (features+1)), "
                                 "subspace (exact over the top exact_limit / classes - 1 feature directions, "
                                 "eigenvalue-corrected K-FAC on the rest: a second pass over the data), ekfac "
@@ -326,7 +329,8 @@ class DistillConfig:
         _choice(self.init, "distill.init", ("real", "noise", "loss"))
         _choice(self.weight_init, "distill.weight_init", ("nnls", "size"))
         _choice(self.match_at, "distill.match_at", ("tau", "checkpoints"))
-        _choice(self.match_metric, "distill.match_metric", ("step", "outputs", "both"))
+        if self.match_metric is not None:
+            _choice(self.match_metric, "distill.match_metric", ("step", "outputs", "both"))
         _choice(self.optimizer, "distill.optimizer", ("sgd", "adam"))
         _choice(self.damping_reference, "distill.damping_reference", ("top", "mean"))
         _choice(self.head_loss, "distill.head_loss", ("task", "cross-entropy"))

@@ -282,6 +282,10 @@ class DistilledDatamodel:
 
     def _distill_stage(self, stage: str, train: Split, groups: Groups, shared: bool = False) -> Synset:
         cfg = keyed(self.config.distill)
+        metric = self.match_metric  # resolved: the same synsets whether set or the default, so the same key
+        cfg.pop("match_metric", None)
+        if metric != "step":
+            cfg = {**cfg, "match_metric": metric}
         if self.task.is_default:
             cfg.pop("head_loss", None)  # a model trained with cross-entropy: no effect, and earlier keys stay valid
         if self.config.distill.matching not in ("head", "block"):
@@ -324,9 +328,10 @@ class DistilledDatamodel:
         matching = Matching(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
                             self.config.train.batch_size, self.weight_decay, self._head_task(temperature=followed))
         syn = MATCHERS.get(self.config.distill.matching)(matching)
-        auto: dict[str, Any] = {}
+        auto: dict[str, Any] = {"match_metric": metric} if metric != "step" else {}
         if stage == "synset":  # every rank: each holds the whole synset, and a second matching is shared again
-            syn, matching, auto = self._auto_temperature(syn, matching, train, groups, folder)
+            syn, matching, switched = self._auto_temperature(syn, matching, train, groups, folder)
+            auto.update(switched)
         if shared and not distributed.is_main():
             distributed.barrier()  # rank 0 checks, stores and finishes the stage
             return stored()
@@ -430,6 +435,16 @@ class DistilledDatamodel:
         info = self.ws.stage_info("synset") if self.synset is not None else None
         value = None if info is None else info.get("other_class_agreement")
         return None if value is None else float(value)
+
+    @property
+    def match_metric(self) -> str:
+        """The head matching's norm (``distill.match_metric``, resolved: ``both`` by default where the task has two
+        classes, ``step`` otherwise); ``step`` for the other matchers, which do not read it."""
+        if self.config.distill.matching != "head" or self.num_classes is None:
+            return "step"
+        from ddm.distill.head import match_metric
+
+        return match_metric(self.config.distill, self.num_classes)
 
     @property
     def synset_temperature(self) -> float:

@@ -182,6 +182,8 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
                           "first_loss": i.get("first_loss"), "last_loss": i.get("last_loss"),
                           "groups": i.get("num_groups"), "seconds": i.get("seconds"),
                           "images_per_group": getattr(syn, "ipc", None), "grown": i.get("grown"),
+                          "match_metric": i.get("match_metric"),
+                          "match_metric_default": dm.config.distill.match_metric is None,
                           "health": {k: v for k, v in h.items()
                                      if not isinstance(v, list) or k in ("flagged", "checkpoints")}}
     if "synset" in out:
@@ -290,6 +292,8 @@ def _print_offline(o: dict[str, Any]) -> None:
                   f"matching loss per group {s['first_loss']:.3f} -> {s['last_loss']:.3f} ({s['seconds']:.1f} s)")
             if s.get("grown"):
                 print(f"  {_grown(s['grown'])}")
+            if s.get("match_metric"):
+                print(f"  {_metric_line(s['match_metric'], s['match_metric_default'])}")
             h = s.get("health") or {}
             if h.get("checked"):
                 print(f"  health: cosine with each group's real removal step mean {h['cosine_mean']:.2f} "
@@ -427,6 +431,14 @@ def _note_pending_advice(dm: Any, sets: list[str]) -> None:
         settings = " ".join(f"--set {k}={v:g}" for k, v in pending.items())
         print(f"note: `ddm check` advised {settings} for this workspace, not used here (`ddm check -w {dm.ws.root} "
               "--apply` keeps it)", file=sys.stderr)
+
+
+def _metric_line(metric: str, by_default: bool) -> str:
+    """What the synset stage's ``match_metric`` record says, for ``ddm run``."""
+    what = {"both": "the removal step's norm and the logit change it makes on the training inputs, side by side",
+            "outputs": "the logit change the removal step makes on the training inputs"}.get(metric, metric)
+    why = " (the default for a task with two classes)" if by_default else ""
+    return f"matching error measured in {what}: distill.match_metric={metric}{why}"
 
 
 def _grown(grown: dict[str, Any]) -> str:

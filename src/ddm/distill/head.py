@@ -514,10 +514,18 @@ def feature_moment(head: Head, train: Split, params: Params | None = None, batch
     return M / max(len(train), 1)
 
 
-def step_whitener(cfg: DistillConfig, curvature: Curvature, damping: float, head: Head, train: Split,
+def match_metric(cfg: DistillConfig, num_classes: int) -> str:
+    """``distill.match_metric`` resolved: as set, or (none, the default) ``both`` where the task has two classes and
+    ``step`` otherwise."""
+    if cfg.match_metric is not None:
+        return cfg.match_metric
+    return "both" if num_classes == 2 else "step"
+
+
+def step_whitener(metric: str, curvature: Curvature, damping: float, head: Head, train: Split,
                   params: Params | None = None, reference: torch.Tensor | None = None
                   ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The map whose row norms the head matching compares (``distill.match_metric``): ``step``, the removal step
+    """The map whose row norms the head matching compares (``metric``, :func:`match_metric`): ``step``, the removal step
     ``(H + lambda I)^-1 v`` itself (:meth:`Curvature.whitener`); ``outputs``, that step's root-mean-square logit
     change on the training inputs, ``|U R|`` with ``R R^T`` the features' second moment (:func:`feature_moment`);
     ``both``, the two side by side, each divided by its median row norm over ``reference`` (the groups' real
@@ -526,7 +534,7 @@ def step_whitener(cfg: DistillConfig, curvature: Curvature, damping: float, head
     1 / lambda and which the data's features barely reach; the logit change weighs each direction by what the
     inputs see of it, and leaves the directions they do not see free."""
     step = curvature.whitener(damping)
-    if cfg.match_metric == "step":
+    if metric == "step":
         return step
     evals, evecs = torch.linalg.eigh(feature_moment(head, train, params))
     root = (evecs * evals.clamp(min=0).sqrt()).float()  # R: R R^T = E[h h^T]
@@ -536,7 +544,7 @@ def step_whitener(cfg: DistillConfig, curvature: Curvature, damping: float, head
         U = curvature.solve(v, damping, single=True)
         return (U.reshape(len(v), -1, d1) @ root.to(U.device)).reshape(len(v), -1)
 
-    if cfg.match_metric == "outputs":
+    if metric == "outputs":
         return outputs
     if reference is None:
         raise ValueError("distill.match_metric=both needs the groups' real gradients to scale its two parts")
@@ -647,7 +655,8 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     damping = stats.damping(cfg.damping, cfg.damping_reference, weight_decay)
     curv = stats.curvature
     # the matching loss |P (g~_k - g_k)|^2 / |P g_k|^2 (module doc), computed in the curvature's eigenbasis
-    whiten = step_whitener(cfg, curv, damping, head, train, reference=stats.group_grads)
+    metric = match_metric(cfg, num_classes)
+    whiten = step_whitener(metric, curv, damping, head, train, reference=stats.group_grads)
     target = whiten(stats.group_grads)  # [K, D]: the removal displacements' coordinates, up to a rotation
     norm2 = (target ** 2).sum(1).clamp(min=1e-30)
     dev = target.device  # the model's
@@ -658,7 +667,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         for c in checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay, task,
                                        statistics=statistics):
             p = devices.to(trajectory.checkpoint(c.index), dev)
-            wt = step_whitener(cfg, statistics[c.index].curvature, c.damping, head, train, p,
+            wt = step_whitener(metric, statistics[c.index].curvature, c.damping, head, train, p,
                                statistics[c.index].group_grads)
             tt = wt(statistics[c.index].group_grads)
             sites.append((p, head.matrix(p), wt, tt, (tt ** 2).sum(1).clamp(min=1e-30)))
