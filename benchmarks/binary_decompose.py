@@ -64,6 +64,7 @@ def decompose(ws: str) -> None:
 
     def lds(name: str, syn: Synset, key: str, overrides: list[str], scale: float | None = None) -> None:
         dm.config = base.with_overrides(overrides) if overrides else base
+        dm.model.eval()  # as the public attribute() runs it (a batch norm's running statistics)
         try:
             attr = dm._attribute_flat(targets, obj, syn, key, dm.groups, "groups", scale=scale)
         finally:
