@@ -93,8 +93,7 @@ def make(out: Path) -> None:
 
 
 def score(workspaces: list[str], dampings: list[float]) -> None:
-    from ddm.emulate.perturbations import sample_perturbations
-    from ddm.evaluation.check import SUBSET_SEED, _spearman_columns
+    from ddm.evaluation.check import _spearman_columns, other_class_subsets
     from ddm.evaluation.protocol import _loss
 
     def lds(pred: torch.Tensor, actual: torch.Tensor) -> float:
@@ -110,11 +109,9 @@ def score(workspaces: list[str], dampings: list[float]) -> None:
         print(f"{ws}: balance in use {dm.class_balance}; LDS at 0.5 {balance[0.5]:.4f}, at 1 (no balance) "
               f"{balance[1.0]:.4f}", flush=True)
         # the check's other-class subsets (binary: the class with more targets kept whole, half of the other's groups)
-        counts = torch.bincount(targets.y, minlength=data.num_classes)
-        chosen = sorted(torch.argsort(-counts, stable=True)[:1].tolist())
-        masks = sample_perturbations(F.groups.num_groups, 15, 0.5, seed=SUBSET_SEED + 1_000)
-        masks[:, torch.isin(F.groups.labels, torch.as_tensor(chosen))] = True
-        sel = torch.nonzero(torch.isin(targets.y, torch.as_tensor(chosen))).flatten()
+        subsets = other_class_subsets(F.groups, targets.y, data.num_classes)
+        assert subsets is not None
+        _, masks, sel = subsets
         oc = truth.many_test([torch.nonzero(~m).flatten().tolist() for m in masks], "other-class retrains")
         oc_actual = _loss(oc[:, rows[sel]], targets.y[sel])
         base = dm.config
