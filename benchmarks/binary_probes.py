@@ -93,15 +93,13 @@ def make(out: Path) -> None:
 
 
 def score(workspaces: list[str], dampings: list[float]) -> None:
-    from ddm.evaluation.check import _spearman_columns, other_class_subsets
-    from ddm.evaluation.protocol import _loss
+    from ddm.evaluation.check import _spearman_columns
 
     def lds(pred: torch.Tensor, actual: torch.Tensor) -> float:
         return float(_spearman_columns(pred.double().numpy(), actual.double().numpy()).mean())
 
     for ws in workspaces:
         dm, data, targets, rows, truth, keep, actual = M.check_halves(ws)
-        F = dm.fitted()
         balance = {}
         for s in (0.5, 1.0):
             pred = dm.attribute(targets, "dist2", name=f"binary-balance-{s:g}", other_class_scale=s).predict(keep)
@@ -109,11 +107,9 @@ def score(workspaces: list[str], dampings: list[float]) -> None:
         print(f"{ws}: balance in use {dm.class_balance}; LDS at 0.5 {balance[0.5]:.4f}, at 1 (no balance) "
               f"{balance[1.0]:.4f}", flush=True)
         # the check's other-class subsets (binary: the class with more targets kept whole, half of the other's groups)
-        subsets = other_class_subsets(F.groups, targets.y, data.num_classes)
-        assert subsets is not None
-        _, masks, sel = subsets
-        oc = truth.many_test([torch.nonzero(~m).flatten().tolist() for m in masks], "other-class retrains")
-        oc_actual = _loss(oc[:, rows[sel]], targets.y[sel])
+        oc = M.check_other_class(dm, data, targets, rows, truth)
+        assert oc is not None
+        masks, sel, oc_actual = oc
         base = dm.config
         for d in dampings:  # with the default class balance, whatever the stored workspace had
             dm.config = base.with_overrides([f"emulate.damping_scale={d:g}", "emulate.binary_class_scale=none"])

@@ -68,24 +68,18 @@ def sibling(dm: ddm.DistilledDatamodel, data: Any, overrides: list[str], name: s
 
 
 def score(ws: str, overrides: list[str], name: str) -> dict[str, Any]:
-    from ddm.evaluation.check import _spearman_columns, other_class_subsets
-    from ddm.evaluation.protocol import _loss
+    from ddm.evaluation.check import _spearman_columns
 
     dm, data, targets, rows, truth, keep, actual = M.check_halves(ws)
-    assert dm.groups is not None
-    oc = other_class_subsets(dm.groups, targets.y, data.num_classes)
-    oc_actual = None
-    if oc is not None:
-        chosen, masks, sel = oc
-        logits = truth.many_test([torch.nonzero(~m).flatten().tolist() for m in masks], "other-class retrains")
-        oc_actual = _loss(logits[:, rows[sel]], targets.y[sel])
+    oc = M.check_other_class(dm, data, targets, rows, truth)
     out: dict[str, Any] = {}
     for label, model in (("in use", dm), (name, sibling(dm, data, overrides, name))):
         attr = model.attribute(targets, "dist2", name=f"match-metric-{label.replace(' ', '-')}")
         lds = float(_spearman_columns(attr.predict(keep)[..., 0].double().numpy(), actual.double().numpy()).mean())
         oc_lds = None
-        if oc is not None and oc_actual is not None:
-            pred = attr.predict(oc[1])[:, oc[2], 0]
+        if oc is not None:
+            masks, sel, oc_actual = oc
+            pred = attr.predict(masks)[:, sel, 0]
             oc_lds = float(_spearman_columns(pred.double().numpy(), oc_actual.double().numpy()).mean())
         med, mx = shift_errors(model, B.real_synset(model, data.train), targets.x)
         out[label] = {"lds": lds, "other_class_lds": oc_lds, "shift_error_median": med, "shift_error_max": mx,

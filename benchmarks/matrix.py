@@ -310,6 +310,22 @@ def check_halves(workspace: str | Path) -> tuple[ddm.DistilledDatamodel, Any, An
     return dm, data, targets, rows, truth, keep, actual
 
 
+def check_other_class(dm: ddm.DistilledDatamodel, data: Any, targets: Any, rows: torch.Tensor, truth: Any
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The check's other-class subsets on a workspace :func:`check_halves` opened: ``(masks, sel, actual)``, the
+    keep-masks (:func:`ddm.evaluation.check.other_class_subsets`), the targets they serve and those targets' losses
+    after the check's retrains without each mask's dropped groups; None where the check has none."""
+    from ddm.evaluation.check import other_class_subsets
+    from ddm.evaluation.protocol import _loss
+
+    subsets = other_class_subsets(dm.fitted().groups, targets.y, data.num_classes)
+    if subsets is None:
+        return None
+    _, masks, sel = subsets
+    logits = truth.many_test([torch.nonzero(~m).flatten().tolist() for m in masks], "other-class retrains")
+    return masks, sel, _loss(logits[:, rows[sel]], targets.y[sel])
+
+
 def extra_retrain(cache: RetrainCache, path: Path, rows: torch.Tensor | None = None, subsample: float = 1.0,
                   seed: int | None = None) -> torch.Tensor:
     """Logits on ``cache``'s evaluation inputs of a retrain that is not a removal of groups (cached at ``path``): on
