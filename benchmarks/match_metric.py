@@ -15,6 +15,13 @@ other-class LDS over its other-class subsets, and the logit changes' relative er
 samples on the targets (median, max over groups; step at theta_tau, each synset's own loss and curvature).
 
     python benchmarks/match_metric.py runs/u23 runs/u24 runs/u25 runs/u32
+
+Several variants side by side, each ``NAME:SETTING[+SETTING...]`` in its own workspace ``<workspace>-<NAME>`` (an
+existing one is reused stage by stage where its settings match):
+
+    python benchmarks/match_metric.py runs/u5 --variant default: --variant mac:distill.match_at=checkpoints
+    python benchmarks/match_metric.py runs/u23 --variant both:distill.match_metric=both \\
+        --variant both-mac:distill.match_metric=both+distill.match_at=checkpoints
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import matrix as M  # noqa: E402
 
 import ddm  # noqa: E402
 from ddm import progress  # noqa: E402
+from ddm.workspace import atomic_write_text  # noqa: E402
 
 
 def shift_errors(dm: ddm.DistilledDatamodel, real: Any, x: torch.Tensor) -> tuple[float, float]:
@@ -67,13 +75,14 @@ def sibling(dm: ddm.DistilledDatamodel, data: Any, overrides: list[str], name: s
         ddm.models.build(dm.config.model, data), data.train)
 
 
-def score(ws: str, overrides: list[str], name: str) -> dict[str, Any]:
+def score(ws: str, variants: dict[str, list[str]], shifts: bool = True) -> dict[str, Any]:
     from ddm.evaluation.check import _spearman_columns
 
     dm, data, targets, rows, truth, keep, actual = M.check_halves(ws)
     oc = M.check_other_class(dm, data, targets, rows, truth)
     out: dict[str, Any] = {}
-    for label, model in (("in use", dm), (name, sibling(dm, data, overrides, name))):
+    for label, overrides in (("in use", None), *variants.items()):
+        model = dm if overrides is None else sibling(dm, data, overrides, label)
         attr = model.attribute(targets, "dist2", name=f"match-metric-{label.replace(' ', '-')}")
         lds = float(_spearman_columns(attr.predict(keep)[..., 0].double().numpy(), actual.double().numpy()).mean())
         oc_lds = None
@@ -81,12 +90,14 @@ def score(ws: str, overrides: list[str], name: str) -> dict[str, Any]:
             masks, sel, oc_actual = oc
             pred = attr.predict(masks)[:, sel, 0]
             oc_lds = float(_spearman_columns(pred.double().numpy(), oc_actual.double().numpy()).mean())
-        med, mx = shift_errors(model, B.real_synset(model, data.train), targets.x)
+        med, mx = shift_errors(model, B.real_synset(model, data.train), targets.x) if shifts else (float("nan"),) * 2
         out[label] = {"lds": lds, "other_class_lds": oc_lds, "shift_error_median": med, "shift_error_max": mx,
-                      "temperature": model.synset_temperature, "ipc": model.synset.ipc}
+                      "temperature": model.synset_temperature, "ipc": model.synset.ipc, **M.health_summary(model),
+                      "distill_seconds": model.ws.require("synset").get("seconds")}
         print(f"{ws} {label:8s}: LDS {lds:.4f}, other-class {oc_lds if oc_lds is None else f'{oc_lds:+.4f}'}, "
               f"logit-change error median {med:.4f} max {mx:.4f}, T {model.synset_temperature:g}, "
-              f"ipc {model.synset.ipc}", flush=True)
+              f"ipc {model.synset.ipc}, health {out[label]['positive']:.3f} positive / {out[label]['flagged']} flagged",
+              flush=True)
     return out
 
 
@@ -97,14 +108,29 @@ def main() -> None:
                    help="distill.* settings of the synsets scored beside the ones in use "
                         "(default: distill.match_metric=outputs)")
     p.add_argument("--name", default="outputs", help="the variant's name (its workspace: WORKSPACE-NAME)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:SETTING[+SETTING...]",
+                   help="a variant scored beside the synsets in use, in WORKSPACE-NAME (repeatable; replaces "
+                        "--set / --name)")
+    p.add_argument("--no-shifts", action="store_true", help="skip the logit changes' errors against the real samples")
     p.add_argument("--json", type=Path, help="write the scores here as well")
     args = p.parse_args()
     torch.set_num_threads(1)
     progress.set_enabled(False)
-    overrides = args.overrides or ["distill.match_metric=outputs"]
-    results = {ws: score(ws, overrides, args.name) for ws in args.workspaces}
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+    variants = {args.name: args.overrides or ["distill.match_metric=outputs"]}
+    if args.variant:
+        if args.overrides:
+            p.error("give the variants with --variant or with --set / --name, not both")
+        variants = {}
+        for v in args.variant:
+            name, sep, sets = v.partition(":")
+            if not sep or not name:
+                p.error(f"--variant {v!r}: write NAME:KEY=VALUE[+KEY=VALUE...] (NAME: alone: today's defaults)")
+            variants[name] = sets.split("+") if sets else []
+    results = {}
+    for ws in args.workspaces:  # one by one, so an interrupted run keeps what it finished
+        results[ws] = score(ws, variants, shifts=not args.no_shifts)
+        if args.json:
+            atomic_write_text(args.json, json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
