@@ -37,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import binary_decompose as B  # noqa: E402
 import matrix as M  # noqa: E402
+import probe_tabular  # noqa: E402
 
 import ddm  # noqa: E402
 from ddm import progress  # noqa: E402
@@ -75,10 +76,11 @@ def sibling(dm: ddm.DistilledDatamodel, data: Any, overrides: list[str], name: s
         ddm.models.build(dm.config.model, data), data.train)
 
 
-def score(ws: str, variants: dict[str, list[str]], shifts: bool = True) -> dict[str, Any]:
+def score(ws: str, variants: dict[str, list[str]], shifts: bool = True, tabular: str | None = None) -> dict[str, Any]:
     from ddm.evaluation.check import _spearman_columns
 
-    dm, data, targets, rows, truth, keep, actual = M.check_halves(ws)
+    dm, data, targets, rows, truth, keep, actual = M.check_halves(
+        ws, None if tabular is None else probe_tabular.probe_data(tabular))
     oc = M.check_other_class(dm, data, targets, rows, truth)
     out: dict[str, Any] = {}
     for label, overrides in (("in use", None), *variants.items()):
@@ -111,6 +113,8 @@ def main() -> None:
     p.add_argument("--variant", action="append", default=[], metavar="NAME:SETTING[+SETTING...]",
                    help="a variant scored beside the synsets in use, in WORKSPACE-NAME (repeatable; replaces "
                         "--set / --name)")
+    p.add_argument("--tabular", action="append", default=[], metavar="WORKSPACE=PROBE",
+                   help="a workspace of probe_tabular.py (its data made again by that probe)")
     p.add_argument("--no-shifts", action="store_true", help="skip the logit changes' errors against the real samples")
     p.add_argument("--json", type=Path, help="write the scores here as well")
     args = p.parse_args()
@@ -126,9 +130,10 @@ def main() -> None:
             if not sep or not name:
                 p.error(f"--variant {v!r}: write NAME:KEY=VALUE[+KEY=VALUE...] (NAME: alone: today's defaults)")
             variants[name] = sets.split("+") if sets else []
+    tabular = dict(t.split("=", 1) for t in args.tabular)
     results = {}
     for ws in args.workspaces:  # one by one, so an interrupted run keeps what it finished
-        results[ws] = score(ws, variants, shifts=not args.no_shifts)
+        results[ws] = score(ws, variants, shifts=not args.no_shifts, tabular=tabular.get(ws))
         if args.json:
             atomic_write_text(args.json, json.dumps(results, indent=1))
 

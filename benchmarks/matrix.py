@@ -292,16 +292,17 @@ def head_retrained(dm: ddm.DistilledDatamodel, data: Any, targets: Any
     return per_mask(value)
 
 
-def check_halves(workspace: str | Path) -> tuple[ddm.DistilledDatamodel, Any, Any, torch.Tensor, Any, torch.Tensor,
-                                                 torch.Tensor]:
+def check_halves(workspace: str | Path, data: Any = None
+                 ) -> tuple[ddm.DistilledDatamodel, Any, Any, torch.Tensor, Any, torch.Tensor, torch.Tensor]:
     """A workspace ``ddm check`` has retrained, opened with what its random halves need: ``(dm, data, targets, rows,
     truth, keep, actual)``: the check's 200 targets (test ``rows``), its retrains (``truth``, a
-    :class:`ddm.evaluation.protocol._Truth`), its 16 halves' keep-masks and the targets' retrained losses."""
+    :class:`ddm.evaluation.protocol._Truth`), its 16 halves' keep-masks and the targets' retrained losses. ``data``:
+    the workspace's data where its config cannot load them (arrays handed in from Python)."""
     from ddm.evaluation.check import SUBSET_SEED, check_targets
     from ddm.evaluation.protocol import _Truth, subset_losses
 
     dm = ddm.DistilledDatamodel(workspace).load()
-    data = ddm.data.load(dm.config.data)
+    data = ddm.data.load(dm.config.data) if data is None else data
     rows = check_targets(len(data.test), 200)
     targets = data.test[rows]
     truth = _Truth(dm.ws.path("check"), dm, data, None)

@@ -36,6 +36,12 @@ PROBES = {
 }
 
 
+def probe_data(name: str) -> ddm.data.Dataset:
+    """The probe's data as its run made it (same arguments, same stratified split)."""
+    X, y = make_classification(**PROBES[name]["data"], n_clusters_per_class=2, flip_y=0.02, class_sep=1.0)
+    return ddm.data.from_arrays(X.astype("float32"), y)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--probe", choices=sorted(PROBES), required=True)
@@ -43,8 +49,7 @@ def main() -> None:
     args = p.parse_args()
     ddm.progress.set_enabled(False)
     probe = PROBES[args.probe]
-    X, y = make_classification(**probe["data"], n_clusters_per_class=2, flip_y=0.02, class_sep=1.0)
-    data = ddm.data.from_arrays(X.astype("float32"), y)
+    data = probe_data(args.probe)
     cfg = ddm.presets.demo(data).with_overrides(probe["sets"])
     dm = ddm.DistilledDatamodel(args.workspace, cfg)
     dm.fit(ddm.models.build(cfg.model, data), data.train)
