@@ -1,0 +1,125 @@
+"""The unlearning back-off on classes the removal thins (a diagnostic).
+
+``ddm unlearn`` redoes its Newton step with a tenfold damping (``emulate.unlearn_backoff``) when a class that keeps
+training data loses more than ``emulate.unlearn_class_drop`` of its kept synthetic images' accuracy: retraining
+mostly keeps such a class. A class left with under half of its training samples is the exception: retraining loses
+accuracy there too (``health.unlearning_check`` reports it as thinned). This measures, against exact retraining in
+the target's data order, the unlearned model as it is and with the back-off ignoring thinned classes (its first
+step wherever every class that set it off was thinned), on the matrix's three 4-group draws and on "thinning" draws
+that remove ``ceil(0.6 n_c)`` of one class's ``n_c`` groups (three classes drawn per run), which leave it under half.
+
+    python benchmarks/backoff_thinned.py --root runs/matrix-b --seeds 3 \\
+        --configs digits-convnet-K100-sgd,fmnist-mlp-K40-sgd --out benchmarks/results/backoff-thinned-select
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import matrix as M  # noqa: E402
+
+from ddm import devices, progress  # noqa: E402
+
+
+def thinning_draws(dm: Any, num_classes: int, seed: int, count: int = 3) -> list[tuple[str, list[int]]]:
+    """``count`` draws, each ``ceil(0.6 n_c)`` of one class's ``n_c`` groups (the class and the groups at random)."""
+    g = torch.Generator().manual_seed(4040 + seed)
+    labels = dm.groups.labels
+    classes = [c for c in torch.randperm(num_classes, generator=g).tolist() if int((labels == c).sum()) >= 2][:count]
+    draws = []
+    for c in classes:
+        mine = torch.nonzero(labels == c).flatten()
+        n = min(len(mine) - 1, math.ceil(0.6 * len(mine)))
+        draws.append((f"thin class {c}", sorted(mine[torch.randperm(len(mine), generator=g)[:n]].tolist())))
+    return draws
+
+
+def shares(dm: Any, rem: list[int]) -> torch.Tensor:
+    """Each class's share of its training samples that the draw keeps."""
+    counts = dm.groups.class_count_matrix().double()
+    kept = torch.ones(len(counts), dtype=torch.bool)
+    kept[rem] = False
+    return counts[kept].sum(0) / counts.sum(0).clamp(min=1e-30)
+
+
+def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
+    cfg, data, folder, dm, cache = M.open_run(root, name, seed)
+    y = data.test.y
+    rows = []
+    draws = [d for d in M.unlearning_draws(dm, int(data.num_classes), 3) if d[0] == "4 groups"]
+    for label, rem in draws + thinning_draws(dm, int(data.num_classes), seed):
+        share = shares(dm, rem)
+        model = dm.unlearn(rem, name="backoff-thinned")
+        check = dm.last_unlearning_check
+        first = dm.last_unlearned_first
+        raised = bool(check.get("damping_raised"))
+        set_off = check.get("first_collapsed", [])
+        thinned_only = raised and all(float(share[c]) < 0.5 for c in set_off)
+        rule = first if thinned_only and first is not None else model
+        c = None if not label.startswith("thin") else int(label.split()[-1])
+        on = None if c is None else y == c
+
+        def acc(logits: torch.Tensor, on: torch.Tensor | None = on) -> tuple[float, float | None]:
+            right = logits.argmax(1) == y
+            return float(right.float().mean()), None if on is None else float(right[on].float().mean())
+
+        row = {"config": name, "seed": seed, "draw": label, "groups": rem, "backoff": raised, "set_off_by": set_off,
+               "set_off_shares": [float(share[c_]) for c_ in set_off], "thinned_only": thinned_only,
+               "exact": acc(cache.get(rem)), "now": acc(devices.predict(model, data.test.x)),
+               "rule": acc(devices.predict(rule, data.test.x))}
+        rows.append(row)
+        print(name, seed, label, rem, "backoff" if raised else "-", set_off, row["set_off_shares"],
+              "exact / now / rule", [row[k] for k in ("exact", "now", "rule")], flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="runs/matrix-b")
+    p.add_argument("--configs", default="digits-convnet-K100-sgd,fmnist-mlp-K40-sgd")
+    p.add_argument("--seeds", default="3")
+    p.add_argument("--out", default="benchmarks/results/backoff-thinned-select")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    progress.set_enabled(False)
+    results: list[dict[str, Any]] = []
+    lines = ["# The unlearning back-off on thinned classes (diagnostic)", "",
+             f"Command: `python benchmarks/backoff_thinned.py {' '.join(sys.argv[1:])}`; test accuracy in % (for a "
+             "thinning draw, after the slash, the thinned class's), exact retraining (target's data order) / "
+             "`ddm unlearn` as it is / with the back-off ignoring classes left under half their samples.", "",
+             "| configuration | seed | draw | back-off set off by (kept share) | exact | now | rule |",
+             "|---|---|---|---|---|---|---|"]
+
+    def cell(v: list[float | None] | tuple[float, float | None]) -> str:
+        return f"{100 * v[0]:.1f}" + ("" if v[1] is None else f" / {100 * v[1]:.1f}")
+
+    for name in args.configs.split(","):
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for r in run(name, seed, Path(args.root)):
+                results.append(r)
+                pairs = zip(r["set_off_by"], r["set_off_shares"], strict=True)
+                off = ", ".join(f"{c} ({100 * s:.0f}%)" for c, s in pairs)
+                lines.append(f"| {name} | {seed} | {r['draw']} | {off or '–'} | {cell(r['exact'])} | "
+                             f"{cell(r['now'])} | {cell(r['rule'])} |")
+            M.write_report(args.out, lines, results)  # after every run: an interrupted sweep keeps what it measured
+    for kind in ("4 groups", "thin"):
+        sel = [r for r in results if r["draw"].startswith(kind)]
+        if not sel:
+            continue
+        for k in ("now", "rule"):
+            gap = [abs(r[k][0] - r["exact"][0]) * 100 for r in sel]
+            within = sum(g <= (3 if kind == "4 groups" else 5) for g in gap)
+            lines.append(f"\n{kind} draws, {k}: mean test-accuracy gap {sum(gap) / len(gap):.2f} points, "
+                         f"{within}/{len(sel)} within {3 if kind == '4 groups' else 5}")
+    M.write_report(args.out, lines, results)
+
+
+if __name__ == "__main__":
+    main()
