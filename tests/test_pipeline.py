@@ -408,6 +408,37 @@ def test_a_step_that_collapses_a_kept_class_is_redone_with_more_damping(run, cap
         cfg.with_overrides(["emulate.unlearn_class_drop=0"])
 
 
+def test_a_class_the_removal_thins_does_not_set_the_back_off_off(run, caplog):
+    # a removal that leaves a class under half of its samples: retraining loses accuracy there too (often all of
+    # it), so its kept synthetic images' fall is reported but the step is not damped for it
+    cfg, data, ws, dm = run
+    base = ["emulate.unlearn_damping=1e-3", "emulate.unlearn_rewind=0"]
+    found = None
+    for c in range(int(dm.groups.labels.max()) + 1):
+        mine = torch.nonzero(dm.groups.labels == c).flatten()
+        if len(mine) < 2:
+            continue
+        dm.config = cfg.with_overrides([*base, "emulate.unlearn_backoff=0"])
+        first = dm.unlearn(mine[:1].tolist(), name="thin-once")
+        collapsed = dm.last_unlearning_check["collapsed_classes"]
+        if collapsed and all(x.get("kept_share") is not None for x in collapsed):
+            found = mine[:1].tolist(), first, collapsed
+            break
+    assert found is not None  # some class's removal collapses only classes it thins
+    removed, first, collapsed = found
+    assert all(x["kept_share"] < 0.5 and x["before"] - x["after"] > cfg.emulate.unlearn_class_drop for x in collapsed)
+    dm.config = cfg.with_overrides([*base, "emulate.unlearn_backoff=4"])
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        model = dm.unlearn(removed, name="thin-backoff")
+    check = dm.last_unlearning_check
+    assert check["damping_raised"] == [] and check["collapsed_classes"] == collapsed and check["damaged"]
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), first.parameters(), strict=True))
+    assert "retraining without most of a class loses accuracy there too" in caplog.text
+    assert "overshoots" not in caplog.text
+    dm.config = cfg
+
+
 def test_the_rewind_says_once_that_no_checkpoint_serves(run, caplog):
     from ddm.unlearning import rewind
 

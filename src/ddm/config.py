@@ -462,7 +462,9 @@ class EmulateConfig:
                                  "emulate.unlearn_class_drop of its kept synthetic images' accuracy (the unlearning "
                                  "check's 'collapsed' class; retraining keeps such a class), the damping is raised "
                                  "tenfold and the step redone, "
-                                 "at most this many times; 0 keeps the first step", since="0.6", implicit=0)
+                                 "at most this many times; 0 keeps the first step. A class the removal leaves with "
+                                 "under half of its training samples never sets it off (retraining loses accuracy "
+                                 "there too)", since="0.6", implicit=0)
     unlearn_class_drop: float = _f(0.2, "the unlearning check: a class that keeps training data and loses more than "
                                         "this share of its kept synthetic images' accuracy counts as collapsed "
                                         "(warned about, and the step redone under emulate.unlearn_backoff). 0.2 and "

@@ -247,6 +247,13 @@ def warn_unlearning(check: dict[str, Any], hint: str, max_drop: float = 0.1) -> 
                     100 * drop, 100 * check["kept_accuracy_before"], 100 * check["kept_accuracy_after"], hint, note)
         note = ""
     for c in check["collapsed_classes"]:
+        if c.get("kept_share") is not None:  # thinned: what retraining does as well
+            log.warning("unlearning took class %d's kept synthetic images (%d) from %.0f%% to %.0f%% accuracy; the "
+                        "removal leaves the class %.0f%% of its training samples, and retraining without most of a "
+                        "class loses accuracy there too (often all of it in the benchmarks' exact retrains), so the "
+                        "step is kept as it is: check it against an exact retrain (ddm unlearn --verify 1)",
+                        c["class"], c["kept_images"], 100 * c["before"], 100 * c["after"], 100 * c["kept_share"])
+            continue
         log.warning("unlearning took class %d's kept synthetic images (%d) from %.0f%% to %.0f%% accuracy although "
                     "the class keeps training data, and the unlearned model may be damaged: %s%s",
                     c["class"], c["kept_images"], 100 * c["before"], 100 * c["after"], hint, note)

@@ -1114,7 +1114,11 @@ class DistilledDatamodel:
             check = health.unlearning_check(self.model, model, syn, idx, warn=False,
                                             max_class_drop=self.config.emulate.unlearn_class_drop,
                                             class_counts=grp.class_count_matrix())
-            collapsed = {c["class"] for c in check["collapsed_classes"]}
+            # a class the removal leaves with under half of its training samples (kept_share set) loses accuracy
+            # in retraining too, often all of it: reported, never a reason to damp the step (on the benchmarks'
+            # draws that thin a class the damped step kept it where exact retraining lost it; BENCHMARKS.md, "The
+            # back-off and the classes a removal thins")
+            collapsed = {c["class"] for c in check["collapsed_classes"] if c.get("kept_share") is None}
             if collapsed and by_rewind is None:
                 by_rewind = self._collapsed_by_rewind(syn, idx)
             if collapsed and collapsed <= (by_rewind or set()):

@@ -549,8 +549,11 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                       + ("" if args.verify else " (exact retraining sometimes loses such a class as well: --verify 1 "
                                                 "scores both steps against it)"))
             for cc in c.get("collapsed_classes", []):
+                thinned = cc.get("kept_share") is not None
                 print(f"    class {cc['class']} (kept, {cc['kept_images']} synthetic images): "
-                      f"{100 * cc['before']:.0f}% -> {100 * cc['after']:.0f}%   COLLAPSED: see the warning above")
+                      f"{100 * cc['before']:.0f}% -> {100 * cc['after']:.0f}%   "
+                      + (f"left with {100 * cc['kept_share']:.0f}% of its samples, as retraining may lose it too"
+                         if thinned else "COLLAPSED: see the warning above"))
         if "verification" in out:
             _print_unlearning_verification(out["verification"])
         print(f"  checkpoint: {out['saved']}/model.safetensors")
