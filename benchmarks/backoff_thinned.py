@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
+from temperature_unlearning import accs, cell  # noqa: E402
 
 from ddm import devices, progress  # noqa: E402
 
@@ -65,15 +66,10 @@ def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
         rule = first if thinned_only and first is not None else model
         c = None if not label.startswith("thin") else int(label.split()[-1])
         on = None if c is None else y == c
-
-        def acc(logits: torch.Tensor, on: torch.Tensor | None = on) -> tuple[float, float | None]:
-            right = logits.argmax(1) == y
-            return float(right.float().mean()), None if on is None else float(right[on].float().mean())
-
         row = {"config": name, "seed": seed, "draw": label, "groups": rem, "backoff": raised, "set_off_by": set_off,
                "set_off_shares": [float(share[c_]) for c_ in set_off], "thinned_only": thinned_only,
-               "exact": acc(cache.get(rem)), "now": acc(devices.predict(model, data.test.x)),
-               "rule": acc(devices.predict(rule, data.test.x))}
+               "exact": accs(cache.get(rem), y, on), "now": accs(devices.predict(model, data.test.x), y, on),
+               "rule": accs(devices.predict(rule, data.test.x), y, on)}
         rows.append(row)
         print(name, seed, label, rem, "backoff" if raised else "-", set_off, row["set_off_shares"],
               "exact / now / rule", [row[k] for k in ("exact", "now", "rule")], flush=True)
@@ -96,9 +92,6 @@ def main() -> None:
              "`ddm unlearn` as it is / with the back-off ignoring classes left under half their samples.", "",
              "| configuration | seed | draw | back-off set off by (kept share) | exact | now | rule |",
              "|---|---|---|---|---|---|---|"]
-
-    def cell(v: list[float | None] | tuple[float, float | None]) -> str:
-        return f"{100 * v[0]:.1f}" + ("" if v[1] is None else f" / {100 * v[1]:.1f}")
 
     for name in args.configs.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
