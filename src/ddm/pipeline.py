@@ -1118,7 +1118,7 @@ class DistilledDatamodel:
             # in retraining too, often all of it: reported, never a reason to damp the step (on the benchmarks'
             # draws that thin a class the damped step kept it where exact retraining lost it; BENCHMARKS.md, "The
             # back-off and the classes a removal thins")
-            collapsed = {c["class"] for c in check["collapsed_classes"] if c.get("kept_share") is None}
+            collapsed = {c["class"] for c in health.untypical_collapses(check)}
             if collapsed and by_rewind is None:
                 by_rewind = self._collapsed_by_rewind(syn, idx)
             if collapsed and collapsed <= (by_rewind or set()):
