@@ -71,3 +71,31 @@ def test_batchnorm_is_handled_by_the_head_recipe_and_refused_by_fine_tuning(rgb3
     assert all(torch.isfinite(p).all() for p in un.parameters())
     with pytest.raises(ConfigError, match="GroupNorm"):
         ddm.DistilledDatamodel(tmp_path / "ft", _cfg(*presets.recipe("local-free"))).fit(BNNet(), rgb32.train)
+
+
+def test_an_mlp_without_hidden_layers_is_softmax_regression_on_the_pixels(rgb32, tmp_path):
+    from ddm.distill.head import Head
+
+    cfg = _cfg("model.name=mlp", "model.depth=0", "train.lr=0.001")
+    model = ddm.models.build(cfg.model, rgb32)
+    assert [type(m) for m in model.net] == [nn.Flatten, nn.Linear]
+    x = rgb32.test.x[:5]
+    torch.testing.assert_close(Head.of(model).features(x)[:, :-1], x.flatten(1))
+    dm = ddm.DistilledDatamodel(tmp_path, cfg).fit(model, rgb32.train)
+    attr = dm.attribute(rgb32.test[:4], "dist2")
+    assert torch.isfinite(attr.weights).all() and attr.weights.abs().sum() > 0
+    assert all(torch.isfinite(p).all() for p in dm.unlearn([0, 1]).parameters())
+    with pytest.raises(ConfigError, match="only the mlp takes 0"):
+        _cfg("model.name=convnet", "model.depth=0")
+
+
+def test_a_model_that_fits_its_data_with_certainty_is_refused_with_the_reason(rgb32, tmp_path):
+    """At lr 0.1 this softmax regression separates its 72 images with a training loss of 0 in float32: its last
+    layer's curvature underflows (about 1e-28) and some groups' gradients are exactly 0. The matching used to
+    diverge with advice to lower its learning rates; now the error says what is wrong with the model."""
+    from ddm.exceptions import NumericalError
+
+    cfg = _cfg("model.name=mlp", "model.depth=0", "train.lr=0.1")
+    with pytest.raises(NumericalError, match="fits its training data with certainty.*Train it less"):
+        ddm.DistilledDatamodel(tmp_path, cfg).fit(ddm.models.build(cfg.model, rgb32), rgb32.train)
+    assert not (tmp_path / "synset" / "synset.safetensors").exists()

@@ -63,14 +63,17 @@ class ModelConfig:
                               "and depth 4 give ResNet-18), alexnet (AlexNet's layout for small images) or vit "
                               "(a small Vision Transformer; width = embedding size, depth = blocks)")
     width: int = _f(64, "convnet channels / mlp hidden units")
-    depth: int = _f(3, "convnet conv blocks / mlp hidden layers")
+    depth: int = _f(3, "convnet conv blocks / mlp hidden layers (mlp: 0 is softmax regression, the last layer "
+                       "on the pixels)")
     norm: str = _f("instancenorm", "convnet normalisation: instancenorm, groupnorm, layernorm, batchnorm, none "
                    "(resnet: GroupNorm, or BatchNorm with batchnorm)")
     seed: int = _f(0, "seed of the initial weights theta_0")
 
     def __post_init__(self) -> None:
         _finite(self, "model")
-        _check(self.width > 0 and self.depth > 0, "model.width and model.depth must be positive")
+        _check(self.width > 0, "model.width must be positive")
+        _check(self.depth > 0 or (self.name == "mlp" and self.depth == 0),
+               "model.depth must be positive (only the mlp takes 0: softmax regression on the pixels)")
         _choice(self.norm, "model.norm", ("instancenorm", "groupnorm", "layernorm", "batchnorm", "none"))
 
 

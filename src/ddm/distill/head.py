@@ -644,6 +644,27 @@ def distill_head(model: nn.Module, trajectory: Trajectory, train: Split, groups:
         model.train(was_training)
 
 
+#: below this top eigenvalue of the last layer's curvature at theta_tau the model fits its training data with
+#: certainty to single precision: the groups' gradients underflow (exact zeros among them) and a damped step, whose
+#: squares the float32 matching sums, overflows (a 3,072-pixel softmax regression trained to a loss of 0 read 8e-29,
+#: where the benchmarks' models read 0.006-25)
+SATURATED_CURVATURE = 1e-12
+
+
+def _refuse_saturated(stats: HeadStatistics) -> None:
+    """A clear error where the model has no curvature left at theta_tau (:data:`SATURATED_CURVATURE`) instead of a
+    matching that diverges for a reason the learning rates cannot fix."""
+    top = stats.top_eigenvalue
+    if top < SATURATED_CURVATURE:
+        zero = int((stats.group_grads.abs().amax(1) == 0).sum())
+        raise NumericalError(
+            f"the target model fits its training data with certainty to single precision: its last layer's curvature "
+            f"at theta_tau is {top:.2g} at most (the benchmarks' models: 0.006 and above) and {zero} of "
+            f"{len(stats.group_grads)} groups' gradients are exactly 0, so removing a group changes nothing that "
+            "float32 can hold and the removal step DDM distils is undefined. Train it less (fewer train.epochs or a "
+            "lower train.lr), with train.weight_decay, or on more data; its loss at theta_tau should not be 0")
+
+
 def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
                   num_classes: int, folder: str | Path | None, weight_decay: float, task: Any = None,
                   statistics: dict[int, HeadStatistics] | None = None) -> Synset:
@@ -652,6 +673,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
     statistics = {} if statistics is None else statistics
     if _holds(head.model, trajectory.final):
         statistics[trajectory.tau] = stats
+    _refuse_saturated(stats)
     damping = stats.damping(cfg.damping, cfg.damping_reference, weight_decay)
     curv = stats.curvature
     # the matching loss |P (g~_k - g_k)|^2 / |P g_k|^2 (module doc), computed in the curvature's eigenbasis

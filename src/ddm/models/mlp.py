@@ -7,7 +7,9 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    """Input ``[N, C, H, W]`` -> logits ``[N, num_classes]`` through ``depth`` ReLU layers of ``width``."""
+    """Input ``[N, C, H, W]`` -> logits ``[N, num_classes]`` through ``depth`` ReLU layers of ``width``.
+
+    ``depth`` 0 is softmax regression: the one Linear layer is the head, and its features are the pixels."""
 
     def __init__(self, in_features: int, num_classes: int, width: int = 256, depth: int = 2) -> None:
         super().__init__()
