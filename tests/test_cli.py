@@ -312,6 +312,7 @@ def test_info_names_the_groups_matched_again(tmp_path, capsys, caplog):
     capsys.readouterr()
     assert "had to be matched a second time" in caplog.text
     assert f"(ddm check -w {ws})" in caplog.text  # what to run next, on this workspace
+    assert "images cannot carry groups this large" in caplog.text  # the other cause: a softmax regression's groups
     caplog.clear()
     assert main(["distill", "-w", str(tmp_path / "default"), "--preset", "tiny", "-q"]) == 0
     assert "had to be matched a second time" not in caplog.text

@@ -353,13 +353,15 @@ class DistilledDatamodel:
                           if syn.grown else {}))
         health.log_report(f"{stage} ({self.ws.root})", report)  # which workspace: evaluate fits several
         if len(syn.retried) >= RETRIED_WARNING * groups.num_groups:
-            log.warning("%s (%s): %d of %d groups had to be matched a second time: the model fits their members "
-                        "almost exactly at theta_tau, where the last-layer step DDM takes carries little. On a probe "
-                        "like that (an MLP trained 60 epochs past fitting its data) DDM ranked 0.06-0.17 LDS above "
-                        "the trivial same-class score on three seeds, level with TracIn, and varied more between "
-                        "seeds than either (BENCHMARKS.md, 'Kinds of data the matrix never had'): check it against "
-                        "exact retrains (ddm check -w %s), or compare with TracIn",
-                        stage, self.ws.root, len(syn.retried), groups.num_groups, self.ws.root)
+            after = sum(e[1] for e in syn.retried.values()) / len(syn.retried)
+            log.warning("%s (%s): %d of %d groups had to be matched a second time (relative error after it %.2g on "
+                        "average): either the model fits their members almost exactly at theta_tau, where the "
+                        "last-layer step DDM takes carries little, or %d images cannot carry groups this large. On a "
+                        "probe of the first kind (an MLP trained 60 epochs past fitting its data) DDM ranked "
+                        "0.06-0.17 LDS above the trivial same-class score on three seeds, level with TracIn, and "
+                        "varied more between seeds than either (BENCHMARKS.md, 'Kinds of data the matrix never "
+                        "had'): check it against exact retraining (ddm check -w %s), or compare with TracIn",
+                        stage, self.ws.root, len(syn.retried), groups.num_groups, after, syn.ipc, self.ws.root)
         self.timings[stage] = time.perf_counter() - t0
         if shared:
             distributed.barrier()
