@@ -755,3 +755,24 @@ def test_a_task_with_two_classes_can_take_its_own_class_balance(tmp_path, capsys
     assert attr.meta["other_class_scale"] == 1.0 and attr.meta["class_balance_setting"] == "emulate.binary_class_scale"
     assert main(["info", "-w", ws]) == 0
     assert "weigh the other class's groups x1 (emulate.binary_class_scale" in capsys.readouterr().out
+
+
+def test_sigterm_ends_a_command_as_ctrl_c_does(tmp_path, capsys, monkeypatch):
+    """A batch scheduler's stop (SIGTERM) used to kill ddm without a word; now it ends the command as Ctrl-C does,
+    with exit status 143, and the process's own SIGTERM handler is given back afterwards."""
+    import os
+    import signal
+    import time
+
+    def stopped(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises at the next bytecode; never reached
+        raise AssertionError("SIGTERM did not interrupt")
+
+    from ddm.pipeline import DistilledDatamodel
+
+    monkeypatch.setattr(DistilledDatamodel, "fit", stopped)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["train", "-w", str(tmp_path / "ws"), "--preset", "tiny", "-q"]) == 143
+    assert "ddm: interrupted (SIGTERM); finished work is saved in the workspace" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -7,7 +7,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -1050,6 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
         # under torchrun every rank holds the same results: rank 0 prints them (errors still go to stderr)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of this process
         progress.set_enabled(False)
+    terminated = _terminate_like_interrupt()
     try:
         import torch
 
@@ -1069,14 +1072,34 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         return _fail(args, f"ddm: error: {exc}; check the file and the free disk space", 2)
     except KeyboardInterrupt:
-        print("ddm: interrupted; finished work is saved in the workspace and a rerun resumes", file=sys.stderr)
-        return 130
+        how = " (SIGTERM)" if terminated.get("signal") else ""
+        print(f"ddm: interrupted{how}; finished work is saved in the workspace and a rerun resumes", file=sys.stderr)
+        return 143 if terminated.get("signal") else 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, and where to report
         name = type(exc).__name__
         if "SafetensorError" in name:
             return _fail(args, f"ddm: error: a stored tensor file is damaged ({exc}); rerun with --overwrite", 2)
         return _fail(args, f"ddm: internal error: {name}: {exc}. This is a bug in ddm: please report it with the "
                            "command and the output of -v at https://github.com/ddm-project/ddm/issues", 1)
+    finally:
+        if "previous" in terminated:
+            signal.signal(signal.SIGTERM, terminated["previous"] or signal.SIG_DFL)
+
+
+def _terminate_like_interrupt() -> dict[str, Any]:
+    """SIGTERM (a batch scheduler's stop, `kill`, `timeout`) ends a command as Ctrl-C does: the stages' own
+    checkpoints stay, the message says a rerun resumes, and the exit status is 143 instead of a silent death.
+    Returns the state :func:`main` reads and restores (the previous handler; whether the signal came)."""
+    state: dict[str, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return state  # signal handlers can only be set from the main thread (e.g. main() called from a worker)
+
+    def handler(signum: int, frame: Any) -> None:
+        state["signal"] = signum
+        raise KeyboardInterrupt
+
+    state["previous"] = signal.signal(signal.SIGTERM, handler)
+    return state
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
