@@ -1,0 +1,152 @@
+"""Unlearning with the kept data's Newton step averaged over the trajectory's checkpoints (a diagnostic).
+
+``ddm unlearn`` moves the last layer by one Newton step at theta_tau, ``U_tau = (H_kept + lambda)^-1 g_removed``.
+At theta_tau the removed samples are fitted, so their gradients, and the step, are small: a draw that removes half
+of a class leaves the class's removed mode recognised where exact retraining loses it (BENCHMARKS.md, "The back-off
+and the classes a removal thins": the thinned class 24 points from exact on average). At the earlier checkpoints
+the synsets hold curvatures for (``distill.checkpoints``; attribution averages its step over them), the removed
+samples are less well fitted. This measures, against exact retraining in the target's data order, the unlearned
+model as ``ddm unlearn`` gives it and the same model with its head step replaced by the mean of the steps at
+theta_tau and at those checkpoints (each at its own parameters, curvature and the synset's gradients there; the
+checkpoint's damping is ``emulate.unlearn_damping`` of its own top eigenvalue), by their sum (the step at theta_tau
+plus each checkpoint's, a trajectory-integrated removal), and by their mean in the rows of the head (the classes'
+logits) of the classes the draw leaves with under half their samples only (``rows``). The matrix's three 4-group
+draws and ``backoff_thinned.py``'s thinning draws (their exact retrains are cached there).
+
+    python benchmarks/unlearn_checkpoints.py --root runs/matrix-b --seeds 3 \\
+        --configs digits-convnet-K100-sgd,fmnist-mlp-K40-sgd --out benchmarks/results/unlearn-checkpoints-select
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import matrix as M  # noqa: E402
+from backoff_thinned import shares, thinning_draws  # noqa: E402
+from temperature_unlearning import accs, cell  # noqa: E402
+
+from ddm import devices, progress  # noqa: E402
+from ddm.distill.head import Head  # noqa: E402
+from ddm.emulate.newton import newton_keep_params  # noqa: E402
+from ddm.models import with_params  # noqa: E402
+from ddm.unlearning import forget_classes  # noqa: E402
+
+
+def head_steps(dm: Any, rem: list[int]) -> list[torch.Tensor]:
+    """The kept data's Newton step ``[C, d+1]`` at theta_tau, then at each of the synset's checkpoints."""
+    syn, model = dm.synset, dm.model
+    head = Head.of(model)
+    frac = dm.config.emulate.unlearn_damping
+    decay = dm.decay(dm.groups)
+    idx = torch.as_tensor(rem)
+    members = [(dm.trajectory.final, syn, frac * syn.curvature.top_eigenvalue() + dm.weight_decay)]
+    for c in syn.checkpoints or []:
+        members.append((dm.trajectory.checkpoint(c.index), replace(syn, curvature=c.curvature, checkpoints=[]),
+                        frac * c.curvature.top_eigenvalue() + dm.weight_decay))
+    steps = []
+    for params, s, damping in members:
+        after = newton_keep_params(model, params, s, idx, damping, decay=decay)
+        steps.append(head.matrix(after).cpu() - head.matrix(params).cpu())
+    return steps
+
+
+def variant(dm: Any, first: torch.nn.Module, steps: list[torch.Tensor], weights: list[float],
+            gone: list[int], rows: torch.Tensor | None = None) -> torch.nn.Module:
+    """``first`` (the unlearned model before any back-off) with its head step ``steps[0]`` replaced by
+    ``sum_i weights[i] steps[i]`` (only in the head's ``rows``, the classes' logits, where given)."""
+    head = Head.of(first)
+    w_name, b_name = head.param_names
+    params = {k: v.detach().clone() for k, v in first.named_parameters()}
+    delta = sum(w * s for w, s in zip(weights, steps, strict=True)) - steps[0]
+    if rows is not None:
+        delta = delta * rows[:, None].to(delta.dtype)
+    params[w_name] = params[w_name] + delta[:, :-1].reshape(params[w_name].shape).to(params[w_name].device)
+    params[b_name] = params[b_name] + delta[:, -1].to(params[b_name].device)
+    model = with_params(first, params)
+    if gone:
+        forget_classes(model, gone)
+    return model
+
+
+def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
+    cfg, data, folder, dm, cache = M.open_run(root, name, seed)
+    y = data.test.y
+    rows = []
+    draws = [d for d in M.unlearning_draws(dm, int(data.num_classes), 3) if d[0] == "4 groups"]
+    for label, rem in draws + thinning_draws(dm, int(data.num_classes), seed):
+        model = dm.unlearn(rem, name="unlearn-checkpoints")
+        first = dm.last_unlearned_first or model  # the step before any back-off, rewound as ddm unlearn does
+        removed, kept = dm.groups.classes_left(torch.as_tensor(rem))
+        gone = sorted(removed - kept)
+        steps = head_steps(dm, rem)
+        m = len(steps)
+        c = None if not label.startswith("thin") else int(label.split()[-1])
+        on = None if c is None else y == c
+        row: dict[str, Any] = {"config": name, "seed": seed, "draw": label, "groups": rem,
+                               "backoff": bool(dm.last_unlearning_check.get("damping_raised")),
+                               "exact": accs(cache.get(rem), y, on),
+                               "now": accs(devices.predict(model, data.test.x), y, on),
+                               "first": accs(devices.predict(first, data.test.x), y, on),
+                               "norms": [float(s.norm()) for s in steps]}
+        for key, weights in (("mean", [1 / m] * m), ("sum", [1.0] * m)):
+            row[key] = accs(devices.predict(variant(dm, first, steps, weights, gone), data.test.x), y, on)
+        thinned = shares(dm, rem) < 0.5  # the classes the draw leaves with under half their samples
+        row["thinned"] = torch.nonzero(thinned).flatten().tolist()
+        row["rows"] = accs(devices.predict(variant(dm, first, steps, [1 / m] * m, gone, thinned), data.test.x), y,
+                           on)
+        rows.append(row)
+        print(name, seed, label, "exact / now / first / mean / sum / rows",
+              [cell(row[k]) for k in ("exact", "now", "first", "mean", "sum", "rows")], "thinned", row["thinned"],
+              "step norms", [f"{v:.3g}" for v in row["norms"]], flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="runs/matrix-b")
+    p.add_argument("--configs", default="digits-convnet-K100-sgd,fmnist-mlp-K40-sgd")
+    p.add_argument("--seeds", default="3")
+    p.add_argument("--out", default="benchmarks/results/unlearn-checkpoints-select")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    progress.set_enabled(False)
+    results: list[dict[str, Any]] = []
+    lines = ["# Unlearning with the Newton step averaged over checkpoints (diagnostic)", "",
+             f"Command: `python benchmarks/unlearn_checkpoints.py {' '.join(sys.argv[1:])}`; test accuracy in % (for "
+             "a thinning draw, after the slash, the thinned class's): exact retraining (target's data order) / "
+             "`ddm unlearn` / its first step (before any back-off) / that step with the head step averaged over "
+             "theta_tau and the checkpoints / summed over them / averaged in the rows of the classes the draw leaves "
+             "with under half their samples only.", "",
+             "| configuration | seed | draw | exact | now | first | mean | sum | rows |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in args.configs.split(","):
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for r in run(name, seed, Path(args.root)):
+                results.append(r)
+                lines.append(f"| {name} | {seed} | {r['draw']} | " + " | ".join(
+                    cell(r[k]) for k in ("exact", "now", "first", "mean", "sum", "rows")) + " |")
+            M.write_report(args.out, lines, results)
+    for kind, bar in (("4 groups", 3), ("thin", 5)):
+        sel = [r for r in results if r["draw"].startswith(kind)]
+        if not sel:
+            continue
+        for k in ("now", "first", "mean", "sum", "rows"):
+            gap = [abs(r[k][0] - r["exact"][0]) * 100 for r in sel]
+            line = (f"\n{kind} draws, {k}: mean test-accuracy gap {sum(gap) / len(gap):.2f} points, "
+                    f"{sum(g <= bar for g in gap)}/{len(sel)} within {bar}")
+            if kind == "thin":
+                cls = [abs(r[k][1] - r["exact"][1]) * 100 for r in sel]
+                line += f"; the thinned class's accuracy {sum(cls) / len(cls):.1f} points from exact on average"
+            lines.append(line)
+    M.write_report(args.out, lines, results)
+
+
+if __name__ == "__main__":
+    main()
