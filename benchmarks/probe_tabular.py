@@ -8,6 +8,7 @@ and every group of one class).
 
     python benchmarks/probe_tabular.py --probe five-classes --workspace runs/u21
     python benchmarks/probe_tabular.py --probe ten-classes-adam --workspace runs/u22
+    python benchmarks/probe_tabular.py --probe thirty-classes --workspace runs/u48
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ PROBES = {
                          "sets": ["model.name=mlp", "model.width=128", "model.depth=3", "train.optimizer=adam",
                                   "train.lr=0.001", "cluster.per_class=5", "model.seed=87", "train.seed=87"],
                          "groups": [2, 17, 29, 44], "class": 6},
+    # added later (a new axis: many classes, as CIFAR-100 has; measured once)
+    "thirty-classes": {"data": {"n_samples": 9000, "n_features": 40, "n_informative": 20, "n_redundant": 6,
+                                "n_classes": 30, "random_state": 103},
+                       "sets": ["model.name=mlp", "model.width=128", "model.depth=2", "cluster.per_class=4",
+                                "model.seed=103", "train.seed=103"],
+                       "groups": [5, 38, 71, 110], "class": 12},
 }
 
 
