@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from backoff_thinned import shares, thinning_draws  # noqa: E402
+from backoff_thinned import gap_summary, shares, thinning_draws  # noqa: E402
 from temperature_unlearning import accs, cell  # noqa: E402
 
 from ddm import devices, progress  # noqa: E402
@@ -133,18 +133,7 @@ def main() -> None:
                 lines.append(f"| {name} | {seed} | {r['draw']} | " + " | ".join(
                     cell(r[k]) for k in ("exact", "now", "first", "mean", "sum", "rows")) + " |")
             M.write_report(args.out, lines, results)
-    for kind, bar in (("4 groups", 3), ("thin", 5)):
-        sel = [r for r in results if r["draw"].startswith(kind)]
-        if not sel:
-            continue
-        for k in ("now", "first", "mean", "sum", "rows"):
-            gap = [abs(r[k][0] - r["exact"][0]) * 100 for r in sel]
-            line = (f"\n{kind} draws, {k}: mean test-accuracy gap {sum(gap) / len(gap):.2f} points, "
-                    f"{sum(g <= bar for g in gap)}/{len(sel)} within {bar}")
-            if kind == "thin":
-                cls = [abs(r[k][1] - r["exact"][1]) * 100 for r in sel]
-                line += f"; the thinned class's accuracy {sum(cls) / len(cls):.1f} points from exact on average"
-            lines.append(line)
+    lines += gap_summary(results, ("now", "first", "mean", "sum", "rows"), thinned_class=True)
     M.write_report(args.out, lines, results)
 
 
