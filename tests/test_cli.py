@@ -58,6 +58,9 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert main(["attribute", "-w", ws, "--targets", "1", "--set", "emulate.fit=linearised"]) == 0
     assert "W fitted linearised" in capsys.readouterr().out  # the fit is said too
     assert "schedule term" not in text  # off by default, and said when it is on
+    assert "emulate.damping_scale" not in text  # the same for the damping's scale
+    assert main(["attribute", "-w", ws, "--targets", "1", "--set", "emulate.damping_scale=30"]) == 0
+    assert "the Newton step's damping at 30x the synset's" in capsys.readouterr().out
     assert main(["attribute", "-w", ws, "--targets", "1", "--set", "emulate.schedule_weight=0.1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["schedule_weight"] == 0.1
     assert main(["attribute", "-w", ws, "--targets", "1", "--set", "emulate.schedule_weight=0.1"]) == 0

@@ -252,7 +252,9 @@ def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argpars
             "flagged_groups": meta.get("flagged_groups", []), "reused": meta.get("reused", []),
             "other_class_scale": meta.get("other_class_scale"),
             "class_balance_setting": meta.get("class_balance_setting"), "fit": meta.get("fit", "regression"),
-            "schedule_weight": meta.get("schedule_weight", 0.0), "source": source, "targets": rows}
+            "schedule_weight": meta.get("schedule_weight", 0.0),
+            "damping_scale": dm.config.emulate.damping_scale if dm.emulation_method() == "newton" else None,
+            "source": source, "targets": rows}
 
 
 #: a target model whose test accuracy is below chance + this share of the way from chance to 100% is warned about
@@ -334,6 +336,9 @@ def _print_attribution(r: dict[str, Any]) -> None:
                ", the balance of a task with two classes" if setting == "emulate.binary_class_scale" else "")
         print(f"  groups of other classes than the target's weigh x{scale:g} ({setting}{why}; "
               "README, 'Class balance')")
+    if r.get("damping_scale") not in (None, 1.0):
+        print(f"  the Newton step's damping at {r['damping_scale']:g}x the synset's (emulate.damping_scale, as `ddm "
+              "check` advises where it ranks its retrains better; README, 'The damping, refitted')")
     if r.get("schedule_weight"):
         print(f"  with the schedule term at weight {r['schedule_weight']:g}: a retrain without part of the data takes "
               "fewer steps (emulate.schedule_weight; README, 'The schedule term')")
