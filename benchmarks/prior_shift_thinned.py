@@ -1,0 +1,81 @@
+"""The unlearning's class-prior shift (``emulate.unlearn_prior_shift``) on draws that thin a class (a diagnostic).
+
+A class that keeps a fraction r of its training samples gets ``s log r`` on its bias. Asked before the back-off
+ignored thinned classes ("What the four unlearning misses are": the selection said 0, the report 1-2); asked again
+with ``backoff_thinned.py``'s draws: the matrix's three 4-group draws and three thinning draws per run, against exact
+retraining in the target's data order (cached there), for each ``s`` of ``--grid``.
+
+    python benchmarks/prior_shift_thinned.py --root runs/matrix-b --seeds 3 \\
+        --configs digits-convnet-K100-sgd,fmnist-mlp-K40-sgd --out benchmarks/results/prior-shift-thinned-select
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import matrix as M  # noqa: E402
+from backoff_thinned import gap_summary, thinning_draws  # noqa: E402
+from temperature_unlearning import accs, cell  # noqa: E402
+
+from ddm import devices, progress  # noqa: E402
+
+
+def run(name: str, seed: int, root: Path, grid: list[float]) -> list[dict[str, Any]]:
+    cfg, data, folder, dm, cache = M.open_run(root, name, seed)
+    y = data.test.y
+    base = dm.config
+    rows = []
+    draws = [d for d in M.unlearning_draws(dm, int(data.num_classes), 3) if d[0] == "4 groups"]
+    for label, rem in draws + thinning_draws(dm, int(data.num_classes), seed):
+        c = None if not label.startswith("thin") else int(label.split()[-1])
+        on = None if c is None else y == c
+        row: dict[str, Any] = {"config": name, "seed": seed, "draw": label, "groups": rem,
+                               "exact": accs(cache.get(rem), y, on)}
+        for s in grid:
+            dm.config = base.with_overrides([f"emulate.unlearn_prior_shift={s}"])
+            row[f"s={s:g}"] = accs(devices.predict(dm.unlearn(rem, name="prior-shift"), data.test.x), y, on)
+        dm.config = base
+        rows.append(row)
+        print(name, seed, label, rem, [cell(v) for k, v in row.items() if k == "exact" or k.startswith("s=")],
+              flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="runs/matrix-b")
+    p.add_argument("--configs", default="digits-convnet-K100-sgd,fmnist-mlp-K40-sgd")
+    p.add_argument("--seeds", default="3")
+    p.add_argument("--grid", default="0,1,2", help="values of emulate.unlearn_prior_shift")
+    p.add_argument("--out", default="benchmarks/results/prior-shift-thinned-select")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    progress.set_enabled(False)
+    grid = [float(s) for s in args.grid.split(",")]
+    keys = tuple(f"s={s:g}" for s in grid)
+    results: list[dict[str, Any]] = []
+    lines = ["# The unlearning's class-prior shift on draws that thin a class (diagnostic)", "",
+             f"Command: `python benchmarks/prior_shift_thinned.py {' '.join(sys.argv[1:])}`; test accuracy in % (for a "
+             "thinning draw, after the slash, the thinned class's): exact retraining (target's data order) / "
+             "`ddm unlearn` with emulate.unlearn_prior_shift = s.", "",
+             "| configuration | seed | draw | exact | " + " | ".join(keys) + " |",
+             "|---|---|---|---|" + "---|" * len(keys)]
+    for name in args.configs.split(","):
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for r in run(name, seed, Path(args.root), grid):
+                results.append(r)
+                lines.append(f"| {name} | {seed} | {r['draw']} | {cell(r['exact'])} | "
+                             + " | ".join(cell(r[k]) for k in keys) + " |")
+            M.write_report(args.out, lines, results)
+    lines += gap_summary(results, keys, thinned_class=True)
+    M.write_report(args.out, lines, results)
+
+
+if __name__ == "__main__":
+    main()
