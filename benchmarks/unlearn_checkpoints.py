@@ -51,9 +51,14 @@ def head_steps(dm: Any, rem: list[int]) -> list[torch.Tensor]:
         members.append((dm.trajectory.checkpoint(c.index), replace(syn, curvature=c.curvature, checkpoints=[]),
                         frac * c.curvature.top_eigenvalue() + dm.weight_decay))
     steps = []
-    for params, s, damping in members:
-        after = newton_keep_params(model, params, s, idx, damping, decay=decay)
-        steps.append(head.matrix(after).cpu() - head.matrix(params).cpu())
+    was = model.training
+    model.eval()  # batch norm reads its running statistics and leaves them as they are (the pipeline does the same)
+    try:
+        for params, s, damping in members:
+            after = newton_keep_params(model, params, s, idx, damping, decay=decay)
+            steps.append(head.matrix(after).cpu() - head.matrix(params).cpu())
+    finally:
+        model.train(was)
     return steps
 
 
