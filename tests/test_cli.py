@@ -101,7 +101,11 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["classes_mostly_removed"] == [
         {"class": 0, "kept": int(sizes[small]), "of": int(sizes[pair].sum())}]
     assert main(["unlearn", "-w", ws, "--groups", str(big)]) == 0
-    assert f"class 0 keeps {int(sizes[small])} of its" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert f"class 0 keeps {int(sizes[small])} of its" in text
+    assert "--set emulate.unlearn_prior_shift=1 follows such a loss part of the way" in text  # the measured option
+    assert main(["unlearn", "-w", ws, "--groups", str(big), "--set", "emulate.unlearn_prior_shift=1"]) == 0
+    assert "follows such a loss part of the way" not in capsys.readouterr().out  # not offered once it is set
     assert main(["unlearn", "-w", ws, "--groups", ",".join(map(str, pair)), "--json"]) == 0  # all of it: forgotten
     whole = json.loads(capsys.readouterr().out)
     assert whole["classes_mostly_removed"] == [] and whole["classes_without_data"] == [0]
