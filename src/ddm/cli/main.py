@@ -546,7 +546,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                 and dm.config.emulate.unlearn_prior_shift == 0):
             print("  --set emulate.unlearn_prior_shift=1 follows such a loss part of the way (on the benchmarks' "
                   "draws that thin a class: the class 23 -> 17 points from exact retraining on average, test "
-                  "accuracy 2.6 -> 1.9; not the default, one draw of 192 lost 3.6 points: BENCHMARKS.md, \"The "
+                  "accuracy 2.6 -> 1.9 points from it; not the default, one draw of 192 lost 3.6: BENCHMARKS.md, \"The "
                   "class-prior shift, asked again\")")
         c = out["check"] or {}
         if c and c["kept_accuracy_before"] is None:
