@@ -114,6 +114,26 @@ def test_explicit_operator_gives_dattris_scores_without_graphs(monkeypatch, digi
     assert not fast.requires_grad
 
 
+def test_explicit_hessian_in_chunks_gives_dattris_scores_and_refuses_a_huge_head(monkeypatch, digits, trained):
+    """The explicit Hessian summed over chunks of samples (bounded memory) is dattri's one-batch Hessian; a last
+    layer whose Hessian would not fit is refused with the peers that do not need it."""
+    model, traj = trained
+    targets, sub = digits.test[:4], digits.train
+    whole = peers.sample_scores("if-explicit", model, traj, sub, targets, FAST)
+    head, (train, tgt) = peers._head_view(model, sub, targets)
+    raw = _raw_explicit(monkeypatch, head, train)
+    with torch.enable_grad():
+        ref = raw.attribute(peers._loader(train, FAST.train_batch), peers._loader(tgt, 4)).detach()
+    p = sum(t.numel() for t in head.parameters())
+    monkeypatch.setattr(peers, "EXPLICIT_CHUNK_FLOATS", 2 * p * 40 * 17)  # chunks of 17 samples
+    chunked = peers.sample_scores("if-explicit", model, traj, sub, targets, FAST)
+    for got in (whole, chunked):
+        assert torch.allclose(got, ref, rtol=1e-3, atol=1e-5 * float(ref.abs().max()))
+    monkeypatch.setattr(peers, "EXPLICIT_MAX_BYTES", p * p * 4 - 1)
+    with pytest.raises(ConfigError, match="if-cg, if-lissa or arnoldi"):
+        peers.sample_scores("if-explicit", model, traj, sub, targets, FAST)
+
+
 def test_explicit_self_influence_matches_dattri(monkeypatch, digits, trained):
     model, traj = trained
     sub = digits.train[torch.arange(150)]
