@@ -125,7 +125,7 @@ def test_explicit_hessian_in_chunks_gives_dattris_scores_and_refuses_a_huge_head
     with torch.enable_grad():
         ref = raw.attribute(peers._loader(train, FAST.train_batch), peers._loader(tgt, 4)).detach()
     p = sum(t.numel() for t in head.parameters())
-    monkeypatch.setattr(peers, "EXPLICIT_CHUNK_FLOATS", 2 * p * 40 * 17)  # chunks of 17 samples
+    monkeypatch.setattr(peers, "EXPLICIT_CHUNK_FLOATS", 4 * p * 10 * 17)  # chunks of 17 samples
     chunked = peers.sample_scores("if-explicit", model, traj, sub, targets, FAST)
     for got in (whole, chunked):
         assert torch.allclose(got, ref, rtol=1e-3, atol=1e-5 * float(ref.abs().max()))
