@@ -454,6 +454,28 @@ def test_the_rewind_says_once_that_no_checkpoint_serves(run, caplog):
     assert all(torch.equal(p, dm.trajectory.final[n]) for n, p in model.named_parameters())  # left where it was
 
 
+def test_the_rewind_to_a_checkpoint_lands_on_a_recorded_point_not_between_two(run):
+    from ddm.unlearning import rewind
+
+    cfg, data, ws, dm = run
+    traj, sizes = dm.trajectory, dm.groups.sizes().double()
+    last = float(traj.epochs[-1])
+    for removed in (torch.arange(1), torch.arange(dm.groups.num_groups // 3)):
+        want = last * (1 - float(sizes[removed].sum() / sizes.sum()))
+        near = min((float(e) for e in traj.epochs[1:]), key=lambda e: abs(e - want))
+        line = ddm.models.with_params(dm.model, traj.final)
+        at = ddm.models.with_params(dm.model, traj.final)
+        r_line = rewind(line, traj, dm.groups.sizes(), removed, 1.0)
+        r_at = rewind(at, traj, dm.groups.sizes(), removed, 1.0, to="checkpoint")
+        assert r_line["epoch"] == pytest.approx(want) and r_at["epoch"] == near and r_at["to"] == "checkpoint"
+        ckpt = traj.checkpoint([float(e) for e in traj.epochs].index(near))
+        assert all(torch.allclose(p, ckpt[n]) for n, p in at.named_parameters())  # a point SGD visited
+        if want not in traj.epochs:  # the interpolation is on the chord between two checkpoints, on neither
+            assert not all(torch.allclose(p, ckpt[n]) for n, p in line.named_parameters())
+    with pytest.raises(ddm.exceptions.ConfigError, match="unlearn_rewind_to"):
+        cfg.with_overrides(["emulate.unlearn_rewind_to=nearest"])
+
+
 def test_a_class_lost_by_the_rewind_is_reported_as_such_and_not_damped_again(run, caplog):
     cfg, data, ws, dm = run
     removed = torch.stack([torch.nonzero(dm.groups.labels == c).flatten()[0] for c in (1, 2)]).tolist()

@@ -463,6 +463,12 @@ class EmulateConfig:
                                      "takes f fewer optimizer steps. 1 (the schedule's own rule) halved the gap to "
                                      "exact retraining on the selection configurations; 0 for retraining that "
                                      "keeps the number of steps", since="0.5", implicit=0.0)
+    unlearn_rewind_to: str = _f("interpolate", "Newton unlearning, the rewind's point (emulate.unlearn_rewind): "
+                                              "interpolate (the parameters at epoch tau (1 - s f) on the straight "
+                                              "line between the two recorded checkpoints around it) or checkpoint "
+                                              "(the recorded checkpoint nearest that epoch: a point SGD visited; "
+                                              "the straight line between two noisy checkpoints averages them, which "
+                                              "can raise accuracy above both)", since="0.20", implicit="interpolate")
     unlearn_backoff: int = _f(2, "Newton unlearning: when the step costs a class that keeps training data more than "
                                  "emulate.unlearn_class_drop of its kept synthetic images' accuracy (the unlearning "
                                  "check's 'collapsed' class; retraining keeps such a class), the damping is raised "
@@ -506,6 +512,7 @@ class EmulateConfig:
     def __post_init__(self) -> None:
         _finite(self, "emulate")
         _choice(self.fit, "emulate.fit", ("auto", "regression", "linearised"))
+        _choice(self.unlearn_rewind_to, "emulate.unlearn_rewind_to", ("interpolate", "checkpoint"))
         _check(0 <= self.unlearn_rewind <= 1, f"emulate.unlearn_rewind must be in [0, 1], got {self.unlearn_rewind}")
         _check(self.num_perturbations is None or self.num_perturbations > 0,
                "emulate.num_perturbations must be positive")

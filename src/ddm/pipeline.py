@@ -1106,7 +1106,8 @@ class DistilledDatamodel:
             # logit only ever receives negative gradient; 0.0 % accuracy on the removed class in all 18 cases of
             # the matrix). The Newton step cannot express this (the class's gradient and curvature at theta_tau
             # are both near zero, so its step is a ratio of two small numbers), so the class leaves the head.
-            self.last_rewind = (rewind(model, self.trajectory, grp.sizes(), idx, rewind_scale, warn=attempt == 0)
+            self.last_rewind = (rewind(model, self.trajectory, grp.sizes(), idx, rewind_scale, warn=attempt == 0,
+                                       to=self.config.emulate.unlearn_rewind_to)
                                 if method == "newton" else None)
             if method == "newton" and self.config.emulate.unlearn_prior_shift > 0:
                 shift_priors(model, grp, idx, self.config.emulate.unlearn_prior_shift)

@@ -90,11 +90,13 @@ def shift_priors(model: nn.Module, groups: Groups, removed: torch.Tensor, scale:
 
 
 def rewind(model: nn.Module, trajectory: Trajectory | None, sizes: torch.Tensor, removed: torch.Tensor,
-           scale: float, warn: bool = True) -> dict[str, Any] | None:
+           scale: float, warn: bool = True, to: str = "interpolate") -> dict[str, Any] | None:
     """Move the unlearned ``model`` (in place) back along the recorded ``trajectory`` by the steps its retraining
     would not take (``emulate.unlearn_rewind``, ``scale`` s): exact retraining keeps the number of epochs, so without
     a fraction f of the data (``removed`` groups of ``sizes``) it takes f fewer optimizer steps; the Newton step is
-    added to the parameters at epoch tau (1 - s f). Returns what was done (stored in unlearn.json), or None.
+    added to the parameters at epoch tau (1 - s f): interpolated between the recorded checkpoints around it
+    (``to="interpolate"``), or the recorded checkpoint nearest it (``to="checkpoint"``; theta_tau itself, so no move,
+    where that is the nearest). Returns what was done (stored in unlearn.json), or None.
     ``warn``: say when no recorded checkpoint serves (once per unlearning, not at each of its back-off steps)."""
     if scale == 0 or trajectory is None:
         return None
@@ -102,6 +104,8 @@ def rewind(model: nn.Module, trajectory: Trajectory | None, sizes: torch.Tensor,
     f = float(sizes[removed].sum() / sizes.sum())
     last = float(trajectory.epochs[-1])
     epoch = last * (1 - scale * f)
+    if to == "checkpoint":  # the nearest recorded checkpoint after theta_0 (ties: the later one)
+        epoch = float(min(trajectory.epochs[1:], key=lambda e: (abs(float(e) - epoch), -float(e))))
     base = trajectory.at_epoch(epoch)
     if base is None:
         if not warn:
@@ -116,4 +120,4 @@ def rewind(model: nn.Module, trajectory: Trajectory | None, sizes: torch.Tensor,
         for name, b in model.named_buffers():  # a batch norm's running statistics of that epoch, where recorded
             if name in base:
                 b.copy_(base[name].to(b.device))
-    return {"fraction_removed": f, "epoch": epoch, "of_epochs": last, "scale": scale}
+    return {"fraction_removed": f, "epoch": epoch, "of_epochs": last, "scale": scale, "to": to}

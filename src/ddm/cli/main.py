@@ -529,8 +529,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             print("    (retraining without them usually leaves removed samples below test accuracy; this last-layer "
                   "step follows retraining's effect on the other data, not on the removed samples themselves: "
                   "README, \"What to expect\")")
-        if out["rewind"]:
-            r = out["rewind"]
+        r = out["rewind"]
+        if r and r.get("to") == "checkpoint" and r["epoch"] >= r["of_epochs"]:
+            print(f"  kept at theta_tau: retraining without {100 * r['fraction_removed']:.1f}% of the data takes "
+                  f"{r['scale'] * r['fraction_removed'] * r['of_epochs']:.2g} epochs fewer, nearer the last recorded "
+                  "checkpoint than the one before (emulate.unlearn_rewind_to=checkpoint)")
+        elif r:
             print(f"  moved back to epoch {r['epoch']:.3g} of {r['of_epochs']:g} of the recorded training: retraining "
                   f"without {100 * r['fraction_removed']:.1f}% of the data takes that many fewer steps "
                   "(emulate.unlearn_rewind=0 keeps theta_tau)")
