@@ -2,7 +2,7 @@
 
 Each configuration trains a network in a plain PyTorch loop that ddm's ``train.*`` settings cannot express (a
 torch learning-rate scheduler, Nesterov momentum, a loader's shuffling, label smoothing, a hand-built network,
-random translations of the images),
+random translations or horizontal flips of the images, batch norm and dropout),
 records it with :class:`ddm.TrajectoryRecorder` at every epoch, hands the trajectory to ``fit`` and runs ``ddm
 check`` with ``retrain=`` the same loop (README, "Your own training loop"): 16 random halves, 15 other-class
 subsets and the full data, retrained in the user's loop; DDM beside the trivial same-class score, last-layer
@@ -41,6 +41,7 @@ class Loop:
     scheduler: Callable[[torch.optim.Optimizer], Any]
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     shift: int = 0  # data augmentation: random translations by up to this many pixels, seeded with the data order
+    flip: bool = False  # data augmentation: each image flipped left-right with probability 1/2, seeded likewise
 
     def run(self, model: nn.Module, train: Any, seed: int | None,
             recorder: ddm.TrajectoryRecorder | None = None) -> nn.Module:
@@ -53,12 +54,15 @@ class Loop:
                                              batch_size=self.batch_size, shuffle=True,
                                              generator=torch.Generator().manual_seed(0 if seed is None else seed))
         model.train()
+        torch.manual_seed(20_000 + (0 if seed is None else seed))  # dropout's masks, seeded with the data order
         aug = torch.Generator().manual_seed(10_000 + (0 if seed is None else seed))
         for epoch in range(1, self.epochs + 1):
             for x, y in loader:
                 if self.shift:
                     dx, dy = (int(v) for v in torch.randint(-self.shift, self.shift + 1, (2,), generator=aug))
                     x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+                if self.flip:
+                    x = torch.where((torch.rand(len(x), generator=aug) < 0.5)[:, None, None, None], x.flip(-1), x)
                 loss = self.loss(model(x), y).mean()
                 opt.zero_grad()
                 loss.backward()
@@ -104,11 +108,45 @@ def _digits_convnet_shifted(seed: int) -> tuple[Any, Any, nn.Module, Loop, Any]:
     return data, cfg, ddm.models.build(cfg.model, data), loop, None
 
 
+def _fmnist_cnn_bn_dropout(seed: int) -> tuple[Any, Any, nn.Module, Loop, Any]:
+    data = ddm.data.load(ddm.config.DataConfig(name="fashion-mnist", train_size=2000, test_size=1000))
+    cfg = ddm.presets.demo(data).with_overrides(["cluster.per_class=4"])
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.3), nn.Linear(32 * 7 * 7, 64), nn.ReLU(), nn.Dropout(0.3), nn.Linear(64, 10))
+    loop = Loop(8, 64, lambda p: torch.optim.AdamW(p, lr=2e-3, weight_decay=1e-2),
+                lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.3), _plain, flip=True)
+    return data, cfg, model, loop, None
+
+
 CONFIGS = {"digits-convnet-nesterov-steplr-K60": _digits_convnet, "fmnist-mlp-adamw-smooth-cosine-K50": _fmnist_mlp,
-           "digits-convnet-shifted-cosine-K40": _digits_convnet_shifted}
+           "digits-convnet-shifted-cosine-K40": _digits_convnet_shifted,
+           "fmnist-cnn-batchnorm-dropout-flip-adamw-steplr-K40": _fmnist_cnn_bn_dropout}
 
 
-def run(name: str, seed: int, root: Path, peers: tuple[str, ...]) -> dict[str, Any]:
+def unlearn_draws(dm: Any, data: Any, retrain: Retrainer, draws: int) -> list[dict[str, Any]]:
+    """``draws`` removals of 4 random groups (seeded) and one of a whole class's groups, each checked against the
+    user's loop retrained without them in the target's data order: test accuracy in points."""
+    import random
+
+    from ddm.evaluation.check import verify_unlearning
+
+    groups = dm.fitted().groups
+    rng = random.Random(0)
+    removals = [sorted(rng.sample(range(groups.num_groups), 4)) for _ in range(draws)]
+    removals.append(torch.nonzero(groups.labels == 2).flatten().tolist())
+    out = []
+    for rem in removals:
+        r = verify_unlearning(dm, data, rem, dm.unlearn(rem, name="own-loop-draw"), orders=1, retrain=retrain)
+        out.append({"groups": rem, "exact": 100 * r["exact"]["test_accuracy"][0],
+                    "unlearned": 100 * r["unlearned"]["test_accuracy"], "target": 100 * r["target"]["test_accuracy"],
+                    "gap": r["test_gap_points"]})
+    return out
+
+
+def run(name: str, seed: int, root: Path, peers: tuple[str, ...], draws: int = 0) -> dict[str, Any]:
     data, cfg, model, loop, task = CONFIGS[name](seed)
     rec = ddm.TrajectoryRecorder(model)
     t0 = time.perf_counter()
@@ -123,12 +161,14 @@ def run(name: str, seed: int, root: Path, peers: tuple[str, ...]) -> dict[str, A
     def retrain(net: nn.Module, train: Any, order: int | None) -> nn.Module:
         return loop.run(net, train, order)
 
-    r = check(dm, data, peers=peers, retrain=Retrainer(retrain, name=f"own_loop:{name}"), temperature=None)
+    retrainer = Retrainer(retrain, name=f"own_loop:{name}")
+    r = check(dm, data, peers=peers, retrain=retrainer, temperature=None)
+    unlearning = unlearn_draws(dm, data, retrainer, draws) if draws else []
     acc = float((ddm.devices.predict(dm.model, data.test.x).argmax(1) == data.test.y).float().mean())
     return {"config": name, "seed": seed, "test_accuracy": acc, "train_seconds": train_s, "fit_seconds": fit_s,
             "groups": r["groups"], "lds": r["lds"], "other_class_lds": r.get("other_class_lds"),
             "advice": r["advice"], "verdict": r["verdict"], "reproduction_dist1": r["reproduction_dist1"],
-            "retrain_seconds": r["retrain_seconds"]}
+            "retrain_seconds": r["retrain_seconds"], "unlearning": unlearning}
 
 
 def render(rows: list[dict[str, Any]], command: str) -> str:
@@ -145,6 +185,13 @@ def render(rows: list[dict[str, Any]], command: str) -> str:
         advice = ", ".join(f"{k}={v:g}" for k, v in r["advice"].items()) or "none"
         out.append(f"| {r['config']} | {r['seed']} | {100 * r['test_accuracy']:.1f} | {r['groups']} | "
                    + " | ".join(cells) + f" | {r['reproduction_dist1']:.2f} | {advice} |")
+    for r in rows:
+        if r.get("unlearning"):
+            out += ["", f"Unlearning, {r['config']} seed {r['seed']} (`ddm unlearn` against the user's loop retrained "
+                    "without the same groups, the target's data order; test accuracy %):", "",
+                    "| groups | exact | unlearned | target | gap |", "|---|---|---|---|---|"]
+            out += [f"| {u['groups']} | {u['exact']:.1f} | {u['unlearned']:.1f} | {u['target']:.1f} | {u['gap']:+.2f} |"
+                    for u in r["unlearning"]]
     out += ["", "Verdicts:", ""]
     for r in rows:
         out.append(f"* {r['config']}, seed {r['seed']}:")
@@ -159,11 +206,16 @@ def main() -> None:
     p.add_argument("--root", default="runs/own-loop")
     p.add_argument("--peers", default="if-explicit,tracin")
     p.add_argument("--out", default="benchmarks/results/own-loop")
+    p.add_argument("--unlearn-draws", type=int, default=0, help="also unlearn this many draws of 4 random groups "
+                                                                  "and class 2's groups, checked with the loop")
     args = p.parse_args()
+    ddm.progress.set_enabled(False)
     peers = tuple(x for x in args.peers.split(",") if x)
-    rows = [run(c, int(s), Path(args.root), peers) for c in args.configs.split(",") for s in args.seeds.split(",")]
+    rows = [run(c, int(s), Path(args.root), peers, args.unlearn_draws)
+            for c in args.configs.split(",") for s in args.seeds.split(",")]
     command = "python benchmarks/own_loop.py " + " ".join(
-        f"--{k} {v}" for k, v in (("configs", args.configs), ("seeds", args.seeds), ("out", args.out)))
+        f"--{k} {v}" for k, v in (("configs", args.configs), ("seeds", args.seeds), ("out", args.out),
+                                  ("unlearn-draws", args.unlearn_draws)) if k != "unlearn-draws" or v)
     atomic_write_text(Path(args.out + ".json"), json.dumps(rows, indent=1))
     atomic_write_text(Path(args.out + ".md"), render(rows, command))
     print(render(rows, command))
