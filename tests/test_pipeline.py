@@ -451,6 +451,8 @@ def test_the_rewind_says_once_that_no_checkpoint_serves(run, caplog):
         caplog.clear()
         assert rewind(model, dm.trajectory, dm.groups.sizes(), everything, 1.0, warn=False) is None  # a back-off
         assert "no recorded checkpoint" not in caplog.text
+        assert rewind(model, dm.trajectory, dm.groups.sizes(), everything, 1.0, to="checkpoint") is None  # theta_0
+        assert caplog.text.count("no recorded checkpoint") == 1
     assert all(torch.equal(p, dm.trajectory.final[n]) for n, p in model.named_parameters())  # left where it was
 
 

@@ -104,8 +104,8 @@ def rewind(model: nn.Module, trajectory: Trajectory | None, sizes: torch.Tensor,
     f = float(sizes[removed].sum() / sizes.sum())
     last = float(trajectory.epochs[-1])
     epoch = last * (1 - scale * f)
-    if to == "checkpoint":  # the nearest recorded checkpoint after theta_0 (ties: the later one)
-        epoch = float(min(trajectory.epochs[1:], key=lambda e: (abs(float(e) - epoch), -float(e))))
+    if to == "checkpoint":  # the nearest recorded checkpoint (ties: the later one); theta_0 serves as none below
+        epoch = float(min(trajectory.epochs, key=lambda e: (abs(float(e) - epoch), -float(e))))
     base = trajectory.at_epoch(epoch)
     if base is None:
         if not warn:
