@@ -8,6 +8,9 @@ test images, saved as the .npz that ``--dataset npz`` reads. A probe (measured o
     ddm run -w runs/noisy/img --dataset npz --data-dir runs/noisy/img.npz --set cluster.per_class=4
     ddm check -w runs/noisy/img --peers if-explicit,tracin
     python benchmarks/binary_decompose.py runs/noisy/img   # beside the groups' real samples, the check's halves
+
+A second argument draws another data set (its seed; 0 by default): ``python benchmarks/probe_noisy_images.py
+runs/noisy/img-s1.npz 1``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/noisy/img.npz")
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
     n = 1200
     y = rng.integers(0, 10, n)
     base = rng.normal(size=(10, 3, 1, 1))
