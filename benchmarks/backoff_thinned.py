@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +77,37 @@ def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def sweep_parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The options every thinning diagnostic takes: --root, --configs (the selection configurations), --seeds (3),
+    --out (``out``)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="runs/matrix-b")
     p.add_argument("--configs", default="digits-convnet-K100-sgd,fmnist-mlp-K40-sgd")
     p.add_argument("--seeds", default="3")
-    p.add_argument("--out", default="benchmarks/results/backoff-thinned-select")
-    args = p.parse_args()
+    p.add_argument("--out", default=out)
+    return p
+
+
+def sweep(args: argparse.Namespace, run_one: Callable[[str, int, Path], list[dict[str, Any]]], lines: list[str],
+          cells: Callable[[dict[str, Any]], list[str]], keys: tuple[str, ...], thinned_class: bool = False) -> None:
+    """``run_one(name, seed, root)`` over --configs x --seeds on one thread, a table row per draw (configuration,
+    seed, draw, then ``cells(row)``) under ``lines``, the report written after every run (an interrupted sweep keeps
+    what it measured), then :func:`gap_summary` of ``keys``."""
     torch.set_num_threads(1)
     progress.set_enabled(False)
     results: list[dict[str, Any]] = []
+    for name in args.configs.split(","):
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            for r in run_one(name, seed, Path(args.root)):
+                results.append(r)
+                lines.append(f"| {name} | {seed} | {r['draw']} | " + " | ".join(cells(r)) + " |")
+            M.write_report(args.out, lines, results)
+    lines += gap_summary(results, keys, thinned_class)
+    M.write_report(args.out, lines, results)
+
+
+def main() -> None:
+    args = sweep_parser(__doc__, "benchmarks/results/backoff-thinned-select").parse_args()
     lines = ["# The unlearning back-off on thinned classes (diagnostic)", "",
              f"Command: `python benchmarks/backoff_thinned.py {' '.join(sys.argv[1:])}`; test accuracy in % (for a "
              "thinning draw, after the slash, the thinned class's), exact retraining (target's data order) / "
@@ -93,17 +115,11 @@ def main() -> None:
              "| configuration | seed | draw | back-off set off by (kept share) | exact | now | rule |",
              "|---|---|---|---|---|---|---|"]
 
-    for name in args.configs.split(","):
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            for r in run(name, seed, Path(args.root)):
-                results.append(r)
-                pairs = zip(r["set_off_by"], r["set_off_shares"], strict=True)
-                off = ", ".join(f"{c} ({100 * s:.0f}%)" for c, s in pairs)
-                lines.append(f"| {name} | {seed} | {r['draw']} | {off or '–'} | {cell(r['exact'])} | "
-                             f"{cell(r['now'])} | {cell(r['rule'])} |")
-            M.write_report(args.out, lines, results)  # after every run: an interrupted sweep keeps what it measured
-    lines += gap_summary(results, ("now", "rule"))
-    M.write_report(args.out, lines, results)
+    def cells(r: dict[str, Any]) -> list[str]:
+        off = ", ".join(f"{c} ({100 * s:.0f}%)" for c, s in zip(r["set_off_by"], r["set_off_shares"], strict=True))
+        return [off or "–", cell(r["exact"]), cell(r["now"]), cell(r["rule"])]
+
+    sweep(args, run, lines, cells, ("now", "rule"))
 
 
 def gap_summary(results: list[dict[str, Any]], keys: tuple[str, ...], thinned_class: bool = False) -> list[str]:

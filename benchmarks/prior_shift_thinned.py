@@ -11,19 +11,16 @@ retraining in the target's data order (cached there), for each ``s`` of ``--grid
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from backoff_thinned import gap_summary, thinning_draws  # noqa: E402
+from backoff_thinned import sweep, sweep_parser, thinning_draws  # noqa: E402
 from temperature_unlearning import accs, cell  # noqa: E402
 
-from ddm import devices, progress  # noqa: E402
+from ddm import devices  # noqa: E402
 
 
 def run(name: str, seed: int, root: Path, grid: list[float]) -> list[dict[str, Any]]:
@@ -48,33 +45,19 @@ def run(name: str, seed: int, root: Path, grid: list[float]) -> list[dict[str, A
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default="runs/matrix-b")
-    p.add_argument("--configs", default="digits-convnet-K100-sgd,fmnist-mlp-K40-sgd")
-    p.add_argument("--seeds", default="3")
+    p = sweep_parser(__doc__, "benchmarks/results/prior-shift-thinned-select")
     p.add_argument("--grid", default="0,1,2", help="values of emulate.unlearn_prior_shift")
-    p.add_argument("--out", default="benchmarks/results/prior-shift-thinned-select")
     args = p.parse_args()
-    torch.set_num_threads(1)
-    progress.set_enabled(False)
     grid = [float(s) for s in args.grid.split(",")]
     keys = tuple(f"s={s:g}" for s in grid)
-    results: list[dict[str, Any]] = []
     lines = ["# The unlearning's class-prior shift on draws that thin a class (diagnostic)", "",
              f"Command: `python benchmarks/prior_shift_thinned.py {' '.join(sys.argv[1:])}`; test accuracy in % (for a "
              "thinning draw, after the slash, the thinned class's): exact retraining (target's data order) / "
              "`ddm unlearn` with emulate.unlearn_prior_shift = s.", "",
              "| configuration | seed | draw | exact | " + " | ".join(keys) + " |",
              "|---|---|---|---|" + "---|" * len(keys)]
-    for name in args.configs.split(","):
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            for r in run(name, seed, Path(args.root), grid):
-                results.append(r)
-                lines.append(f"| {name} | {seed} | {r['draw']} | {cell(r['exact'])} | "
-                             + " | ".join(cell(r[k]) for k in keys) + " |")
-            M.write_report(args.out, lines, results)
-    lines += gap_summary(results, keys, thinned_class=True)
-    M.write_report(args.out, lines, results)
+    sweep(args, lambda name, seed, root: run(name, seed, root, grid), lines,
+          lambda r: [cell(r[k]) for k in ("exact", *keys)], keys, thinned_class=True)
 
 
 if __name__ == "__main__":

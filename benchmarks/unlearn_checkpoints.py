@@ -19,7 +19,6 @@ draws and ``backoff_thinned.py``'s thinning draws (their exact retrains are cach
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -29,10 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from backoff_thinned import gap_summary, shares, thinning_draws  # noqa: E402
+from backoff_thinned import shares, sweep, sweep_parser, thinning_draws  # noqa: E402
 from temperature_unlearning import accs, cell  # noqa: E402
 
-from ddm import devices, progress  # noqa: E402
+from ddm import devices  # noqa: E402
 from ddm.distill.head import Head  # noqa: E402
 from ddm.emulate.newton import newton_keep_params  # noqa: E402
 from ddm.models import with_params  # noqa: E402
@@ -114,15 +113,7 @@ def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default="runs/matrix-b")
-    p.add_argument("--configs", default="digits-convnet-K100-sgd,fmnist-mlp-K40-sgd")
-    p.add_argument("--seeds", default="3")
-    p.add_argument("--out", default="benchmarks/results/unlearn-checkpoints-select")
-    args = p.parse_args()
-    torch.set_num_threads(1)
-    progress.set_enabled(False)
-    results: list[dict[str, Any]] = []
+    args = sweep_parser(__doc__, "benchmarks/results/unlearn-checkpoints-select").parse_args()
     lines = ["# Unlearning with the Newton step averaged over checkpoints (diagnostic)", "",
              f"Command: `python benchmarks/unlearn_checkpoints.py {' '.join(sys.argv[1:])}`; test accuracy in % (for "
              "a thinning draw, after the slash, the thinned class's): exact retraining (target's data order) / "
@@ -131,15 +122,8 @@ def main() -> None:
              "with under half their samples only.", "",
              "| configuration | seed | draw | exact | now | first | mean | sum | rows |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name in args.configs.split(","):
-        for seed in [int(s) for s in args.seeds.split(",")]:
-            for r in run(name, seed, Path(args.root)):
-                results.append(r)
-                lines.append(f"| {name} | {seed} | {r['draw']} | " + " | ".join(
-                    cell(r[k]) for k in ("exact", "now", "first", "mean", "sum", "rows")) + " |")
-            M.write_report(args.out, lines, results)
-    lines += gap_summary(results, ("now", "first", "mean", "sum", "rows"), thinned_class=True)
-    M.write_report(args.out, lines, results)
+    keys = ("now", "first", "mean", "sum", "rows")
+    sweep(args, run, lines, lambda r: [cell(r[k]) for k in ("exact", *keys)], keys, thinned_class=True)
 
 
 if __name__ == "__main__":
