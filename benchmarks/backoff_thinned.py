@@ -43,6 +43,14 @@ def thinning_draws(dm: Any, num_classes: int, seed: int, count: int = 3) -> list
     return draws
 
 
+def sweep_draws(dm: Any, data: Any, seed: int) -> list[tuple[str, list[int], torch.Tensor | None]]:
+    """The draws every thinning diagnostic measures: the matrix's three 4-group draws, then :func:`thinning_draws`;
+    each as (label, groups, the test rows of its thinned class or None for a 4-group draw)."""
+    draws = [d for d in M.unlearning_draws(dm, int(data.num_classes), 3) if d[0] == "4 groups"]
+    return [(label, rem, data.test.y == int(label.split()[-1]) if label.startswith("thin") else None)
+            for label, rem in draws + thinning_draws(dm, int(data.num_classes), seed)]
+
+
 def shares(dm: Any, rem: list[int]) -> torch.Tensor:
     """Each class's share of its training samples that the draw keeps."""
     counts = dm.groups.class_count_matrix().double()
@@ -55,8 +63,7 @@ def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
     cfg, data, folder, dm, cache = M.open_run(root, name, seed)
     y = data.test.y
     rows = []
-    draws = [d for d in M.unlearning_draws(dm, int(data.num_classes), 3) if d[0] == "4 groups"]
-    for label, rem in draws + thinning_draws(dm, int(data.num_classes), seed):
+    for label, rem, on in sweep_draws(dm, data, seed):
         share = shares(dm, rem)
         model = dm.unlearn(rem, name="backoff-thinned")
         check = dm.last_unlearning_check
@@ -65,8 +72,6 @@ def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
         set_off = check.get("first_collapsed", [])
         thinned_only = raised and all(float(share[c]) < 0.5 for c in set_off)
         rule = first if thinned_only and first is not None else model
-        c = None if not label.startswith("thin") else int(label.split()[-1])
-        on = None if c is None else y == c
         row = {"config": name, "seed": seed, "draw": label, "groups": rem, "backoff": raised, "set_off_by": set_off,
                "set_off_shares": [float(share[c_]) for c_ in set_off], "thinned_only": thinned_only,
                "exact": accs(cache.get(rem), y, on), "now": accs(devices.predict(model, data.test.x), y, on),

@@ -17,7 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from backoff_thinned import sweep, sweep_parser, thinning_draws  # noqa: E402
+from backoff_thinned import sweep, sweep_draws, sweep_parser  # noqa: E402
 from temperature_unlearning import accs, cell  # noqa: E402
 
 from ddm import devices  # noqa: E402
@@ -28,10 +28,7 @@ def run(name: str, seed: int, root: Path, grid: list[float]) -> list[dict[str, A
     y = data.test.y
     base = dm.config
     rows = []
-    draws = [d for d in M.unlearning_draws(dm, int(data.num_classes), 3) if d[0] == "4 groups"]
-    for label, rem in draws + thinning_draws(dm, int(data.num_classes), seed):
-        c = None if not label.startswith("thin") else int(label.split()[-1])
-        on = None if c is None else y == c
+    for label, rem, on in sweep_draws(dm, data, seed):
         row: dict[str, Any] = {"config": name, "seed": seed, "draw": label, "groups": rem,
                                "exact": accs(cache.get(rem), y, on)}
         for s in grid:

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from backoff_thinned import shares, sweep, sweep_parser, thinning_draws  # noqa: E402
+from backoff_thinned import shares, sweep, sweep_draws, sweep_parser  # noqa: E402
 from temperature_unlearning import accs, cell  # noqa: E402
 
 from ddm import devices  # noqa: E402
@@ -83,16 +83,13 @@ def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
     cfg, data, folder, dm, cache = M.open_run(root, name, seed)
     y = data.test.y
     rows = []
-    draws = [d for d in M.unlearning_draws(dm, int(data.num_classes), 3) if d[0] == "4 groups"]
-    for label, rem in draws + thinning_draws(dm, int(data.num_classes), seed):
+    for label, rem, on in sweep_draws(dm, data, seed):
         model = dm.unlearn(rem, name="unlearn-checkpoints")
         first = dm.last_unlearned_first or model  # the step before any back-off, rewound as ddm unlearn does
         removed, kept = dm.groups.classes_left(torch.as_tensor(rem))
         gone = sorted(removed - kept)
         steps = head_steps(dm, rem)
         m = len(steps)
-        c = None if not label.startswith("thin") else int(label.split()[-1])
-        on = None if c is None else y == c
         row: dict[str, Any] = {"config": name, "seed": seed, "draw": label, "groups": rem,
                                "backoff": bool(dm.last_unlearning_check.get("damping_raised")),
                                "exact": accs(cache.get(rem), y, on),
