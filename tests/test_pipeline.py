@@ -88,6 +88,62 @@ def test_checkpoints_the_steps_do_not_transfer_to_are_left_out_of_the_average(ru
         dm.config, dm.synset, dm.keys["synset"] = base, syn, key
 
 
+def test_the_groups_own_gradients_stand_in_for_the_synsets_images_in_the_attribution(run):
+    from ddm.distill.head import Head, group_gradients
+    from ddm.pipeline import GRADIENTS_FILE
+
+    cfg, data, ws, dm = run
+    targets = data.test[:4]
+    syn, groups = dm.synset, dm.groups
+    path = ws / "synset" / GRADIENTS_FILE
+    stored = load_tensors(path)
+    assert set(stored) == {"tau"} | {f"checkpoint{c.index}" for c in syn.checkpoints}
+    assert (ws / "synset-class" / GRADIENTS_FILE).exists()
+    # a file of their own: the synset, what may be released, does not carry them
+    assert not set(load_tensors(ws / "synset" / "synset.safetensors")) & set(stored)
+    exact = group_gradients(Head.of(dm.model), data.train, groups, 10, task=syn.task)
+    assert torch.allclose(stored["tau"], exact.float(), rtol=1e-4, atol=1e-6)
+    # the same step as a synset whose images are each group's own samples at weight 1 (padding at weight 0), over
+    # every checkpoint: exact gradients transfer to all of them
+    members = [groups.members(k) for k in range(groups.num_groups)]
+    n = max(len(m) for m in members)
+    images = torch.zeros(groups.num_groups, n, *data.train.x.shape[1:])
+    labels = torch.zeros(groups.num_groups, n, dtype=torch.long)
+    weights = torch.zeros(groups.num_groups, n)
+    for k, m in enumerate(members):
+        images[k, : len(m)], labels[k, : len(m)], weights[k, : len(m)] = data.train.x[m], data.train.y[m], 1.0
+    real = dataclasses.replace(syn, images=images, labels=labels, weights=weights)
+    base, key = dm.config, dm.keys["synset"]
+    try:
+        dm.config = base.with_overrides(["emulate.gradients=groups"])
+        ours = dm.attribute(targets, "dist2", name="groups")
+        assert ours.meta["checkpoints_left_out"] == []
+        dm.config = base.with_overrides(["emulate.min_transfer=0"])
+        dm.synset, dm.keys["synset"] = real, "real"
+        assert torch.allclose(dm.attribute(targets, "dist2", name="real").weights, ours.weights, rtol=1e-3,
+                              atol=1e-6)
+        dm.synset, dm.keys["synset"] = syn, key
+        dm.config = base
+        assert not torch.allclose(dm.attribute(targets, "dist2", name="synsets").weights, ours.weights, atol=1e-6)
+        # a damped step leaves no checkpoint out (it compared the damped copies by identity once)
+        dm.config = base.with_overrides(["emulate.damping_scale=3"])
+        assert dm.attribute(targets, "dist2", name="damped").meta["checkpoints_left_out"] == []
+        # gone or stale: refused, saying what to do; `ddm distill` (fit on the finished stages) writes them again
+        dm.config = base.with_overrides(["emulate.gradients=groups"])
+        save_tensors(path, stored, metadata={"synset_key": "an-earlier-synset"})
+        dm._gradients.clear()
+        with pytest.raises(ConfigError, match="belong to an earlier synset"):
+            dm.attribute(targets, "dist2", name="stale")
+        path.unlink()
+        with pytest.raises(ConfigError, match="ddm distill"):
+            dm.attribute(targets, "dist2", name="gone")
+        dm.fit(dm.model, data.train)
+        assert torch.equal(load_tensors(path)["tau"], stored["tau"])
+        assert torch.allclose(dm.attribute(targets, "dist2", name="groups").weights, ours.weights)
+    finally:
+        dm.config, dm.synset, dm.keys["synset"] = base, syn, key
+
+
 def test_emulation_is_shared_between_objectives(run, monkeypatch):
     cfg, data, ws, dm = run
     dm.attribute(data.test[:4], "dist1")

@@ -446,6 +446,12 @@ class EmulateConfig:
                                    "selection's MLP wants 1e-3 of the top eigenvalue, Fashion-MNIST ConvNets 1e-2 "
                                    "(BENCHMARKS.md); `ddm check` fits this on its retrains and advises it",
                             since="0.16", implicit=1.0)
+    gradients: str = _f("synsets", "Newton emulation (attribution): whose last-layer gradients the step is taken "
+                                   "from: synsets (the synthetic images', as matched) or groups (the groups' own, "
+                                   "which the distillation computes and stores beside the synset in a file of their "
+                                   "own, at theta_tau and at every checkpoint averaged over; the synsets then carry "
+                                   "unlearning and what is released, not the attribution). BENCHMARKS.md, 'The "
+                                   "groups' own gradients'", since="0.20", implicit="synsets")
     top_classes: int = _f(2, "hierarchical datamodel: classes refined at group level per target")
     unlearn_damping: float | None = _f(1e-3, "Newton unlearning: lambda as a fraction of the curvature's top "
                                              "eigenvalue (plus train.weight_decay; chosen on the selection "
@@ -513,6 +519,7 @@ class EmulateConfig:
         _finite(self, "emulate")
         _choice(self.fit, "emulate.fit", ("auto", "regression", "linearised"))
         _choice(self.unlearn_rewind_to, "emulate.unlearn_rewind_to", ("interpolate", "checkpoint"))
+        _choice(self.gradients, "emulate.gradients", ("synsets", "groups"))
         _check(0 <= self.unlearn_rewind <= 1, f"emulate.unlearn_rewind must be in [0, 1], got {self.unlearn_rewind}")
         _check(self.num_perturbations is None or self.num_perturbations > 0,
                "emulate.num_perturbations must be positive")

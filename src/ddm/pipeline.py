@@ -56,6 +56,11 @@ LINEARISED_CHUNK_BYTES = 2 ** 28
 #: the share of groups matched a second time (distill.retry) above which the synset stage warns: 73-80% on the
 #: overfitted probe where DDM lost to the trivial score, at most 5% on every matrix and held-out run
 RETRIED_WARNING = 0.25
+#: the groups' own last-layer gradients (emulate.gradients=groups), in the synset stage's folder: a file of their own,
+#: so the synset file stays what may be released (a group's summed gradient can give its members away)
+GRADIENTS_FILE = "gradients.safetensors"
+#: above this many bytes the groups' gradients are not stored, and emulate.gradients=groups refuses with the reason
+GRADIENTS_MAX_BYTES = 2 ** 31
 
 
 @dataclass
@@ -66,6 +71,19 @@ class Fitted:
     trajectory: Trajectory
     groups: Groups
     synset: Synset
+
+
+def _gradients_key(path: Path) -> str | None:
+    """The synset stage key a stored :data:`GRADIENTS_FILE` was computed for (None: no such file, or unreadable)."""
+    from safetensors import safe_open
+
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("synset_key")
+    except Exception:  # a damaged file is computed again
+        return None
 
 
 def _refuse_batchnorm(model: nn.Module | None, what: str) -> None:
@@ -130,6 +148,9 @@ class DistilledDatamodel:
         self.class_groups: Groups | None = None
         self.synset: Synset | None = None
         self.class_synset: Synset | None = None
+        # the groups' stored gradients by synset stage, with the stage key they were read for (emulate.gradients)
+        self._gradients: dict[str, tuple[str | None, dict[str, torch.Tensor]]] = {}
+        self._synset_folders: dict[str, str] = {}  # a synset stage held in another folder (distill_variant's)
         self.num_classes: int | None = None
         self.keys: dict[str, str] = {}
         self.timings: dict[str, float] = {}
@@ -316,7 +337,10 @@ class DistilledDatamodel:
 
         done = self.ws.is_done(stage, key, cfg)
         if distributed.agree_all([done])[0] if shared else done:
-            return stored()
+            syn = stored()
+            if not shared or distributed.is_main():  # a synset stored before the groups' gradients were: add them
+                self._store_group_gradients(stage, key, syn, train, groups)
+            return syn
         if shared:  # rank 0 marks the stage begun, then every rank distils its share of the groups
             if distributed.is_main():
                 self.ws.begin(stage, key, cfg)
@@ -338,6 +362,7 @@ class DistilledDatamodel:
         report = health.synset_health(self.model, self.trajectory, train, groups, syn, self.num_classes,
                                       statistics=matching.statistics)
         save_tensors(path, syn.to_tensors())
+        self._store_group_gradients(stage, key, syn, train, groups, matching.statistics)
         for f in folder.glob("checkpoint*.safetensors"):
             f.unlink(missing_ok=True)
         losses = syn.losses if syn.losses is not None and len(syn.losses) else torch.zeros(1)
@@ -366,6 +391,60 @@ class DistilledDatamodel:
         if shared:
             distributed.barrier()
         return syn
+
+    def _store_group_gradients(self, stage: str, key: str, syn: Synset, train: Split, groups: Groups,
+                               statistics: dict[int, Any] | None = None) -> None:
+        """Store the groups' own head gradients at every site of ``syn``'s Newton step (:data:`GRADIENTS_FILE`,
+        marked with the synset stage's ``key``; ``emulate.gradients=groups`` reads them). ``statistics``: the
+        distillation's own (a fresh synset: always written); without, written only where missing or stale."""
+        from ddm.distill.head import Head, site_gradients
+
+        if syn.kind != "head" or syn.block:
+            return
+        assert self.model is not None and self.trajectory is not None and self.num_classes is not None
+        path = self.ws.path(stage, GRADIENTS_FILE)
+        if statistics is None and _gradients_key(path) == key:
+            return
+        size = syn.num_groups * Head.of(self.model).matrix().numel() * (1 + len(syn.checkpoints)) * 4
+        if size > GRADIENTS_MAX_BYTES:
+            path.unlink(missing_ok=True)
+            log.info("the groups' own gradients are not stored (%.1f GiB above %.1f GiB): emulate.gradients=groups "
+                     "is not available on this workspace", size / 2 ** 30, GRADIENTS_MAX_BYTES / 2 ** 30)
+            return
+        grads = site_gradients(Head.of(self.model), self.trajectory, train, groups, self.num_classes, syn, syn.task,
+                               statistics)
+        save_tensors(path, grads, metadata={"synset_key": key})
+        self._gradients.pop(stage, None)
+
+    def _group_gradients(self, stage: str) -> dict[str, torch.Tensor]:
+        """The groups' stored gradients for the synset of ``stage`` (``synset`` or ``synset-class``)."""
+        key = self.keys.get(stage)
+        known = self._gradients.get(stage)
+        if known is not None and known[0] == key:
+            return known[1]
+        path = self.ws.path(self._synset_folders.get(stage, stage), GRADIENTS_FILE)
+        stored = _gradients_key(path)
+        if stored is None or stored != key:
+            why = "are not stored" if stored is None else "belong to an earlier synset"
+            raise ConfigError(f"emulate.gradients=groups reads the groups' own last-layer gradients, which {why} in "
+                              f"{self.ws.root}: run `ddm distill -w {self.ws.root}` (it computes them from the "
+                              "training data, no new distillation), or use emulate.gradients=synsets")
+        grads = load_tensors(path)
+        self._gradients[stage] = (key, grads)
+        return grads
+
+    def _attribution_synset(self, synset: Synset, tag: str) -> Synset:
+        """The synset the attribution's emulation reads: with ``emulate.gradients=groups``, carrying the groups' own
+        gradients and every checkpoint (their steps transfer exactly); else without the checkpoints its steps do not
+        transfer to (``emulate.min_transfer``); damped by ``emulate.damping_scale`` either way."""
+        e = self.config.emulate
+        if e.gradients != "groups":
+            return synset.transferring(e.min_transfer).damped(e.damping_scale)
+        if synset.kind != "head" or synset.block:
+            raise ConfigError("emulate.gradients=groups takes the Newton step on the last layer from the groups' own "
+                              "gradients: it needs head-matched synsets (distill.matching=head, the default)")
+        stage = "synset-class" if tag == "classes" else "synset"
+        return replace(synset, group_gradients=self._group_gradients(stage)).damped(e.damping_scale)
 
     def _auto_temperature(self, syn: Synset, matching: Matching, train: Split, groups: Groups,
                           folder: Path) -> tuple[Synset, Matching, dict[str, Any]]:
@@ -527,6 +606,7 @@ class DistilledDatamodel:
         variant = copy.copy(self)
         variant.keys, variant.timings = dict(self.keys), dict(self.timings)
         variant._emulations, variant._reused = {}, []
+        variant._gradients, variant._synset_folders = {}, {**self._synset_folders, "synset": stage}
         variant.config = self.config.with_overrides(overrides)
         variant.synset = variant._distill(stage, train, self.groups)  # type: ignore[arg-type]
         variant.keys["synset"] = variant.keys[stage]
@@ -554,6 +634,7 @@ class DistilledDatamodel:
         shutil.rmtree(old, ignore_errors=True)
         self.config, self.synset = variant.config, variant.synset
         self.keys["synset"] = variant.keys[stage]
+        self._gradients.pop("synset", None)
         overwrite, self.ws.overwrite = self.ws.overwrite, True  # the class-level synset, matched the old way
         try:
             self.fit(self.model, train, trajectory=self.trajectory if self.handed_in() else None,
@@ -869,8 +950,9 @@ class DistilledDatamodel:
         scale = (balance if scale is None else scale) if obj.per_target else 1.0
         K = synset.num_groups
         perturbed = torch.arange(K) if subset is None else subset
-        averaged = synset.transferring(e.min_transfer).damped(e.damping_scale)
-        left_out = [c.epoch for c in synset.checkpoints if not any(c is a for a in averaged.checkpoints)]
+        averaged = self._attribution_synset(synset, tag)
+        kept = {a.index for a in averaged.checkpoints}
+        left_out = [c.epoch for c in synset.checkpoints if c.index not in kept]
         if left_out:
             log.info("the step is not averaged over the checkpoint(s) at epoch %s: the synsets' steps do not transfer "
                      "there (emulate.min_transfer %.2g)", ", ".join(f"{x:g}" for x in left_out), e.min_transfer)

@@ -254,6 +254,7 @@ def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argpars
             "class_balance_setting": meta.get("class_balance_setting"), "fit": meta.get("fit", "regression"),
             "schedule_weight": meta.get("schedule_weight", 0.0),
             "damping_scale": dm.config.emulate.damping_scale if dm.emulation_method() == "newton" else None,
+            "gradients": dm.config.emulate.gradients if dm.emulation_method() == "newton" else None,
             "source": source, "targets": rows}
 
 
@@ -339,6 +340,9 @@ def _print_attribution(r: dict[str, Any]) -> None:
     if r.get("damping_scale") not in (None, 1.0):
         print(f"  the Newton step's damping at {r['damping_scale']:g}x the synset's (emulate.damping_scale, as `ddm "
               "check` advises where it ranks its retrains better; README, 'The damping, refitted')")
+    if r.get("gradients") == "groups":
+        print("  the Newton step taken from the groups' own last-layer gradients, not the synsets' (emulate.gradients;"
+              " README, 'The groups' own gradients')")
     if r.get("schedule_weight"):
         print(f"  with the schedule term at weight {r['schedule_weight']:g}: a retrain without part of the data takes "
               "fewer steps (emulate.schedule_weight; README, 'The schedule term')")

@@ -331,6 +331,26 @@ def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int,
     return HeadStatistics(curv, G, n)
 
 
+def site_gradients(head: Head, trajectory: Trajectory, train: Split, groups: Groups, num_classes: int,
+                   synset: Synset, task: Any = None,
+                   statistics: dict[int, HeadStatistics] | None = None) -> dict[str, torch.Tensor]:
+    """The groups' own summed head gradients ``[K, D]`` (float32, on the CPU) at every site the Newton step of
+    ``synset`` is taken at: ``tau`` (theta_tau) and ``checkpoint<index>`` for each of its checkpoints; what
+    ``emulate.gradients=groups`` reads in place of the synthetic images' (:attr:`Synset.group_gradients`). Those
+    ``statistics`` (by trajectory index, e.g. the distillation's own) already hold are not streamed again."""
+    statistics = statistics or {}
+    sites = [("tau", trajectory.tau, None)] + [(f"checkpoint{c.index}", c.index, trajectory.checkpoint(c.index))
+                                               for c in synset.checkpoints]
+    out = {}
+    for name, index, params in sites:
+        known = statistics.get(index)
+        G = known.group_grads if known is not None else group_gradients(
+            head, train, groups, num_classes, params=params, task=task,
+            desc=f"group gradients at {'theta_tau' if params is None else f'checkpoint {index}'}")
+        out[name] = G.float().cpu()
+    return out
+
+
 def checkpoint_rank(cfg: DistillConfig, num_classes: int) -> int:
     """``distill.subspace_rank`` at the earlier checkpoints: ``distill.checkpoint_subspace_share`` of theta_tau's
     exact directions (``subspace_rank``, or as many as ``exact_limit`` allows), at least one; theta_tau's own

@@ -69,6 +69,12 @@ class Synset:
     grown: dict[str, Any] | None = field(default=None, repr=False, compare=False)
     # the training loss (ddm.task.Task) the head statistics used; set at run time, never stored (None = CE)
     task: Any = field(default=None, repr=False, compare=False)
+    # the groups' own summed last-layer gradients ``[K, D]``, by site: ``tau`` (theta_tau) and ``checkpoint<index>``
+    # (each of ``checkpoints``, by trajectory index). Set only on the copy the attribution uses with
+    # emulate.gradients=groups (the Newton step then reads them in place of the synthetic images'); stored in a file
+    # of their own beside the synset (GRADIENTS_FILE), never in it: the synset is what may be released, a group's
+    # summed gradient is not
+    group_gradients: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     def transferring(self, min_transfer: float) -> Synset:
         """This synset without the checkpoints (and their block curvatures) where its steps' measured mean cosine

@@ -27,6 +27,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from ddm import devices
 from ddm.distill.curvature import Curvature, EigenCorrectedCurvature, ExactCurvature, SubspaceCurvature
 from ddm.distill.head import Head, output_curvature, synset_head_gradients
 from ddm.distill.synset import Synset
@@ -68,23 +69,40 @@ def _with_decay(g: torch.Tensor, head: Head, params: Params, decay: torch.Tensor
 
 def removal_displacements(model: nn.Module, params: Params, synset: Synset,
                           curvature: Curvature | None = None, damping: float | None = None,
-                          decay: torch.Tensor | None = None) -> torch.Tensor:
+                          decay: torch.Tensor | None = None, gradients: torch.Tensor | None = None) -> torch.Tensor:
     """``U [K, D]``: the head displacement (flattened ``[C, d+1]``) of removing each group alone, at ``params``
     (theta_tau by default; another checkpoint with its own ``curvature`` and ``damping``). ``decay`` ``[K]``:
-    the groups' shares of the weight decay (:func:`decay_shares`), added to their gradients."""
+    the groups' shares of the weight decay (:func:`decay_shares`), added to their gradients. ``gradients``
+    ``[K, D]``: the groups' own summed head gradients there, taken in place of the synthetic images'
+    (``emulate.gradients=groups``)."""
     stored, stored_damping, n = _require_head(synset)
     curvature = stored if curvature is None else curvature
     damping = stored_damping if damping is None else damping
     head = Head.of(model)
     with torch.no_grad():
-        g = _with_decay(synset_head_gradients(head, synset, params), head, params, decay)  # on the model's device
+        if gradients is None:
+            g = synset_head_gradients(head, synset, params)  # on the model's device
+        else:
+            g = gradients.to(devices.of(model), torch.float32)
+        g = _with_decay(g, head, params, decay)
     return curvature.to(g.device).solve(g, damping, single=True) / n
+
+
+def _site_gradients(synset: Synset, site: str) -> torch.Tensor | None:
+    """The groups' own gradients at ``site`` (``tau`` or ``checkpoint<index>``) where the synset carries them."""
+    if synset.group_gradients is None:
+        return None
+    if site not in synset.group_gradients:
+        raise ConfigError(f"the groups' stored gradients lack the site {site!r} the synset averages over: run "
+                          "`ddm distill` again on this workspace (it stores them anew)")
+    return synset.group_gradients[site]
 
 
 def _members(model: nn.Module, params: Params, synset: Synset, trajectory: Trajectory | None,
              decay: torch.Tensor | None) -> list[tuple[Params, torch.Tensor]]:
     """``(parameters, U [K, D])`` at theta_tau, then at each checkpoint the synset holds a curvature for."""
-    members = [(params, removal_displacements(model, params, synset, decay=decay))]
+    members = [(params, removal_displacements(model, params, synset, decay=decay,
+                                              gradients=_site_gradients(synset, "tau")))]
     if synset.checkpoints:
         if trajectory is None:
             raise ConfigError("this synset averages the Newton step over checkpoints of the trajectory "
@@ -94,7 +112,8 @@ def _members(model: nn.Module, params: Params, synset: Synset, trajectory: Traje
                 raise ConfigError(f"the trajectory does not hold the checkpoint the synset was distilled at (index "
                                   f"{c.index}, epoch {c.epoch:g}): re-distill with --overwrite")
             p = trajectory.checkpoint(c.index)
-            members.append((p, removal_displacements(model, p, synset, c.curvature, c.damping, decay)))
+            members.append((p, removal_displacements(model, p, synset, c.curvature, c.damping, decay,
+                                                     _site_gradients(synset, f"checkpoint{c.index}"))))
     return members
 
 
