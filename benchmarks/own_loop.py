@@ -146,17 +146,30 @@ def unlearn_draws(dm: Any, data: Any, retrain: Retrainer, draws: int) -> list[di
     return out
 
 
-def run(name: str, seed: int, root: Path, peers: tuple[str, ...], draws: int = 0) -> dict[str, Any]:
+def run(name: str, seed: int, root: Path, peers: tuple[str, ...], draws: int = 0,
+        overrides: tuple[str, ...] = (), reuse: bool = False) -> dict[str, Any]:
+    """The configuration ``name`` trained in its loop, fitted and checked with the loop. ``reuse``: open the
+    workspace a run before stored (its target, groups and synset; the check's retrains reused where cached) instead
+    of training the target again."""
     data, cfg, model, loop, task = CONFIGS[name](seed)
-    rec = ddm.TrajectoryRecorder(model)
-    t0 = time.perf_counter()
-    loop.run(model, data.train, None, rec)
-    train_s = time.perf_counter() - t0
     kwargs = {"task": task} if task is not None else {}
-    dm = ddm.DistilledDatamodel(root / f"{name}-s{seed}", cfg, **kwargs)
-    t0 = time.perf_counter()
-    dm.fit(model, data.train, trajectory=rec.trajectory())
-    fit_s = time.perf_counter() - t0
+    ws = root / f"{name}-s{seed}"
+    train_s = fit_s = float("nan")
+    if reuse and (ws / "config.json").exists():  # the stored target and synset (the loop need not be bit-reproducible)
+        dm = ddm.DistilledDatamodel(ws, **kwargs).load(model=model)
+        dm.config = dm.config.with_overrides(list(overrides))
+        if dm.synset is not None and dm.groups is not None:
+            dm._store_group_gradients("synset", dm.keys["synset"], dm.synset, data.train, dm.groups)
+    else:
+        cfg = cfg.with_overrides(list(overrides)) if overrides else cfg
+        rec = ddm.TrajectoryRecorder(model)
+        t0 = time.perf_counter()
+        loop.run(model, data.train, None, rec)
+        train_s = time.perf_counter() - t0
+        dm = ddm.DistilledDatamodel(ws, cfg, **kwargs)
+        t0 = time.perf_counter()
+        dm.fit(model, data.train, trajectory=rec.trajectory())
+        fit_s = time.perf_counter() - t0
 
     def retrain(net: nn.Module, train: Any, order: int | None) -> nn.Module:
         return loop.run(net, train, order)
@@ -208,14 +221,20 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/own-loop")
     p.add_argument("--unlearn-draws", type=int, default=0, help="also unlearn this many draws of 4 random groups "
                                                                   "and class 2's groups, checked with the loop")
+    p.add_argument("--reuse", action="store_true", help="score the workspaces stored by an earlier run (with --set "
+                                                           "settings that change no offline stage) without retraining "
+                                                           "the target")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting applied to every configuration (repeatable; the check's retrains are reused)")
     args = p.parse_args()
     ddm.progress.set_enabled(False)
     peers = tuple(x for x in args.peers.split(",") if x)
-    rows = [run(c, int(s), Path(args.root), peers, args.unlearn_draws)
+    rows = [run(c, int(s), Path(args.root), peers, args.unlearn_draws, tuple(args.set), args.reuse)
             for c in args.configs.split(",") for s in args.seeds.split(",")]
     command = "python benchmarks/own_loop.py " + " ".join(
         f"--{k} {v}" for k, v in (("configs", args.configs), ("seeds", args.seeds), ("out", args.out),
-                                  ("unlearn-draws", args.unlearn_draws)) if k != "unlearn-draws" or v)
+                                  ("unlearn-draws", args.unlearn_draws)) if k != "unlearn-draws" or v) + "".join(
+        f" --set {o}" for o in args.set) + (" --reuse" if args.reuse else "")
     atomic_write_text(Path(args.out + ".json"), json.dumps(rows, indent=1))
     atomic_write_text(Path(args.out + ".md"), render(rows, command))
     print(render(rows, command))

@@ -416,6 +416,16 @@ class DistilledDatamodel:
         save_tensors(path, grads, metadata={"synset_key": key})
         self._gradients.pop(stage, None)
 
+    def store_group_gradients(self, train: Split) -> DistilledDatamodel:
+        """Store the groups' own last-layer gradients beside each finished head-matched synset of a loaded workspace
+        where they are missing or stale (workspaces distilled before the synset stage stored them): what
+        ``emulate.gradients=groups`` reads. One pass over ``train`` per checkpoint averaged over; no distillation."""
+        for stage, syn, groups in (("synset", self.synset, self.groups),
+                                   ("synset-class", self.class_synset, self.class_groups)):
+            if syn is not None and groups is not None and stage in self.keys:
+                self._store_group_gradients(stage, self.keys[stage], syn, train, groups)
+        return self
+
     def _group_gradients(self, stage: str) -> dict[str, torch.Tensor]:
         """The groups' stored gradients for the synset of ``stage`` (``synset`` or ``synset-class``)."""
         key = self.keys.get(stage)
@@ -427,8 +437,9 @@ class DistilledDatamodel:
         if stored is None or stored != key:
             why = "are not stored" if stored is None else "belong to an earlier synset"
             raise ConfigError(f"emulate.gradients=groups reads the groups' own last-layer gradients, which {why} in "
-                              f"{self.ws.root}: run `ddm distill -w {self.ws.root}` (it computes them from the "
-                              "training data, no new distillation), or use emulate.gradients=synsets")
+                              f"{self.ws.root}: run `ddm distill -w {self.ws.root}` (from Python: "
+                              "dm.store_group_gradients(data.train); either computes them from the training data "
+                              "with no new distillation), or use emulate.gradients=synsets")
         grads = load_tensors(path)
         self._gradients[stage] = (key, grads)
         return grads
@@ -921,7 +932,9 @@ class DistilledDatamodel:
                      "finetune_steps": self.finetune_steps, "emulation": self.emulation_method(),
                      "backend": None if self.emulation_method() == "newton" else emulation_backend(
                          self.config.emulate.backend),
-                     "flagged_groups": self.flagged_groups(),
+                     # a synset that failed its health check weighs in the ranking only where its images give the
+                     # step (emulate.gradients=synsets); it still carries unlearning, which says so itself
+                     "flagged_groups": self.flagged_groups() if self.config.emulate.gradients != "groups" else [],
                      "reused": sorted(set(self._reused))}
         if not (torch.isfinite(attr.weights).all() and torch.isfinite(attr.bias).all()):
             raise NumericalError(f"the {obj.name} attribution is not finite (the emulated outputs or the objective "

@@ -135,9 +135,13 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
             raise DDMError(f"{args.workspace} holds no finished run (no config.json): run `ddm run` first")
         data = _load_data(RunConfig.from_json(stored.read_text()).data, args.workspace)
         model = models.from_import(args.model, data.num_classes, data.image_shape)
-        return DistilledDatamodel(args.workspace, _session_config(args)).load(model=model), data
-    dm = DistilledDatamodel(args.workspace, _session_config(args)).load()
-    return dm, _load_data(dm.config.data, args.workspace)
+        dm = DistilledDatamodel(args.workspace, _session_config(args)).load(model=model)
+    else:
+        dm = DistilledDatamodel(args.workspace, _session_config(args)).load()
+        data = _load_data(dm.config.data, args.workspace)
+    if dm.config.emulate.gradients == "groups":  # a workspace distilled before the synset stage stored them
+        dm.store_group_gradients(data.train)
+    return dm, data
 
 
 def _retrainer(args: argparse.Namespace) -> Any:
