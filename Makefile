@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first so pip takes the CPU wheel, never a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-damping bench-check bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
+.PHONY: install demo test lint bench bench-gradients bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-damping bench-check bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ test: $(STAMP)
 EVAL   := -q --recipe local-free --seeds 0,1,2 --num-targets 20 --lds-subsets 50 --tune 0.01,0.03,0.1,0.3,1 --plots
 FMNIST := --dataset fashion-mnist --set data.train_size=10000 --set data.test_size=2000 \
           --set model.width=16 --set train.epochs=5 --set train.lr=0.05
-bench: bench-matrix bench-grow bench-damping bench-check bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
+bench: bench-gradients bench-matrix bench-grow bench-damping bench-check bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
 
 # The paper's protocol (Table 1, 4 analogs, unlearning fidelity, cost) with the head default: digits, seed 0.
 bench-protocol-head: $(STAMP)
@@ -105,6 +105,42 @@ bench-matrix: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/matrix \
 	  --render benchmarks/results/matrix-a.json,benchmarks/results/matrix-b.json
 	$(BIN)/python benchmarks/unlearn_references.py --root runs/matrix-b --out benchmarks/results/unlearn-references
+
+# emulate.gradients=groups (the Newton step from the groups' own gradients, the default since 0.20): its held-out
+# test (benchmarks/results/group-gradients-criterion.md: four probes run as a user would, then each scored both ways
+# with the noisy-image and 100-class probes' workspaces where those exist, and the own loop's), the selection
+# configurations and the report configurations, seeds 0-2 (BENCHMARKS.md, "The groups' own gradients in the Newton
+# step"). The probes' checks were first run with the synsets' gradients, the default then; run now, their DDM row
+# reads the groups' (the test's table, from group_gradients.py, sets each explicitly).
+bench-gradients: $(STAMP)
+	$(BIN)/ddm run -w runs/g/p1 --preset demo -q --set model.name=mlp --set model.width=96 --set model.depth=3 \
+	  --set train.momentum=0.9 --set train.lr=0.02 --set cluster.per_class=6 --set model.seed=201 --set train.seed=201
+	$(BIN)/ddm run -w runs/g/p2 --preset demo -q --dataset fashion-mnist --set data.train_size=2000 \
+	  --set data.test_size=500 --set model.width=16 --set train.optimizer=adam --set train.lr=0.002 \
+	  --set cluster.per_class=3 --set model.seed=202 --set train.seed=202
+	$(BIN)/ddm run -w runs/g/p3 --preset demo -q --set model.norm=groupnorm --set train.lr=0.05 \
+	  --set train.batch_size=32 --set cluster.per_class=5 --set model.seed=203 --set train.seed=203
+	$(BIN)/ddm run -w runs/g/p4 --preset demo -q --dataset fashion-mnist --set data.train_size=3000 \
+	  --set data.test_size=1000 --set model.name=mlp --set model.width=512 --set model.depth=1 --set train.lr=0.1 \
+	  --set cluster.per_class=8 --set model.seed=204 --set train.seed=204
+	for p in p1 p2 p3 p4; do $(BIN)/ddm check -w runs/g/$$p --peers if-explicit --try-temperature 0 -q \
+	  > benchmarks/results/group-gradients-probe-$$p-check.txt || exit 1; done
+	$(BIN)/python benchmarks/group_gradients.py $(wildcard runs/noisy/img-s2-step runs/rewind-probe/c100) \
+	  runs/g/p1 runs/g/p2 runs/g/p3 runs/g/p4 --out benchmarks/results/group-gradients-test
+	$(BIN)/python benchmarks/own_loop.py --configs fmnist-cnn-batchnorm-dropout-flip-adamw-steplr-K40 --peers if-explicit \
+	  --set emulate.gradients=groups --reuse --out benchmarks/results/group-gradients-own-loop
+	$(BIN)/python benchmarks/matrix.py --select --grid emulate.gradients=synsets,groups --unlearn-dampings= \
+	  --root runs/matrix-b --out benchmarks/results/matrix-select-gradients
+	for m in groups synsets; do \
+	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --seeds 0 --peers if-explicit --no-variants \
+	    --configs $(MATRIX_A) --set emulate.gradients=$$m --out benchmarks/results/matrix-gradients-$$m-a && \
+	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --seeds 0 --peers if-explicit --no-variants \
+	    --configs $(MATRIX_B) --set emulate.gradients=$$m --out benchmarks/results/matrix-gradients-$$m-b && \
+	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --seeds 1,2 --peers if-explicit --no-variants \
+	    --configs $(MATRIX_A) --set emulate.gradients=$$m --out benchmarks/results/matrix-gradients-$$m-a-s12 && \
+	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --seeds 1,2 --peers if-explicit --no-variants \
+	    --configs $(MATRIX_B) --set emulate.gradients=$$m --out benchmarks/results/matrix-gradients-$$m-b-s12 \
+	  || exit 1; done
 
 # distill.ipc_grow (16 images where 4 stop short of the matching's tolerance): its selection, the unlearning damping
 # chosen again with it, the report matrix, the held-out configurations and both dampings' unlearning (BENCHMARKS.md,

@@ -74,14 +74,16 @@ def test_checkpoints_the_steps_do_not_transfer_to_are_left_out_of_the_average(ru
     assert [c.epoch for c in kept.checkpoints] == [second.epoch]  # below the threshold out; unmeasured kept
     assert weak.transferring(0.0) is weak and syn.transferring(0.5) is syn
     base, key = dm.config, dm.keys["synset"]
+    synsets = base.with_overrides(["emulate.gradients=synsets"])  # the step from the synsets' own gradients
     try:  # each synset under its own key: the emulation cache must not answer for another synset
+        dm.config = synsets
         dm.synset, dm.keys["synset"] = weak, "weak"
         out = dm.attribute(targets, "dist2", name="weak")
         assert out.meta["checkpoints_left_out"] == [first.epoch]
-        dm.config = base.with_overrides(["emulate.min_transfer=0"])
+        dm.config = synsets.with_overrides(["emulate.min_transfer=0"])
         every = dm.attribute(targets, "dist2", name="weak-all")
         assert every.meta["checkpoints_left_out"] == [] and not torch.allclose(every.weights, out.weights)
-        dm.config = base
+        dm.config = synsets
         dm.synset, dm.keys["synset"] = kept, "kept"  # what the default did: the average without the first checkpoint
         assert torch.allclose(dm.attribute(targets, "dist2", name="kept").weights, out.weights, atol=1e-6)
     finally:
@@ -115,18 +117,18 @@ def test_the_groups_own_gradients_stand_in_for_the_synsets_images_in_the_attribu
     real = dataclasses.replace(syn, images=images, labels=labels, weights=weights)
     base, key = dm.config, dm.keys["synset"]
     try:
-        dm.config = base.with_overrides(["emulate.gradients=groups"])
+        assert base.emulate.gradients == "groups"  # the default
         ours = dm.attribute(targets, "dist2", name="groups")
         assert ours.meta["checkpoints_left_out"] == []
-        dm.config = base.with_overrides(["emulate.min_transfer=0"])
+        dm.config = base.with_overrides(["emulate.gradients=synsets", "emulate.min_transfer=0"])
         dm.synset, dm.keys["synset"] = real, "real"
         assert torch.allclose(dm.attribute(targets, "dist2", name="real").weights, ours.weights, rtol=1e-3,
                               atol=1e-6)
         dm.synset, dm.keys["synset"] = syn, key
-        dm.config = base
+        dm.config = base.with_overrides(["emulate.gradients=synsets"])
         assert not torch.allclose(dm.attribute(targets, "dist2", name="synsets").weights, ours.weights, atol=1e-6)
         # a damped step leaves no checkpoint out (it compared the damped copies by identity once)
-        dm.config = base.with_overrides(["emulate.damping_scale=3"])
+        dm.config = base.with_overrides(["emulate.gradients=synsets", "emulate.damping_scale=3"])
         assert dm.attribute(targets, "dist2", name="damped").meta["checkpoints_left_out"] == []
         # gone or stale: refused, saying what to do; `ddm distill` (fit on the finished stages) writes them again
         dm.config = base.with_overrides(["emulate.gradients=groups"])
@@ -139,6 +141,10 @@ def test_the_groups_own_gradients_stand_in_for_the_synsets_images_in_the_attribu
             dm.attribute(targets, "dist2", name="gone")
         dm.fit(dm.model, data.train)
         assert torch.equal(load_tensors(path)["tau"], stored["tau"])
+        path.unlink()
+        again = ddm.DistilledDatamodel(ws).load().store_group_gradients(data.train)  # what the command line calls
+        assert torch.equal(load_tensors(path)["tau"], stored["tau"])
+        assert again.ws.stage_info("synset") == dm.ws.stage_info("synset")  # no new distillation
         assert torch.allclose(dm.attribute(targets, "dist2", name="groups").weights, ours.weights)
     finally:
         dm.config, dm.synset, dm.keys["synset"] = base, syn, key
@@ -606,7 +612,9 @@ def test_the_per_checkpoint_readout_is_an_option_of_the_newton_attribution(run, 
     # the readout is linear in the perturbation, so the regression recovers it: prediction == readout
     keep = ddm.emulate.sample_perturbations(dm.groups.num_groups, 3, 0.5, seed=9)
     from ddm.emulate.newton import newton_outputs
-    exact = newton_outputs(dm.model, dm.trajectory.final, dm.synset, ~keep, targets.x,
+    used = dm._attribution_synset(dm.synset, "groups")  # the groups' own gradients, at every checkpoint
+    assert used.group_gradients is not None and len(used.checkpoints) == len(dm.synset.checkpoints)
+    exact = newton_outputs(dm.model, dm.trajectory.final, used, ~keep, targets.x,
                            lambda z: torch.nn.functional.cross_entropy(z, targets.y, reduction="none")[:, None],
                            trajectory=dm.trajectory, decay=dm.decay(dm.groups))
     assert torch.allclose(per.predict(keep), exact, atol=1e-4)

@@ -304,5 +304,7 @@ def cleanlab_suspicion(pred_probs: torch.Tensor, labels: torch.Tensor) -> tuple[
 
     p, y = pred_probs.double().numpy(), labels.numpy()
     quality = get_label_quality_scores(y, p)
-    flagged = find_label_issues(y, p)
+    # n_jobs=1: cleanlab's default forks a pool of workers, and a fork of a process whose torch threads are running
+    # can deadlock (a test run hung there, in the pool's shutdown); one process gives the same flags
+    flagged = find_label_issues(y, p, n_jobs=1)
     return torch.as_tensor(1.0 - quality), torch.as_tensor(flagged)

@@ -444,16 +444,20 @@ class DistilledDatamodel:
         self._gradients[stage] = (key, grads)
         return grads
 
+    def _reads_group_gradients(self, synset: Synset | None) -> bool:
+        """Whether the attribution takes its Newton step from the groups' own gradients: ``emulate.gradients=groups``
+        with head-matched synsets on the last layer. Block-matched synsets (a step over the last block too) and the
+        fine-tuning recipes have no such step and read their synsets whatever the setting."""
+        return (self.config.emulate.gradients == "groups" and synset is not None and synset.kind == "head"
+                and not synset.block)
+
     def _attribution_synset(self, synset: Synset, tag: str) -> Synset:
         """The synset the attribution's emulation reads: with ``emulate.gradients=groups``, carrying the groups' own
         gradients and every checkpoint (their steps transfer exactly); else without the checkpoints its steps do not
         transfer to (``emulate.min_transfer``); damped by ``emulate.damping_scale`` either way."""
         e = self.config.emulate
-        if e.gradients != "groups":
+        if not self._reads_group_gradients(synset):
             return synset.transferring(e.min_transfer).damped(e.damping_scale)
-        if synset.kind != "head" or synset.block:
-            raise ConfigError("emulate.gradients=groups takes the Newton step on the last layer from the groups' own "
-                              "gradients: it needs head-matched synsets (distill.matching=head, the default)")
         stage = "synset-class" if tag == "classes" else "synset"
         return replace(synset, group_gradients=self._group_gradients(stage)).damped(e.damping_scale)
 
@@ -934,7 +938,7 @@ class DistilledDatamodel:
                          self.config.emulate.backend),
                      # a synset that failed its health check weighs in the ranking only where its images give the
                      # step (emulate.gradients=synsets); it still carries unlearning, which says so itself
-                     "flagged_groups": self.flagged_groups() if self.config.emulate.gradients != "groups" else [],
+                     "flagged_groups": [] if self._reads_group_gradients(self.synset) else self.flagged_groups(),
                      "reused": sorted(set(self._reused))}
         if not (torch.isfinite(attr.weights).all() and torch.isfinite(attr.bias).all()):
             raise NumericalError(f"the {obj.name} attribution is not finite (the emulated outputs or the objective "

@@ -258,7 +258,10 @@ def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argpars
             "class_balance_setting": meta.get("class_balance_setting"), "fit": meta.get("fit", "regression"),
             "schedule_weight": meta.get("schedule_weight", 0.0),
             "damping_scale": dm.config.emulate.damping_scale if dm.emulation_method() == "newton" else None,
-            "gradients": dm.config.emulate.gradients if dm.emulation_method() == "newton" else None,
+            # whose gradients the last-layer Newton step reads (None: no such step, e.g. a fine-tuning recipe)
+            "gradients": ("groups" if dm._reads_group_gradients(dm.synset) else "synsets"
+                          if dm.emulation_method() == "newton" and dm.synset is not None and not dm.synset.block
+                          else None),
             "source": source, "targets": rows}
 
 
@@ -344,9 +347,9 @@ def _print_attribution(r: dict[str, Any]) -> None:
     if r.get("damping_scale") not in (None, 1.0):
         print(f"  the Newton step's damping at {r['damping_scale']:g}x the synset's (emulate.damping_scale, as `ddm "
               "check` advises where it ranks its retrains better; README, 'The damping, refitted')")
-    if r.get("gradients") == "groups":
-        print("  the Newton step taken from the groups' own last-layer gradients, not the synsets' (emulate.gradients;"
-              " README, 'The groups' own gradients')")
+    if r.get("gradients") == "synsets":
+        print("  the Newton step taken from the synsets' last-layer gradients (emulate.gradients=synsets), not the "
+              "groups' own (the default; README, 'The method in a few lines')")
     if r.get("schedule_weight"):
         print(f"  with the schedule term at weight {r['schedule_weight']:g}: a retrain without part of the data takes "
               "fewer steps (emulate.schedule_weight; README, 'The schedule term')")
@@ -417,6 +420,8 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         raise DDMError(f"attribute only takes emulate.* overrides (got {bad}); "
                        "change other stages with `ddm run --set`")
     dm.config = dm.config.with_overrides(args.sets)
+    if dm.config.emulate.gradients == "groups":  # asked for on a workspace distilled before they were stored
+        dm.store_group_gradients(data.train)
     if args.targets_file:
         from ddm.data.targets import as_split, read_targets_file
 
@@ -950,7 +955,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from ddm.config import RunConfig
 
     stored = ws.root / "config.json"
-    min_transfer = (RunConfig.from_json(stored.read_text()) if stored.exists() else RunConfig()).emulate.min_transfer
+    emulate = (RunConfig.from_json(stored.read_text()) if stored.exists() else RunConfig()).emulate
+    min_transfer = emulate.min_transfer
     print(f"workspace {ws.root}:")
     for st in stages:
         extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in st.items()
@@ -983,6 +989,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             if hh.get("outsized"):
                 print(f"  {'':<34} {'':<8} outsized groups (their real removal step is 10x the median's; not a "
                       f"synset failure, often mislabeled or atypical data): {_listed(hh['outsized'])}")
+            grads = ws.path(st["stage"], "gradients.safetensors")
+            if emulate.gradients == "groups" and curv and grads.exists():
+                print(f"  {'':<34} {'':<8} the attribution's step reads the groups' own last-layer gradients "
+                      f"(emulate.gradients=groups; {grads.stat().st_size / 2 ** 20:.1f} MB in {grads.name}, not to be "
+                      "released), at theta_tau and every checkpoint below; the synsets carry unlearning")
             if hh.get("checkpoints"):
                 used = [c for c in hh["checkpoints"] if not c["cosine_mean"] < min_transfer]
                 weak = [c for c in hh["checkpoints"] if c["cosine_mean"] < min_transfer]
