@@ -129,6 +129,8 @@ bench-gradients: $(STAMP)
 	  runs/g/p1 runs/g/p2 runs/g/p3 runs/g/p4 --out benchmarks/results/group-gradients-test
 	$(BIN)/python benchmarks/own_loop.py --configs fmnist-cnn-batchnorm-dropout-flip-adamw-steplr-K40 --peers if-explicit \
 	  --set emulate.gradients=groups --reuse --out benchmarks/results/group-gradients-own-loop
+	$(BIN)/python benchmarks/synset_resolution.py $(wildcard runs/noisy/img-s1-step runs/noisy/img-s2-step) \
+	  runs/matrix-b/*/seed0/ddm   # the readings behind it (benchmarks/results/synset-resolution.md)
 	$(BIN)/python benchmarks/matrix.py --select --grid emulate.gradients=synsets,groups --unlearn-dampings= \
 	  --root runs/matrix-b --out benchmarks/results/matrix-select-gradients
 	for m in groups synsets; do \
