@@ -65,6 +65,14 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["schedule_weight"] == 0.1
     assert main(["attribute", "-w", ws, "--targets", "1", "--set", "emulate.schedule_weight=0.1"]) == 0
     assert "with the schedule term at weight 0.1" in capsys.readouterr().out
+    # the step reads the groups' own gradients by default, and says so where it reads the synsets' instead
+    assert out["attribution"]["gradients"] == "groups" and "synsets' last-layer gradients" not in text
+    assert main(["attribute", "-w", ws, "--targets", "1", "--set", "emulate.gradients=synsets"]) == 0
+    assert "the Newton step taken from the synsets' last-layer gradients" in capsys.readouterr().out
+    grads = Path(ws) / "synset" / "gradients.safetensors"
+    grads.unlink()  # a workspace distilled before they were stored: the command computes them, no new distillation
+    assert main(["attribute", "-w", ws, "--targets", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["gradients"] == "groups" and grads.exists()
 
     assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json"]) == 0
     un = json.loads(capsys.readouterr().out)
