@@ -405,14 +405,14 @@ class DistilledDatamodel:
         path = self.ws.path(stage, GRADIENTS_FILE)
         if statistics is None and _gradients_key(path) == key:
             return
-        size = syn.num_groups * Head.of(self.model).matrix().numel() * (1 + len(syn.checkpoints)) * 4
+        head = Head.of(self.model)
+        size = syn.num_groups * head.matrix().numel() * (1 + len(syn.checkpoints)) * 4
         if size > GRADIENTS_MAX_BYTES:
             path.unlink(missing_ok=True)
             log.info("the groups' own gradients are not stored (%.1f GiB above %.1f GiB): emulate.gradients=groups "
                      "is not available on this workspace", size / 2 ** 30, GRADIENTS_MAX_BYTES / 2 ** 30)
             return
-        grads = site_gradients(Head.of(self.model), self.trajectory, train, groups, self.num_classes, syn, syn.task,
-                               statistics)
+        grads = site_gradients(head, self.trajectory, train, groups, self.num_classes, syn, syn.task, statistics)
         save_tensors(path, grads, metadata={"synset_key": key})
         self._gradients.pop(stage, None)
 
@@ -444,19 +444,21 @@ class DistilledDatamodel:
         self._gradients[stage] = (key, grads)
         return grads
 
-    def _reads_group_gradients(self, synset: Synset | None) -> bool:
-        """Whether the attribution takes its Newton step from the groups' own gradients: ``emulate.gradients=groups``
-        with head-matched synsets on the last layer. Block-matched synsets (a step over the last block too) and the
-        fine-tuning recipes have no such step and read their synsets whatever the setting."""
-        return (self.config.emulate.gradients == "groups" and synset is not None and synset.kind == "head"
-                and not synset.block)
+    def step_gradients(self, synset: Synset | None = None) -> str | None:
+        """Whose last-layer gradients the attribution's Newton step reads: ``emulate.gradients`` (``groups`` or
+        ``synsets``), or None where there is no such step (the fine-tuning emulations, block-matched synsets, whose
+        step spans the last block too). ``synset``: the workspace's by default."""
+        synset = synset or self.synset
+        if synset is None or synset.block or self.emulation_method(synset) != "newton":
+            return None
+        return self.config.emulate.gradients
 
     def _attribution_synset(self, synset: Synset, tag: str) -> Synset:
         """The synset the attribution's emulation reads: with ``emulate.gradients=groups``, carrying the groups' own
         gradients and every checkpoint (their steps transfer exactly); else without the checkpoints its steps do not
         transfer to (``emulate.min_transfer``); damped by ``emulate.damping_scale`` either way."""
         e = self.config.emulate
-        if not self._reads_group_gradients(synset):
+        if self.step_gradients(synset) != "groups":
             return synset.transferring(e.min_transfer).damped(e.damping_scale)
         stage = "synset-class" if tag == "classes" else "synset"
         return replace(synset, group_gradients=self._group_gradients(stage)).damped(e.damping_scale)
@@ -938,7 +940,7 @@ class DistilledDatamodel:
                          self.config.emulate.backend),
                      # a synset that failed its health check weighs in the ranking only where its images give the
                      # step (emulate.gradients=synsets); it still carries unlearning, which says so itself
-                     "flagged_groups": [] if self._reads_group_gradients(self.synset) else self.flagged_groups(),
+                     "flagged_groups": [] if self.step_gradients() == "groups" else self.flagged_groups(),
                      "reused": sorted(set(self._reused))}
         if not (torch.isfinite(attr.weights).all() and torch.isfinite(attr.bias).all()):
             raise NumericalError(f"the {obj.name} attribution is not finite (the emulated outputs or the objective "

@@ -123,7 +123,8 @@ def _load_data(cfg: Any, workspace: str) -> Any:
     return data_mod.load(cfg)
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+def _load(args: argparse.Namespace, overrides: list[str] | None = None) -> tuple[Any, Any]:
+    """The workspace's datamodel (with this session's ``overrides`` of its settings) and its data."""
     from ddm.pipeline import DistilledDatamodel
 
     if getattr(args, "model", None):
@@ -139,7 +140,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     else:
         dm = DistilledDatamodel(args.workspace, _session_config(args)).load()
         data = _load_data(dm.config.data, args.workspace)
-    if dm.config.emulate.gradients == "groups":  # a workspace distilled before the synset stage stored them
+    if overrides:
+        dm.config = dm.config.with_overrides(overrides)
+    if dm.step_gradients() == "groups":  # a workspace distilled before the synset stage stored them, or asked to
         dm.store_group_gradients(data.train)
     return dm, data
 
@@ -258,10 +261,7 @@ def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argpars
             "class_balance_setting": meta.get("class_balance_setting"), "fit": meta.get("fit", "regression"),
             "schedule_weight": meta.get("schedule_weight", 0.0),
             "damping_scale": dm.config.emulate.damping_scale if dm.emulation_method() == "newton" else None,
-            # whose gradients the last-layer Newton step reads (None: no such step, e.g. a fine-tuning recipe)
-            "gradients": ("groups" if dm._reads_group_gradients(dm.synset) else "synsets"
-                          if dm.emulation_method() == "newton" and dm.synset is not None and not dm.synset.block
-                          else None),
+            "gradients": dm.step_gradients(),  # whose the Newton step reads (None: no such step)
             "source": source, "targets": rows}
 
 
@@ -415,14 +415,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_attribute(args: argparse.Namespace) -> int:
-    dm, data = _load(args)
     bad = [s for s in args.sets if not s.strip().startswith("emulate.")]
     if bad:
         raise DDMError(f"attribute only takes emulate.* overrides (got {bad}); "
                        "change other stages with `ddm run --set`")
-    dm.config = dm.config.with_overrides(args.sets)
-    if dm.config.emulate.gradients == "groups":  # asked for on a workspace distilled before they were stored
-        dm.store_group_gradients(data.train)
+    dm, data = _load(args, args.sets)
     if args.targets_file:
         from ddm.data.targets import as_split, read_targets_file
 
