@@ -31,7 +31,7 @@ def score(ws: str) -> dict[str, float | None]:
     dm, data, targets, rows, truth, keep, actual = M.check_halves(ws)
     other = M.check_other_class(dm, data, targets, rows, truth)
     assert dm.synset is not None and dm.groups is not None
-    dm._store_group_gradients("synset", dm.keys["synset"], dm.synset, data.train, dm.groups)
+    dm.store_group_gradients(data.train)
     obj = objectives.get("dist2")
     base = dm.config
     out: dict[str, float | None] = {}

@@ -158,8 +158,7 @@ def run(name: str, seed: int, root: Path, peers: tuple[str, ...], draws: int = 0
     if reuse and (ws / "config.json").exists():  # the stored target and synset (the loop need not be bit-reproducible)
         dm = ddm.DistilledDatamodel(ws, **kwargs).load(model=model)
         dm.config = dm.config.with_overrides(list(overrides))
-        if dm.synset is not None and dm.groups is not None:
-            dm._store_group_gradients("synset", dm.keys["synset"], dm.synset, data.train, dm.groups)
+        dm.store_group_gradients(data.train)
     else:
         cfg = cfg.with_overrides(list(overrides)) if overrides else cfg
         rec = ddm.TrajectoryRecorder(model)
