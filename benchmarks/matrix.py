@@ -222,10 +222,10 @@ class ValidationTargets:
     exact retrains of ``cache``, for the diagnostic scripts."""
 
     def __init__(self, dm: ddm.DistilledDatamodel, cache: RetrainCache, data: Any, seed: int,
-                 halves_only: bool = False) -> None:
+                 halves_only: bool = False, select: bool = True) -> None:
         """``halves_only``: score the LDS halves only, without the other-class subsets (which cost a retrain each
-        where they are not cached)."""
-        self.rows, self.targets = target_rows(data)
+        where they are not cached). ``select=False``: the reported targets instead (:func:`target_rows`)."""
+        self.rows, self.targets = target_rows(data, select=select)
         self.keep, self.oc_keep = lds_subsets(dm.groups, self.targets.y, seed)
         if halves_only:
             self.oc_keep = {}
@@ -577,12 +577,14 @@ def health_summary(dm: ddm.DistilledDatamodel) -> dict[str, Any]:
             "flagged": len(h.get("flagged", []))}
 
 
-def open_run(root: Path, name: str, seed: int) -> tuple[RunConfig, Any, Path, ddm.DistilledDatamodel, RetrainCache]:
+def open_run(root: Path, name: str, seed: int, workspace: str = "ddm", sets: list[str] | None = None
+             ) -> tuple[RunConfig, Any, Path, ddm.DistilledDatamodel, RetrainCache]:
     """A configuration's seed as the matrix ran it: its config, data, folder, fitted workspace (stages reused) and
-    retrain cache (logits on the test split), for the scripts that measure more on the same runs."""
-    cfg, data = make_config(CONFIGS[name][0], seed, [])
+    retrain cache (logits on the test split), for the scripts that measure more on the same runs. ``workspace``: the
+    workspace folder in the run's (another than the matrix's own ``ddm``, fitted with the settings ``sets``)."""
+    cfg, data = make_config(CONFIGS[name][0], seed, sets or [])
     folder = root / name / f"seed{seed}"
-    dm = fitted(folder / "ddm", cfg, data)
+    dm = fitted(folder / workspace, cfg, data)
     cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups, cfg.train,
                          data.test.x)
     return cfg, data, folder, dm, cache

@@ -29,16 +29,11 @@ from backoff_thinned import thinning_draws  # noqa: E402
 
 from ddm import devices, progress  # noqa: E402
 from ddm.evaluation.privacy import synset_similarity  # noqa: E402
-from ddm.evaluation.retrain import RetrainCache  # noqa: E402
 
 
 def run(name: str, seed: int, root: Path, folder: str, sets: list[str]) -> dict[str, Any]:
-    cfg, data = M.make_config(M.CONFIGS[name][0], seed, sets)
-    base = root / name / f"seed{seed}"
-    dm = M.fitted(base / folder, cfg, data)
+    _, data, _, dm, cache = M.open_run(root, name, seed, folder, sets)
     dm.model.eval()
-    cache = RetrainCache(base / "retrain", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups, cfg.train,
-                         data.test.x)
     st = dm.ws.stage_info("synset") or {}
     health = st.get("health", {})
     out: dict[str, Any] = {
@@ -48,16 +43,10 @@ def run(name: str, seed: int, root: Path, folder: str, sets: list[str]) -> dict[
         "distill_seconds": st.get("seconds"), "ipc": int(dm.synset.images.shape[1]),
         "cosine_mean": health.get("cosine_mean"), "flagged": len(health.get("flagged", [])),
         "nearest_cosine": synset_similarity(dm.synset, data.train.x)}
-    # attribution: reported targets (test rows 0-49 of the fixed permutation), the matrix's subsets and retrains
-    rows, targets = M.target_rows(data, select=False)
-    keep, oc_keep = M.lds_subsets(dm.groups, targets.y, seed)
-    attr = dm.attribute(targets, "dist2", name="unlearning-synsets")
-
-    def retrained(masks: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        logits = torch.stack([cache.get(torch.nonzero(~k).flatten().tolist()) for k in masks])
-        return M.losses(logits[:, rows[cols]], targets.y[cols])
-
-    out["lds"] = M.subset_scores(keep, oc_keep, targets.y, lambda k, sel: attr.predict(k)[:, sel, 0], retrained)
+    # attribution: the reported targets (test rows 0-49 of the fixed permutation), the matrix's subsets and retrains
+    v = M.ValidationTargets(dm, cache, data, seed, select=False)
+    attr = dm.attribute(v.targets, "dist2", name="unlearning-synsets")
+    out["lds"] = v.score(lambda k, sel: attr.predict(k)[:, sel, 0])
     y = data.test.y
     draws = M.unlearning_draws(dm, int(data.num_classes)) + thinning_draws(dm, int(data.num_classes), seed)
     out["draws"] = []
