@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 from backoff_thinned import thinning_draws  # noqa: E402
+from temperature_unlearning import accs  # noqa: E402
 
 from ddm import devices, progress  # noqa: E402
 from ddm.evaluation.privacy import synset_similarity  # noqa: E402
@@ -51,15 +52,12 @@ def run(name: str, seed: int, root: Path, folder: str, sets: list[str]) -> dict[
     draws = M.unlearning_draws(dm, int(data.num_classes)) + thinning_draws(dm, int(data.num_classes), seed)
     out["draws"] = []
     for label, rem in draws:
-        exact = cache.get(rem)
-        model = dm.unlearn(rem, name="unlearning-synsets")
-        mine = devices.predict(model, data.test.x)
-        row = {"draw": label, "groups": rem, "exact": (exact.argmax(1) == y).float().mean().item(),
-               "ddm": (mine.argmax(1) == y).float().mean().item()}
-        if label.startswith("thin"):
-            on = y == int(label.split()[-1])
-            row["exact_class"] = (exact.argmax(1)[on] == y[on]).float().mean().item()
-            row["ddm_class"] = (mine.argmax(1)[on] == y[on]).float().mean().item()
+        on = y == int(label.split()[-1]) if label.startswith("thin") else None  # the thinned class's test rows
+        exact, exact_class = accs(cache.get(rem), y, on)
+        mine, mine_class = accs(devices.predict(dm.unlearn(rem, name="unlearning-synsets"), data.test.x), y, on)
+        row = {"draw": label, "groups": rem, "exact": exact, "ddm": mine}
+        if on is not None:
+            row["exact_class"], row["ddm_class"] = exact_class, mine_class
         out["draws"].append(row)
     return out
 
