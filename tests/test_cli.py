@@ -128,14 +128,23 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
 
     assert main(["info", "-w", ws]) == 0
     text = capsys.readouterr().out
-    assert "synset" in text and "averaged over checkpoints at epochs" in text and "left out" not in text
+    assert "synset" in text and "averaged with theta_tau and the checkpoints at epochs" in text
+    assert "left out" not in text
     assert re.search(r"last-layer curvature: exact, [\d,]+ parameters", text)
     stored = Path(ws, "config.json")
     kept = stored.read_text()
-    try:  # a threshold above every checkpoint's cosine: info says the step uses theta_tau only
+    try:  # a threshold above every checkpoint's cosine leaves them all out where the step reads the synsets ...
+        stored.write_text(RunConfig.from_json(kept).with_overrides(
+            ["emulate.min_transfer=0.999", "emulate.gradients=synsets"]).to_json())
+        assert main(["info", "-w", ws]) == 0
+        assert ("attribution at theta_tau only; left out, the synsets' steps do not transfer there (below "
+                "emulate.min_transfer 0.999): epochs") in capsys.readouterr().out
+        # ... and none where it reads the groups' own gradients, exact at every checkpoint (the default)
         stored.write_text(RunConfig.from_json(kept).with_overrides(["emulate.min_transfer=0.999"]).to_json())
         assert main(["info", "-w", ws]) == 0
-        assert "theta_tau only; left out, below emulate.min_transfer 0.999: epochs" in capsys.readouterr().out
+        text = capsys.readouterr().out
+        assert "averaged with theta_tau and the checkpoints at epochs" in text and "left out" not in text
+        assert "the step reads the groups' own gradients there (emulate.gradients=groups)" in text
     finally:
         stored.write_text(kept)
 

@@ -1,6 +1,7 @@
 """Head matching, the Newton emulator, kept-curvature unlearning and the health checks."""
 
 import dataclasses
+import logging
 import warnings
 
 import pytest
@@ -564,8 +565,18 @@ def test_the_transfer_to_earlier_checkpoints_is_measured_and_reported(trained, d
     log_report("synset", report)
     assert "do not transfer" not in caplog.text
     report["checkpoints"][0]["cosine_mean"] = 0.1  # a checkpoint the synsets do not fit
-    log_report("synset", report)
+    with caplog.at_level(logging.INFO, logger="ddm.health"):
+        log_report("synset", report, "groups")  # the step reads the groups' exact gradients there: not a warning
+    assert "the attribution is not affected" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    log_report("synset", report, "synsets")
     assert "do not transfer to the checkpoint(s) at epoch 1" in caplog.text
+    assert [r.levelno for r in caplog.records if "do not transfer" in r.getMessage()] == [logging.WARNING]
+    from ddm.health import averaged_checkpoints
+
+    assert averaged_checkpoints(report["checkpoints"], "groups", 0.5) == (report["checkpoints"], [])
+    used, left_out = averaged_checkpoints(report["checkpoints"], "synsets", 0.5)
+    assert left_out == [report["checkpoints"][0]] and used == report["checkpoints"][1:]
 
 
 def test_a_large_matrix_is_decomposed_by_scipy_like_by_torch(monkeypatch):

@@ -137,18 +137,38 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
     return report
 
 
-def log_report(stage: str, report: dict[str, Any]) -> None:
+def averaged_checkpoints(checkpoints: list[dict[str, Any]], gradients: str | None,
+                         min_transfer: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(used, left_out)``: which of a health report's ``checkpoints`` (each with the synsets' ``cosine_mean``
+    there) the attribution's step averages over. Where it reads the groups' own gradients (``gradients`` is
+    ``groups``, ``emulate.gradients``) every one: the groups' gradients are exact there, whatever the synsets'
+    cosine; else those where the synsets' steps transfer (``emulate.min_transfer``; ``Synset.transferring``)."""
+    if gradients == "groups":
+        return list(checkpoints), []
+    used = [c for c in checkpoints if not c["cosine_mean"] < min_transfer]
+    return used, [c for c in checkpoints if c["cosine_mean"] < min_transfer]
+
+
+def log_report(stage: str, report: dict[str, Any], gradients: str | None = None) -> None:
+    """Log a :func:`synset_health` report; ``gradients``: whose gradients the attribution's step reads
+    (``emulate.gradients``; None where there is no such step), which decides what a weak checkpoint means."""
     if not report.get("checked"):
         log.info("%s health: not checked (%s)", stage, report.get("reason"))
         return
     log.info("%s health: step cosine mean %.3f (min %.3f), %.0f%% positive, %d flagged", stage,
              report["cosine_mean"], report["cosine_min"], 100 * report["positive_fraction"], len(report["flagged"]))
     weak = [c for c in report.get("checkpoints", []) if c["cosine_mean"] < MIN_TRANSFER]
-    if weak:
+    epochs, cosines = (", ".join(f"{c['epoch']:g}" for c in weak),
+                       ", ".join(f"{c['cosine_mean']:.2f}" for c in weak))
+    if weak and gradients == "groups":  # the step reads the groups' exact gradients there: nothing is left out
+        log.info("%s: the synsets' steps transfer poorly to the checkpoint(s) at epoch %s (mean cosine with the real "
+                 "steps %s < %.1f); the attribution is not affected, its step reads the groups' own gradients there "
+                 "(emulate.gradients=groups); the synsets' own steps are what unlearning and a released synset "
+                 "carry, at theta_tau", stage, epochs, cosines, MIN_TRANSFER)
+    elif weak:
         log.warning("%s: the synsets' steps do not transfer to the checkpoint(s) at epoch %s (mean cosine with the "
                     "real steps %s < %.1f): the attribution leaves them out of its average unless "
-                    "emulate.min_transfer is lowered below that", stage, ", ".join(f"{c['epoch']:g}" for c in weak),
-                    ", ".join(f"{c['cosine_mean']:.2f}" for c in weak), MIN_TRANSFER)
+                    "emulate.min_transfer is lowered below that", stage, epochs, cosines, MIN_TRANSFER)
     if report["flagged"]:
         scale = "its group's real step" if report.get("dominance_reference") == "own real step" else "the median"
         log.warning("%s: %d group(s) failed the health check (cosine < %.1f with the real removal step, or a step "

@@ -376,7 +376,8 @@ class DistilledDatamodel:
                           if syn.retried else {}),
                        **({"grown": {**syn.grown, "errors": [round(e, 4) for e in syn.grown["errors"]]}}
                           if syn.grown else {}))
-        health.log_report(f"{stage} ({self.ws.root})", report)  # which workspace: evaluate fits several
+        # which workspace: evaluate fits several
+        health.log_report(f"{stage} ({self.ws.root})", report, self.step_gradients(syn))
         if len(syn.retried) >= RETRIED_WARNING * groups.num_groups:
             after = sum(e[1] for e in syn.retried.values()) / len(syn.retried)
             log.warning("%s (%s): %d of %d groups had to be matched a second time (relative error after it %.2g on "

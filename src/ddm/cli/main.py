@@ -193,6 +193,8 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
                           "images_per_group": getattr(syn, "ipc", None), "grown": i.get("grown"),
                           "match_metric": i.get("match_metric"),
                           "match_metric_default": dm.config.distill.match_metric is None,
+                          "step_gradients": dm.step_gradients(syn) if syn is not None else None,
+                          "min_transfer": dm.config.emulate.min_transfer,
                           "health": {k: v for k, v in h.items()
                                      if not isinstance(v, list) or k in ("flagged", "checkpoints")}}
     if "synset" in out:
@@ -312,8 +314,27 @@ def _print_offline(o: dict[str, Any]) -> None:
                       f"(min {h['cosine_min']:.2f}, {100 * h['positive_fraction']:.0f}% positive); "
                       f"{len(h['flagged'])} group(s) flagged" + (f": {_listed(h['flagged'])}" if h["flagged"] else ""))
                 if h.get("checkpoints"):
-                    print("  attribution averaged with the checkpoints at epochs "
-                          + ", ".join(f"{c['epoch']:g} (step cosine {c['cosine_mean']:.2f})" for c in h["checkpoints"]))
+                    print(f"  {_averaged_line(h['checkpoints'], s.get('step_gradients'), s['min_transfer'])}")
+
+
+def _averaged_line(checkpoints: list[dict[str, Any]], gradients: str | None, min_transfer: float) -> str:
+    """Which recorded checkpoints the attribution's step averages over (:func:`ddm.health.averaged_checkpoints`),
+    with the synsets' step cosine at each, for ``ddm run`` and ``ddm info``."""
+    from ddm.health import averaged_checkpoints
+
+    used, left_out = averaged_checkpoints(checkpoints, gradients, min_transfer)
+
+    def listed(cs: list[dict[str, Any]]) -> str:
+        return ", ".join(f"{c['epoch']:g} (synsets' step cosine {c['cosine_mean']:.2f})" for c in cs)
+
+    line = (f"attribution averaged with theta_tau and the checkpoints at epochs {listed(used)}" if used
+            else "attribution at theta_tau only")
+    if gradients == "groups":
+        line += ": the step reads the groups' own gradients there (emulate.gradients=groups)"
+    if left_out:
+        line += (f"; left out, the synsets' steps do not transfer there (below emulate.min_transfer "
+                 f"{min_transfer:g}): epochs {listed(left_out)}")
+    return line
 
 
 def _listed(ids: list[Any], limit: int = 20) -> str:
@@ -993,14 +1014,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                       f"(emulate.gradients=groups; {grads.stat().st_size / 2 ** 20:.1f} MB in {grads.name}, not to be "
                       "released), at theta_tau and every checkpoint below; the synsets carry unlearning")
             if hh.get("checkpoints"):
-                used = [c for c in hh["checkpoints"] if not c["cosine_mean"] < min_transfer]
-                weak = [c for c in hh["checkpoints"] if c["cosine_mean"] < min_transfer]
-                print(f"  {'':<34} {'':<8} "
-                      + ("averaged over checkpoints at epochs " + ", ".join(
-                          f"{c['epoch']:g} (cosine {c['cosine_mean']:.2f})" for c in used) + " and theta_tau"
-                         if used else "theta_tau only")
-                      + (f"; left out, below emulate.min_transfer {min_transfer:g}: epochs " + ", ".join(
-                          f"{c['epoch']:g} (cosine {c['cosine_mean']:.2f})" for c in weak) if weak else ""))
+                reads = "groups" if emulate.gradients == "groups" and curv and grads.exists() else "synsets"
+                print(f"  {'':<34} {'':<8} {_averaged_line(hh['checkpoints'], reads, min_transfer)}")
     checked = ws.path("check", "check.json")
     if checked.exists():
         from ddm.workspace import load_json
