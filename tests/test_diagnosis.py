@@ -180,10 +180,15 @@ def test_diagnose_warns_when_its_flags_take_most_of_a_class(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert "the flagged groups hold half or more of the training samples of class 0" in err
     assert "--verify 3" in err
+    n0 = int((ddm.data.load(ddm.DistilledDatamodel(ws).load().config.data).test.y[:10] == 0).sum())
+    assert ("they are every training sample of class(es) 0: removing them together removes the class" in err
+            and f"({n0} of class 0 among the 10)" in err)
     assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["issues"] == own and [t["class"] for t in out["mostly_removed_classes"]] == [0]
     assert out["mostly_removed_classes"][0]["kept"] == 0
     monkeypatch.setattr(Diagnosis, "issues", lambda self, threshold=None, max_fraction=None: own[:1])
     assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10"]) == 0
-    assert len(own) < 2 or "half or more" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert len(own) < 2 or "half or more" not in err
+    assert len(own) < 2 or "every training sample" not in err  # a class that keeps data is not said removed

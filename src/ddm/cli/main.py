@@ -707,6 +707,15 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
               "flags raised the validation loss when removed. "
               + ("See the verification below." if checked is not None else
                  "Check with --verify 3 before removing them."), file=sys.stderr)
+        gone = [t["class"] for t in taken if t["kept"] == 0]
+        if gone:  # no prediction to make: a class without training data is one the retrained model never predicts
+            seen = ", ".join(f"{int((val.y == c).sum())} of class {c}" for c in gone)
+            print(f"warning: they are every training sample of class(es) {', '.join(map(str, gone))}: removing them "
+                  "together removes the class, which a model retrained without it never predicts, so the validation "
+                  f"samples of that class ({seen} among the {len(idx)}) would all be misclassified. Do not remove "
+                  "them all; the flags say only that each group alone looks harmful (on a clean RGB probe such "
+                  "flags, every group of one class among them, raised the summed validation loss by 758 when "
+                  "removed together: BENCHMARKS.md, \"RGB images\")", file=sys.stderr)
     what = "summed validation loss increase" if args.objective == "loss" else "validation accuracy drop"
     if args.objective == "accuracy" and args.method == "ddm":
         print("note: removing one group barely moves validation accuracy, so these qualities are small and noisy; "
