@@ -800,3 +800,16 @@ def test_sigterm_ends_a_command_as_ctrl_c_does(tmp_path, capsys, monkeypatch):
     assert main(["train", "-w", str(tmp_path / "ws"), "--preset", "tiny", "-q"]) == 143
     assert "ddm: interrupted (SIGTERM); finished work is saved in the workspace" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_unlearning_under_an_annealed_schedule_says_it_is_not_moved_back(tmp_path, capsys):
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--set", "train.schedule=cosine", "-q", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["unlearn", "-w", ws, "--groups", "0,1"]) == 0
+    text = capsys.readouterr().out
+    assert "not moved back along the recorded training: under its cosine learning-rate schedule" in text
+    assert "moved back to epoch" not in text
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json"]) == 0
+    skipped = json.loads(capsys.readouterr().out)["rewind_skipped"]
+    assert skipped["schedule"] == "cosine" and 0 < skipped["fraction_removed"] < 1

@@ -596,9 +596,15 @@ def test_unlearning_moves_back_along_the_trajectory_by_the_data_removed(run):
         annealed = dict(dm.unlearn(groups, name="cosine").named_parameters())
         assert dm.last_rewind is None
         assert all(torch.allclose(annealed[n], still[n]) for n in still)
+        # ... which is said, with the share of the data whose steps the retrain still does not take
+        assert dm.last_rewind_skipped == {"schedule": "cosine", "fraction_removed": pytest.approx(f)}
+        stored = ddm.workspace.load_json(ws / "unlearned" / "cosine" / "unlearn.json")
+        assert stored["rewind_skipped"]["schedule"] == "cosine"
     finally:
         traj.optimizer = saved
         dm.config = cfg
+    dm.unlearn(groups, name="rewind")  # a constant rate again: nothing skipped
+    assert dm.last_rewind_skipped is None
 
 
 def test_the_per_checkpoint_readout_is_an_option_of_the_newton_attribution(run, caplog):

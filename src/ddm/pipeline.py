@@ -166,6 +166,9 @@ class DistilledDatamodel:
         # verification against exact retraining can say which of the two retraining follows
         self.last_unlearned_first: nn.Module | None = None
         self.last_rewind: dict[str, Any] | None = None  # how far the last unlearn() moved back along the trajectory
+        # where the last unlearn() did not move back because the training's learning rate was annealed: the schedule
+        # and the share of the training samples removed (a retrain takes that share fewer steps all the same)
+        self.last_rewind_skipped: dict[str, Any] | None = None
 
     @property
     def _custom_task(self) -> Task | None:
@@ -1191,12 +1194,16 @@ class DistilledDatamodel:
         by_rewind: set[int] | None = None  # the classes the rewound checkpoint alone has lost (the same every attempt)
         rewind_scale = self.config.emulate.unlearn_rewind
         schedule = (self.trajectory.optimizer or {}).get("schedule", "constant") if self.trajectory else "constant"
+        self.last_rewind_skipped = None
         if rewind_scale > 0 and schedule != "constant":
             # an annealed schedule: the retrain anneals over its own (fewer) steps and ends annealed as theta_tau
             # does, so the recorded run's earlier, less annealed checkpoint is not where it ends
             log.info("unlearning: no rewind along the trajectory (emulate.unlearn_rewind) under the %s learning-rate "
                      "schedule: its retrain ends annealed, as theta_tau does", schedule)
             rewind_scale = 0.0
+            sizes = grp.sizes().double()
+            self.last_rewind_skipped = {"schedule": schedule,
+                                        "fraction_removed": float(sizes[idx].sum() / sizes.sum())}
         for attempt in range(backoffs + 1):
             model = unlearn_groups(self.model, self.trajectory.final, syn, idx,  # type: ignore[union-attr]
                                    self.finetune_lr, self.finetune_steps, self.config.emulate.group_reduction,
@@ -1260,7 +1267,7 @@ class DistilledDatamodel:
         save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "method": method,
                                             "lr": self.finetune_lr, "steps": self.finetune_steps,
                                             "classes_without_data": gone, "check": self.last_unlearning_check,
-                                            "rewind": self.last_rewind})
+                                            "rewind": self.last_rewind, "rewind_skipped": self.last_rewind_skipped})
         self.last_classes_without_data = gone
         return model
 

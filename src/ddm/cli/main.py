@@ -530,6 +530,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
            "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
            "saved": str(dm.unlearn_folder(idx, args.name, synset)), "check": dm.last_unlearning_check,
            "classes_without_data": dm.last_classes_without_data, "rewind": dm.last_rewind,
+           "rewind_skipped": dm.last_rewind_skipped,
            "classes_mostly_removed": _mostly_removed(groups, idx)}
     if args.verify:
         from ddm.evaluation.check import verify_unlearning
@@ -570,6 +571,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             print(f"  moved back to epoch {r['epoch']:.3g} of {r['of_epochs']:g} of the recorded training: retraining "
                   f"without {100 * r['fraction_removed']:.1f}% of the data takes that many fewer steps "
                   "(emulate.unlearn_rewind=0 keeps theta_tau)")
+        skipped = out["rewind_skipped"]
+        if skipped:
+            print(f"  not moved back along the recorded training: under its {skipped['schedule']} learning-rate "
+                  f"schedule a retrain without {100 * skipped['fraction_removed']:.1f}% of the data anneals over its "
+                  "own, that many fewer, steps and ends annealed as theta_tau does; what those fewer steps cost, "
+                  "this step does not follow (--verify 1 checks)")
         if out["classes_without_data"]:
             print(f"  class(es) {out['classes_without_data']} have no training data left: the unlearned model no "
                   "longer predicts them (as retraining without them would not)")
