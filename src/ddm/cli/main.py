@@ -722,7 +722,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
                   f"samples of that class ({seen} among the {len(idx)}) would all be misclassified. Do not remove "
                   "them all; the flags say only that each group alone looks harmful (on a clean RGB probe such "
                   "flags, every group of one class among them, raised the summed validation loss by 758 when "
-                  "removed together: BENCHMARKS.md, \"RGB images\")", file=sys.stderr)
+                  "removed together: BENCHMARKS.md, \"RGB images through the CIFAR-10 reader\")", file=sys.stderr)
     what = "summed validation loss increase" if args.objective == "loss" else "validation accuracy drop"
     if args.objective == "accuracy" and args.method == "ddm":
         print("note: removing one group barely moves validation accuracy, so these qualities are small and noisy; "
