@@ -95,9 +95,7 @@ def main() -> None:
     lines = M.diagnostic_head("The schedule effect read on the last layer, at weight 1 (diagnostic)", args,
                               "validation targets; LDS / other-class LDS against the matrix's retrains in the "
                               "target's data order.", rows)
-    for n in names:
-        lines.append(f"| {n} | " + " | ".join(f"{results[n][r][0]:+.3f} / {results[n][r][1]:+.3f}" for r in rows)
-                     + " |")
+    lines += M.score_table({n: {r: results[n][r] for r in rows} for n in names})[2:]  # its rows under that head
     lines += ["", "The weight the check's regression fits for each change on its 16 calibration halves (1 would "
               "mean the change is on DDM's scale), and each change's median size over DDM's median spread:", ""]
     for n in names:
