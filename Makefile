@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first so pip takes the CPU wheel, never a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-gradients bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-damping bench-check bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
+.PHONY: install demo test lint bench bench-gradients bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-damping bench-check bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-probes-user bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,40 @@ test: $(STAMP)
 EVAL   := -q --recipe local-free --seeds 0,1,2 --num-targets 20 --lds-subsets 50 --tune 0.01,0.03,0.1,0.3,1 --plots
 FMNIST := --dataset fashion-mnist --set data.train_size=10000 --set data.test_size=2000 \
           --set model.width=16 --set train.epochs=5 --set train.lr=0.05
-bench: bench-gradients bench-matrix bench-grow bench-damping bench-check bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
+bench: bench-gradients bench-matrix bench-grow bench-damping bench-check bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-probes-user bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
 
 # The paper's protocol (Table 1, 4 analogs, unlearning fidelity, cost) with the head default: digits, seed 0.
+# Probes run as a user would, on axes no benchmark had (BENCHMARKS.md, "Long-tailed training data" and "RGB images
+# through the CIFAR-10 reader"): their data, the README's commands (probe.sh), and the --verify runs quoted there.
+# Needs Fashion-MNIST (apt-get install dataset-fashion-mnist).
+LT_RUN := --set cluster.per_class=4
+bench-probes-user: $(STAMP)
+	$(BIN)/python benchmarks/results/probes-lt/make_data.py
+	bash benchmarks/results/probes-lt/probe.sh lt1 0 --dataset npz --data-dir runs/lt/fmnist-lt.npz $(LT_RUN) \
+	  --set model.seed=121 --set train.seed=121
+	bash benchmarks/results/probes-lt/probe.sh lt2 1 --dataset npz --data-dir runs/lt/digits-lt.npz $(LT_RUN) \
+	  --set train.epochs=60 --set model.seed=123 --set train.seed=123
+	bash benchmarks/results/probes-lt/probe.sh lt3 0 --dataset npz --data-dir runs/lt/fmnist-lt.npz $(LT_RUN) \
+	  --set model.name=mlp --set train.optimizer=adam --set train.lr=0.001 --set model.seed=125 --set train.seed=125
+	for w in lt1 lt2 lt3; do $(BIN)/ddm unlearn -w runs/lt/$$w -q --groups 1,6,11,16 --verify 3 \
+	  > runs/lt/$$w.unlearn-v3.txt || exit 1; done
+	for w in lt1 lt3; do $(BIN)/ddm diagnose -w runs/lt/$$w -q --verify 3 > runs/lt/$$w.diagnose-verify.txt || exit 1; done
+	$(BIN)/python benchmarks/results/probes-rgb/make_data.py
+	bash benchmarks/results/probes-rgb/probe.sh rgb1 3 --dataset cifar10 --data-dir runs/rgb --set data.train_size=3000 \
+	  --set data.test_size=1000 --set cluster.per_class=4 --set model.seed=131 --set train.seed=131
+	bash benchmarks/results/probes-rgb/probe.sh rgb2 5 --dataset cifar10 --data-dir runs/rgb --set data.train_size=3000 \
+	  --set data.test_size=1000 --set model.name=resnet --set model.width=16 --set model.depth=2 \
+	  --set train.momentum=0.9 --set train.lr=0.02 --set train.weight_decay=5e-4 --set train.schedule=cosine \
+	  --set cluster.per_class=4 --set model.seed=133 --set train.seed=133
+	bash benchmarks/results/probes-rgb/probe.sh rgb3 7 --dataset cifar10 --data-dir runs/rgb --set data.test_size=1000 \
+	  --set cluster.per_class=10 --set model.seed=135 --set train.seed=135
+	$(BIN)/ddm check -w runs/rgb/rgb2 -q --subsets 40 --peers if-explicit --try-temperature 0 > runs/rgb/rgb2.check40.txt
+	for w in rgb1 rgb2 rgb3; do $(BIN)/ddm unlearn -w runs/rgb/$$w -q --groups 1,6,11,16 --verify 3 \
+	  > runs/rgb/$$w.unlearn-v3.txt || exit 1; done
+	for w in rgb1 rgb3; do $(BIN)/ddm diagnose -w runs/rgb/$$w -q --verify 3 > runs/rgb/$$w.diagnose-verify.txt || exit 1; done
+	$(BIN)/python benchmarks/results/probes-rgb/full_data_orders.py runs/rgb/rgb2
+	$(BIN)/python benchmarks/results/probes-rgb/fewer_steps.py runs/rgb/rgb2 0.0953
+
 bench-protocol-head: $(STAMP)
 	$(BIN)/ddm evaluate -w runs/eval-head --preset demo -q --seeds 0 --num-targets 20 --lds-subsets 50
 	mkdir -p benchmarks/results && cp runs/eval-head/evaluation.md benchmarks/results/digits-head-seed0.md && \
