@@ -1163,7 +1163,7 @@ class DistilledDatamodel:
         """Remove ``groups`` from theta_tau and save the checkpoint: the kept data's Newton step on the last layer
         (head-matched synsets; ``emulate.unlearn_damping``), else fine-tuning on their synsets.
         ``synset='classes'`` removes whole classes with the class-level synset."""
-        from ddm.unlearning import forget_classes, rewind, shift_priors, unlearn_groups
+        from ddm.unlearning import forget_classes, removed_fraction, rewind, shift_priors, unlearn_groups
 
         syn, grp = (self.synset, self.groups) if synset == "groups" else (self.class_synset, self.class_groups)
         if syn is None or grp is None or self.model is None:
@@ -1201,9 +1201,7 @@ class DistilledDatamodel:
             log.info("unlearning: no rewind along the trajectory (emulate.unlearn_rewind) under the %s learning-rate "
                      "schedule: its retrain ends annealed, as theta_tau does", schedule)
             rewind_scale = 0.0
-            sizes = grp.sizes().double()
-            self.last_rewind_skipped = {"schedule": schedule,
-                                        "fraction_removed": float(sizes[idx].sum() / sizes.sum())}
+            self.last_rewind_skipped = {"schedule": schedule, "fraction_removed": removed_fraction(grp.sizes(), idx)}
         for attempt in range(backoffs + 1):
             model = unlearn_groups(self.model, self.trajectory.final, syn, idx,  # type: ignore[union-attr]
                                    self.finetune_lr, self.finetune_steps, self.config.emulate.group_reduction,

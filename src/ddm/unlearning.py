@@ -89,6 +89,13 @@ def shift_priors(model: nn.Module, groups: Groups, removed: torch.Tensor, scale:
         lin.bias[: len(shift)] += shift.to(lin.bias.dtype).to(lin.bias.device)
 
 
+def removed_fraction(sizes: torch.Tensor, removed: torch.Tensor) -> float:
+    """The share of the training samples that the ``removed`` groups (of group ``sizes``) hold: a retrain without
+    them takes that share fewer optimizer steps."""
+    sizes = sizes.double()
+    return float(sizes[removed].sum() / sizes.sum())
+
+
 def rewind(model: nn.Module, trajectory: Trajectory | None, sizes: torch.Tensor, removed: torch.Tensor,
            scale: float, warn: bool = True, to: str = "interpolate") -> dict[str, Any] | None:
     """Move the unlearned ``model`` (in place) back along the recorded ``trajectory`` by the steps its retraining
@@ -100,8 +107,7 @@ def rewind(model: nn.Module, trajectory: Trajectory | None, sizes: torch.Tensor,
     ``warn``: say when no recorded checkpoint serves (once per unlearning, not at each of its back-off steps)."""
     if scale == 0 or trajectory is None:
         return None
-    sizes = sizes.double()
-    f = float(sizes[removed].sum() / sizes.sum())
+    f = removed_fraction(sizes, removed)
     last = float(trajectory.epochs[-1])
     epoch = last * (1 - scale * f)
     if to == "checkpoint":  # the nearest recorded checkpoint (ties: the later one); theta_0 serves as none below
