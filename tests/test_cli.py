@@ -426,6 +426,39 @@ def test_a_model_near_chance_is_warned_about():
     assert _near_chance(0.0, 1) is None  # no classes to be at chance among
 
 
+def test_a_model_still_improving_when_training_stopped_is_warned_about():
+    from torch import nn
+
+    from ddm.cli.main import _still_improving
+    from ddm.data.dataset import Split
+    from ddm.health import training_progress
+    from ddm.train.trajectory import Trajectory
+
+    # a linear classifier on two features: class = which feature is larger
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).repeat(50, 1).reshape(100, 1, 1, 2)
+    test = Split(x, torch.tensor([0, 1]).repeat(50))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))
+    right = {"1.weight": torch.eye(2), "1.bias": torch.zeros(2)}
+    wrong = {"1.weight": torch.tensor([[0.0, 1.0], [1.0, 0.0]]), "1.bias": torch.zeros(2)}
+    # checkpoints at epochs 0..8: wrong until epoch 6 (three quarters), right at the end
+    late = Trajectory([wrong] * 8 + [right], list(range(9)))
+    p = training_progress(model, late, test)
+    assert p is not None and p["epoch"] == 6 and p["accuracy"] == 0.0 and p["final_accuracy"] == 1.0
+    assert p["still_improving"] and "0.0% at epoch 6, 100.0% at epoch 8 (+100.0 points" in _still_improving(p, False)
+    assert "train.epochs" in _still_improving(p, False) and "your loop" in _still_improving(p, True)
+    # right since half-way: a trained-out model
+    done = Trajectory([wrong] * 3 + [right] * 6, list(range(9)))
+    q = training_progress(model, done, test)
+    assert q is not None and not q["still_improving"] and q["rise"] == 0.0
+    # the accuracy at theta_tau the caller measured is used as given
+    r = training_progress(model, done, test, final_accuracy=0.5)
+    assert r is not None and r["final_accuracy"] == 0.5
+    # nothing recorded in the second half before the end, or no test data: nothing to say
+    assert training_progress(model, Trajectory([wrong, right], [0, 8]), test) is None
+    assert training_progress(model, Trajectory([wrong, wrong, right], [0, 2, 8]), test) is None
+    assert training_progress(model, late, Split(x[:0], torch.tensor([], dtype=torch.long))) is None
+
+
 def test_a_step_at_theta_tau_unlike_the_checkpoints_is_warned_about(tmp_path, capsys, monkeypatch):
     import ddm.pipeline
 

@@ -181,6 +181,39 @@ def log_report(stage: str, report: dict[str, Any], gradients: str | None = None)
                  MAX_DOMINANCE)
 
 
+#: test accuracy that rose by more than this over the last quarter of the recorded training marks a model that was
+#: still improving when training stopped (:func:`training_progress`)
+STILL_IMPROVING = 0.05
+
+
+def training_progress(model: nn.Module, trajectory: Trajectory, test: Split,
+                      final_accuracy: float | None = None) -> dict[str, Any] | None:
+    """Was the model still improving when its training stopped? The test accuracy at the recorded checkpoint nearest
+    three quarters of the training (one in its second half, before its end) and at theta_tau: ``{"epoch", "accuracy",
+    "final_epoch", "final_accuracy", "rise", "still_improving"}``; None where no such checkpoint was recorded or
+    there is no test data. A rise above :data:`STILL_IMPROVING` is what ``ddm run`` and ``ddm info`` warn about: a
+    longer training would give another model, whose data matter differently (on the benchmarks' models far from
+    convergence last-layer influence ranked a little better than DDM). ``final_accuracy``: theta_tau's, where the
+    caller has it (else measured here)."""
+    if len(test) == 0 or len(trajectory) < 3:
+        return None
+    first, last = trajectory.epochs[0], trajectory.epochs[-1]
+    inner = [i for i in range(1, len(trajectory) - 1)
+             if first + 0.5 * (last - first) <= trajectory.epochs[i] < last]
+    if not inner or last <= first:
+        return None
+    i = min(inner, key=lambda j: abs(trajectory.epochs[j] - (first + 0.75 * (last - first))))
+
+    def acc(params: dict[str, torch.Tensor]) -> float:
+        out = devices.predict(model, test.x, params=params)
+        return float((out.argmax(1) == test.y).float().mean())
+
+    then = acc(trajectory.checkpoint(i))
+    final = acc(trajectory.checkpoint(len(trajectory) - 1)) if final_accuracy is None else final_accuracy
+    return {"epoch": trajectory.epochs[i], "accuracy": then, "final_epoch": last, "final_accuracy": final,
+            "rise": final - then, "still_improving": final - then > STILL_IMPROVING}
+
+
 def check_logits(logits: torch.Tensor, params: dict[str, torch.Tensor], model: nn.Module, x: torch.Tensor) -> None:
     """Emulated logits ``[P, N, C]``: an error when non-finite, a warning when far beyond theta_tau's range."""
     if not torch.isfinite(logits).all():

@@ -177,6 +177,14 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
     warn = _near_chance(out["model"]["test_accuracy"], int(getattr(data, "num_classes", 0) or 0))
     if warn:
         out["warnings"] = [warn]
+    else:
+        from ddm.health import training_progress
+
+        progress = training_progress(dm.model, dm.trajectory, data.test, out["model"]["test_accuracy"])
+        if progress is not None:
+            out["model"]["progress"] = progress
+            if progress["still_improving"]:
+                out["warnings"] = [_still_improving(progress, dm.handed_in())]
     if dm.groups is not None:
         s = dm.groups.sizes()
         out["groups"] = {"method": dm.groups.method, "K": dm.groups.num_groups, "min_size": int(s.min()),
@@ -283,6 +291,19 @@ def _near_chance(acc: float, num_classes: int) -> str | None:
             f"{num_classes} classes): it has not learned its task, so its attributions and unlearning say little "
             "about the data; train it longer or at another rate (train.epochs, train.lr) and run again with "
             "--overwrite")
+
+
+def _still_improving(p: dict[str, Any], external: bool) -> str:
+    """The warning for a model still improving when its training stopped (``health.training_progress``)."""
+    longer = ("record a longer training in your loop and hand its trajectory in again" if external else
+              "raise train.epochs and run again with --overwrite")
+    return (f"the model was still improving when its training stopped: test accuracy {100 * p['accuracy']:.1f}% at "
+            f"epoch {p['epoch']:g}, {100 * p['final_accuracy']:.1f}% at epoch {p['final_epoch']:g} "
+            f"(+{100 * p['rise']:.1f} points in the last quarter). Its attributions and unlearning describe this "
+            f"model; a longer training would give another one, whose data matter differently. If you meant a "
+            f"trained-out model, {longer}. On the benchmarks' models far from convergence last-layer influence "
+            "ranked a little better than DDM (BENCHMARKS.md, \"Five probes at the edges of training\"): `ddm check "
+            "--peers if-explicit` compares them on exact retrains")
 
 
 def _print_offline(o: dict[str, Any]) -> None:
