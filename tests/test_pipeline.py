@@ -45,6 +45,29 @@ def test_fit_writes_every_artifact(run):
     assert len(dm.synset.losses) == cfg.distill.iterations
 
 
+def test_stages_are_computed_under_the_workspace_lock(run, monkeypatch):
+    import contextlib
+
+    from ddm.workspace import Workspace
+
+    cfg, data, ws, dm = run
+    assert (ws / ".lock").exists() and (ws / ".lock").read_text() == ""  # taken by the fixture's fit, released
+    taken: list[str] = []
+    real = Workspace.lock
+
+    @contextlib.contextmanager
+    def recording(self, what="ddm"):
+        taken.append(what)
+        with real(self, what):
+            yield
+
+    monkeypatch.setattr(Workspace, "lock", recording)
+    again = ddm.DistilledDatamodel(ws, dm.config)
+    again.fit(ddm.models.build(cfg.model, data), data.train)  # every stage reused
+    again.store_group_gradients(data.train)
+    assert taken == ["fit", "store_group_gradients"]
+
+
 def test_attribute_flat_and_hierarchical(run):
     cfg, data, ws, dm = run
     targets = data.test[:4]

@@ -86,3 +86,50 @@ def test_artifacts_follow_the_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "t.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_second_process_waits_for_the_workspace_lock(tmp_path, caplog):
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    ws = Workspace(tmp_path / "ws")
+    held, release = tmp_path / "held", tmp_path / "release"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import pathlib, sys, time\n"
+        "from ddm.workspace import Workspace\n"
+        f"with Workspace({str(ws.root)!r}).lock('fit'):\n"
+        f"    pathlib.Path({str(held)!r}).touch()\n"
+        f"    while not pathlib.Path({str(release)!r}).exists():\n"
+        "        time.sleep(0.02)\n")])
+    try:
+        for _ in range(500):
+            if held.exists():
+                break
+            time.sleep(0.02)
+        assert held.exists(), "the holder never took the lock"
+        assert f"ddm process {holder.pid} (fit" in (ws.root / ".lock").read_text()
+        got = threading.Event()
+
+        def take() -> None:
+            with ws.lock("run"):
+                got.set()
+                with ws.lock("nested"):  # re-entrant within this process
+                    pass
+
+        with caplog.at_level("WARNING", logger="ddm.workspace"):
+            t = threading.Thread(target=take)
+            t.start()
+            time.sleep(0.5)
+            assert not got.is_set()  # waits while the other process holds it
+            release.touch()
+            t.join(timeout=30)
+        assert got.is_set()
+        assert f"waiting for ddm process {holder.pid} (fit" in caplog.text
+    finally:
+        release.touch()
+        holder.wait(timeout=30)
+    assert (ws.root / ".lock").read_text() == ""  # released: no holder named
+    with ws.lock("again"):  # and free to take at once
+        pass

@@ -129,7 +129,21 @@ def _restores_mode(method: Any, stagewise: bool = False) -> Any:
 
 
 def _fits(method: Any) -> Any:
-    return _restores_mode(method, stagewise=True)
+    return _writes(_restores_mode(method, stagewise=True))
+
+
+def _writes(method: Any) -> Any:
+    """Run a method that computes, discards or replaces stages under the workspace's writer lock
+    (:meth:`Workspace.lock`): a second process on the same workspace waits instead of deleting a stage folder this one
+    is writing. Under torchrun only rank 0 takes it (the other ranks follow rank 0's barriers)."""
+
+    @functools.wraps(method)
+    def wrapper(self: DistilledDatamodel, *args: Any, **kwargs: Any) -> Any:
+        held = self.ws.lock(method.__name__) if distributed.is_main() else contextlib.nullcontext()
+        with held:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class DistilledDatamodel:
@@ -420,6 +434,7 @@ class DistilledDatamodel:
         save_tensors(path, grads, metadata={"synset_key": key})
         self._gradients.pop(stage, None)
 
+    @_writes
     def store_group_gradients(self, train: Split) -> DistilledDatamodel:
         """Store the groups' own last-layer gradients beside each finished head-matched synset of a loaded workspace
         where they are missing or stale (workspaces distilled before the synset stage stored them): what
@@ -612,6 +627,7 @@ class DistilledDatamodel:
         if distributed.is_main():
             save_json(path, stored.to_dict())
 
+    @_writes
     def distill_variant(self, train: Split, overrides: list[str], stage: str) -> DistilledDatamodel:
         """A copy of this fitted or loaded datamodel whose synset is distilled with the ``distill.*`` ``overrides``
         into the workspace's stage ``stage`` (e.g. ``check/synset-...``; cached and resumable like the synset stage,
@@ -633,6 +649,7 @@ class DistilledDatamodel:
         variant.keys["synset"] = variant.keys[stage]
         return variant
 
+    @_writes
     def adopt_variant(self, train: Split, overrides: list[str], stage: str) -> None:
         """Make the synset of :meth:`distill_variant` (``overrides``, ``stage``) this workspace's own: its folder
         replaces the ``synset`` stage, the ``overrides`` go into ``config.json``, and a class-level synset, where the

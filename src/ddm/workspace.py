@@ -9,17 +9,21 @@ Layout (one sub-folder per stage)::
 A stage is *done* when its ``stage.json`` says ``complete`` with the same ``key`` (a hash of its
 configuration and of its inputs). A different key raises :class:`ConfigMismatchError` unless the
 caller allows overwriting. Every write goes to a temporary file first and is moved in place with
-``os.replace``, so a killed job never leaves half a file behind.
+``os.replace``, so a killed job never leaves half a file behind. Stages are computed under the workspace's
+writer lock (:meth:`Workspace.lock`): a second process that would compute, discard or replace a stage waits for
+the first instead of deleting the folder it is writing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,12 @@ from safetensors.torch import load_file, save_file
 from ddm.exceptions import ConfigError, ConfigMismatchError, CorruptArtifactError, MissingArtifactError
 
 log = logging.getLogger(__name__)
+
+#: the writer lock's file inside a workspace (:meth:`Workspace.lock`)
+LOCK_FILE = ".lock"
+# this process's held locks: resolved workspace root -> (open lock file, depth), so that nested holders (fit calling
+# fit again for the class-level synset) do not wait on themselves
+_held: dict[Path, tuple[Any, int]] = {}
 
 
 def _umask_mode() -> int:
@@ -138,6 +148,56 @@ class Workspace:
                 raise ConfigError(f"{q} is a symbolic link inside the workspace; ddm does not follow links there "
                                   "(replace it with a real folder)")
         return p
+
+    @contextlib.contextmanager
+    def lock(self, what: str = "ddm") -> Iterator[None]:
+        """Hold the workspace's writer lock while ``what`` computes, discards or replaces stages.
+
+        An advisory ``flock`` on ``<root>/.lock``, released by the operating system when the process ends (a killed
+        run leaves no stale lock). A second process waits, saying which process holds it, and then finds the
+        stages the first one finished (reused, or a configuration mismatch reported as usual) instead of deleting a
+        stage folder the first is still writing. Re-entrant within a process; a no-op where ``fcntl`` is missing
+        (Windows)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        root = self.root.resolve()
+        if root in _held:
+            f, depth = _held[root]
+            _held[root] = (f, depth + 1)
+            try:
+                yield
+            finally:
+                _held[root] = (f, _held[root][1] - 1)
+            return
+        f = open(root / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the block's whole duration
+        try:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                msg = (f"waiting for {holder} to finish its work in workspace {self.root} (one process computes "
+                       "its stages at a time; Ctrl-C stops waiting, and nothing of this run is lost)")
+                log.warning("%s", msg)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            f.truncate()
+            f.write(f"ddm process {os.getpid()} ({what}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+            f.flush()
+            _held[root] = (f, 1)
+            try:
+                yield
+            finally:
+                del _held[root]
+                f.seek(0)
+                f.truncate()
+                f.flush()
+        finally:
+            f.close()  # closing the file releases the lock
 
     def stage_info(self, stage: str) -> dict[str, Any] | None:
         p = self.path(stage, "stage.json")
