@@ -163,7 +163,7 @@ class Workspace:
         except ImportError:  # pragma: no cover - not POSIX
             yield
             return
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.path().mkdir(parents=True, exist_ok=True)  # path(): a workspace that is a file is an error saying so
         root = self.root.resolve()
         if root in _held:
             f, depth = _held[root]
