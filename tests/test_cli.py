@@ -222,6 +222,25 @@ def small(num_classes, image_shape):
 
 def not_a_model():
     return 3
+
+class Pair(nn.Module):  # (logits, features), as some codebases return
+    def __init__(self, num_classes, image_shape):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(image_shape), 24), nn.ReLU())
+        self.fc = nn.Linear(24, num_classes)
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.fc(h), h
+
+def twelve(image_shape):  # more outputs than the data's classes
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(image_shape), 12))
+
+def extra_axis(num_classes, image_shape):
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(image_shape), num_classes), nn.Unflatten(1, (1, -1)))
+
+def for_mnist(num_classes):  # built for 28x28 images
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))
 '''
 
 
@@ -241,7 +260,12 @@ def test_a_user_model_by_import_path(tmp_path, capsys, monkeypatch):
     assert main(["run", "-w", ws, "--targets", "0:1", "-q"]) == 0  # a rerun reuses every stage
     capsys.readouterr()
     for bad, msg in (("user_models_cli", "MODULE:FACTORY"), ("no_such_module_xyz:f", "cannot import"),
-                     ("user_models_cli:missing", "no attribute"), ("user_models_cli:not_a_model", "nn.Module")):
+                     ("user_models_cli:missing", "no attribute"), ("user_models_cli:not_a_model", "nn.Module"),
+                     # models whose outputs are not [N, classes] logits: refused before training, saying what they gave
+                     ("user_models_cli:Pair", "returns a tuple, not a tensor"),
+                     ("user_models_cli:twelve", "logits of shape [2, 12] for 2 images, where ddm needs [2, 10]"),
+                     ("user_models_cli:extra_axis", "shape [2, 1, 10]"),
+                     ("user_models_cli:for_mnist", "fails on two of the training images (shape (1, 8, 8))")):
         assert main(["run", "-w", str(tmp_path / "ws2"), "--preset", "tiny", "--model", bad, "-q"]) == 2
         assert msg in capsys.readouterr().err
 

@@ -215,6 +215,7 @@ class DistilledDatamodel:
             raise ConfigError("fit() needs the model (e.g. ddm.models.build('convnet', data))")
         self.num_classes = num_classes or model_registry.spec_of(model).get("num_classes") or int(train.y.max()) + 1
         _warn_model_mismatch(model, self.config)
+        _check_model_output(model, train, self.num_classes)
         if until not in self.STAGES:
             raise ConfigError(f"until={until!r}; choose one of {', '.join(self.STAGES)}")
         self._fit_stages(model, train, trajectory, until)
@@ -1378,6 +1379,35 @@ def _warn_model_mismatch(model: nn.Module, config: RunConfig) -> None:
         log.warning("the model given to fit() is not the one the configuration's model section describes: %s. The "
                     "workspace keeps the given model (train/model.json); to train the configured one, build it with "
                     "ddm.models.build(config.model, data)", what)
+
+
+def _check_model_output(model: nn.Module, train: Split, num_classes: int) -> None:
+    """The model must map a batch of images to one tensor of logits ``[N, num_classes]`` (one output per class):
+    what training's cross-entropy, the head matching and every emulation read. A model that returns a tuple, an
+    extra axis or another number of outputs is refused here, before any training, saying what it returned."""
+    if len(train) == 0:
+        return
+    was = model.training
+    model.eval()  # a batch norm's running statistics stay as they are
+    try:
+        with torch.no_grad():
+            out = model(train.x[:2].to(devices.of(model)))
+    except Exception as e:  # a model that cannot take the data's images at all
+        raise ConfigError(f"the model fails on two of the training images (shape {tuple(train.x.shape[1:])}): "
+                          f"{type(e).__name__}: {e}. Build it for images of that shape (a factory may take "
+                          "image_shape and num_classes)") from e
+    finally:
+        model.train(was)
+    if not isinstance(out, torch.Tensor):
+        raise ConfigError(f"the model's forward returns a {type(out).__name__}, not a tensor: ddm needs the logits "
+                          f"alone, one tensor [N, {num_classes}]; wrap the model so that forward returns only them "
+                          "(e.g. `return self.net(x)[0]` where the logits come first)")
+    if out.ndim != 2 or out.shape[1] != num_classes:
+        shape = ", ".join(str(n) for n in out.shape)
+        hint = (f"build its output layer with {num_classes} outputs (a factory may take num_classes)"
+                if out.ndim == 2 else "return [N, classes] logits (e.g. flatten or squeeze the extra axes)")
+        raise ConfigError(f"the model returns logits of shape [{shape}] for 2 images, where ddm needs [2, "
+                          f"{num_classes}]: one output per class of the data ({num_classes} classes); {hint}")
 
 
 def _check_last_snapshot(model: nn.Module, trajectory: Trajectory) -> None:
