@@ -241,6 +241,20 @@ def extra_axis(num_classes, image_shape):
 
 def for_mnist(num_classes):  # built for 28x28 images
     return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))
+
+def in_float64(num_classes, image_shape):
+    return small(num_classes, image_shape).double()
+
+def needs_width(width, num_classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, num_classes))
+
+def raises(num_classes):
+    raise ValueError("no such backbone")
+
+def tied(num_classes, image_shape):  # one layer applied twice: its weight appears twice in the state_dict
+    shared = nn.Linear(24, 24)
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(image_shape), 24), nn.ReLU(), shared, nn.ReLU(), shared,
+                         nn.ReLU(), nn.Linear(24, num_classes))
 '''
 
 
@@ -258,6 +272,11 @@ def test_a_user_model_by_import_path(tmp_path, capsys, monkeypatch):
     assert main(["unlearn", "-w", ws, "--groups", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["removed_samples"] > 0
     assert main(["run", "-w", ws, "--targets", "0:1", "-q"]) == 0  # a rerun reuses every stage
+    # tied weights (one module used twice) train, resume and unlearn: safetensors refuses tensors sharing memory
+    tied = str(tmp_path / "tied")
+    assert main(["run", "-w", tied, "--preset", "tiny", "--model", "user_models_cli:tied", "--targets", "0:1",
+                 "-q"]) == 0
+    assert main(["unlearn", "-w", tied, "--groups", "0", "-q"]) == 0
     capsys.readouterr()
     for bad, msg in (("user_models_cli", "MODULE:FACTORY"), ("no_such_module_xyz:f", "cannot import"),
                      ("user_models_cli:missing", "no attribute"), ("user_models_cli:not_a_model", "nn.Module"),
@@ -265,7 +284,10 @@ def test_a_user_model_by_import_path(tmp_path, capsys, monkeypatch):
                      ("user_models_cli:Pair", "returns a tuple, not a tensor"),
                      ("user_models_cli:twelve", "logits of shape [2, 12] for 2 images, where ddm needs [2, 10]"),
                      ("user_models_cli:extra_axis", "shape [2, 1, 10]"),
-                     ("user_models_cli:for_mnist", "fails on two of the training images (shape (1, 8, 8))")):
+                     ("user_models_cli:for_mnist", "fails on two of the training images (shape (1, 8, 8))"),
+                     ("user_models_cli:in_float64", "parameters are float64"),
+                     ("user_models_cli:needs_width", "requires width, which ddm cannot give"),
+                     ("user_models_cli:raises", "raised ValueError: no such backbone")):
         assert main(["run", "-w", str(tmp_path / "ws2"), "--preset", "tiny", "--model", bad, "-q"]) == 2
         assert msg in capsys.readouterr().err
 
@@ -413,6 +435,15 @@ def test_scores_keep_their_digits_however_small():  # the CLI's rankings and the
 
     assert _signed(0.01319) == "+0.0132" and _signed(-2.5) == "-2.5000" and _signed(0.0) == "+0.0000"
     assert _signed(4.277e-07) == "+4.277e-07" and _signed(-3e-5) == "-3.000e-05" and _signed(2e6) == "+2.000e+06"
+
+
+def test_a_value_below_its_threshold_never_reads_as_the_threshold():
+    """"step agreement +0.80, below 0.8" was printed for 0.7996: a value compared with a threshold keeps the digits
+    that tell them apart."""
+    from ddm.text import beside
+
+    assert beside(0.7996, 0.8) == "+0.7996" and beside(0.61, 0.8) == "+0.61" and beside(-0.3, 0.8) == "-0.30"
+    assert beside(0.79996, 0.8) == "+0.79996" and beside(0.85, 0.8) == "+0.85"
 
 
 @pytest.mark.parametrize("exact,says", [

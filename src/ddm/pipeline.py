@@ -39,6 +39,7 @@ from ddm.exceptions import ConfigError, DataError, MissingArtifactError, Numeric
 from ddm.objectives.base import Objective
 from ddm.task import Task, TemperedCrossEntropy
 from ddm.task import resolve as resolve_task
+from ddm.text import beside
 from ddm.train.loop import train_model
 from ddm.train.trajectory import Trajectory, model_buffers
 from ddm.workspace import Workspace, load_json, load_tensors, save_json, save_tensors
@@ -503,9 +504,9 @@ class DistilledDatamodel:
         if not distributed.agree_all([agreement < STEP_AGREEMENT_WARN and d.auto_temperature > 0])[0]:
             return syn, matching, out
         log.warning("the step at theta_tau and the steps at the earlier checkpoints rank removals differently (step "
-                    "agreement %+.2f on 50 training samples, below %g): distilling the synsets again with the "
+                    "agreement %s on 50 training samples, below %g): distilling the synsets again with the "
                     "cross-entropy at temperature %g (distill.auto_temperature; 0 turns this off)",
-                    agreement, STEP_AGREEMENT_WARN, d.auto_temperature)
+                    beside(agreement, STEP_AGREEMENT_WARN), STEP_AGREEMENT_WARN, d.auto_temperature)
         sub = folder / "tempered"  # its own checkpoints, so a killed run resumes this matching too
         sub.mkdir(exist_ok=True)
         tempered = replace(matching, folder=sub, task=TemperedCrossEntropy(d.auto_temperature), statistics={})
@@ -1387,6 +1388,11 @@ def _check_model_output(model: nn.Module, train: Split, num_classes: int) -> Non
     extra axis or another number of outputs is refused here, before any training, saying what it returned."""
     if len(train) == 0:
         return
+    odd = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()
+                  if p.is_floating_point() and p.dtype != torch.float32})
+    if odd:
+        raise ConfigError(f"the model's parameters are {', '.join(odd)}; ddm trains and reads models in float32 "
+                          "(the images are float32): build it in float32 (without .double() or .half())")
     was = model.training
     model.eval()  # a batch norm's running statistics stay as they are
     try:

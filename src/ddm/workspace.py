@@ -62,12 +62,20 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Atomically write tensors as safetensors (contiguous CPU copies)."""
+    """Atomically write tensors as safetensors (contiguous CPU copies; a tensor sharing memory with one written
+    before it, as a model's tied weights do in its ``state_dict``, is written as a copy of its own)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, v in tensors.items():
+        t = v.detach().cpu().contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        out[k] = t.clone() if ptr in seen else t
+        seen.add(ptr)
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        save_file(out, tmp, metadata=metadata)
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
     except BaseException:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ddm.exceptions import ConfigError, DDMError
-from ddm.text import signed
+from ddm.text import beside, signed
 
 log = logging.getLogger("ddm")
 
@@ -216,9 +216,9 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
             out["synset"]["temperature"] = st["temperature"]
             out.setdefault("notes", []).append(
                 f"the step at theta_tau and the steps at the earlier checkpoints ranked removals differently with the "
-                f"plain cross-entropy (step agreement {st['step_agreement_at_1']:+.2f} on 50 training samples, "
-                f"below {STEP_AGREEMENT_WARN}), so the synsets were distilled again with the cross-entropy at "
-                f"temperature {st['temperature']:g} (distill.auto_temperature; agreement now "
+                f"plain cross-entropy (step agreement {beside(st['step_agreement_at_1'], STEP_AGREEMENT_WARN)} on 50 "
+                f"training samples, below {STEP_AGREEMENT_WARN}), so the synsets were distilled again with the "
+                f"cross-entropy at temperature {st['temperature']:g} (distill.auto_temperature; agreement now "
                 + ("n/a" if agreement is None else f"{agreement:+.2f}")
                 + "). On the benchmarks' models where this happened, the tempered synsets ranked far better "
                 "(BENCHMARKS.md, \"A tempered synset where the step agreement is low\"); `ddm check` compares them "
@@ -226,7 +226,7 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
         if agreement is not None and agreement < STEP_AGREEMENT_WARN:
             out.setdefault("warnings", []).append(
                 f"the step at theta_tau and the steps at the earlier checkpoints rank removals differently (agreement "
-                f"{agreement:+.2f} on 50 training samples, below {STEP_AGREEMENT_WARN}"
+                f"{beside(agreement, STEP_AGREEMENT_WARN)} on 50 training samples, below {STEP_AGREEMENT_WARN}"
                 + (f", with synsets at temperature {st['temperature']:g}" if "temperature" in st else "")
                 + "): on the benchmarks' models where this happened (AlexNet trained with Adam, a batch-norm ResNet) "
                 "DDM with plain synsets ranked below the class labels alone; run `ddm check` before trusting the "
@@ -1079,9 +1079,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     auto = next((st for st in stages if st["stage"] == "synset" and "temperature" in st), None)
     if auto is not None:
         # the threshold the stage switched under (stages that switched before it was recorded: 0.7)
+        threshold = auto.get("step_agreement_threshold", 0.7)
         print(f"  synsets matched with the cross-entropy at temperature {auto['temperature']:g}, switched to on their "
-              f"own: step agreement {auto['step_agreement_at_1']:+.2f} with the plain cross-entropy, below "
-              f"{auto.get('step_agreement_threshold', 0.7):g} (distill.auto_temperature)"
+              f"own: step agreement {beside(auto['step_agreement_at_1'], threshold)} with the plain cross-entropy, "
+              f"below {threshold:g} (distill.auto_temperature)"
               + ("; the class-level synset follows" if any(st["stage"] == "synset-class" and "temperature_from" in st
                                                            for st in stages) else ""))
     synset_stage = next((st for st in stages if st["stage"] == "synset"), None)
@@ -1097,8 +1098,10 @@ def cmd_info(args: argparse.Namespace) -> int:
               "README, 'Class balance')")
     elif emulate.switched_class_scale is not None and (auto is not None or agreement is not None):
         known = below is not None and agreement is not None
+        read = beside(agreement, below) if agreement is not None and below is not None else ""
         if setting == "emulate.switched_class_scale":
-            why = (f"other-class step agreement {agreement:+.2f}, below {below:g}: emulate.switched_class_agreement"
+            why = (f"other-class step agreement {read}, below {below:g}: "
+                   "emulate.switched_class_agreement"
                    if known else "the synsets switched to a temperature on their own")
             print(f"  group attributions weigh other classes' groups x{emulate.switched_class_scale:g} "
                   f"(emulate.switched_class_scale, in place of emulate.other_class_scale; {why}; README, "
@@ -1106,8 +1109,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         elif known and auto is not None:
             print(f"  group attributions keep other classes' groups at x{emulate.other_class_scale:g} "
                   f"(emulate.other_class_scale): the tempered synsets rank other classes' groups alike at "
-                  f"theta_tau and the earlier checkpoints (other-class step agreement {agreement:+.2f}, not below "
-                  f"{below:g}: emulate.switched_class_agreement; README, 'Class balance')")
+                  f"theta_tau and the earlier checkpoints (other-class step agreement {read}, "
+                  f"not below {below:g}: emulate.switched_class_agreement; README, 'Class balance')")
     return 0
 
 

@@ -102,7 +102,18 @@ def from_import(path: str, num_classes: int | None = None, image_shape: Shape | 
     except (TypeError, ValueError):
         params = {}
     kwargs = {k: v for k, v in offered.items() if k in params and v is not None}
-    model = factory(**kwargs)
+    required = [n for n, p in dict(params).items()
+                if p.default is inspect.Parameter.empty and n not in kwargs
+                and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+    if required:
+        raise ConfigError(f"--model {path!r} requires {', '.join(required)}, which ddm cannot give (it passes "
+                          "num_classes and image_shape, where the factory names them): give those parameters "
+                          "defaults, or point --model at a small function that calls the factory with your values")
+    try:
+        model = factory(**kwargs)
+    except Exception as e:  # the user's own code: its error, not ddm's
+        raise ConfigError(f"--model {path!r} raised {type(e).__name__}: {e} (called with "
+                          f"{', '.join(f'{k}={v!r}' for k, v in kwargs.items()) or 'no arguments'})") from e
     if not isinstance(model, nn.Module):
         raise ConfigError(f"--model {path!r} returned {type(model).__name__}, not a torch.nn.Module")
     model.ddm_spec = {"import": path, "num_classes": num_classes,  # type: ignore[assignment]
