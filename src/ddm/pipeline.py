@@ -214,6 +214,12 @@ class DistilledDatamodel:
         """
         if model is None:
             raise ConfigError("fit() needs the model (e.g. ddm.models.build('convnet', data))")
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"fit() takes the model as a torch.nn.Module, got {type(model).__name__}")
+        if not isinstance(train, Split):
+            raise ConfigError(f"fit() takes the training split (a ddm.data.Split, e.g. data.train), got "
+                              f"{type(train).__name__}: for arrays use ddm.data.from_arrays(X, y).train, for a torch "
+                              "Dataset ddm.data.from_torch(dataset).train")
         self.num_classes = num_classes or model_registry.spec_of(model).get("num_classes") or int(train.y.max()) + 1
         _warn_model_mismatch(model, self.config)
         _check_model_output(model, train, self.num_classes)
@@ -1187,7 +1193,11 @@ class DistilledDatamodel:
         syn, grp = (self.synset, self.groups) if synset == "groups" else (self.class_synset, self.class_groups)
         if syn is None or grp is None or self.model is None:
             raise MissingArtifactError(f"no {synset} synset in the workspace: fit first")
-        raw = torch.as_tensor(groups).flatten()
+        try:
+            raw = torch.as_tensor(groups).flatten()
+        except (TypeError, ValueError, RuntimeError):
+            given = f"groups are given by their integer indices (a list or a tensor), got {groups!r}"
+            raise ConfigError(given) from None
         if len(raw) == 0:
             raise ConfigError("no groups given to unlearn")
         if (raw.is_floating_point() and not torch.equal(raw, raw.round())) or raw.dtype == torch.bool:
@@ -1196,6 +1206,9 @@ class DistilledDatamodel:
         if idx.min() < 0 or idx.max() >= syn.num_groups:
             raise ConfigError(f"group indices must be in [0, {syn.num_groups - 1}], got {idx.tolist()}")
         idx = torch.unique(idx)  # a group named twice is removed once (its synset's step must not count twice)
+        if len(idx) == syn.num_groups:
+            raise ConfigError(f"that removes every one of the {syn.num_groups} {synset}: nothing of the training data "
+                              "would be left, and a retrain without any data is the untrained model; keep at least one")
         method = "newton" if self.emulation_method(syn) == "newton" else "finetune"
         damping = None
         if method == "newton" and self.config.emulate.unlearn_damping is not None and syn.curvature is not None:
