@@ -28,11 +28,14 @@ def _check(cond: bool, msg: str) -> None:
 
 
 def _finite(section: Any, prefix: str) -> None:
-    """Every float field of a config section must be finite (``inf``/``nan`` silently poison a run)."""
+    """Every float field of a config section must be finite (``inf``/``nan`` silently poison a run), and every seed
+    one that NumPy, scikit-learn and torch all take (0 to 2**32 - 1)."""
     for f in dataclasses.fields(section):
         v = getattr(section, f.name)
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"{prefix}.{f.name}={v} is not a finite number")
+        if f.name == "seed" and isinstance(v, int) and not 0 <= v < 2 ** 32:
+            raise ConfigError(f"{prefix}.seed={v}: seeds must lie in 0..{2 ** 32 - 1}")
 
 
 def _choice(value: str, name: str, choices: tuple[str, ...]) -> None:
