@@ -227,8 +227,21 @@ def test_only_emulation_settings_can_be_kept_without_a_stage_rerun(tmp_path):
                                              (["--try-temperature", "-1"], "a positive number, or 0"),
                                              (["--peers", "nope"], "unknown method")])
 def test_check_refuses_settings_that_measure_nothing(tmp_path, capsys, extra, says):
-    assert main(["check", "-w", str(tmp_path / "none"), *extra]) != 0
+    try:
+        code = main(["check", "-w", str(tmp_path / "none"), *extra])
+    except SystemExit as e:  # refused by the argument parser
+        code = e.code
+    assert code == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--lds-subsets", "1"], ["--lds-subsets", "3"], ["--other-class-subsets", "2"]])
+def test_evaluate_refuses_too_few_subsets_for_a_correlation(tmp_path, capsys, extra):
+    """One retrained subset gave every method an LDS of 0.000 +- 0.000 in evaluation.md, as if measured."""
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "-w", str(tmp_path / "ev"), "--preset", "tiny", *extra])
+    assert e.value.code == 2 and f"give 0 (skip) or at least 4, got {extra[1]}" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()
 
 
 def test_unlearn_verify_sets_the_unlearned_model_beside_exact_retraining(tmp_path, capsys, monkeypatch):

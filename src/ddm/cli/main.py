@@ -858,8 +858,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     unknown = [p for p in peers if p not in PEERS]
     if unknown:
         raise DDMError(f"--peers: unknown method(s) {unknown}; choose from: {', '.join(PEERS)}")
-    if 0 < args.other_class_subsets < 4:
-        raise DDMError(f"--other-class-subsets {args.other_class_subsets}: give 0 (skip) or at least 4")
     if not (args.try_temperature >= 0 and math.isfinite(args.try_temperature)):
         raise DDMError(f"--try-temperature {args.try_temperature:g}: give a positive number, or 0 to try none")
     dm, data = _load(args)

@@ -49,6 +49,21 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _skip_or_count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: 0 (skip) or an integer of at least ``minimum`` (a Spearman correlation over fewer retrained
+    subsets says nothing: over one it is undefined, over two or three it takes two or three values)."""
+    count = _count(0)
+
+    def parse(text: str) -> int:
+        value = count(text)
+        if 0 < value < minimum:
+            raise argparse.ArgumentTypeError(f"give 0 (skip) or at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
+
+
 def _common(p: argparse.ArgumentParser, workspace_default: str | None = "runs/default") -> None:
     p.add_argument("-w", "--workspace", default=workspace_default,
                    help="run folder holding every artifact (default: %(default)s)")
@@ -242,12 +257,12 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     _config_args(p)
     p.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default: %(default)s)")
     p.add_argument("--num-targets", type=_count(1), default=20, help="reported test targets (default: %(default)s)")
-    p.add_argument("--lds-subsets", type=_count(0), default=50,
-                   help="random subsets for LDS, 0 to skip (default: %(default)s)")
-    p.add_argument("--other-class-subsets", type=_count(0), default=5,
+    p.add_argument("--lds-subsets", type=_skip_or_count(4), default=50,
+                   help="random subsets for LDS, 0 to skip, else at least 4 (default: %(default)s)")
+    p.add_argument("--other-class-subsets", type=_skip_or_count(4), default=5,
                    help="per target class, subsets that keep that class whole and half of the other groups: the "
                         "other-class LDS, which a score marking only the target's own class cannot pass; 0 to "
-                        "skip (default: %(default)s)")
+                        "skip, else at least 4 (default: %(default)s)")
     p.add_argument("--model", default=None, metavar="MODULE:FACTORY",
                    help="your own model instead of the configured one: an import path whose factory returns a "
                         "torch.nn.Module (called with num_classes and/or image_shape if it takes them), called "
@@ -305,7 +320,7 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "%(default)s)")
     p.add_argument("--subsets", type=_count(4), default=16,
                    help="random halves of the groups, each one retraining (default: %(default)s)")
-    p.add_argument("--other-class-subsets", type=_count(0), default=15,
+    p.add_argument("--other-class-subsets", type=_skip_or_count(4), default=15,
                    help="subsets that keep the checked classes whole and half of the other groups, each one "
                         "retraining: the other-class LDS on those classes' targets (0: skip; else at least 4) "
                         "(default: %(default)s)")
