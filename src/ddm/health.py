@@ -192,9 +192,8 @@ def training_progress(model: nn.Module, trajectory: Trajectory, test: Split,
     three quarters of the training (one in its second half, before its end) and at theta_tau: ``{"epoch", "accuracy",
     "final_epoch", "final_accuracy", "rise", "still_improving"}``; None where no such checkpoint was recorded or
     there is no test data. A rise above :data:`STILL_IMPROVING` is what ``ddm run`` and ``ddm info`` warn about: a
-    longer training would give another model, whose data matter differently (on the benchmarks' models far from
-    convergence last-layer influence ranked a little better than DDM). ``final_accuracy``: theta_tau's, where the
-    caller has it (else measured here)."""
+    longer training would give another model, whose data matter differently. ``final_accuracy``: theta_tau's, where
+    the caller has it (else measured here)."""
     if len(test) == 0 or len(trajectory) < 3:
         return None
     first, last = trajectory.epochs[0], trajectory.epochs[-1]

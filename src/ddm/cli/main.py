@@ -301,9 +301,8 @@ def _still_improving(p: dict[str, Any], external: bool) -> str:
             f"epoch {p['epoch']:g}, {100 * p['final_accuracy']:.1f}% at epoch {p['final_epoch']:g} "
             f"(+{100 * p['rise']:.1f} points in the last quarter). Its attributions and unlearning describe this "
             f"model; a longer training would give another one, whose data matter differently. If you meant a "
-            f"trained-out model, {longer}. On the benchmarks' models far from convergence last-layer influence "
-            "ranked a little better than DDM (BENCHMARKS.md, \"Five probes at the edges of training\"): `ddm check "
-            "--peers if-explicit` compares them on exact retrains")
+            f"trained-out model, {longer} (BENCHMARKS.md, \"A model still improving when its training stopped\"; "
+            "`ddm check` measures DDM on this model against exact retrains)")
 
 
 def _print_offline(o: dict[str, Any]) -> None:
