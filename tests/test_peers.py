@@ -219,3 +219,42 @@ def test_the_fast_per_sample_gradients_are_dattris(method, digits, trained):
     theirs = a.task.get_grad_loss_func(in_dims=(None, 0))(flat, batch)
     for ours in (a.grad_loss_func, a.grad_target_func, a.grad_target_func):  # the last one memoised
         assert torch.allclose(ours(flat, batch), theirs, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["tracin", "trak"])
+def test_a_frozen_backbone_is_left_out_as_dattri_leaves_it(method, digits, trained):
+    """Linear probing (every layer but the head frozen, requires_grad=False): dattri flattens only the trainable
+    parameters, and the adapter's gradients must be of the same ones (they had been of all, a size mismatch inside
+    ``ddm check``'s TracIn)."""
+    import copy
+
+    from ddm.distill.scope import last_linear_name
+
+    model, traj = trained
+    frozen = copy.deepcopy(model)
+    head = last_linear_name(frozen)
+    for name, p in frozen.named_parameters():
+        p.requires_grad_(name.startswith(head + "."))
+    a = peers._trajectory_attributor(method, frozen, traj, digits.train, FAST)
+    last = len(a.task.get_checkpoints()) - 1
+    flat, _ = a.task.get_param(ckpt_idx=last)
+    assert flat.numel() == sum(p.numel() for p in frozen.parameters() if p.requires_grad)
+    batch = (digits.train.x[:16], digits.train.y[:16])
+    theirs = a.task.get_grad_loss_func(in_dims=(None, 0))(flat, batch)
+    assert torch.allclose(a.grad_loss_func(flat, batch), theirs, rtol=1e-5, atol=1e-7)
+    if method == "tracin":  # the exact sum over checkpoints of the head's gradient products
+        train, targets = digits.train[:40], digits.test[:3]
+        s = peers.sample_scores("tracin", frozen, traj, train, targets, FAST)
+        names = [f"{head}.weight", f"{head}.bias"]
+
+        def grads(i, x, y):
+            p = {k: v for k, v in traj.checkpoint(i).items() if k in dict(frozen.named_parameters())}
+
+            def loss(h, xi, yi):
+                out = torch.func.functional_call(frozen, {**p, **h}, (xi.unsqueeze(0),))
+                return torch.nn.functional.cross_entropy(out, yi.unsqueeze(0))
+            g = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))({n: p[n] for n in names}, x, y)
+            return torch.cat([g[n].flatten(1) for n in names], 1)
+
+        want = sum(traj.lr * grads(i, train.x, train.y) @ grads(i, targets.x, targets.y).T for i in range(1, len(traj)))
+        assert torch.allclose(s, want, rtol=1e-4, atol=1e-5 * want.abs().max())
