@@ -32,10 +32,12 @@ FMNIST := --dataset fashion-mnist --set data.train_size=10000 --set data.test_si
 bench: bench-gradients bench-matrix bench-grow bench-damping bench-check bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-probes-user bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
 
 # The paper's protocol (Table 1, 4 analogs, unlearning fidelity, cost) with the head default: digits, seed 0.
-# Probes run as a user would, on axes no benchmark had (BENCHMARKS.md, "Long-tailed training data" and "RGB images
-# through the CIFAR-10 reader"): their data, the README's commands (probe.sh), and the --verify runs quoted there.
+# Probes run as a user would, on axes no benchmark had (BENCHMARKS.md, "Long-tailed training data", "RGB images
+# through the CIFAR-10 reader" and "Fine-tuning a pretrained network"): their data, the README's commands (probe.sh),
+# and the --verify runs quoted there.
 # Needs Fashion-MNIST (apt-get install dataset-fashion-mnist).
 LT_RUN := --set cluster.per_class=4
+TRANSFER := --dataset npz --data-dir runs/transfer/target.npz --set train.epochs=10 --set cluster.per_class=8
 bench-probes-user: $(STAMP)
 	$(BIN)/python benchmarks/results/probes-lt/make_data.py
 	bash benchmarks/results/probes-lt/probe.sh lt1 0 --dataset npz --data-dir runs/lt/fmnist-lt.npz $(LT_RUN) \
@@ -62,6 +64,17 @@ bench-probes-user: $(STAMP)
 	for w in rgb1 rgb3; do $(BIN)/ddm diagnose -w runs/rgb/$$w -q --verify 3 > runs/rgb/$$w.diagnose-verify.txt || exit 1; done
 	$(BIN)/python benchmarks/results/probes-rgb/full_data_orders.py runs/rgb/rgb2
 	$(BIN)/python benchmarks/results/probes-rgb/fewer_steps.py runs/rgb/rgb2 0.0953
+	$(BIN)/python benchmarks/results/probes-transfer/make_data.py
+	DDM=$(BIN)/ddm bash benchmarks/results/probes-transfer/probe.sh t1 2 $(TRANSFER) --model pretrained_models:convnet \
+	  --set train.lr=0.02 --set train.seed=142
+	DDM=$(BIN)/ddm bash benchmarks/results/probes-transfer/probe.sh t2 2 $(TRANSFER) \
+	  --model pretrained_models:convnet_frozen --set train.lr=0.05 --set train.seed=143
+	for w in t1 t2; do PYTHONPATH=benchmarks/results/probes-transfer $(BIN)/ddm unlearn -w runs/transfer/$$w -q \
+	  --groups 1,6,11,16 --verify 3 > runs/transfer/$$w.unlearn-v3.txt || exit 1; \
+	  PYTHONPATH=benchmarks/results/probes-transfer $(BIN)/ddm unlearn -w runs/transfer/$$w -q --groups 2 --classes \
+	  --verify 3 > runs/transfer/$$w.unlearn-class-v3.txt || exit 1; \
+	  PYTHONPATH=benchmarks/results/probes-transfer $(BIN)/ddm diagnose -w runs/transfer/$$w -q --verify 3 \
+	  > runs/transfer/$$w.diagnose-verify.txt || exit 1; done
 
 bench-protocol-head: $(STAMP)
 	$(BIN)/ddm evaluate -w runs/eval-head --preset demo -q --seeds 0 --num-targets 20 --lds-subsets 50
