@@ -180,7 +180,9 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                                    "synsets, the default: the kept data's Newton step on the last layer; other "
                                    "recipes: fine-tuning on the groups' synsets) and save the checkpoint under "
                                    "unlearned/NAME; reports accuracy before and after, and warns when the kept "
-                                   "groups' synthetic images lose accuracy (a damaged model).")
+                                   "groups' synthetic images lose accuracy (a damaged model). Every call starts "
+                                   "from the trained model: for removals asked for over time, pass every group "
+                                   "removed so far (--groups 3, later --groups 3,17).")
     _common(p)
     _model_arg(p, True)
     p.add_argument("--groups", required=True, help="comma list or START:STOP range of group indices")
