@@ -133,3 +133,28 @@ def test_a_second_process_waits_for_the_workspace_lock(tmp_path, caplog):
     assert (ws.root / ".lock").read_text() == ""  # released: no holder named
     with ws.lock("again"):  # and free to take at once
         pass
+
+
+def test_the_lock_steps_aside_where_it_cannot_be_taken(tmp_path, monkeypatch, caplog):
+    """A file system without locks (some network mounts) or a lock file that cannot be opened (a read-only
+    workspace) must not stop work that needs no guard: the block runs unguarded."""
+    import errno
+    import fcntl
+    import logging
+
+    ws = Workspace(tmp_path / "ws")
+
+    def no_locks(f, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    ran = []
+    with caplog.at_level(logging.INFO, logger="ddm.workspace"), ws.lock("fit"):
+        ran.append(1)
+    assert ran and "cannot be locked on this file system" in caplog.text
+    monkeypatch.undo()
+    other = Workspace(tmp_path / "ro")
+    (other.root / ".lock").mkdir(parents=True)  # cannot be opened as a file
+    with other.lock("fit"):
+        ran.append(2)
+    assert ran == [1, 2]

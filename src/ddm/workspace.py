@@ -133,6 +133,28 @@ def _difference(stored: Any, requested: Any) -> str:
     return ", ".join(rows) if rows else "same settings; its inputs differ (the data or an earlier stage)"
 
 
+def _flock(f: Any, root: Path) -> bool:
+    """Take the exclusive ``flock`` on the open lock file ``f``, waiting (and saying for whom) while another process
+    holds it; False where the file system has no locks (some network mounts)."""
+    import fcntl
+
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        pass
+    except OSError as e:
+        log.info("the workspace %s cannot be locked on this file system (%s): do not run two ddm processes on it at "
+                 "once", root, e)
+        return False
+    f.seek(0)
+    holder = f.read().strip() or "another process"
+    log.warning("waiting for %s to finish its work in workspace %s (one process computes its stages at a time; "
+                "Ctrl-C stops waiting, and nothing of this run is lost)", holder, root)
+    fcntl.flock(f, fcntl.LOCK_EX)
+    return True
+
+
 class Workspace:
     """A folder holding one run's artifacts. Constructing it touches nothing on disk."""
 
@@ -167,7 +189,7 @@ class Workspace:
         stage folder the first is still writing. Re-entrant within a process; a no-op where ``fcntl`` is missing
         (Windows)."""
         try:
-            import fcntl
+            import fcntl  # noqa: F401 - POSIX only
         except ImportError:  # pragma: no cover - not POSIX
             yield
             return
@@ -181,17 +203,18 @@ class Workspace:
             finally:
                 _held[root] = (f, _held[root][1] - 1)
             return
-        f = open(root / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the block's whole duration
         try:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                msg = (f"waiting for {holder} to finish its work in workspace {self.root} (one process computes "
-                       "its stages at a time; Ctrl-C stops waiting, and nothing of this run is lost)")
-                log.warning("%s", msg)
-                fcntl.flock(f, fcntl.LOCK_EX)
+            f = open(root / LOCK_FILE, "a+")  # noqa: SIM115 - held open for the block's whole duration
+        except OSError as e:  # a read-only workspace: nothing can be computed into it, and nothing is to guard
+            log.debug("no writer lock in %s (%s)", self.root, e)
+            f = None
+        try:
+            if f is not None and not _flock(f, self.root):
+                f.close()  # a file system without locks: unguarded
+                f = None
+            if f is None:
+                yield
+                return
             f.seek(0)
             f.truncate()
             f.write(f"ddm process {os.getpid()} ({what}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
@@ -205,7 +228,8 @@ class Workspace:
                 f.truncate()
                 f.flush()
         finally:
-            f.close()  # closing the file releases the lock
+            if f is not None:
+                f.close()  # closing the file releases the lock
 
     def stage_info(self, stage: str) -> dict[str, Any] | None:
         p = self.path(stage, "stage.json")
