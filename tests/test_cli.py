@@ -239,6 +239,15 @@ def twelve(image_shape):  # more outputs than the data's classes
 def extra_axis(num_classes, image_shape):
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(image_shape), num_classes), nn.Unflatten(1, (1, -1)))
 
+class AuxInTraining(nn.Module):  # (logits, auxiliary logits) in train mode only, as GoogLeNet and Inception do
+    def __init__(self, num_classes, image_shape):
+        super().__init__()
+        self.net = small(num_classes, image_shape)
+
+    def forward(self, x):
+        out = self.net(x)
+        return (out, out) if self.training else out
+
 def for_mnist(num_classes):  # built for 28x28 images
     return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))
 
@@ -287,7 +296,8 @@ def test_a_user_model_by_import_path(tmp_path, capsys, monkeypatch):
                      ("user_models_cli:for_mnist", "fails on two of the training images (shape (1, 8, 8))"),
                      ("user_models_cli:in_float64", "parameters are float64"),
                      ("user_models_cli:needs_width", "requires width, which ddm cannot give"),
-                     ("user_models_cli:raises", "raised ValueError: no such backbone")):
+                     ("user_models_cli:raises", "raised ValueError: no such backbone"),
+                     ("user_models_cli:AuxInTraining", "returns a tuple in train mode")):
         assert main(["run", "-w", str(tmp_path / "ws2"), "--preset", "tiny", "--model", bad, "-q"]) == 2
         assert msg in capsys.readouterr().err
 

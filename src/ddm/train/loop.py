@@ -20,7 +20,7 @@ from torch import nn
 from ddm import devices
 from ddm.config import TrainConfig
 from ddm.data.dataset import Split
-from ddm.exceptions import NumericalError
+from ddm.exceptions import ConfigError, NumericalError
 from ddm.progress import bar
 from ddm.train.trajectory import Trajectory, load_buffers, model_buffers
 from ddm.workspace import load_tensors, save_json, save_tensors
@@ -148,6 +148,10 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
             set_rate(opt, cfg, epoch * len(batches) + i, cfg.epochs * len(batches))
             xb, yb = train.x[idx].to(dev, non_blocking=True), train.y[idx].to(dev, non_blocking=True)
             out = model(xb)
+            if not isinstance(out, torch.Tensor):  # e.g. auxiliary logits returned in train mode only
+                raise ConfigError(f"the model's forward returns a {type(out).__name__} in train mode, not a tensor of "
+                                  "logits: ddm trains on one [N, classes] tensor; wrap the model so that forward "
+                                  "returns only the logits (auxiliary outputs left out)")
             loss = F.cross_entropy(out, yb) if task is None else task.loss(out, yb).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
