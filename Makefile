@@ -69,7 +69,10 @@ bench-probes-user: $(STAMP)
 	  --set train.lr=0.02 --set train.seed=142
 	DDM=$(BIN)/ddm bash benchmarks/results/probes-transfer/probe.sh t2 2 $(TRANSFER) \
 	  --model pretrained_models:convnet_frozen --set train.lr=0.05 --set train.seed=143
-	for w in t1 t2; do PYTHONPATH=benchmarks/results/probes-transfer $(BIN)/ddm unlearn -w runs/transfer/$$w -q \
+	DDM=$(BIN)/ddm bash benchmarks/results/probes-transfer/probe.sh t3 2 --dataset npz \
+	  --data-dir runs/transfer/target.npz --set train.epochs=5 --set cluster.per_class=8 \
+	  --model pretrained_models:resnet_bn --set train.optimizer=adam --set train.lr=0.001 --set train.seed=144
+	for w in t1 t2 t3; do PYTHONPATH=benchmarks/results/probes-transfer $(BIN)/ddm unlearn -w runs/transfer/$$w -q \
 	  --groups 1,6,11,16 --verify 3 > runs/transfer/$$w.unlearn-v3.txt || exit 1; \
 	  PYTHONPATH=benchmarks/results/probes-transfer $(BIN)/ddm unlearn -w runs/transfer/$$w -q --groups 2 --classes \
 	  --verify 3 > runs/transfer/$$w.unlearn-class-v3.txt || exit 1; \

@@ -291,9 +291,9 @@ def test_a_user_model_by_import_path(tmp_path, capsys, monkeypatch):
                      ("user_models_cli:missing", "no attribute"), ("user_models_cli:not_a_model", "nn.Module"),
                      # models whose outputs are not [N, classes] logits: refused before training, saying what they gave
                      ("user_models_cli:Pair", "returns a tuple, not a tensor"),
-                     ("user_models_cli:twelve", "logits of shape [2, 12] for 2 images, where ddm needs [2, 10]"),
+                     ("user_models_cli:twelve", "logits of shape [2, 12] for 2 image(s), where ddm needs [2, 10]"),
                      ("user_models_cli:extra_axis", "shape [2, 1, 10]"),
-                     ("user_models_cli:for_mnist", "fails on two of the training images (shape (1, 8, 8))"),
+                     ("user_models_cli:for_mnist", "fails on the first training images (shape (1, 8, 8))"),
                      ("user_models_cli:in_float64", "parameters are float64"),
                      ("user_models_cli:needs_width", "requires width, which ddm cannot give"),
                      ("user_models_cli:raises", "raised ValueError: no such backbone"),

@@ -1412,7 +1412,7 @@ def _check_model_output(model: nn.Module, train: Split, num_classes: int) -> Non
         with torch.no_grad():
             out = model(train.x[:2].to(devices.of(model)))
     except Exception as e:  # a model that cannot take the data's images at all
-        raise ConfigError(f"the model fails on two of the training images (shape {tuple(train.x.shape[1:])}): "
+        raise ConfigError(f"the model fails on the first training images (shape {tuple(train.x.shape[1:])}): "
                           f"{type(e).__name__}: {e}. Build it for images of that shape (a factory may take "
                           "image_shape and num_classes)") from e
     finally:
@@ -1425,7 +1425,8 @@ def _check_model_output(model: nn.Module, train: Split, num_classes: int) -> Non
         shape = ", ".join(str(n) for n in out.shape)
         hint = (f"build its output layer with {num_classes} outputs (a factory may take num_classes)"
                 if out.ndim == 2 else "return [N, classes] logits (e.g. flatten or squeeze the extra axes)")
-        raise ConfigError(f"the model returns logits of shape [{shape}] for 2 images, where ddm needs [2, "
+        n = len(out) if out.ndim else 0
+        raise ConfigError(f"the model returns logits of shape [{shape}] for {n} image(s), where ddm needs [{n}, "
                           f"{num_classes}]: one output per class of the data ({num_classes} classes); {hint}")
 
 

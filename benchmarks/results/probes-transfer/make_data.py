@@ -5,7 +5,8 @@ root with the project's Python).
 * ``target.npz``: Fashion-MNIST classes 5-9 as classes 0-4 (400 training and 200 test images each): what the user
   fine-tunes on and asks about.
 * ``pretrained.safetensors``: the demo ConvNet (width 32, 5 outputs) trained 5 epochs on ``source.npz`` with ddm's
-  loop; ``pretrained_models.py`` (beside this file) builds it for ``ddm run --model``.
+  loop; ``pretrained-resnet-bn.safetensors``: ddm's ResNet with batch norm (width 16, 2 stages), 3 epochs with
+  momentum 0.9; ``pretrained_models.py`` (beside this file) builds them for ``ddm run --model``.
 
 The data are drawn with seed 141 (not used before); the pretraining is seeded by ``model.seed`` 0 and
 ``train.seed`` 0.
@@ -48,6 +49,11 @@ def main() -> None:
     train_model(model, source.train, TrainConfig(epochs=5, lr=0.05, batch_size=64, seed=0))
     save_tensors(folder / "pretrained.safetensors", model.state_dict())
     print(f"source test accuracy {accuracy(model.eval(), source.test):.3f}; target: {len(yf)} train, {len(yft)} test")
+    torch.manual_seed(0)
+    resnet = ddm.models.build("resnet", source, width=16, depth=2, norm="batchnorm")
+    train_model(resnet, source.train, TrainConfig(epochs=3, lr=0.05, momentum=0.9, batch_size=64, seed=0))
+    save_tensors(folder / "pretrained-resnet-bn.safetensors", resnet.state_dict())
+    print(f"batch-norm ResNet: source test accuracy {accuracy(resnet.eval(), source.test):.3f}")
 
 
 if __name__ == "__main__":
