@@ -248,6 +248,18 @@ class AuxInTraining(nn.Module):  # (logits, auxiliary logits) in train mode only
         out = self.net(x)
         return (out, out) if self.training else out
 
+class HeadFirst(nn.Module):  # its output layer registered before its body, and a projection it does not output
+    def __init__(self, num_classes, image_shape):
+        super().__init__()
+        self.classifier = nn.Linear(24, num_classes)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(image_shape), 24), nn.ReLU())
+        self.projection = nn.Linear(24, 8)
+
+    def forward(self, x):
+        h = self.body(x)
+        self.projection(h)
+        return self.classifier(h)
+
 def for_mnist(num_classes):  # built for 28x28 images
     return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))
 
@@ -281,6 +293,14 @@ def test_a_user_model_by_import_path(tmp_path, capsys, monkeypatch):
     assert main(["unlearn", "-w", ws, "--groups", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["removed_samples"] > 0
     assert main(["run", "-w", ws, "--targets", "0:1", "-q"]) == 0  # a rerun reuses every stage
+    # the head is the Linear the logits come from, recorded in the workspace so that a reopened one finds it again
+    first = tmp_path / "head-first"
+    assert main(["run", "-w", str(first), "--preset", "tiny", "--model", "user_models_cli:HeadFirst", "--targets",
+                 "0:1", "-q"]) == 0
+    assert json.loads((first / "train" / "model.json").read_text())["head"] == "classifier"
+    assert main(["unlearn", "-w", str(first), "--groups", "0", "-q"]) == 0
+    assert main(["check", "-w", str(first), "-q", "--subsets", "4", "--other-class-subsets", "0", "--num-targets",
+                 "4", "--peers", "if-explicit", "--try-temperature", "0"]) == 0
     # tied weights (one module used twice) train, resume and unlearn: safetensors refuses tensors sharing memory
     tied = str(tmp_path / "tied")
     assert main(["run", "-w", tied, "--preset", "tiny", "--model", "user_models_cli:tied", "--targets", "0:1",

@@ -591,13 +591,15 @@ class DistilledDatamodel:
         self.keys["train"] = info["key"]
         self.num_classes = info.get("num_classes")
         trajectory = Trajectory.load(self.ws.path("train", "trajectory"))
+        spec = load_json(self.ws.path("train", "model.json"))
         if model is None:
-            spec = load_json(self.ws.path("train", "model.json"))
             if "config" not in spec and "import" not in spec:
                 raise MissingArtifactError("this workspace holds a user-defined model: pass it to load(model=...) "
                                            "(or, from the command line, build the workspace with --model "
                                            "MODULE:FACTORY so it can be rebuilt)")
             model = model_registry.from_spec(spec)
+        elif "head" in spec:  # the Linear its logits come from, found when it was fitted
+            model.ddm_head = spec["head"]  # type: ignore[assignment]
         self.trajectory = trajectory.ordered([n for n, _ in model.named_parameters()])
         _load_params(model, self.trajectory.final, self.ws.path("train", "model.safetensors"))
         model.eval()  # as after fit(): every stage reads the trained model deterministically
@@ -1421,6 +1423,17 @@ def _check_model_output(model: nn.Module, train: Split, num_classes: int) -> Non
         raise ConfigError(f"the model's forward returns a {type(out).__name__}, not a tensor: ddm needs the logits "
                           f"alone, one tensor [N, {num_classes}]; wrap the model so that forward returns only them "
                           "(e.g. `return self.net(x)[0]` where the logits come first)")
+    if out.ndim == 2 and out.shape[1] == num_classes:
+        from ddm.distill.scope import logits_linear
+
+        real, _, _ = logits_linear(model, train.x[:8].to(devices.of(model)))
+        registered = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        if real is not None and real != registered[-1] and getattr(model, "ddm_head", None) != real:
+            # registered before its body, or before an auxiliary Linear: the head is the one the logits come from
+            log.info("the model's logits come from its nn.Linear %r, not from the last one it registers (%r): %r is "
+                     "taken as its head (recorded in the workspace)", real, registered[-1], real)
+            model.ddm_head = real  # type: ignore[assignment]
+        return
     if out.ndim != 2 or out.shape[1] != num_classes:
         shape = ", ".join(str(n) for n in out.shape)
         hint = (f"build its output layer with {num_classes} outputs (a factory may take num_classes)"

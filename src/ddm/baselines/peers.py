@@ -280,10 +280,13 @@ def _inner_product(method: str, model: nn.Module, train: Split, cfg: PeerConfig)
 
 
 def _last_linear(model: nn.Module) -> nn.Linear:
-    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    """The model's head: the Linear its logits come from where ``fit`` found it (``model.ddm_head``: one registered
+    before the body, or before an auxiliary Linear), else the last Linear it registers."""
+    linear = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     if not linear:
         raise ConfigError("this peer method needs a model that ends with a Linear layer")
-    return linear[-1]
+    chosen = getattr(model, "ddm_head", None)
+    return linear[chosen] if chosen in linear else list(linear.values())[-1]
 
 
 def _features(model: nn.Module, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
@@ -307,7 +310,8 @@ def _head_view(model: nn.Module, *splits: Split) -> tuple[nn.Module, list[Split]
     for sp in splits:
         f = _features(model, sp.x)[:, :, None, None]
         with torch.no_grad():
-            if not torch.allclose(head(f[:8]), model(sp.x[:8]), rtol=1e-4, atol=1e-4):
+            mine, theirs = head(f[:8]), model(sp.x[:8])
+            if mine.shape != theirs.shape or not torch.allclose(mine, theirs, rtol=1e-4, atol=1e-4):
                 raise ConfigError("if-explicit needs a model whose last operation is its last Linear layer")
         out.append(Split(f, sp.y, sp.index))
     return head, out

@@ -58,7 +58,7 @@ from ddm.distill.curvature import (
     accumulate_kronecker,
     top_curvature,
 )
-from ddm.distill.scope import last_linear_name
+from ddm.distill.scope import last_linear_name, logits_linear
 from ddm.distill.synset import CheckpointCurvature, Synset
 from ddm.exceptions import ConfigError, NumericalError
 from ddm.progress import bar, progress
@@ -119,27 +119,18 @@ class Head:
         return torch.cat([h, torch.ones(len(h), 1, dtype=h.dtype, device=h.device)], 1)
 
     def check(self, x: torch.Tensor) -> None:
-        """Refuse models whose logits are not the head applied to the features (e.g. a softmax or a scale after it,
-        or a head that is not the last nn.Linear the model registers), saying which case it is."""
-        outs: dict[str, torch.Tensor] = {}
-        hooks = [m.register_forward_hook(lambda m, i, o, n=n: outs.__setitem__(n, o.detach()))
-                 for n, m in self.model.named_modules() if isinstance(m, nn.Linear)]
-        try:
-            logits = devices.predict(self.model, x[:8])  # eval mode: a batch norm's running statistics stay put
-        finally:
-            for hk in hooks:
-                hk.remove()
-
-        def same(t: torch.Tensor) -> bool:
-            return t.shape == logits.shape and torch.allclose(t.cpu(), logits, rtol=1e-4, atol=1e-4)
-
-        if self.name in outs and same(outs[self.name]):
+        """Refuse models whose logits are not a Linear layer's output as it is (e.g. a softmax or a scale after it),
+        saying so. Where they are another Linear's than the head taken so far (a model that registers its output
+        layer before its body, or an auxiliary Linear after it), that one becomes the head (``model.ddm_head``)."""
+        real, outs, _ = logits_linear(self.model, x[:8].to(devices.of(self.model)))
+        if real == self.name:
             return
-        real = [n for n, o in outs.items() if same(o)]
-        if real:
-            raise ConfigError(f"the model's logits come from its nn.Linear {real[-1]!r}, but head matching takes the "
-                              f"last nn.Linear the model registers ({self.name!r}) as its head: define the output "
-                              f"layer last in the model's __init__ (after {self.name!r}), or use --recipe paper")
+        if real is not None:
+            log.info("the model's logits come from its nn.Linear %r, not from the last one it registers (%r): %r "
+                     "is taken as its head", real, self.name, real)
+            self.model.ddm_head = real  # type: ignore[assignment]
+            self.name = last_linear_name(self.model)  # and the same checks (a bias, a plain weight) on it
+            return
         raise ConfigError("head matching needs a model whose logits are its last nn.Linear layer's output, with "
                           f"nothing after it (this model changes {self.name!r}'s output, e.g. a softmax or a scale); "
                           "return the raw logits, or use --recipe paper (or distill.matching=local) for this model")

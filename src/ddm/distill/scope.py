@@ -31,11 +31,16 @@ Params = dict[str, torch.Tensor]
 
 
 def last_linear_name(model: nn.Module) -> str:
-    """Module name of the model's last ``nn.Linear`` (its head), or an error saying what is needed."""
+    """Module name of the model's head: the ``nn.Linear`` whose output its logits are (``model.ddm_head``, which
+    :func:`logits_linear` finds and ``fit`` records in the workspace's model spec), else its last registered
+    ``nn.Linear``; or an error saying what is needed."""
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not names:
         raise ConfigError("head matching and the Newton step need a model whose output comes from a final nn.Linear "
                           "layer; use --recipe paper (or distill.matching=local) for other models")
+    chosen = getattr(model, "ddm_head", None)
+    if chosen in names:
+        names.append(chosen)  # taken as the head below
     head = dict(model.named_modules())[names[-1]]
     params = dict(model.named_parameters())
     if nn.utils.parametrize.is_parametrized(head) or f"{names[-1]}.weight" not in params:
@@ -47,6 +52,28 @@ def last_linear_name(model: nn.Module) -> str:
         raise ConfigError(f"the model's last nn.Linear layer ({names[-1]!r}, taken as its head) has no bias: head "
                           "matching and the Newton step need one (nn.Linear(..., bias=True)); or use --recipe paper")
     return names[-1]
+
+
+def logits_linear(model: nn.Module, x: torch.Tensor) -> tuple[str | None, dict[str, torch.Tensor], torch.Tensor]:
+    """Which ``nn.Linear`` gives the model's logits on ``x`` (in eval mode, no gradient): ``(name or None, every
+    Linear's output by name, the logits)``; the last of several that all match. None where the logits are no
+    Linear's output as it is (a softmax or a scale after it, or no Linear at all)."""
+    outs: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: outs.__setitem__(n, o.detach()))
+             for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    was = model.training
+    model.eval()  # a batch norm's running statistics stay put
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    finally:
+        model.train(was)
+        for hk in hooks:
+            hk.remove()
+    logits = logits.detach()
+    same = [n for n, o in outs.items() if o.shape == logits.shape
+            and torch.allclose(o.cpu(), logits.cpu(), rtol=1e-4, atol=1e-4)]
+    return (same[-1] if same else None), outs, logits
 
 
 def scope_names(model: nn.Module, scope: str) -> list[str]:

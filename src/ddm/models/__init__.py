@@ -124,7 +124,15 @@ def from_import(path: str, num_classes: int | None = None, image_shape: Shape | 
 
 
 def from_spec(spec: dict[str, Any]) -> nn.Module:
-    """Rebuild a model from the ``ddm_spec`` stored in a workspace (registry models and import paths)."""
+    """Rebuild a model from the ``ddm_spec`` stored in a workspace (registry models and import paths), with the head
+    it was found to have (``head``)."""
+    model = _from_spec(spec)
+    if "head" in spec:
+        model.ddm_head = spec["head"]  # type: ignore[assignment]
+    return model
+
+
+def _from_spec(spec: dict[str, Any]) -> nn.Module:
     if "import" in spec:
         model = from_import(spec["import"], spec.get("num_classes"), spec.get("image_shape"))
         got = {k: list(v.shape) for k, v in model.named_parameters()}
@@ -139,11 +147,15 @@ def from_spec(spec: dict[str, Any]) -> nn.Module:
 
 
 def spec_of(model: nn.Module) -> dict[str, Any]:
+    """What a workspace stores of ``model`` (``train/model.json``): ``ddm_spec`` (how to rebuild it), or its class and
+    parameter shapes; with ``head``, the Linear its logits come from where that is not the last one it registers
+    (``model.ddm_head``, :func:`ddm.distill.scope.logits_linear`)."""
     spec = getattr(model, "ddm_spec", None)
     if spec is None:
-        return {"class": f"{type(model).__module__}.{type(model).__qualname__}",
+        spec = {"class": f"{type(model).__module__}.{type(model).__qualname__}",
                 "parameters": {k: list(v.shape) for k, v in model.named_parameters()}}
-    return spec
+    head = getattr(model, "ddm_head", None)
+    return spec if head is None else {**spec, "head": head}
 
 
 def with_params(model: nn.Module, params: dict[str, torch.Tensor]) -> nn.Module:
