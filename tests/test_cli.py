@@ -297,6 +297,7 @@ def test_a_user_model_by_import_path(tmp_path, capsys, monkeypatch):
     first = tmp_path / "head-first"
     assert main(["run", "-w", str(first), "--preset", "tiny", "--model", "user_models_cli:HeadFirst", "--targets",
                  "0:1", "-q"]) == 0
+    assert "the model's head is its nn.Linear 'classifier'" in capsys.readouterr().out
     assert json.loads((first / "train" / "model.json").read_text())["head"] == "classifier"
     assert main(["unlearn", "-w", str(first), "--groups", "0", "-q"]) == 0
     assert main(["check", "-w", str(first), "-q", "--subsets", "4", "--other-class-subsets", "0", "--num-targets",

@@ -174,6 +174,11 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
     out["model"] = {"spec": dm.model.ddm_spec if hasattr(dm.model, "ddm_spec") else None,
                     "test_accuracy": accuracy(dm.model, data.test), "train_seconds": info.get("seconds"),
                     "checkpoints": len(dm.trajectory)}
+    head = getattr(dm.model, "ddm_head", None)
+    if head is not None:  # found by the logits, not the last Linear the model registers
+        out.setdefault("notes", []).append(
+            f"the model's head is its nn.Linear {head!r}, the one its logits come from (not the last Linear it "
+            "registers); recorded in train/model.json")
     warn = _near_chance(out["model"]["test_accuracy"], int(getattr(data, "num_classes", 0) or 0))
     if warn:
         out["warnings"] = [warn]
