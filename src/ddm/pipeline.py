@@ -1424,15 +1424,9 @@ def _check_model_output(model: nn.Module, train: Split, num_classes: int) -> Non
                           f"alone, one tensor [N, {num_classes}]; wrap the model so that forward returns only them "
                           "(e.g. `return self.net(x)[0]` where the logits come first)")
     if out.ndim == 2 and out.shape[1] == num_classes:
-        from ddm.distill.scope import logits_linear
+        from ddm.distill.scope import adopt_logits_head
 
-        real, _, _ = logits_linear(model, train.x[:8].to(devices.of(model)))
-        registered = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        if real is not None and real != registered[-1] and getattr(model, "ddm_head", None) != real:
-            # registered before its body, or before an auxiliary Linear: the head is the one the logits come from
-            log.info("the model's logits come from its nn.Linear %r, not from the last one it registers (%r): %r is "
-                     "taken as its head (recorded in the workspace)", real, registered[-1], real)
-            model.ddm_head = real  # type: ignore[assignment]
+        adopt_logits_head(model, train.x[:8].to(devices.of(model)))  # before the train stage records the model's spec
         return
     if out.ndim != 2 or out.shape[1] != num_classes:
         shape = ", ".join(str(n) for n in out.shape)

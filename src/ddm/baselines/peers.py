@@ -67,6 +67,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ddm.cluster.groups import Groups
 from ddm.data.dataset import Split
+from ddm.distill.scope import head_name
 from ddm.exceptions import ConfigError, require
 from ddm.train.trajectory import Trajectory
 
@@ -282,11 +283,10 @@ def _inner_product(method: str, model: nn.Module, train: Split, cfg: PeerConfig)
 def _last_linear(model: nn.Module) -> nn.Linear:
     """The model's head: the Linear its logits come from where ``fit`` found it (``model.ddm_head``: one registered
     before the body, or before an auxiliary Linear), else the last Linear it registers."""
-    linear = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    if not linear:
+    name = head_name(model)
+    if name is None:
         raise ConfigError("this peer method needs a model that ends with a Linear layer")
-    chosen = getattr(model, "ddm_head", None)
-    return linear[chosen] if chosen in linear else list(linear.values())[-1]
+    return dict(model.named_modules())[name]  # type: ignore[return-value]
 
 
 def _features(model: nn.Module, x: torch.Tensor, chunk: int = 1024) -> torch.Tensor:

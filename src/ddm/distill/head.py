@@ -58,7 +58,7 @@ from ddm.distill.curvature import (
     accumulate_kronecker,
     top_curvature,
 )
-from ddm.distill.scope import last_linear_name, logits_linear
+from ddm.distill.scope import adopt_logits_head, last_linear_name
 from ddm.distill.synset import CheckpointCurvature, Synset
 from ddm.exceptions import ConfigError, NumericalError
 from ddm.progress import bar, progress
@@ -122,14 +122,8 @@ class Head:
         """Refuse models whose logits are not a Linear layer's output as it is (e.g. a softmax or a scale after it),
         saying so. Where they are another Linear's than the head taken so far (a model that registers its output
         layer before its body, or an auxiliary Linear after it), that one becomes the head (``model.ddm_head``)."""
-        real, outs, _ = logits_linear(self.model, x[:8].to(devices.of(self.model)))
-        if real == self.name:
-            return
-        if real is not None:
-            log.info("the model's logits come from its nn.Linear %r, not from the last one it registers (%r): %r "
-                     "is taken as its head", real, self.name, real)
-            self.model.ddm_head = real  # type: ignore[assignment]
-            self.name = last_linear_name(self.model)  # and the same checks (a bias, a plain weight) on it
+        if adopt_logits_head(self.model, x[:8].to(devices.of(self.model))) is not None:
+            self.name = last_linear_name(self.model)  # the head the logits come from, with the usual checks on it
             return
         raise ConfigError("head matching needs a model whose logits are its last nn.Linear layer's output, with "
                           f"nothing after it (this model changes {self.name!r}'s output, e.g. a softmax or a scale); "

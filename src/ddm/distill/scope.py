@@ -18,6 +18,7 @@ building blocks for that step:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,37 +28,41 @@ from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from ddm.exceptions import ConfigError
 
+log = logging.getLogger(__name__)
 Params = dict[str, torch.Tensor]
 
 
-def last_linear_name(model: nn.Module) -> str:
-    """Module name of the model's head: the ``nn.Linear`` whose output its logits are (``model.ddm_head``, which
-    :func:`logits_linear` finds and ``fit`` records in the workspace's model spec), else its last registered
-    ``nn.Linear``; or an error saying what is needed."""
+def head_name(model: nn.Module) -> str | None:
+    """Module name of the ``nn.Linear`` taken as the model's head, unchecked: the one its logits come from where that
+    was found (``model.ddm_head``, :func:`adopt_logits_head`), else the last one it registers; None without any."""
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
+    chosen = getattr(model, "ddm_head", None)
+    return chosen if chosen in names else (names[-1] if names else None)
+
+
+def last_linear_name(model: nn.Module) -> str:
+    """Module name of the model's head (:func:`head_name`), checked to be usable by the head recipe: a Linear with a
+    plain weight and a bias; or an error saying what is needed."""
+    name = head_name(model)
+    if name is None:
         raise ConfigError("head matching and the Newton step need a model whose output comes from a final nn.Linear "
                           "layer; use --recipe paper (or distill.matching=local) for other models")
-    chosen = getattr(model, "ddm_head", None)
-    if chosen in names:
-        names.append(chosen)  # taken as the head below
-    head = dict(model.named_modules())[names[-1]]
+    head = dict(model.named_modules())[name]
     params = dict(model.named_parameters())
-    if nn.utils.parametrize.is_parametrized(head) or f"{names[-1]}.weight" not in params:
-        raise ConfigError(f"the model's last nn.Linear layer ({names[-1]!r}, taken as its head) is parametrised (e.g. "
+    if nn.utils.parametrize.is_parametrized(head) or f"{name}.weight" not in params:
+        raise ConfigError(f"the model's last nn.Linear layer ({name!r}, taken as its head) is parametrised (e.g. "
                           "weight_norm or spectral_norm): head matching and the Newton step need its weight as a "
                           "plain parameter; remove the parametrisation from the output layer "
                           "(torch.nn.utils.parametrize.remove_parametrizations after training), or use --recipe paper")
-    if f"{names[-1]}.bias" not in params:
-        raise ConfigError(f"the model's last nn.Linear layer ({names[-1]!r}, taken as its head) has no bias: head "
+    if f"{name}.bias" not in params:
+        raise ConfigError(f"the model's last nn.Linear layer ({name!r}, taken as its head) has no bias: head "
                           "matching and the Newton step need one (nn.Linear(..., bias=True)); or use --recipe paper")
-    return names[-1]
+    return name
 
 
-def logits_linear(model: nn.Module, x: torch.Tensor) -> tuple[str | None, dict[str, torch.Tensor], torch.Tensor]:
-    """Which ``nn.Linear`` gives the model's logits on ``x`` (in eval mode, no gradient): ``(name or None, every
-    Linear's output by name, the logits)``; the last of several that all match. None where the logits are no
-    Linear's output as it is (a softmax or a scale after it, or no Linear at all)."""
+def logits_linear(model: nn.Module, x: torch.Tensor) -> str | None:
+    """Which ``nn.Linear`` gives the model's logits on ``x`` (in eval mode, no gradient); the last of several that
+    all match. None where the logits are no Linear's output as it is (a softmax or a scale after it, or no Linear)."""
     outs: dict[str, torch.Tensor] = {}
     hooks = [m.register_forward_hook(lambda m, i, o, n=n: outs.__setitem__(n, o.detach()))
              for n, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -65,15 +70,27 @@ def logits_linear(model: nn.Module, x: torch.Tensor) -> tuple[str | None, dict[s
     model.eval()  # a batch norm's running statistics stay put
     try:
         with torch.no_grad():
-            logits = model(x)
+            logits = model(x).detach()
     finally:
         model.train(was)
         for hk in hooks:
             hk.remove()
-    logits = logits.detach()
     same = [n for n, o in outs.items() if o.shape == logits.shape
             and torch.allclose(o.cpu(), logits.cpu(), rtol=1e-4, atol=1e-4)]
-    return (same[-1] if same else None), outs, logits
+    return same[-1] if same else None
+
+
+def adopt_logits_head(model: nn.Module, x: torch.Tensor) -> str | None:
+    """Take as the model's head the Linear its logits on ``x`` come from (:func:`logits_linear`) where that is not the
+    head taken so far (a model that registers its output layer before its body, or an auxiliary Linear after it):
+    sets ``model.ddm_head``, which ``fit`` records in the workspace. Returns that Linear's name, None where the
+    logits are no Linear's output as it is."""
+    real = logits_linear(model, x)
+    if real is not None and real != head_name(model):
+        log.info("the model's logits come from its nn.Linear %r, not from the last one it registers (%r): %r is taken "
+                 "as its head", real, head_name(model), real)
+        model.ddm_head = real  # type: ignore[assignment]
+    return real
 
 
 def scope_names(model: nn.Module, scope: str) -> list[str]:
