@@ -191,9 +191,9 @@ def training_progress(model: nn.Module, trajectory: Trajectory, test: Split,
     """Was the model still improving when its training stopped? The test accuracy at the recorded checkpoint nearest
     three quarters of the training (one in its second half, before its end) and at theta_tau: ``{"epoch", "accuracy",
     "final_epoch", "final_accuracy", "rise", "still_improving"}``; None where no such checkpoint was recorded or
-    there is no test data. A rise above :data:`STILL_IMPROVING` is what ``ddm run`` and ``ddm info`` warn about: a
-    longer training would give another model, whose data matter differently. ``final_accuracy``: theta_tau's, where
-    the caller has it (else measured here)."""
+    there is no test data. A rise above :data:`STILL_IMPROVING` is what ``ddm run`` (and the stage commands) warn
+    about: a longer training would give another model, whose data matter differently. ``final_accuracy``: theta_tau's,
+    where the caller has it (else measured here)."""
     if len(test) == 0 or len(trajectory) < 3:
         return None
     first, last = trajectory.epochs[0], trajectory.epochs[-1]
