@@ -66,6 +66,15 @@ def test_reported_and_validation_targets_are_disjoint_and_fixed():
         split_targets(15, 10)
 
 
+def test_the_protocol_refuses_too_few_subsets_for_a_correlation():
+    from ddm.evaluation.protocol import EvalConfig
+
+    for bad in ({"lds_subsets": 1}, {"lds_subsets": 3}, {"other_class_subsets": 2}):
+        with pytest.raises(ConfigError, match="0 \\(skip\\) or at least 4"):
+            EvalConfig(seeds=[0], **bad)
+    assert EvalConfig(seeds=[0], lds_subsets=0, other_class_subsets=0).lds_subsets == 0  # 0 skips
+
+
 def test_js_divergence_by_hand():
     from ddm.evaluation.unlearn import compare, js_divergence
 

@@ -80,6 +80,10 @@ class EvalConfig:
                 or self.other_class_subsets < 0):
             raise ConfigError("num_targets must be positive, lds_subsets, other_class_subsets and noise_seeds >= 0, "
                               "tune_subsets >= 3")
+        if 0 < self.lds_subsets < 4 or 0 < self.other_class_subsets < 4:
+            raise ConfigError(f"lds_subsets and other_class_subsets must be 0 (skip) or at least 4 (got "
+                              f"{self.lds_subsets} and {self.other_class_subsets}): a Spearman correlation over fewer "
+                              "retrained subsets says nothing")
         if not 0 < self.lds_keep < 1:
             raise ConfigError("lds_keep must be in (0, 1)")
         if any(t <= 0 for t in self.tune):
