@@ -24,6 +24,18 @@ def test_overrides_are_parsed_against_field_types():
     assert cfg.emulate.num_perturbations == 12
 
 
+def test_overrides_as_one_string_or_a_mapping():
+    as_list = RunConfig().with_overrides(["train.epochs=7", "data.train_size=none", "hierarchical=false"])
+    mapping = RunConfig().with_overrides({"train.epochs": 7, "data.train_size": None, "hierarchical": False})
+    assert mapping == as_list
+    assert RunConfig().with_overrides("train.epochs=7").train.epochs == 7  # not read letter by letter
+    assert RunConfig().with_overrides({"train.lr": 0.25}).train.lr == 0.25
+    with pytest.raises(ConfigError, match="expected a value of type int"):
+        RunConfig().with_overrides({"train.epochs": 2.5})
+    with pytest.raises(ConfigError, match="must be strings like"):
+        RunConfig().with_overrides([("train.epochs", 7)])
+
+
 @pytest.mark.parametrize("bad, fragment", [
     ("train.epochs=abc", "expected a value of type int"),
     ("train.nope=1", "unknown config field"),

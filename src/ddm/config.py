@@ -12,6 +12,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -602,10 +603,21 @@ class RunConfig:
     def from_json(cls, text: str) -> RunConfig:
         return cls.from_dict(json.loads(text))
 
-    def with_overrides(self, overrides: list[str]) -> RunConfig:
-        """Apply ``["stage.field=value", ...]`` and return a new, validated config."""
+    def with_overrides(self, overrides: str | Iterable[str] | Mapping[str, Any]) -> RunConfig:
+        """Apply ``["stage.field=value", ...]`` (as ``--set`` takes them; one such string alone, or a mapping
+        ``{"stage.field": value}``, works too) and return a new, validated config."""
         d = self.to_dict()
-        for item in overrides:
+        items: Iterable[str]
+        if isinstance(overrides, str):
+            items = [overrides]
+        elif isinstance(overrides, Mapping):
+            items = [f"{k}={_as_text(v)}" for k, v in overrides.items()]
+        else:
+            items = list(overrides)
+            if any(not isinstance(i, str) for i in items):
+                raise ConfigError("overrides must be strings like 'stage.field=value' (e.g. 'train.epochs=5'), "
+                                  "or a mapping {'stage.field': value}")
+        for item in items:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} must look like stage.field=value (e.g. train.epochs=5)")
             key, raw = item.split("=", 1)
@@ -625,6 +637,15 @@ class RunConfig:
                 )
             target[name] = parse_value(raw.strip(), _field_type(type(node), name), key)
         return RunConfig.from_dict(d)
+
+
+def _as_text(value: Any) -> str:
+    """A mapping's override value as ``--set`` would spell it (``None`` as none, booleans as true/false)."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _field_type(cls: type, name: str) -> Any:
