@@ -315,6 +315,13 @@ def test_load_and_unlearn(run):
     assert (ws / "unlearned" / "two" / "model.safetensors").exists()
     changed = any(not torch.equal(p, q) for p, q in zip(model.parameters(), dm2.model.parameters(), strict=True))
     assert changed
+    again = ddm.DistilledDatamodel(ws).load().unlearned("two")  # what ddm unlearn saved, as a model
+    assert not again.training
+    assert all(torch.equal(p, q) for p, q in zip(again.state_dict().values(), model.state_dict().values(), strict=True))
+    assert not torch.equal(again(data.test.x[:50]), dm2.model(data.test.x[:50]))
+    for bad in ("nope", "../two", ""):
+        with pytest.raises(ddm.exceptions.MissingArtifactError, match="saved: two"):
+            dm2.unlearned(bad)
     with pytest.raises(ConfigError, match="group indices"):
         dm2.unlearn([99])
     with pytest.raises(ConfigError, match="integer indices"):

@@ -8,6 +8,7 @@ Each stage is cached in the workspace under a key of its configuration and input
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import json
@@ -1171,6 +1172,29 @@ class DistilledDatamodel:
     def unlearn_folder(self, groups: list[int], name: str | None = None, synset: str = "groups") -> Path:
         """Where :meth:`unlearn` saves the checkpoint for these groups (``unlearned/<name>``)."""
         return self.ws.path("unlearned", name or f"{synset}-" + "-".join(map(str, groups))[:80])
+
+    def unlearned(self, name: str) -> nn.Module:
+        """The model :meth:`unlearn` (or ``ddm unlearn``) saved under ``unlearned/<name>`` (e.g. ``groups-3-17``, the
+        name ``ddm unlearn`` prints): a copy of the trained model with that checkpoint's weights, in eval mode."""
+        if self.model is None:
+            raise MissingArtifactError("no trained model: fit() or load() the workspace first")
+        plain = bool(str(name)) and Path(str(name)).name == str(name) and str(name) not in (".", "..")
+        folder = self.ws.path("unlearned", str(name)) if plain else None
+        if folder is None or not (folder / "model.safetensors").exists():
+            root = self.ws.path("unlearned")
+            saved = sorted(p.name for p in root.iterdir()
+                           if (p / "model.safetensors").exists()) if root.is_dir() else []
+            raise MissingArtifactError(f"no unlearned model {name!r} in {root}; saved: "
+                                       f"{', '.join(saved) if saved else 'none (ddm unlearn saves one)'}")
+        state = load_tensors(folder / "model.safetensors")
+        model = copy.deepcopy(self.model)
+        own = model.state_dict()
+        if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+            raise MissingArtifactError(f"{folder / 'model.safetensors'} does not fit this workspace's model (another "
+                                       "model's checkpoint, or one saved before the workspace was rebuilt): unlearn "
+                                       "again")
+        model.load_state_dict(state)
+        return model.eval()
 
     def _check_targets(self, targets: Split, image_shape: tuple[int, int, int]) -> None:
         """Targets in the training data's input space, finite, with labels among the model's classes."""
