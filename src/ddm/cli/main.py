@@ -637,7 +637,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                          if thinned else "COLLAPSED: see the warning above"))
         if "verification" in out:
             _print_unlearning_verification(out["verification"])
-        print(f"  checkpoint: {out['saved']}/model.safetensors")
+        print(f"  checkpoint: {out['saved']}/model.safetensors   (Python: DistilledDatamodel(WS).load()"
+              f".unlearned({Path(out['saved']).name!r}))")
     return 0
 
 
