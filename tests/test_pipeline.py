@@ -249,12 +249,12 @@ def test_an_attribution_too_large_for_memory_is_refused_before_any_work(run, mon
     # a fit that fits in memory but takes long (accuracy over per-sample groups) says so before it starts
     import logging
 
-    from ddm.pipeline import _check_fit_memory
+    from ddm.attribution.memory import check_fit_memory
 
     with caplog.at_level(logging.WARNING, logger="ddm.pipeline"):
-        _check_fit_memory(2000, 20000, 1)
+        check_fit_memory(2000, 20000, 1)
         assert "multiply-adds" not in caplog.text
-        _check_fit_memory(10000, 100000, 1)
+        check_fit_memory(10000, 100000, 1)
     assert "takes about 1e+13 multiply-adds" in caplog.text
 
 

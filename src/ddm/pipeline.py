@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from ddm import models as model_registry
 from ddm import objectives as objective_registry
 from ddm.attribution.fit import balance_classes, fit_attribution
 from ddm.attribution.matrix import AttributionMatrix
+from ddm.attribution.memory import LINEARISED_CHUNK_BYTES, check_fit_memory, check_linearised_memory
 from ddm.cluster.groups import Groups, class_groups, make_groups
 from ddm.config import RunConfig, fingerprint, keyed
 from ddm.data.dataset import Split
@@ -37,6 +38,7 @@ from ddm.emulate.emulators import EMULATORS, Emulation, resolve
 from ddm.emulate.emulators import backend as emulation_backend
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.exceptions import ConfigError, DataError, MissingArtifactError, NumericalError
+from ddm.models.checks import check_last_snapshot, check_model_output, load_params, warn_model_mismatch
 from ddm.objectives.base import Objective
 from ddm.task import Task, TemperedCrossEntropy
 from ddm.task import resolve as resolve_task
@@ -53,8 +55,6 @@ LINEARISE_ABOVE = 2000
 #: perturbations over which the linearised fit averages the objective's Jacobian (``emulate.num_perturbations``
 #: overrides; no P >= K needed)
 LINEARISED_PERTURBATIONS = 2000
-#: the linearised fit takes the targets in chunks whose group logit shifts ``[K, chunk, C]`` take about this much
-LINEARISED_CHUNK_BYTES = 2 ** 28
 #: the share of groups matched a second time (distill.retry) above which the synset stage warns: 73-80% on the
 #: overfitted probe where DDM lost to the trivial score, at most 5% on every matrix and held-out run
 RETRIED_WARNING = 0.25
@@ -222,8 +222,8 @@ class DistilledDatamodel:
                               f"{type(train).__name__}: for arrays use ddm.data.from_arrays(X, y).train, for a torch "
                               "Dataset ddm.data.from_torch(dataset).train")
         self.num_classes = num_classes or model_registry.spec_of(model).get("num_classes") or int(train.y.max()) + 1
-        _warn_model_mismatch(model, self.config)
-        _check_model_output(model, train, self.num_classes)
+        warn_model_mismatch(model, self.config)
+        check_model_output(model, train, self.num_classes)
         if until not in self.STAGES:
             raise ConfigError(f"until={until!r}; choose one of {', '.join(self.STAGES)}")
         self._fit_stages(model, train, trajectory, until)
@@ -266,7 +266,7 @@ class DistilledDatamodel:
         spec = model_registry.spec_of(model)
         data_fp = train.fingerprint()
         if trajectory is not None:
-            _check_last_snapshot(model, trajectory)
+            check_last_snapshot(model, trajectory)
             key = fingerprint("external", spec, data_fp, float(sum(v.sum() for v in trajectory.final.values())))
             cfg: Any = {"external_trajectory": True, "model": spec}
         else:
@@ -300,7 +300,7 @@ class DistilledDatamodel:
                                                              "device": str(devices.of(model))}
             self.ws.finish("train", key, cfg, seconds=seconds, data_fingerprint=data_fp,
                            num_classes=self.num_classes, task=self.task.name, **ran)
-        _load_params(model, self.trajectory.final, folder / "model.safetensors")
+        load_params(model, self.trajectory.final, folder / "model.safetensors")
         self.model = model
         self.timings["train"] = self.ws.require("train").get("seconds", 0.0)
 
@@ -602,7 +602,7 @@ class DistilledDatamodel:
         elif "head" in spec:  # the Linear its logits come from, found when it was fitted
             model.ddm_head = spec["head"]  # type: ignore[assignment]
         self.trajectory = trajectory.ordered([n for n, _ in model.named_parameters()])
-        _load_params(model, self.trajectory.final, self.ws.path("train", "model.safetensors"))
+        load_params(model, self.trajectory.final, self.ws.path("train", "model.safetensors"))
         model.eval()  # as after fit(): every stage reads the trained model deterministically
         self.model = model
         for stage, attr, method in (("groups", "groups", None), ("groups-class", "class_groups", "class")):
@@ -1013,7 +1013,7 @@ class DistilledDatamodel:
             attr.meta = {**(attr.meta or {}), "class_balance_setting": setting}
             return self._with_schedule_term(attr, targets, obj, groups, subset)
         num = self._num_perturbations(len(perturbed), synset)
-        _check_fit_memory(len(perturbed), num, (len(targets) if obj.per_target else 1)
+        check_fit_memory(len(perturbed), num, (len(targets) if obj.per_target else 1)
                           * len(obj.output_names(synset.num_classes)))
         keep = sample_perturbations(len(perturbed), num, e.keep_prob, e.seed)
         deleted = torch.zeros(len(keep), K, dtype=torch.bool)
@@ -1074,7 +1074,7 @@ class DistilledDatamodel:
         e = self.config.emulate
         K, C = synset.num_groups, synset.num_classes
         O = len(obj.output_names(C))
-        _check_linearised_memory(K, len(targets), O)
+        check_linearised_memory(K, len(targets), O)
         keep = sample_perturbations(len(perturbed), e.num_perturbations or LINEARISED_PERTURBATIONS, e.keep_prob,
                                     e.seed)
         deleted = torch.zeros(min(len(keep), 64), K, dtype=torch.bool)
@@ -1339,42 +1339,6 @@ class DistilledDatamodel:
         return {c["class"] for c in check["collapsed_classes"]}
 
 
-def _check_fit_memory(K: int, P: int, D: int) -> None:
-    """Refuse, before any work, an attribution whose perturbation masks and least-squares fit (K groups, P
-    perturbations, D outputs) would not fit in the memory available; log the estimate when it is large."""
-    from ddm.attribution.regression import GRAM_ABOVE
-
-    fit = 2 * (K + 1) ** 2 * 8 if P * (K + 1) > GRAM_ABOVE else 3 * P * (K + 1) * 8
-    need = 3 * P * K + fit + 24 * P * D
-    _require_memory(need, f"attributing over K = {K:,} groups with {P:,} perturbations and {D:,} outputs",
-                    "use fewer, larger groups (cluster.per_class or cluster.num_groups), fewer targets per call, or "
-                    "fewer perturbations (emulate.num_perturbations, at least K)")
-    if need > 2 ** 30:
-        log.info("the attribution's perturbations and least-squares fit take about %.1f GiB (K = %d groups, %d "
-                 "perturbations, %d outputs)", need / 2 ** 30, K, P, D)
-    if P * K * K > 10 ** 12:  # about 10^10 multiply-adds a second per CPU core
-        log.warning("the least-squares fit over K = %d groups and %d perturbations takes about %.0e multiply-adds "
-                    "(minutes to hours on a CPU); per-target objectives (dist1/2/3) are fitted linearised instead "
-                    "(emulate.fit); fewer perturbations (emulate.num_perturbations, at least K) or fewer, larger "
-                    "groups make this one faster", K, P, float(P * K * K))
-
-
-def _check_linearised_memory(K: int, T: int, O: int) -> None:
-    """Refuse a linearised attribution whose result (``[T, K, O]`` weights and scores) would not fit in memory."""
-    _require_memory(3 * 4 * T * K * O + 3 * LINEARISED_CHUNK_BYTES,
-                    f"the attribution of {T:,} targets over K = {K:,} groups ({O} output(s) each)",
-                    "attribute fewer targets per call, or use fewer, larger groups (cluster.per_class or "
-                    "cluster.num_groups)")
-
-
-def _require_memory(need: int, what: str, advice: str) -> None:
-    """A ConfigError, before any work, when ``need`` bytes exceed the memory available (unknown: no check)."""
-    free = devices.available_memory()
-    if free is not None and need > free:
-        raise ConfigError(f"{what} needs about {need / 2 ** 30:.1f} GiB of memory and {free / 2 ** 30:.1f} GiB is "
-                          f"available: {advice}")
-
-
 def balance_rule(e: Any, num_classes: int | None, agreement: float | None, switched: bool) -> tuple[float, str]:
     """``(scale, setting)``: the class balance of the emulation settings ``e`` (:class:`EmulateConfig`) for a task
     with ``num_classes`` classes whose synsets have the other-class step ``agreement`` and ``switched`` to a
@@ -1403,107 +1367,6 @@ def switched_balance_applies(agreement: float | None, threshold: float | None, s
 #: below the class labels (AlexNet, a batch-norm ResNet); 0.8 since, chosen on every stored run from 0.7 to 0.9
 #: (BENCHMARKS.md, "The switch's threshold asked again")
 STEP_AGREEMENT_WARN = 0.8
-
-
-def _warn_model_mismatch(model: nn.Module, config: RunConfig) -> None:
-    """Say when ``model`` was built by :func:`ddm.models.build` with settings other than ``config.model``'s: the
-    workspace trains and keeps the model it is given (``train/model.json``), so the configuration's model section,
-    stored in ``config.json`` too, does not describe it. Models of the user's own carry no settings to compare."""
-    given = model_registry.spec_of(model).get("config")
-    if not isinstance(given, dict):
-        return
-    wanted = asdict(config.model)
-    differ = {k: (given[k], wanted[k]) for k in given.keys() & wanted.keys() if given[k] != wanted[k]}
-    if differ:
-        what = ", ".join(f"{k} {g!r} (the configuration: {w!r})" for k, (g, w) in sorted(differ.items()))
-        log.warning("the model given to fit() is not the one the configuration's model section describes: %s. The "
-                    "workspace keeps the given model (train/model.json); to train the configured one, build it with "
-                    "ddm.models.build(config.model, data)", what)
-
-
-def _check_model_output(model: nn.Module, train: Split, num_classes: int) -> None:
-    """The model must map a batch of images to one tensor of logits ``[N, num_classes]`` (one output per class):
-    what training's cross-entropy, the head matching and every emulation read. A model that returns a tuple, an
-    extra axis or another number of outputs is refused here, before any training, saying what it returned."""
-    if len(train) == 0:
-        return
-    odd = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()
-                  if p.is_floating_point() and p.dtype != torch.float32})
-    if odd:
-        raise ConfigError(f"the model's parameters are {', '.join(odd)}; ddm trains and reads models in float32 "
-                          "(the images are float32): build it in float32 (without .double() or .half())")
-    was = model.training
-    model.eval()  # a batch norm's running statistics stay as they are
-    try:
-        with torch.no_grad():
-            out = model(train.x[:2].to(devices.of(model)))
-    except Exception as e:  # a model that cannot take the data's images at all
-        raise ConfigError(f"the model fails on the first training images (shape {tuple(train.x.shape[1:])}): "
-                          f"{type(e).__name__}: {e}. Build it for images of that shape (a factory may take "
-                          "image_shape and num_classes)") from e
-    finally:
-        model.train(was)
-    if not isinstance(out, torch.Tensor):
-        raise ConfigError(f"the model's forward returns a {type(out).__name__}, not a tensor: ddm needs the logits "
-                          f"alone, one tensor [N, {num_classes}]; wrap the model so that forward returns only them "
-                          "(e.g. `return self.net(x)[0]` where the logits come first)")
-    if out.ndim == 2 and out.shape[1] == num_classes:
-        from ddm.distill.scope import adopt_logits_head
-
-        adopt_logits_head(model, train.x[:8].to(devices.of(model)))  # before the train stage records the model's spec
-        return
-    if out.ndim != 2 or out.shape[1] != num_classes:
-        shape = ", ".join(str(n) for n in out.shape)
-        hint = (f"build its output layer with {num_classes} outputs (a factory may take num_classes)"
-                if out.ndim == 2 else "return [N, classes] logits (e.g. flatten or squeeze the extra axes)")
-        n = len(out) if out.ndim else 0
-        raise ConfigError(f"the model returns logits of shape [{shape}] for {n} image(s), where ddm needs [{n}, "
-                          f"{num_classes}]: one output per class of the data ({num_classes} classes); {hint}")
-
-
-def _check_last_snapshot(model: nn.Module, trajectory: Trajectory) -> None:
-    """A handed-in trajectory must end at the model handed in with it: theta_tau is what every stage reads, and
-    ``fit`` loads it into the model. A recorder attached every n steps misses the steps after its last snapshot."""
-    final = trajectory.final
-    with torch.no_grad():
-        off = [n for n, p in model.named_parameters()
-               if n in final and (final[n].shape != p.shape
-                                  or not torch.allclose(p.detach().cpu().to(final[n].dtype), final[n].cpu(),
-                                                        rtol=1e-5, atol=1e-6))]
-    if off:
-        raise ConfigError(f"the trajectory's last snapshot (epoch {trajectory.epochs[-1]:g}) is not the model handed "
-                          f"in ({len(off)} parameter tensor(s) differ, e.g. {off[0]!r}): the model trained on after "
-                          "it was recorded. Record theta once more after the last optimizer step (rec.record(epoch)) "
-                          "and pass that trajectory")
-
-
-def _load_params(model: nn.Module, params: dict[str, torch.Tensor], stored: Path | None = None) -> None:
-    """theta_tau into ``model``, with the buffers (running statistics) of the train stage's ``stored`` model file."""
-    names = dict(model.named_parameters())
-    missing = set(names) - set(params)
-    if missing:
-        raise MissingArtifactError(f"stored parameters do not fit the model (missing {sorted(missing)[:3]}...)")
-    bad = [k for k in names if not torch.isfinite(params[k]).all()]
-    if bad:
-        raise NumericalError(f"the trained model's parameters hold non-finite values ({bad[:3]}); the train stage "
-                             "is damaged or diverged: rerun it with --overwrite (and a smaller train.lr if it "
-                             "diverged)")
-    with torch.no_grad():
-        for k, p in names.items():
-            p.copy_(params[k])
-    buffers = dict(model.named_buffers())
-    if not buffers or stored is None:
-        return
-    saved = load_tensors(stored) if stored.exists() else {}
-    unset = [k for k, b in buffers.items() if k not in saved and b.is_floating_point()]
-    if unset:
-        log.warning("the train stage holds no value for the model's buffers %s (a workspace from before ddm stored "
-                    "them): they keep the rebuilt model's initial values, so a batch norm's outputs are not the "
-                    "trained model's; rerun the train stage with --overwrite", unset[:3])
-    with torch.no_grad():
-        for k, b in buffers.items():
-            if k in saved:
-                b.copy_(saved[k])
 
 
 def online_seconds(attributions: list[AttributionMatrix]) -> float:
