@@ -168,7 +168,7 @@ def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
 def test_recipe_applies_its_overrides_before_the_explicit_sets(tmp_path, capsys):
     import argparse
 
-    from ddm.cli.main import make_config
+    from ddm.cli.common import make_config
     from ddm.presets import RECIPES, recipe
 
     def config(*extra):
@@ -437,7 +437,7 @@ def test_info_names_the_groups_matched_again(tmp_path, capsys, caplog):
 
 def test_long_lists_of_groups_are_cut_saying_how_many_more():
     """Per-sample groups (K = N) can make a thousand groups outsized; a terminal line names 20 and counts the rest."""
-    from ddm.cli.main import _listed
+    from ddm.cli.common import listed as _listed
 
     assert _listed([3, 17]) == "[3, 17]"
     long = _listed(list(range(1088)))
@@ -485,7 +485,7 @@ def test_a_value_below_its_threshold_never_reads_as_the_threshold():
     ([0.80], "here exact retraining is nearer the first step than the step with the raised damping"),
     ([0.945], None)])
 def test_an_unlearning_verification_reads_a_gap_against_retrainings_own_spread(capsys, exact, says):
-    from ddm.cli.main import _print_unlearning_verification
+    from ddm.cli.unlearn import _print_unlearning_verification
 
     gap = 100 * (0.95 - sum(exact) / len(exact))
     v = {"orders": len(exact), "test_gap_points": gap,

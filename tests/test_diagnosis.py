@@ -162,7 +162,7 @@ def test_the_default_threshold_follows_the_objective():
 
 def test_diagnose_warns_when_its_flags_take_most_of_a_class(tmp_path, capsys, monkeypatch):
     import ddm
-    from ddm.cli.main import _mostly_removed
+    from ddm.cli.common import mostly_removed as _mostly_removed
 
     # the helper: half or more of a class, and with whole=True a class removed entirely too
     assert _mostly_removed(GROUPS, [2]) == []  # 3 of class 1's 7 samples

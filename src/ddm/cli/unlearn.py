@@ -1,0 +1,182 @@
+"""``ddm unlearn``: remove groups with their synsets, save the unlearned model, verify it by exact retraining."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ddm.cli.common import ensure_classes, load_workspace, mostly_removed, parse_indices, user_retrainer
+from ddm.exceptions import ConfigError, DDMError
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    import torch
+
+    from ddm.train.loop import accuracy
+
+    dm, data = load_workspace(args)
+    retrainer = None
+    if args.verify:  # a verification that cannot run is refused before the unlearning
+        from ddm.evaluation.retrain import retrainer_for
+
+        retrainer = retrainer_for(dm, user_retrainer(args), args.verify)
+    bad = [o for o in args.set if not o.startswith("emulate.unlearn_")]
+    if bad:
+        raise ConfigError(f"ddm unlearn --set takes only emulate.unlearn_* settings, got {bad}; the others belong "
+                          "to the workspace's stages (ddm run --set ... --overwrite)")
+    if args.set:
+        dm.config = dm.config.with_overrides(args.set)
+    synset = "classes" if args.classes else "groups"
+    if args.classes:
+        ensure_classes(dm, data)
+    groups = dm.class_groups if args.classes else dm.groups
+    if groups is None:
+        raise DDMError(f"the workspace has no {synset} synset; run `ddm run` first")
+    idx = sorted(set(parse_indices(args.groups, groups.num_groups, "--groups")))  # a group named twice goes once
+    before_test = accuracy(dm.model, data.test)
+    rows = torch.cat([groups.members(k) for k in idx])
+    removed = data.train[rows]
+    before_removed = accuracy(dm.model, removed)
+    model = dm.unlearn(idx, name=args.name, synset=synset)
+    out: dict[str, Any] = {"groups": idx, "synset": synset, "removed_samples": len(rows),
+           "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
+           "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
+           "saved": str(dm.unlearn_folder(idx, args.name, synset)), "check": dm.last_unlearning_check,
+           "classes_without_data": dm.last_classes_without_data, "rewind": dm.last_rewind,
+           "rewind_skipped": dm.last_rewind_skipped,
+           "classes_mostly_removed": mostly_removed(groups, idx)}
+    if args.verify:
+        from ddm.evaluation.check import verify_unlearning
+
+        collapsed = [int(c["class"]) for c in (dm.last_unlearning_check or {}).get("collapsed_classes", [])]
+        first_classes = (dm.last_unlearning_check or {}).get("first_collapsed", [])
+        out["verification"] = verify_unlearning(dm, data, idx, model, args.verify, synset, retrainer,
+                                                first_step=dm.last_unlearned_first,
+                                                classes=sorted(set(collapsed) | set(first_classes)))
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        how = ("a Newton step on the last layer (kept data's curvature)" if dm.emulation_method() == "newton"
+               else "fine-tuning on their synsets")
+        print(f"unlearned {synset} {idx} ({len(rows)} training samples) by {how}")
+        syn = dm.class_synset if args.classes else dm.synset
+        if (dm.emulation_method() == "newton" and dm.config.emulate.unlearn_curvature == "images" and syn is not None
+                and syn.curvature is not None and syn.curvature.kind == "subspace" and syn.ipc > dm.config.distill.ipc):
+            print("  (a last layer above distill.exact_limit, with more synthetic images per group: there their "
+                  "curvature made 4 of 47 four-group steps of the benchmarks too long, the groups' own curvature 2 "
+                  "too short; if this one looks too long, compare --set emulate.unlearn_curvature=group: "
+                  "BENCHMARKS.md, \"The groups' own curvature\")")
+        t = out["test_accuracy"]
+        print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
+        print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
+              f"{100 * out['removed_accuracy']['after']:.1f}%")
+        if (out["removed_accuracy"]["after"] >= out["test_accuracy"]["after"] and not out["classes_without_data"]
+                and dm.emulation_method() == "newton"):
+            print("    (retraining without them usually leaves removed samples below test accuracy; this last-layer "
+                  "step follows retraining's effect on the other data, not on the removed samples themselves: "
+                  "README, \"What to expect\")")
+        r = out["rewind"]
+        if r and r.get("to") == "checkpoint" and r["epoch"] >= r["of_epochs"]:
+            print(f"  kept at theta_tau: retraining without {100 * r['fraction_removed']:.1f}% of the data takes "
+                  f"{r['scale'] * r['fraction_removed'] * r['of_epochs']:.2g} epochs fewer, nearer the last recorded "
+                  "checkpoint than the one before (emulate.unlearn_rewind_to=checkpoint)")
+        elif r:
+            print(f"  moved back to epoch {r['epoch']:.3g} of {r['of_epochs']:g} of the recorded training: retraining "
+                  f"without {100 * r['fraction_removed']:.1f}% of the data takes that many fewer steps "
+                  "(emulate.unlearn_rewind=0 keeps theta_tau)")
+        skipped = out["rewind_skipped"]
+        if skipped:
+            print(f"  not moved back along the recorded training: under its {skipped['schedule']} learning-rate "
+                  f"schedule a retrain without {100 * skipped['fraction_removed']:.1f}% of the data anneals over its "
+                  "own, that many fewer, steps and ends annealed as theta_tau does; what those fewer steps cost, "
+                  "this step does not follow (--verify 1 checks)")
+        if out["classes_without_data"]:
+            print(f"  class(es) {out['classes_without_data']} have no training data left: the unlearned model no "
+                  "longer predicts them (as retraining without them would not)")
+        for t in out["classes_mostly_removed"]:
+            print(f"  class {t['class']} keeps {t['kept']} of its {t['of']} training samples "
+                  f"({100 * t['kept'] / t['of']:.0f}%): retraining without most of a class can lose much of its test "
+                  "accuracy (35-80 points in the benchmarks' cases), a change of the features that this unlearning "
+                  "does not follow; check such a removal against a retrain (--verify 1; README, \"What to expect\")")
+        if (out["classes_mostly_removed"] and dm.emulation_method() == "newton"
+                and dm.config.emulate.unlearn_prior_shift == 0):
+            print("  --set emulate.unlearn_prior_shift=1 follows such a loss part of the way (on the benchmarks' "
+                  "draws that thin a class: the class 23 -> 17 points from exact retraining on average, test "
+                  "accuracy 2.6 -> 1.9 points from it; not the default, one draw of 192 lost 3.6: BENCHMARKS.md, \"The "
+                  "class-prior shift, asked again\")")
+        c = out["check"] or {}
+        if c and c["kept_accuracy_before"] is None:
+            print("  no group is kept: no synthetic image to check the unlearned model on")
+        elif c:
+            flag = "   DAMAGED: see the warning above" if c["damaged"] else ""
+            print(f"  kept groups' synthetic images: accuracy {100 * c['kept_accuracy_before']:.1f}% -> "
+                  f"{100 * c['kept_accuracy_after']:.1f}%{flag}")
+            if c.get("damping_raised"):
+                print("  the first step cost a class that keeps data more than emulate.unlearn_class_drop of its "
+                      f"kept synthetic images' accuracy: redone with emulate.unlearn_damping "
+                      f"{c['damping_raised'][-1]:g}"
+                      + ("" if args.verify else " (exact retraining sometimes loses such a class as well: --verify 1 "
+                                                "scores both steps against it)"))
+            for cc in c.get("collapsed_classes", []):
+                thinned = cc.get("kept_share") is not None
+                print(f"    class {cc['class']} (kept, {cc['kept_images']} synthetic images): "
+                      f"{100 * cc['before']:.0f}% -> {100 * cc['after']:.0f}%   "
+                      + (f"left with {100 * cc['kept_share']:.0f}% of its samples, as retraining may lose it too"
+                         if thinned else "COLLAPSED: see the warning above"))
+        if "verification" in out:
+            _print_unlearning_verification(out["verification"])
+        print(f"  checkpoint: {out['saved']}/model.safetensors   (Python: DistilledDatamodel(WS).load()"
+              f".unlearned({Path(out['saved']).name!r}))")
+    return 0
+
+
+def _print_unlearning_verification(v: dict[str, Any]) -> None:
+    import numpy as np
+
+    def pct(values: list[float]) -> str:
+        text = f"{100 * np.mean(values):.1f}%"
+        return text + (f" (orders {', '.join(f'{100 * x:.1f}' for x in values)})" if len(values) > 1 else "")
+
+    e, u, t = v["exact"], v["unlearned"], v["target"]
+    print(f"  verification: exact retraining without them from theta_0, {v['orders']} data order(s):")
+    print(f"    test accuracy      exact {pct(e['test_accuracy'])}; unlearned {100 * u['test_accuracy']:.1f}% "
+          f"({v['test_gap_points']:+.1f} points); target {100 * t['test_accuracy']:.1f}%")
+    print(f"    removed-data acc.  exact {pct(e['removed_accuracy'])}; unlearned {100 * u['removed_accuracy']:.1f}%; "
+          f"target {100 * t['removed_accuracy']:.1f}%")
+    spread = (f"; the exact retrain in the target's order agrees with the other orders' "
+              f"{pct(e['test_agreement_between_orders'])}"
+              if "test_agreement_between_orders" in e else "")
+    print(f"    agreement with exact on the test split: unlearned {pct(u['test_agreement'])}, target (nothing "
+          f"unlearned) {pct(t['test_agreement'])}{spread}")
+    if np.mean(u["test_agreement"]) <= np.mean(t["test_agreement"]):
+        print("    on agreement the unlearned model is no closer to exact retraining than the target itself (nothing "
+              "unlearned) is")
+    for c, per in sorted((v.get("classes") or {}).get("unlearned", {}).items(), key=lambda kv: int(kv[0])):
+        exact_c = [o[c] for o in v["classes"]["exact"] if c in o]
+        first_c = (v["classes"].get("first_step") or {}).get(c)
+        print(f"    class {c} (flagged by the unlearning check), test accuracy: exact {pct(exact_c)}; unlearned "
+              f"{100 * per:.0f}%" + ("" if first_c is None else f"; the first step {100 * first_c:.0f}%"))
+    f = v.get("first_step")
+    if f is not None:
+        print(f"    the first step, before the unlearning check raised the damping: test accuracy "
+              f"{100 * f['test_accuracy']:.1f}% ({f['test_gap_points']:+.1f} points), removed-data acc. "
+              f"{100 * f['removed_accuracy']:.1f}%, agreement with exact {pct(f['test_agreement'])}")
+        if abs(f["test_gap_points"]) + 1 < abs(v["test_gap_points"]):
+            print("    here exact retraining is nearer the first step than the step with the raised damping: "
+                  "`ddm unlearn ... --set emulate.unlearn_backoff=0` keeps the first step")
+    if abs(v["test_gap_points"]) > 3:
+        side = "above" if v["test_gap_points"] > 0 else "below"
+        lo, hi = min(e["test_accuracy"]), max(e["test_accuracy"])
+        if len(e["test_accuracy"]) > 1 and lo <= u["test_accuracy"] <= hi:
+            print(f"    the unlearned model's test accuracy is {abs(v['test_gap_points']):.1f} points {side} exact "
+                  f"retraining's mean, but inside the range its data orders span ({100 * lo:.1f}-{100 * hi:.1f}%): "
+                  "retraining itself varies that much here, so the gap says little about the unlearning")
+        else:
+            more = ("; one data order cannot show retraining's own spread: --verify 3 retrains two more"
+                    if len(e["test_accuracy"]) == 1 else "")
+            spread = (f" (whose {len(e['test_accuracy'])} data orders themselves span {100 * lo:.1f}-{100 * hi:.1f}%)"
+                      if hi - lo > 0.03 else "")
+            print(f"    the unlearned model's test accuracy is {abs(v['test_gap_points']):.1f} points {side} exact "
+                  f"retraining's{spread}: do not take it for a retrain{more}")
