@@ -503,6 +503,22 @@ def test_an_unlearning_verification_reads_a_gap_against_retrainings_own_spread(c
         assert says in out
 
 
+def test_a_synset_that_fails_on_most_groups_is_warned_about_in_the_summary(capsys):
+    from ddm.cli.main import _print_offline
+
+    def summary(flagged: list[int], positive: float) -> str:
+        health = {"checked": True, "cosine_mean": 0.1, "cosine_min": -0.2, "positive_fraction": positive,
+                  "flagged": flagged}
+        _print_offline({"dataset": "d", "model": {"test_accuracy": 0.9, "checkpoints": 3},
+                        "synset": {"matching": "reverse", "steps": 10, "groups": 10, "first_loss": 2.0,
+                                   "last_loss": 1.0, "seconds": 1.0, "health": health}})
+        return capsys.readouterr().out
+
+    assert "WARNING: 10 of the 10 groups' synsets failed it (most move the model away" in summary(list(range(10)), 0.0)
+    assert "WARNING: 5 of the 10 groups' synsets failed it: rankings" in summary(list(range(5)), 0.9)
+    assert "WARNING" not in summary([1, 2], 0.9)
+
+
 def test_a_model_near_chance_is_warned_about():
     from ddm.cli.main import _near_chance
 

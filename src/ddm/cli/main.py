@@ -219,6 +219,13 @@ def _print_offline(o: dict[str, Any]) -> None:
                 print(f"  health: cosine with each group's real removal step mean {h['cosine_mean']:.2f} "
                       f"(min {h['cosine_min']:.2f}, {100 * h['positive_fraction']:.0f}% positive); "
                       f"{len(h['flagged'])} group(s) flagged" + (f": {listed(h['flagged'])}" if h["flagged"] else ""))
+                if s.get("groups") and 2 * len(h["flagged"]) >= s["groups"]:
+                    print(f"  WARNING: {len(h['flagged'])} of the {s['groups']} groups' synsets failed it"
+                          + (" (most move the model away from their group's removal)"
+                             if h["positive_fraction"] < 0.5 else "")
+                          + ": rankings and unlearning made with them are no removal estimates on this model. "
+                          "The default recipe (head) matches each group's removal step by construction; `ddm check` "
+                          "scores either against exact retrains")
                 if h.get("checkpoints"):
                     print(f"  {averaged_line(h['checkpoints'], s.get('step_gradients'), s['min_transfer'])}")
 
