@@ -41,7 +41,8 @@ def run_seed(root: Path, seed: int, fraction: float) -> dict[str, dict[str, floa
     dm = None
     for name, sets in SPLITS.items():
         cfg = ddm.presets.demo(data).with_overrides(
-            [*(f"{st}.seed={seed}" for st in ("model", "train", "cluster", "distill", "emulate")), *sets])
+            ["model.depth=3", *(f"{st}.seed={seed}" for st in ("model", "train", "cluster", "distill", "emulate")),
+             *sets])  # the depth its results were measured with (the demo's before the depth rule)
         dm = ddm.DistilledDatamodel(root / f"seed{seed}" / name.split(",")[1].strip().replace(" ", "-"), cfg)
         dm.fit(ddm.models.build(cfg.model, data), noisy_train)
         t0 = time.perf_counter()

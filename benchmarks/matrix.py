@@ -159,6 +159,13 @@ HELD_OUT: dict[str, list[str]] = {
                                              "cluster.per_class=4"],
     "digits-mlp-K40-adam-long": ["model.name=mlp", "model.width=64", "model.depth=2", "train.optimizer=adam",
                                  "train.lr=0.003", "train.epochs=60", "cluster.per_class=4"],
+    # the weight-decayed momentum ConvNet (the schedule regime's report configuration) with its last block's instance
+    # norm off 2x2 maps: depth 2 (the last convolution at 4x4, 128 features), or GroupNorm across channels; added
+    # after a probe found exact retraining of the depth-3 ConvNet fragile ("probe_fragile_retrain.py")
+    "digits-convnet-d2-K40-momentum-wd": ["model.depth=2", "train.lr=0.02", "train.momentum=0.9",
+                                          "train.weight_decay=5e-4", "cluster.per_class=4"],
+    "digits-convnet-groupnorm-K40-momentum-wd": ["model.norm=groupnorm", "train.lr=0.02", "train.momentum=0.9",
+                                                 "train.weight_decay=5e-4", "cluster.per_class=4"],
 }
 CONFIGS.update({k: (v, False) for k, v in HELD_OUT.items()})
 #: design variants measured beside the default, by configuration ("*" = every configuration)

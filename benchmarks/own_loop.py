@@ -83,7 +83,7 @@ def _plain(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def _digits_convnet(seed: int) -> tuple[Any, Any, nn.Module, Loop, Any]:
     data = ddm.data.load("digits")
-    cfg = ddm.presets.demo(data).with_overrides(["cluster.per_class=6", f"model.seed={seed}"])
+    cfg = ddm.presets.demo(data).with_overrides(["model.depth=3", "cluster.per_class=6", f"model.seed={seed}"])
     loop = Loop(20, 32, lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4),
                 lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=8, gamma=0.2), _plain)
     return data, cfg, ddm.models.build(cfg.model, data), loop, None
@@ -102,7 +102,7 @@ def _fmnist_mlp(seed: int) -> tuple[Any, Any, nn.Module, Loop, Any]:
 
 def _digits_convnet_shifted(seed: int) -> tuple[Any, Any, nn.Module, Loop, Any]:
     data = ddm.data.load("digits")
-    cfg = ddm.presets.demo(data).with_overrides(["cluster.per_class=4", f"model.seed={seed}"])
+    cfg = ddm.presets.demo(data).with_overrides(["model.depth=3", "cluster.per_class=4", f"model.seed={seed}"])
     loop = Loop(30, 32, lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
                 lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=30), _plain, shift=1)
     return data, cfg, ddm.models.build(cfg.model, data), loop, None

@@ -165,6 +165,21 @@ def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert "unknown recipe 'nope'" in capsys.readouterr().err
 
 
+def test_the_command_line_fits_the_convnets_depth_to_small_images_unless_asked(digits, tmp_path):
+    import argparse
+
+    from ddm.cli.common import make_config, model_for_data
+
+    def depth(*sets):
+        args = argparse.Namespace(workspace=str(tmp_path), config=None, preset="demo", dataset=None, data_dir=None,
+                                  sets=list(sets), recipe=None, model=None)
+        return model_for_data(make_config(args), digits, args).model.depth
+
+    assert depth() == 2  # the demo's depth 3 would instance-normalise 2x2 maps on the 8x8 digits
+    assert depth("model.depth=3") == 3 and depth("model.depth=1") == 1  # asked for: kept
+    assert depth("model.norm=groupnorm") == 3
+
+
 def test_recipe_applies_its_overrides_before_the_explicit_sets(tmp_path, capsys):
     import argparse
 

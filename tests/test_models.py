@@ -44,3 +44,25 @@ def test_the_convnet_pooling_is_average_pooling(shape):
     torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
     g = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(ref, x, g)[0], rtol=0, atol=1e-6)
+
+
+def test_the_presets_convnet_keeps_its_last_instance_norm_on_maps_of_4x4_or_more(digits, caplog):
+    from types import SimpleNamespace
+
+    from ddm.models.checks import warn_small_norm_maps
+    from ddm.presets import convnet_depth_for, demo, model_for
+
+    assert [convnet_depth_for(s, 3) for s in ((8, 8), (12, 12), (28, 28), (32, 32), (4, 4))] == [2, 2, 3, 3, 1]
+    assert convnet_depth_for((32, 32), 2) == 2  # never more blocks than asked for
+    assert demo(digits).model.depth == 2 and demo("digits").model.depth == 3  # only where the image size is known
+    mnist_like = SimpleNamespace(image_shape=(1, 28, 28))
+    assert model_for(mnist_like, demo().model).depth == 3
+    assert model_for(digits, demo().model.__class__(norm="groupnorm", depth=3)).depth == 3  # not instance norm
+    deep = ddm.models.build(demo("digits").model, digits)  # depth 3 on 8x8: the last norm sees 2x2 maps
+    shallow = ddm.models.build(demo(digits).model, digits)
+    assert (deep.smallest_norm_map, shallow.smallest_norm_map) == (4, 16)
+    with caplog.at_level("WARNING"):
+        warn_small_norm_maps(shallow)
+        assert not caplog.records
+        warn_small_norm_maps(deep)
+    assert "instance-normalises each channel over 4 values" in caplog.text

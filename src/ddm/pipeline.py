@@ -38,7 +38,13 @@ from ddm.emulate.emulators import EMULATORS, Emulation, resolve
 from ddm.emulate.emulators import backend as emulation_backend
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.exceptions import ConfigError, DataError, MissingArtifactError, NumericalError
-from ddm.models.checks import check_last_snapshot, check_model_output, load_params, warn_model_mismatch
+from ddm.models.checks import (
+    check_last_snapshot,
+    check_model_output,
+    load_params,
+    warn_model_mismatch,
+    warn_small_norm_maps,
+)
 from ddm.objectives.base import Objective
 from ddm.task import Task, TemperedCrossEntropy
 from ddm.task import resolve as resolve_task
@@ -223,6 +229,7 @@ class DistilledDatamodel:
                               "Dataset ddm.data.from_torch(dataset).train")
         self.num_classes = num_classes or model_registry.spec_of(model).get("num_classes") or int(train.y.max()) + 1
         warn_model_mismatch(model, self.config)
+        warn_small_norm_maps(model)
         check_model_output(model, train, self.num_classes)
         if until not in self.STAGES:
             raise ConfigError(f"until={until!r}; choose one of {', '.join(self.STAGES)}")

@@ -71,16 +71,24 @@ def make_config(args: argparse.Namespace) -> Any:
 
 def model_for_data(cfg: Any, data: Any, args: argparse.Namespace) -> Any:
     """``cfg`` with an MLP in place of the preset's ConvNet where ``data`` are feature vectors (1x1 "images", which
-    the ConvNet's instance norm refuses: :func:`ddm.presets.model_for`), unless the model was named
-    (``--set model.name=...`` or ``--model``)."""
+    the ConvNet's instance norm refuses), and with fewer ConvNet blocks where the images are too small for the
+    preset's depth (:func:`ddm.presets.model_for`), unless the model was named (``--set model.name=...`` or
+    ``--model``) or, for the depth, ``--set model.depth=...`` asks for one."""
     from ddm import presets
 
     model_cfg = presets.model_for(data, cfg.model)
-    if (model_cfg == cfg.model or getattr(args, "model", None)
-            or any(s.split("=", 1)[0].strip() == "model.name" for s in args.sets)):
+    named = {s.split("=", 1)[0].strip() for s in args.sets}
+    if model_cfg == cfg.model or getattr(args, "model", None) or "model.name" in named:
         return cfg
-    log.info("the data are feature vectors (%d per sample): an MLP (model.name=mlp, width %d, depth %d) in place of "
-             "the preset's ConvNet", data.image_shape[0], model_cfg.width, model_cfg.depth)
+    if model_cfg.name != cfg.model.name:
+        log.info("the data are feature vectors (%d per sample): an MLP (model.name=mlp, width %d, depth %d) in place "
+                 "of the preset's ConvNet", data.image_shape[0], model_cfg.width, model_cfg.depth)
+    elif "model.depth" in named:
+        return cfg
+    else:
+        log.info("%s images: a ConvNet of depth %d in place of the preset's %d, so that its last instance norm sees "
+                 "maps of at least 4x4 (--set model.depth=%d keeps the preset's)",
+                 "x".join(map(str, data.image_shape[1:])), model_cfg.depth, cfg.model.depth, cfg.model.depth)
     return cfg.with_overrides([f"model.name={model_cfg.name}", f"model.depth={model_cfg.depth}"])
 
 

@@ -119,3 +119,17 @@ def load_params(model: nn.Module, params: dict[str, torch.Tensor], stored: Path 
         for k, b in buffers.items():
             if k in saved:
                 b.copy_(saved[k])
+
+
+def warn_small_norm_maps(model: nn.Module) -> None:
+    """Say when ``model`` is a ConvNet whose instance norm normalises a channel over 2x2 values or fewer (too many
+    blocks for its images): on the 8x8 digits such a network's exact retrains without a tenth of the data lost whole
+    classes, and DDM ranked other classes' groups the wrong way round where it was trained at a high rate; with one
+    block fewer neither happened (BENCHMARKS.md, "The last block's instance norm on 2x2 maps")."""
+    n = getattr(model, "smallest_norm_map", None)
+    if isinstance(n, int) and 1 < n <= 4:
+        log.warning("the ConvNet's last block instance-normalises each channel over %d values (maps of 2x2 or fewer): "
+                    "such a network trains fragilely (on the 8x8 digits its exact retrains without a tenth of the data "
+                    "lost whole classes) and DDM's ranking across classes suffered; one block fewer (model.depth) or "
+                    "model.norm=groupnorm avoids it (BENCHMARKS.md, \"The last block's instance norm on 2x2 maps\")",
+                    n)

@@ -52,6 +52,9 @@ class ConvNet(nn.Module):
         super().__init__()
         layers: list[nn.Module] = []
         c, (h, w) = in_channels, image_size
+        #: the fewest values an instance norm normalises each channel over (None: no instance norm); read by
+        #: :func:`ddm.models.checks.warn_small_norm_maps`
+        self.smallest_norm_map: int | None = None
         for i in range(depth):
             if norm == "instancenorm" and h * w == 1:
                 # each channel normalised over its single value is 0: the network would output a constant
@@ -61,6 +64,8 @@ class ConvNet(nn.Module):
                     + ("feature vectors ([N, D] arrays) want model.name=mlp" if image_size == (1, 1) else
                        f"use model.depth={i} or fewer, or model.norm=groupnorm / layernorm / batchnorm / none"))
             layers += [nn.Conv2d(c, width, 3, padding=1), _norm(norm, width, h), nn.ReLU()]
+            if norm == "instancenorm":
+                self.smallest_norm_map = h * w if self.smallest_norm_map is None else min(self.smallest_norm_map, h * w)
             if h >= 2 and w >= 2:
                 layers.append(AvgPool2x2())
                 h, w = h // 2, w // 2
