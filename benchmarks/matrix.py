@@ -166,6 +166,11 @@ HELD_OUT: dict[str, list[str]] = {
                                           "train.weight_decay=5e-4", "cluster.per_class=4"],
     "digits-convnet-groupnorm-K40-momentum-wd": ["model.norm=groupnorm", "train.lr=0.02", "train.momentum=0.9",
                                                  "train.weight_decay=5e-4", "cluster.per_class=4"],
+    # the depth rule's ConvNet (depth 2 on 8x8) on the cosine-schedule configuration that repeated the regime's miss,
+    # and on the digits selection configuration (plain SGD, K = 100)
+    "digits-convnet-d2-K40-cosine": ["model.depth=2", "train.lr=0.05", "train.momentum=0.9", "train.weight_decay=5e-4",
+                                     "train.schedule=cosine", "cluster.per_class=4"],
+    "digits-convnet-d2-K100-sgd": ["model.depth=2"],
 }
 CONFIGS.update({k: (v, False) for k, v in HELD_OUT.items()})
 #: design variants measured beside the default, by configuration ("*" = every configuration)
