@@ -31,6 +31,14 @@ def test_stage_reuse_mismatch_and_overwrite(tmp_path):
     assert not (tmp_path / "train").exists()
 
 
+def test_the_checks_cached_stages_follow_a_changed_workspace_without_overwrite(tmp_path):
+    ws = Workspace(tmp_path)
+    ws.begin("check/synset-t2", "old", {"inputs": 1})
+    ws.finish("check/synset-t2", "old", {"inputs": 1})
+    assert not ws.is_done("check/synset-t2", "new", {"inputs": 2})  # the model changed since: recomputed
+    assert not (tmp_path / "check" / "synset-t2").exists()
+
+
 def test_unfinished_stage_with_other_key_is_discarded(tmp_path):
     ws = Workspace(tmp_path)
     ws.begin("distill", "old", {})

@@ -34,6 +34,11 @@ from ddm.exceptions import ConfigError, ConfigMismatchError, CorruptArtifactErro
 
 log = logging.getLogger(__name__)
 
+#: stages that only cache what other stages determine (``ddm check``'s synsets at another setting): one made from
+#: inputs that have changed since (the model retrained with --overwrite) is recomputed, never an error, since the
+#: command that reads them has no --overwrite and nothing of the user's is in them
+RECOMPUTED_STAGES = ("check/",)
+
 #: the writer lock's file inside a workspace (:meth:`Workspace.lock`)
 LOCK_FILE = ".lock"
 # this process's held locks: resolved workspace root -> (open lock file, depth), so that nested holders (fit calling
@@ -247,7 +252,7 @@ class Workspace:
             return False
         if info.get("key") == key:
             return bool(info.get("complete"))
-        if info.get("complete") and not self.overwrite:
+        if info.get("complete") and not self.overwrite and not stage.startswith(RECOMPUTED_STAGES):
             raise ConfigMismatchError(
                 f"workspace {self.root} already holds stage '{stage}' computed with another configuration "
                 f"({_difference(info.get('config'), config)}). "
