@@ -79,10 +79,10 @@ def paper(data: Any = None) -> RunConfig:
 
 @PRESETS.register("demo")
 def demo(data: Any = None) -> RunConfig:
-    """Seconds on 2 CPU cores with the embedded digits: a narrower ConvNet (width 32; depth 3, or 2 on the 8x8
-    digits where the data are given: :func:`model_for`) trained with plain SGD at lr 0.1 (lr 0.01 leaves this net
-    under-trained in 20 epochs), K = 100 groups, 16 real images per group and step; the default distillation recipe
-    (``head``)."""
+    """Seconds on 2 CPU cores with the embedded digits: a narrower ConvNet (width 32) trained with plain SGD,
+    lr 0.1 (lr 0.01 leaves this net under-trained in 20 epochs), K = 100 groups, 16 real images per group and
+    step; the default distillation recipe (``head``). Depth 3, or 2 on the 8x8 digits where the data are given
+    (:func:`model_for`)."""
     return RunConfig(
         data=_data_cfg(data),
         model=model_for(data, ModelConfig(width=32, depth=3)),
