@@ -13,22 +13,14 @@ from ddm.text import beside
 
 def cmd_info(args: argparse.Namespace) -> int:
     from ddm import presets
-    from ddm.config import (
-        ClusterConfig,
-        DataConfig,
-        DistillConfig,
-        EmulateConfig,
-        ModelConfig,
-        RunConfig,
-        TrainConfig,
-        describe,
-    )
+    from ddm.config import RunConfig, describe
     from ddm.pipeline import balance_rule
     from ddm.workspace import Workspace
 
     if args.config_help or not args.workspace:
-        sections = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "cluster": ClusterConfig,
-                    "distill": DistillConfig, "emulate": EmulateConfig}
+        defaults = RunConfig()
+        sections = {name: type(getattr(defaults, name))  # each stage's config class
+                    for name in ("data", "model", "train", "cluster", "distill", "emulate")}
         top = [(n, h, d) for n, h, d in describe(RunConfig) if d != "(section)"]  # e.g. device, hierarchical
         if args.json:
             out: dict[str, Any] = {s: {n: {"default": d, "help": h} for n, h, d in describe(c)}
