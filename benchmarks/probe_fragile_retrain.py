@@ -11,7 +11,7 @@ data orders (``ddm unlearn --verify 3``), with the unlearning's first step where
 removals retrained (data order 0, no DDM) with the last block's instance norm off 2x2 maps: ``model.depth=2`` (the last
 convolution at 4x4) and ``model.norm=groupnorm``, beside the depth-3 instance-norm ConvNet (``--architectures``).
 
-    python benchmarks/probe_fragile_retrain.py --root runs/fragile --architectures \
+    python benchmarks/probe_fragile_retrain.py --root runs/fragile --architectures --user-loop \
         --out benchmarks/results/probe-fragile-retrain
 """
 
@@ -116,7 +116,53 @@ def architectures(root: Path) -> dict[str, Any]:
     return out
 
 
-def render(results: list[dict[str, Any]], argv: list[str], arch: dict[str, Any] | None = None) -> str:
+def _rmsprop_loop(model: torch.nn.Module, train: Any, seed: int | None = None, rec: Any = None) -> torch.nn.Module:
+    """The user's loop the probe started from: RMSprop (lr 1e-3, weight decay 1e-4), a step schedule (x0.5 every 5
+    epochs), gradient clipping at norm 1, 15 epochs in minibatches of 64; ``seed`` None is the target's data order."""
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 5, 0.5)
+    if rec is not None:
+        rec.attach(opt)
+        rec.record(0)
+    g = torch.Generator().manual_seed(0 if seed is None else 1000 + seed)
+    model.train()
+    for epoch in range(1, 16):
+        perm = torch.randperm(len(train.y), generator=g)
+        for i in range(0, len(perm), 64):
+            b = perm[i:i + 64]
+            loss = torch.nn.functional.cross_entropy(model(train.x[b]), train.y[b])
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+        sched.step()
+        if rec is not None:
+            rec.record(epoch)
+    return model
+
+
+def user_loop(root: Path) -> list[dict[str, Any]]:
+    """The user's RMSprop loop at depth 3 and 2: the trajectory handed in, two 4-group removals unlearned and
+    verified against that loop's exact retrains in two data orders."""
+    data = ddm.data.load("digits")
+    out = []
+    for depth in (3, 2):
+        cfg = ddm.presets.demo(data).with_overrides({"cluster.per_class": 4, "model.depth": depth})
+        model = ddm.models.build(cfg.model, data)
+        rec = ddm.TrajectoryRecorder(model)
+        _rmsprop_loop(model, data.train, None, rec)
+        dm = ddm.DistilledDatamodel(root / f"rmsprop-depth{depth}", cfg)
+        dm.fit(model, data.train, trajectory=rec.trajectory())
+        for groups in ([0, 5, 9, 13], [1, 6, 22, 30]):
+            unlearned = dm.unlearn(groups, name="probe")
+            v = verify_unlearning(dm, data, groups, unlearned, 2, retrain=_rmsprop_loop)
+            out.append({"depth": depth, "groups": groups, "target": accuracy(dm.model, data.test),
+                        "exact": v["exact"]["test_accuracy"], "ddm": v["unlearned"]["test_accuracy"]})
+    return out
+
+
+def render(results: list[dict[str, Any]], argv: list[str], arch: dict[str, Any] | None = None,
+           loop: list[dict[str, Any]] | None = None) -> str:
     lines = ["# The demo ConvNet trained with Adam: exact retraining is fragile (a probe)", "",
              "`python benchmarks/probe_fragile_retrain.py " + " ".join(argv) + "`", "",
              "| optimizer | target | groups (classes) | exact, 3 data orders | DDM | DDM's first step (before the "
@@ -137,6 +183,12 @@ def render(results: list[dict[str, Any]], argv: list[str], arch: dict[str, Any] 
                   "Without draw 1, the exact retrain's accuracy on the kept training samples of each class: "
                   + ", ".join(f"{c}: {100 * a:.0f}%" for c, a in enumerate(arch["kept_train_accuracy_by_class"]))
                   + "."]
+    if loop:
+        lines += ["", "The user's loop (RMSprop, a step schedule, gradient clipping; the trajectory handed in, exact "
+                  "retraining with that loop in two data orders), test accuracy %:", "",
+                  "| depth | target | groups | exact, 2 data orders | DDM |", "|---|---|---|---|---|"]
+        lines += [f"| {r['depth']} | {100 * r['target']:.1f} | {r['groups']} | "
+                  + ", ".join(f"{100 * a:.1f}" for a in r["exact"]) + f" | {100 * r['ddm']:.1f} |" for r in loop]
     return "\n".join(lines) + "\n"
 
 
@@ -146,15 +198,18 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/probe-fragile-retrain")
     p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--architectures", action="store_true", help="also retrain the draws with depth 2 and GroupNorm")
+    p.add_argument("--user-loop", action="store_true", help="also the user's RMSprop loop at depth 3 and 2")
     args = p.parse_args()
     torch.set_num_threads(1)
     progress.set_enabled(False)
     results = [run(n, Path(args.root)) for n in args.configs.split(",") if n]
     arch = architectures(Path(args.root)) if args.architectures else None
+    loop = user_loop(Path(args.root)) if args.user_loop else None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"runs": results, "architectures": arch}, indent=1))
-    text = render(results, sys.argv[1:], arch)
+    atomic_write_text(out.with_suffix(".json"), json.dumps({"runs": results, "architectures": arch, "user_loop": loop},
+                                                               indent=1))
+    text = render(results, sys.argv[1:], arch, loop)
     atomic_write_text(out.with_suffix(".md"), text)
     print(text)
 
