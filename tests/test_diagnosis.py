@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -177,8 +178,12 @@ def test_diagnose_warns_when_its_flags_take_most_of_a_class(tmp_path, capsys, mo
     own = torch.nonzero(labels == 0).flatten().tolist()  # every group of class 0, as if all were flagged
     monkeypatch.setattr(Diagnosis, "issues", lambda self, threshold=None, max_fraction=None: own)
     assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10"]) == 0
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert "the flagged groups hold half or more of the training samples of class 0" in err
+    # the flags' predicted effect together, beside the validation loss they would change
+    assert re.search(r"together they are predicted to lower the summed validation loss by -?[\d.e+-]+ \(it is "
+                     r"[\d.e+-]+ now", captured.out)
     assert "--verify 3" in err
     n0 = int((ddm.data.load(ddm.DistilledDatamodel(ws).load().config.data).test.y[:10] == 0).sum())
     assert ("they are every training sample of class(es) 0: removing them together removes the class" in err
