@@ -652,8 +652,6 @@ class DistilledDatamodel:
         keyed as the synset stage would be with them), sharing its model, trajectory and groups. The workspace's own
         synset and ``config.json`` are untouched: what ``ddm check`` scores beside the synsets in use, and what
         :meth:`adopt_variant` puts in their place."""
-        import copy
-
         bad = [o for o in overrides if not o.strip().startswith("distill.")]
         if bad:
             raise ConfigError(f"distill_variant() takes distill.* settings only (got {bad})")
