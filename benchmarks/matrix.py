@@ -171,6 +171,8 @@ HELD_OUT: dict[str, list[str]] = {
     "digits-convnet-d2-K40-cosine": ["model.depth=2", "train.lr=0.05", "train.momentum=0.9", "train.weight_decay=5e-4",
                                      "train.schedule=cosine", "cluster.per_class=4"],
     "digits-convnet-d2-K100-sgd": ["model.depth=2"],
+    "digits-convnet-d2-K100-adam-wd": ["model.depth=2", "train.optimizer=adam", "train.lr=0.001",
+                                       "train.weight_decay=1e-3"],
 }
 CONFIGS.update({k: (v, False) for k, v in HELD_OUT.items()})
 #: design variants measured beside the default, by configuration ("*" = every configuration)
