@@ -125,7 +125,7 @@ class Head:
         if adopt_logits_head(self.model, x[:8].to(devices.of(self.model))) is not None:
             self.name = last_linear_name(self.model)  # the head the logits come from, with the usual checks on it
             return
-        raise ConfigError("head matching needs a model whose logits are its last nn.Linear layer's output, with "
+        raise ConfigError("head matching needs a model whose logits are an nn.Linear layer's output, with "
                           f"nothing after it (this model changes {self.name!r}'s output, e.g. a softmax or a scale); "
                           "return the raw logits, or use --recipe paper (or distill.matching=local) for this model")
 

@@ -50,12 +50,12 @@ def last_linear_name(model: nn.Module) -> str:
     head = dict(model.named_modules())[name]
     params = dict(model.named_parameters())
     if nn.utils.parametrize.is_parametrized(head) or f"{name}.weight" not in params:
-        raise ConfigError(f"the model's last nn.Linear layer ({name!r}, taken as its head) is parametrised (e.g. "
+        raise ConfigError(f"the model's head, the nn.Linear layer {name!r}, is parametrised (e.g. "
                           "weight_norm or spectral_norm): head matching and the Newton step need its weight as a "
                           "plain parameter; remove the parametrisation from the output layer "
                           "(torch.nn.utils.parametrize.remove_parametrizations after training), or use --recipe paper")
     if f"{name}.bias" not in params:
-        raise ConfigError(f"the model's last nn.Linear layer ({name!r}, taken as its head) has no bias: head "
+        raise ConfigError(f"the model's head, the nn.Linear layer {name!r}, has no bias: head "
                           "matching and the Newton step need one (nn.Linear(..., bias=True)); or use --recipe paper")
     return name
 
