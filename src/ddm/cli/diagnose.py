@@ -78,14 +78,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     print(f"{len(flagged)} of {diag.groups.num_groups} groups flagged: quality < 0 and score < {args.threshold:g} "
           f"({int(diag.groups.sizes()[flagged].sum()) if flagged else 0} training samples)")
     if flagged and args.objective == "loss" and args.method == "ddm" and checked is None:
-        import torch
-
         from ddm import devices
         from ddm.objectives.influence import true_label_loss
 
-        with torch.no_grad():
-            logits = dm.model(val.x.to(devices.of(dm.model))).cpu()
-        now = float(true_label_loss(logits, val.y).sum())
+        now = float(true_label_loss(devices.predict(dm.model, val.x), val.y).sum())
         together = float(diag.quality[flagged].sum())
         print(f"  together they are predicted to lower the summed validation loss by {-together:.3g} (it is {now:.3g} "
               f"now, {100 * -together / max(now, 1e-12):.0f}%); --verify 3 retrains without them to see whether it "
