@@ -641,14 +641,24 @@ bench-budget: $(STAMP)
 
 # The default threshold of `ddm diagnose` (flag rate on clean data, precision/recall on 10 % flipped labels).
 bench-diagnosis: $(STAMP)
-	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-cb \
+	# the score with a standard error (0.22): chosen on depth-2 digits and Fashion-MNIST, beside the robust z-score
+	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-d2 --datasets digits-convnet-d2,fmnist-convnet \
+	  --out benchmarks/results/diagnosis-score-error
+	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-d2 --datasets digits-convnet-d2,fmnist-convnet \
+	  --score robust-z --out benchmarks/results/diagnosis-score-robust-z
+	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-d2 --datasets digits-convnet \
+	  --out benchmarks/results/diagnosis-score-error-depth3
+	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-d2 --datasets digits-convnet \
+	  --score robust-z --out benchmarks/results/diagnosis-score-robust-z-depth3
+	# before 0.22 (the robust z-score)
+	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-cb --score robust-z \
 	  --out benchmarks/results/diagnosis-threshold-class-balance
-	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis --other-class-scale 1 \
+	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis --other-class-scale 1 --score robust-z \
 	  --out benchmarks/results/diagnosis-threshold-no-balance
 	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-scales --other-class-scale 0.5,0.3,0.2,0.1 \
-	  --out benchmarks/results/diagnosis-threshold-balance
+	  --score robust-z --out benchmarks/results/diagnosis-threshold-balance
 	# three probes' every group removed alone (BENCHMARKS.md, "Four more probes" and "Asked again after 0.19")
-	$(BIN)/ddm run -q -w runs/u11 --preset demo --set train.lr=0.02 --set train.momentum=0.9 --set train.save_every=5 \
+	$(BIN)/ddm run -q -w runs/u11 --preset demo --set model.depth=3 --set train.lr=0.02 --set train.momentum=0.9 --set train.save_every=5 \
 	  --set cluster.per_class=5 --set model.seed=41 --set train.seed=41
 	$(BIN)/ddm run -q -w runs/u12 --preset demo --dataset fashion-mnist --set data.train_size=4000 \
 	  --set data.test_size=1000 --set model.name=mlp --set model.width=256 --set model.depth=1 \

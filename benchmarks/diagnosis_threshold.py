@@ -32,6 +32,10 @@ DATASETS: dict[str, list[str]] = {
     "digits-convnet-d2": ["model.depth=2"],
     "fmnist-convnet": ["data.name=fashion-mnist", "data.train_size=3000", "data.test_size=1000", "model.width=16",
                        "train.epochs=5", "train.lr=0.05"],
+    # held out for the score with a standard error (0.22): MLPs, asked only with --datasets
+    "fmnist-mlp": ["data.name=fashion-mnist", "data.train_size=3000", "data.test_size=1000", "model.name=mlp",
+                   "model.width=128", "model.depth=2", "train.optimizer=adam", "train.lr=0.001", "train.epochs=10"],
+    "digits-mlp": ["model.name=mlp", "model.width=128", "model.depth=2", "train.lr=0.05", "train.momentum=0.9"],
 }
 THRESHOLDS = [0.5, 0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5]
 
@@ -39,10 +43,12 @@ THRESHOLDS = [0.5, 0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5]
 OBJECTIVES = ("loss", "accuracy")
 
 
-def one(root: Path, name: str, seed: int,
-        scales: tuple[float, ...] = (DIAGNOSIS_CLASS_BALANCE,)) -> dict[float, dict[str, Any]]:
+def one(root: Path, name: str, seed: int, scales: tuple[float, ...] = (DIAGNOSIS_CLASS_BALANCE,),
+        score: str = "error") -> dict[float, dict[str, Any]]:
     """Flag rates of both diagnosis objectives at every threshold, clean and with 10 % flipped labels, for each
-    class balance of the diagnosis' attribution (one fitted DDM per setting serves them all)."""
+    class balance of the diagnosis' attribution (one fitted DDM per setting serves them all). ``score``: ``error``
+    (``Diagnosis.score`` as `ddm diagnose` computes it) or ``robust-z`` (the robust z-score among groups, the
+    score before 0.22: the standard error left out)."""
     base = ddm.presets.demo().with_overrides(
         [*DATASETS[name], *[f"{s}.seed={seed}" for s in ("model", "train", "cluster", "distill", "emulate")]])
     data = ddm.data.load(base.data)
@@ -56,6 +62,8 @@ def one(root: Path, name: str, seed: int,
         dm.fit(ddm.models.build(base.model, data), train)
         for scale, objective in ((s, o) for s in scales for o in OBJECTIVES):
             diag = diagnose(dm, val, objective, other_class_scale=scale)
+            if score == "robust-z":
+                diag.standard_error = None
             sizes = diag.groups.sizes()
             res = outs[scale][objective][setting]
             for t in THRESHOLDS:
@@ -119,6 +127,9 @@ def main() -> None:
     p.add_argument("--other-class-scale", default=str(DIAGNOSIS_CLASS_BALANCE),
                    help="the attribution's class balance in the diagnosis (default: `ddm diagnose`'s; 1: none); a "
                         "comma list scores each on the same fitted DDMs, one report per value (OUT-sS.md)")
+    p.add_argument("--score", choices=("error", "robust-z"), default="error",
+                   help="the bounded score thresholded: `error` (the default's: the quality over its standard error "
+                        "across the validation samples) or `robust-z` (before 0.22: the robust z-score among groups)")
     args = p.parse_args()
     progress.set_enabled(False)
     root = Path(args.root)
@@ -127,15 +138,15 @@ def main() -> None:
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
         raise SystemExit(f"unknown --datasets {unknown}; choose from {', '.join(DATASETS)}")
-    selection = [one(root, n, args.select_seed, scales) for n in names]
-    reported = [one(root, n, int(s), scales) for s in args.seeds.split(",") for n in names]
+    selection = [one(root, n, args.select_seed, scales, args.score) for n in names]
+    reported = [one(root, n, int(s), scales, args.score) for s in args.seeds.split(",") for n in names]
     for scale in scales:
         results = [r[scale] for r in selection]
         report = [r[scale] for r in reported]
         lines = ["# Diagnosis threshold", "",
                  f"Command: `python benchmarks/diagnosis_threshold.py {' '.join(sys.argv[1:])}` "
                  "(`make bench-diagnosis` without arguments)"
-                 + (f"; class balance {scale:g}" if len(scales) > 1 else "") + ".",
+                 + (f"; class balance {scale:g}" if len(scales) > 1 else "") + f"; score `{args.score}`.",
                  "Validation: the first half of each test split; 10 % of the training labels flipped for the noisy "
                  "rows.", ""]
         chosen = {}
@@ -146,6 +157,7 @@ def main() -> None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(out + ".md"), "\n".join(lines))
         atomic_write_text(Path(out + ".json"), json.dumps({"chosen": chosen, "other_class_scale": scale,
+                                                          "score": args.score,
                                                           "selection": results, "report": report}, indent=1))
         print("\n".join(lines))
 

@@ -60,6 +60,40 @@ def test_peer_group_scores_sum_over_validation_targets(tmp_path):
     assert torch.equal(back.quality, d.quality) and torch.equal(back.groups.assignment, GROUPS.assignment)
 
 
+def test_the_loss_score_weighs_the_quality_by_its_standard_error_over_validation_samples(tmp_path):
+    # 20 validation samples: group 1 is a little worse for every sample (consistent), group 3 far worse for one
+    # sample only (a larger sum, but one sample's say), group 0 mixed, group 2 helps
+    s = torch.zeros(20, 4)
+    s[:, 0] = torch.tensor([1.0, -1.0] * 10) - 0.05
+    s[:, 1] = -0.2
+    s[:, 1] += torch.linspace(-0.01, 0.01, 20)
+    s[0, 3] = -10.0
+    s[:, 2] = 0.5
+    d = from_group_scores(s, GROUPS, "tracin")
+    assert d.standard_error is not None
+    assert torch.allclose(d.standard_error, s.double().std(0).float() * 20 ** 0.5)
+    score = d.score()
+    assert float(score[1]) < 1e-6 and 0.05 < float(score[3]) < 0.5 and 0.3 < float(score[0]) < 0.5
+    assert float(score[2]) == 1.0  # helps with no spread at all
+    # ranked by quality (group 3 first), flagged by score: group 3 is skipped, the consistent group 1 is flagged
+    assert d.ranking().tolist()[:2] == [3, 1]
+    assert d.issues(0.01) == [1]
+    assert d.issues(0.5) == [3, 1, 0]
+    d.save(tmp_path / "d.json")
+    back = Diagnosis.load(tmp_path / "d.json")
+    assert torch.allclose(back.standard_error, d.standard_error) and torch.equal(back.score(), d.score())
+    # a file written before the standard error was saved loads with the robust z-score among groups
+    old = json.loads((tmp_path / "d.json").read_text())
+    del old["standard_error"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert Diagnosis.load(tmp_path / "old.json").standard_error is None
+    # under MIN_SAMPLES_FOR_ERROR validation samples: no standard error, the robust z-score
+    assert from_group_scores(s[:5], GROUPS, "tracin").standard_error is None
+    # no spread: a zero quality is no evidence, a negative one certain
+    flat = Diagnosis(torch.tensor([0.0, -1.0, 1.0, 0.0]), GROUPS, "loss", standard_error=torch.zeros(4))
+    assert flat.score().tolist() == [0.5, 0.0, 1.0, 0.5]
+
+
 def test_detection_metrics_by_hand():
     noisy = torch.tensor([True, False, True, False, False])
     perfect = detection_metrics(torch.tensor([0.9, 0.1, 0.8, 0.2, 0.3]), noisy)

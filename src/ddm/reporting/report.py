@@ -139,6 +139,7 @@ def build_report(dm: Any, data: Any, targets: list[int], objective: str = "dist2
     if diag is not None:
         flagged = set(diag.issues())
         diagnosis = {"note": diag_note, "threshold": diag.default_threshold, "flagged": len(flagged),
+                     "score_meaning": diag.score_meaning,
                      "rows": [{**_group_card(dm, data, r["group"], r["quality"], names, members),
                                "bounded": r["score"], "issue": r["group"] in flagged}
                               for r in diag.table(10)]}
