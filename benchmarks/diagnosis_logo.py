@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,16 @@ def one(path: str, orders: int, scales: list[float], peers: list[str]) -> dict[s
     for s in scales:
         diag = diagnose(dm, val, "loss", other_class_scale=s)
         out["methods"][f"DDM x{s:g}"] = scored(diag.quality.numpy(), measured, diag)
+        if s == DIAGNOSIS_CLASS_BALANCE:  # the same qualities flagged by the score before 0.22
+            out["methods"][f"DDM x{s:g}, robust z"] = scored(diag.quality.numpy(), measured,
+                                                             replace(diag, standard_error=None))
     for p in peers:
         from ddm.baselines.peers import group_scores, sample_scores
 
         diag = from_group_scores(group_scores(sample_scores(p, dm.model, dm.trajectory, data.train, val), dm.groups),
                                  dm.groups, p)
         out["methods"][p] = scored(diag.quality.numpy(), measured, diag)
+        out["methods"][f"{p}, robust z"] = scored(diag.quality.numpy(), measured, replace(diag, standard_error=None))
     return out
 
 
@@ -88,7 +93,9 @@ def main() -> None:
              "Validation: the first half of each test split (the CLI's default). Measured quality: the mean increase "
              "of the summed validation loss over the data orders when the group alone is removed (paired with the full "
              "data's retrain in the same order). `DDM xS`: the diagnosis with class balance S (`ddm diagnose` uses "
-             f"{DIAGNOSIS_CLASS_BALANCE:g}). Flags: quality < 0 and bounded score below the threshold.", ""]
+             f"{DIAGNOSIS_CLASS_BALANCE:g}). Flags: quality < 0 and bounded score below the threshold: the quality over its "
+             "standard error across the validation samples (0.22), or, in the rows marked `robust z`, the group's "
+             "robust z-score among the groups (before 0.22).", ""]
     for r in results:
         lines += [f"## {r['workspace']} ({r['groups']} groups, {r['orders']} orders)", "",
                   f"Groups whose removal lowered the validation loss: {r['truly_negative']} "
