@@ -93,8 +93,9 @@ def main() -> None:
              "Validation: the first half of each test split (the CLI's default). Measured quality: the mean increase "
              "of the summed validation loss over the data orders when the group alone is removed (paired with the full "
              "data's retrain in the same order). `DDM xS`: the diagnosis with class balance S (`ddm diagnose` uses "
-             f"{DIAGNOSIS_CLASS_BALANCE:g}). Flags: quality < 0 and bounded score below the threshold: the quality over its "
-             "standard error across the validation samples (0.22), or, in the rows marked `robust z`, the group's "
+             f"{DIAGNOSIS_CLASS_BALANCE:g}). Flags: quality < 0 and bounded score below the threshold: the quality "
+             "over its standard error across the validation samples (0.22), or, in the rows marked `robust z`, the "
+             "group's "
              "robust z-score among the groups (before 0.22).", ""]
     for r in results:
         lines += [f"## {r['workspace']} ({r['groups']} groups, {r['orders']} orders)", "",

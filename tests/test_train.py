@@ -223,3 +223,28 @@ def test_a_subsampled_training_takes_a_half_data_retrains_steps_over_all_the_sam
     with pytest.raises(ValueError, match="subsample"):
         train_model(ddm.models.build("mlp", digits, width=16, depth=1), digits.train, TrainConfig(epochs=1),
                     subsample=0)
+
+
+def test_dropout_masks_are_seeded_so_a_retrain_and_a_resumed_run_give_the_target_back(digits, tmp_path):
+    def net():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(),
+                                   torch.nn.Dropout(0.5), torch.nn.Linear(32, 10))
+
+    cfg = TrainConfig(epochs=3, lr=0.1, batch_size=64)
+    m = net()
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = train_model(m, digits.train, cfg).final
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is left as it was
+    m = net()
+    torch.manual_seed(999)  # another global RNG state: the masks must not depend on it
+    b = train_model(m, digits.train, cfg).final
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the masks are drawn: another training seed gives other weights
+    other = train_model(net(), digits.train, TrainConfig(epochs=3, lr=0.1, batch_size=64, seed=1)).final
+    assert not torch.equal(a["1.weight"], other["1.weight"])
+    # a run killed after 2 epochs and resumed draws the masks the whole run drew
+    train_model(net(), digits.train, TrainConfig(epochs=2, lr=0.1, batch_size=64), tmp_path)
+    resumed = train_model(net(), digits.train, cfg, tmp_path).final
+    assert all(torch.equal(a[k], resumed[k]) for k in a)

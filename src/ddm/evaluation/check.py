@@ -606,7 +606,8 @@ def verdict(r: dict[str, Any]) -> list[str]:
                    "to redo them)")
         else:
             why = (f"the retrains ran at the target's {r['retrain_threads']} CPU thread(s), so the difference is "
-                   "another device or nondeterministic kernels")
+                   "another device, nondeterministic kernels, or randomness in the model that does not draw from "
+                   "torch's global RNG (ddm's loop seeds that one, for dropout, per epoch)")
         lines.append(f"retraining on all the data does not reproduce the target (Dist1 x100 "
                      f"{r['reproduction_dist1']:.2f}, expected 0): every retrain carries that nondeterminism, which "
                      f"blurs these scores; {why}")

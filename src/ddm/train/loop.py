@@ -1,7 +1,9 @@
 """Train the target model with minibatch SGD and record theta_0 ... theta_tau as it goes.
 
 Checkpoints are written when taken; a killed run resumes from the last one (the data order of
-each epoch is seeded by ``(seed, epoch)``, so the resumed run is the one that would have run).
+each epoch is seeded by ``(seed, epoch)``, so the resumed run is the one that would have run). So is the model's own
+randomness (dropout masks): each epoch draws it from torch's RNG seeded by ``(seed, epoch)`` in a forked RNG state,
+so that a retrain on the same data gives the target back bit for bit and the caller's RNG is left as it was.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,18 @@ log = logging.getLogger(__name__)
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)
+
+
+@contextmanager
+def epoch_rng(seed: int, epoch: int, device: torch.device) -> Iterator[None]:
+    """torch's global RNG, which the model's own randomness (dropout) draws from, seeded by ``(seed, epoch)`` for one
+    epoch and restored afterwards. Without it a retrain draws other dropout masks than the target's training did,
+    and the check finds that retraining on all the data does not reproduce the target."""
+    forked = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" \
+        else []
+    with torch.random.fork_rng(devices=forked):
+        torch.manual_seed((seed * 1_000_003 + epoch) ^ 0x5EED)
+        yield
 
 
 @torch.no_grad()
@@ -144,19 +160,20 @@ def train_model(model: nn.Module, train: Split, cfg: TrainConfig, folder: str | 
         total = 0.0
         batches = (torch.tensor_split(order, steps_per_epoch) if cfg.last_batch == "balanced" else
                    torch.split(order, cfg.batch_size))
-        for i, idx in enumerate(batches):
-            set_rate(opt, cfg, epoch * len(batches) + i, cfg.epochs * len(batches))
-            xb, yb = train.x[idx].to(dev, non_blocking=True), train.y[idx].to(dev, non_blocking=True)
-            out = model(xb)
-            if not isinstance(out, torch.Tensor):  # e.g. auxiliary logits returned in train mode only
-                raise ConfigError(f"the model's forward returns a {type(out).__name__} in train mode, not a tensor of "
-                                  "logits: ddm trains on one [N, classes] tensor; wrap the model so that forward "
-                                  "returns only the logits (auxiliary outputs left out)")
-            loss = F.cross_entropy(out, yb) if task is None else task.loss(out, yb).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
+        with epoch_rng(cfg.seed, epoch, dev):
+            for i, idx in enumerate(batches):
+                set_rate(opt, cfg, epoch * len(batches) + i, cfg.epochs * len(batches))
+                xb, yb = train.x[idx].to(dev, non_blocking=True), train.y[idx].to(dev, non_blocking=True)
+                out = model(xb)
+                if not isinstance(out, torch.Tensor):  # e.g. auxiliary logits returned in train mode only
+                    raise ConfigError(f"the model's forward returns a {type(out).__name__} in train mode, not a "
+                                      "tensor of logits: ddm trains on one [N, classes] tensor; wrap the model so "
+                                      "that forward returns only the logits (auxiliary outputs left out)")
+                loss = F.cross_entropy(out, yb) if task is None else task.loss(out, yb).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
         if not math.isfinite(total):
             raise NumericalError(f"training diverged in epoch {epoch + 1} (loss {total / m}); nothing of this epoch "
                                  f"was saved. Lower train.lr (now {cfg.lr:g})")
