@@ -114,9 +114,15 @@ def run(name: str, seed: int, root: Path, dampings: list[float], scopes: list[st
         ex = cache.get(rem)
         others = torch.stack([cache.get(rem, seed=s) for s in M.other_orders(seed)])
         logits = {"exact": ex, "exact, other orders (mean logits)": others.mean(0)}
+        kept_logits: dict[str, torch.Tensor] = {}  # on the kept training data: what a back-off could read
         with torch.no_grad():
             logits["rewind only"] = with_params(model, base)(data.test.x)
-            logits["DDM"] = dm.unlearn(rem, name="unlearn-scope").eval()(data.test.x)
+            kept_logits["rewind only"] = with_params(model, base)(X[~gone])
+            ddm_model = dm.unlearn(rem, name="unlearn-scope").eval()
+            logits["DDM"] = ddm_model(data.test.x)
+            kept_logits["DDM"] = ddm_model(X[~gone])
+            kept_logits["target"] = model.eval()(X[~gone])
+            logits["target"] = model(data.test.x)
         for scope_name in scopes:
             scope = [n for n, _ in model.named_parameters()] if scope_name == "all" else scope_names(model, scope_name)
             free, mv = ggn(model, base, scope, X[~gone], len(X))
@@ -133,8 +139,9 @@ def run(name: str, seed: int, root: Path, dampings: list[float], scopes: list[st
             for d in dampings:
                 step = solve(mv, {k: t / len(X) for k, t in g.items()}, d * top + wd)
                 with torch.no_grad():
-                    logits[f"{scope_name} step, damping {d:g}"] = functional_call(
-                        model, {**base, **{k: free[k] + step[k] for k in scope}}, (data.test.x,))
+                    moved = {**base, **{k: free[k] + step[k] for k in scope}}
+                    logits[f"{scope_name} step, damping {d:g}"] = functional_call(model, moved, (data.test.x,))
+                    kept_logits[f"{scope_name} step, damping {d:g}"] = functional_call(model, moved, (X[~gone],))
         classes = sorted(set(dm.groups.labels[rem].tolist()))
         rows = {}
         for tag, lg in logits.items():
@@ -142,6 +149,9 @@ def run(name: str, seed: int, root: Path, dampings: list[float], scopes: list[st
             rows[tag] = {"test_acc": (pred == yt).float().mean().item(),
                          "class_acc": {c: (pred[yt == c] == c).float().mean().item() for c in classes},
                          "agreement": (pred == ex.argmax(1)).float().mean().item()}
+            if tag in kept_logits:
+                rows[tag]["kept_acc"] = (kept_logits[tag].argmax(1) == Y[~gone]).float().mean().item()
+                rows[tag]["kept_loss"] = F.cross_entropy(kept_logits[tag], Y[~gone]).item()
         draws.append({"groups": rem, "group_classes": dm.groups.labels[rem].tolist(), "fraction": f, "rows": rows})
     return {"config": name, "seed": seed, "draws": draws}
 
@@ -156,12 +166,14 @@ def markdown(results: list[dict[str, Any]], argv: list[str]) -> list[str]:
             classes = list(next(iter(d["rows"].values()))["class_acc"])
             lines += [f"**{r['config']}, seed {r['seed']}**, groups {d['groups']} (classes {d['group_classes']}, "
                       f"{100 * d['fraction']:.1f}% of the data)", "",
-                      "| unlearner | test acc | " + " | ".join(f"class {c}" for c in classes) + " | agreement |",
-                      "|---|---|" + "---|" * len(classes) + "---|"]
+                      "| unlearner | test acc | " + " | ".join(f"class {c}" for c in classes)
+                      + " | agreement | kept training data: acc / loss |",
+                      "|---|---|" + "---|" * len(classes) + "---|---|"]
             for tag, v in d["rows"].items():
+                kept = f"{100 * v['kept_acc']:.1f} / {v['kept_loss']:.3f}" if "kept_acc" in v else "–"
                 lines.append(f"| {tag} | {100 * v['test_acc']:.1f} | "
                              + " | ".join(f"{100 * v['class_acc'][c]:.0f}" for c in classes)
-                             + f" | {100 * v['agreement']:.1f} |")
+                             + f" | {100 * v['agreement']:.1f} | {kept} |")
             lines.append("")
     return lines
 
