@@ -32,8 +32,12 @@ from ddm.workspace import load_tensors, save_json, save_tensors
 log = logging.getLogger(__name__)
 
 
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    g = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
     return torch.randperm(n, generator=g)
 
 
@@ -45,7 +49,7 @@ def epoch_rng(seed: int, epoch: int, device: torch.device) -> Iterator[None]:
     forked = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" \
         else []
     with torch.random.fork_rng(devices=forked):
-        torch.manual_seed((seed * 1_000_003 + epoch) ^ 0x5EED)
+        torch.manual_seed(_epoch_seed(seed, epoch) ^ 0x5EED)  # not the data order's stream
         yield
 
 
