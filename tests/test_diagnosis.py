@@ -136,6 +136,11 @@ def test_diagnose_command(tmp_path, capsys):
         assert r["flagged"] == (r["quality"] < 0 and r["score"] < DEFAULT_THRESHOLD)
     saved = Diagnosis.load(out["saved"])
     assert saved.groups.num_groups == 20 and saved.method == "ddm"
+    assert saved.standard_error is not None and saved.standard_error.shape == (20,)  # 10 samples: the error score
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10"]) == 0
+    assert "0.5 no evidence" in capsys.readouterr().out
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:9"]) == 0  # too few: the robust z-score
+    assert "0.5 typical" in capsys.readouterr().out
     assert main(["diagnose", "-q", "-w", str(ws), "--objective", "accuracy", "--method", "tracin"]) == 2
 
 
