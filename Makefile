@@ -650,6 +650,12 @@ bench-diagnosis: $(STAMP)
 	  --out benchmarks/results/diagnosis-score-error-depth3
 	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-d2 --datasets digits-convnet \
 	  --score robust-z --out benchmarks/results/diagnosis-score-robust-z-depth3
+	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-d2 --datasets fmnist-mlp,digits-mlp \
+	  --out benchmarks/results/diagnosis-score-error-mlp
+	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-d2 --datasets fmnist-mlp,digits-mlp \
+	  --score robust-z --out benchmarks/results/diagnosis-score-robust-z-mlp
+	$(BIN)/python benchmarks/diagnosis_logo.py runs/diagnosis-d2/digits-mlp/seed0/clean \
+	  runs/diagnosis-d2/fmnist-mlp/seed0/clean --peers if-explicit --out benchmarks/results/diagnosis-score-logo-mlp
 	# before 0.22 (the robust z-score)
 	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-cb --score robust-z \
 	  --out benchmarks/results/diagnosis-threshold-class-balance
@@ -668,8 +674,16 @@ bench-diagnosis: $(STAMP)
 	  --set data.test_size=1000 --set model.width=16 --set model.norm=none --set train.lr=0.05 --set train.epochs=15 \
 	  --set cluster.per_class=3 --set model.seed=53 --set train.seed=53
 	$(BIN)/python benchmarks/diagnosis_logo.py runs/u11 runs/u12 --peers if-explicit \
-	  --out benchmarks/results/diagnosis-logo-a
-	$(BIN)/python benchmarks/diagnosis_logo.py runs/u14 --peers if-explicit --out benchmarks/results/diagnosis-logo-b
+	  --out benchmarks/results/diagnosis-score-logo-a
+	$(BIN)/python benchmarks/diagnosis_logo.py runs/u14 --peers if-explicit --out benchmarks/results/diagnosis-score-logo-b
+	# the flags removed together (needs make demo's runs/demo)
+	$(BIN)/ddm run -q -w runs/probe22/fm-mlp3-K200 --preset demo --dataset fashion-mnist --set data.train_size=5000 \
+	  --set data.test_size=1000 --set model.name=mlp --set model.width=256 --set model.depth=3 --set train.lr=0.01 \
+	  --set train.momentum=0.9 --set train.schedule=cosine --set train.epochs=8 --set train.batch_size=64 \
+	  --set cluster.per_class=20 --set model.seed=221 --set train.seed=221
+	$(BIN)/python benchmarks/diagnosis_together.py runs/diagnosis-d2/digits-mlp/seed0/clean \
+	  runs/diagnosis-d2/fmnist-mlp/seed0/clean runs/u12 runs/demo runs/probe22/fm-mlp3-K200 \
+	  --out benchmarks/results/diagnosis-together
 
 bench-digits: $(STAMP)
 	$(BIN)/ddm evaluate -w runs/bench-digits --preset demo $(EVAL) --logo --peers all --diagnose
