@@ -15,19 +15,17 @@ threshold are (how many, and how many of them retraining says help when removed)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import write_report
 from scipy.stats import spearmanr
 
 import ddm
 from ddm import progress
 from ddm.diagnosis import DIAGNOSIS_CLASS_BALANCE, Diagnosis, diagnose, from_group_scores, verify
-from ddm.workspace import atomic_write_text
 
 THRESHOLDS = (0.1, 0.5)
 
@@ -110,10 +108,7 @@ def main() -> None:
                          + " | ".join(f"{len(m[str(t)]['flagged'])} / {m[str(t)]['helped']} / "
                                       f"{m[str(t)]['measured_sum']:+.1f}" for t in THRESHOLDS) + " |")
         lines.append("")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.out + ".md"), "\n".join(lines))
-    atomic_write_text(Path(args.out + ".json"), json.dumps(results, indent=1))
-    print("\n".join(lines))
+    write_report(args.out, "\n".join(lines), results)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,14 @@ leave its class half or less of its training samples), each retrained from theta
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
+
+from _results import write_report
 
 import ddm
 from ddm import progress
 from ddm.diagnosis import diagnose, verify
-from ddm.workspace import atomic_write_text
 
 
 def capped(flagged: list[int], sizes: Any, labels: Any) -> list[int]:
@@ -68,11 +67,7 @@ def main() -> None:
                         + ", ".join(f"{m:+.1f}" for m in v["measured"]) + ")")
             lines.append(f"| {r['workspace']} | {name} | {len(s['groups'])} of {r['groups']} | {s['samples']} | "
                          f"{measured} | {'–' if v is None else format(v['predicted'], '+.1f')} |")
-    text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.out + ".md"), text)
-    atomic_write_text(Path(args.out + ".json"), json.dumps(results, indent=1))
-    print(text)
+    write_report(args.out, "\n".join(lines) + "\n", results)
 
 
 if __name__ == "__main__":

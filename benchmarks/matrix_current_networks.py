@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from ddm.workspace import atomic_write_text
+from _results import write_report
 
 RESULTS = Path("benchmarks/results")
 REPORT = ["matrix-gradients-groups-a.json", "matrix-gradients-groups-b.json", "matrix-gradients-groups-a-s12.json",
@@ -81,10 +80,7 @@ def main() -> None:
                      f"({s['closest_to_influence']:+.3f}) | {s['above_trivial']} ({s['closest_to_trivial']:+.3f}) | "
                      f"{s['other_class_positive']} ({s['other_class_min']:+.3f}) | {s['ahead_lds']} / "
                      f"{s['ahead_other_class']} |")
-    text = "\n".join(lines) + "\n"
-    atomic_write_text(Path(args.out + ".md"), text)
-    atomic_write_text(Path(args.out + ".json"), json.dumps(both, indent=1, default=float))
-    print(text)
+    write_report(args.out, "\n".join(lines) + "\n", both)
 
 
 if __name__ == "__main__":

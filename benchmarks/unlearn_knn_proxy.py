@@ -22,10 +22,10 @@ import numpy as np
 from sklearn.neighbors import KNeighborsClassifier
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _results import write_report  # noqa: E402
 from matrix import CONFIGS, make_config  # noqa: E402
 
 from ddm.cluster import make_groups  # noqa: E402
-from ddm.workspace import atomic_write_text  # noqa: E402
 
 FILES = ["matrix-gradients-groups-a.json", "matrix-gradients-groups-b.json"]
 
@@ -75,11 +75,7 @@ def main() -> None:
               f"with DDM's gap to exact retraining (exact − DDM): {np.corrcoef(knn, exact - ddm_)[0, 1]:+.2f}. "
               f"Draws where the kNN loses 2 points or more: {int((knn <= -2).sum())} of {len(rows)}, holding "
               f"{int((miss & (knn <= -2)).sum())} of DDM's {int(miss.sum())} misses."]
-    text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.out + ".md"), text)
-    atomic_write_text(Path(args.out + ".json"), json.dumps(rows, indent=1))
-    print(text)
+    write_report(args.out, "\n".join(lines) + "\n", rows)
 
 
 if __name__ == "__main__":
