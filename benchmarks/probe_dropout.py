@@ -13,19 +13,18 @@ exact retraining in two data orders.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+from _results import write_report
 from torch import nn
 
 import ddm
 from ddm import progress
 from ddm.evaluation.check import check, verify_unlearning
 from ddm.train.loop import accuracy
-from ddm.workspace import atomic_write_text
 
 DATASETS = {
     "fashion-mnist": ["data.name=fashion-mnist", "data.train_size=3000", "data.test_size=1000",
@@ -117,12 +116,7 @@ def main() -> None:
     args = p.parse_args()
     progress.set_enabled(False)
     results = [run(n, Path(args.root)) for n in args.datasets.split(",") if n]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    text = render(results, sys.argv[1:])
-    atomic_write_text(out.with_suffix(".md"), text)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=1, default=float))
-    print(text)
+    write_report(args.out, render(results, sys.argv[1:]), results)
 
 
 if __name__ == "__main__":
