@@ -532,6 +532,20 @@ bench-diagnostics: $(STAMP)
 	  $(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds $$s --grid emulate.unlearn_rewind=1 \
 	    --configs digits-resnet-K40-momentum,digits-convnet-groupnorm-K100-momentum,digits-convnet-K40-momentum-wd,digits-convnet-K100-sgd,fmnist-mlp-K100-momentum \
 	    --out benchmarks/results/unlearn-refresh-$$(test $$s = 0 && echo b || echo s12-b) || exit 1; done
+	# the rewind's guard (BENCHMARKS.md, "The rewind's guard"): selection seed, report seeds, held-out configurations
+	$(BIN)/python benchmarks/unlearn_rewind_guard.py --configs fmnist-mlp-K40-sgd --seeds 3 \
+	  --out benchmarks/results/unlearn-rewind-guard-select
+	$(BIN)/python benchmarks/unlearn_rewind_guard.py --configs fmnist-mlp-K40-sgd --seeds 0 \
+	  --out benchmarks/results/unlearn-rewind-guard-report
+	$(BIN)/python benchmarks/unlearn_rewind_guard.py --seeds 0 \
+	  --configs fmnist-mlp-sequential-K50-sgd,fmnist-mlp-wide-K40-sgd,fmnist-convnet-K100-sgd,fmnist-mlp-K100-momentum \
+	  --out benchmarks/results/unlearn-rewind-guard-held-out
+	$(BIN)/python benchmarks/unlearn_rewind_guard.py --seeds 0 --configs digits-convnet-K100-sgd,digits-convnet-K40-cosine,\
+	digits-convnet-K40-momentum-wd,digits-convnet-d2-K100-sgd,digits-convnet-d2-K40-momentum-wd,\
+	digits-convnet-d2-groupnorm-K100-momentum,digits-convnet-groupnorm-K40-momentum-wd,digits-convnet-K100-adam-wd,\
+	digits-mlp-K40-sgd,fmnist-mlp-K40-adam --out benchmarks/results/unlearn-rewind-guard-others
+	$(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds 1,2 --configs fmnist-mlp-K40-sgd \
+	  --grid emulate.unlearn_rewind_guard=false,true --out benchmarks/results/unlearn-rewind-guard-matrix-s12
 	# a retrain-free detector of the schedule term's regime, tried (BENCHMARKS.md, "The schedule term")
 	$(BIN)/python benchmarks/sharpness.py --root runs/matrix-b digits-convnet-K40-momentum-wd:0 digits-convnet-K40-momentum-wd:1 \
 	  digits-convnet-K40-cosine:0 digits-convnet-K100-sgd:3 fmnist-convnet-K40-momentum-wd:0 \

@@ -963,3 +963,25 @@ def test_unlearning_under_an_annealed_schedule_says_it_is_not_moved_back(tmp_pat
     assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json"]) == 0
     skipped = json.loads(capsys.readouterr().out)["rewind_skipped"]
     assert skipped["schedule"] == "cosine" and 0 < skipped["fraction_removed"] < 1
+
+
+def test_unlearning_says_when_the_rewind_landed_on_a_checkpoint_that_lost_a_class(tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    ws = tmp_path / "ws"
+    assert main(["run", "-w", str(ws), "--preset", "tiny", "-q", "--json"]) == 0
+    capsys.readouterr()
+    thetas = sorted((ws / "train" / "trajectory").glob("theta_*.safetensors"))
+    for f in thetas[1:-1]:  # every checkpoint between theta_0 and theta_tau never predicts class 0
+        t = load_file(str(f))
+        t["classifier.bias"][0] = -1e4
+        save_file(t, str(f))
+    # a heavily damped step, which costs theta_tau no class: only the rewound start point lost one
+    assert main(["unlearn", "-w", str(ws), "--groups", "0", "--verify", "1", "-q",
+                 "--set", "emulate.unlearn_damping=100"]) == 0
+    text = capsys.readouterr().out
+    assert "not moved back along the recorded training: the checkpoint the rewind lands on" in text
+    assert "had itself lost class(es) 0" in text and "moved back to epoch" not in text
+    assert "the step from the rewound checkpoint, which the guard replaced" in text
+    assert "raised the damping" not in text
+    assert "the rewound step 0%" in text  # class 0's test accuracy there, beside exact retraining's and the kept one's

@@ -584,7 +584,8 @@ def test_a_class_lost_by_the_rewind_is_reported_as_such_and_not_damped_again(run
         bias[0] = -1e4
         traj.params[i] = {**traj.params[i], "classifier.bias": bias}
     try:
-        dm.config = cfg.with_overrides(["emulate.unlearn_damping=100", "emulate.unlearn_backoff=4"])
+        dm.config = cfg.with_overrides(["emulate.unlearn_damping=100", "emulate.unlearn_backoff=4",
+                                        "emulate.unlearn_rewind_guard=false"])
         caplog.clear()
         dm.unlearn(removed, name="rewound")
         check = dm.last_unlearning_check
@@ -593,9 +594,23 @@ def test_a_class_lost_by_the_rewind_is_reported_as_such_and_not_damped_again(run
         assert check["damping_raised"] == []  # no damping brings back what the start point lacks
         assert "not the step" in caplog.text and "emulate.unlearn_rewind=0" in caplog.text
         assert "overshoots" not in caplog.text
+        assert "rewind_dropped" not in check
         dm.config = cfg.with_overrides(["emulate.unlearn_damping=100", "emulate.unlearn_rewind=0"])
-        dm.unlearn(removed, name="at-tau")
+        at_tau = dict(dm.unlearn(removed, name="at-tau").named_parameters())
         assert not dm.last_unlearning_check["collapsed_classes"]  # theta_tau plus a damped step keeps every class
+        # the guard (the default): the same step, taken from theta_tau, with the rewound model kept for --verify
+        dm.config = cfg.with_overrides(["emulate.unlearn_damping=100", "emulate.unlearn_backoff=4"])
+        caplog.clear()
+        guarded = dict(dm.unlearn(removed, name="guarded").named_parameters())
+        check = dm.last_unlearning_check
+        assert 0 in check["rewind_dropped"]["classes"] and check["rewind_dropped"]["epoch"] < traj.epochs[-1]
+        assert not check["collapsed_classes"] and check["damping_raised"] == [] and dm.last_rewind is None
+        assert all(torch.equal(guarded[n], at_tau[n]) for n in at_tau)
+        first = dm.last_unlearned_first
+        assert first is not None and first.state_dict()["classifier.bias"][0] < -1e3  # the rewound one, kept aside
+        stored = ddm.workspace.load_json(ws / "unlearned" / "guarded" / "unlearn.json")
+        assert stored["check"]["rewind_dropped"] == check["rewind_dropped"] and stored["rewind"] is None
+        assert "not the step" not in caplog.text
     finally:
         traj.params[:] = saved
         dm.config = cfg

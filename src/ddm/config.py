@@ -483,6 +483,13 @@ class EmulateConfig:
                                               "(the recorded checkpoint nearest that epoch: a point SGD visited; "
                                               "the straight line between two noisy checkpoints averages them, which "
                                               "can raise accuracy above both)", since="0.20", implicit="interpolate")
+    unlearn_rewind_guard: bool = _f(True, "Newton unlearning: where the recorded checkpoint the rewind lands on "
+                                          "(emulate.unlearn_rewind) has itself lost a class that theta_tau has and "
+                                          "the removal leaves half or more of its training samples (a fluctuation "
+                                          "of training between checkpoints, seen with constant learning rates), "
+                                          "the step is taken from theta_tau instead; false keeps the rewound "
+                                          "model and only warns (before 0.23). BENCHMARKS.md, 'The rewind's guard'",
+                                    since="0.23", keyed=False)
     unlearn_backoff: int = _f(2, "Newton unlearning: when the step costs a class that keeps training data more than "
                                  "emulate.unlearn_class_drop of its kept synthetic images' accuracy (the unlearning "
                                  "check's 'collapsed' class; retraining keeps such a class), the damping is raised "

@@ -1265,7 +1265,10 @@ class DistilledDatamodel:
                      "schedule: its retrain ends annealed, as theta_tau does", schedule)
             rewind_scale = 0.0
             self.last_rewind_skipped = {"schedule": schedule, "fraction_removed": removed_fraction(grp.sizes(), idx)}
-        for attempt in range(backoffs + 1):
+        rewind_dropped: dict[str, Any] | None = None
+        attempt = -1
+        while attempt < backoffs:
+            attempt += 1
             model = unlearn_groups(self.model, self.trajectory.final, syn, idx,  # type: ignore[union-attr]
                                    self.finetune_lr, self.finetune_steps, self.config.emulate.group_reduction,
                                    method=method, damping=damping,
@@ -1294,6 +1297,20 @@ class DistilledDatamodel:
             collapsed = {c["class"] for c in health.untypical_collapses(check)}
             if collapsed and by_rewind is None:
                 by_rewind = self._collapsed_by_rewind(syn, idx)
+            if (collapsed and collapsed <= (by_rewind or set()) and self.last_rewind is not None
+                    and self.config.emulate.unlearn_rewind_guard):
+                # the checkpoint the step starts from already lost these classes, which theta_tau has and the kept
+                # data still teaches: the same step is taken from theta_tau instead (no back-off step used)
+                rw = self.last_rewind
+                rewind_dropped = {"epoch": rw["epoch"], "of_epochs": rw["of_epochs"],
+                                  "fraction_removed": rw["fraction_removed"], "classes": sorted(collapsed)}
+                log.info("unlearning: the recorded checkpoint the rewind lands on (epoch %.3g of %.3g) has lost "
+                         "class(es) %s that theta_tau has; the step is taken from theta_tau instead "
+                         "(emulate.unlearn_rewind_guard)", rw["epoch"], rw["of_epochs"], sorted(collapsed))
+                first, first_collapsed = model, sorted(collapsed)
+                rewind_scale, by_rewind = 0.0, set()
+                attempt -= 1
+                continue
             if collapsed and collapsed <= (by_rewind or set()):
                 # the checkpoint the step starts from already lost these classes: no damping brings them back
                 rw = self.last_rewind or {}
@@ -1307,7 +1324,7 @@ class DistilledDatamodel:
                 health.warn_unlearning(check, hint)
                 break
             # a class that keeps data collapsed, which retraining mostly does not do: a Levenberg-Marquardt step back
-            if first is None:
+            if first is None or (rewind_dropped is not None and not raised):
                 first, first_collapsed = model, sorted(collapsed)
             frac *= 10
             damping = frac * top + self.weight_decay
@@ -1316,6 +1333,8 @@ class DistilledDatamodel:
                      "synthetic images' accuracy: the step is redone with unlearn_damping %.3g",
                      sorted(collapsed), 100 * self.config.emulate.unlearn_class_drop, frac)
         check["damping_raised"] = raised
+        if rewind_dropped is not None:
+            check["rewind_dropped"] = rewind_dropped
         if raised:
             check["first_damping"], check["first_collapsed"] = self.config.emulate.unlearn_damping, first_collapsed
         self.last_unlearning_check = check

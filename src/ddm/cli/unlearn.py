@@ -51,10 +51,14 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         from ddm.evaluation.check import verify_unlearning
 
         collapsed = [int(c["class"]) for c in (dm.last_unlearning_check or {}).get("collapsed_classes", [])]
-        first_classes = (dm.last_unlearning_check or {}).get("first_collapsed", [])
+        first_classes = ((dm.last_unlearning_check or {}).get("first_collapsed", [])
+                         + ((dm.last_unlearning_check or {}).get("rewind_dropped") or {}).get("classes", []))
         out["verification"] = verify_unlearning(dm, data, idx, model, args.verify, synset, retrainer,
                                                 first_step=dm.last_unlearned_first,
                                                 classes=sorted(set(collapsed) | set(first_classes)))
+        if out["verification"].get("first_step") is not None:
+            out["verification"]["first_step"]["what"] = (
+                "first" if (dm.last_unlearning_check or {}).get("damping_raised") else "rewound")
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -86,6 +90,13 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             print(f"  moved back to epoch {r['epoch']:.3g} of {r['of_epochs']:g} of the recorded training: retraining "
                   f"without {100 * r['fraction_removed']:.1f}% of the data takes that many fewer steps "
                   "(emulate.unlearn_rewind=0 keeps theta_tau)")
+        dropped = (out["check"] or {}).get("rewind_dropped")
+        if dropped:
+            print(f"  not moved back along the recorded training: the checkpoint the rewind lands on (epoch "
+                  f"{dropped['epoch']:.3g} of {dropped['of_epochs']:g}) had itself lost class(es) "
+                  f"{', '.join(str(c) for c in dropped['classes'])}, which theta_tau has and the kept data still "
+                  "teaches (a fluctuation of training between checkpoints), so the step is taken from theta_tau "
+                  "(emulate.unlearn_rewind_guard=false keeps the rewound model)")
         skipped = out["rewind_skipped"]
         if skipped:
             print(f"  not moved back along the recorded training: under its {skipped['schedule']} learning-rate "
@@ -156,10 +167,18 @@ def _print_unlearning_verification(v: dict[str, Any]) -> None:
     for c, per in sorted((v.get("classes") or {}).get("unlearned", {}).items(), key=lambda kv: int(kv[0])):
         exact_c = [o[c] for o in v["classes"]["exact"] if c in o]
         first_c = (v["classes"].get("first_step") or {}).get(c)
+        which = "the rewound step" if (v.get("first_step") or {}).get("what") == "rewound" else "the first step"
         print(f"    class {c} (flagged by the unlearning check), test accuracy: exact {pct(exact_c)}; unlearned "
-              f"{100 * per:.0f}%" + ("" if first_c is None else f"; the first step {100 * first_c:.0f}%"))
+              f"{100 * per:.0f}%" + ("" if first_c is None else f"; {which} {100 * first_c:.0f}%"))
     f = v.get("first_step")
-    if f is not None:
+    if f is not None and f.get("what") == "rewound":
+        print(f"    the step from the rewound checkpoint, which the guard replaced: test accuracy "
+              f"{100 * f['test_accuracy']:.1f}% ({f['test_gap_points']:+.1f} points), removed-data acc. "
+              f"{100 * f['removed_accuracy']:.1f}%, agreement with exact {pct(f['test_agreement'])}")
+        if abs(f["test_gap_points"]) + 1 < abs(v["test_gap_points"]):
+            print("    here exact retraining is nearer the rewound step: `ddm unlearn ... --set "
+                  "emulate.unlearn_rewind_guard=false` keeps it")
+    elif f is not None:
         print(f"    the first step, before the unlearning check raised the damping: test accuracy "
               f"{100 * f['test_accuracy']:.1f}% ({f['test_gap_points']:+.1f} points), removed-data acc. "
               f"{100 * f['removed_accuracy']:.1f}%, agreement with exact {pct(f['test_agreement'])}")
