@@ -483,12 +483,6 @@ class EmulateConfig:
                                               "(the recorded checkpoint nearest that epoch: a point SGD visited; "
                                               "the straight line between two noisy checkpoints averages them, which "
                                               "can raise accuracy above both)", since="0.20", implicit="interpolate")
-    forget_classes: bool = _f(False, "Newton attribution: in a perturbation that deletes every group of a class "
-                                     "(a class-level split, or few groups per class), that class's logit is set to "
-                                     "the target's lowest (retraining without any of its data never predicts it), as "
-                                     "ddm unlearn takes such a class out of the head; the Newton step alone barely "
-                                     "moves it. Off: BENCHMARKS.md, 'Forgotten classes in the emulation'",
-                              since="0.23", implicit=False)
     unlearn_rewind_guard: bool = _f(True, "Newton unlearning: where the recorded checkpoint the rewind lands on "
                                           "(emulate.unlearn_rewind) has itself lost a class that theta_tau has and "
                                           "the removal leaves half or more of its training samples (a fluctuation "

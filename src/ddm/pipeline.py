@@ -910,10 +910,6 @@ class DistilledDatamodel:
             self.model, self.trajectory.final, synset, deleted, targets.x, self.finetune_lr, self.finetune_steps,
             e.group_reduction, e.chunk_size, folder / "rows", f"emulate {tag}", e.backend, params_dir,
             self.trajectory, self.decay(groups) if method == "newton" else None))
-        if method == "newton" and e.forget_classes:
-            from ddm.emulate.newton import forget_deleted_classes
-
-            logits = forget_deleted_classes(logits, deleted, groups)
         health.check_logits(logits, self.trajectory.final, self.model, targets.x)
         save_tensors(path, {"logits": logits, "deleted": deleted})
         seconds = time.perf_counter() - t0

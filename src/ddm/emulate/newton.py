@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import torch
 from torch import nn
@@ -297,27 +296,6 @@ def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups:
     out[b_name] = out[b_name] + step[:, -1]
     for k in (w_name, b_name):
         _check_finite(out[k], "Newton unlearning")
-    return out
-
-
-def forget_deleted_classes(logits: torch.Tensor, deleted: torch.Tensor, groups: Any) -> torch.Tensor:
-    """``logits [P, N, C]`` with, in each perturbation (row of ``deleted [P, K]``) that deletes every group holding a
-    class, that class's logit set to each target's lowest logit (``emulate.forget_classes``): retraining without any
-    of a class's data never predicts it, which a Newton step barely expresses (the class's gradient and curvature at
-    theta_tau are both small). Only classes whose training samples all lie in groups of that class alone count."""
-    counts = groups.class_count_matrix().to(torch.float64)  # [K, C]
-    has = counts > 0
-    pure = has.sum(1) == 1  # groups of one class
-    C = min(logits.shape[-1], counts.shape[1])
-    out = logits.clone()
-    low = logits.min(-1).values  # [P, N]
-    for c in range(C):
-        holders = has[:, c]
-        if not holders.any() or not pure[holders].all():
-            continue  # a class sharing groups with others is never removed whole by deleting groups
-        gone = deleted[:, holders].all(1)  # [P]
-        if gone.any():
-            out[gone, :, c] = low[gone]
     return out
 
 
