@@ -546,6 +546,13 @@ bench-diagnostics: $(STAMP)
 	digits-mlp-K40-sgd,fmnist-mlp-K40-adam --out benchmarks/results/unlearn-rewind-guard-others
 	$(BIN)/python benchmarks/unlearn_rewind.py --root runs/matrix-b --seeds 1,2 --configs fmnist-mlp-K40-sgd \
 	  --grid emulate.unlearn_rewind_guard=false,true --out benchmarks/results/unlearn-rewind-guard-matrix-s12
+	$(BIN)/python benchmarks/unlearn_agreement.py --seeds 0 --grid emulate.unlearn_rewind=0,1 \
+	  --configs fmnist-mlp-K40-sgd,digits-mlp-K40-sgd,fmnist-mlp-K40-adam,fmnist-mlp-K100-momentum,fmnist-convnet-K100-sgd \
+	  --out benchmarks/results/unlearn-agreement-rewind-a
+	$(BIN)/python benchmarks/unlearn_agreement.py --seeds 0 --grid emulate.unlearn_rewind=0,1 \
+	  --configs digits-convnet-K100-sgd,digits-convnet-K40-momentum-wd,digits-convnet-groupnorm-K40-momentum-wd,\
+	digits-convnet-d2-K100-sgd,digits-convnet-d2-K40-momentum-wd,digits-convnet-d2-groupnorm-K100-momentum \
+	  --out benchmarks/results/unlearn-agreement-rewind-b
 	# a retrain-free detector of the schedule term's regime, tried (BENCHMARKS.md, "The schedule term")
 	$(BIN)/python benchmarks/sharpness.py --root runs/matrix-b digits-convnet-K40-momentum-wd:0 digits-convnet-K40-momentum-wd:1 \
 	  digits-convnet-K40-cosine:0 digits-convnet-K100-sgd:3 fmnist-convnet-K40-momentum-wd:0 \
