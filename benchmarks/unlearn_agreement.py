@@ -24,27 +24,23 @@ import torch
 from ddm import progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import matrix as M  # noqa: E402
 from _results import write_report  # noqa: E402
+from unlearn_rewind import unlearned  # noqa: E402
 
 
 def run(name: str, seed: int, root: Path, key: str, values: list[str]) -> list[dict[str, Any]]:
-    cfg, data, _, dm, cache = M.open_run(root, name, seed)
-    y = data.test.y
     rows = []
-    for kind, rem in M.unlearning_draws(dm, int(data.num_classes)):
-        exact = [cache.get(rem).argmax(1)] + [cache.get(rem, seed=s).argmax(1) for s in M.other_orders(seed)]
+    for kind, rem, data, logits, models in unlearned(name, seed, root, key, values):
+        y, exact = data.test.y, [e.argmax(1) for e in logits]
         row: dict[str, Any] = {"kind": kind, "groups": rem,
                                "exact_acc": [100 * (e == y).float().mean().item() for e in exact],
                                "exact_between": float(np.mean([100 * (exact[i] == exact[j]).float().mean().item()
                                                                for i in range(3) for j in range(i + 1, 3)]))}
-        for v in values:
-            dm.config = cfg.with_overrides([f"{key}={v}"])
+        for v, model in models.items():
             with torch.no_grad():
-                pred = dm.unlearn(rem, name="agreement-bench")(data.test.x).argmax(1)
+                pred = model(data.test.x).argmax(1)
             row[v] = {"acc": 100 * (pred == y).float().mean().item(),
                       "agreement": float(np.mean([100 * (pred == e).float().mean().item() for e in exact]))}
-        dm.config = cfg
         rows.append(row)
     return rows
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,22 +29,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 
 
-def run(name: str, seed: int, root: Path, key: str, values: list[str], groups4: int = 3) -> list[dict[str, float]]:
+def unlearned(name: str, seed: int, root: Path, key: str, values: list[str], groups4: int = 3
+              ) -> Iterator[tuple[str, list[int], Any, list[torch.Tensor], dict[str, torch.nn.Module]]]:
+    """For each of a run's unlearning draws: its kind and groups, the run's data, the exact retrains' test logits in
+    the 3 data orders (the target's first) and the model ``dm.unlearn`` gives at each value of ``key``."""
     cfg, data, _, dm, cache = M.open_run(root, name, seed)
-    draws = [rem for _, rem in M.unlearning_draws(dm, int(data.num_classes), groups4)]
-
-    def acc(logits: torch.Tensor) -> float:
-        return (logits.argmax(1) == data.test.y).float().mean().item()
-
-    rows = []
-    for rem in draws:
-        exact = [acc(cache.get(rem))] + [acc(cache.get(rem, seed=s)) for s in M.other_orders(seed)]
-        row = {"exact": exact[0], "exact_mean3": float(np.mean(exact))}
+    for kind, rem in M.unlearning_draws(dm, int(data.num_classes), groups4):
+        exact = [cache.get(rem)] + [cache.get(rem, seed=s) for s in M.other_orders(seed)]
+        models = {}
         for v in values:
             dm.config = cfg.with_overrides([f"{key}={v}"])
-            row[v] = accuracy(dm.unlearn(rem, name="unlearn-select"), data.test)
+            models[v] = dm.unlearn(rem, name="unlearn-select")
+        dm.config = cfg
+        yield kind, rem, data, exact, models
+
+
+def run(name: str, seed: int, root: Path, key: str, values: list[str], groups4: int = 3) -> list[dict[str, float]]:
+    rows = []
+    for _, _, data, exact, models in unlearned(name, seed, root, key, values, groups4):
+        accs = [(e.argmax(1) == data.test.y).float().mean().item() for e in exact]
+        row = {"exact": accs[0], "exact_mean3": float(np.mean(accs))}
+        for v, model in models.items():
+            row[v] = accuracy(model, data.test)
         rows.append(row)
-    dm.config = cfg
     return rows
 
 
