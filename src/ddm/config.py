@@ -533,7 +533,7 @@ class EmulateConfig:
     def __post_init__(self) -> None:
         _finite(self, "emulate")
         _choice(self.fit, "emulate.fit", ("auto", "regression", "linearised"))
-        _choice(self.unlearn_rewind_to, "emulate.unlearn_rewind_to", ("interpolate", "checkpoint", "trend"))
+        _choice(self.unlearn_rewind_to, "emulate.unlearn_rewind_to", ("interpolate", "checkpoint"))
         _choice(self.gradients, "emulate.gradients", ("synsets", "groups"))
         _check(0 <= self.unlearn_rewind <= 1, f"emulate.unlearn_rewind must be in [0, 1], got {self.unlearn_rewind}")
         _check(self.num_perturbations is None or self.num_perturbations > 0,

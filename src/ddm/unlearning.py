@@ -110,23 +110,6 @@ def rewind(model: nn.Module, trajectory: Trajectory | None, sizes: torch.Tensor,
     f = removed_fraction(sizes, removed)
     last = float(trajectory.epochs[-1])
     epoch = last * (1 - scale * f)
-    if to == "trend":  # the drift over the last quarter of training, scaled to the steps not taken
-        span = max(last * scale * f, last / 4)
-        start = trajectory.at_epoch(last - span)
-        if start is None:
-            if warn:
-                log.warning("unlearning: no recorded checkpoint a quarter of the training before theta_tau, so the "
-                            "model is not moved back (emulate.unlearn_rewind_to=trend)")
-            return None
-        w = last * scale * f / span
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.add_(w * (start[name].to(p.device) - trajectory.final[name].to(p.device)))
-            base = trajectory.at_epoch(epoch) or {}
-            for name, b in model.named_buffers():
-                if name in base:
-                    b.copy_(base[name].to(b.device))
-        return {"fraction_removed": f, "epoch": epoch, "of_epochs": last, "scale": scale, "to": to, "span": span}
     if to == "checkpoint":  # the nearest recorded checkpoint (ties: the later one); theta_0 serves as none below
         epoch = float(min(trajectory.epochs, key=lambda e: (abs(float(e) - epoch), -float(e))))
     base = trajectory.at_epoch(epoch)
