@@ -1266,9 +1266,8 @@ class DistilledDatamodel:
             rewind_scale = 0.0
             self.last_rewind_skipped = {"schedule": schedule, "fraction_removed": removed_fraction(grp.sizes(), idx)}
         rewind_dropped: dict[str, Any] | None = None
-        attempt = -1
-        while attempt < backoffs:
-            attempt += 1
+        attempt = 0
+        while True:
             model = unlearn_groups(self.model, self.trajectory.final, syn, idx,  # type: ignore[union-attr]
                                    self.finetune_lr, self.finetune_steps, self.config.emulate.group_reduction,
                                    method=method, damping=damping,
@@ -1307,9 +1306,8 @@ class DistilledDatamodel:
                 log.info("unlearning: the recorded checkpoint the rewind lands on (epoch %.3g of %.3g) has lost "
                          "class(es) %s that theta_tau has; the step is taken from theta_tau instead "
                          "(emulate.unlearn_rewind_guard)", rw["epoch"], rw["of_epochs"], sorted(collapsed))
-                first, first_collapsed = model, sorted(collapsed)
+                first = model  # the rewound model, for --verify; a back-off below replaces it with its first step
                 rewind_scale, by_rewind = 0.0, set()
-                attempt -= 1
                 continue
             if collapsed and collapsed <= (by_rewind or set()):
                 # the checkpoint the step starts from already lost these classes: no damping brings them back
@@ -1332,6 +1330,7 @@ class DistilledDatamodel:
             log.info("unlearning cost class(es) %s, which keep training data, more than %.0f%% of their kept "
                      "synthetic images' accuracy: the step is redone with unlearn_damping %.3g",
                      sorted(collapsed), 100 * self.config.emulate.unlearn_class_drop, frac)
+            attempt += 1
         check["damping_raised"] = raised
         if rewind_dropped is not None:
             check["rewind_dropped"] = rewind_dropped
