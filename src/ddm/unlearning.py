@@ -1,23 +1,30 @@
-"""Unlearning from the synsets: the step (:func:`unlearn_groups`), the rewind along the trajectory (:func:`rewind`),
-and the rules for classes that lose their data (:func:`forget_classes`, :func:`shift_priors`); the Table 4 check."""
+"""Unlearning from the synsets: a workspace's unlearning (:func:`unlearn`, behind
+:meth:`DistilledDatamodel.unlearn`), the step (:func:`unlearn_groups`), the rewind along the trajectory
+(:func:`rewind`), and the rules for classes that lose their data (:func:`forget_classes`, :func:`shift_priors`);
+the Table 4 check."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from ddm import health
 from ddm.cluster.groups import Groups
 from ddm.data.dataset import Split
 from ddm.distill.head import Head
 from ddm.distill.synset import Synset
 from ddm.emulate.finetune import finetune_reference
-from ddm.exceptions import ConfigError
+from ddm.exceptions import ConfigError, MissingArtifactError, NumericalError
 from ddm.models import with_params
 from ddm.train.loop import accuracy
 from ddm.train.trajectory import Trajectory
+from ddm.workspace import save_json, save_tensors
+
+if TYPE_CHECKING:
+    from ddm.pipeline import DistilledDatamodel
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +134,160 @@ def rewind(model: nn.Module, trajectory: Trajectory | None, sizes: torch.Tensor,
             if name in base:
                 b.copy_(base[name].to(b.device))
     return {"fraction_removed": f, "epoch": epoch, "of_epochs": last, "scale": scale, "to": to}
+
+
+def removed_groups(groups: list[int] | torch.Tensor, num_groups: int, what: str = "groups") -> torch.Tensor:
+    """The distinct group indices in ``groups`` (a list or tensor of integers in ``[0, num_groups)``), sorted;
+    a :class:`ConfigError` that says what is wrong otherwise, and where they would remove every group."""
+    try:
+        raw = torch.as_tensor(groups).flatten()
+    except (TypeError, ValueError, RuntimeError):
+        given = f"groups are given by their integer indices (a list or a tensor), got {groups!r}"
+        raise ConfigError(given) from None
+    if len(raw) == 0:
+        raise ConfigError("no groups given to unlearn")
+    if (raw.is_floating_point() and not torch.equal(raw, raw.round())) or raw.dtype == torch.bool:
+        raise ConfigError(f"groups are given by their integer indices, got {raw.tolist()}")
+    idx = raw.long()
+    if idx.min() < 0 or idx.max() >= num_groups:
+        raise ConfigError(f"group indices must be in [0, {num_groups - 1}], got {idx.tolist()}")
+    idx = torch.unique(idx)  # a group named twice is removed once (its synset's step must not count twice)
+    if len(idx) == num_groups:
+        raise ConfigError(f"that removes every one of the {num_groups} {what}: nothing of the training data "
+                          "would be left, and a retrain without any data is the untrained model; keep at least one")
+    return idx
+
+
+def unlearn(dm: DistilledDatamodel, groups: list[int] | torch.Tensor, name: str | None = None,
+            synset: str = "groups") -> nn.Module:
+    """:meth:`DistilledDatamodel.unlearn`: remove ``groups`` from ``dm``'s theta_tau and save the checkpoint under
+    ``unlearned/<name>``. The kept data's Newton step on the last layer (head-matched synsets;
+    ``emulate.unlearn_damping``), else fine-tuning on their synsets (``synset='classes'``: whole classes with the
+    class-level synset); then the rewind along the trajectory, the rules for classes that lose their data, and the
+    unlearning check with its back-off and the rewind's guard. What was done is left on ``dm`` (``last_rewind``,
+    ``last_unlearning_check``, ...) and in ``unlearn.json``."""
+    syn, grp = (dm.synset, dm.groups) if synset == "groups" else (dm.class_synset, dm.class_groups)
+    if syn is None or grp is None or dm.model is None:
+        raise MissingArtifactError(f"no {synset} synset in the workspace: fit first")
+    idx = removed_groups(groups, syn.num_groups, synset)
+    method = "newton" if dm.emulation_method(syn) == "newton" else "finetune"
+    damping = None
+    if method == "newton" and dm.config.emulate.unlearn_damping is not None and syn.curvature is not None:
+        top, frac = syn.curvature.top_eigenvalue(), dm.config.emulate.unlearn_damping
+        damping = frac * top + dm.weight_decay
+    removed_classes, kept_classes = grp.classes_left(idx)
+    gone = sorted(removed_classes - kept_classes)
+    hint = ("the step overshoots; a larger emulate.unlearn_damping moves it less "
+            "(ddm unlearn --set emulate.unlearn_damping=1e-2)" if method == "newton" else
+            "the step overshoots; a smaller emulate.finetune_scale moves it less")
+    backoffs = dm.config.emulate.unlearn_backoff if method == "newton" and damping is not None else 0
+    raised: list[float] = []
+    first: nn.Module | None = None
+    first_collapsed: list[int] = []
+    by_rewind: set[int] | None = None  # the classes the rewound checkpoint alone has lost (the same every attempt)
+    rewind_scale = dm.config.emulate.unlearn_rewind
+    schedule = (dm.trajectory.optimizer or {}).get("schedule", "constant") if dm.trajectory else "constant"
+    dm.last_rewind_skipped = None
+    if rewind_scale > 0 and schedule != "constant":
+        # an annealed schedule: the retrain anneals over its own (fewer) steps and ends annealed as theta_tau
+        # does, so the recorded run's earlier, less annealed checkpoint is not where it ends
+        log.info("unlearning: no rewind along the trajectory (emulate.unlearn_rewind) under the %s learning-rate "
+                 "schedule: its retrain ends annealed, as theta_tau does", schedule)
+        rewind_scale = 0.0
+        dm.last_rewind_skipped = {"schedule": schedule, "fraction_removed": removed_fraction(grp.sizes(), idx)}
+    rewind_dropped: dict[str, Any] | None = None
+    attempt = 0
+    while True:
+        model = unlearn_groups(dm.model, dm.trajectory.final, syn, idx,  # type: ignore[union-attr]
+                               dm.finetune_lr, dm.finetune_steps, dm.config.emulate.group_reduction,
+                               method=method, damping=damping,
+                               curvature_damping=dm.config.emulate.unlearn_curvature_damping,
+                               decay=dm.decay(grp) if method == "newton" else None,
+                               group_curvature=dm.config.emulate.unlearn_curvature == "group")
+        # A class whose every group is removed has no training data left: retraining never predicts it (its
+        # logit only ever receives negative gradient; 0.0 % accuracy on the removed class in all 18 cases of
+        # the matrix). The Newton step cannot express this (the class's gradient and curvature at theta_tau
+        # are both near zero, so its step is a ratio of two small numbers), so the class leaves the head.
+        dm.last_rewind = (rewind(model, dm.trajectory, grp.sizes(), idx, rewind_scale, warn=attempt == 0,
+                                   to=dm.config.emulate.unlearn_rewind_to)
+                            if method == "newton" else None)
+        if method == "newton" and dm.config.emulate.unlearn_prior_shift > 0:
+            shift_priors(model, grp, idx, dm.config.emulate.unlearn_prior_shift)
+        if gone:
+            forget_classes(model, gone)
+        last = attempt == backoffs
+        check = health.unlearning_check(dm.model, model, syn, idx, warn=False,
+                                        max_class_drop=dm.config.emulate.unlearn_class_drop,
+                                        class_counts=grp.class_count_matrix())
+        # a class the removal leaves with under half of its training samples (kept_share set) loses accuracy
+        # in retraining too, often all of it: reported, never a reason to damp the step (on the benchmarks'
+        # draws that thin a class the damped step kept it where exact retraining lost it; BENCHMARKS.md, "The
+        # back-off and the classes a removal thins")
+        collapsed = {c["class"] for c in health.untypical_collapses(check)}
+        if collapsed and by_rewind is None:
+            by_rewind = collapsed_by_rewind(dm, syn, idx)
+        if (collapsed and collapsed <= (by_rewind or set()) and dm.last_rewind is not None
+                and dm.config.emulate.unlearn_rewind_guard):
+            # the checkpoint the step starts from already lost these classes, which theta_tau has and the kept
+            # data still teaches: the same step is taken from theta_tau instead (no back-off step used)
+            rw = dm.last_rewind
+            rewind_dropped = {"epoch": rw["epoch"], "of_epochs": rw["of_epochs"],
+                              "fraction_removed": rw["fraction_removed"], "classes": sorted(collapsed)}
+            log.info("unlearning: the recorded checkpoint the rewind lands on (epoch %.3g of %.3g) has lost "
+                     "class(es) %s that theta_tau has; the step is taken from theta_tau instead "
+                     "(emulate.unlearn_rewind_guard)", rw["epoch"], rw["of_epochs"], sorted(collapsed))
+            first = model  # the rewound model, for --verify; a back-off below replaces it with its first step
+            rewind_scale, by_rewind = 0.0, set()
+            continue
+        if collapsed and collapsed <= (by_rewind or set()):
+            # the checkpoint the step starts from already lost these classes: no damping brings them back
+            rw = dm.last_rewind or {}
+            hint = (f"not the step: the recorded checkpoint it starts from (epoch {rw.get('epoch', 0):.3g} of "
+                    f"{rw.get('of_epochs', 0):.3g}, emulate.unlearn_rewind) already has that accuracy, "
+                    "a fluctuation of training between checkpoints that retraining with fewer steps can land on "
+                    "as well; emulate.unlearn_rewind=0 steps from theta_tau instead")
+            check["collapsed_by_rewind"] = sorted(collapsed)
+            last = True
+        if not collapsed or last:
+            health.warn_unlearning(check, hint)
+            break
+        # a class that keeps data collapsed, which retraining mostly does not do: a Levenberg-Marquardt step back
+        if first is None or (rewind_dropped is not None and not raised):
+            first, first_collapsed = model, sorted(collapsed)
+        frac *= 10
+        damping = frac * top + dm.weight_decay
+        raised.append(frac)
+        log.info("unlearning cost class(es) %s, which keep training data, more than %.0f%% of their kept "
+                 "synthetic images' accuracy: the step is redone with unlearn_damping %.3g",
+                 sorted(collapsed), 100 * dm.config.emulate.unlearn_class_drop, frac)
+        attempt += 1
+    check["damping_raised"] = raised
+    if rewind_dropped is not None:
+        check["rewind_dropped"] = rewind_dropped
+    if raised:
+        check["first_damping"], check["first_collapsed"] = dm.config.emulate.unlearn_damping, first_collapsed
+    dm.last_unlearning_check = check
+    dm.last_unlearned_first = first
+    state = {k: v for k, v in model.state_dict().items()}
+    if not all(torch.isfinite(v).all() for v in state.values()):
+        raise NumericalError("unlearning produced non-finite weights; nothing was saved")
+    folder = dm.unlearn_folder(idx.tolist(), name, synset)
+    save_tensors(folder / "model.safetensors", state)
+    save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "method": method,
+                                        "lr": dm.finetune_lr, "steps": dm.finetune_steps,
+                                        "classes_without_data": gone, "check": dm.last_unlearning_check,
+                                        "rewind": dm.last_rewind, "rewind_skipped": dm.last_rewind_skipped})
+    dm.last_classes_without_data = gone
+    return model
+
+
+def collapsed_by_rewind(dm: DistilledDatamodel, syn: Synset, idx: torch.Tensor) -> set[int]:
+    """The classes the unlearning check finds collapsed in the rewound checkpoint alone (no step on it)."""
+    if dm.last_rewind is None or dm.model is None or dm.trajectory is None:
+        return set()
+    base = dm.trajectory.at_epoch(dm.last_rewind["epoch"])
+    if base is None:
+        return set()
+    check = health.unlearning_check(dm.model, with_params(dm.model, base), syn, idx, warn=False,
+                                    max_class_drop=dm.config.emulate.unlearn_class_drop)
+    return {c["class"] for c in check["collapsed_classes"]}
