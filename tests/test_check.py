@@ -274,6 +274,40 @@ def test_unlearn_verify_sets_the_unlearned_model_beside_exact_retraining(tmp_pat
     assert "agrees with the other orders'" in text
 
 
+def test_unlearn_exact_saves_the_retrain_that_verify_compares_against(tmp_path, capsys):
+    """``ddm unlearn --exact`` retrains without the groups in the target's data order and saves that model: the same
+    model --verify's first order retrains (its test accuracy and removed-data accuracy), loadable by name, under a
+    folder of its own beside the synsets' step; it refuses --verify and --set."""
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:2", "--json", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["unlearn", "-w", ws, "--groups", "1,0", "--verify", "1", "--json", "-q"]) == 0
+    v = json.loads(capsys.readouterr().out)["verification"]
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--exact", "--json", "-q"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "exact" and out["groups"] == [0, 1] and out["seconds"] > 0
+    assert out["test_accuracy"]["after"] == pytest.approx(v["exact"]["test_accuracy"][0])
+    assert out["removed_accuracy"]["after"] == pytest.approx(v["exact"]["removed_accuracy"][0])
+    assert out["saved"].endswith("exact-groups-0-1")
+    dm = ddm.DistilledDatamodel(ws).load()
+    data = ddm.data.load(dm.config.data)
+    from ddm.train.loop import accuracy
+
+    assert accuracy(dm.unlearned("exact-groups-0-1"), data.test) == pytest.approx(out["test_accuracy"]["after"])
+    with pytest.raises(ddm.exceptions.ConfigError, match="the split the workspace was fitted on"):
+        dm.unlearn_exact([0], data.train[:5])
+    exact, step = dm.unlearned("exact-groups-0-1").state_dict(), dm.unlearned("groups-0-1").state_dict()
+    assert any(not torch.equal(exact[k], step[k]) for k in exact)  # the synsets' step is kept in its own folder
+    assert json.loads((tmp_path / "ws" / "unlearned" / "exact-groups-0-1" / "unlearn.json").read_text())["method"] \
+        == "exact"
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--exact", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "retrained without groups [0, 1]" in text and "in the target's data order" in text
+    for extra in (["--verify", "1"], ["--set", "emulate.unlearn_damping=1e-2"]):
+        assert main(["unlearn", "-w", ws, "--groups", "0,1", "--exact", *extra, "-q"]) == 2
+        assert "--exact retrains without the groups" in capsys.readouterr().err
+
+
 def test_a_verification_scores_the_first_step_where_the_unlearning_check_raised_the_damping(tmp_path, monkeypatch,
                                                                                              capsys):
     """Where the unlearning check finds a kept class collapsed and redoes the step with more damping, the verification

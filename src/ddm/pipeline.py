@@ -191,6 +191,7 @@ class DistilledDatamodel:
         # where the last unlearn() did not move back because the training's learning rate was annealed: the schedule
         # and the share of the training samples removed (a retrain takes that share fewer steps all the same)
         self.last_rewind_skipped: dict[str, Any] | None = None
+        self.last_exact_seconds: float | None = None  # the last unlearn_exact()'s retrain
 
     @property
     def _custom_task(self) -> Task | None:
@@ -1174,9 +1175,12 @@ class DistilledDatamodel:
         return list((st.get("health") or {}).get("flagged", []))
 
     # ---- unlearning -----------------------------------------------------------------------------
-    def unlearn_folder(self, groups: list[int], name: str | None = None, synset: str = "groups") -> Path:
-        """Where :meth:`unlearn` saves the checkpoint for these groups (``unlearned/<name>``)."""
-        return self.ws.path("unlearned", name or f"{synset}-" + "-".join(map(str, groups))[:80])
+    def unlearn_folder(self, groups: list[int], name: str | None = None, synset: str = "groups",
+                       exact: bool = False) -> Path:
+        """Where :meth:`unlearn` (``exact``: :meth:`unlearn_exact`) saves the checkpoint for these groups
+        (``unlearned/<name>``, by default ``[exact-]<synset>-<ids>``)."""
+        default = ("exact-" if exact else "") + f"{synset}-" + "-".join(map(str, groups))
+        return self.ws.path("unlearned", name or default[:80])
 
     def unlearned(self, name: str) -> nn.Module:
         """The model :meth:`unlearn` (or ``ddm unlearn``) saved under ``unlearned/<name>`` (e.g. ``groups-3-17``, the
@@ -1222,6 +1226,18 @@ class DistilledDatamodel:
         from ddm.unlearning import unlearn
 
         return unlearn(self, groups, name, synset)
+
+    @_restores_mode
+    def unlearn_exact(self, groups: list[int] | torch.Tensor, train: Split, name: str | None = None,
+                      synset: str = "groups", retrain: Any = None) -> nn.Module:
+        """Retrain from theta_0 on ``train`` (the split the workspace was fitted on) without ``groups``, in the
+        target's data order, and save it under ``unlearned/<name>`` (default ``exact-groups-<ids>``): the exact
+        answer :meth:`unlearn` approximates, at the cost of a retrain. ``retrain``: your own training loop
+        (README, "Checking it against exact retraining"), needed where the trajectory was handed in
+        (:func:`ddm.unlearning.unlearn_exact`)."""
+        from ddm.unlearning import unlearn_exact
+
+        return unlearn_exact(self, train, groups, name, synset, retrain)
 
 
 def balance_rule(e: Any, num_classes: int | None, agreement: float | None, switched: bool) -> tuple[float, str]:

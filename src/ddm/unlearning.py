@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ddm import health
+from ddm import devices, health
 from ddm.cluster.groups import Groups
 from ddm.data.dataset import Split
 from ddm.distill.head import Head
@@ -291,3 +291,40 @@ def collapsed_by_rewind(dm: DistilledDatamodel, syn: Synset, idx: torch.Tensor) 
     check = health.unlearning_check(dm.model, with_params(dm.model, base), syn, idx, warn=False,
                                     max_class_drop=dm.config.emulate.unlearn_class_drop)
     return {c["class"] for c in check["collapsed_classes"]}
+
+
+def unlearn_exact(dm: DistilledDatamodel, train: Split, groups: list[int] | torch.Tensor, name: str | None = None,
+                  synset: str = "groups", retrain: Any = None) -> nn.Module:
+    """:meth:`DistilledDatamodel.unlearn_exact`: retrain ``dm``'s network from theta_0 on ``train`` without
+    ``groups`` (of ``synset``: ``groups`` or ``classes``), in the target's data order, with ddm's loop (``train.*``) or
+    the user's ``retrain`` (a function or :class:`~ddm.evaluation.retrain.Retrainer`, needed where the trajectory was
+    handed in), and save it under ``unlearned/<name>`` (default ``exact-<synset>-<ids>``) with ``unlearn.json``
+    (``method`` exact, the retrain's seconds beside the recorded training's). The model ``ddm unlearn --verify``
+    compares against, kept: exact where the synsets' step is not (README, "What to expect"), at a retrain's cost."""
+    from ddm.evaluation.retrain import RetrainCache, retrainer_for
+
+    grp = dm.groups if synset == "groups" else dm.class_groups
+    if grp is None or dm.model is None or dm.trajectory is None:
+        raise MissingArtifactError(f"no {synset} in the workspace: fit first"
+                                   + (" (and fit_classes for synset='classes')" if synset == "classes" else ""))
+    if len(train) != len(grp.assignment):
+        raise ConfigError(f"the training split has {len(train)} samples, the workspace's groups {len(grp.assignment)}: "
+                          "pass the split the workspace was fitted on")
+    idx = removed_groups(groups, grp.num_groups, synset)
+    retrainer = retrainer_for(dm, retrain, 1)
+    folder = dm.unlearn_folder(idx.tolist(), name, synset, exact=True)
+    cache = RetrainCache(folder, dm.model, dm.trajectory.checkpoint(0), train, grp, dm.config.train,
+                         train.x[:0], device=devices.of(dm.model), threads=dm.training_threads(),
+                         retrain=retrainer)
+    model, seconds = cache.train_without(idx.tolist())
+    state = model.state_dict()
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise NumericalError(f"the retrain without {synset} {idx.tolist()} diverged (non-finite weights); nothing "
+                             "was saved")
+    save_tensors(folder / "model.safetensors", {k: v.detach().cpu() for k, v in state.items()})
+    info = dm.ws.stage_info("train") or {}
+    save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "method": "exact",
+                                        "retrain": None if retrainer is None else retrainer.name,
+                                        "seconds": seconds, "training_seconds": info.get("seconds")})
+    dm.last_exact_seconds = seconds
+    return model

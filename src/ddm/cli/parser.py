@@ -193,6 +193,11 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "groups in ORDERS data orders (the target's own first; ORDERS trainings as long as the "
                         "target's, cached under <workspace>/check/) and compare test accuracy, accuracy on the "
                         "removed samples and agreement; 2 or more also show retraining's own spread (default: 0, off)")
+    p.add_argument("--exact", action="store_true",
+                   help="retrain from theta_0 without the groups instead (the target's data order; ddm's loop, or "
+                        "--retrain's) and save that model under unlearned/exact-...: exact where the synsets' step "
+                        "is not (a removal that takes most of a class), at the cost of one training as long as the "
+                        "target's")
     _retrain_arg(p)
     p.add_argument("--set", action="append", default=[], metavar="emulate.unlearn_FIELD=VALUE",
                    help="an unlearning setting for this call only (repeatable): emulate.unlearn_damping (larger: "

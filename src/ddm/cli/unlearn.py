@@ -16,6 +16,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
     from ddm.train.loop import accuracy
 
+    if args.exact and (args.verify or args.set):
+        raise ConfigError("--exact retrains without the groups and saves that model: it is what --verify compares "
+                          "against, and it takes no emulate.unlearn_* setting; drop " +
+                          ("--verify" if args.verify else "--set"))
     dm, data = load_workspace(args)
     retrainer = None
     if args.verify:  # a verification that cannot run is refused before the unlearning
@@ -39,6 +43,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     rows = torch.cat([groups.members(k) for k in idx])
     removed = data.train[rows]
     before_removed = accuracy(dm.model, removed)
+    if args.exact:
+        return _exact(args, dm, data, idx, synset, len(rows), before_test, before_removed, removed)
     model = dm.unlearn(idx, name=args.name, synset=synset)
     out: dict[str, Any] = {"groups": idx, "synset": synset, "removed_samples": len(rows),
            "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
@@ -110,7 +116,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             print(f"  class {t['class']} keeps {t['kept']} of its {t['of']} training samples "
                   f"({100 * t['kept'] / t['of']:.0f}%): retraining without most of a class can lose much of its test "
                   "accuracy (35-80 points in the benchmarks' cases), a change of the features that this unlearning "
-                  "does not follow; check such a removal against a retrain (--verify 1; README, \"What to expect\")")
+                  "does not follow; check such a removal against a retrain (--verify 1; README, \"What to expect\"), "
+                  f"or take the retrain itself (--exact{_training_time(dm)})")
         if (out["classes_mostly_removed"] and dm.emulation_method() == "newton"
                 and dm.config.emulate.unlearn_prior_shift == 0):
             print("  --set emulate.unlearn_prior_shift=1 follows such a loss part of the way (on the benchmarks' "
@@ -140,6 +147,40 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             _print_unlearning_verification(out["verification"])
         print(f"  checkpoint: {out['saved']}/model.safetensors   (Python: DistilledDatamodel(WS).load()"
               f".unlearned({Path(out['saved']).name!r}))")
+    return 0
+
+
+def _training_time(dm: Any) -> str:
+    """``: one training, N s here`` from the workspace's recorded training time, where it has one."""
+    seconds = (dm.ws.stage_info("train") or {}).get("seconds")
+    return f": one training, {seconds:.2g} s here" if seconds else ": one training as long as the target's"
+
+
+def _exact(args: argparse.Namespace, dm: Any, data: Any, idx: list[int], synset: str, n_removed: int,
+           before_test: float, before_removed: float, removed: Any) -> int:
+    """``ddm unlearn --exact``: the retrain without the groups, saved as the unlearned model."""
+    from ddm.train.loop import accuracy
+
+    model = dm.unlearn_exact(idx, data.train, name=args.name, synset=synset, retrain=user_retrainer(args))
+    folder = dm.unlearn_folder(idx, args.name, synset, exact=True)
+    training = (dm.ws.stage_info("train") or {}).get("seconds")
+    out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "exact", "removed_samples": n_removed,
+                           "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
+                           "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
+                           "saved": str(folder), "seconds": dm.last_exact_seconds, "training_seconds": training}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    loop = f"your loop {args.retrain}" if getattr(args, "retrain", None) else "ddm's loop, train.*"
+    took = f" (the target's training took {training:.2g} s)" if training else ""
+    print(f"retrained without {synset} {idx} ({n_removed} training samples) from theta_0 in the target's data order "
+          f"({loop}): {out['seconds']:.2g} s{took}")
+    t = out["test_accuracy"]
+    print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
+    print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
+          f"{100 * out['removed_accuracy']['after']:.1f}%")
+    print(f"  checkpoint: {folder}/model.safetensors   (Python: DistilledDatamodel(WS).load()"
+          f".unlearned({folder.name!r}))")
     return 0
 
 
@@ -198,4 +239,4 @@ def _print_unlearning_verification(v: dict[str, Any]) -> None:
             spread = (f" (whose {len(e['test_accuracy'])} data orders themselves span {100 * lo:.1f}-{100 * hi:.1f}%)"
                       if hi - lo > 0.03 else "")
             print(f"    the unlearned model's test accuracy is {abs(v['test_gap_points']):.1f} points {side} exact "
-                  f"retraining's{spread}: do not take it for a retrain{more}")
+                  f"retraining's{spread}: do not take it for a retrain{more} (--exact saves the retrain itself)")

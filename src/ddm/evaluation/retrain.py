@@ -204,7 +204,9 @@ class RetrainCache:
             return load_tensors(path)["logits"]
         return self._retrain(removed, seed, path)
 
-    def _retrain(self, removed: list[int], seed: int | None, path: Path) -> torch.Tensor:
+    def train_without(self, removed: list[int], seed: int | None = None) -> tuple[nn.Module, float]:
+        """The model retrained from theta_0 without the ``removed`` groups (data-order ``seed``: None = the target's
+        own), in eval mode, and the seconds its training took. Nothing is cached: :meth:`get` caches the logits."""
         keep = ~torch.isin(self.groups.assignment, torch.as_tensor(removed, dtype=torch.long))
         if not keep.any():
             raise ValueError("cannot retrain without every group")
@@ -225,8 +227,11 @@ class RetrainCache:
                     net = self.retrain(net, kept, seed).to(self.device)
         finally:
             progress.set_enabled(was)
-        seconds = time.perf_counter() - t0
         net.eval()
+        return net, time.perf_counter() - t0
+
+    def _retrain(self, removed: list[int], seed: int | None, path: Path) -> torch.Tensor:
+        net, seconds = self.train_without(removed, seed)
         with torch.no_grad():
             logits = torch.cat([devices.forward(net, self.eval_x[s : s + 1024])
                                 for s in range(0, len(self.eval_x), 1024)])
