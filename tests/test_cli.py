@@ -492,6 +492,13 @@ def test_a_value_below_its_threshold_never_reads_as_the_threshold():
     assert beside(0.79996, 0.8) == "+0.79996" and beside(0.85, 0.8) == "+0.85"
 
 
+def test_durations_read_in_seconds_without_rounding_to_nothing():
+    """``ddm check`` announced retrains "of about 1-1 s each" for a 1.3 s training: short durations keep two figures."""
+    from ddm.text import seconds
+
+    assert seconds(1.3) == "1.3" and seconds(0.65) == "0.65" and seconds(24.7) == "25" and seconds(250.2) == "250"
+
+
 @pytest.mark.parametrize("exact,says", [
     ([0.80], "do not take it for a retrain; one data order cannot show retraining's own spread: --verify 3"),
     ([0.736, 0.972, 0.967], "inside the range its data orders span (73.6-97.2%)"),

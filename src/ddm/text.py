@@ -16,3 +16,8 @@ def beside(x: float, threshold: float, decimals: int = 2) -> str:
         if round(x, d) != round(threshold, d):
             return f"{x:+.{d}f}"
     return f"{x:+.6f}"
+
+
+def seconds(x: float) -> str:
+    """A duration in seconds to two significant figures below 10 s (0.65, 1.3), whole seconds above (25, 250)."""
+    return f"{x:.2g}" if x < 10 else f"{x:.0f}"

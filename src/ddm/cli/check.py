@@ -80,6 +80,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ddm.baselines.peers import PEERS
     from ddm.evaluation.check import check, tries_temperature
     from ddm.evaluation.retrain import retrainer_for
+    from ddm.text import seconds as secs
 
     peers = tuple(p.strip() for p in args.peers.split(",") if p.strip())
     unknown = [p for p in peers if p not in PEERS]
@@ -92,7 +93,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     retrainer = retrainer_for(dm, user_retrainer(args))  # a handed-in trajectory without --retrain: refused here
     seconds = float(dm.ws.require("train")["seconds"])
     each = (f"in your loop ({retrainer.name}), most on about half the data" if retrainer is not None
-            else f"of about {seconds * 0.5:.0f}-{seconds:.0f} s each (the target trained in {seconds:.0f} s)")
+            else f"of about {secs(seconds * 0.5)}-{secs(seconds)} s each (the target trained in {secs(seconds)} s)")
     t = args.try_temperature or None
     tried = (f", and synsets distilled at temperature {t:g} (--try-temperature 0 skips them)"
              if tries_temperature(dm, t) else "")

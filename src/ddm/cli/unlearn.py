@@ -9,6 +9,7 @@ from typing import Any
 
 from ddm.cli.common import ensure_classes, load_workspace, mostly_removed, parse_indices, user_retrainer
 from ddm.exceptions import ConfigError, DDMError
+from ddm.text import seconds as secs
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
@@ -153,7 +154,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 def _training_time(dm: Any) -> str:
     """``: one training, N s here`` from the workspace's recorded training time, where it has one."""
     seconds = (dm.ws.stage_info("train") or {}).get("seconds")
-    return f": one training, {seconds:.2g} s here" if seconds else ": one training as long as the target's"
+    return f": one training, {secs(seconds)} s here" if seconds else ": one training as long as the target's"
 
 
 def _exact(args: argparse.Namespace, dm: Any, data: Any, idx: list[int], synset: str, n_removed: int,
@@ -172,9 +173,9 @@ def _exact(args: argparse.Namespace, dm: Any, data: Any, idx: list[int], synset:
         print(json.dumps(out, indent=2))
         return 0
     loop = f"your loop {args.retrain}" if getattr(args, "retrain", None) else "ddm's loop, train.*"
-    took = f" (the target's training took {training:.2g} s)" if training else ""
+    took = f" (the target's training took {secs(training)} s)" if training else ""
     print(f"retrained without {synset} {idx} ({n_removed} training samples) from theta_0 in the target's data order "
-          f"({loop}): {out['seconds']:.2g} s{took}")
+          f"({loop}): {secs(out['seconds'])} s{took}")
     t = out["test_accuracy"]
     print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
     print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
