@@ -623,6 +623,16 @@ def test_a_trajectory_from_a_users_loop_is_checked_with_that_loop(tmp_path, caps
     one = C.verify_unlearning(dm, data, [0, 1], unlearned, 1, retrain=user_loop.retrain_one_order)
     two = C.verify_unlearning(dm, data, [0, 1], unlearned, 2, retrain=user_loop.retrain)
     assert one["exact"]["test_accuracy"][0] == pytest.approx(two["exact"]["test_accuracy"][0])  # the same loop
+    # the exact unlearning retrains in the user's loop too, and is refused without it
+    assert main(["unlearn", "-w", str(ws), "--groups", "0,1", "--exact", "-q"]) == 2
+    assert "--retrain MODULE:FUNCTION" in capsys.readouterr().err
+    assert not (ws / "unlearned" / "exact-groups-0-1").exists()
+    argv = ["unlearn", "-w", str(ws), "--groups", "0,1", "--exact", "--retrain", "user_loop:retrain", "--json"]
+    assert main(argv) == 0
+    exact = json.loads(capsys.readouterr().out)
+    assert exact["test_accuracy"]["after"] == pytest.approx(one["exact"]["test_accuracy"][0])
+    assert json.loads((ws / "unlearned" / "exact-groups-0-1" / "unlearn.json").read_text())["retrain"] == \
+        "user_loop:retrain"
     assert len(two["exact"]["test_accuracy"]) == 2 and 0 < two["exact"]["test_agreement_between_orders"][0] <= 1
     # what counts as taking a seed: a parameter named seed (keyword-only too) or a required third one
     from ddm.evaluation.retrain import Retrainer as R

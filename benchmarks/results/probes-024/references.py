@@ -4,7 +4,8 @@ removed training samples and agreement with the exact retrain, for DDM, fine-tun
 over the kept data, the training optimizer) and the last layer retrained on the kept data (the bound of a last-layer
 unlearner). Measured once, used for no choice.
 
-    .venv/bin/python benchmarks/results/probes-024/references.py runs/p24/mlp20 > benchmarks/results/probes-024/mlp20-references.md
+    .venv/bin/python benchmarks/results/probes-024/references.py runs/p24/mlp20 \
+        > benchmarks/results/probes-024/mlp20-references.md
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main(ws: str) -> None:
     print("| draw | unlearner | test acc. | minus exact | removed acc. | agreement | seconds |")
     print("|---|---|---|---|---|---|---|")
     within: dict[str, int] = {}
+    final, cfg = F.trajectory.final, dm.config.train
     for rem in DRAWS:
         gone = torch.isin(F.groups.assignment, torch.as_tensor(rem))
         t0 = time.perf_counter()
@@ -45,15 +47,14 @@ def main(ws: str) -> None:
         ex_rem = float((ex_removed == data.train.y[gone]).float().mean())
         print(f"| {','.join(map(str, rem))} | exact retraining | {100 * ex_acc:.1f} | | {100 * ex_rem:.1f} | | "
               f"{ex_seconds:.1f} |")
+        keep = ~gone
         makers = {
             "no unlearning": lambda: F.model,
             "DDM": lambda rem=rem: dm.unlearn(rem, name="references"),
-            "fine-tune on the rest, 1 epoch": lambda: finetune_rest(F.model, F.trajectory.final, data.train, ~gone,
-                                                                    dm.config.train, 1.0),
-            "NegGrad+ 0.99, 1 epoch": lambda: neggrad_plus(F.model, F.trajectory.final, data.train, ~gone,
-                                                           dm.config.train, 1.0),
-            "last layer retrained on the rest": lambda: retrain_head(F.model, F.trajectory.final, data.train, ~gone,
-                                                                     dm.config.train, F.trajectory.checkpoint(0)),
+            "fine-tune on the rest, 1 epoch": lambda keep=keep: finetune_rest(F.model, final, data.train, keep, cfg),
+            "NegGrad+ 0.99, 1 epoch": lambda keep=keep: neggrad_plus(F.model, final, data.train, keep, cfg),
+            "last layer retrained on the rest": lambda keep=keep: retrain_head(F.model, final, data.train, keep, cfg,
+                                                                               F.trajectory.checkpoint(0)),
         }
         for what, make in makers.items():
             t0 = time.perf_counter()
