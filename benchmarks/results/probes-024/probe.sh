@@ -18,3 +18,8 @@ $ddm run -w runs/p24/conv20 --preset demo --dataset fashion-mnist --set data.tra
 for g in 15,5,9,6 13,8,17,7 15,11,13,16 19,6,9,10 16,2,6,14 4,17,6,13; do
   $ddm unlearn -w runs/p24/conv20 --groups $g --verify 3 -q > "$here/conv20-unlearn-$g.txt" 2>&1
 done
+
+# Afterwards (BENCHMARKS.md, "Two groups per class"): the attribution check and the diagnosis, verified.
+$ddm check -w runs/p24/mlp20 --peers if-explicit,tracin -q > "$here/mlp20-check.txt" 2>&1
+$ddm diagnose -w runs/p24/mlp20 -q --verify 3 > "$here/mlp20-diagnose.txt" 2>&1
+$ddm diagnose -w runs/p24/conv20 -q --verify 3 > "$here/conv20-diagnose.txt" 2>&1
