@@ -5,6 +5,9 @@ weight decay, batch size) for a budget of ``epochs`` passes over the kept data.
 * ``finetune_rest`` ("fine-tune on the rest"): keep training on the kept data only;
 * ``neggrad_plus`` (NegGrad+): each step descends ``alpha`` x the kept batch's loss and ascends ``1 - alpha`` x a
   batch of the removed data's loss;
+* ``relabel_knn`` (relabelled fine-tuning): keep training on the whole training set with each removed sample's label
+  replaced by the majority label of its ``k`` nearest kept samples (on the raw inputs): what the kept data says about
+  the removed samples' region, which retraining without them learns and the trained model has overwritten;
 * ``retrain_head`` (a bound, not an unlearner one would ship): the last layer retrained from its initial value on the
   kept data's features under the trained network, the rest frozen, for the whole training schedule. What a method
   that changes only the trained model's last layer (as DDM's unlearning does) can reach when it does that exactly.
@@ -133,3 +136,39 @@ def neggrad_plus(model: nn.Module, params: dict[str, torch.Tensor], train: Split
         raise NumericalError("the reference unlearner diverged (non-finite weights): a larger alpha (a smaller share "
                              "of ascent) or a smaller train.lr")
     return net
+
+
+#: the neighbours whose majority label a removed sample takes in :func:`relabel_knn` (chosen from 1, 5 and 10 on the
+#: two-groups-per-class Fashion-MNIST MLP probe, where all three did about as well; BENCHMARKS.md, "Relabelled
+#: fine-tuning")
+RELABEL_NEIGHBOURS = 5
+
+
+def knn_labels(x: torch.Tensor, reference_x: torch.Tensor, reference_y: torch.Tensor, k: int = RELABEL_NEIGHBOURS,
+               chunk: int = 1024) -> torch.Tensor:
+    """The majority label ``[N]`` of each row of ``x`` among its ``k`` nearest rows of ``reference_x`` (Euclidean on
+    the flattened inputs; ties to the smallest label), labelled ``reference_y``."""
+    if len(reference_x) == 0:
+        raise ConfigError("no reference samples to take labels from")
+    k = min(k, len(reference_x))
+    ref = reference_x.flatten(1).float()
+    out = []
+    for s in range(0, len(x), chunk):
+        idx = torch.cdist(x[s : s + chunk].flatten(1).float(), ref).topk(k, largest=False).indices
+        out.append(torch.mode(reference_y[idx], 1).values)
+    return torch.cat(out) if out else reference_y[:0]
+
+
+def relabel_knn(model: nn.Module, params: dict[str, torch.Tensor], train: Split, keep: torch.Tensor, cfg: TrainConfig,
+                epochs: float = 1.0, k: int = RELABEL_NEIGHBOURS) -> nn.Module:
+    """A copy of ``model`` at ``params`` after ``epochs`` passes of ``cfg``'s optimizer over the whole of ``train``,
+    the removed samples (``~keep``) relabelled by :func:`knn_labels` over the kept ones. A removed sample whose
+    neighbours share its label is trained on as before; one whose region the kept data assigns to another class is
+    taught that class, as a retrain without it would learn."""
+    keep = _check(keep, len(train))
+    y = train.y.clone()
+    gone = torch.nonzero(~keep).flatten()
+    if len(gone):
+        y[gone] = knn_labels(train.x[gone], train.x[keep], train.y[keep], k).to(y)
+    relabelled = Split(train.x, y, train.index)
+    return neggrad_plus(model, params, relabelled, torch.ones(len(train), dtype=torch.bool), cfg, epochs, alpha=1.0)
