@@ -192,6 +192,7 @@ class DistilledDatamodel:
         # and the share of the training samples removed (a retrain takes that share fewer steps all the same)
         self.last_rewind_skipped: dict[str, Any] | None = None
         self.last_exact_seconds: float | None = None  # the last unlearn_exact()'s retrain
+        self.last_relabel: dict[str, Any] | None = None  # what the last unlearn_relabel() did
 
     @property
     def _custom_task(self) -> Task | None:
@@ -1176,10 +1177,11 @@ class DistilledDatamodel:
 
     # ---- unlearning -----------------------------------------------------------------------------
     def unlearn_folder(self, groups: list[int], name: str | None = None, synset: str = "groups",
-                       exact: bool = False) -> Path:
-        """Where :meth:`unlearn` (``exact``: :meth:`unlearn_exact`) saves the checkpoint for these groups
-        (``unlearned/<name>``, by default ``[exact-]<synset>-<ids>``)."""
-        default = ("exact-" if exact else "") + f"{synset}-" + "-".join(map(str, groups))
+                       prefix: str = "") -> Path:
+        """Where :meth:`unlearn` saves the checkpoint for these groups (``unlearned/<name>``, by default
+        ``<synset>-<ids>``; :meth:`unlearn_relabel` and :meth:`unlearn_exact` with the ``prefix`` ``relabel-`` and
+        ``exact-``)."""
+        default = prefix + f"{synset}-" + "-".join(map(str, groups))
         return self.ws.path("unlearned", name or default[:80])
 
     def unlearned(self, name: str) -> nn.Module:
@@ -1226,6 +1228,17 @@ class DistilledDatamodel:
         from ddm.unlearning import unlearn
 
         return unlearn(self, groups, name, synset)
+
+    @_restores_mode
+    def unlearn_relabel(self, groups: list[int] | torch.Tensor, train: Split, name: str | None = None,
+                        synset: str = "groups") -> nn.Module:
+        """Remove ``groups`` by one epoch of the training's optimizer over ``train`` (the split the workspace was
+        fitted on) with the removed samples relabelled by their nearest kept samples, and save the checkpoint under
+        ``unlearned/<name>`` (default ``relabel-groups-<ids>``): ``ddm unlearn``'s default, which reads the training
+        data; :meth:`unlearn` needs only the synsets (:func:`ddm.unlearning.unlearn_relabel`)."""
+        from ddm.unlearning import unlearn_relabel
+
+        return unlearn_relabel(self, train, groups, name, synset)
 
     @_restores_mode
     def unlearn_exact(self, groups: list[int] | torch.Tensor, train: Split, name: str | None = None,

@@ -312,7 +312,7 @@ def unlearn_exact(dm: DistilledDatamodel, train: Split, groups: list[int] | torc
                           "pass the split the workspace was fitted on")
     idx = removed_groups(groups, grp.num_groups, synset)
     retrainer = retrainer_for(dm, retrain, 1)
-    folder = dm.unlearn_folder(idx.tolist(), name, synset, exact=True)
+    folder = dm.unlearn_folder(idx.tolist(), name, synset, prefix="exact-")
     cache = RetrainCache(folder, dm.model, dm.trajectory.checkpoint(0), train, grp, dm.config.train,
                          train.x[:0], device=devices.of(dm.model), threads=dm.training_threads(),
                          retrain=retrainer)
@@ -327,4 +327,55 @@ def unlearn_exact(dm: DistilledDatamodel, train: Split, groups: list[int] | torc
                                         "retrain": None if retrainer is None else retrainer.name,
                                         "seconds": seconds, "training_seconds": info.get("seconds")})
     dm.last_exact_seconds = seconds
+    return model
+
+
+def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | torch.Tensor, name: str | None = None,
+                    synset: str = "groups") -> nn.Module:
+    """:meth:`DistilledDatamodel.unlearn_relabel`: one epoch of the training's optimizer (``train.*``) over ``train``
+    from theta_tau, each removed sample relabelled by the majority label of its nearest kept samples
+    (:func:`ddm.baselines.unlearners.relabel_knn`), then the classes left without data taken out of the head
+    (:func:`forget_classes`); saved under ``unlearned/<name>`` (default ``relabel-<synset>-<ids>``) with
+    ``unlearn.json``. Where the removal takes modes of a class, retraining without them learns what the kept data says
+    about that region; the synsets' step keeps them (BENCHMARKS.md, "Relabelled fine-tuning")."""
+    import time
+
+    from ddm.baselines.unlearners import RELABEL_NEIGHBOURS, knn_labels, relabel_knn
+
+    grp = dm.groups if synset == "groups" else dm.class_groups
+    if grp is None or dm.model is None or dm.trajectory is None:
+        raise MissingArtifactError(f"no {synset} in the workspace: fit first"
+                                   + (" (and fit_classes for synset='classes')" if synset == "classes" else ""))
+    if len(train) != len(grp.assignment):
+        raise ConfigError(f"the training split has {len(train)} samples, the workspace's groups {len(grp.assignment)}: "
+                          "pass the split the workspace was fitted on")
+    if dm.handed_in():
+        raise ConfigError("relabelled fine-tuning runs ddm's training loop (train.*), and this workspace's trajectory "
+                          "was handed in from another loop: unlearn with the synsets' step (dm.unlearn; ddm unlearn "
+                          "--method step), or retrain in your loop (unlearn_exact with retrain=; ddm unlearn --method "
+                          "exact --retrain MODULE:FUNCTION)")
+    idx = removed_groups(groups, grp.num_groups, synset)
+    keep = ~torch.isin(grp.assignment, idx)
+    t0 = time.perf_counter()
+    model = relabel_knn(dm.model, dm.trajectory.final, train, keep, dm.config.train)
+    seconds = time.perf_counter() - t0
+    classes = int(dm.num_classes or (dm.synset.num_classes if dm.synset is not None else int(train.y.max()) + 1))
+    gone = sorted(set(range(classes)) - set(train.y[keep].tolist()))
+    if gone:
+        forget_classes(model, gone)
+    state = model.state_dict()
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise NumericalError("relabelled fine-tuning produced non-finite weights (a smaller train.lr); nothing was "
+                             "saved")
+    removed = torch.nonzero(~keep).flatten()
+    relabelled = int((knn_labels(train.x[removed], train.x[keep], train.y[keep]) != train.y[removed]).sum())
+    folder = dm.unlearn_folder(idx.tolist(), name, synset, prefix="relabel-")
+    save_tensors(folder / "model.safetensors", {k: v.detach().cpu() for k, v in state.items()})
+    save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "method": "relabel",
+                                        "neighbours": RELABEL_NEIGHBOURS, "epochs": 1, "seconds": seconds,
+                                        "relabelled": relabelled, "removed_samples": len(removed),
+                                        "classes_without_data": gone})
+    dm.last_relabel = {"seconds": seconds, "relabelled": relabelled, "removed_samples": len(removed),
+                       "neighbours": RELABEL_NEIGHBOURS,
+                       "classes_without_data": gone}
     return model

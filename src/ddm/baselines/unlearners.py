@@ -5,8 +5,8 @@ weight decay, batch size) for a budget of ``epochs`` passes over the kept data.
 * ``finetune_rest`` ("fine-tune on the rest"): keep training on the kept data only;
 * ``neggrad_plus`` (NegGrad+): each step descends ``alpha`` x the kept batch's loss and ascends ``1 - alpha`` x a
   batch of the removed data's loss;
-* ``relabel_knn`` (relabelled fine-tuning): keep training on the whole training set with each removed sample's label
-  replaced by the majority label of its ``k`` nearest kept samples (on the raw inputs): what the kept data says about
+* ``relabel_knn`` (relabelled fine-tuning): keep training on the kept data and on the removed samples whose ``k``
+  nearest kept samples (on the raw inputs) mostly carry another label, with that label: what the kept data says about
   the removed samples' region, which retraining without them learns and the trained model has overwritten;
 * ``retrain_head`` (a bound, not an unlearner one would ship): the last layer retrained from its initial value on the
   kept data's features under the trained network, the rest frozen, for the whole training schedule. What a method
@@ -161,14 +161,17 @@ def knn_labels(x: torch.Tensor, reference_x: torch.Tensor, reference_y: torch.Te
 
 def relabel_knn(model: nn.Module, params: dict[str, torch.Tensor], train: Split, keep: torch.Tensor, cfg: TrainConfig,
                 epochs: float = 1.0, k: int = RELABEL_NEIGHBOURS) -> nn.Module:
-    """A copy of ``model`` at ``params`` after ``epochs`` passes of ``cfg``'s optimizer over the whole of ``train``,
-    the removed samples (``~keep``) relabelled by :func:`knn_labels` over the kept ones. A removed sample whose
-    neighbours share its label is trained on as before; one whose region the kept data assigns to another class is
-    taught that class, as a retrain without it would learn."""
+    """A copy of ``model`` at ``params`` after ``epochs`` passes of ``cfg``'s optimizer over the kept samples of
+    ``train`` and those removed ones (``~keep``) whose :func:`knn_labels` over the kept samples name another class than
+    their own, each with that class. A removed sample is never trained on with its own label: where its neighbours
+    agree with it, it is left out (fine-tuning on the rest); where the kept data assigns its region to another class,
+    it is taught that class, as a retrain without it would learn."""
     keep = _check(keep, len(train))
-    y = train.y.clone()
     gone = torch.nonzero(~keep).flatten()
-    if len(gone):
-        y[gone] = knn_labels(train.x[gone], train.x[keep], train.y[keep], k).to(y)
-    relabelled = Split(train.x, y, train.index)
-    return neggrad_plus(model, params, relabelled, torch.ones(len(train), dtype=torch.bool), cfg, epochs, alpha=1.0)
+    labels = knn_labels(train.x[gone], train.x[keep], train.y[keep], k).to(train.y) if len(gone) else train.y[:0]
+    moved = labels != train.y[gone]
+    y, use = train.y.clone(), keep.clone()
+    y[gone[moved]], use[gone[moved]] = labels[moved], True
+    rows = torch.nonzero(use).flatten()  # the training split's order
+    relabelled = Split(train.x[rows], y[rows], train.index[rows])
+    return neggrad_plus(model, params, relabelled, torch.ones(len(rows), dtype=torch.bool), cfg, epochs, alpha=1.0)

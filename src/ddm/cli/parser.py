@@ -175,12 +175,15 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--name", default=None, help="save under attributions/NAME (default: the objective)")
     p.set_defaults(func=commands["attribute"])
 
-    p = sub.add_parser("unlearn", help="remove groups' influence with their synsets",
-                       description="Remove the given groups from the trained model with their synsets (head "
-                                   "synsets, the default: the kept data's Newton step on the last layer; other "
-                                   "recipes: fine-tuning on the groups' synsets) and save the checkpoint under "
-                                   "unlearned/NAME; reports accuracy before and after, and warns when the kept "
-                                   "groups' synthetic images lose accuracy (a damaged model). Every call starts "
+    p = sub.add_parser("unlearn", help="remove groups' influence (relabelled fine-tuning, the synsets' step, or a "
+                                       "retrain)",
+                       description="Remove the given groups from the trained model and save the checkpoint under "
+                                   "unlearned/NAME: by default one epoch of fine-tuning with the removed samples "
+                                   "relabelled by their nearest kept samples (--method relabel); with --method step "
+                                   "the synsets alone (head synsets: the kept data's Newton step on the last layer; "
+                                   "other recipes: fine-tuning on the groups' synsets), warning when the kept "
+                                   "groups' synthetic images lose accuracy (a damaged model); --method exact "
+                                   "retrains. Reports accuracy before and after. Every call starts "
                                    "from the trained model: for removals asked for over time, pass every group "
                                    "removed so far (--groups 3, later --groups 3,17).")
     _common(p)
@@ -193,14 +196,18 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "groups in ORDERS data orders (the target's own first; ORDERS trainings as long as the "
                         "target's, cached under <workspace>/check/) and compare test accuracy, accuracy on the "
                         "removed samples and agreement; 2 or more also show retraining's own spread (default: 0, off)")
-    p.add_argument("--exact", action="store_true",
-                   help="retrain from theta_0 without the groups instead (the target's data order; ddm's loop, or "
-                        "--retrain's) and save that model under unlearned/exact-...: exact where the synsets' step "
-                        "is not (a removal that takes most of a class), at the cost of one training as long as the "
-                        "target's")
+    p.add_argument("--method", choices=("relabel", "step", "exact"), default="relabel",
+                   help="relabel (the default): one epoch of the training's optimizer over the training data, each "
+                        "removed sample relabelled by its 5 nearest kept samples (1 / train.epochs of a retrain; "
+                        "follows a retrain where a removal takes modes of a class, where the step does not); step: the "
+                        "synsets' Newton step on the last layer (the distilled datamodel's unlearning, no training "
+                        "data read, under a second); exact: retrain from theta_0 without the groups (the target's "
+                        "data order; ddm's loop, or --retrain's) and save that model. BENCHMARKS.md, \"Relabelled "
+                        "fine-tuning\"")
     _retrain_arg(p)
     p.add_argument("--set", action="append", default=[], metavar="emulate.unlearn_FIELD=VALUE",
-                   help="an unlearning setting for this call only (repeatable): emulate.unlearn_damping (larger: "
+                   help="a setting of the synsets' step (--method step) for this call only (repeatable): "
+                        "emulate.unlearn_damping (larger: "
                         "a shorter step), emulate.unlearn_rewind, emulate.unlearn_backoff, "
                         "emulate.unlearn_class_drop, emulate.unlearn_curvature_damping, emulate.unlearn_prior_shift "
                         "(1: a class that keeps a fraction r of its data gets log r on its bias; off by default); "

@@ -1,4 +1,5 @@
-"""``ddm unlearn``: remove groups with their synsets, save the unlearned model, verify it by exact retraining."""
+"""``ddm unlearn``: remove groups (relabelled fine-tuning, the synsets' step, or a retrain), save the unlearned
+model, verify it by exact retraining."""
 
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
     from ddm.train.loop import accuracy
 
-    if args.exact and (args.verify or args.set):
-        raise ConfigError("--exact retrains without the groups and saves that model: it is what --verify compares "
-                          "against, and it takes no emulate.unlearn_* setting; drop " +
+    if args.method == "exact" and (args.verify or args.set):
+        raise ConfigError("--method exact retrains without the groups and saves that model: it is what --verify "
+                          "compares against, and it takes no emulate.unlearn_* setting; drop " +
                           ("--verify" if args.verify else "--set"))
+    if args.method == "relabel" and args.set:
+        raise ConfigError("--set emulate.unlearn_* tunes the synsets' step: add --method step (relabelled "
+                          "fine-tuning, the default, takes the training's own train.* settings)")
     dm, data = load_workspace(args)
     retrainer = None
     if args.verify:  # a verification that cannot run is refused before the unlearning
@@ -44,8 +48,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     rows = torch.cat([groups.members(k) for k in idx])
     removed = data.train[rows]
     before_removed = accuracy(dm.model, removed)
-    if args.exact:
+    if args.method == "exact":
         return _exact(args, dm, data, idx, synset, len(rows), before_test, before_removed, removed)
+    if args.method == "relabel":
+        return _relabel(args, dm, data, idx, synset, len(rows), before_test, before_removed, removed, retrainer)
     model = dm.unlearn(idx, name=args.name, synset=synset)
     out: dict[str, Any] = {"groups": idx, "synset": synset, "removed_samples": len(rows),
            "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
@@ -118,7 +124,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                   f"({100 * t['kept'] / t['of']:.0f}%): retraining without most of a class can lose much of its test "
                   "accuracy (35-80 points in the benchmarks' cases), a change of the features that this unlearning "
                   "does not follow; check such a removal against a retrain (--verify 1; README, \"What to expect\"), "
-                  f"or take the retrain itself (--exact{_training_time(dm)})")
+                  f"or take the retrain itself (--method exact{_training_time(dm)}), or relabelled fine-tuning "
+                  "(the default, --method relabel), which follows such removals (BENCHMARKS.md, \"Relabelled "
+                  "fine-tuning\")")
         if (out["classes_mostly_removed"] and dm.emulation_method() == "newton"
                 and dm.config.emulate.unlearn_prior_shift == 0):
             print("  --set emulate.unlearn_prior_shift=1 follows such a loss part of the way (on the benchmarks' "
@@ -157,13 +165,51 @@ def _training_time(dm: Any) -> str:
     return f": one training, {secs(seconds)} s here" if seconds else ": one training as long as the target's"
 
 
+def _relabel(args: argparse.Namespace, dm: Any, data: Any, idx: list[int], synset: str, n_removed: int,
+             before_test: float, before_removed: float, removed: Any, retrainer: Any) -> int:
+    """``ddm unlearn`` (``--method relabel``): relabelled fine-tuning, saved as the unlearned model."""
+    from ddm.train.loop import accuracy
+
+    model = dm.unlearn_relabel(idx, data.train, name=args.name, synset=synset)
+    r = dm.last_relabel
+    out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "relabel", "removed_samples": n_removed,
+                           "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
+                           "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
+                           "saved": str(dm.unlearn_folder(idx, args.name, synset, prefix="relabel-")),
+                           "seconds": r["seconds"], "relabelled": r["relabelled"],
+                           "classes_without_data": r["classes_without_data"]}
+    if args.verify:
+        from ddm.evaluation.check import verify_unlearning
+
+        out["verification"] = verify_unlearning(dm, data, idx, model, args.verify, synset, retrainer)
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"unlearned {synset} {idx} ({n_removed} training samples) by one epoch of fine-tuning on the training "
+          f"data with the removed samples relabelled by their {r['neighbours']} nearest kept samples "
+          f"({r['relabelled']} of {n_removed} took another class; {secs(r['seconds'])} s; --method step: the synsets' "
+          "step, which reads no data)")
+    t = out["test_accuracy"]
+    print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
+    print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
+          f"{100 * out['removed_accuracy']['after']:.1f}%")
+    if out["classes_without_data"]:
+        print(f"  class(es) {out['classes_without_data']} have no training data left: the unlearned model no "
+              "longer predicts them (as retraining without them would not)")
+    if "verification" in out:
+        _print_unlearning_verification(out["verification"])
+    print(f"  checkpoint: {out['saved']}/model.safetensors   (Python: DistilledDatamodel(WS).load()"
+          f".unlearned({Path(out['saved']).name!r}))")
+    return 0
+
+
 def _exact(args: argparse.Namespace, dm: Any, data: Any, idx: list[int], synset: str, n_removed: int,
            before_test: float, before_removed: float, removed: Any) -> int:
-    """``ddm unlearn --exact``: the retrain without the groups, saved as the unlearned model."""
+    """``ddm unlearn --method exact``: the retrain without the groups, saved as the unlearned model."""
     from ddm.train.loop import accuracy
 
     model = dm.unlearn_exact(idx, data.train, name=args.name, synset=synset, retrain=user_retrainer(args))
-    folder = dm.unlearn_folder(idx, args.name, synset, exact=True)
+    folder = dm.unlearn_folder(idx, args.name, synset, prefix="exact-")
     training = (dm.ws.stage_info("train") or {}).get("seconds")
     out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "exact", "removed_samples": n_removed,
                            "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
@@ -240,4 +286,4 @@ def _print_unlearning_verification(v: dict[str, Any]) -> None:
             spread = (f" (whose {len(e['test_accuracy'])} data orders themselves span {100 * lo:.1f}-{100 * hi:.1f}%)"
                       if hi - lo > 0.03 else "")
             print(f"    the unlearned model's test accuracy is {abs(v['test_gap_points']):.1f} points {side} exact "
-                  f"retraining's{spread}: do not take it for a retrain{more} (--exact saves the retrain itself)")
+                  f"retraining's{spread}: do not take it for a retrain{more} (--method exact saves the retrain itself)")
