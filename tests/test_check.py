@@ -13,6 +13,9 @@ from ddm.cli.main import main
 from ddm.evaluation import check as C
 from ddm.evaluation.metrics import spearman
 
+#: ``ddm unlearn`` with the synsets' step (the tests of the step; relabelled fine-tuning is the default)
+STEP = ("unlearn", "--method", "step")
+
 
 def test_columnwise_spearman_is_the_metric_with_ties():
     gen = torch.Generator().manual_seed(0)
@@ -248,7 +251,7 @@ def test_unlearn_verify_sets_the_unlearned_model_beside_exact_retraining(tmp_pat
     ws = str(tmp_path / "ws")
     assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:2", "--json", "-q"]) == 0
     capsys.readouterr()
-    argv = ["unlearn", "-w", ws, "--groups", "0,1", "--verify", "2", "-q"]
+    argv = [*STEP, "-w", ws, "--groups", "0,1", "--verify", "2", "-q"]
     assert main([*argv, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     v = out["verification"]
@@ -281,9 +284,9 @@ def test_unlearn_exact_saves_the_retrain_that_verify_compares_against(tmp_path, 
     ws = str(tmp_path / "ws")
     assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:2", "--json", "-q"]) == 0
     capsys.readouterr()
-    assert main(["unlearn", "-w", ws, "--groups", "1,0", "--verify", "1", "--json", "-q"]) == 0
+    assert main([*STEP, "-w", ws, "--groups", "1,0", "--verify", "1", "--json", "-q"]) == 0
     v = json.loads(capsys.readouterr().out)["verification"]
-    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--exact", "--json", "-q"]) == 0
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--method", "exact", "--json", "-q"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "exact" and out["groups"] == [0, 1] and out["seconds"] > 0
     assert out["test_accuracy"]["after"] == pytest.approx(v["exact"]["test_accuracy"][0])
@@ -300,12 +303,46 @@ def test_unlearn_exact_saves_the_retrain_that_verify_compares_against(tmp_path, 
     assert any(not torch.equal(exact[k], step[k]) for k in exact)  # the synsets' step is kept in its own folder
     assert json.loads((tmp_path / "ws" / "unlearned" / "exact-groups-0-1" / "unlearn.json").read_text())["method"] \
         == "exact"
-    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--exact", "-q"]) == 0
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--method", "exact", "-q"]) == 0
     text = capsys.readouterr().out
     assert "retrained without groups [0, 1]" in text and "in the target's data order" in text
     for extra in (["--verify", "1"], ["--set", "emulate.unlearn_damping=1e-2"]):
-        assert main(["unlearn", "-w", ws, "--groups", "0,1", "--exact", *extra, "-q"]) == 2
-        assert "--exact retrains without the groups" in capsys.readouterr().err
+        assert main(["unlearn", "-w", ws, "--groups", "0,1", "--method", "exact", *extra, "-q"]) == 2
+        assert "--method exact retrains without the groups" in capsys.readouterr().err
+
+
+def test_unlearn_by_default_fine_tunes_with_the_removed_samples_relabelled(tmp_path, capsys):
+    """``ddm unlearn`` without --method: relabelled fine-tuning (one epoch; the removed samples whose nearest kept
+    samples name another class taught that class), saved as relabel-groups-..., beside the synsets' step's folder;
+    --verify scores it; the step's --set settings are refused with it; a whole class removed leaves the head."""
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:2", "--json", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["unlearn", "-w", ws, "--groups", "1,0", "--verify", "1", "--json", "-q"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "relabel" and out["groups"] == [0, 1] and out["saved"].endswith("relabel-groups-0-1")
+    assert 0 <= out["relabelled"] <= out["removed_samples"] and out["seconds"] > 0
+    assert out["verification"]["unlearned"]["test_accuracy"] == pytest.approx(out["test_accuracy"]["after"])
+    info = json.loads((tmp_path / "ws" / "unlearned" / "relabel-groups-0-1" / "unlearn.json").read_text())
+    assert info["method"] == "relabel" and info["neighbours"] == 5
+    dm = ddm.DistilledDatamodel(ws).load()
+    data = ddm.data.load(dm.config.data)
+    from ddm.train.loop import accuracy
+
+    assert accuracy(dm.unlearned("relabel-groups-0-1"), data.test) == pytest.approx(out["test_accuracy"]["after"])
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "relabelled by their 5 nearest kept samples" in text and "--method step" in text
+    assert main(["unlearn", "-w", ws, "--groups", "0", "--set", "emulate.unlearn_damping=1e-2", "-q"]) == 2
+    assert "add --method step" in capsys.readouterr().err
+    whole = dm.groups.labels == 0
+    ids = ",".join(map(str, torch.nonzero(whole).flatten().tolist()))
+    assert main(["unlearn", "-w", ws, "--groups", ids, "--json", "-q"]) == 0
+    gone = json.loads(capsys.readouterr().out)
+    assert gone["classes_without_data"] == [0]
+    model = dm.unlearned(gone["saved"].rsplit("/", 1)[-1])
+    with torch.no_grad():
+        assert not (model(data.test.x).argmax(1) == 0).any()  # never predicted again
 
 
 def test_a_verification_scores_the_first_step_where_the_unlearning_check_raised_the_damping(tmp_path, monkeypatch,
@@ -346,13 +383,13 @@ def test_a_verification_scores_the_first_step_where_the_unlearning_check_raised_
     assert v["classes"]["first_step"]["2"] == pytest.approx(float((first_pred[y == 2] == 2).float().mean()))
     assert set(v["classes"]) == {"exact", "unlearned", "target", "first_step"} and len(v["classes"]["exact"]) == 1
     calls["n"] = 0
-    assert main(["unlearn", "-w", ws, "--groups", "0,5", "--verify", "1"]) == 0
+    assert main([*STEP, "-w", ws, "--groups", "0,5", "--verify", "1"]) == 0
     text = capsys.readouterr().out
     assert "class 2 (flagged by the unlearning check), test accuracy: exact" in text
     assert "the first step, before the unlearning check raised the damping: test accuracy" in text
     assert "--verify 1 scores both steps" not in text  # it did
     calls["n"] = 0
-    assert main(["unlearn", "-w", ws, "--groups", "0,5"]) == 0
+    assert main([*STEP, "-w", ws, "--groups", "0,5"]) == 0
     assert "exact retraining sometimes loses such a class as well: --verify 1 scores both steps" in (
         capsys.readouterr().out)
     dm.unlearn([0, 5])  # no collapse this time (calls["n"] > 0): nothing to compare
@@ -617,17 +654,21 @@ def test_a_trajectory_from_a_users_loop_is_checked_with_that_loop(tmp_path, caps
     with pytest.raises(ConfigError, match="takes no data-order seed"):  # refused before any retrain
         C.verify_unlearning(dm, data, [0, 1], unlearned, 2, retrain=user_loop.retrain_one_order)
     assert not list((ws / "check").glob("unlearn-retrain-*"))
-    assert main(["unlearn", "-w", str(ws), "--groups", "5,6", "--verify", "1", "-q"]) == 2  # no --retrain
+    assert main([*STEP, "-w", str(ws), "--groups", "5,6", "--verify", "1", "-q"]) == 2  # no --retrain
     assert "--retrain MODULE:FUNCTION" in capsys.readouterr().err
     assert not (ws / "unlearned" / "groups-5-6").exists()  # refused before the unlearning
     one = C.verify_unlearning(dm, data, [0, 1], unlearned, 1, retrain=user_loop.retrain_one_order)
     two = C.verify_unlearning(dm, data, [0, 1], unlearned, 2, retrain=user_loop.retrain)
     assert one["exact"]["test_accuracy"][0] == pytest.approx(two["exact"]["test_accuracy"][0])  # the same loop
+    # relabelled fine-tuning runs ddm's loop, which did not train this model: refused, naming the alternatives
+    assert main(["unlearn", "-w", str(ws), "--groups", "0,1", "-q"]) == 2
+    assert "--method step" in capsys.readouterr().err and not (ws / "unlearned" / "relabel-groups-0-1").exists()
     # the exact unlearning retrains in the user's loop too, and is refused without it
-    assert main(["unlearn", "-w", str(ws), "--groups", "0,1", "--exact", "-q"]) == 2
+    assert main(["unlearn", "-w", str(ws), "--groups", "0,1", "--method", "exact", "-q"]) == 2
     assert "--retrain MODULE:FUNCTION" in capsys.readouterr().err
     assert not (ws / "unlearned" / "exact-groups-0-1").exists()
-    argv = ["unlearn", "-w", str(ws), "--groups", "0,1", "--exact", "--retrain", "user_loop:retrain", "--json"]
+    argv = ["unlearn", "-w", str(ws), "--groups", "0,1", "--method", "exact", "--retrain", "user_loop:retrain",
+            "--json"]
     assert main(argv) == 0
     exact = json.loads(capsys.readouterr().out)
     assert exact["test_accuracy"]["after"] == pytest.approx(one["exact"]["test_accuracy"][0])

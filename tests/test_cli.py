@@ -10,6 +10,9 @@ from ddm.cli.main import main
 from ddm.config import RunConfig
 from ddm.pipeline import STEP_AGREEMENT_WARN
 
+#: ``ddm unlearn`` with the synsets' step (the tests of the step; relabelled fine-tuning is the default)
+STEP = ("unlearn", "--method", "step")
+
 
 def test_help_answers(capsys):
     with pytest.raises(SystemExit) as e:
@@ -74,27 +77,27 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert main(["attribute", "-w", ws, "--targets", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["gradients"] == "groups" and grads.exists()
 
-    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json"]) == 0
+    assert main([*STEP, "-w", ws, "--groups", "0,1", "--json"]) == 0
     un = json.loads(capsys.readouterr().out)
     assert un["groups"] == [0, 1] and un["removed_samples"] > 0
     assert "synset-class" not in out  # not built until asked for
     # unlearning settings for one call: a damped step moves the model less; other settings are refused
-    assert main(["unlearn", "-w", ws, "--groups", "0,2", "--json", "--name", "damped",  # classes 0 and 1 keep data
+    assert main([*STEP, "-w", ws, "--groups", "0,2", "--json", "--name", "damped",  # classes 0 and 1 keep data
                  "--set", "emulate.unlearn_damping=10", "--set", "emulate.unlearn_rewind=0"]) == 0
     damped = json.loads(capsys.readouterr().out)
     assert damped["rewind"] is None and damped["test_accuracy"]["after"] == pytest.approx(
         damped["test_accuracy"]["before"], abs=0.02)
-    assert main(["unlearn", "-w", ws, "--groups", "0", "--set", "train.lr=1"]) == 2
+    assert main([*STEP, "-w", ws, "--groups", "0", "--set", "train.lr=1"]) == 2
     assert "only emulate.unlearn_" in capsys.readouterr().err
     # the groups' own curvature (stored by distill.unlearn_rank) in place of their synthetic images'
-    assert main(["unlearn", "-w", ws, "--groups", "0,2", "--set", "emulate.unlearn_curvature=group", "--json"]) == 0
+    assert main([*STEP, "-w", ws, "--groups", "0,2", "--set", "emulate.unlearn_curvature=group", "--json"]) == 0
     own = json.loads(capsys.readouterr().out)
     assert 0.5 < own["test_accuracy"]["after"] <= 1
-    assert main(["unlearn", "-w", ws, "--groups", "0,2", "--json"]) == 0  # the workspace's settings again
+    assert main([*STEP, "-w", ws, "--groups", "0,2", "--json"]) == 0  # the workspace's settings again
     got = json.loads(capsys.readouterr().out)
     assert got["rewind"] is not None
     # the readable output says when the removed samples stay above test accuracy (retraining's rarely do)
-    assert main(["unlearn", "-w", ws, "--groups", "0,2"]) == 0
+    assert main([*STEP, "-w", ws, "--groups", "0,2"]) == 0
     high = got["removed_accuracy"]["after"] >= got["test_accuracy"]["after"]
     assert ("not on the removed samples themselves" in capsys.readouterr().out) == high
 
@@ -105,20 +108,20 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     pair = torch.nonzero(grp.labels == 0).flatten().tolist()  # the tiny preset's two groups of class 0
     sizes = grp.sizes()
     big, small = sorted(pair, key=lambda k: (-int(sizes[k]), k))
-    assert main(["unlearn", "-w", ws, "--groups", str(big), "--json"]) == 0
+    assert main([*STEP, "-w", ws, "--groups", str(big), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["classes_mostly_removed"] == [
         {"class": 0, "kept": int(sizes[small]), "of": int(sizes[pair].sum())}]
-    assert main(["unlearn", "-w", ws, "--groups", str(big)]) == 0
+    assert main([*STEP, "-w", ws, "--groups", str(big)]) == 0
     text = capsys.readouterr().out
     assert f"class 0 keeps {int(sizes[small])} of its" in text
     assert "--set emulate.unlearn_prior_shift=1 follows such a loss part of the way" in text  # the measured option
-    assert main(["unlearn", "-w", ws, "--groups", str(big), "--set", "emulate.unlearn_prior_shift=1"]) == 0
+    assert main([*STEP, "-w", ws, "--groups", str(big), "--set", "emulate.unlearn_prior_shift=1"]) == 0
     assert "follows such a loss part of the way" not in capsys.readouterr().out  # not offered once it is set
-    assert main(["unlearn", "-w", ws, "--groups", ",".join(map(str, pair)), "--json"]) == 0  # all of it: forgotten
+    assert main([*STEP, "-w", ws, "--groups", ",".join(map(str, pair)), "--json"]) == 0  # all of it: forgotten
     whole = json.loads(capsys.readouterr().out)
     assert whole["classes_mostly_removed"] == [] and whole["classes_without_data"] == [0]
     # class unlearning and hierarchical attribution build the class-level synset on first use
-    assert main(["unlearn", "-w", ws, "--groups", "3", "--classes", "--json"]) == 0
+    assert main([*STEP, "-w", ws, "--groups", "3", "--classes", "--json"]) == 0
     un = json.loads(capsys.readouterr().out)
     assert un["synset"] == "classes" and un["removed_samples"] > 0
     assert main(["attribute", "-w", ws, "--targets", "0:2", "--hierarchical", "--json"]) == 0
@@ -305,7 +308,7 @@ def test_a_user_model_by_import_path(tmp_path, capsys, monkeypatch):
     # later commands rebuild the model from the stored import path: no flag needed
     assert main(["attribute", "-w", ws, "--targets", "0:2", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["targets"]) == 2
-    assert main(["unlearn", "-w", ws, "--groups", "0", "--json"]) == 0
+    assert main([*STEP, "-w", ws, "--groups", "0", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["removed_samples"] > 0
     assert main(["run", "-w", ws, "--targets", "0:1", "-q"]) == 0  # a rerun reuses every stage
     # the head is the Linear the logits come from, recorded in the workspace so that a reopened one finds it again
@@ -314,14 +317,14 @@ def test_a_user_model_by_import_path(tmp_path, capsys, monkeypatch):
                  "0:1", "-q"]) == 0
     assert "the model's head is its nn.Linear 'classifier'" in capsys.readouterr().out
     assert json.loads((first / "train" / "model.json").read_text())["head"] == "classifier"
-    assert main(["unlearn", "-w", str(first), "--groups", "0", "-q"]) == 0
+    assert main([*STEP, "-w", str(first), "--groups", "0", "-q"]) == 0
     assert main(["check", "-w", str(first), "-q", "--subsets", "4", "--other-class-subsets", "0", "--num-targets",
                  "4", "--peers", "if-explicit", "--try-temperature", "0"]) == 0
     # tied weights (one module used twice) train, resume and unlearn: safetensors refuses tensors sharing memory
     tied = str(tmp_path / "tied")
     assert main(["run", "-w", tied, "--preset", "tiny", "--model", "user_models_cli:tied", "--targets", "0:1",
                  "-q"]) == 0
-    assert main(["unlearn", "-w", tied, "--groups", "0", "-q"]) == 0
+    assert main([*STEP, "-w", tied, "--groups", "0", "-q"]) == 0
     capsys.readouterr()
     for bad, msg in (("user_models_cli", "MODULE:FACTORY"), ("no_such_module_xyz:f", "cannot import"),
                      ("user_models_cli:missing", "no attribute"), ("user_models_cli:not_a_model", "nn.Module"),
@@ -468,9 +471,9 @@ def test_unlearning_a_grown_large_head_points_to_the_groups_own_curvature(tmp_pa
     capsys.readouterr()
     stage = json.loads(Path(ws, "synset", "stage.json").read_text())
     assert stage["curvature"]["kind"] == "subspace" and stage["grown"]["kept"] == 16
-    assert main(["unlearn", "-w", ws, "--groups", "0,1"]) == 0
+    assert main([*STEP, "-w", ws, "--groups", "0,1"]) == 0
     assert "compare --set emulate.unlearn_curvature=group" in capsys.readouterr().out
-    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--set", "emulate.unlearn_curvature=group"]) == 0
+    assert main([*STEP, "-w", ws, "--groups", "0,1", "--set", "emulate.unlearn_curvature=group"]) == 0
     assert "compare --set emulate.unlearn_curvature=group" not in capsys.readouterr().out
 
 
@@ -963,11 +966,11 @@ def test_unlearning_under_an_annealed_schedule_says_it_is_not_moved_back(tmp_pat
     ws = str(tmp_path / "ws")
     assert main(["run", "-w", ws, "--preset", "tiny", "--set", "train.schedule=cosine", "-q", "--json"]) == 0
     capsys.readouterr()
-    assert main(["unlearn", "-w", ws, "--groups", "0,1"]) == 0
+    assert main([*STEP, "-w", ws, "--groups", "0,1"]) == 0
     text = capsys.readouterr().out
     assert "not moved back along the recorded training: under its cosine learning-rate schedule" in text
     assert "moved back to epoch" not in text
-    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json"]) == 0
+    assert main([*STEP, "-w", ws, "--groups", "0,1", "--json"]) == 0
     skipped = json.loads(capsys.readouterr().out)["rewind_skipped"]
     assert skipped["schedule"] == "cosine" and 0 < skipped["fraction_removed"] < 1
 
@@ -984,7 +987,7 @@ def test_unlearning_says_when_the_rewind_landed_on_a_checkpoint_that_lost_a_clas
         t["classifier.bias"][0] = -1e4
         save_file(t, str(f))
     # a heavily damped step, which costs theta_tau no class: only the rewound start point lost one
-    assert main(["unlearn", "-w", str(ws), "--groups", "0", "--verify", "1", "-q",
+    assert main([*STEP, "-w", str(ws), "--groups", "0", "--verify", "1", "-q",
                  "--set", "emulate.unlearn_damping=100"]) == 0
     text = capsys.readouterr().out
     assert "not moved back along the recorded training: the checkpoint the rewind lands on" in text

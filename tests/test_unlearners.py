@@ -105,3 +105,66 @@ def test_bad_inputs_say_what_is_wrong(digits, trained):
         neggrad_plus(model, traj.final, digits.train, torch.ones(n, dtype=torch.bool), CFG, alpha=0.9)
     with pytest.raises(ConfigError, match="epochs"):
         finetune_rest(model, traj.final, digits.train, torch.ones(n, dtype=torch.bool), CFG, epochs=0)
+
+
+def test_knn_labels_take_the_majority_of_the_nearest_reference_rows():
+    from ddm.baselines.unlearners import knn_labels
+
+    ref = torch.tensor([[0.0], [0.1], [0.2], [5.0], [5.1], [5.2]]).reshape(6, 1, 1, 1)
+    ref_y = torch.tensor([0, 0, 1, 2, 2, 2])
+    x = torch.tensor([[0.05], [5.05], [0.19]]).reshape(3, 1, 1, 1)
+    assert knn_labels(x, ref, ref_y, k=3).tolist() == [0, 2, 0]
+    assert knn_labels(x, ref, ref_y, k=1).tolist() == [0, 2, 1]
+    assert knn_labels(x, ref, ref_y, k=3, chunk=1).tolist() == [0, 2, 0]  # chunking changes nothing
+    with pytest.raises(ConfigError, match="no reference samples"):
+        knn_labels(x, ref[:0], ref_y[:0])
+
+
+def test_relabelled_fine_tuning_never_trains_a_removed_sample_on_its_own_label(digits, trained, monkeypatch):
+    """The removed samples whose nearest kept samples agree with their label are left out; the others are trained on
+    with their neighbours' label, beside every kept sample."""
+    from ddm.baselines import unlearners as U
+
+    model, traj = trained
+    train = digits.train
+    y = train.y.clone()
+    flipped = torch.nonzero(y == 1).flatten()[:10]
+    y[flipped] = 7  # ten 1s labelled 7: their neighbours (kept 1s) say 1
+    noisy = type(train)(train.x, y, train.index)
+    keep = torch.ones(len(train), dtype=torch.bool)
+    removed = torch.cat([flipped, torch.nonzero(y == 4).flatten()[:5]])  # and five clean 4s
+    keep[removed] = False
+    seen = {}
+
+    def capture(model, params, split, keep_all, cfg, epochs, alpha):
+        seen["split"], seen["keep"], seen["alpha"] = split, keep_all, alpha
+        return model
+
+    monkeypatch.setattr(U, "neggrad_plus", capture)
+    U.relabel_knn(model, traj.final, noisy, keep, CFG)
+    split = seen["split"]
+    assert seen["alpha"] == 1.0 and bool(seen["keep"].all())
+    rows = split.index.tolist()
+    kept_rows = train.index[keep].tolist()
+    assert rows[: len(kept_rows)] != [] and set(kept_rows) <= set(rows)  # every kept sample
+    extra = sorted(set(rows) - set(kept_rows))
+    assert extra == sorted(train.index[flipped].tolist())  # the mislabelled ones, not the clean 4s
+    by_row = dict(zip(rows, split.y.tolist(), strict=True))
+    taught = [by_row[r] for r in extra]  # what their neighbours say: never the removed label, mostly their class
+    assert 7 not in taught and taught.count(1) >= len(taught) // 2
+    assert rows == sorted(rows)  # in the training split's order
+
+
+def test_relabelled_fine_tuning_is_fine_tuning_on_the_rest_where_every_neighbour_agrees(digits, trained):
+    """Removed samples whose nearest kept samples share their label are not trained on at all: the same model as
+    fine-tuning on the rest, step for step."""
+    from ddm.baselines.unlearners import knn_labels, relabel_knn
+
+    model, traj = trained
+    keep = torch.ones(len(digits.train), dtype=torch.bool)
+    fours = torch.nonzero(digits.train.y == 4).flatten()[:5]
+    keep[fours] = False
+    assert knn_labels(digits.train.x[fours], digits.train.x[keep], digits.train.y[keep]).tolist() == [4] * 5
+    rl = relabel_knn(model, traj.final, digits.train, keep, CFG)
+    ft = finetune_rest(model, traj.final, digits.train, keep, CFG)
+    assert all(torch.equal(a, b) for a, b in zip(rl.parameters(), ft.parameters(), strict=True))

@@ -355,6 +355,7 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
                           "--method step), or retrain in your loop (unlearn_exact with retrain=; ddm unlearn --method "
                           "exact --retrain MODULE:FUNCTION)")
     idx = removed_groups(groups, grp.num_groups, synset)
+    folder = dm.unlearn_folder(idx.tolist(), name, synset, prefix="relabel-")  # a bad name refused before training
     keep = ~torch.isin(grp.assignment, idx)
     t0 = time.perf_counter()
     model = relabel_knn(dm.model, dm.trajectory.final, train, keep, dm.config.train)
@@ -369,7 +370,6 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
                              "saved")
     removed = torch.nonzero(~keep).flatten()
     relabelled = int((knn_labels(train.x[removed], train.x[keep], train.y[keep]) != train.y[removed]).sum())
-    folder = dm.unlearn_folder(idx.tolist(), name, synset, prefix="relabel-")
     save_tensors(folder / "model.safetensors", {k: v.detach().cpu() for k, v in state.items()})
     save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "method": "relabel",
                                         "neighbours": RELABEL_NEIGHBOURS, "epochs": 1, "seconds": seconds,
