@@ -136,14 +136,14 @@ def test_relabelled_fine_tuning_never_trains_a_removed_sample_on_its_own_label(d
     keep[removed] = False
     seen = {}
 
-    def capture(model, params, split, keep_all, cfg, epochs, alpha):
-        seen["split"], seen["keep"], seen["alpha"] = split, keep_all, alpha
+    def capture(model, params, split, keep_all, cfg, epochs, alpha, anneal):
+        seen["split"], seen["keep"], seen["alpha"], seen["anneal"] = split, keep_all, alpha, anneal
         return model
 
     monkeypatch.setattr(U, "neggrad_plus", capture)
     U.relabel_knn(model, traj.final, noisy, keep, CFG)
     split = seen["split"]
-    assert seen["alpha"] == 1.0 and bool(seen["keep"].all())
+    assert seen["alpha"] == 1.0 and bool(seen["keep"].all()) and seen["anneal"]
     rows = split.index.tolist()
     kept_rows = train.index[keep].tolist()
     assert rows[: len(kept_rows)] != [] and set(kept_rows) <= set(rows)  # every kept sample
@@ -168,3 +168,28 @@ def test_relabelled_fine_tuning_is_fine_tuning_on_the_rest_where_every_neighbour
     rl = relabel_knn(model, traj.final, digits.train, keep, CFG)
     ft = finetune_rest(model, traj.final, digits.train, keep, CFG)
     assert all(torch.equal(a, b) for a, b in zip(rl.parameters(), ft.parameters(), strict=True))
+
+
+def test_relabelled_fine_tuning_ends_annealed_under_a_cosine_schedule(digits, trained, monkeypatch):
+    """A cosine-trained model sits at the end of its annealing: the relabelled epoch runs the schedule over its own
+    steps (from train.lr down to 0), as a retrain ends annealed; under a constant schedule the rate stays train.lr."""
+    from dataclasses import replace
+
+    from ddm.baselines import unlearners as U
+
+    model, traj = trained
+    keep = torch.ones(len(digits.train), dtype=torch.bool)
+    keep[:20] = False
+    rates = []
+    real = U.set_rate
+
+    def record(opt, cfg, step, total):
+        real(opt, cfg, step, total)
+        rates.append(opt.param_groups[0]["lr"])
+
+    monkeypatch.setattr(U, "set_rate", record)
+    U.relabel_knn(model, traj.final, digits.train, keep, replace(CFG, schedule="cosine"))
+    assert rates[0] == pytest.approx(CFG.lr) and rates[-1] < 0.1 * CFG.lr and rates == sorted(rates, reverse=True)
+    rates.clear()
+    U.relabel_knn(model, traj.final, digits.train, keep, CFG)
+    assert rates and set(rates) == {CFG.lr}

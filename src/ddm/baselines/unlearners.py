@@ -97,10 +97,13 @@ def retrain_head(model: nn.Module, params: dict[str, torch.Tensor], train: Split
 
 
 def neggrad_plus(model: nn.Module, params: dict[str, torch.Tensor], train: Split, keep: torch.Tensor,
-                 cfg: TrainConfig, epochs: float = 1.0, alpha: float = NEGGRAD_ALPHA) -> nn.Module:
+                 cfg: TrainConfig, epochs: float = 1.0, alpha: float = NEGGRAD_ALPHA,
+                 anneal: bool = False) -> nn.Module:
     """A copy of ``model`` at ``params`` after ``epochs`` passes over ``train[keep]``, each step on
     ``alpha`` x the kept batch's cross-entropy minus ``(1 - alpha)`` x a removed batch's (cycled through the
-    removed samples); ``alpha`` 1 is plain fine-tuning on the rest."""
+    removed samples); ``alpha`` 1 is plain fine-tuning on the rest. ``anneal``: run ``cfg``'s learning-rate schedule
+    over these steps (under ``train.schedule=cosine``, from ``train.lr`` down to 0, so the model ends annealed as the
+    trained one and a retrain do); otherwise ``train.lr`` throughout."""
     keep = _check(keep, len(train))
     if not 0 < alpha <= 1:
         raise ConfigError(f"alpha must be in (0, 1], got {alpha}")
@@ -113,7 +116,7 @@ def neggrad_plus(model: nn.Module, params: dict[str, torch.Tensor], train: Split
     net.train()
     dev = devices.of(net)
     opt = make_optimizer(net, cfg)
-    steps_left = math.ceil(epochs * math.ceil(len(kept) / cfg.batch_size))
+    steps_left = total = math.ceil(epochs * math.ceil(len(kept) / cfg.batch_size))
     forget: list[torch.Tensor] = []
     epoch = 0
     while steps_left > 0:
@@ -126,6 +129,8 @@ def neggrad_plus(model: nn.Module, params: dict[str, torch.Tensor], train: Split
                     forget = list(_batches(len(gone), cfg, epoch))
                 jdx = forget.pop()
                 loss = alpha * loss - (1 - alpha) * F.cross_entropy(net(gone.x[jdx].to(dev)), gone.y[jdx].to(dev))
+            if anneal:
+                set_rate(opt, cfg, total - steps_left, total)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -165,7 +170,8 @@ def relabel_knn(model: nn.Module, params: dict[str, torch.Tensor], train: Split,
     ``train`` and those removed ones (``~keep``) whose :func:`knn_labels` over the kept samples name another class than
     their own, each with that class. A removed sample is never trained on with its own label: where its neighbours
     agree with it, it is left out (fine-tuning on the rest); where the kept data assigns its region to another class,
-    it is taught that class, as a retrain without it would learn."""
+    it is taught that class, as a retrain without it would learn. Under a learning-rate schedule the epoch runs it over
+    its own steps (``anneal``: a cosine-trained model ends annealed, as a retrain does)."""
     keep = _check(keep, len(train))
     gone = torch.nonzero(~keep).flatten()
     labels = knn_labels(train.x[gone], train.x[keep], train.y[keep], k).to(train.y) if len(gone) else train.y[:0]
@@ -174,4 +180,5 @@ def relabel_knn(model: nn.Module, params: dict[str, torch.Tensor], train: Split,
     y[gone[moved]], use[gone[moved]] = labels[moved], True
     rows = torch.nonzero(use).flatten()  # the training split's order
     relabelled = Split(train.x[rows], y[rows], train.index[rows])
-    return neggrad_plus(model, params, relabelled, torch.ones(len(rows), dtype=torch.bool), cfg, epochs, alpha=1.0)
+    return neggrad_plus(model, params, relabelled, torch.ones(len(rows), dtype=torch.bool), cfg, epochs, alpha=1.0,
+                        anneal=True)
