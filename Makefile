@@ -46,7 +46,7 @@ bench-probes-user: $(STAMP)
 	  --set train.epochs=60 --set model.seed=123 --set train.seed=123
 	bash benchmarks/results/probes-lt/probe.sh lt3 0 --dataset npz --data-dir runs/lt/fmnist-lt.npz $(LT_RUN) \
 	  --set model.name=mlp --set train.optimizer=adam --set train.lr=0.001 --set model.seed=125 --set train.seed=125
-	for w in lt1 lt2 lt3; do $(BIN)/ddm unlearn -w runs/lt/$$w -q --groups 1,6,11,16 --verify 3 \
+	for w in lt1 lt2 lt3; do $(BIN)/ddm unlearn --method step -w runs/lt/$$w -q --groups 1,6,11,16 --verify 3 \
 	  > runs/lt/$$w.unlearn-v3.txt || exit 1; done
 	for w in lt1 lt3; do $(BIN)/ddm diagnose -w runs/lt/$$w -q --verify 3 > runs/lt/$$w.diagnose-verify.txt || exit 1; done
 	$(BIN)/python benchmarks/results/probes-rgb/make_data.py
@@ -59,7 +59,7 @@ bench-probes-user: $(STAMP)
 	bash benchmarks/results/probes-rgb/probe.sh rgb3 7 --dataset cifar10 --data-dir runs/rgb --set data.test_size=1000 \
 	  --set cluster.per_class=10 --set model.seed=135 --set train.seed=135
 	$(BIN)/ddm check -w runs/rgb/rgb2 -q --subsets 40 --peers if-explicit --try-temperature 0 > runs/rgb/rgb2.check40.txt
-	for w in rgb1 rgb2 rgb3; do $(BIN)/ddm unlearn -w runs/rgb/$$w -q --groups 1,6,11,16 --verify 3 \
+	for w in rgb1 rgb2 rgb3; do $(BIN)/ddm unlearn --method step -w runs/rgb/$$w -q --groups 1,6,11,16 --verify 3 \
 	  > runs/rgb/$$w.unlearn-v3.txt || exit 1; done
 	for w in rgb1 rgb3; do $(BIN)/ddm diagnose -w runs/rgb/$$w -q --verify 3 > runs/rgb/$$w.diagnose-verify.txt || exit 1; done
 	$(BIN)/python benchmarks/results/probes-rgb/full_data_orders.py runs/rgb/rgb2
@@ -72,9 +72,9 @@ bench-probes-user: $(STAMP)
 	DDM=$(BIN)/ddm bash benchmarks/results/probes-transfer/probe.sh t3 2 --dataset npz \
 	  --data-dir runs/transfer/target.npz --set train.epochs=5 --set cluster.per_class=8 \
 	  --model pretrained_models:resnet_bn --set train.optimizer=adam --set train.lr=0.001 --set train.seed=144
-	for w in t1 t2 t3; do PYTHONPATH=benchmarks/results/probes-transfer $(BIN)/ddm unlearn -w runs/transfer/$$w -q \
+	for w in t1 t2 t3; do PYTHONPATH=benchmarks/results/probes-transfer $(BIN)/ddm unlearn --method step -w runs/transfer/$$w -q \
 	  --groups 1,6,11,16 --verify 3 > runs/transfer/$$w.unlearn-v3.txt || exit 1; \
-	  PYTHONPATH=benchmarks/results/probes-transfer $(BIN)/ddm unlearn -w runs/transfer/$$w -q --groups 2 --classes \
+	  PYTHONPATH=benchmarks/results/probes-transfer $(BIN)/ddm unlearn --method step -w runs/transfer/$$w -q --groups 2 --classes \
 	  --verify 3 > runs/transfer/$$w.unlearn-class-v3.txt || exit 1; \
 	  PYTHONPATH=benchmarks/results/probes-transfer $(BIN)/ddm diagnose -w runs/transfer/$$w -q --verify 3 \
 	  > runs/transfer/$$w.diagnose-verify.txt || exit 1; done
