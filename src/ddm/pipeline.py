@@ -191,7 +191,7 @@ class DistilledDatamodel:
         # where the last unlearn() did not move back because the training's learning rate was annealed: the schedule
         # and the share of the training samples removed (a retrain takes that share fewer steps all the same)
         self.last_rewind_skipped: dict[str, Any] | None = None
-        self.last_exact_seconds: float | None = None  # the last unlearn_exact()'s retrain
+        self.last_exact: dict[str, Any] | None = None  # the last unlearn_exact()'s retrain: seconds, folder
         self.last_relabel: dict[str, Any] | None = None  # what the last unlearn_relabel() did
 
     @property

@@ -268,15 +268,10 @@ def unlearn(dm: DistilledDatamodel, groups: list[int] | torch.Tensor, name: str 
         check["first_damping"], check["first_collapsed"] = dm.config.emulate.unlearn_damping, first_collapsed
     dm.last_unlearning_check = check
     dm.last_unlearned_first = first
-    state = {k: v for k, v in model.state_dict().items()}
-    if not all(torch.isfinite(v).all() for v in state.values()):
-        raise NumericalError("unlearning produced non-finite weights; nothing was saved")
-    folder = dm.unlearn_folder(idx.tolist(), name, synset)
-    save_tensors(folder / "model.safetensors", state)
-    save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "method": method,
-                                        "lr": dm.finetune_lr, "steps": dm.finetune_steps,
-                                        "classes_without_data": gone, "check": dm.last_unlearning_check,
-                                        "rewind": dm.last_rewind, "rewind_skipped": dm.last_rewind_skipped})
+    _save(dm.unlearn_folder(idx.tolist(), name, synset), model,
+          {"groups": idx.tolist(), "synset": synset, "method": method, "lr": dm.finetune_lr,
+           "steps": dm.finetune_steps, "classes_without_data": gone, "check": dm.last_unlearning_check,
+           "rewind": dm.last_rewind, "rewind_skipped": dm.last_rewind_skipped}, "unlearning")
     dm.last_classes_without_data = gone
     return model
 
@@ -293,6 +288,29 @@ def collapsed_by_rewind(dm: DistilledDatamodel, syn: Synset, idx: torch.Tensor) 
     return {c["class"] for c in check["collapsed_classes"]}
 
 
+def _partition(dm: DistilledDatamodel, train: Split, synset: str) -> tuple[Groups, nn.Module, Trajectory]:
+    """The workspace's ``synset`` groups (``groups`` or ``classes``), trained model and trajectory, for an unlearning
+    that reads ``train``, which must be the split the groups were made on."""
+    grp = dm.groups if synset == "groups" else dm.class_groups
+    if grp is None or dm.model is None or dm.trajectory is None:
+        raise MissingArtifactError(f"no {synset} in the workspace: fit first"
+                                   + (" (and fit_classes for synset='classes')" if synset == "classes" else ""))
+    if len(train) != len(grp.assignment):
+        raise ConfigError(f"the training split has {len(train)} samples, the workspace's groups {len(grp.assignment)}: "
+                          "pass the split the workspace was fitted on")
+    return grp, dm.model, dm.trajectory
+
+
+def _save(folder: Any, model: nn.Module, info: dict[str, Any], what: str) -> None:
+    """``model``'s weights and ``info`` under ``folder`` (``model.safetensors``, ``unlearn.json``); a model with
+    non-finite weights is an error naming ``what`` produced it, and nothing is saved."""
+    state = model.state_dict()
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise NumericalError(f"{what} produced non-finite weights; nothing was saved")
+    save_tensors(folder / "model.safetensors", {k: v.detach().cpu() for k, v in state.items()})
+    save_json(folder / "unlearn.json", info)
+
+
 def unlearn_exact(dm: DistilledDatamodel, train: Split, groups: list[int] | torch.Tensor, name: str | None = None,
                   synset: str = "groups", retrain: Any = None) -> nn.Module:
     """:meth:`DistilledDatamodel.unlearn_exact`: retrain ``dm``'s network from theta_0 on ``train`` without
@@ -303,30 +321,19 @@ def unlearn_exact(dm: DistilledDatamodel, train: Split, groups: list[int] | torc
     compares against, kept: exact where the synsets' step is not (README, "What to expect"), at a retrain's cost."""
     from ddm.evaluation.retrain import RetrainCache, retrainer_for
 
-    grp = dm.groups if synset == "groups" else dm.class_groups
-    if grp is None or dm.model is None or dm.trajectory is None:
-        raise MissingArtifactError(f"no {synset} in the workspace: fit first"
-                                   + (" (and fit_classes for synset='classes')" if synset == "classes" else ""))
-    if len(train) != len(grp.assignment):
-        raise ConfigError(f"the training split has {len(train)} samples, the workspace's groups {len(grp.assignment)}: "
-                          "pass the split the workspace was fitted on")
+    grp, net, trajectory = _partition(dm, train, synset)
     idx = removed_groups(groups, grp.num_groups, synset)
     retrainer = retrainer_for(dm, retrain, 1)
     folder = dm.unlearn_folder(idx.tolist(), name, synset, prefix="exact-")
-    cache = RetrainCache(folder, dm.model, dm.trajectory.checkpoint(0), train, grp, dm.config.train,
-                         train.x[:0], device=devices.of(dm.model), threads=dm.training_threads(),
+    cache = RetrainCache(folder, net, trajectory.checkpoint(0), train, grp, dm.config.train,
+                         train.x[:0], device=devices.of(net), threads=dm.training_threads(),
                          retrain=retrainer)
     model, seconds = cache.train_without(idx.tolist())
-    state = model.state_dict()
-    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
-        raise NumericalError(f"the retrain without {synset} {idx.tolist()} diverged (non-finite weights); nothing "
-                             "was saved")
-    save_tensors(folder / "model.safetensors", {k: v.detach().cpu() for k, v in state.items()})
-    info = dm.ws.stage_info("train") or {}
-    save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "method": "exact",
-                                        "retrain": None if retrainer is None else retrainer.name,
-                                        "seconds": seconds, "training_seconds": info.get("seconds")})
-    dm.last_exact_seconds = seconds
+    training = (dm.ws.stage_info("train") or {}).get("seconds")
+    _save(folder, model, {"groups": idx.tolist(), "synset": synset, "method": "exact",
+                          "retrain": None if retrainer is None else retrainer.name, "seconds": seconds,
+                          "training_seconds": training}, f"the retrain without {synset} {idx.tolist()}")
+    dm.last_exact = {"seconds": seconds, "training_seconds": training, "folder": str(folder)}
     return model
 
 
@@ -340,15 +347,9 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
     about that region; the synsets' step keeps them (BENCHMARKS.md, "Relabelled fine-tuning")."""
     import time
 
-    from ddm.baselines.unlearners import RELABEL_NEIGHBOURS, knn_labels, relabel_knn
+    from ddm.baselines.unlearners import RELABEL_NEIGHBOURS, neggrad_plus, relabelled_split
 
-    grp = dm.groups if synset == "groups" else dm.class_groups
-    if grp is None or dm.model is None or dm.trajectory is None:
-        raise MissingArtifactError(f"no {synset} in the workspace: fit first"
-                                   + (" (and fit_classes for synset='classes')" if synset == "classes" else ""))
-    if len(train) != len(grp.assignment):
-        raise ConfigError(f"the training split has {len(train)} samples, the workspace's groups {len(grp.assignment)}: "
-                          "pass the split the workspace was fitted on")
+    grp, net, trajectory = _partition(dm, train, synset)
     if dm.handed_in():
         raise ConfigError("relabelled fine-tuning runs ddm's training loop (train.*), and this workspace's trajectory "
                           "was handed in from another loop: unlearn with the synsets' step (dm.unlearn; ddm unlearn "
@@ -358,24 +359,18 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
     folder = dm.unlearn_folder(idx.tolist(), name, synset, prefix="relabel-")  # a bad name refused before training
     keep = ~torch.isin(grp.assignment, idx)
     t0 = time.perf_counter()
-    model = relabel_knn(dm.model, dm.trajectory.final, train, keep, dm.config.train)
+    split, relabelled = relabelled_split(train, keep)
+    model = neggrad_plus(net, trajectory.final, split, torch.ones(len(split), dtype=torch.bool),
+                         dm.config.train, 1.0, alpha=1.0, anneal=True)  # relabel_knn, its relabelled count kept
     seconds = time.perf_counter() - t0
-    classes = int(dm.num_classes or (dm.synset.num_classes if dm.synset is not None else int(train.y.max()) + 1))
-    gone = sorted(set(range(classes)) - set(train.y[keep].tolist()))
+    removed_classes, kept_classes = grp.classes_left(idx)
+    gone = sorted(removed_classes - kept_classes)
     if gone:
         forget_classes(model, gone)
-    state = model.state_dict()
-    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
-        raise NumericalError("relabelled fine-tuning produced non-finite weights (a smaller train.lr); nothing was "
-                             "saved")
-    removed = torch.nonzero(~keep).flatten()
-    relabelled = int((knn_labels(train.x[removed], train.x[keep], train.y[keep]) != train.y[removed]).sum())
-    save_tensors(folder / "model.safetensors", {k: v.detach().cpu() for k, v in state.items()})
-    save_json(folder / "unlearn.json", {"groups": idx.tolist(), "synset": synset, "method": "relabel",
-                                        "neighbours": RELABEL_NEIGHBOURS, "epochs": 1, "seconds": seconds,
-                                        "relabelled": relabelled, "removed_samples": len(removed),
-                                        "classes_without_data": gone})
-    dm.last_relabel = {"seconds": seconds, "relabelled": relabelled, "removed_samples": len(removed),
-                       "neighbours": RELABEL_NEIGHBOURS,
-                       "classes_without_data": gone}
+    removed = int((~keep).sum())
+    info = {"groups": idx.tolist(), "synset": synset, "method": "relabel", "neighbours": RELABEL_NEIGHBOURS,
+            "epochs": 1, "seconds": seconds, "relabelled": relabelled, "removed_samples": removed,
+            "classes_without_data": gone}
+    _save(folder, model, info, "relabelled fine-tuning (a smaller train.lr)")
+    dm.last_relabel = {**info, "folder": str(folder)}
     return model

@@ -164,21 +164,28 @@ def knn_labels(x: torch.Tensor, reference_x: torch.Tensor, reference_y: torch.Te
     return torch.cat(out) if out else reference_y[:0]
 
 
-def relabel_knn(model: nn.Module, params: dict[str, torch.Tensor], train: Split, keep: torch.Tensor, cfg: TrainConfig,
-                epochs: float = 1.0, k: int = RELABEL_NEIGHBOURS) -> nn.Module:
-    """A copy of ``model`` at ``params`` after ``epochs`` passes of ``cfg``'s optimizer over the kept samples of
-    ``train`` and those removed ones (``~keep``) whose :func:`knn_labels` over the kept samples name another class than
-    their own, each with that class. A removed sample is never trained on with its own label: where its neighbours
-    agree with it, it is left out (fine-tuning on the rest); where the kept data assigns its region to another class,
-    it is taught that class, as a retrain without it would learn. Under a learning-rate schedule the epoch runs it over
-    its own steps (``anneal``: a cosine-trained model ends annealed, as a retrain does)."""
+def relabelled_split(train: Split, keep: torch.Tensor, k: int = RELABEL_NEIGHBOURS) -> tuple[Split, int]:
+    """The samples :func:`relabel_knn` trains on, in the training split's order: every kept one, and each removed one
+    (``~keep``) whose :func:`knn_labels` over the kept samples name another class than its own, with that class; and
+    how many removed samples that is. A removed sample is never among them with its own label."""
     keep = _check(keep, len(train))
     gone = torch.nonzero(~keep).flatten()
     labels = knn_labels(train.x[gone], train.x[keep], train.y[keep], k).to(train.y) if len(gone) else train.y[:0]
-    moved = labels != train.y[gone]
+    moved = gone[labels != train.y[gone]]
     y, use = train.y.clone(), keep.clone()
-    y[gone[moved]], use[gone[moved]] = labels[moved], True
-    rows = torch.nonzero(use).flatten()  # the training split's order
-    relabelled = Split(train.x[rows], y[rows], train.index[rows])
-    return neggrad_plus(model, params, relabelled, torch.ones(len(rows), dtype=torch.bool), cfg, epochs, alpha=1.0,
+    y[moved], use[moved] = labels[labels != train.y[gone]], True
+    rows = torch.nonzero(use).flatten()
+    return Split(train.x[rows], y[rows], train.index[rows]), len(moved)
+
+
+def relabel_knn(model: nn.Module, params: dict[str, torch.Tensor], train: Split, keep: torch.Tensor, cfg: TrainConfig,
+                epochs: float = 1.0, k: int = RELABEL_NEIGHBOURS) -> nn.Module:
+    """A copy of ``model`` at ``params`` after ``epochs`` passes of ``cfg``'s optimizer over :func:`relabelled_split`:
+    the kept samples of ``train`` and those removed ones (``~keep``) whose nearest kept samples name another class,
+    each with that class. Where a removed sample's neighbours agree with it, it is left out (fine-tuning on the rest);
+    where the kept data assigns its region to another class, it is taught that class, as a retrain without it would
+    learn. Under a learning-rate schedule the epoch runs it over its own steps (``anneal``: a cosine-trained model
+    ends annealed, as a retrain does)."""
+    split, _ = relabelled_split(train, keep, k)
+    return neggrad_plus(model, params, split, torch.ones(len(split), dtype=torch.bool), cfg, epochs, alpha=1.0,
                         anneal=True)

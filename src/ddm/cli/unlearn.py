@@ -175,7 +175,7 @@ def _relabel(args: argparse.Namespace, dm: Any, data: Any, idx: list[int], synse
     out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "relabel", "removed_samples": n_removed,
                            "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
                            "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
-                           "saved": str(dm.unlearn_folder(idx, args.name, synset, prefix="relabel-")),
+                           "saved": r["folder"],
                            "seconds": r["seconds"], "relabelled": r["relabelled"],
                            "classes_without_data": r["classes_without_data"]}
     if args.verify:
@@ -209,12 +209,12 @@ def _exact(args: argparse.Namespace, dm: Any, data: Any, idx: list[int], synset:
     from ddm.train.loop import accuracy
 
     model = dm.unlearn_exact(idx, data.train, name=args.name, synset=synset, retrain=user_retrainer(args))
-    folder = dm.unlearn_folder(idx, args.name, synset, prefix="exact-")
-    training = (dm.ws.stage_info("train") or {}).get("seconds")
+    e = dm.last_exact
+    folder, training = Path(e["folder"]), e["training_seconds"]
     out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "exact", "removed_samples": n_removed,
                            "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
                            "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
-                           "saved": str(folder), "seconds": dm.last_exact_seconds, "training_seconds": training}
+                           "saved": str(folder), "seconds": e["seconds"], "training_seconds": training}
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
