@@ -48,14 +48,14 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     rows = torch.cat([groups.members(k) for k in idx])
     removed = data.train[rows]
     before_removed = accuracy(dm.model, removed)
+    before = {"test": before_test, "removed": before_removed, "data": data, "rows": removed}
     if args.method == "exact":
-        return _exact(args, dm, data, idx, synset, len(rows), before_test, before_removed, removed)
+        return _exact(args, dm, idx, synset, before)
     if args.method == "relabel":
-        return _relabel(args, dm, data, idx, synset, len(rows), before_test, before_removed, removed, retrainer)
+        return _relabel(args, dm, idx, synset, before, retrainer)
     model = dm.unlearn(idx, name=args.name, synset=synset)
-    out: dict[str, Any] = {"groups": idx, "synset": synset, "removed_samples": len(rows),
-           "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
-           "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
+    out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "step", "removed_samples": len(rows),
+           **_scores(model, before),
            "saved": str(dm.unlearn_folder(idx, args.name, synset)), "check": dm.last_unlearning_check,
            "classes_without_data": dm.last_classes_without_data, "rewind": dm.last_rewind,
            "rewind_skipped": dm.last_rewind_skipped,
@@ -85,10 +85,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                   "curvature made 4 of 47 four-group steps of the benchmarks too long, the groups' own curvature 2 "
                   "too short; if this one looks too long, compare --set emulate.unlearn_curvature=group: "
                   "BENCHMARKS.md, \"The groups' own curvature\")")
-        t = out["test_accuracy"]
-        print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
-        print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
-              f"{100 * out['removed_accuracy']['after']:.1f}%")
+        _print_scores(out)
         if (out["removed_accuracy"]["after"] >= out["test_accuracy"]["after"] and not out["classes_without_data"]
                 and dm.emulation_method() == "newton"):
             print("    (retraining without them usually leaves removed samples below test accuracy; this last-layer "
@@ -154,8 +151,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                          if thinned else "COLLAPSED: see the warning above"))
         if "verification" in out:
             _print_unlearning_verification(out["verification"])
-        print(f"  checkpoint: {out['saved']}/model.safetensors   (Python: DistilledDatamodel(WS).load()"
-              f".unlearned({Path(out['saved']).name!r}))")
+        _print_saved(out["saved"])
     return 0
 
 
@@ -165,19 +161,34 @@ def _training_time(dm: Any) -> str:
     return f": one training, {secs(seconds)} s here" if seconds else ": one training as long as the target's"
 
 
-def _relabel(args: argparse.Namespace, dm: Any, data: Any, idx: list[int], synset: str, n_removed: int,
-             before_test: float, before_removed: float, removed: Any, retrainer: Any) -> int:
-    """``ddm unlearn`` (``--method relabel``): relabelled fine-tuning, saved as the unlearned model."""
+def _scores(model: Any, before: dict[str, Any]) -> dict[str, Any]:
+    """Test accuracy and the removed samples' accuracy before (the trained model's, in ``before``) and after."""
     from ddm.train.loop import accuracy
 
+    return {"test_accuracy": {"before": before["test"], "after": accuracy(model, before["data"].test)},
+            "removed_accuracy": {"before": before["removed"], "after": accuracy(model, before["rows"])}}
+
+
+def _print_scores(out: dict[str, Any]) -> None:
+    t, r = out["test_accuracy"], out["removed_accuracy"]
+    print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
+    print(f"  removed-data acc.  {100 * r['before']:.1f}% -> {100 * r['after']:.1f}%")
+
+
+def _print_saved(saved: str) -> None:
+    print(f"  checkpoint: {saved}/model.safetensors   (Python: DistilledDatamodel(WS).load()"
+          f".unlearned({Path(saved).name!r}))")
+
+
+def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, before: dict[str, Any],
+             retrainer: Any) -> int:
+    """``ddm unlearn`` (``--method relabel``): relabelled fine-tuning, saved as the unlearned model."""
+    data = before["data"]
     model = dm.unlearn_relabel(idx, data.train, name=args.name, synset=synset)
     r = dm.last_relabel
-    out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "relabel", "removed_samples": n_removed,
-                           "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
-                           "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
-                           "saved": r["folder"],
-                           "seconds": r["seconds"], "relabelled": r["relabelled"],
-                           "classes_without_data": r["classes_without_data"]}
+    out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "relabel", "removed_samples": len(before["rows"]),
+                           **_scores(model, before), "saved": r["folder"], "seconds": r["seconds"],
+                           "relabelled": r["relabelled"], "classes_without_data": r["classes_without_data"]}
     if args.verify:
         from ddm.evaluation.check import verify_unlearning
 
@@ -185,49 +196,36 @@ def _relabel(args: argparse.Namespace, dm: Any, data: Any, idx: list[int], synse
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"unlearned {synset} {idx} ({n_removed} training samples) by one epoch of fine-tuning on the training "
-          f"data with the removed samples relabelled by their {r['neighbours']} nearest kept samples "
-          f"({r['relabelled']} of {n_removed} took another class; {secs(r['seconds'])} s; --method step: the synsets' "
-          "step, which reads no data)")
-    t = out["test_accuracy"]
-    print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
-    print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
-          f"{100 * out['removed_accuracy']['after']:.1f}%")
+    print(f"unlearned {synset} {idx} ({out['removed_samples']} training samples) by one epoch of fine-tuning on the "
+          f"training data with the removed samples relabelled by their {r['neighbours']} nearest kept samples "
+          f"({r['relabelled']} of {out['removed_samples']} took another class; {secs(r['seconds'])} s; --method step: "
+          "the synsets' step, which reads no data)")
+    _print_scores(out)
     if out["classes_without_data"]:
         print(f"  class(es) {out['classes_without_data']} have no training data left: the unlearned model no "
               "longer predicts them (as retraining without them would not)")
     if "verification" in out:
         _print_unlearning_verification(out["verification"])
-    print(f"  checkpoint: {out['saved']}/model.safetensors   (Python: DistilledDatamodel(WS).load()"
-          f".unlearned({Path(out['saved']).name!r}))")
+    _print_saved(out["saved"])
     return 0
 
 
-def _exact(args: argparse.Namespace, dm: Any, data: Any, idx: list[int], synset: str, n_removed: int,
-           before_test: float, before_removed: float, removed: Any) -> int:
+def _exact(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, before: dict[str, Any]) -> int:
     """``ddm unlearn --method exact``: the retrain without the groups, saved as the unlearned model."""
-    from ddm.train.loop import accuracy
-
-    model = dm.unlearn_exact(idx, data.train, name=args.name, synset=synset, retrain=user_retrainer(args))
+    model = dm.unlearn_exact(idx, before["data"].train, name=args.name, synset=synset, retrain=user_retrainer(args))
     e = dm.last_exact
-    folder, training = Path(e["folder"]), e["training_seconds"]
-    out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "exact", "removed_samples": n_removed,
-                           "test_accuracy": {"before": before_test, "after": accuracy(model, data.test)},
-                           "removed_accuracy": {"before": before_removed, "after": accuracy(model, removed)},
-                           "saved": str(folder), "seconds": e["seconds"], "training_seconds": training}
+    out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "exact", "removed_samples": len(before["rows"]),
+                           **_scores(model, before), "saved": e["folder"], "seconds": e["seconds"],
+                           "training_seconds": e["training_seconds"]}
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
     loop = f"your loop {args.retrain}" if getattr(args, "retrain", None) else "ddm's loop, train.*"
-    took = f" (the target's training took {secs(training)} s)" if training else ""
-    print(f"retrained without {synset} {idx} ({n_removed} training samples) from theta_0 in the target's data order "
-          f"({loop}): {secs(out['seconds'])} s{took}")
-    t = out["test_accuracy"]
-    print(f"  test accuracy      {100 * t['before']:.1f}% -> {100 * t['after']:.1f}%")
-    print(f"  removed-data acc.  {100 * out['removed_accuracy']['before']:.1f}% -> "
-          f"{100 * out['removed_accuracy']['after']:.1f}%")
-    print(f"  checkpoint: {folder}/model.safetensors   (Python: DistilledDatamodel(WS).load()"
-          f".unlearned({folder.name!r}))")
+    took = f" (the target's training took {secs(out['training_seconds'])} s)" if out["training_seconds"] else ""
+    print(f"retrained without {synset} {idx} ({out['removed_samples']} training samples) from theta_0 in the target's "
+          f"data order ({loop}): {secs(out['seconds'])} s{took}")
+    _print_scores(out)
+    _print_saved(out["saved"])
     return 0
 
 
