@@ -14,7 +14,7 @@ DESCRIPTION = """``ddm``: the Distilled Datamodel from the shell.
     ddm cluster    split the training data into groups
     ddm distill    learn the synset (head matching by default; --recipe paper: reverse gradient matching)
     ddm attribute  attribution matrix of an objective on test samples
-    ddm unlearn    remove chosen groups with their synsets (a Newton step by default), save the checkpoint
+    ddm unlearn    remove chosen groups (relabelled fine-tuning; --method step: the synsets), save the checkpoint
     ddm diagnose   rank groups by usefulness for validation data: the low-quality ones first
     ddm report     one self-contained HTML page of a workspace: images, heatmaps, diagnosis
     ddm evaluate   measure against exact retraining: Table 1-4 analogs, LDS, noise floor, cost
