@@ -13,8 +13,9 @@ from ddm.cli.main import main
 from ddm.evaluation import check as C
 from ddm.evaluation.metrics import spearman
 
-#: ``ddm unlearn`` with the synsets' step (the tests of the step; relabelled fine-tuning is the default)
+#: ``ddm unlearn`` with the synsets' step (the default, named in the step's tests) and with relabelled fine-tuning
 STEP = ("unlearn", "--method", "step")
+RELABEL = ("unlearn", "--method", "relabel")
 
 
 def test_columnwise_spearman_is_the_metric_with_ties():
@@ -311,14 +312,14 @@ def test_unlearn_exact_saves_the_retrain_that_verify_compares_against(tmp_path, 
         assert "--method exact retrains without the groups" in capsys.readouterr().err
 
 
-def test_unlearn_by_default_fine_tunes_with_the_removed_samples_relabelled(tmp_path, capsys):
-    """``ddm unlearn`` without --method: relabelled fine-tuning (one epoch; the removed samples whose nearest kept
+def test_unlearn_relabel_fine_tunes_with_the_removed_samples_relabelled(tmp_path, capsys):
+    """``ddm unlearn --method relabel``: relabelled fine-tuning (one epoch; the removed samples whose nearest kept
     samples name another class taught that class), saved as relabel-groups-..., beside the synsets' step's folder;
     --verify scores it; the step's --set settings are refused with it; a whole class removed leaves the head."""
     ws = str(tmp_path / "ws")
     assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:2", "--json", "-q"]) == 0
     capsys.readouterr()
-    assert main(["unlearn", "-w", ws, "--groups", "1,0", "--verify", "1", "--json", "-q"]) == 0
+    assert main([*RELABEL, "-w", ws, "--groups", "1,0", "--verify", "1", "--json", "-q"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "relabel" and out["groups"] == [0, 1] and out["saved"].endswith("relabel-groups-0-1")
     assert 0 <= out["relabelled"] <= out["removed_samples"] and out["seconds"] > 0
@@ -330,14 +331,15 @@ def test_unlearn_by_default_fine_tunes_with_the_removed_samples_relabelled(tmp_p
     from ddm.train.loop import accuracy
 
     assert accuracy(dm.unlearned("relabel-groups-0-1"), data.test) == pytest.approx(out["test_accuracy"]["after"])
-    assert main(["unlearn", "-w", ws, "--groups", "0,1", "-q"]) == 0
-    text = capsys.readouterr().out
-    assert "relabelled by their 5 nearest kept samples" in text and "--method step" in text
-    assert main(["unlearn", "-w", ws, "--groups", "0", "--set", "emulate.unlearn_damping=1e-2", "-q"]) == 2
-    assert "add --method step" in capsys.readouterr().err
+    assert main([*RELABEL, "-w", ws, "--groups", "0,1", "-q"]) == 0
+    assert "relabelled by their 5 nearest kept samples" in capsys.readouterr().out
+    assert main([*RELABEL, "-w", ws, "--groups", "0", "--set", "emulate.unlearn_damping=1e-2", "-q"]) == 2
+    assert "drop --method relabel" in capsys.readouterr().err
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json", "-q"]) == 0  # the default: the synsets' step
+    assert json.loads(capsys.readouterr().out)["method"] == "step"
     whole = dm.groups.labels == 0
     ids = ",".join(map(str, torch.nonzero(whole).flatten().tolist()))
-    assert main(["unlearn", "-w", ws, "--groups", ids, "--json", "-q"]) == 0
+    assert main([*RELABEL, "-w", ws, "--groups", ids, "--json", "-q"]) == 0
     gone = json.loads(capsys.readouterr().out)
     assert gone["classes_without_data"] == [0]
     model = dm.unlearned(gone["saved"].rsplit("/", 1)[-1])
@@ -661,7 +663,7 @@ def test_a_trajectory_from_a_users_loop_is_checked_with_that_loop(tmp_path, caps
     two = C.verify_unlearning(dm, data, [0, 1], unlearned, 2, retrain=user_loop.retrain)
     assert one["exact"]["test_accuracy"][0] == pytest.approx(two["exact"]["test_accuracy"][0])  # the same loop
     # relabelled fine-tuning runs ddm's loop, which did not train this model: refused, naming the alternatives
-    assert main(["unlearn", "-w", str(ws), "--groups", "0,1", "-q"]) == 2
+    assert main([*RELABEL, "-w", str(ws), "--groups", "0,1", "-q"]) == 2
     assert "--method step" in capsys.readouterr().err and not (ws / "unlearned" / "relabel-groups-0-1").exists()
     # the exact unlearning retrains in the user's loop too, and is refused without it
     assert main(["unlearn", "-w", str(ws), "--groups", "0,1", "--method", "exact", "-q"]) == 2

@@ -10,7 +10,7 @@ from ddm.cli.main import main
 from ddm.config import RunConfig
 from ddm.pipeline import STEP_AGREEMENT_WARN
 
-#: ``ddm unlearn`` with the synsets' step (the tests of the step; relabelled fine-tuning is the default)
+#: ``ddm unlearn`` with the synsets' step (the default, named in the step's tests)
 STEP = ("unlearn", "--method", "step")
 
 
