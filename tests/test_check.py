@@ -13,7 +13,7 @@ from ddm.cli.main import main
 from ddm.evaluation import check as C
 from ddm.evaluation.metrics import spearman
 
-#: ``ddm unlearn`` with the synsets' step (the default, named in the step's tests) and with relabelled fine-tuning
+#: ``ddm unlearn`` with the synsets' step (the step's tests) and with relabelled fine-tuning (the default, named)
 STEP = ("unlearn", "--method", "step")
 RELABEL = ("unlearn", "--method", "relabel")
 
@@ -312,20 +312,21 @@ def test_unlearn_exact_saves_the_retrain_that_verify_compares_against(tmp_path, 
         assert "--method exact retrains without the groups" in capsys.readouterr().err
 
 
-def test_unlearn_relabel_fine_tunes_with_the_removed_samples_relabelled(tmp_path, capsys):
-    """``ddm unlearn --method relabel``: relabelled fine-tuning (one epoch; the removed samples whose nearest kept
-    samples name another class taught that class), saved as relabel-groups-..., beside the synsets' step's folder;
-    --verify scores it; the step's --set settings are refused with it; a whole class removed leaves the head."""
+def test_unlearn_by_default_fine_tunes_with_the_removed_samples_relabelled(tmp_path, capsys):
+    """``ddm unlearn`` (``--method relabel``, the default): relabelled fine-tuning (one epoch; the removed samples
+    whose nearest kept samples agree on another class taught that class), saved as relabel-groups-..., beside the
+    synsets' step's folder; --verify scores it; the step's --set settings are refused with it; a whole class removed
+    leaves the head."""
     ws = str(tmp_path / "ws")
     assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:2", "--json", "-q"]) == 0
     capsys.readouterr()
-    assert main([*RELABEL, "-w", ws, "--groups", "1,0", "--verify", "1", "--json", "-q"]) == 0
+    assert main(["unlearn", "-w", ws, "--groups", "1,0", "--verify", "1", "--json", "-q"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "relabel" and out["groups"] == [0, 1] and out["saved"].endswith("relabel-groups-0-1")
     assert 0 <= out["relabelled"] <= out["removed_samples"] and out["seconds"] > 0
     assert out["verification"]["unlearned"]["test_accuracy"] == pytest.approx(out["test_accuracy"]["after"])
     info = json.loads((tmp_path / "ws" / "unlearned" / "relabel-groups-0-1" / "unlearn.json").read_text())
-    assert info["method"] == "relabel" and info["neighbours"] == 5
+    assert info["method"] == "relabel" and info["neighbours"] == 5 and info["agree"] == 4
     dm = ddm.DistilledDatamodel(ws).load()
     data = ddm.data.load(dm.config.data)
     from ddm.train.loop import accuracy
@@ -333,9 +334,9 @@ def test_unlearn_relabel_fine_tunes_with_the_removed_samples_relabelled(tmp_path
     assert accuracy(dm.unlearned("relabel-groups-0-1"), data.test) == pytest.approx(out["test_accuracy"]["after"])
     assert main([*RELABEL, "-w", ws, "--groups", "0,1", "-q"]) == 0
     assert "relabelled by their 5 nearest kept samples" in capsys.readouterr().out
-    assert main([*RELABEL, "-w", ws, "--groups", "0", "--set", "emulate.unlearn_damping=1e-2", "-q"]) == 2
-    assert "drop --method relabel" in capsys.readouterr().err
-    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json", "-q"]) == 0  # the default: the synsets' step
+    assert main(["unlearn", "-w", ws, "--groups", "0", "--set", "emulate.unlearn_damping=1e-2", "-q"]) == 2
+    assert "add --method step" in capsys.readouterr().err
+    assert main([*STEP, "-w", ws, "--groups", "0,1", "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)["method"] == "step"
     whole = dm.groups.labels == 0
     ids = ",".join(map(str, torch.nonzero(whole).flatten().tolist()))

@@ -10,7 +10,7 @@ from ddm.cli.main import main
 from ddm.config import RunConfig
 from ddm.pipeline import STEP_AGREEMENT_WARN
 
-#: ``ddm unlearn`` with the synsets' step (the default, named in the step's tests)
+#: ``ddm unlearn`` with the synsets' step (the step's tests; relabelled fine-tuning is the default)
 STEP = ("unlearn", "--method", "step")
 
 

@@ -1234,9 +1234,9 @@ class DistilledDatamodel:
                         synset: str = "groups") -> nn.Module:
         """Remove ``groups`` by one epoch of the training's optimizer over ``train`` (the split the workspace was
         fitted on) with the removed samples relabelled by their nearest kept samples, and save the checkpoint under
-        ``unlearned/<name>`` (default ``relabel-groups-<ids>``; ``ddm unlearn --method relabel``). It reads the training
-        data, where :meth:`unlearn` needs only the synsets; closer to a retrain on MLPs and where a removal takes
-        modes of a class, it over-forgets on ConvNets trained with momentum (BENCHMARKS.md, "Relabelled fine-tuning";
+        ``unlearned/<name>`` (default ``relabel-groups-<ids>``): ``ddm unlearn``'s default. It reads the training
+        data, where :meth:`unlearn` needs only the synsets, and follows a retrain where a removal takes modes of a
+        class, which the synsets' step does not (BENCHMARKS.md, "Relabelled fine-tuning";
         :func:`ddm.unlearning.unlearn_relabel`)."""
         from ddm.unlearning import unlearn_relabel
 

@@ -340,14 +340,14 @@ def unlearn_exact(dm: DistilledDatamodel, train: Split, groups: list[int] | torc
 def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | torch.Tensor, name: str | None = None,
                     synset: str = "groups") -> nn.Module:
     """:meth:`DistilledDatamodel.unlearn_relabel`: one epoch of the training's optimizer (``train.*``) over ``train``
-    from theta_tau, each removed sample relabelled by the majority label of its nearest kept samples
+    from theta_tau, each removed sample whose nearest kept samples agree on another class relabelled with it
     (:func:`ddm.baselines.unlearners.relabel_knn`), then the classes left without data taken out of the head
     (:func:`forget_classes`); saved under ``unlearned/<name>`` (default ``relabel-<synset>-<ids>``) with
     ``unlearn.json``. Where the removal takes modes of a class, retraining without them learns what the kept data says
     about that region; the synsets' step keeps them (BENCHMARKS.md, "Relabelled fine-tuning")."""
     import time
 
-    from ddm.baselines.unlearners import RELABEL_NEIGHBOURS, neggrad_plus, relabelled_split
+    from ddm.baselines.unlearners import RELABEL_AGREE, RELABEL_NEIGHBOURS, neggrad_plus, relabelled_split
 
     grp, net, trajectory = _partition(dm, train, synset)
     if dm.handed_in():
@@ -369,6 +369,7 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
         forget_classes(model, gone)
     removed = int((~keep).sum())
     info = {"groups": idx.tolist(), "synset": synset, "method": "relabel", "neighbours": RELABEL_NEIGHBOURS,
+            "agree": RELABEL_AGREE,
             "epochs": 1, "seconds": seconds, "relabelled": relabelled, "removed_samples": removed,
             "classes_without_data": gone}
     _save(folder, model, info, "relabelled fine-tuning (a smaller train.lr)")

@@ -149,10 +149,16 @@ def neggrad_plus(model: nn.Module, params: dict[str, torch.Tensor], train: Split
 RELABEL_NEIGHBOURS = 5
 
 
+#: how many of the ``RELABEL_NEIGHBOURS`` must share a label for :func:`relabelled_split` to teach it (a bare majority,
+#: 3 of 5, over-forgot on a momentum-trained GroupNorm ConvNet; BENCHMARKS.md, "Relabelled fine-tuning")
+RELABEL_AGREE = 4
+
+
 def knn_labels(x: torch.Tensor, reference_x: torch.Tensor, reference_y: torch.Tensor, k: int = RELABEL_NEIGHBOURS,
-               chunk: int = 1024) -> torch.Tensor:
+               chunk: int = 1024, agree: int = 1) -> torch.Tensor:
     """The majority label ``[N]`` of each row of ``x`` among its ``k`` nearest rows of ``reference_x`` (Euclidean on
-    the flattened inputs; ties to the smallest label), labelled ``reference_y``."""
+    the flattened inputs; ties to the smallest label), labelled ``reference_y``; -1 where fewer than ``agree`` of the
+    ``k`` share it."""
     if len(reference_x) == 0:
         raise ConfigError("no reference samples to take labels from")
     k = min(k, len(reference_x))
@@ -160,20 +166,25 @@ def knn_labels(x: torch.Tensor, reference_x: torch.Tensor, reference_y: torch.Te
     out = []
     for s in range(0, len(x), chunk):
         idx = torch.cdist(x[s : s + chunk].flatten(1).float(), ref).topk(k, largest=False).indices
-        out.append(torch.mode(reference_y[idx], 1).values)
+        labels = reference_y[idx]
+        mode = torch.mode(labels, 1).values
+        out.append(torch.where((labels == mode[:, None]).sum(1) >= agree, mode, torch.full_like(mode, -1)))
     return torch.cat(out) if out else reference_y[:0]
 
 
-def relabelled_split(train: Split, keep: torch.Tensor, k: int = RELABEL_NEIGHBOURS) -> tuple[Split, int]:
+def relabelled_split(train: Split, keep: torch.Tensor, k: int = RELABEL_NEIGHBOURS,
+                     agree: int = RELABEL_AGREE) -> tuple[Split, int]:
     """The samples :func:`relabel_knn` trains on, in the training split's order: every kept one, and each removed one
-    (``~keep``) whose :func:`knn_labels` over the kept samples name another class than its own, with that class; and
-    how many removed samples that is. A removed sample is never among them with its own label."""
+    (``~keep``) of which at least ``agree`` of the ``k`` nearest kept samples name the same other class than its own,
+    with that class; and how many removed samples that is. A removed sample is never among them with its own label."""
     keep = _check(keep, len(train))
     gone = torch.nonzero(~keep).flatten()
-    labels = knn_labels(train.x[gone], train.x[keep], train.y[keep], k).to(train.y) if len(gone) else train.y[:0]
-    moved = gone[labels != train.y[gone]]
+    labels = (knn_labels(train.x[gone], train.x[keep], train.y[keep], k, agree=agree).to(train.y) if len(gone)
+              else train.y[:0])
+    other = (labels != train.y[gone]) & (labels >= 0)
+    moved = gone[other]
     y, use = train.y.clone(), keep.clone()
-    y[moved], use[moved] = labels[labels != train.y[gone]], True
+    y[moved], use[moved] = labels[other], True
     rows = torch.nonzero(use).flatten()
     return Split(train.x[rows], y[rows], train.index[rows]), len(moved)
 

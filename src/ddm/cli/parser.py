@@ -14,7 +14,7 @@ DESCRIPTION = """``ddm``: the Distilled Datamodel from the shell.
     ddm cluster    split the training data into groups
     ddm distill    learn the synset (head matching by default; --recipe paper: reverse gradient matching)
     ddm attribute  attribution matrix of an objective on test samples
-    ddm unlearn    remove chosen groups with their synsets (a Newton step; --method relabel|exact), save the checkpoint
+    ddm unlearn    remove chosen groups (relabelled fine-tuning; --method step: the synsets), save the checkpoint
     ddm diagnose   rank groups by usefulness for validation data: the low-quality ones first
     ddm report     one self-contained HTML page of a workspace: images, heatmaps, diagnosis
     ddm evaluate   measure against exact retraining: Table 1-4 analogs, LDS, noise floor, cost
@@ -178,12 +178,12 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p = sub.add_parser("unlearn", help="remove groups' influence (relabelled fine-tuning, the synsets' step, or a "
                                        "retrain)",
                        description="Remove the given groups from the trained model and save the checkpoint under "
-                                   "unlearned/NAME: by default with their synsets alone (head synsets: the kept "
-                                   "data's Newton step on the last layer; other recipes: fine-tuning on the groups' "
-                                   "synsets), warning when the kept groups' synthetic images lose accuracy (a damaged "
-                                   "model); --method relabel fine-tunes one epoch with removed samples relabelled by "
-                                   "their nearest kept samples; --method exact retrains. Reports accuracy before and "
-                                   "after. Every call starts "
+                                   "unlearned/NAME: by default one epoch of fine-tuning with the removed samples "
+                                   "relabelled by their nearest kept samples where those agree (--method relabel); "
+                                   "--method step uses the synsets alone (head synsets: the kept data's Newton step "
+                                   "on the last layer; other recipes: fine-tuning on the groups' synsets) and warns "
+                                   "when the kept groups' synthetic images lose accuracy (a damaged model); --method "
+                                   "exact retrains. Reports accuracy before and after. Every call starts "
                                    "from the trained model: for removals asked for over time, pass every group "
                                    "removed so far (--groups 3, later --groups 3,17).")
     _common(p)
@@ -196,17 +196,17 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "groups in ORDERS data orders (the target's own first; ORDERS trainings as long as the "
                         "target's, cached under <workspace>/check/) and compare test accuracy, accuracy on the "
                         "removed samples and agreement; 2 or more also show retraining's own spread (default: 0, off)")
-    p.add_argument("--method", choices=("step", "relabel", "exact"), default="step",
-                   help="step (the default): the synsets' Newton step on the last layer (the distilled datamodel's "
-                        "unlearning; no training data read, under a second); relabel: one epoch of the training's "
-                        "optimizer over the kept data and the removed samples whose 5 nearest kept samples (raw "
-                        "inputs) name another class, taught that class (1 / train.epochs of a retrain; closer to a "
-                        "retrain on MLPs and where a removal takes modes of a class, over-forgets on ConvNets trained "
-                        "with momentum); exact: retrain from theta_0 without the groups (the target's data order; "
-                        "ddm's loop, or --retrain's) and save that model. BENCHMARKS.md, \"Relabelled fine-tuning\"")
+    p.add_argument("--method", choices=("relabel", "step", "exact"), default="relabel",
+                   help="relabel (the default): one epoch of the training's optimizer over the kept data and the "
+                        "removed samples of which 4 of the 5 nearest kept samples (raw inputs) name the same other "
+                        "class, taught that class (reads the training data; 1 / train.epochs of a retrain); step: the "
+                        "synsets' Newton step on the last layer (the distilled datamodel's unlearning, no training "
+                        "data read, under a second; stays above a retrain where a removal takes modes of a class); "
+                        "exact: retrain from theta_0 without the groups (the target's data order; ddm's loop, or "
+                        "--retrain's) and save that model. BENCHMARKS.md, \"Relabelled fine-tuning\"")
     _retrain_arg(p)
     p.add_argument("--set", action="append", default=[], metavar="emulate.unlearn_FIELD=VALUE",
-                   help="a setting of the synsets' step (the default method) for this call only (repeatable): "
+                   help="a setting of the synsets' step (--method step) for this call only (repeatable): "
                         "emulate.unlearn_damping (larger: "
                         "a shorter step), emulate.unlearn_rewind, emulate.unlearn_backoff, "
                         "emulate.unlearn_class_drop, emulate.unlearn_curvature_damping, emulate.unlearn_prior_shift "

@@ -23,8 +23,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                           "compares against, and it takes no emulate.unlearn_* setting; drop " +
                           ("--verify" if args.verify else "--set"))
     if args.method == "relabel" and args.set:
-        raise ConfigError("--set emulate.unlearn_* tunes the synsets' step (the default method): drop --method relabel "
-                          "(relabelled fine-tuning takes the training's own train.* settings)")
+        raise ConfigError("--set emulate.unlearn_* tunes the synsets' step: add --method step (relabelled "
+                          "fine-tuning, the default, takes the training's own train.* settings)")
     dm, data = load_workspace(args)
     retrainer = None
     if args.verify:  # a verification that cannot run is refused before the unlearning
@@ -122,7 +122,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                   "accuracy (35-80 points in the benchmarks' cases), a change of the features that this unlearning "
                   "does not follow; check such a removal against a retrain (--verify 1; README, \"What to expect\"), "
                   f"or take the retrain itself (--method exact{_training_time(dm)}), or relabelled fine-tuning "
-                  "(--method relabel), which follows such removals on MLPs (BENCHMARKS.md, \"Relabelled "
+                  "(the default, --method relabel), which follows such removals (BENCHMARKS.md, \"Relabelled "
                   "fine-tuning\")")
         if (out["classes_mostly_removed"] and dm.emulation_method() == "newton"
                 and dm.config.emulate.unlearn_prior_shift == 0):
@@ -198,7 +198,8 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
         return 0
     print(f"unlearned {synset} {idx} ({out['removed_samples']} training samples) by one epoch of fine-tuning on the "
           f"training data with the removed samples relabelled by their {r['neighbours']} nearest kept samples "
-          f"({r['relabelled']} of {out['removed_samples']} took another class; {secs(r['seconds'])} s)")
+          f"where {r['agree']} of them agree ({r['relabelled']} of {out['removed_samples']} took another class; "
+          f"{secs(r['seconds'])} s; --method step: the synsets' step, which reads no data)")
     _print_scores(out)
     if out["classes_without_data"]:
         print(f"  class(es) {out['classes_without_data']} have no training data left: the unlearned model no "
