@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_report  # noqa: E402
 
-from ddm.baselines.unlearners import finetune_rest, relabel_knn  # noqa: E402
+from ddm.baselines.unlearners import RELABEL_AGREE, finetune_rest, relabel_knn  # noqa: E402
 from ddm.cli.common import load_data  # noqa: E402
 from ddm.evaluation.check import verify_unlearning  # noqa: E402
 from ddm.pipeline import DistilledDatamodel  # noqa: E402
@@ -35,20 +35,22 @@ from ddm.unlearning import forget_classes  # noqa: E402
 METHODS = ("DDM", "relabelled fine-tuning", "fine-tune on the rest")
 
 
-def unlearned(dm: DistilledDatamodel, data: Any, draw: list[int], method: str) -> torch.nn.Module:
+def unlearned(dm: DistilledDatamodel, data: Any, draw: list[int], method: str, agree: int) -> torch.nn.Module:
     if method == "DDM":
         return dm.unlearn(draw, name="relabel-benchmark")
     fit = dm.fitted()
     keep = ~torch.isin(fit.groups.assignment, torch.as_tensor(draw))
-    make = relabel_knn if method == "relabelled fine-tuning" else finetune_rest
-    model = make(fit.model, fit.trajectory.final, data.train, keep, dm.config.train)
+    if method == "relabelled fine-tuning":
+        model = relabel_knn(fit.model, fit.trajectory.final, data.train, keep, dm.config.train, agree=agree)
+    else:
+        model = finetune_rest(fit.model, fit.trajectory.final, data.train, keep, dm.config.train)
     gone = sorted(set(range(int(data.num_classes))) - set(data.train.y[keep].tolist()))
     if gone:  # as ddm unlearn does: a class without training data leaves the head
         forget_classes(model, gone)
     return model
 
 
-def run(ws: str, draws: list[list[int]], orders: int) -> list[dict[str, Any]]:
+def run(ws: str, draws: list[list[int]], orders: int, agree: int = RELABEL_AGREE) -> list[dict[str, Any]]:
     dm = DistilledDatamodel(ws).load()
     data = load_data(dm.config.data, ws)
     rows = []
@@ -56,7 +58,7 @@ def run(ws: str, draws: list[list[int]], orders: int) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"workspace": ws, "groups": draw}
         for method in METHODS:
             t0 = time.perf_counter()
-            model = unlearned(dm, data, draw, method)
+            model = unlearned(dm, data, draw, method, agree)
             seconds = time.perf_counter() - t0
             v = verify_unlearning(dm, data, draw, model, orders)
             row[method] = {"gap": v["test_gap_points"], "test": v["unlearned"]["test_accuracy"],
@@ -99,6 +101,9 @@ def main() -> None:
     ap.add_argument("workspaces", nargs="+", help="WS or WS@a,b,c,d;e,f,g,h (its draws)")
     ap.add_argument("--draw-seed", type=int, default=2025)
     ap.add_argument("--orders", type=int, default=3)
+    ap.add_argument("--agree", type=int, default=RELABEL_AGREE,
+                    help="how many of the 5 neighbours must name the other class (1: a bare majority, the first "
+                         "version's; the default: the library's)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     rows = []
@@ -110,7 +115,7 @@ def main() -> None:
             k = DistilledDatamodel(ws).load().fitted().groups.num_groups
             rng = random.Random(args.draw_seed)
             draws = [rng.sample(range(k), 4) for _ in range(6)]
-        rows += run(ws, draws, args.orders)
+        rows += run(ws, draws, args.orders, args.agree)
     write_report(args.out, report(rows, "python benchmarks/unlearn_relabel.py " + " ".join(sys.argv[1:])), rows)
 
 

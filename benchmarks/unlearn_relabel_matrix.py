@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ddm import progress
-from ddm.baselines.unlearners import relabel_knn
+from ddm.baselines.unlearners import RELABEL_AGREE, relabel_knn
 from ddm.unlearning import forget_classes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -32,7 +32,7 @@ from _results import write_report  # noqa: E402
 NINE = ",".join(n for n in M.CONFIGS if n not in M.HELD_OUT)
 
 
-def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
+def run(name: str, seed: int, root: Path, agree: int = RELABEL_AGREE) -> list[dict[str, Any]]:
     cfg, data, _, dm, cache = M.open_run(root, name, seed)
     fit = dm.fitted()
     y = data.test.y
@@ -47,7 +47,7 @@ def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
         models = {"DDM": dm.unlearn(rem, name="relabel-matrix")}
         seconds = {"DDM": time.perf_counter() - t0}
         t0 = time.perf_counter()
-        relabelled = relabel_knn(fit.model, fit.trajectory.final, data.train, keep, cfg.train)
+        relabelled = relabel_knn(fit.model, fit.trajectory.final, data.train, keep, cfg.train, agree=agree)
         if gone:
             forget_classes(relabelled, gone)
         models["relabelled"], seconds["relabelled"] = relabelled, time.perf_counter() - t0
@@ -101,12 +101,14 @@ def main() -> None:
     ap.add_argument("--root", default="runs/matrix-b")
     ap.add_argument("--configs", default=NINE)
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--agree", type=int, default=RELABEL_AGREE,
+                    help="how many of the 5 neighbours must name the other class (1: a bare majority)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(1)
     progress.set_enabled(False)
     rows = [r for name in args.configs.split(",") for s in args.seeds.split(",")
-            for r in run(name, int(s), Path(args.root))]
+            for r in run(name, int(s), Path(args.root), args.agree)]
     write_report(args.out, report(rows, "python benchmarks/unlearn_relabel_matrix.py " + " ".join(sys.argv[1:])), rows)
 
 

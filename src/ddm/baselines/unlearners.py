@@ -190,13 +190,13 @@ def relabelled_split(train: Split, keep: torch.Tensor, k: int = RELABEL_NEIGHBOU
 
 
 def relabel_knn(model: nn.Module, params: dict[str, torch.Tensor], train: Split, keep: torch.Tensor, cfg: TrainConfig,
-                epochs: float = 1.0, k: int = RELABEL_NEIGHBOURS) -> nn.Module:
+                epochs: float = 1.0, k: int = RELABEL_NEIGHBOURS, agree: int = RELABEL_AGREE) -> nn.Module:
     """A copy of ``model`` at ``params`` after ``epochs`` passes of ``cfg``'s optimizer over :func:`relabelled_split`:
     the kept samples of ``train`` and those removed ones (``~keep``) whose nearest kept samples name another class,
     each with that class. Where a removed sample's neighbours agree with it, it is left out (fine-tuning on the rest);
     where the kept data assigns its region to another class, it is taught that class, as a retrain without it would
     learn. Under a learning-rate schedule the epoch runs it over its own steps (``anneal``: a cosine-trained model
     ends annealed, as a retrain does)."""
-    split, _ = relabelled_split(train, keep, k)
+    split, _ = relabelled_split(train, keep, k, agree)
     return neggrad_plus(model, params, split, torch.ones(len(split), dtype=torch.bool), cfg, epochs, alpha=1.0,
                         anneal=True)
