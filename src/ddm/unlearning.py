@@ -347,7 +347,7 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
     about that region; the synsets' step keeps them (BENCHMARKS.md, "Relabelled fine-tuning")."""
     import time
 
-    from ddm.baselines.unlearners import RELABEL_AGREE, RELABEL_NEIGHBOURS, neggrad_plus, relabelled_split
+    from ddm.baselines.unlearners import RELABEL_AGREE, RELABEL_NEIGHBOURS, relabelled_split, train_relabelled
 
     grp, net, trajectory = _partition(dm, train, synset)
     if dm.handed_in():
@@ -360,8 +360,7 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
     keep = ~torch.isin(grp.assignment, idx)
     t0 = time.perf_counter()
     split, relabelled = relabelled_split(train, keep)
-    model = neggrad_plus(net, trajectory.final, split, torch.ones(len(split), dtype=torch.bool),
-                         dm.config.train, 1.0, alpha=1.0, anneal=True)  # relabel_knn, its relabelled count kept
+    model = train_relabelled(net, trajectory.final, split, dm.config.train)  # relabel_knn, its count kept
     seconds = time.perf_counter() - t0
     removed_classes, kept_classes = grp.classes_left(idx)
     gone = sorted(removed_classes - kept_classes)

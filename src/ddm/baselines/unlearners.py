@@ -198,5 +198,12 @@ def relabel_knn(model: nn.Module, params: dict[str, torch.Tensor], train: Split,
     learn. Under a learning-rate schedule the epoch runs it over its own steps (``anneal``: a cosine-trained model
     ends annealed, as a retrain does)."""
     split, _ = relabelled_split(train, keep, k, agree)
+    return train_relabelled(model, params, split, cfg, epochs)
+
+
+def train_relabelled(model: nn.Module, params: dict[str, torch.Tensor], split: Split, cfg: TrainConfig,
+                     epochs: float = 1.0) -> nn.Module:
+    """:func:`relabel_knn`'s training on a :func:`relabelled_split`: ``epochs`` passes of ``cfg``'s optimizer over
+    all of ``split``, its learning-rate schedule run over these steps."""
     return neggrad_plus(model, params, split, torch.ones(len(split), dtype=torch.bool), cfg, epochs, alpha=1.0,
                         anneal=True)
