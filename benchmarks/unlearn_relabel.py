@@ -17,6 +17,7 @@ import argparse
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,15 @@ from ddm.unlearning import forget_classes  # noqa: E402
 METHODS = ("DDM", "relabelled fine-tuning", "fine-tune on the rest")
 
 
-def unlearned(dm: DistilledDatamodel, data: Any, draw: list[int], method: str, agree: int) -> torch.nn.Module:
+def unlearned(dm: DistilledDatamodel, data: Any, draw: list[int], method: str, agree: int, epochs: float = 1.0,
+              lr_scale: float = 1.0) -> torch.nn.Module:
     if method == "DDM":
         return dm.unlearn(draw, name="relabel-benchmark")
     fit = dm.fitted()
     keep = ~torch.isin(fit.groups.assignment, torch.as_tensor(draw))
     if method == "relabelled fine-tuning":
-        model = relabel_knn(fit.model, fit.trajectory.final, data.train, keep, dm.config.train, agree=agree)
+        cfg = replace(dm.config.train, lr=dm.config.train.lr * lr_scale)
+        model = relabel_knn(fit.model, fit.trajectory.final, data.train, keep, cfg, epochs=epochs, agree=agree)
     else:
         model = finetune_rest(fit.model, fit.trajectory.final, data.train, keep, dm.config.train)
     gone = sorted(set(range(int(data.num_classes))) - set(data.train.y[keep].tolist()))
@@ -50,7 +53,8 @@ def unlearned(dm: DistilledDatamodel, data: Any, draw: list[int], method: str, a
     return model
 
 
-def run(ws: str, draws: list[list[int]], orders: int, agree: int = RELABEL_AGREE) -> list[dict[str, Any]]:
+def run(ws: str, draws: list[list[int]], orders: int, agree: int = RELABEL_AGREE, epochs: float = 1.0,
+        lr_scale: float = 1.0) -> list[dict[str, Any]]:
     dm = DistilledDatamodel(ws).load()
     data = load_data(dm.config.data, ws)
     rows = []
@@ -58,7 +62,7 @@ def run(ws: str, draws: list[list[int]], orders: int, agree: int = RELABEL_AGREE
         row: dict[str, Any] = {"workspace": ws, "groups": draw}
         for method in METHODS:
             t0 = time.perf_counter()
-            model = unlearned(dm, data, draw, method, agree)
+            model = unlearned(dm, data, draw, method, agree, epochs, lr_scale)
             seconds = time.perf_counter() - t0
             v = verify_unlearning(dm, data, draw, model, orders)
             row[method] = {"gap": v["test_gap_points"], "test": v["unlearned"]["test_accuracy"],
@@ -104,6 +108,8 @@ def main() -> None:
     ap.add_argument("--agree", type=int, default=RELABEL_AGREE,
                     help="how many of the 5 neighbours must name the other class (1: a bare majority, the first "
                          "version's; the default: the library's)")
+    ap.add_argument("--epochs", type=float, default=1.0, help="epochs of the relabelled fine-tuning (the library's 1)")
+    ap.add_argument("--lr-scale", type=float, default=1.0, help="its learning rate as a multiple of train.lr")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     rows = []
@@ -115,7 +121,7 @@ def main() -> None:
             k = DistilledDatamodel(ws).load().fitted().groups.num_groups
             rng = random.Random(args.draw_seed)
             draws = [rng.sample(range(k), 4) for _ in range(6)]
-        rows += run(ws, draws, args.orders, args.agree)
+        rows += run(ws, draws, args.orders, args.agree, args.epochs, args.lr_scale)
     write_report(args.out, report(rows, "python benchmarks/unlearn_relabel.py " + " ".join(sys.argv[1:])), rows)
 
 

@@ -5,11 +5,13 @@ order of ``train.seed``. Each 4-group draw of the matrix's runs (``matrix.unlear
 reused, nothing retrained) is unlearned in 5 data orders (the target's seed, then 1001-1004); reported against the
 mean of exact retraining's cached orders: the first order alone (what ``ddm unlearn`` gives), the spread (standard
 deviation) over the 5, and the weight average ("soup") of the first 3 and of all 5, a cheap way to remove that spread.
-An exploration on the selection seed (3), used for no default:
+``--epochs`` and ``--lr-scale`` change the epoch (e.g. 2 epochs at half the rate). An exploration on the selection
+seed (3), used for no default:
 
     python benchmarks/unlearn_relabel_spread.py --seeds 3 \\
         --configs digits-convnet-K100-sgd,digits-mlp-K40-sgd,fmnist-mlp-K40-adam,fmnist-mlp-K40-sgd \\
         --out benchmarks/results/unlearn-relabel-spread-select
+    (the same with --epochs 2 --lr-scale 0.5 --out benchmarks/results/unlearn-relabel-spread-select-2ep-half)
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def soup(models: list[torch.nn.Module]) -> torch.nn.Module:
     return out
 
 
-def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
+def run(name: str, seed: int, root: Path, epochs: float = 1.0, lr_scale: float = 1.0) -> list[dict[str, Any]]:
     cfg, data, _, dm, cache = M.open_run(root, name, seed)
     fit = dm.fitted()
     y = data.test.y
@@ -59,9 +61,11 @@ def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
         gone = sorted(set(range(int(data.num_classes))) - set(data.train.y[keep].tolist()))
         split, _ = relabelled_split(data.train, keep)
         models = [train_relabelled(fit.model, fit.trajectory.final, split,
-                                   cfg.train if i == 0 else replace(cfg.train, seed=1000 + i)) for i in range(ORDERS)]
+                                   replace(cfg.train, lr=cfg.train.lr * lr_scale,
+                                           seed=cfg.train.seed if i == 0 else 1000 + i), epochs)
+                  for i in range(ORDERS)]
 
-        def gap(m: torch.nn.Module) -> float:
+        def gap(m: torch.nn.Module, gone: list[int] = gone, ref: float = ref) -> float:
             if gone:
                 forget_classes(m, gone)
             m.eval()
@@ -95,12 +99,14 @@ def main() -> None:
     ap.add_argument("--root", default="runs/matrix-b")
     ap.add_argument("--configs", required=True)
     ap.add_argument("--seeds", default="3")
+    ap.add_argument("--epochs", type=float, default=1.0, help="epochs of the relabelled fine-tuning (default 1)")
+    ap.add_argument("--lr-scale", type=float, default=1.0, help="its learning rate as a multiple of train.lr")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_num_threads(2)
     progress.set_enabled(False)
     rows = [r for name in args.configs.split(",") for s in args.seeds.split(",")
-            for r in run(name, int(s), Path(args.root))]
+            for r in run(name, int(s), Path(args.root), args.epochs, args.lr_scale)]
     write_report(args.out, report(rows, "python benchmarks/unlearn_relabel_spread.py " + " ".join(sys.argv[1:])), rows)
 
 
