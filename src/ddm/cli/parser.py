@@ -189,7 +189,9 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     _common(p)
     _model_arg(p, True)
     p.add_argument("--groups", required=True, help="comma list or START:STOP range of group indices")
-    p.add_argument("--classes", action="store_true", help="the indices are classes (uses the class-level synset)")
+    p.add_argument("--classes", action="store_true",
+                   help="the indices are classes (--method step uses the class-level synset, built on first use; "
+                        "relabel and exact only read the data)")
     p.add_argument("--name", default=None, help="folder name under unlearned/")
     p.add_argument("--verify", type=_count(0), default=0, metavar="ORDERS",
                    help="check the unlearned model against exact retraining: retrain from theta_0 without the same "
