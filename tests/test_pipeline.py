@@ -261,21 +261,21 @@ def test_an_attribution_too_large_for_memory_is_refused_before_any_work(run, mon
 def test_many_groups_fit_w_linearised_close_to_the_regression(run, monkeypatch):
     """emulate.fit=auto fits W linearised above LINEARISE_ABOVE groups (per-sample groups of large data): each
     group's Newton logit shift through the objective's mean Jacobian, close to Eq. 8's regression."""
-    import ddm.pipeline as pipeline
+    import ddm.attribution.online as online
 
     cfg, data, ws, dm = run
     dm2 = ddm.DistilledDatamodel(ws).load()
     targets = data.test[:6]
     reg = dm2.attribute(targets, "dist2", name="reg")
     assert "fit" not in reg.meta
-    monkeypatch.setattr(pipeline, "LINEARISE_ABOVE", dm2.synset.num_groups - 1)
+    monkeypatch.setattr(online, "LINEARISE_ABOVE", dm2.synset.num_groups - 1)
     lin = dm2.attribute(targets, "dist2", name="lin")
-    assert lin.meta["fit"] == "linearised" and lin.meta["perturbations"] == pipeline.LINEARISED_PERTURBATIONS
+    assert lin.meta["fit"] == "linearised" and lin.meta["perturbations"] == online.LINEARISED_PERTURBATIONS
     assert float((lin.weights - reg.weights).norm() / reg.weights.norm()) < 0.05
     for t in range(6):
         assert lin.ranking(t)[0] == reg.ranking(t)[0]
     # the targets in chunks (each with its own group shifts): the same matrix
-    monkeypatch.setattr(pipeline, "LINEARISED_CHUNK_BYTES", 1)
+    monkeypatch.setattr(online, "LINEARISED_CHUNK_BYTES", 1)
     chunked = dm2.attribute(targets, "dist2", name="lin-chunked")
     torch.testing.assert_close(chunked.weights, lin.weights)
     torch.testing.assert_close(chunked.bias, lin.bias)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -25,23 +24,23 @@ from torch import nn
 from ddm import devices, distributed, health, presets
 from ddm import models as model_registry
 from ddm import objectives as objective_registry
+from ddm.attribution import online
 from ddm.attribution.fit import balance_classes, fit_attribution
 from ddm.attribution.matrix import AttributionMatrix
-from ddm.attribution.memory import LINEARISED_CHUNK_BYTES, check_fit_memory, check_linearised_memory
 from ddm.cluster.groups import Groups, class_groups, make_groups
 from ddm.config import RunConfig, fingerprint, keyed
 from ddm.data.dataset import Split
 from ddm.distill.curvature import describe as describe_curvature
 from ddm.distill.matchers import MATCHERS, Matching
 from ddm.distill.synset import Synset
-from ddm.emulate.emulators import EMULATORS, Emulation, resolve
-from ddm.emulate.emulators import backend as emulation_backend
+from ddm.emulate.emulators import resolve
 from ddm.emulate.perturbations import sample_perturbations
-from ddm.exceptions import ConfigError, DataError, MissingArtifactError, NumericalError
+from ddm.exceptions import ConfigError, DataError, MissingArtifactError
 from ddm.models.checks import (
     check_last_snapshot,
     check_model_output,
     load_params,
+    refuse_batchnorm,
     warn_model_mismatch,
     warn_small_norm_maps,
 )
@@ -55,12 +54,6 @@ from ddm.workspace import Workspace, load_json, load_tensors, save_json, save_te
 
 log = logging.getLogger(__name__)
 
-#: ``emulate.fit=auto`` fits W linearised above this many groups (the regression's P K^2 work reaches tens of seconds
-#: there; measured against the regression on per-sample groups, BENCHMARKS.md "One group per sample")
-LINEARISE_ABOVE = 2000
-#: perturbations over which the linearised fit averages the objective's Jacobian (``emulate.num_perturbations``
-#: overrides; no P >= K needed)
-LINEARISED_PERTURBATIONS = 2000
 #: the share of groups matched a second time (distill.retry) above which the synset stage warns: 73-80% on the
 #: overfitted probe where DDM lost to the trivial score, at most 5% on every matrix and held-out run
 RETRIED_WARNING = 0.25
@@ -93,15 +86,6 @@ def _gradients_key(path: Path) -> str | None:
     except Exception:  # a damaged file is computed again
         return None
 
-
-def _refuse_batchnorm(model: nn.Module | None, what: str) -> None:
-    """The trajectory matchers and fine-tuning emulations differentiate the whole network through
-    ``functional_call``: BatchNorm's running statistics would stay frozen at theta_tau's (eval mode) or break
-    ``vmap`` (train mode). The head recipe reads the network in eval mode and moves only the last layer."""
-    if model is not None and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise ConfigError(f"{what} cannot fine-tune a model with BatchNorm (its running statistics would not follow "
-                          "the emulated training): use the head recipe (the default; it moves only the last layer "
-                          "and reads BatchNorm in eval mode) or replace BatchNorm with GroupNorm (as ddm's resnet)")
 
 
 def _restores_mode(method: Any, stagewise: bool = False) -> Any:
@@ -345,7 +329,7 @@ class DistilledDatamodel:
         if self.task.is_default:
             cfg.pop("head_loss", None)  # a model trained with cross-entropy: no effect, and earlier keys stay valid
         if self.config.distill.matching not in ("head", "block"):
-            _refuse_batchnorm(self.model, f"the {self.config.distill.matching} matching")
+            refuse_batchnorm(self.model, f"the {self.config.distill.matching} matching")
         if not self.task.is_default and self.config.distill.matching == "block":
             raise ConfigError(f"the custom task {self.task.name!r} needs the head recipe (distill.matching=head, "
                               f"the default); block matching assumes cross-entropy")
@@ -869,68 +853,12 @@ class DistilledDatamodel:
 
     def _emulate(self, synset: Synset, synset_key: str, deleted: torch.Tensor, targets: Split,
                  tag: str, groups: Groups) -> torch.Tensor:
-        """Logits ``[P, N, C]`` of the emulated models on ``targets`` (cached, resumable).
-
-        Two caches: the logits per target set, and (fine-tuning emulations) the fine-tuned parameters per
-        synset and perturbation set, so a new target set costs forward passes only."""
-        assert self.model is not None and self.trajectory is not None
-        e = self.config.emulate
-        cfg = {"emulate": keyed(e), "lr": self.finetune_lr, "steps": self.finetune_steps, "tag": tag}
-        temperature = synset.task.temperature if isinstance(synset.task, TemperedCrossEntropy) else 1.0
-        if temperature != self.config.distill.head_temperature:
-            # synsets tempered by the synset stage's own decision (distill.auto_temperature), which the stage's key,
-            # made from the configuration before the decision, does not hold: a synset stage redone under another
-            # threshold must not meet the emulations of the synsets it replaced
-            cfg = {**cfg, "synset_temperature": temperature}
-        models_key = fingerprint(cfg, synset_key, deleted.int().sum(0).tolist(), deleted.int().sum(1).tolist(),
-                                 hashlib.sha256(deleted.numpy().tobytes()).hexdigest())
-        key = fingerprint(models_key, targets.fingerprint())
-        stage = f"emulation/{key}"
-        path = self.ws.path(stage, "logits.safetensors")
-        if self.ws.is_done(stage, key, cfg):
-            self._emulations[key] = float(self.ws.require(stage).get("seconds", 0.0))
-            self._reused.append("logits")
-            return load_tensors(path)["logits"]
-        method = self.emulation_method(synset)
-        if method != "newton":
-            _refuse_batchnorm(self.model, f"the {method} emulation")
-        if method != "newton" and not self.task.is_default:
-            raise ConfigError(f"the {method} emulation assumes cross-entropy; the custom task {self.task.name!r} "
-                              "works with the Newton emulation (emulate.method=auto or newton)")
-        models_stage = f"emulation-models/{models_key}"
-        params_dir = None
-        if method != "newton":  # the Newton emulation needs no stored models: a matrix product per target set
-            if self.ws.is_done(models_stage, models_key, cfg):
-                self._reused.append("models")
-            else:
-                self.ws.begin(models_stage, models_key, cfg)
-            params_dir = self.ws.path(models_stage, "params")
-            params_dir.mkdir(parents=True, exist_ok=True)
-        folder = self.ws.begin(stage, key, cfg)
-        t0 = time.perf_counter()
-        logits = EMULATORS.get(method)(Emulation(
-            self.model, self.trajectory.final, synset, deleted, targets.x, self.finetune_lr, self.finetune_steps,
-            e.group_reduction, e.chunk_size, folder / "rows", f"emulate {tag}", e.backend, params_dir,
-            self.trajectory, self.decay(groups) if method == "newton" else None))
-        health.check_logits(logits, self.trajectory.final, self.model, targets.x)
-        save_tensors(path, {"logits": logits, "deleted": deleted})
-        seconds = time.perf_counter() - t0
-        if params_dir is not None and not self.ws.is_done(models_stage, models_key, cfg):
-            self.ws.finish(models_stage, models_key, cfg, seconds=seconds, perturbations=len(deleted))
-        self.ws.finish(stage, key, cfg, seconds=seconds, perturbations=len(deleted))
-        self._emulations[key] = seconds
-        self._emulation_fresh += seconds
-        return logits
+        """Logits ``[P, N, C]`` of the emulated models on ``targets`` (:func:`ddm.attribution.online.emulate`)."""
+        return online.emulate(self, synset, synset_key, deleted, targets, tag, groups)
 
     def _num_perturbations(self, k: int, synset: Synset | None = None) -> int:
-        """``emulate.num_perturbations``, or by default 2 K for fine-tuning emulations and max(2000, 10 K) for the
-        Newton emulation (a matrix product each: more perturbations cost nothing and steady Eq. 8's fit)."""
-        p = self.config.emulate.num_perturbations
-        if p is None:
-            return max(2000, 10 * k) if self.emulation_method(synset) == "newton" else 2 * k
-        if p < k:
-            raise ConfigError(f"emulate.num_perturbations={p} is below the number of groups {k}; Eq. 8 needs |P| >= K")
-        return p
+        """:func:`ddm.attribution.online.num_perturbations`."""
+        return online.num_perturbations(self, k, synset)
 
     @_restores_mode
     def attribute(self, targets: Split | Any, objective: str | Objective | Any = "dist1", hierarchical: bool = False,
@@ -945,230 +873,17 @@ class DistilledDatamodel:
         model's input space; without labels each input is asked about the class the model predicts
         (:func:`ddm.data.targets.as_split`). Saved under ``attributions/<name>`` (default: the objective's name).
         """
-        if self.synset is None:
-            raise MissingArtifactError("no synset: call fit() or load() first")
-        c, h, w = (int(v) for v in self.synset.images.shape[2:])
-        if not isinstance(targets, Split):
-            from ddm.data.targets import as_split
-
-            assert self.model is not None
-            targets = as_split(targets, model=self.model, image_shape=(c, h, w))
-        obj = objective_registry.get(objective)
-        if len(targets) == 0:
-            raise ConfigError("no target samples given")
-        self._check_targets(targets, (c, h, w))
-        if other_class_scale is not None and not 0 < other_class_scale <= 1:
-            raise ConfigError(f"other_class_scale must be in (0, 1], got {other_class_scale}")
-        t0 = time.perf_counter()
-        self._emulations, self._emulation_fresh, self._reused = {}, 0.0, []
-        if hierarchical:
-            attr = self._attribute_hierarchical(targets, obj, other_class_scale)
-        else:
-            attr = self._attribute_flat(targets, obj, self.synset, self.keys["synset"], self.groups, "groups",
-                                        scale=other_class_scale)
-        wall = time.perf_counter() - t0
-        # seconds: the wall time of this call (small when emulations were reused); compute_seconds: its cost
-        # from scratch, cached emulations counted at their recorded time; emulations: that time per emulation
-        # (attributions sharing an emulation, e.g. several objectives, pay for it once).
-        attr.meta = {**(attr.meta or {}), "seconds": wall,
-                     "compute_seconds": wall - self._emulation_fresh + sum(self._emulations.values()),
-                     "overhead_seconds": wall - self._emulation_fresh, "emulations": dict(self._emulations),
-                     "hierarchical": hierarchical, "finetune_lr": self.finetune_lr,
-                     "finetune_steps": self.finetune_steps, "emulation": self.emulation_method(),
-                     "backend": None if self.emulation_method() == "newton" else emulation_backend(
-                         self.config.emulate.backend),
-                     # a synset that failed its health check weighs in the ranking only where its images give the
-                     # step (emulate.gradients=synsets); it still carries unlearning, which says so itself
-                     "flagged_groups": [] if self.step_gradients() == "groups" else self.flagged_groups(),
-                     "reused": sorted(set(self._reused))}
-        if not (torch.isfinite(attr.weights).all() and torch.isfinite(attr.bias).all()):
-            raise NumericalError(f"the {obj.name} attribution is not finite (the emulated outputs or the objective "
-                                 "gave NaN/inf); nothing was saved")
-        attr.save(self.ws.path("attributions", name or obj.name))
-        return attr
+        return online.attribute(self, targets, objective, hierarchical, name, other_class_scale)
 
     @_restores_mode
     def attribute_classes(self, targets: Split, objective: str | Objective | Any = "dist1") -> AttributionMatrix:
         """Class-level attribution (K = classes) with the class-level synset: the top of Sec. 3.3."""
-        if self.class_synset is None or self.class_groups is None:
-            raise MissingArtifactError("class-level attribution needs the class-level synset: call "
-                                       "fit_classes(train) first (or fit with hierarchical=true)")
-        return self._attribute_flat(targets, objective_registry.get(objective), self.class_synset,
-                                    self.keys["synset-class"], self.class_groups, "classes",
-                                    scale=self.config.emulate.other_class_scale)
+        return online.attribute_classes(self, targets, objective)
 
     def _attribute_flat(self, targets: Split, obj: Objective, synset: Synset, synset_key: str, groups: Any,
                         tag: str, subset: torch.Tensor | None = None, scale: float | None = None) -> AttributionMatrix:
-        """Perturb every group, or only ``subset`` (the rest always kept); W has one column per perturbed group.
-        ``scale``: the class balance of per-target objectives (None: :attr:`class_balance`)."""
-        e = self.config.emulate
-        balance, setting = self.class_balance
-        if scale is not None:
-            setting = "the other_class_scale argument"
-        scale = (balance if scale is None else scale) if obj.per_target else 1.0
-        K = synset.num_groups
-        perturbed = torch.arange(K) if subset is None else subset
-        averaged = self._attribution_synset(synset, tag)
-        kept = {a.index for a in averaged.checkpoints}
-        left_out = [c.epoch for c in synset.checkpoints if c.index not in kept]
-        if left_out:
-            log.info("the step is not averaged over the checkpoint(s) at epoch %s: the synsets' steps do not transfer "
-                     "there (emulate.min_transfer %.2g)", ", ".join(f"{x:g}" for x in left_out), e.min_transfer)
-        ids = targets.index.tolist() if obj.per_target else [-1]
-        if self._fit_mode(obj, synset, len(perturbed)) == "linearised":
-            attr = self._attribute_linearised(targets, obj, averaged, groups, perturbed, subset, scale, ids, left_out)
-            attr.meta = {**(attr.meta or {}), "class_balance_setting": setting}
-            return self._with_schedule_term(attr, targets, obj, groups, subset)
-        num = self._num_perturbations(len(perturbed), synset)
-        check_fit_memory(len(perturbed), num, (len(targets) if obj.per_target else 1)
-                          * len(obj.output_names(synset.num_classes)))
-        keep = sample_perturbations(len(perturbed), num, e.keep_prob, e.seed)
-        deleted = torch.zeros(len(keep), K, dtype=torch.bool)
-        deleted[:, perturbed] = ~keep
-        outputs = self._read_out_per_checkpoint(averaged, deleted, targets, obj, groups)
-        if outputs is None:
-            outputs = obj.outputs(self._emulate(averaged, synset_key, deleted, targets, tag, groups), targets.y)
-        attr = fit_attribution(keep, outputs, obj, groups, ids, synset.num_classes, e.weighting, e.ridge,
-                               {"perturbations": len(keep), "keep_prob": e.keep_prob,
-                                "other_class_scale": scale, "class_balance_setting": setting,
-                                "checkpoints_left_out": left_out},
-                               targets.y if obj.per_target else None, scale, subset)
-        return self._with_schedule_term(attr, targets, obj, groups, subset)
-
-    def _with_schedule_term(self, attr: AttributionMatrix, targets: Split, obj: Objective, groups: Groups,
-                            subset: torch.Tensor | None) -> AttributionMatrix:
-        """``attr`` with ``emulate.schedule_weight`` x the schedule term (:mod:`ddm.attribution.schedule`: a retrain
-        without part of the data takes fewer steps); unchanged at weight 0, the default."""
-        weight = self.config.emulate.schedule_weight
-        if weight == 0:
-            return attr
-        from ddm.attribution.schedule import add_schedule_term, schedule_slope
-
-        assert self.model is not None and self.trajectory is not None
-        slope = schedule_slope(self.model, self.trajectory, targets.x, targets.y, obj)
-        if slope is None:
-            raise ConfigError(f"emulate.schedule_weight={weight:g} needs a recorded checkpoint at or before half of "
-                              f"the training (epochs recorded: {self.trajectory.epochs[1]:g} to "
-                              f"{self.trajectory.epochs[-1]:g}); set it to 0 for this workspace")
-        return add_schedule_term(attr, slope, weight, groups, obj, subset)
-
-    def _fit_mode(self, obj: Objective, synset: Synset, k: int) -> str:
-        """``emulate.fit`` resolved: ``linearised`` needs the Newton emulation read out through the logits and a
-        per-target objective differentiable in them; ``auto`` takes it above :data:`LINEARISE_ABOVE` groups."""
-        mode = self.config.emulate.fit
-        fits = (self.emulation_method(synset) == "newton" and not synset.block
-                and self.config.emulate.readout == "logits" and obj.per_target and obj.differentiable)
-        if mode == "linearised" and not fits:
-            raise ConfigError(f"emulate.fit=linearised needs the Newton emulation (the head recipe) read out through "
-                              f"the logits (emulate.readout=logits) and a per-target objective differentiable in "
-                              f"them (dist1, dist2, dist3); {obj.name!r} with this synset is not: use "
-                              "emulate.fit=regression")
-        if mode == "auto":  # a user's callable may not be differentiable where it claims to be: regression for it
-            from ddm.objectives.custom import CallableObjective
-
-            auto = fits and not isinstance(obj, CallableObjective)
-            mode = "linearised" if auto and k > LINEARISE_ABOVE else "regression"
-        return mode
-
-    def _attribute_linearised(self, targets: Split, obj: Objective, synset: Synset, groups: Groups,
-                              perturbed: torch.Tensor, subset: torch.Tensor | None, scale: float, ids: list[int],
-                              left_out: list[float]) -> AttributionMatrix:
-        """W from each group's Newton logit shift and the objective's Jacobian (:func:`fit_linearised`)."""
-        from ddm.attribution.fit import fit_linearised
-        from ddm.emulate.newton import newton_shifts, step_members
-
-        assert self.model is not None and self.trajectory is not None
-        e = self.config.emulate
-        K, C = synset.num_groups, synset.num_classes
-        O = len(obj.output_names(C))
-        check_linearised_memory(K, len(targets), O)
-        keep = sample_perturbations(len(perturbed), e.num_perturbations or LINEARISED_PERTURBATIONS, e.keep_prob,
-                                    e.seed)
-        deleted = torch.zeros(min(len(keep), 64), K, dtype=torch.bool)
-        deleted[:, perturbed] = ~keep[:len(deleted)]
-        t0 = time.perf_counter()
-        members = step_members(self.model, self.trajectory.final, synset, self.trajectory, self.decay(groups))
-        # targets in chunks, each with its own [K, chunk, C] shifts (a target's W needs only its own)
-        chunk = max(1, LINEARISED_CHUNK_BYTES // (4 * K * C))
-        parts = []
-        for s in range(0, len(targets), chunk):
-            part = targets[torch.arange(s, min(s + chunk, len(targets)))]
-            z, S = newton_shifts(self.model, self.trajectory.final, synset, part.x, members=members)
-            health.check_logits(z[None] + torch.einsum("pk,knc->pnc", deleted.float(), S), self.trajectory.final,
-                                self.model, part.x)
-            parts.append(fit_linearised(z, S, keep, obj, part.y, groups, ids[s:s + len(part)], C, e.weighting,
-                                        None, scale, subset))
-            del S
-        attr = parts[0]
-        if len(parts) > 1:
-            attr = AttributionMatrix(torch.cat([p.weights for p in parts]), torch.cat([p.bias for p in parts]),
-                                     torch.cat([p.scores for p in parts]), attr.objective, attr.score_meaning,
-                                     attr.output_names, ids, groups, None, None)
-        attr.meta = {"perturbations": len(keep), "keep_prob": e.keep_prob, "other_class_scale": scale,
-                     "checkpoints_left_out": left_out, "fit": "linearised"}
-        self._emulations["linearised"] = time.perf_counter() - t0
-        self._emulation_fresh += self._emulations["linearised"]
-        return attr
-
-    def _read_out_per_checkpoint(self, synset: Synset, deleted: torch.Tensor, targets: Split, obj: Objective,
-                                 groups: Groups) -> torch.Tensor | None:
-        """The objective's outputs under ``emulate.readout=checkpoints`` (:func:`ddm.emulate.newton.newton_outputs`),
-        or None where the logits readout applies (the default, another emulation, or an objective without
-        per-target derivatives, which falls back with a note in the log)."""
-        if self.config.emulate.readout != "checkpoints":
-            return None
-        if self.emulation_method(synset) != "newton" or not (obj.differentiable and obj.per_target):
-            log.info("emulate.readout=checkpoints needs the Newton emulation and a differentiable per-target "
-                     "objective (%s is not): its logits are read out instead", obj.name)
-            return None
-        from ddm.emulate.newton import newton_outputs
-
-        assert self.model is not None and self.trajectory is not None
-        labels = targets.y
-
-        def outputs(z: torch.Tensor) -> torch.Tensor:
-            return obj.outputs(z[None], labels.to(z.device))[0]
-
-        return newton_outputs(self.model, self.trajectory.final, synset, deleted, targets.x, outputs,
-                              trajectory=self.trajectory, decay=self.decay(groups))
-
-    def _attribute_hierarchical(self, targets: Split, obj: Objective, scale: float | None = None) -> AttributionMatrix:
-        """Sec. 3.3: class-level W first (without the class balance: it picks the classes), then group-level W within
-        each target's top classes (with ``scale``'s balance, None: the config's)."""
-        if self.class_synset is None or self.class_groups is None or self.groups is None:
-            raise MissingArtifactError("hierarchical attribution needs the class-level synset: call "
-                                       "fit_classes(train) first (or fit with hierarchical=true)")
-        e = self.config.emulate
-        top_c = min(e.top_classes, self.class_synset.num_groups)
-        cls_attr = self._attribute_flat(targets, obj, self.class_synset, self.keys["synset-class"],
-                                        self.class_groups, "classes", scale=1.0)
-        class_of_group = self.class_groups.labels
-        K = self.groups.num_groups
-        T = cls_attr.weights.shape[0]
-        O = cls_attr.weights.shape[2]
-        weights = torch.zeros(T, K, O)
-        bias = torch.zeros(T, O)
-        evaluated = torch.zeros(T, K, dtype=torch.bool)
-        chosen = [tuple(sorted(class_of_group[cls_attr.ranking(i)[:top_c]].tolist())) for i in range(T)]
-        n_perturbations = int((cls_attr.meta or {}).get("perturbations", 0))
-        balance: dict[str, Any] = {}  # the group-level parts' class balance, said as a flat attribution says it
-        for classes in sorted(set(chosen)):
-            rows = [i for i, c in enumerate(chosen) if c == classes]
-            sub = self.groups.of_classes(list(classes))
-            tsub = targets[rows] if obj.per_target else targets
-            part = self._attribute_flat(tsub, obj, self.fitted().synset, self.keys["synset"], self.groups,
-                                        f"classes {list(classes)}", subset=sub, scale=scale)
-            n_perturbations += int((part.meta or {})["perturbations"])
-            balance = {k: (part.meta or {}).get(k) for k in ("other_class_scale", "class_balance_setting")}
-            for j, i in enumerate(rows):
-                weights[i, sub] = part.weights[j]
-                bias[i] = part.bias[j]
-                evaluated[i, sub] = True
-        ids = targets.index.tolist() if obj.per_target else [-1]
-        return AttributionMatrix(weights, bias, obj.score(-weights), obj.name, obj.score_meaning,
-                                 obj.output_names(int(self.num_classes or 0)), ids, self.groups, evaluated,
-                                 {"perturbations": n_perturbations, "schedule_weight": e.schedule_weight, **balance,
-                                  "class_level": {"weights": cls_attr.weights.tolist(), "top_classes": chosen}})
+        """:func:`ddm.attribution.online.attribute_flat`: every group perturbed, or only ``subset``."""
+        return online.attribute_flat(self, targets, obj, synset, synset_key, groups, tag, subset, scale)
 
     def flagged_groups(self) -> list[int]:
         """Groups whose synset failed a health check (``ddm info``), marked in every ranking."""

@@ -133,3 +133,13 @@ def warn_small_norm_maps(model: nn.Module) -> None:
                     "lost whole classes) and DDM's ranking across classes suffered; one block fewer (model.depth) or "
                     "model.norm=groupnorm avoids it (BENCHMARKS.md, \"The last block's instance norm on 2x2 maps\")",
                     n)
+
+
+def refuse_batchnorm(model: nn.Module | None, what: str) -> None:
+    """The trajectory matchers and fine-tuning emulations differentiate the whole network through
+    ``functional_call``: BatchNorm's running statistics would stay frozen at theta_tau's (eval mode) or break
+    ``vmap`` (train mode). The head recipe reads the network in eval mode and moves only the last layer."""
+    if model is not None and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ConfigError(f"{what} cannot fine-tune a model with BatchNorm (its running statistics would not follow "
+                          "the emulated training): use the head recipe (the default; it moves only the last layer "
+                          "and reads BatchNorm in eval mode) or replace BatchNorm with GroupNorm (as ddm's resnet)")
