@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from ddm.attribution.agreement import STEP_AGREEMENT_WARN
 from ddm.cli.main import main
 from ddm.config import RunConfig
-from ddm.pipeline import STEP_AGREEMENT_WARN
 
 #: ``ddm unlearn`` with the synsets' step (the step's tests; relabelled fine-tuning is the default)
 STEP = ("unlearn", "--method", "step")
@@ -587,12 +587,12 @@ def test_a_model_still_improving_when_training_stopped_is_warned_about():
 
 
 def test_a_step_at_theta_tau_unlike_the_checkpoints_is_warned_about(tmp_path, capsys, monkeypatch):
-    import ddm.pipeline
+    import ddm.attribution.agreement
 
     ws = str(tmp_path / "ws")
     assert main(["distill", "-w", ws, "--preset", "tiny", "--json", "-q"]) == 0
     quiet = json.loads(capsys.readouterr().out)
-    monkeypatch.setattr(ddm.pipeline, "STEP_AGREEMENT_WARN", 1.01)  # every agreement is below it now
+    monkeypatch.setattr(ddm.attribution.agreement, "STEP_AGREEMENT_WARN", 1.01)  # every agreement is below it now
     assert main(["distill", "-w", ws, "--json", "-q"]) == 0
     loud = json.loads(capsys.readouterr().out)
     assert loud["synset"]["step_agreement"] == quiet["synset"]["step_agreement"]  # a fixed draw: the same number
@@ -624,8 +624,8 @@ def test_the_step_agreement_asks_every_checkpoint_where_the_synsets_transfer_to_
 def test_synsets_switched_by_a_redone_stage_do_not_meet_the_plain_ones_emulations(tmp_path, capsys, monkeypatch):
     import shutil
 
+    import ddm.attribution.agreement
     import ddm.data
-    import ddm.pipeline
     from ddm.pipeline import DistilledDatamodel
 
     ws = tmp_path / "ws"
@@ -639,7 +639,7 @@ def test_synsets_switched_by_a_redone_stage_do_not_meet_the_plain_ones_emulation
     # same configuration, so the same stage key, but tempered synsets
     key = json.loads((ws / "synset" / "stage.json").read_text())["key"]
     shutil.rmtree(ws / "synset")
-    monkeypatch.setattr(ddm.pipeline, "STEP_AGREEMENT_WARN", 1.01)
+    monkeypatch.setattr(ddm.attribution.agreement, "STEP_AGREEMENT_WARN", 1.01)
     assert main(["distill", "-w", str(ws), "-q"]) == 0
     capsys.readouterr()
     assert json.loads((ws / "synset" / "stage.json").read_text())["key"] == key
@@ -651,12 +651,12 @@ def test_synsets_switched_by_a_redone_stage_do_not_meet_the_plain_ones_emulation
 
 
 def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(tmp_path, capsys, monkeypatch):
-    import ddm.pipeline
+    import ddm.attribution.agreement
     from ddm.evaluation import check as C
     from ddm.pipeline import DistilledDatamodel
     from ddm.task import TemperedCrossEntropy
 
-    monkeypatch.setattr(ddm.pipeline, "STEP_AGREEMENT_WARN", 1.01)  # every agreement is below it now
+    monkeypatch.setattr(ddm.attribution.agreement, "STEP_AGREEMENT_WARN", 1.01)  # every agreement is below it now
     ws = tmp_path / "ws"
     # switched_class_agreement=1: the switched balance applies whatever the other classes' agreement (its two
     # branches are asked below)

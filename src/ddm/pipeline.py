@@ -23,9 +23,8 @@ from torch import nn
 
 from ddm import devices, distributed, health, presets
 from ddm import models as model_registry
-from ddm import objectives as objective_registry
-from ddm.attribution import online
-from ddm.attribution.fit import balance_classes, fit_attribution
+from ddm.attribution import agreement, online
+from ddm.attribution.agreement import STEP_AGREEMENT_WARN  # noqa: F401  (read by the CLI and the benchmarks)
 from ddm.attribution.matrix import AttributionMatrix
 from ddm.cluster.groups import Groups, class_groups, make_groups
 from ddm.config import RunConfig, fingerprint, keyed
@@ -34,7 +33,6 @@ from ddm.distill.curvature import describe as describe_curvature
 from ddm.distill.matchers import MATCHERS, Matching
 from ddm.distill.synset import Synset
 from ddm.emulate.emulators import resolve
-from ddm.emulate.perturbations import sample_perturbations
 from ddm.exceptions import ConfigError, DataError, MissingArtifactError
 from ddm.models.checks import (
     check_last_snapshot,
@@ -47,7 +45,6 @@ from ddm.models.checks import (
 from ddm.objectives.base import Objective
 from ddm.task import Task, TemperedCrossEntropy
 from ddm.task import resolve as resolve_task
-from ddm.text import beside
 from ddm.train.loop import train_model
 from ddm.train.trajectory import Trajectory, model_buffers
 from ddm.workspace import Workspace, load_json, load_tensors, save_json, save_tensors
@@ -486,43 +483,8 @@ class DistilledDatamodel:
 
     def _auto_temperature(self, syn: Synset, matching: Matching, train: Split, groups: Groups,
                           folder: Path) -> tuple[Synset, Matching, dict[str, Any]]:
-        """``distill.auto_temperature``: the synsets just distilled, or, where their step agreement
-        (:meth:`step_agreement`) is below :data:`STEP_AGREEMENT_WARN`, synsets distilled again with the cross-entropy
-        at that temperature; with the matching that made them and what the stage records (``step_agreement``, and
-        where it switched ``temperature`` and ``step_agreement_at_1``). Only head synsets matched with the plain
-        cross-entropy (a configured temperature or a custom loss is the user's choice)."""
-        d = self.config.distill
-        if d.matching != "head" or syn.kind != "head" or syn.block or self._head_task() is not None:
-            return syn, matching, {}
-        both = self._agreements(train, synset=syn, groups=groups)
-        if both is None:
-            return syn, matching, {}
-        agreement, other = both
-        out: dict[str, Any] = {"step_agreement": round(agreement, 4),
-                               "other_class_agreement": None if other is None else round(other, 4)}
-        # every rank takes the same decision (under torchrun each computed the agreement on the same synset)
-        if not distributed.agree_all([agreement < STEP_AGREEMENT_WARN and d.auto_temperature > 0])[0]:
-            return syn, matching, out
-        log.warning("the step at theta_tau and the steps at the earlier checkpoints rank removals differently (step "
-                    "agreement %s on 50 training samples, below %g): distilling the synsets again with the "
-                    "cross-entropy at temperature %g (distill.auto_temperature; 0 turns this off)",
-                    beside(agreement, STEP_AGREEMENT_WARN), STEP_AGREEMENT_WARN, d.auto_temperature)
-        sub = folder / "tempered"  # its own checkpoints, so a killed run resumes this matching too
-        sub.mkdir(exist_ok=True)
-        tempered = replace(matching, folder=sub, task=TemperedCrossEntropy(d.auto_temperature), statistics={})
-        syn2 = MATCHERS.get(d.matching)(tempered)
-        both = self._agreements(train, synset=syn2, groups=groups)
-        after, other = (None, None) if both is None else both
-        if distributed.is_main():
-            import shutil
-
-            shutil.rmtree(sub, ignore_errors=True)
-        log.info("step agreement at temperature %g: %s", d.auto_temperature,
-                 "n/a" if after is None else f"{after:+.2f}")
-        return syn2, tempered, {"step_agreement": None if after is None else round(after, 4),
-                                "step_agreement_at_1": round(agreement, 4), "temperature": d.auto_temperature,
-                                "step_agreement_threshold": STEP_AGREEMENT_WARN,
-                                "other_class_agreement": None if other is None else round(other, 4)}
+        """:func:`ddm.attribution.agreement.auto_temperature` (``distill.auto_temperature``)."""
+        return agreement.auto_temperature(self, syn, matching, train, groups, folder)
 
     def _followed_temperature(self) -> float | None:
         """The temperature the class-level synset is matched at where the group synsets in use switched to one on
@@ -789,67 +751,13 @@ class DistilledDatamodel:
 
     def _step_attributions(self, train: Split, num_targets: int = 50, synset: Synset | None = None,
                            groups: Groups | None = None) -> tuple[Split, AttributionMatrix, AttributionMatrix] | None:
-        """``(targets, at theta_tau, averaged)``: the two attributions the step agreement compares, unbalanced
-        (``dist2`` of ``num_targets`` training samples): the Newton step at theta_tau alone, and the steps averaged
-        over the checkpoints the attribution averages (every recorded one where the synsets transfer to none).
-        None where there is nothing to compare (no head synsets, no earlier checkpoint)."""
-        from ddm.emulate.newton import member_shifts
-
-        synset = self.synset if synset is None else synset
-        groups = self.groups if groups is None else groups
-        model, trajectory = self.model, self.trajectory
-        if synset is None or groups is None or model is None or trajectory is None or synset.kind != "head":
-            return None
-        e = self.config.emulate
-        averaged = synset.transferring(e.min_transfer)
-        if not averaged.checkpoints:
-            # the synsets transfer to no earlier checkpoint (emulate.min_transfer), so the attribution uses theta_tau's
-            # step alone: whether that step ranks removals as the earlier ones would is then the question itself, and
-            # is asked of every recorded checkpoint
-            averaged = synset
-        averaged = averaged.damped(e.damping_scale)
-        if not averaged.checkpoints:
-            return None
-        K = synset.num_groups
-        targets = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:num_targets]]
-        keep = sample_perturbations(K, self._num_perturbations(K, synset), e.keep_prob, e.seed)
-        z, s_tau, s_each = member_shifts(model, trajectory.final, averaged, ~keep, targets.x, trajectory,
-                                         self.decay(groups))
-        obj = objective_registry.get("dist2")
-        tau, ck = (fit_attribution(keep, obj.outputs((z + shift).float(), targets.y), obj, groups,
-                                   targets.index.tolist(), synset.num_classes, e.weighting, e.ridge, None, targets.y)
-                   for shift in (s_tau, sum(s_each) / len(s_each)))
-        return targets, tau, ck
+        """:func:`ddm.attribution.agreement.step_attributions`."""
+        return agreement.step_attributions(self, train, num_targets, synset, groups)
 
     def _agreements(self, train: Split, num_targets: int = 50, halves: int = 40, synset: Synset | None = None,
                     groups: Groups | None = None) -> tuple[float, float | None] | None:
-        """``(step agreement, other-class agreement)``: the step agreement (:meth:`step_agreement`: the two
-        attributions of :meth:`_step_attributions`, balanced by ``emulate.other_class_scale``, predicting ``halves``
-        random halves), and the same two attributions' weights compared over other classes' groups only: per
-        target, the Spearman correlation of the step at theta_tau's weights and the averaged steps' weights over the
-        groups of the other classes (the class balance leaves that order alone), averaged over the targets (None
-        where groups mix classes). It decides whether other classes' weights are trusted at
-        ``emulate.other_class_scale`` or shrunk to ``emulate.switched_class_scale`` (:attr:`class_balance`,
-        ``benchmarks/class_agreement.py``)."""
-        from ddm.evaluation.metrics import lds, spearman
-
-        groups = self.groups if groups is None else groups
-        both = self._step_attributions(train, num_targets, synset, groups)
-        if both is None or groups is None:
-            return None
-        targets, *attrs = both
-        e = self.config.emulate
-        test = sample_perturbations(groups.num_groups, halves, 0.5, e.seed + 1)
-        predicted = []
-        for raw in attrs:
-            W, b = balance_classes(raw.weights, raw.bias, groups, targets.y, e.other_class_scale)
-            predicted.append(test.float() @ W[:, :, 0].T + b[:, 0][None, :])
-        other = None
-        if not groups.mixes_classes():
-            rhos = [spearman(attrs[0].weights[t, cols, 0], attrs[1].weights[t, cols, 0])
-                    for t, y in enumerate(targets.y.tolist()) if int((cols := groups.labels != y).sum()) > 2]
-            other = sum(rhos) / len(rhos) if rhos else None
-        return lds(predicted[0], predicted[1])[0], other
+        """:func:`ddm.attribution.agreement.agreements`: (step agreement, other-class agreement)."""
+        return agreement.agreements(self, train, num_targets, halves, synset, groups)
 
     def _emulate(self, synset: Synset, synset_key: str, deleted: torch.Tensor, targets: Split,
                  tag: str, groups: Groups) -> torch.Tensor:
@@ -993,11 +901,6 @@ def switched_balance_applies(agreement: float | None, threshold: float | None, s
     return agreement < threshold
 
 
-#: below this :meth:`DistilledDatamodel.step_agreement` the synset stage switches to tempered synsets
-#: (``distill.auto_temperature``) and warns where they stay below it: 0.7 until 0.19, read off the runs where DDM ranked
-#: below the class labels (AlexNet, a batch-norm ResNet); 0.8 since, chosen on every stored run from 0.7 to 0.9
-#: (BENCHMARKS.md, "The switch's threshold asked again")
-STEP_AGREEMENT_WARN = 0.8
 
 
 def online_seconds(attributions: list[AttributionMatrix]) -> float:

@@ -99,7 +99,7 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
                           "health": {k: v for k, v in h.items()
                                      if not isinstance(v, list) or k in ("flagged", "checkpoints")}}
     if "synset" in out:
-        from ddm.pipeline import STEP_AGREEMENT_WARN
+        from ddm.attribution.agreement import STEP_AGREEMENT_WARN
 
         st: dict[str, Any] = dm.ws.stage_info("synset") or {}
         # stored by the synset stage since distill.auto_temperature; computed here for workspaces made before
