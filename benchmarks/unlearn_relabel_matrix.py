@@ -13,7 +13,6 @@ retrain in another order is within 3 points of the target order's (retraining ag
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -22,13 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddm import progress
 from ddm.baselines.unlearners import RELABEL_AGREE, relabel_knn
 from ddm.unlearning import forget_classes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from _results import write_report  # noqa: E402
+from _draws import over_runs, parser  # noqa: E402
 
 #: the scorecard's nine configurations (matrix.py's default)
 NINE = ",".join(n for n in M.CONFIGS if n not in M.HELD_OUT)
@@ -101,21 +99,13 @@ def report(rows: list[dict[str, Any]], command: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", default="runs/matrix-b")
-    ap.add_argument("--configs", default=NINE)
-    ap.add_argument("--seeds", default="0")
+    ap = parser(__doc__, configs=NINE, seeds="0")
     ap.add_argument("--agree", type=int, default=RELABEL_AGREE,
                     help="how many of the 5 neighbours must name the other class (1: a bare majority)")
     ap.add_argument("--fill-orders", action="store_true",
                     help="retrain the 4-group draws in the other two data orders where the cache lacks them")
-    ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    progress.set_enabled(False)
-    rows = [r for name in args.configs.split(",") for s in args.seeds.split(",")
-            for r in run(name, int(s), Path(args.root), args.agree, args.fill_orders)]
-    write_report(args.out, report(rows, "python benchmarks/unlearn_relabel_matrix.py " + " ".join(sys.argv[1:])), rows)
+    over_runs(args, run, "unlearn_relabel_matrix.py", report, args.agree, args.fill_orders, threads=1)
 
 
 if __name__ == "__main__":

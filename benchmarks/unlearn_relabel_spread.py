@@ -16,7 +16,6 @@ seed (3), used for no default:
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from dataclasses import replace
@@ -26,13 +25,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddm import progress
 from ddm.baselines.unlearners import relabelled_split, train_relabelled
 from ddm.unlearning import forget_classes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from _results import write_report  # noqa: E402
+from _draws import Draw, four_group_draws, gap_row, over_runs, parser  # noqa: E402
 
 ORDERS = 5
 READINGS = ("first order", "soup of 3", "soup of 5")
@@ -52,32 +50,26 @@ def run(name: str, seed: int, root: Path, epochs: float = 1.0, lr_scale: float =
     fit = dm.fitted()
     y = data.test.y
     rows = []
-    for kind, rem in M.unlearning_draws(dm, int(data.num_classes)):
-        if kind != "4 groups":
-            continue
-        exact = [cache.get(rem)] + [cache.get(rem, seed=s) for s in M.other_orders(seed) if cache.has(rem, seed=s)]
-        ref = float(np.mean([float((e.argmax(1) == y).float().mean()) for e in exact]))
-        keep = ~torch.isin(fit.groups.assignment, torch.as_tensor(rem))
-        gone = sorted(set(range(int(data.num_classes))) - set(data.train.y[keep].tolist()))
-        split, _ = relabelled_split(data.train, keep)
+    for d in four_group_draws(dm, cache, data, seed):
+        split, _ = relabelled_split(data.train, d.keep)
         models = [train_relabelled(fit.model, fit.trajectory.final, split,
                                    replace(cfg.train, lr=cfg.train.lr * lr_scale,
                                            seed=cfg.train.seed if i == 0 else 1000 + i), epochs)
                   for i in range(ORDERS)]
 
-        def gap(m: torch.nn.Module, gone: list[int] = gone, ref: float = ref) -> float:
-            if gone:
-                forget_classes(m, gone)
+        def gap(m: torch.nn.Module, d: Draw = d) -> float:
+            if d.gone:
+                forget_classes(m, d.gone)
             m.eval()
             with torch.no_grad():
-                return 100 * (float((m(data.test.x).argmax(1) == y).float().mean()) - ref)
+                return 100 * (float((m(data.test.x).argmax(1) == y).float().mean()) - d.reference)
 
         singles = [gap(m) for m in models]
-        row = {"config": name, "seed": seed, "groups": rem, "exact_orders": len(exact), "singles": singles,
+        row = {"config": name, "seed": seed, "groups": d.groups, "exact_orders": len(d.exact), "singles": singles,
                "spread": float(np.std(singles)), "first order": singles[0], "soup of 3": gap(soup(models[:3])),
                "soup of 5": gap(soup(models))}
         rows.append(row)
-        print(name, seed, rem, {k: round(row[k], 1) for k in ("spread", *READINGS)}, flush=True)
+        print(name, seed, d.groups, {k: round(row[k], 1) for k in ("spread", *READINGS)}, flush=True)
     return rows
 
 
@@ -88,26 +80,16 @@ def report(rows: list[dict[str, Any]], command: str) -> str:
              f"{np.mean([r['spread'] for r in rows]):.2f}, largest {max(r['spread'] for r in rows):.2f}; range "
              f"within a draw up to {max(max(r['singles']) - min(r['singles']) for r in rows):.1f}.\n",
              "| reading | within 3 | mean abs gap | mean gap |", "|---|---|---|---|"]
-    for k in READINGS:
-        g = np.array([r[k] for r in rows])
-        lines.append(f"| {k} | {int((np.abs(g) <= 3).sum())} of {len(g)} | {np.abs(g).mean():.2f} | {g.mean():+.2f} |")
+    lines += [gap_row(k, [r[k] for r in rows]) for k in READINGS]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", default="runs/matrix-b")
-    ap.add_argument("--configs", required=True)
-    ap.add_argument("--seeds", default="3")
+    ap = parser(__doc__)
     ap.add_argument("--epochs", type=float, default=1.0, help="epochs of the relabelled fine-tuning (default 1)")
     ap.add_argument("--lr-scale", type=float, default=1.0, help="its learning rate as a multiple of train.lr")
-    ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    progress.set_enabled(False)
-    rows = [r for name in args.configs.split(",") for s in args.seeds.split(",")
-            for r in run(name, int(s), Path(args.root), args.epochs, args.lr_scale)]
-    write_report(args.out, report(rows, "python benchmarks/unlearn_relabel_spread.py " + " ".join(sys.argv[1:])), rows)
+    over_runs(args, run, "unlearn_relabel_spread.py", report, args.epochs, args.lr_scale)
 
 
 if __name__ == "__main__":

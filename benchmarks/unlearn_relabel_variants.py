@@ -17,23 +17,20 @@ retrained), test accuracy minus the mean of exact retraining's cached orders, fo
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ddm import progress
 from ddm.baselines.unlearners import relabelled_split, train_relabelled
 from ddm.data import Split
 from ddm.unlearning import forget_classes, shift_priors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from _results import write_report  # noqa: E402
+from _draws import four_group_draws, gap_row, over_runs, parser  # noqa: E402
 
 #: (name, epochs back from theta_tau (0: theta_tau, one epoch), relabelled split?, prior shift)
 VARIANTS = (("relabel", 0, True, 0.0), ("relabel + prior 0.5", 0, True, 0.5), ("relabel + prior 1", 0, True, 1.0),
@@ -46,18 +43,11 @@ def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
     fit = dm.fitted()
     y, traj = data.test.y, fit.trajectory
     rows = []
-    for kind, rem in M.unlearning_draws(dm, int(data.num_classes)):
-        if kind != "4 groups":
-            continue
-        exact = [cache.get(rem)] + [cache.get(rem, seed=s) for s in M.other_orders(seed) if cache.has(rem, seed=s)]
-        ref = float(np.mean([float((e.argmax(1) == y).float().mean()) for e in exact]))
-        removed = torch.as_tensor(rem)
-        keep = ~torch.isin(fit.groups.assignment, removed)
-        gone = sorted(set(range(int(data.num_classes))) - set(data.train.y[keep].tolist()))
-        relabelled, _ = relabelled_split(data.train, keep)
-        kept_rows = torch.nonzero(keep).flatten()
+    for d in four_group_draws(dm, cache, data, seed):
+        relabelled, _ = relabelled_split(data.train, d.keep)
+        kept_rows = torch.nonzero(d.keep).flatten()
         kept = Split(data.train.x[kept_rows], data.train.y[kept_rows], data.train.index[kept_rows])
-        row: dict[str, Any] = {"config": name, "seed": seed, "groups": rem, "epochs": float(traj.epochs[-1])}
+        row: dict[str, Any] = {"config": name, "seed": seed, "groups": d.groups, "epochs": float(traj.epochs[-1])}
         trained: dict[tuple[int, bool], torch.nn.Module] = {}
         for label, back, relabel, prior in VARIANTS:
             if (back, relabel) not in trained:
@@ -65,15 +55,15 @@ def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
                 trained[back, relabel] = train_relabelled(fit.model, start, relabelled if relabel else kept, cfg.train,
                                                           epochs=max(back, 1))
             model = copy.deepcopy(trained[back, relabel])
-            if gone:
-                forget_classes(model, gone)
+            if d.gone:
+                forget_classes(model, d.gone)
             if prior:
-                shift_priors(model, fit.groups, removed, prior)
+                shift_priors(model, fit.groups, torch.as_tensor(d.groups), prior)
             model.eval()
             with torch.no_grad():
-                row[label] = 100 * (float((model(data.test.x).argmax(1) == y).float().mean()) - ref)
+                row[label] = 100 * (float((model(data.test.x).argmax(1) == y).float().mean()) - d.reference)
         rows.append(row)
-        print(name, seed, rem, {v[0]: round(row[v[0]], 1) for v in VARIANTS}, flush=True)
+        print(name, seed, d.groups, {v[0]: round(row[v[0]], 1) for v in VARIANTS}, flush=True)
     return rows
 
 
@@ -81,26 +71,12 @@ def report(rows: list[dict[str, Any]], command: str) -> str:
     lines = [f"# Variants of relabelled fine-tuning\n\n`{command}`\n",
              f"{len(rows)} draws of 4 groups; gap = test accuracy minus the mean of exact retraining's cached orders "
              "(points).\n", "| variant | within 3 | mean abs gap | mean gap |", "|---|---|---|---|"]
-    for label, *_ in VARIANTS:
-        g = np.array([r[label] for r in rows])
-        lines.append(f"| {label} | {int((np.abs(g) <= 3).sum())} of {len(g)} | {np.abs(g).mean():.2f} | "
-                     f"{g.mean():+.2f} |")
+    lines += [gap_row(label, [r[label] for r in rows]) for label, *_ in VARIANTS]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", default="runs/matrix-b")
-    ap.add_argument("--configs", required=True)
-    ap.add_argument("--seeds", default="3")
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    torch.set_num_threads(2)
-    progress.set_enabled(False)
-    rows = [r for name in args.configs.split(",") for s in args.seeds.split(",")
-            for r in run(name, int(s), Path(args.root))]
-    write_report(args.out, report(rows, "python benchmarks/unlearn_relabel_variants.py " + " ".join(sys.argv[1:])),
-                 rows)
+    over_runs(parser(__doc__).parse_args(), run, "unlearn_relabel_variants.py", report)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""What the unlearning scripts on the matrix's stored runs share: their command line (``--root``, ``--configs``,
+``--seeds``, ``--out``), the loop over configurations and seeds, each run's 4-group draws with exact retraining's
+mean test accuracy over the cached data orders, and a gap's table row."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import matrix as M  # noqa: E402
+from _results import write_report  # noqa: E402
+
+from ddm import progress  # noqa: E402
+
+
+@dataclass
+class Draw:
+    """One 4-group draw of a run: ``groups``, the kept training samples (``keep``), the classes left without data
+    (``gone``), and exact retraining's test accuracy in each cached data order (``exact``; the target's first)."""
+    groups: list[int]
+    keep: torch.Tensor
+    gone: list[int]
+    exact: list[float]
+
+    @property
+    def reference(self) -> float:
+        """The mean of exact retraining's orders."""
+        return float(np.mean(self.exact))
+
+
+def four_group_draws(dm: Any, cache: Any, data: Any, seed: int) -> Iterator[Draw]:
+    """The run's 4-group draws (``matrix.unlearning_draws``), each with what its unlearnings are scored against."""
+    fit = dm.fitted()
+    y = data.test.y
+    for kind, rem in M.unlearning_draws(dm, int(data.num_classes)):
+        if kind != "4 groups":
+            continue
+        logits = [cache.get(rem)] + [cache.get(rem, seed=s) for s in M.other_orders(seed) if cache.has(rem, seed=s)]
+        keep = ~torch.isin(fit.groups.assignment, torch.as_tensor(rem))
+        yield Draw(rem, keep, sorted(set(range(int(data.num_classes))) - set(data.train.y[keep].tolist())),
+                   [float((e.argmax(1) == y).float().mean()) for e in logits])
+
+
+def gap_row(label: str, gaps: list[float]) -> str:
+    """``| label | within 3 | mean abs gap | mean gap |`` (gaps in points)."""
+    g = np.array(gaps)
+    return f"| {label} | {int((np.abs(g) <= 3).sum())} of {len(g)} | {np.abs(g).mean():.2f} | {g.mean():+.2f} |"
+
+
+def parser(doc: str, configs: str | None = None, seeds: str = "3") -> argparse.ArgumentParser:
+    """The shared command line; ``configs`` None makes ``--configs`` required."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--root", default="runs/matrix-b")
+    ap.add_argument("--configs", default=configs, required=configs is None)
+    ap.add_argument("--seeds", default=seeds)
+    ap.add_argument("--out", required=True)
+    return ap
+
+
+def over_runs(args: argparse.Namespace, run: Callable[..., list[dict[str, Any]]], script: str,
+              report: Callable[[list[dict[str, Any]], str], str], *extra: Any, threads: int = 2) -> None:
+    """``run(name, seed, root, *extra)`` for every configuration and seed of ``args``, reported by ``report`` under
+    ``args.out`` with the command that made it."""
+    torch.set_num_threads(threads)
+    progress.set_enabled(False)
+    rows = [r for name in args.configs.split(",") for s in args.seeds.split(",")
+            for r in run(name, int(s), Path(args.root), *extra)]
+    write_report(args.out, report(rows, f"python benchmarks/{script} " + " ".join(sys.argv[1:])), rows)
