@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddm import devices, distributed, health, presets
+from ddm import devices, distributed, presets
 from ddm import models as model_registry
 from ddm.attribution import agreement, online
 from ddm.attribution.agreement import STEP_AGREEMENT_WARN  # noqa: F401  (read by the CLI and the benchmarks)
@@ -29,8 +29,9 @@ from ddm.attribution.matrix import AttributionMatrix
 from ddm.cluster.groups import Groups, class_groups, make_groups
 from ddm.config import RunConfig, fingerprint, keyed
 from ddm.data.dataset import Split
-from ddm.distill.curvature import describe as describe_curvature
-from ddm.distill.matchers import MATCHERS, Matching
+from ddm.distill import stage as synset_stage
+from ddm.distill.matchers import Matching
+from ddm.distill.stage import GRADIENTS_FILE, RETRIED_WARNING  # noqa: F401  (importable from here as before)
 from ddm.distill.synset import Synset
 from ddm.emulate.emulators import resolve
 from ddm.exceptions import ConfigError, DataError, MissingArtifactError
@@ -38,7 +39,6 @@ from ddm.models.checks import (
     check_last_snapshot,
     check_model_output,
     load_params,
-    refuse_batchnorm,
     warn_model_mismatch,
     warn_small_norm_maps,
 )
@@ -51,14 +51,6 @@ from ddm.workspace import Workspace, load_json, load_tensors, save_json, save_te
 
 log = logging.getLogger(__name__)
 
-#: the share of groups matched a second time (distill.retry) above which the synset stage warns: 73-80% on the
-#: overfitted probe where DDM lost to the trivial score, at most 5% on every matrix and held-out run
-RETRIED_WARNING = 0.25
-#: the groups' own last-layer gradients (emulate.gradients=groups), in the synset stage's folder: a file of their own,
-#: so the synset file stays what may be released (a group's summed gradient can give its members away)
-GRADIENTS_FILE = "gradients.safetensors"
-#: above this many bytes the groups' gradients are not stored, and emulate.gradients=groups refuses with the reason
-GRADIENTS_MAX_BYTES = 2 ** 31
 
 
 @dataclass
@@ -69,20 +61,6 @@ class Fitted:
     trajectory: Trajectory
     groups: Groups
     synset: Synset
-
-
-def _gradients_key(path: Path) -> str | None:
-    """The synset stage key a stored :data:`GRADIENTS_FILE` was computed for (None: no such file, or unreadable)."""
-    from safetensors import safe_open
-
-    if not path.exists():
-        return None
-    try:
-        with safe_open(str(path), "pt") as f:
-            return (f.metadata() or {}).get("synset_key")
-    except Exception:  # a damaged file is computed again
-        return None
-
 
 
 def _restores_mode(method: Any, stagewise: bool = False) -> Any:
@@ -318,120 +296,13 @@ class DistilledDatamodel:
             return self._distill_stage(stage, train, groups)
 
     def _distill_stage(self, stage: str, train: Split, groups: Groups, shared: bool = False) -> Synset:
-        cfg = keyed(self.config.distill)
-        metric = self.match_metric  # resolved: the same synsets whether set or the default, so the same key
-        cfg.pop("match_metric", None)
-        if metric != "step":
-            cfg = {**cfg, "match_metric": metric}
-        if self.task.is_default:
-            cfg.pop("head_loss", None)  # a model trained with cross-entropy: no effect, and earlier keys stay valid
-        if self.config.distill.matching not in ("head", "block"):
-            refuse_batchnorm(self.model, f"the {self.config.distill.matching} matching")
-        if not self.task.is_default and self.config.distill.matching == "block":
-            raise ConfigError(f"the custom task {self.task.name!r} needs the head recipe (distill.matching=head, "
-                              f"the default); block matching assumes cross-entropy")
-        if not self.task.is_default and self.config.distill.matching != "head":
-            raise ConfigError(f"the custom task {self.task.name!r} needs the head recipe (distill.matching=head, "
-                              f"the default); the trajectory matchers assume cross-entropy")
-        if self.weight_decay and self.handed_in():
-            # a handed-in trajectory's key does not hold the decay the damping uses (train.weight_decay when the
-            # trajectory records none); internally trained ones have it in train.weight_decay, and wd 0 keeps old keys
-            cfg = {**cfg, "weight_decay": self.weight_decay}
-        followed = self._followed_temperature() if stage == "synset-class" else None
-        if followed is not None:  # in the key only where it applies: other class-level synsets keep theirs
-            cfg = {**cfg, "temperature": followed}
-        key = fingerprint(cfg, self.keys["train"], self.keys["groups-class" if stage == "synset-class" else "groups"])
-        self.keys[stage] = key
-        path = self.ws.path(stage, "synset.safetensors")
-        assert self.trajectory is not None and self.model is not None and self.num_classes is not None
-        num_classes = self.num_classes
-
-        def stored() -> Synset:
-            syn = Synset.from_tensors(load_tensors(path), num_classes)
-            syn.task = self._head_task(temperature=(self.ws.stage_info(stage) or {}).get("temperature"))
-            return syn
-
-        done = self.ws.is_done(stage, key, cfg)
-        if distributed.agree_all([done])[0] if shared else done:
-            syn = stored()
-            if not shared or distributed.is_main():  # a synset stored before the groups' gradients were: add them
-                self._store_group_gradients(stage, key, syn, train, groups)
-            return syn
-        if shared:  # rank 0 marks the stage begun, then every rank distils its share of the groups
-            if distributed.is_main():
-                self.ws.begin(stage, key, cfg)
-            distributed.barrier()
-        folder = self.ws.begin(stage, key, cfg) if not shared else self.ws.path(stage)
-        ckpt = folder / "checkpoint.safetensors"
-        before = float(load_tensors(ckpt).get("seconds", torch.zeros(()))) if ckpt.exists() else 0.0
-        t0 = time.perf_counter() - before  # a resumed distillation counts the killed processes' time too
-        matching = Matching(self.model, self.trajectory, train, groups, self.config.distill, self.num_classes, folder,
-                            self.config.train.batch_size, self.weight_decay, self._head_task(temperature=followed))
-        syn = MATCHERS.get(self.config.distill.matching)(matching)
-        auto: dict[str, Any] = {"match_metric": metric} if metric != "step" else {}
-        if stage == "synset":  # every rank: each holds the whole synset, and a second matching is shared again
-            syn, matching, switched = self._auto_temperature(syn, matching, train, groups, folder)
-            auto.update(switched)
-        if shared and not distributed.is_main():
-            distributed.barrier()  # rank 0 checks, stores and finishes the stage
-            return stored()
-        report = health.synset_health(self.model, self.trajectory, train, groups, syn, self.num_classes,
-                                      statistics=matching.statistics)
-        save_tensors(path, syn.to_tensors())
-        self._store_group_gradients(stage, key, syn, train, groups, matching.statistics)
-        for f in folder.glob("checkpoint*.safetensors"):
-            f.unlink(missing_ok=True)
-        losses = syn.losses if syn.losses is not None and len(syn.losses) else torch.zeros(1)
-        self.ws.finish(stage, key, cfg, seconds=time.perf_counter() - t0, num_groups=groups.num_groups,
-                       first_loss=float(losses[0]), last_loss=float(losses[-10:].mean()), health=report,
-                       steps=len(syn.losses) if syn.losses is not None else 0,
-                       ranks=distributed.rank_world()[1] if shared else 1, **auto,
-                       **({"temperature": followed, "temperature_from": "synset"} if followed is not None else {}),
-                       **({"curvature": describe_curvature(syn.curvature)} if syn.curvature is not None else {}),
-                       **({"retried": {str(k): [round(b, 4), round(a, 4)] for k, (b, a) in syn.retried.items()}}
-                          if syn.retried else {}),
-                       **({"grown": {**syn.grown, "errors": [round(e, 4) for e in syn.grown["errors"]]}}
-                          if syn.grown else {}))
-        # which workspace: evaluate fits several
-        health.log_report(f"{stage} ({self.ws.root})", report, self.step_gradients(syn))
-        if len(syn.retried) >= RETRIED_WARNING * groups.num_groups:
-            after = sum(e[1] for e in syn.retried.values()) / len(syn.retried)
-            log.warning("%s (%s): %d of %d groups had to be matched a second time (relative error after it %.2g on "
-                        "average): either the model fits their members almost exactly at theta_tau, where the "
-                        "last-layer step DDM takes carries little, or %d images cannot carry groups this large. On a "
-                        "probe of the first kind (an MLP trained 60 epochs past fitting its data) DDM ranked "
-                        "0.06-0.17 LDS above the trivial same-class score on three seeds, level with TracIn, and "
-                        "varied more between seeds than either (BENCHMARKS.md, 'Kinds of data the matrix never "
-                        "had'): check it against exact retraining (ddm check -w %s), or compare with TracIn",
-                        stage, self.ws.root, len(syn.retried), groups.num_groups, after, syn.ipc, self.ws.root)
-        self.timings[stage] = time.perf_counter() - t0
-        if shared:
-            distributed.barrier()
-        return syn
+        """:func:`ddm.distill.stage.distill_stage`."""
+        return synset_stage.distill_stage(self, stage, train, groups, shared)
 
     def _store_group_gradients(self, stage: str, key: str, syn: Synset, train: Split, groups: Groups,
                                statistics: dict[int, Any] | None = None) -> None:
-        """Store the groups' own head gradients at every site of ``syn``'s Newton step (:data:`GRADIENTS_FILE`,
-        marked with the synset stage's ``key``; ``emulate.gradients=groups`` reads them). ``statistics``: the
-        distillation's own (a fresh synset: always written); without, written only where missing or stale."""
-        from ddm.distill.head import Head, site_gradients
-
-        if syn.kind != "head" or syn.block:
-            return
-        assert self.model is not None and self.trajectory is not None and self.num_classes is not None
-        path = self.ws.path(stage, GRADIENTS_FILE)
-        if statistics is None and _gradients_key(path) == key:
-            return
-        head = Head.of(self.model)
-        size = syn.num_groups * head.matrix().numel() * (1 + len(syn.checkpoints)) * 4
-        if size > GRADIENTS_MAX_BYTES:
-            path.unlink(missing_ok=True)
-            log.info("the groups' own gradients are not stored (%.1f GiB above %.1f GiB): emulate.gradients=groups "
-                     "is not available on this workspace", size / 2 ** 30, GRADIENTS_MAX_BYTES / 2 ** 30)
-            return
-        grads = site_gradients(head, self.trajectory, train, groups, self.num_classes, syn, syn.task, statistics)
-        save_tensors(path, grads, metadata={"synset_key": key})
-        self._gradients.pop(stage, None)
+        """:func:`ddm.distill.stage.store_group_gradients`."""
+        synset_stage.store_group_gradients(self, stage, key, syn, train, groups, statistics)
 
     @_writes
     def store_group_gradients(self, train: Split) -> DistilledDatamodel:
@@ -445,22 +316,8 @@ class DistilledDatamodel:
         return self
 
     def _group_gradients(self, stage: str) -> dict[str, torch.Tensor]:
-        """The groups' stored gradients for the synset of ``stage`` (``synset`` or ``synset-class``)."""
-        key = self.keys.get(stage)
-        known = self._gradients.get(stage)
-        if known is not None and known[0] == key:
-            return known[1]
-        path = self.ws.path(self._synset_folders.get(stage, stage), GRADIENTS_FILE)
-        stored = _gradients_key(path)
-        if stored is None or stored != key:
-            why = "are not stored" if stored is None else "belong to an earlier synset"
-            raise ConfigError(f"emulate.gradients=groups reads the groups' own last-layer gradients, which {why} in "
-                              f"{self.ws.root}: run `ddm distill -w {self.ws.root}` (from Python: "
-                              "dm.store_group_gradients(data.train); either computes them from the training data "
-                              "with no new distillation), or use emulate.gradients=synsets")
-        grads = load_tensors(path)
-        self._gradients[stage] = (key, grads)
-        return grads
+        """The groups' stored gradients for the synset of ``stage`` (:func:`ddm.distill.stage.group_gradients`)."""
+        return synset_stage.group_gradients(self, stage)
 
     def step_gradients(self, synset: Synset | None = None) -> str | None:
         """Whose last-layer gradients the attribution's Newton step reads: ``emulate.gradients`` (``groups`` or
