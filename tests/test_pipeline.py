@@ -936,3 +936,20 @@ def test_the_emulation_damping_scale_multiplies_every_stored_damping_and_nothing
     assert torch.equal(dm.attribute(targets, "dist2", name="damping-default").weights, default.weights)
     with pytest.raises(ConfigError, match="emulate.damping_scale"):
         cfg.with_overrides(["emulate.damping_scale=0"])
+
+
+def test_long_removals_never_share_an_unlearned_folder(tmp_path):
+    """The default folder of an unlearned model spells out the ids; past UNLEARNED_NAME_MAX characters it names the
+    first 8, how many more and a digest, so two long removals that begin alike get folders of their own (the default
+    was cut at 80 characters: 0..94 and 0..95 shared one, and the second overwrote the first)."""
+    from ddm.pipeline import UNLEARNED_NAME_MAX
+
+    dm = ddm.DistilledDatamodel(tmp_path / "ws", presets.tiny())
+    assert dm.unlearn_folder([3, 17]).name == "groups-3-17"
+    assert dm.unlearn_folder([3, 17], synset="classes", prefix="relabel-").name == "relabel-classes-3-17"
+    a, b = (dm.unlearn_folder(list(range(n)), prefix="relabel-").name for n in (95, 96))
+    assert a != b and a.startswith("relabel-groups-0-1-2-3-4-5-6-7-and-87-more-") and "-and-88-more-" in b
+    assert max(len(a), len(b)) <= UNLEARNED_NAME_MAX
+    assert dm.unlearn_folder(list(range(95)), name="mine").name == "mine"
+    again = dm.unlearn_folder(list(range(95)), prefix="relabel-").name
+    assert again == a  # the same removal, the same folder

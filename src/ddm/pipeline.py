@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -50,6 +51,9 @@ from ddm.train.trajectory import Trajectory, model_buffers
 from ddm.workspace import Workspace, load_json, load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
+
+#: the longest default name of an unlearned model's folder spelt out id by id (``unlearn_folder``)
+UNLEARNED_NAME_MAX = 80
 
 
 
@@ -660,9 +664,13 @@ class DistilledDatamodel:
                        prefix: str = "") -> Path:
         """Where :meth:`unlearn` saves the checkpoint for these groups (``unlearned/<name>``, by default
         ``<synset>-<ids>``; :meth:`unlearn_relabel` and :meth:`unlearn_exact` with the ``prefix`` ``relabel-`` and
-        ``exact-``)."""
+        ``exact-``). A default longer than :data:`UNLEARNED_NAME_MAX` characters names the first ids, how many more,
+        and a digest of them all, so that two removals never share a folder."""
         default = prefix + f"{synset}-" + "-".join(map(str, groups))
-        return self.ws.path("unlearned", name or default[:80])
+        if len(default) > UNLEARNED_NAME_MAX:
+            digest = hashlib.sha256(",".join(map(str, groups)).encode()).hexdigest()[:10]
+            default = f"{prefix}{synset}-{'-'.join(map(str, groups[:8]))}-and-{len(groups) - 8}-more-{digest}"
+        return self.ws.path("unlearned", name or default)
 
     def unlearned(self, name: str) -> nn.Module:
         """The model :meth:`unlearn` (or ``ddm unlearn``) saved under ``unlearned/<name>`` (e.g. ``groups-3-17``, the
