@@ -367,7 +367,7 @@ def test_evaluate_measures_a_user_model_by_import_path(tmp_path, capsys, monkeyp
         assert msg in capsys.readouterr().err
 
 
-def test_targets_from_files_and_a_folder_of_images(tmp_path, capsys):
+def test_targets_from_files_and_a_folder_of_images(tmp_path, capsys, caplog):
     import numpy as np
     import torch
     from PIL import Image
@@ -398,9 +398,14 @@ def test_targets_from_files_and_a_folder_of_images(tmp_path, capsys):
     folder.mkdir()
     for i in range(2):
         Image.fromarray((np.random.default_rng(i).random((20, 20)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    (folder / "notes.txt").write_text("not an image")
     assert main(["attribute", "-w", ws, "--targets-file", str(folder)]) == 0
-    text = capsys.readouterr().out
-    assert "row 0" in text and "row 1" in text
+    cap = capsys.readouterr()
+    assert "0.png (row 0, " in cap.out and "1.png (row 1, " in cap.out  # each row named by its file
+    assert "1 file(s) skipped, not images" in caplog.text and "notes.txt" in caplog.text
+    assert "2 of 2 image(s) resized to 8x8" in caplog.text  # 20 x 20 files, the model's 8 x 8 input
+    assert main(["attribute", "-w", ws, "--targets-file", str(folder), "--json", "-q"]) == 0
+    assert [r["file"] for r in json.loads(capsys.readouterr().out)["targets"]] == ["0.png", "1.png"]
     # wrong inputs are messages
     np.save(tmp_path / "bad.npy", np.zeros((2, 3, 5, 5), dtype=np.float32))
     assert main(["attribute", "-w", ws, "--targets-file", str(tmp_path / "bad.npy")]) == 2

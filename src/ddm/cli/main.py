@@ -266,7 +266,9 @@ def _print_attribution(r: dict[str, Any]) -> None:
         if "test_index" in row:
             print(f"  test #{row['test_index']} (label {row['label']}, predicted {row['predicted']}):")
         elif "file_row" in row:
-            print(f"  {r['source']} row {row['file_row']} (label {row['label']}, predicted {row['predicted']}):")
+            where = (f"{row['file']} (row {row['file_row']}, " if "file" in row
+                     else f"{r['source']} row {row['file_row']} (")
+            print(f"  {where}label {row['label']}, predicted {row['predicted']}):")
         else:
             print("  the target set as a whole:")
         for g in row["top"]:
@@ -322,11 +324,16 @@ def cmd_attribute(args: argparse.Namespace) -> int:
                        "change other stages with `ddm run --set`")
     dm, data = load_workspace(args, args.sets)
     if args.targets_file:
-        from ddm.data.targets import as_split, read_targets_file
+        from ddm.data.targets import as_split, read_targets_file, target_files
 
         x, y = read_targets_file(args.targets_file, data.image_shape, data.mean, data.std)
         targets = as_split(x, y, dm.model, data.image_shape)
         r = _attribution_report(dm, data, None, args, targets, source=args.targets_file)
+        names = target_files(args.targets_file)
+        if names is not None:  # each row's image file, by name
+            for row in r["targets"]:
+                if "file_row" in row:
+                    row["file"] = names[row["file_row"]]
     else:
         idx = parse_indices(args.targets, len(data.test), "--targets")
         r = _attribution_report(dm, data, idx, args)

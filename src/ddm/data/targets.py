@@ -16,6 +16,7 @@ features, as the data file did, standardised here with the training split's mean
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from ddm import devices
 from ddm.data.arrays import _images, _labels, _tensor
 from ddm.data.dataset import Split
 from ddm.exceptions import DataError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -100,11 +103,28 @@ def read_targets_file(path: str | Path, image_shape: tuple[int, int, int], mean:
     return xt, (torch.as_tensor(y) if y is not None else None)
 
 
+def target_files(path: str | Path) -> list[str] | None:
+    """The file behind each row :func:`read_targets_file` reads from ``path``: a folder's images in their sorted
+    order, or the one image file; None for an array file (its rows are its own)."""
+    path = Path(path)
+    if path.is_dir():
+        return [p.name for p in _images_in(path)]
+    return [path.name] if path.suffix.lower() in IMAGE_SUFFIXES else None
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def _read_folder(folder: Path, image_shape: tuple[int, int, int], mean: tuple[float, ...],
                  std: tuple[float, ...]) -> torch.Tensor:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = _images_in(folder)
     if not files:
         raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    others = sorted(p.name for p in folder.iterdir() if p.is_file() and p not in files)
+    if others:
+        log.warning("%s: %d file(s) skipped, not images (%s): %s%s", folder, len(others), ", ".join(IMAGE_SUFFIXES),
+                    ", ".join(others[:5]), ", ..." if len(others) > 5 else "")
     return _read_images(files, image_shape, mean, std)
 
 
@@ -115,9 +135,17 @@ def _read_images(files: list[Path], image_shape: tuple[int, int, int], mean: tup
     except ImportError:
         raise DataError("reading image files needs Pillow: pip install 'ddm[plots]'") from None
     c, h, w = image_shape
-    arrays = []
+    mode = "L" if c == 1 else "RGB"
+    arrays, resized, converted = [], 0, 0
     for f in files:
         with Image.open(f) as opened:
-            im = opened.convert("L" if c == 1 else "RGB").resize((w, h))
+            resized += opened.size != (w, h)
+            converted += opened.mode != mode
+            im = opened.convert(mode).resize((w, h))
             arrays.append(np.asarray(im, dtype=np.uint8))
+    changes = ([f"{resized} of {len(files)} image(s) resized to {w}x{h}"] if resized else []) + (
+        [f"{converted} of {len(files)} converted to {'grayscale' if c == 1 else 'RGB'}"] if converted else [])
+    if changes:
+        log.warning("%s, the model's input: the attribution answers for the images as the model sees them",
+                    " and ".join(changes))
     return torch.from_numpy(_raw_pixels(np.stack(arrays), mean, std))
