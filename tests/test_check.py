@@ -348,12 +348,13 @@ def test_unlearn_by_default_fine_tunes_with_the_removed_samples_relabelled(tmp_p
         assert not (model(data.test.x).argmax(1) == 0).any()  # never predicted again
     # --classes: the same samples removed, by the class-level split, without distilling a class-level synset
     assert not (tmp_path / "ws" / "synset-class").exists()
-    assert main([*RELABEL, "-w", ws, "--groups", "0", "--classes", "--json", "-q"]) == 0
+    assert main([*RELABEL, "-w", ws, "--groups", "0", "--classes", "--verify", "1", "--json", "-q"]) == 0
     by_class = json.loads(capsys.readouterr().out)
     assert by_class["saved"].endswith("relabel-classes-0") and by_class["classes_without_data"] == [0]
     assert by_class["removed_samples"] == gone["removed_samples"]
     assert by_class["test_accuracy"]["after"] == pytest.approx(gone["test_accuracy"]["after"])
-    assert not (tmp_path / "ws" / "synset-class").exists()
+    assert by_class["verification"]["unlearned"]["test_accuracy"] == pytest.approx(by_class["test_accuracy"]["after"])
+    assert (tmp_path / "ws" / "groups-class").exists() and not (tmp_path / "ws" / "synset-class").exists()
 
 
 def test_a_verification_scores_the_first_step_where_the_unlearning_check_raised_the_damping(tmp_path, monkeypatch,

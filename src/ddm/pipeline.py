@@ -217,6 +217,18 @@ class DistilledDatamodel:
         return self.fit(self.model, train, trajectory=self.trajectory if self.handed_in() else None,
                         num_classes=self.num_classes)
 
+    @_writes
+    def fit_class_groups(self, train: Split) -> Groups:
+        """The class-level split (one group per class), stored as the workspace's ``groups-class`` stage, without the
+        class-level synset :meth:`fit_classes` distils: what unlearning whole classes by relabelled fine-tuning or
+        by retraining needs (:meth:`unlearn_relabel`, :meth:`unlearn_exact` with ``synset="classes"``)."""
+        if self.model is None:
+            raise MissingArtifactError("fit_class_groups() needs a fitted or loaded datamodel: call fit() or load() "
+                                       "first")
+        if self.class_groups is None or "groups-class" not in self.keys:
+            self.class_groups = self._groups("groups-class", train, lambda: class_groups(train))
+        return self.class_groups
+
     def _fit_stages(self, model: nn.Module, train: Split, trajectory: Trajectory | None, until: str) -> None:
         with distributed.rank0_first():  # under torchrun: rank 0 trains, the others then read its stage
             self._train(model, train, trajectory)

@@ -294,7 +294,8 @@ def _partition(dm: DistilledDatamodel, train: Split, synset: str) -> tuple[Group
     grp = dm.groups if synset == "groups" else dm.class_groups
     if grp is None or dm.model is None or dm.trajectory is None:
         raise MissingArtifactError(f"no {synset} in the workspace: fit first"
-                                   + (" (and fit_classes for synset='classes')" if synset == "classes" else ""))
+                                   + (" (and fit_classes, or fit_class_groups for the relabelled and exact "
+                                      "unlearnings, for synset='classes')" if synset == "classes" else ""))
     if len(train) != len(grp.assignment):
         raise ConfigError(f"the training split has {len(train)} samples, the workspace's groups {len(grp.assignment)}: "
                           "pass the split the workspace was fitted on")

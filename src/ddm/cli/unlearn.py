@@ -40,10 +40,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     synset = "classes" if args.classes else "groups"
     if args.classes and args.method == "step":
         ensure_classes(dm, data)
-    elif args.classes and dm.class_groups is None:  # relabel and exact read the data, not the class-level synset
-        from ddm.cluster.groups import class_groups
-
-        dm.class_groups = class_groups(data.train)
+    elif args.classes:  # relabel and exact read the data, not the class-level synset
+        dm.fit_class_groups(data.train)
     groups = dm.class_groups if args.classes else dm.groups
     if groups is None:
         raise DDMError(f"the workspace has no {synset} synset; run `ddm run` first")
