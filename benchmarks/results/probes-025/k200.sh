@@ -14,3 +14,4 @@ $ddm check -w $W -q --peers if-explicit,tracin > $out/k200-check.txt 2>&1
 $ddm unlearn -w $W -q --groups 17,64,118,190 --verify 3 > $out/k200-unlearn.txt 2>&1
 $ddm unlearn -w $W -q --groups 7 --classes --verify 1 > $out/k200-unlearn-class.txt 2>&1
 $ddm diagnose -w $W -q > $out/k200-diagnose.txt 2>&1
+$ddm diagnose -w $W -q --verify 3 > $out/k200-diagnose-verify.txt 2>&1
