@@ -121,6 +121,25 @@ def test_knn_labels_take_the_majority_of_the_nearest_reference_rows():
         knn_labels(x, ref[:0], ref_y[:0])
 
 
+def test_relabelled_split_takes_its_neighbours_in_another_space_where_given():
+    """``space`` replaces the raw inputs as where the neighbours are found: the same split where it is the inputs,
+    another where it places a removed sample among another class's kept samples."""
+    from ddm.baselines.unlearners import relabelled_split
+    from ddm.data.dataset import Split
+
+    x = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4, 5.0, 5.1, 5.2, 5.3, 5.4, 0.05]).reshape(11, 1, 1, 1)
+    train = Split(x, torch.tensor([0] * 5 + [1] * 5 + [0]), torch.arange(11))
+    keep = torch.arange(11) < 10  # the last sample, class 0 among class 0's inputs, is removed
+    plain, n = relabelled_split(train, keep)
+    assert n == 0 and len(plain) == 10  # its neighbours agree with it: left out
+    same, n_same = relabelled_split(train, keep, space=train.x.flatten(1))
+    assert n_same == 0 and torch.equal(same.index, plain.index)
+    elsewhere = train.x.flatten(1).clone()
+    elsewhere[10] = 5.2  # in this space it sits among class 1
+    moved, n_moved = relabelled_split(train, keep, space=elsewhere)
+    assert n_moved == 1 and moved.index.tolist() == list(range(11)) and int(moved.y[10]) == 1
+
+
 def test_relabelled_fine_tuning_never_trains_a_removed_sample_on_its_own_label(digits, trained, monkeypatch):
     """The removed samples whose nearest kept samples agree with their label are left out; the others are trained on
     with their neighbours' label, beside every kept sample."""

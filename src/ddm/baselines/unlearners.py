@@ -173,13 +173,15 @@ def knn_labels(x: torch.Tensor, reference_x: torch.Tensor, reference_y: torch.Te
 
 
 def relabelled_split(train: Split, keep: torch.Tensor, k: int = RELABEL_NEIGHBOURS,
-                     agree: int = RELABEL_AGREE) -> tuple[Split, int]:
+                     agree: int = RELABEL_AGREE, space: torch.Tensor | None = None) -> tuple[Split, int]:
     """The samples :func:`relabel_knn` trains on, in the training split's order: every kept one, and each removed one
     (``~keep``) of which at least ``agree`` of the ``k`` nearest kept samples name the same other class than its own,
-    with that class; and how many removed samples that is. A removed sample is never among them with its own label."""
+    with that class; and how many removed samples that is. A removed sample is never among them with its own label.
+    ``space``: ``[N, ...]`` rows to take the neighbours in instead of the raw inputs ``train.x``."""
     keep = _check(keep, len(train))
     gone = torch.nonzero(~keep).flatten()
-    labels = (knn_labels(train.x[gone], train.x[keep], train.y[keep], k, agree=agree).to(train.y) if len(gone)
+    where = train.x if space is None else space
+    labels = (knn_labels(where[gone], where[keep], train.y[keep], k, agree=agree).to(train.y) if len(gone)
               else train.y[:0])
     other = (labels != train.y[gone]) & (labels >= 0)
     moved = gone[other]
