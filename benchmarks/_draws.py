@@ -1,6 +1,6 @@
 """What the unlearning scripts on the matrix's stored runs share: their command line (``--root``, ``--configs``,
 ``--seeds``, ``--out``), the loop over configurations and seeds, each run's 4-group draws with exact retraining's
-mean test accuracy over the cached data orders, and a gap's table row."""
+mean test accuracy over the cached data orders, an unlearned model's gap to it, and a gap's table row."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import matrix as M  # noqa: E402
 from _results import write_report  # noqa: E402
 
 from ddm import progress  # noqa: E402
+from ddm.unlearning import forget_classes  # noqa: E402
 
 
 @dataclass
@@ -47,6 +48,16 @@ def four_group_draws(dm: Any, cache: Any, data: Any, seed: int) -> Iterator[Draw
         keep = ~torch.isin(fit.groups.assignment, torch.as_tensor(rem))
         yield Draw(rem, keep, sorted(set(range(int(data.num_classes))) - set(data.train.y[keep].tolist())),
                    [float((e.argmax(1) == y).float().mean()) for e in logits])
+
+
+def test_gap(model: torch.nn.Module, test: Any, gone: list[int], reference: float) -> float:
+    """``model``'s test accuracy minus ``reference``, in points, after the classes ``gone`` (left without training
+    data) are taken out of its head as ``ddm unlearn`` does (in place)."""
+    if gone:
+        forget_classes(model, gone)
+    model.eval()
+    with torch.no_grad():
+        return 100 * (float((model(test.x).argmax(1) == test.y).float().mean()) - reference)
 
 
 def gap_row(label: str, gaps: list[float]) -> str:

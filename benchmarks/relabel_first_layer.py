@@ -24,7 +24,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from _draws import four_group_draws, gap_row, parser  # noqa: E402
+from _draws import four_group_draws, gap_row, parser, test_gap  # noqa: E402
 from _results import write_report  # noqa: E402
 
 from ddm import progress  # noqa: E402
@@ -33,7 +33,6 @@ from ddm.cli.common import load_data  # noqa: E402
 from ddm.data.dataset import Split  # noqa: E402
 from ddm.evaluation.check import verify_unlearning  # noqa: E402
 from ddm.pipeline import DistilledDatamodel  # noqa: E402
-from ddm.unlearning import forget_classes  # noqa: E402
 
 READINGS = ("raw inputs", "first layer")
 
@@ -49,11 +48,7 @@ def gaps(model: nn.Module, params: Any, train: Split, test: Split, keep: torch.T
     out = {}
     for label, space in (("raw inputs", train.x.flatten(1).float()), ("first layer", first_layer(model, train.x))):
         m = train_relabelled(model, params, relabelled_split(train, keep, space=space)[0], cfg)
-        if gone:
-            forget_classes(m, gone)
-        m.eval()
-        with torch.no_grad():
-            out[label] = 100 * (float((m(test.x).argmax(1) == test.y).float().mean()) - reference)
+        out[label] = test_gap(m, test, gone, reference)
     return out
 
 

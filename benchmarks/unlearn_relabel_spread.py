@@ -26,11 +26,10 @@ import numpy as np
 import torch
 
 from ddm.baselines.unlearners import relabelled_split, train_relabelled
-from ddm.unlearning import forget_classes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from _draws import Draw, four_group_draws, gap_row, over_runs, parser  # noqa: E402
+from _draws import Draw, four_group_draws, gap_row, over_runs, parser, test_gap  # noqa: E402
 
 ORDERS = 5
 READINGS = ("first order", "soup of 3", "soup of 5")
@@ -48,7 +47,6 @@ def soup(models: list[torch.nn.Module]) -> torch.nn.Module:
 def run(name: str, seed: int, root: Path, epochs: float = 1.0, lr_scale: float = 1.0) -> list[dict[str, Any]]:
     cfg, data, _, dm, cache = M.open_run(root, name, seed)
     fit = dm.fitted()
-    y = data.test.y
     rows = []
     for d in four_group_draws(dm, cache, data, seed):
         split, _ = relabelled_split(data.train, d.keep)
@@ -58,11 +56,7 @@ def run(name: str, seed: int, root: Path, epochs: float = 1.0, lr_scale: float =
                   for i in range(ORDERS)]
 
         def gap(m: torch.nn.Module, d: Draw = d) -> float:
-            if d.gone:
-                forget_classes(m, d.gone)
-            m.eval()
-            with torch.no_grad():
-                return 100 * (float((m(data.test.x).argmax(1) == y).float().mean()) - d.reference)
+            return test_gap(m, data.test, d.gone, d.reference)
 
         singles = [gap(m) for m in models]
         row = {"config": name, "seed": seed, "groups": d.groups, "exact_orders": len(d.exact), "singles": singles,

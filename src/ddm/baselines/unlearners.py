@@ -197,8 +197,8 @@ def relabel_knn(model: nn.Module, params: dict[str, torch.Tensor], train: Split,
     the kept samples of ``train`` and those removed ones (``~keep``) whose nearest kept samples name another class,
     each with that class. Where a removed sample's neighbours agree with it, it is left out (fine-tuning on the rest);
     where the kept data assigns its region to another class, it is taught that class, as a retrain without it would
-    learn. Under a learning-rate schedule the epoch runs it over its own steps (``anneal``: a cosine-trained model
-    ends annealed, as a retrain does)."""
+    learn. Under a learning-rate schedule the epoch runs it over its own steps (:func:`train_relabelled`: a
+    cosine-trained model ends annealed, as a retrain does)."""
     split, _ = relabelled_split(train, keep, k, agree)
     return train_relabelled(model, params, split, cfg, epochs)
 
