@@ -332,8 +332,11 @@ def test_unlearn_by_default_fine_tunes_with_the_removed_samples_relabelled(tmp_p
     from ddm.train.loop import accuracy
 
     assert accuracy(dm.unlearned("relabel-groups-0-1"), data.test) == pytest.approx(out["test_accuracy"]["after"])
+    assert out["training_seconds"] > 0 and "not checked against" not in json.dumps(out)
     assert main([*RELABEL, "-w", ws, "--groups", "0,1", "-q"]) == 0
-    assert "relabelled by their 5 nearest kept samples" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "relabelled by their 5 nearest kept samples" in text
+    assert "not checked against exact retraining: one training, " in text and "--verify N" in text
     assert main(["unlearn", "-w", ws, "--groups", "0", "--set", "emulate.unlearn_damping=1e-2", "-q"]) == 2
     assert "add --method step" in capsys.readouterr().err
     assert main([*STEP, "-w", ws, "--groups", "0,1", "--json", "-q"]) == 0

@@ -157,9 +157,15 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorded_training_seconds(dm: Any) -> float | None:
+    """The seconds the workspace's training took, where it recorded them (not for a trajectory handed in)."""
+    seconds = (dm.ws.stage_info("train") or {}).get("seconds")
+    return float(seconds) if seconds else None
+
+
 def _training_time(dm: Any) -> str:
     """``: one training, N s here`` from the workspace's recorded training time, where it has one."""
-    seconds = (dm.ws.stage_info("train") or {}).get("seconds")
+    seconds = _recorded_training_seconds(dm)
     return f": one training, {secs(seconds)} s here" if seconds else ": one training as long as the target's"
 
 
@@ -190,7 +196,8 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
     r = dm.last_relabel
     out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "relabel", "removed_samples": len(before["rows"]),
                            **_scores(model, before), "saved": r["folder"], "seconds": r["seconds"],
-                           "relabelled": r["relabelled"], "classes_without_data": r["classes_without_data"]}
+                           "relabelled": r["relabelled"], "classes_without_data": r["classes_without_data"],
+                           "training_seconds": _recorded_training_seconds(dm)}
     if args.verify:
         from ddm.evaluation.check import verify_unlearning
 
@@ -208,6 +215,9 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
               "longer predicts them (as retraining without them would not)")
     if "verification" in out:
         _print_unlearning_verification(out["verification"])
+    else:
+        print(f"  not checked against exact retraining{_training_time(dm)} (--verify N scores this model against "
+              "it in N data orders; --method exact saves the retrain itself)")
     _print_saved(out["saved"])
     return 0
 
