@@ -109,7 +109,7 @@ def report(rows: list[dict[str, Any]], command: str) -> str:
 
 def main() -> None:
     args = parser(__doc__, configs=NINE, seeds="0").parse_args()
-    over_runs(args, run, "unlearn_memory.py", report)
+    over_runs(args, run, "unlearn_memory.py", report, threads=1)
 
 
 if __name__ == "__main__":
