@@ -716,3 +716,20 @@ def test_a_trajectory_from_a_users_loop_is_checked_with_that_loop(tmp_path, caps
     without = C._loss(cache.get([0])[None, :3], data.test.y[:3]).sum()  # cached by the verification
     target = C._loss(ddm.devices.predict(dm.model, data.test.x[:3])[None], data.test.y[:3]).sum()
     assert v["measured"][0] == pytest.approx(float(without - target), rel=1e-4, abs=1e-5)
+
+
+def test_the_cost_of_an_exact_retrain_is_not_read_off_a_handed_in_trajectory():
+    """``ddm unlearn`` quotes the recorded training's seconds as what an exact retrain costs; for a trajectory handed
+    in, the train stage timed only its storing, so no figure is quoted."""
+    from types import SimpleNamespace
+
+    from ddm.cli.unlearn import _recorded_training_seconds, _training_time
+
+    def fake(handed_in: bool) -> SimpleNamespace:
+        return SimpleNamespace(handed_in=lambda: handed_in,
+                               ws=SimpleNamespace(stage_info=lambda stage: {"seconds": 0.01}))
+
+    assert _recorded_training_seconds(fake(False)) == pytest.approx(0.01)
+    assert "one training, " in _training_time(fake(False))
+    assert _recorded_training_seconds(fake(True)) is None
+    assert _training_time(fake(True)) == ": one training as long as the target's"

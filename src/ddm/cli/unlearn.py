@@ -158,7 +158,10 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
 
 def _recorded_training_seconds(dm: Any) -> float | None:
-    """The seconds the workspace's training took, where it recorded them (not for a trajectory handed in)."""
+    """The seconds the workspace's training took; None for a trajectory handed in, whose stage timed only its
+    storing, not the user's training."""
+    if dm.handed_in():
+        return None
     seconds = (dm.ws.stage_info("train") or {}).get("seconds")
     return float(seconds) if seconds else None
 
