@@ -62,6 +62,12 @@ def test_the_verdict_says_which_side_of_the_floor_and_when_it_cannot_tell():
                                                                "trak": {"mean": 0.01, "se": 0.02}}}
     assert C.verdict(peers)[1:] == ["beside tracin: DDM is behind it (LDS margin -0.100 ± 0.020)",
                                     "beside trak: DDM is tied with it (LDS margin +0.010 ± 0.020)"]
+    # other classes' groups beside a peer (a probe of 60,000 images: DDM ahead on LDS, behind there)
+    oc = _result(0.2, 0.02, 0.14)
+    oc["other_class_lds"]["if-explicit"] = {"mean": 0.31, "se": 0.07}
+    oc["other_class_margin_over_peers"] = {"if-explicit": {"mean": -0.17, "se": 0.05}}
+    assert C.verdict(oc)[-1] == ("beside if-explicit on other classes' groups: DDM is behind it (other-class LDS "
+                                 "+0.140 against +0.310; margin -0.170 ± 0.050)")
     noisy = {**_result(0.2, 0.02, None), "reproduction_dist1": 5.0}
     assert "does not reproduce the target" in C.verdict(noisy)[-1]
     assert "OMP_NUM_THREADS" in C.verdict(noisy)[-1]  # a workspace that does not record its thread count

@@ -205,6 +205,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
             n: partial(_columns, f, sel) for n, f in predict.items()}
         oc = bootstrap_lds([({n: f(masks) for n, f in sub.items()}, oc_actual)], seed=SUBSET_SEED + 1)
         out["other_class_lds"] = {n: oc[n] for n in predict if n not in aside}
+        out["other_class_margin_over_peers"] = {m: oc[f"DDM - {m}"] for m in peers}
         other = (sub, masks, oc_actual)
         if term is not None:
             out["schedule_term"]["other_class_lds"] = oc[SCHEDULE]
@@ -586,6 +587,12 @@ def verdict(r: dict[str, Any]) -> list[str]:
             lines.append(f"other classes' groups: not told apart from chance on {r.get('other_class_subsets', '')} "
                          f"subsets (other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}): trust the ranking within the "
                          "target's own class more than across classes; more --other-class-subsets give a finer answer")
+        for peer, pm in r.get("other_class_margin_over_peers", {}).items():
+            side = ("ahead of" if pm["mean"] - 2 * pm["se"] > 0 else
+                    "behind" if pm["mean"] + 2 * pm["se"] < 0 else "tied with")
+            lines.append(f"beside {peer} on other classes' groups: DDM is {side} it (other-class LDS "
+                         f"{o['mean']:+.3f} against {oc[peer]['mean']:+.3f}; margin {pm['mean']:+.3f} ± "
+                         f"{pm['se']:.3f})")
     advised = _damping_verdict(r) + _balance_verdict(r) + _schedule_verdict(r)
     if r.get("temperature", {}).get("recommended"):
         # what --apply takes is the tempered synset below; the rest is refitted on it
