@@ -109,9 +109,10 @@ def test_check_scores_a_workspace_against_its_retrains_and_resumes(tmp_path, cap
         raise AssertionError("retrained again")
 
     monkeypatch.setattr(RetrainCache, "_retrain", refuse)
-    assert main(argv) == 0
+    assert main([*argv, "--peers", "if-explicit"]) == 0  # a peer is scored on the same retrains, other classes too
     text = capsys.readouterr().out
     assert "same class (trivial)" in text and "saved:" in text and text.count("* ") >= 2
+    assert "beside if-explicit: DDM is" in text and "beside if-explicit on other classes' groups: DDM is" in text
     assert main(["info", "-w", ws]) == 0  # info repeats the verdict, for the synset it was made with
     text = capsys.readouterr().out
     assert "against exact retraining (ddm check, 4 subsets):" in text and r["verdict"][0] in text
