@@ -552,6 +552,13 @@ TEMPERATURE_HINT = (". If the model fits its training data with large margins (t
                     "--overwrite`, then `ddm check` again (its retrains are reused)")
 
 
+def _side(margin: dict[str, float]) -> str:
+    """Where DDM stands beside a peer, from their paired margin: beyond two standard errors either way, or tied."""
+    if margin["mean"] - 2 * margin["se"] > 0:
+        return "ahead of"
+    return "behind" if margin["mean"] + 2 * margin["se"] < 0 else "tied with"
+
+
 def verdict(r: dict[str, Any]) -> list[str]:
     """Plain-language reading of a check's result: against the class-label floor, other classes, reproduction."""
     lines = []
@@ -571,9 +578,7 @@ def verdict(r: dict[str, Any]) -> list[str]:
                      "--subsets give a finer answer"
                      + (TEMPERATURE_HINT if m["mean"] < 0 and "temperature" not in r else ""))
     for peer, pm in r.get("margin_over_peers", {}).items():
-        side = ("ahead of" if pm["mean"] - 2 * pm["se"] > 0 else
-                "behind" if pm["mean"] + 2 * pm["se"] < 0 else "tied with")
-        lines.append(f"beside {peer}: DDM is {side} it (LDS margin {pm['mean']:+.3f} ± {pm['se']:.3f})")
+        lines.append(f"beside {peer}: DDM is {_side(pm)} it (LDS margin {pm['mean']:+.3f} ± {pm['se']:.3f})")
     oc = r.get("other_class_lds")
     if oc is not None:
         o = oc["DDM"]
@@ -588,9 +593,7 @@ def verdict(r: dict[str, Any]) -> list[str]:
                          f"subsets (other-class LDS {o['mean']:+.3f} ± {o['se']:.3f}): trust the ranking within the "
                          "target's own class more than across classes; more --other-class-subsets give a finer answer")
         for peer, pm in r.get("other_class_margin_over_peers", {}).items():
-            side = ("ahead of" if pm["mean"] - 2 * pm["se"] > 0 else
-                    "behind" if pm["mean"] + 2 * pm["se"] < 0 else "tied with")
-            lines.append(f"beside {peer} on other classes' groups: DDM is {side} it (other-class LDS "
+            lines.append(f"beside {peer} on other classes' groups: DDM is {_side(pm)} it (other-class LDS "
                          f"{o['mean']:+.3f} against {oc[peer]['mean']:+.3f}; margin {pm['mean']:+.3f} ± "
                          f"{pm['se']:.3f})")
     advised = _damping_verdict(r) + _balance_verdict(r) + _schedule_verdict(r)
