@@ -25,11 +25,13 @@ from ddm.unlearning import forget_classes  # noqa: E402
 @dataclass
 class Draw:
     """One 4-group draw of a run: ``groups``, the kept training samples (``keep``), the classes left without data
-    (``gone``), and exact retraining's test accuracy in each cached data order (``exact``; the target's first)."""
+    (``gone``), and exact retraining's test accuracy in each cached data order (``exact``; the target's first) with
+    those retrains' test logits (``logits``, in the same order)."""
     groups: list[int]
     keep: torch.Tensor
     gone: list[int]
     exact: list[float]
+    logits: list[torch.Tensor]
 
     @property
     def reference(self) -> float:
@@ -47,7 +49,7 @@ def four_group_draws(dm: Any, cache: Any, data: Any, seed: int) -> Iterator[Draw
         logits = [cache.get(rem)] + [cache.get(rem, seed=s) for s in M.other_orders(seed) if cache.has(rem, seed=s)]
         keep = ~torch.isin(fit.groups.assignment, torch.as_tensor(rem))
         yield Draw(rem, keep, sorted(set(range(int(data.num_classes))) - set(data.train.y[keep].tolist())),
-                   [float((e.argmax(1) == y).float().mean()) for e in logits])
+                   [float((e.argmax(1) == y).float().mean()) for e in logits], logits)
 
 
 def test_gap(model: torch.nn.Module, test: Any, gone: list[int], reference: float) -> float:
