@@ -155,7 +155,8 @@ def test_the_tempered_synset_is_advised_alone_and_only_beyond_two_standard_error
     assert any("let `ddm check --apply` refit it on the tempered synsets below" in line for line in C.verdict(r))
     assert not any("keep it for this workspace" in line for line in C.verdict(r))
     assert any("keep it for this workspace with `ddm check --apply`" in line for line in C.verdict(base))
-    no = C.verdict({**base, "temperature": {**t, "recommended": False, "margin": {"mean": 0.03, "se": 0.02}}})
+    no = C.verdict({**base, "temperature": {**t, "recommended": False, "margin": {"mean": 0.03, "se": 0.02},
+                                            "other_class_margin": {"mean": 0.0, "se": 0.04}}})
     assert any("no gain beyond two standard errors, keep the synsets in use" in line for line in no)
     lower = C.verdict({**base, "temperature": {**t, "recommended": False, "margin": {"mean": -0.31, "se": 0.04}}})
     assert any("they rank the random halves worse beyond two standard errors, keep the synsets in use" in line
@@ -164,6 +165,28 @@ def test_the_tempered_synset_is_advised_alone_and_only_beyond_two_standard_error
     assert any("other classes' groups ranked worse" in line for line in worse)
     behind = {**t, "recommended": False, "margin_over_advice": {"mean": -0.06, "se": 0.02}, "other_class_margin": lds}
     assert any("behind the advice above" in line for line in C.verdict({**base, "temperature": behind}))
+
+
+def test_a_tempered_synset_is_advised_for_a_gain_on_either_ranking_without_a_loss_on_the_other():
+    def m(mean, se=0.02):
+        return {"mean": mean, "se": se}
+
+    rec = C.temperature_recommended
+    assert rec({"margin": m(0.06)}) and not rec({"margin": m(0.03)}) and not rec({"margin": m(-0.06)})
+    # the full Fashion-MNIST probe: other classes ranked better by 0.19 ± 0.068, the halves -0.027 ± 0.021
+    sixty_k = {"margin": m(-0.027, 0.021), "other_class_margin": m(0.190, 0.068)}
+    assert rec(sixty_k)
+    assert not rec({**sixty_k, "margin": m(-0.05)})  # a loss beyond two standard errors on the halves
+    assert not rec({"margin": m(0.06), "other_class_margin": m(-0.15, 0.04)})
+    assert not rec({"margin": m(0.01), "other_class_margin": m(0.05, 0.04)})  # no gain beyond two on either
+    assert not rec({**sixty_k, "margin_over_advice": m(-0.06)})  # behind the other advice
+    said = C.verdict({**_result(0.1, 0.02, 0.2), "temperature": {
+        **sixty_k, "temperature": 1.0, "configured": 1.0, "against": "DDM", "lds": m(0.52),
+        "other_class_lds": m(0.33), "recommended": True}})
+    assert any("other classes' groups ranked better beyond two standard errors, the random halves no worse" in line
+               and "--apply" in line for line in said)
+    assert C.advice({"class_balance": {}, "temperature": {"temperature": 1.0, "recommended": True}}) == {
+        "distill.head_temperature": 1.0}
 
 
 def test_tempered_synsets_the_check_advises_become_the_workspaces_own(tmp_path, capsys, monkeypatch):

@@ -258,3 +258,31 @@ def test_a_frozen_backbone_is_left_out_as_dattri_leaves_it(method, digits, train
 
         want = sum(traj.lr * grads(i, train.x, train.y) @ grads(i, targets.x, targets.y).T for i in range(1, len(traj)))
         assert torch.allclose(s, want, rtol=1e-4, atol=1e-5 * want.abs().max())
+
+
+@pytest.mark.parametrize("method", ["tracin", "trak"])
+def test_trajectory_peers_count_their_passes_over_the_training_data_on_one_bar(method, digits, trained, monkeypatch):
+    """dattri's own bars are silenced (one per batch); TracIn's and TRAK's passes over the training data, one per
+    checkpoint, advance one ddm bar instead, so a long exact TracIn shows how far it is."""
+    model, traj = trained
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc):
+            self.total, self.desc, self.n, self.closed = total, desc, 0, False
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(peers, "bar", Bar)
+    train, batches = digits.train[:150], 3  # FAST.train_batch 64
+    checkpoints = len(traj) - 1 if method == "tracin" else FAST.trak_checkpoints
+    peers.sample_scores(method, model, traj, train, digits.test[:2], FAST)
+    peers.self_influence(method, model, traj, train, FAST)
+    assert [b.total for b in bars] == [checkpoints * batches] * 2
+    assert all(b.closed and b.n == b.total for b in bars) and method in bars[0].desc
+    assert not peers._COUNTED  # nothing left to count once the peer is done

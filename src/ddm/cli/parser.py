@@ -351,11 +351,12 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--try-temperature", type=float, default=2.0, metavar="T",
                    help="also distil the synsets with the cross-entropy at temperature T (distill.head_temperature; "
                         "one more distillation, cached under <workspace>/check/, no retrain) and score them on the "
-                        "same retrains: advised where they rank the random halves better beyond two standard errors "
-                        "than the synsets in use with the rest of the advice, and other classes no worse. On the "
-                        "benchmarks it lifted the models fitted with the largest margins (AlexNet, a batch-norm "
-                        "ResNet) and cost others (BENCHMARKS.md, 'A tempered cross-entropy'); 0 skips it, and the "
-                        "workspace's own temperature is not tried again (default: %(default)g)")
+                        "same retrains: advised where they rank the random halves or other classes' groups better "
+                        "beyond two standard errors than the synsets in use with the rest of the advice, and neither "
+                        "worse beyond two. On the benchmarks it lifted the models fitted with the largest margins "
+                        "(AlexNet, a batch-norm ResNet) and cost others (BENCHMARKS.md, 'A tempered cross-entropy'); "
+                        "0 skips it. Where the synsets switched to a temperature on their own, the plain ones are "
+                        "tried instead (default: %(default)g)")
     p.add_argument("--apply", action="store_true",
                    help="keep what the check advises (emulate.damping_scale, emulate.other_class_scale, "
                         "emulate.schedule_weight, or distill.head_temperature) as this "
