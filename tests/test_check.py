@@ -763,3 +763,23 @@ def test_the_cost_of_an_exact_retrain_is_not_read_off_a_handed_in_trajectory():
     assert "one training, " in _training_time(fake(False))
     assert _recorded_training_seconds(fake(True)) is None
     assert _training_time(fake(True)) == ": one training as long as the target's"
+
+
+def test_advice_is_pending_against_the_temperature_the_synsets_carry(tmp_path):
+    """The synset stage may switch to temperature 2 on its own while distill.head_temperature stays 1: advice to go
+    back to 1 is still pending then, and no longer once the synsets in use carry it."""
+    import types
+
+    from ddm.config import RunConfig
+
+    (tmp_path / "check").mkdir()
+    (tmp_path / "check" / "check.json").write_text(json.dumps(
+        {"synset_key": "k", "advice": {"distill.head_temperature": 1.0}}))
+    ws = types.SimpleNamespace(path=lambda *p: tmp_path.joinpath(*p))
+    dm = types.SimpleNamespace(ws=ws, keys={"synset": "k"}, config=RunConfig(), synset=object(), synset_temperature=2.0)
+    assert dm.config.distill.head_temperature == 1
+    assert C.pending_advice(dm) == {"distill.head_temperature": 1.0}
+    dm.synset_temperature = 1.0
+    assert C.pending_advice(dm) == {}
+    dm.keys = {"synset": "other"}  # a check of another synset says nothing about these
+    assert C.pending_advice(dm) == {}
