@@ -640,6 +640,25 @@ def test_exact_curvature_accumulates_every_block_of_its_definition(monkeypatch, 
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("temp", [1 << 23, 300])
+def test_the_exact_sum_over_batches_is_the_per_batch_sums_added_in_the_same_order(monkeypatch, temp):
+    """ExactSum keeps the blocks of a pass over the training set apart and lays them out once: the same numbers,
+    bit for bit, as adding each batch's [C D, C D] matrix in double precision (the statistics before)."""
+    import ddm.distill.curvature as curvature
+
+    monkeypatch.setattr(curvature, "_TEMP_ELEMENTS", temp)
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(9, 6, generator=g), 4 * torch.randn(9, 5, generator=g)) for _ in range(4)]
+    want = torch.zeros(30, 30, dtype=torch.float64)
+    total = curvature.ExactSum(5, 6)
+    for h, z in batches:
+        want += ExactCurvature.accumulate(h, z)
+        total.add(h, z)
+    got = total.matrix()
+    assert torch.equal(got, want)
+    torch.testing.assert_close(got, got.T, rtol=1e-6, atol=1e-6)  # mirrored blocks; the diagonal ones in float32
+
+
 @pytest.mark.parametrize("failure", ["error", "nan"])
 def test_a_failed_single_precision_eigendecomposition_is_redone_in_double(monkeypatch, failure):
     import ddm.distill.curvature as curvature

@@ -250,6 +250,45 @@ def top_curvature(h: torch.Tensor, logits: torch.Tensor, rank: int,
     return values, vectors
 
 
+class ExactSum:
+    """The summed exact last-layer curvature ``[C D, C D]`` of the batches given to :meth:`add`, built once
+    by :meth:`matrix`.
+
+    Block ``(c, e)`` is ``sum_i a_i[c, e] h_i h_i^T``; the output curvature ``a_i`` is symmetric, so only the
+    ``C (C + 1) / 2`` blocks with ``c <= e`` are computed, as single-precision products (a batch's sum is rounded once
+    to about 1e-7 of its size, far below the damping's 1e-2 of the top eigenvalue) accumulated in double precision:
+    2.6x faster than the double-precision product of all ``C^2`` blocks. The blocks stay in one contiguous buffer
+    until :meth:`matrix` mirrors and lays them out: assembling the ``[C D, C D]`` matrix for every batch took 60% of
+    the time on a 60,000-image MLP, and the sums are the same, added in the same order."""
+
+    def __init__(self, c: int, d: int, device: torch.device | str | None = None) -> None:
+        self.c, self.d = c, d
+        self.iu, self.ju = torch.triu_indices(c, c, device=device)
+        self.blocks = torch.zeros(len(self.iu), d, d, dtype=torch.float64, device=device)
+
+    def add(self, h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor | None = None,
+            out_curv: torch.Tensor | None = None) -> None:
+        """Add a batch's curvature: features ``h [n, D]``, ``logits [n, C]`` (cross-entropy's output curvature, or
+        ``out_curv [n, C, C]``), optional per-sample ``weights``."""
+        a = _output_curvature(logits, weights, out_curv)
+        n, d = len(h), self.d
+        hf = h.float()
+        step = max(1, _TEMP_ELEMENTS // max(1, n * d))  # pairs per product: the [n, pairs, d] operand stays small
+        for s in range(0, len(self.iu), step):
+            i, j = self.iu[s : s + step], self.ju[s : s + step]
+            x = a[:, i, j].float()  # [n, pairs]
+            self.blocks[s : s + step] += ((x[:, :, None] * hf[:, None, :]).reshape(n, -1).T @ hf).reshape(
+                len(i), d, d)
+
+    def matrix(self) -> torch.Tensor:
+        """The summed ``[C D, C D]`` curvature (double precision)."""
+        c, d = self.c, self.d
+        out = torch.empty(c, c, d, d, dtype=torch.float64, device=self.blocks.device)
+        out[self.iu, self.ju] = self.blocks
+        out[self.ju, self.iu] = self.blocks.transpose(1, 2)
+        return out.transpose(1, 2).reshape(c * d, c * d)
+
+
 class ExactCurvature(Curvature):
     kind = "exact"
 
@@ -272,25 +311,10 @@ class ExactCurvature(Curvature):
     @staticmethod
     def accumulate(h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor | None = None,
                    out_curv: torch.Tensor | None = None) -> torch.Tensor:
-        """Summed ``[D, D]`` contribution of a batch.
-
-        Block ``(c, e)`` is ``sum_i a_i[c, e] h_i h_i^T``; the output curvature ``a_i`` is symmetric, so only the
-        ``C (C + 1) / 2`` blocks with ``c <= e`` are computed, as single-precision products (the batch's sum is
-        rounded once to about 1e-7 of its size, far below the damping's 1e-2 of the top eigenvalue) that the caller
-        accumulates in double precision: 2.6x faster than the double-precision product of all ``C^2`` blocks."""
-        a = _output_curvature(logits, weights, out_curv)
-        n, c, d = len(h), logits.shape[1], h.shape[1]
-        iu, ju = torch.triu_indices(c, c, device=h.device)
-        hf = h.float()
-        out = torch.empty(c, c, d, d, dtype=torch.float64, device=h.device)
-        step = max(1, _TEMP_ELEMENTS // max(1, n * d))  # pairs per product: the [n, pairs, d] operand stays small
-        for s in range(0, len(iu), step):
-            i, j = iu[s : s + step], ju[s : s + step]
-            x = a[:, i, j].float()  # [n, pairs]
-            blocks = ((x[:, :, None] * hf[:, None, :]).reshape(n, -1).T @ hf).reshape(len(i), d, d).double()
-            out[i, j] = blocks
-            out[j, i] = blocks.transpose(1, 2)
-        return out.transpose(1, 2).reshape(c * d, c * d)
+        """Summed ``[D, D]`` contribution of a batch (:class:`ExactSum` over one batch)."""
+        total = ExactSum(logits.shape[1], h.shape[1], h.device)
+        total.add(h, logits, weights, out_curv)
+        return total.matrix()
 
     def eig(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._eig is None:

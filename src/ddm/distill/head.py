@@ -53,6 +53,7 @@ from ddm.distill.curvature import (
     Curvature,
     EigenCorrectedCurvature,
     ExactCurvature,
+    ExactSum,
     KroneckerCurvature,
     SubspaceCurvature,
     accumulate_kronecker,
@@ -277,14 +278,14 @@ def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int,
         curvature = "ekfac"
     exact = curvature == "exact"
     corrected = curvature in ("ekfac", "subspace")
-    H = torch.zeros(D, D, dtype=torch.float64, device=dev) if exact else None
+    H = ExactSum(C, d1, dev) if exact else None
     A = torch.zeros(W.shape[0], W.shape[0], dtype=torch.float64, device=dev)
     S = torch.zeros(W.shape[1], W.shape[1], dtype=torch.float64, device=dev)
 
     def add_curvature(h: torch.Tensor, z: torch.Tensor, yb: torch.Tensor) -> None:
         oc = output_curvature(task, z, yb)
         if H is not None:
-            H.add_(ExactCurvature.accumulate(h, z, out_curv=oc))
+            H.add(h, z, out_curv=oc)
         else:
             a, hh = accumulate_kronecker(h, z, oc)
             A.add_(a)
@@ -293,7 +294,7 @@ def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int,
     G = group_gradients(head, train, groups, num_classes, batch, params, task, each=add_curvature,
                         desc="curvature of the last layer")
     n = len(train)
-    curv: Curvature = ExactCurvature(H / n) if H is not None else KroneckerCurvature(A / n, S / n)
+    curv: Curvature = ExactCurvature(H.matrix() / n) if H is not None else KroneckerCurvature(A / n, S / n)
     if corrected:  # the second pass: the exact curvature on the top feature directions and/or in K-FAC's basis
         qa, qs = EigenCorrectedCurvature.basis(A / n, S / n)
         qs = qs.flip(1)  # the features' directions by decreasing energy
