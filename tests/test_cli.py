@@ -679,6 +679,15 @@ def test_a_low_step_agreement_distils_the_synsets_again_at_the_auto_temperature(
     assert not (ws / "synset" / "tempered").exists()  # the second matching's checkpoints are gone
     dm = DistilledDatamodel(ws).load()
     assert isinstance(dm.synset.task, TemperedCrossEntropy) and dm.synset_temperature == 2.0
+    # the groups' own curvature (unlearning's) is computed once, for the synsets kept: the tempered ones'
+    import ddm.data
+    from ddm.distill.head import Head, group_curvatures
+
+    dm.model.eval()
+    want = group_curvatures(Head.of(dm.model), ddm.data.load(dm.config.data).train, dm.groups, dm.synset.curvature,
+                            dm.config.distill.unlearn_rank, dm.synset.task)
+    assert want is not None and dm.synset.group_curvature is not None
+    torch.testing.assert_close(dm.synset.group_curvature[0], want[0])
     assert isinstance(dm.class_synset.task, TemperedCrossEntropy) and dm.class_synset.task.temperature == 2.0
     # the check measures the switch: it tries the plain synsets beside them
     assert C.tried_temperature(dm, 2.0) == 1.0 and C.tried_temperature(dm, 3.0) == 3.0

@@ -33,7 +33,8 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -628,26 +629,46 @@ def _retry_stuck(head: Head, train: Split, groups: Groups, labels: torch.Tensor,
 
 def distill_head(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
                  num_classes: int, folder: str | Path | None = None, weight_decay: float = 0.0,
-                 task: Any = None, statistics: dict[int, HeadStatistics] | None = None) -> Synset:
+                 task: Any = None, statistics: dict[int, HeadStatistics] | None = None,
+                 group_curvature: bool = True) -> Synset:
     """Learn the head-matched synset (module doc) and attach the curvature and health checks.
 
     With ``folder``, a checkpoint is kept there so a killed run resumes. ``statistics``, when given, receives the
     :class:`HeadStatistics` computed on the way, by trajectory index (theta_tau's only when the model holds
-    theta_tau's parameters), so that :func:`ddm.health.synset_health` need not stream the training set again."""
+    theta_tau's parameters), so that :func:`ddm.health.synset_health` need not stream the training set again.
+    ``group_curvature`` False leaves :attr:`Synset.group_curvature` to :func:`add_group_curvature` (the synset stage
+    computes it only for the synsets it keeps)."""
     head = Head.of(model)
     head.check(train.x)
+    with _frozen(model):
+        return _distill_head(head, trajectory, train, groups, cfg, num_classes, folder, weight_decay, task,
+                             statistics, group_curvature)
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode with no parameter requiring gradients, as it was afterwards."""
     was_training = model.training
     model.eval()
     requires = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        return _distill_head(head, trajectory, train, groups, cfg, num_classes, folder, weight_decay, task,
-                             statistics)
+        yield
     finally:
         for p, r in zip(model.parameters(), requires, strict=True):
             p.requires_grad_(r)
         model.train(was_training)
+
+
+def add_group_curvature(model: nn.Module, train: Split, groups: Groups, syn: Synset, rank: int) -> None:
+    """Attach ``distill.unlearn_rank``'s group curvature (:func:`group_curvatures`) to a head synset distilled
+    without it (``group_curvature=False``): the same pairs :func:`distill_head` would have stored."""
+    if syn.kind != "head" or syn.block or syn.group_curvature is not None or syn.curvature is None:
+        return
+    head = Head.of(model)
+    with _frozen(model):
+        syn.group_curvature = group_curvatures(head, train, groups, syn.curvature, rank, syn.task)
 
 
 #: below this top eigenvalue of the last layer's curvature at theta_tau the model fits its training data with
@@ -673,7 +694,7 @@ def _refuse_saturated(stats: HeadStatistics) -> None:
 
 def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Groups, cfg: DistillConfig,
                   num_classes: int, folder: str | Path | None, weight_decay: float, task: Any = None,
-                  statistics: dict[int, HeadStatistics] | None = None) -> Synset:
+                  statistics: dict[int, HeadStatistics] | None = None, group_curvature: bool = True) -> Synset:
     stats = head_statistics(head, train, groups, num_classes, curvature=cfg.curvature, task=task,
                             exact_limit=cfg.exact_limit, subspace_rank=cfg.subspace_rank)
     statistics = {} if statistics is None else statistics
@@ -722,7 +743,8 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
                  num_train=torch.tensor(stats.num_train), task=task)
     syn.retried = chosen.retried
     syn.grown = grown
-    syn.group_curvature = group_curvatures(head, train, groups, curv, cfg.unlearn_rank, task)
+    if group_curvature:
+        syn.group_curvature = group_curvatures(head, train, groups, curv, cfg.unlearn_rank, task)
     syn.checkpoints = checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay, task, syn,
                                             statistics)
     if not all(torch.isfinite(t).all() for t in syn.to_tensors().values()):

@@ -40,6 +40,9 @@ class Matching:
     # filled by the head matcher: the last layer's statistics it computed, by trajectory index (the health check
     # reuses them instead of streaming the training set again)
     statistics: dict[int, HeadStatistics] = field(default_factory=dict)
+    # head matching: False leaves the groups' own curvature (distill.unlearn_rank) to the caller, which computes it
+    # for the synsets it keeps (ddm.distill.head.add_group_curvature; the synset stage, which may distil twice)
+    group_curvature: bool = True
 
 
 Matcher = Callable[[Matching], Synset]
@@ -49,7 +52,7 @@ MATCHERS: Registry[Matcher] = Registry("matching")
 @MATCHERS.register("head")
 def _head(m: Matching) -> Synset:
     return distill_head(m.model, m.trajectory, m.train, m.groups, m.cfg, m.num_classes, m.folder, m.weight_decay,
-                        m.task, m.statistics)
+                        m.task, m.statistics, m.group_curvature)
 
 
 @MATCHERS.register("block")

@@ -103,8 +103,12 @@ def distill_stage(dm: DistilledDatamodel, stage: str, train: Split, groups: Grou
     ckpt = folder / "checkpoint.safetensors"
     before = float(load_tensors(ckpt).get("seconds", torch.zeros(()))) if ckpt.exists() else 0.0
     t0 = time.perf_counter() - before  # a resumed distillation counts the killed processes' time too
+    # the synset stage may distil twice (distill.auto_temperature): the groups' own curvature, which only unlearning
+    # reads, is computed once, for the synsets kept (a tenth of the stage on a 60,000-image MLP)
+    defer = stage == "synset" and dm.config.distill.matching == "head"
     matching = Matching(dm.model, dm.trajectory, train, groups, dm.config.distill, dm.num_classes, folder,
-                        dm.config.train.batch_size, dm.weight_decay, dm._head_task(temperature=followed))
+                        dm.config.train.batch_size, dm.weight_decay, dm._head_task(temperature=followed),
+                        group_curvature=not defer)
     syn = MATCHERS.get(dm.config.distill.matching)(matching)
     auto: dict[str, Any] = {"match_metric": metric} if metric != "step" else {}
     if stage == "synset":  # every rank: each holds the whole synset, and a second matching is shared again
@@ -113,6 +117,10 @@ def distill_stage(dm: DistilledDatamodel, stage: str, train: Split, groups: Grou
     if shared and not distributed.is_main():
         distributed.barrier()  # rank 0 checks, stores and finishes the stage
         return stored()
+    if defer:
+        from ddm.distill.head import add_group_curvature
+
+        add_group_curvature(dm.model, train, groups, syn, dm.config.distill.unlearn_rank)
     report = health.synset_health(dm.model, dm.trajectory, train, groups, syn, dm.num_classes,
                                   statistics=matching.statistics)
     save_tensors(path, syn.to_tensors())
