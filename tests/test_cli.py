@@ -452,6 +452,7 @@ def test_info_names_the_groups_matched_again(tmp_path, capsys, caplog):
     assert main(["distill", "-w", grown, "--preset", "tiny", "-q", "--set", "distill.iterations=0"]) == 0
     stage = json.loads(Path(grown, "synset", "stage.json").read_text())
     assert stage["grown"]["from"] == 4 and stage["grown"]["to"] == 16 and stage["grown"]["kept"] in (4, 16)
+    assert stage["grown"]["seconds"] >= 0  # the growth's own time, which `ddm run` notes where it dominates
     assert not list(Path(grown, "synset").glob("checkpoint*"))  # both matchings' checkpoints are cleaned up
     capsys.readouterr()
     assert main(["info", "-w", grown]) == 0
@@ -1009,3 +1010,24 @@ def test_unlearning_says_when_the_rewind_landed_on_a_checkpoint_that_lost_a_clas
     assert "the step from the rewound checkpoint, which the guard replaced" in text
     assert "raised the damping" not in text
     assert "the rewound step 0%" in text  # class 0's test accuracy there, beside exact retraining's and the kept one's
+
+
+def test_run_notes_a_growth_matching_that_took_most_of_the_synset_stage():
+    """With many small groups the 16-image matching (distill.ipc_grow) can be most of `ddm run`, though neither the
+    attribution nor `ddm unlearn`'s default reads the images: the summary says so, and how to skip it."""
+    import types
+
+    from ddm.cli.main import _growth_note
+    from ddm.config import RunConfig
+
+    dm = types.SimpleNamespace(config=RunConfig())
+    slow = {"seconds": 1146.3, "step_gradients": "groups",
+            "grown": {"from": 4, "to": 16, "kept": 16, "errors": [0.07, 0.02], "seconds": 1040.0}}
+    note = _growth_note(dm, slow)
+    assert note is not None and "took 1040 s of the stage's 1146 s" in note
+    assert f"--set distill.ipc_grow={dm.config.distill.ipc}" in note and "--method step" in note
+    assert _growth_note(dm, {**slow, "grown": {**slow["grown"], "seconds": 30.0}}) is None  # short
+    assert _growth_note(dm, {**slow, "seconds": 3000.0}) is None  # not most of the stage
+    assert _growth_note(dm, {**slow, "step_gradients": "synsets"}) is None  # the attribution reads the images
+    assert _growth_note(dm, {**slow, "grown": None}) is None and _growth_note(dm, None) is None
+    assert _growth_note(dm, {**slow, "grown": {k: v for k, v in slow["grown"].items() if k != "seconds"}}) is None

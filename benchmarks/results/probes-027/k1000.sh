@@ -15,3 +15,4 @@ W=runs/p27/f-mlp-K1000
 $ddm unlearn -w $W -q --groups 137,402,655,918 --verify 3 > $out/k1000-unlearn.txt 2>&1
 $ddm unlearn -w $W -q --groups 3 --classes --verify 1 > $out/k1000-unlearn-class.txt 2>&1
 $ddm diagnose -w $W -q > $out/k1000-diagnose.txt 2>&1
+$ddm diagnose -w $W -q --verify 3 > $out/k1000-diagnose-verify.txt 2>&1

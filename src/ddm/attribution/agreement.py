@@ -64,6 +64,8 @@ def auto_temperature(dm: DistilledDatamodel, syn: Synset, matching: Matching, tr
     sub.mkdir(exist_ok=True)
     tempered = replace(matching, folder=sub, task=TemperedCrossEntropy(d.auto_temperature), statistics={})
     syn2 = MATCHERS.get(d.matching)(tempered)
+    if syn.grown and syn2.grown and "seconds" in syn.grown:  # the stage's record: both matchings' growth
+        syn2.grown["seconds"] = round(syn2.grown.get("seconds", 0.0) + syn.grown["seconds"], 1)
     both = agreements(dm, train, synset=syn2, groups=groups)
     after, other = (None, None) if both is None else both
     if distributed.is_main():

@@ -98,6 +98,9 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
                           "min_transfer": dm.config.emulate.min_transfer,
                           "health": {k: v for k, v in h.items()
                                      if not isinstance(v, list) or k in ("flagged", "checkpoints")}}
+    note = _growth_note(dm, out.get("synset"))
+    if note:
+        out.setdefault("notes", []).append(note)
     if "synset" in out:
         from ddm.attribution.agreement import STEP_AGREEMENT_WARN
 
@@ -125,6 +128,30 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
                 "DDM with plain synsets ranked below the class labels alone; run `ddm check` before trusting the "
                 "rankings (BENCHMARKS.md, \"A lead: a retrain-free sign of a broken step\")")
     return out
+
+
+#: ``ddm run`` notes the 16-image matching (``distill.ipc_grow``) where it took this many seconds and half the stage
+GROWTH_NOTE_SECONDS = 60.0
+
+
+def _growth_note(dm: Any, synset: dict[str, Any] | None) -> str | None:
+    """Where the synset stage spent most of its time matching more images per group (``distill.ipc_grow``), which
+    neither the attribution (the groups' own gradients) nor ``ddm unlearn``'s default (the training data) reads: how
+    to skip it, and what that costs."""
+    synset = synset or {}
+    g = synset.get("grown") or {}
+    spent, total = g.get("seconds"), synset.get("seconds")
+    if spent is None or not total or spent < GROWTH_NOTE_SECONDS or spent < total / 2:
+        return None
+    if synset.get("step_gradients") != "groups":
+        return None
+    ipc = dm.config.distill.ipc
+    return (f"matching {g['to']} images per group instead of {g['from']} (distill.ipc_grow) took {spent:.0f} s of the "
+            f"stage's {total:.0f} s. The attribution reads the groups' own gradients and `ddm unlearn` the training "
+            f"data, so only `ddm unlearn --method step`, the report's images and released synsets use those images "
+            f"(with {ipc}, the step unlearned worse where a removal thins a class). With many small groups "
+            f"`--set distill.ipc_grow={ipc}` skips it: on a K = 1000 Fashion-MNIST MLP the stage took 107 s "
+            "instead of 1146 s, with the same attribution (BENCHMARKS.md, \"A thousand groups of about ten\")")
 
 
 def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argparse.Namespace,

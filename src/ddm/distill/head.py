@@ -731,10 +731,12 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
         log.info("head distillation stopped at mean relative error %.2g above distill.tolerance=%g with %d images per "
                  "group: matching again with %d (distill.ipc_grow)", first.error, cfg.tolerance, first.ipc,
                  cfg.ipc_grow)
+        t_grow = time.perf_counter()
         second = _match(head, train, groups, cfg, num_classes, cfg.ipc_grow, sites, folder, "checkpoint-grown", task,
                         sample_losses)
         chosen = second if second.error < first.error else first
-        grown = {"from": first.ipc, "to": second.ipc, "errors": [first.error, second.error], "kept": chosen.ipc}
+        grown = {"from": first.ipc, "to": second.ipc, "errors": [first.error, second.error], "kept": chosen.ipc,
+                 "seconds": round(time.perf_counter() - t_grow, 1)}  # this process's (a resumed run: since resuming)
         log.info("head distillation: %d images per group match at mean relative error %.2g, %d at %.2g: kept %d",
                  first.ipc, first.error, second.ipc, second.error, chosen.ipc)
     syn = Synset(distributed.gather_owned(chosen.images.cpu(), K), chosen.labels, num_classes,
