@@ -181,6 +181,18 @@ def test_diagnose_verifies_its_flags_by_exact_retraining(tmp_path, capsys, monke
         ce = torch.nn.functional.cross_entropy
         expected = float(ce(net(val.x), val.y, reduction="sum") - ce(dm.model(val.x), val.y, reduction="sum"))
     assert v["measured"][0] == pytest.approx(expected, abs=1e-3)
+    # and on the rest of the test split, which chose no flag (the validation samples' change leans toward helping)
+    rest = data.test[torch.arange(30, len(data.test))]
+    with torch.no_grad():
+        held = float(ce(net(rest.x), rest.y, reduction="sum") - ce(dm.model(rest.x), rest.y, reduction="sum"))
+    h = v["held_out"]
+    assert h["samples"] == len(data.test) - 30 and len(h["measured"]) == 2
+    assert h["measured"][0] == pytest.approx(held, abs=1e-3) and h["helped_in"] == sum(w < 0 for w in h["measured"])
+    monkeypatch.setattr(Diagnosis, "issues", lambda self, *a, **k: [3, 7])  # flagged, as if (cached retrains)
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:30", "--verify", "1"]) == 0
+    said = capsys.readouterr().out
+    assert "verification by exact retraining" in said
+    assert f"on the other {len(data.test) - 30} test samples, which chose no flag: summed loss changed by" in said
     # the retrains are cached in the workspace: asking again retrains nothing
     monkeypatch.setattr(RetrainCache, "_retrain", lambda *a: pytest.fail("retrained again"))
     assert verify(dm, data.train, data.test, rows, [3, 7], "loss", 2, diag.quality) == v

@@ -240,29 +240,43 @@ def verify(dm: Any, train: Split, test: Split, rows: list[int], removed: list[in
     cache = RetrainCache(dm.ws.path("diagnosis", f"retrain-{key}"), F.model, F.trajectory.checkpoint(0), train,
                          F.groups, dm.config.train, test.x, device=dm.device(),
                          threads=dm.training_threads(), retrain=retrainer)
-    y = test.y[rows]
+    chosen = set(rows)
+    rest = [i for i in range(len(test)) if i not in chosen]  # the test samples the flags were not chosen on
 
-    def worse(with_them: torch.Tensor, without: torch.Tensor) -> float:
+    def worse(with_them: torch.Tensor, without: torch.Tensor, at: list[int]) -> float:
+        y = test.y[at]
         if objective == "loss":
-            return float(true_label_loss(without[rows], y).sum() - true_label_loss(with_them[rows], y).sum())
-        return float((with_them[rows].argmax(1) == y).float().mean() - (without[rows].argmax(1) == y).float().mean())
+            return float(true_label_loss(without[at], y).sum() - true_label_loss(with_them[at], y).sum())
+        return float((with_them[at].argmax(1) == y).float().mean() - (without[at].argmax(1) == y).float().mean())
 
     seeds: list[int | None] = [None] + [1000 + i for i in range(orders - 1)]
     pbar = progress.bar(2 * orders, "verification retrains")
-    per_order = []
+    per_order, per_order_rest = [], []
     for seed in seeds:
         full = cache.get([], seed)
         pbar.update(1)
-        per_order.append(worse(full, cache.get(removed, seed)))
+        without = cache.get(removed, seed)
+        per_order.append(worse(full, without, rows))
+        if rest:
+            per_order_rest.append(worse(full, without, rest))
         pbar.update(1)
     pbar.close()
     out: dict[str, Any] = {"groups": sorted(removed), "objective": objective, "orders": orders,
-                           "measured": per_order, "measured_mean": float(np.mean(per_order)),
-                           "measured_std": float(np.std(per_order, ddof=1)) if orders > 1 else 0.0,
-                           "helped_in": int(sum(w < 0 for w in per_order))}
+                           **_summary(per_order, "measured")}
+    if rest:
+        # the flags were chosen on the validation samples, so their change there is biased toward helping; the rest
+        # of the test split tells whether it carries over (a K = 1000 MLP: -16.4 on the 500 chosen on)
+        out["held_out"] = {"samples": len(rest), **_summary(per_order_rest, "measured")}
     if quality is not None:
         out["predicted"] = float(quality[torch.as_tensor(sorted(removed))].sum())
     return out
+
+
+def _summary(per_order: list[float], name: str) -> dict[str, Any]:
+    """The per-order worsenings, their mean, standard deviation and how many orders it helped in."""
+    return {name: per_order, f"{name}_mean": float(np.mean(per_order)),
+            f"{name}_std": float(np.std(per_order, ddof=1)) if len(per_order) > 1 else 0.0,
+            "helped_in": int(sum(w < 0 for w in per_order))}
 
 
 def from_group_scores(scores: torch.Tensor, groups: Groups, method: str) -> Diagnosis:

@@ -103,6 +103,17 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
               + (f" ± {abs(sign) * checked['measured_std']:.2g}" if checked["orders"] > 1 else "")
               + f" (per order {per}; predicted {sign * checked['predicted']:+.3g}): removing them helped in "
               f"{checked['helped_in']} of {checked['orders']}" + ("" if args.objective == "loss" else " (points)"))
+        h = checked.get("held_out")
+        if h is not None:
+            per = ", ".join(f"{sign * w:+.3g}" for w in h["measured"])
+            what = "summed loss" if args.objective == "loss" else "accuracy"
+            print(f"  on the other {h['samples']} test samples, which chose no flag: {what} changed by "
+                  f"{sign * h['measured_mean']:+.3g}" + (f" ± {abs(sign) * h['measured_std']:.2g}"
+                                                        if checked["orders"] > 1 else "")
+                  + f" (per order {per}): removing them helped in {h['helped_in']} of {checked['orders']}"
+                  + ("" if args.objective == "loss" else " (points)")
+                  + ". The validation samples chose the flags, so their change leans toward helping; this one "
+                  "does not")
     elif args.verify:
         print("verification: nothing flagged, nothing to retrain")
     print(f"saved: {path}")

@@ -244,8 +244,10 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--verify", type=_count(0), default=0, metavar="ORDERS",
                    help="check the flags by exact retraining: retrain from theta_0 with and without all flagged "
                         "groups in ORDERS data orders (2 x ORDERS trainings as long as the target's, cached in the "
-                        "workspace) and report how the validation objective changed against the prediction; "
-                        "retraining's own noise is large for one group, so 3 or more orders (default: 0, off)")
+                        "workspace) and report how the validation objective changed against the prediction, and "
+                        "how it changed on the rest of the test split, which chose no flag (trust that one: the "
+                        "validation samples' own change leans toward helping); retraining's own noise is large for "
+                        "one group, so 3 or more orders (default: 0, off)")
     _retrain_arg(p)
     p.set_defaults(func=commands["diagnose"])
 
