@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from ddm.cli.common import class_text, load_workspace, mostly_removed, parse_indices, user_retrainer
 from ddm.exceptions import DDMError
@@ -95,25 +96,25 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
               f"quality {signed(r['quality'])}  score {r['score']:.4f}  "
               f"samples {mem}{', ...' if r['size'] > len(r['members']) else ''}")
     if checked is not None:
-        unit = "summed validation loss" if args.objective == "loss" else "validation accuracy"
-        sign = 1.0 if args.objective == "loss" else -100.0  # printed as the change of the objective itself
-        per = ", ".join(f"{sign * w:+.3g}" for w in checked["measured"])
+        loss = args.objective == "loss"
+        sign = 1.0 if loss else -100.0  # printed as the change of the objective itself
+
+        def changed(m: dict[str, Any], predicted: str = "") -> str:
+            per = ", ".join(f"{sign * w:+.3g}" for w in m["measured"])
+            return (f"changed by {sign * m['measured_mean']:+.3g}"
+                    + (f" ± {abs(sign) * m['measured_std']:.2g}" if checked["orders"] > 1 else "")
+                    + f" (per order {per}{predicted}): removing them helped in {m['helped_in']} of "
+                    f"{checked['orders']}" + ("" if loss else " (points)"))
+
+        unit = "summed validation loss" if loss else "validation accuracy"
         print(f"verification by exact retraining, the {len(flagged)} flagged groups removed together, "
-              f"{checked['orders']} data order(s): {unit} changed by {sign * checked['measured_mean']:+.3g}"
-              + (f" ± {abs(sign) * checked['measured_std']:.2g}" if checked["orders"] > 1 else "")
-              + f" (per order {per}; predicted {sign * checked['predicted']:+.3g}): removing them helped in "
-              f"{checked['helped_in']} of {checked['orders']}" + ("" if args.objective == "loss" else " (points)"))
+              f"{checked['orders']} data order(s): {unit} "
+              + changed(checked, f"; predicted {sign * checked['predicted']:+.3g}"))
         h = checked.get("held_out")
         if h is not None:
-            per = ", ".join(f"{sign * w:+.3g}" for w in h["measured"])
-            what = "summed loss" if args.objective == "loss" else "accuracy"
-            print(f"  on the other {h['samples']} test samples, which chose no flag: {what} changed by "
-                  f"{sign * h['measured_mean']:+.3g}" + (f" ± {abs(sign) * h['measured_std']:.2g}"
-                                                        if checked["orders"] > 1 else "")
-                  + f" (per order {per}): removing them helped in {h['helped_in']} of {checked['orders']}"
-                  + ("" if args.objective == "loss" else " (points)")
-                  + ". The validation samples chose the flags, so their change leans toward helping; this one "
-                  "does not")
+            print(f"  on the other {h['samples']} test samples, which chose no flag: "
+                  f"{'summed loss' if loss else 'accuracy'} {changed(h)}. The validation samples chose the flags, "
+                  "so their change leans toward helping; this one does not")
     elif args.verify:
         print("verification: nothing flagged, nothing to retrain")
     print(f"saved: {path}")
