@@ -138,9 +138,15 @@ def test_diagnose_command(tmp_path, capsys):
     assert saved.groups.num_groups == 20 and saved.method == "ddm"
     assert saved.standard_error is not None and saved.standard_error.shape == (20,)  # 10 samples: the error score
     assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10"]) == 0
-    assert "0.5 no evidence" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "0.5 no evidence" in said
+    # how many flags a threshold gives by chance alone: 0.1 of 20 groups
+    assert "by chance alone" in said and "this threshold would flag about 2 of the 20 groups" in said
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10", "--threshold", "0.01"]) == 0
+    assert "by chance alone" not in capsys.readouterr().out  # under one group
     assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:9"]) == 0  # too few: the robust z-score
-    assert "0.5 typical" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "0.5 typical" in said and "by chance alone" not in said  # no uniform score to count by
     assert main(["diagnose", "-q", "-w", str(ws), "--objective", "accuracy", "--method", "tracin"]) == 2
 
 

@@ -78,6 +78,16 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
           f"negative = removing it is predicted to help; {diag.score_meaning}")
     print(f"{len(flagged)} of {diag.groups.num_groups} groups flagged: quality < 0 and score < {args.threshold:g} "
           f"({int(diag.groups.sizes()[flagged].sum()) if flagged else 0} training samples)")
+    chance = args.threshold * diag.groups.num_groups
+    if diag.standard_error is not None and chance >= 1:
+        # a score is the normal CDF of quality / standard error: about uniform for a group whose removal changes
+        # nothing, so the threshold flags that share of such groups whatever the data (K = 1000 on a clean MLP: 171,
+        # whose removal raised the held-out test loss; BENCHMARKS.md, "A thousand groups of about ten")
+        print(f"  by chance alone: if removing a group changed nothing, its score would be about uniform, so this "
+              f"threshold would flag about {chance:.0f} of the {diag.groups.num_groups} groups; "
+              + ("more than twice that many flags say more than chance, " if len(flagged) > 2 * chance else
+                 "up to about twice that many say little on their own, ")
+              + "and --verify 3 tells on test samples that chose no flag")
     if flagged and args.objective == "loss" and args.method == "ddm" and checked is None:
         from ddm import devices
         from ddm.objectives.influence import true_label_loss
