@@ -517,10 +517,10 @@ class SubspaceCurvature(Curvature):
         self.u, self.exact, self.rest = u.double().contiguous(), exact, rest
 
     @staticmethod
-    def accumulate(u: torch.Tensor, h: torch.Tensor, logits: torch.Tensor,
-                   out_curv: torch.Tensor | None = None) -> torch.Tensor:
-        """Summed ``[C r, C r]`` exact curvature of a batch over the coordinates ``W u``."""
-        return ExactCurvature.accumulate(h @ u.to(h.device, h.dtype), logits, None, out_curv)
+    def features(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """A batch's features ``h`` on the directions ``u``: an :class:`ExactSum` over them (``C`` by ``r``) sums the
+        exact curvature over the coordinates ``W u``."""
+        return h @ u.to(h.device, h.dtype)
 
     def _coords(self, v: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
         c, d = len(self.rest.qa), len(self.u)

@@ -301,7 +301,7 @@ def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int,
         qs = qs.flip(1)  # the features' directions by decreasing energy
         r = rank if curvature == "subspace" else 0
         u, rest = qs[:, :r].contiguous(), qs[:, r:].contiguous()
-        top = torch.zeros(C * r, C * r, dtype=torch.float64, device=dev)
+        top = ExactSum(C, r, dev)  # laid out once, as the first pass's exact curvature
         lam = torch.zeros(C, d1 - r, dtype=torch.float64, device=dev)
         with torch.no_grad():
             for s in progress(range(0, len(train), batch), "curvature of the last layer (second pass)",
@@ -311,10 +311,10 @@ def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int,
                 oc = output_curvature(task, z, train.y[s : s + batch].to(dev))
                 lam += EigenCorrectedCurvature.accumulate(qa, rest, h, z, oc)
                 if r:
-                    top += SubspaceCurvature.accumulate(u, h, z, oc)
+                    top.add(SubspaceCurvature.features(u, h), z, out_curv=oc)
         curv = EigenCorrectedCurvature(qa, rest, lam / n)
         if r:
-            curv = SubspaceCurvature(u, ExactCurvature(top / n), curv)
+            curv = SubspaceCurvature(u, ExactCurvature(top.matrix() / n), curv)
     return HeadStatistics(curv, G, n)
 
 
