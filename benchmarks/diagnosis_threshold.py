@@ -38,13 +38,16 @@ DATASETS: dict[str, list[str]] = {
     "digits-mlp": ["model.name=mlp", "model.width=128", "model.depth=2", "train.lr=0.05", "train.momentum=0.9"],
 }
 THRESHOLDS = [0.5, 0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5]
+#: false discovery rates of the Benjamini-Hochberg cut (``Diagnosis.issues(fdr=...)``), scored beside the thresholds
+#: with --fdr (keys ``fdr<q>`` in the JSON)
+FDRS = [0.5, 0.2, 0.1, 0.05, 0.01]
 
 
 OBJECTIVES = ("loss", "accuracy")
 
 
 def one(root: Path, name: str, seed: int, scales: tuple[float, ...] = (DIAGNOSIS_CLASS_BALANCE,),
-        score: str = "error") -> dict[float, dict[str, Any]]:
+        score: str = "error", fdr: bool = False) -> dict[float, dict[str, Any]]:
     """Flag rates of both diagnosis objectives at every threshold, clean and with 10 % flipped labels, for each
     class balance of the diagnosis' attribution (one fitted DDM per setting serves them all). ``score``: ``error``
     (``Diagnosis.score`` as `ddm diagnose` computes it) or ``robust-z`` (the robust z-score among groups, the
@@ -66,8 +69,10 @@ def one(root: Path, name: str, seed: int, scales: tuple[float, ...] = (DIAGNOSIS
                 diag.standard_error = None
             sizes = diag.groups.sizes()
             res = outs[scale][objective][setting]
-            for t in THRESHOLDS:
-                flagged = diag.issues(t)
+            rules = [(str(t), {"threshold": t}) for t in THRESHOLDS]
+            rules += [(f"fdr{q:g}", {"fdr": q}) for q in FDRS] if fdr else []
+            for key, rule in rules:
+                flagged = diag.issues(**rule)
                 mask = np.zeros(len(train), dtype=bool)
                 for g in flagged:
                     mask[diag.groups.members(g).numpy()] = True
@@ -76,43 +81,49 @@ def one(root: Path, name: str, seed: int, scales: tuple[float, ...] = (DIAGNOSIS
                     f = flipped.numpy()
                     row["precision"] = float(f[mask].mean()) if mask.any() else float("nan")
                     row["recall"] = float(f[mask].sum() / f.sum())
-                res[str(t)] = row
+                res[key] = row
+            res["groups"] = diag.groups.num_groups
             res["raw_negative_fraction"] = float(sizes[diag.quality < 0].sum()) / len(train)
     return outs
 
 
-def choose(results: list[dict[str, Any]], objective: str) -> tuple[float, dict[str, tuple[float, float]]]:
-    """The threshold with the highest recall of flipped labels among those flagging under 5 % of clean data."""
-    sel = {str(t): (float(np.mean([r[objective]["clean"][str(t)]["fraction"] for r in results])),
-                    float(np.mean([r[objective]["noisy"][str(t)]["recall"] for r in results]))) for t in THRESHOLDS}
-    ok = [t for t in THRESHOLDS if sel[str(t)][0] < 0.05]
-    return (max(ok, key=lambda t: (sel[str(t)][1], t)) if ok else min(THRESHOLDS)), sel
+def choose(results: list[dict[str, Any]], objective: str,
+           keys: list[str]) -> tuple[str, dict[str, tuple[float, float]]]:
+    """The rule (a threshold's or a false discovery rate's key) with the highest recall of flipped labels among
+    those flagging under 5 % of clean data; the strictest (the last key) where none does."""
+    sel = {k: (float(np.mean([r[objective]["clean"][k]["fraction"] for r in results])),
+               float(np.mean([r[objective]["noisy"][k]["recall"] for r in results]))) for k in keys}
+    ok = [i for i, k in enumerate(keys) if sel[k][0] < 0.05]
+    # ties go to the looser rule (the earlier key: thresholds and rates are listed from the loosest)
+    return (keys[max(ok, key=lambda i: (sel[keys[i]][1], -i))] if ok else keys[-1]), sel
 
 
-def section(objective: str, chosen: float, sel: dict[str, tuple[float, float]], report: list[dict[str, Any]],
-            select_seed: int, seeds: str) -> list[str]:
-    lines = [f"## Objective `{objective}`", "",
-             f"Selection: seed {select_seed} (every dataset run): the threshold with the highest recall on flipped "
-             f"labels among those flagging under 5 % of clean data: **{chosen:g}**. Reported: seeds {seeds}.", "",
-             "| threshold | selection: clean flagged / noisy recall | report: clean flagged (mean, max) "
-             "| report: noisy precision | report: noisy recall |", "|---|---|---|---|---|"]
-    for t in THRESHOLDS:
-        k = str(t)
+def section(title: str, what: str, chosen: str, sel: dict[str, tuple[float, float]], report: list[dict[str, Any]],
+            select_seed: int, seeds: str, objective: str, keys: list[str], label: Any, mark_as: str) -> list[str]:
+    lines = [title, "",
+             f"Selection: seed {select_seed} (every dataset run): the {what} with the highest recall on flipped "
+             f"labels among those flagging under 5 % of clean data: **{label(chosen)}**. Reported: seeds {seeds}.", "",
+             f"| {what} | selection: clean flagged / noisy recall | report: clean flagged (mean, max) "
+             "| report: clean groups flagged (mean) | report: noisy precision | report: noisy recall |",
+             "|---|---|---|---|---|---|"]
+    for k in keys:
         cf = [r[objective]["clean"][k]["fraction"] for r in report]
+        cg = [r[objective]["clean"][k]["groups"] for r in report]
         pr = [r[objective]["noisy"][k]["precision"] for r in report if r[objective]["noisy"][k]["groups"]]
         rc = [r[objective]["noisy"][k]["recall"] for r in report]
-        mark = " (default)" if t == chosen else ""
-        lines.append(f"| {t:g}{mark} | {100 * sel[k][0]:.1f}% / {100 * sel[k][1]:.1f}% | {100 * np.mean(cf):.1f}%, "
-                     f"{100 * np.max(cf):.1f}% | " + (f"{100 * np.mean(pr):.1f}% (of {len(pr)} runs flagging)" if pr
-                     else "nothing flagged") + f" | {100 * np.mean(rc):.1f}% |")
+        mark = f" ({mark_as})" if k == chosen else ""
+        lines.append(f"| {label(k)}{mark} | {100 * sel[k][0]:.1f}% / {100 * sel[k][1]:.1f}% | "
+                     f"{100 * np.mean(cf):.1f}%, {100 * np.max(cf):.1f}% | {np.mean(cg):.1f} | "
+                     + (f"{100 * np.mean(pr):.1f}% (of {len(pr)} runs flagging)" if pr else "nothing flagged")
+                     + f" | {100 * np.mean(rc):.1f}% |")
     raw = [r[objective]["clean"]["raw_negative_fraction"] for r in report]
     lines += ["", f"The raw sign (quality < 0) flags {100 * np.mean(raw):.1f}% of clean training data on average.",
-              "", "| dataset | seed | clean flagged at default | noisy precision / recall at default |",
+              "", f"| dataset | seed | clean flagged at {mark_as} | noisy precision / recall at {mark_as} |",
               "|---|---|---|---|"]
     for r in report:
-        n = r[objective]["noisy"][str(chosen)]
+        n = r[objective]["noisy"][chosen]
         prec = "nothing flagged" if not n["groups"] else f"{100 * n['precision']:.1f}%"
-        lines.append(f"| {r['dataset']} | {r['seed']} | {100 * r[objective]['clean'][str(chosen)]['fraction']:.1f}% "
+        lines.append(f"| {r['dataset']} | {r['seed']} | {100 * r[objective]['clean'][chosen]['fraction']:.1f}% "
                      f"| {prec} / {100 * n['recall']:.1f}% |")
     return lines + [""]
 
@@ -130,6 +141,9 @@ def main() -> None:
     p.add_argument("--score", choices=("error", "robust-z"), default="error",
                    help="the bounded score thresholded: `error` (the default's: the quality over its standard error "
                         "across the validation samples) or `robust-z` (before 0.22: the robust z-score among groups)")
+    p.add_argument("--fdr", action="store_true",
+                   help=f"also flag by the Benjamini-Hochberg cut at each false discovery rate of {FDRS} "
+                        "(Diagnosis.issues(fdr=...)), chosen by the same rule as the threshold, on the same DDMs")
     args = p.parse_args()
     progress.set_enabled(False)
     root = Path(args.root)
@@ -138,8 +152,8 @@ def main() -> None:
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
         raise SystemExit(f"unknown --datasets {unknown}; choose from {', '.join(DATASETS)}")
-    selection = [one(root, n, args.select_seed, scales, args.score) for n in names]
-    reported = [one(root, n, int(s), scales, args.score) for s in args.seeds.split(",") for n in names]
+    selection = [one(root, n, args.select_seed, scales, args.score, args.fdr) for n in names]
+    reported = [one(root, n, int(s), scales, args.score, args.fdr) for s in args.seeds.split(",") for n in names]
     for scale in scales:
         results = [r[scale] for r in selection]
         report = [r[scale] for r in reported]
@@ -149,10 +163,19 @@ def main() -> None:
                  + (f"; class balance {scale:g}" if len(scales) > 1 else "") + f"; score `{args.score}`.",
                  "Validation: the first half of each test split; 10 % of the training labels flipped for the noisy "
                  "rows.", ""]
-        chosen = {}
+        chosen: dict[str, Any] = {}
+        thresholds, rates = [str(t) for t in THRESHOLDS], [f"fdr{q:g}" for q in FDRS]
         for objective in OBJECTIVES:
-            chosen[objective], sel = choose(results, objective)
-            lines += section(objective, chosen[objective], sel, report, args.select_seed, args.seeds)
+            key, sel = choose(results, objective, thresholds)
+            chosen[objective] = float(key)
+            lines += section(f"## Objective `{objective}`", "threshold", key, sel, report, args.select_seed,
+                             args.seeds, objective, thresholds, lambda k: f"{float(k):g}", "default")
+            if args.fdr:
+                key, sel = choose(results, objective, rates)
+                chosen[f"{objective}-fdr"] = float(key[3:])
+                lines += section(f"### Objective `{objective}`: the Benjamini-Hochberg cut", "false discovery rate",
+                                 key, sel, report, args.select_seed, args.seeds, objective, rates,
+                                 lambda k: k[3:], "chosen")
         out = args.out if len(scales) == 1 else f"{args.out}-s{scale:g}"
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(out + ".md"), "\n".join(lines))

@@ -105,13 +105,33 @@ class Diagnosis:
         """The default of :meth:`issues` for this diagnosis's objective (``DEFAULT_THRESHOLDS``)."""
         return DEFAULT_THRESHOLDS.get(self.objective, DEFAULT_THRESHOLD)
 
-    def issues(self, threshold: float | None = None, max_fraction: float | None = None) -> list[int]:
+    def fdr_threshold(self, fdr: float) -> float:
+        """The Benjamini-Hochberg cut on :meth:`score` at false discovery rate ``fdr``: the largest score
+        ``p_(i)`` with ``p_(i) <= fdr * i / K`` among the K groups' scores sorted ascending (0 where none is).
+
+        With a standard error a score is a one-sided p-value (about uniform for a group whose removal changes
+        nothing), so the groups at or under the cut are flagged with about ``fdr`` of them false on average;
+        unlike a fixed threshold, the cut tightens as K grows. Without a standard error (accuracy, or few
+        validation samples) the score is a rank among groups and the cut only orders them."""
+        if not 0 < fdr < 1:
+            raise ConfigError(f"false discovery rate {fdr} must lie in (0, 1), e.g. 0.1")
+        p = torch.sort(self.score().double()).values
+        k = len(p)
+        ok = (p <= fdr * torch.arange(1, k + 1, dtype=torch.float64) / k).nonzero()
+        return float(p[int(ok.max())]) if len(ok) else 0.0
+
+    def issues(self, threshold: float | None = None, max_fraction: float | None = None,
+               fdr: float | None = None) -> list[int]:
         """Groups flagged as issues, most harmful (lowest quality) first: bounded score (:meth:`score`) below
         ``threshold`` *and* negative quality (removing it is predicted to help); at most ``max_fraction`` of the
         training samples when given. ``DEFAULT_THRESHOLD`` was chosen on a selection seed and reported on others
-        (benchmarks/results/diagnosis-score-error.md)."""
+        (benchmarks/results/diagnosis-score-error.md). ``fdr``: instead of ``threshold``, the score at or under
+        the Benjamini-Hochberg cut at that false discovery rate (:meth:`fdr_threshold`)."""
+        if fdr is not None and threshold is not None:
+            raise ConfigError("give a threshold or a false discovery rate, not both")
+        cut = None if fdr is None else self.fdr_threshold(fdr)
         threshold = self.default_threshold if threshold is None else threshold
-        if not 0 < threshold < 1:
+        if cut is None and not 0 < threshold < 1:
             raise ConfigError(f"threshold {threshold} is on the bounded score: give a value in (0, 1) "
                               f"(default {self.default_threshold:g})")
         out: list[int] = []
@@ -121,7 +141,8 @@ class Diagnosis:
         for g in self.ranking().tolist():
             if float(self.quality[g]) >= 0:
                 break
-            if float(score[g]) >= threshold:  # with a standard error the score need not follow the quality
+            # with a standard error the score need not follow the quality
+            if (float(score[g]) >= threshold) if cut is None else not (0 < cut and float(score[g]) <= cut):
                 continue
             if budget is not None and used + int(sizes[g]) > budget:
                 break
