@@ -36,6 +36,12 @@ DATASETS: dict[str, list[str]] = {
     "fmnist-mlp": ["data.name=fashion-mnist", "data.train_size=3000", "data.test_size=1000", "model.name=mlp",
                    "model.width=128", "model.depth=2", "train.optimizer=adam", "train.lr=0.001", "train.epochs=10"],
     "digits-mlp": ["model.name=mlp", "model.width=128", "model.depth=2", "train.lr=0.05", "train.momentum=0.9"],
+    # many small groups (the false-discovery-rate cut's fresh test, probes-028): about 10 and 7 samples a group
+    "fmnist-mlp-K300": ["data.name=fashion-mnist", "data.train_size=3000", "data.test_size=1000", "model.name=mlp",
+                        "model.width=128", "model.depth=2", "train.optimizer=adam", "train.lr=0.001",
+                        "train.epochs=10", "cluster.per_class=30"],
+    "digits-mlp-K200": ["model.name=mlp", "model.width=128", "model.depth=2", "train.lr=0.05", "train.momentum=0.9",
+                        "cluster.per_class=20"],
 }
 THRESHOLDS = [0.5, 0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5]
 #: false discovery rates of the Benjamini-Hochberg cut (``Diagnosis.issues(fdr=...)``), scored beside the thresholds

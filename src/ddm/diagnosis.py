@@ -169,12 +169,13 @@ class Diagnosis:
         return self.quality[self.groups.assignment]
 
     def table(self, k: int | None = 10, members: int | None = 10,
-              threshold: float | None = None) -> list[dict[str, Any]]:
+              threshold: float | None = None, fdr: float | None = None) -> list[dict[str, Any]]:
         """The ``k`` lowest-quality groups (all with ``None``), most harmful first: ``group``, ``label``,
-        ``size``, ``quality``, ``score`` (bounded), ``flagged`` (an issue at ``threshold``) and ``members``
-        (ids in the training split; the first ``members`` of them)."""
+        ``size``, ``quality``, ``score`` (bounded), ``flagged`` (an issue at ``threshold``, or at the false
+        discovery rate ``fdr``: :meth:`issues`) and ``members`` (ids in the training split; the first ``members``
+        of them)."""
         sizes, score = self.groups.sizes(), self.score()
-        flagged = set(self.issues(threshold))
+        flagged = set(self.issues(threshold, fdr=fdr))
         rows = []
         for g in self.ranking()[:k].tolist():
             ids = self.groups.member_ids(g).tolist()

@@ -16,6 +16,11 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     from ddm.diagnosis import diagnose, from_group_scores
     from ddm.workspace import save_json
 
+    if args.fdr is not None and args.threshold is not None:
+        raise DDMError("give --threshold or --fdr, not both")
+    for name, v in (("--threshold", args.threshold), ("--fdr", args.fdr)):
+        if v is not None and not 0 < v < 1:
+            raise DDMError(f"{name} {v:g} is on the bounded score's scale: give a value in (0, 1), e.g. 0.1")
     dm, data = load_workspace(args)
     n = len(data.test)
     idx = parse_indices(args.validation or f"0:{max(1, n // 2)}", n, "--validation")
@@ -29,9 +34,14 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             raise DDMError("peer methods diagnose the validation loss only: use --objective loss")
         diag = from_group_scores(group_scores(sample_scores(args.method, dm.model, dm.trajectory, data.train, val),
                                               dm.groups), dm.groups, args.method)
-    if args.threshold is None:
-        args.threshold = diag.default_threshold
-    flagged = diag.issues(args.threshold)
+    if args.fdr is not None:
+        flagged = diag.issues(fdr=args.fdr)
+        args.threshold = None
+    else:
+        if args.threshold is None:
+            args.threshold = diag.default_threshold
+        flagged = diag.issues(args.threshold)
+    cut = None if args.fdr is None else diag.fdr_threshold(args.fdr)
     path = dm.ws.path("diagnosis", f"{args.method}-{args.objective}.json")
     diag.save(path)
     checked = None
@@ -44,12 +54,13 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     # class do not add up (a clean Fashion-MNIST probe's flags, all four from one confusable class, raised the
     # validation loss when removed: BENCHMARKS.md, "`ddm diagnose`'s default threshold")
     taken = mostly_removed(diag.groups, flagged, whole=True)
-    save_json(path.with_name(path.stem + "-issues.json"), {"threshold": args.threshold, "issues": flagged,
+    rule = {"threshold": args.threshold, "fdr": args.fdr, "fdr_cut": cut}
+    save_json(path.with_name(path.stem + "-issues.json"), {**rule, "issues": flagged,
                                                            "mostly_removed_classes": taken, "verification": checked})
-    rows = diag.table(args.top_k, threshold=args.threshold)
+    rows = diag.table(args.top_k, threshold=args.threshold, fdr=args.fdr)
     if args.json:
         print(json.dumps({"method": args.method, "objective": args.objective, "validation": idx,
-                          "threshold": args.threshold, "issues": flagged, "mostly_removed_classes": taken,
+                          **rule, "issues": flagged, "mostly_removed_classes": taken,
                           "lowest_quality": rows, "verification": checked, "saved": str(path)}, indent=2))
         return 0
     if taken:
@@ -76,9 +87,17 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(f"{args.method}: quality = predicted {what} if the group is removed ({len(idx)} validation samples); "
           f"negative = removing it is predicted to help; {diag.score_meaning}")
-    print(f"{len(flagged)} of {diag.groups.num_groups} groups flagged: quality < 0 and score < {args.threshold:g} "
+    rule_text = (f"score < {args.threshold:g}" if args.fdr is None else
+                 f"score <= {cut:.3g}, the Benjamini-Hochberg cut at false discovery rate {args.fdr:g}")
+    print(f"{len(flagged)} of {diag.groups.num_groups} groups flagged: quality < 0 and {rule_text} "
           f"({int(diag.groups.sizes()[flagged].sum()) if flagged else 0} training samples)")
-    chance = args.threshold * diag.groups.num_groups
+    if args.fdr is not None and diag.standard_error is None:
+        print("  note: without a standard error (accuracy, or under 10 validation samples) the score is a rank among "
+              "the groups, not a p-value, and the cut controls no false discovery rate", file=sys.stderr)
+    elif args.fdr is not None and flagged:
+        print(f"  about {args.fdr:g} of the flags (about {args.fdr * len(flagged):.1f} of {len(flagged)}) would be "
+              "false if the scores were exact p-values; --verify 3 tells on test samples that chose no flag")
+    chance = 0.0 if args.threshold is None else args.threshold * diag.groups.num_groups
     if diag.standard_error is not None and chance >= 1:
         # a score is the normal CDF of quality / standard error: about uniform for a group whose removal changes
         # nothing, so the threshold flags that share of such groups whatever the data (K = 1000 on a clean MLP: 171,
