@@ -94,6 +94,39 @@ def test_the_loss_score_weighs_the_quality_by_its_standard_error_over_validation
     assert flat.score().tolist() == [0.5, 0.0, 1.0, 0.5]
 
 
+def _with_scores(p: list[float]) -> Diagnosis:
+    """A loss diagnosis whose bounded scores are the one-sided p-values ``p`` (standard error 1)."""
+    z = torch.special.ndtri(torch.tensor(p, dtype=torch.float64)).float()
+    groups = Groups(assignment=torch.arange(len(p)), labels=torch.zeros(len(p), dtype=torch.long))
+    return Diagnosis(z, groups, "loss", standard_error=torch.ones(len(p)))
+
+
+def test_the_false_discovery_rate_cut_is_benjamini_hochberg_and_tightens_with_the_number_of_groups():
+    d = _with_scores([0.04, 0.001, 0.9, 0.02])
+    assert torch.allclose(d.score(), torch.tensor([0.04, 0.001, 0.9, 0.02]), atol=1e-6)
+    # sorted 0.001, 0.02, 0.04, 0.9 against q i / 4: at 0.1 the bounds 0.025, 0.05, 0.075, 0.1 pass the first three
+    assert d.fdr_threshold(0.1) == pytest.approx(0.04, abs=1e-6)
+    assert d.issues(fdr=0.1) == [1, 3, 0]
+    # at 0.05 the bounds 0.0125, 0.025, 0.0375: 0.04 fails its own, the cut is 0.02
+    assert d.fdr_threshold(0.05) == pytest.approx(0.02, abs=1e-6) and d.issues(fdr=0.05) == [1, 3]
+    assert d.issues(0.05) == [1, 3, 0]  # the fixed threshold
+    # step-up: 0.03 fails its bound (0.025) but 0.035 passes its own (0.05), so both are flagged
+    assert _with_scores([0.035, 0.9, 0.03, 0.95]).issues(fdr=0.1) == [2, 0]
+    assert _with_scores([0.3, 0.9, 0.6]).fdr_threshold(0.1) == 0.0 and _with_scores([0.3, 0.9]).issues(fdr=0.1) == []
+    # groups whose removal changes nothing: uniform scores; a fixed threshold flags its share of them, the cut none
+    null = _with_scores([(i + 0.5) / 1000 for i in range(1000)])
+    assert len(null.issues(0.1)) == 100 and null.issues(fdr=0.1) == []
+    # the same 4 clear groups among 1,000 null ones are still found: their scores are far under 0.1 x 4 / 1000
+    mixed = _with_scores([1e-6, 2e-6, 3e-6, 4e-6] + [(i + 0.5) / 996 for i in range(996)])
+    assert mixed.issues(fdr=0.1) == [0, 1, 2, 3]
+    assert mixed.table(2, fdr=0.1, flagged_too=True)[-1]["group"] == 3  # the flagged beyond the 2 listed follow
+    assert len(mixed.table(2, fdr=0.1)) == 2
+    with pytest.raises(ConfigError, match="false discovery rate"):
+        d.issues(fdr=1.0)
+    with pytest.raises(ConfigError, match="not both"):
+        d.issues(0.1, fdr=0.1)
+
+
 def test_detection_metrics_by_hand():
     noisy = torch.tensor([True, False, True, False, False])
     perfect = detection_metrics(torch.tensor([0.9, 0.1, 0.8, 0.2, 0.3]), noisy)
@@ -148,6 +181,19 @@ def test_diagnose_command(tmp_path, capsys):
     said = capsys.readouterr().out
     assert "0.5 typical" in said and "by chance alone" not in said  # no uniform score to count by
     assert main(["diagnose", "-q", "-w", str(ws), "--objective", "accuracy", "--method", "tracin"]) == 2
+    # the Benjamini-Hochberg cut instead of the threshold
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10", "--fdr", "0.5", "--top-k", "1",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fdr"] == 0.5 and out["threshold"] is None and out["issues"] == saved.issues(fdr=0.5)
+    shown = out["lowest_quality"] + out["flagged_beyond_top_k"]
+    assert len(out["lowest_quality"]) == 1 and {r["group"] for r in shown if r["flagged"]} == set(out["issues"])
+    assert all(r["score"] <= out["fdr_cut"] for r in shown if r["flagged"])
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10", "--fdr", "0.5"]) == 0
+    said = capsys.readouterr().out
+    assert "Benjamini-Hochberg cut at false discovery rate 0.5" in said and "by chance alone" not in said
+    for bad in (["--fdr", "0.1", "--threshold", "0.1"], ["--fdr", "1.5"], ["--threshold", "0"]):
+        assert main(["diagnose", "-q", "-w", str(ws), *bad]) == 2
 
 
 def test_diagnose_verifies_its_flags_by_exact_retraining(tmp_path, capsys, monkeypatch):
@@ -233,7 +279,7 @@ def test_diagnose_warns_when_its_flags_take_most_of_a_class(tmp_path, capsys, mo
     capsys.readouterr()
     labels = ddm.DistilledDatamodel(ws).load().groups.labels
     own = torch.nonzero(labels == 0).flatten().tolist()  # every group of class 0, as if all were flagged
-    monkeypatch.setattr(Diagnosis, "issues", lambda self, threshold=None, max_fraction=None: own)
+    monkeypatch.setattr(Diagnosis, "issues", lambda self, threshold=None, max_fraction=None, fdr=None: own)
     assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10"]) == 0
     captured = capsys.readouterr()
     err = captured.err
@@ -249,7 +295,7 @@ def test_diagnose_warns_when_its_flags_take_most_of_a_class(tmp_path, capsys, mo
     out = json.loads(capsys.readouterr().out)
     assert out["issues"] == own and [t["class"] for t in out["mostly_removed_classes"]] == [0]
     assert out["mostly_removed_classes"][0]["kept"] == 0
-    monkeypatch.setattr(Diagnosis, "issues", lambda self, threshold=None, max_fraction=None: own[:1])
+    monkeypatch.setattr(Diagnosis, "issues", lambda self, threshold=None, max_fraction=None, fdr=None: own[:1])
     assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10"]) == 0
     err = capsys.readouterr().err
     assert len(own) < 2 or "half or more" not in err

@@ -168,16 +168,20 @@ class Diagnosis:
         """Each training sample's group quality ``[N]`` (lower = more suspicious)."""
         return self.quality[self.groups.assignment]
 
-    def table(self, k: int | None = 10, members: int | None = 10,
-              threshold: float | None = None, fdr: float | None = None) -> list[dict[str, Any]]:
+    def table(self, k: int | None = 10, members: int | None = 10, threshold: float | None = None,
+              fdr: float | None = None, flagged_too: bool = False) -> list[dict[str, Any]]:
         """The ``k`` lowest-quality groups (all with ``None``), most harmful first: ``group``, ``label``,
         ``size``, ``quality``, ``score`` (bounded), ``flagged`` (an issue at ``threshold``, or at the false
         discovery rate ``fdr``: :meth:`issues`) and ``members`` (ids in the training split; the first ``members``
-        of them)."""
+        of them). ``flagged_too``: the flagged groups beyond those ``k`` follow them (flags go by the score, which
+        need not follow the quality: a small quality with a smaller standard error)."""
         sizes, score = self.groups.sizes(), self.score()
         flagged = set(self.issues(threshold, fdr=fdr))
+        shown = self.ranking()[:k].tolist()
+        if flagged_too:
+            shown += [g for g in self.ranking().tolist() if g in flagged and g not in set(shown)]
         rows = []
-        for g in self.ranking()[:k].tolist():
+        for g in shown:
             ids = self.groups.member_ids(g).tolist()
             rows.append({"group": g, "label": int(self.groups.labels[g]), "size": int(sizes[g]),
                          "quality": float(self.quality[g]), "score": float(score[g]), "flagged": g in flagged,
