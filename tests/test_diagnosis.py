@@ -12,6 +12,7 @@ from ddm.cli.main import main
 from ddm.cluster.groups import Groups
 from ddm.data.dataset import Split
 from ddm.diagnosis import (
+    DEFAULT_FDR,
     DEFAULT_THRESHOLD,
     Diagnosis,
     cleanlab_suspicion,
@@ -163,16 +164,19 @@ def test_diagnose_command(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert len(out["lowest_quality"]) == 3 and out["validation"] == list(range(10))
     q = [r["quality"] for r in out["lowest_quality"]]
-    assert q == sorted(q) and out["threshold"] == DEFAULT_THRESHOLD
+    # the loss has a standard error: by default the Benjamini-Hochberg cut, not the threshold
+    assert q == sorted(q) and out["threshold"] is None and out["fdr"] == DEFAULT_FDR
     for r in out["lowest_quality"]:
         assert 0 < r["score"] < 1 and r["flagged"] == (r["group"] in out["issues"])
-        assert r["flagged"] == (r["quality"] < 0 and r["score"] < DEFAULT_THRESHOLD)
+        assert r["flagged"] == (r["quality"] < 0 and 0 < out["fdr_cut"] and r["score"] <= out["fdr_cut"])
     saved = Diagnosis.load(out["saved"])
     assert saved.groups.num_groups == 20 and saved.method == "ddm"
     assert saved.standard_error is not None and saved.standard_error.shape == (20,)  # 10 samples: the error score
     assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10"]) == 0
     said = capsys.readouterr().out
-    assert "0.5 no evidence" in said
+    assert "0.5 no evidence" in said and f"false discovery rate {DEFAULT_FDR:g}" in said
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10", "--threshold", str(DEFAULT_THRESHOLD)]) == 0
+    said = capsys.readouterr().out
     # how many flags a threshold gives by chance alone: 0.1 of 20 groups
     assert "by chance alone" in said and "this threshold would flag about 2 of the 20 groups" in said
     assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10", "--threshold", "0.01"]) == 0
@@ -262,6 +266,12 @@ def test_the_default_threshold_follows_the_objective():
     assert loss.default_threshold == DEFAULT_THRESHOLDS["loss"]
     assert acc.default_threshold == DEFAULT_THRESHOLDS["accuracy"]
     assert loss.issues() == [1] and acc.issues() == []  # group 1's score 0.0035 is above accuracy's 1e-5
+    # no standard error: the score is a rank among groups, so the threshold stays the default; with one, the cut
+    assert loss.default_fdr is None and acc.default_fdr is None and "threshold 0.1" in loss.default_rule
+    with_error = _with_scores([0.04, 0.001, 0.9, 0.02])
+    assert with_error.default_fdr == DEFAULT_FDR and "false discovery rate" in with_error.default_rule
+    assert with_error.issues() == with_error.issues(fdr=DEFAULT_FDR) == [1, 3, 0]
+    assert with_error.issues(0.01) == [1]
 
 
 def test_diagnose_warns_when_its_flags_take_most_of_a_class(tmp_path, capsys, monkeypatch):

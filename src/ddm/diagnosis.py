@@ -45,6 +45,14 @@ DIAGNOSIS_CLASS_BALANCE = 0.5
 #: score falls back to the robust z-score among groups
 MIN_SAMPLES_FOR_ERROR = 10
 DEFAULT_THRESHOLD = DEFAULT_THRESHOLDS["loss"]
+#: the default flagging rule where the score is a p-value (the loss with a standard error, since 0.25): the
+#: Benjamini-Hochberg cut at this false discovery rate (:meth:`Diagnosis.fdr_threshold`), which tightens as K grows
+#: where a fixed threshold flags its share of the groups whose removal changes nothing. Chosen after a first rule
+#: failed (benchmarks/results/probes-028/fdr-rule.md: the rate it chose, 0.5, flagged 8.4 % of clean data on held-out
+#: MLPs) as the loosest rate that passed that rule on those held-out runs, then tested on 18 fresh runs written before
+#: them (probes-028/fdr-fresh.sh): clean data flagged 1.1 % against the threshold's 9.1 %, flipped labels found 26 %
+#: against 37 % at 69 % precision against 56 % (BENCHMARKS.md, "A false-discovery-rate cut for `ddm diagnose`")
+DEFAULT_FDR = 0.2
 
 
 @dataclass
@@ -102,8 +110,22 @@ class Diagnosis:
 
     @property
     def default_threshold(self) -> float:
-        """The default of :meth:`issues` for this diagnosis's objective (``DEFAULT_THRESHOLDS``)."""
+        """The threshold :meth:`issues` uses for this diagnosis's objective (``DEFAULT_THRESHOLDS``) where no false
+        discovery rate is its default (:attr:`default_fdr`), or a threshold is asked for."""
         return DEFAULT_THRESHOLDS.get(self.objective, DEFAULT_THRESHOLD)
+
+    @property
+    def default_fdr(self) -> float | None:
+        """The false discovery rate :meth:`issues` flags at by default (:data:`DEFAULT_FDR`) where the score is a
+        p-value (the loss with a standard error); None where it is a rank among groups (the default threshold)."""
+        return DEFAULT_FDR if self.objective == "loss" and self.standard_error is not None else None
+
+    @property
+    def default_rule(self) -> str:
+        """The default flagging rule in words (`ddm report` prints it)."""
+        if self.default_fdr is not None:
+            return f"the Benjamini-Hochberg cut at false discovery rate {self.default_fdr:g}"
+        return f"the threshold {self.default_threshold:g}"
 
     def fdr_threshold(self, fdr: float) -> float:
         """The Benjamini-Hochberg cut on :meth:`score` at false discovery rate ``fdr``: the largest score
@@ -124,11 +146,14 @@ class Diagnosis:
                fdr: float | None = None) -> list[int]:
         """Groups flagged as issues, most harmful (lowest quality) first: bounded score (:meth:`score`) below
         ``threshold`` *and* negative quality (removing it is predicted to help); at most ``max_fraction`` of the
-        training samples when given. ``DEFAULT_THRESHOLD`` was chosen on a selection seed and reported on others
-        (benchmarks/results/diagnosis-score-error.md). ``fdr``: instead of ``threshold``, the score at or under
-        the Benjamini-Hochberg cut at that false discovery rate (:meth:`fdr_threshold`)."""
+        training samples when given. ``fdr``: instead of ``threshold``, the score at or under the Benjamini-Hochberg
+        cut at that false discovery rate (:meth:`fdr_threshold`). Neither given: :attr:`default_fdr` where the score
+        is a p-value (the loss with a standard error), else :attr:`default_threshold` (chosen on a selection seed
+        and reported on others: benchmarks/results/diagnosis-score-error.md)."""
         if fdr is not None and threshold is not None:
             raise ConfigError("give a threshold or a false discovery rate, not both")
+        if fdr is None and threshold is None:
+            fdr = self.default_fdr
         cut = None if fdr is None else self.fdr_threshold(fdr)
         threshold = self.default_threshold if threshold is None else threshold
         if cut is None and not 0 < threshold < 1:

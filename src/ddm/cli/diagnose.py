@@ -34,13 +34,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             raise DDMError("peer methods diagnose the validation loss only: use --objective loss")
         diag = from_group_scores(group_scores(sample_scores(args.method, dm.model, dm.trajectory, data.train, val),
                                               dm.groups), dm.groups, args.method)
-    if args.fdr is not None:
-        flagged = diag.issues(fdr=args.fdr)
-        args.threshold = None
-    else:
-        if args.threshold is None:
-            args.threshold = diag.default_threshold
-        flagged = diag.issues(args.threshold)
+    if args.fdr is None and args.threshold is None:  # the default rule: a false discovery rate for the loss
+        args.fdr = diag.default_fdr
+        args.threshold = diag.default_threshold if args.fdr is None else None
+    flagged = diag.issues(args.threshold, fdr=args.fdr)
     cut = None if args.fdr is None else diag.fdr_threshold(args.fdr)
     path = dm.ws.path("diagnosis", f"{args.method}-{args.objective}.json")
     diag.save(path)
@@ -88,8 +85,13 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(f"{args.method}: quality = predicted {what} if the group is removed ({len(idx)} validation samples); "
           f"negative = removing it is predicted to help; {diag.score_meaning}")
-    rule_text = (f"score < {args.threshold:g}" if args.fdr is None else
-                 f"score <= {cut:.3g}, the Benjamini-Hochberg cut at false discovery rate {args.fdr:g}")
+    if args.fdr is None:
+        rule_text = f"score < {args.threshold:g}"
+    elif cut:
+        rule_text = f"score <= {cut:.3g}, the Benjamini-Hochberg cut at false discovery rate {args.fdr:g}"
+    else:
+        rule_text = (f"a score under the Benjamini-Hochberg cut at false discovery rate {args.fdr:g}: none is, the "
+                     f"lowest being {float(diag.score().min()):.3g}")
     print(f"{len(flagged)} of {diag.groups.num_groups} groups flagged: quality < 0 and {rule_text} "
           f"({int(diag.groups.sizes()[flagged].sum()) if flagged else 0} training samples)")
     if args.fdr is not None and diag.standard_error is None:

@@ -138,7 +138,7 @@ def build_report(dm: Any, data: Any, targets: list[int], objective: str = "dist2
     diagnosis = None
     if diag is not None:
         flagged = set(diag.issues())
-        diagnosis = {"note": diag_note, "threshold": diag.default_threshold, "flagged": len(flagged),
+        diagnosis = {"note": diag_note, "rule": diag.default_rule, "flagged": len(flagged),
                      "score_meaning": diag.score_meaning,
                      "rows": [{**_group_card(dm, data, r["group"], r["quality"], names, members),
                                "bounded": r["score"], "issue": r["group"] in flagged}
