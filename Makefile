@@ -662,6 +662,12 @@ bench-budget: $(STAMP)
 
 # The default threshold of `ddm diagnose` (flag rate on clean data, precision/recall on 10 % flipped labels).
 bench-diagnosis: $(STAMP)
+	# the Benjamini-Hochberg cut (0.25): the first rule's runs (the fitted DDMs below), then the fresh test of q = 0.2
+	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-d2 --datasets digits-convnet-d2,fmnist-convnet \
+	  --fdr --out benchmarks/results/diagnosis-fdr
+	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-d2 --datasets fmnist-mlp,digits-mlp \
+	  --seeds 0,1,2,3 --fdr --out benchmarks/results/diagnosis-fdr-mlp
+	PY=$(BIN)/python bash benchmarks/results/probes-028/fdr-fresh.sh
 	# the score with a standard error (0.22): chosen on depth-2 digits and Fashion-MNIST, beside the robust z-score
 	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-d2 --datasets digits-convnet-d2,fmnist-convnet \
 	  --out benchmarks/results/diagnosis-score-error
