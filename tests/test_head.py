@@ -1118,3 +1118,25 @@ def test_member_shifts_recombine_into_the_averaged_step(trained, digits, groups,
     alone = dataclasses.replace(head_synset, checkpoints=[])
     assert torch.allclose((z + s_tau).float(), newton_logits(model, traj.final, alone, deleted, x), atol=1e-5)
     assert not torch.allclose(s_tau, s_ck[0])  # the checkpoints' steps are their own
+
+
+def test_features_in_chunks_give_the_images_the_same_gradient_without_a_slice_per_chunk(trained, digits):
+    # under grad a slice's backward writes a zero tensor of the whole input, so N / chunk slices cost N^2 / chunk
+    # (K = 1000 groups of 16 images: most of the matching's time); chunks are split off instead, with the same values
+    model, _ = trained
+    head = Head.of(model)
+    x = digits.train.x[:50].clone().requires_grad_(True)
+    h = head.features(x, chunk=7)
+    (g,) = torch.autograd.grad((h ** 2).sum(), x)
+    x1 = x.detach().clone().requires_grad_(True)
+    (g1,) = torch.autograd.grad((head.features(x1, chunk=50) ** 2).sum(), x1)
+    assert torch.allclose(g, g1, atol=1e-6) and g.abs().sum() > 0
+    seen, stack, names = set(), [h.grad_fn], set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        stack.extend(f for f, _ in fn.next_functions)
+    assert not any(n.startswith("SliceBackward") for n in names), names

@@ -80,7 +80,8 @@ def group_gradients(model: nn.Module, params: Params, x: torch.Tensor, t: torch.
     g = vmap(grad(loss), in_dims=(None, 0, 0))
     if chunk <= 0 or chunk >= x.shape[0]:
         return g(params, x, t)
-    parts = [g(params, x[i : i + chunk], t[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
+    # split, not slices: a slice's backward writes a zero tensor of x's full size (Head.features)
+    parts = [g(params, xb, tb) for xb, tb in zip(x.split(chunk), t.split(chunk), strict=True)]
     return {n: torch.cat([p[n] for p in parts]) for n in parts[0]}
 
 
