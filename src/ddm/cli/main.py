@@ -150,8 +150,8 @@ def _growth_note(dm: Any, synset: dict[str, Any] | None) -> str | None:
             f"stage's {total:.0f} s. The attribution reads the groups' own gradients and `ddm unlearn` the training "
             f"data, so only `ddm unlearn --method step`, the report's images and released synsets use those images "
             f"(with {ipc}, the step unlearned worse where a removal thins a class). With many small groups "
-            f"`--set distill.ipc_grow={ipc}` skips it: on a K = 1000 Fashion-MNIST MLP the stage took 107 s "
-            "instead of 1146 s, with the same attribution (BENCHMARKS.md, \"A thousand groups of about ten\")")
+            f"`--set distill.ipc_grow={ipc}` skips it: on a K = 1000 Fashion-MNIST MLP the stage took 109 s "
+            "instead of 210 s, with the same attribution (BENCHMARKS.md, \"A thousand groups of about ten\")")
 
 
 def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argparse.Namespace,
