@@ -162,12 +162,12 @@ class Diagnosis:
         out: list[int] = []
         budget = None if max_fraction is None else max_fraction * len(self.groups.assignment)
         used, sizes = 0, self.groups.sizes()
-        score = self.score()
+        score = self.score().double()
+        passes = score < threshold if cut is None else (score <= cut) & (cut > 0)  # [K]
         for g in self.ranking().tolist():
             if float(self.quality[g]) >= 0:
                 break
-            # with a standard error the score need not follow the quality
-            if (float(score[g]) >= threshold) if cut is None else not (0 < cut and float(score[g]) <= cut):
+            if not passes[g]:  # with a standard error the score need not follow the quality
                 continue
             if budget is not None and used + int(sizes[g]) > budget:
                 break
@@ -204,7 +204,8 @@ class Diagnosis:
         flagged = set(self.issues(threshold, fdr=fdr))
         shown = self.ranking()[:k].tolist()
         if flagged_too:
-            shown += [g for g in self.ranking().tolist() if g in flagged and g not in set(shown)]
+            top = set(shown)
+            shown += [g for g in self.ranking().tolist() if g in flagged and g not in top]
         rows = []
         for g in shown:
             ids = self.groups.member_ids(g).tolist()
