@@ -42,6 +42,12 @@ DATASETS: dict[str, list[str]] = {
                         "train.epochs=10", "cluster.per_class=30"],
     "digits-mlp-K200": ["model.name=mlp", "model.width=128", "model.depth=2", "train.lr=0.05", "train.momentum=0.9",
                         "cluster.per_class=20"],
+    # probes of the cut's default on networks no rule saw (probes-028, after the fresh test; measured once)
+    "digits-resnet-K40": ["model.name=resnet", "model.width=16", "train.momentum=0.9", "train.lr=0.02",
+                          "cluster.per_class=4"],
+    "fmnist-convnet-K200-adam": ["data.name=fashion-mnist", "data.train_size=3000", "data.test_size=1000",
+                                 "model.width=16", "train.epochs=5", "train.optimizer=adam", "train.lr=0.001",
+                                 "cluster.per_class=20"],
 }
 THRESHOLDS = [0.5, 0.1, 0.05, 0.01, 1e-3, 1e-4, 1e-5]
 #: false discovery rates of the Benjamini-Hochberg cut (``Diagnosis.issues(fdr=...)``), scored beside the thresholds
