@@ -668,6 +668,8 @@ bench-diagnosis: $(STAMP)
 	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/diagnosis-d2 --datasets fmnist-mlp,digits-mlp \
 	  --seeds 0,1,2,3 --fdr --out benchmarks/results/diagnosis-fdr-mlp
 	PY=$(BIN)/python bash benchmarks/results/probes-028/fdr-fresh.sh
+	$(BIN)/python benchmarks/diagnosis_threshold.py --root runs/p28/diagnosis --datasets digits-resnet-K40,fmnist-convnet-K200-adam \
+	  --select-seed 7 --seeds 7,8 --fdr --out benchmarks/results/probes-028/fdr-probes
 	$(BIN)/python benchmarks/diagnosis_together.py runs/diagnosis-d2/digits-mlp/seed0/clean \
 	  runs/diagnosis-d2/fmnist-mlp/seed0/clean runs/u12 runs/demo runs/probe22/fm-mlp3-K200 \
 	  --out benchmarks/results/diagnosis-together-fdr

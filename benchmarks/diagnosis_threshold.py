@@ -9,6 +9,10 @@ accuracy) on the ``--select-seed`` only (the highest recall of flipped labels wh
 clean data); the other seeds report it.
 
     python benchmarks/diagnosis_threshold.py --root runs/diagnosis --out benchmarks/results/diagnosis-threshold
+
+``--fdr`` also scores the Benjamini-Hochberg cut at each rate of ``FDRS`` (``Diagnosis.issues(fdr=q)``, the loss's
+default since 0.25) on the same fitted DDMs, with its own choice by the same rule;
+``benchmarks/diagnosis_fdr_rule.py`` compares a rate with the threshold per family of configurations.
 """
 
 from __future__ import annotations
