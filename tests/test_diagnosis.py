@@ -196,6 +196,17 @@ def test_diagnose_command(tmp_path, capsys):
     assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10", "--fdr", "0.5"]) == 0
     said = capsys.readouterr().out
     assert "Benjamini-Hochberg cut at false discovery rate 0.5" in said and "by chance alone" not in said
+    # flags beyond --top-k are listed up to as many again, then counted
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10", "--threshold", "0.99", "--top-k", "1",
+                 "--json"]) == 0
+    many = json.loads(capsys.readouterr().out)
+    extra = len(many["flagged_beyond_top_k"])
+    assert main(["diagnose", "-q", "-w", str(ws), "--validation", "0:10", "--threshold", "0.99", "--top-k", "1"]) == 0
+    said = capsys.readouterr().out
+    listed = [ln for ln in said.splitlines() if re.match(r"\s+(ISSUE)?\s+group\s+\d+", ln)]
+    assert len(listed) == min(2, 1 + extra)
+    if extra > 1:
+        assert f"and {extra - 1} more flagged groups" in said and "ddm-loss-issues.json" in said
     for bad in (["--fdr", "0.1", "--threshold", "0.1"], ["--fdr", "1.5"], ["--threshold", "0"]):
         assert main(["diagnose", "-q", "-w", str(ws), *bad]) == 2
 

@@ -124,6 +124,10 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     for i, r in enumerate(rows):
         if i == args.top_k:
             print(f"  flagged beyond the {args.top_k} lowest qualities (a flag follows the score):")
+        if i == 2 * args.top_k:  # as many again at most; the issues file holds every flag
+            print(f"  ... and {len(rows) - i} more flagged groups: {path.with_name(path.stem + '-issues.json')} "
+                  "lists every flag")
+            break
         mark = "ISSUE" if r["group"] in flagged else "     "
         mem = ", ".join(map(str, r["members"]))
         print(f"  {mark} group {r['group']:>4}  {class_text(r)}  size {r['size']:>4}  "
