@@ -45,10 +45,11 @@ def _choice(value: str, name: str, choices: tuple[str, ...]) -> None:
 
 @dataclass
 class DataConfig:
-    name: str = _f("digits", "dataset name: digits, fashion-mnist, mnist, cifar10, cifar100, or npz (your own "
-                             "arrays in a numpy .npz file)")
-    data_dir: str | None = _f(None, "folder with the dataset files (IDX or CIFAR binary); default per dataset; for "
-                                    "npz the .npz file (X, y; optional X_test, y_test, class_names)")
+    name: str = _f("digits", "dataset name: digits, fashion-mnist, mnist, cifar10, cifar100, tinyimagenet, or "
+                             "npz (your own arrays in a numpy .npz file)")
+    data_dir: str | None = _f(None, "folder with the dataset files (IDX, CIFAR binary, or the unpacked "
+                                    "tiny-imagenet-200); default per dataset; for npz the .npz file (X, y; optional "
+                                    "X_test, y_test, class_names)")
     train_size: int | None = _f(None, "stratified subset of the training split (None: all)")
     test_size: int | None = _f(None, "stratified subset of the test split (None: all)")
     download: bool = _f(False, "let torchvision download missing files (needs the 'vision' extra)")

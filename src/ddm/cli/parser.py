@@ -90,7 +90,8 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="STAGE.FIELD=VALUE",
                    help="override one field, e.g. --set train.epochs=5 (repeatable; see `ddm info --config-help`)")
     p.add_argument("--dataset", default=None, help="shortcut for --set data.name=NAME (digits, fashion-mnist, mnist, "
-                   "cifar10, cifar100; npz: your own arrays, --data-dir FILE.npz)")
+                   "cifar10, cifar100, tinyimagenet: the unpacked tiny-imagenet-200 folder in --data-dir; npz: "
+                   "your own arrays, --data-dir FILE.npz)")
     p.add_argument("--data-dir", default=None, help="shortcut for --set data.data_dir=DIR (for --dataset npz: the "
                    ".npz file, holding X and y, optionally X_test, y_test and class_names)")
     p.add_argument("--overwrite", action="store_true",

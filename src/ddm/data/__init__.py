@@ -7,6 +7,8 @@ digits          scikit-learn's embedded 8x8 digits (default; no download)
 fashion-mnist   IDX(.gz) files; default ``/usr/share/datasets/fashion-mnist`` (Debian)
 mnist           IDX(.gz) files in ``data_dir``; else torchvision when installed
 cifar10/100     official binary files in ``data_dir``; else torchvision when installed
+tinyimagenet    the unpacked ``tiny-imagenet-200`` folder in ``data_dir`` (Pillow: the ``images`` extra); its
+                labelled ``val`` images are the test split (:mod:`ddm.data.tinyimagenet`)
 npz             your own arrays in a numpy ``.npz`` file (``data_dir``: its path): ``X``, ``y`` and optionally
                 ``X_test``, ``y_test``, ``class_names`` (:func:`ddm.data.arrays.load_npz`)
 =============== ======================================================================
@@ -60,6 +62,14 @@ def _cifar100(cfg: DataConfig) -> Dataset:
     from ddm.data.vision import load_cifar
 
     return load_cifar("cifar100", cfg.data_dir, cfg.download)
+
+
+@DATASETS.register("tinyimagenet")
+def _tinyimagenet(cfg: DataConfig) -> Dataset:
+    from ddm.data.tinyimagenet import load_tinyimagenet
+
+    # the subsets are chosen before decoding; load() then finds them already of their size
+    return load_tinyimagenet(cfg.data_dir, cfg.train_size, cfg.test_size, cfg.seed)
 
 
 @DATASETS.register("npz")

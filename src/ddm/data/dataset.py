@@ -95,13 +95,20 @@ def stratified_subset(split: Split, size: int | None, seed: int, name: str = "th
     ``data.test_size``) is what an error about too small a size names."""
     if size is None or size >= len(split):
         return split
-    classes = int(torch.unique(split.y).numel())
+    return split[stratified_indices(split.y, size, seed, name)]
+
+
+def stratified_indices(y: torch.Tensor, size: int | None, seed: int, name: str = "the subset") -> torch.Tensor:
+    """The sorted rows :func:`stratified_subset` keeps of a split labelled ``y`` (all of them when ``size`` is None
+    or at least ``len(y)``): a reader that decodes images one by one can pick them before decoding any."""
+    if size is None or size >= len(y):
+        return torch.arange(len(y))
+    classes = int(torch.unique(y).numel())
     if size < classes:
         raise DataError(f"{name} = {size} is smaller than the number of classes ({classes}): a stratified subset "
                         f"needs at least one sample of each; use at least {classes}, or leave it unset for the whole "
                         "split")
     from sklearn.model_selection import train_test_split
 
-    idx = np.arange(len(split))
-    keep, _ = train_test_split(idx, train_size=size, stratify=split.y.numpy(), random_state=seed)
-    return split[torch.as_tensor(np.sort(keep))]
+    keep, _ = train_test_split(np.arange(len(y)), train_size=size, stratify=y.numpy(), random_state=seed)
+    return torch.as_tensor(np.sort(keep))

@@ -133,7 +133,7 @@ def _read_images(files: list[Path], image_shape: tuple[int, int, int], mean: tup
     try:
         from PIL import Image
     except ImportError:
-        raise DataError("reading image files needs Pillow: pip install 'ddm[plots]'") from None
+        raise DataError("reading image files needs Pillow: pip install 'ddm[images]'") from None
     c, h, w = image_shape
     mode = "L" if c == 1 else "RGB"
     arrays, resized, converted = [], 0, 0
