@@ -24,8 +24,14 @@ def test_stage_reuse_mismatch_and_overwrite(tmp_path):
     assert not ws.is_done("train", "k1", {"lr": 1})  # started, not finished
     ws.finish("train", "k1", {"lr": 1})
     assert ws.is_done("train", "k1", {"lr": 1})
-    with pytest.raises(ConfigMismatchError, match="new workspace folder, or pass --overwrite"):
+    with pytest.raises(ConfigMismatchError, match="new workspace folder, or pass --overwrite") as err:
         ws.is_done("train", "k2", {"lr": 2})
+    # no config.json: a run killed after its first stages; the error says how to resume it
+    assert "did not finish" in str(err.value) and "same options" in str(err.value)
+    save_json(tmp_path / "config.json", {})
+    with pytest.raises(ConfigMismatchError) as err:
+        ws.is_done("train", "k2", {"lr": 2})
+    assert "did not finish" not in str(err.value)
     ws2 = Workspace(tmp_path, overwrite=True)
     assert not ws2.is_done("train", "k2", {"lr": 2})
     assert not (tmp_path / "train").exists()

@@ -256,7 +256,10 @@ class Workspace:
             raise ConfigMismatchError(
                 f"workspace {self.root} already holds stage '{stage}' computed with another configuration "
                 f"({_difference(info.get('config'), config)}). "
-                "Use a new workspace folder, or pass --overwrite (overwrite=True) to recompute it."
+                + ("It holds no config.json: the run that made it did not finish (killed or stopped); to resume it, "
+                   "give the same options that run had (e.g. --dataset, --data-dir, --set). "
+                   if not (self.root / "config.json").exists() else "")
+                + "Use a new workspace folder, or pass --overwrite (overwrite=True) to recompute it."
             )
         log.info("discarding stage %s computed with another configuration", stage)
         shutil.rmtree(self.path(stage))
