@@ -183,6 +183,90 @@ def test_interrupted_head_distillation_resumes_identically(trained, digits, grou
     assert torch.equal(whole.weights, resumed.weights)
 
 
+def test_matching_in_chunks_of_groups_takes_the_same_steps(trained, digits, groups, monkeypatch, caplog):
+    """distill.match_chunk: each chunk of groups differentiated on its own gives the gradients of the whole graph
+    (the groups' losses add up), so the synsets agree to float rounding; too small a memory budget chunks by itself."""
+    import ddm.distill.head as head_mod
+
+    model, traj = trained
+    whole = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=12, ipc_grow=0), 10)
+    chunked = distill_head(model, traj, digits.train, groups,
+                           DistillConfig(iterations=12, ipc_grow=0, match_chunk=3), 10)
+    assert torch.allclose(whole.images, chunked.images, atol=1e-4)
+    assert torch.allclose(whole.weights, chunked.weights, atol=1e-4)
+    assert whole.losses[0] == pytest.approx(float(chunked.losses[0]), rel=1e-5)
+    # the automatic choice: all groups within the budget, chunks of what fits beyond it
+    images = whole.images  # [K, n, C, H, W]
+    assert images.ndim == 5 and len(images) == groups.num_groups
+    head = Head.of(model)
+    assert head_mod.match_chunk(head, images, 10 * 33) == groups.num_groups
+    assert head_mod.match_chunk(head, images, 10 * 33, asked=4) == 4
+    monkeypatch.setattr(head_mod, "MATCH_GRAPH_BYTES", 1)
+    assert head_mod.match_chunk(head, images, 10 * 33) == 1
+    with caplog.at_level(logging.INFO, logger="ddm.distill.head"):
+        tight = distill_head(model, traj, digits.train, groups, DistillConfig(iterations=12, ipc_grow=0), 10)
+    assert "groups at a time (distill.match_chunk" in caplog.text
+    assert torch.allclose(whole.images, tight.images, atol=1e-4)
+
+
+def test_large_group_gradients_are_single_precision_and_checked_in_chunks(trained, digits, groups, head_synset,
+                                                                          monkeypatch):
+    """Above DOUBLE_GRADIENTS_LIMIT entries the groups' gradients are float32 and the health check takes the groups
+    in chunks: the same report, to float rounding."""
+    import ddm.distill.head as head_mod
+    import ddm.health as health_mod
+
+    model, traj = trained
+    whole = synset_health(model, traj, digits.train, groups, head_synset, 10)
+    head = Head.of(model)
+    G64 = head_mod.group_gradients(head, digits.train, groups, 10)
+    assert G64.dtype == torch.float64
+    monkeypatch.setattr(head_mod, "DOUBLE_GRADIENTS_LIMIT", 1000)
+    monkeypatch.setattr(health_mod, "DOUBLE_GRADIENTS_LIMIT", 1000)
+    G32 = head_mod.group_gradients(head, digits.train, groups, 10)
+    assert G32.dtype == torch.float32 and torch.allclose(G32.double(), G64, rtol=1e-4, atol=1e-6)
+    assert len(health_mod._row_chunks(groups.num_groups, G64.shape[1])) > 1
+    chunked = synset_health(model, traj, digits.train, groups, head_synset, 10)
+    for key in ("cosine", "relative_error", "dominance", "previous_checkpoint_cosine"):
+        assert chunked[key] == pytest.approx(whole[key], abs=2e-3), key
+    assert chunked["flagged"] == whole["flagged"] and chunked["outsized"] == whole["outsized"]
+
+
+def test_the_factored_whitener_equals_whitening_the_summed_gradients(monkeypatch, trained, digits, groups):
+    """Curvature.factored_whitener: the basis applied to each image's factors gives the whitened summed gradient,
+    for EK-FAC and for the subspace curvature; the matching takes it where it pays (many classes, few images)."""
+    import ddm.distill.head as head_mod
+
+    torch.manual_seed(0)
+    G, n, C, d, r = 5, 3, 7, 11, 4
+    qa = torch.linalg.qr(torch.randn(C, C, dtype=torch.float64))[0]
+    qs = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))[0]
+    ekfac = EigenCorrectedCurvature(qa, qs, torch.rand(C, d, dtype=torch.float64))
+    u, rest = qs[:, :r], qs[:, r:]
+    a = torch.randn(C * r, C * r, dtype=torch.float64)
+    sub = SubspaceCurvature(u, ExactCurvature(a @ a.T), EigenCorrectedCurvature(qa, rest,
+                                                                               torch.rand(C, d - r, dtype=torch.float64)))
+    delta, h = torch.randn(G, n, C), torch.randn(G, n, d)
+    summed = torch.bmm(delta.transpose(1, 2), h).flatten(1)
+    for curv in (ekfac, sub):
+        want = curv.whitener(0.1)(summed)
+        got = curv.factored_whitener(0.1)(delta, h)
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    assert ExactCurvature(a @ a.T).factored_whitener(0.1) is None
+    assert not head_mod.factored_pays(4, 10, 129) and not head_mod.factored_pays(16, 10, 2049)
+    assert head_mod.factored_pays(4, 200, 2049)
+    # the head matching through the factors (forced on the digits' 10 classes): the same synsets to float rounding
+    model, traj = trained
+    cfg = DistillConfig(iterations=12, ipc_grow=0, curvature="ekfac")
+    whole = distill_head(model, traj, digits.train, groups, cfg, 10)
+    calls = []
+    monkeypatch.setattr(head_mod, "factored_pays", lambda *shape: calls.append(shape) or True)
+    factored = distill_head(model, traj, digits.train, groups, cfg, 10)
+    assert calls and calls[0][1] == 10  # the matching asked, with the head's shape
+    assert torch.allclose(whole.images, factored.images, atol=1e-4)
+    assert whole.losses[0] == pytest.approx(float(factored.losses[0]), rel=1e-4)
+
+
 def test_removal_raises_the_loss_of_the_removed_data_and_unlearns_a_class(trained, digits, groups, head_synset):
     model, traj = trained
     x, y = digits.train.x, digits.train.y

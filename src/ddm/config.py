@@ -312,6 +312,11 @@ class DistillConfig:
     block_lr: float = _f(0.01, "block matching: learning rate of the images (the weights use lr_label)",
                          since="0.6", implicit=0.01)
     group_chunk: int = _f(0, "groups per vmap chunk for real gradients (0: all at once)")
+    match_chunk: int = _f(0, "head matching: groups whose synthetic images one autograd graph holds at a time, their "
+                             "gradients put together before each step (the same gradients, less memory); 0: all "
+                             "groups at once where the graph's estimate fits in 2 GiB and a quarter of the memory "
+                             "available, else as many as fit (2,000 groups of 64x64 images on a ConvNet need "
+                             "chunks)", since="0.25", implicit=0)
     checkpoint_every: int = _f(50, "save the synset every this many steps (resume after a kill)")
     seed: int = _f(0, "seed of initialisation, sampling and augmentation")
 
@@ -358,6 +363,7 @@ class DistillConfig:
         _check(self.lr_img > 0, "distill.lr_img must be positive")
         _check(self.batch_real > 0, "distill.batch_real must be positive")
         _check(self.group_chunk >= 0, "distill.group_chunk must be >= 0")
+        _check(self.match_chunk >= 0, "distill.match_chunk must be >= 0 (0: chosen from the memory)")
         _check(self.checkpoint_every > 0, "distill.checkpoint_every must be positive")
         from ddm.distill.augment import parse_strategy
 

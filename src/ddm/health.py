@@ -30,6 +30,7 @@ from ddm.cluster.groups import Groups
 from ddm.data.dataset import Split
 from ddm.distill.curvature import SubspaceCurvature
 from ddm.distill.head import (
+    DOUBLE_GRADIENTS_LIMIT,
     Head,
     HeadStatistics,
     group_gradients,
@@ -75,18 +76,26 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
                 stats = head_statistics(head, train, groups, num_classes, params=final, curvature=kind,
                                         task=synset.task, **limit)
             lam = float(synset.damping) if synset.damping is not None else damping * stats.top_eigenvalue
-            real = stats.curvature.solve(stats.group_grads / stats.num_train, lam)  # the real removal steps
             block = synset.block_quality
-            if block is not None:  # block-matched: the step over the last block and the head (ddm.distill.block)
-                q = {"cosine": block[:, 0].double(), "relative_error": block[:, 1].double()}
-                step = block[:, 2:3].double()  # only its norm is used below
-            elif synset.kind == "head":
-                emulated = synset_head_gradients(head, synset, final).double() / stats.num_train
-                step = stats.curvature.solve(emulated, lam)
-                q = matching_quality(step, real)
-            else:  # one fine-tuning step on S_k moves the head by -grad L(S_k)
-                step = -synset_head_gradients(head, synset, final).double()
-                q = {"cosine": row_cosine(step, real)}
+            parts: list[dict[str, torch.Tensor]] = []
+            # row by row quantities, a chunk of groups at a time where the groups' steps are large (Tiny ImageNet's
+            # 2,000 groups x 409,800 head parameters: 6.6 GB per copy in double precision); all at once otherwise
+            for rows in _row_chunks(groups.num_groups, stats.group_grads.shape[1]):
+                real = stats.curvature.solve(stats.group_grads[rows] / stats.num_train, lam)  # the real removal steps
+                if block is not None:  # block-matched: the step over the last block and the head (ddm.distill.block)
+                    q = {"cosine": block[rows, 0].double(), "relative_error": block[rows, 1].double()}
+                    step = block[rows, 2:3].double()  # only its norm is used below
+                elif synset.kind == "head":
+                    emulated = synset_head_gradients(head, synset, final, rows).double() / stats.num_train
+                    step = stats.curvature.solve(emulated, lam)
+                    q = matching_quality(step, real)
+                else:  # one fine-tuning step on S_k moves the head by -grad L(S_k)
+                    step = -synset_head_gradients(head, synset, final, rows).double()
+                    q = {"cosine": row_cosine(step, real)}
+                parts.append({**q, "norms": step.norm(dim=1), "real_norms": real.norm(dim=1)})
+                del real, step
+            q = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            norms, real_norms = q.pop("norms"), q.pop("real_norms")
             prev: torch.Tensor | None = None
             if trajectory.tau >= 1:
                 before = trajectory.checkpoint(trajectory.tau - 1)
@@ -94,13 +103,12 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
                 real_prev = known.group_grads if known is not None else group_gradients(
                     head, train, groups, num_classes, params=before, task=synset.task)
                 sign = 1.0 if synset.kind == "head" else -1.0
-                syn_prev = sign * synset_head_gradients(head, synset, before).double()
-                prev = row_cosine(syn_prev, real_prev)
-            norms = step.norm(dim=1)
+                prev = torch.cat([row_cosine(sign * synset_head_gradients(head, synset, before, rows).double(),
+                                             real_prev[rows])
+                                  for rows in _row_chunks(groups.num_groups, real_prev.shape[1])])
             outsized: list[int] = []
             if "relative_error" in q:  # the step is meant to equal the real one: compare with the group's own
                 if block is None:
-                    real_norms = real.norm(dim=1)
                     dominance = (norms / real_norms.clamp(min=1e-30)).cpu()
                     outsized = torch.nonzero(real_norms > MAX_DOMINANCE * real_norms.median()).flatten().tolist()
                 else:  # only the cosine, relative error and emulated norm are stored: |emulated| / |real| is at
@@ -135,6 +143,13 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
         report["checkpoints"] = [{"epoch": c.epoch, "cosine_mean": round(c.cosine_mean, 4),
                                   "cosine_min": round(c.cosine_min, 4)} for c in measured]
     return report
+
+
+def _row_chunks(groups: int, size: int) -> list[slice]:
+    """Slices of ``groups`` rows of ``size`` entries each: one for all of them up to
+    :data:`ddm.distill.head.DOUBLE_GRADIENTS_LIMIT` entries, else chunks of that many."""
+    step = groups if groups * size <= DOUBLE_GRADIENTS_LIMIT else max(1, DOUBLE_GRADIENTS_LIMIT // max(1, size))
+    return [slice(a, min(a + step, groups)) for a in range(0, groups, step)]
 
 
 def averaged_checkpoints(checkpoints: list[dict[str, Any]], gradients: str | None,

@@ -12,15 +12,17 @@ from ddm.exceptions import NumericalError
 
 
 def matching_step(opt: torch.optim.Optimizer, loss: torch.Tensor, it: int, per: int, losses: list[float],
-                  pbar: Any, what: str, hint: str, total: float | None = None) -> None:
+                  pbar: Any, what: str, hint: str, total: float | None = None, backward: bool = True) -> None:
     """One step on the matching ``loss`` (an error naming ``what`` and ``hint`` if it is not finite); the
     loss per group (``per`` groups) is appended to ``losses`` and shown on ``pbar``. ``total``: the loss of all
-    groups when this process optimises only its share of them (``loss``; :mod:`ddm.distributed`)."""
+    groups when this process optimises only its share of them (``loss``; :mod:`ddm.distributed`). ``backward``
+    False: the caller has already put the loss's gradients in place (a loss differentiated in chunks)."""
     value = loss.item() if total is None else total
     if not math.isfinite(value):
         raise NumericalError(f"{what} diverged at step {it} (matching loss {value}); nothing was saved. {hint}")
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if backward:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
     opt.step()
     losses.append(value / per)
     pbar.update(1)

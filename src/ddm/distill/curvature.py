@@ -116,6 +116,14 @@ class Curvature:
         ``out_curv [M, C, C]``: the loss's curvature in the outputs (default: cross-entropy's)."""
         raise NotImplementedError
 
+    def factored_whitener(self, damping: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """:meth:`whitener` of sums of outer products, from their factors: ``(delta [G, n, C], h [G, n, d+1]) ->
+        [G, D']``, equal to ``whitener(damping)`` of the rows ``sum_i delta_i (x) h_i`` (a group's summed head
+        gradient) without forming them; None where the curvature has no Kronecker-factored basis. With few images
+        per group and many classes this is far cheaper: the basis acts on each factor's short side (200 classes,
+        2,049 features, 4 images: about 50x fewer multiply-adds)."""
+        return None
+
     def to_tensors(self, as_eig: bool = False) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
@@ -488,6 +496,13 @@ class EigenCorrectedCurvature(Curvature):
         c, d = len(self.qa), len(self.qs)
         return lambda v: ((qa32.T @ v.float().reshape(-1, c, d) @ qs32) * scale).reshape(len(v), scale.numel())
 
+    def factored_whitener(self, damping: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        qa32, qs32 = self.qa.float(), self.qs.float()
+        scale = (1.0 / (self.lam + damping)).float()
+        # qa^T (sum_i delta_i h_i^T) qs = sum_i (qa^T delta_i) (qs^T h_i)^T
+        return lambda delta, h: (torch.bmm((delta.float() @ qa32).transpose(1, 2), h.float() @ qs32)
+                                 * scale).flatten(1)
+
     def minus(self, h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor, n: int,
               out_curv: torch.Tensor | None = None) -> Curvature:
         """The kept data's curvature (normalised by ``n``, as :meth:`ExactCurvature.minus`) in the same basis: the
@@ -543,6 +558,13 @@ class SubspaceCurvature(Curvature):
     def whitener(self, damping: float) -> Callable[[torch.Tensor], torch.Tensor]:
         top, rest = self.exact.whitener(damping), self.rest.whitener(damping)
         return lambda v: torch.cat([top(self._coords(v, torch.float32)), rest(v)], dim=1)
+
+    def factored_whitener(self, damping: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        top, rest, u32 = self.exact.whitener(damping), self.rest.factored_whitener(damping), self.u.float()
+        assert rest is not None
+        # the coordinates W u of sum_i delta_i h_i^T: sum_i delta_i (u^T h_i)^T
+        return lambda delta, h: torch.cat([top(torch.bmm(delta.float().transpose(1, 2), h.float() @ u32).flatten(1)),
+                                           rest(delta, h)], dim=1)
 
     def minus(self, h: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor, n: int,
               out_curv: torch.Tensor | None = None) -> Curvature:

@@ -170,7 +170,7 @@ class HeadStatistics:
     """What the head matcher and emulator need from the real data at theta_tau."""
 
     curvature: Curvature  # of the *mean* training loss (D = C (d+1) parameters)
-    group_grads: torch.Tensor  # [K, D] float64, summed per group
+    group_grads: torch.Tensor  # [K, D] summed per group: float64 (float32 above DOUBLE_GRADIENTS_LIMIT entries)
     num_train: int
 
     @property
@@ -248,11 +248,13 @@ def group_gradients(head: Head, train: Split, groups: Groups, num_classes: int, 
                     params: Params | None = None, task: Any = None,
                     each: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
                     desc: str = "group gradients (last layer)") -> torch.Tensor:
-    """The groups' summed head gradients ``[K, D]`` (float64), streaming the training set once ``batch`` rows at a
+    """The groups' summed head gradients ``[K, D]`` (float64; float32 above :data:`DOUBLE_GRADIENTS_LIMIT` entries),
+    streaming the training set once ``batch`` rows at a
     time; ``each(features, logits, labels)`` is called on every batch too (:func:`head_statistics` accumulates the
     curvature there, in the same pass)."""
     W = head.matrix(params)
-    G = torch.zeros(groups.num_groups, W.numel(), dtype=torch.float64, device=W.device)
+    dtype = gradient_dtype(groups.num_groups, W.numel())
+    G = torch.zeros(groups.num_groups, W.numel(), dtype=dtype, device=W.device)
     assignment = groups.assignment.to(W.device)
     with torch.no_grad():
         for s in progress(range(0, len(train), batch), desc, total=-(-len(train) // batch)):
@@ -262,8 +264,20 @@ def group_gradients(head: Head, train: Split, groups: Groups, num_classes: int, 
             if each is not None:
                 each(h, z, yb)
             G.index_add_(0, assignment[s : s + batch], head_gradients(h, z, F.one_hot(yb, num_classes).to(z.dtype),
-                                                                      task).double())
+                                                                      task).to(dtype))
     return G
+
+
+#: above this many entries (K groups x D last-layer parameters) the groups' summed gradients are held in single
+#: precision: 2,000 groups of Tiny ImageNet on a ConvNet of width 32 have D = 409,800 (6.6 GB per copy in double
+#: precision, several copies alive), where the benchmarks' largest has 2.6 million entries. Every consumer but the
+#: saturation check casts them to single precision first (the whiteners, the stored gradients)
+DOUBLE_GRADIENTS_LIMIT = 2 ** 27
+
+
+def gradient_dtype(groups: int, size: int) -> torch.dtype:
+    """The precision of ``groups`` summed gradients of ``size`` entries each (:data:`DOUBLE_GRADIENTS_LIMIT`)."""
+    return torch.float64 if groups * size <= DOUBLE_GRADIENTS_LIMIT else torch.float32
 
 
 def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, batch: int, params: Params | None,
@@ -453,13 +467,20 @@ def init_images(train: Split, groups: Groups, labels: torch.Tensor, init: str, s
     return images
 
 
-def synset_head_gradients(head: Head, synset: Synset, params: Params | None = None) -> torch.Tensor:
-    """Weighted head gradient of each group's synthetic images at ``params``: ``[K, D]`` (summed over ipc)."""
+def synset_head_gradients(head: Head, synset: Synset, params: Params | None = None,
+                          rows: slice | None = None) -> torch.Tensor:
+    """Weighted head gradient of each group's synthetic images at ``params``: ``[K, D]`` (summed over ipc); of the
+    groups ``rows`` only (``[len(rows), D]``) where given."""
     x, t, _ = synset.flat()
+    w = synset.image_weights().reshape(-1)
+    count = synset.num_groups
+    if rows is not None:
+        start, stop, _ = rows.indices(synset.num_groups)
+        n = len(x) // synset.num_groups  # the flat rows are the groups' images in turn
+        x, t, w, count = x[start * n : stop * n], t[start * n : stop * n], w[start * n : stop * n], stop - start
     W = head.matrix(params)
     h = head.features(x, params)
-    return summed_head_gradients(h, h @ W.T, t.to(h.device), synset.image_weights().to(h.device).reshape(-1),
-                                 synset.num_groups, synset.task)
+    return summed_head_gradients(h, h @ W.T, t.to(h.device), w.to(h.device), count, synset.task)
 
 
 def row_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -545,6 +566,9 @@ def step_whitener(metric: str, curvature: Curvature, damping: float, head: Head,
     inputs see of it, and leaves the directions they do not see free."""
     step = curvature.whitener(damping)
     if metric == "step":
+        factored = curvature.factored_whitener(damping)
+        if factored is not None:  # what _site_loss uses where it pays (factored_pays)
+            step.factored = factored  # type: ignore[attr-defined]
         return step
     evals, evecs = torch.linalg.eigh(feature_moment(head, train, params))
     root = (evecs * evals.clamp(min=0).sqrt()).float()  # R: R R^T = E[h h^T]
@@ -848,17 +872,39 @@ def _match(head: Head, train: Split, groups: Groups, cfg: DistillConfig, num_cla
         start = cfg.iterations  # a resumed run that had already converged
     pbar = bar(cfg.iterations, "distill (head)" if ipc == cfg.ipc else f"distill (head, {ipc} images)",
                initial=start)
+    chunk = match_chunk(head, images, sites[0][1].numel(), cfg.match_chunk) if world == 1 else len(own)
+    if chunk < len(own):
+        log.info("head distillation: the graph of all %d groups' %d images would not fit in memory: %d groups at a "
+                 "time (distill.match_chunk; the same gradients)", len(own), ipc, chunk)
     for it in range(start, cfg.iterations):
         at, W, whiten_at, target_at, norm2_at = sites[it % len(sites)]
-        h = head.features(images.reshape(len(own) * ipc, *images.shape[2:]), at)
-        g = summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), len(own), task)
-        if world > 1:  # the other ranks' group gradients as constants: the loss of all groups, as one process has it
-            g = distributed.gather_owned(g.detach(), K).index_put((own.to(g.device),), g)
-        per_group = ((whiten_at(g) - target_at) ** 2).sum(1) / norm2_at
-        loss = per_group.sum()
-        if keep_best:
-            remember(per_group.detach()[own.to(per_group.device)] if world > 1 else per_group.detach())
-        matching_step(opt, loss, it, K, losses, pbar, "head distillation", "Lower distill.lr_img or distill.lr_label")
+        if chunk < len(own):  # one process: each chunk of groups differentiated on its own (their losses add up)
+            grads = torch.zeros_like(images), torch.zeros_like(log_w)
+            parts = []
+            for a in range(0, len(own), chunk):
+                b = min(a + chunk, len(own))
+                leaves = images[a:b].detach().requires_grad_(True), log_w[a:b].detach().requires_grad_(True)
+                pg = _site_loss(head, *leaves, onehot[a * ipc : b * ipc], at, W, whiten_at, target_at[a:b],
+                                norm2_at[a:b], task)
+                grads[0][a:b], grads[1][a:b] = torch.autograd.grad(pg.sum(), leaves)
+                parts.append(pg.detach())
+            images.grad, log_w.grad = grads
+            per_group = torch.cat(parts)
+            if keep_best:
+                remember(per_group)
+            matching_step(opt, per_group.sum(), it, K, losses, pbar, "head distillation",
+                          "Lower distill.lr_img or distill.lr_label", backward=False)
+        else:
+            h = head.features(images.reshape(len(own) * ipc, *images.shape[2:]), at)
+            g = summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), len(own), task)
+            if world > 1:  # the other ranks' group gradients as constants: the loss of all groups, as one process has
+                g = distributed.gather_owned(g.detach(), K).index_put((own.to(g.device),), g)
+            per_group = ((whiten_at(g) - target_at) ** 2).sum(1) / norm2_at
+            loss = per_group.sum()
+            if keep_best:
+                remember(per_group.detach()[own.to(per_group.device)] if world > 1 else per_group.detach())
+            matching_step(opt, loss, it, K, losses, pbar, "head distillation",
+                          "Lower distill.lr_img or distill.lr_label")
         recent = losses[-len(sites):]  # one loss per matching site
         if len(recent) == len(sites) and max(recent) < cfg.tolerance:  # matched: more steps would not change it
             log.info("head distillation converged at step %d (mean relative error %.2g)", it + 1, losses[-1])
@@ -871,7 +917,7 @@ def _match(head: Head, train: Split, groups: Groups, cfg: DistillConfig, num_cla
         save()  # a later matching follows: a run killed there resumes after this one
     if keep_best:
         with torch.no_grad():  # the last step's result, which the loop never scored
-            remember(_site_errors(head, images, log_w, onehot, own, sites[0], task))
+            remember(_site_errors(head, images, log_w, onehot, own, sites[0], task, chunk))
             images.copy_(best["images"])
             log_w.copy_(best["log_weights"])
         log.info("head distillation kept each group's best step (mean relative error %.2g)",
@@ -886,7 +932,8 @@ def _match(head: Head, train: Split, groups: Groups, cfg: DistillConfig, num_cla
         every = distributed.gather_owned(local, K)  # every rank's groups, as one process has them
         retried = {k: (float(every[k, 0]), float(every[k, 1])) for k in range(K) if not torch.isnan(every[k, 1])}
     with torch.no_grad():
-        errors = distributed.gather_owned(_site_errors(head, images, log_w, onehot, own, sites[0], task).cpu(), K)
+        errors = distributed.gather_owned(_site_errors(head, images, log_w, onehot, own, sites[0], task, chunk).cpu(),
+                                          K)
     return _Matched(images.detach(), log_w.detach(), labels, losses, retried, float(errors.double().mean()), converged)
 
 
@@ -918,12 +965,73 @@ def group_curvatures(head: Head, train: Split, groups: Groups, curvature: Curvat
     return torch.stack(values), torch.stack(vectors)
 
 
+def _site_loss(head: Head, images: torch.Tensor, log_w: torch.Tensor, onehot: torch.Tensor, at: Params | None,
+               W: torch.Tensor, whiten_at: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor,
+               norm2: torch.Tensor, task: Any = None) -> torch.Tensor:
+    """The relative matching error ``[G]`` of ``G`` groups' ``images [G, n, ...]`` (weights ``log_w [G, n]``, labels
+    ``onehot [G n, C]``) against their ``target`` rows at the parameters ``at``."""
+    h = head.features(images.reshape(-1, *images.shape[2:]), at)
+    factored = getattr(whiten_at, "factored", None)
+    if factored is not None and factored_pays(images.shape[1], *W.shape):
+        delta = _output_gradient(h @ W.T, onehot, task) * log_w.exp().reshape(-1, 1)
+        whitened = factored(delta.reshape(len(images), -1, delta.shape[1]), h.reshape(len(images), -1, h.shape[1]))
+    else:
+        whitened = whiten_at(summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), len(images), task))
+    return ((whitened - target) ** 2).sum(1) / norm2
+
+
+def factored_pays(n: int, classes: int, features: int) -> bool:
+    """Whether whitening a group's ``n`` images' factors (:meth:`Curvature.factored_whitener`) takes at most a quarter
+    of the multiply-adds of forming its ``classes x features`` gradient and whitening that: never with 10 classes
+    (at most 2.5x fewer there), about 50x fewer with 200 classes, 2,049 features and 4 images."""
+    c, d = classes, features
+    return 4 * n * (c * c + d * d + c * d) <= c * d * (n + c + d)
+
+
+#: the most bytes one step of the head matching may hold in its autograd graph before the groups are taken in chunks
+#: (``distill.match_chunk`` 0): a 64x64 ConvNet keeps megabytes of activations per synthetic image, so 2,000 groups'
+#: graph took more than 24 GiB (the Tiny ImageNet probe of BENCHMARKS.md) where the benchmarks' models take megabytes
+MATCH_GRAPH_BYTES = 2 ** 31
+
+
+def match_chunk(head: Head, images: torch.Tensor, head_size: int, asked: int = 0) -> int:
+    """How many groups one head-matching step differentiates at a time: ``asked`` where positive, else all of them
+    when their graph's estimate fits :data:`MATCH_GRAPH_BYTES` (and a quarter of the memory available), else as
+    many as fit. The estimate: the bytes the autograd graph saves for one group's ``images [n, ...]`` (measured on
+    the first group) plus ten ``head_size`` vectors (its gradient, whitened, their differences and gradients)."""
+    groups = len(images)
+    if asked > 0:
+        return min(asked, groups)
+    saved = [0]
+    weights = {t.data_ptr() for t in [*head.model.parameters(), *head.model.buffers()]}  # held once, not per group
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.data_ptr() not in weights:
+            saved[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        probe = images[:1].detach().requires_grad_(True)
+        head.features(probe.reshape(-1, *images.shape[2:]))
+    per_group = saved[0] + 10 * 4 * head_size
+    free = devices.available_memory()
+    budget = MATCH_GRAPH_BYTES if free is None else min(MATCH_GRAPH_BYTES, free // 4)
+    if per_group * groups <= budget:
+        return groups
+    return max(1, budget // per_group)
+
+
 def _site_errors(head: Head, images: torch.Tensor, log_w: torch.Tensor, onehot: torch.Tensor, own: torch.Tensor,
-                 site: Any, task: Any = None) -> torch.Tensor:
-    """Relative matching error of this process's groups ``[own]`` at a matching ``site`` (theta_tau: ``sites[0]``)."""
+                 site: Any, task: Any = None, chunk: int | None = None) -> torch.Tensor:
+    """Relative matching error of this process's groups ``[own]`` at a matching ``site`` (theta_tau: ``sites[0]``),
+    ``chunk`` groups at a time (default: all at once)."""
     at, W, whiten_at, target_at, norm2_at = site
-    n = images.shape[0] * images.shape[1]
-    h = head.features(images.reshape(n, *images.shape[2:]), at)
-    g = summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), len(own), task)
     rows = own.to(target_at.device)
-    return ((whiten_at(g) - target_at[rows]) ** 2).sum(1) / norm2_at[rows]
+    chunk = chunk or len(own)
+    if chunk >= len(own):
+        return _site_loss(head, images, log_w, onehot, at, W, whiten_at, target_at[rows], norm2_at[rows], task)
+    ipc = images.shape[1]
+    return torch.cat([_site_loss(head, images[a : a + chunk], log_w[a : a + chunk],
+                                 onehot[a * ipc : (a + chunk) * ipc], at, W, whiten_at, target_at[rows[a : a + chunk]],
+                                 norm2_at[rows[a : a + chunk]], task)
+                      for a in range(0, len(own), chunk)])
