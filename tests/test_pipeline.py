@@ -173,6 +173,31 @@ def test_the_groups_own_gradients_stand_in_for_the_synsets_images_in_the_attribu
         dm.config, dm.synset, dm.keys["synset"] = base, syn, key
 
 
+def test_gradients_too_large_to_store_leave_the_step_to_the_synsets_saying_so(tmp_path, monkeypatch, caplog):
+    """Above GRADIENTS_MAX_BYTES the groups' gradients are not stored; the attribution then reads the synsets' (as
+    emulate.gradients=synsets does) and says so once, where it refused before and `ddm distill` could not help."""
+    import logging
+
+    import ddm.distill.stage as stage_mod
+    from ddm.pipeline import GRADIENTS_FILE
+
+    monkeypatch.setattr(stage_mod, "GRADIENTS_MAX_BYTES", 1)
+    cfg = presets.tiny()
+    data = ddm.data.load(cfg.data)
+    dm = ddm.DistilledDatamodel(tmp_path, cfg)
+    with caplog.at_level(logging.INFO):
+        dm.fit(ddm.models.build(cfg.model, data), data.train)
+        assert not (tmp_path / "synset" / GRADIENTS_FILE).exists()
+        assert dm.step_gradients() == "synsets"
+        got = dm.attribute(data.test[:3], "dist2", name="large")
+        dm.attribute(data.test[:3], "dist1", name="large1")
+    assert torch.isfinite(got.weights).all()
+    assert caplog.text.count("so they are not stored and the attribution's step reads the synsets'") == 1
+    want = dm.config.with_overrides(["emulate.gradients=synsets"])
+    same = ddm.DistilledDatamodel(tmp_path, want).load().attribute(data.test[:3], "dist2", name="synsets")
+    assert torch.equal(same.weights, got.weights)
+
+
 def test_emulation_is_shared_between_objectives(run, monkeypatch):
     cfg, data, ws, dm = run
     dm.attribute(data.test[:4], "dist1")

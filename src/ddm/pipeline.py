@@ -133,6 +133,7 @@ class DistilledDatamodel:
         self.class_groups: Groups | None = None
         self.synset: Synset | None = None
         self.class_synset: Synset | None = None
+        self._warned_gradients = False  # step_gradients said once that the groups' gradients are too large to store
         # the groups' stored gradients by synset stage, with the stage key they were read for (emulate.gradients)
         self._gradients: dict[str, tuple[str | None, dict[str, torch.Tensor]]] = {}
         self._synset_folders: dict[str, str] = {}  # a synset stage held in another folder (distill_variant's)
@@ -342,6 +343,17 @@ class DistilledDatamodel:
         synset = synset or self.synset
         if synset is None or synset.block or self.emulation_method(synset) != "newton":
             return None
+        if self.config.emulate.gradients == "groups" and self.model is not None:
+            size = synset_stage.gradients_bytes(synset, self.model)
+            if size > synset_stage.GRADIENTS_MAX_BYTES:  # never stored (store_group_gradients): the synsets' own
+                if not self._warned_gradients:
+                    log.warning("the groups' own last-layer gradients would take %.1f GiB (above %.1f GiB), so they "
+                                "are not stored and the attribution's step reads the synsets' gradients "
+                                "(emulate.gradients=synsets, the default before 0.20; fewer groups or a narrower "
+                                "last layer bring the groups' back)", size / 2 ** 30,
+                                synset_stage.GRADIENTS_MAX_BYTES / 2 ** 30)
+                    self._warned_gradients = True
+                return "synsets"
         return self.config.emulate.gradients
 
     def _attribution_synset(self, synset: Synset, tag: str) -> Synset:

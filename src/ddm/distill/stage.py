@@ -169,17 +169,24 @@ def store_group_gradients(dm: DistilledDatamodel, stage: str, key: str, syn: Syn
     path = dm.ws.path(stage, GRADIENTS_FILE)
     if statistics is None and gradients_key(path) == key:
         return
-    head = Head.of(dm.model)
-    size = syn.num_groups * head.matrix().numel() * (1 + len(syn.checkpoints)) * 4
+    size = gradients_bytes(syn, dm.model)
     if size > GRADIENTS_MAX_BYTES:
         path.unlink(missing_ok=True)
         log.info("the groups' own gradients are not stored (%.1f GiB above %.1f GiB): emulate.gradients=groups "
                  "is not available on this workspace", size / 2 ** 30, GRADIENTS_MAX_BYTES / 2 ** 30)
         return
-    grads = site_gradients(head, dm.trajectory, train, groups, dm.num_classes, syn, syn.task, statistics)
+    grads = site_gradients(Head.of(dm.model), dm.trajectory, train, groups, dm.num_classes, syn, syn.task, statistics)
     save_tensors(path, grads, metadata={"synset_key": key})
     dm._gradients.pop(stage, None)
 
+
+
+def gradients_bytes(syn: Synset, model: torch.nn.Module) -> int:
+    """The bytes of the groups' own gradients :func:`store_group_gradients` would write for ``syn`` (float32, at
+    theta_tau and each of its checkpoints); above :data:`GRADIENTS_MAX_BYTES` they are not stored."""
+    from ddm.distill.head import Head
+
+    return syn.num_groups * Head.of(model).matrix().numel() * (1 + len(syn.checkpoints)) * 4
 
 
 def group_gradients(dm: DistilledDatamodel, stage: str) -> dict[str, torch.Tensor]:
