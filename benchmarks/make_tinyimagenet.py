@@ -1,7 +1,8 @@
-"""A generated stand-in for Tiny ImageNet in its official layout (``tiny-imagenet-200/``: wnids.txt, train/<wnid>/images,
-val/images with val_annotations.txt), for scale probes of ``--dataset tinyimagenet`` where the real archive cannot be
-downloaded: 200 classes of 64x64 JPEGs, each class a striped colour pattern of its own frequency and phase with noise.
-It measures time and memory at Tiny ImageNet's shapes (200 classes, 64x64x3), not accuracy.
+"""A generated stand-in for Tiny ImageNet in its official layout (``tiny-imagenet-200/``: wnids.txt,
+train/<wnid>/images, val/images with val_annotations.txt), for scale probes of ``--dataset tinyimagenet`` where the
+real archive cannot be downloaded: 200 classes of 64x64 JPEGs, each class a striped colour pattern of its own
+frequency and phase with noise. It measures time and memory at Tiny ImageNet's shapes (200 classes, 64x64x3), not
+accuracy.
 
     python benchmarks/make_tinyimagenet.py /tmp/tinbig --per-class 100 --val 2000
 """

@@ -214,19 +214,22 @@ def test_large_group_gradients_are_single_precision_and_checked_in_chunks(traine
     """Above DOUBLE_GRADIENTS_LIMIT entries the groups' gradients are float32 and the health check takes the groups
     in chunks: the same report, to float rounding."""
     import ddm.distill.head as head_mod
-    import ddm.health as health_mod
 
     model, traj = trained
     whole = synset_health(model, traj, digits.train, groups, head_synset, 10)
     head = Head.of(model)
+    cfg = DistillConfig()
+    transfer = head_mod.checkpoint_curvatures(head, traj, digits.train, groups, cfg, 10, 0.0, None, head_synset)
     G64 = head_mod.group_gradients(head, digits.train, groups, 10)
     assert G64.dtype == torch.float64
     monkeypatch.setattr(head_mod, "DOUBLE_GRADIENTS_LIMIT", 1000)
-    monkeypatch.setattr(health_mod, "DOUBLE_GRADIENTS_LIMIT", 1000)
     G32 = head_mod.group_gradients(head, digits.train, groups, 10)
     assert G32.dtype == torch.float32 and torch.allclose(G32.double(), G64, rtol=1e-4, atol=1e-6)
-    assert len(health_mod._row_chunks(groups.num_groups, G64.shape[1])) > 1
+    assert len(head_mod.row_chunks(groups.num_groups, G64.shape[1])) > 1
     chunked = synset_health(model, traj, digits.train, groups, head_synset, 10)
+    again = head_mod.checkpoint_curvatures(head, traj, digits.train, groups, cfg, 10, 0.0, None, head_synset)
+    assert [c.cosine_mean for c in again] == pytest.approx([c.cosine_mean for c in transfer], abs=1e-4)
+    assert [c.cosine_min for c in again] == pytest.approx([c.cosine_min for c in transfer], abs=1e-4)
     for key in ("cosine", "relative_error", "dominance", "previous_checkpoint_cosine"):
         assert chunked[key] == pytest.approx(whole[key], abs=2e-3), key
     assert chunked["flagged"] == whole["flagged"] and chunked["outsized"] == whole["outsized"]
@@ -244,8 +247,8 @@ def test_the_factored_whitener_equals_whitening_the_summed_gradients(monkeypatch
     ekfac = EigenCorrectedCurvature(qa, qs, torch.rand(C, d, dtype=torch.float64))
     u, rest = qs[:, :r], qs[:, r:]
     a = torch.randn(C * r, C * r, dtype=torch.float64)
-    sub = SubspaceCurvature(u, ExactCurvature(a @ a.T), EigenCorrectedCurvature(qa, rest,
-                                                                               torch.rand(C, d - r, dtype=torch.float64)))
+    rest_curv = EigenCorrectedCurvature(qa, rest, torch.rand(C, d - r, dtype=torch.float64))
+    sub = SubspaceCurvature(u, ExactCurvature(a @ a.T), rest_curv)
     delta, h = torch.randn(G, n, C), torch.randn(G, n, d)
     summed = torch.bmm(delta.transpose(1, 2), h).flatten(1)
     for curv in (ekfac, sub):

@@ -30,12 +30,12 @@ from ddm.cluster.groups import Groups
 from ddm.data.dataset import Split
 from ddm.distill.curvature import SubspaceCurvature
 from ddm.distill.head import (
-    DOUBLE_GRADIENTS_LIMIT,
     Head,
     HeadStatistics,
     group_gradients,
     head_statistics,
     matching_quality,
+    row_chunks,
     row_cosine,
     synset_head_gradients,
 )
@@ -80,7 +80,7 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
             parts: list[dict[str, torch.Tensor]] = []
             # row by row quantities, a chunk of groups at a time where the groups' steps are large (Tiny ImageNet's
             # 2,000 groups x 409,800 head parameters: 6.6 GB per copy in double precision); all at once otherwise
-            for rows in _row_chunks(groups.num_groups, stats.group_grads.shape[1]):
+            for rows in row_chunks(groups.num_groups, stats.group_grads.shape[1]):
                 real = stats.curvature.solve(stats.group_grads[rows] / stats.num_train, lam)  # the real removal steps
                 if block is not None:  # block-matched: the step over the last block and the head (ddm.distill.block)
                     q = {"cosine": block[rows, 0].double(), "relative_error": block[rows, 1].double()}
@@ -105,7 +105,7 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
                 sign = 1.0 if synset.kind == "head" else -1.0
                 prev = torch.cat([row_cosine(sign * synset_head_gradients(head, synset, before, rows).double(),
                                              real_prev[rows])
-                                  for rows in _row_chunks(groups.num_groups, real_prev.shape[1])])
+                                  for rows in row_chunks(groups.num_groups, real_prev.shape[1])])
             outsized: list[int] = []
             if "relative_error" in q:  # the step is meant to equal the real one: compare with the group's own
                 if block is None:
@@ -143,13 +143,6 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
         report["checkpoints"] = [{"epoch": c.epoch, "cosine_mean": round(c.cosine_mean, 4),
                                   "cosine_min": round(c.cosine_min, 4)} for c in measured]
     return report
-
-
-def _row_chunks(groups: int, size: int) -> list[slice]:
-    """Slices of ``groups`` rows of ``size`` entries each: one for all of them up to
-    :data:`ddm.distill.head.DOUBLE_GRADIENTS_LIMIT` entries, else chunks of that many."""
-    step = groups if groups * size <= DOUBLE_GRADIENTS_LIMIT else max(1, DOUBLE_GRADIENTS_LIMIT // max(1, size))
-    return [slice(a, min(a + step, groups)) for a in range(0, groups, step)]
 
 
 def averaged_checkpoints(checkpoints: list[dict[str, Any]], gradients: str | None,

@@ -275,6 +275,13 @@ def group_gradients(head: Head, train: Split, groups: Groups, num_classes: int, 
 DOUBLE_GRADIENTS_LIMIT = 2 ** 27
 
 
+def row_chunks(groups: int, size: int) -> list[slice]:
+    """Slices of ``groups`` rows of ``size`` entries each: one for all of them up to :data:`DOUBLE_GRADIENTS_LIMIT`
+    entries, else chunks of that many (what a check computed row by row takes at a time)."""
+    step = groups if groups * size <= DOUBLE_GRADIENTS_LIMIT else max(1, DOUBLE_GRADIENTS_LIMIT // max(1, size))
+    return [slice(a, min(a + step, groups)) for a in range(0, groups, step)]
+
+
 def gradient_dtype(groups: int, size: int) -> torch.dtype:
     """The precision of ``groups`` summed gradients of ``size`` entries each (:data:`DOUBLE_GRADIENTS_LIMIT`)."""
     return torch.float64 if groups * size <= DOUBLE_GRADIENTS_LIMIT else torch.float32
@@ -399,7 +406,9 @@ def checkpoint_curvatures(head: Head, trajectory: Trajectory, train: Split, grou
         if synset is not None:
             with torch.no_grad():
                 whiten = st.curvature.whitener(damping)
-                cos = row_cosine(whiten(synset_head_gradients(head, synset, p)), whiten(st.group_grads))
+                cos = torch.cat([row_cosine(whiten(synset_head_gradients(head, synset, p, rows)),
+                                            whiten(st.group_grads[rows]))
+                                 for rows in row_chunks(groups.num_groups, st.group_grads.shape[1])])
             c.cosine_mean, c.cosine_min = float(cos.mean()), float(cos.min())
         out.append(c)
     if cfg.checkpoints > 1 and not out:
