@@ -198,6 +198,26 @@ def test_gradients_too_large_to_store_leave_the_step_to_the_synsets_saying_so(tm
     assert torch.equal(same.weights, got.weights)
 
 
+def test_a_synset_stage_larger_than_the_memory_warns_before_it_starts(run, monkeypatch, caplog):
+    import logging
+
+    from ddm import devices
+    from ddm.distill.stage import STAGE_BYTES_PER_ENTRY, warn_memory
+
+    cfg, data, ws, dm = run
+    size = 10 * 33  # the tiny preset's head on the digits: 10 classes x (32 features + 1)
+    need = STAGE_BYTES_PER_ENTRY * dm.groups.num_groups * size
+    monkeypatch.setattr(devices, "available_memory", lambda: need + 1)
+    with caplog.at_level(logging.WARNING):
+        warn_memory(dm.model, dm.groups.num_groups)
+    assert "may need" not in caplog.text
+    monkeypatch.setattr(devices, "available_memory", lambda: need - 1)
+    with caplog.at_level(logging.WARNING):
+        warn_memory(dm.model, dm.groups.num_groups)
+    assert f"K = {dm.groups.num_groups} groups x {size} last-layer parameters" in caplog.text
+    assert "cluster.per_class" in caplog.text
+
+
 def test_emulation_is_shared_between_objectives(run, monkeypatch):
     cfg, data, ws, dm = run
     dm.attribute(data.test[:4], "dist1")

@@ -991,8 +991,8 @@ def _site_loss(head: Head, images: torch.Tensor, log_w: torch.Tensor, onehot: to
 
 def factored_pays(n: int, classes: int, features: int) -> bool:
     """Whether whitening a group's ``n`` images' factors (:meth:`Curvature.factored_whitener`) takes at most a quarter
-    of the multiply-adds of forming its ``classes x features`` gradient and whitening that: never with 10 classes
-    (at most 2.5x fewer there), about 50x fewer with 200 classes, 2,049 features and 4 images."""
+    of the multiply-adds of forming its ``classes x features`` gradient and whitening that: never with 10 classes and
+    4 or more images (at most 2.5x fewer there), about 50x fewer with 200 classes, 2,049 features and 4 images."""
     c, d = classes, features
     return 4 * n * (c * c + d * d + c * d) <= c * d * (n + c + d)
 

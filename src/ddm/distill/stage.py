@@ -99,6 +99,8 @@ def distill_stage(dm: DistilledDatamodel, stage: str, train: Split, groups: Grou
         if distributed.is_main():
             dm.ws.begin(stage, key, cfg)
         distributed.barrier()
+    if dm.config.distill.matching == "head":
+        warn_memory(dm.model, groups.num_groups)
     folder = dm.ws.begin(stage, key, cfg) if not shared else dm.ws.path(stage)
     ckpt = folder / "checkpoint.safetensors"
     before = float(load_tensors(ckpt).get("seconds", torch.zeros(()))) if ckpt.exists() else 0.0
@@ -154,6 +156,29 @@ def distill_stage(dm: DistilledDatamodel, stage: str, train: Split, groups: Grou
     if shared:
         distributed.barrier()
     return syn
+
+
+#: bytes per entry of the groups' last-layer gradients (K groups x D head parameters) the head synset stage held at
+#: its peak: 65 on a 200-class probe of 1,000 groups (D = 205,000; 13.4 GB), where a probe of 2,000 groups (D =
+#: 409,800) was killed at 24 GB in the stage (BENCHMARKS.md, "Two hundred classes of 64x64 images")
+STAGE_BYTES_PER_ENTRY = 64
+
+
+def warn_memory(model: torch.nn.Module, groups: int) -> None:
+    """A warning, before a head distillation starts, where the stage's estimated peak (:data:`STAGE_BYTES_PER_ENTRY`
+    per group-parameter entry) exceeds the memory available, naming what to lower: the stage keeps several ``[K,
+    D]`` arrays of the groups' gradients (at theta_tau and each checkpoint) and, in places, double-precision copies."""
+    from ddm import devices
+    from ddm.distill.head import Head
+
+    size = Head.of(model).matrix().numel()
+    need = STAGE_BYTES_PER_ENTRY * groups * size
+    free = devices.available_memory()
+    if free is not None and need > free:
+        log.warning("the synset stage may need about %.0f GiB of memory (K = %d groups x %d last-layer parameters) "
+                    "and %.0f GiB is available: if it is killed, use fewer groups (cluster.per_class or "
+                    "cluster.num_groups) or a narrower last layer (model.width), or run it on a larger machine",
+                    need / 2 ** 30, groups, size, free / 2 ** 30)
 
 
 def store_group_gradients(dm: DistilledDatamodel, stage: str, key: str, syn: Synset, train: Split, groups: Groups,
