@@ -68,6 +68,15 @@ def gap_row(label: str, gaps: list[float]) -> str:
     return f"| {label} | {int((np.abs(g) <= 3).sum())} of {len(g)} | {np.abs(g).mean():.2f} | {g.mean():+.2f} |"
 
 
+def variants_report(title: str, labels: list[str], rows: list[dict[str, Any]], command: str) -> str:
+    """A report of unlearning variants' gaps on 4-group draws: one :func:`gap_row` per label of ``labels``."""
+    lines = [f"# {title}\n\n`{command}`\n",
+             f"{len(rows)} draws of 4 groups; gap = test accuracy minus the mean of exact retraining's cached orders "
+             "(points).\n", "| variant | within 3 | mean abs gap | mean gap |", "|---|---|---|---|"]
+    lines += [gap_row(label, [r[label] for r in rows]) for label in labels]
+    return "\n".join(lines) + "\n"
+
+
 def parser(doc: str, configs: str | None = None, seeds: str = "3") -> argparse.ArgumentParser:
     """The shared command line; ``configs`` None makes ``--configs`` required."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])

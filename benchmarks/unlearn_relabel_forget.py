@@ -40,7 +40,7 @@ from ddm.data import Split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from _draws import four_group_draws, gap_row, over_runs, parser, test_gap  # noqa: E402
+from _draws import four_group_draws, over_runs, parser, test_gap, variants_report  # noqa: E402
 
 #: (name, shrink factor A (1: theta_tau), ascent weight B (0: none))
 VARIANTS = (("relabel", 1.0, 0.0), ("shrink 0.9", 0.9, 0.0), ("shrink 0.7", 0.7, 0.0), ("shrink 0.5", 0.5, 0.0),
@@ -83,11 +83,8 @@ def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
 
 
 def report(rows: list[dict[str, Any]], command: str) -> str:
-    lines = [f"# Relabelled fine-tuning that forgets what it leaves out\n\n`{command}`\n",
-             f"{len(rows)} draws of 4 groups; gap = test accuracy minus the mean of exact retraining's cached orders "
-             "(points).\n", "| variant | within 3 | mean abs gap | mean gap |", "|---|---|---|---|"]
-    lines += [gap_row(label, [r[label] for r in rows]) for label, *_ in VARIANTS]
-    return "\n".join(lines) + "\n"
+    return variants_report("Relabelled fine-tuning that forgets what it leaves out", [v[0] for v in VARIANTS], rows,
+                           command)
 
 
 def main() -> None:

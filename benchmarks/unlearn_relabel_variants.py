@@ -30,7 +30,7 @@ from ddm.unlearning import shift_priors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from _draws import four_group_draws, gap_row, over_runs, parser, test_gap  # noqa: E402
+from _draws import four_group_draws, over_runs, parser, test_gap, variants_report  # noqa: E402
 
 #: (name, epochs back from theta_tau (0: theta_tau, one epoch), relabelled split?, prior shift)
 VARIANTS = (("relabel", 0, True, 0.0), ("relabel + prior 0.5", 0, True, 0.5), ("relabel + prior 1", 0, True, 1.0),
@@ -64,11 +64,7 @@ def run(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
 
 
 def report(rows: list[dict[str, Any]], command: str) -> str:
-    lines = [f"# Variants of relabelled fine-tuning\n\n`{command}`\n",
-             f"{len(rows)} draws of 4 groups; gap = test accuracy minus the mean of exact retraining's cached orders "
-             "(points).\n", "| variant | within 3 | mean abs gap | mean gap |", "|---|---|---|---|"]
-    lines += [gap_row(label, [r[label] for r in rows]) for label, *_ in VARIANTS]
-    return "\n".join(lines) + "\n"
+    return variants_report("Variants of relabelled fine-tuning", [v[0] for v in VARIANTS], rows, command)
 
 
 def main() -> None:

@@ -266,8 +266,11 @@ def test_the_factored_whitener_equals_whitening_the_summed_gradients(monkeypatch
     monkeypatch.setattr(head_mod, "factored_pays", lambda *shape: calls.append(shape) or True)
     factored = distill_head(model, traj, digits.train, groups, cfg, 10)
     assert calls and calls[0][1] == 10  # the matching asked, with the head's shape
-    assert torch.allclose(whole.images, factored.images, atol=1e-4)
-    assert whole.losses[0] == pytest.approx(float(factored.losses[0]), rel=1e-4)
+    # the first step's loss agrees to float rounding; Adam's normalised steps carry the rounding on (12 steps at lr
+    # 0.03 moved the images apart by 1e-3 at most, the loss by 0.3 %)
+    assert whole.losses[0] == pytest.approx(float(factored.losses[0]), rel=1e-5)
+    assert whole.losses[-1] == pytest.approx(float(factored.losses[-1]), rel=2e-2)
+    assert torch.allclose(whole.images, factored.images, atol=1e-2)
 
 
 def test_removal_raises_the_loss_of_the_removed_data_and_unlearns_a_class(trained, digits, groups, head_synset):

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ddm import progress
-from ddm.data.dataset import Dataset, Split, stratified_indices
+from ddm.data.dataset import Dataset, Split, normalise, stratified_indices
 from ddm.exceptions import DataError, require
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,8 @@ def _decode(path: Path) -> np.ndarray:
 
 
 def read_images(files: list[Path], desc: str, threads: int | None = None) -> np.ndarray:
-    """``[N, 64, 64, 3]`` uint8 of ``files``, in order, decoded in ``threads`` threads (default: the CPUs)."""
+    """``[N, 64, 64, 3]`` uint8 of ``files``, in order, decoded in ``threads`` threads (default: the CPUs, at most
+    8)."""
     out = np.empty((len(files), *SIZE, 3), dtype=np.uint8)
     threads = threads or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max(1, threads)) as pool:
@@ -126,13 +127,11 @@ def read_images(files: list[Path], desc: str, threads: int | None = None) -> np.
 
 
 def _normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray, chunk: int = 4096) -> torch.Tensor:
-    """uint8 ``[N, H, W, 3]`` -> normalised float32 ``[N, 3, H, W]``, a chunk at a time (no full-size temporary)."""
+    """uint8 ``[N, H, W, 3]`` -> normalised float32 ``[N, 3, H, W]`` (:func:`ddm.data.dataset.normalise`), a chunk at
+    a time: the whole training set's float64 copy would be 10 GB."""
     out = torch.empty((len(images), 3, *images.shape[1:3]), dtype=torch.float32)
-    m = torch.as_tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     for a in range(0, len(images), chunk):
-        x = torch.from_numpy(images[a : a + chunk]).permute(0, 3, 1, 2).float() / 255.0
-        out[a : a + chunk] = (x - m) / s
+        out[a : a + chunk] = normalise(images[a : a + chunk] / 255.0, tuple(mean), tuple(std))
     return out
 
 

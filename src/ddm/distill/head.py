@@ -903,16 +903,21 @@ def _match(head: Head, train: Split, groups: Groups, cfg: DistillConfig, num_cla
                 remember(per_group)
             matching_step(opt, per_group.sum(), it, K, losses, pbar, "head distillation",
                           "Lower distill.lr_img or distill.lr_label", backward=False)
+        elif world == 1:  # every group's graph at once (the factored whitening where it pays, as in the chunks)
+            per_group = _site_loss(head, images, log_w, onehot, at, W, whiten_at, target_at, norm2_at, task)
+            if keep_best:
+                remember(per_group.detach())
+            matching_step(opt, per_group.sum(), it, K, losses, pbar, "head distillation",
+                          "Lower distill.lr_img or distill.lr_label")
         else:
             h = head.features(images.reshape(len(own) * ipc, *images.shape[2:]), at)
             g = summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), len(own), task)
-            if world > 1:  # the other ranks' group gradients as constants: the loss of all groups, as one process has
-                g = distributed.gather_owned(g.detach(), K).index_put((own.to(g.device),), g)
+            # the other ranks' group gradients as constants: the loss of all groups, as one process has it
+            g = distributed.gather_owned(g.detach(), K).index_put((own.to(g.device),), g)
             per_group = ((whiten_at(g) - target_at) ** 2).sum(1) / norm2_at
-            loss = per_group.sum()
             if keep_best:
-                remember(per_group.detach()[own.to(per_group.device)] if world > 1 else per_group.detach())
-            matching_step(opt, loss, it, K, losses, pbar, "head distillation",
+                remember(per_group.detach()[own.to(per_group.device)])
+            matching_step(opt, per_group.sum(), it, K, losses, pbar, "head distillation",
                           "Lower distill.lr_img or distill.lr_label")
         recent = losses[-len(sites):]  # one loss per matching site
         if len(recent) == len(sites) and max(recent) < cfg.tolerance:  # matched: more steps would not change it
