@@ -249,9 +249,8 @@ def group_gradients(head: Head, train: Split, groups: Groups, num_classes: int, 
                     each: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
                     desc: str = "group gradients (last layer)") -> torch.Tensor:
     """The groups' summed head gradients ``[K, D]`` (float64; float32 above :data:`DOUBLE_GRADIENTS_LIMIT` entries),
-    streaming the training set once ``batch`` rows at a
-    time; ``each(features, logits, labels)`` is called on every batch too (:func:`head_statistics` accumulates the
-    curvature there, in the same pass)."""
+    streaming the training set once ``batch`` rows at a time; ``each(features, logits, labels)`` is called on every
+    batch too (:func:`head_statistics` accumulates the curvature there, in the same pass)."""
     W = head.matrix(params)
     dtype = gradient_dtype(groups.num_groups, W.numel())
     G = torch.zeros(groups.num_groups, W.numel(), dtype=dtype, device=W.device)
@@ -278,7 +277,7 @@ DOUBLE_GRADIENTS_LIMIT = 2 ** 27
 def row_chunks(groups: int, size: int) -> list[slice]:
     """Slices of ``groups`` rows of ``size`` entries each: one for all of them up to :data:`DOUBLE_GRADIENTS_LIMIT`
     entries, else chunks of that many (what a check computed row by row takes at a time)."""
-    step = groups if groups * size <= DOUBLE_GRADIENTS_LIMIT else max(1, DOUBLE_GRADIENTS_LIMIT // max(1, size))
+    step = groups if gradient_dtype(groups, size) == torch.float64 else max(1, DOUBLE_GRADIENTS_LIMIT // max(1, size))
     return [slice(a, min(a + step, groups)) for a in range(0, groups, step)]
 
 
