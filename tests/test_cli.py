@@ -550,6 +550,21 @@ def test_a_synset_that_fails_on_most_groups_is_warned_about_in_the_summary(capsy
     assert "WARNING" not in summary([1, 2], 0.9)
 
 
+def test_the_summary_names_the_loss_of_the_images_kept_not_only_the_last_step(capsys):
+    from ddm.cli.main import _print_offline
+
+    def summary(**extra: object) -> str:
+        _print_offline({"dataset": "d", "model": {"test_accuracy": 0.9, "checkpoints": 3},
+                        "synset": {"matching": "head", "steps": 10, "groups": 10, "first_loss": 0.033,
+                                   "last_loss": 0.805, "seconds": 1.0, **extra}})
+        return capsys.readouterr().out
+
+    # keep_best kept each group's best step: a last step worse than the first is not what the synsets hold
+    assert "0.033 at the first step, 0.805 at the last steps, 0.030 in the images kept" in summary(kept_loss=0.03)
+    # a stage recorded before the kept loss was (or by another matcher)
+    assert "matching loss per group 0.033 -> 0.805 (1.0 s)" in summary()
+
+
 def test_a_model_near_chance_is_warned_about():
     from ddm.cli.main import _near_chance
 

@@ -90,6 +90,7 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
             h = i.get("health") or {}
             out[stage] = {"matching": i["config"]["matching"], "steps": i.get("steps", i["config"]["iterations"]),
                           "first_loss": i.get("first_loss"), "last_loss": i.get("last_loss"),
+                          "kept_loss": i.get("kept_loss"),
                           "groups": i.get("num_groups"), "seconds": i.get("seconds"),
                           "images_per_group": getattr(syn, "ipc", None), "grown": i.get("grown"),
                           "match_metric": i.get("match_metric"),
@@ -235,8 +236,13 @@ def _print_offline(o: dict[str, Any]) -> None:
         if stage in o:
             s = o[stage]
             ipc = f" x {s['images_per_group']} images" if s.get("images_per_group") else ""
+            if s.get("kept_loss") is not None:  # each group's best step kept: the last step's loss is not the result
+                loss = (f"matching loss per group {s['first_loss']:.3f} at the first step, {s['last_loss']:.3f} at "
+                        f"the last steps, {s['kept_loss']:.3f} in the images kept")
+            else:
+                loss = f"matching loss per group {s['first_loss']:.3f} -> {s['last_loss']:.3f}"
             print(f"{stage}: {s['matching']} matching, {s['steps']} steps, {s['groups']} groups{ipc}; "
-                  f"matching loss per group {s['first_loss']:.3f} -> {s['last_loss']:.3f} ({s['seconds']:.1f} s)")
+                  f"{loss} ({s['seconds']:.1f} s)")
             if s.get("grown"):
                 print(f"  {grown(s['grown'])}")
             if s.get("match_metric"):

@@ -780,6 +780,7 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
                  num_train=torch.tensor(stats.num_train), task=task)
     syn.retried = chosen.retried
     syn.grown = grown
+    syn.error = chosen.error
     if group_curvature:
         syn.group_curvature = group_curvatures(head, train, groups, curv, cfg.unlearn_rank, task)
     syn.checkpoints = checkpoint_curvatures(head, trajectory, train, groups, cfg, num_classes, weight_decay, task, syn,

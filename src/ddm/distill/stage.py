@@ -133,6 +133,7 @@ def distill_stage(dm: DistilledDatamodel, stage: str, train: Split, groups: Grou
     dm.ws.finish(stage, key, cfg, seconds=time.perf_counter() - t0, num_groups=groups.num_groups,
                    first_loss=float(losses[0]), last_loss=float(losses[-10:].mean()), health=report,
                    steps=len(syn.losses) if syn.losses is not None else 0,
+                   **({"kept_loss": syn.error} if syn.error is not None else {}),
                    ranks=distributed.rank_world()[1] if shared else 1, **auto,
                    **({"temperature": followed, "temperature_from": "synset"} if followed is not None else {}),
                    **({"curvature": describe_curvature(syn.curvature)} if syn.curvature is not None else {}),

@@ -67,6 +67,9 @@ class Synset:
     # matched again; set when distilled, never stored (the synset stage's stage.json keeps it)
     retried: dict[int, tuple[float, float]] = field(default_factory=dict, repr=False, compare=False)
     grown: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    # head matching: the mean relative matching error at theta_tau of the images kept (each group's best step with
+    # distill.keep_best, which the last step's loss in ``losses`` need not be); set when distilled, never stored
+    error: float | None = field(default=None, repr=False, compare=False)
     # the training loss (ddm.task.Task) the head statistics used; set at run time, never stored (None = CE)
     task: Any = field(default=None, repr=False, compare=False)
     # the groups' own summed last-layer gradients ``[K, D]``, by site: ``tau`` (theta_tau) and ``checkpoint<index>``
