@@ -235,6 +235,49 @@ def test_large_group_gradients_are_single_precision_and_checked_in_chunks(traine
     assert chunked["flagged"] == whole["flagged"] and chunked["outsized"] == whole["outsized"]
 
 
+def test_many_groups_steps_are_solved_and_read_out_a_chunk_of_groups_at_a_time(trained, digits, groups, head_synset,
+                                                                               monkeypatch):
+    """Above DOUBLE_GRADIENTS_LIMIT step entries the Newton emulation never holds every group's head step at once: it
+    solves them a chunk of groups at a time where their logit shifts are read out, with the same results (the
+    groups' own gradients and the decay shares sliced alike), and the Table 4 unlearning sums the gradients by chunk."""
+    import ddm.distill.head as head_mod
+    from ddm.emulate.newton import (
+        decay_shares,
+        newton_outputs,
+        newton_shifts,
+        step_members,
+        steps_fit,
+    )
+    from ddm.distill.head import site_gradients
+
+    model, traj = trained
+    head = Head.of(model)
+    own = dataclasses.replace(head_synset, group_gradients=site_gradients(head, traj, digits.train, groups, 10,
+                                                                          head_synset))
+    decay = decay_shares(groups.sizes(), 5e-4)
+    deleted = ~ddm.emulate.sample_perturbations(groups.num_groups, 30, 0.5, seed=3)
+    x = digits.test.x[:9]
+    every = torch.arange(groups.num_groups)
+
+    def outputs(z: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(z, -1)
+
+    def run(syn: Synset) -> list[torch.Tensor]:
+        z, S = newton_shifts(model, traj.final, syn, x, traj, decay)
+        return [newton_logits(model, traj.final, syn, deleted, x, trajectory=traj, decay=decay), z, S,
+                newton_outputs(model, traj.final, syn, deleted, x, outputs, traj, decay),
+                newton_keep_params(model, traj.final, syn, every, decay=decay)[head.param_names[0]]]
+
+    whole = {name: run(syn) for name, syn in (("images", head_synset), ("groups", own))}
+    assert steps_fit(model, head_synset) and step_members(model, traj.final, head_synset, traj) is not None
+    monkeypatch.setattr(head_mod, "DOUBLE_GRADIENTS_LIMIT", 3 * head.matrix().numel())  # chunks of 3 groups
+    assert not steps_fit(model, head_synset) and step_members(model, traj.final, head_synset, traj) is None
+    for name, syn in (("images", head_synset), ("groups", own)):
+        for got, want in zip(run(syn), whole[name], strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # float rounding (the readout's order)
+    assert not torch.allclose(whole["images"][2], whole["groups"][2])  # the two kinds of step differ
+
+
 def test_the_factored_whitener_equals_whitening_the_summed_gradients(monkeypatch, trained, digits, groups):
     """Curvature.factored_whitener: the basis applied to each image's factors gives the whitened summed gradient,
     for EK-FAC and for the subspace curvature; the matching takes it where it pays (many classes, few images)."""

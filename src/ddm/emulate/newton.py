@@ -29,7 +29,7 @@ from torch import nn
 
 from ddm import devices
 from ddm.distill.curvature import Curvature, EigenCorrectedCurvature, ExactCurvature, SubspaceCurvature
-from ddm.distill.head import Head, output_curvature, synset_head_gradients
+from ddm.distill.head import Head, output_curvature, row_chunks, synset_head_gradients
 from ddm.distill.synset import Synset
 from ddm.exceptions import ConfigError, NumericalError
 from ddm.train.trajectory import Trajectory
@@ -69,22 +69,24 @@ def _with_decay(g: torch.Tensor, head: Head, params: Params, decay: torch.Tensor
 
 def removal_displacements(model: nn.Module, params: Params, synset: Synset,
                           curvature: Curvature | None = None, damping: float | None = None,
-                          decay: torch.Tensor | None = None, gradients: torch.Tensor | None = None) -> torch.Tensor:
+                          decay: torch.Tensor | None = None, gradients: torch.Tensor | None = None,
+                          rows: slice | None = None) -> torch.Tensor:
     """``U [K, D]``: the head displacement (flattened ``[C, d+1]``) of removing each group alone, at ``params``
     (theta_tau by default; another checkpoint with its own ``curvature`` and ``damping``). ``decay`` ``[K]``:
     the groups' shares of the weight decay (:func:`decay_shares`), added to their gradients. ``gradients``
     ``[K, D]``: the groups' own summed head gradients there, taken in place of the synthetic images'
-    (``emulate.gradients=groups``)."""
+    (``emulate.gradients=groups``). ``rows``: the groups ``rows`` only (``[len(rows), D]``; every row is solved on
+    its own, so the rows of all groups' result)."""
     stored, stored_damping, n = _require_head(synset)
     curvature = stored if curvature is None else curvature
     damping = stored_damping if damping is None else damping
     head = Head.of(model)
     with torch.no_grad():
         if gradients is None:
-            g = synset_head_gradients(head, synset, params)  # on the model's device
+            g = synset_head_gradients(head, synset, params, rows)  # on the model's device
         else:
-            g = gradients.to(devices.of(model), torch.float32)
-        g = _with_decay(g, head, params, decay)
+            g = (gradients if rows is None else gradients[rows]).to(devices.of(model), torch.float32)
+        g = _with_decay(g, head, params, decay if decay is None or rows is None else decay[rows])
     return curvature.to(g.device).solve(g, damping, single=True) / n
 
 
@@ -98,11 +100,27 @@ def _site_gradients(synset: Synset, site: str) -> torch.Tensor | None:
     return synset.group_gradients[site]
 
 
+#: a head step of ``rows`` of the groups at one site (:func:`_sites`): ``U [len(rows), D]``
+Steps = Callable[[slice], torch.Tensor]
+
+
 def _members(model: nn.Module, params: Params, synset: Synset, trajectory: Trajectory | None,
              decay: torch.Tensor | None) -> list[tuple[Params, torch.Tensor]]:
     """``(parameters, U [K, D])`` at theta_tau, then at each checkpoint the synset holds a curvature for."""
-    members = [(params, removal_displacements(model, params, synset, decay=decay,
-                                              gradients=_site_gradients(synset, "tau")))]
+    every = slice(0, synset.num_groups)
+    return [(p, steps(every)) for p, steps in _sites(model, params, synset, trajectory, decay)]
+
+
+def _sites(model: nn.Module, params: Params, synset: Synset, trajectory: Trajectory | None,
+           decay: torch.Tensor | None) -> list[tuple[Params, Steps]]:
+    """``(parameters, steps)`` at theta_tau, then at each checkpoint the synset holds a curvature for: ``steps(rows)``
+    solves the head steps of those groups only (:func:`_members` solves them all at once)."""
+
+    def at(p: Params, curvature: Curvature | None, damping: float | None, site: str) -> Steps:
+        gradients = _site_gradients(synset, site)
+        return lambda rows: removal_displacements(model, p, synset, curvature, damping, decay, gradients, rows)
+
+    members = [(params, at(params, None, None, "tau"))]
     if synset.checkpoints:
         if trajectory is None:
             raise ConfigError("this synset averages the Newton step over checkpoints of the trajectory "
@@ -112,9 +130,37 @@ def _members(model: nn.Module, params: Params, synset: Synset, trajectory: Traje
                 raise ConfigError(f"the trajectory does not hold the checkpoint the synset was distilled at (index "
                                   f"{c.index}, epoch {c.epoch:g}): re-distill with --overwrite")
             p = trajectory.checkpoint(c.index)
-            members.append((p, removal_displacements(model, p, synset, c.curvature, c.damping, decay,
-                                                     _site_gradients(synset, f"checkpoint{c.index}"))))
+            members.append((p, at(p, c.curvature, c.damping, f"checkpoint{c.index}")))
     return members
+
+
+def _step_rows(model: nn.Module, synset: Synset) -> list[slice]:
+    """The chunks of groups whose head steps are solved together (:func:`ddm.distill.head.row_chunks`: all of them up
+    to 2^27 step entries, so small models compute exactly what one solve did)."""
+    return row_chunks(synset.num_groups, Head.of(model).matrix().numel())
+
+
+def _held(U: torch.Tensor) -> Steps:
+    """The rows of steps already solved (:func:`step_members`)."""
+    return lambda rows: U[rows]
+
+
+def steps_fit(model: nn.Module, synset: Synset) -> bool:
+    """Whether every group's head step can be held at once at every site (:func:`step_members`), or should be solved
+    a chunk of groups at a time where they are read out (``members=None``)."""
+    return len(_step_rows(model, synset)) == 1
+
+
+def _site_shifts(model: nn.Module, h: torch.Tensor, steps: Steps, shape: torch.Size, synset: Synset) -> torch.Tensor:
+    """:func:`head_shifts` of every group's step at one site, solved a chunk of groups at a time
+    (:func:`_step_rows`): the ``[K, N, C]`` shifts are held, never all ``[K, D]`` steps."""
+    chunks = _step_rows(model, synset)
+    if len(chunks) == 1:
+        return head_shifts(h, steps(chunks[0]), shape)
+    S = torch.empty(synset.num_groups, len(h), shape[0], dtype=h.dtype, device=h.device)
+    for rows in chunks:
+        S[rows] = head_shifts(h, steps(rows), shape)
+    return S
 
 
 def head_shifts(h: torch.Tensor, U: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -137,13 +183,12 @@ def newton_outputs(model: nn.Module, params: Params, synset: Synset, deleted: to
                           "(distill.matching=block) reads out at theta_tau: set emulate.readout=logits")
     head = Head.of(model)
     bases, effects = [], []
-    members = _members(model, params, synset, trajectory, decay)
-    for p, U in members:
+    for p, steps in _sites(model, params, synset, trajectory, decay):
         with torch.no_grad():
             h = head.features(x, p)
             W = head.matrix(p)
             z = h @ W.T
-            S = head_shifts(h, U, W.shape)  # [K, N, C]
+            S = _site_shifts(model, h, steps, W.shape, synset)  # [K, N, C]
             bases.append(outputs(z))
         effects.append(torch.func.vmap(lambda d, z=z: torch.func.jvp(outputs, (z,), (d,))[1])(S).detach())  # [K, N, O]
     base, effect = torch.stack(bases).mean(0), torch.stack(effects).mean(0)
@@ -153,10 +198,11 @@ def newton_outputs(model: nn.Module, params: Params, synset: Synset, deleted: to
 
 
 def step_members(model: nn.Module, params: Params, synset: Synset, trajectory: Trajectory | None = None,
-                 decay: torch.Tensor | None = None) -> list[tuple[Params, torch.Tensor]]:
+                 decay: torch.Tensor | None = None) -> list[tuple[Params, torch.Tensor]] | None:
     """``(parameters, U [K, D])``: each group's head step at theta_tau and at each checkpoint the synset holds, for
-    :func:`newton_shifts` (computed once for several target sets)."""
-    return _members(model, params, synset, trajectory, decay)
+    :func:`newton_shifts` (computed once for several target sets); None where they are too large to hold at once
+    (:func:`steps_fit`), which :func:`newton_shifts` then solves a chunk of groups at a time for each target set."""
+    return _members(model, params, synset, trajectory, decay) if steps_fit(model, synset) else None
 
 
 def newton_shifts(model: nn.Module, params: Params, synset: Synset, x: torch.Tensor,
@@ -166,14 +212,15 @@ def newton_shifts(model: nn.Module, params: Params, synset: Synset, x: torch.Ten
     averaged over theta_tau and the synset's checkpoints: :func:`newton_logits` of a perturbation is the logits
     plus the sum of its deleted groups' shifts. ``members``: :func:`step_members`' result, if already at hand."""
     head = Head.of(model)
-    members = _members(model, params, synset, trajectory, decay) if members is None else members
+    sites = (_sites(model, params, synset, trajectory, decay) if members is None
+             else [(p, _held(U)) for p, U in members])
     with torch.no_grad():
         W = head.matrix(params)
-        feats = [(head.features(x, p), U) for p, U in members]
+        feats = [(head.features(x, p), steps) for p, steps in sites]
         z = feats[0][0] @ W.T
-        S = head_shifts(*feats[0], W.shape)
-        for h, U in feats[1:]:  # summed in place: one [K, N, C] at a time
-            S += head_shifts(h, U, W.shape)
+        S = _site_shifts(model, *feats[0], W.shape, synset)
+        for h, steps in feats[1:]:  # summed in place: one [K, N, C] at a time
+            S += _site_shifts(model, h, steps, W.shape, synset)
         S /= len(feats)
     _check_finite(S, "Newton emulation")
     return z.cpu(), S.cpu()
@@ -192,27 +239,32 @@ def newton_logits(model: nn.Module, params: Params, synset: Synset, deleted: tor
     if order not in ("auto", "groups", "perturbations"):
         raise ConfigError(f"order must be auto, groups or perturbations, got {order!r}")
     head = Head.of(model)
-    members = _members(model, params, synset, trajectory, decay)
+    sites = _sites(model, params, synset, trajectory, decay)
     with torch.no_grad():
         W = head.matrix(params)
-        feats = [(head.features(x, p), U) for p, U in members]
-        z = feats[0][0] @ W.T  # theta_tau's logits (members[0] is theta_tau)
-        P, K, N, C, M = len(deleted), len(members[0][1]), len(x), W.shape[0], len(members)
+        feats = [(head.features(x, p), steps) for p, steps in sites]
+        z = feats[0][0] @ W.T  # theta_tau's logits (sites[0] is theta_tau)
+        P, K, N, C, M = len(deleted), synset.num_groups, len(x), W.shape[0], len(sites)
         out = []
         # The shift is linear in the perturbation: either each perturbation's head step (d @ U, [P, D]) is read out
         # on the targets' features (M P D (K + N) multiply-adds), or each group's logit shift on the targets is read
         # out first (S [K, N, C], averaged over the checkpoints) and the perturbations sum it (M N K D + P K N C):
         # the same numbers, and the second is 9x cheaper on the demo (K = 100, 20 targets). The cheaper one runs.
+        # Where the steps are too many to hold at once (steps_fit), the first, which solves them a chunk of groups at
+        # a time, runs unless the second is asked for.
         cheaper = M * N * K * W.numel() + P * K * N * C < M * P * W.numel() * (K + N)
-        if order == "groups" or (order == "auto" and cheaper):
-            S = torch.stack([head_shifts(h, U, W.shape) for h, U in feats]).mean(0)
+        if order == "groups" or (order == "auto" and (cheaper or not steps_fit(model, synset))):
+            S = torch.stack([_site_shifts(model, h, steps, W.shape, synset) for h, steps in feats]).mean(0)
             S = S.reshape(K, N * C)
 
             def shift(d: torch.Tensor) -> torch.Tensor:
                 return (d @ S).reshape(len(d), N, C)
         else:
+            every = slice(0, K)
+            held = [(h, steps(every)) for h, steps in feats]
+
             def shift(d: torch.Tensor) -> torch.Tensor:
-                return torch.stack([head_shifts(h, d @ U, W.shape) for h, U in feats]).mean(0)
+                return torch.stack([head_shifts(h, d @ U, W.shape) for h, U in held]).mean(0)
         for s in range(0, P, chunk_size):
             out.append((z + shift(deleted[s : s + chunk_size].float().to(W.device))).cpu())
     logits = torch.cat(out)
@@ -256,7 +308,10 @@ def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups:
     sub = Synset(synset.images[groups], synset.labels[groups], synset.num_classes,
                  weights=synset.image_weights()[groups], task=synset.task)
     with torch.no_grad():
-        g = synset_head_gradients(head, sub, params).double().sum(0)  # on the model's device
+        # on the model's device; a chunk of groups at a time where all their gradients are too many to hold at once
+        g = sum(synset_head_gradients(head, sub, params, rows).double().sum(0)
+                for rows in row_chunks(sub.num_groups, head.matrix(params).numel()))
+        assert isinstance(g, torch.Tensor)
         if decay is not None:
             g = _with_decay(g[None], head, params, decay[groups].sum()[None])[0]
         dev = g.device
