@@ -241,6 +241,7 @@ def test_many_groups_steps_are_solved_and_read_out_a_chunk_of_groups_at_a_time(t
     solves them a chunk of groups at a time where their logit shifts are read out, with the same results (the
     groups' own gradients and the decay shares sliced alike), and the Table 4 unlearning sums the gradients by chunk."""
     import ddm.distill.head as head_mod
+    from ddm.distill.head import site_gradients
     from ddm.emulate.newton import (
         decay_shares,
         newton_outputs,
@@ -248,7 +249,6 @@ def test_many_groups_steps_are_solved_and_read_out_a_chunk_of_groups_at_a_time(t
         step_members,
         steps_fit,
     )
-    from ddm.distill.head import site_gradients
 
     model, traj = trained
     head = Head.of(model)

@@ -32,6 +32,7 @@ from ddm.distill.curvature import SubspaceCurvature
 from ddm.distill.head import (
     Head,
     HeadStatistics,
+    gradient_dtype,
     group_gradients,
     head_statistics,
     matching_quality,
@@ -80,14 +81,16 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
             parts: list[dict[str, torch.Tensor]] = []
             # row by row quantities, a chunk of groups at a time where the groups' steps are large (Tiny ImageNet's
             # 2,000 groups x 409,800 head parameters: 6.6 GB per copy in double precision); all at once otherwise
+            # (solved in single precision where the gradients are, which halves the largest checks' time)
+            single = gradient_dtype(*stats.group_grads.shape) == torch.float32
             for rows in row_chunks(groups.num_groups, stats.group_grads.shape[1]):
-                real = stats.curvature.solve(stats.group_grads[rows] / stats.num_train, lam)  # the real removal steps
+                real = stats.curvature.solve(stats.group_grads[rows] / stats.num_train, lam, single)  # the real steps
                 if block is not None:  # block-matched: the step over the last block and the head (ddm.distill.block)
                     q = {"cosine": block[rows, 0].double(), "relative_error": block[rows, 1].double()}
                     step = block[rows, 2:3].double()  # only its norm is used below
                 elif synset.kind == "head":
                     emulated = synset_head_gradients(head, synset, final, rows).double() / stats.num_train
-                    step = stats.curvature.solve(emulated, lam)
+                    step = stats.curvature.solve(emulated, lam, single)
                     q = matching_quality(step, real)
                 else:  # one fine-tuning step on S_k moves the head by -grad L(S_k)
                     step = -synset_head_gradients(head, synset, final, rows).double()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 
 import torch
 from torch import nn
@@ -277,17 +276,20 @@ def member_shifts(model: nn.Module, params: Params, synset: Synset, deleted: tor
                   decay: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """``(z, s_tau, s_checkpoints)``: theta_tau's logits ``[N, C]`` on ``x`` and, apart, the logit shifts ``[P, N, C]``
     of the step at theta_tau and at each of the synset's checkpoints that :func:`newton_logits` averages (double
-    precision). With one checkpoint c the step averages theta_tau's shift and c's, so c's is twice the pair's less
-    theta_tau's: any weighting of the members follows from these, e.g. ``z + mean([s_tau, *s_checkpoints])`` is
-    :func:`newton_logits`."""
-    rows = torch.cat([deleted, torch.zeros(1, deleted.shape[1], dtype=deleted.dtype)])  # the last deletes nothing
-
-    def logits(s: Synset) -> torch.Tensor:
-        return newton_logits(model, params, s, rows, x, trajectory=trajectory, decay=decay).double()
-
-    tau = logits(replace(synset, checkpoints=[]))
-    z, s_tau = tau[-1], tau[:-1] - tau[-1]
-    return z, s_tau, [2 * (logits(replace(synset, checkpoints=[c]))[:-1] - z) - s_tau for c in synset.checkpoints]
+    precision): any weighting of the members follows from these, e.g. ``z + mean([s_tau, *s_checkpoints])`` is
+    :func:`newton_logits`. Each site's steps are solved once."""
+    head = Head.of(model)
+    with torch.no_grad():
+        shifts, z = [], None
+        for p, steps in _sites(model, params, synset, trajectory, decay):  # theta_tau first
+            h = head.features(x, p)
+            S = _site_shifts(model, h, steps, head.matrix(p).shape, synset)  # [K, N, C]
+            shifts.append(torch.einsum("pk,knc->pnc", deleted.to(S.device, S.dtype), S).double().cpu())
+            z = (h @ head.matrix(p).T).double().cpu() if z is None else z
+    for s in shifts:
+        _check_finite(s, "Newton emulation")
+    assert z is not None
+    return z, shifts[0], shifts[1:]
 
 
 def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups: torch.Tensor,
