@@ -1077,6 +1077,19 @@ def test_groups_still_unmatched_are_matched_again_and_keep_the_better_match(trai
     assert start.retried == {}
 
 
+def test_the_retry_of_stuck_groups_takes_them_in_the_matchings_chunks(trained, digits, groups):
+    """distill.retry with distill.match_chunk: the stuck groups' errors and their second matching are computed a
+    chunk of groups at a time (all groups' graphs at once had the largest run's peak), with the same result."""
+    model, traj = trained
+    cfg = DistillConfig(iterations=4, retry=1e-3, ipc_grow=0)
+    whole = distill_head(model, traj, digits.train, groups, cfg, 10)
+    chunked = distill_head(model, traj, digits.train, groups, dataclasses.replace(cfg, match_chunk=3), 10)
+    assert len(whole.retried) > 3 and sorted(chunked.retried) == sorted(whole.retried)
+    for k, (b, a) in whole.retried.items():
+        assert chunked.retried[k] == pytest.approx((b, a), rel=1e-3, abs=1e-6)
+    assert torch.allclose(chunked.images, whole.images, atol=1e-4)
+
+
 def test_step_quality_does_not_depend_on_the_steps_scale():
     from ddm.distill.head import matching_quality, row_cosine
 

@@ -274,10 +274,16 @@ def group_gradients(head: Head, train: Split, groups: Groups, num_classes: int, 
 DOUBLE_GRADIENTS_LIMIT = 2 ** 27
 
 
+#: the entries of one chunk of :func:`row_chunks` (256 MB a copy in double precision): the health check holds about
+#: eight copies of its chunk at once (the real and synthetic steps, their double-precision comparison)
+CHUNK_ENTRIES = 2 ** 25
+
+
 def row_chunks(groups: int, size: int) -> list[slice]:
     """Slices of ``groups`` rows of ``size`` entries each: one for all of them up to :data:`DOUBLE_GRADIENTS_LIMIT`
-    entries, else chunks of that many (what a check computed row by row takes at a time)."""
-    step = groups if gradient_dtype(groups, size) == torch.float64 else max(1, DOUBLE_GRADIENTS_LIMIT // max(1, size))
+    entries, else chunks of :data:`CHUNK_ENTRIES` (what a check computed row by row takes at a time)."""
+    most = min(CHUNK_ENTRIES, DOUBLE_GRADIENTS_LIMIT)
+    step = groups if gradient_dtype(groups, size) == torch.float64 else max(1, most // max(1, size))
     return [slice(a, min(a + step, groups)) for a in range(0, groups, step)]
 
 
@@ -606,23 +612,24 @@ def _sample_losses(head: Head, train: Split, task: Any = None) -> torch.Tensor:
 
 def _retry_stuck(head: Head, train: Split, groups: Groups, labels: torch.Tensor, shares: torch.Tensor,
                  own: torch.Tensor, images: torch.Tensor, log_w: torch.Tensor, onehot: torch.Tensor, site: Any,
-                 cfg: DistillConfig, task: Any = None) -> dict[int, tuple[float, float]]:
+                 cfg: DistillConfig, task: Any = None, chunk: int | None = None) -> dict[int, tuple[float, float]]:
     """``distill.retry``: this process's groups whose relative matching error at theta_tau (``site``) is still at
     least ``cfg.retry`` are matched again from their members with the largest training loss at theta_tau, with
     least-squares weights (Adam at ``lr_img`` for ``iterations`` steps, each group's best step kept); a group takes
     the new images and weights, in place, only where they match better. Returns ``{group: (error before, after)}``
-    of the groups retried."""
+    of the groups retried. ``chunk``: how many groups' errors are computed at a time (the matching's
+    ``distill.match_chunk``; default all at once)."""
     whiten_at, target_at = site[2], site[3]
     ipc = labels.shape[1]
     num_classes = onehot.shape[1]
     oh = onehot.reshape(len(own), ipc, num_classes)
     rows = own.to(target_at.device)
 
-    def errors(imgs: torch.Tensor, lw: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
-        return _site_errors(head, imgs, lw, oh[local].reshape(-1, num_classes), own[local.cpu()], site, task)
+    def errors(imgs: torch.Tensor, lw: torch.Tensor, local: torch.Tensor, at_once: int | None = None) -> torch.Tensor:
+        return _site_errors(head, imgs, lw, oh[local].reshape(-1, num_classes), own[local.cpu()], site, task, at_once)
 
     with torch.no_grad():
-        before = errors(images.detach(), log_w.detach(), torch.arange(len(own), device=images.device))
+        before = errors(images.detach(), log_w.detach(), torch.arange(len(own), device=images.device), chunk)
     local = torch.nonzero(~(before < cfg.retry)).flatten()  # NaN counts as stuck
     if len(local) == 0:
         return {}
@@ -636,16 +643,27 @@ def _retry_stuck(head: Head, train: Split, groups: Groups, labels: torch.Tensor,
     opt = torch.optim.Adam([{"params": [new], "lr": cfg.lr_img}, {"params": [lw], "lr": cfg.lr_label}])
     best_err = torch.full((len(local),), float("inf"), device=images.device)
     best_img, best_lw = new.detach().clone(), lw.detach().clone()
+    at_once = len(local) if chunk is None else chunk
     for it in range(cfg.iterations + 1):
-        err = errors(new, lw, local)
+        if at_once >= len(local):
+            err = errors(new, lw, local)
+        else:  # many stuck groups: each chunk's graph differentiated and freed in turn (the gradients add up)
+            opt.zero_grad(set_to_none=True)
+            parts = []
+            for s in range(0, len(local), at_once):
+                part = errors(new[s : s + at_once], lw[s : s + at_once], local[s : s + at_once])
+                part.sum().backward()
+                parts.append(part.detach())
+            err = torch.cat(parts)
         with torch.no_grad():  # each group's best step so far (NaN never wins)
             better = err.detach() < best_err
             best_err = torch.where(better, err.detach(), best_err)
             best_img[better], best_lw[better] = new.detach()[better], lw.detach()[better]
         if it == cfg.iterations or float(err.detach().mean()) < cfg.tolerance:
             break
-        opt.zero_grad(set_to_none=True)
-        err.sum().backward()
+        if at_once >= len(local):
+            opt.zero_grad(set_to_none=True)
+            err.sum().backward()
         opt.step()
     out: dict[int, tuple[float, float]] = {}
     with torch.no_grad():
@@ -774,6 +792,9 @@ def _distill_head(head: Head, trajectory: Trajectory, train: Split, groups: Grou
                  "seconds": round(time.perf_counter() - t_grow, 1)}  # this process's (a resumed run: since resuming)
         log.info("head distillation: %d images per group match at mean relative error %.2g, %d at %.2g: kept %d",
                  first.ipc, first.error, second.ipc, second.error, chosen.ipc)
+    # the matching's targets ([K, D] at each site) are not needed past here: their memory goes back before the
+    # checkpoints' statistics are streamed (2,000 groups x 409,800 parameters: 3.3 GB a site)
+    del sites, target, norm2
     syn = Synset(distributed.gather_owned(chosen.images.cpu(), K), chosen.labels, num_classes,
                  losses=torch.tensor(chosen.losses), weights=distributed.gather_owned(chosen.log_w.exp().cpu(), K),
                  curvature=curv.to("cpu"), damping=torch.tensor(damping),
@@ -938,7 +959,8 @@ def _match(head: Head, train: Split, groups: Groups, cfg: DistillConfig, num_cla
                  float(best["losses"].mean()))
     retried: dict[int, tuple[float, float]] = {}
     if cfg.retry > 0:
-        mine = _retry_stuck(head, train, groups, labels, shares, own, images, log_w, onehot, sites[0], cfg, task)
+        mine = _retry_stuck(head, train, groups, labels, shares, own, images, log_w, onehot, sites[0], cfg, task,
+                            chunk)
         local = torch.full((len(own), 2), float("nan"))
         for j, k in enumerate(own.tolist()):
             if k in mine:
