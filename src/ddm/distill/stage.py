@@ -159,21 +159,25 @@ def distill_stage(dm: DistilledDatamodel, stage: str, train: Split, groups: Grou
     return syn
 
 
-#: bytes per entry of the groups' last-layer gradients (K groups x D head parameters) the head synset stage held at
-#: its peak: 65 on a 200-class probe of 1,000 groups (D = 205,000; 13.4 GB), where a probe of 2,000 groups (D =
-#: 409,800) was killed at 24 GB in the stage (BENCHMARKS.md, "Two hundred classes of 64x64 images")
-STAGE_BYTES_PER_ENTRY = 64
+#: the head synset stage's peak memory, estimated as bytes per entry of the groups' last-layer gradients (K groups x D
+#: head parameters) plus, above the 2^27 entries where the stage works in chunks, a base for the chunks' buffers (the
+#: matching's 2 GiB graph among them): fitted to two 200-class probes of 64x64 images after the stage's chunking
+#: (0.26), 1,000 groups x 205,000 parameters at 8.3 GiB and 2,000 x 409,800 at 18.7 GiB, and rounded up
+#: (BENCHMARKS.md, "Two hundred classes of 64x64 images")
+STAGE_BYTES_PER_ENTRY = 24
+STAGE_BASE_BYTES = 4 * 2 ** 30
 
 
 def warn_memory(model: torch.nn.Module, groups: int) -> None:
     """A warning, before a head distillation starts, where the stage's estimated peak (:data:`STAGE_BYTES_PER_ENTRY`
-    per group-parameter entry) exceeds the memory available, naming what to lower: the stage keeps several ``[K,
-    D]`` arrays of the groups' gradients (at theta_tau and each checkpoint) and, in places, double-precision copies."""
+    per group-parameter entry, and :data:`STAGE_BASE_BYTES` where the stage works in chunks) exceeds the memory
+    available, naming what to lower: the stage keeps several ``[K, D]`` arrays of the groups' gradients (at theta_tau
+    and each checkpoint) and, in places, double-precision copies."""
     from ddm import devices
-    from ddm.distill.head import Head
+    from ddm.distill.head import DOUBLE_GRADIENTS_LIMIT, Head
 
     size = Head.of(model).matrix().numel()
-    need = STAGE_BYTES_PER_ENTRY * groups * size
+    need = STAGE_BYTES_PER_ENTRY * groups * size + (STAGE_BASE_BYTES if groups * size > DOUBLE_GRADIENTS_LIMIT else 0)
     free = devices.available_memory()
     if free is not None and need > free:
         log.warning("the synset stage may need about %.0f GiB of memory (K = %d groups x %d last-layer parameters) "
