@@ -36,6 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -647,14 +648,8 @@ def _retry_stuck(head: Head, train: Split, groups: Groups, labels: torch.Tensor,
     for it in range(cfg.iterations + 1):
         if at_once >= len(local):
             err = errors(new, lw, local)
-        else:  # many stuck groups: each chunk's graph differentiated and freed in turn (the gradients add up)
-            opt.zero_grad(set_to_none=True)
-            parts = []
-            for s in range(0, len(local), at_once):
-                part = errors(new[s : s + at_once], lw[s : s + at_once], local[s : s + at_once])
-                part.sum().backward()
-                parts.append(part.detach())
-            err = torch.cat(parts)
+        else:  # many stuck groups: each chunk's graph differentiated and freed in turn, as the matching's
+            err = _chunked_gradients(new, lw, at_once, lambda a, b, x, w: errors(x, w, local[a:b]))
         with torch.no_grad():  # each group's best step so far (NaN never wins)
             better = err.detach() < best_err
             best_err = torch.where(better, err.detach(), best_err)
@@ -906,20 +901,16 @@ def _match(head: Head, train: Split, groups: Groups, cfg: DistillConfig, num_cla
     if chunk < len(own):
         log.info("head distillation: the graph of all %d groups' %d images would not fit in memory: %d groups at a "
                  "time (distill.match_chunk; the same gradients)", len(own), ipc, chunk)
+    def chunk_loss(site: Any, a: int, b: int, x: torch.Tensor, lw: torch.Tensor) -> torch.Tensor:
+        """The matching error at ``site`` of groups ``a:b`` (their images ``x``, weights ``lw``)."""
+        at, W, whiten_at, target_at, norm2_at = site
+        return _site_loss(head, x, lw, onehot[a * ipc : b * ipc], at, W, whiten_at, target_at[a:b], norm2_at[a:b],
+                          task)
+
     for it in range(start, cfg.iterations):
         at, W, whiten_at, target_at, norm2_at = sites[it % len(sites)]
         if chunk < len(own):  # one process: each chunk of groups differentiated on its own (their losses add up)
-            grads = torch.zeros_like(images), torch.zeros_like(log_w)
-            parts = []
-            for a in range(0, len(own), chunk):
-                b = min(a + chunk, len(own))
-                leaves = images[a:b].detach().requires_grad_(True), log_w[a:b].detach().requires_grad_(True)
-                pg = _site_loss(head, *leaves, onehot[a * ipc : b * ipc], at, W, whiten_at, target_at[a:b],
-                                norm2_at[a:b], task)
-                grads[0][a:b], grads[1][a:b] = torch.autograd.grad(pg.sum(), leaves)
-                parts.append(pg.detach())
-            images.grad, log_w.grad = grads
-            per_group = torch.cat(parts)
+            per_group = _chunked_gradients(images, log_w, chunk, partial(chunk_loss, sites[it % len(sites)]))
             if keep_best:
                 remember(per_group)
             matching_step(opt, per_group.sum(), it, K, losses, pbar, "head distillation",
@@ -1028,6 +1019,24 @@ def factored_pays(n: int, classes: int, features: int) -> bool:
 #: (``distill.match_chunk`` 0): a 64x64 ConvNet keeps megabytes of activations per synthetic image, so 2,000 groups'
 #: graph took more than 24 GiB (the Tiny ImageNet probe of BENCHMARKS.md) where the benchmarks' models take megabytes
 MATCH_GRAPH_BYTES = 2 ** 31
+
+
+def _chunked_gradients(images: torch.Tensor, log_w: torch.Tensor, chunk: int,
+                       loss: Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Per-group losses ``[G]`` (detached) of ``G`` groups' ``images`` and ``log_w``, ``chunk`` groups at a time:
+    ``loss(a, b, images_ab, log_w_ab)`` of groups ``a:b`` is differentiated on detached leaves and freed before the
+    next chunk, and the chunks' gradients are put in ``images.grad`` and ``log_w.grad`` (the groups' losses are
+    independent, so these are the gradients of their sum)."""
+    grads = torch.zeros_like(images), torch.zeros_like(log_w)
+    parts = []
+    for a in range(0, len(images), chunk):
+        b = min(a + chunk, len(images))
+        leaves = images[a:b].detach().requires_grad_(True), log_w[a:b].detach().requires_grad_(True)
+        part = loss(a, b, *leaves)
+        grads[0][a:b], grads[1][a:b] = torch.autograd.grad(part.sum(), leaves)
+        parts.append(part.detach())
+    images.grad, log_w.grad = grads
+    return torch.cat(parts)
 
 
 def match_chunk(head: Head, images: torch.Tensor, head_size: int, asked: int = 0) -> int:
