@@ -32,7 +32,6 @@ from ddm.distill.curvature import SubspaceCurvature
 from ddm.distill.head import (
     Head,
     HeadStatistics,
-    gradient_dtype,
     group_gradients,
     head_statistics,
     matching_quality,
@@ -82,7 +81,7 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
             # row by row quantities, a chunk of groups at a time where the groups' steps are large (Tiny ImageNet's
             # 2,000 groups x 409,800 head parameters: 6.6 GB per copy in double precision); all at once otherwise
             # (solved in single precision where the gradients are, which halves the largest checks' time)
-            single = gradient_dtype(*stats.group_grads.shape) == torch.float32
+            single = stats.group_grads.dtype == torch.float32
             for rows in row_chunks(groups.num_groups, stats.group_grads.shape[1]):
                 real = stats.curvature.solve(stats.group_grads[rows] / stats.num_train, lam, single)  # the real steps
                 if block is not None:  # block-matched: the step over the last block and the head (ddm.distill.block)

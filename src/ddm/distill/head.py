@@ -626,8 +626,8 @@ def _retry_stuck(head: Head, train: Split, groups: Groups, labels: torch.Tensor,
     oh = onehot.reshape(len(own), ipc, num_classes)
     rows = own.to(target_at.device)
 
-    def errors(imgs: torch.Tensor, lw: torch.Tensor, local: torch.Tensor, at_once: int | None = None) -> torch.Tensor:
-        return _site_errors(head, imgs, lw, oh[local].reshape(-1, num_classes), own[local.cpu()], site, task, at_once)
+    def errors(imgs: torch.Tensor, lw: torch.Tensor, local: torch.Tensor, by: int | None = None) -> torch.Tensor:
+        return _site_errors(head, imgs, lw, oh[local].reshape(-1, num_classes), own[local.cpu()], site, task, by)
 
     with torch.no_grad():
         before = errors(images.detach(), log_w.detach(), torch.arange(len(own), device=images.device), chunk)
