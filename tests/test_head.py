@@ -278,6 +278,80 @@ def test_many_groups_steps_are_solved_and_read_out_a_chunk_of_groups_at_a_time(t
     assert not torch.allclose(whole["images"][2], whole["groups"][2])  # the two kinds of step differ
 
 
+def test_steps_read_in_the_curvatures_eigenbasis_are_the_solved_steps():
+    """Curvature.rotated_solve keeps the solve's norms and inner products (an orthonormal change of basis), and
+    Curvature.shifts reads from it the logit changes the solved steps make: the health check compares steps there
+    and the chunked emulation reads them out there, never rotating back."""
+    torch.manual_seed(0)
+    K, N, C, d, r = 6, 5, 7, 11, 4
+    qa = torch.linalg.qr(torch.randn(C, C, dtype=torch.float64))[0]
+    qs = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64))[0]
+    a = torch.randn(C * r, C * r, dtype=torch.float64)
+    b, c = torch.randn(C, C, dtype=torch.float64), torch.randn(d, d, dtype=torch.float64)
+    curvatures = [EigenCorrectedCurvature(qa, qs, torch.rand(C, d, dtype=torch.float64)),
+                  SubspaceCurvature(qs[:, :r], ExactCurvature(a @ a.T),
+                                    EigenCorrectedCurvature(qa, qs[:, r:], torch.rand(C, d - r, dtype=torch.float64))),
+                  KroneckerCurvature(b @ b.T, c @ c.T),
+                  ExactCurvature((lambda m: m @ m.T)(torch.randn(C * d, C * d, dtype=torch.float64)))]
+    v, h = torch.randn(K, C * d, dtype=torch.float64), torch.randn(N, d, dtype=torch.float64)
+    for curv in curvatures:
+        for single in (False, True):
+            U, R = curv.solve(v, 0.1, single), curv.rotated_solve(v, 0.1, single)
+            assert R.shape == U.shape and R.dtype == U.dtype
+            tol = 1e-4 if single else 1e-6  # the exact eigenvectors are computed in single precision
+            torch.testing.assert_close(R.double() @ R.double().T, U.double() @ U.double().T, rtol=tol, atol=tol)
+        want = head_shifts(h, curv.solve(v, 0.1), torch.Size([C, d]))
+        got = curv.shifts(curv.rotated_solve(v, 0.1), h, torch.Size([C, d]))
+        assert got.shape == (K, N, C)
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+    for curv in curvatures[:2]:  # in single precision, the whitener's rows (factored_whitener's contract)
+        torch.testing.assert_close(curv.rotated_solve(v, 0.1, single=True), curv.whitener(0.1)(v))
+    exact = curvatures[-1]
+    assert torch.equal(exact.rotated_solve(v, 0.1), exact.solve(v, 0.1))  # the parameters' own basis
+
+
+@pytest.mark.parametrize("kind", ["ekfac", "subspace"])
+def test_the_chunked_emulation_reads_factored_steps_without_rotating_them_back(trained, digits, groups, head_synset,
+                                                                               monkeypatch, kind):
+    """With an EK-FAC or subspace curvature, the emulation solved a chunk of groups at a time (removal_shifts, read in
+    the eigenbasis) gives the shifts and logits of the steps solved and held at once, and the health check the same
+    report."""
+    import ddm.distill.head as head_mod
+    from ddm.emulate.newton import decay_shares, newton_shifts, removal_shifts
+
+    model, traj = trained
+    head = Head.of(model)
+    rank = {"subspace_rank": 4} if kind == "subspace" else {}
+    stats = head_statistics(head, digits.train, groups, 10, params=traj.final, curvature=kind, **rank)
+    syn = dataclasses.replace(head_synset, curvature=stats.curvature, checkpoints=[])
+    deleted = ~ddm.emulate.sample_perturbations(groups.num_groups, 30, 0.5, seed=4)
+    x = digits.test.x[:9]
+    z, S = newton_shifts(model, traj.final, syn, x)
+    h = head.features(x, traj.final)
+    solved = head_shifts(h, removal_displacements(model, traj.final, syn), head.matrix().shape)
+    torch.testing.assert_close(S, solved, rtol=1e-4, atol=1e-4 * float(S.abs().max()))
+    # the synthetic images' factors rotated one by one (where that pays: forced here), with the decay's shares too
+    decay = decay_shares(groups.sizes(), 5e-4)
+    with_decay = head_shifts(h, removal_displacements(model, traj.final, syn, decay=decay), head.matrix().shape)
+    monkeypatch.setattr("ddm.emulate.newton.factored_pays", lambda *shape: True)
+    for d, want in ((None, solved), (decay, with_decay)):
+        got = removal_shifts(model, traj.final, syn, h, decay=d, rows=slice(2, 9))
+        torch.testing.assert_close(got, want[2:9], rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    assert not torch.allclose(with_decay, solved)
+    monkeypatch.undo()
+    logits = newton_logits(model, traj.final, syn, deleted, x, order="perturbations")  # the solved steps, held
+    report = synset_health(model, traj, digits.train, groups, syn, 10)
+    monkeypatch.setattr(head_mod, "DOUBLE_GRADIENTS_LIMIT", 3 * head.matrix().numel())  # chunks of 3 groups
+    z2, S2 = newton_shifts(model, traj.final, syn, x)
+    torch.testing.assert_close(z2, z)
+    torch.testing.assert_close(S2, S, rtol=1e-4, atol=1e-4 * float(S.abs().max()))
+    torch.testing.assert_close(newton_logits(model, traj.final, syn, deleted, x), logits, rtol=1e-4, atol=1e-4)
+    again = synset_health(model, traj, digits.train, groups, syn, 10)
+    for key in ("cosine", "relative_error", "dominance"):
+        assert again[key] == pytest.approx(report[key], abs=2e-3), key
+    assert again["flagged"] == report["flagged"]
+
+
 def test_the_factored_whitener_equals_whitening_the_summed_gradients(monkeypatch, trained, digits, groups):
     """Curvature.factored_whitener: the basis applied to each image's factors gives the whitened summed gradient,
     for EK-FAC and for the subspace curvature; the matching takes it where it pays (many classes, few images)."""

@@ -82,14 +82,17 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
             # 2,000 groups x 409,800 head parameters: 6.6 GB per copy in double precision); all at once otherwise
             # (solved in single precision where the gradients are, which halves the largest checks' time)
             single = stats.group_grads.dtype == torch.float32
+            # a head-matched synset's steps are compared in the curvature's eigenbasis (norms and inner products
+            # unchanged, no rotation back); a fine-tuned synset's gradient is compared with the real step itself
+            solve = stats.curvature.rotated_solve if synset.kind == "head" else stats.curvature.solve
             for rows in row_chunks(groups.num_groups, stats.group_grads.shape[1]):
-                real = stats.curvature.solve(stats.group_grads[rows] / stats.num_train, lam, single)  # the real steps
+                real = solve(stats.group_grads[rows] / stats.num_train, lam, single)  # the real steps
                 if block is not None:  # block-matched: the step over the last block and the head (ddm.distill.block)
                     q = {"cosine": block[rows, 0].double(), "relative_error": block[rows, 1].double()}
                     step = block[rows, 2:3].double()  # only its norm is used below
                 elif synset.kind == "head":
                     emulated = synset_head_gradients(head, synset, final, rows).double() / stats.num_train
-                    step = stats.curvature.solve(emulated, lam, single)
+                    step = solve(emulated, lam, single)
                     q = matching_quality(step, real)
                 else:  # one fine-tuning step on S_k moves the head by -grad L(S_k)
                     step = -synset_head_gradients(head, synset, final, rows).double()

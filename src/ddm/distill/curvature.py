@@ -96,6 +96,20 @@ class Curvature:
         that keep the result in single precision anyway, such as the Newton emulation's steps)."""
         raise NotImplementedError
 
+    def rotated_solve(self, v: torch.Tensor, damping: float, single: bool = False) -> torch.Tensor:
+        """:meth:`solve`'s rows in an orthonormal basis of the head's parameters this curvature keeps (rows ``[K, D]``):
+        the same norms and inner products as :meth:`solve`'s, and :meth:`shifts` reads the logit changes they make.
+        A factored curvature (EK-FAC, K-FAC, the subspace) leaves its rows in its eigenbasis, which skips the
+        solve's rotation back: half its cost, the larger half where the features outnumber the classes; in single
+        precision these are :meth:`whitener`'s rows, so :meth:`factored_whitener` gives them from a sum's factors.
+        The exact curvature's basis is the parameters' own: this is :meth:`solve`."""
+        return self.solve(v, damping, single)
+
+    def shifts(self, coords: torch.Tensor, h: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """``[K, N, C]``: the logit change ``h U_k^T`` on features ``h [N, d+1]`` of each step ``U_k`` (a head matrix of
+        ``shape`` ``[C, d+1]``) whose :meth:`rotated_solve` row is ``coords[k]``, in ``h``'s dtype."""
+        return torch.einsum("nd,kcd->knc", h, coords.reshape(len(coords), *shape).to(h.dtype))
+
     def top_eigenvalue(self) -> float:
         raise NotImplementedError
 
@@ -377,6 +391,16 @@ class ExactCurvature(Curvature):
         return self
 
 
+def _eigenbasis_shifts(qa: torch.Tensor, qs: torch.Tensor, coords: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``[K, N, C]``: the logit change on features ``h [N, d+1]`` of the steps ``qa M_k qs^T`` whose coordinates in the
+    basis ``qa (x) qs`` are ``coords [K, C m]`` (``qs [d+1, m]``): ``(h qs) M_k^T qa^T``, the features rotated once
+    instead of every step rotated back."""
+    dt = h.dtype
+    hq = h @ qs.to(h.device, dt)  # [N, m]
+    t = torch.einsum("nj,kaj->kna", hq, coords.to(dt).reshape(len(coords), len(qa), qs.shape[1]))
+    return t @ qa.to(h.device, dt).T
+
+
 class KroneckerCurvature(Curvature):
     kind = "kfac"
 
@@ -391,14 +415,22 @@ class KroneckerCurvature(Curvature):
             self._eig = (ea * self.scale, qa, es, qs)
         return self._eig
 
-    def solve(self, v: torch.Tensor, damping: float, single: bool = False) -> torch.Tensor:
+    def rotated_solve(self, v: torch.Tensor, damping: float, single: bool = False) -> torch.Tensor:
         ea, qa, es, qs = self.eig()
         c, d = len(ea), len(es)
         dt = torch.float32 if single else torch.float64
-        qa, qs = qa.to(dt), qs.to(dt)
-        m = qa.T @ v.to(dt).reshape(-1, c, d) @ qs
-        m = m / (ea[:, None] * es[None, :] + damping).to(dt)
-        return (qa @ m @ qs.T).reshape(len(v), c * d)
+        m = qa.to(dt).T @ v.to(dt).reshape(-1, c, d) @ qs.to(dt)
+        return (m / (ea[:, None] * es[None, :] + damping).to(dt)).reshape(len(v), c * d)
+
+    def solve(self, v: torch.Tensor, damping: float, single: bool = False) -> torch.Tensor:
+        _, qa, es, qs = self.eig()
+        dt = torch.float32 if single else torch.float64
+        m = self.rotated_solve(v, damping, single).reshape(len(v), len(qa), len(es))
+        return (qa.to(dt) @ m @ qs.to(dt).T).reshape(len(v), -1)
+
+    def shifts(self, coords: torch.Tensor, h: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        _, qa, _, qs = self.eig()
+        return _eigenbasis_shifts(qa, qs, coords, h)
 
     def top_eigenvalue(self) -> float:
         ea, _, es, _ = self.eig()
@@ -476,13 +508,20 @@ class EigenCorrectedCurvature(Curvature):
         t = (h.float() @ qs.to(h.device, torch.float32)).double().square()
         return (u.T @ t).clamp(min=0)
 
+    def rotated_solve(self, v: torch.Tensor, damping: float, single: bool = False) -> torch.Tensor:
+        c, d = len(self.qa), len(self.qs)
+        dt = torch.float32 if single else torch.float64
+        m = self.qa.to(dt).T @ v.to(dt).reshape(-1, c, d) @ self.qs.to(dt)
+        return (m / (self.lam + damping).to(dt)).reshape(len(v), -1)
+
     def solve(self, v: torch.Tensor, damping: float, single: bool = False) -> torch.Tensor:
         c, d = len(self.qa), len(self.qs)
         dt = torch.float32 if single else torch.float64
-        qa, qs = self.qa.to(dt), self.qs.to(dt)
-        m = qa.T @ v.to(dt).reshape(-1, c, d) @ qs
-        m = m / (self.lam + damping).to(dt)
-        return (qa @ m @ qs.T).reshape(len(v), c * d)
+        m = self.rotated_solve(v, damping, single).reshape(len(v), c, self.qs.shape[1])
+        return (self.qa.to(dt) @ m @ self.qs.to(dt).T).reshape(len(v), c * d)
+
+    def shifts(self, coords: torch.Tensor, h: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        return _eigenbasis_shifts(self.qa, self.qs, coords, h)
 
     def top_eigenvalue(self) -> float:
         return float(self.lam.max()) if self.lam.numel() else 0.0
@@ -546,6 +585,22 @@ class SubspaceCurvature(Curvature):
         c, (d, r) = len(self.rest.qa), self.u.shape
         x = self.exact.solve(self._coords(v, dt), damping, single).to(dt).reshape(-1, c, r) @ self.u.to(dt).T
         return x.reshape(len(v), c * d) + self.rest.solve(v, damping, single).to(dt)
+
+    def rotated_solve(self, v: torch.Tensor, damping: float, single: bool = False) -> torch.Tensor:
+        """The exact part's solution in its eigenbasis over the coordinates ``W u`` (``u`` orthonormal), then the
+        rest's in its own: the two parts are orthogonal, so norms and inner products are :meth:`solve`'s; in single
+        precision, :meth:`whitener`'s rows."""
+        dt = torch.float32 if single else torch.float64
+        evals, evecs = self.exact.eig()
+        x = (self._coords(v, dt) @ evecs.to(v.device, dt)) / (evals + damping).to(v.device, dt)
+        return torch.cat([x, self.rest.rotated_solve(v, damping, single).to(dt)], dim=1)
+
+    def shifts(self, coords: torch.Tensor, h: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        c, r = len(self.rest.qa), self.u.shape[1]
+        evecs = self.exact.eig()[1].to(h.device, h.dtype)
+        x = (coords[:, : c * r].to(h.dtype) @ evecs.T).reshape(len(coords), c, r)  # back to the coordinates W u
+        hu = h @ self.u.to(h.device, h.dtype)  # [N, r]
+        return torch.einsum("nr,kcr->knc", hu, x) + self.rest.shifts(coords[:, c * r :], h, shape)
 
     def top_eigenvalue(self) -> float:
         return max(self.exact.top_eigenvalue(), self.rest.top_eigenvalue())

@@ -486,16 +486,33 @@ def synset_head_gradients(head: Head, synset: Synset, params: Params | None = No
                           rows: slice | None = None) -> torch.Tensor:
     """Weighted head gradient of each group's synthetic images at ``params``: ``[K, D]`` (summed over ipc); of the
     groups ``rows`` only (``[len(rows), D]``) where given."""
-    x, t, _ = synset.flat()
-    w = synset.image_weights().reshape(-1)
-    count = synset.num_groups
-    if rows is not None:
-        start, stop, _ = rows.indices(synset.num_groups)
-        n = len(x) // synset.num_groups  # the flat rows are the groups' images in turn
-        x, t, w, count = x[start * n : stop * n], t[start * n : stop * n], w[start * n : stop * n], stop - start
+    x, t, w, count = _synset_rows(synset, rows)
     W = head.matrix(params)
     h = head.features(x, params)
     return summed_head_gradients(h, h @ W.T, t.to(h.device), w.to(h.device), count, synset.task)
+
+
+def synset_head_factors(head: Head, synset: Synset, params: Params | None = None,
+                        rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The factors of :func:`synset_head_gradients`: ``(delta [R, n, C], h [R, n, d+1])``, each image's weighted output
+    gradient and its features, whose outer products summed over a group's ``n`` images are its row
+    (:meth:`ddm.distill.curvature.Curvature.factored_whitener` takes them)."""
+    x, t, w, count = _synset_rows(synset, rows)
+    W = head.matrix(params)
+    h = head.features(x, params)
+    delta = _output_gradient(h @ W.T, t.to(h.device), synset.task) * w.to(h.device)[:, None]
+    return delta.reshape(count, -1, delta.shape[1]), h.reshape(count, -1, h.shape[1])
+
+
+def _synset_rows(synset: Synset, rows: slice | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """The flat images, targets and weights of the groups ``rows`` (all where None), and how many groups."""
+    x, t, _ = synset.flat()
+    w = synset.image_weights().reshape(-1)
+    if rows is None:
+        return x, t, w, synset.num_groups
+    start, stop, _ = rows.indices(synset.num_groups)
+    n = len(x) // synset.num_groups  # the flat rows are the groups' images in turn
+    return x[start * n : stop * n], t[start * n : stop * n], w[start * n : stop * n], stop - start
 
 
 def row_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

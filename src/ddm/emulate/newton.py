@@ -28,7 +28,14 @@ from torch import nn
 
 from ddm import devices
 from ddm.distill.curvature import Curvature, EigenCorrectedCurvature, ExactCurvature, SubspaceCurvature
-from ddm.distill.head import Head, output_curvature, row_chunks, synset_head_gradients
+from ddm.distill.head import (
+    Head,
+    factored_pays,
+    output_curvature,
+    row_chunks,
+    synset_head_factors,
+    synset_head_gradients,
+)
 from ddm.distill.synset import Synset
 from ddm.exceptions import ConfigError, NumericalError
 from ddm.train.trajectory import Trajectory
@@ -76,6 +83,44 @@ def removal_displacements(model: nn.Module, params: Params, synset: Synset,
     ``[K, D]``: the groups' own summed head gradients there, taken in place of the synthetic images'
     (``emulate.gradients=groups``). ``rows``: the groups ``rows`` only (``[len(rows), D]``; every row is solved on
     its own, so the rows of all groups' result)."""
+    curvature, damping, n, g = _removal_gradients(model, params, synset, curvature, damping, decay, gradients, rows)
+    return curvature.solve(g, damping, single=True) / n
+
+
+def removal_shifts(model: nn.Module, params: Params, synset: Synset, h: torch.Tensor,
+                   curvature: Curvature | None = None, damping: float | None = None,
+                   decay: torch.Tensor | None = None, gradients: torch.Tensor | None = None,
+                   rows: slice | None = None) -> torch.Tensor:
+    """``[K, N, C]``: the logit change on features ``h [N, d+1]`` of each group's :func:`removal_displacements` (the
+    same arguments), read in the curvature's eigenbasis (:meth:`Curvature.rotated_solve`, :meth:`Curvature.shifts`):
+    an EK-FAC or subspace curvature never rotates the steps back, the targets' features are rotated once instead.
+    With the exact curvature this is :func:`head_shifts` of :func:`removal_displacements`."""
+    head = Head.of(model)
+    shape = head.matrix(params).shape
+    stored, stored_damping, n = _require_head(synset)
+    curvature = (stored if curvature is None else curvature).to(devices.of(model))
+    damping = stored_damping if damping is None else damping
+    factored = curvature.factored_whitener(damping)
+    if gradients is None and factored is not None and factored_pays(synset.images.shape[1], *shape):
+        # the synthetic images' factors rotated one by one (many classes, few images: far cheaper than rotating each
+        # group's summed [C, d+1] gradient; the same rows, Curvature.rotated_solve's contract)
+        with torch.no_grad():
+            coords = factored(*synset_head_factors(head, synset, params, rows))
+            if decay is not None:
+                theta = head.matrix(params).reshape(1, -1)
+                coords = coords + (decay if rows is None else decay[rows]).to(coords)[:, None] * \
+                    curvature.whitener(damping)(theta)
+            return curvature.shifts(coords / n, h, shape)
+    curvature, damping, n, g = _removal_gradients(model, params, synset, curvature, damping, decay, gradients, rows)
+    with torch.no_grad():
+        return curvature.shifts(curvature.rotated_solve(g, damping, single=True) / n, h, shape)
+
+
+def _removal_gradients(model: nn.Module, params: Params, synset: Synset, curvature: Curvature | None,
+                       damping: float | None, decay: torch.Tensor | None, gradients: torch.Tensor | None,
+                       rows: slice | None) -> tuple[Curvature, float, int, torch.Tensor]:
+    """The curvature (on the gradients' device), damping, training set size and the rows' summed head gradients
+    (with their decay shares) of :func:`removal_displacements`."""
     stored, stored_damping, n = _require_head(synset)
     curvature = stored if curvature is None else curvature
     damping = stored_damping if damping is None else damping
@@ -86,7 +131,7 @@ def removal_displacements(model: nn.Module, params: Params, synset: Synset,
         else:
             g = (gradients if rows is None else gradients[rows]).to(devices.of(model), torch.float32)
         g = _with_decay(g, head, params, decay if decay is None or rows is None else decay[rows])
-    return curvature.to(g.device).solve(g, damping, single=True) / n
+    return curvature.to(g.device), damping, n, g
 
 
 def _site_gradients(synset: Synset, site: str) -> torch.Tensor | None:
@@ -99,8 +144,20 @@ def _site_gradients(synset: Synset, site: str) -> torch.Tensor | None:
     return synset.group_gradients[site]
 
 
-#: a head step of ``rows`` of the groups at one site (:func:`_sites`): ``U [len(rows), D]``
-Steps = Callable[[slice], torch.Tensor]
+class Steps:
+    """The head steps of the groups at one site (:func:`_sites`): ``steps(rows)``, ``U [len(rows), D]``, and
+    ``shifts(rows, h, shape)``, their logit changes ``[len(rows), N, C]`` on features ``h`` (:func:`removal_shifts`;
+    ``shape``: the head matrix's)."""
+
+    def __init__(self, solve: Callable[[slice], torch.Tensor],
+                 shifts: Callable[[slice, torch.Tensor, torch.Size], torch.Tensor]) -> None:
+        self.solve, self.read = solve, shifts
+
+    def __call__(self, rows: slice) -> torch.Tensor:
+        return self.solve(rows)
+
+    def shifts(self, rows: slice, h: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        return self.read(rows, h, shape)
 
 
 def _members(model: nn.Module, params: Params, synset: Synset, trajectory: Trajectory | None,
@@ -117,7 +174,9 @@ def _sites(model: nn.Module, params: Params, synset: Synset, trajectory: Traject
 
     def at(p: Params, curvature: Curvature | None, damping: float | None, site: str) -> Steps:
         gradients = _site_gradients(synset, site)
-        return lambda rows: removal_displacements(model, p, synset, curvature, damping, decay, gradients, rows)
+        return Steps(lambda rows: removal_displacements(model, p, synset, curvature, damping, decay, gradients, rows),
+                     lambda rows, h, shape: removal_shifts(model, p, synset, h, curvature, damping, decay, gradients,
+                                                           rows))
 
     members = [(params, at(params, None, None, "tau"))]
     if synset.checkpoints:
@@ -141,7 +200,7 @@ def _step_rows(model: nn.Module, synset: Synset) -> list[slice]:
 
 def _held(U: torch.Tensor) -> Steps:
     """The rows of steps already solved (:func:`step_members`)."""
-    return lambda rows: U[rows]
+    return Steps(lambda rows: U[rows], lambda rows, h, shape: head_shifts(h, U[rows], shape))
 
 
 def steps_fit(model: nn.Module, synset: Synset) -> bool:
@@ -151,14 +210,15 @@ def steps_fit(model: nn.Module, synset: Synset) -> bool:
 
 
 def _site_shifts(model: nn.Module, h: torch.Tensor, steps: Steps, shape: torch.Size, synset: Synset) -> torch.Tensor:
-    """:func:`head_shifts` of every group's step at one site, solved a chunk of groups at a time
-    (:func:`_step_rows`): the ``[K, N, C]`` shifts are held, never all ``[K, D]`` steps."""
+    """:func:`head_shifts` of every group's step at one site (:meth:`Steps.shifts`: read in the curvature's
+    eigenbasis), solved a chunk of groups at a time (:func:`_step_rows`): the ``[K, N, C]`` shifts are held, never
+    all ``[K, D]`` steps."""
     chunks = _step_rows(model, synset)
     if len(chunks) == 1:
-        return head_shifts(h, steps(chunks[0]), shape)
+        return steps.shifts(chunks[0], h, shape)
     S = torch.empty(synset.num_groups, len(h), shape[0], dtype=h.dtype, device=h.device)
     for rows in chunks:
-        S[rows] = head_shifts(h, steps(rows), shape)
+        S[rows] = steps.shifts(rows, h, shape)
     return S
 
 
