@@ -333,7 +333,7 @@ def test_the_chunked_emulation_reads_factored_steps_without_rotating_them_back(t
     # the synthetic images' factors rotated one by one (where that pays: forced here), with the decay's shares too
     decay = decay_shares(groups.sizes(), 5e-4)
     with_decay = head_shifts(h, removal_displacements(model, traj.final, syn, decay=decay), head.matrix().shape)
-    monkeypatch.setattr("ddm.emulate.newton.factored_pays", lambda *shape: True)
+    monkeypatch.setattr(head_mod, "factored_pays", lambda *shape: True)
     for d, want in ((None, solved), (decay, with_decay)):
         got = removal_shifts(model, traj.final, syn, h, decay=d, rows=slice(2, 9))
         torch.testing.assert_close(got, want[2:9], rtol=1e-4, atol=1e-4 * float(want.abs().max()))

@@ -412,7 +412,7 @@ def checkpoint_curvatures(head: Head, trajectory: Trajectory, train: Split, grou
         if synset is not None:
             with torch.no_grad():
                 whiten = st.curvature.whitener(damping)
-                cos = torch.cat([row_cosine(whiten(synset_head_gradients(head, synset, p, rows)),
+                cos = torch.cat([row_cosine(whitened_synset_gradients(head, synset, st.curvature, damping, p, rows),
                                             whiten(st.group_grads[rows]))
                                  for rows in row_chunks(groups.num_groups, st.group_grads.shape[1])])
             c.cosine_mean, c.cosine_min = float(cos.mean()), float(cos.min())
@@ -502,6 +502,16 @@ def synset_head_factors(head: Head, synset: Synset, params: Params | None = None
     h = head.features(x, params)
     delta = _output_gradient(h @ W.T, t.to(h.device), synset.task) * w.to(h.device)[:, None]
     return delta.reshape(count, -1, delta.shape[1]), h.reshape(count, -1, h.shape[1])
+
+
+def whitened_synset_gradients(head: Head, synset: Synset, curvature: Curvature, damping: float,
+                              params: Params | None = None, rows: slice | None = None) -> torch.Tensor:
+    """``curvature.whitener(damping)`` of :func:`synset_head_gradients` (float32 ``[R, D]``), from each image's factors
+    where that pays (:func:`factored_pays`: many classes, few images), else from the summed rows."""
+    factored = curvature.factored_whitener(damping)
+    if factored is not None and factored_pays(synset.images.shape[1], *head.matrix(params).shape):
+        return factored(*synset_head_factors(head, synset, params, rows))
+    return curvature.whitener(damping)(synset_head_gradients(head, synset, params, rows))
 
 
 def _synset_rows(synset: Synset, rows: slice | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:

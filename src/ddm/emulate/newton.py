@@ -30,11 +30,10 @@ from ddm import devices
 from ddm.distill.curvature import Curvature, EigenCorrectedCurvature, ExactCurvature, SubspaceCurvature
 from ddm.distill.head import (
     Head,
-    factored_pays,
     output_curvature,
     row_chunks,
-    synset_head_factors,
     synset_head_gradients,
+    whitened_synset_gradients,
 )
 from ddm.distill.synset import Synset
 from ddm.exceptions import ConfigError, NumericalError
@@ -83,7 +82,8 @@ def removal_displacements(model: nn.Module, params: Params, synset: Synset,
     ``[K, D]``: the groups' own summed head gradients there, taken in place of the synthetic images'
     (``emulate.gradients=groups``). ``rows``: the groups ``rows`` only (``[len(rows), D]``; every row is solved on
     its own, so the rows of all groups' result)."""
-    curvature, damping, n, g = _removal_gradients(model, params, synset, curvature, damping, decay, gradients, rows)
+    curvature, damping, n = _resolved(model, synset, curvature, damping)
+    g = _removal_gradients(model, params, synset, decay, gradients, rows)
     return curvature.solve(g, damping, single=True) / n
 
 
@@ -95,43 +95,44 @@ def removal_shifts(model: nn.Module, params: Params, synset: Synset, h: torch.Te
     same arguments), read in the curvature's eigenbasis (:meth:`Curvature.rotated_solve`, :meth:`Curvature.shifts`):
     an EK-FAC or subspace curvature never rotates the steps back, the targets' features are rotated once instead.
     With the exact curvature this is :func:`head_shifts` of :func:`removal_displacements`."""
+    curvature, damping, n = _resolved(model, synset, curvature, damping)
     head = Head.of(model)
     shape = head.matrix(params).shape
-    stored, stored_damping, n = _require_head(synset)
-    curvature = (stored if curvature is None else curvature).to(devices.of(model))
-    damping = stored_damping if damping is None else damping
-    factored = curvature.factored_whitener(damping)
-    if gradients is None and factored is not None and factored_pays(synset.images.shape[1], *shape):
-        # the synthetic images' factors rotated one by one (many classes, few images: far cheaper than rotating each
-        # group's summed [C, d+1] gradient; the same rows, Curvature.rotated_solve's contract)
-        with torch.no_grad():
-            coords = factored(*synset_head_factors(head, synset, params, rows))
+    with torch.no_grad():
+        if gradients is None and curvature.factored_whitener(damping) is not None:
+            # a factored curvature's whitener gives its rotated_solve's rows (single precision): from the synthetic
+            # images' factors one by one where that pays (many classes, few images: far cheaper than rotating each
+            # group's summed [C, d+1] gradient)
+            coords = whitened_synset_gradients(head, synset, curvature, damping, params, rows)
             if decay is not None:
                 theta = head.matrix(params).reshape(1, -1)
-                coords = coords + (decay if rows is None else decay[rows]).to(coords)[:, None] * \
-                    curvature.whitener(damping)(theta)
-            return curvature.shifts(coords / n, h, shape)
-    curvature, damping, n, g = _removal_gradients(model, params, synset, curvature, damping, decay, gradients, rows)
-    with torch.no_grad():
-        return curvature.shifts(curvature.rotated_solve(g, damping, single=True) / n, h, shape)
+                shares = (decay if rows is None else decay[rows]).to(coords)
+                coords = coords + shares[:, None] * curvature.whitener(damping)(theta)
+        else:
+            g = _removal_gradients(model, params, synset, decay, gradients, rows)
+            coords = curvature.rotated_solve(g, damping, single=True)
+        return curvature.shifts(coords / n, h, shape)
 
 
-def _removal_gradients(model: nn.Module, params: Params, synset: Synset, curvature: Curvature | None,
-                       damping: float | None, decay: torch.Tensor | None, gradients: torch.Tensor | None,
-                       rows: slice | None) -> tuple[Curvature, float, int, torch.Tensor]:
-    """The curvature (on the gradients' device), damping, training set size and the rows' summed head gradients
-    (with their decay shares) of :func:`removal_displacements`."""
+def _resolved(model: nn.Module, synset: Synset, curvature: Curvature | None,
+              damping: float | None) -> tuple[Curvature, float, int]:
+    """The curvature (the synset's unless given; on the model's device), damping and training set size of a step."""
     stored, stored_damping, n = _require_head(synset)
     curvature = stored if curvature is None else curvature
-    damping = stored_damping if damping is None else damping
+    return curvature.to(devices.of(model)), stored_damping if damping is None else damping, n
+
+
+def _removal_gradients(model: nn.Module, params: Params, synset: Synset, decay: torch.Tensor | None,
+                       gradients: torch.Tensor | None, rows: slice | None) -> torch.Tensor:
+    """The rows' summed head gradients of :func:`removal_displacements` (the synthetic images', or the groups' own
+    ``gradients``), with their decay shares, on the model's device."""
     head = Head.of(model)
     with torch.no_grad():
         if gradients is None:
             g = synset_head_gradients(head, synset, params, rows)  # on the model's device
         else:
             g = (gradients if rows is None else gradients[rows]).to(devices.of(model), torch.float32)
-        g = _with_decay(g, head, params, decay if decay is None or rows is None else decay[rows])
-    return curvature.to(g.device), damping, n, g
+        return _with_decay(g, head, params, decay if decay is None or rows is None else decay[rows])
 
 
 def _site_gradients(synset: Synset, site: str) -> torch.Tensor | None:
