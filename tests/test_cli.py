@@ -577,7 +577,7 @@ def test_a_model_near_chance_is_warned_about():
 def test_a_model_still_improving_when_training_stopped_is_warned_about():
     from torch import nn
 
-    from ddm.cli.main import _still_improving
+    from ddm.cli.main import _fell_back, _still_improving
     from ddm.data.dataset import Split
     from ddm.health import training_progress
     from ddm.train.trajectory import Trajectory
@@ -601,6 +601,15 @@ def test_a_model_still_improving_when_training_stopped_is_warned_about():
     # the accuracy at theta_tau the caller measured is used as given
     r = training_progress(model, done, test, final_accuracy=0.5)
     assert r is not None and r["final_accuracy"] == 0.5
+    assert not p["fell_back"] and not q["fell_back"] and q["best_accuracy"] == 1.0 and q["best_epoch"] == 3
+    # right after one epoch, wrong from then on: a training that went backwards
+    back = training_progress(model, Trajectory([wrong, right] + [wrong] * 7, list(range(9))), test)
+    assert back is not None and back["fell_back"] and not back["still_improving"]
+    assert (back["best_epoch"], back["best_accuracy"], back["trend_final_accuracy"]) == (1, 1.0, 0.0)
+    said = _fell_back(back, False, momentum=0.9)
+    assert "100.0% at epoch 1, its best, and 0.0% at epoch 8 (the first 100 test samples" in said
+    assert "lower train.lr (with momentum 0.9 a step moves about 10x train.lr) (or train.epochs" in said
+    assert "momentum" not in _fell_back(back, False) and "your loop" in _fell_back(back, True)
     # nothing recorded in the second half before the end, or no test data: nothing to say
     assert training_progress(model, Trajectory([wrong, right], [0, 8]), test) is None
     assert training_progress(model, Trajectory([wrong, wrong, right], [0, 2, 8]), test) is None

@@ -1360,3 +1360,34 @@ def test_features_in_chunks_give_the_images_the_same_gradient_without_a_slice_pe
         names.add(type(fn).__name__)
         stack.extend(f for f, _ in fn.next_functions)
     assert not any(n.startswith("SliceBackward") for n in names), names
+
+
+def test_an_eigendecomposition_lapack_gives_up_on_is_redone_by_scipy(monkeypatch):
+    """ddm.linalg.eigh: where torch's solver fails to converge (it did on a rank-10 Gram matrix of 330 rows, 320 of
+    them zero, on two threads: one group's curvature in `ddm run` on a Fashion-MNIST MLP), SciPy's evr driver
+    decomposes the matrix, or each matrix of a batch; a failure on a GPU, or of both, still raises."""
+    from ddm import linalg
+    from ddm.distill import curvature
+
+    torch.manual_seed(0)
+    f = torch.zeros(33, 10, dtype=torch.float64)
+    f[:3] = torch.randn(3, 10, dtype=torch.float64)
+    gram = f @ f.T  # rank 3, 30 zero rows
+    batch = torch.stack([gram, 2 * gram])
+    want = [torch.linalg.eigh(m) for m in (gram, batch)]
+    real = torch.linalg.eigh
+
+    def fails(m, *args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "eigh", fails)
+    for m, (w, _) in zip((gram, batch), want, strict=True):
+        got_w, got_v = linalg.eigh(m)
+        assert got_w.dtype == m.dtype and got_v.shape == m.shape
+        torch.testing.assert_close(got_w, w, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(got_v @ torch.diag_embed(got_w) @ got_v.transpose(-1, -2), m, rtol=1e-10, atol=1e-10)
+    evals, _ = curvature._eigh(gram, single=True)  # the head's own decomposition falls back the same way
+    torch.testing.assert_close(evals, want[0][0].clamp(min=0), rtol=1e-8, atol=1e-8)
+    with pytest.raises(torch.linalg.LinAlgError):
+        linalg.eigh(torch.full((3, 3), float("nan"), dtype=torch.float64))
+    monkeypatch.setattr(torch.linalg, "eigh", real)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ddm.exceptions import ConfigError
+from ddm.linalg import eigh
 
 
 class Task:
@@ -47,7 +48,7 @@ class Task:
 
         h = vmap(hessian(lambda z, y: self.loss(z[None], y[None]).sum()))(outputs.double(), labels)
         h = 0.5 * (h + h.transpose(1, 2))
-        evals, evecs = torch.linalg.eigh(h)
+        evals, evecs = eigh(h)
         return (evecs * evals.clamp(min=0)[:, None, :]) @ evecs.transpose(1, 2)
 
     @property

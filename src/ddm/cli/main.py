@@ -78,6 +78,9 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
             out["model"]["progress"] = progress
             if progress["still_improving"]:
                 out["warnings"] = [_still_improving(progress, dm.handed_in())]
+            if progress["fell_back"]:
+                momentum = 0.0 if dm.handed_in() else dm.config.train.momentum
+                out.setdefault("warnings", []).append(_fell_back(progress, dm.handed_in(), momentum))
     if dm.groups is not None:
         s = dm.groups.sizes()
         out["groups"] = {"method": dm.groups.method, "K": dm.groups.num_groups, "min_size": int(s.min()),
@@ -217,6 +220,21 @@ def _still_improving(p: dict[str, Any], external: bool) -> str:
             f"model; a longer training would give another one, whose data matter differently. If you meant a "
             f"trained-out model, {longer} (BENCHMARKS.md, \"A model still improving when its training stopped\"; "
             "`ddm check` measures DDM on this model against exact retrains)")
+
+
+def _fell_back(p: dict[str, Any], external: bool, momentum: float = 0.0) -> str:
+    """The warning for a training whose test accuracy fell from its best checkpoint (``health.training_progress``)."""
+    if external:
+        fix = "check the learning rate of your loop, record its training again and hand the trajectory in again"
+    else:
+        fast = (f" (with momentum {momentum:g} a step moves about {1 / (1 - momentum):.3g}x train.lr)"
+                if 0 < momentum < 1 else "")
+        fix = f"lower train.lr{fast} (or train.epochs, where it over-fitted) and run again with --overwrite"
+    return (f"the model's test accuracy fell during its training: {100 * p['best_accuracy']:.1f}% at epoch "
+            f"{p['best_epoch']:g}, its best, and {100 * p['trend_final_accuracy']:.1f}% at epoch {p['final_epoch']:g} "
+            f"(the first {p['trend_samples']:,} test samples at every checkpoint). The training diverged, ran too "
+            f"fast or over-fitted, and its attributions and unlearning describe this degraded model; if that is not "
+            f"the model you meant, {fix}")
 
 
 def _print_offline(o: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ from contextlib import nullcontext
 
 import torch
 
+from ddm.linalg import eigh, scipy_eigh
 from ddm.progress import bar
 
 #: heads with more parameters than this use the Kronecker factorisation under ``distill.curvature=auto``
@@ -52,13 +53,7 @@ def _lapack_eigh(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ``torch.linalg.LinAlgError`` either way."""
     if m.device.type != "cpu" or len(m) < SCIPY_EIGH_MIN:
         return torch.linalg.eigh(m)
-    import scipy.linalg
-
-    try:
-        w, v = scipy.linalg.eigh(m.numpy(), driver="evd", check_finite=False)
-    except (scipy.linalg.LinAlgError, ValueError) as e:  # ValueError: LAPACK's illegal value, from NaN input
-        raise torch.linalg.LinAlgError(str(e)) from e
-    return torch.from_numpy(w).to(m.dtype), torch.from_numpy(v).to(m.dtype)
+    return scipy_eigh(m, "evd")
 
 
 def _eigh(m: torch.Tensor, single: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +77,12 @@ def _eigh(m: torch.Tensor, single: bool = False) -> tuple[torch.Tensor, torch.Te
         else:
             if bool(torch.isfinite(evals).all()) and bool(torch.isfinite(evecs).all()):
                 return (evals.double() - shift).clamp(min=0), evecs.double()
-    evals, evecs = _lapack_eigh(m.double())
+    try:
+        evals, evecs = _lapack_eigh(m.double())
+    except torch.linalg.LinAlgError:
+        if m.device.type != "cpu" or not bool(torch.isfinite(m).all()):
+            raise
+        evals, evecs = scipy_eigh(m.double(), "evr")  # ddm.linalg: where the default driver gives up
     return evals.clamp(min=0), evecs
 
 
@@ -180,7 +180,7 @@ def output_factors(logits: torch.Tensor, out_curv: torch.Tensor | None = None) -
         p = logits.softmax(-1).double()
         eye = torch.eye(p.shape[1], dtype=torch.float64, device=p.device)
         return (eye[None] - p[:, :, None]) * p.sqrt()[:, None, :]
-    e, v = torch.linalg.eigh(out_curv.double())
+    e, v = eigh(out_curv.double())
     return v * e.clamp(min=0).sqrt()[:, None, :]
 
 
@@ -235,7 +235,7 @@ def _top_pairs_dense(f: torch.Tensor, hd: torch.Tensor, k: int) -> tuple[torch.T
     else:
         rows = torch.einsum("mcl,md->mlcd", f, hd).reshape(-1, c * d)
         gram = rows.T @ rows
-    e, v = torch.linalg.eigh(gram)
+    e, v = eigh(gram)
     evals, evecs = e.flip(0)[:k], v.flip(1)[:, :k]
     if not wide:
         return evals, evecs.T

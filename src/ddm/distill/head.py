@@ -64,6 +64,7 @@ from ddm.distill.curvature import (
 from ddm.distill.scope import adopt_logits_head, last_linear_name
 from ddm.distill.synset import CheckpointCurvature, Synset
 from ddm.exceptions import ConfigError, NumericalError
+from ddm.linalg import eigh
 from ddm.progress import bar, progress
 from ddm.train.trajectory import Trajectory
 from ddm.workspace import load_tensors, save_tensors
@@ -612,7 +613,7 @@ def step_whitener(metric: str, curvature: Curvature, damping: float, head: Head,
         if factored is not None:  # what _site_loss uses where it pays (factored_pays)
             step.factored = factored  # type: ignore[attr-defined]
         return step
-    evals, evecs = torch.linalg.eigh(feature_moment(head, train, params))
+    evals, evecs = eigh(feature_moment(head, train, params))
     root = (evecs * evals.clamp(min=0).sqrt()).float()  # R: R R^T = E[h h^T]
     d1 = root.shape[0]
 

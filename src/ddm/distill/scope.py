@@ -27,6 +27,7 @@ from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 from ddm.exceptions import ConfigError
+from ddm.linalg import eigh
 
 log = logging.getLogger(__name__)
 Params = dict[str, torch.Tensor]
@@ -253,7 +254,7 @@ def leading_eigenpairs(matvec: Callable[[torch.Tensor], torch.Tensor], size: int
     V = torch.linalg.qr(torch.randn(size, q, generator=torch.Generator().manual_seed(seed), dtype=dtype))[0]
     for _ in range(iters):
         V = torch.linalg.qr(matvec(V))[0]
-    s, R = torch.linalg.eigh(V.T @ matvec(V))
+    s, R = eigh(V.T @ matvec(V))
     order = torch.argsort(s, descending=True)[:rank]
     return s[order].clamp_min(0), V @ R[:, order]
 
