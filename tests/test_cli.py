@@ -651,6 +651,30 @@ def test_the_step_agreement_asks_every_checkpoint_where_the_synsets_transfer_to_
     assert asked is not None and dm.step_agreement(train) == asked
 
 
+def test_the_step_agreement_reads_its_outputs_a_chunk_of_perturbations_at_a_time(tmp_path, capsys, monkeypatch):
+    """step_attributions' objective outputs, taken a few perturbations at a time (the [P, N, C] temporaries were the
+    2,000-group probe's peak), give the same attributions to float rounding (the reductions' order follows the
+    tensor's shape); below OUTPUT_CHUNK_ENTRIES, as on every benchmark configuration, they are read at once."""
+    import ddm.attribution.agreement as agreement
+    import ddm.data
+    from ddm.pipeline import DistilledDatamodel
+
+    ws = str(tmp_path / "ws")
+    assert main(["distill", "-w", ws, "--preset", "tiny", "-q", "--set", "distill.auto_temperature=0"]) == 0
+    capsys.readouterr()
+    dm = DistilledDatamodel(ws).load()
+    train = ddm.data.load(dm.config.data).train
+    whole = agreement.step_attributions(dm, train)
+    assert whole is not None
+    assert len(whole[0]) * dm.num_classes * 2000 < agreement.OUTPUT_CHUNK_ENTRIES  # the tiny preset's: one chunk
+    monkeypatch.setattr(agreement, "OUTPUT_CHUNK_ENTRIES", 7 * len(whole[0]) * dm.num_classes)  # 7 at a time
+    chunked = agreement.step_attributions(dm, train)
+    assert chunked is not None
+    for a, b in zip(whole[1:], chunked[1:], strict=True):
+        torch.testing.assert_close(a.weights, b.weights, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a.bias, b.bias, rtol=1e-5, atol=1e-6)
+
+
 def test_synsets_switched_by_a_redone_stage_do_not_meet_the_plain_ones_emulations(tmp_path, capsys, monkeypatch):
     import shutil
 

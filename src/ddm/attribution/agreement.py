@@ -81,6 +81,11 @@ def auto_temperature(dm: DistilledDatamodel, syn: Synset, matching: Matching, tr
 
 
 
+#: the step agreement reads its objective's outputs a chunk of perturbations at a time, each chunk's logits about this
+#: many entries (64 MiB in single precision)
+OUTPUT_CHUNK_ENTRIES = 2 ** 24
+
+
 def step_attributions(dm: DistilledDatamodel, train: Split, num_targets: int = 50, synset: Synset | None = None,
                       groups: Groups | None = None) -> tuple[Split, AttributionMatrix, AttributionMatrix] | None:
     """``(targets, at theta_tau, averaged)``: the two attributions the step agreement compares, unbalanced
@@ -110,9 +115,22 @@ def step_attributions(dm: DistilledDatamodel, train: Split, num_targets: int = 5
     z, s_tau, s_each = member_shifts(model, trajectory.final, averaged, ~keep, targets.x, trajectory,
                                      dm.decay(groups))
     obj = objective_registry.get("dist2")
-    tau, ck = (fit_attribution(keep, obj.outputs((z + shift).float(), targets.y), obj, groups,
-                               targets.index.tolist(), synset.num_classes, e.weighting, e.ridge, None, targets.y)
-               for shift in (s_tau, sum(s_each) / len(s_each)))
+    mean = s_each[0]  # the checkpoints' shifts averaged in place: one [P, N, C] more, not three
+    for s in s_each[1:]:
+        mean += s
+    mean /= len(s_each)
+    del s_each
+    # the outputs a chunk of perturbations at a time: their temporaries are [P, N, C] each (0.8 GB for 20,000
+    # perturbations of 50 targets and 200 classes), the outputs [P, N, O]
+    rows = max(1, OUTPUT_CHUNK_ENTRIES // max(1, z.numel()))
+
+    def outputs(shift: torch.Tensor) -> torch.Tensor:
+        return torch.cat([obj.outputs((z + shift[r : r + rows]).float(), targets.y)
+                          for r in range(0, len(shift), rows)])
+
+    tau, ck = (fit_attribution(keep, outputs(shift), obj, groups, targets.index.tolist(), synset.num_classes,
+                               e.weighting, e.ridge, None, targets.y)
+               for shift in (s_tau, mean))
     return targets, tau, ck
 
 
