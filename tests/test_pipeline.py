@@ -181,12 +181,27 @@ def test_gradients_too_large_to_store_leave_the_step_to_the_synsets_saying_so(tm
     import ddm.distill.stage as stage_mod
     from ddm.pipeline import GRADIENTS_FILE
 
-    monkeypatch.setattr(stage_mod, "GRADIENTS_MAX_BYTES", 1)
     cfg = presets.tiny()
     data = ddm.data.load(cfg.data)
+    stored = ddm.DistilledDatamodel(tmp_path / "stored", cfg).fit(ddm.models.build(cfg.model, data), data.train)
+    monkeypatch.setattr(stage_mod, "GRADIENTS_MAX_BYTES", 1)
+    seen: list[set[int]] = []
+    real_health = stage_mod.health.synset_health
+
+    def health(*args, statistics=None, **kwargs):
+        seen.append(set(statistics or {}))
+        return real_health(*args, statistics=statistics, **kwargs)
+
+    monkeypatch.setattr(stage_mod.health, "synset_health", health)
     dm = ddm.DistilledDatamodel(tmp_path, cfg)
     with caplog.at_level(logging.INFO):
         dm.fit(ddm.models.build(cfg.model, data), data.train)
+    # the checkpoints' statistics, which nothing reads past the matching then, were released before the health check;
+    # its report is the one of the stage that stores the gradients
+    tau = dm.trajectory.tau
+    assert seen and seen[0] <= {tau, tau - 1} and tau in seen[0]
+    assert dm.ws.stage_info("synset")["health"] == stored.ws.stage_info("synset")["health"]
+    with caplog.at_level(logging.INFO):
         assert not (tmp_path / "synset" / GRADIENTS_FILE).exists()
         assert dm.step_gradients() == "synsets"
         got = dm.attribute(data.test[:3], "dist2", name="large")

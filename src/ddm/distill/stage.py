@@ -119,6 +119,13 @@ def distill_stage(dm: DistilledDatamodel, stage: str, train: Split, groups: Grou
     if shared and not distributed.is_main():
         distributed.barrier()  # rank 0 checks, stores and finishes the stage
         return stored()
+    if gradients_bytes(syn, dm.model) > GRADIENTS_MAX_BYTES:
+        # the groups' gradients will not be stored, so no [K, D] array of the checkpoints' statistics is read past
+        # here but theta_tau's and the one before it (the health check's): released before the health check, whose
+        # own pass at the checkpoint before theta_tau was the 2,000-group probe's peak
+        keep = {dm.trajectory.tau, dm.trajectory.tau - 1}
+        for i in [i for i in matching.statistics if i not in keep]:
+            del matching.statistics[i]
     if defer:
         from ddm.distill.head import add_group_curvature
 
