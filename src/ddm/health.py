@@ -231,13 +231,14 @@ def training_progress(model: nn.Module, trajectory: Trajectory, test: Split,
         out = devices.predict(model, test.x, params=params)
         return float((out.argmax(1) == test.y).float().mean())
 
-    then = acc(trajectory.checkpoint(i))
-    final = acc(trajectory.checkpoint(len(trajectory) - 1)) if final_accuracy is None else final_accuracy
     sample = Split(test.x[:TREND_SAMPLES], test.y[:TREND_SAMPLES])
     curve = []
     for j in range(len(trajectory)):
         out = devices.predict(model, sample.x, params=trajectory.checkpoint(j))
         curve.append(float((out.argmax(1) == sample.y).float().mean()))
+    whole = len(sample) == len(test)  # the curve is the whole test split's: nothing to score again
+    then = curve[i] if whole else acc(trajectory.checkpoint(i))
+    final = final_accuracy if final_accuracy is not None else curve[-1] if whole else acc(trajectory.final)
     best = max(range(len(curve)), key=lambda j: curve[j])
     return {"epoch": trajectory.epochs[i], "accuracy": then, "final_epoch": last, "final_accuracy": final,
             "rise": final - then, "still_improving": final - then > STILL_IMPROVING,
