@@ -25,7 +25,7 @@ from ddm.distill.head import Head, distill_head, head_statistics, step_whitener,
 from ddm.distill.synset import Synset
 from ddm.emulate.newton import head_shifts, newton_keep_params, newton_logits, removal_displacements
 from ddm.exceptions import ConfigError, NumericalError
-from ddm.health import check_logits, synset_health
+from ddm.health import MAX_IMAGE_SCALE, check_logits, synset_health
 from ddm.train import train_model
 
 
@@ -437,6 +437,27 @@ def test_non_finite_values_are_errors(trained, digits, groups, head_synset):
     plain = Synset(head_synset.images, head_synset.labels, 10)
     with pytest.raises(ConfigError, match="head-matched synset"):
         newton_logits(model, traj.final, plain, torch.ones(1, groups.num_groups, dtype=torch.bool), digits.test.x)
+
+
+def test_synthetic_images_off_the_datas_scale_are_flagged_and_named_when_the_emulation_diverges(
+        trained, digits, groups, head_synset):
+    """The paper's SGD matching drives an MLP's images to about 2,000x the data's largest value, where fine-tuning on
+    them diverges: the health check reports those groups, and the non-finite error names the images, not the rate."""
+    model, traj = trained
+    report = synset_health(model, traj, digits.train, groups, head_synset, 10)
+    assert report["off_scale"] == [] and report["image_scale_max"] < MAX_IMAGE_SCALE
+    wild = Synset(head_synset.images.clone(), head_synset.labels, 10, weights=head_synset.weights,
+                  curvature=head_synset.curvature, damping=head_synset.damping, num_train=head_synset.num_train)
+    wild.images[3] *= 100.0
+    report = synset_health(model, traj, digits.train, groups, wild, 10)
+    assert report["off_scale"] == [3] and report["image_scale_max"] > MAX_IMAGE_SCALE
+    inf = torch.full((1, 2, 10), float("inf"))
+    with pytest.raises(NumericalError, match="off the data's scale.*distill.optimizer=adam"):
+        check_logits(inf, traj.final, model, digits.test.x, wild.images, "finetune")
+    with pytest.raises(NumericalError, match="emulate.finetune_scale"):
+        check_logits(inf, traj.final, model, digits.test.x, head_synset.images, "finetune")
+    with pytest.raises(NumericalError, match="ddm info"):
+        check_logits(inf, traj.final, model, digits.test.x, head_synset.images, "newton")
 
 
 def test_models_without_a_linear_head_are_refused(digits, groups):

@@ -8,8 +8,11 @@
   magnitude is part of the design), the gradient cosine at the previous recorded checkpoint (not used
   for fitting), and a dominance ratio: for head and block synsets, whose step is meant to equal the real one,
   the emulated step's norm over *its own group's* real step (a synset that exaggerates its group); for
-  fine-tune synsets, which have no such scale, a group's step norm over the median. Groups with cosine below
-  0.5, dominance above 10 or non-finite values are *flagged*; rankings mark them. A group whose *real* step is
+  fine-tune synsets, which have no such scale, a group's step norm over the median. Groups with cosine below 0.5,
+  dominance above 10 or non-finite values are *flagged*; rankings mark them. Also reported, not flagged: the
+  groups whose images lie more than 10x off the training data's scale (``off_scale``; their largest absolute value
+  over the data's), which a network invariant to its inputs' scale (instance norm after the first convolution)
+  takes in its stride and a fine-tuning of an MLP does not. A group whose *real* step is
   10x the median is not a synset failure but a fact about the data (often a group holding mislabeled or
   atypical samples): it is reported as ``outsized`` and not flagged.
 * :func:`check_logits` (after emulation): non-finite emulated outputs are an error; outputs far beyond
@@ -48,6 +51,17 @@ MIN_COSINE = 0.5
 MAX_DOMINANCE = 10.0
 MIN_TRANSFER = 0.5  # mean step cosine at an averaged checkpoint below which it is reported (emulate.min_transfer)
 EXPLODED = 20.0
+#: a group whose synthetic images' largest absolute value exceeds the training inputs' largest by more than this factor
+#: is off the data's scale: the paper's SGD matching (distill.lr_img=10) drives a digits MLP's images to about 2,000x,
+#: head-matched images stay within 2x on the benchmarks' models
+MAX_IMAGE_SCALE = 10.0
+
+
+def image_scale(images: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """Each group's largest absolute synthetic value over the largest absolute value of ``inputs`` ``[K]`` (float64;
+    ``images`` ``[K, ipc, ...]``, NaN where a group's images are)."""
+    reference = float(inputs.abs().max()) if inputs.numel() else 1.0
+    return images.detach().flatten(1).abs().amax(1).double().cpu() / max(reference, 1e-12)
 
 
 def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups, synset: Synset,
@@ -125,6 +139,7 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
     finally:
         model.train(was)
     cos = q["cosine"]
+    scale = image_scale(synset.images, train.x)
     bad = (~torch.isfinite(cos)) | (cos < MIN_COSINE) | (dominance > MAX_DOMINANCE) | (~torch.isfinite(dominance))
     report: dict[str, Any] = {
         "checked": True, "reference": "damped Newton removal step of the real data, " + (
@@ -136,6 +151,8 @@ def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups
         "flagged": torch.nonzero(bad).flatten().tolist(),
         "dominance_reference": "own real step" if "relative_error" in q else "median step",
         "outsized": outsized,
+        "image_scale_max": float(scale.max()),
+        "off_scale": torch.nonzero(~(scale <= MAX_IMAGE_SCALE)).flatten().tolist(),
     }
     if "relative_error" in q:
         report["relative_error"] = [round(float(e), 4) for e in q["relative_error"]]
@@ -187,6 +204,8 @@ def log_report(stage: str, report: dict[str, Any], gradients: str | None = None)
         log.warning("%s: %d group(s) failed the health check (cosine < %.1f with the real removal step, or a step "
                     "%gx %s): %s%s; rankings mark them", stage, len(report["flagged"]), MIN_COSINE,
                     MAX_DOMINANCE, scale, report["flagged"][:20], " ..." if len(report["flagged"]) > 20 else "")
+    if report.get("off_scale"):
+        log.info("%s: %s", stage, off_scale_note(len(report["off_scale"]), report["image_scale_max"]))
     if report.get("outsized"):
         log.info("%s: %d group(s) (%s%s) move the model more than %gx the median group when removed (their real "
                  "data does; not a synset failure): often mislabeled or atypical samples, see `ddm diagnose`", stage,
@@ -246,11 +265,34 @@ def training_progress(model: nn.Module, trajectory: Trajectory, test: Split,
             "trend_samples": len(sample), "fell_back": curve[best] - curve[-1] > FELL_BACK}
 
 
-def check_logits(logits: torch.Tensor, params: dict[str, torch.Tensor], model: nn.Module, x: torch.Tensor) -> None:
-    """Emulated logits ``[P, N, C]``: an error when non-finite, a warning when far beyond theta_tau's range."""
+def off_scale_note(groups: int, largest: float) -> str:
+    """What synthetic images far beyond the data's scale mean and what to do (health report, emulation error)."""
+    return (f"The synthetic images of {groups} group(s) lie off the data's scale (up to {largest:.3g}x the training "
+            "inputs' largest absolute value; the paper's SGD at distill.lr_img=10 takes a digits MLP's to about "
+            "2,000x and the demo ConvNet's to about 250x). A network invariant to its inputs' scale (instance norm "
+            "after the first convolution) takes that in its stride; fine-tuning any other, an MLP's, on them diverges. "
+            "Distill again with Adam at a small rate (--set distill.optimizer=adam --set distill.lr_img=0.01 "
+            "--overwrite: finite on a digits MLP), or use the default recipe (head)")
+
+
+def check_logits(logits: torch.Tensor, params: dict[str, torch.Tensor], model: nn.Module, x: torch.Tensor,
+                 images: torch.Tensor | None = None, method: str = "finetune") -> None:
+    """Emulated logits ``[P, N, C]``: an error when non-finite, a warning when far beyond theta_tau's range.
+
+    ``images``: the synset's (``[K, ipc, ...]``), whose scale against ``x`` (inputs of the same normalisation) names
+    the likely cause of non-finite outputs; ``method``: the emulation (``newton`` or a fine-tuning one)."""
     if not torch.isfinite(logits).all():
-        raise NumericalError("the emulation produced non-finite outputs (NaN/inf); nothing was saved. Try "
-                             "--set emulate.finetune_scale=0.01 (fine-tune) or re-distill with --overwrite")
+        scale = image_scale(images, x) if images is not None else torch.zeros(0, dtype=torch.float64)
+        off = ~(scale <= MAX_IMAGE_SCALE)
+        if off.any():
+            advice = off_scale_note(int(off.sum()), float(scale[off].max()))
+        elif method == "newton":
+            advice = ("the synset, its stored curvature or the trained model holds non-finite or exploding values: "
+                      "run `ddm info` for the synset health check, and distill again with --overwrite")
+        else:
+            advice = ("the fine-tuning on the synsets diverged: try a smaller rate, --set emulate.finetune_scale=0.01, "
+                      "or distill again with --overwrite")
+        raise NumericalError(f"the emulation produced non-finite outputs (NaN/inf); nothing was saved. {advice}")
     with torch.no_grad():
         ref = devices.forward(model, x[:256], params).abs().max()
     peak = logits.abs().max()

@@ -89,7 +89,7 @@ def emulate(dm: DistilledDatamodel, synset: Synset, synset_key: str, deleted: to
         dm.model, dm.trajectory.final, synset, deleted, targets.x, dm.finetune_lr, dm.finetune_steps,
         e.group_reduction, e.chunk_size, folder / "rows", f"emulate {tag}", e.backend, params_dir,
         dm.trajectory, dm.decay(groups) if method == "newton" else None))
-    health.check_logits(logits, dm.trajectory.final, dm.model, targets.x)
+    health.check_logits(logits, dm.trajectory.final, dm.model, targets.x, synset.images, method)
     save_tensors(path, {"logits": logits, "deleted": deleted})
     seconds = time.perf_counter() - t0
     if params_dir is not None and not dm.ws.is_done(models_stage, models_key, cfg):
@@ -272,7 +272,7 @@ def attribute_linearised(dm: DistilledDatamodel, targets: Split, obj: Objective,
         part = targets[torch.arange(s, min(s + chunk, len(targets)))]
         z, S = newton_shifts(dm.model, dm.trajectory.final, synset, part.x, members=members)
         health.check_logits(z[None] + torch.einsum("pk,knc->pnc", deleted.float(), S), dm.trajectory.final,
-                            dm.model, part.x)
+                            dm.model, part.x, synset.images, "newton")
         parts.append(fit_linearised(z, S, keep, obj, part.y, groups, ids[s:s + len(part)], C, e.weighting,
                                     None, scale, subset))
         del S

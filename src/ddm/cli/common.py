@@ -162,6 +162,14 @@ def listed(ids: list[Any], limit: int = 20) -> str:
     return f"{list(ids[:limit])} and {len(ids) - limit:,} more (`ddm info --json` lists them all)"
 
 
+def off_scale_line(health: dict[str, Any]) -> str:
+    """The synset health report's images off the data's scale (``health.MAX_IMAGE_SCALE``), for ``ddm run`` and
+    ``ddm info``."""
+    return (f"images off the data's scale: {len(health['off_scale'])} group(s), up to {health['image_scale_max']:.3g}x "
+            "the training inputs' largest absolute value (fine-tuning a network not invariant to its inputs' scale, "
+            "an MLP's, on them diverges: README, 'Reliability')")
+
+
 def grown(grown: dict[str, Any]) -> str:
     """What the synset stage's ``grown`` record (``distill.ipc_grow``) says, for ``ddm run`` and ``ddm info``."""
     return (f"images per group: {grown['kept']} (the matching with {grown['from']} stopped at mean relative error "

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ddm.cli.common import averaged_line, grown, listed
+from ddm.cli.common import averaged_line, grown, listed, off_scale_line
 from ddm.exceptions import DDMError
 from ddm.text import beside
 
@@ -67,6 +67,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             print(f"  {'':<34} {'':<8} health: step cosine mean {hh['cosine_mean']:.2f} (min {hh['cosine_min']:.2f}, "
                   f"{100 * hh['positive_fraction']:.0f}% positive){rel}{prev}; "
                   f"flagged groups: {listed(hh['flagged']) if hh['flagged'] else 'none'}")
+            if hh.get("off_scale"):
+                print(f"  {'':<34} {'':<8} {off_scale_line(hh)}")
             curv = st.get("curvature")
             if curv:
                 what = {"exact": "exact", "kfac": "K-FAC (Kronecker factors)",

@@ -24,6 +24,7 @@ from ddm.cli.common import (
     load_workspace,
     make_config,
     model_for_data,
+    off_scale_line,
     parse_indices,
 )
 from ddm.exceptions import DDMError
@@ -270,6 +271,8 @@ def _print_offline(o: dict[str, Any]) -> None:
                 print(f"  health: cosine with each group's real removal step mean {h['cosine_mean']:.2f} "
                       f"(min {h['cosine_min']:.2f}, {100 * h['positive_fraction']:.0f}% positive); "
                       f"{len(h['flagged'])} group(s) flagged" + (f": {listed(h['flagged'])}" if h["flagged"] else ""))
+                if h.get("off_scale"):
+                    print(f"  {off_scale_line(h)}")
                 if s.get("groups") and 2 * len(h["flagged"]) >= s["groups"]:
                     print(f"  WARNING: {len(h['flagged'])} of the {s['groups']} groups' synsets failed it"
                           + (" (most move the model away from their group's removal)"
