@@ -235,3 +235,28 @@ def test_channel_last_images_are_taken_channel_first():
     assert gray.image_shape == (1, 5, 5)
     assert ddm.data.from_arrays(rng.random((40, 3, 4, 4)), y).image_shape == (3, 4, 4)  # channel-first stays
     assert ddm.data.from_arrays(rng.random((40, 7, 1, 1)), y).image_shape == (7, 1, 1)  # feature vectors stay
+
+
+def test_an_npz_file_with_class_names_as_labels_is_read_in_their_sorted_or_given_order(tmp_path):
+    """``--dataset npz`` cannot run Python first: labels saved as class names become indices, in sorted order or in
+    the file's ``class_names`` order; a label outside ``class_names``, or names beside numbers, is an error."""
+    from ddm.data.arrays import load_npz
+
+    rng = np.random.default_rng(0)
+    names = np.array(["cat", "ant", "bee"])
+    y, y_test = names[np.arange(60) % 3], names[np.arange(15) % 3]
+    X, X_test = rng.normal(size=(60, 5)), rng.normal(size=(15, 5))
+    np.savez(tmp_path / "a.npz", X=X, y=y, X_test=X_test, y_test=y_test)
+    data = load_npz(tmp_path / "a.npz")
+    assert data.class_names == ["ant", "bee", "cat"]
+    assert data.train.y.tolist() == [[2, 0, 1][i % 3] for i in range(60)]
+    assert data.test.y.tolist() == [[2, 0, 1][i % 3] for i in range(15)]
+    np.savez(tmp_path / "b.npz", X=X, y=y, X_test=X_test, y_test=y_test, class_names=names)
+    data = load_npz(tmp_path / "b.npz")
+    assert data.class_names == ["cat", "ant", "bee"] and data.train.y.tolist() == [i % 3 for i in range(60)]
+    np.savez(tmp_path / "c.npz", X=X, y=y, class_names=names[:2])
+    with pytest.raises(DataError, match=r"labels \['bee'\] are not in class_names"):
+        load_npz(tmp_path / "c.npz")
+    np.savez(tmp_path / "d.npz", X=X, y=y, X_test=X_test, y_test=np.arange(15) % 3)
+    with pytest.raises(DataError, match="both as class names or both as class indices"):
+        load_npz(tmp_path / "d.npz")

@@ -201,5 +201,23 @@ def load_npz(path: str | Path | None, seed: int = 0) -> Dataset:
     if unknown:
         log.warning("%s: arrays %s are not read (the npz dataset reads %s)", file, unknown, ", ".join(NPZ_KEYS))
     names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
+    if arrays["y"].dtype.kind in "US":  # class names as labels: indices in class_names' order, or sorted
+        labels = [arrays["y"]] + ([arrays["y_test"]] if "y_test" in arrays else [])
+        if any(y.dtype.kind not in "US" for y in labels):
+            raise DataError(f"{file}: y holds strings and y_test numbers: save both as class names or both as "
+                            "class indices")
+        seen = sorted(set(np.concatenate([y.astype(str) for y in labels]).tolist()))
+        if names is None:
+            names = seen
+            log.info("%s: y holds class names; classes 0..%d are %s in sorted order", file, len(names) - 1,
+                     ", ".join(names[:10]) + (", ..." if len(names) > 10 else ""))
+        unknown_labels = sorted(set(seen) - set(names))
+        if unknown_labels:
+            raise DataError(f"{file}: labels {unknown_labels[:10]} are not in class_names {names[:10]}"
+                            f"{' ...' if len(names) > 10 else ''}: add them, or leave class_names out")
+        index = {n: i for i, n in enumerate(names)}
+        for key in ("y", "y_test"):
+            if key in arrays:
+                arrays[key] = np.array([index[str(v)] for v in arrays[key]], dtype=np.int64)
     return from_arrays(arrays["X"], arrays["y"], arrays.get("X_test"), arrays.get("y_test"), name="npz",
                        class_names=names, seed=seed)
