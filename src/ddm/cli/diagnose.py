@@ -92,8 +92,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     else:
         rule_text = (f"a score under the Benjamini-Hochberg cut at false discovery rate {args.fdr:g}: none is, the "
                      f"lowest being {float(diag.score().min()):.3g}")
-    print(f"{len(flagged)} of {diag.groups.num_groups} groups flagged: quality < 0 and {rule_text} "
-          f"({int(diag.groups.sizes()[flagged].sum()) if flagged else 0} training samples)")
+    held = f" ({int(diag.groups.sizes()[flagged].sum())} training samples)" if flagged else ""
+    print(f"{len(flagged)} of {diag.groups.num_groups} groups flagged{held}: quality < 0 and {rule_text}")
     if args.fdr is not None and diag.standard_error is None:
         print("  note: without a standard error (accuracy, or under 10 validation samples) the score is a rank among "
               "the groups, not a p-value, and the cut controls no false discovery rate", file=sys.stderr)
