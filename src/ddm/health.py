@@ -60,8 +60,11 @@ MAX_IMAGE_SCALE = 10.0
 def image_scale(images: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """Each group's largest absolute synthetic value over the largest absolute value of ``inputs`` ``[K]`` (float64;
     ``images`` ``[K, ipc, ...]``, NaN where a group's images are)."""
-    reference = float(inputs.abs().max()) if inputs.numel() else 1.0
-    return images.detach().flatten(1).abs().amax(1).double().cpu() / max(reference, 1e-12)
+    def largest(t: torch.Tensor) -> torch.Tensor:  # each row's, a chunk at a time: no copy of all rows at once
+        return torch.cat([t[i : i + 1024].detach().flatten(1).abs().amax(1) for i in range(0, len(t), 1024)])
+
+    reference = float(largest(inputs).max()) if inputs.numel() else 1.0
+    return largest(images).double().cpu() / max(reference, 1e-12)
 
 
 def synset_health(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups, synset: Synset,

@@ -501,18 +501,37 @@ def synset_head_factors(head: Head, synset: Synset, params: Params | None = None
     x, t, w, count = _synset_rows(synset, rows)
     W = head.matrix(params)
     h = head.features(x, params)
-    delta = _output_gradient(h @ W.T, t.to(h.device), synset.task) * w.to(h.device)[:, None]
+    return _image_factors(h, W, t.to(h.device), w.to(h.device), count, synset.task)
+
+
+def _image_factors(h: torch.Tensor, W: torch.Tensor, t: torch.Tensor, w: torch.Tensor, count: int,
+                   task: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(delta [count, n, C], h [count, n, d+1])`` of ``count`` groups' images in turn (features ``h``, targets ``t``,
+    weights ``w``): each image's weighted output gradient and its features."""
+    delta = _output_gradient(h @ W.T, t, task) * w[:, None]
     return delta.reshape(count, -1, delta.shape[1]), h.reshape(count, -1, h.shape[1])
+
+
+def _whitened_rows(h: torch.Tensor, W: torch.Tensor, t: torch.Tensor, w: torch.Tensor, count: int, task: Any,
+                   whiten: Callable[[torch.Tensor], torch.Tensor],
+                   factored: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+    """``whiten`` of the summed head gradients of ``count`` groups' images in turn (as :func:`_image_factors` takes
+    them), or ``factored`` of their factors where that pays (:func:`factored_pays`: many classes, few images). The
+    matching (differentiable images and log weights) and the steps read from stored synsets share it."""
+    if factored is not None and factored_pays(len(h) // count, *W.shape):
+        return factored(*_image_factors(h, W, t, w, count, task))
+    return whiten(summed_head_gradients(h, h @ W.T, t, w, count, task))
 
 
 def whitened_synset_gradients(head: Head, synset: Synset, curvature: Curvature, damping: float,
                               params: Params | None = None, rows: slice | None = None) -> torch.Tensor:
     """``curvature.whitener(damping)`` of :func:`synset_head_gradients` (float32 ``[R, D]``), from each image's factors
     where that pays (:func:`factored_pays`: many classes, few images), else from the summed rows."""
-    factored = curvature.factored_whitener(damping)
-    if factored is not None and factored_pays(synset.images.shape[1], *head.matrix(params).shape):
-        return factored(*synset_head_factors(head, synset, params, rows))
-    return curvature.whitener(damping)(synset_head_gradients(head, synset, params, rows))
+    x, t, w, count = _synset_rows(synset, rows)
+    W = head.matrix(params)
+    h = head.features(x, params)
+    return _whitened_rows(h, W, t.to(h.device), w.to(h.device), count, synset.task,
+                          lambda g: curvature.whitener(damping)(g), curvature.factored_whitener(damping))
 
 
 def _synset_rows(synset: Synset, rows: slice | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
@@ -1026,12 +1045,8 @@ def _site_loss(head: Head, images: torch.Tensor, log_w: torch.Tensor, onehot: to
     """The relative matching error ``[G]`` of ``G`` groups' ``images [G, n, ...]`` (weights ``log_w [G, n]``, labels
     ``onehot [G n, C]``) against their ``target`` rows at the parameters ``at``."""
     h = head.features(images.reshape(-1, *images.shape[2:]), at)
-    factored = getattr(whiten_at, "factored", None)
-    if factored is not None and factored_pays(images.shape[1], *W.shape):
-        delta = _output_gradient(h @ W.T, onehot, task) * log_w.exp().reshape(-1, 1)
-        whitened = factored(delta.reshape(len(images), -1, delta.shape[1]), h.reshape(len(images), -1, h.shape[1]))
-    else:
-        whitened = whiten_at(summed_head_gradients(h, h @ W.T, onehot, log_w.exp().reshape(-1), len(images), task))
+    whitened = _whitened_rows(h, W, onehot, log_w.exp().reshape(-1), len(images), task, whiten_at,
+                              getattr(whiten_at, "factored", None))
     return ((whitened - target) ** 2).sum(1) / norm2
 
 

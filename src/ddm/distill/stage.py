@@ -168,10 +168,11 @@ def distill_stage(dm: DistilledDatamodel, stage: str, train: Split, groups: Grou
 
 #: the head synset stage's peak memory, estimated as bytes per entry of the groups' last-layer gradients (K groups x D
 #: head parameters) plus, above the 2^27 entries where the stage works in chunks, a base for the chunks' buffers (the
-#: matching's 2 GiB graph among them): fitted to two 200-class probes of 64x64 images after the stage's chunking
-#: (0.26), 1,000 groups x 205,000 parameters at 7.4-8.3 GiB and 2,000 x 409,800 at 18.7 GiB, and rounded up
-#: (BENCHMARKS.md, "Two hundred classes of 64x64 images")
-STAGE_BYTES_PER_ENTRY = 24
+#: matching's 2 GiB graph among them): the line through two 200-class probes of 64x64 images, 1,000 groups x 205,000
+#: parameters at 6.3 GiB and 2,000 x 409,800 at 14.9 GiB (15.0 bytes per entry and 3.4 GiB), rounded up; 24 bytes
+#: until the peaks were measured without the sampler that inflated them (BENCHMARKS.md, "Two hundred classes of 64x64
+#: images")
+STAGE_BYTES_PER_ENTRY = 16
 STAGE_BASE_BYTES = 4 * 2 ** 30
 
 
