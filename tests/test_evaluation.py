@@ -186,6 +186,13 @@ def test_evaluate_command_on_the_tiny_preset(tmp_path, capsys):
     text = (ws / "evaluation.md").read_text()
     assert text.startswith("Data: digits") and "Table 4 analog" in text and "Unlearning fidelity" in text
     assert "| method | LDS | other-class LDS |" in text and "| same class (trivial) |" in text
+    assert "| DDM-full | " in text and "mean ± std over seeds" in text
+    # one seed has no spread: its values alone, not a std of 0 (rendered again from the JSON, as --json gives it)
+    from ddm.evaluation.report import markdown
+
+    one = markdown({**out, "eval": {**out["eval"], "seeds": [0]}})
+    row = next(line for line in one.splitlines() if line.startswith("| DDM-full | "))
+    assert "one seed, so no spread" in one and "±" not in row and "±" in text.split("| DDM-full | ")[1].split("\n")[0]
     assert (ws / "plots" / "synsets_seed0.png").exists() and (ws / "plots" / "class_attribution_seed1.png").exists()
     # each seed's result is kept; a second call (e.g. gathering seeds run as separate processes) reuses them
     assert "does not reproduce the target" not in text  # same seed, same threads: the target itself

@@ -16,6 +16,23 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else 0.0)
 
 
+class OneSeed(tuple):  # type: ignore[type-arg]
+    """A ``(mean, std)`` pair of a one-seed summary: the report shows its value alone, not a std of 0."""
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return (tuple(self),)
+
+
+def _one_seed(v: Any) -> Any:
+    """A summary's ``(mean, std)`` pairs (tuples in process, lists read back from JSON) marked :class:`OneSeed`."""
+    if isinstance(v, dict):
+        return {k: _one_seed(x) for k, x in v.items()}
+    if (isinstance(v, (list, tuple)) and len(v) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+        return OneSeed(v)
+    return v
+
+
 def _nested(runs: list[Any]) -> Any:
     """Mean ± std, leaf by leaf, of identically shaped nested dicts of numbers."""
     first = runs[0]
@@ -31,16 +48,21 @@ def summarise(per_seed: dict[int, dict]) -> dict[str, Any]:
 
 
 def _ms(v: tuple[float, float], fmt: str = "{:.2f}") -> str:
+    if isinstance(v, OneSeed):  # no spread to show
+        return fmt.format(v[0])
     return f"{fmt.format(v[0])} ± {fmt.format(v[1])}"
 
 
 def markdown(result: dict[str, Any]) -> str:
     s = result["summary"]
     e = result["eval"]
+    if len(e["seeds"]) == 1:
+        s = _one_seed(s)
     pct = "{:.1f}"
     out = [f"Data: {result['dataset']}",
            f"Seeds {e['seeds']}; {e['num_targets']} reported test targets (validation targets disjoint); "
-           f"mean ± std over seeds. Target-model test accuracy {_ms(s['test_accuracy'], '{:.3f}')}."]
+           + ("mean ± std over seeds" if len(e["seeds"]) > 1 else "one seed, so no spread (more --seeds give a std)")
+           + f". Target-model test accuracy {_ms(s['test_accuracy'], '{:.3f}')}."]
     left: dict[str, list[str]] = {}  # variants whose attribution failed on a seed
     for seed, r in result.get("per_seed", {}).items():
         for name, why in r.get("left_out", {}).items():
@@ -171,4 +193,4 @@ def _table3(d: dict[str, Any], e: dict[str, Any]) -> list[str]:
 
 
 def _x100(v: tuple[float, float]) -> tuple[float, float]:
-    return 100 * v[0], 100 * v[1]
+    return type(v)((100 * v[0], 100 * v[1])) if isinstance(v, OneSeed) else (100 * v[0], 100 * v[1])
