@@ -101,7 +101,7 @@ CASES = [
     (["attribute", "-w", "{W}", "--targets", "0:2", "--set", "emulate.finetune_lr=inf"], 2, "finite"),
     (["attribute", "-w", "{W}", "--targets", "0:2", "--set", "emulate.num_perturbations=3"], 2, "below the number"),
     (["unlearn", "-w", "{W}", "--groups", "999"], 2, "must lie in"),
-    (["unlearn", "-w", "{W}", "--groups", ""], 2, "empty"),
+    (["unlearn", "-w", "{W}", "--groups", ""], 2, "names no index"),
     (["unlearn", "-w", "{W}", "--groups", "0", "--name", "../../x"], 2, "leave the workspace"),
 ]
 

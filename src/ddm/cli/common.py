@@ -25,8 +25,10 @@ def parse_indices(text: str, n: int, what: str) -> list[int]:
             idx = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
         raise DDMError(f"{what} {text!r}: give START:STOP or a comma list of integers") from None
-    if not idx:
+    if not idx and ":" in text:
         raise DDMError(f"{what} {text!r} is an empty range: give START:STOP with START < STOP")
+    if not idx:
+        raise DDMError(f"{what} {text!r} names no index: give a comma list of integers (3,17) or START:STOP (0:20)")
     bad = [i for i in idx if not 0 <= i < n]
     if bad:
         raise DDMError(f"{what} {text!r}: indices must lie in [0, {n - 1}]" + (f" (bad: {bad[:5]})" if bad else ""))
