@@ -157,11 +157,12 @@ def ensure_classes(dm: Any, data: Any) -> None:
         dm.fit_classes(data.train)
 
 
-def listed(ids: list[Any], limit: int = 20) -> str:
-    """``ids`` for a terminal: all of them up to ``limit``, else the first ``limit`` and how many more."""
+def listed(ids: list[Any], limit: int = 20, where: str = " (`ddm info --json` lists them all)") -> str:
+    """``ids`` for a terminal: all of them up to ``limit``, else the first ``limit``, how many more and ``where`` the
+    whole list is."""
     if len(ids) <= limit:
         return str(list(ids))
-    return f"{list(ids[:limit])} and {len(ids) - limit:,} more (`ddm info --json` lists them all)"
+    return f"{list(ids[:limit])} and {len(ids) - limit:,} more{where}"
 
 
 def off_scale_line(health: dict[str, Any]) -> str:

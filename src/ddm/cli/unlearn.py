@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ddm.cli.common import ensure_classes, load_workspace, mostly_removed, parse_indices, user_retrainer
+from ddm.cli.common import ensure_classes, listed, load_workspace, mostly_removed, parse_indices, user_retrainer
 from ddm.exceptions import ConfigError, DDMError
 from ddm.text import seconds as secs
 
@@ -79,7 +79,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     else:
         how = ("a Newton step on the last layer (kept data's curvature)" if dm.emulation_method() == "newton"
                else "fine-tuning on their synsets")
-        print(f"unlearned {synset} {idx} ({len(rows)} training samples) by {how}")
+        print(f"unlearned {synset} {listed(idx, where='')} ({len(rows)} training samples) by {how}")
         syn = dm.class_synset if args.classes else dm.synset
         if (dm.emulation_method() == "newton" and dm.config.emulate.unlearn_curvature == "images" and syn is not None
                 and syn.curvature is not None and syn.curvature.kind == "subspace" and syn.ipc > dm.config.distill.ipc):
@@ -208,10 +208,10 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"unlearned {synset} {idx} ({out['removed_samples']} training samples) by one epoch of fine-tuning on the "
-          f"training data with the removed samples relabelled by their {r['neighbours']} nearest kept samples "
-          f"where {r['agree']} of them agree ({r['relabelled']} of {out['removed_samples']} took another class; "
-          f"{secs(r['seconds'])} s; --method step: the synsets' step, which reads no data)")
+    print(f"unlearned {synset} {listed(idx, where='')} ({out['removed_samples']} training samples) by one epoch of "
+          f"fine-tuning on the training data with the removed samples relabelled by their {r['neighbours']} nearest "
+          f"kept samples where {r['agree']} of them agree ({r['relabelled']} of {out['removed_samples']} took another "
+          f"class; {secs(r['seconds'])} s; --method step: the synsets' step, which reads no data)")
     _print_scores(out)
     if out["classes_without_data"]:
         print(f"  class(es) {out['classes_without_data']} have no training data left: the unlearned model no "
@@ -237,8 +237,8 @@ def _exact(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, befor
         return 0
     loop = f"your loop {args.retrain}" if getattr(args, "retrain", None) else "ddm's loop, train.*"
     took = f" (the target's training took {secs(out['training_seconds'])} s)" if out["training_seconds"] else ""
-    print(f"retrained without {synset} {idx} ({out['removed_samples']} training samples) from theta_0 in the target's "
-          f"data order ({loop}): {secs(out['seconds'])} s{took}")
+    print(f"retrained without {synset} {listed(idx, where='')} ({out['removed_samples']} training samples) from "
+          f"theta_0 in the target's data order ({loop}): {secs(out['seconds'])} s{took}")
     _print_scores(out)
     _print_saved(out["saved"])
     return 0
