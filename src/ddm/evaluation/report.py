@@ -19,9 +19,6 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 class OneSeed(tuple):  # type: ignore[type-arg]
     """A ``(mean, std)`` pair of a one-seed summary: the report shows its value alone, not a std of 0."""
 
-    def __getnewargs__(self) -> tuple[Any, ...]:
-        return (tuple(self),)
-
 
 def _one_seed(v: Any) -> Any:
     """A summary's ``(mean, std)`` pairs (tuples in process, lists read back from JSON) marked :class:`OneSeed`."""
@@ -193,4 +190,5 @@ def _table3(d: dict[str, Any], e: dict[str, Any]) -> list[str]:
 
 
 def _x100(v: tuple[float, float]) -> tuple[float, float]:
-    return type(v)((100 * v[0], 100 * v[1])) if isinstance(v, OneSeed) else (100 * v[0], 100 * v[1])
+    scaled = (100 * v[0], 100 * v[1])
+    return OneSeed(scaled) if isinstance(v, OneSeed) else scaled
