@@ -166,11 +166,11 @@ def listed(ids: list[Any], limit: int = 20, where: str = " (`ddm info --json` li
 
 
 def off_scale_line(health: dict[str, Any]) -> str:
-    """The synset health report's images off the data's scale (``health.MAX_IMAGE_SCALE``), for ``ddm run`` and
-    ``ddm info``."""
-    return (f"images off the data's scale: {len(health['off_scale'])} group(s), up to {health['image_scale_max']:.3g}x "
-            "the training inputs' largest absolute value (fine-tuning a network not invariant to its inputs' scale, "
-            "an MLP's, on them diverges: README, 'Reliability')")
+    """The synset health report's images off the data's scale, for ``ddm run`` and ``ddm info``: the text the health
+    log and the emulation's non-finite error give (:func:`ddm.health.off_scale_note`)."""
+    from ddm.health import off_scale_note
+
+    return off_scale_note(len(health["off_scale"]), health["image_scale_max"])
 
 
 def grown(grown: dict[str, Any]) -> str:
