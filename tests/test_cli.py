@@ -367,6 +367,31 @@ def test_evaluate_measures_a_user_model_by_import_path(tmp_path, capsys, monkeyp
         assert msg in capsys.readouterr().err
 
 
+def test_a_folder_of_class_subfolders_labels_its_images_by_class_name_or_index(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from ddm.data.targets import read_targets_file, target_files
+    from ddm.exceptions import DataError
+
+    names = ["T-shirt/top", "Trouser", "Bag"]
+    for sub, n in (("t-shirt_top", 2), ("2", 1), ("Trouser", 1)):
+        (tmp_path / "f" / sub).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(np.full((6, 6), 40 * i, dtype=np.uint8)).save(tmp_path / "f" / sub / f"{i}.png")
+    x, y = read_targets_file(tmp_path / "f", (1, 4, 4), (0.5,), (0.5,), names, 3)
+    # sorted subfolders: "2" (index 2), "Trouser" (1), "t-shirt_top" (0, alike in letters to the name no folder has)
+    assert x.shape == (4, 1, 4, 4) and y.tolist() == [2, 1, 0, 0]
+    assert target_files(tmp_path / "f") == ["2/0.png", "Trouser/0.png", "t-shirt_top/0.png", "t-shirt_top/1.png"]
+    (tmp_path / "f" / "cat").mkdir()
+    Image.fromarray(np.zeros((6, 6), dtype=np.uint8)).save(tmp_path / "f" / "cat" / "0.png")
+    with pytest.raises(DataError, match="cat name no class of the model.*Trouser.*0..2"):
+        read_targets_file(tmp_path / "f", (1, 4, 4), (0.5,), (0.5,), names, 3)
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(DataError, match="neither directly nor in class subfolders"):
+        read_targets_file(tmp_path / "empty", (1, 4, 4), (0.5,), (0.5,), names, 3)
+
+
 def test_targets_from_files_and_a_folder_of_images(tmp_path, capsys, caplog):
     import numpy as np
     import torch
@@ -401,7 +426,7 @@ def test_targets_from_files_and_a_folder_of_images(tmp_path, capsys, caplog):
     (folder / "notes.txt").write_text("not an image")
     assert main(["attribute", "-w", ws, "--targets-file", str(folder)]) == 0
     cap = capsys.readouterr()
-    assert "0.png (row 0, " in cap.out and "1.png (row 1, " in cap.out  # each row named by its file
+    assert "0.png (row 0, no label: asked about its predicted class " in cap.out and "1.png (row 1, " in cap.out
     assert "1 file(s) skipped, not images" in caplog.text and "notes.txt" in caplog.text
     assert "2 of 2 image(s) resized to 8x8" in caplog.text  # 20 x 20 files, the model's 8 x 8 input
     assert main(["attribute", "-w", ws, "--targets-file", str(folder), "--json", "-q"]) == 0

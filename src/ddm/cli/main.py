@@ -322,7 +322,9 @@ def _print_attribution(r: dict[str, Any]) -> None:
         elif "file_row" in row:
             where = (f"{row['file']} (row {row['file_row']}, " if "file" in row
                      else f"{r['source']} row {row['file_row']} (")
-            print(f"  {where}label {row['label']}, predicted {row['predicted']}):")
+            what = (f"no label: asked about its predicted class {row['predicted']}"
+                    if row.get("label_from") == "predicted" else f"label {row['label']}, predicted {row['predicted']}")
+            print(f"  {where}{what}):")
         else:
             print("  the target set as a whole:")
         for g in row["top"]:
@@ -380,9 +382,14 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     if args.targets_file:
         from ddm.data.targets import as_split, read_targets_file, target_files
 
-        x, y = read_targets_file(args.targets_file, data.image_shape, data.mean, data.std)
+        x, y = read_targets_file(args.targets_file, data.image_shape, data.mean, data.std,
+                                 getattr(data, "class_names", None), dm.num_classes)
         targets = as_split(x, y, dm.model, data.image_shape)
         r = _attribution_report(dm, data, None, args, targets, source=args.targets_file)
+        if y is None:  # no labels: each target is asked about the class the model predicts for it
+            for row in r["targets"]:
+                if "file_row" in row:
+                    row["label_from"] = "predicted"
         names = target_files(args.targets_file)
         if names is not None:  # each row's image file, by name
             for row in r["targets"]:

@@ -3,10 +3,12 @@
 * :func:`as_split`: a tensor or numpy array (``[N, C, H, W]``, ``[N, H, W]`` or ``[N, D]``), optionally with
   labels; without labels each input is asked about the class the model predicts for it.
 * :func:`read_targets_file`: ``.npy`` (inputs), ``.npz`` / ``.safetensors`` (``x`` and optional ``y``), or a
-  folder of images (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``; needs Pillow).
+  folder of images (``.png``, ``.jpg``, ``.jpeg``, ``.bmp``; needs Pillow). A folder whose images lie in one
+  subfolder per class (``cat/1.png``, ``dog/2.png``: torchvision's ``ImageFolder`` layout) gives its images the
+  subfolders' classes, each named as the dataset names its classes or by its index.
 
-Id space: a target's id is its row in what was passed (the file's row, or the folder's sorted file order),
-as ``test_index`` is a row of the test split for ``--targets``.
+Id space: a target's id is its row in what was passed (the file's row, or the folder's sorted file order, class
+subfolders in sorted order), as ``test_index`` is a row of the test split for ``--targets``.
 
 Value ranges: float arrays are taken as model inputs (normalised like the training data); ``uint8`` arrays
 and image files are raw pixels, scaled to [0, 1] and normalised with the dataset's mean and std. For a dataset of
@@ -64,14 +66,16 @@ def _raw_pixels(a: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) 
 
 
 def read_targets_file(path: str | Path, image_shape: tuple[int, int, int], mean: tuple[float, ...],
-                      std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Inputs ``[N, C, H, W]`` and labels (or None) from a file or a folder of images (module doc)."""
+                      std: tuple[float, ...], class_names: list[str] | None = None,
+                      num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Inputs ``[N, C, H, W]`` and labels (or None) from a file or a folder of images (module doc); a folder of
+    class subfolders is labelled by ``class_names`` (or the classes' indices below ``num_classes``)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"--targets-file {path}: no such file or folder")
     y: Any = None
     if path.is_dir():
-        return _read_folder(path, image_shape, mean, std), None
+        return _read_folder(path, image_shape, mean, std, class_names, num_classes)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         x: Any = np.load(path, allow_pickle=False)
@@ -108,7 +112,10 @@ def target_files(path: str | Path) -> list[str] | None:
     order, or the one image file; None for an array file (its rows are its own)."""
     path = Path(path)
     if path.is_dir():
-        return [p.name for p in _images_in(path)]
+        files = _images_in(path)
+        if files:
+            return [p.name for p in files]
+        return [f"{d.name}/{p.name}" for d in _class_folders(path) for p in _images_in(d)]
     return [path.name] if path.suffix.lower() in IMAGE_SUFFIXES else None
 
 
@@ -116,16 +123,64 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _read_folder(folder: Path, image_shape: tuple[int, int, int], mean: tuple[float, ...],
-                 std: tuple[float, ...]) -> torch.Tensor:
-    files = _images_in(folder)
-    if not files:
-        raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+def _class_folders(folder: Path) -> list[Path]:
+    """The subfolders of ``folder`` that hold images (a folder of class subfolders), sorted by name."""
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and _images_in(d))
+
+
+def _skipped(folder: Path, files: list[Path]) -> None:
     others = sorted(p.name for p in folder.iterdir() if p.is_file() and p not in files)
     if others:
         log.warning("%s: %d file(s) skipped, not images (%s): %s%s", folder, len(others), ", ".join(IMAGE_SUFFIXES),
                     ", ".join(others[:5]), ", ..." if len(others) > 5 else "")
-    return _read_images(files, image_shape, mean, std)
+
+
+def _class_index(name: str, class_names: list[str] | None, num_classes: int | None) -> int | None:
+    """A class subfolder's class: its name among ``class_names`` (exactly, else alike in letters and digits
+    alone, so that ``t-shirt_top`` names "T-shirt/top", which no folder can be called), else an index below
+    ``num_classes``."""
+    if class_names is not None:
+        if name in class_names:
+            return class_names.index(name)
+        alike = [i for i, c in enumerate(class_names) if _letters(c) == _letters(name)]
+        if len(alike) == 1:
+            return alike[0]
+    if name.isdigit() and (num_classes is None or int(name) < num_classes):
+        return int(name)
+    return None
+
+
+def _letters(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def _read_folder(folder: Path, image_shape: tuple[int, int, int], mean: tuple[float, ...], std: tuple[float, ...],
+                 class_names: list[str] | None = None,
+                 num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    files = _images_in(folder)
+    if files:
+        _skipped(folder, files)
+        return _read_images(files, image_shape, mean, std), None
+    subfolders = _class_folders(folder)
+    if not subfolders:
+        raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}), neither directly nor in class "
+                        "subfolders (one per class, named as the dataset names its classes or by class index)")
+    classes = {d.name: _class_index(d.name, class_names, num_classes) for d in subfolders}
+    unknown = [name for name, c in classes.items() if c is None]
+    if unknown:
+        names = (f"the dataset's class names ({', '.join(class_names[:12])}{', ...' if len(class_names) > 12 else ''})"
+                 if class_names else "")
+        index = f"a class index 0..{num_classes - 1}" if num_classes else "a class index"
+        raise DataError(f"{folder}: the subfolder(s) {', '.join(unknown)} name no class of the model; name each "
+                        f"class subfolder {names + ' or ' if names else ''}{index}, or put the images in {folder} "
+                        "itself to ask about the class the model predicts")
+    files, labels = [], []
+    for d in subfolders:
+        inside = _images_in(d)
+        _skipped(d, inside)
+        files += inside
+        labels += [classes[d.name]] * len(inside)
+    return _read_images(files, image_shape, mean, std), torch.tensor(labels, dtype=torch.long)
 
 
 def _read_images(files: list[Path], image_shape: tuple[int, int, int], mean: tuple[float, ...],
