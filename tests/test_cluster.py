@@ -20,7 +20,12 @@ def test_small_class_gets_one_group_per_sample(caplog):
     g = kmeans_groups(Split(x, y), per_class=5)
     assert g.num_groups == 5 + 3
     assert (g.sizes() > 0).all()
-    assert "class 1 has 3 samples" in caplog.text
+    assert "1 of 2 classes have fewer samples than cluster.per_class=5 (class 1: 3)" in caplog.text
+    # many small classes (a small subset of many classes) give one warning, not one per class
+    caplog.clear()
+    g = kmeans_groups(Split(torch.randn(60, 1, 4, 4), torch.arange(60) % 30), per_class=5)
+    assert g.num_groups == 60 and len(caplog.records) == 1
+    assert "30 of 30 classes" in caplog.text and "(60 groups of one sample)" in caplog.text
 
 
 def test_sequential_and_class_splits(digits):

@@ -260,3 +260,19 @@ def test_an_npz_file_with_class_names_as_labels_is_read_in_their_sorted_or_given
     np.savez(tmp_path / "d.npz", X=X, y=y, X_test=X_test, y_test=np.arange(15) % 3)
     with pytest.raises(DataError, match="both as class names or both as class indices"):
         load_npz(tmp_path / "d.npz")
+
+
+def test_an_npz_file_with_lower_case_inputs_is_read_as_with_upper_case_ones(tmp_path):
+    """A targets file names its inputs ``x``; the npz dataset reads ``x`` and ``x_test`` as ``X`` and ``X_test``, and
+    refuses a file that holds both spellings (which one was meant?)."""
+    from ddm.data.arrays import load_npz
+
+    rng = np.random.default_rng(0)
+    X, y, X_test, y_test = rng.normal(size=(60, 5)), np.arange(60) % 3, rng.normal(size=(15, 5)), np.arange(15) % 3
+    np.savez(tmp_path / "upper.npz", X=X, y=y, X_test=X_test, y_test=y_test)
+    np.savez(tmp_path / "lower.npz", x=X, y=y, x_test=X_test, y_test=y_test)
+    a, b = load_npz(tmp_path / "upper.npz"), load_npz(tmp_path / "lower.npz")
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.x, b.test.x) and torch.equal(a.test.y, b.test.y)
+    np.savez(tmp_path / "both.npz", X=X, x=X, y=y)
+    with pytest.raises(DataError, match="holds both x and X"):
+        load_npz(tmp_path / "both.npz")

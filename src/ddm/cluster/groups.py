@@ -136,11 +136,17 @@ def kmeans_groups(train: Split, per_class: int, seed: int = 0) -> Groups:
     y = train.y.numpy()
     assignment = np.empty(len(y), dtype=np.int64)
     next_id = 0
-    for c in np.unique(y):
+    classes = np.unique(y)
+    small = {int(c): int((y == c).sum()) for c in classes if (y == c).sum() < per_class}
+    if small:  # one line for all of them: a small subset of many classes would print one per class
+        shown = ", ".join(f"class {c}: {n}" for c, n in list(small.items())[:8])
+        log.warning("%d of %d classes have fewer samples than cluster.per_class=%d (%s%s): one group per sample "
+                    "there (%d groups of one sample); lower cluster.per_class for larger groups",
+                    len(small), len(classes), per_class, shown, ", ..." if len(small) > 8 else "",
+                    sum(small.values()))
+    for c in classes:
         idx = np.nonzero(y == c)[0]
         n_clusters = min(per_class, len(idx))
-        if n_clusters < per_class:
-            log.warning("class %d has %d samples (< %d clusters): one group per sample", c, len(idx), per_class)
         if n_clusters == 1:
             labels = np.zeros(len(idx), dtype=np.int64)
         else:

@@ -171,12 +171,15 @@ def from_torch(train: Any, test: Any = None, **options: Any) -> Dataset:
 
 #: the arrays an ``.npz`` file for the ``npz`` dataset holds (the last three optional)
 NPZ_KEYS = ("X", "y", "X_test", "y_test", "class_names")
+#: lower-case names read as the inputs' (``x`` as a targets file names them, ``ddm.data.targets``)
+NPZ_ALIASES = {"x": "X", "x_test": "X_test"}
 
 
 def load_npz(path: str | Path | None, seed: int = 0) -> Dataset:
-    """The ``npz`` dataset: arrays ``X`` and ``y`` (optionally ``X_test``, ``y_test`` and ``class_names``) from a
-    numpy ``.npz`` file (``path``; a folder means its ``data.npz``), read without unpickling anything and then
-    treated as :func:`from_arrays` treats arrays (``seed``: its held-out test split's)."""
+    """The ``npz`` dataset: arrays ``X`` and ``y`` (optionally ``X_test``, ``y_test`` and ``class_names``; ``x`` and
+    ``x_test`` are read as ``X`` and ``X_test``) from a numpy ``.npz`` file (``path``; a folder means its
+    ``data.npz``), read without unpickling anything and then treated as :func:`from_arrays` treats arrays (``seed``:
+    its held-out test split's)."""
     if not path:
         raise DataError("the npz dataset reads a numpy .npz file: give its path with --data-dir FILE.npz "
                         f"(data.data_dir); it holds {', '.join(NPZ_KEYS[:2])} and optionally "
@@ -189,8 +192,12 @@ def load_npz(path: str | Path | None, seed: int = 0) -> Dataset:
         raise DataError(f"no .npz file at {file} (the npz dataset's data.data_dir{where})")
     try:
         with np.load(file, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in NPZ_KEYS if k in f.files}
-            unknown = sorted(set(f.files) - set(NPZ_KEYS))
+            both = [f"{a} and {b}" for a, b in NPZ_ALIASES.items() if a in f.files and b in f.files]
+            if both:
+                raise DataError(f"{file} holds both {', '.join(both)}: keep one of each (X and X_test, or x and "
+                                "x_test)")
+            arrays = {NPZ_ALIASES.get(k, k): f[k] for k in f.files if NPZ_ALIASES.get(k, k) in NPZ_KEYS}
+            unknown = sorted(k for k in f.files if NPZ_ALIASES.get(k, k) not in NPZ_KEYS)
     except ValueError as exc:  # an object array, which only unpickling would read
         raise DataError(f"{file} holds an array that needs unpickling, which ddm never does ({exc}): save numeric "
                         "arrays (and class_names as strings)") from None
