@@ -140,6 +140,32 @@ def test_relabelled_split_takes_its_neighbours_in_another_space_where_given():
     assert n_moved == 1 and moved.index.tolist() == list(range(11)) and int(moved.y[10]) == 1
 
 
+def test_soft_labels_go_to_removed_samples_whose_neighbours_are_split_and_never_to_those_all_alike():
+    """A removed sample among its own class's kept samples stays out; one whose 4 of 5 nearest kept samples name
+    another class is taught it; one among a split neighbourhood is taught the shares of its 10 nearest."""
+    from ddm.baselines.unlearners import relabelled_targets
+    from ddm.data.dataset import Split
+
+    # class 0 at 0..1.1, class 1 at 10..11.1, and a mixed stretch around 5 (class 0 at 4.6..5.0, class 1 at 5.1..5.5)
+    pos = [i / 10 for i in range(12)] + [10 + i / 10 for i in range(12)] + [4.6, 4.7, 4.8, 4.9, 5.0, 5.1, 5.2, 5.3, 5.4,
+                                                                          5.5]
+    y = [0] * 12 + [1] * 12 + [0] * 5 + [1] * 5
+    pos += [0.55, 10.55, 5.05]  # removed: a 0 among 0s, a 0 among 1s, a 1 in the mixed stretch
+    y += [0, 0, 1]
+    n = len(pos)
+    train = Split(torch.tensor(pos).reshape(n, 1, 1, 1), torch.tensor(y), torch.arange(n))
+    keep = torch.arange(n) < n - 3
+    r = relabelled_targets(train, keep, 2)
+    assert r.relabelled == 1 and r.softened == 1
+    assert r.split.index.tolist() == list(range(n - 3)) + [n - 2, n - 1]  # the 0 among 0s stays out
+    assert r.targets[-2].tolist() == [0.0, 1.0]  # taught class 1 outright
+    assert r.targets[-1].tolist() == pytest.approx([0.5, 0.5])  # the mixed stretch's 10 nearest: five of each
+    hard = relabelled_targets(train, keep, 2, soft=0)
+    assert hard.softened == 0 and hard.split.index.tolist() == list(range(n - 3)) + [n - 2]
+    with pytest.raises(ConfigError, match="labels reach 1 with 1 classes"):
+        relabelled_targets(train, keep, 1)
+
+
 def test_relabelled_fine_tuning_never_trains_a_removed_sample_on_its_own_label(digits, trained, monkeypatch):
     """The removed samples whose nearest kept samples agree with their label are left out; the others are trained on
     with their neighbours' label, beside every kept sample."""
@@ -156,12 +182,13 @@ def test_relabelled_fine_tuning_never_trains_a_removed_sample_on_its_own_label(d
     keep[removed] = False
     seen = {}
 
-    def capture(model, params, split, keep_all, cfg, epochs, alpha, anneal):
+    def capture(model, params, split, keep_all, cfg, epochs, alpha, anneal, targets):
         seen["split"], seen["keep"], seen["alpha"], seen["anneal"] = split, keep_all, alpha, anneal
+        seen["targets"] = targets
         return model
 
     monkeypatch.setattr(U, "neggrad_plus", capture)
-    U.relabel_knn(model, traj.final, noisy, keep, CFG)
+    U.relabel_knn(model, traj.final, noisy, keep, CFG, soft=0)  # hard labels alone (the soft part: the next test)
     split = seen["split"]
     assert seen["alpha"] == 1.0 and bool(seen["keep"].all()) and seen["anneal"]
     rows = split.index.tolist()
@@ -175,6 +202,27 @@ def test_relabelled_fine_tuning_never_trains_a_removed_sample_on_its_own_label(d
     taught = [by_row[r] for r in extra]  # what their neighbours say: never the removed label
     assert 7 not in taught and taught == [int(v) for v in labels[labels >= 0].tolist()]
     assert rows == sorted(rows)  # in the training split's order
+    assert torch.equal(seen["targets"], torch.nn.functional.one_hot(split.y, 10).float())  # one-hot: hard labels
+
+    # soft labels: each removed sample left out above of which some of its 10 nearest kept samples carry another
+    # class is taught their label shares; one whose 10 neighbours all carry its own class stays out
+    U.relabel_knn(model, traj.final, noisy, keep, CFG)
+    split, targets = seen["split"], seen["targets"]
+    assert U.RELABEL_SOFT_NEIGHBOURS == 10
+    gone = torch.nonzero(~keep).flatten()
+    hard = U.knn_labels(noisy.x[gone], noisy.x[keep], noisy.y[keep], agree=U.RELABEL_AGREE)
+    votes = U.knn_votes(noisy.x[gone], noisy.x[keep], noisy.y[keep], 10, 10)
+    own = votes.gather(1, noisy.y[gone][:, None])[:, 0]
+    moved = (hard >= 0) & (hard != noisy.y[gone])
+    softened = ~moved & (own < 1)
+    assert softened.any() and moved.any()
+    expected = sorted(train.index[keep].tolist() + train.index[gone[moved | softened]].tolist())
+    assert split.index.tolist() == expected
+    row_of = {r: i for i, r in enumerate(split.index.tolist())}
+    for j in torch.nonzero(softened).flatten().tolist():
+        t = targets[row_of[int(train.index[gone[j]])]]
+        assert torch.allclose(t, votes[j]) and t[int(noisy.y[gone[j]])] < 1  # never its own label alone
+    assert torch.allclose(targets.sum(1), torch.ones(len(targets)))
 
 
 def test_relabelled_fine_tuning_is_fine_tuning_on_the_rest_where_every_neighbour_agrees(digits, trained):
@@ -183,10 +231,27 @@ def test_relabelled_fine_tuning_is_fine_tuning_on_the_rest_where_every_neighbour
     from ddm.baselines.unlearners import knn_labels, relabel_knn
 
     model, traj = trained
-    keep = torch.ones(len(digits.train), dtype=torch.bool)
-    fours = torch.nonzero(digits.train.y == 4).flatten()[:5]
-    keep[fours] = False
-    assert knn_labels(digits.train.x[fours], digits.train.x[keep], digits.train.y[keep]).tolist() == [4] * 5
+    x, y = digits.train.x, digits.train.y
+    fours = torch.nonzero(y == 4).flatten()
+    others = [torch.nonzero(torch.arange(len(y)) != i).flatten() for i in fours.tolist()]
+    candidates = [int(i) for i, o in zip(fours.tolist(), others, strict=True)  # 4s whose 10 neighbours are 4s
+                  if knn_labels(x[i : i + 1], x[o], y[o], k=10, agree=10).item() == 4]
+
+    def kept_without(rows):
+        keep = torch.ones(len(y), dtype=torch.bool)
+        keep[rows] = False
+        return keep
+
+    alike: list[int] = []
+    for i in candidates:  # those that stay so once removed together (at most five)
+        trial = kept_without(alike + [i])
+        if (knn_labels(x[alike + [i]], x[trial], y[trial], k=10, agree=10) == 4).all():
+            alike.append(i)
+        if len(alike) == 5:
+            break
+    keep = kept_without(alike)
+    # every one of their 5 and 10 nearest kept samples is a 4: no hard and no soft label
+    assert len(alike) >= 2 and knn_labels(x[alike], x[keep], y[keep], k=10, agree=10).tolist() == [4] * len(alike)
     rl = relabel_knn(model, traj.final, digits.train, keep, CFG)
     ft = finetune_rest(model, traj.final, digits.train, keep, CFG)
     assert all(torch.equal(a, b) for a, b in zip(rl.parameters(), ft.parameters(), strict=True))

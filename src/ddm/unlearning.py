@@ -341,14 +341,21 @@ def unlearn_exact(dm: DistilledDatamodel, train: Split, groups: list[int] | torc
 def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | torch.Tensor, name: str | None = None,
                     synset: str = "groups") -> nn.Module:
     """:meth:`DistilledDatamodel.unlearn_relabel`: one epoch of the training's optimizer (``train.*``) over ``train``
-    from theta_tau, each removed sample whose nearest kept samples agree on another class relabelled with it
+    from theta_tau, each removed sample whose nearest kept samples agree on another class relabelled with it, and
+    each other one whose 10 nearest kept samples do not all carry its class taught their label shares
     (:func:`ddm.baselines.unlearners.relabel_knn`), then the classes left without data taken out of the head
     (:func:`forget_classes`); saved under ``unlearned/<name>`` (default ``relabel-<synset>-<ids>``) with
     ``unlearn.json``. Where the removal takes modes of a class, retraining without them learns what the kept data says
     about that region; the synsets' step keeps them (BENCHMARKS.md, "Relabelled fine-tuning")."""
     import time
 
-    from ddm.baselines.unlearners import RELABEL_AGREE, RELABEL_NEIGHBOURS, relabelled_split, train_relabelled
+    from ddm.baselines.unlearners import (
+        RELABEL_AGREE,
+        RELABEL_NEIGHBOURS,
+        RELABEL_SOFT_NEIGHBOURS,
+        relabelled_targets,
+        train_relabelled,
+    )
 
     grp, net, trajectory = _partition(dm, train, synset)
     if dm.handed_in():
@@ -360,8 +367,8 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
     folder = dm.unlearn_folder(idx.tolist(), name, synset, prefix="relabel-")  # a bad name refused before training
     keep = ~torch.isin(grp.assignment, idx)
     t0 = time.perf_counter()
-    split, relabelled = relabelled_split(train, keep)
-    model = train_relabelled(net, trajectory.final, split, dm.config.train)  # relabel_knn, its count kept
+    r = relabelled_targets(train, keep, dm.num_classes)
+    model = train_relabelled(net, trajectory.final, r.split, dm.config.train, targets=r.targets)  # relabel_knn
     seconds = time.perf_counter() - t0
     removed_classes, kept_classes = grp.classes_left(idx)
     gone = sorted(removed_classes - kept_classes)
@@ -370,7 +377,8 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
     removed = int((~keep).sum())
     info = {"groups": idx.tolist(), "synset": synset, "method": "relabel", "neighbours": RELABEL_NEIGHBOURS,
             "agree": RELABEL_AGREE,
-            "epochs": 1, "seconds": seconds, "relabelled": relabelled, "removed_samples": removed,
+            "soft_neighbours": RELABEL_SOFT_NEIGHBOURS, "softened": r.softened,
+            "epochs": 1, "seconds": seconds, "relabelled": r.relabelled, "removed_samples": removed,
             "classes_without_data": gone}
     _save(folder, model, info, "relabelled fine-tuning (a smaller train.lr)")
     dm.last_relabel = {**info, "folder": str(folder)}

@@ -18,6 +18,8 @@ A budget of one epoch costs about 1 / ``train.epochs`` of an exact retrain.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -98,18 +100,22 @@ def retrain_head(model: nn.Module, params: dict[str, torch.Tensor], train: Split
 
 def neggrad_plus(model: nn.Module, params: dict[str, torch.Tensor], train: Split, keep: torch.Tensor,
                  cfg: TrainConfig, epochs: float = 1.0, alpha: float = NEGGRAD_ALPHA,
-                 anneal: bool = False) -> nn.Module:
+                 anneal: bool = False, targets: torch.Tensor | None = None) -> nn.Module:
     """A copy of ``model`` at ``params`` after ``epochs`` passes over ``train[keep]``, each step on
     ``alpha`` x the kept batch's cross-entropy minus ``(1 - alpha)`` x a removed batch's (cycled through the
     removed samples); ``alpha`` 1 is plain fine-tuning on the rest. ``anneal``: run ``cfg``'s learning-rate schedule
     over these steps (under ``train.schedule=cosine``, from ``train.lr`` down to 0, so the model ends annealed as the
-    trained one and a retrain do); otherwise ``train.lr`` throughout."""
+    trained one and a retrain do); otherwise ``train.lr`` throughout. ``targets``: ``[N, classes]`` label
+    distributions of ``train``'s rows, taught to the kept ones in place of their labels (soft labels)."""
     keep = _check(keep, len(train))
+    if targets is not None and tuple(targets.shape[:1]) != (len(train),):
+        raise ConfigError(f"targets has {len(targets)} rows for {len(train)} training samples")
     if not 0 < alpha <= 1:
         raise ConfigError(f"alpha must be in (0, 1], got {alpha}")
     if epochs <= 0:
         raise ConfigError(f"epochs must be positive, got {epochs}")
     kept, gone = train[torch.nonzero(keep).flatten()], train[torch.nonzero(~keep).flatten()]
+    soft = None if targets is None else targets[torch.nonzero(keep).flatten()].float()
     if alpha < 1 and len(gone) == 0:
         raise ConfigError("NegGrad+ needs removed data: the keep mask keeps everything")
     net = with_params(model, params)
@@ -123,7 +129,11 @@ def neggrad_plus(model: nn.Module, params: dict[str, torch.Tensor], train: Split
         for idx in _batches(len(kept), cfg, epoch):
             if steps_left == 0:
                 break
-            loss = F.cross_entropy(net(kept.x[idx].to(dev)), kept.y[idx].to(dev))
+            z = net(kept.x[idx].to(dev))
+            if soft is None:
+                loss = F.cross_entropy(z, kept.y[idx].to(dev))
+            else:  # label distributions (classes absent from them have no column: padded with zeros)
+                loss = F.cross_entropy(z, F.pad(soft[idx], (0, z.shape[1] - soft.shape[1])).to(dev))
             if alpha < 1:
                 if not forget:
                     forget = list(_batches(len(gone), cfg, epoch))
@@ -154,36 +164,66 @@ RELABEL_NEIGHBOURS = 5
 RELABEL_AGREE = 4
 
 
+#: where a removed sample's ``RELABEL_NEIGHBOURS`` do not agree on another class, :func:`relabelled_targets` teaches it
+#: the label distribution of this many nearest kept samples where any of them carries another class (0.28; passed a
+#: fresh test on seeds 4-6 of the report configurations: BENCHMARKS.md, "Soft labels for the removed samples whose
+#: neighbours disagree"); 0: left out, as before
+RELABEL_SOFT_NEIGHBOURS = 10
+
+
+def _nearest_labels(x: torch.Tensor, reference_x: torch.Tensor, reference_y: torch.Tensor, k: int,
+                    chunk: int = 1024) -> Iterator[torch.Tensor]:
+    """The labels ``[n, k]`` of the ``k`` nearest rows of ``reference_x`` (Euclidean on the flattened inputs) of
+    each row of ``x``, ``chunk`` rows at a time."""
+    if len(reference_x) == 0:
+        raise ConfigError("no reference samples to take labels from")
+    k = min(k, len(reference_x))
+    ref = reference_x.flatten(1).float()
+    for s in range(0, len(x), chunk):
+        yield reference_y[torch.cdist(x[s : s + chunk].flatten(1).float(), ref).topk(k, largest=False).indices]
+
+
 def knn_labels(x: torch.Tensor, reference_x: torch.Tensor, reference_y: torch.Tensor, k: int = RELABEL_NEIGHBOURS,
                chunk: int = 1024, agree: int = 1) -> torch.Tensor:
     """The majority label ``[N]`` of each row of ``x`` among its ``k`` nearest rows of ``reference_x`` (Euclidean on
     the flattened inputs; ties to the smallest label), labelled ``reference_y``; -1 where fewer than ``agree`` of the
     ``k`` share it."""
-    if len(reference_x) == 0:
-        raise ConfigError("no reference samples to take labels from")
-    k = min(k, len(reference_x))
-    ref = reference_x.flatten(1).float()
     out = []
-    for s in range(0, len(x), chunk):
-        idx = torch.cdist(x[s : s + chunk].flatten(1).float(), ref).topk(k, largest=False).indices
-        labels = reference_y[idx]
+    for labels in _nearest_labels(x, reference_x, reference_y, k, chunk):
         mode = torch.mode(labels, 1).values
         out.append(torch.where((labels == mode[:, None]).sum(1) >= agree, mode, torch.full_like(mode, -1)))
     return torch.cat(out) if out else reference_y[:0]
 
 
-def relabelled_split(train: Split, keep: torch.Tensor, k: int = RELABEL_NEIGHBOURS,
-                     agree: int = RELABEL_AGREE, space: torch.Tensor | None = None) -> tuple[Split, int]:
-    """The samples :func:`relabel_knn` trains on, in the training split's order: every kept one, and each removed one
-    (``~keep``) of which at least ``agree`` of the ``k`` nearest kept samples name the same other class than its own,
-    with that class; and how many removed samples that is. A removed sample is never among them with its own label.
-    ``space``: ``[N, ...]`` rows to take the neighbours in instead of the raw inputs ``train.x``."""
-    keep = _check(keep, len(train))
+def knn_votes(x: torch.Tensor, reference_x: torch.Tensor, reference_y: torch.Tensor, k: int, classes: int,
+              chunk: int = 1024) -> torch.Tensor:
+    """``[N, classes]``: the share of each class among the ``k`` nearest rows of ``reference_x`` of each row of ``x``
+    (as :func:`knn_labels` finds them)."""
+    out = [F.one_hot(labels, classes).float().mean(1)
+           for labels in _nearest_labels(x, reference_x, reference_y, k, chunk)]
+    return torch.cat(out) if out else torch.zeros(0, classes)
+
+
+def _relabels(train: Split, keep: torch.Tensor, k: int, agree: int,
+              space: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The removed rows (``~keep``), their neighbours' labels (:func:`knn_labels`, -1 where they do not agree) and
+    which of them name another class than the sample's own."""
     gone = torch.nonzero(~keep).flatten()
     where = train.x if space is None else space
     labels = (knn_labels(where[gone], where[keep], train.y[keep], k, agree=agree).to(train.y) if len(gone)
               else train.y[:0])
-    other = (labels != train.y[gone]) & (labels >= 0)
+    return gone, labels, (labels != train.y[gone]) & (labels >= 0)
+
+
+def relabelled_split(train: Split, keep: torch.Tensor, k: int = RELABEL_NEIGHBOURS,
+                     agree: int = RELABEL_AGREE, space: torch.Tensor | None = None) -> tuple[Split, int]:
+    """The samples :func:`relabel_knn` trains on with hard labels (``soft`` 0), in the training split's order: every
+    kept one, and each removed one (``~keep``) of which at least ``agree`` of the ``k`` nearest kept samples name the
+    same other class than its own, with that class; and how many removed samples that is. A removed sample is never
+    among them with its own label. ``space``: ``[N, ...]`` rows to take the neighbours in instead of the raw inputs
+    ``train.x``."""
+    keep = _check(keep, len(train))
+    gone, labels, other = _relabels(train, keep, k, agree, space)
     moved = gone[other]
     y, use = train.y.clone(), keep.clone()
     y[moved], use[moved] = labels[other], True
@@ -191,21 +231,64 @@ def relabelled_split(train: Split, keep: torch.Tensor, k: int = RELABEL_NEIGHBOU
     return Split(train.x[rows], y[rows], train.index[rows]), len(moved)
 
 
+class Relabelled(NamedTuple):
+    """What :func:`relabelled_targets` gives: the rows to train on (``split``, in the training split's order), their
+    label distributions (``targets [n, classes]``), and how many removed samples were taught another class
+    (``relabelled``) or their neighbours' label shares (``softened``)."""
+    split: Split
+    targets: torch.Tensor
+    relabelled: int
+    softened: int
+
+
+def relabelled_targets(train: Split, keep: torch.Tensor, classes: int, k: int = RELABEL_NEIGHBOURS,
+                       agree: int = RELABEL_AGREE, soft: int = RELABEL_SOFT_NEIGHBOURS) -> Relabelled:
+    """:func:`relabelled_split`'s samples with their labels as distributions (one-hot), and, with ``soft`` > 0, each
+    removed sample it leaves out of which at least one of the ``soft`` nearest kept samples carries another class,
+    taught those neighbours' label distribution (its own class's share included): where the kept data is split about
+    a removed sample's region, a retrain without it is unsure there too. A removed sample whose ``soft`` neighbours all
+    carry its own class stays out, so none is taught its own label alone."""
+    keep = _check(keep, len(train))
+    if len(train) and int(train.y.max()) >= classes:
+        raise ConfigError(f"labels reach {int(train.y.max())} with {classes} classes")
+    gone, labels, other = _relabels(train, keep, k, agree, None)
+    y, use = train.y.clone(), keep.clone()
+    y[gone[other]], use[gone[other]] = labels[other], True
+    targets = F.one_hot(y, classes).float()
+    softened = 0
+    rest = gone[~other]
+    if soft > 0 and len(rest):
+        votes = knn_votes(train.x[rest], train.x[keep], train.y[keep], soft, classes)
+        split = votes.gather(1, train.y[rest][:, None])[:, 0] < 1  # some neighbour carries another class
+        targets[rest[split]], use[rest[split]] = votes[split], True
+        softened = int(split.sum())
+    rows = torch.nonzero(use).flatten()
+    return Relabelled(Split(train.x[rows], y[rows], train.index[rows]), targets[rows], int(other.sum()), softened)
+
+
 def relabel_knn(model: nn.Module, params: dict[str, torch.Tensor], train: Split, keep: torch.Tensor, cfg: TrainConfig,
-                epochs: float = 1.0, k: int = RELABEL_NEIGHBOURS, agree: int = RELABEL_AGREE) -> nn.Module:
-    """A copy of ``model`` at ``params`` after ``epochs`` passes of ``cfg``'s optimizer over :func:`relabelled_split`:
-    the kept samples of ``train`` and those removed ones (``~keep``) whose nearest kept samples name another class,
-    each with that class. Where a removed sample's neighbours agree with it, it is left out (fine-tuning on the rest);
-    where the kept data assigns its region to another class, it is taught that class, as a retrain without it would
-    learn. Under a learning-rate schedule the epoch runs it over its own steps (:func:`train_relabelled`: a
-    cosine-trained model ends annealed, as a retrain does)."""
-    split, _ = relabelled_split(train, keep, k, agree)
-    return train_relabelled(model, params, split, cfg, epochs)
+                epochs: float = 1.0, k: int = RELABEL_NEIGHBOURS, agree: int = RELABEL_AGREE,
+                soft: int = RELABEL_SOFT_NEIGHBOURS) -> nn.Module:
+    """A copy of ``model`` at ``params`` after ``epochs`` passes of ``cfg``'s optimizer over
+    :func:`relabelled_targets`: the kept samples of ``train``, those removed ones (``~keep``) whose nearest kept
+    samples name another class, each with that class, and (``soft`` > 0) those whose ``soft`` nearest kept samples
+    are split, with their label shares. Where a removed sample's neighbours agree with it, it is left out
+    (fine-tuning on the rest); where the kept data assigns its region to another class, it is taught that class, as a
+    retrain without it would learn. Under a learning-rate schedule the epoch runs it over its own steps
+    (:func:`train_relabelled`: a cosine-trained model ends annealed, as a retrain does)."""
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        classes = int(model(train.x[:1].to(devices.of(model))).shape[1])  # the head's, which may hold unseen classes
+    model.train(was)
+    r = relabelled_targets(train, keep, classes, k, agree, soft)
+    return train_relabelled(model, params, r.split, cfg, epochs, r.targets)
 
 
 def train_relabelled(model: nn.Module, params: dict[str, torch.Tensor], split: Split, cfg: TrainConfig,
-                     epochs: float = 1.0) -> nn.Module:
-    """:func:`relabel_knn`'s training on a :func:`relabelled_split`: ``epochs`` passes of ``cfg``'s optimizer over
-    all of ``split``, its learning-rate schedule run over these steps."""
+                     epochs: float = 1.0, targets: torch.Tensor | None = None) -> nn.Module:
+    """:func:`relabel_knn`'s training on a :func:`relabelled_split` (or :func:`relabelled_targets`' split with its
+    ``targets``): ``epochs`` passes of ``cfg``'s optimizer over all of ``split``, its learning-rate schedule run over
+    these steps."""
     return neggrad_plus(model, params, split, torch.ones(len(split), dtype=torch.bool), cfg, epochs, alpha=1.0,
-                        anneal=True)
+                        anneal=True, targets=targets)

@@ -199,7 +199,8 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
     r = dm.last_relabel
     out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "relabel", "removed_samples": len(before["rows"]),
                            **_scores(model, before), "saved": r["folder"], "seconds": r["seconds"],
-                           "relabelled": r["relabelled"], "classes_without_data": r["classes_without_data"],
+                           "relabelled": r["relabelled"], "softened": r["softened"],
+                           "classes_without_data": r["classes_without_data"],
                            "training_seconds": _recorded_training_seconds(dm)}
     if args.verify:
         from ddm.evaluation.check import verify_unlearning
@@ -211,7 +212,9 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
     print(f"unlearned {synset} {listed(idx, where='')} ({out['removed_samples']} training samples) by one epoch of "
           f"fine-tuning on the training data with the removed samples relabelled by their {r['neighbours']} nearest "
           f"kept samples where {r['agree']} of them agree ({r['relabelled']} of {out['removed_samples']} took another "
-          f"class; {secs(r['seconds'])} s; --method step: the synsets' step, which reads no data)")
+          f"class, {r['softened']} more the label shares of their {r['soft_neighbours']} nearest kept samples, which "
+          f"do not all carry their own; {secs(r['seconds'])} s; --method step: the synsets' step, which reads no "
+          "data)")
     _print_scores(out)
     if out["classes_without_data"]:
         print(f"  class(es) {out['classes_without_data']} have no training data left: the unlearned model no "
