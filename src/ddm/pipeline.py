@@ -745,7 +745,8 @@ class DistilledDatamodel:
     def unlearn_relabel(self, groups: list[int] | torch.Tensor, train: Split, name: str | None = None,
                         synset: str = "groups") -> nn.Module:
         """Remove ``groups`` by one epoch of the training's optimizer over ``train`` (the split the workspace was
-        fitted on) with the removed samples relabelled by their nearest kept samples, and save the checkpoint under
+        fitted on) with the removed samples relabelled by their nearest kept samples (soft labels where those are
+        split), and save the checkpoint under
         ``unlearned/<name>`` (default ``relabel-groups-<ids>``): ``ddm unlearn``'s default. It reads the training
         data, where :meth:`unlearn` needs only the synsets, and follows a retrain where a removal takes modes of a
         class, which the synsets' step does not (BENCHMARKS.md, "Relabelled fine-tuning";

@@ -180,7 +180,8 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                                        "retrain)",
                        description="Remove the given groups from the trained model and save the checkpoint under "
                                    "unlearned/NAME: by default one epoch of fine-tuning with the removed samples "
-                                   "relabelled by their nearest kept samples where those agree (--method relabel); "
+                                   "relabelled by their nearest kept samples where those agree, and taught their "
+                                   "10 nearest kept samples' label shares where those are split (--method relabel); "
                                    "--method step uses the synsets alone (head synsets: the kept data's Newton step "
                                    "on the last layer; other recipes: fine-tuning on the groups' synsets) and warns "
                                    "when the kept groups' synthetic images lose accuracy (a damaged model); --method "
