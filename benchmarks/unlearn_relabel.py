@@ -27,7 +27,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_report  # noqa: E402
 
-from ddm.baselines.unlearners import RELABEL_AGREE, finetune_rest, relabel_knn  # noqa: E402
+from ddm.baselines.unlearners import (  # noqa: E402
+    RELABEL_AGREE,
+    RELABEL_SOFT_NEIGHBOURS,
+    finetune_rest,
+    relabel_knn,
+)
 from ddm.cli.common import load_data  # noqa: E402
 from ddm.evaluation.check import verify_unlearning  # noqa: E402
 from ddm.pipeline import DistilledDatamodel  # noqa: E402
@@ -37,14 +42,15 @@ METHODS = ("DDM", "relabelled fine-tuning", "fine-tune on the rest")
 
 
 def unlearned(dm: DistilledDatamodel, data: Any, draw: list[int], method: str, agree: int, epochs: float = 1.0,
-              lr_scale: float = 1.0) -> torch.nn.Module:
+              lr_scale: float = 1.0, soft: int = RELABEL_SOFT_NEIGHBOURS) -> torch.nn.Module:
     if method == "DDM":
         return dm.unlearn(draw, name="relabel-benchmark")
     fit = dm.fitted()
     keep = ~torch.isin(fit.groups.assignment, torch.as_tensor(draw))
     if method == "relabelled fine-tuning":
         cfg = replace(dm.config.train, lr=dm.config.train.lr * lr_scale)
-        model = relabel_knn(fit.model, fit.trajectory.final, data.train, keep, cfg, epochs=epochs, agree=agree)
+        model = relabel_knn(fit.model, fit.trajectory.final, data.train, keep, cfg, epochs=epochs, agree=agree,
+                            soft=soft)
     else:
         model = finetune_rest(fit.model, fit.trajectory.final, data.train, keep, dm.config.train)
     gone = sorted(set(range(int(data.num_classes))) - set(data.train.y[keep].tolist()))
@@ -54,7 +60,7 @@ def unlearned(dm: DistilledDatamodel, data: Any, draw: list[int], method: str, a
 
 
 def run(ws: str, draws: list[list[int]], orders: int, agree: int = RELABEL_AGREE, epochs: float = 1.0,
-        lr_scale: float = 1.0) -> list[dict[str, Any]]:
+        lr_scale: float = 1.0, soft: int = RELABEL_SOFT_NEIGHBOURS) -> list[dict[str, Any]]:
     dm = DistilledDatamodel(ws).load()
     data = load_data(dm.config.data, ws)
     rows = []
@@ -62,7 +68,7 @@ def run(ws: str, draws: list[list[int]], orders: int, agree: int = RELABEL_AGREE
         row: dict[str, Any] = {"workspace": ws, "groups": draw}
         for method in METHODS:
             t0 = time.perf_counter()
-            model = unlearned(dm, data, draw, method, agree, epochs, lr_scale)
+            model = unlearned(dm, data, draw, method, agree, epochs, lr_scale, soft)
             seconds = time.perf_counter() - t0
             v = verify_unlearning(dm, data, draw, model, orders)
             row[method] = {"gap": v["test_gap_points"], "test": v["unlearned"]["test_accuracy"],
@@ -110,6 +116,9 @@ def main() -> None:
                          "version's; the default: the library's)")
     ap.add_argument("--epochs", type=float, default=1.0, help="epochs of the relabelled fine-tuning (the library's 1)")
     ap.add_argument("--lr-scale", type=float, default=1.0, help="its learning rate as a multiple of train.lr")
+    ap.add_argument("--soft", type=int, default=RELABEL_SOFT_NEIGHBOURS,
+                    help="the neighbours whose label shares the removed samples with a split neighbourhood are taught "
+                         "(0: hard labels alone, the default of 0.24-0.27; the default: the library's)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     rows = []
@@ -121,7 +130,7 @@ def main() -> None:
             k = DistilledDatamodel(ws).load().fitted().groups.num_groups
             rng = random.Random(args.draw_seed)
             draws = [rng.sample(range(k), 4) for _ in range(6)]
-        rows += run(ws, draws, args.orders, args.agree, args.epochs, args.lr_scale)
+        rows += run(ws, draws, args.orders, args.agree, args.epochs, args.lr_scale, args.soft)
     write_report(args.out, report(rows, "python benchmarks/unlearn_relabel.py " + " ".join(sys.argv[1:])), rows)
 
 
