@@ -39,17 +39,26 @@ class Draw:
         return float(np.mean(self.exact))
 
 
-def four_group_draws(dm: Any, cache: Any, data: Any, seed: int) -> Iterator[Draw]:
-    """The run's 4-group draws (``matrix.unlearning_draws``), each with what its unlearnings are scored against."""
+def scored_draws(dm: Any, cache: Any, data: Any, seed: int, fill: bool = False,
+                 classes: bool = False) -> Iterator[tuple[str, Draw]]:
+    """The run's unlearning draws (``matrix.unlearning_draws``), each with what its unlearnings are scored against:
+    its 4-group draws with exact retraining in the target's order and in the other two where cached (``fill``:
+    retrained where missing), and with ``classes`` its class removals (the target's order alone)."""
     fit = dm.fitted()
-    y = data.test.y
     for kind, rem in M.unlearning_draws(dm, int(data.num_classes)):
-        if kind != "4 groups":
+        if kind == "class" and not classes:
             continue
-        logits = [cache.get(rem)] + [cache.get(rem, seed=s) for s in M.other_orders(seed) if cache.has(rem, seed=s)]
+        orders = [None] + ([s for s in M.other_orders(seed) if fill or cache.has(rem, seed=s)]
+                           if kind == "4 groups" else [])
+        logits = [cache.get(rem, seed=s) for s in orders]
         keep = ~torch.isin(fit.groups.assignment, torch.as_tensor(rem))
-        yield Draw(rem, keep, sorted(set(range(int(data.num_classes))) - set(data.train.y[keep].tolist())),
-                   [float((e.argmax(1) == y).float().mean()) for e in logits], logits)
+        yield kind, Draw(rem, keep, sorted(set(range(int(data.num_classes))) - set(data.train.y[keep].tolist())),
+                         [float((e.argmax(1) == data.test.y).float().mean()) for e in logits], logits)
+
+
+def four_group_draws(dm: Any, cache: Any, data: Any, seed: int) -> Iterator[Draw]:
+    """The run's 4-group draws (:func:`scored_draws`, the cached orders)."""
+    return (d for kind, d in scored_draws(dm, cache, data, seed) if kind == "4 groups")
 
 
 def test_gap(model: torch.nn.Module, test: Any, gone: list[int], reference: float) -> float:
@@ -75,6 +84,45 @@ def variants_report(title: str, labels: list[str], rows: list[dict[str, Any]], c
              "(points).\n", "| variant | within 3 | mean abs gap | mean gap |", "|---|---|---|---|"]
     lines += [gap_row(label, [r[label] for r in rows]) for label in labels]
     return "\n".join(lines) + "\n"
+
+
+def matrix_report(title: str, labels: list[str], rows: list[dict[str, Any]], command: str) -> str:
+    """:func:`variants_report` of the rows' 4-group draws, then each configuration's, the counts against exact
+    retraining in the target's order alone (where the rows hold every order, ``exact_orders``) and the class
+    removals' (rows of ``kind`` "class", against 5 points)."""
+    four = [r for r in rows if r.get("kind", "4 groups") == "4 groups"]
+    text = variants_report(title, labels, four, command)
+    by_config: dict[str, list[dict[str, Any]]] = {}
+    for r in four:
+        by_config.setdefault(r["config"], []).append(r)
+    text += "\n| configuration | " + " | ".join(f"{v}: within 3 / mean abs gap" for v in labels) + " |\n"
+    text += "|---" * (len(labels) + 1) + "|\n"
+    for name, rs in by_config.items():
+        cells = [f"{sum(abs(r[v]) <= 3 for r in rs)} of {len(rs)} / {np.mean([abs(r[v]) for r in rs]):.2f}"
+                 for v in labels]
+        text += f"| {name} | " + " | ".join(cells) + " |\n"
+    if all(len(r.get("exact_orders", [])) > 1 for r in four):  # against the target's order, and its own spread
+        def target(r: dict[str, Any], v: str) -> float:
+            return r[v] + 100 * (r["exact"] - r["exact_orders"][0])
+
+        text += ("\nAgainst exact retraining in the target's order alone: within 3 points "
+                 + ", ".join(f"{v} {sum(abs(target(r, v)) <= 3 for r in four)}" for v in labels) + " of "
+                 + f"{len(four)}; exact retraining in another order "
+                 + f"{sum(abs(o - r['exact_orders'][0]) <= 0.03 for r in four for o in r['exact_orders'][1:])} of "
+                 + f"{sum(len(r['exact_orders']) - 1 for r in four)} retrains.\n")
+    cls = [r for r in rows if r.get("kind") == "class"]
+    if cls:
+        text += (f"\nClass removals ({len(cls)}; gap against exact retraining in the target's order): within 5 "
+                 "points " + ", ".join(f"{v} {sum(abs(r[v]) <= 5 for r in cls)}" for v in labels) + "; mean abs gap "
+                 + ", ".join(f"{v} {np.mean([abs(r[v]) for r in cls]):.2f}" for v in labels) + "\n")
+    return text
+
+
+def draw_options(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--fill`` and ``--classes`` (:func:`scored_draws`) on a :func:`parser`."""
+    ap.add_argument("--fill", action="store_true", help="retrain the other two data orders where the cache lacks them")
+    ap.add_argument("--classes", action="store_true", help="also the matrix's class removals")
+    return ap
 
 
 def parser(doc: str, configs: str | None = None, seeds: str = "3") -> argparse.ArgumentParser:

@@ -30,11 +30,9 @@ target is 5 points.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ddm.baselines.unlearners import RELABEL_AGREE, RELABEL_NEIGHBOURS, knn_labels, train_relabelled
@@ -42,7 +40,7 @@ from ddm.data.dataset import Split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from _draws import Draw, four_group_draws, over_runs, parser, test_gap, variants_report  # noqa: E402
+from _draws import draw_options, matrix_report, over_runs, parser, scored_draws, test_gap  # noqa: E402
 
 LABELS = ["relabel", "step", "step labels", "union"]
 
@@ -58,28 +56,12 @@ def split_with(train: Split, keep: torch.Tensor, labels: torch.Tensor) -> Split:
     return Split(train.x[rows], y[rows], train.index[rows])
 
 
-def draws(dm: Any, cache: Any, data: Any, seed: int, fill: bool, classes: bool) -> Iterator[tuple[str, Draw]]:
-    """The run's 4-group draws (exact: the mean of three orders, retrained where ``fill``) and, with ``classes``, its
-    class removals (exact: the target's order)."""
-    if not fill:
-        yield from (("4 groups", d) for d in four_group_draws(dm, cache, data, seed))
-    fit = dm.fitted()
-    for kind, rem in M.unlearning_draws(dm, int(data.num_classes)):
-        if (kind == "class" and not classes) or (kind == "4 groups" and not fill):
-            continue
-        orders = [None, *M.other_orders(seed)] if kind == "4 groups" else [None]
-        logits = [cache.get(rem, seed=s) for s in orders]
-        keep = ~torch.isin(fit.groups.assignment, torch.as_tensor(rem))
-        yield kind, Draw(rem, keep, sorted(set(range(int(data.num_classes))) - set(data.train.y[keep].tolist())),
-                         [float((e.argmax(1) == data.test.y).float().mean()) for e in logits], logits)
-
-
 def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = False) -> list[dict[str, Any]]:
     cfg, data, _, dm, cache = M.open_run(root, name, seed)
     fit = dm.fitted()
     final = {k: v.detach() for k, v in fit.trajectory.final.items()}
     rows = []
-    for kind, d in draws(dm, cache, data, seed, fill, classes):
+    for kind, d in scored_draws(dm, cache, data, seed, fill, classes):
         gone = torch.nonzero(~d.keep).flatten()
         knn = knn_labels(data.train.x[gone], data.train.x[d.keep], data.train.y[d.keep], RELABEL_NEIGHBOURS,
                          agree=RELABEL_AGREE).to(data.train.y)
@@ -104,39 +86,11 @@ def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = Fa
 
 
 def report(rows: list[dict[str, Any]], command: str) -> str:
-    four = [r for r in rows if r.get("kind", "4 groups") == "4 groups"]
-    text = variants_report("Relabelling the removed samples by the synsets' step", LABELS, four, command)
-    by_config: dict[str, list[dict[str, Any]]] = {}
-    for r in four:
-        by_config.setdefault(r["config"], []).append(r)
-    text += "\n| configuration | " + " | ".join(f"{v}: within 3 / mean abs gap" for v in LABELS) + " |\n"
-    text += "|---" * (len(LABELS) + 1) + "|\n"
-    for name, rs in by_config.items():
-        cells = [f"{sum(abs(r[v]) <= 3 for r in rs)} of {len(rs)} / {np.mean([abs(r[v]) for r in rs]):.2f}"
-                 for v in LABELS]
-        text += f"| {name} | " + " | ".join(cells) + " |\n"
-    if all(len(r.get("exact_orders", [])) > 1 for r in four):  # against the target's order, and its own spread
-        def target(r: dict[str, Any], v: str) -> float:
-            return r[v] + 100 * (r["exact"] - r["exact_orders"][0])
-
-        text += ("\nAgainst exact retraining in the target's order alone: within 3 points "
-                 + ", ".join(f"{v} {sum(abs(target(r, v)) <= 3 for r in four)}" for v in LABELS) + " of "
-                 + f"{len(four)}; exact retraining in another order "
-                 + f"{sum(abs(o - r['exact_orders'][0]) <= 0.03 for r in four for o in r['exact_orders'][1:])} of "
-                 + f"{sum(len(r['exact_orders']) - 1 for r in four)} retrains.\n")
-    cls = [r for r in rows if r.get("kind") == "class"]
-    if cls:
-        text += (f"\nClass removals ({len(cls)}; gap against exact retraining in the target's order): within 5 "
-                 "points " + ", ".join(f"{v} {sum(abs(r[v]) <= 5 for r in cls)}" for v in LABELS) + "; mean abs gap "
-                 + ", ".join(f"{v} {np.mean([abs(r[v]) for r in cls]):.2f}" for v in LABELS) + "\n")
-    return text
+    return matrix_report("Relabelling the removed samples by the synsets' step", LABELS, rows, command)
 
 
 def main() -> None:
-    ap = parser(__doc__)
-    ap.add_argument("--fill", action="store_true", help="retrain the other two data orders where the cache lacks them")
-    ap.add_argument("--classes", action="store_true", help="also the matrix's class removals")
-    args = ap.parse_args()
+    args = draw_options(parser(__doc__)).parse_args()
     over_runs(args, run, "unlearn_steplabel.py", report, args.fill, args.classes, threads=2)
 
 
