@@ -367,7 +367,7 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
     folder = dm.unlearn_folder(idx.tolist(), name, synset, prefix="relabel-")  # a bad name refused before training
     keep = ~torch.isin(grp.assignment, idx)
     t0 = time.perf_counter()
-    r = relabelled_targets(train, keep, dm.num_classes)
+    r = relabelled_targets(train, keep, int(train.y.max()) + 1)  # padded to the head's classes in the epoch
     model = train_relabelled(net, trajectory.final, r.split, dm.config.train, targets=r.targets)  # relabel_knn
     seconds = time.perf_counter() - t0
     removed_classes, kept_classes = grp.classes_left(idx)

@@ -108,7 +108,7 @@ def neggrad_plus(model: nn.Module, params: dict[str, torch.Tensor], train: Split
     trained one and a retrain do); otherwise ``train.lr`` throughout. ``targets``: ``[N, classes]`` label
     distributions of ``train``'s rows, taught to the kept ones in place of their labels (soft labels)."""
     keep = _check(keep, len(train))
-    if targets is not None and tuple(targets.shape[:1]) != (len(train),):
+    if targets is not None and len(targets) != len(train):
         raise ConfigError(f"targets has {len(targets)} rows for {len(train)} training samples")
     if not 0 < alpha <= 1:
         raise ConfigError(f"alpha must be in (0, 1], got {alpha}")
@@ -276,12 +276,7 @@ def relabel_knn(model: nn.Module, params: dict[str, torch.Tensor], train: Split,
     (fine-tuning on the rest); where the kept data assigns its region to another class, it is taught that class, as a
     retrain without it would learn. Under a learning-rate schedule the epoch runs it over its own steps
     (:func:`train_relabelled`: a cosine-trained model ends annealed, as a retrain does)."""
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        classes = int(model(train.x[:1].to(devices.of(model))).shape[1])  # the head's, which may hold unseen classes
-    model.train(was)
-    r = relabelled_targets(train, keep, classes, k, agree, soft)
+    r = relabelled_targets(train, keep, int(train.y.max()) + 1, k, agree, soft)  # padded to the head's classes
     return train_relabelled(model, params, r.split, cfg, epochs, r.targets)
 
 
