@@ -204,17 +204,6 @@ def knn_votes(x: torch.Tensor, reference_x: torch.Tensor, reference_y: torch.Ten
     return torch.cat(out) if out else torch.zeros(0, classes)
 
 
-def _relabels(train: Split, keep: torch.Tensor, k: int, agree: int,
-              space: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The removed rows (``~keep``), their neighbours' labels (:func:`knn_labels`, -1 where they do not agree) and
-    which of them name another class than the sample's own."""
-    gone = torch.nonzero(~keep).flatten()
-    where = train.x if space is None else space
-    labels = (knn_labels(where[gone], where[keep], train.y[keep], k, agree=agree).to(train.y) if len(gone)
-              else train.y[:0])
-    return gone, labels, (labels != train.y[gone]) & (labels >= 0)
-
-
 def relabelled_split(train: Split, keep: torch.Tensor, k: int = RELABEL_NEIGHBOURS,
                      agree: int = RELABEL_AGREE, space: torch.Tensor | None = None) -> tuple[Split, int]:
     """The samples :func:`relabel_knn` trains on with hard labels (``soft`` 0), in the training split's order: every
@@ -222,13 +211,8 @@ def relabelled_split(train: Split, keep: torch.Tensor, k: int = RELABEL_NEIGHBOU
     same other class than its own, with that class; and how many removed samples that is. A removed sample is never
     among them with its own label. ``space``: ``[N, ...]`` rows to take the neighbours in instead of the raw inputs
     ``train.x``."""
-    keep = _check(keep, len(train))
-    gone, labels, other = _relabels(train, keep, k, agree, space)
-    moved = gone[other]
-    y, use = train.y.clone(), keep.clone()
-    y[moved], use[moved] = labels[other], True
-    rows = torch.nonzero(use).flatten()
-    return Split(train.x[rows], y[rows], train.index[rows]), len(moved)
+    r = relabelled_targets(train, keep, int(train.y.max()) + 1 if len(train) else 1, k, agree, soft=0, space=space)
+    return r.split, r.relabelled
 
 
 class Relabelled(NamedTuple):
@@ -242,16 +226,22 @@ class Relabelled(NamedTuple):
 
 
 def relabelled_targets(train: Split, keep: torch.Tensor, classes: int, k: int = RELABEL_NEIGHBOURS,
-                       agree: int = RELABEL_AGREE, soft: int = RELABEL_SOFT_NEIGHBOURS) -> Relabelled:
+                       agree: int = RELABEL_AGREE, soft: int = RELABEL_SOFT_NEIGHBOURS,
+                       space: torch.Tensor | None = None) -> Relabelled:
     """:func:`relabelled_split`'s samples with their labels as distributions (one-hot), and, with ``soft`` > 0, each
     removed sample it leaves out of which at least one of the ``soft`` nearest kept samples carries another class,
     taught those neighbours' label distribution (its own class's share included): where the kept data is split about
     a removed sample's region, a retrain without it is unsure there too. A removed sample whose ``soft`` neighbours all
-    carry its own class stays out, so none is taught its own label alone."""
+    carry its own class stays out, so none is taught its own label alone. ``space``: where the hard labels' neighbours
+    are found (:func:`relabelled_split`)."""
     keep = _check(keep, len(train))
     if len(train) and int(train.y.max()) >= classes:
         raise ConfigError(f"labels reach {int(train.y.max())} with {classes} classes")
-    gone, labels, other = _relabels(train, keep, k, agree, None)
+    gone = torch.nonzero(~keep).flatten()
+    where = train.x if space is None else space
+    labels = (knn_labels(where[gone], where[keep], train.y[keep], k, agree=agree).to(train.y) if len(gone)
+              else train.y[:0])
+    other = (labels != train.y[gone]) & (labels >= 0)  # the neighbours name another class than the sample's own
     y, use = train.y.clone(), keep.clone()
     y[gone[other]], use[gone[other]] = labels[other], True
     targets = F.one_hot(y, classes).float()
