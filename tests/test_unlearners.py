@@ -160,6 +160,10 @@ def test_soft_labels_go_to_removed_samples_whose_neighbours_are_split_and_never_
     assert r.split.index.tolist() == list(range(n - 3)) + [n - 2, n - 1]  # the 0 among 0s stays out
     assert r.targets[-2].tolist() == [0.0, 1.0]  # taught class 1 outright
     assert r.targets[-1].tolist() == pytest.approx([0.5, 0.5])  # the mixed stretch's 10 nearest: five of each
+    where = train.x.flatten(1).clone()
+    where[-1] = 10.6  # in another space the mixed stretch's 1 sits among class 1's kept samples: left out
+    moved = relabelled_targets(train, keep, 2, space=where)
+    assert moved.relabelled == 1 and moved.softened == 0 and moved.split.index.tolist()[-1] == n - 2
     hard = relabelled_targets(train, keep, 2, soft=0)
     assert hard.softened == 0 and hard.split.index.tolist() == list(range(n - 3)) + [n - 2]
     with pytest.raises(ConfigError, match="labels reach 1 with 1 classes"):

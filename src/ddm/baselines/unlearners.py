@@ -232,8 +232,8 @@ def relabelled_targets(train: Split, keep: torch.Tensor, classes: int, k: int = 
     removed sample it leaves out of which at least one of the ``soft`` nearest kept samples carries another class,
     taught those neighbours' label distribution (its own class's share included): where the kept data is split about
     a removed sample's region, a retrain without it is unsure there too. A removed sample whose ``soft`` neighbours all
-    carry its own class stays out, so none is taught its own label alone. ``space``: where the hard labels' neighbours
-    are found (:func:`relabelled_split`)."""
+    carry its own class stays out, so none is taught its own label alone. ``space``: where the neighbours, hard and
+    soft, are found (rows of the training split, e.g. its features; default: the raw inputs)."""
     keep = _check(keep, len(train))
     if len(train) and int(train.y.max()) >= classes:
         raise ConfigError(f"labels reach {int(train.y.max())} with {classes} classes")
@@ -248,7 +248,7 @@ def relabelled_targets(train: Split, keep: torch.Tensor, classes: int, k: int = 
     softened = 0
     rest = gone[~other]
     if soft > 0 and len(rest):
-        votes = knn_votes(train.x[rest], train.x[keep], train.y[keep], soft, classes)
+        votes = knn_votes(where[rest], where[keep], train.y[keep], soft, classes)
         split = votes.gather(1, train.y[rest][:, None])[:, 0] < 1  # some neighbour carries another class
         targets[rest[split]], use[rest[split]] = votes[split], True
         softened = int(split.sum())
