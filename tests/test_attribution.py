@@ -96,6 +96,22 @@ def test_fit_attribution_axes_and_sign():
     assert torch.allclose(attr.predict(torch.ones(1, K)), outputs.new_tensor(1.0) + true_w.sum(1), atol=1e-4)
 
 
+def test_an_objective_no_perturbation_moves_gets_zero_weights_not_rounding_noise_ranked():
+    """Accuracy over a few targets can take one value under every perturbation: the exact fit is W = 0, and the
+    summary says no group moves it, where the solver alone would leave ~1e-17 weights that rank groups."""
+    K = 8
+    keep = sample_perturbations(K, 60, 0.5, seed=2)
+    moving = 0.3 * keep[:, 1].float() + 0.1 * keep[:, 5].float()
+    outputs = torch.stack([torch.full((60,), 0.5), moving], 1)[:, :, None]  # [P, T, 1]; target 0 never moves
+    groups = Groups(torch.arange(K).repeat_interleave(2), torch.arange(K) % 2)
+    attr = fit_attribution(keep, outputs, Functionality("accuracy"), groups, [0, 1], num_classes=2)
+    assert torch.equal(attr.weights[0], torch.zeros(K, 1)) and float(attr.bias[0, 0]) == 0.5
+    assert torch.allclose(attr.weights[1, :, 0], torch.tensor([0, 0.3, 0, 0, 0, 0.1, 0, 0]), atol=1e-5)
+    summary = attr.summary(k=2)
+    assert summary[0]["unmoved"] and not summary[1]["unmoved"]
+    assert [g["group"] for g in summary[1]["top"]] == [1, 5]
+
+
 def test_objective_outputs_and_scores():
     logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0]]])  # P=1, N=2, C=2
     labels = torch.tensor([0, 0])

@@ -1104,3 +1104,17 @@ def test_run_notes_a_growth_matching_that_took_most_of_the_synset_stage():
     assert _growth_note(dm, {**slow, "step_gradients": "synsets"}) is None  # the attribution reads the images
     assert _growth_note(dm, {**slow, "grown": None}) is None and _growth_note(dm, None) is None
     assert _growth_note(dm, {**slow, "grown": {k: v for k, v in slow["grown"].items() if k != "seconds"}}) is None
+
+
+def test_an_attribution_no_removal_moves_is_said_instead_of_a_ranking_of_zeros(capsys):
+    from ddm.cli.main import _print_attribution
+
+    group = {"group": 7, "label": 0, "size": 17, "score": 0.0, "members": [1, 2], "flagged": False, "classes": 1}
+    r = {"objective": "recall", "hierarchical": False, "perturbations": 2000, "emulation": "newton", "seconds": 0.1,
+         "score_meaning": "drop of the metric", "targets": [{"target": None, "top": [group], "unmoved": True}]}
+    _print_attribution(r)
+    out = capsys.readouterr().out
+    assert "no group moves it" in out and "all 2000 emulated removals" in out and "group    7" not in out
+    r["targets"][0]["unmoved"] = False
+    _print_attribution(r)
+    assert "no group moves it" not in (out := capsys.readouterr().out) and "group    7" in out

@@ -33,6 +33,15 @@ def balance_classes(weights: torch.Tensor, bias: torch.Tensor, groups: Groups, l
     return scaled, bias + (weights - scaled).sum(1)
 
 
+def unmoved(outputs: torch.Tensor) -> torch.Tensor:
+    """``[T, O]``: the outputs ``[P, T, O]`` that took the same value under every perturbation (up to rounding): a
+    metric over a few targets (accuracy, F1) moves only where a prediction flips, and may never do."""
+    if len(outputs) == 0:
+        return torch.zeros(outputs.shape[1:], dtype=torch.bool)
+    spread = outputs.amax(0) - outputs.amin(0)
+    return spread <= 1e-12 * (1 + outputs.abs().amax(0))
+
+
 def fit_attribution(
     keep: torch.Tensor,
     outputs: torch.Tensor,
@@ -54,6 +63,10 @@ def fit_attribution(
     reg = WeightedLeastSquares(ridge).fit(keep, outputs.reshape(P, T * O), perturbation_weights(keep, weighting))
     weights = reg.coef_.reshape(T, O, -1).permute(0, 2, 1).contiguous()  # [T, K, O]
     bias = reg.intercept_.reshape(T, O)
+    still = unmoved(outputs)
+    if still.any():  # the exact fit of a constant is W = 0; the solver's is rounding noise, which would rank groups
+        weights = weights.masked_fill(still[:, None, :], 0.0)
+        bias = torch.where(still, outputs[0].to(bias.dtype), bias)
     if labels is not None and other_class_scale != 1.0:
         weights, bias = balance_classes(weights, bias, groups, labels, other_class_scale, columns)
     return AttributionMatrix(weights, bias, objective.score(-weights), objective.name, objective.score_meaning,

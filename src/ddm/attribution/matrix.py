@@ -123,7 +123,10 @@ class AttributionMatrix:
         return pd.DataFrame(rows)  # type: ignore[attr-defined]
 
     def summary(self, k: int = 5, members: int = 5) -> list[dict[str, Any]]:
-        return [{"target": tid, "top": [g.to_dict() for g in self.top(i, k, members)]}
+        """Per target: its id, its ``k`` top groups (:meth:`top`) and ``unmoved``, true where every weight is 0 (the
+        objective took the same value under every perturbation, so no group moves it and the order is arbitrary)."""
+        return [{"target": tid, "top": [g.to_dict() for g in self.top(i, k, members)],
+                 "unmoved": bool((self.weights[i] == 0).all())}
                 for i, tid in enumerate(self.target_ids)]
 
     def __repr__(self) -> str:

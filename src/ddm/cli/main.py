@@ -327,6 +327,11 @@ def _print_attribution(r: dict[str, Any]) -> None:
             print(f"  {where}{what}):")
         else:
             print("  the target set as a whole:")
+        if row.get("unmoved"):
+            print(f"    no group moves it: the objective took the same value in all {r['perturbations'] or '?'} "
+                  "emulated removals, so every score is 0 (a metric over a few targets changes only where one of "
+                  "their predictions flips: ask about more targets, or a per-target objective such as dist2)")
+            continue
         for g in row["top"]:
             mem = ", ".join(map(str, g["members"]))
             mark = "*" if g.get("flagged") else " "
