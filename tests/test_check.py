@@ -342,7 +342,7 @@ def test_unlearn_exact_saves_the_retrain_that_verify_compares_against(tmp_path, 
         assert "--method exact retrains without the groups" in capsys.readouterr().err
 
 
-def test_unlearn_by_default_fine_tunes_with_the_removed_samples_relabelled(tmp_path, capsys):
+def test_unlearn_by_default_fine_tunes_with_the_removed_samples_relabelled(tmp_path, capsys, monkeypatch):
     """``ddm unlearn`` (``--method relabel``, the default): relabelled fine-tuning (one epoch; the removed samples
     whose nearest kept samples agree on another class taught that class), saved as relabel-groups-..., beside the
     synsets' step's folder; --verify scores it; the step's --set settings are refused with it; a whole class removed
@@ -363,6 +363,18 @@ def test_unlearn_by_default_fine_tunes_with_the_removed_samples_relabelled(tmp_p
 
     assert accuracy(dm.unlearned("relabel-groups-0-1"), data.test) == pytest.approx(out["test_accuracy"]["after"])
     assert out["training_seconds"] > 0 and "not checked against" not in json.dumps(out)
+    # a verified miss sets the synsets' step beside it, on the same (cached) retrains
+    import ddm.cli.unlearn as U
+
+    assert ("step" in out["verification"]) == (abs(out["verification"]["test_gap_points"]) > U.VERIFY_GAP)
+    monkeypatch.setattr(U, "VERIFY_GAP", -1.0)
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--verify", "1", "--json", "-q"]) == 0
+    step = json.loads(capsys.readouterr().out)["verification"]["step"]
+    assert step["saved"].endswith("groups-0-1") and (tmp_path / "ws" / "unlearned" / "groups-0-1").exists()
+    assert accuracy(dm.unlearned("groups-0-1"), data.test) == pytest.approx(step["test_accuracy"])
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--verify", "1", "-q"]) == 0
+    assert "the synsets' step (--method step) against the same retrains" in capsys.readouterr().out
+    monkeypatch.undo()
     assert main([*RELABEL, "-w", ws, "--groups", "0,1", "-q"]) == 0
     text = capsys.readouterr().out
     assert "relabelled by their 5 nearest kept samples" in text
