@@ -374,6 +374,10 @@ def test_unlearn_by_default_fine_tunes_with_the_removed_samples_relabelled(tmp_p
     assert accuracy(dm.unlearned("groups-0-1"), data.test) == pytest.approx(step["test_accuracy"])
     assert main(["unlearn", "-w", ws, "--groups", "0,1", "--verify", "1", "-q"]) == 0
     assert "the synsets' step (--method step) against the same retrains" in capsys.readouterr().out
+    assert main([*STEP, "-w", ws, "--groups", "0,1", "--verify", "1", "--json", "-q"]) == 0  # and the other way round
+    other = json.loads(capsys.readouterr().out)["verification"]["relabel"]
+    assert other["saved"].endswith("relabel-groups-0-1")
+    assert accuracy(dm.unlearned("relabel-groups-0-1"), data.test) == pytest.approx(other["test_accuracy"])
     monkeypatch.undo()
     assert main([*RELABEL, "-w", ws, "--groups", "0,1", "-q"]) == 0
     text = capsys.readouterr().out

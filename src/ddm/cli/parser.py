@@ -200,8 +200,8 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "groups in ORDERS data orders (the target's own first; ORDERS trainings as long as the "
                         "target's, cached under <workspace>/check/) and compare test accuracy, accuracy on the "
                         "removed samples and agreement; 2 or more also show retraining's own spread; where the "
-                        "default (relabel) lands over 3 points from it, the synsets' step is scored against the same "
-                        "retrains and saved too (default: 0, off)")
+                        "unlearned model lands over 3 points from it, the other method (step or relabel) is scored "
+                        "against the same retrains and saved too (default: 0, off)")
     p.add_argument("--method", choices=("relabel", "step", "exact"), default="relabel",
                    help="relabel (the default): one epoch of the training's optimizer over the kept data and the "
                         "removed samples of which 4 of the 5 nearest kept samples (raw inputs) name the same other "

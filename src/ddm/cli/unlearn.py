@@ -74,6 +74,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         if out["verification"].get("first_step") is not None:
             out["verification"]["first_step"]["what"] = (
                 "first" if (dm.last_unlearning_check or {}).get("damping_raised") else "rewound")
+        if abs(out["verification"]["test_gap_points"]) > VERIFY_GAP and synset == "groups":
+            out["verification"]["relabel"] = _beside(dm, data, idx, args.verify, retrainer, "relabel")
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -153,6 +155,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                          if thinned else "COLLAPSED: see the warning above"))
         if "verification" in out:
             _print_unlearning_verification(out["verification"])
+            _print_beside(out["verification"], "relabel")
         _print_saved(out["saved"])
     return 0
 
@@ -207,7 +210,7 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
 
         out["verification"] = verify_unlearning(dm, data, idx, model, args.verify, synset, retrainer)
         if abs(out["verification"]["test_gap_points"]) > VERIFY_GAP and synset == "groups" and dm.synset is not None:
-            out["verification"]["step"] = _step_beside(dm, data, idx, args.verify, retrainer)
+            out["verification"]["step"] = _beside(dm, data, idx, args.verify, retrainer, "step")
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -223,14 +226,7 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
               "longer predicts them (as retraining without them would not)")
     if "verification" in out:
         _print_unlearning_verification(out["verification"])
-        step = out["verification"].get("step")
-        if step is not None:
-            nearer = abs(step["test_gap_points"]) < abs(out["verification"]["test_gap_points"])
-            print(f"    the synsets' step (--method step) against the same retrains: test accuracy "
-                  f"{100 * step['test_accuracy']:.1f}% ({step['test_gap_points']:+.1f} points), removed-data acc. "
-                  f"{100 * step['removed_accuracy']:.1f}%; "
-                  + (f"nearer exact retraining here, saved as {step['saved']}" if nearer else
-                     "no nearer exact retraining here"))
+        _print_beside(out["verification"], "step")
     else:
         print(f"  not checked against exact retraining{_training_time(dm)} (--verify N scores this model against "
               "it in N data orders; --method exact saves the retrain itself)")
@@ -239,25 +235,42 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
 
 
 #: a verified unlearning further than this many points of test accuracy from exact retraining is flagged, and the
-#: relabelled epoch's is then set beside the synsets' step on the same (cached) retrains
+#: other unlearner (the synsets' step or the relabelled epoch) is then scored beside it on the same (cached) retrains
 VERIFY_GAP = 3.0
 
 
-def _step_beside(dm: Any, data: Any, idx: list[int], orders: int, retrainer: Any) -> dict[str, Any]:
-    """The synsets' step (``--method step``) for the same groups, saved as that command saves it and scored against
-    the retrains the relabelled epoch's verification just made (cached: a second or two). On a Fashion-MNIST ConvNet
-    the relabelled epoch fell 4-6 points below retraining on a draw where the step was within 3 (BENCHMARKS.md, "A
-    Fashion-MNIST ConvNet where the neighbours over-forget")."""
+def _beside(dm: Any, data: Any, idx: list[int], orders: int, retrainer: Any, method: str) -> dict[str, Any]:
+    """The other unlearner for the same groups (``method``: ``step``, the synsets' step, or ``relabel``, the relabelled
+    epoch), saved as ``ddm unlearn --method METHOD`` saves it and scored against the retrains the first one's
+    verification just made (cached: seconds). On a Fashion-MNIST ConvNet the relabelled epoch fell 4-6 points below
+    retraining on a draw where the step was within 3 (BENCHMARKS.md, "A Fashion-MNIST ConvNet where the neighbours
+    over-forget"); on MLPs where a removal thins a class it is the other way round."""
     import numpy as np
 
     from ddm.evaluation.check import verify_unlearning
 
-    model = dm.unlearn(idx)
+    if method == "step":
+        model, saved = dm.unlearn(idx), str(dm.unlearn_folder(idx, None, "groups"))
+    else:
+        model = dm.unlearn_relabel(idx, data.train)
+        saved = dm.last_relabel["folder"]
     v = verify_unlearning(dm, data, idx, model, orders, "groups", retrainer)
     return {"test_accuracy": v["unlearned"]["test_accuracy"], "test_gap_points": v["test_gap_points"],
             "removed_accuracy": v["unlearned"]["removed_accuracy"],
-            "test_agreement": float(np.mean(v["unlearned"]["test_agreement"])),
-            "saved": str(dm.unlearn_folder(idx, None, "groups"))}
+            "test_agreement": float(np.mean(v["unlearned"]["test_agreement"])), "saved": saved}
+
+
+def _print_beside(v: dict[str, Any], method: str) -> None:
+    """The line for :func:`_beside`'s result in the verification ``v``, where there is one."""
+    other = v.get(method)
+    if other is None:
+        return
+    what = "the synsets' step (--method step)" if method == "step" else "relabelled fine-tuning (--method relabel)"
+    nearer = abs(other["test_gap_points"]) < abs(v["test_gap_points"])
+    print(f"    {what} against the same retrains: test accuracy {100 * other['test_accuracy']:.1f}% "
+          f"({other['test_gap_points']:+.1f} points), removed-data acc. {100 * other['removed_accuracy']:.1f}%; "
+          + (f"nearer exact retraining here, saved as {other['saved']}" if nearer else
+             "no nearer exact retraining here"))
 
 
 def _exact(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, before: dict[str, Any]) -> int:
