@@ -144,3 +144,18 @@ def over_runs(args: argparse.Namespace, run: Callable[..., list[dict[str, Any]]]
     rows = [r for name in args.configs.split(",") for s in args.seeds.split(",")
             for r in run(name, int(s), Path(args.root), *extra)]
     write_report(args.out, report(rows, f"python benchmarks/{script} " + " ".join(sys.argv[1:])), rows)
+
+
+def draw_row(name: str, seed: int, kind: str, d: Draw) -> dict[str, Any]:
+    """The fields every exploration's row of a draw starts with: configuration, seed, kind, groups, exact retraining's
+    mean and orders, and how many training samples the draw removes."""
+    return {"config": name, "seed": seed, "kind": kind, "groups": d.groups, "exact": d.reference,
+            "exact_orders": d.exact, "removed": int((~d.keep).sum())}
+
+
+def explore(doc: str, run: Callable[..., list[dict[str, Any]]], script: str, title: str, labels: list[str]) -> None:
+    """An exploration's command line (:func:`parser` with :func:`draw_options`): ``run(name, seed, root, fill,
+    classes)`` over the configurations and seeds, reported as a :func:`matrix_report` titled ``title`` of ``labels``."""
+    args = draw_options(parser(doc)).parse_args()
+    over_runs(args, run, script, lambda rows, command: matrix_report(title, labels, rows, command), args.fill,
+              args.classes, threads=2)

@@ -31,7 +31,7 @@ from ddm.baselines.unlearners import relabelled_targets, train_relabelled
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from _draws import draw_options, matrix_report, over_runs, parser, scored_draws, test_gap  # noqa: E402
+from _draws import draw_row, explore, scored_draws, test_gap  # noqa: E402
 
 LABELS = ["relabel", "step", "blend"]
 
@@ -51,8 +51,7 @@ def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = Fa
     C = int(data.num_classes)
     rows = []
     for kind, d in scored_draws(dm, cache, data, seed, fill, classes):
-        row: dict[str, Any] = {"config": name, "seed": seed, "kind": kind, "groups": d.groups, "exact": d.reference,
-                               "exact_orders": d.exact, "removed": int((~d.keep).sum())}
+        row = draw_row(name, seed, kind, d)
         r = relabelled_targets(data.train, d.keep, C)
         relabel = train_relabelled(fit.model, final, r.split, cfg.train, targets=r.targets)
         step = dm.unlearn(d.groups, name="blend-benchmark")
@@ -63,14 +62,5 @@ def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = Fa
     return rows
 
 
-def report(rows: list[dict[str, Any]], command: str) -> str:
-    return matrix_report("The relabelled epoch and the synsets' step, averaged", LABELS, rows, command)
-
-
-def main() -> None:
-    args = draw_options(parser(__doc__)).parse_args()
-    over_runs(args, run, "unlearn_blend.py", report, args.fill, args.classes, threads=2)
-
-
 if __name__ == "__main__":
-    main()
+    explore(__doc__, run, "unlearn_blend.py", "The relabelled epoch and the synsets' step, averaged", LABELS)

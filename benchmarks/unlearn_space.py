@@ -34,7 +34,7 @@ from ddm.distill.head import Head
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from _draws import draw_options, matrix_report, over_runs, parser, scored_draws, test_gap  # noqa: E402
+from _draws import draw_row, explore, scored_draws, test_gap  # noqa: E402
 
 LABELS = ["pixels", "features tau", "features first", "features mid"]
 
@@ -58,8 +58,7 @@ def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = Fa
     where = spaces(fit, train.x)
     rows = []
     for kind, d in scored_draws(dm, cache, data, seed, fill, classes):
-        row: dict[str, Any] = {"config": name, "seed": seed, "kind": kind, "groups": d.groups, "exact": d.reference,
-                               "exact_orders": d.exact, "removed": int((~d.keep).sum())}
+        row = draw_row(name, seed, kind, d)
         for label, space in where.items():
             r = relabelled_targets(train, d.keep, C, space=space)
             model = train_relabelled(fit.model, final, r.split, cfg.train, targets=r.targets)
@@ -70,14 +69,5 @@ def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = Fa
     return rows
 
 
-def report(rows: list[dict[str, Any]], command: str) -> str:
-    return matrix_report("Where relabelling finds the removed samples' neighbours", LABELS, rows, command)
-
-
-def main() -> None:
-    args = draw_options(parser(__doc__)).parse_args()
-    over_runs(args, run, "unlearn_space.py", report, args.fill, args.classes, threads=2)
-
-
 if __name__ == "__main__":
-    main()
+    explore(__doc__, run, "unlearn_space.py", "Where relabelling finds the removed samples' neighbours", LABELS)

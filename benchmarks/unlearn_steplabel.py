@@ -40,7 +40,7 @@ from ddm.data.dataset import Split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
-from _draws import draw_options, matrix_report, over_runs, parser, scored_draws, test_gap  # noqa: E402
+from _draws import draw_row, explore, scored_draws, test_gap  # noqa: E402
 
 LABELS = ["relabel", "step", "step labels", "union"]
 
@@ -71,10 +71,8 @@ def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = Fa
             by_step = stepped(data.train.x[gone]).argmax(1)
         knn_other = (knn >= 0) & (knn != data.train.y[gone])
         union = torch.where(knn_other, knn, by_step)
-        row: dict[str, Any] = {"config": name, "seed": seed, "kind": kind, "groups": d.groups, "exact": d.reference,
-                               "exact_orders": d.exact,
-                               "moved knn": int(knn_other.sum()),
-                               "moved step": int((by_step != data.train.y[gone]).sum()), "removed": len(gone)}
+        row = {**draw_row(name, seed, kind, d), "moved knn": int(knn_other.sum()),
+               "moved step": int((by_step != data.train.y[gone]).sum())}
         row["step"] = test_gap(stepped, data.test, d.gone, d.reference)
         for label, labels in (("relabel", knn), ("step labels", by_step), ("union", union)):
             model = train_relabelled(fit.model, final, split_with(data.train, d.keep, labels), cfg.train)
@@ -85,14 +83,5 @@ def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = Fa
     return rows
 
 
-def report(rows: list[dict[str, Any]], command: str) -> str:
-    return matrix_report("Relabelling the removed samples by the synsets' step", LABELS, rows, command)
-
-
-def main() -> None:
-    args = draw_options(parser(__doc__)).parse_args()
-    over_runs(args, run, "unlearn_steplabel.py", report, args.fill, args.classes, threads=2)
-
-
 if __name__ == "__main__":
-    main()
+    explore(__doc__, run, "unlearn_steplabel.py", "Relabelling the removed samples by the synsets' step", LABELS)
