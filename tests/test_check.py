@@ -371,6 +371,8 @@ def test_unlearn_by_default_fine_tunes_with_the_removed_samples_relabelled(tmp_p
     assert main(["unlearn", "-w", ws, "--groups", "0,1", "--verify", "1", "--json", "-q"]) == 0
     step = json.loads(capsys.readouterr().out)["verification"]["step"]
     assert step["saved"].endswith("groups-0-1") and (tmp_path / "ws" / "unlearned" / "groups-0-1").exists()
+    assert step["damaged"] == json.loads((tmp_path / "ws" / "unlearned" / "groups-0-1" / "unlearn.json").read_text()
+                                         )["check"]["damaged"]
     assert accuracy(dm.unlearned("groups-0-1"), data.test) == pytest.approx(step["test_accuracy"])
     assert main(["unlearn", "-w", ws, "--groups", "0,1", "--verify", "1", "-q"]) == 0
     assert "the synsets' step (--method step) against the same retrains" in capsys.readouterr().out

@@ -249,15 +249,17 @@ def _beside(dm: Any, data: Any, idx: list[int], orders: int, retrainer: Any, met
 
     from ddm.evaluation.check import verify_unlearning
 
+    damaged = False
     if method == "step":
         model, saved = dm.unlearn(idx), str(dm.unlearn_folder(idx, None, "groups"))
+        damaged = bool((dm.last_unlearning_check or {}).get("damaged"))  # its check warned, above this command's lines
     else:
         model = dm.unlearn_relabel(idx, data.train)
         saved = dm.last_relabel["folder"]
     v = verify_unlearning(dm, data, idx, model, orders, "groups", retrainer)
     return {"test_accuracy": v["unlearned"]["test_accuracy"], "test_gap_points": v["test_gap_points"],
             "removed_accuracy": v["unlearned"]["removed_accuracy"],
-            "test_agreement": float(np.mean(v["unlearned"]["test_agreement"])), "saved": saved}
+            "test_agreement": float(np.mean(v["unlearned"]["test_agreement"])), "saved": saved, "damaged": damaged}
 
 
 def _print_beside(v: dict[str, Any], method: str) -> None:
@@ -270,7 +272,8 @@ def _print_beside(v: dict[str, Any], method: str) -> None:
     print(f"    {what} against the same retrains: test accuracy {100 * other['test_accuracy']:.1f}% "
           f"({other['test_gap_points']:+.1f} points), removed-data acc. {100 * other['removed_accuracy']:.1f}%; "
           + (f"nearer exact retraining here, saved as {other['saved']}" if nearer else
-             "no nearer exact retraining here"))
+             "no nearer exact retraining here")
+          + (" (the unlearning warning above is this step's check)" if other.get("damaged") else ""))
 
 
 def _exact(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, before: dict[str, Any]) -> int:
