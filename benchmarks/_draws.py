@@ -19,6 +19,7 @@ import matrix as M  # noqa: E402
 from _results import write_report  # noqa: E402
 
 from ddm import progress  # noqa: E402
+from ddm.baselines.unlearners import train_relabelled  # noqa: E402
 from ddm.unlearning import forget_classes  # noqa: E402
 
 
@@ -37,6 +38,29 @@ class Draw:
     def reference(self) -> float:
         """The mean of exact retraining's orders."""
         return float(np.mean(self.exact))
+
+
+@dataclass
+class Run:
+    """A configuration's seed of the matrix opened for the unlearning explorations (``matrix.open_run``): its
+    config, data, fitted workspace and retrain cache, with theta_tau's parameters detached (``final``)."""
+    cfg: Any
+    data: Any
+    dm: Any
+    cache: Any
+
+    def __post_init__(self) -> None:
+        self.fit = self.dm.fitted()
+        self.final = {k: v.detach() for k, v in self.fit.trajectory.final.items()}
+
+    @classmethod
+    def open(cls, root: Path, name: str, seed: int) -> Run:
+        cfg, data, _, dm, cache = M.open_run(root, name, seed)
+        return cls(cfg, data, dm, cache)
+
+    def epoch(self, split: Any, targets: torch.Tensor | None = None) -> torch.nn.Module:
+        """The relabelled epoch (``train_relabelled``) from theta_tau over ``split``, with soft ``targets`` if given."""
+        return train_relabelled(self.fit.model, self.final, split, self.cfg.train, targets=targets)
 
 
 def scored_draws(dm: Any, cache: Any, data: Any, seed: int, fill: bool = False,

@@ -27,11 +27,10 @@ from typing import Any
 
 import torch
 
-from ddm.baselines.unlearners import relabelled_targets, train_relabelled
+from ddm.baselines.unlearners import relabelled_targets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import matrix as M  # noqa: E402
-from _draws import draw_row, explore, scored_draws, test_gap  # noqa: E402
+from _draws import Run, draw_row, explore, scored_draws, test_gap  # noqa: E402
 
 LABELS = ["relabel", "step", "blend"]
 
@@ -45,15 +44,14 @@ def blend(a: torch.nn.Module, b: torch.nn.Module) -> torch.nn.Module:
 
 
 def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = False) -> list[dict[str, Any]]:
-    cfg, data, _, dm, cache = M.open_run(root, name, seed)
-    fit = dm.fitted()
-    final = {k: v.detach() for k, v in fit.trajectory.final.items()}
+    run_ = Run.open(root, name, seed)
+    data, dm = run_.data, run_.dm
     C = int(data.num_classes)
     rows = []
-    for kind, d in scored_draws(dm, cache, data, seed, fill, classes):
+    for kind, d in scored_draws(dm, run_.cache, data, seed, fill, classes):
         row = draw_row(name, seed, kind, d)
         r = relabelled_targets(data.train, d.keep, C)
-        relabel = train_relabelled(fit.model, final, r.split, cfg.train, targets=r.targets)
+        relabel = run_.epoch(r.split, r.targets)
         step = dm.unlearn(d.groups, name="blend-benchmark")
         for label, model in (("relabel", relabel), ("step", step), ("blend", blend(relabel, step))):
             row[label] = test_gap(model, data.test, d.gone, d.reference)

@@ -29,28 +29,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ddm.baselines.unlearners import relabelled_targets, train_relabelled
+from ddm.baselines.unlearners import relabelled_targets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import matrix as M  # noqa: E402
-from _draws import draw_row, explore, scored_draws, test_gap  # noqa: E402
+from _draws import Run, draw_row, explore, scored_draws, test_gap  # noqa: E402
 
 KS = (5, 10)
 LABELS = ["relabel", *(f"soft {k}" for k in KS)]
 
 
 def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = False) -> list[dict[str, Any]]:
-    cfg, data, _, dm, cache = M.open_run(root, name, seed)
-    fit = dm.fitted()
-    final = {k: v.detach() for k, v in fit.trajectory.final.items()}
+    run_ = Run.open(root, name, seed)
+    data, dm = run_.data, run_.dm
     C = int(data.num_classes)
     train = data.train
     rows = []
-    for kind, d in scored_draws(dm, cache, data, seed, fill, classes):
+    for kind, d in scored_draws(dm, run_.cache, data, seed, fill, classes):
         row = draw_row(name, seed, kind, d)
         for k in (0, *KS):
             r = relabelled_targets(train, d.keep, C, soft=k)
-            model = train_relabelled(fit.model, final, r.split, cfg.train, targets=r.targets)
+            model = run_.epoch(r.split, r.targets)
             row[f"soft {k}" if k else "relabel"] = test_gap(model, data.test, d.gone, d.reference)
             row["moved"] = r.relabelled
             if k:

@@ -29,12 +29,11 @@ from typing import Any
 
 import torch
 
-from ddm.baselines.unlearners import relabelled_targets, train_relabelled
+from ddm.baselines.unlearners import relabelled_targets
 from ddm.distill.head import Head
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import matrix as M  # noqa: E402
-from _draws import draw_row, explore, scored_draws, test_gap  # noqa: E402
+from _draws import Run, draw_row, explore, scored_draws, test_gap  # noqa: E402
 
 LABELS = ["pixels", "features tau", "features first", "features mid"]
 
@@ -50,18 +49,17 @@ def spaces(fit: Any, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
 
 
 def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = False) -> list[dict[str, Any]]:
-    cfg, data, _, dm, cache = M.open_run(root, name, seed)
-    fit = dm.fitted()
-    final = {k: v.detach() for k, v in fit.trajectory.final.items()}
+    run_ = Run.open(root, name, seed)
+    data, dm = run_.data, run_.dm
     C = int(data.num_classes)
     train = data.train
-    where = spaces(fit, train.x)
+    where = spaces(run_.fit, train.x)
     rows = []
-    for kind, d in scored_draws(dm, cache, data, seed, fill, classes):
+    for kind, d in scored_draws(dm, run_.cache, data, seed, fill, classes):
         row = draw_row(name, seed, kind, d)
         for label, space in where.items():
             r = relabelled_targets(train, d.keep, C, space=space)
-            model = train_relabelled(fit.model, final, r.split, cfg.train, targets=r.targets)
+            model = run_.epoch(r.split, r.targets)
             row[label] = test_gap(model, data.test, d.gone, d.reference)
             row[f"{label} moved"], row[f"{label} taught"] = r.relabelled, r.softened
         rows.append(row)

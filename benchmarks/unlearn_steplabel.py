@@ -35,12 +35,11 @@ from typing import Any
 
 import torch
 
-from ddm.baselines.unlearners import RELABEL_AGREE, RELABEL_NEIGHBOURS, knn_labels, train_relabelled
+from ddm.baselines.unlearners import RELABEL_AGREE, RELABEL_NEIGHBOURS, knn_labels
 from ddm.data.dataset import Split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import matrix as M  # noqa: E402
-from _draws import draw_row, explore, scored_draws, test_gap  # noqa: E402
+from _draws import Run, draw_row, explore, scored_draws, test_gap  # noqa: E402
 
 LABELS = ["relabel", "step", "step labels", "union"]
 
@@ -57,11 +56,10 @@ def split_with(train: Split, keep: torch.Tensor, labels: torch.Tensor) -> Split:
 
 
 def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = False) -> list[dict[str, Any]]:
-    cfg, data, _, dm, cache = M.open_run(root, name, seed)
-    fit = dm.fitted()
-    final = {k: v.detach() for k, v in fit.trajectory.final.items()}
+    run_ = Run.open(root, name, seed)
+    data, dm = run_.data, run_.dm
     rows = []
-    for kind, d in scored_draws(dm, cache, data, seed, fill, classes):
+    for kind, d in scored_draws(dm, run_.cache, data, seed, fill, classes):
         gone = torch.nonzero(~d.keep).flatten()
         knn = knn_labels(data.train.x[gone], data.train.x[d.keep], data.train.y[d.keep], RELABEL_NEIGHBOURS,
                          agree=RELABEL_AGREE).to(data.train.y)
@@ -75,7 +73,7 @@ def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = Fa
                "moved step": int((by_step != data.train.y[gone]).sum())}
         row["step"] = test_gap(stepped, data.test, d.gone, d.reference)
         for label, labels in (("relabel", knn), ("step labels", by_step), ("union", union)):
-            model = train_relabelled(fit.model, final, split_with(data.train, d.keep, labels), cfg.train)
+            model = run_.epoch(split_with(data.train, d.keep, labels))
             row[label] = test_gap(model, data.test, d.gone, d.reference)
         rows.append(row)
         print(name, seed, kind, d.groups, {k: round(row[k], 1) for k in LABELS},
