@@ -42,10 +42,11 @@ class Loop:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     shift: int = 0  # data augmentation: random translations by up to this many pixels, seeded with the data order
     flip: bool = False  # data augmentation: each image flipped left-right with probability 1/2, seeded likewise
+    param_groups: Callable[[nn.Module], Any] | None = None  # the optimizer's parameter groups, else all parameters
 
     def run(self, model: nn.Module, train: Any, seed: int | None,
             recorder: ddm.TrajectoryRecorder | None = None) -> nn.Module:
-        opt = self.optimizer(model.parameters())
+        opt = self.optimizer(self.param_groups(model) if self.param_groups else model.parameters())
         sched = self.scheduler(opt)
         if recorder is not None:
             recorder.attach(opt)
@@ -121,9 +122,38 @@ def _fmnist_cnn_bn_dropout(seed: int) -> tuple[Any, Any, nn.Module, Loop, Any]:
     return data, cfg, model, loop, None
 
 
+def _digits_mlp_adam_decoupled(seed: int) -> tuple[Any, Any, nn.Module, Loop, Any]:
+    # Adam with decoupled_weight_decay=True: AdamW's update under Adam's name (torch 2.x)
+    data = ddm.data.load("digits")
+    cfg = ddm.presets.demo(data).with_overrides(["model.name=mlp", "model.width=64", "model.depth=2",
+                                                 "cluster.per_class=4", f"model.seed={seed}"])
+    loop = Loop(20, 32, lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=0.05, decoupled_weight_decay=True),
+                lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda e: 1.0), _plain)
+    return data, cfg, ddm.models.build(cfg.model, data), loop, None
+
+
+def _decay_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """timm's and many recipes' parameter groups: decay (5e-4) on weight matrices and kernels, none on biases and
+    norms, the optimizer's own default decay left at 0."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": 5e-4},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
+
+def _digits_convnet_decay_groups(seed: int) -> tuple[Any, Any, nn.Module, Loop, Any]:
+    data = ddm.data.load("digits")
+    cfg = ddm.presets.demo(data).with_overrides(["cluster.per_class=4", f"model.seed={seed}"])
+    loop = Loop(20, 32, lambda p: torch.optim.SGD(p, lr=0.02, momentum=0.9),
+                lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda e: 1.0), _plain, param_groups=_decay_groups)
+    return data, cfg, ddm.models.build(cfg.model, data), loop, None
+
+
 CONFIGS = {"digits-convnet-nesterov-steplr-K60": _digits_convnet, "fmnist-mlp-adamw-smooth-cosine-K50": _fmnist_mlp,
            "digits-convnet-shifted-cosine-K40": _digits_convnet_shifted,
-           "fmnist-cnn-batchnorm-dropout-flip-adamw-steplr-K40": _fmnist_cnn_bn_dropout}
+           "fmnist-cnn-batchnorm-dropout-flip-adamw-steplr-K40": _fmnist_cnn_bn_dropout,
+           # added with the recorder's reading of decoupled decay and of parameter groups
+           "digits-mlp-adam-decoupled-K40": _digits_mlp_adam_decoupled,
+           "digits-convnet-decay-groups-K40": _digits_convnet_decay_groups}
 
 
 def unlearn_draws(dm: Any, data: Any, retrain: Retrainer, draws: int) -> list[dict[str, Any]]:

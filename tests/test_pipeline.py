@@ -948,6 +948,24 @@ def test_adamw_trains_with_decoupled_decay_which_the_newton_step_leaves_out(tmp_
                                         ).fit(model, data.train, trajectory=rec.trajectory())
     assert handed.trajectory.optimizer["type"] == "adamw" and handed.weight_decay == 0.0
     assert "weight decay" not in caplog.text
+    # parameter groups as timm makes them (decay on weight matrices only, the optimizer's default 0): the head's
+    # weight decayed, so the Newton step takes its decay, not the default's 0
+    model = ddm.models.build(cfg.model, data)
+    params = list(model.parameters())
+    opt = torch.optim.SGD([{"params": [p for p in params if p.ndim > 1], "weight_decay": 5e-3},
+                           {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=0.05)
+    rec = TrajectoryRecorder(model)
+    rec.attach(opt, every_steps=1)
+    for _ in range(2):
+        loss = torch.nn.functional.cross_entropy(model(data.train.x), data.train.y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    grouped = ddm.DistilledDatamodel(tmp_path / "grouped", cfg.with_overrides(["train.optimizer=sgd",
+                                                                                "train.weight_decay=0"])
+                                     ).fit(model, data.train, trajectory=rec.trajectory())
+    assert grouped.trajectory.optimizer["weight_decay"] == 0 and grouped.weight_decay == 5e-3
+    assert grouped.decay(grouped.groups) is not None
 
 
 def test_the_schedule_term_adds_a_retrains_fewer_steps_in_proportion_to_the_data_removed(run):

@@ -95,7 +95,7 @@ def test_attaching_without_a_step_count_takes_only_the_optimizers_settings(digit
         rec.record(epoch)
     traj = rec.trajectory()
     assert traj.epochs == [0.0, 1.0, 2.0] and traj.lr == 0.05
-    assert traj.optimizer == {"type": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
+    assert traj.optimizer == {"type": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "decay": "l2"}
     with pytest.raises(ConfigError, match="every_steps must be a positive"):
         rec.attach(opt, every_steps=0)
     # a scheduler changes the rate as the loop goes: recorded as a schedule (the unlearning's rewind is then off)
@@ -248,3 +248,53 @@ def test_dropout_masks_are_seeded_so_a_retrain_and_a_resumed_run_give_the_target
     train_model(net(), digits.train, TrainConfig(epochs=2, lr=0.1, batch_size=64), tmp_path)
     resumed = train_model(net(), digits.train, cfg, tmp_path).final
     assert all(torch.equal(a[k], resumed[k]) for k in a)
+
+
+def test_the_recorder_reads_decoupled_decay_and_the_decay_of_each_parameter_group(digits, caplog):
+    from ddm.train.trajectory import optimizer_record, recorded_weight_decay
+
+    model = ddm.models.build("mlp", digits, width=16, depth=1)
+    head = "net.3.weight"
+    assert head in dict(model.named_parameters())
+    # an L2 term (SGD, Adam) or a decay apart from the gradient (AdamW, Adam with decoupled_weight_decay=True)
+    for opt, decay, wd in [(torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=5e-4), "l2", 5e-4),
+                           (torch.optim.Adam(model.parameters(), weight_decay=0.05), "l2", 0.05),
+                           (torch.optim.RMSprop(model.parameters(), weight_decay=1e-3), "l2", 1e-3),
+                           (torch.optim.AdamW(model.parameters(), weight_decay=0.05), "decoupled", 0.0),
+                           (torch.optim.Adam(model.parameters(), weight_decay=0.05, decoupled_weight_decay=True),
+                            "decoupled", 0.0),
+                           (torch.optim.NAdam(model.parameters(), weight_decay=0.05, decoupled_weight_decay=True),
+                            "decoupled", 0.0)]:
+        record = optimizer_record(opt, model)
+        assert record["decay"] == decay and "param_groups" not in record
+        assert recorded_weight_decay(record, head) == pytest.approx(wd)
+    # timm's parameter groups: decay on the weight matrices only, the optimizer's own default 0
+    params = list(model.parameters())
+    opt = torch.optim.SGD([{"params": [p for p in params if p.ndim > 1], "weight_decay": 5e-4},
+                           {"params": [p for p in params if p.ndim == 1], "weight_decay": 0.0}], lr=0.1, momentum=0.9)
+    rec = TrajectoryRecorder(model)
+    rec.attach(opt)
+    rec.record(0)
+    rec.record(1)
+    record = rec.trajectory().optimizer
+    assert record["weight_decay"] == 0 and len(record["param_groups"]) == 2
+    assert head in record["param_groups"][0]["params"] and "net.3.bias" in record["param_groups"][1]["params"]
+    assert recorded_weight_decay(record, head) == 5e-4 and recorded_weight_decay(record, "net.3.bias") == 0.0
+    assert recorded_weight_decay(record, None) == 0.0  # no parameter named: the default
+    assert recorded_weight_decay(None) is None and recorded_weight_decay({"type": "sgd"}) is None
+
+    # an optimizer ddm does not know: taken for an L2 term, with a warning, unless the user says
+    class Lion(torch.optim.Optimizer):
+        def __init__(self, params, lr=1e-4, weight_decay=0.0):
+            super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
+
+    with caplog.at_level("WARNING"):
+        record = optimizer_record(Lion(model.parameters(), weight_decay=0.1), model)
+    assert record["decay"] == "unknown" and recorded_weight_decay(record, head) == 0.1
+    assert "cannot tell whether Lion's weight decay" in caplog.text and "decoupled_decay" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        record = optimizer_record(Lion(model.parameters(), weight_decay=0.1), model, decoupled_decay=True)
+        quiet = optimizer_record(Lion(model.parameters()), model)  # no decay: nothing to tell
+    assert record["decay"] == "decoupled" and recorded_weight_decay(record, head) == 0.0
+    assert quiet["decay"] == "unknown" and caplog.text == ""

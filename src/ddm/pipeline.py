@@ -32,6 +32,7 @@ from ddm.config import RunConfig, fingerprint, keyed
 from ddm.data.dataset import Split
 from ddm.distill import stage as synset_stage
 from ddm.distill.matchers import Matching
+from ddm.distill.scope import head_name
 from ddm.distill.stage import GRADIENTS_FILE, RETRIED_WARNING  # noqa: F401  (importable from here as before)
 from ddm.distill.synset import Synset
 from ddm.emulate.emulators import resolve
@@ -47,7 +48,7 @@ from ddm.objectives.base import Objective
 from ddm.task import Task, TemperedCrossEntropy
 from ddm.task import resolve as resolve_task
 from ddm.train.loop import train_model
-from ddm.train.trajectory import Trajectory, model_buffers
+from ddm.train.trajectory import Trajectory, model_buffers, recorded_weight_decay
 from ddm.workspace import Workspace, load_json, load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
@@ -581,31 +582,34 @@ class DistilledDatamodel:
 
     @property
     def weight_decay(self) -> float:
-        """The L2 weight decay training used: the recorded optimizer's for a trajectory handed in (``fit(...,
-        trajectory=)``, recorded by :class:`ddm.TrajectoryRecorder`), else ``train.weight_decay``; 0 for AdamW,
-        whose decoupled decay is no L2 term. The Newton
-        damping and the groups' decay shares follow it; a handed-in trajectory that does not say, or says another
-        value than a ``train.weight_decay`` that was set, gets a warning (once)."""
+        """The L2 weight decay training used on the model's head: the recorded optimizer's for a trajectory handed
+        in (``fit(..., trajectory=)``, recorded by :class:`ddm.TrajectoryRecorder`; the decay of the parameter group
+        that holds the head's weight where groups differ), else ``train.weight_decay``; 0 for a decoupled decay
+        (AdamW, or Adam with ``decoupled_weight_decay=True``), which is no L2 term. The Newton damping and the
+        groups' decay shares follow it; a handed-in trajectory that does not say, or says another value than a
+        ``train.weight_decay`` that was set, gets a warning (once)."""
         wd = float(self.config.train.weight_decay)
-        kind = (self.trajectory.optimizer or {}).get("type") if self.trajectory is not None else None
-        if kind == "adamw" or (kind is None and self.config.train.optimizer == "adamw"):
+        record = (self.trajectory.optimizer or {}) if self.trajectory is not None else {}
+        if record.get("type") == "adamw" or record.get("decay") == "decoupled" or (
+                not record.get("type") and self.config.train.optimizer == "adamw"):
             # decoupled decay shrinks the weights outside the gradient: no L2 term of the loss whose curvature
             # the damped Newton step could add (its stationary points are the loss's own, shifted by a pull that
             # Adam's scaling makes small), so it is left out rather than taken for an L2 term of that size
             return 0.0
         if not self.handed_in() or self.trajectory is None:
             return wd
-        recorded = (self.trajectory.optimizer or {}).get("weight_decay")
+        head = head_name(self.model) if self.model is not None else None
+        recorded = recorded_weight_decay(record, None if head is None else f"{head}.weight")
         if not self._decay_warned:
             self._decay_warned = True
             if recorded is None:
                 log.warning("the trajectory handed in does not record its optimizer's weight decay: ddm assumes "
                             "train.weight_decay = %g (record it with ddm.TrajectoryRecorder.attach(optimizer), or "
                             "set train.weight_decay)", wd)
-            elif wd and abs(float(recorded) - wd) > 1e-12:
-                log.warning("train.weight_decay = %g, but the trajectory's optimizer recorded %g: ddm uses the "
-                            "recorded value", wd, float(recorded))
-        return wd if recorded is None else float(recorded)
+            elif wd and abs(recorded - wd) > 1e-12:
+                log.warning("train.weight_decay = %g, but the trajectory's optimizer recorded %g for the model's "
+                            "head: ddm uses the recorded value", wd, recorded)
+        return wd if recorded is None else recorded
 
     def decay(self, groups: Groups) -> torch.Tensor | None:
         """``[K]``: the groups' shares of the weight decay the Newton emulation and unlearning add to their

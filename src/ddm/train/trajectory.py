@@ -26,7 +26,8 @@ class Trajectory:
     """Checkpoints ``params[i]`` (name -> tensor) taken at ``epochs[i]``; ``[0]`` is theta_0, ``[-1]`` theta_tau.
 
     ``lr`` is the learning rate the checkpoints were trained with (the default fine-tune rate);
-    ``optimizer`` what is known of the optimizer (``type``, ``lr``, ``momentum``, ``weight_decay``, ...).
+    ``optimizer`` what is known of the optimizer (``type``, ``lr``, ``momentum``, ``weight_decay``, ``decay``,
+    ``param_groups``, ...: :func:`optimizer_record`).
     The default head-Newton emulation needs neither; the fine-tuning emulations assume plain SGD at ``lr``.
     ``buffers`` (optional, one dict per checkpoint): the model's buffers there, e.g. a batch norm's running
     statistics, which :meth:`checkpoint` adds to the parameters so that a checkpoint is read as it was.
@@ -127,6 +128,65 @@ def model_buffers(model: nn.Module) -> Params:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.named_buffers()}
 
 
+#: torch optimizers whose ``weight_decay`` shrinks the weights apart from the gradient: no L2 term of the loss
+DECOUPLED_DECAY = frozenset({"adamw", "adafactor", "muon"})
+#: torch optimizers whose ``weight_decay`` adds ``weight_decay * theta`` to the gradient (an L2 term of the loss)
+#: unless their ``decoupled_weight_decay`` flag is set
+L2_DECAY = frozenset({"sgd", "adam", "nadam", "radam", "rmsprop", "adagrad", "adamax", "adadelta", "asgd"})
+_SETTINGS = ("lr", "momentum", "weight_decay", "betas")
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """The settings in ``values`` worth storing: numbers and tuples, not tensors (a tensor lr) nor None."""
+    return {k: (list(values[k]) if isinstance(values[k], tuple) else values[k]) for k in _SETTINGS
+            if k in values and values[k] is not None and not torch.is_tensor(values[k])}
+
+
+def optimizer_record(optimizer: torch.optim.Optimizer, model: nn.Module | None = None,
+                     decoupled_decay: bool | None = None) -> dict[str, Any]:
+    """What the trajectory stores of ``optimizer``: its type, its default ``lr``, ``momentum``, ``weight_decay`` and
+    ``betas``, ``decay`` ("l2", "decoupled" or "unknown": whether the weight decay is a term of the loss), and, where
+    its parameter groups differ in those settings, ``param_groups``: each group's settings and the names (in
+    ``model``) of the parameters it holds."""
+    kind = type(optimizer).__name__.lower()
+    d = optimizer.defaults
+    record: dict[str, Any] = {"type": kind, **_plain(d)}
+    if decoupled_decay is not None:
+        record["decay"] = "decoupled" if decoupled_decay else "l2"
+    elif kind in DECOUPLED_DECAY or (kind in L2_DECAY and d.get("decoupled_weight_decay")):
+        record["decay"] = "decoupled"
+    elif kind in L2_DECAY:
+        record["decay"] = "l2"
+    else:
+        record["decay"] = "unknown"
+    groups = [_plain(g) for g in optimizer.param_groups]
+    if len(groups) > 1 or any(g != _plain(d) for g in groups):
+        names = {id(p): n for n, p in model.named_parameters()} if model is not None else {}
+        record["param_groups"] = [{**g, "params": [names[id(p)] for p in pg["params"] if id(p) in names]}
+                                  for g, pg in zip(groups, optimizer.param_groups, strict=True)]
+    decays = [float(g.get("weight_decay") or 0) for g in [d, *optimizer.param_groups]]
+    if record["decay"] == "unknown" and any(decays):
+        log.warning("ddm cannot tell whether %s's weight decay is an L2 term of the loss (as SGD's and Adam's) or "
+                    "shrinks the weights apart from the gradient (as AdamW's): it takes it for an L2 term; say which "
+                    "with TrajectoryRecorder.attach(optimizer, decoupled_decay=True/False)", type(optimizer).__name__)
+    return record
+
+
+def recorded_weight_decay(record: dict[str, Any] | None, param: str | None = None) -> float | None:
+    """The L2 weight decay an optimizer ``record`` (:func:`optimizer_record`) says ``param`` trained with: that of
+    its parameter group where the record has groups and one holds ``param``, else the optimizer's default; 0 for a
+    decoupled decay (no term of the loss); None where the record does not say."""
+    if not record:
+        return None
+    if record.get("decay") == "decoupled" or record.get("type") == "adamw":
+        return 0.0
+    for group in record.get("param_groups") or []:
+        if param is not None and param in group.get("params", ()):
+            return float(group.get("weight_decay") or 0.0)
+    wd = record.get("weight_decay")
+    return None if wd is None else float(wd)
+
+
 class TrajectoryRecorder:
     """Snapshot a model's parameters while *your* loop trains it.
 
@@ -164,19 +224,23 @@ class TrajectoryRecorder:
         self._epochs.append(float(epoch))
 
     def attach(self, optimizer: torch.optim.Optimizer, every_steps: int | None = None,
-               steps_per_epoch: int | None = None) -> None:
+               steps_per_epoch: int | None = None, decoupled_decay: bool | None = None) -> None:
         """Take the optimizer's type and hyperparameters (learning rate, momentum, weight decay, betas) for the
         trajectory, and with ``every_steps`` also record theta now and after every ``every_steps`` calls of
         ``optimizer.step()`` (epochs counted as steps / ``steps_per_epoch`` when given, else as steps). Without
         ``every_steps`` you keep calling :meth:`record` yourself. A learning rate that changes from step to step (a
-        scheduler) is recorded as a schedule (``optimizer["schedule"]``), which turns the unlearning's rewind off."""
+        scheduler) is recorded as a schedule (``optimizer["schedule"]``), which turns the unlearning's rewind off.
+
+        Parameter groups with their own settings (e.g. no decay on biases and norms) are recorded by parameter
+        name, so that ddm reads the decay of the group that holds the model's head. Whether the weight decay is an
+        L2 term of the loss (SGD, Adam, RMSprop, ...) or shrinks the weights apart from the gradient (AdamW, and
+        Adam, NAdam or RAdam with ``decoupled_weight_decay=True``) is read off torch's optimizers; for another
+        optimizer with weight decay say it with ``decoupled_decay`` (else ddm takes it for an L2 term and warns)."""
         if every_steps is not None and every_steps <= 0:
             raise ConfigError(f"every_steps must be a positive number of optimizer steps, got {every_steps}")
         if steps_per_epoch is not None and steps_per_epoch <= 0:
             raise ConfigError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
-        d = optimizer.defaults
-        self._optimizer = {"type": type(optimizer).__name__.lower(), **{k: d[k] for k in ("lr", "momentum",
-                           "weight_decay", "betas") if k in d and not torch.is_tensor(d[k])}}
+        self._optimizer = optimizer_record(optimizer, self.model, decoupled_decay)
         if every_steps is not None and not self._params:
             self.record(0)
 
