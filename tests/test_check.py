@@ -726,6 +726,13 @@ def test_a_trajectory_from_a_users_loop_is_checked_with_that_loop(tmp_path, caps
     # relabelled fine-tuning runs ddm's loop, which did not train this model: refused, naming the alternatives
     assert main([*RELABEL, "-w", str(ws), "--groups", "0,1", "-q"]) == 2
     assert "--method step" in capsys.readouterr().err and not (ws / "unlearned" / "relabel-groups-0-1").exists()
+    # without --method the CLI takes the synsets' step for such a workspace, and says so
+    assert main(["unlearn", "-w", str(ws), "--groups", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert "handed in from your own training loop" in out and (ws / "unlearned" / "groups-0-1").exists()
+    assert main(["unlearn", "-w", str(ws), "--groups", "0,1", "--json"]) == 0
+    step = json.loads(capsys.readouterr().out)
+    assert step["method"] == "step" and "handed in" in step["method_note"]
     # the exact unlearning retrains in the user's loop too, and is refused without it
     assert main(["unlearn", "-w", str(ws), "--groups", "0,1", "--method", "exact", "-q"]) == 2
     assert "--retrain MODULE:FUNCTION" in capsys.readouterr().err

@@ -202,8 +202,9 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "removed samples and agreement; 2 or more also show retraining's own spread; where the "
                         "unlearned model lands over 3 points from it, the other method (step or relabel) is scored "
                         "against the same retrains and saved too (default: 0, off)")
-    p.add_argument("--method", choices=("relabel", "step", "exact"), default="relabel",
-                   help="relabel (the default): one epoch of the training's optimizer over the kept data and the "
+    p.add_argument("--method", choices=("relabel", "step", "exact"), default=None,
+                   help="relabel (the default; step where the workspace's trajectory was handed in from another loop, "
+                        "which ddm cannot repeat): one epoch of the training's optimizer over the kept data and the "
                         "removed samples of which 4 of the 5 nearest kept samples (raw inputs) name the same other "
                         "class, taught that class (reads the training data; 1 / train.epochs of a retrain); step: the "
                         "synsets' Newton step on the last layer (the distilled datamodel's unlearning, no training "

@@ -26,6 +26,16 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         raise ConfigError("--set emulate.unlearn_* tunes the synsets' step: add --method step (relabelled "
                           "fine-tuning, the default, takes the training's own train.* settings)")
     dm, data = load_workspace(args)
+    fallback = args.method is None and dm.handed_in()
+    if args.method is None:  # relabelled fine-tuning runs ddm's loop: not for a trajectory from another loop
+        args.method = "step" if fallback else "relabel"
+    if args.method == "relabel" and args.set:
+        raise ConfigError("--set emulate.unlearn_* tunes the synsets' step: add --method step (relabelled "
+                          "fine-tuning, the default, takes the training's own train.* settings)")
+    if fallback and not args.json:
+        print("this workspace's trajectory was handed in from your own training loop, which relabelled fine-tuning "
+              "(the default) cannot repeat: unlearning with the synsets' step (--method step; --method exact "
+              "--retrain MODULE:FUNCTION retrains in your loop)")
     retrainer = None
     if args.verify:  # a verification that cannot run is refused before the unlearning
         from ddm.evaluation.retrain import retrainer_for
@@ -62,6 +72,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
            "classes_without_data": dm.last_classes_without_data, "rewind": dm.last_rewind,
            "rewind_skipped": dm.last_rewind_skipped,
            "classes_mostly_removed": mostly_removed(groups, idx)}
+    if fallback:
+        out["method_note"] = "the default for a trajectory handed in from another loop (relabel runs ddm's loop)"
     if args.verify:
         from ddm.evaluation.check import verify_unlearning
 
@@ -74,7 +86,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         if out["verification"].get("first_step") is not None:
             out["verification"]["first_step"]["what"] = (
                 "first" if (dm.last_unlearning_check or {}).get("damping_raised") else "rewound")
-        if abs(out["verification"]["test_gap_points"]) > VERIFY_GAP and synset == "groups":
+        if abs(out["verification"]["test_gap_points"]) > VERIFY_GAP and synset == "groups" and not dm.handed_in():
+            # (the relabelled epoch runs ddm's loop, which did not train a handed-in trajectory)
             out["verification"]["relabel"] = _beside(dm, data, idx, args.verify, retrainer, "relabel")
     if args.json:
         print(json.dumps(out, indent=2))
