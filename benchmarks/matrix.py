@@ -40,7 +40,7 @@ import torch
 import ddm
 from ddm import progress
 from ddm.attribution.fit import balance_classes
-from ddm.baselines.peers import group_scores, predicted_loss, sample_scores
+from ddm.baselines.peers import PeerConfig, group_scores, predicted_loss, sample_scores
 from ddm.config import RunConfig
 from ddm.emulate.perturbations import sample_perturbations
 from ddm.evaluation.metrics import lds, other_class_subsets
@@ -556,15 +556,21 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
     train_key = str(dm.ws.require("train").get("key", ""))[:12]
     score("same class (trivial)", lambda k, sel: predicted_loss(same[sel], k))
     if not args.select:
+        peer_sets = dict(o.split("=", 1) for o in args.peer_set)
+        peer_cfg = PeerConfig(**{k: (None if v == "None" else type(getattr(PeerConfig(), k) or 0.0)(v))
+                                 for k, v in peer_sets.items()})
         for method in args.peers:
-            # peers do not change with DDM, only with the trained model (its stage key)
+            # peers do not change with DDM, only with the trained model (its stage key) and their --peer-set
+            if peer_sets:
+                method = method + "[" + ",".join(f"{k}={v}" for k, v in sorted(peer_sets.items())) + "]"
             cached = folder / "peers" / f"{method}-T{args.targets}-{train_key}.safetensors"
             if cached.exists():
                 got = load_tensors(cached)
                 s, out["seconds"][method] = got["scores"], float(got["seconds"])
             else:
                 t1 = time.perf_counter()
-                s = group_scores(sample_scores(method, dm.model, dm.trajectory, data.train, targets), dm.groups)
+                s = group_scores(sample_scores(method.split("[")[0], dm.model, dm.trajectory, data.train, targets,
+                                               peer_cfg), dm.groups)
                 out["seconds"][method] = time.perf_counter() - t1
                 save_tensors(cached, {"scores": s, "seconds": torch.tensor(out["seconds"][method])})
             score(method, lambda k, sel, g=s: predicted_loss(g[sel], k))
@@ -793,6 +799,9 @@ def main() -> None:
                    help="also score against the retrained loss averaged over N data orders (the target's and N - 1 "
                         "others; N - 1 more retrains of every subset)")
     p.add_argument("--peers", default=",".join(PEERS))
+    p.add_argument("--peer-set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a ddm.baselines.peers.PeerConfig setting for every peer of the run (repeatable; 'None' for "
+                        "None), named in the peer's row and cache file, e.g. ekfac_damping=0.01")
     p.add_argument("--no-variants", action="store_true",
                    help="skip the design variants measured beside the default (VARIANT_ROWS), e.g. when --set changes "
                         "the default and the variants' cached synsets should stay")

@@ -286,3 +286,39 @@ def test_trajectory_peers_count_their_passes_over_the_training_data_on_one_bar(m
     assert [b.total for b in bars] == [checkpoints * batches] * 2
     assert all(b.closed and b.n == b.total for b in bars) and method in bars[0].desc
     assert not peers._COUNTED  # nothing left to count once the peer is done
+
+
+def test_ekfac_covers_every_linear_layer_and_takes_its_damping(digits):
+    """EK-FAC reads every nn.Linear (an MLP's whole network); a set damping is dattri's own, the default adds a tenth
+    of each layer's mean eigenvalue (kronfluence's heuristic), and both give dattri's scores for that damping."""
+    import ddm
+    from ddm.config import TrainConfig
+    from ddm.train import train_model
+
+    torch.manual_seed(0)
+    model = ddm.models.build("mlp", digits, width=16, depth=2)
+    train_model(model, digits.train, TrainConfig(epochs=2, lr=0.1, batch_size=32))
+    model.eval()
+    targets = digits.test[:4]
+    fixed = peers.sample_scores("ekfac", model, None, digits.train, targets,
+                                dataclasses.replace(FAST, ekfac_damping=0.01))
+    inf, _, _, task_mod = peers._dattri()
+    t = peers._Task(model, digits.train.x.dim() - 1)
+    task = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=peers._params(model))
+    direct = inf.IFAttributorEKFAC(task, damping=0.01)
+    assert len(direct.module_name) == 3  # the MLP's three Linear layers, not only its head
+    with torch.enable_grad():
+        direct.cache(peers._loader(digits.train, FAST.hessian_batch))
+    with torch.no_grad():
+        want = direct.attribute(peers._loader(digits.train, FAST.train_batch), peers._loader(targets, 4))
+    torch.testing.assert_close(fixed, want, rtol=1e-4, atol=1e-6)
+    # the heuristic: the same as dattri's with each layer's eigenvalues raised by a tenth of their mean
+    direct.cached_lambdas = {k: v + 0.1 * v.mean() for k, v in direct.cached_lambdas.items()}
+    direct.damping = 0.0
+    with torch.no_grad():
+        want = direct.attribute(peers._loader(digits.train, FAST.train_batch), peers._loader(targets, 4))
+    heuristic = peers.sample_scores("ekfac", model, None, digits.train, targets, FAST)
+    torch.testing.assert_close(heuristic, want, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(heuristic, fixed)
+    with pytest.raises(ConfigError, match="ekfac_damping"):
+        peers.PeerConfig(ekfac_damping=-1.0)

@@ -21,6 +21,10 @@ if-lissa     influence with LiSSA's stochastic recursion, all parameters.
 fastif       FastIF: influence (CG) scored only for the ``fastif_k`` training samples nearest to
              the target in the model's penultimate features; all others score 0.
 arnoldi      "Scaling up influence functions": Arnoldi eigen-projection of the Hessian.
+ekfac        influence with the EK-FAC approximation of the Fisher (George et al.; Grosse et al.), every
+             Linear layer of the model: the whole network of an MLP, the last layer of a ConvNet
+             (dattri's EK-FAC takes Linear layers only), each layer damped by 0.1 x the mean of its
+             eigenvalues (kronfluence's heuristic; ``ekfac_damping`` sets one damping for all).
 tracin       TracIn-CP over the recorded trajectory: sum_t lr * g_train(theta_t) . g_target(theta_t), the
              full per-sample gradients' exact inner products (``tracin_dim`` > 0: random projections).
 trak         TRAK with random projections, the last ``trak_checkpoints`` checkpoints as ensemble.
@@ -73,7 +77,7 @@ from ddm.exceptions import ConfigError, require
 from ddm.progress import bar
 from ddm.train.trajectory import Trajectory
 
-PEERS = ("if-explicit", "if-cg", "if-lissa", "fastif", "arnoldi", "tracin", "trak")
+PEERS = ("if-explicit", "if-cg", "if-lissa", "fastif", "arnoldi", "ekfac", "tracin", "trak")
 SELF_INFLUENCE = ("if-explicit", "arnoldi", "tracin", "trak")
 
 
@@ -98,6 +102,9 @@ class PeerConfig:
     tracin_dim: int = 0  # TracIn: 0 exact gradient inner products; > 0 random projections to this many dimensions
     trak_checkpoints: int = 3
     explicit_batch: int = 10_000  # samples per explicit Hessian (dattri sums the per-batch inverses)
+    # EK-FAC's damping: None adds 0.1 x the mean of each layer's corrected eigenvalues to them (kronfluence's
+    # heuristic default), a number adds that to every layer's
+    ekfac_damping: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -108,6 +115,8 @@ class PeerConfig:
                 raise ConfigError(f"peer setting {name} must be positive, got {getattr(self, name)}")
         if self.damping < 0:
             raise ConfigError("peer setting damping must be >= 0")
+        if self.ekfac_damping is not None and self.ekfac_damping < 0:
+            raise ConfigError(f"peer setting ekfac_damping must be >= 0 (or None), got {self.ekfac_damping}")
         if self.tracin_dim < 0:
             raise ConfigError(f"peer setting tracin_dim must be >= 0 (0: exact), got {self.tracin_dim}")
 
@@ -290,7 +299,13 @@ def _inner_product(method: str, model: nn.Module, train: Split, cfg: PeerConfig)
         a.cache(_loader(train, cfg.explicit_batch))
         _explicit_operator(a)
         return a
-    if method == "arnoldi":
+    if method == "ekfac":  # every nn.Linear (dattri's EK-FAC takes no other layer), factors over all of train
+        a = inf.IFAttributorEKFAC(task, damping=cfg.ekfac_damping or 0.0)
+        with torch.enable_grad():  # its factors come from autograd's backward through module hooks
+            a.cache(_loader(train, cfg.hessian_batch))
+        if cfg.ekfac_damping is None:  # per layer: 0.1 x its mean eigenvalue, added to its eigenvalues
+            a.cached_lambdas = {k: v + 0.1 * v.mean() for k, v in a.cached_lambdas.items()}
+    elif method == "arnoldi":
         a = inf.IFAttributorArnoldi(task, proj_dim=cfg.arnoldi_dim, max_iter=cfg.arnoldi_iters,
                                     regularization=cfg.damping, seed=cfg.seed,
                                     precompute_data_ratio=min(1.0, cfg.arnoldi_samples / len(train)))
