@@ -234,7 +234,7 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--objective", default="loss", choices=["loss", "accuracy"],
                    help="validation loss (sum of cross-entropy) or accuracy (default: %(default)s)")
     p.add_argument("--method", default="ddm",
-                   help="ddm, or a peer method summed per group: if-explicit, if-cg, if-lissa, fastif, arnoldi, "
+                   help="ddm, or a peer method summed per group: if-explicit, if-cg, if-lissa, fastif, arnoldi, ekfac, "
                         "tracin, trak (needs ddm[peers]; objective loss only) (default: %(default)s)")
     p.add_argument("--fdr", type=float, default=None, metavar="Q",
                    help="flag groups that hurt (quality < 0) and whose bounded score is at or under the "
@@ -310,7 +310,7 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--plots", action="store_true", help="save synset grids and class heatmaps (needs ddm[plots])")
     p.add_argument("--peers", default="", metavar="M1,M2,...|all",
                    help="peer methods for the Table 2 analog (needs ddm[peers]): "
-                        "if-explicit, if-cg, if-lissa, fastif, arnoldi, tracin, trak, or all (default: none)")
+                        "if-explicit, if-cg, if-lissa, fastif, arnoldi, ekfac, tracin, trak, or all (default: none)")
     p.add_argument("--diagnose", action="store_true",
                    help="Table 3 analog (remove the least useful data, retrain) and label-noise detection "
                         "against peers' self-influence and cleanlab (needs ddm[peers])")
