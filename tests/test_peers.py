@@ -320,5 +320,12 @@ def test_ekfac_covers_every_linear_layer_and_takes_its_damping(digits):
     heuristic = peers.sample_scores("ekfac", model, None, digits.train, targets, FAST)
     torch.testing.assert_close(heuristic, want, rtol=1e-4, atol=1e-6)
     assert not torch.allclose(heuristic, fixed)
+    # the true Fisher (labels sampled from the model, seeded): other factors, the same scores twice
+    true = dataclasses.replace(FAST, ekfac_fisher="true")
+    a, b = (peers.sample_scores("ekfac", model, None, digits.train, targets, true) for _ in range(2))
+    assert torch.isfinite(a).all() and torch.equal(a, b) and not torch.allclose(a, heuristic)
+    assert (a * heuristic).sum() > 0  # still the same sign of influence overall
     with pytest.raises(ConfigError, match="ekfac_damping"):
         peers.PeerConfig(ekfac_damping=-1.0)
+    with pytest.raises(ConfigError, match="ekfac_fisher"):
+        peers.PeerConfig(ekfac_fisher="sampled")

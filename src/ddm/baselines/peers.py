@@ -24,7 +24,9 @@ arnoldi      "Scaling up influence functions": Arnoldi eigen-projection of the H
 ekfac        influence with the EK-FAC approximation of the Fisher (George et al.; Grosse et al.), every
              Linear layer of the model: the whole network of an MLP, the last layer of a ConvNet
              (dattri's EK-FAC takes Linear layers only), each layer damped by 0.1 x the mean of its
-             eigenvalues (kronfluence's heuristic; ``ekfac_damping`` sets one damping for all).
+             eigenvalues (kronfluence's heuristic; ``ekfac_damping`` sets one damping for all); the
+             Fisher from the training labels (dattri's) or, ``ekfac_fisher="true"``, from labels the
+             model samples (kronfluence's default).
 tracin       TracIn-CP over the recorded trajectory: sum_t lr * g_train(theta_t) . g_target(theta_t), the
              full per-sample gradients' exact inner products (``tracin_dim`` > 0: random projections).
 trak         TRAK with random projections, the last ``trak_checkpoints`` checkpoints as ensemble.
@@ -105,6 +107,9 @@ class PeerConfig:
     # EK-FAC's damping: None adds 0.1 x the mean of each layer's corrected eigenvalues to them (kronfluence's
     # heuristic default), a number adds that to every layer's
     ekfac_damping: float | None = None
+    # EK-FAC's Fisher: "empirical" (the training labels' gradients, dattri's) or "true" (labels sampled from the
+    # model's own predictions, seeded: kronfluence's default and Grosse et al.'s)
+    ekfac_fisher: str = "empirical"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -115,6 +120,8 @@ class PeerConfig:
                 raise ConfigError(f"peer setting {name} must be positive, got {getattr(self, name)}")
         if self.damping < 0:
             raise ConfigError("peer setting damping must be >= 0")
+        if self.ekfac_fisher not in ("empirical", "true"):
+            raise ConfigError(f"peer setting ekfac_fisher must be 'empirical' or 'true', got {self.ekfac_fisher!r}")
         if self.ekfac_damping is not None and self.ekfac_damping < 0:
             raise ConfigError(f"peer setting ekfac_damping must be >= 0 (or None), got {self.ekfac_damping}")
         if self.tracin_dim < 0:
@@ -181,6 +188,19 @@ class _Task:
         # LiSSA hands its Hessian batches over with float labels: cast back.
         out = torch.func.functional_call(self.model, params, (x,))
         return nn.functional.cross_entropy(out, y.long())
+
+    def sampled_loss(self, seed: int) -> Callable[[dict[str, torch.Tensor], Any], torch.Tensor]:
+        """The loss at labels drawn from the model's own predicted distribution (a seeded draw per call): its
+        gradients' covariance is the true Fisher, where the training labels' is the empirical one."""
+        g = torch.Generator().manual_seed(seed)
+
+        def loss(params: dict[str, torch.Tensor], data: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            x = data[0] if data[0].dim() > self.sample_ndim else data[0].unsqueeze(0)
+            out = torch.func.functional_call(self.model, params, (x,))
+            y = torch.multinomial(out.detach().float().softmax(1).cpu(), 1, generator=g)[:, 0].to(out.device)
+            return nn.functional.cross_entropy(out, y)
+
+        return loss
 
     def correct_probability(self, params: dict[str, torch.Tensor], data: Any) -> torch.Tensor:
         return torch.exp(-self.loss(params, data))
@@ -300,9 +320,14 @@ def _inner_product(method: str, model: nn.Module, train: Split, cfg: PeerConfig)
         _explicit_operator(a)
         return a
     if method == "ekfac":  # every nn.Linear (dattri's EK-FAC takes no other layer), factors over all of train
-        a = inf.IFAttributorEKFAC(task, damping=cfg.ekfac_damping or 0.0)
+        fisher = task
+        if cfg.ekfac_fisher == "true":  # the factors from labels the model samples; the scores from the true ones
+            fisher = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=_params(model),
+                                              target_func=t.sampled_loss(cfg.seed))
+        a = inf.IFAttributorEKFAC(fisher, damping=cfg.ekfac_damping or 0.0)
         with torch.enable_grad():  # its factors come from autograd's backward through module hooks
             a.cache(_loader(train, cfg.hessian_batch))
+        a.task = task
         if cfg.ekfac_damping is None:  # per layer: 0.1 x its mean eigenvalue, added to its eigenvalues
             a.cached_lambdas = {k: v + 0.1 * v.mean() for k, v in a.cached_lambdas.items()}
     elif method == "arnoldi":
