@@ -289,8 +289,8 @@ def test_trajectory_peers_count_their_passes_over_the_training_data_on_one_bar(m
 
 
 def test_ekfac_covers_every_linear_layer_and_takes_its_damping(digits):
-    """EK-FAC reads every nn.Linear (an MLP's whole network); a set damping is dattri's own, the default adds a tenth
-    of each layer's mean eigenvalue (kronfluence's heuristic), and both give dattri's scores for that damping."""
+    """EK-FAC reads every nn.Linear (an MLP's whole network); a set damping is dattri's own, None adds a tenth of
+    each layer's mean eigenvalue (kronfluence's heuristic), and both give dattri's scores for that damping."""
     import ddm
     from ddm.config import TrainConfig
     from ddm.train import train_model
@@ -317,11 +317,12 @@ def test_ekfac_covers_every_linear_layer_and_takes_its_damping(digits):
     direct.damping = 0.0
     with torch.no_grad():
         want = direct.attribute(peers._loader(digits.train, FAST.train_batch), peers._loader(targets, 4))
-    heuristic = peers.sample_scores("ekfac", model, None, digits.train, targets, FAST)
+    heuristic = peers.sample_scores("ekfac", model, None, digits.train, targets,
+                                    dataclasses.replace(FAST, ekfac_damping=None))
     torch.testing.assert_close(heuristic, want, rtol=1e-4, atol=1e-6)
     assert not torch.allclose(heuristic, fixed)
     # the true Fisher (labels sampled from the model, seeded): other factors, the same scores twice
-    true = dataclasses.replace(FAST, ekfac_fisher="true")
+    true = dataclasses.replace(FAST, ekfac_fisher="true", ekfac_damping=None)
     a, b = (peers.sample_scores("ekfac", model, None, digits.train, targets, true) for _ in range(2))
     assert torch.isfinite(a).all() and torch.equal(a, b) and not torch.allclose(a, heuristic)
     assert (a * heuristic).sum() > 0  # still the same sign of influence overall

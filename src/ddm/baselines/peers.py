@@ -23,8 +23,8 @@ fastif       FastIF: influence (CG) scored only for the ``fastif_k`` training sa
 arnoldi      "Scaling up influence functions": Arnoldi eigen-projection of the Hessian.
 ekfac        influence with the EK-FAC approximation of the Fisher (George et al.; Grosse et al.), every
              Linear layer of the model: the whole network of an MLP, the last layer of a ConvNet
-             (dattri's EK-FAC takes Linear layers only), each layer damped by 0.1 x the mean of its
-             eigenvalues (kronfluence's heuristic; ``ekfac_damping`` sets one damping for all); the
+             (dattri's EK-FAC takes Linear layers only), damped by ``ekfac_damping`` (0.1; None: each
+             layer by 0.1 x the mean of its eigenvalues, kronfluence's heuristic); the
              Fisher from the training labels (dattri's) or, ``ekfac_fisher="true"``, from labels the
              model samples (kronfluence's default).
 tracin       TracIn-CP over the recorded trajectory: sum_t lr * g_train(theta_t) . g_target(theta_t), the
@@ -104,9 +104,10 @@ class PeerConfig:
     tracin_dim: int = 0  # TracIn: 0 exact gradient inner products; > 0 random projections to this many dimensions
     trak_checkpoints: int = 3
     explicit_batch: int = 10_000  # samples per explicit Hessian (dattri sums the per-batch inverses)
-    # EK-FAC's damping: None adds 0.1 x the mean of each layer's corrected eigenvalues to them (kronfluence's
-    # heuristic default), a number adds that to every layer's
-    ekfac_damping: float | None = None
+    # EK-FAC's damping, added to every layer's corrected eigenvalues (0.1: the best of six on the selection seed,
+    # BENCHMARKS.md "EK-FAC influence beside DDM"); None adds 0.1 x each layer's mean eigenvalue (kronfluence's
+    # heuristic default)
+    ekfac_damping: float | None = 0.1
     # EK-FAC's Fisher: "empirical" (the training labels' gradients, dattri's) or "true" (labels sampled from the
     # model's own predictions, seeded: kronfluence's default and Grosse et al.'s)
     ekfac_fisher: str = "empirical"
@@ -324,7 +325,7 @@ def _inner_product(method: str, model: nn.Module, train: Split, cfg: PeerConfig)
         if cfg.ekfac_fisher == "true":  # the factors from labels the model samples; the scores from the true ones
             fisher = task_mod.AttributionTask(loss_func=t.loss, model=model, checkpoints=_params(model),
                                               target_func=t.sampled_loss(cfg.seed))
-        a = inf.IFAttributorEKFAC(fisher, damping=cfg.ekfac_damping or 0.0)
+        a = inf.IFAttributorEKFAC(fisher, damping=0.0 if cfg.ekfac_damping is None else cfg.ekfac_damping)
         with torch.enable_grad():  # its factors come from autograd's backward through module hooks
             a.cache(_loader(train, cfg.hessian_batch))
         a.task = task

@@ -363,7 +363,8 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "measured (default: %(default)s)")
     p.add_argument("--peers", default="", metavar="M1,M2,...",
                    help="peer methods scored beside DDM on the same retrains (needs ddm[peers]): if-explicit "
-                        "(last-layer influence), tracin, trak, ... (default: none)")
+                        "(last-layer influence), ekfac (EK-FAC influence over every Linear layer), tracin, trak, ... "
+                        "(default: none)")
     p.add_argument("--try-temperature", type=float, default=2.0, metavar="T",
                    help="also distil the synsets with the cross-entropy at temperature T (distill.head_temperature; "
                         "one more distillation, cached under <workspace>/check/, no retrain) and score them on the "
