@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first so pip takes the CPU wheel, never a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-gradients bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-damping bench-check bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-probes-user bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
+.PHONY: install demo test lint bench bench-ekfac bench-gradients bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-damping bench-check bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-probes-user bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ test: $(STAMP)
 EVAL   := -q --recipe local-free --seeds 0,1,2 --num-targets 20 --lds-subsets 50 --tune 0.01,0.03,0.1,0.3,1 --plots
 FMNIST := --dataset fashion-mnist --set data.train_size=10000 --set data.test_size=2000 \
           --set model.width=16 --set train.epochs=5 --set train.lr=0.05
-bench: bench-gradients bench-matrix bench-grow bench-damping bench-check bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-probes-user bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
+bench: bench-gradients bench-matrix bench-ekfac bench-grow bench-damping bench-check bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-probes-user bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
 
 # The paper's protocol (Table 1, 4 analogs, unlearning fidelity, cost) with the head default: digits, seed 0.
 # Probes run as a user would, on axes no benchmark had (BENCHMARKS.md, "Long-tailed training data", "RGB images
@@ -152,6 +152,28 @@ bench-matrix: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/matrix \
 	  --render benchmarks/results/matrix-a.json,benchmarks/results/matrix-b.json
 	$(BIN)/python benchmarks/unlearn_references.py --root runs/matrix-b --out benchmarks/results/unlearn-references
+
+# EK-FAC influence (dattri, every Linear layer: an MLP's whole network) as a peer on the matrix (BENCHMARKS.md,
+# "EK-FAC influence beside DDM"): its damping and Fisher chosen on the selection seed by the rule written before
+# (benchmarks/results/probes-031/ekfac-rule.md), then the nine report configurations, seeds 0-2, on bench-matrix's
+# retrains (the report ran as two single-threaded processes side by side, MLPs and ConvNets).
+EKFAC_MLP := fmnist-mlp-K40-sgd,digits-mlp-K40-sgd,fmnist-mlp-K100-momentum,fmnist-mlp-K40-adam
+EKFAC_CONV := digits-convnet-K100-sgd,digits-convnet-K40-momentum-wd,digits-convnet-groupnorm-K100-momentum,fmnist-convnet-K100-sgd,digits-resnet-K40-momentum
+bench-ekfac: $(STAMP)
+	for d in None 0.1 0.01 0.001 1.0 10.0; do \
+	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-convnet-K100-sgd,fmnist-mlp-K40-sgd \
+	    --seeds 3 --peers ekfac --peer-set ekfac_damping=$$d --no-variants \
+	    --out benchmarks/results/ekfac-select-d$$(echo $$d | tr . _) || exit 1; done
+	for d in None 0.1 0.01 0.001 1.0; do \
+	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-convnet-K100-sgd,fmnist-mlp-K40-sgd \
+	    --seeds 3 --peers ekfac --peer-set ekfac_damping=$$d --peer-set ekfac_fisher=true --no-variants \
+	    --out benchmarks/results/ekfac-select-true-d$$(echo $$d | tr . _) || exit 1; done
+	for part in mlp:$(EKFAC_MLP) conv:$(EKFAC_CONV); do for s in 0 1,2; do \
+	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $${part#*:} --seeds $$s \
+	    --peers ekfac,if-explicit --peer-set ekfac_damping=0.1 --no-variants \
+	    --out benchmarks/results/ekfac-report-$${part%%:*}-s$$(echo $$s | tr -d ,) || exit 1; done; done
+	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/ekfac-matrix --render \
+	  benchmarks/results/ekfac-report-mlp-s0.json,benchmarks/results/ekfac-report-mlp-s12.json,benchmarks/results/ekfac-report-conv-s0.json,benchmarks/results/ekfac-report-conv-s12.json
 
 # emulate.gradients=groups (the Newton step from the groups' own gradients, the default since 0.20): its held-out
 # test (benchmarks/results/group-gradients-criterion.md: four probes run as a user would, then each scored both ways

@@ -40,6 +40,7 @@ import torch
 import ddm
 from ddm import progress
 from ddm.attribution.fit import balance_classes
+from ddm.baselines.peers import PEERS as PEERS_ALL
 from ddm.baselines.peers import PeerConfig, group_scores, predicted_loss, sample_scores
 from ddm.config import RunConfig
 from ddm.emulate.perturbations import sample_perturbations
@@ -184,7 +185,7 @@ VARIANT_ROWS: dict[str, list[tuple[str, list[str]]]] = {
     "*": [("DDM head-noise", ddm.presets.recipe("head-noise"))],
     "fmnist-mlp-K40-sgd": [("DDM local-free (previous default)", ddm.presets.recipe("local-free"))],
 }
-PEERS = ("if-explicit", "tracin", "trak")
+PEERS = ("if-explicit", "ekfac", "tracin", "trak")
 TARGET_SEED = 12345
 
 
@@ -560,9 +561,12 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
         peer_cfg = PeerConfig(**{k: (None if v == "None" else type(getattr(PeerConfig(), k) or 0.0)(v))
                                  for k, v in peer_sets.items()})
         for method in args.peers:
-            # peers do not change with DDM, only with the trained model (its stage key) and their --peer-set
-            if peer_sets:
-                method = method + "[" + ",".join(f"{k}={v}" for k, v in sorted(peer_sets.items())) + "]"
+            # peers do not change with DDM, only with the trained model (its stage key) and their --peer-set (named
+            # where the method reads it: ekfac_* only for ekfac, lissa_* for if-lissa, unprefixed ones for all)
+            own = [k for k in sorted(peer_sets) if not any(k.startswith(m.split("-")[-1] + "_") for m in PEERS_ALL)
+                   or k.startswith(method.split("-")[-1] + "_")]
+            if own:
+                method = method + "[" + ",".join(f"{k}={peer_sets[k]}" for k in own) + "]"
             cached = folder / "peers" / f"{method}-T{args.targets}-{train_key}.safetensors"
             if cached.exists():
                 got = load_tensors(cached)
