@@ -966,6 +966,13 @@ def test_adamw_trains_with_decoupled_decay_which_the_newton_step_leaves_out(tmp_
                                      ).fit(model, data.train, trajectory=rec.trajectory())
     assert grouped.trajectory.optimizer["weight_decay"] == 0 and grouped.weight_decay == 5e-3
     assert grouped.decay(grouped.groups) is not None
+    # ddm info says what it read, for a user to check
+    from ddm.cli.info import optimizer_line
+
+    assert optimizer_line(grouped.ws) == ("trained by your own loop (trajectory handed in): sgd, lr 0.05; weight "
+                                          "decay 0.005, of the head's among 2 parameter groups")
+    assert "0.05 decoupled (no L2 term" in optimizer_line(handed.ws)
+    assert optimizer_line(own.ws).startswith("trained by ddm's loop: adamw, lr 0.003;")
 
 
 def test_the_schedule_term_adds_a_retrains_fewer_steps_in_proportion_to_the_data_removed(run):

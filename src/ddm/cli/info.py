@@ -59,6 +59,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in st.items()
                           if k not in ("stage", "key", "config", "complete", "health", "retried", "curvature", "grown"))
         print(f"  {st['stage']:<34} {'done' if st.get('complete') else 'partial':<8} {extra}")
+        if st["stage"] == "train":
+            line = optimizer_line(ws)
+            if line:
+                print(f"  {'':<34} {'':<8} {line}")
         hh = st.get("health") or {}
         if hh.get("checked"):
             rel = f", relative error median {hh['relative_error_median']:.2g}" if "relative_error_median" in hh else ""
@@ -155,3 +159,50 @@ def cmd_info(args: argparse.Namespace) -> int:
                   f"theta_tau and the earlier checkpoints (other-class step agreement {read}, "
                   f"not below {below:g}: emulate.switched_class_agreement; README, 'Class balance')")
     return 0
+
+
+def optimizer_line(ws: Any) -> str | None:
+    """What the workspace's trajectory records of the optimizer that trained it, and the weight decay the head
+    recipe reads of it (``ddm.train.trajectory.recorded_weight_decay``); None without a stored trajectory."""
+    from ddm import models as model_registry
+    from ddm.distill.scope import head_name
+    from ddm.train.trajectory import recorded_weight_decay
+    from ddm.workspace import load_json
+
+    path = ws.path("train", "trajectory", "trajectory.json")
+    if not path.exists():
+        return None
+    rec = load_json(path).get("optimizer")
+    handed = bool((ws.stage_info("train") or {}).get("config", {}).get("external_trajectory"))
+    who = "your own loop (trajectory handed in)" if handed else "ddm's loop"
+    if not rec:
+        return (f"trained by {who}; its optimizer was not recorded: ddm reads train.weight_decay "
+                "(TrajectoryRecorder.attach(optimizer) records it)")
+    parts = [str(rec.get("type", "?"))] + [f"{k} {rec[k]:g}" for k in ("lr", "momentum") if
+                                            isinstance(rec.get(k), (int, float)) and (k == "lr" or rec[k])]
+    if rec.get("schedule"):
+        parts.append("the rate scheduled (" + (rec["schedule"] if rec["schedule"] != "varying" else
+                     "from {:g} to {:g}".format(*rec.get("lr_range", [0, 0]))) + ")")
+    head = None
+    spec_path = ws.path("train", "model.json")
+    if rec.get("param_groups") and spec_path.exists():
+        spec = load_json(spec_path)
+        if spec.get("head"):
+            head = spec["head"]
+        elif "config" in spec or "import" in spec:
+            try:
+                head = head_name(model_registry.from_spec(spec))
+            except Exception:  # a model that cannot be rebuilt here: the optimizer's default decay is shown
+                head = None
+    wd = recorded_weight_decay(rec, None if head is None else f"{head}.weight")
+    if rec.get("decay") == "decoupled" or rec.get("type") == "adamw":
+        decay = f"weight decay {rec.get('weight_decay', 0):g} decoupled (no L2 term: left out of the Newton step)"
+    elif wd is None:
+        decay = "weight decay not recorded"
+    else:
+        decay = f"weight decay {wd:g}" + (" (taken for an L2 term: attach(optimizer, decoupled_decay=...) did not "
+                                          "say)" if rec.get("decay") == "unknown" and wd else "")
+        if rec.get("param_groups"):
+            decay += (f", of the head's among {len(rec['param_groups'])} parameter groups" if head is not None else
+                      f", the optimizer's default among {len(rec['param_groups'])} parameter groups")
+    return f"trained by {who}: " + ", ".join(parts) + "; " + decay
