@@ -932,38 +932,31 @@ def test_adamw_trains_with_decoupled_decay_which_the_newton_step_leaves_out(tmp_
     top = own.synset.curvature.top_eigenvalue()  # no L2 term in the damping: only the configured fraction
     assert float(own.synset.damping) == pytest.approx(cfg.distill.damping * top, rel=1e-4)
     assert own.decay(own.groups) is None
+    def own_loop(name, optimizer):
+        """Two full-batch steps of a user's loop with ``optimizer(model)``, recorded and handed to ``fit``."""
+        model = ddm.models.build(cfg.model, data)
+        rec = TrajectoryRecorder(model)
+        opt = optimizer(model)
+        rec.attach(opt, every_steps=1)
+        for _ in range(2):
+            loss = torch.nn.functional.cross_entropy(model(data.train.x), data.train.y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return ddm.DistilledDatamodel(tmp_path / name, cfg.with_overrides(["train.optimizer=sgd",
+                                                                          "train.weight_decay=0"])
+                                      ).fit(model, data.train, trajectory=rec.trajectory())
+
     # a user's own loop with torch.optim.AdamW, recorded: the same, without a warning about an unrecorded decay
-    model = ddm.models.build(cfg.model, data)
-    rec = TrajectoryRecorder(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=0.003, weight_decay=0.05)
-    rec.attach(opt, every_steps=1)
-    for _ in range(2):
-        loss = torch.nn.functional.cross_entropy(model(data.train.x), data.train.y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
     with caplog.at_level("WARNING"):
-        handed = ddm.DistilledDatamodel(tmp_path / "handed", cfg.with_overrides(["train.optimizer=sgd",
-                                                                                  "train.weight_decay=0"])
-                                        ).fit(model, data.train, trajectory=rec.trajectory())
+        handed = own_loop("handed", lambda m: torch.optim.AdamW(m.parameters(), lr=0.003, weight_decay=0.05))
     assert handed.trajectory.optimizer["type"] == "adamw" and handed.weight_decay == 0.0
     assert "weight decay" not in caplog.text
     # parameter groups as timm makes them (decay on weight matrices only, the optimizer's default 0): the head's
     # weight decayed, so the Newton step takes its decay, not the default's 0
-    model = ddm.models.build(cfg.model, data)
-    params = list(model.parameters())
-    opt = torch.optim.SGD([{"params": [p for p in params if p.ndim > 1], "weight_decay": 5e-3},
-                           {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=0.05)
-    rec = TrajectoryRecorder(model)
-    rec.attach(opt, every_steps=1)
-    for _ in range(2):
-        loss = torch.nn.functional.cross_entropy(model(data.train.x), data.train.y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    grouped = ddm.DistilledDatamodel(tmp_path / "grouped", cfg.with_overrides(["train.optimizer=sgd",
-                                                                                "train.weight_decay=0"])
-                                     ).fit(model, data.train, trajectory=rec.trajectory())
+    grouped = own_loop("grouped", lambda m: torch.optim.SGD(
+        [{"params": [p for p in m.parameters() if p.ndim > 1], "weight_decay": 5e-3},
+         {"params": [p for p in m.parameters() if p.ndim <= 1], "weight_decay": 0.0}], lr=0.05))
     assert grouped.trajectory.optimizer["weight_decay"] == 0 and grouped.weight_decay == 5e-3
     assert grouped.decay(grouped.groups) is not None
     # ddm info says what it read, for a user to check
