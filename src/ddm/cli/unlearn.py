@@ -22,9 +22,6 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         raise ConfigError("--method exact retrains without the groups and saves that model: it is what --verify "
                           "compares against, and it takes no emulate.unlearn_* setting; drop " +
                           ("--verify" if args.verify else "--set"))
-    if args.method == "relabel" and args.set:
-        raise ConfigError("--set emulate.unlearn_* tunes the synsets' step: add --method step (relabelled "
-                          "fine-tuning, the default, takes the training's own train.* settings)")
     dm, data = load_workspace(args)
     fallback = args.method is None and dm.handed_in()
     if args.method is None:  # relabelled fine-tuning runs ddm's loop: not for a trajectory from another loop
