@@ -89,6 +89,8 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
         damped["test_accuracy"]["before"], abs=0.02)
     assert main([*STEP, "-w", ws, "--groups", "0", "--set", "train.lr=1"]) == 2
     assert "only emulate.unlearn_" in capsys.readouterr().err
+    assert main(["unlearn", "-w", ws, "--groups", "0", "--set", "emulate.unlearn_damping=10"]) == 2  # the default
+    assert "add --method step" in capsys.readouterr().err and not Path(ws, "unlearned", "relabel-groups-0").exists()
     # the groups' own curvature (stored by distill.unlearn_rank) in place of their synthetic images'
     assert main([*STEP, "-w", ws, "--groups", "0,2", "--set", "emulate.unlearn_curvature=group", "--json"]) == 0
     own = json.loads(capsys.readouterr().out)
