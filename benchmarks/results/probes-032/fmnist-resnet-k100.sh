@@ -11,6 +11,6 @@ $ddm run -w $WS --dataset fashion-mnist --set data.train_size=3000 --set data.te
   --set train.momentum=0.9 --set train.weight_decay=5e-4 --set cluster.per_class=10 -q
 $ddm check -w $WS --peers if-explicit,ekfac -q
 # four groups drawn once with Python's random.Random(32) from the 100
-GROUPS=$(python3 -c "import random; print(','.join(map(str, sorted(random.Random(32).sample(range(100), 4)))))")
-$ddm unlearn -w $WS --groups $GROUPS --verify 3
+DRAW=$(python3 -c "import random; print(','.join(map(str, sorted(random.Random(32).sample(range(100), 4)))))")
+$ddm unlearn -w $WS --groups $DRAW --verify 3
 $ddm diagnose -w $WS
