@@ -784,8 +784,8 @@ def write_report(out: str | Path, lines: list[str], results: Any) -> None:
     """``out``.md from the markdown ``lines`` and ``out``.json from ``results``, and the markdown on stdout."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=1))
+    atomic_write_text(out.with_name(out.name + ".md"), "\n".join(lines) + "\n")
+    atomic_write_text(out.with_name(out.name + ".json"), json.dumps(results, indent=1))
     print("\n".join(lines))
 
 
@@ -837,8 +837,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.render:
         gathered = [r for f in args.render.split(",") for r in json.loads(Path(f).read_text())]
-        atomic_write_text(out.with_suffix(".json"), json.dumps(gathered, indent=1))
-        atomic_write_text(out.with_suffix(".md"), markdown(gathered, args))
+        atomic_write_text(out.with_name(out.name + ".json"), json.dumps(gathered, indent=1))
+        atomic_write_text(out.with_name(out.name + ".md"), markdown(gathered, args))
         return
     results = []
     for name in names:
@@ -848,8 +848,8 @@ def main() -> None:
             print(f"{name} seed {seed}: {time.perf_counter() - t0:.0f} s  LDS {json.dumps(results[-1]['lds'])}",
                   flush=True)
             # after every run (an interrupted matrix keeps what it measured), atomically
-            atomic_write_text(out.with_suffix(".json"), json.dumps(results, indent=1))
-            atomic_write_text(out.with_suffix(".md"), markdown(results, args))
+            atomic_write_text(out.with_name(out.name + ".json"), json.dumps(results, indent=1))
+            atomic_write_text(out.with_name(out.name + ".md"), markdown(results, args))
 
 
 if __name__ == "__main__":
