@@ -48,7 +48,7 @@ from ddm.objectives.base import Objective
 from ddm.task import Task, TemperedCrossEntropy
 from ddm.task import resolve as resolve_task
 from ddm.train.loop import train_model
-from ddm.train.trajectory import Trajectory, model_buffers, recorded_weight_decay
+from ddm.train.trajectory import Trajectory, decoupled, model_buffers, recorded_weight_decay
 from ddm.workspace import Workspace, load_json, load_tensors, save_json, save_tensors
 
 log = logging.getLogger(__name__)
@@ -590,8 +590,7 @@ class DistilledDatamodel:
         ``train.weight_decay`` that was set, gets a warning (once)."""
         wd = float(self.config.train.weight_decay)
         record = (self.trajectory.optimizer or {}) if self.trajectory is not None else {}
-        if record.get("type") == "adamw" or record.get("decay") == "decoupled" or (
-                not record.get("type") and self.config.train.optimizer == "adamw"):
+        if decoupled(record) or (not record.get("type") and self.config.train.optimizer == "adamw"):
             # decoupled decay shrinks the weights outside the gradient: no L2 term of the loss whose curvature
             # the damped Newton step could add (its stationary points are the loss's own, shifted by a pull that
             # Adam's scaling makes small), so it is left out rather than taken for an L2 term of that size

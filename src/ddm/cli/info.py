@@ -166,7 +166,7 @@ def optimizer_line(ws: Any) -> str | None:
     recipe reads of it (``ddm.train.trajectory.recorded_weight_decay``); None without a stored trajectory."""
     from ddm import models as model_registry
     from ddm.distill.scope import head_name
-    from ddm.train.trajectory import recorded_weight_decay
+    from ddm.train.trajectory import decoupled, recorded_weight_decay
     from ddm.workspace import load_json
 
     path = ws.path("train", "trajectory", "trajectory.json")
@@ -195,7 +195,7 @@ def optimizer_line(ws: Any) -> str | None:
             except Exception:  # a model that cannot be rebuilt here: the optimizer's default decay is shown
                 head = None
     wd = recorded_weight_decay(rec, None if head is None else f"{head}.weight")
-    if rec.get("decay") == "decoupled" or rec.get("type") == "adamw":
+    if decoupled(rec):
         decay = f"weight decay {rec.get('weight_decay', 0):g} decoupled (no L2 term: left out of the Newton step)"
     elif wd is None:
         decay = "weight decay not recorded"

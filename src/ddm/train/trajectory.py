@@ -172,13 +172,22 @@ def optimizer_record(optimizer: torch.optim.Optimizer, model: nn.Module | None =
     return record
 
 
+def decoupled(record: dict[str, Any] | None) -> bool:
+    """Whether an optimizer ``record`` (:func:`optimizer_record`, or ddm's own loop's) says its weight decay is
+    decoupled from the gradient (AdamW's kind: no term of the loss). Records written before ``decay`` was stored
+    name AdamW by its type."""
+    if not record:
+        return False
+    return record.get("decay") == "decoupled" or record.get("type") == "adamw"
+
+
 def recorded_weight_decay(record: dict[str, Any] | None, param: str | None = None) -> float | None:
     """The L2 weight decay an optimizer ``record`` (:func:`optimizer_record`) says ``param`` trained with: that of
     its parameter group where the record has groups and one holds ``param``, else the optimizer's default; 0 for a
     decoupled decay (no term of the loss); None where the record does not say."""
     if not record:
         return None
-    if record.get("decay") == "decoupled" or record.get("type") == "adamw":
+    if decoupled(record):
         return 0.0
     for group in record.get("param_groups") or []:
         if param is not None and param in group.get("params", ()):
