@@ -43,6 +43,24 @@ def test_digits_is_the_fixed_stratified_split():
     assert torch.equal(again.train.x, data.train.x)
 
 
+def test_digits_read_without_scikit_learn_are_scikit_learns_digits_and_split(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    from ddm.data import digits
+
+    bunch = load_digits()
+    images, labels = digits.read_digits()
+    assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)
+    assert digits.test_rows_hex(bunch.target) == digits.TEST_ROWS  # the stored split is train_test_split's
+    data = ddm.data.load("digits")
+    test = digits.split_mask()
+    assert torch.equal(data.test.y, torch.as_tensor(bunch.target[test]))
+    # a scikit-learn that keeps the file elsewhere: load_digits itself, the same data
+    monkeypatch.setattr(digits, "digits_file", lambda: None)
+    again = ddm.data.load("digits")
+    assert torch.equal(again.train.x, data.train.x) and torch.equal(again.test.y, data.test.y)
+
+
 def test_subsets_are_stratified_and_keep_ids():
     data = ddm.data.load("digits", train_size=100, test_size=20)
     assert len(data.train) == 100 and len(data.test) == 20

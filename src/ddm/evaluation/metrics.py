@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from ddm.cluster.groups import Groups
 from ddm.emulate.perturbations import sample_perturbations
@@ -29,6 +28,9 @@ def spearman(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> floa
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return 0.0
+    from scipy.stats import spearmanr  # here: SciPy's statistics take about 1 s to import, which a command that
+    # never scores an attribution (``ddm attribute``'s check of the workspace's advice) should not pay
+
     return float(spearmanr(a, b).statistic)
 
 
