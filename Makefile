@@ -6,12 +6,13 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first so pip takes the CPU wheel, never a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-ekfac bench-gradients bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-damping bench-check bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-probes-user bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
+.PHONY: install demo test lint bench bench-ekfac bench-kronfluence bench-gradients bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-damping bench-check bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-probes-user bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev,peers]"
+	$(BIN)/pip install -q -e ".[dev,peers,kronfluence]"
+	$(BIN)/pip install -q --no-deps "kronfluence==1.0.1"  # its package requires torchvision, which it never imports
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -174,6 +175,22 @@ bench-ekfac: $(STAMP)
 	    --out benchmarks/results/ekfac-report-$${part%%:*}-s$$(echo $$s | tr -d ,) || exit 1; done; done
 	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/ekfac-matrix --render \
 	  benchmarks/results/ekfac-report-mlp-s0.json,benchmarks/results/ekfac-report-mlp-s12.json,benchmarks/results/ekfac-report-conv-s0.json,benchmarks/results/ekfac-report-conv-s12.json
+
+# kronfluence's EK-FAC (every Linear and Conv2d layer: a ConvNet's whole network) as a peer on the matrix (BENCHMARKS.md,
+# "kronfluence's EK-FAC beside DDM"): its damping chosen on the selection seed by the rule written before
+# (benchmarks/results/probes-033/kronfluence-rule.md), then the nine report configurations, seeds 0-2, beside dattri's
+# EK-FAC and last-layer influence on bench-matrix's retrains (two single-threaded processes side by side).
+bench-kronfluence: $(STAMP)
+	for d in None 1e-08 0.001 0.01 0.1 1.0; do \
+	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-convnet-K100-sgd,fmnist-mlp-K40-sgd \
+	    --seeds 3 --peers kronfluence --peer-set kronfluence_damping=$$d --no-variants \
+	    --out benchmarks/results/kronfluence-select-d$$(echo $$d | tr . _) || exit 1; done
+	for part in mlp:$(EKFAC_MLP) conv:$(EKFAC_CONV); do \
+	  OMP_NUM_THREADS=1 $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $${part#*:} --seeds 0,1,2 \
+	    --peers kronfluence,ekfac,if-explicit --peer-set kronfluence_damping=None --peer-set ekfac_damping=0.1 \
+	    --no-variants --out benchmarks/results/kronfluence-report-$${part%%:*} & done; wait
+	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/kronfluence-matrix --render \
+	  benchmarks/results/kronfluence-report-mlp.json,benchmarks/results/kronfluence-report-conv.json
 
 # emulate.gradients=groups (the Newton step from the groups' own gradients, the default since 0.20): its held-out
 # test (benchmarks/results/group-gradients-criterion.md: four probes run as a user would, then each scored both ways

@@ -330,3 +330,62 @@ def test_ekfac_covers_every_linear_layer_and_takes_its_damping(digits):
         peers.PeerConfig(ekfac_damping=-1.0)
     with pytest.raises(ConfigError, match="ekfac_fisher"):
         peers.PeerConfig(ekfac_fisher="sampled")
+
+
+def test_kronfluence_reads_every_linear_and_conv_layer_on_a_copy_and_takes_its_damping(digits, monkeypatch):
+    """kronfluence's EK-FAC tracks a ConvNet's convolutions as well as its head (dattri's ``ekfac`` sees the head
+    only), works on a copy (the model handed in keeps its own layers), gives the same scores twice (its sampled
+    Fisher labels are seeded) and reads ``kronfluence_damping``."""
+    pytest.importorskip("kronfluence")
+    import kronfluence.analyzer
+    from kronfluence.module.utils import get_tracked_module_names
+
+    import ddm
+    from ddm.config import TrainConfig
+    from ddm.train import train_model
+
+    torch.manual_seed(0)
+    model = ddm.models.build("convnet", digits, width=8, depth=2)
+    train_model(model, digits.train, TrainConfig(epochs=2, lr=0.1, batch_size=32))
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tracked: list[list[str]] = []
+    prepare = kronfluence.analyzer.prepare_model
+
+    def recording(net, task):
+        out = prepare(net, task)
+        tracked.append(get_tracked_module_names(out))
+        return out
+
+    monkeypatch.setattr(kronfluence.analyzer, "prepare_model", recording)
+    train, targets = digits.train, digits.test[:4]
+    a = peers.sample_scores("kronfluence", model, None, train, targets, FAST)
+    b = peers.sample_scores("kronfluence", model, None, train, targets, FAST)
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 2 and set(convs) <= set(tracked[0]) and peers.head_name(model) in tracked[0]
+    assert a.shape == (len(train), 4) and torch.isfinite(a).all() and torch.equal(a, b)
+    assert not any(type(m).__module__.startswith("kronfluence") for m in model.modules())  # the original unwrapped
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    fixed = peers.sample_scores("kronfluence", model, None, train, targets,
+                                dataclasses.replace(FAST, kronfluence_damping=10.0))
+    assert not torch.allclose(fixed, a) and (fixed * a).sum() > 0  # another damping, the same sign overall
+    with pytest.raises(ConfigError, match="kronfluence_damping"):
+        peers.PeerConfig(kronfluence_damping=-1.0)
+
+
+def test_kronfluence_missing_names_the_install(monkeypatch, digits):
+    import builtins
+
+    real = builtins.__import__
+
+    def no_kronfluence(name, *args, **kwargs):
+        if name.startswith("kronfluence"):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_kronfluence)
+    monkeypatch.setattr("importlib.import_module", lambda name, *a: no_kronfluence(name))
+    from ddm.exceptions import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError, match=r"ddm\[kronfluence\]"):
+        peers.sample_scores("kronfluence", torch.nn.Linear(64, 10), None, digits.train[:10], digits.test[:2], FAST)

@@ -27,6 +27,13 @@ ekfac        influence with the EK-FAC approximation of the Fisher (George et al
              layer by 0.1 x the mean of its eigenvalues, kronfluence's heuristic); the
              Fisher from the training labels (dattri's) or, ``ekfac_fisher="true"``, from labels the
              model samples (kronfluence's default).
+kronfluence  influence with EK-FAC computed by kronfluence over every nn.Linear and nn.Conv2d layer (a
+             ConvNet's whole network, where dattri's ``ekfac`` sees its last layer only), its Fisher from
+             labels the model samples (kronfluence's default), damped by ``kronfluence_damping`` (None:
+             0.1 x each layer's mean eigenvalue, kronfluence's heuristic); the target's measurement is its
+             loss on the true label, as for every peer here. Its own extra: ``pip install 'ddm[kronfluence]'``
+             then ``pip install --no-deps kronfluence==1.0.1`` (its package requires torchvision, which it
+             never imports; ``make install`` does both).
 tracin       TracIn-CP over the recorded trajectory: sum_t lr * g_train(theta_t) . g_target(theta_t), the
              full per-sample gradients' exact inner products (``tracin_dim`` > 0: random projections).
 trak         TRAK with random projections, the last ``trak_checkpoints`` checkpoints as ensemble.
@@ -79,7 +86,7 @@ from ddm.exceptions import ConfigError, require
 from ddm.progress import bar
 from ddm.train.trajectory import Trajectory
 
-PEERS = ("if-explicit", "if-cg", "if-lissa", "fastif", "arnoldi", "ekfac", "tracin", "trak")
+PEERS = ("if-explicit", "if-cg", "if-lissa", "fastif", "arnoldi", "ekfac", "kronfluence", "tracin", "trak")
 SELF_INFLUENCE = ("if-explicit", "arnoldi", "tracin", "trak")
 
 
@@ -111,6 +118,8 @@ class PeerConfig:
     # EK-FAC's Fisher: "empirical" (the training labels' gradients, dattri's) or "true" (labels sampled from the
     # model's own predictions, seeded: kronfluence's default and Grosse et al.'s)
     ekfac_fisher: str = "empirical"
+    # kronfluence's damping of its EK-FAC eigenvalues (None: 0.1 x each layer's mean eigenvalue, its heuristic)
+    kronfluence_damping: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -123,6 +132,9 @@ class PeerConfig:
             raise ConfigError("peer setting damping must be >= 0")
         if self.ekfac_fisher not in ("empirical", "true"):
             raise ConfigError(f"peer setting ekfac_fisher must be 'empirical' or 'true', got {self.ekfac_fisher!r}")
+        if self.kronfluence_damping is not None and self.kronfluence_damping < 0:
+            raise ConfigError(f"peer setting kronfluence_damping must be >= 0 (or None), got "
+                              f"{self.kronfluence_damping}")
         if self.ekfac_damping is not None and self.ekfac_damping < 0:
             raise ConfigError(f"peer setting ekfac_damping must be >= 0 (or None), got {self.ekfac_damping}")
         if self.tracin_dim < 0:
@@ -406,6 +418,8 @@ def sample_scores(method: str, model: nn.Module, trajectory: Trajectory | None, 
             return _trajectory_scores(method, model, trajectory, train, targets, cfg)
         if method == "fastif":
             return _fastif(model, train, targets, cfg)
+        if method == "kronfluence":
+            return _kronfluence(model, train, targets, cfg)
         if method == "if-explicit":
             model, (train, targets) = _head_view(model, train, targets)
         a = _inner_product(method, model, train, cfg)
@@ -426,6 +440,52 @@ def _fastif(model: nn.Module, train: Split, targets: Split, cfg: PeerConfig) -> 
         cand = train[near[t]]
         out[near[t], t] = a.attribute(_loader(cand, k), _loader(targets[[t]], 1))[:, 0].detach()
     return out
+
+
+def _kronfluence(model: nn.Module, train: Split, targets: Split, cfg: PeerConfig) -> torch.Tensor:
+    """kronfluence's EK-FAC influence ``[N_train, T]`` (module doc): factors over all of ``train`` with labels the
+    model samples (seeded), pairwise scores of every training sample against each target's true-label loss. It runs
+    on a copy of ``model`` (kronfluence wraps its layers in place) and keeps its files in a temporary folder."""
+    require("kronfluence", "kronfluence")
+    import logging
+    import tempfile
+
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+    from kronfluence.task import Task
+
+    g = torch.Generator().manual_seed(cfg.seed)
+
+    class Classification(Task):  # type: ignore[misc]
+        def compute_train_loss(self, batch: Any, model: nn.Module, sample: bool = False) -> torch.Tensor:
+            x, y = batch
+            logits = model(x)
+            if sample:  # the true Fisher: labels drawn from the model's own predictions
+                with torch.no_grad():
+                    y = torch.multinomial(logits.detach().float().softmax(1).cpu(), 1, generator=g)[:, 0]
+            return nn.functional.cross_entropy(logits, y.to(logits.device), reduction="sum")
+
+        def compute_measurement(self, batch: Any, model: nn.Module) -> torch.Tensor:
+            x, y = batch
+            return nn.functional.cross_entropy(model(x), y, reduction="sum")
+
+    import copy
+
+    task = Classification()
+    net = prepare_model(copy.deepcopy(model).eval(), task)
+    train_ds, target_ds = TensorDataset(train.x, train.y), TensorDataset(targets.x, targets.y)
+    with tempfile.TemporaryDirectory(prefix="ddm-kronfluence-") as out, torch.enable_grad():
+        analyzer = Analyzer("ddm", net, task, cpu=True, log_level=logging.WARNING, disable_tqdm=True,
+                            output_dir=out)
+        analyzer.fit_all_factors("ekfac", dataset=train_ds, per_device_batch_size=cfg.hessian_batch,
+                                 factor_args=FactorArguments(strategy="ekfac"), overwrite_output_dir=True)
+        analyzer.compute_pairwise_scores("scores", "ekfac", query_dataset=target_ds, train_dataset=train_ds,
+                                         per_device_query_batch_size=max(1, len(targets)),
+                                         per_device_train_batch_size=cfg.hessian_batch,
+                                         score_args=ScoreArguments(damping_factor=cfg.kronfluence_damping),
+                                         overwrite_output_dir=True)
+        scores = analyzer.load_pairwise_scores("scores")["all_modules"]  # [T, N]
+    return scores.T.float().contiguous()
 
 
 def _fast_per_sample_grads(attributor: Any, t: _Task) -> None:
