@@ -310,7 +310,8 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--plots", action="store_true", help="save synset grids and class heatmaps (needs ddm[plots])")
     p.add_argument("--peers", default="", metavar="M1,M2,...|all",
                    help="peer methods for the Table 2 analog (needs ddm[peers]): "
-                        "if-explicit, if-cg, if-lissa, fastif, arnoldi, ekfac, tracin, trak, or all (default: none)")
+                        "if-explicit, if-cg, if-lissa, fastif, arnoldi, ekfac, kronfluence (needs "
+                        "ddm[kronfluence]), tracin, trak, or all (default: none)")
     p.add_argument("--diagnose", action="store_true",
                    help="Table 3 analog (remove the least useful data, retrain) and label-noise detection "
                         "against peers' self-influence and cleanlab (needs ddm[peers])")
@@ -363,7 +364,8 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "measured (default: %(default)s)")
     p.add_argument("--peers", default="", metavar="M1,M2,...",
                    help="peer methods scored beside DDM on the same retrains (needs ddm[peers]): if-explicit "
-                        "(last-layer influence), ekfac (EK-FAC influence over every Linear layer), tracin, trak, ... "
+                        "(last-layer influence), ekfac (EK-FAC influence over every Linear layer), kronfluence "
+                        "(EK-FAC over every Linear and Conv2d layer; needs ddm[kronfluence]), tracin, trak, ... "
                         "(default: none)")
     p.add_argument("--try-temperature", type=float, default=2.0, metavar="T",
                    help="also distil the synsets with the cross-entropy at temperature T (distill.head_temperature; "
