@@ -862,7 +862,7 @@ def test_exact_curvature_accumulates_every_block_of_its_definition(monkeypatch, 
     for a, kw in [(curvature._output_curvature(z, w), {"weights": w}), (m @ m.transpose(1, 2), {})]:
         if not kw:
             kw = {"out_curv": a}
-        want = torch.einsum("nce,nd,nf->cdef", a, h.double(), h.double()).reshape(20, 20)
+        want = torch.einsum("nce,nd,nf->cdef", a.double(), h.double(), h.double()).reshape(20, 20)
         got = ExactCurvature.accumulate(h, z, **kw)
         assert got.dtype == torch.float64
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
