@@ -336,7 +336,6 @@ def test_kronfluence_reads_every_linear_and_conv_layer_on_a_copy_and_takes_its_d
     """kronfluence's EK-FAC tracks a ConvNet's convolutions as well as its head (dattri's ``ekfac`` sees the head
     only), works on a copy (the model handed in keeps its own layers), gives the same scores twice (its sampled
     Fisher labels are seeded) and reads ``kronfluence_damping``."""
-    pytest.importorskip("kronfluence")
     import kronfluence.analyzer
     from kronfluence.module.utils import get_tracked_module_names
 
