@@ -19,32 +19,18 @@ For each 4-group draw of the matrix's runs: test accuracy minus the mean of exac
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ddm.baselines.unlearners import RELABEL_SOFT_NEIGHBOURS, relabelled_targets, train_relabelled
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _draws import Run, draw_row, explore, scored_draws, test_gap  # noqa: E402
+from unlearn_relabel_spread import soup  # noqa: E402
 
 LABELS = ["soft 10", "soup 3", "2 epochs, half rate"]
-
-
-def soup(models: list[torch.nn.Module]) -> torch.nn.Module:
-    """A copy of ``models[0]`` holding the mean of the models' parameters and floating-point buffers (integer buffers,
-    e.g. batch norm's step count, the first model's)."""
-    out = copy.deepcopy(models[0])
-    states = [m.state_dict() for m in models]
-    with torch.no_grad():
-        mean = {k: (torch.stack([s[k] for s in states]).mean(0) if v.is_floating_point() else v)
-                for k, v in states[0].items()}
-    out.load_state_dict(mean)
-    return out.eval()
 
 
 def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = False) -> list[dict[str, Any]]:

@@ -210,13 +210,18 @@ class _Task:
         def loss(params: dict[str, torch.Tensor], data: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
             x = data[0] if data[0].dim() > self.sample_ndim else data[0].unsqueeze(0)
             out = torch.func.functional_call(self.model, params, (x,))
-            y = torch.multinomial(out.detach().float().softmax(1).cpu(), 1, generator=g)[:, 0].to(out.device)
-            return nn.functional.cross_entropy(out, y)
+            return nn.functional.cross_entropy(out, sampled_labels(out, g))
 
         return loss
 
     def correct_probability(self, params: dict[str, torch.Tensor], data: Any) -> torch.Tensor:
         return torch.exp(-self.loss(params, data))
+
+
+def sampled_labels(logits: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """One label per row drawn from the model's predicted distribution (``g`` on the CPU): the labels whose gradients'
+    covariance is the true Fisher (the training labels' is the empirical one)."""
+    return torch.multinomial(logits.detach().float().softmax(1).cpu(), 1, generator=g)[:, 0].to(logits.device)
 
 
 def _loader(split: Split, batch: int) -> DataLoader:
@@ -447,6 +452,7 @@ def _kronfluence(model: nn.Module, train: Split, targets: Split, cfg: PeerConfig
     model samples (seeded), pairwise scores of every training sample against each target's true-label loss. It runs
     on a copy of ``model`` (kronfluence wraps its layers in place) and keeps its files in a temporary folder."""
     require("kronfluence", "kronfluence")
+    import copy
     import logging
     import tempfile
 
@@ -461,15 +467,12 @@ def _kronfluence(model: nn.Module, train: Split, targets: Split, cfg: PeerConfig
             x, y = batch
             logits = model(x)
             if sample:  # the true Fisher: labels drawn from the model's own predictions
-                with torch.no_grad():
-                    y = torch.multinomial(logits.detach().float().softmax(1).cpu(), 1, generator=g)[:, 0]
-            return nn.functional.cross_entropy(logits, y.to(logits.device), reduction="sum")
+                y = sampled_labels(logits, g)
+            return nn.functional.cross_entropy(logits, y, reduction="sum")
 
         def compute_measurement(self, batch: Any, model: nn.Module) -> torch.Tensor:
             x, y = batch
             return nn.functional.cross_entropy(model(x), y, reduction="sum")
-
-    import copy
 
     task = Classification()
     net = prepare_model(copy.deepcopy(model).eval(), task)
