@@ -185,10 +185,11 @@ bench-kronfluence: $(STAMP)
 	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs digits-convnet-K100-sgd,fmnist-mlp-K40-sgd \
 	    --seeds 3 --peers kronfluence --peer-set kronfluence_damping=$$d --no-variants \
 	    --out benchmarks/results/kronfluence-select-d$$(echo $$d | tr . _) || exit 1; done
-	for part in mlp:$(EKFAC_MLP) conv:$(EKFAC_CONV); do \
-	  OMP_NUM_THREADS=1 $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $${part#*:} --seeds 0,1,2 \
+	pids=""; for part in mlp:$(EKFAC_MLP) conv:$(EKFAC_CONV); do \
+	  $(BIN)/python benchmarks/matrix.py --root runs/matrix-b --configs $${part#*:} --seeds 0,1,2 \
 	    --peers kronfluence,ekfac,if-explicit --peer-set kronfluence_damping=None --peer-set ekfac_damping=0.1 \
-	    --no-variants --out benchmarks/results/kronfluence-report-$${part%%:*} & done; wait
+	    --no-variants --out benchmarks/results/kronfluence-report-$${part%%:*} & pids="$$pids $$!"; done; \
+	for p in $$pids; do wait $$p || exit 1; done
 	$(BIN)/python benchmarks/matrix.py --out benchmarks/results/kronfluence-matrix --render \
 	  benchmarks/results/kronfluence-report-mlp.json,benchmarks/results/kronfluence-report-conv.json
 
