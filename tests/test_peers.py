@@ -388,3 +388,19 @@ def test_kronfluence_missing_names_the_install(monkeypatch, digits):
 
     with pytest.raises(MissingDependencyError, match=r"ddm\[kronfluence\]"):
         peers.sample_scores("kronfluence", torch.nn.Linear(64, 10), None, digits.train[:10], digits.test[:2], FAST)
+
+
+def test_kronfluence_takes_a_vit_whose_attention_holds_a_linear_subclass(digits):
+    """nn.MultiheadAttention's out_proj is a subclass of nn.Linear that the attention never calls: kronfluence failed
+    with a KeyError on it; the adapter tracks the layers of exactly its types, so a ViT is scored."""
+    import ddm
+    from ddm.config import TrainConfig
+    from ddm.train import train_model
+
+    torch.manual_seed(0)
+    model = ddm.models.build("vit", digits)
+    assert any(type(m) is not torch.nn.Linear and isinstance(m, torch.nn.Linear) for m in model.modules())
+    train_model(model, digits.train, TrainConfig(epochs=1, lr=0.01, batch_size=32, optimizer="adam"))
+    model.eval()
+    s = peers.sample_scores("kronfluence", model, None, digits.train, digits.test[:3], FAST)
+    assert s.shape == (len(digits.train), 3) and torch.isfinite(s).all() and s.abs().sum() > 0

@@ -28,7 +28,8 @@ ekfac        influence with the EK-FAC approximation of the Fisher (George et al
              Fisher from the training labels (dattri's) or, ``ekfac_fisher="true"``, from labels the
              model samples (kronfluence's default).
 kronfluence  influence with EK-FAC computed by kronfluence over every nn.Linear and nn.Conv2d layer (a
-             ConvNet's whole network, where dattri's ``ekfac`` sees its last layer only), its Fisher from
+             ConvNet's whole network, where dattri's ``ekfac`` sees its last layer only; layers of exactly
+             those types: nn.MultiheadAttention's projections are not among them), its Fisher from
              labels the model samples (kronfluence's default), damped by ``kronfluence_damping`` (None:
              0.1 x each layer's mean eigenvalue, kronfluence's heuristic); the target's measurement is its
              loss on the true label, as for every peer here. Its own extra: ``pip install 'ddm[kronfluence]'``
@@ -461,8 +462,15 @@ def _kronfluence(model: nn.Module, train: Split, targets: Split, cfg: PeerConfig
     from kronfluence.task import Task
 
     g = torch.Generator().manual_seed(cfg.seed)
+    net = copy.deepcopy(model).eval()
+    # the layers kronfluence handles, by exact type: a subclass such as nn.MultiheadAttention's out_proj (whose
+    # forward the attention never calls, so no hook would see it) made kronfluence fail with a KeyError
+    tracked = [n for n, m in net.named_modules() if type(m) in (nn.Linear, nn.Conv2d)]
 
     class Classification(Task):  # type: ignore[misc]
+        def get_influence_tracked_modules(self) -> list[str]:
+            return tracked
+
         def compute_train_loss(self, batch: Any, model: nn.Module, sample: bool = False) -> torch.Tensor:
             x, y = batch
             logits = model(x)
@@ -475,7 +483,7 @@ def _kronfluence(model: nn.Module, train: Split, targets: Split, cfg: PeerConfig
             return nn.functional.cross_entropy(model(x), y, reduction="sum")
 
     task = Classification()
-    net = prepare_model(copy.deepcopy(model).eval(), task)
+    net = prepare_model(net, task)
     train_ds, target_ds = TensorDataset(train.x, train.y), TensorDataset(targets.x, targets.y)
     with tempfile.TemporaryDirectory(prefix="ddm-kronfluence-") as out, torch.enable_grad():
         analyzer = Analyzer("ddm", net, task, cpu=True, log_level=logging.WARNING, disable_tqdm=True,
