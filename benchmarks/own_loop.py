@@ -43,6 +43,7 @@ class Loop:
     shift: int = 0  # data augmentation: random translations by up to this many pixels, seeded with the data order
     flip: bool = False  # data augmentation: each image flipped left-right with probability 1/2, seeded likewise
     param_groups: Callable[[nn.Module], Any] | None = None  # the optimizer's parameter groups, else all parameters
+    per_step: bool = False  # the scheduler stepped after every optimizer step (OneCycleLR), else once per epoch
 
     def run(self, model: nn.Module, train: Any, seed: int | None,
             recorder: ddm.TrajectoryRecorder | None = None) -> nn.Module:
@@ -68,7 +69,10 @@ class Loop:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            sched.step()
+                if self.per_step:
+                    sched.step()
+            if not self.per_step:
+                sched.step()
             if recorder is not None:
                 recorder.record(epoch)
         return model
@@ -148,12 +152,42 @@ def _digits_convnet_decay_groups(seed: int) -> tuple[Any, Any, nn.Module, Loop, 
     return data, cfg, ddm.models.build(cfg.model, data), loop, None
 
 
+def _fmnist_mlp_rmsprop_onecycle(seed: int) -> tuple[Any, Any, nn.Module, Loop, Any]:
+    # RMSprop with momentum, OneCycleLR stepped every batch (it cycles the rate and the momentum), L2 decay
+    data = ddm.data.load(ddm.config.DataConfig(name="fashion-mnist", train_size=3000, test_size=1000))
+    cfg = ddm.presets.demo(data).with_overrides(["cluster.per_class=3"])
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 10))
+    epochs, batch = 10, 50
+    loop = Loop(epochs, batch, lambda p: torch.optim.RMSprop(p, lr=1e-3, momentum=0.9, weight_decay=1e-4),
+                lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=1e-3, epochs=epochs,
+                                                              steps_per_epoch=-(-3000 // batch)),
+                _plain, per_step=True)
+    return data, cfg, model, loop, None
+
+
+def _digits_cnn_nadam_exponential(seed: int) -> tuple[Any, Any, nn.Module, Loop, Any]:
+    # a hand-built CNN with max pooling and no normalisation, NAdam with L2 decay, ExponentialLR per epoch
+    data = ddm.data.load("digits")
+    cfg = ddm.presets.demo(data).with_overrides(["cluster.per_class=5"])
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(32 * 2 * 2, 10))
+    loop = Loop(25, 32, lambda p: torch.optim.NAdam(p, lr=2e-3, weight_decay=1e-3),
+                lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9), _plain)
+    return data, cfg, model, loop, None
+
+
 CONFIGS = {"digits-convnet-nesterov-steplr-K60": _digits_convnet, "fmnist-mlp-adamw-smooth-cosine-K50": _fmnist_mlp,
            "digits-convnet-shifted-cosine-K40": _digits_convnet_shifted,
            "fmnist-cnn-batchnorm-dropout-flip-adamw-steplr-K40": _fmnist_cnn_bn_dropout,
            # added with the recorder's reading of decoupled decay and of parameter groups
            "digits-mlp-adam-decoupled-K40": _digits_mlp_adam_decoupled,
-           "digits-convnet-decay-groups-K40": _digits_convnet_decay_groups}
+           "digits-convnet-decay-groups-K40": _digits_convnet_decay_groups,
+           # added after 0.28 (probes run as a user would): optimizers and schedules the matrix never had
+           "fmnist-mlp-rmsprop-onecycle-K30": _fmnist_mlp_rmsprop_onecycle,
+           "digits-cnn-nadam-exponential-K50": _digits_cnn_nadam_exponential}
 
 
 def unlearn_draws(dm: Any, data: Any, retrain: Retrainer, draws: int) -> list[dict[str, Any]]:
