@@ -71,6 +71,65 @@ def test_subsets_are_stratified_and_keep_ids():
         ddm.data.load("digits", test_size=5)
 
 
+def test_subset_rows_kept_in_a_cache_folder_are_the_ones_scikit_learn_chooses(tmp_path, monkeypatch, caplog):
+    import sklearn.model_selection
+
+    from ddm.data.dataset import rows_cache
+
+    plain = ddm.data.load("digits", train_size=100, test_size=20, seed=3)
+    with rows_cache(tmp_path):
+        first = ddm.data.load("digits", train_size=100, test_size=20, seed=3)
+    files = sorted(tmp_path.glob("rows-subset-*.safetensors"))
+    assert len(files) == 2  # the training and the test subset
+    assert torch.equal(first.train.index, plain.train.index) and torch.equal(first.test.index, plain.test.index)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("scikit-learn asked again")
+
+    monkeypatch.setattr(sklearn.model_selection, "train_test_split", refused)
+    with rows_cache(tmp_path):  # read back, scikit-learn not asked
+        again = ddm.data.load("digits", train_size=100, test_size=20, seed=3)
+        assert torch.equal(again.train.index, plain.train.index) and torch.equal(again.test.index, plain.test.index)
+        with pytest.raises(AssertionError, match="asked again"):  # another seed is another choice
+            ddm.data.load("digits", train_size=100, seed=4)
+    monkeypatch.undo()
+    files[0].write_bytes(b"not a safetensors file")
+    with rows_cache(tmp_path), caplog.at_level("WARNING"):
+        mended = ddm.data.load("digits", train_size=100, test_size=20, seed=3)
+    assert "choosing the rows again" in caplog.text
+    assert torch.equal(mended.train.index, plain.train.index) and torch.equal(mended.test.index, plain.test.index)
+    with rows_cache(tmp_path):
+        assert torch.equal(ddm.data.load("digits", train_size=100, test_size=20, seed=3).train.index,
+                           plain.train.index)
+
+
+def test_a_held_out_split_of_arrays_kept_in_a_cache_folder_is_the_same(tmp_path):
+    from ddm.data.dataset import rows_cache
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 5)), rng.integers(0, 3, 200)
+    plain = ddm.data.from_arrays(X, y, seed=2)
+    for _ in range(2):  # computed and stored, then read back
+        with rows_cache(tmp_path):
+            cached = ddm.data.from_arrays(X, y, seed=2)
+        assert torch.equal(cached.train.x, plain.train.x) and torch.equal(cached.test.y, plain.test.y)
+    assert len(list(tmp_path.glob("rows-held-out-*.safetensors"))) == 1
+
+
+def test_a_command_on_a_workspace_of_a_subset_does_not_import_scikit_learn_again(tmp_path):
+    import subprocess
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X=rng.normal(size=(120, 4)).astype(np.float32), y=rng.integers(0, 3, 120))
+    code = ("import sys; from ddm.cli.common import load_data; from ddm.config import DataConfig; "
+            f"load_data(DataConfig(name='npz', data_dir={str(tmp_path / 'd.npz')!r}, train_size=60), "
+            f"{str(tmp_path / 'ws')!r}); print('sklearn' in sys.modules)")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+            for _ in range(2)]
+    assert runs == ["True", "False"]  # the first chooses the rows, the second reads them from the workspace's cache/
+    assert len(list((tmp_path / "ws" / "cache").glob("rows-*.safetensors"))) == 2
+
+
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_reader_round_trip(tmp_path, gz):
     a = np.arange(2 * 3 * 4).reshape(2, 3, 4) % 256

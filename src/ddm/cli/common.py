@@ -94,8 +94,13 @@ def model_for_data(cfg: Any, data: Any, args: argparse.Namespace) -> Any:
     return cfg.with_overrides([f"model.name={model_cfg.name}", f"model.depth={model_cfg.depth}"])
 
 
+#: the workspace's folder of the rows scikit-learn chose for its data's subsets (``ddm.data.rows_cache``)
+CACHE_FOLDER = "cache"
+
+
 def load_data(cfg: Any, workspace: str) -> Any:
-    """The workspace's dataset, or an error that says how to open a workspace fitted on data from Python."""
+    """The workspace's dataset, or an error that says how to open a workspace fitted on data from Python. The rows of
+    its subsets are kept in the workspace's ``cache/`` (``ddm.data.rows_cache``)."""
     from ddm import data as data_mod
 
     if cfg.name not in data_mod.DATASETS:
@@ -104,7 +109,8 @@ def load_data(cfg: Any, workspace: str) -> Any:
                        f"{', '.join(data_mod.DATASETS.names())}): open it from Python with the same data, "
                        "`dm = ddm.DistilledDatamodel(WS).load()`, then dm.attribute(data.test[...]), dm.unlearn(...), "
                        "ddm.evaluation.check.check(dm, data) (README, 'Python quickstart'); `ddm info` reads it as is")
-    return data_mod.load(cfg)
+    with data_mod.rows_cache(Path(workspace) / CACHE_FOLDER):
+        return data_mod.load(cfg)
 
 
 def load_workspace(args: argparse.Namespace, overrides: list[str] | None = None) -> tuple[Any, Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ddm.cli.common import (
+    CACHE_FOLDER,
     averaged_line,
     class_text,
     ensure_classes,
@@ -39,7 +40,8 @@ def _offline(args: argparse.Namespace, until: str) -> tuple[Any, Any, Any]:
     from ddm.pipeline import DistilledDatamodel
 
     cfg = make_config(args)
-    data = data_mod.load(cfg.data)
+    with data_mod.rows_cache(Path(args.workspace) / CACHE_FOLDER):
+        data = data_mod.load(cfg.data)
     log.info("%s", data.summary())
     cfg = model_for_data(cfg, data, args)
     dm = DistilledDatamodel(args.workspace, cfg, overwrite=args.overwrite)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from ddm.config import DataConfig
 from ddm.data.arrays import from_arrays, from_torch
-from ddm.data.dataset import Dataset, Split, stratified_subset
+from ddm.data.dataset import Dataset, Split, rows_cache, stratified_subset
 from ddm.registry import Registry
 
 DATASETS: Registry[Callable[[DataConfig], Dataset]] = Registry("dataset")
@@ -88,4 +88,4 @@ def load(name: str | DataConfig = "digits", **overrides: object) -> Dataset:
     return ds
 
 
-__all__ = ["DATASETS", "Dataset", "Split", "from_arrays", "from_torch", "load"]
+__all__ = ["DATASETS", "Dataset", "Split", "from_arrays", "from_torch", "load", "rows_cache"]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddm.data.dataset import Dataset, Split
+from ddm.data.dataset import Dataset, Split, cached_rows
 from ddm.exceptions import DataError
 
 log = logging.getLogger(__name__)
@@ -94,12 +94,19 @@ def from_arrays(X: Any, y: Any, X_test: Any = None, y_test: Any = None, *, name:
     if X_test is None:
         if not 0 < test_fraction < 1:
             raise DataError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-        from sklearn.model_selection import train_test_split
-
         counts = torch.bincount(yy)
         strat = yy.numpy() if counts[counts > 0].min() >= 2 else None
-        tr, te = train_test_split(np.arange(len(x)), test_size=test_fraction, random_state=seed, stratify=strat)
-        tr, te = torch.as_tensor(np.sort(tr)), torch.as_tensor(np.sort(te))
+
+        def choose() -> np.ndarray:
+            from sklearn.model_selection import train_test_split
+
+            _, held = train_test_split(np.arange(len(x)), test_size=test_fraction, random_state=seed, stratify=strat)
+            return np.sort(held)
+
+        te = torch.as_tensor(cached_rows("held-out", yy.numpy(), (test_fraction, seed, strat is not None), choose))
+        out = torch.ones(len(x), dtype=torch.bool)
+        out[te] = False
+        tr = torch.nonzero(out).flatten()
         xt, yt = x[te], yy[te]
         x, yy = x[tr], yy[tr]
     else:
