@@ -27,6 +27,22 @@ def test_help_answers(capsys):
         assert "--workspace" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_command_line_lets_torchs_threads_wait_passively_unless_told(preset, expected):
+    # two commands at once on 2 cores starved each other with spinning threads (261 s each instead of 21 s)
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    code = ("import os, sys; from ddm.cli.main import main; main(['info', '--config-help']); "
+            "print('policy', os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip().splitlines()[-1] == f"policy {expected} True"  # set before torch was loaded
+
+
 @pytest.mark.parametrize("argv, says", [
     (["attribute", "--top-k", "0"], "--top-k: must be at least 1, got 0"),
     (["diagnose", "--verify", "-1"], "--verify: must be at least 0, got -1"),

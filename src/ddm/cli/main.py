@@ -450,7 +450,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser.build_parser(commands())
 
 
+#: OpenMP's wait policy for torch's CPU threads under the command line, unless ``OMP_WAIT_POLICY`` is set. With
+#: torch's own default its threads spin while they wait for each other, and two ddm commands at once (or one beside
+#: any other busy process) starve each other: two ``ddm run --preset demo`` at once on 2 CPU cores took 261 s each,
+#: where one alone takes 12-17 s; waiting passively they took 21 s each, at a cost of 15-21 s for the demo alone and
+#: 74 s against 70 s for a ResNet run (README, "Reliability").
+OMP_WAIT_POLICY = "PASSIVE"
+
+
+def _passive_threads() -> None:
+    """Let torch's CPU threads sleep while they wait (:data:`OMP_WAIT_POLICY`), where the user set no policy and
+    torch is not loaded yet (OpenMP reads the setting once, when torch loads it)."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _passive_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
