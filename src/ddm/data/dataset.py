@@ -51,22 +51,22 @@ def cached_rows(kind: str, y: np.ndarray, params: tuple[object, ...], compute: C
     folder = _ROWS_CACHE.get()
     if folder is None:
         return compute()
-    from ddm.workspace import save_tensors
+    from ddm.exceptions import CorruptArtifactError
+    from ddm.workspace import load_tensors, save_tensors
 
     h = hashlib.sha256(f"{kind}|{params!r}|{_sklearn_version()}|".encode())
     h.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
     path = folder / f"rows-{kind}-{h.hexdigest()[:32]}.safetensors"
     if path.exists():
         try:
-            from safetensors.torch import load_file
-
-            rows = load_file(str(path))["rows"].numpy()
+            rows = load_tensors(path)["rows"].numpy()
+        except (CorruptArtifactError, KeyError) as exc:  # a damaged file: chosen again and written over
+            log.warning("%s could not be read (%s): choosing the rows again", path, exc)
+        else:
             if rows.ndim == 1 and len(np.unique(rows)) == len(rows) and (len(rows) == 0 or (
                     rows.min() >= 0 and rows.max() < len(y))):
                 return rows
             log.warning("%s does not hold rows of a split of %d samples: choosing them again", path, len(y))
-        except Exception as exc:  # a damaged file: chosen again and written over
-            log.warning("%s could not be read (%s): choosing the rows again", path, exc)
     rows = np.asarray(compute(), dtype=np.int64)
     try:
         save_tensors(path, {"rows": torch.from_numpy(rows.copy())})
