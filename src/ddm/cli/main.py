@@ -453,8 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
 #: OpenMP's wait policy for torch's CPU threads under the command line, unless ``OMP_WAIT_POLICY`` is set. With
 #: torch's own default its threads spin while they wait for each other, and two ddm commands at once (or one beside
 #: any other busy process) starve each other: two ``ddm run --preset demo`` at once on 2 CPU cores took 261 s each,
-#: where one alone takes 12-17 s; waiting passively they took 21 s each, at a cost of 15-21 s for the demo alone and
-#: 74 s against 70 s for a ResNet run (README, "Reliability").
+#: where one alone takes 12-17 s; waiting passively they took 21 s each, at a cost of 15-21 s for the demo alone,
+#: 7.0-7.3 s against 5.4-6.0 s for an MLP's training and 74 s against 70 s for a ResNet run (README, "Reliability").
 OMP_WAIT_POLICY = "PASSIVE"
 
 
