@@ -210,27 +210,41 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
     data = before["data"]
     model = dm.unlearn_relabel(idx, data.train, name=args.name, synset=synset)
     r = dm.last_relabel
-    out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "relabel", "removed_samples": len(before["rows"]),
+    out: dict[str, Any] = {"groups": idx, "synset": synset, "method": r["method"],
+                           "removed_samples": len(before["rows"]),
                            **_scores(model, before), "saved": r["folder"], "seconds": r["seconds"],
                            "relabelled": r["relabelled"], "softened": r["softened"],
-                           "classes_without_data": r["classes_without_data"],
+                           "classes_without_data": r["classes_without_data"], "kept_fit": r["kept_fit"],
                            "training_seconds": _recorded_training_seconds(dm)}
+    if "fell_back" in r:
+        out["fell_back"] = r["fell_back"]
     if args.verify:
         from ddm.evaluation.check import verify_unlearning
 
         out["verification"] = verify_unlearning(dm, data, idx, model, args.verify, synset, retrainer)
-        if abs(out["verification"]["test_gap_points"]) > VERIFY_GAP and synset == "groups" and dm.synset is not None:
+        if (abs(out["verification"]["test_gap_points"]) > VERIFY_GAP and synset == "groups" and dm.synset is not None
+                and "fell_back" not in r):
             out["verification"]["step"] = _beside(dm, data, idx, args.verify, retrainer, "step")
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    print(f"unlearned {synset} {listed(idx, where='')} ({out['removed_samples']} training samples) by one epoch of "
-          f"fine-tuning on the training data with the removed samples relabelled by their {r['neighbours']} nearest "
-          f"kept samples where {r['agree']} of them agree ({r['relabelled']} of {out['removed_samples']} took another "
-          f"class, {r['softened']} more the label shares of their {r['soft_neighbours']} nearest kept samples, which "
-          f"do not all carry their own; {secs(r['seconds'])} s; --method step: the synsets' step, which reads no "
-          "data)")
+    if "fell_back" in r:
+        fit = r["kept_fit"]
+        print(f"unlearned {synset} {listed(idx, where='')} ({out['removed_samples']} training samples) by the "
+              f"synsets' step, in place of a relabelled epoch that lost {100 * (fit['before'] - fit['after']):.1f} "
+              "points of accuracy on the kept training data (the warning above; ddm.unlearning.RELABEL_FIT_DROP; "
+              f"BENCHMARKS.md, \"Configurations drawn at random\"); {secs(r['seconds'])} s")
+    else:
+        print(f"unlearned {synset} {listed(idx, where='')} ({out['removed_samples']} training samples) by one epoch "
+              f"of fine-tuning on the training data with the removed samples relabelled by their {r['neighbours']} "
+              f"nearest kept samples where {r['agree']} of them agree ({r['relabelled']} of {out['removed_samples']} "
+              f"took another class, {r['softened']} more the label shares of their {r['soft_neighbours']} nearest kept "
+              f"samples, which do not all carry their own; {secs(r['seconds'])} s; --method step: the synsets' step, "
+              "which reads no data)")
     _print_scores(out)
+    fit = r["kept_fit"]
+    print(f"  kept-data acc.     {100 * fit['before']:.1f}% -> {100 * fit['after']:.1f}% (the relabelled epoch"
+          + (", not used)" if "fell_back" in r else ")"))
     if out["classes_without_data"]:
         print(f"  class(es) {out['classes_without_data']} have no training data left: the unlearned model no "
               "longer predicts them (as retraining without them would not)")
@@ -259,13 +273,15 @@ def _beside(dm: Any, data: Any, idx: list[int], orders: int, retrainer: Any, met
 
     from ddm.evaluation.check import verify_unlearning
 
-    damaged = False
+    damaged, fell_back = False, None
     if method == "step":
         model, saved = dm.unlearn(idx), str(dm.unlearn_folder(idx, None, "groups"))
         damaged = bool((dm.last_unlearning_check or {}).get("damaged"))  # its check warned, above this command's lines
     else:
         model = dm.unlearn_relabel(idx, data.train)
-        saved = dm.last_relabel["folder"]
+        saved, fell_back = dm.last_relabel["folder"], dm.last_relabel.get("fell_back")
+        if fell_back:  # the epoch was refused (RELABEL_FIT_DROP): nothing to score beside the step
+            return {"fell_back": fell_back}
     v = verify_unlearning(dm, data, idx, model, orders, "groups", retrainer)
     return {"test_accuracy": v["unlearned"]["test_accuracy"], "test_gap_points": v["test_gap_points"],
             "removed_accuracy": v["unlearned"]["removed_accuracy"],
@@ -278,6 +294,9 @@ def _print_beside(v: dict[str, Any], method: str) -> None:
     if other is None:
         return
     what = "the synsets' step (--method step)" if method == "step" else "relabelled fine-tuning (--method relabel)"
+    if "fell_back" in other:
+        print(f"    {what} not scored beside it: {other['fell_back']}")
+        return
     nearer = abs(other["test_gap_points"]) < abs(v["test_gap_points"])
     print(f"    {what} against the same retrains: test accuracy {100 * other['test_accuracy']:.1f}% "
           f"({other['test_gap_points']:+.1f} points), removed-data acc. {100 * other['removed_accuracy']:.1f}%; "
