@@ -199,6 +199,15 @@ def test_the_command_line_fits_the_convnets_depth_to_small_images_unless_asked(d
     assert depth() == 2  # the demo's depth 3 would instance-normalise 2x2 maps on the 8x8 digits
     assert depth("model.depth=3") == 3 and depth("model.depth=1") == 1  # asked for: kept
     assert depth("model.norm=groupnorm") == 3
+    # naming the ConvNet names no depth (a random configuration's `--set model.name=convnet` got depth 3 on digits)
+    assert depth("model.name=convnet") == 2 and depth("model.name=convnet", "model.depth=3") == 3
+    # a configuration read back from its workspace is what was run: `ddm run -w WS` resumes it as it is
+    (tmp_path / "config.json").write_text(make_config(argparse.Namespace(
+        workspace=str(tmp_path), config=None, preset="demo", dataset=None, data_dir=None, sets=["model.depth=3"],
+        recipe=None, model=None)).to_json())
+    args = argparse.Namespace(workspace=str(tmp_path), config=None, preset=None, dataset=None, data_dir=None, sets=[],
+                              recipe=None, model=None)
+    assert model_for_data(make_config(args), digits, args).model.depth == 3
 
 
 def test_recipe_applies_its_overrides_before_the_explicit_sets(tmp_path, capsys):

@@ -75,14 +75,20 @@ def model_for_data(cfg: Any, data: Any, args: argparse.Namespace) -> Any:
     """``cfg`` with an MLP in place of the preset's ConvNet where ``data`` are feature vectors (1x1 "images", which
     the ConvNet's instance norm refuses), and with fewer ConvNet blocks where the images are too small for the
     preset's depth (:func:`ddm.presets.model_for`), unless the model was named (``--set model.name=...`` or
-    ``--model``) or, for the depth, ``--set model.depth=...`` asks for one."""
+    ``--model``) or, for the depth, ``--set model.depth=...`` asks for one: ``--set model.name=convnet`` alone names
+    no depth, and gets the one for its images. A configuration read back from the workspace (``ddm run -w WS`` with
+    no ``--preset`` or ``--config``) is what was run, and is kept as it is."""
     from ddm import presets
 
     model_cfg = presets.model_for(data, cfg.model)
     named = {s.split("=", 1)[0].strip() for s in args.sets}
-    if model_cfg == cfg.model or getattr(args, "model", None) or "model.name" in named:
+    stored = (getattr(args, "preset", None) is None and not getattr(args, "config", None)
+              and Path(args.workspace, "config.json").exists())
+    if model_cfg == cfg.model or getattr(args, "model", None) or stored:
         return cfg
     if model_cfg.name != cfg.model.name:
+        if "model.name" in named:
+            return cfg
         log.info("the data are feature vectors (%d per sample): an MLP (model.name=mlp, width %d, depth %d) in place "
                  "of the preset's ConvNet", data.image_shape[0], model_cfg.width, model_cfg.depth)
     elif "model.depth" in named:
