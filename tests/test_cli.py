@@ -668,6 +668,37 @@ def test_a_model_still_improving_when_training_stopped_is_warned_about():
     assert training_progress(model, late, Split(x[:0], torch.tensor([], dtype=torch.long))) is None
 
 
+def test_a_model_that_fits_its_training_data_loosely_is_warned_about(tmp_path, capsys):
+    import math
+
+    from torch import nn
+
+    from ddm.cli.main import _loose_fit
+    from ddm.data.dataset import Split
+    from ddm.health import LOOSE_FIT, fit_to_training
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).repeat(50, 1).reshape(100, 1, 1, 2)
+    train = Split(x, torch.tensor([0, 1]).repeat(50))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))
+    uniform = {"1.weight": torch.zeros(2, 2), "1.bias": torch.zeros(2)}  # a uniform guess: ln 2 on every sample
+    sure = {"1.weight": 20 * torch.eye(2), "1.bias": torch.zeros(2)}  # right, and confident
+    loose, tight = fit_to_training(model, uniform, train, 2), fit_to_training(model, sure, train, 2)
+    assert loose is not None and tight is not None
+    assert loose["loss"] == pytest.approx(math.log(2)) and loose["ratio"] == pytest.approx(1.0) and loose["loose"]
+    assert tight["ratio"] < 1e-6 and tight["accuracy"] == 1.0 and not tight["loose"]
+    said = _loose_fit(loose)
+    assert f"0.693, 1.00 of a uniform guess's (above {LOOSE_FIT:g})" in said and "ddm check" in said
+    assert fit_to_training(model, uniform, Split(x[:0], torch.tensor([], dtype=torch.long)), 2) is None
+    assert fit_to_training(model, uniform, train, 1) is None
+    # ddm run reports it with the model, and warns only where the fit is loose
+    ws = str(tmp_path / "ws")
+    assert main(["train", "-w", ws, "--preset", "tiny", "--json", "-q"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    fit = out["model"]["training_fit"]
+    assert 0 < fit["loss"] and fit["ratio"] == pytest.approx(fit["loss"] / math.log(10)) and fit["samples"] > 0
+    assert any("fits its training data loosely" in w for w in out.get("warnings", [])) == fit["loose"]
+
+
 def test_a_step_at_theta_tau_unlike_the_checkpoints_is_warned_about(tmp_path, capsys, monkeypatch):
     import ddm.attribution.agreement
 
