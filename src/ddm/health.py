@@ -271,8 +271,8 @@ def training_progress(model: nn.Module, trajectory: Trajectory, test: Split,
 #: a model whose training cross-entropy at theta_tau is above this fraction of a uniform guess's (ln C) fits its data
 #: loosely (:func:`fit_to_training`). On three of the four configurations drawn at random above it (0.79-0.92: MLPs
 #: and a ConvNet stopped at 60-90 % training accuracy) DDM's default ranked groups 0.04-0.11 LDS below last-layer
-#: influence and a damping 100x the default ranked them best; the fourth (0.51) it ranked ahead. Every configuration
-#: of the matrix read at most 0.32 (BENCHMARKS.md, "Configurations drawn at random")
+#: influence and a damping 100x the default ranked them best; the fourth (0.51) it ranked ahead, and there that damping
+#: lost 0.22. Every configuration of the matrix read at most 0.32 (BENCHMARKS.md, "Configurations drawn at random")
 LOOSE_FIT = 0.5
 #: training samples (the first ones) :func:`fit_to_training` scores
 FIT_SAMPLES = 5000

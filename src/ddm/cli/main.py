@@ -240,8 +240,9 @@ def _loose_fit(f: dict[str, Any]) -> str:
     return (f"the model fits its training data loosely: its training cross-entropy is {f['loss']:.3f}, "
             f"{f['ratio']:.2f} of a uniform guess's (above {LOOSE_FIT:g}), at {100 * f['accuracy']:.1f}% training "
             "accuracy. On such models DDM's Newton step at theta_tau ranked groups below last-layer influence (by "
-            "0.04-0.11 LDS on three of four configurations drawn at random), where a damping 100x the default ranked "
-            "them best, and exact retraining without a few groups moved far from the model (BENCHMARKS.md, "
+            "0.04-0.11 LDS on three of four configurations drawn at random; a damping 100x the default ranked those "
+            "three best and the fourth far worse), and exact retraining without a few groups moved far from the "
+            "model (BENCHMARKS.md, "
             "\"Configurations drawn at random\"). `ddm check` measures it on this model and advises the damping "
             "(--apply keeps it); if you meant a trained-out model, train it longer or at another rate and run again "
             "with --overwrite")
