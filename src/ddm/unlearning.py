@@ -387,6 +387,10 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
         forget_classes(model, gone)
     kept = train[torch.nonzero(keep).flatten()]
     fit = {"before": accuracy(with_params(net, trajectory.final), kept), "after": accuracy(model, kept)}
+    info = {"groups": idx.tolist(), "synset": synset, "method": "relabel", "neighbours": RELABEL_NEIGHBOURS,
+            "agree": RELABEL_AGREE, "soft_neighbours": RELABEL_SOFT_NEIGHBOURS, "softened": r.softened,
+            "epochs": 1, "seconds": seconds, "relabelled": r.relabelled, "removed_samples": int((~keep).sum()),
+            "classes_without_data": gone, "kept_fit": fit}
     syn = dm.synset if synset == "groups" else dm.class_synset
     if fit["before"] - fit["after"] > RELABEL_FIT_DROP:
         drop = 100 * (fit["before"] - fit["after"])
@@ -399,19 +403,9 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
         else:
             log.warning("%s; the synsets' step was used instead (--method step)", why)
             step = unlearn(dm, groups, name, synset)
-            dm.last_relabel = {"groups": idx.tolist(), "synset": synset, "method": "step", "fell_back": why,
-                               "kept_fit": fit, "seconds": time.perf_counter() - t0, "relabelled": r.relabelled,
-                               "softened": r.softened, "removed_samples": int((~keep).sum()),
-                               "neighbours": RELABEL_NEIGHBOURS, "agree": RELABEL_AGREE,
-                               "soft_neighbours": RELABEL_SOFT_NEIGHBOURS, "classes_without_data": gone,
+            dm.last_relabel = {**info, "method": "step", "fell_back": why, "seconds": time.perf_counter() - t0,
                                "folder": str(dm.unlearn_folder(idx.tolist(), name, synset))}
             return step
-    removed = int((~keep).sum())
-    info = {"groups": idx.tolist(), "synset": synset, "method": "relabel", "neighbours": RELABEL_NEIGHBOURS,
-            "agree": RELABEL_AGREE,
-            "soft_neighbours": RELABEL_SOFT_NEIGHBOURS, "softened": r.softened,
-            "epochs": 1, "seconds": seconds, "relabelled": r.relabelled, "removed_samples": removed,
-            "classes_without_data": gone, "kept_fit": fit}
     _save(folder, model, info, "relabelled fine-tuning (a smaller train.lr)")
     dm.last_relabel = {**info, "folder": str(folder)}
     return model
