@@ -37,6 +37,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_report  # noqa: E402
 
+from ddm.workspace import atomic_write_text  # noqa: E402
+
 PEERS = "if-explicit,tracin"
 
 
@@ -106,7 +108,7 @@ def draws(root: Path, n: int, seed: int) -> list[dict[str, Any]]:
         if len(stored["draws"]) >= n:
             return list(stored["draws"][:n])
     root.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"seed": seed, "draws": drawn}, indent=1))
+    atomic_write_text(path, json.dumps({"seed": seed, "draws": drawn}, indent=1))
     return drawn
 
 
@@ -121,7 +123,7 @@ def step(ws: Path, name: str, argv: list[str], ddm: str) -> dict[str, Any] | Non
                            "stderr": p.stderr[-4000:]}
     if p.returncode == 0:
         doc["out"] = json.loads(p.stdout)
-    out.write_text(json.dumps(doc, indent=1))
+    atomic_write_text(out, json.dumps(doc, indent=1))  # a kill leaves no half-written step behind
     print(f"  {name}: rc {p.returncode}, {doc['seconds']:.0f} s", flush=True)
     return doc
 

@@ -228,8 +228,8 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
+    fit = r["kept_fit"]
     if "fell_back" in r:
-        fit = r["kept_fit"]
         print(f"unlearned {synset} {listed(idx, where='')} ({out['removed_samples']} training samples) by the "
               f"synsets' step, in place of a relabelled epoch that lost {100 * (fit['before'] - fit['after']):.1f} "
               "points of accuracy on the kept training data (the warning above; ddm.unlearning.RELABEL_FIT_DROP; "
@@ -242,7 +242,6 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
               f"samples, which do not all carry their own; {secs(r['seconds'])} s; --method step: the synsets' step, "
               "which reads no data)")
     _print_scores(out)
-    fit = r["kept_fit"]
     print(f"  kept-data acc.     {100 * fit['before']:.1f}% -> {100 * fit['after']:.1f}% (the relabelled epoch"
           + (", not used)" if "fell_back" in r else ")"))
     if out["classes_without_data"]:
