@@ -30,6 +30,16 @@ def fresh_curvatures():
     clear_curvature_cache()
 
 
+@pytest.fixture(autouse=True)
+def no_calibration(monkeypatch):
+    """``ddm run`` calibrates a model that fits its training data loosely, as the tiny preset's does, with 32 exact
+    retrains (``--calibrate auto``); the tests that are not about it run without (their own ``--calibrate`` still
+    counts)."""
+    from ddm.cli import parser
+
+    monkeypatch.setattr(parser, "CALIBRATE_DEFAULT", "never")
+
+
 @pytest.fixture(scope="session")
 def digits():
     return ddm.data.load("digits", train_size=200, test_size=40)

@@ -867,3 +867,65 @@ def test_advice_is_pending_against_the_temperature_the_synsets_carry(tmp_path):
     assert C.pending_advice(dm) == {}
     dm.keys = {"synset": "other"}  # a check of another synset says nothing about these
     assert C.pending_advice(dm) == {}
+
+
+def test_calibration_targets_stay_clear_of_the_checks_own():
+    rows, disjoint = C.calibration_targets(360)
+    assert disjoint and len(rows) == 160 and rows.unique().numel() == 160
+    assert not set(rows.tolist()) & set(C.check_targets(360, 200).tolist())
+    rows, disjoint = C.calibration_targets(1000)
+    assert disjoint and len(rows) == 200 and not set(rows.tolist()) & set(C.check_targets(1000, 200).tolist())
+    rows, disjoint = C.calibration_targets(60)  # the check takes all 60: the calibration scores them too
+    assert not disjoint and rows.tolist() == list(range(60))
+
+
+def test_run_calibrates_a_loosely_fitted_model_once_and_keeps_its_advice(tmp_path, capsys, monkeypatch):
+    """The tiny preset's model fits its 300 training images loosely (training cross-entropy about 0.6 of ln 10): `ddm
+    run --calibrate auto` runs the check on subsets of its own, keeps its advice in config.json, says so, and a later
+    `ddm check` scores the kept settings on the check's own subsets."""
+    monkeypatch.setattr(C, "CALIBRATION_SUBSETS", 4)
+    monkeypatch.setattr(C, "CALIBRATION_OTHER_CLASS", 4)
+    ws = str(tmp_path / "ws")
+    calls = []
+    real = C.check
+
+    def spy(*a, **k):
+        calls.append(k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(C, "check", spy)
+    assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:1", "-q", "--calibrate", "never",
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["model"]["training_fit"]["loose"] and r["calibration"] == {"ran": False, "reason": "--calibrate never"}
+    assert not calls and not (tmp_path / "ws" / "check").exists()
+
+    assert main(["run", "-w", ws, "--targets", "0:1", "-q", "--calibrate", "auto", "--json"]) == 0
+    out, err = capsys.readouterr()
+    cal = json.loads(out)["calibration"]
+    assert cal["ran"] and cal["reason"] == "the model fits its training data loosely"
+    assert [c["seed"] for c in calls] == [C.CALIBRATION_SEED] * len(calls) and calls[0]["subsets"] == 4
+    stored = json.loads((tmp_path / "ws" / "check" / "calibration.json").read_text())
+    # a second calibration only where the first advised tempered synsets, to refit the rest on them
+    assert len(calls) == (2 if "distill.head_temperature" in cal["advice"] else 1)
+    assert stored["targets"] == calls[-1]["rows"].tolist() and not stored["targets_disjoint_from_check"]
+    assert cal["advice"] and stored["advice"].items() <= cal["advice"].items()
+    assert "calibration (the model fits its training data loosely)" in err
+    config = json.loads((tmp_path / "ws" / "config.json").read_text())
+    for key, value in cal["advice"].items():  # the advice is the workspace's own now
+        stage, field = key.split(".")
+        assert config[stage][field] == pytest.approx(value)
+    assert all(np.isfinite(v["mean"]) for v in cal["lds"].values())
+
+    # run again: calibrated before, nothing retrained, the kept settings stay
+    calls.clear()
+    assert main(["run", "-w", ws, "--targets", "0:1", "-q", "--calibrate", "auto"]) == 0
+    text = capsys.readouterr().out
+    assert not calls and "calibration: not run: calibrated before" in text
+    assert json.loads((tmp_path / "ws" / "config.json").read_text()) == config
+
+    # the check proper scores on its own halves, drawn from another seed than the calibration's
+    assert main(["check", "-w", ws, "-q", "--subsets", "4", "--other-class-subsets", "4", "--other-classes", "1",
+                 "--num-targets", "10", "--json", "--try-temperature", "0"]) == 0
+    capsys.readouterr()
+    assert calls[-1].get("seed", C.SUBSET_SEED) == C.SUBSET_SEED

@@ -243,9 +243,99 @@ def _loose_fit(f: dict[str, Any]) -> str:
             "0.04-0.11 LDS on three of four configurations drawn at random; a damping 100x the default ranked those "
             "three best and the fourth far worse), and exact retraining without a few groups moved far from the "
             "model (BENCHMARKS.md, "
-            "\"Configurations drawn at random\"). `ddm check` measures it on this model and advises the damping "
+            "\"Configurations drawn at random\"). `ddm run` calibrates such a model on exact retrains by itself where "
+            "they are cheap (--calibrate), and `ddm check` measures it on this model and advises the damping "
             "(--apply keeps it); if you meant a trained-out model, train it longer or at another rate and run again "
             "with --overwrite")
+
+
+def _calibration(dm: Any, data: Any, out: dict[str, Any], mode: str, stream: Any) -> dict[str, Any]:
+    """``ddm run --calibrate``: run the check on targets and subsets of its own (``evaluation.check.calibrate``) and
+    keep its advice, where ``mode`` asks for it (``auto``: a model that fits its training data loosely, retrains
+    estimated under ``CALIBRATE_BUDGET`` seconds, no check or calibration of these synsets yet). Returns what was
+    done (``ran``, ``reason``; the advice kept and the scores where it ran), and prints it on ``stream``."""
+    from ddm.cli.parser import CALIBRATE_BUDGET
+
+    fit = out["model"].get("training_fit") or {}
+    key = dm.keys.get("synset")
+    done = {}
+    for name in ("calibration.json", "check.json"):
+        path = dm.ws.path("check", name)
+        if path.exists():
+            try:
+                done[name] = json.loads(path.read_text()).get("synset_key") == key
+            except (OSError, json.JSONDecodeError):
+                done[name] = False
+    from ddm.evaluation import check as C
+
+    n = (C.CALIBRATION_SUBSETS + (C.CALIBRATION_OTHER_CLASS if dm.groups is not None and not dm.groups.mixes_classes()
+                                  else 0) + 1)
+    seconds = float((dm.ws.stage_info("train") or {}).get("seconds") or 0.0)
+    estimate = n * 0.6 * seconds
+    why = None
+    if mode == "never":
+        return {"ran": False, "reason": "--calibrate never"}
+    if done.get("calibration.json"):
+        why = "calibrated before (check/calibration.json), its advice kept"
+    elif done.get("check.json"):
+        why = "`ddm check` has measured these synsets (check/check.json)"
+    elif mode == "auto" and not fit.get("loose"):
+        why = "the model fits its training data (--calibrate always calibrates anyway)"
+    elif dm.handed_in():
+        why = ("the trajectory was handed in from your own loop: `ddm check -w WS --retrain MODULE:FUNCTION --apply` "
+               "calibrates with it")
+        if mode == "always":
+            raise DDMError(f"--calibrate always retrains, and {why.replace('WS', str(dm.ws.root))}")
+    elif mode == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        why = f"not under torchrun: `ddm check -w {dm.ws.root} --apply` calibrates in one process"
+    elif mode == "auto" and estimate > CALIBRATE_BUDGET:
+        why = (f"up to {n} exact retrains, estimated at {estimate:.0f} s, above the {CALIBRATE_BUDGET} s `--calibrate "
+               f"auto` spends: `ddm check -w {dm.ws.root} --apply` (or `ddm run --calibrate always`) does it")
+    if why is not None:
+        return {"ran": False, "reason": why, "estimated_seconds": estimate}
+    from ddm.cli.check import _apply_advice
+
+    reason = ("the model fits its training data loosely" if fit.get("loose") else "--calibrate always")
+    print(f"calibration ({reason}): up to {n} exact retrains of the target's schedule on test targets and random "
+          f"subsets of its own (estimated {estimate:.0f} s; cached under {dm.ws.path('check')})", file=stream)
+    start = time.perf_counter()
+    r = C.calibrate(dm, data)
+    first, changed = r, _apply_advice(dm, r["advice"], data, stream)
+    if changed:  # new synsets: the damping, balance and schedule term are refitted on them (every retrain reused)
+        r = C.calibrate(dm, data)
+        _apply_advice(dm, r["advice"], data, stream)
+    kept = {**first["advice"], **r["advice"]} if changed else r["advice"]
+    res = {"ran": True, "reason": reason, "seconds": time.perf_counter() - start, "advice": kept,
+           "targets": len(r["targets"]), "targets_disjoint_from_check": r["targets_disjoint_from_check"],
+           "lds": r["lds"], "other_class_lds": r.get("other_class_lds"), "damping": r.get("damping"),
+           "saved": str(dm.ws.path("check", "calibration.json"))}
+    ddm_lds = first["lds"]["DDM"]
+    after = _advised_lds(r) or (r["lds"]["DDM"] if changed else None)
+    print(f"calibration: DDM's LDS on its {res['targets']} targets {ddm_lds['mean']:+.3f} ± {ddm_lds['se']:.3f} with "
+          "the defaults" + (f", {after['mean']:+.3f} ± {after['se']:.3f} with " +
+                            ", ".join(f"{k}={v:g}" for k, v in kept.items()) + " (kept in config.json)"
+                            if kept and after is not None else "; no setting ranked better beyond two standard errors")
+          + f" ({res['seconds']:.0f} s). `ddm check -w {dm.ws.root}` scores it on targets and subsets the "
+          "calibration did not choose on", file=stream)
+    return res
+
+
+def _advised_lds(r: dict[str, Any]) -> dict[str, float] | None:
+    """The LDS of the row a check's advice stands for (the tempered synsets, refitted damping, balance or schedule
+    term), on its own targets and subsets; None where it advises nothing."""
+    t = r.get("temperature")
+    if t is not None and t.get("recommended"):
+        return t["lds"]
+    s = r.get("schedule_term")
+    if s is not None and s.get("recommended") and s["configured"] == 0:
+        return s["lds"]
+    b = r.get("class_balance")
+    if b is not None and b.get("recommended"):
+        return b["lds"]
+    d = r.get("damping")
+    if d is not None and d.get("recommended"):
+        return d["lds"]
+    return None
 
 
 def _fell_back(p: dict[str, Any], external: bool, momentum: float = 0.0) -> str:
@@ -378,6 +468,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     _, data, dm = _offline(args, "synset")
     out = _describe_offline(dm, data)
     idx = parse_indices(args.targets, len(data.test), "--targets")
+    if not args.json:
+        _print_offline(out)
+    out["calibration"] = cal = _calibration(dm, data, out, getattr(args, "calibrate", "never"),
+                                            sys.stderr if args.json else sys.stdout)
+    if not args.json and not cal["ran"] and cal["reason"].startswith(("calibrated before", "`ddm check` has",
+                                                                        "the trajectory was handed in", "up to")):
+        print(f"calibration: not run: {cal['reason']}")
     out["attribution"] = _attribution_report(dm, data, idx, args)
     t4 = table4(dm.model, dm.trajectory[0], dm.trajectory.final, dm.synset, data.test, dm.finetune_lr,
                 dm.finetune_steps, dm.config.emulate.group_reduction)
@@ -385,7 +482,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(out, indent=2, default=str))
         return 0
-    _print_offline(out)
     _print_attribution(out["attribution"])
     print("\nTable 4 check (unlearn every group with the synset; the paper sees accuracy fall near or "
           "below chance):")

@@ -61,6 +61,44 @@ def check_targets(num_test: int, n: int) -> torch.Tensor:
     return perm[: min(n, num_test)].sort().values
 
 
+#: the draw of the subsets :func:`calibrate` retrains on (the check's are drawn from :data:`SUBSET_SEED`)
+CALIBRATION_SEED = 50_000
+#: the random halves and other-class subsets :func:`calibrate` retrains on (the check's defaults)
+CALIBRATION_SUBSETS, CALIBRATION_OTHER_CLASS = 16, 15
+#: the fewest test rows outside the check's own targets that :func:`calibrate` scores by themselves; with fewer it
+#: scores every test row (on its own subsets still)
+CALIBRATION_MIN_TARGETS = 50
+
+
+def calibration_targets(num_test: int, n: int = 200, check: int = 200) -> tuple[torch.Tensor, bool]:
+    """``(rows, disjoint)``: the test rows :func:`calibrate` scores: up to ``n`` of those outside the check's own
+    ``check`` targets (:func:`check_targets`), so that a later ``ddm check`` scores the calibrated settings on
+    targets, as well as subsets, the calibration never saw; every test row (``disjoint`` False) where fewer than
+    :data:`CALIBRATION_MIN_TARGETS` are left."""
+    taken = torch.zeros(num_test, dtype=torch.bool)
+    taken[check_targets(num_test, check)] = True
+    free = torch.nonzero(~taken).flatten()
+    if len(free) < CALIBRATION_MIN_TARGETS:
+        return torch.arange(num_test)[: max(n, 2)], False
+    perm = torch.randperm(len(free), generator=torch.Generator().manual_seed(CALIBRATION_SEED))
+    return free[perm[:n]].sort().values, True
+
+
+def calibrate(dm: DistilledDatamodel, data: Any,
+              retrain: Retrainer | Callable[..., torch.nn.Module | None] | None = None) -> dict[str, Any]:
+    """The check (:func:`check`, with no peers) on test rows and random subsets of its own
+    (:func:`calibration_targets`, :data:`CALIBRATION_SEED`), written to ``check/calibration.json``: what ``ddm run``
+    does by itself for a model that fits its training data loosely, where the default damping is least reliable
+    (``ddm run --calibrate``), before it keeps the advice. The retrains are cached beside the check's; a later
+    ``ddm check`` scores the result on subsets and targets the calibration did not choose on."""
+    rows, disjoint = calibration_targets(len(data.test))
+    r = check(dm, data, subsets=CALIBRATION_SUBSETS, other_class=CALIBRATION_OTHER_CLASS, retrain=retrain, rows=rows,
+              seed=CALIBRATION_SEED, result="calibration.json")
+    r["targets_disjoint_from_check"] = disjoint
+    save_json(dm.ws.path("check") / "calibration.json", r)
+    return r
+
+
 def _spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman correlation of every column pair of ``a`` and ``b`` ``[M, T]`` (average ranks for ties; 0 where a
     column is constant, as :func:`ddm.evaluation.metrics.spearman`)."""
@@ -106,7 +144,8 @@ def bootstrap_lds(blocks: list[tuple[dict[str, torch.Tensor], torch.Tensor]], re
 def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: int = 16, other_class: int = 15,
           other_classes: int = 3, peers: tuple[str, ...] = (),
           retrain: Retrainer | Callable[..., torch.nn.Module | None] | None = None,
-          temperature: float | None = TRY_TEMPERATURE) -> dict[str, Any]:
+          temperature: float | None = TRY_TEMPERATURE, rows: torch.Tensor | None = None, seed: int = SUBSET_SEED,
+          result: str = "check.json") -> dict[str, Any]:
     """Score ``dm`` (a loaded or fitted workspace) against exact retraining on a few random group subsets.
 
     Returns (and writes to ``check/check.json``) the LDS and other-class LDS of DDM, the trivial same-class score and
@@ -120,7 +159,9 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
     distilled with the cross-entropy at this temperature (``distill.head_temperature``; cached under
     ``check/synset-temperature-T``, the workspace's own synset untouched) and scored beside the configured one on the
     same retrains; advised as :func:`_temperature_choice` says (None or the configured temperature: no second synset;
-    only synsets matched to the head with the cross-entropy)."""
+    only synsets matched to the head with the cross-entropy). ``rows``, ``seed`` and ``result``: the test rows scored
+    (default :func:`check_targets`), the draw of the subsets, and the file under ``check/`` the result is written to
+    (:func:`calibrate` scores other targets on other subsets)."""
     if subsets < 4 or 0 < other_class < 4:
         raise ConfigError(f"the check needs at least 4 random subsets and 0 or at least 4 other-class subsets "
                           f"(got {subsets} and {other_class}): a Spearman correlation over fewer says nothing")
@@ -131,12 +172,12 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
                           "0 or None tries none")
     retrainer = retrainer_for(dm, retrain)
     F = dm.fitted()
-    rows = check_targets(len(data.test), num_targets)
+    rows = check_targets(len(data.test), num_targets) if rows is None else rows
     targets = data.test[rows]
     root = dm.ws.path("check")
     truth = _Truth(root, dm, data, retrainer)
     attr = dm.attribute(targets, "dist2", name="check")
-    keep, actual = subset_losses(truth, F.groups.num_groups, subsets, 0.5, SUBSET_SEED, rows, targets.y,
+    keep, actual = subset_losses(truth, F.groups.num_groups, subsets, 0.5, seed, rows, targets.y,
                                  "check: retrains on random halves")
     same = (F.groups.labels[None, :] == targets.y[:, None]).float()  # [T, K]
     predict: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -155,7 +196,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
     damping, on_top = None, []
     if F.synset.kind == "head" and not F.synset.block:
         damped = _damped_predictor(dm, targets)
-        damping = damping_choice(damped, dm.config.emulate.damping_scale, keep, actual)
+        damping = damping_choice(damped, dm.config.emulate.damping_scale, keep, actual, seed)
         if damping["recommended"]:
             predict[DAMPING] = damped(damping["scale"])
             on_top = [f"emulate.damping_scale={damping['scale']!r}"]
@@ -165,7 +206,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
     # better beyond two standard errors
     balanced = _balanced_predictor(dm, targets, term, on_top)
     configured_balance, balance_setting = dm.class_balance
-    balance = {**balance_choice(balanced, configured_balance, keep, actual), "setting": balance_setting}
+    balance = {**balance_choice(balanced, configured_balance, keep, actual, seed), "setting": balance_setting}
     base = DAMPING if DAMPING in predict else "DDM"
     if balance["recommended"]:
         predict[BALANCE] = balanced(balance["scale"])
@@ -180,7 +221,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
         predict[SCHEDULE] = lambda k: predict[base](k) + (weight - configured) * term(k)
         spread = schedule_spread(without, weight * unit)
     aside = (BALANCE, SCHEDULE, DAMPING, TEMPERED)
-    main = bootstrap_lds([({n: f(keep) for n, f in predict.items()}, actual)], seed=SUBSET_SEED)
+    main = bootstrap_lds([({n: f(keep) for n, f in predict.items()}, actual)], seed=seed)
     out: dict[str, Any] = {"synset_key": dm.keys["synset"], "targets": rows.tolist(), "subsets": subsets,
                            "groups": F.groups.num_groups,
                            "lds": {n: main[n] for n in predict if n not in aside},
@@ -193,10 +234,10 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
         out["damping"] = damping
     if term is not None:
         out["schedule_term"] = {"weight": weight, "configured": configured, "lds": main[SCHEDULE],
-                                "margin": _margin(main, predict, keep, actual, base, SUBSET_SEED), "over": base,
+                                "margin": _margin(main, predict, keep, actual, base, seed), "over": base,
                                 "spread": spread}
     other: tuple[dict[str, Callable[[torch.Tensor], torch.Tensor]], torch.Tensor, torch.Tensor] | None = None
-    subsets_oc = other_class_subsets(F.groups, targets.y, data.num_classes, other_class, other_classes)
+    subsets_oc = other_class_subsets(F.groups, targets.y, data.num_classes, other_class, other_classes, seed)
     if subsets_oc is not None:
         chosen, masks, sel = subsets_oc
         logits = truth.many_test([torch.nonzero(~m).flatten().tolist() for m in masks],
@@ -204,13 +245,13 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
         oc_actual = _loss(logits[:, rows[sel]], targets.y[sel])
         sub: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
             n: partial(_columns, f, sel) for n, f in predict.items()}
-        oc = bootstrap_lds([({n: f(masks) for n, f in sub.items()}, oc_actual)], seed=SUBSET_SEED + 1)
+        oc = bootstrap_lds([({n: f(masks) for n, f in sub.items()}, oc_actual)], seed=seed + 1)
         out["other_class_lds"] = {n: oc[n] for n in predict if n not in aside}
         out["other_class_margin_over_peers"] = {m: oc[f"DDM - {m}"] for m in peers}
         other = (sub, masks, oc_actual)
         if term is not None:
             out["schedule_term"]["other_class_lds"] = oc[SCHEDULE]
-            out["schedule_term"]["other_class_margin"] = _margin(oc, sub, masks, oc_actual, base, SUBSET_SEED + 1)
+            out["schedule_term"]["other_class_margin"] = _margin(oc, sub, masks, oc_actual, base, seed + 1)
         if balance["recommended"]:
             balance["other_class_lds"] = oc[BALANCE]
         if damping is not None and damping["recommended"]:
@@ -241,12 +282,12 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
     out["verdict"] = verdict(out)
     out["passed"] = out["margin_over_trivial"]["mean"] > 0 and out.get("other_class_lds", {}).get(
         "DDM", {"mean": 1.0})["mean"] > 0
-    save_json(root / "check.json", out)
+    save_json(root / result, out)
     return out
 
 
-def other_class_subsets(groups: Groups, y: torch.Tensor, num_classes: int, subsets: int = 15, classes: int = 3
-                        ) -> tuple[list[int], torch.Tensor, torch.Tensor] | None:
+def other_class_subsets(groups: Groups, y: torch.Tensor, num_classes: int, subsets: int = 15, classes: int = 3,
+                        seed: int = SUBSET_SEED) -> tuple[list[int], torch.Tensor, torch.Tensor] | None:
     """The check's other-class subsets: ``(chosen, masks [subsets, K], sel)``, keep-masks that keep the ``classes``
     classes with the most targets (labels ``y``) whole and half of every other class's groups, and the targets they
     serve (for those only other classes' data is removed, and the trivial same-class score gets 0). None where
@@ -257,7 +298,7 @@ def other_class_subsets(groups: Groups, y: torch.Tensor, num_classes: int, subse
     if not subsets or groups.mixes_classes() or n_keep < 1:
         return None
     chosen = sorted(torch.argsort(-counts, stable=True)[:n_keep].tolist())  # the classes with most targets
-    masks = sample_perturbations(groups.num_groups, subsets, 0.5, seed=SUBSET_SEED + 1_000)
+    masks = sample_perturbations(groups.num_groups, subsets, 0.5, seed=seed + 1_000)
     masks[:, torch.isin(groups.labels, torch.as_tensor(chosen))] = True
     return chosen, masks, torch.nonzero(torch.isin(y, torch.as_tensor(chosen))).flatten()
 
@@ -341,20 +382,20 @@ def _best_on_halves(candidates: tuple[float, ...], at: Callable[[float], Callabl
 
 
 def balance_choice(at: Callable[[float], Callable[[torch.Tensor], torch.Tensor]], configured: float,
-                   keep: torch.Tensor, actual: torch.Tensor) -> dict[str, Any]:
+                   keep: torch.Tensor, actual: torch.Tensor, seed: int = SUBSET_SEED) -> dict[str, Any]:
     """The class balance among :data:`SCALES` (and the ``configured`` one) that ranks the random halves ``keep``
     best, its paired margin over the configured balance, and ``recommended``: another balance, better by more than
     two standard errors (:func:`_best_on_halves`; the benchmarks: ``balance_calibration.py``)."""
-    return _best_on_halves(SCALES, at, configured, keep, actual, SUBSET_SEED + 2)
+    return _best_on_halves(SCALES, at, configured, keep, actual, seed + 2)
 
 
 def damping_choice(at: Callable[[float], Callable[[torch.Tensor], torch.Tensor]], configured: float,
-                   keep: torch.Tensor, actual: torch.Tensor) -> dict[str, Any]:
+                   keep: torch.Tensor, actual: torch.Tensor, seed: int = SUBSET_SEED) -> dict[str, Any]:
     """The emulation's damping (``emulate.damping_scale``) among :data:`DAMPING_SCALES` (and the ``configured``
     one) that ranks the random halves ``keep`` best, its paired margin over the configured one, and
     ``recommended``: another, better by more than two standard errors (:func:`_best_on_halves`; the benchmarks:
     ``damping_calibration.py``)."""
-    return _best_on_halves(DAMPING_SCALES, at, configured, keep, actual, SUBSET_SEED + 3)
+    return _best_on_halves(DAMPING_SCALES, at, configured, keep, actual, seed + 3)
 
 
 def _damped_predictor(dm: DistilledDatamodel, targets: Any
