@@ -899,6 +899,14 @@ def test_run_calibrates_a_loosely_fitted_model_once_and_keeps_its_advice(tmp_pat
     r = json.loads(capsys.readouterr().out)
     assert r["model"]["training_fit"]["loose"] and r["calibration"] == {"ran": False, "reason": "--calibrate never"}
     assert not calls and not (tmp_path / "ws" / "check").exists()
+    from ddm.cli import parser
+
+    monkeypatch.setattr(parser, "CALIBRATE_BUDGET_LOOSE", 5)  # retrains estimated above it: said, not run
+    assert main(["run", "-w", ws, "--targets", "0:1", "-q", "--calibrate", "auto"]) == 0
+    text = capsys.readouterr().out
+    assert not calls and "calibration: not run: up to 9 exact retrains, estimated at" in text
+    assert "above the 5 s `--calibrate auto` spends on a model that fits its training data loosely" in text
+    monkeypatch.setattr(parser, "CALIBRATE_BUDGET_LOOSE", 300)
 
     assert main(["run", "-w", ws, "--targets", "0:1", "-q", "--calibrate", "auto", "--json"]) == 0
     out, err = capsys.readouterr()
