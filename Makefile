@@ -32,12 +32,21 @@ FMNIST := --dataset fashion-mnist --set data.train_size=10000 --set data.test_si
           --set model.width=16 --set train.epochs=5 --set train.lr=0.05
 bench: bench-gradients bench-matrix bench-ekfac bench-grow bench-damping bench-check bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-probes-user bench-random bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
 
+# the seed-0 and seed-1 draws `ddm run --calibrate auto` calibrates (BENCHMARKS.md, "ddm run calibrates")
+CALIBRATED_DRAWS = runs/random/01 runs/random/09 runs/random-s1/01 runs/random-s1/07 runs/random-s1/03 \
+	runs/random/03 runs/random/05 runs/random/08 runs/random/10 runs/random/11 runs/random-s1/00 runs/random-s1/02 \
+	runs/random-s1/05 runs/random-s1/06 runs/random-s1/09 runs/random-s1/11
+
 # The paper's protocol (Table 1, 4 analogs, unlearning fidelity, cost) with the head default: digits, seed 0.
 # Configurations drawn at random, run from the command line as a user would (BENCHMARKS.md, "Configurations drawn
-# at random"): two draws of 12, each resumed where a kill left it. Needs Fashion-MNIST.
+# at random" and "ddm run calibrates"): three draws of 12, each resumed where a kill left it; seeds 0 and 1 as they
+# ran before `ddm run --calibrate` existed, then their calibration scored on the check's held-out retrains, seed 2
+# with it. Needs Fashion-MNIST.
 bench-random: $(STAMP)
-	$(BIN)/python benchmarks/random_probes.py --seed 0 -n 12 --root runs/random --out benchmarks/results/random-probes
-	$(BIN)/python benchmarks/random_probes.py --seed 1 -n 12 --root runs/random-s1 --out benchmarks/results/random-probes-s1
+	$(BIN)/python benchmarks/random_probes.py --seed 0 -n 12 --root runs/random --out benchmarks/results/random-probes --calibrate never
+	$(BIN)/python benchmarks/random_probes.py --seed 1 -n 12 --root runs/random-s1 --out benchmarks/results/random-probes-s1 --calibrate never
+	$(BIN)/python benchmarks/calibrate_loose.py $(CALIBRATED_DRAWS) --root runs/calibrate --out benchmarks/results/calibrate-random
+	$(BIN)/python benchmarks/random_probes.py --seed 2 -n 12 --root runs/random-s2 --out benchmarks/results/random-probes-s2
 
 # Probes run as a user would, on axes no benchmark had (BENCHMARKS.md, "Long-tailed training data", "RGB images
 # through the CIFAR-10 reader" and "Fine-tuning a pretrained network"): their data, the README's commands (probe.sh),

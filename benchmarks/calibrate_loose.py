@@ -48,6 +48,9 @@ def ddm(*args: str) -> dict[str, Any]:
 
 
 def measure(source: Path, root: Path) -> dict[str, Any]:
+    if (source / "check" / "calibration.json").exists():
+        raise SystemExit(f"{source} was calibrated by its ddm run: its check scores the calibrated settings already "
+                         "(run the draws with random_probes.py --calibrate never for this comparison)")
     name = f"{source.parent.name}-{source.name}"
     dest = root / name
     done = dest / "measured.json"
@@ -74,6 +77,21 @@ def measure(source: Path, root: Path) -> dict[str, Any]:
     return out
 
 
+def would_calibrate(r: dict[str, Any]) -> tuple[float, bool]:
+    """``(estimated seconds, calibrated by --calibrate auto)`` for the source workspace of row ``r``, from its stage
+    records, as ``ddm run`` decides it."""
+    from ddm.cli.parser import CALIBRATE_BUDGET, CALIBRATE_BUDGET_LOOSE
+    from ddm.evaluation.check import calibration_cost
+
+    src = Path(r["workspace"])
+    seconds = {st: json.loads((src / st / "stage.json").read_text()).get("seconds") or 0.0
+               for st in ("train", "synset")}
+    groups = json.loads((src.parent / f"{src.name}.run.json").read_text())["out"].get("groups", {})
+    _, estimate = calibration_cost(seconds["train"], seconds["synset"], groups.get("most_classes", 1) > 1)
+    loose = bool((r["training_fit"] or {}).get("loose"))
+    return estimate, estimate <= (CALIBRATE_BUDGET_LOOSE if loose else CALIBRATE_BUDGET)
+
+
 def _m(d: dict[str, Any] | None, key: str) -> str:
     v = (d or {}).get(key)
     return "–" if v is None else f"{v['mean']:+.3f}"
@@ -81,17 +99,18 @@ def _m(d: dict[str, Any] | None, key: str) -> str:
 
 def render(rows: list[dict[str, Any]]) -> str:
     lines = ["| workspace | fit (of ln C) | kept by the calibration | LDS default → calibrated | influence | TracIn | "
-             "trivial | other-class LDS default → calibrated | calibration s |",
+             "trivial | other-class LDS default → calibrated | calibration s (estimated; by `auto`) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         d, c = r["default"], r["calibrated"]
         advice = ", ".join(f"{k.split('.')[-1]}={v:g}" for k, v in (r["advice"] or {}).items()) or "nothing"
         fit = r["training_fit"] or {}
+        estimate, auto = would_calibrate(r)
         lines.append(f"| {r['workspace']} | {fit.get('ratio', float('nan')):.2f} | {advice} | "
                      f"{_m(d['lds'], 'DDM')} → **{_m(c['lds'], 'DDM')}** | {_m(c['lds'], 'if-explicit')} | "
                      f"{_m(c['lds'], 'tracin')} | {_m(c['lds'], 'same class (trivial)')} | "
                      f"{_m(d['other_class_lds'], 'DDM')} → {_m(c['other_class_lds'], 'DDM')} | "
-                     f"{r['calibration_seconds'] or 0:.0f} |")
+                     f"{r['calibration_seconds'] or 0:.0f} ({estimate:.0f}; {'yes' if auto else 'no'}) |")
     return "\n".join(lines)
 
 

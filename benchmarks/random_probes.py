@@ -4,7 +4,9 @@ Each configuration is drawn from the space below with ``random.Random(--seed)`` 
 ``<root>/draws.json`` (a second call reuses the file and refuses a different draw), and run with the command line
 alone, with no setting of DDM's method changed:
 
-1. ``ddm run`` with the drawn data, model, optimizer, schedule and groups;
+1. ``ddm run`` with the drawn data, model, optimizer, schedule and groups (and ``--calibrate auto``, its default since
+   0.30: the check's advice kept where its retrains are cheap or the model fits loosely; seeds 0 and 1 ran before it
+   existed, as ``--calibrate never`` does);
 2. ``ddm check --peers if-explicit,tracin`` (exact retrains on random halves and on subsets that keep a few classes
    whole): DDM's group LDS and other-class LDS beside last-layer influence, TracIn and the trivial same-class score;
 3. ``ddm unlearn`` of 4 random groups with ``--verify 3`` (exact retraining in 3 data orders) and of one random
@@ -128,12 +130,12 @@ def step(ws: Path, name: str, argv: list[str], ddm: str) -> dict[str, Any] | Non
     return doc
 
 
-def run_all(root: Path, cfgs: list[dict[str, Any]], ddm: str) -> None:
+def run_all(root: Path, cfgs: list[dict[str, Any]], ddm: str, calibrate: str = "auto") -> None:
     for i, c in enumerate(cfgs):
         ws = root / f"{i:02d}"
         print(f"[{i}] {c['dataset']} {c['set']}", flush=True)
         sets = [a for k, v in c["set"].items() for a in ("--set", f"{k}={v}")]
-        r = step(ws, "run", ["run", "--dataset", c["dataset"], *sets], ddm)
+        r = step(ws, "run", ["run", "--dataset", c["dataset"], *sets, "--calibrate", calibrate], ddm)
         if not r or r["rc"]:
             continue
         step(ws, "check", ["check", "--peers", PEERS], ddm)
@@ -278,6 +280,9 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/random-probes", help="report path without extension")
     ap.add_argument("--render", action="store_true", help="only write the report from what has run")
     ap.add_argument("--list", action="store_true", help="print the draw and stop")
+    ap.add_argument("--calibrate", choices=("auto", "never"), default="auto",
+                    help="ddm run --calibrate: auto (its default since 0.30); never, as the draws of seeds 0 and 1 ran "
+                         "(before it existed)")
     a = ap.parse_args()
     root = Path(a.root)
     cfgs = draws(root, a.n, a.seed)
@@ -286,7 +291,7 @@ def main() -> None:
             print(i, describe(c), "unlearn", c["unlearn_groups"], "class", c["unlearn_class"])
         return
     if not a.render:
-        run_all(root, cfgs, a.ddm)
+        run_all(root, cfgs, a.ddm, a.calibrate)
     render(root, cfgs, a.out, a.seed)
 
 

@@ -269,13 +269,9 @@ def _calibration(dm: Any, data: Any, out: dict[str, Any], mode: str, stream: Any
                 done[name] = False
     from ddm.evaluation import check as C
 
-    n = (C.CALIBRATION_SUBSETS + (C.CALIBRATION_OTHER_CLASS if dm.groups is not None and not dm.groups.mixes_classes()
-                                  else 0) + 1)
-    seconds = float((dm.ws.stage_info("train") or {}).get("seconds") or 0.0)
-    distill = float((dm.ws.stage_info("synset") or {}).get("seconds") or 0.0)
-    # the retrains, most on half the data; the tempered synsets' distillation and the emulations about twice the
-    # synset stage (the random draws' checks: BENCHMARKS.md, "ddm run calibrates")
-    estimate = n * 0.6 * seconds + 2 * distill + 10
+    n, estimate = C.calibration_cost(float((dm.ws.stage_info("train") or {}).get("seconds") or 0.0),
+                                     float((dm.ws.stage_info("synset") or {}).get("seconds") or 0.0),
+                                     dm.groups is None or dm.groups.mixes_classes())
     why = None
     if mode == "never":
         return {"ran": False, "reason": "--calibrate never"}
@@ -311,7 +307,8 @@ def _calibration(dm: Any, data: Any, out: dict[str, Any], mode: str, stream: Any
         r = C.calibrate(dm, data)
         _apply_advice(dm, r["advice"], data, stream)
     kept = {**first["advice"], **r["advice"]} if changed else r["advice"]
-    res = {"ran": True, "reason": reason, "seconds": time.perf_counter() - start, "advice": kept,
+    res = {"ran": True, "reason": reason, "seconds": time.perf_counter() - start, "estimated_seconds": estimate,
+           "advice": kept,
            "targets": len(r["targets"]), "targets_disjoint_from_check": r["targets_disjoint_from_check"],
            "lds": r["lds"], "other_class_lds": r.get("other_class_lds"), "damping": r.get("damping"),
            "saved": str(dm.ws.path("check", "calibration.json"))}

@@ -70,6 +70,15 @@ CALIBRATION_SUBSETS, CALIBRATION_OTHER_CLASS = 16, 15
 CALIBRATION_MIN_TARGETS = 50
 
 
+def calibration_cost(train_seconds: float, synset_seconds: float, mixes_classes: bool) -> tuple[int, float]:
+    """``(retrains, seconds)``: how many exact retrains :func:`calibrate` runs and about how long it takes, from the
+    target's training and the synset stage's seconds: the retrains, most on half the data, plus the tempered synsets'
+    distillation and the emulations at about twice the synset stage (the random draws' checks: BENCHMARKS.md, "`ddm
+    run` calibrates")."""
+    n = CALIBRATION_SUBSETS + (0 if mixes_classes else CALIBRATION_OTHER_CLASS) + 1
+    return n, n * 0.6 * train_seconds + 2 * synset_seconds + 10
+
+
 def calibration_targets(num_test: int, n: int = 200, check: int = 200) -> tuple[torch.Tensor, bool]:
     """``(rows, disjoint)``: the test rows :func:`calibrate` scores: up to ``n`` of those outside the check's own
     ``check`` targets (:func:`check_targets`), so that a later ``ddm check`` scores the calibrated settings on
