@@ -931,6 +931,10 @@ def test_run_calibrates_a_loosely_fitted_model_once_and_keeps_its_advice(tmp_pat
     text = capsys.readouterr().out
     assert not calls and "calibration: not run: calibrated before" in text
     assert json.loads((tmp_path / "ws" / "config.json").read_text()) == config
+    assert main(["info", "-w", ws]) == 0  # info says where the settings came from
+    text = capsys.readouterr().out
+    kept = ", ".join(f"{k}={v:g}" for k, v in cal["advice"].items())
+    assert f"calibrated by `ddm run` on 60 test targets and 4 random halves of its own: kept {kept}; LDS there" in text
 
     # the check proper scores on its own halves, drawn from another seed than the calibration's
     assert main(["check", "-w", ws, "-q", "--subsets", "4", "--other-class-subsets", "4", "--other-classes", "1",

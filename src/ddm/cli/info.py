@@ -110,6 +110,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"  against exact retraining (ddm check, {r['subsets']} subsets){stale}:")
         for line in r["verdict"]:
             print(f"    * {line}")
+    calibrated = ws.path("check", "calibration.json")
+    if calibrated.exists():
+        from ddm.workspace import load_json
+
+        c = load_json(calibrated)
+        settings = ", ".join(f"{k}={v:g}" for k, v in (c.get("kept", c.get("advice")) or {}).items()) or "nothing"
+        scores = (f"; LDS there {c['lds_before']['mean']:+.3f} -> {c['lds_after']['mean']:+.3f}"
+                  if c.get("lds_before") and c.get("lds_after") else "")
+        print(f"  calibrated by `ddm run` on {len(c['targets'])} test targets and {c['subsets']} random halves of its "
+              f"own: kept {settings}{scores} (check/calibration.json)")
     config = RunConfig.from_json(stored.read_text()) if stored.exists() else None
     if config is not None:
         from dataclasses import asdict

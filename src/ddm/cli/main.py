@@ -295,6 +295,7 @@ def _calibration(dm: Any, data: Any, out: dict[str, Any], mode: str, stream: Any
     if why is not None:
         return {"ran": False, "reason": why, "estimated_seconds": estimate, "loose": bool(fit.get("loose"))}
     from ddm.cli.check import _apply_advice
+    from ddm.workspace import save_json
 
     reason = ("--calibrate always" if mode == "always" else "the model fits its training data loosely"
               if fit.get("loose") else f"the retrains are cheap (under {CALIBRATE_BUDGET} s)")
@@ -314,6 +315,8 @@ def _calibration(dm: Any, data: Any, out: dict[str, Any], mode: str, stream: Any
            "saved": str(dm.ws.path("check", "calibration.json"))}
     ddm_lds = first["lds"]["DDM"]
     after = _advised_lds(r) or (r["lds"]["DDM"] if changed else None)
+    # what was kept over both passes, beside the scores, for `ddm info`
+    save_json(dm.ws.path("check", "calibration.json"), {**r, "kept": kept, "lds_before": ddm_lds, "lds_after": after})
     print(f"calibration: DDM's LDS on its {res['targets']} targets {ddm_lds['mean']:+.3f} ± {ddm_lds['se']:.3f} with "
           "the defaults" + (f", {after['mean']:+.3f} ± {after['se']:.3f} with " +
                             ", ".join(f"{k}={v:g}" for k, v in kept.items()) + " (kept in config.json)"
