@@ -257,6 +257,8 @@ def _calibration(dm: Any, data: Any, out: dict[str, Any], mode: str, stream: Any
     it on ``stream``."""
     from ddm.cli.parser import CALIBRATE_BUDGET, CALIBRATE_BUDGET_LOOSE
 
+    if mode == "never":
+        return {"ran": False, "reason": "--calibrate never"}
     fit = out["model"].get("training_fit") or {}
     key = dm.keys.get("synset")
     done = {}
@@ -273,8 +275,6 @@ def _calibration(dm: Any, data: Any, out: dict[str, Any], mode: str, stream: Any
                                      float((dm.ws.stage_info("synset") or {}).get("seconds") or 0.0),
                                      dm.groups is None or dm.groups.mixes_classes())
     why = None
-    if mode == "never":
-        return {"ran": False, "reason": "--calibrate never"}
     if done.get("calibration.json"):
         why = "calibrated before (check/calibration.json), its advice kept"
     elif done.get("check.json"):
@@ -315,6 +315,7 @@ def _calibration(dm: Any, data: Any, out: dict[str, Any], mode: str, stream: Any
            "saved": str(dm.ws.path("check", "calibration.json"))}
     ddm_lds = first["lds"]["DDM"]
     after = _advised_lds(r) or (r["lds"]["DDM"] if changed else None)
+    res.update(lds_before=ddm_lds, lds_after=after)
     # what was kept over both passes, beside the scores, for `ddm info`
     save_json(dm.ws.path("check", "calibration.json"), {**r, "kept": kept, "lds_before": ddm_lds, "lds_after": after})
     print(f"calibration: DDM's LDS on its {res['targets']} targets {ddm_lds['mean']:+.3f} ± {ddm_lds['se']:.3f} with "

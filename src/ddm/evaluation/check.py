@@ -102,7 +102,7 @@ def calibrate(dm: DistilledDatamodel, data: Any,
     ``ddm check`` scores the result on subsets and targets the calibration did not choose on."""
     rows, disjoint = calibration_targets(len(data.test))
     r = check(dm, data, subsets=CALIBRATION_SUBSETS, other_class=CALIBRATION_OTHER_CLASS, retrain=retrain, rows=rows,
-              seed=CALIBRATION_SEED, result="calibration.json")
+              seed=CALIBRATION_SEED, result=None)
     r["targets_disjoint_from_check"] = disjoint
     save_json(dm.ws.path("check") / "calibration.json", r)
     return r
@@ -154,7 +154,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
           other_classes: int = 3, peers: tuple[str, ...] = (),
           retrain: Retrainer | Callable[..., torch.nn.Module | None] | None = None,
           temperature: float | None = TRY_TEMPERATURE, rows: torch.Tensor | None = None, seed: int = SUBSET_SEED,
-          result: str = "check.json") -> dict[str, Any]:
+          result: str | None = "check.json") -> dict[str, Any]:
     """Score ``dm`` (a loaded or fitted workspace) against exact retraining on a few random group subsets.
 
     Returns (and writes to ``check/check.json``) the LDS and other-class LDS of DDM, the trivial same-class score and
@@ -170,7 +170,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
     same retrains; advised as :func:`_temperature_choice` says (None or the configured temperature: no second synset;
     only synsets matched to the head with the cross-entropy). ``rows``, ``seed`` and ``result``: the test rows scored
     (default :func:`check_targets`), the draw of the subsets, and the file under ``check/`` the result is written to
-    (:func:`calibrate` scores other targets on other subsets)."""
+    (None: none; :func:`calibrate` scores other targets on other subsets and writes its own)."""
     if subsets < 4 or 0 < other_class < 4:
         raise ConfigError(f"the check needs at least 4 random subsets and 0 or at least 4 other-class subsets "
                           f"(got {subsets} and {other_class}): a Spearman correlation over fewer says nothing")
@@ -291,7 +291,8 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
     out["verdict"] = verdict(out)
     out["passed"] = out["margin_over_trivial"]["mean"] > 0 and out.get("other_class_lds", {}).get(
         "DDM", {"mean": 1.0})["mean"] > 0
-    save_json(root / result, out)
+    if result is not None:
+        save_json(root / result, out)
     return out
 
 
