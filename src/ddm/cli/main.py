@@ -298,7 +298,7 @@ def _calibration(dm: Any, data: Any, out: dict[str, Any], mode: str, stream: Any
     from ddm.workspace import save_json
 
     reason = ("--calibrate always" if mode == "always" else "the model fits its training data loosely"
-              if fit.get("loose") else f"the retrains are cheap (under {CALIBRATE_BUDGET} s)")
+              if fit.get("loose") else f"the retrains are cheap: under {CALIBRATE_BUDGET} s")
     print(f"calibration ({reason}): up to {n} exact retrains of the target's schedule on test targets and random "
           f"subsets of its own (estimated {estimate:.0f} s; cached under {dm.ws.path('check')})", file=stream)
     start = time.perf_counter()
