@@ -941,3 +941,15 @@ def test_run_calibrates_a_loosely_fitted_model_once_and_keeps_its_advice(tmp_pat
                  "--num-targets", "10", "--json", "--try-temperature", "0"]) == 0
     capsys.readouterr()
     assert calls[-1].get("seed", C.SUBSET_SEED) == C.SUBSET_SEED
+
+    # the same from Python, on the retrains already made: nothing is retrained, and what it keeps is in the file
+    from ddm.evaluation.retrain import RetrainCache
+
+    def refuse(*a, **k):
+        raise AssertionError("retrained again")
+
+    monkeypatch.setattr(RetrainCache, "_retrain", refuse)
+    dm = ddm.DistilledDatamodel(ws).load()
+    res = dm.calibrate(ddm.data.load(dm.config.data))
+    assert np.isfinite(res["lds_before"]["mean"]) and calls[-1]["seed"] == C.CALIBRATION_SEED
+    assert json.loads((tmp_path / "ws" / "check" / "calibration.json").read_text())["kept"] == res["kept"]

@@ -464,6 +464,18 @@ class DistilledDatamodel:
                 setattr(self, attr, syn)
         return self
 
+    def calibrate(self, data: Any, retrain: Any = None) -> dict[str, Any]:
+        """Score this workspace against exact retraining on test targets and group subsets of its own (``ddm check``'s
+        32 retrains, cached under ``check/``) and keep what the check advises (damping, class balance, schedule term,
+        tempered synsets) as its settings: what ``ddm run --calibrate`` does (README, "`ddm run` calibrates where it
+        is cheap"). ``data``: the dataset it was fitted on (``.train``, ``.test``); ``retrain``: the training loop of a
+        trajectory handed in (``fn(model, train[, seed])``). Returns what was kept (``kept``) and DDM's LDS on the
+        calibration's targets before and with it (``lds_before``, ``lds_after``); written to ``check/calibration.json``.
+        A later ``ddm check`` scores the result on targets and subsets the calibration did not choose on."""
+        from ddm.evaluation.check import calibrate_and_keep
+
+        return calibrate_and_keep(self, data, retrain)
+
     def keep_settings(self, overrides: list[str]) -> None:
         """Make ``emulate.FIELD=VALUE`` ``overrides`` this workspace's own: applied to this datamodel and written into
         its ``config.json``, so every later ``load()`` (``ddm attribute``, ``diagnose``, ``report``, ``unlearn``) uses

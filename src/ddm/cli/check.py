@@ -169,19 +169,17 @@ def _print_check(r: dict[str, Any], dm: Any) -> None:
 def _apply_advice(dm: Any, advice: dict[str, float], data: Any, out: Any = None) -> bool:
     """``ddm check --apply``: keep the check's advice as the workspace's settings, and say what changed (on ``out``,
     stdout by default). True where the workspace's synsets were replaced (a tempered synset the check distilled)."""
-    from ddm.evaluation.check import temperature_overrides, temperature_stage
+    from ddm.evaluation.check import apply_advice
 
     out = out or sys.stdout
     if not advice:
         print("--apply: the check advises no change; the workspace's settings stay as they are", file=out)
         return False
-    t = advice.get("distill.head_temperature")
-    if t is not None:
-        dm.adopt_variant(data.train, temperature_overrides(t), temperature_stage(t))
+    if apply_advice(dm, advice, data.train):
+        t = advice["distill.head_temperature"]
         print(f"applied: distill.head_temperature={t:g}: the synsets the check distilled at that temperature are now "
               f"this workspace's ({dm.ws.path('synset')}; the setting is in {dm.ws.path('config.json')})", file=out)
         return True
-    dm.keep_settings([f"{k}={v:g}" for k, v in advice.items()])
     print(f"applied: {', '.join(f'{k}={v:g}' for k, v in advice.items())} is now this workspace's setting "
           f"({dm.ws.path('config.json')}): every later ddm attribute and report on it uses it (ddm diagnose too, "
           "with its own class balance); `ddm run` on this workspace keeps it only with the same --set", file=out)

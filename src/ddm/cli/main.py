@@ -294,55 +294,22 @@ def _calibration(dm: Any, data: Any, out: dict[str, Any], mode: str, stream: Any
                "--apply` (or `ddm run --calibrate always`) does it")
     if why is not None:
         return {"ran": False, "reason": why, "estimated_seconds": estimate, "loose": bool(fit.get("loose"))}
-    from ddm.cli.check import _apply_advice
-    from ddm.workspace import save_json
-
     reason = ("--calibrate always" if mode == "always" else "the model fits its training data loosely"
               if fit.get("loose") else f"the retrains are cheap: under {CALIBRATE_BUDGET} s")
     print(f"calibration ({reason}): up to {n} exact retrains of the target's schedule on test targets and random "
           f"subsets of its own (estimated {estimate:.0f} s; cached under {dm.ws.path('check')})", file=stream)
-    start = time.perf_counter()
-    r = C.calibrate(dm, data)
-    first, changed = r, _apply_advice(dm, r["advice"], data, stream)
-    if changed:  # new synsets: the damping, balance and schedule term are refitted on them (every retrain reused)
-        r = C.calibrate(dm, data)
-        _apply_advice(dm, r["advice"], data, stream)
-    kept = {**first["advice"], **r["advice"]} if changed else r["advice"]
-    res = {"ran": True, "reason": reason, "seconds": time.perf_counter() - start, "estimated_seconds": estimate,
-           "advice": kept,
-           "targets": len(r["targets"]), "targets_disjoint_from_check": r["targets_disjoint_from_check"],
-           "lds": r["lds"], "other_class_lds": r.get("other_class_lds"), "damping": r.get("damping"),
-           "saved": str(dm.ws.path("check", "calibration.json"))}
-    ddm_lds = first["lds"]["DDM"]
-    after = _advised_lds(r) or (r["lds"]["DDM"] if changed else None)
-    res.update(lds_before=ddm_lds, lds_after=after)
-    # what was kept over both passes, beside the scores, for `ddm info`
-    save_json(dm.ws.path("check", "calibration.json"), {**r, "kept": kept, "lds_before": ddm_lds, "lds_after": after})
-    print(f"calibration: DDM's LDS on its {res['targets']} targets {ddm_lds['mean']:+.3f} ± {ddm_lds['se']:.3f} with "
-          "the defaults" + (f", {after['mean']:+.3f} ± {after['se']:.3f} with " +
-                            ", ".join(f"{k}={v:g}" for k, v in kept.items()) + " (kept in config.json)"
-                            if kept and after is not None else "; no setting ranked better beyond two standard errors")
+    res = {"ran": True, "reason": reason, "estimated_seconds": estimate, **C.calibrate_and_keep(dm, data)}
+    res["advice"] = kept = res["kept"]
+    before, after = res["lds_before"], res["lds_after"]
+    print(f"calibration: DDM's LDS on its {res['targets']} targets {before['mean']:+.3f} ± {before['se']:.3f} with "
+          "the settings it had" + (f", {after['mean']:+.3f} ± {after['se']:.3f} with " +
+                                   ", ".join(f"{k}={v:g}" for k, v in kept.items()) + ", now kept in " +
+                                   str(dm.ws.path("config.json"))
+                                   if kept and after is not None else
+                                   "; no setting ranked better beyond two standard errors, none changed")
           + f" ({res['seconds']:.0f} s). `ddm check -w {dm.ws.root}` scores it on targets and subsets the "
           "calibration did not choose on", file=stream)
     return res
-
-
-def _advised_lds(r: dict[str, Any]) -> dict[str, float] | None:
-    """The LDS of the row a check's advice stands for (the tempered synsets, refitted damping, balance or schedule
-    term), on its own targets and subsets; None where it advises nothing."""
-    t = r.get("temperature")
-    if t is not None and t.get("recommended"):
-        return t["lds"]
-    s = r.get("schedule_term")
-    if s is not None and s.get("recommended") and s["configured"] == 0:
-        return s["lds"]
-    b = r.get("class_balance")
-    if b is not None and b.get("recommended"):
-        return b["lds"]
-    d = r.get("damping")
-    if d is not None and d.get("recommended"):
-        return d["lds"]
-    return None
 
 
 def _fell_back(p: dict[str, Any], external: bool, momentum: float = 0.0) -> str:

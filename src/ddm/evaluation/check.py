@@ -108,6 +108,63 @@ def calibrate(dm: DistilledDatamodel, data: Any,
     return r
 
 
+def apply_advice(dm: DistilledDatamodel, advice: dict[str, float], train: Any) -> bool:
+    """Keep a check's ``advice`` (:func:`advice`) as the workspace's settings: tempered synsets the check distilled
+    become its own (:meth:`~ddm.pipeline.DistilledDatamodel.adopt_variant`), emulation settings go into its
+    ``config.json`` (:meth:`~ddm.pipeline.DistilledDatamodel.keep_settings`). True where the synsets were replaced
+    (the rest of the advice is then refitted on them by another check, which retrains nothing)."""
+    t = advice.get("distill.head_temperature")
+    if t is not None:
+        dm.adopt_variant(train, temperature_overrides(t), temperature_stage(t))
+        return True
+    if advice:
+        dm.keep_settings([f"{k}={v:g}" for k, v in advice.items()])
+    return False
+
+
+def advised_lds(r: dict[str, Any]) -> dict[str, float] | None:
+    """The LDS of the row a check's advice stands for (the tempered synsets, refitted schedule term, balance or
+    damping, each fitted on top of the next), on the check's own targets and subsets; None where it advises nothing."""
+    t = r.get("temperature")
+    if t is not None and t.get("recommended"):
+        return t["lds"]
+    s = r.get("schedule_term")
+    if s is not None and s.get("recommended") and s["configured"] == 0:
+        return s["lds"]
+    for key in ("class_balance", "damping"):
+        d = r.get(key)
+        if d is not None and d.get("recommended"):
+            return d["lds"]
+    return None
+
+
+def calibrate_and_keep(dm: DistilledDatamodel, data: Any,
+                       retrain: Retrainer | Callable[..., torch.nn.Module | None] | None = None) -> dict[str, Any]:
+    """:func:`calibrate`, then its advice kept (:func:`apply_advice`; where that replaced the synsets, a second
+    calibration on the same retrains refits the rest on them): what ``ddm run --calibrate`` and
+    :meth:`~ddm.pipeline.DistilledDatamodel.calibrate` do. Returns, and adds to ``check/calibration.json``, what was
+    kept (``kept``) and DDM's LDS on the calibration's targets before and with it (``lds_before``, ``lds_after``;
+    None where nothing was kept)."""
+    import time
+
+    start = time.perf_counter()
+    first = r = calibrate(dm, data, retrain)
+    changed = apply_advice(dm, r["advice"], data.train)
+    if changed:
+        r = calibrate(dm, data, retrain)
+        apply_advice(dm, r["advice"], data.train)
+    kept = {**first["advice"], **r["advice"]} if changed else r["advice"]
+    after = advised_lds(r) or (r["lds"]["DDM"] if changed else None)
+    res = {"kept": kept, "lds_before": first["lds"]["DDM"], "lds_after": after,
+           "seconds": time.perf_counter() - start, "targets": len(r["targets"]),
+           "targets_disjoint_from_check": r["targets_disjoint_from_check"], "lds": r["lds"],
+           "other_class_lds": r.get("other_class_lds"), "damping": r.get("damping"),
+           "saved": str(dm.ws.path("check", "calibration.json"))}
+    save_json(dm.ws.path("check", "calibration.json"), {**r, **{k: res[k] for k in ("kept", "lds_before",
+                                                                                    "lds_after")}})
+    return res
+
+
 def _spearman_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman correlation of every column pair of ``a`` and ``b`` ``[M, T]`` (average ranks for ties; 0 where a
     column is constant, as :func:`ddm.evaluation.metrics.spearman`)."""
