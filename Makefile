@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first so pip takes the CPU wheel, never a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-ekfac bench-kronfluence bench-gradients bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-damping bench-check bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-probes-user bench-random bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
+.PHONY: install demo test lint bench bench-calibrate-matrix bench-ekfac bench-kronfluence bench-gradients bench-gpu bench-matrix-orders bench-diagnosis bench-perf bench-scaling-perf bench-budget bench-matrix bench-grow bench-damping bench-check bench-protocol-head bench-protocol-head-diagnosis bench-probes bench-probes-user bench-random bench-digits bench-fmnist bench-scaling bench-ablation bench-diagnostics clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ test: $(STAMP)
 EVAL   := -q --recipe local-free --seeds 0,1,2 --num-targets 20 --lds-subsets 50 --tune 0.01,0.03,0.1,0.3,1 --plots
 FMNIST := --dataset fashion-mnist --set data.train_size=10000 --set data.test_size=2000 \
           --set model.width=16 --set train.epochs=5 --set train.lr=0.05
-bench: bench-gradients bench-matrix bench-ekfac bench-grow bench-damping bench-check bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-probes-user bench-random bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
+bench: bench-gradients bench-matrix bench-calibrate-matrix bench-ekfac bench-grow bench-damping bench-check bench-matrix-orders bench-diagnostics bench-protocol-head bench-protocol-head-diagnosis bench-diagnosis bench-probes bench-probes-user bench-random bench-perf bench-scaling-perf bench-digits bench-fmnist bench-scaling bench-ablation
 
 # the seed-0 and seed-1 draws `ddm run --calibrate auto` calibrates (BENCHMARKS.md, "ddm run calibrates")
 CALIBRATED_DRAWS = runs/random/01 runs/random/09 runs/random-s1/01 runs/random-s1/07 runs/random-s1/03 \
@@ -149,6 +149,14 @@ bench-probes: $(STAMP)
 # The report runs in two halves (two single-threaded processes fit the 2 cores; run them side by side by hand).
 MATRIX_A := digits-convnet-K100-sgd,fmnist-mlp-K40-sgd,digits-mlp-K40-sgd,fmnist-mlp-K40-adam,fmnist-mlp-K100-momentum
 MATRIX_B := digits-convnet-K40-momentum-wd,digits-convnet-groupnorm-K100-momentum,digits-resnet-K40-momentum,fmnist-convnet-K100-sgd
+# `ddm run --calibrate` on the matrix's report configurations it calibrates (the four MLPs, seeds 0-2), scored on the
+# check's held-out retrains (BENCHMARKS.md, "ddm run calibrates"); needs bench-matrix's workspaces.
+CALIBRATED_MATRIX = $(foreach c,fmnist-mlp-K40-sgd digits-mlp-K40-sgd fmnist-mlp-K100-momentum fmnist-mlp-K40-adam,\
+	$(foreach s,0 1 2,runs/matrix-b/$(c)/seed$(s)/ddm))
+bench-calibrate-matrix: $(STAMP)
+	$(BIN)/python benchmarks/calibrate_loose.py $(CALIBRATED_MATRIX) --root runs/calibrate \
+	  --out benchmarks/results/calibrate-matrix
+
 bench-matrix: $(STAMP)
 	$(BIN)/python benchmarks/matrix.py --select --unlearn-dampings= --root runs/matrix-b \
 	  --out benchmarks/results/matrix-select-balanced

@@ -1,8 +1,9 @@
 """``ddm run --calibrate``, measured where it was not chosen: the check's advice kept on targets and subsets of its own,
 then scored by a plain ``ddm check`` on the check's targets and subsets, which the calibration never saw.
 
-For every workspace given (finished ``ddm run`` workspaces with a ``ddm check --peers if-explicit,tracin`` result,
-e.g. the random draws' ``runs/random/NN``), a copy without its ``check/check.json`` is made under ``--root``:
+For every workspace given (finished workspaces, e.g. the random draws' ``runs/random/NN`` or the matrix's
+``runs/matrix-b/<config>/seed<s>/ddm``; one without a ``ddm check --peers if-explicit,tracin`` result gets one first,
+its retrains cached in it), a copy without its ``check/check.json`` is made under ``--root``:
 
 1. ``ddm run -w COPY --calibrate always``: 32 exact retrains (16 random halves and 15 subsets that keep 3 classes
    whole, drawn from ``CALIBRATION_SEED``) scored on test rows outside the check's 200 (``calibration_targets``); its
@@ -51,7 +52,7 @@ def measure(source: Path, root: Path) -> dict[str, Any]:
     if (source / "check" / "calibration.json").exists():
         raise SystemExit(f"{source} was calibrated by its ddm run: its check scores the calibrated settings already "
                          "(run the draws with random_probes.py --calibrate never for this comparison)")
-    name = f"{source.parent.name}-{source.name}"
+    name = "-".join(source.parts[1:]) if source.parts[0] == "runs" else "-".join(source.parts)
     dest = root / name
     done = dest / "measured.json"
     if done.exists():
@@ -59,6 +60,8 @@ def measure(source: Path, root: Path) -> dict[str, Any]:
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns("check.json", "calibration.json"))
+    if not (source / "check" / "check.json").exists():  # the defaults' check, on the source (its retrains cached)
+        ddm("check", "-w", str(source), "--peers", PEERS)
     before = json.loads((source / "check" / "check.json").read_text())
     t = time.perf_counter()
     run = ddm("run", "-w", str(dest), "--calibrate", "always")
@@ -86,7 +89,8 @@ def would_calibrate(r: dict[str, Any]) -> tuple[float, bool]:
     src = Path(r["workspace"])
     seconds = {st: json.loads((src / st / "stage.json").read_text()).get("seconds") or 0.0
                for st in ("train", "synset")}
-    groups = json.loads((src.parent / f"{src.name}.run.json").read_text())["out"].get("groups", {})
+    run = src.parent / f"{src.name}.run.json"  # a random draw's `ddm run` record; the matrix's groups never mix
+    groups = json.loads(run.read_text())["out"].get("groups", {}) if run.exists() else {}
     _, estimate = calibration_cost(seconds["train"], seconds["synset"], groups.get("most_classes", 1) > 1)
     loose = bool((r["training_fit"] or {}).get("loose"))
     return estimate, estimate <= (CALIBRATE_BUDGET_LOOSE if loose else CALIBRATE_BUDGET)
