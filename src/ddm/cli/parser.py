@@ -144,8 +144,9 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="all stages on a dataset, then attribution of test samples and the Table 4 check",
-                       description="Train (recording the trajectory), group, distill, then attribute test samples "
-                                   "and report the Table 4 check. Finished stages are reused.")
+                       description="Train (recording the trajectory), group, distill, calibrate on a few exact "
+                                   "retrains where they are cheap (--calibrate), then attribute test samples and "
+                                   "report the Table 4 check. Finished stages are reused.")
     _common(p)
     _config_args(p)
     _model_arg(p, False)
