@@ -94,17 +94,19 @@ def calibration_targets(num_test: int, n: int = 200, check: int = 200) -> tuple[
 
 
 def calibrate(dm: DistilledDatamodel, data: Any,
-              retrain: Retrainer | Callable[..., torch.nn.Module | None] | None = None) -> dict[str, Any]:
+              retrain: Retrainer | Callable[..., torch.nn.Module | None] | None = None,
+              save: bool = True) -> dict[str, Any]:
     """The check (:func:`check`, with no peers) on test rows and random subsets of its own
-    (:func:`calibration_targets`, :data:`CALIBRATION_SEED`), written to ``check/calibration.json``: what ``ddm run``
-    does by itself for a model that fits its training data loosely, where the default damping is least reliable
-    (``ddm run --calibrate``), before it keeps the advice. The retrains are cached beside the check's; a later
-    ``ddm check`` scores the result on subsets and targets the calibration did not choose on."""
+    (:func:`calibration_targets`, :data:`CALIBRATION_SEED`), written to ``check/calibration.json`` (unless ``save`` is
+    false): what ``ddm run --calibrate`` runs before it keeps the advice (:func:`calibrate_and_keep`). The retrains
+    are cached beside the check's; a later ``ddm check`` scores the result on subsets and targets the calibration did
+    not choose on."""
     rows, disjoint = calibration_targets(len(data.test))
     r = check(dm, data, subsets=CALIBRATION_SUBSETS, other_class=CALIBRATION_OTHER_CLASS, retrain=retrain, rows=rows,
               seed=CALIBRATION_SEED, result=None)
     r["targets_disjoint_from_check"] = disjoint
-    save_json(dm.ws.path("check") / "calibration.json", r)
+    if save:
+        save_json(dm.ws.path("check") / "calibration.json", r)
     return r
 
 
@@ -148,10 +150,10 @@ def calibrate_and_keep(dm: DistilledDatamodel, data: Any,
     import time
 
     start = time.perf_counter()
-    first = r = calibrate(dm, data, retrain)
+    first = r = calibrate(dm, data, retrain, save=False)
     changed = apply_advice(dm, r["advice"], data.train)
     if changed:
-        r = calibrate(dm, data, retrain)
+        r = calibrate(dm, data, retrain, save=False)
         apply_advice(dm, r["advice"], data.train)
     kept = {**first["advice"], **r["advice"]} if changed else r["advice"]
     after = advised_lds(r) or (r["lds"]["DDM"] if changed else None)
