@@ -953,3 +953,20 @@ def test_run_calibrates_a_loosely_fitted_model_once_and_keeps_its_advice(tmp_pat
     res = dm.calibrate(ddm.data.load(dm.config.data))
     assert np.isfinite(res["lds_before"]["mean"]) and calls[-1]["seed"] == C.CALIBRATION_SEED
     assert json.loads((tmp_path / "ws" / "check" / "calibration.json").read_text())["kept"] == res["kept"]
+
+
+def test_unlearn_warns_on_a_loosely_fitted_model_unless_it_verifies(tmp_path, capsys, caplog):
+    """The tiny preset's model fits its training data loosely (about 0.6 of ln 10): an unverified unlearning says that
+    a retrain may land far below it and points to --verify; a verified one measures it instead."""
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:1", "--json", "-q"]) == 0
+    capsys.readouterr()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ddm.unlearning"):
+        assert main([*STEP, "-w", ws, "--groups", "0", "--json", "-q"]) == 0
+    loose = [r.getMessage() for r in caplog.records if "fits its training data loosely" in r.getMessage()]
+    assert len(loose) == 1 and "--verify N measures it" in loose[0] and "of a uniform guess's" in loose[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ddm.unlearning"):
+        assert main([*STEP, "-w", ws, "--groups", "0", "--verify", "1", "--json", "-q"]) == 0
+    assert not [r for r in caplog.records if "fits its training data loosely" in r.getMessage()]
