@@ -225,3 +225,14 @@ def class_text(row: dict[str, Any]) -> str:
     """``class   3``, or for a group that mixes classes ``mixed(10) 3`` (how many, and the most frequent)."""
     n = row.get("classes", 1)
     return f"class {row['label']:>3}" if n <= 1 else f"mixed({n}) {row['label']}"
+
+
+def training_fit(dm: Any, data: Any) -> dict[str, Any] | None:
+    """How closely the workspace's model fits its training data (``ddm.health.fit_to_training`` at theta_tau), for a
+    classification by cross-entropy; None for another task (``ddm run``/``info`` report it; ``ddm unlearn`` warns on
+    a loose fit)."""
+    if not dm.task.is_default:
+        return None
+    from ddm.health import fit_to_training
+
+    return fit_to_training(dm.model, dm.trajectory.final, data.train, int(getattr(data, "num_classes", 0) or 0))

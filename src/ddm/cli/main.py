@@ -27,6 +27,7 @@ from ddm.cli.common import (
     model_for_data,
     off_scale_line,
     parse_indices,
+    training_fit,
 )
 from ddm.exceptions import DDMError
 from ddm.text import beside, signed
@@ -84,14 +85,11 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
             if progress["fell_back"]:
                 momentum = 0.0 if dm.handed_in() else dm.config.train.momentum
                 out.setdefault("warnings", []).append(_fell_back(progress, dm.handed_in(), momentum))
-        if dm.task.is_default:  # a classification by cross-entropy: how closely it fits its training data
-            from ddm.health import fit_to_training
-
-            fit = fit_to_training(dm.model, dm.trajectory.final, data.train, int(getattr(data, "num_classes", 0) or 0))
-            if fit is not None:
-                out["model"]["training_fit"] = fit
-                if fit["loose"]:
-                    out.setdefault("warnings", []).append(_loose_fit(fit))
+        fit = training_fit(dm, data)
+        if fit is not None:
+            out["model"]["training_fit"] = fit
+            if fit["loose"]:
+                out.setdefault("warnings", []).append(_loose_fit(fit))
     if dm.groups is not None:
         s = dm.groups.sizes()
         out["groups"] = {"method": dm.groups.method, "K": dm.groups.num_groups, "min_size": int(s.min()),
@@ -259,25 +257,16 @@ def _calibration(dm: Any, data: Any, out: dict[str, Any], mode: str, stream: Any
 
     if mode == "never":
         return {"ran": False, "reason": "--calibrate never"}
-    fit = out["model"].get("training_fit") or {}
-    key = dm.keys.get("synset")
-    done = {}
-    for name in ("calibration.json", "check.json"):
-        path = dm.ws.path("check", name)
-        if path.exists():
-            try:
-                done[name] = json.loads(path.read_text()).get("synset_key") == key
-            except (OSError, json.JSONDecodeError):
-                done[name] = False
     from ddm.evaluation import check as C
 
+    fit = out["model"].get("training_fit") or {}
     n, estimate = C.calibration_cost(float((dm.ws.stage_info("train") or {}).get("seconds") or 0.0),
                                      float((dm.ws.stage_info("synset") or {}).get("seconds") or 0.0),
                                      dm.groups is None or dm.groups.mixes_classes())
     why = None
-    if done.get("calibration.json"):
+    if C.stored_result(dm, "calibration.json") is not None:
         why = "calibrated before (check/calibration.json), its advice kept"
-    elif done.get("check.json"):
+    elif C.stored_result(dm) is not None:
         why = "`ddm check` has measured these synsets (check/check.json)"
     elif dm.handed_in():
         why = ("the trajectory was handed in from your own loop: `ddm check -w WS --retrain MODULE:FUNCTION --apply` "

@@ -9,7 +9,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ddm.cli.common import ensure_classes, listed, load_workspace, mostly_removed, parse_indices, user_retrainer
+from ddm.cli.common import (
+    ensure_classes,
+    listed,
+    load_workspace,
+    mostly_removed,
+    parse_indices,
+    training_fit,
+    user_retrainer,
+)
 from ddm.exceptions import ConfigError, DDMError
 from ddm.text import seconds as secs
 
@@ -179,11 +187,7 @@ def _warn_loose_fit(dm: Any, data: Any) -> None:
     """A warning, before an unverified unlearning, where the model fits its training data loosely
     (``health.fit_to_training``): there a retrain without a few groups, which takes fewer steps, can land far below
     the model, where neither unlearner follows it (BENCHMARKS.md, "Configurations drawn at random")."""
-    if not dm.task.is_default:
-        return
-    from ddm.health import fit_to_training
-
-    fit = fit_to_training(dm.model, dm.trajectory.final, data.train, int(getattr(data, "num_classes", 0) or 0))
+    fit = training_fit(dm, data)
     if fit is not None and fit["loose"]:
         seconds = _recorded_training_seconds(dm)
         cost = f" (a retrain each, about {seconds:.0f} s here)" if seconds else ""

@@ -616,17 +616,24 @@ def _beyond(margin: dict[str, float]) -> int:
     return -1 if margin["mean"] + 2 * margin["se"] < 0 else 0
 
 
+def stored_result(dm: DistilledDatamodel, name: str = "check.json") -> dict[str, Any] | None:
+    """The workspace's stored check (``check/check.json``) or calibration (``check/calibration.json``) where it
+    measured the synsets in use; None where there is none, it is unreadable, or it measured another synset."""
+    path = dm.ws.path("check", name)
+    if not path.exists():
+        return None
+    try:
+        r = load_json(path)
+    except Exception:  # an unreadable result says nothing to act on
+        return None
+    return r if r.get("synset_key") == dm.keys.get("synset") else None
+
+
 def pending_advice(dm: DistilledDatamodel) -> dict[str, float]:
     """What the workspace's last ``ddm check`` advised and its configuration does not have yet (empty where there is
     no check, or it checked another synset)."""
-    path = dm.ws.path("check", "check.json")
-    if not path.exists():
-        return {}
-    try:
-        r = load_json(path)
-    except Exception:  # an unreadable check.json says nothing to act on
-        return {}
-    if r.get("synset_key") != dm.keys.get("synset"):
+    r = stored_result(dm)
+    if r is None:
         return {}
     out = {}
     for key, value in (r.get("advice") or {}).items():
