@@ -100,26 +100,25 @@ def cmd_info(args: argparse.Namespace) -> int:
             if hh.get("checkpoints"):
                 reads = "groups" if emulate.gradients == "groups" and curv and grads.exists() else "synsets"
                 print(f"  {'':<34} {'':<8} {averaged_line(hh['checkpoints'], reads, min_transfer)}")
+    from ddm.workspace import load_json
+
+    synset = next((st.get("key") for st in stages if st["stage"] == "synset"), None)
     checked = ws.path("check", "check.json")
     if checked.exists():
-        from ddm.workspace import load_json
-
         r = load_json(checked)
-        synset = next((st.get("key") for st in stages if st["stage"] == "synset"), None)
         stale = "" if r.get("synset_key") == synset else " (made with an earlier synset: run `ddm check` again)"
         print(f"  against exact retraining (ddm check, {r['subsets']} subsets){stale}:")
         for line in r["verdict"]:
             print(f"    * {line}")
     calibrated = ws.path("check", "calibration.json")
     if calibrated.exists():
-        from ddm.workspace import load_json
-
         c = load_json(calibrated)
+        stale = "" if c.get("synset_key") == synset else ", with an earlier synset"
         settings = ", ".join(f"{k}={v:g}" for k, v in (c.get("kept", c.get("advice")) or {}).items()) or "nothing"
         scores = (f"; LDS there {c['lds_before']['mean']:+.3f} -> {c['lds_after']['mean']:+.3f}"
                   if c.get("lds_before") and c.get("lds_after") else "")
         print(f"  calibrated by `ddm run` on {len(c['targets'])} test targets and {c['subsets']} random halves of its "
-              f"own: kept {settings}{scores} (check/calibration.json)")
+              f"own{stale}: kept {settings}{scores} (check/calibration.json)")
     config = RunConfig.from_json(stored.read_text()) if stored.exists() else None
     if config is not None:
         from dataclasses import asdict
