@@ -20,6 +20,15 @@ decay 0, 1e-4 or 5e-4 (SGD), 0 or 1e-4 (Adam), 0.01 or 0.05 (AdamW); a constant 
 batch size 32, 64 or 128; k-means with 2-10 groups per class, or (3 in 20) the sequential split into 20 or 50
 groups; every seed drawn. Measured once, used for no choice.
 
+``--space wide`` (drawn after 0.30, for a check of the defaults further from every benchmark): digits (all 1,437
+training images, or 400 or 800 in 3 of 10) or Fashion-MNIST (1,000 to 6,000); a ConvNet (4 in 11; width 8-128, depth
+1-2 on digits, 1-3 on Fashion-MNIST, any normalisation), an MLP (4 in 11; width 16-512, 0-4 hidden layers, 0 being
+softmax regression), a ResNet (width 8 or 16, 1 or 2 stages, GroupNorm or BatchNorm), a ViT (width 32 or 64, 1 or 2
+blocks) or AlexNet (width 16 or 32), 1 in 11 each; plain SGD (lr 0.005-0.5), SGD with momentum 0.5, 0.9 or 0.95 (lr
+0.002-0.1), Adam or AdamW (lr 1e-4 to 1e-2); weight decay up to 5e-3 (SGD), 1e-3 (Adam), 0.1 (AdamW); 3-40 epochs;
+batch size 16-256; k-means with 1-20 groups per class, the sequential split into 10, 30 or 100 groups (3 in 20), or
+one group per class (1 in 10). A draw whose estimated cost is above ``WIDE_COST_CAP`` is drawn again.
+
 Each step's JSON is kept under ``<root>/<i>/``: an interrupted call resumes where it stopped. ``--render`` writes
 ``--out``.md / .json from what has run.
 """
@@ -90,14 +99,106 @@ def draw_one(rng: random.Random) -> dict[str, Any]:
     return {"dataset": dataset, "set": s}
 
 
+#: the wide space's cost cap: training samples x epochs x the model's relative cost per sample (an MLP 1, a width-16
+#: ConvNet on 28x28 images about 4); a draw above it is drawn again, so that the check's 33 trainings stay near
+#: 15 minutes on two cores
+WIDE_COST_CAP = 150_000
+
+
+def _wide_cost(dataset: str, s: dict[str, Any]) -> float:
+    pixels = 1.0 if dataset == "fashion-mnist" else 0.1
+    n = s.get("data.train_size", 1437)
+    name, w, d = s["model.name"], s["model.width"], s.get("model.depth", 1)
+    if name == "mlp":
+        per = 0.5 + w * d / 512
+    elif name == "convnet":
+        per = pixels * 4 * (w / 16) ** 1.3 * d / 2
+    elif name == "resnet":
+        per = 3.0 * w / 16 * d
+    elif name == "vit":
+        per = pixels * 10 * w / 32 * d
+    else:
+        per = pixels * 10 * w / 32
+    return float(n * s["train.epochs"] * per)
+
+
+def draw_wide(rng: random.Random) -> dict[str, Any]:
+    """One configuration from a wider space than ``draw_one``'s (module docstring, ``--space wide``), redrawn while
+    its cost estimate is above ``WIDE_COST_CAP``."""
+    while True:
+        c = _draw_wide_once(rng)
+        if _wide_cost(c["dataset"], c["set"]) <= WIDE_COST_CAP:
+            return c
+
+
+def _draw_wide_once(rng: random.Random) -> dict[str, Any]:
+    def loguniform(lo: float, hi: float) -> float:
+        return float(f"{math.exp(rng.uniform(math.log(lo), math.log(hi))):.3g}")
+
+    dataset = rng.choice(["digits", "fashion-mnist"])
+    s: dict[str, Any] = {}
+    if dataset == "fashion-mnist":
+        s["data.train_size"] = rng.choice([1000, 2000, 4000, 6000])
+        s["data.test_size"] = 1000
+    elif rng.random() < 0.3:
+        s["data.train_size"] = rng.choice([400, 800])
+    model = rng.choices(["convnet", "mlp", "resnet", "vit", "alexnet"], weights=[4, 4, 1, 1, 1])[0]
+    s["model.name"] = model
+    if model == "convnet":
+        s["model.width"] = rng.choice([8, 16, 32, 64, 128])
+        s["model.depth"] = rng.choice([1, 2] if dataset == "digits" else [1, 2, 3])
+        s["model.norm"] = rng.choice(["instancenorm", "groupnorm", "layernorm", "batchnorm", "none"])
+    elif model == "mlp":
+        s["model.width"] = rng.choice([16, 64, 256, 512])
+        s["model.depth"] = rng.choice([0, 1, 2, 4])
+    elif model == "resnet":
+        s["model.width"] = rng.choice([8, 16])
+        s["model.depth"] = rng.choice([1, 2])
+        s["model.norm"] = rng.choice(["groupnorm", "batchnorm"])
+    elif model == "vit":
+        s["model.width"] = rng.choice([32, 64])
+        s["model.depth"] = rng.choice([1, 2])
+    else:
+        s["model.width"] = rng.choice([16, 32])
+    opt = rng.choice(["sgd", "momentum", "adam", "adamw"])
+    if opt == "sgd":
+        s.update({"train.optimizer": "sgd", "train.lr": loguniform(0.005, 0.5),
+                  "train.weight_decay": rng.choice([0.0, 1e-4, 1e-3, 5e-3])})
+    elif opt == "momentum":
+        s.update({"train.optimizer": "sgd", "train.momentum": rng.choice([0.5, 0.9, 0.95]),
+                  "train.lr": loguniform(0.002, 0.1), "train.weight_decay": rng.choice([0.0, 1e-4, 1e-3, 5e-3])})
+    else:
+        s.update({"train.optimizer": opt, "train.lr": loguniform(1e-4, 1e-2),
+                  "train.weight_decay": rng.choice([0.0, 1e-4, 1e-3] if opt == "adam" else [0.01, 0.05, 0.1])})
+    s["train.schedule"] = rng.choice(["constant", "cosine"])
+    s["train.epochs"] = rng.choice([3, 5, 10, 20, 30, 40])
+    s["train.batch_size"] = rng.choice([16, 32, 64, 128, 256])
+    u = rng.random()
+    if u < 0.1:
+        s["cluster.method"] = "class"
+    elif u < 0.25:
+        s["cluster.method"] = "sequential"
+        s["cluster.num_groups"] = rng.choice([10, 30, 100])
+    else:
+        s["cluster.per_class"] = rng.choice([1, 2, 3, 5, 10, 15, 20])
+    for k in ("data.seed", "model.seed", "train.seed", "cluster.seed"):
+        s[k] = rng.randrange(1000)
+    return {"dataset": dataset, "set": s}
+
+
+SPACES = {"base": draw_one, "wide": draw_wide}
+
+
 def num_groups(cfg: dict[str, Any]) -> int:
     s = cfg["set"]
+    if s.get("cluster.method") == "class":
+        return 10
     return int(s["cluster.num_groups"]) if s.get("cluster.method") == "sequential" else 10 * int(s["cluster.per_class"])
 
 
-def draws(root: Path, n: int, seed: int) -> list[dict[str, Any]]:
+def draws(root: Path, n: int, seed: int, space: str = "base") -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    drawn = [draw_one(rng) for _ in range(n)]
+    drawn = [SPACES[space](rng) for _ in range(n)]
     for i, c in enumerate(drawn):
         r = random.Random(seed * 1000 + i)
         c["unlearn_groups"] = sorted(r.sample(range(num_groups(c)), 4))
@@ -105,12 +206,15 @@ def draws(root: Path, n: int, seed: int) -> list[dict[str, Any]]:
     path = root / "draws.json"
     if path.exists():
         stored = json.loads(path.read_text())
-        if stored["draws"][:n] != drawn[: len(stored["draws"])] or stored["seed"] != seed:
-            sys.exit(f"{path} holds another draw (seed {stored['seed']}); use another --root")
+        if (stored["draws"][:n] != drawn[: len(stored["draws"])] or stored["seed"] != seed
+                or stored.get("space", "base") != space):
+            sys.exit(f"{path} holds another draw (seed {stored['seed']}, space {stored.get('space', 'base')}); "
+                     "use another --root")
         if len(stored["draws"]) >= n:
             return list(stored["draws"][:n])
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"seed": seed, "draws": drawn}, indent=1))
+    atomic_write_text(path, json.dumps({"seed": seed, "draws": drawn} | ({"space": space} if space != "base" else {}),
+                                        indent=1))
     return drawn
 
 
@@ -151,20 +255,23 @@ def _load(ws: Path, name: str) -> dict[str, Any] | None:
 def describe(c: dict[str, Any]) -> str:
     s = c["set"]
     model = s["model.name"]
+    depth = f" d{s['model.depth']}" if "model.depth" in s and model != "mlp" else ""
     if model == "convnet":
-        m = f"ConvNet w{s['model.width']} {s['model.norm']}"
+        m = f"ConvNet w{s['model.width']}{depth} {s['model.norm']}"
     elif model == "mlp":
         m = f"MLP {s['model.depth']}x{s['model.width']}"
     else:
-        m = f"ResNet w{s['model.width']}"
+        norm = " batchnorm" if s.get("model.norm") == "batchnorm" else ""
+        m = f"{ {'resnet': 'ResNet', 'vit': 'ViT', 'alexnet': 'AlexNet'}[model]} w{s['model.width']}{depth}{norm}"
     opt = s["train.optimizer"]
     if s.get("train.momentum"):
         opt = f"sgd m{s['train.momentum']}"
     o = f"{opt} {s['train.lr']:g}" + (f" wd {s['train.weight_decay']:g}" if s["train.weight_decay"] else "")
     o += ", cosine" if s["train.schedule"] == "cosine" else ""
-    data = "digits" if c["dataset"] == "digits" else f"FMNIST {s['data.train_size']}"
+    data = ("digits" + (f" {s['data.train_size']}" if "data.train_size" in s else "") if c["dataset"] == "digits"
+            else f"FMNIST {s['data.train_size']}")
     groups = (f"seq {s['cluster.num_groups']}" if s.get("cluster.method") == "sequential"
-              else f"K {10 * s['cluster.per_class']}")
+              else "classes" if s.get("cluster.method") == "class" else f"K {10 * s['cluster.per_class']}")
     return f"{data}, {m}, {o}, {s['train.epochs']} ep, bs {s['train.batch_size']}, {groups}"
 
 
@@ -280,12 +387,14 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/random-probes", help="report path without extension")
     ap.add_argument("--render", action="store_true", help="only write the report from what has run")
     ap.add_argument("--list", action="store_true", help="print the draw and stop")
+    ap.add_argument("--space", choices=tuple(SPACES), default="base",
+                    help="base: the space above; wide: a wider one (see the docstring), drawn for a later check")
     ap.add_argument("--calibrate", choices=("auto", "never"), default="auto",
                     help="ddm run --calibrate: auto (its default since 0.30); never, as the draws of seeds 0 and 1 ran "
                          "(before it existed)")
     a = ap.parse_args()
     root = Path(a.root)
-    cfgs = draws(root, a.n, a.seed)
+    cfgs = draws(root, a.n, a.seed, a.space)
     if a.list:
         for i, c in enumerate(cfgs):
             print(i, describe(c), "unlearn", c["unlearn_groups"], "class", c["unlearn_class"])
