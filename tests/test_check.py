@@ -68,6 +68,10 @@ def test_the_verdict_says_which_side_of_the_floor_and_when_it_cannot_tell():
     oc["other_class_margin_over_peers"] = {"if-explicit": {"mean": -0.17, "se": 0.05}}
     assert C.verdict(oc)[-1] == ("beside if-explicit on other classes' groups: DDM is behind it (other-class LDS "
                                  "+0.140 against +0.310; margin -0.170 ± 0.050)")
+    # one group per class: the class labels' score is the own class, and the verdict says what DDM adds there
+    classes = {**_result(-0.05, 0.02, 0.4), "one_per_class": True}
+    assert "one group per class" in C.verdict(classes)[1] and "ranked (other-class" in C.verdict(classes)[2]
+    assert not any("one group per class" in line for line in C.verdict({**classes, **_result(0.2, 0.02, 0.4)}))
     noisy = {**_result(0.2, 0.02, None), "reproduction_dist1": 5.0}
     assert "does not reproduce the target" in C.verdict(noisy)[-1]
     assert "OMP_NUM_THREADS" in C.verdict(noisy)[-1]  # a workspace that does not record its thread count

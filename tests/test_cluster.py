@@ -42,12 +42,13 @@ def test_sequential_and_class_splits(digits):
         assert s.num_classes_of(k) == len(y.unique()) > 1 and s.class_counts[k, s.labels[k]] == s.class_counts[k].max()
     assert all(c.num_classes_of(k) == 1 for k in range(10))
     assert s.mixes_classes() and not c.mixes_classes()
+    assert c.one_per_class() and not s.one_per_class()
     from ddm.cluster.groups import make_groups
     from ddm.config import ClusterConfig
 
     one = make_groups(digits.train, ClusterConfig(method="sample"), 10)  # per-sample attribution: K = N
     assert one.num_groups == len(digits.train) and torch.equal(one.assignment, torch.arange(len(digits.train)))
-    assert torch.equal(one.labels, digits.train.y) and not one.mixes_classes()
+    assert torch.equal(one.labels, digits.train.y) and not one.mixes_classes() and not one.one_per_class()
 
 
 def test_member_ids_map_back_to_the_full_split(digits, groups):

@@ -72,6 +72,10 @@ class Groups:
         stored)."""
         return self.class_counts is not None and bool(((self.class_counts > 0).sum(1) > 1).any())
 
+    def one_per_class(self) -> bool:
+        """Whether every group is one whole class (``cluster.method=class``, or k-means with one group per class)."""
+        return not self.mixes_classes() and len(set(self.labels.tolist())) == self.num_groups
+
     def class_count_matrix(self) -> torch.Tensor:
         """``[K, classes]``: each group's samples of each class (``class_counts``, or, where it was not stored,
         every group's size under its own class)."""

@@ -291,7 +291,7 @@ def check(dm: DistilledDatamodel, data: Any, num_targets: int = 200, subsets: in
     aside = (BALANCE, SCHEDULE, DAMPING, TEMPERED)
     main = bootstrap_lds([({n: f(keep) for n, f in predict.items()}, actual)], seed=seed)
     out: dict[str, Any] = {"synset_key": dm.keys["synset"], "targets": rows.tolist(), "subsets": subsets,
-                           "groups": F.groups.num_groups,
+                           "groups": F.groups.num_groups, "one_per_class": F.groups.one_per_class(),
                            "lds": {n: main[n] for n in predict if n not in aside},
                            "margin_over_trivial": main[f"DDM - {TRIVIAL}"],
                            "margin_over_peers": {m: main[f"DDM - {m}"] for m in peers}}
@@ -713,6 +713,12 @@ def verdict(r: dict[str, Any]) -> list[str]:
                      f"{d['mean']:.3f} against {t['mean']:.3f}; margin {m['mean']:+.3f} ± {m['se']:.3f}): more "
                      "--subsets give a finer answer"
                      + (TEMPERATURE_HINT if m["mean"] < 0 and "temperature" not in r else ""))
+    if r.get("one_per_class") and m["mean"] < 2 * m["se"]:
+        lines.append("with one group per class the class labels' score is the target's own class alone: whether a "
+                     "subset removes it decides most of a retrain's loss, and a ranking of the other classes that is "
+                     "only partly right ranks the subsets below that score's ties (every peer did too on the "
+                     "class-level runs measured; README, 'What to expect'); the other-class LDS below is what a "
+                     "class-level ranking adds")
     for peer, pm in r.get("margin_over_peers", {}).items():
         lines.append(f"beside {peer}: DDM is {_side(pm)} it (LDS margin {pm['mean']:+.3f} ± {pm['se']:.3f})")
     oc = r.get("other_class_lds")
