@@ -660,6 +660,58 @@ def test_large_heads_are_exact_on_their_top_feature_directions(trained, digits, 
         DistillConfig(curvature="eigen")
 
 
+def test_a_head_with_many_features_keeps_their_top_directions_without_forming_their_second_moment(
+        trained, digits, groups, monkeypatch):
+    """Above FEATURE_LIMIT features the curvature's feature basis is found by a randomized range finder over the
+    streamed features: the same top directions and energy as the second moment's eigendecomposition, exact where the
+    basis holds every direction, and the emulation on it is close to the full subspace curvature's."""
+    import ddm.distill.head as head_mod
+    from ddm.distill.curvature import describe
+
+    model, traj = trained
+    head = Head.of(model)
+    with torch.no_grad():
+        h = head.features(digits.train.x, traj.final).double()
+    d1 = h.shape[1]
+    evals, evecs = torch.linalg.eigh(h.T @ h / len(h))
+    evals, evecs = evals.flip(0), evecs.flip(1)
+    q, kept = head_mod.feature_basis(head, digits.train, traj.final, 300, 16)
+    assert q.shape == (d1, 16) and torch.allclose(q.T @ q, torch.eye(16, dtype=torch.float64), atol=1e-10)
+    assert kept == pytest.approx(float(evals[:16].sum() / evals.sum()), abs=1e-4)
+    assert float(torch.linalg.svdvals(q.T @ evecs[:, :4]).min()) > 0.999  # the well-separated top directions
+    full, share = head_mod.feature_basis(head, digits.train, traj.final, 300, d1)  # every direction: exact
+    assert share == pytest.approx(1.0) and torch.allclose(full @ full.T, torch.eye(d1, dtype=torch.float64),
+                                                          atol=1e-8)
+    ref = head_statistics(head, digits.train, groups, 10, exact_limit=90, params=traj.final)
+    monkeypatch.setattr(head_mod, "FEATURE_LIMIT", 20)
+    monkeypatch.setattr(head_mod, "FEATURE_BASIS", 24)
+    low = head_statistics(head, digits.train, groups, 10, exact_limit=90, params=traj.final, batch=128)
+    c = low.curvature
+    assert isinstance(c, SubspaceCurvature) and c.u.shape == (d1, 8) and c.rest.qs.shape == (d1, 16)
+    assert describe(c) == {"kind": "subspace", "parameters": 10 * d1, "exact_directions": 8, "features": d1,
+                           "feature_directions": 24}
+    assert torch.equal(low.group_grads, ref.group_grads)
+    v = ref.group_grads / ref.num_train
+    lam = 0.01 * ref.top_eigenvalue
+    assert low.top_eigenvalue == pytest.approx(ref.top_eigenvalue, rel=1e-3)
+    cos = F.cosine_similarity(c.solve(v, lam), ref.curvature.solve(v, lam))
+    assert float(cos.min()) > 0.9, cos
+    # the logit changes it emulates on test images follow the full basis's
+    x = digits.test.x[:50]
+    with torch.no_grad():
+        ht = head.features(x, traj.final)
+    shape = head.matrix(traj.final).shape
+    a = c.shifts(c.rotated_solve(v[:5], lam), ht, shape)
+    b = ref.curvature.shifts(ref.curvature.rotated_solve(v[:5], lam), ht, shape)
+    assert float(F.cosine_similarity(a.flatten(1), b.flatten(1)).min()) > 0.9
+    back = Curvature.from_tensors(c.to_tensors())  # stored and read back with its partial basis
+    assert isinstance(back, SubspaceCurvature) and describe(back)["feature_directions"] == 24
+    # EK-FAC alone (no room for exact directions) takes the partial basis too
+    ek = head_statistics(head, digits.train, groups, 10, exact_limit=15, params=traj.final).curvature
+    assert isinstance(ek, EigenCorrectedCurvature) and ek.qs.shape == (d1, 24)
+    assert describe(ek) == {"kind": "ekfac", "parameters": 10 * d1, "features": d1, "feature_directions": 24}
+
+
 def test_the_earlier_checkpoints_curvature_takes_the_smaller_subspace(trained, digits, groups):
     from ddm.distill.head import checkpoint_rank
 

@@ -80,6 +80,9 @@ def cmd_info(args: argparse.Namespace) -> int:
                 if curv["kind"] == "subspace":
                     what = (f"exact over the top {curv['exact_directions']:,} of {curv['features']:,} feature "
                             f"directions, EK-FAC on the rest (distill.exact_limit)")
+                if curv.get("feature_directions"):
+                    what += (f"; held on the features' top {curv['feature_directions']:,} of {curv['features']:,} "
+                             "directions (distill FEATURE_LIMIT)")
                 print(f"  {'':<34} {'':<8} last-layer curvature: {what}, {curv.get('parameters', 0):,} parameters")
             if st.get("grown"):
                 print(f"  {'':<34} {'':<8} {grown(st['grown'])}")

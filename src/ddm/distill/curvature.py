@@ -467,11 +467,12 @@ class KroneckerCurvature(Curvature):
         return {"curvature_a": self.a.float(), "curvature_s": self.s.float()}
 
 
-def accumulate_kronecker(h: torch.Tensor, logits: torch.Tensor,
-                         out_curv: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed K-FAC factors of a batch: ``(sum_i A_i [C, C], sum_i h_i h_i^T [d+1, d+1])``."""
+def accumulate_kronecker(h: torch.Tensor, logits: torch.Tensor, out_curv: torch.Tensor | None = None,
+                         features: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Summed K-FAC factors of a batch: ``(sum_i A_i [C, C], sum_i h_i h_i^T [d+1, d+1])`` (the second None where
+    not ``features``)."""
     hd = h.double()
-    return _output_curvature(logits, None, out_curv).sum(0), hd.T @ hd
+    return _output_curvature(logits, None, out_curv).sum(0), (hd.T @ hd if features else None)
 
 
 class EigenCorrectedCurvature(Curvature):
@@ -488,9 +489,10 @@ class EigenCorrectedCurvature(Curvature):
         self.qa, self.qs, self.lam = qa.double().contiguous(), qs.double().contiguous(), lam.double().clamp(min=0)
 
     @staticmethod
-    def basis(a: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """K-FAC's eigenvectors ``(qa, qs)`` of the factors ``a [C, C]`` and ``s [d+1, d+1]``."""
-        return _eigh(a)[1], _eigh(s)[1]
+    def basis(a: torch.Tensor, s: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """K-FAC's eigenvectors ``(qa, qs)`` of the factors ``a [C, C]`` and ``s [d+1, d+1]`` (None for None: a
+        large head's feature directions come from :func:`ddm.distill.head.feature_basis`)."""
+        return _eigh(a)[1], (None if s is None else _eigh(s)[1])
 
     @staticmethod
     def accumulate(qa: torch.Tensor, qs: torch.Tensor, h: torch.Tensor, logits: torch.Tensor,
@@ -644,12 +646,16 @@ def describe(curv: Curvature) -> dict[str, object]:
     """What a stored curvature is, for the synset stage's record and ``ddm info``: its kind, the head's parameter
     count and, for the subspace, how many of the features' directions it holds exactly."""
     if isinstance(curv, SubspaceCurvature):
-        return {"kind": curv.kind, "parameters": len(curv.rest.qa) * len(curv.u), "exact_directions": curv.u.shape[1],
-                "features": len(curv.u)}
+        out: dict[str, object] = {"kind": curv.kind, "parameters": len(curv.rest.qa) * len(curv.u),
+                                  "exact_directions": curv.u.shape[1], "features": len(curv.u)}
+        held = curv.u.shape[1] + curv.rest.qs.shape[1]
+        return out | ({"feature_directions": held} if held < len(curv.u) else {})
     if isinstance(curv, EigenCorrectedCurvature | KroneckerCurvature):
         c = len(curv.qa) if isinstance(curv, EigenCorrectedCurvature) else len(curv.a)
         d = len(curv.qs) if isinstance(curv, EigenCorrectedCurvature) else len(curv.s)
-        return {"kind": curv.kind, "parameters": c * d}
+        held = curv.qs.shape[1] if isinstance(curv, EigenCorrectedCurvature) else d
+        return {"kind": curv.kind, "parameters": c * d} | ({"features": d, "feature_directions": held}
+                                                           if held < d else {})
     if isinstance(curv, ExactCurvature):
         return {"kind": curv.kind, "parameters": len(curv.eig()[0]) if curv._hessian is None else len(curv.hessian)}
     return {"kind": curv.kind}

@@ -232,7 +232,8 @@ def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, 
     > 0, EK-FAC on the rest: a second pass) or ``auto`` (exact up to ``exact_limit`` head parameters, ``subspace``
     above). A curvature this process computed for the same model, parameters, data, loss and settings (another
     split of the data into groups) is reused (:data:`CURVATURE_CACHE`): only the group gradients are streamed."""
-    key = _curvature_key(head, train, params, batch, task, curvature, exact_limit, subspace_rank)
+    key = _curvature_key(head, train, params, batch, task, curvature, exact_limit, subspace_rank, FEATURE_LIMIT,
+                         FEATURE_BASIS)
     known = _CURVATURES.get(key)
     if known is not None:
         _CURVATURES.move_to_end(key)
@@ -294,6 +295,48 @@ def gradient_dtype(groups: int, size: int) -> torch.dtype:
     return torch.float64 if groups * size <= DOUBLE_GRADIENTS_LIMIT else torch.float32
 
 
+#: above this many features (``d + 1``) the last layer's curvature (``distill.curvature`` auto, subspace or ekfac) keeps
+#: only the features' top :data:`FEATURE_BASIS` directions (:func:`feature_basis`): the ``(d+1)^2`` second moment of
+#: a ConvNet of width 128 and depth 1 on 28x28 images (25,089 features) took 20 GB and minutes to decompose
+FEATURE_LIMIT = 8192
+#: the feature directions kept above :data:`FEATURE_LIMIT`: every direction of the training features where they are
+#: this many or fewer (the second moment's rank is at most the training set's size), else the top ones
+FEATURE_BASIS = 2048
+
+
+def feature_basis(head: Head, train: Split, params: Params | None, batch: int, rank: int,
+                  power: int = 2) -> tuple[torch.Tensor, float]:
+    """The top ``rank`` eigenvectors ``[d+1, rank]`` (by decreasing eigenvalue, double precision) of the features'
+    second moment ``S = mean_i h_i h_i^T`` over ``train``, found without forming ``S`` (a randomized range finder with
+    ``power`` subspace iterations, Halko et al. 2011: ``2 + power`` passes over the data), and the share of ``S``'s
+    trace they hold. Exact where the features span no more than ``rank + 16`` directions (at most ``len(train)``)."""
+    W = head.matrix(params)
+    d1, dev = W.shape[1], W.device
+    k = min(d1, rank + 16)
+    g = torch.Generator().manual_seed(0)
+    q = torch.linalg.qr(torch.randn(d1, k, generator=g, dtype=torch.float64)).Q.to(dev)
+
+    def stream(desc: str) -> Iterator[torch.Tensor]:
+        with torch.no_grad():
+            for s in progress(range(0, len(train), batch), desc, total=-(-len(train) // batch)):
+                yield head.features(train.x[s : s + batch], params).double()
+
+    for i in range(1 + power):
+        y = torch.zeros(d1, k, dtype=torch.float64, device=dev)
+        for h in stream(f"feature directions of the last layer ({i + 1} of {2 + power})"):
+            y += h.T @ (h @ q)
+        q = torch.linalg.qr(y).Q
+    b = torch.zeros(k, k, dtype=torch.float64, device=dev)
+    trace = 0.0
+    for h in stream(f"feature directions of the last layer ({2 + power} of {2 + power})"):
+        hq = h @ q
+        b += hq.T @ hq
+        trace += float(h.square().sum())
+    evals, evecs = torch.linalg.eigh((b + b.T) / 2)
+    evals, evecs = evals.flip(0)[:rank].clamp(min=0), evecs.flip(1)[:, :rank]
+    return (q @ evecs).contiguous(), float(evals.sum()) / trace if trace > 0 else 1.0
+
+
 def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, batch: int, params: Params | None,
                      curvature: str, task: Any, exact_limit: int, subspace_rank: int) -> HeadStatistics:
     W = head.matrix(params)
@@ -310,30 +353,43 @@ def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int,
         curvature = "ekfac"
     exact = curvature == "exact"
     corrected = curvature in ("ekfac", "subspace")
+    low_rank = corrected and d1 > FEATURE_LIMIT  # the features' top directions only (FEATURE_LIMIT)
     H = ExactSum(C, d1, dev) if exact else None
     A = torch.zeros(W.shape[0], W.shape[0], dtype=torch.float64, device=dev)
-    S = torch.zeros(W.shape[1], W.shape[1], dtype=torch.float64, device=dev)
+    S = None if low_rank else torch.zeros(W.shape[1], W.shape[1], dtype=torch.float64, device=dev)
 
     def add_curvature(h: torch.Tensor, z: torch.Tensor, yb: torch.Tensor) -> None:
         oc = output_curvature(task, z, yb)
         if H is not None:
             H.add(h, z, out_curv=oc)
         else:
-            a, hh = accumulate_kronecker(h, z, oc)
+            a, hh = accumulate_kronecker(h, z, oc, features=S is not None)
             A.add_(a)
-            S.add_(hh)
+            if S is not None and hh is not None:
+                S.add_(hh)
 
     G = group_gradients(head, train, groups, num_classes, batch, params, task, each=add_curvature,
                         desc="curvature of the last layer")
     n = len(train)
-    curv: Curvature = ExactCurvature(H.matrix() / n) if H is not None else KroneckerCurvature(A / n, S / n)
+    curv: Curvature | None = None
+    if H is not None:
+        curv = ExactCurvature(H.matrix() / n)
+    elif S is not None:
+        curv = KroneckerCurvature(A / n, S / n)
     if corrected:  # the second pass: the exact curvature on the top feature directions and/or in K-FAC's basis
-        qa, qs = EigenCorrectedCurvature.basis(A / n, S / n)
-        qs = qs.flip(1)  # the features' directions by decreasing energy
-        r = rank if curvature == "subspace" else 0
+        if S is None:
+            qs, kept = feature_basis(head, train, params, batch, min(d1, FEATURE_BASIS))
+            qa = EigenCorrectedCurvature.basis(A / n, None)[0]
+            log.info("the last layer's %s features: its curvature is held on their top %s directions (%.4f of their "
+                     "second moment; distill FEATURE_LIMIT)", f"{d1:,}", f"{qs.shape[1]:,}", kept)
+        else:
+            qa, full = EigenCorrectedCurvature.basis(A / n, S / n)
+            assert full is not None
+            qs = full.flip(1)  # the features' directions by decreasing energy
+        r = min(rank, qs.shape[1]) if curvature == "subspace" else 0
         u, rest = qs[:, :r].contiguous(), qs[:, r:].contiguous()
         top = ExactSum(C, r, dev)  # laid out once, as the first pass's exact curvature
-        lam = torch.zeros(C, d1 - r, dtype=torch.float64, device=dev)
+        lam = torch.zeros(C, rest.shape[1], dtype=torch.float64, device=dev)
         with torch.no_grad():
             for s in progress(range(0, len(train), batch), "curvature of the last layer (second pass)",
                               total=-(-len(train) // batch)):
@@ -346,6 +402,7 @@ def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int,
         curv = EigenCorrectedCurvature(qa, rest, lam / n)
         if r:
             curv = SubspaceCurvature(u, ExactCurvature(top.matrix() / n), curv)
+    assert curv is not None
     return HeadStatistics(curv, G, n)
 
 
