@@ -716,9 +716,9 @@ def verdict(r: dict[str, Any]) -> list[str]:
     if r.get("one_per_class") and m["mean"] < 2 * m["se"]:
         lines.append("with one group per class the class labels' score is the target's own class alone: whether a "
                      "subset removes it decides most of a retrain's loss, and a ranking of the other classes that is "
-                     "only partly right can rank the subsets below that score's ties (every peer did too on the "
-                     "class-level runs measured; README, 'Checking it against exact retraining'); the other-class "
-                     "LDS below is what a class-level ranking adds")
+                     "only partly right can rank the subsets below that score's ties (so did the peers on most "
+                     "class-level runs measured; BENCHMARKS.md, 'Configurations drawn from a wider space'); the "
+                     "other-class LDS below is what a class-level ranking adds")
     for peer, pm in r.get("margin_over_peers", {}).items():
         lines.append(f"beside {peer}: DDM is {_side(pm)} it (LDS margin {pm['mean']:+.3f} ± {pm['se']:.3f})")
     oc = r.get("other_class_lds")
