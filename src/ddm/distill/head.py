@@ -377,15 +377,13 @@ def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int,
     elif S is not None:
         curv = KroneckerCurvature(A / n, S / n)
     if corrected:  # the second pass: the exact curvature on the top feature directions and/or in K-FAC's basis
-        if S is None:
+        qa, full = EigenCorrectedCurvature.basis(A / n, None if S is None else S / n)
+        if full is not None:
+            qs = full.flip(1)  # the features' directions by decreasing energy
+        else:  # a large head (FEATURE_LIMIT): the features' top directions, found without their second moment
             qs, kept = feature_basis(head, train, params, batch, min(d1, FEATURE_BASIS))
-            qa = EigenCorrectedCurvature.basis(A / n, None)[0]
             log.info("the last layer's %s features: its curvature is held on their top %s directions (%.4f of their "
                      "second moment; distill FEATURE_LIMIT)", f"{d1:,}", f"{qs.shape[1]:,}", kept)
-        else:
-            qa, full = EigenCorrectedCurvature.basis(A / n, S / n)
-            assert full is not None
-            qs = full.flip(1)  # the features' directions by decreasing energy
         r = min(rank, qs.shape[1]) if curvature == "subspace" else 0
         u, rest = qs[:, :r].contiguous(), qs[:, r:].contiguous()
         top = ExactSum(C, r, dev)  # laid out once, as the first pass's exact curvature
