@@ -883,6 +883,18 @@ def test_calibration_targets_stay_clear_of_the_checks_own():
     assert not disjoint and rows.tolist() == list(range(60))
 
 
+def test_run_does_not_calibrate_a_model_at_chance(tmp_path, capsys):
+    """A model that has not learned its task (here: a learning rate that leaves it at its initial weights) is warned
+    about, and `--calibrate auto` spends no retrains on it; `always` still does what it is asked."""
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:1", "-q", "--calibrate", "auto", "--json",
+                 "--set", "train.lr=1e-9"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert any("at or near chance" in w for w in r["warnings"])
+    assert r["calibration"]["ran"] is False and "at or near chance" in r["calibration"]["reason"]
+    assert not (tmp_path / "ws" / "check").exists()
+
+
 def test_run_calibrates_a_loosely_fitted_model_once_and_keeps_its_advice(tmp_path, capsys, monkeypatch):
     """The tiny preset's model fits its 300 training images loosely (training cross-entropy about 0.6 of ln 10): `ddm
     run --calibrate auto` runs the check on subsets of its own, keeps its advice in config.json, says so, and a later

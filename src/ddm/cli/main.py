@@ -273,6 +273,8 @@ def _calibration(dm: Any, data: Any, out: dict[str, Any], mode: str, stream: Any
                "calibrates with it")
         if mode == "always":
             raise DDMError(f"--calibrate always retrains, and {why.replace('WS', str(dm.ws.root))}")
+    elif mode == "auto" and _near_chance(out["model"]["test_accuracy"], int(getattr(data, "num_classes", 0) or 0)):
+        why = "the model is at or near chance (above): nothing it ranks is worth calibrating"
     elif mode == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         why = f"not under torchrun: `ddm check -w {dm.ws.root} --apply` calibrates in one process"
     elif mode == "auto" and estimate > (CALIBRATE_BUDGET_LOOSE if fit.get("loose") else CALIBRATE_BUDGET):

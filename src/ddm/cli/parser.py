@@ -157,8 +157,9 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         f"attributing: auto (the default) does it where they are estimated at under {CALIBRATE_BUDGET} "
                         f"s, or {CALIBRATE_BUDGET_LOOSE} s for a model that fits its training data loosely (training "
                         "cross-entropy above half a uniform guess's, where the default damping is least reliable), "
-                        "once per workspace; always; never. Written to check/calibration.json; a later `ddm check` "
-                        "scores the result on targets and subsets the calibration did not choose on")
+                        "once per workspace and not for a model at chance; always; never. Written to "
+                        "check/calibration.json; a later `ddm check` scores the result on targets and subsets the "
+                        "calibration did not choose on")
     p.set_defaults(func=commands["run"])
 
     for name, until, text in (("train", "train", "train the target model and record theta_0..theta_tau"),
