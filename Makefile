@@ -47,6 +47,7 @@ bench-random: $(STAMP)
 	$(BIN)/python benchmarks/random_probes.py --seed 1 -n 12 --root runs/random-s1 --out benchmarks/results/random-probes-s1 --calibrate never
 	$(BIN)/python benchmarks/calibrate_loose.py $(CALIBRATED_DRAWS) --root runs/calibrate --out benchmarks/results/calibrate-random
 	$(BIN)/python benchmarks/random_probes.py --seed 2 -n 12 --root runs/random-s2 --out benchmarks/results/random-probes-s2
+	$(BIN)/python benchmarks/random_probes.py --space wide --seed 3 -n 12 --root runs/wide3 --out benchmarks/results/random-probes-wide3
 
 # Probes run as a user would, on axes no benchmark had (BENCHMARKS.md, "Long-tailed training data", "RGB images
 # through the CIFAR-10 reader" and "Fine-tuning a pretrained network"): their data, the README's commands (probe.sh),
