@@ -679,6 +679,15 @@ def test_a_head_with_many_features_keeps_their_top_directions_without_forming_th
     assert q.shape == (d1, 16) and torch.allclose(q.T @ q, torch.eye(16, dtype=torch.float64), atol=1e-10)
     assert kept == pytest.approx(float(evals[:16].sum() / evals.sum()), abs=1e-4)
     assert float(torch.linalg.svdvals(q.T @ evecs[:, :4]).min()) > 0.999  # the well-separated top directions
+    few = digits.train[torch.arange(30)]  # no more samples than the basis holds: from their Gram matrix, exactly
+    with torch.no_grad():
+        hf = head.features(few.x, traj.final).double()
+    fe, fv = torch.linalg.eigh(hf.T @ hf / len(hf))
+    fe, fv = fe.flip(0), fv.flip(1)
+    qf, share_few = head_mod.feature_basis(head, few, traj.final, 8, 20)
+    assert qf.shape == (d1, 20) and torch.allclose(qf.T @ qf, torch.eye(20, dtype=torch.float64), atol=1e-8)
+    assert share_few == pytest.approx(float(fe[:20].sum() / fe.sum()), abs=1e-8)
+    assert torch.allclose((qf.T @ fv[:, :20]).abs().diagonal(), torch.ones(20, dtype=torch.float64), atol=1e-4)
     full, share = head_mod.feature_basis(head, digits.train, traj.final, 300, d1)  # every direction: exact
     assert share == pytest.approx(1.0) and torch.allclose(full @ full.T, torch.eye(d1, dtype=torch.float64),
                                                           atol=1e-8)

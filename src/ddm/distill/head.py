@@ -307,20 +307,29 @@ FEATURE_BASIS = 2048
 def feature_basis(head: Head, train: Split, params: Params | None, batch: int, rank: int,
                   power: int = 2) -> tuple[torch.Tensor, float]:
     """The top ``rank`` eigenvectors ``[d+1, rank]`` (by decreasing eigenvalue, double precision) of the features'
-    second moment ``S = mean_i h_i h_i^T`` over ``train``, found without forming ``S`` (a randomized range finder with
-    ``power`` subspace iterations, Halko et al. 2011: ``2 + power`` passes over the data), and the share of ``S``'s
-    trace they hold. Exact where the features span no more than ``rank + 16`` directions (at most ``len(train)``)."""
+    second moment ``S = mean_i h_i h_i^T`` over ``train``, found without forming ``S``, and the share of ``S``'s trace
+    they hold. Where the training set has no more than ``rank + 16`` samples, its features span at most that many
+    directions: all of them, exactly, from the samples' Gram matrix (one pass; fewer columns where the features span
+    fewer directions). Otherwise a randomized range finder with ``power`` subspace iterations (Halko et al. 2011:
+    ``2 + power`` passes over the data)."""
     W = head.matrix(params)
     d1, dev = W.shape[1], W.device
     k = min(d1, rank + 16)
-    g = torch.Generator().manual_seed(0)
-    q = torch.linalg.qr(torch.randn(d1, k, generator=g, dtype=torch.float64)).Q.to(dev)
 
     def stream(desc: str) -> Iterator[torch.Tensor]:
         with torch.no_grad():
             for s in progress(range(0, len(train), batch), desc, total=-(-len(train) // batch)):
                 yield head.features(train.x[s : s + batch], params).double()
 
+    if len(train) <= k:
+        h = torch.cat(list(stream("feature directions of the last layer")))
+        evals, v = torch.linalg.eigh(h @ h.T)
+        evals, v = evals.flip(0), v.flip(1)
+        keep = evals > 1e-10 * float(evals[0].clamp(min=1e-300))
+        basis = (h.T @ v[:, keep]) / evals[keep].sqrt()  # unit columns: h^T v / sqrt(lambda)
+        return basis[:, :rank].contiguous(), float(evals[keep][:rank].sum() / evals[keep].sum())
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(d1, k, generator=g, dtype=torch.float64).to(dev)
     for i in range(1 + power):
         y = torch.zeros(d1, k, dtype=torch.float64, device=dev)
         for h in stream(f"feature directions of the last layer ({i + 1} of {2 + power})"):
