@@ -247,6 +247,16 @@ def head_statistics(head: Head, train: Split, groups: Groups, num_classes: int, 
     return stats
 
 
+def feature_batches(head: Head, train: Split, params: Params | None, batch: int,
+                    desc: str) -> Iterator[tuple[slice, torch.Tensor]]:
+    """The training set's rows ``batch`` at a time with their head features, under a progress bar: ``(rows,
+    features)``. The caller sets the grad mode (a ``no_grad`` held inside a generator would leak to it between
+    batches)."""
+    for s in progress(range(0, len(train), batch), desc, total=-(-len(train) // batch)):
+        rows = slice(s, s + batch)
+        yield rows, head.features(train.x[rows], params)
+
+
 def group_gradients(head: Head, train: Split, groups: Groups, num_classes: int, batch: int = 256,
                     params: Params | None = None, task: Any = None,
                     each: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
@@ -259,14 +269,13 @@ def group_gradients(head: Head, train: Split, groups: Groups, num_classes: int, 
     G = torch.zeros(groups.num_groups, W.numel(), dtype=dtype, device=W.device)
     assignment = groups.assignment.to(W.device)
     with torch.no_grad():
-        for s in progress(range(0, len(train), batch), desc, total=-(-len(train) // batch)):
-            h = head.features(train.x[s : s + batch], params)
+        for rows, h in feature_batches(head, train, params, batch, desc):
             z = h @ W.T
-            yb = train.y[s : s + batch].to(W.device)
+            yb = train.y[rows].to(W.device)
             if each is not None:
                 each(h, z, yb)
-            G.index_add_(0, assignment[s : s + batch], head_gradients(h, z, F.one_hot(yb, num_classes).to(z.dtype),
-                                                                      task).to(dtype))
+            G.index_add_(0, assignment[rows], head_gradients(h, z, F.one_hot(yb, num_classes).to(z.dtype),
+                                                             task).to(dtype))
     return G
 
 
@@ -304,6 +313,7 @@ FEATURE_LIMIT = 8192
 FEATURE_BASIS = 2048
 
 
+@torch.no_grad()
 def feature_basis(head: Head, train: Split, params: Params | None, batch: int, rank: int,
                   power: int = 2) -> tuple[torch.Tensor, float]:
     """The top ``rank`` eigenvectors ``[d+1, rank]`` (by decreasing eigenvalue, double precision) of the features'
@@ -317,9 +327,7 @@ def feature_basis(head: Head, train: Split, params: Params | None, batch: int, r
     k = min(d1, rank + 16)
 
     def stream(desc: str) -> Iterator[torch.Tensor]:
-        with torch.no_grad():
-            for s in progress(range(0, len(train), batch), desc, total=-(-len(train) // batch)):
-                yield head.features(train.x[s : s + batch], params).double()
+        return (h.double() for _, h in feature_batches(head, train, params, batch, desc))
 
     if len(train) <= k:
         h = torch.cat(list(stream("feature directions of the last layer")))
@@ -398,11 +406,9 @@ def _head_statistics(head: Head, train: Split, groups: Groups, num_classes: int,
         top = ExactSum(C, r, dev)  # laid out once, as the first pass's exact curvature
         lam = torch.zeros(C, rest.shape[1], dtype=torch.float64, device=dev)
         with torch.no_grad():
-            for s in progress(range(0, len(train), batch), "curvature of the last layer (second pass)",
-                              total=-(-len(train) // batch)):
-                h = head.features(train.x[s : s + batch], params)
+            for rows, h in feature_batches(head, train, params, batch, "curvature of the last layer (second pass)"):
                 z = h @ W.T
-                oc = output_curvature(task, z, train.y[s : s + batch].to(dev))
+                oc = output_curvature(task, z, train.y[rows].to(dev))
                 lam += EigenCorrectedCurvature.accumulate(qa, rest, h, z, oc)
                 if r:
                     top.add(SubspaceCurvature.features(u, h), z, out_curv=oc)
