@@ -471,6 +471,54 @@ def test_a_relabelled_epoch_that_loses_the_kept_data_gives_way_to_the_synsets_st
     assert by_class["method"] == "relabel" and "no classes synset to take its place" in caplog.text
 
 
+def test_a_loose_fit_whose_removal_thins_a_class_takes_the_synsets_step(tmp_path, capsys, monkeypatch, caplog):
+    """``ddm unlearn``'s default takes the synsets' step without running the relabelled epoch where the model fits
+    its training data loosely (the tiny preset: 0.63 of ln C) and the removal leaves a class more than none and less
+    than ``THINNED_SHARE`` of its samples (one of a class's two groups); a whole class removed, a model that fits, or
+    an explicit ``--method relabel`` runs the epoch."""
+    import ddm.unlearning as UL
+
+    monkeypatch.setattr(UL, "RELABEL_FIT_DROP", 1.0)  # the other rule off: only this one decides here
+    ws = str(tmp_path / "ws")
+    assert main(["run", "-w", ws, "--preset", "tiny", "--json", "-q"]) == 0
+    capsys.readouterr()
+    dm = ddm.DistilledDatamodel(ws).load()
+    data = ddm.data.load(dm.config.data)
+    one = int(torch.nonzero(dm.groups.labels == 0).flatten()[0])  # one of class 0's two groups
+    whole = ",".join(map(str, torch.nonzero(dm.groups.labels == 0).flatten().tolist()))
+    why = UL.loose_and_thinned(dm.model, dm.trajectory, data.train, dm.groups, torch.tensor([one]))
+    total, kept = dm.groups.class_sizes([one])
+    assert why is not None and "fits its training data loosely" in why
+    assert f"class 0 keeps {100 * float(kept[0]) / float(total[0]):.0f}%" in why
+    with caplog.at_level("WARNING", logger="ddm.unlearning"):
+        assert main(["unlearn", "-w", ws, "--groups", str(one), "--json", "-q"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "step" and out["saved"].endswith(f"/groups-{one}") and out["kept_fit"] is None
+    assert "thins a class" in out["fell_back"] and "the synsets' step was used instead" in caplog.text
+    assert not (tmp_path / "ws" / "unlearned" / f"relabel-groups-{one}").exists()
+    assert dm.unlearn_relabel([one], data.train) is not None and dm.last_relabel["fell_back_rule"] == "loose_thinned"
+    assert main(["unlearn", "-w", ws, "--groups", str(one), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "the removal thins a class" in text and "kept-data acc." not in text
+    # asked for by name, the epoch runs; so does the Python call with loose_rule=False
+    assert main([*RELABEL, "-w", ws, "--groups", str(one), "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "relabel"
+    dm.unlearn_relabel([one], data.train, loose_rule=False)
+    assert dm.last_relabel["method"] == "relabel" and "fell_back" not in dm.last_relabel
+    # a whole class removed thins none
+    assert UL.loose_and_thinned(dm.model, dm.trajectory, data.train, dm.groups,
+                                torch.tensor([int(g) for g in whole.split(",")])) is None
+    assert main(["unlearn", "-w", ws, "--groups", whole, "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "relabel"
+    # a model that fits (the threshold raised above its ratio) or a share threshold no class falls below: the epoch
+    monkeypatch.setattr(ddm.health, "LOOSE_FIT", 0.99)
+    assert UL.loose_and_thinned(dm.model, dm.trajectory, data.train, dm.groups, torch.tensor([one])) is None
+    monkeypatch.setattr(ddm.health, "LOOSE_FIT", 0.5)
+    monkeypatch.setattr(UL, "THINNED_SHARE", 0.0)
+    assert main(["unlearn", "-w", ws, "--groups", str(one), "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "relabel"
+
+
 def test_a_verification_scores_the_first_step_where_the_unlearning_check_raised_the_damping(tmp_path, monkeypatch,
                                                                                              capsys):
     """Where the unlearning check finds a kept class collapsed and redoes the step with more damping, the verification

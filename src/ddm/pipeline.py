@@ -758,17 +758,19 @@ class DistilledDatamodel:
 
     @_restores_mode
     def unlearn_relabel(self, groups: list[int] | torch.Tensor, train: Split, name: str | None = None,
-                        synset: str = "groups") -> nn.Module:
+                        synset: str = "groups", loose_rule: bool = True) -> nn.Module:
         """Remove ``groups`` by one epoch of the training's optimizer over ``train`` (the split the workspace was
         fitted on) with the removed samples relabelled by their nearest kept samples (soft labels where those are
         split), and save the checkpoint under
         ``unlearned/<name>`` (default ``relabel-groups-<ids>``): ``ddm unlearn``'s default. It reads the training
         data, where :meth:`unlearn` needs only the synsets, and follows a retrain where a removal takes modes of a
         class, which the synsets' step does not (BENCHMARKS.md, "Relabelled fine-tuning";
-        :func:`ddm.unlearning.unlearn_relabel`)."""
+        :func:`ddm.unlearning.unlearn_relabel`). Where the model fits its training data loosely and the removal thins
+        a class, the synsets' step is taken instead (``loose_rule=False`` runs the epoch there too; BENCHMARKS.md,
+        "Unlearning on loosely fitted models")."""
         from ddm.unlearning import unlearn_relabel
 
-        return unlearn_relabel(self, train, groups, name, synset)
+        return unlearn_relabel(self, train, groups, name, synset, loose_rule)
 
     @_restores_mode
     def unlearn_exact(self, groups: list[int] | torch.Tensor, train: Split, name: str | None = None,

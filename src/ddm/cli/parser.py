@@ -219,14 +219,17 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "unlearned model lands over 3 points from it, the other method (step or relabel) is scored "
                         "against the same retrains and saved too (default: 0, off)")
     p.add_argument("--method", choices=("relabel", "step", "exact"), default=None,
-                   help="relabel (the default; step where the workspace's trajectory was handed in from another loop, "
-                        "which ddm cannot repeat): one epoch of the training's optimizer over the kept data and the "
-                        "removed samples of which 4 of the 5 nearest kept samples (raw inputs) name the same other "
-                        "class, taught that class (reads the training data; 1 / train.epochs of a retrain); step: the "
-                        "synsets' Newton step on the last layer (the distilled datamodel's unlearning, no training "
-                        "data read, under a second; stays above a retrain where a removal takes modes of a class); "
-                        "exact: retrain from theta_0 without the groups (the target's data order; ddm's loop, or "
-                        "--retrain's) and save that model. BENCHMARKS.md, \"Relabelled fine-tuning\"")
+                   help="relabel (the default; step where the workspace's trajectory was handed in from another loop,"
+                        " which ddm cannot repeat, and where the model fits its training data loosely and the removal"
+                        " thins a class, as its retrain loses that class and the step follows; --method relabel given"
+                        " explicitly runs the epoch there too): one epoch of the training's optimizer over the kept "
+                        "data and the removed samples of which 4 of the 5 nearest kept samples (raw inputs) name the "
+                        "same other class, taught that class (reads the training data; 1 / train.epochs of a "
+                        "retrain); step: the synsets' Newton step on the last layer (the distilled datamodel's "
+                        "unlearning, no training data read, under a second; stays above a retrain where a removal "
+                        "takes modes of a class); exact: retrain from theta_0 without the groups (the target's data "
+                        "order; ddm's loop, or --retrain's) and save that model. BENCHMARKS.md, \"Relabelled "
+                        "fine-tuning\"")
     _retrain_arg(p)
     p.add_argument("--set", action="append", default=[], metavar="emulate.unlearn_FIELD=VALUE",
                    help="a setting of the synsets' step (--method step) for this call only (repeatable): "
