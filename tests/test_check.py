@@ -500,6 +500,13 @@ def test_a_loose_fit_whose_removal_thins_a_class_takes_the_synsets_step(tmp_path
     assert main(["unlearn", "-w", ws, "--groups", str(one), "-q"]) == 0
     text = capsys.readouterr().out
     assert "the removal thins a class" in text and "kept-data acc." not in text
+    import ddm.cli.unlearn as U
+
+    monkeypatch.setattr(U, "VERIFY_GAP", -1.0)  # a verified miss of the rule's step sets the epoch beside it
+    assert main(["unlearn", "-w", ws, "--groups", str(one), "--verify", "1", "--json", "-q"]) == 0
+    beside = json.loads(capsys.readouterr().out)["verification"]["relabel"]
+    assert beside["saved"].endswith(f"relabel-groups-{one}") and "fell_back" not in beside
+    monkeypatch.setattr(U, "VERIFY_GAP", 3.0)
     # asked for by name, the epoch runs; so does the Python call with loose_rule=False
     assert main([*RELABEL, "-w", ws, "--groups", str(one), "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)["method"] == "relabel"

@@ -255,9 +255,11 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
         from ddm.evaluation.check import verify_unlearning
 
         out["verification"] = verify_unlearning(dm, data, idx, model, args.verify, synset, retrainer)
-        if (abs(out["verification"]["test_gap_points"]) > VERIFY_GAP and synset == "groups" and dm.synset is not None
-                and "fell_back" not in r):
+        missed = abs(out["verification"]["test_gap_points"]) > VERIFY_GAP and synset == "groups"
+        if missed and dm.synset is not None and "fell_back" not in r:
             out["verification"]["step"] = _beside(dm, data, idx, args.verify, retrainer, "step")
+        elif missed and r.get("fell_back_rule") == "loose_thinned":  # the step was the rule's: the epoch beside it
+            out["verification"]["relabel"] = _beside(dm, data, idx, args.verify, retrainer, "relabel")
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -290,6 +292,7 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
     if "verification" in out:
         _print_unlearning_verification(out["verification"])
         _print_beside(out["verification"], "step")
+        _print_beside(out["verification"], "relabel")
     else:
         print(f"  not checked against exact retraining{_training_time(dm)} (--verify N scores this model against "
               "it in N data orders; --method exact saves the retrain itself)")
