@@ -48,6 +48,9 @@ bench-random: $(STAMP)
 	$(BIN)/python benchmarks/calibrate_loose.py $(CALIBRATED_DRAWS) --root runs/calibrate --out benchmarks/results/calibrate-random
 	$(BIN)/python benchmarks/random_probes.py --seed 2 -n 12 --root runs/random-s2 --out benchmarks/results/random-probes-s2
 	$(BIN)/python benchmarks/random_probes.py --space wide --seed 3 -n 12 --root runs/wide3 --out benchmarks/results/random-probes-wide3
+	$(BIN)/python benchmarks/random_probes.py --space wide --seed 4 -n 12 --root runs/wide4 --out benchmarks/results/random-probes-wide4
+	$(BIN)/python benchmarks/unlearn_loose.py --seed 0 -n 14 --root runs/loose --out benchmarks/results/unlearn-loose
+	$(BIN)/python benchmarks/unlearn_loose.py --seed 1 -n 14 --root runs/loose1 --out benchmarks/results/unlearn-loose-s1
 
 # Probes run as a user would, on axes no benchmark had (BENCHMARKS.md, "Long-tailed training data", "RGB images
 # through the CIFAR-10 reader" and "Fine-tuning a pretrained network"): their data, the README's commands (probe.sh),
