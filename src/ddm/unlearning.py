@@ -414,23 +414,26 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
     keep = ~torch.isin(grp.assignment, idx)
     t0 = time.perf_counter()
     syn = dm.synset if synset == "groups" else dm.class_synset
-    why = (loose_and_thinned(net, trajectory, train, grp, idx) if loose_rule and syn is not None
-           and dm.task.is_default else None)
-    if why is not None:
+    removed_classes, kept_classes = grp.classes_left(idx)
+    gone = sorted(removed_classes - kept_classes)
+
+    def step_instead(why: str, rule: str, info: dict[str, Any]) -> nn.Module:
         log.warning("%s; the synsets' step was used instead (--method step)", why)
         step = unlearn(dm, groups, name, synset)
-        removed_classes, kept_classes = grp.classes_left(idx)
-        dm.last_relabel = {"groups": idx.tolist(), "synset": synset, "method": "step", "fell_back": why,
-                           "fell_back_rule": "loose_thinned", "seconds": time.perf_counter() - t0,
-                           "folder": str(dm.unlearn_folder(idx.tolist(), name, synset)), "relabelled": 0,
-                           "softened": 0, "removed_samples": int((~keep).sum()),
-                           "classes_without_data": sorted(removed_classes - kept_classes), "kept_fit": None}
+        dm.last_relabel = {**info, "method": "step", "fell_back": why, "fell_back_rule": rule,
+                           "seconds": time.perf_counter() - t0,
+                           "folder": str(dm.unlearn_folder(idx.tolist(), name, synset))}
         return step
+
+    why = (loose_and_thinned(net, trajectory, train, grp, idx) if loose_rule and syn is not None
+           and dm.task.is_default else None)
+    if why is not None:  # no epoch runs: nothing of it to report
+        return step_instead(why, "loose_thinned", {"groups": idx.tolist(), "synset": synset, "relabelled": 0,
+                                                   "softened": 0, "removed_samples": int((~keep).sum()),
+                                                   "classes_without_data": gone, "kept_fit": None})
     r = relabelled_targets(train, keep, int(train.y.max()) + 1)  # padded to the head's classes in the epoch
     model = train_relabelled(net, trajectory.final, r.split, dm.config.train, targets=r.targets)  # relabel_knn
     seconds = time.perf_counter() - t0
-    removed_classes, kept_classes = grp.classes_left(idx)
-    gone = sorted(removed_classes - kept_classes)
     if gone:
         forget_classes(model, gone)
     kept = train[torch.nonzero(keep).flatten()]
@@ -448,12 +451,7 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
             log.warning("%s; no %s synset to take its place, so the epoch is kept: check it (--verify) or retrain "
                         "(--method exact)", why, synset)
         else:
-            log.warning("%s; the synsets' step was used instead (--method step)", why)
-            step = unlearn(dm, groups, name, synset)
-            dm.last_relabel = {**info, "method": "step", "fell_back": why, "fell_back_rule": "kept_fit",
-                               "seconds": time.perf_counter() - t0,
-                               "folder": str(dm.unlearn_folder(idx.tolist(), name, synset))}
-            return step
+            return step_instead(why, "kept_fit", info)
     _save(folder, model, info, "relabelled fine-tuning (a smaller train.lr)")
     dm.last_relabel = {**info, "folder": str(folder)}
     return model

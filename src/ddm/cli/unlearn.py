@@ -35,7 +35,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
                           ("--verify" if args.verify else "--set"))
     dm, data = load_workspace(args)
     fallback = args.method is None and dm.handed_in()
-    args.chosen = args.method  # an explicit --method relabel runs the epoch even where the loose-fit rule would not
+    explicit = args.method is not None  # an explicit --method relabel runs the epoch where the loose-fit rule would not
     if args.method is None:  # relabelled fine-tuning runs ddm's loop: not for a trajectory from another loop
         args.method = "step" if fallback else "relabel"
     if args.method == "relabel" and args.set:
@@ -75,7 +75,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     if not args.verify:
         _warn_loose_fit(dm, data)
     if args.method == "relabel":
-        return _relabel(args, dm, idx, synset, before, retrainer)
+        return _relabel(args, dm, idx, synset, before, retrainer, loose_rule=not explicit)
     model = dm.unlearn(idx, name=args.name, synset=synset)
     out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "step", "removed_samples": len(rows),
            **_scores(model, before),
@@ -237,11 +237,12 @@ def _print_saved(saved: str) -> None:
 
 
 def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, before: dict[str, Any],
-             retrainer: Any) -> int:
-    """``ddm unlearn`` (``--method relabel``): relabelled fine-tuning, saved as the unlearned model."""
+             retrainer: Any, loose_rule: bool = True) -> int:
+    """``ddm unlearn`` (``--method relabel``): relabelled fine-tuning, saved as the unlearned model; ``loose_rule``:
+    the synsets' step where the model fits loosely and the removal thins a class (the default's rule, not an
+    explicit ``--method relabel``'s)."""
     data = before["data"]
-    model = dm.unlearn_relabel(idx, data.train, name=args.name, synset=synset,
-                               loose_rule=getattr(args, "chosen", None) is None)
+    model = dm.unlearn_relabel(idx, data.train, name=args.name, synset=synset, loose_rule=loose_rule)
     r = dm.last_relabel
     out: dict[str, Any] = {"groups": idx, "synset": synset, "method": r["method"],
                            "removed_samples": len(before["rows"]),
