@@ -447,6 +447,7 @@ def test_a_relabelled_epoch_that_loses_the_kept_data_gives_way_to_the_synsets_st
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "step" and "the synsets' step was used instead" not in out["fell_back"]
     assert "kept training samples' accuracy" in out["fell_back"] and out["saved"].endswith("/groups-2-3")
+    assert out["fell_back_rule"] == "kept_fit"
     assert not (tmp_path / "ws" / "unlearned" / "relabel-groups-2-3").exists()
     step_info = json.loads((tmp_path / "ws" / "unlearned" / "groups-2-3" / "unlearn.json").read_text())
     assert step_info["method"] != "relabel"
@@ -495,6 +496,7 @@ def test_a_loose_fit_whose_removal_thins_a_class_takes_the_synsets_step(tmp_path
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "step" and out["saved"].endswith(f"/groups-{one}") and out["kept_fit"] is None
     assert "thins a class" in out["fell_back"] and "the synsets' step was used instead" in caplog.text
+    assert out["fell_back_rule"] == "loose_thinned"
     assert not (tmp_path / "ws" / "unlearned" / f"relabel-groups-{one}").exists()
     assert dm.unlearn_relabel([one], data.train) is not None and dm.last_relabel["fell_back_rule"] == "loose_thinned"
     assert main(["unlearn", "-w", ws, "--groups", str(one), "-q"]) == 0

@@ -251,7 +251,7 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
                            "classes_without_data": r["classes_without_data"], "kept_fit": r["kept_fit"],
                            "training_seconds": _recorded_training_seconds(dm)}
     if "fell_back" in r:
-        out["fell_back"] = r["fell_back"]
+        out["fell_back"], out["fell_back_rule"] = r["fell_back"], r["fell_back_rule"]
     if args.verify:
         from ddm.evaluation.check import verify_unlearning
 
