@@ -390,6 +390,39 @@ def test_the_factored_whitener_equals_whitening_the_summed_gradients(monkeypatch
     assert torch.allclose(whole.images, factored.images, atol=1e-2)
 
 
+def test_a_second_step_for_the_same_removal_reuses_the_kept_curvature(trained, head_synset, monkeypatch):
+    """The unlearning check's back-off asks for the same removal's step again with more damping: the kept data's
+    curvature is built and decomposed once, and each step equals one computed afresh; another removal, or the same
+    parameters changed in place, builds it again."""
+    import ddm.emulate.newton as N
+
+    model, traj = trained
+    k = torch.tensor([2, 5])
+    made = []
+    minus = ExactCurvature.minus
+
+    def counted(self, *a, **kw):
+        made.append(1)
+        return minus(self, *a, **kw)
+
+    monkeypatch.setattr(ExactCurvature, "minus", counted)
+    first = newton_keep_params(model, traj.final, head_synset, k, damping=1e-2)
+    again = newton_keep_params(model, traj.final, head_synset, k, damping=1e-1)
+    assert len(made) == 1
+    N._KEPT.clear()
+    fresh = newton_keep_params(model, traj.final, head_synset, k, damping=1e-1)
+    assert len(made) == 2 and all(torch.equal(again[n], fresh[n]) for n in fresh)
+    assert not all(torch.equal(first[n], again[n]) for n in fresh)  # the damping did change the step
+    newton_keep_params(model, traj.final, head_synset, torch.tensor([2]), damping=1e-1)
+    assert len(made) == 3
+    params = {n: v.clone() for n, v in traj.final.items()}
+    newton_keep_params(model, params, head_synset, k)
+    with torch.no_grad():
+        next(iter(params.values())).mul_(1.0)  # in place: its version moves
+    newton_keep_params(model, params, head_synset, k)
+    assert len(made) == 5
+
+
 def test_removal_raises_the_loss_of_the_removed_data_and_unlearns_a_class(trained, digits, groups, head_synset):
     model, traj = trained
     x, y = digits.train.x, digits.train.y

@@ -227,7 +227,7 @@ def build_parser(commands: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "same other class, taught that class (reads the training data; 1 / train.epochs of a "
                         "retrain); step: the synsets' Newton step on the last layer (the distilled datamodel's "
                         "unlearning, no training data read; about a second on the demo: it decomposes the last layer's "
-                        "curvature without the removed groups again, about 35 s for a head of 5,000 parameters on 2 "
+                        "curvature without the removed groups again, about 15 s for a head of 5,000 parameters on 2 "
                         "cores; stays above a retrain where a removal "
                         "takes modes of a class); exact: retrain from theta_0 without the groups (the target's data "
                         "order; ddm's loop, or --retrain's) and save that model. BENCHMARKS.md, \"Relabelled "
