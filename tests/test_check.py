@@ -497,6 +497,9 @@ def test_a_loose_fit_whose_removal_thins_a_class_takes_the_synsets_step(tmp_path
     assert out["method"] == "step" and out["saved"].endswith(f"/groups-{one}") and out["kept_fit"] is None
     assert "thins a class" in out["fell_back"] and "the synsets' step was used instead" in caplog.text
     assert out["fell_back_rule"] == "loose_thinned"
+    import ddm.emulate.newton as N
+
+    assert N._KEPT == []  # the kept curvature let go once the step's back-off ended
     assert not (tmp_path / "ws" / "unlearned" / f"relabel-groups-{one}").exists()
     assert dm.unlearn_relabel([one], data.train) is not None and dm.last_relabel["fell_back_rule"] == "loose_thinned"
     assert main(["unlearn", "-w", ws, "--groups", str(one), "-q"]) == 0

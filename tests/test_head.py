@@ -409,7 +409,7 @@ def test_a_second_step_for_the_same_removal_reuses_the_kept_curvature(trained, h
     first = newton_keep_params(model, traj.final, head_synset, k, damping=1e-2)
     again = newton_keep_params(model, traj.final, head_synset, k, damping=1e-1)
     assert len(made) == 1
-    N._KEPT.clear()
+    N.forget_kept_curvature()
     fresh = newton_keep_params(model, traj.final, head_synset, k, damping=1e-1)
     assert len(made) == 2 and all(torch.equal(again[n], fresh[n]) for n in fresh)
     assert not all(torch.equal(first[n], again[n]) for n in fresh)  # the damping did change the step

@@ -261,6 +261,10 @@ def unlearn(dm: DistilledDatamodel, groups: list[int] | torch.Tensor, name: str 
                  "synthetic images' accuracy: the step is redone with unlearn_damping %.3g",
                  sorted(collapsed), 100 * dm.config.emulate.unlearn_class_drop, frac)
         attempt += 1
+    if method == "newton":
+        from ddm.emulate.newton import forget_kept_curvature
+
+        forget_kept_curvature()  # kept for the back-off's steps only
     check["damping_raised"] = raised
     if rewind_dropped is not None:
         check["rewind_dropped"] = rewind_dropped

@@ -423,6 +423,11 @@ def newton_keep_params(model: nn.Module, params: Params, synset: Synset, groups:
 _KEPT: list[tuple[Synset, Params, tuple[object, ...], Curvature]] = []
 
 
+def forget_kept_curvature() -> None:
+    """Let :data:`_KEPT` go (a large head's holds about 0.6 GB): done by the unlearning once its back-off ends."""
+    _KEPT.clear()
+
+
 def _newton_step(head: Head, params: Params, W: torch.Tensor, g: torch.Tensor, n: int, kept: Curvature,
                  damping: float) -> Params:
     """``params`` with the head moved by the damped Newton step ``(kept + damping)^-1 g / n``."""
