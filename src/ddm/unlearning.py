@@ -366,13 +366,13 @@ def loose_and_thinned(model: nn.Module, trajectory: Trajectory, train: Split, gr
     and one more epoch on the kept samples, which teaches the class further, does not."""
     if len(train) == 0:
         return None
-    fit = health.fit_to_training(model, trajectory.final, train, int(train.y.max()) + 1)
-    if fit is None or not fit["loose"]:
-        return None
-    total, kept = groups.class_sizes(removed)
+    total, kept = groups.class_sizes(removed)  # counts first: most removals thin no class, and need no forward pass
     share = kept.double() / total.clamp(min=1).double()
     thin = torch.nonzero((kept > 0) & (share < THINNED_SHARE)).flatten().tolist()
     if not thin:
+        return None
+    fit = health.fit_to_training(model, trajectory.final, train, int(train.y.max()) + 1)
+    if fit is None or not fit["loose"]:
         return None
     listed = ", ".join(f"class {c} keeps {100 * float(share[c]):.0f}%" for c in thin[:5]) + (" ..." if len(thin) > 5
                                                                                              else "")
