@@ -491,8 +491,13 @@ def test_a_loose_fit_whose_removal_thins_a_class_takes_the_synsets_step(tmp_path
     total, kept = dm.groups.class_sizes([one])
     assert why is not None and "fits its training data loosely" in why
     assert f"class 0 keeps {100 * float(kept[0]) / float(total[0]):.0f}%" in why
+    fits = []
+    real_fit = ddm.health.fit_to_training
+    monkeypatch.setattr(ddm.health, "fit_to_training", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
     with caplog.at_level("WARNING", logger="ddm.unlearning"):
         assert main(["unlearn", "-w", ws, "--groups", str(one), "--json", "-q"]) == 0
+    assert len(fits) == 1  # the loose-fit warning's forward pass over the training data serves the rule too
+    monkeypatch.setattr(ddm.health, "fit_to_training", real_fit)
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "step" and out["saved"].endswith(f"/groups-{one}") and out["kept_fit"] is None
     assert "thins a class" in out["fell_back"] and "the synsets' step was used instead" in caplog.text
@@ -500,6 +505,11 @@ def test_a_loose_fit_whose_removal_thins_a_class_takes_the_synsets_step(tmp_path
     import ddm.emulate.newton as N
 
     assert N._KEPT == []  # the kept curvature let go once the step's back-off ended
+    with monkeypatch.context() as m:  # ... and where the back-off stops on an error
+        m.setattr(ddm.health, "unlearning_check", lambda *a, **k: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            dm.unlearn([one])
+    assert N._KEPT == []
     assert not (tmp_path / "ws" / "unlearned" / f"relabel-groups-{one}").exists()
     assert dm.unlearn_relabel([one], data.train) is not None and dm.last_relabel["fell_back_rule"] == "loose_thinned"
     assert main(["unlearn", "-w", ws, "--groups", str(one), "-q"]) == 0

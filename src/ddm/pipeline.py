@@ -758,7 +758,8 @@ class DistilledDatamodel:
 
     @_restores_mode
     def unlearn_relabel(self, groups: list[int] | torch.Tensor, train: Split, name: str | None = None,
-                        synset: str = "groups", loose_rule: bool = True) -> nn.Module:
+                        synset: str = "groups", loose_rule: bool = True,
+                        training_fit: dict[str, Any] | None = None) -> nn.Module:
         """Remove ``groups`` by one epoch of the training's optimizer over ``train`` (the split the workspace was
         fitted on) with the removed samples relabelled by their nearest kept samples (soft labels where those are
         split), and save the checkpoint under
@@ -767,10 +768,11 @@ class DistilledDatamodel:
         class, which the synsets' step does not (BENCHMARKS.md, "Relabelled fine-tuning";
         :func:`ddm.unlearning.unlearn_relabel`). Where the model fits its training data loosely and the removal thins
         a class, the synsets' step is taken instead (``loose_rule=False`` runs the epoch there too; BENCHMARKS.md,
-        "Unlearning on loosely fitted models")."""
+        "Unlearning on loosely fitted models"). ``training_fit``: :func:`ddm.health.fit_to_training`'s answer for this
+        model and ``train`` where the caller already has it (it is computed otherwise, where a class is thinned)."""
         from ddm.unlearning import unlearn_relabel
 
-        return unlearn_relabel(self, train, groups, name, synset, loose_rule)
+        return unlearn_relabel(self, train, groups, name, synset, loose_rule, training_fit)
 
     @_restores_mode
     def unlearn_exact(self, groups: list[int] | torch.Tensor, train: Split, name: str | None = None,

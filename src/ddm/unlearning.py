@@ -17,6 +17,7 @@ from ddm.data.dataset import Split
 from ddm.distill.head import Head
 from ddm.distill.synset import Synset
 from ddm.emulate.finetune import finetune_reference
+from ddm.emulate.newton import forget_kept_curvature
 from ddm.exceptions import ConfigError, MissingArtifactError, NumericalError
 from ddm.models import with_params
 from ddm.train.loop import accuracy
@@ -197,74 +198,73 @@ def unlearn(dm: DistilledDatamodel, groups: list[int] | torch.Tensor, name: str 
         dm.last_rewind_skipped = {"schedule": schedule, "fraction_removed": removed_fraction(grp.sizes(), idx)}
     rewind_dropped: dict[str, Any] | None = None
     attempt = 0
-    while True:
-        model = unlearn_groups(dm.model, dm.trajectory.final, syn, idx,  # type: ignore[union-attr]
-                               dm.finetune_lr, dm.finetune_steps, dm.config.emulate.group_reduction,
-                               method=method, damping=damping,
-                               curvature_damping=dm.config.emulate.unlearn_curvature_damping,
-                               decay=dm.decay(grp) if method == "newton" else None,
-                               group_curvature=dm.config.emulate.unlearn_curvature == "group")
-        # A class whose every group is removed has no training data left: retraining never predicts it (its
-        # logit only ever receives negative gradient; 0.0 % accuracy on the removed class in all 18 cases of
-        # the matrix). The Newton step cannot express this (the class's gradient and curvature at theta_tau
-        # are both near zero, so its step is a ratio of two small numbers), so the class leaves the head.
-        dm.last_rewind = (rewind(model, dm.trajectory, grp.sizes(), idx, rewind_scale, warn=attempt == 0,
-                                   to=dm.config.emulate.unlearn_rewind_to)
-                            if method == "newton" else None)
-        if method == "newton" and dm.config.emulate.unlearn_prior_shift > 0:
-            shift_priors(model, grp, idx, dm.config.emulate.unlearn_prior_shift)
-        if gone:
-            forget_classes(model, gone)
-        last = attempt == backoffs
-        check = health.unlearning_check(dm.model, model, syn, idx, warn=False,
-                                        max_class_drop=dm.config.emulate.unlearn_class_drop,
-                                        class_counts=grp.class_count_matrix())
-        # a class the removal leaves with under half of its training samples (kept_share set) loses accuracy
-        # in retraining too, often all of it: reported, never a reason to damp the step (on the benchmarks'
-        # draws that thin a class the damped step kept it where exact retraining lost it; BENCHMARKS.md, "The
-        # back-off and the classes a removal thins")
-        collapsed = {c["class"] for c in health.untypical_collapses(check)}
-        if collapsed and by_rewind is None:
-            by_rewind = collapsed_by_rewind(dm, syn, idx)
-        if (collapsed and collapsed <= (by_rewind or set()) and dm.last_rewind is not None
-                and dm.config.emulate.unlearn_rewind_guard):
-            # the checkpoint the step starts from already lost these classes, which theta_tau has and the kept
-            # data still teaches: the same step is taken from theta_tau instead (no back-off step used)
-            rw = dm.last_rewind
-            rewind_dropped = {"epoch": rw["epoch"], "of_epochs": rw["of_epochs"],
-                              "fraction_removed": rw["fraction_removed"], "classes": sorted(collapsed)}
-            log.info("unlearning: the recorded checkpoint the rewind lands on (epoch %.3g of %.3g) has lost "
-                     "class(es) %s that theta_tau has; the step is taken from theta_tau instead "
-                     "(emulate.unlearn_rewind_guard)", rw["epoch"], rw["of_epochs"], sorted(collapsed))
-            first = model  # the rewound model, for --verify; a back-off below replaces it with its first step
-            rewind_scale, by_rewind = 0.0, set()
-            continue
-        if collapsed and collapsed <= (by_rewind or set()):
-            # the checkpoint the step starts from already lost these classes: no damping brings them back
-            rw = dm.last_rewind or {}
-            hint = (f"not the step: the recorded checkpoint it starts from (epoch {rw.get('epoch', 0):.3g} of "
-                    f"{rw.get('of_epochs', 0):.3g}, emulate.unlearn_rewind) already has that accuracy, "
-                    "a fluctuation of training between checkpoints that retraining with fewer steps can land on "
-                    "as well; emulate.unlearn_rewind=0 steps from theta_tau instead")
-            check["collapsed_by_rewind"] = sorted(collapsed)
-            last = True
-        if not collapsed or last:
-            health.warn_unlearning(check, hint)
-            break
-        # a class that keeps data collapsed, which retraining mostly does not do: a Levenberg-Marquardt step back
-        if first is None or (rewind_dropped is not None and not raised):
-            first, first_collapsed = model, sorted(collapsed)
-        frac *= 10
-        damping = frac * top + dm.weight_decay
-        raised.append(frac)
-        log.info("unlearning cost class(es) %s, which keep training data, more than %.0f%% of their kept "
-                 "synthetic images' accuracy: the step is redone with unlearn_damping %.3g",
-                 sorted(collapsed), 100 * dm.config.emulate.unlearn_class_drop, frac)
-        attempt += 1
-    if method == "newton":
-        from ddm.emulate.newton import forget_kept_curvature
-
-        forget_kept_curvature()  # kept for the back-off's steps only
+    try:
+        while True:
+            model = unlearn_groups(dm.model, dm.trajectory.final, syn, idx,  # type: ignore[union-attr]
+                                   dm.finetune_lr, dm.finetune_steps, dm.config.emulate.group_reduction,
+                                   method=method, damping=damping,
+                                   curvature_damping=dm.config.emulate.unlearn_curvature_damping,
+                                   decay=dm.decay(grp) if method == "newton" else None,
+                                   group_curvature=dm.config.emulate.unlearn_curvature == "group")
+            # A class whose every group is removed has no training data left: retraining never predicts it (its
+            # logit only ever receives negative gradient; 0.0 % accuracy on the removed class in all 18 cases of
+            # the matrix). The Newton step cannot express this (the class's gradient and curvature at theta_tau
+            # are both near zero, so its step is a ratio of two small numbers), so the class leaves the head.
+            dm.last_rewind = (rewind(model, dm.trajectory, grp.sizes(), idx, rewind_scale, warn=attempt == 0,
+                                       to=dm.config.emulate.unlearn_rewind_to)
+                                if method == "newton" else None)
+            if method == "newton" and dm.config.emulate.unlearn_prior_shift > 0:
+                shift_priors(model, grp, idx, dm.config.emulate.unlearn_prior_shift)
+            if gone:
+                forget_classes(model, gone)
+            last = attempt == backoffs
+            check = health.unlearning_check(dm.model, model, syn, idx, warn=False,
+                                            max_class_drop=dm.config.emulate.unlearn_class_drop,
+                                            class_counts=grp.class_count_matrix())
+            # a class the removal leaves with under half of its training samples (kept_share set) loses accuracy
+            # in retraining too, often all of it: reported, never a reason to damp the step (on the benchmarks'
+            # draws that thin a class the damped step kept it where exact retraining lost it; BENCHMARKS.md, "The
+            # back-off and the classes a removal thins")
+            collapsed = {c["class"] for c in health.untypical_collapses(check)}
+            if collapsed and by_rewind is None:
+                by_rewind = collapsed_by_rewind(dm, syn, idx)
+            if (collapsed and collapsed <= (by_rewind or set()) and dm.last_rewind is not None
+                    and dm.config.emulate.unlearn_rewind_guard):
+                # the checkpoint the step starts from already lost these classes, which theta_tau has and the kept
+                # data still teaches: the same step is taken from theta_tau instead (no back-off step used)
+                rw = dm.last_rewind
+                rewind_dropped = {"epoch": rw["epoch"], "of_epochs": rw["of_epochs"],
+                                  "fraction_removed": rw["fraction_removed"], "classes": sorted(collapsed)}
+                log.info("unlearning: the recorded checkpoint the rewind lands on (epoch %.3g of %.3g) has lost "
+                         "class(es) %s that theta_tau has; the step is taken from theta_tau instead "
+                         "(emulate.unlearn_rewind_guard)", rw["epoch"], rw["of_epochs"], sorted(collapsed))
+                first = model  # the rewound model, for --verify; a back-off below replaces it with its first step
+                rewind_scale, by_rewind = 0.0, set()
+                continue
+            if collapsed and collapsed <= (by_rewind or set()):
+                # the checkpoint the step starts from already lost these classes: no damping brings them back
+                rw = dm.last_rewind or {}
+                hint = (f"not the step: the recorded checkpoint it starts from (epoch {rw.get('epoch', 0):.3g} of "
+                        f"{rw.get('of_epochs', 0):.3g}, emulate.unlearn_rewind) already has that accuracy, "
+                        "a fluctuation of training between checkpoints that retraining with fewer steps can land on "
+                        "as well; emulate.unlearn_rewind=0 steps from theta_tau instead")
+                check["collapsed_by_rewind"] = sorted(collapsed)
+                last = True
+            if not collapsed or last:
+                health.warn_unlearning(check, hint)
+                break
+            # a class that keeps data collapsed, which retraining mostly does not do: a Levenberg-Marquardt step back
+            if first is None or (rewind_dropped is not None and not raised):
+                first, first_collapsed = model, sorted(collapsed)
+            frac *= 10
+            damping = frac * top + dm.weight_decay
+            raised.append(frac)
+            log.info("unlearning cost class(es) %s, which keep training data, more than %.0f%% of their kept "
+                     "synthetic images' accuracy: the step is redone with unlearn_damping %.3g",
+                     sorted(collapsed), 100 * dm.config.emulate.unlearn_class_drop, frac)
+            attempt += 1
+    finally:
+        forget_kept_curvature()  # kept for the back-off's steps only, released on an error too
     check["damping_raised"] = raised
     if rewind_dropped is not None:
         check["rewind_dropped"] = rewind_dropped
@@ -358,12 +358,13 @@ THINNED_SHARE = 0.8
 
 
 def loose_and_thinned(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups,
-                      removed: torch.Tensor) -> str | None:
+                      removed: torch.Tensor, fit: dict[str, Any] | None = None) -> str | None:
     """Why the relabelled epoch is not for this removal, or None: the model at theta_tau fits its training data
     loosely (:func:`ddm.health.fit_to_training`) and the ``removed`` groups leave some class more than none and less
     than :data:`THINNED_SHARE` of its samples. A retrain of such a model stops as early as it did and loses a thinned
     class (test accuracy 65.6 % -> 44.4 % on a digits MLP after four of 50 groups), which the synsets' step follows
-    and one more epoch on the kept samples, which teaches the class further, does not."""
+    and one more epoch on the kept samples, which teaches the class further, does not. ``fit``:
+    :func:`ddm.health.fit_to_training`'s answer for ``model`` at theta_tau on ``train`` where the caller has it."""
     if len(train) == 0:
         return None
     total, kept = groups.class_sizes(removed)  # counts first: most removals thin no class, and need no forward pass
@@ -371,7 +372,8 @@ def loose_and_thinned(model: nn.Module, trajectory: Trajectory, train: Split, gr
     thin = torch.nonzero((kept > 0) & (share < THINNED_SHARE)).flatten().tolist()
     if not thin:
         return None
-    fit = health.fit_to_training(model, trajectory.final, train, int(train.y.max()) + 1)
+    if fit is None:
+        fit = health.fit_to_training(model, trajectory.final, train, int(train.y.max()) + 1)
     if fit is None or not fit["loose"]:
         return None
     listed = ", ".join(f"class {c} keeps {100 * float(share[c]):.0f}%" for c in thin[:5]) + (" ..." if len(thin) > 5
@@ -383,7 +385,8 @@ def loose_and_thinned(model: nn.Module, trajectory: Trajectory, train: Split, gr
 
 
 def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | torch.Tensor, name: str | None = None,
-                    synset: str = "groups", loose_rule: bool = True) -> nn.Module:
+                    synset: str = "groups", loose_rule: bool = True,
+                    training_fit: dict[str, Any] | None = None) -> nn.Module:
     """:meth:`DistilledDatamodel.unlearn_relabel`: one epoch of the training's optimizer (``train.*``) over ``train``
     from theta_tau, each removed sample whose nearest kept samples agree on another class relabelled with it, and
     each other one whose 10 nearest kept samples do not all carry its class taught their label shares
@@ -429,7 +432,7 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
                            "folder": str(dm.unlearn_folder(idx.tolist(), name, synset))}
         return step
 
-    why = (loose_and_thinned(net, trajectory, train, grp, idx) if loose_rule and syn is not None
+    why = (loose_and_thinned(net, trajectory, train, grp, idx, training_fit) if loose_rule and syn is not None
            and dm.task.is_default else None)
     if why is not None:  # no epoch runs: nothing of it to report
         return step_instead(why, "loose_thinned", {"groups": idx.tolist(), "synset": synset, "relabelled": 0,

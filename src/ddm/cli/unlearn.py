@@ -72,10 +72,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     before = {"test": before_test, "removed": before_removed, "data": data, "rows": removed}
     if args.method == "exact":
         return _exact(args, dm, idx, synset, before)
-    if not args.verify:
-        _warn_loose_fit(dm, data)
+    fit = None if args.verify else _warn_loose_fit(dm, data)
     if args.method == "relabel":
-        return _relabel(args, dm, idx, synset, before, retrainer, loose_rule=not explicit)
+        return _relabel(args, dm, idx, synset, before, retrainer, loose_rule=not explicit, training_fit=fit)
     model = dm.unlearn(idx, name=args.name, synset=synset)
     out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "step", "removed_samples": len(rows),
            **_scores(model, before),
@@ -184,11 +183,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_loose_fit(dm: Any, data: Any) -> None:
+def _warn_loose_fit(dm: Any, data: Any) -> dict[str, Any] | None:
     """A warning, before an unverified unlearning, where the model fits its training data loosely
     (``health.fit_to_training``): there a retrain without a few groups, which stops as early, can land far below the
     model; the synsets' step follows it where the removal thins a class (``ddm.unlearning.loose_and_thinned``), and
-    elsewhere neither unlearner always does (BENCHMARKS.md, "Unlearning on loosely fitted models")."""
+    elsewhere neither unlearner always does (BENCHMARKS.md, "Unlearning on loosely fitted models"). Returns the fit,
+    which the default's rule reads too."""
     fit = training_fit(dm, data)
     if fit is not None and fit["loose"]:
         seconds = _recorded_training_seconds(dm)
@@ -200,6 +200,7 @@ def _warn_loose_fit(dm: Any, data: Any) -> None:
                     "relabelled epoch on 1); elsewhere the unlearned model was up to 21 points above exact retraining "
                     "on configurations drawn at random (BENCHMARKS.md, \"Unlearning on loosely fitted models\"). "
                     "--verify N measures it on this removal%s", fit["ratio"], 100 * fit["accuracy"], cost)
+    return fit
 
 
 def _recorded_training_seconds(dm: Any) -> float | None:
@@ -237,12 +238,13 @@ def _print_saved(saved: str) -> None:
 
 
 def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, before: dict[str, Any],
-             retrainer: Any, loose_rule: bool = True) -> int:
+             retrainer: Any, loose_rule: bool = True, training_fit: dict[str, Any] | None = None) -> int:
     """``ddm unlearn`` (``--method relabel``): relabelled fine-tuning, saved as the unlearned model; ``loose_rule``:
     the synsets' step where the model fits loosely and the removal thins a class (the default's rule, not an
     explicit ``--method relabel``'s)."""
     data = before["data"]
-    model = dm.unlearn_relabel(idx, data.train, name=args.name, synset=synset, loose_rule=loose_rule)
+    model = dm.unlearn_relabel(idx, data.train, name=args.name, synset=synset, loose_rule=loose_rule,
+                               training_fit=training_fit)
     r = dm.last_relabel
     out: dict[str, Any] = {"groups": idx, "synset": synset, "method": r["method"],
                            "removed_samples": len(before["rows"]),
