@@ -24,6 +24,15 @@ those that fit loosely are unlearned twice: 4 random groups, and half (rounded u
 with ``ddm unlearn --method relabel --verify 3`` and ``--method step --verify 3`` (the same cached retrains).
 
     python benchmarks/unlearn_loose.py --seed 0 -n 10 --root runs/loose --out benchmarks/results/unlearn-loose
+
+``--fit-band LO HI`` (after 0.31) unlearns the draws whose fit ratio lies in [LO, HI) instead, the same two removals
+each, to ask whether the rule's threshold should come down. Written before that run: **the threshold would move to
+0.3 if, on the removals that thin a class at a fit of 0.3-0.5, the step is within 3 points on at least as many as the
+relabelled epoch and its mean absolute gap is lower; a fresh draw would then have to agree before the default
+changes.** The motivating miss (random seed 2 #11, fit 0.35, the epoch +5.6) is not among these draws.
+
+    python benchmarks/unlearn_loose.py --seed 0 -n 14 --root runs/loose --fit-band 0.2 0.5 \
+        --out benchmarks/results/unlearn-loose-band
 """
 
 from __future__ import annotations
@@ -104,7 +113,8 @@ def kept_shares(ws: Path, groups: list[int]) -> list[float]:
     return [float(k) / float(t) if t else 1.0 for k, t in zip(kept.tolist(), total.tolist(), strict=True)]
 
 
-def run(root: Path, cfgs: list[dict[str, Any]], seed: int, ddm: str) -> list[dict[str, Any]]:
+def run(root: Path, cfgs: list[dict[str, Any]], seed: int, ddm: str,
+        band: tuple[float, float] | None = None) -> list[dict[str, Any]]:
     rows = []
     for i, c in enumerate(cfgs):
         ws = root / f"{i:02d}"
@@ -116,8 +126,10 @@ def run(root: Path, cfgs: list[dict[str, Any]], seed: int, ddm: str) -> list[dic
             continue
         model = r["out"]["model"]
         fit = (model.get("training_fit") or {}).get("ratio")
+        measured = (fit is not None and fit > LOOSE) if band is None else (
+            fit is not None and band[0] <= fit < band[1])
         row: dict[str, Any] = {"i": i, "config": c, "test_accuracy": model["test_accuracy"], "fit": fit,
-                               "loose": fit is not None and fit > LOOSE, "removals": {}}
+                               "loose": measured, "removals": {}}
         if row["loose"]:
             which = removals(ws, i, seed)
             for name, groups in which.items():
@@ -140,7 +152,8 @@ def run(root: Path, cfgs: list[dict[str, Any]], seed: int, ddm: str) -> list[dic
     return rows
 
 
-def render(rows: list[dict[str, Any]], out: str, seed: int, command: str) -> None:
+def render(rows: list[dict[str, Any]], out: str, seed: int, command: str,
+           band: tuple[float, float] | None = None) -> None:
     lines = ["| # | configuration | test acc. % | fit | removal | thinned (kept share) | rule | relabelled epoch | "
              "the step | exact (3 orders) |", "|---|---|---|---|---|---|---|---|---|---|"]
     tally: dict[str, dict[str, list[float]]] = {"fires": {"relabel": [], "step": []},
@@ -154,7 +167,8 @@ def render(rows: list[dict[str, Any]], out: str, seed: int, command: str) -> Non
             continue
         if not r["loose"]:
             fit = "–" if r["fit"] is None else f"{r['fit']:.2f}"
-            lines.append(f"| {r['i']} | {desc} | {100 * r['test_accuracy']:.1f} | {fit} | not loose | | | | | |")
+            where = "not loose" if band is None else "outside the band"
+            lines.append(f"| {r['i']} | {desc} | {100 * r['test_accuracy']:.1f} | {fit} | {where} | | | | | |")
             continue
         for name, m in r["removals"].items():
             if "relabel" not in m or "step" not in m:
@@ -173,9 +187,13 @@ def render(rows: list[dict[str, Any]], out: str, seed: int, command: str) -> Non
         for method, gaps in t.items():
             if gaps:
                 within = sum(abs(g) <= 3 for g in gaps)
-                summary.append(f"* rule {'fires' if key == 'fires' else 'silent'}, {method}: within 3 points on "
+                what = ("rule " + ("fires" if key == "fires" else "silent") if band is None
+                        else ("thins a class" if key == "fires" else "thins none"))
+                summary.append(f"* {what}, {method}: within 3 points on "
                                f"{within} of {len(gaps)}, mean |gap| {sum(map(abs, gaps)) / len(gaps):.2f}")
-    text = "\n".join([f"# Unlearning on loosely fitted models (seed {seed})", "", f"    {command}", "", *lines, "",
+    title = ("Unlearning on loosely fitted models" if band is None
+             else f"Unlearning on models whose fit ratio lies in [{band[0]:g}, {band[1]:g})")
+    text = "\n".join([f"# {title} (seed {seed})", "", f"    {command}", "", *lines, "",
                       *summary, ""])
     write_report(out, text, {"seed": seed, "rows": rows, "tally": tally})
 
@@ -187,11 +205,14 @@ def main() -> None:
     ap.add_argument("--root", default="runs/loose")
     ap.add_argument("--out", default="benchmarks/results/unlearn-loose")
     ap.add_argument("--ddm", default=str(Path(sys.executable).parent / "ddm"))
+    ap.add_argument("--fit-band", nargs=2, type=float, metavar=("LO", "HI"),
+                    help="unlearn the draws whose fit ratio lies in [LO, HI) instead of those above 0.5")
     a = ap.parse_args()
     root = Path(a.root)
     cfgs = draws(root, a.n, a.seed)
-    rows = run(root, cfgs, a.seed, a.ddm)
-    render(rows, a.out, a.seed, "python " + " ".join(sys.argv))
+    rows = run(root, cfgs, a.seed, a.ddm, (a.fit_band[0], a.fit_band[1]) if a.fit_band else None)
+    band = (a.fit_band[0], a.fit_band[1]) if a.fit_band else None
+    render(rows, a.out, a.seed, "python " + " ".join(sys.argv), band)
 
 
 if __name__ == "__main__":
