@@ -440,6 +440,22 @@ def test_a_relabelled_epoch_that_loses_the_kept_data_gives_way_to_the_synsets_st
     assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json", "-q"]) == 0
     kept = json.loads(capsys.readouterr().out)
     assert kept["method"] == "relabel" and "fell_back" not in kept and kept["kept_fit"] == pytest.approx(fit)
+    assert kept.get("still_learning", False) == (fit["after"] - fit["before"] > UL.RELABEL_FIT_RISE)
+    # an epoch that raises the kept data's accuracy (here: any, the threshold below every change) is kept, warned of
+    monkeypatch.setattr(UL, "RELABEL_FIT_RISE", -1.0)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ddm.unlearning"):
+        assert main(["unlearn", "-w", ws, "--groups", "0,1", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "the model was still learning when its training stopped" in caplog.text
+    assert "trained a model still learning further than a retrain would" in text and "by one epoch" in text
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["still_learning"] is True
+    monkeypatch.setattr(UL, "RELABEL_FIT_RISE", 1.0)  # never
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ddm.unlearning"):
+        assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json", "-q"]) == 0
+    assert "still_learning" not in json.loads(capsys.readouterr().out) and "still learning" not in caplog.text
     info = json.loads((tmp_path / "ws" / "unlearned" / "relabel-groups-0-1" / "unlearn.json").read_text())
     assert info["kept_fit"] == pytest.approx(fit)
     monkeypatch.setattr(UL, "RELABEL_FIT_DROP", -1.0)  # every epoch counts as one that lost the kept data

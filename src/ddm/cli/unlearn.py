@@ -255,6 +255,8 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
                            "training_seconds": _recorded_training_seconds(dm)}
     if "fell_back" in r:
         out["fell_back"], out["fell_back_rule"] = r["fell_back"], r["fell_back_rule"]
+    if r.get("still_learning"):
+        out["still_learning"] = True  # the epoch raised the kept data's accuracy (ddm.unlearning.RELABEL_FIT_RISE)
     if args.verify:
         from ddm.evaluation.check import verify_unlearning
 
@@ -289,7 +291,9 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
     _print_scores(out)
     if fit is not None:
         print(f"  kept-data acc.     {100 * fit['before']:.1f}% -> {100 * fit['after']:.1f}% (the relabelled epoch"
-              + (", not used)" if "fell_back" in r else ")"))
+              + (", not used)" if "fell_back" in r else
+                 "; it trained a model still learning further than a retrain would: the warning above)"
+                 if r.get("still_learning") else ")"))
     if out["classes_without_data"]:
         print(f"  class(es) {out['classes_without_data']} have no training data left: the unlearned model no "
               "longer predicts them (as retraining without them would not)")
