@@ -51,6 +51,12 @@ bench-random: $(STAMP)
 	$(BIN)/python benchmarks/random_probes.py --space wide --seed 4 -n 12 --root runs/wide4 --out benchmarks/results/random-probes-wide4
 	$(BIN)/python benchmarks/unlearn_loose.py --seed 0 -n 14 --root runs/loose --out benchmarks/results/unlearn-loose
 	$(BIN)/python benchmarks/unlearn_loose.py --seed 1 -n 14 --root runs/loose1 --out benchmarks/results/unlearn-loose-s1
+	$(BIN)/python benchmarks/unlearn_loose.py --seed 2 -n 14 --root runs/loose2 --out benchmarks/results/unlearn-loose-s2
+	$(BIN)/python benchmarks/unlearn_loose.py --seed 0 -n 14 --root runs/loose --fit-band 0.2 0.5 --out benchmarks/results/unlearn-loose-band
+	$(BIN)/python benchmarks/unlearn_loose.py --seed 1 -n 14 --root runs/loose1 --fit-band 0.2 0.5 --out benchmarks/results/unlearn-loose-band-s1
+	$(BIN)/python benchmarks/unlearn_loose.py --seed 2 -n 14 --root runs/loose2 --fit-band 0.2 0.5 --out benchmarks/results/unlearn-loose-band-s2
+	$(BIN)/python benchmarks/unlearn_loose_step.py --roots runs/loose runs/loose1 runs/loose2 --seeds 0 1 2 --out benchmarks/results/unlearn-loose-step
+	$(BIN)/python benchmarks/random_probes.py --space wide --seed 5 -n 12 --root runs/wide5 --out benchmarks/results/random-probes-wide5
 
 # Probes run as a user would, on axes no benchmark had (BENCHMARKS.md, "Long-tailed training data", "RGB images
 # through the CIFAR-10 reader" and "Fine-tuning a pretrained network"): their data, the README's commands (probe.sh),
