@@ -54,7 +54,7 @@ def test_counts_out_of_range_are_refused_before_any_work(argv, says, capsys):
     assert e.value.code == 2 and says in capsys.readouterr().err
 
 
-def test_run_attribute_unlearn_info(tmp_path, capsys):
+def test_run_attribute_unlearn_info(tmp_path, capsys, caplog, monkeypatch):
     ws = str(tmp_path / "ws")
     assert main(["run", "-w", ws, "--preset", "tiny", "--targets", "0:3", "--json", "-q"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -93,9 +93,18 @@ def test_run_attribute_unlearn_info(tmp_path, capsys):
     assert main(["attribute", "-w", ws, "--targets", "1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["gradients"] == "groups" and grads.exists()
 
-    assert main([*STEP, "-w", ws, "--groups", "0,1", "--json"]) == 0
+    with caplog.at_level("WARNING", logger="ddm.unlearning"):
+        assert main([*STEP, "-w", ws, "--groups", "0,1", "--json"]) == 0
     un = json.loads(capsys.readouterr().out)
     assert un["groups"] == [0, 1] and un["removed_samples"] > 0
+    assert ("Exact retrains of such a model can disagree" in caplog.text) == near  # ddm unlearn warns too
+    with monkeypatch.context() as m:
+        m.setattr("ddm.cli.common.NEAR_CHANCE", 1.0)  # every model below 100% counts as near chance
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="ddm.unlearning"):
+            assert main([*STEP, "-w", ws, "--groups", "0,1", "--json"]) == 0
+        capsys.readouterr()
+        assert "is at or near chance" in caplog.text and "Exact retrains of such a model can disagree" in caplog.text
     assert "synset-class" not in out  # not built until asked for
     # unlearning settings for one call: a damped step moves the model less; other settings are refused
     assert main([*STEP, "-w", ws, "--groups", "0,2", "--json", "--name", "damped",  # classes 0 and 1 keep data
@@ -618,7 +627,7 @@ def test_the_summary_names_the_loss_of_the_images_kept_not_only_the_last_step(ca
 
 
 def test_a_model_near_chance_is_warned_about():
-    from ddm.cli.main import _near_chance
+    from ddm.cli.common import near_chance as _near_chance
 
     assert "near chance (10.0% for 10 classes)" in _near_chance(0.05, 10)
     assert _near_chance(0.18, 10) is not None and _near_chance(0.20, 10) is None

@@ -236,3 +236,21 @@ def training_fit(dm: Any, data: Any) -> dict[str, Any] | None:
     from ddm.health import fit_to_training
 
     return fit_to_training(dm.model, dm.trajectory.final, data.train, int(getattr(data, "num_classes", 0) or 0))
+
+
+#: a target model whose test accuracy is below chance + this share of the way from chance to 100% is warned about
+NEAR_CHANCE = 0.1
+
+
+def near_chance(acc: float, num_classes: int) -> str | None:
+    """A warning when a classifier's test accuracy ``acc`` is barely above chance (1 / ``num_classes``): every
+    attribution and unlearning of such a model describes one that has not learned its task."""
+    if num_classes < 2:
+        return None
+    chance = 1.0 / num_classes
+    if acc >= chance + NEAR_CHANCE * (1 - chance):
+        return None
+    return (f"the target model's test accuracy {100 * acc:.1f}% is at or near chance ({100 * chance:.1f}% for "
+            f"{num_classes} classes): it has not learned its task, so its attributions and unlearning say little "
+            "about the data; train it longer or at another rate (train.epochs, train.lr) and run again with "
+            "--overwrite")

@@ -25,6 +25,7 @@ from ddm.cli.common import (
     load_workspace,
     make_config,
     model_for_data,
+    near_chance,
     off_scale_line,
     parse_indices,
     training_fit,
@@ -71,7 +72,7 @@ def _describe_offline(dm: Any, data: Any) -> dict[str, Any]:
         out.setdefault("notes", []).append(
             f"the model's head is its nn.Linear {head!r}, the one its logits come from (not the last Linear it "
             "registers); recorded in train/model.json")
-    warn = _near_chance(out["model"]["test_accuracy"], int(getattr(data, "num_classes", 0) or 0))
+    warn = near_chance(out["model"]["test_accuracy"], int(getattr(data, "num_classes", 0) or 0))
     if warn:
         out["warnings"] = [warn]
     else:
@@ -201,24 +202,6 @@ def _attribution_report(dm: Any, data: Any, idx: list[int] | None, args: argpars
             "source": source, "targets": rows}
 
 
-#: a target model whose test accuracy is below chance + this share of the way from chance to 100% is warned about
-NEAR_CHANCE = 0.1
-
-
-def _near_chance(acc: float, num_classes: int) -> str | None:
-    """A warning when a classifier's test accuracy ``acc`` is barely above chance (1 / ``num_classes``): every
-    attribution and unlearning of such a model describes one that has not learned its task."""
-    if num_classes < 2:
-        return None
-    chance = 1.0 / num_classes
-    if acc >= chance + NEAR_CHANCE * (1 - chance):
-        return None
-    return (f"the target model's test accuracy {100 * acc:.1f}% is at or near chance ({100 * chance:.1f}% for "
-            f"{num_classes} classes): it has not learned its task, so its attributions and unlearning say little "
-            "about the data; train it longer or at another rate (train.epochs, train.lr) and run again with "
-            "--overwrite")
-
-
 def _still_improving(p: dict[str, Any], external: bool) -> str:
     """The warning for a model still improving when its training stopped (``health.training_progress``)."""
     longer = ("record a longer training in your loop and hand its trajectory in again" if external else
@@ -273,7 +256,7 @@ def _calibration(dm: Any, data: Any, out: dict[str, Any], mode: str, stream: Any
                "calibrates with it")
         if mode == "always":
             raise DDMError(f"--calibrate always retrains, and {why.replace('WS', str(dm.ws.root))}")
-    elif mode == "auto" and _near_chance(out["model"]["test_accuracy"], int(getattr(data, "num_classes", 0) or 0)):
+    elif mode == "auto" and near_chance(out["model"]["test_accuracy"], int(getattr(data, "num_classes", 0) or 0)):
         why = "the model is at or near chance (above): nothing it ranks is worth calibrating"
     elif mode == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         why = f"not under torchrun: `ddm check -w {dm.ws.root} --apply` calibrates in one process"

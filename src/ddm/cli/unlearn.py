@@ -14,6 +14,7 @@ from ddm.cli.common import (
     listed,
     load_workspace,
     mostly_removed,
+    near_chance,
     parse_indices,
     training_fit,
     user_retrainer,
@@ -66,6 +67,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         raise DDMError(f"the workspace has no {synset} synset; run `ddm run` first")
     idx = sorted(set(parse_indices(args.groups, groups.num_groups, "--groups")))  # a group named twice goes once
     before_test = accuracy(dm.model, data.test)
+    chance = near_chance(before_test, int(getattr(data, "num_classes", 0) or 0)) if dm.task.is_default else None
+    if chance:
+        log.warning("%s. Exact retrains of such a model can disagree with one another (a digits AlexNet at 18.6%%: "
+                    "9.7-24.7%% in three data orders, agreeing on under 1%% of the test predictions; BENCHMARKS.md, "
+                    "\"A third draw from the wider space\"), so neither an unlearned model nor its check means much",
+                    chance)
     rows = torch.cat([groups.members(k) for k in idx])
     removed = data.train[rows]
     before_removed = accuracy(dm.model, removed)
