@@ -158,6 +158,7 @@ def render(rows: list[dict[str, Any]], out: str, seed: int, command: str,
              "the step | exact (3 orders) |", "|---|---|---|---|---|---|---|---|---|---|"]
     tally: dict[str, dict[str, list[float]]] = {"fires": {"relabel": [], "step": []},
                                                 "silent": {"relabel": [], "step": []}}
+    rule = "step" if band is None else "thins (the rule is silent below 0.5)"
     for r in rows:
         c = r["config"]
         desc = f"{c['dataset']} " + " ".join(f"{k.split('.')[-1]}={v}" for k, v in c["set"].items()
@@ -180,7 +181,7 @@ def render(rows: list[dict[str, Any]], out: str, seed: int, command: str,
             tally[key]["step"].append(m["step"]["gap"])
             fb = " (guard: step)" if m["relabel"]["fell_back"] else ""
             lines.append(f"| {r['i']} | {desc} | {100 * r['test_accuracy']:.1f} | {r['fit']:.2f} | {name} "
-                         f"{m['groups']} | {thin:.2f} | {'step' if m['fires'] else '-'} | "
+                         f"{m['groups']} | {thin:.2f} | {rule if m['fires'] else '-'} | "
                          f"{m['relabel']['gap']:+.1f}{fb} | {m['step']['gap']:+.1f} | {ex} |")
     summary = []
     for key, t in tally.items():
