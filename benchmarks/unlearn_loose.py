@@ -113,6 +113,12 @@ def kept_shares(ws: Path, groups: list[int]) -> list[float]:
     return [float(k) / float(t) if t else 1.0 for k, t in zip(kept.tolist(), total.tolist(), strict=True)]
 
 
+def thins(shares: list[float]) -> bool:
+    """Whether some class keeps more than none and less than ``THIN`` of its training samples (0.31's rule's second
+    half; ``kept_shares``)."""
+    return any(0 < s < THIN for s in shares)
+
+
 def run(root: Path, cfgs: list[dict[str, Any]], seed: int, ddm: str,
         band: tuple[float, float] | None = None) -> list[dict[str, Any]]:
     rows = []
@@ -146,7 +152,7 @@ def run(root: Path, cfgs: list[dict[str, Any]], seed: int, ddm: str,
                         got["exact"] = v["exact"]["test_accuracy"]
                         got["exact_removed"] = v["exact"]["removed_accuracy"]
                 shares = kept_shares(ws, groups)
-                fires = any(0 < s < THIN for s in shares)
+                fires = thins(shares)
                 row["removals"][name] = {"groups": groups, "kept_shares": shares, "fires": fires, **got}
         rows.append(row)
     return rows

@@ -32,7 +32,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_report  # noqa: E402
 from random_probes import step  # noqa: E402
-from unlearn_loose import LOOSE, THIN, kept_shares  # noqa: E402
+from unlearn_loose import LOOSE, kept_shares, thins  # noqa: E402
 
 VARIANTS = {
     "damping 1e-2": ["--set", "emulate.unlearn_damping=0.01"],
@@ -77,7 +77,7 @@ def _fires(root: Path, ws: Path, groups: list[int]) -> bool:
     than ``THIN`` of its samples (as ``unlearn_loose.py`` reads it)."""
     run = json.loads((root / f"{ws.name}.run.json").read_text())
     fit = (run.get("out", {}).get("model", {}).get("training_fit") or {}).get("ratio")
-    return fit is not None and fit > LOOSE and any(0 < s < THIN for s in kept_shares(ws, groups))
+    return fit is not None and fit > LOOSE and thins(kept_shares(ws, groups))
 
 
 def tally(rows: list[dict[str, Any]], seeds: tuple[int, ...]) -> dict[str, dict[str, float]]:
