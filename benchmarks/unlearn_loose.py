@@ -42,6 +42,7 @@ import json
 import math
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +76,11 @@ def draw(rng: random.Random) -> dict[str, Any]:
     return {"dataset": dataset, "set": s}
 
 
-def draws(root: Path, n: int, seed: int) -> list[dict[str, Any]]:
+def draws(root: Path, n: int, seed: int,
+          drawer: Callable[[random.Random], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """``n`` configurations from ``drawer`` (default :func:`draw`) seeded by ``seed``, kept in ``<root>/draws.json``."""
     rng = random.Random(seed)
-    drawn = [draw(rng) for _ in range(n)]
+    drawn = [(drawer or draw)(rng) for _ in range(n)]
     path = root / "draws.json"
     if path.exists():
         stored = json.loads(path.read_text())
