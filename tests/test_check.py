@@ -426,7 +426,11 @@ def test_a_relabelled_epoch_that_loses_the_kept_data_gives_way_to_the_synsets_st
     warning."""
     import ddm.cli.unlearn as U
     import ddm.unlearning as UL
+    from ddm.baselines.unlearners import relabelled_targets, train_relabelled
+    from ddm.cli.common import load_data
+    from ddm.pipeline import DistilledDatamodel
     from ddm.train.loop import accuracy
+    from ddm.workspace import load_tensors
 
     ws = str(tmp_path / "ws")
     assert main(["run", "-w", ws, "--preset", "tiny", "--json", "-q"]) == 0
@@ -441,16 +445,32 @@ def test_a_relabelled_epoch_that_loses_the_kept_data_gives_way_to_the_synsets_st
     kept = json.loads(capsys.readouterr().out)
     assert kept["method"] == "relabel" and "fell_back" not in kept and kept["kept_fit"] == pytest.approx(fit)
     assert kept.get("still_learning", False) == (fit["after"] - fit["before"] > UL.RELABEL_FIT_RISE)
-    # an epoch that raises the kept data's accuracy (here: any, the threshold below every change) is kept, warned of
+    epoch_weights = load_tensors(tmp_path / "ws" / "unlearned" / "relabel-groups-0-1" / "model.safetensors")
+    # an epoch that raises the kept data's accuracy (here: any, the threshold below every change) is replayed from
+    # the checkpoint one epoch before theta_tau, and that replay is what is saved and scored
     monkeypatch.setattr(UL, "RELABEL_FIT_RISE", -1.0)
     caplog.clear()
     with caplog.at_level("WARNING", logger="ddm.unlearning"):
         assert main(["unlearn", "-w", ws, "--groups", "0,1", "-q"]) == 0
     text = capsys.readouterr().out
     assert "the model was still learning when its training stopped" in caplog.text
-    assert "trained a model still learning further than a retrain would" in text and "by one epoch" in text
+    assert "The epoch was replayed from the checkpoint at epoch" in caplog.text
+    assert "replayed from epoch" in text and "by one epoch" in text
     assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json", "-q"]) == 0
-    assert json.loads(capsys.readouterr().out)["still_learning"] is True
+    replayed = json.loads(capsys.readouterr().out)
+    dm = DistilledDatamodel(ws).load()
+    assert replayed["still_learning"] is True and replayed["replayed_from_epoch"] == dm.trajectory.epochs[-2]
+    assert replayed["kept_fit"]["after"] == pytest.approx(fit["after"])  # the epoch from theta_tau, as before
+    weights = load_tensors(tmp_path / "ws" / "unlearned" / "relabel-groups-0-1" / "model.safetensors")
+    assert any(not torch.equal(weights[k], epoch_weights[k]) for k in weights)  # not the epoch from theta_tau
+    data = load_data(dm.config.data, ws)
+    keep = ~torch.isin(dm.groups.assignment, torch.tensor([0, 1]))
+    r = relabelled_targets(data.train, keep, data.num_classes)
+    by_hand = train_relabelled(dm.model, dm.trajectory.checkpoint(len(dm.trajectory) - 2), r.split, dm.config.train,
+                               targets=r.targets)
+    UL.forget_classes(by_hand, replayed["classes_without_data"])  # groups 0 and 1 hold all of class 0 here
+    assert all(torch.allclose(weights[k], v) for k, v in by_hand.state_dict().items())
+    assert replayed["kept_fit"]["replayed"] == pytest.approx(accuracy(by_hand, data.train[torch.nonzero(keep)[:, 0]]))
     monkeypatch.setattr(UL, "RELABEL_FIT_RISE", 1.0)  # never
     caplog.clear()
     with caplog.at_level("WARNING", logger="ddm.unlearning"):
@@ -505,7 +525,7 @@ def test_a_loose_fit_whose_removal_thins_a_class_takes_the_synsets_step(tmp_path
     whole = ",".join(map(str, torch.nonzero(dm.groups.labels == 0).flatten().tolist()))
     why = UL.loose_and_thinned(dm.model, dm.trajectory, data.train, dm.groups, torch.tensor([one]))
     total, kept = dm.groups.class_sizes([one])
-    assert why is not None and "fits its training data loosely" in why
+    assert why is not None and "training cross-entropy is 0.6" in why and "(above 0.3, ddm.unlearning.STEP_FIT)" in why
     assert f"class 0 keeps {100 * float(kept[0]) / float(total[0]):.0f}%" in why
     fits = []
     real_fit = ddm.health.fit_to_training
@@ -549,9 +569,14 @@ def test_a_loose_fit_whose_removal_thins_a_class_takes_the_synsets_step(tmp_path
     assert main(["unlearn", "-w", ws, "--groups", whole, "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)["method"] == "relabel"
     # a model that fits (the threshold raised above its ratio) or a share threshold no class falls below: the epoch
-    monkeypatch.setattr(ddm.health, "LOOSE_FIT", 0.99)
+    monkeypatch.setattr(UL, "STEP_FIT", 0.99)
     assert UL.loose_and_thinned(dm.model, dm.trajectory, data.train, dm.groups, torch.tensor([one])) is None
-    monkeypatch.setattr(ddm.health, "LOOSE_FIT", 0.5)
+    monkeypatch.setattr(UL, "STEP_FIT", 0.3)
+    # since 0.33 the rule reaches below health.LOOSE_FIT (0.5): a ratio of 0.4, not loose, takes the step too
+    fit = {**real_fit(dm.model, dm.trajectory.final, data.train, 10), "ratio": 0.4, "loose": False}
+    assert UL.loose_and_thinned(dm.model, dm.trajectory, data.train, dm.groups, torch.tensor([one]), fit) is not None
+    fit["ratio"] = 0.3
+    assert UL.loose_and_thinned(dm.model, dm.trajectory, data.train, dm.groups, torch.tensor([one]), fit) is None
     monkeypatch.setattr(UL, "THINNED_SHARE", 0.0)
     assert main(["unlearn", "-w", ws, "--groups", str(one), "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)["method"] == "relabel"

@@ -284,3 +284,23 @@ def test_relabelled_fine_tuning_ends_annealed_under_a_cosine_schedule(digits, tr
     rates.clear()
     U.relabel_knn(model, traj.final, digits.train, keep, CFG)
     assert rates and set(rates) == {CFG.lr}
+
+
+def test_a_replayed_epoch_starts_at_the_latest_checkpoint_one_epoch_before_theta_tau():
+    """``ddm.unlearning.replay_start``: per-epoch checkpoints replay the last epoch; sparser ones replay from the
+    latest at least an epoch back, as many epochs as lie between; a training shorter than one epoch from theta_0."""
+    from ddm.train.trajectory import Trajectory
+    from ddm.unlearning import replay_start
+
+    def traj(epochs: list[float]) -> Trajectory:
+        return Trajectory([{"w": torch.full((2,), float(e))} for e in epochs], epochs)
+
+    start, since, epochs = replay_start(traj([0, 1, 2, 3, 4]))
+    assert since == 3 and epochs == 1 and torch.equal(start["w"], torch.full((2,), 3.0))
+    assert replay_start(traj([0, 2, 4, 6]))[1:] == (4.0, 2.0)
+    assert replay_start(traj([0, 2, 4, 5]))[1:] == (4.0, 1.0)
+    assert replay_start(traj([0, 0.5, 1]))[1:] == (0.0, 1.0)
+    assert replay_start(traj([0, 0.25, 0.5]))[1:] == (0.0, 0.5)
+    buffered = Trajectory([{"w": torch.zeros(1)}, {"w": torch.ones(1)}, {"w": torch.full((1,), 2.0)}], [0, 1, 2],
+                          buffers=[{"b": torch.full((1,), float(i))} for i in range(3)])
+    assert replay_start(buffered)[0] == {"b": torch.ones(1), "w": torch.ones(1)}  # the checkpoint's statistics too

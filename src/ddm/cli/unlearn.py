@@ -248,7 +248,8 @@ def _print_saved(saved: str) -> None:
 def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, before: dict[str, Any],
              retrainer: Any, loose_rule: bool = True, training_fit: dict[str, Any] | None = None) -> int:
     """``ddm unlearn`` (``--method relabel``): relabelled fine-tuning, saved as the unlearned model; ``loose_rule``:
-    the synsets' step where the model fits loosely and the removal thins a class (the default's rule, not an
+    the synsets' step where the model's fit ratio is above ``ddm.unlearning.STEP_FIT`` and the removal thins a class
+    (the default's rule, not an
     explicit ``--method relabel``'s)."""
     data = before["data"]
     model = dm.unlearn_relabel(idx, data.train, name=args.name, synset=synset, loose_rule=loose_rule,
@@ -262,8 +263,8 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
                            "training_seconds": _recorded_training_seconds(dm)}
     if "fell_back" in r:
         out["fell_back"], out["fell_back_rule"] = r["fell_back"], r["fell_back_rule"]
-    if r.get("still_learning"):
-        out["still_learning"] = True  # the epoch raised the kept data's accuracy (ddm.unlearning.RELABEL_FIT_RISE)
+    if r.get("still_learning"):  # the epoch raised the kept data's accuracy (ddm.unlearning.RELABEL_FIT_RISE)
+        out["still_learning"], out["replayed_from_epoch"] = True, r["replayed_from_epoch"]
     if args.verify:
         from ddm.evaluation.check import verify_unlearning
 
@@ -279,8 +280,11 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
     fit = r["kept_fit"]
     if "fell_back" in r:
         if fit is None:  # the rule for loose fits that thin a class: no epoch ran
+            from ddm.unlearning import STEP_FIT
+
             print(f"unlearned {synset} {listed(idx, where='')} ({out['removed_samples']} training samples) by the "
-                  "synsets' step, in place of a relabelled epoch: the model fits its training data loosely and the "
+                  "synsets' step, in place of a relabelled epoch: the model's training cross-entropy is above "
+                  f"{STEP_FIT:g} of a uniform guess's (ddm.unlearning.STEP_FIT) and the "
                   "removal thins a class (the warning above; ddm.unlearning.THINNED_SHARE; BENCHMARKS.md, "
                   f"\"Unlearning on loosely fitted models\"); {secs(r['seconds'])} s")
         else:
@@ -297,10 +301,13 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
               "which reads no data)")
     _print_scores(out)
     if fit is not None:
-        print(f"  kept-data acc.     {100 * fit['before']:.1f}% -> {100 * fit['after']:.1f}% (the relabelled epoch"
-              + (", not used)" if "fell_back" in r else
-                 "; it trained a model still learning further than a retrain would: the warning above)"
-                 if r.get("still_learning") else ")"))
+        if "replayed" in fit:
+            print(f"  kept-data acc.     {100 * fit['before']:.1f}% -> {100 * fit['replayed']:.1f}% (replayed from "
+                  f"epoch {r['replayed_from_epoch']:g}; the epoch from theta_tau reached {100 * fit['after']:.1f}%, "
+                  "training a model still learning further than a retrain would: the warning above)")
+        else:
+            print(f"  kept-data acc.     {100 * fit['before']:.1f}% -> {100 * fit['after']:.1f}% (the relabelled "
+                  "epoch" + (", not used)" if "fell_back" in r else ")"))
     if out["classes_without_data"]:
         print(f"  class(es) {out['classes_without_data']} have no training data left: the unlearned model no "
               "longer predicts them (as retraining without them would not)")
