@@ -57,6 +57,13 @@ bench-random: $(STAMP)
 	$(BIN)/python benchmarks/unlearn_loose.py --seed 2 -n 14 --root runs/loose2 --fit-band 0.2 0.5 --out benchmarks/results/unlearn-loose-band-s2
 	$(BIN)/python benchmarks/unlearn_loose_step.py --roots runs/loose runs/loose1 runs/loose2 --seeds 0 1 2 --out benchmarks/results/unlearn-loose-step
 	$(BIN)/python benchmarks/random_probes.py --space wide --seed 5 -n 12 --root runs/wide5 --out benchmarks/results/random-probes-wide5
+	$(BIN)/python benchmarks/unlearn_replay.py runs/wide3 runs/wide4 runs/wide5 runs/loose runs/loose1 runs/loose2 --out benchmarks/results/unlearn-replay
+	$(BIN)/python benchmarks/unlearn_replay.py --draw 0 -n 12 --root runs/replay0 --out runs/replay0-only
+	$(BIN)/python benchmarks/unlearn_replay.py --draw 1 -n 12 --root runs/replay1 --out runs/replay1-only
+	$(BIN)/python benchmarks/unlearn_replay.py runs/replay0 runs/replay1 --out benchmarks/results/unlearn-replay-test
+	$(BIN)/python benchmarks/matrix_fit.py --seeds 0,1,2 --out benchmarks/results/matrix-fit
+	$(BIN)/python benchmarks/unlearn_fit_threshold.py --seeds 0,1,2,3,4 --root runs/fit-threshold --out benchmarks/results/unlearn-fit-threshold-d2
+	$(BIN)/python benchmarks/unlearn_fit_threshold.py --seeds 0,1,2,3,4 --root runs/fit-threshold-d3 --set model.depth=3 --out benchmarks/results/unlearn-fit-threshold
 
 # Probes run as a user would, on axes no benchmark had (BENCHMARKS.md, "Long-tailed training data", "RGB images
 # through the CIFAR-10 reader" and "Fine-tuning a pretrained network"): their data, the README's commands (probe.sh),
