@@ -122,7 +122,7 @@ def replay(ws: Path, groups: list[int]) -> dict[str, Any]:
     from ddm.models import with_params
     from ddm.pipeline import DistilledDatamodel
     from ddm.train.loop import accuracy
-    from ddm.unlearning import forget_classes
+    from ddm.unlearning import forget_classes, replay_start
 
     dm = DistilledDatamodel(ws).load()
     data = load_data(dm.config.data, str(ws))
@@ -130,12 +130,9 @@ def replay(ws: Path, groups: list[int]) -> dict[str, Any]:
     grp, traj = dm.groups, dm.trajectory
     idx = torch.tensor(groups)
     keep = ~torch.isin(grp.assignment, idx)
-    start_epoch = traj.epochs[-1] - 1
-    start = traj.at_epoch(start_epoch) if start_epoch >= traj.epochs[1] else None
-    if start is None:  # a training of one epoch: from theta_0
-        start, start_epoch = traj.checkpoint(0), traj.epochs[0]
+    start, start_epoch, epochs = replay_start(traj)  # ddm unlearn's own start (since 0.33)
     r = relabelled_targets(data.train, keep, int(data.train.y.max()) + 1)
-    model = train_relabelled(dm.model, start, r.split, dm.config.train, targets=r.targets)
+    model = train_relabelled(dm.model, start, r.split, dm.config.train, epochs=epochs, targets=r.targets)
     removed_classes, kept_classes = grp.classes_left(idx)
     gone = sorted(removed_classes - kept_classes)
     if gone:

@@ -249,8 +249,7 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
              retrainer: Any, loose_rule: bool = True, training_fit: dict[str, Any] | None = None) -> int:
     """``ddm unlearn`` (``--method relabel``): relabelled fine-tuning, saved as the unlearned model; ``loose_rule``:
     the synsets' step where the model's fit ratio is above ``ddm.unlearning.STEP_FIT`` and the removal thins a class
-    (the default's rule, not an
-    explicit ``--method relabel``'s)."""
+    (the default's rule, not an explicit ``--method relabel``'s)."""
     data = before["data"]
     model = dm.unlearn_relabel(idx, data.train, name=args.name, synset=synset, loose_rule=loose_rule,
                                training_fit=training_fit)
