@@ -42,6 +42,22 @@ twice (4 random groups, and half of one random class's groups: ``unlearn_loose.r
 --method relabel --verify 3`` and ``--method step --verify 3`` (``unlearn_loose.run``), then replayed here:
 
     python benchmarks/unlearn_replay.py --draw 0 -n 12 --root runs/replay0 --out benchmarks/results/unlearn-replay-test
+
+**A second test, written after 0.33 made the replay the default on the first one, where it fired once** (committed
+before this draw ran). ``--space steps`` draws models stopped after few optimizer steps, where the first space's mostly
+reached a plateau: digits (2 in 3; all 1,437 images) or Fashion-MNIST (2,000 / 1,000); a ResNet (width 8 or 16, depth 1
+or 2; batch or group norm), a ConvNet (width 16 or 32; batch, instance or group norm) or an MLP (width 64-256, 1-2
+hidden layers), a third each; Adam at 5e-4 to 5e-3 or SGD with momentum 0.9 at 0.005-0.05 (log-uniform); 2-4 epochs
+at batch 256, a constant rate; k-means with 10-20 groups per class, so that 4 random groups rarely thin a class.
+Every model that learned is unlearned (the same two removals, both unlearners, 3 retrains), and since ``ddm unlearn
+--method relabel`` replays by itself now, the epoch from theta_tau is run here in-process (``NN.<name>-epoch.json``)
+and scored on the same retrains. **The replay stays if, over the removals where 0.33 replays** (its loose-fit rule,
+``--rule-fit 0.3``, silent and the epoch raising the kept accuracy by more than 5 points), **it is within 3 points on
+at least as many as the epoch, with a lower mean |gap|; if it fires on fewer than 5 of 16 draws' removals the test is
+inconclusive and the replay stays, marked so; if it fails, 0.32's warning comes back in its place.**
+
+    python benchmarks/unlearn_replay.py --space steps --draw 2 -n 16 --root runs/replay2 --rule-fit 0.3 \\
+        --out benchmarks/results/unlearn-replay-test2
 """
 
 from __future__ import annotations
@@ -91,6 +107,32 @@ def draw(rng: random.Random) -> dict[str, Any]:
     return {"dataset": dataset, "set": s}
 
 
+def draw_steps(rng: random.Random) -> dict[str, Any]:
+    """One configuration stopped after few optimizer steps (``--space steps``; the module's docstring)."""
+    dataset = rng.choices(["digits", "fashion-mnist"], weights=[2, 1])[0]
+    s: dict[str, Any] = {}
+    if dataset == "fashion-mnist":
+        s |= {"data.train_size": 2000, "data.test_size": 1000}
+    model = rng.choice(["resnet", "convnet", "mlp"])
+    if model == "resnet":
+        s |= {"model.name": "resnet", "model.width": rng.choice([8, 16]), "model.depth": rng.choice([1, 2]),
+              "model.norm": rng.choice(["batchnorm", "groupnorm"])}
+    elif model == "convnet":
+        s |= {"model.name": "convnet", "model.width": rng.choice([16, 32]),
+              "model.norm": rng.choice(["batchnorm", "instancenorm", "groupnorm"])}
+    else:
+        s |= {"model.name": "mlp", "model.width": rng.choice([64, 128, 256]), "model.depth": rng.choice([1, 2])}
+    if rng.random() < 0.5:
+        s |= {"train.optimizer": "adam", "train.lr": round(math.exp(rng.uniform(math.log(5e-4), math.log(5e-3))), 6)}
+    else:
+        s |= {"train.optimizer": "sgd", "train.momentum": 0.9,
+              "train.lr": round(math.exp(rng.uniform(math.log(0.005), math.log(0.05))), 5)}
+    s |= {"train.schedule": "constant", "train.epochs": rng.randint(2, 4), "train.batch_size": 256,
+          "cluster.per_class": rng.randint(10, 20)}
+    s |= {f"{k}.seed": rng.randrange(1000) for k in ("data", "model", "train", "cluster")}
+    return {"dataset": dataset, "set": s}
+
+
 def documents(roots: list[Path]) -> list[tuple[Path, str, dict[str, Any]]]:
     """(workspace, removal name, stored document) of every verified relabelled unlearning of groups under ``roots``."""
     found = []
@@ -113,8 +155,9 @@ def documents(roots: list[Path]) -> list[tuple[Path, str, dict[str, Any]]]:
     return found
 
 
-def replay(ws: Path, groups: list[int]) -> dict[str, Any]:
-    """The relabelled epoch of ``ddm unlearn`` run from the checkpoint one epoch before theta_tau; its accuracies."""
+def replay(ws: Path, groups: list[int], from_tau: bool = False) -> dict[str, Any]:
+    """The relabelled epoch of ``ddm unlearn`` run from the checkpoint one epoch before theta_tau; its accuracies.
+    ``from_tau``: the epoch itself, from theta_tau (what ``ddm unlearn`` ran before 0.33's replay)."""
     import torch
 
     from ddm.baselines.unlearners import relabelled_targets, train_relabelled
@@ -131,6 +174,8 @@ def replay(ws: Path, groups: list[int]) -> dict[str, Any]:
     idx = torch.tensor(groups)
     keep = ~torch.isin(grp.assignment, idx)
     start, start_epoch, epochs = replay_start(traj)  # ddm unlearn's own start (since 0.33)
+    if from_tau:
+        start, start_epoch, epochs = traj.checkpoint(len(traj) - 1), traj.epochs[-1], 1.0
     r = relabelled_targets(data.train, keep, int(data.train.y.max()) + 1)
     model = train_relabelled(dm.model, start, r.split, dm.config.train, epochs=epochs, targets=r.targets)
     removed_classes, kept_classes = grp.classes_left(idx)
@@ -144,27 +189,35 @@ def replay(ws: Path, groups: list[int]) -> dict[str, Any]:
             "theta_tau_kept": accuracy(with_params(dm.model, traj.final), kept)}
 
 
-def measure(roots: list[Path]) -> list[dict[str, Any]]:
+def cached(ws: Path, name: str, groups: list[int], from_tau: bool) -> dict[str, Any]:
+    """:func:`replay` kept as ``NN.<name>-replay.json`` (``-epoch.json`` for the epoch from theta_tau)."""
+    cache = ws.parent / f"{ws.name}.{name}-{'epoch' if from_tau else 'replay'}.json"
+    if cache.exists():
+        return dict(json.loads(cache.read_text()))
+    got = replay(ws, groups, from_tau)
+    atomic_write_text(cache, json.dumps(got, indent=1))
+    return got
+
+
+def measure(roots: list[Path], rule_fit: float = 0.5) -> list[dict[str, Any]]:
     rows = []
     for ws, name, out in documents(roots):
-        cache = ws.parent / f"{ws.name}.{name}-replay.json"
         v = out["verification"]
-        if cache.exists():
-            got = json.loads(cache.read_text())
-        else:
-            got = replay(ws, out["groups"])
-            atomic_write_text(cache, json.dumps(got, indent=1))
+        got = cached(ws, name, out["groups"], False)
         exact = statistics.fmean(v["exact"]["test_accuracy"])
+        epoch_gap = v["test_gap_points"]
+        if "replayed_from_epoch" in out:  # ddm unlearn replayed by itself (0.33): the epoch from theta_tau run here
+            epoch_gap = 100 * (cached(ws, name, out["groups"], True)["test_accuracy"] - exact)
         run = ws.parent / f"{ws.name}.run.json"
         fit = (json.loads(run.read_text())["out"]["model"].get("training_fit") or {}) if run.exists() else {}
         kf = out.get("kept_fit") or {}
         row = {"root": str(ws.parent), "ws": ws.name, "removal": name, "groups": out["groups"],
                "target": v["target"]["test_accuracy"], "exact": v["exact"]["test_accuracy"],
                "rise": (kf["after"] - kf["before"]) if kf else None,
-               "epoch_gap": v["test_gap_points"], "step_gap": (v.get("step") or {}).get("test_gap_points"),
+               "epoch_gap": epoch_gap, "step_gap": (v.get("step") or {}).get("test_gap_points"),
                "replay_gap": 100 * (got["test_accuracy"] - exact), "replay": got,
-               # 0.31's loose-fit rule takes the synsets' step here without running the epoch
-               "rule_fires": bool(fit.get("loose")) and thins(kept_shares(ws, out["groups"]))}
+               # the loose-fit rule (above rule_fit: 0.5 in 0.31, 0.3 since 0.33) takes the synsets' step here
+               "rule_fires": (fit.get("ratio") or 0.0) > rule_fit and thins(kept_shares(ws, out["groups"]))}
         step = "-" if row["step_gap"] is None else f"{row['step_gap']:+.1f}"
         print(f"{row['root']}/{row['ws']} {name}: rise {100 * (row['rise'] or 0):+.1f}, epoch "
               f"{row['epoch_gap']:+.1f}, step {step}, replay {row['replay_gap']:+.1f}", flush=True)
@@ -215,17 +268,22 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=12, help="how many configurations --draw draws")
     ap.add_argument("--root", default="runs/replay", help="where --draw's workspaces go")
     ap.add_argument("--ddm", default=str(Path(sys.executable).parent / "ddm"))
+    ap.add_argument("--space", choices=("plateau", "steps"), default="plateau",
+                    help="--draw's configurations: the first test's (plateau) or the second's (steps)")
+    ap.add_argument("--rule-fit", type=float, default=0.5,
+                    help="the loose-fit rule's threshold the report splits by (0.5: 0.31's; 0.3: 0.33's)")
     a = ap.parse_args()
     roots = list(a.roots)
     if a.draw is not None:
         from unlearn_loose import draws, run
 
         root = Path(a.root)
-        run(root, draws(root, a.n, a.draw, draw), a.draw, a.ddm, (0.0, STILL_FIT))
+        drawer, band = (draw, (0.0, STILL_FIT)) if a.space == "plateau" else (draw_steps, (0.0, math.inf))
+        run(root, draws(root, a.n, a.draw, drawer), a.draw, a.ddm, band)
         roots.append(root)
     if not roots:
         ap.error("name workspaces' roots, or --draw SEED")
-    render(measure(roots), a.out, "python " + " ".join(sys.argv))
+    render(measure(roots, a.rule_fit), a.out, "python " + " ".join(sys.argv))
 
 
 if __name__ == "__main__":
