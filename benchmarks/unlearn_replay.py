@@ -81,6 +81,14 @@ STILL_FIT = 0.5  # the draw's models are unlearned where their fit ratio is belo
 RISE = 0.05  # ddm.unlearning.RELABEL_FIT_RISE when this ran
 
 
+def _optimizer(rng: random.Random, adam: tuple[float, float], sgd: tuple[float, float]) -> dict[str, Any]:
+    """Adam (1 in 2) or SGD with momentum 0.9, at a rate log-uniform in its range."""
+    if rng.random() < 0.5:
+        return {"train.optimizer": "adam", "train.lr": round(math.exp(rng.uniform(*map(math.log, adam))), 6)}
+    return {"train.optimizer": "sgd", "train.momentum": 0.9,
+            "train.lr": round(math.exp(rng.uniform(*map(math.log, sgd))), 5)}
+
+
 def draw(rng: random.Random) -> dict[str, Any]:
     """One configuration likely to stop while still learning (the module's docstring)."""
     dataset = rng.choice(["digits", "fashion-mnist"])
@@ -96,11 +104,7 @@ def draw(rng: random.Random) -> dict[str, Any]:
               "model.norm": rng.choice(["batchnorm", "groupnorm"])}
     else:
         s |= {"model.name": "mlp", "model.width": rng.choice([64, 128, 256]), "model.depth": rng.choice([1, 2])}
-    if rng.random() < 0.5:
-        s |= {"train.optimizer": "adam", "train.lr": round(math.exp(rng.uniform(math.log(3e-4), math.log(3e-3))), 6)}
-    else:
-        s |= {"train.optimizer": "sgd", "train.momentum": 0.9,
-              "train.lr": round(math.exp(rng.uniform(math.log(0.003), math.log(0.03))), 5)}
+    s |= _optimizer(rng, (3e-4, 3e-3), (0.003, 0.03))
     s |= {"train.schedule": rng.choice(["constant", "cosine"]), "train.epochs": rng.randint(2, 5),
           "train.batch_size": rng.choice([64, 128, 256]), "cluster.per_class": rng.randint(3, 6)}
     s |= {f"{k}.seed": rng.randrange(1000) for k in ("data", "model", "train", "cluster")}
@@ -122,11 +126,7 @@ def draw_steps(rng: random.Random) -> dict[str, Any]:
               "model.norm": rng.choice(["batchnorm", "instancenorm", "groupnorm"])}
     else:
         s |= {"model.name": "mlp", "model.width": rng.choice([64, 128, 256]), "model.depth": rng.choice([1, 2])}
-    if rng.random() < 0.5:
-        s |= {"train.optimizer": "adam", "train.lr": round(math.exp(rng.uniform(math.log(5e-4), math.log(5e-3))), 6)}
-    else:
-        s |= {"train.optimizer": "sgd", "train.momentum": 0.9,
-              "train.lr": round(math.exp(rng.uniform(math.log(0.005), math.log(0.05))), 5)}
+    s |= _optimizer(rng, (5e-4, 5e-3), (0.005, 0.05))
     s |= {"train.schedule": "constant", "train.epochs": rng.randint(2, 4), "train.batch_size": 256,
           "cluster.per_class": rng.randint(10, 20)}
     s |= {f"{k}.seed": rng.randrange(1000) for k in ("data", "model", "train", "cluster")}
