@@ -455,7 +455,7 @@ def test_a_relabelled_epoch_that_loses_the_kept_data_gives_way_to_the_synsets_st
     text = capsys.readouterr().out
     assert "the model was still learning when its training stopped" in caplog.text
     assert "The epoch was replayed from the checkpoint at epoch" in caplog.text
-    assert "replayed from epoch" in text and "by one epoch" in text
+    assert "replayed from epoch" in text and "by one epoch (replayed from the checkpoint at epoch" in text
     assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json", "-q"]) == 0
     replayed = json.loads(capsys.readouterr().out)
     dm = DistilledDatamodel(ws).load()

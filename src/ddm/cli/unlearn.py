@@ -293,6 +293,8 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
                   f"BENCHMARKS.md, \"Configurations drawn at random\"); {secs(r['seconds'])} s")
     else:
         print(f"unlearned {synset} {listed(idx, where='')} ({out['removed_samples']} training samples) by one epoch "
+              + (f"(replayed from the checkpoint at epoch {r['replayed_from_epoch']:g}: the model was still learning) "
+                 if r.get("still_learning") else "") +
               f"of fine-tuning on the training data with the removed samples relabelled by their {r['neighbours']} "
               f"nearest kept samples where {r['agree']} of them agree ({r['relabelled']} of {out['removed_samples']} "
               f"took another class, {r['softened']} more the label shares of their {r['soft_neighbours']} nearest kept "
