@@ -160,12 +160,12 @@ def replay(ws: Path, groups: list[int], from_tau: bool = False) -> dict[str, Any
     ``from_tau``: the epoch itself, from theta_tau (what ``ddm unlearn`` ran before 0.33's replay)."""
     import torch
 
-    from ddm.baselines.unlearners import relabelled_targets, train_relabelled
+    from ddm.baselines.unlearners import relabelled_targets
     from ddm.cli.common import load_data
     from ddm.models import with_params
     from ddm.pipeline import DistilledDatamodel
     from ddm.train.loop import accuracy
-    from ddm.unlearning import forget_classes, replay_start
+    from ddm.unlearning import relabelled_epoch, replay_start
 
     dm = DistilledDatamodel(ws).load()
     data = load_data(dm.config.data, str(ws))
@@ -177,11 +177,8 @@ def replay(ws: Path, groups: list[int], from_tau: bool = False) -> dict[str, Any
     if from_tau:
         start, start_epoch, epochs = traj.checkpoint(len(traj) - 1), traj.epochs[-1], 1.0
     r = relabelled_targets(data.train, keep, int(data.train.y.max()) + 1)
-    model = train_relabelled(dm.model, start, r.split, dm.config.train, epochs=epochs, targets=r.targets)
     removed_classes, kept_classes = grp.classes_left(idx)
-    gone = sorted(removed_classes - kept_classes)
-    if gone:
-        forget_classes(model, gone)
+    model = relabelled_epoch(dm.model, start, r, dm.config.train, sorted(removed_classes - kept_classes), epochs)
     kept = data.train[torch.nonzero(keep).flatten()]
     rows = torch.nonzero(~keep).flatten()
     return {"from_epoch": start_epoch, "test_accuracy": accuracy(model, data.test),

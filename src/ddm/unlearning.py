@@ -25,6 +25,8 @@ from ddm.train.trajectory import Trajectory
 from ddm.workspace import save_json, save_tensors
 
 if TYPE_CHECKING:
+    from ddm.baselines.unlearners import Relabelled
+    from ddm.config import TrainConfig
     from ddm.pipeline import DistilledDatamodel
 
 log = logging.getLogger(__name__)
@@ -386,6 +388,19 @@ def replay_start(trajectory: Trajectory) -> tuple[dict[str, torch.Tensor], float
     return trajectory.checkpoint(i), float(trajectory.epochs[i]), float(end - trajectory.epochs[i])
 
 
+def relabelled_epoch(net: nn.Module, start: dict[str, torch.Tensor], relabelled: Relabelled, cfg: TrainConfig,
+                     gone: list[int], epochs: float = 1.0) -> nn.Module:
+    """``ddm unlearn``'s relabelled fine-tuning from ``start`` (theta_tau, or :func:`replay_start`'s checkpoint):
+    ``epochs`` passes of the training's optimizer ``cfg`` over ``relabelled``
+    (:func:`ddm.baselines.unlearners.relabelled_targets`' answer), then the classes ``gone`` taken out of the head."""
+    from ddm.baselines.unlearners import train_relabelled
+
+    model = train_relabelled(net, start, relabelled.split, cfg, epochs=epochs, targets=relabelled.targets)
+    if gone:
+        forget_classes(model, gone)
+    return model
+
+
 def loose_and_thinned(model: nn.Module, trajectory: Trajectory, train: Split, groups: Groups,
                       removed: torch.Tensor, fit: dict[str, Any] | None = None) -> str | None:
     """Why the relabelled epoch is not for this removal, or None: the model at theta_tau fits its training data at a
@@ -439,7 +454,6 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
         RELABEL_NEIGHBOURS,
         RELABEL_SOFT_NEIGHBOURS,
         relabelled_targets,
-        train_relabelled,
     )
 
     grp, net, trajectory = _partition(dm, train, synset)
@@ -471,10 +485,8 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
                                                    "softened": 0, "removed_samples": int((~keep).sum()),
                                                    "classes_without_data": gone, "kept_fit": None})
     r = relabelled_targets(train, keep, int(train.y.max()) + 1)  # padded to the head's classes in the epoch
-    model = train_relabelled(net, trajectory.final, r.split, dm.config.train, targets=r.targets)  # relabel_knn
+    model = relabelled_epoch(net, trajectory.final, r, dm.config.train, gone)  # relabel_knn
     seconds = time.perf_counter() - t0
-    if gone:
-        forget_classes(model, gone)
     kept = train[torch.nonzero(keep).flatten()]
     fit = {"before": accuracy(with_params(net, trajectory.final), kept), "after": accuracy(model, kept)}
     info = {"groups": idx.tolist(), "synset": synset, "method": "relabel", "neighbours": RELABEL_NEIGHBOURS,
@@ -493,9 +505,7 @@ def unlearn_relabel(dm: DistilledDatamodel, train: Split, groups: list[int] | to
             return step_instead(why, "kept_fit", info)
     if fit["after"] - fit["before"] > RELABEL_FIT_RISE:
         start, since, epochs = replay_start(trajectory)
-        model = train_relabelled(net, start, r.split, dm.config.train, epochs=epochs, targets=r.targets)
-        if gone:
-            forget_classes(model, gone)
+        model = relabelled_epoch(net, start, r, dm.config.train, gone, epochs)
         fit["replayed"] = accuracy(model, kept)
         info.update(still_learning=True, replayed_from_epoch=since, epochs=epochs,
                     seconds=time.perf_counter() - t0)
