@@ -58,6 +58,23 @@ inconclusive and the replay stays, marked so; if it fails, 0.32's warning comes 
 
     python benchmarks/unlearn_replay.py --space steps --draw 2 -n 16 --root runs/replay2 --rule-fit 0.3 \\
         --out benchmarks/results/unlearn-replay-test2
+
+It passed (the replay within 3 points on 2 of the 5 removals where it fired, mean |gap| 6.27; the epoch on 1, 13.55),
+but the synsets' step did better on the same five: 4 of 5 (3.30). Over the three readings above, on the 11 removals
+where 0.33 replays, the epoch was within 3 points on 4, the replay on 6, the step on 7 of the 9 where it was scored.
+
+**A third test, of the step in the replay's place, written after seeing that and committed before its draw ran.**
+The candidate rule (0.34 if it passes): where the relabelled epoch raises the kept training samples' accuracy by more
+than ``RELABEL_FIT_RISE`` and the loose-fit rule (``STEP_FIT`` 0.3) is silent, ``ddm unlearn`` takes the synsets'
+step instead of the replay. The draw is the second test's space with a fresh seed and twice the configurations
+(``--space steps --draw 3 -n 32``), each run, unlearned and scored exactly as in the second test. **The step takes
+the replay's place if, over the removals where 0.33 replays, it is within 3 points of exact retraining (the mean of 3
+data orders) on at least as many as the replay, with a lower mean |gap|; if the replay fires on fewer than 5
+removals the test is inconclusive and the replay stays.** The epoch, the step and the replay on every other removal
+are reported beside it and decide nothing.
+
+    python benchmarks/unlearn_replay.py --space steps --draw 3 -n 32 --root runs/replay3 --rule-fit 0.3 \\
+        --out benchmarks/results/unlearn-replay-test3
 """
 
 from __future__ import annotations
