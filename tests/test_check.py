@@ -446,17 +446,41 @@ def test_a_relabelled_epoch_that_loses_the_kept_data_gives_way_to_the_synsets_st
     assert kept["method"] == "relabel" and "fell_back" not in kept and kept["kept_fit"] == pytest.approx(fit)
     assert kept.get("still_learning", False) == (fit["after"] - fit["before"] > UL.RELABEL_FIT_RISE)
     epoch_weights = load_tensors(tmp_path / "ws" / "unlearned" / "relabel-groups-0-1" / "model.safetensors")
-    # an epoch that raises the kept data's accuracy (here: any, the threshold below every change) is replayed from
-    # the checkpoint one epoch before theta_tau, and that replay is what is saved and scored
+    # an epoch that raises the kept data's accuracy (here: any, the threshold below every change) gives way to the
+    # synsets' step by default (0.34), the epoch's kept-data accuracy reported beside it
     monkeypatch.setattr(UL, "RELABEL_FIT_RISE", -1.0)
     caplog.clear()
     with caplog.at_level("WARNING", logger="ddm.unlearning"):
         assert main(["unlearn", "-w", ws, "--groups", "0,1", "-q"]) == 0
     text = capsys.readouterr().out
     assert "the model was still learning when its training stopped" in caplog.text
+    assert "the synsets' step was used instead" in caplog.text and "replayed" not in caplog.text
+    assert "by the synsets' step, in place of a relabelled epoch that raised the kept training data's" in text
+    assert "RELABEL_FIT_RISE" in text and "(the relabelled epoch, not used)" in text
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json", "-q"]) == 0
+    stepped = json.loads(capsys.readouterr().out)
+    assert stepped["method"] == "step" and stepped["fell_back_rule"] == "still_learning"
+    assert stepped["still_learning"] is True and "replayed_from_epoch" not in stepped
+    assert stepped["kept_fit"] == pytest.approx(fit) and stepped["saved"].endswith("/groups-0-1")
+    step_weights = load_tensors(tmp_path / "ws" / "unlearned" / "groups-0-1" / "model.safetensors")
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--method", "step", "--name", "s", "--json", "-q"]) == 0
+    capsys.readouterr()
+    by_step = load_tensors(tmp_path / "ws" / "unlearned" / "s" / "model.safetensors")
+    assert all(torch.equal(step_weights[k], by_step[k]) for k in by_step)  # the step itself
+    monkeypatch.setattr(U, "VERIFY_GAP", -1.0)  # a verified miss of the rule's step sets the (replayed) epoch beside it
+    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--verify", "1", "--json", "-q"]) == 0
+    beside = json.loads(capsys.readouterr().out)["verification"]["relabel"]
+    assert beside["saved"].endswith("relabel-groups-0-1") and "fell_back" not in beside
+    monkeypatch.setattr(U, "VERIFY_GAP", 3.0)
+    # asked for by name, the epoch is replayed from the checkpoint one epoch before theta_tau, and that replay is
+    # what is saved and scored
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ddm.unlearning"):
+        assert main([*RELABEL, "-w", ws, "--groups", "0,1", "-q"]) == 0
+    text = capsys.readouterr().out
     assert "The epoch was replayed from the checkpoint at epoch" in caplog.text
     assert "replayed from epoch" in text and "by one epoch (replayed from the checkpoint at epoch" in text
-    assert main(["unlearn", "-w", ws, "--groups", "0,1", "--json", "-q"]) == 0
+    assert main([*RELABEL, "-w", ws, "--groups", "0,1", "--json", "-q"]) == 0
     replayed = json.loads(capsys.readouterr().out)
     dm = DistilledDatamodel(ws).load()
     assert replayed["still_learning"] is True and replayed["replayed_from_epoch"] == dm.trajectory.epochs[-2]
@@ -558,10 +582,10 @@ def test_a_loose_fit_whose_removal_thins_a_class_takes_the_synsets_step(tmp_path
     beside = json.loads(capsys.readouterr().out)["verification"]["relabel"]
     assert beside["saved"].endswith(f"relabel-groups-{one}") and "fell_back" not in beside
     monkeypatch.setattr(U, "VERIFY_GAP", 3.0)
-    # asked for by name, the epoch runs; so does the Python call with loose_rule=False
+    # asked for by name, the epoch runs; so does the Python call with step_rules=False
     assert main([*RELABEL, "-w", ws, "--groups", str(one), "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)["method"] == "relabel"
-    dm.unlearn_relabel([one], data.train, loose_rule=False)
+    dm.unlearn_relabel([one], data.train, step_rules=False)
     assert dm.last_relabel["method"] == "relabel" and "fell_back" not in dm.last_relabel
     # a whole class removed thins none
     assert UL.loose_and_thinned(dm.model, dm.trajectory, data.train, dm.groups,

@@ -656,7 +656,7 @@ def test_a_model_still_improving_when_training_stopped_is_warned_about():
     assert p["still_improving"] and "0.0% at epoch 6, 100.0% at epoch 8 (+100.0 points" in _still_improving(p, False)
     assert "train.epochs" in _still_improving(p, False) and "your loop" in _still_improving(p, True)
     assert "`ddm unlearn`'s relabelled epoch trains such a model further" in _still_improving(p, False)
-    assert "replays it from the checkpoint an epoch earlier" in _still_improving(p, False)
+    assert "takes the synsets' step instead (--method relabel replays" in _still_improving(p, False)
     # right since half-way: a trained-out model
     done = Trajectory([wrong] * 3 + [right] * 6, list(range(9)))
     q = training_progress(model, done, test)

@@ -758,7 +758,7 @@ class DistilledDatamodel:
 
     @_restores_mode
     def unlearn_relabel(self, groups: list[int] | torch.Tensor, train: Split, name: str | None = None,
-                        synset: str = "groups", loose_rule: bool = True,
+                        synset: str = "groups", step_rules: bool = True,
                         training_fit: dict[str, Any] | None = None) -> nn.Module:
         """Remove ``groups`` by one epoch of the training's optimizer over ``train`` (the split the workspace was
         fitted on) with the removed samples relabelled by their nearest kept samples (soft labels where those are
@@ -767,12 +767,14 @@ class DistilledDatamodel:
         data, where :meth:`unlearn` needs only the synsets, and follows a retrain where a removal takes modes of a
         class, which the synsets' step does not (BENCHMARKS.md, "Relabelled fine-tuning";
         :func:`ddm.unlearning.unlearn_relabel`). Where the model fits its training data loosely and the removal thins
-        a class, the synsets' step is taken instead (``loose_rule=False`` runs the epoch there too; BENCHMARKS.md,
-        "Unlearning on loosely fitted models"). ``training_fit``: :func:`ddm.health.fit_to_training`'s answer for this
-        model and ``train`` where the caller already has it (it is computed otherwise, where a class is thinned)."""
+        a class, or where the epoch trains a model still learning further than its training went, the synsets' step
+        is taken instead (``step_rules=False`` runs the epoch there too; BENCHMARKS.md, "Unlearning on loosely fitted
+        models", "The relabelled epoch replayed where the model was still learning"). ``training_fit``:
+        :func:`ddm.health.fit_to_training`'s answer for this model and ``train`` where the caller already has it (it
+        is computed otherwise, where a class is thinned)."""
         from ddm.unlearning import unlearn_relabel
 
-        return unlearn_relabel(self, train, groups, name, synset, loose_rule, training_fit)
+        return unlearn_relabel(self, train, groups, name, synset, step_rules, training_fit)
 
     @_restores_mode
     def unlearn_exact(self, groups: list[int] | torch.Tensor, train: Split, name: str | None = None,

@@ -214,8 +214,9 @@ def _still_improving(p: dict[str, Any], external: bool) -> str:
             "`ddm check` measures DDM on this model against exact retrains). `ddm unlearn`'s relabelled epoch trains "
             "such a model further, which a retrain without the groups does not: on the random draws it ended more "
             "than 3 points above exact retraining on 15 of 20 removals from models warned of so (37 of 80 from "
-            "the others). Where it raises the kept data's accuracy by more than 5 points, `ddm unlearn` replays it "
-            "from the checkpoint an epoch earlier instead; --verify N checks the result")
+            "the others). Where it raises the kept data's accuracy by more than 5 points, `ddm unlearn` takes the "
+            "synsets' step instead (--method relabel replays the epoch from the checkpoint an epoch earlier); "
+            "--verify N checks the result")
 
 
 def _loose_fit(f: dict[str, Any]) -> str:

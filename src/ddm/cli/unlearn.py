@@ -81,7 +81,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         return _exact(args, dm, idx, synset, before)
     fit = None if args.verify else _warn_loose_fit(dm, data)
     if args.method == "relabel":
-        return _relabel(args, dm, idx, synset, before, retrainer, loose_rule=not explicit, training_fit=fit)
+        return _relabel(args, dm, idx, synset, before, retrainer, step_rules=not explicit, training_fit=fit)
     model = dm.unlearn(idx, name=args.name, synset=synset)
     out: dict[str, Any] = {"groups": idx, "synset": synset, "method": "step", "removed_samples": len(rows),
            **_scores(model, before),
@@ -246,12 +246,13 @@ def _print_saved(saved: str) -> None:
 
 
 def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, before: dict[str, Any],
-             retrainer: Any, loose_rule: bool = True, training_fit: dict[str, Any] | None = None) -> int:
-    """``ddm unlearn`` (``--method relabel``): relabelled fine-tuning, saved as the unlearned model; ``loose_rule``:
-    the synsets' step where the model's fit ratio is above ``ddm.unlearning.STEP_FIT`` and the removal thins a class
-    (the default's rule, not an explicit ``--method relabel``'s)."""
+             retrainer: Any, step_rules: bool = True, training_fit: dict[str, Any] | None = None) -> int:
+    """``ddm unlearn`` (``--method relabel``): relabelled fine-tuning, saved as the unlearned model; ``step_rules``:
+    the synsets' step where the model's fit ratio is above ``ddm.unlearning.STEP_FIT`` and the removal thins a class,
+    or where the epoch raises the kept data's accuracy by more than ``ddm.unlearning.RELABEL_FIT_RISE`` (the
+    default's rules, not an explicit ``--method relabel``'s)."""
     data = before["data"]
-    model = dm.unlearn_relabel(idx, data.train, name=args.name, synset=synset, loose_rule=loose_rule,
+    model = dm.unlearn_relabel(idx, data.train, name=args.name, synset=synset, step_rules=step_rules,
                                training_fit=training_fit)
     r = dm.last_relabel
     out: dict[str, Any] = {"groups": idx, "synset": synset, "method": r["method"],
@@ -263,7 +264,9 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
     if "fell_back" in r:
         out["fell_back"], out["fell_back_rule"] = r["fell_back"], r["fell_back_rule"]
     if r.get("still_learning"):  # the epoch raised the kept data's accuracy (ddm.unlearning.RELABEL_FIT_RISE)
-        out["still_learning"], out["replayed_from_epoch"] = True, r["replayed_from_epoch"]
+        out["still_learning"] = True
+        if "replayed_from_epoch" in r:  # the epoch asked for by name (--method relabel): replayed
+            out["replayed_from_epoch"] = r["replayed_from_epoch"]
     if args.verify:
         from ddm.evaluation.check import verify_unlearning
 
@@ -271,7 +274,8 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
         missed = abs(out["verification"]["test_gap_points"]) > VERIFY_GAP and synset == "groups"
         if missed and dm.synset is not None and "fell_back" not in r:
             out["verification"]["step"] = _beside(dm, data, idx, args.verify, retrainer, "step")
-        elif missed and r.get("fell_back_rule") == "loose_thinned":  # the step was the rule's: the epoch beside it
+        elif missed and r.get("fell_back_rule") in ("loose_thinned", "still_learning"):  # the rule's step: the epoch
+            # (replayed where the model was still learning) beside it
             out["verification"]["relabel"] = _beside(dm, data, idx, args.verify, retrainer, "relabel")
     if args.json:
         print(json.dumps(out, indent=2))
@@ -286,6 +290,13 @@ def _relabel(args: argparse.Namespace, dm: Any, idx: list[int], synset: str, bef
                   f"{STEP_FIT:g} of a uniform guess's (ddm.unlearning.STEP_FIT) and the "
                   "removal thins a class (the warning above; ddm.unlearning.THINNED_SHARE; BENCHMARKS.md, "
                   f"\"Unlearning on loosely fitted models\"); {secs(r['seconds'])} s")
+        elif r["fell_back_rule"] == "still_learning":
+            print(f"unlearned {synset} {listed(idx, where='')} ({out['removed_samples']} training samples) by the "
+                  f"synsets' step, in place of a relabelled epoch that raised the kept training data's accuracy by "
+                  f"{100 * (fit['after'] - fit['before']):.1f} points: the model was still learning, and a retrain "
+                  "without the groups stops where its training did (the warning above; "
+                  "ddm.unlearning.RELABEL_FIT_RISE; BENCHMARKS.md, \"The relabelled epoch replayed where the model was "
+                  f"still learning\"); {secs(r['seconds'])} s")
         else:
             print(f"unlearned {synset} {listed(idx, where='')} ({out['removed_samples']} training samples) by the "
                   f"synsets' step, in place of a relabelled epoch that lost {100 * (fit['before'] - fit['after']):.1f} "
@@ -343,9 +354,9 @@ def _beside(dm: Any, data: Any, idx: list[int], orders: int, retrainer: Any, met
         model, saved = dm.unlearn(idx), str(dm.unlearn_folder(idx, None, "groups"))
         damaged = bool((dm.last_unlearning_check or {}).get("damaged"))  # its check warned, above this command's lines
     else:
-        model = dm.unlearn_relabel(idx, data.train, loose_rule=False)  # the epoch itself, beside the step
+        model = dm.unlearn_relabel(idx, data.train, step_rules=False)  # the epoch itself, beside the step
         saved, fell_back = dm.last_relabel["folder"], dm.last_relabel.get("fell_back")
-        if fell_back:  # the epoch was refused (RELABEL_FIT_DROP, THINNED_SHARE): nothing to score beside the step
+        if fell_back:  # the epoch was refused (RELABEL_FIT_DROP): nothing to score beside the step
             return {"fell_back": fell_back}
     v = verify_unlearning(dm, data, idx, model, orders, "groups", retrainer)
     return {"test_accuracy": v["unlearned"]["test_accuracy"], "test_gap_points": v["test_gap_points"],
