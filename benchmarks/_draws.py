@@ -68,14 +68,15 @@ def scored_draws(dm: Any, cache: Any, data: Any, seed: int, fill: bool = False,
     """The run's unlearning draws (``matrix.unlearning_draws``), each with what its unlearnings are scored against:
     its 4-group draws with exact retraining in the target's order and in the other two where cached (``fill``:
     retrained where missing), and with ``classes`` its class removals (the target's order alone)."""
-    fit = dm.fitted()
+    groups = dm.groups  # trained and split suffice: no synset read
+    assert groups is not None, "scored_draws needs a workspace fitted at least until its groups"
     for kind, rem in M.unlearning_draws(dm, int(data.num_classes)):
         if kind == "class" and not classes:
             continue
         orders = [None] + ([s for s in M.other_orders(seed) if fill or cache.has(rem, seed=s)]
                            if kind == "4 groups" else [])
         logits = [cache.get(rem, seed=s) for s in orders]
-        keep = ~torch.isin(fit.groups.assignment, torch.as_tensor(rem))
+        keep = ~torch.isin(groups.assignment, torch.as_tensor(rem))
         yield kind, Draw(rem, keep, sorted(set(range(int(data.num_classes))) - set(data.train.y[keep].tolist())),
                          [float((e.argmax(1) == data.test.y).float().mean()) for e in logits], logits)
 
