@@ -14,8 +14,9 @@ epoch's kept-accuracy drop of more than ``RELABEL_FIT_DROP`` and rise of more th
 unlearn`` keeps the replay instead of the epoch from theta_tau (the epoch still runs first, for the rules' reading).
 It becomes the default only if both pass:
 
-1. *The matrix* (this script): the nine report configurations at seeds 0-2, as the library builds them now (the
-   digits ConvNets at depth 2: the scorecard's "current networks" reading), each trained and split only (no synset:
+1. *The matrix* (this script): the nine report configurations at seeds 0-2 as the matrix defines them (the digits
+   ConvNets at depth 3; this line first said depth 2, the "current networks" reading, which ``matrix.make_config``
+   does not build: corrected after the run began, the criteria unchanged), each trained and split only (no synset:
    neither unlearner reads one), its three 4-group draws and two class removals (``matrix.unlearning_draws``) retrained
    exactly, the 4-group draws in three data orders. Over the removals where 0.34's rules are silent, the replay must be
    within 3 points of the mean of orders on at least as many 4-group draws as the epoch, with a mean |gap| no higher
