@@ -118,10 +118,40 @@ def report(rows: list[dict[str, Any]], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def progress(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
+    """``--progress``: ``ddm run``'s still-improving reading (``health.training_progress``) of a run's model (the
+    fifth replay test's matrix half, ``benchmarks/unlearn_replay.py``); the run is trained if it is not yet."""
+    from ddm.health import training_progress
+
+    cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
+    dm = ddm.DistilledDatamodel(root / name / f"seed{seed}" / "ddm", cfg, overwrite=True).fit(
+        ddm.models.build(cfg.model, data), data.train, until="groups")
+    assert dm.model is not None and dm.trajectory is not None
+    p = training_progress(dm.model, dm.trajectory, data.test) or {}
+    print(name, seed, {k: p.get(k) for k in ("epoch", "accuracy", "final_accuracy", "still_improving")}, flush=True)
+    return [{"config": name, "seed": seed, **p}]
+
+
+def progress_report(rows: list[dict[str, Any]], command: str) -> str:
+    flagged = [r for r in rows if r.get("still_improving")]
+    lines = ["# Which of the matrix's runs `ddm run` finds still improving", "", f"`{command}`", "",
+             f"Still improving: {len(flagged)} of {len(rows)} runs.", "",
+             "| configuration | seed | epoch (three quarters) | its test accuracy | theta_tau's | still improving |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['config']} | {r['seed']} | {r.get('epoch', '–')} | {100 * r.get('accuracy', float('nan')):.1f} | "
+              f"{100 * r.get('final_accuracy', float('nan')):.1f} | {'yes' if r.get('still_improving') else 'no'} |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = draw_options(parser(__doc__, NINE, "0,1,2"))
     ap.set_defaults(root="runs/replay-matrix")
+    ap.add_argument("--progress", action="store_true", help="only ddm run's still-improving reading of each run")
     args = ap.parse_args()
+    if args.progress:
+        over_runs(args, progress, "unlearn_replay_matrix.py", progress_report)
+        return
     over_runs(args, run, "unlearn_replay_matrix.py", report, args.fill, args.classes)
 
 
