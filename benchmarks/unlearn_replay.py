@@ -106,6 +106,15 @@ there: those workspaces hold no synsets). Fewer than 8 such removals: inconclusi
     python benchmarks/unlearn_replay.py --space steps --draw 5 -n 24 --root runs/replay5 --rule-fit 0.3 \\
         --out benchmarks/results/unlearn-replay-test5
     python benchmarks/unlearn_replay_matrix.py --progress --out benchmarks/results/unlearn-replay-matrix-progress
+
+The flag was raised on one of the 27 (digits-convnet-K100-sgd, seed 1: 92.2 % at epoch 15, 97.5 % at 20), so the
+step's reading there decides the matrix half, written down before it ran: over that run's removals the step within
+3 points of exact retraining (5 for its class removals) on at least as many as the epoch (the fourth test's
+``unlearn-replay-matrix`` rows). (0.27's step, in ``unlearn-steplabel-matrix.json``, was within 3 points on its three
+4-group draws there, as was the epoch of that time; seen before this was written.)
+
+    python benchmarks/unlearn_replay_matrix.py --step --configs digits-convnet-K100-sgd --seeds 1 \\
+        --out benchmarks/results/unlearn-replay-matrix-step
 """
 
 from __future__ import annotations

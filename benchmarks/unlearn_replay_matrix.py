@@ -132,6 +132,32 @@ def progress(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
     return [{"config": name, "seed": seed, **p}]
 
 
+def step(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
+    """``--step``: the synsets' step (``DistilledDatamodel.unlearn``, ``ddm unlearn --method step``) on a run's
+    removals, scored as :func:`run` scores the epochs (the fifth replay test's matrix half, where ``--progress`` flags
+    a run); the run's synsets are distilled here (the run's workspace, fitted until its groups, is reused)."""
+    cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
+    folder = root / name / f"seed{seed}"
+    dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
+                                                                         data.train)
+    assert dm.model is not None and dm.trajectory is not None and dm.groups is not None
+    cache = M.RetrainCache(folder / "retrain", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups,
+                           cfg.train, data.test.x)
+    rows = []
+    for kind, d in scored_draws(dm, cache, data, seed, True, True):
+        row = draw_row(name, seed, kind, d) | {"step": test_gap(dm.unlearn(d.groups), data.test, [], d.reference)}
+        print(name, seed, kind, d.groups, f"step {row['step']:+.1f}", flush=True)
+        rows.append(row)
+    return rows
+
+
+def step_report(rows: list[dict[str, Any]], command: str) -> str:
+    lines = ["# The synsets' step on the matrix's runs `ddm run` finds still improving", "", f"`{command}`", "",
+             "| configuration | seed | removal | groups | step |", "|---|---|---|---|---|"]
+    lines += [f"| {r['config']} | {r['seed']} | {r['kind']} | {r['groups']} | {r['step']:+.1f} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def progress_report(rows: list[dict[str, Any]], command: str) -> str:
     flagged = [r for r in rows if r.get("still_improving")]
     lines = ["# Which of the matrix's runs `ddm run` finds still improving", "", f"`{command}`", "",
@@ -148,7 +174,11 @@ def main() -> None:
     ap = draw_options(parser(__doc__, NINE, "0,1,2"))
     ap.set_defaults(root="runs/replay-matrix")
     ap.add_argument("--progress", action="store_true", help="only ddm run's still-improving reading of each run")
+    ap.add_argument("--step", action="store_true", help="only the synsets' step on each run's removals (distils)")
     args = ap.parse_args()
+    if args.step:
+        over_runs(args, step, "unlearn_replay_matrix.py", step_report)
+        return
     if args.progress:
         over_runs(args, progress, "unlearn_replay_matrix.py", progress_report)
         return
