@@ -62,6 +62,12 @@ bench-random: $(STAMP)
 	$(BIN)/python benchmarks/unlearn_replay.py --draw 1 -n 12 --root runs/replay1 --out runs/replay1-only
 	$(BIN)/python benchmarks/unlearn_replay.py runs/replay0 runs/replay1 --out benchmarks/results/unlearn-replay-test
 	$(BIN)/python benchmarks/unlearn_replay.py --space steps --draw 2 -n 16 --root runs/replay2 --rule-fit 0.3 --out benchmarks/results/unlearn-replay-test2
+	$(BIN)/python benchmarks/unlearn_replay.py --space steps --draw 3 -n 32 --root runs/replay3 --rule-fit 0.3 --out benchmarks/results/unlearn-replay-test3
+	$(BIN)/python benchmarks/unlearn_replay_matrix.py --seeds 0,1,2 --fill --classes --root runs/replay-matrix --out benchmarks/results/unlearn-replay-matrix
+	$(BIN)/python benchmarks/unlearn_replay.py --space steps --draw 4 -n 24 --root runs/replay4 --rule-fit 0.3 --out benchmarks/results/unlearn-replay-test4
+	$(BIN)/python benchmarks/unlearn_replay_matrix.py --progress --out benchmarks/results/unlearn-replay-matrix-progress
+	$(BIN)/python benchmarks/unlearn_replay_matrix.py --step --configs digits-convnet-K100-sgd --seeds 1 --out benchmarks/results/unlearn-replay-matrix-step
+	$(BIN)/python benchmarks/unlearn_replay.py --space steps --draw 5 -n 24 --root runs/replay5 --rule-fit 0.3 --out benchmarks/results/unlearn-replay-test5
 	$(BIN)/python benchmarks/matrix_fit.py --seeds 0,1,2 --out benchmarks/results/matrix-fit
 	$(BIN)/python benchmarks/unlearn_fit_threshold.py --seeds 0,1,2,3,4 --root runs/fit-threshold --out benchmarks/results/unlearn-fit-threshold-d2
 	$(BIN)/python benchmarks/unlearn_fit_threshold.py --seeds 0,1,2,3,4 --root runs/fit-threshold-d3 --set model.depth=3 --out benchmarks/results/unlearn-fit-threshold
