@@ -66,12 +66,19 @@ NINE = ("digits-convnet-K100-sgd,fmnist-mlp-K40-sgd,digits-convnet-K40-momentum-
 LABELS = ["epoch", "replay"]
 
 
-def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = False) -> list[dict[str, Any]]:
+def _fitted(name: str, seed: int, root: Path, until: str) -> tuple[Any, Any, Path, Any]:
+    """A configuration's seed as the matrix defines it (``matrix.make_config``): its config, data, folder and
+    workspace, fitted ``until`` a stage (stored stages of the same config reused)."""
     cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
     folder = root / name / f"seed{seed}"
     dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
-                                                                         data.train, until="groups")
+                                                                         data.train, until=until)
     assert dm.model is not None and dm.trajectory is not None and dm.groups is not None
+    return cfg, data, folder, dm
+
+
+def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = False) -> list[dict[str, Any]]:
+    cfg, data, folder, dm = _fitted(name, seed, root, "groups")
     cache = M.RetrainCache(folder / "retrain", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups,
                            cfg.train, data.test.x)
     net, traj, C = dm.model, dm.trajectory, int(data.num_classes)
@@ -127,10 +134,7 @@ def progress(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
     fifth replay test's matrix half, ``benchmarks/unlearn_replay.py``); the run is trained if it is not yet."""
     from ddm.health import training_progress
 
-    cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
-    dm = ddm.DistilledDatamodel(root / name / f"seed{seed}" / "ddm", cfg, overwrite=True).fit(
-        ddm.models.build(cfg.model, data), data.train, until="groups")
-    assert dm.model is not None and dm.trajectory is not None
+    _, data, _, dm = _fitted(name, seed, root, "groups")
     p = training_progress(dm.model, dm.trajectory, data.test) or {}
     print(name, seed, {k: p.get(k) for k in ("epoch", "accuracy", "final_accuracy", "still_improving")}, flush=True)
     return [{"config": name, "seed": seed, **p}]
@@ -140,11 +144,7 @@ def step(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
     """``--step``: the synsets' step (``DistilledDatamodel.unlearn``, ``ddm unlearn --method step``) on a run's
     removals, scored as :func:`run` scores the epochs (the fifth replay test's matrix half, where ``--progress`` flags
     a run); the run's synsets are distilled here (the run's workspace, fitted until its groups, is reused)."""
-    cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
-    folder = root / name / f"seed{seed}"
-    dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
-                                                                         data.train)
-    assert dm.model is not None and dm.trajectory is not None and dm.groups is not None
+    cfg, data, folder, dm = _fitted(name, seed, root, "synset")
     cache = M.RetrainCache(folder / "retrain", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups,
                            cfg.train, data.test.x)
     rows = []
