@@ -586,9 +586,11 @@ def run_one(root: Path, name: str, seed: int, args: argparse.Namespace,
     return out
 
 
-def fitted(folder: Path, cfg: RunConfig, data: Any) -> ddm.DistilledDatamodel:
-    """The workspace ``folder`` fitted with ``cfg`` (stages stored with another config are recomputed)."""
-    return ddm.DistilledDatamodel(folder, cfg, overwrite=True).fit(ddm.models.build(cfg.model, data), data.train)
+def fitted(folder: Path, cfg: RunConfig, data: Any, until: str = "synset") -> ddm.DistilledDatamodel:
+    """The workspace ``folder`` fitted with ``cfg`` (stages stored with another config are recomputed), ``until`` a
+    stage (``DistilledDatamodel.fit``)."""
+    return ddm.DistilledDatamodel(folder, cfg, overwrite=True).fit(ddm.models.build(cfg.model, data), data.train,
+                                                                   until=until)
 
 
 def fit_variant(folder: Path, cfg: RunConfig, data: Any, sets: list[str]) -> ddm.DistilledDatamodel:
@@ -605,14 +607,15 @@ def health_summary(dm: ddm.DistilledDatamodel) -> dict[str, Any]:
             "flagged": len(h.get("flagged", []))}
 
 
-def open_run(root: Path, name: str, seed: int, workspace: str = "ddm", sets: list[str] | None = None
-             ) -> tuple[RunConfig, Any, Path, ddm.DistilledDatamodel, RetrainCache]:
+def open_run(root: Path, name: str, seed: int, workspace: str = "ddm", sets: list[str] | None = None,
+             until: str = "synset") -> tuple[RunConfig, Any, Path, ddm.DistilledDatamodel, RetrainCache]:
     """A configuration's seed as the matrix ran it: its config, data, folder, fitted workspace (stages reused) and
     retrain cache (logits on the test split), for the scripts that measure more on the same runs. ``workspace``: the
-    workspace folder in the run's (another than the matrix's own ``ddm``, fitted with the settings ``sets``)."""
+    workspace folder in the run's (another than the matrix's own ``ddm``, fitted with the settings ``sets``);
+    ``until``: the last stage fitted (``groups`` for what reads no synset)."""
     cfg, data = make_config(CONFIGS[name][0], seed, sets or [])
     folder = root / name / f"seed{seed}"
-    dm = fitted(folder / workspace, cfg, data)
+    dm = fitted(folder / workspace, cfg, data, until)
     cache = RetrainCache(folder / "retrain", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups, cfg.train,
                          data.test.x)
     return cfg, data, folder, dm, cache

@@ -48,7 +48,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import matrix as M  # noqa: E402
 from _draws import draw_options, draw_row, over_runs, parser, scored_draws, test_gap  # noqa: E402
 
-import ddm  # noqa: E402
 from ddm.baselines.unlearners import relabelled_targets  # noqa: E402
 from ddm.models import with_params  # noqa: E402
 from ddm.train.loop import accuracy  # noqa: E402
@@ -63,24 +62,11 @@ from ddm.unlearning import (  # noqa: E402
 NINE = ("digits-convnet-K100-sgd,fmnist-mlp-K40-sgd,digits-convnet-K40-momentum-wd,digits-mlp-K40-sgd,"
         "digits-convnet-groupnorm-K100-momentum,fmnist-convnet-K100-sgd,fmnist-mlp-K100-momentum,fmnist-mlp-K40-adam,"
         "digits-resnet-K40-momentum")
-LABELS = ["epoch", "replay"]
-
-
-def _fitted(name: str, seed: int, root: Path, until: str) -> tuple[Any, Any, Path, Any]:
-    """A configuration's seed as the matrix defines it (``matrix.make_config``): its config, data, folder and
-    workspace, fitted ``until`` a stage (stored stages of the same config reused)."""
-    cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
-    folder = root / name / f"seed{seed}"
-    dm = ddm.DistilledDatamodel(folder / "ddm", cfg, overwrite=True).fit(ddm.models.build(cfg.model, data),
-                                                                         data.train, until=until)
-    assert dm.model is not None and dm.trajectory is not None and dm.groups is not None
-    return cfg, data, folder, dm
 
 
 def run(name: str, seed: int, root: Path, fill: bool = False, classes: bool = False) -> list[dict[str, Any]]:
-    cfg, data, folder, dm = _fitted(name, seed, root, "groups")
-    cache = M.RetrainCache(folder / "retrain", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups,
-                           cfg.train, data.test.x)
+    cfg, data, _, dm, cache = M.open_run(root, name, seed, until="groups")
+    assert dm.model is not None and dm.trajectory is not None and dm.groups is not None
     net, traj, C = dm.model, dm.trajectory, int(data.num_classes)
     start, since, epochs = replay_start(traj)
     rows = []
@@ -134,7 +120,9 @@ def progress(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
     fifth replay test's matrix half, ``benchmarks/unlearn_replay.py``); the run is trained if it is not yet."""
     from ddm.health import training_progress
 
-    _, data, _, dm = _fitted(name, seed, root, "groups")
+    cfg, data = M.make_config(M.CONFIGS[name][0], seed, [])
+    dm = M.fitted(root / name / f"seed{seed}" / "ddm", cfg, data, "groups")
+    assert dm.model is not None and dm.trajectory is not None
     p = training_progress(dm.model, dm.trajectory, data.test) or {}
     print(name, seed, {k: p.get(k) for k in ("epoch", "accuracy", "final_accuracy", "still_improving")}, flush=True)
     return [{"config": name, "seed": seed, **p}]
@@ -144,9 +132,7 @@ def step(name: str, seed: int, root: Path) -> list[dict[str, Any]]:
     """``--step``: the synsets' step (``DistilledDatamodel.unlearn``, ``ddm unlearn --method step``) on a run's
     removals, scored as :func:`run` scores the epochs (the fifth replay test's matrix half, where ``--progress`` flags
     a run); the run's synsets are distilled here (the run's workspace, fitted until its groups, is reused)."""
-    cfg, data, folder, dm = _fitted(name, seed, root, "synset")
-    cache = M.RetrainCache(folder / "retrain", dm.model, dm.trajectory.checkpoint(0), data.train, dm.groups,
-                           cfg.train, data.test.x)
+    _, data, _, dm, cache = M.open_run(root, name, seed)
     rows = []
     for kind, d in scored_draws(dm, cache, data, seed, True, True):
         row = draw_row(name, seed, kind, d) | {"step": test_gap(dm.unlearn(d.groups), data.test, [], d.reference)}
